@@ -1,0 +1,1047 @@
+#!/usr/bin/env python3
+"""Calls per second through a SIP proxy, measured with sipp.
+
+Method
+------
+One run measures one target proxy (a preset such as ``kamailio-stateless`` or any shell
+command, e.g. ``honcho -f Procfile start -c worker=2`` for sipline) at a list of call rates:
+
+    sipp UAC --> 127.0.0.1:5060 (target proxy) --> 127.0.0.1:5080 sipp UAS
+
+1. The target starts in its own session and process group. It is ready when it answers a SIP
+   OPTIONS sent to 127.0.0.1:5060 with ``Max-Forwards: 0`` (RFC 3261 §16.3 step 3: a proxy
+   answers such a request itself, 483 or 200), polled until a deadline. The probe therefore
+   never reaches, and never disturbs, the UAS.
+2. Each step starts a fresh sipp UAS (``-sn uas``), waits until port 5080 is bound (read from
+   ``/proc/net/udp`` or ``/proc/net/tcp``, so nothing else touches the port), then runs the
+   sipp UAC (``-sn uac``, no hold time) at ``rate`` for ``rate * duration`` calls. The UAS is
+   per step because sipp's built-in UAS ends each call with a 4 s pause: only a UAS that is
+   drained (SIGUSR1, soft exit) gives exact per-step UAS counters.
+3. Bounds: the UAC stops placing calls after ``duration + margin`` s (``-timeout``), each call
+   waits at most ``--recv-timeout`` ms for an expected message (``-recv_timeout``), and the
+   harness kills sipp if it is still alive ``--kill-after`` s later. The run stops placing
+   steps once ``--budget`` s have passed.
+4. Counting (the step verdict): ``failed %`` is the larger of
+   - UAC: ``(planned - successful) / planned``: sipp's failed calls, calls still open at exit
+     and calls never placed (sipp fell behind) all count as failed;
+   - UAS: ``(failed + still open) / created``: e.g. a BYE overtaking its ACK through a
+     multi-process proxy is an unexpected message at the UAS although the UAC sees success.
+   A step passes with ``failed % < 1`` and an effective rate (calls placed / UAC wall time,
+   from sipp's own stat file) of at least 95 % of the asked rate. Retransmissions,
+   out-of-call and dead-call messages, and the kernel's UDP receive-buffer errors
+   (``/proc/net/snmp``) are reported beside the verdict: they show loss before it becomes
+   failure.
+5. CPU: while the UAC runs, every process of the target's tree and both sipp processes are
+   sampled from ``/proc/PID/stat`` (utime + stime, all threads); the delta over the UAC's
+   wall time is reported as % of one core. The UAC is sampled once more as a zombie (waitid
+   WNOWAIT) so its last ticks are not lost. Processes are named from honcho's
+   ``HONCHO_PROCESS_NAME``, from the preset's process list (``kamcmd ps``) and from the
+   cmdline. The harness's own CPU and the machine's busy % are reported too, so a saturated
+   sipp or harness is visible (sipp at >= 90 % of a core is flagged).
+
+Every process this script starts is stopped at the end, also on Ctrl-C, SIGTERM or errors:
+SIGTERM to its process group, SIGKILL to whatever of its tree is left after a grace period.
+Standard library only; Linux only (/proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+PROXY_HOST = "127.0.0.1"
+PROXY_PORT = 5060
+UAS_PORT = 5080
+# sipp's 64 KB default socket buffer causes retransmissions from ~6 000 calls/s (DESIGN.md §1).
+SIPP_BUFF_SIZE = 4194304
+FAIL_LIMIT_PCT = 1.0
+MIN_RATE_FRACTION = 0.95  # a step whose sipp placed calls slower than this did not run at rate
+SIPP_SATURATED_PCT = 90.0
+SAMPLE_INTERVAL_S = 0.25
+UAS_PAUSE_S = 4.0  # the built-in UAS pauses 4 s after each call's BYE/200
+STOP_GRACE_S = 5.0  # honcho's own KILL_WAIT
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_SHARED = REPO_ROOT.parent / "shared"
+
+
+class Interrupted(Exception):
+    """SIGTERM/SIGHUP arrived: unwind so every started process is stopped."""
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class Target:
+    """A proxy to measure: how to start it, and how to name its processes."""
+
+    name: str
+    command: str  # run by /bin/sh in its own process group
+    cwd: Path
+    run_dirs: tuple[Path, ...] = ()  # created before start
+    ps_command: tuple[str, ...] = ()  # prints "pid<TAB>description" lines
+    transports: tuple[str, ...] = ("udp", "tcp")
+
+
+KAMAILIO_RUN_DIR = Path("/tmp/kamailio-peer")
+
+
+def kamailio_preset(name: str, peers: Path) -> Target:
+    """Kamailio 5.6 with a peers/ config, as peers/README.md starts it."""
+    cfg = peers / f"{name}.cfg"
+    if not cfg.is_file():
+        raise SystemExit(f"cps: preset {name}: {cfg} not found (use --shared DIR)")
+    argv = ["kamailio", "-f", str(cfg), "-DD", "-E", "-n", "2", "-m", "512",
+            "-Y", str(KAMAILIO_RUN_DIR)]
+    ctl = f"unix:{KAMAILIO_RUN_DIR}/kamailio_ctl"
+    return Target(name=name, command=shlex.join(argv), cwd=REPO_ROOT,
+                  run_dirs=(KAMAILIO_RUN_DIR,), ps_command=("kamcmd", "-s", ctl, "ps"),
+                  transports=("udp",))  # both configs set disable_tcp=yes
+
+
+PRESETS = ("kamailio-stateless", "kamailio-stateful")
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """The --target preset or the --target-cmd command."""
+    if args.target_cmd:
+        return Target(name=args.name or "custom", command=args.target_cmd, cwd=args.cwd)
+    preset = kamailio_preset(args.target, args.shared / "peers")
+    if not args.extra_args:
+        return preset
+    return replace(preset, name=f"{preset.name} {args.extra_args}",
+                   command=f"{preset.command} {args.extra_args}")
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+@dataclass(frozen=True)
+class ProcStat:
+    """The fields of /proc/PID/stat this script uses."""
+
+    pid: int
+    ppid: int
+    state: str
+    ticks: int  # utime + stime, all threads
+    start: int  # starttime: tells a reused pid from the original
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """Parse /proc/PID/stat; None if the process is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2:].split()  # comm may contain spaces and parentheses
+    return ProcStat(pid=pid, ppid=int(rest[1]), state=rest[0],
+                    ticks=int(rest[11]) + int(rest[12]), start=int(rest[19]))
+
+
+def all_stats() -> list[ProcStat]:
+    """Every process on the machine."""
+    stats = (read_stat(int(name)) for name in os.listdir("/proc") if name.isdigit())
+    return [s for s in stats if s is not None]
+
+
+def tree(root: int, stats: Iterable[ProcStat]) -> list[ProcStat]:
+    """root and all its descendants."""
+    by_parent: dict[int, list[ProcStat]] = {}
+    found: list[ProcStat] = []
+    for st in stats:
+        by_parent.setdefault(st.ppid, []).append(st)
+        if st.pid == root:
+            found.append(st)
+    for st in found:  # grows while iterating: breadth-first walk
+        found.extend(by_parent.get(st.pid, ()))
+    return found
+
+
+def alive(st: ProcStat) -> bool:
+    """The same process (pid and start time) still runs."""
+    now = read_stat(st.pid)
+    return now is not None and now.start == st.start and now.state != "Z"
+
+
+def cmdline(pid: int) -> list[str]:
+    """argv of a process ([] if gone or a kernel thread)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def environ_var(pid: int, name: str) -> str | None:
+    """One environment variable of another process, if readable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    for item in raw.split(b"\0"):
+        if item.startswith(prefix):
+            return item[len(prefix):].decode(errors="replace")
+    return None
+
+
+def short_command(argv: Sequence[str]) -> str:
+    """Program and positional arguments: 'sipline worker', 'honcho start', 'kamailio'."""
+    words = list(argv)
+    if words and Path(words[0]).name.startswith("python") and len(words) > 1:
+        words = words[1:]  # the script, not the interpreter
+        if words[0] == "-m" and len(words) > 1:
+            words = words[1:]
+    if not words:
+        return "?"
+    kept = [Path(words[0]).name]
+    for prev, word in itertools.pairwise(words):
+        if not word.startswith("-") and not prev.startswith("-"):
+            kept.append(word)
+    return " ".join(kept)[:48]
+
+
+def label(pid: int, ps_names: dict[int, str]) -> str:
+    """A readable name: '1234 worker.1: sipline worker' or '1234 kamailio [timer]'."""
+    name = short_command(cmdline(pid))
+    honcho = environ_var(pid, "HONCHO_PROCESS_NAME")
+    if honcho:
+        name = f"{honcho}: {name}"
+    if pid in ps_names:
+        name = f"{name} [{ps_names[pid]}]"
+    return f"{pid} {name}"
+
+
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
+def udp_errors() -> dict[str, int]:
+    """Kernel UDP counters (InErrors, RcvbufErrors, SndbufErrors) from /proc/net/snmp."""
+    lines = [ln.split() for ln in Path("/proc/net/snmp").read_text().splitlines()
+             if ln.startswith("Udp:")]
+    counters = dict(zip(lines[0][1:], (int(v) for v in lines[1][1:])))
+    return {k: counters.get(k, 0) for k in ("InErrors", "RcvbufErrors", "SndbufErrors")}
+
+
+def listening(port: int, transport: str, host: str = PROXY_HOST) -> bool:
+    """Something is bound (UDP) or listening (TCP) on host:port or the wildcard."""
+    table, state = ("/proc/net/tcp", "0A") if transport == "tcp" else ("/proc/net/udp", "07")
+    wanted = {f"{_hex_ip(host)}:{port:04X}", f"00000000:{port:04X}"}
+    for line in Path(table).read_text().splitlines()[1:]:
+        cols = line.split()
+        if cols[1] in wanted and cols[3] == state:
+            return True
+    return False
+
+
+def _hex_ip(host: str) -> str:
+    """127.0.0.1 as /proc/net shows it on little-endian hosts: 0100007F."""
+    return socket.inet_aton(host)[::-1].hex().upper()
+
+
+# --------------------------------------------------------------------------- CPU sampling
+
+
+@dataclass
+class CpuSampler:
+    """utime+stime deltas of a changing set of processes over one window."""
+
+    names: dict[int, str] = field(default_factory=dict)  # pid -> fixed name (sipp roles)
+    first: dict[tuple[int, int], int] = field(default_factory=dict)
+    last: dict[tuple[int, int], int] = field(default_factory=dict)
+    label_of: dict[tuple[int, int], str] = field(default_factory=dict)
+    started: bool = False
+
+    def sample(self, stats: Iterable[ProcStat], ps_names: dict[int, str]) -> None:
+        """Record current ticks; a process first seen after the start began in the window."""
+        for st in stats:
+            key = (st.pid, st.start)
+            if key not in self.first:
+                self.first[key] = 0 if self.started else st.ticks
+                self.label_of[key] = self.names.get(st.pid) or label(st.pid, ps_names)
+            self.last[key] = st.ticks
+        self.started = True
+
+    def percent(self, wall_s: float) -> dict[str, float]:
+        """% of one core per process over wall_s seconds."""
+        return {self.label_of[k]: 100.0 * (self.last[k] - self.first[k]) / CLK_TCK / wall_s
+                for k in self.first}
+
+
+def udp_socket_drops() -> dict[tuple[int, str], int]:
+    """(local port, inode) -> the kernel's drop count of every UDP socket (/proc/net/udp)."""
+    drops = {}
+    for line in Path("/proc/net/udp").read_text().splitlines()[1:]:
+        cols = line.split()
+        drops[(int(cols[1].rsplit(":", 1)[1], 16), cols[9])] = int(cols[12])
+    return drops
+
+
+def socket_inodes(pid: int) -> set[str]:
+    """Inode numbers of the sockets a process holds."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return set()
+    return {ln[8:-1] for ln in links if ln.startswith("socket:[")}
+
+
+@dataclass
+class DropTracker:
+    """Datagrams the kernel dropped per receiving socket (full receive buffer) over a window;
+    tells whether the proxy, the UAS or the UAC could not keep up."""
+
+    first: dict[tuple[int, str], int] = field(default_factory=dict)
+    last: dict[tuple[int, str], int] = field(default_factory=dict)
+    uac_inodes: set[str] = field(default_factory=set)
+    started: bool = False
+
+    def sample(self, uac_pid: int | None) -> None:
+        if uac_pid is not None and not self.uac_inodes:
+            self.uac_inodes = socket_inodes(uac_pid)
+        for key, count in udp_socket_drops().items():
+            self.first.setdefault(key, 0 if self.started else count)
+            self.last[key] = count
+        self.started = True
+
+    def by_socket(self) -> dict[str, int]:
+        """Non-zero drop counts named proxy:5060, uas:5080, uac:PORT or port:PORT."""
+        named: dict[str, int] = {}
+        for (port, inode), count in self.last.items():
+            if count > self.first[(port, inode)]:
+                name = ("proxy" if port == PROXY_PORT else "uas" if port == UAS_PORT
+                        else "uac" if inode in self.uac_inodes else "port")
+                key = f"{name}:{port}"
+                named[key] = named.get(key, 0) + count - self.first[(port, inode)]
+        return named
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def spawn(argv: Sequence[str], log: Path, cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start argv in its own session/process group, output to log."""
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S,
+         first_signal: signal.Signals = signal.SIGTERM) -> None:
+    """Signal proc's group, wait up to grace_s for its whole tree, then SIGKILL the rest."""
+    members = tree(proc.pid, all_stats())  # children outlive a dead leader: remember them
+    _signal_group(proc.pid, first_signal)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None and not any(alive(m) for m in members):
+            return
+        time.sleep(0.05)
+    _signal_group(proc.pid, signal.SIGKILL)
+    for member in members:
+        if alive(member):
+            _kill(member.pid, signal.SIGKILL)
+    try:
+        proc.wait(timeout=2.0)
+    except subprocess.TimeoutExpired:
+        print(f"cps: pid {proc.pid} survived SIGKILL", file=sys.stderr)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def exited_unreaped(proc: subprocess.Popen[bytes]) -> bool:
+    """proc has exited; it stays a zombie so its final CPU ticks can still be read."""
+    if proc.returncode is not None:
+        return True
+    try:
+        info = os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return True
+    return info is not None
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log, for error messages."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def process_names(target: Target) -> dict[int, str]:
+    """pid -> description from the preset's ps command (e.g. kamcmd ps), if any."""
+    if not target.ps_command:
+        return {}
+    try:
+        out = subprocess.run(target.ps_command, capture_output=True, text=True, timeout=3.0,
+                             check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    names: dict[int, str] = {}
+    for line in out.splitlines():
+        pid, _, desc = line.strip().partition("\t")
+        if pid.isdigit():
+            names[int(pid)] = desc.strip()
+    return names
+
+
+# --------------------------------------------------------------------------- readiness
+
+
+def options_probe(transport: str, local_port: int, seq: int) -> bytes:
+    """An OPTIONS the proxy must answer itself: Max-Forwards 0 (RFC 3261 §16.3 step 3)."""
+    proto = transport.upper()
+    return (f"OPTIONS sip:{PROXY_HOST}:{PROXY_PORT} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{proto} {PROXY_HOST}:{local_port};branch=z9hG4bK-cps-{seq};rport\r\n"
+            "Max-Forwards: 0\r\n"
+            f"From: <sip:cps@{PROXY_HOST}>;tag=cps{seq}\r\n"
+            f"To: <sip:{PROXY_HOST}:{PROXY_PORT}>\r\n"
+            f"Call-ID: cps-probe-{os.getpid()}-{seq}@{PROXY_HOST}\r\n"
+            f"CSeq: {seq} OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n").encode()
+
+
+def probe_once(transport: str, seq: int, timeout_s: float) -> bool:
+    """One OPTIONS; True if any SIP response came back."""
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.settimeout(timeout_s)
+        try:
+            sock.bind((PROXY_HOST, 0))
+            if transport == "tcp":
+                sock.connect((PROXY_HOST, PROXY_PORT))
+            msg = options_probe(transport, sock.getsockname()[1], seq)
+            sock.sendto(msg, (PROXY_HOST, PROXY_PORT)) if transport == "udp" else sock.sendall(msg)
+            return sock.recv(65535).startswith(b"SIP/2.0 ")
+        except OSError:  # refused, timed out, reset
+            return False
+
+
+def wait_until_ready(proc: subprocess.Popen[bytes], transport: str, timeout_s: float,
+                     log: Path) -> float:
+    """Poll OPTIONS until answered; seconds taken. Raises if the target dies or times out."""
+    start = time.monotonic()
+    for seq in range(1, 1_000_000):
+        if proc.poll() is not None:
+            raise SystemExit(f"cps: target exited ({proc.returncode}) before answering:\n"
+                             f"{tail(log)}")
+        if probe_once(transport, seq, timeout_s=0.25):
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            break
+        time.sleep(0.05)  # refused probes return at once: don't spin
+    raise SystemExit(f"cps: no answer to OPTIONS on {PROXY_HOST}:{PROXY_PORT}/{transport} "
+                     f"within {timeout_s:.0f} s:\n{tail(log)}")
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, transport: str,
+                   timeout_s: float, log: Path) -> None:
+    """Poll /proc/net until port is bound. Raises if proc dies or the deadline passes."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if listening(port, transport):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"sipp UAS exited ({proc.returncode}):\n{tail(log)}")
+        time.sleep(0.02)
+    raise RuntimeError(f"sipp UAS not listening on {port}/{transport} after {timeout_s} s")
+
+
+# --------------------------------------------------------------------------- sipp
+
+
+@dataclass(frozen=True)
+class SippCounters:
+    """The last row of a sipp -trace_stat file (cumulative counters)."""
+
+    created: int = 0
+    successful: int = 0
+    failed: int = 0
+    open_calls: int = 0
+    retransmissions: int = 0
+    out_of_call: int = 0
+    dead_call: int = 0
+    unexpected: int = 0
+    max_udp_retrans: int = 0
+    timeout_on_recv: int = 0
+    cannot_send: int = 0
+    warnings: int = 0  # with --ignore-unexpected, an ignored unexpected message is one
+    elapsed_s: float = 0.0  # StartTime to the final row: includes the tail of the last calls
+    placing_s: float = 0.0  # StartTime to the moment the last call was placed
+    rows: int = 0
+
+
+STAT_COLUMNS = {
+    "created": "TotalCallCreated", "successful": "SuccessfulCall(C)",
+    "failed": "FailedCall(C)", "open_calls": "CurrentCall",
+    "retransmissions": "Retransmissions(C)", "out_of_call": "OutOfCallMsgs(C)",
+    "dead_call": "DeadCallMsgs(C)", "unexpected": "FailedUnexpectedMessage(C)",
+    "max_udp_retrans": "FailedMaxUDPRetrans(C)", "timeout_on_recv": "FailedTimeoutOnRecv(C)",
+    "cannot_send": "FailedCannotSendMessage(C)", "warnings": "Warnings(C)",
+}
+
+
+def read_stat_rows(path: Path) -> list[dict[str, str]]:
+    """The complete rows of a sipp -trace_stat CSV (';'-separated), maybe still being written."""
+    try:
+        with path.open(newline="", errors="replace") as f:
+            rows = list(csv.reader(f, delimiter=";"))
+    except OSError:
+        return []
+    if not rows:
+        return []
+    return [dict(zip(rows[0], r)) for r in rows[1:] if len(r) >= len(rows[0])]
+
+
+def read_sipp_stats(path: Path) -> SippCounters:
+    """Counters from the last (final) row of a sipp stat file."""
+    table = read_stat_rows(path)
+    if not table:
+        return SippCounters()
+    row = table[-1]
+    counts = {k: int(row.get(col) or 0) for k, col in STAT_COLUMNS.items()}
+    # timestamps read "date<TAB>time<TAB>epoch"; ElapsedTime(C) has 1 s resolution only
+    start = _epoch(row.get("StartTime", ""))
+    elapsed = _epoch(row.get("CurrentTime", "")) - start
+    return SippCounters(**counts, elapsed_s=elapsed, placing_s=placing_time(table, start),
+                        rows=len(table))
+
+
+def placing_time(table: list[dict[str, str]], start: float) -> float:
+    """Seconds from start until the last call was placed, interpolated between the
+    once-a-second rows (-fd 1) around the moment TotalCallCreated reached its final value."""
+    final = int(table[-1].get("TotalCallCreated") or 0)
+    prev_t, prev_n = start, 0
+    for row in table:
+        t, n = _epoch(row.get("CurrentTime", "")), int(row.get("TotalCallCreated") or 0)
+        if n >= final:
+            return prev_t - start + (t - prev_t) * (final - prev_n) / max(1, n - prev_n)
+        prev_t, prev_n = t, n
+    return prev_t - start
+
+
+def _epoch(stamp: str) -> float:
+    try:
+        return float(stamp.split("\t")[-1])
+    except ValueError:
+        return 0.0
+
+
+def sipp_common(cfg: StepConfig, stat_file: Path, timeout_s: int) -> list[str]:
+    """Options both sipp roles share."""
+    argv = ["-i", PROXY_HOST, "-bind_local", "-t", "t1" if cfg.transport == "tcp" else "u1",
+            "-buff_size", str(SIPP_BUFF_SIZE), "-nostdin", "-trace_stat", "-stf", str(stat_file),
+            "-fd", "1", "-timeout", f"{timeout_s}s", "-recv_timeout", str(cfg.recv_timeout_ms)]
+    if cfg.ignore_unexpected:  # e.g. a 180 overtaken by its 200: ignored, not a failed call
+        argv += ["-default_behaviors", "all,-abortunexp"]
+    return argv
+
+
+def uas_argv(cfg: StepConfig, stat_file: Path, timeout_s: int) -> list[str]:
+    """The UAS behind the proxy on 127.0.0.1:5080."""
+    return ["sipp", "-sn", "uas", "-p", str(UAS_PORT), *sipp_common(cfg, stat_file, timeout_s)]
+
+
+def uac_argv(cfg: StepConfig, rate: int, calls: int, stat_file: Path, err_file: Path) -> list[str]:
+    """The UAC in front of the proxy; local port chosen by sipp."""
+    return ["sipp", "-sn", "uac", f"{PROXY_HOST}:{PROXY_PORT}", "-r", str(rate), "-m", str(calls),
+            *sipp_common(cfg, stat_file, math.ceil(cfg.duration_s + cfg.margin_s)),
+            "-trace_err", "-error_file",
+            str(err_file), "-max_log_size", "1000000"]
+
+
+# --------------------------------------------------------------------------- one step
+
+
+@dataclass(frozen=True)
+class StepConfig:
+    """What every step shares."""
+
+    transport: str
+    duration_s: float
+    margin_s: float
+    recv_timeout_ms: int
+    kill_after_s: float
+    workdir: Path
+    target_pid: int
+    ignore_unexpected: bool
+
+
+@dataclass
+class StepResult:
+    """Everything measured at one rate."""
+
+    rate: int
+    planned: int
+    attempted: int
+    successful: int
+    failed: int
+    unfinished: int
+    not_started: int
+    uac_failed_pct: float
+    uas_calls: int
+    uas_failed: int
+    uas_unfinished: int
+    uas_failed_pct: float
+    failed_pct: float
+    effective_rate: float
+    wall_s: float
+    step_s: float
+    uac_retransmissions: int
+    uas_retransmissions: int
+    unexpected_msgs: int
+    warnings: int
+    out_of_call_msgs: int
+    dead_call_msgs: int
+    udp_errors: dict[str, int]
+    udp_drops: dict[str, int]
+    cpu_pct: dict[str, float]
+    background_busy_pct: float  # before the step, UAS and UAC not running
+    machine_busy_pct: float
+    harness_cpu_pct: float
+    uac_exit: int | None
+    uac_killed: bool
+    verdict: str
+    uac_counters: dict[str, Any]
+    uas_counters: dict[str, Any]
+
+
+@dataclass
+class Window:
+    """Counters taken at the start of the UAC run."""
+
+    wall: float
+    own_cpu: float
+    machine: tuple[int, int]
+    udp: dict[str, int]
+
+
+def open_window() -> Window:
+    times = os.times()
+    return Window(time.monotonic(), times.user + times.system, machine_ticks(), udp_errors())
+
+
+@dataclass
+class UacRun:
+    """What the harness saw while the UAC ran."""
+
+    cpu: CpuSampler
+    drops: DropTracker
+    exit_code: int | None = None
+    killed: bool = False
+    wall_s: float = 0.0
+    end_epoch: float = 0.0
+
+
+def run_uac(cfg: StepConfig, argv: list[str], log: Path, uas: subprocess.Popen[bytes],
+            ps_names: dict[int, str]) -> UacRun:
+    """Run the UAC to its end (or kill it past its deadline); sample CPU and drops meanwhile."""
+    run = UacRun(CpuSampler(names={uas.pid: "sipp-uas"}), DropTracker())
+    run.cpu.sample(_measured(cfg.target_pid, uas.pid, None), ps_names)
+    run.drops.sample(None)
+    start = time.monotonic()
+    uac = spawn(argv, log)
+    run.cpu.names[uac.pid] = "sipp-uac"
+    deadline = start + cfg.duration_s + cfg.margin_s + cfg.recv_timeout_ms / 1000 + cfg.kill_after_s
+    try:
+        while not exited_unreaped(uac):
+            if time.monotonic() > deadline:
+                run.killed = True
+                break
+            time.sleep(SAMPLE_INTERVAL_S)
+            run.cpu.sample(_measured(cfg.target_pid, uas.pid, uac.pid), ps_names)
+            run.drops.sample(uac.pid)
+        run.wall_s, run.end_epoch = time.monotonic() - start, time.time()
+        run.cpu.sample(_measured(cfg.target_pid, uas.pid, uac.pid), ps_names)  # zombie's ticks
+    finally:
+        if run.killed or not exited_unreaped(uac):
+            stop(uac, grace_s=2.0)  # SIGTERM: sipp still writes its final stat row
+        uac.wait(timeout=2.0)  # reap the zombie
+    run.exit_code = uac.returncode
+    return run
+
+
+def _measured(target_pid: int, uas_pid: int, uac_pid: int | None) -> list[ProcStat]:
+    stats = all_stats()
+    picked = tree(target_pid, stats)
+    picked += [s for s in stats if s.pid in (uas_pid, uac_pid)]
+    return picked
+
+
+def drain_uas(uas: subprocess.Popen[bytes], stat_file: Path, uac_end: float,
+              limit_s: float) -> None:
+    """Wait until a UAS stat row written after the UAC ended shows no open call (each call
+    of the built-in UAS ends with a 4 s pause), at most limit_s; then SIGTERM, on which sipp
+    writes a final row. (SIGUSR1 is no drain: sipp then exits with paused calls open.)"""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline and uas.poll() is None:
+        rows = read_stat_rows(stat_file)
+        last = rows[-1] if rows else {}
+        if _epoch(last.get("CurrentTime", "")) > uac_end and last.get("CurrentCall") == "0":
+            break
+        time.sleep(SAMPLE_INTERVAL_S)
+    stop(uas)
+
+
+def run_step(cfg: StepConfig, rate: int, ps_names: dict[int, str]) -> StepResult:
+    """Measure one rate: fresh UAS, UAC for duration, counters and CPU."""
+    t0 = time.monotonic()
+    calls = max(1, round(rate * cfg.duration_s))
+    files = {k: cfg.workdir / f"step-{rate}-{k}" for k in
+             ("uas.csv", "uac.csv", "uas.out", "uac.out", "uac-errors.log")}
+    for path in files.values():
+        path.unlink(missing_ok=True)
+    drain_s = UAS_PAUSE_S + cfg.recv_timeout_ms / 1000 + 2.0
+    uas_timeout = math.ceil(cfg.duration_s + cfg.margin_s + cfg.recv_timeout_ms / 1000
+                            + cfg.kill_after_s + drain_s + 5.0)
+    background = background_busy()
+    uas = spawn(uas_argv(cfg, files["uas.csv"], uas_timeout), files["uas.out"])
+    try:
+        wait_listening(uas, UAS_PORT, cfg.transport, 5.0, files["uas.out"])
+        window = open_window()
+        run = run_uac(cfg, uac_argv(cfg, rate, calls, files["uac.csv"],
+                                    files["uac-errors.log"]), files["uac.out"], uas, ps_names)
+        own = os.times()
+        harness = 100.0 * (own.user + own.system - window.own_cpu) / run.wall_s
+        busy = machine_busy(window.machine)
+        drain_uas(uas, files["uas.csv"], run.end_epoch, drain_s)
+    finally:
+        if uas.poll() is None:
+            stop(uas)
+    udp = {k: v - window.udp[k] for k, v in udp_errors().items()}
+    result = summarise(rate, calls, read_sipp_stats(files["uac.csv"]),
+                       read_sipp_stats(files["uas.csv"]), run, time.monotonic() - t0, udp,
+                       (background, busy), harness)
+    return result
+
+
+def background_busy(window_s: float = 0.5) -> float:
+    """Busy % of all cores while nothing of ours is loaded: other users of the box."""
+    before = machine_ticks()
+    time.sleep(window_s)
+    return machine_busy(before)
+
+
+def machine_busy(before: tuple[int, int]) -> float:
+    """Busy % of all cores since before."""
+    busy, total = machine_ticks()
+    return 100.0 * (busy - before[0]) / max(1, total - before[1])
+
+
+def summarise(rate: int, planned: int, uac: SippCounters, uas: SippCounters, run: UacRun,
+              step_s: float, udp: dict[str, int], busy: tuple[float, float],
+              harness: float) -> StepResult:
+    """Turn raw counters into the step's figures and verdict (see module docstring)."""
+    unfinished = max(0, uac.created - uac.successful - uac.failed)
+    uac_pct = 100.0 * (planned - uac.successful) / planned
+    uas_bad = uas.failed + uas.open_calls
+    uas_pct = 100.0 * uas_bad / uas.created if uas.created else 0.0
+    failed_pct = max(uac_pct, uas_pct)
+    effective = uac.created / uac.placing_s if uac.placing_s > 0 else 0.0
+    verdict = ("killed" if run.killed else f"fail>={FAIL_LIMIT_PCT:g}%" if failed_pct >= FAIL_LIMIT_PCT
+               else "slow" if effective < MIN_RATE_FRACTION * rate else "ok")
+    return StepResult(
+        rate=rate, planned=planned, attempted=uac.created, successful=uac.successful,
+        failed=uac.failed, unfinished=unfinished, not_started=max(0, planned - uac.created),
+        uac_failed_pct=uac_pct, uas_calls=uas.created, uas_failed=uas.failed,
+        uas_unfinished=uas.open_calls, uas_failed_pct=uas_pct, failed_pct=failed_pct,
+        effective_rate=effective, wall_s=run.wall_s, step_s=step_s,
+        uac_retransmissions=uac.retransmissions, uas_retransmissions=uas.retransmissions,
+        unexpected_msgs=uac.unexpected + uas.unexpected, warnings=uac.warnings + uas.warnings,
+        out_of_call_msgs=uac.out_of_call + uas.out_of_call,
+        dead_call_msgs=uac.dead_call + uas.dead_call, udp_errors=udp,
+        udp_drops=run.drops.by_socket(), cpu_pct=run.cpu.percent(run.wall_s),
+        background_busy_pct=busy[0], machine_busy_pct=busy[1], harness_cpu_pct=harness, uac_exit=run.exit_code, uac_killed=run.killed,
+        verdict=verdict, uac_counters=asdict(uac), uas_counters=asdict(uas))
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def cpu_lines(cpu: dict[str, float], top: int = 12) -> list[str]:
+    """sipp first, then target processes by CPU; idle ones folded into one line."""
+    sipp = [(k, v) for k, v in cpu.items() if k.startswith("sipp-")]
+    rest = sorted(((k, v) for k, v in cpu.items() if not k.startswith("sipp-")),
+                  key=lambda kv: -kv[1])
+    shown = [kv for kv in rest[:top] if kv[1] >= 0.05]
+    idle = len(rest) - len(shown)
+    lines = [f"    {v:6.1f} %  {k}{'  <-- saturated' if v >= SIPP_SATURATED_PCT else ''}"
+             for k, v in sorted(sipp)]
+    lines += [f"    {v:6.1f} %  {k}" for k, v in shown]
+    if idle:
+        lines.append(f"    {sum(v for _, v in rest[top:]):6.1f} %  ({idle} other processes)")
+    lines.append(f"    {sum(v for _, v in rest):6.1f} %  target total")
+    return lines
+
+
+def print_step(r: StepResult) -> None:
+    """The per-step block."""
+    print(f"  rate {r.rate}/s: {r.verdict.upper()}  failed {r.failed_pct:.2f} % "
+          f"(UAC {r.uac_failed_pct:.2f} %, UAS {r.uas_failed_pct:.2f} %)  "
+          f"effective {r.effective_rate:.0f} calls/s  wall {r.wall_s:.1f} s "
+          f"(step {r.step_s:.1f} s)")
+    print(f"    UAC: planned {r.planned} attempted {r.attempted} ok {r.successful} "
+          f"failed {r.failed} unfinished {r.unfinished} not-started {r.not_started}  "
+          f"exit {r.uac_exit}{' KILLED' if r.uac_killed else ''}")
+    print(f"    UAS: calls {r.uas_calls} failed {r.uas_failed} unfinished {r.uas_unfinished}  "
+          f"retrans UAC {r.uac_retransmissions} UAS {r.uas_retransmissions}  unexpected "
+          f"{r.unexpected_msgs}  warnings {r.warnings}  out-of-call {r.out_of_call_msgs}  "
+          f"dead-call {r.dead_call_msgs}"
+          f"  kernel UDP RcvbufErrors {r.udp_errors.get('RcvbufErrors', 0)} "
+          f"{r.udp_drops or ''}")
+    print(f"  CPU, % of one core over the UAC's {r.wall_s:.1f} s "
+          f"(machine busy {r.machine_busy_pct:.0f} % of {os.cpu_count()} cores, "
+          f"{r.background_busy_pct:.0f} % before the step, "
+          f"harness {r.harness_cpu_pct:.1f} %):")
+    print("\n".join(cpu_lines(r.cpu_pct)), flush=True)
+
+
+def target_total(r: StepResult) -> float:
+    return sum(v for k, v in r.cpu_pct.items() if not k.startswith("sipp-"))
+
+
+def print_summary(target: Target, results: list[StepResult], total_s: float,
+                  ignore_unexpected: bool) -> None:
+    """One row per step, then the best passing rate."""
+    print(f"\n== {target.name}: summary (failed calls counted "
+          f"{'ignoring' if ignore_unexpected else 'with'} unexpected messages) ==")
+    print(f"{'rate':>7} {'bg%':>3} {'attempted':>9} {'ok':>8} {'fail%':>6} {'uas%':>6} {'retrans':>7} "
+          f"{'unexp':>5} {'warn':>5} "
+          f"{'eff/s':>7} {'wall s':>6} {'uac%':>5} {'uas%':>5} {'target%':>7} {'busy%':>5} "
+          f"{'harn%':>5}  verdict")
+    for r in results:
+        print(f"{r.rate:>7} {r.background_busy_pct:>3.0f} {r.attempted:>9} {r.successful:>8} {r.failed_pct:>6.2f} "
+              f"{r.uas_failed_pct:>6.2f} {r.uac_retransmissions + r.uas_retransmissions:>7} "
+              f"{r.unexpected_msgs:>5} {r.warnings:>5} "
+              f"{r.effective_rate:>7.0f} {r.wall_s:>6.1f} {r.cpu_pct.get('sipp-uac', 0):>5.0f} "
+              f"{r.cpu_pct.get('sipp-uas', 0):>5.0f} {target_total(r):>7.0f} "
+              f"{r.machine_busy_pct:>5.0f} {r.harness_cpu_pct:>5.1f}  {r.verdict}")
+    best = best_step(results)
+    if best is None:
+        print(f"{target.name}: no rate passed with < {FAIL_LIMIT_PCT:g} % failed calls "
+              f"({total_s:.0f} s)")
+    else:
+        print(f"{target.name}: best rate with < {FAIL_LIMIT_PCT:g} % failed calls: {best.rate} "
+              f"calls/s (effective {best.effective_rate:.0f}/s, failed {best.failed_pct:.2f} %, "
+              f"target CPU {target_total(best):.0f} % of one core) — run took {total_s:.0f} s")
+
+
+def best_step(results: Sequence[StepResult]) -> StepResult | None:
+    passed = [r for r in results if r.verdict == "ok"]
+    return max(passed, key=lambda r: r.rate) if passed else None
+
+
+def write_json(path: Path, target: Target, cfg: StepConfig, results: list[StepResult],
+               total_s: float) -> None:
+    best = best_step(results)
+    doc = {"target": asdict(target), "transport": cfg.transport, "duration_s": cfg.duration_s,
+           "ignore_unexpected": cfg.ignore_unexpected,
+           "cores": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "sipp_version": sipp_version(), "total_s": total_s, "workdir": str(cfg.workdir),
+           "best_rate": best.rate if best else None, "steps": [asdict(r) for r in results]}
+    path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
+
+
+def sipp_version() -> str:
+    try:
+        out = subprocess.run(["sipp", "-v"], capture_output=True, text=True, timeout=5,
+                             check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return next((ln.strip() for ln in out.splitlines() if "SIPp" in ln), "?")
+
+
+# --------------------------------------------------------------------------- plan and main
+
+
+def rate_list(text: str) -> list[int]:
+    rates = [int(x) for x in text.split(",") if x.strip()]
+    if not rates or min(rates) <= 0:
+        raise argparse.ArgumentTypeError("rates must be positive integers")
+    return rates
+
+
+def search_rates(text: str) -> list[int]:
+    """'start,step,max' -> start, start+step, ... <= max (bounded)."""
+    try:
+        start, step, top = (int(x) for x in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError("expected start,step,max") from exc
+    if start <= 0 or step <= 0 or top < start:
+        raise argparse.ArgumentTypeError("need 0 < start <= max and step > 0")
+    return list(range(start, top + 1, step))
+
+
+def plan(args: argparse.Namespace) -> tuple[list[int], bool]:
+    """Rates to run and whether to stop at the first step that does not pass."""
+    if args.search:
+        return args.search, True
+    return args.rates or [1000, 2000, 4000], False
+
+
+def run_plan(cfg: StepConfig, rates: list[int], stop_on_fail: bool, budget_s: float,
+             ps_names: dict[int, str]) -> Iterator[StepResult]:
+    """Run steps in order; bounded by the list and by the time budget."""
+    start = time.monotonic()
+    for i, rate in enumerate(rates, 1):
+        if time.monotonic() - start > budget_s:
+            print(f"cps: budget of {budget_s:.0f} s used, {len(rates) - i + 1} steps skipped")
+            return
+        print(f"\n-- step {i}/{len(rates)}: {rate} calls/s for {cfg.duration_s:g} s "
+              f"({cfg.transport}) --", flush=True)
+        result = run_step(cfg, rate, ps_names)
+        print_step(result)
+        yield result
+        if stop_on_fail and result.verdict != "ok":
+            return
+
+
+def busy_ports(transport: str) -> list[int]:
+    return [port for port in (PROXY_PORT, UAS_PORT)
+            if listening(port, transport) or listening(port, "udp")]
+
+
+def port_owners(port: int) -> list[str]:
+    """'pid cmdline' of the processes holding a socket bound to port (any transport)."""
+    inodes = set()
+    for table in ("/proc/net/udp", "/proc/net/tcp"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[1].endswith(f":{port:04X}"):
+                inodes.add(f"socket:[{cols[9]}]")
+    owners = []
+    for pid in (int(n) for n in os.listdir("/proc") if n.isdigit()):
+        try:
+            links = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:
+            continue
+        if links & inodes:
+            owners.append(f"{pid} {' '.join(cmdline(pid))[:80]}")
+    return owners
+
+
+def wait_ports_free(transport: str, wait_s: float) -> None:
+    """Wait up to wait_s for 5060 and 5080 to be free (a shared box); else name the owners."""
+    deadline = time.monotonic() + wait_s
+    while (busy := busy_ports(transport)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    if busy:
+        owners = "\n  ".join(o for port in busy for o in port_owners(port))
+        raise SystemExit(f"cps: port(s) {busy} in use by:\n  {owners}")
+
+
+def on_signal(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--target", choices=PRESETS, help="built-in Kamailio preset")
+    who.add_argument("--target-cmd", help="shell command starting the proxy (own process group)")
+    p.add_argument("--name", help="name of a --target-cmd target in the report")
+    p.add_argument("--cwd", type=Path, default=REPO_ROOT, help="cwd of --target-cmd (repo root)")
+    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
+                   help=f"shared dir holding peers/ (default {DEFAULT_SHARED})")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--rates", type=rate_list, help="comma-separated calls/s, all run")
+    how.add_argument("--search", type=search_rates, metavar="START,STEP,MAX",
+                     help="step the rate up until a step fails (>= 1 %% failed calls)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per step (10)")
+    p.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+    p.add_argument("--margin", type=float, default=3.0,
+                   help="seconds the UAC may run late before it stops placing calls (3)")
+    p.add_argument("--recv-timeout", type=int, default=5000,
+                   help="ms a call waits for an expected message (sipp -recv_timeout, 5000)")
+    p.add_argument("--kill-after", type=float, default=5.0,
+                   help="seconds past all sipp timeouts before sipp is killed (5)")
+    p.add_argument("--ready-timeout", type=float, default=30.0,
+                   help="seconds to wait for the target to answer OPTIONS (30)")
+    p.add_argument("--budget", type=float, default=900.0,
+                   help="start no step after this many seconds (900)")
+    p.add_argument("--ignore-unexpected", action="store_true",
+                   help="sipp -default_behaviors all,-abortunexp: an unexpected (e.g. reordered) "
+                   "message is ignored and counted as a warning instead of failing the call")
+    p.add_argument("--extra-args", default="",
+                   help="appended to the preset's command line, e.g. '-x tlsf' for Kamailio")
+    p.add_argument("--wait-ports", type=float, default=0.0,
+                   help="seconds to wait for 5060/5080 to be free before giving up (0)")
+    p.add_argument("--workdir", type=Path, help="where sipp stat/log files go (temp dir)")
+    p.add_argument("--json", type=Path, help="write all results to this file")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    target = resolve_target(args)
+    if args.transport not in target.transports:
+        raise SystemExit(f"cps: {target.name} supports {', '.join(target.transports)} only")
+    rates, stop_on_fail = plan(args)
+    if busy_ports(args.transport) and args.wait_ports:
+        print(f"cps: waiting up to {args.wait_ports:.0f} s for ports {busy_ports(args.transport)}",
+              flush=True)
+    wait_ports_free(args.transport, args.wait_ports)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sipline-cps-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    for run_dir in target.run_dirs:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    print(f"cps: target {target.name}: {target.command}\ncps: files in {workdir}", flush=True)
+    t0 = time.monotonic()
+    log = workdir / "target.log"
+    proc = spawn(["/bin/sh", "-c", target.command], log, cwd=target.cwd)
+    cfg = StepConfig(args.transport, args.duration, args.margin, args.recv_timeout,
+                     args.kill_after, workdir, proc.pid, args.ignore_unexpected)
+    results: list[StepResult] = []
+    try:
+        ready = wait_until_ready(proc, args.transport, args.ready_timeout, log)
+        print(f"cps: target answered OPTIONS after {ready:.2f} s", flush=True)
+        for result in run_plan(cfg, rates, stop_on_fail, args.budget, process_names(target)):
+            results.append(result)  # noqa: PERF402 - keeps finished steps on Ctrl-C
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"\ncps: interrupted ({type(exc).__name__} {exc}), stopping", file=sys.stderr)
+    finally:
+        stop(proc)
+    total = time.monotonic() - t0
+    print_summary(target, results, total, cfg.ignore_unexpected)
+    if args.json:
+        write_json(args.json, target, cfg, results, total)
+    return 0 if best_step(results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

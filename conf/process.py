@@ -1,0 +1,72 @@
+"""What every sipline process does around its own work: config, logging, loop, signals.
+
+A process module's ``main`` is then a few lines: ``run(role, serve, conf_path)`` where
+``serve(settings, stop)`` runs until ``stop`` is set by SIGTERM or SIGINT and returns an exit
+code. Shutdown must finish well inside honcho's 5 s before SIGKILL (honcho/manager.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+
+import structlog
+import uvloop
+
+from conf import logging as sl_logging
+from conf.load import ConfigError, config_path, load
+from conf.settings import Settings
+
+Serve = Callable[[Settings, asyncio.Event], Awaitable[int]]
+
+#: time given to a process to drain on SIGTERM; honcho SIGKILLs at 5 s
+SHUTDOWN_S = 3.0
+
+
+def proc_name(role: str) -> str:
+    """honcho names processes ``worker.1``; one started by hand is ``worker``."""
+    return os.environ.get("HONCHO_PROCESS_NAME") or role
+
+
+def run(role: str, serve: Serve, conf: str | None = None) -> int:
+    path = config_path(conf)
+    try:
+        settings = load(path)
+    except ConfigError as exc:
+        print(f"sipline {role}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    sl_logging.configure(settings.log.level, proc_name(role), settings.node.name)
+    log = structlog.get_logger()
+    log.info("process_starting", role=role, conf=path)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        code = runner.run(_serve(serve, settings))
+    log.info("process_stopped", role=role, code=code)
+    return code
+
+
+async def _serve(serve: Serve, settings: Settings) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await serve(settings, stop)
+
+
+async def every(period_s: float, stop: asyncio.Event, fn: Callable[[], None]) -> None:
+    """Call ``fn`` on a fixed schedule (deadlines advance by the period, so no drift)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time()
+    while not stop.is_set():
+        deadline += period_s
+        delay = deadline - loop.time()
+        if delay < 0:  # we fell behind: skip missed ticks rather than burst
+            deadline = loop.time()
+            delay = 0
+        try:
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        except TimeoutError:
+            fn()

@@ -1,0 +1,149 @@
+"""The ingress end of the ZeroMQ hop: parsed messages out to workers, outbound messages in.
+
+Rules:
+1. One pipe (``conf.pipe.PushPipe``) per live worker; every message of a Call-ID goes through
+   the same one, so a call's messages reach its worker in the order they arrived.
+2. Workers announce themselves with heartbeats on our PULL socket; ``WorkerSet`` decides who is
+   alive and who owns a Call-ID.
+3. ZeroMQ's FD is edge-triggered: after it fires, the socket is drained until ``zmq.Again``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import envelope, sockets
+from conf.loadstats import LoadMeter
+from conf.pipe import PushPipe
+from conf.settings import Bus
+from ingress.workerset import WorkerSet
+
+log = structlog.get_logger()
+
+OnOut = Callable[[list[list[Any]], list[bytes]], None]
+
+#: batches drained from the PULL socket per callback before yielding to the loop
+DRAIN_LIMIT = 64
+
+
+class WorkerBus:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        cfg: Bus,
+        run_dir: str,
+        ingress_id: str,
+        on_out: OnOut,
+        meter: LoadMeter,
+    ) -> None:
+        self.ingress_id = ingress_id
+        self.endpoint = sockets.endpoint(run_dir, "ingress", ingress_id)
+        self._ctx = ctx
+        self._cfg = cfg
+        self._on_out = on_out
+        self._meter = meter
+        self.workers = WorkerSet(cfg.heartbeat_ms / 1000, cfg.liveness)
+        self._pipes: dict[str, PushPipe] = {}
+        self._dirty: list[PushPipe] = []
+        self._loop = asyncio.get_running_loop()
+        self._flush_handle: asyncio.Handle | None = None
+        self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
+        self._loop.add_reader(self._pull.FD, self._on_readable)
+        self._loop.call_soon(self._on_readable)
+
+    # -- ingress -> worker -------------------------------------------------------------------
+
+    def submit(self, call_id: bytes, meta: list[Any], raw: bytes) -> bool:
+        """Queue one parsed message for the worker owning ``call_id``; False means shed it."""
+        ident = self.workers.owner(call_id)
+        if ident is None:
+            return False
+        pipe = self._pipes[ident]
+        if not pipe.metas:
+            self._dirty.append(pipe)
+            if self._flush_handle is None:
+                self._flush_handle = self._loop.call_soon(self.flush)
+        return pipe.add(meta, raw)
+
+    def flush(self) -> None:
+        """Send every batch gathered in this loop iteration."""
+        self._flush_handle = None
+        dirty, self._dirty = self._dirty, []
+        for pipe in dirty:
+            pipe.flush()
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for a worker pipe to accept them."""
+        return sum(p.backlog_msgs for p in self._pipes.values())
+
+    # -- worker -> ingress -------------------------------------------------------------------
+
+    def _on_readable(self) -> None:
+        pull = self._pull
+        if pull.closed:
+            return
+        for _ in range(DRAIN_LIMIT):
+            try:
+                frames = pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                env = envelope.unpack(frames)
+            except envelope.EnvelopeError as exc:
+                self._meter.counters["drop_bad_envelope"] += 1
+                log.warning("envelope_dropped", reason=str(exc))
+                continue
+            if env.kind == envelope.KIND_OUT:
+                self._on_out(env.header[0], env.payloads)
+            elif env.kind == envelope.KIND_HB:
+                self._on_heartbeat(*env.header)
+        self._loop.call_soon(self._on_readable)  # more may be waiting; let others run first
+
+    def _on_heartbeat(self, ident: str, endpoint: str, state: str) -> None:
+        change = self.workers.heartbeat(ident, endpoint, state == "up", self._loop.time())
+        if change == "joined":
+            sock = sockets.connect_push(self._ctx, endpoint, self._cfg.hwm)
+            self._pipes[ident] = PushPipe(
+                ident, sock, envelope.KIND_IN, self._header, self._cfg.max_batch,
+                self._cfg.max_pending,
+            )  # fmt: skip
+            log.info("worker_joined", worker=ident, workers=len(self.workers))
+        elif change == "left":
+            self._close_pipe(ident)
+            log.info("worker_left", worker=ident, workers=len(self.workers))
+
+    def _header(self, metas: list[Any]) -> list[Any]:
+        return [self.ingress_id, metas]
+
+    def expire(self) -> None:
+        """Drop workers whose heartbeats stopped; call every heartbeat interval."""
+        for w in self.workers.expire(self._loop.time()):
+            self._close_pipe(w.ident)
+            log.warning("worker_lost", worker=w.ident, workers=len(self.workers))
+        for pipe in self._pipes.values():
+            if pipe.backlog:
+                pipe.drain()
+
+    def _close_pipe(self, ident: str) -> None:
+        pipe = self._pipes.pop(ident, None)
+        if pipe is None:
+            return
+        if pipe in self._dirty:
+            self._dirty.remove(pipe)
+        lost = pipe.close()
+        if lost:
+            self._meter.counters["drop_worker_gone"] += lost
+
+    def close(self) -> None:
+        self.flush()
+        self._loop.remove_reader(self._pull.FD)
+        for ident in list(self._pipes):
+            self._close_pipe(ident)
+        self._pull.close(linger=0)
+        sockets.unlink(self.endpoint)

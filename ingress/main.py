@@ -1,0 +1,48 @@
+"""``sipline ingress``: one ingress process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import structlog
+import zmq
+
+from conf import process, sockets
+from conf.settings import Settings
+from ingress.service import Ingress
+
+log = structlog.get_logger()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
+    ident = f"{process.proc_name('ingress')}-{os.getpid()}"
+    os.makedirs(settings.node.run_dir, exist_ok=True)
+    sockets.remove_stale(settings.node.run_dir)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    ingress = Ingress(settings, ident, ctx)
+    try:
+        try:
+            await ingress.start()
+        except OSError as exc:
+            log.error("listen_failed", error=str(exc))
+            return 1
+        loop = asyncio.get_running_loop()
+        interval = settings.log.stats_interval_s
+
+        def report() -> None:
+            log.info("load_stats", **ingress.stats(interval))
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, ingress.bus.expire))
+            tg.create_task(process.every(1.0, stop, lambda: ingress.meter.tick(loop.time())))
+            tg.create_task(process.every(interval, stop, report))
+    finally:
+        async with asyncio.timeout(process.SHUTDOWN_S):
+            await ingress.close()
+        ctx.destroy(linger=0)
+    return 0
+
+
+def main(conf: str | None = None) -> int:
+    return process.run("ingress", serve, conf)

@@ -1,0 +1,5 @@
+import sys
+
+from sipline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,55 @@
+"""``sipline``: one console script, a subcommand per process role plus operator verbs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from conf.load import ConfigError, config_path, load
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    path = config_path(args.conf)
+    try:
+        settings = load(path)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{path}: ok ({len(settings.listen)} listeners, {len(settings.route)} routes)")
+    return 0
+
+
+def _ingress(args: argparse.Namespace) -> int:
+    from ingress.main import main
+
+    return main(args.conf)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from workers.main import main
+
+    return main(args.conf)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sipline", description=__doc__)
+    p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, text in (
+        ("ingress", _ingress, "run an ingress process (SIP sockets)"),
+        ("worker", _worker, "run a routing worker process"),
+        ("check-config", _check_config, "validate a configuration file and exit"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        sp.set_defaults(fn=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

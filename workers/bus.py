@@ -1,0 +1,124 @@
+"""The worker end of the ZeroMQ hop: batches in from ingresses, outbound messages back.
+
+Rules:
+1. The worker binds one PULL socket at ``worker-<id>.ipc``; every ingress connects a PUSH to it
+   once it has heard our heartbeat.
+2. Every heartbeat interval the worker looks for ``ingress-*.ipc`` files in the run directory,
+   connects a pipe to each new one and sends each a heartbeat; a file that disappeared closes
+   its pipe. On shutdown it says ``down`` so ingresses stop sending at once.
+3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import envelope, sockets
+from conf.loadstats import LoadMeter
+from conf.pipe import PushPipe
+from conf.settings import Bus
+
+log = structlog.get_logger()
+
+OnBatch = Callable[[str, list[list[Any]], list[bytes]], None]
+
+DRAIN_LIMIT = 64
+
+
+def _out_header(metas: list[Any]) -> list[Any]:
+    return [metas]
+
+
+class IngressBus:
+    def __init__(
+        self,
+        ctx: zmq.Context[zmq.Socket[bytes]],
+        cfg: Bus,
+        run_dir: str,
+        worker_id: str,
+        on_batch: OnBatch,
+        meter: LoadMeter,
+    ) -> None:
+        self.worker_id = worker_id
+        self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
+        self._ctx = ctx
+        self._cfg = cfg
+        self._run_dir = run_dir
+        self._on_batch = on_batch
+        self._meter = meter
+        self._pipes: dict[str, PushPipe] = {}
+        self._loop = asyncio.get_running_loop()
+        self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
+        self._loop.add_reader(self._pull.FD, self._on_readable)
+        self._loop.call_soon(self._on_readable)
+
+    def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
+        pipe = self._pipes.get(ingress)
+        if pipe is None:
+            pipe = self._connect(ingress, sockets.endpoint(self._run_dir, "ingress", ingress))
+        if not pipe.add(meta, data):
+            self._meter.counters["drop_ingress_full"] += 1
+            return False
+        return True
+
+    def flush(self) -> None:
+        for pipe in self._pipes.values():
+            pipe.flush()
+
+    def _on_readable(self) -> None:
+        pull = self._pull
+        if pull.closed:
+            return
+        try:
+            for _ in range(DRAIN_LIMIT):
+                try:
+                    frames = pull.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                try:
+                    env = envelope.unpack(frames)
+                except envelope.EnvelopeError as exc:
+                    self._meter.counters["drop_bad_envelope"] += 1
+                    log.warning("envelope_dropped", reason=str(exc))
+                    continue
+                if env.kind == envelope.KIND_IN:
+                    self._on_batch(env.header[0], env.header[1], env.payloads)
+            self._loop.call_soon(self._on_readable)
+        finally:
+            self.flush()
+
+    def _connect(self, ingress: str, ep: str) -> PushPipe:
+        sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
+        pipe = PushPipe(ingress, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
+                        self._cfg.max_pending)  # fmt: skip
+        self._pipes[ingress] = pipe
+        log.info("ingress_found", ingress=ingress)
+        return pipe
+
+    def heartbeat(self, state: str = "up") -> None:
+        """Find ingresses, forget vanished ones, and tell each we are ``state``."""
+        found = sockets.list_endpoints(self._run_dir, "ingress")
+        for ident in [i for i in self._pipes if i not in found]:
+            lost = self._pipes.pop(ident).close()
+            self._meter.counters["drop_ingress_gone"] += lost
+            log.info("ingress_gone", ingress=ident)
+        frames = envelope.pack(envelope.KIND_HB, [self.worker_id, self.endpoint, state])
+        for ident, ep in found.items():
+            pipe = self._pipes.get(ident) or self._connect(ident, ep)
+            pipe.drain()
+            pipe.send_now(frames)
+
+    def close(self) -> None:
+        """Say goodbye, stop reading, and send what is left."""
+        self._loop.remove_reader(self._pull.FD)
+        self.flush()
+        self.heartbeat("down")
+        self._pull.close(linger=0)
+        sockets.unlink(self.endpoint)
+        for pipe in self._pipes.values():
+            pipe.close(linger_ms=sockets.LINGER_MS)

@@ -1,0 +1,43 @@
+"""``sipline worker``: one routing worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+import structlog
+import zmq
+
+from conf import process, sockets
+from conf.settings import Settings
+from workers.service import Worker
+
+log = structlog.get_logger()
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
+    ident = f"{process.proc_name('worker')}-{os.getpid()}"
+    os.makedirs(settings.node.run_dir, exist_ok=True)
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    worker = Worker(settings, ident, ctx)
+    loop = asyncio.get_running_loop()
+    interval = settings.log.stats_interval_s
+
+    def report() -> None:
+        log.info("load_stats", **worker.stats(interval))
+
+    log.info("worker_ready", endpoint=worker.bus.endpoint)
+    try:
+        worker.bus.heartbeat()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, worker.bus.heartbeat))
+            tg.create_task(process.every(1.0, stop, lambda: worker.meter.tick(loop.time())))
+            tg.create_task(process.every(interval, stop, report))
+    finally:
+        worker.close()
+        ctx.destroy(linger=sockets.LINGER_MS)
+    return 0
+
+
+def main(conf: str | None = None) -> int:
+    return process.run("worker", serve, conf)

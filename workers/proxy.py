@@ -1,0 +1,349 @@
+"""Stateless proxying (RFC 3261 §16.11), sans-IO: a parsed message in, messages to send out.
+
+Rules:
+1. Requests: validate (§16.3: scheme, Max-Forwards, loop, Proxy-Require), process the route
+   information (§16.4: strict-router Request-URI, our own Route entries), pick the next hop
+   (the top Route, else the routing table), then forward with the edits of §16.6: Max-Forwards
+   decremented, Record-Route on dialog-creating requests, our Via on top, ``received``/``rport``
+   on the previous one (RFC 3581). Edits are splices of the received bytes.
+2. The branch is a hash of the request's transaction key, so a retransmission, its CANCEL and a
+   non-2xx ACK all get the same branch (§16.11). A second component hashes what loop detection
+   compares (§16.6 step 8): if a Via of ours already holds it, the request has looped (482).
+3. Responses: the top Via must be ours, else it is stray and dropped (§16.7 step 3 for a
+   stateless proxy). It is removed and the response goes where the next Via says: ``received``
+   and ``rport`` first (RFC 3581 §4), the sent-by otherwise (§18.2.2). Over TCP, our Via's
+   ``sl-c`` parameter names the connection the request came on, so the response takes it back.
+4. ACKs and responses are never answered; what cannot be forwarded is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from dataclasses import dataclass
+from typing import Any
+
+from conf.settings import Listener, Settings
+from ingress.sip.errors import (
+    BadExtension,
+    LoopDetected,
+    SipError,
+    TooManyHops,
+    UnsupportedUriScheme,
+)
+from ingress.sip.grammar import parse_name_addr, parse_uri
+from ingress.sip.headers import split_commas
+from ingress.sip.message import NameAddr, Request, Response, Uri, Via
+from ingress.sip.parser import parse_message
+from ingress.sip.serialize import Edit, build_response, splice
+from workers.routing import RoutingTable
+
+CRLF = b"\r\n"
+DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
+ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
+ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, " \
+        b"PUBLISH, INFO, REFER, MESSAGE, UPDATE"  # fmt: skip
+CONN_PARAM = "sl-c"
+
+
+@dataclass(slots=True)
+class Inbound:
+    """Where a message came from, as the ingress saw it."""
+
+    ingress: str
+    transport: str
+    src_ip: str
+    src_port: int
+    conn: int
+    local_ip: str
+    local_port: int
+
+
+#: (ingress id, out meta as in conf.envelope, bytes)
+Out = tuple[str, list[Any], bytes]
+
+
+class Drop(Exception):
+    """A message that is neither forwarded nor answered; ``reason`` is the counter name."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Listeners:
+    """Our own addresses: to recognise Route, Via and Request-URI entries that name us."""
+
+    def __init__(self, listen: list[Listener]) -> None:
+        self.listen = listen
+        self._addrs = {(lst.address, lst.port) for lst in listen}
+
+    def is_us(self, host: str, port: int | None, transport: str = "udp") -> bool:
+        default = 5061 if transport.lower() == "tls" else 5060
+        return (host, port or default) in self._addrs
+
+    def uri_is_us(self, uri: Uri) -> bool:
+        return uri.is_sip and self.is_us(uri.host_plain, uri.port, uri.param("transport") or "")
+
+    def pick(self, transport: str, dst_ip: str) -> Listener | None:
+        """The listener to send from: same transport, same address family."""
+        v6 = ":" in dst_ip
+        for lst in self.listen:
+            if lst.transport == transport and (":" in lst.address) == v6:
+                return lst
+        return None
+
+
+def _hash(text: str, size: int) -> str:
+    return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=size).hexdigest()
+
+
+def _hostport(lst: Listener) -> str:
+    host = f"[{lst.address}]" if ":" in lst.address else lst.address
+    return f"{host}:{lst.port}"
+
+
+class StatelessProxy:
+    def __init__(self, settings: Settings, routing: RoutingTable) -> None:
+        self.cfg = settings.proxy
+        self.routing = routing
+        self.listeners = Listeners(settings.listen)
+        self._supported = frozenset(t.lower() for t in settings.proxy.proxy_require_supported)
+
+    def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
+        """Process one message. Raises ``Drop`` for what is neither forwarded nor answered."""
+        try:
+            msg = parse_message(raw)
+        except SipError as exc:
+            raise Drop("malformed") from exc  # the ingress already answered it
+        if isinstance(msg, Response):
+            return [self._forward_response(msg, inb)]
+        try:
+            return [self._forward_request(msg, inb)]
+        except SipError as exc:
+            if msg.method == "ACK":
+                raise Drop(f"ack_{exc.status}") from exc
+            return [self._reply(msg, inb, exc.status, exc.reason, exc.extra_headers)]
+
+    # -- requests ----------------------------------------------------------------------------
+
+    def _forward_request(self, req: Request, inb: Inbound) -> Out:
+        self._validate(req)
+        routes, changed, uri, uri_changed = self._preprocess_routes(req)
+        if req.method == "OPTIONS" and not routes and self._for_us(uri):
+            return self._reply(req, inb, 200, "OK", (ALLOW,))
+        if req.max_forwards == 0:
+            raise TooManyHops("Max-Forwards is 0")
+        if routes:
+            top = routes[0].uri
+            if not top.has_param("lr"):  # strict next hop (§16.6 step 7)
+                routes = routes[1:] + [_name_addr(f"<{uri.raw}>")]
+                uri, uri_changed, changed = top, True, True
+            hop = top
+        else:
+            hop = self._route(req, uri, inb)
+        # no transport on the next hop: keep the one the request came on, as Kamailio does
+        transport = (hop.param("transport") or inb.transport).lower()
+        if transport not in ("udp", "tcp"):
+            raise Drop("unsupported_transport")
+        dst_ip, dst_port = hop.host_plain, hop.port or 5060
+        out_lst = self.listeners.pick(transport, dst_ip)
+        if out_lst is None:
+            raise Drop("no_listener")
+        branch = self._branch(req, uri, routes)
+        edits: list[Edit] = []
+        via = f"Via: SIP/2.0/{transport.upper()} {_hostport(out_lst)};branch={branch}"
+        if inb.transport == "tcp":
+            via += f";{CONN_PARAM}={inb.ingress}~{inb.conn}"
+        edits.append((req.line_end, req.line_end, via.encode() + CRLF))
+        if self.cfg.record_route and req.method in DIALOG_CREATING and req.to.tag is None:
+            edits.append((req.line_end, req.line_end, self._record_route(inb, out_lst)))
+        edits.append(self._max_forwards_edit(req))
+        edits.append(self._received_edit(req, inb))
+        if changed:
+            edits.extend(self._route_edits(req, routes))
+        if uri_changed:
+            start = req.raw.find(req.method.encode())
+            line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
+            edits.append((start, req.line_end, line))
+        if transport == "tcp" and not req.has_header("content-length"):
+            cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
+            edits.append((req.line_end, req.line_end, cl))
+        data = splice(req.raw, [e for e in edits if e is not None], req.body_end)
+        return (inb.ingress, [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port], data)
+
+    def _validate(self, req: Request) -> None:
+        """RFC 3261 §16.3 checks 1, 2 (scheme) and 6 (Proxy-Require); loops in ``_branch``."""
+        if req.uri.scheme not in ROUTABLE_SCHEMES:
+            raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
+        required = [t for t in req.header_values("proxy-require") if t]
+        unsupported = [t for t in required if t.lower().decode("latin-1") not in self._supported]
+        if unsupported:
+            err = BadExtension("unsupported Proxy-Require")
+            err.extra_headers = (b"Unsupported: " + b", ".join(unsupported),)
+            raise err
+
+    def _for_us(self, uri: Uri) -> bool:
+        return self.listeners.uri_is_us(uri) and uri.user is None
+
+    def _preprocess_routes(self, req: Request) -> tuple[list[NameAddr], bool, Uri, bool]:
+        """§16.4: returns (routes left, routes changed, Request-URI, Request-URI changed)."""
+        routes = [_name_addr_b(v) for v in req.header_values("route")]
+        uri, uri_changed, changed = req.uri, False, False
+        if routes and self.listeners.uri_is_us(uri) and uri.user is None:
+            # the previous hop was a strict router: the real target is the last Route
+            uri, routes, uri_changed, changed = routes[-1].uri, routes[:-1], True, True
+        while routes and self.listeners.uri_is_us(routes[0].uri):
+            routes, changed = routes[1:], True
+        return routes, changed, uri, uri_changed
+
+    def _route(self, req: Request, uri: Uri, inb: Inbound) -> Uri:
+        found = self.routing.lookup(req, inb.src_ip)
+        if found is not None:
+            return parse_uri(found[1].uri)
+        if uri.is_sip and _is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
+            return uri
+        raise _NotFound("no route")
+
+    def _branch(self, req: Request, uri: Uri, routes: list[NameAddr]) -> str:
+        top = req.vias[0]
+        b = top.branch or ""
+        if b.startswith("z9hG4bK"):
+            txn = f"{b}|{top.host}:{top.port}"
+        else:  # RFC 2543 peer: build the key from the request itself (§16.11)
+            txn = f"{req.call_id}|{req.from_.tag}|{req.cseq}|{req.uri.raw}|{top.raw!r}"
+        route_text = ",".join(r.uri.raw for r in routes)
+        loop = _hash(f"{uri.raw}|{req.from_.tag}|{req.call_id}|{req.cseq}|{route_text}", 4)
+        for v in req.vias:
+            if self.listeners.is_us(v.host_plain, v.port, v.transport) and (v.branch or "").endswith(
+                "." + loop
+            ):
+                raise LoopDetected("request looped back")
+        return f"z9hG4bK-sl{_hash(txn, 8)}.{loop}"
+
+    def _record_route(self, inb: Inbound, out_lst: Listener) -> bytes:
+        in_lst = next(
+            (x for x in self.listeners.listen
+             if x.address == inb.local_ip and x.port == inb.local_port
+             and x.transport == inb.transport),
+            out_lst,
+        )  # fmt: skip
+        rr = [out_lst] if in_lst is out_lst else [out_lst, in_lst]
+        return b"".join(
+            f"Record-Route: <sip:{_hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>"
+            .encode() + CRLF
+            for x in rr
+        )
+
+    def _max_forwards_edit(self, req: Request) -> Edit:
+        for name, _, start, end in req.headers:
+            if name == "max-forwards":
+                mf = min(req.max_forwards or 0, 256)
+                return (start, end, b"Max-Forwards: %d" % (mf - 1) + CRLF)
+        return (req.line_end, req.line_end, b"Max-Forwards: %d" % self.cfg.default_max_forwards + CRLF)
+
+    def _received_edit(self, req: Request, inb: Inbound) -> Edit | None:
+        """Add ``received`` (and fill ``rport``) on the top Via (§18.2.1, RFC 3581 §4)."""
+        top = req.vias[0]
+        has_rport = "rport" in top.params
+        if top.host_plain == inb.src_ip and not has_rport:
+            return None
+        params = dict(top.params)
+        params["received"] = inb.src_ip
+        if has_rport:
+            params["rport"] = str(inb.src_port)
+        new = _via_text(top, params)
+        for name, value, start, end in req.headers:
+            if name != "via":
+                continue
+            pos = req.raw.find(top.raw, start, end)
+            if pos >= 0:
+                return (pos, pos + len(top.raw), new)
+            rest = split_commas(value)[1:]
+            return (start, end, b"Via: " + b", ".join([new, *rest]) + CRLF)
+        return None
+
+    def _route_edits(self, req: Request, routes: list[NameAddr]) -> list[Edit]:
+        lines = [(start, end) for name, _, start, end in req.headers if name == "route"]
+        edits: list[Edit] = [(s, e, b"") for s, e in lines]
+        if routes:
+            at = lines[0][0] if lines else req.line_end
+            edits.append((at, at, b"Route: " + b", ".join(r.raw for r in routes) + CRLF))
+        return edits
+
+    # -- responses ---------------------------------------------------------------------------
+
+    def _forward_response(self, resp: Response, inb: Inbound) -> Out:
+        ours, *rest = resp.vias
+        if not self.listeners.is_us(ours.host_plain, ours.port, ours.transport):
+            raise Drop("stray_response")
+        if not rest:
+            raise Drop("response_for_us")
+        nxt = rest[0]
+        transport = nxt.transport.lower()
+        if transport not in ("udp", "tcp"):
+            raise Drop("unsupported_transport")
+        dst_ip = _strip_brackets(nxt.received) if nxt.received else nxt.host_plain
+        if not _is_ip(dst_ip):
+            raise Drop("via_needs_dns")
+        rport = nxt.params.get("rport")
+        dst_port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
+        ingress, conn = inb.ingress, 0
+        tag = ours.params.get(CONN_PARAM)
+        if transport == "tcp" and tag and "~" in tag:
+            ingress, _, conn_text = tag.rpartition("~")
+            conn = int(conn_text) if conn_text.isdigit() else 0
+        lst = self.listeners.pick(transport, dst_ip)
+        if lst is None:
+            raise Drop("no_listener")
+        data = splice(resp.raw, [self._pop_via(resp)], resp.body_end)
+        return (ingress, [transport, dst_ip, dst_port, conn, lst.address, lst.port], data)
+
+    def _pop_via(self, resp: Response) -> Edit:
+        for name, value, start, end in resp.headers:
+            if name == "via":
+                rest = split_commas(value)[1:]
+                if not rest:
+                    return (start, end, b"")
+                return (start, end, b"Via: " + b", ".join(rest) + CRLF)
+        raise Drop("no_via")  # the parser guarantees one; kept for the type checker
+
+    # -- local replies -----------------------------------------------------------------------
+
+    def _reply(
+        self, req: Request, inb: Inbound, status: int, reason: str, extra: tuple[bytes, ...] = ()
+    ) -> Out:
+        data = build_response(req, status, reason, extra_headers=extra)
+        meta = [inb.transport, inb.src_ip, inb.src_port, inb.conn, inb.local_ip, inb.local_port]
+        return (inb.ingress, meta, data)
+
+
+class _NotFound(SipError):
+    status = 404
+    reason = "Not Found"
+
+
+def _name_addr(text: str) -> NameAddr:
+    return parse_name_addr(text.encode("utf-8", "surrogateescape"))
+
+
+def _name_addr_b(value: bytes) -> NameAddr:
+    return parse_name_addr(value)
+
+
+def _via_text(via: Via, params: dict[str, str | None]) -> bytes:
+    host = via.host + (f":{via.port}" if via.port else "")
+    p = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    return f"SIP/2.0/{via.transport} {host}{p}".encode("utf-8", "surrogateescape")
+
+
+def _strip_brackets(host: str) -> str:
+    return host[1:-1] if host.startswith("[") else host
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

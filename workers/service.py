@@ -1,0 +1,60 @@
+"""The worker process core: routes every message of the calls it owns."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import envelope as env
+from conf.loadstats import LoadMeter
+from conf.settings import Settings
+from workers.bus import IngressBus
+from workers.proxy import Drop, Inbound, StatelessProxy
+from workers.routing import RoutingTable
+
+log = structlog.get_logger()
+
+
+class Worker:
+    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any]) -> None:
+        self.settings = settings
+        self.worker_id = worker_id
+        self.loop = asyncio.get_running_loop()
+        self.meter = LoadMeter(self.loop.time())
+        self.proxy = StatelessProxy(settings, RoutingTable(settings))
+        self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
+                              self.meter)  # fmt: skip
+
+    def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        t0 = time.perf_counter()
+        counters = self.meter.counters
+        send = self.bus.send
+        handle = self.proxy.handle
+        for meta, raw in zip(metas, payloads):
+            counters["msgs_in"] += 1
+            inb = Inbound(ingress, meta[env.IN_TRANSPORT], meta[env.IN_SRC_IP],
+                          meta[env.IN_SRC_PORT], meta[env.IN_CONN], meta[env.IN_LOCAL_IP],
+                          meta[env.IN_LOCAL_PORT])  # fmt: skip
+            try:
+                outs = handle(raw, inb)
+            except Drop as d:
+                counters["drop_" + d.reason] += 1
+                continue
+            except Exception:  # a bug must cost one message, not the process
+                counters["drop_bug"] += 1
+                log.exception("message_failed", ingress=ingress)
+                continue
+            for ingress_id, out_meta, data in outs:
+                if send(ingress_id, out_meta, data):
+                    counters["msgs_out"] += 1
+        self.meter.add_busy(time.perf_counter() - t0)
+
+    def stats(self, interval_s: float) -> dict[str, Any]:
+        return self.meter.snapshot(interval_s)
+
+    def close(self) -> None:
+        self.bus.close()
