@@ -27,8 +27,9 @@ log = structlog.get_logger()
 
 OnOut = Callable[[list[list[Any]], list[bytes]], None]
 
-#: batches drained from the PULL socket per callback before yielding to the loop
-DRAIN_LIMIT = 64
+#: messages handled per callback before yielding to the loop, so timers (heartbeats!) and
+#: sockets get their turn: at ~50 µs a message this is ~25 ms
+DRAIN_LIMIT = 512
 
 
 class WorkerBus:
@@ -88,11 +89,13 @@ class WorkerBus:
         pull = self._pull
         if pull.closed:
             return
-        for _ in range(DRAIN_LIMIT):
+        budget = DRAIN_LIMIT
+        while budget > 0:
             try:
                 frames = pull.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            budget -= max(1, len(frames) - 2)
             try:
                 env = envelope.unpack(frames)
             except envelope.EnvelopeError as exc:

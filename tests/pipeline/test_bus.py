@@ -1,0 +1,110 @@
+"""Both ends of the ZeroMQ hop in one loop, over real ipc:// sockets in a temp run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from conf.loadstats import LoadMeter
+from conf.settings import Bus
+from ingress.bus import WorkerBus
+from tests.pipeline.helpers import run, until
+from workers.bus import IngressBus
+
+IN_META = ["udp", "127.0.0.1", 5070, 0, "127.0.0.1", 5060, 0.0]
+OUT_META = ["udp", "127.0.0.1", 5080, 0, "127.0.0.1", 5060]
+
+
+class Hop:
+    """An ingress bus and a worker bus wired together, recording what each receives."""
+
+    def __init__(self, ctx: zmq.Context[Any], run_dir: Path, cfg: Bus = Bus()) -> None:
+        self.to_worker: list[tuple[str, list[Any], bytes]] = []
+        self.to_ingress: list[tuple[list[Any], bytes]] = []
+        self.ingress = WorkerBus(ctx, cfg, str(run_dir), "ingress.1-1", self._on_out, LoadMeter(0))
+        self.worker = IngressBus(ctx, cfg, str(run_dir), "worker.1-2", self._on_batch, LoadMeter(0))
+
+    def _on_out(self, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        self.to_ingress.extend(zip(metas, payloads))
+
+    def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        self.to_worker.extend((ingress, m, p) for m, p in zip(metas, payloads))
+
+    async def joined(self) -> None:
+        """Heartbeat until the ingress has the worker (the first may go before the pipe is up)."""
+        await until(lambda: bool(self.worker.heartbeat()) or len(self.ingress.workers) == 1)
+
+    def close(self) -> None:
+        self.worker.close()
+        self.ingress.close()
+
+
+def test_worker_joins_by_heartbeat(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """A worker finds the ingress in the run directory and joins its ring by heartbeat."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        assert hop.ingress.submit(b"call-1", IN_META, b"x") is False  # nobody alive yet
+        await hop.joined()
+        assert hop.ingress.workers.idents == ["worker.1-2"]
+        hop.close()
+
+    run(body)
+
+
+def test_messages_both_ways_in_order(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Submitted messages reach the worker in order with their metadata; its output comes back."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        sent = [b"msg-%d" % i for i in range(1000)]
+        for raw in sent:
+            assert hop.ingress.submit(b"same-call", IN_META, raw)
+        await until(lambda: len(hop.to_worker) == len(sent))
+        assert [p for _, _, p in hop.to_worker] == sent
+        assert {i for i, _, _ in hop.to_worker} == {"ingress.1-1"}
+        assert hop.to_worker[0][1] == IN_META
+        for raw in sent:
+            hop.worker.send("ingress.1-1", OUT_META, raw)
+        hop.worker.flush()
+        await until(lambda: len(hop.to_ingress) == len(sent))
+        assert [p for _, p in hop.to_ingress] == sent
+        hop.close()
+
+    run(body)
+
+
+def test_worker_leaving_says_so(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """A worker that closes says 'down' and leaves the ring at once; its socket file is gone."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        hop.worker.close()
+        await until(lambda: len(hop.ingress.workers) == 0)
+        assert not list(tmp_path.glob("worker-*.ipc"))
+        hop.ingress.close()
+        assert not list(tmp_path.glob("*.ipc"))
+
+    run(body)
+
+
+def test_bad_envelope_is_dropped(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Garbage on the ingress socket is counted and dropped; the bus keeps working."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        rogue = ctx.socket(zmq.PUSH)
+        rogue.linger = 0
+        rogue.connect(hop.ingress.endpoint)
+        rogue.send_multipart([b"junk", b"\xc1"])
+        meter = hop.ingress._meter
+        await until(lambda: meter.counters["drop_bad_envelope"] == 1)
+        await hop.joined()
+        rogue.close()
+        hop.close()
+
+    run(body)

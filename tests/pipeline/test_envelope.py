@@ -1,0 +1,86 @@
+"""The ZeroMQ envelope: what one process packs the other unpacks; anything else is refused."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conf import envelope
+from conf.envelope import EnvelopeError
+
+IN_META = ["udp", "127.0.0.1", 5060, 0, "127.0.0.1", 5060, 1.5]
+OUT_META = ["tcp", "127.0.0.1", 5080, 7, "127.0.0.1", 5060]
+
+
+class TestRoundTrip:
+    def test_in_batch(self) -> None:
+        """An ingress batch keeps its metas and raw payloads, in order."""
+        frames = envelope.pack(envelope.KIND_IN, ["ingress.1-1", [IN_META, IN_META]], [b"a", b"b"])
+        env = envelope.unpack(frames)
+        assert env.kind == envelope.KIND_IN
+        assert env.header == ["ingress.1-1", [IN_META, IN_META]]
+        assert env.payloads == [b"a", b"b"]
+
+    def test_out_batch(self) -> None:
+        """A worker batch round-trips."""
+        env = envelope.unpack(envelope.pack(envelope.KIND_OUT, [[OUT_META]], [b"SIP/2.0 200 OK"]))
+        assert env.header == [[OUT_META]]
+
+    def test_heartbeat(self) -> None:
+        """A heartbeat carries worker id, endpoint and state."""
+        env = envelope.unpack(envelope.pack(envelope.KIND_HB, ["w-1", "ipc:///x", "up"]))
+        assert env.header == ["w-1", "ipc:///x", "up"]
+
+    def test_payload_is_its_own_frame(self) -> None:
+        """The raw SIP bytes travel untouched in their own frame."""
+        raw = b"INVITE sip:x SIP/2.0\r\n\r\n"
+        frames = envelope.pack(envelope.KIND_IN, ["i", [IN_META]], [raw])
+        assert frames[2] is raw
+
+
+class TestRefusal:
+    @pytest.mark.parametrize(
+        "frames",
+        [
+            [],
+            [envelope.KIND_IN],
+            [b"\x02IN", msgpack.packb(["i", []])],
+            [b"nonsense", msgpack.packb(["i", []])],
+            [envelope.KIND_IN, b"\xc1"],
+            [envelope.KIND_IN, msgpack.packb(["i", [IN_META]])],  # meta without payload
+            [envelope.KIND_IN, msgpack.packb(["i", [[1, 2]]]), b"x"],  # short meta
+            [envelope.KIND_OUT, msgpack.packb({"a": 1})],
+            [envelope.KIND_HB, msgpack.packb(["w", "e"])],
+            [envelope.KIND_HB, msgpack.packb({1: 2})],  # int map key refused
+            [envelope.KIND_IN, b"\x00" * (envelope.MAX_HEADER_BYTES + 1)],
+        ],
+        ids=[
+            "empty", "one-frame", "future-version", "unknown-kind", "bad-msgpack",
+            "meta-without-payload", "short-meta", "map-header", "short-heartbeat", "int-key",
+            "huge-header",
+        ],
+    )  # fmt: skip
+    def test_bad_envelopes(self, frames: list[bytes]) -> None:
+        """Malformed envelopes raise EnvelopeError."""
+        with pytest.raises(EnvelopeError):
+            envelope.unpack(frames)
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.lists(st.binary(max_size=64), max_size=5))
+    def test_any_frames(self, frames: list[bytes]) -> None:
+        """Arbitrary frames unpack or raise EnvelopeError, nothing else."""
+        try:
+            envelope.unpack(frames)
+        except EnvelopeError:
+            pass
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.sampled_from(sorted(envelope.KINDS)), st.binary(max_size=64), st.integers(0, 3))
+    def test_any_header(self, kind: bytes, header: bytes, n: int) -> None:
+        """A valid kind with an arbitrary header unpacks or raises EnvelopeError."""
+        try:
+            envelope.unpack([kind, header] + [b"x"] * n)
+        except EnvelopeError:
+            pass
