@@ -70,3 +70,16 @@ async def every(period_s: float, stop: asyncio.Event, fn: Callable[[], None]) ->
                 await stop.wait()
         except TimeoutError:
             fn()
+
+
+async def until_quiet(progress: Callable[[], int], quiet_s: float = 0.1, max_s: float = 1.0) -> None:
+    """Wait until ``progress()`` stops changing for ``quiet_s`` (at most ``max_s``): used on
+    shutdown to let messages already in flight through before the sockets close."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + max_s
+    last, since = progress(), loop.time()
+    while loop.time() < end and loop.time() - since < quiet_s:
+        await asyncio.sleep(quiet_s / 5)
+        now_value = progress()
+        if now_value != last:
+            last, since = now_value, loop.time()

@@ -39,6 +39,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             tg.create_task(process.every(interval, stop, report))
     finally:
         async with asyncio.timeout(process.SHUTDOWN_S):
+            await ingress.drain()
             await ingress.close()
         ctx.destroy(linger=0)
     return 0

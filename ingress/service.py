@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import envelope
+from conf import envelope, process
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from ingress.bus import WorkerBus
@@ -44,6 +44,8 @@ class Ingress:
             ctx, settings.bus, settings.node.run_dir, ingress_id, self._on_out, self.meter
         )
         self._retry_after = b"Retry-After: %d" % settings.bus.retry_after_s
+        #: cleared on shutdown: new input is dropped while what is in flight drains
+        self.accepting = True
 
     async def start(self) -> None:
         for lst in self.settings.listen:
@@ -64,7 +66,7 @@ class Ingress:
         if len(data) < 4 or data.isspace():
             return  # CRLF keep-alives (RFC 5626 §4.4.1 uses STUN; some UAs send CRLF over UDP)
         src = (addr[0], addr[1])
-        meta = ["udp", src[0], src[1], 0, lst.address, lst.port, self.loop.time()]
+        meta = ["udp", src[0], src[1], 0, lst.address, lst.port, time.monotonic()]
         self._accept(data, meta, lambda reply: lst.send(reply, src))
         self.meter.add_busy(time.perf_counter() - t0)
 
@@ -73,7 +75,7 @@ class Ingress:
         self.meter.counters["msgs_in"] += 1
         sock = conn.transport.get_extra_info("sockname") if conn.transport else ("", 0)
         meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, sock[0], sock[1],
-                self.loop.time()]  # fmt: skip
+                time.monotonic()]  # fmt: skip
         self._accept(data, meta, conn.write)
         self.meter.add_busy(time.perf_counter() - t0)
 
@@ -81,6 +83,9 @@ class Ingress:
         self._reject(exc, conn.write, f"{conn.peer[0]}:{conn.peer[1]}", "tcp")
 
     def _accept(self, data: bytes, meta: list[Any], reply: Any) -> None:
+        if not self.accepting:
+            self.meter.counters["drop_shutting_down"] += 1
+            return
         try:
             msg = parse_message(data)
         except SipError as exc:
@@ -136,6 +141,12 @@ class Ingress:
             "queued": self.bus.queued,
             **self.tcp.stats(),
         }
+
+    async def drain(self) -> None:
+        """Stop taking input, hand on what was taken, and send what workers return for it."""
+        self.accepting = False
+        self.bus.flush()
+        await process.until_quiet(lambda: self.meter.counters["msgs_out"])
 
     async def close(self) -> None:
         await self.tcp.close()

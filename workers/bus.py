@@ -72,6 +72,11 @@ class IngressBus:
         for pipe in self._pipes.values():
             pipe.flush()
 
+    @property
+    def queued(self) -> int:
+        """Messages waiting for an ingress pipe to accept them."""
+        return sum(p.backlog_msgs for p in self._pipes.values())
+
     def _on_readable(self) -> None:
         pull = self._pull
         if pull.closed:

@@ -28,9 +28,13 @@ class Worker:
         self.proxy = StatelessProxy(settings, RoutingTable(settings))
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter)  # fmt: skip
+        #: worst time a message waited between its arrival at an ingress and its handling here
+        self.max_delay_s = 0.0
 
     def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
         t0 = time.perf_counter()
+        if metas:  # the first message of a batch waited longest (CLOCK_MONOTONIC is host-wide)
+            self.max_delay_s = max(self.max_delay_s, time.monotonic() - metas[0][env.IN_RECEIVED_AT])
         counters = self.meter.counters
         send = self.bus.send
         handle = self.proxy.handle
@@ -54,7 +58,12 @@ class Worker:
         self.meter.add_busy(time.perf_counter() - t0)
 
     def stats(self, interval_s: float) -> dict[str, Any]:
-        return self.meter.snapshot(interval_s)
+        delay, self.max_delay_s = self.max_delay_s, 0.0
+        return {
+            **self.meter.snapshot(interval_s),
+            "queue_delay_max_ms": round(delay * 1000, 2),
+            "queued_out": self.bus.queued,
+        }
 
     def close(self) -> None:
         self.bus.close()
