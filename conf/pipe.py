@@ -73,7 +73,7 @@ class PushPipe:
         self.sent += n
         if not self.backlog:
             try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                self.sock.send_multipart(frames, zmq.NOBLOCK)
                 return
             except zmq.Again:
                 pass
@@ -91,7 +91,7 @@ class PushPipe:
         while self.backlog:
             frames = self.backlog[0]
             try:
-                self.sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                self.sock.send_multipart(frames, zmq.NOBLOCK)
             except zmq.Again:
                 return
             self.backlog.popleft()
