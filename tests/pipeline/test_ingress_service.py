@@ -1,0 +1,146 @@
+"""The ingress core over a real UDP socket: what it answers itself, what it sheds."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+from structlog.testing import capture_logs
+
+from conf.load import from_dict
+from ingress.service import Ingress
+from tests.pipeline.helpers import run, until
+
+INVITE = (
+    b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-1\r\n"
+    b"From: <sip:alice@127.0.0.1>;tag=a1\r\n"
+    b"To: <sip:bob@127.0.0.1>\r\n"
+    b"Call-ID: c1@127.0.0.1\r\n"
+    b"CSeq: 1 {method}\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Content-Length: 0\r\n\r\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Client:
+    """A UDP peer on loopback."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.setblocking(False)
+        self.port = self.sock.getsockname()[1]
+
+    def request(self, method: str = "INVITE", rline: bytes | None = None) -> bytes:
+        data = INVITE.replace(b"{port}", b"%d" % self.port).replace(b"{method}", method.encode())
+        if method != "INVITE":
+            data = data.replace(b"INVITE sip:", method.encode() + b" sip:", 1)
+        if rline is not None:
+            data = rline + data[data.index(b"\r\n") :]
+        return data
+
+    async def recv(self, timeout: float = 1.0) -> bytes | None:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(timeout):
+                return await loop.sock_recv(self.sock, 65535)
+        except TimeoutError:
+            return None
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Any:
+    port = _free_port()
+    return from_dict(
+        {
+            "node": {"run_dir": str(tmp_path)},
+            "listen": [{"transport": "udp", "address": "127.0.0.1", "port": port}],
+            "bus": {"retry_after_s": 7},
+        }
+    )
+
+
+def _with_ingress(settings: Any, test: Any) -> None:
+    async def body() -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        ing = Ingress(settings, "ingress.t-1", ctx)
+        await ing.start()
+        client = Client()
+        try:
+            await test(ing, client, ("127.0.0.1", settings.listen[0].port))
+        finally:
+            client.sock.close()
+            await ing.close()
+            ctx.destroy(linger=0)
+
+    run(body)
+
+
+def test_new_invite_without_workers_gets_503(settings: Any) -> None:
+    """With no worker alive a new INVITE is answered 503 with Retry-After."""
+
+    async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
+        client.sock.sendto(client.request(), addr)
+        reply = await client.recv()
+        assert reply is not None and reply.startswith(b"SIP/2.0 503 ")
+        assert b"Retry-After: 7\r\n" in reply
+        assert b"Call-ID: c1@127.0.0.1\r\n" in reply
+        assert ing.meter.counters["rejected_503"] == 1
+
+    _with_ingress(settings, test)
+
+
+def test_other_requests_without_workers_are_dropped_and_counted(settings: Any) -> None:
+    """A BYE (not a new INVITE) with no worker is dropped and counted, never queued."""
+
+    async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
+        client.sock.sendto(client.request("BYE"), addr)
+        assert await client.recv(0.3) is None
+        assert ing.meter.counters["drop_no_worker"] == 1
+        assert ing.bus.queued == 0
+
+    _with_ingress(settings, test)
+
+
+@pytest.mark.parametrize(
+    ("rline", "status"),
+    [(b"INVITE sip:bob@127.0.0.1 SIP/7.0", b"505"), (b"INVITE  sip:bob@127.0.0.1 SIP/2.0", b"400")],
+    ids=["bad-version", "bad-request-line"],
+)
+def test_malformed_request_is_answered_and_logged(settings: Any, rline: bytes, status: bytes) -> None:
+    """A malformed request gets the codec's status, and one message_rejected log event."""
+
+    async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
+        with capture_logs() as logs:
+            client.sock.sendto(client.request(rline=rline), addr)
+            reply = await client.recv()
+        assert reply is not None and reply.split(b" ")[1] == status
+        rejected = [e for e in logs if e["event"] == "message_rejected"]
+        assert len(rejected) == 1 and rejected[0]["answered"] is True
+
+    _with_ingress(settings, test)
+
+
+def test_malformed_ack_is_never_answered(settings: Any) -> None:
+    """RFC 3261 §17: no response to an ACK, even a broken one; the process keeps serving."""
+
+    async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
+        bad_ack = client.request("ACK").replace(b"CSeq: 1 ACK", b"CSeq: x ACK")
+        client.sock.sendto(bad_ack, addr)
+        assert await client.recv(0.3) is None
+        await until(lambda: ing.meter.counters["drop_malformed"] == 1)
+        client.sock.sendto(client.request(), addr)  # still alive: answers the next one
+        assert await client.recv() is not None
+
+    _with_ingress(settings, test)
