@@ -1,13 +1,22 @@
 """Load and validate a TOML configuration into ``Settings``.
 
-Validation is total: an unknown key, a wrong type, a value out of range or a reference to
-something undefined raises ``ConfigError`` naming the file, the key path, what was expected
-and what was found. Processes print it and exit 2 before opening any socket.
+Rules:
+
+- Validation is total: an unknown key, a wrong type, a value out of range or a reference to
+  something undefined raises ``ConfigError`` naming the file, the key path (``listen[0].port``),
+  what was expected and what was found. Processes print it and exit 2 before opening any socket.
+- Types are strict, as TOML is typed: ``"5060"`` is not a port, ``true`` is not an integer and
+  ``1`` is not a boolean. The one widening is an integer where a float is expected (``5`` for
+  ``5.0`` seconds).
+- The first error wins; the message reads as one line an operator can act on, e.g.
+  ``conf/sipline.toml: listen[0].port: expected a number from 1 to 65535, found 70000``.
+- Where the file comes from: ``--conf``, else ``$SIPLINE_CONF``, else ``conf/sipline.toml``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
 import os
 import re
@@ -22,15 +31,35 @@ from conf.settings import Settings
 ENV_CONF = "SIPLINE_CONF"
 DEFAULT_PATH = "conf/sipline.toml"
 
+#: an ipc:// endpoint is a Unix socket path, at most 107 bytes (sun_path), and sockets.py
+#: adds ``/<role>-<proc>-<pid>.ipc``: 31 bytes for ``/ingress-ingress.99-4194304.ipc``
+MAX_RUN_DIR_BYTES = 107 - 31
+
+#: keys of ``Settings`` that are not TOML keys
+_NOT_KEYS = frozenset({"source"})
+
+#: RFC 3261 §25.1 token: methods and option tags are tokens
+TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
+NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
+
 T = TypeVar("T")
 
 
+class Said(str):
+    """A ``found`` that is already prose (``"nothing"``), printed as is rather than as a value."""
+
+    __slots__ = ()
+
+
 class ConfigError(Exception):
-    """A configuration file that cannot be used; ``str()`` is the operator's message."""
+    """A configuration file that cannot be used; ``str()`` is the operator's message.
+
+    ``found`` is the offending value (shown the way TOML writes it) or a ``Said`` phrase.
+    """
 
     def __init__(self, file: str, key: str, expected: str, found: object) -> None:
         self.file, self.key, self.expected, self.found = file, key, expected, found
-        super().__init__(f"{file}: {key}: expected {expected}, found {found!r}")
+        super().__init__(f"{file}: {key}: expected {expected}, found {show(found)}")
 
 
 def config_path(cli_path: str | None = None) -> str:
@@ -42,45 +71,146 @@ def load(path: str | os.PathLike[str]) -> Settings:
     """Read and validate ``path``.
 
     Raises:
-        ConfigError: the file is missing, not TOML, or any value is wrong.
+        ConfigError: the file is missing or unreadable, not TOML, or any value is wrong.
     """
     file = str(path)
     try:
-        data = tomllib.loads(Path(file).read_text(encoding="utf-8"))
+        text = Path(file).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(file, "(file)", "an existing TOML file", "no such file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(file, "(syntax)", "valid TOML", str(exc)) from None
+        raise ConfigError(file, "(file)", "an existing TOML file", Said("no such file")) from None
+    except IsADirectoryError:
+        raise ConfigError(file, "(file)", "a TOML file", Said("a directory")) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(file, "(syntax)", "UTF-8 text", Said(f"invalid UTF-8 at byte {exc.start}")) from None
+    except OSError as exc:
+        raise ConfigError(file, "(file)", "a readable TOML file", Said(exc.strerror or str(exc))) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message carries "(at line L, column C)"
+        raise ConfigError(file, "(syntax)", "valid TOML", Said(str(exc))) from None
     return from_dict(data, file)
 
 
 def from_dict(data: dict[str, Any], file: str = "<dict>") -> Settings:
     """Validate an already-parsed mapping (what ``load`` does after reading TOML)."""
-    settings = _build(Settings, {**data, "source": file}, file, "")
-    _check_references(settings)
+    settings = _build(Settings, data, file, "")
+    settings = dataclasses.replace(settings, source=file)
+    _check_values(settings)
     return settings
+
+
+# --- showing values the way the operator wrote them ---------------------------------------
+
+_SHOW_MAX = 60
+
+
+def show(value: object) -> str:
+    """``value`` written as TOML would write it, shortened; ``Said`` phrases as they are."""
+    if isinstance(value, Said):
+        return str(value)
+    text = _toml(value)
+    return text if len(text) <= _SHOW_MAX else text[: _SHOW_MAX - 3] + "..."
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def _kind(value: object) -> str:
+    """What TOML calls ``value``'s type, with an article."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return "a date/time"
+
+
+def _found(value: object) -> Said:
+    """``value`` with its type, for type mismatches: ``"5060" (a string)``."""
+    if isinstance(value, dict):
+        return Said("a table")
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return Said("an array of tables")
+    return Said(f"{show(value)} ({_kind(value)})")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else repr(float(x))
+
+
+# --- structure and types ---------------------------------------------------------------------
+
+
+def _keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
+
+
+def _section(key: str) -> str:
+    """How a TOML file names the table at ``key``: ``[tcp]``, ``[[listen]]``, ``[route]``."""
+    return f"[[{key.split('[')[0]}]]" if key.endswith("]") else f"[{key}]"
 
 
 def _build(cls: type[T], data: object, file: str, key: str) -> T:
     if not isinstance(data, dict):
-        raise ConfigError(file, key or "(top)", "a table", data)
+        raise ConfigError(file, key or "(top)", f"a table ({_section(key)})", _found(data))
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = _keys(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
         sub = f"{key}.{name}" if key else name
         if name not in fields:
-            raise ConfigError(file, sub, f"one of {sorted(fields)}", "an unknown key")
+            where = f"a key of {_section(key)}" if key else "a section"
+            hint = difflib.get_close_matches(name, fields, n=1)
+            found = "an unknown key" + (f" (did you mean {hint[0]}?)" if hint else "")
+            raise ConfigError(file, sub, f"{where} ({', '.join(fields)})", Said(found))
         f = fields[name]
         kwargs[name] = _convert(hints[name], value, file, sub)
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
-        if lo is not None and not lo <= kwargs[name] <= hi:
-            raise ConfigError(file, sub, f"a number from {lo:g} to {hi:g}", value)
+        # written so that NaN is out of every range
+        if lo is not None and not (lo <= kwargs[name] <= hi):
+            raise ConfigError(file, sub, f"a number from {_num(lo)} to {_num(hi)}", value)
     for name, f in fields.items():
-        missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if missing and name not in kwargs:
-            raise ConfigError(file, f"{key}.{name}" if key else name, "a value", "nothing")
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in kwargs:
+            sub = f"{key}.{name}" if key else name
+            expected = f"{_expected(hints[name], sub)} (this key is required)"
+            raise ConfigError(file, sub, expected, Said("nothing"))
     return cls(**kwargs)
+
+
+def _expected(hint: Any, key: str) -> str:
+    """What a value of type ``hint`` is called in a message."""
+    if dataclasses.is_dataclass(hint):
+        return f"a table ({_section(key)})"
+    if get_origin(hint) is list:
+        (item,) = get_args(hint)
+        if dataclasses.is_dataclass(item):
+            return f"an array of tables ([[{key}]])"
+        return f"an array of {_PLURAL.get(item, str(item))}"
+    if get_origin(hint) is Literal:
+        return "one of " + ", ".join(_toml(c) for c in get_args(hint))
+    return _NAMES.get(hint, str(hint))
+
+
+_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+_PLURAL = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}
 
 
 def _convert(hint: Any, value: object, file: str, key: str) -> Any:
@@ -89,13 +219,18 @@ def _convert(hint: Any, value: object, file: str, key: str) -> Any:
         return _build(hint, value, file, key)  # type: ignore[arg-type]
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(file, key, "a list", value)
+            found = _found(value)
+            if isinstance(value, dict) and dataclasses.is_dataclass(get_args(hint)[0]):
+                found = Said(f"a single table ([{key}])")
+            raise ConfigError(file, key, _expected(hint, key), found)
         (item,) = get_args(hint)
         return [_convert(item, v, file, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is Literal:
         choices = get_args(hint)
+        if not isinstance(value, str):
+            raise ConfigError(file, key, _expected(hint, key), _found(value))
         if value not in choices:
-            raise ConfigError(file, key, "one of " + ", ".join(map(repr, choices)), value)
+            raise ConfigError(file, key, _expected(hint, key), value)
         return value
     if origin in (typing.Union, types.UnionType):
         raise TypeError(f"unsupported union in settings: {hint}")  # a bug in settings.py
@@ -103,48 +238,96 @@ def _convert(hint: Any, value: object, file: str, key: str) -> Any:
         return float(value)
     if hint in (int, float, str, bool) and type(value) is hint:
         return value
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-    raise ConfigError(file, key, names.get(hint, str(hint)), value)
+    raise ConfigError(file, key, _expected(hint, key), _found(value))
 
 
-def _check_references(s: Settings) -> None:
-    """Cross-field rules: addresses parse, names resolve, regexes compile."""
+# --- values that need more than a type ----------------------------------------------------
+
+
+def _check_values(s: Settings) -> None:
+    """Rules a type cannot say: addresses parse, names resolve, regexes compile."""
     f = s.source
+    if not NODE_NAME_RE.fullmatch(s.node.name):
+        raise ConfigError(f, "node.name", "a name of letters, digits, '.', '_' or '-'", s.node.name)
+    run_dir = s.node.run_dir
+    if not os.path.isabs(run_dir):
+        # every process of a node must find the same sockets, wherever it was started
+        raise ConfigError(f, "node.run_dir", "an absolute directory path", run_dir)
+    if len(os.fsencode(run_dir)) > MAX_RUN_DIR_BYTES:
+        expected = f"a path of at most {MAX_RUN_DIR_BYTES} bytes (ipc socket paths are short)"
+        raise ConfigError(f, "node.run_dir", expected, run_dir)
+
+    if not s.listen:
+        raise ConfigError(f, "listen", "at least one [[listen]] table", Said("none"))
+    seen: dict[tuple[str, str, int], int] = {}
     for i, lst in enumerate(s.listen):
         _ip(f, f"listen[{i}].address", lst.address)
-    seen: set[tuple[str, str, int]] = set()
-    for i, lst in enumerate(s.listen):
-        k = (lst.transport, lst.address, lst.port)
+        k = (lst.transport, str(ipaddress.ip_address(lst.address)), lst.port)
         if k in seen:
-            raise ConfigError(f, f"listen[{i}]", "each listener once", "a duplicate")
-        seen.add(k)
-    sets = {}
+            found = Said(f"{lst.transport} {lst.address}:{lst.port} again (listen[{seen[k]}])")
+            raise ConfigError(f, f"listen[{i}]", "each listener once", found)
+        seen[k] = i
+
+    if s.tcp.max_connections_per_ip > s.tcp.max_connections:
+        expected = f"at most tcp.max_connections ({s.tcp.max_connections})"
+        raise ConfigError(f, "tcp.max_connections_per_ip", expected, s.tcp.max_connections_per_ip)
+
+    for i, tag in enumerate(s.proxy.proxy_require_supported):
+        if not TOKEN_RE.fullmatch(tag):
+            raise ConfigError(f, f"proxy.proxy_require_supported[{i}]", "an option tag (a SIP token)", tag)
+
+    sets: dict[str, int] = {}
     for i, ds in enumerate(s.destination_set):
         key = f"destination_set[{i}]"
+        if not ds.name:
+            raise ConfigError(f, f"{key}.name", "a non-empty name", ds.name)
         if ds.name in sets:
-            raise ConfigError(f, f"{key}.name", "a unique name", ds.name)
-        sets[ds.name] = ds
+            found = Said(f"{show(ds.name)} again (destination_set[{sets[ds.name]}])")
+            raise ConfigError(f, f"{key}.name", "a unique name", found)
+        sets[ds.name] = i
         if not ds.destinations:
-            raise ConfigError(f, f"{key}.destinations", "at least one SIP URI", [])
+            raise ConfigError(f, f"{key}.destinations", "at least one SIP URI", ds.destinations)
         for j, uri in enumerate(ds.destinations):
-            _destination(f, f"{key}.destinations[{j}]", uri)
-        if ds.weights and (len(ds.weights) != len(ds.destinations) or min(ds.weights) < 1):
-            raise ConfigError(f, f"{key}.weights", "one positive weight per destination", ds.weights)
+            _destination(f, f"{key}.destinations[{j}]", uri, s)
+        if ds.weights and ds.algorithm != "weighted":
+            expected = 'no weights unless algorithm = "weighted"'
+            raise ConfigError(f, f"{key}.weights", expected, ds.weights)
+        if ds.weights and len(ds.weights) != len(ds.destinations):
+            expected = f"one weight per destination ({len(ds.destinations)})"
+            raise ConfigError(f, f"{key}.weights", expected, ds.weights)
+        for j, w in enumerate(ds.weights):
+            if not 1 <= w <= 1_000_000:
+                raise ConfigError(f, f"{key}.weights[{j}]", "a number from 1 to 1000000", w)
+
+    names: dict[str, int] = {}
     for i, r in enumerate(s.route):
         key = f"route[{i}]"
+        if not r.name:
+            raise ConfigError(f, f"{key}.name", "a non-empty name", r.name)
+        if r.name in names:
+            found = Said(f"{show(r.name)} again (route[{names[r.name]}])")
+            raise ConfigError(f, f"{key}.name", "a unique name", found)
+        names[r.name] = i
         if r.to not in sets:
-            raise ConfigError(f, f"{key}.to", f"a destination_set name {sorted(sets)}", r.to)
+            known = ", ".join(sets) if sets else "none is defined"
+            expected = f"the name of a [[destination_set]] ({known})"
+            raise ConfigError(f, f"{key}.to", expected, r.to)
+        for j, method in enumerate(r.methods):
+            if not TOKEN_RE.fullmatch(method) or method != method.upper():
+                raise ConfigError(f, f"{key}.methods[{j}]", "a method in upper case, like INVITE", method)
         for field_name in ("ruri_user", "ruri_host"):
             pattern = getattr(r, field_name)
             try:
                 re.compile(pattern)
             except re.error as exc:
-                raise ConfigError(f, f"{key}.{field_name}", "a regular expression", pattern) from exc
+                found = Said(f"{show(pattern)} ({exc})")
+                raise ConfigError(f, f"{key}.{field_name}", "a regular expression", found) from None
         if r.source:
             try:
                 ipaddress.ip_network(r.source, strict=False)
             except ValueError:
-                raise ConfigError(f, f"{key}.source", "a CIDR like 10.0.0.0/8", r.source) from None
+                expected = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
+                raise ConfigError(f, f"{key}.source", expected, r.source) from None
 
 
 def _ip(file: str, key: str, text: str) -> None:
@@ -154,16 +337,44 @@ def _ip(file: str, key: str, text: str) -> None:
         raise ConfigError(file, key, "an IPv4 or IPv6 address", text) from None
 
 
-# conf/ imports nothing of ours, so destinations are checked with their own small grammar.
+# conf/ imports nothing of ours, so destinations are checked with their own small grammar
+# (RFC 3261 §25.1 SIP-URI without userinfo: host, port, uri-parameters; the scheme is
+# case-insensitive, §19.1.4).
 DESTINATION_RE = re.compile(
-    r"sips?:(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.]+(?:=[^;]*)?)*)"
+    r"(?i:sip):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'%]+(?:=[^;]*)?)*)"
 )
+_URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp"
 
 
-def _destination(file: str, key: str, uri: str) -> None:
+def _destination(file: str, key: str, uri: str, s: Settings) -> None:
+    if uri.lower().startswith("sips:"):
+        raise ConfigError(file, key, "a sip: URI (sips: needs TLS, which sipline does not speak)", uri)
     m = DESTINATION_RE.fullmatch(uri)
-    if m is None or (m.group(2) and not 0 < int(m.group(2)) < 65536):
-        raise ConfigError(file, key, "a SIP URI like sip:192.0.2.1:5060;transport=tcp", uri)
-    transport = re.search(r";transport=([^;]*)", m.group(3) or "")
-    if transport and transport.group(1).lower() not in ("udp", "tcp"):
+    if m is None:
+        raise ConfigError(file, key, _URI_HELP, uri)
+    host = m.group(1)
+    try:
+        # workers send to the address itself: there is no DNS resolution (RFC 3263) yet
+        ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        expected = _URI_HELP + " (an IP address: host names are not resolved)"
+        raise ConfigError(file, key, expected, uri) from None
+    if host.startswith("[") != (ip.version == 6):
+        raise ConfigError(file, key, _URI_HELP + " (IPv6 in brackets)", uri)
+    if m.group(2) and not 0 < int(m.group(2)) < 65536:
+        raise ConfigError(file, key, _URI_HELP + " (port from 1 to 65535)", uri)
+    param = re.search(r";transport=([^;]*)", m.group(3) or "", re.I)
+    transport = param.group(1).lower() if param else None
+    if transport not in (None, "udp", "tcp"):
         raise ConfigError(file, key, "transport=udp or transport=tcp", uri)
+    # a worker sends from a listener of the same transport and address family
+    family = f"IPv{ip.version}"
+    usable = [
+        lst for lst in s.listen
+        if ipaddress.ip_address(lst.address).version == ip.version
+        and transport in (None, lst.transport)
+    ]  # fmt: skip
+    if not usable:
+        wanted = f"{transport} {family}" if transport else family
+        expected = f"a destination some [[listen]] can send to (there is no {wanted} listener)"
+        raise ConfigError(file, key, expected, uri)
