@@ -35,8 +35,8 @@ DEFAULT_PATH = "conf/sipline.toml"
 #: adds ``/<role>-<proc>-<pid>.ipc``: 31 bytes for ``/ingress-ingress.99-4194304.ipc``
 MAX_RUN_DIR_BYTES = 107 - 31
 
-#: keys of ``Settings`` that are not TOML keys
-_NOT_KEYS = frozenset({"source"})
+#: fields that are not TOML keys: (dataclass, field name)
+_NOT_KEYS = frozenset({(Settings, "source")})
 
 #: RFC 3261 §25.1 token: methods and option tags are tokens
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
@@ -159,7 +159,7 @@ def _num(x: float) -> str:
 
 
 def _keys(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    return {f.name: f for f in dataclasses.fields(cls) if f.name not in _NOT_KEYS}
+    return {f.name: f for f in dataclasses.fields(cls) if (cls, f.name) not in _NOT_KEYS}
 
 
 def _section(key: str) -> str:

@@ -1,0 +1,580 @@
+"""conf.load: a bad configuration names the file, the key, what was expected and what was found."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conf import load as loader
+from conf.load import ConfigError, config_path, from_dict, load
+from conf.settings import Bus, Listener, Log, Node, Proxy, Settings, Tcp
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "conf" / "sipline.toml"
+
+#: the smallest valid routing section, to which tests add one mistake
+DSET = {"name": "uas", "destinations": ["sip:127.0.0.1:5080"]}
+ROUTE = {"name": "default", "to": "uas"}
+
+
+def error(data: dict[str, Any]) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        from_dict(data, "conf/test.toml")
+    return info.value
+
+
+def write(tmp_path: Path, text: str, name: str = "sipline.toml") -> Path:
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+class TestShippedConfig:
+    def test_loads(self) -> None:
+        """conf/sipline.toml is valid and records where it came from."""
+        s = load(SHIPPED)
+        assert s.source == str(SHIPPED)
+        assert [(x.transport, x.address, x.port) for x in s.listen] == [
+            ("udp", "127.0.0.1", 5060),
+            ("tcp", "127.0.0.1", 5060),
+        ]
+        assert s.destination_set[0].destinations == ["sip:127.0.0.1:5080"]
+        assert s.route[0].to == s.destination_set[0].name
+
+    def test_equals_defaults_where_it_sets_nothing(self) -> None:
+        """Every section the shipped file leaves out, or restates, is exactly the default."""
+        s = load(SHIPPED)
+        defaults = Settings()
+        for section in ("node", "listen", "tcp", "bus", "proxy", "log"):
+            assert getattr(s, section) == getattr(defaults, section), section
+
+    def test_sets_only_known_keys_with_default_values(self) -> None:
+        """Each key the shipped file sets outside routing restates its default (no hidden tuning)."""
+        data = tomllib.loads(SHIPPED.read_text(encoding="utf-8"))
+        defaults = Settings()
+        for section, table in data.items():
+            if section in ("destination_set", "route", "listen"):
+                continue
+            for key, value in table.items():
+                assert getattr(getattr(defaults, section), key) == value, f"{section}.{key}"
+
+    def test_empty_file_is_the_defaults(self, tmp_path: Path) -> None:
+        """An empty file gives the dataclass defaults: no routes, two listeners."""
+        s = load(write(tmp_path, ""))
+        assert dataclasses.replace(s, source="<defaults>") == Settings()
+
+
+class TestMessage:
+    def test_format(self) -> None:
+        """str() is 'file: key: expected X, found Y', as an operator reads it."""
+        e = error({"listen": [{"transport": "udp", "port": 70000}]})
+        assert str(e) == "conf/test.toml: listen[0].port: expected a number from 1 to 65535, found 70000"
+        assert (e.file, e.key, e.expected, e.found) == (
+            "conf/test.toml",
+            "listen[0].port",
+            "a number from 1 to 65535",
+            70000,
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "shown"),
+        [
+            ("a\"b", '"a\\"b"'),
+            (True, "true"),
+            (False, "false"),
+            ([1, "x"], '[1, "x"]'),
+            ({"a": 1}, "{a = 1}"),
+            (1.5, "1.5"),
+            ("x" * 200, '"' + "x" * 56 + "..."),
+        ],
+    )
+    def test_values_shown_as_toml(self, value: object, shown: str) -> None:
+        """Found values are written the way TOML writes them, and long ones are cut."""
+        assert loader.show(value) == shown
+
+    def test_large_ranges_are_not_scientific(self) -> None:
+        """Range bounds print as plain numbers (1000000, not 1e+06)."""
+        e = error({"tcp": {"max_connections": 0}})
+        assert e.expected == "a number from 1 to 1000000"
+
+
+class TestUnknownKeys:
+    @pytest.mark.parametrize(
+        ("data", "key", "section"),
+        [
+            ({"nodes": {}}, "nodes", "a section (node, listen, tcp"),
+            ({"node": {"nmae": "x"}}, "node.nmae", "a key of [node] (name, run_dir)"),
+            ({"listen": [{"transport": "udp", "prot": 1}]}, "listen[0].prot", "a key of [[listen]]"),
+            ({"tcp": {"max_header": 1}}, "tcp.max_header", "a key of [tcp]"),
+            ({"bus": {"hwm_msgs": 1}}, "bus.hwm_msgs", "a key of [bus]"),
+            ({"proxy": {"recordroute": True}}, "proxy.recordroute", "a key of [proxy]"),
+            ({"log": {"format": "json"}}, "log.format", "a key of [log]"),
+            (
+                {"destination_set": [{**DSET, "algo": "x"}], "route": [ROUTE]},
+                "destination_set[0].algo",
+                "a key of [[destination_set]]",
+            ),
+            (
+                {"destination_set": [DSET], "route": [ROUTE, {**ROUTE, "name": "b", "method": []}]},
+                "route[1].method",
+                "a key of [[route]]",
+            ),
+        ],
+    )
+    def test_refused_at_every_level(self, data: dict[str, Any], key: str, section: str) -> None:
+        """An unknown key anywhere names its full path and the keys that table accepts."""
+        e = error(data)
+        assert e.key == key
+        assert e.expected.startswith(section)
+        assert str(e.found).startswith("an unknown key")
+
+    def test_suggests_the_closest_key(self) -> None:
+        """A misspelt key gets a 'did you mean' hint."""
+        e = error({"node": {"nmae": "x"}})
+        assert str(e).endswith("found an unknown key (did you mean name?)")
+
+    def test_source_is_not_a_key(self) -> None:
+        """Settings.source records the file; a TOML 'source' key cannot set it."""
+        e = error({"source": "elsewhere.toml"})
+        assert e.key == "source" and str(e.found).startswith("an unknown key")
+
+
+class TestTypes:
+    @pytest.mark.parametrize(
+        ("data", "key", "expected", "found"),
+        [
+            ({"listen": [{"transport": "udp", "port": "5060"}]}, "listen[0].port", "an integer", '"5060" (a string)'),
+            ({"listen": [{"transport": "udp", "port": 5060.0}]}, "listen[0].port", "an integer", "5060.0 (a float)"),
+            ({"listen": [{"transport": "udp", "port": True}]}, "listen[0].port", "an integer", "true (a boolean)"),
+            ({"tcp": {"max_body_bytes": False}}, "tcp.max_body_bytes", "an integer", "false (a boolean)"),
+            ({"proxy": {"record_route": 1}}, "proxy.record_route", "true or false", "1 (an integer)"),
+            ({"proxy": {"record_route": "yes"}}, "proxy.record_route", "true or false", '"yes" (a string)'),
+            ({"node": {"name": 7}}, "node.name", "a string", "7 (an integer)"),
+            ({"log": {"stats_interval_s": "5"}}, "log.stats_interval_s", "a number", '"5" (a string)'),
+            ({"log": {"stats_interval_s": True}}, "log.stats_interval_s", "a number", "true (a boolean)"),
+            ({"tcp": 5}, "tcp", "a table ([tcp])", "5 (an integer)"),
+            ({"tcp": [{}]}, "tcp", "a table ([tcp])", "an array of tables"),
+            ({"listen": {"transport": "udp"}}, "listen", "an array of tables ([[listen]])", "a single table ([listen])"),
+            ({"listen": ["udp"]}, "listen[0]", "a table ([[listen]])", '"udp" (a string)'),
+            ({"listen": "udp"}, "listen", "an array of tables ([[listen]])", '"udp" (a string)'),
+            ({"proxy": {"proxy_require_supported": "100rel"}}, "proxy.proxy_require_supported", "an array of strings", '"100rel" (a string)'),
+            ({"proxy": {"proxy_require_supported": [1]}}, "proxy.proxy_require_supported[0]", "a string", "1 (an integer)"),
+            ({"proxy": {"proxy_require_supported": {"a": 1}}}, "proxy.proxy_require_supported", "an array of strings", "a table"),
+            ({"log": {"level": 3}}, "log.level", 'one of "debug", "info", "warning", "error"', "3 (an integer)"),
+        ],
+    )  # fmt: skip
+    def test_wrong_type(self, data: dict[str, Any], key: str, expected: str, found: str) -> None:
+        """TOML is typed: a value of the wrong type is refused with both types named."""
+        e = error(data)
+        assert (e.key, e.expected, str(e.found)) == (key, expected, found)
+
+    def test_int_widens_to_float(self) -> None:
+        """An integer where seconds are a float is accepted as that float."""
+        s = from_dict({"log": {"stats_interval_s": 2}, "tcp": {"idle_timeout_s": 30}})
+        assert s.log.stats_interval_s == 2.0 and isinstance(s.log.stats_interval_s, float)
+        assert isinstance(s.tcp.idle_timeout_s, float)
+
+    def test_datetime_is_named(self, tmp_path: Path) -> None:
+        """A TOML date where a string belongs is named as a date/time."""
+        with pytest.raises(ConfigError) as info:
+            load(write(tmp_path, "[node]\nname = 2024-01-01\n"))
+        assert info.value.found == "2024-01-01 (a date/time)"
+
+
+class TestRanges:
+    @pytest.mark.parametrize(
+        ("data", "key", "expected"),
+        [
+            ({"listen": [{"transport": "udp", "port": 0}]}, "listen[0].port", "a number from 1 to 65535"),
+            ({"listen": [{"transport": "udp", "port": 65536}]}, "listen[0].port", "a number from 1 to 65535"),
+            ({"listen": [{"transport": "udp", "port": -1}]}, "listen[0].port", "a number from 1 to 65535"),
+            ({"tcp": {"max_header_bytes": 100}}, "tcp.max_header_bytes", "a number from 512 to 1048576"),
+            ({"tcp": {"max_body_bytes": -1}}, "tcp.max_body_bytes", "a number from 0 to 16777216"),
+            ({"tcp": {"message_deadline_ms": 1}}, "tcp.message_deadline_ms", "a number from 10 to 600000"),
+            ({"tcp": {"max_reads_per_message": 0}}, "tcp.max_reads_per_message", "a number from 1 to 1000000"),
+            ({"tcp": {"idle_timeout_s": 0.5}}, "tcp.idle_timeout_s", "a number from 1 to 86400"),
+            ({"tcp": {"write_queue_bytes": 1}}, "tcp.write_queue_bytes", "a number from 4096 to 67108864"),
+            ({"tcp": {"connect_timeout_ms": 0}}, "tcp.connect_timeout_ms", "a number from 10 to 120000"),
+            ({"bus": {"heartbeat_ms": 5}}, "bus.heartbeat_ms", "a number from 10 to 10000"),
+            ({"bus": {"liveness": 1}}, "bus.liveness", "a number from 2 to 100"),
+            ({"bus": {"hwm": 0}}, "bus.hwm", "a number from 1 to 1000000"),
+            ({"bus": {"max_batch": 100_000}}, "bus.max_batch", "a number from 1 to 65536"),
+            ({"bus": {"max_pending": 0}}, "bus.max_pending", "a number from 1 to 1000000"),
+            ({"bus": {"retry_after_s": 0}}, "bus.retry_after_s", "a number from 1 to 3600"),
+            ({"proxy": {"default_max_forwards": 256}}, "proxy.default_max_forwards", "a number from 1 to 255"),
+            ({"log": {"stats_interval_s": 0.01}}, "log.stats_interval_s", "a number from 0.1 to 3600"),
+            ({"log": {"stats_interval_s": float("nan")}}, "log.stats_interval_s", "a number from 0.1 to 3600"),
+            ({"log": {"stats_interval_s": float("inf")}}, "log.stats_interval_s", "a number from 0.1 to 3600"),
+        ],
+    )  # fmt: skip
+    def test_out_of_range(self, data: dict[str, Any], key: str, expected: str) -> None:
+        """A number outside its range is refused with the range."""
+        e = error(data)
+        assert (e.key, e.expected) == (key, expected)
+
+    @pytest.mark.parametrize("port", [1, 65535])
+    def test_bounds_are_inclusive(self, port: int) -> None:
+        """The ends of a range are valid values."""
+        assert from_dict({"listen": [{"transport": "udp", "port": port}]}).listen[0].port == port
+
+    def test_connections_per_ip_within_total(self) -> None:
+        """A per-source cap above the process cap is a mistake, not a setting."""
+        e = error({"tcp": {"max_connections": 10, "max_connections_per_ip": 11}})
+        assert (e.key, e.expected) == ("tcp.max_connections_per_ip", "at most tcp.max_connections (10)")
+
+
+class TestChoices:
+    @pytest.mark.parametrize(
+        ("data", "key", "found"),
+        [
+            ({"log": {"level": "verbose"}}, "log.level", "verbose"),
+            ({"log": {"level": "INFO"}}, "log.level", "INFO"),
+            ({"listen": [{"transport": "tls"}]}, "listen[0].transport", "tls"),
+            ({"destination_set": [{**DSET, "algorithm": "random"}]}, "destination_set[0].algorithm", "random"),
+        ],
+    )
+    def test_bad_literal(self, data: dict[str, Any], key: str, found: str) -> None:
+        """A value outside its fixed set is refused with the set listed."""
+        e = error(data)
+        assert (e.key, e.found) == (key, found)
+        assert e.expected.startswith("one of ")
+
+    def test_literal_lists_choices(self) -> None:
+        """The message lists every allowed value."""
+        assert error({"listen": [{"transport": "sctp"}]}).expected == 'one of "udp", "tcp"'
+
+
+class TestListeners:
+    @pytest.mark.parametrize("address", ["localhost", "127.0.0.256", "1.2.3", "::g", "", "127.0.0.1/8"])
+    def test_bad_address(self, address: str) -> None:
+        """A listener binds an IP address, not a name or a network."""
+        e = error({"listen": [{"transport": "udp", "address": address}]})
+        assert (e.key, e.expected, e.found) == ("listen[0].address", "an IPv4 or IPv6 address", address)
+
+    def test_ipv6_address(self) -> None:
+        """IPv6 listeners are accepted."""
+        assert from_dict({"listen": [{"transport": "tcp", "address": "::1"}]}).listen[0].address == "::1"
+
+    def test_duplicate(self) -> None:
+        """The same transport, address and port twice is refused, naming the first."""
+        e = error({"listen": [{"transport": "udp"}, {"transport": "tcp"}, {"transport": "udp"}]})
+        assert e.key == "listen[2]"
+        assert str(e) == "conf/test.toml: listen[2]: expected each listener once, found udp 127.0.0.1:5060 again (listen[0])"
+
+    def test_duplicate_spelt_differently(self) -> None:
+        """Two spellings of one IPv6 address are one listener."""
+        e = error({"listen": [{"transport": "udp", "address": "::1"}, {"transport": "udp", "address": "0::1"}]})
+        assert e.key == "listen[1]"
+
+    def test_same_port_other_transport(self) -> None:
+        """UDP and TCP on one port are two listeners."""
+        assert len(from_dict({"listen": [{"transport": "udp"}, {"transport": "tcp"}]}).listen) == 2
+
+    def test_none(self) -> None:
+        """A node must listen somewhere."""
+        e = error({"listen": []})
+        assert (e.key, str(e.found)) == ("listen", "none")
+
+    def test_missing_transport(self) -> None:
+        """transport has no default: leaving it out names the key and the choices."""
+        e = error({"listen": [{"port": 5070}]})
+        assert str(e) == (
+            'conf/test.toml: listen[0].transport: expected one of "udp", "tcp" (this key is required), found nothing'
+        )
+
+
+class TestNode:
+    @pytest.mark.parametrize("name", ["", "two words", "-x", "a/b", "é"])
+    def test_bad_name(self, name: str) -> None:
+        """Node names are plain identifiers (they end up in logs and state keys)."""
+        assert error({"node": {"name": name}}).key == "node.name"
+
+    def test_relative_run_dir(self) -> None:
+        """run_dir must be absolute so every process finds the same sockets."""
+        e = error({"node": {"run_dir": "run/sipline"}})
+        assert (e.key, e.expected) == ("node.run_dir", "an absolute directory path")
+
+    def test_run_dir_too_long_for_ipc(self) -> None:
+        """A run_dir too long for a Unix socket path is refused before zmq fails at bind."""
+        e = error({"node": {"run_dir": "/" + "d" * 80}})
+        assert e.key == "node.run_dir" and "bytes" in e.expected
+        assert from_dict({"node": {"run_dir": "/" + "d" * (loader.MAX_RUN_DIR_BYTES - 1)}})
+
+
+class TestRouting:
+    def test_minimal(self) -> None:
+        """One destination set and one route referring to it load."""
+        s = from_dict({"destination_set": [DSET], "route": [ROUTE]})
+        assert s.route[0].to == "uas" and s.destination_set[0].algorithm == "hash_call_id"
+
+    def test_unknown_destination_set(self) -> None:
+        """A route to an undefined set names the sets that exist."""
+        e = error({"destination_set": [DSET], "route": [{"name": "r", "to": "usa"}]})
+        assert str(e) == (
+            'conf/test.toml: route[0].to: expected the name of a [[destination_set]] (uas), found "usa"'
+        )
+
+    def test_route_without_any_set(self) -> None:
+        """With no destination set at all, the message says so."""
+        assert "none is defined" in error({"route": [ROUTE]}).expected
+
+    @pytest.mark.parametrize(
+        ("route", "key"),
+        [({"name": "r"}, "route[0].to"), ({"to": "uas"}, "route[0].name")],
+    )
+    def test_missing_required(self, route: dict[str, Any], key: str) -> None:
+        """Required route keys are named when missing."""
+        e = error({"destination_set": [DSET], "route": [route]})
+        assert (e.key, e.expected, str(e.found)) == (key, "a string (this key is required)", "nothing")
+
+    @pytest.mark.parametrize(
+        ("dset", "key"),
+        [({"name": "x"}, "destination_set[0].destinations"), ({"destinations": []}, "destination_set[0].name")],
+    )
+    def test_missing_required_in_set(self, dset: dict[str, Any], key: str) -> None:
+        """Required destination_set keys are named when missing."""
+        assert error({"destination_set": [dset]}).key == key
+
+    @pytest.mark.parametrize("field", ["ruri_user", "ruri_host"])
+    @pytest.mark.parametrize("pattern", ["(", "[a-", "*x", "a{2,1}"])
+    def test_bad_regex(self, field: str, pattern: str) -> None:
+        """A regex that does not compile is refused with the reason."""
+        e = error({"destination_set": [DSET], "route": [{**ROUTE, field: pattern}]})
+        assert (e.key, e.expected) == (f"route[0].{field}", "a regular expression")
+        assert str(e.found).startswith(loader.show(pattern) + " (")
+
+    @pytest.mark.parametrize("source", ["10.0.0.0/33", "10.0.0", "any", "2001:db8::/129", "10.0.0.0/8/8"])
+    def test_bad_cidr(self, source: str) -> None:
+        """A source that is not an address or network is refused."""
+        e = error({"destination_set": [DSET], "route": [{**ROUTE, "source": source}]})
+        assert (e.key, e.found) == ("route[0].source", source)
+
+    @pytest.mark.parametrize("source", ["10.0.0.0/8", "10.1.2.3/8", "192.0.2.7", "2001:db8::/32", "::1"])
+    def test_good_cidr(self, source: str) -> None:
+        """Networks, host bits set or not, single addresses and IPv6 are accepted."""
+        assert from_dict({"destination_set": [DSET], "route": [{**ROUTE, "source": source}]})
+
+    @pytest.mark.parametrize("method", ["invite", "IN VITE", ""])
+    def test_bad_method(self, method: str) -> None:
+        """Methods are upper-case SIP tokens."""
+        e = error({"destination_set": [DSET], "route": [{**ROUTE, "methods": ["INVITE", method]}]})
+        assert e.key == "route[0].methods[1]"
+
+    def test_duplicate_route_name(self) -> None:
+        """Route names identify routes in logs, so they are unique."""
+        e = error({"destination_set": [DSET], "route": [ROUTE, ROUTE]})
+        assert (e.key, str(e.found)) == ("route[1].name", '"default" again (route[0])')
+
+    def test_duplicate_set_name(self) -> None:
+        """Destination set names are unique."""
+        e = error({"destination_set": [DSET, DSET]})
+        assert (e.key, e.expected) == ("destination_set[1].name", "a unique name")
+
+    def test_empty_set(self) -> None:
+        """A set with no destination cannot route."""
+        assert error({"destination_set": [{"name": "x", "destinations": []}]}).key == "destination_set[0].destinations"
+
+    def test_bad_option_tag(self) -> None:
+        """proxy_require_supported holds SIP option tags."""
+        assert error({"proxy": {"proxy_require_supported": ["100rel", "a b"]}}).key == (
+            "proxy.proxy_require_supported[1]"
+        )
+
+
+class TestDestinations:
+    @pytest.mark.parametrize(
+        "uri",
+        [
+            "sip:127.0.0.1",
+            "sip:127.0.0.1:5080",
+            "SIP:127.0.0.1:5080",
+            "sip:127.0.0.1:5080;transport=tcp",
+            "sip:127.0.0.1;transport=UDP;lr",
+            "sip:10.0.0.1:1;x-custom=1",
+        ],
+    )
+    def test_good(self, uri: str) -> None:
+        """IPv4 destinations with port and parameters are accepted."""
+        assert from_dict({"destination_set": [{"name": "d", "destinations": [uri]}]})
+
+    def test_ipv6_with_ipv6_listener(self) -> None:
+        """A bracketed IPv6 destination is fine when an IPv6 listener can send to it."""
+        data = {
+            "listen": [{"transport": "udp", "address": "::1"}],
+            "destination_set": [{"name": "d", "destinations": ["sip:[::1]:5080"]}],
+        }
+        assert from_dict(data).destination_set[0].destinations == ["sip:[::1]:5080"]
+
+    @pytest.mark.parametrize(
+        ("uri", "why"),
+        [
+            ("127.0.0.1:5080", "SIP URI"),
+            ("sip:", "SIP URI"),
+            ("sip:127.0.0.1:0", "port from 1 to 65535"),
+            ("sip:127.0.0.1:70000", "port from 1 to 65535"),
+            ("sip:127.0.0.1:50a", "SIP URI"),
+            ("sip:300.0.0.1", "an IP address"),
+            ("sip:uas.example.com:5080", "host names are not resolved"),
+            ("sip:[1::2::3]", "an IP address"),
+            ("sip:[::g]", "SIP URI"),
+            ("sip:::1", "SIP URI"),
+            ("sip:[127.0.0.1]", "IPv6 in brackets"),
+            ("sip:[::1", "SIP URI"),
+            ("sip:user@127.0.0.1", "SIP URI"),
+            ("sip:127.0.0.1;transport=tls", "transport=udp or transport=tcp"),
+            ("sip:127.0.0.1;transport=sctp", "transport=udp or transport=tcp"),
+            ("sips:127.0.0.1", "TLS"),
+            ("tel:+15551234", "SIP URI"),
+            ("sip:127.0.0.1 ", "SIP URI"),
+        ],
+    )
+    def test_bad(self, uri: str, why: str) -> None:
+        """A destination that a worker could not send to is refused with the reason."""
+        e = error({"destination_set": [{"name": "d", "destinations": ["sip:127.0.0.1", uri]}]})
+        assert (e.key, e.found) == ("destination_set[0].destinations[1]", uri)
+        assert why in e.expected
+
+    @pytest.mark.parametrize(
+        ("listen", "uri", "missing"),
+        [
+            ([{"transport": "udp"}], "sip:127.0.0.1;transport=tcp", "tcp IPv4"),
+            ([{"transport": "udp"}, {"transport": "tcp"}], "sip:[::1]", "IPv6"),
+            ([{"transport": "tcp", "address": "::1"}], "sip:127.0.0.1", "IPv4"),
+        ],
+    )
+    def test_unreachable_from_listeners(self, listen: list[Any], uri: str, missing: str) -> None:
+        """A destination no listener can send to (transport, address family) is refused."""
+        e = error({"listen": listen, "destination_set": [{"name": "d", "destinations": [uri]}]})
+        assert e.expected.endswith(f"(there is no {missing} listener)")
+
+    def test_weighted(self) -> None:
+        """One positive weight per destination, for the weighted algorithm."""
+        two = ["sip:127.0.0.1:5080", "sip:127.0.0.1:5081"]
+        ok = {"name": "d", "destinations": two, "algorithm": "weighted", "weights": [3, 1]}
+        assert from_dict({"destination_set": [ok]}).destination_set[0].weights == [3, 1]
+        for weights, key in (([1], "weights"), ([1, 0], "weights[1]"), ([1, -2], "weights[1]")):
+            e = error({"destination_set": [{**ok, "weights": weights}]})
+            assert e.key == f"destination_set[0].{key}"
+
+    def test_weights_need_weighted(self) -> None:
+        """Weights on another algorithm would be silently ignored, so they are refused."""
+        e = error({"destination_set": [{**DSET, "weights": [1]}]})
+        assert e.key == "destination_set[0].weights"
+        assert "weighted" in e.expected
+
+
+class TestFiles:
+    def test_syntax_error_has_line(self, tmp_path: Path) -> None:
+        """A TOML syntax error is key '(syntax)' with the line and column."""
+        p = write(tmp_path, "[node]\nname = 'a'\nrun_dir = /tmp\n")
+        with pytest.raises(ConfigError) as info:
+            load(p)
+        e = info.value
+        assert (e.file, e.key, e.expected) == (str(p), "(syntax)", "valid TOML")
+        assert "line 3" in str(e)
+        assert str(e).startswith(f"{p}: (syntax): expected valid TOML, found ")
+
+    def test_duplicate_key_is_syntax(self, tmp_path: Path) -> None:
+        """TOML forbids a key twice; that is a syntax error too."""
+        with pytest.raises(ConfigError) as info:
+            load(write(tmp_path, "[node]\nname = 'a'\nname = 'b'\n"))
+        assert info.value.key == "(syntax)" and "line 3" in str(info.value)
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing file is named, with key '(file)'."""
+        p = tmp_path / "nope.toml"
+        with pytest.raises(ConfigError) as info:
+            load(p)
+        assert str(info.value) == f"{p}: (file): expected an existing TOML file, found no such file"
+
+    def test_directory(self, tmp_path: Path) -> None:
+        """A directory is not a config file."""
+        with pytest.raises(ConfigError) as info:
+            load(tmp_path)
+        assert info.value.key == "(file)" and str(info.value.found) == "a directory"
+
+    def test_not_utf8(self, tmp_path: Path) -> None:
+        """Bytes that are not UTF-8 are a syntax error, with the offset."""
+        p = tmp_path / "latin1.toml"
+        p.write_bytes(b"[node]\nname = '\xe9'\n")
+        with pytest.raises(ConfigError) as info:
+            load(p)
+        assert info.value.key == "(syntax)" and "byte 15" in str(info.value)
+
+    def test_errors_name_the_file(self, tmp_path: Path) -> None:
+        """Value errors from a file carry that file's path."""
+        p = write(tmp_path, "[[listen]]\ntransport = 'udp'\nport = 70000\n")
+        with pytest.raises(ConfigError) as info:
+            load(p)
+        assert str(info.value) == f"{p}: listen[0].port: expected a number from 1 to 65535, found 70000"
+
+    def test_full_file(self, tmp_path: Path) -> None:
+        """A file setting every section loads into the matching dataclasses."""
+        p = write(
+            tmp_path,
+            """
+            [node]
+            name = "edge-1"
+            run_dir = "/tmp/sipline-edge"
+            [[listen]]
+            transport = "udp"
+            address = "0.0.0.0"
+            port = 5070
+            [tcp]
+            max_connections = 100
+            max_connections_per_ip = 10
+            idle_timeout_s = 60
+            [bus]
+            max_batch = 64
+            [proxy]
+            record_route = false
+            proxy_require_supported = ["100rel"]
+            [[destination_set]]
+            name = "core"
+            destinations = ["sip:10.0.0.1:5060", "sip:10.0.0.2:5060"]
+            algorithm = "weighted"
+            weights = [2, 1]
+            [[route]]
+            name = "from-core"
+            to = "core"
+            methods = ["INVITE", "BYE"]
+            ruri_user = "\\\\+?[0-9]+"
+            source = "10.0.0.0/8"
+            [log]
+            level = "debug"
+            """.replace("\n            ", "\n"),
+        )
+        s = load(p)
+        assert s.node == Node(name="edge-1", run_dir="/tmp/sipline-edge")
+        assert s.listen == [Listener(transport="udp", address="0.0.0.0", port=5070)]
+        assert s.tcp == Tcp(max_connections=100, max_connections_per_ip=10, idle_timeout_s=60.0)
+        assert s.bus == Bus(max_batch=64)
+        assert s.proxy == Proxy(record_route=False, proxy_require_supported=["100rel"])
+        assert s.route[0].ruri_user == "\\+?[0-9]+"
+        assert s.log == Log(level="debug")
+
+
+class TestConfigPath:
+    def test_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """With neither --conf nor SIPLINE_CONF, conf/sipline.toml."""
+        monkeypatch.delenv("SIPLINE_CONF", raising=False)
+        assert config_path(None) == "conf/sipline.toml"
+
+    def test_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """SIPLINE_CONF names another file."""
+        monkeypatch.setenv("SIPLINE_CONF", "/etc/sipline.toml")
+        assert config_path(None) == "/etc/sipline.toml"
+
+    def test_flag_beats_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """--conf wins over SIPLINE_CONF."""
+        monkeypatch.setenv("SIPLINE_CONF", "/etc/sipline.toml")
+        assert config_path("mine.toml") == "mine.toml"
+
+    def test_empty_env_is_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """An empty SIPLINE_CONF means the default, not a file named ''."""
+        monkeypatch.setenv("SIPLINE_CONF", "")
+        assert config_path(None) == "conf/sipline.toml"
