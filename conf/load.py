@@ -262,6 +262,11 @@ def _check_values(s: Settings) -> None:
     seen: dict[tuple[str, str, int], int] = {}
     for i, lst in enumerate(s.listen):
         _ip(f, f"listen[{i}].address", lst.address)
+        if ipaddress.ip_address(lst.address).is_unspecified:
+            # workers write the listener's address into Via and Record-Route; a wildcard
+            # there sends responses and in-dialog requests nowhere
+            expected = "a specific address (it goes into Via and Record-Route)"
+            raise ConfigError(f, f"listen[{i}].address", expected, lst.address)
         k = (lst.transport, str(ipaddress.ip_address(lst.address)), lst.port)
         if k in seen:
             found = Said(f"{lst.transport} {lst.address}:{lst.port} again (listen[{seen[k]}])")

@@ -1,8 +1,15 @@
 """Configuration every sipline process agrees on, as frozen dataclasses.
 
-Each field's docstring is what ``docs/configuration.md`` says of it; units are in the names.
-``conf.load`` builds these from TOML and refuses unknown keys and out-of-range values, naming
-the file, the key, what was expected and what was found.
+Rules:
+
+- One dataclass per TOML table; a field is a key, and its name carries its unit (``_ms``,
+  ``_s``, ``_bytes``).
+- Each class and field docstring is what ``docs/configuration.md`` says of it
+  (``tests/conf/test_docs.py`` fails when the two drift apart). Numeric ranges live in the
+  field metadata (``min``/``max``), where the loader and the docs both read them.
+- ``conf.load`` builds these from TOML and refuses unknown keys, wrong types and out-of-range
+  values, naming the file, the key, what was expected and what was found. Checks that span
+  fields (names resolve, addresses parse) are in ``conf.load._check_values``.
 """
 
 from __future__ import annotations
@@ -19,24 +26,34 @@ def _range(lo: float, hi: float) -> dict[str, float]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Node:
+    """``[node]``: what this node is called and where its processes meet."""
+
     name: str = "sipline"
-    """Node name: in every log line, and the key of this node's state for its peers."""
+    """Node name: in every log line, and the key of this node's state for its peers. Letters,
+    digits, ``.``, ``_`` and ``-``."""
     run_dir: str = "/tmp/sipline"
-    """Directory of the node's ZeroMQ ipc:// sockets; processes of one node share it."""
+    """Directory of the node's ZeroMQ ipc:// sockets; processes of one node share it. An
+    absolute path of at most 76 bytes (a Unix socket path is at most 107)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Listener:
+    """``[[listen]]``: one socket every ingress process binds. Repeat the table per socket; each
+    (transport, address, port) once."""
+
     transport: Transport
-    """``udp`` or ``tcp``."""
+    """``udp`` or ``tcp``. Required."""
     address: str = "127.0.0.1"
-    """IPv4 or IPv6 address to bind."""
+    """IPv4 or IPv6 address to bind: a specific address, not a host name nor ``0.0.0.0`` or
+    ``::``, because it is also what Via and Record-Route say for messages sent from it."""
     port: int = field(default=5060, metadata=_range(1, 65535))
     """Port to bind; every ingress process binds it with SO_REUSEPORT."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Tcp:
+    """``[tcp]``: limits that protect an ingress from TCP peers (slow, fragmenting or many)."""
+
     max_header_bytes: int = field(default=16384, metadata=_range(512, 1 << 20))
     """A header section longer than this gets 513 and the connection is closed."""
     max_body_bytes: int = field(default=49152, metadata=_range(0, 16 << 20))
@@ -59,6 +76,8 @@ class Tcp:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bus:
+    """``[bus]``: the ZeroMQ hop between ingress and worker processes."""
+
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Workers announce themselves to every ingress this often."""
     liveness: int = field(default=4, metadata=_range(2, 100))
@@ -75,6 +94,8 @@ class Bus:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Proxy:
+    """``[proxy]``: how workers proxy requests (RFC 3261 §16)."""
+
     record_route: bool = True
     """Insert Record-Route on dialog-creating requests so in-dialog requests come back."""
     default_max_forwards: int = field(default=70, metadata=_range(1, 255))
@@ -85,34 +106,50 @@ class Proxy:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DestinationSet:
+    """``[[destination_set]]``: a named group of next hops that routes send to."""
+
     name: str
-    """Name that routes refer to."""
+    """Name that routes refer to; unique. Required."""
     destinations: list[str]
-    """SIP URIs of the next hops, e.g. ``sip:10.0.0.1:5060;transport=tcp``."""
+    """SIP URIs of the next hops, e.g. ``sip:10.0.0.1:5060;transport=tcp``: an IP address
+    (IPv6 in brackets; host names are not resolved), an optional port (default 5060) and
+    parameters. ``transport`` is ``udp`` or ``tcp``; without it a request leaves on the
+    transport it came in on. Some ``[[listen]]`` must match its transport and address family.
+    At least one. Required."""
     algorithm: Literal["round_robin", "weighted", "hash_call_id"] = "hash_call_id"
     """How a destination is picked: in turn, by weight, or by a hash of the Call-ID."""
     weights: list[int] = field(default_factory=list)
-    """Weights for ``weighted``, one per destination (default all 1)."""
+    """Weights for ``weighted``, one per destination, each from 1 to 1000000 (default: all
+    1). Only with ``algorithm = "weighted"``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
+    """``[[route]]``: one routing rule. Rules are tried in order and the first whose every
+    condition holds wins; a rule with no condition is a default route. A request no rule
+    matches goes to its Request-URI when that names an IP address other than this proxy's,
+    and gets 404 otherwise."""
+
     name: str
-    """Name shown in logs."""
+    """Name shown in logs; unique. Required."""
     to: str
-    """Destination set the matching requests go to."""
+    """Name of the ``[[destination_set]]`` the matching requests go to. Required."""
     methods: list[str] = field(default_factory=list)
-    """Methods matched (upper case); empty matches every method."""
+    """Methods matched, upper case (``["INVITE", "BYE"]``); empty matches every method."""
     ruri_user: str = ""
     """Regular expression the Request-URI user must match in full; empty matches all."""
     ruri_host: str = ""
-    """Regular expression the Request-URI host must match in full; empty matches all."""
+    """Regular expression the Request-URI host must match in full, ignoring case; empty
+    matches all."""
     source: str = ""
-    """CIDR the source address must be in; empty matches every source."""
+    """Address or CIDR (``10.0.0.0/8``, ``2001:db8::/32``) the source address must be in;
+    empty matches every source."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Log:
+    """``[log]``: the JSON lines every process writes to stdout."""
+
     level: Literal["debug", "info", "warning", "error"] = "info"
     """Lowest level written."""
     stats_interval_s: float = field(default=5.0, metadata=_range(0.1, 3600))
@@ -121,15 +158,26 @@ class Log:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
+    """The whole file: every section is optional and defaults as documented."""
+
     node: Node = field(default_factory=Node)
+    """``[node]``."""
+    # the default listens where DESIGN.md §2 promises: 127.0.0.1:5060, UDP and TCP
     listen: list[Listener] = field(
         default_factory=lambda: [Listener(transport="udp"), Listener(transport="tcp")]
     )
+    """``[[listen]]`` tables; at least one. Default: UDP and TCP on 127.0.0.1:5060."""
     tcp: Tcp = field(default_factory=Tcp)
+    """``[tcp]``."""
     bus: Bus = field(default_factory=Bus)
+    """``[bus]``."""
     proxy: Proxy = field(default_factory=Proxy)
+    """``[proxy]``."""
     destination_set: list[DestinationSet] = field(default_factory=list)
+    """``[[destination_set]]`` tables. Default: none."""
     route: list[Route] = field(default_factory=list)
+    """``[[route]]`` tables, tried in order. Default: none."""
     log: Log = field(default_factory=Log)
+    """``[log]``."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""

@@ -255,6 +255,13 @@ class TestListeners:
         e = error({"listen": [{"transport": "udp", "address": address}]})
         assert (e.key, e.expected, e.found) == ("listen[0].address", "an IPv4 or IPv6 address", address)
 
+    @pytest.mark.parametrize("address", ["0.0.0.0", "::"])
+    def test_wildcard_address(self, address: str) -> None:
+        """A wildcard bind would be written into Via and Record-Route, so it is refused."""
+        e = error({"listen": [{"transport": "udp", "address": address}]})
+        assert (e.key, e.found) == ("listen[0].address", address)
+        assert "Via" in e.expected
+
     def test_ipv6_address(self) -> None:
         """IPv6 listeners are accepted."""
         assert from_dict({"listen": [{"transport": "tcp", "address": "::1"}]}).listen[0].address == "::1"
@@ -522,7 +529,7 @@ class TestFiles:
             run_dir = "/tmp/sipline-edge"
             [[listen]]
             transport = "udp"
-            address = "0.0.0.0"
+            address = "10.0.0.5"
             port = 5070
             [tcp]
             max_connections = 100
@@ -550,7 +557,7 @@ class TestFiles:
         )
         s = load(p)
         assert s.node == Node(name="edge-1", run_dir="/tmp/sipline-edge")
-        assert s.listen == [Listener(transport="udp", address="0.0.0.0", port=5070)]
+        assert s.listen == [Listener(transport="udp", address="10.0.0.5", port=5070)]
         assert s.tcp == Tcp(max_connections=100, max_connections_per_ip=10, idle_timeout_s=60.0)
         assert s.bus == Bus(max_batch=64)
         assert s.proxy == Proxy(record_route=False, proxy_require_supported=["100rel"])
