@@ -161,23 +161,23 @@ class Settings:
     """The whole file: every section is optional and defaults as documented."""
 
     node: Node = field(default_factory=Node)
-    """``[node]``."""
+    """Node identity, and the directory its processes meet in."""
     # the default listens where DESIGN.md §2 promises: 127.0.0.1:5060, UDP and TCP
     listen: list[Listener] = field(
         default_factory=lambda: [Listener(transport="udp"), Listener(transport="tcp")]
     )
-    """``[[listen]]`` tables; at least one. Default: UDP and TCP on 127.0.0.1:5060."""
+    """Sockets to listen on; at least one. Default: UDP and TCP on 127.0.0.1:5060."""
     tcp: Tcp = field(default_factory=Tcp)
-    """``[tcp]``."""
+    """Limits that protect an ingress from TCP peers."""
     bus: Bus = field(default_factory=Bus)
-    """``[bus]``."""
+    """The ZeroMQ hop between ingress and worker processes."""
     proxy: Proxy = field(default_factory=Proxy)
-    """``[proxy]``."""
+    """How workers proxy requests."""
     destination_set: list[DestinationSet] = field(default_factory=list)
-    """``[[destination_set]]`` tables. Default: none."""
+    """Named groups of next hops that routes send to. Default: none."""
     route: list[Route] = field(default_factory=list)
-    """``[[route]]`` tables, tried in order. Default: none."""
+    """Routing rules, tried in order. Default: none."""
     log: Log = field(default_factory=Log)
-    """``[log]``."""
+    """What every process logs."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""
