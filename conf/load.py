@@ -81,9 +81,13 @@ def load(path: str | os.PathLike[str]) -> Settings:
     except IsADirectoryError:
         raise ConfigError(file, "(file)", "a TOML file", Said("a directory")) from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(file, "(syntax)", "UTF-8 text", Said(f"invalid UTF-8 at byte {exc.start}")) from None
+        raise ConfigError(
+            file, "(syntax)", "UTF-8 text", Said(f"invalid UTF-8 at byte {exc.start}")
+        ) from None
     except OSError as exc:
-        raise ConfigError(file, "(file)", "a readable TOML file", Said(exc.strerror or str(exc))) from None
+        raise ConfigError(
+            file, "(file)", "a readable TOML file", Said(exc.strerror or str(exc))
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -182,7 +186,8 @@ def _build(cls: type[T], data: object, file: str, key: str) -> T:
             raise ConfigError(file, sub, f"{where} ({', '.join(fields)})", Said(found))
         f = fields[name]
         kwargs[name] = _convert(hints[name], value, file, sub)
-        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        lo: float | None = f.metadata.get("min")
+        hi: float = f.metadata.get("max", lo)
         # written so that NaN is out of every range
         if lo is not None and not (lo <= kwargs[name] <= hi):
             raise ConfigError(file, sub, f"a number from {_num(lo)} to {_num(hi)}", value)
@@ -279,7 +284,9 @@ def _check_values(s: Settings) -> None:
 
     for i, tag in enumerate(s.proxy.proxy_require_supported):
         if not TOKEN_RE.fullmatch(tag):
-            raise ConfigError(f, f"proxy.proxy_require_supported[{i}]", "an option tag (a SIP token)", tag)
+            raise ConfigError(
+                f, f"proxy.proxy_require_supported[{i}]", "an option tag (a SIP token)", tag
+            )
 
     sets: dict[str, int] = {}
     for i, ds in enumerate(s.destination_set):
@@ -319,7 +326,9 @@ def _check_values(s: Settings) -> None:
             raise ConfigError(f, f"{key}.to", expected, r.to)
         for j, method in enumerate(r.methods):
             if not TOKEN_RE.fullmatch(method) or method != method.upper():
-                raise ConfigError(f, f"{key}.methods[{j}]", "a method in upper case, like INVITE", method)
+                raise ConfigError(
+                    f, f"{key}.methods[{j}]", "a method in upper case, like INVITE", method
+                )
         for field_name in ("ruri_user", "ruri_host"):
             pattern = getattr(r, field_name)
             try:
@@ -353,7 +362,9 @@ _URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp"
 
 def _destination(file: str, key: str, uri: str, s: Settings) -> None:
     if uri.lower().startswith("sips:"):
-        raise ConfigError(file, key, "a sip: URI (sips: needs TLS, which sipline does not speak)", uri)
+        raise ConfigError(
+            file, key, "a sip: URI (sips: needs TLS, which sipline does not speak)", uri
+        )
     m = DESTINATION_RE.fullmatch(uri)
     if m is None:
         raise ConfigError(file, key, _URI_HELP, uri)
@@ -368,7 +379,7 @@ def _destination(file: str, key: str, uri: str, s: Settings) -> None:
         raise ConfigError(file, key, _URI_HELP + " (IPv6 in brackets)", uri)
     if m.group(2) and not 0 < int(m.group(2)) < 65536:
         raise ConfigError(file, key, _URI_HELP + " (port from 1 to 65535)", uri)
-    param = re.search(r";transport=([^;]*)", m.group(3) or "", re.I)
+    param = re.search(r";transport=([^;]*)", m.group(3) or "", re.IGNORECASE)
     transport = param.group(1).lower() if param else None
     if transport not in (None, "udp", "tcp"):
         raise ConfigError(file, key, "transport=udp or transport=tcp", uri)

@@ -24,11 +24,21 @@ def sipline_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "sipline"]
 
 
-def run(args: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    environ = {k: v for k, v in os.environ.items() if k not in ("SIPLINE_CONF", "HONCHO_PROCESS_NAME")}
+def run(
+    args: list[str], *, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
+    environ = {
+        k: v for k, v in os.environ.items() if k not in ("SIPLINE_CONF", "HONCHO_PROCESS_NAME")
+    }
     environ.update(env or {})
     return subprocess.run(
-        sipline_command() + args, cwd=cwd, env=environ, capture_output=True, text=True, timeout=60
+        sipline_command() + args,
+        cwd=cwd,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -43,7 +53,9 @@ def bad_config(tmp_path: Path) -> tuple[Path, str]:
 
 
 class TestCheckConfigInProcess:
-    def test_default_config_ok(self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_default_config_ok(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """check-config on the shipped file exits 0 and says ok."""
         monkeypatch.delenv("SIPLINE_CONF", raising=False)
         monkeypatch.chdir(ROOT)
@@ -60,7 +72,9 @@ class TestCheckConfigInProcess:
         assert "listen[0].port: expected a number from 1 to 65535, found 70000" in captured.err
         assert captured.out == ""
 
-    def test_conf_before_subcommand(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def test_conf_before_subcommand(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
         """--conf works before the subcommand as well as after it."""
         p, message = bad_config(tmp_path)
         assert cli.main(["--conf", str(p), "check-config"]) == 2
@@ -87,7 +101,9 @@ class TestCheckConfigInProcess:
     def test_missing_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """A missing file is a configuration error (exit 2), not a traceback."""
         assert cli.main(["check-config", "--conf", str(tmp_path / "none.toml")]) == 2
-        assert "(file): expected an existing TOML file, found no such file" in capsys.readouterr().err
+        assert (
+            "(file): expected an existing TOML file, found no such file" in capsys.readouterr().err
+        )
 
 
 class TestConsoleScript:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import itertools
 import re
 import typing
 from pathlib import Path
@@ -36,8 +37,8 @@ def docstrings(path: Path = SETTINGS_PY) -> dict[str, tuple[str, dict[str, str]]
         if not isinstance(node, ast.ClassDef):
             continue
         fields: dict[str, str] = {}
-        body = node.body
-        for stmt, nxt in zip(body, body[1:] + [None]):  # type: ignore[list-item]
+        body: list[ast.stmt | None] = [*node.body, None]
+        for stmt, nxt in itertools.pairwise(body):
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
                 doc = ""
                 if (
@@ -76,14 +77,17 @@ def _default(f: dataclasses.Field[Any]) -> str:
         value = f.default_factory()
     else:
         return "required"
-    if dataclasses.is_dataclass(value) or (isinstance(value, list) and value and dataclasses.is_dataclass(value[0])):
+    if dataclasses.is_dataclass(value) or (
+        isinstance(value, list) and value and dataclasses.is_dataclass(value[0])
+    ):
         return "see below"
     return f"`{show(value)}`"
 
 
 def _range(f: dataclasses.Field[Any]) -> str:
-    lo, hi = f.metadata.get("min"), f.metadata.get("max")
-    if lo is None:
+    lo: float | None = f.metadata.get("min")
+    hi: float | None = f.metadata.get("max")
+    if lo is None or hi is None:
         return ""
     return f"{_num(lo)} – {_num(hi)}"
 
@@ -118,7 +122,14 @@ def render() -> str:
         hints = typing.get_type_hints(cls)
         # class docstrings open with their heading ("``[tcp]``: limits ..."), said by the title here
         intro = re.sub(r"^`\[\[?\w+\]\]?`: ", "", _md(class_doc))
-        lines += ["", f'<a id="{name}"></a>', f"## `{heading}`", "", intro[:1].upper() + intro[1:], ""]
+        lines += [
+            "",
+            f'<a id="{name}"></a>',
+            f"## `{heading}`",
+            "",
+            intro[:1].upper() + intro[1:],
+            "",
+        ]
         lines += ["| Key | Type | Default | Range | Meaning |", "|---|---|---|---|---|"]
         for f in dataclasses.fields(cls):
             lines.append(

@@ -19,7 +19,9 @@ def settings_classes() -> list[type]:
     return [
         obj
         for obj in vars(settings_module).values()
-        if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == settings_module.__name__
+        if isinstance(obj, type)
+        and dataclasses.is_dataclass(obj)
+        and obj.__module__ == settings_module.__name__
     ]
 
 
@@ -46,7 +48,9 @@ def test_every_key_is_in_its_section(heading: str, cls: type, name: str) -> None
     following = DOC_TEXT.find("\n## ", start + 1)
     section = DOC_TEXT[start : following if following != -1 else len(DOC_TEXT)]
     for f in dataclasses.fields(cls):
-        assert re.search(rf"^\| `{f.name}` \|", section, re.M), f"{heading} {f.name} missing from the doc"
+        assert re.search(rf"^\| `{f.name}` \|", section, re.MULTILINE), (
+            f"{heading} {f.name} missing from the doc"
+        )
 
 
 def test_generated_reference_is_current() -> None:
@@ -64,7 +68,7 @@ def test_run_dir_limit_is_stated() -> None:
 
 def test_toml_examples_load() -> None:
     """Every ```toml block in the doc is a valid configuration."""
-    blocks = re.findall(r"```toml\n(.*?)```", DOC_TEXT, re.S)
+    blocks = re.findall(r"```toml\n(.*?)```", DOC_TEXT, re.DOTALL)
     assert blocks
     for block in blocks:
         from_dict(tomllib.loads(block), "docs/configuration.md")

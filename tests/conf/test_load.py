@@ -72,7 +72,10 @@ class TestMessage:
     def test_format(self) -> None:
         """str() is 'file: key: expected X, found Y', as an operator reads it."""
         e = error({"listen": [{"transport": "udp", "port": 70000}]})
-        assert str(e) == "conf/test.toml: listen[0].port: expected a number from 1 to 65535, found 70000"
+        assert (
+            str(e)
+            == "conf/test.toml: listen[0].port: expected a number from 1 to 65535, found 70000"
+        )
         assert (e.file, e.key, e.expected, e.found) == (
             "conf/test.toml",
             "listen[0].port",
@@ -83,7 +86,7 @@ class TestMessage:
     @pytest.mark.parametrize(
         ("value", "shown"),
         [
-            ("a\"b", '"a\\"b"'),
+            ('a"b', '"a\\"b"'),
             (True, "true"),
             (False, "false"),
             ([1, "x"], '[1, "x"]'),
@@ -108,7 +111,11 @@ class TestUnknownKeys:
         [
             ({"nodes": {}}, "nodes", "a section (node, listen, tcp"),
             ({"node": {"nmae": "x"}}, "node.nmae", "a key of [node] (name, run_dir)"),
-            ({"listen": [{"transport": "udp", "prot": 1}]}, "listen[0].prot", "a key of [[listen]]"),
+            (
+                {"listen": [{"transport": "udp", "prot": 1}]},
+                "listen[0].prot",
+                "a key of [[listen]]",
+            ),
             ({"tcp": {"max_header": 1}}, "tcp.max_header", "a key of [tcp]"),
             ({"bus": {"hwm_msgs": 1}}, "bus.hwm_msgs", "a key of [bus]"),
             ({"proxy": {"recordroute": True}}, "proxy.recordroute", "a key of [proxy]"),
@@ -224,7 +231,10 @@ class TestRanges:
     def test_connections_per_ip_within_total(self) -> None:
         """A per-source cap above the process cap is a mistake, not a setting."""
         e = error({"tcp": {"max_connections": 10, "max_connections_per_ip": 11}})
-        assert (e.key, e.expected) == ("tcp.max_connections_per_ip", "at most tcp.max_connections (10)")
+        assert (e.key, e.expected) == (
+            "tcp.max_connections_per_ip",
+            "at most tcp.max_connections (10)",
+        )
 
 
 class TestChoices:
@@ -234,7 +244,11 @@ class TestChoices:
             ({"log": {"level": "verbose"}}, "log.level", "verbose"),
             ({"log": {"level": "INFO"}}, "log.level", "INFO"),
             ({"listen": [{"transport": "tls"}]}, "listen[0].transport", "tls"),
-            ({"destination_set": [{**DSET, "algorithm": "random"}]}, "destination_set[0].algorithm", "random"),
+            (
+                {"destination_set": [{**DSET, "algorithm": "random"}]},
+                "destination_set[0].algorithm",
+                "random",
+            ),
         ],
     )
     def test_bad_literal(self, data: dict[str, Any], key: str, found: str) -> None:
@@ -249,11 +263,17 @@ class TestChoices:
 
 
 class TestListeners:
-    @pytest.mark.parametrize("address", ["localhost", "127.0.0.256", "1.2.3", "::g", "", "127.0.0.1/8"])
+    @pytest.mark.parametrize(
+        "address", ["localhost", "127.0.0.256", "1.2.3", "::g", "", "127.0.0.1/8"]
+    )
     def test_bad_address(self, address: str) -> None:
         """A listener binds an IP address, not a name or a network."""
         e = error({"listen": [{"transport": "udp", "address": address}]})
-        assert (e.key, e.expected, e.found) == ("listen[0].address", "an IPv4 or IPv6 address", address)
+        assert (e.key, e.expected, e.found) == (
+            "listen[0].address",
+            "an IPv4 or IPv6 address",
+            address,
+        )
 
     @pytest.mark.parametrize("address", ["0.0.0.0", "::"])
     def test_wildcard_address(self, address: str) -> None:
@@ -264,17 +284,30 @@ class TestListeners:
 
     def test_ipv6_address(self) -> None:
         """IPv6 listeners are accepted."""
-        assert from_dict({"listen": [{"transport": "tcp", "address": "::1"}]}).listen[0].address == "::1"
+        assert (
+            from_dict({"listen": [{"transport": "tcp", "address": "::1"}]}).listen[0].address
+            == "::1"
+        )
 
     def test_duplicate(self) -> None:
         """The same transport, address and port twice is refused, naming the first."""
         e = error({"listen": [{"transport": "udp"}, {"transport": "tcp"}, {"transport": "udp"}]})
         assert e.key == "listen[2]"
-        assert str(e) == "conf/test.toml: listen[2]: expected each listener once, found udp 127.0.0.1:5060 again (listen[0])"
+        assert (
+            str(e)
+            == "conf/test.toml: listen[2]: expected each listener once, found udp 127.0.0.1:5060 again (listen[0])"
+        )
 
     def test_duplicate_spelt_differently(self) -> None:
         """Two spellings of one IPv6 address are one listener."""
-        e = error({"listen": [{"transport": "udp", "address": "::1"}, {"transport": "udp", "address": "0::1"}]})
+        e = error(
+            {
+                "listen": [
+                    {"transport": "udp", "address": "::1"},
+                    {"transport": "udp", "address": "0::1"},
+                ]
+            }
+        )
         assert e.key == "listen[1]"
 
     def test_same_port_other_transport(self) -> None:
@@ -336,11 +369,18 @@ class TestRouting:
     def test_missing_required(self, route: dict[str, Any], key: str) -> None:
         """Required route keys are named when missing."""
         e = error({"destination_set": [DSET], "route": [route]})
-        assert (e.key, e.expected, str(e.found)) == (key, "a string (this key is required)", "nothing")
+        assert (e.key, e.expected, str(e.found)) == (
+            key,
+            "a string (this key is required)",
+            "nothing",
+        )
 
     @pytest.mark.parametrize(
         ("dset", "key"),
-        [({"name": "x"}, "destination_set[0].destinations"), ({"destinations": []}, "destination_set[0].name")],
+        [
+            ({"name": "x"}, "destination_set[0].destinations"),
+            ({"destinations": []}, "destination_set[0].name"),
+        ],
     )
     def test_missing_required_in_set(self, dset: dict[str, Any], key: str) -> None:
         """Required destination_set keys are named when missing."""
@@ -354,13 +394,17 @@ class TestRouting:
         assert (e.key, e.expected) == (f"route[0].{field}", "a regular expression")
         assert str(e.found).startswith(loader.show(pattern) + " (")
 
-    @pytest.mark.parametrize("source", ["10.0.0.0/33", "10.0.0", "any", "2001:db8::/129", "10.0.0.0/8/8"])
+    @pytest.mark.parametrize(
+        "source", ["10.0.0.0/33", "10.0.0", "any", "2001:db8::/129", "10.0.0.0/8/8"]
+    )
     def test_bad_cidr(self, source: str) -> None:
         """A source that is not an address or network is refused."""
         e = error({"destination_set": [DSET], "route": [{**ROUTE, "source": source}]})
         assert (e.key, e.found) == ("route[0].source", source)
 
-    @pytest.mark.parametrize("source", ["10.0.0.0/8", "10.1.2.3/8", "192.0.2.7", "2001:db8::/32", "::1"])
+    @pytest.mark.parametrize(
+        "source", ["10.0.0.0/8", "10.1.2.3/8", "192.0.2.7", "2001:db8::/32", "::1"]
+    )
     def test_good_cidr(self, source: str) -> None:
         """Networks, host bits set or not, single addresses and IPv6 are accepted."""
         assert from_dict({"destination_set": [DSET], "route": [{**ROUTE, "source": source}]})
@@ -383,7 +427,10 @@ class TestRouting:
 
     def test_empty_set(self) -> None:
         """A set with no destination cannot route."""
-        assert error({"destination_set": [{"name": "x", "destinations": []}]}).key == "destination_set[0].destinations"
+        assert (
+            error({"destination_set": [{"name": "x", "destinations": []}]}).key
+            == "destination_set[0].destinations"
+        )
 
     def test_bad_option_tag(self) -> None:
         """proxy_require_supported holds SIP option tags."""
@@ -517,7 +564,10 @@ class TestFiles:
         p = write(tmp_path, "[[listen]]\ntransport = 'udp'\nport = 70000\n")
         with pytest.raises(ConfigError) as info:
             load(p)
-        assert str(info.value) == f"{p}: listen[0].port: expected a number from 1 to 65535, found 70000"
+        assert (
+            str(info.value)
+            == f"{p}: listen[0].port: expected a number from 1 to 65535, found 70000"
+        )
 
     def test_full_file(self, tmp_path: Path) -> None:
         """A file setting every section loads into the matching dataclasses."""
