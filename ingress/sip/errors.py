@@ -29,8 +29,9 @@ from ingress.sip.headers import canonical_name
 class Salvage:
     """What could be read of a message that failed, enough to answer it.
 
-    ``lines`` are the raw header lines (name and value, no CRLF) of Via, From, To, Call-ID and
-    CSeq, in their original order, with folding already collapsed.
+    ``lines`` are the raw header lines (name and value, no final CRLF; a folded line keeps its
+    continuation) of every Via and the first From, To, Call-ID and CSeq, in their original
+    order.
     """
 
     is_request: bool
@@ -53,9 +54,12 @@ class SipError(Exception):
 
     @property
     def answerable(self) -> bool:
-        """True when a reply can be built: a request with its transaction headers salvaged.
+        """True when a reply can be built: a request whose Via and CSeq were salvaged.
 
         RFC 3261 §17.2.1: no response is ever sent for an ACK, and responses are never answered.
+        The client matches a response to its transaction by the top Via branch and the CSeq
+        method (§17.1.3), so those two are enough to answer (RFC 4475 3.3.1, ``insuf``: "a
+        400 can only echo Via and CSeq"); From, To and Call-ID are copied when present.
         """
         s = self.salvage
         if s is None or not s.is_request or s.method == "ACK":
@@ -64,7 +68,7 @@ class SipError(Exception):
         return _ANSWER_NEEDS <= names
 
 
-_ANSWER_NEEDS = frozenset({"via", "from", "to", "call-id", "cseq"})
+_ANSWER_NEEDS = frozenset({"via", "cseq"})
 
 
 class BadRequest(SipError):

@@ -1,9 +1,23 @@
 """RFC 3261 §25 grammar as regular expressions, and parsers for the header elements.
 
-Each parser takes bytes or str and returns a view from ``message`` or raises ``BadRequest``.
-They are liberal where RFC 4475 asks for it (LWS around ``/`` and ``:`` in Via, brackets on an
-IPv6 ``received``, RFC 5118 §4.10's three-colon IPv6 reference) and strict where a wrong guess
-would forward garbage.
+Rules:
+1. One compiled regex validates a whole element (a via-parm, a name-addr, a SIP URI) in one
+   pass at C speed; Python code only picks the groups out. Parameters are validated by the
+   regex and split into dicts lazily (``message.py``), because most are never read.
+2. Each parser takes bytes or str and returns a view from ``message`` or raises ``BadRequest``.
+   A view built from a validated element never raises later, when a lazy part is read.
+3. Views are cached by the exact text they came from (bounded dicts, cleared when full): the
+   Request-URI of a trunk, the From of a call and the Vias of a transaction repeat across
+   messages, and a hit costs one dict lookup instead of a regex and an object. Views are
+   therefore shared: never mutate one (nor its ``params`` dict).
+4. Liberal where RFC 4475/5118 ask for it (LWS around ``/ : ; =`` in Via and header
+   parameters, brackets on an IPv6 ``received``, RFC 5118 §4.10's three-colon IPv6 reference,
+   no LWS between a display-name token and ``<``); strict where a wrong guess would make us
+   forward garbage (spaces inside ``<>``, unquoted display names with commas, an IPv6 host
+   without brackets, headers in a Request-URI).
+
+The patterns are written as commented strings, the way ``h11/_abnf.py`` does, and compiled for
+str (URIs, name-addrs) or bytes (Via, tokens).
 """
 
 from __future__ import annotations
@@ -11,7 +25,7 @@ from __future__ import annotations
 import re
 
 from ingress.sip.errors import BadRequest
-from ingress.sip.message import NameAddr, Params, Uri, Via
+from ingress.sip.message import NameAddr, Params, Uri, Via, parse_params
 
 # token = 1*(alphanum / "-" / "." / "!" / "%" / "*" / "_" / "+" / "`" / "'" / "~")
 TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
@@ -21,177 +35,235 @@ TOKEN_B_RE = re.compile(TOKEN.encode())
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (case-insensitive, §7.1)
 VERSION_RE = re.compile(rb"SIP/(\d+)\.(\d+)", re.I)
 
-# Status-Line = SIP-Version SP Status-Code SP Reason-Phrase; a missing reason is tolerated.
-STATUS_LINE_RE = re.compile(rb"(SIP/\d+\.\d+) ([1-6]\d\d)(?: (.*))?", re.I | re.S)
+# Status-Code = 3DIGIT (100-699, §7.2)
+STATUS_CODE_RE = re.compile(rb"[1-6]\d\d")
 
-# CSeq = 1*DIGIT LWS Method; the number must fit 32 bits (§8.1.1.5)
-CSEQ_RE = re.compile(rb"(\d{1,10})[ \t]+(" + TOKEN.encode() + rb")")
-CSEQ_MAX = 2**32 - 1
+CSEQ_MAX = 2**32 - 1  # §8.1.1.5: the sequence number must fit 32 bits
 
-DIGITS_RE = re.compile(rb"\d{1,10}")
+# callid = word [ "@" word ]; word is printable ASCII without LWS (§25.1), taken liberally
+CALL_ID_RE = re.compile(rb"[!-~]+")
 
-# via-parm = sent-protocol LWS sent-by *( SEMI via-params ), with LWS allowed around "/"
+# LWS inside one header value; folding was already collapsed to single SPs by the parser
+_LWS = r"[ \t]*"
+
+# quoted-string = SWS DQUOTE *(qdtext / quoted-pair ) DQUOTE (§25.1); qdtext admits UTF-8
+_QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
+
+# gen-value = token / host / quoted-string. ``:`` and ``[]`` let in an IPv6 ``received``
+# with or without brackets (RFC 5118 §4.5).
+_GEN_VALUE = r"(?:[A-Za-z0-9\-.!%*_+`'~:\[\]]+|" + _QUOTED + ")"
+
+# *( SEMI generic-param ) with LWS allowed around ";" and "=" (RFC 4475 3.1.1.1)
+_PARAMS = r"(?:" + _LWS + ";" + _LWS + TOKEN + r"(?:" + _LWS + "=" + _LWS + _GEN_VALUE + r")?)*"
+
+# host = hostname / IPv4address / IPv6reference. IPv6 references keep their brackets; the
+# class is liberal about colons so RFC 5118 §4.10's "2001:db8:::192.0.2.1" passes. "_" is not
+# in hostname but appears in real deployments.
+_HOST = r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._]+"
+# port = 1*DIGIT, held to 1..65535 by the regex itself so that no later step can fail on it
+_PORT = r"0*(?:6553[0-5]|655[0-2]\d|65[0-4]\d\d|6[0-4]\d{3}|[1-5]\d{4}|[1-9]\d{0,3})"
+
+# via-parm = sent-protocol LWS sent-by *( SEMI via-params ) (§20.42), LWS allowed around "/"
 VIA_RE = re.compile(
-    rb"""
-    SIP [ \t]* / [ \t]* 2\.0 [ \t]* / [ \t]* (""" + TOKEN.encode() + rb""")   # transport
-    [ \t]+
-    ( \[ [0-9A-Fa-f:.]+ \] | [A-Za-z0-9\-.]+ )                                 # host
-    (?: [ \t]* : [ \t]* (\d{1,5}) )?                                           # port
-    [ \t]* ( ; .* )? $                                                         # params
-    """,
-    re.X | re.S | re.I,
+    (
+        r"(?i:SIP)" + _LWS + "/" + _LWS + r"2\.0" + _LWS + "/" + _LWS
+        + "(" + TOKEN + ")"                                  # 1 transport
+        + r"[ \t]+"
+        + "(" + _HOST + ")"                                  # 2 host
+        + "(?:" + _LWS + ":" + _LWS + "(" + _PORT + "))?"             # 3 port
+        + "(" + _PARAMS + ")"                                # 4 params, validated here
+        + _LWS
+    ).encode()
+)  # fmt: skip
+
+# -- URIs (§19.1.1, §25.1) -----------------------------------------------------------------
+# user = 1*( unreserved / escaped / user-unreserved ), plus "#" which real dial strings carry
+_USER = r"[A-Za-z0-9\-_.!~*'()%&=+$,;?/#]+"
+# password = *( unreserved / escaped / "&" / "=" / "+" / "$" / "," )
+_PASSWORD = r"[A-Za-z0-9\-_.!~*'()%&=+$,]*"
+# paramchar = param-unreserved / unreserved / escaped
+_PARAMCHAR = r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$]"
+# uri-parameters = *( ";" pname [ "=" pvalue ] )
+_URI_PARAMS = r"(?:;" + _PARAMCHAR + r"+(?:=" + _PARAMCHAR + r"*)?)*"
+# headers = "?" header *( "&" header ); hname/hvalue chars (hnv-unreserved / unreserved / escaped)
+_URI_HEADERS = r"[A-Za-z0-9\-_.!~*'()%\[\]/?:+$&=]*"
+
+# what follows "sip:" / "sips:"
+_SIP_URI_BODY = (
+    r"(?:(?P<user>" + _USER + r")(?::(?P<password>" + _PASSWORD + r"))?@)?"
+    r"(?P<host>" + _HOST + r")"
+    r"(?::(?P<port>" + _PORT + r"))?"
+    r"(?P<params>" + _URI_PARAMS + r")"
+    r"(?:\?(?P<headers>" + _URI_HEADERS + r"))?"
 )
+SIP_URI_BODY_RE = re.compile(_SIP_URI_BODY)
+_SIP_URI_BODY_NC = re.sub(r"\(\?P<\w+>", "(?:", _SIP_URI_BODY)  # for embedding: no groups
 
-# hostport inside a SIP URI (§19.1.1); IPv6 references keep their brackets
-HOSTPORT_RE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?$")
+_SCHEME = r"[A-Za-z][A-Za-z0-9+\-.]*"
+SCHEME_RE = re.compile(_SCHEME)
+# absoluteURI of any other scheme, kept opaque: printable ASCII without SP, DQUOTE, < and >
+_URIC = r"[!#-;=?-~]"
+OPAQUE_RE = re.compile(_URIC + "+")
+# the same, but without the ";", "," and "?" that an addr-spec outside <> cannot hold (§20.10)
+_URIC_BARE = r"[\x21\x23-\x2b\x2d-\x3a\x3d\x40-\x7e]"
 
-SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*")
+_SIP_SCHEME = r"(?i:sips?):"
+_OTHER_SCHEME = r"(?!(?i:sips?):)" + _SCHEME + ":"
+_URI_IN_BRACKETS = (
+    "(?:" + _SIP_SCHEME + _SIP_URI_BODY_NC + "|" + _OTHER_SCHEME + _URIC + "+)"
+)
+_SIP_URI_BARE = (
+    r"(?:[A-Za-z0-9\-_.!~*'()%&=+$/#]+(?::[A-Za-z0-9\-_.!~*'()%&=+$]*)?@)?"
+    r"(?:" + _HOST + r")(?::" + _PORT + r")?"
+)  # a SIP URI without the ";", "?" and "," that would be read as header parameters
+_URI_BARE = "(?:" + _SIP_SCHEME + _SIP_URI_BARE + "|" + _OTHER_SCHEME + _URIC_BARE + "+)"
 
+# (name-addr / addr-spec) *( SEMI generic-param ), §20.10 (From, To, Contact, Route ...).
+# display-name = *(token LWS) / quoted-string; LWS before "<" may be missing (RFC 4475
+# 3.1.1.6). Nothing but the URI may stand between "<" and ">" (RFC 4475 3.1.2.14).
+NAME_ADDR_RE = re.compile(
+    _LWS
+    + "(?:"
+    + "(?:(?P<display>" + _QUOTED + "|" + TOKEN + r"(?:[ \t]+" + TOKEN + ")*)?"
+    + _LWS + "<(?P<uri>" + _URI_IN_BRACKETS + ")>)"
+    + "|(?P<bare>" + _URI_BARE + ")"
+    + ")"
+    + "(?P<params>" + _PARAMS + ")"
+    + _LWS
+)  # fmt: skip
 
-def parse_params(text: str, *, allow_empty: bool = False) -> Params:
-    """``;name[=value]`` pairs; names are lower-cased, values kept (quotes included)."""
-    params: Params = {}
-    if not text:
-        return params
-    for piece in _split_semicolons(text):
-        piece = piece.strip()
-        if not piece:
-            if allow_empty:
-                continue
-            raise BadRequest("empty parameter")
-        name, eq, value = piece.partition("=")
-        name = name.strip().lower()
-        if not TOKEN_RE.fullmatch(name):
-            raise BadRequest(f"bad parameter name {name!r}")
-        params[name] = value.strip() if eq else None
-    return params
-
-
-def _split_semicolons(text: str) -> list[str]:
-    parts = text.split(";")
-    if parts[0].strip() == "":
-        parts = parts[1:]
-    elif parts[0]:
-        raise BadRequest("parameters must start with ';'")
-    if '"' not in text:
-        return parts
-    # rejoin pieces split inside a quoted string
-    out: list[str] = []
-    for p in parts:
-        if out and out[-1].count('"') % 2:
-            out[-1] += ";" + p
-        else:
-            out.append(p)
-    return out
-
-
-def parse_via(value: bytes) -> Via:
-    """One via-parm. Raises BadRequest when it does not follow §20.42."""
-    m = VIA_RE.match(value)
-    if m is None:
-        raise BadRequest("malformed Via")
-    transport, host, port, params = m.groups()
-    parsed = parse_params(params.decode("latin-1")) if params else {}
-    return Via(
-        raw=value,
-        transport=transport.decode("ascii").upper(),
-        host=host.decode("ascii"),
-        port=_port(port),
-        params=parsed,
-    )
-
-
-def _port(text: bytes | str | None) -> int | None:
-    if text is None:
-        return None
-    port = int(text)
-    if not 0 < port < 65536:
-        raise BadRequest("port out of range")
-    return port
+#: entries per view cache; ~1 KB each at most, so a few MB per process in the worst case
+CACHE_MAX = 2048
+_URI_CACHE: dict[str, Uri] = {}
+_VIA_CACHE: dict[bytes, Via] = {}
+_NAME_ADDR_CACHE: dict[bytes, NameAddr] = {}
 
 
 def parse_uri(text: str) -> Uri:
-    """Parse a URI; SIP and SIPS URIs into their parts, others kept opaque."""
+    """Parse a URI (cached; see the module rules).
+
+    Raises:
+        BadRequest: the text is not a URI, or a SIP URI that breaks §25.1.
+    """
+    uri = _URI_CACHE.get(text)
+    if uri is None:
+        uri = _parse_uri(text)
+        if len(_URI_CACHE) >= CACHE_MAX:
+            _URI_CACHE.clear()
+        _URI_CACHE[text] = uri
+    return uri
+
+
+def _parse_uri(text: str) -> Uri:
+    """Parse a URI; SIP and SIPS URIs into their parts (§19.1.1), others kept opaque.
+
+    Raises:
+        BadRequest: the text is not a URI, or a SIP URI that breaks §25.1.
+    """
     scheme, colon, rest = text.partition(":")
-    if not colon or not SCHEME_RE.fullmatch(scheme) or not rest:
+    lower = scheme.lower()
+    if lower == "sip" or lower == "sips":
+        m = SIP_URI_BODY_RE.fullmatch(rest)
+        if m is None:
+            raise BadRequest(f"malformed SIP URI {text[:64]!r}")
+        user, password, host, port, ptext, headers = m.groups()
+        return Uri(
+            text,
+            lower,
+            user,
+            password,
+            host,
+            None if port is None else int(port),
+            headers=headers,
+            _ptext=ptext,
+        )
+    if not colon or not SCHEME_RE.fullmatch(scheme) or not OPAQUE_RE.fullmatch(rest):
         raise BadRequest(f"malformed URI {text[:64]!r}")
-    scheme = scheme.lower()
-    if scheme not in ("sip", "sips"):
-        return Uri(raw=text, scheme=scheme)
-    user = password = None
-    at = rest.rfind("@")
-    if at >= 0:
-        userinfo, rest = rest[:at], rest[at + 1 :]
-        user, _, pw = userinfo.partition(":")
-        password = pw or None
-        if not user or any(c in user for c in " \t<>\""):
-            raise BadRequest("malformed URI user")
-    headers = None
-    q = rest.find("?")
-    if q >= 0:
-        rest, headers = rest[:q], rest[q + 1 :]
-    semi = rest.find(";")
-    params: Params | None = None
-    if semi >= 0:
-        rest, ptext = rest[:semi], rest[semi:]
-        params = parse_params(ptext)
-    m = HOSTPORT_RE.match(rest)
+    return Uri(text, lower)
+
+
+def parse_via(value: bytes) -> Via:
+    """One via-parm (cached; see the module rules).
+
+    Raises:
+        BadRequest: it does not follow §20.42.
+    """
+    via = _VIA_CACHE.get(value)
+    if via is None:
+        via = _parse_via(value)
+        if len(_VIA_CACHE) >= CACHE_MAX:
+            _VIA_CACHE.clear()
+        _VIA_CACHE[value] = via
+    return via
+
+
+def _parse_via(value: bytes) -> Via:
+    """One via-parm (§20.42).
+
+    Raises:
+        BadRequest: it does not follow §20.42.
+    """
+    m = VIA_RE.fullmatch(value)
     if m is None:
-        raise BadRequest(f"malformed URI host {rest[:64]!r}")
-    return Uri(
-        raw=text,
-        scheme=scheme,
-        user=user,
-        password=password,
-        host=m.group(1),
-        port=_port(m.group(2)),
-        params=params,
-        headers=headers,
+        raise BadRequest("malformed Via")
+    transport, host, port, ptext = m.groups()
+    return Via(
+        value,
+        transport.decode("ascii").upper(),
+        host.decode("ascii"),
+        None if port is None else int(port),
+        ptext.decode("utf-8", "surrogateescape"),
     )
 
 
 def parse_name_addr(value: bytes) -> NameAddr:
-    """name-addr or addr-spec with header parameters (From, To, Contact, Route ...)."""
-    text = value.decode("utf-8", "surrogateescape").strip()
-    display: str | None = None
-    if text.startswith('"'):
-        end = _closing_quote(text)
-        display = text[: end + 1]
-        rest = text[end + 1 :].lstrip()
-        if not rest.startswith("<"):
-            raise BadRequest("display name without <uri>")
-        text = rest
-    lt = text.find("<")
-    if lt >= 0:
-        if lt > 0:
-            display = text[:lt].strip()
-            if not all(TOKEN_RE.fullmatch(w) for w in display.split()):
-                raise BadRequest("malformed display name")
-        gt = text.find(">", lt)
-        if gt < 0:
-            raise BadRequest("unterminated <")
-        uri_text = text[lt + 1 : gt]
-        ptext = text[gt + 1 :].strip()
-    else:
-        # addr-spec: ";" parameters after it are header parameters (§20.10)
-        semi = text.find(";")
-        uri_text, ptext = (text, "") if semi < 0 else (text[:semi].rstrip(), text[semi:])
-        if any(c in uri_text for c in " \t,?"):
-            raise BadRequest("addr-spec with reserved characters must be in <>")
-    return NameAddr(
-        raw=value, display=display, uri=parse_uri(uri_text.strip()), params=parse_params(ptext)
-    )
+    """name-addr or addr-spec with header parameters (cached; see the module rules).
+
+    Raises:
+        BadRequest: the value breaks §20.10 / §25.1.
+    """
+    na = _NAME_ADDR_CACHE.get(value)
+    if na is None:
+        na = _parse_name_addr(value)
+        if len(_NAME_ADDR_CACHE) >= CACHE_MAX:
+            _NAME_ADDR_CACHE.clear()
+        _NAME_ADDR_CACHE[value] = na
+    return na
 
 
-def _closing_quote(text: str) -> int:
-    i = 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-            continue
-        if c == '"':
-            return i
-        i += 1
-    raise BadRequest("unbalanced quotes")
+def _parse_name_addr(value: bytes) -> NameAddr:
+    """name-addr or addr-spec with header parameters (From, To, Contact, Route ...).
+
+    Raises:
+        BadRequest: the value breaks §20.10 / §25.1 (see the module rules for what is allowed).
+    """
+    text = value.decode("utf-8", "surrogateescape")
+    m = NAME_ADDR_RE.fullmatch(text)
+    if m is None:
+        raise BadRequest("malformed name-addr")
+    display, uri, bare, ptext = m.groups()
+    if uri is None:
+        uri = bare
+    if display is not None:
+        display = display.rstrip(" \t")
+    return NameAddr(value, display, uri, ptext)
+
+
+
+
+__all__ = [
+    "CALL_ID_RE",
+    "CSEQ_MAX",
+    "NAME_ADDR_RE",
+    "Params",
+    "SIP_URI_BODY_RE",
+    "STATUS_CODE_RE",
+    "TOKEN_B_RE",
+    "TOKEN_RE",
+    "VERSION_RE",
+    "VIA_RE",
+    "parse_name_addr",
+    "parse_params",
+    "parse_uri",
+    "parse_via",
+]

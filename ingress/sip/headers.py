@@ -10,6 +10,8 @@ Rules:
 
 from __future__ import annotations
 
+import re
+
 # RFC 3261 §7.3.3, RFC 3265 (o, u), RFC 3515 (r), RFC 3892 (b), RFC 4028 (x), RFC 3841 (a, j, d)
 COMPACT: dict[str, str] = {
     "i": "call-id",
@@ -68,6 +70,29 @@ def canonical_name(raw: bytes) -> str:
         name = COMPACT.get(lower, lower)
         if len(_NAME_CACHE) < _NAME_CACHE_MAX:
             _NAME_CACHE[raw] = name
+    return name
+
+
+# field-name = token (§25.1); LWS may stand between the name and the colon (HCOLON)
+_FIELD_NAME_RE = re.compile(rb"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*")
+# validated raw names (trailing LWS included) -> canonical name; bounded like _NAME_CACHE
+_FIELD_CACHE: dict[bytes, str] = {}
+
+
+def field_name(raw: bytes) -> str | None:
+    """Canonical name for the bytes before a header line's colon, or None if not a token.
+
+    The cache holds only names that passed, so a hit costs one dict lookup.
+    """
+    name = _FIELD_CACHE.get(raw)
+    if name is not None:
+        return name
+    m = _FIELD_NAME_RE.fullmatch(raw)
+    if m is None:
+        return None
+    name = canonical_name(m.group(1))
+    if len(_FIELD_CACHE) < _NAME_CACHE_MAX:
+        _FIELD_CACHE[raw] = name
     return name
 
 

@@ -2,12 +2,19 @@
 
 Rules:
 1. ``parse_message`` returns a ``Request`` or ``Response`` or raises ``SipError``; any other
-   exception is a bug (tests/ingress/sip/test_fuzz.py holds it to that).
-2. Every error raised after the header section was scanned carries a ``Salvage`` of the Via,
+   exception is a bug (tests/ingress/sip/test_properties.py holds it to that).
+2. Every error raised after the header section was found carries a ``Salvage`` of the Via,
    From, To, Call-ID and CSeq lines, so the caller can answer without parsing again.
 3. The body is framed by Content-Length. Over a datagram a missing Content-Length means "the
    rest of the datagram" and octets past it are ignored (§18.3); a stream framer passes exactly
    one message.
+4. What a proxy reads or forwards is validated here, once: the start line, every Via, From,
+   To, Call-ID, CSeq, Max-Forwards and Content-Length. Other headers are kept as bytes and
+   parsed by whoever needs them. A message that passes is safe to forward untouched.
+
+This is the hot path of the whole proxy (every message is parsed by the ingress and again by a
+worker), so it works with bytes methods (split, partition, find) and one compiled regex per
+element, and leaves parameter dicts to be built on first use.
 """
 
 from __future__ import annotations
@@ -20,18 +27,17 @@ from ingress.sip.errors import (
     VersionNotSupported,
 )
 from ingress.sip.grammar import (
+    CALL_ID_RE,
     CSEQ_MAX,
-    CSEQ_RE,
-    DIGITS_RE,
-    STATUS_LINE_RE,
+    STATUS_CODE_RE,
     TOKEN_B_RE,
     VERSION_RE,
     parse_name_addr,
     parse_uri,
     parse_via,
 )
-from ingress.sip.headers import canonical_name, split_commas
-from ingress.sip.message import Header, NameAddr, Request, Response, Via
+from ingress.sip.headers import _FIELD_CACHE, field_name, split_commas
+from ingress.sip.message import Header, Request, Response, Via
 
 KNOWN_METHODS = frozenset(
     {
@@ -39,207 +45,264 @@ KNOWN_METHODS = frozenset(
         "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
     }
 )  # fmt: skip
+# the method tokens seen on every message, already validated and decoded
+_METHOD_NAMES: dict[bytes, str] = {m.encode(): m for m in KNOWN_METHODS}
 
 # Headers that may appear once only; a second copy makes the message ambiguous (RFC 4475 3.3.8).
 SINGLETONS = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length"})
 _SALVAGED = frozenset({"via", "from", "to", "call-id", "cseq"})
+_CRLF = b"\r\n"
 
 
 def parse_message(data: bytes) -> Request | Response:
-    """Parse exactly one message; see the module rules for what is raised."""
+    """Parse exactly one message.
+
+    Args:
+        data: one datagram, or one message cut from a stream by ``StreamFramer``.
+
+    Returns:
+        The parsed ``Request`` or ``Response``.
+
+    Raises:
+        SipError: the message is malformed (400), names another SIP version (505), or uses
+            an unknown method with a mismatched CSeq (501). See the module rules.
+    """
     start = 0
-    n = len(data)
-    while data.startswith(b"\r\n", start):  # §7.5: ignore CRLFs before the start line
-        start += 2
-    if start >= n:
-        raise BadRequest("empty message")
-    sep = b"\r\n"
+    if data[:2] == _CRLF:  # §7.5: ignore CRLFs before the start line
+        while data.startswith(_CRLF, start):
+            start += 2
+    sep = _CRLF
     hdr_end = data.find(b"\r\n\r\n", start)
     if hdr_end < 0:
-        # Bare-LF messages are not SIP, but are common enough from broken UAs to accept.
+        # Bare-LF messages are not SIP, but broken UAs send them; accept them whole.
         hdr_end = data.find(b"\n\n", start)
         if hdr_end < 0:
             raise BadRequest("no end of header section")
         sep = b"\n"
-    body_start = hdr_end + 2 * len(sep)
-    line_end = data.find(sep, start)
-    start_line = data[start:line_end]
-    is_request = not start_line[:4].upper().startswith(b"SIP/")
-    headers, bad = _scan_headers(data, line_end + len(sep), hdr_end, sep)
+    head = data[start:hdr_end]
+    lines = head.split(sep)
+    bad: str | None = None
+    if sep is _CRLF:
+        n = len(lines) - 1
+        if head.count(b"\n") != n or head.count(b"\r") != n:
+            bad = "bare CR or LF in the header section"
+    elif b"\r" in head:
+        bad = "mixed line endings"
+    start_line = lines[0]
+    seplen = len(sep)
+    line_end = start + len(start_line) + seplen
+    headers, scan_bad = _scan_headers(lines, line_end, seplen)
+    bad = bad or scan_bad
+    body_start = hdr_end + 2 * seplen
+    is_request = not (start_line[:4] == b"SIP/" or start_line[:4].upper() == b"SIP/")
     try:
-        if bad:
-            raise BadRequest(bad)
         if is_request:
-            return _request(data, start_line, headers, line_end + len(sep), body_start)
-        return _response(data, start_line, headers, line_end + len(sep), body_start)
+            return _request(data, start_line, headers, line_end, body_start, bad)
+        return _response(data, start_line, headers, line_end, body_start, bad)
     except SipError as exc:
         if exc.salvage is None:
             exc.salvage = _salvage(data, headers, is_request, start_line)
         raise
 
 
-def _scan_headers(
-    data: bytes, pos: int, end: int, sep: bytes
-) -> tuple[list[Header], str | None]:
-    """Split the header section into lines, unfolding continuations (§7.3.1).
+def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Header], str | None]:
+    """Turn the header lines (``lines[1:]``) into headers, unfolding continuations (§7.3.1).
 
     Returns the headers and, instead of raising, the first problem found, so that the lines
     after a bad one still reach the salvage.
     """
     headers: list[Header] = []
+    append = headers.append
     bad: str | None = None
-    step = len(sep)
-    lines = data[pos:end].split(sep) if end > pos else []
-    for line in lines:
-        nxt = pos + len(line) + step
-        if line[:1] in (b" ", b"\t"):
-            if not headers:
-                bad = bad or "continuation line before any header"
-            else:
+    names = _FIELD_CACHE
+    it = iter(lines)
+    next(it)  # the start line
+    for line in it:
+        end = pos + len(line) + seplen
+        first = line[:1]
+        if first == b" " or first == b"\t":
+            if headers:  # LWS = [*WSP CRLF] 1*WSP: the fold becomes one SP
                 name, value, hstart, _ = headers[-1]
-                headers[-1] = (name, (value + b" " + line.strip()).strip(), hstart, nxt)
-            pos = nxt
+                headers[-1] = (name, (value + b" " + line.strip(b" \t")).strip(b" \t"), hstart, end)
+            else:
+                bad = bad or "continuation line before any header"
+            pos = end
             continue
-        if step == 1 and line.endswith(b"\r"):
-            line = line[:-1]
-        colon = line.find(b":")
-        if colon <= 0:
-            bad = bad or "header line without a name and colon"
-            pos = nxt
-            continue
-        raw_name = line[:colon].rstrip(b" \t")
-        if not TOKEN_B_RE.fullmatch(raw_name):
-            bad = bad or "malformed header name"
-            pos = nxt
-            continue
-        headers.append((canonical_name(raw_name), line[colon + 1 :].strip(b" \t"), pos, nxt))
-        pos = nxt
+        raw_name, colon, value = line.partition(b":")
+        name = names.get(raw_name) if colon else None
+        if name is None:
+            name = field_name(raw_name) if colon else None
+            if name is None:
+                bad = bad or "malformed header line"
+                pos = end
+                continue
+        append((name, value.strip(b" \t"), pos, end))
+        pos = end
     return headers, bad
 
 
-def _common(
-    data: bytes, headers: list[Header], body_start: int
-) -> tuple[str, int, str, list[Via], NameAddr, NameAddr, int | None, int]:
-    """Fields every message needs: Call-ID, CSeq, Via, From, To, Max-Forwards, body end."""
+def _fields(headers: list[Header]) -> tuple[list[Via], dict[str, bytes]]:
+    """Every Via, parsed, and the value of each singleton header."""
     seen: dict[str, bytes] = {}
-    via_values: list[bytes] = []
-    for name, value, _, _ in headers:
+    vias: list[Via] = []
+    for h in headers:
+        name = h[0]
         if name == "via":
-            via_values.extend(split_commas(value))
+            value = h[1]
+            if b"," in value:
+                vias.extend(parse_via(v) for v in split_commas(value))
+            else:
+                vias.append(parse_via(value))
         elif name in SINGLETONS:
             if name in seen:
                 raise BadRequest(f"more than one {name} header")
-            seen[name] = value
-    for need in ("call-id", "cseq", "from", "to"):
-        if need not in seen:
-            raise BadRequest(f"missing {need} header")
-    if not via_values:
+            seen[name] = h[1]
+    if not vias:
         raise BadRequest("missing via header")
-    call_id = seen["call-id"]
-    if not call_id or b" " in call_id or b"\t" in call_id:
+    if "from" not in seen or "to" not in seen or "call-id" not in seen or "cseq" not in seen:
+        missing = sorted({"from", "to", "call-id", "cseq"} - seen.keys())
+        raise BadRequest(f"missing {', '.join(missing)} header")
+    if CALL_ID_RE.fullmatch(seen["call-id"]) is None:
         raise BadRequest("malformed call-id")
-    m = CSEQ_RE.fullmatch(seen["cseq"])
-    if m is None or int(m.group(1)) > CSEQ_MAX:
+    return vias, seen
+
+
+def _number(value: bytes, what: str) -> int:
+    """1*DIGIT within 32 bits (§8.1.1.5 for CSeq; the same cap keeps the others sane)."""
+    if value.isdigit():
+        if len(value) <= 10:
+            n = int(value)
+            if n <= CSEQ_MAX:
+                return n
+        elif len(value.lstrip(b"0")) <= 10:
+            return _number(value.lstrip(b"0") or b"0", what)
+    raise BadRequest(f"malformed {what}")
+
+
+def _cseq(value: bytes) -> tuple[int, bytes]:
+    parts = value.split()
+    if len(parts) != 2:
         raise BadRequest("malformed cseq")
-    vias = [parse_via(v) for v in via_values]
-    max_forwards = None
-    mf = seen.get("max-forwards")
-    if mf is not None:
-        if not DIGITS_RE.fullmatch(mf):
-            raise BadRequest("malformed max-forwards")
-        max_forwards = int(mf)
-    body_end = len(data)
-    cl = seen.get("content-length")
-    if cl is not None:
-        if not DIGITS_RE.fullmatch(cl):
-            raise BadRequest("malformed content-length")
-        body_end = body_start + int(cl)
-        if body_end > len(data):
-            raise BadRequest("content-length larger than the message")
-    return (
-        call_id.decode("latin-1"),
-        int(m.group(1)),
-        m.group(2).decode("ascii"),
-        vias,
-        parse_name_addr(seen["from"]),
-        parse_name_addr(seen["to"]),
-        max_forwards,
-        body_end,
-    )
+    return _number(parts[0], "cseq"), parts[1]
 
 
-def _request(
-    data: bytes, start_line: bytes, headers: list[Header], line_end: int, body_start: int
-) -> Request:
-    parts = start_line.split(b" ")
-    if len(parts) != 3:
-        raise BadRequest("malformed request line")
-    method_b, uri_b, version = parts
-    if not TOKEN_B_RE.fullmatch(method_b):
-        raise BadRequest("malformed method")
-    method = method_b.decode("ascii")
+def _body_end(data: bytes, cl: bytes | None, body_start: int) -> int:
+    if cl is None:
+        return len(data)
+    body_end = body_start + _number(cl, "content-length")
+    if body_end > len(data):
+        raise BadRequest("content-length larger than the message")
+    return body_end
+
+
+def _version(version: bytes) -> None:
+    # called only when the version is not the literal "SIP/2.0"
     vm = VERSION_RE.fullmatch(version)
     if vm is None:
         raise BadRequest("malformed SIP version")
     if vm.groups() != (b"2", b"0"):
         raise VersionNotSupported(f"version {version.decode('latin-1')}")
-    uri = parse_uri(uri_b.decode("utf-8", "surrogateescape"))
-    call_id, cseq, cseq_method, vias, from_, to, max_forwards, body_end = _common(
-        data, headers, body_start
-    )
-    if cseq_method != method:
+
+
+def _request(
+    data: bytes,
+    start_line: bytes,
+    headers: list[Header],
+    line_end: int,
+    body_start: int,
+    bad: str | None,
+) -> Request:
+    parts = start_line.split(b" ")
+    if len(parts) != 3:
+        raise BadRequest("malformed request line")
+    method_b, uri_b, version = parts
+    method = _METHOD_NAMES.get(method_b)
+    if method is None:
+        if TOKEN_B_RE.fullmatch(method_b) is None:
+            raise BadRequest("malformed method")
+        method = method_b.decode("ascii")
+    if version != b"SIP/2.0":
+        _version(version)
+    if not uri_b.isascii():
+        raise BadRequest("non-ASCII Request-URI")
+    uri = parse_uri(uri_b.decode("ascii"))
+    if uri.headers is not None:  # §19.1.1 Table 1: headers are not allowed in a Request-URI
+        raise BadRequest("headers in the Request-URI")
+    if bad is not None:
+        raise BadRequest(bad)
+    vias, seen = _fields(headers)
+    cseq, cseq_method_b = _cseq(seen["cseq"])
+    if cseq_method_b != method_b:
         if method not in KNOWN_METHODS:
-            raise NotImplemented_(f"method {method} with CSeq method {cseq_method}")
+            raise NotImplemented_(f"method {method} with a different CSeq method")
         raise BadRequest("CSeq method does not match the request method")
+    mf = seen.get("max-forwards")
     return Request(
-        raw=data,
-        headers=headers,
-        line_end=line_end,
-        body_start=body_start,
-        body_end=body_end,
-        call_id=call_id,
-        cseq=cseq,
-        cseq_method=cseq_method,
-        vias=vias,
-        from_=from_,
-        to=to,
-        method=method,
-        uri=uri,
-        max_forwards=max_forwards,
+        data,
+        headers,
+        line_end,
+        body_start,
+        _body_end(data, seen.get("content-length"), body_start),
+        seen["call-id"].decode("ascii"),
+        cseq,
+        method,
+        vias,
+        parse_name_addr(seen["from"]),
+        parse_name_addr(seen["to"]),
+        method,
+        uri,
+        None if mf is None else _number(mf, "max-forwards"),
     )
 
 
 def _response(
-    data: bytes, start_line: bytes, headers: list[Header], line_end: int, body_start: int
+    data: bytes,
+    start_line: bytes,
+    headers: list[Header],
+    line_end: int,
+    body_start: int,
+    bad: str | None,
 ) -> Response:
-    m = STATUS_LINE_RE.fullmatch(start_line)
-    if m is None:
+    version, _, rest = start_line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    if STATUS_CODE_RE.fullmatch(code) is None:
         raise BadRequest("malformed status line")
-    if m.group(1).upper() != b"SIP/2.0":
-        raise VersionNotSupported("response version")
-    call_id, cseq, cseq_method, vias, from_, to, _, body_end = _common(data, headers, body_start)
+    if version != b"SIP/2.0":
+        _version(version)
+    if bad is not None:
+        raise BadRequest(bad)
+    vias, seen = _fields(headers)
+    cseq, cseq_method_b = _cseq(seen["cseq"])
+    if TOKEN_B_RE.fullmatch(cseq_method_b) is None:
+        raise BadRequest("malformed cseq method")
     return Response(
-        raw=data,
-        headers=headers,
-        line_end=line_end,
-        body_start=body_start,
-        body_end=body_end,
-        call_id=call_id,
-        cseq=cseq,
-        cseq_method=cseq_method,
-        vias=vias,
-        from_=from_,
-        to=to,
-        status=int(m.group(2)),
-        reason=(m.group(3) or b"").decode("utf-8", "replace"),
+        data,
+        headers,
+        line_end,
+        body_start,
+        _body_end(data, seen.get("content-length"), body_start),
+        seen["call-id"].decode("ascii"),
+        cseq,
+        cseq_method_b.decode("ascii"),
+        vias,
+        parse_name_addr(seen["from"]),
+        parse_name_addr(seen["to"]),
+        int(code),
+        reason.decode("utf-8", "replace"),
     )
 
 
 def _salvage(data: bytes, headers: list[Header], is_request: bool, start_line: bytes) -> Salvage:
+    """Every Via line and the first From, To, Call-ID and CSeq line, for an answer (§8.2.6.2)."""
     method = None
     if is_request:
         method = start_line.split(b" ", 1)[0].decode("latin-1")
-    lines = [data[h[2] : h[3]].rstrip(b"\r\n") for h in headers if h[0] in _SALVAGED]
+    lines: list[bytes] = []
+    taken: set[str] = set()
+    for name, _, start, end in headers:
+        if name in _SALVAGED and (name == "via" or name not in taken):
+            taken.add(name)
+            lines.append(data[start:end].rstrip(b"\r\n"))
     return Salvage(is_request=is_request, method=method, lines=lines)
 
 
@@ -248,6 +311,6 @@ def salvage(data: bytes) -> Salvage:
     try:
         msg = parse_message(data)
     except SipError as exc:
-        return exc.salvage or Salvage(is_request=True)
+        return exc.salvage or Salvage(is_request=not data.lstrip()[:4].upper() == b"SIP/")
     start_line = data[: msg.line_end].strip()
     return _salvage(data, msg.headers, isinstance(msg, Request), start_line)
