@@ -14,7 +14,8 @@ from enum import Enum
 from ingress.sip.errors import BadRequest, MessageTooLarge, RequestTooLarge
 from ingress.sip.parser import salvage
 
-CONTENT_LENGTH_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
+# "Content-Length" or compact "l", HCOLON, and the value with any folded continuation (§7.3.1)
+CONTENT_LENGTH_RE = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:((?:[^\r\n]|\r\n[ \t])*)")
 
 #: Kamailio and OpenSIPS cap a SIP message at 64 KiB (BUF_SIZE); a header section beyond
 #: 16 KiB is far past anything real (RFC 4475's longest request is 3.5 KB) and is an attack.
@@ -113,11 +114,13 @@ class StreamFramer:
 
     def _content_length(self, head: bytes) -> int:
         values = CONTENT_LENGTH_RE.findall(head)
-        if not values:
+        if not values:  # §18.3; RFC 4475 3.4.1 (inv2543) is an error on a stream
             raise BadRequest("Content-Length is mandatory on a stream", salvage(head))
-        if len(set(values)) != 1 or not values[0].isdigit() or len(values[0]) > 10:
+        # two values (RFC 4475 3.3.9) or a negative one (3.1.2.3): the framing is lost
+        value = values[0].strip()
+        if len(values) != 1 or not value.isdigit() or len(value.lstrip(b"0")) > 10:
             raise BadRequest("malformed Content-Length", salvage(head))
-        length = int(values[0])
+        length = int(value)
         if length > self.max_body_bytes:
             raise RequestTooLarge("body too large", salvage(head))
         return length

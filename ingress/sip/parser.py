@@ -9,8 +9,8 @@ Rules:
    rest of the datagram" and octets past it are ignored (§18.3); a stream framer passes exactly
    one message.
 4. What a proxy reads or forwards is validated here, once: the start line, every Via, From,
-   To, Call-ID, CSeq, Max-Forwards and Content-Length. Other headers are kept as bytes and
-   parsed by whoever needs them. A message that passes is safe to forward untouched.
+   To, Contact, Route, Record-Route, Call-ID, CSeq, Max-Forwards and Content-Length. Other
+   headers are kept as bytes and parsed by whoever needs them.
 
 This is the hot path of the whole proxy (every message is parsed by the ingress and again by a
 worker), so it works with bytes methods (split, partition, find) and one compiled regex per
@@ -50,6 +50,9 @@ _METHOD_NAMES: dict[bytes, str] = {m.encode(): m for m in KNOWN_METHODS}
 
 # Headers that may appear once only; a second copy makes the message ambiguous (RFC 4475 3.3.8).
 SINGLETONS = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length"})
+# Validated although the parser keeps them as bytes: we forward them, and the next hop (or our
+# own route processing) reads them. RFC 4475 3.1.2.13: an addr-spec holding "?" must be in <>.
+NAME_ADDR_LISTS = frozenset({"contact", "route", "record-route"})
 _SALVAGED = frozenset({"via", "from", "to", "call-id", "cseq"})
 _CRLF = b"\r\n"
 
@@ -157,6 +160,11 @@ def _fields(headers: list[Header]) -> tuple[list[Via], dict[str, bytes]]:
             if name in seen:
                 raise BadRequest(f"more than one {name} header")
             seen[name] = h[1]
+        elif name in NAME_ADDR_LISTS:
+            value = h[1]
+            for v in split_commas(value) if b"," in value else (value,):
+                if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
+                    parse_name_addr(v)
     if not vias:
         raise BadRequest("missing via header")
     if "from" not in seen or "to" not in seen or "call-id" not in seen or "cseq" not in seen:
