@@ -41,6 +41,7 @@ _NOT_KEYS = frozenset({(Settings, "source")})
 #: RFC 3261 §25.1 token: methods and option tags are tokens
 TOKEN_RE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
 NODE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]*")
+BARE_KEY_RE = re.compile(r"[A-Za-z0-9_\-]+")  # TOML v1.0 bare keys
 
 T = TypeVar("T")
 
@@ -121,12 +122,20 @@ def _toml(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_ESCAPES.get(c) or _escape(c) for c in value) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _escape(c: str) -> str:
+    """Control characters as TOML escapes, so a message stays on one line."""
+    return f"\\u{ord(c):04X}" if ord(c) < 32 or ord(c) == 0x7F else c
 
 
 def _kind(value: object) -> str:
@@ -178,7 +187,9 @@ def _build(cls: type[T], data: object, file: str, key: str) -> T:
     fields = _keys(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        sub = f"{key}.{name}" if key else name
+        # a quoted TOML key ("a.b", "") is shown quoted, so the path stays one readable line
+        part = name if BARE_KEY_RE.fullmatch(name) else _toml(name)
+        sub = f"{key}.{part}" if key else part
         if name not in fields:
             where = f"a key of {_section(key)}" if key else "a section"
             hint = difflib.get_close_matches(name, fields, n=1)
@@ -255,6 +266,8 @@ def _check_values(s: Settings) -> None:
     if not NODE_NAME_RE.fullmatch(s.node.name):
         raise ConfigError(f, "node.name", "a name of letters, digits, '.', '_' or '-'", s.node.name)
     run_dir = s.node.run_dir
+    if any(ord(c) < 32 or c == "\x7f" for c in run_dir):
+        raise ConfigError(f, "node.run_dir", "a path without control characters", run_dir)
     if not os.path.isabs(run_dir):
         # every process of a node must find the same sockets, wherever it was started
         raise ConfigError(f, "node.run_dir", "an absolute directory path", run_dir)
@@ -267,12 +280,16 @@ def _check_values(s: Settings) -> None:
     seen: dict[tuple[str, str, int], int] = {}
     for i, lst in enumerate(s.listen):
         _ip(f, f"listen[{i}].address", lst.address)
-        if ipaddress.ip_address(lst.address).is_unspecified:
+        ip = ipaddress.ip_address(lst.address)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id:
+            expected = "an address without a %zone (it goes into Via and Record-Route)"
+            raise ConfigError(f, f"listen[{i}].address", expected, lst.address)
+        if ip.is_unspecified:
             # workers write the listener's address into Via and Record-Route; a wildcard
             # there sends responses and in-dialog requests nowhere
             expected = "a specific address (it goes into Via and Record-Route)"
             raise ConfigError(f, f"listen[{i}].address", expected, lst.address)
-        k = (lst.transport, str(ipaddress.ip_address(lst.address)), lst.port)
+        k = (lst.transport, str(ip), lst.port)
         if k in seen:
             found = Said(f"{lst.transport} {lst.address}:{lst.port} again (listen[{seen[k]}])")
             raise ConfigError(f, f"listen[{i}]", "each listener once", found)
@@ -333,7 +350,7 @@ def _check_values(s: Settings) -> None:
             pattern = getattr(r, field_name)
             try:
                 re.compile(pattern)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 found = Said(f"{show(pattern)} ({exc})")
                 raise ConfigError(f, f"{key}.{field_name}", "a regular expression", found) from None
         if r.source:

@@ -144,6 +144,12 @@ class TestUnknownKeys:
         e = error({"node": {"nmae": "x"}})
         assert str(e).endswith("found an unknown key (did you mean name?)")
 
+    def test_quoted_key_is_shown_quoted(self) -> None:
+        """A quoted TOML key with dots or spaces is quoted in the key path."""
+        e = error({"node": {"run dir": "/x"}})
+        assert e.key == 'node."run dir"'
+        assert error({"a.b": 1}).key == '"a.b"'
+
     def test_source_is_not_a_key(self) -> None:
         """Settings.source records the file; a TOML 'source' key cannot set it."""
         e = error({"source": "elsewhere.toml"})
