@@ -44,8 +44,9 @@ class Listener:
     transport: Transport
     """``udp`` or ``tcp``. Required."""
     address: str = "127.0.0.1"
-    """IPv4 or IPv6 address to bind: a specific address, not a host name nor ``0.0.0.0`` or
-    ``::``, because it is also what Via and Record-Route say for messages sent from it."""
+    """IPv4 or IPv6 address to bind: a specific address (not a host name, ``0.0.0.0``, ``::``
+    or an IPv6 ``%zone``), because it is also what Via and Record-Route say for messages
+    sent from it."""
     port: int = field(default=5060, metadata=_range(1, 65535))
     """Port to bind; every ingress process binds it with SO_REUSEPORT."""
 

@@ -281,6 +281,11 @@ class TestListeners:
             address,
         )
 
+    def test_zoned_address(self) -> None:
+        """An IPv6 zone cannot go into a Via header, so it is refused."""
+        e = error({"listen": [{"transport": "udp", "address": "fe80::1%eth0"}]})
+        assert (e.key, e.found) == ("listen[0].address", "fe80::1%eth0")
+
     @pytest.mark.parametrize("address", ["0.0.0.0", "::"])
     def test_wildcard_address(self, address: str) -> None:
         """A wildcard bind would be written into Via and Record-Route, so it is refused."""
@@ -338,6 +343,11 @@ class TestNode:
     def test_bad_name(self, name: str) -> None:
         """Node names are plain identifiers (they end up in logs and state keys)."""
         assert error({"node": {"name": name}}).key == "node.name"
+
+    def test_control_characters_in_run_dir(self) -> None:
+        """A NUL or newline in run_dir is refused, and shown escaped on one line."""
+        e = error({"node": {"run_dir": "/tmp/a\nb"}})
+        assert str(e).endswith('found "/tmp/a\\nb"')
 
     def test_relative_run_dir(self) -> None:
         """run_dir must be absolute so every process finds the same sockets."""
