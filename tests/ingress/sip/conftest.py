@@ -95,3 +95,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def corpus() -> list[bytes]:
     """Every torture message's wire bytes (empty list when the corpus is absent)."""
     return [c.data for c in CASES]
+
+
+@pytest.fixture(scope="session")
+def torture() -> dict[str, bytes]:
+    """Wire bytes of each torture message by MANIFEST name; skips the test without a corpus."""
+    if not CASES:
+        pytest.skip("no torture corpus")
+    return {c.name: c.data for c in CASES}
