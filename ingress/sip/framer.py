@@ -36,7 +36,7 @@ KEEPALIVE = Signal.KEEPALIVE
 class StreamFramer:
     """Split a SIP byte stream into messages framed by Content-Length."""
 
-    __slots__ = ("_buf", "_scanned", "_body_end", "max_header_bytes", "max_body_bytes", "reads")
+    __slots__ = ("_body_end", "_buf", "_scanned", "max_body_bytes", "max_header_bytes", "reads")
 
     def __init__(
         self,

@@ -33,7 +33,7 @@ TOKEN_RE = re.compile(TOKEN)
 TOKEN_B_RE = re.compile(TOKEN.encode())
 
 # SIP-Version = "SIP" "/" 1*DIGIT "." 1*DIGIT (case-insensitive, §7.1)
-VERSION_RE = re.compile(rb"SIP/(\d+)\.(\d+)", re.I)
+VERSION_RE = re.compile(rb"SIP/(\d+)\.(\d+)", re.IGNORECASE)
 
 # Status-Code = 3DIGIT (100-699, §7.2)
 STATUS_CODE_RE = re.compile(rb"[1-6]\d\d")
@@ -109,9 +109,7 @@ _URIC_BARE = r"[\x21\x23-\x2b\x2d-\x3a\x3d\x40-\x7e]"
 
 _SIP_SCHEME = r"(?i:sips?):"
 _OTHER_SCHEME = r"(?!(?i:sips?):)" + _SCHEME + ":"
-_URI_IN_BRACKETS = (
-    "(?:" + _SIP_SCHEME + _SIP_URI_BODY_NC + "|" + _OTHER_SCHEME + _URIC + "+)"
-)
+_URI_IN_BRACKETS = "(?:" + _SIP_SCHEME + _SIP_URI_BODY_NC + "|" + _OTHER_SCHEME + _URIC + "+)"
 _SIP_URI_BARE = (
     r"(?:[A-Za-z0-9\-_.!~*'()%&=+$/#]+(?::[A-Za-z0-9\-_.!~*'()%&=+$]*)?@)?"
     r"(?:" + _HOST + r")(?::" + _PORT + r")?"
@@ -249,19 +247,17 @@ def _parse_name_addr(value: bytes) -> NameAddr:
     return NameAddr(value, display, uri, ptext)
 
 
-
-
 __all__ = [
     "CALL_ID_RE",
     "CSEQ_MAX",
     "NAME_ADDR_RE",
-    "Params",
     "SIP_URI_BODY_RE",
     "STATUS_CODE_RE",
     "TOKEN_B_RE",
     "TOKEN_RE",
     "VERSION_RE",
     "VIA_RE",
+    "Params",
     "parse_name_addr",
     "parse_params",
     "parse_uri",

@@ -10,8 +10,8 @@ Request-URI) are parsed once by the parser; the rest is parsed on demand from ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ingress.sip.headers import MULTI_VALUE, split_commas
 
@@ -73,7 +73,7 @@ class Uri:
     Treat a Uri as immutable: views may be shared.
     """
 
-    __slots__ = ("raw", "scheme", "user", "password", "host", "port", "headers", "_params")
+    __slots__ = ("_params", "headers", "host", "password", "port", "raw", "scheme", "user")
 
     def __init__(
         self,
@@ -101,9 +101,9 @@ class Uri:
     @property
     def params(self) -> Params | None:
         p = self._params
-        if p.__class__ is str:
-            p = self._params = parse_params(p)  # type: ignore[arg-type]
-        return p  # type: ignore[return-value]
+        if isinstance(p, str):
+            p = self._params = parse_params(p)
+        return p
 
     @property
     def is_sip(self) -> bool:
@@ -113,7 +113,7 @@ class Uri:
         p = self._params
         if p is None:
             return None
-        if p.__class__ is str and ";" + name not in p.lower():  # type: ignore[union-attr]
+        if isinstance(p, str) and ";" + name not in p.lower():
             return None  # cheap miss, the common case for "lr" / "transport" lookups
         return self.params.get(name)  # type: ignore[union-attr]
 
@@ -134,7 +134,7 @@ class Uri:
 class Via:
     """One via-parm (RFC 3261 §20.42). ``params`` is split into a dict on first use."""
 
-    __slots__ = ("raw", "transport", "host", "port", "_params")
+    __slots__ = ("_params", "host", "port", "raw", "transport")
 
     def __init__(
         self, raw: bytes, transport: str, host: str, port: int | None, params: Params | str
@@ -148,9 +148,9 @@ class Via:
     @property
     def params(self) -> Params:
         p = self._params
-        if p.__class__ is str:
-            p = self._params = parse_params(p)  # type: ignore[arg-type]
-        return p  # type: ignore[return-value]
+        if isinstance(p, str):
+            p = self._params = parse_params(p)
+        return p
 
     @property
     def branch(self) -> str | None:
@@ -175,7 +175,7 @@ class NameAddr:
     ``uri`` and ``params`` are built on first use from text the grammar already validated.
     """
 
-    __slots__ = ("raw", "display", "_uri", "_params")
+    __slots__ = ("_params", "_uri", "display", "raw")
 
     def __init__(
         self, raw: bytes, display: str | None, uri: Uri | str, params: Params | str
@@ -188,21 +188,21 @@ class NameAddr:
     @property
     def uri(self) -> Uri:
         u = self._uri
-        if u.__class__ is str:
-            u = self._uri = _parse_uri()(u)  # type: ignore[arg-type]
-        return u  # type: ignore[return-value]
+        if isinstance(u, str):
+            u = self._uri = _parse_uri()(u)
+        return u
 
     @property
     def params(self) -> Params:
         p = self._params
-        if p.__class__ is str:
-            p = self._params = parse_params(p)  # type: ignore[arg-type]
-        return p  # type: ignore[return-value]
+        if isinstance(p, str):
+            p = self._params = parse_params(p)
+        return p
 
     @property
     def tag(self) -> str | None:
         p = self._params
-        if p.__class__ is str and "tag" not in p.lower():  # type: ignore[union-attr]
+        if isinstance(p, str) and "tag" not in p.lower():
             return None  # no parameter could be a tag: skip the split
         return self.params.get("tag")
 

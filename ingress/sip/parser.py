@@ -125,14 +125,14 @@ def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Heade
         first = line[:1]
         if first == b" " or first == b"\t":
             if headers:  # LWS = [*WSP CRLF] 1*WSP: the fold becomes one SP
-                name, value, hstart, _ = headers[-1]
-                headers[-1] = (name, (value + b" " + line.strip(b" \t")).strip(b" \t"), hstart, end)
+                prev, value, hstart, _ = headers[-1]
+                headers[-1] = (prev, (value + b" " + line.strip(b" \t")).strip(b" \t"), hstart, end)
             else:
                 bad = bad or "continuation line before any header"
             pos = end
             continue
         raw_name, colon, value = line.partition(b":")
-        name = names.get(raw_name) if colon else None
+        name: str | None = names.get(raw_name) if colon else None
         if name is None:
             name = field_name(raw_name) if colon else None
             if name is None:
@@ -224,11 +224,13 @@ def _request(
     if len(parts) != 3:
         raise BadRequest("malformed request line")
     method_b, uri_b, version = parts
-    method = _METHOD_NAMES.get(method_b)
-    if method is None:
-        if TOKEN_B_RE.fullmatch(method_b) is None:
-            raise BadRequest("malformed method")
+    known = _METHOD_NAMES.get(method_b)
+    if known is not None:
+        method = known
+    elif TOKEN_B_RE.fullmatch(method_b) is not None:
         method = method_b.decode("ascii")
+    else:
+        raise BadRequest("malformed method")
     if version != b"SIP/2.0":
         _version(version)
     if not uri_b.isascii():
@@ -319,6 +321,6 @@ def salvage(data: bytes) -> Salvage:
     try:
         msg = parse_message(data)
     except SipError as exc:
-        return exc.salvage or Salvage(is_request=not data.lstrip()[:4].upper() == b"SIP/")
+        return exc.salvage or Salvage(is_request=data.lstrip()[:4].upper() != b"SIP/")
     start_line = data[: msg.line_end].strip()
     return _salvage(data, msg.headers, isinstance(msg, Request), start_line)

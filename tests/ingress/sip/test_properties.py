@@ -181,9 +181,7 @@ ipv6 = st.lists(st.integers(0, 0xFFFF), min_size=8, max_size=8).map(
 host = hostname | ipv4 | ipv6
 port = st.none() | st.integers(1, 65535)
 user = st.text("abcdefghijklmnopqrstuvwxyz0123456789-_.!~*'()&=+$,;?/", min_size=1, max_size=12)
-display = st.none() | token | st.text("abc XYZ,;<>@:", max_size=10).map(
-    lambda s: '"' + s + '"'
-)
+display = st.none() | token | st.text("abc XYZ,;<>@:", max_size=10).map(lambda s: '"' + s + '"')
 METHODS = ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "MESSAGE", "NEWTHING"]
 
 
@@ -208,13 +206,16 @@ def requests(draw: st.DrawFn) -> tuple[bytes, dict[str, object]]:
     }
     compact = draw(st.booleans())
     fold = draw(st.booleans())
-    hp = lambda h, p: h + (f":{p}" if p is not None else "")  # noqa: E731
-    uri = "sip:" + (f"{f['user']}@" if f["user"] else "") + hp(f["host"], f["port"])  # type: ignore[arg-type]
+
+    def hp(h: object, p: object) -> str:
+        return f"{h}" + (f":{p}" if p is not None else "")
+
+    uri = "sip:" + (f"{f['user']}@" if f["user"] else "") + hp(f["host"], f["port"])
     disp = f"{f['from_display']} " if f["from_display"] else ""
     to = "<sip:callee@example.com>" + (f";tag={f['to_tag']}" if f["to_tag"] else "")
+    via = f"SIP/2.0/{f['via_transport']} {hp(f['via_host'], f['via_port'])};branch={f['branch']}"
     lines = [
-        f"{'v' if compact else 'Via'}: SIP/2.0/{f['via_transport']} "
-        f"{hp(f['via_host'], f['via_port'])};branch={f['branch']}",  # type: ignore[arg-type]
+        f"{'v' if compact else 'Via'}: {via}",
         f"{'f' if compact else 'From'}: {disp}<sip:caller@example.org>;tag={f['from_tag']}",
         f"{'t' if compact else 'To'}:{chr(13) + chr(10) + ' ' if fold else ' '}{to}",
         f"{'i' if compact else 'Call-ID'}: {f['call_id']}",

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from ingress.sip.errors import SipError
-from ingress.sip.headers import field_name
 from ingress.sip.framer import KEEPALIVE, NEED_DATA, StreamFramer
+from ingress.sip.headers import field_name
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import build_response
@@ -29,8 +29,21 @@ PARSE = "parse"
 OUTCOME: dict[str, str | int] = {
     # RFC 4475 3.1.1: valid messages
     **dict.fromkeys(
-        "wsinv intmeth esc01 escnull esc02 lwsdisp longreq dblreq semiuri transports mpart01"
-        " unreason noreason".split(),
+        [
+            "wsinv",
+            "intmeth",
+            "esc01",
+            "escnull",
+            "esc02",
+            "lwsdisp",
+            "longreq",
+            "dblreq",
+            "semiuri",
+            "transports",
+            "mpart01",
+            "unreason",
+            "noreason",
+        ],
         PARSE,
     ),
     # 3.1.2: invalid messages
@@ -74,9 +87,19 @@ OUTCOME: dict[str, str | int] = {
     "test": 400,
     # RFC 5118
     **dict.fromkeys(
-        "ipv6-good port-ambiguous port-unambiguous via-received-param-with-delim"
-        " via-received-param-no-delim ipv6-in-sdp mult-ip-in-header mult-ip-in-sdp"
-        " ipv4-mapped-ipv6 ipv6-bug-abnf-3-colons ipv6-correct-abnf-2-colons".split(),
+        [
+            "ipv6-good",
+            "port-ambiguous",
+            "port-unambiguous",
+            "via-received-param-with-delim",
+            "via-received-param-no-delim",
+            "ipv6-in-sdp",
+            "mult-ip-in-header",
+            "mult-ip-in-sdp",
+            "ipv4-mapped-ipv6",
+            "ipv6-bug-abnf-3-colons",
+            "ipv6-correct-abnf-2-colons",
+        ],
         PARSE,
     ),
     "ipv6-bad": 400,

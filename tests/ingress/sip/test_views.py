@@ -301,10 +301,14 @@ class TestSplitCommas:
         data = INVITE.replace(
             b"Max-Forwards: 70\r\n",
             b"Max-Forwards: 70\r\nRoute: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\n"
-            b"Route: \"P3, inc\" <sip:p3.example.com;lr>\r\n",
+            b'Route: "P3, inc" <sip:p3.example.com;lr>\r\n',
         )
         routes = [parse_name_addr(v) for v in request(data).header_values("route")]
-        assert [r.uri.host for r in routes] == ["p1.example.com", "p2.example.com", "p3.example.com"]
+        assert [r.uri.host for r in routes] == [
+            "p1.example.com",
+            "p2.example.com",
+            "p3.example.com",
+        ]
         assert routes[2].display == '"P3, inc"'
 
 
