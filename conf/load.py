@@ -126,8 +126,13 @@ def _toml(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_key(k)} = {_toml(v)}" for k, v in value.items()) + "}"
     return str(value)
+
+
+def _key(name: str) -> str:
+    """A key as TOML writes it: bare when it can be, else quoted."""
+    return name if BARE_KEY_RE.fullmatch(name) else _toml(name)
 
 
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
@@ -187,9 +192,8 @@ def _build(cls: type[T], data: object, file: str, key: str) -> T:
     fields = _keys(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
-        # a quoted TOML key ("a.b", "") is shown quoted, so the path stays one readable line
-        part = name if BARE_KEY_RE.fullmatch(name) else _toml(name)
-        sub = f"{key}.{part}" if key else part
+        # a quoted TOML key ("a.b", "") stays quoted, so the path reads as one line
+        sub = f"{key}.{_key(name)}" if key else _key(name)
         if name not in fields:
             where = f"a key of {_section(key)}" if key else "a section"
             hint = difflib.get_close_matches(name, fields, n=1)
