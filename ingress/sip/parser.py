@@ -53,6 +53,13 @@ SINGLETONS = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "conten
 # Validated although the parser keeps them as bytes: we forward them, and the next hop (or our
 # own route processing) reads them. RFC 4475 3.1.2.13: an addr-spec holding "?" must be in <>.
 NAME_ADDR_LISTS = frozenset({"contact", "route", "record-route"})
+# what _fields does with a header: one dict lookup instead of a chain of set tests
+_SINGLE, _VIA, _LIST = "single", "via", "list"
+_KIND: dict[str, str] = {
+    **dict.fromkeys(SINGLETONS, _SINGLE),
+    "via": _VIA,
+    **dict.fromkeys(NAME_ADDR_LISTS, _LIST),
+}
 _SALVAGED = frozenset({"via", "from", "to", "call-id", "cseq"})
 _CRLF = b"\r\n"
 
@@ -109,7 +116,31 @@ def parse_message(data: bytes) -> Request | Response:
 
 
 def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Header], str | None]:
-    """Turn the header lines (``lines[1:]``) into headers, unfolding continuations (§7.3.1).
+    """Turn the header lines (``lines[1:]``) into headers.
+
+    The loop here takes the common case only: every line is "name: value" with a name seen
+    before (the cache holds validated names, so a continuation line, whose "name" starts with
+    LWS, or a broken one never hits). Anything else goes to ``_scan_headers_slow``.
+    """
+    headers: list[Header] = []
+    append = headers.append
+    names = _FIELD_CACHE
+    start = pos
+    for line in lines[1:]:
+        raw_name, colon, value = line.partition(b":")
+        name = names.get(raw_name)
+        if name is None or not colon:
+            return _scan_headers_slow(lines, start, seplen)
+        end = pos + len(line) + seplen
+        append((name, value.strip(b" \t"), pos, end))
+        pos = end
+    return headers, None
+
+
+def _scan_headers_slow(
+    lines: list[bytes], pos: int, seplen: int
+) -> tuple[list[Header], str | None]:
+    """Like ``_scan_headers``, unfolding continuations (§7.3.1) and validating new names.
 
     Returns the headers and, instead of raising, the first problem found, so that the lines
     after a bad one still reach the salvage.
@@ -148,20 +179,21 @@ def _fields(headers: list[Header]) -> tuple[list[Via], dict[str, bytes]]:
     """Every Via, parsed, and the value of each singleton header."""
     seen: dict[str, bytes] = {}
     vias: list[Via] = []
-    for h in headers:
-        name = h[0]
-        if name == "via":
-            value = h[1]
+    kinds = _KIND
+    for name, value, _, _ in headers:
+        kind = kinds.get(name)
+        if kind is None:
+            continue
+        if kind is _SINGLE:
+            if name in seen:
+                raise BadRequest(f"more than one {name} header")
+            seen[name] = value
+        elif kind is _VIA:
             if b"," in value:
                 vias.extend(parse_via(v) for v in split_commas(value))
             else:
                 vias.append(parse_via(value))
-        elif name in SINGLETONS:
-            if name in seen:
-                raise BadRequest(f"more than one {name} header")
-            seen[name] = h[1]
-        elif name in NAME_ADDR_LISTS:
-            value = h[1]
+        else:
             for v in split_commas(value) if b"," in value else (value,):
                 if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
                     parse_name_addr(v)
