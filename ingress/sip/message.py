@@ -4,8 +4,13 @@ A message keeps the bytes it came in (``raw``) and, for every header, its canoni
 value and where its line sits in ``raw``. A proxy forwards what it does not touch byte for byte,
 so edits are splices at those offsets (see ``serialize.splice``), never a re-serialisation.
 
-Views that routing needs on every message (top Via, tags, Call-ID, CSeq, Max-Forwards, the
-Request-URI) are parsed once by the parser; the rest is parsed on demand from ``headers``.
+Rules:
+1. Views that routing needs on every message (Vias, From/To, Call-ID, CSeq, Max-Forwards, the
+   Request-URI) are validated by the parser; the rest is parsed on demand from ``headers``.
+2. Inside a view, what is rarely read (parameter dicts, the URI of a From/To) is built on
+   first access from text the grammar already validated, so reading it never raises.
+3. Views are read-only and may be shared between messages (``grammar`` caches them by their
+   text): never assign to one, nor mutate its ``params`` dict; copy it first.
 """
 
 from __future__ import annotations
