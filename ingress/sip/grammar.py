@@ -50,7 +50,7 @@ _LWS = r"[ \t]*"
 _QUOTED = r'"(?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
 
 # gen-value = token / host / quoted-string. Taken liberally as any printable ASCII but the
-# separators and quotes ("  ,  ;  <  =  >  \\): that admits an IPv6 ``received`` with or
+# separators and quotes (" , ; < = > and backslash): that admits an IPv6 ``received`` with or
 # without brackets (RFC 5118 §4.5) and the "/" or "@" some UAs put in a branch or a tag, and
 # still cannot be misread, since none of the characters that end a value can occur inside one.
 _GEN_VALUE = r"(?:[\x21\x23-\x2b\x2d-\x3a\x3f-\x5b\x5d-\x7e]+|" + _QUOTED + ")"
