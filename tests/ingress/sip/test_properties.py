@@ -61,11 +61,11 @@ def check_parse(data: bytes) -> Request | Response | None:
 def check_frames(chunks: list[bytes]) -> list[bytes]:
     """Feed ``chunks`` to a framer and hold it to the invariant; the messages it cut."""
     f = StreamFramer(max_header_bytes=4096, max_body_bytes=4096)
-    fed = consumed = 0
+    stream = b""
     out: list[bytes] = []
     for chunk in chunks:
         f.receive_data(chunk)
-        fed += len(chunk)
+        stream += chunk
         while True:
             try:
                 item = f.next_message()
@@ -74,16 +74,19 @@ def check_frames(chunks: list[bytes]) -> list[bytes]:
                 return out
             if item is NEED_DATA:
                 break
-            if item is KEEPALIVE:
-                consumed += 4
-                continue
-            assert isinstance(item, bytes)
-            out.append(item)
-            consumed += len(item)
-        # CRLFs skipped before a message are consumed without a signal
-        assert f.buffered <= fed - consumed
-        # memory is the bytes buffered (bytearray over-allocates at most ~2x), never a fixed block
+            if item is not KEEPALIVE:
+                assert isinstance(item, bytes)
+                out.append(item)
+        # the buffer is exactly the unconsumed tail of the stream: no copies, no padding ...
+        assert bytes(f._buf) == stream[len(stream) - f.buffered :]
+        # ... and costs what it holds (bytearray over-allocates at most ~2x), never a fixed block
         assert sys.getsizeof(f._buf) <= 2 * f.buffered + 128
+    # every message is a whole run of the stream, in order
+    pos = 0
+    for m in out:
+        at = stream.find(m, pos)
+        assert at >= 0 and not stream[pos:at].strip(b"\r\n")  # only CRLFs between
+        pos = at + len(m)
     return out
 
 
