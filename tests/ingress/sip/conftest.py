@@ -1,7 +1,7 @@
 """The RFC 4475 / RFC 5118 torture corpus, as parameters and fixtures for the codec tests.
 
-The corpus lives beside the repository (``../shared/sip-torture``); ``SIPLINE_TORTURE`` names
-another directory holding the same layout. Tests that need it are skipped when it is absent.
+The corpus lives beside the repository (``../shared/sip-torture``); failing that,
+``SIPLINE_TORTURE`` names a directory holding the same layout (or its ``torture/``). Tests that need it are skipped when it is absent.
 Any test taking a ``case`` argument runs once per MANIFEST row, with the row name as its id.
 """
 
@@ -21,7 +21,7 @@ def torture_dir() -> Path | None:
     """The ``torture/`` directory of the corpus, or None when it cannot be found."""
     candidates = [REPO / "../shared/sip-torture"]
     if env := os.environ.get("SIPLINE_TORTURE"):
-        candidates.insert(0, Path(env))
+        candidates.append(Path(env))
     for base in candidates:
         for d in (base / "torture", base):
             if (d / "MANIFEST.tsv").is_file():
