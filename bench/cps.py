@@ -3,8 +3,9 @@
 
 Method
 ------
-One run measures one target proxy (a preset such as ``kamailio-stateless`` or any shell
-command, e.g. ``honcho -f Procfile start -c worker=2`` for sipline) at a list of call rates:
+One run measures one or more target proxies in turn (presets such as ``kamailio-stateless``
+or any shell command, e.g. ``honcho -f Procfile start -c worker=2`` for sipline) at a list of
+call rates, and compares their best rates:
 
     sipp UAC --> 127.0.0.1:5060 (target proxy) --> 127.0.0.1:5080 sipp UAS
 
@@ -15,8 +16,10 @@ command, e.g. ``honcho -f Procfile start -c worker=2`` for sipline) at a list of
 2. Each step starts a fresh sipp UAS (``-sn uas``), waits until port 5080 is bound (read from
    ``/proc/net/udp`` or ``/proc/net/tcp``, so nothing else touches the port), then runs the
    sipp UAC (``-sn uac``, no hold time) at ``rate`` for ``rate * duration`` calls. The UAS is
-   per step because sipp's built-in UAS ends each call with a 4 s pause: only a UAS that is
-   drained (SIGUSR1, soft exit) gives exact per-step UAS counters.
+   per step because sipp's built-in UAS ends each call with a 4 s pause: the harness waits
+   until the UAS's stat file shows no open call, then stops it (SIGTERM, on which sipp writes
+   its final row), which gives exact per-step UAS counters. (SIGUSR1 does not drain: sipp
+   exits with the paused calls still open.)
 3. Bounds: the UAC stops placing calls after ``duration + margin`` s (``-timeout``), each call
    waits at most ``--recv-timeout`` ms for an expected message (``-recv_timeout``), and the
    harness kills sipp if it is still alive ``--kill-after`` s later. The run stops placing
@@ -26,18 +29,26 @@ command, e.g. ``honcho -f Procfile start -c worker=2`` for sipline) at a list of
      and calls never placed (sipp fell behind) all count as failed;
    - UAS: ``(failed + still open) / created``: e.g. a BYE overtaking its ACK through a
      multi-process proxy is an unexpected message at the UAS although the UAC sees success.
-   A step passes with ``failed % < 1`` and an effective rate (calls placed / UAC wall time,
-   from sipp's own stat file) of at least 95 % of the asked rate. Retransmissions,
-   out-of-call and dead-call messages, and the kernel's UDP receive-buffer errors
-   (``/proc/net/snmp``) are reported beside the verdict: they show loss before it becomes
-   failure.
+   A step passes with ``failed % < 1`` and an effective rate (calls placed / time until the
+   last call was placed, from sipp's once-a-second stat rows) of at least 95 % of the asked
+   rate. Retransmissions, unexpected, out-of-call and dead-call messages, the kernel's UDP
+   receive-buffer errors (``/proc/net/snmp``) and each socket's drops (``/proc/net/udp``:
+   proxy, UAS or UAC) are reported beside the verdict: they show loss before it becomes
+   failure, and where it happens.
+   sipp's built-in scenarios are strict: a 180 arriving after its 200, or a BYE reaching
+   the UAS before its ACK (a multi-process proxy reorders them: sipp sends them microseconds
+   apart), aborts the call as an "unexpected message". ``--ignore-unexpected`` passes
+   ``-default_behaviors all,-abortunexp`` so such messages are ignored (sipp counts them as
+   warnings) and calls fail only on timeouts, retransmission limits and errors.
 5. CPU: while the UAC runs, every process of the target's tree and both sipp processes are
    sampled from ``/proc/PID/stat`` (utime + stime, all threads); the delta over the UAC's
    wall time is reported as % of one core. The UAC is sampled once more as a zombie (waitid
    WNOWAIT) so its last ticks are not lost. Processes are named from honcho's
    ``HONCHO_PROCESS_NAME``, from the preset's process list (``kamcmd ps``) and from the
-   cmdline. The harness's own CPU and the machine's busy % are reported too, so a saturated
-   sipp or harness is visible (sipp at >= 90 % of a core is flagged).
+   cmdline. The harness's own CPU, the machine's busy % (from /proc/uptime's idle time) and
+   the CPU of processes not measured here (other users of a shared box) are reported too,
+   so a saturated sipp or harness, or a noisy neighbour, is visible (sipp at >= 90 % of a
+   core is flagged).
 
 Every process this script starts is stopped at the end, also on Ctrl-C, SIGTERM or errors:
 SIGTERM to its process group, SIGKILL to whatever of its tree is left after a grace period.
@@ -82,7 +93,11 @@ DEFAULT_SHARED = REPO_ROOT.parent / "shared"
 
 
 class Interrupted(Exception):
-    """SIGTERM/SIGHUP arrived: unwind so every started process is stopped."""
+    """SIGINT/SIGTERM/SIGHUP arrived: unwind so every started process is stopped."""
+
+
+class HarnessError(Exception):
+    """A step cannot be measured (sipp did not start, a port is someone else's)."""
 
 
 # --------------------------------------------------------------------------- targets
@@ -93,8 +108,9 @@ class Target:
     """A proxy to measure: how to start it, and how to name its processes."""
 
     name: str
-    command: str  # run by /bin/sh in its own process group
+    command: str  # run in its own process group
     cwd: Path
+    shell: bool = True  # by /bin/sh -c; presets run their argv directly (no shell in the tree)
     run_dirs: tuple[Path, ...] = ()  # created before start
     ps_command: tuple[str, ...] = ()  # prints "pid<TAB>description" lines
     transports: tuple[str, ...] = ("udp", "tcp")
@@ -111,7 +127,7 @@ def kamailio_preset(name: str, peers: Path) -> Target:
     argv = ["kamailio", "-f", str(cfg), "-DD", "-E", "-n", "2", "-m", "512",
             "-Y", str(KAMAILIO_RUN_DIR)]
     ctl = f"unix:{KAMAILIO_RUN_DIR}/kamailio_ctl"
-    return Target(name=name, command=shlex.join(argv), cwd=REPO_ROOT,
+    return Target(name=name, command=shlex.join(argv), shell=False, cwd=REPO_ROOT,
                   run_dirs=(KAMAILIO_RUN_DIR,), ps_command=("kamcmd", "-s", ctl, "ps"),
                   transports=("udp",))  # both configs set disable_tcp=yes
 
@@ -119,15 +135,20 @@ def kamailio_preset(name: str, peers: Path) -> Target:
 PRESETS = ("kamailio-stateless", "kamailio-stateful")
 
 
-def resolve_target(args: argparse.Namespace) -> Target:
-    """The --target preset or the --target-cmd command."""
-    if args.target_cmd:
-        return Target(name=args.name or "custom", command=args.target_cmd, cwd=args.cwd)
-    preset = kamailio_preset(args.target, args.shared / "peers")
-    if not args.extra_args:
-        return preset
-    return replace(preset, name=f"{preset.name} {args.extra_args}",
-                   command=f"{preset.command} {args.extra_args}")
+def resolve_targets(args: argparse.Namespace) -> list[Target]:
+    """The --target presets, then the --target-cmd commands, in the order given."""
+    targets = [kamailio_preset(name, args.shared / "peers") for name in args.target or ()]
+    if args.extra_args:
+        targets = [replace(t, name=f"{t.name} {args.extra_args}",
+                           command=f"{t.command} {args.extra_args}") for t in targets]
+    names = args.name or []
+    for i, command in enumerate(args.target_cmd or ()):
+        name = names[i] if i < len(names) else f"custom-{i + 1}"
+        targets.append(Target(name=name, command=command, cwd=args.cwd))
+    for target in targets:
+        if args.transport not in target.transports:
+            raise SystemExit(f"cps: {target.name} supports {', '.join(target.transports)} only")
+    return targets
 
 
 # --------------------------------------------------------------------------- /proc
@@ -229,11 +250,11 @@ def label(pid: int, ps_names: dict[int, str]) -> str:
     return f"{pid} {name}"
 
 
-def machine_ticks() -> tuple[int, int]:
-    """(busy, total) jiffies of all cores from /proc/stat."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = values[3] + values[4]  # idle + iowait
-    return sum(values) - idle, sum(values)
+def machine_idle() -> tuple[float, float]:
+    """(now, idle seconds summed over all cores). /proc/uptime, not /proc/stat: on this VM the
+    aggregate jiffies of /proc/stat lose most busy time (0.09 busy cores reported while
+    processes' own counters showed 0.97)."""
+    return time.monotonic(), float(Path("/proc/uptime").read_text().split()[1])
 
 
 def udp_errors() -> dict[str, int]:
@@ -244,15 +265,17 @@ def udp_errors() -> dict[str, int]:
     return {k: counters.get(k, 0) for k in ("InErrors", "RcvbufErrors", "SndbufErrors")}
 
 
-def listening(port: int, transport: str, host: str = PROXY_HOST) -> bool:
-    """Something is bound (UDP) or listening (TCP) on host:port or the wildcard."""
+def listening_inodes(port: int, transport: str, host: str = PROXY_HOST) -> set[str]:
+    """Inodes of the sockets bound (UDP) or listening (TCP) on host:port or the wildcard."""
     table, state = ("/proc/net/tcp", "0A") if transport == "tcp" else ("/proc/net/udp", "07")
     wanted = {f"{_hex_ip(host)}:{port:04X}", f"00000000:{port:04X}"}
-    for line in Path(table).read_text().splitlines()[1:]:
-        cols = line.split()
-        if cols[1] in wanted and cols[3] == state:
-            return True
-    return False
+    rows = (line.split() for line in Path(table).read_text().splitlines()[1:])
+    return {cols[9] for cols in rows if cols[1] in wanted and cols[3] == state}
+
+
+def listening(port: int, transport: str, host: str = PROXY_HOST) -> bool:
+    """Something is bound (UDP) or listening (TCP) on host:port or the wildcard."""
+    return bool(listening_inodes(port, transport, host))
 
 
 def _hex_ip(host: str) -> str:
@@ -355,6 +378,7 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S,
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
         if proc.poll() is not None and not any(alive(m) for m in members):
+            _await_reaping(members, time.monotonic() + 1.0)
             return
         time.sleep(0.05)
     _signal_group(proc.pid, signal.SIGKILL)
@@ -365,6 +389,12 @@ def stop(proc: subprocess.Popen[bytes], grace_s: float = STOP_GRACE_S,
         proc.wait(timeout=2.0)
     except subprocess.TimeoutExpired:
         print(f"cps: pid {proc.pid} survived SIGKILL", file=sys.stderr)
+
+
+def _await_reaping(members: list[ProcStat], deadline: float) -> None:
+    """Give init a moment to reap children orphaned by a leader that died first (tidy pgrep)."""
+    while any(read_stat(m.pid) is not None for m in members) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -468,15 +498,25 @@ def wait_until_ready(proc: subprocess.Popen[bytes], transport: str, timeout_s: f
 
 def wait_listening(proc: subprocess.Popen[bytes], port: int, transport: str,
                    timeout_s: float, log: Path) -> None:
-    """Poll /proc/net until port is bound. Raises if proc dies or the deadline passes."""
+    """Poll /proc/net until proc itself holds port (not someone else on a shared box).
+    Raises HarnessError if proc dies or the deadline passes."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if listening(port, transport):
+        if listening_inodes(port, transport) & socket_inodes(proc.pid):
             return
         if proc.poll() is not None:
-            raise RuntimeError(f"sipp UAS exited ({proc.returncode}):\n{tail(log)}")
+            raise HarnessError(f"sipp UAS exited ({proc.returncode}):\n{tail(log)}")
         time.sleep(0.02)
-    raise RuntimeError(f"sipp UAS not listening on {port}/{transport} after {timeout_s} s")
+    raise HarnessError(f"sipp UAS not listening on {port}/{transport} after {timeout_s} s "
+                       f"(port held by: {port_owners(port)})")
+
+
+def check_target_owns_port(proc: subprocess.Popen[bytes], transport: str) -> None:
+    """The answer to the probe came from the target, not from another proxy on the box."""
+    held = set().union(*(socket_inodes(st.pid) for st in tree(proc.pid, all_stats())))
+    if not listening_inodes(PROXY_PORT, transport) & held:
+        raise HarnessError(f"{PROXY_HOST}:{PROXY_PORT} answered, but the target holds no socket "
+                           f"on it (held by: {port_owners(PROXY_PORT)})")
 
 
 # --------------------------------------------------------------------------- sipp
@@ -597,6 +637,9 @@ class StepConfig:
     workdir: Path
     target_pid: int
     ignore_unexpected: bool
+    max_background_pct: float
+    quiet_wait_s: float
+    max_others_pct: float
 
 
 @dataclass
@@ -630,6 +673,8 @@ class StepResult:
     cpu_pct: dict[str, float]
     background_busy_pct: float  # before the step, UAS and UAC not running
     machine_busy_pct: float
+    others_cpu_pct: float  # % of one core: machine busy minus everything measured here
+    noisy: bool  # others_cpu_pct >= --max-others: the figure is doubtful
     harness_cpu_pct: float
     uac_exit: int | None
     uac_killed: bool
@@ -644,13 +689,13 @@ class Window:
 
     wall: float
     own_cpu: float
-    machine: tuple[int, int]
+    machine: tuple[float, float]
     udp: dict[str, int]
 
 
 def open_window() -> Window:
     times = os.times()
-    return Window(time.monotonic(), times.user + times.system, machine_ticks(), udp_errors())
+    return Window(time.monotonic(), times.user + times.system, machine_idle(), udp_errors())
 
 
 @dataclass
@@ -726,7 +771,9 @@ def run_step(cfg: StepConfig, rate: int, ps_names: dict[int, str]) -> StepResult
     drain_s = UAS_PAUSE_S + cfg.recv_timeout_ms / 1000 + 2.0
     uas_timeout = math.ceil(cfg.duration_s + cfg.margin_s + cfg.recv_timeout_ms / 1000
                             + cfg.kill_after_s + drain_s + 5.0)
-    background = background_busy()
+    background = background_busy(cfg.max_background_pct, cfg.quiet_wait_s)
+    if background >= cfg.max_background_pct:
+        print(f"  warning: the box is {background:.0f} % busy before the step (other load)")
     uas = spawn(uas_argv(cfg, files["uas.csv"], uas_timeout), files["uas.out"])
     try:
         wait_listening(uas, UAS_PORT, cfg.transport, 5.0, files["uas.out"])
@@ -743,26 +790,37 @@ def run_step(cfg: StepConfig, rate: int, ps_names: dict[int, str]) -> StepResult
     udp = {k: v - window.udp[k] for k, v in udp_errors().items()}
     result = summarise(rate, calls, read_sipp_stats(files["uac.csv"]),
                        read_sipp_stats(files["uas.csv"]), run, time.monotonic() - t0, udp,
-                       (background, busy), harness)
+                       (background, busy), harness, cfg.max_others_pct)
     return result
 
 
-def background_busy(window_s: float = 0.5) -> float:
-    """Busy % of all cores while nothing of ours is loaded: other users of the box."""
-    before = machine_ticks()
-    time.sleep(window_s)
-    return machine_busy(before)
+def background_busy(max_pct: float, wait_s: float, window_s: float = 0.5) -> float:
+    """Busy % of all cores while no sipp runs (other users of a shared box), measured in
+    window_s slices until it is below max_pct or wait_s has passed."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        before = machine_idle()
+        time.sleep(window_s)
+        busy = machine_busy(before)
+        if busy < max_pct or time.monotonic() >= deadline:
+            return busy
 
 
-def machine_busy(before: tuple[int, int]) -> float:
+def machine_busy(before: tuple[float, float]) -> float:
     """Busy % of all cores since before."""
-    busy, total = machine_ticks()
-    return 100.0 * (busy - before[0]) / max(1, total - before[1])
+    now, idle = machine_idle()
+    capacity = (now - before[0]) * (os.cpu_count() or 1)
+    return max(0.0, 100.0 * (1.0 - (idle - before[1]) / capacity))
+
+
+def others_pct(machine_busy_pct: float, cpu: dict[str, float], harness: float) -> float:
+    """CPU used during the step by processes not measured here (other users of the box)."""
+    return max(0.0, machine_busy_pct * (os.cpu_count() or 1) - sum(cpu.values()) - harness)
 
 
 def summarise(rate: int, planned: int, uac: SippCounters, uas: SippCounters, run: UacRun,
               step_s: float, udp: dict[str, int], busy: tuple[float, float],
-              harness: float) -> StepResult:
+              harness: float, max_others_pct: float) -> StepResult:
     """Turn raw counters into the step's figures and verdict (see module docstring)."""
     unfinished = max(0, uac.created - uac.successful - uac.failed)
     uac_pct = 100.0 * (planned - uac.successful) / planned
@@ -770,8 +828,10 @@ def summarise(rate: int, planned: int, uac: SippCounters, uas: SippCounters, run
     uas_pct = 100.0 * uas_bad / uas.created if uas.created else 0.0
     failed_pct = max(uac_pct, uas_pct)
     effective = uac.created / uac.placing_s if uac.placing_s > 0 else 0.0
-    verdict = ("killed" if run.killed else f"fail>={FAIL_LIMIT_PCT:g}%" if failed_pct >= FAIL_LIMIT_PCT
-               else "slow" if effective < MIN_RATE_FRACTION * rate else "ok")
+    others = others_pct(busy[1], run.cpu.percent(run.wall_s), harness)
+    verdict = ("killed" if run.killed else f"fail>={FAIL_LIMIT_PCT:g}%"
+               if failed_pct >= FAIL_LIMIT_PCT else "slow"
+               if effective < MIN_RATE_FRACTION * rate else "ok")
     return StepResult(
         rate=rate, planned=planned, attempted=uac.created, successful=uac.successful,
         failed=uac.failed, unfinished=unfinished, not_started=max(0, planned - uac.created),
@@ -783,7 +843,8 @@ def summarise(rate: int, planned: int, uac: SippCounters, uas: SippCounters, run
         out_of_call_msgs=uac.out_of_call + uas.out_of_call,
         dead_call_msgs=uac.dead_call + uas.dead_call, udp_errors=udp,
         udp_drops=run.drops.by_socket(), cpu_pct=run.cpu.percent(run.wall_s),
-        background_busy_pct=busy[0], machine_busy_pct=busy[1], harness_cpu_pct=harness, uac_exit=run.exit_code, uac_killed=run.killed,
+        background_busy_pct=busy[0], machine_busy_pct=busy[1], harness_cpu_pct=harness,
+        others_cpu_pct=others, noisy=others >= max_others_pct, uac_exit=run.exit_code, uac_killed=run.killed,
         verdict=verdict, uac_counters=asdict(uac), uas_counters=asdict(uas))
 
 
@@ -808,7 +869,7 @@ def cpu_lines(cpu: dict[str, float], top: int = 12) -> list[str]:
 
 def print_step(r: StepResult) -> None:
     """The per-step block."""
-    print(f"  rate {r.rate}/s: {r.verdict.upper()}  failed {r.failed_pct:.2f} % "
+    print(f"  rate {r.rate}/s: {r.verdict.upper()}{' (NOISY BOX)' if r.noisy else ''}  failed {r.failed_pct:.2f} % "
           f"(UAC {r.uac_failed_pct:.2f} %, UAS {r.uas_failed_pct:.2f} %)  "
           f"effective {r.effective_rate:.0f} calls/s  wall {r.wall_s:.1f} s "
           f"(step {r.step_s:.1f} s)")
@@ -824,6 +885,7 @@ def print_step(r: StepResult) -> None:
     print(f"  CPU, % of one core over the UAC's {r.wall_s:.1f} s "
           f"(machine busy {r.machine_busy_pct:.0f} % of {os.cpu_count()} cores, "
           f"{r.background_busy_pct:.0f} % before the step, "
+          f"unmeasured processes {r.others_cpu_pct:.0f} % of a core, "
           f"harness {r.harness_cpu_pct:.1f} %):")
     print("\n".join(cpu_lines(r.cpu_pct)), flush=True)
 
@@ -840,14 +902,15 @@ def print_summary(target: Target, results: list[StepResult], total_s: float,
     print(f"{'rate':>7} {'bg%':>3} {'attempted':>9} {'ok':>8} {'fail%':>6} {'uas%':>6} {'retrans':>7} "
           f"{'unexp':>5} {'warn':>5} "
           f"{'eff/s':>7} {'wall s':>6} {'uac%':>5} {'uas%':>5} {'target%':>7} {'busy%':>5} "
-          f"{'harn%':>5}  verdict")
+          f"{'oth%':>4} {'harn%':>5}  verdict")
     for r in results:
         print(f"{r.rate:>7} {r.background_busy_pct:>3.0f} {r.attempted:>9} {r.successful:>8} {r.failed_pct:>6.2f} "
               f"{r.uas_failed_pct:>6.2f} {r.uac_retransmissions + r.uas_retransmissions:>7} "
               f"{r.unexpected_msgs:>5} {r.warnings:>5} "
               f"{r.effective_rate:>7.0f} {r.wall_s:>6.1f} {r.cpu_pct.get('sipp-uac', 0):>5.0f} "
               f"{r.cpu_pct.get('sipp-uas', 0):>5.0f} {target_total(r):>7.0f} "
-              f"{r.machine_busy_pct:>5.0f} {r.harness_cpu_pct:>5.1f}  {r.verdict}")
+              f"{r.machine_busy_pct:>5.0f} {r.others_cpu_pct:>4.0f} {r.harness_cpu_pct:>5.1f}  "
+              f"{r.verdict}{' (noisy box)' if r.noisy else ''}")
     best = best_step(results)
     if best is None:
         print(f"{target.name}: no rate passed with < {FAIL_LIMIT_PCT:g} % failed calls "
@@ -856,6 +919,9 @@ def print_summary(target: Target, results: list[StepResult], total_s: float,
         print(f"{target.name}: best rate with < {FAIL_LIMIT_PCT:g} % failed calls: {best.rate} "
               f"calls/s (effective {best.effective_rate:.0f}/s, failed {best.failed_pct:.2f} %, "
               f"target CPU {target_total(best):.0f} % of one core) — run took {total_s:.0f} s")
+    if results and results[-1].verdict == "ok":
+        print(f"{target.name}: the last step measured passed: the limit is at least that "
+              "(no failing step reached: raise the plan's maximum or --budget)")
 
 
 def best_step(results: Sequence[StepResult]) -> StepResult | None:
@@ -863,14 +929,34 @@ def best_step(results: Sequence[StepResult]) -> StepResult | None:
     return max(passed, key=lambda r: r.rate) if passed else None
 
 
-def write_json(path: Path, target: Target, cfg: StepConfig, results: list[StepResult],
-               total_s: float) -> None:
-    best = best_step(results)
-    doc = {"target": asdict(target), "transport": cfg.transport, "duration_s": cfg.duration_s,
-           "ignore_unexpected": cfg.ignore_unexpected,
-           "cores": os.cpu_count(), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-           "sipp_version": sipp_version(), "total_s": total_s, "workdir": str(cfg.workdir),
-           "best_rate": best.rate if best else None, "steps": [asdict(r) for r in results]}
+@dataclass
+class TargetRun:
+    """One target's steps."""
+
+    target: Target
+    results: list[StepResult]
+    total_s: float
+
+
+def print_comparison(runs: list[TargetRun]) -> None:
+    """Best rate per target, as a ratio of the first target's (same run, same box)."""
+    base = best_step(runs[0].results)
+    print("\n== comparison (best rate with < 1 % failed calls) ==")
+    for run in runs:
+        best = best_step(run.results)
+        rate = best.rate if best else 0
+        ratio = f"{rate / base.rate:.2f}x {runs[0].target.name}" if base and base.rate else ""
+        print(f"  {run.target.name:<40} {rate:>7} calls/s  {ratio}")
+
+
+def write_json(path: Path, args: argparse.Namespace, runs: list[TargetRun]) -> None:
+    doc = {"transport": args.transport, "duration_s": args.duration,
+           "ignore_unexpected": args.ignore_unexpected, "cores": os.cpu_count(),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "sipp_version": sipp_version(),
+           "argv": sys.argv,
+           "runs": [{"target": asdict(run.target), "total_s": run.total_s,
+                     "best_rate": (best.rate if (best := best_step(run.results)) else None),
+                     "steps": [asdict(r) for r in run.results]} for run in runs]}
     path.write_text(json.dumps(doc, indent=2, default=str) + "\n")
 
 
@@ -923,6 +1009,11 @@ def run_plan(cfg: StepConfig, rates: list[int], stop_on_fail: bool, budget_s: fl
               f"({cfg.transport}) --", flush=True)
         result = run_step(cfg, rate, ps_names)
         print_step(result)
+        if result.verdict != "ok" and result.others_cpu_pct >= cfg.max_others_pct:
+            print(f"  other processes used {result.others_cpu_pct:.0f} % of a core during the "
+                  "step: measuring this rate once more", flush=True)
+            result = run_step(cfg, rate, ps_names)
+            print_step(result)
         yield result
         if stop_on_fail and result.verdict != "ok":
             return
@@ -969,10 +1060,12 @@ def on_signal(signum: int, frame: FrameType | None) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--target", choices=PRESETS, help="built-in Kamailio preset")
-    who.add_argument("--target-cmd", help="shell command starting the proxy (own process group)")
-    p.add_argument("--name", help="name of a --target-cmd target in the report")
+    p.add_argument("--target", choices=PRESETS, action="append",
+                   help="built-in Kamailio preset (repeatable)")
+    p.add_argument("--target-cmd", action="append",
+                   help="shell command starting the proxy in its own process group (repeatable; "
+                   "runs after the presets)")
+    p.add_argument("--name", action="append", help="name of each --target-cmd, in order")
     p.add_argument("--cwd", type=Path, default=REPO_ROOT, help="cwd of --target-cmd (repo root)")
     p.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
                    help=f"shared dir holding peers/ (default {DEFAULT_SHARED})")
@@ -991,7 +1084,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--ready-timeout", type=float, default=30.0,
                    help="seconds to wait for the target to answer OPTIONS (30)")
     p.add_argument("--budget", type=float, default=900.0,
-                   help="start no step after this many seconds (900)")
+                   help="per target: start no step after this many seconds (900)")
     p.add_argument("--ignore-unexpected", action="store_true",
                    help="sipp -default_behaviors all,-abortunexp: an unexpected (e.g. reordered) "
                    "message is ignored and counted as a warning instead of failing the call")
@@ -999,48 +1092,75 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="appended to the preset's command line, e.g. '-x tlsf' for Kamailio")
     p.add_argument("--wait-ports", type=float, default=0.0,
                    help="seconds to wait for 5060/5080 to be free before giving up (0)")
-    p.add_argument("--workdir", type=Path, help="where sipp stat/log files go (temp dir)")
+    p.add_argument("--max-background", type=float, default=15.0,
+                   help="warn when the box is this %% busy before a step (15)")
+    p.add_argument("--quiet-wait", type=float, default=0.0,
+                   help="seconds to wait before each step for the box to fall below "
+                   "--max-background (shared machines; 0)")
+    p.add_argument("--max-others", type=float, default=25.0,
+                   help="%% of one core used by unmeasured processes during a step above which "
+                   "the step is flagged noisy, and measured once more if it failed (25)")
+    p.add_argument("--workdir", type=Path,
+                   help="where sipp stat/log files go, one subdirectory per target (temp dir)")
     p.add_argument("--json", type=Path, help="write all results to this file")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not args.target and not args.target_cmd:
+        p.error("give at least one --target or --target-cmd")
+    return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    target = resolve_target(args)
-    if args.transport not in target.transports:
-        raise SystemExit(f"cps: {target.name} supports {', '.join(target.transports)} only")
-    rates, stop_on_fail = plan(args)
+def measure(target: Target, args: argparse.Namespace, workdir: Path) -> TargetRun:
+    """Start the target, run the rate plan against it, stop it. Interrupted propagates."""
     if busy_ports(args.transport) and args.wait_ports:
         print(f"cps: waiting up to {args.wait_ports:.0f} s for ports {busy_ports(args.transport)}",
               flush=True)
     wait_ports_free(args.transport, args.wait_ports)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="sipline-cps-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
     for run_dir in target.run_dirs:
         run_dir.mkdir(parents=True, exist_ok=True)
-    print(f"cps: target {target.name}: {target.command}\ncps: files in {workdir}", flush=True)
+    print(f"\ncps: target {target.name}: {target.command}\ncps: files in {workdir}", flush=True)
     t0 = time.monotonic()
     log = workdir / "target.log"
-    proc = spawn(["/bin/sh", "-c", target.command], log, cwd=target.cwd)
+    argv = ["/bin/sh", "-c", target.command] if target.shell else shlex.split(target.command)
+    proc = spawn(argv, log, cwd=target.cwd)
     cfg = StepConfig(args.transport, args.duration, args.margin, args.recv_timeout,
-                     args.kill_after, workdir, proc.pid, args.ignore_unexpected)
-    results: list[StepResult] = []
+                     args.kill_after, workdir, proc.pid, args.ignore_unexpected,
+                     args.max_background, args.quiet_wait, args.max_others)
+    run = TargetRun(target, [], 0.0)
+    rates, stop_on_fail = plan(args)
     try:
         ready = wait_until_ready(proc, args.transport, args.ready_timeout, log)
+        check_target_owns_port(proc, args.transport)
         print(f"cps: target answered OPTIONS after {ready:.2f} s", flush=True)
         for result in run_plan(cfg, rates, stop_on_fail, args.budget, process_names(target)):
-            results.append(result)  # noqa: PERF402 - keeps finished steps on Ctrl-C
-    except (KeyboardInterrupt, Interrupted) as exc:
-        print(f"\ncps: interrupted ({type(exc).__name__} {exc}), stopping", file=sys.stderr)
+            run.results.append(result)  # a loop, not list(): keeps finished steps on Ctrl-C
     finally:
         stop(proc)
-    total = time.monotonic() - t0
-    print_summary(target, results, total, cfg.ignore_unexpected)
+        run.total_s = time.monotonic() - t0
+        print_summary(target, run.results, run.total_s, cfg.ignore_unexpected)
+    return run
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    targets = resolve_targets(args)
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="sipline-cps-"))
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT: even if inherited ignored
+        signal.signal(sig, on_signal)
+    runs: list[TargetRun] = []
+    try:
+        for i, target in enumerate(targets, 1):
+            workdir = root / f"{i}-{target.name.replace(' ', '_').replace('/', '_')}"
+            workdir.mkdir(parents=True, exist_ok=True)
+            runs.append(measure(target, args, workdir))
+    except (KeyboardInterrupt, Interrupted) as exc:
+        print(f"\ncps: interrupted ({type(exc).__name__} {exc}), stopped", file=sys.stderr)
+    except HarnessError as exc:
+        print(f"\ncps: {exc}", file=sys.stderr)
+    if len(runs) > 1:
+        print_comparison(runs)
     if args.json:
-        write_json(args.json, target, cfg, results, total)
-    return 0 if best_step(results) else 1
+        write_json(args.json, args, runs)
+    return 0 if runs and all(best_step(r.results) for r in runs) else 1
 
 
 if __name__ == "__main__":
