@@ -14,7 +14,7 @@ from collections import Counter, deque
 class LoadMeter:
     """Busy time and counters of one process; the adapter feeds it, ``snapshot`` reads it."""
 
-    __slots__ = ("_busy", "_history", "_since", "_last_busy", "counters", "_last_counts")
+    __slots__ = ("_busy", "_history", "_last_busy", "_last_counts", "_since", "counters")
 
     def __init__(self, now: float) -> None:
         self._busy = 0.0

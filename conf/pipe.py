@@ -26,8 +26,19 @@ MakeHeader = Callable[[list[Any]], Any]
 
 class PushPipe:
     __slots__ = (
-        "peer", "sock", "kind", "make_header", "max_batch", "max_backlog", "metas", "payloads",
-        "backlog", "backlog_msgs", "waiting", "loop", "sent",
+        "backlog",
+        "backlog_msgs",
+        "kind",
+        "loop",
+        "make_header",
+        "max_backlog",
+        "max_batch",
+        "metas",
+        "payloads",
+        "peer",
+        "sent",
+        "sock",
+        "waiting",
     )  # fmt: skip
 
     def __init__(

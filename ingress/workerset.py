@@ -26,7 +26,7 @@ class WorkerInfo:
 
 
 class WorkerSet:
-    __slots__ = ("_workers", "_ring", "_timeout")
+    __slots__ = ("_ring", "_timeout", "_workers")
 
     def __init__(self, heartbeat_s: float, liveness: int) -> None:
         self._workers: dict[str, WorkerInfo] = {}

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import zmq
 
+
 @pytest.fixture
 def ctx() -> Iterator[zmq.Context[Any]]:
     context: zmq.Context[Any] = zmq.Context()

@@ -20,7 +20,8 @@ OUT_META = ["udp", "127.0.0.1", 5080, 0, "127.0.0.1", 5060]
 class Hop:
     """An ingress bus and a worker bus wired together, recording what each receives."""
 
-    def __init__(self, ctx: zmq.Context[Any], run_dir: Path, cfg: Bus = Bus()) -> None:
+    def __init__(self, ctx: zmq.Context[Any], run_dir: Path, cfg: Bus | None = None) -> None:
+        cfg = cfg or Bus()
         self.to_worker: list[tuple[str, list[Any], bytes]] = []
         self.to_ingress: list[tuple[list[Any], bytes]] = []
         self.ingress = WorkerBus(ctx, cfg, str(run_dir), "ingress.1-1", self._on_out, LoadMeter(0))
