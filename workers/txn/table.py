@@ -1,0 +1,273 @@
+"""The per-worker transaction table: matching, admission, one timer heap, one event queue.
+
+Rules:
+1. Every input to a transaction that lives in a table goes through the table (``send_request``,
+   ``receive_response``, ``receive_request``, ``respond``, ``cancel``, ``transport_error``,
+   ``handle_timer``), so the table can move the transaction's events to its own queue, drop it
+   once Terminated and keep the heap right. ``next_event()`` yields ``(transaction, event)``.
+2. Matching follows ``workers.txn.keys``. An ACK that matches no INVITE server transaction
+   (the ACK for a 2xx, a new transaction of its own, §17.2.3) returns None: the TU forwards it.
+   A response that matches no client transaction returns None: a proxy forwards it
+   statelessly (§16.7 step 1 ... 10; §17.1.1.2 / RFC 6026 for stray 2xx).
+3. A CANCEL creates its own (non-INVITE) server transaction, then is fed to the INVITE server
+   transaction it cancels, if any: ``RequestReceived(cancel)`` then ``CancelReceived`` come
+   out in that order. ``invite_for(cancel)`` tells the TU whether to answer 200 or forward the
+   CANCEL statelessly (§16.10).
+4. Bounded: at most ``max_transactions`` live transactions (client + server). A new server
+   transaction is refused with ``TableFull`` (the caller answers 503 statelessly) once the
+   table holds ``max_transactions - reserve``; the ``reserve`` is kept for CANCEL and BYE (never
+   shed, DESIGN §3 "Protection") and for the client transactions that forward requests already
+   admitted. A client transaction is refused only at ``max_transactions``; the TU then
+   answers 503 on the server transaction. Retransmissions, ACKs and responses never need room.
+5. One heap of ``(deadline, seq, transaction)`` for all timers, with lazy deletion: an entry is
+   live when its deadline is the one the transaction last registered (``_heap_at``). Stale
+   entries are skipped when they surface, and the heap is rebuilt from live transactions when
+   it grows past twice their number (bounding memory under churn).
+6. ``handle_timer(now)`` fires at most ``timer_batch`` due transactions per call, earliest
+   first, and returns how many fired; the caller re-arms for ``next_deadline()`` (which is
+   already past when a batch was cut short) so one busy tick cannot starve the event loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections import deque
+from typing import Any
+
+from ingress.sip.message import Request, Response
+from workers.txn.client import ClientTransaction, new_client
+from workers.txn.events import Event, TableFull
+from workers.txn.keys import ClientKey, ServerKey, response_key, server_key
+from workers.txn.machine import State, Transaction
+from workers.txn.server import ServerTransaction, new_server
+from workers.txn.timers import DEFAULT_TIMERS, TimerConfig
+
+#: Live transactions per worker. A call through a stateful proxy holds 2 INVITE transactions
+#: (server + client) for up to 64*T1 = 32 s after its final response, plus 2 for the BYE;
+#: 65536 covers ~500 calls/s per worker at that hold time (docs/transactions.md has the memory).
+DEFAULT_MAX_TRANSACTIONS = 65536
+#: Timers fired per ``handle_timer`` call: ~1-2 ms of work on the 2-core box.
+DEFAULT_TIMER_BATCH = 256
+#: Methods that may use the reserve (rule 4).
+RESERVED_METHODS = frozenset({"CANCEL", "BYE"})
+
+
+class TransactionTable:
+    def __init__(
+        self,
+        timers: TimerConfig = DEFAULT_TIMERS,
+        *,
+        max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
+        reserve: int | None = None,
+        timer_batch: int = DEFAULT_TIMER_BATCH,
+        send_trying: bool = True,
+    ) -> None:
+        """Args:
+        reserve: room kept for CANCEL/BYE and client transactions (rule 4); default 1/8.
+        send_trying: INVITE server transactions answer 100 Trying at once.
+        """
+        if max_transactions < 1 or timer_batch < 1:
+            raise ValueError("max_transactions and timer_batch must be >= 1")
+        self.timers = timers
+        self.max_transactions = max_transactions
+        self.reserve = max_transactions // 8 if reserve is None else reserve
+        if not 0 <= self.reserve < max_transactions:
+            raise ValueError("reserve must be in [0, max_transactions)")
+        self.timer_batch = timer_batch
+        self.send_trying = send_trying
+        self._clients: dict[ClientKey, ClientTransaction] = {}
+        self._servers: dict[ServerKey, ServerTransaction] = {}
+        self._heap: list[tuple[float, int, Transaction]] = []
+        self._seq = itertools.count()
+        self._events: deque[tuple[Transaction, Event]] = deque()
+        #: requests refused with TableFull since start
+        self.refused = 0
+
+    def __len__(self) -> int:
+        return len(self._clients) + len(self._servers)
+
+    # -- client side -------------------------------------------------------------------------
+
+    def send_request(
+        self,
+        data: bytes,
+        *,
+        branch: str,
+        method: str,
+        reliable: bool,
+        now: float,
+        dest: Any = None,
+        context: Any = None,
+    ) -> ClientTransaction:
+        """Create and start a client transaction for the request ``data``.
+
+        Raises:
+            TableFull: the table is at ``max_transactions``.
+            ValueError: a live client transaction already has that branch and method (the TU
+                reused a branch), or ``method`` is ACK.
+        """
+        key = (branch, method)
+        if key in self._clients:
+            raise ValueError(f"client transaction {key!r} exists")
+        if len(self) >= self.max_transactions:
+            self.refused += 1
+            raise TableFull("transaction table full")
+        txn = new_client(data, branch=branch, method=method, reliable=reliable,
+                         timers=self.timers, dest=dest, context=context)  # fmt: skip
+        self._clients[key] = txn
+        self._run(txn, txn.start, now)
+        return txn
+
+    def receive_response(self, response: Response, now: float) -> ClientTransaction | None:
+        """Feed a response to its client transaction; None when none matches (rule 2)."""
+        key = response_key(response)
+        txn = self._clients.get(key) if key is not None else None
+        if txn is not None:
+            self._run(txn, txn.receive_response, response, now)
+        return txn
+
+    def cancel(self, txn: ClientTransaction, now: float) -> None:
+        """Ask to cancel a client INVITE transaction (``SendCancel`` follows when allowed)."""
+        self._run(txn, txn.cancel, now)
+
+    def client(self, branch: str, method: str) -> ClientTransaction | None:
+        return self._clients.get((branch, method))
+
+    # -- server side -------------------------------------------------------------------------
+
+    def receive_request(
+        self,
+        request: Request,
+        *,
+        reliable: bool,
+        now: float,
+        dest: Any = None,
+        context: Any = None,
+    ) -> ServerTransaction | None:
+        """Match a request to its server transaction, or create one (rules 2-4).
+
+        Returns:
+            The transaction the request went to; None for an ACK that matched nothing.
+
+        Raises:
+            TableFull: a new transaction is needed and there is no room (answer 503).
+        """
+        key = server_key(request)
+        txn = self._servers.get(key)
+        if request.method == "ACK":
+            if txn is not None and txn.is_invite:
+                self._run(txn, txn.receive_ack, request, now)
+                return txn
+            return None
+        if txn is not None:
+            self._run(txn, txn.receive_request, request, now)
+            return txn
+        limit = self.max_transactions
+        if request.method not in RESERVED_METHODS:
+            limit -= self.reserve
+        if len(self) >= limit:
+            self.refused += 1
+            raise TableFull("transaction table full")
+        txn = new_server(request, key=key, reliable=reliable, timers=self.timers,
+                         send_trying=self.send_trying, dest=dest, context=context)  # fmt: skip
+        self._servers[key] = txn
+        self._run(txn, txn.start, now)
+        if request.method == "CANCEL":
+            invite = self.invite_for(request)
+            if invite is not None:
+                self._run(invite, invite.receive_cancel, request, now)
+        return txn
+
+    def invite_for(self, cancel: Request) -> ServerTransaction | None:
+        """The live INVITE server transaction a CANCEL cancels (§9.2), or None."""
+        txn = self._servers.get(server_key(cancel, "INVITE"))
+        return txn if txn is not None and txn.is_invite else None
+
+    def respond(self, txn: ServerTransaction, data: bytes, status: int, now: float) -> None:
+        """Send a response through its server transaction.
+
+        Raises:
+            InvalidTransition: the transaction cannot take it (check ``txn.accepts(status)``).
+        """
+        self._run(txn, txn.respond, data, status, now)
+
+    def server(self, key: ServerKey) -> ServerTransaction | None:
+        return self._servers.get(key)
+
+    # -- both --------------------------------------------------------------------------------
+
+    def transport_error(self, txn: Transaction, now: float) -> None:
+        self._run(txn, txn.transport_error, now)
+
+    def next_event(self) -> tuple[Transaction, Event] | None:
+        """The oldest ``(transaction, event)`` not yet taken, or None."""
+        return self._events.popleft() if self._events else None
+
+    def next_deadline(self) -> float | None:
+        """The earliest timer of any transaction, or None."""
+        heap = self._heap
+        while heap:
+            at, _, txn = heap[0]
+            if txn._heap_at == at and txn.state is not State.TERMINATED:
+                return at
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float, limit: int | None = None) -> int:
+        """Fire the timers due at ``now``, at most ``limit`` (default ``timer_batch``) transactions.
+
+        Returns:
+            How many transactions had timers fired.
+        """
+        budget = self.timer_batch if limit is None else limit
+        heap = self._heap
+        fired = 0
+        while heap and fired < budget:
+            at, _, txn = heap[0]
+            if at > now:
+                break
+            heapq.heappop(heap)
+            if txn._heap_at != at or txn.state is State.TERMINATED:
+                continue  # stale (rule 5)
+            txn._heap_at = None
+            fired += 1
+            self._run(txn, txn.handle_timer, now)
+        return fired
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def _run(self, txn: Transaction, fn: Any, *args: Any) -> None:
+        """Call ``fn`` on ``txn`` and then, even if it raised, collect what it left (rule 1)."""
+        try:
+            fn(*args)
+        finally:
+            self._after(txn)
+
+    def _after(self, txn: Transaction) -> None:
+        ev = txn._events
+        if ev:
+            self._events.extend((txn, e) for e in ev)
+            ev.clear()
+        if txn.state is State.TERMINATED:
+            txn._heap_at = None
+            book: dict[Any, Any] = (
+                self._clients if isinstance(txn, ClientTransaction) else self._servers
+            )
+            if book.get(txn.key) is txn:
+                del book[txn.key]
+            return
+        at = txn.next_deadline()
+        if at != txn._heap_at:
+            txn._heap_at = at
+            if at is not None:
+                heapq.heappush(self._heap, (at, next(self._seq), txn))
+                if len(self._heap) > 2 * len(self) + 64:
+                    self._compact()
+
+    def _compact(self) -> None:
+        live = [
+            e for e in self._heap if e[2]._heap_at == e[0] and e[2].state is not State.TERMINATED
+        ]
+        heapq.heapify(live)
+        self._heap = live
