@@ -179,11 +179,7 @@ def _weighted_draws(group: list[Srv], rng: random.Random) -> list[Srv]:
     return out
 
 
-def service_offered(records: Sequence[Srv]) -> bool:
-    """False when the answer is the single ``"."`` record: "decidedly not available" (2782)."""
-    return not (len(records) == 1 and records[0].target == ".")
-
-
 def srv_targets(records: Sequence[Srv]) -> list[Srv]:
-    """The records that name a host (a ``"."`` target is dropped)."""
+    """The records that name a host: a ``"."`` target says "decidedly not available here"
+    (RFC 2782), so an SRV answer of only "." yields no target and no A/AAAA fallback."""
     return [r for r in records if r.target != "."]
