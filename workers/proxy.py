@@ -14,6 +14,13 @@ Rules:
    and ``rport`` first (RFC 3581 §4), the sent-by otherwise (§18.2.2). Over TCP, our Via's
    ``sl-c`` parameter names the connection the request came on, so the response takes it back.
 4. ACKs and responses are never answered; what cannot be forwarded is dropped and counted.
+5. §16.3 checks: scheme (416), Max-Forwards (483; an OPTIONS for us is answered 200 as its
+   final recipient instead), Proxy-Require (420), then loops (482) as the branch is computed.
+6. In-dialog requests (To-tag, not ACK) go to their Request-URI, the remote target, once our
+   Route is popped; initial requests and ACKs use the routing table, whose choice is sticky per
+   Call-ID, so a non-2xx ACK and a CANCEL go where their INVITE went (§16.11).
+7. No DNS yet: a next hop that is not an IP address gets 503; a response is never relayed to a
+   broadcast, multicast or unspecified address (RFC 4475 ``bcast``).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
 ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, " \
         b"PUBLISH, INFO, REFER, MESSAGE, UPDATE"  # fmt: skip
 CONN_PARAM = "sl-c"
+#: every branch we generate starts so; a response whose top Via lacks it is not ours
+BRANCH_PREFIX = "z9hG4bK-sl"
 
 
 @dataclass(slots=True)
@@ -128,12 +137,14 @@ class StatelessProxy:
     # -- requests ----------------------------------------------------------------------------
 
     def _forward_request(self, req: Request, inb: Inbound) -> Out:
-        self._validate(req)
+        if req.uri.scheme not in ROUTABLE_SCHEMES:
+            raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
         routes, changed, uri, uri_changed = self._preprocess_routes(req)
         if req.method == "OPTIONS" and not routes and self._for_us(uri):
             return self._reply(req, inb, 200, "OK", (ALLOW,))
         if req.max_forwards == 0:
             raise TooManyHops("Max-Forwards is 0")
+        self._check_proxy_require(req)
         if routes:
             top = routes[0].uri
             if not top.has_param("lr"):  # strict next hop (§16.6 step 7)
@@ -142,6 +153,8 @@ class StatelessProxy:
             hop = top
         else:
             hop = self._route(req, uri, inb)
+        if not _is_ip(hop.host_plain):
+            raise _Unresolvable(f"next hop {hop.host_plain!r} is not an IP address")
         # no transport on the next hop: keep the one the request came on, as Kamailio does
         transport = (hop.param("transport") or inb.transport).lower()
         if transport not in ("udp", "tcp"):
@@ -150,7 +163,7 @@ class StatelessProxy:
         out_lst = self.listeners.pick(transport, dst_ip)
         if out_lst is None:
             raise Drop("no_listener")
-        branch = self._branch(req, uri, routes)
+        branch = self._branch(req, uri, routes)  # raises LoopDetected
         edits: list[Edit] = []
         via = f"Via: SIP/2.0/{transport.upper()} {_hostport(out_lst)};branch={branch}"
         if inb.transport == "tcp":
@@ -172,10 +185,8 @@ class StatelessProxy:
         data = splice(req.raw, [e for e in edits if e is not None], req.body_end)
         return (inb.ingress, [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port], data)
 
-    def _validate(self, req: Request) -> None:
-        """RFC 3261 §16.3 checks 1, 2 (scheme) and 6 (Proxy-Require); loops in ``_branch``."""
-        if req.uri.scheme not in ROUTABLE_SCHEMES:
-            raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
+    def _check_proxy_require(self, req: Request) -> None:
+        """RFC 3261 §16.3 check 5: every Proxy-Require tag must be one we support (else 420)."""
         required = [t for t in req.header_values("proxy-require") if t]
         unsupported = [t for t in required if t.lower().decode("latin-1") not in self._supported]
         if unsupported:
@@ -198,6 +209,14 @@ class StatelessProxy:
         return routes, changed, uri, uri_changed
 
     def _route(self, req: Request, uri: Uri, inb: Inbound) -> Uri:
+        if (
+            req.method != "ACK"
+            and req.to.tag is not None
+            and uri.is_sip
+            and _is_ip(uri.host_plain)
+            and not self.listeners.uri_is_us(uri)
+        ):
+            return uri  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
         found = self.routing.lookup(req, inb.src_ip)
         if found is not None:
             return parse_uri(found[1].uri)
@@ -219,7 +238,7 @@ class StatelessProxy:
                 "." + loop
             ):
                 raise LoopDetected("request looped back")
-        return f"z9hG4bK-sl{_hash(txn, 8)}.{loop}"
+        return f"{BRANCH_PREFIX}{_hash(txn, 8)}.{loop}"
 
     def _record_route(self, inb: Inbound, out_lst: Listener) -> bytes:
         in_lst = next(
@@ -275,7 +294,9 @@ class StatelessProxy:
 
     def _forward_response(self, resp: Response, inb: Inbound) -> Out:
         ours, *rest = resp.vias
-        if not self.listeners.is_us(ours.host_plain, ours.port, ours.transport):
+        if not self.listeners.is_us(ours.host_plain, ours.port, ours.transport) or not (
+            ours.branch or ""
+        ).startswith(BRANCH_PREFIX):
             raise Drop("stray_response")
         if not rest:
             raise Drop("response_for_us")
@@ -286,6 +307,8 @@ class StatelessProxy:
         dst_ip = _strip_brackets(nxt.received) if nxt.received else nxt.host_plain
         if not _is_ip(dst_ip):
             raise Drop("via_needs_dns")
+        if not _is_unicast(dst_ip):
+            raise Drop("via_not_unicast")
         rport = nxt.params.get("rport")
         dst_port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
         ingress, conn = inb.ingress, 0
@@ -323,6 +346,11 @@ class _NotFound(SipError):
     reason = "Not Found"
 
 
+class _Unresolvable(SipError):
+    status = 503
+    reason = "Service Unavailable"
+
+
 def _name_addr(text: str) -> NameAddr:
     return parse_name_addr(text.encode("utf-8", "surrogateescape"))
 
@@ -339,6 +367,13 @@ def _via_text(via: Via, params: dict[str, str | None]) -> bytes:
 
 def _strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") else host
+
+
+def _is_unicast(host: str) -> bool:
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
+        return False
+    return not (ip.is_multicast or ip.is_unspecified)
 
 
 def _is_ip(host: str) -> bool:

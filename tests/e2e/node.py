@@ -1,0 +1,290 @@
+"""Run a real sipline node (honcho on the Procfile) and sipp against it, for end-to-end tests.
+
+Rules:
+1. Every port is picked free at run time on 127.0.0.1 (UDP and TCP alike); never 5060/5080.
+2. Nothing waits on a fixed sleep: readiness is an OPTIONS answered, exit is a process reaped,
+   both polled to a deadline.
+3. Every child is bounded in time and killed (by its own pid/process group) if it overstays.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = str(Path(sys.executable).parent)
+LOCALHOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1 (a race remains, as with any port 0)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind((LOCALHOST, 0))
+            port = u.getsockname()[1]
+            if port in (5060, 5062, 5063, 5080, 5082):
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind((LOCALHOST, port))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port")
+
+
+def write_config(path: Path, run_dir: Path, port: int, dest_port: int, *, extra: str = "") -> None:
+    path.write_text(
+        f"""
+[node]
+name = "e2e"
+run_dir = "{run_dir}"
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1"
+port = {port}
+
+[[listen]]
+transport = "tcp"
+address = "127.0.0.1"
+port = {port}
+
+[[destination_set]]
+name = "uas"
+destinations = ["sip:127.0.0.1:{dest_port}"]
+
+[[route]]
+name = "default"
+to = "uas"
+
+[log]
+level = "info"
+stats_interval_s = 0.5
+{extra}
+"""
+    )
+
+
+def env_for(conf: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["SIPLINE_CONF"] = str(conf)
+    env["PATH"] = VENV_BIN + os.pathsep + env.get("PATH", "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.pop("HONCHO_PROCESS_NAME", None)
+    return env
+
+
+def options(port: int, transport: str = "udp", timeout_s: float = 0.3,
+            max_forwards: int = 0) -> bytes | None:
+    """One OPTIONS to the proxy itself; the first answer's bytes, or None."""
+    branch = "z9hG4bK" + uuid.uuid4().hex
+    if transport == "udp":
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    else:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        if transport == "tcp":
+            sock.connect((LOCALHOST, port))
+        lport = sock.getsockname()[1] if transport == "tcp" else _bind_any(sock)
+        msg = (
+            f"OPTIONS sip:{LOCALHOST}:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/{transport.upper()} {LOCALHOST}:{lport};branch={branch};rport\r\n"
+            f"Max-Forwards: {max_forwards}\r\n"
+            f"From: <sip:probe@{LOCALHOST}>;tag=1\r\n"
+            f"To: <sip:{LOCALHOST}:{port}>\r\n"
+            f"Call-ID: {uuid.uuid4().hex}\r\n"
+            f"CSeq: 1 OPTIONS\r\n"
+            f"Content-Length: 0\r\n\r\n"
+        ).encode()
+        if transport == "udp":
+            sock.sendto(msg, (LOCALHOST, port))
+            return sock.recvfrom(65535)[0]
+        sock.sendall(msg)
+        return sock.recv(65535)
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def _bind_any(sock: socket.socket) -> int:
+    sock.bind((LOCALHOST, 0))
+    return int(sock.getsockname()[1])
+
+
+@dataclass
+class Proc:
+    """A child process whose stdout lines are collected by a thread."""
+
+    popen: subprocess.Popen[str]
+    lines: list[str] = field(default_factory=list)
+    _thread: threading.Thread | None = None
+
+    @classmethod
+    def start(cls, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
+        popen = subprocess.Popen(
+            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+        p = cls(popen)
+        p._thread = threading.Thread(target=p._read, daemon=True)
+        p._thread.start()
+        return p
+
+    def _read(self) -> None:
+        assert self.popen.stdout is not None
+        for line in self.popen.stdout:
+            self.lines.append(line.rstrip("\n"))
+
+    def events(self, name: str) -> list[dict[str, object]]:
+        """JSON log events called ``name`` (honcho prefixes are skipped)."""
+        out = []
+        for line in list(self.lines):
+            brace = line.find("{")
+            if brace < 0 or f'"{name}"' not in line:
+                continue
+            try:
+                ev = json.loads(line[brace:])
+            except ValueError:
+                continue
+            if ev.get("event") == name:
+                out.append(ev)
+        return out
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 8.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+        try:
+            rc = self.popen.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(5)
+            raise
+        if self._thread is not None:
+            self._thread.join(5)
+        return rc
+
+    def text(self) -> str:
+        return "\n".join(self.lines)
+
+
+@dataclass
+class Node:
+    """A sipline node run by honcho from the repository's Procfile."""
+
+    port: int
+    conf: Path
+    run_dir: Path
+    proc: Proc
+
+    @classmethod
+    def start(cls, conf: Path, run_dir: Path, port: int, scale: str = "worker=2") -> Node:
+        argv = [os.path.join(VENV_BIN, "honcho"), "-f", str(REPO / "Procfile"), "start",
+                "-c", scale]  # fmt: skip
+        proc = Proc.start(argv, env_for(conf), REPO)
+        node = cls(port, conf, run_dir, proc)
+        node.wait_ready(expected_workers=_count(scale, "worker"))
+        return node
+
+    def wait_ready(self, expected_workers: int, deadline_s: float = 20.0) -> None:
+        """Until an OPTIONS gets 200 over UDP and TCP and every ingress sees every worker."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            if self.proc.popen.poll() is not None:
+                raise RuntimeError(f"node exited early:\n{self.proc.text()}")
+            answer = options(self.port)
+            if answer and answer.startswith(b"SIP/2.0 200") and options(self.port, "tcp"):
+                joined = self.proc.events("worker_joined")
+                if max((int(e.get("workers", 0)) for e in joined), default=0) >= expected_workers:
+                    return
+            time.sleep(0.05)  # polling step, bounded by the deadline
+        raise RuntimeError(f"node not ready within {deadline_s} s:\n{self.proc.text()[-4000:]}")
+
+    def stop(self) -> tuple[int, str]:
+        """SIGTERM honcho (which stops every process) and return (rc, output)."""
+        rc = self.proc.stop(signal.SIGTERM)
+        return rc, self.proc.text()
+
+
+def _count(scale: str, name: str) -> int:
+    m = re.search(rf"{name}=(\d+)", scale)
+    return int(m.group(1)) if m else 1
+
+
+STOPPED = re.compile(r"(\S+) stopped \(rc=(-?\d+)\)")
+
+
+def assert_clean_stop(rc: int, output: str, started_within_s: float = 5.0) -> None:
+    """Every process honcho ran exited 0 (not killed at honcho's 5 s mark)."""
+    stopped = STOPPED.findall(output)
+    assert stopped, output[-3000:]
+    bad = [(name, code) for name, code in stopped if code != "0"]
+    assert not bad, f"processes did not exit cleanly: {bad}\n{output[-3000:]}"
+    assert "SIGKILL" not in output, output[-3000:]
+    assert rc == 0, output[-3000:]
+
+
+# -- sipp ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class SippResult:
+    rc: int
+    successful: int
+    failed: int
+    output: str
+
+
+def sipp_uas(port: int, transport: str, workdir: Path) -> Proc:
+    argv = ["sipp", "-sn", "uas", "-i", LOCALHOST, "-p", str(port), "-t", transport,
+            "-nostdin", "-buff_size", "4194304"]  # fmt: skip
+    return Proc.start(argv, dict(os.environ), workdir)
+
+
+def sipp_uac(
+    target_port: int, transport: str, calls: int, rate: int, workdir: Path,
+    timeout_s: float = 120.0,
+) -> SippResult:  # fmt: skip
+    """Run a sipp UAC to completion (bounded) and read its final statistics."""
+    stf = workdir / f"uac-{uuid.uuid4().hex[:8]}.csv"
+    argv = [
+        "sipp", "-sn", "uac", f"{LOCALHOST}:{target_port}", "-i", LOCALHOST,
+        "-p", str(free_port()), "-t", transport, "-m", str(calls), "-r", str(rate),
+        "-buff_size", "4194304", "-nostdin", "-trace_stat", "-stf", str(stf),
+        "-timeout", f"{int(timeout_s)}s", "-timeout_error",
+        "-recv_timeout", "10000", "-max_recv_loops", "10000",
+    ]  # fmt: skip
+    try:
+        done = subprocess.run(argv, cwd=workdir, capture_output=True, text=True,
+                              timeout=timeout_s + 15)  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise AssertionError(f"sipp did not finish within {timeout_s + 15} s") from exc
+    ok, failed = read_stat(stf)
+    return SippResult(done.returncode, ok, failed, done.stdout[-3000:] + done.stderr[-3000:])
+
+
+def read_stat(stf: Path) -> tuple[int, int]:
+    """(SuccessfulCall(C), FailedCall(C)) from the last line of a sipp -trace_stat file."""
+    lines = [ln for ln in stf.read_text().splitlines() if ln.strip()]
+    head = lines[0].split(";")
+    last = lines[-1].split(";")
+    row = dict(zip(head, last))
+    return int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
+
+
+def iter_lines(path: Path) -> Iterator[str]:
+    yield from path.read_text().splitlines()

@@ -1,0 +1,441 @@
+"""The stateless proxy core (RFC 3261 §16.11) without sockets: bytes in, bytes out."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conf.settings import DestinationSet, Listener, Proxy, Route
+from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop
+
+from .helpers import (
+    PORT,
+    US,
+    inbound,
+    one,
+    parsed_req,
+    parsed_resp,
+    proxy,
+    request,
+    response,
+    status,
+)
+
+OUR_VIA = f"SIP/2.0/UDP {US}:{PORT};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+CLIENT_VIA = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc"
+
+
+def forward(raw: bytes, **inb: object) -> tuple[str, list[object], bytes]:
+    return one(proxy().handle(raw, inbound(**inb)))  # type: ignore[arg-type]
+
+
+def top_branch(data: bytes) -> str:
+    b = parsed_req(data).vias[0].branch
+    assert b is not None
+    return b
+
+
+class TestMaxForwards:
+    def test_decremented(self) -> None:
+        """A forwarded request carries Max-Forwards one lower than it came with."""
+        _, _, data = forward(request(max_forwards=10))
+        assert parsed_req(data).max_forwards == 9
+
+    def test_added_when_absent(self) -> None:
+        """A request without Max-Forwards leaves with 70 (§16.6 step 3)."""
+        _, _, data = forward(request(max_forwards=None))
+        assert parsed_req(data).max_forwards == 70
+
+    def test_configured_default(self) -> None:
+        """The added Max-Forwards follows proxy.default_max_forwards."""
+        p = proxy(proxy=Proxy(default_max_forwards=20))
+        _, _, data = one(p.handle(request(max_forwards=None), inbound()))
+        assert parsed_req(data).max_forwards == 20
+
+    def test_huge_value_capped(self) -> None:
+        """A value above 255 is forwarded as 255, never as a bigger or negative number."""
+        _, _, data = forward(request(max_forwards=300))
+        assert parsed_req(data).max_forwards == 255
+
+    def test_zero_gets_483(self) -> None:
+        """Max-Forwards 0 on a request not for us is answered 483 to its source."""
+        ing, meta, data = forward(request(max_forwards=0))
+        assert status(data) == 483
+        assert ing == "ing-1" and meta[:3] == ["udp", "10.0.0.1", 5070]
+
+    def test_options_for_us_with_zero_gets_200(self) -> None:
+        """OPTIONS addressed to the proxy with Max-Forwards 0 is answered 200 (final recipient)."""
+        _, _, data = forward(request("OPTIONS", f"sip:{US}:{PORT}", max_forwards=0))
+        resp = parsed_resp(data)
+        assert resp.status == 200 and resp.has_header("allow")
+        assert resp.to.tag  # a final answer carries a To-tag
+
+    def test_options_for_someone_else_with_zero_gets_483(self) -> None:
+        """OPTIONS for another target with Max-Forwards 0 is 483 (RFC 4475 zeromf)."""
+        _, _, data = forward(request("OPTIONS", "sip:user@example.com", max_forwards=0))
+        assert status(data) == 483
+
+    def test_ack_never_answered(self) -> None:
+        """An ACK that would get 483 is dropped instead: ACKs are never answered."""
+        with pytest.raises(Drop):
+            proxy().handle(request("ACK", max_forwards=0), inbound())
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        "uri", ["nobodyKnowsThisScheme:totallyopaquecontent", "soap.beep://192.0.2.103:3002"]
+    )
+    def test_unknown_scheme_gets_416(self, uri: str) -> None:
+        """Request-URI schemes we cannot route get 416 (RFC 4475 unkscm, novelsc)."""
+        _, _, data = forward(request(uri=uri))
+        assert status(data) == 416
+
+    def test_proxy_require_gets_420_with_unsupported(self) -> None:
+        """Unknown Proxy-Require tags get 420 listing them in Unsupported (RFC 4475 bext01)."""
+        extra = ("Proxy-Require: noProxiesSupportThis, norDoAnyProxiesSupportThis",)
+        _, _, data = forward(request("OPTIONS", extra=extra))
+        resp = parsed_resp(data)
+        assert resp.status == 420
+        assert resp.header("unsupported") == b"noProxiesSupportThis, norDoAnyProxiesSupportThis"
+
+    def test_supported_proxy_require_passes(self) -> None:
+        """A Proxy-Require tag listed in proxy_require_supported is forwarded."""
+        p = proxy(proxy=Proxy(proxy_require_supported=["foo"]))
+        _, _, data = one(p.handle(request(extra=("Proxy-Require: FOO",)), inbound()))
+        assert parsed_req(data).method == "INVITE"
+
+    def test_no_route_gets_404(self) -> None:
+        """With no route and a host-name Request-URI the request gets 404."""
+        p = proxy(routes=[], sets=[])
+        _, _, data = one(p.handle(request(), inbound()))
+        assert status(data) == 404
+
+    def test_no_route_ip_ruri_is_forwarded_there(self) -> None:
+        """With no route matching, a Request-URI naming an IP address is the next hop."""
+        p = proxy(routes=[], sets=[])
+        _, meta, _ = one(p.handle(request(uri="sip:bob@192.0.2.7:5088"), inbound()))
+        assert meta[:3] == ["udp", "192.0.2.7", 5088]
+
+    def test_host_name_next_hop_gets_503(self) -> None:
+        """A next hop that needs DNS (not resolved yet) is answered 503, never sent by name."""
+        raw = request(extra=("Route: <sip:proxy.example.com;lr>",))
+        _, _, data = forward(raw)
+        assert status(data) == 503
+
+
+class TestLoops:
+    def test_own_output_back_is_482(self) -> None:
+        """A request we forwarded that comes back unchanged has looped: 482 (§16.3 step 4)."""
+        p = proxy()
+        _, _, out = one(p.handle(request(), inbound()))
+        _, _, back = one(p.handle(out, inbound(src=US, port=PORT)))
+        assert status(back) == 482
+
+    def test_spiral_with_new_ruri_is_forwarded(self) -> None:
+        """The same request back with another Request-URI is a spiral, not a loop."""
+        p = proxy()
+        _, _, out = one(p.handle(request(), inbound()))
+        spiral = out.replace(b"INVITE sip:bob@example.com", b"INVITE sip:carol@example.com", 1)
+        _, _, again = one(p.handle(spiral, inbound(src=US, port=PORT)))
+        assert parsed_req(again).method == "INVITE"
+        assert len(parsed_req(again).vias) == 3
+
+
+class TestBranch:
+    def test_retransmission_same_branch(self) -> None:
+        """A retransmission gets the same branch (§16.11)."""
+        p = proxy()
+        a = one(p.handle(request(), inbound()))[2]
+        b = one(p.handle(request(), inbound()))[2]
+        assert top_branch(a) == top_branch(b) and a == b
+
+    def test_cancel_and_non2xx_ack_share_invite_branch(self) -> None:
+        """CANCEL and the ACK of a non-2xx carry the INVITE's branch."""
+        p = proxy()
+        inv = one(p.handle(request(), inbound()))[2]
+        cancel = one(p.handle(request("CANCEL"), inbound()))[2]
+        ack = one(p.handle(request("ACK", to_tag="t1", cseq_method="ACK"), inbound()))[2]
+        assert top_branch(inv) == top_branch(cancel) == top_branch(ack)
+
+    def test_other_transaction_other_branch(self) -> None:
+        """A different client branch (another transaction) gets a different branch."""
+        p = proxy()
+        a = one(p.handle(request(), inbound()))[2]
+        b = one(p.handle(request(via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKxyz"), inbound()))[2]
+        assert top_branch(a) != top_branch(b)
+
+    def test_rfc2543_client(self) -> None:
+        """A client without a magic-cookie branch still gets a stable branch per transaction."""
+        via = "SIP/2.0/UDP 10.0.0.1:5070"
+        p = proxy()
+        a = top_branch(one(p.handle(request(via=via), inbound()))[2])
+        b = top_branch(one(p.handle(request(via=via), inbound()))[2])
+        c = top_branch(one(p.handle(request(via=via, cseq=2), inbound()))[2])
+        assert a == b != c and a.startswith("z9hG4bK")
+
+    @given(
+        branch=st.text("abcdefABCDEF0123456789.-", min_size=1, max_size=30),
+        cseq=st.integers(1, 2**31),
+        call_id=st.text("abcdef0123456789@.", min_size=1, max_size=20),
+    )
+    def test_branch_is_deterministic(self, branch: str, cseq: int, call_id: str) -> None:
+        """Branch is a function of the transaction: two proxies, same input, same branch."""
+        raw = request(via=f"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK{branch}", cseq=cseq,
+                      call_id=call_id)  # fmt: skip
+        a = top_branch(one(proxy().handle(raw, inbound()))[2])
+        b = top_branch(one(proxy().handle(raw, inbound(port=6000)))[2])
+        assert a == b and a.startswith(BRANCH_PREFIX)
+
+
+class TestVia:
+    def test_our_via_on_top(self) -> None:
+        """Our Via, with our listener's address, goes on top of the client's."""
+        _, meta, data = forward(request())
+        vias = parsed_req(data).vias
+        assert (vias[0].host, vias[0].port, vias[0].transport) == (US, PORT, "UDP")
+        assert vias[1].branch == "z9hG4bKabc"
+        assert meta == ["udp", "127.0.0.1", 7000, 0, US, PORT]
+
+    def test_received_added_when_source_differs(self) -> None:
+        """The previous hop's Via gets received= when its sent-by is not the source (§18.2.1)."""
+        _, _, data = forward(request(), src="10.9.9.9")
+        assert parsed_req(data).vias[1].received == "10.9.9.9"
+
+    def test_no_received_when_source_matches(self) -> None:
+        """No received= when the sent-by already is the source address and rport is absent."""
+        _, _, data = forward(request())
+        assert "received" not in parsed_req(data).vias[1].params
+
+    def test_rport_filled(self) -> None:
+        """rport is filled with the source port and received is added (RFC 3581 §4)."""
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport"
+        _, _, data = forward(request(via=via), port=40000)
+        prev = parsed_req(data).vias[1]
+        assert prev.params["rport"] == "40000" and prev.received == "10.0.0.1"
+
+    def test_tcp_via_names_connection(self) -> None:
+        """Over TCP our Via names the ingress and connection the request came on."""
+        _, _, data = forward(request(), transport="tcp", conn=42)
+        assert parsed_req(data).vias[0].params[CONN_PARAM] == "ing-1~42"
+
+    def test_multi_value_via_line(self) -> None:
+        """received= is set on the first value of a comma-separated Via line only."""
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport, SIP/2.0/UDP 10.0.0.3;branch=z9hG4bKq"
+        _, _, data = forward(request(via=via), port=40000)
+        vias = parsed_req(data).vias
+        assert vias[1].params["rport"] == "40000" and "rport" not in vias[2].params
+
+
+class TestRecordRoute:
+    def test_initial_invite(self) -> None:
+        """An initial INVITE gets our Record-Route with lr."""
+        _, _, data = forward(request())
+        assert parsed_req(data).header_values("record-route") == [f"<sip:{US}:{PORT};lr>".encode()]
+
+    @pytest.mark.parametrize("method", ["OPTIONS", "REGISTER", "BYE", "MESSAGE"])
+    def test_not_on_other_methods(self, method: str) -> None:
+        """Requests that create no dialog get no Record-Route."""
+        _, _, data = forward(request(method))
+        assert not parsed_req(data).has_header("record-route")
+
+    def test_not_in_dialog(self) -> None:
+        """A re-INVITE (To-tag) gets no Record-Route."""
+        _, _, data = forward(request(uri="sip:bob@192.0.2.5", to_tag="x"))
+        assert not parsed_req(data).has_header("record-route")
+
+    def test_disabled(self) -> None:
+        """record_route = false adds none."""
+        p = proxy(proxy=Proxy(record_route=False))
+        _, _, data = one(p.handle(request(), inbound()))
+        assert not parsed_req(data).has_header("record-route")
+
+    def test_double_when_transports_differ(self) -> None:
+        """UDP in and TCP out: two Record-Routes, the outbound side's first."""
+        sets = [DestinationSet(name="uas", destinations=["sip:127.0.0.1:7000;transport=tcp"])]
+        p = proxy(sets=sets)
+        ing, meta, data = one(p.handle(request(), inbound()))
+        assert meta[0] == "tcp"
+        assert parsed_req(data).header_values("record-route") == [
+            f"<sip:{US}:{PORT};transport=tcp;lr>".encode(),
+            f"<sip:{US}:{PORT};lr>".encode(),
+        ]
+
+
+class TestRouting:
+    def test_loose_route_popped_next_route_is_hop(self) -> None:
+        """Our Route is removed and the next loose Route is the next hop (§16.4, §16.6)."""
+        raw = request(extra=(f"Route: <sip:{US}:{PORT};lr>, <sip:192.0.2.9:5090;lr>",))
+        _, meta, data = forward(raw)
+        req = parsed_req(data)
+        assert meta[1:3] == ["192.0.2.9", 5090]
+        assert req.header_values("route") == [b"<sip:192.0.2.9:5090;lr>"]
+        assert req.uri.raw == "sip:bob@example.com"
+
+    def test_only_our_route_uses_table(self) -> None:
+        """When our Route was the only one, the routing table picks the hop; no Route left."""
+        raw = request(extra=(f"Route: <sip:{US}:{PORT};lr>",))
+        _, meta, data = forward(raw)
+        assert meta[1:3] == ["127.0.0.1", 7000]
+        assert not parsed_req(data).has_header("route")
+
+    def test_strict_router_compat(self) -> None:
+        """R-URI is our RR URI: it is replaced by the last Route, which is removed (§16.4)."""
+        raw = request(
+            "BYE", f"sip:{US}:{PORT};lr", to_tag="t",
+            extra=("Route: <sip:192.0.2.9:5090;lr>, <sip:bob@192.0.2.20:5070>",),
+        )  # fmt: skip
+        _, meta, data = forward(raw)
+        req = parsed_req(data)
+        assert req.uri.raw == "sip:bob@192.0.2.20:5070"
+        assert req.header_values("route") == [b"<sip:192.0.2.9:5090;lr>"]
+        assert meta[1:3] == ["192.0.2.9", 5090]
+
+    def test_strict_next_hop(self) -> None:
+        """A next Route without lr: it becomes the R-URI, the old R-URI the last Route."""
+        raw = request(extra=("Route: <sip:192.0.2.9:5090>, <sip:192.0.2.10;lr>",))
+        _, meta, data = forward(raw)
+        req = parsed_req(data)
+        assert req.uri.raw == "sip:192.0.2.9:5090"
+        assert req.header_values("route") == [
+            b"<sip:192.0.2.10;lr>",
+            b"<sip:bob@example.com>",
+        ]
+        assert meta[1:3] == ["192.0.2.9", 5090]
+
+    def test_in_dialog_goes_to_ruri(self) -> None:
+        """An in-dialog BYE goes to its Request-URI (the remote target) after our Route."""
+        raw = request("BYE", "sip:bob@192.0.2.30:5077", to_tag="t",
+                      extra=(f"Route: <sip:{US}:{PORT};lr>",))  # fmt: skip
+        _, meta, _ = forward(raw)
+        assert meta[1:3] == ["192.0.2.30", 5077]
+
+    def test_next_hop_transport_param(self) -> None:
+        """transport=tcp on the next hop sends over TCP from our TCP listener."""
+        raw = request(extra=("Route: <sip:192.0.2.9:5090;transport=tcp;lr>",))
+        _, meta, data = forward(raw)
+        assert meta == ["tcp", "192.0.2.9", 5090, 0, US, PORT]
+        assert parsed_req(data).vias[0].transport == "TCP"
+
+    def test_no_listener_for_transport_drops(self) -> None:
+        """A next hop over a transport we do not listen on is dropped."""
+        p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)])
+        raw = request(extra=("Route: <sip:192.0.2.9:5090;transport=tcp;lr>",))
+        with pytest.raises(Drop):
+            p.handle(raw, inbound())
+
+
+class TestBody:
+    def test_content_length_added_for_tcp(self) -> None:
+        """A UDP request without Content-Length forwarded over TCP gets one."""
+        sets = [DestinationSet(name="uas", destinations=["sip:127.0.0.1:7000;transport=tcp"])]
+        p = proxy(sets=sets)
+        raw = request(body=b"v=0\r\n", content_length=False)
+        _, _, data = one(p.handle(raw, inbound()))
+        req = parsed_req(data)
+        assert req.header("content-length") == b"5" and req.body == b"v=0\r\n"
+
+    def test_trailing_bytes_never_forwarded(self) -> None:
+        """Bytes after Content-Length in a datagram are not forwarded (RFC 4475 dblreq)."""
+        trailer = b"INVITE sip:joe@example.com SIP/2.0\r\nt: <sip:joe@example.com>\r\n\r\n"
+        raw = request("REGISTER", "sip:example.com", trailer=trailer)
+        _, _, data = forward(raw)
+        assert b"joe@" not in data and data.endswith(b"\r\n\r\n")
+
+    def test_body_untouched(self) -> None:
+        """The body travels byte for byte."""
+        body = bytes(range(256))
+        _, _, data = forward(request(body=body))
+        assert parsed_req(data).body == body
+
+
+class TestResponses:
+    def test_our_via_removed_sent_to_next(self) -> None:
+        """Our Via is removed and the response goes to the next Via's sent-by."""
+        ing, meta, data = one(proxy().handle(response(180, [OUR_VIA, CLIENT_VIA]), inbound()))
+        resp = parsed_resp(data)
+        assert [v.branch for v in resp.vias] == ["z9hG4bKabc"]
+        assert meta == ["udp", "10.0.0.1", 5070, 0, US, PORT]
+
+    def test_received_and_rport(self) -> None:
+        """received and rport of the next Via win over its sent-by (RFC 3581 §4)."""
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport=40000;received=10.9.9.9"
+        _, meta, _ = one(proxy().handle(response(200, [OUR_VIA, via]), inbound()))
+        assert meta[1:3] == ["10.9.9.9", 40000]
+
+    def test_received_without_rport_uses_via_port(self) -> None:
+        """received without rport: the received address, the sent-by port (§18.2.2)."""
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;received=10.9.9.9"
+        _, meta, _ = one(proxy().handle(response(200, [OUR_VIA, via]), inbound()))
+        assert meta[1:3] == ["10.9.9.9", 5070]
+
+    def test_tcp_back_on_named_connection(self) -> None:
+        """Over TCP the response goes back to the ingress and connection our Via names."""
+        ours = OUR_VIA.replace("UDP", "TCP") + f";{CONN_PARAM}=ingress.2-77~42"
+        client = "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKabc"
+        ing, meta, _ = one(proxy().handle(response(200, [ours, client]), inbound()))
+        assert ing == "ingress.2-77"
+        assert meta[0] == "tcp" and meta[3] == 42
+
+    def test_multi_value_via_line(self) -> None:
+        """Our Via sharing a line with the next one: only ours is removed."""
+        raw = response(200, [f"{OUR_VIA}, {CLIENT_VIA}"])
+        _, _, data = one(proxy().handle(raw, inbound()))
+        assert [v.branch for v in parsed_resp(data).vias] == ["z9hG4bKabc"]
+
+    def test_stray_dropped(self) -> None:
+        """A response whose top Via is not ours is dropped (§16.11)."""
+        with pytest.raises(Drop, match="stray"):
+            proxy().handle(response(200, [CLIENT_VIA]), inbound())
+
+    def test_our_address_foreign_branch_dropped(self) -> None:
+        """Our address but a branch we never make: stray, dropped."""
+        via = f"SIP/2.0/UDP {US}:{PORT};branch=z9hG4bKnotours"
+        with pytest.raises(Drop, match="stray"):
+            proxy().handle(response(200, [via, CLIENT_VIA]), inbound())
+
+    def test_bcast_never_relayed(self) -> None:
+        """RFC 4475 bcast: the top Via is not ours, so it is dropped, never relayed."""
+        raw = response(200, ["SIP/2.0/UDP 192.0.2.198;branch=z9hG4bK1701109112",
+                             "SIP/2.0/UDP 255.255.255.255;branch=z9hG4bK1491280923"])  # fmt: skip
+        with pytest.raises(Drop):
+            proxy().handle(raw, inbound())
+
+    @pytest.mark.parametrize("dst", ["255.255.255.255", "224.0.0.1", "0.0.0.0"])
+    def test_never_to_broadcast(self, dst: str) -> None:
+        """Even under our Via, a response is never relayed to a broadcast/multicast address."""
+        raw = response(200, [OUR_VIA, f"SIP/2.0/UDP {dst};branch=z9hG4bK1"])
+        with pytest.raises(Drop):
+            proxy().handle(raw, inbound())
+
+    def test_response_for_us_dropped(self) -> None:
+        """A response with only our Via has nowhere to go: dropped."""
+        with pytest.raises(Drop):
+            proxy().handle(response(200, [OUR_VIA]), inbound())
+
+    def test_malformed_dropped(self) -> None:
+        """Unparsable input is dropped (the ingress already answered it)."""
+        with pytest.raises(Drop, match="malformed"):
+            proxy().handle(b"garbage\r\n\r\n", inbound())
+
+
+class TestRoundTrip:
+    def test_request_then_response(self) -> None:
+        """A response to what we forwarded comes back to the client with its own Via on top."""
+        p = proxy()
+        _, _, out = one(p.handle(request(), inbound(src="10.9.9.9")))
+        req = parsed_req(out)
+        vias = [f"SIP/2.0/{v.transport} {v.raw.decode().split(' ', 1)[1]}" for v in req.vias]
+        _, meta, back = one(p.handle(response(200, vias), inbound(src="127.0.0.1", port=7000)))
+        assert meta[1:3] == ["10.9.9.9", 5070]
+        assert parsed_resp(back).vias[0].branch == "z9hG4bKabc"
+
+
+def test_route_ruri_user_rule() -> None:
+    """The routing table's rule chooses the next hop."""
+    sets = [DestinationSet(name="a", destinations=["sip:127.0.0.1:7001"]),
+            DestinationSet(name="b", destinations=["sip:127.0.0.1:7002"])]  # fmt: skip
+    routes = [Route(name="emerg", to="a", ruri_user="911"), Route(name="default", to="b")]
+    p = proxy(sets=sets, routes=routes)
+    assert one(p.handle(request(uri="sip:911@example.com"), inbound()))[1][2] == 7001
+    assert one(p.handle(request(uri="sip:912@example.com"), inbound()))[1][2] == 7002
