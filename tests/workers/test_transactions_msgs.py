@@ -36,7 +36,7 @@ def request_bytes(
         f"Via: {via}{branch_param}\r\n"
         "Via: SIP/2.0/UDP 192.0.2.9:5060;branch=z9hG4bK-up;received=192.0.2.9\r\n"
         "Max-Forwards: 69\r\n"
-        f"From: \"Alice\" <sip:alice@example.com>;tag={from_tag}\r\n"
+        f'From: "Alice" <sip:alice@example.com>;tag={from_tag}\r\n'
         f"To: {to}\r\n"
         f"Call-ID: {call_id}\r\n"
         f"CSeq: {cseq} {cseq_method or method}\r\n"
@@ -59,7 +59,9 @@ def response(req: bytes | Request, status: int, to_tag: str = "uas1") -> Respons
     return msg
 
 
-ROUTED = request_bytes(extra=b"Route: <sip:p1.example.com;lr>\r\nRoute: <sip:p2;lr>, <sip:p3;lr>\r\n")
+ROUTED = request_bytes(
+    extra=b"Route: <sip:p1.example.com;lr>\r\nRoute: <sip:p2;lr>, <sip:p3;lr>\r\n"
+)
 
 
 class TestAck:
