@@ -69,6 +69,7 @@ class ZoneServer(asyncio.DatagramProtocol):
         self.soa_minimum = soa_minimum
         self.queries: collections.Counter[tuple[str, str]] = collections.Counter()
         self.drop = False
+        self.servfail: set[tuple[str, str]] = set()
         self.delay_s = 0.0
         self.transport: asyncio.DatagramTransport | None = None
 
@@ -97,6 +98,9 @@ class ZoneServer(asyncio.DatagramProtocol):
     def _answer(self, query: dns.message.Message, key: tuple[str, str]) -> dns.message.Message:
         response = dns.message.make_response(query)
         response.flags |= dns.flags.AA
+        if key in self.servfail:
+            response.set_rcode(dns.rcode.SERVFAIL)
+            return response
         qname = query.question[0].name
         rdatas = self.zone.get(key)
         if rdatas:
@@ -504,6 +508,33 @@ class TestFailures:
                 assert server.count() == sent
                 clock.now += 5.1
                 assert await r.resolve_host(ORIGIN, 5070) == [Target("udp", "127.0.0.99", 5070)]
+
+        run(body)
+
+    def test_aaaa_failure_keeps_a(self) -> None:
+        """A host whose AAAA query fails still resolves by its A records."""
+
+        async def body() -> None:
+            async with serving(SRV_ZONE) as server:
+                server.servfail.add((host("primary"), "AAAA"))
+                r = resolver_for(server, transports=("udp",))
+                found = await r.resolve_host(ORIGIN)
+                assert found[0] == Target("udp", "127.0.0.10", 5070)
+                assert Target("udp", "::10", 5070) not in found
+
+        run(body)
+
+    def test_srv_failure_is_not_absence(self) -> None:
+        """A failing SRV query raises servfail; it does not fall back to A/AAAA."""
+
+        async def body() -> None:
+            async with serving(SRV_ZONE) as server:
+                server.servfail.add(("_sip._udp." + ORIGIN, "SRV"))
+                r = resolver_for(server, transports=("udp",))
+                with pytest.raises(DnsError) as info:
+                    await r.resolve_host(ORIGIN)
+                assert info.value.reason == "servfail"
+                assert server.queries[(ORIGIN, "A")] == 0
 
         run(body)
 

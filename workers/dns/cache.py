@@ -70,7 +70,10 @@ class AnswerCache:
 
     def get(self, key: Key) -> Answer | None:
         """The live answer for ``key``, or None when absent or expired."""
-        return self._cache.get(key)
+        try:  # one lookup and one clock read; TLRUCache.get() does two of each
+            return self._cache[key]
+        except KeyError:
+            return None
 
     def put_positive(self, key: Key, records: tuple[Hashable, ...], ttl_s: float) -> Answer:
         """Store records that came with TTL ``ttl_s`` (clamped to the configured bounds)."""

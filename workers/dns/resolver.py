@@ -170,16 +170,16 @@ class Resolver:
         self, name: str, port: int | None, forced: str | None, secure: bool
     ) -> list[Target]:
         if port is not None:  # §4.2: a port in the URI means A/AAAA only
-            tr = forced or t.default_transport(secure)
-            t.check_supported(tr, self.config.transports)
-            return [Target(tr, a, port) for a in await self._addresses(name)]
+            return await self._host_targets(name, port, forced, secure)
         services = await self._services(name, forced, secure)
-        answers = await asyncio.gather(*(self.lookup(n, "SRV") for _, n in services))
-        srvs = [(tr, _srvs(a)) for (tr, _), a in zip(services, answers, strict=True) if a]
+        answers = await self._settle([(n, "SRV") for _, n in services])
+        srvs: list[tuple[str, Srv]] = []
+        for (tr, _), res in zip(services, answers, strict=True):
+            if isinstance(res, DnsError):
+                raise res  # a failed SRV query is not "no SRV": no A/AAAA fallback
+            srvs.extend((tr, r) for r in t.order_srv(_srvs(res), self._rng))
         if not srvs:  # §4.2: no SRV at all, A/AAAA at the default port
-            tr = forced or t.default_transport(secure)
-            t.check_supported(tr, self.config.transports)
-            return [Target(tr, a, t.DEFAULT_PORTS[tr]) for a in await self._addresses(name)]
+            return await self._host_targets(name, None, forced, secure)
         return await self._srv_targets(srvs)
 
     async def _services(self, name: str, forced: str | None, secure: bool) -> list[tuple[str, str]]:
@@ -188,8 +188,7 @@ class Resolver:
         if forced is not None:
             t.check_supported(forced, supported)
         elif self.config.naptr:
-            naptrs = await self.lookup(name, "NAPTR")
-            pairs = t.naptr_queries(_naptrs(naptrs), secure, supported)
+            pairs = t.naptr_queries(_naptrs(await self.lookup(name, "NAPTR")), secure, supported)
             if pairs:
                 return pairs
         pairs = t.srv_queries(name, forced, secure, supported)
@@ -197,31 +196,40 @@ class Resolver:
             raise DnsError("unsupported_transport", name, "sips needs tls")
         return pairs
 
-    async def _srv_targets(self, srvs: list[tuple[str, list[Srv]]]) -> list[Target]:
-        ordered = [
-            (tr, r) for tr, records in srvs for r in t.order_srv(t.srv_targets(records), self._rng)
-        ]
-        hosts = list(dict.fromkeys(t.normalise(r.target) for _, r in ordered))
-        results = await asyncio.gather(*(self._addresses(h) for h in hosts), return_exceptions=True)
-        addresses: dict[str, list[str]] = {}
-        errors: list[BaseException] = []
-        for h, res in zip(hosts, results, strict=True):
-            if isinstance(res, BaseException):
-                errors.append(res)
-            else:
-                addresses[h] = res
-        if errors and not any(addresses.values()):
-            raise errors[0]  # every target failed: report the first failure
-        out = [
-            Target(tr, a, r.port)
-            for tr, r in ordered
-            for a in addresses.get(t.normalise(r.target), ())
-        ]
+    async def _host_targets(
+        self, name: str, port: int | None, forced: str | None, secure: bool
+    ) -> list[Target]:
+        tr = forced or t.default_transport(secure)
+        t.check_supported(tr, self.config.transports)
+        addresses, error = await self._addresses([name])
+        if error is not None and not addresses[name]:
+            raise error
+        return [Target(tr, a, port or t.DEFAULT_PORTS[tr]) for a in addresses[name]]
+
+    async def _srv_targets(self, srvs: list[tuple[str, Srv]]) -> list[Target]:
+        """A/AAAA of every SRV target, in SRV order; targets that fail are left out."""
+        ordered = [(tr, r, t.normalise(r.target)) for tr, r in srvs if r.target != "."]
+        addresses, error = await self._addresses(list(dict.fromkeys(h for _, _, h in ordered)))
+        out = [Target(tr, a, r.port) for tr, r, h in ordered for a in addresses[h]]
+        if error is not None and not out:
+            raise error  # every target failed: report the first failure
         return list(dict.fromkeys(out))
 
-    async def _addresses(self, name: str) -> list[str]:
-        answers = await asyncio.gather(*(self.lookup(name, k) for k in self.config.address_types))
-        return [str(a) for records in answers for a in records]
+    async def _addresses(self, hosts: list[str]) -> tuple[dict[str, list[str]], DnsError | None]:
+        """Addresses of each host (A then AAAA, as configured) and the first failure, if any.
+
+        A host whose AAAA query fails still gives its A addresses: a broken AAAA server is
+        common and must not hide a working IPv4 target.
+        """
+        keys = [(h, rdtype) for h in hosts for rdtype in self.config.address_types]
+        addresses: dict[str, list[str]] = {h: [] for h in hosts}
+        error: DnsError | None = None
+        for (h, _), res in zip(keys, await self._settle(keys), strict=True):
+            if isinstance(res, DnsError):
+                error = error or res
+            else:
+                addresses[h].extend(str(a) for a in res)
+        return addresses, error
 
     async def lookup(self, name: str, rdtype: str) -> tuple[Hashable, ...]:
         """The records of one type for ``name`` (empty when there are none), cached.
@@ -231,18 +239,38 @@ class Resolver:
         Raises:
             DnsError: the query failed now or, within ``failure_ttl_s``, before.
         """
-        key = (t.normalise(name), rdtype)
-        answer = self._cache.get(key)
-        if answer is None:
-            task = self._inflight.get(key)
-            if task is None:
-                task = asyncio.get_running_loop().create_task(self._query(key))
-                self._inflight[key] = task
-                task.add_done_callback(partial(self._landed, key))
-            answer = await asyncio.shield(task)
-        if answer.failure is not None:
-            raise DnsError(answer.failure, key[0], key[1])
-        return answer.records
+        (res,) = await self._settle([(t.normalise(name), rdtype)])
+        if isinstance(res, DnsError):
+            raise res
+        return res
+
+    async def _settle(self, keys: list[Key]) -> list[tuple[Hashable, ...] | DnsError]:
+        """Records or the error for each key: from the cache when it has them (no task, no
+        await: the common case costs a dict lookup), else from one query per key shared
+        with every other caller waiting for it (rule 2)."""
+        out: list[tuple[Hashable, ...] | DnsError] = []
+        missing: list[int] = []
+        for i, key in enumerate(keys):
+            answer = self._cache.get(key)
+            if answer is None:
+                missing.append(i)
+                out.append(())
+            else:
+                out.append(_records(key, answer))
+        if missing:
+            landed = await asyncio.gather(*(self._shared(keys[i]) for i in missing))
+            for i, answer in zip(missing, landed, strict=True):
+                out[i] = _records(keys[i], answer)
+        return out
+
+    def _shared(self, key: Key) -> asyncio.Future[Answer]:
+        """The query in flight for ``key``, started if there is none, shielded from us."""
+        task = self._inflight.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._query(key))
+            self._inflight[key] = task
+            task.add_done_callback(partial(self._landed, key))
+        return asyncio.shield(task)
 
     def _landed(self, key: Key, task: asyncio.Task[Answer]) -> None:
         self._inflight.pop(key, None)
@@ -326,6 +354,12 @@ def _soa_ttl(response: dns.message.Message | None) -> float | None:
         if rrset.rdtype == dns.rdatatype.SOA and len(rrset):
             return float(min(rrset.ttl, rrset[0].minimum))
     return None
+
+
+def _records(key: Key, answer: Answer) -> tuple[Hashable, ...] | DnsError:
+    if answer.failure is not None:
+        return DnsError(answer.failure, key[0], key[1])
+    return answer.records
 
 
 def _srvs(records: Sequence[Hashable]) -> list[Srv]:
