@@ -1,0 +1,62 @@
+"""Time the SIP codec and the stateless proxy core on sipp's INVITE (no sockets).
+
+    python bench/codec.py                # minimum of 3 x 20 000 calls each
+    python bench/codec.py --distinct     # every INVITE with its own branch, tag and Call-ID
+"""
+
+from __future__ import annotations
+
+import argparse
+import timeit
+from pathlib import Path
+
+from conf.load import load
+from ingress.sip.parser import parse_message
+from workers.proxy import Inbound, StatelessProxy
+from workers.routing import RoutingTable
+
+INVITE = (
+    b"INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 127.0.0.1:5063;branch=z9hG4bK-6655-{n}-0\r\n"
+    b"From: sipp <sip:sipp@127.0.0.1:5063>;tag=6655SIPpTag00{n}\r\n"
+    b"To: service <sip:service@127.0.0.1:5060>\r\n"
+    b"Call-ID: {n}-6655@127.0.0.1\r\n"
+    b"CSeq: 1 INVITE\r\n"
+    b"Contact: sip:sipp@127.0.0.1:5063\r\n"
+    b"Max-Forwards: 70\r\n"
+    b"Subject: Performance Test\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length:   129\r\n\r\n"
+    b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--count", type=int, default=20_000)
+    ap.add_argument("--distinct", action="store_true", help="vary branch, tag and Call-ID")
+    args = ap.parse_args()
+    n = args.count
+    msgs = [INVITE.replace(b"{n}", str(i if args.distinct else 1).encode()) for i in range(n)]
+    settings = load(Path(__file__).resolve().parents[1] / "conf/sipline.toml")
+    proxy = StatelessProxy(settings, RoutingTable(settings))
+    inb = Inbound("ingress.1-1", "udp", "127.0.0.1", 5063, 0, "127.0.0.1", 5060)
+    it = iter(range(0))
+
+    def parse() -> None:
+        parse_message(msgs[next(it)])
+
+    def handle() -> None:
+        proxy.handle(msgs[next(it)], inb)
+
+    for name, fn in (("parse_message", parse), ("StatelessProxy.handle", handle)):
+        best = float("inf")
+        for _ in range(3):
+            it = iter(range(n))
+            best = min(best, timeit.timeit(fn, number=n))
+        print(f"{name:22s} {best / n * 1e6:7.2f} us (min of 3 x {n})")
+
+
+if __name__ == "__main__":
+    main()
