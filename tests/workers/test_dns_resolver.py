@@ -101,17 +101,23 @@ class ZoneServer(asyncio.DatagramProtocol):
         if key in self.servfail:
             response.set_rcode(dns.rcode.SERVFAIL)
             return response
-        qname = query.question[0].name
-        rdatas = self.zone.get(key)
-        if rdatas:
-            ttl = self.ttls.get(key, 300)
-            response.answer.append(dns.rrset.from_text_list(qname, ttl, "IN", key[1], rdatas))
+        name, rdtype = key
+        while (name, "CNAME") in self.zone and rdtype != "CNAME":  # follow the chain
+            self._add(response, name, "CNAME")
+            name = self.zone[(name, "CNAME")][0].rstrip(".")
+        if self.zone.get((name, rdtype)):
+            self._add(response, name, rdtype)
             return response
         if not any(name == key[0] for name, _ in self.zone):
             response.set_rcode(dns.rcode.NXDOMAIN)
         soa = SOA.format(minimum=self.soa_minimum)
         response.authority.append(dns.rrset.from_text(ORIGIN + ".", self.soa_ttl, "IN", "SOA", soa))
         return response
+
+    def _add(self, response: dns.message.Message, name: str, rdtype: str) -> None:
+        ttl = self.ttls.get((name, rdtype), 300)
+        rrset = dns.rrset.from_text_list(name + ".", ttl, "IN", rdtype, self.zone[(name, rdtype)])
+        response.answer.append(rrset)
 
     def count(self, rdtype: str | None = None) -> int:
         return sum(n for (_, t), n in self.queries.items() if rdtype is None or t == rdtype)
@@ -129,9 +135,13 @@ async def serving(zone: Zone, **kw: Any) -> AsyncIterator[ZoneServer]:
         transport.close()
 
 
-def resolver_for(server: ZoneServer, clock: Clock | None = None, **kw: Any) -> Resolver:
+def port_of(server: ZoneServer) -> int:
     assert server.transport is not None
-    port = server.transport.get_extra_info("sockname")[1]
+    return int(server.transport.get_extra_info("sockname")[1])
+
+
+def resolver_for(server: ZoneServer, clock: Clock | None = None, **kw: Any) -> Resolver:
+    port = port_of(server)
     kw.setdefault("timeout_s", 1.0)
     cfg = ResolverConfig(nameservers=("127.0.0.1",), port=port, **kw)
     return Resolver(cfg, timer=clock or Clock(), rng=random.Random(7))
@@ -416,6 +426,30 @@ class TestCaching:
 
         run(body)
 
+    def test_cname_chain_uses_smallest_ttl(self) -> None:
+        """An answer through a CNAME lives as long as the shortest TTL along the chain."""
+        zone: Zone = {
+            (host("alias"), "CNAME"): [host("real") + "."],
+            (host("real"), "A"): ["127.0.0.7"],
+        }
+
+        async def body() -> None:
+            async with serving(zone) as server:
+                server.ttls[(host("alias"), "CNAME")] = 10
+                clock = Clock()
+                r = resolver_for(server, clock, address_types=("A",))
+                assert await r.resolve_host(host("alias"), 5070) == [
+                    Target("udp", "127.0.0.7", 5070)
+                ]
+                clock.now += 9
+                await r.resolve_host(host("alias"), 5070)
+                assert server.queries[(host("alias"), "A")] == 1
+                clock.now += 2
+                await r.resolve_host(host("alias"), 5070)
+                assert server.queries[(host("alias"), "A")] == 2
+
+        run(body)
+
     def test_nxdomain_cached_by_soa_minimum(self) -> None:
         """NXDOMAIN is kept for min(SOA TTL, MINIMUM) (RFC 2308), then asked again."""
 
@@ -470,8 +504,77 @@ class TestCaching:
 
         run(body)
 
+    def test_cancelled_caller_leaves_query_for_others(self) -> None:
+        """A caller that gives up does not cancel the shared query; the answer is cached."""
+
+        async def body() -> None:
+            async with serving(SRV_ZONE) as server:
+                server.delay_s = 0.1
+                r = resolver_for(server, address_types=("A",))
+                quitter = asyncio.create_task(r.resolve_host(ORIGIN, 5070))
+                stayer = asyncio.create_task(r.resolve_host(ORIGIN, 5070))
+                while not server.queries:
+                    await asyncio.sleep(0.005)
+                quitter.cancel()
+                assert await stayer == [Target("udp", "127.0.0.99", 5070)]
+                assert quitter.cancelled()
+                await r.resolve_host(ORIGIN, 5070)
+                assert server.queries[(ORIGIN, "A")] == 1
+
+        run(body)
+
+    def test_loop_keeps_running_while_waiting(self) -> None:
+        """While a slow answer is awaited, other work on the loop goes on."""
+
+        async def body() -> None:
+            async with serving(SRV_ZONE) as server:
+                server.delay_s = 0.1
+                r = resolver_for(server, address_types=("A",))
+                ticks = 0
+                lookup = asyncio.create_task(r.resolve_host(ORIGIN, 5070))
+                while not lookup.done():
+                    ticks += 1
+                    await asyncio.sleep(0.005)
+                await lookup
+                assert ticks >= 5
+
+        run(body)
+
 
 class TestFailures:
+    def test_next_nameserver_after_attempt_timeout(self) -> None:
+        """A silent first nameserver costs attempt_timeout_s; the second one answers."""
+
+        async def body() -> None:
+            async with serving(SRV_ZONE) as silent, serving(SRV_ZONE) as good:
+                silent.drop = True
+                ports = [port_of(s) for s in (silent, good)]
+                cfg = ResolverConfig(
+                    nameservers=tuple(f"127.0.0.1:{p}" for p in ports),
+                    timeout_s=2.0,
+                    attempt_timeout_s=0.1,
+                    address_types=("A",),
+                )
+                r = Resolver(cfg, timer=Clock())
+                start = time.monotonic()
+                assert await r.resolve_host(ORIGIN, 5070) == [Target("udp", "127.0.0.99", 5070)]
+                assert time.monotonic() - start < 1.0
+                assert silent.count() == good.count() == 1
+
+        run(body)
+
+    @pytest.mark.parametrize(
+        "text", ["example.test", "127.0.0.1:0", "127.0.0.1:x", "[::1", "127.0.0.1:", ""]
+    )
+    def test_bad_nameserver_refused(self, text: str) -> None:
+        """A nameserver that is not ip[:port] is a configuration error at construction."""
+        with pytest.raises(ValueError, match="nameserver"):
+            Resolver(ResolverConfig(nameservers=(text,)))
+
+    def test_nameserver_forms(self) -> None:
+        """ip, ip:port and [v6]:port are accepted."""
+        Resolver(ResolverConfig(nameservers=("127.0.0.1", "127.0.0.1:5353", "[::1]:53", "::1")))
+
     def test_silent_server_times_out(self) -> None:
         """A server that drops queries gives DnsError("timeout") within timeout_s."""
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ import dns.asyncresolver
 import dns.exception
 import dns.message
 import dns.name
+import dns.nameserver
 import dns.rdatatype
 import dns.resolver
 import structlog
@@ -52,12 +54,16 @@ class ResolverConfig:
     """How the resolver asks and how long it remembers."""
 
     nameservers: tuple[str, ...] = ()
-    """Nameserver IPs to ask; empty reads the system's ``/etc/resolv.conf``."""
+    """Nameservers to ask in turn, ``"ip"`` or ``"ip:port"`` (``"[v6]:port"``); empty reads
+    the system's ``/etc/resolv.conf`` once, at start-up."""
     port: int = 53
-    """UDP/TCP port of the nameservers above (tests point it at a local server)."""
+    """Port of the nameservers given without one."""
     timeout_s: float = 2.0
     """Bound on one ``resolve`` call, all its queries included (a SIP Timer B is 32 s; a
     proxy must fail over well before that)."""
+    attempt_timeout_s: float = 0.5
+    """Wait for one nameserver before asking the next (or the same again, with one): a
+    lost UDP datagram or a dead first server must not eat the whole ``timeout_s``."""
     slow_ms: float = 100.0
     """A query slower than this logs ``dns_slow``; a LAN resolver answers in a few ms."""
     cache_size: int = 10_000
@@ -320,12 +326,32 @@ class Resolver:
 def _dnspython_resolver(cfg: ResolverConfig) -> dns.asyncresolver.Resolver:
     r = dns.asyncresolver.Resolver(configure=not cfg.nameservers)
     if cfg.nameservers:
-        r.nameservers = list(cfg.nameservers)
-        r.port = cfg.port
-    r.timeout = cfg.timeout_s  # per nameserver attempt
+        r.nameservers = [_nameserver(text, cfg.port) for text in cfg.nameservers]
+    r.timeout = min(cfg.attempt_timeout_s, cfg.timeout_s)  # one nameserver, one try
     r.lifetime = cfg.timeout_s  # the whole query; resolve() has its own bound on top
     r.cache = None  # ours is cache.py
     return r
+
+
+_NAMESERVER_RE = re.compile(
+    r"\[(?P<v6>[^\]]+)\](?::(?P<port6>\d+))?"  # [v6] or [v6]:port
+    r"|(?P<v4>[^:\[\]]+)(?::(?P<port>\d+))?"  # v4 or v4:port
+    r"|(?P<bare>[0-9A-Fa-f:.]+)"  # a bare IPv6 address
+)
+
+
+def _nameserver(text: str, default_port: int) -> dns.nameserver.Nameserver:
+    """``"ip"``, ``"ip:port"`` or ``"[v6]:port"`` as a dnspython UDP/TCP nameserver.
+
+    Raises:
+        ValueError: not an IP address with an optional port.
+    """
+    m = _NAMESERVER_RE.fullmatch(text)
+    host = m and (m["v6"] or m["v4"] or m["bare"])
+    port = int(m["port"] or m["port6"] or default_port) if m else 0
+    if not host or t.numeric_ip(host) is None or not 0 < port < 65536:
+        raise ValueError(f"nameserver {text!r}: expected ip, ip:port or [ipv6]:port")
+    return dns.nameserver.Do53Nameserver(host, port)
 
 
 def _record(rd: Any) -> Hashable:
