@@ -434,7 +434,9 @@ class TestRules:
         txn = client("INVITE", False)
         txn.start(0)
         txn.handle_timer(20.0)
-        events = [summary(e) for e in iter(txn.next_event, None)]
+        events = []
+        while (ev := txn.next_event()) is not None:
+            events.append(summary(ev))
         assert events == ["tx INVITE", "rtx INVITE"]
         assert txn.next_deadline() == pytest.approx(21.0)  # re-armed from now: 20 + 2*T1
 

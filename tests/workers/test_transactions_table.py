@@ -1,0 +1,357 @@
+"""TransactionTable: matching (§17.1.3, §17.2.3), CANCEL/ACK routing, admission, the timer heap."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingress.sip.message import Request
+from ingress.sip.parser import parse_message
+from tests.workers.test_transactions_msgs import request, request_bytes, response
+from workers.transactions import (
+    CancelReceived,
+    ClientTransaction,
+    InvalidTransition,
+    RequestReceived,
+    ResponseReceived,
+    SendCancel,
+    ServerTransaction,
+    State,
+    TableFull,
+    Terminated,
+    TimedOut,
+    Transaction,
+    TransactionTable,
+    Transmit,
+)
+
+UPSTREAM_VIA = "SIP/2.0/UDP 192.0.2.50:5060"
+
+
+def drain(table: TransactionTable) -> list[tuple[Transaction, Any]]:
+    return list(iter(table.next_event, None))
+
+
+def kinds(events: list[tuple[Transaction, Any]]) -> list[str]:
+    out = []
+    for _, e in events:
+        name = type(e).__name__
+        if isinstance(e, Transmit):
+            first = e.data.split(b" ", 2)
+            token = (first[1] if first[0] == b"SIP/2.0" else first[0]).decode()
+            name = ("rtx " if e.retransmission else "tx ") + token
+        elif isinstance(e, ResponseReceived):
+            name = f"up {e.response.status}"
+        elif isinstance(e, RequestReceived):
+            name = f"up {e.request.method}"
+        out.append(name)
+    return out
+
+
+def upstream(method: str = "INVITE", **kw: Any) -> Request:
+    kw.setdefault("via", UPSTREAM_VIA)
+    kw.setdefault("branch", "z9hG4bK-up1")
+    return request(method, **kw)
+
+
+def downstream(method: str = "INVITE", branch: str = "z9hG4bK-dn1") -> bytes:
+    return request_bytes(method, branch=branch)
+
+
+class TestProxyFlow:
+    def test_invite_486_hop_by_hop(self) -> None:
+        """INVITE in, 100 at once, forwarded once; 486 ACKed downstream and relayed; ACK absorbed."""
+        t = TransactionTable()
+        st_ = t.receive_request(upstream(), reliable=False, now=0)
+        assert isinstance(st_, ServerTransaction)
+        assert kinds(drain(t)) == ["tx 100", "up INVITE"]
+        assert t.receive_request(upstream(), reliable=False, now=0.3) is st_
+        assert kinds(drain(t)) == ["rtx 100"]  # absorbed: not passed up again
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0.01, context=st_)  # fmt: skip
+        assert kinds(drain(t)) == ["tx INVITE"]
+        assert t.receive_response(response(downstream(), 180), 1) is ct
+        t.respond(st_, b"SIP/2.0 180 Ringing\r\n\r\n", 180, 1)
+        assert kinds(drain(t)) == ["up 180", "tx 180"]
+        assert t.receive_response(response(downstream(), 486), 2) is ct
+        evs = drain(t)
+        assert kinds(evs) == ["up 486", "tx ACK"]
+        ack = parse_message(evs[1][1].data)
+        assert isinstance(ack, Request) and ack.vias[0].branch == "z9hG4bK-dn1"
+        t.respond(st_, b"SIP/2.0 486 Busy\r\n\r\n", 486, 2)
+        assert kinds(drain(t)) == ["tx 486"]
+        assert t.receive_request(upstream("ACK", to_tag="x"), reliable=False, now=2.1) is st_
+        assert drain(t) == [] and st_.state is State.CONFIRMED
+        assert len(t) == 2
+        while (d := t.next_deadline()) is not None:
+            t.handle_timer(d)
+        assert kinds(drain(t)) == ["Terminated", "Terminated"]  # I at 7.1, D at 34
+        assert len(t) == 0
+
+    def test_cancel(self) -> None:
+        """A CANCEL gets its own transaction, then reaches the INVITE it cancels (§9.2, §16.10)."""
+        t = TransactionTable()
+        inv = t.receive_request(upstream(), reliable=True, now=0)
+        drain(t)
+        cancel_req = upstream("CANCEL")
+        ctx = t.receive_request(cancel_req, reliable=True, now=1)
+        assert isinstance(ctx, ServerTransaction) and ctx is not inv
+        evs = drain(t)
+        assert [type(e) for _, e in evs] == [RequestReceived, CancelReceived]
+        assert evs[0][0] is ctx and evs[1][0] is inv
+        assert t.invite_for(cancel_req) is inv
+        t.respond(ctx, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)
+        assert kinds(drain(t)) == ["tx 200", "Terminated"]  # TCP: Timer J = 0
+        assert t.invite_for(upstream("CANCEL", branch="z9hG4bK-other")) is None
+
+    def test_cancel_downstream(self) -> None:
+        """The client INVITE's SendCancel goes out in a CANCEL client transaction, same branch."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0)  # fmt: skip
+        t.cancel(ct, 0.1)
+        t.receive_response(response(downstream(), 180), 0.2)
+        evs = drain(t)
+        cancel = [e for _, e in evs if isinstance(e, SendCancel)]
+        assert len(cancel) == 1
+        cc = t.send_request(cancel[0].data, branch="z9hG4bK-dn1", method="CANCEL",
+                            reliable=False, now=0.2)  # fmt: skip
+        assert t.client("z9hG4bK-dn1", "CANCEL") is cc and t.client("z9hG4bK-dn1", "INVITE") is ct
+        # each response goes to its own transaction (CSeq method, §17.1.3)
+        assert t.receive_response(response(cancel[0].data, 200), 0.3) is cc
+        assert t.receive_response(response(downstream(), 487), 0.4) is ct
+        assert "tx ACK" in kinds(drain(t))
+
+    def test_ack_for_2xx_is_not_matched(self) -> None:
+        """An ACK for a 2xx is its own transaction (new branch): the table returns None."""
+        t = TransactionTable()
+        inv = t.receive_request(upstream(), reliable=False, now=0)
+        assert inv is not None
+        t.respond(inv, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)
+        drain(t)
+        assert (
+            t.receive_request(upstream("ACK", branch="z9hG4bK-new"), reliable=False, now=2) is None
+        )
+        assert t.receive_request(upstream("ACK"), reliable=False, now=2) is inv  # RFC 6026 §8.7
+        assert kinds(drain(t)) == ["up ACK"]
+
+    def test_stray_response(self) -> None:
+        """A response that matches no client transaction returns None (forward statelessly)."""
+        t = TransactionTable()
+        assert t.receive_response(response(downstream(), 200), 0) is None
+        assert drain(t) == []
+
+    def test_rfc2543_peer(self) -> None:
+        """No magic cookie: retransmission and ACK still find the transaction (§17.2.3)."""
+        t = TransactionTable()
+        inv = t.receive_request(upstream(branch=""), reliable=False, now=0)
+        drain(t)
+        assert t.receive_request(upstream(branch=""), reliable=False, now=0.5) is inv
+        assert inv is not None
+        t.respond(inv, b"SIP/2.0 404 Not Found\r\n\r\n", 404, 1)
+        drain(t)
+        assert (
+            t.receive_request(upstream("ACK", branch="", to_tag="t"), reliable=False, now=2) is inv
+        )
+        assert inv.state is State.CONFIRMED
+
+    def test_timeout_event(self) -> None:
+        """Timer B surfaces as TimedOut("B") on the client transaction: the proxy answers 408."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=True,
+                            now=0)  # fmt: skip
+        drain(t)
+        assert t.next_deadline() == 32.0
+        assert t.handle_timer(32.0) == 1
+        assert drain(t) == [(ct, TimedOut("B")), (ct, Terminated())]
+        assert len(t) == 0 and t.next_deadline() is None
+
+    def test_invalid_transition_cleans_up(self) -> None:
+        """A TU bug raises, and the table still drops the transaction and queues Terminated."""
+        t = TransactionTable()
+        s = t.receive_request(upstream("OPTIONS"), reliable=False, now=0)
+        assert s is not None
+        t.respond(s, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)
+        with pytest.raises(InvalidTransition):
+            t.respond(s, b"SIP/2.0 200 OK\r\n\r\n", 200, 2)
+        assert kinds(drain(t))[-1] == "Terminated" and len(t) == 0 and t.next_deadline() is None
+
+    def test_duplicate_branch_refused(self) -> None:
+        """Reusing a live branch for the same method is a TU bug; after Terminated it is free."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="b1", method="INVITE", reliable=False, now=0)
+        with pytest.raises(ValueError):
+            t.send_request(downstream(), branch="b1", method="INVITE", reliable=False, now=0)
+        t.transport_error(ct, 1)
+        t.send_request(downstream(), branch="b1", method="INVITE", reliable=False, now=1)
+
+
+class TestAdmission:
+    def test_full_refuses_new_server_transactions(self) -> None:
+        """At max - reserve new requests get TableFull (503); CANCEL/BYE and clients use the reserve."""
+        t = TransactionTable(max_transactions=10, reserve=3)
+        for i in range(7):
+            t.receive_request(upstream(branch=f"z9hG4bK-{i}"), reliable=False, now=0)
+        with pytest.raises(TableFull) as exc:
+            t.receive_request(upstream(branch="z9hG4bK-x"), reliable=False, now=0)
+        assert exc.value.status == 503 and t.refused == 1
+        # retransmissions and ACKs need no room
+        assert t.receive_request(upstream(branch="z9hG4bK-0"), reliable=False, now=0.1) is not None
+        t.receive_request(upstream("CANCEL", branch="z9hG4bK-1"), reliable=False, now=0.2)
+        t.receive_request(upstream("BYE", branch="z9hG4bK-y"), reliable=False, now=0.2)
+        t.send_request(downstream(), branch="z9hG4bK-dn", method="INVITE", reliable=False, now=0.3)
+        assert len(t) == 10
+        with pytest.raises(TableFull):
+            t.send_request(downstream(), branch="z9hG4bK-dn2", method="INVITE", reliable=False,
+                           now=0.3)  # fmt: skip
+        with pytest.raises(TableFull):
+            t.receive_request(upstream("CANCEL", branch="z9hG4bK-2"), reliable=False, now=0.4)
+        assert t.refused == 3
+
+    def test_room_comes_back(self) -> None:
+        """Terminated transactions free their slot."""
+        t = TransactionTable(max_transactions=2, reserve=0)
+        for i in range(2):
+            t.receive_request(upstream("OPTIONS", branch=f"z9hG4bK-{i}"), reliable=True, now=0)
+        with pytest.raises(TableFull):
+            t.receive_request(upstream("OPTIONS", branch="z9hG4bK-9"), reliable=True, now=0)
+        s = t.server(("z9hG4bK-0", "192.0.2.50", 5060, "OPTIONS"))
+        assert s is not None
+        t.respond(s, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)  # TCP: Terminated at once
+        t.receive_request(upstream("OPTIONS", branch="z9hG4bK-9"), reliable=True, now=1)
+
+    @pytest.mark.parametrize("kw", [{"max_transactions": 0}, {"timer_batch": 0},
+                                    {"max_transactions": 4, "reserve": 4}])  # fmt: skip
+    def test_bad_bounds(self, kw: dict[str, Any]) -> None:
+        """Bounds that cannot work are refused."""
+        with pytest.raises(ValueError):
+            TransactionTable(**kw)
+
+
+class TestHeap:
+    def test_batches(self) -> None:
+        """handle_timer fires at most timer_batch transactions; next_deadline says to go on."""
+        t = TransactionTable(timer_batch=3)
+        for i in range(10):
+            t.send_request(
+                downstream(), branch=f"b{i}", method="OPTIONS", reliable=True, now=i / 100
+            )
+        drain(t)
+        assert t.handle_timer(100.0) == 3
+        d = t.next_deadline()
+        assert d is not None and d <= 100.0
+        assert t.handle_timer(100.0) == 3 and t.handle_timer(100.0) == 3
+        assert t.handle_timer(100.0) == 1 and t.next_deadline() is None
+        assert [type(e) for _, e in drain(t)] == [TimedOut, Terminated] * 10
+
+    def test_earliest_first(self) -> None:
+        """Due timers fire in deadline order across transactions."""
+        t = TransactionTable()
+        for i, start in enumerate([3.0, 1.0, 2.0]):
+            t.send_request(downstream(), branch=f"b{i}", method="OPTIONS", reliable=True, now=start)
+        drain(t)
+        t.handle_timer(100.0)
+        order = [txn for txn, e in drain(t) if isinstance(e, TimedOut)]
+        assert [c.branch for c in order if isinstance(c, ClientTransaction)] == ["b1", "b2", "b0"]
+
+    def test_stale_entries_bounded(self) -> None:
+        """Deadlines that move leave stale entries; the heap stays within 2x live + 64."""
+        t = TransactionTable()
+        for i in range(2000):
+            ct = t.send_request(
+                downstream(), branch=f"b{i}", method="INVITE", reliable=False, now=0
+            )
+            down = downstream(branch=f"b{i}")
+            t.receive_response(response(down, 180), 0.1 + i / 1e4)  # leaves stale A/B entries
+            if i % 2:
+                t.receive_response(response(down, 486), 0.2 + i / 1e4)
+            assert len(t._heap) <= 2 * len(t) + 65
+            assert ct.state in (State.PROCEEDING, State.COMPLETED)
+        drain(t)
+
+
+# -- table-level property: random traffic, increasing time ----------------------------------
+
+ops = st.lists(
+    st.tuples(
+        st.sampled_from([0.0, 0.05, 0.5, 3.0, 40.0]),
+        st.sampled_from(["inv", "opt", "retx", "ack", "cancel", "resp", "fwd", "down", "err"]),
+        st.integers(0, 3),
+        st.sampled_from([100, 180, 200, 404, 487]),
+        st.booleans(),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=ops)
+def test_table_random_traffic(ops: list[tuple[float, str, int, int, bool]]) -> None:
+    """Any traffic: no stray exception, one Terminated per transaction and last, then empty."""
+    t = TransactionTable(max_transactions=12, reserve=2, timer_batch=2)
+    now = 0.0
+    events: list[tuple[Transaction, Any]] = []
+    clients: list[ClientTransaction] = []
+    servers: list[ServerTransaction] = []
+
+    def run_timers(until: float) -> None:
+        while (d := t.next_deadline()) is not None and d <= until:
+            t.handle_timer(d)
+            events.extend(drain(t))
+
+    for dt, op, n, status, reliable in ops:
+        run_timers(now + dt)
+        now += dt
+        branch = f"z9hG4bK-{n}"
+        try:
+            if op in ("inv", "opt", "retx"):
+                method = "OPTIONS" if op == "opt" else "INVITE"
+                s = t.receive_request(upstream(method, branch=branch), reliable=reliable, now=now)
+                if s is not None and s not in servers:
+                    servers.append(s)
+            elif op == "ack":
+                t.receive_request(upstream("ACK", branch=branch, to_tag="x"), reliable=reliable,
+                                  now=now)  # fmt: skip
+            elif op == "cancel":
+                s = t.receive_request(upstream("CANCEL", branch=branch), reliable=reliable, now=now)
+                if s is not None and s not in servers:
+                    servers.append(s)
+            elif op == "resp" and servers:
+                s = servers[n % len(servers)]
+                if s.state is not State.TERMINATED and s.accepts(status):
+                    t.respond(s, b"SIP/2.0 %d X\r\n\r\n" % status, status, now)
+            elif op == "fwd":
+                method = "INVITE" if n % 2 else "OPTIONS"
+                if t.client(branch, method) is None:
+                    clients.append(t.send_request(downstream(method, branch), branch=branch,
+                                                  method=method, reliable=reliable, now=now))  # fmt: skip
+            elif op == "down":
+                method = "INVITE" if n % 2 else "OPTIONS"
+                t.receive_response(response(downstream(method, branch), status), now)
+            elif op == "err" and clients:
+                c = clients[n % len(clients)]
+                if c.state is not State.TERMINATED:
+                    t.transport_error(c, now)
+        except TableFull:
+            pass
+        events.extend(drain(t))
+    for s in servers:  # the TU answers everything still open, then time runs out
+        if s.state is not State.TERMINATED and s.accepts(500):
+            t.respond(s, b"SIP/2.0 500 X\r\n\r\n", 500, now)
+    for c in clients:
+        if c.state is not State.TERMINATED:
+            t.receive_response(response(downstream(c.method, c.branch), 500), now)
+    events.extend(drain(t))
+    run_timers(now + 1e6)
+    assert len(t) == 0 and t.next_deadline() is None
+    seen: dict[int, list[Any]] = {}
+    for txn, e in events:
+        seen.setdefault(id(txn), []).append(e)
+    for evs in seen.values():
+        assert isinstance(evs[-1], Terminated)
+        assert sum(isinstance(e, Terminated) for e in evs) == 1
+        timeouts = [e for e in evs if isinstance(e, TimedOut)]
+        assert len(timeouts) <= 1
