@@ -86,7 +86,7 @@ CLIENTS = ("invite-client", "non-invite-client")
 
 
 def make(name: str, reliable: bool, timers: TimerConfig | None = None) -> Transaction:
-    cls = MACHINES[name]
+    cls: Any = MACHINES[name]
     kw: dict[str, Any] = {"reliable": reliable}
     if timers is not None:
         kw["timers"] = timers
