@@ -1,0 +1,135 @@
+"""``sipline stateplane``: the node's stateplane process; today it serves the embedded
+key-value store that ``local://`` cacheDB clients on this node share.
+
+Rules:
+1. ``KvServer`` is the thin adapter (aioquic ``asyncio/protocol.py``): it binds one ROUTER at
+   ``ipc://<run_dir>/stateplane-kv.ipc``, feeds each request to ``stateplane.kv`` with
+   ``now = loop.time()``, and sends the reply. It makes no decisions of its own.
+2. The socket's FD is registered with the loop and drained with NOBLOCK in bounded batches
+   (DESIGN.md §1: zmq.asyncio stays off the hot path); the FD is edge-triggered, so after each
+   batch of sends we look again.
+3. A request that cannot be decoded gets ``bad_request`` if it has a request id, else it is
+   counted and dropped. A reply to a client that is gone is dropped by ZeroMQ (ROUTER).
+4. Expired keys are reclaimed every ``SWEEP_S`` in batches of ``SWEEP_BATCH``; reads never see
+   them in between (``KvStore`` checks on access).
+5. One stateplane per run directory: binding removes a stale socket file left by a killed one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections import Counter
+
+import structlog
+import zmq
+
+from conf import process, sockets
+from conf.settings import Settings
+from stateplane import kv
+
+log = structlog.get_logger()
+
+#: requests handled per callback before yielding to the loop (a request costs ~10 µs)
+DRAIN_LIMIT = 1024
+SWEEP_S = 0.5
+SWEEP_BATCH = 20_000
+#: a value is at most 1 MB (workers/cachedb/interface.py); refuse anything far larger
+MAX_MSG_BYTES = 2 << 20
+#: replies queued for one slow client before ZeroMQ drops them (its calls then time out)
+HWM = 10_000
+
+
+class KvServer:
+    """The store behind a ROUTER socket, driven by the running loop."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, store: kv.KvStore) -> None:
+        self.endpoint = endpoint
+        self.store = store
+        self.counters: Counter[str] = Counter()
+        self._loop = asyncio.get_running_loop()
+        os.makedirs(os.path.dirname(sockets.endpoint_path(endpoint)), exist_ok=True)
+        sock = ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.sndhwm = sock.rcvhwm = HWM
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
+        sock.bind(endpoint)
+        self._sock = sock
+        self._loop.add_reader(sock.FD, self._on_readable)
+        self._loop.call_soon(self._on_readable)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock.closed:
+            return
+        for _ in range(DRAIN_LIMIT):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            reply = self._handle(frames)
+            if reply is not None:
+                try:
+                    sock.send_multipart(reply, zmq.NOBLOCK)
+                except zmq.ZMQError:  # the client's pipe is full or gone: its call times out
+                    self.counters["reply_dropped"] += 1
+        self._loop.call_soon(self._on_readable)  # more may wait; let timers run first
+
+    def _handle(self, frames: list[bytes]) -> list[bytes] | None:
+        self.counters["requests"] += 1
+        if len(frames) < 2:
+            self.counters["bad_request"] += 1
+            return None
+        ident, rid = frames[0], frames[1]
+        try:
+            req = kv.unpack_request(frames[1:])
+        except kv.WireError as exc:
+            self.counters["bad_request"] += 1
+            log.warning("kv_bad_request", reason=str(exc))
+            return [ident, *kv.pack_reply(rid, "bad_request")]
+        status, number, value = kv.apply(self.store, req, self._loop.time())
+        if status == "full":
+            self.counters["refused_full"] += 1
+        return [ident, *kv.pack_reply(rid, status, number, value)]
+
+    def sweep(self) -> None:
+        self.store.expire(self._loop.time(), SWEEP_BATCH)
+
+    def stats(self) -> dict[str, int]:
+        s = self.store
+        return {"keys": len(s), "bytes": s.bytes_used, "expired": s.expired,
+                "evicted": s.evicted, **self.counters}  # fmt: skip
+
+    def close(self) -> None:
+        if self._sock.closed:
+            return
+        self._loop.remove_reader(self._sock.FD)
+        self._sock.close(linger=0)
+        sockets.unlink(self.endpoint)
+
+
+async def serve(settings: Settings, stop: asyncio.Event) -> int:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    server = KvServer(ctx, kv.endpoint(settings.node.run_dir), kv.KvStore())
+    log.info("stateplane_ready", kv_endpoint=server.endpoint, limits=repr(server.store.limits))
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(process.every(SWEEP_S, stop, server.sweep))
+            tg.create_task(process.every(settings.log.stats_interval_s, stop,
+                                         lambda: log.info("load_stats", **server.stats())))  # fmt: skip
+    finally:
+        server.close()
+        ctx.destroy(linger=0)
+    return 0
+
+
+def main(conf: str | None = None) -> int:
+    return process.run("stateplane", serve, conf)
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(prog="python -m stateplane.main", description=__doc__)
+    p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
+    sys.exit(main(p.parse_args().conf))

@@ -1,0 +1,33 @@
+"""Bounded uvloop runner and deadline polling for the cacheDB tests."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import uvloop
+
+TIMEOUT_S = 10.0
+
+
+def run(fn: Callable[[], Awaitable[None]], timeout_s: float = TIMEOUT_S) -> None:
+    """Run a test coroutine on uvloop, bounded by ``timeout_s``."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout_s):
+            await fn()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(bounded())
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within_s: float,
+                     step_s: float = 0.02) -> float:  # fmt: skip
+    """Poll ``check`` until it holds; returns the seconds it took. Fails past ``within_s``."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    while not await check():
+        if loop.time() - start > within_s:
+            raise AssertionError(f"condition not met within {within_s} s")
+        await asyncio.sleep(step_s)
+    return loop.time() - start

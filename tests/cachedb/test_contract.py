@@ -1,0 +1,263 @@
+"""The cacheDB contract (workers/cachedb/interface.py), run against every backend on a real
+server: local (``python -m stateplane.main``), redis-server and memcached."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from tests.cachedb.helpers import eventually, run
+from tests.cachedb.servers import Server
+from workers.cachedb import (
+    MAX_VALUE_BYTES,
+    CacheDB,
+    CacheKeyError,
+    CacheValueError,
+    open_cachedb,
+)
+
+_n = itertools.count()
+Body = Callable[[CacheDB, str], Awaitable[None]]
+
+
+def with_db(server: Server, body: Body, timeout_s: float = 1.0) -> None:
+    """Run ``body(db, prefix)`` with a fresh client and a key prefix no other test uses."""
+    prefix = f"t{os.getpid()}-{next(_n)}-"
+
+    async def main() -> None:
+        db = open_cachedb(server.url, timeout_s=timeout_s, **server.open_args)
+        try:
+            await body(db, prefix)
+        finally:
+            await db.close()
+
+    run(main)
+
+
+def test_get_missing(server: Server) -> None:
+    """A key never set reads as None."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        assert await db.get(p + "nothing") is None
+
+    with_db(server, body)
+
+
+def test_set_get_overwrite(server: Server) -> None:
+    """set stores, a second set replaces the value."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "k", b"one")
+        assert await db.get(p + "k") == b"one"
+        await db.set(p + "k", b"two")
+        assert await db.get(p + "k") == b"two"
+
+    with_db(server, body)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [b"", bytes(range(256)), b"\r\nEND\r\n", b"VALUE x 0 1\r\n", b"\x00" * 10, "é☎".encode()],
+    ids=["empty", "all-bytes", "end-marker", "value-line", "nuls", "utf8"],
+)
+def test_binary_values(server: Server, value: bytes) -> None:
+    """Any bytes come back exactly, protocol look-alikes included."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "bin", value)
+        assert await db.get(p + "bin") == value
+
+    with_db(server, body)
+
+
+def test_large_value(server: Server) -> None:
+    """A value of MAX_VALUE_BYTES round-trips; one byte more is refused before any I/O."""
+    big = os.urandom(MAX_VALUE_BYTES)
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "big", big)
+        assert await db.get(p + "big") == big
+        with pytest.raises(CacheValueError):
+            await db.set(p + "big", big + b"x")
+        assert await db.get(p + "big") == big
+
+    with_db(server, body, timeout_s=3.0)
+
+
+def test_unicode_key(server: Server) -> None:
+    """Non-ASCII keys are their UTF-8 bytes; 250 of them is the limit."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "sip:alicé@example.com", b"1")
+        assert await db.get(p + "sip:alicé@example.com") == b"1"
+        longest = (p + "x" * 250)[:250]
+        await db.set(longest, b"2")
+        assert await db.get(longest) == b"2"
+
+    with_db(server, body)
+
+
+@pytest.mark.parametrize(
+    "key", ["", "a b", "a\r\nset x", "tab\t", "nul\x00", "del\x7f", "x" * 251, "é" * 126],
+    ids=["empty", "space", "crlf", "tab", "nul", "del", "251-ascii", "252-utf8"],
+)
+def test_bad_keys_refused(server: Server, key: str) -> None:
+    """Keys memcached could not carry are refused on every backend, for every op."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        for call in (db.get(key), db.set(key, b"v"), db.add(key, b"v"), db.incr(key),
+                     db.decr(key), db.delete(key)):  # fmt: skip
+            with pytest.raises(CacheKeyError):
+                await call
+
+    with_db(server, body)
+
+
+def test_add_only_if_absent(server: Server) -> None:
+    """add stores only a missing key and never changes an existing one."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        assert await db.add(p + "a", b"first") is True
+        assert await db.add(p + "a", b"second") is False
+        assert await db.get(p + "a") == b"first"
+        assert await db.delete(p + "a") is True
+        assert await db.add(p + "a", b"third") is True
+        assert await db.get(p + "a") == b"third"
+
+    with_db(server, body)
+
+
+def test_delete(server: Server) -> None:
+    """delete says whether the key existed; afterwards it reads as None."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "d", b"x")
+        assert await db.delete(p + "d") is True
+        assert await db.get(p + "d") is None
+        assert await db.delete(p + "d") is False
+
+    with_db(server, body)
+
+
+def test_counters(server: Server) -> None:
+    """incr creates at ``by``, decr stops at 0, a missing key decrements to 0 and stays
+    missing, ``incr(k, 0)`` reads, a set decimal value counts on."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        assert await db.incr(p + "c") == 1
+        assert await db.incr(p + "c", 5) == 6
+        assert await db.incr(p + "c", 0) == 6
+        assert await db.decr(p + "c", 2) == 4
+        assert await db.decr(p + "c", 10) == 0
+        assert await db.decr(p + "c") == 0
+        assert await db.incr(p + "c", 10) == 10
+        assert await db.decr(p + "c") == 9
+        assert int(await db.get(p + "c") or b"x") == 9  # memcached may pad: "9 "
+        assert await db.decr(p + "missing", 3) == 0
+        assert await db.get(p + "missing") is None
+        assert await db.incr(p + "new", 7) == 7
+        await db.set(p + "s", b"41")
+        assert await db.incr(p + "s") == 42
+        big = 2**62
+        assert await db.incr(p + "big", big) == big
+        assert await db.incr(p + "big", big - 1) == 2**63 - 1
+
+    with_db(server, body)
+
+
+def test_counter_of_non_counter(server: Server) -> None:
+    """incr/decr of a value that is not a decimal counter is CacheValueError; the value stays."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "text", b"hello")
+        with pytest.raises(CacheValueError):
+            await db.incr(p + "text")
+        with pytest.raises(CacheValueError):
+            await db.decr(p + "text")
+        assert await db.get(p + "text") == b"hello"
+        with pytest.raises(CacheValueError):
+            await db.incr(p + "text", -1)
+
+    with_db(server, body)
+
+
+def test_ttl_holds_then_expires(server: Server) -> None:
+    """Keys written with a TTL (set, add, incr) are there for at least ttl_s, an incr does not
+    extend it, and they are gone within the backend's granularity (memcached counts whole
+    seconds: up to ~1 s late by design, interface.py rule 2); a key without TTL stays."""
+    ttl = 1.0
+
+    async def body(db: CacheDB, p: str) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await db.set(p + "s", b"v", ttl)
+        await db.add(p + "a", b"v", ttl)
+        await db.incr(p + "c", 1, ttl)
+        await db.set(p + "forever", b"v")
+        keys = [p + "s", p + "a", p + "c"]
+        while loop.time() - t0 < 0.8 * ttl:  # every read before the TTL finds them
+            assert [await db.get(k) for k in keys] == [b"v", b"v", b"1"]
+            await asyncio.sleep(0.05)
+        assert await db.incr(p + "c") == 2  # counts on, keeps the original TTL
+
+        async def all_gone() -> bool:
+            return all([await db.get(k) is None for k in keys])
+
+        await eventually(all_gone, within_s=3.5 * ttl)
+        assert await db.get(p + "forever") == b"v"
+        assert await db.add(p + "a", b"again", ttl) is True  # expired counts as absent
+
+    with_db(server, body, timeout_s=1.0)
+    # the body polls for up to ~4.5 s; run() bounds it at 10 s
+
+
+def test_short_ttl_expires(server: Server) -> None:
+    """A sub-second TTL is honoured (rounded up to whole seconds on memcached)."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "short", b"v", 0.05)
+        took = await eventually(lambda: _gone(db, p + "short"), within_s=3.0)
+        if server.name != "memcached":
+            assert took < 1.0
+
+    with_db(server, body)
+
+
+async def _gone(db: CacheDB, key: str) -> bool:
+    return await db.get(key) is None
+
+
+def test_concurrent_clients(server: Server) -> None:
+    """Several clients hammering one counter concurrently lose no increment, and each sees the
+    others' writes."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        others = [open_cachedb(server.url, timeout_s=2.0, **server.open_args) for _ in range(3)]
+        clients = [db, *others]
+        try:
+            await asyncio.gather(*(c.incr(p + "n") for c in clients for _ in range(50)))
+            assert [await c.incr(p + "n", 0) for c in clients] == [200] * 4
+            await others[0].set(p + "w", b"from-0")
+            assert await others[2].get(p + "w") == b"from-0"
+            results = await asyncio.gather(*(c.add(p + "once", b"x") for c in clients))
+            assert sorted(results) == [False, False, False, True]
+        finally:
+            for c in others:
+                await c.close()
+
+    with_db(server, body, timeout_s=2.0)
+
+
+def test_many_in_flight(server: Server) -> None:
+    """One client with hundreds of concurrent calls gets every answer to the right call."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await asyncio.gather(*(db.set(f"{p}{i}", b"%d" % i) for i in range(300)))
+        got = await asyncio.gather(*(db.get(f"{p}{i}") for i in range(300)))
+        assert got == [b"%d" % i for i in range(300)]
+
+    with_db(server, body, timeout_s=3.0)

@@ -1,0 +1,163 @@
+"""``local://``: the node's embedded store, reached over ZeroMQ (DEALER -> the stateplane's
+ROUTER at ``ipc://<run_dir>/stateplane-kv.ipc``).
+
+Rules:
+1. One DEALER per client; every request carries an 8-byte request id and the reply is matched
+   to its future by it (circus ``client.py``). A reply whose id nobody waits for any more (its
+   call timed out) is dropped and counted.
+2. In flight: at most ``max_in_flight`` requests; a call waits for a slot inside its deadline.
+3. The socket is ``IMMEDIATE``: with no stateplane connected a send fails at once instead of
+   queueing for a server that may never come. The call then retries the send until 80 % of
+   its deadline (the pipe takes a few ms to attach after start or restart) and raises
+   ``CacheUnavailable``; a request sent but not answered raises ``CacheTimeout``. ZeroMQ
+   reconnects by itself (every ``RECONNECT_MS``) when the stateplane returns.
+4. The FD is registered with the loop (no zmq.asyncio) and drained with NOBLOCK; it is
+   edge-triggered, so after every send we drain once more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import struct
+
+import zmq
+
+from stateplane import kv
+from workers.cachedb.errors import CacheError, CacheFull, CacheUnavailable, CacheValueError
+from workers.cachedb.guard import Guarded
+
+RECONNECT_MS = 50
+DEFAULT_MAX_IN_FLIGHT = 1024
+_RID = struct.Struct("!Q")
+
+
+class LocalCacheDB(Guarded):
+    backend = "local"
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        **guard: float,
+    ) -> None:
+        super().__init__(**guard)
+        self.endpoint = endpoint
+        self.late_replies = 0
+        self._own_ctx = ctx is None
+        self._ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context() if ctx is None else ctx
+        sock = self._ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.immediate = True
+        sock.reconnect_ivl = RECONNECT_MS
+        sock.sndhwm = sock.rcvhwm = max_in_flight
+        sock.connect(endpoint)
+        self._sock = sock
+        self._ids = itertools.count(1)
+        self._pending: dict[bytes, asyncio.Future[tuple[str, int | None, bytes]]] = {}
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _call(self, op: str, key: str, ttl_s: float | None = None, by: int = 0,
+                    value: bytes = b"") -> tuple[str, int | None, bytes]:  # fmt: skip
+        loop = self._attach()
+        async with self._slots:
+            rid = _RID.pack(next(self._ids))
+            frames = kv.pack_request(rid, kv.Request(op, key, ttl_s, by, value))
+            fut: asyncio.Future[tuple[str, int | None, bytes]] = loop.create_future()
+            self._pending[rid] = fut
+            try:
+                await self._send(frames, loop.time() + 0.8 * self.timeout_s)
+                status, number, data = await fut
+            finally:
+                self._pending.pop(rid, None)
+        if status == "full":
+            raise CacheFull(f"local store refused {op} {key!r}: full")
+        if status == "bad_value":
+            raise CacheValueError(f"local {op} {key!r}: value is not a counter")
+        if status == "bad_request":
+            raise CacheError(f"local {op}: the stateplane could not decode the request")
+        return status, number, data
+
+    async def _send(self, frames: list[bytes], give_up_at: float) -> None:
+        assert self._loop is not None
+        pause = 0.001
+        while True:
+            try:
+                self._sock.send_multipart(frames, zmq.NOBLOCK)
+                break
+            except zmq.Again:
+                if self._loop.time() + pause > give_up_at:
+                    raise CacheUnavailable(f"no stateplane at {self.endpoint}") from None
+                await asyncio.sleep(pause)  # no peer yet: the pipe attaches within ms
+                pause = min(pause * 2, 0.02)
+        self._loop.call_soon(self._drain)
+
+    def _attach(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            if self._sock.closed:
+                raise CacheUnavailable("client closed")
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._sock.FD, self._drain)
+        return self._loop
+
+    def _drain(self) -> None:
+        sock = self._sock
+        while not sock.closed:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                rid, status, number, value = kv.unpack_reply(frames)
+            except kv.WireError:
+                self.late_replies += 1
+                continue
+            fut = self._pending.get(rid)
+            if fut is None or fut.done():
+                self.late_replies += 1
+            else:
+                fut.set_result((status, number, value))
+
+    async def _get(self, key: str) -> bytes | None:
+        status, _, value = await self._call("get", key)
+        return value if status == "ok" else None
+
+    async def _set(self, key: str, value: bytes, ttl_s: float | None) -> None:
+        await self._call("set", key, ttl_s, value=value)
+
+    async def _add(self, key: str, value: bytes, ttl_s: float | None) -> bool:
+        status, _, _ = await self._call("add", key, ttl_s, value=value)
+        return status == "ok"
+
+    async def _incr(self, key: str, by: int, ttl_s: float | None) -> int:
+        return _number(await self._call("incr", key, ttl_s, by))
+
+    async def _decr(self, key: str, by: int) -> int:
+        return _number(await self._call("decr", key, by=by))
+
+    async def _delete(self, key: str) -> bool:
+        status, _, _ = await self._call("delete", key)
+        return status == "ok"
+
+    async def _close(self) -> None:
+        if self._loop is not None and not self._sock.closed:
+            self._loop.remove_reader(self._sock.FD)
+        for fut in self._pending.values():
+            fut.cancel()
+        self._sock.close(linger=0)
+        if self._own_ctx:
+            self._ctx.term()
+
+    def _translate(self, exc: Exception) -> CacheError | None:
+        if isinstance(exc, zmq.ZMQError):
+            return CacheUnavailable(f"local: {exc}")
+        return None
+
+
+def _number(reply: tuple[str, int | None, bytes]) -> int:
+    if not isinstance(reply[1], int):
+        raise CacheError("local: a counter reply without a number")
+    return reply[1]
