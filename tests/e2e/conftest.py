@@ -1,0 +1,64 @@
+"""Fixtures for end-to-end tests: a node factory that always stops (and checks) what it ran."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .node import Node, Proc, assert_clean_stop, free_port, sipp_uas, write_config
+
+#: honcho SIGKILLs a process that outlives 5 s after SIGTERM; ours must be done well before
+STOP_WITHIN_S = 5.0
+
+StartNode = Callable[..., Node]
+
+
+@pytest.fixture(autouse=True)
+def _need_sipp() -> None:
+    if shutil.which("sipp") is None:
+        pytest.fail("sipp is not installed (Debian package sip-tester); the test command installs it")
+
+
+@pytest.fixture
+def start_node(tmp_path: Path) -> Iterator[StartNode]:
+    """``start_node(dest_port, scale="worker=2")`` starts a node on a free port; at teardown
+    it is stopped with SIGTERM and every process must exit 0 within 5 s."""
+    nodes: list[Node] = []
+
+    def start(dest_port: int, scale: str = "worker=2", extra: str = "") -> Node:
+        port = free_port()
+        run_dir = tmp_path / f"run{len(nodes)}"
+        conf = tmp_path / f"sipline{len(nodes)}.toml"
+        write_config(conf, run_dir, port, dest_port, extra=extra)
+        node = Node.start(conf, run_dir, port, scale)
+        nodes.append(node)
+        return node
+
+    yield start
+    for node in nodes:
+        t0 = time.monotonic()
+        rc, output = node.stop()
+        elapsed = time.monotonic() - t0
+        assert_clean_stop(rc, output)
+        assert elapsed < STOP_WITHIN_S, f"node took {elapsed:.1f} s to stop"
+
+
+@pytest.fixture
+def uas(tmp_path: Path) -> Iterator[Callable[[str], tuple[int, Proc]]]:
+    """``uas("u1"|"t1")`` starts a sipp UAS on a free port; killed at teardown."""
+    procs: list[Proc] = []
+
+    def start(transport: str) -> tuple[int, Proc]:
+        port = free_port()
+        p = sipp_uas(port, transport, tmp_path)
+        procs.append(p)
+        return port, p
+
+    yield start
+    for p in procs:
+        if p.popen.poll() is None:
+            p.stop(timeout_s=5)

@@ -1,0 +1,95 @@
+"""A worker started by hand joins a running node; killing or stopping it costs no more than
+the calls it had in flight, and sipp keeps running."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import StartNode
+from .node import REPO, VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
+
+pytestmark = pytest.mark.e2e
+
+Uas = Callable[[str], tuple[int, Proc]]
+
+#: calls a SIGKILLed worker may cost: those whose messages it held when it died and whose
+#: retransmissions ran out before the ingress declared it lost (liveness x heartbeat = 1 s)
+KILL_LOSS_MAX = 10
+
+
+def wait_for(predicate: Callable[[], bool], what: str, deadline_s: float = 10.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # polling step, bounded by the deadline
+
+
+@pytest.fixture
+def hand_worker() -> Iterator[Callable[[Node], Proc]]:
+    procs: list[Proc] = []
+
+    def start(node: Node) -> Proc:
+        p = Proc.start([os.path.join(VENV_BIN, "sipline"), "worker"], env_for(node.conf), REPO)
+        procs.append(p)
+        wait_for(lambda: bool(p.events("worker_ready")), "the hand-started worker to start")
+        ident = f"worker-{p.popen.pid}"
+        wait_for(lambda: any(e.get("worker") == ident for e in node.proc.events("worker_joined")),
+                 "the ingress to see the new worker")  # fmt: skip
+        return p
+
+    yield start
+    for p in procs:
+        if p.popen.poll() is None:
+            p.stop(signal.SIGKILL, timeout_s=5)
+
+
+def busy(worker: Proc) -> bool:
+    return any(float(e.get("msgs_in_per_s", 0)) > 0 for e in worker.events("load_stats"))  # type: ignore[arg-type]
+
+
+def test_sigkill_loses_only_in_flight(
+    start_node: StartNode, uas: Uas, hand_worker: Callable[[Node], Proc], tmp_path: Path
+) -> None:
+    """SIGKILL of a hand-started worker mid-run: sipp runs on, at most a few calls fail, and
+    once the ingress has dropped it from the ring calls complete again with no failure."""
+    dport, _ = uas("u1")
+    node = start_node(dport, "worker=1")
+    extra = hand_worker(node)
+    run = UacRun.start(node.port, "u1", 2400, 200, tmp_path)
+    try:
+        wait_for(lambda: busy(extra), "traffic to reach the hand-started worker")
+        extra.stop(signal.SIGKILL)
+        wait_for(lambda: bool(node.proc.events("worker_lost")), "the ingress to drop the worker")
+        res = run.wait()
+    finally:
+        run.kill()
+    assert res.successful + res.failed == 2400, res.output
+    assert res.failed <= KILL_LOSS_MAX, res.output
+    after = sipp_uac(node.port, "u1", 400, 200, tmp_path)
+    assert (after.successful, after.failed) == (400, 0), after.output
+
+
+def test_sigterm_loses_nothing(
+    start_node: StartNode, uas: Uas, hand_worker: Callable[[Node], Proc], tmp_path: Path
+) -> None:
+    """SIGTERM of a hand-started worker mid-run: it says it is down, exits 0, no call fails."""
+    dport, _ = uas("u1")
+    node = start_node(dport, "worker=1")
+    extra = hand_worker(node)
+    ident = f"worker-{extra.popen.pid}"
+    run = UacRun.start(node.port, "u1", 2400, 200, tmp_path)
+    try:
+        wait_for(lambda: busy(extra), "traffic to reach the hand-started worker")
+        assert extra.stop(signal.SIGTERM, timeout_s=5) == 0
+        assert any(e.get("worker") == ident for e in node.proc.events("worker_left"))
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (2400, 0), res.output
