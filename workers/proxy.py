@@ -172,7 +172,9 @@ class StatelessProxy:
         if self.cfg.record_route and req.method in DIALOG_CREATING and req.to.tag is None:
             edits.append((req.line_end, req.line_end, self._record_route(inb, out_lst)))
         edits.append(self._max_forwards_edit(req))
-        edits.append(self._received_edit(req, inb))
+        received = self._received_edit(req, inb)
+        if received is not None:
+            edits.append(received)
         if changed:
             edits.extend(self._route_edits(req, routes))
         if uri_changed:
@@ -182,7 +184,7 @@ class StatelessProxy:
         if transport == "tcp" and not req.has_header("content-length"):
             cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
             edits.append((req.line_end, req.line_end, cl))
-        data = splice(req.raw, [e for e in edits if e is not None], req.body_end)
+        data = splice(req.raw, edits, req.body_end)
         return (inb.ingress, [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port], data)
 
     def _check_proxy_require(self, req: Request) -> None:
@@ -234,9 +236,9 @@ class StatelessProxy:
         route_text = ",".join(r.uri.raw for r in routes)
         loop = _hash(f"{uri.raw}|{req.from_.tag}|{req.call_id}|{req.cseq}|{route_text}", 4)
         for v in req.vias:
-            if self.listeners.is_us(v.host_plain, v.port, v.transport) and (v.branch or "").endswith(
-                "." + loop
-            ):
+            if self.listeners.is_us(v.host_plain, v.port, v.transport) and (
+                v.branch or ""
+            ).endswith("." + loop):
                 raise LoopDetected("request looped back")
         return f"{BRANCH_PREFIX}{_hash(txn, 8)}.{loop}"
 
@@ -249,8 +251,8 @@ class StatelessProxy:
         )  # fmt: skip
         rr = [out_lst] if in_lst is out_lst else [out_lst, in_lst]
         return b"".join(
-            f"Record-Route: <sip:{_hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>"
-            .encode() + CRLF
+            f"Record-Route: <sip:{_hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>".encode()
+            + CRLF
             for x in rr
         )
 
@@ -259,7 +261,11 @@ class StatelessProxy:
             if name == "max-forwards":
                 mf = min(req.max_forwards or 0, 256)
                 return (start, end, b"Max-Forwards: %d" % (mf - 1) + CRLF)
-        return (req.line_end, req.line_end, b"Max-Forwards: %d" % self.cfg.default_max_forwards + CRLF)
+        return (
+            req.line_end,
+            req.line_end,
+            b"Max-Forwards: %d" % self.cfg.default_max_forwards + CRLF,
+        )
 
     def _received_edit(self, req: Request, inb: Inbound) -> Edit | None:
         """Add ``received`` (and fill ``rport``) on the top Via (§18.2.1, RFC 3581 §4)."""

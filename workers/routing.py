@@ -42,7 +42,7 @@ def destination(uri: str) -> Destination:
 
 
 class DestinationSet:
-    __slots__ = ("name", "algorithm", "destinations", "_weights", "_rr", "_sticky")
+    __slots__ = ("_rr", "_sticky", "_weights", "algorithm", "destinations", "name")
 
     def __init__(self, cfg: DestinationSetConfig) -> None:
         self.name = cfg.name
@@ -74,13 +74,13 @@ class DestinationSet:
 
 
 class Route:
-    __slots__ = ("name", "methods", "user", "host", "source", "to")
+    __slots__ = ("host", "methods", "name", "source", "to", "user")
 
     def __init__(self, cfg: RouteConfig, sets: dict[str, DestinationSet]) -> None:
         self.name = cfg.name
         self.methods = frozenset(m.upper() for m in cfg.methods)
         self.user = re.compile(cfg.ruri_user) if cfg.ruri_user else None
-        self.host = re.compile(cfg.ruri_host, re.I) if cfg.ruri_host else None
+        self.host = re.compile(cfg.ruri_host, re.IGNORECASE) if cfg.ruri_host else None
         self.source = ipaddress.ip_network(cfg.source, strict=False) if cfg.source else None
         self.to = sets[cfg.to]
 
@@ -91,9 +91,7 @@ class Route:
             return False
         if self.host is not None and not self.host.fullmatch(req.uri.host_plain):
             return False
-        if self.source is not None and ipaddress.ip_address(src_ip) not in self.source:
-            return False
-        return True
+        return self.source is None or ipaddress.ip_address(src_ip) in self.source
 
 
 class RoutingTable:

@@ -20,7 +20,9 @@ StartNode = Callable[..., Node]
 @pytest.fixture(autouse=True)
 def _need_sipp() -> None:
     if shutil.which("sipp") is None:
-        pytest.fail("sipp is not installed (Debian package sip-tester); the test command installs it")
+        pytest.fail(
+            "sipp is not installed (Debian package sip-tester); the test command installs it"
+        )
 
 
 @pytest.fixture

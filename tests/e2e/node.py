@@ -32,7 +32,7 @@ def free_port() -> int:
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
             u.bind((LOCALHOST, 0))
-            port = u.getsockname()[1]
+            port = int(u.getsockname()[1])
             if port in (5060, 5062, 5063, 5080, 5082):
                 continue
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
@@ -86,8 +86,9 @@ def env_for(conf: Path) -> dict[str, str]:
     return env
 
 
-def options(port: int, transport: str = "udp", timeout_s: float = 0.3,
-            max_forwards: int = 0) -> bytes | None:
+def options(
+    port: int, transport: str = "udp", timeout_s: float = 0.3, max_forwards: int = 0
+) -> bytes | None:
     """One OPTIONS to the proxy itself; the first answer's bytes, or None."""
     branch = "z9hG4bK" + uuid.uuid4().hex
     if transport == "udp":
@@ -210,7 +211,10 @@ class Node:
             answer = options(self.port)
             if answer and answer.startswith(b"SIP/2.0 200") and options(self.port, "tcp"):
                 joined = self.proc.events("worker_joined")
-                if max((int(e.get("workers", 0)) for e in joined), default=0) >= expected_workers:
+                if (
+                    max((int(str(e.get("workers", 0))) for e in joined), default=0)
+                    >= expected_workers
+                ):
                     return
             time.sleep(0.05)  # polling step, bounded by the deadline
         raise RuntimeError(f"node not ready within {deadline_s} s:\n{self.proc.text()[-4000:]}")
@@ -313,5 +317,3 @@ def read_stat(stf: Path) -> tuple[int, int]:
     last = lines[-1].split(";")
     row = dict(zip(head, last))
     return int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
-
-

@@ -51,7 +51,7 @@ def hand_worker() -> Iterator[Callable[[Node], Proc]]:
 
 
 def busy(worker: Proc) -> bool:
-    return any(float(e.get("msgs_in_per_s", 0)) > 0 for e in worker.events("load_stats"))  # type: ignore[arg-type]
+    return any(float(str(e.get("msgs_in_per_s", 0))) > 0 for e in worker.events("load_stats"))
 
 
 def test_sigkill_loses_only_in_flight(

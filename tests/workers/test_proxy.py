@@ -254,7 +254,7 @@ class TestRecordRoute:
         """UDP in and TCP out: two Record-Routes, the outbound side's first."""
         sets = [DestinationSet(name="uas", destinations=["sip:127.0.0.1:7000;transport=tcp"])]
         p = proxy(sets=sets)
-        ing, meta, data = one(p.handle(request(), inbound()))
+        _, meta, data = one(p.handle(request(), inbound()))
         assert meta[0] == "tcp"
         assert parsed_req(data).header_values("record-route") == [
             f"<sip:{US}:{PORT};transport=tcp;lr>".encode(),
@@ -352,7 +352,7 @@ class TestBody:
 class TestResponses:
     def test_our_via_removed_sent_to_next(self) -> None:
         """Our Via is removed and the response goes to the next Via's sent-by."""
-        ing, meta, data = one(proxy().handle(response(180, [OUR_VIA, CLIENT_VIA]), inbound()))
+        _, meta, data = one(proxy().handle(response(180, [OUR_VIA, CLIENT_VIA]), inbound()))
         resp = parsed_resp(data)
         assert [v.branch for v in resp.vias] == ["z9hG4bKabc"]
         assert meta == ["udp", "10.0.0.1", 5070, 0, US, PORT]
