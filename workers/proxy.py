@@ -19,8 +19,12 @@ Rules:
 6. In-dialog requests (To-tag, not ACK) go to their Request-URI, the remote target, once our
    Route is popped; initial requests and ACKs use the routing table, whose choice is sticky per
    Call-ID, so a non-2xx ACK and a CANCEL go where their INVITE went (§16.11).
-7. No DNS yet: a next hop that is not an IP address gets 503; a response is never relayed to a
-   broadcast, multicast or unspecified address (RFC 4475 ``bcast``).
+7. A next hop we cannot reach (a host name: no DNS yet; a transport or address family we do
+   not listen on) gets 503. A response is never relayed to a broadcast, multicast or
+   unspecified address (RFC 4475 ``bcast``).
+8. Local replies over UDP go to the source address and the top Via's sent-by port, or the
+   source port when the Via has ``rport`` (§18.2.2, RFC 3581); over TCP, back on the
+   connection the request came on.
 """
 
 from __future__ import annotations
@@ -154,15 +158,15 @@ class StatelessProxy:
         else:
             hop = self._route(req, uri, inb)
         if not _is_ip(hop.host_plain):
-            raise _Unresolvable(f"next hop {hop.host_plain!r} is not an IP address")
+            raise _Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
         # no transport on the next hop: keep the one the request came on, as Kamailio does
         transport = (hop.param("transport") or inb.transport).lower()
         if transport not in ("udp", "tcp"):
-            raise Drop("unsupported_transport")
+            raise _Unreachable(f"no {transport} transport")
         dst_ip, dst_port = hop.host_plain, hop.port or 5060
         out_lst = self.listeners.pick(transport, dst_ip)
         if out_lst is None:
-            raise Drop("no_listener")
+            raise _Unreachable(f"no {transport} listener for {dst_ip}")
         branch = self._branch(req, uri, routes)  # raises LoopDetected
         edits: list[Edit] = []
         via = f"Via: SIP/2.0/{transport.upper()} {_hostport(out_lst)};branch={branch}"
@@ -343,7 +347,11 @@ class StatelessProxy:
         self, req: Request, inb: Inbound, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> Out:
         data = build_response(req, status, reason, extra_headers=extra)
-        meta = [inb.transport, inb.src_ip, inb.src_port, inb.conn, inb.local_ip, inb.local_port]
+        port = inb.src_port
+        top = req.vias[0]
+        if inb.transport == "udp" and "rport" not in top.params:
+            port = top.port or 5060
+        meta = [inb.transport, inb.src_ip, port, inb.conn, inb.local_ip, inb.local_port]
         return (inb.ingress, meta, data)
 
 
@@ -352,7 +360,10 @@ class _NotFound(SipError):
     reason = "Not Found"
 
 
-class _Unresolvable(SipError):
+class _Unreachable(SipError):
+    """The next hop cannot be reached from here: it needs DNS (not resolved yet), or a
+    transport or address family we do not listen on."""
+
     status = 503
     reason = "Service Unavailable"
 

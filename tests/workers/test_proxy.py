@@ -64,6 +64,22 @@ class TestMaxForwards:
         assert status(data) == 483
         assert ing == "ing-1" and meta[:3] == ["udp", "10.0.0.1", 5070]
 
+    def test_reply_to_via_port_without_rport(self) -> None:
+        """Over UDP a local reply goes to the source address and the Via's port (§18.2.2)."""
+        _, meta, _ = forward(request(max_forwards=0), src="10.9.9.9", port=40000)
+        assert meta[1:3] == ["10.9.9.9", 5070]
+
+    def test_reply_to_source_port_with_rport(self) -> None:
+        """With rport the local reply goes to the source port (RFC 3581 §4)."""
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport"
+        _, meta, _ = forward(request(via=via, max_forwards=0), src="10.9.9.9", port=40000)
+        assert meta[1:3] == ["10.9.9.9", 40000]
+
+    def test_reply_over_tcp_on_connection(self) -> None:
+        """Over TCP the local reply goes back on the request's connection."""
+        ing, meta, _ = forward(request(max_forwards=0), transport="tcp", conn=9, port=40000)
+        assert ing == "ing-1" and meta[:4] == ["tcp", "10.0.0.1", 40000, 9]
+
     def test_options_for_us_with_zero_gets_200(self) -> None:
         """OPTIONS addressed to the proxy with Max-Forwards 0 is answered 200 (final recipient)."""
         _, _, data = forward(request("OPTIONS", f"sip:{US}:{PORT}", max_forwards=0))
@@ -317,10 +333,20 @@ class TestRouting:
         assert meta == ["tcp", "192.0.2.9", 5090, 0, US, PORT]
         assert parsed_req(data).vias[0].transport == "TCP"
 
-    def test_no_listener_for_transport_drops(self) -> None:
-        """A next hop over a transport we do not listen on is dropped."""
+    @pytest.mark.parametrize(
+        "route", ["<sip:192.0.2.9:5090;transport=tcp;lr>", "<sip:[2001:db8::1];lr>",
+                  "<sip:192.0.2.9;transport=sctp;lr>"],
+    )  # fmt: skip
+    def test_unreachable_next_hop_gets_503(self, route: str) -> None:
+        """A next hop over a transport or family we do not listen on gets 503."""
         p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)])
-        raw = request(extra=("Route: <sip:192.0.2.9:5090;transport=tcp;lr>",))
+        _, _, data = one(p.handle(request(extra=(f"Route: {route}",)), inbound()))
+        assert status(data) == 503
+
+    def test_unreachable_ack_dropped(self) -> None:
+        """An ACK that cannot be forwarded is dropped, not answered."""
+        p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)])
+        raw = request("ACK", extra=("Route: <sip:192.0.2.9;transport=tcp;lr>",))
         with pytest.raises(Drop):
             p.handle(raw, inbound())
 
