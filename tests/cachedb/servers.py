@@ -100,8 +100,14 @@ class Server:
         self.proc = None
 
     def pause(self) -> None:
+        """SIGSTOP, returning once the kernel shows it stopped (delivery is asynchronous)."""
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGSTOP)
+        stat = Path(f"/proc/{self.proc.pid}/stat")
+        deadline = time.monotonic() + START_S
+        while stat.read_text().rpartition(")")[2].split()[0] != "T":
+            assert time.monotonic() < deadline, f"{self.name} did not stop"
+            time.sleep(0.001)
 
     def resume(self) -> None:
         assert self.proc is not None
