@@ -1,18 +1,26 @@
 """SIP over TCP: accept, frame, reuse and open connections without ever blocking the loop.
 
 Rules:
-1. A connection costs what it buffers: the framer's buffer holds only bytes received, and no
-   per-connection timer exists; one sweep per ``SWEEP_S`` closes idle connections and those
-   whose current message missed its deadline (slow senders).
+1. A connection costs what it buffers: the framer (and its buffer) exists only while part of
+   a message is buffered, and no per-connection timer or handle exists. One hub timer sweeps:
+   the connections holding a partial message (``partial``) every ``_sweep_s`` for the message
+   deadline, and all connections every ``_idle_sweep_s`` for the idle timeout.
 2. A message must complete within ``max_reads_per_message`` reads and
-   ``message_deadline_ms``; a header section or body over its cap gets 513/413. Either way the
-   stream cannot be resynchronised, so the connection is closed after the answer.
-3. Writes never block: a connection whose write buffer passes ``write_queue_bytes`` refuses
-   the send (the caller counts a drop). Outbound connects run as tasks; what is sent meanwhile
-   waits in the same bounded queue and is dropped, logged, if the connect fails.
+   ``message_deadline_ms``; a header section or body over its cap gets the codec's status
+   (513/413/400, answered by the ``on_error`` callback). The stream cannot be resynchronised,
+   so the connection is closed after the answer (gracefully, so the answer is flushed).
+3. Writes never block: a connection whose queue (bytes waiting for the connect, or the
+   transport's write buffer) would pass ``write_queue_bytes`` refuses the send; the caller
+   counts a drop. Outbound connects run as tasks under ``connect_timeout_ms``; what is sent
+   meanwhile waits in the same bounded queue and is dropped, logged, if the connect fails.
 4. Connection ids are small integers local to this ingress; workers address a connection as
-   (ingress id, connection id). Responses and requests to a peer with an open connection use
-   it (RFC 3261 §18.2.2, §18.1.1).
+   (ingress id, connection id). Responses and requests to a peer with an open (or opening)
+   connection use it (RFC 3261 §18.2.2, §18.1.1): by connection id, else by peer address.
+5. Bookkeeping has one entry and one exit: ``attach`` (inbound after admission, outbound once
+   connected) and ``detach`` (idempotent, called from every way a connection ends). ``per_ip``
+   counts attached inbound connections only; ``by_peer`` never keeps a detached connection.
+6. Each problem is one structured log event: ``tcp_refused``, ``tcp_closed`` (with reason),
+   ``tcp_connect_failed``. Shutdown logs one ``tcp_shutdown`` instead of one per connection.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -30,16 +38,21 @@ from ingress.sip.framer import KEEPALIVE, NEED_DATA, StreamFramer
 
 log = structlog.get_logger()
 
+#: the longest the sweep sleeps; it runs faster when the message deadline is short
 SWEEP_S = 0.5
+#: idle connections are looked for at most this often (a full pass over every connection)
+IDLE_SWEEP_S = 5.0
 
 OnMessage = Callable[["TcpConnection", bytes], None]
 OnError = Callable[["TcpConnection", SipError], None]
 
 
 class TcpConnection(asyncio.Protocol):
+    """One TCP connection, inbound or outbound: a thin adapter around ``StreamFramer``."""
+
     __slots__ = (
-        "hub", "conn_id", "peer", "transport", "framer", "last_active", "msg_started",
-        "outbound", "pending", "pending_bytes", "closed",
+        "closed", "conn_id", "framer", "hub", "last_active", "msg_started", "outbound",
+        "peer", "pending", "pending_bytes", "transport",
     )  # fmt: skip
 
     def __init__(self, hub: TcpHub, conn_id: int, outbound: bool) -> None:
@@ -48,10 +61,12 @@ class TcpConnection(asyncio.Protocol):
         self.outbound = outbound
         self.peer: tuple[str, int] = ("", 0)
         self.transport: asyncio.Transport | None = None
-        self.framer = StreamFramer(hub.cfg.max_header_bytes, hub.cfg.max_body_bytes)
+        #: created on the first byte of a partial message, dropped when nothing is buffered:
+        #: an idle connection holds no framer and no buffer
+        self.framer: StreamFramer | None = None
         self.last_active = hub.loop.time()
         self.msg_started = 0.0  # when the first byte of the current message arrived
-        #: sends queued while an outbound connect is in progress
+        #: sends queued while an outbound connect is in progress (None once connected)
         self.pending: list[bytes] | None = [] if outbound else None
         self.pending_bytes = 0
         self.closed = False
@@ -59,23 +74,43 @@ class TcpConnection(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        peer = transport.get_extra_info("peername")
-        self.peer = (peer[0], peer[1])
-        if not self.outbound and not self.hub.admit(self):
+        # uvloop's TCPTransport does not subclass asyncio.Transport; it has its methods
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        hub = self.hub
+        if self.closed:  # the connect was given up (timeout, shutdown) as it completed
             transport.abort()
             return
-        self.hub.attach(self)
-        if self.pending:
-            for data in self.pending:
-                self.transport.write(data)  # type: ignore[union-attr]
+        if not self.outbound:
+            # an outbound connection keeps the address it was dialled by: that is the key
+            # by_peer files it under, and the peer may report another spelling of it
+            peer = transport.get_extra_info("peername")
+            if not peer:  # reset before we saw it
+                self.closed = True
+                transport.abort()
+                return
+            self.peer = (peer[0], peer[1])
+            if not hub.admit(self):
+                self.closed = True
+                transport.abort()
+                return
+        self.last_active = hub.loop.time()
+        hub.attach(self)
+        pending = self.pending
         self.pending = None
+        self.pending_bytes = 0
+        if pending:
+            transport.writelines(pending)
 
     def data_received(self, data: bytes) -> None:
-        now = self.hub.loop.time()
+        if self.closed:
+            return
+        hub = self.hub
+        now = hub.loop.time()
         self.last_active = now
         framer = self.framer
-        if not framer.in_message:
+        if framer is None:
+            framer = self.framer = StreamFramer(hub.cfg.max_header_bytes, hub.cfg.max_body_bytes)
             self.msg_started = now
         framer.receive_data(data)
         try:
@@ -85,49 +120,84 @@ class TcpConnection(asyncio.Protocol):
                     break
                 if item is KEEPALIVE:
                     self.write(b"\r\n")  # RFC 5626 §3.5.1 pong
-                    continue
-                self.msg_started = now
-                self.hub.on_message(self, item)  # type: ignore[arg-type]
+                else:
+                    hub.on_message(self, item)  # type: ignore[arg-type]
+                if self.closed:
+                    return
+                self.msg_started = now  # what is left began in this read
         except SipError as exc:
-            self.hub.on_error(self, exc)
-            self.close("framing_error")
+            hub.on_error(self, exc)
+            self.close("framing_error", status=exc.status, detail=exc.detail)
             return
-        if framer.in_message and framer.reads > self.hub.cfg.max_reads_per_message:
-            self.close("too_many_reads")
+        if not framer.in_message:
+            self.framer = None
+            hub.partial.pop(self.conn_id, None)
+            return
+        if framer.reads > hub.cfg.max_reads_per_message:
+            self.close("too_many_reads", reads=framer.reads)
+            return
+        hub.partial[self.conn_id] = self
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.hub.detach(self)
 
-    # -- used by the hub -------------------------------------------------------------------
+    # -- used by the hub and the ingress ---------------------------------------------------
 
     def write(self, data: bytes) -> bool:
-        """Queue ``data``; False when the connection is closed or its queue is full."""
+        """Queue ``data``; False when the connection is closed or its queue would overflow."""
         if self.closed:
             return False
         limit = self.hub.cfg.write_queue_bytes
-        if self.pending is not None:  # still connecting
+        pending = self.pending
+        if pending is not None:  # still connecting
             if self.pending_bytes + len(data) > limit:
                 return False
-            self.pending.append(data)
+            pending.append(data)
             self.pending_bytes += len(data)
             return True
         t = self.transport
+        # uvloop writes straight to the socket when it can and buffers the rest in the
+        # transport; its size is the queue (pause_writing is advisory and not needed here)
         if t is None or t.is_closing() or t.get_write_buffer_size() + len(data) > limit:
             return False
         t.write(data)
         self.last_active = self.hub.loop.time()
         return True
 
-    def close(self, reason: str) -> None:
+    def close(self, reason: str, **fields: Any) -> None:
+        """Close for ``reason``; idempotent. Framing errors and shutdown flush what is queued
+        (the error answer); slow senders and idle connections are aborted."""
         if self.closed:
             return
         self.closed = True
-        log.info("tcp_closed", conn=self.conn_id, peer=f"{self.peer[0]}:{self.peer[1]}",
-                 reason=reason, buffered=self.framer.buffered)  # fmt: skip
-        if self.transport is not None:
-            self.transport.abort() if reason != "shutdown" else self.transport.close()
+        if reason != "shutdown":
+            framer = self.framer
+            log.info("tcp_closed", conn=self.conn_id, peer=f"{self.peer[0]}:{self.peer[1]}",
+                     reason=reason, buffered=framer.buffered if framer else 0,
+                     **fields)  # fmt: skip
+        self.framer = None
+        t = self.transport
+        if t is not None:
+            if reason in ("framing_error", "shutdown"):
+                t.close()
+            else:
+                t.abort()
         self.hub.detach(self)
+
+    def _fail_connect(self, error: str) -> None:
+        """The outbound connect failed or timed out: drop what was queued for it."""
+        if self.closed:
+            return
+        self.closed = True
+        dropped = len(self.pending or ())
+        self.pending = None
+        self.pending_bytes = 0
+        if self.transport is not None:
+            self.transport.abort()
+        self.hub.detach(self)
+        log.warning("tcp_connect_failed", conn=self.conn_id,
+                    peer=f"{self.peer[0]}:{self.peer[1]}", error=error, dropped=dropped)  # fmt: skip
 
 
 class TcpHub:
@@ -138,35 +208,59 @@ class TcpHub:
         self.on_message = on_message
         self.on_error = on_error
         self.loop = asyncio.get_running_loop()
+        #: attached connections (inbound admitted, outbound connected)
         self.conns: dict[int, TcpConnection] = {}
+        #: the connection to use for a peer address; may be one still connecting
         self.by_peer: dict[tuple[str, int], TcpConnection] = {}
+        #: attached inbound connections per source address
         self.per_ip: dict[str, int] = {}
+        #: connections holding part of a message (the only ones the deadline applies to)
+        self.partial: dict[int, TcpConnection] = {}
+        self._connects: set[asyncio.Task[None]] = set()
         self._next_id = 0
         self._servers: list[asyncio.AbstractServer] = []
-        self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        self._closing = False
+        self._sweep_s = max(0.01, min(SWEEP_S, cfg.message_deadline_ms / 4000))
+        self._idle_sweep_s = max(self._sweep_s, min(IDLE_SWEEP_S, cfg.idle_timeout_s / 4))
+        self._next_idle_sweep = self.loop.time() + self._idle_sweep_s
+        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
 
     def _new_id(self) -> int:
         self._next_id += 1
         return self._next_id
 
-    async def listen(self, address: str, port: int) -> None:
+    async def listen(self, address: str, port: int) -> tuple[str, int]:
+        """Listen on address:port (SO_REUSEPORT, shared with sibling ingress processes);
+        returns the bound address (useful with port 0)."""
         sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((address, port))
-        sock.setblocking(False)
-        server = await self.loop.create_server(
-            lambda: TcpConnection(self, self._new_id(), outbound=False), sock=sock, backlog=1024
-        )
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address, port))
+            sock.setblocking(False)
+            server = await self.loop.create_server(
+                lambda: TcpConnection(self, self._new_id(), outbound=False),
+                sock=sock,
+                backlog=1024,
+            )
+        except BaseException:
+            sock.close()
+            raise
         self._servers.append(server)
+        bound = sock.getsockname()
+        return (bound[0], bound[1])
 
     def admit(self, conn: TcpConnection) -> bool:
         ip = conn.peer[0]
-        if len(self.conns) >= self.cfg.max_connections:
-            log.warning("tcp_refused", peer=ip, reason="max_connections")
+        if self._closing:
+            return False
+        if len(self.conns) + len(self._connects) >= self.cfg.max_connections:
+            log.warning("tcp_refused", peer=ip, reason="max_connections",
+                        limit=self.cfg.max_connections)  # fmt: skip
             return False
         if self.per_ip.get(ip, 0) >= self.cfg.max_connections_per_ip:
-            log.warning("tcp_refused", peer=ip, reason="max_connections_per_ip")
+            log.warning("tcp_refused", peer=ip, reason="max_connections_per_ip",
+                        limit=self.cfg.max_connections_per_ip)  # fmt: skip
             return False
         return True
 
@@ -177,34 +271,46 @@ class TcpHub:
             self.per_ip[conn.peer[0]] = self.per_ip.get(conn.peer[0], 0) + 1
 
     def detach(self, conn: TcpConnection) -> None:
-        if self.conns.pop(conn.conn_id, None) is None:
-            if self.by_peer.get(conn.peer) is conn:  # a connect that never completed
-                del self.by_peer[conn.peer]
-            return
+        """Forget ``conn``; safe to call any number of times, attached or not."""
         if self.by_peer.get(conn.peer) is conn:
             del self.by_peer[conn.peer]
+        self.partial.pop(conn.conn_id, None)
+        if self.conns.get(conn.conn_id) is not conn:
+            return  # never attached (refused, connect failed) or already detached
+        del self.conns[conn.conn_id]
         if not conn.outbound:
-            left = self.per_ip[conn.peer[0]] - 1
-            if left:
-                self.per_ip[conn.peer[0]] = left
+            ip = conn.peer[0]
+            left = self.per_ip.get(ip, 0) - 1
+            if left > 0:
+                self.per_ip[ip] = left
             else:
-                del self.per_ip[conn.peer[0]]
+                self.per_ip.pop(ip, None)
 
     def send(self, ip: str, port: int, conn_id: int, data: bytes) -> bool:
         """Send on connection ``conn_id`` if open, else on any connection to ip:port, else
         on a new one. False when the message cannot be queued."""
         conn = self.conns.get(conn_id) if conn_id else None
-        if conn is None:
+        if conn is None or conn.closed:
             conn = self.by_peer.get((ip, port))
-        if conn is None:
+        if conn is None or conn.closed:
             conn = self._connect(ip, port)
+            if conn is None:
+                return False
         return conn.write(data)
 
-    def _connect(self, ip: str, port: int) -> TcpConnection:
+    def _connect(self, ip: str, port: int) -> TcpConnection | None:
+        if self._closing:
+            return None
+        if len(self.conns) + len(self._connects) >= self.cfg.max_connections:
+            log.warning("tcp_connect_refused", peer=f"{ip}:{port}", reason="max_connections",
+                        limit=self.cfg.max_connections)  # fmt: skip
+            return None
         conn = TcpConnection(self, self._new_id(), outbound=True)
         conn.peer = (ip, port)
         self.by_peer[conn.peer] = conn
-        self.loop.create_task(self._open(conn))
+        task = self.loop.create_task(self._open(conn))
+        self._connects.add(task)
+        task.add_done_callback(self._connects.discard)
         return conn
 
     async def _open(self, conn: TcpConnection) -> None:
@@ -212,31 +318,50 @@ class TcpHub:
         try:
             async with asyncio.timeout(self.cfg.connect_timeout_ms / 1000):
                 await self.loop.create_connection(lambda: conn, ip, port)
-        except (OSError, TimeoutError) as exc:
-            dropped = len(conn.pending or ())
-            conn.closed = True
-            conn.pending = None
-            self.detach(conn)
-            log.warning("tcp_connect_failed", peer=f"{ip}:{port}", error=str(exc) or "timeout",
-                        dropped=dropped)  # fmt: skip
+        except asyncio.CancelledError:
+            conn._fail_connect("shutdown")
+            raise
+        except TimeoutError:
+            conn._fail_connect("timeout")
+        except OSError as exc:
+            conn._fail_connect(exc.strerror or str(exc))
 
     def _sweep(self) -> None:
-        now = self.loop.time()
-        idle = self.cfg.idle_timeout_s
-        deadline = self.cfg.message_deadline_ms / 1000
-        for conn in list(self.conns.values()):
-            if conn.framer.in_message and now - conn.msg_started > deadline:
-                conn.close("message_deadline")
-            elif now - conn.last_active > idle:
-                conn.close("idle")
-        self._sweeper = self.loop.call_later(SWEEP_S, self._sweep)
+        try:
+            now = self.loop.time()
+            deadline = self.cfg.message_deadline_ms / 1000
+            for conn in [c for c in self.partial.values() if now - c.msg_started > deadline]:
+                conn.close("message_deadline", deadline_ms=self.cfg.message_deadline_ms)
+            if now >= self._next_idle_sweep:
+                self._next_idle_sweep = now + self._idle_sweep_s
+                idle = self.cfg.idle_timeout_s
+                for conn in [c for c in self.conns.values() if now - c.last_active > idle]:
+                    conn.close("idle", idle_s=idle)
+        finally:
+            if not self._closing:
+                self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
 
     def stats(self) -> dict[str, Any]:
-        return {"tcp_conns": len(self.conns)}
+        return {"tcp_conns": len(self.conns), "tcp_connecting": len(self._connects)}
 
     async def close(self) -> None:
+        """Stop listening, give up pending connects and close every connection (flushing
+        what is queued without waiting for it). Idempotent; returns within a second."""
+        if self._closing:
+            return
+        self._closing = True
         self._sweeper.cancel()
         for server in self._servers:
             server.close()
-        for conn in list(self.conns.values()):
+        connects = list(self._connects)
+        for task in connects:
+            task.cancel()
+        # a task cancelled before its first step never runs its except clause
+        for conn in [c for c in self.by_peer.values() if c.pending is not None]:
+            conn._fail_connect("shutdown")
+        conns = list(self.conns.values())
+        for conn in conns:
             conn.close("shutdown")
+        if connects:
+            await asyncio.wait(connects, timeout=1.0)
+        log.info("tcp_shutdown", closed=len(conns), connects_cancelled=len(connects))

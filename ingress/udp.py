@@ -18,7 +18,7 @@ OnDatagram = Callable[["UdpListener", bytes, Any], None]
 
 
 class UdpListener(asyncio.DatagramProtocol):
-    __slots__ = ("address", "port", "on_datagram", "transport")
+    __slots__ = ("address", "on_datagram", "port", "transport")
 
     def __init__(self, address: str, port: int, on_datagram: OnDatagram) -> None:
         self.address = address
@@ -35,9 +35,13 @@ class UdpListener(asyncio.DatagramProtocol):
     def error_received(self, exc: Exception) -> None:
         pass  # ICMP port unreachable from a peer that went away: nothing to do per datagram
 
-    def send(self, data: bytes, addr: tuple[str, int]) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, addr)
+    def send(self, data: bytes, addr: tuple[str, int]) -> bool:
+        """Send one datagram; False when the listener is closed (the caller counts a drop)."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return False
+        t.sendto(data, addr)
+        return True
 
     def close(self) -> None:
         if self.transport is not None:
@@ -47,11 +51,16 @@ class UdpListener(asyncio.DatagramProtocol):
 def bind_udp(address: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF_BYTES)
-    sock.bind((address, port))
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        # the kernel caps these at net.core.[rw]mem_max without an error
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF_BYTES)
+        sock.bind((address, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 
