@@ -89,7 +89,8 @@ class TcpConnection(asyncio.Protocol):
                 self.closed = True
                 transport.abort()
                 return
-            self.peer = (peer[0], peer[1])
+            # IPv4 peernames are already (ip, port): keep that tuple rather than a copy
+            self.peer = peer if len(peer) == 2 else (peer[0], peer[1])
             if not hub.admit(self):
                 self.closed = True
                 transport.abort()
