@@ -174,13 +174,15 @@ class KvStore:
         old = self._live(key, now)  # an expired old value is gone, not overwritten in place
         grow = len(key.encode()) + len(value) if old is None else len(value) - len(old.value)
         self._make_room(key, 0 if old is not None else 1, grow, now)
+        rescheduled = expires_at is not None and (old is None or old.expires_at != expires_at)
         if old is None:
             self._data[key] = _Entry(value, expires_at)
         else:
             old.value, old.expires_at = value, expires_at
             self._data.move_to_end(key)
         self.bytes_used += grow
-        if expires_at is not None and (old is None or old.expires_at != expires_at):
+        if rescheduled:
+            assert expires_at is not None
             heapq.heappush(self._deadlines, (expires_at, key))
             self._compact()
 
