@@ -570,3 +570,33 @@ def test_close_is_fast_idempotent_and_cancels_connects() -> None:
         run(main)
     (shutdown,) = events(logs, "tcp_shutdown")
     assert shutdown["closed"] == 5 and events(logs, "tcp_closed") == []
+
+
+def test_connect_timeout_drops_queued_sends() -> None:
+    """A connect that hangs (the peer's accept queue is full, SYNs are dropped) gives up after
+    connect_timeout_ms; what was queued is dropped with one event and nothing is left."""
+
+    async def main() -> None:
+        h = Hub(Tcp(connect_timeout_ms=150))
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(0)  # never accepts: a queue of one, filled below
+        port = lsock.getsockname()[1]
+        fillers = []
+        try:
+            for _ in range(3):  # fill the accept queue (the kernel allows backlog + 1)
+                f = socket.socket()
+                f.setblocking(False)
+                f.connect_ex(("127.0.0.1", port))
+                fillers.append(f)
+            assert h.hub.send("127.0.0.1", port, 0, b"INVITE")
+            await until(lambda: settled(h))
+        finally:
+            for f in fillers:
+                f.close()
+            lsock.close()
+
+    with capture_logs() as logs:
+        run(main)
+    (failed,) = events(logs, "tcp_connect_failed")
+    assert failed["error"] == "timeout" and failed["dropped"] == 1
