@@ -188,10 +188,16 @@ class KvStore:
 
     def _make_room(self, key: str, more_keys: int, more_bytes: int, now: float) -> None:
         lim = self.limits
-        if len(self._data) + more_keys <= lim.max_keys and self.bytes_used + more_bytes <= lim.max_bytes:
+        if (
+            len(self._data) + more_keys <= lim.max_keys
+            and self.bytes_used + more_bytes <= lim.max_bytes
+        ):
             return
         self.expire(now, limit=len(self._data))
-        while len(self._data) + more_keys > lim.max_keys or self.bytes_used + more_bytes > lim.max_bytes:
+        while (
+            len(self._data) + more_keys > lim.max_keys
+            or self.bytes_used + more_bytes > lim.max_bytes
+        ):
             victim = next((k for k in self._data if k != key), None)  # never the key written
             if lim.on_full == "refuse" or victim is None:
                 raise StoreFull(f"{len(self._data)} keys, {self.bytes_used} bytes held")
@@ -254,7 +260,9 @@ def unpack_request(frames: list[bytes]) -> Request:
     return Request(op, key, ttl_s, by, frames[2])
 
 
-def pack_reply(rid: bytes, status: str, number: int | None = None, value: bytes = b"") -> list[bytes]:
+def pack_reply(
+    rid: bytes, status: str, number: int | None = None, value: bytes = b""
+) -> list[bytes]:
     return [rid, msgpack.packb([status, number]), value]
 
 

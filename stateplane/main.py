@@ -45,7 +45,9 @@ HWM = 10_000
 class KvServer:
     """The store behind a ROUTER socket, driven by the running loop."""
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, store: kv.KvStore) -> None:
+    def __init__(
+        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, store: kv.KvStore
+    ) -> None:
         self.endpoint = endpoint
         self.store = store
         self.counters: Counter[str] = Counter()

@@ -42,12 +42,15 @@ class Server:
     def __init__(self, name: str) -> None:
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.NamedTemporaryFile(prefix=f"sl-{name}-", suffix=".log", delete=False)
+        # kept open for the server's life (restarts append to it); closed in cleanup()
+        self.log = tempfile.NamedTemporaryFile(prefix=f"sl-{name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.run_dir: str | None = None
         if name == "local":
             self.run_dir = tempfile.mkdtemp(prefix="sl-kv-")
             self.conf = os.path.join(self.run_dir, "node.toml")
-            Path(self.conf).write_text(f'[node]\nrun_dir = "{self.run_dir}"\n[log]\nlevel = "warning"\n')
+            Path(self.conf).write_text(
+                f'[node]\nrun_dir = "{self.run_dir}"\n[log]\nlevel = "warning"\n'
+            )
             self.url = f"local://{self.run_dir}"
             self.argv = [sys.executable, "-m", "stateplane.main", "--conf", self.conf]
         else:
@@ -62,10 +65,6 @@ class Server:
                              "-l", "127.0.0.1"]  # fmt: skip
                 if os.geteuid() == 0:
                     self.argv += ["-u", "root"]
-
-    @property
-    def open_args(self) -> dict[str, str]:
-        return {"run_dir": self.run_dir} if self.run_dir else {}
 
     def start(self) -> None:
         self.proc = subprocess.Popen(self.argv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)

@@ -29,7 +29,7 @@ def with_db(server: Server, body: Body, timeout_s: float = 1.0) -> None:
     prefix = f"t{os.getpid()}-{next(_n)}-"
 
     async def main() -> None:
-        db = open_cachedb(server.url, timeout_s=timeout_s, **server.open_args)
+        db = open_cachedb(server.url, timeout_s=timeout_s, run_dir=server.run_dir)
         try:
             await body(db, prefix)
         finally:
@@ -102,7 +102,8 @@ def test_unicode_key(server: Server) -> None:
 
 
 @pytest.mark.parametrize(
-    "key", ["", "a b", "a\r\nset x", "tab\t", "nul\x00", "del\x7f", "x" * 251, "é" * 126],
+    "key",
+    ["", "a b", "a\r\nset x", "tab\t", "nul\x00", "del\x7f", "x" * 251, "é" * 126],
     ids=["empty", "space", "crlf", "tab", "nul", "del", "251-ascii", "252-utf8"],
 )
 def test_bad_keys_refused(server: Server, key: str) -> None:
@@ -236,7 +237,7 @@ def test_concurrent_clients(server: Server) -> None:
     others' writes."""
 
     async def body(db: CacheDB, p: str) -> None:
-        others = [open_cachedb(server.url, timeout_s=2.0, **server.open_args) for _ in range(3)]
+        others = [open_cachedb(server.url, timeout_s=2.0, run_dir=server.run_dir) for _ in range(3)]
         clients = [db, *others]
         try:
             await asyncio.gather(*(c.incr(p + "n") for c in clients for _ in range(50)))

@@ -214,8 +214,16 @@ class TestWire:
             [b"\x81\x01\x02", b""],
             [b"\x94" + b"\xdc\xff\xff" * 400, b""],
         ],
-        ids=["not-msgpack", "short", "four-frames", "bad-op", "negative-ttl", "negative-by",
-             "int-map-key", "too-large"],  # fmt: skip
+        ids=[
+            "not-msgpack",
+            "short",
+            "four-frames",
+            "bad-op",
+            "negative-ttl",
+            "negative-by",
+            "int-map-key",
+            "too-large",
+        ],
     )
     def test_bad_requests_are_wire_errors(self, frames: list[bytes]) -> None:
         """Anything but a well-formed request raises WireError, nothing else."""

@@ -24,7 +24,7 @@ def test_stop_then_restart(own_server: Callable[[str], Server], name: str) -> No
     server = own_server(name)
 
     async def main() -> None:
-        db = open_cachedb(server.url, timeout_s=TIMEOUT_S, **server.open_args)
+        db = open_cachedb(server.url, timeout_s=TIMEOUT_S, run_dir=server.run_dir)
         try:
             await db.set("k", b"before")
             assert await db.get("k") == b"before"
@@ -53,7 +53,7 @@ def test_paused_server_times_out(own_server: Callable[[str], Server], name: str)
     server = own_server(name)
 
     async def main() -> None:
-        db = open_cachedb(server.url, timeout_s=TIMEOUT_S, slow_ms=100, **server.open_args)
+        db = open_cachedb(server.url, timeout_s=TIMEOUT_S, slow_ms=100, run_dir=server.run_dir)
         try:
             await db.set("k", b"v1")
             server.pause()
@@ -64,7 +64,9 @@ def test_paused_server_times_out(own_server: Callable[[str], Server], name: str)
                     await db.set("other", b"lost?")  # may still be applied, and late
             slow = [e for e in logs if e["event"] == "cachedb_slow"]
             assert [(e["backend"], e["op"]) for e in slow] == [(name, "get"), (name, "set")]
-            assert all(e["ms"] >= 0.9 * TIMEOUT_S * 1000 for e in slow)  # loop timers may fire ~1 ms early
+            assert all(
+                e["ms"] >= 0.9 * TIMEOUT_S * 1000 for e in slow
+            )  # loop timers may fire ~1 ms early
             server.resume()
             await db.set("k", b"v2")
             assert await db.get("k") == b"v2"

@@ -25,7 +25,7 @@ import zmq
 
 from stateplane import kv
 from workers.cachedb.errors import CacheError, CacheFull, CacheUnavailable, CacheValueError
-from workers.cachedb.guard import Guarded
+from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S, Guarded
 
 RECONNECT_MS = 50
 DEFAULT_MAX_IN_FLIGHT = 1024
@@ -41,9 +41,10 @@ class LocalCacheDB(Guarded):
         *,
         ctx: zmq.Context[zmq.Socket[bytes]] | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-        **guard: float,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        slow_ms: float = DEFAULT_SLOW_MS,
     ) -> None:
-        super().__init__(**guard)
+        super().__init__(timeout_s=timeout_s, slow_ms=slow_ms)
         self.endpoint = endpoint
         self.late_replies = 0
         self._own_ctx = ctx is None

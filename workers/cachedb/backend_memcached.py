@@ -28,7 +28,7 @@ from typing import TypeVar
 
 from workers.cachedb import mcproto
 from workers.cachedb.errors import CacheError, CacheUnavailable, CacheValueError
-from workers.cachedb.guard import Guarded
+from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S, Guarded
 
 T = TypeVar("T")
 DEFAULT_MAX_CONNECTIONS = 8
@@ -56,9 +56,16 @@ class _Conn:
 class MemcachedCacheDB(Guarded):
     backend = "memcached"
 
-    def __init__(self, host: str, port: int, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 **guard: float) -> None:  # fmt: skip
-        super().__init__(**guard)
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        slow_ms: float = DEFAULT_SLOW_MS,
+    ) -> None:
+        super().__init__(timeout_s=timeout_s, slow_ms=slow_ms)
         self.host, self.port = host, port
         self._idle: list[_Conn] = []
         self._slots = asyncio.Semaphore(max_connections)

@@ -21,7 +21,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from workers.cachedb.errors import CacheError, CacheTimeout, CacheUnavailable, CacheValueError
-from workers.cachedb.guard import Guarded
+from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S, Guarded
 
 DEFAULT_MAX_CONNECTIONS = 16
 
@@ -45,9 +45,15 @@ return n
 class RedisCacheDB(Guarded):
     backend = "redis"
 
-    def __init__(self, url: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 **guard: float) -> None:  # fmt: skip
-        super().__init__(**guard)
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        slow_ms: float = DEFAULT_SLOW_MS,
+    ) -> None:
+        super().__init__(timeout_s=timeout_s, slow_ms=slow_ms)
         # blocking pool: a call waits for a free connection (inside its deadline) instead of
         # failing with MaxConnectionsError, as the plain pool does when all are busy
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -64,7 +70,8 @@ class RedisCacheDB(Guarded):
 
     async def _get(self, key: str) -> bytes | None:
         value = await self._r.get(key)
-        return None if value is None else bytes(value)
+        # decode_responses is off, so redis-py hands back bytes (its stubs also allow str)
+        return value.encode() if isinstance(value, str) else value
 
     async def _set(self, key: str, value: bytes, ttl_s: float | None) -> None:
         await self._r.set(key, value, px=_ms(ttl_s))
@@ -73,9 +80,10 @@ class RedisCacheDB(Guarded):
         return bool(await self._r.set(key, value, px=_ms(ttl_s), nx=True))
 
     async def _incr(self, key: str, by: int, ttl_s: float | None) -> int:
-        if ttl_s is None:
+        ttl_ms = _ms(ttl_s)
+        if ttl_ms is None:
             return int(await self._r.incrby(key, by))
-        return int(await self._incr_ttl(keys=[key], args=[by, _ms(ttl_s)]))
+        return int(await self._incr_ttl(keys=[key], args=[by, ttl_ms]))
 
     async def _decr(self, key: str, by: int) -> int:
         return int(await self._decr_script(keys=[key], args=[by]))
@@ -84,14 +92,19 @@ class RedisCacheDB(Guarded):
         return bool(await self._r.delete(key))
 
     async def _close(self) -> None:
-        await self._r.aclose()
+        try:
+            await self._r.aclose()
+        except (rexc.RedisError, OSError):  # closing a broken connection is still closing
+            pass
 
     def _translate(self, exc: Exception) -> CacheError | None:
         if isinstance(exc, rexc.TimeoutError):
             return CacheTimeout(f"redis: {exc}")
         if isinstance(exc, rexc.ConnectionError | OSError):
             return CacheUnavailable(f"redis: {exc}")
-        if isinstance(exc, rexc.ResponseError) and ("integer" in str(exc) or "overflow" in str(exc)):
+        if isinstance(exc, rexc.ResponseError) and (
+            "integer" in str(exc) or "overflow" in str(exc)
+        ):
             return CacheValueError(f"redis: {exc}")
         return None
 

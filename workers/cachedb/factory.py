@@ -46,16 +46,17 @@ def open_cachedb(
         ValueError: an unknown scheme, or ``local://`` without a run directory.
     """
     parts = urlsplit(url)
-    guard = {"timeout_s": timeout_s, "slow_ms": slow_ms}
     if parts.scheme == "local":
         where = parts.path or run_dir
         if not where:
             raise ValueError("local:// needs the node's run_dir (or local:///run/dir)")
-        return LocalCacheDB(kv.endpoint(where), **options, **guard)
+        return LocalCacheDB(kv.endpoint(where), timeout_s=timeout_s, slow_ms=slow_ms, **options)
     if parts.scheme in ("redis", "rediss"):
-        return RedisCacheDB(url, **options, **guard)
+        return RedisCacheDB(url, timeout_s=timeout_s, slow_ms=slow_ms, **options)
     if parts.scheme == "memcached":
         if not parts.hostname:
             raise ValueError(f"memcached URL needs a host: {url!r}")
-        return MemcachedCacheDB(parts.hostname, parts.port or 11211, **options, **guard)
+        return MemcachedCacheDB(
+            parts.hostname, parts.port or 11211, timeout_s=timeout_s, slow_ms=slow_ms, **options
+        )
     raise ValueError(f"cacheDB URL scheme must be one of {', '.join(SCHEMES)}: {url!r}")

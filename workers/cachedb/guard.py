@@ -79,10 +79,7 @@ class Guarded:
         return await self._run("delete", self._delete, key)
 
     async def close(self) -> None:
-        try:
-            await self._close()
-        except Exception as exc:  # closing a broken connection must not fail the caller
-            log.debug("cachedb_close_failed", backend=self.backend, error=repr(exc))
+        await self._close()
 
     async def _run(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
         start = time.perf_counter()
