@@ -199,10 +199,14 @@ class Node:
                 "-c", scale]  # fmt: skip
         proc = Proc.start(argv, env_for(conf), REPO)
         node = cls(port, conf, run_dir, proc)
-        node.wait_ready(expected_workers=_count(scale, "worker"))
+        try:
+            node.wait_ready(_count(scale, "ingress"), _count(scale, "worker"))
+        except BaseException:
+            proc.stop(signal.SIGTERM)  # honcho stops its children; killpg if it hangs
+            raise
         return node
 
-    def wait_ready(self, expected_workers: int, deadline_s: float = 20.0) -> None:
+    def wait_ready(self, ingresses: int, workers: int, deadline_s: float = 20.0) -> None:
         """Until an OPTIONS gets 200 over UDP and TCP and every ingress sees every worker."""
         end = time.monotonic() + deadline_s
         while time.monotonic() < end:
@@ -210,11 +214,11 @@ class Node:
                 raise RuntimeError(f"node exited early:\n{self.proc.text()}")
             answer = options(self.port)
             if answer and answer.startswith(b"SIP/2.0 200") and options(self.port, "tcp"):
-                joined = self.proc.events("worker_joined")
-                if (
-                    max((int(str(e.get("workers", 0))) for e in joined), default=0)
-                    >= expected_workers
-                ):
+                seen: dict[str, int] = {}
+                for e in self.proc.events("worker_joined"):
+                    proc = str(e["proc"])
+                    seen[proc] = max(seen.get(proc, 0), int(str(e["workers"])))
+                if sum(1 for n in seen.values() if n >= workers) >= ingresses:
                     return
             time.sleep(0.05)  # polling step, bounded by the deadline
         raise RuntimeError(f"node not ready within {deadline_s} s:\n{self.proc.text()[-4000:]}")
