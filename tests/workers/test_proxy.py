@@ -465,3 +465,32 @@ def test_route_ruri_user_rule() -> None:
     p = proxy(sets=sets, routes=routes)
     assert one(p.handle(request(uri="sip:911@example.com"), inbound()))[1][2] == 7001
     assert one(p.handle(request(uri="sip:912@example.com"), inbound()))[1][2] == 7002
+
+
+class TestForwardingProperty:
+    @given(
+        mf=st.one_of(st.none(), st.integers(1, 2**31)),
+        transport=st.sampled_from(["udp", "tcp"]),
+        rport=st.booleans(),
+        src=st.sampled_from(["10.0.0.1", "10.9.9.9", "192.0.2.1"]),
+        body=st.binary(max_size=200),
+        method=st.sampled_from(["INVITE", "BYE", "OPTIONS", "MESSAGE", "REGISTER", "FOO"]),
+        route_ours=st.booleans(),
+    )
+    def test_forwarded_copy_is_sound(
+        self, mf: int | None, transport: str, rport: bool, src: str, body: bytes, method: str,
+        route_ours: bool,
+    ) -> None:  # fmt: skip
+        """Any forwarded request parses, has one Via more, a lower Max-Forwards, the same body."""
+        via = CLIENT_VIA + (";rport" if rport else "")
+        extra = (f"Route: <sip:{US}:{PORT};lr>",) if route_ours else ()
+        raw = request(method, via=via, max_forwards=mf, body=body, extra=extra)
+        _, meta, data = one(proxy().handle(raw, inbound(transport, src=src, port=41000)))
+        req = parsed_req(data)
+        assert meta[0] == transport and meta[1:3] == ["127.0.0.1", 7000]
+        assert len(req.vias) == 2 and req.vias[1].branch == "z9hG4bKabc"
+        assert req.max_forwards == (70 if mf is None else min(mf, 256) - 1)
+        assert req.body == body and req.method == method
+        assert not req.has_header("route")
+        if rport:
+            assert req.vias[1].params["rport"] == "41000" and req.vias[1].received == src
