@@ -22,6 +22,7 @@ import asyncio
 import os
 import sys
 from collections import Counter
+from dataclasses import asdict
 
 import structlog
 import zmq
@@ -115,7 +116,7 @@ class KvServer:
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server = KvServer(ctx, kv.endpoint(settings.node.run_dir), kv.KvStore())
-    log.info("stateplane_ready", kv_endpoint=server.endpoint, limits=repr(server.store.limits))
+    log.info("stateplane_ready", kv_endpoint=server.endpoint, **asdict(server.store.limits))
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(process.every(SWEEP_S, stop, server.sweep))
