@@ -19,10 +19,14 @@ Rules:
    shed, DESIGN §3 "Protection") and for the client transactions that forward requests already
    admitted. A client transaction is refused only at ``max_transactions``; the TU then
    answers 503 on the server transaction. Retransmissions, ACKs and responses never need room.
-5. One heap of ``(deadline, seq, transaction)`` for all timers, with lazy deletion: an entry is
-   live when its deadline is the one the transaction last registered (``_heap_at``). Stale
-   entries are skipped when they surface, and the heap is rebuilt from live transactions when
-   it grows past twice their number (bounding memory under churn).
+5. One heap of ``(deadline, seq, book, key)`` for all timers, with lazy deletion: an entry is
+   live when ``book[key]`` is a transaction whose registered deadline (``_heap_at``) is the
+   entry's. Entries name the key, not the transaction, so a Terminated transaction is freed
+   at once rather than held by its stale entries. A new entry is pushed only when a
+   deadline moves *earlier* than the registered one; one that moves later or stops keeps its
+   entry, which is re-filed (or dropped) when it surfaces. So a transaction has about one
+   entry, and ``next_deadline()`` stays exact because it settles such entries first. The heap
+   is rebuilt from live entries if it grows past twice the live transactions plus 64.
 6. ``handle_timer(now)`` fires at most ``timer_batch`` due transactions per call, earliest
    first, and returns how many fired; the caller re-arms for ``next_deadline()`` (which is
    already past when a batch was cut short) so one busy tick cannot starve the event loop.
@@ -78,7 +82,7 @@ class TransactionTable:
         self.send_trying = send_trying
         self._clients: dict[ClientKey, ClientTransaction] = {}
         self._servers: dict[ServerKey, ServerTransaction] = {}
-        self._heap: list[tuple[float, int, Transaction]] = []
+        self._heap: list[tuple[float, int, dict[Any, Any], Any]] = []
         self._seq = itertools.count()
         self._events: deque[tuple[Transaction, Event]] = deque()
         #: requests refused with TableFull since start
@@ -205,13 +209,17 @@ class TransactionTable:
         return self._events.popleft() if self._events else None
 
     def next_deadline(self) -> float | None:
-        """The earliest timer of any transaction, or None."""
+        """The earliest timer of any transaction, or None (exact: stale tops are settled)."""
         heap = self._heap
         while heap:
-            at, _, txn = heap[0]
-            if txn._heap_at == at and txn.state is not State.TERMINATED:
-                return at
-            heapq.heappop(heap)
+            at, _, book, key = heap[0]
+            txn = book.get(key)
+            if txn is not None and txn._heap_at == at:
+                if txn.next_deadline() == at:
+                    return at
+                self._resettle(txn, book)  # its timer moved later or stopped (rule 5)
+            else:
+                heapq.heappop(heap)
         return None
 
     def handle_timer(self, now: float, limit: int | None = None) -> int:
@@ -224,13 +232,18 @@ class TransactionTable:
         heap = self._heap
         fired = 0
         while heap and fired < budget:
-            at, _, txn = heap[0]
+            at, _, book, key = heap[0]
             if at > now:
                 break
             heapq.heappop(heap)
-            if txn._heap_at != at or txn.state is State.TERMINATED:
+            txn = book.get(key)
+            if txn is None or txn._heap_at != at:
                 continue  # stale (rule 5)
             txn._heap_at = None
+            d = txn.next_deadline()
+            if d is None or d > now:  # moved later since the entry was pushed: re-file it
+                self._schedule(txn, book)
+                continue
             fired += 1
             self._run(txn, txn.handle_timer, now)
         return fired
@@ -246,28 +259,43 @@ class TransactionTable:
 
     def _after(self, txn: Transaction) -> None:
         ev = txn._events
-        if ev:
+        if ev is not None:
             self._events.extend((txn, e) for e in ev)
-            ev.clear()
+            txn._events = None  # an idle transaction holds no list (~90 bytes each)
+        book: dict[Any, Any] = (
+            self._clients if isinstance(txn, ClientTransaction) else self._servers
+        )
         if txn.state is State.TERMINATED:
             txn._heap_at = None
-            book: dict[Any, Any] = (
-                self._clients if isinstance(txn, ClientTransaction) else self._servers
-            )
             if book.get(txn.key) is txn:
                 del book[txn.key]
             return
+        self._schedule(txn, book)
+
+    def _schedule(self, txn: Transaction, book: dict[Any, Any]) -> None:
+        """Make sure the heap holds an entry at or before ``txn``'s deadline (rule 5).
+
+        A deadline that moved later (or went away) keeps its earlier entry: it is re-filed
+        when it surfaces, so a transaction has one entry most of the time, not one per change.
+        """
         at = txn.next_deadline()
-        if at != txn._heap_at:
-            txn._heap_at = at
-            if at is not None:
-                heapq.heappush(self._heap, (at, next(self._seq), txn))
-                if len(self._heap) > 2 * len(self) + 64:
-                    self._compact()
+        if at is None or (txn._heap_at is not None and txn._heap_at <= at):
+            return
+        txn._heap_at = at
+        heapq.heappush(self._heap, (at, next(self._seq), book, txn.key))
+        if len(self._heap) > 2 * len(self) + 64:
+            self._compact()
+
+    def _resettle(self, txn: Transaction, book: dict[Any, Any]) -> None:
+        heapq.heappop(self._heap)
+        txn._heap_at = None
+        self._schedule(txn, book)
 
     def _compact(self) -> None:
-        live = [
-            e for e in self._heap if e[2]._heap_at == e[0] and e[2].state is not State.TERMINATED
-        ]
+        live = []
+        for entry in self._heap:
+            txn = entry[2].get(entry[3])
+            if txn is not None and txn._heap_at == entry[0]:
+                live.append(entry)
         heapq.heapify(live)
         self._heap = live

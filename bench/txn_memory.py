@@ -1,0 +1,167 @@
+"""Bytes the transaction layer holds per finished transaction (tracemalloc), sipp-like calls.
+
+Usage (repo root):  .venv/bin/python bench/txn_memory.py [--calls 20000] [--tcp]
+
+Method. For each call a stateful proxy's transaction table sees what sipp's uac/uas send:
+INVITE (with SDP) from upstream -> server transaction (100 Trying at once) -> client
+transaction for the forwarded INVITE -> 180 and 200 (with SDP) from downstream, relayed through
+the server transaction; then ACK for the 2xx (its own branch: not a transaction) and BYE -> 200
+through a non-INVITE server + client pair. A second mix answers 486 instead: hop-by-hop ACK
+downstream, ACK absorbed upstream. Events are drained and dropped as the TU would once acted on.
+
+After the last call every transaction is "finished" (final response sent/received) and waits in
+Accepted (Timer L/M, 64*T1 = 32 s), Completed (G/H, J = 32 s, D = 32 s, K = T4 = 5 s) or Confirmed
+(I = T4). tracemalloc's current size is compared with a baseline taken before the run; the
+codec's parse caches (bounded, not the transaction layer's) are cleared before both readings.
+
+Kamailio's tm figure to compare with: ~16-20 KB per finished transaction held ~5 s
+(``wt_timer``), ~200 KB per call/s. The last lines convert ours into bytes per call/s, both at
+our real hold times (RFC timers) and at Kamailio's 5 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import tracemalloc
+from collections import Counter
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from ingress.sip import grammar
+from ingress.sip.message import Request
+from ingress.sip.parser import parse_message
+from ingress.sip.serialize import build_response
+from workers.transactions import TransactionTable
+
+SDP = (
+    b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
+    b"t=0 0\r\nm=audio 6000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n"
+)
+
+
+def invite(
+    i: int,
+    method: str = "INVITE",
+    cseq: int = 1,
+    via: str = "",
+    branch: str = "",
+    to_tag: bool = False,
+) -> bytes:
+    """A sipp uac request (``-sn uac``), optionally with our Via on top (forwarded copy)."""
+    body = SDP if method == "INVITE" else b""
+    top = f"Via: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\n" if via else ""
+    return (
+        f"{method} sip:service@127.0.0.1:5080 SIP/2.0\r\n{top}"
+        f"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-{i}-{cseq};rport\r\n"
+        f"From: sipp <sip:sipp@127.0.0.1:5070>;tag=1{i}\r\n"
+        "To: service <sip:service@127.0.0.1:5080>"
+        + (f";tag=2{i}" if method == "BYE" or to_tag else "")
+        + f"\r\nCall-ID: {i}-4242@127.0.0.1\r\nCSeq: {cseq} {method}\r\n"
+        "Contact: sip:sipp@127.0.0.1:5070\r\nMax-Forwards: 70\r\nSubject: Performance Test\r\n"
+        + ("Content-Type: application/sdp\r\n" if body else "")
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+def parse_req(data: bytes) -> Request:
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    return msg
+
+
+def one_call(table: TransactionTable, i: int, now: float, status: int) -> None:
+    up = parse_req(invite(i))
+    st = table.receive_request(up, reliable=table_reliable, now=now)
+    assert st is not None
+    branch = f"z9hG4bK-fw{i}"
+    fwd = invite(i, via="x", branch=branch)
+    table.send_request(fwd, branch=branch, method="INVITE", reliable=table_reliable,
+                            now=now, context=st)  # fmt: skip
+    fwd_req = parse_req(fwd)
+    for code in (180, status):
+        resp = parse_message(build_response(fwd_req, code, "X", to_tag=f"2{i}"))
+        table.receive_response(resp, now)  # type: ignore[arg-type]
+        relayed = build_response(up, code, "X", to_tag=f"2{i}") + (SDP if code == 200 else b"")
+        table.respond(st, relayed, code, now)
+    if status == 200:
+        bye_up = parse_req(invite(i, "BYE", 2))
+        sb = table.receive_request(bye_up, reliable=table_reliable, now=now)
+        assert sb is not None
+        b2 = f"z9hG4bK-fwb{i}"
+        bye_fwd = invite(i, "BYE", 2, via="x", branch=b2)
+        table.send_request(bye_fwd, branch=b2, method="BYE", reliable=table_reliable, now=now)
+        table.receive_response(parse_message(build_response(parse_req(bye_fwd), 200, "OK")), now)  # type: ignore[arg-type]
+        table.respond(sb, build_response(bye_up, 200, "OK"), 200, now)
+    else:
+        ack = parse_req(invite(i, "ACK", 1, to_tag=True))  # same branch: the non-2xx ACK
+        table.receive_request(ack, reliable=table_reliable, now=now)
+    while table.next_event() is not None:
+        pass
+
+
+def clear_codec_caches() -> None:
+    for name in dir(grammar):
+        obj = getattr(grammar, name)
+        if name.endswith("_CACHE") and isinstance(obj, dict):
+            obj.clear()
+
+
+def measure(calls: int, status: int) -> tuple[int, int, Counter[str], float]:
+    """Returns (bytes held, transactions held, states, mean remaining hold time in s)."""
+    table = TransactionTable(max_transactions=8 * calls)
+    one_call(table, -1, 0.0, status)  # warm lazily built objects outside the measurement
+    while table.next_deadline() is not None:
+        table.handle_timer(1e9)
+    clear_codec_caches()
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i in range(calls):
+        one_call(table, i, 1.0, status)
+    clear_codec_caches()
+    gc.collect()
+    held = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    txns = list(table._clients.values()) + list(table._servers.values())
+    states = Counter(f"{t.kind.split(' transaction')[0]}:{t.state.value}" for t in txns)
+    holds = [(t.next_deadline() or 1.0) - 1.0 for t in txns]
+    return held, len(txns), states, (sum(holds) / len(holds) if holds else 0.0)
+
+
+def main() -> None:
+    global table_reliable
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--calls", type=int, default=20000)
+    ap.add_argument("--tcp", action="store_true", help="reliable transport (no wait states)")
+    args = ap.parse_args()
+    table_reliable = args.tcp
+    print(f"transport {'TCP' if args.tcp else 'UDP'}, {args.calls} calls per mix, Python "
+          f"{sys.version.split()[0]}")  # fmt: skip
+    for status in (200, 486):
+        held, n, states, hold = measure(args.calls, status)
+        if not n:
+            print(f"\nmix: INVITE answered {status}: every transaction ended at once (reliable)")
+            print(f"  bytes held             {held} (table structures only)")
+            continue
+        per_txn = held / n
+        per_call = held / args.calls
+        print(f"\nmix: INVITE answered {status}" + (" + BYE" if status == 200 else ""))
+        print(
+            f"  transactions held      {n} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
+        )
+        print(f"  bytes held             {held}")
+        print(f"  bytes per finished txn {per_txn:.0f}")
+        print(f"  bytes per call         {per_call:.0f}")
+        print(
+            f"  mean hold (RFC timers) {hold:.1f} s -> {per_call * hold / 1024:.1f} KB per call/s"
+        )
+        print(f"  held 5 s (Kamailio eq) {per_call * 5 / 1024:.1f} KB per call/s")
+
+
+table_reliable = False
+
+if __name__ == "__main__":
+    main()
