@@ -257,6 +257,30 @@ class TestHeap:
         order = [txn for txn, e in drain(t) if isinstance(e, TimedOut)]
         assert [c.branch for c in order if isinstance(c, ClientTransaction)] == ["b1", "b2", "b0"]
 
+    def test_next_deadline_exact(self) -> None:
+        """A deadline that moved later or stopped is re-filed: next_deadline never lies."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0)  # fmt: skip
+        assert t.next_deadline() == 0.5  # Timer A
+        t.receive_response(response(downstream(), 180), 0.1)
+        assert t.next_deadline() is None  # Proceeding: no timer
+        t.receive_response(response(downstream(), 200), 0.2)
+        assert t.next_deadline() == pytest.approx(32.2) == ct.next_deadline()  # Timer M
+        assert t.handle_timer(32.0) == 0 and ct.state is State.ACCEPTED
+        assert t.handle_timer(32.2) == 1 and ct.state is State.TERMINATED
+
+    def test_refiled_entry_fires_once(self) -> None:
+        """An entry surfacing early is re-filed, not fired; the real deadline fires once."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="b", method="OPTIONS", reliable=False, now=0)
+        t.receive_response(response(downstream("OPTIONS", "b"), 200), 0.1)  # E/F -> K at 5.1
+        drain(t)
+        assert t.handle_timer(0.5) == 0  # the old Timer E entry surfaces: re-filed
+        assert t.next_deadline() == pytest.approx(5.1)
+        assert t.handle_timer(5.1) == 1 and ct.state is State.TERMINATED
+        assert kinds(drain(t)) == ["Terminated"]
+
     def test_stale_entries_bounded(self) -> None:
         """Deadlines that move leave stale entries; the heap stays within 2x live + 64."""
         t = TransactionTable()
