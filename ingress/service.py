@@ -73,8 +73,8 @@ class Ingress:
     def _on_tcp_message(self, conn: TcpConnection, data: bytes) -> None:
         t0 = time.perf_counter()
         self.meter.counters["msgs_in"] += 1
-        sock = conn.transport.get_extra_info("sockname") if conn.transport else ("", 0)
-        meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, sock[0], sock[1],
+        local = conn.local
+        meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, local[0], local[1],
                 time.monotonic()]  # fmt: skip
         self._accept(data, meta, conn.write)
         self.meter.add_busy(time.perf_counter() - t0)
@@ -145,6 +145,7 @@ class Ingress:
     async def drain(self) -> None:
         """Stop taking input, hand on what was taken, and send what workers return for it."""
         self.accepting = False
+        self.tcp.stop_listening()
         self.bus.flush()
         await process.until_quiet(lambda: self.meter.counters["msgs_out"])
 

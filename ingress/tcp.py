@@ -51,14 +51,19 @@ class TcpConnection(asyncio.Protocol):
     """One TCP connection, inbound or outbound: a thin adapter around ``StreamFramer``."""
 
     __slots__ = (
-        "closed", "conn_id", "framer", "hub", "last_active", "msg_started", "outbound",
+        "closed", "conn_id", "framer", "hub", "last_active", "local", "msg_started", "outbound",
         "peer", "pending", "pending_bytes", "transport",
     )  # fmt: skip
 
-    def __init__(self, hub: TcpHub, conn_id: int, outbound: bool) -> None:
+    def __init__(
+        self, hub: TcpHub, conn_id: int, outbound: bool, local: tuple[str, int] = ("", 0)
+    ) -> None:
         self.hub = hub
         self.conn_id = conn_id
         self.outbound = outbound
+        #: the listener this connection belongs to (shared tuple; outbound ones count as the
+        #: first listener's, the address our Via and Record-Route name)
+        self.local = local
         self.peer: tuple[str, int] = ("", 0)
         self.transport: asyncio.Transport | None = None
         #: created on the first byte of a partial message, dropped when nothing is buffered:
@@ -206,6 +211,7 @@ class TcpHub:
 
     def __init__(self, cfg: Tcp, on_message: OnMessage, on_error: OnError) -> None:
         self.cfg = cfg
+        self.default_local: tuple[str, int] = ("", 0)
         self.on_message = on_message
         self.on_error = on_error
         self.loop = asyncio.get_running_loop()
@@ -239,8 +245,10 @@ class TcpHub:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((address, port))
             sock.setblocking(False)
+            name = sock.getsockname()
+            bound = (name[0], name[1])
             server = await self.loop.create_server(
-                lambda: TcpConnection(self, self._new_id(), outbound=False),
+                lambda: TcpConnection(self, self._new_id(), outbound=False, local=bound),
                 sock=sock,
                 backlog=1024,
             )
@@ -248,8 +256,9 @@ class TcpHub:
             sock.close()
             raise
         self._servers.append(server)
-        bound = sock.getsockname()
-        return (bound[0], bound[1])
+        if self.default_local == ("", 0):
+            self.default_local = bound
+        return bound
 
     def admit(self, conn: TcpConnection) -> bool:
         ip = conn.peer[0]
@@ -306,7 +315,7 @@ class TcpHub:
             log.warning("tcp_connect_refused", peer=f"{ip}:{port}", reason="max_connections",
                         limit=self.cfg.max_connections)  # fmt: skip
             return None
-        conn = TcpConnection(self, self._new_id(), outbound=True)
+        conn = TcpConnection(self, self._new_id(), outbound=True, local=self.default_local)
         conn.peer = (ip, port)
         self.by_peer[conn.peer] = conn
         task = self.loop.create_task(self._open(conn))
@@ -344,6 +353,11 @@ class TcpHub:
 
     def stats(self) -> dict[str, Any]:
         return {"tcp_conns": len(self.conns), "tcp_connecting": len(self._connects)}
+
+    def stop_listening(self) -> None:
+        """Accept no new connection; open ones keep working (shutdown drains through them)."""
+        for server in self._servers:
+            server.close()
 
     async def close(self) -> None:
         """Stop listening, give up pending connects and close every connection (flushing
