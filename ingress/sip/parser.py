@@ -349,7 +349,12 @@ def _salvage(data: bytes, headers: list[Header], is_request: bool, start_line: b
 
 
 def salvage(data: bytes) -> Salvage:
-    """What can be read of a message to answer it (used by the stream framer)."""
+    """What can be read of a message to answer it (used by the stream framer).
+
+    A header section cut short (over the size cap) is read up to its last complete line.
+    """
+    if b"\r\n\r\n" not in data and (cut := data.rfind(b"\r\n")) > 0:
+        data = data[:cut] + b"\r\n\r\n"
     try:
         msg = parse_message(data)
     except SipError as exc:
