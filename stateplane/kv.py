@@ -18,6 +18,9 @@ Rules:
    ``[rid, msgpack([status, number]), value]``; the value travels in its own frame, never
    copied into msgpack. ``rid`` is the client's opaque request id, echoed back. ``status`` is
    one of ``STATUSES``; a reply to a request that could not be decoded says ``bad_request``.
+   One ZeroMQ message carries a batch: the requests a client made in one loop iteration,
+   three frames each, answered by one message of their replies in the same order (batching
+   per loop iteration, as the ingress pipe does, saves a send per call).
 """
 
 from __future__ import annotations

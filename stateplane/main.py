@@ -8,8 +8,10 @@ Rules:
 2. The socket's FD is registered with the loop and drained with NOBLOCK in bounded batches
    (DESIGN.md §1: zmq.asyncio stays off the hot path); the FD is edge-triggered, so after each
    batch of sends we look again.
-3. A request that cannot be decoded gets ``bad_request`` if it has a request id, else it is
-   counted and dropped. A reply to a client that is gone is dropped by ZeroMQ (ROUTER).
+3. A message is a batch of requests (``stateplane/kv.py`` rule 5) answered by one message.
+   A request that cannot be decoded gets ``bad_request``; a message that is not a batch of
+   three-frame requests gets one ``bad_request`` for its first frame; an empty one is dropped.
+   A reply to a client that is gone is dropped by ZeroMQ (ROUTER). All are counted.
 4. Expired keys are reclaimed every ``SWEEP_S`` in batches of ``SWEEP_BATCH``; reads never see
    them in between (``KvStore`` checks on access).
 5. One stateplane per run directory: binding removes a stale socket file left by a killed one.
@@ -67,35 +69,48 @@ class KvServer:
         sock = self._sock
         if sock.closed:
             return
-        for _ in range(DRAIN_LIMIT):
+        budget = DRAIN_LIMIT
+        while budget > 0:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            reply = self._handle(frames)
-            if reply is not None:
+            budget -= max(1, len(frames) // 3)
+            reply = self._handle_batch(frames)
+            if reply:
                 try:
                     sock.send_multipart(reply, zmq.NOBLOCK)
-                except zmq.ZMQError:  # the client's pipe is full or gone: its call times out
+                except zmq.ZMQError:  # the client's pipe is full or gone: its calls time out
                     self.counters["reply_dropped"] += 1
         self._loop.call_soon(self._on_readable)  # more may wait; let timers run first
 
-    def _handle(self, frames: list[bytes]) -> list[bytes] | None:
-        self.counters["requests"] += 1
-        if len(frames) < 2:
+    def _handle_batch(self, frames: list[bytes]) -> list[bytes]:
+        ident, body = frames[0], frames[1:]
+        if not body:
             self.counters["bad_request"] += 1
-            return None
-        ident, rid = frames[0], frames[1]
+            return []
+        if len(body) % 3:
+            self.counters["bad_request"] += 1
+            log.warning("kv_bad_request", reason=f"{len(body)} frames is not a batch of 3s")
+            return [ident, *kv.pack_reply(body[0], "bad_request")]
+        reply = [ident]
+        now = self._loop.time()
+        for i in range(0, len(body), 3):
+            reply += self._handle(body[i : i + 3], now)
+        return reply
+
+    def _handle(self, frames: list[bytes], now: float) -> list[bytes]:
+        self.counters["requests"] += 1
         try:
-            req = kv.unpack_request(frames[1:])
+            req = kv.unpack_request(frames)
         except kv.WireError as exc:
             self.counters["bad_request"] += 1
             log.warning("kv_bad_request", reason=str(exc))
-            return [ident, *kv.pack_reply(rid, "bad_request")]
-        status, number, value = kv.apply(self.store, req, self._loop.time())
+            return kv.pack_reply(frames[0], "bad_request")
+        status, number, value = kv.apply(self.store, req, now)
         if status == "full":
             self.counters["refused_full"] += 1
-        return [ident, *kv.pack_reply(rid, status, number, value)]
+        return kv.pack_reply(frames[0], status, number, value)
 
     def sweep(self) -> None:
         self.store.expire(self._loop.time(), SWEEP_BATCH)

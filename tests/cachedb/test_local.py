@@ -92,6 +92,44 @@ def test_garbage_gets_bad_request_and_server_lives(run_dir: str, ctx: zmq.Contex
     run(main)
 
 
+def test_one_message_carries_a_batch(run_dir: str, ctx: zmq.Context[Any]) -> None:
+    """A message of several requests gets one message of their replies, in order, a bad one
+    among them answered ``bad_request`` without disturbing the others."""
+
+    async def main() -> None:
+        server = KvServer(ctx, kv.endpoint(run_dir), kv.KvStore())
+        raw = ctx.socket(zmq.DEALER)
+        raw.linger = 0
+        raw.connect(kv.endpoint(run_dir))
+        try:
+            raw.send_multipart(
+                [
+                    *kv.pack_request(b"r1", kv.Request("set", "k", None, 0, b"v")),
+                    b"r2",
+                    b"\xc1",
+                    b"",
+                    *kv.pack_request(b"r3", kv.Request("get", "k", None, 0, b"")),
+                ]
+            )
+
+            async def answered() -> bool:
+                return bool(raw.poll(0))
+
+            await eventually(answered, within_s=2.0)
+            frames = raw.recv_multipart()
+            replies = [kv.unpack_reply(frames[i : i + 3]) for i in range(0, len(frames), 3)]
+            assert replies == [
+                (b"r1", "ok", None, b""),
+                (b"r2", "bad_request", None, b""),
+                (b"r3", "ok", None, b"v"),
+            ]
+        finally:
+            raw.close(linger=0)
+            server.close()
+
+    run(main)
+
+
 def test_timed_out_replies_are_dropped(run_dir: str, ctx: zmq.Context[Any]) -> None:
     """A reply arriving after its call timed out is counted and never given to another call."""
 

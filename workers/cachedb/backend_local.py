@@ -6,12 +6,15 @@ Rules:
    to its future by it (circus ``client.py``). A reply whose id nobody waits for any more (its
    call timed out) is dropped and counted.
 2. In flight: at most ``max_in_flight`` requests; a call waits for a slot inside its deadline.
-3. The socket is ``IMMEDIATE``: with no stateplane connected a send fails at once instead of
-   queueing for a server that may never come. The call then retries the send until 80 % of
-   its deadline (the pipe takes a few ms to attach after start or restart) and raises
-   ``CacheUnavailable``; a request sent but not answered raises ``CacheTimeout``. ZeroMQ
+3. Requests made in one loop iteration leave in one ZeroMQ message (``stateplane/kv.py``
+   rule 5), at most ``MAX_BATCH`` requests or about ``MAX_BATCH_BYTES`` each.
+4. The socket is ``IMMEDIATE``: with no stateplane connected a send fails at once instead of
+   queueing for a server that may never come. Unsent requests then wait in the outbox and
+   the send is retried (1 ms, doubling to 20 ms: the pipe takes a few ms to attach after a
+   start or restart); a request still unsent at 80 % of its call's deadline fails with
+   ``CacheUnavailable``, one sent but not answered in time with ``CacheTimeout``. ZeroMQ
    reconnects by itself (every ``RECONNECT_MS``) when the stateplane returns.
-4. The FD is registered with the loop (no zmq.asyncio) and drained with NOBLOCK; it is
+5. The FD is registered with the loop (no zmq.asyncio) and drained with NOBLOCK; it is
    edge-triggered, so after every send we drain once more.
 """
 
@@ -29,7 +32,11 @@ from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S, Guarded
 
 RECONNECT_MS = 50
 DEFAULT_MAX_IN_FLIGHT = 1024
+MAX_BATCH = 256
+MAX_BATCH_BYTES = 1 << 20
 _RID = struct.Struct("!Q")
+
+Reply = tuple[str, int | None, bytes]
 
 
 class LocalCacheDB(Guarded):
@@ -57,20 +64,25 @@ class LocalCacheDB(Guarded):
         sock.connect(endpoint)
         self._sock = sock
         self._ids = itertools.count(1)
-        self._pending: dict[bytes, asyncio.Future[tuple[str, int | None, bytes]]] = {}
+        self._pending: dict[bytes, asyncio.Future[Reply]] = {}
+        self._outbox: list[tuple[float, bytes, list[bytes]]] = []  # (give up at, rid, frames)
+        self._flushing: asyncio.Handle | None = None
+        self._pause = 0.001
         self._slots = asyncio.Semaphore(max_in_flight)
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def _call(self, op: str, key: str, ttl_s: float | None = None, by: int = 0,
-                    value: bytes = b"") -> tuple[str, int | None, bytes]:  # fmt: skip
+                    value: bytes = b"") -> Reply:  # fmt: skip
         loop = self._attach()
         async with self._slots:
             rid = _RID.pack(next(self._ids))
             frames = kv.pack_request(rid, kv.Request(op, key, ttl_s, by, value))
-            fut: asyncio.Future[tuple[str, int | None, bytes]] = loop.create_future()
+            fut: asyncio.Future[Reply] = loop.create_future()
             self._pending[rid] = fut
+            self._outbox.append((loop.time() + 0.8 * self.timeout_s, rid, frames))
+            if self._flushing is None:
+                self._flushing = loop.call_soon(self._flush)
             try:
-                await self._send(frames, loop.time() + 0.8 * self.timeout_s)
                 status, number, data = await fut
             finally:
                 self._pending.pop(rid, None)
@@ -82,19 +94,45 @@ class LocalCacheDB(Guarded):
             raise CacheError(f"local {op}: the stateplane could not decode the request")
         return status, number, data
 
-    async def _send(self, frames: list[bytes], give_up_at: float) -> None:
-        assert self._loop is not None
-        pause = 0.001
-        while True:
+    def _flush(self) -> None:
+        """Send the outbox in batches; on ``zmq.Again`` keep the rest and retry (rule 4)."""
+        loop = self._loop
+        assert loop is not None
+        self._flushing = None
+        now = loop.time()
+        live = []
+        for entry in self._outbox:
+            fut = self._pending.get(entry[1])
+            if fut is None or fut.done():  # its call is over (timed out, cancelled)
+                continue
+            if entry[0] <= now:
+                fut.set_exception(CacheUnavailable(f"no stateplane at {self.endpoint}"))
+                continue
+            live.append(entry)
+        self._outbox = []
+        start = 0
+        while start < len(live):
+            end, size, batch = start, 0, []
+            while end < len(live) and end - start < MAX_BATCH and size < MAX_BATCH_BYTES:
+                batch += live[end][2]
+                size += len(live[end][2][2])
+                end += 1
             try:
-                self._sock.send_multipart(frames, zmq.NOBLOCK)
-                break
-            except zmq.Again:
-                if self._loop.time() + pause > give_up_at:
-                    raise CacheUnavailable(f"no stateplane at {self.endpoint}") from None
-                await asyncio.sleep(pause)  # no peer yet: the pipe attaches within ms
-                pause = min(pause * 2, 0.02)
-        self._loop.call_soon(self._drain)
+                self._sock.send_multipart(batch, zmq.NOBLOCK)
+            except zmq.Again:  # no stateplane connected (yet): rule 4
+                self._outbox = live[start:]
+                self._flushing = loop.call_later(self._pause, self._flush)
+                self._pause = min(self._pause * 2, 0.02)
+                return
+            except zmq.ZMQError as exc:
+                for _, rid, _ in live[start:]:
+                    fut = self._pending.get(rid)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(CacheUnavailable(f"local: {exc}"))
+                return
+            start = end
+        self._pause = 0.001
+        self._drain()  # the FD is edge-triggered: sending may have consumed the edge
 
     def _attach(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
@@ -111,16 +149,17 @@ class LocalCacheDB(Guarded):
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            try:
-                rid, status, number, value = kv.unpack_reply(frames)
-            except kv.WireError:
-                self.late_replies += 1
-                continue
-            fut = self._pending.get(rid)
-            if fut is None or fut.done():
-                self.late_replies += 1
-            else:
-                fut.set_result((status, number, value))
+            for i in range(0, len(frames) - 2, 3):
+                try:
+                    rid, status, number, value = kv.unpack_reply(frames[i : i + 3])
+                except kv.WireError:
+                    self.late_replies += 1
+                    continue
+                fut = self._pending.get(rid)
+                if fut is None or fut.done():
+                    self.late_replies += 1
+                else:
+                    fut.set_result((status, number, value))
 
     async def _get(self, key: str) -> bytes | None:
         status, _, value = await self._call("get", key)
@@ -144,6 +183,8 @@ class LocalCacheDB(Guarded):
         return status == "ok"
 
     async def _close(self) -> None:
+        if self._flushing is not None:
+            self._flushing.cancel()
         if self._loop is not None and not self._sock.closed:
             self._loop.remove_reader(self._sock.FD)
         for fut in self._pending.values():
