@@ -358,3 +358,36 @@ def test_random_sequences(
             assert I.RECV_ACK not in [i for _, i in inputs[finals[0] :]]
     # no retransmission is ever scheduled past the end
     assert all(t <= end for t, e in events if isinstance(e, Transmit))
+
+
+# -- the tables in docs/transactions.md are generated from the code --------------------------
+
+DOC = __import__("pathlib").Path(__file__).resolve().parents[2] / "docs" / "transactions.md"
+DOC_MACHINES = {
+    "INVITE client": InviteClientTransaction,
+    "non-INVITE client": NonInviteClientTransaction,
+    "INVITE server": InviteServerTransaction,
+    "non-INVITE server": NonInviteServerTransaction,
+}
+
+
+def render_table(cls: type[Transaction]) -> str:
+    """One machine's TRANSITIONS as a markdown table, in state then input order."""
+    states, inputs = list(State), list(Input)
+    rows = sorted(cls.TRANSITIONS.items(), key=lambda kv: (states.index(kv[0][0]),
+                                                           inputs.index(kv[0][1])))  # fmt: skip
+    lines = ["| state | input | effect | next |", "|---|---|---|---|"]
+    for (state, inp), (effect, nxt) in rows:
+        name = "—" if effect is None else effect.__name__.lstrip("_").replace("_", " ")
+        lines.append(f"| {state.value} | {inp.value} | {name} | {nxt.value} |")
+    return "\n".join(lines)
+
+
+def render_all() -> str:
+    """What docs/transactions.md §"The four tables" holds (print this to regenerate it)."""
+    return "\n\n".join(f"### {title}\n\n{render_table(cls)}" for title, cls in DOC_MACHINES.items())
+
+
+def test_doc_tables_match_code() -> None:
+    """docs/transactions.md shows the tables the code runs (regenerate with render_all())."""
+    assert render_all() in DOC.read_text()
