@@ -132,11 +132,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server = KvServer(ctx, kv.endpoint(settings.node.run_dir), kv.KvStore())
     log.info("stateplane_ready", kv_endpoint=server.endpoint, **asdict(server.store.limits))
+
+    def report() -> None:
+        log.info("load_stats", **server.stats())
+
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(process.every(SWEEP_S, stop, server.sweep))
-            tg.create_task(process.every(settings.log.stats_interval_s, stop,
-                                         lambda: log.info("load_stats", **server.stats())))  # fmt: skip
+            tg.create_task(process.every(settings.log.stats_interval_s, stop, report))
     finally:
         server.close()
         ctx.destroy(linger=0)

@@ -43,7 +43,9 @@ class Server:
         self.name = name
         self.proc: subprocess.Popen[bytes] | None = None
         # kept open for the server's life (restarts append to it); closed in cleanup()
-        self.log = tempfile.NamedTemporaryFile(prefix=f"sl-{name}-", suffix=".log", delete=False)  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix=f"sl-{name}-", suffix=".log", delete=False
+        )
         self.run_dir: str | None = None
         if name == "local":
             self.run_dir = tempfile.mkdtemp(prefix="sl-kv-")

@@ -187,23 +187,30 @@ def test_counter_of_non_counter(server: Server) -> None:
 
 
 def test_ttl_holds_then_expires(server: Server) -> None:
-    """Keys written with a TTL (set, add, incr) are there for at least ttl_s, an incr does not
-    extend it, and they are gone within the backend's granularity (memcached counts whole
+    """Keys written with a TTL (set, add, incr) are there for at least ttl_s, an incr counts on
+    within it, and they are gone within the backend's granularity (memcached counts whole
     seconds: up to ~1 s late by design, interface.py rule 2); a key without TTL stays."""
     ttl = 1.0
 
     async def body(db: CacheDB, p: str) -> None:
         loop = asyncio.get_running_loop()
-        t0 = loop.time()
+        t0 = loop.time()  # before the writes: no key may be gone before t0 + ttl
         await db.set(p + "s", b"v", ttl)
         await db.add(p + "a", b"v", ttl)
         await db.incr(p + "c", 1, ttl)
         await db.set(p + "forever", b"v")
         keys = [p + "s", p + "a", p + "c"]
-        while loop.time() - t0 < 0.8 * ttl:  # every read before the TTL finds them
-            assert [await db.get(k) for k in keys] == [b"v", b"v", b"1"]
+        counted = b"1"
+        while loop.time() - t0 < 0.9 * ttl:
+            if counted == b"1" and loop.time() - t0 > 0.4 * ttl:
+                n = await db.incr(p + "c", 1, ttl)  # counts on; the TTL only applies to a new key
+                if loop.time() < t0 + ttl:  # (a loaded box may have taken us past it)
+                    assert n == 2
+                    counted = b"2"
+            values = [await db.get(k) for k in keys]
+            if loop.time() < t0 + ttl:  # an answer received before the TTL must find them
+                assert values == [b"v", b"v", counted]
             await asyncio.sleep(0.05)
-        assert await db.incr(p + "c") == 2  # counts on, keeps the original TTL
 
         async def all_gone() -> bool:
             return all([await db.get(k) is None for k in keys])
@@ -222,8 +229,8 @@ def test_short_ttl_expires(server: Server) -> None:
     async def body(db: CacheDB, p: str) -> None:
         await db.set(p + "short", b"v", 0.05)
         took = await eventually(lambda: _gone(db, p + "short"), within_s=3.0)
-        if server.name != "memcached":
-            assert took < 1.0
+        if server.name != "memcached":  # whole seconds there (interface.py rule 2)
+            assert took < 1.5
 
     with_db(server, body)
 

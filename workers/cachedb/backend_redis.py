@@ -1,9 +1,9 @@
 """``redis://host:port/db``: Redis through redis-py's asyncio client (``redis.asyncio``).
 
 Rules:
-1. redis-py pools connections (a blocking pool of ``max_connections``), reconnects on demand, and since 4.5.4/5.0.1 disconnects a
-   connection whose command was cancelled (CVE-2023-28858/28859), so a timeout never leaves
-   a reply for the next caller.
+1. redis-py pools connections (a blocking pool of ``max_connections``), reconnects on
+   demand, and since 4.5.4/5.0.1 disconnects a connection whose command was cancelled
+   (CVE-2023-28858/28859), so a timeout never leaves a reply for the next caller.
 2. No retries inside redis-py: a retried ``incr`` could count twice. A broken pooled
    connection is noticed when it is taken from the pool and replaced; a failure in flight is
    one ``CacheUnavailable`` and the next call reconnects.

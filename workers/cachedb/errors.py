@@ -2,13 +2,13 @@
 
 ::
 
-    CacheError                 status 500: anything a cacheDB call could not do
-    ├── CacheUnavailable       status 503: the server cannot be reached (refused, reset, no peer)
-    ├── CacheTimeout           status 503: no answer within the call's timeout
-    ├── CacheFull              status 503: the local store is at its bound and refuses new keys
-    ├── CacheKeyError          status 500: a key breaks the key rule (also a ValueError)
-    └── CacheValueError        status 500: value too large, bad TTL or ``by``, incr/decr of a
-                                           value that is not a counter (also a ValueError)
+    CacheError             500  anything a cacheDB call could not do
+    ├── CacheUnavailable   503  the server cannot be reached (refused, reset, no peer)
+    ├── CacheTimeout       503  no answer within the call's timeout
+    ├── CacheFull          503  the local store is at its bound and refuses new keys
+    ├── CacheKeyError      500  a key breaks the key rule (also a ValueError)
+    └── CacheValueError    500  value too large, bad TTL or ``by``, incr/decr of a value
+                                that is not a counter (also a ValueError)
 
 Rules:
 1. Backends translate at the boundary (httpx ``map_httpcore_exceptions``): every redis, ZeroMQ,

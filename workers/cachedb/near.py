@@ -29,8 +29,15 @@ _ABSENT = object()
 class NearCache:
     """``CacheDB`` in front of ``backend``; see the module rules."""
 
-    def __init__(self, backend: CacheDB, ttl_s: float, maxsize: int, *,
-                 timer: Callable[[], float] = time.monotonic, cache_misses: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        backend: CacheDB,
+        ttl_s: float,
+        maxsize: int,
+        *,
+        timer: Callable[[], float] = time.monotonic,
+        cache_misses: bool = True,
+    ) -> None:
         self.backend = backend
         self.cache_misses = cache_misses
         self._cache: TTLCache[str, bytes | None] = TTLCache(maxsize, ttl_s, timer=timer)
