@@ -31,6 +31,12 @@ def _worker(args: argparse.Namespace) -> int:
     return main(args.conf)
 
 
+def _stateplane(args: argparse.Namespace) -> int:
+    from stateplane.main import main
+
+    return main(args.conf)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipline", description=__doc__)
     p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
@@ -38,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("ingress", _ingress, "run an ingress process (SIP sockets)"),
         ("worker", _worker, "run a routing worker process"),
+        ("stateplane", _stateplane, "run the node's state plane (embedded store of local:// cacheDB)"),
         ("check-config", _check_config, "validate a configuration file and exit"),
     ):
         sp = sub.add_parser(name, help=text)
