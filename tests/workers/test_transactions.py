@@ -466,6 +466,13 @@ class TestRules:
         with pytest.raises(ValueError):
             TimerConfig(**bad)
 
+    def test_slotted(self) -> None:
+        """Transactions and events carry no per-instance __dict__ (memory, docs/transactions.md)."""
+        for txn in (client("INVITE", False), client("OPTIONS", False), server("INVITE", False),
+                    server("OPTIONS", False)):  # fmt: skip
+            assert not hasattr(txn, "__dict__"), type(txn).__name__
+        assert not hasattr(Transmit(b""), "__dict__")
+
     def test_ack_has_no_transactions(self) -> None:
         """ACK never creates a client or server transaction."""
         with pytest.raises(ValueError):

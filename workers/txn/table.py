@@ -260,7 +260,9 @@ class TransactionTable:
     def _after(self, txn: Transaction) -> None:
         ev = txn._events
         if ev is not None:
-            self._events.extend((txn, e) for e in ev)
+            push = self._events.append
+            for e in ev:
+                push((txn, e))
             txn._events = None  # an idle transaction holds no list (~90 bytes each)
         book: dict[Any, Any] = (
             self._clients if isinstance(txn, ClientTransaction) else self._servers
@@ -283,7 +285,7 @@ class TransactionTable:
             return
         txn._heap_at = at
         heapq.heappush(self._heap, (at, next(self._seq), book, txn.key))
-        if len(self._heap) > 2 * len(self) + 64:
+        if len(self._heap) > 2 * (len(self._clients) + len(self._servers)) + 64:
             self._compact()
 
     def _resettle(self, txn: Transaction, book: dict[Any, Any]) -> None:
