@@ -257,6 +257,21 @@ class TestHeap:
         order = [txn for txn, e in drain(t) if isinstance(e, TimedOut)]
         assert [c.branch for c in order if isinstance(c, ClientTransaction)] == ["b1", "b2", "b0"]
 
+    def test_compaction_during_handle_timer(self) -> None:
+        """A rebuild of the heap while timers fire loses no timer and fires none twice."""
+        t = TransactionTable()
+        txns = [
+            t.send_request(downstream(), branch=f"b{i}", method="INVITE", reliable=False, now=0)
+            for i in range(200)
+        ]
+        for c in txns[:150]:
+            t.transport_error(c, 0.1)  # 150 stale entries, 50 live: the next push compacts
+        drain(t)
+        assert t.handle_timer(0.5) == 50  # each Timer A re-arms (a push) while firing
+        assert len(t._heap) <= 2 * len(t) + 64
+        assert kinds(drain(t)) == ["rtx INVITE"] * 50
+        assert t.next_deadline() == 1.5 and t.handle_timer(1.5) == 50
+
     def test_next_deadline_exact(self) -> None:
         """A deadline that moved later or stopped is re-filed: next_deadline never lies."""
         t = TransactionTable()

@@ -294,10 +294,7 @@ class TransactionTable:
         self._schedule(txn, book)
 
     def _compact(self) -> None:
-        live = []
-        for entry in self._heap:
-            txn = entry[2].get(entry[3])
-            if txn is not None and txn._heap_at == entry[0]:
-                live.append(entry)
-        heapq.heapify(live)
-        self._heap = live
+        # in place: handle_timer and next_deadline hold the list while they may get here
+        heap = self._heap
+        heap[:] = [e for e in heap if (t := e[2].get(e[3])) is not None and t._heap_at == e[0]]
+        heapq.heapify(heap)
