@@ -29,6 +29,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -111,6 +112,11 @@ def _hash(text: str, size: int) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=size).hexdigest()
 
 
+@functools.lru_cache(maxsize=64)
+def _via_prefix(transport: str, lst: Listener) -> bytes:
+    return f"Via: SIP/2.0/{transport.upper()} {_hostport(lst)};branch=".encode()
+
+
 def _hostport(lst: Listener) -> str:
     host = f"[{lst.address}]" if ":" in lst.address else lst.address
     return f"{host}:{lst.port}"
@@ -122,6 +128,8 @@ class StatelessProxy:
         self.routing = routing
         self.listeners = Listeners(settings.listen)
         self._supported = frozenset(t.lower() for t in settings.proxy.proxy_require_supported)
+        #: Record-Route lines by (inbound transport, local address, outbound listener): few
+        self._rr_cache: dict[tuple[str, str, int, Listener], bytes] = {}
 
     def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
         """Process one message. Raises ``Drop`` for what is neither forwarded nor answered."""
@@ -169,10 +177,10 @@ class StatelessProxy:
             raise _Unreachable(f"no {transport} listener for {dst_ip}")
         branch = self._branch(req, uri, routes)  # raises LoopDetected
         edits: list[Edit] = []
-        via = f"Via: SIP/2.0/{transport.upper()} {_hostport(out_lst)};branch={branch}"
+        via = _via_prefix(transport, out_lst) + branch.encode()
         if inb.transport == "tcp":
-            via += f";{CONN_PARAM}={inb.ingress}~{inb.conn}"
-        edits.append((req.line_end, req.line_end, via.encode() + CRLF))
+            via += f";{CONN_PARAM}={inb.ingress}~{inb.conn}".encode()
+        edits.append((req.line_end, req.line_end, via + CRLF))
         if self.cfg.record_route and req.method in DIALOG_CREATING and req.to.tag is None:
             edits.append((req.line_end, req.line_end, self._record_route(inb, out_lst)))
         edits.append(self._max_forwards_edit(req))
@@ -247,6 +255,13 @@ class StatelessProxy:
         return f"{BRANCH_PREFIX}{_hash(txn, 8)}.{loop}"
 
     def _record_route(self, inb: Inbound, out_lst: Listener) -> bytes:
+        key = (inb.transport, inb.local_ip, inb.local_port, out_lst)
+        rr = self._rr_cache.get(key)
+        if rr is None:
+            rr = self._rr_cache[key] = self._build_record_route(inb, out_lst)
+        return rr
+
+    def _build_record_route(self, inb: Inbound, out_lst: Listener) -> bytes:
         in_lst = next(
             (x for x in self.listeners.listen
              if x.address == inb.local_ip and x.port == inb.local_port
@@ -386,6 +401,7 @@ def _strip_brackets(host: str) -> str:
     return host[1:-1] if host.startswith("[") else host
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_unicast(host: str) -> bool:
     ip = ipaddress.ip_address(host)
     if isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
@@ -393,6 +409,8 @@ def _is_unicast(host: str) -> bool:
     return not (ip.is_multicast or ip.is_unspecified)
 
 
+# Every message asks these of the same few peer addresses; ipaddress costs ~10 µs a parse.
+@functools.lru_cache(maxsize=4096)
 def _is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
