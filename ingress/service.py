@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import envelope, process
+from conf import process
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from ingress.bus import WorkerBus
@@ -65,9 +65,10 @@ class Ingress:
         self.meter.counters["msgs_in"] += 1
         if len(data) < 4 or data.isspace():
             return  # CRLF keep-alives (RFC 5626 §4.4.1 uses STUN; some UAs send CRLF over UDP)
-        src = (addr[0], addr[1])
-        meta = ["udp", src[0], src[1], 0, lst.address, lst.port, time.monotonic()]
-        self._accept(data, meta, lambda reply: lst.send(reply, src))
+        meta = ["udp", addr[0], addr[1], 0, lst.address, lst.port, time.monotonic()]
+        reply = self._accept(data, meta)
+        if reply is not None:  # sent back where the request came from (symmetric, as rport)
+            lst.send(reply, (addr[0], addr[1]))
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _on_tcp_message(self, conn: TcpConnection, data: bytes) -> None:
@@ -76,60 +77,71 @@ class Ingress:
         local = conn.local
         meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, local[0], local[1],
                 time.monotonic()]  # fmt: skip
-        self._accept(data, meta, conn.write)
+        reply = self._accept(data, meta)
+        if reply is not None:
+            conn.write(reply)
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _on_tcp_error(self, conn: TcpConnection, exc: SipError) -> None:
-        self._reject(exc, conn.write, f"{conn.peer[0]}:{conn.peer[1]}", "tcp")
+        reply = self._reject(exc, f"{conn.peer[0]}:{conn.peer[1]}", "tcp")
+        if reply is not None:
+            conn.write(reply)
 
-    def _accept(self, data: bytes, meta: list[Any], reply: Any) -> None:
+    def _accept(self, data: bytes, meta: list[Any]) -> bytes | None:
+        """Parse and hand on one message; returns the reply to send back, if any."""
         if not self.accepting:
             self.meter.counters["drop_shutting_down"] += 1
-            return
+            return None
         try:
             msg = parse_message(data)
         except SipError as exc:
-            self._reject(exc, reply, f"{meta[1]}:{meta[2]}", meta[0])
-            return
+            return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
         if self.bus.submit(msg.call_id.encode("latin-1"), meta, data):
-            return
+            return None
         # no worker can take it
-        if isinstance(msg, Request) and msg.method == "INVITE" and msg.to.tag is None:
-            self.meter.counters["rejected_503"] += 1
-            reply(build_response(msg, 503, "Service Unavailable",
-                                 extra_headers=(self._retry_after,)))
-        else:
-            self.meter.counters["drop_no_worker"] += 1
-        if self.meter.counters["drop_no_worker"] + self.meter.counters["rejected_503"] == 1:
+        counters = self.meter.counters
+        if counters["drop_no_worker"] + counters["rejected_503"] == 0:
             log.warning("no_worker_available", call_id=msg.call_id, workers=len(self.bus.workers))
+        if isinstance(msg, Request) and msg.method == "INVITE" and msg.to.tag is None:
+            counters["rejected_503"] += 1
+            return build_response(
+                msg, 503, "Service Unavailable", extra_headers=(self._retry_after,)
+            )
+        counters["drop_no_worker"] += 1
+        return None
 
-    def _reject(self, exc: SipError, reply: Any, src: str, transport: str) -> None:
+    def _reject(self, exc: SipError, src: str, transport: str) -> bytes | None:
+        """Count and log a malformed message; the answer, when one is allowed."""
         self.meter.counters["drop_malformed"] += 1
         answered = exc.answerable
         log.info("message_rejected", status=exc.status, reason=exc.detail, src=src,
                  transport=transport, answered=answered)  # fmt: skip
-        if answered:
-            s = exc.salvage
-            assert s is not None
-            reply(build_response(s, exc.status, exc.reason, extra_headers=exc.extra_headers))
+        if not answered:
+            return None
+        s = exc.salvage
+        assert s is not None
+        return build_response(s, exc.status, exc.reason, extra_headers=exc.extra_headers)
 
     # -- outbound ----------------------------------------------------------------------------
 
     def _on_out(self, metas: list[list[Any]], payloads: list[bytes]) -> None:
         t0 = time.perf_counter()
         counters = self.meter.counters
+        udp = self.udp
+        sent = 0
         for meta, data in zip(metas, payloads):
-            if meta[envelope.OUT_TRANSPORT] == "udp":
-                lst = self.udp.get((meta[envelope.OUT_LOCAL_IP], meta[envelope.OUT_LOCAL_PORT]))
+            transport, dst_ip, dst_port, conn, local_ip, local_port = meta
+            if transport == "udp":
+                lst = udp.get((local_ip, local_port))
                 if lst is None:
                     counters["drop_no_listener"] += 1
                     continue
-                lst.send(data, (meta[envelope.OUT_DST_IP], meta[envelope.OUT_DST_PORT]))
-            elif not self.tcp.send(meta[envelope.OUT_DST_IP], meta[envelope.OUT_DST_PORT],
-                                   meta[envelope.OUT_CONN], data):  # fmt: skip
+                lst.send(data, (dst_ip, dst_port))
+            elif not self.tcp.send(dst_ip, dst_port, conn, data):
                 counters["drop_tcp_send"] += 1
                 continue
-            counters["msgs_out"] += 1
+            sent += 1
+        counters["msgs_out"] += sent
         self.meter.add_busy(time.perf_counter() - t0)
 
     # -- housekeeping ------------------------------------------------------------------------

@@ -38,11 +38,10 @@ class Worker:
         counters = self.meter.counters
         send = self.bus.send
         handle = self.proxy.handle
+        counters["msgs_in"] += len(metas)
+        sent = 0
         for meta, raw in zip(metas, payloads):
-            counters["msgs_in"] += 1
-            inb = Inbound(ingress, meta[env.IN_TRANSPORT], meta[env.IN_SRC_IP],
-                          meta[env.IN_SRC_PORT], meta[env.IN_CONN], meta[env.IN_LOCAL_IP],
-                          meta[env.IN_LOCAL_PORT])  # fmt: skip
+            inb = Inbound(ingress, meta[0], meta[1], meta[2], meta[3], meta[4], meta[5])
             try:
                 outs = handle(raw, inb)
             except Drop as d:
@@ -53,8 +52,8 @@ class Worker:
                 log.exception("message_failed", ingress=ingress)
                 continue
             for ingress_id, out_meta, data in outs:
-                if send(ingress_id, out_meta, data):
-                    counters["msgs_out"] += 1
+                sent += send(ingress_id, out_meta, data)
+        counters["msgs_out"] += sent
         self.meter.add_busy(time.perf_counter() - t0)
 
     def stats(self, interval_s: float) -> dict[str, Any]:
