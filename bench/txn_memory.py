@@ -35,6 +35,7 @@ from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import build_response
 from workers.transactions import TransactionTable
+from workers.txn.table import DEFAULT_MAX_TRANSACTIONS
 
 SDP = (
     b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
@@ -102,6 +103,17 @@ def one_call(table: TransactionTable, i: int, now: float, status: int) -> None:
         pass
 
 
+def in_flight(table: TransactionTable, i: int, now: float) -> None:
+    """A call still ringing: INVITE server in Proceeding, client INVITE in Calling (UDP)."""
+    up = parse_req(invite(i))
+    table.receive_request(up, reliable=table_reliable, now=now)
+    branch = f"z9hG4bK-fw{i}"
+    fwd = invite(i, via="x", branch=branch)
+    table.send_request(fwd, branch=branch, method="INVITE", reliable=table_reliable, now=now)
+    while table.next_event() is not None:
+        pass
+
+
 def clear_codec_caches() -> None:
     for name in dir(grammar):
         obj = getattr(grammar, name)
@@ -110,9 +122,12 @@ def clear_codec_caches() -> None:
 
 
 def measure(calls: int, status: int) -> tuple[int, int, Counter[str], float]:
-    """Returns (bytes held, transactions held, states, mean remaining hold time in s)."""
+    """Returns (bytes held, transactions held, states, mean remaining hold time in s).
+
+    ``status`` 0 leaves every call in flight (no answer yet) instead.
+    """
     table = TransactionTable(max_transactions=8 * calls)
-    one_call(table, -1, 0.0, status)  # warm lazily built objects outside the measurement
+    one_call(table, -1, 0.0, 200)  # warm lazily built objects outside the measurement
     while table.next_deadline() is not None:
         table.handle_timer(1e9)
     clear_codec_caches()
@@ -120,7 +135,10 @@ def measure(calls: int, status: int) -> tuple[int, int, Counter[str], float]:
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]
     for i in range(calls):
-        one_call(table, i, 1.0, status)
+        if status:
+            one_call(table, i, 1.0, status)
+        else:
+            in_flight(table, i, 1.0)
     clear_codec_caches()
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - base
@@ -140,8 +158,18 @@ def main() -> None:
     table_reliable = args.tcp
     print(f"transport {'TCP' if args.tcp else 'UDP'}, {args.calls} calls per mix, Python "
           f"{sys.version.split()[0]}")  # fmt: skip
-    for status in (200, 486):
+    for status in (200, 486, 0):
         held, n, states, hold = measure(args.calls, status)
+        if not status:
+            print(
+                "\nin flight: INVITE not answered yet (server Proceeding holds the parsed request)"
+            )
+            print(
+                f"  bytes per call         {held / args.calls:.0f} ({held / max(n, 1):.0f} per txn)"
+            )
+            print(f"  worst case per worker  {held / max(n, 1) * DEFAULT_MAX_TRANSACTIONS / 2**20:.0f}"
+                  " MB at the default max_transactions, all in flight")  # fmt: skip
+            continue
         if not n:
             print(f"\nmix: INVITE answered {status}: every transaction ended at once (reliable)")
             print(f"  bytes held             {held} (table structures only)")
