@@ -8,6 +8,7 @@ code. Shutdown must finish well inside honcho's 5 s before SIGKILL (honcho/manag
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -41,10 +42,24 @@ def run(role: str, serve: Serve, conf: str | None = None) -> int:
     sl_logging.configure(settings.log.level, proc_name(role), settings.node.name)
     log = structlog.get_logger()
     log.info("process_starting", role=role, conf=path)
+    _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         code = runner.run(_serve(serve, settings))
     log.info("process_stopped", role=role, code=code)
     return code
+
+
+#: a hot loop allocates a few dozen objects per message and almost never a cycle; with the
+#: default (700) the youngest generation is collected every few messages
+GC_GEN0_THRESHOLD = 50_000
+
+
+def _tune_gc() -> None:
+    """Move start-up objects out of the collector's way and collect young objects less often."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(GC_GEN0_THRESHOLD, gen1, gen2)
 
 
 async def _serve(serve: Serve, settings: Settings) -> int:

@@ -134,7 +134,7 @@ class StatelessProxy:
     def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
         """Process one message. Raises ``Drop`` for what is neither forwarded nor answered."""
         try:
-            msg = parse_message(raw)
+            msg = parse_message(raw, trusted=True)  # the ingress validated it
         except SipError as exc:
             raise Drop("malformed") from exc  # the ingress already answered it
         if isinstance(msg, Response):

@@ -64,11 +64,14 @@ _SALVAGED = frozenset({"via", "from", "to", "call-id", "cseq"})
 _CRLF = b"\r\n"
 
 
-def parse_message(data: bytes) -> Request | Response:
+def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
     """Parse exactly one message.
 
     Args:
         data: one datagram, or one message cut from a stream by ``StreamFramer``.
+        trusted: the message already passed a full parse (a worker re-reading what its
+            ingress checked): skip validating Contact, Route and Record-Route values, which
+            are parsed again only where they are used.
 
     Returns:
         The parsed ``Request`` or ``Response``.
@@ -107,8 +110,8 @@ def parse_message(data: bytes) -> Request | Response:
     is_request = not (start_line[:4] == b"SIP/" or start_line[:4].upper() == b"SIP/")
     try:
         if is_request:
-            return _request(data, start_line, headers, line_end, body_start, bad)
-        return _response(data, start_line, headers, line_end, body_start, bad)
+            return _request(data, start_line, headers, line_end, body_start, bad, trusted)
+        return _response(data, start_line, headers, line_end, body_start, bad, trusted)
     except SipError as exc:
         if exc.salvage is None:
             exc.salvage = _salvage(data, headers, is_request, start_line)
@@ -175,7 +178,7 @@ def _scan_headers_slow(
     return headers, bad
 
 
-def _fields(headers: list[Header]) -> tuple[list[Via], dict[str, bytes]]:
+def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, bytes]]:
     """Every Via, parsed, and the value of each singleton header."""
     seen: dict[str, bytes] = {}
     vias: list[Via] = []
@@ -193,7 +196,7 @@ def _fields(headers: list[Header]) -> tuple[list[Via], dict[str, bytes]]:
                 vias.extend(parse_via(v) for v in split_commas(value))
             else:
                 vias.append(parse_via(value))
-        else:
+        elif not trusted:
             for v in split_commas(value) if b"," in value else (value,):
                 if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
                     parse_name_addr(v)
@@ -251,6 +254,7 @@ def _request(
     line_end: int,
     body_start: int,
     bad: str | None,
+    trusted: bool,
 ) -> Request:
     parts = start_line.split(b" ")
     if len(parts) != 3:
@@ -272,7 +276,7 @@ def _request(
         raise BadRequest("headers in the Request-URI")
     if bad is not None:
         raise BadRequest(bad)
-    vias, seen = _fields(headers)
+    vias, seen = _fields(headers, trusted)
     cseq, cseq_method_b = _cseq(seen["cseq"])
     if cseq_method_b != method_b:
         if method not in KNOWN_METHODS:
@@ -304,6 +308,7 @@ def _response(
     line_end: int,
     body_start: int,
     bad: str | None,
+    trusted: bool,
 ) -> Response:
     version, _, rest = start_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
@@ -313,7 +318,7 @@ def _response(
         _version(version)
     if bad is not None:
         raise BadRequest(bad)
-    vias, seen = _fields(headers)
+    vias, seen = _fields(headers, trusted)
     cseq, cseq_method_b = _cseq(seen["cseq"])
     if TOKEN_B_RE.fullmatch(cseq_method_b) is None:
         raise BadRequest("malformed cseq method")
