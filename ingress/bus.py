@@ -19,7 +19,7 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe
+from conf.pipe import PushPipe, drain_pull
 from conf.settings import Bus
 from ingress.workerset import WorkerSet
 
@@ -27,9 +27,6 @@ log = structlog.get_logger()
 
 OnOut = Callable[[list[list[Any]], list[bytes]], None]
 
-#: messages handled per callback before yielding to the loop, so timers (heartbeats!) and
-#: sockets get their turn: at ~50 µs a message this is ~25 ms
-DRAIN_LIMIT = 512
 
 
 class WorkerBus:
@@ -86,27 +83,14 @@ class WorkerBus:
     # -- worker -> ingress -------------------------------------------------------------------
 
     def _on_readable(self) -> None:
-        pull = self._pull
-        if pull.closed:
-            return
-        budget = DRAIN_LIMIT
-        while budget > 0:
-            try:
-                frames = pull.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            budget -= max(1, len(frames) - 2)
-            try:
-                env = envelope.unpack(frames)
-            except envelope.EnvelopeError as exc:
-                self._meter.counters["drop_bad_envelope"] += 1
-                log.warning("envelope_dropped", reason=str(exc))
-                continue
-            if env.kind == envelope.KIND_OUT:
-                self._on_out(env.header[0], env.payloads)
-            elif env.kind == envelope.KIND_HB:
-                self._on_heartbeat(*env.header)
-        self._loop.call_soon(self._on_readable)  # more may be waiting; let others run first
+        if drain_pull(self._pull, self._on_envelope, self._meter.counters):
+            self._loop.call_soon(self._on_readable)  # more may be waiting; let others run first
+
+    def _on_envelope(self, env: envelope.Envelope) -> None:
+        if env.kind == envelope.KIND_OUT:
+            self._on_out(env.header[0], env.payloads)
+        elif env.kind == envelope.KIND_HB:
+            self._on_heartbeat(*env.header)
 
     def _on_heartbeat(self, ident: str, endpoint: str, state: str) -> None:
         change = self.workers.heartbeat(ident, endpoint, state == "up", self._loop.time())

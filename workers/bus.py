@@ -20,16 +20,13 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe
+from conf.pipe import PushPipe, drain_pull
 from conf.settings import Bus
 
 log = structlog.get_logger()
 
 OnBatch = Callable[[str, list[list[Any]], list[bytes]], None]
 
-#: messages handled per callback before yielding to the loop, so timers (heartbeats!) and
-#: sockets get their turn: at ~50 µs a message this is ~25 ms
-DRAIN_LIMIT = 512
 
 
 def _out_header(metas: list[Any]) -> list[Any]:
@@ -78,28 +75,15 @@ class IngressBus:
         return sum(p.backlog_msgs for p in self._pipes.values())
 
     def _on_readable(self) -> None:
-        pull = self._pull
-        if pull.closed:
-            return
-        budget = DRAIN_LIMIT
         try:
-            while budget > 0:
-                try:
-                    frames = pull.recv_multipart(zmq.NOBLOCK)
-                except zmq.Again:
-                    return
-                budget -= max(1, len(frames) - 2)
-                try:
-                    env = envelope.unpack(frames)
-                except envelope.EnvelopeError as exc:
-                    self._meter.counters["drop_bad_envelope"] += 1
-                    log.warning("envelope_dropped", reason=str(exc))
-                    continue
-                if env.kind == envelope.KIND_IN:
-                    self._on_batch(env.header[0], env.header[1], env.payloads)
-            self._loop.call_soon(self._on_readable)  # more may be waiting; let timers run first
+            if drain_pull(self._pull, self._on_envelope, self._meter.counters):
+                self._loop.call_soon(self._on_readable)  # let timers run before the rest
         finally:
             self.flush()
+
+    def _on_envelope(self, env: envelope.Envelope) -> None:
+        if env.kind == envelope.KIND_IN:
+            self._on_batch(env.header[0], env.header[1], env.payloads)
 
     def _connect(self, ingress: str, ep: str) -> PushPipe:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
