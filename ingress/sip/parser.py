@@ -90,7 +90,7 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
         # Bare-LF messages are not SIP, but broken UAs send them; accept them whole.
         hdr_end = data.find(b"\n\n", start)
         if hdr_end < 0:
-            raise BadRequest("no end of header section")
+            raise BadRequest("no end of header section", _salvage_cut(data))
         sep = b"\n"
     head = data[start:hdr_end]
     lines = head.split(sep)
@@ -358,11 +358,27 @@ def salvage(data: bytes) -> Salvage:
 
     A header section cut short (over the size cap) is read up to its last complete line.
     """
-    if b"\r\n\r\n" not in data and (cut := data.rfind(b"\r\n")) > 0:
-        data = data[:cut] + b"\r\n\r\n"
+    if b"\r\n\r\n" not in data and b"\n\n" not in data:
+        return _salvage_cut(data)
     try:
         msg = parse_message(data)
     except SipError as exc:
         return exc.salvage or Salvage(is_request=data.lstrip()[:4].upper() != b"SIP/")
     start_line = data[: msg.line_end].strip()
     return _salvage(data, msg.headers, isinstance(msg, Request), start_line)
+
+
+def _salvage_cut(data: bytes) -> Salvage:
+    """Salvage of a message with no end of header section: its complete lines, if any."""
+    is_request = data.lstrip()[:4].upper() != b"SIP/"
+    # without leading CRLFs, the cut head always has its terminator: no second cut can follow
+    data = data.lstrip(b"\r\n")
+    cut = data.rfind(b"\r\n")
+    if cut <= 0:
+        return Salvage(is_request=is_request)
+    head = data[:cut] + b"\r\n\r\n"
+    try:
+        msg = parse_message(head)
+    except SipError as exc:
+        return exc.salvage or Salvage(is_request=is_request)
+    return _salvage(head, msg.headers, isinstance(msg, Request), head[: msg.line_end].strip())

@@ -1,0 +1,83 @@
+"""What an ingress checks of every message before a worker parses it in full.
+
+Rules:
+1. ``scan_message`` reads the start line and the Call-ID and nothing else: enough to answer
+   a broken start line (400, 505), to pick the worker that owns the call, and to tell a
+   request from a response. It costs a fifth of ``parse_message``, which the worker runs
+   anyway; the worker answers what only the full parse finds (DESIGN.md §1: the ingress
+   extracts and checks, the worker parses further what it needs).
+2. It raises the same ``SipError`` (with the same salvage) that ``parse_message`` would for
+   the start line, so an answer does not depend on which process found the fault.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ingress.sip.errors import BadRequest, SipError
+from ingress.sip.grammar import CALL_ID_RE, STATUS_CODE_RE, TOKEN_B_RE
+from ingress.sip.parser import _version, salvage
+
+# Call-ID = ( "Call-ID" / "i" ) HCOLON callid (RFC 3261 §20.8); callid is word ["@" word]
+_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*([!-~]+)[ \t]*\r?$")
+
+
+@dataclass(slots=True, frozen=True)
+class Summary:
+    is_request: bool
+    #: the request method as sent (None for a response)
+    method: bytes | None
+    call_id: bytes
+
+
+def scan_message(data: bytes) -> Summary:
+    """Check the start line and find the Call-ID of one message.
+
+    Raises:
+        SipError: a malformed start line (400), another SIP version (505), no end of header
+            section or no Call-ID (400); ``salvage`` holds what an answer needs.
+    """
+    try:
+        return _scan(data)
+    except SipError as exc:
+        exc.salvage = salvage(data)
+        raise
+
+
+def _scan(data: bytes) -> Summary:
+    start = 0
+    while data.startswith(b"\r\n", start):  # §7.5: ignore CRLFs before the start line
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        end = data.find(b"\n\n", start)
+        if end < 0:
+            raise BadRequest("no end of header section")
+    nl = data.find(b"\n", start)
+    line = data[start:nl].rstrip(b"\r")
+    if line[:4].upper() == b"SIP/":
+        version, _, rest = line.partition(b" ")
+        if STATUS_CODE_RE.fullmatch(rest[:3]) is None or rest[3:4] not in (b"", b" "):
+            raise BadRequest("malformed status line")
+        if version != b"SIP/2.0":
+            _version(version)
+        method = None
+    else:
+        parts = line.split(b" ")
+        if len(parts) != 3 or TOKEN_B_RE.fullmatch(parts[0]) is None:
+            raise BadRequest("malformed request line")
+        if parts[2] != b"SIP/2.0":
+            _version(parts[2])
+        method = parts[0]
+    # fast path: the spelling nearly every UA sends; anything else goes to the regex
+    i = data.find(b"\nCall-ID: ", nl - 1, end)
+    if i >= 0:
+        j = data.find(b"\n", i + 10)
+        call_id = data[i + 10 : j].strip()
+        if CALL_ID_RE.fullmatch(call_id) is not None:
+            return Summary(method is not None, method, call_id)
+    m = _CALL_ID.search(data, nl, end + 2)
+    if m is None:
+        raise BadRequest("missing or malformed call-id header")
+    return Summary(method is not None, method, m.group(1))
