@@ -1,9 +1,9 @@
 """The ingress process: sockets in, parsed messages to workers, workers' output back out.
 
 Rules:
-1. Every message is parsed here in full; what fails is answered with the codec's status
-   (never an ACK, never a response: those are dropped) and logged once. Workers receive only
-   messages that parsed.
+1. Every message's start line and Call-ID are checked here (``scan_message``); what fails is
+   answered with the codec's status (never an ACK, never a response: those are dropped) and
+   logged once. The worker parses the rest and answers, the same way, what only that finds.
 2. When no worker can take a message (none alive, or its pipe is full) a new INVITE is answered
    503 with Retry-After and anything else is dropped and counted: no unbounded queue anywhere.
 3. This module makes no routing decision; workers do.
@@ -25,6 +25,7 @@ from ingress.bus import WorkerBus
 from ingress.sip.errors import SipError
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
+from ingress.sip.scan import scan_message
 from ingress.sip.serialize import build_response
 from ingress.tcp import TcpConnection, TcpHub
 from ingress.udp import UdpListener, open_udp
@@ -88,25 +89,35 @@ class Ingress:
             conn.write(reply)
 
     def _accept(self, data: bytes, meta: list[Any]) -> bytes | None:
-        """Parse and hand on one message; returns the reply to send back, if any."""
+        """Check and hand on one message; returns the reply to send back, if any.
+
+        The check is the start line and the Call-ID (``scan_message``): the worker parses the
+        rest and answers what only that finds.
+        """
         if not self.accepting:
             self.meter.counters["drop_shutting_down"] += 1
             return None
         try:
-            msg = parse_message(data)
+            summary = scan_message(data)
         except SipError as exc:
             return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
-        if self.bus.submit(msg.call_id.encode("latin-1"), meta, data):
+        if self.bus.submit(summary.call_id, meta, data):
             return None
         # no worker can take it
         counters = self.meter.counters
         if counters["drop_no_worker"] + counters["rejected_503"] == 0:
-            log.warning("no_worker_available", call_id=msg.call_id, workers=len(self.bus.workers))
-        if isinstance(msg, Request) and msg.method == "INVITE" and msg.to.tag is None:
-            counters["rejected_503"] += 1
-            return build_response(
-                msg, 503, "Service Unavailable", extra_headers=(self._retry_after,)
-            )
+            log.warning("no_worker_available", call_id=summary.call_id.decode("latin-1"),
+                        workers=len(self.bus.workers))  # fmt: skip
+        if summary.method == b"INVITE":
+            try:
+                msg = parse_message(data)
+            except SipError as exc:
+                return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
+            if isinstance(msg, Request) and msg.to.tag is None:
+                counters["rejected_503"] += 1
+                return build_response(
+                    msg, 503, "Service Unavailable", extra_headers=(self._retry_after,)
+                )
         counters["drop_no_worker"] += 1
         return None
 

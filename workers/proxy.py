@@ -85,6 +85,16 @@ class Drop(Exception):
         self.reason = reason
 
 
+class Malformed(Drop):
+    """A message the full parse refused; ``reply`` answers it where an answer is allowed
+    (a request with its transaction headers, never an ACK), sent back where it came from."""
+
+    def __init__(self, error: SipError, reply: Out | None) -> None:
+        super().__init__("malformed")
+        self.error = error
+        self.reply = reply
+
+
 class Listeners:
     """Our own addresses: to recognise Route, Via and Request-URI entries that name us."""
 
@@ -132,11 +142,20 @@ class StatelessProxy:
         self._rr_cache: dict[tuple[str, str, int, Listener], bytes] = {}
 
     def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
-        """Process one message. Raises ``Drop`` for what is neither forwarded nor answered."""
+        """Process one message. Raises ``Drop`` for what is neither forwarded nor answered,
+        ``Malformed`` for what the parse refused (the ingress checked only the start line and
+        the Call-ID)."""
         try:
-            msg = parse_message(raw, trusted=True)  # the ingress validated it
+            msg = parse_message(raw)
         except SipError as exc:
-            raise Drop("malformed") from exc  # the ingress already answered it
+            reply = None
+            if exc.answerable and exc.salvage is not None:
+                data = build_response(exc.salvage, exc.status, exc.reason,
+                                      extra_headers=exc.extra_headers)  # fmt: skip
+                meta = [inb.transport, inb.src_ip, inb.src_port, inb.conn, inb.local_ip,
+                        inb.local_port]  # fmt: skip
+                reply = (inb.ingress, meta, data)
+            raise Malformed(exc, reply) from exc
         if isinstance(msg, Response):
             return [self._forward_response(msg, inb)]
         try:

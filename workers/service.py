@@ -13,7 +13,7 @@ from conf import envelope as env
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from workers.bus import IngressBus
-from workers.proxy import Drop, Inbound, StatelessProxy
+from workers.proxy import Drop, Inbound, Malformed, StatelessProxy
 from workers.routing import RoutingTable
 
 log = structlog.get_logger()
@@ -44,6 +44,12 @@ class Worker:
             inb = Inbound(ingress, meta[0], meta[1], meta[2], meta[3], meta[4], meta[5])
             try:
                 outs = handle(raw, inb)
+            except Malformed as m:
+                counters["drop_malformed"] += 1
+                self._rejected(m, inb)
+                if m.reply is not None:
+                    sent += send(*m.reply)
+                continue
             except Drop as d:
                 counters["drop_" + d.reason] += 1
                 continue
@@ -55,6 +61,11 @@ class Worker:
                 sent += send(ingress_id, out_meta, data)
         counters["msgs_out"] += sent
         self.meter.add_busy(time.perf_counter() - t0)
+
+    def _rejected(self, m: Malformed, inb: Inbound) -> None:
+        log.info("message_rejected", status=m.error.status, reason=m.error.detail,
+                 src=f"{inb.src_ip}:{inb.src_port}", transport=inb.transport,
+                 answered=m.reply is not None)  # fmt: skip
 
     def stats(self, interval_s: float) -> dict[str, Any]:
         delay, self.max_delay_s = self.max_delay_s, 0.0
