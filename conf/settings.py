@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 Transport = Literal["udp", "tcp"]
+Mode = Literal["stateless", "stateful"]
 
 
 def _range(lo: float, hi: float) -> dict[str, float]:
@@ -103,6 +104,29 @@ class Proxy:
     """Max-Forwards added to a request that has none (RFC 3261 §16.6 step 3)."""
     proxy_require_supported: list[str] = field(default_factory=list)
     """Option tags this proxy supports in Proxy-Require; any other gets 420 (§16.3)."""
+    mode: Mode = "stateless"
+    """``stateless`` forwards each message on its own (§16.11); ``stateful`` keeps RFC 3261 §17
+    transactions: retransmissions absorbed, 100 Trying, CANCEL, hop-by-hop ACK, 408 on
+    timeout, serial failover. Routes may override it; in-dialog requests and requests that
+    name their next hop use this one."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transactions:
+    """``[transactions]``: RFC 3261 §17 timers and bounds of the stateful proxy, per worker."""
+
+    t1_ms: int = field(default=500, metadata=_range(10, 10_000))
+    """T1, the round-trip estimate: retransmissions start at T1 and give up at 64*T1."""
+    t2_ms: int = field(default=4000, metadata=_range(10, 60_000))
+    """T2, the longest retransmission interval of non-INVITE requests and INVITE finals."""
+    t4_ms: int = field(default=5000, metadata=_range(0, 60_000))
+    """T4, how long a message may stay in the network (Timers I and K)."""
+    timer_c_s: float = field(default=180.0, metadata=_range(1, 3600))
+    """Timer C (§16.6 step 11): an INVITE branch still ringing this long is cancelled and
+    answered 408 (the RFC asks for more than 3 minutes)."""
+    max_transactions: int = field(default=65536, metadata=_range(16, 10_000_000))
+    """Live transactions (client + server) a worker holds at most; past 7/8 of it new requests
+    other than CANCEL and BYE get 503 (docs/transactions.md has the memory per transaction)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -145,6 +169,9 @@ class Route:
     source: str = ""
     """Address or CIDR (``10.0.0.0/8``, ``2001:db8::/32``) the source address must be in;
     empty matches every source."""
+    mode: Literal["", "stateless", "stateful"] = ""
+    """``stateless`` or ``stateful`` for the requests this rule routes; empty uses
+    ``[proxy] mode``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,6 +201,8 @@ class Settings:
     """The ZeroMQ hop between ingress and worker processes."""
     proxy: Proxy = field(default_factory=Proxy)
     """How workers proxy requests."""
+    transactions: Transactions = field(default_factory=Transactions)
+    """Transaction timers and bounds of the stateful proxy."""
     destination_set: list[DestinationSet] = field(default_factory=list)
     """Named groups of next hops that routes send to. Default: none."""
     route: list[Route] = field(default_factory=list)

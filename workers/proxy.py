@@ -48,7 +48,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
-from workers.routing import RoutingTable
+from workers.routing import Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -75,6 +75,20 @@ class Inbound:
 
 #: (ingress id, out meta as in conf.envelope, bytes)
 Out = tuple[str, list[Any], bytes]
+
+
+@dataclass(slots=True)
+class Plan:
+    """Where a request goes next, as §16.4-16.5 decided (``StatelessProxy.plan``)."""
+
+    routes: list[NameAddr]  # the Route set left once our own entries are popped
+    changed: bool  # the Route set differs from the received one
+    uri: Uri  # the Request-URI to send
+    uri_changed: bool
+    hop: Uri | None  # the next hop the request names (top Route, remote target), if any
+    route: Route | None  # else the routing rule that matched it
+    target: Destination | None  # and the destination its set picked
+    local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
 
 
 class Drop(Exception):
@@ -168,22 +182,47 @@ class StatelessProxy:
     # -- requests ----------------------------------------------------------------------------
 
     def _forward_request(self, req: Request, inb: Inbound) -> Out:
+        plan = self.plan(req, inb)
+        if plan.local is not None:
+            return self._reply(req, inb, 200, "OK", plan.local)
+        return self.forward(req, inb, plan, plan.hop or parse_uri(plan.target.uri))[0]
+
+    def plan(self, req: Request, inb: Inbound) -> Plan:
+        """§16.3 checks and §16.4-16.5 route processing: where ``req`` goes next.
+
+        Raises:
+            SipError: the request is refused (416, 420, 483, 404 ...).
+        """
         if req.uri.scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
         routes, changed, uri, uri_changed = self._preprocess_routes(req)
         if req.method == "OPTIONS" and not routes and self._for_us(uri):
-            return self._reply(req, inb, 200, "OK", (ALLOW,))
+            return Plan(routes, changed, uri, uri_changed, None, None, None, (ALLOW,))
         if req.max_forwards == 0:
             raise TooManyHops("Max-Forwards is 0")
         self._check_proxy_require(req)
+        route: Route | None = None
+        target: Destination | None = None
         if routes:
             top = routes[0].uri
             if not top.has_param("lr"):  # strict next hop (§16.6 step 7)
                 routes = routes[1:] + [_name_addr(f"<{uri.raw}>")]
                 uri, uri_changed, changed = top, True, True
-            hop = top
+            hop: Uri | None = top
         else:
-            hop = self._route(req, uri, inb)
+            hop, route = self._route(req, uri, inb)
+            if route is not None:
+                target = route.to.pick(req.call_id)
+        return Plan(routes, changed, uri, uri_changed, hop, route, target, None)
+
+    def forward(self, req: Request, inb: Inbound, plan: Plan, hop: Uri, attempt: int = 0,
+                ) -> tuple[Out, str]:  # fmt: skip
+        """The request as it leaves for ``hop`` (§16.6), and the branch of our Via. Each
+        ``attempt`` of one request (serial failover) gets its own branch.
+
+        Raises:
+            SipError: ``hop`` cannot be reached from here (503), or the request looped (482).
+        """
         if not _is_ip(hop.host_plain):
             raise _Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
         # no transport on the next hop: keep the one the request came on, as Kamailio does
@@ -194,7 +233,8 @@ class StatelessProxy:
         out_lst = self.listeners.pick(transport, dst_ip)
         if out_lst is None:
             raise _Unreachable(f"no {transport} listener for {dst_ip}")
-        branch = self._branch(req, uri, routes)  # raises LoopDetected
+        routes, uri = plan.routes, plan.uri
+        branch = self._branch(req, uri, routes, attempt)  # raises LoopDetected
         edits: list[Edit] = []
         via = _via_prefix(transport, out_lst) + branch.encode()
         if inb.transport == "tcp":
@@ -206,9 +246,9 @@ class StatelessProxy:
         received = self._received_edit(req, inb)
         if received is not None:
             edits.append(received)
-        if changed:
+        if plan.changed:
             edits.extend(self._route_edits(req, routes))
-        if uri_changed:
+        if plan.uri_changed:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
             edits.append((start, req.line_end, line))
@@ -216,7 +256,8 @@ class StatelessProxy:
             cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
             edits.append((req.line_end, req.line_end, cl))
         data = splice(req.raw, edits, req.body_end)
-        return (inb.ingress, [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port], data)
+        meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
+        return (inb.ingress, meta, data), branch
 
     def _check_proxy_require(self, req: Request) -> None:
         """RFC 3261 §16.3 check 5: every Proxy-Require tag must be one we support (else 420)."""
@@ -241,7 +282,8 @@ class StatelessProxy:
             routes, changed = routes[1:], True
         return routes, changed, uri, uri_changed
 
-    def _route(self, req: Request, uri: Uri, inb: Inbound) -> Uri:
+    def _route(self, req: Request, uri: Uri, inb: Inbound) -> tuple[Uri | None, Route | None]:
+        """(next hop, None) when the request names it, else (None, the matching route)."""
         if (
             req.method != "ACK"
             and req.to.tag is not None
@@ -249,21 +291,23 @@ class StatelessProxy:
             and _is_ip(uri.host_plain)
             and not self.listeners.uri_is_us(uri)
         ):
-            return uri  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
-        found = self.routing.lookup(req, inb.src_ip)
-        if found is not None:
-            return parse_uri(found[1].uri)
+            return uri, None  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
+        for route in self.routing.routes:
+            if route.matches(req, inb.src_ip):
+                return None, route
         if uri.is_sip and _is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
-            return uri
+            return uri, None
         raise _NotFound("no route")
 
-    def _branch(self, req: Request, uri: Uri, routes: list[NameAddr]) -> str:
+    def _branch(self, req: Request, uri: Uri, routes: list[NameAddr], attempt: int = 0) -> str:
         top = req.vias[0]
         b = top.branch or ""
         if b.startswith("z9hG4bK"):
             txn = f"{b}|{top.host}:{top.port}"
         else:  # RFC 2543 peer: build the key from the request itself (§16.11)
             txn = f"{req.call_id}|{req.from_.tag}|{req.cseq}|{req.uri.raw}|{top.raw!r}"
+        if attempt:
+            txn = f"{txn}|{attempt}"
         route_text = ",".join(r.uri.raw for r in routes)
         loop = _hash(f"{uri.raw}|{req.from_.tag}|{req.call_id}|{req.cseq}|{route_text}", 4)
         for v in req.vias:
