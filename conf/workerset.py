@@ -1,4 +1,6 @@
-"""Which workers are alive, and which one owns a Call-ID. Sans-IO: time is an argument.
+"""Which workers are alive, and which one owns a Call-ID (or a timer key). Sans-IO: time is
+an argument. Ingresses use it for Call-IDs; the timer service for fire owners and its clients
+for timer shards, so all three agree on one hash.
 
 Rules:
 1. A worker is live from its first heartbeat until it says ``down`` or misses ``liveness``

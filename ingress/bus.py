@@ -21,7 +21,7 @@ from conf import envelope, sockets
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, drain_pull
 from conf.settings import Bus
-from ingress.workerset import WorkerSet
+from conf.workerset import WorkerSet
 
 log = structlog.get_logger()
 

@@ -7,7 +7,7 @@ from collections import Counter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingress.workerset import WorkerSet
+from conf.workerset import WorkerSet
 
 CALLS = [f"{n}-4242@127.0.0.1".encode() for n in range(3000)]
 
