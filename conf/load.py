@@ -364,6 +364,38 @@ def _check_values(s: Settings) -> None:
                 expected = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
 
+    _check_registrar(f, s)
+
+
+#: statuses a request for one of our users may get when no binding is found (docs/registrar.md)
+REGISTRAR_MISS_STATUSES = (404, 410, 480, 604)
+#: cacheDB URL schemes (workers/cachedb/factory.py; conf/ imports nothing of ours)
+CACHEDB_SCHEMES = ("local", "redis", "rediss", "memcached")
+#: a domain is a host name or an address; IPv6 with or without brackets
+DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._]*|\[?[0-9A-Fa-f:.]+\]?")
+
+
+def _check_registrar(f: str, s: Settings) -> None:
+    r = s.registrar
+    for i, domain in enumerate(r.domains):
+        if not DOMAIN_RE.fullmatch(domain):
+            raise ConfigError(f, f"registrar.domains[{i}]", "a host name or an address", domain)
+    scheme = r.cachedb_url.partition("://")[0]
+    if "://" not in r.cachedb_url or scheme not in CACHEDB_SCHEMES:
+        expected = "a cacheDB URL: local://, redis://host:port/db or memcached://host:port"
+        raise ConfigError(f, "registrar.cachedb_url", expected, r.cachedb_url)
+    if r.min_expires_s > r.max_expires_s:
+        expected = f"at most registrar.max_expires_s ({r.max_expires_s})"
+        raise ConfigError(f, "registrar.min_expires_s", expected, r.min_expires_s)
+    if not r.min_expires_s <= r.default_expires_s <= r.max_expires_s:
+        expected = f"from min_expires_s ({r.min_expires_s}) to max_expires_s ({r.max_expires_s})"
+        raise ConfigError(f, "registrar.default_expires_s", expected, r.default_expires_s)
+    for name in ("unknown_aor_status", "no_binding_status"):
+        status = getattr(r, name)
+        if status not in REGISTRAR_MISS_STATUSES:
+            expected = "one of " + ", ".join(map(str, REGISTRAR_MISS_STATUSES))
+            raise ConfigError(f, f"registrar.{name}", expected, status)
+
 
 def _ip(file: str, key: str, text: str) -> None:
     try:

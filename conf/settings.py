@@ -175,6 +175,50 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Registrar:
+    """``[registrar]``: the built-in registrar and location service (RFC 3261 §10); see
+    ``docs/registrar.md``."""
+
+    enabled: bool = False
+    """Answer REGISTER for our domains and send requests for their users to the registered
+    contacts. Off by default, so the default configuration stays a proxy to its static
+    destination."""
+    domains: list[str] = field(default_factory=list)
+    """Domains (host names or addresses) we are the registrar for, compared ignoring case
+    with the host of the Request-URI and of the To URI. Empty: the addresses of the
+    ``[[listen]]`` tables."""
+    cachedb_url: str = "local://"
+    """Where bindings are kept: ``local://`` (the node's stateplane), ``redis://host:port/db``
+    or ``memcached://host:port`` (``docs/cachedb.md``). Use a shared server when other nodes
+    must find the same registrations."""
+    near_cache_ttl_s: float = field(default=1.0, metadata=_range(0, 60))
+    """Lookups may answer from a copy of an AOR's record this process read at most this long
+    ago, so a change made through another process may be seen that late; 0 turns the near
+    cache off. REGISTER always reads the shared store."""
+    near_cache_max_aors: int = field(default=10_000, metadata=_range(1, 10_000_000))
+    """AOR records one process keeps in its near cache at most."""
+    default_expires_s: int = field(default=3600, metadata=_range(1, 604_800))
+    """Expiry of a contact with neither an ``expires`` parameter nor an Expires header, or
+    with a malformed one (RFC 3261 §10.2.1.1)."""
+    min_expires_s: int = field(default=60, metadata=_range(1, 3600))
+    """A requested expiry above 0 and below this gets 423 Interval Too Brief with
+    Min-Expires (§10.3 step 7); at most 3600, since the RFC allows 423 only below an hour."""
+    max_expires_s: int = field(default=86_400, metadata=_range(1, 604_800))
+    """A longer requested expiry is shortened to this (§10.3 step 7)."""
+    max_contacts_per_aor: int = field(default=10, metadata=_range(1, 100))
+    """Live bindings one AOR may hold. A REGISTER that would raise the count above it gets
+    403 and changes nothing; refreshes and removals always pass."""
+    record_linger_s: int = field(default=600, metadata=_range(1, 86_400))
+    """An AOR's record outlives its last binding by this long: meanwhile a request for it gets
+    ``no_binding_status``, afterwards ``unknown_aor_status``."""
+    unknown_aor_status: int = field(default=404, metadata=_range(400, 699))
+    """Status for a request to a user of our domains with no record: 404, 410, 480 or 604."""
+    no_binding_status: int = field(default=480, metadata=_range(400, 699))
+    """Status for a request to an AOR that has a record but no live binding (they expired or
+    were removed less than ``record_linger_s`` ago): 404, 410, 480 or 604."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Log:
     """``[log]``: the JSON lines every process writes to stdout."""
 
@@ -207,6 +251,8 @@ class Settings:
     """Named groups of next hops that routes send to. Default: none."""
     route: list[Route] = field(default_factory=list)
     """Routing rules, tried in order. Default: none."""
+    registrar: Registrar = field(default_factory=Registrar)
+    """The built-in registrar and location service."""
     log: Log = field(default_factory=Log)
     """What every process logs."""
     source: str = "<defaults>"
