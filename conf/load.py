@@ -26,7 +26,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf.settings import Settings
+from conf.settings import DestinationSet, Settings
 
 ENV_CONF = "SIPLINE_CONF"
 DEFAULT_PATH = "conf/sipline.toml"
@@ -368,6 +368,72 @@ def _check_values(s: Settings) -> None:
 
 
 #: statuses a request for one of our users may get when no binding is found (docs/registrar.md)
+#: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
+STATUS_SPEC_RE = re.compile(r"([1-6])xx|([1-6][0-9][0-9])(?:-([1-6][0-9][0-9]))?")
+#: probes more often than this flood a destination for no gain in detection time
+MIN_PROBE_INTERVAL_S = 0.1
+
+
+def parse_status_codes(specs: list[str]) -> frozenset[int]:
+    """The statuses ``specs`` names: codes (``"408"``), classes (``"5xx"``), ranges.
+
+    Raises:
+        ValueError: an item is none of these, or a range runs backwards; ``args[0]`` is its
+            index.
+    """
+    codes: set[int] = set()
+    for i, spec in enumerate(specs):
+        m = STATUS_SPEC_RE.fullmatch(spec)
+        if m is None:
+            raise ValueError(i)
+        if m.group(1):
+            lo = int(m.group(1)) * 100
+            hi = lo + 99
+        else:
+            lo = int(m.group(2))
+            hi = int(m.group(3) or lo)
+        if hi < lo:
+            raise ValueError(i)
+        codes.update(range(lo, hi + 1))
+    return frozenset(codes)
+
+
+def _codes(file: str, key: str, specs: list[str], lo: int, hi: int) -> None:
+    expected = f'status codes from {lo} to {hi} like "408", "5xx" or "500-599"'
+    try:
+        codes = parse_status_codes(specs)
+    except ValueError as exc:
+        i = exc.args[0]
+        raise ConfigError(file, f"{key}[{i}]", expected, specs[i]) from None
+    for i, spec in enumerate(specs):
+        if not parse_status_codes([spec]) <= set(range(lo, hi + 1)):
+            raise ConfigError(file, f"{key}[{i}]", expected, spec)
+    if not codes:
+        raise ConfigError(file, key, "at least one status code", specs)
+
+
+def _check_probing(file: str, key: str, ds: DestinationSet) -> None:
+    interval = ds.probe_interval_s
+    if 0 < interval < MIN_PROBE_INTERVAL_S:
+        expected = f"0 (no probing) or at least {_num(MIN_PROBE_INTERVAL_S)}"
+        raise ConfigError(file, f"{key}.probe_interval_s", expected, interval)
+    if interval and ds.probe_timeout_s > interval:
+        # one probe in flight per destination: the next is due when this one times out
+        expected = f"at most probe_interval_s ({_num(interval)})"
+        raise ConfigError(file, f"{key}.probe_timeout_s", expected, ds.probe_timeout_s)
+    if ds.probe_from and not PROBE_FROM_RE.fullmatch(ds.probe_from):
+        expected = "a sip: URI like sip:probe@192.0.2.10"
+        raise ConfigError(file, f"{key}.probe_from", expected, ds.probe_from)
+    # alive: finals only (a probe waits past provisionals); failover: never a 2xx, which
+    # ends the transaction, nor a 6xx, which ends the search (RFC 3261 §16.7 step 5)
+    _codes(file, f"{key}.alive_codes", ds.alive_codes, 200, 699)
+    _codes(file, f"{key}.failover_codes", ds.failover_codes, 300, 599)
+
+
+#: what goes into a From header as is: a SIP URI without spaces, angle brackets or controls
+PROBE_FROM_RE = re.compile(r"(?i:sip):[^\s<>\x00-\x1f\x7f\"]+")
+
+
 REGISTRAR_MISS_STATUSES = (404, 410, 480, 604)
 #: cacheDB URL schemes (workers/cachedb/factory.py; conf/ imports nothing of ours)
 CACHEDB_SCHEMES = ("local", "redis", "rediss", "memcached")

@@ -146,6 +146,41 @@ class DestinationSet:
     weights: list[int] = field(default_factory=list)
     """Weights for ``weighted``, one per destination, each from 1 to 1000000 (default: all
     1). Only with ``algorithm = "weighted"``."""
+    probe_interval_s: float = field(default=0.0, metadata=_range(0, 86_400))
+    """Send an OPTIONS probe to each destination this often; 0 turns probing off, and with it
+    health tracking (nothing could bring a destination back up). Off by default: a UAS that
+    does not expect OPTIONS (``sipp -sn uas``) would count them as unexpected messages. When
+    on, at least 0.1."""
+    probe_timeout_s: float = field(default=2.0, metadata=_range(0.01, 60))
+    """A probe unanswered for this long counts as a failure. At most ``probe_interval_s``,
+    so a destination has one probe in flight at a time."""
+    probe_threshold: int = field(default=3, metadata=_range(1, 100))
+    """Consecutive failures (probes unanswered or refused, requests unanswered or 503) that
+    mark a destination down. Three, so one lost UDP datagram or one probe answered after a
+    change of worker never takes a destination out of service."""
+    probe_up_threshold: int = field(default=1, metadata=_range(1, 100))
+    """Consecutive successes that bring a down destination back up. One: an answer proves a
+    live SIP stack, and every probe interval out of service is capacity lost."""
+    probe_mode: Literal["always", "when_down"] = "always"
+    """``always`` probes every destination (failures are seen before calls meet them);
+    ``when_down`` probes only destinations that failed (OpenSIPS ``ds_probing_mode`` 0), so
+    only calls find that a destination died."""
+    probe_from: str = ""
+    """From URI of the probes, e.g. ``sip:probe@192.0.2.10``; empty for ``sip:sipline@`` the
+    address of the listener a probe leaves from."""
+    alive_codes: list[str] = field(default_factory=lambda: ["200-502", "504-699"])
+    """Final statuses that prove a destination alive, as codes (``"200"``), classes (``"4xx"``)
+    or ranges (``"200-299"``), from 200 to 699. Default: every final but 503, which says the
+    server is unavailable (RFC 3261 §21.5.4); a 404 or 405 to OPTIONS still proves a live
+    SIP stack (OpenSIPS ``options_reply_codes``)."""
+    failover: bool = True
+    """Try the next destination of the set when one fails (no response, or a status in
+    ``failover_codes``): serial failover, needs stateful proxying."""
+    failover_codes: list[str] = field(default_factory=lambda: ["408", "5xx"])
+    """Final statuses that make the proxy try the next destination, written like
+    ``alive_codes``, from 300 to 599 (a 6xx is a global failure that ends the search, RFC
+    3261 §16.7 step 5). Default 408 and every 5xx, 503 included (§21.5.4 says to try an
+    alternate server), as Kamailio's ``t_check_status("(408)|(5[0-9][0-9])")``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,75 +2,23 @@
 
 Routes are tried in the order the configuration lists them; the first whose every condition
 holds wins (method, Request-URI user and host as full regex matches, source CIDR). A route
-with no condition is a default route.
+with no condition is a default route. Destination sets, their algorithms and their health
+are the dispatcher's (``workers/dispatcher.py``); ``lookup`` uses ``DispatchSet.pick``.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import itertools
 import re
-import zlib
-from dataclasses import dataclass
 
-from cachetools import TTLCache
-
-from conf.settings import DestinationSet as DestinationSetConfig
 from conf.settings import Route as RouteConfig
 from conf.settings import Settings
-from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request
+from workers.dispatcher import STICKY_MAX, STICKY_S, Destination, Dispatcher, destination
+from workers.dispatcher import DispatchSet as DestinationSet
 
-#: a stateless proxy must send a call's CANCEL and ACK where its INVITE went (RFC 3261
-#: §16.11); round-robin remembers its choice per Call-ID for longer than Timer B/F (32 s)
-STICKY_S = 64.0
-STICKY_MAX = 200_000
-
-
-@dataclass(frozen=True, slots=True)
-class Destination:
-    uri: str
-    host: str
-    port: int
-    transport: str | None  # "udp", "tcp", or None: the transport the request came on
-
-
-def destination(uri: str) -> Destination:
-    u = parse_uri(uri)
-    transport = u.param("transport")
-    return Destination(uri, u.host_plain, u.port or 5060, transport.lower() if transport else None)
-
-
-class DestinationSet:
-    __slots__ = ("_rr", "_sticky", "_weights", "algorithm", "destinations", "name")
-
-    def __init__(self, cfg: DestinationSetConfig) -> None:
-        self.name = cfg.name
-        self.algorithm = cfg.algorithm
-        self.destinations = [destination(u) for u in cfg.destinations]
-        self._weights = cfg.weights or [1] * len(self.destinations)
-        self._rr = itertools.cycle(range(len(self.destinations)))
-        self._sticky: TTLCache[str, Destination] = TTLCache(STICKY_MAX, STICKY_S)
-
-    def pick(self, call_id: str) -> Destination:
-        """The destination for a request of ``call_id``; the same one for the whole call."""
-        if len(self.destinations) == 1:
-            return self.destinations[0]
-        if self.algorithm == "round_robin":
-            d = self._sticky.get(call_id)
-            if d is None:
-                d = self._sticky[call_id] = self.destinations[next(self._rr)]
-            return d
-        h = zlib.crc32(call_id.encode("latin-1"))
-        if self.algorithm == "hash_call_id":
-            return self.destinations[h % len(self.destinations)]
-        # weighted: a deterministic point on the cumulative weights
-        point = h % sum(self._weights)
-        for d, w in zip(self.destinations, self._weights):
-            if point < w:
-                return d
-            point -= w
-        return self.destinations[-1]
+__all__ = ["STICKY_MAX", "STICKY_S", "Destination", "DestinationSet", "Route", "RoutingTable",
+           "destination"]  # fmt: skip
 
 
 class Route:
@@ -95,8 +43,14 @@ class Route:
 
 
 class RoutingTable:
-    def __init__(self, settings: Settings) -> None:
-        self.sets = {c.name: DestinationSet(c) for c in settings.destination_set}
+    """Routes over destination sets; pass the worker's ``Dispatcher`` so that picks skip
+    destinations it knows are down (without one, every destination counts as up)."""
+
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None) -> None:
+        if dispatcher is None:
+            dispatcher = Dispatcher(settings.destination_set, settings.listen)
+        self.dispatcher = dispatcher
+        self.sets = dispatcher.sets
         self.routes = [Route(c, self.sets) for c in settings.route]
 
     def lookup(self, req: Request, src_ip: str) -> tuple[str, Destination] | None:
