@@ -159,25 +159,35 @@ class StatelessProxy:
         """Process one message. Raises ``Drop`` for what is neither forwarded nor answered,
         ``Malformed`` for what the parse refused (the ingress checked only the start line and
         the Call-ID)."""
+        msg = self.parse(raw, inb)
+        if isinstance(msg, Response):
+            return [self._forward_response(msg, inb)]
+        return [self.request_out(msg, inb)]
+
+    def parse(self, raw: bytes, inb: Inbound) -> Request | Response:
+        """The full parse; ``Malformed`` carries the answer when one is allowed."""
         try:
-            msg = parse_message(raw)
+            return parse_message(raw)
         except SipError as exc:
             reply = None
             if exc.answerable and exc.salvage is not None:
                 data = build_response(exc.salvage, exc.status, exc.reason,
                                       extra_headers=exc.extra_headers)  # fmt: skip
-                meta = [inb.transport, inb.src_ip, inb.src_port, inb.conn, inb.local_ip,
-                        inb.local_port]  # fmt: skip
-                reply = (inb.ingress, meta, data)
+                reply = (inb.ingress, self.reply_meta(inb, None), data)
             raise Malformed(exc, reply) from exc
-        if isinstance(msg, Response):
-            return [self._forward_response(msg, inb)]
+
+    def request_out(self, req: Request, inb: Inbound) -> Out:
+        """``req`` forwarded statelessly, or the error reply that refuses it."""
         try:
-            return [self._forward_request(msg, inb)]
+            return self._forward_request(req, inb)
         except SipError as exc:
-            if msg.method == "ACK":
+            if req.method == "ACK":
                 raise Drop(f"ack_{exc.status}") from exc
-            return [self._reply(msg, inb, exc.status, exc.reason, exc.extra_headers)]
+            return self._reply(req, inb, exc.status, exc.reason, exc.extra_headers)
+
+    def response_out(self, resp: Response, inb: Inbound) -> Out:
+        """``resp`` forwarded statelessly by its Via (rule 3)."""
+        return self._forward_response(resp, inb)
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -425,12 +435,20 @@ class StatelessProxy:
         self, req: Request, inb: Inbound, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> Out:
         data = build_response(req, status, reason, extra_headers=extra)
+        return (inb.ingress, self.reply_meta(inb, req), data)
+
+    def reply_meta(self, inb: Inbound, req: Request | None) -> list[Any]:
+        """Where a reply to a request from ``inb`` goes (rule 8)."""
         port = inb.src_port
-        top = req.vias[0]
-        if inb.transport == "udp" and "rport" not in top.params:
-            port = top.port or 5060
-        meta = [inb.transport, inb.src_ip, port, inb.conn, inb.local_ip, inb.local_port]
-        return (inb.ingress, meta, data)
+        if req is not None and inb.transport == "udp":
+            top = req.vias[0]
+            if "rport" not in top.params:
+                port = top.port or 5060
+        return [inb.transport, inb.src_ip, port, inb.conn, inb.local_ip, inb.local_port]
+
+    def pop_via(self, resp: Response) -> bytes:
+        """``resp`` without our Via, as it goes upstream."""
+        return splice(resp.raw, [self._pop_via(resp)], resp.body_end)
 
 
 class _NotFound(SipError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -13,8 +14,9 @@ from conf import envelope as env
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from workers.bus import IngressBus
-from workers.proxy import Drop, Inbound, Malformed, StatelessProxy
+from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.routing import RoutingTable
+from workers.stateful import StatefulProxy
 
 log = structlog.get_logger()
 
@@ -26,6 +28,11 @@ class Worker:
         self.loop = asyncio.get_running_loop()
         self.meter = LoadMeter(self.loop.time())
         self.proxy = StatelessProxy(settings, RoutingTable(settings))
+        stateful = StatefulProxy(settings, self.proxy)
+        #: the transaction user when any route is stateful; None keeps the stateless fast path
+        self.stateful = stateful if stateful.any_stateful else None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter)  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
@@ -37,7 +44,9 @@ class Worker:
             self.max_delay_s = max(self.max_delay_s, time.monotonic() - metas[0][env.IN_RECEIVED_AT])
         counters = self.meter.counters
         send = self.bus.send
-        handle = self.proxy.handle
+        handle: Any = self.proxy.handle
+        if self.stateful is not None:
+            handle = functools.partial(self.stateful.handle, now=self.loop.time())
         counters["msgs_in"] += len(metas)
         sent = 0
         for meta, raw in zip(metas, payloads):
@@ -60,6 +69,30 @@ class Worker:
             for ingress_id, out_meta, data in outs:
                 sent += send(ingress_id, out_meta, data)
         counters["msgs_out"] += sent
+        if self.stateful is not None:
+            self._arm_timer()
+        self.meter.add_busy(time.perf_counter() - t0)
+
+    def _arm_timer(self) -> None:
+        """One loop timer for the earliest transaction timer (aioquic's single ``call_at``)."""
+        assert self.stateful is not None
+        at = self.stateful.next_deadline()
+        if at is None or (self._timer is not None and self._timer_at <= at):
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self.loop.call_at(at, self._on_timer)
+
+    def _on_timer(self) -> None:
+        assert self.stateful is not None
+        t0 = time.perf_counter()
+        self._timer = None
+        outs: list[Out] = self.stateful.handle_timer(max(self._timer_at, self.loop.time()))
+        sent = sum(self.bus.send(*out) for out in outs)
+        self.bus.flush()
+        self.meter.counters["msgs_out"] += sent
+        self._arm_timer()
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _rejected(self, m: Malformed, inb: Inbound) -> None:
@@ -69,11 +102,17 @@ class Worker:
 
     def stats(self, interval_s: float) -> dict[str, Any]:
         delay, self.max_delay_s = self.max_delay_s, 0.0
-        return {
+        out = {
             **self.meter.snapshot(interval_s),
             "queue_delay_max_ms": round(delay * 1000, 2),
             "queued_out": self.bus.queued,
         }
+        if self.stateful is not None:
+            out["transactions"] = len(self.stateful.table)
+            out["txn"] = dict(self.stateful.counters)
+        return out
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self.bus.close()

@@ -1,0 +1,406 @@
+"""Transaction-stateful proxying (RFC 3261 §16 over the §17 transactions), sans-IO.
+
+The transaction user (TU) of ``workers.transactions``: it decides, the table keeps state and
+timers, and ``StatelessProxy`` does the parsing, the checks (§16.3), the route processing
+(§16.4-16.5) and the edits of each forwarded copy (§16.6).
+
+Rules:
+1. A request of a stateful route creates a server transaction: its retransmissions are
+   absorbed (the last response is re-sent), an INVITE gets 100 Trying at once. Requests the
+   proxy refuses (§16.3 checks, no route) and OPTIONS for the proxy itself are answered
+   statelessly, as their answer is the same for every retransmission.
+2. Each attempt to forward a request is a client transaction with its own branch. A final
+   response that the destination set's failover covers (408, 5xx by default), a timeout
+   (Timer B/F) or a transport failure moves on to the next destination of the set (serial
+   forking); once none is left the best answer goes upstream: the response, or 408 for a
+   timeout, 503 for a transport failure.
+3. Provisional responses except 100 and every 2xx go upstream at once (§16.7 step 5); a 2xx
+   arriving after a final was sent is forwarded statelessly, as are responses that match no
+   client transaction (2xx retransmissions after Timer M, strays: ``StatelessProxy``).
+4. ACK: for a non-2xx final it matches the INVITE server transaction and is absorbed (the
+   client transaction sent its own hop-by-hop ACK downstream); an ACK for a 2xx is a
+   transaction of its own and is forwarded statelessly (§16.11 rules apply to it).
+5. CANCEL (§16.10): with a matching INVITE server transaction it is answered 200 and the
+   branch in progress is cancelled (its 487 goes upstream as the final); without one it is
+   forwarded statelessly.
+6. Timer C (§16.6 step 11): an INVITE branch with no final after ``timer_c`` seconds is
+   cancelled and the caller gets 408.
+7. Out of room (``TableFull``) a request gets 503 statelessly; nothing here grows without
+   bound beyond the table (contexts live only as long as their transactions).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from dataclasses import dataclass, field
+from conf.settings import DestinationSet as DestinationSetConfig
+from conf.settings import Settings
+from ingress.sip.errors import SipError
+from ingress.sip.grammar import parse_uri
+from ingress.sip.message import Request, Response, Uri
+from ingress.sip.serialize import build_response
+from workers.proxy import Inbound, Out, Plan, StatelessProxy
+from workers.transactions import (
+    CancelReceived,
+    ClientTransaction,
+    RequestReceived,
+    ResponseReceived,
+    SendCancel,
+    ServerTransaction,
+    State,
+    TableFull,
+    Terminated,
+    TimedOut,
+    TimerConfig,
+    Transaction,
+    TransactionTable,
+    Transmit,
+    TransportFailed,
+    server_key,
+)
+
+#: what a failed attempt leaves to answer with when no destination is left (rule 2)
+TIMEOUT = (408, "Request Timeout")
+UNAVAILABLE = (503, "Service Unavailable")
+
+
+def failover_codes(cfg: DestinationSetConfig | None) -> frozenset[int]:
+    """Final statuses that move a request on to the next destination of ``cfg`` (rule 2)."""
+    if cfg is None:
+        return frozenset()
+    if not getattr(cfg, "failover", True):
+        return frozenset()
+    codes = getattr(cfg, "failover_codes", None)
+    if codes is None:
+        return frozenset({408, *range(500, 600)})
+    out: set[int] = set()
+    for c in codes:
+        text = str(c).lower()
+        if text.endswith("xx") and text[0].isdigit():
+            base = int(text[0]) * 100
+            out.update(range(base, base + 100))
+        else:
+            out.add(int(text))
+    return frozenset(out)
+
+
+@dataclass(slots=True, eq=False)
+class Proxied:
+    """One request proxied statefully: its server transaction and the attempt in progress."""
+
+    inb: Inbound
+    request: Request | None  # until the final response goes upstream
+    plan: Plan | None
+    server: ServerTransaction | None = None
+    client: ClientTransaction | None = None  # the attempt in progress
+    targets: list[Uri] = field(default_factory=list)  # failover destinations left, in order
+    failover: frozenset[int] = frozenset()
+    attempt: int = 0
+    cancelled: bool = False
+    done: bool = False  # a final response went upstream
+    #: what to answer when no destination is left: the best final so far, else a local reply
+    best: bytes | None = None
+    best_status: int = 0
+    fallback: tuple[int, str] = TIMEOUT
+    timer_c_at: float | None = None
+
+
+class StatefulProxy:
+    """The stateful TU. ``handle``/``handle_timer`` return what to send; the caller arms one
+    timer for ``next_deadline()``."""
+
+    def __init__(self, settings: Settings, stateless: StatelessProxy,
+                 table: TransactionTable | None = None) -> None:  # fmt: skip
+        t = settings.transactions
+        timers = TimerConfig(t1=t.t1_ms / 1000, t2=t.t2_ms / 1000, t4=t.t4_ms / 1000)
+        self.table = table or TransactionTable(timers, max_transactions=t.max_transactions)
+        self.sl = stateless
+        self.mode = settings.proxy.mode
+        self.timer_c_s = t.timer_c_s
+        self.cancel_wait_s = 64 * timers.t1
+        self._route_mode = {r.name: r.mode or settings.proxy.mode for r in settings.route}
+        self._set_cfg = {d.name: d for d in settings.destination_set}
+        #: Timer C: (deadline, seq, context); an entry is live while its context is not done
+        #: and still has that deadline (lazy deletion, compacted as the transaction table is)
+        self._timer_c: list[tuple[float, int, Proxied]] = []
+        self._timer_c_live = 0
+        self._seq = itertools.count()
+        self._outs: list[Out] = []
+        #: counters the worker adds to its load statistics
+        self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "timeout": 0,
+                                         "table_full": 0, "timer_c": 0}  # fmt: skip
+
+    @property
+    def any_stateful(self) -> bool:
+        return self.mode == "stateful" or "stateful" in self._route_mode.values()
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def handle(self, raw: bytes, inb: Inbound, now: float) -> list[Out]:
+        """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``)."""
+        msg = self.sl.parse(raw, inb)
+        self._outs = outs = []
+        if isinstance(msg, Response):
+            self._on_response(msg, inb, now)
+        else:
+            self._on_request(msg, inb, now)
+        self._drain(now)
+        return outs
+
+    def next_deadline(self) -> float | None:
+        at = self.table.next_deadline()
+        if self._timer_c:
+            c = self._timer_c[0][0]
+            at = c if at is None or c < at else at
+        return at
+
+    def handle_timer(self, now: float) -> list[Out]:
+        self._outs = outs = []
+        self.table.handle_timer(now)
+        heap = self._timer_c
+        while heap and heap[0][0] <= now:
+            at, _, ctx = heapq.heappop(heap)
+            if ctx.timer_c_at == at:
+                self._timer_c_fired(ctx, now)
+        self._drain(now)
+        return outs
+
+    def _on_request(self, req: Request, inb: Inbound, now: float) -> None:
+        table, reliable = self.table, inb.transport != "udp"
+        method = req.method
+        if method == "ACK":
+            txn = table.receive_request(req, reliable=reliable, now=now)
+            if txn is None or txn.state is State.ACCEPTED:
+                self._outs.append(self.sl.request_out(req, inb))  # rule 4
+            else:
+                self.counters["absorbed"] += 1
+            return
+        if method == "CANCEL" and table.invite_for(req) is None:
+            self._outs.append(self.sl.request_out(req, inb))  # rule 5
+            return
+        if method != "CANCEL" and table.server(server_key(req)) is not None:
+            self.counters["absorbed"] += 1
+            table.receive_request(req, reliable=reliable, now=now)
+            return
+        ctx = None
+        if method != "CANCEL":
+            ctx = self._admit(req, inb)
+            if ctx is None:
+                return
+        dest = (inb.ingress, self.sl.reply_meta(inb, req))
+        try:
+            txn = table.receive_request(req, reliable=reliable, now=now, dest=dest, context=ctx)
+        except TableFull:
+            self.counters["table_full"] += 1
+            self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
+            return
+        if ctx is not None and isinstance(txn, ServerTransaction):
+            ctx.server = txn
+
+    def _admit(self, req: Request, inb: Inbound) -> Proxied | None:
+        """The context for a new request of a stateful route, or None when it was answered
+        or forwarded statelessly here (rule 1)."""
+        try:
+            plan = self.sl.plan(req, inb)
+        except SipError as exc:
+            self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason, exc.extra_headers))
+            return None
+        if plan.local is not None:
+            self._outs.append(self.sl._reply(req, inb, 200, "OK", plan.local))
+            return None
+        mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
+        if mode != "stateful":
+            self._outs.append(self.sl.request_out(req, inb))
+            return None
+        ctx = Proxied(inb, req, plan)
+        if plan.hop is not None:
+            ctx.targets = [plan.hop]
+        else:
+            assert plan.route is not None and plan.target is not None
+            dset = plan.route.to
+            ctx.targets = [parse_uri(plan.target.uri)]
+            ctx.failover = failover_codes(self._set_cfg.get(dset.name))
+            if ctx.failover:
+                rest = [d for d in dset.destinations if d is not plan.target]
+                ctx.targets.extend(parse_uri(d.uri) for d in rest)
+        return ctx
+
+    def _on_response(self, resp: Response, inb: Inbound, now: float) -> None:
+        if self.table.receive_response(resp, now) is None:
+            self._outs.append(self.sl.response_out(resp, inb))  # rule 3
+
+    # -- events ------------------------------------------------------------------------------
+
+    def _drain(self, now: float) -> None:
+        table, outs = self.table, self._outs
+        while (item := table.next_event()) is not None:
+            txn, ev = item
+            kind = type(ev)
+            if kind is Transmit:
+                ingress, meta = txn.dest
+                outs.append((ingress, meta, ev.data))  # type: ignore[attr-defined]
+            elif kind is ResponseReceived:
+                self._on_client_response(txn, ev.response, now)  # type: ignore[union-attr]
+            elif kind is RequestReceived:
+                self._on_server_request(txn, ev.request, now)  # type: ignore[union-attr]
+            elif kind is CancelReceived:
+                self._on_cancelled(txn, now)
+            elif kind is SendCancel:
+                self._send_cancel(txn, ev.data, now)  # type: ignore[union-attr]
+            elif kind is TimedOut or kind is TransportFailed:
+                self._on_attempt_failed(txn, kind is TimedOut, now)
+            elif kind is Terminated:
+                txn.context = None
+
+    def _on_server_request(self, txn: Transaction, req: Request, now: float) -> None:
+        if req.method == "ACK":
+            return  # RFC 6026 ACK in Accepted: forwarded where it arrived (rule 4)
+        if req.method == "CANCEL":
+            data = build_response(req, 200, "OK")
+            self.table.respond(txn, data, 200, now)  # type: ignore[arg-type]
+            return
+        ctx: Proxied = txn.context
+        self._try_next(ctx, now)
+
+    def _try_next(self, ctx: Proxied, now: float) -> None:
+        """Forward to the next target left; answer upstream when none is (rule 2)."""
+        req, plan = ctx.request, ctx.plan
+        assert req is not None and plan is not None
+        while ctx.targets and not ctx.cancelled:
+            hop = ctx.targets.pop(0)
+            try:
+                (ingress, meta, data), branch = self.sl.forward(req, ctx.inb, plan, hop, ctx.attempt)
+            except SipError as exc:
+                ctx.fallback = (exc.status, exc.reason)
+                ctx.attempt += 1
+                continue
+            ctx.attempt += 1
+            try:
+                client = self.table.send_request(
+                    data, branch=branch, method=req.method, reliable=meta[0] != "udp",
+                    now=now, dest=(ingress, meta), context=ctx,
+                )  # fmt: skip
+            except TableFull:
+                self.counters["table_full"] += 1
+                ctx.fallback = UNAVAILABLE
+                break
+            except ValueError:  # the branch is in use: a request looped through us
+                ctx.fallback = (482, "Loop Detected")
+                continue
+            ctx.client = client
+            if req.method == "INVITE":
+                self._arm_timer_c(ctx, now + self.timer_c_s)
+            return
+        self._answer_best(ctx, now)
+
+    def _arm_timer_c(self, ctx: Proxied, at: float | None) -> None:
+        """(Re)arm or, with None, disarm the context's one long timer (rule 6)."""
+        if (ctx.timer_c_at is None) != (at is None):
+            self._timer_c_live += 1 if at is not None else -1
+        ctx.timer_c_at = at
+        if at is None:
+            return
+        heap = self._timer_c
+        heapq.heappush(heap, (at, next(self._seq), ctx))
+        if len(heap) > 2 * self._timer_c_live + 64:
+            heap[:] = [e for e in heap if e[2].timer_c_at == e[0]]
+            heapq.heapify(heap)
+
+    def _timer_c_fired(self, ctx: Proxied, now: float) -> None:
+        """Timer C, or the 64*T1 a cancelled branch gets to answer (§9.1: after that "the
+        client SHOULD consider the transaction cancelled" and destroy it)."""
+        client = ctx.client
+        live = client is not None and client.state in (State.CALLING, State.PROCEEDING)
+        if not ctx.done:
+            self.counters["timer_c"] += 0 if ctx.cancelled else 1
+            ctx.targets.clear()
+            if live:
+                self.table.cancel(client, now)  # type: ignore[arg-type]
+            status = (487, "Request Terminated") if ctx.cancelled else TIMEOUT
+            self._local_final(ctx, *status, now)
+        else:
+            if live:
+                self.table.transport_error(client, now)  # type: ignore[arg-type]
+            self._arm_timer_c(ctx, None)
+
+    def _on_client_response(self, txn: Transaction, resp: Response, now: float) -> None:
+        ctx: Proxied | None = txn.context
+        status = resp.status
+        if ctx is None or status == 100:
+            return  # a CANCEL's own answer, or 100 Trying (never forwarded, §16.7 step 3)
+        if ctx.client is not txn or ctx.done:
+            if 200 <= status < 300:
+                self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
+            return
+        if status < 300:
+            self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
+            return
+        if status > ctx.best_status and (ctx.best is None or status < 700):
+            ctx.best, ctx.best_status = self.sl.pop_via(resp), status
+        if status in ctx.failover and ctx.targets and not ctx.cancelled:
+            self.counters["failover"] += 1
+            self._try_next(ctx, now)
+            return
+        self._answer_best(ctx, now)
+
+    def _on_attempt_failed(self, txn: Transaction, timed_out: bool, now: float) -> None:
+        ctx: Proxied | None = txn.context
+        if ctx is None or not isinstance(txn, ClientTransaction) or ctx.client is not txn:
+            return  # Timer H, a server transport error, a CANCEL's own timeout
+        if ctx.done:
+            return
+        if timed_out:
+            self.counters["timeout"] += 1
+        ctx.fallback = TIMEOUT if timed_out else UNAVAILABLE
+        if ctx.targets and not ctx.cancelled:
+            self.counters["failover"] += 1
+        self._try_next(ctx, now)
+
+    def _on_cancelled(self, txn: Transaction, now: float) -> None:
+        ctx: Proxied | None = txn.context
+        if ctx is None or ctx.done:
+            return
+        ctx.cancelled = True
+        ctx.targets.clear()
+        client = ctx.client
+        if client is not None and client.state is not State.TERMINATED:
+            self.table.cancel(client, now)  # a SendCancel follows once it may (§9.1)
+            self._arm_timer_c(ctx, now + self.cancel_wait_s)
+        else:
+            self._local_final(ctx, 487, "Request Terminated", now)
+
+    def _send_cancel(self, txn: Transaction, data: bytes, now: float) -> None:
+        assert isinstance(txn, ClientTransaction)
+        try:
+            self.table.send_request(data, branch=txn.branch, method="CANCEL",
+                                    reliable=txn.reliable, now=now, dest=txn.dest)  # fmt: skip
+        except (TableFull, ValueError):
+            self.counters["table_full"] += 1  # Timer C or B ends the branch anyway
+
+    # -- answers upstream --------------------------------------------------------------------
+
+    def _answer_best(self, ctx: Proxied, now: float) -> None:
+        if ctx.best is not None:
+            self._send_upstream(ctx, ctx.best, ctx.best_status, now)
+        else:
+            self._local_final(ctx, *ctx.fallback, now)
+
+    def _local_final(self, ctx: Proxied, status: int, reason: str, now: float) -> None:
+        if ctx.request is not None:
+            self._send_upstream(ctx, build_response(ctx.request, status, reason), status, now)
+
+    def _send_upstream(self, ctx: Proxied, data: bytes, status: int, now: float) -> None:
+        srv = ctx.server
+        if srv is not None and srv.accepts(status):
+            self.table.respond(srv, data, status, now)
+        elif srv is not None and 200 <= status < 300:
+            ingress, meta = srv.dest  # a 2xx after our final: forwarded all the same (rule 3)
+            self._outs.append((ingress, meta, data))
+        if status >= 200 and not ctx.done:
+            ctx.done = True
+            ctx.request = ctx.plan = ctx.best = None
+            ctx.targets.clear()
+            client = ctx.client
+            pending = client is not None and client.state in (State.CALLING, State.PROCEEDING)
+            self._arm_timer_c(ctx, now + self.cancel_wait_s if pending else None)
