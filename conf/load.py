@@ -331,6 +331,7 @@ def _check_values(s: Settings) -> None:
         for j, w in enumerate(ds.weights):
             if not 1 <= w <= 1_000_000:
                 raise ConfigError(f, f"{key}.weights[{j}]", "a number from 1 to 1000000", w)
+        _check_probing(f, key, ds)
 
     names: dict[str, int] = {}
     for i, r in enumerate(s.route):
@@ -367,7 +368,6 @@ def _check_values(s: Settings) -> None:
     _check_registrar(f, s)
 
 
-#: statuses a request for one of our users may get when no binding is found (docs/registrar.md)
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
 STATUS_SPEC_RE = re.compile(r"([1-6])xx|([1-6][0-9][0-9])(?:-([1-6][0-9][0-9]))?")
 #: probes more often than this flood a destination for no gain in detection time
@@ -434,6 +434,7 @@ def _check_probing(file: str, key: str, ds: DestinationSet) -> None:
 PROBE_FROM_RE = re.compile(r"(?i:sip):[^\s<>\x00-\x1f\x7f\"]+")
 
 
+#: statuses a request for one of our users may get when no binding is found (docs/registrar.md)
 REGISTRAR_MISS_STATUSES = (404, 410, 480, 604)
 #: cacheDB URL schemes (workers/cachedb/factory.py; conf/ imports nothing of ours)
 CACHEDB_SCHEMES = ("local", "redis", "rediss", "memcached")
