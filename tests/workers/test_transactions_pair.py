@@ -143,7 +143,9 @@ def test_lossy_link(drops: list[bool], answer: int, answer_after: float, method:
         (txn,) = list(pair.uac._clients.values())
         assert txn.method == "INVITE" and txn.state is State.PROCEEDING
         assert answer == 200 and any(drops) and not finals
-    assert end <= answer_after + 32 + 32 + 1  # TU delay + Timer B/F or H/J/L + D/M
+    # TU delay + the last retransmission that gets through (< Timer B/F) + H/J/L, then Timer I
+    # (T4) once an ACK arrives late in H, or D/M on the client side
+    assert end <= answer_after + 32 + 32 + 5 + 1
 
 
 def test_lossless_invite_486() -> None:
