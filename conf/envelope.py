@@ -11,7 +11,14 @@ Kinds:
             ``[transport, dst_ip, dst_port, conn, local_ip, local_port]``; conn 0 means "any
             connection to dst, or a new one"; local_* names the listener to send from
     ``HB``  worker -> ingress heartbeat. header ``[worker_id, endpoint, state]``; state
-            ``"up"`` or ``"down"`` (a worker leaving says so instead of going silent)
+            ``"up"`` or ``"down"`` (a worker leaving says so instead of going silent); workers
+            send the same to every timers process
+    ``TOPS`` worker -> timers: timer operations (docs/timers.md). header
+            ``[worker_id, epoch, end_sync, [arm, ...], [cancel, ...]]``, arm
+            ``[key, deadline, kind, payload, gen]``, cancel ``[key, gen]``; no SIP frames
+    ``TIMER`` timers -> worker: fires and notices. header ``[timers_id, [meta, ...]]``, one
+            meta per frame: ``[op, key, kind, deadline, armer, gen]`` with op ``"f"`` (fired:
+            the frame is the timer's payload) or ``"d"`` (done elsewhere: forget it)
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
 unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops.
@@ -28,7 +35,9 @@ VERSION = 1
 KIND_IN = b"\x01IN"
 KIND_OUT = b"\x01OUT"
 KIND_HB = b"\x01HB"
-KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB})
+KIND_TOPS = b"\x01TOPS"
+KIND_TIMER = b"\x01TIMER"
+KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER})
 
 #: headers are small; a bigger one is garbage or an attack
 MAX_HEADER_BYTES = 1 << 20
@@ -36,6 +45,7 @@ MAX_HEADER_BYTES = 1 << 20
 # Index names of the per-message meta lists (lists, not dicts: ~3x cheaper to pack and unpack).
 IN_TRANSPORT, IN_SRC_IP, IN_SRC_PORT, IN_CONN, IN_LOCAL_IP, IN_LOCAL_PORT, IN_RECEIVED_AT = range(7)
 OUT_TRANSPORT, OUT_DST_IP, OUT_DST_PORT, OUT_CONN, OUT_LOCAL_IP, OUT_LOCAL_PORT = range(6)
+TIMER_OP, TIMER_KEY, TIMER_KIND, TIMER_DEADLINE, TIMER_ARMER, TIMER_GEN = range(6)
 
 
 class EnvelopeError(Exception):
@@ -93,6 +103,17 @@ def _check_shape(kind: bytes, header: Any, n: int) -> None:
             and len(header) == 2
             and isinstance(header[0], str)
             and _metas_ok(header[1], n, 7)
+        )
+    elif kind == KIND_TOPS:
+        ok = isinstance(header, list) and len(header) == 5 and isinstance(header[0], str) and (
+            isinstance(header[3], list) and isinstance(header[4], list) and n == 0
+        )
+    elif kind == KIND_TIMER:
+        ok = (
+            isinstance(header, list)
+            and len(header) == 2
+            and isinstance(header[0], str)
+            and _metas_ok(header[1], n, 6)
         )
     else:
         ok = isinstance(header, list) and len(header) == 1 and _metas_ok(header[0], n, 6)

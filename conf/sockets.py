@@ -41,6 +41,12 @@ def list_endpoints(run_dir: str, role: str) -> dict[str, str]:
     return out
 
 
+def live_endpoints(run_dir: str, role: str) -> dict[str, str]:
+    """``list_endpoints`` without the files a killed process left behind (its pid is gone)."""
+    found = list_endpoints(run_dir, role)
+    return {i: ep for i, ep in found.items() if (pid := ident_pid(i)) is None or _alive(pid)}
+
+
 def ident_pid(ident: str) -> int | None:
     """Process ids are the last ``-`` part of every ident (``ingress.1-4242``)."""
     tail = ident.rpartition("-")[2]
@@ -50,7 +56,7 @@ def ident_pid(ident: str) -> int | None:
 def remove_stale(run_dir: str) -> list[str]:
     """Delete socket files whose owner process no longer exists; returns their names."""
     removed = []
-    for role in ("ingress", "worker"):
+    for role in ("ingress", "worker", "timers"):
         for ident, ep in list_endpoints(run_dir, role).items():
             pid = ident_pid(ident)
             if pid is not None and not _alive(pid):

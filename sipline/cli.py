@@ -37,6 +37,12 @@ def _stateplane(args: argparse.Namespace) -> int:
     return main(args.conf)
 
 
+def _timers(args: argparse.Namespace) -> int:
+    from timers.main import main
+
+    return main(args.conf)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipline", description=__doc__)
     p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
@@ -45,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("ingress", _ingress, "run an ingress process (SIP sockets)"),
         ("worker", _worker, "run a routing worker process"),
         ("stateplane", _stateplane, "run the node's state plane (embedded store of local:// cacheDB)"),
+        ("timers", _timers, "run a timer service process (dialog lifetimes, expiries, TTLs)"),
         ("check-config", _check_config, "validate a configuration file and exit"),
     ):
         sp = sub.add_parser(name, help=text)

@@ -26,6 +26,8 @@ from conf.settings import Bus
 log = structlog.get_logger()
 
 OnBatch = Callable[[str, list[list[Any]], list[bytes]], None]
+#: a TIMER envelope's header and frames, for ``timers.client.TimerClient.receive``
+OnTimer = Callable[[list[Any], list[bytes]], None]
 
 
 
@@ -42,6 +44,7 @@ class IngressBus:
         worker_id: str,
         on_batch: OnBatch,
         meter: LoadMeter,
+        on_timer: OnTimer | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
@@ -51,6 +54,8 @@ class IngressBus:
         self._on_batch = on_batch
         self._meter = meter
         self._pipes: dict[str, PushPipe] = {}
+        self._on_timer = on_timer
+        self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._loop.add_reader(self._pull.FD, self._on_readable)
@@ -84,6 +89,8 @@ class IngressBus:
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_IN:
             self._on_batch(env.header[0], env.header[1], env.payloads)
+        elif env.kind == envelope.KIND_TIMER and self._on_timer is not None:
+            self._on_timer(env.header, env.payloads)
 
     def _connect(self, ingress: str, ep: str) -> PushPipe:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
@@ -105,6 +112,21 @@ class IngressBus:
             pipe = self._pipes.get(ident) or self._connect(ident, ep)
             pipe.drain()
             pipe.send_now(frames)
+        self._announce_timers(frames)
+
+    def _announce_timers(self, frames: list[bytes]) -> None:
+        """Timers processes learn of us as ingresses do: they fire to the keys' owners."""
+        found = sockets.live_endpoints(self._run_dir, "timers")
+        for ident in [i for i in self._timers if i not in found]:
+            self._timers.pop(ident).close(linger=0)
+        for ident, ep in found.items():
+            sock = self._timers.get(ident)
+            if sock is None:
+                sock = self._timers[ident] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # not connected yet: the next beat gets there
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""
@@ -115,3 +137,5 @@ class IngressBus:
         sockets.unlink(self.endpoint)
         for pipe in self._pipes.values():
             pipe.close(linger_ms=sockets.LINGER_MS)
+        for sock in self._timers.values():
+            sock.close(linger=sockets.LINGER_MS)
