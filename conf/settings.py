@@ -264,6 +264,26 @@ class Log:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Timers:
+    """``[timers]``: the timer service (``sipline timers``) that holds long timers (dialog
+    lifetimes, registration expiries, ban and profile TTLs) and fires them to their owners."""
+
+    max_batch: int = field(default=1000, metadata=_range(1, 1_000_000))
+    """Timers fired per wake-up at most while lateness is low (OpenSIPS ``timer_bulk_del_no``);
+    the rest wait for the next loop iteration, so arms and cancels are never starved."""
+    max_batch_cap: int = field(default=16_000, metadata=_range(1, 1_000_000))
+    """Widest batch the service widens to when lateness grows; a cap below ``max_batch`` is
+    taken as ``max_batch`` (no widening)."""
+    late_threshold_ms: float = field(default=20.0, metadata=_range(0.1, 60_000))
+    """When the p99 lateness of the last second is above this, or a wake-up left due timers
+    behind, the service widens its batches and coalesces near deadlines (and logs
+    ``timers_adapted``); a quarter of it for three seconds running narrows them back."""
+    max_coalesce_ms: float = field(default=10.0, metadata=_range(0, 10_000))
+    """Longest the service delays a wake-up so that near deadlines fire together, when
+    adapting; 0 never coalesces. Timers never fire early."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """The whole file: every section is optional and defaults as documented."""
 
@@ -290,5 +310,7 @@ class Settings:
     """The built-in registrar and location service."""
     log: Log = field(default_factory=Log)
     """What every process logs."""
+    timers: Timers = field(default_factory=Timers)
+    """The timer service and its clients."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""
