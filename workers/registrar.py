@@ -439,8 +439,8 @@ def encode(bindings: Iterable[Binding]) -> bytes:
 def decode(data: bytes) -> Decoded:
     """The bindings of a record; never raises (rule 5)."""
     try:
-        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
-                              max_buffer_size=len(data) + 1)  # fmt: skip
+        # unpackb bounds every length by len(data) by itself (msgpack README, "Security")
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
     except Exception as exc:  # noqa: BLE001 - msgpack raises many types; the boundary of rule 5
         return Decoded((), f"not msgpack: {type(exc).__name__}")
     if not (isinstance(obj, list) and len(obj) == 2 and type(obj[0]) is int):
