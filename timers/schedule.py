@@ -27,9 +27,9 @@ COMPACT_SLACK = 1024
 
 @dataclass(slots=True, eq=False)
 class Timer:
-    """One armed timer. ``armer``/``gen``/``epoch`` are the service's bookkeeping
-    (docs/timers.md): who armed it, the host-wide monotonic ns of the arm, and the armer's
-    sync epoch."""
+    """One armed timer. ``armer``/``gen``/``epoch``/``since`` are the service's bookkeeping
+    (docs/timers.md): who armed it, the host-wide monotonic ns of the arm, the armer's sync
+    epoch, and when the service got it (a timer re-armed after a restart may be overdue)."""
 
     key: str
     deadline: float
@@ -38,6 +38,7 @@ class Timer:
     armer: str = ""
     gen: int = 0
     epoch: int = 0
+    since: float = 0.0
 
 
 class Schedule:
@@ -64,9 +65,9 @@ class Schedule:
         return iter(list(self._timers.values()))
 
     def arm(self, key: str, deadline: float, kind: str, payload: bytes = b"", *,
-            armer: str = "", gen: int = 0, epoch: int = 0) -> Timer:  # fmt: skip
+            armer: str = "", gen: int = 0, epoch: int = 0, since: float = 0.0) -> Timer:  # fmt: skip
         """Arm ``key`` to fire at ``deadline``, replacing any timer it had (rule 1)."""
-        timer = Timer(key, deadline, kind, payload, armer, gen, epoch)
+        timer = Timer(key, deadline, kind, payload, armer, gen, epoch, since)
         self._timers[key] = timer
         self._seq += 1
         heapq.heappush(self._heap, (deadline, self._seq, timer))

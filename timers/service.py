@@ -33,7 +33,7 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, drain_pull
+from conf.pipe import PushPipe
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from timers import wire
@@ -46,6 +46,8 @@ log = structlog.get_logger()
 #: heartbeat intervals to listen before the first fire (rule 5): two, so every worker's
 #: 250 ms heartbeat has arrived at least once
 STARTUP_HEARTBEATS = 2
+#: ops applied per readable callback before fires and heartbeats get their turn (~3 µs each)
+OPS_PER_CALLBACK = 8192
 
 
 class TimerService:
@@ -78,12 +80,31 @@ class TimerService:
 
     def _on_readable(self) -> None:
         t0 = time.perf_counter()
-        more = drain_pull(self._pull, self._on_envelope, self.meter.counters)
-        if more:
+        if self._drain():
             self._loop.call_soon(self._on_readable)  # let fires run before the rest
         self._reschedule()
         self._flush()
         self.meter.add_busy(time.perf_counter() - t0)
+
+    def _drain(self) -> bool:
+        """Like ``conf.pipe.drain_pull``, but the budget counts ops, not messages: a TOPS
+        message carries up to 4096 of them, and a re-sync after a restart sends hundreds."""
+        budget = OPS_PER_CALLBACK
+        while budget > 0 and not self._pull.closed:
+            try:
+                frames = self._pull.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            try:
+                env = envelope.unpack(frames)
+            except envelope.EnvelopeError as exc:
+                self.meter.counters["drop_bad_envelope"] += 1
+                log.warning("envelope_dropped", reason=str(exc))
+                continue
+            self._on_envelope(env)
+            h = env.header
+            budget -= 1 + (len(h[3]) + len(h[4]) if env.kind == envelope.KIND_TOPS else 0)
+        return budget <= 0
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_TOPS:
@@ -97,9 +118,10 @@ class TimerService:
             self.meter.counters["drop_bad_op"] += 1
             return
         worker = sys.intern(worker)  # one string per worker, not one per timer
+        now = self._clock()  # one float shared by the message's timers
         for a in arms:
             if wire.valid_arm(a):
-                self._arm(worker, epoch, a[0], float(a[1]), a[2], a[3], a[4])
+                self._arm(worker, epoch, now, a[0], float(a[1]), a[2], a[3], a[4])
             else:
                 self.meter.counters["drop_bad_op"] += 1
         for c in cancels:
@@ -110,7 +132,7 @@ class TimerService:
         if end_sync:
             self._end_sync(worker, epoch)
 
-    def _arm(self, worker: str, epoch: int, key: str, deadline: float, kind: str,
+    def _arm(self, worker: str, epoch: int, now: float, key: str, deadline: float, kind: str,
              payload: bytes, gen: int) -> None:  # fmt: skip
         counters = self.meter.counters
         counters["arms"] += 1
@@ -127,8 +149,10 @@ class TimerService:
             if old.armer != worker:
                 counters["arms_superseded"] += 1
                 self._notify_done(old.armer, key, old.gen)
+        if deadline < now:
+            counters["arms_overdue"] += 1  # re-armed after a restart, or armed in the past
         self.schedule.arm(key, deadline, sys.intern(kind), payload, armer=worker, gen=gen,
-                          epoch=epoch)  # fmt: skip
+                          epoch=epoch, since=now)  # fmt: skip
 
     def _cancel(self, worker: str, key: str, gen: int) -> None:
         self.meter.counters["cancels"] += 1
@@ -221,10 +245,12 @@ class TimerService:
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _measure(self, batch: list[Timer]) -> None:
-        # lateness as of the moment the batch was handed to ZeroMQ: an upper bound
+        # lateness as of the moment the batch was handed to ZeroMQ (an upper bound), from when
+        # the timer could first fire here: a timer that arrived overdue (re-armed after a
+        # restart) is not late by this process's doing, and must not make the policy adapt
         sent_at = self._clock()
         for t in batch:
-            late = sent_at - t.deadline
+            late = sent_at - max(t.deadline, t.since)
             self._stats.add(late)
             self._window.add(late)
         self.meter.counters["fired"] += len(batch)

@@ -1,0 +1,75 @@
+"""A test-side worker for the timer service: a real worker bus (PULL + heartbeats) and a
+TimerClient, recording what fires, in one uvloop loop bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import uvloop
+import zmq
+
+from conf.loadstats import LoadMeter
+from conf.settings import Bus, Log, Node, Settings
+from timers.client import Fired, TimerClient
+from workers.bus import IngressBus
+
+#: heartbeats 10x faster than the default, so joins and moves take tens of ms
+FAST_BUS = Bus(heartbeat_ms=25, liveness=4)
+
+
+def fast_settings(run_dir: str) -> Settings:
+    return Settings(node=Node(run_dir=run_dir), bus=FAST_BUS, log=Log(stats_interval_s=0.5))
+
+
+def run(fn: Callable[[], Awaitable[None]], timeout_s: float = 10.0) -> None:
+    """Run a test coroutine on uvloop, bounded by ``timeout_s``."""
+
+    async def bounded() -> None:
+        async with asyncio.timeout(timeout_s):
+            await fn()
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(bounded())
+
+
+async def until(predicate: Callable[[], bool], step_s: float = 0.005) -> None:
+    """Let the loop run until ``predicate`` holds (the test's timeout bounds it)."""
+    while not predicate():
+        await asyncio.sleep(step_s)
+
+
+class TestWorker:
+    """What a worker process does for timers: bus, heartbeats, client; fires are recorded
+    with the monotonic time they were delivered."""
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, ctx: zmq.Context[Any], settings: Settings, name: str) -> None:
+        self.ident = f"{name}-{os.getpid()}"
+        self.fired: list[tuple[Fired, float]] = []
+        self.timers = TimerClient(ctx, settings, self.ident, self._on_fire)
+        self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, self.ident,
+                              lambda *_: None, LoadMeter(0), on_timer=self.timers.receive)
+        self._beat = asyncio.get_running_loop().call_soon(self._heartbeat, settings.bus)
+
+    def _heartbeat(self, bus: Bus) -> None:
+        self.bus.heartbeat()
+        self._beat = asyncio.get_running_loop().call_later(bus.heartbeat_ms / 1000,
+                                                          self._heartbeat, bus)
+
+    def _on_fire(self, batch: list[Fired]) -> None:
+        now = time.monotonic()
+        self.fired.extend((f, now) for f in batch)
+
+    def counts(self) -> Counter[str]:
+        return Counter(f.key for f, _ in self.fired)
+
+    def close(self) -> None:
+        self._beat.cancel()
+        self.timers.close()
+        self.bus.close()

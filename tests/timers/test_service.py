@@ -1,0 +1,161 @@
+"""The timer service and its clients in one loop, over real ipc:// sockets (no subprocess)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zmq
+
+from conf.workerset import WorkerSet
+from tests.timers.helpers import TestWorker, fast_settings, run, until
+from timers.service import TimerService
+
+
+@pytest.fixture
+def ctx() -> Any:
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    context.destroy(linger=0)
+
+
+def _service(ctx: zmq.Context[Any], run_dir: Path, n: int = 1) -> TimerService:
+    return TimerService(ctx, fast_settings(str(run_dir)), f"timers.{n}-{os.getpid()}")
+
+
+async def _ready(workers: list[TestWorker], services: list[TimerService]) -> None:
+    """Every client sees every service, and every service hears every worker."""
+    await until(lambda: all(len(w.timers.shards) == len(services) for w in workers))
+    await until(lambda: all(len(s.workers) == len(workers) for s in services))
+
+
+def _owner(key: str, workers: list[TestWorker]) -> str:
+    ws = WorkerSet(1.0, 1)
+    for w in workers:
+        ws.heartbeat(w.ident, "", True, 0.0)
+    owner = ws.owner(key.encode())
+    assert owner is not None
+    return owner
+
+
+def test_fires_once_after_deadline_cancel_and_refresh(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """An armed timer fires once, not before its deadline; a cancelled one never; a refreshed
+    one at its new deadline only."""
+
+    async def body() -> None:
+        svc = _service(ctx, tmp_path)
+        w = TestWorker(ctx, fast_settings(str(tmp_path)), "worker.1")
+        await _ready([w], [svc])
+        now = time.monotonic()
+        w.timers.arm("a", now + 0.10, "dialog", b"pa")
+        w.timers.arm("b", now + 0.10, "dialog")
+        w.timers.arm("c", now + 0.05, "reg")
+        assert w.timers.cancel("b") is True
+        assert w.timers.refresh("c", now + 0.20)
+        await until(lambda: len(w.fired) == 2)
+        await until(lambda: time.monotonic() > now + 0.3)
+        assert w.counts() == Counter({"a": 1, "c": 1})
+        for f, at in w.fired:
+            assert at >= f.deadline and f.armer == w.ident
+        assert [f.key for f, _ in w.fired] == ["a", "c"]
+        assert w.fired[0][0].payload == b"pa" and len(w.timers) == 0 and len(svc.schedule) == 0
+        w.close()
+        svc.close()
+
+    run(body)
+
+
+def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Timers one worker armed fire to whichever worker owns each key now; the armer is told
+    and forgets them, so nothing is held twice."""
+
+    async def body() -> None:
+        settings = fast_settings(str(tmp_path))
+        svc = _service(ctx, tmp_path)
+        w1, w2 = TestWorker(ctx, settings, "worker.1"), TestWorker(ctx, settings, "worker.2")
+        await _ready([w1, w2], [svc])
+        deadline = time.monotonic() + 0.1
+        keys = [f"call-{i}@host" for i in range(200)]
+        for k in keys:
+            w1.timers.arm(k, deadline, "dialog")
+        await until(lambda: len(w1.fired) + len(w2.fired) == len(keys))
+        await until(lambda: len(w1.timers) == 0)  # every "done" notice arrived
+        for w in (w1, w2):
+            for f, _ in w.fired:
+                assert _owner(f.key, [w1, w2]) == w.ident and f.armer == w1.ident
+        assert w1.counts() + w2.counts() == Counter(keys)
+        assert 0 < len(w2.fired) < len(keys)
+        w1.close(), w2.close(), svc.close()
+
+    run(body)
+
+
+def test_a_newer_arm_by_another_worker_wins(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Two workers arm one key: the later arm holds it, the first armer is told to forget."""
+
+    async def body() -> None:
+        settings = fast_settings(str(tmp_path))
+        svc = _service(ctx, tmp_path)
+        w1, w2 = TestWorker(ctx, settings, "worker.1"), TestWorker(ctx, settings, "worker.2")
+        await _ready([w1, w2], [svc])
+        now = time.monotonic()
+        w1.timers.arm("k", now + 5.0, "dialog", b"first")
+        await until(lambda: "k" in svc.schedule)
+        w2.timers.arm("k", now + 0.05, "dialog", b"second")
+        await until(lambda: len(w1.fired) + len(w2.fired) == 1 and "k" not in w1.timers)
+        (f, _), = w1.fired + w2.fired
+        assert f.payload == b"second" and f.armer == w2.ident
+        w1.close(), w2.close(), svc.close()
+
+    run(body)
+
+
+def test_shards_split_keys_and_survive_one_leaving(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Two timers processes share the keys; when one stops, its timers move to the other and
+    every timer still fires exactly once."""
+
+    async def body() -> None:
+        settings = fast_settings(str(tmp_path))
+        s1, s2 = _service(ctx, tmp_path, 1), _service(ctx, tmp_path, 2)
+        w = TestWorker(ctx, settings, "worker.1")
+        await _ready([w], [s1, s2])
+        now = time.monotonic()
+        keys = [f"k{i}" for i in range(1000)]
+        for i, k in enumerate(keys):
+            w.timers.arm(k, now + 0.3 + i / 2000, "ttl")
+        await until(lambda: len(s1.schedule) + len(s2.schedule) == len(keys))
+        assert len(s1.schedule) > 100 and len(s2.schedule) > 100
+        s2.close()  # its socket file goes: the client moves its keys to s1
+        await until(lambda: len(s1.schedule) + len(w.fired) >= len(keys))
+        await until(lambda: len(w.fired) == len(keys))
+        assert w.counts() == Counter(keys)
+        assert all(at >= f.deadline for f, at in w.fired)
+        w.close(), s1.close()
+
+    run(body)
+
+
+def test_timers_wait_for_a_worker(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """With no live worker a due timer waits, and fires when a worker joins."""
+
+    async def body() -> None:
+        settings = fast_settings(str(tmp_path))
+        svc = _service(ctx, tmp_path)
+        w = TestWorker(ctx, settings, "worker.1")
+        await _ready([w], [svc])
+        w.timers.arm("late", time.monotonic() + 0.05, "ttl")
+        await until(lambda: "late" in svc.schedule)
+        w.close()  # says "down": nobody to fire to
+        await until(lambda: len(svc.workers) == 0)
+        await until(lambda: time.monotonic() > w.timers.deadline("late") + 0.05)  # type: ignore[operator]
+        assert "late" in svc.schedule
+        w2 = TestWorker(ctx, settings, "worker.2")
+        await until(lambda: len(w2.fired) == 1)
+        assert w2.fired[0][0].armer == w.ident
+        w2.close(), svc.close()
+
+    run(body)
