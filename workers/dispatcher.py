@@ -221,8 +221,8 @@ class ProbeRequest:
 class DispatchSet:
     """One ``[[destination_set]]``: selection, failover order and the health of each."""
 
-    __slots__ = ("_alive", "_failover_codes", "_rr", "_sticky", "_total_weight", "_weights",
-                 "algorithm", "cfg", "destinations", "health", "name", "probing",
+    __slots__ = ("_alive", "_failover_codes", "_remembers", "_rr", "_sticky", "_total_weight",
+                 "_weights", "algorithm", "cfg", "destinations", "health", "name", "probing",
                  "thresholds")  # fmt: skip
 
     def __init__(self, cfg: DestinationSetConfig) -> None:
@@ -239,6 +239,9 @@ class DispatchSet:
         self._total_weight = sum(self._weights)
         self._rr = itertools.cycle(range(len(self.destinations)))
         self._sticky: TTLCache[str, Destination] = TTLCache(STICKY_MAX, STICKY_S)
+        # whether _sticky was ever written: a hashed set that never fell back skips the
+        # lookup (bool() of a TTLCache costs ~1 µs, more than the whole hash)
+        self._remembers = self.algorithm == "round_robin"
 
     # -- selection -------------------------------------------------------------------------
 
@@ -251,7 +254,7 @@ class DispatchSet:
         when none is usable. The call's own hash decides (or the turn, for round-robin);
         around a down destination the choice is re-hashed over the usable ones, as OpenSIPS
         does, so its load spreads instead of doubling one neighbour's."""
-        d = self._sticky.get(call_id) if self._sticky else None
+        d = self._sticky.get(call_id) if self._remembers else None
         if d is not None and self.usable(d):
             return d
         if self.algorithm == "round_robin":
@@ -269,6 +272,7 @@ class DispatchSet:
         weights = [self._weights[x.index] for x in usable]
         d = self._hashed(h, usable, weights, sum(weights))
         self._sticky[call_id] = d  # not the call's hash: the ACK and CANCEL must find it
+        self._remembers = True
         return d
 
     def pick(self, call_id: str) -> Destination:
@@ -277,7 +281,7 @@ class DispatchSet:
         hash regardless of health (a stateless proxy has nothing better to do)."""
         if len(self.destinations) == 1:
             return self.destinations[0]
-        d = self._sticky.get(call_id) if self._sticky else None
+        d = self._sticky.get(call_id) if self._remembers else None
         if d is not None:
             return d
         d = self.select(call_id)
