@@ -127,6 +127,9 @@ class Transactions:
     max_transactions: int = field(default=65536, metadata=_range(16, 10_000_000))
     """Live transactions (client + server) a worker holds at most; past 7/8 of it new requests
     other than CANCEL and BYE get 503 (docs/transactions.md has the memory per transaction)."""
+    send_trying: bool = True
+    """Answer 100 Trying to an INVITE at once (§16.2: the proxy's own, not forwarded); with
+    ``false`` the caller retransmits until a provisional response comes from downstream."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -114,7 +114,8 @@ class StatefulProxy:
                  table: TransactionTable | None = None) -> None:  # fmt: skip
         t = settings.transactions
         timers = TimerConfig(t1=t.t1_ms / 1000, t2=t.t2_ms / 1000, t4=t.t4_ms / 1000)
-        self.table = table or TransactionTable(timers, max_transactions=t.max_transactions)
+        self.table = table or TransactionTable(timers, max_transactions=t.max_transactions,
+                                               send_trying=t.send_trying)  # fmt: skip
         self.sl = stateless
         self.mode = settings.proxy.mode
         self.timer_c_s = t.timer_c_s

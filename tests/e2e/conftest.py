@@ -31,7 +31,7 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
     it is stopped with SIGTERM and every process must exit 0 within 5 s."""
     nodes: list[Node] = []
 
-    def start(dest_port: int, scale: str = "worker=2", extra: str = "") -> Node:
+    def start(dest_port: int | list[int], scale: str = "worker=2", extra: str = "") -> Node:
         port = free_port()
         run_dir = tmp_path / f"run{len(nodes)}"
         conf = tmp_path / f"sipline{len(nodes)}.toml"
@@ -50,17 +50,17 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
 
 
 @pytest.fixture
-def uas(tmp_path: Path) -> Iterator[Callable[[str], tuple[int, Proc]]]:
-    """``uas("u1"|"t1")`` starts a sipp UAS on a free port; killed at teardown."""
+def uas(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Proc]]]:
+    """``uas("u1"|"t1", scenario="uas")`` starts a sipp UAS (built-in, or one of
+    tests/e2e/scenarios/) on a free port; killed at teardown."""
     procs: list[Proc] = []
 
-    def start(transport: str) -> tuple[int, Proc]:
+    def start(transport: str, scenario: str = "uas", extra: tuple[str, ...] = ()) -> tuple[int, Proc]:
         port = free_port()
-        p = sipp_uas(port, transport, tmp_path)
+        p = sipp_uas(port, transport, tmp_path, scenario, extra)
         procs.append(p)
         return port, p
 
     yield start
     for p in procs:
-        if p.popen.poll() is None:
-            p.stop(timeout_s=5)
+        p.stop(timeout_s=5)  # also closes the pipe of one that already exited

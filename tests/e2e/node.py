@@ -44,7 +44,10 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_config(path: Path, run_dir: Path, port: int, dest_port: int, *, extra: str = "") -> None:
+def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int], *,
+                 extra: str = "") -> None:  # fmt: skip
+    ports = dest_port if isinstance(dest_port, list) else [dest_port]
+    dests = ", ".join(f'"sip:127.0.0.1:{p}"' for p in ports)
     path.write_text(
         f"""
 [node]
@@ -63,7 +66,7 @@ port = {port}
 
 [[destination_set]]
 name = "uas"
-destinations = ["sip:127.0.0.1:{dest_port}"]
+destinations = [{dests}]
 
 [[route]]
 name = "default"
@@ -258,18 +261,28 @@ class SippResult:
     output: str
 
 
-def sipp_uas(port: int, transport: str, workdir: Path) -> Proc:
-    argv = ["sipp", "-sn", "uas", "-i", LOCALHOST, "-p", str(port), "-t", transport,
-            "-mp", str(free_port()), "-nostdin", "-buff_size", "4194304"]  # fmt: skip
+SCENARIOS = REPO / "tests" / "e2e" / "scenarios"
+
+
+def _scenario(name: str) -> list[str]:
+    """sipp's built-in ``uac``/``uas``, or one of tests/e2e/scenarios/NAME.xml."""
+    return ["-sn", name] if name in ("uac", "uas") else ["-sf", str(SCENARIOS / f"{name}.xml")]
+
+
+def sipp_uas(port: int, transport: str, workdir: Path, scenario: str = "uas",
+             extra: tuple[str, ...] = ()) -> Proc:  # fmt: skip
+    argv = ["sipp", *_scenario(scenario), "-i", LOCALHOST, "-p", str(port), "-t", transport,
+            "-mp", str(free_port()), "-nostdin", "-buff_size", "4194304", *extra]  # fmt: skip
     return Proc.start(argv, dict(os.environ), workdir)
 
 
 def sipp_uac(
     target_port: int, transport: str, calls: int, rate: int, workdir: Path,
-    timeout_s: float = 120.0,
+    timeout_s: float = 120.0, scenario: str = "uac",
 ) -> SippResult:  # fmt: skip
     """Run a sipp UAC to completion (bounded) and read its final statistics."""
-    return UacRun.start(target_port, transport, calls, rate, workdir, timeout_s).wait()
+    return UacRun.start(target_port, transport, calls, rate, workdir, timeout_s,
+                        scenario).wait()  # fmt: skip
 
 
 @dataclass
@@ -283,11 +296,11 @@ class UacRun:
     @classmethod
     def start(
         cls, target_port: int, transport: str, calls: int, rate: int, workdir: Path,
-        timeout_s: float = 120.0,
+        timeout_s: float = 120.0, scenario: str = "uac",
     ) -> UacRun:  # fmt: skip
         stf = workdir / f"uac-{uuid.uuid4().hex[:8]}.csv"
         argv = [
-            "sipp", "-sn", "uac", f"{LOCALHOST}:{target_port}", "-i", LOCALHOST,
+            "sipp", *_scenario(scenario), f"{LOCALHOST}:{target_port}", "-i", LOCALHOST,
             "-p", str(free_port()), "-mp", str(free_port()), "-t", transport,
             "-m", str(calls), "-r", str(rate), "-buff_size", "4194304", "-nostdin",
             "-trace_stat", "-fd", "1", "-stf", str(stf),
