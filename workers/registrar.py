@@ -231,7 +231,9 @@ class Registrar:
             raise BadRequest(f"Contact URI over {MAX_CONTACT_BYTES} bytes")
         params = na.params
         expires = params.get("expires")
-        seconds = default if expires is None else self._expiry(expires.encode("utf-8", "surrogateescape"))
+        seconds = default
+        if expires is not None:
+            seconds = self._expiry(expires.encode("utf-8", "surrogateescape"))
         if 0 < seconds < self.cfg.min_expires_s:
             raise _TooBrief
         return Requested(uri.raw, contact_key(uri), min(seconds, self.cfg.max_expires_s),
@@ -325,8 +327,8 @@ def _qtext(q: float) -> str:
 
 
 def _out_of_order() -> Reply:
-    return Reply(500, "Server Internal Error",
-                 detail="CSeq not above the stored one for this Call-ID (RFC 3261 §10.3 step 7)")  # fmt: skip
+    detail = "CSeq not above the stored one for this Call-ID (RFC 3261 §10.3 step 7)"
+    return Reply(500, "Server Internal Error", detail=detail)
 
 
 def _too_many(cap: int) -> Reply:

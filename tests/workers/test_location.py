@@ -45,7 +45,8 @@ def register_bytes(user: str, contacts: tuple[str, ...], *, expires: str | None 
 
 
 def req(user: str, *contacts: str, **kw: object) -> Request:
-    msg = parse_message(register_bytes(user, contacts, **kw), trusted=True)  # type: ignore[arg-type]
+    data = register_bytes(user, contacts, **kw)  # type: ignore[arg-type]
+    msg = parse_message(data, trusted=True)
     assert isinstance(msg, Request)
     return msg
 
@@ -246,6 +247,28 @@ def test_server_down_raises_cache_errors(own_server: Callable[[str], Server],  #
             srv.start()
             ok = await loc.register(req("down", "<sip:a@10.0.0.2>", cseq=3), SRC, now)
             assert ok.status == 200
+        finally:
+            await loc.close()
+
+    run(main)
+
+
+def test_open_from_settings(server: Server) -> None:
+    """``Location.open`` builds the client from ``[registrar]``: URL, domains, near cache."""
+    cfg = RegistrarConfig(cachedb_url=server.url, near_cache_ttl_s=5.0)
+
+    async def main() -> None:
+        loc = Location.open(cfg, ["127.0.0.1"], run_dir=server.run_dir or "", timeout_s=1.0)
+        try:
+            user = f"open{os.getpid()}-{next(_n)}"
+            lines = register_bytes(user, ("<sip:a@10.0.0.1>",)).replace(
+                b"example.com", b"127.0.0.1")  # fmt: skip
+            msg = parse_message(lines, trusted=True)
+            assert isinstance(msg, Request)
+            now = time.time()
+            assert (await loc.register(msg, SRC, now)).status == 200
+            found = await loc.lookup(f"sip:{user}@127.0.0.1", now)
+            assert [c.uri for c in found.contacts] == ["sip:a@10.0.0.1"]
         finally:
             await loc.close()
 

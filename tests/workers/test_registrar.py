@@ -58,7 +58,8 @@ def parsed(data: bytes) -> Request:
 
 def run(stored: tuple[Binding, ...] = (), now: float = NOW, cfg: RegistrarConfig = CFG,
         **kw: object) -> Outcome:  # fmt: skip
-    return Registrar(cfg).register(parsed(register_bytes(**kw)), SRC, stored, now)  # type: ignore[arg-type]
+    req = parsed(register_bytes(**kw))  # type: ignore[arg-type]
+    return Registrar(cfg).register(req, SRC, stored, now)
 
 
 def contacts_of(out: Outcome) -> list[bytes]:
@@ -450,8 +451,8 @@ def test_record_ttl() -> None:
 
 # -- the record -----------------------------------------------------------------------------
 
-texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1,
-                max_size=40)  # fmt: skip
+# the utf-8 codec leaves out lone surrogates, which no SIP text can carry
+texts = st.text(st.characters(codec="utf-8"), min_size=1, max_size=40)
 bindings_st = st.builds(
     Binding,
     contact=texts,
@@ -511,11 +512,15 @@ def test_decode_reports(data: bytes, error: str) -> None:
 
 # -- any sequence of REGISTERs --------------------------------------------------------------
 
-CONTACT_POOL = ["<sip:alice@10.0.0.1>", "<sip:alice@10.0.0.2;transport=tcp>",
-                "<sip:ALICE@10.0.0.3:5070>", "sip:alice@10.0.0.1", "<sip:%61lice@10.0.0.2>"]  # fmt: skip
+CONTACT_POOL = [
+    "<sip:alice@10.0.0.1>", "<sip:alice@10.0.0.2;transport=tcp>", "<sip:ALICE@10.0.0.3:5070>",
+    "sip:alice@10.0.0.1", "<sip:%61lice@10.0.0.2>",
+]  # fmt: skip
 EXPIRES_POOL = [None, "0", "30", "60", "90", "300", "100000"]
 
-op_st = st.one_of(
+Op = tuple[str, list[tuple[str, str | None]], str | None]
+Step = tuple[Op, str, int, float]
+op_st: st.SearchStrategy[Op] = st.one_of(
     st.tuples(st.just("contacts"), st.lists(st.tuples(st.sampled_from(CONTACT_POOL),
                                                       st.sampled_from(EXPIRES_POOL)), max_size=4),
               st.sampled_from(EXPIRES_POOL)),
@@ -527,7 +532,7 @@ step_st = st.tuples(op_st, st.sampled_from(["c1", "c2", "c3"]), st.integers(1, 6
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(step_st, min_size=1, max_size=12))
-def test_any_sequence_keeps_the_invariants(steps: list[tuple]) -> None:  # type: ignore[type-arg]
+def test_any_sequence_keeps_the_invariants(steps: list[Step]) -> None:
     """Whatever REGISTERs arrive: stored bindings are live, each contact once, within the cap;
     a 200 lists exactly the stored live bindings; ``*`` with Expires: 0 empties the AOR."""
     r = Registrar(CFG)
