@@ -28,7 +28,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 import structlog
 import zmq
@@ -49,13 +49,16 @@ RECENT_MAX = 65_536
 _MOVED = None  # what the key mover yields when it has no slice left: next(..., _MOVED)
 
 
-@dataclass(slots=True)
-class Armed:
-    deadline: float
-    kind: str
-    payload: bytes
-    gen: int
-    shard: str  # the timers process holding it; "" while there is none
+#: an armed-set entry: ``(deadline, kind, payload, gen, shard)``, shard "" while there is
+#: none. A plain tuple of atomic values, which the garbage collector untracks
+#: (timers/schedule.py rule 4): a worker holding a million must not pay for them in every
+#: full collection
+Armed = tuple[float, str, bytes, int, str]
+DEADLINE: Final = 0
+KIND: Final = 1
+PAYLOAD: Final = 2
+GEN: Final = 3
+SHARD: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +116,7 @@ class TimerClient:
         wire.check_timer(key, kind, payload)
         gen = self._next_gen()
         shard = self._ring.owner(key.encode()) or ""
-        entry = Armed(deadline, kind, payload, gen, shard)
+        entry = (deadline, kind, payload, gen, shard)
         self._armed[key] = entry
         if shard:
             self._queue_arm(self._shards[shard], key, entry)
@@ -123,7 +126,7 @@ class TimerClient:
         entry = self._armed.get(key)
         if entry is None:
             return False
-        self.arm(key, deadline, entry.kind, entry.payload)
+        self.arm(key, deadline, entry[KIND], entry[PAYLOAD])
         return True
 
     def cancel(self, key: str) -> bool:
@@ -131,8 +134,8 @@ class TimerClient:
         service for a timer another worker armed (the key's owner moved here), if any."""
         entry = self._armed.pop(key, None)
         if entry is not None:
-            if entry.shard in self._shards:
-                self._queue_cancel(self._shards[entry.shard], key, entry.gen)
+            if entry[SHARD] in self._shards:
+                self._queue_cancel(self._shards[entry[SHARD]], key, entry[GEN])
             return True
         shard = self._ring.owner(key.encode())
         if shard is not None:  # cancel whatever was armed before now, by anyone
@@ -147,7 +150,7 @@ class TimerClient:
 
     def deadline(self, key: str) -> float | None:
         entry = self._armed.get(key)
-        return None if entry is None else entry.deadline
+        return None if entry is None else entry[DEADLINE]
 
     @property
     def shards(self) -> list[str]:
@@ -177,11 +180,11 @@ class TimerClient:
                 payload: bytes) -> Fired | None:  # fmt: skip
         mine = self._armed.get(key)
         if armer == self.worker_id:
-            if mine is None or mine.gen != gen:  # cancelled, refreshed, or fired already
+            if mine is None or mine[GEN] != gen:  # cancelled, refreshed, or fired already
                 self.counters["fire_duplicate"] += 1
                 return None
             del self._armed[key]
-        elif (mine is not None and mine.gen > gen) or (armer, gen) in self._recent:
+        elif (mine is not None and mine[GEN] > gen) or (armer, gen) in self._recent:
             self.counters["fire_duplicate"] += 1
             return None
         else:
@@ -192,7 +195,7 @@ class TimerClient:
 
     def _forget(self, key: str, gen: int) -> None:
         entry = self._armed.get(key)
-        if entry is not None and entry.gen == gen:
+        if entry is not None and entry[GEN] == gen:
             del self._armed[key]
             self.counters["done_elsewhere"] += 1
 
@@ -204,7 +207,7 @@ class TimerClient:
 
     def _queue_arm(self, shard: _Shard, key: str, e: Armed) -> None:
         shard.cancels.pop(key, None)
-        shard.arms[key] = [key, e.deadline, e.kind, e.payload, e.gen]
+        shard.arms[key] = [key, e[DEADLINE], e[KIND], e[PAYLOAD], e[GEN]]
         self._mark(shard)
 
     def _queue_cancel(self, shard: _Shard, key: str, gen: int) -> None:
@@ -264,8 +267,8 @@ class TimerClient:
         shard.epoch += 1
         shard.arms, shard.cancels = {}, {}
         for key, e in self._armed.items():
-            if e.shard == shard.ident:
-                shard.arms[key] = [key, e.deadline, e.kind, e.payload, e.gen]
+            if e[SHARD] == shard.ident:
+                shard.arms[key] = [key, e[DEADLINE], e[KIND], e[PAYLOAD], e[GEN]]
         shard.syncing = True
         self._mark(shard)
 
@@ -314,12 +317,12 @@ class TimerClient:
 
     def _move(self, key: str, e: Armed) -> bool:
         new = self._ring.owner(key.encode()) or ""
-        if new == e.shard:
+        if new == e[SHARD]:
             return False
-        old = self._shards.get(e.shard)
+        old = self._shards.get(e[SHARD])
         if old is not None:
-            self._queue_cancel(old, key, e.gen)
-        e.shard = new
+            self._queue_cancel(old, key, e[GEN])
+        e = self._armed[key] = (e[DEADLINE], e[KIND], e[PAYLOAD], e[GEN], new)
         if new:
             self._queue_arm(self._shards[new], key, e)
         return True

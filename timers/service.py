@@ -50,6 +50,13 @@ STARTUP_HEARTBEATS = 2
 OPS_PER_CALLBACK = 8192
 
 
+def _whole_ms(delay_s: float) -> float:
+    """The loop's timers count whole milliseconds and uvloop rounds to the nearest: 0.4 ms
+    would wake at once, find nothing due, and spin (measured: 30 000 empty wake-ups a second
+    at 5 000 fires a second). Round up instead; a timer is then at most 1 ms late by it."""
+    return 0.0 if delay_s <= 0 else math.ceil(delay_s * 1000) / 1000
+
+
 class TimerService:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings, ident: str,
                  clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
@@ -144,7 +151,7 @@ class TimerService:
                     self._notify_done(worker, key, gen)
                 return
             if old.gen == gen:  # the same arm again: a re-sync after a restart or a move
-                old.epoch = epoch
+                self.schedule.set_epoch(key, epoch)
                 return
             if old.armer != worker:
                 counters["arms_superseded"] += 1
@@ -222,7 +229,7 @@ class TimerService:
                 return
             self._wake.cancel()
         self._wake_at = at
-        self._wake = self._loop.call_later(max(0.0, at - now), self._on_wake)
+        self._wake = self._loop.call_later(_whole_ms(at - now), self._on_wake)
 
     def _on_wake(self) -> None:
         t0 = time.perf_counter()
