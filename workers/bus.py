@@ -70,6 +70,10 @@ class IngressBus:
             return False
         return True
 
+    def any_ingress(self) -> str | None:
+        """An ingress to send through when any will do (UDP probes), or None yet."""
+        return next(iter(self._pipes), None)
+
     def flush(self) -> None:
         for pipe in self._pipes.values():
             pipe.flush()

@@ -30,14 +30,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     try:
         worker.bus.heartbeat()
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, worker.bus.heartbeat))
+            tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, worker.heartbeat))
             tg.create_task(process.every(1.0, stop, lambda: worker.meter.tick(loop.time())))
             tg.create_task(process.every(interval, stop, report))
     finally:
         # say "down" first so ingresses route new calls elsewhere, then finish what we hold
         worker.bus.heartbeat("down")
         await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
-        worker.close()
+        await worker.aclose()
         ctx.destroy(linger=sockets.LINGER_MS)
     return 0
 

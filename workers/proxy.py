@@ -16,9 +16,10 @@ Rules:
 4. ACKs and responses are never answered; what cannot be forwarded is dropped and counted.
 5. §16.3 checks: scheme (416), Max-Forwards (483; an OPTIONS for us is answered 200 as its
    final recipient instead), Proxy-Require (420), then loops (482) as the branch is computed.
-6. In-dialog requests (To-tag, not ACK) go to their Request-URI, the remote target, once our
-   Route is popped; initial requests and ACKs use the routing table, whose choice is sticky per
-   Call-ID, so a non-2xx ACK and a CANCEL go where their INVITE went (§16.11).
+6. In-dialog requests (To-tag) go to their Request-URI, the remote target, once our Route is
+   popped; initial requests, and ACKs that name no route set (sipp's built-in UAC, a non-2xx
+   ACK), use the routing table, whose choice is sticky per Call-ID, so a non-2xx ACK and a
+   CANCEL go where their INVITE went (§16.11).
 7. A next hop we cannot reach (a host name: no DNS yet; a transport or address family we do
    not listen on) gets 503. A response is never relayed to a broadcast, multicast or
    unspecified address (RFC 4475 ``bcast``).
@@ -220,7 +221,7 @@ class StatelessProxy:
                 uri, uri_changed, changed = top, True, True
             hop: Uri | None = top
         else:
-            hop, route = self._route(req, uri, inb)
+            hop, route = self._route(req, uri, inb, changed)
             if route is not None:
                 target = route.to.pick(req.call_id)
         return Plan(routes, changed, uri, uri_changed, hop, route, target, None)
@@ -292,10 +293,12 @@ class StatelessProxy:
             routes, changed = routes[1:], True
         return routes, changed, uri, uri_changed
 
-    def _route(self, req: Request, uri: Uri, inb: Inbound) -> tuple[Uri | None, Route | None]:
-        """(next hop, None) when the request names it, else (None, the matching route)."""
+    def _route(self, req: Request, uri: Uri, inb: Inbound, routed: bool,
+               ) -> tuple[Uri | None, Route | None]:  # fmt: skip
+        """(next hop, None) when the request names it, else (None, the matching route).
+        ``routed``: our own Route entry was popped, so the request follows a route set."""
         if (
-            req.method != "ACK"
+            (req.method != "ACK" or routed)
             and req.to.tag is not None
             and uri.is_sip
             and _is_ip(uri.host_plain)

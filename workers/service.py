@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import secrets
 import time
 from typing import Any
 
@@ -11,12 +13,21 @@ import structlog
 import zmq
 
 from conf import envelope as env
+from conf import sockets
+from conf.workerset import WorkerSet
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from workers.bus import IngressBus
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.routing import RoutingTable
-from workers.stateful import StatefulProxy
+from workers.cachedb import CacheError
+from workers.dispatcher import Dispatcher, probe_share
+from workers.location import Location
+from workers.registrar import Source
+from workers.stateful import Job, StatefulProxy
+
+#: cacheDB jobs (REGISTERs, lookups) one worker runs at once; past it requests get 503
+MAX_JOBS = 4096
 
 log = structlog.get_logger()
 
@@ -27,16 +38,51 @@ class Worker:
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
         self.meter = LoadMeter(self.loop.time())
-        self.proxy = StatelessProxy(settings, RoutingTable(settings))
+        #: the node's workers as this one sees them in the run directory: probe answers come
+        #: back to the owner of their Call-ID, so probes use Call-IDs this worker owns
+        self.peers = WorkerSet(1.0, 1000)
+        self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
+                                     instance=f"{os.getpid()}-{secrets.token_hex(3)}",
+                                     owns=self._owns)  # fmt: skip
+        self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher))
         stateful = StatefulProxy(settings, self.proxy)
-        #: the transaction user when any route is stateful; None keeps the stateless fast path
-        self.stateful = stateful if stateful.any_stateful else None
+        #: the stateful core when anything needs it; None keeps the stateless fast path
+        self.stateful = stateful if stateful.needed else None
+        self.location: Location | None = None
+        if stateful.registrar is not None:
+            hosts = [lst.address for lst in settings.listen]
+            self.location = Location.open(settings.registrar, hosts, settings.node.run_dir)
+        self._jobs: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter)  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
+        if self.stateful is not None:
+            self.loop.call_soon(self.refresh_peers)
+            self.loop.call_soon(self._after_core)  # arm the first probe timer
+
+    def heartbeat(self) -> None:
+        self.bus.heartbeat()
+        if self.stateful is not None:
+            self.refresh_peers()
+
+    def _owns(self, call_id: str) -> bool:
+        owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))
+        return owner is None or owner == self.worker_id
+
+    def refresh_peers(self) -> None:
+        """Re-read the node's workers (every heartbeat) and share probing out among them."""
+        found = sockets.list_endpoints(self.settings.node.run_dir, "worker")
+        found.setdefault(self.worker_id, "")
+        if set(found) == set(self.peers.idents):
+            return
+        peers = WorkerSet(1.0, 1000)
+        for ident, ep in found.items():
+            peers.heartbeat(ident, ep, True, 0.0)
+        self.peers = peers
+        self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
 
     def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
         t0 = time.perf_counter()
@@ -70,8 +116,69 @@ class Worker:
                 sent += send(ingress_id, out_meta, data)
         counters["msgs_out"] += sent
         if self.stateful is not None:
-            self._arm_timer()
+            self._after_core()
         self.meter.add_busy(time.perf_counter() - t0)
+
+    def _after_core(self) -> None:
+        """Start the core's cacheDB jobs, log health changes, and re-arm its timer."""
+        assert self.stateful is not None
+        core = self.stateful
+        if core.jobs:
+            jobs, core.jobs = core.jobs, []
+            for job in jobs:
+                self._start_job(job)
+        if core.health_events:
+            events, core.health_events = core.health_events, []
+            for ev in events:
+                if not ev.remote:
+                    log.warning("destination_health", set=ev.set_name, uri=ev.uri, old=ev.old,
+                                new=ev.new, cause=ev.cause, fails=ev.fails, status=ev.status)  # fmt: skip
+        self._arm_timer()
+
+    def _start_job(self, job: Job) -> None:
+        if len(self._jobs) >= MAX_JOBS:
+            self.meter.counters["drop_jobs_full"] += 1
+            self._job_done(job, self._job_failed(job, 503, "Service Unavailable"))
+            return
+        task = self.loop.create_task(self._run_job(job))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, job: Job) -> None:
+        assert self.stateful is not None and self.location is not None
+        t0 = time.perf_counter()
+        try:
+            if job.kind == "register":
+                src = Source(job.inb.transport, job.inb.src_ip, job.inb.src_port)
+                r = await self.location.register(job.request, src, time.time())
+                if r.bad_record:
+                    log.warning("location_bad_record", call_id=job.request.call_id, error=r.bad_record)
+                outs = self.stateful.registered(job, r.status, r.reason, r.headers, self.loop.time())
+            else:
+                assert job.ctx is not None and job.ctx.aor is not None
+                found = await self.location.lookup(job.ctx.aor, time.time())
+                miss = (found.miss.status, found.miss.reason) if found.miss else (404, "Not Found")
+                contacts = [(c.uri, c.source) for c in found.contacts]
+                outs = self.stateful.located(job, contacts, miss, self.loop.time())
+        except CacheError as exc:
+            log.warning("location_failed", call_id=job.request.call_id, kind=job.kind,
+                        error=type(exc).__name__, status=exc.status)  # fmt: skip
+            outs = self._job_failed(job, exc.status, "Server Internal Error"
+                                    if exc.status == 500 else "Service Unavailable")  # fmt: skip
+        self.meter.add_busy(time.perf_counter() - t0)
+        self._job_done(job, outs)
+
+    def _job_failed(self, job: Job, status: int, reason: str) -> list[Out]:
+        assert self.stateful is not None
+        if job.kind == "register":
+            return self.stateful.registered(job, status, reason, (), self.loop.time())
+        return self.stateful.located(job, [], (status, reason), self.loop.time())
+
+    def _job_done(self, job: Job, outs: list[Out]) -> None:
+        sent = sum(self.bus.send(*out) for out in outs)
+        self.bus.flush()
+        self.meter.counters["msgs_out"] += sent
+        self._after_core()
 
     def _arm_timer(self) -> None:
         """One loop timer for the earliest transaction timer (aioquic's single ``call_at``)."""
@@ -88,11 +195,15 @@ class Worker:
         assert self.stateful is not None
         t0 = time.perf_counter()
         self._timer = None
-        outs: list[Out] = self.stateful.handle_timer(max(self._timer_at, self.loop.time()))
+        now = max(self._timer_at, self.loop.time())
+        outs: list[Out] = self.stateful.handle_timer(now)
+        ingress = self.bus.any_ingress()
+        if ingress is not None:  # probes leave through any ingress: UDP is not per connection
+            outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
         sent = sum(self.bus.send(*out) for out in outs)
         self.bus.flush()
         self.meter.counters["msgs_out"] += sent
-        self._arm_timer()
+        self._after_core()
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _rejected(self, m: Malformed, inb: Inbound) -> None:
@@ -111,6 +222,14 @@ class Worker:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
         return out
+
+    async def aclose(self) -> None:
+        """Let cacheDB jobs in flight finish (bounded by their own timeouts), then close."""
+        if self._jobs:
+            await asyncio.wait(set(self._jobs), timeout=1.0)
+        if self.location is not None:
+            await self.location.close()
+        self.close()
 
     def close(self) -> None:
         if self._timer is not None:

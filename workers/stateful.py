@@ -33,14 +33,17 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from dataclasses import dataclass, field
-from conf.settings import DestinationSet as DestinationSetConfig
+from dataclasses import dataclass, field, replace
+from typing import Any
+
 from conf.settings import Settings
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
+from workers.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
 from workers.proxy import Inbound, Out, Plan, StatelessProxy
+from workers.registrar import Registrar
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,
@@ -65,24 +68,19 @@ TIMEOUT = (408, "Request Timeout")
 UNAVAILABLE = (503, "Service Unavailable")
 
 
-def failover_codes(cfg: DestinationSetConfig | None) -> frozenset[int]:
-    """Final statuses that move a request on to the next destination of ``cfg`` (rule 2)."""
-    if cfg is None:
-        return frozenset()
-    if not getattr(cfg, "failover", True):
-        return frozenset()
-    codes = getattr(cfg, "failover_codes", None)
-    if codes is None:
-        return frozenset({408, *range(500, 600)})
-    out: set[int] = set()
-    for c in codes:
-        text = str(c).lower()
-        if text.endswith("xx") and text[0].isdigit():
-            base = int(text[0]) * 100
-            out.update(range(base, base + 100))
-        else:
-            out.add(int(text))
-    return frozenset(out)
+Target = tuple[Uri, "Uri | None", "Destination | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """Work the core needs from the cacheDB (a REGISTER to answer, an AOR to look up); the
+    worker runs it and hands the outcome back (``registered``, ``located``)."""
+
+    kind: str  # "register" or "lookup"
+    txn: ServerTransaction
+    ctx: Proxied | None  # for a lookup
+    request: Request
+    inb: Inbound
 
 
 @dataclass(slots=True, eq=False)
@@ -94,8 +92,12 @@ class Proxied:
     plan: Plan | None
     server: ServerTransaction | None = None
     client: ClientTransaction | None = None  # the attempt in progress
-    targets: list[Uri] = field(default_factory=list)  # failover destinations left, in order
-    failover: frozenset[int] = frozenset()
+    #: failover targets left, in order: (next hop, Request-URI to set or None, destination of
+    #: a destination set whose health the outcome reports to, or None)
+    targets: list[Target] = field(default_factory=list)
+    dset: DispatchSet | None = None  # the destination set the targets came from
+    current: Destination | None = None  # the destination of the attempt in progress
+    aor: str | None = None  # a request for a user of ours: targets come from a lookup
     attempt: int = 0
     cancelled: bool = False
     done: bool = False  # a final response went upstream
@@ -121,7 +123,14 @@ class StatefulProxy:
         self.timer_c_s = t.timer_c_s
         self.cancel_wait_s = 64 * timers.t1
         self._route_mode = {r.name: r.mode or settings.proxy.mode for r in settings.route}
-        self._set_cfg = {d.name: d for d in settings.destination_set}
+        self.dispatcher = stateless.routing.dispatcher
+        reg = settings.registrar
+        hosts = [lst.address for lst in settings.listen]
+        #: the registrar when enabled: its REGISTERs and lookups become ``jobs``
+        self.registrar = Registrar(reg, hosts) if reg.enabled else None
+        self.jobs: list[Job] = []
+        #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
+        self.health_events: list[Any] = []
         #: Timer C: (deadline, seq, context); an entry is live while its context is not done
         #: and still has that deadline (lazy deletion, compacted as the transaction table is)
         self._timer_c: list[tuple[float, int, Proxied]] = []
@@ -133,8 +142,12 @@ class StatefulProxy:
                                          "table_full": 0, "timer_c": 0}  # fmt: skip
 
     @property
-    def any_stateful(self) -> bool:
-        return self.mode == "stateful" or "stateful" in self._route_mode.values()
+    def needed(self) -> bool:
+        """Whether the worker needs this core: some route is stateful, the registrar is on, or
+        a destination set is probed (probe answers come back here)."""
+        return (self.mode == "stateful" or "stateful" in self._route_mode.values()
+                or self.registrar is not None
+                or any(ds.probing for ds in self.dispatcher.sets.values()))  # fmt: skip
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -151,6 +164,9 @@ class StatefulProxy:
 
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
+        probe = self.dispatcher.next_deadline()
+        if probe is not None and (at is None or probe < at):
+            at = probe
         if self._timer_c:
             c = self._timer_c[0][0]
             at = c if at is None or c < at else at
@@ -185,7 +201,9 @@ class StatefulProxy:
             table.receive_request(req, reliable=reliable, now=now)
             return
         ctx = None
-        if method != "CANCEL":
+        register = method == "REGISTER" and self.registrar is not None and (
+            self.registrar.serves(req.uri))  # fmt: skip
+        if method != "CANCEL" and not register:
             ctx = self._admit(req, inb)
             if ctx is None:
                 return
@@ -198,6 +216,8 @@ class StatefulProxy:
             return
         if ctx is not None and isinstance(txn, ServerTransaction):
             ctx.server = txn
+        if register and isinstance(txn, ServerTransaction):
+            self.jobs.append(Job("register", txn, None, req, inb))
 
     def _admit(self, req: Request, inb: Inbound) -> Proxied | None:
         """The context for a new request of a stateful route, or None when it was answered
@@ -210,24 +230,35 @@ class StatefulProxy:
         if plan.local is not None:
             self._outs.append(self.sl._reply(req, inb, 200, "OK", plan.local))
             return None
+        ctx = Proxied(inb, req, plan)
+        if self.registrar is not None and req.to.tag is None and plan.hop is None:
+            ctx.aor = self.registrar.aor_of(plan.uri)
+            if ctx.aor is not None:
+                return ctx  # always stateful: targets come from a lookup (``located``)
         mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
         if mode != "stateful":
             self._outs.append(self.sl.request_out(req, inb))
             return None
-        ctx = Proxied(inb, req, plan)
         if plan.hop is not None:
-            ctx.targets = [plan.hop]
-        else:
-            assert plan.route is not None and plan.target is not None
-            dset = plan.route.to
-            ctx.targets = [parse_uri(plan.target.uri)]
-            ctx.failover = failover_codes(self._set_cfg.get(dset.name))
-            if ctx.failover:
-                rest = [d for d in dset.destinations if d is not plan.target]
-                ctx.targets.extend(parse_uri(d.uri) for d in rest)
+            ctx.targets = [(plan.hop, None, None)]
+            return ctx
+        assert plan.route is not None and plan.target is not None
+        dset = ctx.dset = plan.route.to
+        first = dset.select(req.call_id) if dset.probing else plan.target
+        if first is None:  # every destination of the set is down
+            self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
+            return None
+        chain = [first] + (dset.alternatives(first) if dset.fails_over(503) or
+                           dset.fails_over(None) else [])  # fmt: skip
+        ctx.targets = [(parse_uri(d.uri), None, d) for d in chain]
         return ctx
 
     def _on_response(self, resp: Response, inb: Inbound, now: float) -> None:
+        branch = resp.vias[0].branch or ""
+        if branch.startswith(PROBE_BRANCH_PREFIX):
+            if resp.status >= 200:
+                self.health_events.extend(self.dispatcher.probe_answered(branch, resp.status, now))
+            return
         if self.table.receive_response(resp, now) is None:
             self._outs.append(self.sl.response_out(resp, inb))  # rule 3
 
@@ -261,7 +292,13 @@ class StatefulProxy:
             data = build_response(req, 200, "OK")
             self.table.respond(txn, data, 200, now)  # type: ignore[arg-type]
             return
-        ctx: Proxied = txn.context
+        ctx: Proxied | None = txn.context
+        if ctx is None:
+            return  # a REGISTER: its job is queued already
+        if ctx.aor is not None:
+            assert isinstance(txn, ServerTransaction)
+            self.jobs.append(Job("lookup", txn, ctx, req, ctx.inb))
+            return
         self._try_next(ctx, now)
 
     def _try_next(self, ctx: Proxied, now: float) -> None:
@@ -269,9 +306,10 @@ class StatefulProxy:
         req, plan = ctx.request, ctx.plan
         assert req is not None and plan is not None
         while ctx.targets and not ctx.cancelled:
-            hop = ctx.targets.pop(0)
+            hop, ruri, ctx.current = ctx.targets.pop(0)
+            p = plan if ruri is None else replace(plan, uri=ruri, uri_changed=True)
             try:
-                (ingress, meta, data), branch = self.sl.forward(req, ctx.inb, plan, hop, ctx.attempt)
+                (ingress, meta, data), branch = self.sl.forward(req, ctx.inb, p, hop, ctx.attempt)
             except SipError as exc:
                 ctx.fallback = (exc.status, exc.reason)
                 ctx.attempt += 1
@@ -337,13 +375,31 @@ class StatefulProxy:
         if status < 300:
             self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
             return
-        if status > ctx.best_status and (ctx.best is None or status < 700):
-            ctx.best, ctx.best_status = self.sl.pop_via(resp), status
-        if status in ctx.failover and ctx.targets and not ctx.cancelled:
+        self._report(ctx, status, resp, now)
+        if ctx.best is None or status < ctx.best_status or status >= 600:
+            ctx.best, ctx.best_status = self.sl.pop_via(resp), status  # §16.7 step 6, roughly
+        if ctx.targets and not ctx.cancelled and self._fails_over(ctx, status):
             self.counters["failover"] += 1
             self._try_next(ctx, now)
             return
         self._answer_best(ctx, now)
+
+    def _fails_over(self, ctx: Proxied, status: int | None) -> bool:
+        if ctx.dset is not None:
+            return ctx.dset.fails_over(status)
+        return status is None or status == 408 or 500 <= status < 600  # registered contacts
+
+    def _report(self, ctx: Proxied, status: int | None, resp: Response | None, now: float) -> None:
+        """Tell the dispatcher how the destination did (its health counts failures)."""
+        d = ctx.current
+        if d is None or ctx.dset is None or not ctx.dset.probing:
+            return
+        retry = None
+        if resp is not None and status == 503:
+            value = resp.header("retry-after")
+            head = value.split(b";")[0].strip() if value else b""
+            retry = float(head) if head.isdigit() else None
+        self.health_events.extend(self.dispatcher.report(d, status, now, retry))
 
     def _on_attempt_failed(self, txn: Transaction, timed_out: bool, now: float) -> None:
         ctx: Proxied | None = txn.context
@@ -353,8 +409,11 @@ class StatefulProxy:
             return
         if timed_out:
             self.counters["timeout"] += 1
+        self._report(ctx, None, None, now)
         ctx.fallback = TIMEOUT if timed_out else UNAVAILABLE
-        if ctx.targets and not ctx.cancelled:
+        if not self._fails_over(ctx, None):
+            ctx.targets.clear()
+        elif ctx.targets and not ctx.cancelled:
             self.counters["failover"] += 1
         self._try_next(ctx, now)
 
@@ -378,6 +437,46 @@ class StatefulProxy:
                                     reliable=txn.reliable, now=now, dest=txn.dest)  # fmt: skip
         except (TableFull, ValueError):
             self.counters["table_full"] += 1  # Timer C or B ends the branch anyway
+
+    # -- cacheDB jobs and probes --------------------------------------------------------------
+
+    def registered(self, job: Job, status: int, reason: str, headers: tuple[bytes, ...],
+                   now: float) -> list[Out]:  # fmt: skip
+        """The REGISTER of ``job`` is answered: what to send."""
+        self._outs = outs = []
+        data = build_response(job.request, status, reason, extra_headers=headers)
+        if job.txn.accepts(status):
+            self.table.respond(job.txn, data, status, now)
+        self._drain(now)
+        return outs
+
+    def located(self, job: Job, contacts: list[tuple[str, Any]], miss: tuple[int, str],
+                now: float) -> list[Out]:  # fmt: skip
+        """The lookup of ``job`` found ``contacts`` ((contact URI, source) by q, highest
+        first): forward to them in turn, or answer ``miss`` when there are none."""
+        self._outs = outs = []
+        ctx = job.ctx
+        assert ctx is not None
+        if ctx.cancelled:
+            self._local_final(ctx, 487, "Request Terminated", now)
+        elif not contacts:
+            self._local_final(ctx, *miss, now)
+        else:
+            for uri, source in contacts:
+                contact = parse_uri(uri)
+                hop = contact
+                if source is not None:  # where the REGISTER came from: through its NAT
+                    hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};transport={source.transport}")
+                ctx.targets.append((hop, contact, None))
+            self._try_next(ctx, now)
+        self._drain(now)
+        return outs
+
+    def probes(self, now: float) -> list[Out]:
+        """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
+        self.health_events.extend(self.dispatcher.handle_timer(now))
+        return [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
+                 p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
 
     # -- answers upstream --------------------------------------------------------------------
 
@@ -405,3 +504,7 @@ class StatefulProxy:
             client = ctx.client
             pending = client is not None and client.state in (State.CALLING, State.PROCEEDING)
             self._arm_timer_c(ctx, now + self.cancel_wait_s if pending else None)
+
+
+def _host(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip

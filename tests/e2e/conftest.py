@@ -55,8 +55,9 @@ def uas(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Proc]]]:
     tests/e2e/scenarios/) on a free port; killed at teardown."""
     procs: list[Proc] = []
 
-    def start(transport: str, scenario: str = "uas", extra: tuple[str, ...] = ()) -> tuple[int, Proc]:
-        port = free_port()
+    def start(transport: str, scenario: str = "uas", extra: tuple[str, ...] = (),
+              port: int | None = None) -> tuple[int, Proc]:  # fmt: skip
+        port = port or free_port()
         p = sipp_uas(port, transport, tmp_path, scenario, extra)
         procs.append(p)
         return port, p

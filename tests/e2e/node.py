@@ -278,11 +278,12 @@ def sipp_uas(port: int, transport: str, workdir: Path, scenario: str = "uas",
 
 def sipp_uac(
     target_port: int, transport: str, calls: int, rate: int, workdir: Path,
-    timeout_s: float = 120.0, scenario: str = "uac",
+    timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
+    service: str | None = None,
 ) -> SippResult:  # fmt: skip
     """Run a sipp UAC to completion (bounded) and read its final statistics."""
     return UacRun.start(target_port, transport, calls, rate, workdir, timeout_s,
-                        scenario).wait()  # fmt: skip
+                        scenario, local_port, service).wait()  # fmt: skip
 
 
 @dataclass
@@ -296,12 +297,14 @@ class UacRun:
     @classmethod
     def start(
         cls, target_port: int, transport: str, calls: int, rate: int, workdir: Path,
-        timeout_s: float = 120.0, scenario: str = "uac",
+        timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
+        service: str | None = None,
     ) -> UacRun:  # fmt: skip
         stf = workdir / f"uac-{uuid.uuid4().hex[:8]}.csv"
         argv = [
             "sipp", *_scenario(scenario), f"{LOCALHOST}:{target_port}", "-i", LOCALHOST,
-            "-p", str(free_port()), "-mp", str(free_port()), "-t", transport,
+            *(["-s", service] if service else []),
+            "-p", str(local_port or free_port()), "-mp", str(free_port()), "-t", transport,
             "-m", str(calls), "-r", str(rate), "-buff_size", "4194304", "-nostdin",
             "-trace_stat", "-fd", "1", "-stf", str(stf),
             "-timeout", f"{int(timeout_s)}s", "-timeout_error",

@@ -128,8 +128,48 @@ def test_failover_from_a_dead_destination(start_node: StartNode, uas: Uas,
     """First destination dead, second alive: every call completes, those hashed to the dead
     one after Timer B moves them on."""
     dead, sock = sink
-    live, _ = uas("u1")
+    live, _ = uas("u1", "uas_rr")
     node = start_node([dead, live], "worker=2", STATEFUL)
     res = sipp_uac(node.port, "u1", 20, 10, tmp_path, scenario="uac_rr", timeout_s=60)
     assert (res.successful, res.failed) == (20, 0), res.output
     assert any(d.startswith(b"INVITE ") for d in drained(sock)), "no call tried the dead one"
+
+
+REGISTRAR = """
+[registrar]
+enabled = true
+near_cache_ttl_s = 0
+"""
+
+
+def test_register_then_call_the_aor(start_node: StartNode, uas: Uas,
+                                    sink: tuple[int, socket.socket], tmp_path: Path) -> None:  # fmt: skip
+    """A phone registers (sipp register.xml, from the port its UAS then listens on) and a call
+    to its AOR reaches it, not the default route (a dead end here), and the call's ACK and BYE
+    follow its route set to the phone's Contact (uac_rr); once it unregisters,
+    calls to it get 480 and no INVITE leaves the proxy."""
+    dead, sock = sink
+    node = start_node(dead, "worker=2", REGISTRAR)
+    phone = free_port()
+    reg = sipp_uac(node.port, "u1", 1, 1, tmp_path, scenario="register", local_port=phone)
+    assert (reg.successful, reg.failed) == (1, 0), reg.output
+    uas_port, _ = uas("u1", "uas_rr", (), phone)
+    assert uas_port == phone
+    res = sipp_uac(node.port, "u1", 10, 10, tmp_path, scenario="uac_rr", service="user1")
+    assert (res.successful, res.failed) == (10, 0), res.output
+    assert not drained(sock)
+    unreg = sipp_uac(node.port, "u1", 1, 1, tmp_path, scenario="unregister")
+    assert (unreg.successful, unreg.failed) == (1, 0), unreg.output
+    gone = sipp_uac(node.port, "u1", 3, 3, tmp_path, scenario="uac_unavailable", service="user1")
+    assert (gone.successful, gone.failed) == (3, 0), gone.output
+    assert not drained(sock)
+
+
+def test_call_to_an_unknown_user_gets_404(start_node: StartNode, sink: tuple[int, socket.socket],
+                                          tmp_path: Path) -> None:  # fmt: skip
+    """A user of our domain that never registered: 404, and nothing is forwarded."""
+    dead, sock = sink
+    node = start_node(dead, "worker=2", REGISTRAR)
+    res = sipp_uac(node.port, "u1", 3, 3, tmp_path, scenario="uac_notfound", service="nobody")
+    assert (res.successful, res.failed) == (3, 0), res.output
+    assert not drained(sock)

@@ -12,7 +12,7 @@ from ingress.sip.message import Request
 from ingress.sip.serialize import build_response
 from workers.proxy import Out, StatelessProxy
 from workers.routing import RoutingTable
-from workers.stateful import StatefulProxy, failover_codes
+from workers.stateful import StatefulProxy
 
 from .helpers import inbound, parsed_req, parsed_resp, request, settings
 
@@ -271,16 +271,6 @@ def test_full_table_answers_503() -> None:
                               via=f"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK{i}"))  # fmt: skip
     assert 503 in link.take_up()
     assert link.p.counters["table_full"] >= 1
-
-
-def test_failover_codes() -> None:
-    """``5xx`` expands to 500-599; plain numbers stand for themselves; no failover, none."""
-    base = DestinationSet(name="x", destinations=["sip:127.0.0.1"])
-    assert failover_codes(base) >= {408, 500, 503, 599}
-    assert failover_codes(replace(base, failover=False)) == frozenset()  # type: ignore[call-arg]
-    assert failover_codes(replace(base, failover_codes=["408", "6xx"])) == frozenset(  # type: ignore[call-arg]
-        {408, *range(600, 700)}
-    )
 
 
 UAS_MOVES = st.sampled_from(["100", "180", "200", "486", "503", "uac_retx", "cancel", "wait"])
