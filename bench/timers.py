@@ -103,6 +103,10 @@ class BenchWorker:
             await asyncio.sleep(0)
 
 
+def _window_fired(w: BenchWorker) -> int:
+    return sum(1 for k, _, _ in w.delivered if k.startswith("win-"))
+
+
 def _pct(xs: list[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))] if xs else 0.0
 
@@ -158,7 +162,7 @@ async def bench(args: argparse.Namespace, conf: str, svc: subprocess.Popen[bytes
         end = time.monotonic()
         cutoff = end - 0.05  # what was due by now must arrive; wait for it, bounded
         want = sum(1 for j in range(args.window) if first + j / args.rate < cutoff)
-        await _until_quiet(lambda: sum(1 for k, _, _ in w.delivered if k.startswith("win-")) >= want, 5.0)
+        await _until_quiet(lambda: _window_fired(w) >= want, 5.0)
     finally:
         stop.set()
         await beats
@@ -203,7 +207,9 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="sl-tb-", dir="/tmp")
     conf = f"{tmp}/sipline.toml"
     Path(conf).write_text(f'[node]\nrun_dir = "{tmp}/run"\n[log]\nstats_interval_s = 1.0\n')
-    prof = ["-m", "cProfile", "-o", os.environ["TIMERS_PROFILE"]] if os.environ.get("TIMERS_PROFILE") else []
+    # TIMERS_PROFILE=out.prof runs the service under cProfile (written when it stops)
+    prof_out = os.environ.get("TIMERS_PROFILE")
+    prof = ["-m", "cProfile", "-o", prof_out] if prof_out else []
     svc = subprocess.Popen([sys.executable, *prof, "-m", "sipline.cli", "--conf", conf, "timers"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                            env={**os.environ, "PYTHONUNBUFFERED": "1"})  # fmt: skip

@@ -38,12 +38,12 @@ def _write_conf(tmp_path: Path) -> Path:
 class TimersProcess:
     """``sipline timers`` as a child process, its stdout (JSON lines) kept in a file."""
 
-    def __init__(self, conf: Path, log: Path) -> None:
+    def __init__(self, conf: Path, log: Path, name: str = "timers.1") -> None:
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sipline.cli", "--conf", str(conf), "timers"],
             stdout=self._out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[2],
-            env={**os.environ, "HONCHO_PROCESS_NAME": "timers.1"},
+            env={**os.environ, "HONCHO_PROCESS_NAME": name},
         )  # fmt: skip
 
     def kill(self, sig: int = signal.SIGKILL) -> None:
@@ -113,3 +113,37 @@ def test_restart_loses_nothing_and_doubles_nothing(
     events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     stats = [e for e in events if e.get("event") == "load_stats"]
     assert stats and {"late_p50_ms", "late_p99_ms", "late_max_ms", "overruns"} <= stats[-1].keys()
+
+
+def test_two_shards_one_killed_then_back(
+    ctx: zmq.Context[Any], tmp_path: Path, procs: list[TimersProcess]
+) -> None:
+    """``-c timers=2``: keys split over two processes; one is killed (-9), its keys move to
+    the other, then a new one starts and keys move back, all while timers fire: each fires
+    exactly once, never early."""
+    conf, log = _write_conf(tmp_path), tmp_path / "timers.log"
+    settings = fast_settings(str(tmp_path / "run"))
+
+    async def body() -> None:
+        procs.extend([TimersProcess(conf, log, "timers.1"), TimersProcess(conf, log, "timers.2")])
+        w = TestWorker(ctx, settings, "worker.1")
+        await until(lambda: len(w.timers.shards) == 2)
+        start = time.monotonic()
+        keys = [f"call-{i}@sipline" for i in range(3000)]
+        for i, k in enumerate(keys):
+            w.timers.arm(k, start + 0.3 + 2.7 * i / len(keys), "dialog")
+        await until(lambda: len(w.fired) > 500)
+        procs[1].kill()
+        await until(lambda: len(w.timers.shards) == 1)
+        await until(lambda: len(w.fired) > 1500)
+        procs.append(TimersProcess(conf, log, "timers.2"))
+        await until(lambda: len(w.timers.shards) == 2)
+        await until(lambda: len(w.fired) >= len(keys))
+        await until(lambda: time.monotonic() > start + 3.5)
+        counts = w.counts()
+        assert counts == Counter(keys), f"lost {len(set(keys) - set(counts))}, doubled " + str(
+            [k for k, n in counts.items() if n > 1])
+        assert all(at >= f.deadline for f, at in w.fired)
+        w.close()
+
+    run(body, timeout_s=20.0)

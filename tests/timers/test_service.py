@@ -42,7 +42,9 @@ def _owner(key: str, workers: list[TestWorker]) -> str:
     return owner
 
 
-def test_fires_once_after_deadline_cancel_and_refresh(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+def test_fires_once_after_deadline_cancel_and_refresh(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """An armed timer fires once, not before its deadline; a cancelled one never; a refreshed
     one at its new deadline only."""
 
@@ -89,7 +91,9 @@ def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -
                 assert _owner(f.key, [w1, w2]) == w.ident and f.armer == w1.ident
         assert w1.counts() + w2.counts() == Counter(keys)
         assert 0 < len(w2.fired) < len(keys)
-        w1.close(), w2.close(), svc.close()
+        w1.close()
+        w2.close()
+        svc.close()
 
     run(body)
 
@@ -109,7 +113,9 @@ def test_a_newer_arm_by_another_worker_wins(ctx: zmq.Context[Any], tmp_path: Pat
         await until(lambda: len(w1.fired) + len(w2.fired) == 1 and "k" not in w1.timers)
         (f, _), = w1.fired + w2.fired
         assert f.payload == b"second" and f.armer == w2.ident
-        w1.close(), w2.close(), svc.close()
+        w1.close()
+        w2.close()
+        svc.close()
 
     run(body)
 
@@ -134,7 +140,8 @@ def test_shards_split_keys_and_survive_one_leaving(ctx: zmq.Context[Any], tmp_pa
         await until(lambda: len(w.fired) == len(keys))
         assert w.counts() == Counter(keys)
         assert all(at >= f.deadline for f, at in w.fired)
-        w.close(), s1.close()
+        w.close()
+        s1.close()
 
     run(body)
 
@@ -151,11 +158,70 @@ def test_timers_wait_for_a_worker(ctx: zmq.Context[Any], tmp_path: Path) -> None
         await until(lambda: "late" in svc.schedule)
         w.close()  # says "down": nobody to fire to
         await until(lambda: len(svc.workers) == 0)
-        await until(lambda: time.monotonic() > w.timers.deadline("late") + 0.05)  # type: ignore[operator]
+        due = w.timers.deadline("late")
+        assert due is not None
+        await until(lambda: time.monotonic() > due + 0.05)
         assert "late" in svc.schedule
         w2 = TestWorker(ctx, settings, "worker.2")
         await until(lambda: len(w2.fired) == 1)
         assert w2.fired[0][0].armer == w.ident
-        w2.close(), svc.close()
+        w2.close()
+        svc.close()
+
+    run(body)
+
+
+def test_overload_widens_batches_and_says_so(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """More due at once than a batch holds: wake-ups overrun (the rest fire on the next
+    iteration, none lost), and the policy widens the batch and logs one timers_adapted."""
+    from dataclasses import replace
+
+    from structlog.testing import capture_logs
+
+    from conf.settings import Timers
+
+    async def body() -> None:
+        settings = replace(fast_settings(str(tmp_path)),
+                           timers=Timers(max_batch=10, max_batch_cap=40, max_coalesce_ms=4.0))
+        svc = TimerService(ctx, settings, f"timers.1-{os.getpid()}")
+        w = TestWorker(ctx, settings, "worker.1")
+        await _ready([w], [svc])
+        deadline = time.monotonic() + 0.05
+        for i in range(500):
+            w.timers.arm(f"k{i}", deadline, "ttl")
+        await until(lambda: len(w.fired) == 500)
+        assert svc.overruns >= 500 // 10 - 1
+        with capture_logs() as logs:
+            svc.adapt()
+            svc.adapt()  # nothing new in this window: no second event
+        adapted = [e for e in logs if e["event"] == "timers_adapted"]
+        assert len(adapted) == 1 and adapted[0]["reason"] == "overrun"
+        assert (svc.policy.max_batch, svc.policy.coalesce_s) == (20, 0.001)
+        assert w.counts() == Counter(f"k{i}" for i in range(500))
+        stats = svc.stats(1.0)
+        assert stats["fired"] == 500 and stats["late_max_ms"] >= stats["late_p99_ms"] > 0
+        w.close()
+        svc.close()
+
+    run(body)
+
+
+def test_bad_input_is_counted_and_dropped(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Garbage, and ops of the wrong types, are counted and dropped; the service goes on."""
+    from conf import envelope, sockets
+
+    async def body() -> None:
+        svc = _service(ctx, tmp_path)
+        push = sockets.connect_push(ctx, svc.endpoint, 10)
+        push.send_multipart([b"junk", b"\xc1"])
+        bad = [["k", "soon", "t", b"", 1], "nope"]
+        good = [["ok", time.monotonic() + 60, "t", b"", 1]]
+        push.send_multipart(envelope.pack(envelope.KIND_TOPS, ["w", 1, False, bad + good, [7]]))
+        push.send_multipart(envelope.pack(envelope.KIND_TOPS, ["w", "x", False, good, []]))
+        await until(lambda: svc.meter.counters["drop_bad_op"] == 4)
+        assert svc.meter.counters["drop_bad_envelope"] == 1
+        assert [t.key for t in svc.schedule.timers()] == ["ok"]
+        push.close(linger=0)
+        svc.close()
 
     run(body)
