@@ -43,6 +43,12 @@ def _timers(args: argparse.Namespace) -> int:
     return main(args.conf)
 
 
+def _ctl(args: argparse.Namespace) -> int:
+    from sipline.ctl import main
+
+    return main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipline", description=__doc__)
     p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
@@ -57,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         sp.set_defaults(fn=fn)
+    ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations)")
+    ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    ctl.add_argument("what", choices=["stats", "destinations"])
+    ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
+    ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
+    ctl.set_defaults(fn=_ctl)
     return p
 
 

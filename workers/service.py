@@ -14,6 +14,7 @@ import zmq
 
 from conf import envelope as env
 from conf import sockets
+from conf.control import ControlServer
 from conf.workerset import WorkerSet
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
@@ -57,6 +58,10 @@ class Worker:
         self._timer_at = 0.0
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter)  # fmt: skip
+        self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
+            "stats": self._ctl_stats,
+            "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
+        })  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
         if self.stateful is not None:
@@ -68,13 +73,24 @@ class Worker:
         if self.stateful is not None:
             self.refresh_peers()
 
+    def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
+        h = self.meter._history
+        out: dict[str, Any] = {"role": "worker", "counters": dict(self.meter.counters),
+                               "busy_1s": round(h[-1], 3) if h else 0.0,
+                               "queued_out": self.bus.queued}  # fmt: skip
+        if self.stateful is not None:
+            out["transactions"] = len(self.stateful.table)
+            out["txn"] = dict(self.stateful.counters)
+            out["jobs"] = len(self._jobs)
+        return out
+
     def _owns(self, call_id: str) -> bool:
         owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))
         return owner is None or owner == self.worker_id
 
     def refresh_peers(self) -> None:
         """Re-read the node's workers (every heartbeat) and share probing out among them."""
-        found = sockets.list_endpoints(self.settings.node.run_dir, "worker")
+        found = sockets.live_endpoints(self.settings.node.run_dir, "worker")
         found.setdefault(self.worker_id, "")
         if set(found) == set(self.peers.idents):
             return
@@ -232,6 +248,7 @@ class Worker:
         self.close()
 
     def close(self) -> None:
+        self.control.close()
         if self._timer is not None:
             self._timer.cancel()
         self.bus.close()

@@ -31,11 +31,12 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
     it is stopped with SIGTERM and every process must exit 0 within 5 s."""
     nodes: list[Node] = []
 
-    def start(dest_port: int | list[int], scale: str = "worker=2", extra: str = "") -> Node:
+    def start(dest_port: int | list[int], scale: str = "worker=2", extra: str = "",
+              set_extra: str = "") -> Node:  # fmt: skip
         port = free_port()
         run_dir = tmp_path / f"run{len(nodes)}"
         conf = tmp_path / f"sipline{len(nodes)}.toml"
-        write_config(conf, run_dir, port, dest_port, extra=extra)
+        write_config(conf, run_dir, port, dest_port, extra=extra, set_extra=set_extra)
         node = Node.start(conf, run_dir, port, scale)
         nodes.append(node)
         return node

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int], *,
-                 extra: str = "") -> None:  # fmt: skip
+                 extra: str = "", set_extra: str = "") -> None:  # fmt: skip
     ports = dest_port if isinstance(dest_port, list) else [dest_port]
     dests = ", ".join(f'"sip:127.0.0.1:{p}"' for p in ports)
     path.write_text(
@@ -67,6 +67,7 @@ port = {port}
 [[destination_set]]
 name = "uas"
 destinations = [{dests}]
+{set_extra}
 
 [[route]]
 name = "default"

@@ -1,0 +1,114 @@
+"""The control channel: ``sipline ctl`` asks running processes, each answers for itself.
+
+Rules:
+1. A process that answers binds a ROUTER at ``ctl-<ident>.ipc`` in the run directory and
+   serves it from the event loop (``add_reader`` on ``zmq.FD``, drained with NOBLOCK, as the
+   hop does). A request is ``[client, b"", msgpack {"cmd": str, "args": map}]``; the reply is
+   ``[client, b"", msgpack {"ok": bool, "proc": ident, ...}]`` (circus's ``ok()/error()``).
+2. An unknown command or a handler that raises gets ``{"ok": false, "error": ...}``; a bad
+   frame is dropped. Nothing a client sends can stop the process.
+3. The client (``ask``) sends one request to every live ``ctl-*.ipc`` and gathers replies
+   until all have answered or the deadline passes; a process that does not answer is listed
+   as such, not waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
+import structlog
+import zmq
+
+from conf import sockets
+
+log = structlog.get_logger()
+
+Handler = Callable[[dict[str, Any]], dict[str, Any]]
+#: a request or reply larger than this is refused (msgpack README, "Security")
+MAX_FRAME = 1 << 20
+
+
+class ControlServer:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: str, ident: str,
+                 handlers: dict[str, Handler]) -> None:  # fmt: skip
+        self.ident = ident
+        self.endpoint = sockets.endpoint(run_dir, "ctl", ident)
+        self.handlers = handlers
+        self._sock = ctx.socket(zmq.ROUTER)
+        self._sock.linger = 0
+        self._sock.bind(self.endpoint)
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._sock.FD, self._on_readable)
+        self._loop.call_soon(self._on_readable)
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 3 or len(frames[2]) > MAX_FRAME:
+                continue
+            reply = self._answer(frames[2])
+            try:
+                sock.send_multipart([frames[0], b"", msgpack.packb(reply, default=str)],
+                                    zmq.NOBLOCK)  # fmt: skip
+            except zmq.ZMQError:
+                pass  # the client went away
+
+    def _answer(self, data: bytes) -> dict[str, Any]:
+        try:
+            req = msgpack.unpackb(data, raw=False, strict_map_key=True)  # size checked above
+            cmd, args = str(req["cmd"]), dict(req.get("args") or {})
+        except Exception:  # any bad request is the client's problem (rule 2)
+            return {"ok": False, "proc": self.ident, "error": "bad request"}
+        handler = self.handlers.get(cmd)
+        if handler is None:
+            return {"ok": False, "proc": self.ident, "error": f"unknown command {cmd!r}"}
+        try:
+            return {"ok": True, "proc": self.ident, **handler(args)}
+        except Exception as exc:  # a handler bug costs one answer (rule 2)
+            log.exception("control_failed", cmd=cmd)
+            return {"ok": False, "proc": self.ident, "error": f"{type(exc).__name__}: {exc}"}
+
+    def close(self) -> None:
+        self._loop.remove_reader(self._sock.FD)
+        self._sock.close(linger=0)
+        sockets.unlink(self.endpoint)
+
+
+def ask(run_dir: str, cmd: str, args: dict[str, Any] | None = None, timeout_s: float = 1.0,
+        ) -> tuple[list[dict[str, Any]], list[str]]:  # fmt: skip
+    """Send ``cmd`` to every live process of the node: (replies, idents that did not answer)."""
+    targets = sockets.live_endpoints(run_dir, "ctl")
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    socks: dict[zmq.Socket[bytes], str] = {}
+    replies: list[dict[str, Any]] = []
+    try:
+        poller = zmq.Poller()
+        payload = msgpack.packb({"cmd": cmd, "args": args or {}})
+        for ident, ep in targets.items():
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.connect(ep)
+            s.send_multipart([b"", payload])
+            socks[s] = ident
+            poller.register(s, zmq.POLLIN)
+        end = time.monotonic() + timeout_s
+        while socks and (left := end - time.monotonic()) > 0:
+            for s, _ in poller.poll(left * 1000):
+                frames = s.recv_multipart()
+                replies.append(msgpack.unpackb(frames[-1], raw=False))
+                poller.unregister(s)
+                socks.pop(s)
+                s.close()
+        return replies, sorted(socks.values())
+    finally:
+        for s in socks:
+            s.close()
+        ctx.term()

@@ -1,0 +1,71 @@
+"""``sipline ctl``: what a running node's processes say about themselves (conf/control.py).
+
+    sipline ctl stats          per process: busy ratio, counters, transactions, queues
+    sipline ctl destinations   every destination of every set: health as the dispatcher sees it
+
+A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from conf.control import ask
+from conf.load import ConfigError, config_path, load
+
+DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        settings = load(config_path(args.conf))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    replies, silent = ask(settings.node.run_dir, args.what, timeout_s=args.timeout)
+    if not replies:
+        print(f"no process of node {settings.node.name!r} answered in {settings.node.run_dir}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    replies.sort(key=lambda r: str(r.get("proc")))
+    out = destinations(replies) if args.what == "destinations" else replies
+    if args.json:
+        print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
+    elif args.what == "destinations":
+        print(table(out, DEST_COLUMNS))
+    else:
+        print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
+                                                       "transactions", "queued_out", "drops")))
+    for ident in silent:
+        print(f"{ident}: no answer", file=sys.stderr)
+    return 0
+
+
+def destinations(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per destination: the view of the worker that probes it, else the first one."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in replies:
+        for d in r.get("destinations", ()):
+            key = (d["set"], d["uri"])
+            if key not in rows or d.get("probed_here"):
+                rows[key] = {**d, "prober": r["proc"] if d.get("probed_here") else ""}
+    return [rows[k] for k in sorted(rows)]
+
+
+def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
+    c = r.get("counters", {})
+    drops = sum(v for k, v in c.items() if k.startswith("drop_"))
+    return {"proc": r.get("proc"), "busy_1s": r.get("busy_1s"), "msgs_in": c.get("msgs_in", 0),
+            "msgs_out": c.get("msgs_out", 0), "transactions": r.get("transactions", ""),
+            "queued_out": r.get("queued_out", ""), "drops": drops}  # fmt: skip
+
+
+def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
