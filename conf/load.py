@@ -332,10 +332,20 @@ def _check_values(s: Settings) -> None:
             if not 1 <= w <= 1_000_000:
                 raise ConfigError(f, f"{key}.weights[{j}]", "a number from 1 to 1000000", w)
         _check_probing(f, key, ds)
+        named = [u for u in ds.destinations if _is_host_name(u)]
+        if named and ds.probe_interval_s > 0:
+            raise ConfigError(f, f"{key}.probe_interval_s",
+                              "0 (probes go to addresses; this set names hosts)", ds.probe_interval_s)
 
+    named_sets = {ds.name for ds in s.destination_set
+                  if any(_is_host_name(u) for u in ds.destinations)}  # fmt: skip
     names: dict[str, int] = {}
     for i, r in enumerate(s.route):
         key = f"route[{i}]"
+        if r.to in named_sets and (r.mode or s.proxy.mode) != "stateful":
+            expected = ('"stateful" (here or in [proxy]): destination set '
+                        f"{show(r.to)} names hosts, and only the stateful proxy resolves them")
+            raise ConfigError(f, f"{key}.mode", expected, r.mode or s.proxy.mode)
         if not r.name:
             raise ConfigError(f, f"{key}.name", "a non-empty name", r.name)
         if r.name in names:
@@ -480,6 +490,32 @@ DESTINATION_RE = re.compile(
 _URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp"
 
 
+#: RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens
+HOSTNAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
+def _is_host_name(uri: str) -> bool:
+    m = DESTINATION_RE.fullmatch(uri)
+    if m is None:
+        return False
+    host = m.group(1)
+    try:
+        ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
+    except ValueError:
+        return True
+    return False
+
+
+def _host_destination(file: str, key: str, uri: str, host: str, port: str | None) -> None:
+    """A host name destination is resolved by RFC 3263 when a request is forwarded."""
+    if host.rstrip(".").rsplit(".", 1)[-1].isdigit():  # RFC 1123 §2.1: not a dotted quad
+        raise ConfigError(file, key, _URI_HELP + " (an IP address)", uri)
+    if not HOSTNAME_RE.fullmatch(host) or len(host) > 253:
+        raise ConfigError(file, key, _URI_HELP + " (an IP address or a host name)", uri)
+    if port and not 0 < int(port) < 65536:
+        raise ConfigError(file, key, _URI_HELP + " (port from 1 to 65535)", uri)
+
+
 def _destination(file: str, key: str, uri: str, s: Settings) -> None:
     if uri.lower().startswith("sips:"):
         raise ConfigError(
@@ -489,13 +525,12 @@ def _destination(file: str, key: str, uri: str, s: Settings) -> None:
     if m is None:
         raise ConfigError(file, key, _URI_HELP, uri)
     host = m.group(1)
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
     try:
-        # workers send to the address itself: there is no DNS resolution (RFC 3263) yet
         ip = ipaddress.ip_address(host[1:-1] if host.startswith("[") else host)
     except ValueError:
-        expected = _URI_HELP + " (an IP address: host names are not resolved)"
-        raise ConfigError(file, key, expected, uri) from None
-    if host.startswith("[") != (ip.version == 6):
+        _host_destination(file, key, uri, host, m.group(2))
+    if ip is not None and host.startswith("[") != (ip.version == 6):
         raise ConfigError(file, key, _URI_HELP + " (IPv6 in brackets)", uri)
     if m.group(2) and not 0 < int(m.group(2)) < 65536:
         raise ConfigError(file, key, _URI_HELP + " (port from 1 to 65535)", uri)
@@ -503,6 +538,8 @@ def _destination(file: str, key: str, uri: str, s: Settings) -> None:
     transport = param.group(1).lower() if param else None
     if transport not in (None, "udp", "tcp"):
         raise ConfigError(file, key, "transport=udp or transport=tcp", uri)
+    if ip is None:
+        return  # a host name: its addresses are checked against the listeners when resolved
     # a worker sends from a listener of the same transport and address family
     family = f"IPv{ip.version}"
     usable = [

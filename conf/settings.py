@@ -140,8 +140,9 @@ class DestinationSet:
     """Name that routes refer to; unique. Required."""
     destinations: list[str]
     """SIP URIs of the next hops, e.g. ``sip:10.0.0.1:5060;transport=tcp``: an IP address
-    (IPv6 in brackets; host names are not resolved), an optional port (default 5060) and
-    parameters. ``transport`` is ``udp`` or ``tcp``; without it a request leaves on the
+    (IPv6 in brackets) or a host name, an optional port (default 5060; a host name without
+    one is looked up by SRV) and parameters. Host names are resolved per RFC 3263 (see
+    ``[dns]``) and need stateful routes. ``transport`` is ``udp`` or ``tcp``; without it a request leaves on the
     transport it came in on. Some ``[[listen]]`` must match its transport and address family.
     At least one. Required."""
     algorithm: Literal["round_robin", "weighted", "hash_call_id"] = "hash_call_id"
@@ -257,6 +258,29 @@ class Registrar:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Dns:
+    """``[dns]``: how workers resolve host names in destinations and Routes (RFC 3263: SRV,
+    then A/AAAA), and how long they remember answers (``docs/dns.md``)."""
+
+    nameservers: list[str] = field(default_factory=list)
+    """Nameservers asked in turn, ``"ip"`` or ``"ip:port"`` (``"[v6]:port"``); empty reads
+    ``/etc/resolv.conf`` at start-up."""
+    timeout_s: float = field(default=2.0, metadata=_range(0.05, 30))
+    """Bound on one resolution, all its queries included; the request then fails over or
+    gets 503."""
+    attempt_timeout_s: float = field(default=0.5, metadata=_range(0.01, 30))
+    """Wait for one nameserver before asking the next (or the same one again)."""
+    slow_ms: float = field(default=100.0, metadata=_range(0, 60_000))
+    """A query slower than this logs ``dns_slow`` with the name, type and milliseconds."""
+    cache_size: int = field(default=10_000, metadata=_range(16, 10_000_000))
+    """Cached answers (name and type) per worker at most; least recently used go first."""
+    max_ttl_s: float = field(default=3600.0, metadata=_range(1, 86_400))
+    """Ceiling on how long a positive answer is kept, whatever its TTL."""
+    negative_ttl_s: float = field(default=60.0, metadata=_range(0, 86_400))
+    """How long "no such name" is kept (and the cap of an SOA's negative TTL)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Log:
     """``[log]``: the JSON lines every process writes to stdout."""
 
@@ -305,6 +329,8 @@ class Settings:
     """How workers proxy requests."""
     transactions: Transactions = field(default_factory=Transactions)
     """Transaction timers and bounds of the stateful proxy."""
+    dns: Dns = field(default_factory=Dns)
+    """Host name resolution of the stateful proxy."""
     destination_set: list[DestinationSet] = field(default_factory=list)
     """Named groups of next hops that routes send to. Default: none."""
     route: list[Route] = field(default_factory=list)

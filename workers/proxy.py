@@ -234,7 +234,7 @@ class StatelessProxy:
         Raises:
             SipError: ``hop`` cannot be reached from here (503), or the request looped (482).
         """
-        if not _is_ip(hop.host_plain):
+        if not is_ip(hop.host_plain):
             raise _Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
         # no transport on the next hop: keep the one the request came on, as Kamailio does
         transport = (hop.param("transport") or inb.transport).lower()
@@ -301,14 +301,14 @@ class StatelessProxy:
             (req.method != "ACK" or routed)
             and req.to.tag is not None
             and uri.is_sip
-            and _is_ip(uri.host_plain)
+            and is_ip(uri.host_plain)
             and not self.listeners.uri_is_us(uri)
         ):
             return uri, None  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
         for route in self.routing.routes:
             if route.matches(req, inb.src_ip):
                 return None, route
-        if uri.is_sip and _is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
+        if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
             return uri, None
         raise _NotFound("no route")
 
@@ -406,7 +406,7 @@ class StatelessProxy:
         if transport not in ("udp", "tcp"):
             raise Drop("unsupported_transport")
         dst_ip = _strip_brackets(nxt.received) if nxt.received else nxt.host_plain
-        if not _is_ip(dst_ip):
+        if not is_ip(dst_ip):
             raise Drop("via_needs_dns")
         if not _is_unicast(dst_ip):
             raise Drop("via_not_unicast")
@@ -495,7 +495,7 @@ def _is_unicast(host: str) -> bool:
 
 # Every message asks these of the same few peer addresses; ipaddress costs ~10 µs a parse.
 @functools.lru_cache(maxsize=4096)
-def _is_ip(host: str) -> bool:
+def is_ip(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -23,6 +23,7 @@ from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.routing import RoutingTable
 from workers.cachedb import CacheError
 from workers.dispatcher import Dispatcher, probe_share
+from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.location import Location
 from workers.registrar import Source
 from workers.stateful import Job, StatefulProxy
@@ -54,6 +55,13 @@ class Worker:
             hosts = [lst.address for lst in settings.listen]
             self.location = Location.open(settings.registrar, hosts, settings.node.run_dir)
         self._jobs: set[asyncio.Task[None]] = set()
+        d = settings.dns
+        self.resolver = Resolver(ResolverConfig(
+            nameservers=tuple(d.nameservers), timeout_s=d.timeout_s,
+            attempt_timeout_s=d.attempt_timeout_s, slow_ms=d.slow_ms, cache_size=d.cache_size,
+            max_ttl_s=d.max_ttl_s, negative_ttl_s=d.negative_ttl_s,
+            transports=tuple(sorted({lst.transport for lst in settings.listen}, reverse=True)),
+        )) if self.stateful is not None else None  # fmt: skip
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
@@ -161,17 +169,20 @@ class Worker:
         task.add_done_callback(self._jobs.discard)
 
     async def _run_job(self, job: Job) -> None:
-        assert self.stateful is not None and self.location is not None
+        assert self.stateful is not None
         t0 = time.perf_counter()
         try:
-            if job.kind == "register":
+            if job.kind == "resolve":
+                outs = await self._resolve(job)
+            elif job.kind == "register":
+                assert self.location is not None
                 src = Source(job.inb.transport, job.inb.src_ip, job.inb.src_port)
                 r = await self.location.register(job.request, src, time.time())
                 if r.bad_record:
                     log.warning("location_bad_record", call_id=job.request.call_id, error=r.bad_record)
                 outs = self.stateful.registered(job, r.status, r.reason, r.headers, self.loop.time())
             else:
-                assert job.ctx is not None and job.ctx.aor is not None
+                assert job.ctx is not None and job.ctx.aor is not None and self.location
                 found = await self.location.lookup(job.ctx.aor, time.time())
                 miss = (found.miss.status, found.miss.reason) if found.miss else (404, "Not Found")
                 contacts = [(c.uri, c.source) for c in found.contacts]
@@ -184,8 +195,24 @@ class Worker:
         self.meter.add_busy(time.perf_counter() - t0)
         self._job_done(job, outs)
 
+    async def _resolve(self, job: Job) -> list[Out]:
+        """RFC 3263 for a target's host name: its addresses, or 478/503 (docs/dns.md)."""
+        assert self.stateful is not None and self.resolver is not None and job.target
+        try:
+            found = await self.resolver.resolve(job.target[0])
+        except DnsError as exc:
+            log.warning("dns_failed", call_id=job.request.call_id, host=job.target[0].host,
+                        reason=exc.reason)  # fmt: skip
+            status = (478, "Unresolvable destination") if exc.reason == "no_address" else (
+                503, "Service Unavailable")  # fmt: skip
+            return self.stateful.resolved(job, [], status, self.loop.time())
+        addresses = [(t.transport, t.ip, t.port) for t in found]
+        return self.stateful.resolved(job, addresses, None, self.loop.time())
+
     def _job_failed(self, job: Job, status: int, reason: str) -> list[Out]:
         assert self.stateful is not None
+        if job.kind == "resolve":
+            return self.stateful.resolved(job, [], (status, reason), self.loop.time())
         if job.kind == "register":
             return self.stateful.registered(job, status, reason, (), self.loop.time())
         return self.stateful.located(job, [], (status, reason), self.loop.time())

@@ -42,7 +42,7 @@ from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
 from workers.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
-from workers.proxy import Inbound, Out, Plan, StatelessProxy
+from workers.proxy import Inbound, Out, Plan, StatelessProxy, is_ip
 from workers.registrar import Registrar
 from workers.transactions import (
     CancelReceived,
@@ -81,6 +81,7 @@ class Job:
     ctx: Proxied | None  # for a lookup
     request: Request
     inb: Inbound
+    target: Target | None = None  # for "resolve": the target whose host name to resolve
 
 
 @dataclass(slots=True, eq=False)
@@ -306,7 +307,12 @@ class StatefulProxy:
         req, plan = ctx.request, ctx.plan
         assert req is not None and plan is not None
         while ctx.targets and not ctx.cancelled:
-            hop, ruri, ctx.current = ctx.targets.pop(0)
+            target = ctx.targets.pop(0)
+            hop, ruri, ctx.current = target
+            if not is_ip(hop.host_plain) and ctx.server is not None:
+                # RFC 3263: the worker resolves it beside the loop, then ``resolved`` goes on
+                self.jobs.append(Job("resolve", ctx.server, ctx, req, ctx.inb, target))
+                return
             p = plan if ruri is None else replace(plan, uri=ruri, uri_changed=True)
             try:
                 (ingress, meta, data), branch = self.sl.forward(req, ctx.inb, p, hop, ctx.attempt)
@@ -468,6 +474,27 @@ class StatefulProxy:
                 if source is not None:  # where the REGISTER came from: through its NAT
                     hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};transport={source.transport}")
                 ctx.targets.append((hop, contact, None))
+            self._try_next(ctx, now)
+        self._drain(now)
+        return outs
+
+    def resolved(self, job: Job, addresses: list[tuple[str, str, int]],
+                 failure: tuple[int, str] | None, now: float) -> list[Out]:  # fmt: skip
+        """The host of ``job.target`` resolved to ``addresses`` ((transport, ip, port), best
+        first; RFC 3263 order), tried before the targets left; or it failed with ``failure``
+        (478 or 503), and the next target is tried."""
+        self._outs = outs = []
+        ctx, target = job.ctx, job.target
+        assert ctx is not None and target is not None
+        if ctx.cancelled:
+            self._local_final(ctx, 487, "Request Terminated", now)
+        elif not ctx.done:
+            hop, ruri, dest = target
+            if failure is not None:
+                ctx.fallback = failure
+            resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"),
+                         ruri, dest) for transport, ip, port in addresses]  # fmt: skip
+            ctx.targets[:0] = resolved
             self._try_next(ctx, now)
         self._drain(now)
         return outs

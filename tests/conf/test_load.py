@@ -488,7 +488,7 @@ class TestDestinations:
             ("sip:127.0.0.1:70000", "port from 1 to 65535"),
             ("sip:127.0.0.1:50a", "SIP URI"),
             ("sip:300.0.0.1", "an IP address"),
-            ("sip:uas.example.com:5080", "host names are not resolved"),
+            ("sip:-uas.example.com:5080", "host name"),
             ("sip:[1::2::3]", "an IP address"),
             ("sip:[::g]", "SIP URI"),
             ("sip:::1", "SIP URI"),
@@ -507,6 +507,18 @@ class TestDestinations:
         e = error({"destination_set": [{"name": "d", "destinations": ["sip:127.0.0.1", uri]}]})
         assert (e.key, e.found) == ("destination_set[0].destinations[1]", uri)
         assert why in e.expected
+
+    def test_host_names_need_stateful_routes(self) -> None:
+        """A set naming hosts is resolved by the stateful proxy only: a stateless route to it,
+        or probing it, is refused; a stateful route is fine."""
+        sets = [{"name": "d", "destinations": ["sip:uas.example.com;transport=tcp"]}]
+        e = error({"destination_set": sets, "route": [{"name": "r", "to": "d"}]})
+        assert (e.key, e.found) == ("route[0].mode", "stateless")
+        ok = from_dict({"destination_set": sets, "route": [{"name": "r", "to": "d",
+                                                            "mode": "stateful"}]})  # fmt: skip
+        assert ok.destination_set[0].destinations == ["sip:uas.example.com;transport=tcp"]
+        probed = [{**sets[0], "probe_interval_s": 1.0, "probe_timeout_s": 0.5}]
+        assert error({"destination_set": probed}).key == "destination_set[0].probe_interval_s"
 
     @pytest.mark.parametrize(
         ("listen", "uri", "missing"),

@@ -31,7 +31,7 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
     it is stopped with SIGTERM and every process must exit 0 within 5 s."""
     nodes: list[Node] = []
 
-    def start(dest_port: int | list[int], scale: str = "worker=2", extra: str = "",
+    def start(dest_port: int | list[int | str], scale: str = "worker=2", extra: str = "",
               set_extra: str = "") -> Node:  # fmt: skip
         port = free_port()
         run_dir = tmp_path / f"run{len(nodes)}"

@@ -44,10 +44,11 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
-def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int], *,
+def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int | str], *,
                  extra: str = "", set_extra: str = "") -> None:  # fmt: skip
+    """A node on ``port``; destinations are ports on 127.0.0.1 or URIs given whole."""
     ports = dest_port if isinstance(dest_port, list) else [dest_port]
-    dests = ", ".join(f'"sip:127.0.0.1:{p}"' for p in ports)
+    dests = ", ".join(f'"{p}"' if isinstance(p, str) else f'"sip:127.0.0.1:{p}"' for p in ports)
     path.write_text(
         f"""
 [node]
