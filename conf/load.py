@@ -376,6 +376,7 @@ def _check_values(s: Settings) -> None:
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
 
     _check_registrar(f, s)
+    _check_dialogs(f, s)
 
 
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
@@ -450,6 +451,58 @@ REGISTRAR_MISS_STATUSES = (404, 410, 480, 604)
 CACHEDB_SCHEMES = ("local", "redis", "rediss", "memcached")
 #: a domain is a host name or an address; IPv6 with or without brackets
 DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._]*|\[?[0-9A-Fa-f:.]+\]?")
+
+
+#: statuses a call over a profile limit may get (OpenSIPS scripts answer 486 or 503)
+OVER_LIMIT_STATUSES = (486, 503)
+
+
+def _check_dialogs(f: str, s: Settings) -> None:
+    """[dialogs], [[dialog_profile]] and the routes' dialog_lifetime_s (docs/dialogs.md)."""
+    d = s.dialogs
+    if d.enabled and not s.proxy.record_route:
+        # without our Record-Route, BYEs and re-INVITEs bypass us: the dialog would never end
+        raise ConfigError(f, "proxy.record_route", "true when [dialogs] enabled = true", False)
+    if d.enabled and d.early_lifetime_s <= s.transactions.timer_c_s:
+        expected = f"more than transactions.timer_c_s ({_num(s.transactions.timer_c_s)})"
+        raise ConfigError(f, "dialogs.early_lifetime_s", expected, d.early_lifetime_s)
+    if any(ord(c) < 32 or c == "\x7f" for c in d.cdr_file):
+        raise ConfigError(f, "dialogs.cdr_file", "a path without control characters", d.cdr_file)
+    for i, r in enumerate(s.route):
+        if not r.dialog_lifetime_s:
+            continue
+        key = f"route[{i}].dialog_lifetime_s"
+        if not d.enabled:
+            raise ConfigError(f, key, "0 unless [dialogs] enabled = true", r.dialog_lifetime_s)
+        if (r.mode or s.proxy.mode) != "stateful":
+            expected = "0 on a stateless route (dialogs are tracked on stateful ones)"
+            raise ConfigError(f, key, expected, r.dialog_lifetime_s)
+    routes = {r.name for r in s.route}
+    names: dict[str, int] = {}
+    for i, p in enumerate(s.dialog_profile):
+        key = f"dialog_profile[{i}]"
+        if not d.enabled:
+            raise ConfigError(f, key, "no [[dialog_profile]] unless [dialogs] enabled = true",
+                              Said("a profile"))  # fmt: skip
+        if not TOKEN_RE.fullmatch(p.name):
+            raise ConfigError(f, f"{key}.name", "a name of letters, digits, '-', '_' or '.'",
+                              p.name)  # fmt: skip
+        if p.name in names:
+            found = Said(f"{show(p.name)} again (dialog_profile[{names[p.name]}])")
+            raise ConfigError(f, f"{key}.name", "a unique name", found)
+        names[p.name] = i
+        if p.with_value and not p.value_from:
+            expected = "one of ruri_user, from_user, to_user, source_ip, route (with_value = true)"
+            raise ConfigError(f, f"{key}.value_from", expected, p.value_from)
+        if p.value_from and not p.with_value:
+            raise ConfigError(f, f"{key}.value_from", '"" unless with_value = true', p.value_from)
+        if p.over_limit_status not in OVER_LIMIT_STATUSES:
+            raise ConfigError(f, f"{key}.over_limit_status", "486 or 503", p.over_limit_status)
+        for j, name in enumerate(p.routes):
+            if name not in routes:
+                known = ", ".join(sorted(routes)) if routes else "none is defined"
+                expected = f"the name of a [[route]] ({known})"
+                raise ConfigError(f, f"{key}.routes[{j}]", expected, name)
 
 
 def _check_registrar(f: str, s: Settings) -> None:

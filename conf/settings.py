@@ -211,6 +211,10 @@ class Route:
     mode: Literal["", "stateless", "stateful"] = ""
     """``stateless`` or ``stateful`` for the requests this rule routes; empty uses
     ``[proxy] mode``."""
+    dialog_lifetime_s: float = field(default=0.0, metadata=_range(0, 604_800))
+    """Lifetime of the dialogs of calls this rule routes (see ``[dialogs]
+    default_lifetime_s``); 0 uses the default. Only on a stateful rule, with ``[dialogs]
+    enabled``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -280,6 +284,63 @@ class Dns:
     """How long "no such name" is kept (and the cap of an SOA's negative TTL)."""
 
 
+#: OpenSIPS and Kamailio both default a dialog's lifetime to 12 hours (``default_timeout``)
+DEFAULT_DIALOG_LIFETIME_S = 43_200.0
+#: longer than Timer C (180 s) plus a cancelled branch's 64*T1, so the proxy's own 408 or 487
+#: always ends an unanswered call first and this is only a safety net
+DEFAULT_EARLY_LIFETIME_S = 300.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dialogs:
+    """``[dialogs]``: dialog tracking (RFC 3261 §12) of calls forwarded statefully: lifetimes,
+    CDRs, the bound on live dialogs (``docs/dialogs.md``)."""
+
+    enabled: bool = False
+    """Track a dialog for every initial INVITE a stateful route forwards: early and confirmed
+    states, in-dialog matching, lifetime expiry with BYE both ways, one CDR per call, profiles
+    and call limits. Needs ``[proxy] record_route`` so in-dialog requests come back."""
+    default_lifetime_s: float = field(
+        default=DEFAULT_DIALOG_LIFETIME_S, metadata=_range(1, 604_800)
+    )
+    """How long a confirmed dialog lives without a Session-Expires refresh (RFC 4028) before
+    the proxy sends BYE to both sides; a route's ``dialog_lifetime_s`` overrides it."""
+    early_lifetime_s: float = field(
+        default=DEFAULT_EARLY_LIFETIME_S, metadata=_range(1, 86_400)
+    )
+    """A dialog still unanswered this long is dropped (no BYE: there is no confirmed dialog to
+    end) with cause ``expired``. More than ``[transactions] timer_c_s``."""
+    cdr_file: str = ""
+    """File CDRs are appended to, one JSON object per line; empty writes them to the log only
+    (every CDR is logged as a ``cdr`` event either way)."""
+    max_dialogs: int = field(default=1_000_000, metadata=_range(1, 100_000_000))
+    """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DialogProfile:
+    """``[[dialog_profile]]``: a named group of live dialogs, counted as a whole or per value
+    (OpenSIPS ``create_dialog_profiles``), with an optional call limit. Needs ``[dialogs]
+    enabled``."""
+
+    name: str
+    """Name shown in statistics and ``sipline ctl``; unique. Required."""
+    with_value: bool = False
+    """Count dialogs per value (for example per caller) instead of as one group."""
+    value_from: Literal["", "ruri_user", "from_user", "to_user", "source_ip", "route"] = ""
+    """What gives a dialog its value, from the initial INVITE: the user part of the
+    Request-URI, of the From or of the To URI, the source address, or the name of the route
+    that forwarded it. Required with ``with_value``, empty without. A dialog whose value
+    would be empty (no user part) is not counted in the profile."""
+    limit: int = field(default=0, metadata=_range(0, 100_000_000))
+    """Dialogs the profile (or each value of it) may hold; a new call that would go over is
+    answered ``over_limit_status`` before it is forwarded. 0: no limit."""
+    over_limit_status: int = field(default=486, metadata=_range(486, 503))
+    """Status of a call refused by ``limit``: 486 (Busy Here) or 503 (Service Unavailable)."""
+    routes: list[str] = field(default_factory=list)
+    """Names of the ``[[route]]`` tables whose calls join the profile; empty: every route."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Log:
     """``[log]``: the JSON lines every process writes to stdout."""
@@ -341,5 +402,9 @@ class Settings:
     """What every process logs."""
     timers: Timers = field(default_factory=Timers)
     """The timer service and its clients."""
+    dialogs: Dialogs = field(default_factory=Dialogs)
+    """Dialog tracking, lifetimes and CDRs."""
+    dialog_profile: list[DialogProfile] = field(default_factory=list)
+    """Dialog profiles and their call limits. Default: none."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""
