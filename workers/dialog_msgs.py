@@ -95,7 +95,7 @@ def build_bye(dlg: Dialog, side: str, via: bytes, branch: str) -> bytes:
     lines += [
         b"From: " + from_,
         b"To: " + to,
-        b"Call-ID: " + dlg.key[0].encode("utf-8", "surrogateescape"),
+        b"Call-ID: " + dlg.call_id.encode("utf-8", "surrogateescape"),
         b"CSeq: %d BYE" % cseq,
         REASON,
         b"Content-Length: 0",
@@ -115,7 +115,7 @@ def make_cdr(dlg: Dialog, end: float, cause: str, ended_by: str) -> dict[str, An
     start, answer = dlg.start, dlg.answer
     setup_until = answer or end
     return {
-        "call_id": dlg.key[0],
+        "call_id": dlg.call_id,
         "from": _uri(dlg.from_hdr),
         "to": _uri(dlg.to_hdr),
         "source": dlg.source,

@@ -27,9 +27,15 @@ Rules:
    ``early_lifetime_s`` (a safety net behind Timer C); answered, the route's lifetime or the
    default, replaced by Session-Expires (RFC 4028) when the 2xx, or a re-INVITE/UPDATE or its
    2xx, carries one. Expiry of a confirmed dialog builds a BYE to each side.
-8. State per dialog is compact: one slotted object of bytes, str, int and float, the key
-   tuple shared by the table and the heap, equal destinations and addresses shared through a
-   bounded intern table. Nothing else refers to a dialog: the heap holds keys (lazy deletion).
+8. State per dialog is compact: one slotted object of bytes, str, int and float; the key is
+   one string (Call-ID NUL From-tag) shared by the table and the heap; the To-tag is read from
+   the To value kept for the BYEs; equal destinations and addresses are shared through a
+   bounded intern table. Nothing else refers to a dialog: the heap holds keys.
+9. The heap holds about one ``(deadline, key)`` per dialog. A deadline that moves earlier gets
+   a new entry; one that moves later keeps its entry, which is re-filed when it surfaces
+   (lazy deletion). So ``next_deadline()`` is never later than the next expiry, and at times
+   earlier (``expire`` then finds nothing due). Past twice the live dialogs plus 64 entries
+   the heap is rebuilt from the table.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from conf.settings import Settings
+from ingress.sip.errors import SipError
+from ingress.sip.grammar import parse_name_addr
 from ingress.sip.message import Message, Request, Response, Uri
 from workers.dialog_msgs import build_bye, make_cdr, record_route_sides, session_expires, target
 from workers.profiles import Members, Profiles
@@ -124,14 +132,13 @@ class Dialog:
     """
 
     __slots__ = (
-        "key", "to_tag", "state", "flags", "from_hdr", "to_hdr",
+        "key", "state", "flags", "from_hdr", "to_hdr",
         "caller_target", "callee_target", "caller_route", "callee_route",
         "invite_cseq", "caller_cseq", "callee_cseq", "caller", "callee",
         "source", "destination", "start", "answer", "deadline", "lifetime", "route", "members",
     )  # fmt: skip
 
-    key: tuple[str, str]
-    to_tag: str
+    key: str  # Call-ID NUL From-tag (rule 8)
     state: State
     flags: int
     from_hdr: bytes
@@ -156,11 +163,19 @@ class Dialog:
 
     @property
     def call_id(self) -> str:
-        return self.key[0]
+        return self.key.partition("\0")[0]
 
     @property
     def from_tag(self) -> str:
-        return self.key[1]
+        return self.key.partition("\0")[2]
+
+    @property
+    def to_tag(self) -> str:
+        """The callee's tag: the last 1xx's, then the answer's; "" before either."""
+        try:
+            return parse_name_addr(self.to_hdr).tag or ""
+        except SipError:
+            return ""
 
     def __repr__(self) -> str:
         return f"Dialog({self.key!r}, {self.state.name}, to_tag={self.to_tag!r})"
@@ -219,8 +234,8 @@ class DialogTable:
                                 if r.dialog_lifetime_s}  # fmt: skip
         self._is_us = is_us
         self.profiles = Profiles(settings.dialog_profile)
-        self._table: dict[tuple[str, str], Dialog] = {}
-        self._heap: list[tuple[float, tuple[str, str]]] = []
+        self._table: dict[str, Dialog] = {}
+        self._heap: list[tuple[float, str]] = []
         self._intern: dict[Any, Any] = {}
         self._pending = 0  # dialogs in UNCONFIRMED or EARLY
         self.emit_deltas = emit_deltas
@@ -235,7 +250,7 @@ class DialogTable:
         return len(self._table)
 
     def get(self, call_id: str, from_tag: str) -> Dialog | None:
-        return self._table.get((call_id, from_tag))
+        return self._table.get(call_id + "\0" + from_tag)
 
     # -- admission and creation --------------------------------------------------------------
 
@@ -262,7 +277,7 @@ class DialogTable:
         request creates no dialog (not an initial INVITE, or the table is full)."""
         if req.method != "INVITE" or req.to.tag is not None:
             return None
-        key = (req.call_id, req.from_.tag or "")
+        key = req.call_id + "\0" + (req.from_.tag or "")
         dlg = self._table.get(key)
         if dlg is not None:
             dlg.callee, dlg.destination = self._shared(callee), self._shared(destination)
@@ -272,7 +287,7 @@ class DialogTable:
             self.counters["refused"] += 1
             return None
         dlg = Dialog()
-        dlg.key, dlg.to_tag, dlg.state, dlg.flags = key, "", State.UNCONFIRMED, 0
+        dlg.key, dlg.state, dlg.flags, dlg.deadline = key, State.UNCONFIRMED, 0, 0.0
         dlg.from_hdr, dlg.to_hdr = req.from_.raw, req.to.raw
         dlg.caller_target = target(req) or req.from_.uri.raw.encode("utf-8", "surrogateescape")
         dlg.callee_target = b""
@@ -305,11 +320,11 @@ class DialogTable:
         or answers (rule 3)."""
         cid, ftag, ttag = msg.call_id, msg.from_.tag, msg.to.tag
         table = self._table
-        dlg = table.get((cid, ftag or ""))
+        dlg = table.get(cid + "\0" + (ftag or ""))
         if dlg is not None and (ttag is None or dlg.state < C or ttag == dlg.to_tag):
             return dlg, CALLER
         if ttag is not None:
-            dlg = table.get((cid, ttag))
+            dlg = table.get(cid + "\0" + ttag)
             if dlg is not None and (dlg.state < C or ftag == dlg.to_tag):
                 return dlg, CALLEE
         return None
@@ -384,9 +399,9 @@ class DialogTable:
         while heap:
             at, key = heap[0]
             dlg = table.get(key)
-            if dlg is not None and dlg.deadline == at:
-                return at
-            heapq.heappop(heap)  # lazy deletion: ended, or re-armed later
+            if dlg is not None and dlg.deadline >= at:
+                return at  # due, or a moved deadline to re-file then (rule 9)
+            heapq.heappop(heap)  # lazy deletion: the dialog ended
         return None
 
     def expire(self, now: float, wall: float, via_for: ViaFor,
@@ -399,11 +414,14 @@ class DialogTable:
         while heap and heap[0][0] <= now and len(out) < max_batch:
             at, key = heapq.heappop(heap)
             dlg = table.get(key)
-            if dlg is None or dlg.deadline != at:
+            if dlg is None or dlg.deadline < at:
+                continue  # ended, or an older entry of a deadline moved earlier
+            if dlg.deadline > at:
+                heapq.heappush(heap, (dlg.deadline, key))  # moved later: re-file (rule 9)
                 continue
             byes = self.build_byes(dlg, via_for) if dlg.state == C else ()
             self._step(dlg, I.EXPIRE, now, wall, None, CALLER, by="proxy")
-            out.append(Expired(key[0], key[1], byes))
+            out.append(Expired(dlg.call_id, dlg.from_tag, byes))
         return out
 
     def build_byes(self, dlg: Dialog, via_for: ViaFor) -> tuple[Bye, ...]:
@@ -456,14 +474,14 @@ class DialogTable:
         if op == "c":
             self._load(delta[1:], now, wall)
             return
-        dlg = self._table.get((cid, ftag))
+        dlg = self._table.get(cid + "\0" + ftag)
         if dlg is None:
             return
         args = delta[3:]
         if op == "f":
             dlg.callee, dlg.destination = self._shared(_freeze(args[0])), args[1]
         elif op in ("e", "a"):
-            dlg.to_tag, dlg.to_hdr, dlg.callee_target, dlg.callee_route = args[:4]
+            dlg.to_hdr, dlg.callee_target, dlg.callee_route = args[1:4]
             if op == "a":
                 dlg.answer = args[4]
                 self._set_state(dlg, C)
@@ -500,15 +518,15 @@ class DialogTable:
 
     def _learn_callee(self, dlg: Dialog, resp: Response, now: float, wall: float,
                       answered: bool) -> None:  # fmt: skip
-        dlg.to_tag, dlg.to_hdr = resp.to.tag or "", resp.to.raw
+        dlg.to_hdr = resp.to.raw
         dlg.callee_target = target(resp) or resp.to.uri.raw.encode("utf-8", "surrogateescape")
         dlg.callee_route = record_route_sides(resp, dlg.caller_route, self._is_us)
         if not answered:
-            self._delta("e", dlg, dlg.to_tag, dlg.to_hdr, dlg.callee_target, dlg.callee_route)
+            self._delta("e", dlg, resp.to.tag, dlg.to_hdr, dlg.callee_target, dlg.callee_route)
             return
         dlg.answer = wall
         self._arm(dlg, now + (session_expires(resp) or dlg.lifetime))
-        self._delta("a", dlg, dlg.to_tag, dlg.to_hdr, dlg.callee_target, dlg.callee_route,
+        self._delta("a", dlg, resp.to.tag, dlg.to_hdr, dlg.callee_target, dlg.callee_route,
                     dlg.answer, wall + dlg.deadline - now)  # fmt: skip
 
     def _update(self, dlg: Dialog, msg: Message, sender: str, now: float, wall: float,
@@ -568,19 +586,22 @@ class DialogTable:
         dlg.state = nxt
 
     def _arm(self, dlg: Dialog, deadline: float) -> None:
+        """Rule 9: a new entry only for a new dialog or a deadline moved earlier."""
+        later = 0 < dlg.deadline <= deadline
         dlg.deadline = deadline
+        if later:
+            return
         heap = self._heap
         heapq.heappush(heap, (deadline, dlg.key))
         if len(heap) > 2 * len(self._table) + 64:
-            table = self._table
-            heap[:] = [e for e in heap if (d := table.get(e[1])) is not None and d.deadline == e[0]]
+            heap[:] = [(d.deadline, k) for k, d in self._table.items()]
             heapq.heapify(heap)
 
     # -- records and deltas ------------------------------------------------------------------
 
     def _delta(self, op: str, dlg: Dialog, *args: Any) -> None:
         if self.emit_deltas:
-            self._push([op, dlg.key[0], dlg.key[1], *args])
+            self._push([op, dlg.call_id, dlg.from_tag, *args])
 
     def _push(self, delta: list[Any]) -> None:
         if len(self.deltas) >= MAX_PENDING_DELTAS:
@@ -589,7 +610,7 @@ class DialogTable:
         self.deltas.append(delta)
 
     def _record(self, d: Dialog, now: float, wall: float) -> list[Any]:
-        return [d.key[0], d.key[1], d.to_tag, int(d.state), d.flags, d.from_hdr, d.to_hdr,
+        return [d.call_id, d.from_tag, d.to_tag, int(d.state), d.flags, d.from_hdr, d.to_hdr,
                 d.caller_target, d.callee_target, d.caller_route, d.callee_route,
                 d.invite_cseq, d.caller_cseq, d.callee_cseq, d.caller, d.callee,
                 d.source, d.destination, d.start, d.answer, wall + d.deadline - now,
@@ -597,16 +618,16 @@ class DialogTable:
 
     def _load(self, rec: list[Any], now: float, wall: float) -> None:
         dlg = Dialog()
-        (cid, ftag, dlg.to_tag, state, dlg.flags, dlg.from_hdr, dlg.to_hdr,
+        (cid, ftag, _, state, dlg.flags, dlg.from_hdr, dlg.to_hdr,
          dlg.caller_target, dlg.callee_target, dlg.caller_route, dlg.callee_route,
          dlg.invite_cseq, dlg.caller_cseq, dlg.callee_cseq, caller, callee,
          source, destination, dlg.start, dlg.answer, deadline_wall,
          dlg.lifetime, dlg.route, members) = rec  # fmt: skip
-        key = (cid, ftag)
+        key = cid + "\0" + ftag
         old = self._table.get(key)
         if old is not None:
             self._remove(old)
-        dlg.key, dlg.state = key, State(state)
+        dlg.key, dlg.state, dlg.deadline = key, State(state), 0.0
         dlg.caller, dlg.callee = self._shared(_freeze(caller)), self._shared(_freeze(callee))
         dlg.source, dlg.destination = self._shared(source), self._shared(destination)
         dlg.members = self.profiles.intern(tuple((str(n), str(v)) for n, v in members))

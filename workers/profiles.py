@@ -13,8 +13,10 @@ Rules:
    holds only values with live dialogs.
 3. A limit applies to the profile as a whole, or to each value of a profile with values: a
    new call is refused when its dialog would take a count above the limit.
-4. Memberships are tuples of ``(profile name, value)``; equal ones are shared (a bounded
-   intern table), so 100 000 calls of one trunk hold one tuple between them.
+4. Memberships are tuples of ``(profile name, value)``. Those of profiles without values are
+   shared (a bounded intern table), so 100 000 calls of one trunk hold one tuple between them;
+   those with values are not (a value per caller would fill the table for no sharing), but
+   their ``(name, "")`` pairs are.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Profiles:
             n: {} for n, p in self.defs.items() if p.with_value
         }
         self._intern: dict[Members, Members] = {}
+        self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (name, "") pairs, one each
         #: calls refused per profile since start
         self.refused: dict[str, int] = {n: 0 for n in self.defs}
 
@@ -73,6 +76,9 @@ class Profiles:
         """``members``, shared with an equal tuple already held (rule 4)."""
         if not members:
             return ()
+        if any(value for _, value in members):
+            pairs = self._pairs
+            return tuple(m if m[1] else pairs.setdefault(m, m) for m in members)
         held = self._intern.get(members)
         if held is not None:
             return held

@@ -222,6 +222,10 @@ def test_session_expires_refreshes(steps: list[Step], deadline: float) -> None:
     c.start(t)
     for step in steps:
         step(t, c)
+    dlg = t.get(c.call_id, c.ftag)
+    assert dlg is not None and dlg.deadline == deadline
+    while (at := t.next_deadline()) is not None and at < deadline:
+        assert t.expire(at, W0 + at - T0, via_for) == []  # older entries re-filed
     assert t.next_deadline() == deadline
 
 
@@ -253,7 +257,17 @@ def test_heap_stays_bounded_under_refreshes() -> None:
     for i in range(1000):
         req("UPDATE", 2 + i, t=5 + i, extra=("Session-Expires: 90",))(t, c)
     assert len(t._heap) <= 2 * len(t) + 65
-    assert t.next_deadline() == T0 + 5 + 999 + 90
+    dlg = t.get(c.call_id, c.ftag)
+    assert dlg is not None and dlg.deadline == T0 + 5 + 999 + 90
+
+
+def test_a_later_deadline_is_refiled() -> None:
+    """A deadline moved later keeps its old entry; expire re-files it, never fires early."""
+    t, c = table(), Call()
+    c.confirmed(t)  # the early entry (300 s) stays; the confirmed deadline is 3601 s
+    assert t.next_deadline() == T0 + 300
+    assert t.expire(T0 + 300, W0 + 300, via_for) == [] and len(t) == 1
+    assert t.next_deadline() == T0 + 3601
 
 
 def test_full_table_refuses() -> None:
@@ -372,7 +386,7 @@ def test_one_cdr_per_dialog_and_profiles_track_live(ops: list[tuple[str, int]]) 
         _replicate(t, replica, now, wall)
     assert _snap(replica, now) == _snap(t, now)
     for dlg in list(t._table.values()):
-        other = replica.get(*dlg.key)
+        other = replica.get(dlg.call_id, dlg.from_tag)
         assert other is not None
         assert replica.build_byes(other, via_for) == t.build_byes(dlg, via_for)
     t.expire(now + 1e6, W0 + 1e6, via_for, max_batch=100)
@@ -451,7 +465,7 @@ def test_snapshot_restore_round_trip() -> None:
     other.restore(snap, T0 + 100, W0 + 5)  # another host: its monotonic clock differs by 95
     assert other.profiles.view() == t.profiles.view() and other.stats()["early"] == 1
     for dlg in t._table.values():
-        twin = other.get(*dlg.key)
+        twin = other.get(dlg.call_id, dlg.from_tag)
         assert twin is not None and twin.deadline == dlg.deadline + 95
         assert other.build_byes(twin, via_for) == t.build_byes(dlg, via_for)
     c = Call(1, from_user="u1")
