@@ -22,6 +22,7 @@ from workers.bus import IngressBus
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.routing import RoutingTable
 from workers.cachedb import CacheError
+from workers.cdr import CdrWriter
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.location import Location
@@ -55,6 +56,8 @@ class Worker:
             hosts = [lst.address for lst in settings.listen]
             self.location = Location.open(settings.registrar, hosts, settings.node.run_dir)
         self._jobs: set[asyncio.Task[None]] = set()
+        path = settings.dialogs.cdr_file
+        self.cdr_writer = CdrWriter(path) if path and self.stateful is not None else None
         d = settings.dns
         self.resolver = Resolver(ResolverConfig(
             nameservers=tuple(d.nameservers), timeout_s=d.timeout_s,
@@ -90,6 +93,8 @@ class Worker:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
             out["jobs"] = len(self._jobs)
+            if self.stateful.dialogs is not None:
+                out["dialogs"] = self.stateful.dialogs.stats()
         return out
 
     def _owns(self, call_id: str) -> bool:
@@ -116,7 +121,8 @@ class Worker:
         send = self.bus.send
         handle: Any = self.proxy.handle
         if self.stateful is not None:
-            handle = functools.partial(self.stateful.handle, now=self.loop.time())
+            handle = functools.partial(self.stateful.handle, now=self.loop.time(),
+                                       wall=time.time())  # fmt: skip
         counters["msgs_in"] += len(metas)
         sent = 0
         for meta, raw in zip(metas, payloads):
@@ -151,6 +157,15 @@ class Worker:
             jobs, core.jobs = core.jobs, []
             for job in jobs:
                 self._start_job(job)
+        if core.dialogs is not None and core.dialogs.cdrs:
+            for cdr in core.dialogs.take_cdrs():
+                log.info("cdr", **cdr)
+                if self.cdr_writer is not None:
+                    self.cdr_writer.write(cdr)
+        if core.refused:
+            for fields in core.refused:
+                log.info("call_refused", **fields)
+            core.refused.clear()
         if core.health_events:
             events, core.health_events = core.health_events, []
             for ev in events:
@@ -172,6 +187,7 @@ class Worker:
         assert self.stateful is not None
         t0 = time.perf_counter()
         try:
+            self.stateful.wall = time.time()
             if job.kind == "resolve":
                 outs = await self._resolve(job)
             elif job.kind == "register":
@@ -239,7 +255,7 @@ class Worker:
         t0 = time.perf_counter()
         self._timer = None
         now = max(self._timer_at, self.loop.time())
-        outs: list[Out] = self.stateful.handle_timer(now)
+        outs: list[Out] = self.stateful.handle_timer(now, time.time())
         ingress = self.bus.any_ingress()
         if ingress is not None:  # probes leave through any ingress: UDP is not per connection
             outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
@@ -264,6 +280,10 @@ class Worker:
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
+            if self.stateful.dialogs is not None:
+                out["dialogs"] = self.stateful.dialogs.stats()
+        if self.cdr_writer is not None:
+            self.cdr_writer.flush()
         return out
 
     async def aclose(self) -> None:
@@ -272,6 +292,8 @@ class Worker:
             await asyncio.wait(set(self._jobs), timeout=1.0)
         if self.location is not None:
             await self.location.close()
+        if self.cdr_writer is not None:
+            self.cdr_writer.close()
         self.close()
 
     def close(self) -> None:

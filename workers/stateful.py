@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import secrets
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,8 +42,9 @@ from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
+from workers.dialogs import DialogTable
 from workers.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
-from workers.proxy import Inbound, Out, Plan, StatelessProxy, is_ip
+from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy, is_ip
 from workers.registrar import Registrar
 from workers.transactions import (
     CancelReceived,
@@ -130,6 +132,13 @@ class StatefulProxy:
         #: the registrar when enabled: its REGISTERs and lookups become ``jobs``
         self.registrar = Registrar(reg, hosts) if reg.enabled else None
         self.jobs: list[Job] = []
+        #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
+        self.dialogs = DialogTable(settings, is_us=stateless.listeners.uri_is_us,
+                                   emit_deltas=False) if settings.dialogs.enabled else None
+        self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
+        self._bye_seq = itertools.count()
+        #: calls refused by a call limit, for the worker to log (one event each)
+        self.refused: list[dict[str, Any]] = []
         #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
         self.health_events: list[Any] = []
         #: Timer C: (deadline, seq, context); an entry is live while its context is not done
@@ -137,6 +146,8 @@ class StatefulProxy:
         self._timer_c: list[tuple[float, int, Proxied]] = []
         self._timer_c_live = 0
         self._seq = itertools.count()
+        #: makes our BYE branches unique across worker restarts
+        self.instance = secrets.token_hex(3)
         self._outs: list[Out] = []
         #: counters the worker adds to its load statistics
         self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "timeout": 0,
@@ -147,14 +158,16 @@ class StatefulProxy:
         """Whether the worker needs this core: some route is stateful, the registrar is on, or
         a destination set is probed (probe answers come back here)."""
         return (self.mode == "stateful" or "stateful" in self._route_mode.values()
-                or self.registrar is not None
+                or self.registrar is not None or self.dialogs is not None
                 or any(ds.probing for ds in self.dispatcher.sets.values()))  # fmt: skip
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def handle(self, raw: bytes, inb: Inbound, now: float) -> list[Out]:
-        """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``)."""
+    def handle(self, raw: bytes, inb: Inbound, now: float, wall: float = 0.0) -> list[Out]:
+        """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``); ``wall``
+        is epoch seconds, for CDRs."""
         msg = self.sl.parse(raw, inb)
+        self.wall = wall
         self._outs = outs = []
         if isinstance(msg, Response):
             self._on_response(msg, inb, now)
@@ -165,6 +178,10 @@ class StatefulProxy:
 
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
+        if self.dialogs is not None:
+            d = self.dialogs.next_deadline()
+            if d is not None and (at is None or d < at):
+                at = d
         probe = self.dispatcher.next_deadline()
         if probe is not None and (at is None or probe < at):
             at = probe
@@ -173,9 +190,12 @@ class StatefulProxy:
             at = c if at is None or c < at else at
         return at
 
-    def handle_timer(self, now: float) -> list[Out]:
+    def handle_timer(self, now: float, wall: float = 0.0) -> list[Out]:
         self._outs = outs = []
+        self.wall = wall
         self.table.handle_timer(now)
+        if self.dialogs is not None:
+            self._expire_dialogs(now)
         heap = self._timer_c
         while heap and heap[0][0] <= now:
             at, _, ctx = heapq.heappop(heap)
@@ -201,6 +221,8 @@ class StatefulProxy:
             self.counters["absorbed"] += 1
             table.receive_request(req, reliable=reliable, now=now)
             return
+        if self.dialogs is not None:
+            self.dialogs.receive_request(req, now, self.wall)
         ctx = None
         register = method == "REGISTER" and self.registrar is not None and (
             self.registrar.serves(req.uri))  # fmt: skip
@@ -234,11 +256,13 @@ class StatefulProxy:
         ctx = Proxied(inb, req, plan)
         if self.registrar is not None and req.to.tag is None and plan.hop is None:
             ctx.aor = self.registrar.aor_of(plan.uri)
-            if ctx.aor is not None:
-                return ctx  # always stateful: targets come from a lookup (``located``)
+            if ctx.aor is not None:  # always stateful: targets come from a lookup (``located``)
+                return ctx if self._admitted(req, inb, plan) else None
         mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
         if mode != "stateful":
             self._outs.append(self.sl.request_out(req, inb))
+            return None
+        if not self._admitted(req, inb, plan):
             return None
         if plan.hop is not None:
             ctx.targets = [(plan.hop, None, None)]
@@ -254,7 +278,23 @@ class StatefulProxy:
         ctx.targets = [(parse_uri(d.uri), None, d) for d in chain]
         return ctx
 
+    def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
+        """Call limits (dialog profiles): False when the call was refused here."""
+        if self.dialogs is None:
+            return True
+        route = plan.route.name if plan.route else ""
+        refusal = self.dialogs.admit(req, source_ip=inb.src_ip, route=route)
+        if refusal is None:
+            return True
+        self.counters["over_limit"] = self.counters.get("over_limit", 0) + 1
+        self.refused.append({"call_id": req.call_id, "status": refusal[0], "reason": refusal[1],
+                             "src": f"{inb.src_ip}:{inb.src_port}", "route": route})  # fmt: skip
+        self._outs.append(self.sl._reply(req, inb, *refusal))
+        return False
+
     def _on_response(self, resp: Response, inb: Inbound, now: float) -> None:
+        if self.dialogs is not None:
+            self.dialogs.receive_response(resp, now, self.wall)
         branch = resp.vias[0].branch or ""
         if branch.startswith(PROBE_BRANCH_PREFIX):
             if resp.status >= 200:
@@ -336,8 +376,50 @@ class StatefulProxy:
             ctx.client = client
             if req.method == "INVITE":
                 self._arm_timer_c(ctx, now + self.timer_c_s)
+                if self.dialogs is not None and req.to.tag is None:
+                    self._dialog_forwarded(ctx, req, ingress, meta, now)
             return
         self._answer_best(ctx, now)
+
+    def _dialog_forwarded(self, ctx: Proxied, req: Request, ingress: str, meta: list[Any],
+                          now: float) -> None:  # fmt: skip
+        assert self.dialogs is not None
+        inb = ctx.inb
+        caller = (inb.ingress, (inb.transport, inb.src_ip, inb.src_port, inb.conn,
+                                inb.local_ip, inb.local_port))  # fmt: skip
+        plan = ctx.plan
+        route = plan.route.name if plan is not None and plan.route is not None else ""
+        # tuples, not lists: equal destinations are shared between dialogs (memory)
+        self.dialogs.invite_forwarded(req, caller=caller, callee=(ingress, tuple(meta)),
+                                      source_ip=inb.src_ip, source_port=inb.src_port,
+                                      destination=f"{meta[1]}:{meta[2]}", now=now,
+                                      wall=self.wall, route=route)  # fmt: skip
+
+    def _expire_dialogs(self, now: float) -> None:
+        """Dialogs past their lifetime end with a BYE each way, each in a client transaction
+        of its own (its answer stops here)."""
+        assert self.dialogs is not None
+        for expired in self.dialogs.expire(now, self.wall, self._via_for):
+            for bye in expired.byes:
+                ingress, meta = bye.dest
+                try:
+                    self.table.send_request(bye.data, branch=bye.branch, method="BYE",
+                                            reliable=meta[0] != "udp", now=now,
+                                            dest=(ingress, list(meta)))  # fmt: skip
+                except (TableFull, ValueError):
+                    self.counters["table_full"] += 1
+
+    def _via_for(self, dest: Any) -> tuple[bytes, str]:
+        """Our Via (up to the branch) toward ``dest``, and a fresh branch of ours."""
+        _, meta = dest
+        lst = self.sl.listeners.pick(meta[0], meta[1])
+        host = f"[{meta[4]}]" if ":" in meta[4] else meta[4]
+        if lst is not None:
+            host = f"[{lst.address}]:{lst.port}" if ":" in lst.address else f"{lst.address}:{lst.port}"
+        else:
+            host = f"{host}:{meta[5]}"
+        branch = f"{BRANCH_PREFIX}bye{self.instance}.{next(self._bye_seq):x}"
+        return f"SIP/2.0/{meta[0].upper()} {host}".encode(), branch
 
     def _arm_timer_c(self, ctx: Proxied, at: float | None) -> None:
         """(Re)arm or, with None, disarm the context's one long timer (rule 6)."""
@@ -515,10 +597,15 @@ class StatefulProxy:
 
     def _local_final(self, ctx: Proxied, status: int, reason: str, now: float) -> None:
         if ctx.request is not None:
-            self._send_upstream(ctx, build_response(ctx.request, status, reason), status, now)
+            data = build_response(ctx.request, status, reason)
+            self._send_upstream(ctx, data, status, now, local=True)
 
-    def _send_upstream(self, ctx: Proxied, data: bytes, status: int, now: float) -> None:
+    def _send_upstream(self, ctx: Proxied, data: bytes, status: int, now: float,
+                       local: bool = False) -> None:  # fmt: skip
         srv = ctx.server
+        if (status >= 300 and not ctx.done and ctx.request is not None
+                and self.dialogs is not None):  # fmt: skip
+            self.dialogs.final_sent(ctx.request, status, now, self.wall, local=local)
         if srv is not None and srv.accepts(status):
             self.table.respond(srv, data, status, now)
         elif srv is not None and 200 <= status < 300:

@@ -170,6 +170,14 @@ class Proc:
                 out.append(ev)
         return out
 
+    def wait_events(self, name: str, count: int, timeout_s: float = 5.0) -> list[dict[str, object]]:
+        """The ``name`` events once at least ``count`` arrived (the log reaches us through
+        honcho and a reader thread), or what there is at the deadline."""
+        end = time.monotonic() + timeout_s
+        while len(found := self.events(name)) < count and time.monotonic() < end:
+            time.sleep(0.05)  # polling step, bounded by the deadline
+        return found
+
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 8.0) -> int:
         if self.popen.poll() is None:
             self.popen.send_signal(sig)
@@ -281,11 +289,11 @@ def sipp_uas(port: int, transport: str, workdir: Path, scenario: str = "uas",
 def sipp_uac(
     target_port: int, transport: str, calls: int, rate: int, workdir: Path,
     timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
-    service: str | None = None,
+    service: str | None = None, extra: tuple[str, ...] = (),
 ) -> SippResult:  # fmt: skip
     """Run a sipp UAC to completion (bounded) and read its final statistics."""
     return UacRun.start(target_port, transport, calls, rate, workdir, timeout_s,
-                        scenario, local_port, service).wait()  # fmt: skip
+                        scenario, local_port, service, extra).wait()  # fmt: skip
 
 
 @dataclass
@@ -300,7 +308,7 @@ class UacRun:
     def start(
         cls, target_port: int, transport: str, calls: int, rate: int, workdir: Path,
         timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
-        service: str | None = None,
+        service: str | None = None, extra: tuple[str, ...] = (),
     ) -> UacRun:  # fmt: skip
         stf = workdir / f"uac-{uuid.uuid4().hex[:8]}.csv"
         argv = [
@@ -309,7 +317,7 @@ class UacRun:
             "-p", str(local_port or free_port()), "-mp", str(free_port()), "-t", transport,
             "-m", str(calls), "-r", str(rate), "-buff_size", "4194304", "-nostdin",
             "-trace_stat", "-fd", "1", "-stf", str(stf),
-            "-timeout", f"{int(timeout_s)}s", "-timeout_error",
+            "-timeout", f"{int(timeout_s)}s", "-timeout_error", *extra,
         ]  # fmt: skip
         popen = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True,

@@ -1,0 +1,95 @@
+"""Dialogs end to end: CDRs, lifetimes that end calls with BYE both ways, call limits by
+dialog profile, and re-INVITEs inside a dialog (sipp on both sides, real processes)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import StartNode
+from .node import Proc, sipp_uac
+
+pytestmark = pytest.mark.e2e
+
+Uas = Callable[..., tuple[int, Proc]]
+
+
+def dialogs(cdr_file: Path, extra: str = "") -> str:
+    return f"""
+[proxy]
+mode = "stateful"
+
+[dialogs]
+enabled = true
+cdr_file = "{cdr_file}"
+{extra}
+"""
+
+
+def cdrs(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_each_finished_call_writes_one_cdr(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:
+    """200 calls that end with the caller's BYE: exactly one CDR each, cause bye, ended by
+    the caller, with answer before end and the durations filled."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = start_node(dport, "worker=2", dialogs(cdr_file))
+    res = sipp_uac(node.port, "u1", 200, 100, tmp_path)
+    assert (res.successful, res.failed) == (200, 0), res.output
+    node.stop()  # flushes the CDR writers
+    rows = cdrs(cdr_file)
+    assert len(rows) == 200 and len({r["call_id"] for r in rows}) == 200
+    assert {r["cause"] for r in rows} == {"bye"} and {r["ended_by"] for r in rows} == {"caller"}
+    assert all(isinstance(r["talk_ms"], int) and r["start"] <= r["answer"] <= r["end"]
+               for r in rows)  # fmt: skip
+    assert len(node.proc.events("cdr")) == 200
+
+
+def test_lifetime_ends_the_call_with_bye_both_ways(start_node: StartNode, uas: Uas,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    """A caller that never hangs up and a 2 s lifetime: the proxy sends BYE to both sides
+    (both sipps answer it and count the call a success) and the CDR says expired."""
+    dport, _ = uas("u1", "uas_rr")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = start_node(dport, "worker=2", dialogs(cdr_file, "default_lifetime_s = 2"))
+    res = sipp_uac(node.port, "u1", 10, 10, tmp_path, scenario="uac_wait_bye", timeout_s=30)
+    assert (res.successful, res.failed) == (10, 0), res.output
+    node.stop()
+    rows = cdrs(cdr_file)
+    assert len(rows) == 10
+    assert {r["cause"] for r in rows} == {"expired"} and {r["ended_by"] for r in rows} == {"proxy"}
+    assert all(1900 <= int(str(r["talk_ms"])) <= 6000 for r in rows), rows
+
+
+def test_profile_limit_refuses_calls_over_it(start_node: StartNode, uas: Uas,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    """A trunk profile limited to 5 calls: with 8 long calls started together, 5 complete
+    and 3 get 486, logged and counted; the finished ones free their places again."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    profile = '\n[[dialog_profile]]\nname = "trunk"\nlimit = 5\nover_limit_status = 486\n'
+    node = start_node(dport, "worker=1", dialogs(cdr_file) + profile)
+    res = sipp_uac(node.port, "u1", 8, 100, tmp_path, extra=("-d", "3000"))
+    assert (res.successful, res.failed) == (5, 3), res.output
+    refused = node.proc.wait_events("call_refused", 3)
+    assert [e["status"] for e in refused] == [486] * 3, refused
+    again = sipp_uac(node.port, "u1", 5, 100, tmp_path, extra=("-d", "500"))
+    assert (again.successful, again.failed) == (5, 0), again.output
+
+
+def test_reinvite_inside_a_dialog(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:
+    """A re-INVITE (CSeq 2) along the route set reaches the UAS and its 200 the UAC; the call
+    then ends with BYE and one CDR."""
+    dport, _ = uas("u1", "uas_reinvite")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = start_node(dport, "worker=2", dialogs(cdr_file))
+    res = sipp_uac(node.port, "u1", 20, 10, tmp_path, scenario="uac_reinvite")
+    assert (res.successful, res.failed) == (20, 0), res.output
+    node.stop()
+    rows = cdrs(cdr_file)
+    assert len(rows) == 20 and {r["cause"] for r in rows} == {"bye"}
