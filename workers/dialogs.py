@@ -182,6 +182,9 @@ class Dialog:
 
 
 #: the fields of a snapshot record, in order (``snapshot``/``restore`` and the "c" delta);
+#: a fire this close to the deadline counts (another process's monotonic reading, and
+#: uvloop's loop time is cached per iteration)
+FIRE_TOLERANCE_S = 0.05
 #: ``deadline`` travels as wall time, since monotonic clocks differ between hosts
 RECORD = (
     "call_id", "from_tag", "to_tag", "state", "flags", "from_hdr", "to_hdr",
@@ -224,8 +227,17 @@ class DialogTable:
     call (``take_cdrs``, ``take_deltas``); call ``expire`` at ``next_deadline``."""
 
     def __init__(self, settings: Settings, *, is_us: Callable[[Uri], bool] = _never,
-                 emit_deltas: bool = True) -> None:  # fmt: skip
+                 emit_deltas: bool = True, external_timers: bool = False) -> None:  # fmt: skip
+        """Args:
+        external_timers: lifetimes are held by the timer service (timers/): every deadline
+            set or cleared becomes an entry of ``timer_ops`` for the caller to hand to its
+            ``TimerClient``, and a fire comes back through ``expire_key``; the table keeps no
+            heap of its own then.
+        """
         d = settings.dialogs
+        self.external_timers = external_timers
+        #: ("arm", call_id, from_tag, deadline) / ("cancel", call_id, from_tag), in order
+        self.timer_ops: list[tuple[Any, ...]] = []
         self.default_lifetime_s = d.default_lifetime_s
         self.early_lifetime_s = d.early_lifetime_s
         self.max_dialogs = d.max_dialogs
@@ -424,6 +436,20 @@ class DialogTable:
             out.append(Expired(dlg.call_id, dlg.from_tag, byes))
         return out
 
+    def expire_key(self, call_id: str, from_tag: str, now: float, wall: float,
+                   via_for: ViaFor) -> Expired | None:  # fmt: skip
+        """A lifetime timer fired (``external_timers``): end the dialog if it is still due;
+        None when it ended already or was refreshed since (it is armed again)."""
+        dlg = self._table.get(call_id + "\0" + from_tag)
+        if dlg is None:
+            return None
+        if dlg.deadline > now + FIRE_TOLERANCE_S:
+            self.timer_ops.append(("arm", call_id, from_tag, dlg.deadline))
+            return None
+        byes = self.build_byes(dlg, via_for) if dlg.state == C else ()
+        self._step(dlg, I.EXPIRE, now, wall, None, CALLER, by="proxy")
+        return Expired(dlg.call_id, dlg.from_tag, byes)
+
     def build_byes(self, dlg: Dialog, via_for: ViaFor) -> tuple[Bye, ...]:
         """The BYE to the caller and the BYE to the callee that end ``dlg``."""
         byes = []
@@ -575,6 +601,8 @@ class DialogTable:
     def _remove(self, dlg: Dialog) -> None:
         if self._table.pop(dlg.key, None) is None:
             return
+        if self.external_timers:
+            self.timer_ops.append(("cancel", dlg.call_id, dlg.from_tag))
         self.profiles.remove(dlg.members)
         if dlg.state < C:
             self._pending -= 1
@@ -589,6 +617,9 @@ class DialogTable:
         """Rule 9: a new entry only for a new dialog or a deadline moved earlier."""
         later = 0 < dlg.deadline <= deadline
         dlg.deadline = deadline
+        if self.external_timers:
+            self.timer_ops.append(("arm", dlg.call_id, dlg.from_tag, deadline))
+            return
         if later:
             return
         heap = self._heap

@@ -21,6 +21,7 @@ from conf.settings import Settings
 from workers.bus import IngressBus
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.routing import RoutingTable
+from timers.client import Fired, TimerClient
 from workers.cachedb import CacheError
 from workers.cdr import CdrWriter
 from workers.dispatcher import Dispatcher, probe_share
@@ -48,7 +49,9 @@ class Worker:
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
         self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher))
-        stateful = StatefulProxy(settings, self.proxy)
+        #: dialog lifetimes live in the timer service (timers/) when dialogs are on
+        self.timers: TimerClient | None = None
+        stateful = StatefulProxy(settings, self.proxy, external_timers=settings.dialogs.enabled)
         #: the stateful core when anything needs it; None keeps the stateless fast path
         self.stateful = stateful if stateful.needed else None
         self.location: Location | None = None
@@ -67,8 +70,10 @@ class Worker:
         )) if self.stateful is not None else None  # fmt: skip
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        if settings.dialogs.enabled:
+            self.timers = TimerClient(ctx, settings, worker_id, self._on_timers)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
-                              self.meter)  # fmt: skip
+                              self.meter, on_timer=self.timers.receive if self.timers is not None else None)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
@@ -93,6 +98,8 @@ class Worker:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
             out["jobs"] = len(self._jobs)
+            if self.timers is not None:
+                out["timers"] = {"armed": len(self.timers), **self.timers.counters}
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
         return out
@@ -157,6 +164,13 @@ class Worker:
             jobs, core.jobs = core.jobs, []
             for job in jobs:
                 self._start_job(job)
+        if core.dialogs is not None and core.dialogs.timer_ops and self.timers is not None:
+            ops, core.dialogs.timer_ops = core.dialogs.timer_ops, []
+            for op in ops:
+                if op[0] == "arm":
+                    self.timers.arm(op[1], op[3], "dialog", op[2].encode("utf-8", "surrogateescape"))
+                else:
+                    self.timers.cancel(op[1])
         if core.dialogs is not None and core.dialogs.cdrs:
             for cdr in core.dialogs.take_cdrs():
                 log.info("cdr", **cdr)
@@ -173,6 +187,19 @@ class Worker:
                     log.warning("destination_health", set=ev.set_name, uri=ev.uri, old=ev.old,
                                 new=ev.new, cause=ev.cause, fails=ev.fails, status=ev.status)  # fmt: skip
         self._arm_timer()
+
+    def _on_timers(self, fired: list[Fired]) -> None:
+        """Lifetimes the timer service fired to us (we own their Call-IDs now)."""
+        assert self.stateful is not None
+        t0 = time.perf_counter()
+        now, wall = self.loop.time(), time.time()
+        outs: list[Out] = []
+        for f in fired:
+            if f.kind == "dialog":
+                tag = f.payload.decode("utf-8", "surrogateescape")
+                outs += self.stateful.dialog_expired(f.key, tag, now, wall)
+        self._job_done_outs(outs)
+        self.meter.add_busy(time.perf_counter() - t0)
 
     def _start_job(self, job: Job) -> None:
         if len(self._jobs) >= MAX_JOBS:
@@ -234,6 +261,9 @@ class Worker:
         return self.stateful.located(job, [], (status, reason), self.loop.time())
 
     def _job_done(self, job: Job, outs: list[Out]) -> None:
+        self._job_done_outs(outs)
+
+    def _job_done_outs(self, outs: list[Out]) -> None:
         sent = sum(self.bus.send(*out) for out in outs)
         self.bus.flush()
         self.meter.counters["msgs_out"] += sent
@@ -298,6 +328,8 @@ class Worker:
 
     def close(self) -> None:
         self.control.close()
+        if self.timers is not None:
+            self.timers.close()
         if self._timer is not None:
             self._timer.cancel()
         self.bus.close()

@@ -116,7 +116,12 @@ class StatefulProxy:
     timer for ``next_deadline()``."""
 
     def __init__(self, settings: Settings, stateless: StatelessProxy,
-                 table: TransactionTable | None = None) -> None:  # fmt: skip
+                 table: TransactionTable | None = None, *,
+                 external_timers: bool = False) -> None:  # fmt: skip
+        """Args:
+        external_timers: dialog lifetimes are held by the timer service: the worker hands
+            ``dialogs.timer_ops`` to its ``TimerClient`` and fires to ``dialog_expired``.
+        """
         t = settings.transactions
         timers = TimerConfig(t1=t.t1_ms / 1000, t2=t.t2_ms / 1000, t4=t.t4_ms / 1000)
         self.table = table or TransactionTable(timers, max_transactions=t.max_transactions,
@@ -134,7 +139,8 @@ class StatefulProxy:
         self.jobs: list[Job] = []
         #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
         self.dialogs = DialogTable(settings, is_us=stateless.listeners.uri_is_us,
-                                   emit_deltas=False) if settings.dialogs.enabled else None
+                                   emit_deltas=False, external_timers=external_timers,
+                                   ) if settings.dialogs.enabled else None  # fmt: skip
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
         self._bye_seq = itertools.count()
         #: calls refused by a call limit, for the worker to log (one event each)
@@ -395,19 +401,33 @@ class StatefulProxy:
                                       destination=f"{meta[1]}:{meta[2]}", now=now,
                                       wall=self.wall, route=route)  # fmt: skip
 
+    def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
+        """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
+        assert self.dialogs is not None
+        self._outs = outs = []
+        self.wall = wall
+        expired = self.dialogs.expire_key(call_id, from_tag, now, wall, self._via_for)
+        if expired is not None:
+            self._send_byes(expired.byes, now)
+        self._drain(now)
+        return outs
+
     def _expire_dialogs(self, now: float) -> None:
         """Dialogs past their lifetime end with a BYE each way, each in a client transaction
         of its own (its answer stops here)."""
         assert self.dialogs is not None
         for expired in self.dialogs.expire(now, self.wall, self._via_for):
-            for bye in expired.byes:
-                ingress, meta = bye.dest
-                try:
-                    self.table.send_request(bye.data, branch=bye.branch, method="BYE",
-                                            reliable=meta[0] != "udp", now=now,
-                                            dest=(ingress, list(meta)))  # fmt: skip
-                except (TableFull, ValueError):
-                    self.counters["table_full"] += 1
+            self._send_byes(expired.byes, now)
+
+    def _send_byes(self, byes: tuple[Any, ...], now: float) -> None:
+        for bye in byes:
+            ingress, meta = bye.dest
+            try:
+                self.table.send_request(bye.data, branch=bye.branch, method="BYE",
+                                        reliable=meta[0] != "udp", now=now,
+                                        dest=(ingress, list(meta)))  # fmt: skip
+            except (TableFull, ValueError):
+                self.counters["table_full"] += 1
 
     def _via_for(self, dest: Any) -> tuple[bytes, str]:
         """Our Via (up to the branch) toward ``dest``, and a fresh branch of ours."""

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from hypothesis import given, settings as hsettings, strategies as st
 
-from conf.settings import DestinationSet, Proxy, Route, Transactions
+from conf.settings import DestinationSet, Dialogs, Proxy, Route, Transactions
 from ingress.sip.message import Request
 from ingress.sip.serialize import build_response
 from workers.proxy import Out, StatelessProxy
@@ -25,14 +25,17 @@ def make(
     mode: str = "stateful",
     route_mode: str = "",
     max_transactions: int = 65536,
+    dialogs: Dialogs | None = None,
+    external_timers: bool = False,
     **set_kw: object,
 ) -> StatefulProxy:
     sets = [DestinationSet(name="uas", destinations=[f"sip:{d}" for d in dests],
                            algorithm="round_robin", **set_kw)]  # type: ignore[arg-type]
     s = settings(sets=sets, routes=[Route(name="default", to="uas", mode=route_mode)],  # type: ignore[arg-type]
                  proxy=Proxy(mode=mode))  # type: ignore[arg-type]  # fmt: skip
-    s = replace(s, transactions=Transactions(max_transactions=max_transactions, timer_c_s=200))
-    return StatefulProxy(s, StatelessProxy(s, RoutingTable(s)))
+    s = replace(s, transactions=Transactions(max_transactions=max_transactions, timer_c_s=200),
+                dialogs=dialogs or Dialogs())
+    return StatefulProxy(s, StatelessProxy(s, RoutingTable(s)), external_timers=external_timers)
 
 
 class Link:
@@ -306,3 +309,25 @@ def test_any_exchange_ends_clean(moves: list[str], two: bool) -> None:
         )
     assert len(link.p.table) == 0
     assert link.p.next_deadline() is None
+
+
+def test_dialog_lifetime_through_the_timer_service() -> None:
+    """With lifetimes in the timer service the core hands out arm/cancel ops instead of
+    keeping a heap; a fire at the deadline ends the call with a BYE each way, a fire for a
+    dialog refreshed since re-arms it, and a fire for an ended dialog does nothing."""
+    p = make(dialogs=Dialogs(enabled=True, default_lifetime_s=2), external_timers=True)
+    link = Link(p)
+    link.now = 100.0
+    link.from_uac(INVITE)
+    link.from_uas(answer(last_down(link), 200))
+    ops, p.dialogs.timer_ops = p.dialogs.timer_ops, []  # type: ignore[union-attr]
+    assert ops[-1] == ("arm", "call-1@10.0.0.1", "fromtag", 102.0)
+    assert p.next_deadline() != 102.0  # no heap of its own
+    assert p.dialog_expired("call-1@10.0.0.1", "fromtag", 101.0, 0.0) == []
+    assert p.dialogs.timer_ops == [("arm", "call-1@10.0.0.1", "fromtag", 102.0)]  # type: ignore[union-attr]
+    outs = p.dialog_expired("call-1@10.0.0.1", "fromtag", 102.0, 0.0)
+    byes = [parsed_req(d) for _, _, d in outs]
+    assert [b.method for b in byes] == ["BYE", "BYE"]
+    assert {m[1] for _, m, _ in outs} == {"10.0.0.1", "127.0.0.1"}
+    assert ("cancel", "call-1@10.0.0.1", "fromtag") in p.dialogs.timer_ops  # type: ignore[union-attr]
+    assert p.dialog_expired("call-1@10.0.0.1", "fromtag", 103.0, 0.0) == []
