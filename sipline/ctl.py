@@ -2,6 +2,7 @@
 
     sipline ctl stats          per process: busy ratio, counters, transactions, queues
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
+    sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
 
 A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered.
 """
@@ -17,6 +18,9 @@ from conf.control import ask
 from conf.load import ConfigError, config_path, load
 
 DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
+DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
+                  "refused")  # fmt: skip
+_COUNTS = DIALOG_COLUMNS[1:]
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,11 +35,19 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     replies.sort(key=lambda r: str(r.get("proc")))
-    out = destinations(replies) if args.what == "destinations" else replies
+    out: Any = replies
+    if args.what == "destinations":
+        out = destinations(replies)
+    elif args.what == "dialogs":
+        out = dialogs(replies)
     if args.json:
         print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
     elif args.what == "destinations":
         print(table(out, DEST_COLUMNS))
+    elif args.what == "dialogs":
+        print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
+        for name, size in sorted(out["profiles"].items()):
+            print(f"profile {name}: {size}")
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
                                                        "transactions", "queued_out", "drops")))
@@ -53,6 +65,27 @@ def destinations(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
             if key not in rows or d.get("probed_here"):
                 rows[key] = {**d, "prober": r["proc"] if d.get("probed_here") else ""}
     return [rows[k] for k in sorted(rows)]
+
+
+def dialogs(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per worker counts, their sum for the node, and profile sizes summed across workers."""
+    rows, node = [], dict.fromkeys(_COUNTS, 0)
+    profiles: dict[str, Any] = {}
+    for r in replies:
+        d = r.get("dialogs")
+        if not d:
+            continue
+        rows.append({"proc": r["proc"], **{k: d.get(k, 0) for k in _COUNTS}})
+        for k in _COUNTS:
+            node[k] += int(d.get(k, 0))
+        for name, size in d.get("profiles", {}).items():
+            if isinstance(size, dict):
+                merged = profiles.setdefault(name, {})
+                for value, n in size.items():
+                    merged[value] = merged.get(value, 0) + n
+            else:
+                profiles[name] = profiles.get(name, 0) + size
+    return {"workers": rows, "node": node, "profiles": profiles}
 
 
 def _stats_row(r: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,7 @@ class Worker:
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
+            "dialogs": self._ctl_dialogs,
         })  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
@@ -103,6 +104,12 @@ class Worker:
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
         return out
+
+    def _ctl_dialogs(self, _: dict[str, Any]) -> dict[str, Any]:
+        core = self.stateful
+        if core is None or core.dialogs is None:
+            return {"dialogs": None}
+        return {"dialogs": core.dialogs.stats()}
 
     def _owns(self, call_id: str) -> bool:
         owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))

@@ -11,6 +11,7 @@ import pytest
 
 from .conftest import StartNode
 from .node import Proc, sipp_uac
+from .test_ctl import ctl
 
 pytestmark = pytest.mark.e2e
 
@@ -80,6 +81,9 @@ def test_profile_limit_refuses_calls_over_it(start_node: StartNode, uas: Uas,
     assert [e["status"] for e in refused] == [486] * 3, refused
     again = sipp_uac(node.port, "u1", 5, 100, tmp_path, extra=("-d", "500"))
     assert (again.successful, again.failed) == (5, 0), again.output
+    view = ctl(node.conf, "dialogs")["dialogs"]
+    assert view["profiles"] == {"trunk": 0}, view  # type: ignore[index]
+    assert view["node"]["refused"] == 3 and view["node"]["processed"] >= 10, view  # type: ignore[index]
 
 
 def test_reinvite_inside_a_dialog(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:
