@@ -1,7 +1,9 @@
 """The RFC 4475 / RFC 5118 torture corpus, as parameters and fixtures for the codec tests.
 
-The corpus lives beside the repository (``../shared/sip-torture``); failing that,
-``SIPLINE_TORTURE`` names a directory holding the same layout (or its ``torture/``). Tests that need it are skipped when it is absent.
+The corpus is vendored byte for byte in ``tests/data/sip-torture``; ``SIPLINE_TORTURE`` may
+name another directory of the same layout (or its ``torture/``), and ``../shared/sip-torture``
+beside the repository is the last resort. A missing corpus fails the tests that need it: a
+torture test that cannot run is not a pass.
 Any test taking a ``case`` argument runs once per MANIFEST row, with the row name as its id.
 """
 
@@ -19,9 +21,10 @@ REPO = Path(__file__).resolve().parents[3]
 
 def torture_dir() -> Path | None:
     """The ``torture/`` directory of the corpus, or None when it cannot be found."""
-    candidates = [REPO / "../shared/sip-torture"]
+    candidates = [REPO / "tests" / "data" / "sip-torture"]
     if env := os.environ.get("SIPLINE_TORTURE"):
-        candidates.append(Path(env))
+        candidates.insert(0, Path(env))
+    candidates.append(REPO / "../shared/sip-torture")
     for base in candidates:
         for d in (base / "torture", base):
             if (d / "MANIFEST.tsv").is_file():
@@ -86,9 +89,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if cases:
             metafunc.parametrize("case", cases, ids=[c.name for c in cases])
         else:
-            metafunc.parametrize(
-                "case", [pytest.param(None, marks=pytest.mark.skip(reason="no torture corpus"))]
-            )
+            raise pytest.UsageError(f"no torture corpus for {metafunc.definition.nodeid}")
 
 
 @pytest.fixture(scope="session")
@@ -99,7 +100,7 @@ def corpus() -> list[bytes]:
 
 @pytest.fixture(scope="session")
 def torture() -> dict[str, bytes]:
-    """Wire bytes of each torture message by MANIFEST name; skips the test without a corpus."""
+    """Wire bytes of each torture message by MANIFEST name; fails without a corpus."""
     if not CASES:
-        pytest.skip("no torture corpus")
+        pytest.fail("no torture corpus (tests/data/sip-torture)")
     return {c.name: c.data for c in CASES}
