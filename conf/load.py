@@ -377,6 +377,7 @@ def _check_values(s: Settings) -> None:
 
     _check_registrar(f, s)
     _check_dialogs(f, s)
+    _check_protection(f, s)
 
 
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
@@ -503,6 +504,46 @@ def _check_dialogs(f: str, s: Settings) -> None:
                 known = ", ".join(sorted(routes)) if routes else "none is defined"
                 expected = f"the name of a [[route]] ({known})"
                 raise ConfigError(f, f"{key}.routes[{j}]", expected, name)
+
+
+_CIDR_HELP = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
+
+
+def _check_protection(f: str, s: Settings) -> None:
+    """[pike] and [[ratelimit]] (docs/protection.md)."""
+    for i, w in enumerate(s.pike.whitelist):
+        try:
+            ipaddress.ip_network(w, strict=False)
+        except ValueError:
+            raise ConfigError(f, f"pike.whitelist[{i}]", _CIDR_HELP, w) from None
+    routes = {r.name for r in s.route}
+    names: dict[str, int] = {}
+    for i, rl in enumerate(s.ratelimit):
+        key = f"ratelimit[{i}]"
+        if not TOKEN_RE.fullmatch(rl.name):
+            raise ConfigError(f, f"{key}.name", "a name of letters, digits, '-', '_' or '.'",
+                              rl.name)  # fmt: skip
+        if rl.name in names:
+            found = Said(f"{show(rl.name)} again (ratelimit[{names[rl.name]}])")
+            raise ConfigError(f, f"{key}.name", "a unique name", found)
+        names[rl.name] = i
+        if rl.limit_per_s * rl.window_s < 1:
+            # a window that cannot hold one request refuses everything
+            expected = f"at least 1 / limit_per_s ({_num(1 / rl.limit_per_s)})"
+            raise ConfigError(f, f"{key}.window_s", expected, rl.window_s)
+        for j, method in enumerate(rl.methods):
+            if not TOKEN_RE.fullmatch(method) or method != method.upper():
+                raise ConfigError(
+                    f, f"{key}.methods[{j}]", "a method in upper case, like INVITE", method
+                )
+        if rl.source:
+            try:
+                ipaddress.ip_network(rl.source, strict=False)
+            except ValueError:
+                raise ConfigError(f, f"{key}.source", _CIDR_HELP, rl.source) from None
+        if rl.route and rl.route not in routes:
+            known = ", ".join(sorted(routes)) if routes else "none is defined"
+            raise ConfigError(f, f"{key}.route", f"the name of a [[route]] ({known})", rl.route)
 
 
 def _check_registrar(f: str, s: Settings) -> None:

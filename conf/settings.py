@@ -372,6 +372,63 @@ class Timers:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Pike:
+    """``[pike]``: flood detection per source address in every ingress (OpenSIPS ``pike``); see
+    ``docs/protection.md``."""
+
+    enabled: bool = False
+    """Count requests per source and drop those of a source over the density, before they are
+    parsed. Off by default, so a load test from one address is not taken for a flood."""
+    sampling_time_unit_s: float = field(default=2.0, metadata=_range(0.1, 3600))
+    """Length of the sampling window in which a source's requests are counted."""
+    reqs_density_per_unit: int = field(default=30, metadata=_range(1, 10_000_000))
+    """A source sending more requests than this in one window is blocked. Every request
+    counts (ACK, CANCEL and BYE too), responses never."""
+    remove_latency_s: float = field(default=120.0, metadata=_range(1, 86_400))
+    """How long a blocked source stays blocked; every ingress of the node drops its packets
+    meanwhile."""
+    whitelist: list[str] = field(default_factory=list)
+    """Addresses or CIDRs (``10.0.0.0/8``, ``2001:db8::1``) never blocked: trunks and load
+    balancers that legitimately send more."""
+    max_sources: int = field(default=100_000, metadata=_range(16, 10_000_000))
+    """Sources one ingress counts at once (about 200 bytes each), and blocks it holds at most.
+    When full, a new source evicts the one whose window opened first (its partial count is
+    forgotten), and a new block lifts the oldest one."""
+
+
+#: a Retry-After a little random, so that refused clients do not all come back at once
+RATELIMIT_JITTER = 0.2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RateLimit:
+    """``[[ratelimit]]``: a pipe, a limit on the rate of initial requests the workers forward
+    (OpenSIPS ``ratelimit``); a request over it gets 503 with Retry-After. Repeat the table per
+    pipe; a request passes through every pipe it matches. See ``docs/protection.md``."""
+
+    name: str
+    """Name shown by ``sipline ctl ratelimit`` and in logs; unique. Required."""
+    algorithm: Literal["taildrop", "red", "sliding", "feedback"] = "taildrop"
+    """``taildrop``: at most ``limit_per_s`` x ``window_s`` per fixed window. ``red``: past
+    ``limit_per_s`` in a window, requests are dropped with a probability rising linearly to 1
+    at twice the limit. ``sliding``: at most the limit over a window sliding in tenths.
+    ``feedback``: ``sliding`` with the limit scaled down as the worker's busy ratio rises
+    past 0.7."""
+    limit_per_s: float = field(default=100.0, metadata=_range(0.001, 10_000_000))
+    """Requests per second the pipe lets through (for ``red``, where dropping starts)."""
+    window_s: float = field(default=1.0, metadata=_range(0.01, 3600))
+    """Window the rate is counted over; ``limit_per_s`` x ``window_s`` must be at least 1."""
+    methods: list[str] = field(default_factory=list)
+    """Methods counted, upper case; empty counts every initial request."""
+    source: str = ""
+    """Address or CIDR the source address must be in; empty matches every source."""
+    route: str = ""
+    """Name of the ``[[route]]`` that must have picked the request; empty matches all."""
+    retry_after_s: int = field(default=5, metadata=_range(1, 3600))
+    """Retry-After of the 503, jittered by up to 20 % either way (at least 1 s)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """The whole file: every section is optional and defaults as documented."""
 
@@ -406,5 +463,9 @@ class Settings:
     """Dialog tracking, lifetimes and CDRs."""
     dialog_profile: list[DialogProfile] = field(default_factory=list)
     """Dialog profiles and their call limits. Default: none."""
+    pike: Pike = field(default_factory=Pike)
+    """Flood detection per source in the ingress."""
+    ratelimit: list[RateLimit] = field(default_factory=list)
+    """Rate limit pipes of the workers. Default: none."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""
