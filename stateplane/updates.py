@@ -1,0 +1,237 @@
+"""The state plane's wire: update records, heartbeats and the snapshot exchange, sans-IO.
+
+ZeroMQ Guide chapter 5 (Clustered Hashmap Protocol) gives the shape; the codec is our own
+(pyzmq "serialization" howto: a function that turns a message into frames, and its inverse).
+
+Rules:
+1. A message is two frames, ``[kind, msgpack([version, *fields])]``. ``kind`` is the first
+   frame so a SUB socket can filter on it; ``version`` is ``VERSION`` and anything else is
+   refused (a newer peer must be upgraded, not half-understood).
+2. ``Update(node, epoch, seq, kind, payload)``: ``node`` published it, ``epoch`` rises every
+   time that publisher restarts, ``seq`` rises by one per update within an epoch, from 1.
+   ``payload`` is one dialog delta exactly as ``workers.dialogs.DialogTable.take_deltas``
+   emits it (``[op, call_id, from_tag, ...]``, ``docs/dialogs.md`` "Replication").
+3. ``Hugz(node, epoch, seq, role)``: the publisher is alive and its last update is ``seq``
+   (so a replica that missed the tail of a burst sees the gap without another update);
+   ``role`` is its Binary Star state (``stateplane/bstar.py``), "" when it has none.
+4. Snapshot exchange (``stateplane/snapshot.py``): ``Icanhaz(node, req, epoch, seq)`` asks
+   ``node``'s state plane for its state, saying what the asker already holds (epoch, seq;
+   0, 0 for nothing); ``Chunk(node, req, records)`` carries up to a bounded number of
+   snapshot records (``DialogTable.snapshot`` order); ``Kthxbai(node, req, epoch, seq, full,
+   count)`` ends it: the records cover everything up to ``seq`` of ``epoch``; ``full`` says
+   the records replace the asker's table (else the exchange replayed updates from the
+   backlog instead); ``count`` is how many records or updates were sent.
+5. ``unpack`` refuses garbage with one error type, ``UpdateError``: not msgpack, a kind we do
+   not know, a wrong version, a wrong arity or field type, a delta whose op or length is not
+   the dialog table's. Never anything else (a hypothesis test holds it to that). msgpack is
+   read with ``raw=False``, ``strict_map_key=True`` and a bounded buffer (msgpack README,
+   "Security"); nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import Any, Union
+
+import msgpack
+
+VERSION = 1
+#: update kinds; only dialog deltas today (the kv store and the directory may follow)
+KIND_DIALOG = "dialog"
+KINDS = frozenset({KIND_DIALOG})
+#: a chunk of 1 000 records is ~0.5 MB; 8 MB leaves room for big headers and never more
+MAX_FRAME_BYTES = 8 << 20
+#: a delta's length per op, including op, call_id and from_tag (``docs/dialogs.md``);
+#: "c" is the op and the 24 fields of ``workers.dialogs.RECORD``
+DELTA_LENGTHS = {"c": 25, "f": 5, "e": 7, "a": 9, "u": 8, "r": 8, "t": 6}
+#: Binary Star roles a heartbeat may carry
+ROLES = frozenset({"", "primary", "backup", "active", "passive"})
+
+
+class UpdateError(ValueError):
+    """Frames that are not a message of this protocol (rule 5)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """One state change of ``node`` (rule 2)."""
+
+    node: str
+    epoch: int
+    seq: int
+    kind: str
+    payload: list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hugz:
+    """A heartbeat: ``node`` is alive in ``epoch`` and has published up to ``seq``."""
+
+    node: str
+    epoch: int
+    seq: int
+    role: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Icanhaz:
+    """Ask ``node`` for its state; the asker holds ``(epoch, seq)`` of it (0, 0: nothing)."""
+
+    node: str
+    req: int
+    epoch: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """Snapshot records of ``node`` for request ``req``."""
+
+    node: str
+    req: int
+    records: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Kthxbai:
+    """End of the answer to ``req``: it covers ``node``'s updates up to ``(epoch, seq)``."""
+
+    node: str
+    req: int
+    epoch: int
+    seq: int
+    full: bool
+    count: int
+
+
+Message = Union[Update, Hugz, Icanhaz, Chunk, Kthxbai]
+
+_KIND_OF: dict[type[Any], bytes] = {
+    Update: b"UPD", Hugz: b"HUGZ", Icanhaz: b"ICANHAZ", Chunk: b"KVSYNC", Kthxbai: b"KTHXBAI",
+}  # fmt: skip
+
+
+def pack(msg: Message) -> list[bytes]:
+    """The frames of ``msg`` (rule 1)."""
+    if isinstance(msg, Update):
+        body: list[Any] = [msg.node, msg.epoch, msg.seq, msg.kind, msg.payload]
+    elif isinstance(msg, Hugz):
+        body = [msg.node, msg.epoch, msg.seq, msg.role]
+    elif isinstance(msg, Icanhaz):
+        body = [msg.node, msg.req, msg.epoch, msg.seq]
+    elif isinstance(msg, Chunk):
+        body = [msg.node, msg.req, msg.records]
+    else:
+        body = [msg.node, msg.req, msg.epoch, msg.seq, msg.full, msg.count]
+    return [_KIND_OF[type(msg)], msgpack.packb([VERSION, *body], use_bin_type=True)]
+
+
+def unpack(frames: list[bytes]) -> Message:
+    """The message in ``frames``.
+
+    Raises:
+        UpdateError: anything that is not a message of this protocol (rule 5).
+    """
+    if len(frames) != 2:
+        raise UpdateError(f"{len(frames)} frames, expected 2")
+    kind, data = frames
+    decode = _DECODERS.get(bytes(kind))
+    if decode is None:
+        raise UpdateError(f"unknown kind {bytes(kind)[:16]!r}")
+    if len(data) > MAX_FRAME_BYTES:
+        raise UpdateError(f"{len(data)} bytes is more than {MAX_FRAME_BYTES}")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True,
+                               max_buffer_size=MAX_FRAME_BYTES)  # fmt: skip
+    except Exception as exc:  # msgpack raises ValueError, TypeError and its own tree
+        raise UpdateError(f"not msgpack: {exc}") from exc
+    if not isinstance(body, list) or not body:
+        raise UpdateError("body is not an array")
+    if body[0] != VERSION or type(body[0]) is not int:
+        raise UpdateError(f"version {body[0]!r}, expected {VERSION}")
+    return decode(body[1:])
+
+
+def _int(v: Any, what: str, low: int = 0) -> int:
+    if type(v) is not int or v < low:
+        raise UpdateError(f"{what} {v!r} is not an integer >= {low}")
+    return v
+
+
+def _str(v: Any, what: str, empty: bool = False) -> str:
+    if not isinstance(v, str) or (not v and not empty):
+        raise UpdateError(f"{what} {v!r} is not a {'' if empty else 'non-empty '}string")
+    return v
+
+
+def _arity(body: list[Any], n: int, what: str) -> None:
+    if len(body) != n:
+        raise UpdateError(f"{what} has {len(body)} fields, expected {n}")
+
+
+def check_delta(delta: Any) -> list[Any]:
+    """``delta`` if it has the op, length and key types of a dialog delta (rule 5)."""
+    if not isinstance(delta, list) or len(delta) < 3:
+        raise UpdateError("delta is not an array of at least 3")
+    op = delta[0]
+    if not isinstance(op, str) or DELTA_LENGTHS.get(op) != len(delta):
+        raise UpdateError(f"delta op {op!r} with {len(delta)} fields")
+    _str(delta[1], "call_id")
+    _str(delta[2], "from_tag", empty=True)
+    return delta
+
+
+def check_record(rec: Any) -> list[Any]:
+    """``rec`` if it looks like a ``DialogTable.snapshot`` record."""
+    if not isinstance(rec, list) or len(rec) != DELTA_LENGTHS["c"] - 1:
+        raise UpdateError("record is not an array of 24")
+    _str(rec[0], "call_id")
+    _str(rec[1], "from_tag", empty=True)
+    return rec
+
+
+def _update(body: list[Any]) -> Update:
+    _arity(body, 5, "UPD")
+    node, epoch, seq, kind, payload = body
+    if kind not in KINDS:
+        raise UpdateError(f"update kind {kind!r}")
+    return Update(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq", 1), kind,
+                  check_delta(payload))  # fmt: skip
+
+
+def _hugz(body: list[Any]) -> Hugz:
+    _arity(body, 4, "HUGZ")
+    node, epoch, seq, role = body
+    if role not in ROLES:
+        raise UpdateError(f"role {role!r}")
+    return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role)
+
+
+def _icanhaz(body: list[Any]) -> Icanhaz:
+    _arity(body, 4, "ICANHAZ")
+    node, req, epoch, seq = body
+    return Icanhaz(_str(node, "node"), _int(req, "req"), _int(epoch, "epoch"), _int(seq, "seq"))
+
+
+def _chunk(body: list[Any]) -> Chunk:
+    _arity(body, 3, "KVSYNC")
+    node, req, records = body
+    if not isinstance(records, list):
+        raise UpdateError("records is not an array")
+    for rec in records:
+        check_record(rec)
+    return Chunk(_str(node, "node"), _int(req, "req"), records)
+
+
+def _kthxbai(body: list[Any]) -> Kthxbai:
+    _arity(body, 6, "KTHXBAI")
+    node, req, epoch, seq, full, count = body
+    if not isinstance(full, bool):
+        raise UpdateError(f"full {full!r} is not a boolean")
+    return Kthxbai(_str(node, "node"), _int(req, "req"), _int(epoch, "epoch"), _int(seq, "seq"),
+                   full, _int(count, "count"))  # fmt: skip
+
+
+_DECODERS: dict[bytes, Callable[[list[Any]], Message]] = {b"UPD": _update, b"HUGZ": _hugz, b"ICANHAZ": _icanhaz, b"KVSYNC": _chunk,
+             b"KTHXBAI": _kthxbai}  # fmt: skip
