@@ -47,7 +47,7 @@ class ControlServer:
 
     def _on_readable(self) -> None:
         sock = self._sock
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+        while int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -65,7 +65,7 @@ class ControlServer:
         try:
             req = msgpack.unpackb(data, raw=False, strict_map_key=True)  # size checked above
             cmd, args = str(req["cmd"]), dict(req.get("args") or {})
-        except Exception:  # any bad request is the client's problem (rule 2)
+        except Exception:  # noqa: BLE001 - any bad request is the client's problem (rule 2)
             return {"ok": False, "proc": self.ident, "error": "bad request"}
         handler = self.handlers.get(cmd)
         if handler is None:
@@ -101,7 +101,7 @@ def ask(run_dir: str, cmd: str, args: dict[str, Any] | None = None, timeout_s: f
             poller.register(s, zmq.POLLIN)
         end = time.monotonic() + timeout_s
         while socks and (left := end - time.monotonic()) > 0:
-            for s, _ in poller.poll(left * 1000):
+            for s, _ in poller.poll(int(left * 1000) + 1):
                 frames = s.recv_multipart()
                 replies.append(msgpack.unpackb(frames[-1], raw=False))
                 poller.unregister(s)

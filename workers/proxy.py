@@ -196,7 +196,10 @@ class StatelessProxy:
         plan = self.plan(req, inb)
         if plan.local is not None:
             return self._reply(req, inb, 200, "OK", plan.local)
-        return self.forward(req, inb, plan, plan.hop or parse_uri(plan.target.uri))[0]
+        if plan.hop is not None:
+            return self.forward(req, inb, plan, plan.hop)[0]
+        assert plan.target is not None  # plan() gives a hop or a routed target
+        return self.forward(req, inb, plan, parse_uri(plan.target.uri))[0]
 
     def plan(self, req: Request, inb: Inbound) -> Plan:
         """§16.3 checks and §16.4-16.5 route processing: where ``req`` goes next.

@@ -15,19 +15,19 @@ import zmq
 from conf import envelope as env
 from conf import sockets
 from conf.control import ControlServer
-from conf.workerset import WorkerSet
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
-from workers.bus import IngressBus
-from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
-from workers.routing import RoutingTable
+from conf.workerset import WorkerSet
 from timers.client import Fired, TimerClient
+from workers.bus import IngressBus
 from workers.cachedb import CacheError
 from workers.cdr import CdrWriter
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.location import Location
+from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.registrar import Source
+from workers.routing import RoutingTable
 from workers.stateful import Job, StatefulProxy
 
 #: cacheDB jobs (REGISTERs, lookups) one worker runs at once; past it requests get 503

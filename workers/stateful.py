@@ -169,12 +169,17 @@ class StatefulProxy:
 
     # -- inputs ------------------------------------------------------------------------------
 
+    def _begin(self) -> list[Out]:
+        """A fresh list for what this input sends (every entry point starts with one)."""
+        self._outs = []
+        return self._outs
+
     def handle(self, raw: bytes, inb: Inbound, now: float, wall: float = 0.0) -> list[Out]:
         """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``); ``wall``
         is epoch seconds, for CDRs."""
         msg = self.sl.parse(raw, inb)
         self.wall = wall
-        self._outs = outs = []
+        outs = self._begin()
         if isinstance(msg, Response):
             self._on_response(msg, inb, now)
         else:
@@ -197,7 +202,7 @@ class StatefulProxy:
         return at
 
     def handle_timer(self, now: float, wall: float = 0.0) -> list[Out]:
-        self._outs = outs = []
+        outs = self._begin()
         self.wall = wall
         self.table.handle_timer(now)
         if self.dialogs is not None:
@@ -315,21 +320,20 @@ class StatefulProxy:
         table, outs = self.table, self._outs
         while (item := table.next_event()) is not None:
             txn, ev = item
-            kind = type(ev)
-            if kind is Transmit:
+            if isinstance(ev, Transmit):
                 ingress, meta = txn.dest
-                outs.append((ingress, meta, ev.data))  # type: ignore[attr-defined]
-            elif kind is ResponseReceived:
-                self._on_client_response(txn, ev.response, now)  # type: ignore[union-attr]
-            elif kind is RequestReceived:
-                self._on_server_request(txn, ev.request, now)  # type: ignore[union-attr]
-            elif kind is CancelReceived:
+                outs.append((ingress, meta, ev.data))
+            elif isinstance(ev, ResponseReceived):
+                self._on_client_response(txn, ev.response, now)
+            elif isinstance(ev, RequestReceived):
+                self._on_server_request(txn, ev.request, now)
+            elif isinstance(ev, CancelReceived):
                 self._on_cancelled(txn, now)
-            elif kind is SendCancel:
-                self._send_cancel(txn, ev.data, now)  # type: ignore[union-attr]
-            elif kind is TimedOut or kind is TransportFailed:
-                self._on_attempt_failed(txn, kind is TimedOut, now)
-            elif kind is Terminated:
+            elif isinstance(ev, SendCancel):
+                self._send_cancel(txn, ev.data, now)
+            elif isinstance(ev, (TimedOut, TransportFailed)):
+                self._on_attempt_failed(txn, isinstance(ev, TimedOut), now)
+            elif isinstance(ev, Terminated):
                 txn.context = None
 
     def _on_server_request(self, txn: Transaction, req: Request, now: float) -> None:
@@ -404,7 +408,7 @@ class StatefulProxy:
     def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
         """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
         assert self.dialogs is not None
-        self._outs = outs = []
+        outs = self._begin()
         self.wall = wall
         expired = self.dialogs.expire_key(call_id, from_tag, now, wall, self._via_for)
         if expired is not None:
@@ -551,7 +555,7 @@ class StatefulProxy:
     def registered(self, job: Job, status: int, reason: str, headers: tuple[bytes, ...],
                    now: float) -> list[Out]:  # fmt: skip
         """The REGISTER of ``job`` is answered: what to send."""
-        self._outs = outs = []
+        outs = self._begin()
         data = build_response(job.request, status, reason, extra_headers=headers)
         if job.txn.accepts(status):
             self.table.respond(job.txn, data, status, now)
@@ -562,7 +566,7 @@ class StatefulProxy:
                 now: float) -> list[Out]:  # fmt: skip
         """The lookup of ``job`` found ``contacts`` ((contact URI, source) by q, highest
         first): forward to them in turn, or answer ``miss`` when there are none."""
-        self._outs = outs = []
+        outs = self._begin()
         ctx = job.ctx
         assert ctx is not None
         if ctx.cancelled:
@@ -585,13 +589,13 @@ class StatefulProxy:
         """The host of ``job.target`` resolved to ``addresses`` ((transport, ip, port), best
         first; RFC 3263 order), tried before the targets left; or it failed with ``failure``
         (478 or 503), and the next target is tried."""
-        self._outs = outs = []
+        outs = self._begin()
         ctx, target = job.ctx, job.target
         assert ctx is not None and target is not None
         if ctx.cancelled:
             self._local_final(ctx, 487, "Request Terminated", now)
         elif not ctx.done:
-            hop, ruri, dest = target
+            _, ruri, dest = target
             if failure is not None:
                 ctx.fallback = failure
             resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"),

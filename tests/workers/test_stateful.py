@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from conf.settings import DestinationSet, Dialogs, Proxy, Route, Transactions
 from ingress.sip.message import Request
