@@ -34,7 +34,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             log.info("load_stats", **ingress.stats(interval))
 
         async with asyncio.TaskGroup() as tg:
-            tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, ingress.bus.expire))
+            tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, ingress.heartbeat))
             tg.create_task(process.every(1.0, stop, lambda: ingress.meter.tick(loop.time())))
             tg.create_task(process.every(interval, stop, report))
     finally:

@@ -102,14 +102,14 @@ class PikeShare:
 
     def _receive(self, frame: bytes) -> None:
         try:
-            src, remaining_s, count = msgpack.unpackb(frame, raw=False)
-            if not (isinstance(src, str) and isinstance(remaining_s, (int, float))
-                    and isinstance(count, int)):  # fmt: skip
-                raise ValueError(frame)
-        except Exception:  # any bad frame is the sender's problem (rule 4)
+            msg = msgpack.unpackb(frame, raw=False)
+        except (ValueError, msgpack.UnpackException):  # the sender's problem (rule 4)
+            msg = None
+        if not (isinstance(msg, list) and len(msg) == 3 and isinstance(msg[0], str)
+                and isinstance(msg[1], (int, float)) and isinstance(msg[2], int)):  # fmt: skip
             self.bad_frames += 1
             return
-        self.on_block(src, float(remaining_s), count)
+        self.on_block(msg[0], float(msg[1]), msg[2])
 
     def close(self) -> None:
         for s in (self._pub, self._sub):

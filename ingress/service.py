@@ -7,6 +7,10 @@ Rules:
 2. When no worker can take a message (none alive, or its pipe is full) a new INVITE is answered
    503 with Retry-After and anything else is dropped and counted: no unbounded queue anywhere.
 3. This module makes no routing decision; workers do.
+4. Pike (``[pike]``, docs/protection.md) runs before anything is parsed, on the source address:
+   a request (anything not starting ``SIP/``) from a blocked source is dropped and counted
+   (``drop_pike``). A block this ingress measures is logged once (``pike_blocked``, then
+   ``pike_unblocked``) and told to the node's other ingresses, which apply it silently.
 """
 
 from __future__ import annotations
@@ -19,9 +23,12 @@ import structlog
 import zmq
 
 from conf import process
+from conf.control import ControlServer
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from ingress.bus import WorkerBus
+from ingress.pike import Pike, PikeEvent
+from ingress.pikeshare import PikeShare
 from ingress.sip.errors import SipError
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
@@ -47,6 +54,19 @@ class Ingress:
         self._retry_after = b"Retry-After: %d" % settings.bus.retry_after_s
         #: cleared on shutdown: new input is dropped while what is in flight drains
         self.accepting = True
+        p = settings.pike
+        self.pike: Pike | None = None
+        self.pike_share: PikeShare | None = None
+        if p.enabled:
+            self.pike = Pike(unit_s=p.sampling_time_unit_s, density=p.reqs_density_per_unit,
+                             latency_s=p.remove_latency_s, whitelist=tuple(p.whitelist),
+                             max_sources=p.max_sources)  # fmt: skip
+            self.pike_share = PikeShare(ctx, settings.node.run_dir, ingress_id,
+                                        self._on_peer_block, self._announce_blocks)  # fmt: skip
+        self.control = ControlServer(ctx, settings.node.run_dir, ingress_id, {
+            "stats": self._ctl_stats,
+            "pike": self._ctl_pike,
+        })  # fmt: skip
 
     async def start(self) -> None:
         for lst in self.settings.listen:
@@ -66,7 +86,13 @@ class Ingress:
         self.meter.counters["msgs_in"] += 1
         if len(data) < 4 or data.isspace():
             return  # CRLF keep-alives (RFC 5626 §4.4.1 uses STUN; some UAs send CRLF over UDP)
-        meta = ["udp", addr[0], addr[1], 0, lst.address, lst.port, time.monotonic()]
+        now = time.monotonic()
+        # requests only (a response starts "SIP/"): rule 4, before any parsing
+        if self.pike is not None and not data.startswith(b"SIP/") and not self._pike_ok(
+                addr[0], now):  # fmt: skip
+            self.meter.add_busy(time.perf_counter() - t0)
+            return
+        meta = ["udp", addr[0], addr[1], 0, lst.address, lst.port, now]
         reply = self._accept(data, meta)
         if reply is not None:  # sent back where the request came from (symmetric, as rport)
             lst.send(reply, (addr[0], addr[1]))
@@ -76,8 +102,12 @@ class Ingress:
         t0 = time.perf_counter()
         self.meter.counters["msgs_in"] += 1
         local = conn.local
-        meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, local[0], local[1],
-                time.monotonic()]  # fmt: skip
+        now = time.monotonic()
+        if self.pike is not None and not data.startswith(b"SIP/") and not self._pike_ok(
+                conn.peer[0], now):  # fmt: skip
+            self.meter.add_busy(time.perf_counter() - t0)
+            return
+        meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, local[0], local[1], now]
         reply = self._accept(data, meta)
         if reply is not None:
             conn.write(reply)
@@ -120,6 +150,76 @@ class Ingress:
                 )
         counters["drop_no_worker"] += 1
         return None
+
+    # -- pike --------------------------------------------------------------------------------
+
+    def _pike_ok(self, src: str, now: float) -> bool:
+        """Pike's verdict on one request from ``src`` (rule 4); False is counted as a drop."""
+        pike = self.pike
+        assert pike is not None
+        ok = pike.check(src, now)
+        if not ok:
+            self.meter.counters["drop_pike"] += 1
+        if pike.events:
+            self._pike_events(now)
+        return ok
+
+    def _pike_events(self, now: float) -> None:
+        assert self.pike is not None and self.pike_share is not None
+        for ev in self.pike.take_events():
+            self._log_pike(ev, now)
+            if ev.kind == "blocked" and ev.origin == "local":
+                self.pike_share.publish(ev.src, ev.until - now, ev.count)
+
+    @staticmethod
+    def _log_pike(ev: PikeEvent, now: float) -> None:
+        # one event per block across the node: the ingress that measured it logs it
+        if ev.origin == "local":
+            if ev.kind == "blocked":
+                log.warning("pike_blocked", src=ev.src, count=ev.count,
+                            until_s=round(ev.until - now, 1))  # fmt: skip
+            else:
+                log.info("pike_unblocked", src=ev.src, count=ev.count, reason=ev.reason)
+        elif ev.kind == "blocked":
+            log.debug("pike_block_applied", src=ev.src, count=ev.count,
+                      until_s=round(ev.until - now, 1))  # fmt: skip
+
+    def _on_peer_block(self, src: str, remaining_s: float, count: int) -> None:
+        """A sibling ingress blocked ``src``: apply it here until the same moment."""
+        assert self.pike is not None
+        now = time.monotonic()
+        self.pike.block(src, now + remaining_s, count, now, origin="peer")
+        self._pike_events(now)
+
+    def _announce_blocks(self) -> None:
+        """A sibling subscribed (started late or restarted): tell it every live block."""
+        assert self.pike is not None and self.pike_share is not None
+        now = time.monotonic()
+        for src, until in self.pike.local_blocks(now):
+            self.pike_share.publish(src, until - now, 0)
+
+    def _ctl_pike(self, _: dict[str, Any]) -> dict[str, Any]:
+        if self.pike is None:
+            return {"pike": {"enabled": False, "blocked": [], "sources": 0}}
+        now = time.monotonic()
+        peers = sorted(self.pike_share.peers) if self.pike_share else []
+        return {"pike": {"enabled": True, "blocked": self.pike.blocked(now),
+                         "sources": len(self.pike), "peers": peers}}  # fmt: skip
+
+    def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
+        h = self.meter._history
+        return {"role": "ingress", "counters": dict(self.meter.counters),
+                "busy_1s": round(h[-1], 3) if h else 0.0,
+                "queued_out": self.bus.queued}  # fmt: skip
+
+    def heartbeat(self) -> None:
+        """Every heartbeat: workers' liveness, pike's expiries and sibling ingresses."""
+        self.bus.expire()
+        if self.pike is not None and self.pike_share is not None:
+            self.pike.expire(time.monotonic())
+            if self.pike.events:
+                self._pike_events(time.monotonic())
+            self.pike_share.refresh()
 
     def _reject(self, exc: SipError, src: str, transport: str) -> bytes | None:
         """Count and log a malformed message; the answer, when one is allowed."""
@@ -176,4 +276,7 @@ class Ingress:
         await self.tcp.close()
         for lst in self.udp.values():
             lst.close()
+        self.control.close()
+        if self.pike_share is not None:
+            self.pike_share.close()
         self.bus.close()

@@ -3,6 +3,7 @@
     sipline ctl stats          per process: busy ratio, counters, transactions, queues
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
+    sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
 
 A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered.
 """
@@ -21,6 +22,7 @@ DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
                   "refused")  # fmt: skip
 _COUNTS = DIALOG_COLUMNS[1:]
+PIKE_COLUMNS = ("src", "proc", "remaining_s", "dropped", "origin")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,10 +42,16 @@ def main(args: argparse.Namespace) -> int:
         out = destinations(replies)
     elif args.what == "dialogs":
         out = dialogs(replies)
+    elif args.what == "pike":
+        out = pike(replies)
     if args.json:
         print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
     elif args.what == "destinations":
         print(table(out, DEST_COLUMNS))
+    elif args.what == "pike":
+        print(table(out["blocked"], PIKE_COLUMNS))
+        if not out["enabled"]:
+            print("pike is not enabled ([pike] enabled = false)")
     elif args.what == "dialogs":
         print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
         for name, size in sorted(out["profiles"].items()):
@@ -86,6 +94,23 @@ def dialogs(replies: list[dict[str, Any]]) -> dict[str, Any]:
             else:
                 profiles[name] = profiles.get(name, 0) + size
     return {"workers": rows, "node": node, "profiles": profiles}
+
+
+def pike(replies: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every ingress's blocks, one row per (source, ingress), sorted by source; only
+    ingresses answer ``pike`` (the others' unknown-command replies are skipped)."""
+    rows: list[dict[str, Any]] = []
+    enabled = False
+    ingresses = []
+    for r in replies:
+        p = r.get("pike")
+        if not r.get("ok") or not isinstance(p, dict):
+            continue
+        ingresses.append(r["proc"])
+        enabled = enabled or bool(p.get("enabled"))
+        rows += [{**b, "proc": r["proc"]} for b in p.get("blocked", ())]
+    rows.sort(key=lambda b: (str(b.get("src")), str(b["proc"])))
+    return {"enabled": enabled, "ingresses": ingresses, "blocked": rows}
 
 
 def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
