@@ -24,8 +24,8 @@ Rules:
 5. ``unpack`` refuses garbage with one error type, ``UpdateError``: not msgpack, a kind we do
    not know, a wrong version, a wrong arity or field type, a delta whose op or length is not
    the dialog table's. Never anything else (a hypothesis test holds it to that). msgpack is
-   read with ``raw=False``, ``strict_map_key=True`` and a bounded buffer (msgpack README,
-   "Security"); nothing is ever unpickled.
+   read with ``raw=False``, ``strict_map_key=True`` from a frame of at most
+   ``MAX_FRAME_BYTES`` (msgpack README, "Security": unpackb bounds containers by the input); nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -142,8 +142,7 @@ def unpack(frames: list[bytes]) -> Message:
     if len(data) > MAX_FRAME_BYTES:
         raise UpdateError(f"{len(data)} bytes is more than {MAX_FRAME_BYTES}")
     try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True,
-                               max_buffer_size=MAX_FRAME_BYTES)  # fmt: skip
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises ValueError, TypeError and its own tree
         raise UpdateError(f"not msgpack: {exc}") from exc
     if not isinstance(body, list) or not body:

@@ -1,0 +1,124 @@
+"""Binary Star: every (State, Input) pair, and the failover and split-brain scenarios."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stateplane.bstar import (
+    EXPIRY_HEARTBEATS, TRANSITIONS, BinaryStar, Effect, Input, State, loses_to,
+)  # fmt: skip
+
+HB = 0.25
+PEER_STATE = {Input.PEER_PRIMARY: State.PRIMARY, Input.PEER_BACKUP: State.BACKUP,
+              Input.PEER_ACTIVE: State.ACTIVE, Input.PEER_PASSIVE: State.PASSIVE}  # fmt: skip
+
+
+def machine(state: State, node: str = "b", epoch: int = 1) -> BinaryStar:
+    m = BinaryStar(State.PRIMARY if state is State.PRIMARY else State.BACKUP, node, epoch,
+                   heartbeat_s=HB, now=0.0)  # fmt: skip
+    m.state = state
+    return m
+
+
+def feed(m: BinaryStar, inp: Input, peer: tuple[int, str], now: float) -> object:
+    if inp is Input.PEER_EXPIRED:
+        return m.handle_timer(now + EXPIRY_HEARTBEATS * HB)
+    if inp is Input.CLIENT_REQUEST:
+        return m.client_request(now)
+    return m.receive_heartbeat(PEER_STATE[inp], peer[0], peer[1], now)
+
+
+def test_table_is_total() -> None:
+    assert set(TRANSITIONS) == {(s, i) for s in State for i in Input}
+
+
+@given(st.sampled_from(State), st.sampled_from(Input), st.integers(0, 3), st.sampled_from("ac"))
+def test_every_pair(state: State, inp: Input, peer_epoch: int, peer_node: str) -> None:
+    """Every pair does what the table says (split brain and dual passive by the (epoch,
+    node) rule) and never raises."""
+    m = machine(state)
+    tr = feed(m, inp, (peer_epoch, peer_node), 0.0)
+    effect, nxt = TRANSITIONS[(state, inp)]
+    assert tr is not None and tr.effect is effect  # type: ignore[attr-defined]
+    lower = loses_to((1, "b"), (peer_epoch, peer_node))
+    if effect is Effect.SPLIT_BRAIN:
+        nxt = State.PASSIVE if lower else State.ACTIVE
+    elif effect is Effect.DUAL_PASSIVE:
+        nxt = State.PASSIVE if lower else State.ACTIVE
+    assert m.state is nxt
+
+
+@pytest.mark.parametrize("pair", sorted(TRANSITIONS, key=str), ids=str)
+def test_each_pair_once(pair: tuple[State, Input]) -> None:
+    m = machine(pair[0])
+    assert feed(m, pair[1], (0, "a"), 0.0) is not None
+
+
+def start_pair() -> tuple[BinaryStar, BinaryStar, float]:
+    """Primary and backup exchanging heartbeats until primary active, backup passive."""
+    p = BinaryStar(State.PRIMARY, "a", 10, heartbeat_s=HB, now=0.0)
+    b = BinaryStar(State.BACKUP, "b", 11, heartbeat_s=HB, now=0.0)
+    now = 0.0
+    for _ in range(3):
+        now += HB
+        for me, peer in ((p, b), (b, p)):
+            state, epoch, node = peer.heartbeat()
+            me.receive_heartbeat(State(state), epoch, node, now)
+    assert (p.state, b.state) == (State.ACTIVE, State.PASSIVE)
+    return p, b, now
+
+
+def test_primary_dies_backup_active_within_two_heartbeats() -> None:
+    """The primary's heartbeats stop: the backup activates at 2 heartbeats after the last
+    one it heard, not before, and then accepts requests."""
+    p, b, last = start_pair()
+    assert b.client_request(last).effect is Effect.REJECT
+    assert b.next_timer() == last + 2 * HB
+    assert b.handle_timer(last + 2 * HB - 0.001) is None
+    tr = b.handle_timer(last + 2 * HB)
+    assert tr is not None and (tr.effect, tr.state) == (Effect.ACTIVATE, State.ACTIVE)
+    assert b.handle_timer(last + 10) is None  # expiry reported once
+    assert b.client_request(last + 1).effect is Effect.ACCEPT
+
+
+def test_restarted_primary_goes_passive() -> None:
+    """The old primary comes back (as PRIMARY, higher epoch): it hears an active backup and
+    stays passive; the backup keeps the address."""
+    _, b, now = start_pair()
+    b.handle_timer(now + 2 * HB)
+    p2 = BinaryStar(State.PRIMARY, "a", 20, heartbeat_s=HB, now=now + 1)
+    assert b.receive_heartbeat(State.PRIMARY, 20, "a", now + 1).state is State.ACTIVE
+    tr = p2.receive_heartbeat(State.ACTIVE, 11, "b", now + 1)
+    assert (tr.effect, tr.state) == (Effect.PASSIVATE, State.PASSIVE)
+
+
+def test_dual_active_detected_and_lower_yields() -> None:
+    """A partition heals with both active: both report split brain, the lower (epoch, node)
+    yields and the other stays, so exactly one remains active."""
+    p, b, now = start_pair()
+    b.handle_timer(now + 2 * HB)  # partition: backup takes over
+    assert (p.state, b.state) == (State.ACTIVE, State.ACTIVE)
+    tp = p.receive_heartbeat(State.ACTIVE, 11, "b", now + 1)
+    tb = b.receive_heartbeat(State.ACTIVE, 10, "a", now + 1)
+    assert tp.effect is tb.effect is Effect.SPLIT_BRAIN
+    assert (tp.yields, tb.yields) == (True, False)
+    assert (p.state, b.state) == (State.PASSIVE, State.ACTIVE)
+
+
+def test_dual_passive_higher_activates() -> None:
+    a = machine(State.PASSIVE, "a", 1)
+    b = machine(State.PASSIVE, "b", 1)
+    ta = a.receive_heartbeat(State.PASSIVE, 1, "b", 0.0)
+    tb = b.receive_heartbeat(State.PASSIVE, 1, "a", 0.0)
+    assert ta.effect is Effect.DUAL_PASSIVE and (a.state, b.state) == (State.PASSIVE, State.ACTIVE)
+    assert not tb.yields
+
+
+def test_lone_node_activates_and_bad_role() -> None:
+    m = BinaryStar(State.BACKUP, "b", 1, heartbeat_s=HB, now=0.0)
+    tr = m.handle_timer(2 * HB)
+    assert tr is not None and tr.state is State.ACTIVE
+    with pytest.raises(ValueError):
+        BinaryStar(State.ACTIVE, "b", 1, heartbeat_s=HB, now=0.0)
