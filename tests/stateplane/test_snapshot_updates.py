@@ -1,0 +1,114 @@
+"""The snapshot exchange with updates arriving during it, and the wire refusing garbage."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stateplane.replica import Resynced
+from stateplane.snapshot import TableSource, serve
+from stateplane.updates import (
+    Chunk, Hugz, Icanhaz, Kthxbai, Update, UpdateError, pack, unpack,
+)  # fmt: skip
+
+from ..workers.dialog_helpers import T0, W0
+from .helpers import NODE, Pair, byes, wire
+
+
+def test_updates_during_a_chunked_snapshot() -> None:
+    """A joiner queues updates heard while chunks stream (the source changes between chunks:
+    a fuzzy snapshot), applies only those above the KTHXBAI seq, and converges."""
+    p = Pair()
+    for n in range(10):
+        for op in ("invite", "180", "200"):
+            p.step(n, op, T0)  # before the joiner exists: never delivered
+    (ask,) = p.replica.start(T0)
+    chunks = serve(ask.ask, p.pub, TableSource(p.owner), T0, W0, chunk_records=3)  # type: ignore[attr-defined]
+    first = next(chunks)
+    assert isinstance(first, Chunk) and len(first.records) == 3
+    p.replica.receive_snapshot(wire(first), T0, W0)  # type: ignore[arg-type]
+    during = p.step(5, "bye", T0 + 1) + p.step(6, "reinvite", T0 + 1) + p.step(11, "invite", T0 + 1)
+    assert p.deliver(during, T0 + 1) == []  # queued
+    events = []
+    for m in chunks:
+        events += p.replica.receive_snapshot(wire(m), T0 + 1, W0 + 1)  # type: ignore[arg-type]
+    (done,) = events
+    assert isinstance(done, Resynced) and done.full and done.seq == 30
+    assert p.replica.seq == p.pub.seq == 33
+    assert p.converged(T0 + 1) and byes(p.replica.table) == byes(p.owner)
+    assert all(v == 1 for v in p.applied.values())
+
+
+def test_a_snapshot_cut_short_keeps_the_old_table() -> None:
+    """Chunks go to a staging table: until KTHXBAI the replica serves what it held."""
+    p = Pair()
+    p.answer(p.replica.start(T0), T0)
+    p.deliver(p.step(1, "invite", T0), T0)
+    held = p.replica.table
+    p.step(2, "invite", T0)
+    events = p.deliver(p.step(3, "invite", T0), T0)  # gap
+    p.pub._backlog.clear()  # force a full snapshot
+    for m in serve(events[0].ask, p.pub, TableSource(p.owner), T0, W0, 1):  # type: ignore[union-attr]
+        if isinstance(m, Kthxbai):
+            break  # the publisher dies before the end
+        p.replica.receive_snapshot(wire(m), T0, W0)  # type: ignore[arg-type]
+    assert p.replica.table is held and len(held) == 1 and p.replica.syncing
+
+
+def test_chunks_of_another_request_are_ignored() -> None:
+    p = Pair()
+    (ask,) = p.replica.start(T0)
+    assert p.replica.receive_snapshot(Kthxbai(NODE, 99, 1, 5, True, 0), T0, W0) == []
+    assert p.replica.syncing
+
+
+MESSAGES = [
+    Update("n", 1, 1, "dialog", ["t", "cid", "ft", "bye", "caller", 1.5]),
+    Hugz("n", 3, 7, "active"), Icanhaz("n", 1, 0, 0),
+    Chunk("n", 2, [["cid", "ft", *range(22)]]), Kthxbai("n", 2, 1, 9, True, 1),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
+def test_round_trip(msg: object) -> None:
+    assert unpack(pack(msg)) == msg  # type: ignore[arg-type]
+
+
+BAD = [
+    [b"UPD"], [b"NOPE", b"\x90"], [b"UPD", b"\xc1"], [b"UPD", msgpack.packb({"a": 1})],
+    [b"UPD", msgpack.packb([2, "n", 1, 1, "dialog", ["t", "c", "f", 1, 2, 3]])],
+    [b"UPD", msgpack.packb([1, "n", 1, 0, "dialog", ["t", "c", "f", 1, 2, 3]])],
+    [b"UPD", msgpack.packb([1, "n", 1, 1, "dialog", ["t", "c", "f"]])],
+    [b"UPD", msgpack.packb([1, "n", 1, 1, "kv", ["t", "c", "f", 1, 2, 3]])],
+    [b"UPD", msgpack.packb([1, "n", True, 1, "dialog", ["t", "c", "f", 1, 2, 3]])],
+    [b"HUGZ", msgpack.packb([1, "", 1, 1, ""])], [b"HUGZ", msgpack.packb([1, "n", 1, 1, "boss"])],
+    [b"KVSYNC", msgpack.packb([1, "n", 1, [["short"]]])],
+    [b"KTHXBAI", msgpack.packb([1, "n", 1, 1, 1, 1, 0])],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("frames", BAD, ids=range(len(BAD)))
+def test_garbage_is_refused(frames: list[bytes]) -> None:
+    with pytest.raises(UpdateError):
+        unpack(frames)
+
+
+@given(st.sampled_from([b"UPD", b"HUGZ", b"ICANHAZ", b"KVSYNC", b"KTHXBAI", b"x"]), st.binary())
+def test_anything_parses_or_raises_update_error(kind: bytes, data: bytes) -> None:
+    try:
+        unpack([kind, data])
+    except UpdateError:
+        pass
+
+
+@given(st.sampled_from(MESSAGES), st.data())
+def test_mutated_messages_parse_or_raise_update_error(msg: object, data: st.DataObject) -> None:
+    kind, body = pack(msg)  # type: ignore[arg-type]
+    i = data.draw(st.integers(0, len(body) - 1))
+    b = data.draw(st.integers(0, 255))
+    try:
+        unpack([kind, body[:i] + bytes([b]) + body[i + 1 :]])
+    except UpdateError:
+        pass
