@@ -337,6 +337,9 @@ def _check_values(s: Settings) -> None:
             raise ConfigError(f, f"{key}.probe_interval_s",
                               "0 (probes go to addresses; this set names hosts)", ds.probe_interval_s)
 
+    if s.bus.shed_invite_fill < s.bus.shed_start_fill:
+        expected = f"at least bus.shed_start_fill ({_num(s.bus.shed_start_fill)})"
+        raise ConfigError(f, "bus.shed_invite_fill", expected, s.bus.shed_invite_fill)
     named_sets = {ds.name for ds in s.destination_set
                   if any(_is_host_name(u) for u in ds.destinations)}  # fmt: skip
     names: dict[str, int] = {}

@@ -140,9 +140,10 @@ class PushPipe:
         self.loop = asyncio.get_running_loop()
         self.sent = 0
 
-    def add(self, meta: Any, payload: bytes) -> bool:
-        """Add one message to the current batch; False when the backlog is full."""
-        if self.backlog_msgs >= self.max_backlog:
+    def add(self, meta: Any, payload: bytes, limit: int = 0) -> bool:
+        """Add one message to the current batch; False when the backlog holds ``limit``
+        messages (default ``max_backlog``)."""
+        if self.backlog_msgs >= (limit or self.max_backlog):
             return False
         self.metas.append(meta)
         self.payloads.append(payload)

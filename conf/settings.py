@@ -92,6 +92,15 @@ class Bus:
     """Messages an ingress holds for one worker whose pipe is full; past it it sheds."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
+    shed_start_fill: float = field(default=0.5, metadata=_range(0.0, 1.0))
+    """Overload: once an ingress holds this share of ``max_pending`` for one worker, it drops
+    OPTIONS, REGISTER, SUBSCRIBE, PUBLISH and MESSAGE for that worker (counted)."""
+    shed_invite_fill: float = field(default=0.75, metadata=_range(0.0, 1.0))
+    """Overload: from this share of ``max_pending`` on, new INVITEs get 503 with Retry-After.
+    At least ``shed_start_fill``."""
+    reserve_fill: float = field(default=1.25, metadata=_range(1.0, 10.0))
+    """ACK, CANCEL, BYE and responses are never shed: they may queue up to this multiple of
+    ``max_pending`` before anything drops."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

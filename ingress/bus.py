@@ -22,11 +22,16 @@ from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, drain_pull
 from conf.settings import Bus
 from conf.workerset import WorkerSet
+from ingress import shedding
 
 log = structlog.get_logger()
 
 OnOut = Callable[[list[list[Any]], list[bytes]], None]
 
+
+
+#: ``submit`` found no worker, or no room even for what is never shed
+FULL = 3
 
 
 class WorkerBus:
@@ -43,6 +48,7 @@ class WorkerBus:
         self.endpoint = sockets.endpoint(run_dir, "ingress", ingress_id)
         self._ctx = ctx
         self._cfg = cfg
+        self.shedder = shedding.Shedder(cfg)
         self._on_out = on_out
         self._meter = meter
         self.workers = WorkerSet(cfg.heartbeat_ms / 1000, cfg.liveness)
@@ -56,17 +62,27 @@ class WorkerBus:
 
     # -- ingress -> worker -------------------------------------------------------------------
 
-    def submit(self, call_id: bytes, meta: list[Any], raw: bytes) -> bool:
-        """Queue one parsed message for the worker owning ``call_id``; False means shed it."""
+    def submit(self, call_id: bytes, meta: list[Any], raw: bytes, method: bytes | None = b"",
+               ) -> int:  # fmt: skip
+        """Queue one checked message for the worker owning ``call_id``: ``ADMIT`` when it
+        was queued; ``SHED`` (dropped, counted) or ``REFUSE`` (a new INVITE: answer 503) by
+        the overload order of ``ingress.shedding``; ``FULL`` when there is no worker or no
+        room. ``method`` is the request's (None for a response)."""
         ident = self.workers.owner(call_id)
         if ident is None:
-            return False
+            return FULL
         pipe = self._pipes[ident]
+        limit = 0
+        if pipe.backlog_msgs:  # ZeroMQ refused before: this worker is behind (rule 1)
+            verdict = self.shedder.verdict(method, pipe.backlog_msgs / pipe.max_backlog)
+            if verdict != shedding.ADMIT:
+                return verdict
+            limit = self.shedder.limit(method, pipe.max_backlog)
         if not pipe.metas:
             self._dirty.append(pipe)
             if self._flush_handle is None:
                 self._flush_handle = self._loop.call_soon(self.flush)
-        return pipe.add(meta, raw)
+        return shedding.ADMIT if pipe.add(meta, raw, limit) else FULL
 
     def flush(self) -> None:
         """Send every batch gathered in this loop iteration."""

@@ -26,7 +26,8 @@ from conf import process
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
-from ingress.bus import WorkerBus
+from ingress import shedding
+from ingress.bus import FULL, WorkerBus
 from ingress.pike import Pike, PikeEvent
 from ingress.pikeshare import PikeShare
 from ingress.sip.errors import SipError
@@ -38,6 +39,10 @@ from ingress.tcp import TcpConnection, TcpHub
 from ingress.udp import UdpListener, open_udp
 
 log = structlog.get_logger()
+
+
+#: how a re-INVITE is resubmitted when new INVITEs are being refused (shedding rule 5)
+REINVITE = b"re-INVITE"
 
 
 class Ingress:
@@ -131,11 +136,15 @@ class Ingress:
             summary = scan_message(data)
         except SipError as exc:
             return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
-        if self.bus.submit(summary.call_id, meta, data):
+        verdict = self.bus.submit(summary.call_id, meta, data, summary.method)
+        if verdict == shedding.ADMIT:
             return None
-        # no worker can take it
         counters = self.meter.counters
-        if counters["drop_no_worker"] + counters["rejected_503"] == 0:
+        if verdict == shedding.SHED:
+            # "drop_*" counters are listed by reason in load_stats: the operator sees the order
+            counters["drop_shed_" + summary.method.decode("latin-1").lower()] += 1  # type: ignore[union-attr]
+            return None
+        if verdict == FULL and counters["drop_no_worker"] + counters["rejected_503"] == 0:
             log.warning("no_worker_available", call_id=summary.call_id.decode("latin-1"),
                         workers=len(self.bus.workers))  # fmt: skip
         if summary.method == b"INVITE":
@@ -143,8 +152,12 @@ class Ingress:
                 msg = parse_message(data)
             except SipError as exc:
                 return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
-            if isinstance(msg, Request) and msg.to.tag is None:
-                counters["rejected_503"] += 1
+            if verdict == shedding.REFUSE and isinstance(msg, Request) and msg.to.tag:
+                # a re-INVITE belongs to a call already admitted (shedding rule 5)
+                if self.bus.submit(summary.call_id, meta, data, REINVITE) == shedding.ADMIT:
+                    return None
+            elif isinstance(msg, Request) and msg.to.tag is None:
+                counters["rejected_503" if verdict == FULL else "drop_shed_invite"] += 1
                 return build_response(
                     msg, 503, "Service Unavailable", extra_headers=(self._retry_after,)
                 )

@@ -9,7 +9,8 @@ import zmq
 
 from conf.loadstats import LoadMeter
 from conf.settings import Bus
-from ingress.bus import WorkerBus
+from ingress.bus import FULL, WorkerBus
+from ingress.shedding import ADMIT
 from tests.pipeline.helpers import run, until
 from workers.bus import IngressBus
 
@@ -47,7 +48,7 @@ def test_worker_joins_by_heartbeat(ctx: zmq.Context[Any], tmp_path: Path) -> Non
 
     async def body() -> None:
         hop = Hop(ctx, tmp_path)
-        assert hop.ingress.submit(b"call-1", IN_META, b"x") is False  # nobody alive yet
+        assert hop.ingress.submit(b"call-1", IN_META, b"x") == FULL  # nobody alive yet
         await hop.joined()
         assert hop.ingress.workers.idents == ["worker.1-2"]
         hop.close()
@@ -63,7 +64,7 @@ def test_messages_both_ways_in_order(ctx: zmq.Context[Any], tmp_path: Path) -> N
         await hop.joined()
         sent = [b"msg-%d" % i for i in range(1000)]
         for raw in sent:
-            assert hop.ingress.submit(b"same-call", IN_META, raw)
+            assert hop.ingress.submit(b"same-call", IN_META, raw) == ADMIT
         await until(lambda: len(hop.to_worker) == len(sent))
         assert [p for _, _, p in hop.to_worker] == sent
         assert {i for i, _, _ in hop.to_worker} == {"ingress.1-1"}
