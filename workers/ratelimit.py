@@ -177,10 +177,11 @@ class RateLimiter:
             else:
                 p._slide(now)
                 current = p._sum
+            allowance = p.last_allowance if c.algorithm == "feedback" else p.allowance
             rows.append({"pipe": name, "algorithm": c.algorithm, "limit_per_s": c.limit_per_s,
-                         "window_s": c.window_s, "allowance": round(p.last_allowance, 2)
-                         if c.algorithm == "feedback" else p.allowance,
-                         "in_window": current, "passed": p.passed, "dropped": p.dropped})  # fmt: skip
+                         "window_s": c.window_s, "allowance": round(allowance, 2),
+                         "in_window": current, "passed": p.passed,
+                         "dropped": p.dropped})  # fmt: skip
         return rows
 
 
