@@ -26,6 +26,9 @@ Rules:
 8. Local replies over UDP go to the source address and the top Via's sent-by port, or the
    source port when the Via has ``rport`` (§18.2.2, RFC 3581); over TCP, back on the
    connection the request came on.
+9. Initial requests (no To-tag; never ACK, CANCEL or BYE) pass the ``[[ratelimit]]`` pipes
+   they match (workers/ratelimit.py) after the §16.3 checks: over a pipe's rate they get 503
+   with a jittered Retry-After, in both modes.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers.ratelimit import RateLimiter
 from workers.routing import Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
@@ -57,6 +61,8 @@ ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
 ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, " \
         b"PUBLISH, INFO, REFER, MESSAGE, UPDATE"  # fmt: skip
 CONN_PARAM = "sl-c"
+#: never rate limited: they end or complete calls already admitted (DESIGN §3 "Protection")
+UNLIMITED = frozenset({"ACK", "CANCEL", "BYE"})
 #: every branch we generate starts so; a response whose top Via lacks it is not ours
 BRANCH_PREFIX = "z9hG4bK-sl"
 
@@ -155,6 +161,11 @@ class StatelessProxy:
         self._supported = frozenset(t.lower() for t in settings.proxy.proxy_require_supported)
         #: Record-Route lines by (inbound transport, local address, outbound listener): few
         self._rr_cache: dict[tuple[str, str, int, Listener], bytes] = {}
+        #: ``[[ratelimit]]`` pipes (rule 9); the worker sets ``now`` (monotonic) and ``load``
+        #: (its busy ratio) before each batch, as they are the same for all its messages
+        self.ratelimit = RateLimiter(settings.ratelimit) if settings.ratelimit else None
+        self.now = 0.0
+        self.load = 0.0
 
     def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
         """Process one message. Raises ``Drop`` for what is neither forwarded nor answered,
@@ -217,6 +228,8 @@ class StatelessProxy:
         self._check_proxy_require(req)
         route: Route | None = None
         target: Destination | None = None
+        if self.ratelimit is not None and req.to.tag is None and req.method not in UNLIMITED:
+            self._check_rate(req, inb, routes, uri)
         if routes:
             top = routes[0].uri
             if not top.has_param("lr"):  # strict next hop (§16.6 step 7)
@@ -272,6 +285,18 @@ class StatelessProxy:
         data = splice(req.raw, edits, req.body_end)
         meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
         return (inb.ingress, meta, data), branch
+
+    def _check_rate(self, req: Request, inb: Inbound, routes: list[NameAddr], uri: Uri) -> None:
+        """Rule 9: an initial request over a pipe's rate gets 503 with a jittered Retry-After."""
+        assert self.ratelimit is not None
+        route = ""
+        if not routes:  # the rule a routed request would take, for pipes bound to a route
+            route = next((r.name for r in self.routing.routes if r.matches(req, inb.src_ip)), "")
+        name = self.ratelimit.admit(req.method, inb.src_ip, route, self.now, self.load)
+        if name is not None:
+            err = RateLimited(f"over the rate of pipe {name}")
+            err.extra_headers = (b"Retry-After: %d" % self.ratelimit.retry_after(name),)
+            raise err
 
     def _check_proxy_require(self, req: Request) -> None:
         """RFC 3261 §16.3 check 5: every Proxy-Require tag must be one we support (else 420)."""
@@ -455,6 +480,13 @@ class StatelessProxy:
     def pop_via(self, resp: Response) -> bytes:
         """``resp`` without our Via, as it goes upstream."""
         return splice(resp.raw, [self._pop_via(resp)], resp.body_end)
+
+
+class RateLimited(SipError):
+    """An initial request over a ``[[ratelimit]]`` pipe's rate (rule 9)."""
+
+    status = 503
+    reason = "Service Unavailable"
 
 
 class _NotFound(SipError):

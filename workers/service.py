@@ -78,6 +78,8 @@ class Worker:
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
             "dialogs": self._ctl_dialogs,
+            "ratelimit": lambda _: {"ratelimit": self.proxy.ratelimit.status(self.loop.time())
+                                    if self.proxy.ratelimit else []},
         })  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
@@ -134,6 +136,9 @@ class Worker:
         counters = self.meter.counters
         send = self.bus.send
         handle: Any = self.proxy.handle
+        if self.proxy.ratelimit is not None:
+            h = self.meter._history
+            self.proxy.now, self.proxy.load = self.loop.time(), (h[-1] if h else 0.0)
         if self.stateful is not None:
             handle = functools.partial(self.stateful.handle, now=self.loop.time(),
                                        wall=time.time())  # fmt: skip

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conf.settings import DestinationSet, Listener, Proxy, Route
-from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop
+from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route
+from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, StatelessProxy
+from workers.routing import RoutingTable
 
 from .helpers import (
     PORT,
@@ -19,6 +22,7 @@ from .helpers import (
     proxy,
     request,
     response,
+    settings,
     status,
 )
 
@@ -494,3 +498,21 @@ class TestForwardingProperty:
         assert not req.has_header("route")
         if rport:
             assert req.vias[1].params["rport"] == "41000" and req.vias[1].received == src
+
+
+def test_ratelimit_pipe_answers_503_with_retry_after() -> None:
+    """An initial request over a [[ratelimit]] pipe's rate gets 503 with Retry-After, in
+    stateless mode too; BYE is never limited; the next window admits again."""
+    s = replace(settings(), ratelimit=[RateLimit(name="inv", limit_per_s=2, methods=["INVITE"],
+                                                 retry_after_s=10)])  # fmt: skip
+    p = StatelessProxy(s, RoutingTable(s))
+    p.now = 100.0
+    outs = [p.handle(request("INVITE", call_id=f"c{i}"), inbound())[0] for i in range(3)]
+    assert [parsed_req(d).method for _, _, d in outs[:2]] == ["INVITE", "INVITE"]
+    refused = parsed_resp(outs[2][2])
+    assert refused.status == 503
+    assert 8 <= int(refused.header("retry-after") or b"0") <= 12
+    bye = p.handle(request("BYE", to_tag="x", call_id="c9"), inbound())[0]
+    assert parsed_req(bye[2]).method == "BYE"
+    p.now = 101.5
+    assert parsed_req(p.handle(request("INVITE", call_id="c4"), inbound())[0][2]).method == "INVITE"
