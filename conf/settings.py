@@ -358,6 +358,10 @@ class Log:
     """Lowest level written."""
     stats_interval_s: float = field(default=5.0, metadata=_range(0.1, 3600))
     """Every process logs ``load_stats`` this often."""
+    slow_message_ms: float = field(default=50.0, metadata=_range(0, 60_000))
+    """A message a worker takes longer than this to handle is logged as ``slow_message`` with
+    its Call-ID, method, handling time and time queued since the ingress got it; 0 turns it
+    off. DNS and cacheDB calls have their own thresholds (``[dns] slow_ms``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,8 @@ from conf.control import ControlServer
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from conf.workerset import WorkerSet
+from ingress.sip.errors import SipError
+from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
 from workers.cachedb import CacheError
@@ -83,6 +85,7 @@ class Worker:
         })  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
+        self.slow_s = settings.log.slow_message_ms / 1000
         if self.stateful is not None:
             self.loop.call_soon(self.refresh_peers)
             self.loop.call_soon(self._after_core)  # arm the first probe timer
@@ -144,10 +147,14 @@ class Worker:
                                        wall=time.time())  # fmt: skip
         counters["msgs_in"] += len(metas)
         sent = 0
+        slow_s, clock = self.slow_s, time.perf_counter
         for meta, raw in zip(metas, payloads):
             inb = Inbound(ingress, meta[0], meta[1], meta[2], meta[3], meta[4], meta[5])
             try:
+                t1 = clock()
                 outs = handle(raw, inb)
+                if slow_s and clock() - t1 > slow_s:
+                    self._slow(raw, meta, clock() - t1)
             except Malformed as m:
                 counters["drop_malformed"] += 1
                 self._rejected(m, inb)
@@ -306,6 +313,18 @@ class Worker:
         self.meter.counters["msgs_out"] += sent
         self._after_core()
         self.meter.add_busy(time.perf_counter() - t0)
+
+    def _slow(self, raw: bytes, meta: list[Any], took_s: float) -> None:
+        """Threshold log: where the time of one slow message went (queued, then handled)."""
+        try:
+            summary = scan_message(raw)
+            call_id, method = summary.call_id.decode("latin-1"), summary.method
+        except SipError:
+            call_id, method = "", None
+        queued = time.monotonic() - meta[env.IN_RECEIVED_AT] - took_s
+        log.warning("slow_message", call_id=call_id, method=method.decode() if method else
+                    "response", handle_ms=round(took_s * 1000, 2),
+                    queued_ms=round(max(0.0, queued) * 1000, 2))  # fmt: skip
 
     def _rejected(self, m: Malformed, inb: Inbound) -> None:
         log.info("message_rejected", status=m.error.status, reason=m.error.detail,

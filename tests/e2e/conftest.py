@@ -32,11 +32,12 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
     nodes: list[Node] = []
 
     def start(dest_port: int | list[int | str], scale: str = "worker=2", extra: str = "",
-              set_extra: str = "") -> Node:  # fmt: skip
+              set_extra: str = "", log_extra: str = "") -> Node:  # fmt: skip
         port = free_port()
         run_dir = tmp_path / f"run{len(nodes)}"
         conf = tmp_path / f"sipline{len(nodes)}.toml"
-        write_config(conf, run_dir, port, dest_port, extra=extra, set_extra=set_extra)
+        write_config(conf, run_dir, port, dest_port, extra=extra, set_extra=set_extra,
+                     log_extra=log_extra)  # fmt: skip
         node = Node.start(conf, run_dir, port, scale)
         nodes.append(node)
         return node

@@ -45,7 +45,7 @@ def free_port() -> int:
 
 
 def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int | str], *,
-                 extra: str = "", set_extra: str = "") -> None:  # fmt: skip
+                 extra: str = "", set_extra: str = "", log_extra: str = "") -> None:  # fmt: skip
     """A node on ``port``; destinations are ports on 127.0.0.1 or URIs given whole."""
     ports = dest_port if isinstance(dest_port, list) else [dest_port]
     dests = ", ".join(f'"{p}"' if isinstance(p, str) else f'"sip:127.0.0.1:{p}"' for p in ports)
@@ -77,6 +77,7 @@ to = "uas"
 [log]
 level = "info"
 stats_interval_s = 0.5
+{log_extra}
 {extra}
 """
     )

@@ -83,3 +83,23 @@ def test_ctl_destinations_shows_probed_health(start_node: StartNode, responder: 
     stats = ctl(node.conf, "stats")
     procs = {str(r["proc"]) for r in stats["stats"]}  # type: ignore[union-attr]
     assert sum(p.startswith("worker") for p in procs) == 2
+
+
+def test_slow_messages_are_logged_with_call_id(start_node: StartNode, tmp_path: Path) -> None:
+    """Above ``[log] slow_message_ms`` a worker logs where a message's time went (queued,
+    handled) with its Call-ID; here the threshold is so low every message crosses it."""
+    from .node import sipp_uac, sipp_uas
+
+    port = free_port()
+    uas = sipp_uas(port, "u1", tmp_path)
+    try:
+        node = start_node(port, "worker=1", log_extra="slow_message_ms = 0.001")
+        res = sipp_uac(node.port, "u1", 3, 3, tmp_path)
+        assert (res.successful, res.failed) == (3, 0), res.output
+        slow = node.proc.wait_events("slow_message", 18)
+        calls = {str(e["call_id"]) for e in slow} - {""}
+        assert len({c for c in calls if c.endswith("@127.0.0.1")}) == 3  # sipp's, not the probes
+        assert {e["method"] for e in slow} >= {"INVITE", "ACK", "BYE", "response"}
+        assert all(float(str(e["handle_ms"])) > 0 for e in slow)
+    finally:
+        uas.stop(timeout_s=5)
