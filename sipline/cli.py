@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
     ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations, dialogs, pike)")
     ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike"])
+    ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit"])
     ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
     ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
     ctl.set_defaults(fn=_ctl)

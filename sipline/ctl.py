@@ -3,6 +3,7 @@
     sipline ctl stats          per process: busy ratio, counters, transactions, queues
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
+    sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped
     sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
 
 A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered.
@@ -23,6 +24,8 @@ DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "
                   "refused")  # fmt: skip
 _COUNTS = DIALOG_COLUMNS[1:]
 PIKE_COLUMNS = ("src", "proc", "remaining_s", "dropped", "origin")
+RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "passed",
+                "dropped")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
@@ -44,6 +47,8 @@ def main(args: argparse.Namespace) -> int:
         out = dialogs(replies)
     elif args.what == "pike":
         out = pike(replies)
+    elif args.what == "ratelimit":
+        out = [{**row, "proc": r["proc"]} for r in replies for row in r.get("ratelimit", ())]
     if args.json:
         print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
     elif args.what == "destinations":
@@ -52,6 +57,8 @@ def main(args: argparse.Namespace) -> int:
         print(table(out["blocked"], PIKE_COLUMNS))
         if not out["enabled"]:
             print("pike is not enabled ([pike] enabled = false)")
+    elif args.what == "ratelimit":
+        print(table(out, RATE_COLUMNS) if out else "no [[ratelimit]] pipes")
     elif args.what == "dialogs":
         print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
         for name, size in sorted(out["profiles"].items()):
