@@ -254,6 +254,9 @@ class Worker:
                         error=type(exc).__name__, status=exc.status)  # fmt: skip
             outs = self._job_failed(job, exc.status, "Server Internal Error"
                                     if exc.status == 500 else "Service Unavailable")  # fmt: skip
+        except Exception:  # a bug costs this request (answered 500), not the worker
+            log.exception("job_failed", call_id=job.request.call_id, kind=job.kind)
+            outs = self._job_failed(job, 500, "Server Internal Error")
         self.meter.add_busy(time.perf_counter() - t0)
         self._job_done(job, outs)
 
