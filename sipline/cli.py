@@ -49,6 +49,47 @@ def _ctl(args: argparse.Namespace) -> int:
     return main(args)
 
 
+def _logs(args: argparse.Namespace) -> int:
+    from sipline.logs import main
+
+    return main(args)
+
+
+def _top(args: argparse.Namespace) -> int:
+    from sipline.top import main
+
+    return main(args)
+
+
+def _metrics(args: argparse.Namespace) -> int:
+    from sipline.metrics import main
+
+    return main(args)
+
+
+def _add_monitoring(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``logs``, ``top`` and ``metrics`` (docs/monitoring.md). prometheus_client is imported
+    only when ``metrics`` runs, so it costs the process roles nothing at start-up."""
+    from sipline import logs, top
+
+    for name, fn, add, text in (
+        ("logs", _logs, logs.add_arguments,
+         "filter and summarise JSON log lines (honcho output or files)"),
+        ("top", _top, top.add_arguments, "load per stage of a running node, refreshed in place"),
+        ("metrics", _metrics, _metrics_arguments,
+         "serve the node's statistics on a Prometheus /metrics endpoint"),
+    ):  # fmt: skip
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add(sp)
+        sp.set_defaults(fn=fn)
+
+
+def _metrics_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", type=int, default=9101, help="HTTP port of /metrics")
+    p.add_argument("--address", default="127.0.0.1", help="address to listen on (loopback)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipline", description=__doc__)
     p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
@@ -69,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
     ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
     ctl.set_defaults(fn=_ctl)
+    _add_monitoring(sub)
     return p
 
 
