@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import enum
 import heapq
+import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -81,6 +82,9 @@ class Input(enum.Enum):
     EXPIRE = "deadline"
 
 
+#: ``State(n)`` without the enum's ``__call__`` (one per loaded record); an unknown n is an
+#: IndexError, which a replica treats as a broken stream like any bad delta
+_STATES = tuple(State)
 U, E, C, T = State.UNCONFIRMED, State.EARLY, State.CONFIRMED, State.TERMINATED
 I = Input  # noqa: E741 - the table reads better with short names
 
@@ -172,13 +176,32 @@ class Dialog:
     @property
     def to_tag(self) -> str:
         """The callee's tag: the last 1xx's, then the answer's; "" before either."""
-        try:
-            return parse_name_addr(self.to_hdr).tag or ""
-        except SipError:
-            return ""
+        return to_tag_of(self.to_hdr)
 
     def __repr__(self) -> str:
         return f"Dialog({self.key!r}, {self.state.name}, to_tag={self.to_tag!r})"
+
+
+#: a header parameter ``tag`` after the closing ">" of a name-addr (RFC 3261 §25.1: the
+#: parameters of To follow the addr-spec; a parameter name is case-insensitive)
+_TAG_AFTER_ADDR = re.compile(rb";[ \t]*tag[ \t]*=[ \t]*([^; \t\r\n,]+)", re.IGNORECASE)
+
+
+def to_tag_of(to_hdr: bytes) -> str:
+    """The tag parameter of a To (or From) value, "" when it has none or does not parse.
+
+    Every in-dialog match and every snapshot record reads it, so the common form
+    ``... <uri>;tag=x`` is read with one regex over what follows the ">"; anything else (an
+    addr-spec without brackets, a quoted parameter value) takes the full parse.
+    """
+    close = to_hdr.rfind(b">")
+    if close >= 0 and b'"' not in to_hdr[close:]:
+        m = _TAG_AFTER_ADDR.search(to_hdr, close)
+        return "" if m is None else m.group(1).decode("utf-8", "surrogateescape")
+    try:
+        return parse_name_addr(to_hdr).tag or ""
+    except SipError:
+        return ""
 
 
 #: the fields of a snapshot record, in order (``snapshot``/``restore`` and the "c" delta);
@@ -485,6 +508,15 @@ class DialogTable:
         """Every live dialog as a record (``RECORD`` order), msgpack-ready."""
         return [self._record(d, now, wall) for d in self._table.values()]
 
+    def keys(self) -> list[str]:
+        """The keys of every live dialog now (a snapshot's point-in-time list)."""
+        return list(self._table)
+
+    def record(self, key: str, now: float, wall: float) -> list[Any] | None:
+        """The record (``RECORD`` order) of the dialog ``key`` if it is still live."""
+        dlg = self._table.get(key)
+        return None if dlg is None else self._record(dlg, now, wall)
+
     def restore(self, records: Iterable[list[Any]], now: float, wall: float) -> None:
         """Replace the whole table with ``records`` (from ``snapshot`` or "c" deltas)."""
         self._table.clear()
@@ -505,7 +537,7 @@ class DialogTable:
             return
         args = delta[3:]
         if op == "f":
-            dlg.callee, dlg.destination = self._shared(_freeze(args[0])), args[1]
+            dlg.callee, dlg.destination = self._frozen(args[0]), self._shared(args[1])
         elif op in ("e", "a"):
             dlg.to_hdr, dlg.callee_target, dlg.callee_route = args[1:4]
             if op == "a":
@@ -658,8 +690,8 @@ class DialogTable:
         old = self._table.get(key)
         if old is not None:
             self._remove(old)
-        dlg.key, dlg.state, dlg.deadline = key, State(state), 0.0
-        dlg.caller, dlg.callee = self._shared(_freeze(caller)), self._shared(_freeze(callee))
+        dlg.key, dlg.state, dlg.deadline = key, _STATES[state], 0.0
+        dlg.caller, dlg.callee = self._frozen(caller), self._frozen(callee)
         dlg.source, dlg.destination = self._shared(source), self._shared(destination)
         dlg.members = self.profiles.intern(tuple((str(n), str(v)) for n, v in members))
         self.profiles.add(dlg.members)
@@ -667,6 +699,15 @@ class DialogTable:
         if dlg.state < C:
             self._pending += 1
         self._arm(dlg, now + deadline_wall - wall)
+
+    def _frozen(self, value: Any) -> Any:
+        """``_shared(_freeze(value))``; a tuple (a record built in this process, or a second
+        dialog of a destination already held) is looked up first, without copying it."""
+        if type(value) is tuple:
+            held = self._intern.get(value)
+            if held is not None:
+                return held
+        return self._shared(_freeze(value))
 
     def _shared(self, value: Any) -> Any:
         """``value``, or an equal one already held (rule 8); unhashable values as they are."""
@@ -682,7 +723,10 @@ class DialogTable:
 
 
 def _freeze(value: Any) -> Any:
-    """msgpack gives arrays back as lists: make them tuples again, so they can be shared."""
-    if isinstance(value, (list, tuple)):
-        return tuple(_freeze(v) for v in value)
+    """msgpack gives arrays back as lists: make them tuples again, so they can be shared.
+
+    A list comprehension that recurses only into lists and tuples: a generator per level
+    and a call per scalar were 40 % of loading a snapshot record (bench/snapshot_sync.py)."""
+    if type(value) is list or type(value) is tuple:
+        return tuple([_freeze(v) if type(v) is list or type(v) is tuple else v for v in value])
     return value

@@ -481,3 +481,35 @@ def test_deltas_are_dropped_past_the_bound(monkeypatch: pytest.MonkeyPatch) -> N
     for n in range(3):
         Call(n).confirmed(t)
     assert len(t.deltas) == 3 and t.stats()["deltas_dropped"] == 6
+
+
+TO_VALUES = [
+    b"<sip:bob@example.com>;tag=a6c85cf", b"Bob <sip:bob@example.com>;TAG = x1 ;foo=bar",
+    b"<sip:bob@example.com;tag=inuri>", b"<sip:bob@example.com;tag=inuri>;tag=out",
+    b"sip:bob@example.com;tag=bare", b'"A>B" <sip:b@h>;x="q;tag=no";tag=yes',
+    b"<sip:bob@example.com>", b"<sip:b@h>;tag=", b"garbage <<", b"<sip:b@h>;xtag=1",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", TO_VALUES, ids=range(len(TO_VALUES)))
+def test_to_tag_fast_path_agrees_with_the_parser(value: bytes) -> None:
+    """The regex read of the To-tag gives what the full name-addr parse gives."""
+    from ingress.sip.errors import SipError
+    from ingress.sip.grammar import parse_name_addr
+    from workers.dialogs import to_tag_of
+
+    try:
+        want = parse_name_addr(value).tag or ""
+    except SipError:
+        want = ""
+    assert to_tag_of(value) == want
+
+
+def test_keys_and_record_are_the_snapshot_one_by_one() -> None:
+    """``keys``/``record`` give the records ``snapshot`` gives; a gone key gives None."""
+    t = table()
+    Call(1).start(t)
+    Call(2).start(t)
+    t.receive_response(Call(2).response(200), T0, W0)
+    assert [t.record(k, T0, W0) for k in t.keys()] == t.snapshot(T0, W0)
+    assert t.record("nope\0x", T0, W0) is None
