@@ -19,6 +19,9 @@ Kinds:
     ``TIMER`` timers -> worker: fires and notices. header ``[timers_id, [meta, ...]]``, one
             meta per frame: ``[op, key, kind, deadline, armer, gen]`` with op ``"f"`` (fired:
             the frame is the timer's payload) or ``"d"`` (done elsewhere: forget it)
+    ``DLT`` worker -> stateplane: dialog deltas (docs/dialogs.md "Replication"). header
+            ``[worker_id, [delta, ...]]``, oldest first; one empty frame per batch the pipe
+            merged (so its backlog counts batches), nothing else
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
 unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops.
@@ -37,7 +40,13 @@ KIND_OUT = b"\x01OUT"
 KIND_HB = b"\x01HB"
 KIND_TOPS = b"\x01TOPS"
 KIND_TIMER = b"\x01TIMER"
-KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER})
+KIND_DELTAS = b"\x01DLT"
+KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS})
+#: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
+#: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
+STATEPLANE_DELTAS = "stateplane-deltas.ipc"
+STATEPLANE_PUB = "stateplane-pub.ipc"
+STATEPLANE_SNAP = "stateplane-snap.ipc"
 
 #: headers are small; a bigger one is garbage or an attack
 MAX_HEADER_BYTES = 1 << 20
@@ -86,11 +95,11 @@ def unpack(frames: list[bytes]) -> Envelope:
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise EnvelopeError(f"bad msgpack header: {exc}") from exc
     payloads = [bytes(f) for f in frames[2:]]
-    _check_shape(kind, header, len(payloads))
+    _check_shape(kind, header, len(payloads), payloads)
     return Envelope(kind, header, payloads)
 
 
-def _check_shape(kind: bytes, header: Any, n: int) -> None:
+def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> None:
     if kind == KIND_HB:
         ok = (
             isinstance(header, list)
@@ -107,6 +116,15 @@ def _check_shape(kind: bytes, header: Any, n: int) -> None:
     elif kind == KIND_TOPS:
         ok = isinstance(header, list) and len(header) == 5 and isinstance(header[0], str) and (
             isinstance(header[3], list) and isinstance(header[4], list) and n == 0
+        )
+    elif kind == KIND_DELTAS:
+        ok = (
+            isinstance(header, list)
+            and len(header) == 2
+            and isinstance(header[0], str)
+            and isinstance(header[1], list)
+            and all(isinstance(d, list) for d in header[1])
+            and all(not p for p in payloads)
         )
     elif kind == KIND_TIMER:
         ok = (

@@ -409,6 +409,28 @@ class Pike:
     forgotten), and a new block lifts the oldest one."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatePlane:
+    """``[stateplane]``: dialog replication between nodes (``docs/stateplane.md``): the
+    workers hand every dialog change to the node's state plane, which publishes it to the
+    state planes of the other nodes and keeps a replica of theirs."""
+
+    replicate: bool = False
+    """Hand every dialog delta of the workers to the state plane and publish it on
+    ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory. Needs
+    ``[dialogs] enabled``; off, dialogs live only in their worker."""
+    peers: list[str] = field(default_factory=list)
+    """Run directories of the other nodes whose dialogs this node replicates (it subscribes to
+    the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc`` in each); the
+    ipc transport limits this to nodes on the same host. Default: none."""
+    heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
+    """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
+    replica reports its peer silent after two of them without a word."""
+    backlog: int = field(default=16_384, metadata=_range(16, 10_000_000))
+    """Updates kept for replay: a replica that missed fewer than this gets them again instead
+    of a whole snapshot."""
+
+
 #: a Retry-After a little random, so that refused clients do not all come back at once
 RATELIMIT_JITTER = 0.2
 
@@ -480,5 +502,7 @@ class Settings:
     """Flood detection per source in the ingress."""
     ratelimit: list[RateLimit] = field(default_factory=list)
     """Rate limit pipes of the workers. Default: none."""
+    stateplane: StatePlane = field(default_factory=StatePlane)
+    """Dialog replication between nodes."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""

@@ -16,6 +16,7 @@ from conf import envelope as env
 from conf import sockets
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
+from conf.pipe import PushPipe
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from ingress.sip.errors import SipError
@@ -74,6 +75,16 @@ class Worker:
         self._timer_at = 0.0
         if settings.dialogs.enabled:
             self.timers = TimerClient(ctx, settings, worker_id, self._on_timers)
+        #: every dialog delta goes to the node's state plane ([stateplane] replicate), one
+        #: batch per loop iteration; None when nothing replicates
+        self.deltas: PushPipe | None = None
+        if settings.stateplane.replicate and stateful.dialogs is not None:
+            stateful.dialogs.emit_deltas = True
+            ep = f"ipc://{settings.node.run_dir}/{env.STATEPLANE_DELTAS}"
+            self.deltas = PushPipe("stateplane", sockets.connect_push(ctx, ep, settings.bus.hwm),
+                                   env.KIND_DELTAS, lambda batches: [worker_id, [
+                                       d for batch in batches for d in batch]],
+                                   1, settings.bus.max_pending)  # fmt: skip
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
@@ -195,6 +206,11 @@ class Worker:
                 log.info("cdr", **cdr)
                 if self.cdr_writer is not None:
                     self.cdr_writer.write(cdr)
+        if self.deltas is not None and core.dialogs is not None and core.dialogs.deltas:
+            # one message per loop iteration; a full backlog (state plane gone) loses them:
+            # counted, and the state plane's mirror misses them (docs/stateplane.md)
+            if not self.deltas.add(core.dialogs.take_deltas(), b""):
+                self.meter.counters["drop_deltas"] += 1
         if core.refused:
             for fields in core.refused:
                 log.info("call_refused", **fields)
