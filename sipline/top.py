@@ -2,9 +2,9 @@
 
 Rules:
 1. Each refresh asks every process ``stats`` over the control channel (conf/control.py).
-   Workers and ingresses answer; stateplane and timers have no control socket yet, so a
-   timers process is listed by its socket file as "no control socket" and the stateplane
-   not at all (their numbers are in ``load_stats``: ``sipline logs --event load_stats``).
+   Workers, ingresses and timers answer; a stateplane without a control socket is listed
+   as "no control socket" (its numbers are in ``load_stats``: ``sipline logs --event
+   load_stats``).
 2. Rates are counter deltas between two refreshes over the time between them; the first
    table has none ("-"). A process that restarted (a counter went down) starts afresh.
 3. Bounded: ``--once`` prints one table, ``--count N`` N of them; otherwise until Ctrl-C.
@@ -85,11 +85,12 @@ def render(node: str, replies: list[dict[str, Any]], silent: list[str], quiet: l
 
 
 def quiet_processes(run_dir: str) -> list[str]:
-    """Running processes that have no control socket, found by their other socket files."""
-    quiet = list(sockets.live_endpoints(run_dir, "timers"))
-    if sockets.list_endpoints(run_dir, "stateplane"):
-        quiet.append("stateplane")
-    return quiet
+    """Running processes with no control socket, found by their other socket files (rule 1)."""
+    answering = sockets.live_endpoints(run_dir, "ctl")
+    if sockets.list_endpoints(run_dir, "stateplane") and not any(
+            k.startswith("stateplane") for k in answering):  # fmt: skip
+        return ["stateplane"]
+    return []
 
 
 def main(args: argparse.Namespace, out: IO[str] | None = None) -> int:

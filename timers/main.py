@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from typing import Any
 
 import structlog
 import zmq
 
 from conf import process, sockets
+from conf.control import ControlServer
 from conf.settings import Settings
 from timers.service import TimerService
 
@@ -22,6 +24,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     service = TimerService(ctx, settings, ident)
     loop = asyncio.get_running_loop()
+
+    def ctl_stats(_: dict[str, Any]) -> dict[str, Any]:
+        h = service.meter._history
+        return {"role": "timers", "counters": dict(service.meter.counters),
+                "busy_1s": round(h[-1], 3) if h else 0.0, "armed": len(service.schedule),
+                **service._stats.summary_ms()}  # fmt: skip
+
+    control = ControlServer(ctx, settings.node.run_dir, ident, {"stats": ctl_stats})
     interval = settings.log.stats_interval_s
 
     def each_second() -> None:
@@ -41,6 +51,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     finally:
         # the socket file goes first, so clients move their timers to the other shards
         service.close()
+        control.close()
         ctx.destroy(linger=sockets.LINGER_MS)
     return 0
 

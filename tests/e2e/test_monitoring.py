@@ -89,7 +89,7 @@ def test_metrics_endpoint_reflects_calls(node: Node, exporter: str, tmp_path: Pa
     the node, stage and proc, and the counts grow by the calls sipp makes."""
     before = scrape(exporter)
     procs = {dict(labels)["proc"] for (name, labels) in before if name == "sipline_busy_ratio"}
-    assert procs == {"ingress.1", "ingress.2", "worker.1", "worker.2"}
+    assert procs == {"ingress.1", "ingress.2", "worker.1", "worker.2", "timers.1"}
     lab = frozenset({"node": "e2e", "stage": "worker", "proc": "worker.1",
                      "direction": "in"}.items())  # fmt: skip
     assert ("sipline_messages_total", lab) in before
@@ -99,7 +99,7 @@ def test_metrics_endpoint_reflects_calls(node: Node, exporter: str, tmp_path: Pa
     # each call: INVITE, ACK, BYE in and 100/180/200, 200 back: ≥ 5 messages per call
     assert messages(after, "ingress") - messages(before, "ingress") >= 500
     assert messages(after, "worker") - messages(before, "worker") >= 500
-    assert after[("sipline_processes", frozenset({"node": "e2e", "answered": "yes"}.items()))] == 4
+    assert after[("sipline_processes", frozenset({"node": "e2e", "answered": "yes"}.items()))] == 5
 
 
 def test_logs_summary_counts_load_stats(node: Node, tmp_path: Path) -> None:
