@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, fn, text in (
         ("ingress", _ingress, "run an ingress process (SIP sockets)"),
         ("worker", _worker, "run a routing worker process"),
-        ("stateplane", _stateplane, "run the node's state plane (embedded store of local:// cacheDB)"),
+        ("stateplane", _stateplane, "run the node's state plane (local:// cacheDB store, dialog replication)"),
         ("timers", _timers, "run a timer service process (dialog lifetimes, expiries, TTLs)"),
         ("check-config", _check_config, "validate a configuration file and exit"),
     ):
@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.set_defaults(fn=fn)
     ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations, dialogs, pike)")
     ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-    ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit"])
+    ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit",
+                                      "sync"])  # fmt: skip
     ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
     ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
     ctl.set_defaults(fn=_ctl)

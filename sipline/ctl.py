@@ -5,6 +5,11 @@
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
     sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped
     sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
+    sipline ctl sync           the state plane asks every peer for a whole new snapshot
+                               (OpenSIPS dlg_db_sync; docs/stateplane.md)
+
+``stats`` of the state plane carries its replication: dialogs it publishes and, per peer,
+the dialogs it replicates (``--json``; the table shows them as ``replica <peer>`` lines).
 
 A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered.
 """
@@ -49,6 +54,8 @@ def main(args: argparse.Namespace) -> int:
         out = pike(replies)
     elif args.what == "ratelimit":
         out = [{**row, "proc": r["proc"]} for r in replies for row in r.get("ratelimit", ())]
+    elif args.what == "sync":  # only state planes know the verb; the others' refusals go
+        out = [{"proc": r["proc"], "peers": r["sync"]} for r in replies if r.get("ok")]
     if args.json:
         print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
     elif args.what == "destinations":
@@ -63,9 +70,15 @@ def main(args: argparse.Namespace) -> int:
         print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
         for name, size in sorted(out["profiles"].items()):
             print(f"profile {name}: {size}")
+    elif args.what == "sync":
+        for row in out:
+            print(f"{row['proc']}: resnapshot asked of {', '.join(row['peers']) or 'no peer'}")
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
                                                        "transactions", "queued_out", "drops")))
+        for r in replies:
+            for name, rep in ((r.get("stateplane") or {}).get("replicas") or {}).items():
+                print(f"replica {name}: {rep.get('dialogs', 0)} dialogs, seq {rep.get('seq', 0)}")
     for ident in silent:
         print(f"{ident}: no answer", file=sys.stderr)
     return 0

@@ -1,5 +1,7 @@
-"""``sipline stateplane``: the node's stateplane process; today it serves the embedded
-key-value store that ``local://`` cacheDB clients on this node share.
+"""``sipline stateplane``: the node's stateplane process: it serves the embedded key-value
+store that ``local://`` cacheDB clients on this node share, and, with ``[stateplane]
+replicate`` or ``peers``, dialog replication (``stateplane/replication.py``); it answers
+``sipline ctl stats`` and ``sync`` on its control socket.
 
 Rules:
 1. ``KvServer`` is the thin adapter (aioquic ``asyncio/protocol.py``): it binds one ROUTER at
@@ -30,8 +32,10 @@ import structlog
 import zmq
 
 from conf import process, sockets
+from conf.control import ControlServer
 from conf.settings import Settings
 from stateplane import kv
+from stateplane.replication import Replication
 
 log = structlog.get_logger()
 
@@ -132,15 +136,35 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     server = KvServer(ctx, kv.endpoint(settings.node.run_dir), kv.KvStore())
     log.info("stateplane_ready", kv_endpoint=server.endpoint, **asdict(server.store.limits))
+    sp = settings.stateplane
+    # replication runs when this node publishes or replicates anyone (docs/stateplane.md)
+    repl = Replication(ctx, settings) if sp.replicate or sp.peers else None
+    control = ControlServer(ctx, settings.node.run_dir, f"stateplane-{os.getpid()}", {
+        "stats": lambda _: {"role": "stateplane", "kv": server.stats(),
+                            "stateplane": repl.stats() if repl is not None else None},
+        "sync": lambda _: {"sync": repl.resync() if repl is not None else []},
+    })  # fmt: skip
+    if repl is not None:
+        log.info("replication_ready", epoch=repl.publisher.epoch, peers=sp.peers,
+                 endpoints=repl.endpoints)  # fmt: skip
 
     def report() -> None:
         log.info("load_stats", **server.stats())
+        if repl is not None:
+            st = repl.stats()
+            log.info("replication_stats", **{k: v for k, v in st.items() if k != "replicas"},
+                     replicas={n: r.get("dialogs", 0) for n, r in st["replicas"].items()})  # fmt: skip
 
     try:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(process.every(SWEEP_S, stop, server.sweep))
             tg.create_task(process.every(settings.log.stats_interval_s, stop, report))
+            if repl is not None:
+                tg.create_task(process.every(sp.heartbeat_ms / 1000, stop, repl.heartbeat))
     finally:
+        control.close()
+        if repl is not None:
+            repl.close()
         server.close()
         ctx.destroy(linger=0)
     return 0

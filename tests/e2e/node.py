@@ -45,14 +45,15 @@ def free_port() -> int:
 
 
 def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int | str], *,
-                 extra: str = "", set_extra: str = "", log_extra: str = "") -> None:  # fmt: skip
-    """A node on ``port``; destinations are ports on 127.0.0.1 or URIs given whole."""
+                 extra: str = "", set_extra: str = "", log_extra: str = "",
+                 name: str = "e2e") -> None:  # fmt: skip
+    """A node ``name`` on ``port``; destinations are ports on 127.0.0.1 or URIs given whole."""
     ports = dest_port if isinstance(dest_port, list) else [dest_port]
     dests = ", ".join(f'"{p}"' if isinstance(p, str) else f'"sip:127.0.0.1:{p}"' for p in ports)
     path.write_text(
         f"""
 [node]
-name = "e2e"
+name = "{name}"
 run_dir = "{run_dir}"
 
 [[listen]]

@@ -1,0 +1,349 @@
+"""The state plane's replication adapter: sockets around the sans-IO cores (``docs/stateplane.md``).
+
+Rules:
+1. Owner side: a PULL (``stateplane-deltas.ipc``) takes the workers' dialog deltas; each
+   batch is applied to the owner's mirror ``DialogTable`` (the snapshot source), numbered by
+   the ``Publisher`` and sent on the PUB (``stateplane-pub.ipc``). ``HUGZ`` go out on the
+   publisher's schedule whether or not anything changed.
+2. Snapshots: a ROUTER (``stateplane-snap.ipc``) answers ``ICANHAZ`` with ``snapshot.serve``,
+   one message per loop turn, so heartbeats and deltas keep flowing during a big sync. The
+   ROUTER is mandatory-routing: a full pipe to the asker waits for room instead of dropping
+   a chunk silently (the asker would otherwise wait for its sync timeout).
+3. Replica side, per configured peer run directory: SUB to its PUB, DEALER to its ROUTER.
+   The peer's node name is learned from the first message heard: only then is a ``Replica``
+   made and the first snapshot asked, so the subscription is known to be live (the slow
+   joiner of zguide ch. 5 needs no sleep). A gap, a new epoch or a stall asks again (the
+   replica's rules); a stale owner is refused and logged.
+4. Every bulk step (building, unpacking or applying a chunk) runs with the cyclic collector
+   paused, and a finished full sync freezes the heap (``snapshot.collector_paused``).
+5. Nothing blocks the loop: every socket is drained with NOBLOCK in bounded batches from the
+   loop's reader, and every queue is bounded by a ZeroMQ HWM or the cores' own bounds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import envelope as env
+from conf import sockets
+from conf.settings import Settings
+from stateplane import updates as up
+from stateplane.replica import (
+    Event,
+    PeerBack,
+    PeerSilent,
+    Publisher,
+    Replica,
+    Resnapshot,
+    Resynced,
+    StaleRefused,
+    next_epoch,
+)  # fmt: skip
+from stateplane.snapshot import collector_paused, serve
+from workers.dialogs import DialogTable
+
+log = structlog.get_logger()
+
+#: messages handled per reader callback before the loop gets its turn back
+DRAIN_LIMIT = 256
+#: updates a slow subscriber may have queued before ZeroMQ drops them (it then sees a gap)
+PUB_HWM = 100_000
+#: snapshot messages in flight to one asker (each up to ~0.5 MB)
+SNAP_HWM = 64
+
+
+def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> zmq.Socket[bytes]:
+    Path(sockets.endpoint_path(ep)).parent.mkdir(parents=True, exist_ok=True)
+    sockets.unlink(ep)  # one stateplane per run directory: a file left here is a dead one's
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    sock.sndhwm = sock.rcvhwm = hwm
+    sock.bind(ep)
+    return sock
+
+
+class Reader:
+    """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
+                 on_frames: Callable[[list[bytes]], None]) -> None:  # fmt: skip
+        self.loop, self.sock, self.on_frames = loop, sock, on_frames
+        loop.add_reader(sock.FD, self.drain)
+        loop.call_soon(self.drain)
+
+    def drain(self) -> None:
+        if self.sock.closed:
+            return
+        for _ in range(DRAIN_LIMIT):
+            try:
+                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.on_frames(frames)
+        self.loop.call_soon(self.drain)
+
+    def close(self) -> None:
+        if not self.sock.closed:
+            self.loop.remove_reader(self.sock.FD)
+            self.sock.close(linger=0)
+
+
+class Peer:
+    """One peer node's replica and the two sockets it is fed from (rule 3)."""
+
+    def __init__(self, owner: Replication, run_dir: str) -> None:
+        self.owner, self.run_dir = owner, run_dir
+        ctx, loop = owner.ctx, owner.loop
+        sub = ctx.socket(zmq.SUB)
+        sub.linger, sub.rcvhwm = 0, PUB_HWM
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
+        dealer = ctx.socket(zmq.DEALER)
+        dealer.linger, dealer.sndhwm, dealer.rcvhwm = 0, 16, SNAP_HWM
+        dealer.connect(f"ipc://{run_dir}/{env.STATEPLANE_SNAP}")
+        self.dealer = dealer
+        self.replica: Replica | None = None
+        self.asked_at = 0.0
+        self.synced_s = 0.0
+        self.counters: Counter[str] = Counter()
+        self.readers = [Reader(loop, sub, self._on_pub), Reader(loop, dealer, self._on_snap)]
+
+    def _decode(self, frames: list[bytes]) -> up.Message | None:
+        try:
+            return up.unpack(frames)
+        except up.UpdateError as exc:
+            self.counters["bad_message"] += 1
+            log.warning("replica_bad_message", peer=self.run_dir, reason=str(exc))
+            return None
+
+    def _on_pub(self, frames: list[bytes]) -> None:
+        msg = self._decode(frames)
+        if not isinstance(msg, (up.Update, up.Hugz)):
+            return
+        now, wall = self.owner.loop.time(), time.time()
+        if self.replica is None:  # rule 3: hearing the peer proves the subscription live
+            self.replica = Replica(msg.node, self.owner.make_table,
+                                   heartbeat_s=self.owner.heartbeat_s, now=now)  # fmt: skip
+            self.act(self.replica.start(now))
+        self.act(self.replica.receive(msg, now, wall))
+
+    def _on_snap(self, frames: list[bytes]) -> None:
+        with collector_paused():  # rule 4
+            msg = self._decode(frames)
+            if self.replica is None or not isinstance(msg, (up.Update, up.Chunk, up.Kthxbai)):
+                return
+            events = self.replica.receive_snapshot(msg, self.owner.loop.time(), time.time())
+        self.act(events)
+
+    def resync(self) -> None:
+        """Ask the peer for a whole new snapshot (``sipline ctl sync``)."""
+        if self.replica is not None:
+            self.act(self.replica.start(self.owner.loop.time()))
+
+    def tick(self) -> None:
+        if self.replica is not None:
+            self.act(self.replica.handle_timer(self.owner.loop.time()))
+
+    def act(self, events: list[Event]) -> None:
+        now = self.owner.loop.time()
+        peer = self.replica.node if self.replica is not None else self.run_dir
+        for ev in events:
+            if isinstance(ev, Resnapshot):
+                if ev.reason in ("gap", "new_epoch", "behind", "bad_delta"):
+                    log.warning("replica_gap", peer=peer, reason=ev.reason)
+                self.asked_at = now
+                try:
+                    self.dealer.send_multipart(up.pack(ev.ask), zmq.NOBLOCK)
+                except zmq.Again:  # the peer is gone: the sync timeout asks again
+                    self.counters["ask_dropped"] += 1
+            elif isinstance(ev, Resynced):
+                self.synced_s = now - self.asked_at
+                dialogs = len(self.replica.table) if self.replica is not None else 0
+                log.info("replica_synced", peer=peer, dialogs=dialogs, full=ev.full,
+                         records=ev.records, seq=ev.seq, seconds=round(self.synced_s, 3))  # fmt: skip
+                if ev.full:
+                    gc.freeze()  # rule 4: the replica's dialogs leave every later GC scan
+            elif isinstance(ev, StaleRefused):
+                self.counters["stale_refused"] += 1
+                log.warning("replica_stale_refused", peer=peer, epoch=ev.epoch, seq=ev.seq,
+                            held_epoch=ev.held_epoch)  # fmt: skip
+            elif isinstance(ev, PeerSilent):
+                log.warning("replica_peer_silent", peer=peer)
+            elif isinstance(ev, PeerBack):
+                log.info("replica_peer_back", peer=peer)
+
+    def stats(self) -> dict[str, Any]:
+        r = self.replica
+        if r is None:
+            return {"run_dir": self.run_dir, "node": None, "dialogs": 0, "heard": False}
+        return {"run_dir": self.run_dir, "node": r.node, "dialogs": len(r.table),
+                "early": r.table.stats()["early"], "epoch": r.epoch, "seq": r.seq,
+                "syncing": r.syncing, "alive": r.alive, "last_sync_s": round(self.synced_s, 3),
+                "heard": True, **r.counters, **self.counters}  # fmt: skip
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()
+
+
+class Replication:
+    """The owner's mirror, publisher and snapshot server, and one ``Peer`` per peer (rules 1-2)."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings) -> None:
+        sp, run_dir = settings.stateplane, settings.node.run_dir
+        self.ctx, self.settings = ctx, settings
+        self.loop = asyncio.get_running_loop()
+        self.heartbeat_s = sp.heartbeat_ms / 1000
+        self.mirror = DialogTable(settings, emit_deltas=False)
+        self.publisher = Publisher(settings.node.name, next_epoch(0, time.time()),
+                                   backlog=sp.backlog, heartbeat_s=self.heartbeat_s,
+                                   now=self.loop.time())  # fmt: skip
+        self.counters: Counter[str] = Counter()
+        self.endpoints = [f"ipc://{run_dir}/{name}" for name in
+                          (env.STATEPLANE_DELTAS, env.STATEPLANE_PUB, env.STATEPLANE_SNAP)]  # fmt: skip
+        pull = _bind(ctx, zmq.PULL, self.endpoints[0], settings.bus.hwm)
+        pull.setsockopt(zmq.MAXMSGSIZE, sockets.MAX_MSG_BYTES)
+        self.pub = _bind(ctx, zmq.PUB, self.endpoints[1], PUB_HWM)
+        self.snap = _bind(ctx, zmq.ROUTER, self.endpoints[2], SNAP_HWM)
+        self.snap.setsockopt(zmq.ROUTER_MANDATORY, 1)  # rule 2
+        self.snap.setsockopt(zmq.MAXMSGSIZE, 1 << 16)  # an ICANHAZ is a few bytes
+        self._answers: list[_Answer] = []
+        self.readers = [Reader(self.loop, pull, self._on_deltas),
+                        Reader(self.loop, self.snap, self._on_ask)]  # fmt: skip
+        self.peers = [Peer(self, d) for d in sp.peers]
+
+    def make_table(self) -> DialogTable:
+        return DialogTable(self.settings, emit_deltas=False)
+
+    # -- owner -------------------------------------------------------------------------------
+
+    def _on_deltas(self, frames: list[bytes]) -> None:
+        try:
+            e = env.unpack(frames)
+        except env.EnvelopeError as exc:
+            self.counters["drop_bad_envelope"] += 1
+            log.warning("envelope_dropped", reason=str(exc))
+            return
+        if e.kind != env.KIND_DELTAS:
+            self.counters["drop_bad_envelope"] += 1
+            return
+        now, wall = self.loop.time(), time.time()
+        good = []
+        for delta in e.header[1]:
+            try:
+                up.check_delta(delta)
+                self.mirror.apply(delta, now, wall)
+            except (ValueError, TypeError, KeyError, IndexError):
+                self.counters["bad_delta"] += 1
+                continue
+            good.append(delta)
+        for upd in self.publisher.publish(good):
+            self._publish(upd)
+        self.counters["deltas"] += len(good)
+
+    def _publish(self, msg: up.Update | up.Hugz) -> None:
+        try:
+            self.pub.send_multipart(up.pack(msg), zmq.NOBLOCK)
+        except zmq.Again:  # PUB never blocks; kept for safety: a subscriber sees the gap
+            self.counters["pub_dropped"] += 1
+
+    def heartbeat(self) -> None:
+        """Publish a ``HUGZ`` if due, and let every replica check its peer (rules 1, 3)."""
+        hugz = self.publisher.handle_timer(self.loop.time())
+        if hugz is not None:
+            self._publish(hugz)
+        for peer in self.peers:
+            peer.tick()
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def _on_ask(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            self.counters["bad_ask"] += 1
+            return
+        try:
+            ask = up.unpack(frames[1:])
+        except up.UpdateError:
+            self.counters["bad_ask"] += 1
+            return
+        if not isinstance(ask, up.Icanhaz) or ask.node != self.publisher.node:
+            self.counters["bad_ask"] += 1
+            return
+        answer = serve(ask, self.publisher, self.mirror, self.loop.time(), time.time())
+        with collector_paused():
+            first = up.pack(next(answer))  # (epoch, seq) and key list read now (serve's rule)
+        self._answers.append(_Answer(frames[0], answer, first))
+        self.counters["snapshots"] += 1
+        if len(self._answers) == 1:
+            self.loop.call_soon(self._send_answers)
+
+    def _send_answers(self) -> None:
+        """One message of each answer in progress per loop turn (rule 2)."""
+        keep: list[_Answer] = []
+        blocked = False
+        for a in self._answers:
+            if blocked:
+                keep.append(a)
+                continue
+            if a.frames is None:
+                with collector_paused():
+                    msg = next(a.rest, None)
+                    a.frames = None if msg is None else up.pack(msg)
+                if a.frames is None:
+                    continue  # answered to the end
+            try:
+                self.snap.send_multipart([a.ident, *a.frames], zmq.NOBLOCK)
+            except zmq.Again:  # the asker's pipe is full: wait for room, keep the message
+                blocked = True
+                keep.append(a)
+                continue
+            except zmq.ZMQError:  # the asker is gone (EHOSTUNREACH): drop its answer
+                self.counters["asker_gone"] += 1
+                continue
+            a.frames = None
+            keep.append(a)
+        self._answers = keep
+        if blocked:
+            self.loop.call_later(0.001, self._send_answers)
+        elif keep:
+            self.loop.call_soon(self._send_answers)
+
+    def resync(self) -> list[str]:
+        """``sipline ctl sync``: a whole snapshot from every peer heard so far."""
+        for peer in self.peers:
+            peer.resync()
+        return [p.run_dir for p in self.peers if p.replica is not None]
+
+    def stats(self) -> dict[str, Any]:
+        p = self.publisher
+        return {"node": p.node, "epoch": p.epoch, "seq": p.seq, "owned": len(self.mirror),
+                "replicas": {(peer.replica.node if peer.replica else peer.run_dir): peer.stats()
+                             for peer in self.peers}, **self.counters}  # fmt: skip
+
+    def close(self) -> None:
+        for r in self.readers:
+            r.close()
+        for peer in self.peers:
+            peer.close()
+        self.pub.close(linger=0)
+        for ep in self.endpoints:
+            sockets.unlink(ep)
+
+
+@dataclass(slots=True)
+class _Answer:
+    """A snapshot answer in progress: who asked, the rest of it, a message not sent yet."""
+
+    ident: bytes
+    rest: Iterator[up.Update | up.Chunk | up.Kthxbai]
+    frames: list[bytes] | None
