@@ -6,8 +6,8 @@ Rules:
    that stopped is gone from the next scrape, not frozen at its last values).
 2. Labels: ``node`` (``[node] name``), ``stage`` (the role: ``worker`` from ``worker.1``),
    ``proc`` (honcho's name, ``worker.1``; no pid, so a restart does not mint a new series).
-3. Workers, ingresses and timers answer ``stats``; the stateplane has no control socket yet,
-   so it is absent (its numbers are in ``load_stats``).
+3. Every process of the node answers ``stats`` (ingress, worker, stateplane, timers); one
+   that does not answer within the scrape's deadline is counted in ``sipline_processes``.
 4. It serves on loopback by default, and is not in the Procfile: honcho stops the whole node
    when one of its processes exits, and an exporter is not worth that.
 """

@@ -2,8 +2,8 @@
 
 Rules:
 1. Each refresh asks every process ``stats`` over the control channel (conf/control.py).
-   Workers, ingresses and timers answer; a stateplane without a control socket is listed
-   as "no control socket" (its numbers are in ``load_stats``: ``sipline logs --event
+   Every process answers; a stateplane found by its socket files that does not answer is
+   listed as "no control socket" (its numbers are in ``load_stats``: ``sipline logs --event
    load_stats``).
 2. Rates are counter deltas between two refreshes over the time between them; the first
    table has none ("-"). A process that restarted (a counter went down) starts afresh.

@@ -33,8 +33,7 @@ def sipline(conf: Path, *args: str, stdin: str | None = None) -> subprocess.Comp
 
 
 def test_top_once_lists_every_worker_and_ingress(node: Node) -> None:
-    """``sipline top --once`` prints one table per stage with every worker and ingress; the
-    stages without a control socket say so."""
+    """``sipline top --once`` prints one table per stage with every process of the node."""
     done = sipline(node.conf, "top", "--once")
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -42,7 +41,8 @@ def test_top_once_lists_every_worker_and_ingress(node: Node) -> None:
         assert proc in out, out
     for stage in ("[ingress]", "[worker]", "[stateplane]", "[timers]"):
         assert stage in out
-    assert "stateplane: no control socket" in out and "timers.1-" in out
+    assert "timers.1-" in out and "no control socket" not in out
+    assert "6 processes answered" in out
     assert "\x1b[" not in out  # no screen clearing when not on a terminal
 
 
@@ -89,7 +89,7 @@ def test_metrics_endpoint_reflects_calls(node: Node, exporter: str, tmp_path: Pa
     the node, stage and proc, and the counts grow by the calls sipp makes."""
     before = scrape(exporter)
     procs = {dict(labels)["proc"] for (name, labels) in before if name == "sipline_busy_ratio"}
-    assert procs == {"ingress.1", "ingress.2", "worker.1", "worker.2", "timers.1"}
+    assert procs == {"ingress.1", "ingress.2", "worker.1", "worker.2", "timers.1", "stateplane"}
     lab = frozenset({"node": "e2e", "stage": "worker", "proc": "worker.1",
                      "direction": "in"}.items())  # fmt: skip
     assert ("sipline_messages_total", lab) in before
@@ -99,7 +99,7 @@ def test_metrics_endpoint_reflects_calls(node: Node, exporter: str, tmp_path: Pa
     # each call: INVITE, ACK, BYE in and 100/180/200, 200 back: ≥ 5 messages per call
     assert messages(after, "ingress") - messages(before, "ingress") >= 500
     assert messages(after, "worker") - messages(before, "worker") >= 500
-    assert after[("sipline_processes", frozenset({"node": "e2e", "answered": "yes"}.items()))] == 5
+    assert after[("sipline_processes", frozenset({"node": "e2e", "answered": "yes"}.items()))] == 6
 
 
 def test_logs_summary_counts_load_stats(node: Node, tmp_path: Path) -> None:
