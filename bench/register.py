@@ -40,8 +40,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _node import (CLK_TCK, HOST, REPO, Group, elapsed_s, free_port,  # noqa: E402
-                   node_config, start_node, stat_rows, udp_port_bound, wait_ready)
+from _node import (
+    CLK_TCK,
+    HOST,
+    REPO,
+    Group,
+    elapsed_s,
+    free_port,
+    node_config,
+    start_node,
+    stat_rows,
+    udp_port_bound,
+    wait_ready,
+)
 
 SCENARIO = REPO / "tests" / "e2e" / "scenarios" / "register.xml"
 

@@ -23,13 +23,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.dialog_memory import answer, invite  # noqa: E402
-from conf.settings import Dialogs, Settings  # noqa: E402
-from ingress.sip.message import Request, Response  # noqa: E402
-from ingress.sip.parser import parse_message  # noqa: E402
-from stateplane.replica import Publisher, Replica  # noqa: E402
-from stateplane.updates import Update, pack, unpack  # noqa: E402
-from workers.dialogs import DialogTable  # noqa: E402
+from bench.dialog_memory import answer, invite
+from conf.settings import Dialogs, Settings
+from ingress.sip.message import Request, Response
+from ingress.sip.parser import parse_message
+from stateplane.replica import Publisher, Replica
+from stateplane.updates import Update, pack, unpack
+from workers.dialogs import DialogTable
 
 
 def replica_settings(n: int) -> Settings:

@@ -44,10 +44,18 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _node import (HOST, Group, last_stats_row, node_config, start_node,  # noqa: E402
-                   udp_port_bound, wait_ready, worker_load_stats)
+from _node import (
+    HOST,
+    Group,
+    last_stats_row,
+    node_config,
+    start_node,
+    udp_port_bound,
+    wait_ready,
+    worker_load_stats,
+)
 
-FIRST_LINE = re.compile(rb"^([A-Z]+) sip:", re.M)
+FIRST_LINE = re.compile(rb"^([A-Z]+) sip:", re.MULTILINE)
 
 
 def uas_duplicates(trace: Path) -> tuple[Counter[str], Counter[str]]:
@@ -63,8 +71,8 @@ def uas_duplicates(trace: Path) -> tuple[Counter[str], Counter[str]]:
         if not m:
             continue  # a response
         method = m.group(1).decode()
-        cid = re.search(rb"^Call-ID:\s*(\S+)", block, re.M | re.I)
-        cseq = re.search(rb"^CSeq:\s*(.+?)\s*$", block, re.M | re.I)
+        cid = re.search(rb"^Call-ID:\s*(\S+)", block, re.MULTILINE | re.IGNORECASE)
+        cseq = re.search(rb"^CSeq:\s*(.+?)\s*$", block, re.MULTILINE | re.IGNORECASE)
         if not (cid and cseq):
             continue
         received[method] += 1

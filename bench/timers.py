@@ -37,13 +37,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import uvloop  # noqa: E402
-import zmq  # noqa: E402
+import uvloop
+import zmq
 
-from conf.load import load  # noqa: E402
-from conf.loadstats import LoadMeter  # noqa: E402
-from timers.client import Fired, TimerClient  # noqa: E402
-from workers.bus import IngressBus  # noqa: E402
+from conf.load import load
+from conf.loadstats import LoadMeter
+from timers.client import Fired, TimerClient
+from workers.bus import IngressBus
 
 ARM_SLICE = 20_000
 

@@ -35,7 +35,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from stateplane.snapshot import SnapshotClient, Synced
 from stateplane.updates import KIND_DIALOG, Chunk, Hugz, Kthxbai, Update
@@ -149,7 +149,7 @@ class PeerBack:
     node: str
 
 
-Event = Union[Resnapshot, StaleRefused, Resynced, PeerSilent, PeerBack]
+Event = Resnapshot | StaleRefused | Resynced | PeerSilent | PeerBack
 
 
 class Replica:

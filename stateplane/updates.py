@@ -30,9 +30,9 @@ Rules:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
-from typing import Any, Union
+from dataclasses import dataclass
+from typing import Any
 
 import msgpack
 
@@ -105,7 +105,7 @@ class Kthxbai:
     count: int
 
 
-Message = Union[Update, Hugz, Icanhaz, Chunk, Kthxbai]
+Message = Update | Hugz | Icanhaz | Chunk | Kthxbai
 
 _KIND_OF: dict[type[Any], bytes] = {
     Update: b"UPD", Hugz: b"HUGZ", Icanhaz: b"ICANHAZ", Chunk: b"KVSYNC", Kthxbai: b"KTHXBAI",

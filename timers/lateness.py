@@ -26,8 +26,7 @@ class LatenessWindow:
 
     def add(self, late_s: float) -> None:
         self.count += 1
-        if late_s > self.max_s:
-            self.max_s = late_s
+        self.max_s = max(self.max_s, late_s)
         if len(self._samples) < MAX_SAMPLES:
             self._samples.append(late_s)
             return

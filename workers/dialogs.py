@@ -86,7 +86,7 @@ class Input(enum.Enum):
 #: IndexError, which a replica treats as a broken stream like any bad delta
 _STATES = tuple(State)
 U, E, C, T = State.UNCONFIRMED, State.EARLY, State.CONFIRMED, State.TERMINATED
-I = Input  # noqa: E741 - the table reads better with short names
+I = Input
 
 #: (state, input) -> (effect, next state); effect None means "nothing changes" (rule 2)
 TRANSITIONS: dict[tuple[State, Input], tuple[str | None, State]] = {
@@ -136,10 +136,28 @@ class Dialog:
     """
 
     __slots__ = (
-        "key", "state", "flags", "from_hdr", "to_hdr",
-        "caller_target", "callee_target", "caller_route", "callee_route",
-        "invite_cseq", "caller_cseq", "callee_cseq", "caller", "callee",
-        "source", "destination", "start", "answer", "deadline", "lifetime", "route", "members",
+        "answer",
+        "callee",
+        "callee_cseq",
+        "callee_route",
+        "callee_target",
+        "caller",
+        "caller_cseq",
+        "caller_route",
+        "caller_target",
+        "deadline",
+        "destination",
+        "flags",
+        "from_hdr",
+        "invite_cseq",
+        "key",
+        "lifetime",
+        "members",
+        "route",
+        "source",
+        "start",
+        "state",
+        "to_hdr",
     )  # fmt: skip
 
     key: str  # Call-ID NUL From-tag (rule 8)

@@ -206,11 +206,11 @@ class Worker:
                 log.info("cdr", **cdr)
                 if self.cdr_writer is not None:
                     self.cdr_writer.write(cdr)
-        if self.deltas is not None and core.dialogs is not None and core.dialogs.deltas:
-            # one message per loop iteration; a full backlog (state plane gone) loses them:
-            # counted, and the state plane's mirror misses them (docs/stateplane.md)
-            if not self.deltas.add(core.dialogs.take_deltas(), b""):
-                self.meter.counters["drop_deltas"] += 1
+        # one message per loop iteration; a full backlog (state plane gone) loses them:
+        # counted, and the state plane's mirror misses them (docs/stateplane.md)
+        if (self.deltas is not None and core.dialogs is not None and core.dialogs.deltas
+                and not self.deltas.add(core.dialogs.take_deltas(), b"")):  # fmt: skip
+            self.meter.counters["drop_deltas"] += 1
         if core.refused:
             for fields in core.refused:
                 log.info("call_refused", **fields)

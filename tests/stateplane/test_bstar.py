@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stateplane.bstar import (
-    EXPIRY_HEARTBEATS, TRANSITIONS, BinaryStar, Effect, Input, State, loses_to,
+    EXPIRY_HEARTBEATS,
+    TRANSITIONS,
+    BinaryStar,
+    Effect,
+    Input,
+    State,
+    loses_to,
 )  # fmt: skip
 
 HB = 0.25
@@ -43,9 +49,7 @@ def test_every_pair(state: State, inp: Input, peer_epoch: int, peer_node: str) -
     effect, nxt = TRANSITIONS[(state, inp)]
     assert tr is not None and tr.effect is effect  # type: ignore[attr-defined]
     lower = loses_to((1, "b"), (peer_epoch, peer_node))
-    if effect is Effect.SPLIT_BRAIN:
-        nxt = State.PASSIVE if lower else State.ACTIVE
-    elif effect is Effect.DUAL_PASSIVE:
+    if effect is Effect.SPLIT_BRAIN or effect is Effect.DUAL_PASSIVE:
         nxt = State.PASSIVE if lower else State.ACTIVE
     assert m.state is nxt
 

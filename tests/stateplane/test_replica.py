@@ -9,7 +9,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stateplane.replica import (
-    PeerBack, PeerSilent, Publisher, Replica, Resnapshot, Resynced, StaleRefused, next_epoch,
+    PeerBack,
+    PeerSilent,
+    Publisher,
+    Replica,
+    Resnapshot,
+    Resynced,
+    StaleRefused,
+    next_epoch,
 )  # fmt: skip
 from stateplane.updates import Hugz, pack, unpack
 

@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 from stateplane.replica import Resynced
 from stateplane.snapshot import TableSource, serve
 from stateplane.updates import (
-    Chunk, Hugz, Icanhaz, Kthxbai, Update, UpdateError, pack, unpack,
+    Chunk,
+    Hugz,
+    Icanhaz,
+    Kthxbai,
+    Update,
+    UpdateError,
+    pack,
+    unpack,
 )  # fmt: skip
 
 from ..workers.dialog_helpers import T0, W0

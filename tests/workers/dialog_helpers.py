@@ -14,7 +14,7 @@ from conf.settings import DialogProfile, Dialogs, Route, Settings
 from ingress.sip.message import Request, Response, Uri
 from workers.dialogs import DialogTable
 
-from .helpers import US, PORT, parsed_req, parsed_resp, settings
+from .helpers import PORT, US, parsed_req, parsed_resp, settings
 
 OUR_RR = f"<sip:{US}:{PORT};lr>"
 CALLER = ("ing-1", ("udp", "10.0.0.1", 5070, 0, US, PORT))

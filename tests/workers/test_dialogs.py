@@ -11,14 +11,25 @@ from typing import Any
 
 import msgpack
 import pytest
-from hypothesis import given, settings as hsettings, strategies as st
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from conf.settings import DialogProfile
 from ingress.sip.parser import parse_message
 from workers.dialogs import TRANSITIONS, DialogTable, Input, State
 
 from .dialog_helpers import (
-    CALLEE, CALLER, OUR_RR, T0, W0, Call, dialog_settings, is_us, table, via_for,
+    CALLEE,
+    CALLER,
+    OUR_RR,
+    T0,
+    W0,
+    Call,
+    dialog_settings,
+    is_us,
+    table,
+    via_for,
 )  # fmt: skip
 from .helpers import parsed_req
 
@@ -347,7 +358,7 @@ def test_table_is_total() -> None:
 
 def test_docs_table_matches_the_code() -> None:
     """docs/dialogs.md shows the machine exactly as TRANSITIONS says."""
-    rows = re.findall(r"^\| (\w+) \| ([^|]+?) \| ([^|]+?) \| (\w+) \|$", DOC.read_text(), re.M)
+    rows = re.findall(r"^\| (\w+) \| ([^|]+?) \| ([^|]+?) \| (\w+) \|$", DOC.read_text(), re.MULTILINE)
     doc = {(State[s.upper()], Input[i.strip().upper()]): (None if e == "—" else e, State[n.upper()])
            for s, i, e, n in rows if s != "state"}  # fmt: skip
     assert doc == TRANSITIONS
