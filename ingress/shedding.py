@@ -11,7 +11,9 @@ Rules:
 3. From ``shed_invite_fill`` on, new calls (INVITEs) get 503 with Retry-After.
 4. Never shed: ACK, CANCEL, BYE and responses. They end or complete calls already admitted,
    so shedding them makes overload worse (retransmissions, stuck dialogs). They may use a
-   reserve above ``max_pending`` (``reserve_fill``); only past that does anything drop.
+   reserve above ``max_pending`` (``reserve_fill``, plus one batch: the backlog grows a
+   whole batch at a time, up to ``max_batch`` messages past the limit that admitted it);
+   only past that does anything drop.
 5. Everything else (in-dialog requests, INFO, UPDATE, PRACK, NOTIFY, REFER ...) goes on
    until the queue is full.
 """
@@ -36,8 +38,8 @@ class Shedder:
     def __init__(self, cfg: Bus) -> None:
         self.start_fill = cfg.shed_start_fill
         self.invite_fill = cfg.shed_invite_fill
-        #: how many messages over ``max_pending`` the never-shed kinds may queue
-        self.reserve = max(1, int(cfg.max_pending * (cfg.reserve_fill - 1.0)))
+        #: how many messages over ``max_pending`` the never-shed kinds may queue (rule 4)
+        self.reserve = max(1, int(cfg.max_pending * (cfg.reserve_fill - 1.0))) + cfg.max_batch
 
     def verdict(self, method: bytes | None, fill: float) -> int:
         """``ADMIT``, ``SHED`` or ``REFUSE`` for a message at this fill level (rules 1-5);

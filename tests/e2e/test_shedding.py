@@ -1,0 +1,98 @@
+"""Overload shedding on a running node: the worker is stopped (SIGSTOP), its ingress's queue
+for it fills, and the ingress sheds in order: OPTIONS dropped, new INVITEs refused 503, BYE
+kept and delivered once the worker runs again (SIGCONT)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from .conftest import StartNode
+from .node import LOCALHOST, free_port
+
+pytestmark = pytest.mark.e2e
+
+#: a small queue, so a few hundred messages fill it behind a stopped worker; a worker missing
+#: 40 heartbeats (10 s) is dropped, so the 1-2 s stop does not make it look dead
+BUS = "\n[bus]\nhwm = 1\nmax_pending = 50\nliveness = 40\n"
+
+
+def request(method: str, port: int, proxy: int, *, to_tag: str = "") -> tuple[bytes, str]:
+    """A request from ``port`` whose Request-URI names the proxy (so the routing table, and
+    its destination, the sink, decide where it goes)."""
+    call_id = uuid.uuid4().hex
+    tag = f";tag={to_tag}" if to_tag else ""
+    data = (
+        f"{method} sip:uas@{LOCALHOST}:{proxy} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP {LOCALHOST}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: <sip:load@{LOCALHOST}>;tag=f\r\n"
+        f"To: <sip:uas@{LOCALHOST}>{tag}\r\nCall-ID: {call_id}\r\n"
+        f"CSeq: 1 {method}\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+    return data, call_id
+
+
+@pytest.fixture
+def sink() -> Iterator[socket.socket]:
+    """The destination: takes what is forwarded, never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        # room for the whole flood the worker forwards once it runs again (~1 MB)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        s.bind((LOCALHOST, free_port()))
+        s.settimeout(0.2)
+        yield s
+
+
+def replies(sock: socket.socket, wait_s: float) -> list[bytes]:
+    out, end = [], time.monotonic() + wait_s
+    while time.monotonic() < end:
+        try:
+            out.append(sock.recv(65535))
+        except TimeoutError:
+            continue
+    return out
+
+
+def test_shedding_order_with_the_worker_stopped(start_node: StartNode,
+                                                sink: socket.socket) -> None:  # fmt: skip
+    """Behind a stopped worker: OPTIONS gets nothing, a new INVITE 503 with Retry-After, and
+    the BYE is kept and forwarded once the worker runs again; the drops are counted by
+    reason in the ingress's load_stats."""
+    node = start_node(sink.getsockname()[1], "worker=1", BUS)
+    m = re.search(r"worker\.1 started \(pid=(\d+)\)", node.proc.text())
+    assert m is not None, node.proc.text()[-2000:]
+    worker = int(m.group(1))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+        ua.bind((LOCALHOST, 0))
+        ua.settimeout(0.2)
+        me = ua.getsockname()[1]
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            for _ in range(3000):  # fill the kernel, ZeroMQ and the ingress's own queue
+                ua.sendto(request("INFO", me, node.port, to_tag="t")[0], (LOCALHOST, node.port))
+            options, _ = request("OPTIONS", me, node.port)
+            invite, invite_call = request("INVITE", me, node.port)
+            bye, bye_call = request("BYE", me, node.port, to_tag="t")
+            for data in (options, invite, bye):
+                ua.sendto(data, (LOCALHOST, node.port))
+            got = replies(ua, 1.0)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+    answered = [g for g in got if invite_call.encode() in g]
+    assert answered and answered[0].startswith(b"SIP/2.0 503"), got[:3]
+    assert b"Retry-After:" in answered[0]
+    assert not [g for g in got if b"CSeq: 1 OPTIONS" in g]  # shed: no answer at all
+    forwarded = replies(sink, 5.0)
+    assert any(bye_call.encode() in f and f.startswith(b"BYE ") for f in forwarded)
+    assert not any(invite_call.encode() in f for f in forwarded)
+    stats = [e for e in node.proc.wait_events("load_stats", 50, timeout_s=3)
+             if str(e["proc"]).startswith("ingress")]  # fmt: skip
+    drops = stats[-1]["drops"]
+    assert drops.get("drop_shed_options", 0) >= 1 and drops.get("drop_shed_invite", 0) >= 1  # type: ignore[union-attr]
