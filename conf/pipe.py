@@ -26,7 +26,9 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import envelope
+from conf import envelope, sockets
+from conf.settings import Bus
+from conf.workerset import WorkerSet
 
 log = structlog.get_logger()
 
@@ -204,3 +206,57 @@ class PushPipe:
             self.waiting = False
         self.sock.close(linger=linger_ms)
         return lost
+
+
+class WorkerPipes:
+    """A ``PushPipe`` to each live worker, kept in step with the workers' heartbeats: the
+    ingress hands calls to workers and the timer service hands them fires the same way.
+
+    ``heartbeat`` connects a pipe when a worker joins and closes it when the worker says
+    ``down``; ``expire`` closes the pipes of workers whose heartbeats stopped and drains
+    backlogs. What a closed pipe still held is counted as ``drop_worker_gone``.
+    """
+
+    __slots__ = ("_cfg", "_counters", "_ctx", "_header", "_kind", "_on_close", "pipes",
+                 "workers")  # fmt: skip
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: Bus, kind: bytes,
+                 make_header: MakeHeader, counters: Counter[str],
+                 on_close: Callable[[PushPipe], None] | None = None) -> None:  # fmt: skip
+        self.workers = WorkerSet(cfg.heartbeat_ms / 1000, cfg.liveness)
+        self.pipes: dict[str, PushPipe] = {}
+        self._ctx, self._cfg, self._kind, self._header = ctx, cfg, kind, make_header
+        self._counters, self._on_close = counters, on_close
+
+    def heartbeat(self, ident: str, endpoint: str, state: str, now: float) -> str | None:
+        """Record a worker's heartbeat; ``"joined"`` or ``"left"`` when the set changed."""
+        change = self.workers.heartbeat(ident, endpoint, state == "up", now)
+        if change == "joined":
+            sock = sockets.connect_push(self._ctx, endpoint, self._cfg.hwm)
+            self.pipes[ident] = PushPipe(ident, sock, self._kind, self._header,
+                                         self._cfg.max_batch, self._cfg.max_pending)  # fmt: skip
+            log.info("worker_joined", worker=ident, workers=len(self.workers))
+        elif change == "left":
+            self.close(ident)
+            log.info("worker_left", worker=ident, workers=len(self.workers))
+        return change
+
+    def expire(self, now: float) -> None:
+        """Drop workers whose heartbeats stopped; call every heartbeat interval."""
+        for w in self.workers.expire(now):
+            self.close(w.ident)
+            log.warning("worker_lost", worker=w.ident, workers=len(self.workers))
+        for pipe in self.pipes.values():
+            if pipe.backlog:
+                pipe.drain()
+
+    def close(self, ident: str) -> None:
+        """Close the pipe to ``ident``; what it still held is lost (and counted)."""
+        pipe = self.pipes.pop(ident, None)
+        if pipe is None:
+            return
+        if self._on_close is not None:
+            self._on_close(pipe)
+        lost = pipe.close()
+        if lost:
+            self._counters["drop_worker_gone"] += lost

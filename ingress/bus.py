@@ -19,9 +19,8 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, drain_pull
+from conf.pipe import PushPipe, WorkerPipes, drain_pull
 from conf.settings import Bus
-from conf.workerset import WorkerSet
 from ingress import shedding
 
 log = structlog.get_logger()
@@ -51,9 +50,11 @@ class WorkerBus:
         self.shedder = shedding.Shedder(cfg)
         self._on_out = on_out
         self._meter = meter
-        self.workers = WorkerSet(cfg.heartbeat_ms / 1000, cfg.liveness)
-        self._pipes: dict[str, PushPipe] = {}
         self._dirty: list[PushPipe] = []
+        self._peers = WorkerPipes(ctx, cfg, envelope.KIND_IN, self._header, meter.counters,
+                                  self._forget_dirty)  # fmt: skip
+        self.workers = self._peers.workers
+        self._pipes = self._peers.pipes
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.Handle | None = None
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
@@ -106,47 +107,24 @@ class WorkerBus:
         if env.kind == envelope.KIND_OUT:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
-            self._on_heartbeat(*env.header)
-
-    def _on_heartbeat(self, ident: str, endpoint: str, state: str) -> None:
-        change = self.workers.heartbeat(ident, endpoint, state == "up", self._loop.time())
-        if change == "joined":
-            sock = sockets.connect_push(self._ctx, endpoint, self._cfg.hwm)
-            self._pipes[ident] = PushPipe(
-                ident, sock, envelope.KIND_IN, self._header, self._cfg.max_batch,
-                self._cfg.max_pending,
-            )  # fmt: skip
-            log.info("worker_joined", worker=ident, workers=len(self.workers))
-        elif change == "left":
-            self._close_pipe(ident)
-            log.info("worker_left", worker=ident, workers=len(self.workers))
+            ident, endpoint, state = env.header
+            self._peers.heartbeat(ident, endpoint, state, self._loop.time())
 
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ingress_id, metas]
 
     def expire(self) -> None:
         """Drop workers whose heartbeats stopped; call every heartbeat interval."""
-        for w in self.workers.expire(self._loop.time()):
-            self._close_pipe(w.ident)
-            log.warning("worker_lost", worker=w.ident, workers=len(self.workers))
-        for pipe in self._pipes.values():
-            if pipe.backlog:
-                pipe.drain()
+        self._peers.expire(self._loop.time())
 
-    def _close_pipe(self, ident: str) -> None:
-        pipe = self._pipes.pop(ident, None)
-        if pipe is None:
-            return
+    def _forget_dirty(self, pipe: PushPipe) -> None:
         if pipe in self._dirty:
             self._dirty.remove(pipe)
-        lost = pipe.close()
-        if lost:
-            self._meter.counters["drop_worker_gone"] += lost
 
     def close(self) -> None:
         self.flush()
         self._loop.remove_reader(self._pull.FD)
         for ident in list(self._pipes):
-            self._close_pipe(ident)
+            self._peers.close(ident)
         self._pull.close(linger=0)
         sockets.unlink(self.endpoint)

@@ -3,7 +3,7 @@
 Rules (docs/timers.md tells the whole protocol):
 1. One PULL socket at ``timers-<id>.ipc`` takes worker heartbeats (who is alive, where it
    listens) and TOPS messages (arms and cancels). On a worker's first heartbeat the service
-   connects a pipe (``conf.pipe.PushPipe``) to it, as an ingress does.
+   connects a pipe to it (``conf.pipe.WorkerPipes``, shared with the ingress).
 2. A key holds one timer, the one with the highest ``gen`` (the host-wide CLOCK_MONOTONIC ns
    of its arm), so replays and re-syncs in any order converge. A cancel removes the timer if
    it is not newer than the cancel. When another worker's timer is replaced, cancelled, or
@@ -33,9 +33,8 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe
+from conf.pipe import WorkerPipes
 from conf.settings import Settings
-from conf.workerset import WorkerSet
 from timers import wire
 from timers.lateness import LatenessWindow
 from timers.policy import BatchPolicy
@@ -66,11 +65,14 @@ class TimerService:
         self.schedule = Schedule()
         self.policy = BatchPolicy(cfg.max_batch, cfg.max_batch_cap, cfg.late_threshold_ms / 1000,
                                   cfg.max_coalesce_ms / 1000)  # fmt: skip
-        self.workers = WorkerSet(bus.heartbeat_ms / 1000, bus.liveness)
         self._ctx, self._bus, self._clock = ctx, bus, clock
         self._loop = asyncio.get_running_loop()
         self.meter = LoadMeter(self._loop.time())
-        self._pipes: dict[str, PushPipe] = {}
+        # fires still queued for a worker that is gone die with its calls: counted
+        self._peers = WorkerPipes(ctx, bus, envelope.KIND_TIMER, self._header,
+                                  self.meter.counters)  # fmt: skip
+        self.workers = self._peers.workers
+        self._pipes = self._peers.pipes
         self._parked: deque[tuple[str, Timer]] = deque()
         self._stats, self._window = LatenessWindow(1), LatenessWindow(2)
         self.overruns = 0
@@ -178,36 +180,17 @@ class TimerService:
         log.info("timers_resynced", worker=worker, epoch=epoch, removed=len(gone))
 
     def _on_heartbeat(self, ident: str, endpoint: str, state: str) -> None:
-        change = self.workers.heartbeat(ident, endpoint, state == "up", self._loop.time())
-        if change == "joined":
-            sock = sockets.connect_push(self._ctx, endpoint, self._bus.hwm)
-            self._pipes[ident] = PushPipe(ident, sock, envelope.KIND_TIMER, self._header,
-                                          self._bus.max_batch, self._bus.max_pending)  # fmt: skip
-            log.info("worker_joined", worker=ident, workers=len(self.workers))
+        if self._peers.heartbeat(ident, endpoint, state, self._loop.time()) == "joined":
             self._reschedule()
-        elif change == "left":
-            self._close_pipe(ident)
-            log.info("worker_left", worker=ident, workers=len(self.workers))
 
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ident, metas]
 
     def expire_workers(self) -> None:
         """Drop workers whose heartbeats stopped; call every heartbeat interval."""
-        for w in self.workers.expire(self._loop.time()):
-            self._close_pipe(w.ident)
-            log.warning("worker_lost", worker=w.ident, workers=len(self.workers))
-        for pipe in self._pipes.values():
-            if pipe.backlog:
-                pipe.drain()
+        self._peers.expire(self._loop.time())
         if self._parked:
             self._reschedule(soon=True)
-
-    def _close_pipe(self, ident: str) -> None:
-        pipe = self._pipes.pop(ident, None)
-        if pipe is not None:
-            # fires still queued for a worker that is gone die with its calls: counted
-            self.meter.counters["drop_worker_gone"] += pipe.close()
 
     # -- firing --------------------------------------------------------------------------
 
