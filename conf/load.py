@@ -314,10 +314,7 @@ def _check_values(s: Settings) -> None:
         key = f"destination_set[{i}]"
         if not ds.name:
             raise ConfigError(f, f"{key}.name", "a non-empty name", ds.name)
-        if ds.name in sets:
-            found = Said(f"{show(ds.name)} again (destination_set[{sets[ds.name]}])")
-            raise ConfigError(f, f"{key}.name", "a unique name", found)
-        sets[ds.name] = i
+        _unique(f, "destination_set", i, ds.name, sets)
         if not ds.destinations:
             raise ConfigError(f, f"{key}.destinations", "at least one SIP URI", ds.destinations)
         for j, uri in enumerate(ds.destinations):
@@ -351,19 +348,12 @@ def _check_values(s: Settings) -> None:
             raise ConfigError(f, f"{key}.mode", expected, r.mode or s.proxy.mode)
         if not r.name:
             raise ConfigError(f, f"{key}.name", "a non-empty name", r.name)
-        if r.name in names:
-            found = Said(f"{show(r.name)} again (route[{names[r.name]}])")
-            raise ConfigError(f, f"{key}.name", "a unique name", found)
-        names[r.name] = i
+        _unique(f, "route", i, r.name, names)
         if r.to not in sets:
             known = ", ".join(sets) if sets else "none is defined"
             expected = f"the name of a [[destination_set]] ({known})"
             raise ConfigError(f, f"{key}.to", expected, r.to)
-        for j, method in enumerate(r.methods):
-            if not TOKEN_RE.fullmatch(method) or method != method.upper():
-                raise ConfigError(
-                    f, f"{key}.methods[{j}]", "a method in upper case, like INVITE", method
-                )
+        _methods(f, key, r.methods)
         for field_name in ("ruri_user", "ruri_host"):
             pattern = getattr(r, field_name)
             try:
@@ -491,10 +481,7 @@ def _check_dialogs(f: str, s: Settings) -> None:
         if not TOKEN_RE.fullmatch(p.name):
             raise ConfigError(f, f"{key}.name", "a name of letters, digits, '-', '_' or '.'",
                               p.name)  # fmt: skip
-        if p.name in names:
-            found = Said(f"{show(p.name)} again (dialog_profile[{names[p.name]}])")
-            raise ConfigError(f, f"{key}.name", "a unique name", found)
-        names[p.name] = i
+        _unique(f, "dialog_profile", i, p.name, names)
         if p.with_value and not p.value_from:
             expected = "one of ruri_user, from_user, to_user, source_ip, route (with_value = true)"
             raise ConfigError(f, f"{key}.value_from", expected, p.value_from)
@@ -526,19 +513,12 @@ def _check_protection(f: str, s: Settings) -> None:
         if not TOKEN_RE.fullmatch(rl.name):
             raise ConfigError(f, f"{key}.name", "a name of letters, digits, '-', '_' or '.'",
                               rl.name)  # fmt: skip
-        if rl.name in names:
-            found = Said(f"{show(rl.name)} again (ratelimit[{names[rl.name]}])")
-            raise ConfigError(f, f"{key}.name", "a unique name", found)
-        names[rl.name] = i
+        _unique(f, "ratelimit", i, rl.name, names)
         if rl.limit_per_s * rl.window_s < 1:
             # a window that cannot hold one request refuses everything
             expected = f"at least 1 / limit_per_s ({_num(1 / rl.limit_per_s)})"
             raise ConfigError(f, f"{key}.window_s", expected, rl.window_s)
-        for j, method in enumerate(rl.methods):
-            if not TOKEN_RE.fullmatch(method) or method != method.upper():
-                raise ConfigError(
-                    f, f"{key}.methods[{j}]", "a method in upper case, like INVITE", method
-                )
+        _methods(f, key, rl.methods)
         if rl.source:
             try:
                 ipaddress.ip_network(rl.source, strict=False)
@@ -585,6 +565,21 @@ DESTINATION_RE = re.compile(
     r"(?i:sip):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'%]+(?:=[^;]*)?)*)"
 )
 _URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp"
+
+
+def _unique(f: str, table: str, i: int, name: str, seen: dict[str, int]) -> None:
+    """``table[i].name`` must not repeat an earlier entry's; ``seen`` maps names to indexes."""
+    if name in seen:
+        found = Said(f"{show(name)} again ({table}[{seen[name]}])")
+        raise ConfigError(f, f"{table}[{i}].name", "a unique name", found)
+    seen[name] = i
+
+
+def _methods(f: str, key: str, methods: list[str]) -> None:
+    for j, method in enumerate(methods):
+        if not TOKEN_RE.fullmatch(method) or method != method.upper():
+            raise ConfigError(f, f"{key}.methods[{j}]", "a method in upper case, like INVITE",
+                              method)  # fmt: skip
 
 
 #: RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens
