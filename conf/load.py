@@ -20,6 +20,7 @@ import difflib
 import ipaddress
 import os
 import re
+import sys
 import tomllib
 import types
 import typing
@@ -66,6 +67,16 @@ class ConfigError(Exception):
 def config_path(cli_path: str | None = None) -> str:
     """``--conf`` wins, then ``$SIPLINE_CONF``, then ``conf/sipline.toml``."""
     return cli_path or os.environ.get(ENV_CONF) or DEFAULT_PATH
+
+
+def load_or_report(cli_path: str | None, who: str = "") -> Settings | None:
+    """The settings of ``config_path(cli_path)``, or None once the error (file, key, expected,
+    found) is on stderr, ``who`` first: what every process and command starts with."""
+    try:
+        return load(config_path(cli_path))
+    except ConfigError as exc:
+        print(f"{who}configuration error: {exc}", file=sys.stderr)
+        return None
 
 
 def load(path: str | os.PathLike[str]) -> Settings:

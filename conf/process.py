@@ -11,14 +11,13 @@ import asyncio
 import gc
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 
 import structlog
 import uvloop
 
 from conf import logging as sl_logging
-from conf.load import ConfigError, config_path, load
+from conf.load import config_path, load_or_report
 from conf.settings import Settings
 
 Serve = Callable[[Settings, asyncio.Event], Awaitable[int]]
@@ -34,10 +33,8 @@ def proc_name(role: str) -> str:
 
 def run(role: str, serve: Serve, conf: str | None = None) -> int:
     path = config_path(conf)
-    try:
-        settings = load(path)
-    except ConfigError as exc:
-        print(f"sipline {role}: configuration error: {exc}", file=sys.stderr)
+    settings = load_or_report(path, f"sipline {role}: ")
+    if settings is None:
         return 2
     sl_logging.configure(settings.log.level, proc_name(role), settings.node.name)
     log = structlog.get_logger()

@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from conf.load import ConfigError, config_path, load
+from conf.load import config_path, load_or_report
 
 
 def _check_config(args: argparse.Namespace) -> int:
     path = config_path(args.conf)
-    try:
-        settings = load(path)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    settings = load_or_report(path)
+    if settings is None:
         return 2
     print(f"{path}: ok ({len(settings.listen)} listeners, {len(settings.route)} routes)")
     return 0

@@ -22,7 +22,7 @@ import sys
 from typing import Any
 
 from conf.control import ask
-from conf.load import ConfigError, config_path, load
+from conf.load import load_or_report
 
 DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
@@ -34,10 +34,8 @@ RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_win
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        settings = load(config_path(args.conf))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    settings = load_or_report(args.conf)
+    if settings is None:
         return 2
     replies, silent = ask(settings.node.run_dir, args.what, timeout_s=args.timeout)
     if not replies:

@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from conf.control import ask
-from conf.load import ConfigError, config_path, load
+from conf.load import load_or_report
 
 Ask = Callable[[str, str], tuple[list[dict[str, Any]], list[str]]]
 LABELS = ("node", "stage", "proc")
@@ -124,10 +124,8 @@ class _Families:
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        settings = load(config_path(args.conf))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    settings = load_or_report(args.conf)
+    if settings is None:
         return 2
     registry = CollectorRegistry(auto_describe=False)
     registry.register(NodeCollector(settings.node.run_dir, settings.node.name))

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from conf import sockets
 from conf.control import ask
-from conf.load import ConfigError, config_path, load
+from conf.load import load_or_report
 from sipline.ctl import table
 
 STAGES = ("ingress", "worker", "stateplane", "timers")
@@ -95,10 +95,8 @@ def quiet_processes(run_dir: str) -> list[str]:
 
 def main(args: argparse.Namespace, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
-    try:
-        settings = load(config_path(args.conf))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
+    settings = load_or_report(args.conf)
+    if settings is None:
         return 2
     run_dir = settings.node.run_dir
     count = 1 if args.once else args.count
