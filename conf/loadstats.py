@@ -9,6 +9,7 @@ Ratios are kept per second for 10 minutes to give 1 s, 1 min and 10 min averages
 from __future__ import annotations
 
 from collections import Counter, deque
+from typing import Any
 
 
 class LoadMeter:
@@ -27,6 +28,15 @@ class LoadMeter:
 
     def add_busy(self, seconds: float) -> None:
         self._busy += seconds
+
+    @property
+    def busy_1s(self) -> float:
+        """The last closed sample's busy ratio (0 before the first tick)."""
+        return self._history[-1] if self._history else 0.0
+
+    def control(self, role: str) -> dict[str, Any]:
+        """The common part of a process's ``stats`` answer on its control socket."""
+        return {"role": role, "counters": dict(self.counters), "busy_1s": round(self.busy_1s, 3)}
 
     def tick(self, now: float) -> None:
         """Close the current sample; call about once a second."""

@@ -220,10 +220,7 @@ class Ingress:
                          "sources": len(self.pike), "peers": peers}}  # fmt: skip
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        h = self.meter._history
-        return {"role": "ingress", "counters": dict(self.meter.counters),
-                "busy_1s": round(h[-1], 3) if h else 0.0,
-                "queued_out": self.bus.queued}  # fmt: skip
+        return {**self.meter.control("ingress"), "queued_out": self.bus.queued}
 
     def heartbeat(self) -> None:
         """Every heartbeat: workers' liveness, pike's expiries and sibling ingresses."""

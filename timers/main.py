@@ -26,9 +26,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     loop = asyncio.get_running_loop()
 
     def ctl_stats(_: dict[str, Any]) -> dict[str, Any]:
-        h = service.meter._history
-        return {"role": "timers", "counters": dict(service.meter.counters),
-                "busy_1s": round(h[-1], 3) if h else 0.0, "armed": len(service.schedule),
+        return {**service.meter.control("timers"), "armed": len(service.schedule),
                 **service._stats.summary_ms()}  # fmt: skip
 
     control = ControlServer(ctx, settings.node.run_dir, ident, {"stats": ctl_stats})

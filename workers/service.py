@@ -107,10 +107,7 @@ class Worker:
             self.refresh_peers()
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        h = self.meter._history
-        out: dict[str, Any] = {"role": "worker", "counters": dict(self.meter.counters),
-                               "busy_1s": round(h[-1], 3) if h else 0.0,
-                               "queued_out": self.bus.queued}  # fmt: skip
+        out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued}
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
@@ -151,8 +148,7 @@ class Worker:
         send = self.bus.send
         handle: Any = self.proxy.handle
         if self.proxy.ratelimit is not None:
-            h = self.meter._history
-            self.proxy.now, self.proxy.load = self.loop.time(), (h[-1] if h else 0.0)
+            self.proxy.now, self.proxy.load = self.loop.time(), self.meter.busy_1s
         if self.stateful is not None:
             handle = functools.partial(self.stateful.handle, now=self.loop.time(),
                                        wall=time.time())  # fmt: skip
