@@ -41,7 +41,9 @@ KIND_HB = b"\x01HB"
 KIND_TOPS = b"\x01TOPS"
 KIND_TIMER = b"\x01TIMER"
 KIND_DELTAS = b"\x01DLT"
-KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS})
+#: dialogs a worker takes over after a failover: [node they came from, records]
+KIND_ADOPT = b"\x01ADOPT"
+KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT})
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -117,7 +119,7 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
         ok = isinstance(header, list) and len(header) == 5 and isinstance(header[0], str) and (
             isinstance(header[3], list) and isinstance(header[4], list) and n == 0
         )
-    elif kind == KIND_DELTAS:
+    elif kind == KIND_DELTAS or kind == KIND_ADOPT:
         ok = (
             isinstance(header, list)
             and len(header) == 2

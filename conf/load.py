@@ -382,6 +382,7 @@ def _check_values(s: Settings) -> None:
     _check_registrar(f, s)
     _check_dialogs(f, s)
     _check_protection(f, s)
+    _check_stateplane(f, s)
 
 
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
@@ -505,6 +506,35 @@ def _check_dialogs(f: str, s: Settings) -> None:
                 known = ", ".join(sorted(routes)) if routes else "none is defined"
                 expected = f"the name of a [[route]] ({known})"
                 raise ConfigError(f, f"{key}.routes[{j}]", expected, name)
+
+
+def _check_stateplane(f: str, s: Settings) -> None:
+    """[stateplane] and the virtual listeners of a failover pair (docs/failover.md)."""
+    sp = s.stateplane
+    if sp.replicate and not s.dialogs.enabled:
+        raise ConfigError(f, "stateplane.replicate", "false unless [dialogs] enabled = true",
+                          True)  # fmt: skip
+    for i, peer in enumerate(sp.peers):
+        if not os.path.isabs(peer):
+            raise ConfigError(f, f"stateplane.peers[{i}]", "another node's absolute run_dir",
+                              peer)  # fmt: skip
+        if os.path.normpath(peer) == os.path.normpath(s.node.run_dir):
+            raise ConfigError(f, f"stateplane.peers[{i}]", "another node's run_dir, not ours",
+                              peer)  # fmt: skip
+    if sp.role:
+        if not sp.replicate:
+            # the pair's nodes swap roles: each must publish what it serves
+            raise ConfigError(f, "stateplane.replicate", f'true when role = "{sp.role}"', False)
+        if len(sp.peers) != 1:
+            expected = f'exactly one entry, the other node of the pair (role = "{sp.role}")'
+            raise ConfigError(f, "stateplane.peers", expected, Said(f"{len(sp.peers)} entries"))
+    for i, lst in enumerate(s.listen):
+        if lst.virtual and not sp.role:
+            expected = 'false unless [stateplane] role is "primary" or "backup"'
+            raise ConfigError(f, f"listen[{i}].virtual", expected, True)
+    if sp.role and not any(lst.virtual for lst in s.listen):
+        expected = "a [[listen]] with virtual = true (the address the pair hands over)"
+        raise ConfigError(f, "listen", expected, Said("none"))
 
 
 _CIDR_HELP = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"

@@ -50,6 +50,12 @@ class Listener:
     sent from it."""
     port: int = field(default=5060, metadata=_range(1, 65535))
     """Port to bind; every ingress process binds it with SO_REUSEPORT."""
+    virtual: bool = False
+    """The failover pair's shared address (``docs/failover.md``): bound only while this node
+    is the active one (``[stateplane] role``), released when it goes passive. On a real
+    network a VRRP daemon moves the IP; the node binds the address when it takes over. List
+    it first among the listeners of its transport, so requests leave from it and Via and
+    Record-Route name it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -429,6 +435,12 @@ class StatePlane:
     backlog: int = field(default=16_384, metadata=_range(16, 10_000_000))
     """Updates kept for replay: a replica that missed fewer than this gets them again instead
     of a whole snapshot."""
+    role: Literal["", "primary", "backup"] = ""
+    """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
+    primary is active when both start, the backup takes over the virtual listeners and the
+    replicated calls when the primary's heartbeats stop for two intervals. Needs
+    ``replicate`` and exactly one entry in ``peers`` (the other node of the pair). Empty: no
+    failover; the node serves on its own."""
 
 
 #: a Retry-After a little random, so that refused clients do not all come back at once

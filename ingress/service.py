@@ -25,7 +25,7 @@ import zmq
 from conf import process
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
-from conf.settings import Settings
+from conf.settings import Listener, Settings
 from ingress import shedding
 from ingress.bus import FULL, WorkerBus
 from ingress.pike import Pike, PikeEvent
@@ -37,6 +37,7 @@ from ingress.sip.scan import scan_message
 from ingress.sip.serialize import build_response
 from ingress.tcp import TcpConnection, TcpHub
 from ingress.udp import UdpListener, open_udp
+from ingress.virtual import VirtualListeners
 
 log = structlog.get_logger()
 
@@ -72,17 +73,46 @@ class Ingress:
             "stats": self._ctl_stats,
             "pike": self._ctl_pike,
         })  # fmt: skip
+        self._ctx = ctx
+        #: the failover pair's shared listeners, held while the node is active (docs/failover.md)
+        self.virtual: VirtualListeners | None = None
 
     async def start(self) -> None:
-        for lst in self.settings.listen:
+        await self._listen([x for x in self.settings.listen if not x.virtual])
+        if any(x.virtual for x in self.settings.listen):
+            self.virtual = VirtualListeners(
+                self._ctx, self.settings.node.run_dir, self.settings.stateplane.heartbeat_ms / 1000,
+                self._bind_virtual, self._release_virtual)  # fmt: skip
+        log.info("ingress_listening", endpoint=self.bus.endpoint,
+                 listen=[f"{x.transport}:{x.address}:{x.port}{' (virtual)' if x.virtual else ''}"
+                         for x in self.settings.listen])  # fmt: skip
+
+    async def _listen(self, listeners: list[Listener]) -> None:
+        for lst in listeners:
             if lst.transport == "udp":
                 self.udp[(lst.address, lst.port)] = await open_udp(
                     lst.address, lst.port, self._on_datagram
                 )
             else:
                 await self.tcp.listen(lst.address, lst.port)
-        log.info("ingress_listening", endpoint=self.bus.endpoint,
-                 listen=[f"{x.transport}:{x.address}:{x.port}" for x in self.settings.listen])  # fmt: skip
+
+    async def _bind_virtual(self) -> None:
+        try:
+            await self._listen([x for x in self.settings.listen if x.virtual])
+        except OSError:
+            self._release_virtual()  # all or none: a half-bound address is worse than none
+            raise
+
+    def _release_virtual(self) -> None:
+        for lst in self.settings.listen:
+            if not lst.virtual:
+                continue
+            if lst.transport == "udp":
+                udp = self.udp.pop((lst.address, lst.port), None)
+                if udp is not None:
+                    udp.close()
+            else:
+                self.tcp.unlisten(lst.address, lst.port)
 
     # -- inbound -----------------------------------------------------------------------------
 
@@ -287,6 +317,8 @@ class Ingress:
         for lst in self.udp.values():
             lst.close()
         self.control.close()
+        if self.virtual is not None:
+            self.virtual.close()
         if self.pike_share is not None:
             self.pike_share.close()
         self.bus.close()

@@ -225,7 +225,7 @@ class TcpHub:
         self.partial: dict[int, TcpConnection] = {}
         self._connects: set[asyncio.Task[None]] = set()
         self._next_id = 0
-        self._servers: list[asyncio.AbstractServer] = []
+        self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._closing = False
         self._sweep_s = max(0.01, min(SWEEP_S, cfg.message_deadline_ms / 4000))
         self._idle_sweep_s = max(self._sweep_s, min(IDLE_SWEEP_S, cfg.idle_timeout_s / 4))
@@ -255,7 +255,7 @@ class TcpHub:
         except BaseException:
             sock.close()
             raise
-        self._servers.append(server)
+        self._servers[(address, port)] = server
         if self.default_local == ("", 0):
             self.default_local = bound
         return bound
@@ -356,7 +356,14 @@ class TcpHub:
 
     def stop_listening(self) -> None:
         """Accept no new connection; open ones keep working (shutdown drains through them)."""
-        for server in self._servers:
+        for server in self._servers.values():
+            server.close()
+
+    def unlisten(self, address: str, port: int) -> None:
+        """Stop accepting on address:port (a virtual address given up); open connections on
+        it keep working until they close."""
+        server = self._servers.pop((address, port), None)
+        if server is not None:
             server.close()
 
     async def close(self) -> None:
@@ -366,7 +373,7 @@ class TcpHub:
             return
         self._closing = True
         self._sweeper.cancel()
-        for server in self._servers:
+        for server in self._servers.values():
             server.close()
         connects = list(self._connects)
         for task in connects:

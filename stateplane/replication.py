@@ -38,6 +38,7 @@ from conf import envelope as env
 from conf import sockets
 from conf.settings import Settings
 from stateplane import updates as up
+from stateplane.failover import Failover
 from stateplane.replica import (
     Event,
     PeerBack,
@@ -131,6 +132,8 @@ class Peer:
         if not isinstance(msg, (up.Update, up.Hugz)):
             return
         now, wall = self.owner.loop.time(), time.time()
+        if isinstance(msg, up.Hugz) and self.owner.failover is not None:
+            self.owner.failover.peer_hugz(msg, now)
         if self.replica is None:  # rule 3: hearing the peer proves the subscription live
             self.replica = Replica(msg.node, self.owner.make_table,
                                    heartbeat_s=self.owner.heartbeat_s, now=now)  # fmt: skip
@@ -221,6 +224,22 @@ class Replication:
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask)]  # fmt: skip
         self.peers = [Peer(self, d) for d in sp.peers]
+        #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
+        self.failover: Failover | None = None
+        if sp.role:
+            self.failover = Failover(ctx, run_dir, sp.role, settings.node.name,
+                                     self.publisher.epoch, self.heartbeat_s, self.loop.time(),
+                                     self._publish_role)  # fmt: skip
+            self.failover.peer_table = self._pair_table
+            self.failover.on_yield = self.peers[0].resync
+
+    def _pair_table(self) -> tuple[str, DialogTable] | None:
+        r = self.peers[0].replica
+        return None if r is None else (r.node, r.table)
+
+    def _publish_role(self) -> None:
+        assert self.failover is not None
+        self._publish(self.publisher.hugz(self.failover.role))
 
     def make_table(self) -> DialogTable:
         return DialogTable(self.settings, emit_deltas=False)
@@ -259,7 +278,10 @@ class Replication:
 
     def heartbeat(self) -> None:
         """Publish a ``HUGZ`` if due, and let every replica check its peer (rules 1, 3)."""
-        hugz = self.publisher.handle_timer(self.loop.time())
+        now = self.loop.time()
+        if self.failover is not None:
+            self.failover.tick(now)
+        hugz = self.publisher.handle_timer(now, self.failover.role if self.failover else "")
         if hugz is not None:
             self._publish(hugz)
         for peer in self.peers:
@@ -328,9 +350,13 @@ class Replication:
         p = self.publisher
         return {"node": p.node, "epoch": p.epoch, "seq": p.seq, "owned": len(self.mirror),
                 "replicas": {(peer.replica.node if peer.replica else peer.run_dir): peer.stats()
-                             for peer in self.peers}, **self.counters}  # fmt: skip
+                             for peer in self.peers},
+                "failover": self.failover.stats() if self.failover else None,
+                **self.counters}  # fmt: skip
 
     def close(self) -> None:
+        if self.failover is not None:
+            self.failover.close()
         for r in self.readers:
             r.close()
         for peer in self.peers:

@@ -296,7 +296,7 @@ class DialogTable:
         self.deltas: list[list[Any]] = []
         self.counters: dict[str, int] = {
             "processed": 0, "expired": 0, "failed": 0, "cancelled": 0, "timeout": 0,
-            "refused": 0, "ended": 0, "deltas_dropped": 0,
+            "refused": 0, "ended": 0, "deltas_dropped": 0, "adopted": 0,
         }  # fmt: skip
 
     def __len__(self) -> int:
@@ -543,6 +543,24 @@ class DialogTable:
         self.profiles.clear()
         for rec in records:
             self._load(rec, now, wall)
+
+    def adopt(self, records: Iterable[list[Any]], now: float, wall: float,
+              place: Callable[[Any], Any] | None = None) -> int:
+        """Take over dialogs another node owned (a replica's records, after a failover): they
+        become ours, with their deadlines (re-armed: one past is due at once), profile
+        memberships and a "c" delta each, so our state plane publishes them as ours. ``place``
+        maps a side's opaque "where the proxy reached it" to one of ours. Returns the count."""
+        i_caller, i_callee = RECORD.index("caller"), RECORD.index("callee")
+        n = 0
+        for rec in records:
+            if place is not None:
+                rec[i_caller], rec[i_callee] = place(rec[i_caller]), place(rec[i_callee])
+            self._load(rec, now, wall)
+            n += 1
+            if self.emit_deltas:
+                self._push(["c", *rec])
+        self.counters["adopted"] += n
+        return n
 
     def apply(self, delta: list[Any], now: float, wall: float) -> None:
         """Apply a delta another table emitted (a replica: no CDR, no delta of its own)."""

@@ -86,7 +86,8 @@ class Worker:
                                        d for batch in batches for d in batch]],
                                    1, settings.bus.max_pending)  # fmt: skip
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
-                              self.meter, on_timer=self.timers.receive if self.timers is not None else None)  # fmt: skip
+                              self.meter, on_timer=self.timers.receive if self.timers is not None else None,
+                              on_adopt=self._on_adopt)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
@@ -231,6 +232,24 @@ class Worker:
                 outs += self.stateful.dialog_expired(f.key, tag, now, wall)
         self._job_done_outs(outs)
         self.meter.add_busy(time.perf_counter() - t0)
+
+    def _on_adopt(self, header: list[Any]) -> None:
+        """Dialogs our state plane took over from the failed peer (docs/failover.md): they
+        become ours; their BYEs leave through one of our ingresses, TCP on a new connection."""
+        core = self.stateful
+        if core is None or core.dialogs is None:
+            self.meter.counters["drop_adopt"] += len(header[1])
+            return
+        ingress = self.bus.any_ingress()
+
+        def place(side: Any) -> Any:
+            meta = list(side[1])
+            meta[env.OUT_CONN] = 0  # the peer's connection ids mean nothing here
+            return (ingress or side[0], tuple(meta))
+
+        n = core.dialogs.adopt(header[1], self.loop.time(), time.time(), place)
+        log.info("dialogs_adopted", peer=header[0], dialogs=n)
+        self._after_core()
 
     def _start_job(self, job: Job) -> None:
         if len(self._jobs) >= MAX_JOBS:

@@ -28,23 +28,26 @@ def _need_sipp() -> None:
 @pytest.fixture
 def start_node(tmp_path: Path) -> Iterator[StartNode]:
     """``start_node(dest_port, scale="worker=2", name="e2e")`` starts a node on a free port
-    (run directory ``run<i>`` under tmp_path); at teardown
-    it is stopped with SIGTERM and every process must exit 0 within 5 s."""
+    (run directory ``run<i>`` under tmp_path, i counting from 0); at teardown
+    it is stopped with SIGTERM and every process must exit 0 within 5 s (unless killed)."""
     nodes: list[Node] = []
 
     def start(dest_port: int | list[int | str], scale: str = "worker=2", extra: str = "",
-              set_extra: str = "", log_extra: str = "", name: str = "e2e") -> Node:  # fmt: skip
+              set_extra: str = "", log_extra: str = "", name: str = "e2e",
+              listen_first: str = "") -> Node:  # fmt: skip
         port = free_port()
         run_dir = tmp_path / f"run{len(nodes)}"
         conf = tmp_path / f"sipline{len(nodes)}.toml"
         write_config(conf, run_dir, port, dest_port, extra=extra, set_extra=set_extra,
-                     log_extra=log_extra, name=name)  # fmt: skip
+                     log_extra=log_extra, name=name, listen_first=listen_first)  # fmt: skip
         node = Node.start(conf, run_dir, port, scale)
         nodes.append(node)
         return node
 
     yield start
     for node in nodes:
+        if node.killed:
+            continue
         t0 = time.monotonic()
         rc, output = node.stop()
         elapsed = time.monotonic() - t0

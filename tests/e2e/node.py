@@ -46,8 +46,9 @@ def free_port() -> int:
 
 def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int | str], *,
                  extra: str = "", set_extra: str = "", log_extra: str = "",
-                 name: str = "e2e") -> None:  # fmt: skip
-    """A node ``name`` on ``port``; destinations are ports on 127.0.0.1 or URIs given whole."""
+                 name: str = "e2e", listen_first: str = "") -> None:  # fmt: skip
+    """A node ``name`` on ``port``; destinations are ports on 127.0.0.1 or URIs given whole;
+    ``listen_first`` are [[listen]] tables put before the node's own (they send first)."""
     ports = dest_port if isinstance(dest_port, list) else [dest_port]
     dests = ", ".join(f'"{p}"' if isinstance(p, str) else f'"sip:127.0.0.1:{p}"' for p in ports)
     path.write_text(
@@ -55,7 +56,7 @@ def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int
 [node]
 name = "{name}"
 run_dir = "{run_dir}"
-
+{listen_first}
 [[listen]]
 transport = "udp"
 address = "127.0.0.1"
@@ -207,6 +208,8 @@ class Node:
     conf: Path
     run_dir: Path
     proc: Proc
+    #: killed on purpose (``kill``): nothing left to stop cleanly
+    killed: bool = False
 
     @classmethod
     def start(cls, conf: Path, run_dir: Path, port: int, scale: str = "worker=2") -> Node:
@@ -238,10 +241,39 @@ class Node:
             time.sleep(0.05)  # polling step, bounded by the deadline
         raise RuntimeError(f"node not ready within {deadline_s} s:\n{self.proc.text()[-4000:]}")
 
+    def kill(self) -> None:
+        """SIGKILL every process of the node at once, honcho last (a node that dies)."""
+        pids = _descendants(self.proc.popen.pid)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass  # already gone
+        self.proc.stop(signal.SIGKILL)
+        self.killed = True
+
     def stop(self) -> tuple[int, str]:
         """SIGTERM honcho (which stops every process) and return (rc, output)."""
         rc = self.proc.stop(signal.SIGTERM)
         return rc, self.proc.text()
+
+
+def _descendants(root: int) -> list[int]:
+    """Every live process under ``root`` (honcho puts each child in a session of its own, so
+    a process group signal would miss them)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 def _count(scale: str, name: str) -> int:
@@ -291,11 +323,11 @@ def sipp_uas(port: int, transport: str, workdir: Path, scenario: str = "uas",
 def sipp_uac(
     target_port: int, transport: str, calls: int, rate: int, workdir: Path,
     timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
-    service: str | None = None, extra: tuple[str, ...] = (),
+    service: str | None = None, extra: tuple[str, ...] = (), host: str = LOCALHOST,
 ) -> SippResult:  # fmt: skip
     """Run a sipp UAC to completion (bounded) and read its final statistics."""
     return UacRun.start(target_port, transport, calls, rate, workdir, timeout_s,
-                        scenario, local_port, service, extra).wait()  # fmt: skip
+                        scenario, local_port, service, extra, host).wait()  # fmt: skip
 
 
 @dataclass
@@ -310,11 +342,11 @@ class UacRun:
     def start(
         cls, target_port: int, transport: str, calls: int, rate: int, workdir: Path,
         timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
-        service: str | None = None, extra: tuple[str, ...] = (),
+        service: str | None = None, extra: tuple[str, ...] = (), host: str = LOCALHOST,
     ) -> UacRun:  # fmt: skip
         stf = workdir / f"uac-{uuid.uuid4().hex[:8]}.csv"
         argv = [
-            "sipp", *_scenario(scenario), f"{LOCALHOST}:{target_port}", "-i", LOCALHOST,
+            "sipp", *_scenario(scenario), f"{host}:{target_port}", "-i", LOCALHOST,
             *(["-s", service] if service else []),
             "-p", str(local_port or free_port()), "-mp", str(free_port()), "-t", transport,
             "-m", str(calls), "-r", str(rate), "-buff_size", "4194304", "-nostdin",

@@ -56,8 +56,9 @@ def byes(t: DialogTable) -> dict[str, Any]:
 class Pair:
     """Owner table + publisher on one side, a replica on the other."""
 
-    def __init__(self, epoch: int = 1, backlog: int = 16_384) -> None:
-        self.owner = table()
+    def __init__(self, epoch: int = 1, backlog: int = 16_384, **table_kw: Any) -> None:
+        self._table_kw = table_kw
+        self.owner = table(**table_kw)
         self.pub = Publisher(NODE, epoch, backlog=backlog, now=T0)
         self.applied: Counter[tuple[int, int]] = Counter()
         self.replica = Replica(NODE, self._table, now=T0)
@@ -66,7 +67,7 @@ class Pair:
     def _table(self) -> DialogTable:
         """A replica table that counts every update applied to it, by (epoch, seq): the
         replica applies update seq + 1 of its epoch, never anything else."""
-        t = table()
+        t = table(**self._table_kw)
         plain = t.apply
 
         def apply(delta: list[Any], now: float, wall: float) -> None:

@@ -1,0 +1,127 @@
+"""The virtual listeners of a failover pair: bound while our state plane says "active".
+
+Rules:
+1. The node's state plane decides the role (Binary Star, ``stateplane/failover.py``) and says
+   it in every ``HUGZ`` it publishes on ``stateplane-pub.ipc``. Each ingress subscribes to
+   those heartbeats only, and holds the ``virtual = true`` listeners exactly while the last
+   heartbeat heard said ``active``: one source of truth, no second protocol.
+2. Fencing: when our own state plane falls silent for ``EXPIRY_HEARTBEATS`` intervals the
+   ingress lets go of the address, because the peer takes over after the same silence (it
+   hears the same heartbeats). Two nodes holding one address with SO_REUSEPORT would split
+   its traffic between them.
+3. ``RoleHold`` is the sans-IO part (time is an argument); ``VirtualListeners`` binds and
+   releases the sockets through the ingress's own UDP and TCP code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import envelope as env
+from stateplane import updates as up
+from stateplane.bstar import EXPIRY_HEARTBEATS
+
+log = structlog.get_logger()
+
+_HUGZ = up.pack(up.Hugz("", 0, 0))[0]  # the kind frame a SUB filters on
+
+
+class RoleHold:
+    """Whether the virtual listeners should be held now (rules 1-2)."""
+
+    __slots__ = ("active", "heard_at", "held", "timeout_s")
+
+    def __init__(self, heartbeat_s: float) -> None:
+        self.timeout_s = EXPIRY_HEARTBEATS * heartbeat_s
+        self.active = False
+        self.heard_at = float("-inf")
+        self.held = False
+
+    def hugz(self, role: str, now: float) -> None:
+        self.active, self.heard_at = role == "active", now
+
+    def want(self, now: float) -> bool:
+        return self.active and now - self.heard_at <= self.timeout_s
+
+
+Bind = Callable[[], Awaitable[None]]
+
+
+class VirtualListeners:
+    """Follow the local state plane's heartbeats and bind or release (rule 3)."""
+
+    def __init__(self, ctx: zmq.Context[Any], run_dir: str, heartbeat_s: float,
+                 bind: Bind, release: Callable[[], None]) -> None:  # fmt: skip
+        self.loop = asyncio.get_running_loop()
+        self.hold = RoleHold(heartbeat_s)
+        self._bind, self._release = bind, release
+        self._busy = False
+        self._fence: asyncio.TimerHandle | None = None
+        sub = ctx.socket(zmq.SUB)
+        sub.linger = 0
+        sub.rcvhwm = 64
+        sub.setsockopt(zmq.SUBSCRIBE, _HUGZ)
+        sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
+        self.sub = sub
+        self.loop.add_reader(sub.FD, self._drain)
+        self.loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        if self.sub.closed:
+            return
+        heard = False
+        while True:
+            try:
+                frames = self.sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            try:
+                msg = up.unpack(frames)
+            except up.UpdateError:
+                continue
+            if isinstance(msg, up.Hugz):
+                self.hold.hugz(msg.role, self.loop.time())
+                heard = True
+        if heard:
+            if self._fence is not None:
+                self._fence.cancel()
+            # rule 2: look again just after the silence would have lasted too long
+            self._fence = self.loop.call_later(self.hold.timeout_s * 1.01, self.check)
+            self.check()
+
+    def check(self) -> None:
+        """Bind or release if the wanted state changed (also called every heartbeat)."""
+        want = self.hold.want(self.loop.time())
+        if want == self.hold.held or self._busy:
+            return
+        self.hold.held = want
+        if want:
+            self._busy = True
+            self.loop.create_task(self._do_bind())
+        else:
+            log.warning("virtual_released",
+                        reason="stateplane_silent" if self.hold.active else "passive")
+            self._release()
+
+    async def _do_bind(self) -> None:
+        try:
+            await self._bind()
+            log.info("virtual_bound")
+        except OSError as exc:  # the address is not (yet) ours: try again on the next beat
+            self.hold.held = False
+            log.error("virtual_bind_failed", error=str(exc))
+        finally:
+            self._busy = False
+        self.check()
+
+    def close(self) -> None:
+        if self._fence is not None:
+            self._fence.cancel()
+        if not self.sub.closed:
+            self.loop.remove_reader(self.sub.FD)
+            self.sub.close(linger=0)

@@ -1,0 +1,180 @@
+"""Failover of an active/backup pair in the state plane: Binary Star on the heartbeats, and
+the takeover of the peer's replicated dialogs (``docs/failover.md``).
+
+Rules:
+1. The role (``stateplane/bstar.py``) travels in every ``HUGZ`` we publish; the peer's
+   ``HUGZ`` feed the machine, and silence expires the peer (``handle_timer`` every
+   heartbeat). A change of role publishes a ``HUGZ`` at once: our ingresses bind or release
+   the virtual listeners on it (``ingress/virtual.py``), so nothing waits for the next beat.
+2. Takeover (passive -> active: the peer's heartbeats stopped, or it restarted and says
+   primary or backup again, having lost its calls): every dialog of the peer's replica
+   is handed to the worker that owns its Call-ID, by the same rendezvous hash the ingresses
+   use over the same live workers (``conf/workerset.py``), in ``ADOPT`` envelopes of at most
+   ``ADOPT_CHUNK`` records. The worker makes them its own (``DialogTable.adopt``): timers
+   re-armed with the time they had left, profiles counted, "c" deltas published as ours.
+   The replica is emptied: those dialogs are ours now, and the peer, when it comes back,
+   gets them from us by snapshot.
+3. Split brain (two actives after a partition heals): logged at error level; the side with
+   the lower (epoch, node) yields (goes passive, releases the address) and resnapshots from
+   the winner. Two primaries or two backups: ``failover_fault`` is logged, nothing moves.
+4. A peer heartbeat with no role (the peer is not configured as a pair) is a fault too:
+   logged once, ignored.
+5. Nothing blocks: an ``ADOPT`` the worker's pipe cannot take now is retried from the loop
+   until ``ADOPT_RETRY_S``; past it the dialogs are lost and counted (a worker that takes no
+   input for seconds during a takeover has failed too).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import envelope as env
+from conf import sockets
+from conf.workerset import WorkerSet
+from stateplane.bstar import BinaryStar, Effect, State, Transition
+from stateplane.updates import Hugz
+from workers.dialogs import DialogTable
+
+log = structlog.get_logger()
+
+#: records per ADOPT envelope (~0.5 KB each)
+ADOPT_CHUNK = 500
+#: how long a worker pipe that cannot take an ADOPT is retried
+ADOPT_RETRY_S = 5.0
+
+
+def by_owner(records: list[list[Any]], workers: dict[str, str]) -> dict[str, list[list[Any]]]:
+    """Rule 2: the records each live worker owns, by the ingresses' hash of the Call-ID."""
+    ring = WorkerSet(1.0, 1)
+    for ident, ep in workers.items():
+        ring.heartbeat(ident, ep, True, 0.0)
+    out: dict[str, list[list[Any]]] = {}
+    for rec in records:
+        owner = ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
+        if owner is not None:
+            out.setdefault(owner, []).append(rec)
+    return out
+
+
+class Failover:
+    """Our end of the pair: ``role`` goes into our heartbeats; feed it the peer's."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: str, role: str, node: str,
+                 epoch: int, heartbeat_s: float, now: float,
+                 publish_hugz: Callable[[], None]) -> None:  # fmt: skip
+        self.ctx, self.run_dir = ctx, run_dir
+        self.star = BinaryStar(State(role), node, epoch, heartbeat_s=heartbeat_s, now=now)
+        self.publish_hugz = publish_hugz
+        self.counters: Counter[str] = Counter()
+        self.took_over_at: float | None = None
+        self.last_peer_hugz = now
+        #: the peer's node name and replica table once heard (set by the replication adapter)
+        self.peer_table: Callable[[], tuple[str, DialogTable] | None] = lambda: None
+        #: split brain lost (rule 3): resnapshot from the winner
+        self.on_yield: Callable[[], None] = lambda: None
+        self._pushes: dict[str, zmq.Socket[bytes]] = {}
+        self._queue: deque[tuple[str, list[bytes], int, float]] = deque()
+        self._faulted = False
+        self.loop = asyncio.get_running_loop()
+
+    @property
+    def role(self) -> str:
+        return self.star.state.value
+
+    def peer_hugz(self, msg: Hugz, now: float) -> None:
+        try:
+            peer_state = State(msg.role)
+        except ValueError:
+            if not self._faulted:  # rule 4
+                self._faulted = True
+                log.error("failover_fault", reason="peer heartbeat has no pair role",
+                          peer=msg.node, role=msg.role)  # fmt: skip
+            return
+        self.last_peer_hugz = now
+        self._act(self.star.receive_heartbeat(peer_state, msg.epoch, msg.node, now), now)
+
+    def tick(self, now: float) -> None:
+        t = self.star.handle_timer(now)
+        if t is not None:
+            self._act(t, now)
+
+    def _act(self, t: Transition, now: float) -> None:
+        if t.effect is Effect.NONE and t.before is t.state:
+            return
+        fields = {"before": t.before.value, "role": t.state.value, "input": t.input.value,
+                  "effect": t.effect.value}  # fmt: skip
+        if t.effect is Effect.SPLIT_BRAIN:
+            log.error("split_brain", yields=t.yields, peer=self.star.peer, **fields)
+            if t.yields:
+                self.on_yield()
+        elif t.effect is Effect.FAULT:
+            log.error("failover_fault", reason="both nodes have the same role", **fields)
+        elif t.before is not t.state:
+            log.warning("failover_role", **fields)
+        if t.before is State.PASSIVE and t.state is State.ACTIVE:
+            self._take_over(now)
+        if t.before is not t.state:
+            self.publish_hugz()  # rule 1
+
+    # -- takeover ----------------------------------------------------------------------------
+
+    def _take_over(self, now: float) -> None:
+        """Rule 2."""
+        self.took_over_at = now
+        peer = self.peer_table()
+        silent_s = now - self.last_peer_hugz
+        if peer is None or not len(peer[1]):
+            log.warning("failover_takeover", dialogs=0, silent_ms=round(silent_s * 1000))
+            return
+        node, table = peer
+        wall = time.time()
+        records = table.snapshot(now, wall)
+        table.restore([], now, wall)
+        workers = sockets.live_endpoints(self.run_dir, "worker")
+        groups = by_owner(records, workers)
+        for ident, recs in groups.items():
+            for i in range(0, len(recs), ADOPT_CHUNK):
+                chunk = recs[i : i + ADOPT_CHUNK]
+                frames = env.pack(env.KIND_ADOPT, [node, chunk])
+                self._queue.append((workers[ident], frames, len(chunk), now + ADOPT_RETRY_S))
+        lost = len(records) - sum(len(r) for r in groups.values())
+        self.counters["adopt_sent"] += len(records) - lost
+        self.counters["adopt_lost"] += lost
+        log.warning("failover_takeover", dialogs=len(records), workers=len(groups),
+                    silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
+        self._send_queue()
+
+    def _send_queue(self) -> None:
+        """Rule 5."""
+        now = self.loop.time()
+        while self._queue:
+            ep, frames, count, give_up = self._queue[0]
+            sock = self._pushes.get(ep)
+            if sock is None:
+                sock = self._pushes[ep] = self.ctx.socket(zmq.PUSH)
+                sock.linger = sockets.LINGER_MS
+                sock.sndhwm = 1_000
+                sock.connect(ep)
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:
+                if now < give_up:
+                    self.loop.call_later(0.01, self._send_queue)
+                    return
+                self.counters["adopt_lost"] += count
+                log.error("failover_adopt_lost", worker=ep, dialogs=count)
+            self._queue.popleft()
+
+    def stats(self) -> dict[str, Any]:
+        return {"role": self.role, "peer": self.star.peer, **self.counters}
+
+    def close(self) -> None:
+        for sock in self._pushes.values():
+            sock.close(linger=0)

@@ -1,0 +1,151 @@
+"""Active/backup takeover on loopback (docs/failover.md): node A (primary) and node B (backup)
+share the virtual address 127.0.0.10; calls go through A; A dies by SIGKILL; B sees A's
+heartbeats stop, binds the address, and serves A's calls to their end: BYEs, expiries, CDRs
+(once) and profile limits, for answered calls and for calls still ringing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from .conftest import StartNode
+from .node import Node, Proc, UacRun, free_port, sipp_uac
+from .test_dialogs import cdrs
+from .test_replication import poll, stateplane
+
+pytestmark = pytest.mark.e2e
+
+Uas = Callable[..., tuple[int, Proc]]
+VIRTUAL = "127.0.0.10"
+CALLS = 20
+
+
+def pair_config(role: str, peer: Path, cdr_file: Path, extra: str = "") -> str:
+    return f"""
+[proxy]
+mode = "stateful"
+
+[dialogs]
+enabled = true
+cdr_file = "{cdr_file}"
+{extra}
+
+[stateplane]
+replicate = true
+role = "{role}"
+peers = ["{peer}"]
+heartbeat_ms = 100
+"""
+
+
+def virtual_listen(port: int) -> str:
+    return f"""
+[[listen]]
+transport = "udp"
+address = "{VIRTUAL}"
+port = {port}
+virtual = true
+"""
+
+
+def start_pair(start_node: StartNode, tmp_path: Path, dport: int, extra: str = "",
+               scale: str = "worker=2") -> tuple[Node, Node, int]:  # fmt: skip
+    """A (primary, active, holding the virtual address) then B (backup, passive, synced)."""
+    vport = free_port()
+    run_a, run_b = tmp_path / "run0", tmp_path / "run1"  # start_node's run<i>
+    a = start_node(dport, scale, pair_config("primary", run_b, tmp_path / "a.cdr", extra),
+                   name="node-a", listen_first=virtual_listen(vport))  # fmt: skip
+    assert a.run_dir == run_a
+    assert a.proc.wait_events("virtual_bound", 1, timeout_s=5), a.proc.text()[-3000:]
+    b = start_node(dport, scale, pair_config("backup", run_a, tmp_path / "b.cdr", extra),
+                   name="node-b", listen_first=virtual_listen(vport))  # fmt: skip
+    assert poll(lambda: (stateplane(b)["failover"] or {}).get("role") == "passive", 5)
+    assert not b.proc.events("virtual_bound")
+    return a, b, vport
+
+
+def replica_of_a(b: Node) -> dict[str, object]:
+    return stateplane(b)["replicas"].get("node-a", {})  # type: ignore[no-any-return]
+
+
+def take_over(a: Node, b: Node, calls: int) -> None:
+    """SIGKILL A; B takes over within its heartbeats and adopts ``calls`` dialogs."""
+    a.kill()
+    (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=5)
+    assert ev["dialogs"] == calls, ev
+    assert b.proc.wait_events("virtual_bound", 1, timeout_s=5)
+    assert poll(lambda: sum(int(str(e["dialogs"])) for e in b.proc.events("dialogs_adopted"))
+                == calls, 5), b.proc.events("dialogs_adopted")  # fmt: skip
+
+
+def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas,
+                                          tmp_path: Path) -> None:  # fmt: skip
+    """20 answered calls held on A, A killed: on B every caller's BYE gets 200 and reaches the
+    callee (sipp counts all 20 successful), B writes 20 CDRs and A none, and the trunk
+    profile (limit 20) still counts the 20 calls: a 21st is refused 486 by B."""
+    dport, _ = uas("u1")
+    profile = '[[dialog_profile]]\nname = "trunk"\nlimit = 20\nover_limit_status = 486\n'
+    a, b, vport = start_pair(start_node, tmp_path, dport, profile, "worker=1")
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
+                       extra=("-d", "9000"))  # fmt: skip
+    try:
+        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
+                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
+        take_over(a, b, CALLS)
+        over = sipp_uac(vport, "u1", 1, 1, tmp_path, scenario="uac_busy", host=VIRTUAL,
+                        timeout_s=10)  # fmt: skip
+        assert (over.successful, over.failed) == (1, 0), over.output
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    b.stop()  # flushes the CDR writers
+    rows = cdrs(tmp_path / "b.cdr")
+    assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS, rows
+    assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
+    assert not (tmp_path / "a.cdr").exists() or not cdrs(tmp_path / "a.cdr")
+
+
+def test_backup_takes_over_ringing_calls(start_node: StartNode, uas: Uas,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    """20 calls still ringing (the callee answers 5 s after its 180) when A dies: the 200s
+    reach the callers through B, ACK and BYE go through B, and B writes 20 answered CDRs."""
+    dport, _ = uas("u1", "uas_ring_long")
+    a, b, vport = start_pair(start_node, tmp_path, dport)
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
+                       extra=("-d", "1000"))  # fmt: skip
+    try:
+        assert poll(lambda: replica_of_a(b).get("early") == CALLS, 10), replica_of_a(b)
+        take_over(a, b, CALLS)
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    b.stop()
+    rows = cdrs(tmp_path / "b.cdr")
+    assert len(rows) == CALLS and {r["cause"] for r in rows} == {"bye"}, rows
+    assert all(r["answer"] for r in rows), rows
+
+
+def test_backup_expires_taken_over_calls(start_node: StartNode, uas: Uas,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    """Callers that never hang up and a 4 s lifetime: after the takeover B's timer service
+    fires the lifetimes A armed, and B sends the BYEs to both sides (CDR cause expired)."""
+    dport, _ = uas("u1", "uas_rr")
+    a, b, vport = start_pair(start_node, tmp_path, dport, "default_lifetime_s = 4")
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=30, host=VIRTUAL,
+                       scenario="uac_wait_bye")  # fmt: skip
+    try:
+        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
+                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
+        take_over(a, b, CALLS)
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    b.stop()
+    rows = cdrs(tmp_path / "b.cdr")
+    assert len(rows) == CALLS and {r["cause"] for r in rows} == {"expired"}, rows
+    assert all(3500 <= int(str(r["talk_ms"])) <= 8000 for r in rows), rows

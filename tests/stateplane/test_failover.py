@@ -1,0 +1,193 @@
+"""Failover (docs/failover.md): the takeover of a replica's dialogs by our workers, the
+virtual listeners' role hold, and the state plane's ``Failover`` driven by heartbeats with
+real ZeroMQ sockets standing in for two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+import zmq
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conf import envelope as env
+from conf import sockets
+from conf.settings import DialogProfile
+from conf.workerset import WorkerSet
+from ingress.virtual import RoleHold
+from stateplane.failover import Failover, by_owner
+from stateplane.updates import Hugz
+from workers.dialogs import RECORD, DialogTable
+
+from ..workers.dialog_helpers import T0, W0, Call, dialog_settings, via_for
+from .helpers import NODE, Pair
+
+TRUNK = [DialogProfile(name="trunk", limit=10, over_limit_status=486)]
+
+
+def replicated_calls(answered: int, ringing: int) -> DialogTable:
+    """A replica (of node-a) holding ``answered`` confirmed and ``ringing`` early dialogs."""
+    p = Pair(profiles=TRUNK)
+    p.answer(p.replica.start(T0), T0)
+    for n in range(answered + ringing):
+        ops = ["invite", "180", "200"] if n < answered else ["invite", "180"]
+        for op in ops:
+            p.deliver(p.step(n, op, T0 + 1), T0 + 1)
+    assert p.converged(T0 + 1)
+    return p.replica.table
+
+
+def ours(side: Any) -> Any:
+    meta = list(side[1])
+    meta[env.OUT_CONN] = 0
+    return ("ing-b", tuple(meta))
+
+
+def test_adopted_dialogs_become_ours() -> None:
+    """Records of a replica adopted by a worker's table: the same BYEs (sent through our
+    ingress), the trunk profile counts them, each lifetime is re-armed with the time it had
+    left, each gets a "c" delta, and a BYE later ends it with one CDR."""
+    replica = replicated_calls(answered=3, ringing=2)
+    now, wall = T0 + 10, W0 + 10
+    records = replica.snapshot(now, wall)
+    worker = DialogTable(dialog_settings(profiles=TRUNK), external_timers=True)
+    assert worker.adopt(records, now, wall, ours) == 5
+    assert len(worker) == 5 and worker.stats()["early"] == 2 and worker.counters["adopted"] == 5
+    assert worker.profile_sizes() == {"trunk": 5}
+    deltas = worker.take_deltas()
+    assert [d[0] for d in deltas] == ["c"] * 5
+    arms = {op[1]: op[3] for op in worker.timer_ops if op[0] == "arm"}
+    for key, dlg in replica._table.items():  # one host's clocks: the same monotonic deadline
+        assert abs(arms[key.split("\0")[0]] - dlg.deadline) < 1e-3
+    for key, dlg in worker._table.items():
+        theirs = replica._table[key]
+        assert [b.data for b in worker.build_byes(dlg, via_for)] == [
+            b.data for b in replica.build_byes(theirs, via_for)]  # fmt: skip
+        assert dlg.caller[0] == "ing-b" and dlg.callee[0] == "ing-b"
+    c = Call(0, from_user="u0")
+    worker.receive_request(c.in_dialog("BYE", 3), now + 1, wall + 1)
+    (cdr,) = worker.take_cdrs()
+    assert cdr["call_id"] == c.call_id and cdr["cause"] == "bye" and cdr["answer"]
+    assert worker.profile_sizes() == {"trunk": 4}
+
+
+def test_adopt_rewrites_only_where_the_sides_were_reached() -> None:
+    records = replicated_calls(answered=1, ringing=0).snapshot(T0 + 2, W0 + 2)
+    before = [list(r) for r in records]
+    DialogTable(dialog_settings(profiles=TRUNK)).adopt(records, T0 + 2, W0 + 2, ours)
+    changed = {RECORD[i] for i in range(len(RECORD)) if records[0][i] != before[0][i]}
+    assert changed == {"caller", "callee"}
+
+
+@given(st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=200, unique=True),
+       st.integers(1, 6))  # fmt: skip
+def test_by_owner_agrees_with_the_ingresses(call_ids: list[str], n_workers: int) -> None:
+    """The state plane hands each dialog to the worker an ingress sends its Call-ID to."""
+    workers = {f"worker.{i}-{1000 + i}": f"ipc:///x/worker-{i}.ipc" for i in range(n_workers)}
+    ingress_view = WorkerSet(0.1, 3)
+    for ident, ep in reversed(list(workers.items())):  # another join order: same owners
+        ingress_view.heartbeat(ident, ep, True, 0.0)
+    groups = by_owner([[cid] for cid in call_ids], workers)
+    assert sum(len(g) for g in groups.values()) == len(call_ids)
+    for ident, recs in groups.items():
+        for rec in recs:
+            assert ingress_view.owner(rec[0].encode("utf-8", "surrogateescape")) == ident
+
+
+def test_role_hold_follows_the_last_heartbeat_and_fences_on_silence() -> None:
+    hold = RoleHold(heartbeat_s=0.1)
+    assert not hold.want(0.0)
+    hold.hugz("passive", 0.0)
+    assert not hold.want(0.05)
+    hold.hugz("active", 0.1)
+    assert hold.want(0.2) and hold.want(0.3)
+    assert not hold.want(0.31)  # our state plane silent for two intervals: let go
+    hold.hugz("active", 0.4)
+    assert hold.want(0.4)
+    hold.hugz("passive", 0.5)
+    assert not hold.want(0.5)
+
+
+def test_failover_takes_over_on_peer_silence_and_feeds_the_owners(tmp_path: Path) -> None:
+    """A backup hears the primary active (goes passive), then silence: it activates, says so
+    at once in a heartbeat, and sends every replicated dialog to its owner worker."""
+    asyncio.run(_takeover(tmp_path))
+
+
+async def _takeover(run_dir: Path) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    pulls: dict[str, zmq.Socket[bytes]] = {}
+    for i in (1, 2):
+        ident = f"worker.{i}-{os.getpid()}"
+        pulls[ident] = sockets.bind_pull(ctx, sockets.endpoint(str(run_dir), "worker", ident), 1000)
+    replica = replicated_calls(answered=4, ringing=3)
+    roles: list[str] = []
+    now = asyncio.get_running_loop().time()
+    fo = Failover(ctx, str(run_dir), "backup", "node-b", 5, 0.1, now, lambda: roles.append(fo.role))
+    fo.peer_table = lambda: (NODE, replica)
+    try:
+        fo.peer_hugz(Hugz(NODE, 3, 10, "active"), now)
+        assert fo.role == "passive" and roles == ["passive"]
+        fo.tick(now + 0.15)
+        assert fo.role == "passive"  # one interval of silence is not a death
+        fo.tick(now + 0.21)
+        assert fo.role == "active" and roles == ["passive", "active"]
+        assert len(replica) == 0  # the dialogs are ours now
+        got: dict[str, list[str]] = {}
+        for _ in range(200):
+            for ident, pull in pulls.items():
+                try:
+                    e = env.unpack(pull.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    continue
+                assert e.kind == env.KIND_ADOPT and e.header[0] == NODE
+                got.setdefault(ident, []).extend(r[0] for r in e.header[1])
+            if sum(map(len, got.values())) == 7:
+                break
+            await asyncio.sleep(0.01)  # polling step: the PUSH connects asynchronously
+        assert sum(map(len, got.values())) == 7
+        ring = WorkerSet(1, 1)
+        for ident in pulls:
+            ring.heartbeat(ident, "", True, 0)
+        assert all(ring.owner(cid.encode()) == ident for ident, cids in got.items() for cid in cids)
+        assert fo.stats()["adopt_sent"] == 7
+    finally:
+        fo.close()
+        for pull in pulls.values():
+            pull.close(linger=0)
+        ctx.term()
+
+
+def test_a_peer_without_a_pair_role_is_a_fault_not_a_crash(tmp_path: Path) -> None:
+    async def run() -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        now = asyncio.get_running_loop().time()
+        fo = Failover(ctx, str(tmp_path), "primary", "node-a", 1, 0.1, now, lambda: None)
+        fo.peer_hugz(Hugz("node-b", 1, 0, ""), now)
+        fo.peer_hugz(Hugz("node-b", 1, 0, "bogus"), now)
+        assert fo.role == "primary"
+        fo.close()
+        ctx.term()
+
+    asyncio.run(run())
+
+
+def test_split_brain_loser_yields_and_resnapshots(tmp_path: Path) -> None:
+    async def run() -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        now = asyncio.get_running_loop().time()
+        yielded: list[bool] = []
+        fo = Failover(ctx, str(tmp_path), "primary", "node-a", 1, 0.1, now, lambda: None)
+        fo.on_yield = lambda: yielded.append(True)
+        fo.tick(now + 1)  # alone: active
+        assert fo.role == "active"
+        fo.peer_hugz(Hugz("node-b", 2, 0, "active"), now + 1)  # a newer epoch wins
+        assert fo.role == "passive" and yielded == [True]
+        fo.close()
+        ctx.term()
+
+    asyncio.run(run())
+
