@@ -549,6 +549,47 @@ class TestDestinations:
         assert "weighted" in e.expected
 
 
+class TestFailoverPair:
+    """[stateplane] role and [[listen]] virtual: what a pair needs is named at start-up."""
+
+    DLG = {"dialogs": {"enabled": True}, "proxy": {"mode": "stateful"}}
+    VIRTUAL = [{"transport": "udp", "address": "127.0.0.10", "virtual": True},
+               {"transport": "udp", "address": "127.0.0.1", "port": 5070}]  # fmt: skip
+
+    def pair(self, **sp: Any) -> dict[str, Any]:
+        base = {"replicate": True, "role": "primary", "peers": ["/tmp/sipline-b"]}
+        return {**self.DLG, "listen": self.VIRTUAL, "stateplane": {**base, **sp}}
+
+    def test_a_valid_pair(self) -> None:
+        s = from_dict(self.pair())
+        assert s.stateplane.role == "primary" and s.listen[0].virtual
+
+    @pytest.mark.parametrize(
+        ("change", "key", "expected"),
+        [
+            ({"replicate": False}, "stateplane.replicate", 'true when role = "primary"'),
+            ({"peers": []}, "stateplane.peers", "exactly one entry"),
+            ({"peers": ["/a", "/b"]}, "stateplane.peers", "exactly one entry"),
+            ({"peers": ["relative"]}, "stateplane.peers[0]", "absolute run_dir"),
+            ({"peers": ["/tmp/sipline"]}, "stateplane.peers[0]", "not ours"),
+            ({"role": "active"}, "stateplane.role", '"primary"'),
+        ],
+    )
+    def test_refused(self, change: dict[str, Any], key: str, expected: str) -> None:
+        e = error(self.pair(**change))
+        assert e.key == key and expected in e.expected, e
+
+    def test_virtual_needs_a_role_and_a_role_needs_a_virtual(self) -> None:
+        e = error({**self.DLG, "listen": self.VIRTUAL})
+        assert e.key == "listen[0].virtual" and "role" in e.expected
+        e = error({**self.pair(), "listen": [{"transport": "udp"}]})
+        assert e.key == "listen" and "virtual = true" in e.expected
+
+    def test_replicate_needs_dialogs(self) -> None:
+        e = error({"stateplane": {"replicate": True}})
+        assert e.key == "stateplane.replicate" and "[dialogs] enabled" in e.expected
+
+
 class TestFiles:
     def test_syntax_error_has_line(self, tmp_path: Path) -> None:
         """A TOML syntax error is key '(syntax)' with the line and column."""
