@@ -153,7 +153,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         if repl is not None:
             st = repl.stats()
             log.info("replication_stats", **{k: v for k, v in st.items() if k != "replicas"},
-                     replicas={n: r.get("dialogs", 0) for n, r in st["replicas"].items()})  # fmt: skip
+                     replicas={n: r.get("dialogs", 0) for n, r in st["replicas"].items()},
+                     lag={p.replica.node if p.replica else p.run_dir: p.lag_summary()
+                          for p in repl.peers})  # fmt: skip
 
     try:
         async with asyncio.TaskGroup() as tg:

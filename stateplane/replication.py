@@ -18,6 +18,10 @@ Rules:
    paused, and a finished full sync freezes the heap (``snapshot.collector_paused``).
 5. Nothing blocks the loop: every socket is drained with NOBLOCK in bounded batches from the
    loop's reader, and every queue is bounded by a ZeroMQ HWM or the cores' own bounds.
+6. Replication lag is measured where it ends: for every "c" (call created) and "a" (call
+   answered) update heard, the wall time now minus the wall time the worker stamped on the
+   event, one host's clock on a pair that shares a host (p50/p99/max per stats interval in
+   ``replication_stats``; across hosts it includes the clocks' offset).
 """
 
 from __future__ import annotations
@@ -51,7 +55,8 @@ from stateplane.replica import (
     next_epoch,
 )  # fmt: skip
 from stateplane.snapshot import collector_paused, serve
-from workers.dialogs import DialogTable
+from timers.lateness import LatenessWindow
+from workers.dialogs import RECORD, DialogTable
 
 log = structlog.get_logger()
 
@@ -61,6 +66,9 @@ DRAIN_LIMIT = 256
 PUB_HWM = 100_000
 #: snapshot messages in flight to one asker (each up to ~0.5 MB)
 SNAP_HWM = 64
+#: where a delta carries the wall time of the event it reports (rule 6): the call's start
+#: in "c" (op + RECORD), the answer in "a" (op, call-id, from-tag, to-tag, To, target, route)
+_EVENT_WALL = {"c": 1 + RECORD.index("start"), "a": 7}
 
 
 def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> zmq.Socket[bytes]:
@@ -117,6 +125,8 @@ class Peer:
         self.asked_at = 0.0
         self.synced_s = 0.0
         self.counters: Counter[str] = Counter()
+        #: replication lag (rule 6): from the worker's event to its delta heard here
+        self.lag = LatenessWindow()
         self.readers = [Reader(loop, sub, self._on_pub), Reader(loop, dealer, self._on_snap)]
 
     def _decode(self, frames: list[bytes]) -> up.Message | None:
@@ -138,6 +148,10 @@ class Peer:
             self.replica = Replica(msg.node, self.owner.make_table,
                                    heartbeat_s=self.owner.heartbeat_s, now=now)  # fmt: skip
             self.act(self.replica.start(now))
+        if isinstance(msg, up.Update):
+            at = _EVENT_WALL.get(msg.payload[0]) if msg.payload else None
+            if at is not None and isinstance(t := msg.payload[at], float) and t:
+                self.lag.add(max(0.0, wall - t))
         self.act(self.replica.receive(msg, now, wall))
 
     def _on_snap(self, frames: list[bytes]) -> None:
@@ -193,6 +207,12 @@ class Peer:
                 "early": r.table.stats()["early"], "epoch": r.epoch, "seq": r.seq,
                 "syncing": r.syncing, "alive": r.alive, "last_sync_s": round(self.synced_s, 3),
                 "heard": True, **r.counters, **self.counters}  # fmt: skip
+
+    def lag_summary(self) -> dict[str, float | int]:
+        """Rule 6, for the stats interval that ends now: ``{updates, p50_ms, p99_ms, max_ms}``."""
+        s = self.lag.summary_ms()
+        return {"updates": s["fired"], "p50_ms": s["late_p50_ms"], "p99_ms": s["late_p99_ms"],
+                "max_ms": s["late_max_ms"]}  # fmt: skip
 
     def close(self) -> None:
         for r in self.readers:
