@@ -78,6 +78,13 @@ def test_backup_replicates_live_dialogs_and_a_late_joiner_syncs(
         assert poll(lambda: live_dialogs(a) == CALLS, 10), f"A holds {live_dialogs(a)} dialogs"
         assert poll(lambda: replicated(b, "node-a") == CALLS, 5), stateplane(b)
         assert stateplane(a)["owned"] == CALLS
+
+        def lag_samples() -> int:  # a "c" and an "a" per call, over the stats intervals
+            return sum(int(e["lag"]["node-a"]["updates"])  # type: ignore[index]
+                       for e in b.proc.events("replication_stats")
+                       if "node-a" in e.get("lag", {}))  # type: ignore[operator]
+
+        assert poll(lambda: lag_samples() >= 2 * CALLS, 5), b.proc.events("replication_stats")
         c = start_node(dport, "worker=1", config([a.run_dir]), name="node-c")
         (synced,) = c.proc.wait_events("replica_synced", 1, timeout_s=5)
         assert synced["peer"] == "node-a" and synced["dialogs"] == CALLS, synced
