@@ -472,6 +472,9 @@ def _check_dialogs(f: str, s: Settings) -> None:
     if d.enabled and d.early_lifetime_s <= s.transactions.timer_c_s:
         expected = f"more than transactions.timer_c_s ({_num(s.transactions.timer_c_s)})"
         raise ConfigError(f, "dialogs.early_lifetime_s", expected, d.early_lifetime_s)
+    if d.profiles_cluster and not s.stateplane.peers:
+        expected = "false unless [stateplane] peers names the other nodes"
+        raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
     if any(ord(c) < 32 or c == "\x7f" for c in d.cdr_file):
         raise ConfigError(f, "dialogs.cdr_file", "a path without control characters", d.cdr_file)
     for i, r in enumerate(s.route):

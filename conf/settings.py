@@ -330,6 +330,10 @@ class Dialogs:
     (every CDR is logged as a ``cdr`` event either way)."""
     max_dialogs: int = field(default=1_000_000, metadata=_range(1, 100_000_000))
     """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
+    profiles_cluster: bool = False
+    """Profile limits count the live dialogs of the ``[stateplane] peers`` nodes too (their
+    workers and ours exchange counts), so a trunk limit holds across an active/active pair.
+    Off, a limit holds for this node (its workers always share counts)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -17,6 +17,10 @@ Rules:
    shared (a bounded intern table), so 100 000 calls of one trunk hold one tuple between them;
    those with values are not (a value per caller would fill the table for no sharing), but
    their ``(name, "")`` pairs are.
+5. A limit counts the node's dialogs (the cluster's, with ``[dialogs] profiles_cluster``),
+   not only this worker's: ``remote`` holds the other workers' counts and ``check`` adds
+   them (``workers/profileshare.py`` keeps it); ``changed`` collects the keys of the
+   ``track``ed (limited) profiles whose count moved, for the worker to tell the others.
 """
 
 from __future__ import annotations
@@ -59,6 +63,11 @@ class Profiles:
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (name, "") pairs, one each
         #: calls refused per profile since start
         self.refused: dict[str, int] = {n: 0 for n in self.defs}
+        #: other workers' counts by (name, value), kept by ``workers.profileshare`` (rule 5)
+        self.remote: dict[tuple[str, str], int] = {}
+        #: profiles whose changed keys are collected in ``changed`` for sharing
+        self.track: frozenset[str] = frozenset()
+        self.changed: set[tuple[str, str]] = set()
 
     def members(self, req: Request, source_ip: str, route: str) -> Members:
         """The profiles (and values) a dialog created by ``req`` joins (rules 1 and 2)."""
@@ -90,9 +99,11 @@ class Profiles:
         """None when a new dialog with ``members`` fits every limit, else the status and
         reason to refuse it with (rule 3). The first profile over its limit counts the
         refusal."""
+        remote = self.remote
         for name, value in members:
             p = self.defs[name]
-            if p.limit and self.size(name, value if p.with_value else None) >= p.limit:
+            if p.limit and (self.size(name, value if p.with_value else None)
+                            + remote.get((name, value), 0)) >= p.limit:  # fmt: skip
                 self.refused[name] += 1
                 status = p.over_limit_status
                 return status, _REASONS.get(status, "Busy Here")
@@ -100,6 +111,8 @@ class Profiles:
 
     def add(self, members: Members) -> None:
         for name, value in members:
+            if name in self.track:
+                self.changed.add((name, value))
             values = self._valued.get(name)
             if values is None:
                 self._flat[name] += 1
@@ -108,6 +121,8 @@ class Profiles:
 
     def remove(self, members: Members) -> None:
         for name, value in members:
+            if name in self.track:
+                self.changed.add((name, value))
             values = self._valued.get(name)
             if values is None:
                 if self._flat.get(name, 0) > 0:
@@ -140,5 +155,9 @@ class Profiles:
         """Forget every count (before a ``restore`` of the whole dialog table)."""
         for name in self._flat:
             self._flat[name] = 0
-        for values in self._valued.values():
+            if name in self.track:
+                self.changed.add((name, ""))
+        for name, values in self._valued.items():
+            if name in self.track:
+                self.changed.update((name, v) for v in values)
             values.clear()

@@ -27,6 +27,7 @@ from workers.cachedb import CacheError
 from workers.cdr import CdrWriter
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
+from workers.limits import SharedLimits
 from workers.location import Location
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.registrar import Source
@@ -85,9 +86,14 @@ class Worker:
                                    env.KIND_DELTAS, lambda batches: [worker_id, [
                                        d for batch in batches for d in batch]],
                                    1, settings.bus.max_pending)  # fmt: skip
+        #: call limits counted across the node's workers (and peer nodes'), when any is set
+        self.limits: SharedLimits | None = None
+        if stateful.dialogs is not None and any(p.limit for p in settings.dialog_profile):
+            self.limits = SharedLimits(ctx, settings, worker_id, stateful.dialogs.profiles)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
-                              on_adopt=self._on_adopt)  # fmt: skip
+                              on_adopt=self._on_adopt,
+                              on_profiles=self._on_profiles if self.limits else None)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
@@ -106,6 +112,12 @@ class Worker:
         self.bus.heartbeat()
         if self.stateful is not None:
             self.refresh_peers()
+        if self.limits is not None:
+            self.limits.heartbeat(self.loop.time())
+
+    def _on_profiles(self, header: list[Any]) -> None:
+        assert self.limits is not None
+        self.limits.receive(header, self.loop.time())
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued}
@@ -208,6 +220,8 @@ class Worker:
         if (self.deltas is not None and core.dialogs is not None and core.dialogs.deltas
                 and not self.deltas.add(core.dialogs.take_deltas(), b"")):  # fmt: skip
             self.meter.counters["drop_deltas"] += 1
+        if self.limits is not None:
+            self.limits.after_iteration()
         if core.refused:
             for fields in core.refused:
                 log.info("call_refused", **fields)
@@ -248,6 +262,8 @@ class Worker:
             return (ingress or side[0], tuple(meta))
 
         n = core.dialogs.adopt(header[1], self.loop.time(), time.time(), place)
+        if self.limits is not None:  # its workers' counts are ours now, never twice
+            self.limits.forget_node(header[0])
         log.info("dialogs_adopted", peer=header[0], dialogs=n)
         self._after_core()
 
@@ -393,6 +409,8 @@ class Worker:
 
     def close(self) -> None:
         self.control.close()
+        if self.limits is not None:
+            self.limits.close()
         if self.timers is not None:
             self.timers.close()
         if self._timer is not None:

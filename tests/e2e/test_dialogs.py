@@ -69,12 +69,13 @@ def test_lifetime_ends_the_call_with_bye_both_ways(start_node: StartNode, uas: U
 
 def test_profile_limit_refuses_calls_over_it(start_node: StartNode, uas: Uas,
                                              tmp_path: Path) -> None:  # fmt: skip
-    """A trunk profile limited to 5 calls: with 8 long calls started together, 5 complete
-    and 3 get 486, logged and counted; the finished ones free their places again."""
+    """A trunk profile limited to 5 calls on a node of two workers (the limit is the node's:
+    the workers share their counts): with 8 long calls started together, 5 complete and 3
+    get 486, logged and counted; the finished ones free their places again."""
     dport, _ = uas("u1")
     cdr_file = tmp_path / "cdr.jsonl"
     profile = '\n[[dialog_profile]]\nname = "trunk"\nlimit = 5\nover_limit_status = 486\n'
-    node = start_node(dport, "worker=1", dialogs(cdr_file) + profile)
+    node = start_node(dport, "worker=2", dialogs(cdr_file) + profile)
     res = sipp_uac(node.port, "u1", 8, 100, tmp_path, extra=("-d", "3000"))
     assert (res.successful, res.failed) == (5, 3), res.output
     refused = node.proc.wait_events("call_refused", 3)

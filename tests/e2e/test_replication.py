@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from .conftest import StartNode
-from .node import Node, Proc, UacRun
+from .node import Node, Proc, UacRun, sipp_uac
 from .test_ctl import ctl
 
 pytestmark = pytest.mark.e2e
@@ -23,7 +23,7 @@ CALLS = 20
 HOLD_MS = 20_000
 
 
-def config(peers: list[Path]) -> str:
+def config(peers: list[Path], dialogs: str = "") -> str:
     quoted = ", ".join(f'"{p}"' for p in peers)
     return f"""
 [proxy]
@@ -31,6 +31,7 @@ mode = "stateful"
 
 [dialogs]
 enabled = true
+{dialogs}
 
 [stateplane]
 replicate = true
@@ -91,3 +92,29 @@ def test_backup_replicates_live_dialogs_and_a_late_joiner_syncs(
         assert replicated(c, "node-a") == CALLS
     finally:
         run.kill()
+
+
+def test_active_active_trunk_limit_holds_across_both_nodes(
+    start_node: StartNode, uas: Uas, tmp_path: Path
+) -> None:
+    """Two nodes taking traffic, each replicating the other, a trunk limited to 10 calls with
+    ``profiles_cluster``: 6 long calls through A all pass, then of 6 through B only 4 do (B
+    counts A's 6), and once A's calls end B has room again."""
+    dport, _ = uas("u1")
+    trunk = 'profiles_cluster = true\n\n[[dialog_profile]]\nname = "trunk"\nlimit = 10\n'
+    run_a, run_b = tmp_path / "run0", tmp_path / "run1"
+    a = start_node(dport, "worker=2", config([run_b], trunk), name="node-a")
+    b = start_node(dport, "worker=2", config([run_a], trunk), name="node-b")
+    assert a.run_dir == run_a
+    on_a = UacRun.start(a.port, "u1", 6, 20, tmp_path, timeout_s=30, extra=("-d", "6000"))
+    try:
+        assert poll(lambda: live_dialogs(a) == 6, 10), live_dialogs(a)
+        on_b = sipp_uac(b.port, "u1", 6, 20, tmp_path, extra=("-d", "500"))
+        assert (on_b.successful, on_b.failed) == (4, 2), on_b.output
+        res = on_a.wait()
+    finally:
+        on_a.kill()
+    assert (res.successful, res.failed) == (6, 0), res.output
+    assert poll(lambda: live_dialogs(b) == 0, 5)
+    again = sipp_uac(b.port, "u1", 10, 50, tmp_path, extra=("-d", "500"))
+    assert (again.successful, again.failed) == (10, 0), again.output
