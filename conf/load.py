@@ -524,6 +524,11 @@ def _check_stateplane(f: str, s: Settings) -> None:
         if os.path.normpath(peer) == os.path.normpath(s.node.run_dir):
             raise ConfigError(f, f"stateplane.peers[{i}]", "another node's run_dir, not ours",
                               peer)  # fmt: skip
+    if sp.persist_dir and not sp.replicate:
+        raise ConfigError(f, "stateplane.replicate", "true when persist_dir is set", False)
+    if sp.persist_dir and not os.path.isabs(sp.persist_dir):
+        raise ConfigError(f, "stateplane.persist_dir", "an absolute directory path",
+                          sp.persist_dir)  # fmt: skip
     if sp.role:
         if not sp.replicate:
             # the pair's nodes swap roles: each must publish what it serves

@@ -439,6 +439,12 @@ class StatePlane:
     backlog: int = field(default=16_384, metadata=_range(16, 10_000_000))
     """Updates kept for replay: a replica that missed fewer than this gets them again instead
     of a whole snapshot."""
+    persist_dir: str = ""
+    """Directory where the state plane keeps the node's dialogs on disk (a snapshot plus a
+    journal of every update, ``docs/stateplane.md`` "Persistence"), so a node restarted alone
+    comes back with its calls. Needs ``replicate``. Empty: nothing on disk."""
+    snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
+    """Journal entries after which a new snapshot is written and the journal started again."""
     role: Literal["", "primary", "backup"] = ""
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the

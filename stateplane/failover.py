@@ -79,10 +79,10 @@ class Failover:
         self.peer_table: Callable[[], tuple[str, DialogTable] | None] = lambda: None
         #: split brain lost (rule 3): resnapshot from the winner
         self.on_yield: Callable[[], None] = lambda: None
-        self._pushes: dict[str, zmq.Socket[bytes]] = {}
-        self._queue: deque[tuple[str, list[bytes], int, float]] = deque()
+        #: every change of role, (before, after)
+        self.on_role: Callable[[State, State], None] = lambda before, after: None
+        self.adopter = Adopter(ctx, run_dir, self.counters)
         self._faulted = False
-        self.loop = asyncio.get_running_loop()
 
     @property
     def role(self) -> str:
@@ -121,6 +121,7 @@ class Failover:
         if t.before is State.PASSIVE and t.state is State.ACTIVE:
             self._take_over(now)
         if t.before is not t.state:
+            self.on_role(t.before, t.state)
             self.publish_hugz()  # rule 1
 
     # -- takeover ----------------------------------------------------------------------------
@@ -137,6 +138,30 @@ class Failover:
         wall = time.time()
         records = table.snapshot(now, wall)
         table.restore([], now, wall)
+        workers, lost = self.adopter.hand_over(node, records, now)
+        log.warning("failover_takeover", dialogs=len(records), workers=workers,
+                    silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
+
+    def stats(self) -> dict[str, Any]:
+        return {"role": self.role, "peer": self.star.peer, **self.counters}
+
+    def close(self) -> None:
+        self.adopter.close()
+
+
+class Adopter:
+    """Hands dialogs to the workers that own their Call-IDs (rules 2 and 5); used by the
+    takeover and by a restart that restores the node's own dialogs from disk."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: str,
+                 counters: Counter[str]) -> None:  # fmt: skip
+        self.ctx, self.run_dir, self.counters = ctx, run_dir, counters
+        self.loop = asyncio.get_running_loop()
+        self._pushes: dict[str, zmq.Socket[bytes]] = {}
+        self._queue: deque[tuple[str, list[bytes], int, float]] = deque()
+
+    def hand_over(self, node: str, records: list[list[Any]], now: float) -> tuple[int, int]:
+        """Queue ``records`` (from ``node``) for their owners; (workers, records without one)."""
         workers = sockets.live_endpoints(self.run_dir, "worker")
         groups = by_owner(records, workers)
         for ident, recs in groups.items():
@@ -147,9 +172,8 @@ class Failover:
         lost = len(records) - sum(len(r) for r in groups.values())
         self.counters["adopt_sent"] += len(records) - lost
         self.counters["adopt_lost"] += lost
-        log.warning("failover_takeover", dialogs=len(records), workers=len(groups),
-                    silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
         self._send_queue()
+        return len(groups), lost
 
     def _send_queue(self) -> None:
         """Rule 5."""
@@ -171,9 +195,6 @@ class Failover:
                 self.counters["adopt_lost"] += count
                 log.error("failover_adopt_lost", worker=ep, dialogs=count)
             self._queue.popleft()
-
-    def stats(self) -> dict[str, Any]:
-        return {"role": self.role, "peer": self.star.peer, **self.counters}
 
     def close(self) -> None:
         for sock in self._pushes.values():

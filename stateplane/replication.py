@@ -42,7 +42,9 @@ from conf import envelope as env
 from conf import sockets
 from conf.settings import Settings
 from stateplane import updates as up
-from stateplane.failover import Failover
+from stateplane.bstar import State
+from stateplane.failover import Adopter, Failover
+from stateplane.persist import Persistence
 from stateplane.replica import (
     Event,
     PeerBack,
@@ -62,6 +64,8 @@ log = structlog.get_logger()
 
 #: messages handled per reader callback before the loop gets its turn back
 DRAIN_LIMIT = 256
+#: the node's workers must be the same set this long before restored dialogs go to them
+RESTORE_SETTLE_S = 1.0
 #: updates a slow subscriber may have queued before ZeroMQ drops them (it then sees a gap)
 PUB_HWM = 100_000
 #: snapshot messages in flight to one asker (each up to ~0.5 MB)
@@ -228,7 +232,23 @@ class Replication:
         self.loop = asyncio.get_running_loop()
         self.heartbeat_s = sp.heartbeat_ms / 1000
         self.mirror = DialogTable(settings, emit_deltas=False)
-        self.publisher = Publisher(settings.node.name, next_epoch(0, time.time()),
+        #: the node's own dialogs on disk (docs/stateplane.md "Persistence")
+        self.persist: Persistence | None = None
+        self.restoring: Restore | None = None
+        last_epoch = 0
+        if sp.persist_dir:
+            self.persist = Persistence(sp.persist_dir)
+            loaded = self.persist.load(self.make_table(), self.loop.time(), time.time())
+            last_epoch = loaded.epoch
+            self.persist.since_snapshot = loaded.replayed
+            self.persist.open_journal()
+            log.info("persistence_loaded", dir=sp.persist_dir, dialogs=len(loaded.records),
+                     replayed=loaded.replayed, torn=loaded.torn, epoch=loaded.epoch,
+                     files=loaded.files)  # fmt: skip
+            if loaded.records:
+                self.restoring = Restore(loaded.records)
+        self._snapshot_step: Iterator[None] | None = None
+        self.publisher = Publisher(settings.node.name, next_epoch(last_epoch, time.time()),
                                    backlog=sp.backlog, heartbeat_s=self.heartbeat_s,
                                    now=self.loop.time())  # fmt: skip
         self.counters: Counter[str] = Counter()
@@ -252,6 +272,49 @@ class Replication:
                                      self._publish_role)  # fmt: skip
             self.failover.peer_table = self._pair_table
             self.failover.on_yield = self.peers[0].resync
+            self.failover.on_role = self._on_role
+        self.adopter = self.failover.adopter if self.failover else Adopter(
+            ctx, run_dir, self.counters)  # fmt: skip
+        if self.restoring is not None and self.failover is None:
+            self._restore_decided(True)
+
+    def _on_role(self, before: State, after: State) -> None:
+        """Persistence vs the peer: our dialogs on disk are the newest copy only when we
+        activate without taking over (the peer holds nothing newer of ours: it is dead or new);
+        going passive means the peer is active and holds our calls, newer than our disk."""
+        if self.restoring is None or self.restoring.decided:
+            return
+        if after is State.ACTIVE and before in (State.PRIMARY, State.BACKUP):
+            self._restore_decided(True)
+        elif after is State.PASSIVE:
+            self._restore_decided(False)
+
+    def _restore_decided(self, restore: bool) -> None:
+        assert self.restoring is not None
+        r = self.restoring
+        r.decided = True
+        if not restore:
+            log.info("persistence_discarded", dialogs=len(r.records), reason="peer_active")
+            self.restoring = None
+            return
+        now, wall = self.loop.time(), time.time()
+        self.mirror.restore(r.records, now, wall)  # what peers snapshot from now
+        r.records = self.mirror.snapshot(now, wall)  # the deadlines as of now
+
+    def _restore_tick(self, now: float) -> None:
+        """Hand the restored dialogs to the workers once their set has settled."""
+        r = self.restoring
+        if r is None or not r.decided:
+            return
+        workers = frozenset(sockets.live_endpoints(self.settings.node.run_dir, "worker"))
+        if workers != r.workers:
+            r.workers, r.since = workers, now
+            return
+        if not workers or now - r.since < RESTORE_SETTLE_S:
+            return
+        n, lost = self.adopter.hand_over(self.settings.node.name, r.records, now)
+        log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost)
+        self.restoring = None
 
     def _pair_table(self) -> tuple[str, DialogTable] | None:
         r = self.peers[0].replica
@@ -286,8 +349,11 @@ class Replication:
                 self.counters["bad_delta"] += 1
                 continue
             good.append(delta)
-        for upd in self.publisher.publish(good):
+        updates = self.publisher.publish(good)
+        for upd in updates:
             self._publish(upd)
+        if self.persist is not None:
+            self.persist.append(updates)
         self.counters["deltas"] += len(good)
 
     def _publish(self, msg: up.Update | up.Hugz) -> None:
@@ -301,11 +367,41 @@ class Replication:
         now = self.loop.time()
         if self.failover is not None:
             self.failover.tick(now)
+        if self.persist is not None:
+            self.persist.sync()
+            if self.persist.since_snapshot >= self.settings.stateplane.snapshot_every:
+                self._start_snapshot()
+        self._restore_tick(now)
         hugz = self.publisher.handle_timer(now, self.failover.role if self.failover else "")
         if hugz is not None:
             self._publish(hugz)
         for peer in self.peers:
             peer.tick()
+
+    def _start_snapshot(self) -> None:
+        assert self.persist is not None
+        if self._snapshot_step is not None:
+            return
+        p = self.publisher
+        self._snapshot_step = self.persist.snapshot(self.mirror, p.epoch, p.seq, self.loop.time(),
+                                                    time.time())  # fmt: skip
+        self._t_snapshot = self.loop.time()
+        self.loop.call_soon(self._step_snapshot)
+
+    def _step_snapshot(self) -> None:
+        """One chunk of the persistence snapshot per loop turn (persist.py rule 2)."""
+        step = self._snapshot_step
+        if step is None:
+            return
+        with collector_paused():
+            more = next(step, StopIteration) is not StopIteration
+        if more:
+            self.loop.call_soon(self._step_snapshot)
+            return
+        self._snapshot_step = None
+        self.counters["persist_snapshots"] += 1
+        log.info("persistence_snapshot", dialogs=len(self.mirror),
+                 seconds=round(self.loop.time() - self._t_snapshot, 3))  # fmt: skip
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -377,6 +473,10 @@ class Replication:
     def close(self) -> None:
         if self.failover is not None:
             self.failover.close()
+        else:
+            self.adopter.close()
+        if self.persist is not None:
+            self.persist.close()
         for r in self.readers:
             r.close()
         for peer in self.peers:
@@ -384,6 +484,17 @@ class Replication:
         self.pub.close(linger=0)
         for ep in self.endpoints:
             sockets.unlink(ep)
+
+
+@dataclass(slots=True)
+class Restore:
+    """Dialogs loaded from disk at start, waiting for the decision to restore them and for
+    the workers to take them."""
+
+    records: list[list[Any]]
+    decided: bool = False
+    workers: frozenset[str] = frozenset()
+    since: float = 0.0
 
 
 @dataclass(slots=True)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from .conftest import StartNode
-from .node import Node, Proc, UacRun, free_port, sipp_uac
+from .node import Node, Proc, UacRun, assert_clean_stop, free_port, sipp_uac
 from .test_dialogs import cdrs
-from .test_replication import poll, stateplane
+from .test_replication import live_dialogs, poll, stateplane
 
 pytestmark = pytest.mark.e2e
 
@@ -154,3 +154,44 @@ def test_backup_expires_taken_over_calls(start_node: StartNode, uas: Uas,
     rows = cdrs(tmp_path / "b.cdr")
     assert len(rows) == CALLS and {r["cause"] for r in rows} == {"expired"}, rows
     assert all(3500 <= int(str(r["talk_ms"])) <= 8000 for r in rows), rows
+
+
+def test_a_node_restarted_alone_comes_back_with_its_calls(start_node: StartNode, uas: Uas,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """One node with persistence: 20 answered calls, the node SIGKILLed and started again on
+    the same configuration: it restores the 20 dialogs from its snapshot and journal, the
+    callers' BYEs (retransmitted across the outage) are served, 20 CDRs, nothing twice."""
+    dport, _ = uas("u1")
+    persist = f'replicate = true\npersist_dir = "{tmp_path / "state"}"\n'
+    extra = f"""
+[proxy]
+mode = "stateful"
+
+[dialogs]
+enabled = true
+cdr_file = "{tmp_path / "cdr"}"
+
+[stateplane]
+{persist}"""
+    a = start_node(dport, "worker=2", extra, name="node-a")
+    run = UacRun.start(a.port, "u1", CALLS, 20, tmp_path, timeout_s=60, extra=("-d", "12000"))
+    again = None
+    try:
+        assert poll(lambda: stateplane(a)["owned"] == CALLS
+                    and live_dialogs(a) == CALLS, 10), stateplane(a)  # fmt: skip
+        a.kill()
+        again = Node.start(a.conf, a.run_dir, a.port, "worker=2")
+        (loaded,) = again.proc.wait_events("persistence_loaded", 1, timeout_s=5)
+        assert loaded["dialogs"] == CALLS and loaded["torn"] == 0, loaded
+        (restored,) = again.proc.wait_events("dialogs_restored", 1, timeout_s=10)
+        assert restored["dialogs"] == CALLS and restored["lost"] == 0, restored
+        res = run.wait()
+    finally:
+        run.kill()
+        if again is not None:
+            rc, output = again.stop()
+            assert_clean_stop(rc, output)
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    rows = cdrs(tmp_path / "cdr")
+    assert len(rows) == CALLS and {r["cause"] for r in rows} == {"bye"}, rows
+    assert len({r["call_id"] for r in rows}) == CALLS
