@@ -475,6 +475,10 @@ def _check_dialogs(f: str, s: Settings) -> None:
     if d.profiles_cluster and not s.stateplane.peers:
         expected = "false unless [stateplane] peers names the other nodes"
         raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
+    if d.profiles_cluster and any(p.startswith("tcp://") for p in s.stateplane.peers):
+        # the workers find each other's sockets in the run directories
+        expected = "false unless every [stateplane] peers entry is a run directory"
+        raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
     if any(ord(c) < 32 or c == "\x7f" for c in d.cdr_file):
         raise ConfigError(f, "dialogs.cdr_file", "a path without control characters", d.cdr_file)
     for i, r in enumerate(s.route):
@@ -511,16 +515,36 @@ def _check_dialogs(f: str, s: Settings) -> None:
                 raise ConfigError(f, f"{key}.routes[{j}]", expected, name)
 
 
+def _hostport(f: str, key: str, text: str) -> None:
+    """``ip:port`` or ``[ipv6]:port``, port 1-65534 (the next one is used too)."""
+    host, _, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ipaddress.ip_address(host)
+        ok = 1 <= int(port) <= 65534 and (":" in host) == text.startswith("[")
+    except ValueError:
+        ok = False
+    if not ok:
+        expected = "an IP address and a port from 1 to 65534, like 192.0.2.1:7400 or [2001:db8::1]:7400"
+        raise ConfigError(f, key, expected, text)
+
+
 def _check_stateplane(f: str, s: Settings) -> None:
     """[stateplane] and the virtual listeners of a failover pair (docs/failover.md)."""
     sp = s.stateplane
     if sp.replicate and not s.dialogs.enabled:
         raise ConfigError(f, "stateplane.replicate", "false unless [dialogs] enabled = true",
                           True)  # fmt: skip
+    if sp.bind:
+        _hostport(f, "stateplane.bind", sp.bind)
     for i, peer in enumerate(sp.peers):
+        if peer.startswith("tcp://"):
+            _hostport(f, f"stateplane.peers[{i}]", peer.removeprefix("tcp://"))
+            continue
         if not os.path.isabs(peer):
-            raise ConfigError(f, f"stateplane.peers[{i}]", "another node's absolute run_dir",
-                              peer)  # fmt: skip
+            expected = "another node's absolute run_dir, or tcp://host:port"
+            raise ConfigError(f, f"stateplane.peers[{i}]", expected, peer)
         if os.path.normpath(peer) == os.path.normpath(s.node.run_dir):
             raise ConfigError(f, f"stateplane.peers[{i}]", "another node's run_dir, not ours",
                               peer)  # fmt: skip

@@ -430,15 +430,21 @@ class StatePlane:
     ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory. Needs
     ``[dialogs] enabled``; off, dialogs live only in their worker."""
     peers: list[str] = field(default_factory=list)
-    """Run directories of the other nodes whose dialogs this node replicates (it subscribes to
-    the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc`` in each); the
-    ipc transport limits this to nodes on the same host. Default: none."""
+    """The other nodes whose dialogs this node replicates: each a run directory of a node on
+    this host (it subscribes to the ``stateplane-pub.ipc`` and snapshots from the
+    ``stateplane-snap.ipc`` in it) or ``tcp://host:port`` of a node on another host (that
+    node's ``bind``). Default: none."""
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""
     backlog: int = field(default=16_384, metadata=_range(16, 10_000_000))
     """Updates kept for replay: a replica that missed fewer than this gets them again instead
     of a whole snapshot."""
+    bind: str = ""
+    """``host:port`` (an IP address, ``[v6]:port`` for IPv6) where the state plane also
+    publishes (PUB on the port) and serves snapshots (ROUTER on the next port) over TCP, for
+    peers on other hosts, which name it ``tcp://host:port`` in their ``peers``. Empty: ipc
+    only. Bind a private interface: the channel carries call state and is not encrypted."""
     persist_dir: str = ""
     """Directory where the state plane keeps the node's dialogs on disk (a snapshot plus a
     journal of every update, ``docs/stateplane.md`` "Persistence"), so a node restarted alone

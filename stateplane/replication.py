@@ -22,6 +22,9 @@ Rules:
    answered) update heard, the wall time now minus the wall time the worker stamped on the
    event, one host's clock on a pair that shares a host (p50/p99/max per stats interval in
    ``replication_stats``; across hosts it includes the clocks' offset).
+7. Peers on other hosts: with ``[stateplane] bind = "host:port"`` the PUB also listens on
+   ``tcp://host:port`` and the snapshot ROUTER on the next port; a peer given as
+   ``tcp://host:port`` is reached there, one given as a run directory over ipc.
 """
 
 from __future__ import annotations
@@ -85,6 +88,21 @@ def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> 
     return sock
 
 
+def split_bind(text: str) -> tuple[str, int]:
+    """``"192.0.2.1:7400"`` or ``"[2001:db8::1]:7400"`` as (host for a tcp:// URL, port)."""
+    host, _, port = text.rpartition(":")
+    return host, int(port)
+
+
+def peer_endpoints(peer: str) -> tuple[str, str]:
+    """Rule 7: the PUB and ROUTER endpoints of a peer given as a run directory (ipc) or as
+    ``tcp://host:port`` (its ``bind``: PUB on the port, ROUTER on the next)."""
+    if peer.startswith("tcp://"):
+        host, port = split_bind(peer.removeprefix("tcp://"))
+        return peer, f"tcp://{host}:{port + 1}"
+    return f"ipc://{peer}/{env.STATEPLANE_PUB}", f"ipc://{peer}/{env.STATEPLANE_SNAP}"
+
+
 class Reader:
     """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5)."""
 
@@ -120,10 +138,11 @@ class Peer:
         sub = ctx.socket(zmq.SUB)
         sub.linger, sub.rcvhwm = 0, PUB_HWM
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
+        pub_ep, snap_ep = peer_endpoints(run_dir)
+        sub.connect(pub_ep)
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger, dealer.sndhwm, dealer.rcvhwm = 0, 16, SNAP_HWM
-        dealer.connect(f"ipc://{run_dir}/{env.STATEPLANE_SNAP}")
+        dealer.connect(snap_ep)
         self.dealer = dealer
         self.replica: Replica | None = None
         self.asked_at = 0.0
@@ -260,6 +279,10 @@ class Replication:
         self.snap = _bind(ctx, zmq.ROUTER, self.endpoints[2], SNAP_HWM)
         self.snap.setsockopt(zmq.ROUTER_MANDATORY, 1)  # rule 2
         self.snap.setsockopt(zmq.MAXMSGSIZE, 1 << 16)  # an ICANHAZ is a few bytes
+        if sp.bind:  # peers on other hosts (rule 7)
+            host, port = split_bind(sp.bind)
+            self.pub.bind(f"tcp://{host}:{port}")
+            self.snap.bind(f"tcp://{host}:{port + 1}")
         self._answers: list[_Answer] = []
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask)]  # fmt: skip

@@ -585,6 +585,17 @@ class TestFailoverPair:
         e = error({**self.pair(), "listen": [{"transport": "udp"}]})
         assert e.key == "listen" and "virtual = true" in e.expected
 
+    def test_tcp_peers_and_bind(self) -> None:
+        s = from_dict(self.pair(peers=["tcp://192.0.2.2:7400"], bind="192.0.2.1:7400"))
+        assert s.stateplane.bind == "192.0.2.1:7400"
+        assert from_dict(self.pair(peers=["tcp://[2001:db8::2]:7400"])).stateplane.peers
+        for bad in ("host:7400", "192.0.2.1", "192.0.2.1:65535", "2001:db8::1:7400"):
+            assert error(self.pair(bind=bad)).key == "stateplane.bind", bad
+        assert error(self.pair(peers=["tcp://x:1"])).key == "stateplane.peers[0]"
+        e = error({**self.pair(peers=["tcp://192.0.2.2:7400"]),
+                   "dialogs": {"enabled": True, "profiles_cluster": True}})  # fmt: skip
+        assert e.key == "dialogs.profiles_cluster" and "run directory" in e.expected
+
     def test_replicate_needs_dialogs(self) -> None:
         e = error({"stateplane": {"replicate": True}})
         assert e.key == "stateplane.replicate" and "[dialogs] enabled" in e.expected

@@ -22,7 +22,8 @@ VIRTUAL = "127.0.0.10"
 CALLS = 20
 
 
-def pair_config(role: str, peer: Path, cdr_file: Path, extra: str = "") -> str:
+def pair_config(role: str, peer: Path | str, cdr_file: Path, extra: str = "",
+                bind: str = "") -> str:  # fmt: skip
     return f"""
 [proxy]
 mode = "stateful"
@@ -37,6 +38,7 @@ replicate = true
 role = "{role}"
 peers = ["{peer}"]
 heartbeat_ms = 100
+{f'bind = "{bind}"' if bind else ""}
 """
 
 
@@ -51,15 +53,24 @@ virtual = true
 
 
 def start_pair(start_node: StartNode, tmp_path: Path, dport: int, extra: str = "",
-               scale: str = "worker=2") -> tuple[Node, Node, int]:  # fmt: skip
-    """A (primary, active, holding the virtual address) then B (backup, passive, synced)."""
+               scale: str = "worker=2", peers: str = "ipc") -> tuple[Node, Node, int]:  # fmt: skip
+    """A (primary, active, holding the virtual address) then B (backup, passive, synced);
+    ``peers="tcp"``: their state planes talk over TCP (A on 127.0.0.1, B on 127.0.0.2)."""
     vport = free_port()
     run_a, run_b = tmp_path / "run0", tmp_path / "run1"  # start_node's run<i>
-    a = start_node(dport, scale, pair_config("primary", run_b, tmp_path / "a.cdr", extra),
+    peer_a: Path | str = run_a
+    peer_b: Path | str = run_b
+    bind_a = bind_b = ""
+    if peers == "tcp":
+        bind_a, bind_b = f"127.0.0.1:{free_port()}", f"127.0.0.2:{free_port()}"
+        peer_a, peer_b = f"tcp://{bind_a}", f"tcp://{bind_b}"
+    a = start_node(dport, scale, pair_config("primary", peer_b, tmp_path / "a.cdr", extra,
+                                             bind_a),
                    name="node-a", listen_first=virtual_listen(vport))  # fmt: skip
     assert a.run_dir == run_a
     assert a.proc.wait_events("virtual_bound", 1, timeout_s=5), a.proc.text()[-3000:]
-    b = start_node(dport, scale, pair_config("backup", run_a, tmp_path / "b.cdr", extra),
+    b = start_node(dport, scale, pair_config("backup", peer_a, tmp_path / "b.cdr", extra,
+                                             bind_b),
                    name="node-b", listen_first=virtual_listen(vport))  # fmt: skip
     assert poll(lambda: (stateplane(b)["failover"] or {}).get("role") == "passive", 5)
     assert not b.proc.events("virtual_bound")
@@ -80,15 +91,17 @@ def take_over(a: Node, b: Node, calls: int) -> None:
                 == calls, 5), b.proc.events("dialogs_adopted")  # fmt: skip
 
 
-def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas,
-                                          tmp_path: Path) -> None:  # fmt: skip
+@pytest.mark.parametrize("peers", ["ipc", "tcp"])
+def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_path: Path,
+                                          peers: str) -> None:  # fmt: skip
     """20 answered calls held on A, A killed: on B every caller's BYE gets 200 and reaches the
     callee (sipp counts all 20 successful), B writes 20 CDRs and A none, and the trunk
     profile (limit 20, across B's two workers) still counts the 20 calls: a 21st is refused
-    486 by B; once they ended, B admits calls again (nothing counted twice)."""
+    486 by B; once they ended, B admits calls again (nothing counted twice). The state planes
+    talk over ipc, then over TCP as two hosts would."""
     dport, _ = uas("u1")
     profile = '[[dialog_profile]]\nname = "trunk"\nlimit = 20\nover_limit_status = 486\n'
-    a, b, vport = start_pair(start_node, tmp_path, dport, profile)
+    a, b, vport = start_pair(start_node, tmp_path, dport, profile, peers=peers)
     run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
                        extra=("-d", "9000"))  # fmt: skip
     try:
