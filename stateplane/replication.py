@@ -44,6 +44,7 @@ import zmq
 from conf import envelope as env
 from conf import sockets
 from conf.settings import Settings
+from conf.workerset import WorkerSet
 from stateplane import updates as up
 from stateplane.bstar import State
 from stateplane.failover import Adopter, Failover
@@ -284,6 +285,8 @@ class Replication:
             self.pub.bind(f"tcp://{host}:{port}")
             self.snap.bind(f"tcp://{host}:{port + 1}")
         self._answers: list[_Answer] = []
+        #: keys heard from each worker in a resync in progress (workers/deltas.py)
+        self._sweeps: dict[str, set[str]] = {}
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask)]  # fmt: skip
         self.peers = [Peer(self, d) for d in sp.peers]
@@ -363,14 +366,28 @@ class Replication:
             self.counters["drop_bad_envelope"] += 1
             return
         now, wall = self.loop.time(), time.time()
+        worker = e.header[0]
         good = []
+        sweep = self._sweeps.get(worker)
         for delta in e.header[1]:
+            op = delta[0] if isinstance(delta, list) and delta else None
+            if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
+                sweep = self._sweeps[worker] = set()
+                continue
+            if op == "s-":
+                if sweep is not None:
+                    good += self._end_sweep(worker, sweep, wall)
+                    del self._sweeps[worker]
+                    sweep = None
+                continue
             try:
                 up.check_delta(delta)
                 self.mirror.apply(delta, now, wall)
             except (ValueError, TypeError, KeyError, IndexError):
                 self.counters["bad_delta"] += 1
                 continue
+            if sweep is not None and op == "c":
+                sweep.add(delta[1] + "\0" + delta[2])
             good.append(delta)
         updates = self.publisher.publish(good)
         for upd in updates:
@@ -378,6 +395,24 @@ class Replication:
         if self.persist is not None:
             self.persist.append(updates)
         self.counters["deltas"] += len(good)
+
+    def _end_sweep(self, worker: str, seen: set[str], wall: float) -> list[list[Any]]:
+        """The dialogs we hold for ``worker`` that its resync did not name ended unseen:
+        remove them, and tell the peers ("t", cause ``lost``)."""
+        ring = WorkerSet(1.0, 1)
+        for ident, ep in sockets.live_endpoints(self.settings.node.run_dir, "worker").items():
+            ring.heartbeat(ident, ep, True, 0.0)
+        ring.heartbeat(worker, "", True, 0.0)
+        now, gone, keys = self.loop.time(), [], self.mirror.keys()
+        for key in keys:
+            cid, _, ftag = key.partition("\0")
+            if key not in seen and ring.owner(cid.encode("utf-8", "surrogateescape")) == worker:
+                gone.append(["t", cid, ftag, "lost", "proxy", wall])
+        for delta in gone:
+            self.mirror.apply(delta, now, wall)
+        self.counters["resyncs"] += 1
+        log.info("mirror_resynced", worker=worker, dialogs=len(seen), removed=len(gone))
+        return gone
 
     def _publish(self, msg: up.Update | up.Hugz) -> None:
         try:

@@ -25,6 +25,7 @@ from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
 from workers.cachedb import CacheError
 from workers.cdr import CdrWriter
+from workers.deltas import DeltaLink
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.limits import SharedLimits
@@ -78,14 +79,15 @@ class Worker:
             self.timers = TimerClient(ctx, settings, worker_id, self._on_timers)
         #: every dialog delta goes to the node's state plane ([stateplane] replicate), one
         #: batch per loop iteration; None when nothing replicates
-        self.deltas: PushPipe | None = None
+        self.deltas: DeltaLink | None = None
         if settings.stateplane.replicate and stateful.dialogs is not None:
             stateful.dialogs.emit_deltas = True
             ep = f"ipc://{settings.node.run_dir}/{env.STATEPLANE_DELTAS}"
-            self.deltas = PushPipe("stateplane", sockets.connect_push(ctx, ep, settings.bus.hwm),
-                                   env.KIND_DELTAS, lambda batches: [worker_id, [
-                                       d for batch in batches for d in batch]],
-                                   1, settings.bus.max_pending)  # fmt: skip
+            pipe = PushPipe("stateplane", sockets.connect_push(ctx, ep, settings.bus.hwm),
+                            env.KIND_DELTAS, lambda batches: [worker_id, [
+                                d for batch in batches for d in batch]],
+                            1, settings.bus.max_pending)  # fmt: skip
+            self.deltas = DeltaLink(pipe, stateful.dialogs, worker_id, self.meter.counters)
         #: call limits counted across the node's workers (and peer nodes'), when any is set
         self.limits: SharedLimits | None = None
         if stateful.dialogs is not None and any(p.limit for p in settings.dialog_profile):
@@ -114,6 +116,8 @@ class Worker:
             self.refresh_peers()
         if self.limits is not None:
             self.limits.heartbeat(self.loop.time())
+        if self.deltas is not None:
+            self.deltas.heartbeat()
 
     def _on_profiles(self, header: list[Any]) -> None:
         assert self.limits is not None
@@ -215,11 +219,8 @@ class Worker:
                 log.info("cdr", **cdr)
                 if self.cdr_writer is not None:
                     self.cdr_writer.write(cdr)
-        # one message per loop iteration; a full backlog (state plane gone) loses them:
-        # counted, and the state plane's mirror misses them (docs/stateplane.md)
-        if (self.deltas is not None and core.dialogs is not None and core.dialogs.deltas
-                and not self.deltas.add(core.dialogs.take_deltas(), b"")):  # fmt: skip
-            self.meter.counters["drop_deltas"] += 1
+        if self.deltas is not None:  # one message per iteration; a loss is repaired
+            self.deltas.after_iteration()
         if self.limits is not None:
             self.limits.after_iteration()
         if core.refused:

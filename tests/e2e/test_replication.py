@@ -118,3 +118,56 @@ def test_active_active_trunk_limit_holds_across_both_nodes(
     assert poll(lambda: live_dialogs(b) == 0, 5)
     again = sipp_uac(b.port, "u1", 10, 50, tmp_path, extra=("-d", "500"))
     assert (again.successful, again.failed) == (10, 0), again.output
+
+
+def _worker_counter(node: Node, name: str) -> int:
+    return sum(int(r.get("counters", {}).get(name, 0))
+               for r in ctl(node.conf, "stats")["stats"]  # type: ignore[attr-defined]
+               if r.get("role") == "worker")  # fmt: skip
+
+
+def _pid_of(node: Node, role: str) -> int:
+    from .node import _descendants
+
+    for pid in _descendants(node.proc.popen.pid):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(b"sipline") for a in argv[:2]) and role.encode() in argv:
+            return pid
+    raise AssertionError(f"no {role} process")
+
+
+def test_deltas_lost_while_the_state_plane_is_stopped_are_repaired(
+    start_node: StartNode, uas: Uas, tmp_path: Path
+) -> None:
+    """The state plane is stopped (SIGSTOP) while 10 calls are held and a burst of short
+    calls comes and goes; the worker's pipe to it fills and drops deltas, among them the
+    ends of burst calls. Resumed, the worker resends its table and the state plane drops
+    what it held that the worker no longer has: the mirror (and so every replica) is again
+    the 10 held calls."""
+    import os
+    import signal
+
+    dport, _ = uas("u1")
+    small = "\n[bus]\nhwm = 10\nmax_pending = 64\n"
+    a = start_node(dport, "worker=1", config([]) + small, name="node-a")
+    held = UacRun.start(a.port, "u1", 10, 20, tmp_path, timeout_s=60, extra=("-d", "30000"))
+    sp = _pid_of(a, "stateplane")
+    try:
+        assert poll(lambda: live_dialogs(a) == 10 and stateplane(a)["owned"] == 10, 10)
+        os.kill(sp, signal.SIGSTOP)
+        try:
+            burst = UacRun.start(a.port, "u1", 1500, 150, tmp_path, timeout_s=30,
+                                 extra=("-d", "200"))  # ~30 calls open when drops begin
+            assert poll(lambda: _worker_counter(a, "drop_deltas") > 0, 15), "nothing dropped"
+            burst.wait()
+        finally:
+            os.kill(sp, signal.SIGCONT)
+        (ev,) = a.proc.wait_events("mirror_resynced", 1, timeout_s=10)
+        assert ev["dialogs"] == 10 and int(ev["removed"]) > 0, ev  # ends that were lost
+        assert poll(lambda: stateplane(a)["owned"] == live_dialogs(a) == 10, 5), stateplane(a)
+        assert _worker_counter(a, "delta_resyncs") >= 1
+    finally:
+        held.kill()

@@ -1,0 +1,83 @@
+"""A worker's dialog deltas to the node's state plane, and their repair after a loss.
+
+Rules:
+1. After every loop iteration the deltas it produced leave in one message over a bounded
+   ``PushPipe`` (``stateplane-deltas.ipc``). A send the pipe cannot take (the state plane is
+   stopped or far behind) loses that batch: counted ``drop_deltas``, and the worker now owes
+   the state plane a **resync**; so does a batch the table itself dropped (``deltas_dropped``).
+2. A resync starts at a heartbeat once the pipe has drained: ``["s+", worker, ""]``, then
+   every live dialog of the table as a "c" delta in batches of ``RESYNC_CHUNK``, one batch
+   per loop turn, then ``["s-", worker, ""]``, all through the same pipe, in order with the
+   live deltas. The state plane replaces each dialog it hears and, at ``s-``, removes the
+   dialogs it holds for this worker that the resync did not name (their ends were lost).
+   Deltas of calls that change meanwhile follow the record they change, in the same FIFO,
+   so nothing is applied out of order.
+3. A resync whose batch the pipe refuses is abandoned and started again at a later heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+from conf.pipe import PushPipe
+from workers.dialogs import DialogTable
+
+#: records per resync message (~0.5 KB each)
+RESYNC_CHUNK = 500
+
+
+class DeltaLink:
+    def __init__(self, pipe: PushPipe, table: DialogTable, worker_id: str,
+                 counters: Counter[str]) -> None:  # fmt: skip
+        self.pipe, self.table, self.worker_id, self.counters = pipe, table, worker_id, counters
+        self.loop = asyncio.get_running_loop()
+        self.owed = False
+        self._dropped_seen = 0
+        self._resync: Iterator[list[list[Any]]] | None = None
+
+    def after_iteration(self) -> None:
+        """Rule 1."""
+        t = self.table
+        if t.counters["deltas_dropped"] != self._dropped_seen:
+            self._dropped_seen = t.counters["deltas_dropped"]
+            self.owed = True
+        if t.deltas and not self.pipe.add(t.take_deltas(), b""):
+            self.counters["drop_deltas"] += 1
+            self.owed = True
+
+    def heartbeat(self) -> None:
+        """Rule 2: start a resync when one is owed and the pipe has room again."""
+        if self.owed and self._resync is None and not self.pipe.backlog_msgs:
+            self.owed = False
+            self._resync = self._batches()
+            self.counters["delta_resyncs"] += 1
+            self.loop.call_soon(self._step)
+
+    def _batches(self) -> Iterator[list[list[Any]]]:
+        yield [["s+", self.worker_id, ""]]
+        keys = self.table.keys()
+        for start in range(0, len(keys), RESYNC_CHUNK):
+            now, wall = self.loop.time(), time.time()
+            recs = (self.table.record(k, now, wall) for k in keys[start : start + RESYNC_CHUNK])
+            yield [["c", *r] for r in recs if r is not None]
+        yield [["s-", self.worker_id, ""]]
+
+    def _step(self) -> None:
+        step = self._resync
+        if step is None:
+            return
+        batch = next(step, None)
+        if batch is None:
+            self._resync = None
+            return
+        self.after_iteration()  # live deltas first: they are older than this batch
+        if not self.pipe.add(batch, b""):  # rule 3
+            self.counters["drop_deltas"] += 1
+            self.owed, self._resync = True, None
+            return
+        self.pipe.flush()
+        self.loop.call_soon(self._step)
