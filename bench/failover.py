@@ -252,7 +252,7 @@ def main() -> int:
             raise RuntimeError(f"node A not active, see {log_a}")
         start(group, conf_b, args.workers, log_b)
         if not wait_ready(pb) or not wait_for(
-                lambda: (ctl_stateplane(conf_b).get("failover") or {}).get("role") == "passive",
+                lambda: (ctl_stateplane(conf_b).get("failover") or {}).get("roles", {}).get(VIRTUAL) == "passive",
                 10, 0.3):  # fmt: skip
             raise RuntimeError(f"node B not passive, see {log_b}")
         probe = Probe(vport)

@@ -560,12 +560,18 @@ def _check_stateplane(f: str, s: Settings) -> None:
         if len(sp.peers) != 1:
             expected = f'exactly one entry, the other node of the pair (role = "{sp.role}")'
             raise ConfigError(f, "stateplane.peers", expected, Said(f"{len(sp.peers)} entries"))
+    standby: dict[str, bool] = {}
     for i, lst in enumerate(s.listen):
+        if lst.standby and not lst.virtual:
+            raise ConfigError(f, f"listen[{i}].standby", "false unless virtual = true", True)
+        if lst.virtual and standby.setdefault(lst.address, lst.standby) != lst.standby:
+            expected = f"the same standby as the other listeners on {lst.address}"
+            raise ConfigError(f, f"listen[{i}].standby", expected, lst.standby)
         if lst.virtual and not sp.role:
             expected = 'false unless [stateplane] role is "primary" or "backup"'
             raise ConfigError(f, f"listen[{i}].virtual", expected, True)
-    if sp.role and not any(lst.virtual for lst in s.listen):
-        expected = "a [[listen]] with virtual = true (the address the pair hands over)"
+    if sp.role and not any(lst.virtual and not lst.standby for lst in s.listen):
+        expected = "a [[listen]] with virtual = true and not standby (this node's own address)"
         raise ConfigError(f, "listen", expected, Said("none"))
 
 

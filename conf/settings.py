@@ -56,6 +56,10 @@ class Listener:
     network a VRRP daemon moves the IP; the node binds the address when it takes over. List
     it first among the listeners of its transport, so requests leave from it and Via and
     Record-Route name it."""
+    standby: bool = False
+    """Active/active (``docs/failover.md``): this virtual address is the peer node's, held by
+    this node only after taking the peer's calls over (for it this node has the opposite of
+    ``[stateplane] role``). Needs ``virtual``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -96,16 +96,16 @@ class Ingress:
             else:
                 await self.tcp.listen(lst.address, lst.port)
 
-    async def _bind_virtual(self) -> None:
+    async def _bind_virtual(self, addr: str) -> None:
         try:
-            await self._listen([x for x in self.settings.listen if x.virtual])
+            await self._listen([x for x in self.settings.listen if x.virtual and x.address == addr])
         except OSError:
-            self._release_virtual()  # all or none: a half-bound address is worse than none
+            self._release_virtual(addr)  # all or none: a half-bound address is worse than none
             raise
 
-    def _release_virtual(self) -> None:
+    def _release_virtual(self, addr: str) -> None:
         for lst in self.settings.listen:
-            if not lst.virtual:
+            if not lst.virtual or lst.address != addr:
                 continue
             if lst.transport == "udp":
                 udp = self.udp.pop((lst.address, lst.port), None)

@@ -2,9 +2,10 @@
 
 Rules:
 1. The node's state plane decides the role (Binary Star, ``stateplane/failover.py``) and says
-   it in every ``HUGZ`` it publishes on ``stateplane-pub.ipc``. Each ingress subscribes to
-   those heartbeats only, and holds the ``virtual = true`` listeners exactly while the last
-   heartbeat heard said ``active``: one source of truth, no second protocol.
+   it in every ``HUGZ`` it publishes on ``stateplane-pub.ipc``, per virtual address. Each
+   ingress subscribes to those heartbeats only, and holds the ``virtual = true`` listeners of
+   an address exactly while the last heartbeat heard said that address is ``active``: one
+   source of truth, no second protocol.
 2. Fencing: when our own state plane falls silent for ``EXPIRY_HEARTBEATS`` intervals the
    ingress lets go of the address, because the peer takes over after the same silence (it
    hears the same heartbeats). Two nodes holding one address with SO_REUSEPORT would split
@@ -24,7 +25,7 @@ import zmq
 
 from conf import envelope as env
 from stateplane import updates as up
-from stateplane.bstar import EXPIRY_HEARTBEATS
+from stateplane.bstar import EXPIRY_HEARTBEATS, decode_roles
 
 log = structlog.get_logger()
 
@@ -32,31 +33,33 @@ _HUGZ = up.pack(up.Hugz("", 0, 0))[0]  # the kind frame a SUB filters on
 
 
 class RoleHold:
-    """Whether the virtual listeners should be held now (rules 1-2)."""
+    """Which virtual addresses should be held now (rules 1-2)."""
 
-    __slots__ = ("active", "heard_at", "held", "timeout_s")
+    __slots__ = ("heard_at", "held", "roles", "timeout_s")
 
     def __init__(self, heartbeat_s: float) -> None:
         self.timeout_s = EXPIRY_HEARTBEATS * heartbeat_s
-        self.active = False
+        self.roles: dict[str, str] = {}
         self.heard_at = float("-inf")
-        self.held = False
+        self.held: set[str] = set()
 
     def hugz(self, role: str, now: float) -> None:
-        self.active, self.heard_at = role == "active", now
+        self.roles, self.heard_at = decode_roles(role), now
 
-    def want(self, now: float) -> bool:
-        return self.active and now - self.heard_at <= self.timeout_s
+    def want(self, now: float) -> set[str]:
+        if now - self.heard_at > self.timeout_s:
+            return set()
+        return {addr for addr, state in self.roles.items() if state == "active"}
 
 
-Bind = Callable[[], Awaitable[None]]
+Bind = Callable[[str], Awaitable[None]]
 
 
 class VirtualListeners:
     """Follow the local state plane's heartbeats and bind or release (rule 3)."""
 
     def __init__(self, ctx: zmq.Context[Any], run_dir: str, heartbeat_s: float,
-                 bind: Bind, release: Callable[[], None]) -> None:  # fmt: skip
+                 bind: Bind, release: Callable[[str], None]) -> None:  # fmt: skip
         self.loop = asyncio.get_running_loop()
         self.hold = RoleHold(heartbeat_s)
         self._bind, self._release = bind, release
@@ -95,26 +98,31 @@ class VirtualListeners:
             self.check()
 
     def check(self) -> None:
-        """Bind or release if the wanted state changed (also called every heartbeat)."""
-        want = self.hold.want(self.loop.time())
-        if want == self.hold.held or self._busy:
+        """Bind or release what the wanted set changed (also called on the fence timer)."""
+        if self._busy:
             return
-        self.hold.held = want
-        if want:
+        want, held = self.hold.want(self.loop.time()), self.hold.held
+        for addr in sorted(held - want):
+            held.discard(addr)
+            silent = self.loop.time() - self.hold.heard_at > self.hold.timeout_s
+            log.warning("virtual_released", address=addr,
+                        reason="stateplane_silent" if silent else "passive")  # fmt: skip
+            self._release(addr)
+        todo = sorted(want - held)
+        if todo:
             self._busy = True
-            self.loop.create_task(self._do_bind())
-        else:
-            log.warning("virtual_released",
-                        reason="stateplane_silent" if self.hold.active else "passive")
-            self._release()
+            self.loop.create_task(self._do_bind(todo))
 
-    async def _do_bind(self) -> None:
+    async def _do_bind(self, addrs: list[str]) -> None:
         try:
-            await self._bind()
-            log.info("virtual_bound")
-        except OSError as exc:  # the address is not (yet) ours: try again on the next beat
-            self.hold.held = False
-            log.error("virtual_bind_failed", error=str(exc))
+            for addr in addrs:
+                try:
+                    await self._bind(addr)
+                except OSError as exc:  # not (yet) ours: tried again on the next beat
+                    log.error("virtual_bind_failed", address=addr, error=str(exc))
+                    continue
+                self.hold.held.add(addr)
+                log.info("virtual_bound", address=addr)
         finally:
             self._busy = False
         self.check()

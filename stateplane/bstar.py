@@ -170,3 +170,19 @@ class BinaryStar:
                 nxt = State.ACTIVE
         before, self.state = self.state, nxt
         return Transition(inp, effect, before, nxt, yields)
+
+
+def encode_roles(roles: dict[str, str]) -> str:
+    """A heartbeat's role field when a node pairs several virtual addresses, each with its
+    own machine: ``"address=state,..."`` (``stateplane/failover.py`` rule 1)."""
+    return ",".join(f"{addr}={state}" for addr, state in sorted(roles.items()))
+
+
+def decode_roles(text: str) -> dict[str, str]:
+    """The inverse of ``encode_roles``; what is not ``address=state`` is left out."""
+    out = {}
+    for part in text.split(","):
+        addr, eq, state = part.rpartition("=")
+        if eq and addr:
+            out[addr] = state
+    return out

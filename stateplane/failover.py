@@ -2,9 +2,12 @@
 the takeover of the peer's replicated dialogs (``docs/failover.md``).
 
 Rules:
-1. The role (``stateplane/bstar.py``) travels in every ``HUGZ`` we publish; the peer's
-   ``HUGZ`` feed the machine, and silence expires the peer (``handle_timer`` every
-   heartbeat). A change of role publishes a ``HUGZ`` at once: our ingresses bind or release
+1. Each virtual address has its own Binary Star (``stateplane/bstar.py``): in an
+   active/backup pair one address, primary on one node and backup on the other; in
+   active/active each node is primary for its own address and backup (``standby``) for the
+   peer's. The states travel in every ``HUGZ`` we publish as ``address=state,...``; the
+   peer's ``HUGZ`` feed our machine of the same address, and silence expires the peer in
+   every one of them (``handle_timer`` every heartbeat). A change of role publishes a ``HUGZ`` at once: our ingresses bind or release
    the virtual listeners on it (``ingress/virtual.py``), so nothing waits for the next beat.
 2. Takeover (passive -> active: the peer's heartbeats stopped, or it restarted and says
    primary or backup again, having lost its calls): every dialog of the peer's replica
@@ -22,6 +25,10 @@ Rules:
 5. Nothing blocks: an ``ADOPT`` the worker's pipe cannot take now is retried from the loop
    until ``ADOPT_RETRY_S``; past it the dialogs are lost and counted (a worker that takes no
    input for seconds during a takeover has failed too).
+6. A ``standby`` address (the peer's, in active/active) is taken only over the peer: a node
+   that starts alone does not serve it (so the peer gets it when it starts). There is no
+   failback: once taken over, the address stays with us until we stop (Binary Star's rule
+   against flapping); the restarted peer waits passive for it.
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ import zmq
 from conf import envelope as env
 from conf import sockets
 from conf.workerset import WorkerSet
-from stateplane.bstar import BinaryStar, Effect, State, Transition
+from stateplane.bstar import BinaryStar, Effect, State, Transition, decode_roles, encode_roles
 from stateplane.updates import Hugz
 from workers.dialogs import DialogTable
 
@@ -63,14 +70,21 @@ def by_owner(records: list[list[Any]], workers: dict[str, str]) -> dict[str, lis
     return out
 
 
-class Failover:
-    """Our end of the pair: ``role`` goes into our heartbeats; feed it the peer's."""
+def opposite(role: str) -> str:
+    return "backup" if role == "primary" else "primary"
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: str, role: str, node: str,
-                 epoch: int, heartbeat_s: float, now: float,
-                 publish_hugz: Callable[[], None]) -> None:  # fmt: skip
+
+class Failover:
+    """Our end of the pair: one Binary Star per virtual address (rule 1); their states go
+    into our heartbeats, and the peer's heartbeats feed them, address by address."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: str,
+                 roles: dict[str, str], node: str, epoch: int, heartbeat_s: float, now: float,
+                 publish_hugz: Callable[[], None], standby: frozenset[str] = frozenset()) -> None:  # fmt: skip
         self.ctx, self.run_dir = ctx, run_dir
-        self.star = BinaryStar(State(role), node, epoch, heartbeat_s=heartbeat_s, now=now)
+        self.standby = standby
+        self.stars = {addr: BinaryStar(State(role), node, epoch, heartbeat_s=heartbeat_s,
+                                       now=now) for addr, role in roles.items()}  # fmt: skip
         self.publish_hugz = publish_hugz
         self.counters: Counter[str] = Counter()
         self.took_over_at: float | None = None
@@ -79,39 +93,53 @@ class Failover:
         self.peer_table: Callable[[], tuple[str, DialogTable] | None] = lambda: None
         #: split brain lost (rule 3): resnapshot from the winner
         self.on_yield: Callable[[], None] = lambda: None
-        #: every change of role, (before, after)
-        self.on_role: Callable[[State, State], None] = lambda before, after: None
+        #: every change of role: (address, before, after)
+        self.on_role: Callable[[str, State, State], None] = lambda addr, before, after: None
         self.adopter = Adopter(ctx, run_dir, self.counters)
         self._faulted = False
 
     @property
     def role(self) -> str:
-        return self.star.state.value
+        return encode_roles({addr: star.state.value for addr, star in self.stars.items()})
+
+    def state(self, addr: str) -> State:
+        return self.stars[addr].state
+
+    def _fault(self, reason: str, **fields: Any) -> None:
+        if not self._faulted:  # rule 4: once
+            self._faulted = True
+            log.error("failover_fault", reason=reason, **fields)
 
     def peer_hugz(self, msg: Hugz, now: float) -> None:
-        try:
-            peer_state = State(msg.role)
-        except ValueError:
-            if not self._faulted:  # rule 4
-                self._faulted = True
-                log.error("failover_fault", reason="peer heartbeat has no pair role",
-                          peer=msg.node, role=msg.role)  # fmt: skip
+        peer = decode_roles(msg.role)
+        if not peer:
+            self._fault("peer heartbeat has no pair role", peer=msg.node, role=msg.role)
             return
         self.last_peer_hugz = now
-        self._act(self.star.receive_heartbeat(peer_state, msg.epoch, msg.node, now), now)
+        for addr, star in self.stars.items():
+            try:
+                peer_state = State(peer.get(addr, ""))
+            except ValueError:
+                self._fault("the peer does not pair this virtual address", peer=msg.node,
+                            address=addr, role=msg.role)  # fmt: skip
+                continue
+            self._act(addr, star.receive_heartbeat(peer_state, msg.epoch, msg.node, now), now)
 
     def tick(self, now: float) -> None:
-        t = self.star.handle_timer(now)
-        if t is not None:
-            self._act(t, now)
+        for addr, star in self.stars.items():
+            if addr in self.standby and star.state is State.BACKUP:
+                continue  # rule 6: never the peer's address alone, only by a takeover
+            t = star.handle_timer(now)
+            if t is not None:
+                self._act(addr, t, now)
 
-    def _act(self, t: Transition, now: float) -> None:
+    def _act(self, addr: str, t: Transition, now: float) -> None:
         if t.effect is Effect.NONE and t.before is t.state:
             return
-        fields = {"before": t.before.value, "role": t.state.value, "input": t.input.value,
-                  "effect": t.effect.value}  # fmt: skip
+        fields = {"address": addr, "before": t.before.value, "role": t.state.value,
+                  "input": t.input.value, "effect": t.effect.value}  # fmt: skip
         if t.effect is Effect.SPLIT_BRAIN:
-            log.error("split_brain", yields=t.yields, peer=self.star.peer, **fields)
+            log.error("split_brain", yields=t.yields, peer=self.stars[addr].peer, **fields)
             if t.yields:
                 self.on_yield()
         elif t.effect is Effect.FAULT:
@@ -121,7 +149,7 @@ class Failover:
         if t.before is State.PASSIVE and t.state is State.ACTIVE:
             self._take_over(now)
         if t.before is not t.state:
-            self.on_role(t.before, t.state)
+            self.on_role(addr, t.before, t.state)
             self.publish_hugz()  # rule 1
 
     # -- takeover ----------------------------------------------------------------------------
@@ -143,7 +171,9 @@ class Failover:
                     silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
-        return {"role": self.role, "peer": self.star.peer, **self.counters}
+        peer = next((st.peer for st in self.stars.values() if st.peer), None)
+        return {"roles": {a: st.state.value for a, st in self.stars.items()}, "peer": peer,
+                **self.counters}  # fmt: skip
 
     def close(self) -> None:
         self.adopter.close()

@@ -47,7 +47,7 @@ from conf.settings import Settings
 from conf.workerset import WorkerSet
 from stateplane import updates as up
 from stateplane.bstar import State
-from stateplane.failover import Adopter, Failover
+from stateplane.failover import Adopter, Failover, opposite
 from stateplane.persist import Persistence
 from stateplane.replica import (
     Event,
@@ -293,9 +293,13 @@ class Replication:
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
         self.failover: Failover | None = None
         if sp.role:
-            self.failover = Failover(ctx, run_dir, sp.role, settings.node.name,
+            roles = {lst.address: opposite(sp.role) if lst.standby else sp.role
+                     for lst in settings.listen if lst.virtual}  # fmt: skip
+            self._own = {lst.address for lst in settings.listen if lst.virtual and not lst.standby}
+            self.failover = Failover(ctx, run_dir, roles, settings.node.name,
                                      self.publisher.epoch, self.heartbeat_s, self.loop.time(),
-                                     self._publish_role)  # fmt: skip
+                                     self._publish_role,
+                                     frozenset(roles) - self._own)  # fmt: skip
             self.failover.peer_table = self._pair_table
             self.failover.on_yield = self.peers[0].resync
             self.failover.on_role = self._on_role
@@ -304,11 +308,11 @@ class Replication:
         if self.restoring is not None and self.failover is None:
             self._restore_decided(True)
 
-    def _on_role(self, before: State, after: State) -> None:
+    def _on_role(self, addr: str, before: State, after: State) -> None:
         """Persistence vs the peer: our dialogs on disk are the newest copy only when we
         activate without taking over (the peer holds nothing newer of ours: it is dead or new);
         going passive means the peer is active and holds our calls, newer than our disk."""
-        if self.restoring is None or self.restoring.decided:
+        if self.restoring is None or self.restoring.decided or addr not in self._own:
             return
         if after is State.ACTIVE and before in (State.PRIMARY, State.BACKUP):
             self._restore_decided(True)

@@ -36,6 +36,8 @@ from typing import Any
 
 import msgpack
 
+from stateplane.bstar import decode_roles
+
 VERSION = 1
 #: update kinds; only dialog deltas today (the kv store and the directory may follow)
 KIND_DIALOG = "dialog"
@@ -45,8 +47,8 @@ MAX_FRAME_BYTES = 8 << 20
 #: a delta's length per op, including op, call_id and from_tag (``docs/dialogs.md``);
 #: "c" is the op and the 24 fields of ``workers.dialogs.RECORD``
 DELTA_LENGTHS = {"c": 25, "f": 5, "e": 7, "a": 9, "u": 8, "r": 8, "t": 6}
-#: Binary Star roles a heartbeat may carry
-ROLES = frozenset({"", "primary", "backup", "active", "passive"})
+#: Binary Star states a heartbeat may carry, per virtual address (``bstar.encode_roles``)
+ROLES = frozenset({"primary", "backup", "active", "passive"})
 
 
 class UpdateError(ValueError):
@@ -204,11 +206,20 @@ def _update(body: list[Any]) -> Update:
                   check_delta(payload))  # fmt: skip
 
 
+def _roles_ok(role: Any) -> bool:
+    """"" (no pair), or ``address=state,...`` with Binary Star states only."""
+    if not isinstance(role, str) or len(role) > 4096:
+        return False
+    roles = decode_roles(role)
+    return not role or (bool(roles) and all(state in ROLES for state in roles.values())
+                        and len(roles) == role.count(",") + 1)  # fmt: skip
+
+
 def _hugz(body: list[Any]) -> Hugz:
     _arity(body, 4, "HUGZ")
     node, epoch, seq, role = body
-    if role not in ROLES:
-        raise UpdateError(f"role {role!r}")
+    if not _roles_ok(role):
+        raise UpdateError(f"role {str(role)[:80]!r}")
     return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role)
 
 

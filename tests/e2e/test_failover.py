@@ -42,13 +42,14 @@ heartbeat_ms = 100
 """
 
 
-def virtual_listen(port: int) -> str:
+def virtual_listen(port: int, addr: str = VIRTUAL, standby: bool = False) -> str:
     return f"""
 [[listen]]
 transport = "udp"
-address = "{VIRTUAL}"
+address = "{addr}"
 port = {port}
 virtual = true
+standby = {str(standby).lower()}
 """
 
 
@@ -72,9 +73,13 @@ def start_pair(start_node: StartNode, tmp_path: Path, dport: int, extra: str = "
     b = start_node(dport, scale, pair_config("backup", peer_a, tmp_path / "b.cdr", extra,
                                              bind_b),
                    name="node-b", listen_first=virtual_listen(vport))  # fmt: skip
-    assert poll(lambda: (stateplane(b)["failover"] or {}).get("role") == "passive", 5)
+    assert poll(lambda: role_of(b, VIRTUAL) == "passive", 5)
     assert not b.proc.events("virtual_bound")
     return a, b, vport
+
+
+def role_of(node: Node, addr: str) -> str | None:
+    return (stateplane(node)["failover"] or {}).get("roles", {}).get(addr)  # type: ignore[no-any-return]
 
 
 def replica_of_a(b: Node) -> dict[str, object]:
@@ -86,7 +91,7 @@ def take_over(a: Node, b: Node, calls: int) -> None:
     a.kill()
     (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=5)
     assert ev["dialogs"] == calls, ev
-    assert b.proc.wait_events("virtual_bound", 2, timeout_s=5)  # both ingresses
+    assert len(b.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1
     assert poll(lambda: sum(int(str(e["dialogs"])) for e in b.proc.events("dialogs_adopted"))
                 == calls, 5), b.proc.events("dialogs_adopted")  # fmt: skip
 
@@ -208,3 +213,49 @@ cdr_file = "{tmp_path / "cdr"}"
     rows = cdrs(tmp_path / "cdr")
     assert len(rows) == CALLS and {r["cause"] for r in rows} == {"bye"}, rows
     assert len({r["call_id"] for r in rows}) == CALLS
+
+
+def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, uas: Uas,
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """Both nodes take traffic, each on its own address (A 127.0.0.10, B 127.0.0.11) and
+    standby for the other's, with a trunk limit shared across them: B dies, A binds B's
+    address and serves B's calls to their end; A writes every CDR; the limit counts each
+    surviving call once."""
+    dport, _ = uas("u1")
+    vport, vb = free_port(), "127.0.0.11"
+    run_a, run_b = tmp_path / "run0", tmp_path / "run1"
+    trunk = 'profiles_cluster = true\n[[dialog_profile]]\nname = "trunk"\nlimit = 25\n'
+    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr", trunk),
+                   name="node-a", listen_first=virtual_listen(vport)
+                   + virtual_listen(vport, vb, standby=True))  # fmt: skip
+    assert len(a.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1  # its own only
+    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr", trunk),
+                   name="node-b", listen_first=virtual_listen(vport, vb)
+                   + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
+    assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, vb) == "active"
+                and role_of(a, vb) == role_of(b, VIRTUAL) == "passive", 5)  # fmt: skip
+    half = CALLS // 2
+    on_a = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=VIRTUAL,
+                        extra=("-d", "9000"))  # fmt: skip
+    on_b = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=vb,
+                        extra=("-d", "9000"))  # fmt: skip
+    try:
+        assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
+                    and replica_of_a(a).get("dialogs") is None
+                    and stateplane(a)["replicas"].get("node-b", {}).get("dialogs") == half,
+                    10)  # fmt: skip
+        b.kill()
+        (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=5)
+        assert ev["dialogs"] == half, ev
+        assert poll(lambda: role_of(a, vb) == "active" and live_dialogs(a) == CALLS, 5)
+        more = sipp_uac(vport, "u1", 5, 20, tmp_path, host=VIRTUAL, extra=("-d", "500"))
+        assert (more.successful, more.failed) == (5, 0), more.output  # 20 + 5 <= 25
+        res_a, res_b = on_a.wait(), on_b.wait()
+    finally:
+        on_a.kill()
+        on_b.kill()
+    assert (res_a.successful, res_a.failed) == (half, 0), res_a.output
+    assert (res_b.successful, res_b.failed) == (half, 0), res_b.output
+    a.stop()
+    rows = cdrs(tmp_path / "a.cdr")
+    assert len(rows) == CALLS + 5 and {r["cause"] for r in rows} == {"bye"}, rows

@@ -18,6 +18,7 @@ from conf import sockets
 from conf.settings import DialogProfile
 from conf.workerset import WorkerSet
 from ingress.virtual import RoleHold
+from stateplane.bstar import decode_roles, encode_roles
 from stateplane.failover import Failover, by_owner
 from stateplane.updates import Hugz
 from workers.dialogs import RECORD, DialogTable
@@ -25,6 +26,7 @@ from workers.dialogs import RECORD, DialogTable
 from ..workers.dialog_helpers import T0, W0, Call, dialog_settings, via_for
 from .helpers import NODE, Pair
 
+V = "127.0.0.10"
 TRUNK = [DialogProfile(name="trunk", limit=10, over_limit_status=486)]
 
 
@@ -100,15 +102,21 @@ def test_by_owner_agrees_with_the_ingresses(call_ids: list[str], n_workers: int)
 def test_role_hold_follows_the_last_heartbeat_and_fences_on_silence() -> None:
     hold = RoleHold(heartbeat_s=0.1)
     assert not hold.want(0.0)
-    hold.hugz("passive", 0.0)
+    hold.hugz("10.0.0.1=passive", 0.0)
     assert not hold.want(0.05)
-    hold.hugz("active", 0.1)
-    assert hold.want(0.2) and hold.want(0.3)
+    hold.hugz("10.0.0.1=active,10.0.0.2=passive", 0.1)
+    assert hold.want(0.2) == hold.want(0.3) == {"10.0.0.1"}
     assert not hold.want(0.31)  # our state plane silent for two intervals: let go
-    hold.hugz("active", 0.4)
-    assert hold.want(0.4)
-    hold.hugz("passive", 0.5)
+    hold.hugz("10.0.0.1=active,10.0.0.2=active", 0.4)
+    assert hold.want(0.4) == {"10.0.0.1", "10.0.0.2"}
+    hold.hugz("10.0.0.1=passive", 0.5)
     assert not hold.want(0.5)
+
+
+def test_roles_travel_per_address() -> None:
+    roles = {"127.0.0.10": "active", "[::1]": "passive"}
+    assert decode_roles(encode_roles(roles)) == roles
+    assert decode_roles("") == {} and decode_roles("active") == {}
 
 
 def test_failover_takes_over_on_peer_silence_and_feeds_the_owners(tmp_path: Path) -> None:
@@ -126,15 +134,16 @@ async def _takeover(run_dir: Path) -> None:
     replica = replicated_calls(answered=4, ringing=3)
     roles: list[str] = []
     now = asyncio.get_running_loop().time()
-    fo = Failover(ctx, str(run_dir), "backup", "node-b", 5, 0.1, now, lambda: roles.append(fo.role))
+    fo = Failover(ctx, str(run_dir), {V: "backup"}, "node-b", 5, 0.1, now,
+                  lambda: roles.append(fo.role))  # fmt: skip
     fo.peer_table = lambda: (NODE, replica)
     try:
-        fo.peer_hugz(Hugz(NODE, 3, 10, "active"), now)
-        assert fo.role == "passive" and roles == ["passive"]
+        fo.peer_hugz(Hugz(NODE, 3, 10, f"{V}=active"), now)
+        assert fo.role == f"{V}=passive" and roles == [f"{V}=passive"]
         fo.tick(now + 0.15)
-        assert fo.role == "passive"  # one interval of silence is not a death
+        assert fo.state(V).value == "passive"  # one interval of silence is not a death
         fo.tick(now + 0.21)
-        assert fo.role == "active" and roles == ["passive", "active"]
+        assert roles == [f"{V}=passive", f"{V}=active"]
         assert len(replica) == 0  # the dialogs are ours now
         got: dict[str, list[str]] = {}
         for _ in range(200):
@@ -165,10 +174,11 @@ def test_a_peer_without_a_pair_role_is_a_fault_not_a_crash(tmp_path: Path) -> No
     async def run() -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         now = asyncio.get_running_loop().time()
-        fo = Failover(ctx, str(tmp_path), "primary", "node-a", 1, 0.1, now, lambda: None)
+        fo = Failover(ctx, str(tmp_path), {V: "primary"}, "node-a", 1, 0.1, now, lambda: None)
         fo.peer_hugz(Hugz("node-b", 1, 0, ""), now)
-        fo.peer_hugz(Hugz("node-b", 1, 0, "bogus"), now)
-        assert fo.role == "primary"
+        fo.peer_hugz(Hugz("node-b", 1, 0, f"{V}=bogus"), now)
+        fo.peer_hugz(Hugz("node-b", 1, 0, "10.9.9.9=active"), now)  # not our address
+        assert fo.state(V).value == "primary"
         fo.close()
         ctx.term()
 
@@ -180,14 +190,50 @@ def test_split_brain_loser_yields_and_resnapshots(tmp_path: Path) -> None:
         ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         now = asyncio.get_running_loop().time()
         yielded: list[bool] = []
-        fo = Failover(ctx, str(tmp_path), "primary", "node-a", 1, 0.1, now, lambda: None)
+        fo = Failover(ctx, str(tmp_path), {V: "primary"}, "node-a", 1, 0.1, now, lambda: None)
         fo.on_yield = lambda: yielded.append(True)
         fo.tick(now + 1)  # alone: active
-        assert fo.role == "active"
-        fo.peer_hugz(Hugz("node-b", 2, 0, "active"), now + 1)  # a newer epoch wins
-        assert fo.role == "passive" and yielded == [True]
+        assert fo.state(V).value == "active"
+        fo.peer_hugz(Hugz("node-b", 2, 0, f"{V}=active"), now + 1)  # a newer epoch wins
+        assert fo.state(V).value == "passive" and yielded == [True]
         fo.close()
         ctx.term()
 
     asyncio.run(run())
 
+
+
+def test_active_active_each_node_backs_the_others_address(tmp_path: Path) -> None:
+    """Node A is primary for its address and standby for B's: with B heard, A serves only
+    its own; when B falls silent A activates B's address too and takes B's calls over."""
+
+    async def run() -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        now = asyncio.get_running_loop().time()
+        va, vb = "127.0.0.10", "127.0.0.11"
+        took: list[int] = []
+        fo = Failover(ctx, str(tmp_path), {va: "primary", vb: "backup"}, "node-a", 1, 0.1, now,
+                      lambda: None)  # fmt: skip
+        fo.peer_table = lambda: took.append(1) or None  # type: ignore[func-returns-value]
+        fo.peer_hugz(Hugz("node-b", 1, 0, f"{va}=backup,{vb}=primary"), now)
+        fo.peer_hugz(Hugz("node-b", 1, 0, f"{va}=passive,{vb}=active"), now + 0.05)
+        assert decode_roles(fo.role) == {va: "active", vb: "passive"}
+        fo.tick(now + 0.3)
+        assert decode_roles(fo.role) == {va: "active", vb: "active"} and took == [1]
+        fo.close()
+        ctx.term()
+
+    asyncio.run(run())
+
+
+def test_a_heartbeat_with_a_bad_role_is_refused_on_the_wire() -> None:
+    from stateplane.updates import UpdateError, pack, unpack
+
+    assert unpack(pack(Hugz("n", 1, 0, "127.0.0.10=active"))).role == "127.0.0.10=active"  # type: ignore[union-attr]
+    for bad in ("active", "127.0.0.10=bogus", "127.0.0.10=active,junk", "x" * 5000):
+        frames = pack(Hugz("n", 1, 0, bad))
+        try:
+            unpack(frames)
+        except UpdateError:
+            continue
+        raise AssertionError(bad)

@@ -50,7 +50,7 @@ def test_journal_alone_restores_the_table(tmp_path: Path) -> None:
 
 def test_fuzzy_snapshot_with_updates_between_chunks(tmp_path: Path, monkeypatch: object) -> None:
     """A snapshot built while calls go on, then more journal: the same table."""
-    import stateplane.persist as persist
+    from stateplane import persist
 
     monkeypatch.setattr(persist, "CHUNK_RECORDS", 2)  # type: ignore[attr-defined]
     o = Owner(tmp_path)

@@ -73,7 +73,7 @@ def test_chunks_of_another_request_are_ignored() -> None:
 
 MESSAGES = [
     Update("n", 1, 1, "dialog", ["t", "cid", "ft", "bye", "caller", 1.5]),
-    Hugz("n", 3, 7, "active"), Icanhaz("n", 1, 0, 0),
+    Hugz("n", 3, 7, "127.0.0.10=active,[::1]=passive"), Icanhaz("n", 1, 0, 0),
     Chunk("n", 2, [["cid", "ft", *range(22)]]), Kthxbai("n", 2, 1, 9, True, 1),
 ]  # fmt: skip
 
