@@ -25,6 +25,7 @@ import zmq
 from conf import process
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
+from conf.pipe import oldest_ms
 from conf.settings import Settings
 from ingress import shedding
 from ingress.bus import FULL, WorkerBus
@@ -220,7 +221,9 @@ class Ingress:
                          "sources": len(self.pike), "peers": peers}}  # fmt: skip
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {**self.meter.control("ingress"), "queued_out": self.bus.queued}
+        hops = self.bus.hops(self.loop.time())
+        return {**self.meter.control("ingress"), "queued_out": self.bus.queued,
+                "queued_oldest_ms": oldest_ms(hops), "hops": hops}  # fmt: skip
 
     def heartbeat(self) -> None:
         """Every heartbeat: workers' liveness, pike's expiries and sibling ingresses."""
@@ -268,10 +271,13 @@ class Ingress:
     # -- housekeeping ------------------------------------------------------------------------
 
     def stats(self, interval_s: float) -> dict[str, Any]:
+        hops = self.bus.hops(self.loop.time())
         return {
             **self.meter.snapshot(interval_s),
             "workers": len(self.bus.workers),
             "queued": self.bus.queued,
+            "queued_oldest_ms": oldest_ms(hops),
+            "hops": self.meter.hop_rates(hops, interval_s),
             **self.tcp.stats(),
         }
 

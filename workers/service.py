@@ -16,7 +16,7 @@ from conf import envelope as env
 from conf import sockets
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe
+from conf.pipe import PushPipe, oldest_ms
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from ingress.sip.errors import SipError
@@ -106,8 +106,18 @@ class Worker:
         if self.stateful is not None:
             self.refresh_peers()
 
+    def hops(self) -> dict[str, dict[str, float]]:
+        """Every pipe this worker pushes into: one per ingress, and the state plane's."""
+        now = self.loop.time()
+        out = self.bus.hops(now)
+        if self.deltas is not None:
+            out[self.deltas.peer] = self.deltas.hop(now)
+        return out
+
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued}
+        hops = self.hops()
+        out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued,
+                               "queued_oldest_ms": oldest_ms(hops), "hops": hops}  # fmt: skip
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
@@ -348,10 +358,13 @@ class Worker:
 
     def stats(self, interval_s: float) -> dict[str, Any]:
         delay, self.max_delay_s = self.max_delay_s, 0.0
+        hops = self.hops()
         out = {
             **self.meter.snapshot(interval_s),
             "queue_delay_max_ms": round(delay * 1000, 2),
             "queued_out": self.bus.queued,
+            "queued_oldest_ms": oldest_ms(hops),
+            "hops": self.meter.hop_rates(hops, interval_s),
         }
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
