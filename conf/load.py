@@ -381,7 +381,28 @@ def _check_values(s: Settings) -> None:
 
     _check_registrar(f, s)
     _check_dialogs(f, s)
+    _check_stateplane(f, s)
     _check_protection(f, s)
+
+
+def _check_stateplane(f: str, s: Settings) -> None:
+    """[stateplane] peers: run directories of other nodes (replication, pike and ratelimit
+    sharing connect to the ipc sockets in them)."""
+    seen: dict[str, int] = {}
+    for i, peer in enumerate(s.stateplane.peers):
+        key = f"stateplane.peers[{i}]"
+        if any(ord(c) < 32 or c == "\x7f" for c in peer) or not os.path.isabs(peer):
+            raise ConfigError(f, key, "an absolute directory path (another node's run_dir)", peer)
+        if len(os.fsencode(peer)) > MAX_RUN_DIR_BYTES:
+            expected = f"a path of at most {MAX_RUN_DIR_BYTES} bytes (ipc socket paths are short)"
+            raise ConfigError(f, key, expected, peer)
+        norm = os.path.normpath(peer)
+        if norm == os.path.normpath(s.node.run_dir):
+            raise ConfigError(f, key, "another node's run directory, not this node's own", peer)
+        if norm in seen:
+            raise ConfigError(f, key, "each peer once", Said(f"{show(peer)} again "
+                                                           f"(stateplane.peers[{seen[norm]}])"))
+        seen[norm] = i
 
 
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
@@ -517,6 +538,12 @@ def _check_protection(f: str, s: Settings) -> None:
             ipaddress.ip_network(w, strict=False)
         except ValueError:
             raise ConfigError(f, f"pike.whitelist[{i}]", _CIDR_HELP, w) from None
+    if s.pike.cluster and not s.pike.enabled:
+        raise ConfigError(f, "pike.cluster", "false unless [pike] enabled = true", True)
+    if s.pike.cluster and not s.stateplane.peers:
+        expected = ("false when [stateplane] peers is empty (blocks are shared with the nodes "
+                    "whose run directories it lists; replicate is not needed)")
+        raise ConfigError(f, "pike.cluster", expected, True)
     routes = {r.name for r in s.route}
     names: dict[str, int] = {}
     for i, rl in enumerate(s.ratelimit):

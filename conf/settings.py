@@ -407,6 +407,12 @@ class Pike:
     """Sources one ingress counts at once (about 200 bytes each), and blocks it holds at most.
     When full, a new source evicts the one whose window opened first (its partial count is
     forgotten), and a new block lifts the oldest one."""
+    cluster: bool = False
+    """Also share blocks with the nodes in ``[stateplane] peers``: every ingress subscribes to
+    the ingresses of those nodes (found in their run directories), and applies their blocks
+    as its siblings' (a block learnt is never passed on). Needs ``enabled`` and at least one
+    peer; ``[stateplane] replicate`` is not needed. Set it on every node, each listing the
+    others: a node learns the blocks of the nodes it lists."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -421,8 +427,10 @@ class StatePlane:
     ``[dialogs] enabled``; off, dialogs live only in their worker."""
     peers: list[str] = field(default_factory=list)
     """Run directories of the other nodes whose dialogs this node replicates (it subscribes to
-    the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc`` in each); the
-    ipc transport limits this to nodes on the same host. Default: none."""
+    the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc`` in each), and
+    with which ``[pike] cluster`` shares blocks; absolute, each once,
+    never this node's own. The ipc transport limits this to nodes on the same host. Default:
+    none."""
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""

@@ -10,7 +10,8 @@ Rules:
 4. Pike (``[pike]``, docs/protection.md) runs before anything is parsed, on the source address:
    a request (anything not starting ``SIP/``) from a blocked source is dropped and counted
    (``drop_pike``). A block this ingress measures is logged once (``pike_blocked``, then
-   ``pike_unblocked``) and told to the node's other ingresses, which apply it silently.
+   ``pike_unblocked``) and told to the node's other ingresses, which apply it silently; with
+   ``[pike] cluster`` to the ingresses of the ``[stateplane] peers`` nodes too.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ class Ingress:
             self.pike = Pike(unit_s=p.sampling_time_unit_s, density=p.reqs_density_per_unit,
                              latency_s=p.remove_latency_s, whitelist=tuple(p.whitelist),
                              max_sources=p.max_sources)  # fmt: skip
+            cluster = tuple(settings.stateplane.peers) if p.cluster else ()
             self.pike_share = PikeShare(ctx, settings.node.run_dir, ingress_id,
-                                        self._on_peer_block, self._announce_blocks)  # fmt: skip
+                                        self._on_peer_block, self._announce_blocks,
+                                        peer_dirs=cluster)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, ingress_id, {
             "stats": self._ctl_stats,
             "pike": self._ctl_pike,
@@ -199,7 +202,8 @@ class Ingress:
                       until_s=round(ev.until - now, 1))  # fmt: skip
 
     def _on_peer_block(self, src: str, remaining_s: float, count: int) -> None:
-        """A sibling ingress blocked ``src``: apply it here until the same moment."""
+        """A sibling ingress (or a peer node's) blocked ``src``: apply it here until the same
+        moment."""
         assert self.pike is not None
         now = time.monotonic()
         self.pike.block(src, now + remaining_s, count, now, origin="peer")
@@ -216,7 +220,7 @@ class Ingress:
         if self.pike is None:
             return {"pike": {"enabled": False, "blocked": [], "sources": 0}}
         now = time.monotonic()
-        peers = sorted(self.pike_share.peers) if self.pike_share else []
+        peers = self.pike_share.peers if self.pike_share else []
         return {"pike": {"enabled": True, "blocked": self.pike.blocked(now),
                          "sources": len(self.pike), "peers": peers}}  # fmt: skip
 
