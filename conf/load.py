@@ -27,7 +27,12 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf.settings import DestinationSet, Settings
+from conf.settings import (
+    RATELIMIT_SHARE_INTERVAL_S,
+    RATELIMIT_SHARE_MIN_INTERVALS,
+    DestinationSet,
+    Settings,
+)
 
 ENV_CONF = "SIPLINE_CONF"
 DEFAULT_PATH = "conf/sipline.toml"
@@ -555,6 +560,11 @@ def _check_protection(f: str, s: Settings) -> None:
         if rl.limit_per_s * rl.window_s < 1:
             # a window that cannot hold one request refuses everything
             expected = f"at least 1 / limit_per_s ({_num(1 / rl.limit_per_s)})"
+            raise ConfigError(f, f"{key}.window_s", expected, rl.window_s)
+        min_window = RATELIMIT_SHARE_INTERVAL_S * RATELIMIT_SHARE_MIN_INTERVALS
+        if rl.shared and rl.window_s < min_window:
+            expected = (f"at least {_num(min_window)} on a shared pipe (counts are exchanged "
+                        f"every {_num(RATELIMIT_SHARE_INTERVAL_S)} s)")
             raise ConfigError(f, f"{key}.window_s", expected, rl.window_s)
         _methods(f, key, rl.methods)
         if rl.source:

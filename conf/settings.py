@@ -428,7 +428,7 @@ class StatePlane:
     peers: list[str] = field(default_factory=list)
     """Run directories of the other nodes whose dialogs this node replicates (it subscribes to
     the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc`` in each), and
-    with which ``[pike] cluster`` shares blocks; absolute, each once,
+    with which ``[pike] cluster`` and ``shared`` ratelimit pipes share; absolute, each once,
     never this node's own. The ipc transport limits this to nodes on the same host. Default:
     none."""
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
@@ -441,6 +441,11 @@ class StatePlane:
 
 #: a Retry-After a little random, so that refused clients do not all come back at once
 RATELIMIT_JITTER = 0.2
+#: how often a shared pipe's participants exchange counts: OpenSIPS replicates pipes every
+#: 10-100 ms; a shared pipe's error is about what the cluster passes in one interval
+RATELIMIT_SHARE_INTERVAL_S = 0.1
+#: a shared pipe's window holds at least this many exchanges, or the counts are always stale
+RATELIMIT_SHARE_MIN_INTERVALS = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -469,6 +474,12 @@ class RateLimit:
     """Name of the ``[[route]]`` that must have picked the request; empty matches all."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503, jittered by up to 20 % either way (at least 1 s)."""
+    shared: bool = False
+    """Hold the limit across every worker of the node and of the ``[stateplane] peers`` nodes
+    instead of per worker: each publishes its count every 0.1 s and passes only what the
+    limit leaves after the others' last counts (``docs/protection.md``). Configure the pipe
+    alike (name, algorithm, limit, window) on every node that shares it; its ``window_s`` is
+    at least 0.5 (five exchanges)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

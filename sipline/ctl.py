@@ -4,7 +4,8 @@
                                the oldest queued message's wait; per pipe in --json)
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
-    sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped
+    sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped (a
+                               shared pipe: the others' count and the participants)
     sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
     sipline ctl sync           the state plane asks every peer for a whole new snapshot
                                (OpenSIPS dlg_db_sync; docs/stateplane.md)
@@ -30,8 +31,8 @@ DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "
                   "refused")  # fmt: skip
 _COUNTS = DIALOG_COLUMNS[1:]
 PIKE_COLUMNS = ("src", "proc", "remaining_s", "dropped", "origin")
-RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "passed",
-                "dropped")  # fmt: skip
+RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "others",
+                "participants", "passed", "dropped")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

@@ -29,6 +29,7 @@ from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.location import Location
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
+from workers.ratelimit_share import RateShare
 from workers.registrar import Source
 from workers.routing import RoutingTable
 from workers.stateful import Job, StatefulProxy
@@ -85,14 +86,18 @@ class Worker:
                                    env.KIND_DELTAS, lambda batches: [worker_id, [
                                        d for batch in batches for d in batch]],
                                    1, settings.bus.max_pending)  # fmt: skip
+        #: shared [[ratelimit]] pipes exchange counts with the other workers (ratelimit_share)
+        self.rate_share: RateShare | None = None
+        rl = self.proxy.ratelimit
+        if rl is not None and rl.shared:
+            self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
             "dialogs": self._ctl_dialogs,
-            "ratelimit": lambda _: {"ratelimit": self.proxy.ratelimit.status(self.loop.time())
-                                    if self.proxy.ratelimit else []},
+            "ratelimit": self._ctl_ratelimit,
         })  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
@@ -103,6 +108,8 @@ class Worker:
 
     def heartbeat(self) -> None:
         self.bus.heartbeat()
+        if self.rate_share is not None:
+            self.rate_share.refresh()
         if self.stateful is not None:
             self.refresh_peers()
 
@@ -127,6 +134,18 @@ class Worker:
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
         return out
+
+    def _ctl_ratelimit(self, _: dict[str, Any]) -> dict[str, Any]:
+        rl = self.proxy.ratelimit
+        out: dict[str, Any] = {"ratelimit": rl.status(self.loop.time()) if rl else []}
+        if self.rate_share is not None:
+            out["share"] = self.rate_share.stats()
+        return out
+
+    def share_tick(self) -> None:
+        """Every ``SHARE_INTERVAL_S``: publish the shared pipes' counts (ratelimit rule 5)."""
+        if self.rate_share is not None:
+            self.rate_share.tick(self.loop.time())
 
     def _ctl_dialogs(self, _: dict[str, Any]) -> dict[str, Any]:
         core = self.stateful
@@ -387,6 +406,8 @@ class Worker:
 
     def close(self) -> None:
         self.control.close()
+        if self.rate_share is not None:
+            self.rate_share.close()
         if self.timers is not None:
             self.timers.close()
         if self._timer is not None:

@@ -1,5 +1,6 @@
-"""conf.mesh and pike sharing over it: members found in run directories (this node's and the
-peers'), slow joiners answered through the XPUB, bad frames counted, nothing re-published."""
+"""conf.mesh, and pike blocks and ratelimit counts shared over it: members found in run
+directories (this node's and the peers'), slow joiners answered through the XPUB, bad frames
+counted, nothing re-published."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from conf.mesh import Mesh
 from ingress.pikeshare import PikeShare
 from ingress.service import Ingress
 from tests.pipeline.helpers import run, until
+from workers.ratelimit import RateLimiter
+from workers.ratelimit_share import RateShare
 
 PID = os.getpid()
 
@@ -163,6 +166,47 @@ def test_cluster_block_applied_on_the_peer_node_and_never_republished(tmp_path: 
         finally:
             for ing in (ia, ib):
                 await ing.close()
+            ctx.destroy(linger=0)
+
+    run(body)
+
+
+def test_rate_share_exchanges_counts_between_nodes(tmp_path: Path) -> None:
+    """Two workers of two nodes (peers of each other) sharing a pipe: each one's tick reaches
+    the other as its count of the pipe; a bad frame is counted, not applied."""
+    a, b = tmp_path / "a", tmp_path / "b"
+
+    def share(run_dir: Path, peer: Path, name: str, ctx: zmq.Context[Any]) -> RateShare:
+        s = from_dict({"node": {"name": name, "run_dir": str(run_dir)},
+                       "ratelimit": [{"name": "p", "algorithm": "sliding", "shared": True}],
+                       "stateplane": {"peers": [str(peer)]}})  # fmt: skip
+        loop = asyncio.get_running_loop()
+        return RateShare(ctx, s, f"worker.1-{PID}", RateLimiter(s.ratelimit), loop.time)
+
+    async def body() -> None:
+        ctx: zmq.Context[Any] = zmq.Context()
+        loop = asyncio.get_running_loop()
+        sa, sb = share(a, b, "na", ctx), share(b, a, "nb", ctx)
+        try:
+            sa.refresh()
+            sb.refresh()
+            assert sa.stats()["participants"] == 1
+            for _ in range(7):
+                sa.limiter.check("p", loop.time())
+            pb = sb.limiter.pipes["p"].peers
+            assert pb is not None
+
+            def heard() -> bool:
+                sa.tick(loop.time())
+                return pb.others == 7
+
+            await until(heard)
+            sa.mesh.publish(b"not msgpack \xc1")
+            await until(lambda: sb.bad_frames == 1)
+            assert pb.others == 7
+        finally:
+            sa.close()
+            sb.close()
             ctx.destroy(linger=0)
 
     run(body)
