@@ -125,12 +125,13 @@ def test_hop_reports_backlog_depth_and_oldest_wait(
             pipe.add(META, b"%d" % i)
         pipe.flush()
         assert pipe.backlog_msgs > 0 and len(pipe.backlog_at) == len(pipe.backlog)
-        first_at = pipe.backlog_at[0]
         await asyncio.sleep(0.05)  # the wait being measured, not a synchronisation
         now = loop.time()
         hop = pipe.hop(now)
-        assert hop["queued"] == pipe.backlog_msgs
-        assert hop["oldest_ms"] == round((now - first_at) * 1000, 1) >= 40
+        # ZeroMQ may have taken a batch or two meanwhile: the oldest left was still batched
+        # before the wait
+        assert hop["queued"] == pipe.backlog_msgs > 0
+        assert hop["oldest_ms"] == round((now - pipe.backlog_at[0]) * 1000, 1) >= 40
         assert list(pipe.backlog_at) == sorted(pipe.backlog_at)
         assert hops([pipe], now) == {"worker.1-7": hop}
         assert oldest_ms({"a": hop, "b": {"queued": 0, "oldest_ms": 0.0, "sent": 0}}) == \
