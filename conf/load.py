@@ -27,7 +27,12 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf.settings import DestinationSet, Settings
+from conf.settings import (
+    RATELIMIT_SHARE_INTERVAL_S,
+    RATELIMIT_SHARE_MIN_INTERVALS,
+    DestinationSet,
+    Settings,
+)
 
 ENV_CONF = "SIPLINE_CONF"
 DEFAULT_PATH = "conf/sipline.toml"
@@ -381,8 +386,34 @@ def _check_values(s: Settings) -> None:
 
     _check_registrar(f, s)
     _check_dialogs(f, s)
+    _check_peers(f, s)
     _check_protection(f, s)
     _check_stateplane(f, s)
+
+
+def _check_peers(f: str, s: Settings) -> None:
+    """[stateplane] peers: run directories of other nodes (replication, pike, ratelimit and
+    call-limit sharing connect to the ipc sockets in them) or tcp://host:port (replication)."""
+    seen: dict[str, int] = {}
+    for i, peer in enumerate(s.stateplane.peers):
+        key = f"stateplane.peers[{i}]"
+        if peer.startswith("tcp://"):
+            _hostport(f, key, peer.removeprefix("tcp://"))
+            norm = peer
+        elif any(ord(c) < 32 or c == "\x7f" for c in peer) or not os.path.isabs(peer):
+            expected = "an absolute directory path (another node's run_dir), or tcp://host:port"
+            raise ConfigError(f, key, expected, peer)
+        elif len(os.fsencode(peer)) > MAX_RUN_DIR_BYTES:
+            expected = f"a path of at most {MAX_RUN_DIR_BYTES} bytes (ipc socket paths are short)"
+            raise ConfigError(f, key, expected, peer)
+        else:
+            norm = os.path.normpath(peer)
+        if norm == os.path.normpath(s.node.run_dir):
+            raise ConfigError(f, key, "another node's run directory, not this node's own", peer)
+        if norm in seen:
+            raise ConfigError(f, key, "each peer once", Said(f"{show(peer)} again "
+                                                           f"(stateplane.peers[{seen[norm]}])"))
+        seen[norm] = i
 
 
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
@@ -538,16 +569,12 @@ def _check_stateplane(f: str, s: Settings) -> None:
                           True)  # fmt: skip
     if sp.bind:
         _hostport(f, "stateplane.bind", sp.bind)
-    for i, peer in enumerate(sp.peers):
-        if peer.startswith("tcp://"):
-            _hostport(f, f"stateplane.peers[{i}]", peer.removeprefix("tcp://"))
-            continue
-        if not os.path.isabs(peer):
-            expected = "another node's absolute run_dir, or tcp://host:port"
-            raise ConfigError(f, f"stateplane.peers[{i}]", expected, peer)
-        if os.path.normpath(peer) == os.path.normpath(s.node.run_dir):
-            raise ConfigError(f, f"stateplane.peers[{i}]", "another node's run_dir, not ours",
-                              peer)  # fmt: skip
+    tcp_peer = any(p.startswith("tcp://") for p in sp.peers)
+    for key, on in (("pike.cluster", s.pike.cluster),
+                    ("ratelimit", any(rl.shared for rl in s.ratelimit))):  # fmt: skip
+        if on and tcp_peer:  # they find the peers' processes by their run directories
+            expected = "no sharing with [stateplane] peers given as tcp:// (run directories only)"
+            raise ConfigError(f, key, expected, Said("a tcp:// peer"))
     if sp.persist_dir and not sp.replicate:
         raise ConfigError(f, "stateplane.replicate", "true when persist_dir is set", False)
     if sp.persist_dir and not os.path.isabs(sp.persist_dir):
@@ -585,6 +612,12 @@ def _check_protection(f: str, s: Settings) -> None:
             ipaddress.ip_network(w, strict=False)
         except ValueError:
             raise ConfigError(f, f"pike.whitelist[{i}]", _CIDR_HELP, w) from None
+    if s.pike.cluster and not s.pike.enabled:
+        raise ConfigError(f, "pike.cluster", "false unless [pike] enabled = true", True)
+    if s.pike.cluster and not s.stateplane.peers:
+        expected = ("false when [stateplane] peers is empty (blocks are shared with the nodes "
+                    "whose run directories it lists; replicate is not needed)")
+        raise ConfigError(f, "pike.cluster", expected, True)
     routes = {r.name for r in s.route}
     names: dict[str, int] = {}
     for i, rl in enumerate(s.ratelimit):
@@ -596,6 +629,11 @@ def _check_protection(f: str, s: Settings) -> None:
         if rl.limit_per_s * rl.window_s < 1:
             # a window that cannot hold one request refuses everything
             expected = f"at least 1 / limit_per_s ({_num(1 / rl.limit_per_s)})"
+            raise ConfigError(f, f"{key}.window_s", expected, rl.window_s)
+        min_window = RATELIMIT_SHARE_INTERVAL_S * RATELIMIT_SHARE_MIN_INTERVALS
+        if rl.shared and rl.window_s < min_window:
+            expected = (f"at least {_num(min_window)} on a shared pipe (counts are exchanged "
+                        f"every {_num(RATELIMIT_SHARE_INTERVAL_S)} s)")
             raise ConfigError(f, f"{key}.window_s", expected, rl.window_s)
         _methods(f, key, rl.methods)
         if rl.source:

@@ -15,7 +15,8 @@ from typing import Any
 class LoadMeter:
     """Busy time and counters of one process; the adapter feeds it, ``snapshot`` reads it."""
 
-    __slots__ = ("_busy", "_history", "_last_busy", "_last_counts", "_since", "counters")
+    __slots__ = ("_busy", "_history", "_last_busy", "_last_counts", "_last_sent", "_since",
+                 "counters")  # fmt: skip
 
     def __init__(self, now: float) -> None:
         self._busy = 0.0
@@ -25,6 +26,7 @@ class LoadMeter:
         #: monotonically increasing counts (msgs_in, msgs_out, drops by reason ...)
         self.counters: Counter[str] = Counter()
         self._last_counts: Counter[str] = Counter()
+        self._last_sent: dict[str, float] = {}
 
     def add_busy(self, seconds: float) -> None:
         self._busy += seconds
@@ -64,6 +66,20 @@ class LoadMeter:
             **rates,
             "drops": drops,
         }
+
+
+    def hop_rates(self, hops: dict[str, dict[str, float]],
+                  interval_s: float) -> dict[str, dict[str, float]]:  # fmt: skip
+        """Per-hop ``load_stats`` fields: each hop's ``sent`` total becomes ``sent_per_s``
+        since the last call (a hop seen for the first time counts from 0)."""
+        out: dict[str, dict[str, float]] = {}
+        last = self._last_sent
+        for peer, h in hops.items():
+            rate = (h["sent"] - last.get(peer, 0)) / interval_s
+            out[peer] = {"queued": h["queued"], "oldest_ms": h["oldest_ms"],
+                         "sent_per_s": round(max(0.0, rate), 1)}  # fmt: skip
+        self._last_sent = {peer: h["sent"] for peer, h in hops.items()}
+        return out
 
 
 def _mean(h: deque[float], n: int) -> float:

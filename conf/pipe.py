@@ -14,13 +14,18 @@ Rules:
    measured ~4 µs more per 3-frame send and ~2 µs more per receive (bench/hop.py), on every
    batch at both ends of every hop. The semantics are the same: a multipart message is
    all-or-nothing, only its first frame can raise ``zmq.Again``.
+5. What a pipe reports (``hop``): its backlog depth, the age of the oldest message in the
+   backlog and the messages it has sent. A batch is stamped (``loop.time()``) only when it
+   joins the backlog, the slow path: a batch ZeroMQ takes at once costs no clock read. What
+   ZeroMQ itself holds (up to ``hwm`` batches, and the kernel's socket buffer) is not visible
+   to the sender; the receiver's own figure covers it (the worker's ``queue_delay_max_ms``).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import structlog
@@ -103,8 +108,11 @@ def drain_pull(
 
 
 class PushPipe:
+    """Batches to one peer, with a bounded backlog for what ZeroMQ refused (rules 1-2, 5)."""
+
     __slots__ = (
         "backlog",
+        "backlog_at",
         "backlog_msgs",
         "kind",
         "loop",
@@ -137,6 +145,8 @@ class PushPipe:
         self.metas: list[Any] = []
         self.payloads: list[bytes] = []
         self.backlog: deque[list[bytes]] = deque()
+        #: loop time each backlog batch joined it, in the same order (rule 5)
+        self.backlog_at: deque[float] = deque()
         self.backlog_msgs = 0
         self.waiting = False
         self.loop = asyncio.get_running_loop()
@@ -168,6 +178,7 @@ class PushPipe:
             except zmq.Again:
                 pass
         self.backlog.append(frames)
+        self.backlog_at.append(self.loop.time())
         self.backlog_msgs += n
         if not self.waiting:
             self.waiting = True
@@ -185,10 +196,21 @@ class PushPipe:
             except zmq.Again:
                 return
             self.backlog.popleft()
+            self.backlog_at.popleft()
             self.backlog_msgs -= len(frames) - 2
         if self.waiting:
             self.waiting = False
             self.loop.remove_reader(self.sock.FD)
+
+    def oldest_s(self, now: float) -> float:
+        """Seconds the oldest message in the backlog has waited at ``now`` (0 when empty)."""
+        return max(0.0, now - self.backlog_at[0]) if self.backlog_at else 0.0
+
+    def hop(self, now: float) -> dict[str, float]:
+        """This hop as ``load_stats`` and ``ctl stats`` show it (rule 5): ``queued`` messages
+        in the backlog, ``oldest_ms`` the oldest one's wait, ``sent`` messages in total."""
+        return {"queued": self.backlog_msgs, "oldest_ms": round(self.oldest_s(now) * 1000, 1),
+                "sent": self.sent}  # fmt: skip
 
     def send_now(self, frames: list[bytes]) -> bool:
         """Send a control message (heartbeat) outside the batch; False if it would block."""
@@ -206,6 +228,16 @@ class PushPipe:
             self.waiting = False
         self.sock.close(linger=linger_ms)
         return lost
+
+
+def hops(pipes: Iterable[PushPipe], now: float) -> dict[str, dict[str, float]]:
+    """``{peer: hop}`` of ``pipes`` at ``now`` (loop time; rule 5)."""
+    return {p.peer: p.hop(now) for p in pipes}
+
+
+def oldest_ms(hops: dict[str, dict[str, float]]) -> float:
+    """The longest wait of any hop's oldest message, in ms (0 when nothing is queued)."""
+    return max((h["oldest_ms"] for h in hops.values()), default=0.0)
 
 
 class WorkerPipes:

@@ -421,6 +421,12 @@ class Pike:
     """Sources one ingress counts at once (about 200 bytes each), and blocks it holds at most.
     When full, a new source evicts the one whose window opened first (its partial count is
     forgotten), and a new block lifts the oldest one."""
+    cluster: bool = False
+    """Also share blocks with the nodes in ``[stateplane] peers``: every ingress subscribes to
+    the ingresses of those nodes (found in their run directories), and applies their blocks
+    as its siblings' (a block learnt is never passed on). Needs ``enabled`` and at least one
+    peer; ``[stateplane] replicate`` is not needed. Set it on every node, each listing the
+    others: a node learns the blocks of the nodes it lists."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -434,10 +440,11 @@ class StatePlane:
     ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory. Needs
     ``[dialogs] enabled``; off, dialogs live only in their worker."""
     peers: list[str] = field(default_factory=list)
-    """The other nodes whose dialogs this node replicates: each a run directory of a node on
-    this host (it subscribes to the ``stateplane-pub.ipc`` and snapshots from the
-    ``stateplane-snap.ipc`` in it) or ``tcp://host:port`` of a node on another host (that
-    node's ``bind``). Default: none."""
+    """The other nodes whose dialogs this node replicates, and with which ``[pike] cluster``
+    and ``shared`` ratelimit pipes share: each a run directory of a node on this host (it
+    subscribes to the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc``
+    in it; absolute, each once, never this node's own) or ``tcp://host:port`` of a node on
+    another host (that node's ``bind``; replication only). Default: none."""
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""
@@ -465,6 +472,11 @@ class StatePlane:
 
 #: a Retry-After a little random, so that refused clients do not all come back at once
 RATELIMIT_JITTER = 0.2
+#: how often a shared pipe's participants exchange counts: OpenSIPS replicates pipes every
+#: 10-100 ms; a shared pipe's error is about what the cluster passes in one interval
+RATELIMIT_SHARE_INTERVAL_S = 0.1
+#: a shared pipe's window holds at least this many exchanges, or the counts are always stale
+RATELIMIT_SHARE_MIN_INTERVALS = 5
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -493,6 +505,12 @@ class RateLimit:
     """Name of the ``[[route]]`` that must have picked the request; empty matches all."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503, jittered by up to 20 % either way (at least 1 s)."""
+    shared: bool = False
+    """Hold the limit across every worker of the node and of the ``[stateplane] peers`` nodes
+    instead of per worker: each publishes its count every 0.1 s and passes only what the
+    limit leaves after the others' last counts (``docs/protection.md``). Configure the pipe
+    alike (name, algorithm, limit, window) on every node that shares it; its ``window_s`` is
+    at least 0.5 (five exchanges)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,7 +19,7 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, WorkerPipes, drain_pull
+from conf.pipe import PushPipe, WorkerPipes, drain_pull, hops
 from conf.settings import Bus
 from ingress import shedding
 
@@ -96,6 +96,11 @@ class WorkerBus:
     def queued(self) -> int:
         """Messages waiting for a worker pipe to accept them."""
         return sum(p.backlog_msgs for p in self._pipes.values())
+
+    def hops(self, now: float) -> dict[str, dict[str, float]]:
+        """Per worker pipe: backlog depth, oldest message's wait, messages sent (``conf.pipe``
+        rule 5); ``now`` is loop time."""
+        return hops(self._pipes.values(), now)
 
     # -- worker -> ingress -------------------------------------------------------------------
 

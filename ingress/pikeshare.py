@@ -1,30 +1,32 @@
-"""Pike blocks shared between the ingress processes of one node.
+"""Pike blocks shared between the ingress processes of a node, and of a cluster.
 
 Rules:
-1. Each ingress binds an XPUB at ``pike-<ident>.ipc`` in the run directory and one SUB that
-   connects to every sibling's, found by scanning the run directory each heartbeat (as the
-   workers find ingresses); a sibling whose file went away (or whose pid is gone) is
-   disconnected.
+1. The ingresses form a ``conf.mesh`` of role ``pike``: each binds an XPUB at
+   ``pike-<ident>.ipc`` in the run directory and subscribes to every sibling's, found by
+   scanning the run directory each heartbeat. With ``[pike] cluster`` it also subscribes to
+   the ingresses of every node in ``[stateplane] peers`` (their run directories): the
+   "state plane" that carries blocks across the cluster is that peer list and this same
+   PUB/SUB, not the stateplane process.
 2. A message is one msgpack frame ``[src, remaining_s, count]``: the remaining time, not the
    deadline, so no process has to trust another's clock reading. Only blocks an ingress
-   measured itself are published; a block learnt from a sibling is never re-published, so
-   nothing loops.
+   measured itself are published; a block learnt from a sibling or a peer node is never
+   re-published, so nothing loops, within a node or across nodes.
 3. PUB/SUB drops what is published before a subscriber is connected (the slow joiner). The
    XPUB sees each subscription arrive and answers it by re-announcing every live block it
-   measured (``on_join``), so a sibling started late, or restarted, learns them too.
+   measured (``on_join``), so a sibling or a peer node started late, or restarted, learns
+   them too.
 4. A bad frame is counted and dropped; nothing a sibling sends can stop the process.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
 import msgpack
 import zmq
 
-from conf import sockets
+from conf.mesh import Mesh
 
 #: a block announcement is ~30 bytes; anything much larger is not one
 MAX_FRAME = 512
@@ -36,69 +38,29 @@ OnBlock = Callable[[str, float, int], None]
 
 class PikeShare:
     def __init__(self, ctx: zmq.Context[Any], run_dir: str, ident: str, on_block: OnBlock,
-                 on_join: Callable[[], None]) -> None:  # fmt: skip
-        self.run_dir = run_dir
-        self.ident = ident
-        self.endpoint = sockets.endpoint(run_dir, "pike", ident)
+                 on_join: Callable[[], None], peer_dirs: tuple[str, ...] = ()) -> None:  # fmt: skip
+        """Args:
+            peer_dirs: run directories of the other nodes to learn blocks from (rule 1).
+        """
         self.on_block = on_block
-        self.on_join = on_join
         self.bad_frames = 0
-        self._pub: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
-        self._pub.linger = 0
-        self._pub.sndhwm = HWM
-        # every subscription (not only the first for a topic) reaches us: one per sibling
-        self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self._pub.bind(self.endpoint)
-        self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
-        self._sub.linger = 0
-        self._sub.rcvhwm = HWM
-        self._sub.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self.peers: dict[str, str] = {}
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._pub.FD, self._drain)
-        self._loop.add_reader(self._sub.FD, self._drain)
-        self._loop.call_soon(self._drain)
+        self.mesh = Mesh(ctx, "pike", run_dir, ident, peer_dirs=peer_dirs,
+                         on_frame=self._receive, on_join=on_join, max_frame=MAX_FRAME,
+                         hwm=HWM)  # fmt: skip
+        self.endpoint = self.mesh.endpoint
+
+    @property
+    def peers(self) -> list[str]:
+        """Ingresses subscribed to: idents, ``<run_dir>:<ident>`` for another node's."""
+        return sorted(self.mesh.members.values())
 
     def refresh(self) -> None:
-        """Connect to siblings that appeared, disconnect from those gone (each heartbeat)."""
-        live = sockets.live_endpoints(self.run_dir, "pike")
-        live.pop(self.ident, None)
-        for ident, ep in live.items():
-            if ident not in self.peers:
-                self._sub.connect(ep)
-                self.peers[ident] = ep
-        for ident in [i for i in self.peers if i not in live]:
-            try:
-                self._sub.disconnect(self.peers.pop(ident))
-            except zmq.ZMQError:
-                pass  # already gone
-        self._loop.call_soon(self._drain)  # zmq.FD is edge-triggered: look after changes
+        """Connect to ingresses that appeared, disconnect from those gone (each heartbeat)."""
+        self.mesh.refresh()
 
     def publish(self, src: str, remaining_s: float, count: int) -> None:
-        try:
-            self._pub.send(msgpack.packb([src, remaining_s, count]), zmq.NOBLOCK)
-        except zmq.Again:
-            pass  # a sibling that is not reading: it learns on its next join (rule 3)
-        self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        pub, sub = self._pub, self._sub
-        joined = False
-        while int(pub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            try:
-                frame = pub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            joined = joined or frame[:1] == b"\x01"  # a subscription, not an unsubscription
-        while int(sub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-            try:
-                frame = sub.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
-            self._receive(frame)
-        if joined:
-            self.on_join()
+        # dropped only toward an ingress that is not reading: it learns on its next join
+        self.mesh.publish(msgpack.packb([src, remaining_s, count]))
 
     def _receive(self, frame: bytes) -> None:
         try:
@@ -112,7 +74,4 @@ class PikeShare:
         self.on_block(msg[0], float(msg[1]), msg[2])
 
     def close(self) -> None:
-        for s in (self._pub, self._sub):
-            self._loop.remove_reader(s.FD)
-            s.close(linger=0)
-        sockets.unlink(self.endpoint)
+        self.mesh.close()

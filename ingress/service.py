@@ -10,7 +10,8 @@ Rules:
 4. Pike (``[pike]``, docs/protection.md) runs before anything is parsed, on the source address:
    a request (anything not starting ``SIP/``) from a blocked source is dropped and counted
    (``drop_pike``). A block this ingress measures is logged once (``pike_blocked``, then
-   ``pike_unblocked``) and told to the node's other ingresses, which apply it silently.
+   ``pike_unblocked``) and told to the node's other ingresses, which apply it silently; with
+   ``[pike] cluster`` to the ingresses of the ``[stateplane] peers`` nodes too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import zmq
 from conf import process
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
+from conf.pipe import oldest_ms
 from conf.settings import Listener, Settings
 from ingress import shedding
 from ingress.bus import FULL, WorkerBus
@@ -67,8 +69,10 @@ class Ingress:
             self.pike = Pike(unit_s=p.sampling_time_unit_s, density=p.reqs_density_per_unit,
                              latency_s=p.remove_latency_s, whitelist=tuple(p.whitelist),
                              max_sources=p.max_sources)  # fmt: skip
+            cluster = tuple(settings.stateplane.peers) if p.cluster else ()
             self.pike_share = PikeShare(ctx, settings.node.run_dir, ingress_id,
-                                        self._on_peer_block, self._announce_blocks)  # fmt: skip
+                                        self._on_peer_block, self._announce_blocks,
+                                        peer_dirs=cluster)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, ingress_id, {
             "stats": self._ctl_stats,
             "pike": self._ctl_pike,
@@ -228,7 +232,8 @@ class Ingress:
                       until_s=round(ev.until - now, 1))  # fmt: skip
 
     def _on_peer_block(self, src: str, remaining_s: float, count: int) -> None:
-        """A sibling ingress blocked ``src``: apply it here until the same moment."""
+        """A sibling ingress (or a peer node's) blocked ``src``: apply it here until the same
+        moment."""
         assert self.pike is not None
         now = time.monotonic()
         self.pike.block(src, now + remaining_s, count, now, origin="peer")
@@ -245,12 +250,14 @@ class Ingress:
         if self.pike is None:
             return {"pike": {"enabled": False, "blocked": [], "sources": 0}}
         now = time.monotonic()
-        peers = sorted(self.pike_share.peers) if self.pike_share else []
+        peers = self.pike_share.peers if self.pike_share else []
         return {"pike": {"enabled": True, "blocked": self.pike.blocked(now),
                          "sources": len(self.pike), "peers": peers}}  # fmt: skip
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        return {**self.meter.control("ingress"), "queued_out": self.bus.queued}
+        hops = self.bus.hops(self.loop.time())
+        return {**self.meter.control("ingress"), "queued_out": self.bus.queued,
+                "queued_oldest_ms": oldest_ms(hops), "hops": hops}  # fmt: skip
 
     def heartbeat(self) -> None:
         """Every heartbeat: workers' liveness, pike's expiries and sibling ingresses."""
@@ -298,10 +305,13 @@ class Ingress:
     # -- housekeeping ------------------------------------------------------------------------
 
     def stats(self, interval_s: float) -> dict[str, Any]:
+        hops = self.bus.hops(self.loop.time())
         return {
             **self.meter.snapshot(interval_s),
             "workers": len(self.bus.workers),
             "queued": self.bus.queued,
+            "queued_oldest_ms": oldest_ms(hops),
+            "hops": self.meter.hop_rates(hops, interval_s),
             **self.tcp.stats(),
         }
 

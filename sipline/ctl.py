@@ -1,9 +1,11 @@
 """``sipline ctl``: what a running node's processes say about themselves (conf/control.py).
 
-    sipline ctl stats          per process: busy ratio, counters, transactions, queues
+    sipline ctl stats          per process: busy ratio, counters, transactions, queues (with
+                               the oldest queued message's wait; per pipe in --json)
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
-    sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped
+    sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped (a
+                               shared pipe: the others' count and the participants)
     sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
     sipline ctl sync           the state plane asks every peer for a whole new snapshot
                                (OpenSIPS dlg_db_sync; docs/stateplane.md)
@@ -29,8 +31,8 @@ DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "
                   "refused")  # fmt: skip
 _COUNTS = DIALOG_COLUMNS[1:]
 PIKE_COLUMNS = ("src", "proc", "remaining_s", "dropped", "origin")
-RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "passed",
-                "dropped")  # fmt: skip
+RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "others",
+                "participants", "passed", "dropped")  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,7 +75,8 @@ def main(args: argparse.Namespace) -> int:
             print(f"{row['proc']}: resnapshot asked of {', '.join(row['peers']) or 'no peer'}")
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
-                                                       "transactions", "queued_out", "drops")))
+                                                       "transactions", "queued_out",
+                                                       "oldest_ms", "drops")))  # fmt: skip
         for r in replies:
             for name, rep in ((r.get("stateplane") or {}).get("replicas") or {}).items():
                 print(f"replica {name}: {rep.get('dialogs', 0)} dialogs, seq {rep.get('seq', 0)}")
@@ -136,7 +139,8 @@ def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
     drops = sum(v for k, v in c.items() if k.startswith("drop_"))
     return {"proc": r.get("proc"), "busy_1s": r.get("busy_1s"), "msgs_in": c.get("msgs_in", 0),
             "msgs_out": c.get("msgs_out", 0), "transactions": r.get("transactions", ""),
-            "queued_out": r.get("queued_out", ""), "drops": drops}  # fmt: skip
+            "queued_out": r.get("queued_out", ""), "oldest_ms": r.get("queued_oldest_ms", ""),
+            "drops": drops}  # fmt: skip
 
 
 def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:

@@ -91,6 +91,14 @@ class _Families:
         self.outcomes = c("sipline_dialogs_ended", "Dialogs ended, by outcome",
                           labels=[*LABELS, "outcome"])  # fmt: skip
         self.timers = g("sipline_timers_armed", "Long timers a worker has armed", labels=LABELS)
+        hop = [*LABELS, "peer"]
+        self.hop_queued = g("sipline_hop_queued_messages",
+                            "Messages in the backlog of the pipe to one peer", labels=hop)
+        self.hop_oldest = g("sipline_hop_oldest_queued_seconds",
+                            "Wait of the oldest message in the backlog of the pipe to one peer",
+                            labels=hop)
+        self.hop_sent = c("sipline_hop_messages", "Messages sent on the pipe to one peer",
+                          labels=hop)  # fmt: skip
 
     def add(self, node: str, r: dict[str, Any]) -> None:
         proc = proc_label(str(r.get("proc", "")))
@@ -111,6 +119,12 @@ class _Families:
                 self.txn_events.add_metric([*lab, k], float(v))
         if isinstance(t := r.get("timers"), dict) and "armed" in t:
             self.timers.add_metric(lab, float(t["armed"]))
+        for peer, h in sorted((r.get("hops") or {}).items()):
+            if isinstance(h, dict):
+                hl = [*lab, proc_label(str(peer))]
+                self.hop_queued.add_metric(hl, float(h.get("queued", 0)))
+                self.hop_oldest.add_metric(hl, float(h.get("oldest_ms", 0)) / 1000)
+                self.hop_sent.add_metric(hl, float(h.get("sent", 0)))
         if isinstance(d := r.get("dialogs"), dict):
             for state in ("active", "early"):
                 self.dialogs.add_metric([*lab, state], float(d.get(state, 0)))
@@ -120,7 +134,8 @@ class _Families:
 
     def all(self) -> Iterator[Metric]:
         yield from (self.busy, self.messages, self.drops, self.queued, self.txns,
-                    self.txn_events, self.dialogs, self.outcomes, self.timers)  # fmt: skip
+                    self.txn_events, self.dialogs, self.outcomes, self.timers,
+                    self.hop_queued, self.hop_oldest, self.hop_sent)  # fmt: skip
 
 
 def main(args: argparse.Namespace) -> int:

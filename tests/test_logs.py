@@ -237,7 +237,8 @@ class TestMetrics:
          "dialogs": {"active": 4, "early": 1, "processed": 9, "expired": 0, "failed": 1,
                      "profiles": {}}},
         {"ok": True, "proc": "ingress.1-4243", "role": "ingress", "busy_1s": 0.1,
-         "counters": {"msgs_in": 8, "msgs_out": 7}, "queued_out": 0},
+         "counters": {"msgs_in": 8, "msgs_out": 7}, "queued_out": 0,
+         "hops": {"worker.1-4242": {"queued": 12, "oldest_ms": 250.0, "sent": 40}}},
         {"ok": False, "proc": "worker.2-4244", "error": "boom"},
     ]  # fmt: skip
 
@@ -263,6 +264,15 @@ class TestMetrics:
         assert got[key("sipline_dialogs", **w, state="early")] == 1
         assert got[key("sipline_dialogs_ended_total", **w, outcome="processed")] == 9
         assert got[key("sipline_processes", node="n1", answered="no")] == 1
+
+    def test_hops(self) -> None:
+        """Each pipe an answer lists is a series per peer (no pid): depth, oldest wait in
+        seconds, messages sent."""
+        got = samples(self.scrape())
+        h = {"node": "n1", "stage": "ingress", "proc": "ingress.1", "peer": "worker.1"}
+        assert got[key("sipline_hop_queued_messages", **h)] == 12
+        assert got[key("sipline_hop_oldest_queued_seconds", **h)] == 0.25
+        assert got[key("sipline_hop_messages_total", **h)] == 40
 
     def test_failed_answers_are_skipped(self) -> None:
         """A process that answered with an error contributes no samples."""

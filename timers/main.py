@@ -11,6 +11,7 @@ import zmq
 
 from conf import process, sockets
 from conf.control import ControlServer
+from conf.pipe import oldest_ms
 from conf.settings import Settings
 from timers.service import TimerService
 
@@ -26,8 +27,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     loop = asyncio.get_running_loop()
 
     def ctl_stats(_: dict[str, Any]) -> dict[str, Any]:
+        hops = service.hops()
         return {**service.meter.control("timers"), "armed": len(service.schedule),
-                **service._stats.summary_ms()}  # fmt: skip
+                **service._stats.summary_ms(), "queued_out": sum(
+                    h["queued"] for h in hops.values()), "queued_oldest_ms": oldest_ms(hops),
+                "hops": hops}  # fmt: skip
 
     control = ControlServer(ctx, settings.node.run_dir, ident, {"stats": ctl_stats})
     interval = settings.log.stats_interval_s

@@ -33,7 +33,7 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import WorkerPipes
+from conf.pipe import WorkerPipes, hops, oldest_ms
 from conf.settings import Settings
 from timers import wire
 from timers.lateness import LatenessWindow
@@ -287,7 +287,12 @@ class TimerService:
                      coalesce_ms=round(change.coalesce_s * 1000, 2),
                      late_p99_ms=round(p99 * 1000, 2), overruns=overruns)  # fmt: skip
 
+    def hops(self) -> dict[str, dict[str, float]]:
+        """Per worker pipe: backlog depth, oldest fire's wait, fires sent (``conf.pipe``)."""
+        return hops(self._pipes.values(), self._loop.time())
+
     def stats(self, interval_s: float) -> dict[str, Any]:
+        hops = self.hops()
         return {
             **self.meter.snapshot(interval_s),
             **self._stats.summary_ms(),
@@ -298,6 +303,8 @@ class TimerService:
             "max_batch": self.policy.max_batch,
             "coalesce_ms": round(self.policy.coalesce_s * 1000, 2),
             "queued_out": sum(p.backlog_msgs for p in self._pipes.values()),
+            "queued_oldest_ms": oldest_ms(hops),
+            "hops": self.meter.hop_rates(hops, interval_s),
         }
 
     def close(self) -> None:

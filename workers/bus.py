@@ -20,7 +20,7 @@ import zmq
 
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, drain_pull
+from conf.pipe import PushPipe, drain_pull, hops
 from conf.settings import Bus
 
 log = structlog.get_logger()
@@ -88,6 +88,10 @@ class IngressBus:
     def queued(self) -> int:
         """Messages waiting for an ingress pipe to accept them."""
         return sum(p.backlog_msgs for p in self._pipes.values())
+
+    def hops(self, now: float) -> dict[str, dict[str, float]]:
+        """Per ingress pipe: backlog depth, oldest message's wait, messages sent."""
+        return hops(self._pipes.values(), now)
 
     def _on_readable(self) -> None:
         try:

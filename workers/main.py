@@ -10,6 +10,7 @@ import zmq
 
 from conf import process, sockets
 from conf.settings import Settings
+from workers.ratelimit import SHARE_INTERVAL_S
 from workers.service import Worker
 
 log = structlog.get_logger()
@@ -33,6 +34,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, worker.heartbeat))
             tg.create_task(process.every(1.0, stop, lambda: worker.meter.tick(loop.time())))
             tg.create_task(process.every(interval, stop, report))
+            if worker.rate_share is not None:
+                tg.create_task(process.every(SHARE_INTERVAL_S, stop, worker.share_tick))
     finally:
         # say "down" first so ingresses route new calls elsewhere, then finish what we hold
         worker.bus.heartbeat("down")

@@ -26,6 +26,24 @@ Rules:
 4. Costs: ``check`` is a few attribute reads and an increment (``sliding``/``feedback`` also
    advance a ring of 10 counters when a sub-window passed); a pipe with ``source`` parses the
    source address once per request (~1 us).
+5. A ``shared`` pipe holds its limit across every participant (the workers of the node and of
+   the ``[stateplane] peers`` nodes) by exchanging counts, not requests (OpenSIPS's
+   replicated pipes). Every ``SHARE_INTERVAL_S`` each participant's ``tick`` returns, per
+   shared pipe, ``[name, window, count, demand]``: what counts against the limit (taildrop
+   its passed and RED its offered in the current window, sliding and feedback what passed
+   over the last window) and the requests it was offered in the interval. ``receive`` takes
+   the others' (``workers/ratelimit_peers.py``); a request then passes only while its own
+   count plus the others', projected at the rate they last rose, is under the allowance.
+   Fixed windows of shared pipes are aligned to multiples of ``window_s`` on the host's
+   monotonic clock, so a count meets only its own window.
+6. Stale counts let participants take the same room at once. So when the cluster's demand
+   in one interval could take more than half the room left (``free``), ``tick`` (and a new
+   fixed window) gives each participant a budget for the coming interval, its share of
+   ``free`` by demand, ``free * (demand + 1) / (demand of all + participants)``: its count
+   may rise at most that much above where it stood. Budgets add up to ``free``, so the
+   participants do not overrun it together. RED keeps no budget (its dropping is random
+   already). Nothing of this runs per request: the hot path reads two projected terms and a
+   cap, all 0 or infinite on a pipe that is not shared.
 """
 
 from __future__ import annotations
@@ -35,7 +53,8 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-from conf.settings import RATELIMIT_JITTER, RateLimit
+from conf.settings import RATELIMIT_JITTER, RATELIMIT_SHARE_INTERVAL_S, RateLimit
+from workers.ratelimit_peers import SLIDING, PeerCounts
 
 #: sub-windows of a sliding window: the error of the slide is at most a tenth of a window
 SLIDING_BUCKETS = 10
@@ -43,13 +62,20 @@ SLIDING_BUCKETS = 10
 FEEDBACK_KNEE = 0.7
 #: share of the limit a feedback pipe keeps at 100 % busy
 FEEDBACK_FLOOR = 0.1
+#: how often shared pipes publish their counts (rule 5; conf/settings.py says why 0.1 s)
+SHARE_INTERVAL_S = RATELIMIT_SHARE_INTERVAL_S
+#: the window of a fixed pipe that has counted nothing yet
+NO_WINDOW = -2
+INF = float("inf")
 
 
 class Pipe:
-    """One pipe's state and counters (rule 2)."""
+    """One pipe's state and counters (rule 2), and its share of a cluster (rules 5-6)."""
 
-    __slots__ = ("_bucket_s", "_buckets", "_head", "_head_start", "_sum", "allowance", "cfg",
-                 "count", "dropped", "last_allowance", "net", "passed", "window_start")  # fmt: skip
+    __slots__ = ("_bucket_s", "_buckets", "_head", "_head_start", "_sum", "allowance", "cap",
+                 "cfg", "count", "dropped", "last_allowance", "last_own", "net", "offered",
+                 "offered_mark", "others_base", "others_rate", "passed", "peers", "share",
+                 "window_idx", "window_start")  # fmt: skip
 
     def __init__(self, cfg: RateLimit) -> None:
         self.cfg = cfg
@@ -57,19 +83,88 @@ class Pipe:
         self.last_allowance = self.allowance
         self.net = ipaddress.ip_network(cfg.source, strict=False) if cfg.source else None
         self.window_start = float("-inf")
+        self.window_idx = NO_WINDOW  # shared fixed windows: int(now // window_s)
         self.count = 0  # requests offered in this fixed window (taildrop, red)
         self.passed = 0
         self.dropped = 0
+        self.offered = 0  # every request checked, for the demand of a shared pipe
         self._bucket_s = cfg.window_s / SLIDING_BUCKETS
         self._buckets = [0] * SLIDING_BUCKETS
         self._head = 0  # index of the current sub-window
         self._head_start = float("-inf")
         self._sum = 0  # passed in the sliding window
+        #: shared pipes: the others' counts (rule 5); None when the pipe is not shared
+        self.peers = PeerCounts() if cfg.shared else None
+        #: the others' counts projected to ``now``: ``others_base + others_rate * now``
+        self.others_base = 0.0
+        self.others_rate = 0.0
+        #: rule 6: this interval's budget, as a ceiling on the own count
+        self.cap = INF
+        self.offered_mark = 0
+        self.last_own = 0  # the own count at the last tick
+        self.share = 1.0  # of the room left, by demand (rule 6)
 
     def _fixed(self, now: float) -> None:
-        if now - self.window_start >= self.cfg.window_s:
+        if self.peers is not None:  # aligned: every participant counts the same window
+            idx = int(now // self.cfg.window_s)
+            if idx != self.window_idx:
+                self.window_idx = idx
+                self.window_start = idx * self.cfg.window_s
+                self.count = 0
+                self._recount(now)
+                if self.cfg.algorithm == "taildrop":
+                    self._budget(now, self.peers.demand + self._demand(), 0)
+        elif now - self.window_start >= self.cfg.window_s:
             self.window_start = now
             self.count = 0
+
+    def window_index(self) -> int:
+        """The aligned fixed window a shared count belongs to (``SLIDING``: a sliding one)."""
+        return self.window_idx if self.cfg.algorithm in ("taildrop", "red") else SLIDING
+
+    def counted(self, now: float) -> int:
+        """What counts against the limit now: passed (taildrop) or offered (RED) in this
+        window, passed over the sliding window (sliding, feedback)."""
+        if self.cfg.algorithm in ("taildrop", "red"):
+            self._fixed(now)
+            return self.count
+        self._slide(now)
+        return self._sum
+
+    def _recount(self, now: float) -> None:
+        assert self.peers is not None
+        self.peers.recount(self.window_index(), now)
+        self.others_base, self.others_rate = self.peers.base, self.peers.rate
+
+    def _demand(self) -> int:
+        """Requests offered since the last tick."""
+        return self.offered - self.offered_mark
+
+    def _budget(self, now: float, cluster_demand: int, own: int) -> None:
+        """Rule 6: the own count's ceiling for the coming interval, from the room left and
+        the demand of every participant in its last interval."""
+        assert self.peers is not None
+        free = self.last_allowance - own - (self.others_base + self.others_rate * now)
+        self.share = (self._demand() + 1) / (cluster_demand + len(self.peers) + 1)
+        tight = cluster_demand > free / 2  # the cluster could take the room in one interval
+        self.cap = own + max(0.0, free) * self.share if tight else INF
+
+    def tick(self, now: float) -> list[Any]:
+        """Rules 5-6, every interval: recount the others, set the budget, and return what
+        to publish."""
+        own = self.counted(now)
+        self._recount(now)
+        demand = self._demand()
+        if self.cfg.algorithm != "red":
+            # a sliding count dips as old requests leave; the room is ours to refill, so
+            # the budget builds on the higher of this count and the last (as the others
+            # count ours: workers/ratelimit_peers.py rule 3)
+            level = max(own, self.last_own) if self.window_index() == SLIDING else own
+            others = self.peers.demand if self.peers is not None else 0
+            self._budget(now, demand + others, level)
+        self.last_own = own
+        self.offered_mark = self.offered
+        return [self.cfg.name, self.window_index(), own, demand]
 
     def _slide(self, now: float) -> None:
         """Advance the ring to the sub-window holding ``now``, zeroing the ones passed."""
@@ -91,11 +186,14 @@ class Pipe:
 
 
 class RateLimiter:
-    """Every ``[[ratelimit]]`` pipe of a worker (rules 1-3)."""
+    """Every ``[[ratelimit]]`` pipe of a worker (rules 1-3, 5)."""
 
     def __init__(self, pipes: Iterable[RateLimit], rng: random.Random | None = None) -> None:
         self.pipes = {p.name: Pipe(p) for p in pipes}
         self.rng = rng or random.Random()
+        self.shared = [p for p in self.pipes.values() if p.cfg.shared]
+        #: counts refused: unknown or unshared pipe, too many participants
+        self.share_ignored = 0
 
     def check(self, name: str, now: float, load: float = 0.0) -> bool:
         """Count one request through pipe ``name``; False: refuse it (503, Retry-After).
@@ -106,14 +204,17 @@ class RateLimiter:
         """
         p = self.pipes[name]
         algo = p.cfg.algorithm
+        p.offered += 1
+        # others_*: the others' counts projected to now, cap: this interval's budget; 0 and
+        # infinite unless the pipe is shared (rules 5-6)
         if algo == "taildrop":
             p._fixed(now)
-            ok = p.count < p.allowance
+            ok = p.count < p.cap and p.count + p.others_base + p.others_rate * now < p.allowance
             p.count += ok
         elif algo == "red":
             p._fixed(now)
             p.count += 1
-            excess = p.count - p.allowance
+            excess = p.count + p.others_base + p.others_rate * now - p.allowance
             ok = excess <= 0 or self.rng.random() >= excess / p.allowance
         else:
             p._slide(now)
@@ -121,7 +222,7 @@ class RateLimiter:
             if algo == "feedback":
                 allowance *= feedback_share(load)
                 p.last_allowance = allowance
-            ok = p._sum < allowance
+            ok = p._sum < p.cap and p._sum + p.others_base + p.others_rate * now < allowance
             if ok:
                 p._buckets[p._head] += 1
                 p._sum += 1
@@ -160,6 +261,25 @@ class RateLimiter:
                 return name
         return None
 
+    # -- shared pipes (rules 5-6) ---------------------------------------------------------------
+
+    def tick(self, now: float) -> list[list[Any]]:
+        """Every ``SHARE_INTERVAL_S``: ``[name, window, count, demand]`` of every shared pipe,
+        to publish, once each pipe's budget for the coming interval is set."""
+        return [p.tick(now) for p in self.shared]
+
+    def receive(self, sender: str, counts: list[list[Any]], now: float) -> None:
+        """Another participant's ``tick``; entries for pipes not shared here are ignored.
+        Entries must already be checked for shape (``[str, int, int, int]``)."""
+        for name, window, count, demand in counts:
+            p = self.pipes.get(name)
+            if p is None or p.peers is None or not p.peers.update(sender, window, count,
+                                                                   demand, now):  # fmt: skip
+                self.share_ignored += 1
+                continue
+            p.counted(now)  # rolls a fixed window first, so the count meets the right one
+            p._recount(now)
+
     def retry_after(self, name: str) -> int:
         """Retry-After seconds for a refusal by ``name``: its ``retry_after_s`` within
         +-RATELIMIT_JITTER, rounded, at least 1 (RFC 3261 §20.33: delta-seconds)."""
@@ -178,10 +298,14 @@ class RateLimiter:
                 p._slide(now)
                 current = p._sum
             allowance = p.last_allowance if c.algorithm == "feedback" else p.allowance
-            rows.append({"pipe": name, "algorithm": c.algorithm, "limit_per_s": c.limit_per_s,
-                         "window_s": c.window_s, "allowance": round(allowance, 2),
-                         "in_window": current, "passed": p.passed,
-                         "dropped": p.dropped})  # fmt: skip
+            row = {"pipe": name, "algorithm": c.algorithm, "limit_per_s": c.limit_per_s,
+                   "window_s": c.window_s, "allowance": round(allowance, 2),
+                   "in_window": current, "passed": p.passed, "dropped": p.dropped}  # fmt: skip
+            if p.peers is not None:
+                p.counted(now)
+                p._recount(now)
+                row.update(shared=True, others=p.peers.others, participants=len(p.peers) + 1)
+            rows.append(row)
         return rows
 
 

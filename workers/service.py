@@ -16,7 +16,7 @@ from conf import envelope as env
 from conf import sockets
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe
+from conf.pipe import PushPipe, oldest_ms
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from ingress.sip.errors import SipError
@@ -31,6 +31,7 @@ from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.limits import SharedLimits
 from workers.location import Location
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
+from workers.ratelimit_share import RateShare
 from workers.registrar import Source
 from workers.routing import RoutingTable
 from workers.stateful import Job, StatefulProxy
@@ -92,6 +93,11 @@ class Worker:
         self.limits: SharedLimits | None = None
         if stateful.dialogs is not None and any(p.limit for p in settings.dialog_profile):
             self.limits = SharedLimits(ctx, settings, worker_id, stateful.dialogs.profiles)
+        #: shared [[ratelimit]] pipes exchange counts with the other workers (ratelimit_share)
+        self.rate_share: RateShare | None = None
+        rl = self.proxy.ratelimit
+        if rl is not None and rl.shared:
+            self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
                               on_adopt=self._on_adopt,
@@ -100,8 +106,7 @@ class Worker:
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
             "dialogs": self._ctl_dialogs,
-            "ratelimit": lambda _: {"ratelimit": self.proxy.ratelimit.status(self.loop.time())
-                                    if self.proxy.ratelimit else []},
+            "ratelimit": self._ctl_ratelimit,
         })  # fmt: skip
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
@@ -112,6 +117,8 @@ class Worker:
 
     def heartbeat(self) -> None:
         self.bus.heartbeat()
+        if self.rate_share is not None:
+            self.rate_share.refresh()
         if self.stateful is not None:
             self.refresh_peers()
         if self.limits is not None:
@@ -123,8 +130,18 @@ class Worker:
         assert self.limits is not None
         self.limits.receive(header, self.loop.time())
 
+    def hops(self) -> dict[str, dict[str, float]]:
+        """Every pipe this worker pushes into: one per ingress, and the state plane's."""
+        now = self.loop.time()
+        out = self.bus.hops(now)
+        if self.deltas is not None:
+            out[self.deltas.pipe.peer] = self.deltas.pipe.hop(now)
+        return out
+
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued}
+        hops = self.hops()
+        out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued,
+                               "queued_oldest_ms": oldest_ms(hops), "hops": hops}  # fmt: skip
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
@@ -134,6 +151,18 @@ class Worker:
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
         return out
+
+    def _ctl_ratelimit(self, _: dict[str, Any]) -> dict[str, Any]:
+        rl = self.proxy.ratelimit
+        out: dict[str, Any] = {"ratelimit": rl.status(self.loop.time()) if rl else []}
+        if self.rate_share is not None:
+            out["share"] = self.rate_share.stats()
+        return out
+
+    def share_tick(self) -> None:
+        """Every ``SHARE_INTERVAL_S``: publish the shared pipes' counts (ratelimit rule 5)."""
+        if self.rate_share is not None:
+            self.rate_share.tick(self.loop.time())
 
     def _ctl_dialogs(self, _: dict[str, Any]) -> dict[str, Any]:
         core = self.stateful
@@ -384,10 +413,13 @@ class Worker:
 
     def stats(self, interval_s: float) -> dict[str, Any]:
         delay, self.max_delay_s = self.max_delay_s, 0.0
+        hops = self.hops()
         out = {
             **self.meter.snapshot(interval_s),
             "queue_delay_max_ms": round(delay * 1000, 2),
             "queued_out": self.bus.queued,
+            "queued_oldest_ms": oldest_ms(hops),
+            "hops": self.meter.hop_rates(hops, interval_s),
         }
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
@@ -412,6 +444,8 @@ class Worker:
         self.control.close()
         if self.limits is not None:
             self.limits.close()
+        if self.rate_share is not None:
+            self.rate_share.close()
         if self.timers is not None:
             self.timers.close()
         if self._timer is not None:

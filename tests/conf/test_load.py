@@ -570,8 +570,8 @@ class TestFailoverPair:
             ({"replicate": False}, "stateplane.replicate", 'true when role = "primary"'),
             ({"peers": []}, "stateplane.peers", "exactly one entry"),
             ({"peers": ["/a", "/b"]}, "stateplane.peers", "exactly one entry"),
-            ({"peers": ["relative"]}, "stateplane.peers[0]", "absolute run_dir"),
-            ({"peers": ["/tmp/sipline"]}, "stateplane.peers[0]", "not ours"),
+            ({"peers": ["relative"]}, "stateplane.peers[0]", "absolute directory path"),
+            ({"peers": ["/tmp/sipline"]}, "stateplane.peers[0]", "not this node's own"),
             ({"role": "active"}, "stateplane.role", '"primary"'),
         ],
     )
@@ -715,3 +715,31 @@ class TestConfigPath:
         """An empty SIPLINE_CONF means the default, not a file named ''."""
         monkeypatch.setenv("SIPLINE_CONF", "")
         assert config_path(None) == "conf/sipline.toml"
+
+
+class TestClusterSharing:
+    """``[stateplane] peers`` and what shares through them (pike blocks, ratelimit counts)."""
+
+    PEER = "/tmp/sipline-peer"
+
+    def test_peers_are_other_nodes_absolute_run_dirs(self) -> None:
+        """A peer is another node's run directory: absolute, not ours, each once."""
+        e = error({"stateplane": {"peers": ["run/b"]}})
+        assert e.key == "stateplane.peers[0]" and "absolute" in e.expected
+        e = error({"node": {"run_dir": "/tmp/a"}, "stateplane": {"peers": ["/tmp/a/"]}})
+        assert e.key == "stateplane.peers[0]" and "not this node's own" in e.expected
+        e = error({"stateplane": {"peers": [self.PEER, self.PEER + "/"]}})
+        assert (e.key, e.expected) == ("stateplane.peers[1]", "each peer once")
+        e = error({"stateplane": {"peers": ["/" + "d" * 80]}})
+        assert "bytes" in e.expected
+
+    def test_pike_cluster_needs_pike_and_peers(self) -> None:
+        """``[pike] cluster`` says what it needs: pike on, and peers (replicate is not)."""
+        e = error({"pike": {"cluster": True}, "stateplane": {"peers": [self.PEER]}})
+        assert (e.key, e.expected) == ("pike.cluster", "false unless [pike] enabled = true")
+        e = error({"pike": {"enabled": True, "cluster": True}})
+        assert e.key == "pike.cluster" and "[stateplane] peers is empty" in e.expected
+        assert "replicate is not needed" in str(e)
+        s = from_dict({"pike": {"enabled": True, "cluster": True},
+                       "stateplane": {"peers": [self.PEER]}})  # fmt: skip
+        assert s.pike.cluster and not s.stateplane.replicate

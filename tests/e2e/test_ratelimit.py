@@ -1,15 +1,19 @@
 """A [[ratelimit]] pipe on a running node: sipp offers twice the limit for 10 s; the pipe
-passes the limit (within 5 %), refuses the rest with 503 + Retry-After, and ctl shows it."""
+passes the limit (within 5 %), refuses the rest with 503 + Retry-After, and ctl shows it. A
+shared pipe holds its limit across the workers of two nodes."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from workers.ratelimit import SHARE_INTERVAL_S
+
 from .conftest import StartNode
-from .node import Proc, sipp_uac
+from .node import Proc, UacRun, sipp_uac
 from .test_ctl import ctl
 
 pytestmark = pytest.mark.e2e
@@ -38,3 +42,49 @@ def test_pipe_holds_its_rate(start_node: StartNode, uas: Uas, tmp_path: Path) ->
     rows = ctl(node.conf, "ratelimit")["ratelimit"]
     (row,) = rows  # type: ignore[misc]
     assert row["passed"] == res.successful and row["dropped"] == res.failed, row
+
+
+LIMIT = 25
+SHARED = """
+[[ratelimit]]
+name = "invites"
+algorithm = "sliding"
+limit_per_s = 25
+window_s = 1.0
+methods = ["INVITE"]
+shared = true
+
+[stateplane]
+peers = ["{peer}"]
+"""
+
+
+def test_shared_pipe_holds_its_rate_across_two_nodes(start_node: StartNode, uas: Uas,
+                                                     tmp_path: Path) -> None:  # fmt: skip
+    """A 25/s shared pipe on node A (2 workers) and node B (1 worker), peers of each other:
+    sipp offers 25 calls/s to each node for 6 s at once (2x the limit). The three workers
+    together pass the limit within 5 % plus the exchange error (what the cluster passes in
+    one 0.1 s exchange interval per participant), where unshared pipes would pass all 300;
+    ``ctl ratelimit`` on each node shows the pipe shared by the 3 workers."""
+    dport, _ = uas("u1")
+    a_dir, b_dir = tmp_path / "run0", tmp_path / "run1"  # start_node's run directories
+    a = start_node(dport, "worker=2", SHARED.format(peer=b_dir), name="node-a")
+    b = start_node(dport, "worker=1", SHARED.format(peer=a_dir), name="node-b")
+    assert (a.run_dir, b.run_dir) == (a_dir, b_dir)
+    end = time.monotonic() + 5
+    while time.monotonic() < end and not all(
+            row.get("participants") == 3 for node in (a, b)
+            for row in ctl(node.conf, "ratelimit")["ratelimit"]):  # type: ignore[attr-defined]
+        time.sleep(0.1)  # polling step, bounded by the deadline: every worker heard the others
+    calls, rate = 150, 25
+    runs = [UacRun.start(n.port, "u1", calls, rate, tmp_path, timeout_s=60) for n in (a, b)]
+    results = [r.wait() for r in runs]
+    passed = sum(r.successful for r in results)
+    assert all(r.successful + r.failed == calls for r in results), [r.output for r in results]
+    # a sliding window passes at most its allowance in any window: 6 windows over the 6 s
+    expected = LIMIT * calls / rate
+    exchange_error = LIMIT * SHARE_INTERVAL_S * 3
+    assert abs(passed - expected) <= 0.05 * expected + exchange_error, (passed, expected)
+    rows = [row for n in (a, b) for row in ctl(n.conf, "ratelimit")["ratelimit"]]  # type: ignore[attr-defined]
+    assert len(rows) == 3 and all(r["shared"] and r["participants"] == 3 for r in rows), rows
+    assert sum(r["passed"] for r in rows) == passed

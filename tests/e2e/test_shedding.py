@@ -1,6 +1,7 @@
 """Overload shedding on a running node: the worker is stopped (SIGSTOP), its ingress's queue
 for it fills, and the ingress sheds in order: OPTIONS dropped, new INVITEs refused 503, BYE
-kept and delivered once the worker runs again (SIGCONT)."""
+kept and delivered once the worker runs again (SIGCONT). The same stall shows in the
+ingress's per-hop figures: backlog depth and the oldest message's wait."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from .conftest import StartNode
-from .node import LOCALHOST, free_port
+from .node import LOCALHOST, Node, free_port
+from .test_ctl import ctl
 
 pytestmark = pytest.mark.e2e
 
@@ -96,3 +99,51 @@ def test_shedding_order_with_the_worker_stopped(start_node: StartNode,
              if str(e["proc"]).startswith("ingress")]  # fmt: skip
     drops = stats[-1]["drops"]
     assert drops.get("drop_shed_options", 0) >= 1 and drops.get("drop_shed_invite", 0) >= 1  # type: ignore[union-attr]
+
+
+def test_stalled_pipe_reports_depth_and_oldest_age(start_node: StartNode,
+                                                   sink: socket.socket) -> None:  # fmt: skip
+    """With the worker stopped, the ingress's pipe to it reports a backlog and an oldest
+    message that ages with the stop, in load_stats and ctl stats; after SIGCONT both fall
+    back to 0."""
+    node = start_node(sink.getsockname()[1], "worker=1", BUS)
+    m = re.search(r"worker\.1 started \(pid=(\d+)\)", node.proc.text())
+    assert m is not None, node.proc.text()[-2000:]
+    worker = int(m.group(1))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+        ua.bind((LOCALHOST, 0))
+        me = ua.getsockname()[1]
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            stopped_at = time.monotonic()
+            for _ in range(1000):
+                ua.sendto(request("INFO", me, node.port, to_tag="t")[0], (LOCALHOST, node.port))
+            seen = len(node.proc.events("load_stats"))
+            time.sleep(1.5)  # the stop being measured: the oldest message ages this long
+            reply = ingress_stats(node)
+            waited_ms = (time.monotonic() - stopped_at) * 1000
+            logged = [e for e in node.proc.events("load_stats")[seen:]
+                      if str(e["proc"]).startswith("ingress")]  # fmt: skip
+        finally:
+            os.kill(worker, signal.SIGCONT)
+    ((peer, hop),) = reply["hops"].items()
+    assert peer.startswith("worker.1-") and hop["queued"] > 0, reply
+    assert 1000 <= hop["oldest_ms"] <= waited_ms, (hop, waited_ms)
+    assert reply["queued_oldest_ms"] == hop["oldest_ms"] and reply["queued_out"] == hop["queued"]
+    ages = [e["hops"][peer]["oldest_ms"] for e in logged]  # type: ignore[index]
+    assert any(a >= 500 for a in ages) and ages == sorted(ages), ages  # it ages while stopped
+    end = time.monotonic() + 5
+    while time.monotonic() < end:
+        last = [e for e in node.proc.events("load_stats") if str(e["proc"]).startswith("ingress")]
+        if last[-1]["queued"] == 0 and last[-1]["hops"][peer]["oldest_ms"] == 0:  # type: ignore[index]
+            break
+        time.sleep(0.1)  # polling step, bounded by the deadline
+    else:
+        raise AssertionError(f"the backlog never drained: {last[-1]}")
+    assert last[-1]["hops"][peer]["sent_per_s"] >= 0  # type: ignore[index]
+
+
+def ingress_stats(node: Node) -> dict[str, Any]:
+    """The ingress's answer to ``sipline ctl stats --json`` (the stopped worker is silent)."""
+    stats = ctl(node.conf, "stats")["stats"]
+    return next(r for r in stats if r.get("role") == "ingress")  # type: ignore[union-attr, attr-defined, no-any-return]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from conf import envelope, sockets
-from conf.pipe import PushPipe
+from conf.loadstats import LoadMeter
+from conf.pipe import PushPipe, hops, oldest_ms
 from tests.pipeline.helpers import run, until
 
 META = ["udp", "127.0.0.1", 5080, 0, "127.0.0.1", 5060]
@@ -103,3 +105,58 @@ def test_backlog_is_bounded_and_drains_in_order(
         assert pipe.add(META, b"again")
 
     run(body)
+
+
+def test_hop_reports_backlog_depth_and_oldest_wait(
+    ctx: zmq.Context[Any], tmp_path: Path, opened: list[zmq.Socket[bytes]]
+) -> None:
+    """Behind a peer that does not read, ``hop`` gives the backlog's depth and the wait of
+    its oldest batch (stamped when it joined the backlog); once drained, both are 0 and
+    ``sent`` counts every message."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        pull, push = _pair(ctx, tmp_path, 1, opened)
+        pull.rcvhwm = 1
+        pipe = PushPipe("worker.1-7", push, envelope.KIND_OUT, lambda m: [m], 4, 400)
+        await until(lambda: bool(push.getsockopt(zmq.EVENTS) & zmq.POLLOUT))
+        assert pipe.hop(loop.time()) == {"queued": 0, "oldest_ms": 0.0, "sent": 0}
+        for i in range(200):
+            pipe.add(META, b"%d" % i)
+        pipe.flush()
+        assert pipe.backlog_msgs > 0 and len(pipe.backlog_at) == len(pipe.backlog)
+        await asyncio.sleep(0.05)  # the wait being measured, not a synchronisation
+        now = loop.time()
+        hop = pipe.hop(now)
+        # ZeroMQ may have taken a batch or two meanwhile: the oldest left was still batched
+        # before the wait
+        assert hop["queued"] == pipe.backlog_msgs > 0
+        assert hop["oldest_ms"] == round((now - pipe.backlog_at[0]) * 1000, 1) >= 40
+        assert list(pipe.backlog_at) == sorted(pipe.backlog_at)
+        assert hops([pipe], now) == {"worker.1-7": hop}
+        assert oldest_ms({"a": hop, "b": {"queued": 0, "oldest_ms": 0.0, "sent": 0}}) == \
+            hop["oldest_ms"]  # fmt: skip
+        received: list[bytes] = []
+
+        def take() -> bool:
+            received.extend(p for e in _recv_all(pull) for p in e.payloads)
+            return len(received) == 200
+
+        await until(take)
+        await until(lambda: pipe.backlog_msgs == 0)
+        assert pipe.hop(loop.time()) == {"queued": 0, "oldest_ms": 0.0, "sent": 200}
+        assert not pipe.backlog_at
+
+    run(body)
+
+
+def test_hop_rates_per_interval() -> None:
+    """``load_stats`` shows each hop's messages per second since the last report; a hop
+    gone from the pipes is forgotten."""
+    meter = LoadMeter(0.0)
+    hop = {"queued": 3, "oldest_ms": 12.5, "sent": 100}
+    assert meter.hop_rates({"w1": hop}, 2.0) == {
+        "w1": {"queued": 3, "oldest_ms": 12.5, "sent_per_s": 50.0}}
+    assert meter.hop_rates({"w1": {**hop, "sent": 160}}, 2.0)["w1"]["sent_per_s"] == 30.0
+    assert meter.hop_rates({"w2": {**hop, "sent": 10}}, 1.0)["w2"]["sent_per_s"] == 10.0
+    assert meter.hop_rates({"w1": {**hop, "sent": 160}}, 1.0)["w1"]["sent_per_s"] == 160.0

@@ -1,0 +1,133 @@
+"""A PUB/SUB mesh among the processes of one role: this node's, and optionally peer nodes'.
+
+Rules:
+1. Each member binds an XPUB at ``<role>-<ident>.ipc`` in its run directory and has one SUB
+   connected to every other live member's, found by scanning its own run directory and each
+   peer run directory (``[stateplane] peers``) on every ``refresh`` (each heartbeat). A
+   member whose socket file went away, or whose pid is gone, is disconnected. The ipc
+   transport limits peers to nodes on the same host, as for the state plane.
+2. Members are keyed by endpoint (the socket file's path), so two nodes whose processes have
+   the same honcho name never collide.
+3. PUB/SUB drops what is published before a subscriber is connected (the slow joiner). The
+   XPUB sees every subscription arrive (``XPUB_VERBOSE``), and ``on_join`` is called once per
+   drain that saw one, so the owner can re-announce what a newcomer must know.
+4. A message is one frame of at most ``max_frame`` bytes (``MAXMSGSIZE``: a larger one
+   disconnects its sender); the owner decodes and validates it. Publishing never blocks: to
+   a member that does not read, the message is dropped (``dropped``).
+5. Draining is bounded (``DRAIN_LIMIT`` per callback, then the loop's turn) and, since the
+   FD is edge-triggered, looks again after every change.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+
+from conf import sockets
+
+#: messages read per callback before the loop gets its turn back
+DRAIN_LIMIT = 1024
+
+OnFrame = Callable[[bytes], None]
+
+
+class Mesh:
+    """One member of a ``role`` mesh (the module rules); the owner gives it meaning."""
+
+    def __init__(self, ctx: zmq.Context[Any], role: str, run_dir: str, ident: str, *,
+                 peer_dirs: tuple[str, ...] = (), on_frame: OnFrame,
+                 on_join: Callable[[], None] | None = None, max_frame: int = 512,
+                 hwm: int = 10_000) -> None:  # fmt: skip
+        self.role, self.run_dir, self.ident = role, run_dir, ident
+        self.peer_dirs = tuple(d for d in peer_dirs if os.path.abspath(d) != os.path.abspath(run_dir))
+        self.endpoint = sockets.endpoint(run_dir, role, ident)
+        self.on_frame, self.on_join = on_frame, on_join
+        self.dropped = 0
+        #: connected members: endpoint -> name (the ident; ``<run_dir>:<ident>`` on a peer node)
+        self.members: dict[str, str] = {}
+        self._pub: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
+        self._pub.linger = 0
+        self._pub.sndhwm = hwm
+        self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not the first per topic
+        os.makedirs(run_dir, exist_ok=True)
+        self._pub.bind(self.endpoint)
+        self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
+        self._sub.linger = 0
+        self._sub.rcvhwm = hwm
+        self._sub.setsockopt(zmq.MAXMSGSIZE, max_frame)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._pub.FD, self._drain)
+        self._loop.add_reader(self._sub.FD, self._drain)
+        self._loop.call_soon(self._drain)
+
+    def live(self) -> dict[str, str]:
+        """Every live member but this one: endpoint -> name (rule 2)."""
+        found: dict[str, str] = {}
+        for run_dir in (self.run_dir, *self.peer_dirs):
+            for ident, ep in sockets.live_endpoints(run_dir, self.role).items():
+                found[ep] = ident if run_dir == self.run_dir else f"{run_dir}:{ident}"
+        found.pop(self.endpoint, None)
+        return found
+
+    def refresh(self) -> None:
+        """Connect to members that appeared, disconnect from those gone (each heartbeat)."""
+        live = self.live()
+        for ep, name in live.items():
+            if ep not in self.members:
+                self._sub.connect(ep)
+                self.members[ep] = name
+        for ep in [e for e in self.members if e not in live]:
+            del self.members[ep]
+            try:
+                self._sub.disconnect(ep)
+            except zmq.ZMQError:
+                pass  # already gone
+        self._loop.call_soon(self._drain)  # rule 5
+
+    def publish(self, frame: bytes) -> bool:
+        """Send ``frame`` to every member subscribed; False if it was dropped (rule 4)."""
+        try:
+            self._pub.send(frame, zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+            return False
+        finally:
+            self._loop.call_soon(self._drain)
+        return True
+
+    def _drain(self) -> None:
+        pub, sub = self._pub, self._sub
+        if pub.closed:
+            return
+        joined = False
+        budget = DRAIN_LIMIT
+        while budget > 0 and int(pub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frame = pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            budget -= 1
+            joined = joined or frame[:1] == b"\x01"  # a subscription, not an unsubscription
+        while budget > 0 and int(sub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            try:
+                frame = sub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            budget -= 1
+            self.on_frame(frame)
+        if joined and self.on_join is not None:
+            self.on_join()
+        if budget <= 0:
+            self._loop.call_soon(self._drain)
+
+    def close(self) -> None:
+        for s in (self._pub, self._sub):
+            if not s.closed:
+                self._loop.remove_reader(s.FD)
+                s.close(linger=0)
+        sockets.unlink(self.endpoint)
