@@ -43,10 +43,7 @@ KIND_TIMER = b"\x01TIMER"
 KIND_DELTAS = b"\x01DLT"
 #: dialogs a worker takes over after a failover: [node they came from, records]
 KIND_ADOPT = b"\x01ADOPT"
-#: a worker's counts of the limited dialog profiles: [sender, node, full, [[name, value, n]]]
-KIND_PROFILES = b"\x01PROF"
-KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
-                   KIND_PROFILES})  # fmt: skip
+KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT})
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -130,17 +127,6 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and isinstance(header[1], list)
             and all(isinstance(d, list) for d in header[1])
             and all(not p for p in payloads)
-        )
-    elif kind == KIND_PROFILES:
-        ok = (
-            isinstance(header, list)
-            and len(header) == 4
-            and isinstance(header[0], str)
-            and isinstance(header[1], str)
-            and isinstance(header[2], bool)
-            and isinstance(header[3], list)
-            and all(isinstance(e, list) and len(e) == 3 for e in header[3])
-            and n == 0
         )
     elif kind == KIND_TIMER:
         ok = (

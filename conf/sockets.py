@@ -56,7 +56,7 @@ def ident_pid(ident: str) -> int | None:
 def remove_stale(run_dir: str) -> list[str]:
     """Delete socket files whose owner process no longer exists; returns their names."""
     removed = []
-    for role in ("ingress", "worker", "timers", "ctl", "pike", "ratelimit"):
+    for role in ("ingress", "worker", "timers", "ctl", "pike", "ratelimit", "profiles"):
         for ident, ep in list_endpoints(run_dir, role).items():
             pid = ident_pid(ident)
             if pid is not None and not _alive(pid):

@@ -28,7 +28,7 @@ log = structlog.get_logger()
 OnBatch = Callable[[str, list[list[Any]], list[bytes]], None]
 #: a TIMER envelope's header and frames, for ``timers.client.TimerClient.receive``
 OnTimer = Callable[[list[Any], list[bytes]], None]
-#: an ADOPT or PROFILES envelope's header (after a failover; call-limit counts)
+#: an ADOPT envelope's header: [node the dialogs come from, records] (after a failover)
 OnAdopt = Callable[[list[Any]], None]
 
 
@@ -48,7 +48,6 @@ class IngressBus:
         meter: LoadMeter,
         on_timer: OnTimer | None = None,
         on_adopt: OnAdopt | None = None,
-        on_profiles: OnAdopt | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
@@ -60,7 +59,6 @@ class IngressBus:
         self._pipes: dict[str, PushPipe] = {}
         self._on_timer = on_timer
         self._on_adopt = on_adopt
-        self._on_profiles = on_profiles
         self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
@@ -107,8 +105,6 @@ class IngressBus:
             self._on_timer(env.header, env.payloads)
         elif env.kind == envelope.KIND_ADOPT and self._on_adopt is not None:
             self._on_adopt(env.header)
-        elif env.kind == envelope.KIND_PROFILES and self._on_profiles is not None:
-            self._on_profiles(env.header)
 
     def _connect(self, ingress: str, ep: str) -> PushPipe:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)

@@ -1,85 +1,81 @@
-"""The worker's end of shared call limits: ``workers/profileshare.py`` over ZeroMQ.
+"""The worker's end of shared call limits: ``workers/profileshare.py`` over a ``conf.mesh``.
 
 Rules:
-1. The other workers are found as every process finds them, by their socket files: this
-   node's run directory, and with ``[dialogs] profiles_cluster`` each ``[stateplane] peers``
-   run directory, re-read every heartbeat. A ``PROFILES`` envelope goes to each worker's own
-   PULL (the one ingresses and timers push to), so nothing new is bound.
-2. Sends never block: a worker's pipe that cannot take a message now loses it (counted),
-   and the next full state, a heartbeat later, repairs what it missed.
+1. The workers form a mesh of role ``profiles``: this node's always, and with ``[dialogs]
+   profiles_cluster`` those of every ``[stateplane] peers`` node too (their run directories,
+   scanned each heartbeat).
+2. A frame is msgpack ``[sender, node, full, [[profile, value, count], ...]]``: after a loop
+   iteration that changed a shared count, the changed keys (``full`` false); every heartbeat
+   the whole state in frames of at most ``CHUNK`` entries, the first with ``full`` true.
+3. Publishing never blocks: a frame a member cannot take now is lost (counted by the mesh),
+   and the next full state, a heartbeat later, repairs what it missed. A frame that is not
+   that shape is counted (``bad_frames``) and dropped.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import msgpack
 import zmq
 
-from conf import envelope as env
-from conf import sockets
+from conf.mesh import Mesh
 from conf.settings import Settings
 from workers.profiles import Profiles
 from workers.profileshare import CHUNK, ProfileShare
 
 #: heartbeats of silence after which a sender's counts are forgotten
 LIVENESS = 3
+#: a full state of CHUNK entries of ~30 bytes, with room
+MAX_FRAME = 1 << 20
 
 
 class SharedLimits:
     def __init__(self, ctx: zmq.Context[Any], settings: Settings, ident: str,
-                 profiles: Profiles) -> None:  # fmt: skip
-        self.ctx, self.ident, self.node = ctx, ident, settings.node.name
-        self.hwm = settings.bus.hwm
-        self.run_dirs = [settings.node.run_dir]
-        if settings.dialogs.profiles_cluster:
-            self.run_dirs += settings.stateplane.peers
+                 profiles: Profiles, clock: Callable[[], float]) -> None:  # fmt: skip
+        self.ident, self.node = ident, settings.node.name
         self.share = ProfileShare(profiles, timeout_s=LIVENESS * settings.bus.heartbeat_ms / 1000)
-        self.targets: dict[str, zmq.Socket[bytes]] = {}
-        self.counters: Counter[str] = Counter()
+        self.bad_frames = 0
+        self.clock = clock
+        peers = tuple(settings.stateplane.peers) if settings.dialogs.profiles_cluster else ()
+        self.mesh = Mesh(ctx, "profiles", settings.node.run_dir, ident, peer_dirs=peers,
+                         on_frame=self._receive, max_frame=MAX_FRAME)  # fmt: skip
 
     def after_iteration(self) -> None:
-        """Rule 2 of profileshare: the keys this iteration changed, to every other worker."""
+        """Rule 2: the keys this iteration changed."""
         if self.share.profiles.changed:
-            self._send(False, self.share.update())
+            self._publish(False, self.share.update())
 
     def heartbeat(self, now: float) -> None:
-        """Find the workers (rule 1), send them our full state, forget the silent."""
-        found: dict[str, str] = {}
-        for run_dir in self.run_dirs:
-            found.update(sockets.live_endpoints(run_dir, "worker"))
-        found.pop(self.ident, None)
-        for ident in [i for i in self.targets if i not in found]:
-            self.targets.pop(ident).close(linger=0)
-        for ident, ep in found.items():
-            if ident not in self.targets:
-                self.targets[ident] = sockets.connect_push(self.ctx, ep, self.hwm)
+        """Find the members (rule 1), send them our full state, forget the silent."""
+        self.mesh.refresh()
         entries = self.share.full()
         self.share.profiles.changed.clear()  # the full state says it all
-        self._send(True, entries[:CHUNK])
+        self._publish(True, entries[:CHUNK])
         for i in range(CHUNK, len(entries), CHUNK):
-            self._send(False, entries[i : i + CHUNK])
+            self._publish(False, entries[i : i + CHUNK])
         self.share.expire(now)
-
-    def receive(self, header: list[Any], now: float) -> None:
-        sender, node, full, entries = header
-        if sender != self.ident:
-            self.share.receive(sender, node, full, entries, now)
 
     def forget_node(self, node: str) -> int:
         return self.share.forget_node(node)
 
-    def _send(self, full: bool, entries: list[list[object]]) -> None:
-        if not self.targets:
+    def _publish(self, full: bool, entries: list[list[object]]) -> None:
+        self.mesh.publish(msgpack.packb([self.ident, self.node, full, entries]))
+
+    def _receive(self, frame: bytes) -> None:
+        try:
+            sender, node, full, entries = msgpack.unpackb(frame)
+            ok = isinstance(sender, str) and isinstance(node, str) and isinstance(full, bool) \
+                and isinstance(entries, list) and all(
+                    isinstance(e, list) and len(e) == 3 for e in entries)  # fmt: skip
+        except (ValueError, TypeError, msgpack.UnpackException):
+            ok = False
+        if not ok:
+            self.bad_frames += 1
             return
-        frames = env.pack(env.KIND_PROFILES, [self.ident, self.node, full, entries])
-        for sock in self.targets.values():
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:  # rule 2
-                self.counters["profiles_dropped"] += 1
+        if sender != self.ident:
+            self.share.receive(sender, node, full, entries, self.clock())
 
     def close(self) -> None:
-        for sock in self.targets.values():
-            sock.close(linger=0)
-        self.targets.clear()
+        self.mesh.close()

@@ -92,7 +92,8 @@ class Worker:
         #: call limits counted across the node's workers (and peer nodes'), when any is set
         self.limits: SharedLimits | None = None
         if stateful.dialogs is not None and any(p.limit for p in settings.dialog_profile):
-            self.limits = SharedLimits(ctx, settings, worker_id, stateful.dialogs.profiles)
+            self.limits = SharedLimits(ctx, settings, worker_id, stateful.dialogs.profiles,
+                                       self.loop.time)  # fmt: skip
         #: shared [[ratelimit]] pipes exchange counts with the other workers (ratelimit_share)
         self.rate_share: RateShare | None = None
         rl = self.proxy.ratelimit
@@ -100,8 +101,7 @@ class Worker:
             self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
-                              on_adopt=self._on_adopt,
-                              on_profiles=self._on_profiles if self.limits else None)  # fmt: skip
+                              on_adopt=self._on_adopt)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
@@ -125,10 +125,6 @@ class Worker:
             self.limits.heartbeat(self.loop.time())
         if self.deltas is not None:
             self.deltas.heartbeat()
-
-    def _on_profiles(self, header: list[Any]) -> None:
-        assert self.limits is not None
-        self.limits.receive(header, self.loop.time())
 
     def hops(self) -> dict[str, dict[str, float]]:
         """Every pipe this worker pushes into: one per ingress, and the state plane's."""
