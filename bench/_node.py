@@ -191,3 +191,26 @@ def worker_load_stats(log: Path) -> list[dict[str, Any]]:
         rec["_proc"] = line.split("|", 1)[0].split()[-1]
         out.append(rec)
     return out
+
+
+def wait_for(what: Any, deadline_s: float, step_s: float = 0.05) -> Any:
+    """``what()`` once it is truthy, or None at the deadline."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        got = what()
+        if got:
+            return got
+        time.sleep(step_s)  # polling step, bounded by the deadline
+    return None
+
+
+def ctl_stateplane(conf: Path) -> dict[str, Any]:
+    """The state plane's part of ``sipline ctl --json stats`` for the node of ``conf``."""
+    env = dict(os.environ, SIPLINE_CONF=str(conf))
+    out = subprocess.run([str(REPO / ".venv" / "bin" / "sipline"), "ctl", "--json", "stats"],
+                         env=env, capture_output=True, text=True, timeout=20,
+                         check=False).stdout  # fmt: skip
+    for reply in json.loads(out or "{}").get("stats", []):
+        if reply.get("role") == "stateplane":
+            return reply.get("stateplane") or {}
+    return {}

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _node import HOST, REPO, Group, free_port, last_stats_row, wait_ready
+from _node import HOST, REPO, Group, ctl_stateplane, free_port, last_stats_row, wait_for, wait_ready
 
 VIRTUAL = "127.0.0.10"
 
@@ -121,24 +121,6 @@ def events(log: Path, name: str) -> list[dict[str, Any]]:
     return out
 
 
-def wait_for(what: Any, deadline_s: float, step_s: float = 0.05) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        got = what()
-        if got:
-            return got
-        time.sleep(step_s)  # polling step, bounded by the deadline
-    return None
-
-
-def ctl_stateplane(conf: Path) -> dict[str, Any]:
-    env = dict(os.environ, SIPLINE_CONF=str(conf))
-    out = subprocess.run([str(REPO / ".venv" / "bin" / "sipline"), "ctl", "--json", "stats"],
-                         env=env, capture_output=True, text=True, timeout=10).stdout  # fmt: skip
-    for reply in json.loads(out or "{}").get("stats", []):
-        if reply.get("role") == "stateplane":
-            return reply.get("stateplane") or {}
-    return {}
 
 
 class Probe:
@@ -221,7 +203,7 @@ def kill_tree(group: Group, p: subprocess.Popen[Any]) -> float:
 
 
 def iso_wall(ts: str) -> float:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(ts).timestamp()
 
 
 def main() -> int:

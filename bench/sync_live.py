@@ -37,10 +37,10 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _node import REPO, Group  # noqa: E402
+from _node import REPO, Group, ctl_stateplane, wait_for
 
-from bench.replica_memory import owner_records  # noqa: E402
-from conf import envelope as env  # noqa: E402
+from bench.replica_memory import owner_records
+from conf import envelope as env
 
 SIPLINE = str(REPO / ".venv" / "bin" / "sipline")
 
@@ -77,25 +77,6 @@ stats_interval_s = 1.0
 """)
 
 
-def stateplane(conf: Path) -> dict[str, Any]:
-    out = subprocess.run([SIPLINE, "ctl", "--json", "stats"], env=dict(os.environ,
-                         SIPLINE_CONF=str(conf)), capture_output=True, text=True,
-                         timeout=20).stdout  # fmt: skip
-    for reply in json.loads(out or "{}").get("stats", []):
-        if reply.get("role") == "stateplane":
-            return reply.get("stateplane") or {}
-    return {}
-
-
-def wait_for(what: Any, deadline_s: float, step_s: float = 0.2) -> Any:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        got = what()
-        if got:
-            return got
-        time.sleep(step_s)  # polling step, bounded by the deadline
-    return None
-
 
 def synced_event(log: Path) -> dict[str, Any] | None:
     for line in log.read_text(errors="replace").splitlines():
@@ -130,7 +111,7 @@ def main() -> int:
         for i in range(0, n, 1000):
             push.send_multipart(env.pack(env.KIND_DELTAS, ["bench-1",
                                 [["c", *r] for r in records[i:i + 1000]]]))  # fmt: skip
-        if not wait_for(lambda: stateplane(conf_a).get("owned") == n, 120, 0.5):
+        if not wait_for(lambda: ctl_stateplane(conf_a).get("owned") == n, 120, 0.5):
             raise RuntimeError("A's mirror never held every dialog")
         t_start = time.monotonic()
         group.start([SIPLINE, "stateplane", "--conf", str(conf_b)], cwd=REPO,
@@ -151,8 +132,8 @@ def main() -> int:
             raise RuntimeError("B never synced")
         load_calls = nxt - n
         time.sleep(1.5)  # the load stopped: let the last updates reach B (one stats interval)
-        a_owned = stateplane(conf_a).get("owned")
-        b_held = stateplane(conf_b).get("replicas", {}).get("node-a", {}).get("dialogs")
+        a_owned = ctl_stateplane(conf_a).get("owned")
+        b_held = ctl_stateplane(conf_b).get("replicas", {}).get("node-a", {}).get("dialogs")
     finally:
         group.stop_all()
         ctx.destroy(linger=0)
