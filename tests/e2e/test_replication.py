@@ -171,3 +171,32 @@ def test_deltas_lost_while_the_state_plane_is_stopped_are_repaired(
         assert _worker_counter(a, "delta_resyncs") >= 1
     finally:
         held.kill()
+
+
+def test_a_late_joiner_syncs_while_calls_come_and_go(
+    start_node: StartNode, uas: Uas, tmp_path: Path
+) -> None:
+    """Node C joins while A holds 20 long calls and short calls keep starting and ending
+    (40/s): C's snapshot plus the updates it queued meanwhile converge on A's state, which
+    is the 20 long calls once the short ones are over."""
+    dport, _ = uas("u1")
+    a = start_node(dport, "worker=2", config([]), name="node-a")
+    held = UacRun.start(a.port, "u1", CALLS, 20, tmp_path, timeout_s=60,
+                        extra=("-d", str(HOLD_MS)))  # fmt: skip
+    churn = None
+    try:
+        assert poll(lambda: live_dialogs(a) == CALLS, 10)
+        churn = UacRun.start(a.port, "u1", 400, 40, tmp_path, timeout_s=30, extra=("-d", "300"))
+        assert poll(lambda: stateplane(a)["seq"] > 4 * CALLS + 40, 5)  # churn is flowing
+        c = start_node(dport, "worker=1", config([a.run_dir]), name="node-c")
+        assert c.proc.wait_events("replica_synced", 1, timeout_s=10)
+        assert churn.popen.poll() is None, "the short calls ended before C synced"
+        res = churn.wait()
+        assert (res.successful, res.failed) == (400, 0), res.output
+        assert poll(lambda: replicated(c, "node-a") == stateplane(a)["owned"] == CALLS, 5), (
+            replicated(c, "node-a"), stateplane(a)["owned"])
+        assert stateplane(c)["replicas"]["node-a"]["seq"] == stateplane(a)["seq"]
+    finally:
+        held.kill()
+        if churn is not None:
+            churn.kill()
