@@ -30,10 +30,9 @@ Rules:
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,35 +47,16 @@ from conf.workerset import WorkerSet
 from stateplane import updates as up
 from stateplane.bstar import State
 from stateplane.failover import Adopter, Failover, opposite
+from stateplane.peer import PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
-from stateplane.replica import (
-    Event,
-    PeerBack,
-    PeerSilent,
-    Publisher,
-    Replica,
-    Resnapshot,
-    Resynced,
-    StaleRefused,
-    next_epoch,
-)  # fmt: skip
+from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused, serve
-from timers.lateness import LatenessWindow
-from workers.dialogs import RECORD, DialogTable
+from workers.dialogs import DialogTable
 
 log = structlog.get_logger()
 
-#: messages handled per reader callback before the loop gets its turn back
-DRAIN_LIMIT = 256
 #: the node's workers must be the same set this long before restored dialogs go to them
 RESTORE_SETTLE_S = 1.0
-#: updates a slow subscriber may have queued before ZeroMQ drops them (it then sees a gap)
-PUB_HWM = 100_000
-#: snapshot messages in flight to one asker (each up to ~0.5 MB)
-SNAP_HWM = 64
-#: where a delta carries the wall time of the event it reports (rule 6): the call's start
-#: in "c" (op + RECORD), the answer in "a" (op, call-id, from-tag, to-tag, To, target, route)
-_EVENT_WALL = {"c": 1 + RECORD.index("start"), "a": 7}
 
 
 def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> zmq.Socket[bytes]:
@@ -87,160 +67,6 @@ def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> 
     sock.sndhwm = sock.rcvhwm = hwm
     sock.bind(ep)
     return sock
-
-
-def split_bind(text: str) -> tuple[str, int]:
-    """``"192.0.2.1:7400"`` or ``"[2001:db8::1]:7400"`` as (host for a tcp:// URL, port)."""
-    host, _, port = text.rpartition(":")
-    return host, int(port)
-
-
-def peer_endpoints(peer: str) -> tuple[str, str]:
-    """Rule 7: the PUB and ROUTER endpoints of a peer given as a run directory (ipc) or as
-    ``tcp://host:port`` (its ``bind``: PUB on the port, ROUTER on the next)."""
-    if peer.startswith("tcp://"):
-        host, port = split_bind(peer.removeprefix("tcp://"))
-        return peer, f"tcp://{host}:{port + 1}"
-    return f"ipc://{peer}/{env.STATEPLANE_PUB}", f"ipc://{peer}/{env.STATEPLANE_SNAP}"
-
-
-class Reader:
-    """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
-                 on_frames: Callable[[list[bytes]], None]) -> None:  # fmt: skip
-        self.loop, self.sock, self.on_frames = loop, sock, on_frames
-        loop.add_reader(sock.FD, self.drain)
-        loop.call_soon(self.drain)
-
-    def drain(self) -> None:
-        if self.sock.closed:
-            return
-        for _ in range(DRAIN_LIMIT):
-            try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
-            self.on_frames(frames)
-        self.loop.call_soon(self.drain)
-
-    def close(self) -> None:
-        if not self.sock.closed:
-            self.loop.remove_reader(self.sock.FD)
-            self.sock.close(linger=0)
-
-
-class Peer:
-    """One peer node's replica and the two sockets it is fed from (rule 3)."""
-
-    def __init__(self, owner: Replication, run_dir: str) -> None:
-        self.owner, self.run_dir = owner, run_dir
-        ctx, loop = owner.ctx, owner.loop
-        sub = ctx.socket(zmq.SUB)
-        sub.linger, sub.rcvhwm = 0, PUB_HWM
-        sub.setsockopt(zmq.SUBSCRIBE, b"")
-        pub_ep, snap_ep = peer_endpoints(run_dir)
-        sub.connect(pub_ep)
-        dealer = ctx.socket(zmq.DEALER)
-        dealer.linger, dealer.sndhwm, dealer.rcvhwm = 0, 16, SNAP_HWM
-        dealer.connect(snap_ep)
-        self.dealer = dealer
-        self.replica: Replica | None = None
-        self.asked_at = 0.0
-        self.synced_s = 0.0
-        self.counters: Counter[str] = Counter()
-        #: replication lag (rule 6): from the worker's event to its delta heard here
-        self.lag = LatenessWindow()
-        self.readers = [Reader(loop, sub, self._on_pub), Reader(loop, dealer, self._on_snap)]
-
-    def _decode(self, frames: list[bytes]) -> up.Message | None:
-        try:
-            return up.unpack(frames)
-        except up.UpdateError as exc:
-            self.counters["bad_message"] += 1
-            log.warning("replica_bad_message", peer=self.run_dir, reason=str(exc))
-            return None
-
-    def _on_pub(self, frames: list[bytes]) -> None:
-        msg = self._decode(frames)
-        if not isinstance(msg, (up.Update, up.Hugz)):
-            return
-        now, wall = self.owner.loop.time(), time.time()
-        if isinstance(msg, up.Hugz) and self.owner.failover is not None:
-            self.owner.failover.peer_hugz(msg, now)
-        if self.replica is None:  # rule 3: hearing the peer proves the subscription live
-            self.replica = Replica(msg.node, self.owner.make_table,
-                                   heartbeat_s=self.owner.heartbeat_s, now=now)  # fmt: skip
-            self.act(self.replica.start(now))
-        if isinstance(msg, up.Update):
-            at = _EVENT_WALL.get(msg.payload[0]) if msg.payload else None
-            if at is not None and isinstance(t := msg.payload[at], float) and t:
-                self.lag.add(max(0.0, wall - t))
-        self.act(self.replica.receive(msg, now, wall))
-
-    def _on_snap(self, frames: list[bytes]) -> None:
-        with collector_paused():  # rule 4
-            msg = self._decode(frames)
-            if self.replica is None or not isinstance(msg, (up.Update, up.Chunk, up.Kthxbai)):
-                return
-            events = self.replica.receive_snapshot(msg, self.owner.loop.time(), time.time())
-        self.act(events)
-
-    def resync(self) -> None:
-        """Ask the peer for a whole new snapshot (``sipline ctl sync``)."""
-        if self.replica is not None:
-            self.act(self.replica.start(self.owner.loop.time()))
-
-    def tick(self) -> None:
-        if self.replica is not None:
-            self.act(self.replica.handle_timer(self.owner.loop.time()))
-
-    def act(self, events: list[Event]) -> None:
-        now = self.owner.loop.time()
-        peer = self.replica.node if self.replica is not None else self.run_dir
-        for ev in events:
-            if isinstance(ev, Resnapshot):
-                if ev.reason in ("gap", "new_epoch", "behind", "bad_delta"):
-                    log.warning("replica_gap", peer=peer, reason=ev.reason)
-                self.asked_at = now
-                try:
-                    self.dealer.send_multipart(up.pack(ev.ask), zmq.NOBLOCK)
-                except zmq.Again:  # the peer is gone: the sync timeout asks again
-                    self.counters["ask_dropped"] += 1
-            elif isinstance(ev, Resynced):
-                self.synced_s = now - self.asked_at
-                dialogs = len(self.replica.table) if self.replica is not None else 0
-                log.info("replica_synced", peer=peer, dialogs=dialogs, full=ev.full,
-                         records=ev.records, seq=ev.seq, seconds=round(self.synced_s, 3))  # fmt: skip
-                if ev.full:
-                    gc.freeze()  # rule 4: the replica's dialogs leave every later GC scan
-            elif isinstance(ev, StaleRefused):
-                self.counters["stale_refused"] += 1
-                log.warning("replica_stale_refused", peer=peer, epoch=ev.epoch, seq=ev.seq,
-                            held_epoch=ev.held_epoch)  # fmt: skip
-            elif isinstance(ev, PeerSilent):
-                log.warning("replica_peer_silent", peer=peer)
-            elif isinstance(ev, PeerBack):
-                log.info("replica_peer_back", peer=peer)
-
-    def stats(self) -> dict[str, Any]:
-        r = self.replica
-        if r is None:
-            return {"run_dir": self.run_dir, "node": None, "dialogs": 0, "heard": False}
-        return {"run_dir": self.run_dir, "node": r.node, "dialogs": len(r.table),
-                "early": r.table.stats()["early"], "epoch": r.epoch, "seq": r.seq,
-                "syncing": r.syncing, "alive": r.alive, "last_sync_s": round(self.synced_s, 3),
-                "heard": True, **r.counters, **self.counters}  # fmt: skip
-
-    def lag_summary(self) -> dict[str, float | int]:
-        """Rule 6, for the stats interval that ends now: ``{updates, p50_ms, p99_ms, max_ms}``."""
-        s = self.lag.summary_ms()
-        return {"updates": s["fired"], "p50_ms": s["late_p50_ms"], "p99_ms": s["late_p99_ms"],
-                "max_ms": s["late_max_ms"]}  # fmt: skip
-
-    def close(self) -> None:
-        for r in self.readers:
-            r.close()
 
 
 class Replication:
@@ -292,6 +118,8 @@ class Replication:
         self.peers = [Peer(self, d) for d in sp.peers]
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
         self.failover: Failover | None = None
+        #: our own virtual addresses (not ``standby``): their role decides a restore
+        self._own: set[str] = set()
         if sp.role:
             roles = {lst.address: opposite(sp.role) if lst.standby else sp.role
                      for lst in settings.listen if lst.virtual}  # fmt: skip
@@ -431,7 +259,10 @@ class Replication:
             self.failover.tick(now)
         if self.persist is not None:
             self.persist.sync()
-            if self.persist.since_snapshot >= self.settings.stateplane.snapshot_every:
+            # not while restored dialogs wait for a decision or the workers: a snapshot of
+            # the mirror without them would replace the only copy on disk
+            if (self.persist.since_snapshot >= self.settings.stateplane.snapshot_every
+                    and self.restoring is None):  # fmt: skip
                 self._start_snapshot()
         self._restore_tick(now)
         hugz = self.publisher.handle_timer(now, self.failover.role if self.failover else "")
