@@ -64,6 +64,9 @@ def collector_paused() -> Iterator[None]:
     try:
         yield
     finally:
+        # what the step built is long-lived state (a chunk of records): out of the scans, or
+        # the next full collection rescans every dialog built so far (quadratic over a sync)
+        gc.freeze()
         if was:
             gc.enable()
 
