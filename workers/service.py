@@ -274,8 +274,9 @@ class Worker:
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _on_adopt(self, header: list[Any]) -> None:
-        """Dialogs our state plane took over from the failed peer (docs/failover.md): they
-        become ours; their BYEs leave through one of our ingresses, TCP on a new connection."""
+        """Dialogs our state plane took over from a failed peer (docs/failover.md), or restored
+        from disk after a restart: they become ours; their BYEs leave through one of our
+        ingresses, TCP on a new connection (the old connection ids mean nothing now)."""
         core = self.stateful
         if core is None or core.dialogs is None:
             self.meter.counters["drop_adopt"] += len(header[1])
@@ -284,7 +285,7 @@ class Worker:
 
         def place(side: Any) -> Any:
             meta = list(side[1])
-            meta[env.OUT_CONN] = 0  # the peer's connection ids mean nothing here
+            meta[env.OUT_CONN] = 0
             return (ingress or side[0], tuple(meta))
 
         n = core.dialogs.adopt(header[1], self.loop.time(), time.time(), place)
