@@ -138,7 +138,7 @@ class Worker:
             ops, d.timer_ops = d.timer_ops, []
             for op in ops:
                 if op[0] == "arm":
-                    self.timers.arm(op[1], op[3], "dialog", op[2].encode("utf-8", "surrogateescape"))
+                    self.timers.arm(op[1], op[2], "dialog")
                 else:
                     self.timers.cancel(op[1])
         d.take_cdrs()

@@ -277,7 +277,8 @@ class DialogTable:
         """
         d = settings.dialogs
         self.external_timers = external_timers
-        #: ("arm", call_id, from_tag, deadline) / ("cancel", call_id, from_tag), in order
+        #: ("arm", key, deadline) / ("cancel", key), in order; ``key`` is the dialog's own
+        #: string (rule 8), so a timer client keyed by it holds no copy
         self.timer_ops: list[tuple[Any, ...]] = []
         self.default_lifetime_s = d.default_lifetime_s
         self.early_lifetime_s = d.early_lifetime_s
@@ -485,7 +486,7 @@ class DialogTable:
         if dlg is None:
             return None
         if dlg.deadline > now + FIRE_TOLERANCE_S:
-            self.timer_ops.append(("arm", call_id, from_tag, dlg.deadline))
+            self.timer_ops.append(("arm", dlg.key, dlg.deadline))
             return None
         byes = self.build_byes(dlg, via_for) if dlg.state == C else ()
         self._step(dlg, I.EXPIRE, now, wall, None, CALLER, by="proxy")
@@ -652,7 +653,7 @@ class DialogTable:
         if self._table.pop(dlg.key, None) is None:
             return
         if self.external_timers:
-            self.timer_ops.append(("cancel", dlg.call_id, dlg.from_tag))
+            self.timer_ops.append(("cancel", dlg.key))
         self.profiles.remove(dlg.members)
         if dlg.state < C:
             self._pending -= 1
@@ -668,7 +669,7 @@ class DialogTable:
         later = 0 < dlg.deadline <= deadline
         dlg.deadline = deadline
         if self.external_timers:
-            self.timer_ops.append(("arm", dlg.call_id, dlg.from_tag, deadline))
+            self.timer_ops.append(("arm", dlg.key, deadline))
             return
         if later:
             return
