@@ -99,8 +99,10 @@ class Job:
 class Proxied:
     """One request proxied statefully: its server transaction and the attempt in progress."""
 
-    inb: Inbound
-    request: Request | None  # until the final response goes upstream
+    #: these three until the final response goes upstream: then nothing reads them, and the
+    #: context lives on as long as its transactions (rule 8)
+    inb: Inbound | None
+    request: Request | None
     plan: Plan | None
     server: ServerTransaction | None = None
     client: ClientTransaction | None = None  # the attempt in progress
@@ -357,25 +359,25 @@ class StatefulProxy:
         if ctx is None:
             return  # a REGISTER: its job is queued already
         if ctx.aor is not None:
-            assert isinstance(txn, ServerTransaction)
+            assert isinstance(txn, ServerTransaction) and ctx.inb is not None
             self.jobs.append(Job("lookup", txn, ctx, req, ctx.inb))
             return
         self._try_next(ctx, now)
 
     def _try_next(self, ctx: Proxied, now: float) -> None:
         """Forward to the next target left; answer upstream when none is (rule 2)."""
-        req, plan = ctx.request, ctx.plan
-        assert req is not None and plan is not None
+        req, plan, inb = ctx.request, ctx.plan, ctx.inb
+        assert req is not None and plan is not None and inb is not None
         while ctx.targets and not ctx.cancelled:
             target = ctx.targets.pop(0)
             hop, ruri, ctx.current = target
             if not is_ip(hop.host_plain) and ctx.server is not None:
                 # RFC 3263: the worker resolves it beside the loop, then ``resolved`` goes on
-                self.jobs.append(Job("resolve", ctx.server, ctx, req, ctx.inb, target))
+                self.jobs.append(Job("resolve", ctx.server, ctx, req, inb, target))
                 return
             p = plan if ruri is None else replace(plan, uri=ruri, uri_changed=True)
             try:
-                (ingress, meta, data), branch = self.sl.forward(req, ctx.inb, p, hop, ctx.attempt)
+                (ingress, meta, data), branch = self.sl.forward(req, inb, p, hop, ctx.attempt)
             except SipError as exc:
                 ctx.fallback = (exc.status, exc.reason)
                 ctx.attempt += 1
@@ -405,6 +407,7 @@ class StatefulProxy:
                           now: float) -> None:  # fmt: skip
         assert self.dialogs is not None
         inb = ctx.inb
+        assert inb is not None
         caller = (inb.ingress, (inb.transport, inb.src_ip, inb.src_port, inb.conn,
                                 inb.local_ip, inb.local_port))  # fmt: skip
         plan = ctx.plan
@@ -660,7 +663,7 @@ class StatefulProxy:
             self._outs.append((ingress, meta, data))
         if status >= 200 and not ctx.done:
             ctx.done = True
-            ctx.request = ctx.plan = ctx.best = None
+            ctx.inb = ctx.request = ctx.plan = ctx.best = None
             ctx.targets.clear()
             client = ctx.client
             pending = client is not None and client.state in (State.CALLING, State.PROCEEDING)
