@@ -23,7 +23,8 @@ Method, per target, on loopback (sipp UAC -> 127.0.0.1:5060 -> sipp UAS 127.0.0.
    the target reports the dialogs confirmed (sipline: ``sipline ctl --json stats``, the
    worker's ``dialogs`` active minus early; Kamailio: ``kamcmd dlg.stats_active``, ongoing)
    and stable, and reads the same figures as in 2. Bytes per dialog = (after - before) / N
-   confirmed.
+   confirmed. The same figures are also read as the UAC has placed the last call
+   (``at_placed``: the peak, with the INVITE transactions of the last 32 s alive).
 5. Everything started is stopped (SIGTERM to its process group, SIGKILL after 5 s), also on
    SIGTERM or Ctrl-C; the held calls are not ended with BYEs.
 
@@ -54,6 +55,8 @@ HOST = "127.0.0.1"
 PORT, UAS_PORT = 5060, 5080
 KAM_DIR = "/tmp/kamailio-peer"
 KAM_CTL = f"unix:{KAM_DIR}/kamailio_ctl"
+#: the repository's venv, or (a git worktree without one) the venv of the running python
+VENV_BIN = REPO / ".venv" / "bin" if (REPO / ".venv").is_dir() else Path(sys.executable).parent
 
 
 def vm_kb(pid: int, field: str = "VmRSS") -> int:
@@ -95,7 +98,7 @@ class Sipline:
         self.conf = tmp / "sipline.toml"
         sipline_conf(self.conf, self.run_dir, args.hold_ms / 1000 + 600,
                      max(65536, 4 * 40 * args.rate))
-        venv_bin = REPO / ".venv" / "bin"
+        venv_bin = VENV_BIN
         self.env = dict(os.environ, SIPLINE_CONF=str(self.conf),
                         PATH=f"{venv_bin}:{os.environ.get('PATH', '')}")
         self.proc = group.start([str(venv_bin / "honcho"), "-f", "Procfile", "start", "-c",
@@ -112,7 +115,7 @@ class Sipline:
         return out
 
     def ctl(self) -> dict[str, Any]:
-        out = subprocess.run([str(REPO / ".venv/bin/sipline"), "ctl", "--json", "stats"],
+        out = subprocess.run([str(VENV_BIN / "sipline"), "ctl", "--json", "stats"],
                              check=False, env=self.env, cwd=REPO, capture_output=True,
                              text=True, timeout=20)
         doc = json.loads(out.stdout)
@@ -234,6 +237,8 @@ def run_target(kind: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any]
                 break
         t_last = time.monotonic()
         res["placed"], res["place_s"] = placed, round(t_last - t_start, 1)
+        # the peak: every call set up, the INVITE transactions of the last 32 s still alive
+        res["at_placed"] = target.reading()
         print(f"dialog_rss: {kind}: {placed} calls placed in {res['place_s']} s", flush=True)
         time.sleep(max(0.0, min(args.settle, deadline - time.monotonic())))
         last, stable = -1, 0

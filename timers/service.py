@@ -9,7 +9,8 @@ Rules (docs/timers.md tells the whole protocol):
    it is not newer than the cancel. When another worker's timer is replaced, cancelled, or
    fired to a worker that is not its armer, the armer gets a ``done`` notice and forgets it.
 3. A timer fires to the live worker that owns its key now (``WorkerSet.owner``, the
-   ingresses' hash), not necessarily the one that armed it. With no live worker, timers wait;
+   ingresses' hash, over the key up to its first NUL: ``wire.owner_key``), not necessarily
+   the one that armed it. With no live worker, timers wait;
    a fire a full pipe refuses is parked and retried, never dropped.
 4. Wake-ups come from the schedule (next deadline, plus the policy's coalescing window), in
    batches of at most the policy's ``max_batch``; a full batch that leaves due timers behind is
@@ -246,7 +247,7 @@ class TimerService:
         self.meter.counters["fired"] += len(batch)
 
     def _fire(self, t: Timer) -> None:
-        owner = self.workers.owner(t.key.encode())
+        owner = self.workers.owner(wire.owner_key(t.key))
         pipe = self._pipes.get(owner) if owner is not None else None
         if pipe is None or not pipe.add([wire.OP_FIRE, t.key, t.kind, t.deadline, t.armer, t.gen],
                                         t.payload):  # fmt: skip

@@ -23,6 +23,13 @@ OP_FIRE = "f"
 OP_DONE = "d"
 
 
+def owner_key(key: str) -> bytes:
+    """What a key's owner is hashed on: its text up to the first NUL, the whole key when it has
+    none. A dialog's key is ``Call-ID NUL From-tag`` (the dialog table's own key), and its
+    lifetime fires to the worker that owns the Call-ID, as the ingresses hash it."""
+    return key.partition("\0")[0].encode("utf-8", "surrogateescape")
+
+
 def check_timer(key: str, kind: str, payload: bytes) -> None:
     """Raises ValueError for a timer the service would refuse."""
     if len(key) > MAX_KEY_CHARS or not key:

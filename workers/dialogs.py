@@ -28,9 +28,11 @@ Rules:
    default, replaced by Session-Expires (RFC 4028) when the 2xx, or a re-INVITE/UPDATE or its
    2xx, carries one. Expiry of a confirmed dialog builds a BYE to each side.
 8. State per dialog is compact: one slotted object of bytes, str, int and float; the key is
-   one string (Call-ID NUL From-tag) shared by the table and the heap; the To-tag is read from
-   the To value kept for the BYEs; equal destinations and addresses are shared through a
-   bounded intern table. Nothing else refers to a dialog: the heap holds keys.
+   one string (Call-ID NUL From-tag) shared by the table, the heap and the timer client
+   (``timer_ops`` carry it); From and To are one bytes object, and the To-tag is read from it;
+   equal remote targets, route sets, destinations and addresses (a trunk's are the same for
+   every call) are shared through a bounded intern table, which starts over when full.
+   Nothing else refers to a dialog: the heap holds keys.
 9. The heap holds about one ``(deadline, key)`` per dialog. A deadline that moves earlier gets
    a new entry; one that moves later keeps its entry, which is re-filed when it surfaces
    (lazy deletion). So ``next_deadline()`` is never later than the next expiry, and at times
@@ -57,8 +59,10 @@ from workers.profiles import Members, Profiles
 #: deltas queued and not yet taken at most; past it they are dropped and counted, and the
 #: state plane must resnapshot (it sees the gap in its sequence)
 MAX_PENDING_DELTAS = 65_536
-#: destinations and addresses kept shared at most (rule 8)
-INTERN_MAX = 65_536
+#: values (targets, route sets, destinations, addresses) kept for sharing at most (rule 8):
+#: enough for the trunks and gateways a node talks to; a value seen once per call (a user
+#: agent's Contact) then costs the table little, as it starts over when full
+INTERN_MAX = 4096
 #: dialogs expired per ``expire`` call at most, so a burst cannot starve the loop
 DEFAULT_EXPIRE_BATCH = 256
 
@@ -148,23 +152,23 @@ class Dialog:
         "deadline",
         "destination",
         "flags",
-        "from_hdr",
         "invite_cseq",
         "key",
         "lifetime",
         "members",
+        "parties",
         "route",
         "source",
         "start",
         "state",
-        "to_hdr",
     )  # fmt: skip
 
     key: str  # Call-ID NUL From-tag (rule 8)
     state: State
     flags: int
-    from_hdr: bytes
-    to_hdr: bytes
+    #: the From value, LF, the To value: one object for two that every dialog has (rule 8); a
+    #: header value never holds an LF (the parser collapses folding, refuses bare CR or LF)
+    parties: bytes
     caller_target: bytes
     callee_target: bytes
     caller_route: bytes
@@ -192,12 +196,34 @@ class Dialog:
         return self.key.partition("\0")[2]
 
     @property
+    def from_hdr(self) -> bytes:
+        """The caller's From value, as the INVITE carried it."""
+        return self.parties.partition(b"\n")[0]
+
+    @property
+    def to_hdr(self) -> bytes:
+        """The To value: the INVITE's, then the last 1xx's or the answer's (with the tag)."""
+        return self.parties.partition(b"\n")[2]
+
+    @to_hdr.setter
+    def to_hdr(self, value: bytes) -> None:
+        self.parties = _join_parties(self.parties.partition(b"\n")[0], value)
+
+    @property
     def to_tag(self) -> str:
         """The callee's tag: the last 1xx's, then the answer's; "" before either."""
         return to_tag_of(self.to_hdr)
 
     def __repr__(self) -> str:
         return f"Dialog({self.key!r}, {self.state.name}, to_tag={self.to_tag!r})"
+
+
+def _join_parties(from_hdr: bytes, to_hdr: bytes) -> bytes:
+    """``Dialog.parties`` from its two values. Raises ValueError for a value with an LF (only
+    a broken record from a peer can have one: the replica resnapshots)."""
+    if b"\n" in from_hdr or b"\n" in to_hdr:
+        raise ValueError("a From or To value with an LF")
+    return from_hdr + b"\n" + to_hdr
 
 
 #: a header parameter ``tag`` after the closing ">" of a name-addr (RFC 3261 §25.1: the
@@ -277,7 +303,8 @@ class DialogTable:
         """
         d = settings.dialogs
         self.external_timers = external_timers
-        #: ("arm", call_id, from_tag, deadline) / ("cancel", call_id, from_tag), in order
+        #: ("arm", key, deadline) / ("cancel", key), in order; ``key`` is the dialog's own
+        #: string (rule 8), so a timer client keyed by it holds no copy
         self.timer_ops: list[tuple[Any, ...]] = []
         self.default_lifetime_s = d.default_lifetime_s
         self.early_lifetime_s = d.early_lifetime_s
@@ -341,10 +368,10 @@ class DialogTable:
             return None
         dlg = Dialog()
         dlg.key, dlg.state, dlg.flags, dlg.deadline = key, State.UNCONFIRMED, 0, 0.0
-        dlg.from_hdr, dlg.to_hdr = req.from_.raw, req.to.raw
-        dlg.caller_target = target(req) or req.from_.uri.raw.encode("utf-8", "surrogateescape")
-        dlg.callee_target = b""
-        dlg.caller_route = b", ".join(req.header_values("record-route"))
+        dlg.parties = _join_parties(req.from_.raw, req.to.raw)
+        caller_target = target(req) or req.from_.uri.raw.encode("utf-8", "surrogateescape")
+        dlg.caller_target, dlg.callee_target = self._shared(caller_target), b""
+        dlg.caller_route = self._shared(b", ".join(req.header_values("record-route")))
         dlg.callee_route = b""
         dlg.invite_cseq = dlg.caller_cseq = req.cseq
         dlg.callee_cseq = 0
@@ -485,7 +512,7 @@ class DialogTable:
         if dlg is None:
             return None
         if dlg.deadline > now + FIRE_TOLERANCE_S:
-            self.timer_ops.append(("arm", call_id, from_tag, dlg.deadline))
+            self.timer_ops.append(("arm", dlg.key, dlg.deadline))
             return None
         byes = self.build_byes(dlg, via_for) if dlg.state == C else ()
         self._step(dlg, I.EXPIRE, now, wall, None, CALLER, by="proxy")
@@ -575,7 +602,8 @@ class DialogTable:
         if op == "f":
             dlg.callee, dlg.destination = self._frozen(args[0]), self._shared(args[1])
         elif op in ("e", "a"):
-            dlg.to_hdr, dlg.callee_target, dlg.callee_route = args[1:4]
+            dlg.to_hdr = args[1]
+            dlg.callee_target, dlg.callee_route = self._shared(args[2]), self._shared(args[3])
             if op == "a":
                 dlg.answer = args[4]
                 self._set_state(dlg, C)
@@ -583,10 +611,12 @@ class DialogTable:
             else:
                 self._set_state(dlg, E)
         elif op == "u":
-            dlg.flags, dlg.caller_cseq, dlg.callee_cseq, dlg.caller_target, dlg.callee_target = args
+            dlg.flags, dlg.caller_cseq, dlg.callee_cseq = args[:3]
+            dlg.caller_target, dlg.callee_target = self._shared(args[3]), self._shared(args[4])
         elif op == "r":
             self._arm(dlg, now + args[0] - wall)
-            dlg.caller_cseq, dlg.callee_cseq, dlg.caller_target, dlg.callee_target = args[1:]
+            dlg.caller_cseq, dlg.callee_cseq = args[1:3]
+            dlg.caller_target, dlg.callee_target = self._shared(args[3]), self._shared(args[4])
         elif op == "t":
             self._remove(dlg)
 
@@ -613,8 +643,9 @@ class DialogTable:
     def _learn_callee(self, dlg: Dialog, resp: Response, now: float, wall: float,
                       answered: bool) -> None:  # fmt: skip
         dlg.to_hdr = resp.to.raw
-        dlg.callee_target = target(resp) or resp.to.uri.raw.encode("utf-8", "surrogateescape")
-        dlg.callee_route = record_route_sides(resp, dlg.caller_route, self._is_us)
+        callee_target = target(resp) or resp.to.uri.raw.encode("utf-8", "surrogateescape")
+        dlg.callee_target = self._shared(callee_target)
+        dlg.callee_route = self._shared(record_route_sides(resp, dlg.caller_route, self._is_us))
         if not answered:
             self._delta("e", dlg, resp.to.tag, dlg.to_hdr, dlg.callee_target, dlg.callee_route)
             return
@@ -634,9 +665,9 @@ class DialogTable:
         if msg.cseq_method in ("INVITE", "UPDATE"):
             contact = target(msg)
             if contact is not None and sender == CALLER:
-                dlg.caller_target = contact
+                dlg.caller_target = self._shared(contact)
             elif contact is not None:
-                dlg.callee_target = contact
+                dlg.callee_target = self._shared(contact)
         args = (dlg.caller_cseq, dlg.callee_cseq, dlg.caller_target, dlg.callee_target)
         if refresh:
             self._arm(dlg, now + session_expires(msg))
@@ -670,7 +701,7 @@ class DialogTable:
         if self._table.pop(dlg.key, None) is None:
             return
         if self.external_timers:
-            self.timer_ops.append(("cancel", dlg.call_id, dlg.from_tag))
+            self.timer_ops.append(("cancel", dlg.key))
         self.profiles.remove(dlg.members)
         if dlg.state < C:
             self._pending -= 1
@@ -686,7 +717,7 @@ class DialogTable:
         later = 0 < dlg.deadline <= deadline
         dlg.deadline = deadline
         if self.external_timers:
-            self.timer_ops.append(("arm", dlg.call_id, dlg.from_tag, deadline))
+            self.timer_ops.append(("arm", dlg.key, deadline))
             return
         if later:
             return
@@ -717,11 +748,15 @@ class DialogTable:
 
     def _load(self, rec: list[Any], now: float, wall: float) -> None:
         dlg = Dialog()
-        (cid, ftag, _, state, dlg.flags, dlg.from_hdr, dlg.to_hdr,
-         dlg.caller_target, dlg.callee_target, dlg.caller_route, dlg.callee_route,
+        (cid, ftag, _, state, dlg.flags, from_hdr, to_hdr,
+         caller_target, callee_target, caller_route, callee_route,
          dlg.invite_cseq, dlg.caller_cseq, dlg.callee_cseq, caller, callee,
          source, destination, dlg.start, dlg.answer, deadline_wall,
          dlg.lifetime, dlg.route, members) = rec  # fmt: skip
+        dlg.parties = _join_parties(from_hdr, to_hdr)
+        share = self._shared
+        dlg.caller_target, dlg.callee_target = share(caller_target), share(callee_target)
+        dlg.caller_route, dlg.callee_route = share(caller_route), share(callee_route)
         key = cid + "\0" + ftag
         old = self._table.get(key)
         if old is not None:
@@ -753,8 +788,9 @@ class DialogTable:
             return value
         if held is not None:
             return held
-        if len(self._intern) < INTERN_MAX:
-            self._intern[value] = value
+        if len(self._intern) >= INTERN_MAX:
+            self._intern.clear()  # start over: what is held stays shared, new values share next
+        self._intern[value] = value
         return value
 
 

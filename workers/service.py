@@ -234,11 +234,14 @@ class Worker:
                 self._start_job(job)
         if core.dialogs is not None and core.dialogs.timer_ops and self.timers is not None:
             ops, core.dialogs.timer_ops = core.dialogs.timer_ops, []
-            for op in ops:
-                if op[0] == "arm":
-                    self.timers.arm(op[1], op[3], "dialog", op[2].encode("utf-8", "surrogateescape"))
-                else:
+            for op in ops:  # keyed by the dialog's key: Call-ID NUL From-tag (timers/wire.py)
+                if op[0] == "cancel":
                     self.timers.cancel(op[1])
+                    continue
+                try:
+                    self.timers.arm(op[1], op[2], "dialog")
+                except ValueError:  # a Call-ID past the wire's key limit: no lifetime timer
+                    self.meter.counters["drop_timer_key"] += 1
         if core.dialogs is not None and core.dialogs.cdrs:
             for cdr in core.dialogs.take_cdrs():
                 log.info("cdr", **cdr)
@@ -268,8 +271,10 @@ class Worker:
         outs: list[Out] = []
         for f in fired:
             if f.kind == "dialog":
-                tag = f.payload.decode("utf-8", "surrogateescape")
-                outs += self.stateful.dialog_expired(f.key, tag, now, wall)
+                call_id, nul, tag = f.key.partition("\0")
+                if not nul:  # armed by an older worker: keyed by the Call-ID, tag as payload
+                    tag = f.payload.decode("utf-8", "surrogateescape")
+                outs += self.stateful.dialog_expired(call_id, tag, now, wall)
         self._job_done_outs(outs)
         self.meter.add_busy(time.perf_counter() - t0)
 

@@ -13,6 +13,7 @@ import zmq
 
 from conf.workerset import WorkerSet
 from tests.timers.helpers import TestWorker, fast_settings, run, until
+from timers import wire
 from timers.service import TimerService
 
 
@@ -37,7 +38,7 @@ def _owner(key: str, workers: list[TestWorker]) -> str:
     ws = WorkerSet(1.0, 1)
     for w in workers:
         ws.heartbeat(w.ident, "", True, 0.0)
-    owner = ws.owner(key.encode())
+    owner = ws.owner(wire.owner_key(key))
     assert owner is not None
     return owner
 
@@ -72,8 +73,9 @@ def test_fires_once_after_deadline_cancel_and_refresh(
 
 
 def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -> None:
-    """Timers one worker armed fire to whichever worker owns each key now; the armer is told
-    and forgets them, so nothing is held twice."""
+    """Timers one worker armed fire to whichever worker owns each key now (a dialog's key,
+    Call-ID NUL From-tag, to the Call-ID's owner); the armer is told and forgets them, so
+    nothing is held twice."""
 
     async def body() -> None:
         settings = fast_settings(str(tmp_path))
@@ -81,7 +83,8 @@ def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -
         w1, w2 = TestWorker(ctx, settings, "worker.1"), TestWorker(ctx, settings, "worker.2")
         await _ready([w1, w2], [svc])
         deadline = time.monotonic() + 0.1
-        keys = [f"call-{i}@host" for i in range(200)]
+        keys = [f"call-{i}@host" for i in range(100)]
+        keys += [f"dlg-{i}@host\0tag-{i}" for i in range(100)]
         for k in keys:
             w1.timers.arm(k, deadline, "dialog")
         await until(lambda: len(w1.fired) + len(w2.fired) == len(keys))
@@ -89,6 +92,7 @@ def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -
         for w in (w1, w2):
             for f, _ in w.fired:
                 assert _owner(f.key, [w1, w2]) == w.ident and f.armer == w1.ident
+                assert _owner(f.key.partition("\0")[0], [w1, w2]) == w.ident
         assert w1.counts() + w2.counts() == Counter(keys)
         assert 0 < len(w2.fired) < len(keys)
         w1.close()

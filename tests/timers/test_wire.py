@@ -71,3 +71,9 @@ def test_good_arm_and_cancel() -> None:
     """An int deadline is fine (TOML-like widening); a cancel is [key, gen]."""
     assert wire.valid_arm(["k", 5, "dialog", b"", 1])
     assert wire.valid_cancel(["k", 1]) and not wire.valid_cancel(["k", "1"])
+
+
+def test_owner_key_is_the_text_before_the_first_nul() -> None:
+    """A dialog's key (Call-ID NUL From-tag) is owned as its Call-ID; other keys whole."""
+    assert wire.owner_key("a@b\0tag\0x") == b"a@b"
+    assert wire.owner_key("reg:alice@example.com") == b"reg:alice@example.com"

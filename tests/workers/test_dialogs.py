@@ -524,3 +524,37 @@ def test_keys_and_record_are_the_snapshot_one_by_one() -> None:
     t.receive_response(Call(2).response(200), T0, W0)
     assert [t.record(k, T0, W0) for k in t.keys()] == t.snapshot(T0, W0)
     assert t.record("nope\0x", T0, W0) is None
+
+
+def test_a_trunks_values_are_held_once() -> None:
+    """Calls from one caller to one callee share one object per target and route set (rule
+    8), in the table and in a replica restored from its snapshot; From and To read back as
+    they came."""
+    t = table()
+    calls = [Call(n, up=["<sip:edge.example.com;lr>"]) for n in range(3)]
+    for c in calls:
+        c.confirmed(t)
+    replica = table()
+    replica.restore(msgpack.unpackb(msgpack.packb(t.snapshot(T0, W0)), raw=False), T0, W0)
+    for tb in (t, replica):
+        dlgs = [tb.get(c.call_id, c.ftag) for c in calls]
+        assert all(d is not None for d in dlgs)
+        for name in ("caller_target", "callee_target", "caller_route", "callee_route"):
+            assert len({id(getattr(d, name)) for d in dlgs}) == 1, name
+        first = dlgs[0]
+        assert first is not None and first.caller_route == b"<sip:edge.example.com;lr>"
+        assert first.from_hdr == b"<sip:alice@example.com>;tag=a0"
+        assert first.to_hdr == b"<sip:bob@example.com>;tag=b0" and first.to_tag == "b0"
+
+
+def test_a_record_with_an_lf_in_from_or_to_is_refused() -> None:
+    """A header value never holds an LF; a peer's record that does is a broken stream
+    (ValueError, which the replica answers with a resnapshot), not a garbled dialog."""
+    t = table()
+    Call(1).confirmed(t)
+    (rec,) = t.snapshot(T0, W0)
+    for field in (5, 6):
+        bad = list(rec)
+        bad[field] = b"<sip:a@example.com>\n;tag=x"
+        with pytest.raises(ValueError):
+            table().restore([bad], T0, W0)

@@ -323,13 +323,13 @@ def test_dialog_lifetime_through_the_timer_service() -> None:
     link.from_uac(INVITE)
     link.from_uas(answer(last_down(link), 200))
     ops, p.dialogs.timer_ops = p.dialogs.timer_ops, []  # type: ignore[union-attr]
-    assert ops[-1] == ("arm", "call-1@10.0.0.1", "fromtag", 102.0)
+    assert ops[-1] == ("arm", "call-1@10.0.0.1\0fromtag", 102.0)
     assert p.next_deadline() != 102.0  # no heap of its own
     assert p.dialog_expired("call-1@10.0.0.1", "fromtag", 101.0, 0.0) == []
-    assert p.dialogs.timer_ops == [("arm", "call-1@10.0.0.1", "fromtag", 102.0)]  # type: ignore[union-attr]
+    assert p.dialogs.timer_ops == [("arm", "call-1@10.0.0.1\0fromtag", 102.0)]  # type: ignore[union-attr]
     outs = p.dialog_expired("call-1@10.0.0.1", "fromtag", 102.0, 0.0)
     byes = [parsed_req(d) for _, _, d in outs]
     assert [b.method for b in byes] == ["BYE", "BYE"]
     assert {m[1] for _, m, _ in outs} == {"10.0.0.1", "127.0.0.1"}
-    assert ("cancel", "call-1@10.0.0.1", "fromtag") in p.dialogs.timer_ops  # type: ignore[union-attr]
+    assert ("cancel", "call-1@10.0.0.1\0fromtag") in p.dialogs.timer_ops  # type: ignore[union-attr]
     assert p.dialog_expired("call-1@10.0.0.1", "fromtag", 103.0, 0.0) == []

@@ -18,6 +18,7 @@ Rules:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ingress.sip.message import Request, Response
@@ -49,7 +50,9 @@ def server_key(request: Request, method: str | None = None) -> ServerKey:
     via = request.vias[0]
     branch = via.branch
     if branch and branch.startswith(MAGIC):
-        return (branch, via.host.lower(), via.port, m)
+        # interned: a key lives as long as its transaction (32 s after a 2xx, RFC 6026), and
+        # every transaction from one peer then holds one host string, not one each (~58 B)
+        return (branch, sys.intern(via.host.lower()), via.port, m)
     return ("", request.uri.raw, request.from_.tag, request.call_id, request.cseq, via.raw, m)
 
 
