@@ -253,6 +253,9 @@ class Registrar:
     """Where bindings are kept: ``local://`` (the node's stateplane), ``redis://host:port/db``
     or ``memcached://host:port`` (``docs/cachedb.md``). Use a shared server when other nodes
     must find the same registrations."""
+    cachedb_slow_ms: float = field(default=100.0, metadata=_range(0, 60_000))
+    """A cacheDB call slower than this logs ``cachedb_slow`` (backend, op, milliseconds and
+    the Call-ID of the request that waited for it)."""
     near_cache_ttl_s: float = field(default=1.0, metadata=_range(0, 60))
     """Lookups may answer from a copy of an AOR's record this process read at most this long
     ago, so a change made through another process may be seen that late; 0 turns the near

@@ -63,7 +63,8 @@ class Worker:
         self.location: Location | None = None
         if stateful.registrar is not None:
             hosts = [lst.address for lst in settings.listen]
-            self.location = Location.open(settings.registrar, hosts, settings.node.run_dir)
+            self.location = Location.open(settings.registrar, hosts, settings.node.run_dir,
+                                          slow_ms=settings.registrar.cachedb_slow_ms)  # fmt: skip
         self._jobs: set[asyncio.Task[None]] = set()
         path = settings.dialogs.cdr_file
         self.cdr_writer = CdrWriter(path) if path and self.stateful is not None else None
@@ -310,6 +311,8 @@ class Worker:
 
     async def _run_job(self, job: Job) -> None:
         assert self.stateful is not None
+        # the job is a task of its own: what it logs (cachedb_slow, dns_slow) names its call
+        structlog.contextvars.bind_contextvars(call_id=job.request.call_id)
         t0 = time.perf_counter()
         try:
             self.stateful.wall = time.time()

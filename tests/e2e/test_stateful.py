@@ -173,3 +173,20 @@ def test_call_to_an_unknown_user_gets_404(start_node: StartNode, sink: tuple[int
     res = sipp_uac(node.port, "u1", 3, 3, tmp_path, scenario="uac_notfound", service="nobody")
     assert (res.successful, res.failed) == (3, 0), res.output
     assert not drained(sock)
+
+
+def test_slow_cachedb_calls_are_logged_with_the_call_id(start_node: StartNode,
+                                                        sink: tuple[int, socket.socket],
+                                                        tmp_path: Path) -> None:  # fmt: skip
+    """With ``[registrar] cachedb_slow_ms = 0`` every cacheDB call crosses the threshold: the
+    REGISTER's calls are logged as ``cachedb_slow`` with the backend, the operation, the time
+    and the REGISTER's Call-ID."""
+    dead, _ = sink
+    node = start_node(dead, "worker=1", REGISTRAR.replace(
+        "enabled = true", "enabled = true\ncachedb_slow_ms = 0"))  # fmt: skip
+    reg = sipp_uac(node.port, "u1", 1, 1, tmp_path, scenario="register", local_port=free_port())
+    assert (reg.successful, reg.failed) == (1, 0), reg.output
+    slow = node.proc.wait_events("cachedb_slow", 1)
+    assert slow, node.proc.text()[-2000:]
+    assert all(str(e["call_id"]).endswith("@127.0.0.1") and e["backend"] == "local"
+               and float(str(e["ms"])) >= 0 and e["op"] for e in slow), slow  # fmt: skip
