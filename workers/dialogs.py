@@ -740,7 +740,11 @@ class DialogTable:
         self.deltas.append(delta)
 
     def _record(self, d: Dialog, now: float, wall: float) -> list[Any]:
-        return [d.call_id, d.from_tag, d.to_tag, int(d.state), d.flags, d.from_hdr, d.to_hdr,
+        # each of key and parties split once (their properties would split them twice): a
+        # snapshot builds a million of these
+        cid, _, ftag = d.key.partition("\0")
+        from_hdr, _, to_hdr = d.parties.partition(b"\n")
+        return [cid, ftag, to_tag_of(to_hdr), int(d.state), d.flags, from_hdr, to_hdr,
                 d.caller_target, d.callee_target, d.caller_route, d.callee_route,
                 d.invite_cseq, d.caller_cseq, d.callee_cseq, d.caller, d.callee,
                 d.source, d.destination, d.start, d.answer, wall + d.deadline - now,
@@ -764,7 +768,8 @@ class DialogTable:
         dlg.key, dlg.state, dlg.deadline = key, _STATES[state], 0.0
         dlg.caller, dlg.callee = self._frozen(caller), self._frozen(callee)
         dlg.source, dlg.destination = self._shared(source), self._shared(destination)
-        dlg.members = self.profiles.intern(tuple((str(n), str(v)) for n, v in members))
+        dlg.members = self.profiles.intern(
+            tuple([(str(n), str(v)) for n, v in members])) if members else ()  # fmt: skip
         self.profiles.add(dlg.members)
         self._table[key] = dlg
         if dlg.state < C:
