@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit",
                                       "sync"])  # fmt: skip
     ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
+    ctl.add_argument("--list", type=int, default=0, metavar="N",
+                     help="dialogs: also list up to N live dialogs per worker, oldest first")
     ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
     ctl.set_defaults(fn=_ctl)
     _add_monitoring(sub)

@@ -4,6 +4,7 @@
                                the oldest queued message's wait; per pipe in --json)
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
+    sipline ctl dialogs --list N   and the N oldest live dialogs of each worker
     sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped (a
                                shared pipe: the others' count and the participants)
     sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
@@ -30,6 +31,7 @@ DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
                   "refused")  # fmt: skip
 _COUNTS = DIALOG_COLUMNS[1:]
+LIST_COLUMNS = ("call_id", "state", "proc", "source", "destination", "route", "profiles")
 PIKE_COLUMNS = ("src", "proc", "remaining_s", "dropped", "origin")
 RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "others",
                 "participants", "passed", "dropped")  # fmt: skip
@@ -39,7 +41,9 @@ def main(args: argparse.Namespace) -> int:
     settings = load_or_report(args.conf)
     if settings is None:
         return 2
-    replies, silent = ask(settings.node.run_dir, args.what, timeout_s=args.timeout)
+    listed = getattr(args, "list", 0) if args.what == "dialogs" else 0
+    replies, silent = ask(settings.node.run_dir, args.what, {"list": listed} if listed else None,
+                          timeout_s=args.timeout)  # fmt: skip
     if not replies:
         print(f"no process of node {settings.node.name!r} answered in {settings.node.run_dir}",
               file=sys.stderr)  # fmt: skip
@@ -70,6 +74,8 @@ def main(args: argparse.Namespace) -> int:
         print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
         for name, size in sorted(out["profiles"].items()):
             print(f"profile {name}: {size}")
+        if listed:
+            print(table(out["list"], LIST_COLUMNS) if out["list"] else "no live dialogs")
     elif args.what == "sync":
         for row in out:
             print(f"{row['proc']}: resnapshot asked of {', '.join(row['peers']) or 'no peer'}")
@@ -114,7 +120,9 @@ def dialogs(replies: list[dict[str, Any]]) -> dict[str, Any]:
                     merged[value] = merged.get(value, 0) + n
             else:
                 profiles[name] = profiles.get(name, 0) + size
-    return {"workers": rows, "node": node, "profiles": profiles}
+    listed = sorted((dict(row, proc=r["proc"]) for r in replies for row in r.get("list", ())),
+                    key=lambda row: row["start"])  # fmt: skip
+    return {"workers": rows, "node": node, "profiles": profiles, "list": listed}
 
 
 def pike(replies: list[dict[str, Any]]) -> dict[str, Any]:

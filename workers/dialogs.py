@@ -543,6 +543,17 @@ class DialogTable:
         return {"node": self.node, "active": len(self._table), "early": self._pending,
                 **self.counters, "profiles": self.profiles.view()}  # fmt: skip
 
+    def listing(self, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` live dialogs for an operator (OpenSIPS ``dlg_list``), oldest first
+        by start; what identifies the call and where it stands, not what builds its BYEs."""
+        rows = []
+        for d in sorted(self._table.values(), key=lambda d: d.start)[:max(0, limit)]:
+            rows.append({"call_id": d.call_id, "from_tag": d.from_tag, "to_tag": d.to_tag,
+                         "state": d.state.name.lower(), "start": d.start, "answer": d.answer,
+                         "source": d.source, "destination": d.destination, "route": d.route,
+                         "profiles": ["/".join(m) if m[1] else m[0] for m in d.members]})  # fmt: skip
+        return rows
+
     def profile_sizes(self) -> dict[str, int | dict[str, int]]:
         """Every profile's size (``sipline ctl``): a count, or ``{value: count}``."""
         return self.profiles.view()

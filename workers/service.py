@@ -36,6 +36,8 @@ from workers.registrar import Source
 from workers.routing import RoutingTable
 from workers.stateful import Job, StatefulProxy
 
+#: dialogs one worker lists for ``sipline ctl dialogs --list`` at most (one control reply)
+MAX_LISTED = 10_000
 #: cacheDB jobs (REGISTERs, lookups) one worker runs at once; past it requests get 503
 MAX_JOBS = 4096
 
@@ -161,11 +163,15 @@ class Worker:
         if self.rate_share is not None:
             self.rate_share.tick(self.loop.time())
 
-    def _ctl_dialogs(self, _: dict[str, Any]) -> dict[str, Any]:
+    def _ctl_dialogs(self, args: dict[str, Any]) -> dict[str, Any]:
         core = self.stateful
         if core is None or core.dialogs is None:
             return {"dialogs": None}
-        return {"dialogs": core.dialogs.stats()}
+        out: dict[str, Any] = {"dialogs": core.dialogs.stats()}
+        limit = args.get("list")
+        if isinstance(limit, int) and limit > 0:
+            out["list"] = core.dialogs.listing(min(limit, MAX_LISTED))
+        return out
 
     def _owns(self, call_id: str) -> bool:
         owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))

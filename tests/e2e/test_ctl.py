@@ -54,8 +54,8 @@ def responder() -> Iterator[int]:
     sock.close()
 
 
-def ctl(conf: Path, what: str) -> dict[str, object]:
-    done = subprocess.run([f"{VENV_BIN}/sipline", "ctl", what, "--json"], env=env_for(conf),
+def ctl(conf: Path, what: str, *extra: str) -> dict[str, object]:
+    done = subprocess.run([f"{VENV_BIN}/sipline", "ctl", what, "--json", *extra], env=env_for(conf),
                           capture_output=True, text=True, timeout=20, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)  # type: ignore[no-any-return]

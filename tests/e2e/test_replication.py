@@ -79,6 +79,10 @@ def test_backup_replicates_live_dialogs_and_a_late_joiner_syncs(
         assert poll(lambda: live_dialogs(a) == CALLS, 10), f"A holds {live_dialogs(a)} dialogs"
         assert poll(lambda: replicated(b, "node-a") == CALLS, 5), stateplane(b)
         assert stateplane(a)["owned"] == CALLS
+        listed = ctl(a.conf, "dialogs", "--list", "100")["dialogs"]["list"]  # type: ignore[index]
+        assert len(listed) == CALLS and {d["state"] for d in listed} == {"confirmed"}, listed
+        assert {str(d["proc"]).split("-")[0] for d in listed} <= {"worker.1", "worker.2"}
+        assert len({d["call_id"] for d in listed}) == CALLS
 
         def lag_samples() -> int:  # a "c" and an "a" per call, over the stats intervals
             return sum(int(e["lag"]["node-a"]["updates"])  # type: ignore[index]
