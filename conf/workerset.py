@@ -35,6 +35,15 @@ class WorkerSet:
         self._ring: tuple[tuple[int, str], ...] = ()
         self._timeout = heartbeat_s * liveness
 
+    @classmethod
+    def fixed(cls, endpoints: dict[str, str]) -> WorkerSet:
+        """These workers (``{ident: endpoint}``, as ``sockets.live_endpoints`` finds them), for
+        owner lookups without heartbeats: nothing in it ever expires."""
+        ws = cls(1.0, 1)
+        for ident, ep in endpoints.items():
+            ws.heartbeat(ident, ep, True, 0.0)
+        return ws
+
     def __len__(self) -> int:
         return len(self._workers)
 

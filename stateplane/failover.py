@@ -59,9 +59,7 @@ ADOPT_RETRY_S = 5.0
 
 def by_owner(records: list[list[Any]], workers: dict[str, str]) -> dict[str, list[list[Any]]]:
     """Rule 2: the records each live worker owns, by the ingresses' hash of the Call-ID."""
-    ring = WorkerSet(1.0, 1)
-    for ident, ep in workers.items():
-        ring.heartbeat(ident, ep, True, 0.0)
+    ring = WorkerSet.fixed(workers)
     out: dict[str, list[list[Any]]] = {}
     for rec in records:
         owner = ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
@@ -87,7 +85,6 @@ class Failover:
                                        now=now) for addr, role in roles.items()}  # fmt: skip
         self.publish_hugz = publish_hugz
         self.counters: Counter[str] = Counter()
-        self.took_over_at: float | None = None
         self.last_peer_hugz = now
         #: the peer's node name and replica table once heard (set by the replication adapter)
         self.peer_table: Callable[[], tuple[str, DialogTable] | None] = lambda: None
@@ -156,7 +153,6 @@ class Failover:
 
     def _take_over(self, now: float) -> None:
         """Rule 2."""
-        self.took_over_at = now
         peer = self.peer_table()
         silent_s = now - self.last_peer_hugz
         if peer is None or not len(peer[1]):

@@ -60,7 +60,6 @@ class Persistence:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._fd = -1
         self.since_snapshot = 0
-        self.snapshotting = False
 
     # -- start-up ----------------------------------------------------------------------------
 
@@ -122,35 +121,31 @@ class Persistence:
     def snapshot(self, table: DialogTable, epoch: int, seq: int, now: float,
                  wall: float) -> Iterator[None]:  # fmt: skip
         """Rules 2-3: yields between chunks; the caller steps it once per loop turn."""
-        self.snapshotting = True
-        try:
-            old, cur = self.dir / (JOURNAL + ".old"), self.dir / JOURNAL
-            if old.exists():  # a compaction cut short before us: keep its entries too
-                with old.open("ab") as dst, cur.open("rb") as src:
-                    shutil.copyfileobj(src, dst)
-                    dst.flush()
-                    os.fsync(dst.fileno())
-                cur.unlink()
-            else:
-                os.replace(cur, old)
-            os.close(self._fd)
-            self.open_journal()
-            self.since_snapshot = 0
-            keys = table.keys()
-            tmp = self.dir / (SNAPSHOT + ".tmp")
-            pack = msgpack.Packer(use_bin_type=True).pack
-            with tmp.open("wb") as f:
-                f.write(pack([VERSION, epoch, seq, len(keys)]))
-                for start in range(0, len(keys), CHUNK_RECORDS):
-                    recs = (table.record(k, now, wall) for k in keys[start : start + CHUNK_RECORDS])
-                    f.write(b"".join(pack(r) for r in recs if r is not None))
-                    yield
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.dir / SNAPSHOT)
-            (self.dir / (JOURNAL + ".old")).unlink(missing_ok=True)
-        finally:
-            self.snapshotting = False
+        old, cur = self.dir / (JOURNAL + ".old"), self.dir / JOURNAL
+        if old.exists():  # a compaction cut short before us: keep its entries too
+            with old.open("ab") as dst, cur.open("rb") as src:
+                shutil.copyfileobj(src, dst)
+                dst.flush()
+                os.fsync(dst.fileno())
+            cur.unlink()
+        else:
+            os.replace(cur, old)
+        os.close(self._fd)
+        self.open_journal()
+        self.since_snapshot = 0
+        keys = table.keys()
+        tmp = self.dir / (SNAPSHOT + ".tmp")
+        pack = msgpack.Packer(use_bin_type=True).pack
+        with tmp.open("wb") as f:
+            f.write(pack([VERSION, epoch, seq, len(keys)]))
+            for start in range(0, len(keys), CHUNK_RECORDS):
+                recs = (table.record(k, now, wall) for k in keys[start : start + CHUNK_RECORDS])
+                f.write(b"".join(pack(r) for r in recs if r is not None))
+                yield
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.dir / SNAPSHOT)
+        old.unlink(missing_ok=True)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -157,7 +157,6 @@ class Replication:
             return
         now, wall = self.loop.time(), time.time()
         self.mirror.restore(r.records, now, wall)  # what peers snapshot from now
-        r.records = self.mirror.snapshot(now, wall)  # the deadlines as of now
 
     def _restore_tick(self, now: float) -> None:
         """Hand the restored dialogs to the workers once their set has settled."""
@@ -231,10 +230,8 @@ class Replication:
     def _end_sweep(self, worker: str, seen: set[str], wall: float) -> list[list[Any]]:
         """The dialogs we hold for ``worker`` that its resync did not name ended unseen:
         remove them, and tell the peers ("t", cause ``lost``)."""
-        ring = WorkerSet(1.0, 1)
-        for ident, ep in sockets.live_endpoints(self.settings.node.run_dir, "worker").items():
-            ring.heartbeat(ident, ep, True, 0.0)
-        ring.heartbeat(worker, "", True, 0.0)
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        ring = WorkerSet.fixed({**live, worker: live.get(worker, "")})
         now, gone, keys = self.loop.time(), [], self.mirror.keys()
         for key in keys:
             cid, _, ftag = key.partition("\0")

@@ -77,5 +77,9 @@ class SharedLimits:
         if sender != self.ident:
             self.share.receive(sender, node, full, entries, self.clock())
 
+    def stats(self) -> dict[str, int]:
+        return {"members": len(self.mesh.members), "senders": len(self.share.senders),
+                "bad_frames": self.bad_frames, "dropped": self.mesh.dropped}  # fmt: skip
+
     def close(self) -> None:
         self.mesh.close()

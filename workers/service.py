@@ -52,7 +52,7 @@ class Worker:
         self.meter = LoadMeter(self.loop.time())
         #: the node's workers as this one sees them in the run directory: probe answers come
         #: back to the owner of their Call-ID, so probes use Call-IDs this worker owns
-        self.peers = WorkerSet(1.0, 1000)
+        self.peers = WorkerSet.fixed({})
         self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
@@ -149,6 +149,8 @@ class Worker:
                 out["timers"] = {"armed": len(self.timers), **self.timers.counters}
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
+            if self.limits is not None:
+                out["limits"] = self.limits.stats()
         return out
 
     def _ctl_ratelimit(self, _: dict[str, Any]) -> dict[str, Any]:
@@ -183,10 +185,7 @@ class Worker:
         found.setdefault(self.worker_id, "")
         if set(found) == set(self.peers.idents):
             return
-        peers = WorkerSet(1.0, 1000)
-        for ident, ep in found.items():
-            peers.heartbeat(ident, ep, True, 0.0)
-        self.peers = peers
+        self.peers = WorkerSet.fixed(found)
         self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
 
     def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
