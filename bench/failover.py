@@ -196,7 +196,7 @@ def kill_tree(group: Group, p: subprocess.Popen[Any]) -> float:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
-            pass
+            pass  # it exited between the listing and the kill
     p.wait(timeout=5)
     group.procs.remove(p)
     return t

@@ -12,7 +12,7 @@ import pytest
 
 from .conftest import StartNode
 from .node import Node, Proc, UacRun, assert_clean_stop, free_port, sipp_uac
-from .test_dialogs import cdrs
+from .test_dialogs import cdrs, dialogs
 from .test_replication import live_dialogs, poll, stateplane
 
 pytestmark = pytest.mark.e2e
@@ -24,15 +24,7 @@ CALLS = 20
 
 def pair_config(role: str, peer: Path | str, cdr_file: Path, extra: str = "",
                 bind: str = "") -> str:  # fmt: skip
-    return f"""
-[proxy]
-mode = "stateful"
-
-[dialogs]
-enabled = true
-cdr_file = "{cdr_file}"
-{extra}
-
+    return dialogs(cdr_file, extra) + f"""
 [stateplane]
 replicate = true
 role = "{role}"
@@ -131,23 +123,37 @@ def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_p
     assert not (tmp_path / "a.cdr").exists() or not cdrs(tmp_path / "a.cdr")
 
 
+def calls_across_takeover(a: Node, b: Node, vport: int, tmp_path: Path, replicated: str,
+                          scenario: str = "uac", extra: tuple[str, ...] = (),
+                          timeout_s: float = 60) -> list[dict[str, object]]:  # fmt: skip
+    """CALLS calls to the virtual address; once B's replica of A holds them (all ``early`` or
+    all answered), A dies and B takes over; every call must succeed; B's CDRs."""
+
+    def held() -> bool:
+        r = replica_of_a(b)
+        return r.get("early") == CALLS if replicated == "early" else (
+            r.get("dialogs") == CALLS and r.get("early") == 0)  # fmt: skip
+
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=timeout_s, host=VIRTUAL,
+                       scenario=scenario, extra=extra)  # fmt: skip
+    try:
+        assert poll(held, 10), replica_of_a(b)
+        take_over(a, b, CALLS)
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    b.stop()  # flushes the CDR writers
+    return cdrs(tmp_path / "b.cdr")
+
+
 def test_backup_takes_over_ringing_calls(start_node: StartNode, uas: Uas,
                                          tmp_path: Path) -> None:  # fmt: skip
     """20 calls still ringing (the callee answers 5 s after its 180) when A dies: the 200s
     reach the callers through B, ACK and BYE go through B, and B writes 20 answered CDRs."""
     dport, _ = uas("u1", "uas_ring_long")
     a, b, vport = start_pair(start_node, tmp_path, dport)
-    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
-                       extra=("-d", "1000"))  # fmt: skip
-    try:
-        assert poll(lambda: replica_of_a(b).get("early") == CALLS, 10), replica_of_a(b)
-        take_over(a, b, CALLS)
-        res = run.wait()
-    finally:
-        run.kill()
-    assert (res.successful, res.failed) == (CALLS, 0), res.output
-    b.stop()
-    rows = cdrs(tmp_path / "b.cdr")
+    rows = calls_across_takeover(a, b, vport, tmp_path, "early", extra=("-d", "1000"))
     assert len(rows) == CALLS and {r["cause"] for r in rows} == {"bye"}, rows
     assert all(r["answer"] for r in rows), rows
 
@@ -158,18 +164,8 @@ def test_backup_expires_taken_over_calls(start_node: StartNode, uas: Uas,
     fires the lifetimes A armed, and B sends the BYEs to both sides (CDR cause expired)."""
     dport, _ = uas("u1", "uas_rr")
     a, b, vport = start_pair(start_node, tmp_path, dport, "default_lifetime_s = 4")
-    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=30, host=VIRTUAL,
-                       scenario="uac_wait_bye")  # fmt: skip
-    try:
-        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
-                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
-        take_over(a, b, CALLS)
-        res = run.wait()
-    finally:
-        run.kill()
-    assert (res.successful, res.failed) == (CALLS, 0), res.output
-    b.stop()
-    rows = cdrs(tmp_path / "b.cdr")
+    rows = calls_across_takeover(a, b, vport, tmp_path, "answered", scenario="uac_wait_bye",
+                                 timeout_s=30)  # fmt: skip
     assert len(rows) == CALLS and {r["cause"] for r in rows} == {"expired"}, rows
     assert all(3500 <= int(str(r["talk_ms"])) <= 8000 for r in rows), rows
 
