@@ -114,18 +114,21 @@ class VirtualListeners:
             self.loop.create_task(self._do_bind(todo))
 
     async def _do_bind(self, addrs: list[str]) -> None:
+        failed = False
         try:
             for addr in addrs:
                 try:
                     await self._bind(addr)
-                except OSError as exc:  # not (yet) ours: tried again on the next beat
+                except OSError as exc:  # not (yet) ours: tried again at the next heartbeat
                     log.error("virtual_bind_failed", address=addr, error=str(exc))
+                    failed = True
                     continue
                 self.hold.held.add(addr)
                 log.info("virtual_bound", address=addr)
         finally:
             self._busy = False
-        self.check()
+        if not failed:  # the role may have changed meanwhile; a failure waits for the beat
+            self.check()
 
     def close(self) -> None:
         if self._fence is not None:
