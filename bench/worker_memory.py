@@ -201,7 +201,7 @@ def structures(w: Worker) -> dict[str, Any]:
         "dialog intern table": lambda: [d._intern],
         "dialog profiles": lambda: [d.profiles],
         "TimerClient armed set": lambda: [w.timers._armed],
-        "transactions (servers, clients, heap)": lambda: [core.table._servers,
+        "transactions (servers, clients, heap, held)": lambda: [core.table._servers, core.table._held,
                                                           core.table._clients, core.table._heap],
         "Timer C heap": lambda: [core._timer_c],
     }

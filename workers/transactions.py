@@ -49,7 +49,7 @@ from workers.txn.server import (
     ServerTransaction,
     new_server,
 )
-from workers.txn.table import TransactionTable
+from workers.txn.table import Held, TransactionTable
 from workers.txn.timers import DEFAULT_TIMERS, TimerConfig
 
 __all__ = [
@@ -57,6 +57,7 @@ __all__ = [
     "CancelReceived",
     "ClientTransaction",
     "Event",
+    "Held",
     "Input",
     "InvalidTransition",
     "InviteClientTransaction",

@@ -15,6 +15,7 @@ from ingress.sip.serialize import build_response
 from workers.proxy import Out, StatelessProxy
 from workers.routing import RoutingTable
 from workers.stateful import StatefulProxy
+from workers.transactions import Held
 
 from .helpers import inbound, parsed_req, parsed_resp, request, settings
 
@@ -118,6 +119,31 @@ def test_provisional_and_2xx_go_upstream_without_our_via() -> None:
     up = [parsed_resp(d) for d in link.up]
     assert [r.status for r in up] == [100, 180, 200]
     assert all(len(r.vias) == 1 and r.vias[0].host == "10.0.0.1" for r in up[1:])
+
+
+def test_answered_invite_is_held_compactly_for_timers_l_and_m() -> None:
+    """Rule 9: after the 200 the call's two transactions are one ``Held`` and the context is
+    gone; a retransmitted 200 still goes upstream without our Via, a retransmitted INVITE
+    is absorbed, the ACK goes on, and 64*T1 later nothing is left."""
+    link = Link(make())
+    link.from_uac(INVITE)
+    fwd = last_down(link)
+    link.from_uas(answer(fwd, 200, "OK"))
+    assert link.take_up() == [100, 200]
+    held = {id(v): v for v in (*link.p.table._servers.values(), *link.p.table._clients.values())}
+    assert len(link.p.table) == 2 and [type(v) for v in held.values()] == [Held]
+    link.from_uas(answer(fwd, 200, "OK"))
+    up = [parsed_resp(d) for d in link.up]
+    assert [r.status for r in up] == [200] and len(up[0].vias) == 1
+    link.up.clear()
+    link.from_uac(INVITE)
+    assert link.take_up() == [] and link.take_down() == [(UAS1, "INVITE")]
+    link.from_uac(request("ACK", "sip:bob@127.0.0.1:5999", to_tag="uas", cseq_method="ACK"))
+    assert link.take_down() == [(UAS1, "INVITE"), (UAS1, "ACK")]
+    link.advance(31.9)
+    assert len(link.p.table) == 2
+    link.advance(32.1)
+    assert len(link.p.table) == 0 and link.p.table.next_deadline() is None
 
 
 def test_non_2xx_final_is_acked_hop_by_hop() -> None:

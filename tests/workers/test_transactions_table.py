@@ -14,6 +14,7 @@ from tests.workers.test_transactions_msgs import request, request_bytes, respons
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,
+    Held,
     InvalidTransition,
     RequestReceived,
     ResponseReceived,
@@ -396,3 +397,95 @@ def test_table_random_traffic(ops: list[tuple[float, str, int, int, bool]]) -> N
         assert sum(isinstance(e, Terminated) for e in evs) == 1
         timeouts = [e for e in evs if isinstance(e, TimedOut)]
         assert len(timeouts) <= 1
+
+
+def answered(t: TransactionTable, i: int = 1, now: float = 0.0) -> tuple[ServerTransaction,
+                                                                        ClientTransaction]:
+    """An upstream INVITE forwarded downstream and answered 200 both ways, at ``now``."""
+    st_ = t.receive_request(upstream(branch=f"z9hG4bK-up{i}"), reliable=False, now=now)
+    assert isinstance(st_, ServerTransaction)
+    ct = t.send_request(downstream(branch=f"z9hG4bK-dn{i}"), branch=f"z9hG4bK-dn{i}",
+                        method="INVITE", reliable=False, now=now)  # fmt: skip
+    t.receive_response(response(downstream(branch=f"z9hG4bK-dn{i}"), 200), now)
+    t.respond(st_, b"SIP/2.0 200 OK\r\n\r\n", 200, now)
+    drain(t)
+    assert st_.state is State.ACCEPTED and ct.state is State.ACCEPTED
+    return st_, ct
+
+
+class TestHeld:
+    """Rule 7: an answered INVITE's pair in Accepted, folded into one ``Held``."""
+
+    def test_hold_serves_what_accepted_serves(self) -> None:
+        t = TransactionTable()
+        st_, ct = answered(t)
+        held = t.hold(st_, ct)
+        assert isinstance(held, Held) and held.dest is st_.dest
+        assert t.server(st_.key) is held and t.client("z9hG4bK-dn1", "INVITE") is held
+        assert len(t) == 2
+        # a retransmitted INVITE is absorbed: nothing sent, nothing passed up
+        assert t.receive_request(upstream(branch="z9hG4bK-up1"), reliable=False, now=1) is held
+        assert drain(t) == []
+        # the ACK comes back as an Accepted INVITE's: the TU lets it through
+        got = t.receive_request(upstream("ACK", branch="z9hG4bK-up1", to_tag="uas1"),
+                                reliable=False, now=1)  # fmt: skip
+        assert got is held and got.state is State.ACCEPTED and drain(t) == []
+        # a retransmitted 2xx goes up for the TU to forward; a late 1xx or final does not
+        retx = response(downstream(branch="z9hG4bK-dn1"), 200)
+        assert t.receive_response(retx, 2) is held
+        assert [(txn, e.response) for txn, e in drain(t)] == [(held, retx)]
+        for status in (180, 486):
+            assert t.receive_response(response(downstream(branch="z9hG4bK-dn1"), status), 2)
+            assert drain(t) == []
+        # a CANCEL is answered by its own transaction, and cancels nothing
+        cancel = t.receive_request(upstream("CANCEL", branch="z9hG4bK-up1"), reliable=True,
+                                   now=3)  # fmt: skip
+        assert isinstance(cancel, ServerTransaction)
+        assert [type(e) for _, e in drain(t)] == [RequestReceived]
+        assert t.invite_for(upstream("CANCEL", branch="z9hG4bK-up1")) is held
+
+    def test_expires_with_timers_l_and_m_once(self) -> None:
+        t = TransactionTable()
+        st_, ct = answered(t, now=1.0)
+        t.hold(st_, ct)
+        assert t.next_deadline() == pytest.approx(33.0)  # 1 + 64*T1
+        assert t.handle_timer(32.9) == 0 and len(t) == 2
+        assert t.handle_timer(33.0) == 1
+        assert len(t) == 0 and t.next_deadline() is None and drain(t) == []
+        assert t.receive_response(response(downstream(), 200), 34) is None  # a stray now
+
+    def test_fifo_respects_the_batch_and_the_heap(self) -> None:
+        """Holds expire oldest first within ``timer_batch``; heap timers still fire."""
+        t = TransactionTable(timer_batch=2)
+        for i in range(3):
+            t.hold(*answered(t, i, now=float(i)))
+        other = t.send_request(downstream("OPTIONS", "z9hG4bK-o"), branch="z9hG4bK-o",
+                               method="OPTIONS", reliable=False, now=31.0)  # fmt: skip
+        assert t.next_deadline() == pytest.approx(31.5)  # Timer E before the first hold
+        assert t.handle_timer(40.0) == 2  # Timer E and the first hold
+        assert len(t) == 5
+        assert t.next_deadline() < 40.0  # cut short: the rest is due
+        assert t.handle_timer(40.0) == 2 and len(t) == 1 and other.state is State.TRYING
+
+    def test_refused_unless_both_accepted_and_filed(self) -> None:
+        t = TransactionTable()
+        st_ = t.receive_request(upstream(), reliable=False, now=0)
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE",
+                            reliable=False, now=0)  # fmt: skip
+        assert isinstance(st_, ServerTransaction)
+        assert t.hold(st_, ct) is None  # neither answered
+        t.receive_response(response(downstream(), 200), 0)
+        assert t.hold(st_, ct) is None  # the server side has not sent the 2xx
+        t.respond(st_, b"SIP/2.0 200 OK\r\n\r\n", 200, 0)
+        held = t.hold(st_, ct)
+        assert held is not None and t.hold(st_, ct) is None  # only once
+
+    def test_detached_transactions_still_send_and_are_not_filed(self) -> None:
+        """The TU's own objects keep working after the hold, outside the table."""
+        t = TransactionTable()
+        st_, ct = answered(t)
+        held = t.hold(st_, ct)
+        heap = len(t._heap)
+        t.respond(st_, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)  # another fork's 2xx, say
+        assert [(txn, type(e)) for txn, e in drain(t)] == [(st_, Transmit)]
+        assert len(t._heap) == heap and t.server(st_.key) is held

@@ -30,6 +30,13 @@ Rules:
 6. ``handle_timer(now)`` fires at most ``timer_batch`` due transactions per call, earliest
    first, and returns how many fired; the caller re-arms for ``next_deadline()`` (which is
    already past when a batch was cut short) so one busy tick cannot starve the event loop.
+7. ``hold(server, client)``: once a proxied INVITE's server and client transactions are both
+   in Accepted (RFC 6026), all either can still do for Timers L and M (64*T1) is absorb a
+   retransmitted INVITE, let an ACK through, pass a retransmitted 2xx up and end. The pair
+   is then one ``Held`` under both keys (~90 B instead of ~1.2 KB with the TU's context: a
+   stateful proxy holds one per call set up in the last 32 s). Every hold lasts the same
+   64*T1, so they expire from a FIFO, not the heap. The TU's objects for the pair are
+   detached: inputs through them still run, but the table no longer files them.
 """
 
 from __future__ import annotations
@@ -37,11 +44,11 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import Any
+from typing import Any, ClassVar
 
 from ingress.sip.message import Request, Response
 from workers.txn.client import ClientTransaction, new_client
-from workers.txn.events import Event, TableFull
+from workers.txn.events import Event, ResponseReceived, TableFull
 from workers.txn.keys import ClientKey, ServerKey, response_key, server_key
 from workers.txn.machine import State, Transaction
 from workers.txn.server import ServerTransaction, new_server
@@ -55,6 +62,24 @@ DEFAULT_MAX_TRANSACTIONS = 65536
 DEFAULT_TIMER_BATCH = 256
 #: Methods that may use the reserve (rule 4).
 RESERVED_METHODS = frozenset({"CANCEL", "BYE"})
+
+
+class Held:
+    """What is left of a proxied INVITE answered 2xx while Timers L and M run (rule 7): its
+    server key, client key, where the server side sends, and when both end. It reads as an
+    Accepted INVITE transaction to the TU (``state``, ``is_invite``, ``dest``, no context)."""
+
+    __slots__ = ("ckey", "dest", "skey", "until")
+    state: ClassVar[State] = State.ACCEPTED
+    is_invite: ClassVar[bool] = True
+    context: ClassVar[None] = None
+    _heap_at: ClassVar[None] = None  # never in the heap: a stale entry for its key is skipped
+
+    def __init__(self, skey: ServerKey, ckey: ClientKey, dest: Any, until: float) -> None:
+        self.skey, self.ckey, self.dest, self.until = skey, ckey, dest, until
+
+    def __repr__(self) -> str:
+        return f"<held INVITE {self.skey!r} {self.ckey!r}>"
 
 
 class TransactionTable:
@@ -80,8 +105,9 @@ class TransactionTable:
             raise ValueError("reserve must be in [0, max_transactions)")
         self.timer_batch = timer_batch
         self.send_trying = send_trying
-        self._clients: dict[ClientKey, ClientTransaction] = {}
-        self._servers: dict[ServerKey, ServerTransaction] = {}
+        self._clients: dict[ClientKey, ClientTransaction | Held] = {}
+        self._servers: dict[ServerKey, ServerTransaction | Held] = {}
+        self._held: deque[Held] = deque()  # oldest first: every hold lasts 64*T1 (rule 7)
         self._heap: list[tuple[float, int, dict[Any, Any], Any]] = []
         self._seq = itertools.count()
         self._events: deque[tuple[Transaction, Event]] = deque()
@@ -119,15 +145,20 @@ class TransactionTable:
             raise TableFull("transaction table full")
         txn = new_client(data, branch=branch, method=method, reliable=reliable,
                          timers=self.timers, dest=dest, context=context)  # fmt: skip
-        self._clients[key] = txn
+        self._clients[txn.key] = txn
         self._run(txn, txn.start, now)
         return txn
 
-    def receive_response(self, response: Response, now: float) -> ClientTransaction | None:
+    def receive_response(
+        self, response: Response, now: float
+    ) -> ClientTransaction | Held | None:
         """Feed a response to its client transaction; None when none matches (rule 2)."""
         key = response_key(response)
         txn = self._clients.get(key) if key is not None else None
-        if txn is not None:
+        if isinstance(txn, Held):
+            if 200 <= response.status < 300:  # RFC 6026 §7.2: up, for the TU to forward
+                self._events.append((txn, ResponseReceived(response)))  # type: ignore[arg-type]
+        elif txn is not None:
             self._run(txn, txn.receive_response, response, now)
         return txn
 
@@ -135,7 +166,7 @@ class TransactionTable:
         """Ask to cancel a client INVITE transaction (``SendCancel`` follows when allowed)."""
         self._run(txn, txn.cancel, now)
 
-    def client(self, branch: str, method: str) -> ClientTransaction | None:
+    def client(self, branch: str, method: str) -> ClientTransaction | Held | None:
         return self._clients.get((branch, method))
 
     # -- server side -------------------------------------------------------------------------
@@ -148,8 +179,8 @@ class TransactionTable:
         now: float,
         dest: Any = None,
         context: Any = None,
-    ) -> ServerTransaction | None:
-        """Match a request to its server transaction, or create one (rules 2-4).
+    ) -> ServerTransaction | Held | None:
+        """Match a request to its server transaction, or create one (rules 2-4, 7).
 
         Returns:
             The transaction the request went to; None for an ACK that matched nothing.
@@ -159,6 +190,8 @@ class TransactionTable:
         """
         key = server_key(request)
         txn = self._servers.get(key)
+        if isinstance(txn, Held):
+            return txn  # a retransmitted INVITE absorbed, an ACK for the TU to let through
         if request.method == "ACK":
             if txn is not None and txn.is_invite:
                 self._run(txn, txn.receive_ack, request, now)
@@ -179,11 +212,11 @@ class TransactionTable:
         self._run(txn, txn.start, now)
         if request.method == "CANCEL":
             invite = self.invite_for(request)
-            if invite is not None:
+            if invite is not None and not isinstance(invite, Held):  # too late for a held one
                 self._run(invite, invite.receive_cancel, request, now)
         return txn
 
-    def invite_for(self, cancel: Request) -> ServerTransaction | None:
+    def invite_for(self, cancel: Request) -> ServerTransaction | Held | None:
         """The live INVITE server transaction a CANCEL cancels (§9.2), or None."""
         txn = self._servers.get(server_key(cancel, "INVITE"))
         return txn if txn is not None and txn.is_invite else None
@@ -196,8 +229,26 @@ class TransactionTable:
         """
         self._run(txn, txn.respond, data, status, now)
 
-    def server(self, key: ServerKey) -> ServerTransaction | None:
+    def server(self, key: ServerKey) -> ServerTransaction | Held | None:
         return self._servers.get(key)
+
+    def hold(self, server: ServerTransaction, client: ClientTransaction) -> Held | None:
+        """Fold an answered INVITE's two Accepted transactions into one ``Held`` (rule 7).
+
+        Returns:
+            The ``Held``; None (nothing changed) unless both are Accepted INVITEs that live
+            in this table.
+        """
+        if not (server.is_invite and client.is_invite and server.state is State.ACCEPTED
+                and client.state is State.ACCEPTED and self._servers.get(server.key) is server
+                and self._clients.get(client.key) is client):  # fmt: skip
+            return None
+        until = max(server._wait_at, client._wait_at)
+        held = Held(server.key, client.key, server.dest, until)
+        self._servers[held.skey] = self._clients[held.ckey] = held
+        server._heap_at = client._heap_at = None  # their heap entries are stale now
+        self._held.append(held)
+        return held
 
     # -- both --------------------------------------------------------------------------------
 
@@ -210,17 +261,18 @@ class TransactionTable:
 
     def next_deadline(self) -> float | None:
         """The earliest timer of any transaction, or None (exact: stale tops are settled)."""
+        held = self._held[0].until if self._held else None
         heap = self._heap
         while heap:
             at, _, book, key = heap[0]
             txn = book.get(key)
             if txn is not None and txn._heap_at == at:
                 if txn.next_deadline() == at:
-                    return at
+                    return at if held is None or at < held else held
                 self._resettle(txn, book)  # its timer moved later or stopped (rule 5)
             else:
                 heapq.heappop(heap)
-        return None
+        return held
 
     def handle_timer(self, now: float, limit: int | None = None) -> int:
         """Fire the timers due at ``now``, at most ``limit`` (default ``timer_batch``) transactions.
@@ -246,6 +298,14 @@ class TransactionTable:
                 continue
             fired += 1
             self._run(txn, txn.handle_timer, now)
+        held, servers, clients = self._held, self._servers, self._clients
+        while held and fired < budget and held[0].until <= now:
+            h = held.popleft()  # Timers L and M (rule 7)
+            if servers.get(h.skey) is h:
+                del servers[h.skey]
+            if clients.get(h.ckey) is h:
+                del clients[h.ckey]
+            fired += 1
         return fired
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -267,10 +327,11 @@ class TransactionTable:
         book: dict[Any, Any] = (
             self._clients if isinstance(txn, ClientTransaction) else self._servers
         )
+        if book.get(txn.key) is not txn:
+            return  # detached by ``hold`` (rule 7), or already dropped
         if txn.state is State.TERMINATED:
             txn._heap_at = None
-            if book.get(txn.key) is txn:
-                del book[txn.key]
+            del book[txn.key]
             return
         self._schedule(txn, book)
 
