@@ -43,7 +43,10 @@ KIND_TIMER = b"\x01TIMER"
 KIND_DELTAS = b"\x01DLT"
 #: dialogs a worker takes over after a failover: [node they came from, records]
 KIND_ADOPT = b"\x01ADOPT"
-KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT})
+#: a failback: hand back the dialogs reached on these addresses: [our node, [address, ...]]
+KIND_RELEASE = b"\x01RELEASE"
+KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
+                   KIND_RELEASE})  # fmt: skip
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -127,6 +130,15 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and isinstance(header[1], list)
             and all(isinstance(d, list) for d in header[1])
             and all(not p for p in payloads)
+        )
+    elif kind == KIND_RELEASE:
+        ok = (
+            isinstance(header, list)
+            and len(header) == 2
+            and isinstance(header[0], str)
+            and isinstance(header[1], list)
+            and all(isinstance(a, str) for a in header[1])
+            and n == 0
         )
     elif kind == KIND_TIMER:
         ok = (

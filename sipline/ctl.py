@@ -10,6 +10,8 @@
     sipline ctl pike           sources pike blocks, per ingress (docs/protection.md)
     sipline ctl sync           the state plane asks every peer for a whole new snapshot
                                (OpenSIPS dlg_db_sync; docs/stateplane.md)
+    sipline ctl failback       hand the virtual addresses this node holds as backup, and
+                               their calls, back to the peer (docs/failover.md)
 
 ``stats`` of the state plane carries its replication: dialogs it publishes and, per peer,
 the dialogs it replicates (``--json``; the table shows them as ``replica <peer>`` lines).
@@ -60,6 +62,8 @@ def main(args: argparse.Namespace) -> int:
         out = [{**row, "proc": r["proc"]} for r in replies for row in r.get("ratelimit", ())]
     elif args.what == "sync":  # only state planes know the verb; the others' refusals go
         out = [{"proc": r["proc"], "peers": r["sync"]} for r in replies if r.get("ok")]
+    elif args.what == "failback":
+        out = [{"proc": r["proc"], "addresses": r["failback"]} for r in replies if r.get("ok")]
     if args.json:
         print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
     elif args.what == "destinations":
@@ -79,6 +83,9 @@ def main(args: argparse.Namespace) -> int:
     elif args.what == "sync":
         for row in out:
             print(f"{row['proc']}: resnapshot asked of {', '.join(row['peers']) or 'no peer'}")
+    elif args.what == "failback":
+        for row in out:
+            print(f"{row['proc']}: handed back {', '.join(row['addresses']) or 'nothing'}")
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
                                                        "transactions", "queued_out",

@@ -26,6 +26,11 @@ Rules:
    ``(epoch, node)`` activates.
 5. Two nodes configured alike (two primaries, two backups) is a configuration fault:
    reported (``fault``), nothing changes; an operator must fix it.
+6. Failback is asked for, never automatic (the Guide's rule against flapping): ``HAND_BACK``
+   takes an ``ACTIVE`` node that is configured ``BACKUP`` back to ``BACKUP``, as if it had
+   just started (effect ``hand_back``: release the address and its dialogs). The peer, passive,
+   hears ``backup`` and activates as it does for a restarted active; we then hear it active
+   and go passive. A configured primary, or a node that is not active, ignores the input.
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ class Input(enum.Enum):
     PEER_PASSIVE = "peer_passive"
     PEER_EXPIRED = "peer_expired"
     CLIENT_REQUEST = "client_request"
+    HAND_BACK = "hand_back"  # an operator's failback (rule 6)
 
 
 class Effect(enum.Enum):
@@ -59,6 +65,7 @@ class Effect(enum.Enum):
     SPLIT_BRAIN = "split_brain"  # dual active: rule 4 picks who yields
     DUAL_PASSIVE = "dual_passive"  # nobody active: rule 4 picks who activates
     FAULT = "fault"  # rule 5
+    HAND_BACK = "hand_back"  # rule 6: release the address and its dialogs to the peer
 
 
 #: missed heartbeat intervals after which the peer is expired (the Guide's choice)
@@ -90,6 +97,10 @@ TRANSITIONS: dict[tuple[State, Input], tuple[Effect, State]] = {
     (S.PASSIVE, I.PEER_PASSIVE): (E.DUAL_PASSIVE, S.PASSIVE),  # or ACTIVE for the winner
     (S.PASSIVE, I.PEER_EXPIRED): (E.ACTIVATE, S.ACTIVE),  # takeover (rule 3)
     (S.PASSIVE, I.CLIENT_REQUEST): (E.REJECT, S.PASSIVE),
+    (S.PRIMARY, I.HAND_BACK): (E.NONE, S.PRIMARY),
+    (S.BACKUP, I.HAND_BACK): (E.NONE, S.BACKUP),
+    (S.ACTIVE, I.HAND_BACK): (E.HAND_BACK, S.BACKUP),  # a configured primary: NONE (rule 6)
+    (S.PASSIVE, I.HAND_BACK): (E.NONE, S.PASSIVE),
 }
 del S, I, E
 
@@ -124,6 +135,7 @@ class BinaryStar:
         if role not in (State.PRIMARY, State.BACKUP):
             raise ValueError(f"a node starts as primary or backup, not {role.value}")
         self.state: State = role
+        self.role = role  # as configured
         self.node = node
         self.epoch = epoch
         self.heartbeat_s = heartbeat_s
@@ -148,6 +160,10 @@ class BinaryStar:
             self.handle_timer(now)
         return self._step(Input.CLIENT_REQUEST)
 
+    def hand_back(self) -> Transition:
+        """Rule 6: an operator's failback."""
+        return self._step(Input.HAND_BACK)
+
     def next_timer(self) -> float:
         return float("inf") if self.peer_expired else self.peer_expiry
 
@@ -160,6 +176,8 @@ class BinaryStar:
 
     def _step(self, inp: Input) -> Transition:
         effect, nxt = TRANSITIONS[(self.state, inp)]
+        if effect is Effect.HAND_BACK and (self.role is not State.BACKUP or self.peer_expired):
+            effect, nxt = Effect.NONE, self.state  # rule 6: a primary keeps it; nobody to take it
         yields = False
         if effect in (Effect.SPLIT_BRAIN, Effect.DUAL_PASSIVE):
             mine, peer = (self.epoch, self.node), self.peer or (-1, "")

@@ -26,9 +26,16 @@ Rules:
    until ``ADOPT_RETRY_S``; past it the dialogs are lost and counted (a worker that takes no
    input for seconds during a takeover has failed too).
 6. A ``standby`` address (the peer's, in active/active) is taken only over the peer: a node
-   that starts alone does not serve it (so the peer gets it when it starts). There is no
-   failback: once taken over, the address stays with us until we stop (Binary Star's rule
-   against flapping); the restarted peer waits passive for it.
+   that starts alone does not serve it (so the peer gets it when it starts). Once taken over,
+   the address stays with us until we stop or an operator asks for the failback (Binary
+   Star's rule against flapping); the restarted peer waits passive for it.
+7. Failback (``sipline ctl failback``, ``bstar.py`` rule 6): every address we hold as its
+   configured backup, with the peer alive, goes back to backup: our HUGZ says so first, then
+   every worker is told to hand back the dialogs reached on those addresses (``RELEASE``:
+   removed without a CDR, a "t" delta each, timers and profile counts with them). The peer
+   activates on that HUGZ and, the peer being alive, adopts from its replica of us only the
+   dialogs of that address (rule 2 takes them all only when the peer expired). Our PUB
+   carries the HUGZ before the workers' "t" deltas, so the peer adopts before it hears them.
 """
 
 from __future__ import annotations
@@ -45,9 +52,17 @@ import zmq
 from conf import envelope as env
 from conf import sockets
 from conf.workerset import WorkerSet
-from stateplane.bstar import BinaryStar, Effect, State, Transition, decode_roles, encode_roles
+from stateplane.bstar import (
+    BinaryStar,
+    Effect,
+    Input,
+    State,
+    Transition,
+    decode_roles,
+    encode_roles,
+)
 from stateplane.updates import Hugz
-from workers.dialogs import DialogTable
+from workers.dialogs import RECORD, DialogTable, on_address
 
 log = structlog.get_logger()
 
@@ -79,7 +94,7 @@ class Failover:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], run_dir: str,
                  roles: dict[str, str], node: str, epoch: int, heartbeat_s: float, now: float,
                  publish_hugz: Callable[[], None], standby: frozenset[str] = frozenset()) -> None:  # fmt: skip
-        self.ctx, self.run_dir = ctx, run_dir
+        self.ctx, self.run_dir, self.node = ctx, run_dir, node
         self.standby = standby
         self.stars = {addr: BinaryStar(State(role), node, epoch, heartbeat_s=heartbeat_s,
                                        now=now) for addr, role in roles.items()}  # fmt: skip
@@ -124,7 +139,7 @@ class Failover:
 
     def tick(self, now: float) -> None:
         for addr, star in self.stars.items():
-            if addr in self.standby and star.state is State.BACKUP:
+            if addr in self.standby and star.state is State.BACKUP and star.peer is None:
                 continue  # rule 6: never the peer's address alone, only by a takeover
             t = star.handle_timer(now)
             if t is not None:
@@ -144,15 +159,29 @@ class Failover:
         elif t.before is not t.state:
             log.warning("failover_role", **fields)
         if t.before is State.PASSIVE and t.state is State.ACTIVE:
-            self._take_over(now)
+            self._take_over(now, None if t.input is Input.PEER_EXPIRED else addr)
         if t.before is not t.state:
             self.on_role(addr, t.before, t.state)
             self.publish_hugz()  # rule 1
 
+    def failback(self, now: float) -> list[str]:
+        """Rule 7: hand back what we hold as backup; the addresses handed back."""
+        handed = []
+        for addr, star in self.stars.items():
+            t = star.hand_back()
+            if t.effect is Effect.HAND_BACK:
+                handed.append(addr)
+                self._act(addr, t, now)  # publishes our HUGZ before the workers' deltas
+        if handed:
+            self.counters["failbacks"] += len(handed)
+            self.adopter.release(self.node, handed, now)
+            log.warning("failover_failback", addresses=handed, peer=self.stars[handed[0]].peer)
+        return handed
+
     # -- takeover ----------------------------------------------------------------------------
 
-    def _take_over(self, now: float) -> None:
-        """Rule 2."""
+    def _take_over(self, now: float, address: str | None) -> None:
+        """Rule 2; ``address`` set: the peer is alive and hands that one back (rule 7)."""
         peer = self.peer_table()
         silent_s = now - self.last_peer_hugz
         if peer is None or not len(peer[1]):
@@ -161,9 +190,15 @@ class Failover:
         node, table = peer
         wall = time.time()
         records = table.snapshot(now, wall)
-        table.restore([], now, wall)
+        if address is None:
+            table.restore([], now, wall)
+        else:
+            i_caller = RECORD.index("caller")
+            records = [r for r in records if on_address(r[i_caller], address)]
+            for r in records:
+                table.apply(["t", r[0], r[1]], now, wall)
         workers, lost = self.adopter.hand_over(node, records, now)
-        log.warning("failover_takeover", dialogs=len(records), workers=workers,
+        log.warning("failover_takeover", dialogs=len(records), workers=workers, address=address,
                     silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
@@ -200,6 +235,15 @@ class Adopter:
         self.counters["adopt_lost"] += lost
         self._send_queue()
         return len(groups), lost
+
+    def release(self, node: str, addresses: list[str], now: float) -> int:
+        """Tell every live worker to hand back the dialogs reached on ``addresses`` (rule 7)."""
+        workers = sockets.live_endpoints(self.run_dir, "worker")
+        frames = env.pack(env.KIND_RELEASE, [node, addresses])
+        for ep in workers.values():
+            self._queue.append((ep, frames, 0, now + ADOPT_RETRY_S))
+        self._send_queue()
+        return len(workers)
 
     def _send_queue(self) -> None:
         """Rule 5."""

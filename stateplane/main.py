@@ -1,7 +1,7 @@
 """``sipline stateplane``: the node's stateplane process: it serves the embedded key-value
 store that ``local://`` cacheDB clients on this node share, and, with ``[stateplane]
 replicate`` or ``peers``, dialog replication (``stateplane/replication.py``); it answers
-``sipline ctl stats`` and ``sync`` on its control socket.
+``sipline ctl stats``, ``sync`` and ``failback`` on its control socket.
 
 Rules:
 1. ``KvServer`` is the thin adapter (aioquic ``asyncio/protocol.py``): it binds one ROUTER at
@@ -143,6 +143,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         "stats": lambda _: {"role": "stateplane", "kv": server.stats(),
                             "stateplane": repl.stats() if repl is not None else None},
         "sync": lambda _: {"sync": repl.resync() if repl is not None else []},
+        "failback": lambda _: {"failback": repl.failback() if repl is not None else []},
     })  # fmt: skip
     if repl is not None:
         log.info("replication_ready", epoch=repl.publisher.epoch, peers=sp.peers,

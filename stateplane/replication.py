@@ -352,6 +352,10 @@ class Replication:
             peer.resync()
         return [p.run_dir for p in self.peers if p.replica is not None]
 
+    def failback(self) -> list[str]:
+        """``sipline ctl failback``: the addresses handed back to the peer (failover.py rule 7)."""
+        return self.failover.failback(self.loop.time()) if self.failover is not None else []
+
     def stats(self) -> dict[str, Any]:
         p = self.publisher
         return {"node": p.node, "epoch": p.epoch, "seq": p.seq, "owned": len(self.mirror),

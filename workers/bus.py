@@ -48,6 +48,7 @@ class IngressBus:
         meter: LoadMeter,
         on_timer: OnTimer | None = None,
         on_adopt: OnAdopt | None = None,
+        on_release: OnAdopt | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
@@ -59,6 +60,7 @@ class IngressBus:
         self._pipes: dict[str, PushPipe] = {}
         self._on_timer = on_timer
         self._on_adopt = on_adopt
+        self._on_release = on_release
         self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
@@ -105,6 +107,8 @@ class IngressBus:
             self._on_timer(env.header, env.payloads)
         elif env.kind == envelope.KIND_ADOPT and self._on_adopt is not None:
             self._on_adopt(env.header)
+        elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
+            self._on_release(env.header)
 
     def _connect(self, ingress: str, ep: str) -> PushPipe:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)

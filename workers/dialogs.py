@@ -49,6 +49,7 @@ from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from conf.envelope import OUT_LOCAL_IP
 from conf.settings import Settings
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_name_addr
@@ -261,6 +262,15 @@ RECORD = (
 )  # fmt: skip
 
 
+def on_address(side: Any, address: str) -> bool:
+    """Whether a dialog side, as the proxy keeps it (``(ingress, out meta)``), was reached on
+    our local ``address``."""
+    try:
+        return bool(side[1][OUT_LOCAL_IP] == address)
+    except (TypeError, IndexError):
+        return False
+
+
 @dataclass(frozen=True, slots=True)
 class Bye:
     """A BYE to send for an expired dialog: to ``side``, at ``dest`` (what the proxy handed
@@ -323,7 +333,7 @@ class DialogTable:
         self.deltas: list[list[Any]] = []
         self.counters: dict[str, int] = {
             "processed": 0, "expired": 0, "failed": 0, "cancelled": 0, "timeout": 0,
-            "refused": 0, "ended": 0, "deltas_dropped": 0, "adopted": 0,
+            "refused": 0, "ended": 0, "deltas_dropped": 0, "adopted": 0, "handed_back": 0,
         }  # fmt: skip
 
     def __len__(self) -> int:
@@ -599,6 +609,18 @@ class DialogTable:
                 self._push(["c", *rec])
         self.counters["adopted"] += n
         return n
+
+    def release(self, address: str, wall: float) -> int:
+        """Hand back the dialogs whose caller reached us on ``address`` (a failback: the peer
+        that owns the address adopts them from its replica of us, docs/failover.md): each
+        leaves the table with its timer and profile counts, without a CDR, and a "t" delta
+        with cause ``handed_back`` tells the replicas. Returns the count."""
+        gone = [d for d in self._table.values() if on_address(d.caller, address)]
+        for dlg in gone:
+            self._remove(dlg)
+            self._delta("t", dlg, "handed_back", "", wall)
+        self.counters["handed_back"] += len(gone)
+        return len(gone)
 
     def apply(self, delta: list[Any], now: float, wall: float) -> None:
         """Apply a delta another table emitted (a replica: no CDR, no delta of its own)."""

@@ -104,7 +104,7 @@ class Worker:
             self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
-                              on_adopt=self._on_adopt)  # fmt: skip
+                              on_adopt=self._on_adopt, on_release=self._on_release)  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
@@ -303,6 +303,17 @@ class Worker:
         if self.limits is not None:  # its workers' counts are ours now, never twice
             self.limits.forget_node(header[0])
         log.info("dialogs_adopted", peer=header[0], dialogs=n)
+        self._after_core()
+
+    def _on_release(self, header: list[Any]) -> None:
+        """A failback (docs/failover.md): the dialogs reached on these addresses go back to
+        the peer that owns them, which adopts them from its replica of us."""
+        core = self.stateful
+        if core is None or core.dialogs is None:
+            return
+        wall = time.time()
+        n = sum(core.dialogs.release(addr, wall) for addr in header[1])
+        log.info("dialogs_handed_back", addresses=header[1], dialogs=n)
         self._after_core()
 
     def _start_job(self, job: Job) -> None:

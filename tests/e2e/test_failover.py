@@ -13,6 +13,7 @@ import pytest
 from .conftest import StartNode
 from .node import Node, Proc, UacRun, assert_clean_stop, free_port, sipp_uac
 from .test_dialogs import cdrs, dialogs
+from .test_ctl import ctl
 from .test_replication import live_dialogs, poll, stateplane
 
 pytestmark = pytest.mark.e2e
@@ -255,3 +256,64 @@ def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, u
     a.stop()
     rows = cdrs(tmp_path / "a.cdr")
     assert len(rows) == CALLS + 5 and {r["cause"] for r in rows} == {"bye"}, rows
+
+
+def test_failback_hands_the_restarted_nodes_address_and_calls_back(
+        start_node: StartNode, uas: Uas, tmp_path: Path) -> None:  # fmt: skip
+    """Active/active: B dies and A takes B's address (127.0.0.11) and calls; B is started
+    again and waits passive; ``sipline ctl failback`` on A hands the address back: B binds
+    it and adopts exactly the calls reached on it, A keeps its own; every call then ends with
+    its BYE served (B's through B), one CDR each, none twice."""
+    dport, _ = uas("u1")
+    vport, vb = free_port(), "127.0.0.11"
+    run_a, run_b = tmp_path / "run0", tmp_path / "run1"
+    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr"),
+                   name="node-a", listen_first=virtual_listen(vport)
+                   + virtual_listen(vport, vb, standby=True))  # fmt: skip
+    assert len(a.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1
+    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr"),
+                   name="node-b", listen_first=virtual_listen(vport, vb)
+                   + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
+    assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, vb) == "active", 5)
+    half = CALLS // 2
+    on_a = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=VIRTUAL,
+                        extra=("-d", "16000"))  # fmt: skip
+    on_b = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=vb,
+                        extra=("-d", "16000"))  # fmt: skip
+    again = None
+    try:
+        assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
+                    and stateplane(a)["replicas"].get("node-b", {}).get("dialogs") == half,
+                    10)  # fmt: skip
+        b.kill()
+        (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=5)
+        assert ev["dialogs"] == half and ev["address"] is None, ev  # the peer died: all
+        assert poll(lambda: role_of(a, vb) == "active" and live_dialogs(a) == CALLS, 5)
+        again = Node.start(b.conf, b.run_dir, b.port, "worker=2")
+        assert poll(lambda: role_of(again, vb) == role_of(again, VIRTUAL) == "passive"
+                    and (stateplane(again)["replicas"].get("node-a", {}).get("dialogs")
+                         == CALLS), 10)  # fmt: skip
+        assert role_of(a, vb) == "active"  # no failback by itself
+        out = ctl(a.conf, "failback")["failback"]
+        assert out == [{"proc": out[0]["proc"], "addresses": [vb]}], out  # type: ignore[index]
+        (back,) = again.proc.wait_events("failover_takeover", 1, timeout_s=5)
+        assert back["dialogs"] == half and back["address"] == vb, back
+        assert poll(lambda: role_of(a, vb) == "passive" and role_of(again, vb) == "active"
+                    and role_of(a, VIRTUAL) == "active"
+                    and live_dialogs(a) == live_dialogs(again) == half, 5)  # fmt: skip
+        handed = a.proc.events("dialogs_handed_back")
+        assert sum(int(str(e["dialogs"])) for e in handed) == half, handed
+        assert again.proc.events("virtual_bound")
+        res_a, res_b = on_a.wait(), on_b.wait()
+    finally:
+        on_a.kill()
+        on_b.kill()
+        if again is not None:
+            again.stop()
+    assert (res_a.successful, res_a.failed) == (half, 0), res_a.output
+    assert (res_b.successful, res_b.failed) == (half, 0), res_b.output
+    a.stop()
+    rows_a, rows_b = cdrs(tmp_path / "a.cdr"), cdrs(tmp_path / "b.cdr")
+    assert (len(rows_a), len(rows_b)) == (half, half), (rows_a, rows_b)
+    assert len({r["call_id"] for r in rows_a + rows_b}) == CALLS
+    assert {r["cause"] for r in rows_a + rows_b} == {"bye"}

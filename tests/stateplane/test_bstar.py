@@ -31,6 +31,8 @@ def machine(state: State, node: str = "b", epoch: int = 1) -> BinaryStar:
 def feed(m: BinaryStar, inp: Input, peer: tuple[int, str], now: float) -> object:
     if inp is Input.PEER_EXPIRED:
         return m.handle_timer(now + EXPIRY_HEARTBEATS * HB)
+    if inp is Input.HAND_BACK:
+        return m.hand_back()
     if inp is Input.CLIENT_REQUEST:
         return m.client_request(now)
     return m.receive_heartbeat(PEER_STATE[inp], peer[0], peer[1], now)
@@ -126,3 +128,39 @@ def test_lone_node_activates_and_bad_role() -> None:
     assert tr is not None and tr.state is State.ACTIVE
     with pytest.raises(ValueError):
         BinaryStar(State.ACTIVE, "b", 1, heartbeat_s=HB, now=0.0)
+
+
+def exchange(a: BinaryStar, b: BinaryStar, now: float, rounds: int = 3) -> float:
+    for _ in range(rounds):
+        now += HB
+        for me, peer in ((a, b), (b, a)):
+            state, epoch, node = peer.heartbeat()
+            me.receive_heartbeat(State(state), epoch, node, now)
+    return now
+
+
+def test_failback_hands_the_address_back_to_the_restarted_primary() -> None:
+    """Rule 6: the backup took over; the primary came back passive; on the operator's word
+    the backup goes back to backup and the primary activates, then the backup is passive."""
+    p, b, now = start_pair()
+    now += (EXPIRY_HEARTBEATS + 1) * HB
+    assert b.handle_timer(now).effect is Effect.ACTIVATE  # type: ignore[union-attr]
+    p = BinaryStar(State.PRIMARY, "a", 12, heartbeat_s=HB, now=now)  # restarted
+    now = exchange(p, b, now, 1)
+    assert (p.state, b.state) == (State.PASSIVE, State.ACTIVE)  # no failback by itself
+    now = exchange(p, b, now)
+    assert (p.state, b.state) == (State.PASSIVE, State.ACTIVE)
+    tr = b.hand_back()
+    assert (tr.effect, b.state) == (Effect.HAND_BACK, State.BACKUP)
+    now = exchange(p, b, now, 1)
+    assert (p.state, b.state) == (State.ACTIVE, State.PASSIVE)
+    assert b.hand_back().effect is Effect.NONE and b.state is State.PASSIVE
+
+
+def test_failback_is_refused_by_a_primary_and_without_a_peer() -> None:
+    p, b, now = start_pair()
+    assert p.hand_back().effect is Effect.NONE and p.state is State.ACTIVE
+    now += (EXPIRY_HEARTBEATS + 1) * HB
+    b.handle_timer(now)
+    assert b.state is State.ACTIVE and b.peer_expired
+    assert b.hand_back().effect is Effect.NONE and b.state is State.ACTIVE  # nobody to take it

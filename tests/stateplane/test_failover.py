@@ -237,3 +237,104 @@ def test_a_heartbeat_with_a_bad_role_is_refused_on_the_wire() -> None:
         except UpdateError:
             continue
         raise AssertionError(bad)
+
+
+def on(records: list[list[Any]], address: str, n: int) -> list[list[Any]]:
+    """``records`` with the first ``n`` callers reached on our ``address``."""
+    i = RECORD.index("caller")
+    for rec in records[:n]:
+        meta = list(rec[i][1])
+        meta[env.OUT_LOCAL_IP] = address
+        rec[i] = (rec[i][0], tuple(meta))
+    return records
+
+
+def test_release_hands_back_the_dialogs_of_one_address_without_cdrs() -> None:
+    """A failback on the worker (rule 7): the dialogs reached on the address leave with
+    their timers and profile counts, a "t" delta each and no CDR; the others stay."""
+    now, wall = T0 + 10, W0 + 10
+    records = on(replicated_calls(answered=3, ringing=1).snapshot(now, wall), "127.0.0.11", 2)
+    worker = DialogTable(dialog_settings(profiles=TRUNK), external_timers=True)
+    worker.adopt(records, now, wall)
+    worker.take_deltas()
+    worker.timer_ops.clear()
+    assert worker.release("127.0.0.11", wall) == 2
+    assert len(worker) == 2 and worker.profile_sizes() == {"trunk": 2}
+    assert worker.take_cdrs() == [] and worker.counters["handed_back"] == 2
+    deltas = worker.take_deltas()
+    assert [(d[0], d[3]) for d in deltas] == [("t", "handed_back")] * 2
+    assert {(d[1], d[2]) for d in deltas} == {(r[0], r[1]) for r in records[:2]}
+    assert sorted(op[0] for op in worker.timer_ops) == ["cancel", "cancel"]
+    assert worker.release("127.0.0.11", wall) == 0
+
+
+def test_failback_releases_then_the_peer_adopts_only_that_address(tmp_path: Path) -> None:
+    """Active/active, rule 7: A holds B's address after B died; B is back; A's failback
+    says ``backup`` for it and tells A's workers to release; B, passive, activates on that
+    heartbeat and adopts from its replica of A only the dialogs reached on that address."""
+    asyncio.run(_failback(tmp_path))
+
+
+async def _failback(tmp_path: Path) -> None:
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    va, vb = "127.0.0.10", "127.0.0.11"
+    pulls = {}
+    for side in ("a", "b"):
+        (tmp_path / side).mkdir()
+        ident = f"worker.{side}-{os.getpid()}"
+        ep = sockets.endpoint(str(tmp_path / side), "worker", ident)
+        pulls[side] = sockets.bind_pull(ctx, ep, 1000)
+
+    async def envelopes(side: str, count: int) -> list[env.Envelope]:
+        got: list[env.Envelope] = []
+        for _ in range(300):
+            try:
+                got.append(env.unpack(pulls[side].recv_multipart(zmq.NOBLOCK)))
+            except zmq.Again:
+                if len(got) >= count:
+                    return got
+                await asyncio.sleep(0.01)  # polling step: the PUSH connects asynchronously
+        return got
+
+    now = asyncio.get_running_loop().time()
+    a = Failover(ctx, str(tmp_path / "a"), {va: "primary", vb: "backup"}, "node-a", 1, 0.1, now,
+                 lambda: None, frozenset({vb}))  # fmt: skip
+    wall = W0 + 10
+    replica = DialogTable(dialog_settings(profiles=TRUNK), emit_deltas=False)
+    replica.restore(on(replicated_calls(answered=3, ringing=1).snapshot(now, wall), vb, 2),
+                    now, wall)  # fmt: skip
+    b = Failover(ctx, str(tmp_path / "b"), {vb: "primary", va: "backup"}, "node-b", 2, 0.1, now,
+                 lambda: None, frozenset({va}))  # fmt: skip
+    b.peer_table = lambda: ("node-a", replica)
+    try:
+        a.peer_hugz(Hugz("node-b", 1, 0, f"{va}=backup,{vb}=primary"), now)
+        a.peer_hugz(Hugz("node-b", 1, 0, f"{va}=passive,{vb}=active"), now + 0.05)
+        a.tick(now + 0.3)  # B died: A takes its address
+        assert decode_roles(a.role) == {va: "active", vb: "active"}
+        assert a.failback(now + 0.3) == []  # nobody to hand it to
+        a.peer_hugz(Hugz("node-b", 2, 0, f"{va}=backup,{vb}=primary"), now + 0.4)  # B is back
+        assert decode_roles(a.role) == {va: "active", vb: "active"}  # and waits
+        assert a.failback(now + 0.4) == [vb]
+        assert decode_roles(a.role) == {va: "active", vb: "backup"}
+        (rel,) = await envelopes("a", 1)
+        assert rel.kind == env.KIND_RELEASE and rel.header == ["node-a", [vb]]
+        assert a.stats()["failbacks"] == 1
+
+        b.peer_hugz(Hugz("node-a", 1, 0, f"{va}=active,{vb}=active"), now)
+        assert decode_roles(b.role) == {va: "passive", vb: "passive"}
+        b.peer_hugz(Hugz("node-a", 1, 0, a.role), now + 0.45)
+        assert decode_roles(b.role) == {va: "passive", vb: "active"}
+        adopted = await envelopes("b", 1)
+        assert [e.kind for e in adopted] == [env.KIND_ADOPT]
+        assert len(adopted[0].header[1]) == 2 and len(replica) == 2  # A's own calls stay
+        assert all(r[RECORD.index("caller")][1][env.OUT_LOCAL_IP] == vb
+                   for r in adopted[0].header[1])  # fmt: skip
+
+        a.peer_hugz(Hugz("node-b", 2, 0, b.role), now + 0.5)
+        assert decode_roles(a.role) == {va: "active", vb: "passive"}
+    finally:
+        a.close()
+        b.close()
+        for pull in pulls.values():
+            pull.close(linger=0)
+        ctx.term()
