@@ -33,8 +33,9 @@ Rules:
    configured backup, with the peer alive, goes back to backup: our HUGZ says so first, then
    every worker is told to hand back the dialogs reached on those addresses (``RELEASE``:
    removed without a CDR, a "t" delta each, timers and profile counts with them). The peer
-   activates on that HUGZ and, the peer being alive, adopts from its replica of us only the
-   dialogs of that address (rule 2 takes them all only when the peer expired). Our PUB
+   activates on that HUGZ and, we being alive (the same epoch), adopts from its replica of us
+   only the dialogs of that address (rule 2 takes them all when the peer expired or came
+   back with a new epoch, its calls lost). Our PUB
    carries the HUGZ before the workers' "t" deltas, so the peer adopts before it hears them.
 """
 
@@ -135,7 +136,10 @@ class Failover:
                 self._fault("the peer does not pair this virtual address", peer=msg.node,
                             address=addr, role=msg.role)  # fmt: skip
                 continue
-            self._act(addr, star.receive_heartbeat(peer_state, msg.epoch, msg.node, now), now)
+            known = star.peer
+            t = star.receive_heartbeat(peer_state, msg.epoch, msg.node, now)
+            # a new epoch is a restarted peer, its calls lost: a takeover then adopts them all
+            self._act(addr, t, now, whole=known is not None and known[0] != msg.epoch)
 
     def tick(self, now: float) -> None:
         for addr, star in self.stars.items():
@@ -145,7 +149,7 @@ class Failover:
             if t is not None:
                 self._act(addr, t, now)
 
-    def _act(self, addr: str, t: Transition, now: float) -> None:
+    def _act(self, addr: str, t: Transition, now: float, whole: bool = True) -> None:
         if t.effect is Effect.NONE and t.before is t.state:
             return
         fields = {"address": addr, "before": t.before.value, "role": t.state.value,
@@ -159,7 +163,8 @@ class Failover:
         elif t.before is not t.state:
             log.warning("failover_role", **fields)
         if t.before is State.PASSIVE and t.state is State.ACTIVE:
-            self._take_over(now, None if t.input is Input.PEER_EXPIRED else addr)
+            alive = t.input is not Input.PEER_EXPIRED and not whole
+            self._take_over(now, addr if alive else None)
         if t.before is not t.state:
             self.on_role(addr, t.before, t.state)
             self.publish_hugz()  # rule 1

@@ -12,8 +12,8 @@ import pytest
 
 from .conftest import StartNode
 from .node import Node, Proc, UacRun, assert_clean_stop, free_port, sipp_uac
-from .test_dialogs import cdrs, dialogs
 from .test_ctl import ctl
+from .test_dialogs import cdrs, dialogs
 from .test_replication import live_dialogs, poll, stateplane
 
 pytestmark = pytest.mark.e2e

@@ -338,3 +338,27 @@ async def _failback(tmp_path: Path) -> None:
         for pull in pulls.values():
             pull.close(linger=0)
         ctx.term()
+
+
+def test_a_peer_back_with_a_new_epoch_has_all_its_calls_taken(tmp_path: Path) -> None:
+    """The active peer restarted (a new epoch, saying primary): its calls died with it, so
+    the passive node takes every replicated dialog, not only those of the address."""
+
+    async def run() -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        now = asyncio.get_running_loop().time()
+        wall = W0 + 10
+        replica = DialogTable(dialog_settings(profiles=TRUNK), emit_deltas=False)
+        replica.restore(on(replicated_calls(answered=3, ringing=1).snapshot(now, wall), V, 2),
+                        now, wall)  # fmt: skip
+        fo = Failover(ctx, str(tmp_path), {V: "backup"}, "node-b", 5, 0.1, now, lambda: None)
+        fo.peer_table = lambda: (NODE, replica)
+        fo.peer_hugz(Hugz(NODE, 1, 0, f"{V}=active"), now)
+        assert fo.state(V).value == "passive"
+        fo.peer_hugz(Hugz(NODE, 2, 0, f"{V}=primary"), now + 0.05)
+        assert fo.state(V).value == "active" and len(replica) == 0
+        assert fo.stats()["adopt_sent"] + fo.stats()["adopt_lost"] == 4
+        fo.close()
+        ctx.term()
+
+    asyncio.run(run())
