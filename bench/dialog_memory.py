@@ -76,8 +76,9 @@ def one_call(table: DialogTable, i: int, distinct: bool, now: float, wall: float
     port = 10_000 + i % 50_000 if distinct else 5061
     req = parse_message(invite(i, port))
     assert isinstance(req, Request)
-    caller = ("ingress-1", ("udp", "127.0.0.1".join(["", ""]), port, 0, "127.0.0.1", 5060))
-    callee = ("ingress-1", ("udp", "127.0.0.1".join(["", ""]), 5080, 0, "127.0.0.1", 5060))
+    # a fresh address string per call, as msgpack hands the worker one (not a shared constant)
+    caller = ("ingress-1", ("udp", "127.0.0.1".join(["", ""]), port, 0, "127.0.0.1", 5060))  # noqa: FLY002
+    callee = ("ingress-1", ("udp", "127.0.0.1".join(["", ""]), 5080, 0, "127.0.0.1", 5060))  # noqa: FLY002
     table.invite_forwarded(req, caller=caller, callee=callee, source_ip=req.vias[0].host,
                            source_port=port, destination=f"127.0.0.1:{5080}", now=now,
                            wall=wall, route="default")  # fmt: skip

@@ -92,7 +92,7 @@ async def send(ep: str, count: int, batch: int, gap_s: float) -> tuple[float, fl
         pipe.flush()  # one loop iteration's worth
         sent += n
         if gap_s:
-            time.sleep(gap_s)  # off-CPU, so the receiver goes idle and every batch wakes it
+            time.sleep(gap_s)  # noqa: ASYNC251 - off-CPU on purpose: the receiver goes idle and every batch wakes it
         await asyncio.sleep(0)
     while pipe.backlog:
         await asyncio.sleep(0.001)

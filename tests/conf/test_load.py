@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -552,8 +552,8 @@ class TestDestinations:
 class TestFailoverPair:
     """[stateplane] role and [[listen]] virtual: what a pair needs is named at start-up."""
 
-    DLG = {"dialogs": {"enabled": True}, "proxy": {"mode": "stateful"}}
-    VIRTUAL = [{"transport": "udp", "address": "127.0.0.10", "virtual": True},
+    DLG: ClassVar[dict[str, Any]] = {"dialogs": {"enabled": True}, "proxy": {"mode": "stateful"}}
+    VIRTUAL: ClassVar[list[dict[str, Any]]] = [{"transport": "udp", "address": "127.0.0.10", "virtual": True},
                {"transport": "udp", "address": "127.0.0.1", "port": 5070}]  # fmt: skip
 
     def pair(self, **sp: Any) -> dict[str, Any]:

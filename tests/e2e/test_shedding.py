@@ -116,8 +116,7 @@ def test_stalled_pipe_reports_depth_and_oldest_age(start_node: StartNode,
         os.kill(worker, signal.SIGSTOP)
         try:
             stopped_at = time.monotonic()
-            for _ in range(1000):
-                ua.sendto(request("INFO", me, node.port, to_tag="t")[0], (LOCALHOST, node.port))
+            fill(ua, me, node)
             seen = len(node.proc.events("load_stats"))
             time.sleep(1.5)  # the stop being measured: the oldest message ages this long
             reply = ingress_stats(node)
@@ -141,6 +140,19 @@ def test_stalled_pipe_reports_depth_and_oldest_age(start_node: StartNode,
     else:
         raise AssertionError(f"the backlog never drained: {last[-1]}")
     assert last[-1]["hops"][peer]["sent_per_s"] >= 0  # type: ignore[index]
+
+
+def fill(ua: socket.socket, me: int, node: Node) -> None:
+    """Send bursts until the pipe to the stopped worker holds a backlog that stays: the socket
+    buffers beneath it are full (how much a burst gets into them first depends on how the
+    ingress's loop interleaves reading and flushing, so one burst is not always enough)."""
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        for _ in range(250):
+            ua.sendto(request("INFO", me, node.port, to_tag="t")[0], (LOCALHOST, node.port))
+        if ingress_stats(node)["queued_out"] > 0 and ingress_stats(node)["queued_out"] > 0:
+            return  # still there a ctl round trip later: nothing below takes it
+    raise AssertionError("no backlog formed towards the stopped worker")
 
 
 def ingress_stats(node: Node) -> dict[str, Any]:

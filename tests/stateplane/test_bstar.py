@@ -79,7 +79,7 @@ def start_pair() -> tuple[BinaryStar, BinaryStar, float]:
 def test_primary_dies_backup_active_within_two_heartbeats() -> None:
     """The primary's heartbeats stop: the backup activates at 2 heartbeats after the last
     one it heard, not before, and then accepts requests."""
-    p, b, last = start_pair()
+    _, b, last = start_pair()
     assert b.client_request(last).effect is Effect.REJECT
     assert b.next_timer() == last + 2 * HB
     assert b.handle_timer(last + 2 * HB - 0.001) is None

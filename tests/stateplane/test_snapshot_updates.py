@@ -66,7 +66,7 @@ def test_a_snapshot_cut_short_keeps_the_old_table() -> None:
 
 def test_chunks_of_another_request_are_ignored() -> None:
     p = Pair()
-    (ask,) = p.replica.start(T0)
+    p.replica.start(T0)
     assert p.replica.receive_snapshot(Kthxbai(NODE, 99, 1, 5, True, 0), T0, W0) == []
     assert p.replica.syncing
 

@@ -499,7 +499,7 @@ class TestSharing:
     def test_status(self) -> None:
         """status: set, uri, state, counters, last status, probe age, hold, prober."""
         d = disp(2)
-        (p0, p1) = d.due_probes(10.0)
+        (p0, _) = d.due_probes(10.0)
         d.probe_answered(p0.branch, 404, 10.2)
         d.handle_timer(10.5)
         rows = {r["uri"]: r for r in d.status(now=12.0)}

@@ -14,7 +14,6 @@ import pytest
 from conf.settings import Registrar as RegistrarConfig
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
-from tests.cachedb.conftest import _shared, own_server, server  # noqa: F401 - fixtures
 from tests.cachedb.helpers import eventually, run
 from tests.cachedb.servers import Server
 from workers import registrar as reg
@@ -226,7 +225,7 @@ def test_lock_held_elsewhere_is_503(server: Server) -> None:
 
 
 @pytest.mark.parametrize("backend", ["local", "redis", "memcached"])
-def test_server_down_raises_cache_errors(own_server: Callable[[str], Server],  # noqa: F811
+def test_server_down_raises_cache_errors(own_server: Callable[[str], Server],
                                          backend: str) -> None:  # fmt: skip
     """With the server stopped, REGISTER and lookup raise CacheError with status 503, and
     work again once it is back."""

@@ -277,12 +277,12 @@ def test_expired_bindings_do_not_count() -> None:
 # -- refusals before any storage ------------------------------------------------------------
 
 REFUSALS = [
-    ("require-unknown", dict(extra=("Require: foo, path",)), 420),
-    ("to-other-domain", dict(to="sip:alice@elsewhere.org"), 404),
-    ("to-tel", dict(to="tel:+15551234"), 404),
-    ("contact-malformed", dict(contacts=("<sip:alice@10.0.0.1 extra>",)), 400),
-    ("contact-too-long", dict(contacts=(f"<sip:{'a' * 1100}@10.0.0.1>",)), 400),
-    ("path-malformed", dict(extra=("Path: <sip:edge.example.com;lr",)), 400),
+    ("require-unknown", {"extra": ("Require: foo, path",)}, 420),
+    ("to-other-domain", {"to": "sip:alice@elsewhere.org"}, 404),
+    ("to-tel", {"to": "tel:+15551234"}, 404),
+    ("contact-malformed", {"contacts": ("<sip:alice@10.0.0.1 extra>",)}, 400),
+    ("contact-too-long", {"contacts": (f"<sip:{'a' * 1100}@10.0.0.1>",)}, 400),
+    ("path-malformed", {"extra": ("Path: <sip:edge.example.com;lr",)}, 400),
 ]
 
 
