@@ -30,7 +30,8 @@ Rules:
    takes an ``ACTIVE`` node that is configured ``BACKUP`` back to ``BACKUP``, as if it had
    just started (effect ``hand_back``: release the address and its dialogs). The peer, passive,
    hears ``backup`` and activates as it does for a restarted active; we then hear it active
-   and go passive. A configured primary, or a node that is not active, ignores the input.
+   and go passive. A configured primary, a node that is not active, or one whose peer is
+   silent (nobody would take the address) ignores the input.
 """
 
 from __future__ import annotations
