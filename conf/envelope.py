@@ -41,7 +41,8 @@ KIND_HB = b"\x01HB"
 KIND_TOPS = b"\x01TOPS"
 KIND_TIMER = b"\x01TIMER"
 KIND_DELTAS = b"\x01DLT"
-#: dialogs a worker takes over after a failover: [node they came from, records]
+#: dialogs a worker takes over after a failover: [node they came from, records] and, from
+#: a live node handing them back (a failback), a third element True
 KIND_ADOPT = b"\x01ADOPT"
 #: a failback: hand back the dialogs reached on these addresses: [our node, [address, ...]]
 KIND_RELEASE = b"\x01RELEASE"
@@ -125,7 +126,8 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
     elif kind == KIND_DELTAS or kind == KIND_ADOPT:
         ok = (
             isinstance(header, list)
-            and len(header) == 2
+            and (len(header) == 2
+                 or (kind == KIND_ADOPT and len(header) == 3 and isinstance(header[2], bool)))
             and isinstance(header[0], str)
             and isinstance(header[1], list)
             and all(isinstance(d, list) for d in header[1])

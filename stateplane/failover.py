@@ -202,7 +202,7 @@ class Failover:
             records = [r for r in records if on_address(r[i_caller], address)]
             for r in records:
                 table.apply(["t", r[0], r[1]], now, wall)
-        workers, lost = self.adopter.hand_over(node, records, now)
+        workers, lost = self.adopter.hand_over(node, records, now, address is not None)
         log.warning("failover_takeover", dialogs=len(records), workers=workers, address=address,
                     silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
 
@@ -226,14 +226,16 @@ class Adopter:
         self._pushes: dict[str, zmq.Socket[bytes]] = {}
         self._queue: deque[tuple[str, list[bytes], int, float]] = deque()
 
-    def hand_over(self, node: str, records: list[list[Any]], now: float) -> tuple[int, int]:
-        """Queue ``records`` (from ``node``) for their owners; (workers, records without one)."""
+    def hand_over(self, node: str, records: list[list[Any]], now: float,
+                  handed_back: bool = False) -> tuple[int, int]:  # fmt: skip
+        """Queue ``records`` (from ``node``; ``handed_back``: by a live node, rule 7) for their
+        owners; (workers, records without one)."""
         workers = sockets.live_endpoints(self.run_dir, "worker")
         groups = by_owner(records, workers)
         for ident, recs in groups.items():
             for i in range(0, len(recs), ADOPT_CHUNK):
                 chunk = recs[i : i + ADOPT_CHUNK]
-                frames = env.pack(env.KIND_ADOPT, [node, chunk])
+                frames = env.pack(env.KIND_ADOPT, [node, chunk, handed_back])
                 self._queue.append((workers[ident], frames, len(chunk), now + ADOPT_RETRY_S))
         lost = len(records) - sum(len(r) for r in groups.values())
         self.counters["adopt_sent"] += len(records) - lost

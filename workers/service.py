@@ -300,7 +300,9 @@ class Worker:
             return (ingress or side[0], tuple(meta))
 
         n = core.dialogs.adopt(header[1], self.loop.time(), time.time(), place)
-        if self.limits is not None:  # its workers' counts are ours now, never twice
+        if self.limits is not None and not (len(header) > 2 and header[2]):
+            # a dead node's counts are ours now, never twice; a live one handing calls back
+            # keeps its others, and its next update takes the handed ones off its counts
             self.limits.forget_node(header[0])
         log.info("dialogs_adopted", peer=header[0], dialogs=n)
         self._after_core()

@@ -263,15 +263,17 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
     """Active/active: B dies and A takes B's address (127.0.0.11) and calls; B is started
     again and waits passive; ``sipline ctl failback`` on A hands the address back: B binds
     it and adopts exactly the calls reached on it, A keeps its own; every call then ends with
-    its BYE served (B's through B), one CDR each, none twice."""
+    its BYE served (B's through B), one CDR each, none twice; the trunk limit shared by the
+    two still counts all 20 calls once (a 21st is refused on either node)."""
     dport, _ = uas("u1")
     vport, vb = free_port(), "127.0.0.11"
     run_a, run_b = tmp_path / "run0", tmp_path / "run1"
-    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr"),
+    trunk = 'profiles_cluster = true\n[[dialog_profile]]\nname = "trunk"\nlimit = 20\n'
+    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr", trunk),
                    name="node-a", listen_first=virtual_listen(vport)
                    + virtual_listen(vport, vb, standby=True))  # fmt: skip
     assert len(a.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1
-    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr"),
+    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr", trunk),
                    name="node-b", listen_first=virtual_listen(vport, vb)
                    + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
     assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, vb) == "active", 5)
@@ -304,6 +306,11 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
         handed = a.proc.events("dialogs_handed_back")
         assert sum(int(str(e["dialogs"])) for e in handed) == half, handed
         assert again.proc.events("virtual_bound")
+        for node in (a, again):  # each node counts its own 10 in the trunk profile
+            assert ctl(node.conf, "dialogs")["dialogs"]["profiles"] == {"trunk": half}  # type: ignore[index]
+        for host in (VIRTUAL, vb):  # 20 live calls against a limit of 20, on either node
+            more = sipp_uac(vport, "u1", 1, 20, tmp_path, host=host, extra=("-d", "500"))
+            assert (more.successful, more.failed) == (0, 1), more.output
         res_a, res_b = on_a.wait(), on_b.wait()
     finally:
         on_a.kill()

@@ -33,6 +33,10 @@ class TestRoundTrip:
         env = envelope.unpack(envelope.pack(envelope.KIND_HB, ["w-1", "ipc:///x", "up"]))
         assert env.header == ["w-1", "ipc:///x", "up"]
 
+    def test_adopt_handed_back(self) -> None:
+        for header in (["node-a", [["c1"]]], ["node-a", [["c1"]], True]):
+            assert envelope.unpack(envelope.pack(envelope.KIND_ADOPT, header)).header == header
+
     def test_release(self) -> None:
         env = envelope.unpack(envelope.pack(envelope.KIND_RELEASE, ["node-a", ["127.0.0.11"]]))
         assert env.kind == envelope.KIND_RELEASE and env.header == ["node-a", ["127.0.0.11"]]
@@ -58,6 +62,7 @@ class TestRefusal:
             [envelope.KIND_OUT, msgpack.packb({"a": 1})],
             [envelope.KIND_HB, msgpack.packb(["w", "e"])],
             [envelope.KIND_HB, msgpack.packb({1: 2})],  # int map key refused
+            [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], "yes"])],  # handed_back is a bool
             [envelope.KIND_RELEASE, msgpack.packb(["node-a", [1]])],  # an address is a string
             [envelope.KIND_RELEASE, msgpack.packb(["node-a", ["127.0.0.11"]]), b"x"],
             [envelope.KIND_IN, b"\x00" * (envelope.MAX_HEADER_BYTES + 1)],
@@ -65,7 +70,7 @@ class TestRefusal:
         ids=[
             "empty", "one-frame", "future-version", "unknown-kind", "bad-msgpack",
             "meta-without-payload", "short-meta", "map-header", "short-heartbeat", "int-key",
-            "release-not-str", "release-with-payload", "huge-header",
+            "adopt-flag-not-bool", "release-not-str", "release-with-payload", "huge-header",
         ],
     )  # fmt: skip
     def test_bad_envelopes(self, frames: list[bytes]) -> None:

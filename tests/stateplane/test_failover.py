@@ -152,7 +152,7 @@ async def _takeover(run_dir: Path) -> None:
                     e = env.unpack(pull.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     continue
-                assert e.kind == env.KIND_ADOPT and e.header[0] == NODE
+                assert e.kind == env.KIND_ADOPT and e.header[0] == NODE and not e.header[2]
                 got.setdefault(ident, []).extend(r[0] for r in e.header[1])
             if sum(map(len, got.values())) == 7:
                 break
@@ -327,6 +327,7 @@ async def _failback(tmp_path: Path) -> None:
         adopted = await envelopes("b", 1)
         assert [e.kind for e in adopted] == [env.KIND_ADOPT]
         assert len(adopted[0].header[1]) == 2 and len(replica) == 2  # A's own calls stay
+        assert adopted[0].header[2] is True  # handed back: the workers keep A's limit counts
         assert all(r[RECORD.index("caller")][1][env.OUT_LOCAL_IP] == vb
                    for r in adopted[0].header[1])  # fmt: skip
 
