@@ -269,8 +269,12 @@ class Adopter:
                 if now < give_up:
                     self.loop.call_later(0.01, self._send_queue)
                     return
-                self.counters["adopt_lost"] += count
-                log.error("failover_adopt_lost", worker=ep, dialogs=count)
+                if frames[0] == env.KIND_RELEASE:  # that worker keeps calls the peer adopts
+                    self.counters["release_lost"] += 1
+                    log.error("failover_release_lost", worker=ep)
+                else:
+                    self.counters["adopt_lost"] += count
+                    log.error("failover_adopt_lost", worker=ep, dialogs=count)
             self._queue.popleft()
 
     def close(self) -> None:
