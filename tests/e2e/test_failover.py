@@ -20,6 +20,7 @@ pytestmark = pytest.mark.e2e
 
 Uas = Callable[..., tuple[int, Proc]]
 VIRTUAL = "127.0.0.10"
+VIRTUAL_B = "127.0.0.11"  # node B's own address in active/active
 CALLS = 20
 
 
@@ -212,6 +213,25 @@ cdr_file = "{tmp_path / "cdr"}"
     assert len({r["call_id"] for r in rows}) == CALLS
 
 
+def start_active_active(start_node: StartNode, tmp_path: Path, dport: int,
+                        limit: int) -> tuple[Node, Node, int]:  # fmt: skip
+    """A on 127.0.0.10 and B on 127.0.0.11, each the standby of the other's address, with a
+    trunk limit shared by the two (``profiles_cluster``); returns once each holds its own."""
+    vport = free_port()
+    run_a, run_b = tmp_path / "run0", tmp_path / "run1"
+    trunk = f'profiles_cluster = true\n[[dialog_profile]]\nname = "trunk"\nlimit = {limit}\n'
+    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr", trunk),
+                   name="node-a", listen_first=virtual_listen(vport)
+                   + virtual_listen(vport, VIRTUAL_B, standby=True))  # fmt: skip
+    assert len(a.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1  # its own only
+    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr", trunk),
+                   name="node-b", listen_first=virtual_listen(vport, VIRTUAL_B)
+                   + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
+    assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, VIRTUAL_B) == "active"
+                and role_of(a, VIRTUAL_B) == role_of(b, VIRTUAL) == "passive", 5)  # fmt: skip
+    return a, b, vport
+
+
 def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, uas: Uas,
                                                         tmp_path: Path) -> None:  # fmt: skip
     """Both nodes take traffic, each on its own address (A 127.0.0.10, B 127.0.0.11) and
@@ -219,18 +239,8 @@ def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, u
     address and serves B's calls to their end; A writes every CDR; the limit counts each
     surviving call once."""
     dport, _ = uas("u1")
-    vport, vb = free_port(), "127.0.0.11"
-    run_a, run_b = tmp_path / "run0", tmp_path / "run1"
-    trunk = 'profiles_cluster = true\n[[dialog_profile]]\nname = "trunk"\nlimit = 25\n'
-    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr", trunk),
-                   name="node-a", listen_first=virtual_listen(vport)
-                   + virtual_listen(vport, vb, standby=True))  # fmt: skip
-    assert len(a.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1  # its own only
-    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr", trunk),
-                   name="node-b", listen_first=virtual_listen(vport, vb)
-                   + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
-    assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, vb) == "active"
-                and role_of(a, vb) == role_of(b, VIRTUAL) == "passive", 5)  # fmt: skip
+    a, b, vport = start_active_active(start_node, tmp_path, dport, limit=25)
+    vb = VIRTUAL_B
     half = CALLS // 2
     on_a = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=VIRTUAL,
                         extra=("-d", "9000"))  # fmt: skip
@@ -266,17 +276,8 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
     its BYE served (B's through B), one CDR each, none twice; the trunk limit shared by the
     two still counts all 20 calls once (a 21st is refused on either node)."""
     dport, _ = uas("u1")
-    vport, vb = free_port(), "127.0.0.11"
-    run_a, run_b = tmp_path / "run0", tmp_path / "run1"
-    trunk = 'profiles_cluster = true\n[[dialog_profile]]\nname = "trunk"\nlimit = 20\n'
-    a = start_node(dport, "worker=2", pair_config("primary", run_b, tmp_path / "a.cdr", trunk),
-                   name="node-a", listen_first=virtual_listen(vport)
-                   + virtual_listen(vport, vb, standby=True))  # fmt: skip
-    assert len(a.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1
-    b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr", trunk),
-                   name="node-b", listen_first=virtual_listen(vport, vb)
-                   + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
-    assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, vb) == "active", 5)
+    a, b, vport = start_active_active(start_node, tmp_path, dport, limit=20)
+    vb = VIRTUAL_B
     half = CALLS // 2
     on_a = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=VIRTUAL,
                         extra=("-d", "16000"))  # fmt: skip
