@@ -232,6 +232,25 @@ def start_active_active(start_node: StartNode, tmp_path: Path, dport: int,
     return a, b, vport
 
 
+def calls_on_both(a: Node, b: Node, vport: int, tmp_path: Path,
+                  hold_ms: int) -> tuple[UacRun, UacRun]:  # fmt: skip
+    """Half the calls to each node's own address, held ``hold_ms``; returns once each node
+    holds its half and A replicates B's (and not its own)."""
+    half = CALLS // 2
+    runs = [UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=host,
+                         extra=("-d", str(hold_ms))) for host in (VIRTUAL, VIRTUAL_B)]  # fmt: skip
+    try:
+        assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
+                    and replica_of_a(a).get("dialogs") is None
+                    and stateplane(a)["replicas"].get("node-b", {}).get("dialogs") == half,
+                    10)  # fmt: skip
+    except BaseException:
+        for run in runs:
+            run.kill()
+        raise
+    return runs[0], runs[1]
+
+
 def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, uas: Uas,
                                                         tmp_path: Path) -> None:  # fmt: skip
     """Both nodes take traffic, each on its own address (A 127.0.0.10, B 127.0.0.11) and
@@ -240,17 +259,9 @@ def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, u
     surviving call once."""
     dport, _ = uas("u1")
     a, b, vport = start_active_active(start_node, tmp_path, dport, limit=25)
-    vb = VIRTUAL_B
-    half = CALLS // 2
-    on_a = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=VIRTUAL,
-                        extra=("-d", "9000"))  # fmt: skip
-    on_b = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=vb,
-                        extra=("-d", "9000"))  # fmt: skip
+    vb, half = VIRTUAL_B, CALLS // 2
+    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=9000)
     try:
-        assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
-                    and replica_of_a(a).get("dialogs") is None
-                    and stateplane(a)["replicas"].get("node-b", {}).get("dialogs") == half,
-                    10)  # fmt: skip
         b.kill()
         (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=5)
         assert ev["dialogs"] == half, ev
@@ -277,17 +288,10 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
     two still counts all 20 calls once (a 21st is refused on either node)."""
     dport, _ = uas("u1")
     a, b, vport = start_active_active(start_node, tmp_path, dport, limit=20)
-    vb = VIRTUAL_B
-    half = CALLS // 2
-    on_a = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=VIRTUAL,
-                        extra=("-d", "16000"))  # fmt: skip
-    on_b = UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=vb,
-                        extra=("-d", "16000"))  # fmt: skip
+    vb, half = VIRTUAL_B, CALLS // 2
+    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=16000)
     again = None
     try:
-        assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
-                    and stateplane(a)["replicas"].get("node-b", {}).get("dialogs") == half,
-                    10)  # fmt: skip
         b.kill()
         (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=5)
         assert ev["dialogs"] == half and ev["address"] is None, ev  # the peer died: all
