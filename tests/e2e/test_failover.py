@@ -125,6 +125,41 @@ def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_p
     assert not (tmp_path / "a.cdr").exists() or not cdrs(tmp_path / "a.cdr")
 
 
+def test_failback_in_an_active_backup_pair(start_node: StartNode, uas: Uas,
+                                           tmp_path: Path) -> None:  # fmt: skip
+    """A dies, B takes the address and A's 20 calls; A is started again and waits passive;
+    ``sipline ctl failback`` on B gives the address and the 20 calls back to A, whose BYEs
+    then all go through A: 20 CDRs on A, none on B."""
+    dport, _ = uas("u1")
+    a, b, vport = start_pair(start_node, tmp_path, dport)
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
+                       extra=("-d", "14000"))  # fmt: skip
+    again = None
+    try:
+        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
+                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
+        take_over(a, b, CALLS)
+        again = Node.start(a.conf, a.run_dir, a.port, "worker=2")
+        assert poll(lambda: role_of(again, VIRTUAL) == "passive" and (stateplane(again)[
+            "replicas"].get("node-b", {}).get("dialogs") == CALLS), 10)  # fmt: skip
+        assert ctl(b.conf, "failback")["failback"][0]["addresses"] == [VIRTUAL]  # type: ignore[index]
+        (back,) = again.proc.wait_events("failover_takeover", 1, timeout_s=5)
+        assert back["dialogs"] == CALLS and back["address"] == VIRTUAL, back
+        assert poll(lambda: role_of(again, VIRTUAL) == "active"
+                    and role_of(b, VIRTUAL) == "passive"
+                    and live_dialogs(again) == CALLS and live_dialogs(b) == 0, 5)  # fmt: skip
+        res = run.wait()
+    finally:
+        run.kill()
+        if again is not None:
+            again.stop()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    b.stop()
+    rows = cdrs(tmp_path / "a.cdr")
+    assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS, rows
+    assert not (tmp_path / "b.cdr").exists() or not cdrs(tmp_path / "b.cdr")
+
+
 def calls_across_takeover(a: Node, b: Node, vport: int, tmp_path: Path, replicated: str,
                           scenario: str = "uac", extra: tuple[str, ...] = (),
                           timeout_s: float = 60) -> list[dict[str, object]]:  # fmt: skip
