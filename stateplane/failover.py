@@ -63,7 +63,7 @@ from stateplane.bstar import (
     encode_roles,
 )
 from stateplane.updates import Hugz
-from workers.dialogs import RECORD, DialogTable, on_address
+from workers.dialogs import DialogTable
 
 log = structlog.get_logger()
 
@@ -194,12 +194,12 @@ class Failover:
             return
         node, table = peer
         wall = time.time()
-        records = table.snapshot(now, wall)
         if address is None:
+            records = table.snapshot(now, wall)
             table.restore([], now, wall)
-        else:
-            i_caller = RECORD.index("caller")
-            records = [r for r in records if on_address(r[i_caller], address)]
+        else:  # records only for that address's dialogs: the replica may hold a million
+            records = [r for k in table.keys_on(address)
+                       if (r := table.record(k, now, wall)) is not None]  # fmt: skip
             for r in records:
                 table.apply(["t", r[0], r[1]], now, wall)
         workers, lost = self.adopter.hand_over(node, records, now, address is not None)

@@ -578,6 +578,10 @@ class DialogTable:
         """The keys of every live dialog now (a snapshot's point-in-time list)."""
         return list(self._table)
 
+    def keys_on(self, address: str) -> list[str]:
+        """The keys of the live dialogs whose caller reached us on our local ``address``."""
+        return [k for k, d in self._table.items() if on_address(d.caller, address)]
+
     def record(self, key: str, now: float, wall: float) -> list[Any] | None:
         """The record (``RECORD`` order) of the dialog ``key`` if it is still live."""
         dlg = self._table.get(key)
@@ -615,12 +619,13 @@ class DialogTable:
         that owns the address adopts them from its replica of us, docs/failover.md): each
         leaves the table with its timer and profile counts, without a CDR, and a "t" delta
         with cause ``handed_back`` tells the replicas. Returns the count."""
-        gone = [d for d in self._table.values() if on_address(d.caller, address)]
-        for dlg in gone:
+        keys = self.keys_on(address)
+        for key in keys:
+            dlg = self._table[key]
             self._remove(dlg)
             self._delta("t", dlg, "handed_back", "", wall)
-        self.counters["handed_back"] += len(gone)
-        return len(gone)
+        self.counters["handed_back"] += len(keys)
+        return len(keys)
 
     def apply(self, delta: list[Any], now: float, wall: float) -> None:
         """Apply a delta another table emitted (a replica: no CDR, no delta of its own)."""
