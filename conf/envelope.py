@@ -44,7 +44,8 @@ KIND_DELTAS = b"\x01DLT"
 #: dialogs a worker takes over after a failover: [node they came from, records] and, from
 #: a live node handing them back (a failback), a third element True
 KIND_ADOPT = b"\x01ADOPT"
-#: a failback: hand back the dialogs reached on these addresses: [our node, [address, ...]]
+#: dialogs a worker lets go, without CDRs: [our node, [address, ...], [key, ...]]: those
+#: reached on the addresses (a failback) and those keys (the peer owns them: split brain)
 KIND_RELEASE = b"\x01RELEASE"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
                    KIND_RELEASE})  # fmt: skip
@@ -136,10 +137,10 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
     elif kind == KIND_RELEASE:
         ok = (
             isinstance(header, list)
-            and len(header) == 2
+            and len(header) == 3
             and isinstance(header[0], str)
-            and isinstance(header[1], list)
-            and all(isinstance(a, str) for a in header[1])
+            and all(isinstance(x, list) and all(isinstance(a, str) for a in x)
+                    for x in header[1:])
             and n == 0
         )
     elif kind == KIND_TIMER:

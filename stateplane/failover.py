@@ -19,7 +19,10 @@ Rules:
    gets them from us by snapshot.
 3. Split brain (two actives after a partition heals): logged at error level; the side with
    the lower (epoch, node) yields (goes passive, releases the address) and resnapshots from
-   the winner. Two primaries or two backups: ``failover_fault`` is logged, nothing moves.
+   the winner. Once that snapshot is in, the loser's workers let go of every dialog the
+   winner holds too (``RELEASE`` by key: the winner took them over while the loser was cut
+   off), so each call's lifetime, BYEs and CDR happen once, on the winner. Two primaries or
+   two backups: ``failover_fault`` is logged, nothing moves.
 4. A peer heartbeat with no role (the peer is not configured as a pair) is a fault too:
    logged once, ignored.
 5. Nothing blocks: an ``ADOPT`` the worker's pipe cannot take now is retried from the loop
@@ -110,6 +113,8 @@ class Failover:
         self.on_role: Callable[[str, State, State], None] = lambda addr, before, after: None
         self.adopter = Adopter(ctx, run_dir, self.counters)
         self._faulted = False
+        #: a split brain was lost: once the winner's replica is whole, let go of what it owns
+        self.reconcile = False
 
     @property
     def role(self) -> str:
@@ -157,6 +162,7 @@ class Failover:
         if t.effect is Effect.SPLIT_BRAIN:
             log.error("split_brain", yields=t.yields, peer=self.stars[addr].peer, **fields)
             if t.yields:
+                self.reconcile = True
                 self.on_yield()
         elif t.effect is Effect.FAULT:
             log.error("failover_fault", reason="both nodes have the same role", **fields)
@@ -168,6 +174,20 @@ class Failover:
         if t.before is not t.state:
             self.on_role(addr, t.before, t.state)
             self.publish_hugz()  # rule 1
+
+    def reconciled(self, owned: list[str], theirs: DialogTable, now: float) -> int:
+        """Rule 3, once the winner's replica is in sync: the dialogs our workers hold that the
+        winner holds too (it took them over while we were cut off) are let go here, so their
+        lifetimes, BYEs and CDRs happen once, on the winner. Returns how many."""
+        self.reconcile = False
+        keys = [k for k in owned if k in theirs]
+        if keys:
+            self.adopter.release(self.node, [], now, keys)
+        log.warning("split_brain_reconciled", dialogs=len(keys), peer=self.stars_peer())
+        return len(keys)
+
+    def stars_peer(self) -> tuple[int, str] | None:
+        return next((st.peer for st in self.stars.values() if st.peer), None)
 
     def failback(self, now: float) -> list[str]:
         """Rule 7: hand back what we hold as backup; the addresses handed back."""
@@ -207,7 +227,7 @@ class Failover:
                     silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
-        peer = next((st.peer for st in self.stars.values() if st.peer), None)
+        peer = self.stars_peer()
         return {"roles": {a: st.state.value for a, st in self.stars.items()}, "peer": peer,
                 **self.counters}  # fmt: skip
 
@@ -243,10 +263,12 @@ class Adopter:
         self._send_queue()
         return len(groups), lost
 
-    def release(self, node: str, addresses: list[str], now: float) -> int:
-        """Tell every live worker to hand back the dialogs reached on ``addresses`` (rule 7)."""
+    def release(self, node: str, addresses: list[str], now: float,
+                keys: list[str] | None = None) -> int:  # fmt: skip
+        """Tell every live worker to let go of the dialogs reached on ``addresses`` (rule 7)
+        and of ``keys`` (rule 3)."""
         workers = sockets.live_endpoints(self.run_dir, "worker")
-        frames = env.pack(env.KIND_RELEASE, [node, addresses])
+        frames = env.pack(env.KIND_RELEASE, [node, addresses, keys or []])
         for ep in workers.values():
             self._queue.append((ep, frames, 0, now + ADOPT_RETRY_S))
         self._send_queue()

@@ -171,6 +171,7 @@ class Peer:
                          records=ev.records, seq=ev.seq, seconds=round(self.synced_s, 3))  # fmt: skip
                 if ev.full:
                     gc.freeze()  # rule 4: the replica's dialogs leave every later GC scan
+                self.owner.peer_synced(self)
             elif isinstance(ev, StaleRefused):
                 self.counters["stale_refused"] += 1
                 log.warning("replica_stale_refused", peer=peer, epoch=ev.epoch, seq=ev.seq,

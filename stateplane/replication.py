@@ -173,6 +173,13 @@ class Replication:
         log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost)
         self.restoring = None
 
+    def peer_synced(self, peer: Peer) -> None:
+        """A replica is whole again; after a lost split brain it decides what we let go
+        (``failover.py`` rule 3)."""
+        fo = self.failover
+        if fo is not None and fo.reconcile and peer is self.peers[0] and peer.replica:
+            fo.reconciled(self.mirror.keys(), peer.replica.table, self.loop.time())
+
     def _pair_table(self) -> tuple[str, DialogTable] | None:
         r = self.peers[0].replica
         return None if r is None else (r.node, r.table)

@@ -339,6 +339,10 @@ class DialogTable:
     def __len__(self) -> int:
         return len(self._table)
 
+    def __contains__(self, key: object) -> bool:
+        """Whether the dialog ``key`` ("Call-ID NUL From-tag") is live here."""
+        return key in self._table
+
     def get(self, call_id: str, from_tag: str) -> Dialog | None:
         return self._table.get(call_id + "\0" + from_tag)
 
@@ -619,13 +623,21 @@ class DialogTable:
         that owns the address adopts them from its replica of us, docs/failover.md): each
         leaves the table with its timer and profile counts, without a CDR, and a "t" delta
         with cause ``handed_back`` tells the replicas. Returns the count."""
-        keys = self.keys_on(address)
+        return self.release_keys(self.keys_on(address), wall)
+
+    def release_keys(self, keys: Iterable[str], wall: float, cause: str = "handed_back") -> int:
+        """``release`` for these keys (the ones live here): the peer owns them after a split
+        brain this node lost. Returns the count."""
+        n = 0
         for key in keys:
-            dlg = self._table[key]
+            dlg = self._table.get(key)
+            if dlg is None:
+                continue
             self._remove(dlg)
-            self._delta("t", dlg, "handed_back", "", wall)
-        self.counters["handed_back"] += len(keys)
-        return len(keys)
+            self._delta("t", dlg, cause, "", wall)
+            n += 1
+        self.counters["handed_back"] += n
+        return n
 
     def apply(self, delta: list[Any], now: float, wall: float) -> None:
         """Apply a delta another table emitted (a replica: no CDR, no delta of its own)."""

@@ -308,14 +308,16 @@ class Worker:
         self._after_core()
 
     def _on_release(self, header: list[Any]) -> None:
-        """A failback (docs/failover.md): the dialogs reached on these addresses go back to
-        the peer that owns them, which adopts them from its replica of us."""
+        """Dialogs to let go (docs/failover.md): a failback's, reached on these addresses (the
+        peer adopts them from its replica of us), and after a lost split brain the keys the
+        peer owns too (so their lifetimes and CDRs happen once, there)."""
         core = self.stateful
         if core is None or core.dialogs is None:
             return
         wall = time.time()
         n = sum(core.dialogs.release(addr, wall) for addr in header[1])
-        log.info("dialogs_handed_back", addresses=header[1], dialogs=n)
+        n += core.dialogs.release_keys(header[2], wall, "peer_owns")
+        log.info("dialogs_handed_back", addresses=header[1], keys=len(header[2]), dialogs=n)
         self._after_core()
 
     def _start_job(self, job: Job) -> None:

@@ -5,6 +5,9 @@ heartbeats stop, binds the address, and serves A's calls to their end: BYEs, exp
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -158,6 +161,47 @@ def test_failback_in_an_active_backup_pair(start_node: StartNode, uas: Uas,
     rows = cdrs(tmp_path / "a.cdr")
     assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS, rows
     assert not (tmp_path / "b.cdr").exists() or not cdrs(tmp_path / "b.cdr")
+
+
+def test_split_brain_loser_lets_go_of_the_calls_the_winner_took(start_node: StartNode,
+                                                                 uas: Uas,
+                                                                 tmp_path: Path) -> None:  # fmt: skip
+    """A's state plane is stopped (SIGSTOP) with 20 calls up: A's ingresses let the address
+    go, B takes it and A's calls over. A's state plane resumes: both active, A (the lower
+    epoch) yields, resnapshots from B, and its workers let go of the 20 calls B holds, so
+    every call ends once, on B: 20 BYEs served, 20 CDRs on B, none on A."""
+    dport, _ = uas("u1")
+    a, b, vport = start_pair(start_node, tmp_path, dport)
+    m = re.search(r"stateplane\.1 started \(pid=(\d+)\)", a.proc.text())
+    assert m is not None, a.proc.text()[-2000:]
+    plane = int(m.group(1))
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
+                       extra=("-d", "12000"))  # fmt: skip
+    try:
+        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
+                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
+        os.kill(plane, signal.SIGSTOP)
+        try:
+            (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=5)
+            assert ev["dialogs"] == CALLS, ev
+            assert a.proc.wait_events("virtual_released", 1, timeout_s=5)  # fenced
+        finally:
+            os.kill(plane, signal.SIGCONT)
+        (sb,) = a.proc.wait_events("split_brain", 1, timeout_s=5)
+        assert sb["yields"] is True, sb
+        (rec,) = a.proc.wait_events("split_brain_reconciled", 1, timeout_s=10)
+        assert rec["dialogs"] == CALLS, rec
+        assert poll(lambda: live_dialogs(a) == 0 and live_dialogs(b) == CALLS
+                    and role_of(a, VIRTUAL) == "passive", 5)  # fmt: skip
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    a.stop()
+    b.stop()
+    rows = cdrs(tmp_path / "b.cdr")
+    assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS, rows
+    assert not (tmp_path / "a.cdr").exists() or not cdrs(tmp_path / "a.cdr")
 
 
 def calls_across_takeover(a: Node, b: Node, vport: int, tmp_path: Path, replicated: str,

@@ -38,8 +38,9 @@ class TestRoundTrip:
             assert envelope.unpack(envelope.pack(envelope.KIND_ADOPT, header)).header == header
 
     def test_release(self) -> None:
-        env = envelope.unpack(envelope.pack(envelope.KIND_RELEASE, ["node-a", ["127.0.0.11"]]))
-        assert env.kind == envelope.KIND_RELEASE and env.header == ["node-a", ["127.0.0.11"]]
+        header = ["node-a", ["127.0.0.11"], ["call-1\x00tag"]]
+        env = envelope.unpack(envelope.pack(envelope.KIND_RELEASE, header))
+        assert env.kind == envelope.KIND_RELEASE and env.header == header
 
     def test_payload_is_its_own_frame(self) -> None:
         """The raw SIP bytes travel untouched in their own frame."""
@@ -63,8 +64,8 @@ class TestRefusal:
             [envelope.KIND_HB, msgpack.packb(["w", "e"])],
             [envelope.KIND_HB, msgpack.packb({1: 2})],  # int map key refused
             [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], "yes"])],  # handed_back is a bool
-            [envelope.KIND_RELEASE, msgpack.packb(["node-a", [1]])],  # an address is a string
-            [envelope.KIND_RELEASE, msgpack.packb(["node-a", ["127.0.0.11"]]), b"x"],
+            [envelope.KIND_RELEASE, msgpack.packb(["node-a", [1], []])],  # an address is a str
+            [envelope.KIND_RELEASE, msgpack.packb(["node-a", ["127.0.0.11"], []]), b"x"],
             [envelope.KIND_IN, b"\x00" * (envelope.MAX_HEADER_BYTES + 1)],
         ],
         ids=[

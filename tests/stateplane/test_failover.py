@@ -195,7 +195,7 @@ def test_split_brain_loser_yields_and_resnapshots(tmp_path: Path) -> None:
         fo.tick(now + 1)  # alone: active
         assert fo.state(V).value == "active"
         fo.peer_hugz(Hugz("node-b", 2, 0, f"{V}=active"), now + 1)  # a newer epoch wins
-        assert fo.state(V).value == "passive" and yielded == [True]
+        assert fo.state(V).value == "passive" and yielded == [True] and fo.reconcile
         fo.close()
         ctx.term()
 
@@ -317,7 +317,7 @@ async def _failback(tmp_path: Path) -> None:
         assert a.failback(now + 0.4) == [vb]
         assert decode_roles(a.role) == {va: "active", vb: "backup"}
         (rel,) = await envelopes("a", 1)
-        assert rel.kind == env.KIND_RELEASE and rel.header == ["node-a", [vb]]
+        assert rel.kind == env.KIND_RELEASE and rel.header == ["node-a", [vb], []]
         assert a.stats()["failbacks"] == 1
 
         b.peer_hugz(Hugz("node-a", 1, 0, f"{va}=active,{vb}=active"), now)
@@ -363,3 +363,46 @@ def test_a_peer_back_with_a_new_epoch_has_all_its_calls_taken(tmp_path: Path) ->
         ctx.term()
 
     asyncio.run(run())
+
+
+def test_a_lost_split_brain_lets_go_of_what_the_winner_holds(tmp_path: Path) -> None:
+    """Rule 3: once the winner's replica is whole, the loser's workers are told to let go
+    of exactly the dialogs the winner holds too (it took them over); the others stay."""
+
+    async def run() -> None:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        ident = f"worker.1-{os.getpid()}"
+        pull = sockets.bind_pull(ctx, sockets.endpoint(str(tmp_path), "worker", ident), 1000)
+        now = asyncio.get_running_loop().time()
+        theirs = replicated_calls(answered=3, ringing=0)
+        ours = [*list(theirs._table)[:2], "only-ours\0t"]
+        fo = Failover(ctx, str(tmp_path), {V: "primary"}, "node-a", 1, 0.1, now, lambda: None)
+        try:
+            fo.tick(now + 1)
+            fo.peer_hugz(Hugz("node-b", 2, 0, f"{V}=active"), now + 1)
+            assert fo.reconcile
+            assert fo.reconciled(ours, theirs, now + 2) == 2 and not fo.reconcile
+            for _ in range(300):
+                try:
+                    e = env.unpack(pull.recv_multipart(zmq.NOBLOCK))
+                    break
+                except zmq.Again:
+                    await asyncio.sleep(0.01)  # polling step: the PUSH connects asynchronously
+            assert e.kind == env.KIND_RELEASE and e.header == ["node-a", [], ours[:2]]
+        finally:
+            fo.close()
+            pull.close(linger=0)
+            ctx.term()
+
+    asyncio.run(run())
+
+
+def test_release_keys_lets_go_of_those_live_here() -> None:
+    now, wall = T0 + 10, W0 + 10
+    worker = DialogTable(dialog_settings(profiles=TRUNK), external_timers=True)
+    worker.adopt(replicated_calls(answered=3, ringing=0).snapshot(now, wall), now, wall)
+    worker.take_deltas()
+    keys = list(worker._table)
+    assert worker.release_keys([keys[0], "gone\0x"], wall, "peer_owns") == 1
+    assert keys[0] not in worker and keys[1] in worker and worker.take_cdrs() == []
+    assert [(d[0], d[3]) for d in worker.take_deltas()] == [("t", "peer_owns")]
