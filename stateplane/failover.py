@@ -38,8 +38,8 @@ Rules:
    removed without a CDR, a "t" delta each, timers and profile counts with them). The peer
    activates on that HUGZ and, we being alive (the same epoch), adopts from its replica of us
    only the dialogs of that address (rule 2 takes them all when the peer expired or came
-   back with a new epoch, its calls lost). Our PUB
-   carries the HUGZ before the workers' "t" deltas, so the peer adopts before it hears them.
+   back with a new epoch, its calls lost). Our PUB carries the HUGZ before the workers' "t"
+   deltas, so the peer adopts before it hears them.
 """
 
 from __future__ import annotations
@@ -183,10 +183,11 @@ class Failover:
         keys = [k for k in owned if k in theirs]
         if keys:
             self.adopter.release(self.node, [], now, keys)
-        log.warning("split_brain_reconciled", dialogs=len(keys), peer=self.stars_peer())
+        log.warning("split_brain_reconciled", dialogs=len(keys), peer=self._peer())
         return len(keys)
 
-    def stars_peer(self) -> tuple[int, str] | None:
+    def _peer(self) -> tuple[int, str] | None:
+        """The peer's (epoch, node) as last heard, or None."""
         return next((st.peer for st in self.stars.values() if st.peer), None)
 
     def failback(self, now: float) -> list[str]:
@@ -200,7 +201,7 @@ class Failover:
         if handed:
             self.counters["failbacks"] += len(handed)
             self.adopter.release(self.node, handed, now)
-            log.warning("failover_failback", addresses=handed, peer=self.stars[handed[0]].peer)
+            log.warning("failover_failback", addresses=handed, peer=self._peer())
         return handed
 
     # -- takeover ----------------------------------------------------------------------------
@@ -227,7 +228,7 @@ class Failover:
                     silent_ms=round(silent_s * 1000), lost=lost)  # fmt: skip
 
     def stats(self) -> dict[str, Any]:
-        peer = self.stars_peer()
+        peer = self._peer()
         return {"roles": {a: st.state.value for a, st in self.stars.items()}, "peer": peer,
                 **self.counters}  # fmt: skip
 
