@@ -241,6 +241,12 @@ class Node:
             time.sleep(0.05)  # polling step, bounded by the deadline
         raise RuntimeError(f"node not ready within {deadline_s} s:\n{self.proc.text()[-4000:]}")
 
+    def pid(self, proc: str) -> int:
+        """The pid of one of the node's processes (``"worker.1"``), as honcho announced it."""
+        m = re.search(rf"{re.escape(proc)} started \(pid=(\d+)\)", self.proc.text())
+        assert m is not None, self.proc.text()[-2000:]
+        return int(m.group(1))
+
     def kill(self) -> None:
         """SIGKILL every process of the node at once, honcho last (a node that dies)."""
         pids = _descendants(self.proc.popen.pid)

@@ -6,7 +6,6 @@ ingress's per-hop figures: backlog depth and the oldest message's wait."""
 from __future__ import annotations
 
 import os
-import re
 import signal
 import socket
 import time
@@ -69,9 +68,7 @@ def test_shedding_order_with_the_worker_stopped(start_node: StartNode,
     the BYE is kept and forwarded once the worker runs again; the drops are counted by
     reason in the ingress's load_stats."""
     node = start_node(sink.getsockname()[1], "worker=1", BUS)
-    m = re.search(r"worker\.1 started \(pid=(\d+)\)", node.proc.text())
-    assert m is not None, node.proc.text()[-2000:]
-    worker = int(m.group(1))
+    worker = node.pid("worker.1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
         ua.bind((LOCALHOST, 0))
         ua.settimeout(0.2)
@@ -107,9 +104,7 @@ def test_stalled_pipe_reports_depth_and_oldest_age(start_node: StartNode,
     message that ages with the stop, in load_stats and ctl stats; after SIGCONT both fall
     back to 0."""
     node = start_node(sink.getsockname()[1], "worker=1", BUS)
-    m = re.search(r"worker\.1 started \(pid=(\d+)\)", node.proc.text())
-    assert m is not None, node.proc.text()[-2000:]
-    worker = int(m.group(1))
+    worker = node.pid("worker.1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
         ua.bind((LOCALHOST, 0))
         me = ua.getsockname()[1]
