@@ -147,6 +147,24 @@ def node_config(path: Path, *, name: str, run_dir: str, port: int, mode: str,
     path.write_text("\n".join(lines))
 
 
+def route_to(dest: str, stats_interval_s: float = 1.0) -> str:
+    """The tail of a bench node's config: every request routed to the UAS at ``dest``
+    ("host:port"), load statistics every ``stats_interval_s``."""
+    return f"""
+[[destination_set]]
+name = "uas"
+destinations = ["sip:{dest}"]
+
+[[route]]
+name = "default"
+to = "uas"
+
+[log]
+level = "info"
+stats_interval_s = {stats_interval_s}
+"""
+
+
 def start_node(group: Group, conf: Path, workers: int, log: Path) -> subprocess.Popen[Any]:
     env = dict(os.environ, SIPLINE_CONF=str(conf))
     venv_bin = REPO / ".venv" / "bin"

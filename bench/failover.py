@@ -49,7 +49,17 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _node import HOST, REPO, Group, ctl_stateplane, free_port, last_stats_row, wait_for, wait_ready
+from _node import (
+    HOST,
+    REPO,
+    Group,
+    ctl_stateplane,
+    free_port,
+    last_stats_row,
+    route_to,
+    wait_for,
+    wait_ready,
+)
 
 VIRTUAL = "127.0.0.10"
 
@@ -83,19 +93,7 @@ replicate = true
 role = "{role}"
 peers = ["{peer}"]
 heartbeat_ms = {heartbeat_ms}
-
-[[destination_set]]
-name = "uas"
-destinations = ["sip:{HOST}:{uas_port}"]
-
-[[route]]
-name = "default"
-to = "uas"
-
-[log]
-level = "info"
-stats_interval_s = 1.0
-""")
+""" + route_to(f"{HOST}:{uas_port}"))
 
 
 def start(group: Group, conf: Path, workers: int, log: Path) -> subprocess.Popen[Any]:

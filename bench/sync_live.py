@@ -37,7 +37,7 @@ import zmq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _node import REPO, Group, ctl_stateplane, wait_for
+from _node import REPO, Group, ctl_stateplane, route_to, wait_for
 
 from bench.replica_memory import owner_records
 from conf import envelope as env
@@ -62,19 +62,7 @@ max_dialogs = {max(2 * n, 1000)}
 [stateplane]
 replicate = true
 peers = [{quoted}]
-
-[[destination_set]]
-name = "uas"
-destinations = ["sip:127.0.0.1:5080"]
-
-[[route]]
-name = "default"
-to = "uas"
-
-[log]
-level = "info"
-stats_interval_s = 1.0
-""")
+""" + route_to("127.0.0.1:5080"))
 
 
 
