@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .node import Node, Proc, assert_clean_stop, free_port, sipp_uas, write_config
+from .node import Node, Proc, assert_clean_stop, free_port, reap_all, sipp_uas, write_config
 
 #: honcho SIGKILLs a process that outlives 5 s after SIGTERM; ours must be done well before
 STOP_WITHIN_S = 5.0
@@ -23,6 +23,14 @@ def _need_sipp() -> None:
         pytest.fail(
             "sipp is not installed (Debian package sip-tester); the test command installs it"
         )
+
+
+@pytest.fixture(autouse=True)
+def _reap() -> Iterator[None]:
+    """Whatever a test leaves running is killed after it, pipes closed (node.py rule 4); the
+    fixtures that stop nodes and sipp cleanly run first, as they were set up later."""
+    yield
+    reap_all()
 
 
 @pytest.fixture

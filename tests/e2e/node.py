@@ -5,6 +5,9 @@ Rules:
 2. Nothing waits on a fixed sleep: readiness is an OPTIONS answered, exit is a process reaped,
    both polled to a deadline.
 3. Every child is bounded in time and killed (by its own pid/process group) if it overstays.
+4. Every child is registered when it starts; after each test whatever is still running is
+   killed and its pipe closed (``reap_all``), so a failed test leaves no process and no open
+   pipe behind to be collected, with a ResourceWarning, inside some later test.
 """
 
 from __future__ import annotations
@@ -24,6 +27,39 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = str(Path(sys.executable).parent)
+#: children started by the current test and not yet reaped (rule 4)
+_CHILDREN: list[subprocess.Popen[str]] = []
+#: the thread reading a child's pipe, by pid: joined before the pipe is closed under it
+_READERS: dict[int, threading.Thread] = {}
+
+
+def _spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             start_new_session=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+    _CHILDREN.append(popen)
+    return popen
+
+
+def reap_all() -> list[str]:
+    """Kill what the test left running (its whole process group) and close every pipe; the
+    argv of each child that was still running."""
+    left = []
+    while _CHILDREN:
+        popen = _CHILDREN.pop()
+        if popen.poll() is None:
+            left.append(" ".join(map(str, popen.args[:3])))  # type: ignore[index]
+            for pid in [*_descendants(popen.pid), popen.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass  # already gone
+            popen.wait(5)
+        reader = _READERS.pop(popen.pid, None)
+        if reader is not None:
+            reader.join(5)  # it sees EOF now that every writer is dead
+        if popen.stdout is not None:
+            popen.stdout.close()
+    return left
 LOCALHOST = "127.0.0.1"
 
 
@@ -144,12 +180,8 @@ class Proc:
 
     @classmethod
     def start(cls, argv: list[str], env: dict[str, str], cwd: Path) -> Proc:
-        popen = subprocess.Popen(
-            argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, start_new_session=True,
-        )  # fmt: skip
-        p = cls(popen)
-        p._thread = threading.Thread(target=p._read, daemon=True)
+        p = cls(_spawn(argv, env=env, cwd=cwd))
+        p._thread = _READERS[p.popen.pid] = threading.Thread(target=p._read, daemon=True)
         p._thread.start()
         return p
 
@@ -172,6 +204,13 @@ class Proc:
             if ev.get("event") == name:
                 out.append(ev)
         return out
+
+    def wait_lines(self, count: int, timeout_s: float = 5.0) -> list[str]:
+        """The first ``count`` output lines once they arrived, or what there is at the deadline."""
+        end = time.monotonic() + timeout_s
+        while len(self.lines) < count and time.monotonic() < end:
+            time.sleep(0.02)  # polling step, bounded by the deadline
+        return self.lines[:count]
 
     def wait_events(self, name: str, count: int, timeout_s: float = 5.0) -> list[dict[str, object]]:
         """The ``name`` events once at least ``count`` arrived (the log reaches us through
@@ -359,10 +398,7 @@ class UacRun:
             "-trace_stat", "-fd", "1", "-stf", str(stf),
             "-timeout", f"{int(timeout_s)}s", "-timeout_error", *extra,
         ]  # fmt: skip
-        popen = subprocess.Popen(argv, cwd=workdir, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True,
-                                 start_new_session=True)  # fmt: skip
-        return cls(popen, stf, timeout_s)
+        return cls(_spawn(argv, cwd=workdir), stf, timeout_s)
 
     def wait(self) -> SippResult:
         try:
