@@ -10,7 +10,8 @@ Rules:
   ``5.0`` seconds).
 - The first error wins; the message reads as one line an operator can act on, e.g.
   ``conf/sipline.toml: listen[0].port: expected a number from 1 to 65535, found 70000``.
-- Where the file comes from: ``--conf``, else ``$SIPLINE_CONF``, else ``conf/sipline.toml``.
+- Where the file comes from: ``--conf``, else ``$SIPLINE_CONF``, else the ``sipline.toml``
+  installed beside this module (the shipped default), whatever the working directory.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from conf.settings import (
 )
 
 ENV_CONF = "SIPLINE_CONF"
-DEFAULT_PATH = "conf/sipline.toml"
+DEFAULT_PATH = str(Path(__file__).with_name("sipline.toml"))
 
 #: an ipc:// endpoint is a Unix socket path, at most 107 bytes (sun_path), and sockets.py
 #: adds ``/<role>-<proc>-<pid>.ipc``: 31 bytes for ``/ingress-ingress.99-4194304.ipc``
@@ -70,7 +71,7 @@ class ConfigError(Exception):
 
 
 def config_path(cli_path: str | None = None) -> str:
-    """``--conf`` wins, then ``$SIPLINE_CONF``, then ``conf/sipline.toml``."""
+    """``--conf`` wins, then ``$SIPLINE_CONF``, then the shipped ``conf/sipline.toml``."""
     return cli_path or os.environ.get(ENV_CONF) or DEFAULT_PATH
 
 

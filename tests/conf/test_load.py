@@ -13,6 +13,8 @@ from conf import load as loader
 from conf.load import ConfigError, config_path, from_dict, load
 from conf.settings import Bus, Listener, Log, Node, Proxy, Settings, Tcp
 
+REPO = Path(__file__).resolve().parents[2]
+
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "conf" / "sipline.toml"
 
@@ -696,10 +698,13 @@ class TestFiles:
 
 
 class TestConfigPath:
-    def test_default(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """With neither --conf nor SIPLINE_CONF, conf/sipline.toml."""
+    def test_default(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """With neither --conf nor SIPLINE_CONF, the shipped conf/sipline.toml, found from the
+        installation rather than the working directory."""
         monkeypatch.delenv("SIPLINE_CONF", raising=False)
-        assert config_path(None) == "conf/sipline.toml"
+        monkeypatch.chdir(tmp_path)
+        assert config_path(None) == str(REPO / "conf" / "sipline.toml")
+        assert load(config_path(None)).listen  # it is there and loads
 
     def test_env(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """SIPLINE_CONF names another file."""
@@ -714,7 +719,7 @@ class TestConfigPath:
     def test_empty_env_is_unset(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """An empty SIPLINE_CONF means the default, not a file named ''."""
         monkeypatch.setenv("SIPLINE_CONF", "")
-        assert config_path(None) == "conf/sipline.toml"
+        assert config_path(None) == str(REPO / "conf" / "sipline.toml")
 
 
 class TestClusterSharing:
