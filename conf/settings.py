@@ -304,6 +304,10 @@ class Dns:
     """Ceiling on how long a positive answer is kept, whatever its TTL."""
     negative_ttl_s: float = field(default=60.0, metadata=_range(0, 86_400))
     """How long "no such name" is kept (and the cap of an SOA's negative TTL)."""
+    naptr: bool = False
+    """Ask NAPTR first for a name with neither port nor transport (RFC 3263 §4.1), taking
+    transports in the records' order; off by default, like Kamailio's ``dns_try_naptr``: one
+    more query per name, and most SIP domains publish SRV alone."""
 
 
 #: OpenSIPS and Kamailio both default a dialog's lifetime to 12 hours (``default_timeout``)

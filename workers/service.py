@@ -74,7 +74,7 @@ class Worker:
         self.resolver = Resolver(ResolverConfig(
             nameservers=tuple(d.nameservers), timeout_s=d.timeout_s,
             attempt_timeout_s=d.attempt_timeout_s, slow_ms=d.slow_ms, cache_size=d.cache_size,
-            max_ttl_s=d.max_ttl_s, negative_ttl_s=d.negative_ttl_s,
+            max_ttl_s=d.max_ttl_s, negative_ttl_s=d.negative_ttl_s, naptr=d.naptr,
             transports=tuple(sorted({lst.transport for lst in settings.listen}, reverse=True)),
         )) if self.stateful is not None else None  # fmt: skip
         self._timer: asyncio.TimerHandle | None = None

@@ -63,6 +63,26 @@ def test_calls_to_a_destination_found_by_srv(start_node: StartNode, uas: Uas, tm
     assert server.count("SRV") <= 2 and server.count("A") <= 2, server.queries
 
 
+def test_naptr_picks_the_transport_when_switched_on(
+        start_node: StartNode, uas: Uas, tmp_path: Path,
+        nameserver: Callable[..., tuple[int, ZoneServer]]) -> None:  # fmt: skip
+    """``[dns] naptr = true``: the destination's NAPTR record (RFC 3263 §4.1) names the UDP
+    SRV record, whose port is the UAS's; calls complete, and NAPTR was asked (not the SRV of
+    the TCP transport that NAPTR did not name)."""
+    port, _ = uas("u1", "uas_rr")
+    ns_port, server = nameserver({
+        ("uas.example.test", "NAPTR"): ['10 10 "s" "SIP+D2U" "" _sip._udp.pool.example.test.'],
+        ("_sip._udp.pool.example.test", "SRV"): [f"10 10 {port} host.example.test."],
+        ("host.example.test", "A"): ["127.0.0.1"],
+    })  # fmt: skip
+    node = start_node(["sip:uas.example.test"], "worker=1", f'\n[proxy]\nmode = "stateful"\n'
+                      f'\n[dns]\nnameservers = ["127.0.0.1:{ns_port}"]\nnaptr = true\n')  # fmt: skip
+    res = sipp_uac(node.port, "u1", 20, 20, tmp_path, scenario="uac_rr")
+    assert (res.successful, res.failed) == (20, 0), res.output
+    assert server.count("NAPTR") >= 1, server.queries
+    assert server.queries.get(("_sip._tcp.uas.example.test", "SRV"), 0) == 0, server.queries
+
+
 def test_unresolvable_destination_gets_478(start_node: StartNode, tmp_path: Path,
                                           nameserver: Callable[..., tuple[int, ZoneServer]],
                                           ) -> None:  # fmt: skip
