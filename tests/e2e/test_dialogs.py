@@ -51,18 +51,25 @@ def test_each_finished_call_writes_one_cdr(start_node: StartNode, uas: Uas, tmp_
     assert len(node.proc.events("cdr")) == 200
 
 
+@pytest.mark.parametrize("scale", ["worker=2", "worker=2,timers=2"])
 def test_lifetime_ends_the_call_with_bye_both_ways(start_node: StartNode, uas: Uas,
-                                                   tmp_path: Path) -> None:  # fmt: skip
+                                                   tmp_path: Path, scale: str) -> None:  # fmt: skip
     """A caller that never hangs up and a 2 s lifetime: the proxy sends BYE to both sides
-    (both sipps answer it and count the call a success) and the CDR says expired."""
+    (both sipps answer it and count the call a success) and the CDR says expired, once per
+    call. With two timers processes the keys are spread over both (rendezvous hashing of 20
+    keys: all on one, odds 1 in 500 000) and each lifetime still fires once."""
     dport, _ = uas("u1", "uas_rr")
     cdr_file = tmp_path / "cdr.jsonl"
-    node = start_node(dport, "worker=2", dialogs(cdr_file, "default_lifetime_s = 2"))
-    res = sipp_uac(node.port, "u1", 10, 10, tmp_path, scenario="uac_wait_bye", timeout_s=30)
-    assert (res.successful, res.failed) == (10, 0), res.output
+    node = start_node(dport, scale, dialogs(cdr_file, "default_lifetime_s = 2"))
+    res = sipp_uac(node.port, "u1", 20, 20, tmp_path, scenario="uac_wait_bye", timeout_s=30)
+    assert (res.successful, res.failed) == (20, 0), res.output
+    timers = [r for r in ctl(node.conf, "stats")["stats"]  # type: ignore[attr-defined]
+              if r["role"] == "timers"]  # fmt: skip
+    fired = sorted(int(r["counters"].get("fired", 0)) for r in timers)
+    assert len(fired) == scale.count("timers=2") + 1 and sum(fired) >= 20 and fired[0] > 0, timers
     node.stop()
     rows = cdrs(cdr_file)
-    assert len(rows) == 10
+    assert len(rows) == 20 and len({r["call_id"] for r in rows}) == 20
     assert {r["cause"] for r in rows} == {"expired"} and {r["ended_by"] for r in rows} == {"proxy"}
     assert all(1900 <= int(str(r["talk_ms"])) <= 6000 for r in rows), rows
 

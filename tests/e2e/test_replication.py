@@ -1,6 +1,6 @@
 """Dialog replication between two nodes on loopback (docs/stateplane.md): the backup's state
 plane holds the active node's live dialogs, kept by PUB/SUB, and a late joiner gets them by
-snapshot. Takeover is not tested here (it is not built yet)."""
+snapshot, again on ``sipline ctl sync``. Takeover and failback are in test_failover.py."""
 
 from __future__ import annotations
 
@@ -69,7 +69,8 @@ def test_backup_replicates_live_dialogs_and_a_late_joiner_syncs(
     start_node: StartNode, uas: Uas, tmp_path: Path
 ) -> None:
     """20 long calls through node A: node B (subscribed before) and node C (started after the
-    calls are up) both hold A's 20 live dialogs; C got them by snapshot (``replica_synced``)."""
+    calls are up) both hold A's 20 live dialogs; C got them by snapshot (``replica_synced``),
+    and ``sipline ctl sync`` on C asks A for a whole new one, which again holds all 20."""
     dport, _ = uas("u1")
     a = start_node(dport, "worker=2", config([]), name="node-a")
     b = start_node(dport, "worker=1", config([a.run_dir]), name="node-b")
@@ -93,6 +94,11 @@ def test_backup_replicates_live_dialogs_and_a_late_joiner_syncs(
         c = start_node(dport, "worker=1", config([a.run_dir]), name="node-c")
         (synced,) = c.proc.wait_events("replica_synced", 1, timeout_s=5)
         assert synced["peer"] == "node-a" and synced["dialogs"] == CALLS, synced
+        assert replicated(c, "node-a") == CALLS
+        out = ctl(c.conf, "sync")["sync"]
+        assert out == [{"proc": out[0]["proc"], "peers": [str(a.run_dir)]}], out  # type: ignore[index]
+        again = c.proc.wait_events("replica_synced", 2, timeout_s=5)
+        assert len(again) == 2 and again[1]["dialogs"] == CALLS, again
         assert replicated(c, "node-a") == CALLS
     finally:
         run.kill()
