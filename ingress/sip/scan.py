@@ -19,8 +19,10 @@ from ingress.sip.errors import BadRequest, SipError
 from ingress.sip.grammar import CALL_ID_RE, STATUS_CODE_RE, TOKEN_B_RE
 from ingress.sip.parser import _version, salvage
 
-# Call-ID = ( "Call-ID" / "i" ) HCOLON callid (RFC 3261 §20.8); callid is word ["@" word]
-_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:[ \t]*([!-~]+)[ \t]*\r?$")
+# Call-ID = ( "Call-ID" / "i" ) HCOLON callid (RFC 3261 §20.8); callid is word ["@" word].
+# The LWS around it may be folded (§7.3.1), as the parser accepts.
+_SWS = rb"(?:[ \t]|\r?\n[ \t])*"
+_CALL_ID = re.compile(rb"(?im)^(?:call-id|i)[ \t]*:" + _SWS + rb"([!-~]+)" + _SWS + rb"\r?$")
 
 
 @dataclass(slots=True, frozen=True)
