@@ -11,6 +11,9 @@ Rules:
 4. What a proxy reads or forwards is validated here, once: the start line, every Via, From,
    To, Contact, Route, Record-Route, Call-ID, CSeq, Max-Forwards and Content-Length. Other
    headers are kept as bytes and parsed by whoever needs them.
+5. The cost of a message is linear in its size and its fields are bounded in number: over
+   ``MAX_HEADER_FIELDS`` fields, or ``MAX_LIST_VALUES`` values in Via or in the name-addr
+   lists, is ``TooManyHeaders`` (400), salvaged from the first fields only.
 
 This is the hot path of the whole proxy (every message is parsed by the ingress and again by a
 worker), so it works with bytes methods (split, partition, find) and one compiled regex per
@@ -24,6 +27,7 @@ from ingress.sip.errors import (
     NotImplemented_,
     Salvage,
     SipError,
+    TooManyHeaders,
     VersionNotSupported,
 )
 from ingress.sip.grammar import (
@@ -61,6 +65,17 @@ _KIND: dict[str, str] = {
     **dict.fromkeys(NAME_ADDR_LISTS, _LIST),
 }
 _SALVAGED = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+#: Header fields in one message (a folded field counts once). Apache httpd refuses an HTTP
+#: request over 100 fields (LimitRequestFields); a SIP request that crossed Max-Forwards' 70
+#: hops (§8.1.1.6) may carry a Via and a Record-Route field per hop, 140, plus the 20-40 its
+#: UA sent: 256 leaves room, and keeps a 64 KB datagram of 16 000 short fields from costing
+#: 16 000 header tuples in every process that reads it.
+MAX_HEADER_FIELDS = 256
+#: Values in Via, and in Contact, Route and Record-Route together, once comma lists are split:
+#: the same 70 hops, with one Via and one Record-Route value each, and room. Each value is a
+#: regex match and an object, ~3 µs: without a cap a 64 KB Route list cost a worker 10 ms.
+MAX_LIST_VALUES = 256
 _CRLF = b"\r\n"
 
 
@@ -79,6 +94,25 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
     Raises:
         SipError: the message is malformed (400), names another SIP version (505), or uses
             an unknown method with a mismatched CSeq (501). See the module rules.
+    """
+    start_line, headers, line_end, body_start, bad, is_request = _read_head(data)
+    try:
+        if is_request:
+            return _request(data, start_line, headers, line_end, body_start, bad, trusted)
+        return _response(data, start_line, headers, line_end, body_start, bad, trusted)
+    except SipError as exc:
+        if exc.salvage is None:
+            exc.salvage = _salvage(data, headers, is_request, start_line)
+        raise
+
+
+def _read_head(data: bytes) -> tuple[bytes, list[Header], int, int, str | None, bool]:
+    """The header section of a message, read but not validated: (start line, headers, offset
+    past the start line, offset of the body, the first problem found, is it a request).
+
+    Raises:
+        BadRequest: no end of header section.
+        TooManyHeaders: more than MAX_HEADER_FIELDS fields (rule 5).
     """
     start = 0
     if data[:2] == _CRLF:  # §7.5: ignore CRLFs before the start line
@@ -104,18 +138,26 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
     start_line = lines[0]
     seplen = len(sep)
     line_end = start + len(start_line) + seplen
-    headers, scan_bad = _scan_headers(lines, line_end, seplen)
-    bad = bad or scan_bad
-    body_start = hdr_end + 2 * seplen
     is_request = not (start_line[:4] == b"SIP/" or start_line[:4].upper() == b"SIP/")
-    try:
-        if is_request:
-            return _request(data, start_line, headers, line_end, body_start, bad, trusted)
-        return _response(data, start_line, headers, line_end, body_start, bad, trusted)
-    except SipError as exc:
-        if exc.salvage is None:
-            exc.salvage = _salvage(data, headers, is_request, start_line)
-        raise
+    if len(lines) > MAX_HEADER_FIELDS + 1 and count_fields(head) > MAX_HEADER_FIELDS:
+        # rule 5: an answer needs the Via and CSeq, which a UA sends among its first fields
+        headers, _ = _scan_headers(lines[: MAX_HEADER_FIELDS + 1], line_end, seplen)
+        raise TooManyHeaders(f"more than {MAX_HEADER_FIELDS} header fields",
+                             _salvage(data, headers, is_request, start_line))  # fmt: skip
+    headers, scan_bad = _scan_headers(lines, line_end, seplen)
+    return start_line, headers, line_end, hdr_end + 2 * seplen, bad or scan_bad, is_request
+
+
+def count_fields(head: bytes, start: int = 0, end: int | None = None) -> int:
+    """Header fields in ``head[start:end]`` (``start`` at or before the start line's line
+    break): the line breaks not followed by a continuation line's SP or HTAB (§7.3.1)."""
+    if end is None:
+        end = len(head)
+    return (
+        head.count(b"\n", start, end)
+        - head.count(b"\n ", start, end)
+        - head.count(b"\n\t", start, end)
+    )
 
 
 def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Header], str | None]:
@@ -202,6 +244,7 @@ def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, 
     seen: dict[str, bytes] = {}
     vias: list[Via] = []
     kinds = _KIND
+    listed = 0  # values of Contact, Route and Record-Route
     for name, value, _, _ in headers:
         kind = kinds.get(name)
         if kind is None:
@@ -211,14 +254,26 @@ def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, 
                 raise BadRequest(f"more than one {name} header")
             seen[name] = value
         elif kind is _VIA:
-            if b"," in value:
-                vias.extend(parse_via(v) for v in split_commas(value))
-            else:
+            if b"," not in value:
                 vias.append(parse_via(value))
-        elif not trusted:
-            for v in split_commas(value) if b"," in value else (value,):
-                if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
-                    parse_name_addr(v)
+                continue
+            values = split_commas(value)
+            if len(vias) + len(values) > MAX_LIST_VALUES:  # checked before the parse it bounds
+                raise TooManyHeaders(f"more than {MAX_LIST_VALUES} Via values")
+            vias.extend(parse_via(v) for v in values)
+        else:
+            values = split_commas(value) if b"," in value else [value]
+            listed += len(values)
+            if listed > MAX_LIST_VALUES:
+                raise TooManyHeaders(
+                    f"more than {MAX_LIST_VALUES} Contact/Route/Record-Route values"
+                )
+            if not trusted:
+                for v in values:
+                    if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
+                        parse_name_addr(v)
+    if len(vias) > MAX_LIST_VALUES:  # single-value Via fields, each bounded by the field cap
+        raise TooManyHeaders(f"more than {MAX_LIST_VALUES} Via values")
     if not vias:
         raise BadRequest("missing via header")
     if "from" not in seen or "to" not in seen or "call-id" not in seen or "cseq" not in seen:
@@ -373,18 +428,18 @@ def _salvage(data: bytes, headers: list[Header], is_request: bool, start_line: b
 
 
 def salvage(data: bytes) -> Salvage:
-    """What can be read of a message to answer it (used by the stream framer).
+    """What can be read of a message to answer it (used by the scan and the stream framer):
+    the salvage ``parse_message`` would attach to its error, from the header section alone.
+    Reading no more than that keeps a refused message cheap: no URI, Via or name-addr is
+    matched to refuse it.
 
     A header section cut short (over the size cap) is read up to its last complete line.
     """
-    if b"\r\n\r\n" not in data and b"\n\n" not in data:
-        return _salvage_cut(data)
     try:
-        msg = parse_message(data)
+        start_line, headers, _, _, _, is_request = _read_head(data)
     except SipError as exc:
         return exc.salvage or Salvage(is_request=data.lstrip()[:4].upper() != b"SIP/")
-    start_line = data[: msg.line_end].strip()
-    return _salvage(data, msg.headers, isinstance(msg, Request), start_line)
+    return _salvage(data, headers, is_request, start_line)
 
 
 def _salvage_cut(data: bytes) -> Salvage:
@@ -395,9 +450,4 @@ def _salvage_cut(data: bytes) -> Salvage:
     cut = data.rfind(b"\r\n")
     if cut <= 0:
         return Salvage(is_request=is_request)
-    head = data[:cut] + b"\r\n\r\n"
-    try:
-        msg = parse_message(head)
-    except SipError as exc:
-        return exc.salvage or Salvage(is_request=is_request)
-    return _salvage(head, msg.headers, isinstance(msg, Request), head[: msg.line_end].strip())
+    return salvage(data[:cut] + b"\r\n\r\n")

@@ -8,6 +8,9 @@ Rules:
    extracts and checks, the worker parses further what it needs).
 2. It raises the same ``SipError`` (with the same salvage) that ``parse_message`` would for
    the start line, so an answer does not depend on which process found the fault.
+3. It also counts the header fields (C-speed ``bytes.count``, no line is split): a message
+   over ``MAX_HEADER_FIELDS`` never reaches a worker, and is refused in the same order as
+   ``parse_message`` refuses it (before the start line is checked).
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ingress.sip.errors import BadRequest, SipError
+from ingress.sip.errors import BadRequest, SipError, TooManyHeaders
 from ingress.sip.grammar import CALL_ID_RE, STATUS_CODE_RE, TOKEN_B_RE
-from ingress.sip.parser import _version, salvage
+from ingress.sip.parser import MAX_HEADER_FIELDS, _version, count_fields, salvage
 
 # Call-ID = ( "Call-ID" / "i" ) HCOLON callid (RFC 3261 §20.8); callid is word ["@" word].
 # The LWS around it may be folded (§7.3.1), as the parser accepts.
@@ -57,6 +60,12 @@ def _scan(data: bytes) -> Summary:
         if end < 0:
             raise BadRequest("no end of header section")
     nl = data.find(b"\n", start)
+    # one count is enough for a normal message; the exact one only when it could be over
+    if (
+        data.count(b"\n", nl, end) > MAX_HEADER_FIELDS
+        and count_fields(data, nl, end) > MAX_HEADER_FIELDS
+    ):
+        raise TooManyHeaders(f"more than {MAX_HEADER_FIELDS} header fields")
     line = data[start:nl].rstrip(b"\r")
     if line[:4].upper() == b"SIP/":
         version, _, rest = line.partition(b" ")
