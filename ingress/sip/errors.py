@@ -7,7 +7,7 @@ Anything else raised while handling peer input is a bug.
 
     SipError
     ├── BadRequest               400  malformed syntax, missing mandatory header
-    ├── TooManyHeaders           400  over MAX_HEADER_FIELDS fields or MAX_LIST_VALUES values
+    ├── TooManyHeaders           400  over the parser's header line, field or list value caps
     ├── RequestTooLarge          413  header section or body over the configured cap
     ├── UnsupportedUriScheme     416  Request-URI scheme we cannot route (RFC 3261 §16.3)
     ├── BadExtension             420  Proxy-Require names an option we lack (§16.3)

@@ -1,8 +1,9 @@
 """Caps on what one message may hold (parser rule 5, scan rule 3).
 
-Over ``MAX_HEADER_FIELDS`` fields, or ``MAX_LIST_VALUES`` Via or name-addr values, a message
-is refused with ``TooManyHeaders`` (400 "Too Many Headers"); a request is answerable when its
-Via and CSeq are among its first fields, and the ingress scan and the worker parse agree.
+Over ``MAX_HEADER_LINES`` lines, ``MAX_HEADER_FIELDS`` fields, or ``MAX_LIST_VALUES`` Via or
+name-addr values, a message is refused with ``TooManyHeaders`` (400 "Too Many Headers"); a
+request is answerable when its Via and CSeq are among its first lines, and the ingress scan and
+the worker parse agree.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from ingress.sip.errors import Salvage, SipError, TooManyHeaders
 from ingress.sip.parser import (
     MAX_HEADER_FIELDS,
+    MAX_HEADER_LINES,
     MAX_LIST_VALUES,
     count_fields,
     parse_message,
@@ -72,10 +74,19 @@ def test_one_field_over_the_cap_is_400_too_many_headers() -> None:
 
 
 def test_folded_lines_count_as_their_field() -> None:
-    """Continuation lines belong to their field: 2 000 of them are not 2 000 fields."""
-    data = message([b"Subject: a", *[b" b"] * 2000])
-    assert parse_message(data).header("subject") == b"a" + b" b" * 2000
+    """Continuation lines belong to their field: 1 000 of them are not 1 000 fields."""
+    data = message([b"Subject: a", *[b" b"] * 1000])
+    assert parse_message(data).header("subject") == b"a" + b" b" * 1000
     assert count_fields(data, 0, data.find(b"\r\n\r\n")) == len(BASE) + 2
+
+
+def test_lines_over_the_cap_are_refused_whatever_they_fold() -> None:
+    """Past MAX_HEADER_LINES lines, continuation lines included, the message is refused by
+    one count in the scan (a 64 KB datagram of one-byte folds costs no Python step each)."""
+    lines = MAX_HEADER_LINES - len(BASE) - 2  # Subject and Content-Length
+    parse_message(message([b"Subject: a", *[b" b"] * lines]))
+    err = refused(message([b"Subject: a", *[b" b"] * (lines + 1)]))
+    assert err.detail == f"more than {MAX_HEADER_LINES} header lines" and err.answerable
 
 
 def test_transaction_fields_after_the_cap_are_not_read() -> None:
