@@ -171,3 +171,21 @@ def test_flood_of_bad_packets(start_node: StartNode, uas: Any, tmp_path: Path) -
     # and the node still carries calls
     result = sipp_uac(node.port, "u1", 200, 100, tmp_path, timeout_s=60)
     assert (result.successful, result.failed) == (200, 0), result.output
+
+
+def test_sources_past_the_table_share_one_line(start_node: StartNode) -> None:
+    """Bad packets from 300 loopback addresses in one interval: 256 per-source lines and one
+    ``others`` line from the ingress, whose counts add up to the 300 packets."""
+    node = start_node(9, "worker=1", log_extra="rejected_interval_s = 60")
+    for i in range(300):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind((f"127.0.{1 + i // 250}.{1 + i % 250}", 0))
+            s.settimeout(5.0)
+            s.sendto(broken_rline(f"z9hG4bK-s{i}"), (LOCALHOST, node.port))
+            assert s.recv(65535).startswith(b"SIP/2.0 400 ")
+    node.stop()  # the ingress logs what its last interval counted as it stops
+    lines = [e for e in node.proc.events("rejected") if str(e["proc"]).startswith("ingress")]
+    others = [e for e in lines if e["src"] == "others"]
+    assert len(lines) == 257 and len(others) == 1, len(lines)
+    assert sum(int(str(e["count"])) for e in lines) == 300
+    assert others[0]["count"] == 300 - 256
