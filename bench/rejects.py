@@ -14,8 +14,8 @@ lines are counted too: refused packets per log line shows the aggregation.
 Bounded: each kind stops at ``--seconds`` of sending or ``--max`` packets, whichever first;
 every wait has a deadline. Standard library only; Linux only.
 
-    python3 bench/rejects.py                       # this tree
-    python3 bench/rejects.py --tree /tmp/old       # another checkout (git archive REV | tar -x)
+    .venv/bin/python bench/rejects.py                   # this tree (the ingress runs on this interpreter)
+    .venv/bin/python bench/rejects.py --tree /tmp/old   # another checkout (git archive REV | tar -x)
 """
 
 from __future__ import annotations
