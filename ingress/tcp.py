@@ -224,7 +224,8 @@ class TcpHub:
         self.on_message = on_message
         self.on_error = on_error
         self.loop = asyncio.get_running_loop()
-        #: connections closed and refused, by source (rule 6); the ingress logs and flushes it
+        #: connections closed and refused, by source (rule 6); the ingress passes its own and
+        #: logs it; a hub run alone (tests, tools) keeps one nobody logs
         self.rejects = rejects or RejectTally(10.0, self.loop.time())
         #: attached connections (inbound admitted, outbound connected)
         self.conns: dict[int, TcpConnection] = {}

@@ -165,16 +165,10 @@ def _over_cap(head: bytes, lines: int) -> str:
     return ""
 
 
-def count_fields(head: bytes, start: int = 0, end: int | None = None) -> int:
-    """Header fields in ``head[start:end]`` (``start`` at or before the start line's line
-    break): the line breaks not followed by a continuation line's SP or HTAB (§7.3.1)."""
-    if end is None:
-        end = len(head)
-    return (
-        head.count(b"\n", start, end)
-        - head.count(b"\n ", start, end)
-        - head.count(b"\n\t", start, end)
-    )
+def count_fields(head: bytes) -> int:
+    """Header fields in a header section (from the start line, or its line break, to the
+    blank line): the line breaks not followed by a continuation line's SP or HTAB (§7.3.1)."""
+    return head.count(b"\n") - head.count(b"\n ") - head.count(b"\n\t")
 
 
 def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Header], str | None]:
