@@ -1,9 +1,12 @@
 """The ingress process: sockets in, parsed messages to workers, workers' output back out.
 
 Rules:
-1. Every message's start line and Call-ID are checked here (``scan_message``); what fails is
-   answered with the codec's status (never an ACK, never a response: those are dropped) and
-   logged once. The worker parses the rest and answers, the same way, what only that finds.
+1. Every message's start line, header count and Call-ID are checked here (``scan_message``);
+   what fails is answered with the codec's status (never an ACK, never a response: those are
+   dropped). The worker parses the rest and answers, the same way, what only that finds.
+   A refusal is counted (``drop_malformed``, and by reason in the ``rejects`` tally), never
+   logged on its own: the tally, TCP closes included, is logged as one ``rejected`` line per
+   source every ``[log] rejected_interval_s`` (conf/rejects.py).
 2. When no worker can take a message (none alive, or its pipe is full) a new INVITE is answered
    503 with Retry-After and anything else is dropped and counted: no unbounded queue anywhere.
 3. This module makes no routing decision; workers do.
@@ -27,6 +30,7 @@ from conf import process
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
 from conf.pipe import oldest_ms
+from conf.rejects import RejectTally, log_rejects
 from conf.settings import Listener, Settings
 from ingress import shedding
 from ingress.bus import FULL, WorkerBus
@@ -54,8 +58,10 @@ class Ingress:
         self.ingress_id = ingress_id
         self.loop = asyncio.get_running_loop()
         self.meter = LoadMeter(self.loop.time())
+        #: refused messages and TCP connections by source (rule 1)
+        self.rejects = RejectTally(settings.log.rejected_interval_s, self.loop.time())
         self.udp: dict[tuple[str, int], UdpListener] = {}
-        self.tcp = TcpHub(settings.tcp, self._on_tcp_message, self._on_tcp_error)
+        self.tcp = TcpHub(settings.tcp, self._on_tcp_message, self._on_tcp_error, self.rejects)
         self.bus = WorkerBus(
             ctx, settings.bus, settings.node.run_dir, ingress_id, self._on_out, self.meter
         )
@@ -153,7 +159,7 @@ class Ingress:
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _on_tcp_error(self, conn: TcpConnection, exc: SipError) -> None:
-        reply = self._reject(exc, f"{conn.peer[0]}:{conn.peer[1]}", "tcp")
+        reply = self._reject(exc, conn.peer[0], conn.peer[1], "tcp")
         if reply is not None:
             conn.write(reply)
 
@@ -169,7 +175,7 @@ class Ingress:
         try:
             summary = scan_message(data)
         except SipError as exc:
-            return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
+            return self._reject(exc, meta[1], meta[2], meta[0])
         verdict = self.bus.submit(summary.call_id, meta, data, summary.method)
         if verdict == shedding.ADMIT:
             return None
@@ -185,7 +191,7 @@ class Ingress:
             try:
                 msg = parse_message(data)
             except SipError as exc:
-                return self._reject(exc, f"{meta[1]}:{meta[2]}", meta[0])
+                return self._reject(exc, meta[1], meta[2], meta[0])
             if verdict == shedding.REFUSE and isinstance(msg, Request) and msg.to.tag:
                 # a re-INVITE belongs to a call already admitted (shedding rule 5)
                 if self.bus.submit(summary.call_id, meta, data, REINVITE) == shedding.ADMIT:
@@ -257,23 +263,29 @@ class Ingress:
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
         hops = self.bus.hops(self.loop.time())
         return {**self.meter.control("ingress"), "queued_out": self.bus.queued,
-                "queued_oldest_ms": oldest_ms(hops), "hops": hops}  # fmt: skip
+                "queued_oldest_ms": oldest_ms(hops), "hops": hops,
+                "rejected": dict(self.rejects.totals)}  # fmt: skip
 
     def heartbeat(self) -> None:
-        """Every heartbeat: workers' liveness, pike's expiries and sibling ingresses."""
+        """Every heartbeat: workers' liveness, pike's expiries, sibling ingresses and the
+        ``rejected`` lines once their interval is over."""
         self.bus.expire()
+        now = self.loop.time()
+        if self.rejects.due(now):
+            log_rejects(self.rejects, now)
         if self.pike is not None and self.pike_share is not None:
             self.pike.expire(time.monotonic())
             if self.pike.events:
                 self._pike_events(time.monotonic())
             self.pike_share.refresh()
 
-    def _reject(self, exc: SipError, src: str, transport: str) -> bytes | None:
-        """Count and log a malformed message; the answer, when one is allowed."""
+    def _reject(self, exc: SipError, ip: str, port: int, transport: str) -> bytes | None:
+        """Count a malformed message (rule 1); the answer, when one is allowed."""
         self.meter.counters["drop_malformed"] += 1
         answered = exc.answerable
-        log.info("message_rejected", status=exc.status, reason=exc.detail, src=src,
-                 transport=transport, answered=answered)  # fmt: skip
+        self.rejects.add(ip, exc.key, exc.detail, answered)
+        log.debug("message_rejected", status=exc.status, reason=exc.detail, src=f"{ip}:{port}",
+                  transport=transport, answered=answered)  # fmt: skip
         if not answered:
             return None
         s = exc.salvage
@@ -313,6 +325,7 @@ class Ingress:
             "queued_oldest_ms": oldest_ms(hops),
             "hops": self.meter.hop_rates(hops, interval_s),
             **self.tcp.stats(),
+            "rejected": dict(self.rejects.totals),
         }
 
     async def drain(self) -> None:
@@ -324,6 +337,7 @@ class Ingress:
 
     async def close(self) -> None:
         await self.tcp.close()
+        log_rejects(self.rejects, self.loop.time())  # what the last interval counted
         for lst in self.udp.values():
             lst.close()
         self.control.close()

@@ -19,8 +19,12 @@ Rules:
 5. Bookkeeping has one entry and one exit: ``attach`` (inbound after admission, outbound once
    connected) and ``detach`` (idempotent, called from every way a connection ends). ``per_ip``
    counts attached inbound connections only; ``by_peer`` never keeps a detached connection.
-6. Each problem is one structured log event: ``tcp_refused``, ``tcp_closed`` (with reason),
-   ``tcp_connect_failed``. Shutdown logs one ``tcp_shutdown`` instead of one per connection.
+6. A peer opens and breaks connections at will, so what it causes is counted, not logged:
+   each connection closed (``tcp_<reason>``) or refused (``tcp_refused_<limit>``) goes to the
+   ``rejects`` tally (conf/rejects.py), which the ingress logs as one ``rejected`` line per
+   source per interval; ``tcp_closed`` and ``tcp_refused`` are DEBUG events. What we cause is
+   logged once: ``tcp_connect_failed``, ``tcp_connect_refused``, and one ``tcp_shutdown``
+   instead of one line per connection.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, cast
 
 import structlog
 
+from conf.rejects import RejectTally
 from conf.settings import Tcp
 from ingress.sip.errors import SipError
 from ingress.sip.framer import KEEPALIVE, NEED_DATA, StreamFramer
@@ -179,9 +184,11 @@ class TcpConnection(asyncio.Protocol):
         self.closed = True
         if reason != "shutdown":
             framer = self.framer
-            log.info("tcp_closed", conn=self.conn_id, peer=f"{self.peer[0]}:{self.peer[1]}",
-                     reason=reason, buffered=framer.buffered if framer else 0,
-                     **fields)  # fmt: skip
+            buffered = framer.buffered if framer else 0
+            sample = " ".join([reason, *(f"{k}={v}" for k, v in fields.items())])
+            self.hub.rejects.add(self.peer[0], "tcp_" + reason, sample)
+            log.debug("tcp_closed", conn=self.conn_id, peer=f"{self.peer[0]}:{self.peer[1]}",
+                      reason=reason, buffered=buffered, **fields)  # fmt: skip
         self.framer = None
         t = self.transport
         if t is not None:
@@ -209,12 +216,17 @@ class TcpConnection(asyncio.Protocol):
 class TcpHub:
     """All TCP connections of one ingress process."""
 
-    def __init__(self, cfg: Tcp, on_message: OnMessage, on_error: OnError) -> None:
+    def __init__(
+        self, cfg: Tcp, on_message: OnMessage, on_error: OnError, rejects: RejectTally | None = None
+    ) -> None:
         self.cfg = cfg
         self.default_local: tuple[str, int] = ("", 0)
         self.on_message = on_message
         self.on_error = on_error
         self.loop = asyncio.get_running_loop()
+        #: connections closed and refused, by source (rule 6); the ingress passes its own and
+        #: logs it; a hub run alone (tests, tools) keeps one nobody logs
+        self.rejects = rejects or RejectTally(10.0, self.loop.time())
         #: attached connections (inbound admitted, outbound connected)
         self.conns: dict[int, TcpConnection] = {}
         #: the connection to use for a peer address; may be one still connecting
@@ -265,14 +277,15 @@ class TcpHub:
         if self._closing:
             return False
         if len(self.conns) + len(self._connects) >= self.cfg.max_connections:
-            log.warning("tcp_refused", peer=ip, reason="max_connections",
-                        limit=self.cfg.max_connections)  # fmt: skip
-            return False
+            return self._refuse(ip, "max_connections", self.cfg.max_connections)
         if self.per_ip.get(ip, 0) >= self.cfg.max_connections_per_ip:
-            log.warning("tcp_refused", peer=ip, reason="max_connections_per_ip",
-                        limit=self.cfg.max_connections_per_ip)  # fmt: skip
-            return False
+            return self._refuse(ip, "max_connections_per_ip", self.cfg.max_connections_per_ip)
         return True
+
+    def _refuse(self, ip: str, reason: str, limit: int) -> bool:
+        self.rejects.add(ip, "tcp_refused_" + reason, f"{reason} {limit}")
+        log.debug("tcp_refused", peer=ip, reason=reason, limit=limit)
+        return False
 
     def attach(self, conn: TcpConnection) -> None:
         self.conns[conn.conn_id] = conn

@@ -79,6 +79,8 @@ class _Families:
         self.messages = c("sipline_messages", "Messages received (in) and sent (out)",
                           labels=[*LABELS, "direction"])  # fmt: skip
         self.drops = c("sipline_drops", "Messages dropped, by reason", labels=[*LABELS, "reason"])
+        self.rejected = c("sipline_rejected", "Input refused (malformed messages, TCP connections "
+                          "closed or refused), by reason", labels=[*LABELS, "reason"])  # fmt: skip
         self.queued = g("sipline_queued_messages", "Messages queued toward the next stage",
                         labels=LABELS)  # fmt: skip
         self.txns = g("sipline_transactions", "Live transactions (stateful workers)",
@@ -110,6 +112,8 @@ class _Families:
         for k, v in sorted(counters.items()):
             if k.startswith("drop_"):
                 self.drops.add_metric([*lab, k.removeprefix("drop_")], float(v))
+        for k, v in sorted((r.get("rejected") or {}).items()):
+            self.rejected.add_metric([*lab, k], float(v))
         if "queued_out" in r:
             self.queued.add_metric(lab, float(r["queued_out"]))
         if "transactions" in r:
@@ -133,7 +137,7 @@ class _Families:
                     self.outcomes.add_metric([*lab, outcome], float(d[outcome]))
 
     def all(self) -> Iterator[Metric]:
-        yield from (self.busy, self.messages, self.drops, self.queued, self.txns,
+        yield from (self.busy, self.messages, self.drops, self.rejected, self.queued, self.txns,
                     self.txn_events, self.dialogs, self.outcomes, self.timers,
                     self.hop_queued, self.hop_oldest, self.hop_sent)  # fmt: skip
 

@@ -238,7 +238,8 @@ class TestMetrics:
                      "profiles": {}}},
         {"ok": True, "proc": "ingress.1-4243", "role": "ingress", "busy_1s": 0.1,
          "counters": {"msgs_in": 8, "msgs_out": 7}, "queued_out": 0,
-         "hops": {"worker.1-4242": {"queued": 12, "oldest_ms": 250.0, "sent": 40}}},
+         "hops": {"worker.1-4242": {"queued": 12, "oldest_ms": 250.0, "sent": 40}},
+         "rejected": {"bad_request": 5, "tcp_idle": 2}},
         {"ok": False, "proc": "worker.2-4244", "error": "boom"},
     ]  # fmt: skip
 
@@ -264,6 +265,8 @@ class TestMetrics:
         assert got[key("sipline_dialogs", **w, state="early")] == 1
         assert got[key("sipline_dialogs_ended_total", **w, outcome="processed")] == 9
         assert got[key("sipline_processes", node="n1", answered="no")] == 1
+        assert got[key("sipline_rejected_total", **i, reason="bad_request")] == 5
+        assert got[key("sipline_rejected_total", **i, reason="tcp_idle")] == 2
 
     def test_hops(self) -> None:
         """Each pipe an answer lists is a series per peer (no pid): depth, oldest wait in

@@ -17,6 +17,7 @@ from conf import sockets
 from conf.control import ControlServer
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, oldest_ms
+from conf.rejects import RejectTally, log_rejects
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from ingress.sip.errors import SipError
@@ -50,6 +51,8 @@ class Worker:
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
         self.meter = LoadMeter(self.loop.time())
+        #: messages the full parse refused, by source: logged as ``rejected`` lines per interval
+        self.rejects = RejectTally(settings.log.rejected_interval_s, self.loop.time())
         #: the node's workers as this one sees them in the run directory: probe answers come
         #: back to the owner of their Call-ID, so probes use Call-IDs this worker owns
         self.peers = WorkerSet.fixed({})
@@ -120,6 +123,8 @@ class Worker:
 
     def heartbeat(self) -> None:
         self.bus.heartbeat()
+        if self.rejects.due(self.loop.time()):
+            log_rejects(self.rejects, self.loop.time())
         if self.rate_share is not None:
             self.rate_share.refresh()
         if self.stateful is not None:
@@ -140,7 +145,8 @@ class Worker:
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
         hops = self.hops()
         out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued,
-                               "queued_oldest_ms": oldest_ms(hops), "hops": hops}  # fmt: skip
+                               "queued_oldest_ms": oldest_ms(hops), "hops": hops,
+                               "rejected": dict(self.rejects.totals)}  # fmt: skip
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
@@ -432,9 +438,12 @@ class Worker:
                     queued_ms=round(max(0.0, queued) * 1000, 2))  # fmt: skip
 
     def _rejected(self, m: Malformed, inb: Inbound) -> None:
-        log.info("message_rejected", status=m.error.status, reason=m.error.detail,
-                 src=f"{inb.src_ip}:{inb.src_port}", transport=inb.transport,
-                 answered=m.reply is not None)  # fmt: skip
+        """Counted, not logged on its own: a peer must not decide how much we log."""
+        answered = m.reply is not None
+        self.rejects.add(inb.src_ip, m.error.key, m.error.detail, answered)
+        log.debug("message_rejected", status=m.error.status, reason=m.error.detail,
+                  src=f"{inb.src_ip}:{inb.src_port}", transport=inb.transport,
+                  answered=answered)  # fmt: skip
 
     def stats(self, interval_s: float) -> dict[str, Any]:
         delay, self.max_delay_s = self.max_delay_s, 0.0
@@ -445,6 +454,7 @@ class Worker:
             "queued_out": self.bus.queued,
             "queued_oldest_ms": oldest_ms(hops),
             "hops": self.meter.hop_rates(hops, interval_s),
+            "rejected": dict(self.rejects.totals),
         }
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
@@ -466,6 +476,7 @@ class Worker:
         self.close()
 
     def close(self) -> None:
+        log_rejects(self.rejects, self.loop.time())  # what the last interval counted
         self.control.close()
         if self.limits is not None:
             self.limits.close()

@@ -7,6 +7,7 @@ Anything else raised while handling peer input is a bug.
 
     SipError
     ├── BadRequest               400  malformed syntax, missing mandatory header
+    ├── TooManyHeaders           400  over the parser's header line, field or list value caps
     ├── RequestTooLarge          413  header section or body over the configured cap
     ├── UnsupportedUriScheme     416  Request-URI scheme we cannot route (RFC 3261 §16.3)
     ├── BadExtension             420  Proxy-Require names an option we lack (§16.3)
@@ -53,6 +54,12 @@ class SipError(Exception):
         self.extra_headers: tuple[bytes, ...] = ()
 
     @property
+    def key(self) -> str:
+        """The reason as a counter name (``bad_request``, ``too_many_headers``): one of a fixed
+        few, unlike ``detail``, which may quote what the peer sent."""
+        return self.reason.lower().replace(" ", "_")
+
+    @property
     def answerable(self) -> bool:
         """True when a reply can be built: a request whose Via and CSeq were salvaged.
 
@@ -74,6 +81,18 @@ _ANSWER_NEEDS = frozenset({"via", "cseq"})
 class BadRequest(SipError):
     status = 400
     reason = "Bad Request"
+
+
+class TooManyHeaders(SipError):
+    """More header fields, or more values in the list headers, than the parser takes.
+
+    400 and not 513: 513 says the message is too long (§21.5.14), and this one may be short;
+    a reason phrase naming the fault is what a sender's log can act on (§21: the phrase is
+    free text, the class is what a UAC acts on, and 400 means "do not retry as is").
+    """
+
+    status = 400
+    reason = "Too Many Headers"
 
 
 class RequestTooLarge(SipError):

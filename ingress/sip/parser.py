@@ -11,6 +11,9 @@ Rules:
 4. What a proxy reads or forwards is validated here, once: the start line, every Via, From,
    To, Contact, Route, Record-Route, Call-ID, CSeq, Max-Forwards and Content-Length. Other
    headers are kept as bytes and parsed by whoever needs them.
+5. The cost of a message is linear in its size, and bounded: over ``MAX_HEADER_LINES``
+   lines, ``MAX_HEADER_FIELDS`` fields, or ``MAX_LIST_VALUES`` values in Via or in the
+   name-addr lists, is ``TooManyHeaders`` (400), salvaged from the first lines only.
 
 This is the hot path of the whole proxy (every message is parsed by the ingress and again by a
 worker), so it works with bytes methods (split, partition, find) and one compiled regex per
@@ -24,6 +27,7 @@ from ingress.sip.errors import (
     NotImplemented_,
     Salvage,
     SipError,
+    TooManyHeaders,
     VersionNotSupported,
 )
 from ingress.sip.grammar import (
@@ -61,6 +65,22 @@ _KIND: dict[str, str] = {
     **dict.fromkeys(NAME_ADDR_LISTS, _LIST),
 }
 _SALVAGED = frozenset({"via", "from", "to", "call-id", "cseq"})
+
+#: Header fields in one message (a folded field counts once). Apache httpd refuses an HTTP
+#: request over 100 fields (LimitRequestFields); a SIP request that crossed Max-Forwards' 70
+#: hops (§8.1.1.6) may carry a Via and a Record-Route field per hop, 140, plus the 20-40 its
+#: UA sent: 256 leaves room, and keeps a 64 KB datagram of 16 000 short fields from costing
+#: 16 000 header tuples in every process that reads it.
+MAX_HEADER_FIELDS = 256
+#: Lines of the header section, continuation lines (§7.3.1) included: each is a step of the
+#: Python scan, ~0.25 µs, and folding is rare (RFC 4475's most folded message, wsinv, has 27
+#: lines, 13 of them continuations). Without it one 64 KB datagram of one-byte folds cost an
+#: ingress 4 ms to refuse; with it, one C-speed count.
+MAX_HEADER_LINES = 4 * MAX_HEADER_FIELDS
+#: Values in Via, and in Contact, Route and Record-Route together, once comma lists are split:
+#: the same 70 hops, with one Via and one Record-Route value each, and room. Each value is a
+#: regex match and an object, ~3 µs: without a cap a 64 KB Route list cost a worker 10 ms.
+MAX_LIST_VALUES = 256
 _CRLF = b"\r\n"
 
 
@@ -80,6 +100,25 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
         SipError: the message is malformed (400), names another SIP version (505), or uses
             an unknown method with a mismatched CSeq (501). See the module rules.
     """
+    start_line, headers, line_end, body_start, bad, is_request = _read_head(data)
+    try:
+        if is_request:
+            return _request(data, start_line, headers, line_end, body_start, bad, trusted)
+        return _response(data, start_line, headers, line_end, body_start, bad, trusted)
+    except SipError as exc:
+        if exc.salvage is None:
+            exc.salvage = _salvage(data, headers, is_request, start_line)
+        raise
+
+
+def _read_head(data: bytes) -> tuple[bytes, list[Header], int, int, str | None, bool]:
+    """The header section of a message, read but not validated: (start line, headers, offset
+    past the start line, offset of the body, the first problem found, is it a request).
+
+    Raises:
+        BadRequest: no end of header section.
+        TooManyHeaders: over a cap of rule 5.
+    """
     start = 0
     if data[:2] == _CRLF:  # §7.5: ignore CRLFs before the start line
         while data.startswith(_CRLF, start):
@@ -93,7 +132,18 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
             raise BadRequest("no end of header section", _salvage_cut(data))
         sep = b"\n"
     head = data[start:hdr_end]
-    lines = head.split(sep)
+    # one element more than the cap allows holds the rest unsplit: a long list is never made
+    lines = head.split(sep, MAX_HEADER_LINES + 1)
+    start_line = lines[0]
+    seplen = len(sep)
+    line_end = start + len(start_line) + seplen
+    is_request = not (start_line[:4] == b"SIP/" or start_line[:4].upper() == b"SIP/")
+    if len(lines) > MAX_HEADER_FIELDS + 1:
+        over = _over_cap(head, len(lines) - 1)
+        if over:
+            # rule 5: an answer needs the Via and CSeq, which a UA sends among its first lines
+            headers, _ = _scan_headers(lines[: MAX_HEADER_FIELDS + 1], line_end, seplen)
+            raise TooManyHeaders(over, _salvage(data, headers, is_request, start_line))
     bad: str | None = None
     if sep is _CRLF:
         n = len(lines) - 1
@@ -101,21 +151,24 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
             bad = "bare CR or LF in the header section"
     elif b"\r" in head:
         bad = "mixed line endings"
-    start_line = lines[0]
-    seplen = len(sep)
-    line_end = start + len(start_line) + seplen
     headers, scan_bad = _scan_headers(lines, line_end, seplen)
-    bad = bad or scan_bad
-    body_start = hdr_end + 2 * seplen
-    is_request = not (start_line[:4] == b"SIP/" or start_line[:4].upper() == b"SIP/")
-    try:
-        if is_request:
-            return _request(data, start_line, headers, line_end, body_start, bad, trusted)
-        return _response(data, start_line, headers, line_end, body_start, bad, trusted)
-    except SipError as exc:
-        if exc.salvage is None:
-            exc.salvage = _salvage(data, headers, is_request, start_line)
-        raise
+    return start_line, headers, line_end, hdr_end + 2 * seplen, bad or scan_bad, is_request
+
+
+def _over_cap(head: bytes, lines: int) -> str:
+    """What is over the caps of rule 5 in a header section of ``lines`` lines (more than
+    MAX_HEADER_LINES when it says MAX_HEADER_LINES + 1), or "" when nothing is."""
+    if lines > MAX_HEADER_LINES:
+        return f"more than {MAX_HEADER_LINES} header lines"
+    if count_fields(head) > MAX_HEADER_FIELDS:
+        return f"more than {MAX_HEADER_FIELDS} header fields"
+    return ""
+
+
+def count_fields(head: bytes) -> int:
+    """Header fields in a header section (from the start line, or its line break, to the
+    blank line): the line breaks not followed by a continuation line's SP or HTAB (§7.3.1)."""
+    return head.count(b"\n") - head.count(b"\n ") - head.count(b"\n\t")
 
 
 def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Header], str | None]:
@@ -147,20 +200,26 @@ def _scan_headers_slow(
 
     Returns the headers and, instead of raising, the first problem found, so that the lines
     after a bad one still reach the salvage.
+
+    The continuation lines of a header are gathered and joined once, when the next header
+    starts: growing the value line by line copied it once per line, which made a datagram of
+    one-byte continuation lines cost quadratic time (17 ms for 64 KB).
     """
     headers: list[Header] = []
     append = headers.append
     bad: str | None = None
     names = _FIELD_CACHE
+    folds: list[bytes] = []  # continuation lines of headers[-1], not yet joined to it
+    fold_end = 0
     it = iter(lines)
     next(it)  # the start line
     for line in it:
         end = pos + len(line) + seplen
         first = line[:1]
         if first == b" " or first == b"\t":
-            if headers:  # LWS = [*WSP CRLF] 1*WSP: the fold becomes one SP
-                prev, value, hstart, _ = headers[-1]
-                headers[-1] = (prev, (value + b" " + line.strip(b" \t")).strip(b" \t"), hstart, end)
+            if headers:
+                folds.append(line.strip(b" \t"))
+                fold_end = end
             else:
                 bad = bad or "continuation line before any header"
             pos = end
@@ -173,9 +232,22 @@ def _scan_headers_slow(
                 bad = bad or "malformed header line"
                 pos = end
                 continue
+        if folds:
+            _unfold(headers, folds, fold_end)
+            folds = []
         append((name, value.strip(b" \t"), pos, end))
         pos = end
+    if folds:
+        _unfold(headers, folds, fold_end)
     return headers, bad
+
+
+def _unfold(headers: list[Header], folds: list[bytes], end: int) -> None:
+    """Join continuation lines to the last header: LWS = [*WSP CRLF] 1*WSP, so each fold
+    becomes one SP, and a blank piece (an empty value, a line of spaces) adds nothing."""
+    name, value, start, _ = headers[-1]
+    pieces = [value, *folds] if value else folds
+    headers[-1] = (name, b" ".join([p for p in pieces if p]), start, end)
 
 
 def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, bytes]]:
@@ -183,6 +255,7 @@ def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, 
     seen: dict[str, bytes] = {}
     vias: list[Via] = []
     kinds = _KIND
+    listed = 0  # values of Contact, Route and Record-Route
     for name, value, _, _ in headers:
         kind = kinds.get(name)
         if kind is None:
@@ -192,14 +265,26 @@ def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, 
                 raise BadRequest(f"more than one {name} header")
             seen[name] = value
         elif kind is _VIA:
-            if b"," in value:
-                vias.extend(parse_via(v) for v in split_commas(value))
-            else:
+            if b"," not in value:
                 vias.append(parse_via(value))
-        elif not trusted:
-            for v in split_commas(value) if b"," in value else (value,):
-                if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
-                    parse_name_addr(v)
+                continue
+            values = split_commas(value)
+            if len(vias) + len(values) > MAX_LIST_VALUES:  # checked before the parse it bounds
+                raise TooManyHeaders(f"more than {MAX_LIST_VALUES} Via values")
+            vias.extend(parse_via(v) for v in values)
+        else:
+            values = split_commas(value) if b"," in value else [value]
+            listed += len(values)
+            if listed > MAX_LIST_VALUES:
+                raise TooManyHeaders(
+                    f"more than {MAX_LIST_VALUES} Contact/Route/Record-Route values"
+                )
+            if not trusted:
+                for v in values:
+                    if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
+                        parse_name_addr(v)
+    if len(vias) > MAX_LIST_VALUES:  # single-value Via fields, each bounded by the field cap
+        raise TooManyHeaders(f"more than {MAX_LIST_VALUES} Via values")
     if not vias:
         raise BadRequest("missing via header")
     if "from" not in seen or "to" not in seen or "call-id" not in seen or "cseq" not in seen:
@@ -354,18 +439,18 @@ def _salvage(data: bytes, headers: list[Header], is_request: bool, start_line: b
 
 
 def salvage(data: bytes) -> Salvage:
-    """What can be read of a message to answer it (used by the stream framer).
+    """What can be read of a message to answer it (used by the scan and the stream framer):
+    the salvage ``parse_message`` would attach to its error, from the header section alone.
+    Reading no more than that keeps a refused message cheap: no URI, Via or name-addr is
+    matched to refuse it.
 
     A header section cut short (over the size cap) is read up to its last complete line.
     """
-    if b"\r\n\r\n" not in data and b"\n\n" not in data:
-        return _salvage_cut(data)
     try:
-        msg = parse_message(data)
+        start_line, headers, _, _, _, is_request = _read_head(data)
     except SipError as exc:
         return exc.salvage or Salvage(is_request=data.lstrip()[:4].upper() != b"SIP/")
-    start_line = data[: msg.line_end].strip()
-    return _salvage(data, msg.headers, isinstance(msg, Request), start_line)
+    return _salvage(data, headers, is_request, start_line)
 
 
 def _salvage_cut(data: bytes) -> Salvage:
@@ -376,9 +461,4 @@ def _salvage_cut(data: bytes) -> Salvage:
     cut = data.rfind(b"\r\n")
     if cut <= 0:
         return Salvage(is_request=is_request)
-    head = data[:cut] + b"\r\n\r\n"
-    try:
-        msg = parse_message(head)
-    except SipError as exc:
-        return exc.salvage or Salvage(is_request=is_request)
-    return _salvage(head, msg.headers, isinstance(msg, Request), head[: msg.line_end].strip())
+    return salvage(data[:cut] + b"\r\n\r\n")

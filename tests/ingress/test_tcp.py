@@ -379,6 +379,32 @@ def test_global_cap_refuses_extra_connection() -> None:
     assert [e["reason"] for e in events(logs, "tcp_refused")] == ["max_connections"]
 
 
+def test_closes_and_refusals_are_counted_by_source_not_logged() -> None:
+    """Every close and refusal a peer causes goes to the hub's tally under its address and
+    reason; the per-connection events are DEBUG only (a peer must not set our log volume)."""
+
+    async def main() -> None:
+        h = await Hub(Tcp(max_connections_per_ip=1, message_deadline_ms=100)).start()
+        r1, w1 = await h.client()
+        await until(lambda: h.hub.per_ip.get("127.0.0.1") == 1)
+        for _ in range(3):  # refused: over the per-IP cap
+            r, _ = await h.client()
+            assert await closed_by_server(r) == b""
+        w1.write(request()[:40])  # never completed: closed at the deadline
+        assert await closed_by_server(r1) == b""
+        await until(lambda: settled(h))
+        assert h.hub.rejects.totals == {"tcp_refused_max_connections_per_ip": 3,
+                                        "tcp_message_deadline": 1}  # fmt: skip
+        (line,) = h.hub.rejects.take(h.hub.loop.time())
+        assert (line["src"], line["count"]) == ("127.0.0.1", 4)
+        await h.stop()
+
+    with capture_logs() as logs:
+        run(main)
+    per_conn = events(logs, "tcp_closed") + events(logs, "tcp_refused")
+    assert len(per_conn) == 4 and {e["log_level"] for e in per_conn} == {"debug"}
+
+
 def test_idle_connection_closed() -> None:
     """A connection with no traffic for idle_timeout_s is closed, one event."""
 

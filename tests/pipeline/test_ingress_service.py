@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from structlog.testing import capture_logs
 
 from conf.load import from_dict
 from ingress.service import Ingress
+from ingress.sip.parser import MAX_HEADER_FIELDS
 from tests.pipeline.helpers import run, until
 
 INVITE = (
@@ -114,20 +116,55 @@ def test_other_requests_without_workers_are_dropped_and_counted(settings: Any) -
 
 
 @pytest.mark.parametrize(
-    ("rline", "status"),
-    [(b"INVITE sip:bob@127.0.0.1 SIP/7.0", b"505"), (b"INVITE  sip:bob@127.0.0.1 SIP/2.0", b"400")],
+    ("rline", "status", "reason"),
+    [(b"INVITE sip:bob@127.0.0.1 SIP/7.0", b"505", "version_not_supported"),
+     (b"INVITE  sip:bob@127.0.0.1 SIP/2.0", b"400", "bad_request")],
     ids=["bad-version", "bad-request-line"],
-)
-def test_malformed_request_is_answered_and_logged(settings: Any, rline: bytes, status: bytes) -> None:
-    """A malformed request gets the codec's status, and one message_rejected log event."""
+)  # fmt: skip
+def test_malformed_requests_are_answered_and_summarised(
+    settings: Any, rline: bytes, status: bytes, reason: str
+) -> None:
+    """Each malformed request gets the codec's status; the 20 of them are logged as one
+    ``rejected`` line for their source (counts by reason), nothing per message above DEBUG,
+    and stay counted in load_stats."""
+    settings = replace(settings, log=replace(settings.log, rejected_interval_s=0.1))
 
     async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
         with capture_logs() as logs:
-            client.sock.sendto(client.request(rline=rline), addr)
-            reply = await client.recv()
-        assert reply is not None and reply.split(b" ")[1] == status
-        rejected = [e for e in logs if e["event"] == "message_rejected"]
-        assert len(rejected) == 1 and rejected[0]["answered"] is True
+            for _ in range(20):
+                client.sock.sendto(client.request(rline=rline), addr)
+                reply = await client.recv()
+                assert reply is not None and reply.split(b" ")[1] == status
+
+            def summarised() -> bool:
+                ing.heartbeat()
+                return any(e["event"] == "rejected" for e in logs)
+
+            await until(summarised)
+        assert [e for e in logs if e["event"] == "message_rejected" and
+                e["log_level"] != "debug"] == []  # fmt: skip
+        (line,) = [e for e in logs if e["event"] == "rejected"]
+        assert (line["src"], line["count"], line["answered"]) == ("127.0.0.1", 20, 20)
+        assert line["reasons"] == {reason: 20} and line["log_level"] == "info"
+        assert ing.stats(1.0)["rejected"] == {reason: 20}
+        assert ing.meter.counters["drop_malformed"] == 20
+
+    _with_ingress(settings, test)
+
+
+def test_too_many_headers_answered_400_by_the_ingress(settings: Any) -> None:
+    """A request over the header-field cap never reaches a worker: 400 Too Many Headers."""
+
+    async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
+        data = client.request()
+        data = data.replace(
+            b"Content-Length", b"X-F: 1\r\n" * MAX_HEADER_FIELDS + b"Content-Length"
+        )
+        client.sock.sendto(data, addr)
+        reply = await client.recv()
+        assert reply is not None and reply.startswith(b"SIP/2.0 400 Too Many Headers\r\n")
+        assert ing.rejects.totals == {"too_many_headers": 1}
+        assert ing.meter.counters["drop_no_worker"] == 0  # refused before any routing
 
     _with_ingress(settings, test)
 

@@ -292,6 +292,16 @@ class TestRouting:
         assert req.header_values("route") == [b"<sip:192.0.2.9:5090;lr>"]
         assert req.uri.raw == "sip:bob@example.com"
 
+    def test_all_our_routes_on_top_are_popped(self) -> None:
+        """Every entry naming us on top of the Route set goes (a list of 200 costs one pass);
+        the first other entry is the next hop."""
+        ours = ", ".join([f"<sip:{US}:{PORT};lr>"] * 200)
+        raw = request(extra=(f"Route: {ours}, <sip:192.0.2.9:5090;lr>, <sip:{US}:{PORT};lr>",))
+        _, meta, data = forward(raw)
+        assert meta[1:3] == ["192.0.2.9", 5090]
+        assert parsed_req(data).header_values("route") == [
+            b"<sip:192.0.2.9:5090;lr>", f"<sip:{US}:{PORT};lr>".encode()]  # fmt: skip
+
     def test_only_our_route_uses_table(self) -> None:
         """When our Route was the only one, the routing table picks the hop; no Route left."""
         raw = request(extra=(f"Route: <sip:{US}:{PORT};lr>",))
