@@ -79,7 +79,8 @@ from typing import Any
 PROXY_HOST = "127.0.0.1"
 PROXY_PORT = 5060
 UAS_PORT = 5080
-# sipp's 64 KB default socket buffer causes retransmissions from ~6 000 calls/s (DESIGN.md §1).
+# sipp's 64 KB default socket buffer causes retransmissions from ~6 000 calls/s
+# (docs/design.md §1).
 SIPP_BUFF_SIZE = 4194304
 FAIL_LIMIT_PCT = 1.0
 MIN_RATE_FRACTION = 0.95  # a step whose sipp placed calls slower than this did not run at rate

@@ -530,7 +530,7 @@ class Settings:
 
     node: Node = field(default_factory=Node)
     """Node identity, and the directory its processes meet in."""
-    # the default listens where DESIGN.md §2 promises: 127.0.0.1:5060, UDP and TCP
+    # the default listens where docs/design.md §2 promises: 127.0.0.1:5060, UDP and TCP
     listen: list[Listener] = field(
         default_factory=lambda: [Listener(transport="udp"), Listener(transport="tcp")]
     )

@@ -1,5 +1,5 @@
 """Overload shedding: what an ingress stops handing to a worker whose queue fills, and in
-which order (DESIGN.md §3 "Protection"). Sans-IO: the fill level is an argument.
+which order (docs/design.md §3 "Protection"). Sans-IO: the fill level is an argument.
 
 Rules:
 1. The fill level is the backlog an ingress holds for one worker (messages ZeroMQ refused,

@@ -8,7 +8,7 @@ Rules:
    ``ipc://<run_dir>/stateplane-kv.ipc``, feeds each request to ``stateplane.kv`` with
    ``now = loop.time()``, and sends the reply. It makes no decisions of its own.
 2. The socket's FD is registered with the loop and drained with NOBLOCK in bounded batches
-   (DESIGN.md §1: zmq.asyncio stays off the hot path); the FD is edge-triggered, so after each
+   (docs/design.md §1: zmq.asyncio stays off the hot path); the FD is edge-triggered, so after each
    batch of sends we look again.
 3. A message is a batch of requests (``stateplane/kv.py`` rule 5) answered by one message.
    A request that cannot be decoded gets ``bad_request``; a message that is not a batch of

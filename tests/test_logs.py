@@ -153,6 +153,12 @@ class TestSummary:
         assert "nope.log" in capsys.readouterr().err
 
 
+def _bytes_read(pid: int) -> int:
+    """What process ``pid`` has read so far with read(2) and kin (``rchar``, proc(5))."""
+    io_stats = Path(f"/proc/{pid}/io").read_text()
+    return int(io_stats.split("rchar:", 1)[1].split()[0])
+
+
 class TestFollow:
     def test_follow_reads_what_is_appended(self, tmp_path: Path) -> None:
         """``--follow`` prints lines appended after it started, a line written in two parts
@@ -166,10 +172,16 @@ class TestFollow:
             assert proc.stdout is not None
             assert "worker.1" in proc.stdout.readline()  # what was there before
             second = _ev("load_stats", "worker.2", busy_1s=0.5)
+            half = "12:00:05 worker.2  | " + second[:20]
+            before = _bytes_read(proc.pid)
             with path.open("a") as f:
-                f.write("12:00:05 worker.2  | " + second[:20])
+                f.write(half)
                 f.flush()
-                time.sleep(0.3)  # let the follower see the first half alone
+                # the follower has read the first half alone before the rest is written
+                end = time.monotonic() + 10
+                while _bytes_read(proc.pid) < before + len(half.encode()):
+                    assert time.monotonic() < end, "the follower never read the first half"
+                    time.sleep(0.01)  # polling step, bounded by the deadline
                 f.write(second[20:] + "\n" + "garbage\n" + SAMPLE[9] + "\n")
             rest = proc.communicate(timeout=20)[0]
         finally:

@@ -61,7 +61,7 @@ ROUTABLE_SCHEMES = frozenset({"sip", "sips", "tel"})
 ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, SUBSCRIBE, NOTIFY, " \
         b"PUBLISH, INFO, REFER, MESSAGE, UPDATE"  # fmt: skip
 CONN_PARAM = "sl-c"
-#: never rate limited: they end or complete calls already admitted (DESIGN §3 "Protection")
+#: never rate limited: they end or complete calls already admitted (docs/design.md §3 "Protection")
 UNLIMITED = frozenset({"ACK", "CANCEL", "BYE"})
 #: every branch we generate starts so; a response whose top Via lacks it is not ours
 BRANCH_PREFIX = "z9hG4bK-sl"

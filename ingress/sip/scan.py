@@ -4,7 +4,7 @@ Rules:
 1. ``scan_message`` reads the start line and the Call-ID and nothing else: enough to answer
    a broken start line (400, 505), to pick the worker that owns the call, and to tell a
    request from a response. It costs a fifth of ``parse_message``, which the worker runs
-   anyway; the worker answers what only the full parse finds (DESIGN.md §1: the ingress
+   anyway; the worker answers what only the full parse finds (docs/design.md §1: the ingress
    extracts and checks, the worker parses further what it needs).
 2. It raises the same ``SipError`` (with the same salvage) that ``parse_message`` would for
    the start line, so an answer does not depend on which process found the fault.

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from stateplane.kv import KvStore
-from tests.cachedb.helpers import run
+from tests.cachedb.helpers import eventually, run
 from workers.cachedb import CacheDB, CacheUnavailable, NearCache
 
 
@@ -153,7 +153,11 @@ def test_read_overlapping_a_write_is_not_kept() -> None:
         backend.store.set("k", b"old", None, 0.0)
         backend.gate = asyncio.Event()
         reading = asyncio.ensure_future(near.get("k"))
-        await asyncio.sleep(0)  # let the read reach the backend
+
+        async def read_reached_backend() -> bool:  # and took "old" there
+            return backend.calls["get"] == 1
+
+        await eventually(read_reached_backend, within_s=2.0)
         backend.gate.set()
         await near.set("k", b"new")
         assert await reading == b"old"

@@ -48,6 +48,7 @@ def test_members_of_this_node_and_of_peer_nodes(tmp_path: Path) -> None:
         ctx: zmq.Context[Any] = zmq.Context()
         a1, a2 = Member(ctx, a, "a1"), Member(ctx, a, "a2")
         b1 = Member(ctx, b, "b1", peers=(a,))
+        others: list[Member] = []
         try:
             for m in (a1, a2, b1):
                 m.mesh.refresh()
@@ -58,12 +59,19 @@ def test_members_of_this_node_and_of_peer_nodes(tmp_path: Path) -> None:
             await until(lambda: a1.mesh.publish(b"hello") and b"hello" in a2.heard
                         and b"hello" in b1.heard)  # fmt: skip
             assert a1.joins >= 1  # the XPUB saw them subscribe
-            for _ in range(5):
-                b1.mesh.publish(b"from-b")
-                await asyncio.sleep(0.01)  # time for a message that must not arrive
-            assert b"from-b" not in a1.heard + a2.heard  # node a does not list node b
+            # node a does not list node b. b2, b1's own node, witnesses that b1's message
+            # went out to its subscribers; then a marker published on node a after it must
+            # reach both members of a, and what b1 sent them would have come first
+            b2 = Member(ctx, b, "b2")
+            others.append(b2)
+            for m in (b1, b2):
+                m.mesh.refresh()
+            await until(lambda: b1.mesh.publish(b"from-b") and b"from-b" in b2.heard)
+            await until(lambda: a2.mesh.publish(b"marker") and b"marker" in a1.heard)
+            await until(lambda: a1.mesh.publish(b"marker") and b"marker" in a2.heard)
+            assert b"from-b" not in a1.heard + a2.heard
         finally:
-            for m in (a1, a2, b1):
+            for m in (a1, a2, b1, *others):
                 m.mesh.close()
             ctx.destroy(linger=0)
 

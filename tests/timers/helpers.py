@@ -69,6 +69,22 @@ class TestWorker:
     def counts(self) -> Counter[str]:
         return Counter(f.key for f, _ in self.fired)
 
+    async def markers_fired(self, after: float) -> None:
+        """Arm a marker timer on every shard, due just ``after`` (the last deadline the test
+        armed), wait until they all fired, and forget them. A shard fires in deadline order,
+        so anything due earlier that it still held (a duplicate, a timer that should have
+        been cancelled) came first: the event that tells "never" from "not yet"."""
+        markers: dict[str, str] = {}
+        for i in range(1000):  # rendezvous hashing: a few keys cover every shard
+            key = f"marker-{i}"
+            markers.setdefault(self.timers._ring.owner(key.encode()) or "", key)
+            if set(markers) >= set(self.timers.shards):
+                break
+        for key in markers.values():
+            self.timers.arm(key, after + 0.05, "marker")
+        await until(lambda: set(markers.values()) <= set(self.counts()))
+        self.fired = [(f, at) for f, at in self.fired if f.kind != "marker"]
+
     def close(self) -> None:
         self._beat.cancel()
         self.timers.close()

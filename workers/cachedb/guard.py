@@ -8,7 +8,7 @@ Rules:
    slot included). Expiry raises ``CacheTimeout``; the backend must then leave its connection
    in a sane state (a half-read reply is never reused: close it).
 3. A call slower than ``slow_ms`` logs one ``cachedb_slow`` event (backend, op, ms), failed or
-   not, as DESIGN.md §3 "thresholds that log slow ... cacheDB calls" asks. Failures themselves
+   not, as docs/design.md §3 "Protection" asks. Failures themselves
    are not logged here: the caller answers 500/503 and logs its one event.
 4. ``_translate(exc)`` maps the backend's own exceptions; anything it returns None for becomes
    a plain ``CacheError``, so nothing foreign escapes.

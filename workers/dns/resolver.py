@@ -44,7 +44,7 @@ from workers.dns.targets import Naptr, Srv, Target
 log = structlog.get_logger()
 
 #: RFC 3263 leaves the order of transports to the client; UDP first as RFC 3261 §18.1.1
-#: makes it the default, TCP after it. TLS is a later step (DESIGN §3): add "tls" when the
+#: makes it the default, TCP after it. TLS is a later step (docs/design.md §3): add "tls" when the
 #: proxy has a TLS listener, then SIPS URIs resolve too.
 DEFAULT_TRANSPORTS = ("udp", "tcp")
 

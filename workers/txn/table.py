@@ -15,10 +15,11 @@ Rules:
    CANCEL statelessly (§16.10).
 4. Bounded: at most ``max_transactions`` live transactions (client + server). A new server
    transaction is refused with ``TableFull`` (the caller answers 503 statelessly) once the
-   table holds ``max_transactions - reserve``; the ``reserve`` is kept for CANCEL and BYE (never
-   shed, DESIGN §3 "Protection") and for the client transactions that forward requests already
-   admitted. A client transaction is refused only at ``max_transactions``; the TU then
-   answers 503 on the server transaction. Retransmissions, ACKs and responses never need room.
+   table holds ``max_transactions - reserve``; the ``reserve`` is kept for CANCEL and BYE
+   (never shed, docs/design.md §3 "Protection") and for the client transactions that forward
+   requests already admitted. A client transaction is refused only at ``max_transactions``;
+   the TU then answers 503 on the server transaction. Retransmissions, ACKs and responses
+   never need room.
 5. One heap of ``(deadline, seq, book, key)`` for all timers, with lazy deletion: an entry is
    live when ``book[key]`` is a transaction whose registered deadline (``_heap_at``) is the
    entry's. Entries name the key, not the transaction, so a Terminated transaction is freed
