@@ -34,7 +34,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -60,12 +59,11 @@ RESTORE_SETTLE_S = 1.0
 
 
 def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> zmq.Socket[bytes]:
-    Path(sockets.endpoint_path(ep)).parent.mkdir(parents=True, exist_ok=True)
     sockets.unlink(ep)  # one stateplane per run directory: a file left here is a dead one's
     sock = ctx.socket(kind)
     sock.linger = 0
     sock.sndhwm = sock.rcvhwm = hwm
-    sock.bind(ep)
+    sockets.bind(sock, ep)
     return sock
 
 
