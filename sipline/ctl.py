@@ -41,10 +41,10 @@ RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_win
                 "participants", "passed", "dropped")  # fmt: skip
 
 
-def refused_text(run_dir: str, exc: OSError) -> str:
-    """Why ``ctl`` could not reach the node: the run directory's permissions are the only
+def refused_text(run_dir: str, exc: OSError, who: str = "sipline ctl") -> str:
+    """Why ``who`` could not reach the node: the run directory's permissions are the only
     credential (docs/security.md, "Local users")."""
-    return (f"sipline ctl: cannot open the node's run directory {run_dir} ({exc.strerror}): "
+    return (f"{who}: cannot open the node's run directory {run_dir} ({exc.strerror}): "
             "only the node's user, and members of [node] run_group, may control it")
 
 

@@ -153,8 +153,9 @@ def _probe(run: Path, target: Path, user: int | None) -> dict[str, Any]:
 def test_another_user_cannot_reach_the_sockets(public_base: Path, uas: Any,
                                                tmp_path: Path) -> None:  # fmt: skip
     """As nobody: the run directory cannot be listed, its sockets (ingress, ctl) cannot be
-    connected to, nothing can be bound or made in it, and ``sipline ctl failback`` is
-    refused; the same probes as the owner get through, so the refusals are the modes'."""
+    connected to, nothing can be bound or made in it, and ``sipline ctl failback``/``sync``
+    and ``sipline top`` are refused; the same probes as the owner get through, so the
+    refusals are the modes'."""
     uas_port, _ = uas("u1")
     run, port = public_base / "run", free_port()
     conf = public_base / "sipline.toml"
@@ -176,12 +177,13 @@ def test_another_user_cannot_reach_the_sockets(public_base: Path, uas: Any,
         os.rmdir(run / "x")
         os.unlink(run / "worker-evil.1-1.ipc")
         env = {**env_for(conf), "HOME": "/", "PYTHONPATH": os.pathsep.join([str(REPO), *SITE])}
-        done = subprocess.run([SYSTEM_PYTHON, "-m", "sipline", "ctl", "failback"],
-                              env=env, user=NOBODY, group=NOBODY, cwd="/",
-                              capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
-        assert done.returncode == 2, (done.stdout, done.stderr)
-        assert f"cannot open the node's run directory {run}" in done.stderr, done.stderr
-        assert not node.proc.events("failback_requested")
+        for verb in (["ctl", "failback"], ["ctl", "sync"], ["top", "--once"]):
+            done = subprocess.run([SYSTEM_PYTHON, "-m", "sipline", *verb],
+                                  env=env, user=NOBODY, group=NOBODY, cwd="/", capture_output=True,
+                                  text=True, timeout=30, check=False)  # fmt: skip
+            assert done.returncode == 2, (verb, done.stdout, done.stderr)
+            assert (f"sipline {verb[0]}: cannot open the node's run directory {run} "
+                    "(Permission denied)") in done.stderr, done.stderr
     finally:
         rc, output = node.stop()
     assert_clean_stop(rc, output)
