@@ -22,6 +22,12 @@ Rules:
    place (OpenSSH's StrictModes asks the same of a home directory).
 4. ``prepare`` runs once in every process at start-up, before any socket is bound; the
    sockets' own modes (``conf.sockets.bind``) are the second fence, not the first.
+5. A peer node's run directory (``[stateplane] peers``) is used, by the meshes each
+   heartbeat and by the state plane before it connects, only while ``peer_problem`` finds
+   nothing wrong: a real directory, writable by no one but its owner, owned by root or us
+   (or by anyone, when it belongs to our own run directory's group: ``run_group`` members
+   are trusted already), under parents that pass rule 3. One that does not exist yet is
+   waited for: whoever creates it must pass the same check.
 """
 
 from __future__ import annotations
@@ -178,6 +184,39 @@ def check_ancestors(path: str) -> None:
         if p == "/":
             return
         p = os.path.dirname(p)
+
+
+#: ``peer_problem`` of a peer run directory that does not exist (yet): wait, do not warn
+MISSING = "does not exist (yet)"
+
+
+def peer_problem(path: str, own_run_dir: str) -> str | None:
+    """Rule 5: why another node's run directory ``path`` must not be used now, or None."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return MISSING
+    except OSError as exc:
+        return f"cannot examine it ({exc.strerror})"
+    if stat.S_ISLNK(st.st_mode):
+        return "is a symbolic link"
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    mode = stat.S_IMODE(st.st_mode)
+    try:
+        own = os.stat(own_run_dir)
+        our_group = bool(own.st_mode & 0o070) and st.st_gid == own.st_gid
+    except OSError:
+        our_group = False
+    if mode & 0o002 or (mode & 0o020 and not our_group):
+        return f"is writable by {_who(mode & 0o022)} (mode {mode:04o})"
+    if st.st_uid not in (0, os.geteuid()) and not our_group:
+        return f"is owned by {_user(st.st_uid)}"
+    try:
+        check_ancestors(os.path.dirname(path.rstrip("/")) or "/")
+    except RunDirError as exc:
+        return str(exc)
+    return None
 
 
 def _wanted(gid: int | None) -> str:

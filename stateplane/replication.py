@@ -25,6 +25,10 @@ Rules:
 7. Peers on other hosts: with ``[stateplane] bind = "host:port"`` the PUB also listens on
    ``tcp://host:port`` and the snapshot ROUTER on the next port; a peer given as
    ``tcp://host:port`` is reached there, one given as a run directory over ipc.
+8. A peer run directory is connected to only once it exists and ``conf.rundir.peer_problem``
+   finds nothing wrong with it (checked every heartbeat until then): one another local user
+   could write or create would let him feed us a forged replica. A refused one is counted
+   (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
 """
 
 from __future__ import annotations

@@ -211,3 +211,50 @@ def test_group_id() -> None:
     assert rundir.group_id("root") == 0
     with pytest.raises(KeyError):
         rundir.group_id("no-such-group-here")
+
+
+class TestPeerDirectory:
+    """Rule 5: another node's run directory, as the meshes and the state plane use it."""
+
+    def test_missing_is_waited_for(self, tmp_path: Path) -> None:
+        assert rundir.peer_problem(str(tmp_path / "b"), str(tmp_path)) == rundir.MISSING
+
+    def test_a_closed_directory_of_ours_or_roots(self, tmp_path: Path) -> None:
+        peer = tmp_path / "b"
+        peer.mkdir(mode=0o755)  # a peer may let others in to read; not to write
+        assert rundir.peer_problem(str(peer), str(tmp_path)) is None
+
+    @pytest.mark.parametrize(("bits", "words"), [(0o777, "writable by its group and others"),
+                                                 (0o775, "writable by its group")])  # fmt: skip
+    def test_writable_by_others(self, tmp_path: Path, bits: int, words: str) -> None:
+        peer = tmp_path / "b"
+        peer.mkdir()
+        os.chmod(peer, bits)
+        problem = rundir.peer_problem(str(peer), str(tmp_path))
+        assert problem is not None and words in problem
+
+    def test_symlink(self, tmp_path: Path) -> None:
+        (tmp_path / "real").mkdir(mode=0o700)
+        (tmp_path / "b").symlink_to(tmp_path / "real")
+        assert rundir.peer_problem(str(tmp_path / "b"), str(tmp_path)) == "is a symbolic link"
+
+    @needs_root
+    def test_foreign_owner_unless_our_group(self, tmp_path: Path) -> None:
+        """Another user's directory is refused, unless it is our run_group's (whose members
+        are trusted already): two users' nodes peering through one group."""
+        own, peer = tmp_path / "a", tmp_path / "b"
+        own.mkdir(mode=0o700)
+        peer.mkdir(mode=0o750)
+        os.chown(peer, NOBODY, NOBODY)
+        assert "owned by uid 65534" in str(rundir.peer_problem(str(peer), str(own)))
+        os.chown(own, -1, NOBODY)
+        os.chmod(own, 0o750)
+        assert rundir.peer_problem(str(peer), str(own)) is None
+
+    def test_under_a_parent_others_can_write(self, tmp_path: Path) -> None:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        os.chmod(shared, 0o777)
+        (shared / "b").mkdir(mode=0o700)
+        problem = rundir.peer_problem(str(shared / "b"), str(tmp_path))
+        assert problem is not None and "without the sticky bit" in problem

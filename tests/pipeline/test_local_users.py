@@ -184,3 +184,32 @@ def test_refusal_log_is_bounded() -> None:
             rl.note(i * 0.01, n=i)  # 1000 in 10 s
         rl.note(10.5, n=-1)
     assert [(e["refused"], e["n"]) for e in logs] == [(1, 0), (1000, -1)]
+
+
+def test_mesh_skips_a_peer_directory_others_can_write(ctx: zmq.Context[Any],
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """A peer run directory anyone could have filled is not scanned: its members are not
+    connected (and dropped if they were) until it is closed again; refused once in the log."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(mode=0o700)
+    b.mkdir(mode=0o700)
+
+    async def body() -> None:
+        inside = Mesh(ctx, "t", str(a), "a1-1", on_frame=lambda _: None)
+        mine = Mesh(ctx, "t", str(b), "b1-1", peer_dirs=(str(a),), on_frame=lambda _: None)
+        mine.refresh()
+        assert list(mine.members.values()) == [f"{a}:a1-1"]
+        os.chmod(a, 0o777)
+        with structlog.testing.capture_logs() as logs:
+            mine.refresh()
+            mine.refresh()
+        assert mine.members == {}
+        refused = [e for e in logs if e["event"] == "peer_dir_refused"]
+        assert len(refused) == 1 and "writable by its group and others" in refused[0]["problem"]
+        os.chmod(a, 0o700)
+        mine.refresh()
+        assert list(mine.members.values()) == [f"{a}:a1-1"]
+        mine.close()
+        inside.close()
+
+    run(body)
