@@ -150,8 +150,7 @@ def _probe(run: Path, target: Path, user: int | None) -> dict[str, Any]:
 
 
 @pytest.mark.skipif(not SYSTEM_PYTHON, reason="no python3 another user can run")
-def test_another_user_cannot_reach_the_sockets(public_base: Path, uas: Any,
-                                               tmp_path: Path) -> None:  # fmt: skip
+def test_another_user_cannot_reach_the_sockets(public_base: Path, uas: Any) -> None:
     """As nobody: the run directory cannot be listed, its sockets (ingress, ctl) cannot be
     connected to, nothing can be bound or made in it, and ``sipline ctl failback``/``sync``
     and ``sipline top`` are refused; the same probes as the owner get through, so the
