@@ -207,6 +207,7 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="sl-tb-", dir="/tmp")
     conf = f"{tmp}/sipline.toml"
     Path(conf).write_text(f'[node]\nrun_dir = "{tmp}/run"\n[log]\nstats_interval_s = 1.0\n')
+    os.mkdir(f"{tmp}/run", 0o700)  # our in-process workers bind in it before the service starts
     # TIMERS_PROFILE=out.prof runs the service under cProfile (written when it stops)
     prof_out = os.environ.get("TIMERS_PROFILE")
     prof = ["-m", "cProfile", "-o", prof_out] if prof_out else []

@@ -10,6 +10,10 @@ Rules:
 3. The client (``ask``) sends one request to every live ``ctl-*.ipc`` and gathers replies
    until all have answered or the deadline passes; a process that does not answer is listed
    as such, not waited for.
+4. Who may ask is decided by the file system, as for a Unix daemon's admin socket: the
+   socket is 0600 (0660 with ``[node] run_group``) in the private run directory
+   (``conf.rundir``), so only the node's user (and that group) can open it. There is no other
+   credential; every verb, ``failback`` and ``sync`` included, trusts whoever connects.
 """
 
 from __future__ import annotations
@@ -40,7 +44,7 @@ class ControlServer:
         self.handlers = handlers
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
-        self._sock.bind(self.endpoint)
+        sockets.bind(self._sock, self.endpoint)  # its mode is the credential (rule 4)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.FD, self._on_readable)
         self._loop.call_soon(self._on_readable)

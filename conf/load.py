@@ -28,6 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
+from conf import rundir
 from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
@@ -118,8 +119,19 @@ def from_dict(data: dict[str, Any], file: str = "<dict>") -> Settings:
     """Validate an already-parsed mapping (what ``load`` does after reading TOML)."""
     settings = _build(Settings, data, file, "")
     settings = dataclasses.replace(settings, source=file)
+    settings = _with_run_dir(settings)
     _check_values(settings)
     return settings
+
+
+def _with_run_dir(s: Settings) -> Settings:
+    """``[node] run_dir`` as every process must agree on it: the default location when empty
+    (``conf.rundir`` rule 1), written without a trailing ``/`` or ``//``, so that an endpoint
+    a process announces compares equal to the one we compute (``conf.sockets`` rule 2)."""
+    run_dir = s.node.run_dir or rundir.default_run_dir(s.node.name)
+    if os.path.isabs(run_dir):
+        run_dir = os.path.normpath(run_dir)
+    return dataclasses.replace(s, node=dataclasses.replace(s.node, run_dir=run_dir))
 
 
 # --- showing values the way the operator wrote them ---------------------------------------
@@ -295,6 +307,11 @@ def _check_values(s: Settings) -> None:
     if len(os.fsencode(run_dir)) > MAX_RUN_DIR_BYTES:
         expected = f"a path of at most {MAX_RUN_DIR_BYTES} bytes (ipc socket paths are short)"
         raise ConfigError(f, "node.run_dir", expected, run_dir)
+    try:
+        rundir.group_id(s.node.run_group)
+    except KeyError:
+        raise ConfigError(f, "node.run_group", "the name or number of an existing group",
+                          s.node.run_group) from None
 
     if not s.listen:
         raise ConfigError(f, "listen", "at least one [[listen]] table", Said("none"))

@@ -16,6 +16,10 @@ Rules:
    a member that does not read, the message is dropped (``dropped``).
 5. Draining is bounded (``DRAIN_LIMIT`` per callback, then the loop's turn) and, since the
    FD is edge-triggered, looks again after every change.
+6. A peer run directory is scanned only while ``conf.rundir.peer_problem`` finds nothing
+   wrong with it (``conf/rundir.py`` rule 5): a directory another user could write, or
+   created by someone else, would let him join the mesh. A refused one is skipped, its
+   members dropped, and logged (``peer_dir_refused``, at most once per 10 s).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 
 import zmq
 
-from conf import sockets
+from conf import rundir, sockets
+from conf.refused import RefusalLog
 
 #: messages read per callback before the loop gets its turn back
 DRAIN_LIMIT = 1024
@@ -47,14 +52,14 @@ class Mesh:
         self.endpoint = sockets.endpoint(run_dir, role, ident)
         self.on_frame, self.on_join = on_frame, on_join
         self.dropped = 0
+        self._refused = RefusalLog("peer_dir_refused")
         #: connected members: endpoint -> name (the ident; ``<run_dir>:<ident>`` on a peer node)
         self.members: dict[str, str] = {}
         self._pub: zmq.Socket[bytes] = ctx.socket(zmq.XPUB)
         self._pub.linger = 0
         self._pub.sndhwm = hwm
         self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not the first per topic
-        os.makedirs(run_dir, exist_ok=True)
-        self._pub.bind(self.endpoint)
+        sockets.bind(self._pub, self.endpoint)
         self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
         self._sub.linger = 0
         self._sub.rcvhwm = hwm
@@ -68,11 +73,22 @@ class Mesh:
     def live(self) -> dict[str, str]:
         """Every live member but this one: endpoint -> name (rule 2)."""
         found: dict[str, str] = {}
-        for run_dir in (self.run_dir, *self.peer_dirs):
+        for run_dir in (self.run_dir, *self.trusted_peer_dirs()):
             for ident, ep in sockets.live_endpoints(run_dir, self.role).items():
                 found[ep] = ident if run_dir == self.run_dir else f"{run_dir}:{ident}"
         found.pop(self.endpoint, None)
         return found
+
+    def trusted_peer_dirs(self) -> list[str]:
+        """The peer run directories that may be used now (rule 6)."""
+        out = []
+        for d in self.peer_dirs:
+            problem = rundir.peer_problem(d, self.run_dir)
+            if problem is None:
+                out.append(d)
+            elif problem != rundir.MISSING:
+                self._refused.note(self._loop.time(), role=self.role, peer=d, problem=problem)
+        return out
 
     def refresh(self) -> None:
         """Connect to members that appeared, disconnect from those gone (each heartbeat)."""

@@ -32,6 +32,7 @@ import structlog
 import zmq
 
 from conf import envelope, sockets
+from conf.refused import RefusalLog
 from conf.settings import Bus
 from conf.workerset import WorkerSet
 
@@ -246,22 +247,30 @@ class WorkerPipes:
 
     ``heartbeat`` connects a pipe when a worker joins and closes it when the worker says
     ``down``; ``expire`` closes the pipes of workers whose heartbeats stopped and drains
-    backlogs. What a closed pipe still held is counted as ``drop_worker_gone``.
+    backlogs. What a closed pipe still held is counted as ``drop_worker_gone``. A heartbeat
+    whose endpoint is not the worker's canonical one in ``run_dir`` (``conf.sockets`` rule
+    2) is ignored and counted as ``drop_bad_endpoint``: we never connect where a frame says.
     """
 
-    __slots__ = ("_cfg", "_counters", "_ctx", "_header", "_kind", "_on_close", "pipes",
-                 "workers")  # fmt: skip
+    __slots__ = ("_cfg", "_counters", "_ctx", "_header", "_kind", "_on_close", "_refused",
+                 "_run_dir", "pipes", "workers")  # fmt: skip
 
-    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: Bus, kind: bytes,
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: Bus, run_dir: str, kind: bytes,
                  make_header: MakeHeader, counters: Counter[str],
                  on_close: Callable[[PushPipe], None] | None = None) -> None:  # fmt: skip
         self.workers = WorkerSet(cfg.heartbeat_ms / 1000, cfg.liveness)
         self.pipes: dict[str, PushPipe] = {}
         self._ctx, self._cfg, self._kind, self._header = ctx, cfg, kind, make_header
-        self._counters, self._on_close = counters, on_close
+        self._counters, self._on_close, self._run_dir = counters, on_close, run_dir
+        self._refused = RefusalLog("heartbeat_refused")
 
     def heartbeat(self, ident: str, endpoint: str, state: str, now: float) -> str | None:
         """Record a worker's heartbeat; ``"joined"`` or ``"left"`` when the set changed."""
+        if not sockets.canonical(self._run_dir, "worker", ident, endpoint):
+            self._counters["drop_bad_endpoint"] += 1
+            self._refused.note(now, reason="endpoint outside the run directory",
+                               worker=ident[:80], endpoint=endpoint[:200])  # fmt: skip
+            return None
         change = self.workers.heartbeat(ident, endpoint, state == "up", now)
         if change == "joined":
             sock = sockets.connect_push(self._ctx, endpoint, self._cfg.hwm)

@@ -11,12 +11,14 @@ import asyncio
 import gc
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 import structlog
 import uvloop
 
 from conf import logging as sl_logging
+from conf import rundir
 from conf.load import config_path, load_or_report
 from conf.settings import Settings
 
@@ -35,6 +37,11 @@ def run(role: str, serve: Serve, conf: str | None = None) -> int:
     path = config_path(conf)
     settings = load_or_report(path, f"sipline {role}: ")
     if settings is None:
+        return 2
+    try:  # before any socket is bound (conf/rundir.py rule 4)
+        rundir.prepare(settings.node.run_dir, rundir.group_id(settings.node.run_group))
+    except rundir.RunDirError as exc:
+        print(f"sipline {role}: run directory error: {exc}", file=sys.stderr)
         return 2
     sl_logging.configure(settings.log.level, proc_name(role), settings.node.name)
     log = structlog.get_logger()

@@ -32,9 +32,18 @@ class Node:
     name: str = "sipline"
     """Node name: in every log line, and the key of this node's state for its peers. Letters,
     digits, ``.``, ``_`` and ``-``."""
-    run_dir: str = "/tmp/sipline"
-    """Directory of the node's ZeroMQ ipc:// sockets; processes of one node share it. An
-    absolute path of at most 76 bytes (a Unix socket path is at most 107)."""
+    run_dir: str = ""
+    """Directory of the node's ZeroMQ ipc:// sockets; processes of one node share it, and
+    whoever can open it can command the node, so it must be private (``docs/security.md``,
+    "Local users"): a process creates it 0700 (0750 with ``run_group``) and refuses to start
+    when it is a symbolic link, not owned by the process's user, or open to others. Empty
+    (the default): ``$XDG_RUNTIME_DIR/sipline-<name>`` when that is set and the user's, else
+    ``/run/sipline/<name>`` for root, else ``/tmp/sipline-<uid>-<name>``. An absolute path of
+    at most 76 bytes (a Unix socket path is at most 107)."""
+    run_group: str = ""
+    """A group (name or number) whose members may also use the node's sockets (``sipline
+    ctl`` run by an operator who is not the node's user): the run directory is then 0750 and
+    the group's, its sockets 0660. Empty (the default): the node's user only (0700, 0600)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,12 +4,23 @@ Every socket gets a small linger (a process must exit well inside honcho's 5 s) 
 explicit high-water mark, so no pipe buffers without limit. Endpoints are ipc:// files in the
 node's run directory, named ``<role>-<id>.ipc``; a process removes its own file on exit and
 whoever finds a stale one (its pid is gone) removes it at start.
+
+Local users (docs/security.md "Local users"):
+1. Every ipc:// socket is bound through ``bind``: its file is 0600 (0660 and the run
+   directory's group when the directory is open to its group), never wider, even for an
+   instant. The run directory (``conf.rundir``) is the real gate; this is the second fence.
+2. An endpoint another process announces is used only when it is the canonical one,
+   ``endpoint(run_dir, role, ident)`` for a well-formed ``ident`` (``canonical``): a frame
+   cannot make us connect outside the run directory.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import stat
 from pathlib import Path
+from typing import Any
 
 import zmq
 
@@ -18,8 +29,23 @@ LINGER_MS = 200
 MAX_MSG_BYTES = 64 << 20
 
 
+#: a process ident: honcho's process name and a pid (``worker.1-4242``), or a node name; no
+#: ``/``, so an endpoint built from one is a file directly in the run directory (rule 2)
+IDENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
+
+
 def endpoint(run_dir: str, role: str, ident: str) -> str:
     return f"ipc://{run_dir}/{role}-{ident}.ipc"
+
+
+def valid_ident(ident: object) -> bool:
+    """``ident`` may name a process (rule 2)."""
+    return isinstance(ident, str) and IDENT_RE.fullmatch(ident) is not None
+
+
+def canonical(run_dir: str, role: str, ident: object, ep: object) -> bool:
+    """``ep`` is where the ``role`` process ``ident`` of this run directory listens (rule 2)."""
+    return valid_ident(ident) and ep == endpoint(run_dir, role, str(ident))
 
 
 def endpoint_path(ep: str) -> str:
@@ -82,11 +108,34 @@ def _base(sock: zmq.Socket[bytes], hwm: int) -> zmq.Socket[bytes]:
     return sock
 
 
+def bind(sock: zmq.Socket[Any], ep: str) -> None:
+    """Bind ``sock`` at ``ep``; an ipc:// file gets the mode of rule 1.
+
+    The umask is narrowed around the bind, since libzmq creates the file inside
+    ``zmq_bind`` in this thread; the chmod after it makes the mode exact whatever the umask
+    was. Raises what ``sock.bind`` raises, and OSError when the file cannot be given its mode.
+    """
+    if not ep.startswith("ipc://"):
+        sock.bind(ep)
+        return
+    path = endpoint_path(ep)
+    st = os.stat(os.path.dirname(path) or ".")
+    group = bool(stat.S_IMODE(st.st_mode) & 0o070)  # conf.rundir made it so for run_group
+    mode = 0o660 if group else 0o600
+    old = os.umask(0o777 & ~mode)
+    try:
+        sock.bind(ep)
+    finally:
+        os.umask(old)
+    if group:
+        os.chown(path, -1, st.st_gid)
+    os.chmod(path, mode)
+
+
 def bind_pull(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Socket[bytes]:
-    Path(endpoint_path(ep)).parent.mkdir(parents=True, exist_ok=True)
     sock = _base(ctx.socket(zmq.PULL), hwm)
     sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
-    sock.bind(ep)
+    bind(sock, ep)
     return sock
 
 

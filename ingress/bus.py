@@ -51,7 +51,7 @@ class WorkerBus:
         self._on_out = on_out
         self._meter = meter
         self._dirty: list[PushPipe] = []
-        self._peers = WorkerPipes(ctx, cfg, envelope.KIND_IN, self._header, meter.counters,
+        self._peers = WorkerPipes(ctx, cfg, run_dir, envelope.KIND_IN, self._header, meter.counters,
                                   self._forget_dirty)  # fmt: skip
         self.workers = self._peers.workers
         self._pipes = self._peers.pipes

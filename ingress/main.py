@@ -17,7 +17,6 @@ log = structlog.get_logger()
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ident = f"{process.proc_name('ingress')}-{os.getpid()}"
-    os.makedirs(settings.node.run_dir, exist_ok=True)
     sockets.remove_stale(settings.node.run_dir)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     ingress = Ingress(settings, ident, ctx)

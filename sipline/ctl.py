@@ -16,7 +16,9 @@
 ``stats`` of the state plane carries its replication: dialogs it publishes and, per peer,
 the dialogs it replicates (``--json``; the table shows them as ``replica <peer>`` lines).
 
-A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered.
+A table by default, ``--json`` for one JSON document. Exit status 1 when no process answered,
+2 when the run directory cannot be opened: its permissions (the node's user, and ``[node]
+run_group``) are the only credential a verb needs, ``failback`` and ``sync`` included.
 """
 
 from __future__ import annotations
@@ -39,13 +41,24 @@ RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_win
                 "participants", "passed", "dropped")  # fmt: skip
 
 
+def refused_text(run_dir: str, exc: OSError, who: str = "sipline ctl") -> str:
+    """Why ``who`` could not reach the node: the run directory's permissions are the only
+    credential (docs/security.md, "Local users")."""
+    return (f"{who}: cannot open the node's run directory {run_dir} ({exc.strerror}): "
+            "only the node's user, and members of [node] run_group, may control it")
+
+
 def main(args: argparse.Namespace) -> int:
     settings = load_or_report(args.conf)
     if settings is None:
         return 2
     listed = getattr(args, "list", 0) if args.what == "dialogs" else 0
-    replies, silent = ask(settings.node.run_dir, args.what, {"list": listed} if listed else None,
-                          timeout_s=args.timeout)  # fmt: skip
+    try:
+        replies, silent = ask(settings.node.run_dir, args.what,
+                              {"list": listed} if listed else None, timeout_s=args.timeout)
+    except PermissionError as exc:
+        print(refused_text(settings.node.run_dir, exc), file=sys.stderr)
+        return 2
     if not replies:
         print(f"no process of node {settings.node.name!r} answered in {settings.node.run_dir}",
               file=sys.stderr)  # fmt: skip

@@ -21,7 +21,7 @@ from typing import IO, Any
 from conf import sockets
 from conf.control import ask
 from conf.load import load_or_report
-from sipline.ctl import table
+from sipline.ctl import refused_text, table
 
 STAGES = ("ingress", "worker", "stateplane", "timers")
 COLUMNS = ("proc", "busy_1s", "in_per_s", "out_per_s", "msgs_in", "msgs_out", "queued_out",
@@ -107,8 +107,12 @@ def main(args: argparse.Namespace, out: IO[str] | None = None) -> int:
         while count is None or n < count:
             if n:
                 time.sleep(args.interval)  # the refresh period of an interactive view
-            replies, silent = ask(run_dir, "stats", timeout_s=args.timeout)
-            quiet = quiet_processes(run_dir)
+            try:
+                replies, silent = ask(run_dir, "stats", timeout_s=args.timeout)
+                quiet = quiet_processes(run_dir)
+            except PermissionError as exc:
+                print(refused_text(run_dir, exc, "sipline top"), file=sys.stderr)
+                return 2
             text = render(settings.node.name, replies, silent, quiet, rates, time.monotonic())
             print((_CLEAR if clear else "") + text, file=out, flush=True)
             n += 1

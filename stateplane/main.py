@@ -59,12 +59,11 @@ class KvServer:
         self.store = store
         self.counters: Counter[str] = Counter()
         self._loop = asyncio.get_running_loop()
-        os.makedirs(os.path.dirname(sockets.endpoint_path(endpoint)), exist_ok=True)
         sock = ctx.socket(zmq.ROUTER)
         sock.linger = 0
         sock.sndhwm = sock.rcvhwm = HWM
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
-        sock.bind(endpoint)
+        sockets.bind(sock, endpoint)
         self._sock = sock
         self._loop.add_reader(sock.FD, self._on_readable)
         self._loop.call_soon(self._on_readable)

@@ -1,5 +1,5 @@
 """One peer node as the state plane replicates it: its replica and the two sockets it is fed
-from (``stateplane/replication.py`` rules 3, 6 and 7), and the bounded socket reader both
+from (``stateplane/replication.py`` rules 3, 6, 7 and 8), and the bounded socket reader both
 files use.
 """
 
@@ -16,6 +16,8 @@ import structlog
 import zmq
 
 from conf import envelope as env
+from conf import rundir
+from conf.refused import RefusalLog
 from stateplane import updates as up
 from stateplane.replica import (
     Event,
@@ -96,12 +98,13 @@ class Peer:
         sub = ctx.socket(zmq.SUB)
         sub.linger, sub.rcvhwm = 0, PUB_HWM
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        pub_ep, snap_ep = peer_endpoints(run_dir)
-        sub.connect(pub_ep)
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger, dealer.sndhwm, dealer.rcvhwm = 0, 16, SNAP_HWM
-        dealer.connect(snap_ep)
-        self.dealer = dealer
+        self.sub, self.dealer = sub, dealer
+        #: connected to the peer's sockets: at once for tcp://, for a run directory once it
+        #: exists and passes conf.rundir.peer_problem (rule 8)
+        self.connected = False
+        self._refused = RefusalLog("peer_dir_refused")
         self.replica: Replica | None = None
         self.asked_at = 0.0
         self.synced_s = 0.0
@@ -109,6 +112,25 @@ class Peer:
         #: replication lag (rule 6): from the worker's event to its delta heard here
         self.lag = LatenessWindow()
         self.readers = [Reader(loop, sub, self._on_pub), Reader(loop, dealer, self._on_snap)]
+        self.connect()
+
+    def connect(self) -> None:
+        """Connect to the peer's PUB and ROUTER if not yet done and its run directory may be
+        used (rule 8); called at start and every heartbeat."""
+        if self.connected:
+            return
+        if not self.run_dir.startswith("tcp://"):
+            problem = rundir.peer_problem(self.run_dir, self.owner.settings.node.run_dir)
+            if problem is not None:
+                if problem != rundir.MISSING:
+                    self.counters["peer_dir_refused"] += 1
+                    self._refused.note(self.owner.loop.time(), role="stateplane",
+                                       peer=self.run_dir, problem=problem)  # fmt: skip
+                return
+        pub_ep, snap_ep = peer_endpoints(self.run_dir)
+        self.sub.connect(pub_ep)
+        self.dealer.connect(snap_ep)
+        self.connected = True
 
     def _decode(self, frames: list[bytes]) -> up.Message | None:
         try:
@@ -149,6 +171,7 @@ class Peer:
             self.act(self.replica.start(self.owner.loop.time()))
 
     def tick(self) -> None:
+        self.connect()
         if self.replica is not None:
             self.act(self.replica.handle_timer(self.owner.loop.time()))
 

@@ -25,6 +25,10 @@ Rules:
 7. Peers on other hosts: with ``[stateplane] bind = "host:port"`` the PUB also listens on
    ``tcp://host:port`` and the snapshot ROUTER on the next port; a peer given as
    ``tcp://host:port`` is reached there, one given as a run directory over ipc.
+8. A peer run directory is connected to only once it exists and ``conf.rundir.peer_problem``
+   finds nothing wrong with it (checked every heartbeat until then): one another local user
+   could write or create would let him feed us a forged replica. A refused one is counted
+   (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
 """
 
 from __future__ import annotations
@@ -34,7 +38,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -60,12 +63,11 @@ RESTORE_SETTLE_S = 1.0
 
 
 def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> zmq.Socket[bytes]:
-    Path(sockets.endpoint_path(ep)).parent.mkdir(parents=True, exist_ok=True)
     sockets.unlink(ep)  # one stateplane per run directory: a file left here is a dead one's
     sock = ctx.socket(kind)
     sock.linger = 0
     sock.sndhwm = sock.rcvhwm = hwm
-    sock.bind(ep)
+    sockets.bind(sock, ep)
     return sock
 
 

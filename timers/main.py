@@ -20,7 +20,6 @@ log = structlog.get_logger()
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ident = f"{process.proc_name('timers')}-{os.getpid()}"
-    os.makedirs(settings.node.run_dir, exist_ok=True)
     sockets.remove_stale(settings.node.run_dir)  # a killed predecessor's socket file
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     service = TimerService(ctx, settings, ident)

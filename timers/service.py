@@ -70,7 +70,7 @@ class TimerService:
         self._loop = asyncio.get_running_loop()
         self.meter = LoadMeter(self._loop.time())
         # fires still queued for a worker that is gone die with its calls: counted
-        self._peers = WorkerPipes(ctx, bus, envelope.KIND_TIMER, self._header,
+        self._peers = WorkerPipes(ctx, bus, settings.node.run_dir, envelope.KIND_TIMER, self._header,
                                   self.meter.counters)  # fmt: skip
         self.workers = self._peers.workers
         self._pipes = self._peers.pipes

@@ -7,6 +7,9 @@ Rules:
    connects a pipe to each new one and sends each a heartbeat; a file that disappeared closes
    its pipe. On shutdown it says ``down`` so ingresses stop sending at once.
 3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
+4. Replies go to the ingress an IN envelope names, at its canonical endpoint in the run
+   directory; an ident that could name a file elsewhere (``conf.sockets.valid_ident``) is
+   refused and counted as ``drop_bad_ident``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import zmq
 from conf import envelope, sockets
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, drain_pull, hops
+from conf.refused import RefusalLog
 from conf.settings import Bus
 
 log = structlog.get_logger()
@@ -62,6 +66,7 @@ class IngressBus:
         self._on_adopt = on_adopt
         self._on_release = on_release
         self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
+        self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._loop.add_reader(self._pull.FD, self._on_readable)
@@ -102,6 +107,11 @@ class IngressBus:
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_IN:
+            if not sockets.valid_ident(env.header[0]):  # we answer to the ingress it names
+                self._meter.counters["drop_bad_ident"] += 1
+                self._refused.note(self._loop.time(), reason="malformed ingress ident",
+                                   ingress=env.header[0][:80])  # fmt: skip
+                return
             self._on_batch(env.header[0], env.header[1], env.payloads)
         elif env.kind == envelope.KIND_TIMER and self._on_timer is not None:
             self._on_timer(env.header, env.payloads)

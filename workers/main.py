@@ -18,7 +18,6 @@ log = structlog.get_logger()
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ident = f"{process.proc_name('worker')}-{os.getpid()}"
-    os.makedirs(settings.node.run_dir, exist_ok=True)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     worker = Worker(settings, ident, ctx)
     loop = asyncio.get_running_loop()

@@ -76,7 +76,7 @@ def test_toml_examples_load() -> None:
 
 #: the doc's table of example messages, and a configuration that produces each
 MESSAGES = [
-    ({"node": {"nmae": "x"}}, "node.nmae: expected a key of [node] (name, run_dir), found an unknown key (did you mean name?)"),
+    ({"node": {"nmae": "x"}}, "node.nmae: expected a key of [node] (name, run_dir, run_group), found an unknown key (did you mean name?)"),
     ({"listen": [{"transport": "udp", "port": "5060"}]}, 'listen[0].port: expected an integer, found "5060" (a string)'),
     ({"tcp": {"max_body_bytes": -1}}, "tcp.max_body_bytes: expected a number from 0 to 16777216, found -1"),
     ({"log": {"level": "INFO"}}, 'log.level: expected one of "debug", "info", "warning", "error", found "INFO"'),

@@ -11,6 +11,7 @@ import pytest
 
 from conf import load as loader
 from conf.load import ConfigError, config_path, from_dict, load
+from conf.rundir import default_run_dir
 from conf.settings import Bus, Listener, Log, Node, Proxy, Settings, Tcp
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +51,7 @@ class TestShippedConfig:
     def test_equals_defaults_where_it_sets_nothing(self) -> None:
         """Every section the shipped file leaves out, or restates, is exactly the default."""
         s = load(SHIPPED)
-        defaults = Settings()
+        defaults = _resolved(Settings())
         for section in ("node", "listen", "tcp", "bus", "proxy", "log"):
             assert getattr(s, section) == getattr(defaults, section), section
 
@@ -67,7 +68,30 @@ class TestShippedConfig:
     def test_empty_file_is_the_defaults(self, tmp_path: Path) -> None:
         """An empty file gives the dataclass defaults: no routes, two listeners."""
         s = load(write(tmp_path, ""))
-        assert dataclasses.replace(s, source="<defaults>") == Settings()
+        assert dataclasses.replace(s, source="<defaults>") == _resolved(Settings())
+
+    def test_unset_run_dir_is_the_private_default(self, tmp_path: Path) -> None:
+        """No run_dir: the node's private default (conf/rundir.py rule 1), never /tmp/sipline."""
+        s = load(write(tmp_path, '[node]\nname = "edge"\n'))
+        assert s.node.run_dir == default_run_dir("edge")
+        assert s.node.run_dir != "/tmp/sipline"
+
+    def test_run_dir_is_normalised(self, tmp_path: Path) -> None:
+        """A trailing or doubled slash is dropped: announced endpoints must compare equal."""
+        s = load(write(tmp_path, '[node]\nrun_dir = "/tmp//x/run/"\n'))
+        assert s.node.run_dir == "/tmp/x/run"
+
+    def test_unknown_run_group_is_refused(self, tmp_path: Path) -> None:
+        """run_group must name a group that exists."""
+        e = error({"node": {"run_group": "no-such-group-here"}})
+        assert e.key == "node.run_group"
+        assert "existing group" in e.expected
+
+
+def _resolved(s: Settings) -> Settings:
+    """``s`` with the run directory the loader fills in when none is set."""
+    return dataclasses.replace(s, node=dataclasses.replace(
+        s.node, run_dir=default_run_dir(s.node.name)))
 
 
 class TestMessage:
@@ -112,7 +136,7 @@ class TestUnknownKeys:
         ("data", "key", "section"),
         [
             ({"nodes": {}}, "nodes", "a section (node, listen, tcp"),
-            ({"node": {"nmae": "x"}}, "node.nmae", "a key of [node] (name, run_dir)"),
+            ({"node": {"nmae": "x"}}, "node.nmae", "a key of [node] (name, run_dir, run_group)"),
             (
                 {"listen": [{"transport": "udp", "prot": 1}]},
                 "listen[0].prot",
@@ -573,7 +597,7 @@ class TestFailoverPair:
             ({"peers": []}, "stateplane.peers", "exactly one entry"),
             ({"peers": ["/a", "/b"]}, "stateplane.peers", "exactly one entry"),
             ({"peers": ["relative"]}, "stateplane.peers[0]", "absolute directory path"),
-            ({"peers": ["/tmp/sipline"]}, "stateplane.peers[0]", "not this node's own"),
+            ({"peers": [default_run_dir("sipline")]}, "stateplane.peers[0]", "not this node's own"),
             ({"role": "active"}, "stateplane.role", '"primary"'),
         ],
     )

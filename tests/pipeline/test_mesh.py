@@ -43,6 +43,8 @@ def test_members_of_this_node_and_of_peer_nodes(tmp_path: Path) -> None:
     """A member subscribes to its node's others and to the members in its peer directories;
     a member of a node not listed hears nothing from it. Names say which node."""
     a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(mode=0o700)  # as conf.rundir.prepare makes it at a process's start
+    b.mkdir(mode=0o700)
 
     async def body() -> None:
         ctx: zmq.Context[Any] = zmq.Context()
@@ -144,6 +146,8 @@ def test_cluster_block_applied_on_the_peer_node_and_never_republished(tmp_path: 
     """Node a's ingress measures a block; node b's ingress (cluster, peers = [a]) applies it
     as a peer's, and publishes nothing itself, so nothing can loop back to a."""
     a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(mode=0o700)  # as conf.rundir.prepare makes it at a process's start
+    b.mkdir(mode=0o700)
 
     async def body() -> None:
         ctx: zmq.Context[Any] = zmq.Context()
@@ -183,6 +187,8 @@ def test_rate_share_exchanges_counts_between_nodes(tmp_path: Path) -> None:
     """Two workers of two nodes (peers of each other) sharing a pipe: each one's tick reaches
     the other as its count of the pipe; a bad frame is counted, not applied."""
     a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(mode=0o700)  # as conf.rundir.prepare makes it at a process's start
+    b.mkdir(mode=0o700)
 
     def share(run_dir: Path, peer: Path, name: str, ctx: zmq.Context[Any]) -> RateShare:
         s = from_dict({"node": {"name": name, "run_dir": str(run_dir)},

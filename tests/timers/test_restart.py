@@ -82,6 +82,7 @@ def test_restart_loses_nothing_and_doubles_nothing(
     every timer fires exactly once, never early."""
     conf, log = _write_conf(tmp_path), tmp_path / "timers.log"
     settings = fast_settings(str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)  # before the in-process worker binds in it
     run_dir = settings.node.run_dir
 
     async def body() -> None:
@@ -121,6 +122,7 @@ def test_two_shards_one_killed_then_back(
     exactly once, never early."""
     conf, log = _write_conf(tmp_path), tmp_path / "timers.log"
     settings = fast_settings(str(tmp_path / "run"))
+    (tmp_path / "run").mkdir(mode=0o700)  # before the in-process worker binds in it
 
     async def body() -> None:
         procs.extend([TimersProcess(conf, log, "timers.1"), TimersProcess(conf, log, "timers.2")])
