@@ -61,7 +61,7 @@ class TestCheckConfigInProcess:
         monkeypatch.chdir(ROOT)
         assert cli.main(["check-config"]) == 0
         out = capsys.readouterr().out
-        assert out.startswith("conf/sipline.toml: ok")
+        assert out.startswith(f"{ROOT / 'conf' / 'sipline.toml'}: ok")
 
     def test_bad_config(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """check-config on a bad file exits 2 and prints the loader's message on stderr."""
@@ -111,7 +111,7 @@ class TestConsoleScript:
         """`sipline check-config` in the repository exits 0 on conf/sipline.toml."""
         r = run(["check-config"])
         assert (r.returncode, r.stderr) == (0, "")
-        assert r.stdout.startswith("conf/sipline.toml: ok")
+        assert r.stdout.startswith(f"{ROOT / 'conf' / 'sipline.toml'}: ok")
 
     def test_check_config_bad(self, tmp_path: Path) -> None:
         """`sipline check-config --conf bad.toml` exits 2 with file, key, expected and found."""
