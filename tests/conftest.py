@@ -29,7 +29,7 @@ def destroy_within(context: zmq.Context[Any], timeout_s: float = TERM_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001 - raised again on the test's thread below
             failed.append(e)
 
-    # the test is over, so its sockets are used by no thread: closing them on this one is safe
+    # the test is over and no thread uses its sockets any more: closing them on another is safe
     t = threading.Thread(target=destroy, name="ctx-destroy", daemon=True)
     t.start()
     t.join(timeout_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from tests.aio import run  # noqa: F401 - 5 s, as tests.aio; the tests here import it from here
+from tests.aio import run  # noqa: F401 - re-exported: the tests here import it from here (5 s)
 
 
 async def until(predicate: Callable[[], bool], step_s: float = 0.002) -> None:
