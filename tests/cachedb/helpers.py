@@ -1,24 +1,18 @@
-"""Bounded uvloop runner and deadline polling for the cacheDB tests."""
+"""The cacheDB tests' bound on the shared runner, and deadline polling."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-import uvloop
+from tests import aio
 
 TIMEOUT_S = 10.0
 
 
 def run(fn: Callable[[], Awaitable[None]], timeout_s: float = TIMEOUT_S) -> None:
-    """Run a test coroutine on uvloop, bounded by ``timeout_s``."""
-
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout_s):
-            await fn()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(bounded())
+    """``tests.aio.run`` with this package's bound (real servers, reconnects)."""
+    aio.run(fn, timeout_s)
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], within_s: float,

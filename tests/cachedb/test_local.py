@@ -28,13 +28,6 @@ def run_dir() -> Iterator[str]:
         yield d
 
 
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
 def test_full_store_answers_cache_full(run_dir: str, ctx: zmq.Context[Any]) -> None:
     """A store at max_keys under ``refuse`` makes the client raise CacheFull (503)."""
 

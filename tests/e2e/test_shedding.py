@@ -25,6 +25,8 @@ pytestmark = pytest.mark.e2e
 #: a small queue, so a few hundred messages fill it behind a stopped worker; a worker missing
 #: 40 heartbeats (10 s) is dropped, so the 1-2 s stop does not make it look dead
 BUS = "\n[bus]\nhwm = 1\nmax_pending = 50\nliveness = 40\n"
+#: tests/e2e/node.py's ``[log] stats_interval_s``: rates are per second over it
+STATS_INTERVAL_S = 0.5
 
 
 def request(method: str, port: int, proxy: int, *, to_tag: str = "") -> tuple[bytes, str]:
@@ -155,7 +157,18 @@ def test_stalled_pipe_reports_depth_and_oldest_age(start_node: StartNode,
         time.sleep(0.1)  # polling step, bounded by the deadline
     else:
         raise AssertionError(f"the backlog never drained: {last[-1]}")
-    assert last[-1]["hops"][peer]["sent_per_s"] >= 0  # type: ignore[index]
+    # the logged rates add up to the pipe's sent total: the fill's bursts, taken before the
+    # backlog formed and while it had room, show as messages per second in the intervals
+    # they fell in (a rate stuck at 0, or one over the wrong interval, would not). The reply
+    # came after the fill and nothing reached the ingress since, so its total is the last.
+    took = logged_sent(last, peer)
+    assert took == hop["sent"] >= hop["queued"], (took, hop)
+
+
+def logged_sent(stats: list[dict[str, Any]], peer: str) -> float:
+    """Messages the pipe to ``peer`` took, as its ``sent_per_s`` over ``stats`` add up."""
+    rates = [float(e["hops"][peer]["sent_per_s"]) for e in stats if peer in e["hops"]]
+    return sum(rates) * STATS_INTERVAL_S
 
 
 def fill(ua: socket.socket, me: int, node: Node) -> None:

@@ -8,13 +8,13 @@ import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, TypeVar
 
-import uvloop
 from structlog.testing import capture_logs
 
 from conf.settings import Tcp
 from ingress.sip.errors import SipError
 from ingress.sip.serialize import build_response
 from ingress.tcp import TcpConnection, TcpHub
+from tests import aio
 
 T = TypeVar("T")
 
@@ -24,22 +24,18 @@ _opened: list[Any] = []
 
 
 def run(fn: Callable[[], Awaitable[T]], timeout: float = 5.0) -> T:
-    """Run ``fn()`` on a fresh uvloop loop, bounded by ``timeout`` seconds."""
+    """``tests.aio.run``, closing what the test opened before the loop ends, even when the
+    test fails."""
+    return aio.run(fn, timeout, after=_close_opened)
 
-    async def bounded() -> T:
-        try:
-            async with asyncio.timeout(timeout):
-                return await fn()
-        finally:
-            while _opened:
-                thing = _opened.pop()
-                if isinstance(thing, Hub):
-                    await thing.stop()
-                else:
-                    thing.close()
 
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(bounded())
+async def _close_opened() -> None:
+    while _opened:
+        thing = _opened.pop()
+        if isinstance(thing, Hub):
+            await thing.stop()
+        else:
+            thing.close()
 
 
 async def until(pred: Callable[[], Any], timeout: float = 3.0) -> None:

@@ -7,17 +7,9 @@ import socket
 from typing import Any
 
 import pytest
-import uvloop
 
 from ingress.udp import UdpListener, bind_udp, open_udp
-
-
-def run(coro: Any) -> Any:
-    async def bounded() -> Any:
-        async with asyncio.timeout(5):
-            return await coro
-
-    return uvloop.run(bounded())
+from tests.aio import run
 
 
 async def until(pred: Any, timeout: float = 3.0) -> None:
@@ -76,7 +68,7 @@ def test_two_listeners_share_a_port_and_both_receive() -> None:
             a.close()
             b.close()
 
-    run(main())
+    run(main)
 
 
 def test_send_after_close_is_refused() -> None:
@@ -88,7 +80,7 @@ def test_send_after_close_is_refused() -> None:
         assert not lst.send(b"x", ("127.0.0.1", 9))
         assert not UdpListener("127.0.0.1", 0, lambda *_: None).send(b"x", ("127.0.0.1", 9))
 
-    run(main())
+    run(main)
 
 
 def test_bind_failure_leaks_no_socket() -> None:

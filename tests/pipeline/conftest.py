@@ -1,19 +1,12 @@
-"""Fixtures for the ZeroMQ hop: a context destroyed with linger 0 after each test."""
+"""Fixtures for the ZeroMQ hop (the context, `ctx`, is tests/conftest.py's): sockets a test
+opens, closed with linger 0 after it."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import zmq
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 @pytest.fixture

@@ -10,34 +10,33 @@ from typing import Any
 import zmq
 
 from conf.control import ControlServer, ask
+from tests.aio import run
 
 
-def test_answers_unknown_commands_and_handler_errors(tmp_path: Path) -> None:
+def test_answers_unknown_commands_and_handler_errors(ctx: zmq.Context[Any],
+                                                    tmp_path: Path) -> None:  # fmt: skip
     """Each live process answers for itself; an unknown command or a failing handler gets
     ``ok: false`` with the reason, and the server keeps serving."""
 
     def boom(_: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("nope")
 
-    async def run() -> list[list[dict[str, Any]]]:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    async def body() -> list[list[dict[str, Any]]]:
         srv = ControlServer(ctx, str(tmp_path), f"worker.1-{os.getpid()}",
                             {"hello": lambda a: {"said": a.get("x")}, "boom": boom})  # fmt: skip
         loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(5):
-                out = []
-                for cmd in ("hello", "nothing", "boom", "hello"):
-                    replies, silent = await loop.run_in_executor(
-                        None, lambda c=cmd: ask(str(tmp_path), c, {"x": 1}, 2.0))  # type: ignore[misc]
-                    assert silent == []
-                    out.append(replies)
-                return out
+            out = []
+            for cmd in ("hello", "nothing", "boom", "hello"):
+                replies, silent = await loop.run_in_executor(
+                    None, lambda c=cmd: ask(str(tmp_path), c, {"x": 1}, 2.0))  # type: ignore[misc]
+                assert silent == []
+                out.append(replies)
+            return out
         finally:
             srv.close()
-            ctx.destroy(linger=0)
 
-    hello, unknown, boom_, again = asyncio.run(run())
+    hello, unknown, boom_, again = run(body)
     assert hello == [{"ok": True, "proc": f"worker.1-{os.getpid()}", "said": 1}]
     assert unknown[0]["ok"] is False and "unknown command" in unknown[0]["error"]
     assert boom_[0]["ok"] is False and "ValueError: nope" in boom_[0]["error"]

@@ -78,9 +78,8 @@ def settings(tmp_path: Path) -> Any:
     )
 
 
-def _with_ingress(settings: Any, test: Any) -> None:
+def _with_ingress(ctx: zmq.Context[Any], settings: Any, test: Any) -> None:
     async def body() -> None:
-        ctx: zmq.Context[Any] = zmq.Context()
         ing = Ingress(settings, "ingress.t-1", ctx)
         await ing.start()
         client = Client()
@@ -89,12 +88,11 @@ def _with_ingress(settings: Any, test: Any) -> None:
         finally:
             client.sock.close()
             await ing.close()
-            ctx.destroy(linger=0)
 
     run(body)
 
 
-def test_new_invite_without_workers_gets_503(settings: Any) -> None:
+def test_new_invite_without_workers_gets_503(ctx: zmq.Context[Any], settings: Any) -> None:
     """With no worker alive a new INVITE is answered 503 with Retry-After."""
 
     async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
@@ -105,10 +103,12 @@ def test_new_invite_without_workers_gets_503(settings: Any) -> None:
         assert b"Call-ID: c1@127.0.0.1\r\n" in reply
         assert ing.meter.counters["rejected_503"] == 1
 
-    _with_ingress(settings, test)
+    _with_ingress(ctx, settings, test)
 
 
-def test_other_requests_without_workers_are_dropped_and_counted(settings: Any) -> None:
+def test_other_requests_without_workers_are_dropped_and_counted(
+    ctx: zmq.Context[Any], settings: Any
+) -> None:
     """A BYE (not a new INVITE) with no worker is dropped and counted, never queued."""
 
     async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
@@ -119,7 +119,7 @@ def test_other_requests_without_workers_are_dropped_and_counted(settings: Any) -
         assert reply is not None and b"Call-ID: marker@" in reply  # the BYE got nothing
         assert ing.bus.queued == 0
 
-    _with_ingress(settings, test)
+    _with_ingress(ctx, settings, test)
 
 
 @pytest.mark.parametrize(
@@ -129,7 +129,7 @@ def test_other_requests_without_workers_are_dropped_and_counted(settings: Any) -
     ids=["bad-version", "bad-request-line"],
 )  # fmt: skip
 def test_malformed_requests_are_answered_and_summarised(
-    settings: Any, rline: bytes, status: bytes, reason: str
+    ctx: zmq.Context[Any], settings: Any, rline: bytes, status: bytes, reason: str
 ) -> None:
     """Each malformed request gets the codec's status; the 20 of them are logged as one
     ``rejected`` line for their source (counts by reason), nothing per message above DEBUG,
@@ -156,10 +156,12 @@ def test_malformed_requests_are_answered_and_summarised(
         assert ing.stats(1.0)["rejected"] == {reason: 20}
         assert ing.meter.counters["drop_malformed"] == 20
 
-    _with_ingress(settings, test)
+    _with_ingress(ctx, settings, test)
 
 
-def test_too_many_headers_answered_400_by_the_ingress(settings: Any) -> None:
+def test_too_many_headers_answered_400_by_the_ingress(
+    ctx: zmq.Context[Any], settings: Any
+) -> None:
     """A request over the header-field cap never reaches a worker: 400 Too Many Headers."""
 
     async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
@@ -173,10 +175,10 @@ def test_too_many_headers_answered_400_by_the_ingress(settings: Any) -> None:
         assert ing.rejects.totals == {"too_many_headers": 1}
         assert ing.meter.counters["drop_no_worker"] == 0  # refused before any routing
 
-    _with_ingress(settings, test)
+    _with_ingress(ctx, settings, test)
 
 
-def test_malformed_ack_is_never_answered(settings: Any) -> None:
+def test_malformed_ack_is_never_answered(ctx: zmq.Context[Any], settings: Any) -> None:
     """RFC 3261 §17: no response to an ACK, even a broken one; the process keeps serving."""
 
     async def test(ing: Ingress, client: Client, addr: tuple[str, int]) -> None:
@@ -187,4 +189,4 @@ def test_malformed_ack_is_never_answered(settings: Any) -> None:
         reply = await client.recv()
         assert reply is not None and b"Call-ID: marker@" in reply  # the ACK got nothing
 
-    _with_ingress(settings, test)
+    _with_ingress(ctx, settings, test)

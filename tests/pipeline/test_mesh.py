@@ -39,7 +39,7 @@ class Member:
         self.joins += 1
 
 
-def test_members_of_this_node_and_of_peer_nodes(tmp_path: Path) -> None:
+def test_members_of_this_node_and_of_peer_nodes(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """A member subscribes to its node's others and to the members in its peer directories;
     a member of a node not listed hears nothing from it. Names say which node."""
     a, b = tmp_path / "a", tmp_path / "b"
@@ -47,7 +47,6 @@ def test_members_of_this_node_and_of_peer_nodes(tmp_path: Path) -> None:
     b.mkdir(mode=0o700)
 
     async def body() -> None:
-        ctx: zmq.Context[Any] = zmq.Context()
         a1, a2 = Member(ctx, a, "a1"), Member(ctx, a, "a2")
         b1 = Member(ctx, b, "b1", peers=(a,))
         others: list[Member] = []
@@ -75,16 +74,14 @@ def test_members_of_this_node_and_of_peer_nodes(tmp_path: Path) -> None:
         finally:
             for m in (a1, a2, b1, *others):
                 m.mesh.close()
-            ctx.destroy(linger=0)
 
     run(body)
 
 
-def test_a_member_gone_is_disconnected(tmp_path: Path) -> None:
+def test_a_member_gone_is_disconnected(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """A member whose socket file went away is dropped at the next refresh."""
 
     async def body() -> None:
-        ctx: zmq.Context[Any] = zmq.Context()
         a1, a2 = Member(ctx, tmp_path, "a1"), Member(ctx, tmp_path, "a2")
         try:
             a1.mesh.refresh()
@@ -94,17 +91,15 @@ def test_a_member_gone_is_disconnected(tmp_path: Path) -> None:
             assert a1.mesh.members == {}
         finally:
             a1.mesh.close()
-            ctx.destroy(linger=0)
 
     run(body)
 
 
-def test_bad_pike_frames_are_counted_and_dropped(tmp_path: Path) -> None:
+def test_bad_pike_frames_are_counted_and_dropped(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """Frames that are not ``[src, remaining_s, count]`` cost a count, never a call."""
     blocks: list[tuple[str, float, int]] = []
 
     async def body() -> None:
-        ctx: zmq.Context[Any] = zmq.Context()
         share = PikeShare(ctx, str(tmp_path), f"i1-{PID}", lambda *b: blocks.append(b),
                           lambda: None)  # fmt: skip
         sender = Member(ctx, tmp_path, "pike-sender")
@@ -124,7 +119,6 @@ def test_bad_pike_frames_are_counted_and_dropped(tmp_path: Path) -> None:
         finally:
             share.close()
             sender.mesh.close()
-            ctx.destroy(linger=0)
 
     run(body)
 
@@ -142,7 +136,9 @@ def _settings(run_dir: Path, peers: list[Path]) -> Any:
     })  # fmt: skip
 
 
-def test_cluster_block_applied_on_the_peer_node_and_never_republished(tmp_path: Path) -> None:
+def test_cluster_block_applied_on_the_peer_node_and_never_republished(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """Node a's ingress measures a block; node b's ingress (cluster, peers = [a]) applies it
     as a peer's, and publishes nothing itself, so nothing can loop back to a."""
     a, b = tmp_path / "a", tmp_path / "b"
@@ -150,7 +146,6 @@ def test_cluster_block_applied_on_the_peer_node_and_never_republished(tmp_path: 
     b.mkdir(mode=0o700)
 
     async def body() -> None:
-        ctx: zmq.Context[Any] = zmq.Context()
         ia = Ingress(_settings(a, [b]), f"ingress.a-{PID}", ctx)
         ib = Ingress(_settings(b, [a]), f"ingress.b-{PID}", ctx)
         published: list[tuple[str, float, int]] = []
@@ -178,12 +173,11 @@ def test_cluster_block_applied_on_the_peer_node_and_never_republished(tmp_path: 
         finally:
             for ing in (ia, ib):
                 await ing.close()
-            ctx.destroy(linger=0)
 
     run(body)
 
 
-def test_rate_share_exchanges_counts_between_nodes(tmp_path: Path) -> None:
+def test_rate_share_exchanges_counts_between_nodes(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """Two workers of two nodes (peers of each other) sharing a pipe: each one's tick reaches
     the other as its count of the pipe; a bad frame is counted, not applied."""
     a, b = tmp_path / "a", tmp_path / "b"
@@ -198,7 +192,6 @@ def test_rate_share_exchanges_counts_between_nodes(tmp_path: Path) -> None:
         return RateShare(ctx, s, f"worker.1-{PID}", RateLimiter(s.ratelimit), loop.time)
 
     async def body() -> None:
-        ctx: zmq.Context[Any] = zmq.Context()
         loop = asyncio.get_running_loop()
         sa, sb = share(a, b, "na", ctx), share(b, a, "nb", ctx)
         try:
@@ -221,6 +214,5 @@ def test_rate_share_exchanges_counts_between_nodes(tmp_path: Path) -> None:
         finally:
             sa.close()
             sb.close()
-            ctx.destroy(linger=0)
 
     run(body)

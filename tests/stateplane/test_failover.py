@@ -21,12 +21,15 @@ from ingress.virtual import RoleHold
 from stateplane.bstar import decode_roles, encode_roles
 from stateplane.failover import Failover, by_owner
 from stateplane.updates import Hugz
+from tests.aio import run
 from workers.dialogs import RECORD, DialogTable
 
 from ..workers.dialog_helpers import T0, W0, Call, dialog_settings, via_for
 from .helpers import NODE, Pair
 
 V = "127.0.0.10"
+#: the bound of the tests that poll PULL sockets for up to 2-3 s each (tests.aio's is 5 s)
+POLLS_S = 10.0
 TRUNK = [DialogProfile(name="trunk", limit=10, over_limit_status=486)]
 
 
@@ -119,14 +122,15 @@ def test_roles_travel_per_address() -> None:
     assert decode_roles("") == {} and decode_roles("active") == {}
 
 
-def test_failover_takes_over_on_peer_silence_and_feeds_the_owners(tmp_path: Path) -> None:
+def test_failover_takes_over_on_peer_silence_and_feeds_the_owners(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """A backup hears the primary active (goes passive), then silence: it activates, says so
     at once in a heartbeat, and sends every replicated dialog to its owner worker."""
-    asyncio.run(_takeover(tmp_path))
+    run(lambda: _takeover(ctx, tmp_path), timeout_s=POLLS_S)
 
 
-async def _takeover(run_dir: Path) -> None:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+async def _takeover(ctx: zmq.Context[Any], run_dir: Path) -> None:
     pulls: dict[str, zmq.Socket[bytes]] = {}
     for i in (1, 2):
         ident = f"worker.{i}-{os.getpid()}"
@@ -167,12 +171,12 @@ async def _takeover(run_dir: Path) -> None:
         fo.close()
         for pull in pulls.values():
             pull.close(linger=0)
-        ctx.term()
 
 
-def test_a_peer_without_a_pair_role_is_a_fault_not_a_crash(tmp_path: Path) -> None:
-    async def run() -> None:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+def test_a_peer_without_a_pair_role_is_a_fault_not_a_crash(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    async def body() -> None:
         now = asyncio.get_running_loop().time()
         fo = Failover(ctx, str(tmp_path), {V: "primary"}, "node-a", 1, 0.1, now, lambda: None)
         fo.peer_hugz(Hugz("node-b", 1, 0, ""), now)
@@ -180,14 +184,12 @@ def test_a_peer_without_a_pair_role_is_a_fault_not_a_crash(tmp_path: Path) -> No
         fo.peer_hugz(Hugz("node-b", 1, 0, "10.9.9.9=active"), now)  # not our address
         assert fo.state(V).value == "primary"
         fo.close()
-        ctx.term()
 
-    asyncio.run(run())
+    run(body)
 
 
-def test_split_brain_loser_yields_and_resnapshots(tmp_path: Path) -> None:
-    async def run() -> None:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+def test_split_brain_loser_yields_and_resnapshots(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    async def body() -> None:
         now = asyncio.get_running_loop().time()
         yielded: list[bool] = []
         fo = Failover(ctx, str(tmp_path), {V: "primary"}, "node-a", 1, 0.1, now, lambda: None)
@@ -197,18 +199,18 @@ def test_split_brain_loser_yields_and_resnapshots(tmp_path: Path) -> None:
         fo.peer_hugz(Hugz("node-b", 2, 0, f"{V}=active"), now + 1)  # a newer epoch wins
         assert fo.state(V).value == "passive" and yielded == [True] and fo.reconcile
         fo.close()
-        ctx.term()
 
-    asyncio.run(run())
-
+    run(body)
 
 
-def test_active_active_each_node_backs_the_others_address(tmp_path: Path) -> None:
+
+def test_active_active_each_node_backs_the_others_address(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """Node A is primary for its address and standby for B's: with B heard, A serves only
     its own; when B falls silent A activates B's address too and takes B's calls over."""
 
-    async def run() -> None:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    async def body() -> None:
         now = asyncio.get_running_loop().time()
         va, vb = "127.0.0.10", "127.0.0.11"
         took: list[int] = []
@@ -221,9 +223,8 @@ def test_active_active_each_node_backs_the_others_address(tmp_path: Path) -> Non
         fo.tick(now + 0.3)
         assert decode_roles(fo.role) == {va: "active", vb: "active"} and took == [1]
         fo.close()
-        ctx.term()
 
-    asyncio.run(run())
+    run(body)
 
 
 def test_a_heartbeat_with_a_bad_role_is_refused_on_the_wire() -> None:
@@ -268,15 +269,16 @@ def test_release_hands_back_the_dialogs_of_one_address_without_cdrs() -> None:
     assert worker.release("127.0.0.11", wall) == 0
 
 
-def test_failback_releases_then_the_peer_adopts_only_that_address(tmp_path: Path) -> None:
+def test_failback_releases_then_the_peer_adopts_only_that_address(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """Active/active, rule 7: A holds B's address after B died; B is back; A's failback
     says ``backup`` for it and tells A's workers to release; B, passive, activates on that
     heartbeat and adopts from its replica of A only the dialogs reached on that address."""
-    asyncio.run(_failback(tmp_path))
+    run(lambda: _failback(ctx, tmp_path), timeout_s=POLLS_S)
 
 
-async def _failback(tmp_path: Path) -> None:
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+async def _failback(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     va, vb = "127.0.0.10", "127.0.0.11"
     pulls = {}
     for side in ("a", "b"):
@@ -338,15 +340,15 @@ async def _failback(tmp_path: Path) -> None:
         b.close()
         for pull in pulls.values():
             pull.close(linger=0)
-        ctx.term()
 
 
-def test_a_peer_back_with_a_new_epoch_has_all_its_calls_taken(tmp_path: Path) -> None:
+def test_a_peer_back_with_a_new_epoch_has_all_its_calls_taken(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """The active peer restarted (a new epoch, saying primary): its calls died with it, so
     the passive node takes every replicated dialog, not only those of the address."""
 
-    async def run() -> None:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    async def body() -> None:
         now = asyncio.get_running_loop().time()
         wall = W0 + 10
         replica = DialogTable(dialog_settings(profiles=TRUNK), emit_deltas=False)
@@ -360,17 +362,17 @@ def test_a_peer_back_with_a_new_epoch_has_all_its_calls_taken(tmp_path: Path) ->
         assert fo.state(V).value == "active" and len(replica) == 0
         assert fo.stats()["adopt_sent"] + fo.stats()["adopt_lost"] == 4
         fo.close()
-        ctx.term()
 
-    asyncio.run(run())
+    run(body)
 
 
-def test_a_lost_split_brain_lets_go_of_what_the_winner_holds(tmp_path: Path) -> None:
+def test_a_lost_split_brain_lets_go_of_what_the_winner_holds(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
     """Rule 3: once the winner's replica is whole, the loser's workers are told to let go
     of exactly the dialogs the winner holds too (it took them over); the others stay."""
 
-    async def run() -> None:
-        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    async def body() -> None:
         ident = f"worker.1-{os.getpid()}"
         pull = sockets.bind_pull(ctx, sockets.endpoint(str(tmp_path), "worker", ident), 1000)
         now = asyncio.get_running_loop().time()
@@ -392,9 +394,8 @@ def test_a_lost_split_brain_lets_go_of_what_the_winner_holds(tmp_path: Path) -> 
         finally:
             fo.close()
             pull.close(linger=0)
-            ctx.term()
 
-    asyncio.run(run())
+    run(body)
 
 
 def test_release_keys_lets_go_of_those_live_here() -> None:

@@ -10,11 +10,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import uvloop
 import zmq
 
 from conf.loadstats import LoadMeter
 from conf.settings import Bus, Log, Node, Settings
+from tests import aio
 from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
 
@@ -27,14 +27,9 @@ def fast_settings(run_dir: str) -> Settings:
 
 
 def run(fn: Callable[[], Awaitable[None]], timeout_s: float = 10.0) -> None:
-    """Run a test coroutine on uvloop, bounded by ``timeout_s``."""
-
-    async def bounded() -> None:
-        async with asyncio.timeout(timeout_s):
-            await fn()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(bounded())
+    """``tests.aio.run`` with this package's bound: services, workers and their heartbeats
+    meeting on a busy box get twice the default."""
+    aio.run(fn, timeout_s)
 
 
 async def until(predicate: Callable[[], bool], step_s: float = 0.005) -> None:

@@ -4,7 +4,6 @@ process: the client only needs a loop and a context)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +12,6 @@ import zmq
 
 from tests.timers.helpers import fast_settings, run
 from timers.client import GEN, RECENT_MAX, Fired, TimerClient
-
-
-@pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
 
 ME = f"worker.1-{os.getpid()}"
 

@@ -56,13 +56,6 @@ class TimersProcess:
 
 
 @pytest.fixture
-def ctx() -> Iterator[zmq.Context[Any]]:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
-
-
-@pytest.fixture
 def procs() -> Iterator[list[TimersProcess]]:
     started: list[TimersProcess] = []
     yield started

@@ -8,20 +8,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import pytest
 import zmq
 
 from conf.workerset import WorkerSet
 from tests.timers.helpers import TestWorker, fast_settings, run, until
 from timers import wire
 from timers.service import TimerService
-
-
-@pytest.fixture
-def ctx() -> Any:
-    context: zmq.Context[Any] = zmq.Context()
-    yield context
-    context.destroy(linger=0)
 
 
 def _service(ctx: zmq.Context[Any], run_dir: Path, n: int = 1) -> TimerService:

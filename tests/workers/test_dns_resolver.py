@@ -10,7 +10,7 @@ import asyncio
 import collections
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -20,28 +20,16 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import pytest
-import uvloop
 from structlog.testing import capture_logs
 
 from ingress.sip.grammar import parse_uri
+from tests.aio import run
 from workers.dns import DnsError, Resolver, ResolverConfig, Target
 
-TIMEOUT_S = 5.0
 ORIGIN = "example.test"
 SOA = f"ns.{ORIGIN}. admin.{ORIGIN}. 1 3600 600 86400 {{minimum}}"
 
 Zone = dict[tuple[str, str], list[str]]
-
-
-def run(fn: Callable[[], Awaitable[None]]) -> None:
-    """Run a test coroutine on uvloop (the worker's loop), bounded by TIMEOUT_S."""
-
-    async def bounded() -> None:
-        async with asyncio.timeout(TIMEOUT_S):
-            await fn()
-
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(bounded())
 
 
 class Clock:

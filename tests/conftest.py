@@ -1,0 +1,48 @@
+"""Fixtures every test package shares: a ZeroMQ context that cannot outlive its test.
+
+Modelled on pyzmq's own tests/conftest.py (``sockets`` closed with linger 0,
+``term_context`` bounded by a thread join instead of hanging the session).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import zmq
+
+#: ``term()`` after every socket is closed with linger 0 takes milliseconds; past this, a
+#: socket the context does not track (or a thread the test left running) still holds it
+TERM_TIMEOUT_S = 5.0
+
+
+def destroy_within(context: zmq.Context[Any], timeout_s: float = TERM_TIMEOUT_S) -> None:
+    """Close every socket of ``context`` with linger 0 and terminate it, or fail after
+    ``timeout_s`` rather than block the whole run in ``term()``."""
+    failed: list[Exception] = []
+
+    def destroy() -> None:
+        try:
+            context.destroy(linger=0)
+        except Exception as e:  # noqa: BLE001 - raised again on the test's thread below
+            failed.append(e)
+
+    # the test is over and no thread uses its sockets any more: closing them on another is safe
+    t = threading.Thread(target=destroy, name="ctx-destroy", daemon=True)
+    t.start()
+    t.join(timeout_s)
+    if t.is_alive():
+        raise RuntimeError(f"zmq context not terminated within {timeout_s} s: "
+                           "a socket it does not track is still open")  # fmt: skip
+    if failed:
+        raise failed[0]
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.Context[Any]]:
+    """A context for one test, destroyed after it (sockets linger 0, ``term()`` bounded)."""
+    context: zmq.Context[Any] = zmq.Context()
+    yield context
+    destroy_within(context)
