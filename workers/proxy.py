@@ -353,8 +353,7 @@ class StatelessProxy:
         elif ours or known:
             return
         else:  # in-dialog, not through us: only a Route or a remote target would take it on
-            names_us = uri.is_sip and self.listeners.uri_is_us(uri)
-            relay = bool(routes) or (req.method != "ACK" and not names_us)
+            relay = bool(routes) or (req.method != "ACK" and not self.listeners.uri_is_us(uri))
         if relay and self.trusted.tags(inb.src_ip, inb.transport, inb.src_port) is None:
             self.counters["relay_refused"] += 1
             raise error("the request names its next hop and its source is not trusted")

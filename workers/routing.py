@@ -21,7 +21,7 @@ from workers.dispatcher import DispatchSet as DestinationSet
 from workers.trusted import TrustedSources
 
 __all__ = ["STICKY_MAX", "STICKY_S", "Destination", "DestinationSet", "Route", "RoutingTable",
-           "destination", "reason_phrase"]  # fmt: skip
+           "destination"]  # fmt: skip
 
 #: RFC 3261 §21 (and RFC 3262, 3265, 3329, 3891, 4028, 4412, 5079, 6665) phrases of the
 #: statuses a ``reject`` route may answer with, when it names no ``reason`` of its own
@@ -55,7 +55,7 @@ class Route:
                  "to_request_uri", "trust", "trusted", "user")  # fmt: skip
 
     def __init__(self, cfg: RouteConfig, sets: dict[str, DestinationSet],
-                 trust: TrustedSources | None = None) -> None:  # fmt: skip
+                 trust: TrustedSources) -> None:  # fmt: skip
         self.name = cfg.name
         self.methods = frozenset(m.upper() for m in cfg.methods)
         self.user = re.compile(cfg.ruri_user) if cfg.ruri_user else None
@@ -68,7 +68,7 @@ class Route:
         self.reason = cfg.reason or reason_phrase(cfg.reject)
         #: False, True (any trusted source) or the tag a trusted source must carry
         self.trusted = cfg.trusted
-        self.trust = trust or TrustedSources([])
+        self.trust = trust
 
     def matches(self, req: Request, src_ip: str, transport: str = "udp", src_port: int = 0,
                 ) -> bool:  # fmt: skip

@@ -33,9 +33,6 @@ class TrustedSources:
         ]
         self._memo: dict[tuple[str, str, int], frozenset[str] | None] = {}
 
-    def __bool__(self) -> bool:
-        return bool(self._entries)
-
     def tags(self, ip: str, transport: str, port: int) -> frozenset[str] | None:
         """The tags of the entries ``(ip, transport, port)`` matches, or None (rule 2)."""
         if not self._entries:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conf.settings import DestinationSet, Proxy, Route, Trusted
 from ingress.sip.serialize import build_response
@@ -309,7 +311,7 @@ class TestTrustedSources:
     def test_empty_table_trusts_nobody(self) -> None:
         """No [[trusted]] table: nobody, and no work per message."""
         t = TrustedSources([])
-        assert not t and t.tags("127.0.0.1", "udp", 5060) is None
+        assert t.tags("127.0.0.1", "udp", 5060) is None
 
     def test_memo_is_bounded(self) -> None:
         """Sources are the peer's choice: the memo never holds more than MEMO_MAX."""
@@ -318,6 +320,34 @@ class TestTrustedSources:
             t.tags(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "udp", 5060)
         assert len(t._memo) <= MEMO_MAX
         assert t.tags("10.0.0.1", "udp", 5060) == frozenset({""})
+
+
+@given(
+    mode=st.sampled_from(["stateless", "stateful"]),
+    method=st.sampled_from(["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "MESSAGE", "INFO"]),
+    to_tag=st.sampled_from([None, "t1"]),
+    ruri=st.sampled_from([f"sip:bob@{VICTIM}:5077", f"sip:{VICTIM}", "sip:bob@example.com",
+                          f"sip:service@{US}:{PORT}", f"sip:bob@{VICTIM};transport=tcp",
+                          "tel:+15551234"]),
+    routes=st.lists(st.sampled_from([f"<sip:{VICTIM};lr>", f"<sip:{VICTIM}:5090>",
+                                     "<sip:victim.example.com;lr>", f"<sip:bob@{VICTIM}:5070>"]),
+                    max_size=3),
+)  # fmt: skip
+def test_untrusted_requests_never_reach_what_they_name(mode: str, method: str,
+                                                       to_tag: str | None, ruri: str,
+                                                       routes: list[str]) -> None:  # fmt: skip
+    """Whatever an untrusted source writes in its Request-URI and Route headers, short of
+    the forms our Record-Route takes (a Route, or a user-less Request-URI, naming us), what
+    leaves goes to the configured destination or back to the source: the shipped-style
+    table relays for nobody."""
+    send, _ = core(mode)
+    extra = (f"Route: {', '.join(routes)}",) if routes else ()
+    try:
+        outs = send(request(method, ruri, to_tag=to_tag, extra=extra), inbound())
+    except Drop:
+        return
+    for _, meta, _ in outs:
+        assert (meta[1], meta[2]) in (UAS, (SRC, 5070)), (meta, method, ruri, routes)
 
 
 def test_destination_set_routes_unaffected() -> None:
