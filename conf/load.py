@@ -33,6 +33,7 @@ from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
     DestinationSet,
+    Route,
     Settings,
 )
 
@@ -255,6 +256,8 @@ def _expected(hint: Any, key: str) -> str:
         return f"an array of {_PLURAL.get(item, str(item))}"
     if get_origin(hint) is Literal:
         return "one of " + ", ".join(_toml(c) for c in get_args(hint))
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return ", or ".join(_NAMES[a] for a in get_args(hint))
     return _NAMES.get(hint, str(hint))
 
 
@@ -282,7 +285,12 @@ def _convert(hint: Any, value: object, file: str, key: str) -> Any:
             raise ConfigError(file, key, _expected(hint, key), value)
         return value
     if origin in (typing.Union, types.UnionType):
-        raise TypeError(f"unsupported union in settings: {hint}")  # a bug in settings.py
+        # only unions of scalars (``bool | str``): TOML says which one a value is
+        if not all(a in _NAMES for a in get_args(hint)):
+            raise TypeError(f"unsupported union in settings: {hint}")  # a bug in settings.py
+        if type(value) in get_args(hint):
+            return value
+        raise ConfigError(file, key, _expected(hint, key), _found(value))
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if hint in (int, float, str, bool) and type(value) is hint:
@@ -383,10 +391,7 @@ def _check_values(s: Settings) -> None:
         if not r.name:
             raise ConfigError(f, f"{key}.name", "a non-empty name", r.name)
         _unique(f, "route", i, r.name, names)
-        if r.to not in sets:
-            known = ", ".join(sets) if sets else "none is defined"
-            expected = f"the name of a [[destination_set]] ({known})"
-            raise ConfigError(f, f"{key}.to", expected, r.to)
+        _check_action(f, key, r, sets)
         _methods(f, key, r.methods)
         for field_name in ("ruri_user", "ruri_host"):
             pattern = getattr(r, field_name)
@@ -402,11 +407,65 @@ def _check_values(s: Settings) -> None:
                 expected = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
 
+    _check_trusted(f, s)
     _check_registrar(f, s)
     _check_dialogs(f, s)
     _check_peers(f, s)
     _check_protection(f, s)
     _check_stateplane(f, s)
+
+
+def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
+    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``."""
+    actions = [name for name, on in (("to", r.to != ""), ("to_request_uri", r.to_request_uri),
+                                     ("reject", r.reject != 0)) if on]  # fmt: skip
+    known = ", ".join(sets) if sets else "none is defined"
+    if not actions:
+        expected = (f"an action: the name of a [[destination_set]] ({known}), "
+                    "to_request_uri = true or reject (a status)")  # fmt: skip
+        raise ConfigError(f, f"{key}.to", expected, Said("nothing"))
+    if len(actions) > 1:
+        expected = f"one action per route (this one has {actions[0]} already)"
+        raise ConfigError(f, f"{key}.{actions[1]}", expected, getattr(r, actions[1]))
+    if r.to and r.to not in sets:
+        expected = f"the name of a [[destination_set]] ({known})"
+        raise ConfigError(f, f"{key}.to", expected, r.to)
+    if r.reject and r.reject < 400:
+        raise ConfigError(f, f"{key}.reject", "a status from 400 to 699 (or 0)", r.reject)
+    if r.reason and not r.reject:
+        raise ConfigError(f, f"{key}.reason", 'nothing unless reject is set ("")', r.reason)
+    if any(ord(c) < 32 and c != "\t" or c == "\x7f" for c in r.reason):
+        # it goes into the status line as it is (RFC 3261 §25.1 Reason-Phrase)
+        raise ConfigError(f, f"{key}.reason", "a reason phrase without control characters",
+                          r.reason)  # fmt: skip
+
+
+def _check_trusted(f: str, s: Settings) -> None:
+    """[[trusted]] tables and the routes' ``trusted`` conditions (docs/security.md)."""
+    tags: set[str] = set()
+    transports = {lst.transport for lst in s.listen}
+    for i, t in enumerate(s.trusted):
+        key = f"trusted[{i}]"
+        try:
+            ipaddress.ip_network(t.cidr, strict=False)
+        except ValueError:
+            raise ConfigError(f, f"{key}.cidr", _CIDR_HELP, t.cidr) from None
+        if t.transport and t.transport not in transports:
+            expected = f"a transport some [[listen]] uses ({', '.join(sorted(transports))})"
+            raise ConfigError(f, f"{key}.transport", expected, t.transport)
+        if t.tag and not NODE_NAME_RE.fullmatch(t.tag):
+            raise ConfigError(f, f"{key}.tag", "a tag of letters, digits, '.', '_' or '-'", t.tag)
+        tags.add(t.tag)
+    tags.discard("")
+    for i, r in enumerate(s.route):
+        if r.trusted is False or r.trusted in tags or (r.trusted is True and s.trusted):
+            continue
+        if r.trusted is True:
+            expected = "false when no [[trusted]] table is defined (it would never match)"
+        else:
+            known = ", ".join(sorted(tags)) if tags else "no [[trusted]] table has one"
+            expected = f"true, false or the tag of a [[trusted]] table ({known})"
+        raise ConfigError(f, f"route[{i}].trusted", expected, r.trusted)
 
 
 def _check_peers(f: str, s: Settings) -> None:

@@ -218,14 +218,26 @@ class DestinationSet:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """``[[route]]``: one routing rule. Rules are tried in order and the first whose every
-    condition holds wins; a rule with no condition is a default route. A request no rule
-    matches goes to its Request-URI when that names an IP address other than this proxy's,
-    and gets 404 otherwise."""
+    condition holds wins; a rule with no condition is a default route. Each rule has one
+    action: ``to`` a destination set, ``to_request_uri``, or ``reject``. A request no rule
+    matches gets 404: the proxy never relays to a next hop the request names unless a rule
+    says so (``docs/security.md`` "Relaying")."""
 
     name: str
     """Name shown in logs; unique. Required."""
-    to: str
-    """Name of the ``[[destination_set]]`` the matching requests go to. Required."""
+    to: str = ""
+    """Name of the ``[[destination_set]]`` the matching requests go to. One action per rule:
+    this, ``to_request_uri`` or ``reject``."""
+    to_request_uri: bool = False
+    """Send the matching requests to their Request-URI when it names an IP address other
+    than this proxy's (404 otherwise): a relay, so give the rule a ``source`` or
+    ``trusted`` condition."""
+    reject: int = field(default=0, metadata=_range(0, 699))
+    """Answer the matching requests with this status (400 to 699) instead of forwarding
+    them; an ACK is dropped. 0: no rejection."""
+    reason: str = ""
+    """Reason phrase of the ``reject`` answer; empty for the standard phrase of the status.
+    Only with ``reject``."""
     methods: list[str] = field(default_factory=list)
     """Methods matched, upper case (``["INVITE", "BYE"]``); empty matches every method."""
     ruri_user: str = ""
@@ -236,6 +248,9 @@ class Route:
     source: str = ""
     """Address or CIDR (``10.0.0.0/8``, ``2001:db8::/32``) the source address must be in;
     empty matches every source."""
+    trusted: bool | str = False
+    """``true``: the source must match a ``[[trusted]]`` table; a tag (``"pbx"``): a
+    ``[[trusted]]`` table with that tag; ``false`` matches every source."""
     mode: Literal["", "stateless", "stateful"] = ""
     """``stateless`` or ``stateful`` for the requests this rule routes; empty uses
     ``[proxy] mode``."""
@@ -243,6 +258,24 @@ class Route:
     """Lifetime of the dialogs of calls this rule routes (see ``[dialogs]
     default_lifetime_s``); 0 uses the default. Only on a stateful rule, with ``[dialogs]
     enabled``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trusted:
+    """``[[trusted]]``: a source trusted to name its own next hop (OpenSIPS/Kamailio
+    ``permissions`` address table): its in-dialog requests are forwarded without our
+    Record-Route and its initial requests may carry a pre-loaded Route. Routes match its
+    ``tag`` with ``trusted``. See ``docs/security.md`` "Relaying"."""
+
+    cidr: str
+    """Address or CIDR (``10.0.0.0/8``, ``2001:db8::1``) of the trusted source. Required."""
+    transport: Literal["", "udp", "tcp"] = ""
+    """Transport the source must use; empty matches both."""
+    port: int = field(default=0, metadata=_range(0, 65535))
+    """Source port the source must use; 0 matches every port."""
+    tag: str = ""
+    """Name routes match with ``trusted = "tag"``: letters, digits, ``.``, ``_`` and ``-``;
+    several tables may share one. Empty: no tag (``trusted = true`` still matches)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -558,6 +591,8 @@ class Settings:
     """Named groups of next hops that routes send to. Default: none."""
     route: list[Route] = field(default_factory=list)
     """Routing rules, tried in order. Default: none."""
+    trusted: list[Trusted] = field(default_factory=list)
+    """Sources trusted to name their own next hop. Default: none."""
     registrar: Registrar = field(default_factory=Registrar)
     """The built-in registrar and location service."""
     log: Log = field(default_factory=Log)

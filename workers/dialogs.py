@@ -52,7 +52,7 @@ from typing import Any
 from conf.envelope import OUT_LOCAL_IP
 from conf.settings import Settings
 from ingress.sip.errors import SipError
-from ingress.sip.grammar import parse_name_addr
+from ingress.sip.grammar import parse_name_addr, parse_uri
 from ingress.sip.message import Message, Request, Response, Uri
 from workers.dialog_msgs import build_bye, make_cdr, record_route_sides, session_expires, target
 from workers.profiles import Members, Profiles
@@ -422,6 +422,23 @@ class DialogTable:
             if dlg is not None and (dlg.state < C or ftag == dlg.to_tag):
                 return dlg, CALLEE
         return None
+
+    def knows(self, req: Request) -> bool:
+        """Whether ``req`` is a request of a dialog held here, sent to the remote target
+        this table holds for the other side (host and port): an in-dialog request that
+        came without our Route may go on (``workers/proxy.py`` rule 10)."""
+        found = self.match(req)
+        if found is None:
+            return False
+        dlg, side = found
+        target = dlg.callee_target if side == CALLER else dlg.caller_target
+        try:
+            uri = parse_uri(target.decode("utf-8", "surrogateescape"))
+        except SipError:
+            return False  # none yet (an early dialog without a Contact), or one we cannot read
+        ruri = req.uri
+        return (uri.host_plain.lower(), uri.port or 5060) == (ruri.host_plain.lower(),
+                                                               ruri.port or 5060)  # fmt: skip
 
     def receive_request(self, req: Request, now: float, wall: float) -> Dialog | None:
         """A request received from either side (before the transaction layer sees it):

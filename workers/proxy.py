@@ -19,7 +19,9 @@ Rules:
 6. In-dialog requests (To-tag) go to their Request-URI, the remote target, once our Route is
    popped; initial requests, and ACKs that name no route set (sipp's built-in UAC, a non-2xx
    ACK), use the routing table, whose choice is sticky per Call-ID, so a non-2xx ACK and a
-   CANCEL go where their INVITE went (§16.11).
+   CANCEL go where their INVITE went (§16.11). A request no route matches gets 404; a route
+   relays to the Request-URI only with ``to_request_uri`` (rule 10), or answers with its
+   ``reject`` status.
 7. A next hop we cannot reach (a host name: no DNS yet; a transport or address family we do
    not listen on) gets 503. A response is never relayed to a broadcast, multicast or
    unspecified address (RFC 4475 ``bcast``).
@@ -29,6 +31,15 @@ Rules:
 9. Initial requests (no To-tag; never ACK, CANCEL or BYE) pass the ``[[ratelimit]]`` pipes
    they match (workers/ratelimit.py) after the §16.3 checks: over a pipe's rate they get 503
    with a jittered Retry-After, in both modes.
+10. No open relay (docs/security.md "Relaying"), after the §16.3 checks and before the
+   pipes: a next hop the request names itself (a Route that is not ours, or the Request-URI
+   of an in-dialog request) is taken only from a ``[[trusted]]`` source, or for an in-dialog
+   request that carries our Record-Route (our Route popped, or the strict-router form) or
+   that the stateful core matched to a dialog it holds (``known``). Otherwise an initial
+   request with a pre-loaded Route gets 403 and an in-dialog request 404; an ACK is dropped
+   (``relay_ack``). Every refusal counts ``relay_refused``. An in-dialog request addressed
+   to us (sipp's UAC when we do not Record-Route) and an ACK without a Route are routed by
+   the table to configured destinations: no relay.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,6 +178,9 @@ class StatelessProxy:
         self.ratelimit = RateLimiter(settings.ratelimit) if settings.ratelimit else None
         self.now = 0.0
         self.load = 0.0
+        self.trusted = routing.trusted
+        #: ``relay_refused`` (rule 10); the worker hands in its load counters
+        self.counters: Counter[str] = Counter()
 
     def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
         """Process one message. Raises ``Drop`` for what is neither forwarded nor answered,
@@ -188,13 +203,15 @@ class StatelessProxy:
                 reply = (inb.ingress, self.reply_meta(inb, None), data)
             raise Malformed(exc, reply) from exc
 
-    def request_out(self, req: Request, inb: Inbound) -> Out:
-        """``req`` forwarded statelessly, or the error reply that refuses it."""
+    def request_out(self, req: Request, inb: Inbound, known: bool = False) -> Out:
+        """``req`` forwarded statelessly, or the error reply that refuses it; ``known`` as
+        ``plan``."""
         try:
-            return self._forward_request(req, inb)
+            return self._forward_request(req, inb, known)
         except SipError as exc:
             if req.method == "ACK":
-                raise Drop(f"ack_{exc.status}") from exc
+                reason = "relay_ack" if isinstance(exc, RelayRefused) else f"ack_{exc.status}"
+                raise Drop(reason) from exc
             return self._reply(req, inb, exc.status, exc.reason, exc.extra_headers)
 
     def response_out(self, resp: Response, inb: Inbound) -> Out:
@@ -203,8 +220,8 @@ class StatelessProxy:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _forward_request(self, req: Request, inb: Inbound) -> Out:
-        plan = self.plan(req, inb)
+    def _forward_request(self, req: Request, inb: Inbound, known: bool = False) -> Out:
+        plan = self.plan(req, inb, known)
         if plan.local is not None:
             return self._reply(req, inb, 200, "OK", plan.local)
         if plan.hop is not None:
@@ -212,11 +229,12 @@ class StatelessProxy:
         assert plan.target is not None  # plan() gives a hop or a routed target
         return self.forward(req, inb, plan, parse_uri(plan.target.uri))[0]
 
-    def plan(self, req: Request, inb: Inbound) -> Plan:
-        """§16.3 checks and §16.4-16.5 route processing: where ``req`` goes next.
+    def plan(self, req: Request, inb: Inbound, known: bool = False) -> Plan:
+        """§16.3 checks and §16.4-16.5 route processing: where ``req`` goes next. ``known``:
+        the stateful core matched ``req`` to a dialog it holds (rule 10).
 
         Raises:
-            SipError: the request is refused (416, 420, 483, 404 ...).
+            SipError: the request is refused (416, 420, 483, 404, 403, a route's reject ...).
         """
         if req.uri.scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
@@ -226,6 +244,8 @@ class StatelessProxy:
         if req.max_forwards == 0:
             raise TooManyHops("Max-Forwards is 0")
         self._check_proxy_require(req)
+        if routes or req.to.tag is not None:
+            self._check_relay(req, inb, routes, changed, uri, known)
         route: Route | None = None
         target: Destination | None = None
         if self.ratelimit is not None and req.to.tag is None and req.method not in UNLIMITED:
@@ -238,7 +258,7 @@ class StatelessProxy:
             hop: Uri | None = top
         else:
             hop, route = self._route(req, uri, inb, changed)
-            if route is not None:
+            if hop is None and route is not None and route.to is not None:
                 target = route.to.pick(req.call_id)
         return Plan(routes, changed, uri, uri_changed, hop, route, target, None)
 
@@ -291,7 +311,8 @@ class StatelessProxy:
         assert self.ratelimit is not None
         route = ""
         if not routes:  # the rule a routed request would take, for pipes bound to a route
-            route = next((r.name for r in self.routing.routes if r.matches(req, inb.src_ip)), "")
+            route = next((r.name for r in self.routing.routes
+                          if r.matches(req, inb.src_ip, inb.transport, inb.src_port)), "")  # fmt: skip
         name = self.ratelimit.admit(req.method, inb.src_ip, route, self.now, self.load)
         if name is not None:
             err = RateLimited(f"over the rate of pipe {name}")
@@ -324,9 +345,26 @@ class StatelessProxy:
             routes, changed = routes[ours:], True
         return routes, changed, uri, uri_changed
 
+    def _check_relay(self, req: Request, inb: Inbound, routes: list[NameAddr], ours: bool,
+                     uri: Uri, known: bool) -> None:  # fmt: skip
+        """Rule 10: refuse a next hop the request names itself unless its source may.
+        ``ours``: our own Route entry was popped, or the Request-URI was ours (strict
+        router): the request follows a route set we Record-Routed."""
+        error: type[RelayRefused] = RelayRefused
+        if req.to.tag is None:
+            relay, error = bool(routes), PreloadedRoute
+        elif ours or known:
+            return
+        else:  # in-dialog, not through us: only a Route or a remote target would take it on
+            relay = bool(routes) or (req.method != "ACK" and not self.listeners.uri_is_us(uri))
+        if relay and self.trusted.tags(inb.src_ip, inb.transport, inb.src_port) is None:
+            self.counters["relay_refused"] += 1
+            raise error("the request names its next hop and its source is not trusted")
+
     def _route(self, req: Request, uri: Uri, inb: Inbound, routed: bool,
                ) -> tuple[Uri | None, Route | None]:  # fmt: skip
-        """(next hop, None) when the request names it, else (None, the matching route).
+        """(next hop, route) when the request names its next hop (a remote target, or its
+        Request-URI by a ``to_request_uri`` route), else (None, the matching route).
         ``routed``: our own Route entry was popped, so the request follows a route set."""
         if (
             (req.method != "ACK" or routed)
@@ -337,10 +375,15 @@ class StatelessProxy:
         ):
             return uri, None  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
         for route in self.routing.routes:
-            if route.matches(req, inb.src_ip):
+            if not route.matches(req, inb.src_ip, inb.transport, inb.src_port):
+                continue
+            if route.reject:
+                raise _rejection(route.reject, route.reason)(f"route {route.name}")
+            if not route.to_request_uri:
                 return None, route
-        if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
-            return uri, None
+            if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
+                return uri, route
+            raise _NotFound(f"route {route.name}: the Request-URI names no address to relay to")
         raise _NotFound("no route")
 
     def _branch(self, req: Request, uri: Uri, routes: list[NameAddr], attempt: int = 0) -> str:
@@ -495,6 +538,27 @@ class RateLimited(SipError):
 class _NotFound(SipError):
     status = 404
     reason = "Not Found"
+
+
+class RelayRefused(SipError):
+    """An in-dialog request that would go where it says, from a source not trusted to say
+    so and not through our Record-Route (rule 10; Kamailio's default answers the same)."""
+
+    status = 404
+    reason = "Not Here"
+
+
+class PreloadedRoute(RelayRefused):
+    """An initial request with a Route that is not ours, from a source not trusted (rule 10)."""
+
+    status = 403
+    reason = "Not Relaying"
+
+
+@functools.lru_cache(maxsize=256)  # one class per (status, reason) of the configured routes
+def _rejection(status: int, reason: str) -> type[SipError]:
+    """The error a ``reject`` route raises: its status and reason, answered statelessly."""
+    return type(f"Rejected{status}", (SipError,), {"status": status, "reason": reason})
 
 
 class _Unreachable(SipError):

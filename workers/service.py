@@ -60,6 +60,7 @@ class Worker:
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
         self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher))
+        self.proxy.counters = self.meter.counters  # relay_refused (proxy rule 10)
         #: dialog lifetimes live in the timer service (timers/) when dialogs are on
         self.timers: TimerClient | None = None
         stateful = StatefulProxy(settings, self.proxy, external_timers=settings.dialogs.enabled)

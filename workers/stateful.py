@@ -7,8 +7,11 @@ timers, and ``StatelessProxy`` does the parsing, the checks (§16.3), the route 
 Rules:
 1. A request of a stateful route creates a server transaction: its retransmissions are
    absorbed (the last response is re-sent), an INVITE gets 100 Trying at once. Requests the
-   proxy refuses (§16.3 checks, no route) and OPTIONS for the proxy itself are answered
-   statelessly, as their answer is the same for every retransmission.
+   proxy refuses (§16.3 checks, no route, a route's ``reject``, a relay: proxy rule 10) and
+   OPTIONS for the proxy itself are answered statelessly, as their answer is the same for
+   every retransmission. The dialog table sees an in-dialog request only once it is not
+   refused, so a refused BYE ends no call; one without a Route that matches a dialog we hold
+   is ``known`` to the relay rule (asked before the table sees it).
 2. Each attempt to forward a request is a client transaction with its own branch. A final
    response that the destination set's failover covers (408, 5xx by default), a timeout
    (Timer B/F) or a transport failure moves on to the next destination of the set (serial
@@ -249,13 +252,13 @@ class StatefulProxy:
             self.counters["absorbed"] += 1
             table.receive_request(req, reliable=reliable, now=now)
             return
-        if self.dialogs is not None:
-            self.dialogs.receive_request(req, now, self.wall)
         ctx = None
         register = method == "REGISTER" and self.registrar is not None and (
             self.registrar.serves(req.uri))  # fmt: skip
+        if self.dialogs is not None and (method == "CANCEL" or register):
+            self.dialogs.receive_request(req, now, self.wall)
         if method != "CANCEL" and not register:
-            ctx = self._admit(req, inb)
+            ctx = self._admit(req, inb, now)
             if ctx is None:
                 return
         dest = self._dest(inb.ingress, self.sl.reply_meta(inb, req))
@@ -270,14 +273,21 @@ class StatefulProxy:
         if register and isinstance(txn, ServerTransaction):
             self.jobs.append(Job("register", txn, None, req, inb))
 
-    def _admit(self, req: Request, inb: Inbound) -> Proxied | None:
+    def _admit(self, req: Request, inb: Inbound, now: float) -> Proxied | None:
         """The context for a new request of a stateful route, or None when it was answered
-        or forwarded statelessly here (rule 1)."""
+        or forwarded statelessly here (rule 1). The dialog table sees an in-dialog request
+        once it is not refused: a BYE refused (a relay, 483 ...) leaves its call as it was."""
+        dialogs = self.dialogs
+        # asked before the table sees the request, as a BYE ends its dialog there
+        known = dialogs is not None and req.to.tag is not None and (
+            not req.has_header("route")) and dialogs.knows(req)  # fmt: skip
         try:
-            plan = self.sl.plan(req, inb)
+            plan = self.sl.plan(req, inb, known)
         except SipError as exc:
             self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason, exc.extra_headers))
             return None
+        if dialogs is not None:
+            dialogs.receive_request(req, now, self.wall)
         if plan.local is not None:
             self._outs.append(self.sl._reply(req, inb, 200, "OK", plan.local))
             return None
@@ -288,14 +298,14 @@ class StatefulProxy:
                 return ctx if self._admitted(req, inb, plan) else None
         mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
         if mode != "stateful":
-            self._outs.append(self.sl.request_out(req, inb))
+            self._outs.append(self.sl.request_out(req, inb, known))
             return None
         if not self._admitted(req, inb, plan):
             return None
         if plan.hop is not None:
             ctx.targets = [(plan.hop, None, None)]
             return ctx
-        assert plan.route is not None and plan.target is not None
+        assert plan.route is not None and plan.route.to is not None and plan.target is not None
         dset = ctx.dset = plan.route.to
         first = dset.select(req.call_id) if dset.probing else plan.target
         if first is None:  # every destination of the set is down

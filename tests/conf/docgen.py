@@ -15,6 +15,7 @@ import ast
 import dataclasses
 import itertools
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -67,6 +68,8 @@ def _type(hint: Any) -> str:
         return f"array of {_type(item)}s"
     if dataclasses.is_dataclass(hint):
         return "table"
+    if get_origin(hint) in (typing.Union, types.UnionType):
+        return " \\| ".join(_type(a) for a in get_args(hint))
     return {int: "integer", float: "number", str: "string", bool: "boolean"}[hint]
 
 

@@ -404,15 +404,11 @@ class TestRouting:
         """With no destination set at all, the message says so."""
         assert "none is defined" in error({"route": [ROUTE]}).expected
 
-    @pytest.mark.parametrize(
-        ("route", "key"),
-        [({"name": "r"}, "route[0].to"), ({"to": "uas"}, "route[0].name")],
-    )
-    def test_missing_required(self, route: dict[str, Any], key: str) -> None:
-        """Required route keys are named when missing."""
-        e = error({"destination_set": [DSET], "route": [route]})
+    def test_missing_name(self) -> None:
+        """A route's name is required, and named when missing."""
+        e = error({"destination_set": [DSET], "route": [{"to": "uas"}]})
         assert (e.key, e.expected, str(e.found)) == (
-            key,
+            "route[0].name",
             "a string (this key is required)",
             "nothing",
         )
@@ -772,3 +768,91 @@ class TestClusterSharing:
         s = from_dict({"pike": {"enabled": True, "cluster": True},
                        "stateplane": {"peers": [self.PEER]}})  # fmt: skip
         assert s.pike.cluster and not s.stateplane.replicate
+
+
+class TestRelay:
+    """[[trusted]] and the route actions that decide relaying (docs/security.md "Relaying")."""
+
+    def test_actions_and_trusted_load(self) -> None:
+        """A reject route, a relaying route for a trusted tag and a set route load together."""
+        s = from_dict({
+            "destination_set": [DSET],
+            "trusted": [{"cidr": "10.0.0.0/8", "transport": "udp", "port": 5060, "tag": "pbx"}],
+            "route": [{"name": "block", "source": "192.0.2.0/24", "reject": 403,
+                       "reason": "Blocked"},
+                      {"name": "pbx", "trusted": "pbx", "to_request_uri": True},
+                      {"name": "any-trusted", "trusted": True, "to": "uas"}, ROUTE],
+        })  # fmt: skip
+        assert [r.reject for r in s.route] == [403, 0, 0, 0]
+        assert [r.trusted for r in s.route] == [False, "pbx", True, False]
+        assert s.trusted[0].tag == "pbx"
+
+    def test_route_without_action(self) -> None:
+        """A route that neither sends, relays nor rejects says what it lacks."""
+        e = error({"destination_set": [DSET], "route": [{"name": "r"}]})
+        assert (e.key, str(e.found)) == ("route[0].to", "nothing")
+        assert e.expected == ("an action: the name of a [[destination_set]] (uas), "
+                              "to_request_uri = true or reject (a status)")  # fmt: skip
+
+    @pytest.mark.parametrize(("extra", "key"), [
+        ({"to_request_uri": True}, "route[0].to_request_uri"),
+        ({"reject": 403}, "route[0].reject"),
+    ])  # fmt: skip
+    def test_two_actions(self, extra: dict[str, Any], key: str) -> None:
+        """A route with two actions is refused at the second."""
+        e = error({"destination_set": [DSET], "route": [{**ROUTE, **extra}]})
+        assert (e.key, e.expected) == (key, "one action per route (this one has to already)")
+
+    @pytest.mark.parametrize("status", [1, 200, 399, 700])
+    def test_reject_status(self, status: int) -> None:
+        """reject is a final failure status, 400 to 699."""
+        e = error({"route": [{"name": "r", "reject": status}]})
+        assert e.key == "route[0].reject" and e.found == status
+
+    @pytest.mark.parametrize(("route", "key"), [
+        ({"name": "r", "to": "uas", "reason": "x"}, "route[0].reason"),
+        ({"name": "r", "reject": 403, "reason": "a\r\nVia: x"}, "route[0].reason"),
+    ])  # fmt: skip
+    def test_reason(self, route: dict[str, Any], key: str) -> None:
+        """reason goes with reject only, and cannot smuggle a line into the answer."""
+        assert error({"destination_set": [DSET], "route": [route]}).key == key
+
+    @pytest.mark.parametrize(("trusted", "route_trusted", "key", "expected"), [
+        ([], True, "route[0].trusted",
+         "false when no [[trusted]] table is defined (it would never match)"),
+        ([{"cidr": "10.0.0.1", "tag": "pbx"}], "pdx", "route[0].trusted",
+         "true, false or the tag of a [[trusted]] table (pbx)"),
+        ([{"cidr": "10.0.0.1"}], "", "route[0].trusted",
+         "true, false or the tag of a [[trusted]] table (no [[trusted]] table has one)"),
+        ([{"cidr": "10.0.0.0/33"}], False, "trusted[0].cidr",
+         "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"),
+        ([{"cidr": "10.0.0.1", "tag": "a b"}], False, "trusted[0].tag",
+         "a tag of letters, digits, '.', '_' or '-'"),
+        ([{"transport": "udp"}], False, "trusted[0].cidr",
+         "a string (this key is required)"),
+    ])  # fmt: skip
+    def test_trusted(self, trusted: list[dict[str, Any]], route_trusted: bool | str, key: str,
+                     expected: str) -> None:  # fmt: skip
+        """Each [[trusted]] key is checked, and a route's tag must be one a table has."""
+        e = error({"destination_set": [DSET], "trusted": trusted,
+                   "route": [{**ROUTE, "trusted": route_trusted}]})  # fmt: skip
+        assert (e.key, e.expected) == (key, expected)
+
+    def test_trusted_transport_needs_a_listener(self) -> None:
+        """A [[trusted]] transport no listener uses could never match."""
+        e = error({"listen": [{"transport": "udp"}], "trusted": [{"cidr": "10.0.0.1",
+                                                                  "transport": "tcp"}]})  # fmt: skip
+        assert (e.key, e.expected) == ("trusted[0].transport", "a transport some [[listen]] uses (udp)")
+
+    @pytest.mark.parametrize("value", [1, 1.0, ["pbx"]])
+    def test_trusted_type(self, value: object) -> None:
+        """A route's trusted is true, false or a string; nothing else."""
+        e = error({"destination_set": [DSET], "route": [{**ROUTE, "trusted": value}]})
+        assert (e.key, e.expected) == ("route[0].trusted", "true or false, or a string")
+
+    def test_shipped_config_relays_for_nobody(self) -> None:
+        """The shipped file has one route, to its static destination: no relaying route and
+        no trusted source."""
+        s = load(SHIPPED)
+        assert s.trusted == []
+        assert [(r.to, r.to_request_uri, r.reject) for r in s.route] == [("uas", False, 0)]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conf.settings import DestinationSet, Listener, Proxy, Route, Settings
+from conf.settings import DestinationSet, Listener, Proxy, Route, Settings, Trusted
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message
 from workers.proxy import Inbound, Out, StatelessProxy
@@ -19,6 +19,7 @@ def settings(
     sets: list[DestinationSet] | None = None,
     routes: list[Route] | None = None,
     proxy: Proxy | None = None,
+    trusted: list[Trusted] | None = None,
 ) -> Settings:
     return Settings(
         listen=listen
@@ -31,6 +32,7 @@ def settings(
         else [DestinationSet(name="uas", destinations=[f"sip:{UAS}"])],
         route=routes if routes is not None else [Route(name="default", to="uas")],
         proxy=proxy or Proxy(),
+        trusted=trusted or [],
     )
 
 

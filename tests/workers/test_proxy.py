@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route
+from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route, Trusted
 from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, StatelessProxy
 from workers.routing import RoutingTable
 
@@ -27,11 +27,19 @@ from .helpers import (
 )
 
 OUR_VIA = f"SIP/2.0/UDP {US}:{PORT};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+OUR_ROUTE = f"Route: <sip:{US}:{PORT};lr>"
+#: the default inbound source (10.0.0.1), trusted to name its next hop (rule 10)
+TRUSTED = [Trusted(cidr="10.0.0.1")]
 CLIENT_VIA = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc"
 
 
 def forward(raw: bytes, **inb: object) -> tuple[str, list[object], bytes]:
     return one(proxy().handle(raw, inbound(**inb)))  # type: ignore[arg-type]
+
+
+def forward_trusted(raw: bytes, **kw: object) -> tuple[str, list[object], bytes]:
+    """Through a proxy that trusts the default source: it may pre-load a Route."""
+    return one(proxy(trusted=TRUSTED, **kw).handle(raw, inbound()))
 
 
 def top_branch(data: bytes) -> str:
@@ -131,16 +139,17 @@ class TestValidation:
         _, _, data = one(p.handle(request(), inbound()))
         assert status(data) == 404
 
-    def test_no_route_ip_ruri_is_forwarded_there(self) -> None:
-        """With no route matching, a Request-URI naming an IP address is the next hop."""
+    def test_no_route_ip_ruri_gets_404(self) -> None:
+        """With no route matching, a Request-URI naming an IP address is not a next hop
+        (rule 10: only a to_request_uri route relays)."""
         p = proxy(routes=[], sets=[])
-        _, meta, _ = one(p.handle(request(uri="sip:bob@192.0.2.7:5088"), inbound()))
-        assert meta[:3] == ["udp", "192.0.2.7", 5088]
+        _, meta, data = one(p.handle(request(uri="sip:bob@192.0.2.7:5088"), inbound()))
+        assert status(data) == 404 and meta[1] == "10.0.0.1"
 
     def test_host_name_next_hop_gets_503(self) -> None:
         """A next hop that needs DNS (not resolved yet) is answered 503, never sent by name."""
         raw = request(extra=("Route: <sip:proxy.example.com;lr>",))
-        _, _, data = forward(raw)
+        _, _, data = forward_trusted(raw)
         assert status(data) == 503
 
 
@@ -261,7 +270,7 @@ class TestRecordRoute:
 
     def test_not_in_dialog(self) -> None:
         """A re-INVITE (To-tag) gets no Record-Route."""
-        _, _, data = forward(request(uri="sip:bob@192.0.2.5", to_tag="x"))
+        _, _, data = forward(request(uri="sip:bob@192.0.2.5", to_tag="x", extra=(OUR_ROUTE,)))
         assert not parsed_req(data).has_header("record-route")
 
     def test_disabled(self) -> None:
@@ -285,7 +294,8 @@ class TestRecordRoute:
 class TestRouting:
     def test_loose_route_popped_next_route_is_hop(self) -> None:
         """Our Route is removed and the next loose Route is the next hop (§16.4, §16.6)."""
-        raw = request(extra=(f"Route: <sip:{US}:{PORT};lr>, <sip:192.0.2.9:5090;lr>",))
+        raw = request(to_tag="t",
+                      extra=(f"Route: <sip:{US}:{PORT};lr>, <sip:192.0.2.9:5090;lr>",))  # fmt: skip
         _, meta, data = forward(raw)
         req = parsed_req(data)
         assert meta[1:3] == ["192.0.2.9", 5090]
@@ -324,7 +334,7 @@ class TestRouting:
     def test_strict_next_hop(self) -> None:
         """A next Route without lr: it becomes the R-URI, the old R-URI the last Route."""
         raw = request(extra=("Route: <sip:192.0.2.9:5090>, <sip:192.0.2.10;lr>",))
-        _, meta, data = forward(raw)
+        _, meta, data = forward_trusted(raw)
         req = parsed_req(data)
         assert req.uri.raw == "sip:192.0.2.9:5090"
         assert req.header_values("route") == [
@@ -343,7 +353,7 @@ class TestRouting:
     def test_next_hop_transport_param(self) -> None:
         """transport=tcp on the next hop sends over TCP from our TCP listener."""
         raw = request(extra=("Route: <sip:192.0.2.9:5090;transport=tcp;lr>",))
-        _, meta, data = forward(raw)
+        _, meta, data = forward_trusted(raw)
         assert meta == ["tcp", "192.0.2.9", 5090, 0, US, PORT]
         assert parsed_req(data).vias[0].transport == "TCP"
 
@@ -353,15 +363,15 @@ class TestRouting:
     )  # fmt: skip
     def test_unreachable_next_hop_gets_503(self, route: str) -> None:
         """A next hop over a transport or family we do not listen on gets 503."""
-        p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)])
+        p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)], trusted=TRUSTED)
         _, _, data = one(p.handle(request(extra=(f"Route: {route}",)), inbound()))
         assert status(data) == 503
 
     def test_unreachable_ack_dropped(self) -> None:
         """An ACK that cannot be forwarded is dropped, not answered."""
-        p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)])
+        p = proxy(listen=[Listener(transport="udp", address=US, port=PORT)], trusted=TRUSTED)
         raw = request("ACK", extra=("Route: <sip:192.0.2.9;transport=tcp;lr>",))
-        with pytest.raises(Drop):
+        with pytest.raises(Drop, match="ack_503"):
             p.handle(raw, inbound())
 
 
@@ -522,7 +532,7 @@ def test_ratelimit_pipe_answers_503_with_retry_after() -> None:
     refused = parsed_resp(outs[2][2])
     assert refused.status == 503
     assert 8 <= int(refused.header("retry-after") or b"0") <= 12
-    bye = p.handle(request("BYE", to_tag="x", call_id="c9"), inbound())[0]
+    bye = p.handle(request("BYE", to_tag="x", call_id="c9", extra=(OUR_ROUTE,)), inbound())[0]
     assert parsed_req(bye[2]).method == "BYE"
     p.now = 101.5
     assert parsed_req(p.handle(request("INVITE", call_id="c4"), inbound())[0][2]).method == "INVITE"
