@@ -304,10 +304,10 @@ class TestRouting:
 
     def test_all_our_routes_on_top_are_popped(self) -> None:
         """Every entry naming us on top of the Route set goes (a list of 200 costs one pass);
-        the first other entry is the next hop."""
+        the first other entry is the next hop (a pre-loaded Route: from a trusted source)."""
         ours = ", ".join([f"<sip:{US}:{PORT};lr>"] * 200)
         raw = request(extra=(f"Route: {ours}, <sip:192.0.2.9:5090;lr>, <sip:{US}:{PORT};lr>",))
-        _, meta, data = forward(raw)
+        _, meta, data = forward_trusted(raw)
         assert meta[1:3] == ["192.0.2.9", 5090]
         assert parsed_req(data).header_values("route") == [
             b"<sip:192.0.2.9:5090;lr>", f"<sip:{US}:{PORT};lr>".encode()]  # fmt: skip
