@@ -53,6 +53,7 @@ class Mesh:
         self._pub.linger = 0
         self._pub.sndhwm = hwm
         self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not the first per topic
+        self._pub.setsockopt(zmq.MAXMSGSIZE, sockets.MAX_SEND_ONLY_BYTES)  # subscriptions only
         os.makedirs(run_dir, exist_ok=True)
         self._pub.bind(self.endpoint)
         self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
