@@ -123,6 +123,9 @@ def keygen(base: str) -> tuple[Path, Path, bytes]:
     to overwrite either. Returns both paths and the public key."""
     public, secret = zmq.curve_keypair()
     secret_path, public_path = Path(base + ".key_secret"), Path(base + ".key")
+    for path in (secret_path, public_path):
+        if path.exists():  # O_EXCL below holds for a race; this keeps a pair from half-written
+            raise FileExistsError(17, "File exists", str(path))
     for path, mode, keys in ((secret_path, 0o600, (public, secret)), (public_path, 0o644, (public,))):
         lines = ["#   ZeroMQ CURVE certificate written by sipline keygen",
                  "#   " + ("SECRET: keep it on this node, mode 0600" if len(keys) == 2
