@@ -165,11 +165,11 @@ def zap_reply(request: list[bytes], allowed: Mapping[bytes, str]) -> list[bytes]
 
 
 class ZapHandler:
-    """Rule 3: the allow-list served from the loop; ``on_verdict(name or "", accepted)``
-    lets the owner count handshakes."""
+    """Rule 3: the allow-list served from the loop; ``on_verdict(accepted, address)`` lets
+    the owner count and log handshakes (``address``: the client's IP, as libzmq gives it)."""
 
     def __init__(self, ctx: zmq.Context[Any], loop: Any, allowed: Mapping[bytes, str],
-                 on_verdict: Callable[[bool], None] = lambda ok: None) -> None:  # fmt: skip
+                 on_verdict: Callable[[bool, str], None] = lambda ok, addr: None) -> None:  # fmt: skip
         self.allowed, self.on_verdict, self.loop = dict(allowed), on_verdict, loop
         sock: zmq.Socket[bytes] = ctx.socket(zmq.ROUTER)
         sock.linger = 0
@@ -191,7 +191,8 @@ class ZapHandler:
             reply = zap_reply(frames[2:], self.allowed)
             if reply is None:
                 continue
-            self.on_verdict(reply[2] == b"200")
+            address = frames[5] if len(frames) > 5 else b""
+            self.on_verdict(reply[2] == b"200", address[:64].decode("ascii", "replace"))
             try:
                 sock.send_multipart([frames[0], b"", *reply], zmq.NOBLOCK)
             except zmq.ZMQError:

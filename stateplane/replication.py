@@ -58,7 +58,7 @@ from stateplane import updates as up
 from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
 from stateplane.failover import Adopter, Failover, opposite
-from stateplane.peer import PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
+from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused, serve
@@ -168,8 +168,12 @@ class Replication:
             return Peer(self, endpoint)
         return Peer(self, endpoint, conf.name, curve.peer_key(conf.public_key, conf.public_key_file))
 
-    def _on_zap(self, accepted: bool) -> None:
-        self.counters["curve_accepted" if accepted else "curve_refused"] += 1
+    def _on_zap(self, accepted: bool, address: str) -> None:
+        """Handshakes judged by the allow-list; refusals logged once per ``ERROR_LOG_EVERY``."""
+        key = "curve_accepted" if accepted else "curve_refused"
+        self.counters[key] += 1
+        if not accepted and self.counters[key] % ERROR_LOG_EVERY == 1:
+            log.warning("curve_refused", address=address, count=self.counters[key])
 
     def _on_role(self, addr: str, before: State, after: State) -> None:
         """Persistence vs the peer: our dialogs on disk are the newest copy only when we

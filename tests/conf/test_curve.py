@@ -108,8 +108,8 @@ async def _zap_sockets(tmp_path: Path) -> None:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     loop = asyncio.get_running_loop()
     server = curve.KeyPair(*zmq.curve_keypair())
-    verdicts: list[bool] = []
-    zap = curve.ZapHandler(ctx, loop, {B.public: "node-b"}, verdicts.append)
+    verdicts: list[tuple[bool, str]] = []
+    zap = curve.ZapHandler(ctx, loop, {B.public: "node-b"}, lambda ok, addr: verdicts.append((ok, addr)))
     router = ctx.socket(zmq.ROUTER)
     router.linger = 0
     ipc = f"ipc://{tmp_path}/r.ipc"
@@ -145,7 +145,7 @@ async def _zap_sockets(tmp_path: Path) -> None:
         with pytest.raises(zmq.Again):
             router.recv_multipart(zmq.NOBLOCK)
         assert got == {b"listed": "node-b", b"ipc": ""}
-        assert sorted(verdicts) == [False, True]
+        assert sorted(verdicts) == [(False, "127.0.0.1"), (True, "127.0.0.1")]
     finally:
         for d in dealers:
             d.close(linger=0)
