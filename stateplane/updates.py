@@ -146,10 +146,10 @@ def unpack(frames: list[bytes]) -> Message:
     """
     if len(frames) != 2:
         raise UpdateError(f"{len(frames)} frames, expected 2")
-    kind, data = frames
-    decode = _DECODERS.get(bytes(kind))
+    kind, data = bytes(frames[0]), frames[1]
+    decode = _DECODERS.get(kind)
     if decode is None:
-        raise UpdateError(f"unknown kind {bytes(kind)[:16]!r}")
+        raise UpdateError(f"unknown kind {kind[:16]!r}")
     limit = MAX_FRAME_BYTES if kind == b"KVSYNC" else MAX_UPDATE_BYTES
     if len(data) > limit:
         raise UpdateError(f"{len(data)} bytes is more than {limit}")
