@@ -305,6 +305,31 @@ def test_a_peer_is_heard_only_under_its_configured_name() -> None:
     asyncio.run(run())
 
 
+def test_a_peer_without_a_name_is_held_to_the_first_it_says() -> None:
+    """Rule 8 for a run directory listed without ``[[peer]]``: our own name never sticks, the
+    first other name does, and every other name after it is dropped."""
+
+    async def run() -> None:
+        run_dir, peer_dir = short_dir(), short_dir()
+        async with replication(config(run_dir, peers=[peer_dir])) as (ctx, repl):
+            pub = ctx.socket(zmq.PUB)
+            pub.bind(f"ipc://{peer_dir}/{env.STATEPLANE_PUB}")
+            peer = repl.peers[0]
+            await until(lambda: _send_all(pub, [up.Hugz("node-a", 9, 0, "")])
+                        and peer.counters["wrong_node"] >= 1)  # fmt: skip
+            assert peer.node is None
+            await until(lambda: _send_all(pub, [up.Hugz("node-c", 9, 0, "")])
+                        and peer.replica is not None)  # fmt: skip
+            before = peer.counters["wrong_node"]
+            await until(lambda: _send_all(pub, [up.Hugz("node-x", 9, 0, "")])
+                        and peer.counters["wrong_node"] > before)  # fmt: skip
+            assert peer.node == "node-c" and peer.replica is not None
+            assert peer.replica.node == "node-c"
+            pub.close(linger=0)
+
+    asyncio.run(run())
+
+
 def _send_all(pub: Sock, msgs: list[Any]) -> bool:
     for m in msgs:
         pub.send_multipart(up.pack(m))
