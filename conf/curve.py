@@ -49,6 +49,8 @@ ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = b"sipline"
 #: a ZAP request is 7 frames plus a 32-byte key: cap what the handler reads
 ZAP_MAX_BYTES = 1 << 10
+#: handshakes judged per loop callback (many connecting at once wait their turn)
+ZAP_DRAIN_LIMIT = 256
 #: Z85 encodes 32 bytes in 40 of these characters (ZeroMQ RFC 32)
 Z85_KEY_RE = re.compile(rb"[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}")
 
@@ -181,7 +183,9 @@ class ZapHandler:
 
     def drain(self) -> None:
         sock = self.sock
-        while not sock.closed:
+        for _ in range(ZAP_DRAIN_LIMIT):
+            if sock.closed:
+                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -197,6 +201,7 @@ class ZapHandler:
                 sock.send_multipart([frames[0], b"", *reply], zmq.NOBLOCK)
             except zmq.ZMQError:
                 pass  # the handshake is gone; libzmq times it out
+        self.loop.call_soon(self.drain)  # more may wait: the loop's other work first
 
     def close(self) -> None:
         if not self.sock.closed:
