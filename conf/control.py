@@ -34,6 +34,8 @@ log = structlog.get_logger()
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 #: a request or reply larger than this is refused (msgpack README, "Security")
 MAX_FRAME = 1 << 20
+#: a reply lists at most a bounded number of dialogs or destinations (``ctl dialogs --list``)
+MAX_REPLY = 64 << 20
 
 
 class ControlServer:
@@ -44,6 +46,7 @@ class ControlServer:
         self.handlers = handlers
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
+        self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
         sockets.bind(self._sock, self.endpoint)  # its mode is the credential (rule 4)
         self._loop = asyncio.get_running_loop()
         self._loop.add_reader(self._sock.FD, self._on_readable)
@@ -99,6 +102,7 @@ def ask(run_dir: str, cmd: str, args: dict[str, Any] | None = None, timeout_s: f
         for ident, ep in targets.items():
             s = ctx.socket(zmq.DEALER)
             s.linger = 0
+            s.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY)
             s.connect(ep)
             s.send_multipart([b"", payload])
             socks[s] = ident

@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf import rundir
+from conf import curve, rundir
 from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
@@ -411,6 +411,7 @@ def _check_values(s: Settings) -> None:
     _check_registrar(f, s)
     _check_dialogs(f, s)
     _check_peers(f, s)
+    _check_curve(f, s)
     _check_protection(f, s)
     _check_stateplane(f, s)
 
@@ -491,6 +492,77 @@ def _check_peers(f: str, s: Settings) -> None:
             raise ConfigError(f, key, "each peer once", Said(f"{show(peer)} again "
                                                            f"(stateplane.peers[{seen[norm]}])"))
         seen[norm] = i
+
+
+def _bind_is_wildcard(bind: str) -> bool:
+    host = bind.rpartition(":")[0].strip("[]")
+    try:
+        return host == "*" or ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        return False
+
+
+def _check_curve(f: str, s: Settings) -> None:
+    """[curve] and [[peer]]: key files that load, names that resolve (docs/security.md)."""
+    keyed = bool(s.curve.secret_key_file)
+    if keyed:
+        path = s.curve.secret_key_file
+        if not os.path.isabs(path):
+            raise ConfigError(f, "curve.secret_key_file", "an absolute file path", path)
+        try:
+            curve.load_secret(path)
+        except curve.CurveKeyError as exc:
+            expected = "this node's secret key file from sipline keygen, mode 0600"
+            raise ConfigError(f, "curve.secret_key_file", expected, Said(f"{show(path)}: {exc}")) from None
+    endpoints = {os.path.normpath(p) if not p.startswith("tcp://") else p: p
+                 for p in s.stateplane.peers}  # fmt: skip
+    names: dict[str, int] = {}
+    described: dict[str, int] = {}
+    for i, peer in enumerate(s.peer):
+        key = f"peer[{i}]"
+        if not NODE_NAME_RE.fullmatch(peer.name):
+            raise ConfigError(f, f"{key}.name", "a node name of letters, digits, '.', '_' or '-'",
+                              peer.name)  # fmt: skip
+        if peer.name == s.node.name:
+            raise ConfigError(f, f"{key}.name", "another node's name, not this node's own", peer.name)
+        _unique(f, "peer", i, peer.name, names)
+        if peer.stateplane:
+            sp = peer.stateplane
+            norm = sp if sp.startswith("tcp://") else os.path.normpath(sp)
+            if norm not in endpoints:
+                known = ", ".join(s.stateplane.peers) or "it is empty"
+                raise ConfigError(f, f"{key}.stateplane", f"an entry of [stateplane] peers ({known})", sp)
+            if norm in described:
+                found = Said(f"{show(sp)} again (peer[{described[norm]}])")
+                raise ConfigError(f, f"{key}.stateplane", "each [stateplane] peers entry once", found)
+            described[norm] = i
+        _check_peer_key(f, key, peer.public_key, peer.public_key_file, keyed)
+    if keyed:
+        for i, p in enumerate(s.stateplane.peers):
+            j = described.get(p)
+            if p.startswith("tcp://") and (j is None or not (s.peer[j].public_key
+                                                           or s.peer[j].public_key_file)):
+                expected = "a [[peer]] with this stateplane and its public key (CURVE is on)"
+                raise ConfigError(f, f"stateplane.peers[{i}]", expected, p)
+
+
+def _check_peer_key(f: str, key: str, inline: str, file: str, keyed: bool) -> None:
+    if inline and file:
+        raise ConfigError(f, f"{key}.public_key_file", '"" when public_key is given (one key)', file)
+    if (inline or file) and not keyed:
+        expected = '"" unless [curve] secret_key_file is set (a key is used with our own only)'
+        raise ConfigError(f, f"{key}.public_key" + ("" if inline else "_file"), expected,
+                          inline or file)  # fmt: skip
+    if file and not os.path.isabs(file):
+        raise ConfigError(f, f"{key}.public_key_file", "an absolute file path", file)
+    try:
+        curve.peer_key(inline, file)
+    except curve.CurveKeyError as exc:
+        if inline:
+            raise ConfigError(f, f"{key}.public_key", "40 Z85 characters (sipline keygen)",
+                              inline) from None  # fmt: skip
+        raise ConfigError(f, f"{key}.public_key_file", "a public key file from sipline keygen",
+                          Said(f"{show(file)}: {exc}")) from None  # fmt: skip
 
 
 #: a status code list item: ``"503"``, ``"5xx"`` or ``"500-599"``
@@ -645,7 +717,16 @@ def _check_stateplane(f: str, s: Settings) -> None:
         raise ConfigError(f, "stateplane.replicate", "false unless [dialogs] enabled = true",
                           True)  # fmt: skip
     if sp.bind:
-        _hostport(f, "stateplane.bind", sp.bind)
+        wildcard = _bind_is_wildcard(sp.bind)
+        if not sp.bind.startswith("*:"):
+            _hostport(f, "stateplane.bind", sp.bind)
+        elif not sp.bind[2:].isdigit() or not 1 <= int(sp.bind[2:]) <= 65534:
+            _hostport(f, "stateplane.bind", sp.bind)  # raises, naming the port
+        if wildcard and not s.curve.secret_key_file:
+            # every interface: anyone who reaches it would read every call (docs/security.md)
+            expected = ("a specific address unless [curve] secret_key_file is set (a wildcard "
+                        "bind serves every interface)")
+            raise ConfigError(f, "stateplane.bind", expected, sp.bind)
     tcp_peer = any(p.startswith("tcp://") for p in sp.peers)
     for key, on in (("pike.cluster", s.pike.cluster),
                     ("ratelimit", any(rl.shared for rl in s.ratelimit))):  # fmt: skip

@@ -59,6 +59,7 @@ class Mesh:
         self._pub.linger = 0
         self._pub.sndhwm = hwm
         self._pub.setsockopt(zmq.XPUB_VERBOSE, 1)  # every subscription, not the first per topic
+        self._pub.setsockopt(zmq.MAXMSGSIZE, sockets.MAX_SEND_ONLY_BYTES)  # subscriptions only
         sockets.bind(self._pub, self.endpoint)
         self._sub: zmq.Socket[bytes] = ctx.socket(zmq.SUB)
         self._sub.linger = 0

@@ -508,7 +508,8 @@ class StatePlane:
     """``host:port`` (an IP address, ``[v6]:port`` for IPv6) where the state plane also
     publishes (PUB on the port) and serves snapshots (ROUTER on the next port) over TCP, for
     peers on other hosts, which name it ``tcp://host:port`` in their ``peers``. Empty: ipc
-    only. Bind a private interface: the channel carries call state and is not encrypted."""
+    only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and the channel
+    is encrypted; without it, bind a private interface (a wildcard address is refused)."""
     persist_dir: str = ""
     """Directory where the state plane keeps the node's dialogs on disk (a snapshot plus a
     journal of every update, ``docs/stateplane.md`` "Persistence"), so a node restarted alone
@@ -521,6 +522,36 @@ class StatePlane:
     replicated calls when the primary's heartbeats stop for two intervals. Needs
     ``replicate`` and exactly one entry in ``peers`` (the other node of the pair). Empty: no
     failover; the node serves on its own."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Curve:
+    """``[curve]``: this node's ZeroMQ CURVE key pair, which authenticates and encrypts the
+    TCP channels between nodes (``docs/security.md``); today the state plane's ``bind`` and
+    its ``tcp://`` peers. ipc channels stay without keys."""
+
+    secret_key_file: str = ""
+    """The secret key file ``sipline keygen`` wrote for this node (``<name>.key_secret``,
+    mode 0600, holding both keys). Set: the state plane's TCP endpoints admit only the
+    ``[[peer]]`` public keys, and each ``tcp://`` peer is reached by its key. Empty: no
+    CURVE."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Peer:
+    """``[[peer]]``: another node this node trusts, by name and key (``docs/security.md``).
+    Repeat the table per node."""
+
+    name: str
+    """That node's ``[node] name``: the name its updates and heartbeats must carry, and the
+    ZAP identity of its key. Required."""
+    stateplane: str = ""
+    """Which entry of ``[stateplane] peers`` is this node (its run directory or
+    ``tcp://host:port``), written the same way. Empty: the node is only trusted by key."""
+    public_key: str = ""
+    """Its CURVE public key: 40 Z85 characters (``sipline keygen`` prints it)."""
+    public_key_file: str = ""
+    """Or its public key file (the ``<name>.key`` that ``sipline keygen`` wrote on it)."""
 
 
 #: a Retry-After a little random, so that refused clients do not all come back at once
@@ -609,5 +640,9 @@ class Settings:
     """Rate limit pipes of the workers. Default: none."""
     stateplane: StatePlane = field(default_factory=StatePlane)
     """Dialog replication between nodes."""
+    curve: Curve = field(default_factory=Curve)
+    """This node's key pair for the TCP channels between nodes."""
+    peer: list[Peer] = field(default_factory=list)
+    """The other nodes this node trusts, by name and key. Default: none."""
     source: str = "<defaults>"
     """The file these settings came from (not a TOML key)."""

@@ -27,6 +27,9 @@ import zmq
 LINGER_MS = 200
 #: a batch is at most max_batch SIP messages of a few KB; cap what a peer can make us allocate
 MAX_MSG_BYTES = 64 << 20
+#: what a socket that only sends (PUSH, PUB, XPUB) may read: a subscription, or nothing. Every
+#: socket sets ZMQ_MAXMSGSIZE; a frame over it makes libzmq drop the connection that sent it
+MAX_SEND_ONLY_BYTES = 1 << 10
 
 
 #: a process ident: honcho's process name and a pid (``worker.1-4242``), or a node name; no
@@ -101,10 +104,11 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _base(sock: zmq.Socket[bytes], hwm: int) -> zmq.Socket[bytes]:
+def _base(sock: zmq.Socket[bytes], hwm: int, max_bytes: int) -> zmq.Socket[bytes]:
     sock.linger = LINGER_MS
     sock.sndhwm = hwm
     sock.rcvhwm = hwm
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     return sock
 
 
@@ -133,14 +137,13 @@ def bind(sock: zmq.Socket[Any], ep: str) -> None:
 
 
 def bind_pull(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Socket[bytes]:
-    sock = _base(ctx.socket(zmq.PULL), hwm)
-    sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
+    sock = _base(ctx.socket(zmq.PULL), hwm, MAX_MSG_BYTES)
     bind(sock, ep)
     return sock
 
 
 def connect_push(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Socket[bytes]:
-    sock = _base(ctx.socket(zmq.PUSH), hwm)
+    sock = _base(ctx.socket(zmq.PUSH), hwm, MAX_SEND_ONLY_BYTES)
     # Messages to a peer that is gone must not queue forever waiting for it to come back.
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.connect(ep)

@@ -68,6 +68,7 @@ class VirtualListeners:
         sub = ctx.socket(zmq.SUB)
         sub.linger = 0
         sub.rcvhwm = 64
+        sub.setsockopt(zmq.MAXMSGSIZE, up.MAX_UPDATE_BYTES)
         sub.setsockopt(zmq.SUBSCRIBE, _HUGZ)
         sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
         self.sub = sub

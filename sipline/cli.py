@@ -41,6 +41,22 @@ def _timers(args: argparse.Namespace) -> int:
     return main(args.conf)
 
 
+def _keygen(args: argparse.Namespace) -> int:
+    """``sipline keygen PATH``: a CURVE key pair at PATH.key_secret (0600) and PATH.key
+    (``conf/curve.py`` rule 1); it never overwrites a file."""
+    from conf.curve import keygen
+
+    try:
+        secret, public, key = keygen(args.path)
+    except OSError as exc:
+        print(f"keygen: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    print(f"secret key: {secret} (this node's [curve] secret_key_file; keep it here)")
+    print(f"public key: {public} (the other nodes' [[peer]] public_key_file)")
+    print(f'public_key = "{key.decode()}"')
+    return 0
+
+
 def _ctl(args: argparse.Namespace) -> int:
     from sipline.ctl import main
 
@@ -102,6 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text)
         sp.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         sp.set_defaults(fn=fn)
+    keygen = sub.add_parser("keygen", help="write a CURVE key pair for this node (docs/security.md)")
+    keygen.add_argument("path", help="PATH.key_secret (mode 0600) and PATH.key are written")
+    keygen.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    keygen.set_defaults(fn=_keygen)
     ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations, dialogs, pike)")
     ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit",

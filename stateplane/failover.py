@@ -285,6 +285,7 @@ class Adopter:
                 sock = self._pushes[ep] = self.ctx.socket(zmq.PUSH)
                 sock.linger = sockets.LINGER_MS
                 sock.sndhwm = 1_000
+                sock.setsockopt(zmq.MAXMSGSIZE, sockets.MAX_SEND_ONLY_BYTES)
                 sock.connect(ep)
             try:
                 sock.send_multipart(frames, zmq.NOBLOCK)

@@ -146,7 +146,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     })  # fmt: skip
     if repl is not None:
         log.info("replication_ready", epoch=repl.publisher.epoch, peers=sp.peers,
-                 endpoints=repl.endpoints)  # fmt: skip
+                 endpoints=repl.endpoints, curve=repl.keys is not None)  # fmt: skip
 
     def report() -> None:
         log.info("load_stats", **server.stats())

@@ -1,5 +1,5 @@
 """One peer node as the state plane replicates it: its replica and the two sockets it is fed
-from (``stateplane/replication.py`` rules 3, 6, 7 and 8), and the bounded socket reader both
+from (``stateplane/replication.py`` rules 3, 6, 7, 8 and 9), and the bounded socket reader both
 files use.
 """
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import zmq
 
+from conf import curve
 from conf import envelope as env
 from conf import rundir
 from conf.refused import RefusalLog
@@ -41,8 +42,12 @@ log = structlog.get_logger()
 DRAIN_LIMIT = 256
 #: updates a slow subscriber may have queued before ZeroMQ drops them (it then sees a gap)
 PUB_HWM = 100_000
-#: snapshot messages in flight to one asker (each up to ~0.5 MB)
-SNAP_HWM = 64
+#: snapshot messages in flight to one asker (each up to ~0.5 MB): small, so an asker that
+#: stops reading holds little (``stateplane/asks.py`` rule 3)
+SNAP_HWM = 8
+#: reader errors logged in full: the first, then one in this many (a bug a peer can trigger
+#: repeatedly must not flood the log)
+ERROR_LOG_EVERY = 1000
 #: where a delta carries the wall time of the event it reports (rule 6): the call's start
 #: in "c" (op + RECORD), the answer in "a" (op, call-id, from-tag, to-tag, To, target, route)
 _EVENT_WALL = {"c": 1 + RECORD.index("start"), "a": 7}
@@ -64,11 +69,14 @@ def peer_endpoints(peer: str) -> tuple[str, str]:
 
 
 class Reader:
-    """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5)."""
+    """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5); nothing
+    ``on_frames`` raises leaves the reader (counted in ``errors``). ``copy=False`` hands
+    ``zmq.Frame``s, whose ``get("User-Id")`` names a CURVE peer."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
-                 on_frames: Callable[[list[bytes]], None]) -> None:  # fmt: skip
-        self.loop, self.sock, self.on_frames = loop, sock, on_frames
+                 on_frames: Callable[[list[Any]], None], copy: bool = True) -> None:  # fmt: skip
+        self.loop, self.sock, self.on_frames, self.copy = loop, sock, on_frames, copy
+        self.errors = 0
         loop.add_reader(sock.FD, self.drain)
         loop.call_soon(self.drain)
 
@@ -77,10 +85,15 @@ class Reader:
             return
         for _ in range(DRAIN_LIMIT):
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK)
+                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=self.copy)
             except zmq.Again:
                 return
-            self.on_frames(frames)
+            try:
+                self.on_frames(frames)
+            except Exception:  # a bug, maybe one a peer can trigger: it costs this message only
+                self.errors += 1
+                if self.errors % ERROR_LOG_EVERY == 1:
+                    log.exception("reader_failed", errors=self.errors)
         self.loop.call_soon(self.drain)
 
     def close(self) -> None:
@@ -90,19 +103,29 @@ class Reader:
 
 
 class Peer:
-    """One peer node's replica and the two sockets it is fed from (rule 3)."""
+    """One peer node's replica and the two sockets it is fed from (rule 3). ``node`` is the
+    name its ``[[peer]]`` gives it (None: learnt from the first message, then held); a
+    ``server_key`` makes a tcp:// peer a CURVE server we accept only with that key (rule 8)."""
 
-    def __init__(self, owner: Replication, run_dir: str) -> None:
-        self.owner, self.run_dir = owner, run_dir
+    def __init__(self, owner: Replication, run_dir: str, node: str | None = None,
+                 server_key: bytes | None = None) -> None:  # fmt: skip
+        self.owner, self.run_dir, self.node = owner, run_dir, node
         ctx, loop = owner.ctx, owner.loop
+        pub_ep, snap_ep = peer_endpoints(run_dir)
         sub = ctx.socket(zmq.SUB)
         sub.linger, sub.rcvhwm = 0, PUB_HWM
+        sub.setsockopt(zmq.MAXMSGSIZE, up.MAX_UPDATE_BYTES)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
         dealer = ctx.socket(zmq.DEALER)
         dealer.linger, dealer.sndhwm, dealer.rcvhwm = 0, 16, SNAP_HWM
+        dealer.setsockopt(zmq.MAXMSGSIZE, up.MAX_FRAME_BYTES)
+        keys = owner.keys
+        if keys is not None and server_key is not None and pub_ep.startswith("tcp://"):
+            for sock in (sub, dealer):
+                curve.connect_curve(sock, keys, server_key)
         self.sub, self.dealer = sub, dealer
         #: connected to the peer's sockets: at once for tcp://, for a run directory once it
-        #: exists and passes conf.rundir.peer_problem (rule 8)
+        #: exists and passes conf.rundir.peer_problem (rule 9)
         self.connected = False
         self._refused = RefusalLog("peer_dir_refused")
         self.replica: Replica | None = None
@@ -116,7 +139,7 @@ class Peer:
 
     def connect(self) -> None:
         """Connect to the peer's PUB and ROUTER if not yet done and its run directory may be
-        used (rule 8); called at start and every heartbeat."""
+        used (rule 9); called at start and every heartbeat."""
         if self.connected:
             return
         if not self.run_dir.startswith("tcp://"):
@@ -137,12 +160,27 @@ class Peer:
             return up.unpack(frames)
         except up.UpdateError as exc:
             self.counters["bad_message"] += 1
-            log.warning("replica_bad_message", peer=self.run_dir, reason=str(exc))
+            if self.counters["bad_message"] % ERROR_LOG_EVERY == 1:
+                log.warning("replica_bad_message", peer=self.run_dir, reason=str(exc)[:200],
+                            count=self.counters["bad_message"])  # fmt: skip
             return None
+
+    def _from_peer(self, node: str) -> bool:
+        """Rule 8: ``node`` is the name this peer must say; anything else is counted and
+        dropped. Without a ``[[peer]]`` the first name heard is held (never our own)."""
+        if self.node is None and node != self.owner.publisher.node:
+            self.node = node
+        if node == self.node:
+            return True
+        self.counters["wrong_node"] += 1
+        if self.counters["wrong_node"] % ERROR_LOG_EVERY == 1:
+            log.warning("replica_wrong_node", peer=self.run_dir, expected=self.node,
+                        claimed=node[:64], count=self.counters["wrong_node"])  # fmt: skip
+        return False
 
     def _on_pub(self, frames: list[bytes]) -> None:
         msg = self._decode(frames)
-        if not isinstance(msg, (up.Update, up.Hugz)):
+        if not isinstance(msg, (up.Update, up.Hugz)) or not self._from_peer(msg.node):
             return
         now, wall = self.owner.loop.time(), time.time()
         if isinstance(msg, up.Hugz) and self.owner.failover is not None:
@@ -160,7 +198,8 @@ class Peer:
     def _on_snap(self, frames: list[bytes]) -> None:
         with collector_paused():  # rule 4
             msg = self._decode(frames)
-            if self.replica is None or not isinstance(msg, (up.Update, up.Chunk, up.Kthxbai)):
+            if (self.replica is None or not isinstance(msg, (up.Update, up.Chunk, up.Kthxbai))
+                    or not self._from_peer(msg.node)):  # fmt: skip
                 return
             events = self.replica.receive_snapshot(msg, self.owner.loop.time(), time.time())
         self.act(events)

@@ -6,9 +6,11 @@ Rules:
    the ``Publisher`` and sent on the PUB (``stateplane-pub.ipc``). ``HUGZ`` go out on the
    publisher's schedule whether or not anything changed.
 2. Snapshots: a ROUTER (``stateplane-snap.ipc``) answers ``ICANHAZ`` with ``snapshot.serve``,
-   one message per loop turn, so heartbeats and deltas keep flowing during a big sync. The
-   ROUTER is mandatory-routing: a full pipe to the asker waits for room instead of dropping
-   a chunk silently (the asker would otherwise wait for its sync timeout).
+   one message per answer per loop turn, so heartbeats and deltas keep flowing during a big
+   sync. The ROUTER is mandatory-routing: a full pipe to the asker keeps that answer's
+   message for later instead of dropping a chunk silently (the asker would otherwise wait
+   for its sync timeout), and holds up no other answer. Who may ask, how often, and when an
+   asker that stops reading loses its answer: ``stateplane/asks.py``.
 3. Replica side, per configured peer run directory: SUB to its PUB, DEALER to its ROUTER.
    The peer's node name is learned from the first message heard: only then is a ``Replica``
    made and the first snapshot asked, so the subscription is known to be live (the slow
@@ -24,8 +26,16 @@ Rules:
    ``replication_stats``; across hosts it includes the clocks' offset).
 7. Peers on other hosts: with ``[stateplane] bind = "host:port"`` the PUB also listens on
    ``tcp://host:port`` and the snapshot ROUTER on the next port; a peer given as
-   ``tcp://host:port`` is reached there, one given as a run directory over ipc.
-8. A peer run directory is connected to only once it exists and ``conf.rundir.peer_problem``
+   ``tcp://host:port`` is reached there, one given as a run directory over ipc. With
+   ``[curve]`` both tcp:// endpoints are CURVE servers that admit only the ``[[peer]]`` keys
+   (``conf/curve.py``: our ZAP handler, bound before them), and a tcp:// peer is reached
+   only if it proves its ``[[peer]]`` key; ipc endpoints stay keyless.
+8. Only the peer speaks for itself: every update, heartbeat and snapshot message a peer's
+   sockets deliver must carry the node name of its ``[[peer]]`` (with CURVE, the name of the
+   key that socket authenticated); anything else is counted (``wrong_node``) and dropped
+   before it reaches the replica or Binary Star. Every socket has a ZMQ_MAXMSGSIZE for what
+   it may read, and every frame is decoded within bounds (``updates.py`` rule 5).
+9. A peer run directory is connected to only once it exists and ``conf.rundir.peer_problem``
    finds nothing wrong with it (checked every heartbeat until then): one another local user
    could write or create would let him feed us a forged replica. A refused one is counted
    (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
@@ -43,14 +53,15 @@ from typing import Any
 import structlog
 import zmq
 
+from conf import curve, sockets
 from conf import envelope as env
-from conf import sockets
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from stateplane import updates as up
+from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
 from stateplane.failover import Adopter, Failover, opposite
-from stateplane.peer import PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
+from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused, serve
@@ -60,13 +71,19 @@ log = structlog.get_logger()
 
 #: the node's workers must be the same set this long before restored dialogs go to them
 RESTORE_SETTLE_S = 1.0
+#: an ICANHAZ is a few numbers and a node name
+MAX_ASK_BYTES = 1 << 10
+#: retry of answers whose askers' pipes are all full
+ANSWER_RETRY_S = 0.005
 
 
-def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int) -> zmq.Socket[bytes]:
+def _bind(ctx: zmq.Context[zmq.Socket[bytes]], kind: int, ep: str, hwm: int,
+          max_bytes: int) -> zmq.Socket[bytes]:  # fmt: skip
     sockets.unlink(ep)  # one stateplane per run directory: a file left here is a dead one's
     sock = ctx.socket(kind)
     sock.linger = 0
     sock.sndhwm = sock.rcvhwm = hwm
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
     sockets.bind(sock, ep)
     return sock
 
@@ -102,22 +119,30 @@ class Replication:
         self.counters: Counter[str] = Counter()
         self.endpoints = [f"ipc://{run_dir}/{name}" for name in
                           (env.STATEPLANE_DELTAS, env.STATEPLANE_PUB, env.STATEPLANE_SNAP)]  # fmt: skip
-        pull = _bind(ctx, zmq.PULL, self.endpoints[0], settings.bus.hwm)
-        pull.setsockopt(zmq.MAXMSGSIZE, sockets.MAX_MSG_BYTES)
-        self.pub = _bind(ctx, zmq.PUB, self.endpoints[1], PUB_HWM)
-        self.snap = _bind(ctx, zmq.ROUTER, self.endpoints[2], SNAP_HWM)
+        pull = _bind(ctx, zmq.PULL, self.endpoints[0], settings.bus.hwm, sockets.MAX_MSG_BYTES)
+        self.pub = _bind(ctx, zmq.PUB, self.endpoints[1], PUB_HWM, sockets.MAX_SEND_ONLY_BYTES)
+        self.snap = _bind(ctx, zmq.ROUTER, self.endpoints[2], SNAP_HWM, MAX_ASK_BYTES)
         self.snap.setsockopt(zmq.ROUTER_MANDATORY, 1)  # rule 2
-        self.snap.setsockopt(zmq.MAXMSGSIZE, 1 << 16)  # an ICANHAZ is a few bytes
+        #: this node's CURVE keys and the allow-list's handler (rule 7)
+        self.keys = curve.node_keys(settings)
+        self.zap: curve.ZapHandler | None = None
         if sp.bind:  # peers on other hosts (rule 7)
+            if self.keys is not None:  # the handler first: libzmq admits anyone without one
+                self.zap = curve.ZapHandler(ctx, self.loop, curve.allowed(settings),
+                                            self._on_zap)  # fmt: skip
             host, port = split_bind(sp.bind)
-            self.pub.bind(f"tcp://{host}:{port}")
-            self.snap.bind(f"tcp://{host}:{port + 1}")
-        self._answers: list[_Answer] = []
+            for sock, p in ((self.pub, port), (self.snap, port + 1)):
+                if self.keys is not None:
+                    curve.serve_curve(sock, self.keys)
+                sock.bind(f"tcp://{host}:{p}")
+        self._answers: dict[bytes, _Answer] = {}
+        self._asks = AskGate(self.loop.time())
+        self._answering: asyncio.Handle | None = None
         #: keys heard from each worker in a resync in progress (workers/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
         self.readers = [Reader(self.loop, pull, self._on_deltas),
-                        Reader(self.loop, self.snap, self._on_ask)]  # fmt: skip
-        self.peers = [Peer(self, d) for d in sp.peers]
+                        Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
+        self.peers = [self._peer(d) for d in sp.peers]
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
         self.failover: Failover | None = None
         #: our own virtual addresses (not ``standby``): their role decides a restore
@@ -137,6 +162,20 @@ class Replication:
             ctx, run_dir, self.counters)  # fmt: skip
         if self.restoring is not None and self.failover is None:
             self._restore_decided(True)
+
+    def _peer(self, endpoint: str) -> Peer:
+        """Rule 8: a peer with its configured name and, over tcp:// with CURVE, its key."""
+        conf = curve.peer_of(self.settings, endpoint)
+        if conf is None:
+            return Peer(self, endpoint)
+        return Peer(self, endpoint, conf.name, curve.peer_key(conf.public_key, conf.public_key_file))
+
+    def _on_zap(self, accepted: bool, address: str) -> None:
+        """Handshakes judged by the allow-list; refusals logged once per ``ERROR_LOG_EVERY``."""
+        key = "curve_accepted" if accepted else "curve_refused"
+        self.counters[key] += 1
+        if not accepted and self.counters[key] % ERROR_LOG_EVERY == 1:
+            log.warning("curve_refused", address=address, count=self.counters[key])
 
     def _on_role(self, addr: str, before: State, after: State) -> None:
         """Persistence vs the peer: our dialogs on disk are the newest copy only when we
@@ -304,56 +343,72 @@ class Replication:
 
     # -- snapshots ---------------------------------------------------------------------------
 
-    def _on_ask(self, frames: list[bytes]) -> None:
+    def _on_ask(self, frames: list[zmq.Frame]) -> None:
         if len(frames) != 3:
             self.counters["bad_ask"] += 1
             return
         try:
-            ask = up.unpack(frames[1:])
+            ask = up.unpack([f.bytes for f in frames[1:]])
         except up.UpdateError:
             self.counters["bad_ask"] += 1
             return
         if not isinstance(ask, up.Icanhaz) or ask.node != self.publisher.node:
             self.counters["bad_ask"] += 1
             return
-        answer = serve(ask, self.publisher, self.mirror, self.loop.time(), time.time())
+        ident, now = frames[0].bytes, self.loop.time()
+        asker = _asker(frames[1], ident)
+        if len(self._answers) >= self._asks.max_answers and asker not in self._answers:
+            self._drop_idle(now)
+        refused = self._asks.admit(now, len(self._answers), asker in self._answers)
+        if refused:
+            self.counters[f"ask_refused_{refused}"] += 1
+            return
+        if self._answers.pop(asker, None) is not None:
+            self.counters["ask_replaced"] += 1
+        answer = serve(ask, self.publisher, self.mirror, now, time.time())
         with collector_paused():
             first = up.pack(next(answer))  # (epoch, seq) and key list read now (serve's rule)
-        self._answers.append(_Answer(frames[0], answer, first))
+        self._answers[asker] = _Answer(ident, answer, first, now)
         self.counters["snapshots"] += 1
-        if len(self._answers) == 1:
-            self.loop.call_soon(self._send_answers)
+        if self._answering is None:
+            self._answering = self.loop.call_soon(self._send_answers)
+
+    def _drop_idle(self, now: float) -> None:
+        """``asks.py`` rule 3: the answer whose pipe has been full longest gives its place."""
+        asker, a = min(self._answers.items(), key=lambda kv: kv[1].sent_at)
+        if idle(a.sent_at, now):
+            del self._answers[asker]
+            self.counters["asker_idle"] += 1
 
     def _send_answers(self) -> None:
-        """One message of each answer in progress per loop turn (rule 2)."""
-        keep: list[_Answer] = []
-        blocked = False
-        for a in self._answers:
-            if blocked:
-                keep.append(a)
-                continue
+        """One message of each answer in progress per loop turn; a full pipe holds up only
+        its own answer, and past ``asks.STALL_S`` loses it (rule 2)."""
+        self._answering = None
+        now, moved = self.loop.time(), False
+        for asker, a in list(self._answers.items()):
             if a.frames is None:
                 with collector_paused():
                     msg = next(a.rest, None)
                     a.frames = None if msg is None else up.pack(msg)
                 if a.frames is None:
-                    continue  # answered to the end
+                    del self._answers[asker]  # answered to the end
+                    continue
             try:
                 self.snap.send_multipart([a.ident, *a.frames], zmq.NOBLOCK)
-            except zmq.Again:  # the asker's pipe is full: wait for room, keep the message
-                blocked = True
-                keep.append(a)
+            except zmq.Again:  # the asker's pipe is full: keep the message for later
+                if stalled(a.sent_at, now):
+                    del self._answers[asker]
+                    self.counters["asker_stalled"] += 1
+                    log.warning("snapshot_asker_stalled", asker=asker.hex()[:32])
                 continue
             except zmq.ZMQError:  # the asker is gone (EHOSTUNREACH): drop its answer
+                del self._answers[asker]
                 self.counters["asker_gone"] += 1
                 continue
-            a.frames = None
-            keep.append(a)
-        self._answers = keep
-        if blocked:
-            self.loop.call_later(0.001, self._send_answers)
-        elif keep:
-            self.loop.call_soon(self._send_answers)
+            a.frames, a.sent_at, moved = None, now, True
+        if self._answers:
+            self._answering = (self.loop.call_soon(self._send_answers) if moved else
+                               self.loop.call_later(ANSWER_RETRY_S, self._send_answers))  # fmt: skip
 
     def resync(self) -> list[str]:
         """``sipline ctl sync``: a whole snapshot from every peer heard so far."""
@@ -385,6 +440,8 @@ class Replication:
         for peer in self.peers:
             peer.close()
         self.pub.close(linger=0)
+        if self.zap is not None:
+            self.zap.close()
         for ep in self.endpoints:
             sockets.unlink(ep)
 
@@ -400,10 +457,21 @@ class Restore:
     since: float = 0.0
 
 
+def _asker(frame: zmq.Frame, ident: bytes) -> bytes:
+    """``asks.py`` rule 1: the node a CURVE key authenticated, else the connection."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:  # no ZAP handler judged this connection (ipc)
+        return b"r:" + ident
+    return b"u:" + str(user).encode() if user else b"r:" + ident
+
+
 @dataclass(slots=True)
 class _Answer:
-    """A snapshot answer in progress: who asked, the rest of it, a message not sent yet."""
+    """A snapshot answer in progress: who asked, the rest of it, a message not sent yet, and
+    when the asker's pipe last took one."""
 
     ident: bytes
     rest: Iterator[up.Update | up.Chunk | up.Kthxbai]
     frames: list[bytes] | None
+    sent_at: float

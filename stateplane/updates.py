@@ -25,7 +25,9 @@ Rules:
    not know, a wrong version, a wrong arity or field type, a delta whose op or length is not
    the dialog table's. Never anything else (a hypothesis test holds it to that). msgpack is
    read with ``raw=False``, ``strict_map_key=True`` from a frame of at most
-   ``MAX_FRAME_BYTES`` (msgpack README, "Security": unpackb bounds containers by the input); nothing is ever unpickled.
+   ``MAX_UPDATE_BYTES`` (a chunk: ``MAX_FRAME_BYTES``), with every container, string and
+   binary bounded (msgpack README, "Security"), so a frame costs at most a bounded multiple
+   of its size; chunks decode to tuples, whose empty ones are shared. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -44,6 +46,13 @@ KIND_DIALOG = "dialog"
 KINDS = frozenset({KIND_DIALOG})
 #: a chunk of 1 000 records is ~0.5 MB; 8 MB leaves room for big headers and never more
 MAX_FRAME_BYTES = 8 << 20
+#: every other message is one delta or a few numbers: a "c" delta is a few KB (its strings
+#: come from one SIP message); bounds what a frame of empty arrays can cost (~64x: 16 MB)
+MAX_UPDATE_BYTES = 256 << 10
+#: the widest container a message holds: a chunk's 1 000 records, a route set's entries
+MAX_ARRAY_LEN = 4096
+#: no message holds a map; a few keys are tolerated, never many
+MAX_MAP_LEN = 64
 #: a delta's length per op, including op, call_id and from_tag (``docs/dialogs.md``);
 #: "c" is the op and the 24 fields of ``workers.dialogs.RECORD``
 DELTA_LENGTHS = {"c": 25, "f": 5, "e": 7, "a": 9, "u": 8, "r": 8, "t": 6}
@@ -137,19 +146,21 @@ def unpack(frames: list[bytes]) -> Message:
     """
     if len(frames) != 2:
         raise UpdateError(f"{len(frames)} frames, expected 2")
-    kind, data = frames
-    decode = _DECODERS.get(bytes(kind))
+    kind, data = bytes(frames[0]), frames[1]
+    decode = _DECODERS.get(kind)
     if decode is None:
-        raise UpdateError(f"unknown kind {bytes(kind)[:16]!r}")
-    if len(data) > MAX_FRAME_BYTES:
-        raise UpdateError(f"{len(data)} bytes is more than {MAX_FRAME_BYTES}")
+        raise UpdateError(f"unknown kind {kind[:16]!r}")
+    limit = MAX_FRAME_BYTES if kind == b"KVSYNC" else MAX_UPDATE_BYTES
+    if len(data) > limit:
+        raise UpdateError(f"{len(data)} bytes is more than {limit}")
     try:
         # A chunk's arrays come back as tuples: the dialog table shares equal destinations
         # by looking tuples up as they are, where lists would first be copied into tuples
         # one by one (measured: a third of loading a record). The records themselves are
         # made lists again in ``_chunk``, so a ``Chunk`` reads the same either way.
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True,
-                               use_list=kind != b"KVSYNC")  # fmt: skip
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=kind != b"KVSYNC",
+                               max_array_len=MAX_ARRAY_LEN, max_map_len=MAX_MAP_LEN,
+                               max_str_len=MAX_UPDATE_BYTES, max_bin_len=MAX_UPDATE_BYTES)  # fmt: skip
     except Exception as exc:  # msgpack raises ValueError, TypeError and its own tree
         raise UpdateError(f"not msgpack: {exc}") from exc
     if not isinstance(body, (list, tuple)) or not body:

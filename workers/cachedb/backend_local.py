@@ -34,6 +34,8 @@ RECONNECT_MS = 50
 DEFAULT_MAX_IN_FLIGHT = 1024
 MAX_BATCH = 256
 MAX_BATCH_BYTES = 1 << 20
+#: a reply frame holds one value (at most ``MAX_VALUE_BYTES``) or a small header
+MAX_REPLY_FRAME_BYTES = 2 << 20
 _RID = struct.Struct("!Q")
 
 Reply = tuple[str, int | None, bytes]
@@ -60,6 +62,7 @@ class LocalCacheDB(Guarded):
         sock.linger = 0
         sock.immediate = True
         sock.reconnect_ivl = RECONNECT_MS
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_FRAME_BYTES)
         sock.sndhwm = sock.rcvhwm = max_in_flight
         sock.connect(endpoint)
         self._sock = sock
