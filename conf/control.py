@@ -24,6 +24,7 @@ import structlog
 import zmq
 
 from conf import sockets
+from conf.guard import GUARD
 
 log = structlog.get_logger()
 
@@ -42,8 +43,7 @@ class ControlServer:
         self._sock.linger = 0
         self._sock.bind(self.endpoint)
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        GUARD.add_reader(self._loop, self._sock.FD, "control", self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock

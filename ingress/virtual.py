@@ -24,6 +24,7 @@ import structlog
 import zmq
 
 from conf import envelope as env
+from conf.guard import GUARD
 from stateplane import updates as up
 from stateplane.bstar import EXPIRY_HEARTBEATS, decode_roles
 
@@ -71,8 +72,7 @@ class VirtualListeners:
         sub.setsockopt(zmq.SUBSCRIBE, _HUGZ)
         sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
         self.sub = sub
-        self.loop.add_reader(sub.FD, self._drain)
-        self.loop.call_soon(self._drain)
+        GUARD.add_reader(self.loop, sub.FD, "virtual", self._drain)
 
     def _drain(self) -> None:
         if self.sub.closed:

@@ -33,6 +33,7 @@ import zmq
 
 from conf import process, sockets
 from conf.control import ControlServer
+from conf.guard import GUARD
 from conf.settings import Settings
 from stateplane import kv
 from stateplane.replication import Replication
@@ -66,8 +67,7 @@ class KvServer:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
         sock.bind(endpoint)
         self._sock = sock
-        self._loop.add_reader(sock.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, sock.FD, "kv", self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -86,7 +86,7 @@ class KvServer:
                     sock.send_multipart(reply, zmq.NOBLOCK)
                 except zmq.ZMQError:  # the client's pipe is full or gone: its calls time out
                     self.counters["reply_dropped"] += 1
-        self._loop.call_soon(self._on_readable)  # more may wait; let timers run first
+        self._loop.call_soon(self._reader)  # more may wait; let timers run first
 
     def _handle_batch(self, frames: list[bytes]) -> list[bytes]:
         ident, body = frames[0], frames[1:]

@@ -16,6 +16,7 @@ import structlog
 import zmq
 
 from conf import envelope as env
+from conf.guard import GUARD
 from stateplane import updates as up
 from stateplane.replica import (
     Event,
@@ -67,8 +68,7 @@ class Reader:
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
                  on_frames: Callable[[list[bytes]], None]) -> None:  # fmt: skip
         self.loop, self.sock, self.on_frames = loop, sock, on_frames
-        loop.add_reader(sock.FD, self.drain)
-        loop.call_soon(self.drain)
+        self._reader = GUARD.add_reader(loop, sock.FD, "stateplane_reader", self.drain)
 
     def drain(self) -> None:
         if self.sock.closed:
@@ -79,7 +79,7 @@ class Reader:
             except zmq.Again:
                 return
             self.on_frames(frames)
-        self.loop.call_soon(self.drain)
+        self.loop.call_soon(self._reader)
 
     def close(self) -> None:
         if not self.sock.closed:
