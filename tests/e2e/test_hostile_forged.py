@@ -17,7 +17,7 @@ import pytest
 from workers.proxy import BRANCH_PREFIX, CONN_PARAM
 
 from .conftest import StartNode
-from .node import LOCALHOST, Node, Proc, free_port, sipp_uac
+from .node import LOCALHOST, Node, Proc, sipp_uac
 
 pytestmark = pytest.mark.e2e
 
@@ -159,7 +159,7 @@ def test_tag_of_another_clients_connection_does_not_reach_it(start_node: StartNo
                 conn.sendall(_answer(invite, "180 Ringing", [ours, client]))
                 got = _read_message(a)
     assert got.startswith(b"SIP/2.0 180 Ringing"), got
-    assert len(re.findall(rb"^SIP/2\.0 \d{3} ", got, re.M)) == 1, got
+    assert len(re.findall(rb"^SIP/2\.0 \d{3} ", got, re.MULTILINE)) == 1, got
     stats = [e for e in node.proc.events("load_stats") if "tcp_conn_mismatch" in e]
     end = time.monotonic() + 5
     while not any(int(str(e["tcp_conn_mismatch"])) for e in stats) and time.monotonic() < end:
