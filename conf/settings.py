@@ -77,7 +77,8 @@ class Tcp:
     idle_timeout_s: float = field(default=600.0, metadata=_range(1, 86_400))
     """A connection with no traffic either way for this long is closed."""
     max_connections: int = field(default=20_000, metadata=_range(1, 1_000_000))
-    """Connections one ingress process holds at most; beyond it new ones are refused."""
+    """Connections one ingress process holds at most; beyond it new ones are refused. Held
+    at start below the open-file limit less 256 descriptors (logged when clamped)."""
     max_connections_per_ip: int = field(default=256, metadata=_range(1, 1_000_000))
     """Inbound connections one source address may hold in one ingress process."""
     write_queue_bytes: int = field(default=262_144, metadata=_range(4096, 64 << 20))
