@@ -136,6 +136,7 @@ class Worker:
             self.rate_share.refresh()
         if self.stateful is not None:
             self.refresh_peers()
+            self._arm_timer()  # a timer callback that raised (conf/guard.py) left none armed
         if self.limits is not None:
             self.limits.heartbeat(self.loop.time())
         if self.deltas is not None:
