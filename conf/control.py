@@ -43,7 +43,7 @@ class ControlServer:
         self._sock.linger = 0
         self._sock.bind(self.endpoint)
         self._loop = asyncio.get_running_loop()
-        GUARD.add_reader(self._loop, self._sock.FD, "control", self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, self._sock.FD, "control", self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -77,7 +77,7 @@ class ControlServer:
             return {"ok": False, "proc": self.ident, "error": f"{type(exc).__name__}: {exc}"}
 
     def close(self) -> None:
-        self._loop.remove_reader(self._sock.FD)
+        self._reader.remove()
         self._sock.close(linger=0)
         sockets.unlink(self.endpoint)
 

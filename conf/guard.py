@@ -111,8 +111,8 @@ class Guard:
                    fn: Callable[[], object]) -> Reader:  # fmt: skip
         """Register ``fn`` as the reader of ``fd`` (guarded, re-armed: rule 3) and run it
         once soon, since the FD may have fired before we registered. Returns the callable
-        to use wherever the owner calls its reader again (``call_soon``)."""
-        reader = Reader(self, loop, where, fn)
+        to use wherever the owner calls its reader again (``call_soon``), and to ``remove``."""
+        reader = Reader(self, loop, fd, where, fn)
         loop.add_reader(fd, reader)
         loop.call_soon(reader)
         return reader
@@ -143,11 +143,11 @@ class Guard:
 class Reader:
     """A guarded reader that runs again after ``REARM_S`` when it raised (rule 3)."""
 
-    __slots__ = ("_again", "_fn", "_guard", "_loop", "_where")
+    __slots__ = ("_again", "_fd", "_fn", "_guard", "_loop", "_where")
 
-    def __init__(self, guard: Guard, loop: asyncio.AbstractEventLoop, where: str,
+    def __init__(self, guard: Guard, loop: asyncio.AbstractEventLoop, fd: int, where: str,
                  fn: Callable[[], object]) -> None:  # fmt: skip
-        self._guard, self._loop, self._where, self._fn = guard, loop, where, fn
+        self._guard, self._loop, self._fd, self._where, self._fn = guard, loop, fd, where, fn
         self._again: asyncio.TimerHandle | None = None
 
     def __call__(self) -> None:
@@ -162,8 +162,10 @@ class Reader:
         self._again = None
         self()
 
-    def cancel(self) -> None:
-        """Forget a pending re-run (the owner closed its socket)."""
+    def remove(self) -> None:
+        """Stop reading: unregister the FD and forget a pending re-run (before the owner
+        closes its socket)."""
+        self._loop.remove_reader(self._fd)
         if self._again is not None:
             self._again.cancel()
             self._again = None

@@ -129,7 +129,7 @@ class WorkerBus:
 
     def close(self) -> None:
         self.flush()
-        self._loop.remove_reader(self._pull.FD)
+        self._reader.remove()
         for ident in list(self._pipes):
             self._peers.close(ident)
         self._pull.close(linger=0)

@@ -72,7 +72,7 @@ class VirtualListeners:
         sub.setsockopt(zmq.SUBSCRIBE, _HUGZ)
         sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
         self.sub = sub
-        GUARD.add_reader(self.loop, sub.FD, "virtual", self._drain)
+        self._reader = GUARD.add_reader(self.loop, sub.FD, "virtual", self._drain)
 
     def _drain(self) -> None:
         if self.sub.closed:
@@ -134,5 +134,5 @@ class VirtualListeners:
         if self._fence is not None:
             self._fence.cancel()
         if not self.sub.closed:
-            self.loop.remove_reader(self.sub.FD)
+            self._reader.remove()
             self.sub.close(linger=0)

@@ -127,7 +127,7 @@ class KvServer:
     def close(self) -> None:
         if self._sock.closed:
             return
-        self._loop.remove_reader(self._sock.FD)
+        self._reader.remove()
         self._sock.close(linger=0)
         sockets.unlink(self.endpoint)
 

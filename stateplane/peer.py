@@ -83,7 +83,7 @@ class Reader:
 
     def close(self) -> None:
         if not self.sock.closed:
-            self.loop.remove_reader(self.sock.FD)
+            self._reader.remove()
             self.sock.close(linger=0)
 
 

@@ -309,7 +309,7 @@ class TimerService:
         }
 
     def close(self) -> None:
-        self._loop.remove_reader(self._pull.FD)
+        self._reader.remove()
         if self._wake is not None:
             self._wake.cancel()
         self._flush()

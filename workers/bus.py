@@ -161,7 +161,7 @@ class IngressBus:
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""
-        self._loop.remove_reader(self._pull.FD)
+        self._reader.remove()
         self.flush()
         self.heartbeat("down")
         self._pull.close(linger=0)
