@@ -114,11 +114,11 @@ def test_zmq_reader_that_raises_keeps_reading() -> None:
                     raise ValueError("poison")
                 got.append(frame)
 
-        g.add_reader(loop, pull.FD, "test_reader", drain)
+        reader = g.add_reader(loop, pull.FD, "test_reader", drain)
         for frame in (b"a", b"boom", b"b", b"c"):
             push.send(frame)
         await until(lambda: len(got) == 3)
-        loop.remove_reader(pull.FD)
+        reader.remove()  # and its re-run, if one is still pending
         pull.close(linger=0)
         push.close(linger=0)
         ctx.term()
