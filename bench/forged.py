@@ -21,7 +21,6 @@ whole batch loop, divided by the messages. Kinds:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import logging
 import shutil
