@@ -26,7 +26,6 @@ import logging
 import shutil
 import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import structlog
@@ -127,7 +126,6 @@ def main() -> None:
     print(f"worker CPU per response ({mode}, {args.count} each, min of {args.repeats}):")
     for kind, us in res.items():
         print(f"  {kind:8} {us:6.2f} µs")
-    print(f"run dir was {Path(run_dir)}")
 
 
 if __name__ == "__main__":
