@@ -120,8 +120,11 @@ class Guard:
     def loop_handler(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
         """The loop's exception handler (``install``): a callback that raised is reported
         under its own name; a message without an exception is logged, throttled."""
-        handle = context.get("handle")
-        cb = getattr(handle, "_callback", None)
+        task = context.get("task") or context.get("future")
+        if task is not None:  # "Task exception was never retrieved"
+            cb: object = getattr(task, "get_coro", lambda: None)()
+        else:
+            cb = getattr(context.get("handle"), "_callback", None)
         where = "loop:" + getattr(cb, "__qualname__", type(cb).__name__ if cb else "callback")
         exc = context.get("exception")
         if isinstance(exc, BaseException):
