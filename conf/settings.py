@@ -33,8 +33,9 @@ class Node:
     """Node name: in every log line, and the key of this node's state for its peers. Letters,
     digits, ``.``, ``_`` and ``-``."""
     run_dir: str = "/tmp/sipline"
-    """Directory of the node's ZeroMQ ipc:// sockets; processes of one node share it. An
-    absolute path of at most 76 bytes (a Unix socket path is at most 107)."""
+    """Directory of the node's ZeroMQ ipc:// sockets and of its key (``node.key``, created
+    0600 on first use); processes of one node share it. An absolute path of at most 76 bytes
+    (a Unix socket path is at most 107)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
