@@ -28,6 +28,7 @@ import structlog
 import zmq
 
 from conf import sockets
+from conf.guard import GUARD
 
 log = structlog.get_logger()
 
@@ -49,8 +50,7 @@ class ControlServer:
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
         sockets.bind(self._sock, self.endpoint)  # its mode is the credential (rule 4)
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._sock.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, self._sock.FD, "control", self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -84,7 +84,7 @@ class ControlServer:
             return {"ok": False, "proc": self.ident, "error": f"{type(exc).__name__}: {exc}"}
 
     def close(self) -> None:
-        self._loop.remove_reader(self._sock.FD)
+        self._reader.remove()
         self._sock.close(linger=0)
         sockets.unlink(self.endpoint)
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
+from conf.guard import GUARD
+
 
 class LoadMeter:
     """Busy time and counters of one process; the adapter feeds it, ``snapshot`` reads it."""
@@ -38,7 +40,8 @@ class LoadMeter:
 
     def control(self, role: str) -> dict[str, Any]:
         """The common part of a process's ``stats`` answer on its control socket."""
-        return {"role": role, "counters": dict(self.counters), "busy_1s": round(self.busy_1s, 3)}
+        return {"role": role, "counters": dict(self.counters), "busy_1s": round(self.busy_1s, 3),
+                "errors": GUARD.totals()}  # fmt: skip
 
     def tick(self, now: float) -> None:
         """Close the current sample; call about once a second."""
@@ -65,6 +68,7 @@ class LoadMeter:
             "busy_10m": round(_mean(h, 600), 3),
             **rates,
             "drops": drops,
+            "errors": GUARD.totals(),  # exceptions caught, by kind (conf/guard.py)
         }
 
 

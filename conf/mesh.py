@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from conf import rundir, sockets
+from conf.guard import GUARD
 from conf.refused import RefusalLog
 
 #: messages read per callback before the loop gets its turn back
@@ -67,9 +68,8 @@ class Mesh:
         self._sub.setsockopt(zmq.MAXMSGSIZE, max_frame)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(self._pub.FD, self._drain)
-        self._loop.add_reader(self._sub.FD, self._drain)
-        self._loop.call_soon(self._drain)
+        self._reader = GUARD.add_reader(self._loop, self._sub.FD, f"mesh_{role}", self._drain)
+        self._loop.add_reader(self._pub.FD, self._reader)
 
     def live(self) -> dict[str, str]:
         """Every live member but this one: endpoint -> name (rule 2)."""
@@ -104,7 +104,7 @@ class Mesh:
                 self._sub.disconnect(ep)
             except zmq.ZMQError:
                 pass  # already gone
-        self._loop.call_soon(self._drain)  # rule 5
+        self._loop.call_soon(self._reader)  # rule 5
 
     def publish(self, frame: bytes) -> bool:
         """Send ``frame`` to every member subscribed; False if it was dropped (rule 4)."""
@@ -114,7 +114,7 @@ class Mesh:
             self.dropped += 1
             return False
         finally:
-            self._loop.call_soon(self._drain)
+            self._loop.call_soon(self._reader)
         return True
 
     def _drain(self) -> None:
@@ -140,7 +140,7 @@ class Mesh:
         if joined and self.on_join is not None:
             self.on_join()
         if budget <= 0:
-            self._loop.call_soon(self._drain)
+            self._loop.call_soon(self._reader)
 
     def close(self) -> None:
         for s in (self._pub, self._sub):

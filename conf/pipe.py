@@ -32,6 +32,7 @@ import structlog
 import zmq
 
 from conf import envelope, sockets
+from conf.guard import GUARD
 from conf.refused import RefusalLog
 from conf.settings import Bus
 from conf.workerset import WorkerSet
@@ -183,8 +184,7 @@ class PushPipe:
         self.backlog_msgs += n
         if not self.waiting:
             self.waiting = True
-            self.loop.add_reader(self.sock.FD, self.drain)
-            self.loop.call_soon(self.drain)
+            GUARD.add_reader(self.loop, self.sock.FD, "pipe_backlog", self.drain)
 
     def drain(self) -> None:
         """Send what the backlog holds, as far as the socket takes it."""

@@ -3,6 +3,11 @@
 A process module's ``main`` is then a few lines: ``run(role, serve, conf_path)`` where
 ``serve(settings, stop)`` runs until ``stop`` is set by SIGTERM or SIGINT and returns an exit
 code. Shutdown must finish well inside honcho's 5 s before SIGKILL (honcho/manager.py).
+
+No exception ends a process (``conf.guard``): ``run`` makes the guard the loop's exception
+handler, and ``every`` reports what its function raises and keeps its schedule. ``run`` also
+raises the soft open-file limit to the hard one (``raise_fd_limit``): 1 024 descriptors are
+the usual default, and an ingress holds one per TCP connection (``connection_cap``).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import os
+import resource
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -19,6 +25,7 @@ import uvloop
 
 from conf import logging as sl_logging
 from conf import rundir
+from conf.guard import GUARD
 from conf.load import config_path, load_or_report
 from conf.settings import Settings
 
@@ -45,12 +52,48 @@ def run(role: str, serve: Serve, conf: str | None = None) -> int:
         return 2
     sl_logging.configure(settings.log.level, proc_name(role), settings.node.name)
     log = structlog.get_logger()
-    log.info("process_starting", role=role, conf=path)
+    fd_limit = raise_fd_limit()
+    log.info("process_starting", role=role, conf=path, fd_limit=fd_limit)
     _tune_gc()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         code = runner.run(_serve(serve, settings))
     log.info("process_stopped", role=role, code=code)
     return code
+
+
+#: descriptors an ingress keeps for what is not a TCP connection: its ZeroMQ sockets (each
+#: holds a mailbox and one descriptor per peer connected), listeners, log and journal files
+FD_RESERVE = 256
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE to the hard limit; returns the soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard
+    if hard == resource.RLIM_INFINITY:  # Linux refuses an infinite NOFILE: nr_open caps it
+        try:
+            with open("/proc/sys/fs/nr_open") as f:
+                want = int(f.read())
+        except (OSError, ValueError):
+            return soft
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (OSError, ValueError):
+        return soft
+    return want
+
+
+def connection_cap(wanted: int, fd_limit: int, reserve: int = FD_RESERVE) -> int:
+    """The connections a process may hold: ``wanted``, but at most ``fd_limit`` less
+    ``reserve`` descriptors for everything else (at least 1)."""
+    return max(1, min(wanted, fd_limit - reserve))
+
+
+def fd_limit() -> int:
+    """The soft open-file limit in force."""
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
 #: a hot loop allocates a few dozen objects per message and almost never a cycle; with the
@@ -69,13 +112,16 @@ def _tune_gc() -> None:
 async def _serve(serve: Serve, settings: Settings) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    GUARD.install(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return await serve(settings, stop)
 
 
 async def every(period_s: float, stop: asyncio.Event, fn: Callable[[], None]) -> None:
-    """Call ``fn`` on a fixed schedule (deadlines advance by the period, so no drift)."""
+    """Call ``fn`` on a fixed schedule (deadlines advance by the period, so no drift). What
+    ``fn`` raises is reported (``conf.guard``) and the schedule goes on."""
+    where = "every:" + getattr(fn, "__qualname__", type(fn).__name__)
     loop = asyncio.get_running_loop()
     deadline = loop.time()
     while not stop.is_set():
@@ -88,7 +134,10 @@ async def every(period_s: float, stop: asyncio.Event, fn: Callable[[], None]) ->
             async with asyncio.timeout(delay):
                 await stop.wait()
         except TimeoutError:
-            fn()
+            try:
+                fn()
+            except Exception as exc:  # noqa: BLE001 - no exception ends a process (conf.guard)
+                GUARD.report(where, exc)
 
 
 async def until_quiet(progress: Callable[[], int], quiet_s: float = 0.1, max_s: float = 1.0) -> None:

@@ -33,11 +33,12 @@ class Node:
     """Node name: in every log line, and the key of this node's state for its peers. Letters,
     digits, ``.``, ``_`` and ``-``."""
     run_dir: str = ""
-    """Directory of the node's ZeroMQ ipc:// sockets; processes of one node share it, and
-    whoever can open it can command the node, so it must be private (``docs/security.md``,
-    "Local users"): a process creates it 0700 (0750 with ``run_group``) and refuses to start
-    when it is a symbolic link, not owned by the process's user, or open to others. Empty
-    (the default): ``$XDG_RUNTIME_DIR/sipline-<name>`` when that is set and the user's, else
+    """Directory of the node's ZeroMQ ipc:// sockets and of its key (``node.key``, created
+    0600 on first use); processes of one node share it, and whoever can open it can command
+    the node, so it must be private (``docs/security.md``, "Local users"): a process creates
+    it 0700 (0750 with ``run_group``) and refuses to start when it is a symbolic link, not
+    owned by the process's user, or open to others. Empty (the default):
+    ``$XDG_RUNTIME_DIR/sipline-<name>`` when that is set and the user's, else
     ``/run/sipline/<name>`` for root, else ``/tmp/sipline-<uid>-<name>``. An absolute path of
     at most 76 bytes (a Unix socket path is at most 107)."""
     run_group: str = ""
@@ -86,7 +87,8 @@ class Tcp:
     idle_timeout_s: float = field(default=600.0, metadata=_range(1, 86_400))
     """A connection with no traffic either way for this long is closed."""
     max_connections: int = field(default=20_000, metadata=_range(1, 1_000_000))
-    """Connections one ingress process holds at most; beyond it new ones are refused."""
+    """Connections one ingress process holds at most; beyond it new ones are refused. Held
+    at start below the open-file limit less 256 descriptors (logged when clamped)."""
     max_connections_per_ip: int = field(default=256, metadata=_range(1, 1_000_000))
     """Inbound connections one source address may hold in one ingress process."""
     write_queue_bytes: int = field(default=262_144, metadata=_range(4096, 64 << 20))

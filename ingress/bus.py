@@ -18,6 +18,7 @@ import structlog
 import zmq
 
 from conf import envelope, sockets
+from conf.guard import GUARD
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, WorkerPipes, drain_pull, hops
 from conf.settings import Bus
@@ -58,8 +59,8 @@ class WorkerBus:
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.Handle | None = None
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
-        self._loop.add_reader(self._pull.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, self._pull.FD, "ingress_bus",
+                                        self._on_readable)
 
     # -- ingress -> worker -------------------------------------------------------------------
 
@@ -106,7 +107,7 @@ class WorkerBus:
 
     def _on_readable(self) -> None:
         if drain_pull(self._pull, self._on_envelope, self._meter.counters):
-            self._loop.call_soon(self._on_readable)  # more may be waiting; let others run first
+            self._loop.call_soon(self._reader)  # more may be waiting; let others run first
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_OUT:
@@ -128,7 +129,7 @@ class WorkerBus:
 
     def close(self) -> None:
         self.flush()
-        self._loop.remove_reader(self._pull.FD)
+        self._reader.remove()
         for ident in list(self._pipes):
             self._peers.close(ident)
         self._pull.close(linger=0)

@@ -15,11 +15,17 @@ Rules:
    (``drop_pike``). A block this ingress measures is logged once (``pike_blocked``, then
    ``pike_unblocked``) and told to the node's other ingresses, which apply it silently; with
    ``[pike] cluster`` to the ingresses of the ``[stateplane] peers`` nodes too.
+5. No exception from one message ends anything (``conf.guard``): a datagram handler that
+   raised is reported by the loop's exception handler and the listener reads on; the TCP
+   message handlers are guarded, since uvloop closes a connection whose callback raised.
+6. ``[tcp] max_connections`` is held below the open-file limit, less ``FD_RESERVE`` for the
+   ZeroMQ sockets and files (``conf.process.connection_cap``); a clamp is logged at start.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
@@ -28,10 +34,11 @@ import zmq
 
 from conf import process
 from conf.control import ControlServer
+from conf.guard import GUARD
 from conf.loadstats import LoadMeter
 from conf.pipe import oldest_ms
 from conf.rejects import RejectTally, log_rejects
-from conf.settings import Listener, Settings
+from conf.settings import Listener, Settings, Tcp
 from ingress import shedding
 from ingress.bus import FULL, WorkerBus
 from ingress.pike import Pike, PikeEvent
@@ -61,7 +68,8 @@ class Ingress:
         #: refused messages and TCP connections by source (rule 1)
         self.rejects = RejectTally(settings.log.rejected_interval_s, self.loop.time())
         self.udp: dict[tuple[str, int], UdpListener] = {}
-        self.tcp = TcpHub(settings.tcp, self._on_tcp_message, self._on_tcp_error, self.rejects)
+        self.tcp = TcpHub(_tcp_limits(settings), GUARD.guarded("tcp_message", self._on_tcp_message),
+                          GUARD.guarded("tcp_error", self._on_tcp_error), self.rejects)  # fmt: skip
         self.bus = WorkerBus(
             ctx, settings.bus, settings.node.run_dir, ingress_id, self._on_out, self.meter
         )
@@ -264,7 +272,7 @@ class Ingress:
         hops = self.bus.hops(self.loop.time())
         return {**self.meter.control("ingress"), "queued_out": self.bus.queued,
                 "queued_oldest_ms": oldest_ms(hops), "hops": hops,
-                "rejected": dict(self.rejects.totals)}  # fmt: skip
+                "rejected": dict(self.rejects.totals), **self.tcp.stats()}  # fmt: skip
 
     def heartbeat(self) -> None:
         """Every heartbeat: workers' liveness, pike's expiries, sibling ingresses and the
@@ -346,3 +354,16 @@ class Ingress:
         if self.pike_share is not None:
             self.pike_share.close()
         self.bus.close()
+
+
+def _tcp_limits(settings: Settings) -> Tcp:
+    """``[tcp]`` with ``max_connections`` held below the open-file limit (rule 6)."""
+    cfg = settings.tcp
+    limit = process.fd_limit()
+    cap = process.connection_cap(cfg.max_connections, limit)
+    if cap == cfg.max_connections:
+        return cfg
+    log.warning("tcp_max_connections_clamped", configured=cfg.max_connections, clamped_to=cap,
+                fd_limit=limit, fd_reserve=process.FD_RESERVE)  # fmt: skip
+    return dataclasses.replace(cfg, max_connections=cap,
+                               max_connections_per_ip=min(cfg.max_connections_per_ip, cap))  # fmt: skip

@@ -16,6 +16,11 @@ Rules:
 4. Connection ids are small integers local to this ingress; workers address a connection as
    (ingress id, connection id). Responses and requests to a peer with an open (or opening)
    connection use it (RFC 3261 §18.2.2, §18.1.1): by connection id, else by peer address.
+   The id comes from a packet (a Via parameter), so it is used only if the connection leads
+   to the destination the worker gives: the same address, and for a connection we opened the
+   same port too (an inbound one's port is ephemeral; a Via without ``rport`` names the peer's
+   listening port). Otherwise the id is treated as unknown and counted
+   (``tcp_conn_mismatch``).
 5. Bookkeeping has one entry and one exit: ``attach`` (inbound after admission, outbound once
    connected) and ``detach`` (idempotent, called from every way a connection ends). ``per_ip``
    counts attached inbound connections only; ``by_peer`` never keeps a detached connection.
@@ -176,6 +181,11 @@ class TcpConnection(asyncio.Protocol):
         self.last_active = self.hub.loop.time()
         return True
 
+    def reaches(self, ip: str, port: int) -> bool:
+        """Whether this connection leads to ip:port (rule 4)."""
+        peer = self.peer
+        return peer[0] == ip and (peer[1] == port or not self.outbound)
+
     def close(self, reason: str, **fields: Any) -> None:
         """Close for ``reason``; idempotent. Framing errors and shutdown flush what is queued
         (the error answer); slow senders and idle connections are aborted."""
@@ -236,6 +246,8 @@ class TcpHub:
         #: connections holding part of a message (the only ones the deadline applies to)
         self.partial: dict[int, TcpConnection] = {}
         self._connects: set[asyncio.Task[None]] = set()
+        #: sends whose connection id named a connection to another peer (rule 4)
+        self.mismatched = 0
         self._next_id = 0
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._closing = False
@@ -310,9 +322,12 @@ class TcpHub:
                 self.per_ip.pop(ip, None)
 
     def send(self, ip: str, port: int, conn_id: int, data: bytes) -> bool:
-        """Send on connection ``conn_id`` if open, else on any connection to ip:port, else
-        on a new one. False when the message cannot be queued."""
+        """Send on connection ``conn_id`` if open and leading to ip:port (rule 4), else on any
+        connection to ip:port, else on a new one. False when it cannot be queued."""
         conn = self.conns.get(conn_id) if conn_id else None
+        if conn is not None and not conn.reaches(ip, port):
+            self.mismatched += 1
+            conn = None
         if conn is None or conn.closed:
             conn = self.by_peer.get((ip, port))
         if conn is None or conn.closed:
@@ -365,7 +380,8 @@ class TcpHub:
                 self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
 
     def stats(self) -> dict[str, Any]:
-        return {"tcp_conns": len(self.conns), "tcp_connecting": len(self._connects)}
+        return {"tcp_conns": len(self.conns), "tcp_connecting": len(self._connects),
+                "tcp_conn_mismatch": self.mismatched}  # fmt: skip
 
     def stop_listening(self) -> None:
         """Accept no new connection; open ones keep working (shutdown drains through them)."""

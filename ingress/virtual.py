@@ -24,6 +24,7 @@ import structlog
 import zmq
 
 from conf import envelope as env
+from conf.guard import GUARD
 from stateplane import updates as up
 from stateplane.bstar import EXPIRY_HEARTBEATS, decode_roles
 
@@ -72,8 +73,7 @@ class VirtualListeners:
         sub.setsockopt(zmq.SUBSCRIBE, _HUGZ)
         sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
         self.sub = sub
-        self.loop.add_reader(sub.FD, self._drain)
-        self.loop.call_soon(self._drain)
+        self._reader = GUARD.add_reader(self.loop, sub.FD, "virtual", self._drain)
 
     def _drain(self) -> None:
         if self.sub.closed:
@@ -135,5 +135,5 @@ class VirtualListeners:
         if self._fence is not None:
             self._fence.cancel()
         if not self.sub.closed:
-            self.loop.remove_reader(self.sub.FD)
+            self._reader.remove()
             self.sub.close(linger=0)

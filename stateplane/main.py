@@ -33,6 +33,7 @@ import zmq
 
 from conf import process, sockets
 from conf.control import ControlServer
+from conf.guard import GUARD
 from conf.settings import Settings
 from stateplane import kv
 from stateplane.replication import Replication
@@ -65,8 +66,7 @@ class KvServer:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_MSG_BYTES)
         sockets.bind(sock, endpoint)
         self._sock = sock
-        self._loop.add_reader(sock.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, sock.FD, "kv", self._on_readable)
 
     def _on_readable(self) -> None:
         sock = self._sock
@@ -85,7 +85,7 @@ class KvServer:
                     sock.send_multipart(reply, zmq.NOBLOCK)
                 except zmq.ZMQError:  # the client's pipe is full or gone: its calls time out
                     self.counters["reply_dropped"] += 1
-        self._loop.call_soon(self._on_readable)  # more may wait; let timers run first
+        self._loop.call_soon(self._reader)  # more may wait; let timers run first
 
     def _handle_batch(self, frames: list[bytes]) -> list[bytes]:
         ident, body = frames[0], frames[1:]
@@ -126,7 +126,7 @@ class KvServer:
     def close(self) -> None:
         if self._sock.closed:
             return
-        self._loop.remove_reader(self._sock.FD)
+        self._reader.remove()
         self._sock.close(linger=0)
         sockets.unlink(self.endpoint)
 

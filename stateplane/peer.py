@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import zmq
 
-from conf import curve
+from conf import curve, rundir
 from conf import envelope as env
-from conf import rundir
+from conf.guard import GUARD
 from conf.refused import RefusalLog
 from stateplane import updates as up
 from stateplane.replica import (
@@ -77,8 +77,7 @@ class Reader:
                  on_frames: Callable[[list[Any]], None], copy: bool = True) -> None:  # fmt: skip
         self.loop, self.sock, self.on_frames, self.copy = loop, sock, on_frames, copy
         self.errors = 0
-        loop.add_reader(sock.FD, self.drain)
-        loop.call_soon(self.drain)
+        self._reader = GUARD.add_reader(loop, sock.FD, "stateplane_reader", self.drain)
 
     def drain(self) -> None:
         if self.sock.closed:
@@ -94,11 +93,11 @@ class Reader:
                 self.errors += 1
                 if self.errors % ERROR_LOG_EVERY == 1:
                     log.exception("reader_failed", errors=self.errors)
-        self.loop.call_soon(self.drain)
+        self.loop.call_soon(self._reader)
 
     def close(self) -> None:
         if not self.sock.closed:
-            self.loop.remove_reader(self.sock.FD)
+            self._reader.remove()
             self.sock.close(linger=0)
 
 
@@ -111,7 +110,7 @@ class Peer:
                  server_key: bytes | None = None) -> None:  # fmt: skip
         self.owner, self.run_dir, self.node = owner, run_dir, node
         ctx, loop = owner.ctx, owner.loop
-        pub_ep, snap_ep = peer_endpoints(run_dir)
+        pub_ep = peer_endpoints(run_dir)[0]
         sub = ctx.socket(zmq.SUB)
         sub.linger, sub.rcvhwm = 0, PUB_HWM
         sub.setsockopt(zmq.MAXMSGSIZE, up.MAX_UPDATE_BYTES)

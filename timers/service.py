@@ -33,6 +33,7 @@ import structlog
 import zmq
 
 from conf import envelope, sockets
+from conf.guard import GUARD
 from conf.loadstats import LoadMeter
 from conf.pipe import WorkerPipes, hops, oldest_ms
 from conf.settings import Settings
@@ -82,8 +83,7 @@ class TimerService:
         self._wake: asyncio.Handle | None = None
         self._wake_at = math.inf
         self._pull = sockets.bind_pull(ctx, self.endpoint, bus.hwm)
-        self._loop.add_reader(self._pull.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, self._pull.FD, "timers_bus", self._on_readable)
         self._loop.call_at(self._loop.time() + self._ready_at - clock(), self._reschedule)
 
     # -- input ---------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class TimerService:
     def _on_readable(self) -> None:
         t0 = time.perf_counter()
         if self._drain():
-            self._loop.call_soon(self._on_readable)  # let fires run before the rest
+            self._loop.call_soon(self._reader)  # let fires run before the rest
         self._reschedule()
         self._flush()
         self.meter.add_busy(time.perf_counter() - t0)
@@ -309,7 +309,7 @@ class TimerService:
         }
 
     def close(self) -> None:
-        self._loop.remove_reader(self._pull.FD)
+        self._reader.remove()
         if self._wake is not None:
             self._wake.cancel()
         self._flush()

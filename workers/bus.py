@@ -3,25 +3,30 @@
 Rules:
 1. The worker binds one PULL socket at ``worker-<id>.ipc``; every ingress connects a PUSH to it
    once it has heard our heartbeat.
-2. Every heartbeat interval the worker looks for ``ingress-*.ipc`` files in the run directory,
-   connects a pipe to each new one and sends each a heartbeat; a file that disappeared closes
-   its pipe. On shutdown it says ``down`` so ingresses stop sending at once.
+2. Every heartbeat interval the worker looks for ``ingress-*.ipc`` files of live processes
+   in the run directory, connects a pipe to each new one and sends each a heartbeat; a file
+   that disappeared closes its pipe. On shutdown it says ``down`` so ingresses stop sending
+   at once.
 3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
-4. Replies go to the ingress an IN envelope names, at its canonical endpoint in the run
-   directory; an ident that could name a file elsewhere (``conf.sockets.valid_ident``) is
-   refused and counted as ``drop_bad_ident``.
+4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
+   run directory, never for an ingress id ``send`` is given: ids come out of packets (our
+   Via's ``sl-c``, dialogs adopted from a peer node). Output for an ingress without a pipe is
+   dropped and counted (``drop_unknown_ingress``).
+5. An IN envelope whose ingress ident could name a file elsewhere (``conf.sockets.valid_ident``)
+   is refused and counted as ``drop_bad_ident``.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import structlog
 import zmq
 
 from conf import envelope, sockets
+from conf.guard import GUARD
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, drain_pull, hops
 from conf.refused import RefusalLog
@@ -69,17 +74,24 @@ class IngressBus:
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
-        self._loop.add_reader(self._pull.FD, self._on_readable)
-        self._loop.call_soon(self._on_readable)
+        self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
+        """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
+        its pipe is full."""
         pipe = self._pipes.get(ingress)
         if pipe is None:
-            pipe = self._connect(ingress, sockets.endpoint(self._run_dir, "ingress", ingress))
+            self._meter.counters["drop_unknown_ingress"] += 1
+            return False
         if not pipe.add(meta, data):
             self._meter.counters["drop_ingress_full"] += 1
             return False
         return True
+
+    @property
+    def ingresses(self) -> Collection[str]:
+        """The live ingresses (rule 2), as they change."""
+        return self._pipes.keys()
 
     def any_ingress(self) -> str | None:
         """An ingress to send through when any will do (UDP probes), or None yet."""
@@ -101,7 +113,7 @@ class IngressBus:
     def _on_readable(self) -> None:
         try:
             if drain_pull(self._pull, self._on_envelope, self._meter.counters):
-                self._loop.call_soon(self._on_readable)  # let timers run before the rest
+                self._loop.call_soon(self._reader)  # let timers run before the rest
         finally:
             self.flush()
 
@@ -130,7 +142,7 @@ class IngressBus:
 
     def heartbeat(self, state: str = "up") -> None:
         """Find ingresses, forget vanished ones, and tell each we are ``state``."""
-        found = sockets.list_endpoints(self._run_dir, "ingress")
+        found = sockets.live_endpoints(self._run_dir, "ingress")
         for ident in [i for i in self._pipes if i not in found]:
             lost = self._pipes.pop(ident).close()
             self._meter.counters["drop_ingress_gone"] += lost
@@ -158,7 +170,7 @@ class IngressBus:
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""
-        self._loop.remove_reader(self._pull.FD)
+        self._reader.remove()
         self.flush()
         self.heartbeat("down")
         self._pull.close(linger=0)

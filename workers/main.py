@@ -8,7 +8,7 @@ import os
 import structlog
 import zmq
 
-from conf import process, sockets
+from conf import nodekey, process, sockets
 from conf.settings import Settings
 from workers.ratelimit import SHARE_INTERVAL_S
 from workers.service import Worker
@@ -19,7 +19,12 @@ log = structlog.get_logger()
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ident = f"{process.proc_name('worker')}-{os.getpid()}"
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    worker = Worker(settings, ident, ctx)
+    try:
+        worker = Worker(settings, ident, ctx)
+    except nodekey.NodeKeyError as exc:
+        log.error("node_key_refused", error=str(exc))
+        ctx.destroy(linger=0)
+        return 2
     loop = asyncio.get_running_loop()
     interval = settings.log.stats_interval_s
 

@@ -13,6 +13,10 @@ Rules:
    stateless proxy). It is removed and the response goes where the next Via says: ``received``
    and ``rport`` first (RFC 3581 §4), the sent-by otherwise (§18.2.2). Over TCP, our Via's
    ``sl-c`` parameter names the connection the request came on, so the response takes it back.
+   A response writes that parameter itself: it is authenticated (``workers/conntag.py``), a
+   tag that fails is forged and the response dropped (``forged_tag``), and one naming an
+   ingress that is not among ``ingresses`` (the live ones) goes out through the ingress it
+   came in by, to the address the Via names, on a new connection if need be (§18.2.2).
 4. ACKs and responses are never answered; what cannot be forwarded is dropped and counted.
 5. §16.3 checks: scheme (416), Max-Forwards (483; an OPTIONS for us is answered 200 as its
    final recipient instead), Proxy-Require (420), then loops (482) as the branch is computed.
@@ -47,7 +51,9 @@ from __future__ import annotations
 import functools
 import hashlib
 import ipaddress
+import secrets
 from collections import Counter
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +70,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers.conntag import ConnTags
 from workers.ratelimit import RateLimiter
 from workers.routing import Destination, Route, RoutingTable
 
@@ -166,7 +173,9 @@ def _hostport(lst: Listener) -> str:
 
 
 class StatelessProxy:
-    def __init__(self, settings: Settings, routing: RoutingTable) -> None:
+    def __init__(self, settings: Settings, routing: RoutingTable, key: bytes | None = None,
+                 ) -> None:  # fmt: skip
+        """``key``: the node key of the ``sl-c`` tags (rule 3); a random one by default."""
         self.cfg = settings.proxy
         self.routing = routing
         self.listeners = Listeners(settings.listen)
@@ -181,6 +190,10 @@ class StatelessProxy:
         self.trusted = routing.trusted
         #: ``relay_refused`` (rule 10); the worker hands in its load counters
         self.counters: Counter[str] = Counter()
+        self.tags = ConnTags(key if key is not None else secrets.token_bytes(32))
+        #: the ingresses a response may name (rule 3); the worker sets its live set, None
+        #: trusts any ingress an authentic tag names
+        self.ingresses: Container[str] | None = None
 
     def handle(self, raw: bytes, inb: Inbound) -> list[Out]:
         """Process one message. Raises ``Drop`` for what is neither forwarded nor answered,
@@ -285,7 +298,7 @@ class StatelessProxy:
         edits: list[Edit] = []
         via = _via_prefix(transport, out_lst) + branch.encode()
         if inb.transport == "tcp":
-            via += f";{CONN_PARAM}={inb.ingress}~{inb.conn}".encode()
+            via += f";{CONN_PARAM}={self.tags.mint(inb.ingress, inb.conn)}".encode()
         edits.append((req.line_end, req.line_end, via + CRLF))
         if self.cfg.record_route and req.method in DIALOG_CREATING and req.to.tag is None:
             edits.append((req.line_end, req.line_end, self._record_route(inb, out_lst)))
@@ -487,10 +500,12 @@ class StatelessProxy:
         rport = nxt.params.get("rport")
         dst_port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
         ingress, conn = inb.ingress, 0
-        tag = ours.params.get(CONN_PARAM)
-        if transport == "tcp" and tag and "~" in tag:
-            ingress, _, conn_text = tag.rpartition("~")
-            conn = int(conn_text) if conn_text.isdigit() else 0
+        if CONN_PARAM in ours.params:
+            named = self.tags.verify(ours.params[CONN_PARAM] or "")
+            if named is None:
+                raise Drop("forged_tag")
+            if transport == "tcp" and (self.ingresses is None or named[0] in self.ingresses):
+                ingress, conn = named
         lst = self.listeners.pick(transport, dst_ip)
         if lst is None:
             raise Drop("no_listener")

@@ -1,4 +1,10 @@
-"""The worker process core: routes every message of the calls it owns."""
+"""The worker process core: routes every message of the calls it owns.
+
+Drops a peer causes (a response that is not ours, a forged ``sl-c`` tag) are counted per
+reason (``drop_<reason>`` in ``load_stats`` and ``ctl stats``) and logged aggregated, one
+``responses_dropped`` line per reason per ``conf.guard.LOG_INTERVAL_S``: a flood of them
+must not turn into a flood of log lines.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +19,9 @@ import structlog
 import zmq
 
 from conf import envelope as env
-from conf import sockets
+from conf import nodekey, sockets
 from conf.control import ControlServer
+from conf.guard import Throttle
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, oldest_ms
 from conf.rejects import RejectTally, log_rejects
@@ -41,6 +48,8 @@ from workers.stateful import Job, StatefulProxy
 MAX_LISTED = 10_000
 #: cacheDB jobs (REGISTERs, lookups) one worker runs at once; past it requests get 503
 MAX_JOBS = 4096
+#: drops logged aggregated (module docstring): what a peer sends us that we never asked for
+LOGGED_DROPS = frozenset({"stray_response", "forged_tag"})
 
 log = structlog.get_logger()
 
@@ -59,8 +68,10 @@ class Worker:
         self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
-        self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher))
+        self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher),
+                                    key=nodekey.load(settings.node.run_dir))  # fmt: skip
         self.proxy.counters = self.meter.counters  # relay_refused (proxy rule 10)
+        self._drop_log = Throttle()
         #: dialog lifetimes live in the timer service (timers/) when dialogs are on
         self.timers: TimerClient | None = None
         stateful = StatefulProxy(settings, self.proxy, external_timers=settings.dialogs.enabled)
@@ -109,6 +120,7 @@ class Worker:
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
                               on_adopt=self._on_adopt, on_release=self._on_release)  # fmt: skip
+        self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
@@ -130,6 +142,7 @@ class Worker:
             self.rate_share.refresh()
         if self.stateful is not None:
             self.refresh_peers()
+            self._arm_timer()  # a timer callback that raised (conf/guard.py) left none armed
         if self.limits is not None:
             self.limits.heartbeat(self.loop.time())
         if self.deltas is not None:
@@ -225,6 +238,8 @@ class Worker:
                 continue
             except Drop as d:
                 counters["drop_" + d.reason] += 1
+                if d.reason in LOGGED_DROPS:
+                    self._dropped(d.reason, inb)
                 continue
             except Exception:  # a bug must cost one message, not the process
                 counters["drop_bug"] += 1
@@ -437,6 +452,14 @@ class Worker:
         log.warning("slow_message", call_id=call_id, method=method.decode() if method else
                     "response", handle_ms=round(took_s * 1000, 2),
                     queued_ms=round(max(0.0, queued) * 1000, 2))  # fmt: skip
+
+    def _dropped(self, reason: str, inb: Inbound) -> None:
+        """One ``responses_dropped`` line per reason per interval (module docstring)."""
+        since = self._drop_log.hit(reason)
+        if since is not None:
+            log.warning("responses_dropped", reason=reason, total=self.meter.counters[
+                "drop_" + reason], since_last_log=since + 1, last_src=f"{inb.src_ip}:{inb.src_port}",
+                transport=inb.transport)  # fmt: skip
 
     def _rejected(self, m: Malformed, inb: Inbound) -> None:
         """Counted, not logged on its own: a peer must not decide how much we log."""

@@ -474,7 +474,8 @@ def test_outbound_send_arrives_and_is_reused() -> None:
 
 
 def test_reply_reuses_inbound_connection() -> None:
-    """A send to the address of an inbound connection goes on it, by id or by address."""
+    """A send to the address of an inbound connection goes on it, by address, or by id with
+    the peer's address and another port (a Via without rport names its listening port)."""
 
     async def main() -> None:
         h = await Hub(Tcp()).start()
@@ -485,11 +486,55 @@ def test_reply_reuses_inbound_connection() -> None:
         ip, port = w.get_extra_info("sockname")[:2]
         assert conn.peer == (ip, port)
         assert h.hub.send(ip, port, 0, b"by-address")
-        assert h.hub.send("192.0.2.1", 9, conn.conn_id, b"by-id")
+        assert h.hub.send(ip, 5060, conn.conn_id, b"by-id")
         assert await r.readexactly(len(b"by-addressby-id")) == b"by-addressby-id"
         assert h.hub._connects == set()  # nothing was dialled
+        assert h.hub.mismatched == 0
         w.close()
         await until(lambda: settled(h))
+        await h.stop()
+
+    run(main)
+
+
+def test_connection_id_of_another_peer_is_not_used() -> None:
+    """A connection id naming a connection to another address (a forged Via tag) is treated
+    as unknown: counted, and the message goes where the address says, never on that
+    connection."""
+
+    async def main() -> None:
+        h = await Hub(Tcp()).start()
+        r, w = await h.client()
+        w.write(request())
+        await until(lambda: h.messages)
+        conn = h.messages[0][0]
+        ip, port = w.get_extra_info("sockname")[:2]
+        with capture_logs() as logs:
+            h.hub.send("127.0.0.2", free_port(), conn.conn_id, b"forged")
+            await until(lambda: any(e["event"] == "tcp_connect_failed" for e in logs))
+        assert h.hub.mismatched == 1 and h.hub.stats()["tcp_conn_mismatch"] == 1
+        assert h.hub.send(ip, port, 0, b"after")  # the stream's next bytes are these
+        assert await r.readexactly(len(b"after")) == b"after"
+        w.close()
+        await until(lambda: settled(h))
+        await h.stop()
+
+    run(main)
+
+
+def test_outbound_connection_checks_port_too() -> None:
+    """A connection we dialled leads to its address and port only; an inbound one to its
+    peer's address whatever the port (rule 4)."""
+
+    async def main() -> None:
+        h = Hub(Tcp())
+        out = TcpConnection(h.hub, 1, outbound=True)
+        out.peer = ("127.0.0.5", 5070)
+        assert out.reaches("127.0.0.5", 5070)
+        assert not out.reaches("127.0.0.5", 5071) and not out.reaches("127.0.0.6", 5070)
+        inb = TcpConnection(h.hub, 2, outbound=False)
+        inb.peer = ("127.0.0.5", 40000)
+        assert inb.reaches("127.0.0.5", 5060) and not inb.reaches("127.0.0.6", 40000)
         await h.stop()
 
     run(main)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -108,5 +109,41 @@ def test_bad_envelope_is_dropped(ctx: zmq.Context[Any], tmp_path: Path) -> None:
         await hop.joined()
         rogue.close()
         hop.close()
+
+    run(body)
+
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_worker_never_connects_to_an_unannounced_ingress(ctx: zmq.Context[Any],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """Output for ingress ids that no process announced (ids read from packets) is dropped
+    and counted; no socket is opened for them, however many there are. An ingress that
+    announces itself (its socket file in the run directory) gets a pipe at the heartbeat."""
+
+    async def body() -> None:
+        meter = LoadMeter(0)
+        worker = IngressBus(ctx, Bus(), str(tmp_path), "worker.1-2", lambda *a: None, meter)
+        worker.heartbeat()
+        before = _fds()
+        for i in range(2000):
+            assert not worker.send(f"ingress.{i}-{i}", OUT_META, b"x")
+        worker.flush()
+        assert meter.counters["drop_unknown_ingress"] == 2000
+        assert list(worker.ingresses) == [] and _fds() == before
+        received: list[tuple[list[Any], bytes]] = []
+        ingress = WorkerBus(ctx, Bus(), str(tmp_path), "ingress.1-1",
+                            lambda m, p: received.extend(zip(m, p)), LoadMeter(0))  # fmt: skip
+        assert not worker.send("ingress.1-1", OUT_META, b"early")  # not announced yet
+        worker.heartbeat()
+        assert list(worker.ingresses) == ["ingress.1-1"]
+        assert worker.send("ingress.1-1", OUT_META, b"late")
+        worker.flush()
+        await until(lambda: len(received) == 1)
+        assert received[0][1] == b"late"
+        worker.close()
+        ingress.close()
 
     run(body)

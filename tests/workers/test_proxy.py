@@ -244,9 +244,13 @@ class TestVia:
         assert prev.params["rport"] == "40000" and prev.received == "10.0.0.1"
 
     def test_tcp_via_names_connection(self) -> None:
-        """Over TCP our Via names the ingress and connection the request came on."""
-        _, _, data = forward(request(), transport="tcp", conn=42)
-        assert parsed_req(data).vias[0].params[CONN_PARAM] == "ing-1~42"
+        """Over TCP our Via names the ingress and connection the request came on, with a
+        tag only the node key verifies."""
+        p = proxy()
+        _, _, data = one(p.handle(request(), inbound(transport="tcp", conn=42)))
+        tag = parsed_req(data).vias[0].params[CONN_PARAM]
+        assert tag is not None and tag.startswith("ing-1~42~")
+        assert p.tags.verify(tag) == ("ing-1", 42)
 
     def test_multi_value_via_line(self) -> None:
         """received= is set on the first value of a comma-separated Via line only."""
@@ -421,9 +425,10 @@ class TestResponses:
 
     def test_tcp_back_on_named_connection(self) -> None:
         """Over TCP the response goes back to the ingress and connection our Via names."""
-        ours = OUR_VIA.replace("UDP", "TCP") + f";{CONN_PARAM}=ingress.2-77~42"
+        p = proxy()
+        ours = OUR_VIA.replace("UDP", "TCP") + f";{CONN_PARAM}={p.tags.mint('ingress.2-77', 42)}"
         client = "SIP/2.0/TCP 10.0.0.1:5070;branch=z9hG4bKabc"
-        ing, meta, _ = one(proxy().handle(response(200, [ours, client]), inbound()))
+        ing, meta, _ = one(p.handle(response(200, [ours, client]), inbound()))
         assert ing == "ingress.2-77"
         assert meta[0] == "tcp" and meta[3] == 42
 

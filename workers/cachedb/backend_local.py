@@ -26,6 +26,7 @@ import struct
 
 import zmq
 
+from conf.guard import GUARD
 from stateplane import kv
 from workers.cachedb.errors import CacheError, CacheFull, CacheUnavailable, CacheValueError
 from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S, Guarded
@@ -142,7 +143,7 @@ class LocalCacheDB(Guarded):
             if self._sock.closed:
                 raise CacheUnavailable("client closed")
             self._loop = asyncio.get_running_loop()
-            self._loop.add_reader(self._sock.FD, self._drain)
+            GUARD.add_reader(self._loop, self._sock.FD, "cachedb_local", self._drain)
         return self._loop
 
     def _drain(self) -> None:

@@ -17,8 +17,8 @@ import math
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from workers.cachedb.errors import CacheError, CacheTimeout, CacheUnavailable, CacheValueError
 from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S, Guarded
