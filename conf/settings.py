@@ -95,6 +95,12 @@ class Tcp:
     """Bytes queued for a connection that is not draining; past it a send fails."""
     connect_timeout_ms: int = field(default=3000, metadata=_range(10, 120_000))
     """Outbound connect attempts give up after this long; queued sends fail."""
+    drain_s: float = field(default=30.0, metadata=_range(0, 3600))
+    """On SIGTERM an ingress stops accepting connections but serves the inbound ones it holds
+    until they close or this long has passed, then closes them (RFC 5626 clients reconnect,
+    to the ingress that replaced it: ``docs/operations.md``). It ends at once when no worker
+    is left (the whole node stopping). Keep it below the runner's stop timeout (the systemd
+    units give 45 s; honcho stops the whole node, so its 5 s never applies)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -1,0 +1,144 @@
+"""Every stage restarted alone under load, with no call lost (docs/operations.md): ingresses
+replaced one by another under UDP load, the state plane restarted with registrations and
+calls up, the timers process restarted with lifetimes armed. The stage being restarted runs
+outside honcho (honcho stops the whole node when one of its processes exits), started by
+hand as an operator's runner would, the rest of the node under honcho."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .node import (REPO, VENV_BIN, Node, Proc, UacRun, assert_clean_stop, env_for, free_port,
+                   options, sipp_uac, write_config)  # fmt: skip
+from .test_ctl import ctl
+
+pytestmark = pytest.mark.e2e
+
+Uas = Callable[..., tuple[int, Proc]]
+StageNode = Callable[..., Node]
+Hand = Callable[[Node, str], Proc]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, deadline_s: float = 15.0) -> None:
+    end = time.monotonic() + deadline_s
+    while not predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)  # polling step, bounded by the deadline
+
+
+@pytest.fixture
+def stage_node(tmp_path: Path) -> Iterator[StageNode]:
+    """``stage_node(dest_port, by_hand, scale, extra)``: a node under honcho without the
+    ``by_hand`` stage, once its workers are ready; stopped cleanly at teardown."""
+    nodes: list[Node] = []
+
+    def start(dest_port: int, by_hand: str, scale: str = "worker=2", extra: str = "") -> Node:
+        port, run_dir, conf = free_port(), tmp_path / "run", tmp_path / "sipline.toml"
+        write_config(conf, run_dir, port, dest_port, extra=extra)
+        argv = [os.path.join(VENV_BIN, "honcho"), "-f", str(REPO / "Procfile"), "start",
+                "-c", f"{scale},{by_hand}=0"]  # fmt: skip
+        node = Node(port, conf, run_dir, Proc.start(argv, env_for(conf), REPO))
+        nodes.append(node)
+        workers = int(scale.partition("worker=")[2].partition(",")[0] or 1)
+        wait_for(lambda: len(node.proc.events("worker_ready")) >= workers, "the workers")
+        return node
+
+    yield start
+    for node in nodes:
+        if node.killed:  # stopped by the test already
+            continue
+        rc, output = node.stop()
+        assert_clean_stop(rc, output)
+
+
+@pytest.fixture
+def hand() -> Iterator[Hand]:
+    """``hand(node, role)`` starts one process of ``role`` by hand on ``node``'s config;
+    whatever is still running at teardown must stop cleanly on SIGTERM."""
+    procs: list[Proc] = []
+
+    def start(node: Node, role: str) -> Proc:
+        p = Proc.start([os.path.join(VENV_BIN, "sipline"), role], env_for(node.conf), REPO)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        if p.popen.poll() is None:
+            assert p.stop(signal.SIGTERM, timeout_s=10) == 0, p.text()[-2000:]
+
+
+def ready_ingress(node: Node, hand: Hand, workers: int = 2) -> Proc:
+    """A hand-started ingress once it has bound its listeners, every worker known to it."""
+    p = hand(node, "ingress")
+    wait_for(lambda: bool(p.events("ingress_listening")), "the ingress to listen")
+    ready = p.events("ingress_ready")[0]
+    assert ready["workers"] == workers and ready["missing"] == [], ready
+    return p
+
+
+def stop_node(node: Node) -> None:
+    rc, output = node.stop()
+    assert_clean_stop(rc, output)
+    node.killed = True  # nothing left for the fixture to stop
+
+
+def busy(p: Proc) -> bool:
+    return any(float(str(e.get("msgs_in_per_s", 0))) > 0 for e in p.events("load_stats"))
+
+
+def cdrs(path: Path) -> list[dict[str, object]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def dialogs(cdr_file: Path, extra: str = "") -> str:
+    return f"""
+[proxy]
+mode = "stateful"
+
+[dialogs]
+enabled = true
+cdr_file = "{cdr_file}"
+{extra}
+"""
+
+
+CALLS = 1500
+
+
+def test_ingress_replaced_under_udp_load_loses_no_call(stage_node: StageNode, uas: Uas,
+                                                       hand: Hand, tmp_path: Path) -> None:  # fmt: skip
+    """1 500 calls at 150/s over UDP while the ingress is replaced twice (a new one started,
+    ready, then the old one SIGTERMed): every call completes, each old ingress exits 0 after
+    handing on what its socket had queued, each new one carries calls, and the CDR file holds
+    every call once."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = stage_node(dport, "ingress", "worker=2", dialogs(cdr_file))
+    old = ready_ingress(node, hand)
+    wait_for(lambda: (options(node.port) or b"").startswith(b"SIP/2.0 200"), "an answer")
+    run = UacRun.start(node.port, "u1", CALLS, 150, tmp_path, timeout_s=90)
+    try:
+        for _ in range(2):
+            wait_for(lambda o=old: busy(o), "calls through the ingress")  # type: ignore[misc]
+            new = ready_ingress(node, hand)
+            assert old.stop(signal.SIGTERM, timeout_s=10) == 0, old.text()[-2000:]
+            drained = old.events("ingress_draining")
+            assert len(drained) == 1 and drained[0]["workers"] == 2, drained
+            old = new
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    assert busy(old)
+    stop_node(node)  # the CDR writers flush on a clean stop
+    rows = cdrs(cdr_file)
+    assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS
