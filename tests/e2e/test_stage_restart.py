@@ -125,7 +125,8 @@ def test_ingress_replaced_under_udp_load_loses_no_call(stage_node: StageNode, ua
     node = stage_node(dport, "ingress", "worker=2", dialogs(cdr_file))
     old = ready_ingress(node, hand)
     wait_for(lambda: (options(node.port) or b"").startswith(b"SIP/2.0 200"), "an answer")
-    run = UacRun.start(node.port, "u1", CALLS, 150, tmp_path, timeout_s=90)
+    run = UacRun.start(node.port, "un", CALLS, 150, tmp_path, timeout_s=90,
+                       extra=("-max_socket", "4000"))
     try:
         for _ in range(2):
             wait_for(lambda o=old: busy(o), "calls through the ingress")  # type: ignore[misc]
