@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from .node import (REPO, VENV_BIN, Node, Proc, UacRun, assert_clean_stop, env_for, free_port,
-                   options, sipp_uac, write_config)  # fmt: skip
-from .test_ctl import ctl
+from .node import (
+    REPO,
+    VENV_BIN,
+    Node,
+    Proc,
+    UacRun,
+    assert_clean_stop,
+    env_for,
+    free_port,
+    options,  # fmt: skip
+    write_config,
+)
 
 pytestmark = pytest.mark.e2e
 
