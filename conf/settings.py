@@ -519,9 +519,11 @@ class StatePlane:
     only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and the channel
     is encrypted; without it, bind a private interface (a wildcard address is refused)."""
     persist_dir: str = ""
-    """Directory where the state plane keeps the node's dialogs on disk (a snapshot plus a
-    journal of every update, ``docs/stateplane.md`` "Persistence"), so a node restarted alone
-    comes back with its calls. Needs ``replicate``. Empty: nothing on disk."""
+    """Directory where the state plane keeps on disk the ``local://`` store's keys (a
+    snapshot plus a journal of every write's result, ``docs/cachedb.md`` "Persistence"), and
+    with ``replicate`` the node's dialogs (``docs/stateplane.md`` "Persistence"), so a state
+    plane or a node restarted comes back with its registrations and calls. Empty: nothing on
+    disk."""
     snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
     """Journal entries after which a new snapshot is written and the journal started again."""
     role: Literal["", "primary", "backup"] = ""

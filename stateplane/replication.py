@@ -140,6 +140,9 @@ class Replication:
         self._answering: asyncio.Handle | None = None
         #: keys heard from each worker in a resync in progress (workers/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
+        #: workers that resynced since we started: they hold their own dialogs (a restart
+        #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
+        self._resynced: set[str] = set()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -210,9 +213,23 @@ class Replication:
             return
         if not workers or now - r.since < RESTORE_SETTLE_S:
             return
-        n, lost = self.adopter.hand_over(self.settings.node.name, r.records, now)
-        log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost)
+        records = self._not_resynced(r.records, workers)
+        n, lost = self.adopter.hand_over(self.settings.node.name, records, now)
+        log.info("dialogs_restored", dialogs=len(records), workers=n, lost=lost,
+                 kept_by_workers=len(r.records) - len(records))  # fmt: skip
         self.restoring = None
+
+    def _not_resynced(self, records: list[list[Any]], workers: frozenset[str]) -> list[list[Any]]:
+        """The restored records whose owner did not resync with us: a worker that did ran
+        through our restart (the state plane restarted alone, docs/operations.md) and holds
+        its dialogs itself, newer than our disk (``workers/deltas.py`` rule 4); handing them
+        to it again would count them twice. A fresh worker holds none and takes them."""
+        if not self._resynced:
+            return records
+        ring = WorkerSet.fixed(dict.fromkeys(workers, ""))
+        return [rec for rec in records
+                if ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
+                not in self._resynced]  # fmt: skip
 
     def peer_synced(self, peer: Peer) -> None:
         """A replica is whole again; after a lost split brain it decides what we let go
@@ -252,6 +269,7 @@ class Replication:
             op = delta[0] if isinstance(delta, list) and delta else None
             if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
+                self._resynced.add(worker)
                 continue
             if op == "s-":
                 if sweep is not None:
