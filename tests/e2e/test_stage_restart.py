@@ -25,8 +25,10 @@ from .node import (
     env_for,
     free_port,
     options,  # fmt: skip
+    sipp_uac,
     write_config,
 )
+from .test_ctl import ctl
 
 pytestmark = pytest.mark.e2e
 
@@ -152,3 +154,104 @@ def test_ingress_replaced_under_udp_load_loses_no_call(stage_node: StageNode, ua
     stop_node(node)  # the CDR writers flush on a clean stop
     rows = cdrs(cdr_file)
     assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS
+
+
+def owned(node: Node) -> int:
+    """The dialogs the node's state plane mirrors (``sipline ctl stats``), -1 if it is not
+    answering."""
+    try:
+        rows = ctl(node.conf, "stats")["stats"]
+    except AssertionError:
+        return -1
+    for r in rows:  # type: ignore[attr-defined]
+        if r.get("role") == "stateplane" and r.get("stateplane"):
+            return int(r["stateplane"]["owned"])
+    return -1
+
+
+HELD = 20
+
+
+def test_state_plane_restarted_alone_keeps_registrations_and_calls(
+    stage_node: StageNode, uas: Uas, hand: Hand, tmp_path: Path
+) -> None:
+    """A phone registers and 20 calls are up when the state plane is SIGTERMed and started
+    again: it loads the registration from its disk (a call to the phone's AOR reaches the
+    phone after the restart), the workers resync their dialogs into its mirror (20 again,
+    none restored twice from its disk), and the held calls end normally with one CDR each."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    extra = dialogs(cdr_file) + f"""
+[registrar]
+enabled = true
+near_cache_ttl_s = 0
+
+[stateplane]
+replicate = true
+persist_dir = "{tmp_path / 'state'}"
+"""
+    node = stage_node(dport, "stateplane", "worker=2", extra)
+    sp = hand(node, "stateplane")
+    wait_for(lambda: bool(sp.events("stateplane_ready")), "the state plane")
+    wait_for(lambda: (options(node.port) or b"").startswith(b"SIP/2.0 200"), "an answer")
+    phone = free_port()
+    reg = sipp_uac(node.port, "u1", 1, 1, tmp_path, scenario="register", local_port=phone)
+    assert (reg.successful, reg.failed) == (1, 0), reg.output
+    uas("u1", "uas_rr", (), phone)
+    held = UacRun.start(node.port, "u1", HELD, 20, tmp_path, timeout_s=60,
+                        scenario="uac_rr_hold", service="user1", extra=("-d", "10000"))
+    try:
+        wait_for(lambda: owned(node) == HELD, "the calls in the state plane's mirror")
+        assert sp.stop(signal.SIGTERM, timeout_s=10) == 0, sp.text()[-2000:]
+        sp = hand(node, "stateplane")
+        loaded = sp.wait_events("kv_loaded", 1, timeout_s=15)
+        assert loaded and int(str(loaded[0]["keys"])) >= 1, sp.text()[-2000:]
+        wait_for(lambda: owned(node) == HELD, "the workers' resync into the new mirror")
+        restored = sp.wait_events("dialogs_restored", 1)
+        assert restored and restored[0]["dialogs"] == 0, restored
+        assert restored[0]["kept_by_workers"] == HELD, restored
+        call = sipp_uac(node.port, "u1", 5, 5, tmp_path, scenario="uac_rr", service="user1")
+        assert (call.successful, call.failed) == (5, 0), call.output
+        res = held.wait()
+    finally:
+        held.kill()
+    assert (res.successful, res.failed) == (HELD, 0), res.output
+    wait_for(lambda: owned(node) == 0, "the ended calls to leave the mirror")
+    stop_node(node)
+    rows = cdrs(cdr_file)
+    assert len(rows) == HELD + 5 and len({r["call_id"] for r in rows}) == HELD + 5, rows
+
+
+def test_timers_restarted_alone_fire_every_lifetime_once(
+    stage_node: StageNode, uas: Uas, hand: Hand, tmp_path: Path
+) -> None:
+    """20 calls whose callers never hang up, a 4 s lifetime, and the timers process
+    SIGTERMed and started again while they are up: the workers re-arm the new one, and
+    every call ends by its lifetime with BYE both ways and one CDR, cause expired."""
+    dport, _ = uas("u1", "uas_rr")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = stage_node(dport, "timers", "worker=2", dialogs(cdr_file, "default_lifetime_s = 4"))
+    timers = hand(node, "timers")
+    wait_for(lambda: bool(timers.events("timers_ready")), "the timers process")
+    wait_for(lambda: (options(node.port) or b"").startswith(b"SIP/2.0 200"), "an answer")
+    run = UacRun.start(node.port, "u1", HELD, 20, tmp_path, scenario="uac_wait_bye",
+                       timeout_s=40)  # fmt: skip
+    try:
+        wait_for(lambda: calls_up(node) == HELD, "the calls to be up")
+        assert timers.stop(signal.SIGTERM, timeout_s=10) == 0, timers.text()[-2000:]
+        timers = hand(node, "timers")
+        wait_for(lambda: len(node.proc.events("timers_rearmed")) >= 2, "the workers to re-arm")
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (HELD, 0), res.output
+    stop_node(node)
+    rows = cdrs(cdr_file)
+    assert len(rows) == HELD and len({r["call_id"] for r in rows}) == HELD, rows
+    assert {r["cause"] for r in rows} == {"expired"}, rows
+
+
+def calls_up(node: Node) -> int:
+    """Live dialogs across the node's workers (``sipline ctl dialogs``)."""
+    view = ctl(node.conf, "dialogs")["dialogs"]
+    return int(view["node"]["active"])  # type: ignore[index]
