@@ -374,11 +374,13 @@ class Ingress:
         for lst in self.udp.values():
             queued += lst.drain_queued()
         self.bus.flush()
-        conns = self.tcp.inbound
+        log.info("ingress_leaving", udp_queued=queued, tcp_conns=self.tcp.inbound,
+                 workers=len(self.bus.workers))  # fmt: skip
+        t0 = self.loop.time()
         await self._serve_connections()
         self.accepting = False
-        log.info("ingress_draining", udp_queued=queued, tcp_conns=conns,
-                 tcp_left=self.tcp.inbound, workers=len(self.bus.workers))  # fmt: skip
+        log.info("ingress_drained", tcp_left=self.tcp.inbound,
+                 waited_ms=round((self.loop.time() - t0) * 1000))  # fmt: skip
         if self.bus.workers:
             # workers look for ingress endpoints every heartbeat: two of them and none sends
             # to us any more; until then what they send is still ours to deliver
@@ -391,6 +393,7 @@ class Ingress:
         end = self.loop.time() + self.settings.tcp.drain_s
         while self.tcp.inbound and self.bus.workers and self.loop.time() < end:
             await asyncio.sleep(0.1)  # polling step, bounded by the deadline above
+            self.bus.expire()  # the heartbeat task has ended: a worker that died must go
 
     async def close(self) -> None:
         await self.tcp.close()

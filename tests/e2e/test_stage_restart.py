@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -143,8 +145,8 @@ def test_ingress_replaced_under_udp_load_loses_no_call(stage_node: StageNode, ua
             wait_for(lambda o=old: busy(o), "calls through the ingress")  # type: ignore[misc]
             new = ready_ingress(node, hand)
             assert old.stop(signal.SIGTERM, timeout_s=10) == 0, old.text()[-2000:]
-            drained = old.events("ingress_draining")
-            assert len(drained) == 1 and drained[0]["workers"] == 2, drained
+            leaving = old.events("ingress_leaving")
+            assert len(leaving) == 1 and leaving[0]["workers"] == 2, leaving
             old = new
         res = run.wait()
     finally:
@@ -255,3 +257,50 @@ def calls_up(node: Node) -> int:
     """Live dialogs across the node's workers (``sipline ctl dialogs``)."""
     view = ctl(node.conf, "dialogs")["dialogs"]
     return int(view["node"]["active"])  # type: ignore[index]
+
+
+def options_on(sock: socket.socket, port: int) -> bytes:
+    """One OPTIONS to the proxy on an open TCP connection; the answer's first bytes."""
+    lport = sock.getsockname()[1]
+    sock.sendall((
+        f"OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/TCP 127.0.0.1:{lport};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"
+        f"Max-Forwards: 0\r\nFrom: <sip:probe@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1:{port}>\r\n"
+        f"Call-ID: {uuid.uuid4().hex}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    ).encode())  # fmt: skip
+    return sock.recv(65535)
+
+
+def test_a_replaced_ingress_serves_its_tcp_connections_until_they_close(
+    stage_node: StageNode, uas: Uas, hand: Hand
+) -> None:
+    """SIGTERM to an ingress holding a TCP connection, its replacement ready: it keeps
+    answering on that connection while new connections reach the replacement, and exits 0
+    as soon as the client closes; a connection kept open past ``[tcp] drain_s`` (2 s here)
+    is closed by the ingress, which then exits 0 (the client reconnects, RFC 5626)."""
+    dport, _ = uas("u1")
+    node = stage_node(dport, "ingress", "worker=2", "[tcp]\ndrain_s = 2")
+    old = ready_ingress(node, hand)
+    for closes in ("client", "deadline"):
+        conn = socket.create_connection(("127.0.0.1", node.port), timeout=5)
+        assert options_on(conn, node.port).startswith(b"SIP/2.0 200")
+        new = ready_ingress(node, hand)
+        old.popen.send_signal(signal.SIGTERM)
+        wait_for(lambda o=old: bool(o.events("ingress_leaving")), "the old one to leave")  # type: ignore[misc]
+        if closes == "client":
+            assert options_on(conn, node.port).startswith(b"SIP/2.0 200")  # still served
+            assert old.popen.poll() is None, old.text()[-2000:]
+            assert (options(node.port, "tcp") or b"").startswith(b"SIP/2.0 200")  # the new one
+            conn.close()
+            assert old.stop(timeout_s=5) == 0, old.text()[-2000:]
+        else:
+            t0 = time.monotonic()
+            conn.settimeout(10)
+            assert conn.recv(1) == b""  # closed by the ingress at its deadline
+            assert time.monotonic() - t0 < 6
+            conn.close()
+            assert old.stop(timeout_s=5) == 0, old.text()[-2000:]
+        assert old.events("ingress_leaving")[0]["tcp_conns"] == 1
+        drained = old.events("ingress_drained")
+        assert drained[0]["tcp_left"] == (0 if closes == "client" else 1), drained
+        old = new
