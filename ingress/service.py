@@ -369,7 +369,8 @@ class Ingress:
         open connections to their end or the deadline, and send what workers return."""
         queued = 0
         for lst in self.udp.values():
-            lst.detach()
+            if not lst.detach():
+                log.warning("udp_detach_failed", listen=f"{lst.address}:{lst.port}")
         self.tcp.stop_listening()
         for lst in self.udp.values():
             queued += lst.drain_queued()

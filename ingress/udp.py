@@ -60,7 +60,8 @@ class UdpListener(asyncio.DatagramProtocol):
 
     def detach(self) -> bool:
         """Take this socket out of the kernel's choice for new datagrams (module docstring);
-        False when it is closed already."""
+        False when it is closed already or the connect failed (it then keeps receiving until
+        it closes, as before)."""
         sock = self._dup()
         if sock is None:
             return False
@@ -68,7 +69,10 @@ class UdpListener(asyncio.DatagramProtocol):
             host = sock.getsockname()[0]
             if host in ("0.0.0.0", "::"):  # a wildcard socket: connect over loopback
                 host = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
-            sock.connect((host, DISCARD_PORT))
+            try:
+                sock.connect((host, DISCARD_PORT))
+            except OSError:
+                return False
         return True
 
     def drain_queued(self) -> int:

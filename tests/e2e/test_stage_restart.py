@@ -39,11 +39,13 @@ StageNode = Callable[..., Node]
 Hand = Callable[[Node, str], Proc]
 
 
-def wait_for(predicate: Callable[[], bool], what: str, deadline_s: float = 15.0) -> None:
+def wait_for(predicate: Callable[[], bool], what: str, deadline_s: float = 15.0,
+             state: Callable[[], object] = lambda: "") -> None:  # fmt: skip
+    """Poll ``predicate`` to the deadline; the failure says what ``state()`` says then."""
     end = time.monotonic() + deadline_s
     while not predicate():
         if time.monotonic() > end:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}: {state()}")
         time.sleep(0.05)  # polling step, bounded by the deadline
 
 
@@ -158,6 +160,16 @@ def test_ingress_replaced_under_udp_load_loses_no_call(stage_node: StageNode, ua
     assert len(rows) == CALLS and len({r["call_id"] for r in rows}) == CALLS
 
 
+def udp_bound(port: int) -> bool:
+    """Whether something listens on UDP 127.0.0.1:``port`` (binding it fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def owned(node: Node) -> int:
     """The dialogs the node's state plane mirrors (``sipline ctl stats``), -1 if it is not
     answering."""
@@ -200,10 +212,13 @@ persist_dir = "{tmp_path / 'state'}"
     reg = sipp_uac(node.port, "u1", 1, 1, tmp_path, scenario="register", local_port=phone)
     assert (reg.successful, reg.failed) == (1, 0), reg.output
     uas("u1", "uas_rr", (), phone)
+    wait_for(lambda: udp_bound(phone), "the phone's sipp to listen")
     held = UacRun.start(node.port, "u1", HELD, 20, tmp_path, timeout_s=60,
                         scenario="uac_rr_hold", service="user1", extra=("-d", "10000"))
     try:
-        wait_for(lambda: owned(node) == HELD, "the calls in the state plane's mirror")
+        wait_for(lambda: owned(node) == HELD, "the calls in the state plane's mirror",
+                 state=lambda: (owned(node), calls_up(node), held.popen.poll(),
+                                node.proc.text()[-3000:]))  # fmt: skip
         assert sp.stop(signal.SIGTERM, timeout_s=10) == 0, sp.text()[-2000:]
         sp = hand(node, "stateplane")
         loaded = sp.wait_events("kv_loaded", 1, timeout_s=15)
