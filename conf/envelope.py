@@ -24,12 +24,19 @@ Kinds:
             merged (so its backlog counts batches), nothing else
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
-unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops.
+unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops. The metas of
+``IN`` and ``OUT`` are checked value by value (transport a string, addresses IP literals,
+ports and connection ids integers in range, ``received_at`` a finite float): their readers
+index and compute with them without looking, and an ``OUT`` address that is not a literal
+would make the ingress resolve a name in its event loop. A hostile local process sends such
+frames (tests/e2e/test_hostile_frames.py); a process of the node never does.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -119,6 +126,7 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and len(header) == 2
             and isinstance(header[0], str)
             and _metas_ok(header[1], n, 7)
+            and all(_in_meta_ok(m) for m in header[1])
         )
     elif kind == KIND_TOPS:
         ok = isinstance(header, list) and len(header) == 5 and isinstance(header[0], str) and (
@@ -151,7 +159,8 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and _metas_ok(header[1], n, 6)
         )
     else:
-        ok = isinstance(header, list) and len(header) == 1 and _metas_ok(header[0], n, 6)
+        ok = (isinstance(header, list) and len(header) == 1 and _metas_ok(header[0], n, 6)
+              and all(_out_meta_ok(m) for m in header[0]))  # fmt: skip
     if not ok:
         raise EnvelopeError(f"malformed {kind[1:].decode()} header")
 
@@ -162,3 +171,35 @@ def _metas_ok(metas: Any, n: int, width: int) -> bool:
         and len(metas) == n
         and all(isinstance(m, list) and len(m) == width for m in metas)
     )
+
+
+def _in_meta_ok(m: list[Any]) -> bool:
+    """``[transport, src_ip, src_port, conn, local_ip, local_port, received_at]``."""
+    t = m[IN_RECEIVED_AT]  # t - t is 0.0 unless t is inf or nan
+    return (type(m[IN_TRANSPORT]) is str and _addr_ok(m[IN_SRC_IP], m[IN_SRC_PORT])
+            and type(m[IN_CONN]) is int and m[IN_CONN] >= 0
+            and _addr_ok(m[IN_LOCAL_IP], m[IN_LOCAL_PORT])
+            and type(t) is float and t - t == 0.0)  # fmt: skip
+
+
+def _out_meta_ok(m: list[Any]) -> bool:
+    """``[transport, dst_ip, dst_port, conn, local_ip, local_port]``."""
+    return (type(m[OUT_TRANSPORT]) is str and _addr_ok(m[OUT_DST_IP], m[OUT_DST_PORT])
+            and type(m[OUT_CONN]) is int and m[OUT_CONN] >= 0
+            and _addr_ok(m[OUT_LOCAL_IP], m[OUT_LOCAL_PORT]))  # fmt: skip
+
+
+def _addr_ok(ip: Any, port: Any) -> bool:
+    return (type(port) is int and 0 <= port <= 0xFFFF and type(ip) is str and len(ip) <= 64
+            and ip_literal(ip))  # fmt: skip
+
+
+@lru_cache(maxsize=1024)
+def ip_literal(text: str) -> bool:
+    """``text`` is an IPv4 or IPv6 address (a process talks to a handful of them: cached,
+    bounded, so a hostile sender's made-up strings only cost a miss each)."""
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
