@@ -260,6 +260,10 @@ def test_junk_on_every_socket_is_refused_and_calls_complete(start_node: StartNod
         assert wait_for(lambda: drops_counted(node, ("ingress", "worker.1", "worker.2",
                                                      "timers")), 10), latest(node)  # fmt: skip
         assert wait_for(lambda: _all_refused(node), 10), by_role(node)
+        pike, _ = control.ask(str(node.run_dir), "pike", timeout_s=5)  # the replies as sent
+        assert [r["pike"]["bad_frames"] > 0 for r in pike if "pike" in r] == [True], pike
+        shares, _ = control.ask(str(node.run_dir), "ratelimit", timeout_s=5)
+        assert [r["share"]["bad_frames"] > 0 for r in shares if "share" in r] == [True] * 2, shares
         res = sipp_uac(node.port, "u1", CALLS, 100, tmp_path, timeout_s=60)
         assert (res.successful, res.failed) == (CALLS, 0), res.output
         # a guard that caught anything is a decoder that let junk through
@@ -267,6 +271,11 @@ def test_junk_on_every_socket_is_refused_and_calls_complete(start_node: StartNod
         assert all(not ev.get("errors") for ev in latest(node).values()), latest(node)
         assert "Traceback" not in node.proc.text(), node.proc.text()[-4000:]
         assert " stopped (rc=" not in node.proc.text(), node.proc.text()[-4000:]
+        # thousands of frames refused, a few lines logged (conf/refused.py)
+        per_proc: dict[str, int] = {}
+        for ev in node.proc.events("envelope_dropped") + node.proc.events("kv_bad_request"):
+            per_proc[f"{ev['proc']}:{ev['event']}"] = per_proc.get(f"{ev['proc']}:{ev['event']}", 0) + 1
+        assert per_proc and max(per_proc.values()) <= 3, per_proc
     finally:
         for s in pubs:
             s.close(linger=0)
