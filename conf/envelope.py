@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -125,8 +124,7 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             isinstance(header, list)
             and len(header) == 2
             and isinstance(header[0], str)
-            and _metas_ok(header[1], n, 7)
-            and all(_in_meta_ok(m) for m in header[1])
+            and _in_metas_ok(header[1], n)
         )
     elif kind == KIND_TOPS:
         ok = isinstance(header, list) and len(header) == 5 and isinstance(header[0], str) and (
@@ -159,8 +157,7 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and _metas_ok(header[1], n, 6)
         )
     else:
-        ok = (isinstance(header, list) and len(header) == 1 and _metas_ok(header[0], n, 6)
-              and all(_out_meta_ok(m) for m in header[0]))  # fmt: skip
+        ok = isinstance(header, list) and len(header) == 1 and _out_metas_ok(header[0], n)
     if not ok:
         raise EnvelopeError(f"malformed {kind[1:].decode()} header")
 
@@ -173,31 +170,64 @@ def _metas_ok(metas: Any, n: int, width: int) -> bool:
     )
 
 
-def _in_meta_ok(m: list[Any]) -> bool:
-    """``[transport, src_ip, src_port, conn, local_ip, local_port, received_at]``."""
-    t = m[IN_RECEIVED_AT]  # t - t is 0.0 unless t is inf or nan
-    return (type(m[IN_TRANSPORT]) is str and _addr_ok(m[IN_SRC_IP], m[IN_SRC_PORT])
-            and type(m[IN_CONN]) is int and m[IN_CONN] >= 0
-            and _addr_ok(m[IN_LOCAL_IP], m[IN_LOCAL_PORT])
-            and type(t) is float and t - t == 0.0)  # fmt: skip
+
+def _in_metas_ok(metas: Any, n: int) -> bool:
+    """``n`` metas ``[transport, src_ip, src_port, conn, local_ip, local_port, received_at]``.
+    One loop with the checks inline: it runs for every message of the hop."""
+    if type(metas) is not list or len(metas) != n:
+        return False
+    known = _IPS
+    for m in metas:
+        if type(m) is not list or len(m) != 7:
+            return False
+        ip, port, conn, lip, lport, t = m[1], m[2], m[3], m[4], m[5], m[6]
+        if not (type(m[0]) is str and type(port) is int and 0 <= port <= 0xFFFF
+                and type(conn) is int and conn >= 0 and type(lport) is int
+                and 0 <= lport <= 0xFFFF and type(t) is float and t - t == 0.0  # not inf/nan
+                and type(ip) is str and (ip in known or _learn(ip))
+                and type(lip) is str and (lip in known or _learn(lip))):  # fmt: skip
+            return False
+    return True
 
 
-def _out_meta_ok(m: list[Any]) -> bool:
-    """``[transport, dst_ip, dst_port, conn, local_ip, local_port]``."""
-    return (type(m[OUT_TRANSPORT]) is str and _addr_ok(m[OUT_DST_IP], m[OUT_DST_PORT])
-            and type(m[OUT_CONN]) is int and m[OUT_CONN] >= 0
-            and _addr_ok(m[OUT_LOCAL_IP], m[OUT_LOCAL_PORT]))  # fmt: skip
+def _out_metas_ok(metas: Any, n: int) -> bool:
+    """``n`` metas ``[transport, dst_ip, dst_port, conn, local_ip, local_port]``."""
+    if type(metas) is not list or len(metas) != n:
+        return False
+    known = _IPS
+    for m in metas:
+        if type(m) is not list or len(m) != 6:
+            return False
+        ip, port, conn, lip, lport = m[1], m[2], m[3], m[4], m[5]
+        if not (type(m[0]) is str and type(port) is int and 0 <= port <= 0xFFFF
+                and type(conn) is int and conn >= 0 and type(lport) is int
+                and 0 <= lport <= 0xFFFF
+                and type(ip) is str and (ip in known or _learn(ip))
+                and type(lip) is str and (lip in known or _learn(lip))):  # fmt: skip
+            return False
+    return True
 
 
-def _addr_ok(ip: Any, port: Any) -> bool:
-    return (type(port) is int and 0 <= port <= 0xFFFF and type(ip) is str and len(ip) <= 64
-            and ip_literal(ip))  # fmt: skip
+#: IP literals seen valid: a process talks to a few of them, so the check is a set lookup
+_IPS: set[str] = set()
+#: ``_IPS`` is emptied past this many (bounded whatever a sender makes up)
+MAX_KNOWN_IPS = 4096
 
 
-@lru_cache(maxsize=1024)
+def _learn(text: str) -> bool:
+    """``text`` is an IPv4 or IPv6 literal (remembered in ``_IPS`` if so)."""
+    if not ip_literal(text):
+        return False
+    if len(_IPS) >= MAX_KNOWN_IPS:
+        _IPS.clear()
+    _IPS.add(text)
+    return True
+
+
 def ip_literal(text: str) -> bool:
-    """``text`` is an IPv4 or IPv6 address (a process talks to a handful of them: cached,
-    bounded, so a hostile sender's made-up strings only cost a miss each)."""
+    """``text`` is an IPv4 or IPv6 address (a name would make its user resolve it)."""
+    if len(text) > 64:
+        return False
     try:
         ipaddress.ip_address(text)
     except ValueError:
