@@ -131,7 +131,8 @@ def junk() -> list[list[bytes]]:
     for odd in ODD:
         out += _right_shapes(odd)
         out.append([b"", packb({"cmd": odd, "args": odd})])  # ctl requests
-        for cmd in ("stats", "dialogs", "ratelimit", "pike", "nope"):
+        for cmd in ("stats", "dialogs", "destinations", "ratelimit", "pike", "sync", "failback",
+                    "nope"):  # verbs that act ignore their args; no failover here to act on
             out.append([b"", packb({"cmd": cmd, "args": {"list": odd}})])
         out.append([b"r1", packb(["get", odd, odd, odd]), b""])  # kv requests
         out.append([b"r1", packb([odd, "k", None, 0]), b"", b"r2"])
