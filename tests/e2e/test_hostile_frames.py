@@ -113,6 +113,7 @@ def _right_shapes(odd: Any) -> Iterator[list[bytes]]:
     yield [k.KIND_TIMER, packb(["t.1-1", [[odd] * 6]]), SIP]
     yield [k.KIND_TIMER, packb(["t.1-1", [["f", odd, odd, odd, odd, odd]]]), SIP]
     yield [k.KIND_TIMER, packb(["t.1-1", [["d", "k", "lifetime", 1.0, odd, odd]]]), SIP]
+    yield [k.KIND_TIMER, packb(["t.1-1", [["f", odd, "dialog", 1.0, "t.1-1", 1]]]), SIP]
     yield [k.KIND_DELTAS, packb(["w.1-1", [[odd], [odd] * 3, ["u", odd, odd], ["s-"]]])]
     yield [k.KIND_ADOPT, packb(["node-x", [[odd] * 24, [odd]]])]
     yield [k.KIND_ADOPT, packb(["node-x", [[odd] * 24], True])]
