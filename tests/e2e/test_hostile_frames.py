@@ -13,6 +13,7 @@ itself), the refusals are counted, and sipp calls complete with none failed.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -229,6 +230,21 @@ def drops_counted(node: Node, procs: tuple[str, ...]) -> bool:
         "drop_bad_envelope", 0) > 0 for p in lines) for want in procs)  # fmt: skip
 
 
+def with_traceback(node: Node) -> list[str]:
+    """Log events that carry an exception (``log.exception``, the guard's): their names."""
+    out = []
+    for line in list(node.proc.lines):
+        brace = line.find("{")
+        if brace >= 0 and '"exception"' in line:
+            try:
+                ev = json.loads(line[brace:])
+            except ValueError:
+                continue
+            if ev.get("exception"):
+                out.append(f"{ev.get('proc')}:{ev.get('event')}")
+    return out
+
+
 def by_role(node: Node) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for reply in ctl(node.conf, "stats")["stats"]:  # type: ignore[attr-defined]
@@ -271,7 +287,8 @@ def test_junk_on_every_socket_is_refused_and_calls_complete(start_node: StartNod
         # a guard that caught anything is a decoder that let junk through
         assert not node.proc.events("exception_caught"), node.proc.events("exception_caught")
         assert all(not ev.get("errors") for ev in latest(node).values()), latest(node)
-        assert "Traceback" not in node.proc.text(), node.proc.text()[-4000:]
+        assert "Traceback" not in node.proc.text(), node.proc.text()[-4000:]  # a raw crash
+        assert not with_traceback(node), with_traceback(node)  # any logged exception
         assert " stopped (rc=" not in node.proc.text(), node.proc.text()[-4000:]
         # thousands of frames refused, a few lines logged (conf/refused.py)
         per_proc: dict[str, int] = {}
