@@ -35,22 +35,23 @@ def sink() -> Iterator[int]:
 SENDERS = {"udp": "127.0.0.2", "tcp": "127.0.0.3"}
 
 
+def sender(port: int, transport: str, bind_ip: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, str(SENDER), "--host", LOCALHOST, "--port", str(port),
+         "--transport", transport, "--bind-ip", bind_ip, "--include-responses",
+         # the default node is stateless: it keeps no transaction, so messages that share a
+         # branch need no Timer J spacing (a proxy that absorbed one would fail its case)
+         "--txn-window", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 def test_torture_corpus(start_node: StartNode, sink: int) -> None:
     """Every torture message (the five responses too), over UDP and over TCP, is handled as
     its MANIFEST says, and the node stays alive: the responses are strays, dropped, never
     relayed (``bcast``)."""
     node = start_node(sink, "worker=2")
-    runs = {
-        transport: subprocess.Popen(
-            [sys.executable, str(SENDER), "--host", LOCALHOST, "--port", str(node.port),
-             "--transport", transport, "--bind-ip", bind_ip, "--include-responses",
-             # the default node is stateless: it keeps no transaction, so messages that share
-             # a branch need no Timer J spacing (a proxy that absorbed one would fail it)
-             "--txn-window", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )  # fmt: skip
-        for transport, bind_ip in SENDERS.items()
-    }
+    runs = {t: sender(node.port, t, bind_ip) for t, bind_ip in SENDERS.items()}
     try:
         reports = {t: p.communicate(timeout=240)[0] for t, p in runs.items()}
     finally:
