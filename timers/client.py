@@ -19,6 +19,13 @@ Rules (docs/timers.md):
 5. Ops made in one loop iteration leave in one message per shard; a shard whose socket will
    not take them queues at most ``MAX_OUTBOX`` messages, past which the client drops the queue
    and re-syncs that shard in full (a new epoch; the service drops what was not re-sent).
+6. The client announces its worker to each timers process itself, on the socket that carries
+   its ops: a heartbeat is the first message on a new shard's socket (and again after a
+   re-sync drops the queue), one follows every heartbeat interval, and ``down`` is the last.
+   One ZeroMQ pipe keeps order, so a service never holds an arm from a worker it has not
+   heard of. (When the worker's bus announced it on a socket of its own, an arm could
+   overtake the announcement; a service that knew only the other workers then fired it to a
+   worker without the call, and told nobody: the lost BYE of docs/timers.md "Shards".)
 """
 
 from __future__ import annotations
@@ -94,6 +101,7 @@ class TimerClient:
         self.counters: Counter[str] = Counter()
         self._ctx, self._on_fire = ctx, on_fire
         self._run_dir = settings.node.run_dir
+        self._endpoint = sockets.endpoint(self._run_dir, "worker", worker_id)  # where fires come
         self._hwm = settings.bus.hwm
         self._period_s = settings.bus.heartbeat_ms / 1000
         self._armed: dict[str, Armed] = {}
@@ -262,8 +270,14 @@ class TimerClient:
                 return
             shard.outbox.popleft()
 
+    def _announce(self, shard: _Shard, state: str = "up") -> None:
+        """Tell ``shard`` this worker is ``state`` and where it listens (rule 6), in line with
+        the ops: queued behind them when the socket will not take it now."""
+        self._send(shard, envelope.pack(envelope.KIND_HB, [self.worker_id, self._endpoint, state]))
+
     def _resync(self, shard: _Shard) -> None:
         """Re-send everything this shard holds of ours under a new epoch (rule 5)."""
+        self._announce(shard)  # the dropped queue may have held the only heartbeat (rule 6)
         shard.epoch += 1
         shard.arms, shard.cancels = {}, {}
         for key, e in self._armed.items():
@@ -275,13 +289,17 @@ class TimerClient:
     # -- shards --------------------------------------------------------------------------
 
     def _tick(self) -> None:
-        """Every heartbeat: find timers processes, move keys if they changed, drain queues."""
+        """Every heartbeat: find timers processes, move keys if they changed, drain queues,
+        and say we are alive to every shard whose socket takes messages (rule 6; a heartbeat
+        queued behind a stuck queue would tell nothing new)."""
         self._tick_handle = self._loop.call_later(self._period_s, self._tick)
         live = sockets.live_endpoints(self._run_dir, "timers")
         if live.keys() != self._shards.keys():
             self._update_shards(live)
         for shard in self._shards.values():
             self._drain(shard)
+            if not shard.outbox:
+                self._announce(shard)
 
     def _update_shards(self, live: dict[str, str]) -> None:
         now = self._loop.time()
@@ -292,7 +310,9 @@ class TimerClient:
         for ident, ep in live.items():
             if ident not in self._shards:
                 self._ring.heartbeat(ident, ep, True, now)
-                self._shards[ident] = _Shard(ident, sockets.connect_push(self._ctx, ep, self._hwm))
+                shard = self._shards[ident] = _Shard(ident, sockets.connect_push(self._ctx, ep,
+                                                                                   self._hwm))
+                self._announce(shard)  # before any op (rule 6)
                 log.info("timers_shard_found", shard=ident)
         self._moving = self._move_keys()  # a newer change restarts the move from the top
         self._loop.call_soon(self._step_move, self._moving)
@@ -328,13 +348,15 @@ class TimerClient:
         return True
 
     def close(self) -> None:
-        """Send what is queued and close. Armed timers stay armed at the service: they fire to
-        the keys' next owners."""
+        """Send what is queued, then ``down``, and close. Armed timers stay armed at the
+        service: they fire to the keys' next owners."""
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self._moving = None
         self.flush()
         for shard in self._shards.values():
+            self._drain(shard)
+            self._announce(shard, "down")  # after our last ops, on their pipe (rule 6)
             self._drain(shard)
             shard.sock.close(linger=sockets.LINGER_MS)
         self._shards.clear()
