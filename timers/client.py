@@ -25,7 +25,12 @@ Rules (docs/timers.md):
    One ZeroMQ pipe keeps order, so a service never holds an arm from a worker it has not
    heard of. (When the worker's bus announced it on a socket of its own, an arm could
    overtake the announcement; a service that knew only the other workers then fired it to a
-   worker without the call, and told nobody: the lost BYE of docs/timers.md "Shards".)
+   worker without the call, and told nobody: the lost BYE of docs/timers.md.)
+7. A timer still armed here ``overdue_s`` past its deadline got neither its fire nor a
+   ``done``: both went to a pipe the service closed (it took this worker for dead after a
+   stall) or to a process that died. It is sent again, same gen, to its shard, which fires
+   it if it no longer holds it and ignores it if it does (waiting for a worker, parked).
+   Deadlines are filed by the second (``_due``), so the check costs a list slot per arm.
 """
 
 from __future__ import annotations
@@ -53,6 +58,10 @@ REROUTE_SLICE = 20_000
 MAX_OUTBOX = 1024
 #: foreign fires remembered against duplicates (rule 4): minutes of owner changes
 RECENT_MAX = 65_536
+#: the width of the overdue check's deadline buckets (rule 7)
+DUE_BUCKET_S = 1.0
+#: keys examined per heartbeat by the overdue check (~0.2 µs each)
+OVERDUE_SLICE = 20_000
 _MOVED = None  # what the key mover yields when it has no slice left: next(..., _MOVED)
 
 
@@ -104,6 +113,12 @@ class TimerClient:
         self._endpoint = sockets.endpoint(self._run_dir, "worker", worker_id)  # where fires come
         self._hwm = settings.bus.hwm
         self._period_s = settings.bus.heartbeat_ms / 1000
+        #: past its deadline by this, an armed timer was lost on its way back (rule 7): two
+        #: of the service's liveness windows, so a fire or done in flight gets there first
+        self.overdue_s = 2 * settings.bus.liveness * self._period_s
+        #: deadline bucket -> keys armed due in it, to check once it is overdue (rule 7)
+        self._due: dict[int, list[str]] = {}
+        self._due_next = int(time.monotonic() / DUE_BUCKET_S)
         self._armed: dict[str, Armed] = {}
         self._shards: dict[str, _Shard] = {}
         self._ring = WorkerSet(self._period_s, 1)  # membership from run-dir scans, not beats
@@ -126,6 +141,7 @@ class TimerClient:
         shard = self._ring.owner(key.encode()) or ""
         entry = (deadline, kind, payload, gen, shard)
         self._armed[key] = entry
+        self._file_due(key, deadline)
         if shard:
             self._queue_arm(self._shards[shard], key, entry)
 
@@ -288,6 +304,36 @@ class TimerClient:
 
     # -- shards --------------------------------------------------------------------------
 
+    def _file_due(self, key: str, deadline: float) -> None:
+        b = max(int(deadline / DUE_BUCKET_S), self._due_next)
+        keys = self._due.get(b)
+        if keys is None:
+            self._due[b] = [key]
+        else:
+            keys.append(key)
+
+    def _check_overdue(self, now: float) -> None:
+        """Re-send, same gen, what is still armed ``overdue_s`` past its deadline (rule 7);
+        at most OVERDUE_SLICE keys per call, the rest on the next heartbeat."""
+        last = int((now - self.overdue_s) / DUE_BUCKET_S)  # buckets before it are overdue
+        budget = OVERDUE_SLICE
+        while self._due_next < last and budget > 0:
+            keys = self._due.get(self._due_next)
+            if not keys:
+                self._due.pop(self._due_next, None)
+                self._due_next += 1
+                continue
+            while keys and budget > 0:
+                key = keys.pop()
+                budget -= 1
+                e = self._armed.get(key)
+                if e is None or e[DEADLINE] > now - self.overdue_s:
+                    continue  # fired, cancelled, or refreshed to a later bucket
+                if e[SHARD] in self._shards:
+                    self._queue_arm(self._shards[e[SHARD]], key, e)
+                    self.counters["resent_overdue"] += 1
+                self._file_due(key, now)  # and again later, if this one is lost too
+
     def _tick(self) -> None:
         """Every heartbeat: find timers processes, move keys if they changed, drain queues,
         and say we are alive to every shard whose socket takes messages (rule 6; a heartbeat
@@ -300,6 +346,7 @@ class TimerClient:
             self._drain(shard)
             if not shard.outbox:
                 self._announce(shard)
+        self._check_overdue(time.monotonic())
 
     def _update_shards(self, live: dict[str, str]) -> None:
         now = self._loop.time()

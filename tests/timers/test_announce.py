@@ -92,3 +92,45 @@ def test_heartbeat_leads_the_ops_and_down_ends_them(ctx: zmq.Context[Any], tmp_p
         pull.close(linger=0)
 
     run(body)
+
+
+def test_a_worker_taken_for_dead_still_gets_its_timers(ctx: zmq.Context[Any],
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """worker.2 stalls past the service's liveness while its timers fall due: the service drops
+    it and fires them to worker.1, which holds no such calls, and the "done" notices have no
+    pipe to go to. When worker.2 runs again its client finds them still armed past
+    ``overdue_s`` and sends them again (rule 7): each reaches worker.2, and worker.1 is not
+    handed any a second time. Without rule 7 worker.2 would hold them forever."""
+
+    async def body() -> None:
+        settings = fast_settings(str(tmp_path))
+        svc = TimerService(ctx, settings, f"timers.1-{os.getpid()}")
+        w1 = TestWorker(ctx, settings, "worker.1")
+        w2 = TestWorker(ctx, settings, "worker.2")
+        await until(lambda: len(svc.workers) == 2 and w2.timers.shards == [svc.ident])
+        keys = _owned_by(w2.ident, [w1.ident, w2.ident], 20)
+        deadline = time.monotonic() + 0.3
+        for k in keys:
+            w2.timers.arm(k, deadline, "dialog")
+        await until(lambda: all(k in svc.schedule for k in keys))
+        tick = w2.timers._tick_handle
+        assert tick is not None
+        tick.cancel()  # the stall: no heartbeat from worker.2's client from now on
+        def expired() -> bool:  # what `sipline timers` runs every heartbeat interval
+            svc.expire_workers()
+            return w2.ident not in svc.workers
+
+        await until(expired)
+        await until(lambda: len(w1.fired) == len(keys))  # misdelivered, as the service must
+        assert w2.fired == [] and len(w2.timers) == len(keys)
+        w2.timers._tick()  # worker.2 runs again
+        end = time.monotonic() + 2 * w2.timers.overdue_s + 2.0
+        await until(lambda: len(w2.fired) == len(keys) or time.monotonic() > end)
+        assert sorted(f.key for f, _ in w2.fired) == sorted(keys), "lost with the stall"
+        assert len(w2.timers) == 0 and w2.timers.counters["resent_overdue"] >= len(keys)
+        assert sorted(f.key for f, _ in w1.fired) == sorted(keys)  # each once, not again
+        w1.close()
+        w2.close()
+        svc.close()
+
+    run(body)
