@@ -74,13 +74,23 @@ def test_a_timers_process_joins_then_dies_under_calls(start_node: StartNode, uas
     assert left > 0, "killed with nothing armed there: the death moved nothing"
 
 
-def _hand_timers(node: Node) -> Proc:
-    """A ``sipline timers`` started by hand, once both workers have found it."""
+def _hand_timers(node: Node, starved: bool = False) -> Proc:
+    """A ``sipline timers`` started by hand, once both workers have found it. ``starved``: it
+    is stopped (SIGSTOP) as soon as it is ready, until both workers have found it, as a
+    process the box gives no CPU to: its start-up wait runs out meanwhile, and what the
+    workers send it (announcements, arms) waits for its handshakes."""
     p = Proc.start([os.path.join(VENV_BIN, "sipline"), "timers"], env_for(node.conf), REPO)
     ident = f"timers-{p.popen.pid}"
-    wait_for(lambda: len([e for e in node.proc.events("timers_shard_found")
-                          if e.get("shard") == ident]) == 2,
-             "both workers to find the hand-started timers process", 20)  # fmt: skip
+    if starved:
+        wait_for(lambda: bool(p.events("timers_ready")), "the timers process to bind", 20)
+        p.popen.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: len([e for e in node.proc.events("timers_shard_found")
+                              if e.get("shard") == ident]) == 2,
+                 "both workers to find the hand-started timers process", 20)  # fmt: skip
+    finally:
+        if starved:
+            p.popen.send_signal(signal.SIGCONT)
     return p
 
 
@@ -88,10 +98,11 @@ def test_lifetimes_overdue_at_a_restart_fire_to_their_calls(start_node: StartNod
                                                             tmp_path: Path) -> None:  # fmt: skip
     """Two workers, a timers process started by hand (honcho runs none), 40 calls with 3 s
     lifetimes. The timers process is killed (-9) before any lifetime is due, and a new one
-    starts only once all are overdue: both workers re-send every lifetime to it at once,
-    along with their announcements to it, and it fires them as soon as it is ready. Each
-    must reach the worker that holds the call: every call ends with BYE both ways and one
-    CDR, expired."""
+    starts only once all are overdue, starved of CPU at first: both workers re-send every
+    lifetime to it at once, along with their announcements to it, and it fires each as soon
+    as it reads it. Each must reach the worker that holds the call: every call ends with BYE
+    both ways and one CDR, expired. (Before timers/client.py rule 6 an arm could overtake its
+    worker's announcement and fire to the other worker: calls left without BYE.)"""
     dport, _ = uas("u1", "uas_rr")
     cdr_file = tmp_path / "cdr.jsonl"
     calls, lifetime_s = 40, 3
@@ -110,7 +121,7 @@ def test_lifetimes_overdue_at_a_restart_fire_to_their_calls(start_node: StartNod
         procs[0].popen.wait(5)
         wait_for(lambda: time.monotonic() > all_due, "every lifetime to fall due", 10)
         assert not cdr_file.exists() or not cdr_file.read_text().strip()
-        procs.append(_hand_timers(node))
+        procs.append(_hand_timers(node, starved=True))
         res = uac.wait()
     finally:
         uac.kill()
