@@ -188,6 +188,9 @@ class TimerClient:
         for meta, payload in zip(header[1], payloads):
             try:
                 op, key, kind, deadline, armer, gen = meta
+                if not (type(key) is str and type(kind) is str and type(armer) is str
+                        and type(gen) is int and type(deadline) in (int, float)):  # fmt: skip
+                    raise TypeError("a timer meta's values")  # the owner would trip on them
                 if op == wire.OP_FIRE:
                     f = self._accept(key, kind, deadline, armer, gen, payload)
                     if f is not None:
