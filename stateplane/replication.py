@@ -44,6 +44,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -71,6 +72,10 @@ log = structlog.get_logger()
 
 #: the node's workers must be the same set this long before restored dialogs go to them
 RESTORE_SETTLE_S = 1.0
+#: a worker whose endpoint is this much older than the state plane ran before it started
+SURVIVOR_AGE_S = 1.0
+#: how long restored dialogs wait for such workers' resyncs before going to the workers
+RESYNC_WAIT_S = 5.0
 #: an ICANHAZ is a few numbers and a node name
 MAX_ASK_BYTES = 1 << 10
 #: retry of answers whose askers' pipes are all full
@@ -143,6 +148,7 @@ class Replication:
         #: workers that resynced since we started: they hold their own dialogs (a restart
         #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
         self._resynced: set[str] = set()
+        self._started_wall = time.time()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -207,17 +213,36 @@ class Replication:
         r = self.restoring
         if r is None or not r.decided:
             return
-        workers = frozenset(sockets.live_endpoints(self.settings.node.run_dir, "worker"))
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        workers = frozenset(live)
         if workers != r.workers:
             r.workers, r.since = workers, now
             return
         if not workers or now - r.since < RESTORE_SETTLE_S:
             return
+        waiting = self._survivors(live) - self._resynced
+        if waiting and now - r.since < RESYNC_WAIT_S:
+            return  # they hold their own dialogs: their resync says which, and is on its way
         records = self._not_resynced(r.records, workers)
         n, lost = self.adopter.hand_over(self.settings.node.name, records, now)
         log.info("dialogs_restored", dialogs=len(records), workers=n, lost=lost,
                  kept_by_workers=len(r.records) - len(records))  # fmt: skip
         self.restoring = None
+
+    def _survivors(self, live: dict[str, str]) -> set[str]:
+        """Workers whose endpoint is older than us by ``SURVIVOR_AGE_S``: they ran before we
+        started (the state plane restarted alone) and will resync (``workers/deltas.py``
+        rule 4). A worker of a node started together with us is younger; one misjudged
+        only delays the restore to ``RESYNC_WAIT_S``."""
+        out = set()
+        for ident, ep in live.items():
+            try:
+                born = os.stat(sockets.endpoint_path(ep)).st_mtime
+            except OSError:
+                continue
+            if born < self._started_wall - SURVIVOR_AGE_S:
+                out.add(ident)
+        return out
 
     def _not_resynced(self, records: list[list[Any]], workers: frozenset[str]) -> list[list[Any]]:
         """The restored records whose owner did not resync with us: a worker that did ran
