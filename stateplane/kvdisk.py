@@ -109,16 +109,15 @@ class KvDisk:
                                     max_buffer_size=MAX_ENTRY_BYTES + READ_CHUNK)  # fmt: skip
         with f:
             while chunk := f.read(READ_CHUNK):
-                unpacker.feed(chunk)
-                try:
+                try:  # a length the corruption inflated fills the bounded buffer: BufferFull
+                    unpacker.feed(chunk)
                     for entry in unpacker:
                         n, whole = n + 1, unpacker.tell()
                         if _well_formed(entry):
                             latest[entry[0]] = entry
                         else:
                             found.bad += 1
-                except (ValueError, msgpack.ExtraData, msgpack.FormatError,
-                        msgpack.StackError):  # fmt: skip
+                except (ValueError, msgpack.UnpackException):
                     found.torn += 1  # rule 5: what follows cannot be framed again
                     return n, whole
         if whole != path.stat().st_size:

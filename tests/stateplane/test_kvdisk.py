@@ -127,3 +127,16 @@ class TestKvDisk:
         disk.entries = 100_001
         assert disk.due(0) and not disk.due(1)
         disk.close()
+
+    def test_a_length_inflated_by_corruption_is_a_torn_tail(self, tmp_path: Path) -> None:
+        """A bin32 header claiming 4 GB after the whole entries: the bounded buffer fills,
+        which is a torn tail like any other, never an exception at start."""
+        store, disk = reload(tmp_path)
+        write(store, disk, "set", "good", b"1")
+        disk.close()
+        with (tmp_path / "kv.journal").open("ab") as f:
+            f.write(b"\x93\xa1k\xc6\xff\xff\xff\xff" + b"\0" * (3 << 20))
+        fresh, d = kv.KvStore(), KvDisk(str(tmp_path))
+        found = d.load(fresh, 0.0, WALL)
+        assert contents(fresh, 0.0) == {"good": b"1"} and found.torn == 1
+        d.close()
