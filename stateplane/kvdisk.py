@@ -25,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,8 +190,10 @@ def _well_formed(entry: Any) -> bool:
         return False
     if len(entry) == 1:
         return True
+    # a NaN or infinite deadline would never expire and breaks the expiry heap's order
     return (len(entry) == 3 and isinstance(entry[1], bytes)
-            and (entry[2] is None or isinstance(entry[2], int | float)))  # fmt: skip
+            and (entry[2] is None
+                 or (isinstance(entry[2], int | float) and math.isfinite(entry[2]))))  # fmt: skip
 
 
 def _sync_dir(path: Path) -> None:

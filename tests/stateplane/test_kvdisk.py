@@ -87,10 +87,12 @@ class TestKvDisk:
         write(store, disk, "set", "good", b"1")
         disk.close()
         with (tmp_path / "kv.journal").open("ab") as f:
-            f.write(msgpack.packb([1, 2, 3]) + msgpack.packb("x") + msgpack.packb(["k", "str", 1]))
+            f.write(msgpack.packb([1, 2, 3]) + msgpack.packb("x") + msgpack.packb(["k", "str", 1])
+                    + msgpack.packb(["nan", b"v", float("nan")])
+                    + msgpack.packb(["inf", b"v", float("inf")]))
         fresh, d = kv.KvStore(), KvDisk(str(tmp_path))
         found = d.load(fresh, 0.0, WALL)
-        assert contents(fresh, 0.0) == {"good": b"1"} and found.bad == 3
+        assert contents(fresh, 0.0) == {"good": b"1"} and found.bad == 5
         d.close()
 
     def test_compaction_keeps_the_store_and_empties_the_journal(self, tmp_path: Path) -> None:
