@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -290,15 +291,24 @@ def options_on(sock: socket.socket, port: int) -> bytes:
     return sock.recv(65535)
 
 
+def exit_code(p: Proc, timeout_s: float) -> int | None:
+    """``p``'s exit status once it exits by itself within ``timeout_s``, else None."""
+    try:
+        return p.popen.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return None
+
+
 def test_a_replaced_ingress_serves_its_tcp_connections_until_they_close(
     stage_node: StageNode, uas: Uas, hand: Hand
 ) -> None:
     """SIGTERM to an ingress holding a TCP connection, its replacement ready: it keeps
     answering on that connection while new connections reach the replacement, and exits 0
-    as soon as the client closes; a connection kept open past ``[tcp] drain_s`` (2 s here)
-    is closed by the ingress, which then exits 0 (the client reconnects, RFC 5626)."""
+    as soon as the client closes; a connection kept open past ``[tcp] drain_s`` (8 s here:
+    room for the first case's steps on a loaded box) is closed by the ingress, which then
+    exits 0 (the client reconnects, RFC 5626)."""
     dport, _ = uas("u1")
-    node = stage_node(dport, "ingress", "worker=2", "[tcp]\ndrain_s = 2")
+    node = stage_node(dport, "ingress", "worker=2", "[tcp]\ndrain_s = 8")
     old = ready_ingress(node, hand)
     for closes in ("client", "deadline"):
         conn = socket.create_connection(("127.0.0.1", node.port), timeout=5)
@@ -311,14 +321,13 @@ def test_a_replaced_ingress_serves_its_tcp_connections_until_they_close(
             assert old.popen.poll() is None, old.text()[-2000:]
             assert (options(node.port, "tcp") or b"").startswith(b"SIP/2.0 200")  # the new one
             conn.close()
-            assert old.stop(timeout_s=5) == 0, old.text()[-2000:]
         else:
             t0 = time.monotonic()
-            conn.settimeout(10)
+            conn.settimeout(20)
             assert conn.recv(1) == b""  # closed by the ingress at its deadline
-            assert time.monotonic() - t0 < 6
+            assert time.monotonic() - t0 < 16
             conn.close()
-            assert old.stop(timeout_s=5) == 0, old.text()[-2000:]
+        assert exit_code(old, 10) == 0, old.text()[-2000:]  # on its own: no second signal
         assert old.events("ingress_leaving")[0]["tcp_conns"] == 1
         drained = old.events("ingress_drained")
         assert drained[0]["tcp_left"] == (0 if closes == "client" else 1), drained
