@@ -644,8 +644,8 @@ OVER_LIMIT_STATUSES = (486, 503)
 
 
 def _check_cdr(f: str, s: Settings) -> None:
-    """cdr_group and cdr_peer_files: only with a cdr_file, a group that exists, absolute paths
-    other than our own file, each once."""
+    """cdr_group and cdr_peer_files: only with a cdr_file, a group that exists, absolute paths,
+    each once."""
     d = s.dialogs
     if d.cdr_group:
         if not d.cdr_file:
@@ -662,9 +662,7 @@ def _check_cdr(f: str, s: Settings) -> None:
             raise ConfigError(f, key, "no peer files unless cdr_file is set", path)
         if any(ord(c) < 32 or c == "\x7f" for c in path) or not os.path.isabs(path):
             raise ConfigError(f, key, "an absolute path without control characters", path)
-        norm = os.path.normpath(path)
-        if norm == os.path.normpath(d.cdr_file):
-            raise ConfigError(f, key, "another node's CDR file, not this node's cdr_file", path)
+        norm = os.path.normpath(path)  # our own file may be listed: a pair shares one list
         if norm in seen:
             raise ConfigError(f, key, "each file once", path)
         seen.add(norm)

@@ -399,7 +399,9 @@ class Dialogs:
     """CDR files of the ``[stateplane] peers`` nodes that this node can read (the same host,
     or a shared mount), absolute paths: before a dialog taken over from a dead peer is made
     ours, the end of these files is read, and a dialog whose CDR the peer wrote just before
-    dying is dropped instead of getting a second one. Empty: only our own file is read."""
+    dying is dropped instead of getting a second one. Our own ``cdr_file`` may be listed (it
+    is read anyway), so both nodes of a pair can carry the same list. Empty: only our own
+    file is read."""
     max_dialogs: int = field(default=1_000_000, metadata=_range(1, 100_000_000))
     """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
     profiles_cluster: bool = False

@@ -329,7 +329,9 @@ class Worker:
         assert self.stateful is not None and self.stateful.dialogs is not None
         if self.cdr_writer is None or not records:
             return records
-        written = self.cdr_writer.recent_keys(self.settings.dialogs.cdr_peer_files)
+        own = os.path.normpath(self.cdr_writer.path)
+        others = [p for p in self.settings.dialogs.cdr_peer_files if os.path.normpath(p) != own]
+        written = self.cdr_writer.recent_keys(others)
         if not written:
             return records
         keep, wall = [], time.time()
