@@ -15,6 +15,9 @@ import pytest
 from conf.load import ConfigError, from_dict
 from workers.cdr import CdrWriter, cdr_key
 
+from .dialog_helpers import T0, W0, Call, table
+from .test_dialogs import req
+
 
 def cdr(n: int, tag: str = "ft") -> dict[str, Any]:
     return {"call_id": f"c{n}@example.com", "from_tag": tag, "cause": "bye", "talk_ms": n}
@@ -245,6 +248,26 @@ class TestRecentKeys:
         keys = w.recent_keys([str(peer), str(tmp_path / "missing")])
         assert keys == {cdr_key("c1@example.com", "ft"), "p1", cdr_key("p2", "x")}
         w.close()
+
+
+def test_a_dialog_that_came_back_with_its_cdr_written_is_forgotten() -> None:
+    """What the worker does with an adopted record whose key is in the file: a mirror that
+    still holds the dialog (its "t" was lost with the writer) drops it on the "t" that
+    ``forget`` emits; the adopting table never holds it, so it can write no second CDR."""
+    owner, mirror, adopter = table(), table(), table()
+    c = Call()
+    c.confirmed(owner)
+    for delta in owner.take_deltas():
+        mirror.apply(delta, T0, W0)
+    req("BYE", 2, t=5)(owner, c)  # the CDR is written; the "t" never leaves (the kill)
+    (written,) = owner.take_cdrs()
+    (rec,) = mirror.snapshot(T0, W0)
+    assert cdr_key(rec[0], rec[1]) == cdr_key(str(written["call_id"]), str(written["from_tag"]))
+    adopter.forget(rec[0], rec[1], "cdr_written", W0 + 6)
+    (t_delta,) = adopter.take_deltas()
+    assert t_delta[0] == "t" and t_delta[3] == "cdr_written"
+    mirror.apply(t_delta, T0 + 6, W0 + 6)
+    assert len(mirror) == 0 and len(adopter) == 0 and adopter.take_cdrs() == []
 
 
 BASE: dict[str, Any] = {
