@@ -5,8 +5,9 @@ Rules:
    that cannot be opened or written, is counted (``errors``), and what could not be written
    waits for the next ``flush`` within the buffer bound.
 2. No waiting for an interval: the worker calls ``flush`` at the end of every loop iteration
-   that ended calls, before that iteration's dialog deltas leave for the state plane. So a
-   CDR is in the kernel (``write(2)`` returned: a SIGKILL of the worker cannot lose it) before
+   that ended calls, before that iteration's dialog deltas leave for the state plane and
+   before its ingress pipes are flushed (the BYE it forwards, the 200 it relays). So a CDR
+   is in the kernel (``write(2)`` returned: a SIGKILL of the worker cannot lose it) before
    anything else learns that its call ended (``docs/dialogs.md`` "CDRs").
 3. Durable = ``fsync(2)`` returned after the line's ``write(2)``: at most ``fsync_s`` after it
    (``sync_deadline``; the worker arms one loop timer for it), at once with ``fsync_s = 0``.

@@ -467,9 +467,9 @@ class Worker:
 
     def _job_done_outs(self, outs: list[Out]) -> None:
         sent = sum(self.bus.send(*out) for out in outs)
-        self.bus.flush()
         self.meter.counters["msgs_out"] += sent
-        self._after_core()
+        self._after_core()  # the CDRs of calls these outputs end go first (workers/cdr.py)
+        self.bus.flush()
 
     def _arm_timer(self) -> None:
         """One loop timer for the earliest transaction timer (aioquic's single ``call_at``)."""
@@ -492,9 +492,9 @@ class Worker:
         if ingress is not None:  # probes leave through any ingress: UDP is not per connection
             outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
         sent = sum(self.bus.send(*out) for out in outs)
-        self.bus.flush()
         self.meter.counters["msgs_out"] += sent
-        self._after_core()
+        self._after_core()  # the CDRs of calls these outputs end go first (workers/cdr.py)
+        self.bus.flush()
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _slow(self, raw: bytes, meta: list[Any], took_s: float) -> None:
