@@ -265,8 +265,9 @@ class Ingress:
             return {"pike": {"enabled": False, "blocked": [], "sources": 0}}
         now = time.monotonic()
         peers = self.pike_share.peers if self.pike_share else []
+        bad = self.pike_share.bad_frames if self.pike_share else 0
         return {"pike": {"enabled": True, "blocked": self.pike.blocked(now),
-                         "sources": len(self.pike), "peers": peers}}  # fmt: skip
+                         "sources": len(self.pike), "peers": peers, "bad_frames": bad}}  # fmt: skip
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
         hops = self.bus.hops(self.loop.time())

@@ -35,6 +35,10 @@ import msgpack
 OnFull = Literal["refuse", "evict"]
 
 MAX_COUNTER = 2**63 - 1
+#: the longest TTL a request may ask: ~68 years, finite (an infinite or NaN deadline in the
+#: expiry heap would never come due, and NaN, false in every comparison, can stop the sweep
+#: for every key behind it)
+MAX_TTL_S = float(2**31)
 OPS = frozenset({"get", "set", "add", "incr", "decr", "delete", "ping"})
 STATUSES = frozenset({"ok", "none", "full", "bad_value", "bad_request"})
 #: a header is an op, a key of at most 250 bytes and two numbers: 1 KiB is plenty
@@ -256,8 +260,8 @@ def unpack_request(frames: list[bytes]) -> Request:
     op, key, ttl_s, by = head
     if op not in OPS or not isinstance(key, str):
         raise WireError(f"unknown op or bad key: {op!r}")
-    if ttl_s is not None and (not isinstance(ttl_s, int | float) or ttl_s <= 0):
-        raise WireError(f"ttl_s is None or positive, found {ttl_s!r}")
+    if ttl_s is not None and (type(ttl_s) not in (int, float) or not 0 < ttl_s <= MAX_TTL_S):
+        raise WireError(f"ttl_s is None or in (0, {MAX_TTL_S:.0f}], found {ttl_s!r}")
     if not isinstance(by, int) or not 0 <= by <= MAX_COUNTER:
         raise WireError(f"by is 0 to 2**63 - 1, found {by!r}")
     return Request(op, key, ttl_s, by, frames[2])

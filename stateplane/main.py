@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict
 
@@ -34,6 +35,7 @@ import zmq
 from conf import process, sockets
 from conf.control import ControlServer
 from conf.guard import GUARD
+from conf.refused import RefusalLog
 from conf.settings import Settings
 from stateplane import kv
 from stateplane.replication import Replication
@@ -59,6 +61,7 @@ class KvServer:
         self.endpoint = endpoint
         self.store = store
         self.counters: Counter[str] = Counter()
+        self._refused = RefusalLog("kv_bad_request")  # counted each, logged with a bound
         self._loop = asyncio.get_running_loop()
         sock = ctx.socket(zmq.ROUTER)
         sock.linger = 0
@@ -94,7 +97,7 @@ class KvServer:
             return []
         if len(body) % 3:
             self.counters["bad_request"] += 1
-            log.warning("kv_bad_request", reason=f"{len(body)} frames is not a batch of 3s")
+            self._refused.note(time.monotonic(), reason=f"{len(body)} frames is not a batch of 3s")
             return [ident, *kv.pack_reply(body[0], "bad_request")]
         reply = [ident]
         now = self._loop.time()
@@ -108,7 +111,7 @@ class KvServer:
             req = kv.unpack_request(frames)
         except kv.WireError as exc:
             self.counters["bad_request"] += 1
-            log.warning("kv_bad_request", reason=str(exc))
+            self._refused.note(time.monotonic(), reason=str(exc)[:200])
             return kv.pack_reply(frames[0], "bad_request")
         status, number, value = kv.apply(self.store, req, now)
         if status == "full":

@@ -53,7 +53,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import curve, sockets
+from conf import curve, refused, sockets
 from conf import envelope as env
 from conf.settings import Settings
 from conf.workerset import WorkerSet
@@ -239,7 +239,7 @@ class Replication:
             e = env.unpack(frames)
         except env.EnvelopeError as exc:
             self.counters["drop_bad_envelope"] += 1
-            log.warning("envelope_dropped", reason=str(exc))
+            refused.ENVELOPES.note(time.monotonic(), reason=str(exc)[:200])
             return
         if e.kind != env.KIND_DELTAS:
             self.counters["drop_bad_envelope"] += 1

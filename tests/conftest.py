@@ -12,6 +12,13 @@ from typing import Any
 
 import pytest
 import zmq
+from hypothesis import HealthCheck, settings
+
+#: for ``./dev mutate`` (tests/mutate.py): the same examples on every run and no deadline, so
+#: whether a mutant is killed depends on the tests alone, not on chance or a loaded machine;
+#: mutmut runs a test method again in one process, on a new instance of its (stateless) class
+settings.register_profile("mutation", derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.differing_executors])  # fmt: skip
 
 #: ``term()`` after every socket is closed with linger 0 takes milliseconds; past this, a
 #: socket the context does not track (or a thread the test left running) still holds it

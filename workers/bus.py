@@ -6,7 +6,8 @@ Rules:
 2. Every heartbeat interval the worker looks for ``ingress-*.ipc`` files of live processes
    in the run directory, connects a pipe to each new one and sends each a heartbeat; a file
    that disappeared closes its pipe. On shutdown it says ``down`` so ingresses stop sending
-   at once.
+   at once. Timers processes hear of the worker from its ``TimerClient``, on the socket
+   that carries its arms (timers/client.py rule 6), not from the bus.
 3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
@@ -70,7 +71,6 @@ class IngressBus:
         self._on_timer = on_timer
         self._on_adopt = on_adopt
         self._on_release = on_release
-        self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
@@ -152,21 +152,6 @@ class IngressBus:
             pipe = self._pipes.get(ident) or self._connect(ident, ep)
             pipe.drain()
             pipe.send_now(frames)
-        self._announce_timers(frames)
-
-    def _announce_timers(self, frames: list[bytes]) -> None:
-        """Timers processes learn of us as ingresses do: they fire to the keys' owners."""
-        found = sockets.live_endpoints(self._run_dir, "timers")
-        for ident in [i for i in self._timers if i not in found]:
-            self._timers.pop(ident).close(linger=0)
-        for ident, ep in found.items():
-            sock = self._timers.get(ident)
-            if sock is None:
-                sock = self._timers[ident] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # not connected yet: the next beat gets there
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""
@@ -177,5 +162,3 @@ class IngressBus:
         sockets.unlink(self.endpoint)
         for pipe in self._pipes.values():
             pipe.close(linger_ms=sockets.LINGER_MS)
-        for sock in self._timers.values():
-            sock.close(linger=sockets.LINGER_MS)

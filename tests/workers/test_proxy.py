@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route, Trusted
-from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, StatelessProxy
+from ingress.sip.errors import SipError
+from ingress.sip.grammar import parse_uri
+from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, Inbound, StatelessProxy
 from workers.routing import RoutingTable
 
 from .helpers import (
@@ -541,3 +543,237 @@ def test_ratelimit_pipe_answers_503_with_retry_after() -> None:
     assert parsed_req(bye[2]).method == "BYE"
     p.now = 101.5
     assert parsed_req(p.handle(request("INVITE", call_id="c4"), inbound())[0][2]).method == "INVITE"
+
+
+# -- what mutation testing (./dev mutate proxy, docs/testing.md) found unasserted -------------
+
+V6 = [Listener(transport="udp", address="::1", port=PORT),
+      Listener(transport="udp", address=US, port=PORT)]  # fmt: skip
+
+
+def drop_reason(p: StatelessProxy, raw: bytes, **inb: object) -> str:
+    with pytest.raises(Drop) as exc:
+        p.handle(raw, inbound(**inb))  # type: ignore[arg-type]
+    return exc.value.reason
+
+
+class TestDropReasons:
+    """Each drop is counted under its own name: the reason is part of the contract."""
+
+    @pytest.mark.parametrize(("vias", "reason"), [
+        ([CLIENT_VIA], "stray_response"),
+        ([OUR_VIA], "response_for_us"),
+        ([OUR_VIA, "SIP/2.0/SCTP 10.0.0.1:5070;branch=z9hG4bK1"], "unsupported_transport"),
+        ([OUR_VIA, "SIP/2.0/UDP client.example.com;branch=z9hG4bK1"], "via_needs_dns"),
+        ([OUR_VIA, "SIP/2.0/UDP 224.0.0.1;branch=z9hG4bK1"], "via_not_unicast"),
+        ([OUR_VIA, "SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1"], "no_listener"),
+        ([f"{OUR_VIA};{CONN_PARAM}=ing.1-1-00", CLIENT_VIA], "forged_tag"),
+    ])  # fmt: skip
+    def test_response_drops(self, vias: list[str], reason: str) -> None:
+        assert drop_reason(proxy(), response(200, vias)) == reason
+
+    def test_malformed_and_ack_drops(self) -> None:
+        assert drop_reason(proxy(), b"garbage\r\n\r\n") == "malformed"
+        assert drop_reason(proxy(), request("ACK", max_forwards=0)) == "ack_483"
+
+    def test_relay_refusals_are_counted_each(self) -> None:
+        """Rule 10: every refused relay adds one to ``relay_refused``."""
+        p = proxy()
+        foreign = "Route: <sip:192.0.2.9:5060;lr>"
+        for i in range(3):
+            _, _, data = one(p.handle(request(extra=(foreign,), call_id=f"r{i}"), inbound()))
+            assert status(data) == 403
+        assert p.counters["relay_refused"] == 3
+
+
+class TestWireForm:
+    """What we add is written in the headers' canonical form (RFC 3261 §7.3.1 compact and
+    case-folded forms are legal, but peers are seen to mis-parse them)."""
+
+    def test_request_edits(self) -> None:
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport"
+        _, _, data = forward(request(via=via, max_forwards=10), src="10.9.9.9", port=41000)
+        assert b"\r\nMax-Forwards: 9\r\n" in data
+        assert f"\r\nVia: SIP/2.0/UDP {US}:{PORT};branch={BRANCH_PREFIX}".encode() in data
+        assert b"\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport=41000;" \
+               b"received=10.9.9.9\r\n" in data  # fmt: skip
+        _, _, data = forward(request(max_forwards=None))
+        assert b"\r\nMax-Forwards: 70\r\n" in data
+
+    def test_via_without_port_and_flag_params(self) -> None:
+        """The previous hop's Via is rewritten with what it had: no port invented, a flag
+        parameter kept bare."""
+        via = "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc;keep"
+        _, _, data = forward(request(via=via), src="10.9.9.9")
+        assert b"\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc;keep;received=10.9.9.9\r\n" in data
+
+    def test_route_rewritten_in_place(self) -> None:
+        """Our Route popped, the rest written back as one Route line where the first was."""
+        rest = "<sip:192.0.2.9:5060;lr>, <sip:192.0.2.10:5060;lr>"
+        raw = request(extra=(OUR_ROUTE, f"Route: {rest}"), to_tag="t")
+        _, _, data = forward_trusted(raw)
+        assert f"\r\nRoute: {rest}\r\n".encode() in data
+        assert data.count(b"Route:") == 1 and b"XX" not in data
+
+    def test_response_via_line_keeps_the_rest(self) -> None:
+        raw = response(200, [f"{OUR_VIA}, {CLIENT_VIA}, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"])
+        _, _, data = one(proxy().handle(raw, inbound()))
+        assert f"\r\nVia: {CLIENT_VIA}, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n".encode() in data
+
+    def test_retry_after_header(self) -> None:
+        s = replace(settings(), ratelimit=[RateLimit(name="inv", limit_per_s=1,
+                                                     methods=["INVITE"])])  # fmt: skip
+        p = StatelessProxy(s, RoutingTable(s))
+        p.handle(request(call_id="a"), inbound())
+        _, _, data = one(p.handle(request(call_id="b"), inbound()))
+        assert status(data) == 503 and b"\r\nRetry-After: " in data
+
+
+class TestResponsesMore:
+    def test_trailing_bytes_never_relayed(self) -> None:
+        """A response is cut at the end of its body, by whichever entry point relays it."""
+        raw = response(200, [OUR_VIA, CLIENT_VIA]) + b"junk after the body"
+        p = proxy()
+        _, _, data = one(p.handle(raw, inbound()))
+        assert data.endswith(b"\r\n\r\n") and b"junk" not in data
+        resp = parsed_resp(raw)
+        assert p.response_out(resp, inbound()) == one(p.handle(raw, inbound()))
+        popped = p.pop_via(resp)
+        assert popped == data and [v.branch for v in parsed_resp(popped).vias] == ["z9hG4bKabc"]
+
+    def test_default_ports(self) -> None:
+        """A Via with no port means 5060, for a relayed response and for a local reply."""
+        raw = response(200, [OUR_VIA, "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc"])
+        assert one(proxy().handle(raw, inbound()))[1][2] == 5060
+        via = "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc"
+        _, meta, data = forward(request(via=via, max_forwards=0), port=40000)
+        assert status(data) == 483 and meta[2] == 5060
+
+    def test_received_in_brackets(self) -> None:
+        """An IPv6 received value may come bracketed: the response goes to the address."""
+        via = "SIP/2.0/UDP [::1]:5070;branch=z9hG4bKabc;received=[::1];rport=4000"
+        ours = f"SIP/2.0/UDP [::1]:{PORT};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+        _, meta, _ = one(proxy(listen=V6).handle(response(200, [ours, via]), inbound()))
+        assert meta[:3] == ["udp", "::1", 4000] and meta[4] == "::1"
+
+    def test_tls_via_names_port_5061(self) -> None:
+        """Our address with no port over TLS means 5061 (§19.1.2), so that Via is ours."""
+        p = proxy(listen=[Listener(transport="udp", address=US, port=5061)])
+        ours = f"SIP/2.0/TLS {US};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+        _, meta, _ = one(p.handle(response(200, [ours, CLIENT_VIA]), inbound()))
+        assert meta[1:3] == ["10.0.0.1", 5070]
+        raw = request(extra=(f"Route: <sip:{US};transport=tls;lr>",), to_tag="t")
+        _, meta, data = one(p.handle(raw, inbound()))  # our Route, popped: not a relay
+        assert meta[1:3] == ["127.0.0.1", 7000] and not parsed_req(data).has_header("route")
+
+
+class TestRequestsMore:
+    def test_ipv6_listener_in_via_and_record_route(self) -> None:
+        sets = [DestinationSet(name="uas", destinations=["sip:[::1]:7000"])]
+        _, meta, data = one(proxy(listen=V6, sets=sets).handle(request(), inbound()))
+        assert meta[:3] == ["udp", "::1", 7000]
+        assert f"\r\nVia: SIP/2.0/UDP [::1]:{PORT};branch=".encode() in data
+        assert f"\r\nRecord-Route: <sip:[::1]:{PORT};lr>\r\n".encode() in data
+
+    def test_record_route_follows_each_request_s_listeners(self) -> None:
+        """The Record-Route cache is keyed by the listeners: a request in (and so out) on
+        TCP after a UDP one on the same proxy gets the TCP listener's, the next UDP one the
+        UDP listener's."""
+        p = proxy()
+        udp = parsed_req(one(p.handle(request(call_id="u"), inbound()))[2])
+        tcp = parsed_req(one(p.handle(request(call_id="t"), inbound("tcp")))[2])
+        again = parsed_req(one(p.handle(request(call_id="v"), inbound()))[2])
+        one_rr = [f"<sip:{US}:{PORT};lr>".encode()]
+        assert udp.header_values("record-route") == one_rr == again.header_values("record-route")
+        assert tcp.header_values("record-route") == [f"<sip:{US}:{PORT};transport=tcp;lr>".encode()]
+
+    def test_record_route_names_the_listener_it_came_in_on(self) -> None:
+        """In on TCP at a second address, out on UDP: the inbound Record-Route names the
+        listener matching address, port and transport."""
+        listen = [Listener(transport="udp", address=US, port=PORT),
+                  Listener(transport="tcp", address=US, port=PORT + 1),
+                  Listener(transport="udp", address="127.0.0.2", port=PORT + 1),
+                  Listener(transport="tcp", address="127.0.0.2", port=PORT)]  # fmt: skip
+        inb = Inbound("ing-1", "tcp", "10.0.0.1", 5070, 0, "127.0.0.2", PORT)
+        sets = [DestinationSet(name="uas", destinations=["sip:127.0.0.1:7000;transport=udp"])]
+        data = one(proxy(listen=listen, sets=sets).handle(request(), inb))[2]
+        assert parsed_req(data).header_values("record-route") == [
+            f"<sip:{US}:{PORT};lr>".encode(), f"<sip:127.0.0.2:{PORT};transport=tcp;lr>".encode()]
+
+    def test_options_for_another_host_is_forwarded(self) -> None:
+        """Only an OPTIONS whose Request-URI is us, with no user part, is ours to answer."""
+        _, meta, data = forward(request("OPTIONS", "sip:example.com", max_forwards=5))
+        assert parsed_req(data).method == "OPTIONS" and meta[1:3] == ["127.0.0.1", 7000]
+
+    def test_rfc3261_branch_alone_names_the_transaction(self) -> None:
+        """With the magic cookie, the client's branch and sent-by are the transaction key
+        (§17.2.3): a request with the same branch but another Request-URI keeps the key part
+        of our branch; without the cookie the request itself is the key (§16.11)."""
+        def key(uri: str, via: str) -> str:
+            return top_branch(forward(request(uri=uri, via=via))[2]).split(".")[0]
+        cookie = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKsame"
+        assert key("sip:bob@example.com", cookie) == key("sip:carol@example.com", cookie)
+        old = "SIP/2.0/UDP 10.0.0.1:5070;branch=1234"
+        assert key("sip:bob@example.com", old) != key("sip:carol@example.com", old)
+
+    def test_each_attempt_its_own_branch_same_loop_part(self) -> None:
+        """Serial failover: every attempt of one request leaves with its own branch; the loop
+        part, which hashes the request, is the same."""
+        p = proxy()
+        req = parsed_req(request())
+        plan = p.plan(req, inbound())
+        hop = parse_uri("sip:127.0.0.1:7000")
+        branches = [p.forward(req, inbound(), plan, hop, attempt)[1] for attempt in range(3)]
+        assert len({b.split(".")[0] for b in branches}) == 3
+        assert len({b.split(".")[1] for b in branches}) == 1
+
+    def test_refusals_say_why(self) -> None:
+        """The error the proxy raises names its cause (the worker logs it)."""
+        p = proxy(routes=[Route(name="nope", reject=480, reason="Gone Fishing")])
+        with pytest.raises(SipError, match="^route nope$"):
+            p.plan(parsed_req(request()), inbound())
+        with pytest.raises(SipError, match="^no route$"):
+            proxy(routes=[]).plan(parsed_req(request()), inbound())
+        p = proxy(routes=[Route(name="ruri", to_request_uri=True)])
+        with pytest.raises(SipError, match="^route ruri: the Request-URI names no address"):
+            p.plan(parsed_req(request()), inbound())
+        with pytest.raises(SipError, match="^the request names its next hop and its source "):
+            proxy().plan(parsed_req(request(extra=("Route: <sip:192.0.2.9;lr>",))), inbound())
+        p = proxy()
+        out = one(p.handle(request(), inbound()))[2]
+        with pytest.raises(SipError, match="^request looped back$"):
+            p.forward(parsed_req(out), inbound(), p.plan(parsed_req(out), inbound()),
+                      parse_uri("sip:127.0.0.1:7000"))  # fmt: skip
+
+
+class TestRateLimitMatching:
+    def limited(self, s_routes: list[Route], pipe: RateLimit, trusted: list[Trusted],
+                raws: list[bytes], **inb: object) -> list[int]:
+        s = replace(settings(routes=s_routes, trusted=trusted), ratelimit=[pipe])
+        p = StatelessProxy(s, RoutingTable(s))
+        out = []
+        for raw in raws:
+            data = one(p.handle(raw, inbound(**inb)))[2]  # type: ignore[arg-type]
+            out.append(parsed_resp(data).status if data.startswith(b"SIP/2.0") else 0)
+        return out
+
+    def test_pipe_bound_to_the_route_a_request_takes(self) -> None:
+        """A pipe bound to a route counts what that route would take: the route is matched
+        on method, source and trusted source (address, transport, port)."""
+        routes = [Route(name="inv", to="uas", methods=["INVITE"], source="10.0.0.0/8",
+                        trusted=True), Route(name="default", to="uas")]  # fmt: skip
+        trusted = [Trusted(cidr="10.0.0.1", transport="udp", port=5070)]
+        pipe = RateLimit(name="p", limit_per_s=1, route="inv", source="10.0.0.0/8")
+        invites = [request(call_id=f"i{i}") for i in range(2)]
+        assert self.limited(routes, pipe, trusted, invites) == [0, 503]
+        # another port or transport: not the trusted source, so not that route, not the pipe
+        assert self.limited(routes, pipe, trusted, invites, port=5071) == [0, 0]
+        assert self.limited(routes, pipe, trusted, invites, transport="tcp") == [0, 0]
+        messages = [request("MESSAGE", call_id=f"m{i}") for i in range(2)]
+        assert self.limited(routes, pipe, trusted, messages) == [0, 0]
+
+    def test_no_route_matches(self) -> None:
+        """With pipes configured, a request no route takes is still answered 404."""
+        pipe = RateLimit(name="p", limit_per_s=1, route="inv")
+        routes = [Route(name="inv", to="uas", methods=["INVITE"])]
+        assert self.limited(routes, pipe, [], [request("MESSAGE")]) == [404]

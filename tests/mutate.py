@@ -1,0 +1,233 @@
+"""Mutation testing of the sans-IO cores with mutmut (``./dev mutate [package ...]``).
+
+Each package below is mutated on its own, against the fast unit tests that own it and nothing
+else: mutmut's config is read from ``pyproject.toml`` in the directory it runs in, so every
+package gets a work directory ``.mutmut/<package>/`` whose ``pyproject.toml`` is the project's
+plus a generated ``[tool.mutmut]`` section, and whose source and test folders are links to the
+checkout's. mutmut keeps its verdicts in ``.mutmut/<package>/mutants/``, so a run that is cut
+(``--budget`` seconds, default 1500) resumes where it stopped; after testing new mutants the
+survivors are tried again, so tests added since the last run are counted.
+
+Score = (killed + timed out) / (mutants - those listed in ``EQUIVALENT``), per package; a
+mutant no test reaches counts as a survivor. ``docs/testing.md`` records the scores.
+
+    ./dev mutate                 # every package in turn
+    ./dev mutate bstar txn       # some of them
+    ./dev mutate --report sip    # print the score and the survivors, run nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutmut"
+#: top-level folders the tests import from; each work directory links to them all, because
+#: mutmut puts its ``mutants/`` copy first on sys.path and removes the checkout from it
+TREE = ("conf", "ingress", "workers", "stateplane", "timers", "sipline", "tests", "docs")
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """One sans-IO core and the unit tests that answer for it."""
+
+    sources: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+PACKAGES: dict[str, Package] = {
+    "sip": Package(("ingress/sip",), ("tests/ingress/sip",)),
+    "txn": Package(
+        ("workers/txn",),
+        (
+            "tests/workers/test_transactions.py",
+            "tests/workers/test_transactions_fsm.py",
+            "tests/workers/test_transactions_msgs.py",
+            "tests/workers/test_transactions_pair.py",
+            "tests/workers/test_transactions_sans_io.py",
+            "tests/workers/test_transactions_table.py",
+        ),
+    ),
+    "proxy": Package(
+        ("workers/proxy.py",),
+        (
+            "tests/workers/test_proxy.py",
+            "tests/workers/test_relay.py",
+            "tests/workers/test_malformed.py",
+            "tests/workers/test_conntag.py",
+        ),
+    ),
+    "bstar": Package(("stateplane/bstar.py",), ("tests/stateplane/test_bstar.py",)),
+    "schedule": Package(("timers/schedule.py",), ("tests/timers/test_schedule.py",)),
+}
+
+#: Mutants that no test can kill because the program behaves the same with them, each with
+#: the reason. Keys are mutmut's names (``mutmut show NAME`` prints the change); a listed
+#: mutant that is killed, or no longer exists, is reported as stale.
+EQUIVALENT: dict[str, str] = {
+    # the arming sequence only orders entries and tells a live one from a dead one: any
+    # start and any positive step give the same order and the same matches
+    "timers.schedule.xǁScheduleǁ__init____mutmut_4": "_seq starts at 1 instead of 0",
+    "timers.schedule.xǁScheduleǁarm__mutmut_8": "_seq steps by 2 instead of 1",
+    # rule 4's fallback rank for an unknown peer is unreachable: SPLIT_BRAIN and DUAL_PASSIVE
+    # come only from receive_heartbeat, which records the peer first
+    "stateplane.bstar.xǁBinaryStarǁ_step__mutmut_12": "fallback rank (+1, '')",
+    "stateplane.bstar.xǁBinaryStarǁ_step__mutmut_13": "fallback rank (-2, '')",
+    "stateplane.bstar.xǁBinaryStarǁ_step__mutmut_14": "fallback rank (-1, 'XXXX')",
+    "stateplane.bstar.xǁBinaryStarǁnext_timer__mutmut_5": 'float("INF") is float("inf")',
+    # `not expired or due` also calls handle_timer when not due or already expired, where it
+    # returns None and changes nothing
+    "stateplane.bstar.xǁBinaryStarǁclient_request__mutmut_1": "and -> or before handle_timer",
+}
+
+#: pytest options for every mutmut run: a derandomised hypothesis profile without deadlines
+#: (tests/conftest.py), so a kill is reproducible and never a slow machine's timing
+PYTEST_ARGS = ["--hypothesis-profile=mutation", "-p", "no:cacheprovider", "-q"]
+
+KILLED = {1, 3, 24, -24, 36, 152, 255}  # test failure, pytest internal error, timeouts
+NOT_RUN = {None, 2}  # not yet tried, or interrupted
+
+
+def status(code: int | None) -> str:
+    if code is None or code in NOT_RUN:
+        return "not run"
+    if code in KILLED:
+        return "killed"
+    return {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}.get(code, f"exit {code}")
+
+
+def toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(name: str) -> Path:
+    """Lay out ``.mutmut/<name>/``: links to the tree and a pyproject.toml for this package."""
+    pkg = PACKAGES[name]
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for top in TREE:
+        link = work / top
+        if not link.is_symlink():
+            link.symlink_to(Path("..", "..", top))
+    config = (
+        (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+        + "\n[tool.mutmut]  # generated by tests/mutate.py\n"
+        + f"source_paths = {toml_list(list(pkg.sources))}\n"
+        + f"also_copy = {toml_list([t for t in TREE if t != 'tests'])}\n"
+        + f"pytest_add_cli_args = {toml_list(PYTEST_ARGS)}\n"
+        + f"pytest_add_cli_args_test_selection = {toml_list(list(pkg.tests))}\n"
+        + 'on_dependency_change = "ignore"\n'
+    )
+    target = work / "pyproject.toml"
+    if not target.exists() or target.read_text(encoding="utf-8") != config:
+        target.write_text(config, encoding="utf-8")
+    return work
+
+
+def verdicts(work: Path) -> dict[str, int | None]:
+    """Every mutant of the package and its exit code, from mutmut's ``*.meta`` files."""
+    out: dict[str, int | None] = {}
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        out.update(data.get("exit_code_by_key", {}))
+    return out
+
+
+def mutmut(work: Path, args: list[str], deadline: float) -> int:
+    """Run ``mutmut ARGS`` in ``work``; past ``deadline`` interrupt it (it saves and stops)."""
+    exe = Path(sys.executable).with_name("mutmut")
+    proc = subprocess.Popen([str(exe), *args], cwd=work, start_new_session=True)
+    try:
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        print(f"mutate: time budget spent, stopping mutmut in {work.name}", file=sys.stderr)
+        os.killpg(proc.pid, signal.SIGINT)  # mutmut catches it, stops its workers, saves
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
+
+def run(name: str, deadline: float, children: int, *, fresh: bool) -> None:
+    work = prepare(name)
+    if fresh:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    mutmut(work, ["run", f"--max-children={children}"], deadline)
+    survivors = [k for k, v in verdicts(work).items() if v is not None and v not in KILLED
+                 and k not in EQUIVALENT]  # fmt: skip
+    if survivors and time.monotonic() < deadline:
+        # named mutants are run again whatever their verdict, so tests added or changed since
+        # count; mutmut maps tests to functions once and re-maps only new tests, so drop the
+        # map (one clean run of the package's tests rebuilds it)
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        mutmut(work, ["run", f"--max-children={children}", *survivors], deadline)
+
+
+def report(name: str, *, show: bool) -> tuple[int, int, int]:
+    """Print the package's score line (and its survivors); return (killed, counted, not run)."""
+    work = WORK / name
+    codes = verdicts(work)
+    if not codes:
+        print(f"{name}: no results yet (./dev mutate {name})")
+        return 0, 0, 0
+    equivalent = [k for k in codes if k in EQUIVALENT]
+    counts = Counter(status(c) for k, c in codes.items() if k not in EQUIVALENT)
+    stale = [k for k in EQUIVALENT if k.startswith(tuple(s.replace("/", ".").removesuffix(".py")
+             for s in PACKAGES[name].sources)) and (k not in codes or codes[k] in KILLED)]  # fmt: skip
+    counted = sum(counts.values()) - counts["not run"] - counts["skipped"]
+    killed = counts["killed"]
+    score = 100.0 * killed / counted if counted else 0.0
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{name}: {score:.1f}% killed ({killed}/{counted}; {detail}; "
+          f"{len(equivalent)} equivalent)")  # fmt: skip
+    for k in stale:
+        print(f"  stale EQUIVALENT entry: {k}")
+    if show:
+        for k, c in sorted(codes.items()):
+            if status(c) not in ("killed", "not run") and k not in EQUIVALENT:
+                print(f"  {status(c)}: {k}")
+    return killed, counted, counts["not run"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="./dev mutate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("packages", nargs="*", metavar="package",
+                    help=f"any of {', '.join(PACKAGES)} (default: all)")  # fmt: skip
+    ap.add_argument("--budget", type=float, default=1500.0,
+                    help="seconds for the whole run; a cut run resumes next time")  # fmt: skip
+    ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
+    ap.add_argument("--report", action="store_true", help="only print scores and survivors")
+    ap.add_argument("--fresh", action="store_true",
+                    help="forget earlier verdicts (a killed mutant is otherwise not retried)")  # fmt: skip
+    args = ap.parse_args(argv)
+    unknown = [p for p in args.packages if p not in PACKAGES]
+    if unknown:
+        ap.error(f"unknown package {', '.join(unknown)}: choose from {', '.join(PACKAGES)}")
+    names = args.packages or list(PACKAGES)
+    deadline = time.monotonic() + args.budget
+    if not args.report:
+        for name in names:
+            if time.monotonic() >= deadline:
+                print(f"mutate: no time left for {name}", file=sys.stderr)
+                continue
+            run(name, deadline, args.max_children, fresh=args.fresh)
+    print()
+    incomplete = False
+    for name in names:
+        incomplete |= report(name, show=True)[2] > 0
+    return 1 if incomplete else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
