@@ -578,7 +578,8 @@ class DialogTable:
     def stats(self) -> dict[str, Any]:
         """Counts for ``load_stats`` and ``sipline ctl stats``."""
         return {"node": self.node, "active": len(self._table), "early": self._pending,
-                **self.counters, "profiles": self.profiles.view()}  # fmt: skip
+                **self.counters, "profiles": self.profiles.view(),
+                "limits": self.profiles.limit_view()}  # fmt: skip
 
     def listing(self, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` live dialogs for an operator (OpenSIPS ``dlg_list``), oldest first

@@ -79,6 +79,24 @@ def test_limit_frees_a_slot_when_a_call_ends() -> None:
     assert t.admit(c2.invite(), source_ip=c2.src) is None
 
 
+def test_limit_view_counts_what_admission_checks() -> None:
+    """``limits`` (ctl dialogs) is own + the others' counts for limited profiles only, and a
+    call is refused exactly when that count has reached the limit."""
+    t = table(profiles=[DialogProfile(name="trunk", limit=3),
+                        DialogProfile(name="caller", with_value=True, value_from="from_user",
+                                      limit=2),
+                        DialogProfile(name="all")])  # fmt: skip
+    Call(1, from_user="a").confirmed(t)
+    assert t.stats()["limits"] == {"trunk": 1, "caller/a": 1}
+    t.profiles.remote.update({("trunk", ""): 2, ("caller", "b"): 2, ("caller", "a"): 0})
+    assert t.stats()["limits"] == {"trunk": 3, "caller/a": 1, "caller/b": 2}
+    assert t.admit(Call(2, from_user="c").invite(), source_ip="10.0.0.1") == (486, "Busy Here")
+    t.profiles.remote[("trunk", "")] = 1
+    assert t.stats()["limits"]["trunk"] == 2
+    assert t.admit(Call(3, from_user="b").invite(), source_ip="10.0.0.1") == (486, "Busy Here")
+    assert t.admit(Call(4, from_user="a").invite(), source_ip="10.0.0.1") is None
+
+
 def test_empty_value_is_not_a_member() -> None:
     """A profile with values skips a dialog whose value would be empty."""
     t = table(profiles=[DialogProfile(name="u", with_value=True, value_from="ruri_user")])
