@@ -413,9 +413,13 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
         assert out == [{"proc": out[0]["proc"], "addresses": [vb]}], out  # type: ignore[index]
         (back,) = again.proc.wait_events("failover_takeover", 1, timeout_s=5)
         assert back["dialogs"] == half and back["address"] == vb, back
+        # a loaded box takes seconds here (B's workers adopt, A's let go): the deadline is
+        # generous, the poll returns as soon as both sides agree
         assert poll(lambda: role_of(a, vb) == "passive" and role_of(again, vb) == "active"
                     and role_of(a, VIRTUAL) == "active"
-                    and live_dialogs(a) == live_dialogs(again) == half, 5)  # fmt: skip
+                    and live_dialogs(a) == live_dialogs(again) == half, 15), (
+            role_of(a, vb), role_of(again, vb), role_of(a, VIRTUAL), live_dialogs(a),
+            live_dialogs(again))  # fmt: skip
         handed = a.proc.events("dialogs_handed_back")
         assert sum(int(str(e["dialogs"])) for e in handed) == half, handed
         assert again.proc.events("virtual_bound")
