@@ -759,8 +759,6 @@ def _check_stateplane(f: str, s: Settings) -> None:
         if on and tcp_peer:  # they find the peers' processes by their run directories
             expected = "no sharing with [stateplane] peers given as tcp:// (run directories only)"
             raise ConfigError(f, key, expected, Said("a tcp:// peer"))
-    if sp.persist_dir and not sp.replicate:
-        raise ConfigError(f, "stateplane.replicate", "true when persist_dir is set", False)
     if sp.persist_dir and not os.path.isabs(sp.persist_dir):
         raise ConfigError(f, "stateplane.persist_dir", "an absolute directory path",
                           sp.persist_dir)  # fmt: skip

@@ -95,6 +95,12 @@ class Tcp:
     """Bytes queued for a connection that is not draining; past it a send fails."""
     connect_timeout_ms: int = field(default=3000, metadata=_range(10, 120_000))
     """Outbound connect attempts give up after this long; queued sends fail."""
+    drain_s: float = field(default=30.0, metadata=_range(0, 3600))
+    """On SIGTERM an ingress stops accepting connections but serves the inbound ones it holds
+    until they close or this long has passed, then closes them (RFC 5626 clients reconnect,
+    to the ingress that replaced it: ``docs/operations.md``). It ends at once when no worker
+    is left (the whole node stopping). Keep it below the runner's stop timeout (the systemd
+    units give 45 s; honcho stops the whole node, so its 5 s never applies)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -532,9 +538,11 @@ class StatePlane:
     only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and the channel
     is encrypted; without it, bind a private interface (a wildcard address is refused)."""
     persist_dir: str = ""
-    """Directory where the state plane keeps the node's dialogs on disk (a snapshot plus a
-    journal of every update, ``docs/stateplane.md`` "Persistence"), so a node restarted alone
-    comes back with its calls. Needs ``replicate``. Empty: nothing on disk."""
+    """Directory where the state plane keeps on disk the ``local://`` store's keys (a
+    snapshot plus a journal of every write's result, ``docs/cachedb.md`` "Persistence"), and
+    with ``replicate`` the node's dialogs (``docs/stateplane.md`` "Persistence"), so a state
+    plane or a node restarted comes back with its registrations and calls. Empty: nothing on
+    disk."""
     snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
     """Journal entries after which a new snapshot is written and the journal started again."""
     role: Literal["", "primary", "backup"] = ""

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -104,6 +105,21 @@ class KvStore:
             return None
         self._data.move_to_end(key)
         return entry.value
+
+    def peek(self, key: str, now: float) -> tuple[bytes, float | None] | None:
+        """``(value, expires_at)`` of a live key, leaving its LRU place alone (for the
+        journal, ``stateplane/kvdisk.py``)."""
+        entry = self._data.get(key)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            return None
+        return entry.value, entry.expires_at
+
+    def items(self, now: float) -> Iterator[tuple[str, bytes, float | None]]:
+        """Every live key as ``(key, value, expires_at)``, least recently used first (a
+        snapshot loaded in this order keeps the LRU order). Do not write while iterating."""
+        for key, e in self._data.items():
+            if e.expires_at is None or e.expires_at > now:
+                yield key, e.value, e.expires_at
 
     # writes --------------------------------------------------------------------------------
 

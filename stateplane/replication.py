@@ -44,6 +44,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -71,6 +72,10 @@ log = structlog.get_logger()
 
 #: the node's workers must be the same set this long before restored dialogs go to them
 RESTORE_SETTLE_S = 1.0
+#: a worker whose endpoint is this much older than the state plane ran before it started
+SURVIVOR_AGE_S = 1.0
+#: how long restored dialogs wait for such workers' resyncs before going to the workers
+RESYNC_WAIT_S = 5.0
 #: an ICANHAZ is a few numbers and a node name
 MAX_ASK_BYTES = 1 << 10
 #: retry of answers whose askers' pipes are all full
@@ -140,6 +145,10 @@ class Replication:
         self._answering: asyncio.Handle | None = None
         #: keys heard from each worker in a resync in progress (workers/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
+        #: workers that resynced since we started: they hold their own dialogs (a restart
+        #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
+        self._resynced: set[str] = set()
+        self._started_wall = time.time()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -204,15 +213,48 @@ class Replication:
         r = self.restoring
         if r is None or not r.decided:
             return
-        workers = frozenset(sockets.live_endpoints(self.settings.node.run_dir, "worker"))
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        workers = frozenset(live)
         if workers != r.workers:
             r.workers, r.since = workers, now
             return
         if not workers or now - r.since < RESTORE_SETTLE_S:
             return
-        n, lost = self.adopter.hand_over(self.settings.node.name, r.records, now)
-        log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost)
+        waiting = self._survivors(live) - self._resynced
+        if waiting and now - r.since < RESYNC_WAIT_S:
+            return  # they hold their own dialogs: their resync says which, and is on its way
+        records = self._not_resynced(r.records, workers)
+        n, lost = self.adopter.hand_over(self.settings.node.name, records, now)
+        log.info("dialogs_restored", dialogs=len(records), workers=n, lost=lost,
+                 kept_by_workers=len(r.records) - len(records))  # fmt: skip
         self.restoring = None
+
+    def _survivors(self, live: dict[str, str]) -> set[str]:
+        """Workers whose endpoint is older than us by ``SURVIVOR_AGE_S``: they ran before we
+        started (the state plane restarted alone) and will resync (``workers/deltas.py``
+        rule 4). A worker of a node started together with us is younger; one misjudged
+        only delays the restore to ``RESYNC_WAIT_S``."""
+        out = set()
+        for ident, ep in live.items():
+            try:
+                born = os.stat(sockets.endpoint_path(ep)).st_mtime
+            except OSError:
+                continue
+            if born < self._started_wall - SURVIVOR_AGE_S:
+                out.add(ident)
+        return out
+
+    def _not_resynced(self, records: list[list[Any]], workers: frozenset[str]) -> list[list[Any]]:
+        """The restored records whose owner did not resync with us: a worker that did ran
+        through our restart (the state plane restarted alone, docs/operations.md) and holds
+        its dialogs itself, newer than our disk (``workers/deltas.py`` rule 4); handing them
+        to it again would count them twice. A fresh worker holds none and takes them."""
+        if not self._resynced:
+            return records
+        ring = WorkerSet.fixed(dict.fromkeys(workers, ""))
+        return [rec for rec in records
+                if ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
+                not in self._resynced]  # fmt: skip
 
     def peer_synced(self, peer: Peer) -> None:
         """A replica is whole again; after a lost split brain it decides what we let go
@@ -252,6 +294,7 @@ class Replication:
             op = delta[0] if isinstance(delta, list) and delta else None
             if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
+                self._resynced.add(worker)
                 continue
             if op == "s-":
                 if sweep is not None:

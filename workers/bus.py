@@ -11,7 +11,9 @@ Rules:
 3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
-   Via's ``sl-c``, dialogs adopted from a peer node). Output for an ingress without a pipe is
+   Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
+   pipe (one that left: replaced, docs/operations.md) leaves through another live ingress,
+   since every ingress binds the same listeners (``udp_rerouted``); other output for it is
    dropped and counted (``drop_unknown_ingress``).
 5. An IN envelope whose ingress ident could name a file elsewhere (``conf.sockets.valid_ident``)
    is refused and counted as ``drop_bad_ident``.
@@ -80,6 +82,9 @@ class IngressBus:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
         its pipe is full."""
         pipe = self._pipes.get(ingress)
+        if pipe is None and meta[0] == "udp" and self._pipes:  # rule 4
+            pipe = next(iter(self._pipes.values()))
+            self._meter.counters["udp_rerouted"] += 1
         if pipe is None:
             self._meter.counters["drop_unknown_ingress"] += 1
             return False

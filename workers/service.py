@@ -111,7 +111,8 @@ class Worker:
                             env.KIND_DELTAS, lambda batches: [worker_id, [
                                 d for batch in batches for d in batch]],
                             1, settings.bus.max_pending)  # fmt: skip
-            self.deltas = DeltaLink(pipe, stateful.dialogs, worker_id, self.meter.counters)
+            self.deltas = DeltaLink(pipe, stateful.dialogs, worker_id, self.meter.counters,
+                                    sockets.endpoint_path(ep))  # fmt: skip
         #: call limits counted across the node's workers (and peer nodes'), when any is set
         self.limits: SharedLimits | None = None
         if stateful.dialogs is not None and any(p.limit for p in settings.dialog_profile):
