@@ -113,6 +113,44 @@ EQUIVALENT: dict[str, str] = {
     # no route-bound pipe matches a request that takes no route, whichever non-name it has
     "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_2": "route None for a pre-routed one",
     "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_7": "route None when none matches",
+    # ... and "XXXX" likewise, unless a route were named so
+    "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_3": "route 'XXXX' for a pre-routed one",
+    "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_18": "route 'XXXX' when none matches",
+    "workers.proxy.xǁStatelessProxyǁplan__mutmut_57": "_check_rate never reads the uri",
+    # defaults no caller relies on: every call passes the argument
+    "workers.proxy.xǁListenersǁis_us__mutmut_1": "transport default 'XXudpXX' (not tls)",
+    "workers.proxy.xǁListenersǁis_us__mutmut_2": "transport default 'UDP' (not tls)",
+    "workers.proxy.xǁStatelessProxyǁ_forward_request__mutmut_1": "known default True",
+    "workers.proxy.xǁStatelessProxyǁforward__mutmut_1": "stateless branch hashes attempt 1: "
+    "as stable, as distinct",
+    # ASCII text (the parser refuses a non-ASCII Request-URI) encoded either way
+    **{f"workers.proxy.xǁStatelessProxyǁforward__mutmut_{n}": "encoding of ASCII text"
+       for n in (86, 88, 89, 90)},
+    "workers.proxy.xǁStatelessProxyǁ_check_proxy_require__mutmut_9": "'LATIN-1' is 'latin-1'",
+    # the parser guarantees a Via on every response and a number in Max-Forwards
+    **{f"workers.proxy.xǁStatelessProxyǁ_pop_via__mutmut_{n}": "unreachable: no Via"
+       for n in (16, 17, 18)},
+    "workers.proxy.xǁStatelessProxyǁ_max_forwards_edit__mutmut_10": "unreachable: Max-Forwards "
+    "0 is refused before, a non-number by the parser",
+    # the Record-Route cache only saves rebuilding the same bytes
+    "workers.proxy.xǁStatelessProxyǁ_record_route__mutmut_2": "no cache hit",
+    "workers.proxy.xǁStatelessProxyǁ_record_route__mutmut_3": "no cache hit",
+    # where the rewritten Route line goes: §7.3.1, the order of fields of different names is
+    # not significant; after the old line's deletion its start and end are one position, and
+    # a rewrite only happens when there were Route lines
+    "workers.proxy.xǁStatelessProxyǁ_route_edits__mutmut_8": "Route after the request line",
+    "workers.proxy.xǁStatelessProxyǁ_route_edits__mutmut_9": "lines always non-empty here",
+    "workers.proxy.xǁStatelessProxyǁ_route_edits__mutmut_11": "end of the deleted line",
+    # the top Via never starts the message (the request line does)
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_36": "pos > 0",
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_37": "pos >= 1",
+    # a node key's length: token_bytes(None) is 32 bytes, 33 is as secret
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_24": "token_bytes(None)",
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_25": "token_bytes(33)",
+    # no pipes configured: an empty RateLimiter admits everything, as None does
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_11": "RateLimiter([]) instead of None",
+    # with hop set, _route returned no route or a to_request_uri one, which has no `to`
+    "workers.proxy.xǁStatelessProxyǁplan__mutmut_86": "hop is None or ...",
 }
 
 #: pytest options for every mutmut run: a derandomised hypothesis profile without deadlines
