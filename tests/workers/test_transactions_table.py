@@ -489,3 +489,57 @@ class TestHeld:
         t.respond(st_, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)  # another fork's 2xx, say
         assert [(txn, type(e)) for txn, e in drain(t)] == [(st_, Transmit)]
         assert len(t._heap) == heap and t.server(st_.key) is held
+
+
+class TestFromMutants:
+    """What ./dev mutate txn (docs/testing.md) found unasserted."""
+
+    def test_bounds_are_checked_with_their_reason(self) -> None:
+        for kw in ({"max_transactions": 0}, {"timer_batch": 0}):
+            with pytest.raises(ValueError, match=r"^max_transactions and timer_batch must be >= 1$"):
+                TransactionTable(**kw)  # type: ignore[arg-type]
+        one = TransactionTable(max_transactions=1, timer_batch=1)  # the smallest legal table
+        assert (one.max_transactions, one.timer_batch, one.reserve) == (1, 1, 0)
+        with pytest.raises(ValueError, match=r"^reserve must be in \[0, max_transactions\)$"):
+            TransactionTable(max_transactions=8, reserve=8)
+        assert TransactionTable(max_transactions=72).reserve == 9  # 1/8 by default
+
+    def test_table_full_says_so(self) -> None:
+        t = TransactionTable(max_transactions=1, reserve=0)
+        t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False, now=0)
+        with pytest.raises(TableFull, match="^transaction table full$"):
+            t.send_request(downstream(branch="z9hG4bK-dn2"), branch="z9hG4bK-dn2",
+                           method="INVITE", reliable=False, now=0)  # fmt: skip
+        with pytest.raises(TableFull, match="^transaction table full$"):
+            t.receive_request(upstream(), reliable=False, now=0)
+        with pytest.raises(ValueError, match="exists"):
+            t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                           now=0)  # fmt: skip
+
+    def test_dest_and_context_ride_with_the_transaction(self) -> None:
+        """What the TU hands in comes back on the transaction (the worker routes by it)."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0, dest=("10.0.0.9", 5060), context="ctx-c")  # fmt: skip
+        st_ = t.receive_request(upstream(), reliable=False, now=0, dest=("10.0.0.8", 5070),
+                                context="ctx-s")  # fmt: skip
+        assert (ct.dest, ct.context) == (("10.0.0.9", 5060), "ctx-c")
+        assert isinstance(st_, ServerTransaction)
+        assert (st_.dest, st_.context) == (("10.0.0.8", 5070), "ctx-s")
+
+    def test_300_is_a_final_non_2xx_both_ways(self) -> None:
+        """3xx is final and not 2xx (RFC 6026 §7.2): ACKed hop by hop by the client, kept for
+        retransmission by the server (Completed), unlike a 2xx."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0)  # fmt: skip
+        drain(t)
+        t.receive_response(response(downstream(), 300), 1)
+        assert kinds(drain(t)) == ["up 300", "tx ACK"]
+        assert ct.state is State.COMPLETED
+        st_ = t.receive_request(upstream(), reliable=False, now=0)
+        assert isinstance(st_, ServerTransaction)
+        drain(t)
+        t.respond(st_, b"SIP/2.0 300 Multiple Choices\r\n\r\n", 300, 1)
+        drain(t)
+        assert st_.state is State.COMPLETED
