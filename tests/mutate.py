@@ -151,6 +151,12 @@ EQUIVALENT: dict[str, str] = {
     "workers.proxy.xǁStatelessProxyǁ__init____mutmut_11": "RateLimiter([]) instead of None",
     # with hop set, _route returned no route or a to_request_uri one, which has no `to`
     "workers.proxy.xǁStatelessProxyǁplan__mutmut_86": "hop is None or ...",
+    # searching for the top Via's text to the end of the message instead of the end of its
+    # line: it is found first in its own line either way
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_31": "find(..., start, None)",
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_34": "find(..., start)",
+    # the worker sets `now` before every batch it hands the proxy
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_14": "now starts at 1.0",
 }
 
 #: pytest options for every mutmut run: a derandomised hypothesis profile without deadlines

@@ -809,7 +809,7 @@ class TestMoreFromMutants:
         assert data.startswith(b"SIP/2.0 420 ") and b"\r\nUnsupported: foo, bar\r\n" in data
         _, _, data = forward(request("OPTIONS", f"sip:{US}:{PORT}"))
         assert data.startswith(b"SIP/2.0 200 OK\r\n")
-        _, _, data = forward(request(), transport="tcp")
+        _, _, data = forward(request(content_length=False), transport="tcp")
         assert b"\r\nContent-Length: 0\r\n" in data
 
     def test_plan_fields(self) -> None:
@@ -913,3 +913,21 @@ class TestMoreFromMutants:
         raw = request().replace(b"\r\nVia: ", b"\r\nX-First: 1\r\nVia: ", 1)
         _, _, data = forward(raw, src="10.9.9.9")
         assert parsed_req(data).vias[1].received == "10.9.9.9"
+
+    def test_received_on_a_folded_via_line(self) -> None:
+        """A folded Via line cannot be patched in place: it is written anew, values kept."""
+        rest = "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"
+        raw = request(via=f"SIP/2.0/UDP 10.0.0.1:5070\r\n ;branch=z9hG4bKabc, {rest}")
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert (b"\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;received=10.9.9.9, "
+                + rest.encode() + b"\r\n") in data  # fmt: skip
+
+    def test_received_patches_the_top_via_only(self) -> None:
+        """The same text elsewhere (another header, a second Via value) is left alone."""
+        via = CLIENT_VIA
+        raw = request(via=f"{via}, {via}", extra=(f"X-After: {via}",)).replace(
+            b"\r\nVia: ", f"\r\nX-Before: {via}\r\nVia: ".encode(), 1)
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert f"\r\nX-Before: {via}\r\n".encode() in data
+        assert f"\r\nX-After: {via}\r\n".encode() in data
+        assert f"\r\nVia: {via};received=10.9.9.9, {via}\r\n".encode() in data
