@@ -157,6 +157,26 @@ EQUIVALENT: dict[str, str] = {
     "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_34": "find(..., start)",
     # the worker sets `now` before every batch it hands the proxy
     "workers.proxy.xǁStatelessProxyǁ__init____mutmut_14": "now starts at 1.0",
+    # ingress/sip/scan.py's fast path for "\nCall-ID: ": a mutant that makes it miss, or
+    # slice something CALL_ID_RE refuses, falls through to the regex, which finds the same
+    **{f"ingress.sip.scan.x__scan__mutmut_{n}": "fast path misses, the regex answers alike"
+       for n in (106, 112, 113, 114, 115, 116, 119, 121, 123, 124, 125, 126, 127, 129)},
+    # the start line precedes every header, so the fast path never finds it at offset 0, and
+    # the header section never ends at offset 0 once leading CRLFs are skipped
+    "ingress.sip.scan.x__scan__mutmut_117": "i > 0",
+    "ingress.sip.scan.x__scan__mutmut_118": "i >= 1",
+    "ingress.sip.scan.x__scan__mutmut_18": "end <= 0",
+    "ingress.sip.scan.x__scan__mutmut_19": "end < 1",
+    "ingress.sip.scan.x__scan__mutmut_48": "lines >= cap: _over_cap decides",
+    # the framer's sentinels and search starts: only their sign, or the cost, matters
+    "ingress.sip.framer.xǁStreamFramerǁ__init____mutmut_3": "_scanned starts at 1",
+    "ingress.sip.framer.xǁStreamFramerǁ__init____mutmut_6": "_body_end starts at -2",
+    "ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_57": "_scanned reset to 1",
+    "ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_60": "_body_end reset to -2",
+    **{f"ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_{n}": "the terminator search "
+       "starts earlier: same answer, more work" for n in (8, 10, 17, 19)},
+    **{f"ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_{n}": "body_end and the "
+       "terminator are never 0 (CRLFs are skipped first)" for n in (2, 3, 20, 21)},
 }
 
 #: pytest options for every mutmut run: a derandomised hypothesis profile without deadlines
