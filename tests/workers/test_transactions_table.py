@@ -313,6 +313,15 @@ class TestHeap:
             assert len(t._heap) <= 2 * len(t) + 65
             assert ct.state in (State.PROCEEDING, State.COMPLETED)
         drain(t)
+        # compaction kept every live entry: each 486 transaction still reaches its Timer D;
+        # the 180-only half stays Proceeding (no timer there: the TU's Timer C decides)
+        now, fired = 1.0, 0
+        while (at := t.next_deadline()) is not None and now < 100:
+            now = max(now, at)
+            fired += t.handle_timer(now)
+        assert fired == 1000 and len(t) == 1000
+        assert all(c.state is State.PROCEEDING for c in t._clients.values())  # type: ignore[union-attr]
+        assert sum(isinstance(e, Terminated) for _, e in drain(t)) == 1000
 
 
 # -- table-level property: random traffic, increasing time ----------------------------------
