@@ -24,6 +24,7 @@ from workers.transactions import (
     TableFull,
     Terminated,
     TimedOut,
+    TimerConfig,
     Transaction,
     TransactionTable,
     Transmit,
@@ -552,3 +553,21 @@ class TestFromMutants:
         t.respond(st_, b"SIP/2.0 300 Multiple Choices\r\n\r\n", 300, 1)
         drain(t)
         assert st_.state is State.COMPLETED
+
+
+def test_timer_config_bounds_and_texts() -> None:
+    """T1 > 0, T2 >= T1, T4 and Timer D >= 0: the edges pass, the values past them are named."""
+    TimerConfig(t1=0.001, t2=0.001, t4=0.0, timer_d=0.0)
+    with pytest.raises(ValueError, match=r"^t1 must be > 0, got 0\.0$"):
+        TimerConfig(t1=0.0)
+    with pytest.raises(ValueError, match=r"^t2 must be >= t1, got t2=0\.4 t1=0\.5$"):
+        TimerConfig(t1=0.5, t2=0.4)
+    for kw in ({"t4": -1.0}, {"timer_d": -1.0}):
+        with pytest.raises(ValueError, match="^t4 and timer_d must be >= 0$"):
+            TimerConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_ack_never_creates_a_server_transaction() -> None:
+    ack = upstream("ACK")
+    with pytest.raises(ValueError, match=r"^ACK never creates a server transaction \(§17\.2\.3\)$"):
+        ServerTransaction(ack, key=("k",), reliable=False)
