@@ -298,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds for the whole run; a cut run resumes next time")  # fmt: skip
     ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
     ap.add_argument("--report", action="store_true", help="only print scores and survivors")
+    ap.add_argument("--table", action="store_true",
+                    help="print the scores as the markdown table of docs/testing.md")  # fmt: skip
     ap.add_argument("--fresh", action="store_true",
                     help="forget earlier verdicts (a killed mutant is otherwise not retried)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -312,6 +314,19 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"mutate: no time left for {name}", file=sys.stderr)
                 continue
             run(name, deadline, args.max_children, fresh=args.fresh)
+    if args.table:
+        print("| package | mutants | equivalent | killed | not killed | not run | score |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name in names:
+            codes = verdicts(WORK / name)
+            eq = sum(k in EQUIVALENT for k in codes)
+            counts = Counter(status(c) for k, c in codes.items() if k not in EQUIVALENT)
+            counted = sum(counts.values()) - counts["not run"] - counts["skipped"]
+            left = counted - counts["killed"]
+            score = f"{100.0 * counts['killed'] / counted:.1f} %" if counted else "-"
+            print(f"| {name} | {len(codes)} | {eq} | {counts['killed']} | {left} | "
+                  f"{counts['not run']} | {score} |")  # fmt: skip
+        return 0
     print()
     incomplete = False
     for name in names:
