@@ -365,6 +365,9 @@ DEFAULT_DIALOG_LIFETIME_S = 43_200.0
 #: longer than Timer C (180 s) plus a cancelled branch's 64*T1, so the proxy's own 408 or 487
 #: always ends an unanswered call first and this is only a safety net
 DEFAULT_EARLY_LIFETIME_S = 300.0
+#: a written CDR waits this long for its fsync at most (workers/cdr.py): one fsync per 20 ms
+#: whatever the call rate, and a host crash loses at most 20 ms of CDRs
+DEFAULT_CDR_FSYNC_MS = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -388,7 +391,23 @@ class Dialogs:
     end) with cause ``expired``. More than ``[transactions] timer_c_s``."""
     cdr_file: str = ""
     """File CDRs are appended to, one JSON object per line; empty writes them to the log only
-    (every CDR is logged as a ``cdr`` event either way)."""
+    (every CDR is logged as a ``cdr`` event either way). Each worker writes the CDRs of a loop
+    iteration at its end, reopens the file when it is renamed or deleted (logrotate) or on
+    SIGHUP, and creates it ``0640`` (``cdr_group``), ``0600`` without a group."""
+    cdr_fsync_ms: int = field(default=DEFAULT_CDR_FSYNC_MS, metadata=_range(0, 10_000))
+    """A CDR line is durable (fsync'd) at most this long after it was written; 0: each
+    batch is fsync'd as it is written. A host crash loses at most this window of CDRs; a
+    crashed process loses none (``docs/dialogs.md`` "CDRs")."""
+    cdr_group: str = ""
+    """The group (name or number) that may read the CDR file (it is created ``0640``, that
+    group's); empty: ``[node] run_group`` if set, else the owner only (``0600``)."""
+    cdr_peer_files: list[str] = field(default_factory=list)
+    """CDR files of the ``[stateplane] peers`` nodes that this node can read (the same host,
+    or a shared mount), absolute paths: before a dialog taken over from a dead peer is made
+    ours, the end of these files is read, and a dialog whose CDR the peer wrote just before
+    dying is dropped instead of getting a second one. Our own ``cdr_file`` may be listed (it
+    is read anyway), so both nodes of a pair can carry the same list. Empty: only our own
+    file is read."""
     max_dialogs: int = field(default=1_000_000, metadata=_range(1, 100_000_000))
     """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
     profiles_cluster: bool = False

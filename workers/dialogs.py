@@ -578,7 +578,8 @@ class DialogTable:
     def stats(self) -> dict[str, Any]:
         """Counts for ``load_stats`` and ``sipline ctl stats``."""
         return {"node": self.node, "active": len(self._table), "early": self._pending,
-                **self.counters, "profiles": self.profiles.view()}  # fmt: skip
+                **self.counters, "profiles": self.profiles.view(),
+                "limits": self.profiles.limit_view()}  # fmt: skip
 
     def listing(self, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` live dialogs for an operator (OpenSIPS ``dlg_list``), oldest first
@@ -665,6 +666,13 @@ class DialogTable:
             n += 1
         self.counters["handed_back"] += n
         return n
+
+    def forget(self, call_id: str, from_tag: str, cause: str, wall: float) -> None:
+        """A dialog that came back to us (``adopt`` was about to take it) but ended already:
+        its CDR is written (``workers/cdr.py`` rule 8). Only a "t" delta, so the state plane
+        and the replicas forget it too; it never enters the table, so no CDR, timer or count."""
+        if self.emit_deltas:
+            self._push(["t", call_id, from_tag, cause, "", wall])
 
     def apply(self, delta: list[Any], now: float, wall: float) -> None:
         """Apply a delta another table emitted (a replica: no CDR, no delta of its own)."""

@@ -777,3 +777,157 @@ class TestRateLimitMatching:
         pipe = RateLimit(name="p", limit_per_s=1, route="inv")
         routes = [Route(name="inv", to="uas", methods=["INVITE"])]
         assert self.limited(routes, pipe, [], [request("MESSAGE")]) == [404]
+
+
+class TestMoreFromMutants:
+    """Second batch from ./dev mutate proxy."""
+
+    def test_refusals_say_why_more(self) -> None:
+        p = proxy()
+        with pytest.raises(SipError, match="^Max-Forwards is 0$"):
+            p.plan(parsed_req(request(max_forwards=0)), inbound())
+        with pytest.raises(SipError, match="^scheme soap.beep$"):
+            p.plan(parsed_req(request(uri="soap.beep://192.0.2.103:3002")), inbound())
+        with pytest.raises(SipError, match="^unsupported Proxy-Require$"):
+            p.plan(parsed_req(request(extra=("Proxy-Require: foo",))), inbound())
+        req = parsed_req(request())
+        plan = p.plan(req, inbound())
+        with pytest.raises(SipError, match="^next hop 'example.com' is not an IP address$"):
+            p.forward(req, inbound(), plan, parse_uri("sip:example.com"))
+        with pytest.raises(SipError, match="^no sctp transport$"):
+            p.forward(req, inbound(), plan, parse_uri("sip:127.0.0.1;transport=sctp"))
+        with pytest.raises(SipError, match=r"^no udp listener for ::1$"):
+            p.forward(req, inbound(), plan, parse_uri("sip:[::1]:7000"))
+        s = replace(settings(), ratelimit=[RateLimit(name="one", limit_per_s=1)])
+        p = StatelessProxy(s, RoutingTable(s))
+        p.plan(parsed_req(request(call_id="a")), inbound())
+        with pytest.raises(SipError, match="^over the rate of pipe one$"):
+            p.plan(parsed_req(request(call_id="b")), inbound())
+
+    def test_420_and_200_on_the_wire(self) -> None:
+        _, _, data = forward(request(extra=("Proxy-Require: foo, bar",)))
+        assert data.startswith(b"SIP/2.0 420 ") and b"\r\nUnsupported: foo, bar\r\n" in data
+        _, _, data = forward(request("OPTIONS", f"sip:{US}:{PORT}"))
+        assert data.startswith(b"SIP/2.0 200 OK\r\n")
+        _, _, data = forward(request(content_length=False), transport="tcp")
+        assert b"\r\nContent-Length: 0\r\n" in data
+
+    def test_plan_fields(self) -> None:
+        """plan() (the stateful core's entry) says exactly what changed and what it picked."""
+        p = proxy(trusted=TRUSTED)
+        req = parsed_req(request("OPTIONS", f"sip:{US}:{PORT}"))
+        local = p.plan(req, inbound())
+        assert (local.routes, local.changed, local.uri, local.uri_changed, local.hop) == (
+            [], False, req.uri, False, None)
+        plain = p.plan(parsed_req(request()), inbound())
+        assert (plain.changed, plain.uri_changed, plain.hop) == (False, False, None)
+        assert plain.route is not None and plain.target is not None
+        routed = p.plan(parsed_req(request(extra=("Route: <sip:192.0.2.9;lr>",))), inbound())
+        assert routed.hop is not None and routed.route is None and routed.target is None
+
+    def test_in_dialog_relay_needs_trust_or_a_known_dialog(self) -> None:
+        """Rule 10: an in-dialog request to a foreign remote target is refused (404) unless
+        the stateful core knows its dialog (``known``); an ACK is then dropped as relay_ack."""
+        p = proxy()
+        raw = request("BYE", "sip:bob@192.0.2.9:5080", to_tag="t")
+        with pytest.raises(SipError, match="source is not trusted"):
+            p.plan(parsed_req(raw), inbound())
+        assert status(one(p.handle(raw, inbound()))[2]) == 404
+        _, meta, data = p.request_out(parsed_req(raw), inbound(), known=True)
+        assert parsed_req(data).method == "BYE" and meta[1:3] == ["192.0.2.9", 5080]
+        ack = request("ACK", "sip:bob@192.0.2.9:5080", to_tag="t",
+                      extra=("Route: <sip:192.0.2.9;lr>",))  # fmt: skip
+        assert drop_reason(p, ack) == "relay_ack"
+
+    def test_ack_through_our_route_goes_to_its_request_uri(self) -> None:
+        """An ACK that popped our Route follows the route set to the remote target (§16.11),
+        one that did not uses the table (rule 6)."""
+        raw = request("ACK", "sip:bob@192.0.2.9:5080", to_tag="t", extra=(OUR_ROUTE,))
+        assert forward(raw)[1][1:3] == ["192.0.2.9", 5080]
+
+    def test_strict_router_keeps_every_route_but_the_last(self) -> None:
+        raw = request("BYE", f"sip:{US}:{PORT}", to_tag="t", extra=(
+            "Route: <sip:192.0.2.1;lr>, <sip:192.0.2.2;lr>, <sip:bob@192.0.2.9:5080>",))
+        _, meta, data = forward(raw)
+        req = parsed_req(data)
+        assert meta[1:3] == ["192.0.2.1", 5060] and req.uri.raw == "sip:bob@192.0.2.9:5080"
+        assert req.header_values("route") == [b"<sip:192.0.2.1;lr>", b"<sip:192.0.2.2;lr>"]
+
+    def test_route_matched_on_trusted_transport_and_port(self) -> None:
+        sets = [DestinationSet(name="a", destinations=["sip:127.0.0.1:7001"]),
+                DestinationSet(name="b", destinations=["sip:127.0.0.1:7002"])]  # fmt: skip
+        routes = [Route(name="t", to="a", trusted=True), Route(name="default", to="b")]
+        p = proxy(sets=sets, routes=routes,
+                  trusted=[Trusted(cidr="10.0.0.1", transport="udp", port=5070)])  # fmt: skip
+        assert one(p.handle(request(call_id="1"), inbound()))[1][2] == 7001
+        assert one(p.handle(request(call_id="2"), inbound(port=5071)))[1][2] == 7002
+        assert one(p.handle(request(call_id="3"), inbound("tcp")))[1][2] == 7002
+
+    def test_pre_routed_request_counts_against_no_route_bound_pipe(self) -> None:
+        routes = [Route(name="inv", to="uas", methods=["INVITE"])]
+        pipe = RateLimit(name="p", limit_per_s=1, route="inv")
+        raws = [request(call_id=f"c{i}", extra=("Route: <sip:127.0.0.1:7000;lr>",))
+                for i in range(2)]  # fmt: skip
+        assert TestRateLimitMatching().limited(routes, pipe, TRUSTED, raws) == [0, 0]
+
+    def test_feedback_pipes_see_the_worker_load(self) -> None:
+        """The proxy hands the worker's busy ratio to the pipes: a feedback pipe passes its
+        whole limit when idle and less when saturated."""
+        def passed(load: float | None) -> int:
+            s = replace(settings(), ratelimit=[RateLimit(name="fb", algorithm="feedback",
+                                                         limit_per_s=10)])  # fmt: skip
+            p = StatelessProxy(s, RoutingTable(s))
+            p.now = 50.0
+            if load is not None:
+                p.load = load
+            outs = [one(p.handle(request(call_id=f"c{i}"), inbound()))[2] for i in range(12)]
+            return sum(not d.startswith(b"SIP/2.0") for d in outs)
+        assert passed(None) == passed(0.0) == 10
+        assert passed(1.0) < 10
+
+    def test_port_5060_is_the_default_for_our_address(self) -> None:
+        """A Route naming our address without a port is ours when we listen on 5060."""
+        p = proxy(listen=[Listener(transport="udp", address=US, port=5060)])
+        raw = request("BYE", to_tag="t", extra=(f"Route: <sip:{US};lr>",))
+        _, meta, data = one(p.handle(raw, inbound()))
+        assert meta[1:3] == ["127.0.0.1", 7000] and not parsed_req(data).has_header("route")
+
+    def test_record_route_when_arriving_on_an_unknown_address(self) -> None:
+        """Arrived on an address that is not a listener (a virtual one): the outbound
+        listener alone is recorded."""
+        inb = Inbound("ing-1", "udp", "10.0.0.1", 5070, 0, "127.0.0.5", PORT)
+        data = one(proxy().handle(request(), inb))[2]
+        assert parsed_req(data).header_values("record-route") == [f"<sip:{US}:{PORT};lr>".encode()]
+
+    def test_nodes_sharing_a_key_verify_each_other_s_tags(self) -> None:
+        """The sl-c tag key is the node key: a proxy given it verifies what another minted."""
+        key = bytes(range(32))
+        s = settings()
+        a, b = StatelessProxy(s, RoutingTable(s), key), StatelessProxy(s, RoutingTable(s), key)
+        ours = OUR_VIA.replace("UDP", "TCP") + f";{CONN_PARAM}={a.tags.mint('ing-2', 7)}"
+        ing, meta, _ = one(b.handle(response(200, [ours, CLIENT_VIA.replace("UDP", "TCP")]),
+                                    inbound()))  # fmt: skip
+        assert (ing, meta[3]) == ("ing-2", 7)
+
+    def test_received_when_via_is_not_the_first_header(self) -> None:
+        raw = request().replace(b"\r\nVia: ", b"\r\nX-First: 1\r\nVia: ", 1)
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert parsed_req(data).vias[1].received == "10.9.9.9"
+
+    def test_received_on_a_folded_via_line(self) -> None:
+        """A folded Via line cannot be patched in place: it is written anew, values kept."""
+        rest = "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"
+        raw = request(via=f"SIP/2.0/UDP 10.0.0.1:5070\r\n ;branch=z9hG4bKabc, {rest}")
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert (b"\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;received=10.9.9.9, "
+                + rest.encode() + b"\r\n") in data  # fmt: skip
+
+    def test_received_patches_the_top_via_only(self) -> None:
+        """The same text elsewhere (another header, a second Via value) is left alone."""
+        via = CLIENT_VIA
+        raw = request(via=f"{via}, {via}", extra=(f"X-After: {via}",)).replace(
+            b"\r\nVia: ", f"\r\nX-Before: {via}\r\nVia: ".encode(), 1)
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert f"\r\nX-Before: {via}\r\n".encode() in data
+        assert f"\r\nX-After: {via}\r\n".encode() in data
+        assert f"\r\nVia: {via};received=10.9.9.9, {via}\r\n".encode() in data
