@@ -15,8 +15,8 @@ Rules:
    what a power cut loses.
 4. Compaction: once the journal holds more than ``2 x keys + MIN_JOURNAL`` entries, the whole
    store is written to ``kv.snap.tmp``, synced and renamed over ``kv.snap``, then the journal
-   is truncated. It runs at once, between two batches, so no write interleaves (about a
-   second per million keys, during which requests wait). A crash after the rename and before
+   is truncated. It runs at once, between two batches, so no write interleaves (0.33 s for
+   200 000 keys of 150 bytes on a loaded 2-core box, docs/cachedb.md; requests wait). A crash after the rename and before
    the truncation replays the old journal over the new snapshot: harmless by rule 1.
 5. ``load`` stops at a torn tail (a write the crash cut short): what was whole before it is
    kept, the tail counted and cut off, so new entries follow the last whole one. A value or key of the wrong type is skipped and counted: the
