@@ -42,7 +42,6 @@ from conf import logging as logs
 from conf import process
 from conf.load import load
 from conf.settings import Settings
-from ingress.sip.parser import parse_message
 from workers.service import Worker
 
 INGRESS = "ingress.1-100"
