@@ -39,15 +39,23 @@ Rules:
    finds nothing wrong with it (checked every heartbeat until then): one another local user
    could write or create would let him feed us a forged replica. A refused one is counted
    (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
+10. Dialogs follow their Call-ID (docs/stateplane.md): every heartbeat the node's workers are
+   read from the run directory. A new one is told ``HANDED`` (nothing more is owed it by the
+   state plane; after a restore, once its restored dialogs went out). One gone (killed, or
+   stopping: it removes its socket file first) has, once its process is gone (so the mirror
+   holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
+   every live worker is told ``HANDED`` for it (``workers/handover.py`` rule 1).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -66,11 +74,18 @@ from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused, serve
 from workers.dialogs import DialogTable
+from workers.handover import STATEPLANE, vanished_source
 
 log = structlog.get_logger()
 
 #: the node's workers must be the same set this long before restored dialogs go to them
 RESTORE_SETTLE_S = 1.0
+#: a restore waits this long at most for as many workers as the last run had
+RESTORE_WAIT_S = 10.0
+#: the most workers the node had, kept in the persistence directory for the next start
+WORKERS_FILE = "workers"
+#: a worker that removed its socket file has this long to exit before its dialogs move anyway
+LEAVE_WAIT_S = 10.0
 #: an ICANHAZ is a few numbers and a node name
 MAX_ASK_BYTES = 1 << 10
 #: retry of answers whose askers' pipes are all full
@@ -111,7 +126,8 @@ class Replication:
                      replayed=loaded.replayed, torn=loaded.torn, epoch=loaded.epoch,
                      files=loaded.files)  # fmt: skip
             if loaded.records:
-                self.restoring = Restore(loaded.records)
+                self.restoring = Restore(loaded.records, started=self.loop.time(),
+                                         expect_workers=_read_count(self.persist.dir))  # fmt: skip
         self._snapshot_step: Iterator[None] | None = None
         self.publisher = Publisher(settings.node.name, next_epoch(last_epoch, time.time()),
                                    backlog=sp.backlog, heartbeat_s=self.heartbeat_s,
@@ -140,6 +156,10 @@ class Replication:
         self._answering: asyncio.Handle | None = None
         #: keys heard from each worker in a resync in progress (workers/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
+        #: the node's workers as last read (rule 10), those gone since when, and the most seen
+        self._workers: dict[str, str] = {}
+        self._leaving: dict[str, float] = {}
+        self._most_workers = 0
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -204,15 +224,60 @@ class Replication:
         r = self.restoring
         if r is None or not r.decided:
             return
-        workers = frozenset(sockets.live_endpoints(self.settings.node.run_dir, "worker"))
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        workers = frozenset(live)
         if workers != r.workers:
             r.workers, r.since = workers, now
             return
         if not workers or now - r.since < RESTORE_SETTLE_S:
             return
+        if len(workers) < r.expect_workers and now - r.started < RESTORE_WAIT_S:
+            return  # the last run's workers are still starting: their Call-IDs would move
         n, lost = self.adopter.hand_over(self.settings.node.name, r.records, now)
-        log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost)
+        # after the ADOPTs on each pipe: the workers serve what they held for these calls
+        self.adopter.handed(STATEPLANE, live, now)
+        log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost,
+                 waited_s=round(now - r.started, 2))  # fmt: skip
         self.restoring = None
+
+    def _track_workers(self, now: float) -> None:
+        """Rule 10."""
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        new = {i: ep for i, ep in live.items() if i not in self._workers}
+        for ident in self._workers:
+            if ident not in live:
+                self._leaving.setdefault(ident, now)
+        self._workers = live
+        if len(live) > self._most_workers:
+            self._most_workers = len(live)
+            if self.persist is not None:
+                _write_count(self.persist.dir, len(live))
+        if self.restoring is not None:
+            return  # the restore tells them (``_restore_tick``) and covers the gone ones
+        if new:
+            self.adopter.handed(STATEPLANE, new, now)
+        for ident, since in list(self._leaving.items()):
+            pid = sockets.ident_pid(ident)
+            if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
+                continue  # still finishing what it holds: its last deltas are to come
+            del self._leaving[ident]
+            self._adopt_vanished(ident, live, now)
+        self.adopter.forget(set(live.values()))
+
+    def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
+        """Rule 10: the mirror's dialogs ``ident`` owned go to their owners now."""
+        ring = WorkerSet.fixed({**live, ident: ""})
+        wall, mine, keys = time.time(), [], self.mirror.keys()
+        for key in keys:
+            cid = key.partition("\0")[0]
+            if ring.owner(cid.encode("utf-8", "surrogateescape")) == ident:
+                rec = self.mirror.record(key, now, wall)
+                if rec is not None:
+                    mine.append(rec)
+        n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True)
+        self.adopter.handed(vanished_source(ident), live, now)
+        self.counters["worker_dialogs_moved"] += len(mine) - lost
+        log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
 
     def peer_synced(self, peer: Peer) -> None:
         """A replica is whole again; after a lost split brain it decides what we let go
@@ -302,6 +367,7 @@ class Replication:
         now = self.loop.time()
         if self.failover is not None:
             self.failover.tick(now)
+        self._track_workers(now)
         if self.persist is not None:
             self.persist.sync()
             # not while restored dialogs wait for a decision or the workers: a snapshot of
@@ -455,6 +521,25 @@ class Restore:
     decided: bool = False
     workers: frozenset[str] = frozenset()
     since: float = 0.0
+    #: loop time of the load, and how many workers the last run had (``RESTORE_WAIT_S``)
+    started: float = 0.0
+    expect_workers: int = 0
+
+
+def _read_count(directory: Path) -> int:
+    try:
+        return max(0, min(1024, int((directory / WORKERS_FILE).read_text().strip())))
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_count(directory: Path, count: int) -> None:
+    tmp = directory / (WORKERS_FILE + ".tmp")
+    try:
+        tmp.write_text(f"{count}\n")
+        os.replace(tmp, directory / WORKERS_FILE)
+    except OSError as exc:
+        log.warning("workers_count_not_written", error=str(exc))
 
 
 def _asker(frame: zmq.Frame, ident: bytes) -> bytes:

@@ -14,6 +14,9 @@ Rules:
    dropped and counted (``drop_unknown_ingress``).
 5. An IN envelope whose ingress ident could name a file elsewhere (``conf.sockets.valid_ident``)
    is refused and counted as ``drop_bad_ident``.
+6. A ``FWD`` is an IN another worker of the node passed on to us, the owner of its Call-ID
+   after dialogs moved; ``HANDED`` says a source sent every dialog it owed us
+   (``workers/handover.py``). Both come only from the node's run directory, like the rest.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class IngressBus:
         on_timer: OnTimer | None = None,
         on_adopt: OnAdopt | None = None,
         on_release: OnAdopt | None = None,
+        on_forward: OnBatch | None = None,
+        on_handed: OnAdopt | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
@@ -70,6 +75,8 @@ class IngressBus:
         self._on_timer = on_timer
         self._on_adopt = on_adopt
         self._on_release = on_release
+        self._on_forward = on_forward
+        self._on_handed = on_handed
         self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
@@ -118,13 +125,18 @@ class IngressBus:
             self.flush()
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
-        if env.kind == envelope.KIND_IN:
+        if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_FWD:
             if not sockets.valid_ident(env.header[0]):  # we answer to the ingress it names
                 self._meter.counters["drop_bad_ident"] += 1
                 self._refused.note(self._loop.time(), reason="malformed ingress ident",
                                    ingress=env.header[0][:80])  # fmt: skip
                 return
-            self._on_batch(env.header[0], env.header[1], env.payloads)
+            if env.kind == envelope.KIND_IN:
+                self._on_batch(env.header[0], env.header[1], env.payloads)
+            elif self._on_forward is not None:
+                self._on_forward(env.header[0], env.header[1], env.payloads)
+        elif env.kind == envelope.KIND_HANDED and self._on_handed is not None:
+            self._on_handed(env.header)
         elif env.kind == envelope.KIND_TIMER and self._on_timer is not None:
             self._on_timer(env.header, env.payloads)
         elif env.kind == envelope.KIND_ADOPT and self._on_adopt is not None:
