@@ -41,7 +41,9 @@ Rules:
    (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
 10. Dialogs follow their Call-ID (docs/stateplane.md): every heartbeat the node's workers are
    read from the run directory. A new one is told ``HANDED`` (nothing more is owed it by the
-   state plane; after a restore, once its restored dialogs went out). One gone (killed, or
+   state plane; after a restore, once its restored dialogs went out; otherwise once every
+   other worker said, by a ``y`` marker after its deltas, that it let go of the dialogs the
+   newcomer takes, and those went to it from the mirror). One gone (killed, or
    stopping: it removes its socket file first) has, once its process is gone (so the mirror
    holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
    every live worker is told ``HANDED`` for it (``workers/handover.py`` rule 1).
@@ -86,6 +88,10 @@ RESTORE_WAIT_S = 10.0
 WORKERS_FILE = "workers"
 #: a worker that removed its socket file has this long to exit before its dialogs move anyway
 LEAVE_WAIT_S = 10.0
+#: a joined worker's dialogs move at most this long after it appeared, let go or not
+JOIN_WAIT_S = 5.0
+#: joiners whose ``y`` markers are kept at once (a worker's markers name live workers)
+MAX_JOINERS = 1024
 #: an ICANHAZ is a few numbers and a node name
 MAX_ASK_BYTES = 1 << 10
 #: retry of answers whose askers' pipes are all full
@@ -160,6 +166,9 @@ class Replication:
         self._workers: dict[str, str] = {}
         self._leaving: dict[str, float] = {}
         self._most_workers = 0
+        #: workers joined, until when their hand-over waits; who let go of what they take
+        self._joining: dict[str, float] = {}
+        self._yields: dict[str, set[str]] = {}
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -254,8 +263,16 @@ class Replication:
                 _write_count(self.persist.dir, len(live))
         if self.restoring is not None:
             return  # the restore tells them (``_restore_tick``) and covers the gone ones
-        if new:
-            self.adopter.handed(STATEPLANE, new, now)
+        for ident in new:
+            self._joining[ident] = now + JOIN_WAIT_S
+        for ident, until in list(self._joining.items()):
+            others = set(live) - {ident}
+            if ident in live and not others <= self._yields.get(ident, set()) and now < until:
+                continue  # a worker still holds dialogs it takes: their last state is to come
+            del self._joining[ident]
+            self._yields.pop(ident, None)
+            if ident in live:
+                self._hand_joiner(ident, live, now)
         for ident, since in list(self._leaving.items()):
             pid = sockets.ident_pid(ident)
             if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
@@ -263,6 +280,31 @@ class Replication:
             del self._leaving[ident]
             self._adopt_vanished(ident, live, now)
         self.adopter.forget(set(live.values()))
+
+    def _note_yield(self, worker: str, delta: Any) -> None:
+        if not (isinstance(delta, list) and len(delta) == 3 and isinstance(delta[2], str)
+                and delta[1] == worker):  # fmt: skip
+            self.counters["bad_delta"] += 1
+            return
+        if delta[2] not in self._yields and len(self._yields) >= MAX_JOINERS:
+            self.counters["yields_dropped"] += 1  # its hand-over waits to its deadline
+            return
+        self._yields.setdefault(delta[2], set()).add(worker)
+
+    def _hand_joiner(self, ident: str, live: dict[str, str], now: float) -> None:
+        """Rule 10: the mirror's dialogs a joined worker owns go to it, then HANDED."""
+        ring = WorkerSet.fixed(live)
+        wall, mine, keys = time.time(), [], self.mirror.keys()
+        for key in keys:
+            if ring.owner(key.partition("\0")[0].encode("utf-8", "surrogateescape")) == ident:
+                rec = self.mirror.record(key, now, wall)
+                if rec is not None:
+                    mine.append(rec)
+        if mine:
+            _, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True)
+            self.counters["worker_dialogs_moved"] += len(mine) - lost
+            log.info("worker_dialogs_moved", to=ident, dialogs=len(mine), lost=lost)
+        self.adopter.handed(STATEPLANE, {ident: live[ident]}, now)
 
     def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
         """Rule 10: the mirror's dialogs ``ident`` owned go to their owners now."""
@@ -317,6 +359,9 @@ class Replication:
             op = delta[0] if isinstance(delta, list) and delta else None
             if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
+                continue
+            if op == "y":  # a worker let go of what a joiner takes (workers/deltas.py rule 4)
+                self._note_yield(worker, delta)
                 continue
             if op == "s-":
                 if sweep is not None:

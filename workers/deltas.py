@@ -13,6 +13,9 @@ Rules:
    Deltas of calls that change meanwhile follow the record they change, in the same FIFO,
    so nothing is applied out of order.
 3. A resync whose batch the pipe refuses is abandoned and started again at a later heartbeat.
+4. A worker that let go of the dialogs a joining worker takes says so with
+   ``["y", worker, joiner]`` after its live deltas, so the state plane hands the joiner
+   those dialogs from its mirror only once it holds their last state (``workers/handover.py``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,14 @@ class DeltaLink:
         if t.deltas and not self.pipe.add(t.take_deltas(), b""):
             self.counters["drop_deltas"] += 1
             self.owed = True
+
+    def yielded(self, joiner: str) -> None:
+        """Rule 4."""
+        self.after_iteration()  # what changed before is older than the marker
+        if not self.pipe.add([["y", self.worker_id, joiner]], b""):
+            self.counters["drop_deltas"] += 1  # the joiner's hand-over waits to its deadline
+            return
+        self.pipe.flush()
 
     def heartbeat(self) -> None:
         """Rule 2: start a resync when one is owed and the pipe has room again."""

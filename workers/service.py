@@ -229,16 +229,36 @@ class Worker:
         found.setdefault(self.worker_id, "")
         if set(found) == set(self.peers.idents):
             return
-        gone = [i for i in self.peers.idents if i not in found and i != self.worker_id]
-        for ident in gone:
-            if self.deltas is not None and self.stateful is not None and (
-                    self.stateful.dialogs is not None):  # fmt: skip
+        known = set(self.peers.idents)
+        moving = self.deltas is not None and self.stateful is not None and (
+            self.stateful.dialogs is not None)  # fmt: skip
+        for ident in known - set(found) - {self.worker_id}:
+            if moving:
                 self.gate.expect(vanished_source(ident), now)
             sock = self._peer_pushes.pop(ident, None)
             if sock is not None:
                 sock.close(linger=0)
         self.peers = WorkerSet.fixed(found)
+        joined = set(found) - known - {self.worker_id}
+        if moving and joined:
+            self._let_joiners_take(joined)
         self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
+
+    def _let_joiners_take(self, joined: set[str]) -> None:
+        """Workers joined: the dialogs whose Call-IDs they own now leave us silently (the
+        state plane's mirror holds them), and a ``y`` marker each tells the state plane it
+        may hand them over (workers/deltas.py rule 4); what still reaches us for them is
+        passed on (``_screen``)."""
+        assert self.stateful is not None and self.stateful.dialogs is not None
+        assert self.deltas is not None
+        table, owner = self.stateful.dialogs, self.peers.owner
+        keys = [k for k in table.keys()  # noqa: SIM118 (a DialogTable is not iterable)
+                if owner(k.partition("\0")[0].encode("utf-8", "surrogateescape")) in joined]  # fmt: skip
+        n = table.let_go(keys)
+        for ident in sorted(joined):
+            self.deltas.yielded(ident)
+        if n:
+            log.info("dialogs_let_go", joined=sorted(joined), dialogs=n)
 
     def _screen(self, call_id: str) -> None:
         """``StatefulProxy`` rule 10: a message needing a dialog we do not hold goes to the
