@@ -224,6 +224,8 @@ class Replication:
         if not restore:
             log.info("persistence_discarded", dialogs=len(r.records), reason="peer_active")
             self.restoring = None
+            # nothing restored is owed to the workers seen meanwhile (rule 10)
+            self.adopter.handed(STATEPLANE, self._workers, self.loop.time())
             return
         now, wall = self.loop.time(), time.time()
         self.mirror.restore(r.records, now, wall)  # what peers snapshot from now
