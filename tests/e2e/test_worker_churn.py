@@ -17,6 +17,7 @@ from .conftest import StartNode
 from .node import REPO, VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
 from .test_ctl import ctl
 from .test_dialogs import cdrs, dialogs
+from .test_failover import held
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +148,44 @@ def test_dialogs_follow_their_call_id_through_join_sigterm_and_sigkill(
     ids = [r["call_id"] for r in rows]
     assert len(ids) == CHURN_CALLS and len(set(ids)) == CHURN_CALLS, sorted(ids)
     assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
+
+
+def test_a_killed_workers_byes_wait_for_its_dialogs(
+    start_node: StartNode, uas: Callable[..., tuple[int, Proc]],
+    hand_worker: Callable[[Node], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """A worker SIGKILLed while the state plane is stopped (SIGSTOP), so its dialogs cannot
+    move yet; its callers hang up meanwhile. The worker that owns their Call-IDs now saw it
+    gone and holds those BYEs (it expects the state plane's HANDED for the dead worker); the
+    state plane resumes, moves the dialogs from its mirror, says HANDED, and the held BYEs
+    end the calls: 20 calls complete, 20 CDRs (cause bye), each Call-ID once, none left."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = start_node(dport, "worker=1", dialogs(cdr_file) + "\n[stateplane]\nreplicate = true\n")
+    victim = hand_worker(node)
+    calls = 20
+    run = UacRun.start(node.port, "u1", calls, 10, tmp_path, timeout_s=90, extra=("-d", "9000"))
+    plane = node.pid("stateplane.1")
+    try:
+        wait_for(lambda: node_dialogs(node)["node"]["active"] == calls, "the calls up", 20)
+        rows = node_dialogs(node)["workers"]
+        theirs = sum(int(r["active"]) for r in rows if r["proc"] == f"worker-{victim.popen.pid}")
+        assert 0 < theirs < calls, rows
+        os.kill(plane, signal.SIGSTOP)
+        try:
+            victim.stop(signal.SIGKILL)
+            wait_for(lambda: held(node) >= theirs, "the dead worker's BYEs to be held", 30)
+        finally:
+            os.kill(plane, signal.SIGCONT)
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (calls, 0), res.output
+    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 10)
+    (moved,) = node.proc.events("worker_dialogs_moved")
+    assert moved["dialogs"] == theirs, moved
+    node.stop()  # flushes the CDR writers
+    rows = cdrs(cdr_file)
+    ids = [r["call_id"] for r in rows]
+    assert len(ids) == calls and len(set(ids)) == calls, sorted(ids)
+    assert {r["cause"] for r in rows} == {"bye"}, rows
