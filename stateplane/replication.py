@@ -169,6 +169,8 @@ class Replication:
         #: workers joined, until when their hand-over waits; who let go of what they take
         self._joining: dict[str, float] = {}
         self._yields: dict[str, set[str]] = {}
+        #: dialogs a joiner created itself before its hand-over (the mirror's copy may lag)
+        self._own_new: dict[str, set[str]] = {}
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -273,8 +275,13 @@ class Replication:
                 continue  # a worker still holds dialogs it takes: their last state is to come
             del self._joining[ident]
             self._yields.pop(ident, None)
+            own = self._own_new.pop(ident, set())
             if ident in live:
-                self._hand_joiner(ident, live, now)
+                self._hand_joiner(ident, live, now, own)
+        for ident in [j for j in self._yields if j not in self._joining]:
+            del self._yields[ident]  # a marker after its hand-over: nothing waits for it
+        for ident in [j for j in self._own_new if j not in self._joining]:
+            del self._own_new[ident]
         for ident, since in list(self._leaving.items()):
             pid = sockets.ident_pid(ident)
             if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
@@ -293,11 +300,14 @@ class Replication:
             return
         self._yields.setdefault(delta[2], set()).add(worker)
 
-    def _hand_joiner(self, ident: str, live: dict[str, str], now: float) -> None:
-        """Rule 10: the mirror's dialogs a joined worker owns go to it, then HANDED."""
+    def _hand_joiner(self, ident: str, live: dict[str, str], now: float, own: set[str]) -> None:
+        """Rule 10: the mirror's dialogs a joined worker owns go to it, then HANDED; not
+        those it created itself meanwhile (``own``: it holds them, newer than our copy)."""
         ring = WorkerSet.fixed(live)
         wall, mine, keys = time.time(), [], self.mirror.keys()
         for key in keys:
+            if key in own:
+                continue
             if ring.owner(key.partition("\0")[0].encode("utf-8", "surrogateescape")) == ident:
                 rec = self.mirror.record(key, now, wall)
                 if rec is not None:
@@ -379,6 +389,9 @@ class Replication:
                 continue
             if sweep is not None and op == "c":
                 sweep.add(delta[1] + "\0" + delta[2])
+            if op == "c" and (worker in self._joining or worker not in self._workers):
+                # its own (and one we have not read joining yet): never handed back to it
+                self._own_new.setdefault(worker, set()).add(delta[1] + "\0" + delta[2])
             good.append(delta)
         updates = self.publisher.publish(good)
         for upd in updates:
