@@ -78,6 +78,7 @@ class IngressBus:
         self._on_forward = on_forward
         self._on_handed = on_handed
         self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
+        self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
@@ -144,6 +145,26 @@ class IngressBus:
         elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
             self._on_release(env.header)
 
+    def forward(self, worker: str, ep: str, ingress: str, meta: list[Any], raw: bytes) -> bool:
+        """Rule 6: one message to the node's worker ``worker`` (at ``ep``, read from the run
+        directory) as a ``FWD``; False (counted) when its pipe is full."""
+        sock = self._workers.get(worker)
+        if sock is None:
+            sock = self._workers[worker] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
+        try:
+            sock.send_multipart(envelope.pack(envelope.KIND_FWD, [ingress, [meta]], [raw]),
+                                zmq.NOBLOCK)  # fmt: skip
+        except zmq.Again:
+            self._meter.counters["drop_forward_full"] += 1
+            return False
+        self._meter.counters["forwarded"] += 1
+        return True
+
+    def forget_worker(self, worker: str) -> None:
+        sock = self._workers.pop(worker, None)
+        if sock is not None:
+            sock.close(linger=0)
+
     def _connect(self, ingress: str, ep: str) -> PushPipe:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
         pipe = PushPipe(ingress, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
@@ -189,5 +210,5 @@ class IngressBus:
         sockets.unlink(self.endpoint)
         for pipe in self._pipes.values():
             pipe.close(linger_ms=sockets.LINGER_MS)
-        for sock in self._timers.values():
+        for sock in [*self._timers.values(), *self._workers.values()]:
             sock.close(linger=sockets.LINGER_MS)

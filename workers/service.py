@@ -122,8 +122,6 @@ class Worker:
             self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
         #: dialogs moving between workers (workers/handover.py): what we wait for and hold
         self.gate = HoldGate()
-        self._ctx = ctx
-        self._peer_pushes: dict[str, zmq.Socket[bytes]] = {}
         self._peers_read_at = -1.0
         #: the message in hand came forwarded (never again) / is served as it is (no holding)
         self._forwarded = self._unheld = False
@@ -235,9 +233,7 @@ class Worker:
         for ident in known - set(found) - {self.worker_id}:
             if moving:
                 self.gate.expect(vanished_source(ident), now)
-            sock = self._peer_pushes.pop(ident, None)
-            if sock is not None:
-                sock.close(linger=0)
+            self.bus.forget_worker(ident)
         self.peers = WorkerSet.fixed(found)
         joined = set(found) - known - {self.worker_id}
         if moving and joined:
@@ -277,21 +273,12 @@ class Worker:
 
     def _forward(self, owner: str, ingress: str, meta: list[Any], raw: bytes) -> None:
         """Pass one message on to the worker that owns its Call-ID (``FWD``, never again)."""
-        sock = self._peer_pushes.get(owner)
-        if sock is None:
-            try:
-                ep = self.peers.endpoint(owner)
-            except KeyError:
-                self.meter.counters["drop_forward_gone"] += 1
-                return
-            sock = self._peer_pushes[owner] = sockets.connect_push(self._ctx, ep,
-                                                                   self.settings.bus.hwm)  # fmt: skip
         try:
-            sock.send_multipart(env.pack(env.KIND_FWD, [ingress, [meta]], [raw]), zmq.NOBLOCK)
-        except zmq.Again:
-            self.meter.counters["drop_forward_full"] += 1
+            ep = self.peers.endpoint(owner)
+        except KeyError:
+            self.meter.counters["drop_forward_gone"] += 1
             return
-        self.meter.counters["forwarded"] += 1
+        self.bus.forward(owner, ep, ingress, meta, raw)
 
     def _on_forward(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
         self._forwarded = True
@@ -632,8 +619,6 @@ class Worker:
             self.rate_share.close()
         if self.timers is not None:
             self.timers.close()
-        for sock in self._peer_pushes.values():
-            sock.close(linger=sockets.LINGER_MS)
         if self._timer is not None:
             self._timer.cancel()
         self.bus.close()
