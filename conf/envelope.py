@@ -29,11 +29,17 @@ Kinds:
             Call-ID after the dialogs moved; the receiver never forwards it again
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
-unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops.
+unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops. The metas of
+``IN`` and ``OUT`` are checked value by value (transport a string, addresses IP literals,
+ports and connection ids integers in range, ``received_at`` a finite float): their readers
+index and compute with them without looking, and an ``OUT`` address that is not a literal
+would make the ingress resolve a name in its event loop. A hostile local process sends such
+frames (tests/e2e/test_hostile_frames.py); a process of the node never does.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +136,7 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             isinstance(header, list)
             and len(header) == 2
             and isinstance(header[0], str)
-            and _metas_ok(header[1], n, 7)
+            and _in_metas_ok(header[1], n)
         )
     elif kind == KIND_TOPS:
         ok = isinstance(header, list) and len(header) == 5 and isinstance(header[0], str) and (
@@ -163,7 +169,7 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and _metas_ok(header[1], n, 6)
         )
     else:
-        ok = isinstance(header, list) and len(header) == 1 and _metas_ok(header[0], n, 6)
+        ok = isinstance(header, list) and len(header) == 1 and _out_metas_ok(header[0], n)
     if not ok:
         raise EnvelopeError(f"malformed {kind[1:].decode()} header")
 
@@ -174,3 +180,68 @@ def _metas_ok(metas: Any, n: int, width: int) -> bool:
         and len(metas) == n
         and all(isinstance(m, list) and len(m) == width for m in metas)
     )
+
+
+
+def _in_metas_ok(metas: Any, n: int) -> bool:
+    """``n`` metas ``[transport, src_ip, src_port, conn, local_ip, local_port, received_at]``.
+    One loop with the checks inline: it runs for every message of the hop."""
+    if type(metas) is not list or len(metas) != n:
+        return False
+    known = _IPS
+    for m in metas:
+        if type(m) is not list or len(m) != 7:
+            return False
+        ip, port, conn, lip, lport, t = m[1], m[2], m[3], m[4], m[5], m[6]
+        if not (type(m[0]) is str and type(port) is int and 0 <= port <= 0xFFFF
+                and type(conn) is int and conn >= 0 and type(lport) is int
+                and 0 <= lport <= 0xFFFF and type(t) is float and t - t == 0.0  # not inf/nan
+                and type(ip) is str and (ip in known or _learn(ip))
+                and type(lip) is str and (lip in known or _learn(lip))):  # fmt: skip
+            return False
+    return True
+
+
+def _out_metas_ok(metas: Any, n: int) -> bool:
+    """``n`` metas ``[transport, dst_ip, dst_port, conn, local_ip, local_port]``."""
+    if type(metas) is not list or len(metas) != n:
+        return False
+    known = _IPS
+    for m in metas:
+        if type(m) is not list or len(m) != 6:
+            return False
+        ip, port, conn, lip, lport = m[1], m[2], m[3], m[4], m[5]
+        if not (type(m[0]) is str and type(port) is int and 0 <= port <= 0xFFFF
+                and type(conn) is int and conn >= 0 and type(lport) is int
+                and 0 <= lport <= 0xFFFF
+                and type(ip) is str and (ip in known or _learn(ip))
+                and type(lip) is str and (lip in known or _learn(lip))):  # fmt: skip
+            return False
+    return True
+
+
+#: IP literals seen valid: a process talks to a few of them, so the check is a set lookup
+_IPS: set[str] = set()
+#: ``_IPS`` is emptied past this many (bounded whatever a sender makes up)
+MAX_KNOWN_IPS = 4096
+
+
+def _learn(text: str) -> bool:
+    """``text`` is an IPv4 or IPv6 literal (remembered in ``_IPS`` if so)."""
+    if not ip_literal(text):
+        return False
+    if len(_IPS) >= MAX_KNOWN_IPS:
+        _IPS.clear()
+    _IPS.add(text)
+    return True
+
+
+def ip_literal(text: str) -> bool:
+    """``text`` is an IPv4 or IPv6 address (a name would make its user resolve it)."""
+    if len(text) > 64:
+        return False
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True

@@ -643,6 +643,31 @@ DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._]*|\[?[0-9A-Fa-f:.]+\]?")
 OVER_LIMIT_STATUSES = (486, 503)
 
 
+def _check_cdr(f: str, s: Settings) -> None:
+    """cdr_group and cdr_peer_files: only with a cdr_file, a group that exists, absolute paths,
+    each once."""
+    d = s.dialogs
+    if d.cdr_group:
+        if not d.cdr_file:
+            raise ConfigError(f, "dialogs.cdr_group", "empty unless cdr_file is set", d.cdr_group)
+        try:
+            rundir.group_id(d.cdr_group)
+        except KeyError:
+            raise ConfigError(f, "dialogs.cdr_group", "the name or number of an existing group",
+                              d.cdr_group) from None  # fmt: skip
+    seen: set[str] = set()
+    for i, path in enumerate(d.cdr_peer_files):
+        key = f"dialogs.cdr_peer_files[{i}]"
+        if not d.cdr_file:
+            raise ConfigError(f, key, "no peer files unless cdr_file is set", path)
+        if any(ord(c) < 32 or c == "\x7f" for c in path) or not os.path.isabs(path):
+            raise ConfigError(f, key, "an absolute path without control characters", path)
+        norm = os.path.normpath(path)  # our own file may be listed: a pair shares one list
+        if norm in seen:
+            raise ConfigError(f, key, "each file once", path)
+        seen.add(norm)
+
+
 def _check_dialogs(f: str, s: Settings) -> None:
     """[dialogs], [[dialog_profile]] and the routes' dialog_lifetime_s (docs/dialogs.md)."""
     d = s.dialogs
@@ -661,6 +686,7 @@ def _check_dialogs(f: str, s: Settings) -> None:
         raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
     if any(ord(c) < 32 or c == "\x7f" for c in d.cdr_file):
         raise ConfigError(f, "dialogs.cdr_file", "a path without control characters", d.cdr_file)
+    _check_cdr(f, s)
     for i, r in enumerate(s.route):
         if not r.dialog_lifetime_s:
             continue
@@ -733,8 +759,6 @@ def _check_stateplane(f: str, s: Settings) -> None:
         if on and tcp_peer:  # they find the peers' processes by their run directories
             expected = "no sharing with [stateplane] peers given as tcp:// (run directories only)"
             raise ConfigError(f, key, expected, Said("a tcp:// peer"))
-    if sp.persist_dir and not sp.replicate:
-        raise ConfigError(f, "stateplane.replicate", "true when persist_dir is set", False)
     if sp.persist_dir and not os.path.isabs(sp.persist_dir):
         raise ConfigError(f, "stateplane.persist_dir", "an absolute directory path",
                           sp.persist_dir)  # fmt: skip

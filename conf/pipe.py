@@ -24,6 +24,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import envelope, sockets
+from conf import envelope, refused, sockets
 from conf.guard import GUARD
 from conf.refused import RefusalLog
 from conf.settings import Bus
@@ -103,7 +104,7 @@ def drain_pull(
             env = envelope.unpack(frames)
         except envelope.EnvelopeError as exc:
             counters["drop_bad_envelope"] += 1
-            log.warning("envelope_dropped", reason=str(exc))
+            refused.ENVELOPES.note(time.monotonic(), reason=str(exc)[:200])
             continue
         on_envelope(env)
     return True

@@ -34,3 +34,8 @@ class RefusalLog:
             return
         log.warning(self.event, refused=self._since, **fields)
         self._last, self._since = now, 0
+
+
+#: the one log of envelopes a process drops as malformed (``conf.pipe.drain_pull``, the
+#: timers and the state plane's readers): a local process can send thousands a second
+ENVELOPES = RefusalLog("envelope_dropped")

@@ -95,6 +95,12 @@ class Tcp:
     """Bytes queued for a connection that is not draining; past it a send fails."""
     connect_timeout_ms: int = field(default=3000, metadata=_range(10, 120_000))
     """Outbound connect attempts give up after this long; queued sends fail."""
+    drain_s: float = field(default=30.0, metadata=_range(0, 3600))
+    """On SIGTERM an ingress stops accepting connections but serves the inbound ones it holds
+    until they close or this long has passed, then closes them (RFC 5626 clients reconnect,
+    to the ingress that replaced it: ``docs/operations.md``). It ends at once when no worker
+    is left (the whole node stopping). Keep it below the runner's stop timeout (the systemd
+    units give 45 s; honcho stops the whole node, so its 5 s never applies)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -359,6 +365,9 @@ DEFAULT_DIALOG_LIFETIME_S = 43_200.0
 #: longer than Timer C (180 s) plus a cancelled branch's 64*T1, so the proxy's own 408 or 487
 #: always ends an unanswered call first and this is only a safety net
 DEFAULT_EARLY_LIFETIME_S = 300.0
+#: a written CDR waits this long for its fsync at most (workers/cdr.py): one fsync per 20 ms
+#: whatever the call rate, and a host crash loses at most 20 ms of CDRs
+DEFAULT_CDR_FSYNC_MS = 20
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -382,7 +391,23 @@ class Dialogs:
     end) with cause ``expired``. More than ``[transactions] timer_c_s``."""
     cdr_file: str = ""
     """File CDRs are appended to, one JSON object per line; empty writes them to the log only
-    (every CDR is logged as a ``cdr`` event either way)."""
+    (every CDR is logged as a ``cdr`` event either way). Each worker writes the CDRs of a loop
+    iteration at its end, reopens the file when it is renamed or deleted (logrotate) or on
+    SIGHUP, and creates it ``0640`` (``cdr_group``), ``0600`` without a group."""
+    cdr_fsync_ms: int = field(default=DEFAULT_CDR_FSYNC_MS, metadata=_range(0, 10_000))
+    """A CDR line is durable (fsync'd) at most this long after it was written; 0: each
+    batch is fsync'd as it is written. A host crash loses at most this window of CDRs; a
+    crashed process loses none (``docs/dialogs.md`` "CDRs")."""
+    cdr_group: str = ""
+    """The group (name or number) that may read the CDR file (it is created ``0640``, that
+    group's); empty: ``[node] run_group`` if set, else the owner only (``0600``)."""
+    cdr_peer_files: list[str] = field(default_factory=list)
+    """CDR files of the ``[stateplane] peers`` nodes that this node can read (the same host,
+    or a shared mount), absolute paths: before a dialog taken over from a dead peer is made
+    ours, the end of these files is read, and a dialog whose CDR the peer wrote just before
+    dying is dropped instead of getting a second one. Our own ``cdr_file`` may be listed (it
+    is read anyway), so both nodes of a pair can carry the same list. Empty: only our own
+    file is read."""
     max_dialogs: int = field(default=1_000_000, metadata=_range(1, 100_000_000))
     """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
     profiles_cluster: bool = False
@@ -513,9 +538,11 @@ class StatePlane:
     only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and the channel
     is encrypted; without it, bind a private interface (a wildcard address is refused)."""
     persist_dir: str = ""
-    """Directory where the state plane keeps the node's dialogs on disk (a snapshot plus a
-    journal of every update, ``docs/stateplane.md`` "Persistence"), so a node restarted alone
-    comes back with its calls. Needs ``replicate``. Empty: nothing on disk."""
+    """Directory where the state plane keeps on disk the ``local://`` store's keys (a
+    snapshot plus a journal of every write's result, ``docs/cachedb.md`` "Persistence"), and
+    with ``replicate`` the node's dialogs (``docs/stateplane.md`` "Persistence"), so a state
+    plane or a node restarted comes back with its registrations and calls. Empty: nothing on
+    disk."""
     snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
     """Journal entries after which a new snapshot is written and the journal started again."""
     role: Literal["", "primary", "backup"] = ""

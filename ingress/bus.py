@@ -127,6 +127,11 @@ class WorkerBus:
         if pipe in self._dirty:
             self._dirty.remove(pipe)
 
+    def withdraw(self) -> None:
+        """Remove our endpoint's file: workers stop sending to us at their next heartbeat,
+        while what they already sent still arrives (the connections outlive the file)."""
+        sockets.unlink(self.endpoint)
+
     def close(self) -> None:
         self.flush()
         self._reader.remove()

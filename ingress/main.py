@@ -37,7 +37,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             tg.create_task(process.every(1.0, stop, lambda: ingress.meter.tick(loop.time())))
             tg.create_task(process.every(interval, stop, report))
     finally:
-        async with asyncio.timeout(process.SHUTDOWN_S):
+        # the connections' drain comes on top of the usual shutdown (service.py rule 7)
+        async with asyncio.timeout(settings.tcp.drain_s + process.SHUTDOWN_S):
             await ingress.drain()
             await ingress.close()
         ctx.destroy(linger=0)

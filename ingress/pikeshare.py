@@ -15,7 +15,11 @@ Rules:
    XPUB sees each subscription arrive and answers it by re-announcing every live block it
    measured (``on_join``), so a sibling or a peer node started late, or restarted, learns
    them too.
-4. A bad frame is counted and dropped; nothing a sibling sends can stop the process.
+4. A bad frame is counted and dropped; nothing a sibling sends can stop the process. A
+   frame is bad unless ``src`` is an IP literal, ``remaining_s`` a number in
+   (0, ``MAX_REMAINING_S``] and ``count`` an integer from 0: an infinite or NaN time would
+   block a source for good, and NaN, compared false both ways, would also hide the block
+   from ``sipline ctl pike`` and from its expiry.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ from typing import Any
 import msgpack
 import zmq
 
+from conf.envelope import ip_literal
 from conf.mesh import Mesh
 
 #: a block announcement is ~30 bytes; anything much larger is not one
 MAX_FRAME = 512
 #: blocks queued toward a slow sibling at most (each is tiny; a burst of blocks is rare)
 HWM = 10_000
+#: the longest block a sibling may announce: ``[pike] remove_latency_s`` is at most a day
+MAX_REMAINING_S = 86_400.0
 
 OnBlock = Callable[[str, float, int], None]
 
@@ -67,11 +74,20 @@ class PikeShare:
             msg = msgpack.unpackb(frame, raw=False)
         except (ValueError, msgpack.UnpackException):  # the sender's problem (rule 4)
             msg = None
-        if not (isinstance(msg, list) and len(msg) == 3 and isinstance(msg[0], str)
-                and isinstance(msg[1], (int, float)) and isinstance(msg[2], int)):  # fmt: skip
+        if not _block_ok(msg):
             self.bad_frames += 1
             return
         self.on_block(msg[0], float(msg[1]), msg[2])
 
     def close(self) -> None:
         self.mesh.close()
+
+
+def _block_ok(msg: Any) -> bool:
+    """``[src, remaining_s, count]`` with the values of rule 4."""
+    if not (isinstance(msg, list) and len(msg) == 3):
+        return False
+    src, remaining, count = msg
+    return (type(remaining) in (int, float) and 0 < remaining <= MAX_REMAINING_S
+            and type(count) is int and count >= 0
+            and type(src) is str and len(src) <= 64 and ip_literal(src))  # fmt: skip

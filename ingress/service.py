@@ -20,6 +20,14 @@ Rules:
    message handlers are guarded, since uvloop closes a connection whose callback raised.
 6. ``[tcp] max_connections`` is held below the open-file limit, less ``FD_RESERVE`` for the
    ZeroMQ sockets and files (``conf.process.connection_cap``); a clamp is logged at start.
+7. Replaceable under load (docs/operations.md): a starting ingress binds its listeners only
+   once every live worker of the node has announced itself to it (at most ``READY_BEATS``
+   heartbeats), so the kernel never hands it a message it would have to refuse or send to
+   another owner. A stopping one takes its UDP sockets out of the kernel's choice first
+   (``UdpListener.detach``), hands on what they had queued, closes its TCP listeners and
+   serves its inbound connections until they close or ``[tcp] drain_s`` (at once when no
+   worker is left), then withdraws its bus endpoint so workers stop sending to it, and exits
+   once their answers stop arriving.
 """
 
 from __future__ import annotations
@@ -32,7 +40,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import process
+from conf import process, sockets
 from conf.control import ControlServer
 from conf.guard import GUARD
 from conf.loadstats import LoadMeter
@@ -54,6 +62,10 @@ from ingress.virtual import VirtualListeners
 
 log = structlog.get_logger()
 
+
+#: heartbeats a starting ingress waits at most for the node's live workers (rule 7): a worker
+#: sees our endpoint at its next heartbeat, so it needs one; the rest is room for a busy loop
+READY_BEATS = 8
 
 #: how a re-INVITE is resubmitted when new INVITEs are being refused (shedding rule 5)
 REINVITE = b"re-INVITE"
@@ -96,6 +108,7 @@ class Ingress:
         self.virtual: VirtualListeners | None = None
 
     async def start(self) -> None:
+        await self._await_workers()
         await self._listen([x for x in self.settings.listen if not x.virtual])
         if any(x.virtual for x in self.settings.listen):
             self.virtual = VirtualListeners(
@@ -104,6 +117,21 @@ class Ingress:
         log.info("ingress_listening", endpoint=self.bus.endpoint,
                  listen=[f"{x.transport}:{x.address}:{x.port}{' (virtual)' if x.virtual else ''}"
                          for x in self.settings.listen])  # fmt: skip
+
+    async def _await_workers(self) -> None:
+        """Rule 7: wait until every worker whose endpoint is live in the run directory has
+        announced itself, at most ``READY_BEATS`` heartbeats."""
+        loop, hb = self.loop, self.settings.bus.heartbeat_ms / 1000
+        start = loop.time()
+        missing: set[str] = set()
+        while loop.time() - start < READY_BEATS * hb:
+            live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+            missing = {i for i in live if i not in self.bus.workers}
+            if not missing:
+                break
+            await asyncio.sleep(hb / 10)  # polling step, bounded by the deadline above
+        log.info("ingress_ready", workers=len(self.bus.workers), missing=sorted(missing),
+                 waited_ms=round((loop.time() - start) * 1000))  # fmt: skip
 
     async def _listen(self, listeners: list[Listener]) -> None:
         for lst in listeners:
@@ -265,8 +293,9 @@ class Ingress:
             return {"pike": {"enabled": False, "blocked": [], "sources": 0}}
         now = time.monotonic()
         peers = self.pike_share.peers if self.pike_share else []
+        bad = self.pike_share.bad_frames if self.pike_share else 0
         return {"pike": {"enabled": True, "blocked": self.pike.blocked(now),
-                         "sources": len(self.pike), "peers": peers}}  # fmt: skip
+                         "sources": len(self.pike), "peers": peers, "bad_frames": bad}}  # fmt: skip
 
     def _ctl_stats(self, _: dict[str, Any]) -> dict[str, Any]:
         hops = self.bus.hops(self.loop.time())
@@ -337,11 +366,36 @@ class Ingress:
         }
 
     async def drain(self) -> None:
-        """Stop taking input, hand on what was taken, and send what workers return for it."""
-        self.accepting = False
+        """Rule 7: stop taking new input without losing what the kernel already gave us, serve
+        open connections to their end or the deadline, and send what workers return."""
+        queued = 0
+        for lst in self.udp.values():
+            if not lst.detach():
+                log.warning("udp_detach_failed", listen=f"{lst.address}:{lst.port}")
         self.tcp.stop_listening()
+        for lst in self.udp.values():
+            queued += lst.drain_queued()
         self.bus.flush()
+        log.info("ingress_leaving", udp_queued=queued, tcp_conns=self.tcp.inbound,
+                 workers=len(self.bus.workers))  # fmt: skip
+        t0 = self.loop.time()
+        await self._serve_connections()
+        self.accepting = False
+        log.info("ingress_drained", tcp_left=self.tcp.inbound,
+                 waited_ms=round((self.loop.time() - t0) * 1000))  # fmt: skip
+        if self.bus.workers:
+            # workers look for ingress endpoints every heartbeat: two of them and none sends
+            # to us any more; until then what they send is still ours to deliver
+            self.bus.withdraw()
+            await asyncio.sleep(2 * self.settings.bus.heartbeat_ms / 1000)
         await process.until_quiet(lambda: self.meter.counters["msgs_out"])
+
+    async def _serve_connections(self) -> None:
+        """Until the inbound TCP connections close, no worker is left or ``[tcp] drain_s``."""
+        end = self.loop.time() + self.settings.tcp.drain_s
+        while self.tcp.inbound and self.bus.workers and self.loop.time() < end:
+            await asyncio.sleep(0.1)  # polling step, bounded by the deadline above
+            self.bus.expire()  # the heartbeat task has ended: a worker that died must go
 
     async def close(self) -> None:
         await self.tcp.close()

@@ -379,6 +379,11 @@ class TcpHub:
             if not self._closing:
                 self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
 
+    @property
+    def inbound(self) -> int:
+        """Inbound connections attached (the ones a peer opened, RFC 5626 flows)."""
+        return sum(self.per_ip.values())
+
     def stats(self) -> dict[str, Any]:
         return {"tcp_conns": len(self.conns), "tcp_connecting": len(self._connects),
                 "tcp_conn_mismatch": self.mismatched}  # fmt: skip

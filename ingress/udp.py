@@ -2,14 +2,29 @@
 
 Several ingress processes bind the same address with SO_REUSEPORT; the kernel spreads
 datagrams over them by source address, so one peer's datagrams stay in one process, in order.
+
+Leaving without losing a datagram (an ingress replaced, docs/operations.md): closing a socket
+of a SO_REUSEPORT group drops what its receive queue holds. So a leaving ingress first
+``detach``es: it connects the socket to the discard port of its own address, and the kernel,
+which gives a connected socket of the group only datagrams from its peer (Linux 5.x
+``reuseport_select_sock_by_hash`` skips connected sockets), sends every later datagram to the
+group's other sockets while the queue stays readable; ``drain_queued`` then reads it to the
+end. A connected UDP socket may still ``sendto`` any address on Linux, so answers leave from
+the same address and port as before.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
+
+#: RFC 863's discard port: no peer sends from it, so a socket connected there hears nobody
+DISCARD_PORT = 9
+#: datagrams read at most by ``drain_queued``: a receive queue of RCVBUF_BYTES holds fewer
+MAX_DRAIN = 1_000_000
 
 #: a busy proxy takes bursts of thousands of datagrams between two loop iterations
 RCVBUF_BYTES = 4 << 20
@@ -42,6 +57,51 @@ class UdpListener(asyncio.DatagramProtocol):
             return False
         t.sendto(data, addr)
         return True
+
+    def detach(self) -> bool:
+        """Take this socket out of the kernel's choice for new datagrams (module docstring);
+        False when it is closed already or the connect failed (it then keeps receiving until
+        it closes, as before)."""
+        sock = self._dup()
+        if sock is None:
+            return False
+        with sock:
+            host = sock.getsockname()[0]
+            if host in ("0.0.0.0", "::"):  # a wildcard socket: connect over loopback
+                host = "::1" if sock.family == socket.AF_INET6 else "127.0.0.1"
+            try:
+                sock.connect((host, DISCARD_PORT))
+            except OSError:
+                return False
+        return True
+
+    def drain_queued(self) -> int:
+        """Hand on every datagram already queued, without yielding to the loop; returns how
+        many. After ``detach`` nothing new joins the queue, so this empties it."""
+        sock = self._dup()
+        if sock is None:
+            return 0
+        n = 0
+        with sock:
+            sock.setblocking(False)
+            for _ in range(MAX_DRAIN):
+                try:
+                    data, addr = sock.recvfrom(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:  # an ICMP error reported once on the socket: read on
+                    continue
+                n += 1
+                self.on_datagram(self, data, addr)
+        return n
+
+    def _dup(self) -> socket.socket | None:
+        """A socket object on a duplicate of the transport's descriptor (uvloop exposes only
+        a pseudo-socket); it shares the kernel socket, so connect and reads act on it."""
+        t = self.transport
+        if t is None or t.is_closing():
+            return None
+        return socket.socket(fileno=os.dup(t.get_extra_info("socket").fileno()))
 
     def close(self) -> None:
         if self.transport is not None:

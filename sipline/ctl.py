@@ -91,6 +91,10 @@ def main(args: argparse.Namespace) -> int:
         print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
         for name, size in sorted(out["profiles"].items()):
             print(f"profile {name}: {size}")
+        for row in out["workers"]:  # what each worker admits new calls against
+            if row["limits"]:
+                seen = ", ".join(f"{k} {n}" for k, n in sorted(row["limits"].items()))
+                print(f"{row['proc']} counts against limits: {seen}")
         if listed:
             print(table(out["list"], LIST_COLUMNS) if out["list"] else "no live dialogs")
     elif args.what == "sync":
@@ -130,7 +134,8 @@ def dialogs(replies: list[dict[str, Any]]) -> dict[str, Any]:
         d = r.get("dialogs")
         if not d:
             continue
-        rows.append({"proc": r["proc"], **{k: d.get(k, 0) for k in _COUNTS}})
+        rows.append({"proc": r["proc"], **{k: d.get(k, 0) for k in _COUNTS},
+                     "limits": d.get("limits", {})})  # fmt: skip
         for k in _COUNTS:
             node[k] += int(d.get(k, 0))
         for name, size in d.get("profiles", {}).items():

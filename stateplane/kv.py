@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +36,10 @@ import msgpack
 OnFull = Literal["refuse", "evict"]
 
 MAX_COUNTER = 2**63 - 1
+#: the longest TTL a request may ask: ~68 years, finite (an infinite or NaN deadline in the
+#: expiry heap would never come due, and NaN, false in every comparison, can stop the sweep
+#: for every key behind it)
+MAX_TTL_S = float(2**31)
 OPS = frozenset({"get", "set", "add", "incr", "decr", "delete", "ping"})
 STATUSES = frozenset({"ok", "none", "full", "bad_value", "bad_request"})
 #: a header is an op, a key of at most 250 bytes and two numbers: 1 KiB is plenty
@@ -100,6 +105,21 @@ class KvStore:
             return None
         self._data.move_to_end(key)
         return entry.value
+
+    def peek(self, key: str, now: float) -> tuple[bytes, float | None] | None:
+        """``(value, expires_at)`` of a live key, leaving its LRU place alone (for the
+        journal, ``stateplane/kvdisk.py``)."""
+        entry = self._data.get(key)
+        if entry is None or (entry.expires_at is not None and entry.expires_at <= now):
+            return None
+        return entry.value, entry.expires_at
+
+    def items(self, now: float) -> Iterator[tuple[str, bytes, float | None]]:
+        """Every live key as ``(key, value, expires_at)``, least recently used first (a
+        snapshot loaded in this order keeps the LRU order). Do not write while iterating."""
+        for key, e in self._data.items():
+            if e.expires_at is None or e.expires_at > now:
+                yield key, e.value, e.expires_at
 
     # writes --------------------------------------------------------------------------------
 
@@ -256,8 +276,8 @@ def unpack_request(frames: list[bytes]) -> Request:
     op, key, ttl_s, by = head
     if op not in OPS or not isinstance(key, str):
         raise WireError(f"unknown op or bad key: {op!r}")
-    if ttl_s is not None and (not isinstance(ttl_s, int | float) or ttl_s <= 0):
-        raise WireError(f"ttl_s is None or positive, found {ttl_s!r}")
+    if ttl_s is not None and (type(ttl_s) not in (int, float) or not 0 < ttl_s <= MAX_TTL_S):
+        raise WireError(f"ttl_s is None or in (0, {MAX_TTL_S:.0f}], found {ttl_s!r}")
     if not isinstance(by, int) or not 0 <= by <= MAX_COUNTER:
         raise WireError(f"by is 0 to 2**63 - 1, found {by!r}")
     return Request(op, key, ttl_s, by, frames[2])

@@ -17,6 +17,10 @@ Rules:
 4. Expired keys are reclaimed every ``SWEEP_S`` in batches of ``SWEEP_BATCH``; reads never see
    them in between (``KvStore`` checks on access).
 5. One stateplane per run directory: binding removes a stale socket file left by a killed one.
+6. With ``[stateplane] persist_dir`` every write's result is journaled there
+   (``stateplane/kvdisk.py``), one write per batch before its reply leaves, synced every
+   sweep; the store is loaded from it at start, before the socket is bound, so no client
+   ever sees it half loaded.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import argparse
 import asyncio
 import os
 import sys
+import time
 from collections import Counter
 from dataclasses import asdict
 
@@ -34,8 +39,10 @@ import zmq
 from conf import process, sockets
 from conf.control import ControlServer
 from conf.guard import GUARD
+from conf.refused import RefusalLog
 from conf.settings import Settings
 from stateplane import kv
+from stateplane.kvdisk import MUTATING, KvDisk
 from stateplane.replication import Replication
 
 log = structlog.get_logger()
@@ -54,11 +61,14 @@ class KvServer:
     """The store behind a ROUTER socket, driven by the running loop."""
 
     def __init__(
-        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, store: kv.KvStore
+        self, ctx: zmq.Context[zmq.Socket[bytes]], endpoint: str, store: kv.KvStore,
+        disk: KvDisk | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.store = store
+        self.disk = disk
         self.counters: Counter[str] = Counter()
+        self._refused = RefusalLog("kv_bad_request")  # counted each, logged with a bound
         self._loop = asyncio.get_running_loop()
         sock = ctx.socket(zmq.ROUTER)
         sock.linger = 0
@@ -94,12 +104,14 @@ class KvServer:
             return []
         if len(body) % 3:
             self.counters["bad_request"] += 1
-            log.warning("kv_bad_request", reason=f"{len(body)} frames is not a batch of 3s")
+            self._refused.note(time.monotonic(), reason=f"{len(body)} frames is not a batch of 3s")
             return [ident, *kv.pack_reply(body[0], "bad_request")]
         reply = [ident]
         now = self._loop.time()
         for i in range(0, len(body), 3):
             reply += self._handle(body[i : i + 3], now)
+        if self.disk is not None:
+            self.disk.flush()  # rule 6: on disk before the replies leave
         return reply
 
     def _handle(self, frames: list[bytes], now: float) -> list[bytes]:
@@ -108,15 +120,26 @@ class KvServer:
             req = kv.unpack_request(frames)
         except kv.WireError as exc:
             self.counters["bad_request"] += 1
-            log.warning("kv_bad_request", reason=str(exc))
+            self._refused.note(time.monotonic(), reason=str(exc)[:200])
             return kv.pack_reply(frames[0], "bad_request")
         status, number, value = kv.apply(self.store, req, now)
         if status == "full":
             self.counters["refused_full"] += 1
+        elif self.disk is not None and req.op in MUTATING:
+            self.disk.note(req.key, self.store, now, time.time())
         return kv.pack_reply(frames[0], status, number, value)
 
     def sweep(self) -> None:
-        self.store.expire(self._loop.time(), SWEEP_BATCH)
+        now = self._loop.time()
+        self.store.expire(now, SWEEP_BATCH)
+        disk = self.disk
+        if disk is not None:
+            disk.sync()
+            if disk.due(len(self.store)):
+                t0 = time.perf_counter()
+                disk.compact(self.store, now, time.time())
+                log.info("kv_compacted", keys=len(self.store),
+                         ms=round((time.perf_counter() - t0) * 1000))  # fmt: skip
 
     def stats(self) -> dict[str, int]:
         s = self.store
@@ -129,11 +152,19 @@ class KvServer:
         self._reader.remove()
         self._sock.close(linger=0)
         sockets.unlink(self.endpoint)
+        if self.disk is not None:
+            self.disk.close()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-    server = KvServer(ctx, kv.endpoint(settings.node.run_dir), kv.KvStore())
+    store, disk = kv.KvStore(), None
+    if settings.stateplane.persist_dir:  # rule 6
+        disk = KvDisk(settings.stateplane.persist_dir)
+        loop = asyncio.get_running_loop()
+        found = disk.load(store, loop.time(), time.time())
+        log.info("kv_loaded", dir=settings.stateplane.persist_dir, **asdict(found))
+    server = KvServer(ctx, kv.endpoint(settings.node.run_dir), store, disk)
     log.info("stateplane_ready", kv_endpoint=server.endpoint, **asdict(server.store.limits))
     sp = settings.stateplane
     # replication runs when this node publishes or replicates anyone (docs/stateplane.md)

@@ -63,7 +63,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import curve, sockets
+from conf import curve, refused, sockets
 from conf import envelope as env
 from conf.settings import Settings
 from conf.workerset import WorkerSet
@@ -92,6 +92,10 @@ LEAVE_WAIT_S = 10.0
 JOIN_WAIT_S = 5.0
 #: joiners whose ``y`` markers are kept at once (a worker's markers name live workers)
 MAX_JOINERS = 1024
+#: a worker whose endpoint is this much older than the state plane ran before it started
+SURVIVOR_AGE_S = 1.0
+#: how long restored dialogs wait for such workers' resyncs before going to the workers
+RESYNC_WAIT_S = 5.0
 #: an ICANHAZ is a few numbers and a node name
 MAX_ASK_BYTES = 1 << 10
 #: retry of answers whose askers' pipes are all full
@@ -171,6 +175,10 @@ class Replication:
         self._yields: dict[str, set[str]] = {}
         #: dialogs a joiner created itself before its hand-over (the mirror's copy may lag)
         self._own_new: dict[str, set[str]] = {}
+        #: workers that resynced since we started: they hold their own dialogs (a restart
+        #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
+        self._resynced: set[str] = set()
+        self._started_wall = time.time()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
@@ -246,12 +254,44 @@ class Replication:
             return
         if len(workers) < r.expect_workers and now - r.started < RESTORE_WAIT_S:
             return  # the last run's workers are still starting: their Call-IDs would move
-        n, lost = self.adopter.hand_over(self.settings.node.name, r.records, now)
+        waiting = self._survivors(live) - self._resynced
+        if waiting and now - r.since < RESYNC_WAIT_S:
+            return  # they hold their own dialogs: their resync says which, and is on its way
+        records = self._not_resynced(r.records, workers)
+        n, lost = self.adopter.hand_over(self.settings.node.name, records, now)
         # after the ADOPTs on each pipe: the workers serve what they held for these calls
         self.adopter.handed(STATEPLANE, live, now)
-        log.info("dialogs_restored", dialogs=len(r.records), workers=n, lost=lost,
+        log.info("dialogs_restored", dialogs=len(records), workers=n, lost=lost,
+                 kept_by_workers=len(r.records) - len(records),
                  waited_s=round(now - r.started, 2))  # fmt: skip
         self.restoring = None
+
+    def _survivors(self, live: dict[str, str]) -> set[str]:
+        """Workers whose endpoint is older than us by ``SURVIVOR_AGE_S``: they ran before we
+        started (the state plane restarted alone) and will resync (``workers/deltas.py``
+        rule 4). A worker of a node started together with us is younger; one misjudged
+        only delays the restore to ``RESYNC_WAIT_S``."""
+        out = set()
+        for ident, ep in live.items():
+            try:
+                born = os.stat(sockets.endpoint_path(ep)).st_mtime
+            except OSError:
+                continue
+            if born < self._started_wall - SURVIVOR_AGE_S:
+                out.add(ident)
+        return out
+
+    def _not_resynced(self, records: list[list[Any]], workers: frozenset[str]) -> list[list[Any]]:
+        """The restored records whose owner did not resync with us: a worker that did ran
+        through our restart (the state plane restarted alone, docs/operations.md) and holds
+        its dialogs itself, newer than our disk (``workers/deltas.py`` rule 4); handing them
+        to it again would count them twice. A fresh worker holds none and takes them."""
+        if not self._resynced:
+            return records
+        ring = WorkerSet.fixed(dict.fromkeys(workers, ""))
+        return [rec for rec in records
+                if ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
+                not in self._resynced]  # fmt: skip
 
     def _track_workers(self, now: float) -> None:
         """Rule 10."""
@@ -358,7 +398,7 @@ class Replication:
             e = env.unpack(frames)
         except env.EnvelopeError as exc:
             self.counters["drop_bad_envelope"] += 1
-            log.warning("envelope_dropped", reason=str(exc))
+            refused.ENVELOPES.note(time.monotonic(), reason=str(exc)[:200])
             return
         if e.kind != env.KIND_DELTAS:
             self.counters["drop_bad_envelope"] += 1
@@ -371,6 +411,7 @@ class Replication:
             op = delta[0] if isinstance(delta, list) and delta else None
             if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
+                self._resynced.add(worker)
                 continue
             if op == "y":  # a worker let go of what a joiner takes (workers/deltas.py rule 4)
                 self._note_yield(worker, delta)

@@ -6,12 +6,21 @@ Modelled on pyzmq's own tests/conftest.py (``sockets`` closed with linger 0,
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import zmq
+from hypothesis import HealthCheck, settings
+
+#: for ``./dev mutate`` (tests/mutate.py): the same examples on every run and no deadline, so
+#: whether a mutant is killed depends on the tests alone, not on chance or a loaded machine;
+#: mutmut runs a test method again in one process, on a new instance of its (stateless) class
+settings.register_profile("mutation", derandomize=True, deadline=None, database=None,
+                          suppress_health_check=[HealthCheck.differing_executors])  # fmt: skip
 
 #: ``term()`` after every socket is closed with linger 0 takes milliseconds; past this, a
 #: socket the context does not track (or a thread the test left running) still holds it
@@ -38,6 +47,32 @@ def destroy_within(context: zmq.Context[Any], timeout_s: float = TERM_TIMEOUT_S)
                            "a socket it does not track is still open")  # fmt: skip
     if failed:
         raise failed[0]
+
+
+#: the packages whose module-level memos (view caches, ``lru_cache``) a mutant may hide behind
+OWN_PACKAGES = ("conf.", "ingress.", "workers.", "stateplane.", "timers.", "sipline.")
+
+
+def clear_memos() -> None:
+    """Empty every module-level cache of our packages: ``*_CACHE`` dicts and ``lru_cache``
+    functions. mutmut forks each mutant's test run from a process that has already run the
+    suite once, so without this a mutant in a cached parse (``parse_uri``, ``parse_via`` ...)
+    is never called: the child answers from the parent's cache and the mutant "survives"."""
+    for name, module in list(sys.modules.items()):
+        if not name.startswith(OWN_PACKAGES) or module is None:
+            continue
+        for attr, value in list(vars(module).items()):
+            if callable(getattr(value, "cache_clear", None)):
+                value.cache_clear()
+            elif attr.endswith("_CACHE") and isinstance(value, dict):
+                value.clear()
+
+
+@pytest.fixture(autouse="SIPLINE_MUTATION" in os.environ)
+def _fresh_memos() -> None:
+    """Under ``./dev mutate`` only (tests/mutate.py sets SIPLINE_MUTATION): every test
+    starts with empty caches, as it would in a process of its own."""
+    clear_memos()
 
 
 @pytest.fixture

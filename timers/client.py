@@ -19,6 +19,18 @@ Rules (docs/timers.md):
 5. Ops made in one loop iteration leave in one message per shard; a shard whose socket will
    not take them queues at most ``MAX_OUTBOX`` messages, past which the client drops the queue
    and re-syncs that shard in full (a new epoch; the service drops what was not re-sent).
+6. The client announces its worker to each timers process itself, on the socket that carries
+   its ops: a heartbeat is the first message on a new shard's socket (and again after a
+   re-sync drops the queue), one follows every heartbeat interval, and ``down`` is the last.
+   One ZeroMQ pipe keeps order, so a service never holds an arm from a worker it has not
+   heard of. (When the worker's bus announced it on a socket of its own, an arm could
+   overtake the announcement; a service that knew only the other workers then fired it to a
+   worker without the call, and told nobody: the lost BYE of docs/timers.md.)
+7. A timer still armed here ``overdue_s`` past its deadline got neither its fire nor a
+   ``done``: both went to a pipe the service closed (it took this worker for dead after a
+   stall) or to a process that died. It is sent again, same gen, to its shard, which fires
+   it if it no longer holds it and ignores it if it does (waiting for a worker, parked).
+   Deadlines are filed by the second (``_due``), so the check costs a list slot per arm.
 """
 
 from __future__ import annotations
@@ -46,6 +58,10 @@ REROUTE_SLICE = 20_000
 MAX_OUTBOX = 1024
 #: foreign fires remembered against duplicates (rule 4): minutes of owner changes
 RECENT_MAX = 65_536
+#: the width of the overdue check's deadline buckets (rule 7)
+DUE_BUCKET_S = 1.0
+#: keys examined per heartbeat by the overdue check (~0.2 µs each)
+OVERDUE_SLICE = 20_000
 _MOVED = None  # what the key mover yields when it has no slice left: next(..., _MOVED)
 
 
@@ -94,8 +110,15 @@ class TimerClient:
         self.counters: Counter[str] = Counter()
         self._ctx, self._on_fire = ctx, on_fire
         self._run_dir = settings.node.run_dir
+        self._endpoint = sockets.endpoint(self._run_dir, "worker", worker_id)  # where fires come
         self._hwm = settings.bus.hwm
         self._period_s = settings.bus.heartbeat_ms / 1000
+        #: past its deadline by this, an armed timer was lost on its way back (rule 7): two
+        #: of the service's liveness windows, so a fire or done in flight gets there first
+        self.overdue_s = 2 * settings.bus.liveness * self._period_s
+        #: deadline bucket -> keys armed due in it, to check once it is overdue (rule 7)
+        self._due: dict[int, list[str]] = {}
+        self._due_next = int(time.monotonic() / DUE_BUCKET_S)
         self._armed: dict[str, Armed] = {}
         self._shards: dict[str, _Shard] = {}
         self._ring = WorkerSet(self._period_s, 1)  # membership from run-dir scans, not beats
@@ -118,6 +141,7 @@ class TimerClient:
         shard = self._ring.owner(key.encode()) or ""
         entry = (deadline, kind, payload, gen, shard)
         self._armed[key] = entry
+        self._file_due(key, deadline)
         if shard:
             self._queue_arm(self._shards[shard], key, entry)
 
@@ -164,6 +188,9 @@ class TimerClient:
         for meta, payload in zip(header[1], payloads):
             try:
                 op, key, kind, deadline, armer, gen = meta
+                if not (type(key) is str and type(kind) is str and type(armer) is str
+                        and type(gen) is int and type(deadline) in (int, float)):  # fmt: skip
+                    raise TypeError("a timer meta's values")  # the owner would trip on them
                 if op == wire.OP_FIRE:
                     f = self._accept(key, kind, deadline, armer, gen, payload)
                     if f is not None:
@@ -262,8 +289,14 @@ class TimerClient:
                 return
             shard.outbox.popleft()
 
+    def _announce(self, shard: _Shard, state: str = "up") -> None:
+        """Tell ``shard`` this worker is ``state`` and where it listens (rule 6), in line with
+        the ops: queued behind them when the socket will not take it now."""
+        self._send(shard, envelope.pack(envelope.KIND_HB, [self.worker_id, self._endpoint, state]))
+
     def _resync(self, shard: _Shard) -> None:
         """Re-send everything this shard holds of ours under a new epoch (rule 5)."""
+        self._announce(shard)  # the dropped queue may have held the only heartbeat (rule 6)
         shard.epoch += 1
         shard.arms, shard.cancels = {}, {}
         for key, e in self._armed.items():
@@ -274,14 +307,49 @@ class TimerClient:
 
     # -- shards --------------------------------------------------------------------------
 
+    def _file_due(self, key: str, deadline: float) -> None:
+        b = max(int(deadline / DUE_BUCKET_S), self._due_next)
+        keys = self._due.get(b)
+        if keys is None:
+            self._due[b] = [key]
+        else:
+            keys.append(key)
+
+    def _check_overdue(self, now: float) -> None:
+        """Re-send, same gen, what is still armed ``overdue_s`` past its deadline (rule 7);
+        at most OVERDUE_SLICE keys per call, the rest on the next heartbeat."""
+        last = int((now - self.overdue_s) / DUE_BUCKET_S)  # buckets before it are overdue
+        budget = OVERDUE_SLICE
+        while self._due_next < last and budget > 0:
+            keys = self._due.get(self._due_next)
+            if not keys:
+                self._due.pop(self._due_next, None)
+                self._due_next += 1
+                continue
+            while keys and budget > 0:
+                key = keys.pop()
+                budget -= 1
+                e = self._armed.get(key)
+                if e is None or e[DEADLINE] > now - self.overdue_s:
+                    continue  # fired, cancelled, or refreshed to a later bucket
+                if e[SHARD] in self._shards:
+                    self._queue_arm(self._shards[e[SHARD]], key, e)
+                    self.counters["resent_overdue"] += 1
+                self._file_due(key, now)  # and again later, if this one is lost too
+
     def _tick(self) -> None:
-        """Every heartbeat: find timers processes, move keys if they changed, drain queues."""
+        """Every heartbeat: find timers processes, move keys if they changed, drain queues,
+        and say we are alive to every shard whose socket takes messages (rule 6; a heartbeat
+        queued behind a stuck queue would tell nothing new)."""
         self._tick_handle = self._loop.call_later(self._period_s, self._tick)
         live = sockets.live_endpoints(self._run_dir, "timers")
         if live.keys() != self._shards.keys():
             self._update_shards(live)
         for shard in self._shards.values():
             self._drain(shard)
+            if not shard.outbox:
+                self._announce(shard)
+        self._check_overdue(time.monotonic())
 
     def _update_shards(self, live: dict[str, str]) -> None:
         now = self._loop.time()
@@ -292,7 +360,9 @@ class TimerClient:
         for ident, ep in live.items():
             if ident not in self._shards:
                 self._ring.heartbeat(ident, ep, True, now)
-                self._shards[ident] = _Shard(ident, sockets.connect_push(self._ctx, ep, self._hwm))
+                shard = self._shards[ident] = _Shard(ident, sockets.connect_push(self._ctx, ep,
+                                                                                   self._hwm))
+                self._announce(shard)  # before any op (rule 6)
                 log.info("timers_shard_found", shard=ident)
         self._moving = self._move_keys()  # a newer change restarts the move from the top
         self._loop.call_soon(self._step_move, self._moving)
@@ -328,13 +398,15 @@ class TimerClient:
         return True
 
     def close(self) -> None:
-        """Send what is queued and close. Armed timers stay armed at the service: they fire to
-        the keys' next owners."""
+        """Send what is queued, then ``down``, and close. Armed timers stay armed at the
+        service: they fire to the keys' next owners."""
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self._moving = None
         self.flush()
         for shard in self._shards.values():
+            self._drain(shard)
+            self._announce(shard, "down")  # after our last ops, on their pipe (rule 6)
             self._drain(shard)
             shard.sock.close(linger=sockets.LINGER_MS)
         self._shards.clear()

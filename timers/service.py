@@ -32,7 +32,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import envelope, sockets
+from conf import envelope, refused, sockets
 from conf.guard import GUARD
 from conf.loadstats import LoadMeter
 from conf.pipe import WorkerPipes, hops, oldest_ms
@@ -109,7 +109,7 @@ class TimerService:
                 env = envelope.unpack(frames)
             except envelope.EnvelopeError as exc:
                 self.meter.counters["drop_bad_envelope"] += 1
-                log.warning("envelope_dropped", reason=str(exc))
+                refused.ENVELOPES.note(time.monotonic(), reason=str(exc)[:200])
                 continue
             self._on_envelope(env)
             h = env.header

@@ -6,11 +6,14 @@ Rules:
 2. Every heartbeat interval the worker looks for ``ingress-*.ipc`` files of live processes
    in the run directory, connects a pipe to each new one and sends each a heartbeat; a file
    that disappeared closes its pipe. On shutdown it says ``down`` so ingresses stop sending
-   at once.
+   at once. Timers processes hear of the worker from its ``TimerClient``, on the socket
+   that carries its arms (timers/client.py rule 6), not from the bus.
 3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
-   Via's ``sl-c``, dialogs adopted from a peer node). Output for an ingress without a pipe is
+   Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
+   pipe (one that left: replaced, docs/operations.md) leaves through another live ingress,
+   since every ingress binds the same listeners (``udp_rerouted``); other output for it is
    dropped and counted (``drop_unknown_ingress``).
 5. An IN envelope whose ingress ident could name a file elsewhere (``conf.sockets.valid_ident``)
    is refused and counted as ``drop_bad_ident``.
@@ -77,7 +80,6 @@ class IngressBus:
         self._on_release = on_release
         self._on_forward = on_forward
         self._on_handed = on_handed
-        self._timers: dict[str, zmq.Socket[bytes]] = {}  # heartbeats only: timers fire to us
         self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
@@ -88,6 +90,9 @@ class IngressBus:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
         its pipe is full."""
         pipe = self._pipes.get(ingress)
+        if pipe is None and meta[0] == "udp" and self._pipes:  # rule 4
+            pipe = next(iter(self._pipes.values()))
+            self._meter.counters["udp_rerouted"] += 1
         if pipe is None:
             self._meter.counters["drop_unknown_ingress"] += 1
             return False
@@ -185,21 +190,6 @@ class IngressBus:
             pipe = self._pipes.get(ident) or self._connect(ident, ep)
             pipe.drain()
             pipe.send_now(frames)
-        self._announce_timers(frames)
-
-    def _announce_timers(self, frames: list[bytes]) -> None:
-        """Timers processes learn of us as ingresses do: they fire to the keys' owners."""
-        found = sockets.live_endpoints(self._run_dir, "timers")
-        for ident in [i for i in self._timers if i not in found]:
-            self._timers.pop(ident).close(linger=0)
-        for ident, ep in found.items():
-            sock = self._timers.get(ident)
-            if sock is None:
-                sock = self._timers[ident] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
-            try:
-                sock.send_multipart(frames, zmq.NOBLOCK)
-            except zmq.Again:
-                pass  # not connected yet: the next beat gets there
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""
@@ -210,5 +200,5 @@ class IngressBus:
         sockets.unlink(self.endpoint)
         for pipe in self._pipes.values():
             pipe.close(linger_ms=sockets.LINGER_MS)
-        for sock in [*self._timers.values(), *self._workers.values()]:
+        for sock in self._workers.values():
             sock.close(linger=sockets.LINGER_MS)

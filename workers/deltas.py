@@ -13,7 +13,12 @@ Rules:
    Deltas of calls that change meanwhile follow the record they change, in the same FIFO,
    so nothing is applied out of order.
 3. A resync whose batch the pipe refuses is abandoned and started again at a later heartbeat.
-4. A worker that let go of the dialogs a joining worker takes says so with
+4. A state plane restarted alone (docs/operations.md) starts with an empty mirror, or one
+   from its disk that misses what changed while it was down: the worker owes it a resync as
+   soon as it sees a new state plane, i.e. the socket file of ``stateplane-deltas.ipc`` is
+   another file than the one it saw at the previous heartbeat (inode and change time). The
+   first file a worker sees owes nothing: the state plane started with it or before it.
+5. A worker that let go of the dialogs a joining worker takes says so with
    ``["y", worker, joiner]`` after its live deltas, so the state plane hands the joiner
    those dialogs from its mirror only once it holds their last state (``workers/handover.py``).
 """
@@ -21,6 +26,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -35,8 +41,11 @@ RESYNC_CHUNK = 500
 
 class DeltaLink:
     def __init__(self, pipe: PushPipe, table: DialogTable, worker_id: str,
-                 counters: Counter[str]) -> None:  # fmt: skip
+                 counters: Counter[str], path: str = "") -> None:  # fmt: skip
         self.pipe, self.table, self.worker_id, self.counters = pipe, table, worker_id, counters
+        #: the state plane's socket file, and which file it was at the last heartbeat (rule 4)
+        self.path = path
+        self._file: tuple[int, int] | None = None
         self.loop = asyncio.get_running_loop()
         self.owed = False
         self._dropped_seen = 0
@@ -53,7 +62,7 @@ class DeltaLink:
             self.owed = True
 
     def yielded(self, joiner: str) -> None:
-        """Rule 4."""
+        """Rule 5."""
         self.after_iteration()  # what changed before is older than the marker
         if not self.pipe.add([["y", self.worker_id, joiner]], b""):
             self.counters["drop_deltas"] += 1  # the joiner's hand-over waits to its deadline
@@ -62,11 +71,25 @@ class DeltaLink:
 
     def heartbeat(self) -> None:
         """Rule 2: start a resync when one is owed and the pipe has room again."""
+        if self._state_plane_restarted():
+            self.owed = True
+            self.counters["stateplane_restarts_seen"] += 1
         if self.owed and self._resync is None and not self.pipe.backlog_msgs:
             self.owed = False
             self._resync = self._batches()
             self.counters["delta_resyncs"] += 1
             self.loop.call_soon(self._step)
+
+    def _state_plane_restarted(self) -> bool:
+        """Rule 4."""
+        if not self.path:
+            return False
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False  # none now: whichever comes next is compared with the last one
+        seen, self._file = self._file, (st.st_ino, st.st_ctime_ns)
+        return seen is not None and seen != self._file
 
     def _batches(self) -> Iterator[list[list[Any]]]:
         yield [["s+", self.worker_id, ""]]

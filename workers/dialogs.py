@@ -38,6 +38,11 @@ Rules:
    (lazy deletion). So ``next_deadline()`` is never later than the next expiry, and at times
    earlier (``expire`` then finds nothing due). Past twice the live dialogs plus 64 entries
    the heap is rebuilt from the table.
+10. Records from elsewhere (a replica's snapshot or "c" deltas, an ``ADOPT`` envelope) are
+   checked before the table changes: a state out of range, a deadline that is not finite or
+   members that are not pairs raise ``ValueError`` (or the ``TypeError`` of a value of the
+   wrong type) with the table as it was. ``adopt`` skips such a record and counts it
+   (``adopt_refused``): an envelope on the worker's socket cannot end the loop's work there.
 """
 
 from __future__ import annotations
@@ -334,7 +339,7 @@ class DialogTable:
         self.counters: dict[str, int] = {
             "processed": 0, "expired": 0, "failed": 0, "cancelled": 0, "timeout": 0,
             "refused": 0, "ended": 0, "deltas_dropped": 0, "adopted": 0, "handed_back": 0,
-            "let_go": 0,
+            "adopt_refused": 0, "let_go": 0,
         }  # fmt: skip
 
     def __len__(self) -> int:
@@ -573,7 +578,8 @@ class DialogTable:
     def stats(self) -> dict[str, Any]:
         """Counts for ``load_stats`` and ``sipline ctl stats``."""
         return {"node": self.node, "active": len(self._table), "early": self._pending,
-                **self.counters, "profiles": self.profiles.view()}  # fmt: skip
+                **self.counters, "profiles": self.profiles.view(),
+                "limits": self.profiles.limit_view()}  # fmt: skip
 
     def listing(self, limit: int) -> list[dict[str, Any]]:
         """At most ``limit`` live dialogs for an operator (OpenSIPS ``dlg_list``), oldest first
@@ -627,9 +633,13 @@ class DialogTable:
         i_caller, i_callee = RECORD.index("caller"), RECORD.index("callee")
         n = 0
         for rec in records:
-            if place is not None:
-                rec[i_caller], rec[i_callee] = place(rec[i_caller]), place(rec[i_callee])
-            self._load(rec, now, wall)
+            try:  # records come over a socket: one that is not one costs a count (rule 10)
+                if place is not None:
+                    rec[i_caller], rec[i_callee] = place(rec[i_caller]), place(rec[i_callee])
+                self._load(rec, now, wall)
+            except (ValueError, TypeError, KeyError, IndexError):
+                self.counters["adopt_refused"] += 1
+                continue
             n += 1
             if self.emit_deltas:
                 self._push(["c", *rec])
@@ -674,6 +684,13 @@ class DialogTable:
             n += 1
         self.counters["let_go"] += n
         return n
+
+    def forget(self, call_id: str, from_tag: str, cause: str, wall: float) -> None:
+        """A dialog that came back to us (``adopt`` was about to take it) but ended already:
+        its CDR is written (``workers/cdr.py`` rule 8). Only a "t" delta, so the state plane
+        and the replicas forget it too; it never enters the table, so no CDR, timer or count."""
+        if self.emit_deltas:
+            self._push(["t", call_id, from_tag, cause, "", wall])
 
     def apply(self, delta: list[Any], now: float, wall: float) -> None:
         """Apply a delta another table emitted (a replica: no CDR, no delta of its own)."""
@@ -848,19 +865,25 @@ class DialogTable:
         dlg.caller_target, dlg.callee_target = share(caller_target), share(callee_target)
         dlg.caller_route, dlg.callee_route = share(caller_route), share(callee_route)
         key = cid + "\0" + ftag
+        # what a broken record breaks is found before the table changes (rule 10)
+        if type(state) is not int or not 0 <= state < len(_STATES):
+            raise ValueError(f"state {state!r}")
+        named = tuple([(str(n), str(v)) for n, v in members]) if members else ()
+        due = now + deadline_wall - wall
+        if due - due != 0.0:  # inf or nan would never fire, and nan breaks the heap's order
+            raise ValueError(f"deadline {deadline_wall!r}")
         old = self._table.get(key)
         if old is not None:
             self._remove(old)
         dlg.key, dlg.state, dlg.deadline = key, _STATES[state], 0.0
         dlg.caller, dlg.callee = self._frozen(caller), self._frozen(callee)
         dlg.source, dlg.destination = self._shared(source), self._shared(destination)
-        dlg.members = self.profiles.intern(
-            tuple([(str(n), str(v)) for n, v in members])) if members else ()  # fmt: skip
+        dlg.members = self.profiles.intern(named) if named else ()
         self.profiles.add(dlg.members)
         self._table[key] = dlg
         if dlg.state < C:
             self._pending += 1
-        self._arm(dlg, now + deadline_wall - wall)
+        self._arm(dlg, due)
 
     def _frozen(self, value: Any) -> Any:
         """``_shared(_freeze(value))``; a tuple (a record built in this process, or a second

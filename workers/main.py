@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 
 import structlog
 import zmq
@@ -31,6 +32,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     def report() -> None:
         log.info("load_stats", **worker.stats(interval))
 
+    loop.add_signal_handler(signal.SIGHUP, worker.reopen_cdrs)  # logrotate's postrotate
     log.info("worker_ready", endpoint=worker.bus.endpoint)
     try:
         worker.bus.heartbeat()

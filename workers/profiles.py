@@ -144,6 +144,24 @@ class Profiles:
             return sum(values.values())
         return values.get(value, 0)
 
+    def limit_view(self) -> dict[str, int]:
+        """What this worker counts against each limit it holds: its own dialogs plus the
+        other workers' (and nodes') as last heard, by ``name`` or ``name/value``; keys at 0
+        are left out. A refusal is explained by this, not by ``view``."""
+        out: dict[str, int] = {}
+        for name, p in self.defs.items():
+            if not p.limit:
+                continue
+            if p.with_value:
+                values = set(self._valued[name])
+                values.update(v for (n, v), c in self.remote.items() if n == name and c)
+                for value in values:
+                    if n := self._valued[name].get(value, 0) + self.remote.get((name, value), 0):
+                        out[f"{name}/{value}"] = n
+            elif n := self._flat[name] + self.remote.get((name, ""), 0):
+                out[name] = n
+        return out
+
     def view(self) -> dict[str, int | dict[str, int]]:
         """Every profile's size: a count, or ``{value: count}`` for a profile with values."""
         out: dict[str, int | dict[str, int]] = dict(self._flat)

@@ -19,7 +19,7 @@ import structlog
 import zmq
 
 from conf import envelope as env
-from conf import nodekey, sockets
+from conf import nodekey, rundir, sockets
 from conf.control import ControlServer
 from conf.guard import Throttle
 from conf.loadstats import LoadMeter
@@ -32,7 +32,7 @@ from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
 from workers.cachedb import CacheError
-from workers.cdr import CdrWriter
+from workers.cdr import CdrWriter, cdr_key
 from workers.deltas import DeltaLink
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
@@ -86,8 +86,13 @@ class Worker:
             self.location = Location.open(settings.registrar, hosts, settings.node.run_dir,
                                           slow_ms=settings.registrar.cachedb_slow_ms)  # fmt: skip
         self._jobs: set[asyncio.Task[None]] = set()
-        path = settings.dialogs.cdr_file
-        self.cdr_writer = CdrWriter(path) if path and self.stateful is not None else None
+        self.cdr_writer: CdrWriter | None = None
+        dlg = settings.dialogs
+        if dlg.cdr_file and self.stateful is not None:
+            gid = rundir.group_id(dlg.cdr_group or settings.node.run_group)
+            self.cdr_writer = CdrWriter(dlg.cdr_file, fsync_s=dlg.cdr_fsync_ms / 1000, gid=gid,
+                                        clock=self.loop.time)  # fmt: skip
+        self._sync_timer: asyncio.TimerHandle | None = None
         d = settings.dns
         self.resolver = Resolver(ResolverConfig(
             nameservers=tuple(d.nameservers), timeout_s=d.timeout_s,
@@ -109,7 +114,8 @@ class Worker:
                             env.KIND_DELTAS, lambda batches: [worker_id, [
                                 d for batch in batches for d in batch]],
                             1, settings.bus.max_pending)  # fmt: skip
-            self.deltas = DeltaLink(pipe, stateful.dialogs, worker_id, self.meter.counters)
+            self.deltas = DeltaLink(pipe, stateful.dialogs, worker_id, self.meter.counters,
+                                    sockets.endpoint_path(ep))  # fmt: skip
         #: call limits counted across the node's workers (and peer nodes'), when any is set
         self.limits: SharedLimits | None = None
         if stateful.dialogs is not None and any(p.limit for p in settings.dialog_profile):
@@ -386,6 +392,8 @@ class Worker:
                 log.info("cdr", **cdr)
                 if self.cdr_writer is not None:
                     self.cdr_writer.write(cdr)
+            # written before this iteration's "t" deltas leave (workers/cdr.py rule 2)
+            self._flush_cdrs()
         if self.deltas is not None:  # one message per iteration; a loss is repaired
             self.deltas.after_iteration()
         if self.limits is not None:
@@ -401,6 +409,54 @@ class Worker:
                     log.warning("destination_health", set=ev.set_name, uri=ev.uri, old=ev.old,
                                 new=ev.new, cause=ev.cause, fails=ev.fails, status=ev.status)  # fmt: skip
         self._arm_timer()
+
+    def _flush_cdrs(self) -> None:
+        """Write the queued CDRs now and see that they are fsync'd within the window."""
+        w = self.cdr_writer
+        if w is None:
+            return
+        w.flush()
+        at = w.sync_deadline()
+        if at is not None and self._sync_timer is None:
+            self._sync_timer = self.loop.call_at(at, self._sync_cdrs)
+
+    def _sync_cdrs(self) -> None:
+        self._sync_timer = None
+        if self.cdr_writer is not None:
+            self.cdr_writer.flush()  # what a failed write left queued
+            self.cdr_writer.sync()
+            if self.cdr_writer.sync_deadline() is not None:  # written since: its own window
+                self._flush_cdrs()
+
+    def reopen_cdrs(self) -> None:
+        """SIGHUP: the CDR file was rotated; write to whatever its path names from now on."""
+        if self.cdr_writer is not None:
+            self.cdr_writer.reopen()
+            log.info("cdr_file_reopened", path=self.cdr_writer.path)
+
+    def _already_written(self, records: list[Any]) -> list[Any]:
+        """The adopted records whose CDR is not in our CDR file nor a peer's yet: the others
+        ended, their CDR written, before their end reached the state plane (the writer died
+        in between); each is forgotten with a "t" delta, never given a second CDR."""
+        assert self.stateful is not None and self.stateful.dialogs is not None
+        if self.cdr_writer is None or not records:
+            return records
+        own = os.path.normpath(self.cdr_writer.path)
+        others = [p for p in self.settings.dialogs.cdr_peer_files if os.path.normpath(p) != own]
+        written = self.cdr_writer.recent_keys(others)
+        if not written:
+            return records
+        keep, wall = [], time.time()
+        for rec in records:
+            cid, tag = rec[0], rec[1]
+            if isinstance(cid, str) and isinstance(tag, str) and (
+                    cdr_key(cid, tag) in written or cid in written):  # fmt: skip
+                self.stateful.dialogs.forget(cid, tag, "cdr_written", wall)
+                self.meter.counters["adopt_cdr_written"] += 1
+                log.info("dialog_already_ended", call_id=cid, from_tag=tag)
+                continue
+            keep.append(rec)
+        return keep
 
     def _on_timers(self, fired: list[Fired]) -> None:
         """Lifetimes the timer service fired to us (we own their Call-IDs now)."""
@@ -432,7 +488,8 @@ class Worker:
             meta[env.OUT_CONN] = 0
             return (ingress or side[0], tuple(meta))
 
-        n = core.dialogs.adopt(header[1], self.loop.time(), time.time(), place)
+        n = core.dialogs.adopt(self._already_written(header[1]), self.loop.time(), time.time(),
+                               place)  # fmt: skip
         if self.limits is not None and not (len(header) > 2 and header[2]):
             # a dead node's counts are ours now, never twice; a live one handing calls back
             # keeps its others, and its next update takes the handed ones off its counts
@@ -522,9 +579,9 @@ class Worker:
 
     def _job_done_outs(self, outs: list[Out]) -> None:
         sent = sum(self.bus.send(*out) for out in outs)
-        self.bus.flush()
         self.meter.counters["msgs_out"] += sent
-        self._after_core()
+        self._after_core()  # the CDRs of calls these outputs end go first (workers/cdr.py)
+        self.bus.flush()
 
     def _arm_timer(self) -> None:
         """One loop timer for the earliest transaction timer (aioquic's single ``call_at``)."""
@@ -547,9 +604,9 @@ class Worker:
         if ingress is not None:  # probes leave through any ingress: UDP is not per connection
             outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
         sent = sum(self.bus.send(*out) for out in outs)
-        self.bus.flush()
         self.meter.counters["msgs_out"] += sent
-        self._after_core()
+        self._after_core()  # the CDRs of calls these outputs end go first (workers/cdr.py)
+        self.bus.flush()
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _slow(self, raw: bytes, meta: list[Any], took_s: float) -> None:
@@ -596,8 +653,6 @@ class Worker:
             out["txn"] = dict(self.stateful.counters)
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
-        if self.cdr_writer is not None:
-            self.cdr_writer.flush()
         return out
 
     async def aclose(self) -> None:
@@ -621,4 +676,6 @@ class Worker:
             self.timers.close()
         if self._timer is not None:
             self._timer.cancel()
+        if self._sync_timer is not None:
+            self._sync_timer.cancel()
         self.bus.close()

@@ -213,6 +213,10 @@ class TestWire:
             [b"\x94\xa4incr\xa1k\xc0\xff", b""],
             [b"\x81\x01\x02", b""],
             [b"\x94" + b"\xdc\xff\xff" * 400, b""],
+            [kv.msgpack.packb(["set", "k", float("nan"), 0]), b""],
+            [kv.msgpack.packb(["set", "k", float("inf"), 0]), b""],
+            [kv.msgpack.packb(["set", "k", 1e300, 0]), b""],
+            [kv.msgpack.packb(["set", "k", True, 0]), b""],
         ],
         ids=[
             "not-msgpack",
@@ -223,6 +227,10 @@ class TestWire:
             "negative-by",
             "int-map-key",
             "too-large",
+            "nan-ttl",
+            "infinite-ttl",
+            "huge-ttl",
+            "bool-ttl",
         ],
     )
     def test_bad_requests_are_wire_errors(self, frames: list[bytes]) -> None:

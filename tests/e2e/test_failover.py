@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -105,36 +106,67 @@ def take_over(a: Node, b: Node, calls: int) -> None:
 @pytest.mark.parametrize("peers", ["ipc", "tcp"])
 def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_path: Path,
                                           peers: str) -> None:  # fmt: skip
-    """20 answered calls held on A, A killed: on B every caller's BYE gets 200 and reaches the
-    callee (sipp counts all 20 successful), B writes 20 CDRs and A none, and the trunk
-    profile (limit 20, across B's two workers) still counts the 20 calls: a 21st is refused
-    486 by B; once they ended, B admits calls again (nothing counted twice). The state planes
-    talk over ipc, then over TCP as two hosts would."""
+    """20 answered calls held on A, and short calls ending on A (BYEs in flight, CDRs just
+    written) when A is killed: on B every held caller's BYE gets 200 and reaches the callee
+    (sipp counts all 20 successful), B writes their 20 CDRs and A none; across both files no
+    Call-ID has two CDRs and every short call sipp saw complete has one (A's were in its file
+    when it died; a dialog B took over whose CDR A had written is forgotten: cdr_peer_files).
+    The trunk profile (limit 20 per Request-URI user, across B's two workers) still counts the
+    20 held calls: a 21st is refused 486 by B; once they ended, B admits calls again (nothing
+    counted twice). The state planes talk over ipc, then over TCP as two hosts would."""
     dport, _ = uas("u1")
-    profile = '[[dialog_profile]]\nname = "trunk"\nlimit = 20\nover_limit_status = 486\n'
-    a, b, vport = start_pair(start_node, tmp_path, dport, profile, peers=peers)
+    files = f'cdr_peer_files = ["{tmp_path / "a.cdr"}", "{tmp_path / "b.cdr"}"]\n'
+    profile = ('[[dialog_profile]]\nname = "trunk"\nlimit = 20\nover_limit_status = 486\n'
+               'with_value = true\nvalue_from = "ruri_user"\n')  # fmt: skip
+    a, b, vport = start_pair(start_node, tmp_path, dport, files + profile, peers=peers)
     run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
-                       extra=("-d", "9000"))  # fmt: skip
+                       extra=("-d", "9000", "-cid_str", "held-%u-%p@%s"))  # fmt: skip
+    short = None
     try:
         assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
                     and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
-        take_over(a, b, CALLS)
+        short = UacRun.start(vport, "u1", 200, 40, tmp_path, timeout_s=60, host=VIRTUAL,
+                             service="short", extra=("-d", "100", "-cid_str", "short-%u-%p@%s"))
+        assert poll(lambda: len(cdrs_of(tmp_path / "a.cdr")) >= 10, 10)  # calls end on A
+        a.kill()
+        (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=5)
+        assert ev["dialogs"] >= CALLS, ev
+        assert len(b.proc.wait_events("virtual_bound", 1, timeout_s=5)) == 1
+        assert poll(lambda: sum(int(str(e["dialogs"])) for e in b.proc.events("dialogs_adopted"))
+                    + len(b.proc.events("dialog_already_ended")) == ev["dialogs"], 5)  # fmt: skip
         over = sipp_uac(vport, "u1", 1, 1, tmp_path, scenario="uac_busy", host=VIRTUAL,
                         timeout_s=10)  # fmt: skip
         assert (over.successful, over.failed) == (1, 0), over.output
         res = run.wait()
+        res_short = short.wait()
     finally:
         run.kill()
+        if short is not None:
+            short.kill()
     assert (res.successful, res.failed) == (CALLS, 0), res.output
     again = sipp_uac(vport, "u1", CALLS, 50, tmp_path, host=VIRTUAL, extra=("-d", "500"))
     assert (again.successful, again.failed) == (CALLS, 0), again.output
+    # a call B took over before it was answered there stays early on B (the 2xx crossed the
+    # takeover): it ends at its early lifetime, with its CDR then
+    listed = ctl(b.conf, "dialogs", "--list", "1000")["dialogs"]["list"]  # type: ignore[index]
     b.stop()  # flushes the CDR writers
-    rows = cdrs(tmp_path / "b.cdr")
-    assert len(rows) == 2 * CALLS, rows
-    rows = rows[:CALLS]  # A's calls, which ended first
-    assert len({r["call_id"] for r in rows}) == CALLS, rows
-    assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
-    assert not (tmp_path / "a.cdr").exists() or not cdrs(tmp_path / "a.cdr")
+    rows_a, rows_b = cdrs_of(tmp_path / "a.cdr"), cdrs_of(tmp_path / "b.cdr")
+    per_call = Counter(str(r["call_id"]) for r in rows_a + rows_b)
+    assert max(per_call.values()) == 1, per_call.most_common(3)
+    held = [r for r in rows_b if str(r["call_id"]).startswith("held-")]
+    assert len(held) == CALLS and not any(str(r["call_id"]).startswith("held-") for r in rows_a)
+    assert {r["cause"] for r in held} == {"bye"} and all(r["answer"] for r in held), held
+    assert sum(not k.startswith(("held-", "short-")) for k in per_call) == CALLS  # again's
+    ended_short = [k for k in per_call if k.startswith("short-")]
+    live_short = [d for d in listed if str(d["call_id"]).startswith("short-")]
+    assert not {d["call_id"] for d in live_short} & set(per_call), live_short
+    assert len(ended_short) + len(live_short) >= res_short.successful, (
+        len(ended_short), live_short, res_short.output)  # fmt: skip
+    assert any(str(r["call_id"]).startswith("short-") for r in rows_a), rows_a
+
+
+def cdrs_of(path: Path) -> list[dict[str, object]]:
+    return cdrs(path) if path.exists() else []
 
 
 def test_failback_in_an_active_backup_pair(start_node: StartNode, uas: Uas,
@@ -443,9 +475,13 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
         assert out == [{"proc": out[0]["proc"], "addresses": [vb]}], out  # type: ignore[index]
         (back,) = again.proc.wait_events("failover_takeover", 1, timeout_s=5)
         assert back["dialogs"] == half and back["address"] == vb, back
+        # a loaded box takes seconds here (B's workers adopt, A's let go): the deadline is
+        # generous, the poll returns as soon as both sides agree
         assert poll(lambda: role_of(a, vb) == "passive" and role_of(again, vb) == "active"
                     and role_of(a, VIRTUAL) == "active"
-                    and live_dialogs(a) == live_dialogs(again) == half, 5)  # fmt: skip
+                    and live_dialogs(a) == live_dialogs(again) == half, 15), (
+            role_of(a, vb), role_of(again, vb), role_of(a, VIRTUAL), live_dialogs(a),
+            live_dialogs(again))  # fmt: skip
         handed = a.proc.events("dialogs_handed_back")
         assert sum(int(str(e["dialogs"])) for e in handed) == half, handed
         assert again.proc.events("virtual_bound")

@@ -89,3 +89,40 @@ def test_bind_failure_leaks_no_socket() -> None:
         holder.bind(("127.0.0.1", 0))
         with pytest.raises(OSError):
             bind_udp("127.0.0.1", holder.getsockname()[1])
+
+
+def test_a_detached_listener_takes_nothing_new_and_loses_nothing_queued() -> None:
+    """After ``detach`` every new datagram goes to the port's other socket; what the
+    detached one had queued is all handed on by ``drain_queued``, and it can still answer
+    from the shared port. Nothing sent is lost (an ingress replaced under load)."""
+
+    async def main() -> None:
+        got: dict[str, list[bytes]] = {"old": [], "new": []}
+        old = await open_udp("127.0.0.1", 0, lambda lst, d, addr: got["old"].append(d))
+        assert old.transport is not None
+        port = old.transport.get_extra_info("sockname")[1]
+        new = await open_udp("127.0.0.1", port, lambda lst, d, addr: got["new"].append(d))
+        peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(64)]
+        for p in peers:
+            p.bind(("127.0.0.1", 0))
+            p.setblocking(False)
+        # no loop turn between the sends, the detach and the drain: the queue holds them
+        for i, p in enumerate(peers):
+            p.sendto(b"before-%d" % i, ("127.0.0.1", port))
+        assert old.detach()
+        for i, p in enumerate(peers):
+            p.sendto(b"after-%d" % i, ("127.0.0.1", port))
+        drained = old.drain_queued()
+        assert drained == len(got["old"]) > 0  # the kernel gave it some before the detach
+        await until(lambda: len(got["old"]) + len(got["new"]) == 2 * len(peers))
+        assert all(d.startswith(b"before-") for d in got["old"])
+        assert sum(d.startswith(b"after-") for d in got["new"]) == len(peers)
+        assert old.send(b"answer", peers[0].getsockname())
+        data, src = await recv(peers[0])
+        assert (data, src[1]) == (b"answer", port)
+        old.close()
+        new.close()
+        for p in peers:
+            p.close()
+
+    run(main)

@@ -147,3 +147,25 @@ def test_worker_never_connects_to_an_unannounced_ingress(ctx: zmq.Context[Any],
         ingress.close()
 
     run(body)
+
+
+def test_udp_for_a_departed_ingress_leaves_through_a_live_one(ctx: zmq.Context[Any],
+                                                               tmp_path: Path) -> None:  # fmt: skip
+    """UDP output addressed to an ingress that left (replaced) goes out through a live one,
+    which binds the same listeners; TCP output for it is dropped: the connection left with
+    it."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        tcp_meta = ["tcp", *OUT_META[1:]]
+        assert hop.worker.send("ingress.9-9", OUT_META, b"rerouted")
+        assert not hop.worker.send("ingress.9-9", tcp_meta, b"dropped")
+        hop.worker.flush()
+        await until(lambda: len(hop.to_ingress) == 1)
+        assert hop.to_ingress[0][1] == b"rerouted"
+        counters = hop.worker._meter.counters
+        assert (counters["udp_rerouted"], counters["drop_unknown_ingress"]) == (1, 1)
+        hop.close()
+
+    run(body)

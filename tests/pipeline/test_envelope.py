@@ -98,6 +98,58 @@ class TestRefusal:
             pass
 
 
+#: one value out of place in an otherwise valid meta, and what it would have broken
+BAD_IN = {
+    "received_at-none": (6, None),  # the worker subtracted it from a float
+    "received_at-nan": (6, float("nan")),
+    "received_at-int": (6, 1),
+    "src_ip-name": (1, "example.com"),
+    "src_port-str": (2, "5060"),
+    "src_port-huge": (2, 1 << 16),
+    "conn-negative": (3, -1),
+    "conn-bool": (3, True),
+    "transport-list": (0, ["udp"]),
+}
+BAD_OUT = {
+    "dst_ip-list": (1, ["127.0.0.1"]),  # the ingress hashed it: TypeError
+    "dst_ip-name": (1, "x" * 64),  # the ingress resolved it in its loop (UnicodeError)
+    "dst_ip-none": (1, None),
+    "dst_port-float": (2, 5060.0),
+    "local_ip-int": (4, 1),
+    "local_port-negative": (5, -1),
+    "conn-str": (3, "7"),
+}
+
+
+class TestMetaValues:
+    """IN and OUT metas of the right length but a value of the wrong type or range are
+    refused (tests/e2e/test_hostile_frames.py found each breaking a reader)."""
+
+    @pytest.mark.parametrize("case", sorted(BAD_IN))
+    def test_bad_in_meta(self, case: str) -> None:
+        i, value = BAD_IN[case]
+        meta = list(IN_META)
+        meta[i] = value
+        with pytest.raises(EnvelopeError, match="malformed IN header"):
+            envelope.unpack(envelope.pack(envelope.KIND_IN, ["i", [IN_META, meta]], [b"a", b"b"]))
+
+    @pytest.mark.parametrize("case", sorted(BAD_OUT))
+    def test_bad_out_meta(self, case: str) -> None:
+        i, value = BAD_OUT[case]
+        meta = list(OUT_META)
+        meta[i] = value
+        with pytest.raises(EnvelopeError, match="malformed OUT header"):
+            envelope.unpack(envelope.pack(envelope.KIND_OUT, [[meta]], [b"a"]))
+
+    def test_ipv6_and_tls_pass(self) -> None:
+        """IPv6 literals (with a scope) and any transport name are metas as the hop makes them."""
+        out = ["tls", "::1", 5061, 0, "fe80::1%lo", 5061]
+        inb = ["tcp", "2001:db8::1", 1, 3, "::1", 5060, 2.0]
+        assert envelope.unpack(envelope.pack(envelope.KIND_OUT, [[out]], [b"a"])).header == [[out]]
+        env = envelope.unpack(envelope.pack(envelope.KIND_IN, ["i", [inb]], [b"a"]))
+        assert env.header == ["i", [inb]]
+
+
 def test_handed_and_fwd_envelopes() -> None:
     """HANDED names a source and its receiver, nothing else; FWD is shaped as an IN."""
     env = envelope.unpack(envelope.pack(envelope.KIND_HANDED, ["stateplane", "worker.1-7"]))

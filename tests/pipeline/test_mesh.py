@@ -96,7 +96,9 @@ def test_a_member_gone_is_disconnected(ctx: zmq.Context[Any], tmp_path: Path) ->
 
 
 def test_bad_pike_frames_are_counted_and_dropped(ctx: zmq.Context[Any], tmp_path: Path) -> None:
-    """Frames that are not ``[src, remaining_s, count]`` cost a count, never a call."""
+    """Frames that are not ``[src, remaining_s, count]`` cost a count, never a call: an
+    infinite, NaN, negative or over-a-day time, a count that is not an integer from 0, a
+    source that is not an IP literal."""
     blocks: list[tuple[str, float, int]] = []
 
     async def body() -> None:
@@ -105,8 +107,11 @@ def test_bad_pike_frames_are_counted_and_dropped(ctx: zmq.Context[Any], tmp_path
         sender = Member(ctx, tmp_path, "pike-sender")
         try:
             share.mesh._sub.connect(sender.mesh.endpoint)
-            frames = [b"\xc1", msgpack.packb(["1.2.3.4", "x", 1]), msgpack.packb({"a": 1}),
-                      msgpack.packb(["10.0.0.9", 5.0, 31])]  # fmt: skip
+            odd = [["1.2.3.4", "x", 1], {"a": 1}, ["1.2.3.4", float("inf"), 1],
+                   ["1.2.3.4", float("nan"), 1], ["1.2.3.4", 1e9, 1], ["1.2.3.4", -1.0, 1],
+                   ["1.2.3.4", True, 1], ["1.2.3.4", 5.0, -1], ["1.2.3.4", 5.0, 1.5],
+                   ["example.com", 5.0, 1], [["1.2.3.4"], 5.0, 1]]
+            frames = [b"\xc1", *map(msgpack.packb, odd), msgpack.packb(["10.0.0.9", 5.0, 31])]
 
             def sent_all() -> bool:
                 for f in frames:
@@ -115,7 +120,7 @@ def test_bad_pike_frames_are_counted_and_dropped(ctx: zmq.Context[Any], tmp_path
 
             await until(sent_all)
             assert set(blocks) == {("10.0.0.9", 5.0, 31)}
-            assert share.bad_frames >= 3
+            assert share.bad_frames >= 1 + len(odd)
         finally:
             share.close()
             sender.mesh.close()

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import structlog
 import zmq
 
-from conf import envelope, sockets
+from conf import envelope, refused, sockets
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, hops, oldest_ms
+from conf.pipe import PushPipe, drain_pull, hops, oldest_ms
 from tests.pipeline.helpers import run, until
 
 META = ["udp", "127.0.0.1", 5080, 0, "127.0.0.1", 5060]
@@ -160,3 +162,26 @@ def test_hop_rates_per_interval() -> None:
     assert meter.hop_rates({"w1": {**hop, "sent": 160}}, 2.0)["w1"]["sent_per_s"] == 30.0
     assert meter.hop_rates({"w2": {**hop, "sent": 10}}, 1.0)["w2"]["sent_per_s"] == 10.0
     assert meter.hop_rates({"w1": {**hop, "sent": 160}}, 1.0)["w1"]["sent_per_s"] == 160.0
+
+
+def test_bad_envelopes_are_counted_each_and_logged_once(
+    ctx: zmq.Context[Any], tmp_path: Path, opened: list[zmq.Socket[bytes]]
+) -> None:
+    """200 malformed envelopes among good ones: each counted, the good ones handed on, one
+    ``envelope_dropped`` line (``conf/refused.py``), not one per frame."""
+    pull, push = _pair(ctx, tmp_path, 1000, opened)
+    refused.ENVELOPES._last = float("-inf")  # a fresh interval, whatever ran before
+    good = envelope.pack(envelope.KIND_OUT, [[META]], [b"x"])
+    for i in range(200):
+        push.send_multipart([b"\x01OUT", b"\xc1"] if i % 2 else [b"junk"])
+    push.send_multipart(good)
+    counters: Counter[str] = Counter()
+    got: list[envelope.Envelope] = []
+
+    async def body() -> None:
+        await until(lambda: drain_pull(pull, got.append, counters) or bool(got))
+
+    with structlog.testing.capture_logs() as logs:
+        run(body)
+    assert counters["drop_bad_envelope"] == 200 and len(got) == 1
+    assert [e["event"] for e in logs] == ["envelope_dropped"]

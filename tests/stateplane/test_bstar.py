@@ -13,6 +13,8 @@ from stateplane.bstar import (
     Effect,
     Input,
     State,
+    decode_roles,
+    encode_roles,
     loses_to,
 )  # fmt: skip
 
@@ -51,9 +53,14 @@ def test_every_pair(state: State, inp: Input, peer_epoch: int, peer_node: str) -
     effect, nxt = TRANSITIONS[(state, inp)]
     assert tr is not None and tr.effect is effect  # type: ignore[attr-defined]
     lower = loses_to((1, "b"), (peer_epoch, peer_node))
+    yields = False  # only rule 4 ever yields
     if effect is Effect.SPLIT_BRAIN or effect is Effect.DUAL_PASSIVE:
         nxt = State.PASSIVE if lower else State.ACTIVE
+        yields = lower
     assert m.state is nxt
+    # the transition names its input and both ends, for the caller's log line
+    assert (tr.input, tr.before, tr.state) == (inp, state, nxt)  # type: ignore[attr-defined]
+    assert tr.yields is yields  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("pair", sorted(TRANSITIONS, key=str), ids=str)
@@ -124,10 +131,48 @@ def test_dual_passive_higher_activates() -> None:
 
 def test_lone_node_activates_and_bad_role() -> None:
     m = BinaryStar(State.BACKUP, "b", 1, heartbeat_s=HB, now=0.0)
+    assert m.peer is None and m.peer_expired is False  # failover.py reads both
     tr = m.handle_timer(2 * HB)
     assert tr is not None and tr.state is State.ACTIVE
-    with pytest.raises(ValueError):
+    assert m.peer_expired is True and m.next_timer() == float("inf")  # nothing left to expire
+    with pytest.raises(ValueError, match="primary or backup, not active"):
         BinaryStar(State.ACTIVE, "b", 1, heartbeat_s=HB, now=0.0)
+
+
+def test_a_heartbeat_revives_an_expired_peer() -> None:
+    """After expiry a heartbeat re-arms the expiry timer and records who the peer is."""
+    _, b, last = start_pair()
+    b.handle_timer(last + 2 * HB)
+    assert b.peer_expired is True
+    b.receive_heartbeat(State.PRIMARY, 12, "a", last + 3)
+    assert b.peer_expired is False and b.peer == (12, "a")
+    assert b.next_timer() == last + 3 + 2 * HB
+
+
+def test_a_request_after_the_expiry_takes_over_before_it_is_judged() -> None:
+    """A request that arrives once the peer's expiry has passed, before the timer was
+    handled (a busy loop), expires the peer first: the backup activates and accepts it,
+    also at the expiry instant exactly."""
+    _, b, last = start_pair()
+    tr = b.client_request(last + 2 * HB)
+    assert (tr.effect, tr.before, tr.state) == (Effect.ACCEPT, State.ACTIVE, State.ACTIVE)
+    assert b.peer_expired is True
+
+
+def test_equal_ranks_neither_yields() -> None:
+    """Rule 4 yields only to a strictly higher (epoch, node)."""
+    assert loses_to((1, "a"), (1, "b")) and loses_to((1, "b"), (2, "a"))
+    assert not loses_to((1, "a"), (1, "a")) and not loses_to((2, "a"), (1, "b"))
+
+
+def test_roles_round_trip_and_forged_parts_are_left_out() -> None:
+    roles = {"10.0.0.2:5060": "active", "10.0.0.1:5060": "passive", "[::1]:5060": "backup"}
+    text = encode_roles(roles)
+    assert text == "10.0.0.1:5060=passive,10.0.0.2:5060=active,[::1]:5060=backup"  # sorted
+    assert decode_roles(text) == roles
+    assert encode_roles({}) == "" and decode_roles("") == {}
+    # no '=', an empty address: dropped; the last '=' splits (an address never holds one)
+    assert decode_roles("junk,=active,a=b=c,x=passive") == {"a=b": "c", "x": "passive"}
 
 
 def exchange(a: BinaryStar, b: BinaryStar, now: float, rounds: int = 3) -> float:

@@ -79,6 +79,33 @@ def test_adopted_dialogs_become_ours() -> None:
     assert worker.profile_sizes() == {"trunk": 4}
 
 
+def test_adopt_skips_records_that_are_not_records() -> None:
+    """An ADOPT envelope's junk (any local process can send one to a worker's socket) is
+    counted and skipped, never raised, and leaves the table as it was: a record that
+    replaces a held dialog and then fails is refused before the held one is removed."""
+    replica = replicated_calls(answered=2, ringing=0)
+    now, wall = T0 + 10, W0 + 10
+    good = replica.snapshot(now, wall)
+    worker = DialogTable(dialog_settings(profiles=TRUNK), external_timers=True)
+    assert worker.adopt([list(r) for r in good], now, wall, ours) == 2
+    i_state, i_deadline = RECORD.index("state"), RECORD.index("deadline")
+    i_members, i_caller = RECORD.index("members"), RECORD.index("caller")
+
+    def broken(i: int, value: Any) -> list[Any]:
+        rec = list(good[0])  # the key of a dialog the worker holds
+        rec[i] = value
+        return rec
+
+    junk: list[Any] = [[None] * len(RECORD), [1], "x", broken(i_state, 99),
+                       broken(i_state, -1), broken(i_deadline, float("nan")),
+                       broken(i_deadline, float("inf")), broken(i_deadline, "soon"),
+                       broken(i_members, [["trunk"]]), broken(i_caller, "x"),
+                       broken(i_caller, {"a": 1})]  # fmt: skip
+    assert worker.adopt(junk, now, wall, ours) == 0
+    assert worker.counters["adopt_refused"] == len(junk)
+    assert len(worker) == 2 and worker.profile_sizes() == {"trunk": 2}
+
+
 def test_adopt_rewrites_only_where_the_sides_were_reached() -> None:
     records = replicated_calls(answered=1, ringing=0).snapshot(T0 + 2, W0 + 2)
     before = [list(r) for r in records]

@@ -44,13 +44,17 @@ class TestWorker:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, ctx: zmq.Context[Any], settings: Settings, name: str) -> None:
+    def __init__(self, ctx: zmq.Context[Any], settings: Settings, name: str,
+                 bus_beats: bool = True) -> None:  # fmt: skip
+        """``bus_beats=False``: the worker's bus never runs its heartbeat (in a worker it runs
+        on a timer of its own, independent of the timer client's scans)."""
         self.ident = f"{name}-{os.getpid()}"
         self.fired: list[tuple[Fired, float]] = []
         self.timers = TimerClient(ctx, settings, self.ident, self._on_fire)
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, self.ident,
                               lambda *_: None, LoadMeter(0), on_timer=self.timers.receive)
-        self._beat = asyncio.get_running_loop().call_soon(self._heartbeat, settings.bus)
+        loop = asyncio.get_running_loop()
+        self._beat = loop.call_soon(self._heartbeat, settings.bus) if bus_beats else None
 
     def _heartbeat(self, bus: Bus) -> None:
         self.bus.heartbeat()
@@ -81,6 +85,7 @@ class TestWorker:
         self.fired = [(f, at) for f, at in self.fired if f.kind != "marker"]
 
     def close(self) -> None:
-        self._beat.cancel()
+        if self._beat is not None:
+            self._beat.cancel()
         self.timers.close()
         self.bus.close()

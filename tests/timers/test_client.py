@@ -118,12 +118,19 @@ def test_recent_set_is_bounded(ctx: zmq.Context[Any], tmp_path: Path) -> None:
 
 
 def test_bad_entries_are_counted_not_raised(ctx: zmq.Context[Any], tmp_path: Path) -> None:
-    """A meta of the wrong shape is counted and skipped; the rest of the batch is delivered."""
+    """A meta of the wrong shape, or with a value of the wrong type (a key that is not a
+    string reached the worker's dialog expiry as ``f.key.partition``), is counted and
+    skipped; the rest of the batch is delivered."""
 
     async def body() -> None:
         h = Harness(ctx, tmp_path)
-        h.client.receive(["t", [["f", "a"], ["f", "b", "t", 1.0, "w.9-9", 1]]], [b"", b""])
-        assert [f.key for f in h.fired] == ["b"] and h.client.counters["drop_bad_timer"] == 1
+        bad: list[Any] = [["f", "a"], ["f", 7, "dialog", 1.0, "w.9-9", 1],
+                          ["f", "c", None, 1.0, "w.9-9", 2], ["f", "d", "t", "soon", "w.9-9", 3],
+                          ["f", "e", "t", 1.0, ["w"], 4], ["f", "g", "t", 1.0, "w.9-9", "5"]]
+        metas = [*bad, ["f", "b", "t", 1.0, "w.9-9", 1]]
+        h.client.receive(["t", metas], [b""] * len(metas))
+        assert [f.key for f in h.fired] == ["b"]
+        assert h.client.counters["drop_bad_timer"] == len(bad)
         h.client.close()
 
     run(body)

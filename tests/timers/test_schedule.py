@@ -64,6 +64,55 @@ class TestSchedule:
         assert len(s._heap) <= 2 + COMPACT_SLACK + 1
         assert len(s) == 1
 
+    def test_compaction_waits_for_the_slack_then_keeps_every_live_timer(self) -> None:
+        """Dead entries pile up until the heap holds more than 2 x live + COMPACT_SLACK
+        (rule 3: a small schedule does not rebuild on every refresh); the rebuild keeps each
+        live timer's current entry, so every key still fires once, at its last deadline."""
+        s = Schedule()
+        live = 100
+        for i in range(live):
+            s.arm(f"k{i}", 1000.0 + i, "k")
+        sizes = []
+        for n in range(2 * COMPACT_SLACK):
+            s.arm(f"k{n % live}", 2000.0 + n, "k")  # a refresh: one more dead entry
+            sizes.append(len(s._heap))
+        limit = 2 * live + COMPACT_SLACK
+        assert max(sizes) == limit  # grew one entry per refresh up to the limit ...
+        assert sizes[sizes.index(limit) + 1] == live  # ... then the next arm rebuilt it
+        fired = s.expire(1e9, 10 * live)
+        assert sorted(t.key for t in fired) == sorted(f"k{i}" for i in range(live))
+        last = {f"k{n % live}": 2000.0 + n for n in range(2 * COMPACT_SLACK)}
+        assert all(t.deadline == last[t.key] for t in fired)
+        assert s.next_deadline() is None and len(s) == 0
+
+    def test_a_timer_keeps_what_it_was_armed_with(self) -> None:
+        """get/timers/cancel/expire return the fields given to arm, and the defaults for
+        the bookkeeping ones left out."""
+        s = Schedule()
+        s.arm("a", 1.0, "kind-a", b"pa", armer="w1", gen=7, epoch=3, since=0.5)
+        s.arm("b", 2.0, "kind-b")
+        a, b = s.get("a"), s.get("b")
+        assert a is not None and b is not None
+        assert a[:8] == ("a", 1.0, "kind-a", b"pa", "w1", 7, 3, 0.5)
+        assert b[:8] == ("b", 2.0, "kind-b", b"", "", 0, 0, 0.0)
+        assert s.get("c") is None
+        assert "a" in s and "b" in s and "c" not in s
+        assert sorted(s.timers()) == sorted([a, b])
+        assert s.cancel("b") == b
+        assert s.expire(5.0, 10) == [a]
+        assert s.get("a") is None and list(s.timers()) == []
+
+    def test_set_epoch_changes_the_epoch_alone(self) -> None:
+        """A re-stamped timer keeps its other fields and its heap entry: it still fires."""
+        s = Schedule()
+        s.arm("a", 1.0, "kind", b"p", armer="w1", gen=7, epoch=3, since=0.5)
+        before = s.get("a")
+        s.set_epoch("a", 9)
+        after = s.get("a")
+        assert before is not None and after == before._replace(epoch=9)
+        assert s.next_deadline() == 1.0
+        assert s.expire(1.0, 10) == [after]
+
     def test_equal_deadlines_keep_arming_order(self) -> None:
         """Ties fire in the order they were armed."""
         s = Schedule()

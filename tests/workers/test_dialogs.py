@@ -107,8 +107,8 @@ def test_cdr_fields() -> None:
     req("BYE", 2, t=61.25, from_caller=False)(t, c)
     (cdr,) = t.take_cdrs()
     assert cdr == {
-        "call_id": c.call_id, "from": "sip:alice@example.com", "to": "sip:bob@example.com",
-        "source": "10.0.0.1:5070", "destination": "127.0.0.1:7000",
+        "call_id": c.call_id, "from_tag": c.ftag, "from": "sip:alice@example.com",
+        "to": "sip:bob@example.com", "source": "10.0.0.1:5070", "destination": "127.0.0.1:7000",
         "start": "2023-11-14T22:13:20.000Z", "answer": "2023-11-14T22:13:21.250Z",
         "end": "2023-11-14T22:14:21.250Z", "setup_ms": 1250, "talk_ms": 60000,
         "cause": "bye", "ended_by": "callee",

@@ -1,17 +1,14 @@
-"""Dialog profiles and call limits (workers/profiles.py through the dialog table), the CDR
-file writer (workers/cdr.py), and the [dialogs]/[[dialog_profile]] configuration checks."""
+"""Dialog profiles and call limits (workers/profiles.py through the dialog table), and the
+[dialogs]/[[dialog_profile]] configuration checks (the CDR writer: tests/workers/test_cdr.py)."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conf.load import ConfigError, from_dict
 from conf.settings import DialogProfile
-from workers.cdr import CdrWriter
 
 from .dialog_helpers import T0, W0, Call, table
 from .helpers import parsed_req, request
@@ -82,6 +79,24 @@ def test_limit_frees_a_slot_when_a_call_ends() -> None:
     assert t.admit(c2.invite(), source_ip=c2.src) is None
 
 
+def test_limit_view_counts_what_admission_checks() -> None:
+    """``limits`` (ctl dialogs) is own + the others' counts for limited profiles only, and a
+    call is refused exactly when that count has reached the limit."""
+    t = table(profiles=[DialogProfile(name="trunk", limit=3),
+                        DialogProfile(name="caller", with_value=True, value_from="from_user",
+                                      limit=2),
+                        DialogProfile(name="all")])  # fmt: skip
+    Call(1, from_user="a").confirmed(t)
+    assert t.stats()["limits"] == {"trunk": 1, "caller/a": 1}
+    t.profiles.remote.update({("trunk", ""): 2, ("caller", "b"): 2, ("caller", "a"): 0})
+    assert t.stats()["limits"] == {"trunk": 3, "caller/a": 1, "caller/b": 2}
+    assert t.admit(Call(2, from_user="c").invite(), source_ip="10.0.0.1") == (486, "Busy Here")
+    t.profiles.remote[("trunk", "")] = 1
+    assert t.stats()["limits"]["trunk"] == 2
+    assert t.admit(Call(3, from_user="b").invite(), source_ip="10.0.0.1") == (486, "Busy Here")
+    assert t.admit(Call(4, from_user="a").invite(), source_ip="10.0.0.1") is None
+
+
 def test_empty_value_is_not_a_member() -> None:
     """A profile with values skips a dialog whose value would be empty."""
     t = table(profiles=[DialogProfile(name="u", with_value=True, value_from="ruri_user")])
@@ -99,37 +114,6 @@ def test_memberships_are_shared() -> None:
     Call(2).start(t)
     d1, d2 = (t.get(Call(n).call_id, Call(n).ftag) for n in (1, 2))
     assert d1 is not None and d2 is not None and d1.members is d2.members
-
-
-# -- CdrWriter ----------------------------------------------------------------------------------
-
-CDR = {"call_id": "c1", "cause": "bye", "talk_ms": 5}
-
-
-def test_writer_appends_json_lines(tmp_path: Path) -> None:
-    """CDRs are appended as one JSON object per line, flushed in batches and on flush()."""
-    path = tmp_path / "cdr.jsonl"
-    w = CdrWriter(str(path), flush_lines=2)
-    w.write(CDR)
-    assert not path.exists() and w.pending == 1
-    w.write({**CDR, "call_id": "c2"})
-    assert [json.loads(x)["call_id"] for x in path.read_text().splitlines()] == ["c1", "c2"]
-    w.write({**CDR, "call_id": "c3"})
-    w.close()
-    assert len(path.read_text().splitlines()) == 3 and w.counters["written"] == 3
-
-
-def test_writer_never_raises(tmp_path: Path) -> None:
-    """An unwritable path and an unencodable CDR are counted, not raised; the buffer is bounded."""
-    w = CdrWriter(str(tmp_path), flush_lines=1, max_lines=3)  # a directory: open fails
-    w.write({"x": object()})
-    for _ in range(5):
-        w.write(CDR)
-    assert w.flush() == 0
-    assert w.pending == 3 and w.counters["dropped"] == 2 and w.counters["errors"] >= 4
-    w.path = str(tmp_path / "ok.jsonl")  # the file comes back: what waited is written
-    assert w.flush() == 3
-    w.close()
 
 
 # -- configuration --------------------------------------------------------------------------------

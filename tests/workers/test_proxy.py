@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route, Trusted
-from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, StatelessProxy
+from ingress.sip.errors import SipError
+from ingress.sip.grammar import parse_uri
+from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, Inbound, StatelessProxy
 from workers.routing import RoutingTable
 
 from .helpers import (
@@ -541,3 +543,391 @@ def test_ratelimit_pipe_answers_503_with_retry_after() -> None:
     assert parsed_req(bye[2]).method == "BYE"
     p.now = 101.5
     assert parsed_req(p.handle(request("INVITE", call_id="c4"), inbound())[0][2]).method == "INVITE"
+
+
+# -- what mutation testing (./dev mutate proxy, docs/testing.md) found unasserted -------------
+
+V6 = [Listener(transport="udp", address="::1", port=PORT),
+      Listener(transport="udp", address=US, port=PORT)]  # fmt: skip
+
+
+def drop_reason(p: StatelessProxy, raw: bytes, **inb: object) -> str:
+    with pytest.raises(Drop) as exc:
+        p.handle(raw, inbound(**inb))  # type: ignore[arg-type]
+    return exc.value.reason
+
+
+class TestDropReasons:
+    """Each drop is counted under its own name: the reason is part of the contract."""
+
+    @pytest.mark.parametrize(("vias", "reason"), [
+        ([CLIENT_VIA], "stray_response"),
+        ([OUR_VIA], "response_for_us"),
+        ([OUR_VIA, "SIP/2.0/SCTP 10.0.0.1:5070;branch=z9hG4bK1"], "unsupported_transport"),
+        ([OUR_VIA, "SIP/2.0/UDP client.example.com;branch=z9hG4bK1"], "via_needs_dns"),
+        ([OUR_VIA, "SIP/2.0/UDP 224.0.0.1;branch=z9hG4bK1"], "via_not_unicast"),
+        ([OUR_VIA, "SIP/2.0/UDP [2001:db8::1]:5070;branch=z9hG4bK1"], "no_listener"),
+        ([f"{OUR_VIA};{CONN_PARAM}=ing.1-1-00", CLIENT_VIA], "forged_tag"),
+    ])  # fmt: skip
+    def test_response_drops(self, vias: list[str], reason: str) -> None:
+        assert drop_reason(proxy(), response(200, vias)) == reason
+
+    def test_malformed_and_ack_drops(self) -> None:
+        assert drop_reason(proxy(), b"garbage\r\n\r\n") == "malformed"
+        assert drop_reason(proxy(), request("ACK", max_forwards=0)) == "ack_483"
+
+    def test_relay_refusals_are_counted_each(self) -> None:
+        """Rule 10: every refused relay adds one to ``relay_refused``."""
+        p = proxy()
+        foreign = "Route: <sip:192.0.2.9:5060;lr>"
+        for i in range(3):
+            _, _, data = one(p.handle(request(extra=(foreign,), call_id=f"r{i}"), inbound()))
+            assert status(data) == 403
+        assert p.counters["relay_refused"] == 3
+
+
+class TestWireForm:
+    """What we add is written in the headers' canonical form (RFC 3261 §7.3.1 compact and
+    case-folded forms are legal, but peers are seen to mis-parse them)."""
+
+    def test_request_edits(self) -> None:
+        via = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport"
+        _, _, data = forward(request(via=via, max_forwards=10), src="10.9.9.9", port=41000)
+        assert b"\r\nMax-Forwards: 9\r\n" in data
+        assert f"\r\nVia: SIP/2.0/UDP {US}:{PORT};branch={BRANCH_PREFIX}".encode() in data
+        assert b"\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;rport=41000;" \
+               b"received=10.9.9.9\r\n" in data  # fmt: skip
+        _, _, data = forward(request(max_forwards=None))
+        assert b"\r\nMax-Forwards: 70\r\n" in data
+
+    def test_via_without_port_and_flag_params(self) -> None:
+        """The previous hop's Via is rewritten with what it had: no port invented, a flag
+        parameter kept bare."""
+        via = "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc;keep"
+        _, _, data = forward(request(via=via), src="10.9.9.9")
+        assert b"\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc;keep;received=10.9.9.9\r\n" in data
+
+    def test_route_rewritten_in_place(self) -> None:
+        """Our Route popped, the rest written back as one Route line where the first was."""
+        rest = "<sip:192.0.2.9:5060;lr>, <sip:192.0.2.10:5060;lr>"
+        raw = request(extra=(OUR_ROUTE, f"Route: {rest}"), to_tag="t")
+        _, _, data = forward_trusted(raw)
+        assert f"\r\nRoute: {rest}\r\n".encode() in data
+        assert data.count(b"Route:") == 1 and b"XX" not in data
+
+    def test_response_via_line_keeps_the_rest(self) -> None:
+        raw = response(200, [f"{OUR_VIA}, {CLIENT_VIA}, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"])
+        _, _, data = one(proxy().handle(raw, inbound()))
+        assert f"\r\nVia: {CLIENT_VIA}, SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2\r\n".encode() in data
+
+    def test_retry_after_header(self) -> None:
+        s = replace(settings(), ratelimit=[RateLimit(name="inv", limit_per_s=1,
+                                                     methods=["INVITE"])])  # fmt: skip
+        p = StatelessProxy(s, RoutingTable(s))
+        p.handle(request(call_id="a"), inbound())
+        _, _, data = one(p.handle(request(call_id="b"), inbound()))
+        assert status(data) == 503 and b"\r\nRetry-After: " in data
+
+
+class TestResponsesMore:
+    def test_trailing_bytes_never_relayed(self) -> None:
+        """A response is cut at the end of its body, by whichever entry point relays it."""
+        raw = response(200, [OUR_VIA, CLIENT_VIA]) + b"junk after the body"
+        p = proxy()
+        _, _, data = one(p.handle(raw, inbound()))
+        assert data.endswith(b"\r\n\r\n") and b"junk" not in data
+        resp = parsed_resp(raw)
+        assert p.response_out(resp, inbound()) == one(p.handle(raw, inbound()))
+        popped = p.pop_via(resp)
+        assert popped == data and [v.branch for v in parsed_resp(popped).vias] == ["z9hG4bKabc"]
+
+    def test_default_ports(self) -> None:
+        """A Via with no port means 5060, for a relayed response and for a local reply."""
+        raw = response(200, [OUR_VIA, "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc"])
+        assert one(proxy().handle(raw, inbound()))[1][2] == 5060
+        via = "SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKabc"
+        _, meta, data = forward(request(via=via, max_forwards=0), port=40000)
+        assert status(data) == 483 and meta[2] == 5060
+
+    def test_received_in_brackets(self) -> None:
+        """An IPv6 received value may come bracketed: the response goes to the address."""
+        via = "SIP/2.0/UDP [::1]:5070;branch=z9hG4bKabc;received=[::1];rport=4000"
+        ours = f"SIP/2.0/UDP [::1]:{PORT};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+        _, meta, _ = one(proxy(listen=V6).handle(response(200, [ours, via]), inbound()))
+        assert meta[:3] == ["udp", "::1", 4000] and meta[4] == "::1"
+
+    def test_tls_via_names_port_5061(self) -> None:
+        """Our address with no port over TLS means 5061 (§19.1.2), so that Via is ours."""
+        p = proxy(listen=[Listener(transport="udp", address=US, port=5061)])
+        ours = f"SIP/2.0/TLS {US};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+        _, meta, _ = one(p.handle(response(200, [ours, CLIENT_VIA]), inbound()))
+        assert meta[1:3] == ["10.0.0.1", 5070]
+        raw = request(extra=(f"Route: <sip:{US};transport=tls;lr>",), to_tag="t")
+        _, meta, data = one(p.handle(raw, inbound()))  # our Route, popped: not a relay
+        assert meta[1:3] == ["127.0.0.1", 7000] and not parsed_req(data).has_header("route")
+
+
+class TestRequestsMore:
+    def test_ipv6_listener_in_via_and_record_route(self) -> None:
+        sets = [DestinationSet(name="uas", destinations=["sip:[::1]:7000"])]
+        _, meta, data = one(proxy(listen=V6, sets=sets).handle(request(), inbound()))
+        assert meta[:3] == ["udp", "::1", 7000]
+        assert f"\r\nVia: SIP/2.0/UDP [::1]:{PORT};branch=".encode() in data
+        assert f"\r\nRecord-Route: <sip:[::1]:{PORT};lr>\r\n".encode() in data
+
+    def test_record_route_follows_each_request_s_listeners(self) -> None:
+        """The Record-Route cache is keyed by the listeners: a request in (and so out) on
+        TCP after a UDP one on the same proxy gets the TCP listener's, the next UDP one the
+        UDP listener's."""
+        p = proxy()
+        udp = parsed_req(one(p.handle(request(call_id="u"), inbound()))[2])
+        tcp = parsed_req(one(p.handle(request(call_id="t"), inbound("tcp")))[2])
+        again = parsed_req(one(p.handle(request(call_id="v"), inbound()))[2])
+        one_rr = [f"<sip:{US}:{PORT};lr>".encode()]
+        assert udp.header_values("record-route") == one_rr == again.header_values("record-route")
+        assert tcp.header_values("record-route") == [f"<sip:{US}:{PORT};transport=tcp;lr>".encode()]
+
+    def test_record_route_names_the_listener_it_came_in_on(self) -> None:
+        """In on TCP at a second address, out on UDP: the inbound Record-Route names the
+        listener matching address, port and transport."""
+        listen = [Listener(transport="udp", address=US, port=PORT),
+                  Listener(transport="tcp", address=US, port=PORT + 1),
+                  Listener(transport="udp", address="127.0.0.2", port=PORT + 1),
+                  Listener(transport="tcp", address="127.0.0.2", port=PORT)]  # fmt: skip
+        inb = Inbound("ing-1", "tcp", "10.0.0.1", 5070, 0, "127.0.0.2", PORT)
+        sets = [DestinationSet(name="uas", destinations=["sip:127.0.0.1:7000;transport=udp"])]
+        data = one(proxy(listen=listen, sets=sets).handle(request(), inb))[2]
+        assert parsed_req(data).header_values("record-route") == [
+            f"<sip:{US}:{PORT};lr>".encode(), f"<sip:127.0.0.2:{PORT};transport=tcp;lr>".encode()]
+
+    def test_options_for_another_host_is_forwarded(self) -> None:
+        """Only an OPTIONS whose Request-URI is us, with no user part, is ours to answer."""
+        _, meta, data = forward(request("OPTIONS", "sip:example.com", max_forwards=5))
+        assert parsed_req(data).method == "OPTIONS" and meta[1:3] == ["127.0.0.1", 7000]
+
+    def test_rfc3261_branch_alone_names_the_transaction(self) -> None:
+        """With the magic cookie, the client's branch and sent-by are the transaction key
+        (§17.2.3): a request with the same branch but another Request-URI keeps the key part
+        of our branch; without the cookie the request itself is the key (§16.11)."""
+        def key(uri: str, via: str) -> str:
+            return top_branch(forward(request(uri=uri, via=via))[2]).split(".")[0]
+        cookie = "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKsame"
+        assert key("sip:bob@example.com", cookie) == key("sip:carol@example.com", cookie)
+        old = "SIP/2.0/UDP 10.0.0.1:5070;branch=1234"
+        assert key("sip:bob@example.com", old) != key("sip:carol@example.com", old)
+
+    def test_each_attempt_its_own_branch_same_loop_part(self) -> None:
+        """Serial failover: every attempt of one request leaves with its own branch; the loop
+        part, which hashes the request, is the same."""
+        p = proxy()
+        req = parsed_req(request())
+        plan = p.plan(req, inbound())
+        hop = parse_uri("sip:127.0.0.1:7000")
+        branches = [p.forward(req, inbound(), plan, hop, attempt)[1] for attempt in range(3)]
+        assert len({b.split(".")[0] for b in branches}) == 3
+        assert len({b.split(".")[1] for b in branches}) == 1
+
+    def test_refusals_say_why(self) -> None:
+        """The error the proxy raises names its cause (the worker logs it)."""
+        p = proxy(routes=[Route(name="nope", reject=480, reason="Gone Fishing")])
+        with pytest.raises(SipError, match="^route nope$"):
+            p.plan(parsed_req(request()), inbound())
+        with pytest.raises(SipError, match="^no route$"):
+            proxy(routes=[]).plan(parsed_req(request()), inbound())
+        p = proxy(routes=[Route(name="ruri", to_request_uri=True)])
+        with pytest.raises(SipError, match="^route ruri: the Request-URI names no address"):
+            p.plan(parsed_req(request()), inbound())
+        with pytest.raises(SipError, match="^the request names its next hop and its source "):
+            proxy().plan(parsed_req(request(extra=("Route: <sip:192.0.2.9;lr>",))), inbound())
+        p = proxy()
+        out = one(p.handle(request(), inbound()))[2]
+        with pytest.raises(SipError, match="^request looped back$"):
+            p.forward(parsed_req(out), inbound(), p.plan(parsed_req(out), inbound()),
+                      parse_uri("sip:127.0.0.1:7000"))  # fmt: skip
+
+
+class TestRateLimitMatching:
+    def limited(self, s_routes: list[Route], pipe: RateLimit, trusted: list[Trusted],
+                raws: list[bytes], **inb: object) -> list[int]:
+        s = replace(settings(routes=s_routes, trusted=trusted), ratelimit=[pipe])
+        p = StatelessProxy(s, RoutingTable(s))
+        out = []
+        for raw in raws:
+            data = one(p.handle(raw, inbound(**inb)))[2]  # type: ignore[arg-type]
+            out.append(parsed_resp(data).status if data.startswith(b"SIP/2.0") else 0)
+        return out
+
+    def test_pipe_bound_to_the_route_a_request_takes(self) -> None:
+        """A pipe bound to a route counts what that route would take: the route is matched
+        on method, source and trusted source (address, transport, port)."""
+        routes = [Route(name="inv", to="uas", methods=["INVITE"], source="10.0.0.0/8",
+                        trusted=True), Route(name="default", to="uas")]  # fmt: skip
+        trusted = [Trusted(cidr="10.0.0.1", transport="udp", port=5070)]
+        pipe = RateLimit(name="p", limit_per_s=1, route="inv", source="10.0.0.0/8")
+        invites = [request(call_id=f"i{i}") for i in range(2)]
+        assert self.limited(routes, pipe, trusted, invites) == [0, 503]
+        # another port or transport: not the trusted source, so not that route, not the pipe
+        assert self.limited(routes, pipe, trusted, invites, port=5071) == [0, 0]
+        assert self.limited(routes, pipe, trusted, invites, transport="tcp") == [0, 0]
+        messages = [request("MESSAGE", call_id=f"m{i}") for i in range(2)]
+        assert self.limited(routes, pipe, trusted, messages) == [0, 0]
+
+    def test_no_route_matches(self) -> None:
+        """With pipes configured, a request no route takes is still answered 404."""
+        pipe = RateLimit(name="p", limit_per_s=1, route="inv")
+        routes = [Route(name="inv", to="uas", methods=["INVITE"])]
+        assert self.limited(routes, pipe, [], [request("MESSAGE")]) == [404]
+
+
+class TestMoreFromMutants:
+    """Second batch from ./dev mutate proxy."""
+
+    def test_refusals_say_why_more(self) -> None:
+        p = proxy()
+        with pytest.raises(SipError, match="^Max-Forwards is 0$"):
+            p.plan(parsed_req(request(max_forwards=0)), inbound())
+        with pytest.raises(SipError, match="^scheme soap.beep$"):
+            p.plan(parsed_req(request(uri="soap.beep://192.0.2.103:3002")), inbound())
+        with pytest.raises(SipError, match="^unsupported Proxy-Require$"):
+            p.plan(parsed_req(request(extra=("Proxy-Require: foo",))), inbound())
+        req = parsed_req(request())
+        plan = p.plan(req, inbound())
+        with pytest.raises(SipError, match="^next hop 'example.com' is not an IP address$"):
+            p.forward(req, inbound(), plan, parse_uri("sip:example.com"))
+        with pytest.raises(SipError, match="^no sctp transport$"):
+            p.forward(req, inbound(), plan, parse_uri("sip:127.0.0.1;transport=sctp"))
+        with pytest.raises(SipError, match=r"^no udp listener for ::1$"):
+            p.forward(req, inbound(), plan, parse_uri("sip:[::1]:7000"))
+        s = replace(settings(), ratelimit=[RateLimit(name="one", limit_per_s=1)])
+        p = StatelessProxy(s, RoutingTable(s))
+        p.plan(parsed_req(request(call_id="a")), inbound())
+        with pytest.raises(SipError, match="^over the rate of pipe one$"):
+            p.plan(parsed_req(request(call_id="b")), inbound())
+
+    def test_420_and_200_on_the_wire(self) -> None:
+        _, _, data = forward(request(extra=("Proxy-Require: foo, bar",)))
+        assert data.startswith(b"SIP/2.0 420 ") and b"\r\nUnsupported: foo, bar\r\n" in data
+        _, _, data = forward(request("OPTIONS", f"sip:{US}:{PORT}"))
+        assert data.startswith(b"SIP/2.0 200 OK\r\n")
+        _, _, data = forward(request(content_length=False), transport="tcp")
+        assert b"\r\nContent-Length: 0\r\n" in data
+
+    def test_plan_fields(self) -> None:
+        """plan() (the stateful core's entry) says exactly what changed and what it picked."""
+        p = proxy(trusted=TRUSTED)
+        req = parsed_req(request("OPTIONS", f"sip:{US}:{PORT}"))
+        local = p.plan(req, inbound())
+        assert (local.routes, local.changed, local.uri, local.uri_changed, local.hop) == (
+            [], False, req.uri, False, None)
+        plain = p.plan(parsed_req(request()), inbound())
+        assert (plain.changed, plain.uri_changed, plain.hop) == (False, False, None)
+        assert plain.route is not None and plain.target is not None
+        routed = p.plan(parsed_req(request(extra=("Route: <sip:192.0.2.9;lr>",))), inbound())
+        assert routed.hop is not None and routed.route is None and routed.target is None
+
+    def test_in_dialog_relay_needs_trust_or_a_known_dialog(self) -> None:
+        """Rule 10: an in-dialog request to a foreign remote target is refused (404) unless
+        the stateful core knows its dialog (``known``); an ACK is then dropped as relay_ack."""
+        p = proxy()
+        raw = request("BYE", "sip:bob@192.0.2.9:5080", to_tag="t")
+        with pytest.raises(SipError, match="source is not trusted"):
+            p.plan(parsed_req(raw), inbound())
+        assert status(one(p.handle(raw, inbound()))[2]) == 404
+        _, meta, data = p.request_out(parsed_req(raw), inbound(), known=True)
+        assert parsed_req(data).method == "BYE" and meta[1:3] == ["192.0.2.9", 5080]
+        ack = request("ACK", "sip:bob@192.0.2.9:5080", to_tag="t",
+                      extra=("Route: <sip:192.0.2.9;lr>",))  # fmt: skip
+        assert drop_reason(p, ack) == "relay_ack"
+
+    def test_ack_through_our_route_goes_to_its_request_uri(self) -> None:
+        """An ACK that popped our Route follows the route set to the remote target (§16.11),
+        one that did not uses the table (rule 6)."""
+        raw = request("ACK", "sip:bob@192.0.2.9:5080", to_tag="t", extra=(OUR_ROUTE,))
+        assert forward(raw)[1][1:3] == ["192.0.2.9", 5080]
+
+    def test_strict_router_keeps_every_route_but_the_last(self) -> None:
+        raw = request("BYE", f"sip:{US}:{PORT}", to_tag="t", extra=(
+            "Route: <sip:192.0.2.1;lr>, <sip:192.0.2.2;lr>, <sip:bob@192.0.2.9:5080>",))
+        _, meta, data = forward(raw)
+        req = parsed_req(data)
+        assert meta[1:3] == ["192.0.2.1", 5060] and req.uri.raw == "sip:bob@192.0.2.9:5080"
+        assert req.header_values("route") == [b"<sip:192.0.2.1;lr>", b"<sip:192.0.2.2;lr>"]
+
+    def test_route_matched_on_trusted_transport_and_port(self) -> None:
+        sets = [DestinationSet(name="a", destinations=["sip:127.0.0.1:7001"]),
+                DestinationSet(name="b", destinations=["sip:127.0.0.1:7002"])]  # fmt: skip
+        routes = [Route(name="t", to="a", trusted=True), Route(name="default", to="b")]
+        p = proxy(sets=sets, routes=routes,
+                  trusted=[Trusted(cidr="10.0.0.1", transport="udp", port=5070)])  # fmt: skip
+        assert one(p.handle(request(call_id="1"), inbound()))[1][2] == 7001
+        assert one(p.handle(request(call_id="2"), inbound(port=5071)))[1][2] == 7002
+        assert one(p.handle(request(call_id="3"), inbound("tcp")))[1][2] == 7002
+
+    def test_pre_routed_request_counts_against_no_route_bound_pipe(self) -> None:
+        routes = [Route(name="inv", to="uas", methods=["INVITE"])]
+        pipe = RateLimit(name="p", limit_per_s=1, route="inv")
+        raws = [request(call_id=f"c{i}", extra=("Route: <sip:127.0.0.1:7000;lr>",))
+                for i in range(2)]  # fmt: skip
+        assert TestRateLimitMatching().limited(routes, pipe, TRUSTED, raws) == [0, 0]
+
+    def test_feedback_pipes_see_the_worker_load(self) -> None:
+        """The proxy hands the worker's busy ratio to the pipes: a feedback pipe passes its
+        whole limit when idle and less when saturated."""
+        def passed(load: float | None) -> int:
+            s = replace(settings(), ratelimit=[RateLimit(name="fb", algorithm="feedback",
+                                                         limit_per_s=10)])  # fmt: skip
+            p = StatelessProxy(s, RoutingTable(s))
+            p.now = 50.0
+            if load is not None:
+                p.load = load
+            outs = [one(p.handle(request(call_id=f"c{i}"), inbound()))[2] for i in range(12)]
+            return sum(not d.startswith(b"SIP/2.0") for d in outs)
+        assert passed(None) == passed(0.0) == 10
+        assert passed(1.0) < 10
+
+    def test_port_5060_is_the_default_for_our_address(self) -> None:
+        """A Route naming our address without a port is ours when we listen on 5060."""
+        p = proxy(listen=[Listener(transport="udp", address=US, port=5060)])
+        raw = request("BYE", to_tag="t", extra=(f"Route: <sip:{US};lr>",))
+        _, meta, data = one(p.handle(raw, inbound()))
+        assert meta[1:3] == ["127.0.0.1", 7000] and not parsed_req(data).has_header("route")
+
+    def test_record_route_when_arriving_on_an_unknown_address(self) -> None:
+        """Arrived on an address that is not a listener (a virtual one): the outbound
+        listener alone is recorded."""
+        inb = Inbound("ing-1", "udp", "10.0.0.1", 5070, 0, "127.0.0.5", PORT)
+        data = one(proxy().handle(request(), inb))[2]
+        assert parsed_req(data).header_values("record-route") == [f"<sip:{US}:{PORT};lr>".encode()]
+
+    def test_nodes_sharing_a_key_verify_each_other_s_tags(self) -> None:
+        """The sl-c tag key is the node key: a proxy given it verifies what another minted."""
+        key = bytes(range(32))
+        s = settings()
+        a, b = StatelessProxy(s, RoutingTable(s), key), StatelessProxy(s, RoutingTable(s), key)
+        ours = OUR_VIA.replace("UDP", "TCP") + f";{CONN_PARAM}={a.tags.mint('ing-2', 7)}"
+        ing, meta, _ = one(b.handle(response(200, [ours, CLIENT_VIA.replace("UDP", "TCP")]),
+                                    inbound()))  # fmt: skip
+        assert (ing, meta[3]) == ("ing-2", 7)
+
+    def test_received_when_via_is_not_the_first_header(self) -> None:
+        raw = request().replace(b"\r\nVia: ", b"\r\nX-First: 1\r\nVia: ", 1)
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert parsed_req(data).vias[1].received == "10.9.9.9"
+
+    def test_received_on_a_folded_via_line(self) -> None:
+        """A folded Via line cannot be patched in place: it is written anew, values kept."""
+        rest = "SIP/2.0/UDP 10.0.0.2;branch=z9hG4bK2"
+        raw = request(via=f"SIP/2.0/UDP 10.0.0.1:5070\r\n ;branch=z9hG4bKabc, {rest}")
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert (b"\r\nVia: SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc;received=10.9.9.9, "
+                + rest.encode() + b"\r\n") in data  # fmt: skip
+
+    def test_received_patches_the_top_via_only(self) -> None:
+        """The same text elsewhere (another header, a second Via value) is left alone."""
+        via = CLIENT_VIA
+        raw = request(via=f"{via}, {via}", extra=(f"X-After: {via}",)).replace(
+            b"\r\nVia: ", f"\r\nX-Before: {via}\r\nVia: ".encode(), 1)
+        _, _, data = forward(raw, src="10.9.9.9")
+        assert f"\r\nX-Before: {via}\r\n".encode() in data
+        assert f"\r\nX-After: {via}\r\n".encode() in data
+        assert f"\r\nVia: {via};received=10.9.9.9, {via}\r\n".encode() in data

@@ -24,6 +24,7 @@ from workers.transactions import (
     TableFull,
     Terminated,
     TimedOut,
+    TimerConfig,
     Transaction,
     TransactionTable,
     Transmit,
@@ -313,6 +314,15 @@ class TestHeap:
             assert len(t._heap) <= 2 * len(t) + 65
             assert ct.state in (State.PROCEEDING, State.COMPLETED)
         drain(t)
+        # compaction kept every live entry: each 486 transaction still reaches its Timer D;
+        # the 180-only half stays Proceeding (no timer there: the TU's Timer C decides)
+        now, fired = 1.0, 0
+        while (at := t.next_deadline()) is not None and now < 100:
+            now = max(now, at)
+            fired += t.handle_timer(now)
+        assert fired == 1000 and len(t) == 1000
+        assert all(c.state is State.PROCEEDING for c in t._clients.values())  # type: ignore[union-attr]
+        assert sum(isinstance(e, Terminated) for _, e in drain(t)) == 1000
 
 
 # -- table-level property: random traffic, increasing time ----------------------------------
@@ -489,3 +499,75 @@ class TestHeld:
         t.respond(st_, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)  # another fork's 2xx, say
         assert [(txn, type(e)) for txn, e in drain(t)] == [(st_, Transmit)]
         assert len(t._heap) == heap and t.server(st_.key) is held
+
+
+class TestFromMutants:
+    """What ./dev mutate txn (docs/testing.md) found unasserted."""
+
+    def test_bounds_are_checked_with_their_reason(self) -> None:
+        for kw in ({"max_transactions": 0}, {"timer_batch": 0}):
+            with pytest.raises(ValueError, match=r"^max_transactions and timer_batch must be >= 1$"):
+                TransactionTable(**kw)  # type: ignore[arg-type]
+        one = TransactionTable(max_transactions=1, timer_batch=1)  # the smallest legal table
+        assert (one.max_transactions, one.timer_batch, one.reserve) == (1, 1, 0)
+        with pytest.raises(ValueError, match=r"^reserve must be in \[0, max_transactions\)$"):
+            TransactionTable(max_transactions=8, reserve=8)
+        assert TransactionTable(max_transactions=72).reserve == 9  # 1/8 by default
+
+    def test_table_full_says_so(self) -> None:
+        t = TransactionTable(max_transactions=1, reserve=0)
+        t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False, now=0)
+        with pytest.raises(TableFull, match="^transaction table full$"):
+            t.send_request(downstream(branch="z9hG4bK-dn2"), branch="z9hG4bK-dn2",
+                           method="INVITE", reliable=False, now=0)  # fmt: skip
+        with pytest.raises(TableFull, match="^transaction table full$"):
+            t.receive_request(upstream(), reliable=False, now=0)
+        with pytest.raises(ValueError, match="exists"):
+            t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                           now=0)  # fmt: skip
+
+    def test_dest_and_context_ride_with_the_transaction(self) -> None:
+        """What the TU hands in comes back on the transaction (the worker routes by it)."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0, dest=("10.0.0.9", 5060), context="ctx-c")  # fmt: skip
+        st_ = t.receive_request(upstream(), reliable=False, now=0, dest=("10.0.0.8", 5070),
+                                context="ctx-s")  # fmt: skip
+        assert (ct.dest, ct.context) == (("10.0.0.9", 5060), "ctx-c")
+        assert isinstance(st_, ServerTransaction)
+        assert (st_.dest, st_.context) == (("10.0.0.8", 5070), "ctx-s")
+
+    def test_300_is_a_final_non_2xx_both_ways(self) -> None:
+        """3xx is final and not 2xx (RFC 6026 §7.2): ACKed hop by hop by the client, kept for
+        retransmission by the server (Completed), unlike a 2xx."""
+        t = TransactionTable()
+        ct = t.send_request(downstream(), branch="z9hG4bK-dn1", method="INVITE", reliable=False,
+                            now=0)  # fmt: skip
+        drain(t)
+        t.receive_response(response(downstream(), 300), 1)
+        assert kinds(drain(t)) == ["up 300", "tx ACK"]
+        assert ct.state is State.COMPLETED
+        st_ = t.receive_request(upstream(), reliable=False, now=0)
+        assert isinstance(st_, ServerTransaction)
+        drain(t)
+        t.respond(st_, b"SIP/2.0 300 Multiple Choices\r\n\r\n", 300, 1)
+        drain(t)
+        assert st_.state is State.COMPLETED
+
+
+def test_timer_config_bounds_and_texts() -> None:
+    """T1 > 0, T2 >= T1, T4 and Timer D >= 0: the edges pass, the values past them are named."""
+    TimerConfig(t1=0.001, t2=0.001, t4=0.0, timer_d=0.0)
+    with pytest.raises(ValueError, match=r"^t1 must be > 0, got 0\.0$"):
+        TimerConfig(t1=0.0)
+    with pytest.raises(ValueError, match=r"^t2 must be >= t1, got t2=0\.4 t1=0\.5$"):
+        TimerConfig(t1=0.5, t2=0.4)
+    for kw in ({"t4": -1.0}, {"timer_d": -1.0}):
+        with pytest.raises(ValueError, match="^t4 and timer_d must be >= 0$"):
+            TimerConfig(**kw)  # type: ignore[arg-type]
+
+
+def test_ack_never_creates_a_server_transaction() -> None:
+    ack = upstream("ACK")
+    with pytest.raises(ValueError, match=r"^ACK never creates a server transaction \(§17\.2\.3\)$"):
+        ServerTransaction(ack, key=("k",), reliable=False)

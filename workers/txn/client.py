@@ -100,9 +100,6 @@ class ClientTransaction(Transaction):
     def _pass_up(self, now: float, response: Response) -> None:
         self._emit(ResponseReceived(response))
 
-    def _retransmit(self, now: float, arg: Any) -> None:
-        self._send(self._request, True)
-
 
 class InviteClientTransaction(ClientTransaction):
     kind = "INVITE client transaction"

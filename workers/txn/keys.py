@@ -54,8 +54,3 @@ def server_key(request: Request, method: str | None = None) -> ServerKey:
         # every transaction from one peer then holds one host string, not one each (~58 B)
         return (branch, sys.intern(via.host.lower()), via.port, m)
     return ("", request.uri.raw, request.from_.tag, request.call_id, request.cseq, via.raw, m)
-
-
-def is_rfc3261(request: Request) -> bool:
-    branch = request.vias[0].branch
-    return bool(branch and branch.startswith(MAGIC))

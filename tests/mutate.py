@@ -1,0 +1,338 @@
+"""Mutation testing of the sans-IO cores with mutmut (``./dev mutate [package ...]``).
+
+Each package below is mutated on its own, against the fast unit tests that own it and nothing
+else: mutmut's config is read from ``pyproject.toml`` in the directory it runs in, so every
+package gets a work directory ``.mutmut/<package>/`` whose ``pyproject.toml`` is the project's
+plus a generated ``[tool.mutmut]`` section, and whose source and test folders are links to the
+checkout's. mutmut keeps its verdicts in ``.mutmut/<package>/mutants/``, so a run that is cut
+(``--budget`` seconds, default 1500) resumes where it stopped; after testing new mutants the
+survivors are tried again, so tests added since the last run are counted.
+
+Score = (killed + timed out) / (mutants - those listed in ``EQUIVALENT``), per package; a
+mutant no test reaches counts as a survivor. ``docs/testing.md`` records the scores.
+
+    ./dev mutate                 # every package in turn
+    ./dev mutate bstar txn       # some of them
+    ./dev mutate --report sip    # print the score and the survivors, run nothing
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = ROOT / ".mutmut"
+#: top-level folders the tests import from; each work directory links to them all, because
+#: mutmut puts its ``mutants/`` copy first on sys.path and removes the checkout from it
+TREE = ("conf", "ingress", "workers", "stateplane", "timers", "sipline", "tests", "docs")
+
+
+@dataclass(frozen=True, slots=True)
+class Package:
+    """One sans-IO core and the unit tests that answer for it."""
+
+    sources: tuple[str, ...]
+    tests: tuple[str, ...]
+
+
+PACKAGES: dict[str, Package] = {
+    "sip": Package(("ingress/sip",), ("tests/ingress/sip",)),
+    "txn": Package(
+        ("workers/txn",),
+        (
+            "tests/workers/test_transactions.py",
+            "tests/workers/test_transactions_fsm.py",
+            "tests/workers/test_transactions_msgs.py",
+            "tests/workers/test_transactions_pair.py",
+            "tests/workers/test_transactions_sans_io.py",
+            "tests/workers/test_transactions_table.py",
+        ),
+    ),
+    "proxy": Package(
+        ("workers/proxy.py",),
+        (
+            "tests/workers/test_proxy.py",
+            "tests/workers/test_relay.py",
+            "tests/workers/test_malformed.py",
+            "tests/workers/test_conntag.py",
+        ),
+    ),
+    "bstar": Package(("stateplane/bstar.py",), ("tests/stateplane/test_bstar.py",)),
+    "schedule": Package(("timers/schedule.py",), ("tests/timers/test_schedule.py",)),
+}
+
+#: Mutants that no test can kill because the program behaves the same with them, each with
+#: the reason. Keys are mutmut's names (``mutmut show NAME`` prints the change); a listed
+#: mutant that is killed, or no longer exists, is reported as stale.
+EQUIVALENT: dict[str, str] = {
+    # the arming sequence only orders entries and tells a live one from a dead one: any
+    # start and any positive step give the same order and the same matches
+    "timers.schedule.xǁScheduleǁ__init____mutmut_4": "_seq starts at 1 instead of 0",
+    "timers.schedule.xǁScheduleǁarm__mutmut_8": "_seq steps by 2 instead of 1",
+    # rule 4's fallback rank for an unknown peer is unreachable: SPLIT_BRAIN and DUAL_PASSIVE
+    # come only from receive_heartbeat, which records the peer first
+    "stateplane.bstar.xǁBinaryStarǁ_step__mutmut_12": "fallback rank (+1, '')",
+    "stateplane.bstar.xǁBinaryStarǁ_step__mutmut_13": "fallback rank (-2, '')",
+    "stateplane.bstar.xǁBinaryStarǁ_step__mutmut_14": "fallback rank (-1, 'XXXX')",
+    "stateplane.bstar.xǁBinaryStarǁnext_timer__mutmut_5": 'float("INF") is float("inf")',
+    # `not expired or due` also calls handle_timer when not due or already expired, where it
+    # returns None and changes nothing
+    "stateplane.bstar.xǁBinaryStarǁclient_request__mutmut_1": "and -> or before handle_timer",
+    # the parser admits only ASCII in the URIs, Vias, tags and Call-IDs these encode, so the
+    # codec name's case and the error handler never matter
+    **{f"workers.proxy.x__hash__mutmut_{n}": "encoding of ASCII text" for n in (8, 10, 11, 12)},
+    **{f"workers.proxy.x__name_addr__mutmut_{n}": "encoding of ASCII text" for n in (5, 7, 8, 9)},
+    **{f"workers.proxy.x__via_text__mutmut_{n}": "encoding of ASCII text"
+       for n in (15, 17, 18, 19)},
+    # branch hash widths are free: every comparison is between two values this code made
+    "workers.proxy.x__hash__mutmut_4": "the default 64-byte digest instead of the given size",
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_22": "loop part 5 bytes instead of 4",
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_42": "key part 9 bytes instead of 8",
+    # what goes into the loop hash only needs to be the same each time this code computes it
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_14": "route text None for the loop hash",
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_16": "routes joined by 'XX,XX'",
+    # a placeholder for a missing branch that can never match either way
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_6": "'XXXX' lacks the cookie as '' does",
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_32": "'XXXX' never ends with .<loop>",
+    "workers.proxy.xǁStatelessProxyǁ_forward_response__mutmut_13": "'XXXX' lacks our prefix",
+    "workers.proxy.xǁStatelessProxyǁ_forward_response__mutmut_64": "an empty or 'XXXX' tag: "
+    "both forged",
+    "workers.proxy.xǁListenersǁuri_is_us__mutmut_12": "transport 'XXXX' defaults like ''",
+    # every caller passes attempt
+    "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_1": "default attempt 1 instead of 0",
+    # no route-bound pipe matches a request that takes no route, whichever non-name it has
+    "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_2": "route None for a pre-routed one",
+    "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_7": "route None when none matches",
+    # ... and "XXXX" likewise, unless a route were named so
+    "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_3": "route 'XXXX' for a pre-routed one",
+    "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_18": "route 'XXXX' when none matches",
+    "workers.proxy.xǁStatelessProxyǁplan__mutmut_57": "_check_rate never reads the uri",
+    # defaults no caller relies on: every call passes the argument
+    "workers.proxy.xǁListenersǁis_us__mutmut_1": "transport default 'XXudpXX' (not tls)",
+    "workers.proxy.xǁListenersǁis_us__mutmut_2": "transport default 'UDP' (not tls)",
+    "workers.proxy.xǁStatelessProxyǁ_forward_request__mutmut_1": "known default True",
+    "workers.proxy.xǁStatelessProxyǁforward__mutmut_1": "stateless branch hashes attempt 1: "
+    "as stable, as distinct",
+    # ASCII text (the parser refuses a non-ASCII Request-URI) encoded either way
+    **{f"workers.proxy.xǁStatelessProxyǁforward__mutmut_{n}": "encoding of ASCII text"
+       for n in (86, 88, 89, 90)},
+    "workers.proxy.xǁStatelessProxyǁ_check_proxy_require__mutmut_9": "'LATIN-1' is 'latin-1'",
+    # the parser guarantees a Via on every response and a number in Max-Forwards
+    **{f"workers.proxy.xǁStatelessProxyǁ_pop_via__mutmut_{n}": "unreachable: no Via"
+       for n in (16, 17, 18)},
+    "workers.proxy.xǁStatelessProxyǁ_max_forwards_edit__mutmut_10": "unreachable: Max-Forwards "
+    "0 is refused before, a non-number by the parser",
+    # the Record-Route cache only saves rebuilding the same bytes
+    "workers.proxy.xǁStatelessProxyǁ_record_route__mutmut_2": "no cache hit",
+    "workers.proxy.xǁStatelessProxyǁ_record_route__mutmut_3": "no cache hit",
+    # where the rewritten Route line goes: §7.3.1, the order of fields of different names is
+    # not significant; after the old line's deletion its start and end are one position, and
+    # a rewrite only happens when there were Route lines
+    "workers.proxy.xǁStatelessProxyǁ_route_edits__mutmut_8": "Route after the request line",
+    "workers.proxy.xǁStatelessProxyǁ_route_edits__mutmut_9": "lines always non-empty here",
+    "workers.proxy.xǁStatelessProxyǁ_route_edits__mutmut_11": "end of the deleted line",
+    # the top Via never starts the message (the request line does)
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_36": "pos > 0",
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_37": "pos >= 1",
+    # a node key's length: token_bytes(None) is 32 bytes, 33 is as secret
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_24": "token_bytes(None)",
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_25": "token_bytes(33)",
+    # no pipes configured: an empty RateLimiter admits everything, as None does
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_11": "RateLimiter([]) instead of None",
+    # with hop set, _route returned no route or a to_request_uri one, which has no `to`
+    "workers.proxy.xǁStatelessProxyǁplan__mutmut_86": "hop is None or ...",
+    # searching for the top Via's text to the end of the message instead of the end of its
+    # line: it is found first in its own line either way
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_31": "find(..., start, None)",
+    "workers.proxy.xǁStatelessProxyǁ_received_edit__mutmut_34": "find(..., start)",
+    # the worker sets `now` before every batch it hands the proxy
+    "workers.proxy.xǁStatelessProxyǁ__init____mutmut_14": "now starts at 1.0",
+    # ingress/sip/scan.py's fast path for "\nCall-ID: ": a mutant that makes it miss, or
+    # slice something CALL_ID_RE refuses, falls through to the regex, which finds the same
+    **{f"ingress.sip.scan.x__scan__mutmut_{n}": "fast path misses, the regex answers alike"
+       for n in (106, 112, 113, 114, 115, 116, 119, 121, 123, 124, 125, 126, 127, 129)},
+    # the start line precedes every header, so the fast path never finds it at offset 0, and
+    # the header section never ends at offset 0 once leading CRLFs are skipped
+    "ingress.sip.scan.x__scan__mutmut_117": "i > 0",
+    "ingress.sip.scan.x__scan__mutmut_118": "i >= 1",
+    "ingress.sip.scan.x__scan__mutmut_18": "end <= 0",
+    "ingress.sip.scan.x__scan__mutmut_19": "end < 1",
+    "ingress.sip.scan.x__scan__mutmut_48": "lines >= cap: _over_cap decides",
+    # the framer's sentinels and search starts: only their sign, or the cost, matters
+    "ingress.sip.framer.xǁStreamFramerǁ__init____mutmut_3": "_scanned starts at 1",
+    "ingress.sip.framer.xǁStreamFramerǁ__init____mutmut_6": "_body_end starts at -2",
+    "ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_57": "_scanned reset to 1",
+    "ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_60": "_body_end reset to -2",
+    **{f"ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_{n}": "the terminator search "
+       "starts earlier: same answer, more work" for n in (8, 10, 17, 19)},
+    **{f"ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_{n}": "body_end and the "
+       "terminator are never 0 (CRLFs are skipped first)" for n in (2, 3, 20, 21)},
+}
+
+#: pytest options for every mutmut run: a derandomised hypothesis profile without deadlines
+#: (tests/conftest.py), so a kill is reproducible and never a slow machine's timing
+PYTEST_ARGS = ["--hypothesis-profile=mutation", "-p", "no:cacheprovider", "-q"]
+
+KILLED = {1, 3, 24, -24, 36, 152, 255}  # test failure, pytest internal error, timeouts
+NOT_RUN = {None, 2}  # not yet tried, or interrupted
+
+
+def status(code: int | None) -> str:
+    if code is None or code in NOT_RUN:
+        return "not run"
+    if code in KILLED:
+        return "killed"
+    return {0: "survived", 5: "no tests", 33: "no tests", 34: "skipped"}.get(code, f"exit {code}")
+
+
+def toml_list(items: list[str]) -> str:
+    return "[" + ", ".join(json.dumps(i) for i in items) + "]"
+
+
+def prepare(name: str) -> Path:
+    """Lay out ``.mutmut/<name>/``: links to the tree and a pyproject.toml for this package."""
+    pkg = PACKAGES[name]
+    work = WORK / name
+    work.mkdir(parents=True, exist_ok=True)
+    for top in TREE:
+        link = work / top
+        if not link.is_symlink():
+            link.symlink_to(Path("..", "..", top))
+    config = (
+        (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+        + "\n[tool.mutmut]  # generated by tests/mutate.py\n"
+        + f"source_paths = {toml_list(list(pkg.sources))}\n"
+        + f"also_copy = {toml_list([t for t in TREE if t != 'tests'])}\n"
+        + f"pytest_add_cli_args = {toml_list(PYTEST_ARGS)}\n"
+        + f"pytest_add_cli_args_test_selection = {toml_list(list(pkg.tests))}\n"
+        + 'on_dependency_change = "ignore"\n'
+    )
+    target = work / "pyproject.toml"
+    if not target.exists() or target.read_text(encoding="utf-8") != config:
+        target.write_text(config, encoding="utf-8")
+    return work
+
+
+def verdicts(work: Path) -> dict[str, int | None]:
+    """Every mutant of the package and its exit code, from mutmut's ``*.meta`` files."""
+    out: dict[str, int | None] = {}
+    for meta in sorted((work / "mutants").rglob("*.py.meta")):
+        data = json.loads(meta.read_text(encoding="utf-8"))
+        out.update(data.get("exit_code_by_key", {}))
+    return out
+
+
+def mutmut(work: Path, args: list[str], deadline: float) -> int:
+    """Run ``mutmut ARGS`` in ``work``; past ``deadline`` interrupt it (it saves and stops)."""
+    exe = Path(sys.executable).with_name("mutmut")
+    env = dict(os.environ, SIPLINE_MUTATION="1")  # tests/conftest.py: fresh caches per test
+    proc = subprocess.Popen([str(exe), *args], cwd=work, env=env, start_new_session=True)
+    try:
+        return proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        print(f"mutate: time budget spent, stopping mutmut in {work.name}", file=sys.stderr)
+        os.killpg(proc.pid, signal.SIGINT)  # mutmut catches it, stops its workers, saves
+        try:
+            return proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait()
+
+
+def run(name: str, deadline: float, children: int, *, fresh: bool) -> None:
+    work = prepare(name)
+    if fresh:
+        shutil.rmtree(work / "mutants", ignore_errors=True)
+    mutmut(work, ["run", f"--max-children={children}"], deadline)
+    survivors = [k for k, v in verdicts(work).items() if v is not None and v not in KILLED
+                 and k not in EQUIVALENT]  # fmt: skip
+    if survivors and time.monotonic() < deadline:
+        # named mutants are run again whatever their verdict, so tests added or changed since
+        # count; mutmut maps tests to functions once and re-maps only new tests, so drop the
+        # map (one clean run of the package's tests rebuilds it)
+        (work / "mutants" / "mutmut-stats.json").unlink(missing_ok=True)
+        mutmut(work, ["run", f"--max-children={children}", *survivors], deadline)
+
+
+def report(name: str, *, show: bool) -> tuple[int, int, int]:
+    """Print the package's score line (and its survivors); return (killed, counted, not run)."""
+    work = WORK / name
+    codes = verdicts(work)
+    if not codes:
+        print(f"{name}: no results yet (./dev mutate {name})")
+        return 0, 0, 0
+    equivalent = [k for k in codes if k in EQUIVALENT]
+    counts = Counter(status(c) for k, c in codes.items() if k not in EQUIVALENT)
+    stale = [k for k in EQUIVALENT if k.startswith(tuple(s.replace("/", ".").removesuffix(".py")
+             for s in PACKAGES[name].sources)) and (k not in codes or codes[k] in KILLED)]  # fmt: skip
+    counted = sum(counts.values()) - counts["not run"] - counts["skipped"]
+    killed = counts["killed"]
+    score = 100.0 * killed / counted if counted else 0.0
+    detail = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    print(f"{name}: {score:.1f}% killed ({killed}/{counted}; {detail}; "
+          f"{len(equivalent)} equivalent)")  # fmt: skip
+    for k in stale:
+        print(f"  stale EQUIVALENT entry: {k}")
+    if show:
+        for k, c in sorted(codes.items()):
+            if status(c) not in ("killed", "not run") and k not in EQUIVALENT:
+                print(f"  {status(c)}: {k}")
+    return killed, counted, counts["not run"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="./dev mutate", description=__doc__.split("\n\n")[0])
+    ap.add_argument("packages", nargs="*", metavar="package",
+                    help=f"any of {', '.join(PACKAGES)} (default: all)")  # fmt: skip
+    ap.add_argument("--budget", type=float, default=1500.0,
+                    help="seconds for the whole run; a cut run resumes next time")  # fmt: skip
+    ap.add_argument("--max-children", type=int, default=2, help="mutants tested at once")
+    ap.add_argument("--report", action="store_true", help="only print scores and survivors")
+    ap.add_argument("--table", action="store_true",
+                    help="print the scores as the markdown table of docs/testing.md")  # fmt: skip
+    ap.add_argument("--fresh", action="store_true",
+                    help="forget earlier verdicts (a killed mutant is otherwise not retried)")  # fmt: skip
+    args = ap.parse_args(argv)
+    unknown = [p for p in args.packages if p not in PACKAGES]
+    if unknown:
+        ap.error(f"unknown package {', '.join(unknown)}: choose from {', '.join(PACKAGES)}")
+    names = args.packages or list(PACKAGES)
+    deadline = time.monotonic() + args.budget
+    if not args.report:
+        for name in names:
+            if time.monotonic() >= deadline:
+                print(f"mutate: no time left for {name}", file=sys.stderr)
+                continue
+            run(name, deadline, args.max_children, fresh=args.fresh)
+    if args.table:
+        print("| package | mutants | equivalent | killed | not killed | not run | score |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for name in names:
+            codes = verdicts(WORK / name)
+            eq = sum(k in EQUIVALENT for k in codes)
+            counts = Counter(status(c) for k, c in codes.items() if k not in EQUIVALENT)
+            counted = sum(counts.values()) - counts["not run"] - counts["skipped"]
+            left = counted - counts["killed"]
+            score = f"{100.0 * counts['killed'] / counted:.1f} %" if counted else "-"
+            print(f"| {name} | {len(codes)} | {eq} | {counts['killed']} | {left} | "
+                  f"{counts['not run']} | {score} |")  # fmt: skip
+        return 0
+    print()
+    incomplete = False
+    for name in names:
+        incomplete |= report(name, show=True)[2] > 0
+    return 1 if incomplete else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
