@@ -411,7 +411,8 @@ class Replication:
             op = delta[0] if isinstance(delta, list) and delta else None
             if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
-                self._resynced.add(worker)
+                if delta[2:] != ["fresh"]:  # a fresh worker holds none of the restored ones
+                    self._resynced.add(worker)
                 continue
             if op == "y":  # a worker let go of what a joiner takes (workers/deltas.py rule 4)
                 self._note_yield(worker, delta)

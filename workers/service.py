@@ -131,10 +131,13 @@ class Worker:
         self._peers_read_at = -1.0
         #: the message in hand came forwarded (never again) / is served as it is (no holding)
         self._forwarded = self._unheld = False
+        #: a state plane has told us HANDED (before that, a resync of ours says "fresh")
+        self._plane_heard = False
         if self.stateful is not None and self.stateful.dialogs is not None:
             self.stateful.screen = self._screen
             if self.deltas is not None:  # restored or adopted dialogs come from the state plane
                 self.gate.expect(STATEPLANE, self.loop.time())
+                self.deltas.fresh = lambda: not self._plane_heard
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
                               on_adopt=self._on_adopt, on_release=self._on_release,
@@ -300,6 +303,7 @@ class Worker:
             self.meter.counters["drop_handed_not_ours"] += 1
             return
         self.gate.handed(source, self.loop.time())
+        self._plane_heard = self._plane_heard or source == STATEPLANE
         log.info("handover_received", source=source, waiting=self.gate.expected,
                  held=len(self.gate))  # fmt: skip
         self._release_held()
