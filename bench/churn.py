@@ -13,8 +13,9 @@ hand-started worker is killed with SIGKILL and a new one started in its place (t
 alternates with a SIGTERM when ``--sigterm`` is given). After sipp ends, the node is stopped
 cleanly and its CDR file read.
 
-Reported per run: sipp's successful and failed calls and the rate they completed at
-(successful calls over sipp's elapsed time), the CDRs written, the Call-IDs of successful
+Reported per run: sipp's successful and failed calls (those failed on an unexpected message),
+its retransmissions (the messages a killed worker had not handled come back this way) and
+elapsed time (the last call ends ``hold`` after the last one starts), the CDRs written, the Call-IDs of successful
 calls without a ``bye`` CDR (lost) and the Call-IDs with more than one CDR (doubled), and the
 workers killed. A call that sipp counts as failed may have no CDR (it never became a dialog):
 only successful calls are held to exactly one.
@@ -130,7 +131,9 @@ def run_once(args: argparse.Namespace, churn: bool, tmp: Path) -> dict[str, Any]
     ok, failed = int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
     return {
         "churn": churn, "successful": ok, "failed": failed,
-        "calls_per_s": round(ok / max(elapsed_s(row["ElapsedTime(C)"]) - args.hold_ms / 1000, 1e-9), 1),
+        "failed_unexpected": int(row["FailedUnexpectedMessage(C)"]),
+        "retransmissions": int(row["Retransmissions(C)"]),
+        "elapsed_s": round(elapsed_s(row["ElapsedTime(C)"]), 1),
         "cdrs": len(rows), "bye_cdrs": byes, "lost": max(0, ok - byes),
         "doubled": sum(1 for n in per_call.values() if n > 1), "workers_killed": killed,
     }  # fmt: skip
