@@ -30,10 +30,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf.settings import DialogProfile, Dialogs, Settings
+from dialogstate.table import DialogTable, State
 from ingress.sip import grammar
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message
-from workers.dialogs import DialogTable, State
 
 SDP = (
     b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"

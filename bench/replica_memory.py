@@ -25,11 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.dialog_memory import answer, invite
 from conf.settings import Dialogs, Settings
+from dialogstate.table import DialogTable
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message
 from stateplane.replica import Publisher, Replica
 from stateplane.updates import Update, pack, unpack
-from workers.dialogs import DialogTable
 
 
 def replica_settings(n: int) -> Settings:

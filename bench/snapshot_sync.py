@@ -22,10 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.replica_memory import owner_records, replica_settings
+from dialogstate.table import DialogTable
 from stateplane.replica import Publisher, Replica
 from stateplane.snapshot import collector_paused, serve
 from stateplane.updates import pack, unpack
-from workers.dialogs import DialogTable
 
 NOW, WALL = 1000.0, 1_700_000_000.0
 

@@ -56,6 +56,7 @@ import zmq
 from conf import envelope as env
 from conf import sockets
 from conf.workerset import WorkerSet
+from dialogstate.table import DialogTable
 from stateplane.bstar import (
     BinaryStar,
     Effect,
@@ -66,7 +67,6 @@ from stateplane.bstar import (
     encode_roles,
 )
 from stateplane.updates import Hugz
-from workers.dialogs import DialogTable
 
 log = structlog.get_logger()
 

@@ -19,6 +19,7 @@ from conf import curve, rundir
 from conf import envelope as env
 from conf.guard import GUARD
 from conf.refused import RefusalLog
+from dialogstate.table import RECORD
 from stateplane import updates as up
 from stateplane.replica import (
     Event,
@@ -31,7 +32,6 @@ from stateplane.replica import (
 )
 from stateplane.snapshot import collector_paused
 from timers.lateness import LatenessWindow
-from workers.dialogs import RECORD
 
 if TYPE_CHECKING:
     from stateplane.replication import Replication

@@ -33,9 +33,9 @@ from typing import Any
 
 import msgpack
 
+from dialogstate.table import DialogTable
 from stateplane.snapshot import CHUNK_RECORDS
 from stateplane.updates import Update
-from workers.dialogs import DialogTable
 
 VERSION = 1
 SNAPSHOT, JOURNAL = "dialogs.snap", "dialogs.journal"

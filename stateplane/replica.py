@@ -37,9 +37,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from dialogstate.table import DialogTable
 from stateplane.snapshot import SnapshotClient, Synced
 from stateplane.updates import KIND_DIALOG, Chunk, Hugz, Kthxbai, Update
-from workers.dialogs import DialogTable
 
 #: updates a publisher keeps for replay (snapshot.py rule 1): seconds of traffic at full load
 DEFAULT_BACKLOG = 16_384

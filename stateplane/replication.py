@@ -67,6 +67,8 @@ from conf import curve, refused, sockets
 from conf import envelope as env
 from conf.settings import Settings
 from conf.workerset import WorkerSet
+from dialogstate.sources import STATEPLANE, vanished_source
+from dialogstate.table import DialogTable
 from stateplane import updates as up
 from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
@@ -75,8 +77,6 @@ from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, sp
 from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused, serve
-from workers.dialogs import DialogTable
-from workers.handover import STATEPLANE, vanished_source
 
 log = structlog.get_logger()
 

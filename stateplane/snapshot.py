@@ -39,8 +39,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from dialogstate.table import DialogTable
 from stateplane.updates import Chunk, Icanhaz, Kthxbai, Update
-from workers.dialogs import DialogTable
 
 #: records per chunk: ~0.4 MB of msgpack, ~2 ms to build and pack
 CHUNK_RECORDS = 1_000

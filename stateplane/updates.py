@@ -9,7 +9,7 @@ Rules:
    refused (a newer peer must be upgraded, not half-understood).
 2. ``Update(node, epoch, seq, kind, payload)``: ``node`` published it, ``epoch`` rises every
    time that publisher restarts, ``seq`` rises by one per update within an epoch, from 1.
-   ``payload`` is one dialog delta exactly as ``workers.dialogs.DialogTable.take_deltas``
+   ``payload`` is one dialog delta exactly as ``dialogstate.table.DialogTable.take_deltas``
    emits it (``[op, call_id, from_tag, ...]``, ``docs/dialogs.md`` "Replication").
 3. ``Hugz(node, epoch, seq, role)``: the publisher is alive and its last update is ``seq``
    (so a replica that missed the tail of a burst sees the gap without another update);
@@ -54,7 +54,7 @@ MAX_ARRAY_LEN = 4096
 #: no message holds a map; a few keys are tolerated, never many
 MAX_MAP_LEN = 64
 #: a delta's length per op, including op, call_id and from_tag (``docs/dialogs.md``);
-#: "c" is the op and the 24 fields of ``workers.dialogs.RECORD``
+#: "c" is the op and the 24 fields of ``dialogstate.table.RECORD``
 DELTA_LENGTHS = {"c": 25, "f": 5, "e": 7, "a": 9, "u": 8, "r": 8, "t": 6}
 #: Binary Star states a heartbeat may carry, per virtual address (``bstar.encode_roles``)
 ROLES = frozenset({"primary", "backup", "active", "passive"})

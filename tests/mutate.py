@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".mutmut"
 #: top-level folders the tests import from; each work directory links to them all, because
 #: mutmut puts its ``mutants/`` copy first on sys.path and removes the checkout from it
-TREE = ("conf", "ingress", "workers", "stateplane", "timers", "sipline", "tests", "docs")
+TREE = ("conf", "ingress", "dialogstate", "workers", "stateplane", "timers", "sipline", "tests", "docs")
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from conf.pipe import PushPipe
-from workers.dialogs import DialogTable
+from dialogstate.table import DialogTable
 
 #: records per resync message (~0.5 KB each)
 RESYNC_CHUNK = 500

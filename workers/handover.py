@@ -30,8 +30,6 @@ WAIT_S = 15.0
 MAX_HELD = 10_000
 #: a HANDED heard before it was expected is remembered this long
 REMEMBER_S = 60.0
-#: the state plane's name as a source
-STATEPLANE = "stateplane"
 
 
 class Withheld(Exception):
@@ -44,11 +42,6 @@ class Forward(Exception):
     def __init__(self, owner: str) -> None:
         super().__init__(owner)
         self.owner = owner
-
-
-def vanished_source(worker: str) -> str:
-    """The source a vanished worker's dialogs come from: the state plane, for that worker."""
-    return f"{STATEPLANE}:{worker}"
 
 
 class HoldGate:

@@ -22,7 +22,7 @@ import zmq
 
 from conf.mesh import Mesh
 from conf.settings import Settings
-from workers.profiles import Profiles
+from dialogstate.profiles import Profiles
 from workers.profileshare import CHUNK, ProfileShare
 
 #: heartbeats of silence after which a sender's counts are forgotten

@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from workers.profiles import Profiles
+from dialogstate.profiles import Profiles
 
 Key = tuple[str, str]
 #: entries per message (each ~30 bytes packed) so a full state of many values stays small

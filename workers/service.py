@@ -27,6 +27,7 @@ from conf.pipe import PushPipe, oldest_ms
 from conf.rejects import RejectTally, log_rejects
 from conf.settings import Settings
 from conf.workerset import WorkerSet
+from dialogstate.sources import STATEPLANE, vanished_source
 from ingress.sip.errors import SipError
 from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
@@ -36,7 +37,7 @@ from workers.cdr import CdrWriter, cdr_key
 from workers.deltas import DeltaLink
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
-from workers.handover import STATEPLANE, Forward, HoldGate, Withheld, vanished_source
+from workers.handover import Forward, HoldGate, Withheld
 from workers.limits import SharedLimits
 from workers.location import Location
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy

@@ -54,11 +54,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conf.settings import Settings
+from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
-from workers.dialogs import DialogTable
 from workers.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
 from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy, is_ip
 from workers.registrar import Registrar

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from dialogstate.table import DialogTable
 from stateplane.replica import Event, Publisher, Replica, Resnapshot
 from stateplane.snapshot import TableSource, serve
 from stateplane.updates import Message, pack, unpack
-from workers.dialogs import DialogTable
 
 from ..workers.dialog_helpers import T0, W0, Call, table, via_for
 

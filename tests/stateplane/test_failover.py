@@ -17,12 +17,12 @@ from conf import envelope as env
 from conf import sockets
 from conf.settings import DialogProfile
 from conf.workerset import WorkerSet
+from dialogstate.table import RECORD, DialogTable
 from ingress.virtual import RoleHold
 from stateplane.bstar import decode_roles, encode_roles
 from stateplane.failover import Failover, by_owner
 from stateplane.updates import Hugz
 from tests.aio import run
-from workers.dialogs import RECORD, DialogTable
 
 from ..workers.dialog_helpers import T0, W0, Call, dialog_settings, via_for
 from .helpers import NODE, Pair

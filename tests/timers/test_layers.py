@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 TIMERS = Path(__file__).resolve().parents[2] / "timers"
-PROJECT = {"conf", "ingress", "workers", "stateplane", "timers", "sipline"}
+PROJECT = {"conf", "ingress", "dialogstate", "workers", "stateplane", "timers", "sipline"}
 #: the cores read no clock, open no socket, log nothing (STYLE.md 3.2, 3.5)
 SANS_IO = ["schedule.py", "policy.py", "lateness.py", "wire.py"]
 IO_MODULES = {"asyncio", "zmq", "socket", "time", "structlog", "uvloop", "os"}

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from conf.settings import DialogProfile, Dialogs, Route, Settings
+from dialogstate.table import DialogTable
 from ingress.sip.message import Request, Response, Uri
-from workers.dialogs import DialogTable
 
 from .helpers import PORT, US, parsed_req, parsed_resp, settings
 

@@ -7,7 +7,7 @@ import datetime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from workers.dialog_msgs import iso, iso_datetime
+from dialogstate.msgs import iso, iso_datetime
 
 #: 1970 to the last second of year 9999, and a little past both ends
 WALLS = st.floats(min_value=-1e6, max_value=253_402_300_799.999, allow_nan=False)

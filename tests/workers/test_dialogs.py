@@ -1,4 +1,4 @@
-"""The dialog table (workers/dialogs.py) fed real SIP bytes, time as numbers: scenarios, every
+"""The dialog table (dialogstate/table.py) fed real SIP bytes, time as numbers: scenarios, every
 (state, input) pair of the machine, and invariants over random call sequences."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from conf.settings import DialogProfile
+from dialogstate.table import TRANSITIONS, DialogTable, Input, State
 from ingress.sip.parser import parse_message
-from workers.dialogs import TRANSITIONS, DialogTable, Input, State
 
 from .dialog_helpers import (
     CALLEE,
@@ -487,7 +487,7 @@ def test_snapshot_restore_round_trip() -> None:
 
 def test_deltas_are_dropped_past_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Deltas nobody takes stop at the bound and are counted, never grow without limit."""
-    monkeypatch.setattr("workers.dialogs.MAX_PENDING_DELTAS", 3)
+    monkeypatch.setattr("dialogstate.table.MAX_PENDING_DELTAS", 3)
     t = table()
     for n in range(3):
         Call(n).confirmed(t)
@@ -505,9 +505,9 @@ TO_VALUES = [
 @pytest.mark.parametrize("value", TO_VALUES, ids=range(len(TO_VALUES)))
 def test_to_tag_fast_path_agrees_with_the_parser(value: bytes) -> None:
     """The regex read of the To-tag gives what the full name-addr parse gives."""
+    from dialogstate.table import to_tag_of
     from ingress.sip.errors import SipError
     from ingress.sip.grammar import parse_name_addr
-    from workers.dialogs import to_tag_of
 
     try:
         want = parse_name_addr(value).tag or ""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dialogstate.sources import STATEPLANE, vanished_source
 from workers import handover
-from workers.handover import STATEPLANE, HoldGate, vanished_source
+from workers.handover import HoldGate
 
 
 class TestHoldGate:

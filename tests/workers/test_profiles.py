@@ -1,4 +1,4 @@
-"""Dialog profiles and call limits (workers/profiles.py through the dialog table), and the
+"""Dialog profiles and call limits (dialogstate/profiles.py through the dialog table), and the
 [dialogs]/[[dialog_profile]] configuration checks (the CDR writer: tests/workers/test_cdr.py)."""
 
 from __future__ import annotations

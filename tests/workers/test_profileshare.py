@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conf.settings import DialogProfile
-from workers.profiles import Profiles
+from dialogstate.profiles import Profiles
 from workers.profileshare import ProfileShare
 
 DEFS = [DialogProfile(name="trunk", limit=3),

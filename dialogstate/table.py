@@ -3,7 +3,7 @@
 The stateful core (``workers/stateful.py``) hands this table the messages of calls it forwards
 statefully, with ``now`` (monotonic seconds, for deadlines) and ``wall`` (epoch seconds, for
 CDR timestamps); the table says which dialogs exist, when each expires, builds the BYEs that
-end an expired one (``workers/dialog_msgs.py``), and queues one CDR per finished call and a
+end an expired one (``dialogstate/msgs.py``), and queues one CDR per finished call and a
 compact delta per state change for the state plane.
 
 Rules:
@@ -56,11 +56,11 @@ from typing import Any
 
 from conf.envelope import OUT_LOCAL_IP
 from conf.settings import Settings
+from dialogstate.msgs import build_bye, make_cdr, record_route_sides, session_expires, target
+from dialogstate.profiles import Members, Profiles
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_name_addr, parse_uri
 from ingress.sip.message import Message, Request, Response, Uri
-from workers.dialog_msgs import build_bye, make_cdr, record_route_sides, session_expires, target
-from workers.profiles import Members, Profiles
 
 #: deltas queued and not yet taken at most; past it they are dropped and counted, and the
 #: state plane must resnapshot (it sees the gap in its sequence)

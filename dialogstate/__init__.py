@@ -1,0 +1,5 @@
+"""The dialog state both process kinds hold: workers run it (``table.DialogTable``), the state
+plane mirrors, snapshots, persists and serves it from the same records (``RECORD``), so the
+record's fields, codec and validation live here once, below both: like ``conf`` and
+``ingress.sip``, this package is imported by the processes' packages and imports none of them.
+"""
