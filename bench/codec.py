@@ -14,7 +14,7 @@ from pathlib import Path
 from conf.load import load
 from ingress.sip.parser import parse_message
 from workers.proxy import Inbound, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
 
 INVITE = (
     b"INVITE sip:service@127.0.0.1:5060 SIP/2.0\r\n"

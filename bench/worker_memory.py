@@ -50,7 +50,7 @@ from conf.process import GC_GEN0_THRESHOLD
 from ingress.sip import grammar, headers
 from timers.client import TimerClient
 from workers.proxy import Inbound, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
 from workers.stateful import StatefulProxy
 
 US, UAC_PORT, UAS_PORT = "127.0.0.1", 5061, 5080

@@ -24,7 +24,7 @@ Kinds:
             merged (so its backlog counts batches), nothing else
     ``HANDED`` stateplane or worker -> worker: every dialog ``source`` owed the receiver has
             been sent before this (ADOPT on the same pipe). header ``[source, worker_id]``
-            (``workers/handover.py``); no SIP frames
+            (``workers/dialogs/handover.py``); no SIP frames
     ``FWD`` worker -> worker: an ``IN`` (same header) a worker passes to the owner of its
             Call-ID after the dialogs moved; the receiver never forwards it again
 
@@ -60,7 +60,7 @@ KIND_ADOPT = b"\x01ADOPT"
 KIND_RELEASE = b"\x01RELEASE"
 #: every dialog a source owed the receiver came before this: [source, receiver]
 KIND_HANDED = b"\x01HANDED"
-#: an IN passed on by a worker to the Call-ID's owner (workers/handover.py)
+#: an IN passed on by a worker to the Call-ID's owner (workers/dialogs/handover.py)
 KIND_FWD = b"\x01FWD"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
                    KIND_RELEASE, KIND_HANDED, KIND_FWD})  # fmt: skip

@@ -365,7 +365,7 @@ DEFAULT_DIALOG_LIFETIME_S = 43_200.0
 #: longer than Timer C (180 s) plus a cancelled branch's 64*T1, so the proxy's own 408 or 487
 #: always ends an unanswered call first and this is only a safety net
 DEFAULT_EARLY_LIFETIME_S = 300.0
-#: a written CDR waits this long for its fsync at most (workers/cdr.py): one fsync per 20 ms
+#: a written CDR waits this long for its fsync at most (workers/dialogs/cdr.py): one fsync per 20 ms
 #: whatever the call rate, and a host crash loses at most 20 ms of CDRs
 DEFAULT_CDR_FSYNC_MS = 20
 

@@ -118,7 +118,7 @@ def make_cdr(dlg: Dialog, end: float, cause: str, ended_by: str) -> dict[str, An
     setup_until = answer or end
     return {
         "call_id": dlg.call_id,
-        "from_tag": dlg.from_tag,  # with the Call-ID, the dialog's key (workers/cdr.py rule 8)
+        "from_tag": dlg.from_tag,  # with the Call-ID, the dialog's key (workers/dialogs/cdr.py rule 8)
         "from": _uri(dlg.from_hdr),
         "to": _uri(dlg.to_hdr),
         "source": dlg.source,

@@ -19,7 +19,7 @@ Rules:
    their ``(name, "")`` pairs are.
 5. A limit counts the node's dialogs (the cluster's, with ``[dialogs] profiles_cluster``),
    not only this worker's: ``remote`` holds the other workers' counts and ``check`` adds
-   them (``workers/profileshare.py`` keeps it); ``changed`` collects the keys of the
+   them (``workers/dialogs/profileshare.py`` keeps it); ``changed`` collects the keys of the
    ``track``ed (limited) profiles whose count moved, for the worker to tell the others.
 """
 
@@ -63,7 +63,7 @@ class Profiles:
         self._pairs: dict[tuple[str, str], tuple[str, str]] = {}  # (name, "") pairs, one each
         #: calls refused per profile since start
         self.refused: dict[str, int] = {n: 0 for n in self.defs}
-        #: other workers' counts by (name, value), kept by ``workers.profileshare`` (rule 5)
+        #: other workers' counts by (name, value), kept by ``workers.dialogs.profileshare`` (rule 5)
         self.remote: dict[tuple[str, str], int] = {}
         #: profiles whose changed keys are collected in ``changed`` for sharing
         self.track: frozenset[str] = frozenset()

@@ -669,7 +669,7 @@ class DialogTable:
 
     def let_go(self, keys: Iterable[str]) -> int:
         """Give up these dialogs to the worker that now owns their Call-IDs (it adopts them
-        from the state plane's mirror, ``workers/handover.py``): out of the table with their
+        from the state plane's mirror, ``workers/dialogs/handover.py``): out of the table with their
         profile counts, and nothing else: no CDR, no delta (the mirror must keep them), no
         timer cancel (the new owner re-arms the same key). Returns the count."""
         n = 0
@@ -687,7 +687,7 @@ class DialogTable:
 
     def forget(self, call_id: str, from_tag: str, cause: str, wall: float) -> None:
         """A dialog that came back to us (``adopt`` was about to take it) but ended already:
-        its CDR is written (``workers/cdr.py`` rule 8). Only a "t" delta, so the state plane
+        its CDR is written (``workers/dialogs/cdr.py`` rule 8). Only a "t" delta, so the state plane
         and the replicas forget it too; it never enters the table, so no CDR, timer or count."""
         if self.emit_deltas:
             self._push(["t", call_id, from_tag, cause, "", wall])

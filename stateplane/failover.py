@@ -267,7 +267,7 @@ class Adopter:
     def handed(self, source: str, workers: dict[str, str], now: float) -> None:
         """Tell each of ``workers`` that ``source`` sent every dialog it owed it: queued after
         the ADOPTs on the same pipe, so a worker hears it once it holds them
-        (``workers/handover.py``)."""
+        (``workers/dialogs/handover.py``)."""
         for ident, ep in workers.items():
             frames = env.pack(env.KIND_HANDED, [source, ident])
             self._queue.append((ep, frames, 0, now + ADOPT_RETRY_S))

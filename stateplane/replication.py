@@ -46,7 +46,7 @@ Rules:
    newcomer takes, and those went to it from the mirror). One gone (killed, or
    stopping: it removes its socket file first) has, once its process is gone (so the mirror
    holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
-   every live worker is told ``HANDED`` for it (``workers/handover.py`` rule 1).
+   every live worker is told ``HANDED`` for it (``workers/dialogs/handover.py`` rule 1).
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ class Replication:
         self._answers: dict[bytes, _Answer] = {}
         self._asks = AskGate(self.loop.time())
         self._answering: asyncio.Handle | None = None
-        #: keys heard from each worker in a resync in progress (workers/deltas.py)
+        #: keys heard from each worker in a resync in progress (workers/dialogs/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
         #: the node's workers as last read (rule 10), those gone since when, and the most seen
         self._workers: dict[str, str] = {}
@@ -268,7 +268,7 @@ class Replication:
 
     def _survivors(self, live: dict[str, str]) -> set[str]:
         """Workers whose endpoint is older than us by ``SURVIVOR_AGE_S``: they ran before we
-        started (the state plane restarted alone) and will resync (``workers/deltas.py``
+        started (the state plane restarted alone) and will resync (``workers/dialogs/deltas.py``
         rule 4). A worker of a node started together with us is younger; one misjudged
         only delays the restore to ``RESYNC_WAIT_S``."""
         out = set()
@@ -284,7 +284,7 @@ class Replication:
     def _not_resynced(self, records: list[list[Any]], workers: frozenset[str]) -> list[list[Any]]:
         """The restored records whose owner did not resync with us: a worker that did ran
         through our restart (the state plane restarted alone, docs/operations.md) and holds
-        its dialogs itself, newer than our disk (``workers/deltas.py`` rule 4); handing them
+        its dialogs itself, newer than our disk (``workers/dialogs/deltas.py`` rule 4); handing them
         to it again would count them twice. A fresh worker holds none and takes them."""
         if not self._resynced:
             return records
@@ -409,12 +409,12 @@ class Replication:
         sweep = self._sweeps.get(worker)
         for delta in e.header[1]:
             op = delta[0] if isinstance(delta, list) and delta else None
-            if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
+            if op == "s+":  # a worker's resync begins (workers/dialogs/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
                 if delta[2:] != ["fresh"]:  # a fresh worker holds none of the restored ones
                     self._resynced.add(worker)
                 continue
-            if op == "y":  # a worker let go of what a joiner takes (workers/deltas.py rule 4)
+            if op == "y":  # a worker let go of what a joiner takes (workers/dialogs/deltas.py rule 4)
                 self._note_yield(worker, delta)
                 continue
             if op == "s-":

@@ -66,7 +66,7 @@ def destroy_within(context: zmq.Context[Any], timeout_s: float = TERM_TIMEOUT_S)
 
 
 #: the packages whose module-level memos (view caches, ``lru_cache``) a mutant may hide behind
-OWN_PACKAGES = ("conf.", "ingress.", "workers.", "stateplane.", "timers.", "sipline.")
+OWN_PACKAGES = ("conf.", "ingress.", "dialogstate.", "workers.", "stateplane.", "timers.", "sipline.")
 
 
 def clear_memos() -> None:

@@ -19,7 +19,7 @@ Rules:
    is refused and counted as ``drop_bad_ident``.
 6. A ``FWD`` is an IN another worker of the node passed on to us, the owner of its Call-ID
    after dialogs moved; ``HANDED`` says a source sent every dialog it owed us
-   (``workers/handover.py``). Both come only from the node's run directory, like the rest.
+   (``workers/dialogs/handover.py``). Both come only from the node's run directory, like the rest.
 """
 
 from __future__ import annotations

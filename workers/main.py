@@ -11,7 +11,7 @@ import zmq
 
 from conf import nodekey, process, sockets
 from conf.settings import Settings
-from workers.ratelimit import SHARE_INTERVAL_S
+from workers.ratelimit.pipes import SHARE_INTERVAL_S
 from workers.service import Worker
 
 log = structlog.get_logger()
@@ -45,7 +45,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     finally:
         # our socket file goes first: the other workers and the state plane read that we
         # leave (our dialogs then move to their new owners from the state plane's mirror once
-        # we are gone, workers/handover.py); then "down" so ingresses route new calls
+        # we are gone, workers/dialogs/handover.py); then "down" so ingresses route new calls
         # elsewhere, then we finish what we hold
         sockets.unlink(worker.bus.endpoint)
         worker.bus.heartbeat("down")

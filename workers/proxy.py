@@ -33,7 +33,7 @@ Rules:
    source port when the Via has ``rport`` (§18.2.2, RFC 3581); over TCP, back on the
    connection the request came on.
 9. Initial requests (no To-tag; never ACK, CANCEL or BYE) pass the ``[[ratelimit]]`` pipes
-   they match (workers/ratelimit.py) after the §16.3 checks: over a pipe's rate they get 503
+   they match (workers/ratelimit/pipes.py) after the §16.3 checks: over a pipe's rate they get 503
    with a jittered Retry-After, in both modes.
 10. No open relay (docs/security.md "Relaying"), after the §16.3 checks and before the
    pipes: a next hop the request names itself (a Route that is not ours, or the Request-URI
@@ -71,8 +71,8 @@ from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
 from workers.conntag import ConnTags
-from workers.ratelimit import RateLimiter
-from workers.routing import Destination, Route, RoutingTable
+from workers.ratelimit.pipes import RateLimiter
+from workers.routing.table import Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})

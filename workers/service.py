@@ -33,17 +33,17 @@ from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
 from workers.cachedb import CacheError
-from workers.cdr import CdrWriter, cdr_key
-from workers.deltas import DeltaLink
-from workers.dispatcher import Dispatcher, probe_share
+from workers.dialogs.cdr import CdrWriter, cdr_key
+from workers.dialogs.deltas import DeltaLink
+from workers.dialogs.handover import Forward, HoldGate, Withheld
+from workers.dialogs.limits import SharedLimits
 from workers.dns import DnsError, Resolver, ResolverConfig
-from workers.handover import Forward, HoldGate, Withheld
-from workers.limits import SharedLimits
-from workers.location import Location
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
-from workers.ratelimit_share import RateShare
-from workers.registrar import Source
-from workers.routing import RoutingTable
+from workers.ratelimit.share import RateShare
+from workers.registrar.location import Location
+from workers.registrar.register import Source
+from workers.routing.dispatcher import Dispatcher, probe_share
+from workers.routing.table import RoutingTable
 from workers.stateful import Job, StatefulProxy
 
 #: dialogs one worker lists for ``sipline ctl dialogs --list`` at most (one control reply)
@@ -127,7 +127,7 @@ class Worker:
         rl = self.proxy.ratelimit
         if rl is not None and rl.shared:
             self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
-        #: dialogs moving between workers (workers/handover.py): what we wait for and hold
+        #: dialogs moving between workers (workers/dialogs/handover.py): what we wait for and hold
         self.gate = HoldGate()
         self._peers_read_at = -1.0
         #: the message in hand came forwarded (never again) / is served as it is (no holding)
@@ -230,7 +230,7 @@ class Worker:
     def refresh_peers(self) -> None:
         """Re-read the node's workers (every heartbeat) and share probing out among them; a
         worker gone (killed, or stopping: it removed its socket file first) means its dialogs
-        come to their new owners from the state plane (workers/handover.py rule 1)."""
+        come to their new owners from the state plane (workers/dialogs/handover.py rule 1)."""
         now = self.loop.time()
         self._peers_read_at = now
         found = sockets.live_endpoints(self.settings.node.run_dir, "worker")
@@ -253,7 +253,7 @@ class Worker:
     def _let_joiners_take(self, joined: set[str]) -> None:
         """Workers joined: the dialogs whose Call-IDs they own now leave us silently (the
         state plane's mirror holds them), and a ``y`` marker each tells the state plane it
-        may hand them over (workers/deltas.py rule 4); what still reaches us for them is
+        may hand them over (workers/dialogs/deltas.py rule 4); what still reaches us for them is
         passed on (``_screen``)."""
         assert self.stateful is not None and self.stateful.dialogs is not None
         assert self.deltas is not None
@@ -269,7 +269,7 @@ class Worker:
     def _screen(self, call_id: str) -> None:
         """``StatefulProxy`` rule 10: a message needing a dialog we do not hold goes to the
         Call-ID's owner if that is another worker now, and waits here while a hand-over is
-        expected (workers/handover.py rule 2)."""
+        expected (workers/dialogs/handover.py rule 2)."""
         if self._unheld:
             return
         if self.loop.time() - self._peers_read_at > PEERS_RECHECK_S:
@@ -298,7 +298,7 @@ class Worker:
             self._forwarded = False
 
     def _on_handed(self, header: list[Any]) -> None:
-        """A source sent every dialog it owed us (workers/handover.py rule 1)."""
+        """A source sent every dialog it owed us (workers/dialogs/handover.py rule 1)."""
         source, to = header
         if to != self.worker_id:
             self.meter.counters["drop_handed_not_ours"] += 1
@@ -355,7 +355,7 @@ class Worker:
                 if d.reason in LOGGED_DROPS:
                     self._dropped(d.reason, inb)
                 continue
-            except Withheld:  # its dialog is on its way here (workers/handover.py)
+            except Withheld:  # its dialog is on its way here (workers/dialogs/handover.py)
                 oldest = self.gate.hold((ingress, meta, raw, self._forwarded))
                 if oldest is not None:
                     self._serve_held(oldest, unheld=True)
@@ -397,7 +397,7 @@ class Worker:
                 log.info("cdr", **cdr)
                 if self.cdr_writer is not None:
                     self.cdr_writer.write(cdr)
-            # written before this iteration's "t" deltas leave (workers/cdr.py rule 2)
+            # written before this iteration's "t" deltas leave (workers/dialogs/cdr.py rule 2)
             self._flush_cdrs()
         if self.deltas is not None:  # one message per iteration; a loss is repaired
             self.deltas.after_iteration()
@@ -585,7 +585,7 @@ class Worker:
     def _job_done_outs(self, outs: list[Out]) -> None:
         sent = sum(self.bus.send(*out) for out in outs)
         self.meter.counters["msgs_out"] += sent
-        self._after_core()  # the CDRs of calls these outputs end go first (workers/cdr.py)
+        self._after_core()  # the CDRs of calls these outputs end go first (workers/dialogs/cdr.py)
         self.bus.flush()
 
     def _arm_timer(self) -> None:
@@ -610,7 +610,7 @@ class Worker:
             outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
         sent = sum(self.bus.send(*out) for out in outs)
         self.meter.counters["msgs_out"] += sent
-        self._after_core()  # the CDRs of calls these outputs end go first (workers/cdr.py)
+        self._after_core()  # the CDRs of calls these outputs end go first (workers/dialogs/cdr.py)
         self.bus.flush()
         self.meter.add_busy(time.perf_counter() - t0)
 

@@ -40,7 +40,7 @@ Rules:
 10. A message that needs a dialog this worker does not hold (an in-dialog request, a CANCEL
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
-   ``Forward`` (``workers/handover.py``) instead of letting the message go on statelessly.
+   ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
 """
 
 from __future__ import annotations
@@ -59,9 +59,9 @@ from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
-from workers.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
 from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy, is_ip
-from workers.registrar import Registrar
+from workers.registrar.register import Registrar
+from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,

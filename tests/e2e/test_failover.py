@@ -338,7 +338,7 @@ def test_a_node_restarted_alone_comes_back_with_its_calls(start_node: StartNode,
 
 
 def held(node: Node) -> int:
-    """Messages the node's workers hold for dialogs on their way (workers/handover.py)."""
+    """Messages the node's workers hold for dialogs on their way (workers/dialogs/handover.py)."""
     replies = ctl(node.conf, "stats")["stats"]
     return sum(int(r.get("handover", {}).get("held", 0)) for r in replies  # type: ignore[attr-defined]
                if r.get("role") == "worker")  # fmt: skip

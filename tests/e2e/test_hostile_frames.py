@@ -145,8 +145,8 @@ def junk() -> list[list[bytes]]:
 
 
 def mesh_junk() -> list[bytes]:
-    """One-frame messages for the meshes' decoders (ingress/pikeshare.py, workers/limits.py,
-    workers/ratelimit_share.py): garbage, and each message's shape with odd values."""
+    """One-frame messages for the meshes' decoders (ingress/pikeshare.py, workers/dialogs/limits.py,
+    workers/ratelimit/share.py): garbage, and each message's shape with odd values."""
     out = [b"", b"\xc1", os.urandom(200)]
     for odd in ODD:
         out += [packb(odd), packb([odd, odd, odd]), packb(["127.0.0.66", odd, 1]),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from workers.ratelimit import SHARE_INTERVAL_S
+from workers.ratelimit.pipes import SHARE_INTERVAL_S
 
 from .conftest import StartNode
 from .node import Proc, UacRun, sipp_uac

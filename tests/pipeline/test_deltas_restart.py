@@ -1,4 +1,4 @@
-"""A worker's delta link and a state plane restarted alone (workers/deltas.py rule 4), over
+"""A worker's delta link and a state plane restarted alone (workers/dialogs/deltas.py rule 4), over
 real ipc:// sockets: the new state plane gets the worker's whole table, the first one
 nothing extra."""
 
@@ -18,7 +18,7 @@ from conf.settings import Bus
 from tests.pipeline.helpers import run, until
 from tests.workers.dialog_helpers import Call
 from tests.workers.dialog_helpers import table as dialog_table
-from workers.deltas import DeltaLink
+from workers.dialogs.deltas import DeltaLink
 
 
 def bind_state_plane(ctx: zmq.Context[Any], ep: str) -> zmq.Socket[bytes]:

@@ -18,8 +18,8 @@ from conf.mesh import Mesh
 from ingress.pikeshare import PikeShare
 from ingress.service import Ingress
 from tests.pipeline.helpers import run, until
-from workers.ratelimit import RateLimiter
-from workers.ratelimit_share import RateShare
+from workers.ratelimit.pipes import RateLimiter
+from workers.ratelimit.share import RateShare
 
 PID = os.getpid()
 

@@ -6,7 +6,7 @@ from conf.settings import DestinationSet, Listener, Proxy, Route, Settings, Trus
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message
 from workers.proxy import Inbound, Out, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
 
 US = "127.0.0.1"
 PORT = 5999

@@ -1,4 +1,4 @@
-"""The CDR file writer (workers/cdr.py): batches, the fsync window on an injected clock,
+"""The CDR file writer (workers/dialogs/cdr.py): batches, the fsync window on an injected clock,
 rotation by rename, by delete and by SIGHUP, the mode and group of a created file, reading
 back the keys already written, and the [dialogs] CDR keys' configuration checks."""
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from conf.load import ConfigError, from_dict
-from workers.cdr import CdrWriter, cdr_key
+from workers.dialogs.cdr import CdrWriter, cdr_key
 
 from .dialog_helpers import T0, W0, Call, table
 from .test_dialogs import req

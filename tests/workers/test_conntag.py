@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from workers.conntag import MAC_BYTES, ConnTags
 from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
 
 from .helpers import PORT, US, inbound, one, parsed_req, request, response, settings
 

@@ -22,8 +22,8 @@ from hypothesis import strategies as st
 from conf.settings import DestinationSet as SetCfg
 from conf.settings import Listener
 from ingress.sip.parser import parse_message
-from workers import dispatcher as dispatcher_module
-from workers.dispatcher import (
+from workers.routing import dispatcher as dispatcher_module
+from workers.routing.dispatcher import (
     PROBE_BRANCH_PREFIX,
     TRANSITIONS,
     Destination,

@@ -1,10 +1,10 @@
-"""The hold gate of a worker whose dialogs are on their way (workers/handover.py)."""
+"""The hold gate of a worker whose dialogs are on their way (workers/dialogs/handover.py)."""
 
 from __future__ import annotations
 
 from dialogstate.sources import STATEPLANE, vanished_source
-from workers import handover
-from workers.handover import HoldGate
+from workers.dialogs import handover
+from workers.dialogs.handover import HoldGate
 
 
 class TestHoldGate:

@@ -1,4 +1,4 @@
-"""Location (workers/location.py) on every cacheDB backend, each a real server: the node's
+"""Location (workers/registrar/location.py) on every cacheDB backend, each a real server: the node's
 stateplane (``local://``), redis-server and memcached, started by tests/cachedb fixtures."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
 from tests.cachedb.helpers import eventually, run
 from tests.cachedb.servers import Server
-from workers import registrar as reg
 from workers.cachedb import CacheDB, CacheError, CacheTimeout, open_cachedb
-from workers.location import LOCK_PREFIX, Location
-from workers.registrar import Registrar, Source
+from workers.registrar import register as reg
+from workers.registrar.location import LOCK_PREFIX, Location
+from workers.registrar.register import Registrar, Source
 
 _n = itertools.count()
 SRC = Source("udp", "192.0.2.7", 40123)

@@ -1,4 +1,4 @@
-"""workers/profileshare.py: other workers' counts, summed for the limits (sans-IO)."""
+"""workers/dialogs/profileshare.py: other workers' counts, summed for the limits (sans-IO)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from conf.settings import DialogProfile
 from dialogstate.profiles import Profiles
-from workers.profileshare import ProfileShare
+from workers.dialogs.profileshare import ProfileShare
 
 DEFS = [DialogProfile(name="trunk", limit=3),
         DialogProfile(name="caller", with_value=True, value_from="from_user", limit=1),

@@ -12,7 +12,7 @@ from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route, Tru
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, Inbound, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
 
 from .helpers import (
     PORT,

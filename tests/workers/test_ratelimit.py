@@ -1,4 +1,4 @@
-"""Rate limit pipes (workers/ratelimit.py) in simulated time, and their configuration."""
+"""Rate limit pipes (workers/ratelimit/pipes.py) in simulated time, and their configuration."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from conf.load import ConfigError, from_dict
 from conf.settings import RateLimit
-from workers.ratelimit import FEEDBACK_FLOOR, RateLimiter, feedback_share
+from workers.ratelimit.pipes import FEEDBACK_FLOOR, RateLimiter, feedback_share
 
 Algorithm = Literal["taildrop", "red", "sliding", "feedback"]
 LIMIT = 100.0

@@ -1,4 +1,4 @@
-"""Shared ratelimit pipes (workers/ratelimit.py rules 5-6, workers/ratelimit_peers.py) in
+"""Shared ratelimit pipes (workers/ratelimit/pipes.py rules 5-6, workers/ratelimit/peers.py) in
 simulated time: participants in memory, the test moving their counts between them."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 
 from conf.load import ConfigError, from_dict
 from conf.settings import RateLimit
-from workers.ratelimit import SHARE_INTERVAL_S, RateLimiter
-from workers.ratelimit_peers import SHARE_MAX_PEERS, SHARE_PEER_TIMEOUT_S, SLIDING
-from workers.ratelimit_share import decode
+from workers.ratelimit.peers import SHARE_MAX_PEERS, SHARE_PEER_TIMEOUT_S, SLIDING
+from workers.ratelimit.pipes import SHARE_INTERVAL_S, RateLimiter
+from workers.ratelimit.share import decode
 
 Algorithm = Literal["taildrop", "red", "sliding", "feedback"]
 LIMIT = 100.0

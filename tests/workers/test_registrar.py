@@ -1,4 +1,4 @@
-"""The registrar core (workers/registrar.py), from REGISTER bytes through the real parser."""
+"""The registrar core (workers/registrar/register.py), from REGISTER bytes through the real parser."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import build_response
-from workers import registrar as reg
-from workers.registrar import Binding, Outcome, Registrar, Source
+from workers.registrar import register as reg
+from workers.registrar.register import Binding, Outcome, Registrar, Source
 
 NOW = 1_700_000_000.0
 SRC = Source("udp", "192.0.2.7", 40123)

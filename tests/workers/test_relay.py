@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from conf.settings import DestinationSet, Proxy, Route, Trusted
 from ingress.sip.serialize import build_response
 from workers.proxy import Drop, Inbound, Out, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
+from workers.routing.trusted import MEMO_MAX, TrustedSources
 from workers.stateful import StatefulProxy
-from workers.trusted import MEMO_MAX, TrustedSources
 
 from .dialog_helpers import Call, dialog_settings
 from .helpers import PORT, US, inbound, parsed_req, parsed_resp, request, settings

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from conf.settings import DestinationSet as SetCfg
 from conf.settings import Route as RouteCfg
-from workers.routing import DestinationSet, RoutingTable
+from workers.routing.table import DestinationSet, RoutingTable
 
 from .helpers import parsed_req, request, settings
 

@@ -13,7 +13,7 @@ from conf.settings import DestinationSet, Dialogs, Proxy, Route, Transactions
 from ingress.sip.message import Request
 from ingress.sip.serialize import build_response
 from workers.proxy import Out, StatelessProxy
-from workers.routing import RoutingTable
+from workers.routing.table import RoutingTable
 from workers.stateful import StatefulProxy
 from workers.transactions import Held
 

@@ -298,7 +298,7 @@ def test_worker_decides_the_rest(case: Any) -> None:
     statuses = WORKER_STATUS
     from conf.load import from_dict
     from workers.proxy import Inbound, StatelessProxy
-    from workers.routing import RoutingTable
+    from workers.routing.table import RoutingTable
 
     settings = from_dict({})
     proxy = StatelessProxy(settings, RoutingTable(settings))

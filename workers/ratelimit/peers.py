@@ -1,4 +1,4 @@
-"""The other participants' counts of one shared ratelimit pipe, sans-IO (``workers/ratelimit.py``
+"""The other participants' counts of one shared ratelimit pipe, sans-IO (``workers/ratelimit/pipes.py``
 rule 5).
 
 Rules:

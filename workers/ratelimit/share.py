@@ -1,4 +1,4 @@
-"""Shared ratelimit pipes on the wire: the workers' count exchange (``workers/ratelimit.py``
+"""Shared ratelimit pipes on the wire: the workers' count exchange (``workers/ratelimit/pipes.py``
 rule 5).
 
 Rules:
@@ -26,7 +26,7 @@ import zmq
 
 from conf.mesh import Mesh
 from conf.settings import Settings
-from workers.ratelimit import RateLimiter
+from workers.ratelimit.pipes import RateLimiter
 
 #: a count is ~50 bytes: room for a thousand shared pipes
 MAX_FRAME = 64 << 10

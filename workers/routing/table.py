@@ -5,7 +5,7 @@ holds wins (method, Request-URI user and host as full regex matches, source CIDR
 ``[[trusted]]`` source). A route with no condition is a default route. Its action is a
 destination set, the Request-URI (``to_request_uri``) or a rejection; ``workers/proxy.py``
 carries it out. Destination sets, their algorithms and their health are the dispatcher's
-(``workers/dispatcher.py``); ``lookup`` uses ``DispatchSet.pick``.
+(``workers/routing/dispatcher.py``); ``lookup`` uses ``DispatchSet.pick``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import re
 from conf.settings import Route as RouteConfig
 from conf.settings import Settings
 from ingress.sip.message import Request
-from workers.dispatcher import STICKY_MAX, STICKY_S, Destination, Dispatcher, destination
-from workers.dispatcher import DispatchSet as DestinationSet
-from workers.trusted import TrustedSources
+from workers.routing.dispatcher import STICKY_MAX, STICKY_S, Destination, Dispatcher, destination
+from workers.routing.dispatcher import DispatchSet as DestinationSet
+from workers.routing.trusted import TrustedSources
 
 __all__ = ["STICKY_MAX", "STICKY_S", "Destination", "DestinationSet", "Route", "RoutingTable",
            "destination"]  # fmt: skip

@@ -1,4 +1,4 @@
-"""The worker's end of shared call limits: ``workers/profileshare.py`` over a ``conf.mesh``.
+"""The worker's end of shared call limits: ``workers/dialogs/profileshare.py`` over a ``conf.mesh``.
 
 Rules:
 1. The workers form a mesh of role ``profiles``: this node's always, and with ``[dialogs]
@@ -23,7 +23,7 @@ import zmq
 from conf.mesh import Mesh
 from conf.settings import Settings
 from dialogstate.profiles import Profiles
-from workers.profileshare import CHUNK, ProfileShare
+from workers.dialogs.profileshare import CHUNK, ProfileShare
 
 #: heartbeats of silence after which a sender's counts are forgotten
 LIVENESS = 3

@@ -22,7 +22,7 @@ Rules:
    first file a worker sees owes nothing: the state plane started with it or before it.
 5. A worker that let go of the dialogs a joining worker takes says so with
    ``["y", worker, joiner]`` after its live deltas, so the state plane hands the joiner
-   those dialogs from its mirror only once it holds their last state (``workers/handover.py``).
+   those dialogs from its mirror only once it holds their last state (``workers/dialogs/handover.py``).
 """
 
 from __future__ import annotations

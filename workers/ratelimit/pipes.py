@@ -32,7 +32,7 @@ Rules:
    shared pipe, ``[name, window, count, demand]``: what counts against the limit (taildrop
    its passed and RED its offered in the current window, sliding and feedback what passed
    over the last window) and the requests it was offered in the interval. ``receive`` takes
-   the others' (``workers/ratelimit_peers.py``); a request then passes only while its own
+   the others' (``workers/ratelimit/peers.py``); a request then passes only while its own
    count plus the others', projected at the rate they last rose, is under the allowance.
    Fixed windows of shared pipes are aligned to multiples of ``window_s`` on the host's
    monotonic clock, so a count meets only its own window.
@@ -54,7 +54,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from conf.settings import RATELIMIT_JITTER, RATELIMIT_SHARE_INTERVAL_S, RateLimit
-from workers.ratelimit_peers import SLIDING, PeerCounts
+from workers.ratelimit.peers import SLIDING, PeerCounts
 
 #: sub-windows of a sliding window: the error of the slide is at most a tenth of a window
 SLIDING_BUCKETS = 10
@@ -158,7 +158,7 @@ class Pipe:
         if self.cfg.algorithm != "red":
             # a sliding count dips as old requests leave; the room is ours to refill, so
             # the budget builds on the higher of this count and the last (as the others
-            # count ours: workers/ratelimit_peers.py rule 3)
+            # count ours: workers/ratelimit/peers.py rule 3)
             level = max(own, self.last_own) if self.window_index() == SLIDING else own
             others = self.peers.demand if self.peers is not None else 0
             self._budget(now, demand + others, level)

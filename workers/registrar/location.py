@@ -35,9 +35,9 @@ from typing import Any
 
 from conf.settings import Registrar as RegistrarConfig
 from ingress.sip.message import Request
-from workers import registrar as reg
 from workers.cachedb import CacheDB, CacheError, CacheTimeout, NearCache, open_cachedb
-from workers.registrar import Binding, Registrar, Reply, Source
+from workers.registrar import register as reg
+from workers.registrar.register import Binding, Registrar, Reply, Source
 
 #: a lock outlives the few round trips it guards (3 calls of at most the 0.25 s timeout) and
 #: is short enough that a worker dying while holding it blocks its AOR only briefly
