@@ -30,7 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from conf.settings import DialogProfile, Dialogs, Settings
-from dialogstate.table import DialogTable, State
+from dialogstate.record import State
+from dialogstate.table import DialogTable
 from ingress.sip import grammar
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message

@@ -32,7 +32,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import Message, Uri
 
 if TYPE_CHECKING:
-    from dialogstate.table import Dialog
+    from dialogstate.record import Dialog
 
 CRLF = b"\r\n"
 #: RFC 3326 Reason of a BYE for an expired dialog: 408, the request (the session) timed out

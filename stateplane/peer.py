@@ -19,7 +19,7 @@ from conf import curve, rundir
 from conf import envelope as env
 from conf.guard import GUARD
 from conf.refused import RefusalLog
-from dialogstate.table import RECORD
+from dialogstate.record import RECORD
 from stateplane import updates as up
 from stateplane.replica import (
     Event,

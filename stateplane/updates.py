@@ -54,7 +54,7 @@ MAX_ARRAY_LEN = 4096
 #: no message holds a map; a few keys are tolerated, never many
 MAX_MAP_LEN = 64
 #: a delta's length per op, including op, call_id and from_tag (``docs/dialogs.md``);
-#: "c" is the op and the 24 fields of ``dialogstate.table.RECORD``
+#: "c" is the op and the 24 fields of ``dialogstate.record.RECORD``
 DELTA_LENGTHS = {"c": 25, "f": 5, "e": 7, "a": 9, "u": 8, "r": 8, "t": 6}
 #: Binary Star states a heartbeat may carry, per virtual address (``bstar.encode_roles``)
 ROLES = frozenset({"primary", "backup", "active", "passive"})

@@ -17,7 +17,8 @@ from conf import envelope as env
 from conf import sockets
 from conf.settings import DialogProfile
 from conf.workerset import WorkerSet
-from dialogstate.table import RECORD, DialogTable
+from dialogstate.record import RECORD
+from dialogstate.table import DialogTable
 from ingress.virtual import RoleHold
 from stateplane.bstar import decode_roles, encode_roles
 from stateplane.failover import Failover, by_owner

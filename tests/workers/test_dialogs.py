@@ -16,7 +16,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from conf.settings import DialogProfile
-from dialogstate.table import TRANSITIONS, DialogTable, Input, State
+from dialogstate.record import TRANSITIONS, Input, State
+from dialogstate.table import DialogTable
 from ingress.sip.parser import parse_message
 
 from .dialog_helpers import (
@@ -505,7 +506,7 @@ TO_VALUES = [
 @pytest.mark.parametrize("value", TO_VALUES, ids=range(len(TO_VALUES)))
 def test_to_tag_fast_path_agrees_with_the_parser(value: bytes) -> None:
     """The regex read of the To-tag gives what the full name-addr parse gives."""
-    from dialogstate.table import to_tag_of
+    from dialogstate.record import to_tag_of
     from ingress.sip.errors import SipError
     from ingress.sip.grammar import parse_name_addr
 
