@@ -81,15 +81,19 @@ class Guarded:
     async def close(self) -> None:
         await self._close()
 
-    async def _run(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(
+        self, op: str, fn: Callable[..., Awaitable[T]], *args: Any, timeout_s: float | None = None
+    ) -> T:
+        """``fn(*args)`` guarded, within ``timeout_s`` (the client's own by default)."""
+        timeout_s = timeout_s or self.timeout_s
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 return await fn(*args)
         except CacheError:
             raise
         except TimeoutError as exc:
-            raise CacheTimeout(f"{self.backend} {op}: no answer in {self.timeout_s} s") from exc
+            raise CacheTimeout(f"{self.backend} {op}: no answer in {timeout_s} s") from exc
         except Exception as exc:
             mapped = self._translate(exc) or CacheError(f"{self.backend} {op}: {exc!r}")
             raise mapped from exc
