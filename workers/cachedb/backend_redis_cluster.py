@@ -20,7 +20,8 @@ Rules:
    box, more than a call's deadline). That start runs as one shared, shielded task: callers
    wait for it at most ``max(timeout_s, FIRST_CONNECT_S)``, and a caller giving up does not
    cancel it, so a slow start still finishes for the next call instead of being retried and
-   cut short forever. Once per client; later topology refreshes reuse the command table.
+   cut short forever; redis-py's own read timeout is that long too, or it would cut the read
+   short itself. Once per client; later topology refreshes reuse the command table.
 6. A cluster that cannot be reached (or does not serve the key's slot) is
    ``CacheUnavailable``; a failed start is tried again by the next call.
 """
@@ -68,7 +69,9 @@ class RedisClusterCacheDB(RedisOps):
                 startup_nodes=[ClusterNode(host, port) for host, port in parsed.seeds],
                 username=parsed.username,
                 password=parsed.password,
-                socket_timeout=self.timeout_s,
+                # one read may be the command table (rule 5): the guard's deadline bounds a
+                # call, and a cancelled command closes its connection (backend_redis.py rule 1)
+                socket_timeout=max(self.timeout_s, FIRST_CONNECT_S),
                 socket_connect_timeout=self.timeout_s,
                 retry=Retry(NoBackoff(), 0),
                 max_connections=max_connections,
