@@ -5,7 +5,8 @@ Rules:
 1. A backend subclasses ``Guarded`` and implements the ``_get`` … ``_delete`` coroutines with
    arguments already checked; it never sees a call without a deadline.
 2. The deadline is ``timeout_s`` for the whole call (waiting for a connection or an in-flight
-   slot included). Expiry raises ``CacheTimeout``; the backend must then leave its connection
+   slot included); only a backend's one-time start may pass a longer one to ``_run``
+   (backend_redis_cluster.py rule 5). Expiry raises ``CacheTimeout``; the backend must then leave its connection
    in a sane state (a half-read reply is never reused: close it).
 3. A call slower than ``slow_ms`` logs one ``cachedb_slow`` event (backend, op, ms), failed or
    not, as docs/design.md §3 "Protection" asks. Failures themselves
