@@ -90,7 +90,9 @@ UAS_PAUSE_S = 4.0  # the built-in UAS pauses 4 s after each call's BYE/200
 STOP_GRACE_S = 5.0  # honcho's own KILL_WAIT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_SHARED = REPO_ROOT.parent / "shared"
+#: the Kamailio configs this benchmark compares with (a copy of the peers the project was
+#: given, so a checkout runs the comparison on its own)
+DEFAULT_PEERS = REPO_ROOT / "bench" / "peers"
 
 
 class Interrupted(Exception):
@@ -124,7 +126,7 @@ def kamailio_preset(name: str, peers: Path) -> Target:
     """Kamailio 5.6 with a peers/ config, as peers/README.md starts it."""
     cfg = peers / f"{name}.cfg"
     if not cfg.is_file():
-        raise SystemExit(f"cps: preset {name}: {cfg} not found (use --shared DIR)")
+        raise SystemExit(f"cps: preset {name}: {cfg} not found (use --peers DIR)")
     argv = ["kamailio", "-f", str(cfg), "-DD", "-E", "-n", "2", "-m", "512",
             "-Y", str(KAMAILIO_RUN_DIR)]
     ctl = f"unix:{KAMAILIO_RUN_DIR}/kamailio_ctl"
@@ -138,7 +140,8 @@ PRESETS = ("kamailio-stateless", "kamailio-stateful")
 
 def resolve_targets(args: argparse.Namespace) -> list[Target]:
     """The --target presets, then the --target-cmd commands, in the order given."""
-    targets = [kamailio_preset(name, args.shared / "peers") for name in args.target or ()]
+    peers = args.shared / "peers" if args.shared is not None else args.peers
+    targets = [kamailio_preset(name, peers) for name in args.target or ()]
     if args.extra_args:
         targets = [replace(t, name=f"{t.name} {args.extra_args}",
                            command=f"{t.command} {args.extra_args}") for t in targets]
@@ -1068,8 +1071,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    "runs after the presets)")
     p.add_argument("--name", action="append", help="name of each --target-cmd, in order")
     p.add_argument("--cwd", type=Path, default=REPO_ROOT, help="cwd of --target-cmd (repo root)")
-    p.add_argument("--shared", type=Path, default=DEFAULT_SHARED,
-                   help=f"shared dir holding peers/ (default {DEFAULT_SHARED})")
+    p.add_argument("--peers", type=Path, default=DEFAULT_PEERS,
+                   help="dir holding the presets' Kamailio configs (default bench/peers)")
+    p.add_argument("--shared", type=Path, default=None,
+                   help="a dir holding peers/ to use instead of --peers")
     how = p.add_mutually_exclusive_group()
     how.add_argument("--rates", type=rate_list, help="comma-separated calls/s, all run")
     how.add_argument("--search", type=search_rates, metavar="START,STEP,MAX",

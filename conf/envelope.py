@@ -22,6 +22,11 @@ Kinds:
     ``DLT`` worker -> stateplane: dialog deltas (docs/dialogs.md "Replication"). header
             ``[worker_id, [delta, ...]]``, oldest first; one empty frame per batch the pipe
             merged (so its backlog counts batches), nothing else
+    ``HANDED`` stateplane or worker -> worker: every dialog ``source`` owed the receiver has
+            been sent before this (ADOPT on the same pipe). header ``[source, worker_id]``
+            (``workers/handover.py``); no SIP frames
+    ``FWD`` worker -> worker: an ``IN`` (same header) a worker passes to the owner of its
+            Call-ID after the dialogs moved; the receiver never forwards it again
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
 unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops. The metas of
@@ -53,8 +58,12 @@ KIND_ADOPT = b"\x01ADOPT"
 #: dialogs a worker lets go, without CDRs: [our node, [address, ...], [key, ...]]: those
 #: reached on the addresses (a failback) and those keys (the peer owns them: split brain)
 KIND_RELEASE = b"\x01RELEASE"
+#: every dialog a source owed the receiver came before this: [source, receiver]
+KIND_HANDED = b"\x01HANDED"
+#: an IN passed on by a worker to the Call-ID's owner (workers/handover.py)
+KIND_FWD = b"\x01FWD"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
-                   KIND_RELEASE})  # fmt: skip
+                   KIND_RELEASE, KIND_HANDED, KIND_FWD})  # fmt: skip
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -119,7 +128,10 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and len(header) == 3
             and all(isinstance(x, str) for x in header)
         )
-    elif kind == KIND_IN:
+    elif kind == KIND_HANDED:
+        ok = (isinstance(header, list) and len(header) == 2
+              and all(isinstance(x, str) for x in header) and n == 0)
+    elif kind == KIND_IN or kind == KIND_FWD:
         ok = (
             isinstance(header, list)
             and len(header) == 2

@@ -94,6 +94,11 @@ def remove_stale(run_dir: str) -> list[str]:
     return removed
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still exists."""
+    return _alive(pid)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -264,6 +264,20 @@ class Adopter:
         self._send_queue()
         return len(groups), lost
 
+    def handed(self, source: str, workers: dict[str, str], now: float) -> None:
+        """Tell each of ``workers`` that ``source`` sent every dialog it owed it: queued after
+        the ADOPTs on the same pipe, so a worker hears it once it holds them
+        (``workers/handover.py``)."""
+        for ident, ep in workers.items():
+            frames = env.pack(env.KIND_HANDED, [source, ident])
+            self._queue.append((ep, frames, 0, now + ADOPT_RETRY_S))
+        self._send_queue()
+
+    def forget(self, endpoints: set[str]) -> None:
+        """Close the pipes of workers that are gone."""
+        for ep in [e for e in self._pushes if e not in endpoints]:
+            self._pushes.pop(ep).close(linger=0)
+
     def release(self, node: str, addresses: list[str], now: float,
                 keys: list[str] | None = None) -> int:  # fmt: skip
         """Tell every live worker to let go of the dialogs reached on ``addresses`` (rule 7)
@@ -296,6 +310,8 @@ class Adopter:
                 if frames[0] == env.KIND_RELEASE:  # that worker keeps calls the peer adopts
                     self.counters["release_lost"] += 1
                     log.error("failover_release_lost", worker=ep)
+                elif frames[0] == env.KIND_HANDED:  # that worker waits to its own deadline
+                    self.counters["handed_lost"] += 1
                 else:
                     self.counters["adopt_lost"] += count
                     log.error("failover_adopt_lost", worker=ep, dialogs=count)

@@ -39,6 +39,14 @@ Rules:
    finds nothing wrong with it (checked every heartbeat until then): one another local user
    could write or create would let him feed us a forged replica. A refused one is counted
    (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
+10. Dialogs follow their Call-ID (docs/stateplane.md): every heartbeat the node's workers are
+   read from the run directory. A new one is told ``HANDED`` (nothing more is owed it by the
+   state plane; after a restore, once its restored dialogs went out; otherwise once every
+   other worker said, by a ``y`` marker after its deltas, that it let go of the dialogs the
+   newcomer takes, and those went to it from the mirror). One gone (killed, or
+   stopping: it removes its socket file first) has, once its process is gone (so the mirror
+   holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
+   every live worker is told ``HANDED`` for it (``workers/handover.py`` rule 1).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -67,11 +76,22 @@ from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused, serve
 from workers.dialogs import DialogTable
+from workers.handover import STATEPLANE, vanished_source
 
 log = structlog.get_logger()
 
 #: the node's workers must be the same set this long before restored dialogs go to them
 RESTORE_SETTLE_S = 1.0
+#: a restore waits this long at most for as many workers as the last run had
+RESTORE_WAIT_S = 10.0
+#: the most workers the node had, kept in the persistence directory for the next start
+WORKERS_FILE = "workers"
+#: a worker that removed its socket file has this long to exit before its dialogs move anyway
+LEAVE_WAIT_S = 10.0
+#: a joined worker's dialogs move at most this long after it appeared, let go or not
+JOIN_WAIT_S = 5.0
+#: joiners whose ``y`` markers are kept at once (a worker's markers name live workers)
+MAX_JOINERS = 1024
 #: a worker whose endpoint is this much older than the state plane ran before it started
 SURVIVOR_AGE_S = 1.0
 #: how long restored dialogs wait for such workers' resyncs before going to the workers
@@ -116,7 +136,8 @@ class Replication:
                      replayed=loaded.replayed, torn=loaded.torn, epoch=loaded.epoch,
                      files=loaded.files)  # fmt: skip
             if loaded.records:
-                self.restoring = Restore(loaded.records)
+                self.restoring = Restore(loaded.records, started=self.loop.time(),
+                                         expect_workers=_read_count(self.persist.dir))  # fmt: skip
         self._snapshot_step: Iterator[None] | None = None
         self.publisher = Publisher(settings.node.name, next_epoch(last_epoch, time.time()),
                                    backlog=sp.backlog, heartbeat_s=self.heartbeat_s,
@@ -145,6 +166,15 @@ class Replication:
         self._answering: asyncio.Handle | None = None
         #: keys heard from each worker in a resync in progress (workers/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
+        #: the node's workers as last read (rule 10), those gone since when, and the most seen
+        self._workers: dict[str, str] = {}
+        self._leaving: dict[str, float] = {}
+        self._most_workers = 0
+        #: workers joined, until when their hand-over waits; who let go of what they take
+        self._joining: dict[str, float] = {}
+        self._yields: dict[str, set[str]] = {}
+        #: dialogs a joiner created itself before its hand-over (the mirror's copy may lag)
+        self._own_new: dict[str, set[str]] = {}
         #: workers that resynced since we started: they hold their own dialogs (a restart
         #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
         self._resynced: set[str] = set()
@@ -204,6 +234,8 @@ class Replication:
         if not restore:
             log.info("persistence_discarded", dialogs=len(r.records), reason="peer_active")
             self.restoring = None
+            # nothing restored is owed to the workers seen meanwhile (rule 10)
+            self.adopter.handed(STATEPLANE, self._workers, self.loop.time())
             return
         now, wall = self.loop.time(), time.time()
         self.mirror.restore(r.records, now, wall)  # what peers snapshot from now
@@ -220,13 +252,18 @@ class Replication:
             return
         if not workers or now - r.since < RESTORE_SETTLE_S:
             return
+        if len(workers) < r.expect_workers and now - r.started < RESTORE_WAIT_S:
+            return  # the last run's workers are still starting: their Call-IDs would move
         waiting = self._survivors(live) - self._resynced
         if waiting and now - r.since < RESYNC_WAIT_S:
             return  # they hold their own dialogs: their resync says which, and is on its way
         records = self._not_resynced(r.records, workers)
         n, lost = self.adopter.hand_over(self.settings.node.name, records, now)
+        # after the ADOPTs on each pipe: the workers serve what they held for these calls
+        self.adopter.handed(STATEPLANE, live, now)
         log.info("dialogs_restored", dialogs=len(records), workers=n, lost=lost,
-                 kept_by_workers=len(r.records) - len(records))  # fmt: skip
+                 kept_by_workers=len(r.records) - len(records),
+                 waited_s=round(now - r.started, 2))  # fmt: skip
         self.restoring = None
 
     def _survivors(self, live: dict[str, str]) -> set[str]:
@@ -255,6 +292,86 @@ class Replication:
         return [rec for rec in records
                 if ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
                 not in self._resynced]  # fmt: skip
+
+    def _track_workers(self, now: float) -> None:
+        """Rule 10."""
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        new = {i: ep for i, ep in live.items() if i not in self._workers}
+        for ident in self._workers:
+            if ident not in live:
+                self._leaving.setdefault(ident, now)
+        self._workers = live
+        if len(live) > self._most_workers:
+            self._most_workers = len(live)
+            if self.persist is not None:
+                _write_count(self.persist.dir, len(live))
+        if self.restoring is not None:
+            return  # the restore tells them (``_restore_tick``) and covers the gone ones
+        for ident in new:
+            self._joining[ident] = now + JOIN_WAIT_S
+        for ident, until in list(self._joining.items()):
+            others = set(live) - {ident}
+            if ident in live and not others <= self._yields.get(ident, set()) and now < until:
+                continue  # a worker still holds dialogs it takes: their last state is to come
+            del self._joining[ident]
+            self._yields.pop(ident, None)
+            own = self._own_new.pop(ident, set())
+            if ident in live:
+                self._hand_joiner(ident, live, now, own)
+        for ident in [j for j in self._yields if j not in self._joining]:
+            del self._yields[ident]  # a marker after its hand-over: nothing waits for it
+        for ident in [j for j in self._own_new if j not in self._joining]:
+            del self._own_new[ident]
+        for ident, since in list(self._leaving.items()):
+            pid = sockets.ident_pid(ident)
+            if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
+                continue  # still finishing what it holds: its last deltas are to come
+            del self._leaving[ident]
+            self._adopt_vanished(ident, live, now)
+        self.adopter.forget(set(live.values()))
+
+    def _note_yield(self, worker: str, delta: Any) -> None:
+        if not (isinstance(delta, list) and len(delta) == 3 and isinstance(delta[2], str)
+                and delta[1] == worker):  # fmt: skip
+            self.counters["bad_delta"] += 1
+            return
+        if delta[2] not in self._yields and len(self._yields) >= MAX_JOINERS:
+            self.counters["yields_dropped"] += 1  # its hand-over waits to its deadline
+            return
+        self._yields.setdefault(delta[2], set()).add(worker)
+
+    def _hand_joiner(self, ident: str, live: dict[str, str], now: float, own: set[str]) -> None:
+        """Rule 10: the mirror's dialogs a joined worker owns go to it, then HANDED; not
+        those it created itself meanwhile (``own``: it holds them, newer than our copy)."""
+        ring = WorkerSet.fixed(live)
+        wall, mine, keys = time.time(), [], self.mirror.keys()
+        for key in keys:
+            if key in own:
+                continue
+            if ring.owner(key.partition("\0")[0].encode("utf-8", "surrogateescape")) == ident:
+                rec = self.mirror.record(key, now, wall)
+                if rec is not None:
+                    mine.append(rec)
+        if mine:
+            _, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True)
+            self.counters["worker_dialogs_moved"] += len(mine) - lost
+            log.info("worker_dialogs_moved", to=ident, dialogs=len(mine), lost=lost)
+        self.adopter.handed(STATEPLANE, {ident: live[ident]}, now)
+
+    def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
+        """Rule 10: the mirror's dialogs ``ident`` owned go to their owners now."""
+        ring = WorkerSet.fixed({**live, ident: ""})
+        wall, mine, keys = time.time(), [], self.mirror.keys()
+        for key in keys:
+            cid = key.partition("\0")[0]
+            if ring.owner(cid.encode("utf-8", "surrogateescape")) == ident:
+                rec = self.mirror.record(key, now, wall)
+                if rec is not None:
+                    mine.append(rec)
+        n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True)
+        self.adopter.handed(vanished_source(ident), live, now)
+        self.counters["worker_dialogs_moved"] += len(mine) - lost
+        log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
 
     def peer_synced(self, peer: Peer) -> None:
         """A replica is whole again; after a lost split brain it decides what we let go
@@ -294,7 +411,11 @@ class Replication:
             op = delta[0] if isinstance(delta, list) and delta else None
             if op == "s+":  # a worker's resync begins (workers/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
-                self._resynced.add(worker)
+                if delta[2:] != ["fresh"]:  # a fresh worker holds none of the restored ones
+                    self._resynced.add(worker)
+                continue
+            if op == "y":  # a worker let go of what a joiner takes (workers/deltas.py rule 4)
+                self._note_yield(worker, delta)
                 continue
             if op == "s-":
                 if sweep is not None:
@@ -310,6 +431,9 @@ class Replication:
                 continue
             if sweep is not None and op == "c":
                 sweep.add(delta[1] + "\0" + delta[2])
+            if op == "c" and (worker in self._joining or worker not in self._workers):
+                # its own (and one we have not read joining yet): never handed back to it
+                self._own_new.setdefault(worker, set()).add(delta[1] + "\0" + delta[2])
             good.append(delta)
         updates = self.publisher.publish(good)
         for upd in updates:
@@ -345,6 +469,7 @@ class Replication:
         now = self.loop.time()
         if self.failover is not None:
             self.failover.tick(now)
+        self._track_workers(now)
         if self.persist is not None:
             self.persist.sync()
             # not while restored dialogs wait for a decision or the workers: a snapshot of
@@ -498,6 +623,25 @@ class Restore:
     decided: bool = False
     workers: frozenset[str] = frozenset()
     since: float = 0.0
+    #: loop time of the load, and how many workers the last run had (``RESTORE_WAIT_S``)
+    started: float = 0.0
+    expect_workers: int = 0
+
+
+def _read_count(directory: Path) -> int:
+    try:
+        return max(0, min(1024, int((directory / WORKERS_FILE).read_text().strip())))
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_count(directory: Path, count: int) -> None:
+    tmp = directory / (WORKERS_FILE + ".tmp")
+    try:
+        tmp.write_text(f"{count}\n")
+        os.replace(tmp, directory / WORKERS_FILE)
+    except OSError as exc:
+        log.warning("workers_count_not_written", error=str(exc))
 
 
 def _asker(frame: zmq.Frame, ident: bytes) -> bytes:

@@ -1,4 +1,5 @@
-"""Fixtures every test package shares: a ZeroMQ context that cannot outlive its test.
+"""Fixtures every test package shares: a ZeroMQ context that cannot outlive its test, and a
+``tmp_path`` short enough to hold a node's run directory.
 
 Modelled on pyzmq's own tests/conftest.py (``sockets`` closed with linger 0,
 ``term_context`` bounded by a thread join instead of hanging the session).
@@ -7,9 +8,11 @@ Modelled on pyzmq's own tests/conftest.py (``sockets`` closed with linger 0,
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,19 @@ from hypothesis import HealthCheck, settings
 #: mutmut runs a test method again in one process, on a new instance of its (stateless) class
 settings.register_profile("mutation", derandomize=True, deadline=None, database=None,
                           suppress_health_check=[HealthCheck.differing_executors])  # fmt: skip
+
+#: characters of the test's name in its ``tmp_path``: a run directory under it must stay within
+#: conf/rundir.py's 76 bytes (ipc paths are short), and under pytest-xdist the base adds
+#: ``popen-gwN/`` to ``/tmp/pytest-of-<user>/pytest-<n>/``
+TMP_NAME_CHARS = 16
+
+
+@pytest.fixture
+def tmp_path(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pytest's ``tmp_path`` (same base, numbering and retention) with a shorter name."""
+    name = re.sub(r"\W", "_", request.node.name)[:TMP_NAME_CHARS]
+    return tmp_path_factory.mktemp(name, numbered=True)
+
 
 #: ``term()`` after every socket is closed with linger 0 takes milliseconds; past this, a
 #: socket the context does not track (or a thread the test left running) still holds it

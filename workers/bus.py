@@ -17,6 +17,9 @@ Rules:
    dropped and counted (``drop_unknown_ingress``).
 5. An IN envelope whose ingress ident could name a file elsewhere (``conf.sockets.valid_ident``)
    is refused and counted as ``drop_bad_ident``.
+6. A ``FWD`` is an IN another worker of the node passed on to us, the owner of its Call-ID
+   after dialogs moved; ``HANDED`` says a source sent every dialog it owed us
+   (``workers/handover.py``). Both come only from the node's run directory, like the rest.
 """
 
 from __future__ import annotations
@@ -61,6 +64,8 @@ class IngressBus:
         on_timer: OnTimer | None = None,
         on_adopt: OnAdopt | None = None,
         on_release: OnAdopt | None = None,
+        on_forward: OnBatch | None = None,
+        on_handed: OnAdopt | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
@@ -73,6 +78,9 @@ class IngressBus:
         self._on_timer = on_timer
         self._on_adopt = on_adopt
         self._on_release = on_release
+        self._on_forward = on_forward
+        self._on_handed = on_handed
+        self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
@@ -123,19 +131,44 @@ class IngressBus:
             self.flush()
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
-        if env.kind == envelope.KIND_IN:
+        if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_FWD:
             if not sockets.valid_ident(env.header[0]):  # we answer to the ingress it names
                 self._meter.counters["drop_bad_ident"] += 1
                 self._refused.note(self._loop.time(), reason="malformed ingress ident",
                                    ingress=env.header[0][:80])  # fmt: skip
                 return
-            self._on_batch(env.header[0], env.header[1], env.payloads)
+            if env.kind == envelope.KIND_IN:
+                self._on_batch(env.header[0], env.header[1], env.payloads)
+            elif self._on_forward is not None:
+                self._on_forward(env.header[0], env.header[1], env.payloads)
+        elif env.kind == envelope.KIND_HANDED and self._on_handed is not None:
+            self._on_handed(env.header)
         elif env.kind == envelope.KIND_TIMER and self._on_timer is not None:
             self._on_timer(env.header, env.payloads)
         elif env.kind == envelope.KIND_ADOPT and self._on_adopt is not None:
             self._on_adopt(env.header)
         elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
             self._on_release(env.header)
+
+    def forward(self, worker: str, ep: str, ingress: str, meta: list[Any], raw: bytes) -> bool:
+        """Rule 6: one message to the node's worker ``worker`` (at ``ep``, read from the run
+        directory) as a ``FWD``; False (counted) when its pipe is full."""
+        sock = self._workers.get(worker)
+        if sock is None:
+            sock = self._workers[worker] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
+        try:
+            sock.send_multipart(envelope.pack(envelope.KIND_FWD, [ingress, [meta]], [raw]),
+                                zmq.NOBLOCK)  # fmt: skip
+        except zmq.Again:
+            self._meter.counters["drop_forward_full"] += 1
+            return False
+        self._meter.counters["forwarded"] += 1
+        return True
+
+    def forget_worker(self, worker: str) -> None:
+        sock = self._workers.pop(worker, None)
+        if sock is not None:
+            sock.close(linger=0)
 
     def _connect(self, ingress: str, ep: str) -> PushPipe:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
@@ -167,3 +200,5 @@ class IngressBus:
         sockets.unlink(self.endpoint)
         for pipe in self._pipes.values():
             pipe.close(linger_ms=sockets.LINGER_MS)
+        for sock in self._workers.values():
+            sock.close(linger=sockets.LINGER_MS)

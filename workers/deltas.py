@@ -5,7 +5,9 @@ Rules:
    ``PushPipe`` (``stateplane-deltas.ipc``). A send the pipe cannot take (the state plane is
    stopped or far behind) loses that batch: counted ``drop_deltas``, and the worker now owes
    the state plane a **resync**; so does a batch the table itself dropped (``deltas_dropped``).
-2. A resync starts at a heartbeat once the pipe has drained: ``["s+", worker, ""]``, then
+2. A resync starts at a heartbeat once the pipe has drained: ``["s+", worker, ""]`` (or
+   ``"fresh"`` when no state plane has handed this worker its dialogs yet: it holds none from
+   before, so a restore still owes it those it owns), then
    every live dialog of the table as a "c" delta in batches of ``RESYNC_CHUNK``, one batch
    per loop turn, then ``["s-", worker, ""]``, all through the same pipe, in order with the
    live deltas. The state plane replaces each dialog it hears and, at ``s-``, removes the
@@ -18,6 +20,9 @@ Rules:
    soon as it sees a new state plane, i.e. the socket file of ``stateplane-deltas.ipc`` is
    another file than the one it saw at the previous heartbeat (inode and change time). The
    first file a worker sees owes nothing: the state plane started with it or before it.
+5. A worker that let go of the dialogs a joining worker takes says so with
+   ``["y", worker, joiner]`` after its live deltas, so the state plane hands the joiner
+   those dialogs from its mirror only once it holds their last state (``workers/handover.py``).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from conf.pipe import PushPipe
@@ -47,6 +52,8 @@ class DeltaLink:
         self.owed = False
         self._dropped_seen = 0
         self._resync: Iterator[list[list[Any]]] | None = None
+        #: whether no state plane has handed this worker anything yet (rule 2's ``fresh``)
+        self.fresh: Callable[[], bool] = lambda: False
 
     def after_iteration(self) -> None:
         """Rule 1."""
@@ -57,6 +64,14 @@ class DeltaLink:
         if t.deltas and not self.pipe.add(t.take_deltas(), b""):
             self.counters["drop_deltas"] += 1
             self.owed = True
+
+    def yielded(self, joiner: str) -> None:
+        """Rule 5."""
+        self.after_iteration()  # what changed before is older than the marker
+        if not self.pipe.add([["y", self.worker_id, joiner]], b""):
+            self.counters["drop_deltas"] += 1  # the joiner's hand-over waits to its deadline
+            return
+        self.pipe.flush()
 
     def heartbeat(self) -> None:
         """Rule 2: start a resync when one is owed and the pipe has room again."""
@@ -81,7 +96,7 @@ class DeltaLink:
         return seen is not None and seen != self._file
 
     def _batches(self) -> Iterator[list[list[Any]]]:
-        yield [["s+", self.worker_id, ""]]
+        yield [["s+", self.worker_id, "fresh" if self.fresh() else ""]]
         keys = self.table.keys()
         for start in range(0, len(keys), RESYNC_CHUNK):
             now, wall = self.loop.time(), time.time()

@@ -339,7 +339,7 @@ class DialogTable:
         self.counters: dict[str, int] = {
             "processed": 0, "expired": 0, "failed": 0, "cancelled": 0, "timeout": 0,
             "refused": 0, "ended": 0, "deltas_dropped": 0, "adopted": 0, "handed_back": 0,
-            "adopt_refused": 0,
+            "adopt_refused": 0, "let_go": 0,
         }  # fmt: skip
 
     def __len__(self) -> int:
@@ -665,6 +665,24 @@ class DialogTable:
             self._delta("t", dlg, cause, "", wall)
             n += 1
         self.counters["handed_back"] += n
+        return n
+
+    def let_go(self, keys: Iterable[str]) -> int:
+        """Give up these dialogs to the worker that now owns their Call-IDs (it adopts them
+        from the state plane's mirror, ``workers/handover.py``): out of the table with their
+        profile counts, and nothing else: no CDR, no delta (the mirror must keep them), no
+        timer cancel (the new owner re-arms the same key). Returns the count."""
+        n = 0
+        for key in keys:
+            dlg = self._table.pop(key, None)
+            if dlg is None:
+                continue
+            self.profiles.remove(dlg.members)
+            if dlg.state < C:
+                self._pending -= 1
+            dlg.state = T
+            n += 1
+        self.counters["let_go"] += n
         return n
 
     def forget(self, call_id: str, from_tag: str, cause: str, wall: float) -> None:

@@ -43,7 +43,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             if worker.rate_share is not None:
                 tg.create_task(process.every(SHARE_INTERVAL_S, stop, worker.share_tick))
     finally:
-        # say "down" first so ingresses route new calls elsewhere, then finish what we hold
+        # our socket file goes first: the other workers and the state plane read that we
+        # leave (our dialogs then move to their new owners from the state plane's mirror once
+        # we are gone, workers/handover.py); then "down" so ingresses route new calls
+        # elsewhere, then we finish what we hold
+        sockets.unlink(worker.bus.endpoint)
         worker.bus.heartbeat("down")
         await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
         await worker.aclose()

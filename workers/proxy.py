@@ -141,10 +141,15 @@ class Listeners:
     def __init__(self, listen: list[Listener]) -> None:
         self.listen = listen
         self._addrs = {(lst.address, lst.port) for lst in listen}
+        #: our Via up to the branch value, per listener (``pick`` returns one of ``listen``,
+        #: which these hold alive, so ``id`` names it): a frozen dataclass hashes all its
+        #: fields on every lookup, which cost ~2 % of a worker's time as a cache key
+        self.via_prefixes = {id(lst): _via_prefix(lst.transport, lst) for lst in listen}
 
     def is_us(self, host: str, port: int | None, transport: str = "udp") -> bool:
-        default = 5061 if transport.lower() == "tls" else 5060
-        return (host, port or default) in self._addrs
+        if not port:  # the transport matters only for the default port
+            port = 5061 if transport.lower() == "tls" else 5060
+        return (host, port) in self._addrs
 
     def uri_is_us(self, uri: Uri) -> bool:
         return uri.is_sip and self.is_us(uri.host_plain, uri.port, uri.param("transport") or "")
@@ -162,7 +167,6 @@ def _hash(text: str, size: int) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=size).hexdigest()
 
 
-@functools.lru_cache(maxsize=64)
 def _via_prefix(transport: str, lst: Listener) -> bytes:
     return f"Via: SIP/2.0/{transport.upper()} {_hostport(lst)};branch=".encode()
 
@@ -181,7 +185,7 @@ class StatelessProxy:
         self.listeners = Listeners(settings.listen)
         self._supported = frozenset(t.lower() for t in settings.proxy.proxy_require_supported)
         #: Record-Route lines by (inbound transport, local address, outbound listener): few
-        self._rr_cache: dict[tuple[str, str, int, Listener], bytes] = {}
+        self._rr_cache: dict[tuple[str, str, int, int], bytes] = {}
         #: ``[[ratelimit]]`` pipes (rule 9); the worker sets ``now`` (monotonic) and ``load``
         #: (its busy ratio) before each batch, as they are the same for all its messages
         self.ratelimit = RateLimiter(settings.ratelimit) if settings.ratelimit else None
@@ -296,7 +300,7 @@ class StatelessProxy:
         routes, uri = plan.routes, plan.uri
         branch = self._branch(req, uri, routes, attempt)  # raises LoopDetected
         edits: list[Edit] = []
-        via = _via_prefix(transport, out_lst) + branch.encode()
+        via = self.listeners.via_prefixes[id(out_lst)] + branch.encode()
         if inb.transport == "tcp":
             via += f";{CONN_PARAM}={self.tags.mint(inb.ingress, inb.conn)}".encode()
         edits.append((req.line_end, req.line_end, via + CRLF))
@@ -418,7 +422,7 @@ class StatelessProxy:
         return f"{BRANCH_PREFIX}{_hash(txn, 8)}.{loop}"
 
     def _record_route(self, inb: Inbound, out_lst: Listener) -> bytes:
-        key = (inb.transport, inb.local_ip, inb.local_port, out_lst)
+        key = (inb.transport, inb.local_ip, inb.local_port, id(out_lst))  # as via_prefixes
         rr = self._rr_cache.get(key)
         if rr is None:
             rr = self._rr_cache[key] = self._build_record_route(inb, out_lst)

@@ -36,6 +36,7 @@ from workers.cdr import CdrWriter, cdr_key
 from workers.deltas import DeltaLink
 from workers.dispatcher import Dispatcher, probe_share
 from workers.dns import DnsError, Resolver, ResolverConfig
+from workers.handover import STATEPLANE, Forward, HoldGate, Withheld, vanished_source
 from workers.limits import SharedLimits
 from workers.location import Location
 from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
@@ -50,6 +51,8 @@ MAX_LISTED = 10_000
 MAX_JOBS = 4096
 #: drops logged aggregated (module docstring): what a peer sends us that we never asked for
 LOGGED_DROPS = frozenset({"stray_response", "forged_tag"})
+#: a message that needs a dialog we lack re-reads the node's workers at most this often
+PEERS_RECHECK_S = 0.02
 
 log = structlog.get_logger()
 
@@ -123,9 +126,22 @@ class Worker:
         rl = self.proxy.ratelimit
         if rl is not None and rl.shared:
             self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
+        #: dialogs moving between workers (workers/handover.py): what we wait for and hold
+        self.gate = HoldGate()
+        self._peers_read_at = -1.0
+        #: the message in hand came forwarded (never again) / is served as it is (no holding)
+        self._forwarded = self._unheld = False
+        #: a state plane has told us HANDED (before that, a resync of ours says "fresh")
+        self._plane_heard = False
+        if self.stateful is not None and self.stateful.dialogs is not None:
+            self.stateful.screen = self._screen
+            if self.deltas is not None:  # restored or adopted dialogs come from the state plane
+                self.gate.expect(STATEPLANE, self.loop.time())
+                self.deltas.fresh = lambda: not self._plane_heard
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
-                              on_adopt=self._on_adopt, on_release=self._on_release)  # fmt: skip
+                              on_adopt=self._on_adopt, on_release=self._on_release,
+                              on_forward=self._on_forward, on_handed=self._on_handed)  # fmt: skip
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             "stats": self._ctl_stats,
@@ -149,6 +165,10 @@ class Worker:
         if self.stateful is not None:
             self.refresh_peers()
             self._arm_timer()  # a timer callback that raised (conf/guard.py) left none armed
+            expired = self.gate.expire(self.loop.time())
+            if expired:
+                log.warning("handover_wait_expired", sources=expired, held=len(self.gate))
+            self._release_held()
         if self.limits is not None:
             self.limits.heartbeat(self.loop.time())
         if self.deltas is not None:
@@ -175,6 +195,7 @@ class Worker:
                 out["timers"] = {"armed": len(self.timers), **self.timers.counters}
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
+                out["handover"] = self.gate.stats()
             if self.limits is not None:
                 out["limits"] = self.limits.stats()
         return out
@@ -206,13 +227,99 @@ class Worker:
         return owner is None or owner == self.worker_id
 
     def refresh_peers(self) -> None:
-        """Re-read the node's workers (every heartbeat) and share probing out among them."""
+        """Re-read the node's workers (every heartbeat) and share probing out among them; a
+        worker gone (killed, or stopping: it removed its socket file first) means its dialogs
+        come to their new owners from the state plane (workers/handover.py rule 1)."""
+        now = self.loop.time()
+        self._peers_read_at = now
         found = sockets.live_endpoints(self.settings.node.run_dir, "worker")
         found.setdefault(self.worker_id, "")
         if set(found) == set(self.peers.idents):
             return
+        known = set(self.peers.idents)
+        moving = self.deltas is not None and self.stateful is not None and (
+            self.stateful.dialogs is not None)  # fmt: skip
+        for ident in known - set(found) - {self.worker_id}:
+            if moving:
+                self.gate.expect(vanished_source(ident), now)
+            self.bus.forget_worker(ident)
         self.peers = WorkerSet.fixed(found)
+        joined = set(found) - known - {self.worker_id}
+        if moving and joined:
+            self._let_joiners_take(joined)
         self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
+
+    def _let_joiners_take(self, joined: set[str]) -> None:
+        """Workers joined: the dialogs whose Call-IDs they own now leave us silently (the
+        state plane's mirror holds them), and a ``y`` marker each tells the state plane it
+        may hand them over (workers/deltas.py rule 4); what still reaches us for them is
+        passed on (``_screen``)."""
+        assert self.stateful is not None and self.stateful.dialogs is not None
+        assert self.deltas is not None
+        table, owner = self.stateful.dialogs, self.peers.owner
+        keys = [k for k in table.keys()  # noqa: SIM118 (a DialogTable is not iterable)
+                if owner(k.partition("\0")[0].encode("utf-8", "surrogateescape")) in joined]  # fmt: skip
+        n = table.let_go(keys)
+        for ident in sorted(joined):
+            self.deltas.yielded(ident)
+        if n:
+            log.info("dialogs_let_go", joined=sorted(joined), dialogs=n)
+
+    def _screen(self, call_id: str) -> None:
+        """``StatefulProxy`` rule 10: a message needing a dialog we do not hold goes to the
+        Call-ID's owner if that is another worker now, and waits here while a hand-over is
+        expected (workers/handover.py rule 2)."""
+        if self._unheld:
+            return
+        if self.loop.time() - self._peers_read_at > PEERS_RECHECK_S:
+            self.refresh_peers()  # an ingress may know of a change before our heartbeat
+        if not self._forwarded:
+            owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))
+            if owner is not None and owner != self.worker_id:
+                raise Forward(owner)
+        if self.gate.pending():
+            raise Withheld
+
+    def _forward(self, owner: str, ingress: str, meta: list[Any], raw: bytes) -> None:
+        """Pass one message on to the worker that owns its Call-ID (``FWD``, never again)."""
+        try:
+            ep = self.peers.endpoint(owner)
+        except KeyError:
+            self.meter.counters["drop_forward_gone"] += 1
+            return
+        self.bus.forward(owner, ep, ingress, meta, raw)
+
+    def _on_forward(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        self._forwarded = True
+        try:
+            self._on_batch(ingress, metas, payloads)
+        finally:
+            self._forwarded = False
+
+    def _on_handed(self, header: list[Any]) -> None:
+        """A source sent every dialog it owed us (workers/handover.py rule 1)."""
+        source, to = header
+        if to != self.worker_id:
+            self.meter.counters["drop_handed_not_ours"] += 1
+            return
+        self.gate.handed(source, self.loop.time())
+        self._plane_heard = self._plane_heard or source == STATEPLANE
+        log.info("handover_received", source=source, waiting=self.gate.expected,
+                 held=len(self.gate))  # fmt: skip
+        self._release_held()
+
+    def _release_held(self) -> None:
+        """Rule 4: once nothing is expected, serve what was held, by the Call-ID's owner now."""
+        for item in self.gate.take_released():
+            self._serve_held(item)
+
+    def _serve_held(self, item: tuple[str, list[Any], bytes, bool], unheld: bool = False) -> None:
+        ingress, meta, raw, forwarded = item
+        self._forwarded, self._unheld = forwarded, unheld
+        try:
+            self._on_batch(ingress, [meta], [raw])
+        finally:
+            self._forwarded = self._unheld = False
 
     def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
         t0 = time.perf_counter()
@@ -246,6 +353,14 @@ class Worker:
                 counters["drop_" + d.reason] += 1
                 if d.reason in LOGGED_DROPS:
                     self._dropped(d.reason, inb)
+                continue
+            except Withheld:  # its dialog is on its way here (workers/handover.py)
+                oldest = self.gate.hold((ingress, meta, raw, self._forwarded))
+                if oldest is not None:
+                    self._serve_held(oldest, unheld=True)
+                continue
+            except Forward as f:
+                self._forward(f.owner, ingress, meta, raw)
                 continue
             except Exception:  # a bug must cost one message, not the process
                 counters["drop_bug"] += 1

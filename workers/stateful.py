@@ -37,6 +37,10 @@ Rules:
    table (``TransactionTable.hold``) and its context is dropped: for the 32 s of Timers L
    and M a retransmitted INVITE is absorbed, the ACK goes on (rule 4), and a retransmitted
    2xx goes upstream where the 2xx went. A call costs ~470 B in that time instead of ~1.27 KB.
+10. A message that needs a dialog this worker does not hold (an in-dialog request, a CANCEL
+   without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
+   worker sets one: while dialogs move between workers it raises ``Withheld`` or
+   ``Forward`` (``workers/handover.py``) instead of letting the message go on statelessly.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ import heapq
 import itertools
 import secrets
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -161,6 +166,8 @@ class StatefulProxy:
                                    emit_deltas=False, external_timers=external_timers,
                                    ) if settings.dialogs.enabled else None  # fmt: skip
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
+        #: rule 10: called with the Call-ID of a message whose dialog is not here
+        self.screen: Callable[[str], None] | None = None
         self._bye_seq = itertools.count()
         #: calls refused by a call limit, for the worker to log (one event each)
         self.refused: list[dict[str, Any]] = []
@@ -198,6 +205,8 @@ class StatefulProxy:
         """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``); ``wall``
         is epoch seconds, for CDRs."""
         msg = self.sl.parse(raw, inb)
+        if self.screen is not None and self._dialog_absent(msg):
+            self.screen(msg.call_id)
         self.wall = wall
         outs = self._begin()
         if isinstance(msg, Response):
@@ -206,6 +215,20 @@ class StatefulProxy:
             self._on_request(msg, inb, now)
         self._drain(now)
         return outs
+
+    def _dialog_absent(self, msg: Request | Response) -> bool:
+        """Rule 10: ``msg`` would need a dialog, and none is held here."""
+        if self.dialogs is None:
+            return False
+        if isinstance(msg, Response):
+            if msg.cseq_method != "INVITE":
+                return False
+        elif msg.method == "CANCEL":
+            if self.table.invite_for(msg) is not None:
+                return False
+        elif msg.to.tag is None:
+            return False
+        return self.dialogs.match(msg) is None
 
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()

@@ -139,7 +139,7 @@ class Uri:
 class Via:
     """One via-parm (RFC 3261 §20.42). ``params`` is split into a dict on first use."""
 
-    __slots__ = ("_params", "host", "port", "raw", "transport")
+    __slots__ = ("_branch", "_params", "host", "port", "raw", "transport")
 
     def __init__(
         self, raw: bytes, transport: str, host: str, port: int | None, params: Params | str
@@ -149,6 +149,7 @@ class Via:
         self.host = host
         self.port = port
         self._params = params
+        self._branch: str | None | object = _UNSET
 
     @property
     def params(self) -> Params:
@@ -159,7 +160,12 @@ class Via:
 
     @property
     def branch(self) -> str | None:
-        return self.params.get("branch")
+        # read several times per message (proxy, transaction keys, dialogs): kept once found,
+        # which rule 3 allows as it is derived from the view's own text
+        b = self._branch
+        if b is _UNSET:
+            b = self._branch = self.params.get("branch")
+        return b  # type: ignore[return-value]
 
     @property
     def received(self) -> str | None:
@@ -180,7 +186,7 @@ class NameAddr:
     ``uri`` and ``params`` are built on first use from text the grammar already validated.
     """
 
-    __slots__ = ("_params", "_uri", "display", "raw")
+    __slots__ = ("_params", "_tag", "_uri", "display", "raw")
 
     def __init__(
         self, raw: bytes, display: str | None, uri: Uri | str, params: Params | str
@@ -189,6 +195,7 @@ class NameAddr:
         self.display = display
         self._uri = uri
         self._params = params
+        self._tag: str | None | object = _UNSET
 
     @property
     def uri(self) -> Uri:
@@ -206,10 +213,16 @@ class NameAddr:
 
     @property
     def tag(self) -> str | None:
-        p = self._params
-        if isinstance(p, str) and "tag" not in p.lower():
-            return None  # no parameter could be a tag: skip the split
-        return self.params.get("tag")
+        # read ~5 times per message in the stateful core: kept once found (as Via.branch)
+        t = self._tag
+        if t is _UNSET:
+            p = self._params
+            if isinstance(p, str) and "tag" not in p.lower():
+                t = None  # no parameter could be a tag: skip the split
+            else:
+                t = self.params.get("tag")
+            self._tag = t
+        return t  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         return f"NameAddr({self.raw!r})"

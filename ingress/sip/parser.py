@@ -33,7 +33,6 @@ from ingress.sip.errors import (
 from ingress.sip.grammar import (
     CALL_ID_RE,
     CSEQ_MAX,
-    STATUS_CODE_RE,
     TOKEN_B_RE,
     VERSION_RE,
     parse_name_addr,
@@ -397,7 +396,8 @@ def _response(
 ) -> Response:
     version, _, rest = start_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
-    if STATUS_CODE_RE.fullmatch(code) is None:
+    # STATUS_CODE_RE without the regex call (bytes.isdigit is ASCII only, as \d in bytes)
+    if len(code) != 3 or not code.isdigit() or not 49 <= code[0] <= 54:  # 1-6
         raise BadRequest("malformed status line")
     if version != b"SIP/2.0":
         _version(version)
@@ -405,8 +405,11 @@ def _response(
         raise BadRequest(bad)
     vias, seen = _fields(headers, trusted)
     cseq, cseq_method_b = _cseq(seen["cseq"])
-    if TOKEN_B_RE.fullmatch(cseq_method_b) is None:
-        raise BadRequest("malformed cseq method")
+    cseq_method = _METHOD_NAMES.get(cseq_method_b)  # a known method is a token already
+    if cseq_method is None:
+        if TOKEN_B_RE.fullmatch(cseq_method_b) is None:
+            raise BadRequest("malformed cseq method")
+        cseq_method = cseq_method_b.decode("ascii")
     return Response(
         data,
         headers,
@@ -415,7 +418,7 @@ def _response(
         _body_end(data, seen.get("content-length"), body_start),
         seen["call-id"].decode("ascii"),
         cseq,
-        cseq_method_b.decode("ascii"),
+        cseq_method,
         vias,
         parse_name_addr(seen["from"]),
         parse_name_addr(seen["to"]),

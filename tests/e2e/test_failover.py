@@ -14,7 +14,17 @@ from pathlib import Path
 import pytest
 
 from .conftest import StartNode
-from .node import Node, Proc, UacRun, assert_clean_stop, free_port, sipp_uac
+from .node import (
+    REPO,
+    VENV_BIN,
+    Node,
+    Proc,
+    UacRun,
+    assert_clean_stop,
+    env_for,
+    free_port,
+    sipp_uac,
+)
 from .test_ctl import ctl
 from .test_dialogs import cdrs, dialogs
 from .test_replication import live_dialogs, poll, stateplane
@@ -280,14 +290,9 @@ def test_backup_expires_taken_over_calls(start_node: StartNode, uas: Uas,
     assert all(3500 <= int(str(r["talk_ms"])) <= 8000 for r in rows), rows
 
 
-def test_a_node_restarted_alone_comes_back_with_its_calls(start_node: StartNode, uas: Uas,
-                                                           tmp_path: Path) -> None:  # fmt: skip
-    """One node with persistence: 20 answered calls, the node SIGKILLed and started again on
-    the same configuration: it restores the 20 dialogs from its snapshot and journal, the
-    callers' BYEs (retransmitted across the outage) are served, 20 CDRs, nothing twice."""
-    dport, _ = uas("u1")
-    persist = f'replicate = true\npersist_dir = "{tmp_path / "state"}"\n'
-    extra = f"""
+def persisted(tmp_path: Path) -> str:
+    """One node, stateful, dialogs with a CDR file, its dialogs kept on disk."""
+    return f"""
 [proxy]
 mode = "stateful"
 
@@ -296,8 +301,18 @@ enabled = true
 cdr_file = "{tmp_path / "cdr"}"
 
 [stateplane]
-{persist}"""
-    a = start_node(dport, "worker=2", extra, name="node-a")
+replicate = true
+persist_dir = "{tmp_path / "state"}"
+"""
+
+
+def test_a_node_restarted_alone_comes_back_with_its_calls(start_node: StartNode, uas: Uas,
+                                                           tmp_path: Path) -> None:  # fmt: skip
+    """One node with persistence: 20 answered calls, the node SIGKILLed and started again on
+    the same configuration: it restores the 20 dialogs from its snapshot and journal, the
+    callers' BYEs (retransmitted across the outage) are served, 20 CDRs, nothing twice."""
+    dport, _ = uas("u1")
+    a = start_node(dport, "worker=2", persisted(tmp_path), name="node-a")
     run = UacRun.start(a.port, "u1", CALLS, 20, tmp_path, timeout_s=60, extra=("-d", "12000"))
     again = None
     try:
@@ -307,8 +322,9 @@ cdr_file = "{tmp_path / "cdr"}"
         again = Node.start(a.conf, a.run_dir, a.port, "worker=2")
         (loaded,) = again.proc.wait_events("persistence_loaded", 1, timeout_s=5)
         assert loaded["dialogs"] == CALLS and loaded["torn"] == 0, loaded
-        (restored,) = again.proc.wait_events("dialogs_restored", 1, timeout_s=10)
+        (restored,) = again.proc.wait_events("dialogs_restored", 1, timeout_s=15)
         assert restored["dialogs"] == CALLS and restored["lost"] == 0, restored
+        assert restored["workers"] == 2, restored  # the last run's two, not the first up
         res = run.wait()
     finally:
         run.kill()
@@ -316,6 +332,52 @@ cdr_file = "{tmp_path / "cdr"}"
             rc, output = again.stop()
             assert_clean_stop(rc, output)
     assert (res.successful, res.failed) == (CALLS, 0), res.output
+    rows = cdrs(tmp_path / "cdr")
+    assert len(rows) == CALLS and {r["cause"] for r in rows} == {"bye"}, rows
+    assert len({r["call_id"] for r in rows}) == CALLS
+
+
+def held(node: Node) -> int:
+    """Messages the node's workers hold for dialogs on their way (workers/handover.py)."""
+    replies = ctl(node.conf, "stats")["stats"]
+    return sum(int(r.get("handover", {}).get("held", 0)) for r in replies  # type: ignore[attr-defined]
+               if r.get("role") == "worker")  # fmt: skip
+
+
+def test_byes_before_the_restore_wait_for_their_dialogs(start_node: StartNode, uas: Uas,
+                                                       tmp_path: Path) -> None:  # fmt: skip
+    """Issue 11's lost CDRs: callers that hang up after a node restarted but before its state
+    plane handed the restored dialogs to the workers. The restarted node runs without its
+    state plane until the 20 BYEs have reached the workers: they hold them (a worker expects
+    the state plane's hand-over when it starts); the state plane, started by hand, restores
+    the 20 dialogs and says HANDED, and the held BYEs are served with their dialogs: every
+    call ends once, 20 CDRs with cause bye. Served at once they went on statelessly and no
+    CDR was ever written."""
+    dport, _ = uas("u1")
+    a = start_node(dport, "worker=2", persisted(tmp_path), name="node-a")
+    run = UacRun.start(a.port, "u1", CALLS, 20, tmp_path, timeout_s=60, extra=("-d", "8000"))
+    again = plane = None
+    try:
+        assert poll(lambda: stateplane(a)["owned"] == CALLS
+                    and live_dialogs(a) == CALLS, 10), stateplane(a)  # fmt: skip
+        a.kill()
+        again = Node.start(a.conf, a.run_dir, a.port, "worker=2,stateplane=0")
+        assert poll(lambda: held(again) >= CALLS, 12), held(again)
+        plane = Proc.start([os.path.join(VENV_BIN, "sipline"), "stateplane"], env_for(a.conf),
+                           REPO)  # fmt: skip
+        (restored,) = plane.wait_events("dialogs_restored", 1, timeout_s=10)
+        assert restored["dialogs"] == CALLS and restored["lost"] == 0, restored
+        res = run.wait()
+    finally:
+        run.kill()
+        if plane is not None:
+            assert plane.stop() == 0, plane.text()[-3000:]
+        if again is not None:
+            rc, output = again.stop()
+            assert_clean_stop(rc, output)
+    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    handed = again.proc.events("handover_received")
+    assert sum(int(str(e["held"])) for e in handed) >= CALLS, handed
     rows = cdrs(tmp_path / "cdr")
     assert len(rows) == CALLS and {r["cause"] for r in rows} == {"bye"}, rows
     assert len({r["call_id"] for r in rows}) == CALLS

@@ -1,5 +1,6 @@
 """A worker started by hand joins a running node; killing or stopping it costs no more than
-the calls it had in flight, and sipp keeps running."""
+the calls it had in flight, and sipp keeps running. With dialogs, every dialog ends at the
+worker that owns its Call-ID whatever joined, stopped or died (docs/dialogs.md)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,15 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from .conftest import StartNode
 from .node import REPO, VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
+from .test_ctl import ctl
+from .test_dialogs import cdrs, dialogs
+from .test_failover import held
 
 pytestmark = pytest.mark.e2e
 
@@ -93,3 +98,94 @@ def test_sigterm_loses_nothing(
     finally:
         run.kill()
     assert (res.successful, res.failed) == (2400, 0), res.output
+
+
+CHURN_CALLS = 40
+
+
+def node_dialogs(node: Node) -> dict[str, Any]:
+    return ctl(node.conf, "dialogs")["dialogs"]  # type: ignore[return-value]
+
+
+def test_dialogs_follow_their_call_id_through_join_sigterm_and_sigkill(
+    start_node: StartNode, uas: Callable[..., tuple[int, Proc]],
+    hand_worker: Callable[[Node], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Dialogs, CDRs and the state plane's mirror on; one honcho worker and two started by
+    hand; 40 calls whose callee rings 5 s before answering, held 12 s. With some calls
+    answered and the rest still ringing, a third worker joins, one hand-started worker gets
+    SIGTERM and the other SIGKILL: every call completes, the CDR file holds each Call-ID
+    exactly once (cause bye, answered), the trunk profile returns to 0 and no dialog is left
+    anywhere (docs/dialogs.md "Dialogs follow their Call-ID")."""
+    dport, _ = uas("u1", "uas_ring_long")
+    cdr_file = tmp_path / "cdr.jsonl"
+    extra = dialogs(cdr_file, '[[dialog_profile]]\nname = "trunk"\nlimit = 1000\n') + (
+        "\n[stateplane]\nreplicate = true\n")  # fmt: skip
+    node = start_node(dport, "worker=1", extra)
+    term, kill = hand_worker(node), hand_worker(node)
+    run = UacRun.start(node.port, "u1", CHURN_CALLS, 10, tmp_path, timeout_s=90,
+                       extra=("-d", "12000"))  # fmt: skip
+    try:
+        def ringing_and_answered() -> bool:
+            n = node_dialogs(node)["node"]
+            return bool(n["active"] == CHURN_CALLS and 0 < n["early"] < CHURN_CALLS)
+
+        wait_for(ringing_and_answered, "calls both answered and ringing", 20)
+        hand_worker(node)
+        assert term.stop(signal.SIGTERM, timeout_s=5) == 0
+        kill.stop(signal.SIGKILL)
+        wait_for(lambda: bool(node.proc.events("worker_lost")), "the ingress to drop the killed worker")
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (CHURN_CALLS, 0), res.output
+    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 10)
+    assert node_dialogs(node)["profiles"] in ({}, {"trunk": 0}), node_dialogs(node)
+    moved = node.proc.events("worker_dialogs_moved")
+    assert moved, "the state plane moved no dialog"
+    node.stop()  # flushes the CDR writers
+    rows = cdrs(cdr_file)
+    ids = [r["call_id"] for r in rows]
+    assert len(ids) == CHURN_CALLS and len(set(ids)) == CHURN_CALLS, sorted(ids)
+    assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
+
+
+def test_a_killed_workers_byes_wait_for_its_dialogs(
+    start_node: StartNode, uas: Callable[..., tuple[int, Proc]],
+    hand_worker: Callable[[Node], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """A worker SIGKILLed while the state plane is stopped (SIGSTOP), so its dialogs cannot
+    move yet; its callers hang up meanwhile. The worker that owns their Call-IDs now saw it
+    gone and holds those BYEs (it expects the state plane's HANDED for the dead worker); the
+    state plane resumes, moves the dialogs from its mirror, says HANDED, and the held BYEs
+    end the calls: 20 calls complete, 20 CDRs (cause bye), each Call-ID once, none left."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = start_node(dport, "worker=1", dialogs(cdr_file) + "\n[stateplane]\nreplicate = true\n")
+    victim = hand_worker(node)
+    calls = 20
+    run = UacRun.start(node.port, "u1", calls, 10, tmp_path, timeout_s=90, extra=("-d", "9000"))
+    plane = node.pid("stateplane.1")
+    try:
+        wait_for(lambda: node_dialogs(node)["node"]["active"] == calls, "the calls up", 20)
+        rows = node_dialogs(node)["workers"]
+        theirs = sum(int(r["active"]) for r in rows if r["proc"] == f"worker-{victim.popen.pid}")
+        assert 0 < theirs < calls, rows
+        os.kill(plane, signal.SIGSTOP)
+        try:
+            victim.stop(signal.SIGKILL)
+            wait_for(lambda: held(node) >= theirs, "the dead worker's BYEs to be held", 30)
+        finally:
+            os.kill(plane, signal.SIGCONT)
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (calls, 0), res.output
+    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 10)
+    (moved,) = node.proc.events("worker_dialogs_moved")
+    assert moved["dialogs"] == theirs, moved
+    node.stop()  # flushes the CDR writers
+    rows = cdrs(cdr_file)
+    ids = [r["call_id"] for r in rows]
+    assert len(ids) == calls and len(set(ids)) == calls, sorted(ids)
+    assert {r["cause"] for r in rows} == {"bye"}, rows

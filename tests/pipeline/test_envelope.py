@@ -148,3 +148,16 @@ class TestMetaValues:
         assert envelope.unpack(envelope.pack(envelope.KIND_OUT, [[out]], [b"a"])).header == [[out]]
         env = envelope.unpack(envelope.pack(envelope.KIND_IN, ["i", [inb]], [b"a"]))
         assert env.header == ["i", [inb]]
+
+
+def test_handed_and_fwd_envelopes() -> None:
+    """HANDED names a source and its receiver, nothing else; FWD is shaped as an IN."""
+    env = envelope.unpack(envelope.pack(envelope.KIND_HANDED, ["stateplane", "worker.1-7"]))
+    assert env.header == ["stateplane", "worker.1-7"]
+    fwd = envelope.unpack(envelope.pack(envelope.KIND_FWD, ["ingress.1-1", [IN_META]], [b"x"]))
+    assert fwd.kind == envelope.KIND_FWD and fwd.payloads == [b"x"]
+    for bad in (["stateplane"], ["stateplane", 7], ["a", "b", "c"]):
+        with pytest.raises(envelope.EnvelopeError):
+            envelope.unpack(envelope.pack(envelope.KIND_HANDED, bad))
+    with pytest.raises(envelope.EnvelopeError):
+        envelope.unpack(envelope.pack(envelope.KIND_HANDED, ["a", "b"], [b"x"]))

@@ -434,3 +434,24 @@ def test_release_keys_lets_go_of_those_live_here() -> None:
     assert worker.release_keys([keys[0], "gone\0x"], wall, "peer_owns") == 1
     assert keys[0] not in worker and keys[1] in worker and worker.take_cdrs() == []
     assert [(d[0], d[3]) for d in worker.take_deltas()] == [("t", "peer_owns")]
+
+
+def test_let_go_leaves_no_cdr_delta_or_timer_cancel() -> None:
+    """A worker giving dialogs to a joiner (docs/dialogs.md "Dialogs follow their Call-ID"):
+    they leave the table and its profile counts, and nothing else: no CDR (the new owner
+    writes it), no delta (the mirror keeps them for the joiner), no timer cancel (the new
+    owner re-arms the same key); adopted again elsewhere they count once."""
+    now, wall = T0 + 10, W0 + 10
+    records = replicated_calls(answered=2, ringing=1).snapshot(now, wall)
+    old = DialogTable(dialog_settings(profiles=TRUNK), external_timers=True, emit_deltas=True)
+    old.adopt(records, now, wall)
+    old.take_deltas()
+    old.timer_ops.clear()
+    assert old.profile_sizes() == {"trunk": 3}
+    keys = old.keys()
+    assert old.let_go([*keys[:2], "gone\0x"]) == 2
+    assert len(old) == 1 and keys[2] in old and old.profile_sizes() == {"trunk": 1}
+    assert old.take_cdrs() == [] and old.take_deltas() == [] and old.timer_ops == []
+    new = DialogTable(dialog_settings(profiles=TRUNK), external_timers=True)
+    new.adopt([r for r in records if r[0] + "\0" + r[1] in keys[:2]], now, wall)
+    assert new.profile_sizes() == {"trunk": 2}
