@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+import pytest
 import redis
 from redis.cluster import key_slot
 
 from tests.cachedb.helpers import run
 from tests.cachedb.servers import RedisCluster, Server
-from workers.cachedb import open_cachedb
+from workers.cachedb import CacheTimeout, CacheUnavailable, open_cachedb
 
 
 def client(port: int) -> redis.Redis:
@@ -131,3 +132,25 @@ def migrate(cluster: RedisCluster, slot: int, key: str) -> None:
             with client(port) as r:
                 r.execute_command("CLUSTER SETSLOT", slot, "NODE", dst_id)
     assert owner(cluster, key) == dst
+
+
+def test_start_against_a_down_cluster_is_tried_again(own_server: Callable[[str], Server]) -> None:
+    """A client whose first call finds every master down gets a 503-class error, not a
+    crash; once the cluster is back, its next call starts it and succeeds."""
+    cluster = own_server("redis-cluster")
+    assert isinstance(cluster, RedisCluster)
+    cluster.stop()
+
+    async def main() -> None:
+        db = open_cachedb(cluster.url, timeout_s=0.3)
+        try:
+            with pytest.raises((CacheUnavailable, CacheTimeout)) as info:
+                await db.set("k", b"v")
+            assert info.value.status == 503
+            cluster.start()
+            await db.set("k", b"v")
+            assert await db.get("k") == b"v"
+        finally:
+            await db.close()
+
+    run(main)

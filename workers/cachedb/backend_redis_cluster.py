@@ -91,6 +91,9 @@ class RedisClusterCacheDB(RedisOps):
         return await super()._run(op, gated, *args, timeout_s=timeout_s)
 
     async def _start(self) -> None:
+        old = self._starting
+        if old is not None and old.done() and (old.cancelled() or old.exception() is not None):
+            self._starting = None  # failed while no call waited: start again now
         if self._starting is None:
             self._starting = asyncio.ensure_future(self._r.initialize())
             # its failure is read by a caller, or here when every caller has given up
