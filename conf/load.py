@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf import curve, rundir
+from conf import cluster_url, curve, rundir
 from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
@@ -634,7 +634,7 @@ PROBE_FROM_RE = re.compile(r"(?i:sip):[^\s<>\x00-\x1f\x7f\"]+")
 #: statuses a request for one of our users may get when no binding is found (docs/registrar.md)
 REGISTRAR_MISS_STATUSES = (404, 410, 480, 604)
 #: cacheDB URL schemes (workers/cachedb/factory.py; conf/ imports nothing of ours)
-CACHEDB_SCHEMES = ("local", "redis", "rediss", "memcached")
+CACHEDB_SCHEMES = ("local", "redis", "rediss", "redis-cluster", "memcached")
 #: a domain is a host name or an address; IPv6 with or without brackets
 DOMAIN_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-._]*|\[?[0-9A-Fa-f:.]+\]?")
 
@@ -835,8 +835,14 @@ def _check_registrar(f: str, s: Settings) -> None:
             raise ConfigError(f, f"registrar.domains[{i}]", "a host name or an address", domain)
     scheme = r.cachedb_url.partition("://")[0]
     if "://" not in r.cachedb_url or scheme not in CACHEDB_SCHEMES:
-        expected = "a cacheDB URL: local://, redis://host:port/db or memcached://host:port"
+        expected = ("a cacheDB URL: local://, redis://host:port/db, "
+                    "redis-cluster://host:port[,host:port...]/ or memcached://host:port")  # fmt: skip
         raise ConfigError(f, "registrar.cachedb_url", expected, r.cachedb_url)
+    if scheme == cluster_url.SCHEME:
+        try:
+            cluster_url.parse(r.cachedb_url)
+        except ValueError as exc:
+            raise ConfigError(f, "registrar.cachedb_url", str(exc), r.cachedb_url) from None
     if r.min_expires_s > r.max_expires_s:
         expected = f"at most registrar.max_expires_s ({r.max_expires_s})"
         raise ConfigError(f, "registrar.min_expires_s", expected, r.min_expires_s)

@@ -300,9 +300,10 @@ class Registrar:
     with the host of the Request-URI and of the To URI. Empty: the addresses of the
     ``[[listen]]`` tables."""
     cachedb_url: str = "local://"
-    """Where bindings are kept: ``local://`` (the node's stateplane), ``redis://host:port/db``
-    or ``memcached://host:port`` (``docs/cachedb.md``). Use a shared server when other nodes
-    must find the same registrations."""
+    """Where bindings are kept: ``local://`` (the node's stateplane), ``redis://host:port/db``,
+    ``redis-cluster://host:port[,host:port...]/`` (a Redis Cluster by its seed nodes, each
+    with its port) or ``memcached://host:port`` (``docs/cachedb.md``). Use a shared server or
+    cluster when other nodes must find the same registrations."""
     cachedb_slow_ms: float = field(default=100.0, metadata=_range(0, 60_000))
     """A cacheDB call slower than this logs ``cachedb_slow`` (backend, op, milliseconds and
     the Call-ID of the request that waited for it)."""

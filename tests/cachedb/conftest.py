@@ -6,36 +6,42 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.cachedb.servers import Server
+from tests.cachedb.servers import RedisCluster, Server
 
-BACKENDS = ["local", "redis", "memcached"]
+BACKENDS = ["local", "redis", "redis-cluster", "memcached"]
+
+
+def make(name: str) -> Server | RedisCluster:
+    return RedisCluster() if name == "redis-cluster" else Server(name)
 
 
 @pytest.fixture(scope="session")
-def _shared() -> Iterator[dict[str, Server]]:
-    started: dict[str, Server] = {}
+def _shared() -> Iterator[dict[str, Server | RedisCluster]]:
+    started: dict[str, Server | RedisCluster] = {}
     yield started
     for server in started.values():
         server.cleanup()
 
 
 @pytest.fixture(params=BACKENDS)
-def server(request: pytest.FixtureRequest, _shared: dict[str, Server]) -> Server:
+def server(
+    request: pytest.FixtureRequest, _shared: dict[str, Server | RedisCluster]
+) -> Server | RedisCluster:
     """The session's running server of each backend (tests use keys of their own)."""
     name: str = request.param
     if name not in _shared:
-        _shared[name] = Server(name)
+        _shared[name] = make(name)
         _shared[name].start()
     return _shared[name]
 
 
 @pytest.fixture
-def own_server() -> Iterator[Callable[[str], Server]]:
+def own_server() -> Iterator[Callable[[str], Server | RedisCluster]]:
     """Start a server this test alone uses (and may stop, pause or restart)."""
-    made: list[Server] = []
+    made: list[Server | RedisCluster] = []
 
-    def start(name: str) -> Server:
-        s = Server(name)
+    def start(name: str) -> Server | RedisCluster:
+        s = make(name)
         made.append(s)
         s.start()
         return s

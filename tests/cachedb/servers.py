@@ -1,5 +1,6 @@
-"""Real servers for the cacheDB tests: redis-server, memcached and ``python -m stateplane.main``
-as subprocesses on loopback, started, stopped, paused and restarted by the tests.
+"""Real servers for the cacheDB tests: redis-server, memcached, a three-master Redis Cluster and
+``python -m stateplane.main`` as subprocesses on loopback, started, stopped, paused and
+restarted by the tests.
 
 A missing binary fails the test with what to install (``./dev test`` installs both); nothing
 is skipped and nothing stands in for a server.
@@ -124,3 +125,102 @@ class Server:
         os.unlink(self.log.name)
         if self.run_dir:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+class RedisCluster:
+    """Three redis-server masters in cluster mode on free loopback ports, each with its own
+    directory (nodes.conf) and bus port, joined by ``redis-cli --cluster create``. The same
+    interface as ``Server``: a restart keeps ports and nodes.conf, so the cluster re-forms."""
+
+    MASTERS = 3
+
+    def __init__(self) -> None:
+        self.name = "redis-cluster"
+        self.run_dir: str | None = None
+        self.dir = tempfile.mkdtemp(prefix="sl-rcl-")
+        self.ports = [free_port() for _ in range(self.MASTERS)]
+        # the bus port defaults to port + 10000, which nobody reserved: name free ones
+        bus = [free_port() for _ in range(self.MASTERS)]
+        self.url = "redis-cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
+        self.nodes: list[Server] = []
+        for port, bus_port in zip(self.ports, bus, strict=True):
+            node = Server("redis")
+            node.port, node.name = port, f"redis-cluster-{port}"
+            node_dir = os.path.join(self.dir, str(port))
+            os.mkdir(node_dir)
+            node.argv = [need("redis-server", "redis-server"), "--port", str(port),
+                         "--cluster-port", str(bus_port), "--bind", "127.0.0.1",
+                         "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                         "--cluster-node-timeout", "5000", "--dir", node_dir,
+                         "--save", "", "--appendonly", "no"]  # fmt: skip
+            self.nodes.append(node)
+        self.created = False
+
+    def start(self) -> None:
+        for node in self.nodes:
+            node.start()
+        if not self.created:
+            cli = need("redis-cli", "redis-server")
+            argv = [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+                    "--cluster-replicas", "0", "--cluster-yes"]  # fmt: skip
+            done = subprocess.run(argv, capture_output=True, timeout=60, text=True, check=False)
+            if done.returncode != 0:
+                pytest.fail(f"redis-cli --cluster create failed:\n{done.stdout}{done.stderr}")
+            self.created = True
+        self.wait_ok()
+
+    def wait_ok(self) -> None:
+        """Until every master says ``cluster_state:ok`` (all 16384 slots served, as it sees it)."""
+        deadline = time.monotonic() + 60.0
+        waiting = list(self.ports)
+        while waiting:
+            if cluster_info(waiting[0]).get("cluster_state") == "ok":
+                waiting.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                pytest.fail(f"cluster_state not ok on {waiting[0]}:\n{self.output()}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def pause(self) -> None:
+        for node in self.nodes:
+            node.pause()
+
+    def resume(self) -> None:
+        for node in self.nodes:
+            node.resume()
+
+    def output(self) -> str:
+        return "\n".join(node.output()[-1500:] for node in self.nodes)
+
+    def cleanup(self) -> None:
+        for node in self.nodes:
+            node.cleanup()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def cluster_info(port: int) -> dict[str, str]:
+    """``CLUSTER INFO`` of the node on ``port`` ({} while it does not answer)."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2.0) as s:
+            s.sendall(b"*2\r\n$7\r\nCLUSTER\r\n$4\r\nINFO\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return {}
+                data += chunk
+                head, crlf, body = data.partition(b"\r\n")
+                if not crlf:
+                    continue
+                if not head.startswith(b"$"):  # an error reply, e.g. -LOADING
+                    return {}
+                if len(body) >= int(head[1:]):
+                    break
+    except OSError:
+        return {}
+    fields = (line.partition(":") for line in data.decode(errors="replace").splitlines()[1:])
+    return {k: v for k, sep, v in fields if sep}

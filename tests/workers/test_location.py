@@ -1,5 +1,6 @@
 """Location (workers/registrar/location.py) on every cacheDB backend, each a real server: the node's
-stateplane (``local://``), redis-server and memcached, started by tests/cachedb fixtures."""
+stateplane (``local://``), redis-server, a Redis Cluster and memcached, started by
+tests/cachedb fixtures."""
 
 from __future__ import annotations
 
@@ -224,7 +225,7 @@ def test_lock_held_elsewhere_is_503(server: Server) -> None:
     with_location(server, body)
 
 
-@pytest.mark.parametrize("backend", ["local", "redis", "memcached"])
+@pytest.mark.parametrize("backend", ["local", "redis", "redis-cluster", "memcached"])
 def test_server_down_raises_cache_errors(own_server: Callable[[str], Server],
                                          backend: str) -> None:  # fmt: skip
     """With the server stopped, REGISTER and lookup raise CacheError with status 503, and

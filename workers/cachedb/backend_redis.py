@@ -14,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as rexc
@@ -42,31 +43,15 @@ return n
 """
 
 
-class RedisCacheDB(Guarded):
-    backend = "redis"
+class RedisOps(Guarded):
+    """The operations, on any redis-py asyncio client (one server or a cluster): each is one
+    single-key command or a one-key script, so a cluster routes every call by its key's slot
+    and no call ever spans two slots."""
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_connections: int = DEFAULT_MAX_CONNECTIONS,
-        timeout_s: float = DEFAULT_TIMEOUT_S,
-        slow_ms: float = DEFAULT_SLOW_MS,
-    ) -> None:
-        super().__init__(timeout_s=timeout_s, slow_ms=slow_ms)
-        # blocking pool: a call waits for a free connection (inside its deadline) instead of
-        # failing with MaxConnectionsError, as the plain pool does when all are busy
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            socket_timeout=self.timeout_s,
-            socket_connect_timeout=self.timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            max_connections=max_connections,
-            timeout=self.timeout_s,
-        )
-        self._r = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it
-        self._incr_ttl = self._r.register_script(_INCR_TTL)
-        self._decr_script = self._r.register_script(_DECR)
+    def _bind(self, client: Any) -> None:
+        self._r = client
+        self._incr_ttl = client.register_script(_INCR_TTL)
+        self._decr_script = client.register_script(_DECR)
 
     async def _get(self, key: str) -> bytes | None:
         value = await self._r.get(key)
@@ -107,6 +92,31 @@ class RedisCacheDB(Guarded):
         ):
             return CacheValueError(f"redis: {exc}")
         return None
+
+
+class RedisCacheDB(RedisOps):
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        slow_ms: float = DEFAULT_SLOW_MS,
+    ) -> None:
+        super().__init__(timeout_s=timeout_s, slow_ms=slow_ms)
+        # blocking pool: a call waits for a free connection (inside its deadline) instead of
+        # failing with MaxConnectionsError, as the plain pool does when all are busy
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            socket_timeout=self.timeout_s,
+            socket_connect_timeout=self.timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            max_connections=max_connections,
+            timeout=self.timeout_s,
+        )
+        self._bind(aioredis.Redis.from_pool(pool))  # the client owns the pool: aclose() closes it
 
 
 def _ms(ttl_s: float | None) -> int | None:

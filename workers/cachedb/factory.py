@@ -3,6 +3,8 @@
 - ``local://`` — the node's embedded store in the stateplane process, found in ``run_dir``
   (``local:///path/to/run_dir`` names the directory in the URL instead).
 - ``redis://[:password@]host:port/db`` — a Redis server (redis-py URL syntax, ``rediss://`` too).
+- ``redis-cluster://[:password@]host:port[,host:port...]/`` — a Redis Cluster, by its seed
+  nodes (conf/cluster_url.py).
 - ``memcached://host:port`` — a memcached server (port 11211 if omitted).
 
 Opening does no I/O: connections are made by the first call, and a server that is down then
@@ -18,10 +20,11 @@ from stateplane import kv
 from workers.cachedb.backend_local import LocalCacheDB
 from workers.cachedb.backend_memcached import MemcachedCacheDB
 from workers.cachedb.backend_redis import RedisCacheDB
+from workers.cachedb.backend_redis_cluster import RedisClusterCacheDB
 from workers.cachedb.guard import DEFAULT_SLOW_MS, DEFAULT_TIMEOUT_S
 from workers.cachedb.interface import CacheDB
 
-SCHEMES = ("local", "redis", "rediss", "memcached")
+SCHEMES = ("local", "redis", "rediss", "redis-cluster", "memcached")
 
 
 def open_cachedb(
@@ -40,10 +43,11 @@ def open_cachedb(
         timeout_s: bound on each call, waiting included.
         slow_ms: calls slower than this log ``cachedb_slow``.
         options: backend specific: ``max_in_flight`` and ``ctx`` (local), ``max_connections``
-            (redis, memcached).
+            (redis, redis-cluster, memcached).
 
     Raises:
-        ValueError: an unknown scheme, or ``local://`` without a run directory.
+        ValueError: an unknown scheme, ``local://`` without a run directory, or a
+            ``redis-cluster://`` URL that is not a seed list.
     """
     parts = urlsplit(url)
     if parts.scheme == "local":
@@ -53,6 +57,8 @@ def open_cachedb(
         return LocalCacheDB(kv.endpoint(where), timeout_s=timeout_s, slow_ms=slow_ms, **options)
     if parts.scheme in ("redis", "rediss"):
         return RedisCacheDB(url, timeout_s=timeout_s, slow_ms=slow_ms, **options)
+    if parts.scheme == "redis-cluster":
+        return RedisClusterCacheDB(url, timeout_s=timeout_s, slow_ms=slow_ms, **options)
     if parts.scheme == "memcached":
         if not parts.hostname:
             raise ValueError(f"memcached URL needs a host: {url!r}")

@@ -5,7 +5,8 @@ Rules:
 1. A backend subclasses ``Guarded`` and implements the ``_get`` … ``_delete`` coroutines with
    arguments already checked; it never sees a call without a deadline.
 2. The deadline is ``timeout_s`` for the whole call (waiting for a connection or an in-flight
-   slot included). Expiry raises ``CacheTimeout``; the backend must then leave its connection
+   slot included); only a backend's one-time start may pass a longer one to ``_run``
+   (backend_redis_cluster.py rule 5). Expiry raises ``CacheTimeout``; the backend must then leave its connection
    in a sane state (a half-read reply is never reused: close it).
 3. A call slower than ``slow_ms`` logs one ``cachedb_slow`` event (backend, op, ms), failed or
    not, as docs/design.md §3 "Protection" asks. Failures themselves
@@ -81,15 +82,19 @@ class Guarded:
     async def close(self) -> None:
         await self._close()
 
-    async def _run(self, op: str, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+    async def _run(
+        self, op: str, fn: Callable[..., Awaitable[T]], *args: Any, timeout_s: float | None = None
+    ) -> T:
+        """``fn(*args)`` guarded, within ``timeout_s`` (the client's own by default)."""
+        timeout_s = timeout_s or self.timeout_s
         start = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with asyncio.timeout(timeout_s):
                 return await fn(*args)
         except CacheError:
             raise
         except TimeoutError as exc:
-            raise CacheTimeout(f"{self.backend} {op}: no answer in {self.timeout_s} s") from exc
+            raise CacheTimeout(f"{self.backend} {op}: no answer in {timeout_s} s") from exc
         except Exception as exc:
             mapped = self._translate(exc) or CacheError(f"{self.backend} {op}: {exc!r}")
             raise mapped from exc
