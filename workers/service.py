@@ -42,9 +42,9 @@ from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
 from workers.ratelimit.share import RateShare
 from workers.registrar.location import Location
 from workers.registrar.register import Source
-from workers.routing.dispatcher import Dispatcher, probe_share
+from workers.routing.dispatcher import Dispatcher, HealthChanged, probe_share
 from workers.routing.table import RoutingTable
-from workers.stateful import Job, StatefulProxy
+from workers.stateful import Cdr, Job, Refused, StatefulProxy, TimerOp
 
 #: dialogs one worker lists for ``sipline ctl dialogs --list`` at most (one control reply)
 MAX_LISTED = 10_000
@@ -375,45 +375,43 @@ class Worker:
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _after_core(self) -> None:
-        """Start the core's cacheDB jobs, log health changes, and re-arm its timer."""
+        """Take every event the core queued: start its cacheDB jobs, hand its dialog timers to
+        the timer service, write its CDRs, log refusals and health changes; then re-arm."""
         assert self.stateful is not None
-        core = self.stateful
-        if core.jobs:
-            jobs, core.jobs = core.jobs, []
-            for job in jobs:
-                self._start_job(job)
-        if core.dialogs is not None and core.dialogs.timer_ops and self.timers is not None:
-            ops, core.dialogs.timer_ops = core.dialogs.timer_ops, []
-            for op in ops:  # keyed by the dialog's key: Call-ID NUL From-tag (timers/wire.py)
-                if op[0] == "cancel":
-                    self.timers.cancel(op[1])
-                    continue
-                try:
-                    self.timers.arm(op[1], op[2], "dialog")
-                except ValueError:  # a Call-ID past the wire's key limit: no lifetime timer
-                    self.meter.counters["drop_timer_key"] += 1
-        if core.dialogs is not None and core.dialogs.cdrs:
-            for cdr in core.dialogs.take_cdrs():
-                log.info("cdr", **cdr)
+        core, cdrs = self.stateful, False
+        while (ev := core.next_event()) is not None:
+            if isinstance(ev, Job):
+                self._start_job(ev)
+            elif isinstance(ev, TimerOp):
+                self._timer_op(ev)
+            elif isinstance(ev, Cdr):
+                log.info("cdr", **ev.fields)
                 if self.cdr_writer is not None:
-                    self.cdr_writer.write(cdr)
-            # written before this iteration's "t" deltas leave (workers/dialogs/cdr.py rule 2)
+                    self.cdr_writer.write(ev.fields)
+                cdrs = True
+            elif isinstance(ev, Refused):
+                log.info("call_refused", **ev.fields)
+            elif isinstance(ev, HealthChanged) and not ev.remote:
+                log.warning("destination_health", set=ev.set_name, uri=ev.uri, old=ev.old,
+                            new=ev.new, cause=ev.cause, fails=ev.fails, status=ev.status)  # fmt: skip
+        if cdrs:  # written before this iteration's "t" deltas leave (workers/dialogs/cdr.py rule 2)
             self._flush_cdrs()
         if self.deltas is not None:  # one message per iteration; a loss is repaired
             self.deltas.after_iteration()
         if self.limits is not None:
             self.limits.after_iteration()
-        if core.refused:
-            for fields in core.refused:
-                log.info("call_refused", **fields)
-            core.refused.clear()
-        if core.health_events:
-            events, core.health_events = core.health_events, []
-            for ev in events:
-                if not ev.remote:
-                    log.warning("destination_health", set=ev.set_name, uri=ev.uri, old=ev.old,
-                                new=ev.new, cause=ev.cause, fails=ev.fails, status=ev.status)  # fmt: skip
         self._arm_timer()
+
+    def _timer_op(self, op: TimerOp) -> None:
+        if self.timers is None:
+            return
+        if op.deadline is None:
+            self.timers.cancel(op.key)
+            return
+        try:
+            self.timers.arm(op.key, op.deadline, "dialog")
+        except ValueError:  # a Call-ID past the wire's key limit: no lifetime timer
+            self.meter.counters["drop_timer_key"] += 1
 
     def _flush_cdrs(self) -> None:
         """Write the queued CDRs now and see that they are fsync'd within the window."""

@@ -49,6 +49,7 @@ import heapq
 import itertools
 import secrets
 import sys
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -61,7 +62,7 @@ from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
 from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy, is_ip
 from workers.registrar.register import Registrar
-from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet
+from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet, HealthChanged
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,
@@ -106,6 +107,33 @@ class Job:
     request: Request
     inb: Inbound
     target: Target | None = None  # for "resolve": the target whose host name to resolve
+
+
+@dataclass(frozen=True, slots=True)
+class TimerOp:
+    """A dialog lifetime to arm (``deadline``) or cancel (None) at the timer service, keyed by
+    the dialog's key (Call-ID NUL From-tag, ``timers/wire.py``)."""
+
+    key: str
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Cdr:
+    """A finished call's CDR, to write before this iteration's deltas leave (``workers/dialogs/cdr.py``)."""
+
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A call a call limit refused, to log once."""
+
+    fields: dict[str, Any]
+
+
+#: what ``StatefulProxy.next_event`` hands the worker, like the transactions' ``next_event``
+Event = Job | TimerOp | Cdr | Refused | HealthChanged
 
 
 @dataclass(slots=True, eq=False)
@@ -182,6 +210,7 @@ class StatefulProxy:
         self.instance = secrets.token_hex(3)
         self._outs: list[Out] = []
         self._dests: dict[Dest, Dest] = {}
+        self._events: deque[Event] = deque()
         #: counters the worker adds to its load statistics
         self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "timeout": 0,
                                          "table_full": 0, "timer_c": 0}  # fmt: skip
@@ -193,6 +222,36 @@ class StatefulProxy:
         return (self.mode == "stateful" or "stateful" in self._route_mode.values()
                 or self.registrar is not None or self.dialogs is not None
                 or any(ds.probing for ds in self.dispatcher.sets.values()))  # fmt: skip
+
+    # -- events ------------------------------------------------------------------------------
+
+    def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None. The outboxes the inputs fill (``jobs``, the
+        dialog table's ``timer_ops`` and ``cdrs``, ``refused``, ``health_events``) are taken
+        into one queue in that order when it runs dry, so a caller that takes every event
+        after each input sees each once, and a CDR before anything it takes after it."""
+        ev = self._events
+        if not ev:
+            self._collect(ev)
+        return ev.popleft() if ev else None
+
+    def _collect(self, ev: deque[Event]) -> None:
+        if self.jobs:
+            ev.extend(self.jobs)
+            self.jobs.clear()
+        d = self.dialogs
+        if d is not None:
+            if d.timer_ops:
+                ev.extend(TimerOp(op[1], op[2] if op[0] == "arm" else None) for op in d.timer_ops)
+                d.timer_ops.clear()
+            if d.cdrs:
+                ev.extend(Cdr(c) for c in d.take_cdrs())
+        if self.refused:
+            ev.extend(Refused(f) for f in self.refused)
+            self.refused.clear()
+        if self.health_events:
+            ev.extend(self.health_events)
+            self.health_events.clear()
 
     # -- inputs ------------------------------------------------------------------------------
 

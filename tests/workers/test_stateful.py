@@ -14,7 +14,7 @@ from ingress.sip.message import Request
 from ingress.sip.serialize import build_response
 from workers.proxy import Out, StatelessProxy
 from workers.routing.table import RoutingTable
-from workers.stateful import StatefulProxy
+from workers.stateful import Cdr, StatefulProxy, TimerOp
 from workers.transactions import Held
 
 from .helpers import inbound, parsed_req, parsed_resp, request, settings
@@ -359,3 +359,25 @@ def test_dialog_lifetime_through_the_timer_service() -> None:
     assert {m[1] for _, m, _ in outs} == {"10.0.0.1", "127.0.0.1"}
     assert ("cancel", "call-1@10.0.0.1\0fromtag") in p.dialogs.timer_ops  # type: ignore[union-attr]
     assert p.dialog_expired("call-1@10.0.0.1", "fromtag", 103.0, 0.0) == []
+
+
+def test_events_come_out_of_one_queue_once_each() -> None:
+    """The worker takes the core's work from ``next_event`` alone: a call's lifetime timer
+    to arm, then at its end the cancel and its CDR, each once, and nothing after them."""
+    p = make(dialogs=Dialogs(enabled=True, default_lifetime_s=2), external_timers=True)
+    link = Link(p)
+    link.now = 100.0
+    link.from_uac(INVITE)
+    link.from_uas(answer(last_down(link), 200))
+    events = list(iter(p.next_event, None))
+    assert TimerOp("call-1@10.0.0.1\0fromtag", 102.0) in events
+    assert not any(isinstance(e, Cdr) for e in events)
+    assert p.next_event() is None and p.dialogs.timer_ops == []  # type: ignore[union-attr]
+    p.dialog_expired("call-1@10.0.0.1", "fromtag", 102.0, 0.0)
+    events = list(iter(p.next_event, None))
+    cdrs = [e for e in events if isinstance(e, Cdr)]
+    assert len(cdrs) == 1 and cdrs[0].fields["cause"] == "expired"
+    assert TimerOp("call-1@10.0.0.1\0fromtag", None) in events
+    # the cancel is queued before the CDR, as the outboxes are taken in that order
+    assert events.index(TimerOp("call-1@10.0.0.1\0fromtag", None)) < events.index(cdrs[0])
+    assert p.next_event() is None and not p.dialogs.cdrs  # type: ignore[union-attr]
