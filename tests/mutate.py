@@ -183,6 +183,22 @@ EQUIVALENT: dict[str, str] = {
     **{f"ingress.sip.parser.x__response__mutmut_{n}": "codec name case" for n in (73, 76, 89)},
     "ingress.sip.parser.x__salvage__mutmut_13": "codec name case",
     "ingress.sip.parser.x__version__mutmut_14": "codec name case",
+    # None for False where only the truth value is read: Transmit.retransmission (nothing in
+    # the program reads it, tests read its truth) and _arm_retx's rearm
+    **{f"workers.txn.{name}": "None for False, read for its truth only" for name in (
+        "client.xǁNonInviteClientTransactionǁ_send_request__mutmut_2",
+        "client.xǁNonInviteClientTransactionǁ_send_request__mutmut_16",
+        "client.xǁNonInviteClientTransactionǁ_timer_e_proceeding__mutmut_9",
+        "client.xǁNonInviteClientTransactionǁ_timer_e_trying__mutmut_9",
+        "server.xǁInviteServerTransactionǁ_accept__mutmut_3",
+        "server.xǁInviteServerTransactionǁ_complete__mutmut_3",
+        "server.xǁInviteServerTransactionǁ_complete__mutmut_17",
+        "server.xǁInviteServerTransactionǁ_send_2xx__mutmut_2",
+        "server.xǁInviteServerTransactionǁ_start__mutmut_13",
+        "server.xǁInviteServerTransactionǁ_timer_g__mutmut_9",
+        "server.xǁNonInviteServerTransactionǁ_complete__mutmut_3",
+        "server.xǁServerTransactionǁ_send_provisional__mutmut_3",
+    )},
 }
 
 #: pytest options for every mutmut run: a derandomised hypothesis profile without deadlines

@@ -571,3 +571,36 @@ def test_ack_never_creates_a_server_transaction() -> None:
     ack = upstream("ACK")
     with pytest.raises(ValueError, match=r"^ACK never creates a server transaction \(§17\.2\.3\)$"):
         ServerTransaction(ack, key=("k",), reliable=False)
+
+
+class TestRetransmitTimersRearmFromTheirDeadline:
+    """Rule 4 of machine.py: a retransmission timer re-arms from its scheduled deadline, so a
+    late loop does not stretch the series (A, E in Trying and in Proceeding, G)."""
+
+    def test_timer_e_in_trying_and_proceeding(self) -> None:
+        t = TransactionTable()
+        t.send_request(downstream("OPTIONS", "b"), branch="b", method="OPTIONS",
+                       reliable=False, now=0)  # fmt: skip
+        assert t.next_deadline() == 0.5
+        t.handle_timer(0.7)  # 0.2 s late
+        assert t.next_deadline() == pytest.approx(1.5)  # 0.5 + 2*T1, not 0.7 + 1.0
+        t.receive_response(response(downstream("OPTIONS", "b"), 100), 0.8)  # Proceeding
+        t.handle_timer(1.9)  # late again: E re-arms at T2 from its deadline
+        assert t.next_deadline() == pytest.approx(1.5 + 4.0)
+
+    def test_timer_g(self) -> None:
+        t = TransactionTable()
+        st_ = t.receive_request(upstream(), reliable=False, now=0)
+        assert isinstance(st_, ServerTransaction)
+        t.respond(st_, b"SIP/2.0 486 Busy Here\r\n\r\n", 486, 0)
+        drain(t)
+        assert st_.next_deadline() == 0.5
+        t.handle_timer(0.8)
+        assert kinds(drain(t)) == ["rtx 486"]
+        assert st_.next_deadline() == pytest.approx(1.5)
+
+    def test_100_trying_on_the_wire(self) -> None:
+        t = TransactionTable()
+        t.receive_request(upstream(), reliable=False, now=0)
+        (_, first), *_ = drain(t)
+        assert isinstance(first, Transmit) and first.data.startswith(b"SIP/2.0 100 Trying\r\n")
