@@ -604,3 +604,27 @@ class TestRetransmitTimersRearmFromTheirDeadline:
         t.receive_request(upstream(), reliable=False, now=0)
         (_, first), *_ = drain(t)
         assert isinstance(first, Transmit) and first.data.startswith(b"SIP/2.0 100 Trying\r\n")
+
+
+def test_compaction_point_and_live_entries_survive_it() -> None:
+    """Terminated transactions leave stale heap entries; once they pass 2 x live + 64 the heap
+    is rebuilt (not before), and the live transaction's entry survives: it still retransmits
+    and times out on time."""
+    t = TransactionTable()
+    keep = t.send_request(downstream("OPTIONS", "keep"), branch="keep", method="OPTIONS",
+                          reliable=False, now=0)  # fmt: skip
+    sizes = []
+    for i in range(300):  # over TCP a 200 ends each at once (Timer K = 0): F's entry goes stale
+        down = downstream("OPTIONS", f"b{i}")
+        t.send_request(down, branch=f"b{i}", method="OPTIONS", reliable=True, now=0)
+        t.receive_response(response(down, 200), 0)
+        t.handle_timer(0.0)
+        sizes.append(len(t._heap))
+    assert len(t) == 1 and max(sizes) == 2 * 2 + 64  # two live at the push that compacts
+    drain(t)
+    assert t.handle_timer(0.5) == 1 and kinds(drain(t)) == ["rtx OPTIONS"]
+    now = 0.5
+    while keep.state is not State.TERMINATED and now < 40:
+        now = t.next_deadline() or 40.0
+        t.handle_timer(now)
+    assert now == pytest.approx(32.0) and (keep, TimedOut("F")) in drain(t)
