@@ -271,11 +271,12 @@ def mutmut(work: Path, args: list[str], deadline: float) -> int:
             return proc.wait()
 
 
-def run(name: str, deadline: float, children: int, *, fresh: bool) -> None:
+def run(name: str, deadline: float, children: int, *, fresh: bool, recheck: bool) -> None:
     work = prepare(name)
     if fresh:
         shutil.rmtree(work / "mutants", ignore_errors=True)
-    mutmut(work, ["run", f"--max-children={children}"], deadline)
+    if not recheck:
+        mutmut(work, ["run", f"--max-children={children}"], deadline)
     survivors = [k for k, v in verdicts(work).items() if v is not None and v not in KILLED
                  and k not in EQUIVALENT]  # fmt: skip
     if survivors and time.monotonic() < deadline:
@@ -322,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report", action="store_true", help="only print scores and survivors")
     ap.add_argument("--table", action="store_true",
                     help="print the scores as the markdown table of docs/testing.md")  # fmt: skip
+    ap.add_argument("--recheck", action="store_true",
+                    help="only try the survivors again (after adding tests), no new mutants")  # fmt: skip
     ap.add_argument("--fresh", action="store_true",
                     help="forget earlier verdicts (a killed mutant is otherwise not retried)")  # fmt: skip
     args = ap.parse_args(argv)
@@ -335,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() >= deadline:
                 print(f"mutate: no time left for {name}", file=sys.stderr)
                 continue
-            run(name, deadline, args.max_children, fresh=args.fresh)
+            run(name, deadline, args.max_children, fresh=args.fresh, recheck=args.recheck)
     if args.table:
         print("| package | mutants | equivalent | killed | not killed | not run | score |")
         print("|---|---:|---:|---:|---:|---:|---:|")
