@@ -21,7 +21,9 @@ Rules:
    the lower (epoch, node) yields (goes passive, releases the address) and resnapshots from
    the winner. Once that snapshot is in, the loser's workers let go of every dialog the
    winner holds too (``RELEASE`` by key: the winner took them over while the loser was cut
-   off), so each call's lifetime, BYEs and CDR happen once, on the winner. Two primaries or
+   off), so each call's lifetime, BYEs and CDR happen once, on the winner; the comparison is
+   made again every heartbeat for ``RECONCILE_WINDOW_S``, as the winner's adoptions may
+   reach its replica after the snapshot did. Two primaries or
    two backups: ``failover_fault`` is logged, nothing moves.
 4. A peer heartbeat with no role (the peer is not configured as a pair) is a fault too:
    logged once, ignored.
@@ -91,6 +93,10 @@ def opposite(role: str) -> str:
     return "backup" if role == "primary" else "primary"
 
 
+#: how long after a lost split brain's first reconcile the winner's replica is compared again
+#: (rule 3): its workers' adoptions reach it within a few heartbeats even on a loaded box
+RECONCILE_WINDOW_S = 10.0
+
 class Failover:
     """Our end of the pair: one Binary Star per virtual address (rule 1); their states go
     into our heartbeats, and the peer's heartbeats feed them, address by address."""
@@ -115,6 +121,9 @@ class Failover:
         self._faulted = False
         #: a split brain was lost: once the winner's replica is whole, let go of what it owns
         self.reconcile = False
+        #: rule 3's window after that first sync, and the keys let go in it
+        self.reconcile_until = 0.0
+        self._let_go: set[str] = set()
 
     @property
     def role(self) -> str:
@@ -178,13 +187,32 @@ class Failover:
     def reconciled(self, owned: list[str], theirs: DialogTable, now: float) -> int:
         """Rule 3, once the winner's replica is in sync: the dialogs our workers hold that the
         winner holds too (it took them over while we were cut off) are let go here, so their
-        lifetimes, BYEs and CDRs happen once, on the winner. Returns how many."""
+        lifetimes, BYEs and CDRs happen once, on the winner. The winner's workers may still
+        be reporting what they adopted when its snapshot is taken (seconds on a loaded box),
+        so the comparison is made again every heartbeat for ``RECONCILE_WINDOW_S``
+        (``recheck``). Returns how many were let go now."""
+        first = self.reconcile
         self.reconcile = False
-        keys = [k for k in owned if k in theirs]
+        if first:
+            self.reconcile_until, self._let_go = now + RECONCILE_WINDOW_S, set()
+        keys = [k for k in owned if k in theirs and k not in self._let_go]
         if keys:
             self.adopter.release(self.node, [], now, keys)
-        log.warning("split_brain_reconciled", dialogs=len(keys), peer=self._peer())
+            self._let_go.update(keys)
+        if first or keys:
+            log.warning("split_brain_reconciled", dialogs=len(keys), total=len(self._let_go),
+                        peer=self._peer())  # fmt: skip
         return len(keys)
+
+    def recheck(self, owned: list[str], theirs: DialogTable, now: float) -> int:
+        """Within the window after a reconcile, let go of what the winner has come to hold
+        since (rule 3); past it, forget the keys let go."""
+        if not self.reconcile_until:
+            return 0
+        if now >= self.reconcile_until:
+            self.reconcile_until, self._let_go = 0.0, set()
+            return 0
+        return self.reconciled(owned, theirs, now)
 
     def _peer(self) -> tuple[int, str] | None:
         """The peer's (epoch, node) as last heard, or None."""

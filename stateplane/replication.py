@@ -478,6 +478,10 @@ class Replication:
                     and self.restoring is None):  # fmt: skip
                 self._start_snapshot()
         self._restore_tick(now)
+        peer = self.peers[0] if self.peers else None
+        if (self.failover is not None and self.failover.reconcile_until and peer is not None
+                and peer.replica is not None and not peer.replica.syncing):  # fmt: skip
+            self.failover.recheck(self.mirror.keys(), peer.replica.table, now)
         hugz = self.publisher.handle_timer(now, self.failover.role if self.failover else "")
         if hugz is not None:
             self._publish(hugz)

@@ -228,8 +228,13 @@ def test_split_brain_loser_lets_go_of_the_calls_the_winner_took(start_node: Star
             os.kill(plane, signal.SIGCONT)
         (sb,) = a.proc.wait_events("split_brain", 1, timeout_s=5)
         assert sb["yields"] is True, sb
-        (rec,) = a.proc.wait_events("split_brain_reconciled", 1, timeout_s=10)
-        assert rec["dialogs"] == CALLS, rec
+        # the first reconcile may come before B's replica holds all it adopted: the total
+        # let go reaches the 20 within the recheck window
+        def let_go() -> int:
+            return max([int(str(e["total"])) for e in a.proc.events("split_brain_reconciled")]
+                       or [0])  # fmt: skip
+
+        assert poll(lambda: let_go() == CALLS, 12), a.proc.events("split_brain_reconciled")
         assert poll(lambda: live_dialogs(a) == 0 and live_dialogs(b) == CALLS
                     and role_of(a, VIRTUAL) == "passive", 5)  # fmt: skip
         res = run.wait()

@@ -20,6 +20,7 @@ from conf.workerset import WorkerSet
 from dialogstate.record import RECORD
 from dialogstate.table import DialogTable
 from ingress.virtual import RoleHold
+from stateplane import failover
 from stateplane.bstar import decode_roles, encode_roles
 from stateplane.failover import Failover, by_owner
 from stateplane.updates import Hugz
@@ -419,6 +420,16 @@ def test_a_lost_split_brain_lets_go_of_what_the_winner_holds(
                 except zmq.Again:
                     await asyncio.sleep(0.01)  # polling step: the PUSH connects asynchronously
             assert e.kind == env.KIND_RELEASE and e.header == ["node-a", [], ours[:2]]
+
+            # the winner's third adoption reaches its replica after the snapshot: the next
+            # heartbeats let go of it, once, and nothing after the window
+            ours.append(list(theirs._table)[2])
+            assert fo.recheck(ours, theirs, now + 3) == 1
+            assert fo.recheck(ours, theirs, now + 4) == 0
+            late = replicated_calls(answered=5, ringing=0)
+            ours.append(list(late._table)[4])
+            assert fo.recheck(ours, late, now + 2 + failover.RECONCILE_WINDOW_S) == 0
+            assert fo.reconcile_until == 0.0
         finally:
             fo.close()
             pull.close(linger=0)

@@ -571,3 +571,60 @@ def test_ack_never_creates_a_server_transaction() -> None:
     ack = upstream("ACK")
     with pytest.raises(ValueError, match=r"^ACK never creates a server transaction \(§17\.2\.3\)$"):
         ServerTransaction(ack, key=("k",), reliable=False)
+
+
+class TestRetransmitTimersRearmFromTheirDeadline:
+    """Rule 4 of machine.py: a retransmission timer re-arms from its scheduled deadline, so a
+    late loop does not stretch the series (A, E in Trying and in Proceeding, G)."""
+
+    def test_timer_e_in_trying_and_proceeding(self) -> None:
+        t = TransactionTable()
+        t.send_request(downstream("OPTIONS", "b"), branch="b", method="OPTIONS",
+                       reliable=False, now=0)  # fmt: skip
+        assert t.next_deadline() == 0.5
+        t.handle_timer(0.7)  # 0.2 s late
+        assert t.next_deadline() == pytest.approx(1.5)  # 0.5 + 2*T1, not 0.7 + 1.0
+        t.receive_response(response(downstream("OPTIONS", "b"), 100), 0.8)  # Proceeding
+        t.handle_timer(1.9)  # late again: E re-arms at T2 from its deadline
+        assert t.next_deadline() == pytest.approx(1.5 + 4.0)
+
+    def test_timer_g(self) -> None:
+        t = TransactionTable()
+        st_ = t.receive_request(upstream(), reliable=False, now=0)
+        assert isinstance(st_, ServerTransaction)
+        t.respond(st_, b"SIP/2.0 486 Busy Here\r\n\r\n", 486, 0)
+        drain(t)
+        assert st_.next_deadline() == 0.5
+        t.handle_timer(0.8)
+        assert kinds(drain(t)) == ["rtx 486"]
+        assert st_.next_deadline() == pytest.approx(1.5)
+
+    def test_100_trying_on_the_wire(self) -> None:
+        t = TransactionTable()
+        t.receive_request(upstream(), reliable=False, now=0)
+        (_, first), *_ = drain(t)
+        assert isinstance(first, Transmit) and first.data.startswith(b"SIP/2.0 100 Trying\r\n")
+
+
+def test_compaction_point_and_live_entries_survive_it() -> None:
+    """Terminated transactions leave stale heap entries; once they pass 2 x live + 64 the heap
+    is rebuilt (not before), and the live transaction's entry survives: it still retransmits
+    and times out on time."""
+    t = TransactionTable()
+    keep = t.send_request(downstream("OPTIONS", "keep"), branch="keep", method="OPTIONS",
+                          reliable=False, now=0)  # fmt: skip
+    sizes = []
+    for i in range(300):  # over TCP a 200 ends each at once (Timer K = 0): F's entry goes stale
+        down = downstream("OPTIONS", f"b{i}")
+        t.send_request(down, branch=f"b{i}", method="OPTIONS", reliable=True, now=0)
+        t.receive_response(response(down, 200), 0)
+        t.handle_timer(0.0)
+        sizes.append(len(t._heap))
+    assert len(t) == 1 and max(sizes) == 2 * 2 + 64  # two live at the push that compacts
+    drain(t)
+    assert t.handle_timer(0.5) == 1 and kinds(drain(t)) == ["rtx OPTIONS"]
+    now = 0.5
+    while keep.state is not State.TERMINATED and now < 40:
+        now = t.next_deadline() or 40.0
+        t.handle_timer(now)
+    assert now == pytest.approx(32.0) and (keep, TimedOut("F")) in drain(t)

@@ -8,6 +8,8 @@ import pytest
 
 from ingress.sip.errors import BadRequest, MessageTooLarge, RequestTooLarge, SipError
 from ingress.sip.framer import KEEPALIVE, NEED_DATA, StreamFramer
+from ingress.sip.message import Response
+from ingress.sip.parser import parse_message, salvage
 from ingress.sip.scan import scan_message
 
 HEAD = (b"INVITE sip:bob@example.com SIP/2.0\r\n"
@@ -129,3 +131,49 @@ def test_a_call_id_in_the_body_is_not_the_header() -> None:
     head = HEAD.replace(b"Call-ID: c1@10.0.0.1\r\n", b"")
     exc = refusal(head + b"Content-Length: 14\r\n\r\nCall-ID: x\r\n\r\n")
     assert str(exc) == "missing or malformed call-id header"
+
+
+RESP = (b"SIP/2.0 180 Ringing Now\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+        b"From: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: c9\r\nCSeq: 7 INVITE\r\n"
+        b"Content-Length: 0\r\n\r\n")  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "status", "text"), [
+    (b"180 Ringing", b"1x0 Ringing", 400, "malformed status line"),
+    (b"SIP/2.0 180", b"SIP/2.x 180", 400, "malformed SIP version"),
+    (b"SIP/2.0 180", b"SIP/3.0 180", 505, "version SIP/3.0"),
+    (b"Via: SIP/2.0/UDP h;", b"Via: SIP/2.0 h;", 400, "malformed Via"),
+    (b"CSeq: 7 INVITE", b"CSeq: 7 IN@VITE", 400, "malformed cseq method"),
+])  # fmt: skip
+def test_response_refusals_name_their_cause(old: bytes, new: bytes, status: int,
+                                            text: str) -> None:  # fmt: skip
+    with pytest.raises(SipError) as exc:
+        parse_message(RESP.replace(old, new))
+    assert (exc.value.status, str(exc.value)) == (status, text)
+
+
+def test_response_fields() -> None:
+    r = parse_message(RESP)
+    assert isinstance(r, Response)
+    assert (r.status, r.reason, r.call_id, r.cseq, r.cseq_method) == (
+        180, "Ringing Now", "c9", 7, "INVITE")
+    assert [v.transport for v in r.vias] == ["UDP"] and r.vias[0].host == "h"
+
+
+class TestSalvage:
+    """What a refusal keeps to answer with (rule 2 of errors.py: the same in both processes)."""
+
+    def test_request_salvage_keeps_the_transaction_lines(self) -> None:
+        data = (b"\r\nINVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                b"Via: SIP/2.0/UDP g;branch=z9hG4bK2\r\nFrom: <sip:a@b>;tag=1\r\n"
+                b"From: <sip:x@y>;tag=2\r\nTo: <sip:a@b>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n"
+                b"Subject: no\r\n\r\n")  # fmt: skip
+        s = salvage(data)
+        assert s.is_request and s.method == "INVITE"
+        assert list(s.lines) == [b"Via: SIP/2.0/UDP h;branch=z9hG4bK1",
+                           b"Via: SIP/2.0/UDP g;branch=z9hG4bK2", b"From: <sip:a@b>;tag=1",
+                                 b"To: <sip:a@b>", b"Call-ID: c", b"CSeq: 1 INVITE"]  # fmt: skip
+
+    def test_response_salvage(self) -> None:
+        s = salvage(RESP)
+        assert not s.is_request and s.method is None
