@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -144,9 +145,11 @@ def test_lossy_link(drops: list[bool], answer: int, answer_after: float, method:
         (txn,) = list(pair.uac._clients.values())
         assert txn.method == "INVITE" and txn.state is State.PROCEEDING
         assert any(drops) and not finals
-    # TU delay + the last retransmission that gets through (< Timer B/F) + H/J/L, then Timer I
-    # (T4) once an ACK arrives late in H, or D/M on the client side
-    assert end <= answer_after + 32 + 32 + 5 + 1
+    # the request's last retransmission that gets through (< Timer B/F, 32 s) + TU delay + the
+    # final's last retransmission that gets through (< Timer H, 32 s), then Timer D on the
+    # client (32 s over UDP) or I (T4) on the server. Hypothesis found the case that needs all
+    # three: INVITE through at 15.5 s, 404 lost until its retransmission at 39 s, D ends at 71 s
+    assert end <= 32 + answer_after + 32 + 32 + 1
 
 
 def test_lossless_invite_486() -> None:
@@ -155,6 +158,18 @@ def test_lossless_invite_486() -> None:
     pair.run()
     assert pair.uas_requests == ["INVITE"]
     assert pair.uac_responses == [100, 486] and pair.acks_sent == 1 and not pair.timeouts
+
+
+def test_final_through_late_in_timer_h_then_timer_d() -> None:
+    """The bound's worst case: the INVITE gets through on its 6th send (15.5 s), the 100 too,
+    the 404 and 7 retransmissions are lost; the 8th (39 s) reaches the UAC, which ACKs it
+    and waits Timer D (32 s over UDP) before its transaction ends: 71 s in all (plus
+    the link's delay)."""
+    drops = [True] * 5 + [False, False] + [True] * 8
+    pair = Pair(drops, 404, 0.0, "INVITE")
+    end = pair.run()
+    assert pair.uac_responses == [100, 404] and pair.acks_sent == 1 and not pair.timeouts
+    assert end == pytest.approx(39.0 + 2 * DELAY + 32.0)  # the 404 sent at 39 s, the ACK back, then Timer D
 
 
 def test_all_lost_times_out() -> None:
