@@ -1,4 +1,5 @@
-"""The timer service's ZeroMQ wiring: arms and cancels in, fires out to each key's owner.
+"""The timer service's ZeroMQ wiring: arms and cancels in, fires out to each timer's armer
+(or, once it is gone, to the key's owner).
 
 Rules (docs/timers.md tells the whole protocol):
 1. One PULL socket at ``timers-<id>.ipc`` takes worker heartbeats (who is alive, where it
@@ -8,9 +9,12 @@ Rules (docs/timers.md tells the whole protocol):
    of its arm), so replays and re-syncs in any order converge. A cancel removes the timer if
    it is not newer than the cancel. When another worker's timer is replaced, cancelled, or
    fired to a worker that is not its armer, the armer gets a ``done`` notice and forgets it.
-3. A timer fires to the live worker that owns its key now (``WorkerSet.owner``, the
-   ingresses' hash, over the key up to its first NUL: ``wire.owner_key``), not necessarily
-   the one that armed it. With no live worker, timers wait;
+3. A timer fires to the worker that armed it while that worker is alive (it holds the
+   dialog: one handed to another worker is armed again there, a newer gen), else to the
+   live worker that owns its key now (``WorkerSet.owner``, the ingresses' hash, over the key
+   up to its first NUL: ``wire.owner_key``). Firing to the owner while the armer lived lost
+   BYEs: a call the ingress sent to a worker before it heard of the owner stays with its
+   armer, and the owner had no dialog to end. With no live worker, timers wait;
    a fire a full pipe refuses is parked and retried, never dropped.
 4. Wake-ups come from the schedule (next deadline, plus the policy's coalescing window), in
    batches of at most the policy's ``max_batch``; a full batch that leaves due timers behind is
@@ -247,7 +251,10 @@ class TimerService:
         self.meter.counters["fired"] += len(batch)
 
     def _fire(self, t: Timer) -> None:
-        owner = self.workers.owner(wire.owner_key(t.key))
+        # rule 3: the armer holds the dialog unless it was handed on, and a hand-over re-arms
+        # (a newer gen, a new armer); a worker may hold a call it does not own (the ingress
+        # sent it there before it heard the owner), so the owner is only for a dead armer
+        owner = t.armer if t.armer in self.workers else self.workers.owner(wire.owner_key(t.key))
         pipe = self._pipes.get(owner) if owner is not None else None
         if pipe is None or not pipe.add([wire.OP_FIRE, t.key, t.kind, t.deadline, t.armer, t.gen],
                                         t.payload):  # fmt: skip

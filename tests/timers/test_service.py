@@ -64,10 +64,10 @@ def test_fires_once_after_deadline_cancel_and_refresh(
     run(body)
 
 
-def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -> None:
-    """Timers one worker armed fire to whichever worker owns each key now (a dialog's key,
-    Call-ID NUL From-tag, to the Call-ID's owner); the armer is told and forgets them, so
-    nothing is held twice."""
+def test_fires_go_to_the_armer_while_it_lives(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Rule 3: timers fire to the worker that armed them while it is alive, whoever owns
+    their keys: it holds the dialogs (a call the ingress sent it before it heard the owner
+    stays with it; the owner would have no dialog to end)."""
 
     async def body() -> None:
         settings = fast_settings(str(tmp_path))
@@ -75,20 +75,46 @@ def test_fires_go_to_the_keys_owner_now(ctx: zmq.Context[Any], tmp_path: Path) -
         w1, w2 = TestWorker(ctx, settings, "worker.1"), TestWorker(ctx, settings, "worker.2")
         await _ready([w1, w2], [svc])
         deadline = time.monotonic() + 0.1
-        keys = [f"call-{i}@host" for i in range(100)]
-        keys += [f"dlg-{i}@host\0tag-{i}" for i in range(100)]
+        keys = [f"dlg-{i}@host\0tag-{i}" for i in range(100)]
+        assert {_owner(k, [w1, w2]) for k in keys} == {w1.ident, w2.ident}  # both own some
         for k in keys:
             w1.timers.arm(k, deadline, "dialog")
-        await until(lambda: len(w1.fired) + len(w2.fired) == len(keys))
-        await until(lambda: len(w1.timers) == 0)  # every "done" notice arrived
-        for w in (w1, w2):
-            for f, _ in w.fired:
-                assert _owner(f.key, [w1, w2]) == w.ident and f.armer == w1.ident
-                assert _owner(f.key.partition("\0")[0], [w1, w2]) == w.ident
-        assert w1.counts() + w2.counts() == Counter(keys)
-        assert 0 < len(w2.fired) < len(keys)
+        await until(lambda: len(w1.fired) == len(keys))
+        assert w2.fired == [] and len(w1.timers) == 0
+        assert w1.counts() == Counter(keys)
         w1.close()
         w2.close()
+        svc.close()
+
+    run(body)
+
+
+def test_a_dead_armers_timers_fire_to_the_keys_owners(ctx: zmq.Context[Any],
+                                                      tmp_path: Path) -> None:  # fmt: skip
+    """Rule 3: once the armer has said ``down``, its timers fire to whichever live worker
+    owns each key now (a dialog's key, Call-ID NUL From-tag, to the Call-ID's owner)."""
+
+    async def body() -> None:
+        settings = fast_settings(str(tmp_path))
+        svc = _service(ctx, tmp_path)
+        w1, w2, w3 = (TestWorker(ctx, settings, f"worker.{i}") for i in (1, 2, 3))
+        await _ready([w1, w2, w3], [svc])
+        keys = [f"call-{i}@host" for i in range(100)]
+        keys += [f"dlg-{i}@host\0tag-{i}" for i in range(100)]
+        deadline = time.monotonic() + 0.5
+        for k in keys:
+            w1.timers.arm(k, deadline, "dialog")
+        await until(lambda: len(svc.schedule) == len(keys))
+        w1.close()  # says down: not alive for the service any more
+        await until(lambda: len(w2.fired) + len(w3.fired) == len(keys))
+        for w in (w2, w3):
+            for f, _ in w.fired:
+                assert _owner(f.key, [w2, w3]) == w.ident and f.armer == w1.ident
+                assert _owner(f.key.partition("\0")[0], [w2, w3]) == w.ident
+        assert w2.counts() + w3.counts() == Counter(keys)
+        assert 0 < len(w2.fired) < len(keys)
+        w2.close()
+        w3.close()
         svc.close()
 
     run(body)
