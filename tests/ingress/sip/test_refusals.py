@@ -10,6 +10,7 @@ import pytest
 from ingress.sip.errors import SipError
 from ingress.sip.message import Request, Response
 from ingress.sip.parser import parse_message, salvage
+from ingress.sip.scan import scan_message
 
 BASE = (
     b"OPTIONS sip:a@example.com SIP/2.0\r\n"
@@ -231,3 +232,72 @@ def test_salvage_function_agrees_with_the_refusal() -> None:
     assert salvage(b"no head at all") == refusal(b"no head at all").salvage
     s = salvage(b"SIP/2.0 200 OK")
     assert not s.is_request and s.lines == []
+
+
+@pytest.mark.parametrize(("start", "status", "detail"), [
+    (b"SIP/2.0 2000 OK", 400, "malformed status line"),
+    (b"SIP/2.0 20 OK", 400, "malformed status line"),
+    (b"SIP/2.0 200OK", 400, "malformed status line"),
+    (b"SIP/3.0 200 OK", 505, "version SIP/3.0"),
+    (b"SIP/2.0X 200 OK", 400, "malformed SIP version"),
+    (b"OPTIONS sip:a@example.com SIP/2.0X", 400, "malformed SIP version"),
+    (b"OPTIONS sip:a@example.com SIP/2.1", 505, "version SIP/2.1"),
+])  # fmt: skip
+def test_scan_refuses_a_start_line_as_the_parse_does(start: bytes, status: int,
+                                                     detail: str) -> None:  # fmt: skip
+    """The ingress's scan and the worker's parse give one answer to one start line."""
+    data = start + BASE[BASE.index(b"\r\n") :]
+    for fn in (scan_message, parse_message):
+        with pytest.raises(SipError) as exc:
+            fn(data)
+        assert (exc.value.status, exc.value.detail) == (status, detail), fn.__name__
+
+
+@pytest.mark.parametrize("start", [b"SIP/2.0 200", b"SIP/2.0 200 ", b"sip/2.0 180 x y"])
+def test_scan_and_parse_accept_a_status_line(start: bytes) -> None:
+    data = start + RESP[RESP.index(b"\r\n") :]
+    s = scan_message(data)
+    assert (s.is_request, s.method, s.call_id) == (False, None, b"c1")
+    assert isinstance(parse_message(data), Response)
+
+
+def test_bare_lf_head_ends_at_the_first_blank_line() -> None:
+    """In a bare-LF message a Call-ID in the body is not the header's, for scan and parse."""
+    data = (BASE.replace(b"Call-ID: c1\r\n", b"").replace(b"Content-Length: 0\r\n", b"")
+            .replace(b"\r\n", b"\n") + b"v=0\nCall-ID: body\n\nmore")  # fmt: skip
+    for fn in (scan_message, parse_message):
+        with pytest.raises(SipError) as exc:
+            fn(data)
+        assert exc.value.status == 400 and "call-id" in exc.value.detail, fn.__name__
+
+
+def test_a_blank_line_first_is_an_empty_start_line() -> None:
+    """A bare-LF message that starts with its blank line has an empty start line, malformed,
+    for scan and parse alike (not "no end of header section")."""
+    data = b"\n\n" + BASE.replace(b"\r\n", b"\n")
+    for fn in (scan_message, parse_message):
+        with pytest.raises(SipError) as exc:
+            fn(data)
+        assert (exc.value.status, exc.value.detail) == (400, "malformed request line")
+
+
+def test_scan_reports_the_first_of_two_call_ids() -> None:
+    """Two Call-IDs (which the parse then refuses): the scan routes by the first, on the fast
+    path as on the regex one, so one message always goes to one worker."""
+    two = BASE.replace(b"Call-ID: c1\r\n", b"Call-ID: c1\r\nCall-ID: c2\r\n")
+    assert scan_message(two).call_id == b"c1"
+    assert scan_message(two.replace(b"Call-ID: ", b"call-id: ")).call_id == b"c1"
+
+
+@pytest.mark.parametrize("data", [
+    b"A\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1",
+    b" OPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 OPTIONS\r\nX: y",
+    b"\r\nXACT sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 XACT\r\n",
+    b"\r\n\r\nSIP/2.0 200 OK\r\nVia: SIP/2.0/UDP h\r\nCSeq: 1 XACT\r\nCall-ID: X",
+])  # fmt: skip
+def test_a_cut_head_salvages_as_its_complete_lines_would(data: bytes) -> None:
+    """A head with no end salvages what the same complete lines, ended, salvage."""
+    complete = data[: data.rfind(b"\r\n")] + b"\r\n\r\n"
+    exc = refusal(data)
+    assert exc.detail == "no end of header section"
+    assert exc.salvage == salvage(complete) == refusal(complete).salvage
