@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from ingress.sip.errors import SipError
+from ingress.sip.errors import Salvage, SipError
 from ingress.sip.headers import split_commas
 from ingress.sip.message import Request, parse_params
 from ingress.sip.parser import MAX_HEADER_FIELDS, _over_cap, count_fields, parse_message
@@ -179,3 +179,11 @@ def test_a_lazy_uri_binds_the_parser_on_first_use(monkeypatch: pytest.MonkeyPatc
     # a To no earlier test parsed, so its view has not read its URI yet
     to = req(INVITE.replace(b"To: <sip:bob@", b"To: <sip:lazy-bind@")).to
     assert to.uri.host == "example.com" and to.uri.user == "lazy-bind"
+
+
+def test_a_salvaged_to_is_read_as_sent() -> None:
+    """A reply built from a salvage reads the To line as it came, even forged: a '>' first
+    and a tag after it is a tagged To (no second tag)."""
+    s = Salvage(is_request=True, method="INVITE",
+                lines=[b"Via: SIP/2.0/UDP h;branch=z9hG4bK1", b"To:>;tag=u", b"CSeq: 1 INVITE"])
+    assert b"\r\nTo:>;tag=u\r\n" in build_response(s, 400, "Bad Request", to_tag="t9")
