@@ -187,6 +187,15 @@ EQUIVALENT: dict[str, str] = {
        for n in (24, 25, 38, 39)},
     **{f"ingress.sip.scan.x__scan__mutmut_{n}": "fast path skipped, same answer"
        for n in (80, 81, 98, 99)},
+    **{f"ingress.sip.parser.x__request__mutmut_{n}": "fast path skipped, same answer"
+       for n in (10, 11, 24, 25)},
+    **{f"ingress.sip.parser.x__request__mutmut_{n}": "codec name case" for n in (19, 36, 105)},
+    # an empty value is dropped by the join's filter either way
+    "ingress.sip.parser.x__unfold__mutmut_6": "[value, *folds] even when value is empty",
+    # every error _read_head raises carries a salvage (_salvage_cut or _salvage), so the
+    # fallback after `or` never runs
+    **{f"ingress.sip.parser.x_salvage__mutmut_{n}": "unreachable fallback"
+       for n in (4, 5, 6, 7, 8, 9, 10)},
     "ingress.sip.parser.x__response__mutmut_31": "trusted None, as falsy as False",
     # lstrip(b"\r\n") leaves no CR or LF first, so the last CRLF is never at offset 0
     "ingress.sip.parser.x__salvage_cut__mutmut_16": "cut < 0",

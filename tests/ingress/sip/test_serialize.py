@@ -187,3 +187,26 @@ def test_a_salvaged_to_is_read_as_sent() -> None:
     s = Salvage(is_request=True, method="INVITE",
                 lines=[b"Via: SIP/2.0/UDP h;branch=z9hG4bK1", b"To:>;tag=u", b"CSeq: 1 INVITE"])
     assert b"\r\nTo:>;tag=u\r\n" in build_response(s, 400, "Bad Request", to_tag="t9")
+
+
+def test_view_caches_stay_within_their_bound() -> None:
+    """Every view cache is emptied when full: a peer sending ever new URIs, Vias and
+    name-addrs never grows one past CACHE_MAX entries."""
+    from ingress.sip import grammar
+
+    for i in range(grammar.CACHE_MAX + 1):
+        grammar.parse_uri(f"sip:bound{i}@example.com")
+        grammar.parse_via(b"SIP/2.0/UDP h;branch=z9hG4bKbound%d" % i)
+        grammar.parse_name_addr(b"<sip:bound%d@example.com>" % i)
+        for cache in (grammar._URI_CACHE, grammar._VIA_CACHE, grammar._NAME_ADDR_CACHE):
+            assert 0 < len(cache) <= grammar.CACHE_MAX
+
+
+def test_uri_views() -> None:
+    """A URI of another scheme has no host; a Uri given its params as a dict keeps them."""
+    from ingress.sip.grammar import parse_uri
+    from ingress.sip.message import Uri
+
+    tel = parse_uri("tel:+15551234")
+    assert (tel.scheme, tel.host, tel.user, tel.port) == ("tel", "", None, None)
+    assert Uri("sip:h", "sip", host="h", params={"lr": None}).params == {"lr": None}
