@@ -190,6 +190,9 @@ EQUIVALENT: dict[str, str] = {
     **{f"ingress.sip.parser.x__request__mutmut_{n}": "fast path skipped, same answer"
        for n in (10, 11, 24, 25)},
     **{f"ingress.sip.parser.x__request__mutmut_{n}": "codec name case" for n in (19, 36, 105)},
+    # eleven digits are either a leading zero (int() reads it as the stripped path does) or
+    # at least 10**10, over CSEQ_MAX either way
+    "ingress.sip.parser.x__number__mutmut_2": "len(value) <= 11",
     # an empty value is dropped by the join's filter either way
     "ingress.sip.parser.x__unfold__mutmut_6": "[value, *folds] even when value is empty",
     # every error _read_head raises carries a salvage (_salvage_cut or _salvage), so the

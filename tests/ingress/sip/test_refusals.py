@@ -138,6 +138,8 @@ def test_numbers_at_their_limits() -> None:
     assert msg.cseq == 42
     msg = parse_message(BASE.replace(b"CSeq: 1 ", b"CSeq: 00000000000 "))
     assert msg.cseq == 0
+    msg = parse_message(BASE.replace(b"CSeq: 1 ", b"CSeq: 04294967295 "))
+    assert msg.cseq == 4294967295  # ten digits once the zeros are gone
     msg = parse_message(BASE.replace(CSEQ, CSEQ + b"Max-Forwards: 70\r\n"))
     assert isinstance(msg, Request) and msg.max_forwards == 70
 
