@@ -193,6 +193,14 @@ EQUIVALENT: dict[str, str] = {
     # eleven digits are either a leading zero (int() reads it as the stripped path does) or
     # at least 10**10, over CSEQ_MAX either way
     "ingress.sip.parser.x__number__mutmut_2": "len(value) <= 11",
+    "ingress.sip.grammar.x__parse_name_addr__mutmut_7": "codec name case",
+    # NAME_ADDR_RE ends a display name with [ \t]* LWS only (continuations are unfolded)
+    "ingress.sip.grammar.x__parse_name_addr__mutmut_21": "rstrip(None)",
+    # split_commas of a value without a comma is [value.strip()], and values come stripped
+    "ingress.sip.parser.x__fields__mutmut_29": "split_commas for every value",
+    # the first piece of a split is the same however many splits follow
+    "ingress.sip.parser.x__salvage__mutmut_7": "split(b' ')[0]",
+    "ingress.sip.parser.x__salvage__mutmut_10": "split(b' ', 2)[0]",
     # an empty value is dropped by the join's filter either way
     "ingress.sip.parser.x__unfold__mutmut_6": "[value, *folds] even when value is empty",
     # every error _read_head raises carries a salvage (_salvage_cut or _salvage), so the

@@ -161,3 +161,13 @@ def test_salvage_of_the_corpus_agrees_with_the_parse(case: Case) -> None:
     expected = _parse_salvage(case.data)
     if expected is not None:
         assert salvage(case.data) == expected
+
+
+@pytest.mark.parametrize("name", [b"Via", b"Route"])
+def test_a_list_over_the_cap_is_counted_before_its_values_are_parsed(name: bytes) -> None:
+    """Over MAX_LIST_VALUES values, the list is refused as too long whatever its values
+    hold: the count bounds the parsing, so a malformed last value is never reached."""
+    value = b"SIP/2.0/UDP h" if name == b"Via" else b"<sip:h;lr>"
+    field = name + b": " + b", ".join([value] * MAX_LIST_VALUES + [b"@@"])
+    with pytest.raises(TooManyHeaders, match=f"more than {MAX_LIST_VALUES} "):
+        parse_message(message([field]))

@@ -303,3 +303,26 @@ def test_a_cut_head_salvages_as_its_complete_lines_would(data: bytes) -> None:
     exc = refusal(data)
     assert exc.detail == "no end of header section"
     assert exc.salvage == salvage(complete) == refusal(complete).salvage
+
+
+def test_salvaged_method_is_the_start_line_up_to_its_first_space() -> None:
+    """As the parser splits the request line: on SP only, so a line starting with SP has an
+    empty method (and is malformed), and a TAB does not end the method."""
+    exc = refusal(b" " + BASE)
+    assert exc.detail == "malformed request line" and exc.salvage is not None
+    assert exc.salvage.method == ""
+    exc = refusal(BASE.replace(b"OPTIONS sip:", b"OPTIONS\tsip:", 1))
+    assert exc.salvage is not None and exc.salvage.method == "OPTIONS\tsip:a@example.com"
+
+
+@pytest.mark.parametrize(("value", "display"), [
+    (b"Bob \t <sip:b@example.com>", "Bob"),
+    (b"Rex X <sip:x@example.com>;tag=1", "Rex X"),
+    (b'"Ann " <sip:a@example.com>', '"Ann "'),
+    (b"<sip:n@example.com>", None),
+])  # fmt: skip
+def test_display_name_loses_only_its_trailing_white_space(value: bytes,
+                                                          display: str | None) -> None:  # fmt: skip
+    from ingress.sip.grammar import parse_name_addr
+
+    assert parse_name_addr(value).display == display
