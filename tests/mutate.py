@@ -201,6 +201,16 @@ EQUIVALENT: dict[str, str] = {
     # the first piece of a split is the same however many splits follow
     "ingress.sip.parser.x__salvage__mutmut_7": "split(b' ')[0]",
     "ingress.sip.parser.x__salvage__mutmut_10": "split(b' ', 2)[0]",
+    # the header-name memos: a miss, or a None stored, recomputes the same name
+    **{f"ingress.sip.headers.x_canonical_name__mutmut_{n}": "memo skipped" for n in (1, 2, 15)},
+    **{f"ingress.sip.headers.x_field_name__mutmut_{n}": "memo skipped" for n in (1, 2, 12)},
+    "ingress.sip.headers.x_canonical_name__mutmut_8": "codec name case",
+    # leading CRLFs are skipped first, so the head's end is past them, never at 0, and
+    # they hold no "\n\n"
+    "ingress.sip.parser.x__read_head__mutmut_20": "hdr_end <= 0",
+    "ingress.sip.parser.x__read_head__mutmut_21": "hdr_end < 1",
+    "ingress.sip.parser.x__read_head__mutmut_24": "bare-LF search from 0, not start",
+    "ingress.sip.parser.x_parse_message__mutmut_24": "trusted None, as falsy as False",
     # an empty value is dropped by the join's filter either way
     "ingress.sip.parser.x__unfold__mutmut_6": "[value, *folds] even when value is empty",
     # every error _read_head raises carries a salvage (_salvage_cut or _salvage), so the

@@ -210,3 +210,14 @@ def test_uri_views() -> None:
     tel = parse_uri("tel:+15551234")
     assert (tel.scheme, tel.host, tel.user, tel.port) == ("tel", "", None, None)
     assert Uri("sip:h", "sip", host="h", params={"lr": None}).params == {"lr": None}
+
+
+def test_header_name_caches_stay_within_their_bound() -> None:
+    """Header names a peer makes up fill the name caches up to their bound, never past it."""
+    from ingress.sip import headers
+
+    for i in range(headers._NAME_CACHE_MAX + 1):
+        raw = b"X-Bound-%d" % i
+        assert headers.field_name(raw) == headers.canonical_name(raw) == raw.decode().lower()
+        assert len(headers._NAME_CACHE) <= headers._NAME_CACHE_MAX
+        assert len(headers._FIELD_CACHE) <= headers._NAME_CACHE_MAX
