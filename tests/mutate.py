@@ -211,6 +211,19 @@ EQUIVALENT: dict[str, str] = {
     "ingress.sip.parser.x__read_head__mutmut_21": "hdr_end < 1",
     "ingress.sip.parser.x__read_head__mutmut_24": "bare-LF search from 0, not start",
     "ingress.sip.parser.x_parse_message__mutmut_24": "trusted None, as falsy as False",
+    "ingress.sip.parser.x__read_head__mutmut_26": "bare-LF search from 0, not start",
+    # the split's limit only bounds the work: over MAX_HEADER_LINES either way the count says
+    # so, and the salvage takes the first MAX_HEADER_FIELDS + 1 elements either way
+    "ingress.sip.parser.x__read_head__mutmut_45": "head split without a limit",
+    "ingress.sip.parser.x__read_head__mutmut_48": "split limit one higher",
+    # the literal "SIP/" test is the fast path of the upper() one after it
+    **{f"ingress.sip.parser.x__read_head__mutmut_{n}": "fast path skipped, same answer"
+       for n in (58, 60, 61)},
+    # the line count is a pre-filter: _over_cap decides (as for the scan's mutant 48)
+    "ingress.sip.parser.x__read_head__mutmut_67": "len(lines) >= cap + 1: _over_cap decides",
+    "ingress.sip.parser.x__read_head__mutmut_68": "len(lines) > cap - 1: _over_cap decides",
+    # `bad or scan_bad` reads "" as it reads None
+    "ingress.sip.parser.x__read_head__mutmut_98": "bad starts as ''",
     # an empty value is dropped by the join's filter either way
     "ingress.sip.parser.x__unfold__mutmut_6": "[value, *folds] even when value is empty",
     # every error _read_head raises carries a salvage (_salvage_cut or _salvage), so the
