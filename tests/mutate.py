@@ -222,6 +222,16 @@ EQUIVALENT: dict[str, str] = {
     # the line count is a pre-filter: _over_cap decides (as for the scan's mutant 48)
     "ingress.sip.parser.x__read_head__mutmut_67": "len(lines) >= cap + 1: _over_cap decides",
     "ingress.sip.parser.x__read_head__mutmut_68": "len(lines) > cap - 1: _over_cap decides",
+    # _scan_headers' fast path: a miss (no cached name before the first colon) goes to the
+    # slow path, which reads the line alike; only token names are cached, so the text before
+    # the last colon, or a colon never found, is a miss
+    **{f"ingress.sip.parser.x__scan_headers__mutmut_{n}": "fast path missed, same answer"
+       for n in (8, 9, 10, 11)},
+    **{f"ingress.sip.parser.x__scan_headers_slow__mutmut_{n}": "memo skipped, field_name "
+       "answers alike" for n in (35, 36, 38)},
+    # fold_end is read only after a fold set it
+    "ingress.sip.parser.x__scan_headers_slow__mutmut_6": "fold_end starts at None",
+    "ingress.sip.parser.x__scan_headers_slow__mutmut_7": "fold_end starts at 1",
     # `bad or scan_bad` reads "" as it reads None
     "ingress.sip.parser.x__read_head__mutmut_98": "bad starts as ''",
     # an empty value is dropped by the join's filter either way

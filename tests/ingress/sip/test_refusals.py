@@ -326,3 +326,11 @@ def test_display_name_loses_only_its_trailing_white_space(value: bytes,
     from ingress.sip.grammar import parse_name_addr
 
     assert parse_name_addr(value).display == display
+
+
+def test_only_sp_and_htab_are_trimmed_from_a_value() -> None:
+    """LWS is SP and HTAB (§25.1): other octets at a value's edges are the value's, on the
+    fast path (a known name) as on the slow one (a new name)."""
+    for name in (b"Subject", b"X-Never-Seen-Before"):
+        msg = parse_message(BASE.replace(CSEQ, CSEQ + name + b": \t\x0ba\x0c \t\r\n"))
+        assert msg.header(name.decode().lower()) == b"\x0ba\x0c"
