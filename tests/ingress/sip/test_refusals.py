@@ -334,3 +334,18 @@ def test_only_sp_and_htab_are_trimmed_from_a_value() -> None:
     for name in (b"Subject", b"X-Never-Seen-Before"):
         msg = parse_message(BASE.replace(CSEQ, CSEQ + name + b": \t\x0ba\x0c \t\r\n"))
         assert msg.header(name.decode().lower()) == b"\x0ba\x0c"
+
+
+def test_uri_parse_and_refusal_texts() -> None:
+    """sips is a SIP URI (parts read), any case; a refusal quotes the URI's first 64
+    characters, no more (the detail is logged)."""
+    from ingress.sip.grammar import parse_uri
+
+    u = parse_uri("SIPS:alice@example.com:5061")
+    assert (u.scheme, u.user, u.host, u.port) == ("sips", "alice", "example.com", 5061)
+    with pytest.raises(SipError) as exc:
+        parse_uri("sip:" + "@" * 80)
+    assert exc.value.detail == "malformed SIP URI '" + "sip:" + "@" * 60 + "'"
+    with pytest.raises(SipError) as exc:
+        parse_uri("1tel:" + "0" * 80)
+    assert exc.value.detail == "malformed URI '" + "1tel:" + "0" * 59 + "'"
