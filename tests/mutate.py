@@ -194,8 +194,10 @@ EQUIVALENT: dict[str, str] = {
     # at least 10**10, over CSEQ_MAX either way
     "ingress.sip.parser.x__number__mutmut_2": "len(value) <= 11",
     "ingress.sip.grammar.x__parse_name_addr__mutmut_7": "codec name case",
-    # NAME_ADDR_RE ends a display name with [ \t]* LWS only (continuations are unfolded)
+    # NAME_ADDR_RE's display group starts and ends with a token or a quote: the LWS
+    # around it is outside the group, so stripping white space of either kind finds none
     "ingress.sip.grammar.x__parse_name_addr__mutmut_21": "rstrip(None)",
+    "ingress.sip.grammar.x__parse_name_addr__mutmut_22": "lstrip instead of rstrip",
     # split_commas of a value without a comma is [value.strip()], and values come stripped
     "ingress.sip.parser.x__fields__mutmut_29": "split_commas for every value",
     # the first piece of a split is the same however many splits follow

@@ -68,6 +68,7 @@ REQUEST_REFUSALS = [
     (b"CSeq: 1 OPTIONS", b"CSeq: 4294967296 OPTIONS", 400, "bad_request", "malformed cseq"),
     (b"CSeq: 1 OPTIONS", b"CSeq: 9999999999 OPTIONS", 400, "bad_request", "malformed cseq"),
     (b"CSeq: 1 OPTIONS", b"CSeq: 099999999999 OPTIONS", 400, "bad_request", "malformed cseq"),
+    (b"CSeq: 1 OPTIONS", b"CSeq: 09999999999 OPTIONS", 400, "bad_request", "malformed cseq"),
     (b"CSeq: 1 OPTIONS", b"CSeq: 1 INVITE", 400, "bad_request",
      "CSeq method does not match the request method"),
     (b"Content-Length: 0", b"Content-Length: x", 400, "bad_request",
@@ -97,6 +98,7 @@ REQUEST_REFUSALS = [
 def test_request_refusal(old: bytes, new: bytes, status: int, key: str, detail: str) -> None:
     data = BASE.replace(old, new, 1)
     assert data != BASE
+    parse_message(BASE)  # the header names are known: the fast path reads the lines first
     exc = refusal(data)
     assert (exc.status, exc.key, exc.detail, str(exc)) == (status, key, detail, detail)
     s = exc.salvage
@@ -331,9 +333,9 @@ def test_display_name_loses_only_its_trailing_white_space(value: bytes,
 def test_only_sp_and_htab_are_trimmed_from_a_value() -> None:
     """LWS is SP and HTAB (§25.1): other octets at a value's edges are the value's, on the
     fast path (a known name) as on the slow one (a new name)."""
-    for name in (b"Subject", b"X-Never-Seen-Before"):
-        msg = parse_message(BASE.replace(CSEQ, CSEQ + name + b": \t\x0ba\x0c \t\r\n"))
-        assert msg.header(name.decode().lower()) == b"\x0ba\x0c"
+    data = BASE.replace(CSEQ, CSEQ + b"X-Trim-Test: \t\x0ba\x0c \t\r\n")
+    for _ in ("a new name: the slow path", "a known name: the fast path"):
+        assert parse_message(data).header("x-trim-test") == b"\x0ba\x0c"
 
 
 def test_uri_parse_and_refusal_texts() -> None:
