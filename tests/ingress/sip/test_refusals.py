@@ -83,6 +83,9 @@ REQUEST_REFUSALS = [
     (CSEQ, CSEQ + b"Subject\r\n", 400, "bad_request", "malformed header line"),
     # a known name with no colon is malformed too, not a header with an empty value
     (CSEQ, CSEQ + b"To\r\n", 400, "bad_request", "malformed header line"),
+    # ... also when no line has a colon, so the fast path reads them all
+    (BASE[BASE.index(b"\r\n") + 2 :], b"To\r\n\r\n", 400, "bad_request",
+     "malformed header line"),
     (b"SIP/2.0\r\n", b"SIP/2.0\r\n continued\r\n", 400, "bad_request",
      "continuation line before any header"),
     (b"Via: SIP/2.0/UDP 192.0.2.1;", b"Via: SIP/2.0 192.0.2.1;", 400, "bad_request",
