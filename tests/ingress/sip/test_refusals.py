@@ -115,7 +115,9 @@ def transaction_lines(data: bytes) -> list[bytes]:
     """Every Via line and the first From, To, Call-ID and CSeq line, as sent (§8.2.6.2)."""
     out, seen = [], set()
     for line in data.split(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
-        name = line.partition(b":")[0]
+        name, colon, _ = line.partition(b":")
+        if not colon:
+            continue  # a malformed line is no header
         if name == b"Via" or (name in (b"From", b"To", b"Call-ID", b"CSeq") and name not in seen):
             seen.add(name)
             out.append(line)
