@@ -180,7 +180,109 @@ EQUIVALENT: dict[str, str] = {
     # codec names are case-insensitive, and the grammar admits only ASCII where these decode
     **{f"ingress.sip.grammar.x__parse_via__mutmut_{n}": "decoding ASCII text"
        for n in (22, 25, 33, 35, 36, 37)},
-    **{f"ingress.sip.parser.x__response__mutmut_{n}": "codec name case" for n in (73, 76, 89)},
+    **{f"ingress.sip.parser.x__response__mutmut_{n}": "codec name case" for n in (49, 89, 102)},
+    # the literal "SIP/2.0" (and a CSeq method of KNOWN_METHODS) only skip a check that
+    # accepts them anyway: _version passes SIP/2.0, TOKEN_B_RE and decode give the same name
+    **{f"ingress.sip.parser.x__response__mutmut_{n}": "fast path skipped, same answer"
+       for n in (24, 25, 38, 39)},
+    **{f"ingress.sip.scan.x__scan__mutmut_{n}": "fast path skipped, same answer"
+       for n in (80, 81, 98, 99)},
+    **{f"ingress.sip.parser.x__request__mutmut_{n}": "fast path skipped, same answer"
+       for n in (10, 11, 24, 25)},
+    **{f"ingress.sip.parser.x__request__mutmut_{n}": "codec name case" for n in (19, 36, 105)},
+    # eleven digits are either a leading zero (int() reads it as the stripped path does) or
+    # at least 10**10, over CSEQ_MAX either way
+    "ingress.sip.parser.x__number__mutmut_2": "len(value) <= 11",
+    "ingress.sip.grammar.x__parse_name_addr__mutmut_7": "codec name case",
+    # NAME_ADDR_RE's display group starts and ends with a token or a quote: the LWS
+    # around it is outside the group, so stripping white space of either kind finds none
+    "ingress.sip.grammar.x__parse_name_addr__mutmut_21": "rstrip(None)",
+    "ingress.sip.grammar.x__parse_name_addr__mutmut_22": "lstrip instead of rstrip",
+    # split_commas of a value without a comma is [value.strip()], and values come stripped
+    "ingress.sip.parser.x__fields__mutmut_29": "split_commas for every value",
+    # the first piece of a split is the same however many splits follow
+    "ingress.sip.parser.x__salvage__mutmut_7": "split(b' ')[0]",
+    "ingress.sip.parser.x__salvage__mutmut_10": "split(b' ', 2)[0]",
+    # the header-name memos: a miss, or a None stored, recomputes the same name
+    **{f"ingress.sip.headers.x_canonical_name__mutmut_{n}": "memo skipped" for n in (1, 2, 15)},
+    **{f"ingress.sip.headers.x_field_name__mutmut_{n}": "memo skipped" for n in (1, 2, 12)},
+    "ingress.sip.headers.x_canonical_name__mutmut_8": "codec name case",
+    # leading CRLFs are skipped first, so the head's end is past them, never at 0, and
+    # they hold no "\n\n"
+    "ingress.sip.parser.x__read_head__mutmut_20": "hdr_end <= 0",
+    "ingress.sip.parser.x__read_head__mutmut_21": "hdr_end < 1",
+    "ingress.sip.parser.x__read_head__mutmut_24": "bare-LF search from 0, not start",
+    "ingress.sip.parser.x_parse_message__mutmut_24": "trusted None, as falsy as False",
+    "ingress.sip.parser.x__read_head__mutmut_26": "bare-LF search from 0, not start",
+    # the split's limit only bounds the work: over MAX_HEADER_LINES either way the count says
+    # so, and the salvage takes the first MAX_HEADER_FIELDS + 1 elements either way
+    "ingress.sip.parser.x__read_head__mutmut_45": "head split without a limit",
+    "ingress.sip.parser.x__read_head__mutmut_48": "split limit one higher",
+    # the literal "SIP/" test is the fast path of the upper() one after it
+    **{f"ingress.sip.parser.x__read_head__mutmut_{n}": "fast path skipped, same answer"
+       for n in (58, 60, 61)},
+    # the line count is a pre-filter: _over_cap decides (as for the scan's mutant 48)
+    "ingress.sip.parser.x__read_head__mutmut_67": "len(lines) >= cap + 1: _over_cap decides",
+    "ingress.sip.parser.x__read_head__mutmut_68": "len(lines) > cap - 1: _over_cap decides",
+    # _scan_headers' fast path: a miss (no cached name before the first colon) goes to the
+    # slow path, which reads the line alike; only token names are cached, so the text before
+    # the last colon, or a colon never found, is a miss
+    **{f"ingress.sip.parser.x__scan_headers__mutmut_{n}": "fast path missed, same answer"
+       for n in (8, 9, 10, 11)},
+    **{f"ingress.sip.parser.x__scan_headers_slow__mutmut_{n}": "memo skipped, field_name "
+       "answers alike" for n in (35, 36, 38)},
+    # fold_end is read only after a fold set it
+    "ingress.sip.parser.x__scan_headers_slow__mutmut_6": "fold_end starts at None",
+    "ingress.sip.parser.x__scan_headers_slow__mutmut_7": "fold_end starts at 1",
+    # digits only reach this strip: "X" is never there
+    "ingress.sip.parser.x__number__mutmut_15": "lstrip(b'XX0XX')",
+    # a validated gen-value (token, host or quoted-string) holds no white space but SP and
+    # HTAB at its edges
+    "ingress.sip.message.x_parse_params__mutmut_22": "value strip(None)",
+    # `bad or scan_bad` reads "" as it reads None
+    "ingress.sip.parser.x__read_head__mutmut_98": "bad starts as ''",
+    # an empty value is dropped by the join's filter either way
+    "ingress.sip.parser.x__unfold__mutmut_6": "[value, *folds] even when value is empty",
+    # every error _read_head raises carries a salvage (_salvage_cut or _salvage), so the
+    # fallback after `or` never runs
+    **{f"ingress.sip.parser.x_salvage__mutmut_{n}": "unreachable fallback"
+       for n in (4, 5, 6, 7, 8, 9, 10)},
+    "ingress.sip.parser.x__response__mutmut_31": "trusted None, as falsy as False",
+    # lstrip(b"\r\n") leaves no CR or LF first, so the last CRLF is never at offset 0
+    "ingress.sip.parser.x__salvage_cut__mutmut_16": "cut < 0",
+    # the CRLFs skipped before the start line hold no "\n\n"
+    "ingress.sip.scan.x__scan__mutmut_22": "bare-LF search from None (0), not start",
+    "ingress.sip.scan.x__scan__mutmut_24": "bare-LF search from 0, not start",
+    # one octet past the blank line cannot complete a Call-ID or Content-Length line (each
+    # needs its name and a colon after a line break), and salvage reads the head alone
+    "ingress.sip.scan.x__scan__mutmut_148": "Call-ID search to end + 3",
+    "ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_42": "salvage of head + 1 octet",
+    "ingress.sip.framer.xǁStreamFramerǁnext_message__mutmut_50": "Content-Length read in "
+    "head + 1 octet",
+    # four octets that start "\r\n\r\n" are the ping, returned just before
+    "ingress.sip.framer.xǁStreamFramerǁ_skip_crlf__mutmut_10": "len <= 4",
+    "ingress.sip.framer.xǁStreamFramerǁ_skip_crlf__mutmut_11": "len < 5",
+    # a buffer under 4 octets that is no ping's start keeps its CRLF until the next read,
+    # which skips it before looking for the message: the same message comes out (only a
+    # max_header_bytes under 2 could tell, and no configuration allows one)
+    "ingress.sip.framer.xǁStreamFramerǁ_skip_crlf__mutmut_9": "short buffer: wait first",
+    # None for 0 as a slice start or end, None for False where only truth is read
+    **{f"ingress.sip.headers.x_split_commas__mutmut_{n}": "None for 0 or False"
+       for n in (11, 13, 15, 29, 41)},
+    **{f"ingress.sip.message.x__split_quoted__mutmut_{n}": "None for 0 or False"
+       for n in (2, 4, 18)},
+    "ingress.sip.serialize.x_splice__mutmut_2": "end None slices to the end",
+    "ingress.sip.serialize.x_splice__mutmut_5": "pos None slices from 0",
+    # the piece before the first ";" is never read (parse_params drops pieces[0])
+    "ingress.sip.message.x__split_quoted__mutmut_3": "first piece from 1",
+    # a text without '"' splits on ";" alike either way; validated names hold no white
+    # space but SP and HTAB (continuations are unfolded before)
+    "ingress.sip.message.x_parse_params__mutmut_4": "_split_quoted for every text",
+    "ingress.sip.message.x_parse_params__mutmut_17": "strip(None)",
+    # rfind(">") + 1 is 0 without a ">": the slice is the whole value
+    "ingress.sip.serialize.x__is_to_without_tag__mutmut_14": "slice when no '>'",
+    # the derived To-tag only needs to be stable for one request and differ between two
+    "ingress.sip.serialize.x_build_response__mutmut_34": "lines joined by XX\nXX for the tag",
     "ingress.sip.parser.x__salvage__mutmut_13": "codec name case",
     "ingress.sip.parser.x__version__mutmut_14": "codec name case",
     # None for False where only the truth value is read: Transmit.retransmission (nothing in

@@ -92,6 +92,15 @@ class TestFramer:
         assert exc.value.salvage is not None
         assert any(line.startswith(b"CSeq:") for line in exc.value.salvage.lines)
 
+    def test_over_long_head_salvages_its_last_line(self) -> None:
+        """The salvage of a terminated header section over the cap is the whole section: its
+        last line (the CSeq here) is what makes the 513 answerable."""
+        msg = HEAD.replace(b"CSeq: 1 INVITE\r\n", b"") + b"CSeq: 1 INVITE\r\n\r\n"
+        with pytest.raises(MessageTooLarge) as exc:
+            frame(msg, max_header_bytes=len(msg) - 5)
+        assert exc.value.salvage is not None and exc.value.answerable
+        assert exc.value.salvage.lines[-1] == b"CSeq: 1 INVITE"
+
     def test_unterminated_head_limit_is_inclusive(self) -> None:
         f = StreamFramer(max_header_bytes=len(HEAD))
         f.receive_data(HEAD)

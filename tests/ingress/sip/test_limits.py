@@ -161,3 +161,33 @@ def test_salvage_of_the_corpus_agrees_with_the_parse(case: Case) -> None:
     expected = _parse_salvage(case.data)
     if expected is not None:
         assert salvage(case.data) == expected
+
+
+@pytest.mark.parametrize("name", [b"Via", b"Route"])
+def test_a_list_over_the_cap_is_counted_before_its_values_are_parsed(name: bytes) -> None:
+    """Over MAX_LIST_VALUES values, the list is refused as too long whatever its values
+    hold: the count bounds the parsing, so a malformed last value is never reached."""
+    value = b"SIP/2.0/UDP h" if name == b"Via" else b"<sip:h;lr>"
+    field = name + b": " + b", ".join([value] * MAX_LIST_VALUES + [b"@@"])
+    with pytest.raises(TooManyHeaders, match=f"more than {MAX_LIST_VALUES} "):
+        parse_message(message([field]))
+
+
+@pytest.mark.parametrize(("position", "answerable"), [
+    (MAX_HEADER_FIELDS, True), (MAX_HEADER_FIELDS + 1, False)])  # fmt: skip
+def test_the_salvage_of_a_message_over_the_cap_reads_exactly_the_first_fields(
+    position: int, answerable: bool
+) -> None:
+    """Rule 5: over the field cap, the salvage reads the first MAX_HEADER_FIELDS header lines
+    and no more: a CSeq as the last of them is read, one line later it is not."""
+    base = [b for b in BASE if not b.startswith(b"CSeq")]
+    before = filler(position - len(base) - 1)
+    err = refused(message([*before, b"CSeq: 1 OPTIONS", *filler(10)], base=base))
+    assert err.answerable is answerable
+
+
+def test_far_over_the_line_cap_the_first_lines_are_salvaged() -> None:
+    """Twice MAX_HEADER_LINES fold lines: still refused by count, still answered from the
+    Via and CSeq at the top (the head is split from its start, the rest left unsplit)."""
+    err = refused(message([b"Subject: a", *[b" b"] * (2 * MAX_HEADER_LINES)]))
+    assert err.detail == f"more than {MAX_HEADER_LINES} header lines" and err.answerable
