@@ -80,7 +80,9 @@ def start_pair(start_node: StartNode, tmp_path: Path, dport: int, extra: str = "
     b = start_node(dport, scale, pair_config("backup", peer_a, tmp_path / "b.cdr", extra,
                                              bind_b),
                    name="node-b", listen_first=virtual_listen(vport))  # fmt: skip
-    assert poll(lambda: role_of(b, VIRTUAL) == "passive", 5)
+    # B is passive once it has heard A's first heartbeats: seconds when two tests share
+    # the cores (the full suite runs on one pytest worker per core)
+    assert poll(lambda: role_of(b, VIRTUAL) == "passive", 15), role_of(b, VIRTUAL)
     assert not b.proc.events("virtual_bound")
     return a, b, vport
 
