@@ -471,7 +471,9 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
     dport, _ = uas("u1")
     a, b, vport = start_active_active(start_node, tmp_path, dport, limit=20)
     vb, half = VIRTUAL_B, CALLS // 2
-    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=16000)
+    # the calls must outlive a takeover, a restart, a resync and the failback: 16 s was not
+    # enough with four tests sharing two cores (the failback found both nodes with 0 calls)
+    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=30000)
     again = None
     try:
         b.kill()
