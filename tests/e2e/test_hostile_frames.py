@@ -30,6 +30,7 @@ from stateplane import updates as up
 from .conftest import StartNode
 from .node import Node, Proc, sipp_uac
 from .test_ctl import ctl
+from .test_replication import poll
 
 pytestmark = pytest.mark.e2e
 
@@ -252,15 +253,6 @@ def by_role(node: Node) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def wait_for(what: Callable[[], bool], deadline_s: float) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if what():
-            return True
-        time.sleep(0.2)  # polling step, bounded by the deadline
-    return False
-
-
 def test_junk_on_every_socket_is_refused_and_calls_complete(start_node: StartNode, uas: Uas,
                                                             tmp_path: Path) -> None:  # fmt: skip
     """Every socket file of a node gets junk and an oversize frame, every mesh gets junk
@@ -275,9 +267,9 @@ def test_junk_on_every_socket_is_refused_and_calls_complete(start_node: StartNod
         for prefix in PAIRS:  # the config made every kind of socket
             assert any(n.startswith(prefix) for n in names), (prefix, names)
         pubs = publish_to_meshes(ctx, node.run_dir)
-        assert wait_for(lambda: drops_counted(node, ("ingress", "worker.1", "worker.2",
+        assert poll(lambda: drops_counted(node, ("ingress", "worker.1", "worker.2",
                                                      "timers")), 10), latest(node)  # fmt: skip
-        assert wait_for(lambda: _all_refused(node), 10), by_role(node)
+        assert poll(lambda: _all_refused(node), 10), by_role(node)
         pike, _ = control.ask(str(node.run_dir), "pike", timeout_s=5)  # the replies as sent
         assert [r["pike"]["bad_frames"] > 0 for r in pike if "pike" in r] == [True], pike
         shares, _ = control.ask(str(node.run_dir), "ratelimit", timeout_s=5)
