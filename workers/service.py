@@ -38,8 +38,9 @@ from workers.dialogs.deltas import DeltaLink
 from workers.dialogs.handover import Forward, HoldGate, Withheld
 from workers.dialogs.limits import SharedLimits
 from workers.dns import DnsError, Resolver, ResolverConfig
-from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
+from workers.proxy import Inbound, Out, StatelessProxy
 from workers.ratelimit.share import RateShare
+from workers.refusals import Drop, Malformed
 from workers.registrar.location import Location
 from workers.registrar.register import Source
 from workers.routing.dispatcher import Dispatcher, HealthChanged, probe_share

@@ -60,7 +60,8 @@ from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response, Uri
 from ingress.sip.serialize import build_response
-from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy, is_ip
+from workers.listeners import is_ip
+from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
 from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet, HealthChanged
 from workers.transactions import (
