@@ -43,7 +43,9 @@ from workers.ratelimit.share import RateShare
 from workers.refusals import Drop, Malformed
 from workers.registrar.location import Location
 from workers.registrar.register import Source
-from workers.routing.dispatcher import Dispatcher, HealthChanged, probe_share
+from workers.routing.dispatcher import Dispatcher
+from workers.routing.health import HealthChanged
+from workers.routing.probes import probe_share
 from workers.routing.table import RoutingTable
 from workers.stateful import Cdr, Job, Refused, StatefulProxy, TimerOp
 

@@ -63,7 +63,9 @@ from ingress.sip.serialize import build_response
 from workers.listeners import is_ip
 from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
-from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet, HealthChanged
+from workers.routing.dispatcher import Destination, DispatchSet
+from workers.routing.health import HealthChanged
+from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,
