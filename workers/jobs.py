@@ -18,11 +18,12 @@ import structlog
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from workers.cachedb import CacheError
+from workers.coreevents import Job
 from workers.dns import DnsError, Resolver, ResolverConfig
 from workers.proxy import Out
 from workers.registrar.location import Location
 from workers.registrar.register import Source
-from workers.stateful import Job, StatefulProxy
+from workers.stateful import StatefulProxy
 
 #: cacheDB jobs (REGISTERs, lookups) one worker runs at once; past it requests get 503
 MAX_JOBS = 4096

@@ -32,6 +32,7 @@ from ingress.sip.errors import SipError
 from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
+from workers.coreevents import Cdr, Job, Refused, TimerOp
 from workers.dialogs.cdr import CdrWriter
 from workers.dialogs.cdrfile import CdrFile
 from workers.dialogs.deltas import DeltaLink
@@ -45,7 +46,7 @@ from workers.routing.dispatcher import Dispatcher
 from workers.routing.health import HealthChanged
 from workers.routing.probes import probe_share
 from workers.routing.table import RoutingTable
-from workers.stateful import Cdr, Job, Refused, StatefulProxy, TimerOp
+from workers.stateful import StatefulProxy
 
 #: dialogs one worker lists for ``sipline ctl dialogs --list`` at most (one control reply)
 MAX_LISTED = 10_000
