@@ -304,7 +304,7 @@ class StatelessProxy:
 
     def _preprocess_routes(self, req: Request) -> tuple[list[NameAddr], bool, Uri, bool]:
         """§16.4: returns (routes left, routes changed, Request-URI, Request-URI changed)."""
-        routes = [_name_addr_b(v) for v in req.header_values("route")]
+        routes = [parse_name_addr(v) for v in req.header_values("route")]
         uri, uri_changed, changed = req.uri, False, False
         if routes and self.listeners.uri_is_us(uri) and uri.user is None:
             # the previous hop was a strict router: the real target is the last Route
@@ -503,10 +503,6 @@ class StatelessProxy:
 
 def _name_addr(text: str) -> NameAddr:
     return parse_name_addr(text.encode("utf-8", "surrogateescape"))
-
-
-def _name_addr_b(value: bytes) -> NameAddr:
-    return parse_name_addr(value)
 
 
 def _via_text(via: Via, params: dict[str, str | None]) -> bytes:
