@@ -93,8 +93,8 @@ def iso_utc(ns: int) -> str:
     cached = _SECOND
     if cached[0] != sec:
         if not 0 <= sec < _FAST_UNTIL:  # strftime's %Y is four digits from 1000 to 9999 only
-            when = datetime.datetime.fromtimestamp(sec, datetime.UTC).replace(microsecond=rest // 1000)
-            return when.isoformat().replace("+00:00", "Z")
+            when = datetime.datetime.fromtimestamp(sec, datetime.UTC)
+            return when.replace(microsecond=rest // 1000).isoformat().replace("+00:00", "Z")
         cached[0], cached[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
     us = rest // 1000
     return f"{cached[1]}.{us:06d}Z" if us else f"{cached[1]}Z"
