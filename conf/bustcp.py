@@ -267,7 +267,9 @@ class TcpHop:
         sock.setsockopt(zmq.IMMEDIATE, 1)  # as conf.sockets.connect_push: no queue for the absent
         sock.ipv6 = ":" in ep
         curve.connect_curve(sock, self.keys, server_key)
-        sock.connect(ep)
+        # from our own address: a multi-homed host reaches its peers from the address they
+        # know it by, and the ZAP handler there logs that address (ZeroMQ's source;dest form)
+        sock.connect(endpoint(self.address, 0) + ";" + ep.removeprefix("tcp://"))
         return sock
 
     def close(self) -> None:
