@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf import cluster_url, curve, rundir
+from conf import bustcp, cluster_url, curve, rundir
 from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
@@ -412,6 +412,11 @@ def _check_values(s: Settings) -> None:
     _check_dialogs(f, s)
     _check_peers(f, s)
     _check_curve(f, s)
+    try:
+        bustcp.check(s)  # [bus] address and [[peer]] bus_address: the hop between hosts
+    except bustcp.BusConfigError as exc:
+        said = isinstance(exc.found, str) and " again " in exc.found
+        raise ConfigError(f, exc.key, exc.expected, Said(exc.found) if said else exc.found) from None
     _check_protection(f, s)
     _check_stateplane(f, s)
 

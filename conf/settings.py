@@ -128,6 +128,20 @@ class Bus:
     reserve_fill: float = field(default=1.25, metadata=_range(1.0, 10.0))
     """ACK, CANCEL, BYE and responses are never shed: they may queue up to this multiple of
     ``max_pending`` before anything drops."""
+    address: str = ""
+    """This host's IP address for the hop between hosts (``docs/architecture.md`` "Stages on
+    several hosts"): an ingress here also listens for workers of other hosts at
+    ``address:ingress_port``, and a worker here listens for ingresses of other hosts on a port
+    the kernel picks. Needs ``[curve] secret_key_file``: the hop is CURVE only. Empty: the
+    processes of this host meet over ipc only (one host)."""
+    ingress_port: int = field(default=0, metadata=_range(0, 65535))
+    """With ``address``: the TCP port of this host's first ingress (honcho's ``ingress.1``;
+    ``ingress.N`` takes ``ingress_port + N - 1``). 0: this host's ingresses serve only
+    workers of this host."""
+    ingresses: list[str] = field(default_factory=list)
+    """The ingresses on other hosts this host's workers serve, each ``tcp://ip:port`` (that
+    host's ``address`` and an ``ingress_port``), at the ``bus_address`` of a ``[[peer]]``
+    whose key must answer there. Needs ``address``. Default: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -582,6 +596,10 @@ class Peer:
     """Its CURVE public key: 40 Z85 characters (``sipline keygen`` prints it)."""
     public_key_file: str = ""
     """Or its public key file (the ``<name>.key`` that ``sipline keygen`` wrote on it)."""
+    bus_address: str = ""
+    """That host's ``[bus] address``, when its ingresses or workers join ours over TCP: its
+    key is then let in on our bus sockets, and what we connect to at this address must
+    present it. Empty: the peer has no part in the bus."""
 
 
 #: a Retry-After a little random, so that refused clients do not all come back at once
