@@ -38,7 +38,7 @@ from typing import Any
 import structlog
 import zmq
 
-from conf import curve
+from conf import curve, sockets
 from conf.guard import GUARD
 from conf.mesh import Mesh
 from conf.settings import Settings
@@ -51,8 +51,9 @@ log = structlog.get_logger()
 DRAIN_LIMIT = 1024
 #: frames queued toward one peer's relay (full states come every heartbeat anyway)
 HWM = 10_000
-#: a subscription is a byte and a role name
-MAX_SUBSCRIPTION_BYTES = 64
+#: a subscription is a byte and a role name, but the CURVE handshake (a few hundred bytes)
+#: is read under the same cap
+MAX_SUBSCRIPTION_BYTES = sockets.MAX_SEND_ONLY_BYTES
 #: a refused frame is logged once per this many of its reason
 LOG_EVERY = 1000
 
