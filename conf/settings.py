@@ -555,7 +555,7 @@ class StatePlane:
     cluster_ctl: bool = False
     """Answer the read-only views of ``sipline ctl ... --cluster`` (stats, destinations,
     dialogs, pike, ratelimit) asked by the ``[[peer]]`` nodes, on ``bind`` port + 3 over
-    CURVE (``docs/ctl.md``). Needs ``bind`` and ``[curve]``."""
+    CURVE (``docs/monitoring.md``). Needs ``bind`` and ``[curve]``."""
     role: Literal["", "primary", "backup"] = ""
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the

@@ -103,7 +103,7 @@ def _metrics_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=9101, help="HTTP port of /metrics")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (loopback)")
     p.add_argument("--cluster", action="store_true",
-                   help="every node of the cluster, labelled by node (docs/ctl.md)")
+                   help="every node of the cluster, labelled by node (docs/monitoring.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""``--cluster``: ask every node of the cluster, not only this one (``docs/ctl.md``).
+"""``--cluster``: ask every node of the cluster, not only this one (``docs/monitoring.md``).
 
 Rules:
 1. The nodes are this one and every ``[stateplane] peers`` entry, nothing else: a run

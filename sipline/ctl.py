@@ -15,7 +15,7 @@
 
     sipline ctl VIEW --cluster the same of every node: this one and each [stateplane] peers
                                entry (stats, destinations, dialogs, pike, ratelimit; a
-                               tcp:// peer over CURVE, docs/ctl.md "The whole cluster")
+                               tcp:// peer over CURVE, docs/monitoring.md "The whole cluster")
 
 ``stats`` of the state plane carries its replication: dialogs it publishes and, per peer,
 the dialogs it replicates (``--json``; the table shows them as ``replica <peer>`` lines).

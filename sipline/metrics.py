@@ -11,7 +11,7 @@ Rules:
 4. It serves on loopback by default, and is not in the Procfile: honcho stops the whole node
    when one of its processes exits, and an exporter is not worth that.
 5. ``--cluster``: every node of the cluster in one scrape, the ``node`` label the name this
-   node's configuration gives each (``sipline ctl --cluster``, docs/ctl.md), plus
+   node's configuration gives each (``sipline ctl --cluster``, docs/monitoring.md), plus
    ``sipline_node_reached`` per node.
 """
 

@@ -1,5 +1,5 @@
 """The cluster's read-only control views: the state plane answers ``sipline ctl ... --cluster``
-asked from a peer node over ZeroMQ CURVE (``docs/ctl.md`` "The whole cluster").
+asked from a peer node over ZeroMQ CURVE (``docs/monitoring.md`` "The whole cluster").
 
 Rules:
 1. A ROUTER at ``[stateplane] bind`` port + 3 (``meshcross.CONTROL_OFFSET``), a CURVE server

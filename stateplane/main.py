@@ -21,6 +21,9 @@ Rules:
    (``stateplane/kvdisk.py``), one write per batch before its reply leaves, synced every
    sweep; the store is loaded from it at start, before the socket is bound, so no client
    ever sees it half loaded.
+7. With a ``tcp://`` peer and ``[curve]``, it also relays the cluster meshes to the peers
+   (``stateplane/meshrelay.py``) and, with ``cluster_ctl``, answers their ``ctl --cluster``
+   (``stateplane/clusterctl.py``), both behind the ZAP handler the replication bound.
 """
 
 from __future__ import annotations
