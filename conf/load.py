@@ -685,10 +685,6 @@ def _check_dialogs(f: str, s: Settings) -> None:
     if d.profiles_cluster and not s.stateplane.peers:
         expected = "false unless [stateplane] peers names the other nodes"
         raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
-    if d.profiles_cluster and any(p.startswith("tcp://") for p in s.stateplane.peers):
-        # the workers find each other's sockets in the run directories
-        expected = "false unless every [stateplane] peers entry is a run directory"
-        raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
     if any(ord(c) < 32 or c == "\x7f" for c in d.cdr_file):
         raise ConfigError(f, "dialogs.cdr_file", "a path without control characters", d.cdr_file)
     _check_cdr(f, s)
@@ -758,12 +754,7 @@ def _check_stateplane(f: str, s: Settings) -> None:
             expected = ("a specific address unless [curve] secret_key_file is set (a wildcard "
                         "bind serves every interface)")
             raise ConfigError(f, "stateplane.bind", expected, sp.bind)
-    tcp_peer = any(p.startswith("tcp://") for p in sp.peers)
-    for key, on in (("pike.cluster", s.pike.cluster),
-                    ("ratelimit", any(rl.shared for rl in s.ratelimit))):  # fmt: skip
-        if on and tcp_peer:  # they find the peers' processes by their run directories
-            expected = "no sharing with [stateplane] peers given as tcp:// (run directories only)"
-            raise ConfigError(f, key, expected, Said("a tcp:// peer"))
+    _check_relay(f, s)
     if sp.persist_dir and not os.path.isabs(sp.persist_dir):
         raise ConfigError(f, "stateplane.persist_dir", "an absolute directory path",
                           sp.persist_dir)  # fmt: skip
@@ -789,6 +780,30 @@ def _check_stateplane(f: str, s: Settings) -> None:
         raise ConfigError(f, "listen", expected, Said("none"))
 
 
+def _check_relay(f: str, s: Settings) -> None:
+    """The cluster meshes and ``ctl --cluster`` across hosts (stateplane/meshcross.py): CURVE
+    only, served on ``bind`` port + 2 and + 3."""
+    sp = s.stateplane
+    tcp_peer = any(p.startswith("tcp://") for p in sp.peers)
+    shared = (("pike.cluster", s.pike.cluster), ("dialogs.profiles_cluster", s.dialogs.profiles_cluster),
+              ("ratelimit", any(rl.shared for rl in s.ratelimit)))  # fmt: skip
+    uses = [(key, 2) for key, on in shared if on and tcp_peer]
+    if sp.cluster_ctl:
+        uses.append(("stateplane.cluster_ctl", 3))
+    for key, offset in uses:
+        if not s.curve.secret_key_file:
+            # a peer on another host is reached only by a key it proves (docs/security.md)
+            expected = "false unless [curve] secret_key_file is set" + (
+                " (shared with a tcp:// peer)" if offset == 2 else "")  # fmt: skip
+            raise ConfigError(f, key, expected, True if key != "ratelimit" else Said("a shared pipe"))
+        if not sp.bind:
+            expected = f"host:port where the peers reach this node (port + {offset} serves {key})"
+            raise ConfigError(f, "stateplane.bind", expected, "")
+        if int(sp.bind.rpartition(":")[2]) + offset > 65535:
+            expected = f"a port of at most {65535 - offset} (port + {offset} serves {key})"
+            raise ConfigError(f, "stateplane.bind", expected, sp.bind)
+
+
 _CIDR_HELP = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
 
 
@@ -803,7 +818,7 @@ def _check_protection(f: str, s: Settings) -> None:
         raise ConfigError(f, "pike.cluster", "false unless [pike] enabled = true", True)
     if s.pike.cluster and not s.stateplane.peers:
         expected = ("false when [stateplane] peers is empty (blocks are shared with the nodes "
-                    "whose run directories it lists; replicate is not needed)")
+                    "it lists; replicate is not needed)")
         raise ConfigError(f, "pike.cluster", expected, True)
     routes = {r.name for r in s.route}
     names: dict[str, int] = {}

@@ -427,8 +427,9 @@ class Dialogs:
     """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
     profiles_cluster: bool = False
     """Profile limits count the live dialogs of the ``[stateplane] peers`` nodes too (their
-    workers and ours exchange counts), so a trunk limit holds across an active/active pair.
-    Off, a limit holds for this node (its workers always share counts)."""
+    workers and ours exchange counts; with a ``tcp://`` peer through the state planes' relay,
+    over CURVE), so a trunk limit holds across the cluster. Off, a limit holds for this node
+    (its workers always share counts)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -518,9 +519,10 @@ class Pike:
     forgotten), and a new block lifts the oldest one."""
     cluster: bool = False
     """Also share blocks with the nodes in ``[stateplane] peers``: every ingress subscribes to
-    the ingresses of those nodes (found in their run directories), and applies their blocks
-    as its siblings' (a block learnt is never passed on). Needs ``enabled`` and at least one
-    peer; ``[stateplane] replicate`` is not needed. Set it on every node, each listing the
+    the ingresses of those nodes (found in their run directories; a ``tcp://`` peer's through
+    the state planes' relay, over CURVE), and applies their blocks as its siblings' (a block
+    learnt is never passed on). Needs ``enabled`` and at least one peer; ``[stateplane]
+    replicate`` is not needed. Set it on every node, each listing the
     others: a node learns the blocks of the nodes it lists."""
 
 
@@ -535,11 +537,12 @@ class StatePlane:
     ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory. Needs
     ``[dialogs] enabled``; off, dialogs live only in their worker."""
     peers: list[str] = field(default_factory=list)
-    """The other nodes whose dialogs this node replicates, and with which ``[pike] cluster``
-    and ``shared`` ratelimit pipes share: each a run directory of a node on this host (it
-    subscribes to the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc``
-    in it; absolute, each once, never this node's own) or ``tcp://host:port`` of a node on
-    another host (that node's ``bind``; replication only). Default: none."""
+    """The other nodes whose dialogs this node replicates, and with which ``[pike] cluster``,
+    ``[dialogs] profiles_cluster`` and ``shared`` ratelimit pipes share: each a run directory
+    of a node on this host (it subscribes to the ``stateplane-pub.ipc`` and snapshots from
+    the ``stateplane-snap.ipc`` in it; absolute, each once, never this node's own) or
+    ``tcp://host:port`` of a node on another host (that node's ``bind``; sharing with it
+    needs ``[curve]`` and its ``[[peer]]`` key, ``docs/security.md``). Default: none."""
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""
@@ -549,9 +552,12 @@ class StatePlane:
     bind: str = ""
     """``host:port`` (an IP address, ``[v6]:port`` for IPv6) where the state plane also
     publishes (PUB on the port) and serves snapshots (ROUTER on the next port) over TCP, for
-    peers on other hosts, which name it ``tcp://host:port`` in their ``peers``. Empty: ipc
-    only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and the channel
-    is encrypted; without it, bind a private interface (a wildcard address is refused)."""
+    peers on other hosts, which name it ``tcp://host:port`` in their ``peers``; with ``[pike]
+    cluster``, ``[dialogs] profiles_cluster`` or a ``shared`` pipe and a ``tcp://`` peer it
+    relays them on port + 2, and with ``cluster_ctl`` serves ``ctl --cluster`` on port + 3.
+    Empty: ipc only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and
+    the channel is encrypted; without it, bind a private interface (a wildcard address is
+    refused)."""
     persist_dir: str = ""
     """Directory where the state plane keeps on disk the ``local://`` store's keys (a
     snapshot plus a journal of every write's result, ``docs/cachedb.md`` "Persistence"), and
@@ -560,6 +566,10 @@ class StatePlane:
     disk."""
     snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
     """Journal entries after which a new snapshot is written and the journal started again."""
+    cluster_ctl: bool = False
+    """Answer the read-only views of ``sipline ctl ... --cluster`` (stats, destinations,
+    dialogs, pike, ratelimit) asked by the ``[[peer]]`` nodes, on ``bind`` port + 3 over
+    CURVE (``docs/monitoring.md``). Needs ``bind`` and ``[curve]``."""
     role: Literal["", "primary", "backup"] = ""
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the
@@ -571,8 +581,9 @@ class StatePlane:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Curve:
     """``[curve]``: this node's ZeroMQ CURVE key pair, which authenticates and encrypts the
-    TCP channels between nodes (``docs/security.md``); today the state plane's ``bind`` and
-    its ``tcp://`` peers. ipc channels stay without keys."""
+    TCP channels between nodes (``docs/security.md``): the state plane's ``bind`` and its
+    ``tcp://`` peers, the cluster meshes it relays and ``ctl --cluster``. ipc channels stay
+    without keys."""
 
     secret_key_file: str = ""
     """The secret key file ``sipline keygen`` wrote for this node (``<name>.key_secret``,
