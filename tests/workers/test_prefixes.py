@@ -9,6 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conf.settings import DestinationSet as SetCfg
+from conf.settings import Listener
+from workers.routing.dispatcher import Dispatcher, DispatchSet
+from workers.routing.prefix_route import PrefixTables
 from workers.routing.prefixes import (
     MAX_KEY_CHARS,
     MAX_PREFIX_CHARS,
@@ -84,7 +88,7 @@ class TestLongestPrefix:
     def test_hostile_keys_match_nothing(self, key: str) -> None:
         """A key with anything but digits and one leading '+', or too long, matches nothing
         even where the table has a one-character catch-all."""
-        t = numbered([str(d) for d in range(10)] + ["+"[:0] + "+1"])
+        t = numbered([str(d) for d in range(10)] + ["+1"])
         assert t.lookup(key) is None
 
     def test_empty_table(self) -> None:
@@ -131,3 +135,51 @@ class TestRuleSetOrder:
         firsts = Counter(rs.order(h * 2654435761 % 2**32)[0] for h in range(4000))
         assert 0.2 < firsts["a"] / 4000 < 0.3
         assert firsts["a"] + firsts["b"] == 4000
+
+
+class TestTargets:
+    """A matched prefix's groups become one failover list over real destination sets."""
+
+    @staticmethod
+    def sets(*down: str) -> dict[str, DispatchSet]:
+        cfgs = [
+            SetCfg(name="a", destinations=["sip:10.0.0.1", "sip:10.0.0.2"]),
+            SetCfg(name="b", destinations=["sip:10.0.1.1", "sip:10.0.0.2"]),
+            SetCfg(name="c", destinations=["sip:10.0.2.1"], probe_interval_s=1),
+        ]
+        d = Dispatcher(cfgs, [Listener(transport="udp")])
+        for uri in down:
+            d.disable("c", uri)
+        return d.sets
+
+    def test_first_group_then_the_rest(self) -> None:
+        """The first group's pick leads, its other destinations follow, then the next
+        priority's; a destination in two groups is tried once."""
+        t = table_from("t", [("44", Gateway("a", 0)), ("44", Gateway("b", 1)),
+                             ("44", Gateway("c", 2))])  # fmt: skip
+        choice = PrefixTables({"t": t}).choose("t", "4420", "call-1", self.sets())
+        assert choice is not None and choice.dset.name == "a"
+        hosts = [d.host for d in choice.targets]
+        assert set(hosts[:2]) == {"10.0.0.1", "10.0.0.2"}
+        assert hosts[2:] == ["10.0.1.1", "10.0.2.1"]
+
+    def test_unusable_fallbacks_are_left_out(self) -> None:
+        """A disabled destination of a later group is not a failover target."""
+        t = table_from("t", [("44", Gateway("a", 0)), ("44", Gateway("c", 1))])
+        choice = PrefixTables({"t": t}).choose("t", "44", "call-1", self.sets("sip:10.0.2.1"))
+        assert choice is not None
+        assert "10.0.2.1" not in [d.host for d in choice.targets]
+
+    def test_no_user_or_no_prefix(self) -> None:
+        """No Request-URI user, or no prefix of it, is no choice."""
+        tables = PrefixTables({"t": table_from("t", [("44", Gateway("a"))])})
+        assert tables.choose("t", None, "c", self.sets()) is None
+        assert tables.choose("t", "33", "c", self.sets()) is None
+
+    def test_same_call_same_first_destination(self) -> None:
+        """A call's requests (INVITE, then its CANCEL or ACK) get the same first target."""
+        t = table_from("t", [("4", Gateway("a", 0, 1)), ("4", Gateway("b", 0, 1))])
+        tables, sets = PrefixTables({"t": t}), self.sets()
+        for i in range(20):
+            first = [tables.choose("t", "44", f"call-{i}", sets).targets[0] for _ in range(3)]  # type: ignore[union-attr]
+            assert first[0] == first[1] == first[2]
