@@ -408,6 +408,9 @@ def _check_values(s: Settings) -> None:
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
 
     _check_trusted(f, s)
+    from conf import prefix_tables  # it imports this module's ConfigError
+
+    prefix_tables.check(f, s)
     _check_registrar(f, s)
     _check_dialogs(f, s)
     _check_peers(f, s)
@@ -424,7 +427,8 @@ def _check_values(s: Settings) -> None:
 def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
     """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``."""
     actions = [name for name, on in (("to", r.to != ""), ("to_request_uri", r.to_request_uri),
-                                     ("reject", r.reject != 0)) if on]  # fmt: skip
+                                     ("reject", r.reject != 0),
+                                     ("prefix_table", r.prefix_table != "")) if on]  # fmt: skip
     known = ", ".join(sets) if sets else "none is defined"
     if not actions:
         expected = (f"an action: the name of a [[destination_set]] ({known}), "

@@ -260,6 +260,10 @@ class Route:
     reason: str = ""
     """Reason phrase of the ``reject`` answer; empty for the standard phrase of the status.
     Only with ``reject``."""
+    prefix_table: str = ""
+    """Name of the ``[[prefix_table]]`` that picks the destinations of the matching requests
+    by the longest prefix of their Request-URI user (``docs/prefix_tables.md``). One action
+    per rule: this, ``to``, ``to_request_uri`` or ``reject``."""
     methods: list[str] = field(default_factory=list)
     """Methods matched, upper case (``["INVITE", "BYE"]``); empty matches every method."""
     ruri_user: str = ""
@@ -298,6 +302,29 @@ class Trusted:
     tag: str = ""
     """Name routes match with ``trusted = "tag"``: letters, digits, ``.``, ``_`` and ``-``;
     several tables may share one. Empty: no tag (``trusted = true`` still matches)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PrefixTable:
+    """``[[prefix_table]]``: a longest-prefix routing table (OpenSIPS drouting, Kamailio LCR):
+    number prefixes mapped to destination sets with priorities and weights, loaded from a
+    CSV file by each worker at start (``docs/prefix_tables.md`` has the format). Routes send
+    to it with ``prefix_table``."""
+
+    name: str
+    """Name that routes refer to; unique. Required."""
+    file: str
+    """Absolute path of the CSV file, lines ``prefix,group[,priority[,weight]]`` where each
+    group is a ``[[destination_set]]``. A bad line stops the worker (and ``sipline
+    check-config``) with the file, line, field and what was expected. Required."""
+    max_prefixes: int = field(default=2_000_000, metadata=_range(1, 20_000_000))
+    """Distinct prefixes the file may hold at most; each costs about 10 bytes in every
+    worker (``docs/benchmarks.md``)."""
+    no_match_status: int = field(default=404, metadata=_range(400, 699))
+    """Status of the answer to a request whose Request-URI user has no prefix in the table
+    (or is no number: digits with an optional leading ``+``, at most 32)."""
+    no_match_reason: str = ""
+    """Reason phrase of that answer; empty for the standard phrase of the status."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -683,6 +710,8 @@ class Settings:
     """Routing rules, tried in order. Default: none."""
     trusted: list[Trusted] = field(default_factory=list)
     """Sources trusted to name their own next hop. Default: none."""
+    prefix_table: list[PrefixTable] = field(default_factory=list)
+    """Longest-prefix routing tables that routes send to. Default: none."""
     registrar: Registrar = field(default_factory=Registrar)
     """The built-in registrar and location service."""
     log: Log = field(default_factory=Log)
