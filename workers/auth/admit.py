@@ -58,6 +58,11 @@ class Authenticator:
     def from_settings(cls, settings: Settings, issuer: str, now: float) -> Authenticator | None:
         return cls(settings, issuer, now) if settings.auth.enabled else None
 
+    def stats(self) -> dict[str, int]:
+        """Verdicts so far by kind (``verified``, ``no_credentials``, ``wrong_response``,
+        ``replayed`` ...) and the nonces whose counts are tracked now."""
+        return {**self.gate.counters, "nonces_tracked": len(self.gate.counts)}
+
     def admit(self, req: Request, trusted: bool, follows_route: bool, now: float) -> Edit | None:
         """Rule 1-2.
 
