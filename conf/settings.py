@@ -679,6 +679,10 @@ class Auth:
     methods: list[str] = field(default_factory=list)
     """Methods ``proxy`` challenges, upper case; empty: every method but REGISTER, ACK and
     CANCEL."""
+    check_uri: bool = True
+    """Answer 400 to credentials whose ``uri`` is not the Request-URI (RFC 7616 §3.4.6), so
+    that a Request-URI changed on the way cannot reuse them. Turn off behind a proxy that
+    rewrites the Request-URI before us."""
     consume_credentials: bool = True
     """Remove the credentials we checked before forwarding the request (OpenSIPS
     ``consume_credentials``); credentials for other realms pass."""

@@ -215,6 +215,10 @@ class TestVerdicts:
             second.raw.replace(b"INVITE sip:bob@example.com ", b"INVITE sip:eve@example.com ")
         )
         assert isinstance(g.check(moved, 407, lookup, T0), Refusal)
+        lax = gate(check_uri=False)
+        second, _ = answer(lax, req())
+        moved = parsed_req(second.raw.replace(b"INVITE sip:bob@example.com ", b"INVITE sip:eve@example.com "))
+        assert isinstance(lax.check(moved, 407, lookup, T0), Verified)
 
     def test_forged_nc_does_not_burn_the_clients_count(self) -> None:
         """Rule 5: a wrong response with nc 1 does not stop the client's own nc 1."""

@@ -12,9 +12,9 @@ Rules:
 3. Verdicts: no credentials for our realm, an algorithm or qop we do not offer, an unknown
    user or a wrong response get a fresh challenge (the same answer, so a client cannot tell
    which users exist). A header that breaks the grammar, lacks a field qop=auth needs or
-   whose ``uri`` is not the Request-URI gets 400 (RFC 7616 §3.4.6). A right response with a
-   nonce that is stale, replayed or not ours gets a challenge with ``stale=true`` (RFC 7616
-   §3.3), so the client retries without asking its user.
+   whose ``uri`` is not the Request-URI (``check_uri``) gets 400 (RFC 7616 §3.4.6). A
+   right response with a nonce that is stale, replayed or not ours gets a challenge with
+   ``stale=true`` (RFC 7616 §3.3), so the client retries without asking its user.
 4. Checking is two steps, ``inspect`` then ``verify``, because the HA1 may come from a
    cacheDB: the adapter looks it up in between. ``check`` does both with a synchronous lookup.
 5. The nonce-count is recorded only for credentials that passed every other check, so a
@@ -177,7 +177,7 @@ class AuthGate:
             check_form(creds, digest.HEX_LEN[algorithm])
         except CredentialsError as exc:
             return self._refuse(str(exc))
-        if creds.params["uri"] != req.uri.raw:
+        if self.cfg.check_uri and creds.params["uri"] != req.uri.raw:
             return self._refuse("uri is not the Request-URI")
         return Pending(status, realm, algorithm, creds.params["username"], creds, span)
 
