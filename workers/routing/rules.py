@@ -89,7 +89,8 @@ class Template:
         parts = parse_template(text)
         self.parts = tuple((lit.encode(), _FIELD_IDS[f] if f else -1) for lit, f in parts)
         #: the whole value when it names no field (the common case: nothing to build)
-        self.literal = text.encode() if all(f < 0 for _, f in self.parts) else None
+        plain = all(f < 0 for _, f in self.parts)
+        self.literal = b"".join(lit for lit, _ in self.parts) if plain else None
 
     def render(self, req: Request, user: str | None, src_ip: str) -> bytes:
         if self.literal is not None:
