@@ -379,6 +379,8 @@ def _check_values(s: Settings) -> None:
     if s.bus.shed_invite_fill < s.bus.shed_start_fill:
         expected = f"at least bus.shed_start_fill ({_num(s.bus.shed_start_fill)})"
         raise ConfigError(f, "bus.shed_invite_fill", expected, s.bus.shed_invite_fill)
+    from conf import routing  # it imports this module's ConfigError
+
     named_sets = {ds.name for ds in s.destination_set
                   if any(_is_host_name(u) for u in ds.destinations)}  # fmt: skip
     names: dict[str, int] = {}
@@ -406,6 +408,7 @@ def _check_values(s: Settings) -> None:
             except ValueError:
                 expected = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
+        routing.check_route(f, key, r, s)
 
     _check_trusted(f, s)
     from conf import prefix_tables  # it imports this module's ConfigError
@@ -426,11 +429,20 @@ def _check_values(s: Settings) -> None:
 
 
 def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
-    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``."""
+    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``; or, with
+    ``continue_routing``, none of them (its rewrites and edits, then the next rules)."""
     actions = [name for name, on in (("to", r.to != ""), ("to_request_uri", r.to_request_uri),
                                      ("reject", r.reject != 0),
                                      ("prefix_table", r.prefix_table != "")) if on]  # fmt: skip
     known = ", ".join(sets) if sets else "none is defined"
+    if r.continue_routing:
+        if actions:
+            expected = "no to, to_request_uri or reject with continue_routing = true"
+            raise ConfigError(f, f"{key}.{actions[0]}", expected, getattr(r, actions[0]))
+        if not (r.strip_user or r.prefix_user or r.user_regex or r.header_edit):
+            expected = "a rewrite (strip_user, prefix_user, user_regex) or a header_edit"
+            raise ConfigError(f, f"{key}.continue_routing", expected, Said("none"))
+        return
     if not actions:
         expected = (f"an action: the name of a [[destination_set]] ({known}), "
                     "to_request_uri = true or reject (a status)")  # fmt: skip

@@ -238,6 +238,39 @@ class DestinationSet:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    """``[[route.header]]``: a condition on a request header (``docs/routing.md``)."""
+
+    name: str
+    """Header name, any case; a compact form (``f``, ``m`` ...) means its long form. Required."""
+    regex: str = ""
+    """Regular expression some value of the header must match in full (each header line
+    counts as one value); empty: only ``present`` is checked."""
+    present: bool = True
+    """``true``: the header must be there (and match ``regex`` when set); ``false``: no line
+    of it may be there (then ``regex`` must be empty)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderEdit:
+    """``[[route.header_edit]]``: an edit of the forwarded request's headers
+    (``docs/routing.md``). Edits run in the order listed, after every earlier matching rule's."""
+
+    name: str
+    """Header name: a token; not one the proxy owns (Via, Route, Record-Route, Max-Forwards,
+    From, To, Call-ID, CSeq, Contact, Content-Length, Content-Type, Content-Encoding).
+    Required."""
+    action: Literal["set", "append", "remove"]
+    """``set`` removes every line of the header and appends one with ``value``; ``append``
+    adds one at the end of the header section; ``remove`` removes every line. Required."""
+    value: str = ""
+    """Value for ``set`` and ``append`` (not for ``remove``): printable text without
+    control characters, where ``{from_user}``, ``{from_host}``, ``{to_user}``, ``{to_host}``,
+    ``{ruri_user}`` (after rewrites), ``{ruri_host}`` and ``{source_ip}`` stand for the
+    request's; ``{{`` and ``}}`` are literal braces."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """``[[route]]``: one routing rule. Rules are tried in order and the first whose every
     condition holds wins; a rule with no condition is a default route. Each rule has one
@@ -284,6 +317,45 @@ class Route:
     """Lifetime of the dialogs of calls this rule routes (see ``[dialogs]
     default_lifetime_s``); 0 uses the default. Only on a stateful rule, with ``[dialogs]
     enabled``."""
+    untrusted: bool | str = False
+    """``true``: the source must match no ``[[trusted]]`` table (OpenSIPS
+    ``!check_source_address``); a tag: no ``[[trusted]]`` table with that tag; ``false``
+    matches every source."""
+    listener: str = ""
+    """The ``[[listen]]`` the request arrived on, as ``address:port`` (``[::1]:5060`` for
+    IPv6); empty matches all."""
+    transport: Literal["", "udp", "tcp"] = ""
+    """Transport the request arrived on; empty matches both."""
+    header: list[HeaderMatch] = field(default_factory=list)
+    """Conditions on headers (``[[route.header]]``), all of which must hold."""
+    strip_user: int = field(default=0, metadata=_range(0, 64))
+    """Action: remove this many leading characters of the Request-URI user (OpenSIPS
+    ``strip``). Rewrites run strip, then ``prefix_user``, then ``user_regex``."""
+    prefix_user: str = ""
+    """Action: put this before the Request-URI user (OpenSIPS ``prefix``): user characters
+    of RFC 3261 §25.1 only."""
+    user_regex: str = ""
+    """Action: regular expression searched in the Request-URI user; the first match is
+    replaced with ``user_replace`` (OpenSIPS ``subst_user``). Needs ``user_replace``."""
+    user_replace: str = ""
+    """Replacement for ``user_regex``: user characters and group references (``\\1``,
+    ``\\g<name>``)."""
+    header_edit: list[HeaderEdit] = field(default_factory=list)
+    """Edits of the forwarded request's headers (``[[route.header_edit]]``)."""
+    continue_routing: bool = False
+    """Apply this rule's rewrites and header edits, then go on with the next rules (later
+    rules see the rewritten Request-URI user). Such a rule has no ``to``,
+    ``to_request_uri`` or ``reject``."""
+    failure_sets: list[str] = field(default_factory=list)
+    """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
+    once the previous one (``to`` first) is used up and its last outcome is in
+    ``failure_codes`` (or a timeout, with ``failure_on_timeout``). Stateful rules only."""
+    failure_codes: list[str] = field(default_factory=lambda: ["408", "5xx"])
+    """Final statuses that send the call on to the next of ``failure_sets``, written like
+    ``failover_codes`` of ``[[destination_set]]``, from 300 to 599."""
+    failure_on_timeout: bool = True
+    """A destination set used up by no answer (Timer B/F) or a transport failure goes on
+    to the next of ``failure_sets`` (OpenSIPS counts that as a local 408)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
