@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf import cluster_url, curve, rundir
+from conf import bustcp, cluster_url, credfile, curve, rundir
 from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
@@ -379,6 +379,8 @@ def _check_values(s: Settings) -> None:
     if s.bus.shed_invite_fill < s.bus.shed_start_fill:
         expected = f"at least bus.shed_start_fill ({_num(s.bus.shed_start_fill)})"
         raise ConfigError(f, "bus.shed_invite_fill", expected, s.bus.shed_invite_fill)
+    from conf import routing  # it imports this module's ConfigError
+
     named_sets = {ds.name for ds in s.destination_set
                   if any(_is_host_name(u) for u in ds.destinations)}  # fmt: skip
     names: dict[str, int] = {}
@@ -406,21 +408,41 @@ def _check_values(s: Settings) -> None:
             except ValueError:
                 expected = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
+        routing.check_route(f, key, r, s)
 
     _check_trusted(f, s)
+    from conf import prefix_tables  # it imports this module's ConfigError
+
+    prefix_tables.check(f, s)
     _check_registrar(f, s)
+    _check_auth(f, s)
     _check_dialogs(f, s)
     _check_peers(f, s)
     _check_curve(f, s)
+    try:
+        bustcp.check(s)  # [bus] address and [[peer]] bus_address: the hop between hosts
+    except bustcp.BusConfigError as exc:
+        said = isinstance(exc.found, str) and " again " in exc.found
+        raise ConfigError(f, exc.key, exc.expected, Said(exc.found) if said else exc.found) from None
     _check_protection(f, s)
     _check_stateplane(f, s)
 
 
 def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
-    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``."""
+    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``; or, with
+    ``continue_routing``, none of them (its rewrites and edits, then the next rules)."""
     actions = [name for name, on in (("to", r.to != ""), ("to_request_uri", r.to_request_uri),
-                                     ("reject", r.reject != 0)) if on]  # fmt: skip
+                                     ("reject", r.reject != 0),
+                                     ("prefix_table", r.prefix_table != "")) if on]  # fmt: skip
     known = ", ".join(sets) if sets else "none is defined"
+    if r.continue_routing:
+        if actions:
+            expected = "no to, to_request_uri or reject with continue_routing = true"
+            raise ConfigError(f, f"{key}.{actions[0]}", expected, getattr(r, actions[0]))
+        if not (r.strip_user or r.prefix_user or r.user_regex or r.header_edit):
+            expected = "a rewrite (strip_user, prefix_user, user_regex) or a header_edit"
+            raise ConfigError(f, f"{key}.continue_routing", expected, Said("none"))
+        return
     if not actions:
         expected = (f"an action: the name of a [[destination_set]] ({known}), "
                     "to_request_uri = true or reject (a status)")  # fmt: skip
@@ -869,6 +891,64 @@ def _check_registrar(f: str, s: Settings) -> None:
         if status not in REGISTRAR_MISS_STATUSES:
             expected = "one of " + ", ".join(map(str, REGISTRAR_MISS_STATUSES))
             raise ConfigError(f, f"registrar.{name}", expected, status)
+
+
+#: a realm is quoted in challenges and is part of cacheDB keys: keep it plain
+REALM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_@:]{0,127}")
+
+
+def _check_auth(f: str, s: Settings) -> None:
+    """[auth] and [[auth_realm]] (docs/auth.md): files that load, realms that can be quoted."""
+    a = s.auth
+    for i, algorithm in enumerate(a.algorithms):
+        if algorithm not in credfile.HEX_LEN or a.algorithms.index(algorithm) != i:
+            expected = "each of " + ", ".join(credfile.HEX_LEN) + " at most once"
+            raise ConfigError(f, f"auth.algorithms[{i}]", expected, algorithm)
+    _methods(f, "auth", a.methods)
+    names: dict[str, int] = {}
+    for i, r in enumerate(s.auth_realm):
+        key = f"auth_realm[{i}]"
+        if not REALM_RE.fullmatch(r.realm):
+            raise ConfigError(f, f"{key}.realm", "letters, digits and .-_@: (at most 128)", r.realm)
+        if r.realm in names:
+            found = Said(f"{show(r.realm)} again (auth_realm[{names[r.realm]}])")
+            raise ConfigError(f, f"{key}.realm", "a realm of its own", found)
+        names[r.realm] = i
+        for j, domain in enumerate(r.domains):
+            if not DOMAIN_RE.fullmatch(domain):
+                raise ConfigError(f, f"{key}.domains[{j}]", "a host name or an address", domain)
+        if r.credentials_file:
+            if not os.path.isabs(r.credentials_file):
+                raise ConfigError(f, f"{key}.credentials_file", "an absolute file path",
+                                  r.credentials_file)  # fmt: skip
+            try:
+                credfile.load_file(r.credentials_file)
+            except credfile.CredentialsFileError as exc:
+                raise ConfigError(f, f"{key}.credentials_file", "lines of 'username algorithm ha1'",
+                                  Said(str(exc))) from None  # fmt: skip
+        if r.cachedb_url:
+            scheme = r.cachedb_url.partition("://")[0]
+            if "://" not in r.cachedb_url or scheme not in CACHEDB_SCHEMES:
+                raise ConfigError(f, f"{key}.cachedb_url", "a cacheDB URL (docs/cachedb.md)",
+                                  r.cachedb_url)  # fmt: skip
+        if not r.credentials_file and not r.cachedb_url:
+            raise ConfigError(f, f"{key}.credentials_file", "a file (or a cachedb_url)", Said("nothing"))
+    if not a.enabled:
+        return
+    if not s.auth_realm:
+        raise ConfigError(f, "auth_realm", "at least one [[auth_realm]] with [auth] enabled",
+                          Said("nothing"))  # fmt: skip
+    if not a.algorithms:
+        raise ConfigError(f, "auth.algorithms", "at least one algorithm when enabled", [])
+    path = a.nonce_secret_file
+    if not path or not os.path.isabs(path):
+        raise ConfigError(f, "auth.nonce_secret_file", "an absolute file path (required when enabled)",
+                          path)  # fmt: skip
+    try:
+        credfile.load_secret(path)
+    except ValueError as exc:
+        raise ConfigError(f, "auth.nonce_secret_file", "a readable secret of 16 bytes or more",
+                          Said(f"{show(path)}: {exc}")) from None  # fmt: skip
 
 
 def _ip(file: str, key: str, text: str) -> None:
