@@ -135,7 +135,8 @@ def test_trunk_limit_holds_across_three_hosts(start_node: StartNode, uas: Uas,
     extra = TRUNK.replace('cdr_file = "/dev/null"', f'cdr_file = "{tmp_path}/{{node}}.cdr"')
     cluster = Cluster(start_node, tmp_path, dport, extra)
     a, _, c = cluster.nodes
-    held = [UacRun.start(n.port, "u1", 2, 10, tmp_path, timeout_s=60, extra=("-d", "20000"))
+    # held 30 s: the checks below run while they are up, a ctl call taking ~1 s on a busy box
+    held = [UacRun.start(n.port, "u1", 2, 10, tmp_path, timeout_s=90, extra=("-d", "30000"))
             for n in cluster.nodes]  # fmt: skip
     try:
         assert poll(lambda: [counted(n) for n in cluster.nodes] == [6, 6, 6], 15), \
