@@ -40,3 +40,16 @@ def test_a_key_this_user_cannot_use_is_reported_not_raised(tmp_path: Path) -> No
     assert answers[1].error == ("cannot use [curve] secret_key_file: mode 0644: others may read "
                                 "the secret key (chmod 600)")  # fmt: skip
     assert answers[0].error == answers[2].error == ""
+
+
+def test_acting_verbs_are_not_asked_of_the_cluster(tmp_path: Path) -> None:
+    """``sync`` and ``failback`` stay with each node's own user: ``--cluster`` refuses them
+    (exit 2) before asking anyone."""
+    from tests.test_cli import run
+
+    conf = tmp_path / "sipline.toml"
+    conf.write_text(f"[node]\nrun_dir = '{tmp_path / 'run'}'\n", encoding="utf-8")
+    for verb in ("sync", "failback"):
+        done = run(["ctl", verb, "--cluster"], env={"SIPLINE_CONF": str(conf)})
+        assert done.returncode == 2, done
+        assert done.stderr.startswith(f"sipline ctl: {verb} is not asked of the whole cluster"), done
