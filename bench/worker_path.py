@@ -4,6 +4,7 @@
     python -P bench/worker_path.py --mode stateful         # + transactions, dialogs, CDR file
     python -P bench/worker_path.py --mode stateful --profile   # + time per stage (cProfile)
     python -P bench/worker_path.py --mode stateful --sample 3  # + time per stage (sampled)
+    python -P bench/worker_path.py --routes 10             # 10 routing rules with header edits
 
 (``-P``: bench/timers.py would shadow the ``timers`` package.)
 
@@ -46,7 +47,7 @@ import zmq
 from conf import logging as logs
 from conf import process
 from conf.load import load
-from conf.settings import Settings
+from conf.settings import HeaderEdit, HeaderMatch, Route, Settings, Trusted
 from workers.service import Worker
 
 INGRESS = "ingress.1-100"
@@ -76,18 +77,20 @@ STAGES: list[tuple[str, str]] = [
     ("workers/txn/", "transaction"),
     ("workers/transactions", "transaction"),
     ("workers/stateful", "transaction"),
+    ("workers/timerc", "transaction"),
+    ("workers/proxied", "transaction"),
+    ("workers/coreevents", "transaction"),
     ("workers/dialogs/cdr", "CDR"),
     ("workers/dialog", "dialog"),
-    ("workers/profiles", "dialog"),
     ("dialogstate/", "dialog"),
-    ("workers/cdr", "CDR"),
     ("json/", "CDR"),
     ("structlog", "log"),
     ("logging/", "log"),
     ("conf/logs", "log"),
     ("workers/proxy", "routing"),
     ("workers/routing", "routing"),
-    ("workers/dispatcher", "routing"),
+    ("workers/listeners", "routing"),
+    ("workers/refusals", "routing"),
     ("workers/conntag", "routing"),
     ("workers/ratelimit", "routing"),
     ("hashlib", "routing"),
@@ -295,6 +298,25 @@ def profile(prof: cProfile.Profile) -> dict[str, float]:
     return {k: v / total for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
 
 
+def rules(settings: Settings, count: int) -> Settings:
+    """``count`` rules in front of the shipped route (docs/routing.md), as a trunk would have:
+    ``count - 3`` that do not match (a method, a Request-URI user regex and a header
+    condition each, so every one is evaluated), one that rejects untrusted sources (the UAC
+    is trusted), one ``continue_routing`` rule that prefixes the user and sets a
+    P-Asserted-Identity from the From domain and removes Subject, then the shipped route."""
+    to = settings.route[-1].to
+    out = [Route(name=f"miss{i}", to=to, methods=["INVITE"], ruri_user=rf"00{i}\d+",
+                 header=[HeaderMatch(name="X-Carrier", regex=f"c{i}")])
+           for i in range(count - 3)]  # fmt: skip
+    out.append(Route(name="untrusted", untrusted=True, reject=403))
+    out.append(Route(name="edits", continue_routing=True, ruri_user="serv.*", prefix_user="+",
+                     header_edit=[HeaderEdit(name="P-Asserted-Identity", action="set",
+                                             value="<sip:+15551234@{from_host}>"),
+                                  HeaderEdit(name="Subject", action="remove")]))  # fmt: skip
+    out.append(dataclasses.replace(settings.route[-1], ruri_user=r"\+serv.*"))
+    return dataclasses.replace(settings, route=out, trusted=[Trusted(cidr="127.0.0.1")])
+
+
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
     ctx: zmq.Context[Any] = zmq.Context()
     worker = Worker(settings, f"bench-{id(settings)}", ctx)
@@ -307,6 +329,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
         steps = {k: min(r[1][k] for r in runs) for k in PER_CALL}
         quiet = sum(steps[k] * n for k, n in PER_CALL.items()) / sum(PER_CALL.values())
         print(f"{settings.proxy.mode}{' + dialogs' if settings.dialogs.enabled else ''}"
+              f"{f' + {len(settings.route)} routes' if len(settings.route) > 1 else ''}"
               f"{' + CDR file' if settings.dialogs.cdr_file else ''}: {args.calls} calls x 6 "
               f"messages, batches of {args.batch} calls")  # fmt: skip
         print(f"  worker CPU per message: {best:6.2f} µs (min of {args.repeats}; runs "
@@ -345,6 +368,8 @@ def main() -> None:
     ap.add_argument("--mode", choices=["stateless", "stateful"], default="stateless",
                     help="stateful: with dialogs and a CDR file, as issue #16's second row")  # fmt: skip
     ap.add_argument("--no-dialogs", action="store_true", help="stateful without dialogs")
+    ap.add_argument("--routes", type=int, default=0,
+                    help="N >= 4 routing rules with header edits in front (docs/routing.md)")
     ap.add_argument("--profile", action="store_true", help="split the time by stage")
     ap.add_argument("--top", type=int, default=0, help="print the N costliest functions")
     ap.add_argument("--sample", type=int, default=0, metavar="RUNS",
@@ -368,6 +393,8 @@ def main() -> None:
         settings.transactions.max_transactions, 2 * 4 * args.calls * runs))  # fmt: skip
     settings = dataclasses.replace(settings, node=node, proxy=proxy, dialogs=dialogs,
                                    transactions=txns)  # fmt: skip
+    if args.routes:
+        settings = rules(settings, args.routes)
     try:
         uvloop.run(bench(settings, args))
     finally:
