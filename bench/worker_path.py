@@ -87,6 +87,7 @@ STAGES: list[tuple[str, str]] = [
     ("structlog", "log"),
     ("logging/", "log"),
     ("conf/logs", "log"),
+    ("conf/logging", "log"),
     ("workers/proxy", "routing"),
     ("workers/routing", "routing"),
     ("workers/listeners", "routing"),
@@ -257,7 +258,9 @@ class Sampler:
         f = frame
         while f is not None:
             code = f.f_code
-            found = stage_of(code.co_filename, code.co_name)
+            # json/ serves both the CDR file and the log line: its caller says which
+            found = "other" if "json/" in code.co_filename else stage_of(code.co_filename,
+                                                                          code.co_name)  # fmt: skip
             if found != "other":
                 stage = found
                 break
