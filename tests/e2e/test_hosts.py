@@ -118,8 +118,10 @@ def test_calls_cross_from_the_edge_to_workers_on_other_hosts(
     wait_for(lambda: len(joined(edge, "b.worker.")) == 2, "host B's two workers to join", 20)
     res = sipp_uac(hosts.sip_port, "u1", 200, 100, tmp_path)
     assert (res.successful, res.failed) == (200, 0), res.output
-    assert all(e.get("ingress", "").startswith("edge.ingress")
-               for e in b.events("ingress_found")), b.text()[-2000:]
+    found = b.events("ingress_found")  # one per worker, each the edge's ingress at its port
+    assert len(found) == 2 and all(str(e["ingress"]).startswith("edge.ingress.1-") and
+                                   e["endpoint"] == f"tcp://{EDGE}:{hosts.ingress_port}"
+                                   for e in found), found  # fmt: skip
 
     c_conf = hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE})
     calls = UacRun.start(hosts.sip_port, "u1", 1600, 200, tmp_path)
