@@ -146,6 +146,13 @@ def check(s: Settings) -> None:
     if bus.ingresses and not own:
         raise BusConfigError("bus.ingresses", "[] unless bus.address is set (workers need an "
                              "address to be reached at)", bus.ingresses)  # fmt: skip
+    for i, ds in enumerate(s.destination_set):
+        if own and ds.probe_interval_s > 0:
+            # workers share probes out among the workers of their run directory, but the
+            # answer goes to the owner of its Call-ID among the workers of every host
+            raise BusConfigError(f"destination_set[{i}].probe_interval_s", "0 with [bus] address "
+                                 "(probes are shared out among one host's workers)",
+                                 ds.probe_interval_s)  # fmt: skip
     hosts: dict[str, int] = {}
     for i, peer in enumerate(s.peer):
         if not peer.bus_address:
