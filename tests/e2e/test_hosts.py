@@ -6,7 +6,9 @@ CURVE keys. sipp calls the edge's ingress, whose workers are all on other hosts.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,9 @@ class Hosts:
     dest_port: int
     ingress_port: int
     keys: dict[str, tuple[Path, Path]]
+    #: the hosts' run directories: short, since ipc paths are (pytest's tmp_path under
+    #: xdist leaves no room for the node name that idents on the hop carry)
+    runs: Path
 
     def key(self, name: str) -> tuple[Path, Path]:
         if name not in self.keys:
@@ -63,15 +68,17 @@ class Hosts:
             tables.append(f'[[peer]]\nname = "{peer}"\nbus_address = "{addr}"\n'
                           f'public_key_file = "{self.key(peer)[1]}"\n')  # fmt: skip
         path = self.tmp / f"{name}.toml"
-        write_config(path, self.tmp / f"run-{name}", self.sip_port, self.dest_port,
+        write_config(path, self.runs / name, self.sip_port, self.dest_port,
                      extra="\n".join(tables), name=name)  # fmt: skip
         return path
 
 
 @pytest.fixture
-def hosts(tmp_path: Path, uas: Uas) -> Hosts:
+def hosts(tmp_path: Path, uas: Uas) -> Iterator[Hosts]:
     dport, _ = uas("u1")
-    return Hosts(tmp_path, free_port(), dport, free_port(), {})
+    runs = Path(tempfile.mkdtemp(prefix="slh-"))
+    yield Hosts(tmp_path, free_port(), dport, free_port(), {}, runs)
+    shutil.rmtree(runs, ignore_errors=True)
 
 
 @pytest.fixture
