@@ -7,12 +7,17 @@ Rules:
    against a pipe nor reaches a destination.
 2. A verified request returns the edit that removes its credentials line when
    ``consume_credentials`` is set (else None): credentials for other realms pass untouched.
-3. Only the credentials files are asked here (a dict get); a realm's cacheDB is asked by
-   ``lookup_async`` from the worker's job path, the HA1 then given to ``admit`` as
-   ``ha1``.
+3. Only the credentials files are asked here (a dict get).
+4. A challenge's To-tag is an HMAC of the Call-ID, From-tag and CSeq number under a key
+   derived from the nonce secret (``reply_tag``), so the ACK a client sends for our 401/407
+   is recognised (``acks_challenge``) and absorbed, not routed to a destination as a stray
+   in-dialog ACK would be: a UAS that gets it first treats the call as dead (sipp does).
 """
 
 from __future__ import annotations
+
+import hashlib
+import hmac
 
 from conf import credfile
 from conf.settings import Settings
@@ -45,13 +50,14 @@ class BadCredentials(SipError):
 
 
 class Authenticator:
-    __slots__ = ("gate", "store")
+    __slots__ = ("_tag_key", "gate", "store")
 
     def __init__(self, settings: Settings, issuer: str, now: float,
                  store: CredentialStore | None = None) -> None:  # fmt: skip
         a = settings.auth
         secret = credfile.load_secret(a.nonce_secret_file)
         self.gate = AuthGate(a, settings.auth_realm, secret, issuer, now)
+        self._tag_key = hmac.new(secret, b"sipline challenge to-tag", hashlib.sha256).digest()
         self.store = store or CredentialStore(settings.auth_realm, a.cachedb_cache_s)
 
     @classmethod
@@ -62,6 +68,17 @@ class Authenticator:
         """Verdicts so far by kind (``verified``, ``no_credentials``, ``wrong_response``,
         ``replayed`` ...) and the nonces whose counts are tracked now."""
         return {**self.gate.counters, "nonces_tracked": len(self.gate.counts)}
+
+    def reply_tag(self, req: Request) -> str:
+        """The To-tag of our challenge to ``req`` (rule 4): the same for its ACK."""
+        msg = f"{req.call_id}\n{req.from_.tag}\n{req.cseq}".encode("utf-8", "surrogateescape")
+        return "ac" + hmac.new(self._tag_key, msg, hashlib.sha256).hexdigest()[:14]
+
+    def acks_challenge(self, req: Request) -> bool:
+        """``req`` is the ACK of one of our challenges (rule 4)."""
+        tag = req.to.tag
+        return tag is not None and tag.startswith("ac") and hmac.compare_digest(
+            tag.encode("utf-8", "surrogateescape"), self.reply_tag(req).encode())  # fmt: skip
 
     def admit(self, req: Request, trusted: bool, follows_route: bool, now: float) -> Edit | None:
         """Rule 1-2.
