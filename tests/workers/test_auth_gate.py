@@ -45,7 +45,10 @@ def lookup(realm: str, algorithm: str, user: str) -> str | None:
 
 def req(method: str = "INVITE", *extra: str, uri: str = "sip:bob@example.com",
         to_tag: str | None = None, call_id: str = "call-1") -> Request:  # fmt: skip
-    return parsed_req(request(method, uri, extra=extra, to_tag=to_tag, call_id=call_id))
+    raw = request(method, uri, extra=extra, to_tag=to_tag, call_id=call_id)
+    if method == "REGISTER":  # alice registers her own address (gate rule 6)
+        raw = raw.replace(b"To: <sip:bob@", b"To: <sip:alice@")
+    return parsed_req(raw)
 
 
 def answer(g: AuthGate, first: Request, *, method: str = "INVITE", password: str = "wonderland",
@@ -236,6 +239,27 @@ class TestVerdicts:
                            uri="sip:bob@example.com")  # fmt: skip
         assert isinstance(g.check(req("INVITE", f"Proxy-Authorization: {good}"), 407, lookup, T0),
                           Verified)  # fmt: skip
+
+    def test_credentials_of_another_user_get_403(self) -> None:
+        """Rule 6: bob's credentials on alice's From (or REGISTER To) are refused before any
+        lookup; match_user off lets them through."""
+        g = gate()
+        ch = g.check(req(), 407, lookup, T0)
+        assert isinstance(ch, Challenge)
+        params = challenge_params(ch.headers[0])
+        bob = credentials(params, user="bob", password="x", method="INVITE", uri="sip:bob@example.com")
+        asked: list[str] = []
+
+        def spy(realm: str, algorithm: str, user: str) -> str | None:
+            asked.append(user)
+            return lookup(realm, algorithm, user)
+
+        out = g.check(req("INVITE", f"Proxy-Authorization: {bob}"), 407, spy, T0)
+        assert isinstance(out, Refusal) and (out.status, out.why) == (403, "user_mismatch")
+        assert asked == []
+        lax = gate(match_user=False)
+        out = lax.check(req("INVITE", f"Proxy-Authorization: {bob}"), 407, spy, T0)
+        assert isinstance(out, Challenge) and out.why == "unknown_user" and asked == ["bob"]
 
     def test_inspect_then_verify_is_check(self) -> None:
         """The two-step form a cacheDB lookup uses gives the same verdict."""

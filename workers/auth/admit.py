@@ -49,6 +49,13 @@ class BadCredentials(SipError):
     reason = "Bad Request"
 
 
+class Forbidden(SipError):
+    """403: credentials of another user than the request's (``gate.py`` rule 6)."""
+
+    status = 403
+    reason = "Forbidden"
+
+
 class Authenticator:
     __slots__ = ("_tag_key", "gate", "store")
 
@@ -98,5 +105,5 @@ class Authenticator:
             err.extra_headers = found.headers
             raise err
         if isinstance(found, Refusal):
-            raise BadCredentials(found.detail)
+            raise (Forbidden if found.status == 403 else BadCredentials)(found.detail)
         return None if found.strip is None else (found.strip[0], found.strip[1], b"")
