@@ -5,7 +5,8 @@ Rules:
    serves it from the event loop (``add_reader`` on ``zmq.FD``, drained with NOBLOCK, as the
    hop does). A request is ``[client, b"", msgpack {"cmd": str, "args": map}]``; the reply is
    ``[client, b"", msgpack {"ok": bool, "proc": ident, ...}]`` (circus's ``ok()/error()``).
-2. An unknown command or a handler that raises gets ``{"ok": false, "error": ...}``; a bad
+2. An unknown command or a handler that raises gets ``{"ok": false, "error": ...}`` (a
+   failing handler is logged at most once per 10 s, ``conf.refused``); a bad
    frame is dropped. Nothing a client sends can stop the process.
 3. The client (``ask``) sends one request to every live ``ctl-*.ipc`` and gathers replies
    until all have answered or the deadline passes; a process that does not answer is listed
@@ -24,19 +25,19 @@ from collections.abc import Callable
 from typing import Any
 
 import msgpack
-import structlog
 import zmq
 
 from conf import sockets
 from conf.guard import GUARD
-
-log = structlog.get_logger()
+from conf.refused import RefusalLog
 
 Handler = Callable[[dict[str, Any]], dict[str, Any]]
 #: a request or reply larger than this is refused (msgpack README, "Security")
 MAX_FRAME = 1 << 20
 #: a reply lists at most a bounded number of dialogs or destinations (``ctl dialogs --list``)
 MAX_REPLY = 64 << 20
+#: a failing handler is logged with a bound: a client in a loop must not flood the log
+FAILED = RefusalLog("control_failed")
 
 
 class ControlServer:
@@ -79,8 +80,8 @@ class ControlServer:
             return {"ok": False, "proc": self.ident, "error": f"unknown command {cmd!r}"}
         try:
             return {"ok": True, "proc": self.ident, **handler(args)}
-        except Exception as exc:  # a handler bug costs one answer (rule 2)
-            log.exception("control_failed", cmd=cmd)
+        except Exception as exc:  # noqa: BLE001 - a handler bug costs one answer (rule 2)
+            FAILED.note(time.monotonic(), cmd=cmd, error=repr(exc), exc_info=True)
             return {"ok": False, "proc": self.ident, "error": f"{type(exc).__name__}: {exc}"}
 
     def close(self) -> None:

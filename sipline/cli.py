@@ -120,6 +120,8 @@ def _add_monitoring(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _metrics_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=9101, help="HTTP port of /metrics")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (loopback)")
+    p.add_argument("--cluster", action="store_true",
+                   help="every node of the cluster, labelled by node (docs/monitoring.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--list", type=int, default=0, metavar="N",
                      help="dialogs: also list up to N live dialogs per worker, oldest first")
     ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
+    ctl.add_argument("--cluster", action="store_true",
+                     help="ask every node: this one and each [stateplane] peers entry")
     ctl.set_defaults(fn=_ctl)
     _add_monitoring(sub)
     return p

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+from structlog.testing import capture_logs
 
 from conf.control import ControlServer, ask
 from tests.aio import run
@@ -27,7 +28,7 @@ def test_answers_unknown_commands_and_handler_errors(ctx: zmq.Context[Any],
         loop = asyncio.get_running_loop()
         try:
             out = []
-            for cmd in ("hello", "nothing", "boom", "hello"):
+            for cmd in ("hello", "nothing", "boom", "boom", "boom", "hello"):
                 replies, silent = await loop.run_in_executor(
                     None, lambda c=cmd: ask(str(tmp_path), c, {"x": 1}, 2.0))  # type: ignore[misc]
                 assert silent == []
@@ -36,11 +37,15 @@ def test_answers_unknown_commands_and_handler_errors(ctx: zmq.Context[Any],
         finally:
             srv.close()
 
-    hello, unknown, boom_, again = run(body)
+    with capture_logs() as logs:
+        hello, unknown, boom_, boom2, boom3, again = run(body)
     assert hello == [{"ok": True, "proc": f"worker.1-{os.getpid()}", "said": 1}]
     assert unknown[0]["ok"] is False and "unknown command" in unknown[0]["error"]
     assert boom_[0]["ok"] is False and "ValueError: nope" in boom_[0]["error"]
+    assert boom2 == boom3 == boom_
     assert again == hello
+    # three failures, one log line: a client asking in a loop cannot flood the log
+    assert [e["refused"] for e in logs if e["event"] == "control_failed"] == [1]
 
 
 def test_ask_with_nobody_there(tmp_path: Path) -> None:
