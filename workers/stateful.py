@@ -220,6 +220,13 @@ class StatefulProxy:
         ctx = None
         register = method == "REGISTER" and self.registrar is not None and (
             self.registrar.serves(req.uri))  # fmt: skip
+        if register and self.sl.auth is not None:
+            try:  # the registrar's 401 (docs/auth.md); proxied REGISTERs meet it in plan()
+                self.sl.auth.admit(req, False, False, self.sl.now)
+            except SipError as exc:
+                self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason,
+                                                 exc.extra_headers))  # fmt: skip
+                return
         if self.dialogs is not None and (method == "CANCEL" or register):
             self.dialogs.receive_request(req, now, self.wall)
         if method != "CANCEL" and not register:
@@ -263,7 +270,7 @@ class StatefulProxy:
                 return ctx if self._admitted(req, inb, plan) else None
         mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
         if mode != "stateful":
-            self._outs.append(self.sl.request_out(req, inb, known))
+            self._outs.append(self.sl.request_out(req, inb, known, plan))
             return None
         if not self._admitted(req, inb, plan):
             return None
