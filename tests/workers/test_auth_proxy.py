@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conf.settings import Auth, AuthRealm, Proxy, Registrar, Trusted
+from conf.settings import Auth, AuthRealm, Proxy, RateLimit, Registrar, Route, Trusted
 from tests.workers.auth_client import challenge_params, credentials, h
 from workers.auth.admit import Authenticator
 from workers.proxy import Inbound, Out, StatelessProxy
@@ -156,3 +156,19 @@ def test_register_of_another_users_address_gets_403(tmp_path: Path) -> None:
                     extra=(auth_line(ch, method="REGISTER", uri=uri, name="Authorization"),))
     assert [parsed_resp(a).status for a in answers(c.send(again))] == [403]
     assert c.sf is not None and c.sf.jobs == []
+
+
+def test_plan_runs_once_for_a_stateless_route_in_stateful_mode() -> None:
+    """A stateless route of a stateful core forwards with the plan already made: a 2/s pipe
+    passes 2 INVITEs, not 1 (each plan spends a token, as it spends a nonce-count)."""
+    s = settings(routes=[Route(name="default", to="uas", mode="stateless")])
+    s = replace(s, proxy=Proxy(mode="stateful"),
+                ratelimit=[RateLimit(name="p", limit_per_s=2, window_s=1.0)])  # fmt: skip
+    sl = StatelessProxy(s, RoutingTable(s))
+    sf = StatefulProxy(s, sl)
+    sl.now = NOW
+    firsts = []
+    for i in range(3):
+        raw = request("INVITE", via=f"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKp{i}", call_id=f"p{i}")
+        firsts.append(sf.handle(raw, inbound(), NOW)[0][2].split(b" ", 2)[1])
+    assert firsts == [b"sip:bob@example.com", b"sip:bob@example.com", b"503"]
