@@ -7,15 +7,20 @@ from __future__ import annotations
 import socket
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.cachedb.helpers import run
+from tests.cachedb.servers import Server
 from tests.workers.auth_client import challenge_params, credentials, h
+from workers.cachedb import open_cachedb
 
 from .conftest import StartNode
 from .node import LOCALHOST, Node, Proc, sipp_uac
+from .test_ctl import ctl
 from .test_stateful import uas_done, uas_stats
 
 pytestmark = pytest.mark.e2e
@@ -28,15 +33,18 @@ ANSWER_WITHIN_S = 5.0
 MODES = {"stateless": "", "stateful": '[proxy]\nmode = "stateful"\n'}
 
 
-def auth_conf(tmp_path: Path, algorithms: str = '["MD5"]', extra: str = "") -> str:
-    """[auth] with a fresh secret and alice's lines for both algorithms."""
+def auth_conf(tmp_path: Path, algorithms: str = '["MD5"]', extra: str = "",
+              cachedb_url: str = "") -> str:  # fmt: skip
+    """[auth] with a fresh secret and alice's lines for both algorithms (in the file, or
+    only in ``cachedb_url`` when given)."""
     secret, users = tmp_path / "nonce.secret", tmp_path / "users"
     secret.write_bytes(uuid.uuid4().hex.encode())
-    users.write_text("".join(f"{USER} {a} {h(a, f'{USER}:{REALM}:{PASSWORD}')}\n"
-                             for a in ("MD5", "SHA-256")), encoding="utf-8")  # fmt: skip
+    lines = "".join(f"{USER} {a} {h(a, f'{USER}:{REALM}:{PASSWORD}')}\n" for a in ("MD5", "SHA-256"))
+    users.write_text("" if cachedb_url else lines, encoding="utf-8")
+    db = f'cachedb_url = "{cachedb_url}"\n' if cachedb_url else ""
     return (f'[auth]\nenabled = true\nnonce_secret_file = "{secret}"\n'
             f"algorithms = {algorithms}\n\n"
-            f'[[auth_realm]]\nrealm = "{REALM}"\ncredentials_file = "{users}"\n\n'
+            f'[[auth_realm]]\nrealm = "{REALM}"\ncredentials_file = "{users}"\n{db}\n'
             f'[[trusted]]\ncidr = "{TRUSTED}"\n\n{extra}')  # fmt: skip
 
 
@@ -97,6 +105,45 @@ def test_register_is_challenged_then_accepted(start_node: StartNode, tmp_path: P
     res = sipp_uac(node.port, "u1", 3, 3, tmp_path, scenario="register_auth",
                    extra=("-au", USER, "-ap", PASSWORD))  # fmt: skip
     assert (res.successful, res.failed) == (3, 0), res.output
+
+
+def test_credentials_from_redis(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:
+    """alice is only in a real redis ([[auth_realm]] cachedb_url): calls through the shipped
+    stateless route authenticate (the stateful core comes in for the lookups alone); a wrong
+    password is refused."""
+    server = Server("redis")
+    server.start()
+    try:
+        async def put() -> None:
+            db = open_cachedb(server.url)
+            await db.set(f"ha1:{REALM}:MD5:{USER}", h("MD5", f"{USER}:{REALM}:{PASSWORD}").encode())
+            await db.close()
+
+        run(put)
+        dport, _ = uas("u1", "uas_rr")
+        node = start_node(dport, "worker=2", auth_conf(tmp_path, cachedb_url=server.url))
+        auth_uri = f"service@{LOCALHOST}:{node.port}"
+        res = sipp_uac(node.port, "u1", 3, 3, tmp_path, scenario="uac_auth",
+                       extra=("-au", USER, "-ap", PASSWORD, "-auth_uri", auth_uri))  # fmt: skip
+        assert (res.successful, res.failed) == (3, 0), res.output
+        # sipp takes our second 407 for a retransmission of the first and ACKs it again
+        # until its timeout: the call does not succeed, and the workers count the refusal
+        res = sipp_uac(node.port, "u1", 1, 1, tmp_path, scenario="uac_auth", timeout_s=5,
+                       extra=("-au", USER, "-ap", "wrong", "-auth_uri", auth_uri))  # fmt: skip
+        assert res.successful == 0, res.output
+        counts = auth_counters(node)
+        assert counts["verified"] >= 3 and counts["wrong_response"] >= 1, counts
+    finally:
+        server.cleanup()
+
+
+def auth_counters(node: Node) -> Counter[str]:
+    """The workers' ``auth`` verdict counters summed (``sipline ctl stats``)."""
+    total: Counter[str] = Counter()
+    for reply in ctl(node.conf, "stats")["stats"]:  # type: ignore[attr-defined]
+        if reply.get("role") == "worker":
+            total.update(reply.get("auth", {}))
+    return total
 
 
 def test_wrong_password_is_refused(start_node: StartNode, tmp_path: Path) -> None:

@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from conf.settings import Auth, AuthRealm, Proxy, RateLimit, Registrar, Route, Trusted
+from tests.cachedb.helpers import run
+from tests.cachedb.servers import Server
 from tests.workers.auth_client import challenge_params, credentials, h
 from workers.auth.admit import Authenticator
+from workers.cachedb import open_cachedb
 from workers.proxy import Inbound, Out, StatelessProxy
 from workers.refusals import Drop
 from workers.routing.table import RoutingTable
@@ -29,14 +32,17 @@ MODES = pytest.mark.parametrize("mode", ["stateless", "stateful"])
 class Core:
     """A core of one mode with ``[auth]`` on: ``send(raw, src)`` gives what it sends."""
 
-    def __init__(self, tmp_path: Path, mode: str, **auth: object) -> None:
+    def __init__(self, tmp_path: Path, mode: str, cachedb_url: str = "", file_users: bool = True,
+                 **auth: object) -> None:  # fmt: skip
         (tmp_path / "secret").write_bytes(b"0123456789abcdef")
         (tmp_path / "users").write_text(
-            "".join(f"alice {a} {h(a, f'alice:{REALM}:pw')}\n" for a in ("MD5", "SHA-256")))
+            "".join(f"alice {a} {h(a, f'alice:{REALM}:pw')}\n" for a in ("MD5", "SHA-256"))
+            if file_users else "")  # fmt: skip
         s = settings(trusted=[Trusted(cidr=TRUSTED_SRC)])
         a = Auth(enabled=True, nonce_secret_file=str(tmp_path / "secret"), algorithms=["MD5"])
         s = replace(s, proxy=Proxy(mode=mode), auth=replace(a, **auth),  # type: ignore[arg-type]
-                    auth_realm=[AuthRealm(realm=REALM, credentials_file=str(tmp_path / "users"))],
+                    auth_realm=[AuthRealm(realm=REALM, credentials_file=str(tmp_path / "users"),
+                                          cachedb_url=cachedb_url)],
                     registrar=Registrar(enabled=mode == "stateful"))  # fmt: skip
         self.sl = StatelessProxy(s, RoutingTable(s))
         self.sl.auth = Authenticator(s, "test/worker.1", NOW - 1)
@@ -172,3 +178,45 @@ def test_plan_runs_once_for_a_stateless_route_in_stateful_mode() -> None:
         raw = request("INVITE", via=f"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKp{i}", call_id=f"p{i}")
         firsts.append(sf.handle(raw, inbound(), NOW)[0][2].split(b" ", 2)[1])
     assert firsts == [b"sip:bob@example.com", b"sip:bob@example.com", b"503"]
+
+
+
+def test_ha1_from_a_cachedb_through_an_auth_job(tmp_path: Path) -> None:
+    """A user only a realm's cacheDB (a real redis) knows: the core queues an ``auth`` job,
+    and the request handed back with the HA1 is forwarded; one it does not know is
+    challenged again. The core is needed for the jobs even with stateless routes."""
+    server = Server("redis")
+    server.start()
+    try:
+        c = Core(tmp_path, "stateful", cachedb_url=server.url, file_users=False)
+        assert c.sf is not None and c.sf.needed and c.sl.auth is not None
+        auth = c.sl.auth
+
+        async def put() -> None:
+            db = open_cachedb(server.url)
+            await db.set(f"ha1:{REALM}:MD5:alice", h("MD5", f"alice:{REALM}:pw").encode())
+            await db.close()
+
+        run(put)
+        (ch,) = answers(c.send(request("INVITE", via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKj1")))
+        raw = request("INVITE", via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKj2", cseq=2,
+                      extra=(auth_line(ch),))  # fmt: skip
+        assert c.send(raw) == []
+        (job,) = c.sf.jobs
+        c.sf.jobs.clear()
+        assert (job.kind, job.credentials) == ("auth", (REALM, "MD5", "alice"))
+        found: list[str | None] = []
+
+        async def lookup() -> None:
+            found.append(await auth.store.lookup(*job.credentials, NOW))  # type: ignore[misc]
+            await auth.store.aclose()
+
+        run(lookup)
+        assert found == [h("MD5", f"alice:{REALM}:pw")]
+        assert len(forwarded(c.sf.authenticated(job, found[0], NOW))) == 1
+        nc2 = request("INVITE", via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKj3", cseq=3,
+                      extra=(auth_line(ch, nc=2),))  # fmt: skip
+        assert len(forwarded(c.send(nc2))) == 1  # the answer is near-cached: no second job
+        assert c.sf.jobs == []
+    finally:
+        server.cleanup()
