@@ -201,6 +201,19 @@ def _time(gate: Any, bare: object, reqs: Iterator[object], lookup: Any, per: int
     return t_ch / 2000, t_ok / (per - 1)
 
 
+def workers_joined(log: Path, workers: int, deadline_s: float = 30.0) -> bool:
+    """The ingress has seen every worker: a nonce is checked by the worker that issued it
+    (docs/auth.md), so a registration started before the last worker joined may be answered
+    stale=true by the worker its Call-ID moved to, which sipp's linear scenario counts as a
+    failure."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if f'"workers": {workers}, "event": "worker_joined"' in log.read_text(errors="replace"):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     ap.add_argument("--rates", default="100,200,400")
@@ -230,7 +243,7 @@ def main() -> int:
             log = tmp / f"node-{variant}.log"
             os.environ["SIPLINE_CONF"] = str(conf)
             node = start_node(group, conf, args.workers, log)
-            if not wait_ready(args.port):
+            if not wait_ready(args.port) or not workers_joined(log, args.workers):
                 print(f"{variant}: node not ready, see {log}", file=sys.stderr)
                 return 1
             for step, rate in enumerate(rates):
