@@ -811,6 +811,10 @@ class Auth:
     """Answer 400 to credentials whose ``uri`` is not the Request-URI (RFC 7616 §3.4.6), so
     that a Request-URI changed on the way cannot reuse them. Turn off behind a proxy that
     rewrites the Request-URI before us."""
+    match_user: bool = True
+    """Answer 403 to credentials whose username is not the user of the To URI of a REGISTER or
+    of the From URI of another request (Kamailio ``auth_check`` flag 1), so that one user
+    cannot register or call as another."""
     consume_credentials: bool = True
     """Remove the credentials we checked before forwarding the request (OpenSIPS
     ``consume_credentials``); credentials for other realms pass."""

@@ -44,6 +44,12 @@ Rules:
    (``relay_ack``). Every refusal counts ``relay_refused``. An in-dialog request addressed
    to us (sipp's UAC when we do not Record-Route) and an ACK without a Route are routed by
    the table to configured destinations: no relay.
+11. Digest authentication (``docs/auth.md``, ``workers/auth/admit.py``), after the relay check
+   and before the pipes, when ``[auth] enabled``: a request that must authenticate and does
+   not gets 401/407 with the challenges (or 400 for credentials it cannot read), so neither
+   a pipe nor a destination sees it; a verified one leaves without our credentials when
+   ``consume_credentials``. ``plan`` runs once per request, as it spends nonce-counts. The
+   ACK of a challenge carries the challenge's HMAC To-tag and is dropped (``ack_challenge``).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers.auth.admit import Authenticator
 from workers.conntag import ConnTags
 from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
 from workers.ratelimit.pipes import RateLimiter
@@ -124,6 +131,8 @@ class Plan:
     route: Route | None  # else the routing rule that matched it
     target: Destination | None  # and the destination its set picked
     local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
+    #: removes the credentials we checked (``[auth] consume_credentials``), else None
+    strip: Edit | None = None
 
 
 def _hash(text: str, size: int) -> str:
@@ -146,6 +155,8 @@ class StatelessProxy:
         self.now = 0.0
         self.load = 0.0
         self.trusted = routing.trusted
+        #: digest authentication (rule 11); the worker sets it when ``[auth] enabled``
+        self.auth: Authenticator | None = None
         #: ``relay_refused`` (rule 10); the worker hands in its load counters
         self.counters: Counter[str] = Counter()
         self.tags = ConnTags(key if key is not None else secrets.token_bytes(32))
@@ -174,11 +185,13 @@ class StatelessProxy:
                 reply = (inb.ingress, self.reply_meta(inb, None), data)
             raise Malformed(exc, reply) from exc
 
-    def request_out(self, req: Request, inb: Inbound, known: bool = False) -> Out:
+    def request_out(self, req: Request, inb: Inbound, known: bool = False,
+                    plan: Plan | None = None) -> Out:  # fmt: skip
         """``req`` forwarded statelessly, or the error reply that refuses it; ``known`` as
-        ``plan``."""
+        ``plan``. A ``plan`` already made is used as is (``plan`` spends nonce-counts and
+        rate-limit tokens: it runs once per request)."""
         try:
-            return self._forward_request(req, inb, known)
+            return self._forward_request(req, inb, known, plan)
         except SipError as exc:
             if req.method == "ACK":
                 reason = "relay_ack" if isinstance(exc, RelayRefused) else f"ack_{exc.status}"
@@ -191,8 +204,10 @@ class StatelessProxy:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _forward_request(self, req: Request, inb: Inbound, known: bool = False) -> Out:
-        plan = self.plan(req, inb, known)
+    def _forward_request(self, req: Request, inb: Inbound, known: bool = False,
+                         plan: Plan | None = None) -> Out:  # fmt: skip
+        if plan is None:
+            plan = self.plan(req, inb, known)
         if plan.local is not None:
             return self._reply(req, inb, 200, "OK", plan.local)
         if plan.hop is not None:
@@ -209,6 +224,8 @@ class StatelessProxy:
         """
         if req.uri.scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
+        if req.method == "ACK" and self.auth is not None and self.auth.acks_challenge(req):
+            raise Drop("ack_challenge")  # the ACK of our 401/407 ends here (rule 11)
         routes, changed, uri, uri_changed = self._preprocess_routes(req)
         if req.method == "OPTIONS" and not routes and self._for_us(uri):
             return Plan(routes, changed, uri, uri_changed, None, None, None, (ALLOW,))
@@ -217,6 +234,10 @@ class StatelessProxy:
         self._check_proxy_require(req)
         if routes or req.to.tag is not None:
             self._check_relay(req, inb, routes, changed, uri, known)
+        strip = None
+        if self.auth is not None:
+            trusted = self.trusted.tags(inb.src_ip, inb.transport, inb.src_port) is not None
+            strip = self.auth.admit(req, trusted, changed or known, self.now)
         route: Route | None = None
         target: Destination | None = None
         if self.ratelimit is not None and req.to.tag is None and req.method not in UNLIMITED:
@@ -231,7 +252,7 @@ class StatelessProxy:
             hop, route = self._route(req, uri, inb, changed)
             if hop is None and route is not None and route.to is not None:
                 target = route.to.pick(req.call_id)
-        return Plan(routes, changed, uri, uri_changed, hop, route, target, None)
+        return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip)
 
     def forward(self, req: Request, inb: Inbound, plan: Plan, hop: Uri, attempt: int = 0,
                 ) -> tuple[Out, str]:  # fmt: skip
@@ -266,6 +287,8 @@ class StatelessProxy:
             edits.append(received)
         if plan.changed:
             edits.extend(self._route_edits(req, routes))
+        if plan.strip is not None:
+            edits.append(plan.strip)
         if plan.uri_changed:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
@@ -484,7 +507,9 @@ class StatelessProxy:
     def _reply(
         self, req: Request, inb: Inbound, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> Out:
-        data = build_response(req, status, reason, extra_headers=extra)
+        # a challenge's To-tag lets its ACK be recognised and absorbed (rule 11)
+        tag = self.auth.reply_tag(req) if self.auth is not None and status in (401, 407) else None
+        data = build_response(req, status, reason, extra_headers=extra, to_tag=tag)
         return (inb.ingress, self.reply_meta(inb, req), data)
 
     def reply_meta(self, inb: Inbound, req: Request | None) -> list[Any]:

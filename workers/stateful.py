@@ -56,6 +56,7 @@ from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response
 from ingress.sip.serialize import build_response
+from workers.auth.admit import NeedsHa1
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
@@ -135,11 +136,13 @@ class StatefulProxy:
 
     @property
     def needed(self) -> bool:
-        """Whether the worker needs this core: some route is stateful, the registrar is on, or
-        a destination set is probed (probe answers come back here)."""
+        """Whether the worker needs this core: some route is stateful, the registrar is on, a
+        destination set is probed (probe answers come back here), or credentials are read from
+        a cacheDB (its ``auth`` jobs)."""
         return (self.mode == "stateful" or "stateful" in self._route_mode.values()
                 or self.registrar is not None or self.dialogs is not None
-                or any(ds.probing for ds in self.dispatcher.sets.values()))  # fmt: skip
+                or any(ds.probing for ds in self.dispatcher.sets.values())
+                or (self.sl.auth is not None and self.sl.auth.store.uses_cachedb))  # fmt: skip
 
     # -- events ------------------------------------------------------------------------------
 
@@ -201,6 +204,31 @@ class StatefulProxy:
         return outs
 
     def _on_request(self, req: Request, inb: Inbound, now: float) -> None:
+        try:
+            self._on_request_now(req, inb, now)
+        except NeedsHa1 as exc:  # nothing changed yet: handled again once the HA1 is read
+            self.jobs.append(Job("auth", None, None, req, inb, credentials=exc.key))
+
+    def authenticated(self, job: Job, ha1: str | None, now: float) -> list[Out]:
+        """The HA1 an ``auth`` job read (None: no such user): the request, handled again."""
+        assert self.sl.auth is not None and job.credentials is not None
+        outs = self._begin()
+        self.sl.auth.given = (job.credentials, ha1)
+        try:
+            self._on_request(job.request, job.inb, now)
+        finally:
+            self.sl.auth.given = None
+        self._drain(now)
+        return outs
+
+    def auth_failed(self, job: Job, status: int, reason: str, now: float) -> list[Out]:
+        """The ``auth`` job's cacheDB failed: the request is answered ``status``."""
+        outs = self._begin()
+        self._outs.append(self.sl._reply(job.request, job.inb, status, reason))
+        self._drain(now)
+        return outs
+
+    def _on_request_now(self, req: Request, inb: Inbound, now: float) -> None:
         table, reliable = self.table, inb.transport != "udp"
         method = req.method
         if method == "ACK":
@@ -220,6 +248,13 @@ class StatefulProxy:
         ctx = None
         register = method == "REGISTER" and self.registrar is not None and (
             self.registrar.serves(req.uri))  # fmt: skip
+        if register and self.sl.auth is not None:
+            try:  # the registrar's 401 (docs/auth.md); proxied REGISTERs meet it in plan()
+                self.sl.auth.admit(req, False, False, self.sl.now)
+            except SipError as exc:
+                self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason,
+                                                 exc.extra_headers))  # fmt: skip
+                return
         if self.dialogs is not None and (method == "CANCEL" or register):
             self.dialogs.receive_request(req, now, self.wall)
         if method != "CANCEL" and not register:
@@ -263,7 +298,7 @@ class StatefulProxy:
                 return ctx if self._admitted(req, inb, plan) else None
         mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
         if mode != "stateful":
-            self._outs.append(self.sl.request_out(req, inb, known))
+            self._outs.append(self.sl.request_out(req, inb, known, plan))
             return None
         if not self._admitted(req, inb, plan):
             return None
@@ -495,6 +530,7 @@ class StatefulProxy:
         """The REGISTER of ``job`` is answered: what to send."""
         outs = self._begin()
         data = build_response(job.request, status, reason, extra_headers=headers)
+        assert job.txn is not None  # a "register" job has one
         if job.txn.accepts(status):
             self.table.respond(job.txn, data, status, now)
         self._drain(now)
