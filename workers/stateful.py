@@ -41,6 +41,11 @@ Rules:
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
    ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
+11. Failure routing (docs/routing.md): once the destination set in use is done with a call
+   (none of it left, or a final its failover does not cover) and the last outcome is one
+   its rule routes on (``failure_codes``; no answer with ``failure_on_timeout``), the
+   rule's next ``failure_sets`` entry takes the call, as rule 2 within it; a set with
+   nothing usable is skipped as a 503. A CANCEL or a full table ends the search.
 """
 
 from __future__ import annotations
@@ -59,9 +64,10 @@ from ingress.sip.serialize import build_response
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
-from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
+from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, Target, held
 from workers.proxy import Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
+from workers.routing.dispatcher import Destination, DispatchSet
 from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.timerc import TimerC
 from workers.transactions import (
@@ -127,7 +133,8 @@ class StatefulProxy:
         self.dests = Dests()  # rule 8
         self._events: deque[Event] = deque()
         #: counters the worker adds to its load statistics
-        self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "timeout": 0,
+        self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "failure_route": 0,
+                                         "timeout": 0,
                                          "table_full": 0, "timer_c": 0}  # fmt: skip
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
@@ -272,14 +279,32 @@ class StatefulProxy:
             return ctx
         assert plan.route is not None and plan.route.to is not None and plan.target is not None
         dset = ctx.dset = plan.route.to
+        ctx.next_sets = plan.route.failure_sets
         first = dset.select(req.call_id) if dset.probing else plan.target
-        if first is None:  # every destination of the set is down
+        if first is None and not ctx.next_sets:  # every destination of the set is down
             self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
             return None
-        chain = [first] + (dset.alternatives(first) if dset.fails_over(503) or
-                           dset.fails_over(None) else [])  # fmt: skip
-        ctx.targets = [(parse_uri(d.uri), None, d) for d in chain]
+        if first is None:  # the failure sets may have one up (``_next_set``)
+            ctx.outcome, ctx.fallback = UNAVAILABLE[0], UNAVAILABLE
+        else:
+            ctx.targets = _chain(dset, first)
         return ctx
+
+    def _next_set(self, ctx: Proxied) -> bool:
+        """Rule 11: the next failure set takes the call when the one used up ended on an
+        outcome its rule routes on; False when none does (the caller gets the best final)."""
+        route = ctx.plan.route if ctx.plan is not None else None
+        while ctx.next_sets and route is not None and route.fails_to_next_set(ctx.outcome):
+            dset, ctx.next_sets = ctx.next_sets[0], ctx.next_sets[1:]
+            self.counters["failure_route"] += 1
+            assert ctx.request is not None
+            first = dset.select(ctx.request.call_id) if dset.probing else dset.pick(
+                ctx.request.call_id)  # fmt: skip
+            if first is not None:
+                ctx.dset, ctx.targets = dset, _chain(dset, first)
+                return True
+            ctx.outcome, ctx.fallback = UNAVAILABLE[0], UNAVAILABLE  # all of that set is down
+        return False
 
     def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
         """Call limits (dialog profiles): False when the call was refused here."""
@@ -348,18 +373,30 @@ class StatefulProxy:
         """Forward to the next target left; answer upstream when none is (rule 2)."""
         req, plan, inb = ctx.request, ctx.plan, ctx.inb
         assert req is not None and plan is not None and inb is not None
+        while self._forward_next(ctx, req, plan, inb, now):  # True: this set is used up
+            if ctx.cancelled or not self._next_set(ctx):
+                break
+        else:
+            return  # an attempt is under way (or a DNS job will go on with it)
+        self._answer_best(ctx, now)
+
+    def _forward_next(self, ctx: Proxied, req: Request, plan: Plan, inb: Inbound,
+                      now: float) -> bool:  # fmt: skip
+        """Forward to the first target left that takes the request (False); True when
+        none is left."""
         while ctx.targets and not ctx.cancelled:
             target = ctx.targets.pop(0)
             hop, ruri, ctx.current = target
             if not is_ip(hop.host_plain) and ctx.server is not None:
                 # RFC 3263: the worker resolves it beside the loop, then ``resolved`` goes on
                 self.jobs.append(Job("resolve", ctx.server, ctx, req, inb, target))
-                return
+                return False
             p = plan if ruri is None else replace(plan, uri=ruri, uri_changed=True)
             try:
                 (ingress, meta, data), branch = self.sl.forward(req, inb, p, hop, ctx.attempt)
             except SipError as exc:
                 ctx.fallback = (exc.status, exc.reason)
+                ctx.outcome = exc.status
                 ctx.attempt += 1
                 continue
             ctx.attempt += 1
@@ -371,6 +408,7 @@ class StatefulProxy:
             except TableFull:
                 self.counters["table_full"] += 1
                 ctx.fallback = UNAVAILABLE
+                ctx.next_sets = ()  # no room for another set's attempt either
                 break
             except ValueError:  # the branch is in use: a request looped through us
                 ctx.fallback = (482, "Loop Detected")
@@ -380,8 +418,8 @@ class StatefulProxy:
                 self.timer_c.arm(ctx, now + self.timer_c_s)
                 if self.duty is not None and req.to.tag is None:
                     self.duty.forwarded(ctx, req, ingress, meta, now, self.wall)
-            return
-        self._answer_best(ctx, now)
+            return False
+        return True
 
     def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
         """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
@@ -428,8 +466,13 @@ class StatefulProxy:
         self._report(ctx, status, resp, now)
         if ctx.best is None or status < ctx.best_status or status >= 600:
             ctx.best, ctx.best_status = self.sl.pop_via(resp), status  # §16.7 step 6, roughly
+        ctx.outcome = status
         if ctx.targets and not ctx.cancelled and self._fails_over(ctx, status):
             self.counters["failover"] += 1
+            self._try_next(ctx, now)
+            return
+        if ctx.next_sets and not ctx.cancelled:  # this set is done with the call (rule 11)
+            ctx.targets.clear()
             self._try_next(ctx, now)
             return
         self._answer_best(ctx, now)
@@ -461,6 +504,7 @@ class StatefulProxy:
             self.counters["timeout"] += 1
         self._report(ctx, None, None, now)
         ctx.fallback = TIMEOUT if timed_out else UNAVAILABLE
+        ctx.outcome = None
         if not self._fails_over(ctx, None):
             ctx.targets.clear()
         elif ctx.targets and not ctx.cancelled:
@@ -583,6 +627,13 @@ class StatefulProxy:
             if (srv is not None and client is not None and 200 <= status < 300
                     and self.table.hold(srv, client) is not None):  # fmt: skip
                 srv.context = client.context = None  # rule 9: the context goes with them
+
+
+def _chain(dset: DispatchSet, first: Destination) -> list[Target]:
+    """``first`` and, when the set fails over, the rest of it in failover order (rule 2)."""
+    chain = [first] + (dset.alternatives(first) if dset.fails_over(503) or
+                       dset.fails_over(None) else [])  # fmt: skip
+    return [(parse_uri(d.uri), None, d) for d in chain]
 
 
 def _host(ip: str) -> str:
