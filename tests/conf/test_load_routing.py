@@ -70,7 +70,7 @@ STATEFUL = {"proxy": {"mode": "stateful"}}
      "header_edit[0].value", 'nothing with action = "remove"'),
     ({"to": "a", "header_edit": [{"name": "X-A", "action": "drop"}]},
      "header_edit[0].action", 'one of "set", "append", "remove"'),
-    ({"to": "a", "continue_routing": True}, "to", "no to, to_request_uri or reject"),
+    ({"to": "a", "continue_routing": True}, "to", "no to, to_request_uri, reject or prefix_table"),
     ({"continue_routing": True}, "continue_routing", "a rewrite"),
     ({"to": "a", "failure_sets": ["c"]}, "failure_sets[0]", "the name of a [[destination_set]]"),
     ({"to": "a", "failure_sets": ["b"]}, "mode", '"stateful"'),
