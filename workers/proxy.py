@@ -51,8 +51,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import Counter
-from collections.abc import Container
-from dataclasses import dataclass, field
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from conf.settings import Listener, Settings
@@ -126,7 +126,7 @@ class Plan:
     target: Destination | None  # and the destination its set picked
     local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
     #: the routing rules' header edits (docs/routing.md), made once, spliced into each copy
-    edits: list[Edit] = field(default_factory=list)
+    edits: Sequence[Edit] = ()
 
 
 def _hash(text: str, size: int) -> str:
@@ -339,7 +339,7 @@ class StatelessProxy:
             raise error("the request names its next hop and its source is not trusted")
 
     def _route(self, req: Request, uri: Uri, uri_changed: bool, inb: Inbound, routed: bool,
-               ) -> tuple[Uri | None, Route | None, Uri, bool, list[Edit]]:  # fmt: skip
+               ) -> tuple[Uri | None, Route | None, Uri, bool, Sequence[Edit]]:  # fmt: skip
         """(next hop, route, Request-URI, Request-URI changed, header edits). The next hop
         when the request names it (a remote target, or its Request-URI by a
         ``to_request_uri`` route), else None and the rule that ends the routing walk, with
@@ -353,7 +353,7 @@ class StatelessProxy:
             and not self.listeners.uri_is_us(uri)
         ):
             # in-dialog: the Request-URI is the remote target (§12.2.1.1)
-            return uri, None, uri, uri_changed, []
+            return uri, None, uri, uri_changed, ()
         d = self._decide(req, inb)
         route = d.route
         if route is None:
@@ -363,7 +363,7 @@ class StatelessProxy:
         if d.user_changed and uri.is_sip:
             uri = parse_uri(with_user(uri.raw, uri.scheme, uri.user, d.user or ""))
             uri_changed = True
-        edits = header_edits(req, d.edits, d.user, inb.src_ip) if d.edits else []
+        edits = header_edits(req, d.edits, d.user, inb.src_ip) if d.edits else ()
         if not route.to_request_uri:
             return None, route, uri, uri_changed, edits
         if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
