@@ -114,6 +114,16 @@ class TestArrivalConditions:
         assert name(decide(t, request(), local=(US, PORT))) == "v4"
         assert name(decide(t, request(), local=(US, PORT + 1))) is None
 
+    def test_listener_written_long(self) -> None:
+        """An IPv6 listener written long matches both as written (UDP reports the configured
+        address) and canonical (TCP reports the socket's)."""
+        t = table({"name": "v6", "to": "a", "listener": f"[0:0::1]:{PORT}"},
+                  listen=[{"transport": "udp", "address": "0:0::1", "port": PORT},
+                          {"transport": "udp", "address": US, "port": PORT}])  # fmt: skip
+        assert name(decide(t, request(), local=("0:0::1", PORT))) == "v6"
+        assert name(decide(t, request(), local=("::1", PORT))) == "v6"
+        assert name(decide(t, request(), local=("::2", PORT))) is None
+
     @pytest.mark.parametrize(("src", "rule"), [("10.1.1.1", "rest"), ("192.0.2.1", "pbx-only"),
                                                ("203.0.113.9", "deny")])  # fmt: skip
     def test_untrusted(self, src: str, rule: str) -> None:
