@@ -41,7 +41,7 @@ Rules:
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
    ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
-11. Failure routing (docs/routing.md): once the destination set in use is done with a call
+11. Failure routing (docs/routing.md, ``workers/targets.py``): once the destination set in use is done with a call
    (none of it left, or a final its failover does not cover) and the last outcome is one
    its rule routes on (``failure_codes``; no answer with ``failure_on_timeout``), the
    rule's next ``failure_sets`` entry takes the call, as rule 2 within it; a set with
@@ -64,11 +64,11 @@ from ingress.sip.serialize import build_response
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
-from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, Target, held
+from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
 from workers.proxy import Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
-from workers.routing.dispatcher import Destination, DispatchSet
 from workers.routing.probes import PROBE_BRANCH_PREFIX
+from workers.targets import chain, fails_over, next_set
 from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
@@ -284,27 +284,11 @@ class StatefulProxy:
         if first is None and not ctx.next_sets:  # every destination of the set is down
             self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
             return None
-        if first is None:  # the failure sets may have one up (``_next_set``)
+        if first is None:  # the failure sets may have one up (``targets.next_set``)
             ctx.outcome, ctx.fallback = UNAVAILABLE[0], UNAVAILABLE
         else:
-            ctx.targets = _chain(dset, first)
+            ctx.targets = chain(dset, first)
         return ctx
-
-    def _next_set(self, ctx: Proxied) -> bool:
-        """Rule 11: the next failure set takes the call when the one used up ended on an
-        outcome its rule routes on; False when none does (the caller gets the best final)."""
-        route = ctx.plan.route if ctx.plan is not None else None
-        while ctx.next_sets and route is not None and route.fails_to_next_set(ctx.outcome):
-            dset, ctx.next_sets = ctx.next_sets[0], ctx.next_sets[1:]
-            self.counters["failure_route"] += 1
-            assert ctx.request is not None
-            first = dset.select(ctx.request.call_id) if dset.probing else dset.pick(
-                ctx.request.call_id)  # fmt: skip
-            if first is not None:
-                ctx.dset, ctx.targets = dset, _chain(dset, first)
-                return True
-            ctx.outcome, ctx.fallback = UNAVAILABLE[0], UNAVAILABLE  # all of that set is down
-        return False
 
     def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
         """Call limits (dialog profiles): False when the call was refused here."""
@@ -374,7 +358,9 @@ class StatefulProxy:
         req, plan, inb = ctx.request, ctx.plan, ctx.inb
         assert req is not None and plan is not None and inb is not None
         while self._forward_next(ctx, req, plan, inb, now):  # True: this set is used up
-            if ctx.cancelled or not self._next_set(ctx):
+            taken = 0 if ctx.cancelled else next_set(ctx)
+            self.counters["failure_route"] += taken
+            if not taken:
                 break
         else:
             return  # an attempt is under way (or a DNS job will go on with it)
@@ -467,7 +453,7 @@ class StatefulProxy:
         if ctx.best is None or status < ctx.best_status or status >= 600:
             ctx.best, ctx.best_status = self.sl.pop_via(resp), status  # §16.7 step 6, roughly
         ctx.outcome = status
-        if ctx.targets and not ctx.cancelled and self._fails_over(ctx, status):
+        if ctx.targets and not ctx.cancelled and fails_over(ctx, status):
             self.counters["failover"] += 1
             self._try_next(ctx, now)
             return
@@ -476,11 +462,6 @@ class StatefulProxy:
             self._try_next(ctx, now)
             return
         self._answer_best(ctx, now)
-
-    def _fails_over(self, ctx: Proxied, status: int | None) -> bool:
-        if ctx.dset is not None:
-            return ctx.dset.fails_over(status)
-        return status is None or status == 408 or 500 <= status < 600  # registered contacts
 
     def _report(self, ctx: Proxied, status: int | None, resp: Response | None, now: float) -> None:
         """Tell the dispatcher how the destination did (its health counts failures)."""
@@ -505,7 +486,7 @@ class StatefulProxy:
         self._report(ctx, None, None, now)
         ctx.fallback = TIMEOUT if timed_out else UNAVAILABLE
         ctx.outcome = None
-        if not self._fails_over(ctx, None):
+        if not fails_over(ctx, None):
             ctx.targets.clear()
         elif ctx.targets and not ctx.cancelled:
             self.counters["failover"] += 1
@@ -627,13 +608,6 @@ class StatefulProxy:
             if (srv is not None and client is not None and 200 <= status < 300
                     and self.table.hold(srv, client) is not None):  # fmt: skip
                 srv.context = client.context = None  # rule 9: the context goes with them
-
-
-def _chain(dset: DispatchSet, first: Destination) -> list[Target]:
-    """``first`` and, when the set fails over, the rest of it in failover order (rule 2)."""
-    chain = [first] + (dset.alternatives(first) if dset.fails_over(503) or
-                       dset.fails_over(None) else [])  # fmt: skip
-    return [(parse_uri(d.uri), None, d) for d in chain]
 
 
 def _host(ip: str) -> str:
