@@ -41,11 +41,12 @@ Rules:
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
    ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
-11. Failure routing (docs/routing.md, ``workers/targets.py``): once the destination set in use is done with a call
-   (none of it left, or a final its failover does not cover) and the last outcome is one
-   its rule routes on (``failure_codes``; no answer with ``failure_on_timeout``), the
-   rule's next ``failure_sets`` entry takes the call, as rule 2 within it; a set with
-   nothing usable is skipped as a 503. A CANCEL or a full table ends the search.
+11. Failure routing (docs/routing.md, ``workers/targets.py``): once the set in use is done
+   with a call (none of it left, or a final its failover does not cover) and the last
+   outcome is one its rule routes on (``failure_codes``; no answer with
+   ``failure_on_timeout``), the rule's next ``failure_sets`` entry takes the call, as rule 2
+   within it; a set with nothing usable is skipped as a 503. A CANCEL or a full table ends
+   the search.
 """
 
 from __future__ import annotations
