@@ -345,7 +345,7 @@ class Route:
     continue_routing: bool = False
     """Apply this rule's rewrites and header edits, then go on with the next rules (later
     rules see the rewritten Request-URI user). Such a rule has no ``to``,
-    ``to_request_uri`` or ``reject``."""
+    ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
     once the previous one (``to`` first) is used up and its last outcome is in

@@ -57,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +88,8 @@ from workers.refusals import (
     Unreachable,
     rejection,
 )
-from workers.routing.table import Destination, Route, RoutingTable
+from workers.routing.rules import header_edits, with_user
+from workers.routing.table import Decision, Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -133,6 +134,8 @@ class Plan:
     local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
     #: removes the credentials we checked (``[auth] consume_credentials``), else None
     strip: Edit | None = None
+    #: the routing rules' header edits (docs/routing.md), made once, spliced into each copy
+    edits: Sequence[Edit] = ()
 
 
 def _hash(text: str, size: int) -> str:
@@ -249,9 +252,10 @@ class StatelessProxy:
                 uri, uri_changed, changed = top, True, True
             hop: Uri | None = top
         else:
-            hop, route = self._route(req, uri, inb, changed)
+            hop, route, uri, uri_changed, edits = self._route(req, uri, uri_changed, inb, changed)
             if hop is None and route is not None and route.to is not None:
                 target = route.to.pick(req.call_id)
+            return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip, edits)
         return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip)
 
     def forward(self, req: Request, inb: Inbound, plan: Plan, hop: Uri, attempt: int = 0,
@@ -289,6 +293,8 @@ class StatelessProxy:
             edits.extend(self._route_edits(req, routes))
         if plan.strip is not None:
             edits.append(plan.strip)
+        if plan.edits:
+            edits.extend(plan.edits)
         if plan.uri_changed:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
@@ -305,8 +311,8 @@ class StatelessProxy:
         assert self.ratelimit is not None
         route = ""
         if not routes:  # the rule a routed request would take, for pipes bound to a route
-            route = next((r.name for r in self.routing.routes
-                          if r.matches(req, inb.src_ip, inb.transport, inb.src_port)), "")  # fmt: skip
+            r = self._decide(req, inb).route
+            route = r.name if r is not None else ""
         name = self.ratelimit.admit(req.method, inb.src_ip, route, self.now, self.load)
         if name is not None:
             err = RateLimited(f"over the rate of pipe {name}")
@@ -355,11 +361,13 @@ class StatelessProxy:
             self.counters["relay_refused"] += 1
             raise error("the request names its next hop and its source is not trusted")
 
-    def _route(self, req: Request, uri: Uri, inb: Inbound, routed: bool,
-               ) -> tuple[Uri | None, Route | None]:  # fmt: skip
-        """(next hop, route) when the request names its next hop (a remote target, or its
-        Request-URI by a ``to_request_uri`` route), else (None, the matching route).
-        ``routed``: our own Route entry was popped, so the request follows a route set."""
+    def _route(self, req: Request, uri: Uri, uri_changed: bool, inb: Inbound, routed: bool,
+               ) -> tuple[Uri | None, Route | None, Uri, bool, Sequence[Edit]]:  # fmt: skip
+        """(next hop, route, Request-URI, Request-URI changed, header edits). The next hop
+        when the request names it (a remote target, or its Request-URI by a
+        ``to_request_uri`` route), else None and the rule that ends the routing walk, with
+        the rules' rewrites (docs/routing.md). ``routed``: our own Route entry was popped,
+        so the request follows a route set."""
         if (
             (req.method != "ACK" or routed)
             and req.to.tag is not None
@@ -367,18 +375,27 @@ class StatelessProxy:
             and is_ip(uri.host_plain)
             and not self.listeners.uri_is_us(uri)
         ):
-            return uri, None  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
-        for route in self.routing.routes:
-            if not route.matches(req, inb.src_ip, inb.transport, inb.src_port):
-                continue
-            if route.reject:
-                raise rejection(route.reject, route.reason)(f"route {route.name}")
-            if not route.to_request_uri:
-                return None, route
-            if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
-                return uri, route
-            raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
-        raise NotFound("no route")
+            # in-dialog: the Request-URI is the remote target (§12.2.1.1)
+            return uri, None, uri, uri_changed, ()
+        d = self._decide(req, inb)
+        route = d.route
+        if route is None:
+            raise NotFound("no route")
+        if route.reject:
+            raise rejection(route.reject, route.reason)(f"route {route.name}")
+        if d.user_changed and uri.is_sip:
+            uri = parse_uri(with_user(uri.raw, uri.scheme, uri.user, d.user or ""))
+            uri_changed = True
+        edits = header_edits(req, d.edits, d.user, inb.src_ip) if d.edits else ()
+        if not route.to_request_uri:
+            return None, route, uri, uri_changed, edits
+        if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
+            return uri, route, uri, uri_changed, edits
+        raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
+
+    def _decide(self, req: Request, inb: Inbound) -> Decision:
+        return self.routing.decide(req, inb.src_ip, inb.transport, inb.src_port, inb.local_ip,
+                                   inb.local_port)  # fmt: skip
 
     def _branch(self, req: Request, uri: Uri, routes: list[NameAddr], attempt: int = 0) -> str:
         top = req.vias[0]
