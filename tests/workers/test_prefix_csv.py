@@ -121,3 +121,10 @@ class TestRefused:
             tables.replace(load_file(str(path), "t", GROUPS, 10))
         assert tables["t"].lookup("4410").gateways == (Gateway("a"),)  # type: ignore[union-attr]
         assert tables["t"].lookup("4510") is None
+
+
+def test_identical_line_twice_is_refused() -> None:
+    """The same row twice (same group, priority and weight) is refused like any repeated
+    group, however small the interned ids (a regression: an identity test missed it)."""
+    err = refusal("1,a\n1,a\n")
+    assert (err.line, err.field) == (2, "group")

@@ -86,6 +86,7 @@ def parse(data: bytes, file: str, name: str, groups: Collection[str],
     # each prefix's one row as an interned id (rows repeat: a few hundred distinct ones per
     # million prefixes); a prefix with several rows keeps them in ``multi`` until the end
     row_ids: dict[int, int] = {}
+    rows: list[int] = []  # row_ids inverted
     entries: dict[int, int] = {}
     multi: dict[int, list[tuple[int, int]]] = {}
     match, translate = _LINE_RE.fullmatch, str.translate
@@ -105,13 +106,17 @@ def parse(data: bytes, file: str, name: str, groups: Collection[str],
             _explain(file, lineno, line, group_ids)
         row = gid << _GROUP_SHIFT | p << _PRIO_SHIFT | w
         rid = row_ids.setdefault(row, len(row_ids))
+        if rid == len(rows):
+            rows.append(row)
         key = int(translate(prefix, _BASE12).ljust(MAX_PREFIX_CHARS, "0"), 12) << 5 | len(prefix)
-        if entries.setdefault(key, rid) is not rid or key in multi:
-            _add_row(multi, key, entries[key], lineno, row, row_ids, file, prefix)
-        elif len(entries) > max_prefixes:
+        known = len(entries)
+        entries.setdefault(key, rid)
+        if len(entries) == known:  # not new: a second row for the prefix
+            _add_row(multi, key, rows[entries[key]], lineno, row, file, prefix)
+        elif known == max_prefixes:
             expected = f"at most {max_prefixes} prefixes (prefix_table max_prefixes)"
             raise PrefixFileError(file, lineno, "prefix", expected, "one more")
-    return _build(name, entries, row_ids, multi, list(groups))
+    return _build(name, entries, rows, multi, list(groups))
 
 
 def _skipped(line: str, lineno: int) -> bool:
@@ -124,12 +129,11 @@ def _skipped(line: str, lineno: int) -> bool:
 
 
 def _add_row(multi: dict[int, list[tuple[int, int]]], key: int, first: int, lineno: int,
-             row: int, row_ids: dict[int, int], file: str, prefix: str) -> None:  # fmt: skip
-    """A second or later row for ``prefix`` (rule 3)."""
+             row: int, file: str, prefix: str) -> None:  # fmt: skip
+    """A second or later row for ``prefix`` (rule 3); ``first`` is its first row."""
     rows = multi.get(key)
     if rows is None:
-        first_row = next(r for r, i in row_ids.items() if i == first)
-        rows = multi[key] = [(0, first_row)]  # its line is unknown: 0 until an error needs it
+        rows = multi[key] = [(0, first)]  # its line is unknown: 0 until an error needs it
     gid = row >> _GROUP_SHIFT
     for line, r in rows:
         if r >> _GROUP_SHIFT == gid:
@@ -142,10 +146,10 @@ def _add_row(multi: dict[int, list[tuple[int, int]]], key: int, first: int, line
     rows.append((lineno, row))
 
 
-def _build(name: str, entries: dict[int, int], row_ids: dict[int, int],
+def _build(name: str, entries: dict[int, int], singles: list[int],
            multi: dict[int, list[tuple[int, int]]], groups: list[str]) -> PrefixTable:  # fmt: skip
     """Rule sets from the interned rows, then the table (prefixes.py rule 4)."""
-    rulesets = [RuleSet([_gateway(r, groups)]) for r in row_ids]  # id order: dicts keep it
+    rulesets = [RuleSet([_gateway(r, groups)]) for r in singles]
     index: dict[tuple[int, ...], int] = {}
     for key, rows in multi.items():
         ident = tuple(sorted(r for _, r in rows))
