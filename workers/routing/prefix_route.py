@@ -22,7 +22,9 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from conf.settings import Settings
 from workers.routing.dispatcher import Destination, DispatchSet
+from workers.routing.prefix_csv import load_file
 from workers.routing.prefixes import PrefixTable, RuleSet
 
 
@@ -63,6 +65,17 @@ class PrefixTables:
         if ruleset is None:
             return None
         return order_targets(name, ruleset, call_id, sets)
+
+
+def load_tables(settings: Settings) -> PrefixTables:
+    """Every ``[[prefix_table]]`` of ``settings``, read from its file.
+
+    Raises:
+        PrefixFileError: a file is unreadable or has a bad line (nothing is returned).
+    """
+    groups = [ds.name for ds in settings.destination_set]
+    return PrefixTables({t.name: load_file(t.file, t.name, groups, t.max_prefixes)
+                         for t in settings.prefix_table})  # fmt: skip
 
 
 def order_targets(name: str, ruleset: RuleSet, call_id: str,
