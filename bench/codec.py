@@ -1,4 +1,5 @@
-"""Time the SIP codec and the stateless proxy core on sipp's INVITE (no sockets).
+"""Time the SIP codec, the ingress's scan and the stateless proxy core on sipp's INVITE
+(no sockets).
 
     python bench/codec.py                # minimum of 3 x 20 000 calls each
     python bench/codec.py --distinct     # every INVITE with its own branch, tag and Call-ID
@@ -13,6 +14,7 @@ from pathlib import Path
 
 from conf.load import load
 from ingress.sip.parser import parse_message
+from ingress.sip.scan import scan_message
 from workers.proxy import Inbound, StatelessProxy
 from workers.routing.table import RoutingTable
 
@@ -95,7 +97,11 @@ def main() -> None:
     def handle() -> None:
         proxy.handle(msgs[next(it)], inb)
 
-    for name, fn in (("parse_message", parse), ("StatelessProxy.handle", handle)):
+    def scan() -> None:  # what the ingress reads of each message (ingress/udp.py)
+        scan_message(msgs[next(it)])
+
+    for name, fn in (("parse_message", parse), ("StatelessProxy.handle", handle),
+                     ("scan_message (ingress)", scan)):  # fmt: skip
         best = float("inf")
         for _ in range(3):
             it = iter(range(n))

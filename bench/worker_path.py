@@ -3,6 +3,8 @@
     python -P bench/worker_path.py                         # stateless, 2 000 calls, min of 5
     python -P bench/worker_path.py --mode stateful         # + transactions, dialogs, CDR file
     python -P bench/worker_path.py --mode stateful --profile   # + time per stage (cProfile)
+    python -P bench/worker_path.py --mode stateful --sample 3  # + time per stage (sampled)
+    python -P bench/worker_path.py --routes 10             # 10 routing rules with header edits
 
 (``-P``: bench/timers.py would shadow the ``timers`` package.)
 
@@ -19,7 +21,10 @@ adds time, so the minimum is the figure to compare.
 ``--profile`` runs the same calls once more under cProfile and splits the profiled time by
 the module each function lives in (``STAGES``), scaled to the unprofiled figure: the
 per-stage table of docs/benchmarks.md. cProfile weighs small calls more than large ones, so
-read the split as a guide and the total as the measurement.
+read the split as a guide and the total as the measurement. ``--sample N`` splits it from
+CPU-time samples instead (``Sampler``: SIGPROF every 0.5 ms of CPU over N more runs), which
+costs nothing per call and so does not favour the few large calls; that is the split the
+per-stage table of docs/benchmarks.md gives.
 """
 
 from __future__ import annotations
@@ -30,10 +35,11 @@ import dataclasses
 import os
 import pstats
 import shutil
+import signal
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Self
 
 import uvloop
 import zmq
@@ -41,7 +47,7 @@ import zmq
 from conf import logging as logs
 from conf import process
 from conf.load import load
-from conf.settings import Settings
+from conf.settings import HeaderEdit, HeaderMatch, Route, Settings, Trusted
 from workers.service import Worker
 
 INGRESS = "ingress.1-100"
@@ -71,16 +77,20 @@ STAGES: list[tuple[str, str]] = [
     ("workers/txn/", "transaction"),
     ("workers/transactions", "transaction"),
     ("workers/stateful", "transaction"),
+    ("workers/timerc", "transaction"),
+    ("workers/proxied", "transaction"),
+    ("workers/coreevents", "transaction"),
+    ("workers/dialogs/cdr", "CDR"),
     ("workers/dialog", "dialog"),
-    ("workers/profiles", "dialog"),
-    ("workers/cdr", "CDR"),
+    ("dialogstate/", "dialog"),
     ("json/", "CDR"),
     ("structlog", "log"),
     ("logging/", "log"),
     ("conf/logs", "log"),
     ("workers/proxy", "routing"),
     ("workers/routing", "routing"),
-    ("workers/dispatcher", "routing"),
+    ("workers/listeners", "routing"),
+    ("workers/refusals", "routing"),
     ("workers/conntag", "routing"),
     ("workers/ratelimit", "routing"),
     ("hashlib", "routing"),
@@ -142,6 +152,7 @@ class Driver:
         self.msgs = 0
         #: profiles the worker's handling only, not the peers' messages built here
         self.prof: cProfile.Profile | None = None
+        self.sampler: Sampler | None = None
         worker.bus.send = self._capture  # type: ignore[method-assign]
 
     def _capture(self, ingress: str, meta: list[Any], data: bytes) -> bool:
@@ -155,9 +166,13 @@ class Driver:
         metas = [meta] * len(payloads)
         if self.prof is not None:
             self.prof.enable()
+        if self.sampler is not None:
+            self.sampler.active = True
         t0 = time.process_time()
         self.worker._on_batch(INGRESS, metas, payloads)
         took = time.process_time() - t0
+        if self.sampler is not None:
+            self.sampler.active = False
         self.cpu += took
         per_msg = took / max(1, len(payloads))
         self.best[step] = min(self.best.get(step, per_msg), per_msg)
@@ -193,11 +208,13 @@ def _requests(sent: list[bytes], method: bytes) -> list[bytes]:
 
 
 def run_calls(worker: Worker, run: str, calls: int, batch: int,
-              prof: cProfile.Profile | None = None) -> tuple[float, dict[str, float]]:  # fmt: skip
+              prof: cProfile.Profile | None = None, sampler: Sampler | None = None,
+              ) -> tuple[float, dict[str, float]]:  # fmt: skip
     """µs of worker CPU per message over ``calls`` fresh calls, and the least µs per message
     of each step of a call over its batches."""
     d = Driver(worker)
     d.prof = prof
+    d.sampler = sampler
     for first in range(0, calls, batch):
         d.calls(run, first, min(batch, calls - first))
     worker.stats(1.0)  # flushes the CDR file, as the worker's stats timer does
@@ -208,11 +225,60 @@ def run_calls(worker: Worker, run: str, calls: int, batch: int,
 PER_CALL = {"invite": 1, "180+200": 2, "ack": 1, "bye": 1, "bye 200": 1}
 
 
-def stage_of(filename: str) -> str:
+#: functions whose stage is not their module's: the CDR is built in dialogstate/msgs.py
+FUNCTION_STAGES = {"make_cdr": "CDR", "iso": "CDR", "iso_datetime": "CDR"}
+
+
+def stage_of(filename: str, function: str = "") -> str:
+    if function in FUNCTION_STAGES and "dialogstate/msgs" in filename:
+        return FUNCTION_STAGES[function]
     for frag, stage in STAGES:
         if frag in filename:
             return stage
     return "other"
+
+
+class Sampler:
+    """CPU-time sampling (``ITIMER_PROF``, every ``interval`` s of this process's CPU): each
+    sample goes to the stage of the innermost frame whose module has one (``STAGES``), so a
+    built-in or a dataclass ``__init__`` counts for its caller. Unlike cProfile it adds no
+    cost per call, so many small calls (the parse) are not weighed more than few large ones;
+    only samples taken inside ``_on_batch`` (``active``) count."""
+
+    def __init__(self, interval: float = 0.0005) -> None:
+        self.interval = interval
+        self.active = False
+        self.counts: dict[str, int] = {}
+
+    def _sample(self, _signum: int, frame: Any) -> None:
+        if not self.active:
+            return
+        stage = "other"
+        f = frame
+        while f is not None:
+            code = f.f_code
+            found = stage_of(code.co_filename, code.co_name)
+            if found != "other":
+                stage = found
+                break
+            if code.co_name == "_on_batch":
+                stage = "worker loop"
+                break
+            f = f.f_back
+        self.counts[stage] = self.counts.get(stage, 0) + 1
+
+    def __enter__(self) -> Self:
+        signal.signal(signal.SIGPROF, self._sample)
+        signal.setitimer(signal.ITIMER_PROF, self.interval, self.interval)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_PROF, 0, 0)
+        signal.signal(signal.SIGPROF, signal.SIG_DFL)
+
+    def shares(self) -> dict[str, float]:
+        total = sum(self.counts.values()) or 1
+        return {k: v / total for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
 
 
 def profile(prof: cProfile.Profile) -> dict[str, float]:
@@ -222,14 +288,33 @@ def profile(prof: cProfile.Profile) -> dict[str, float]:
     out: dict[str, float] = {}
     for (filename, _, name), (_, _, tottime, _, callers) in stats.items():
         if filename != "~":
-            key = stage_of(filename)
+            key = stage_of(filename, name)
             out[key] = out.get(key, 0.0) + tottime
             continue
-        for (cfile, _, _), (_, _, ctt, _) in callers.items():
-            key = stage_of(cfile)
+        for (cfile, _, cname), (_, _, ctt, _) in callers.items():
+            key = stage_of(cfile, cname)
             out[key] = out.get(key, 0.0) + ctt
     total = sum(out.values()) or 1.0
     return {k: v / total for k, v in sorted(out.items(), key=lambda kv: -kv[1])}
+
+
+def rules(settings: Settings, count: int) -> Settings:
+    """``count`` rules in front of the shipped route (docs/routing.md), as a trunk would have:
+    ``count - 3`` that do not match (a method, a Request-URI user regex and a header
+    condition each, so every one is evaluated), one that rejects untrusted sources (the UAC
+    is trusted), one ``continue_routing`` rule that prefixes the user and sets a
+    P-Asserted-Identity from the From domain and removes Subject, then the shipped route."""
+    to = settings.route[-1].to
+    out = [Route(name=f"miss{i}", to=to, methods=["INVITE"], ruri_user=rf"00{i}\d+",
+                 header=[HeaderMatch(name="X-Carrier", regex=f"c{i}")])
+           for i in range(count - 3)]  # fmt: skip
+    out.append(Route(name="untrusted", untrusted=True, reject=403))
+    out.append(Route(name="edits", continue_routing=True, ruri_user="serv.*", prefix_user="+",
+                     header_edit=[HeaderEdit(name="P-Asserted-Identity", action="set",
+                                             value="<sip:+15551234@{from_host}>"),
+                                  HeaderEdit(name="Subject", action="remove")]))  # fmt: skip
+    out.append(dataclasses.replace(settings.route[-1], ruri_user=r"\+serv.*"))
+    return dataclasses.replace(settings, route=out, trusted=[Trusted(cidr="127.0.0.1")])
 
 
 async def bench(settings: Settings, args: argparse.Namespace) -> None:
@@ -244,6 +329,7 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
         steps = {k: min(r[1][k] for r in runs) for k in PER_CALL}
         quiet = sum(steps[k] * n for k, n in PER_CALL.items()) / sum(PER_CALL.values())
         print(f"{settings.proxy.mode}{' + dialogs' if settings.dialogs.enabled else ''}"
+              f"{f' + {len(settings.route)} routes' if len(settings.route) > 1 else ''}"
               f"{' + CDR file' if settings.dialogs.cdr_file else ''}: {args.calls} calls x 6 "
               f"messages, batches of {args.batch} calls")  # fmt: skip
         print(f"  worker CPU per message: {best:6.2f} µs (min of {args.repeats}; runs "
@@ -259,6 +345,15 @@ async def bench(settings: Settings, args: argparse.Namespace) -> None:
                 print(f"    {stage:14s} {share * quiet:6.2f} µs/msg  {share * 100:5.1f} %")
             if args.top:
                 pstats.Stats(prof).sort_stats("tottime").print_stats(args.top)
+        if args.sample:
+            with Sampler() as sampler:
+                for k in range(args.sample):
+                    run_calls(worker, f"s{k}", args.calls, args.batch, sampler=sampler)
+            print(f"  per stage (CPU-time samples every 0.5 ms, {sum(sampler.counts.values())} "
+                  "in _on_batch, share x the quietest figure):")  # fmt: skip
+            for stage, share in sampler.shares().items():
+                print(f"    {stage:14s} {share * quiet:6.2f} µs/msg {share * quiet * 6:7.1f} µs/call"
+                      f"  {share * 100:5.1f} %")  # fmt: skip
     finally:
         worker.close()
         ctx.destroy(linger=0)
@@ -273,8 +368,12 @@ def main() -> None:
     ap.add_argument("--mode", choices=["stateless", "stateful"], default="stateless",
                     help="stateful: with dialogs and a CDR file, as issue #16's second row")  # fmt: skip
     ap.add_argument("--no-dialogs", action="store_true", help="stateful without dialogs")
+    ap.add_argument("--routes", type=int, default=0,
+                    help="N >= 4 routing rules with header edits in front (docs/routing.md)")
     ap.add_argument("--profile", action="store_true", help="split the time by stage")
     ap.add_argument("--top", type=int, default=0, help="print the N costliest functions")
+    ap.add_argument("--sample", type=int, default=0, metavar="RUNS",
+                    help="split the time by stage from CPU-time samples over RUNS more runs")  # fmt: skip
     args = ap.parse_args()
     # the worker's log lines go through the worker's own logging set-up (conf/logging.py),
     # so their cost counts; only the output is thrown away
@@ -289,6 +388,8 @@ def main() -> None:
     if args.mode == "stateful" and not args.no_dialogs:
         dialogs = dataclasses.replace(dialogs, enabled=True, cdr_file=f"{run_dir}/cdr.jsonl")
     settings = dataclasses.replace(settings, node=node, proxy=proxy, dialogs=dialogs)
+    if args.routes:
+        settings = rules(settings, args.routes)
     try:
         uvloop.run(bench(settings, args))
     finally:

@@ -28,7 +28,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin
 
-from conf import cluster_url, curve, rundir
+from conf import bustcp, cluster_url, credfile, curve, rundir
 from conf.settings import (
     RATELIMIT_SHARE_INTERVAL_S,
     RATELIMIT_SHARE_MIN_INTERVALS,
@@ -379,6 +379,8 @@ def _check_values(s: Settings) -> None:
     if s.bus.shed_invite_fill < s.bus.shed_start_fill:
         expected = f"at least bus.shed_start_fill ({_num(s.bus.shed_start_fill)})"
         raise ConfigError(f, "bus.shed_invite_fill", expected, s.bus.shed_invite_fill)
+    from conf import routing  # it imports this module's ConfigError
+
     named_sets = {ds.name for ds in s.destination_set
                   if any(_is_host_name(u) for u in ds.destinations)}  # fmt: skip
     names: dict[str, int] = {}
@@ -406,25 +408,41 @@ def _check_values(s: Settings) -> None:
             except ValueError:
                 expected = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
                 raise ConfigError(f, f"{key}.source", expected, r.source) from None
+        routing.check_route(f, key, r, s)
 
     _check_trusted(f, s)
     from conf import prefix_tables  # it imports this module's ConfigError
 
     prefix_tables.check(f, s)
     _check_registrar(f, s)
+    _check_auth(f, s)
     _check_dialogs(f, s)
     _check_peers(f, s)
     _check_curve(f, s)
+    try:
+        bustcp.check(s)  # [bus] address and [[peer]] bus_address: the hop between hosts
+    except bustcp.BusConfigError as exc:
+        said = isinstance(exc.found, str) and " again " in exc.found
+        raise ConfigError(f, exc.key, exc.expected, Said(exc.found) if said else exc.found) from None
     _check_protection(f, s)
     _check_stateplane(f, s)
 
 
 def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
-    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``."""
+    """A route does one thing: ``to`` a set, ``to_request_uri`` or ``reject``; or, with
+    ``continue_routing``, none of them (its rewrites and edits, then the next rules)."""
     actions = [name for name, on in (("to", r.to != ""), ("to_request_uri", r.to_request_uri),
                                      ("reject", r.reject != 0),
                                      ("prefix_table", r.prefix_table != "")) if on]  # fmt: skip
     known = ", ".join(sets) if sets else "none is defined"
+    if r.continue_routing:
+        if actions:
+            expected = "no to, to_request_uri or reject with continue_routing = true"
+            raise ConfigError(f, f"{key}.{actions[0]}", expected, getattr(r, actions[0]))
+        if not (r.strip_user or r.prefix_user or r.user_regex or r.header_edit):
+            expected = "a rewrite (strip_user, prefix_user, user_regex) or a header_edit"
+            raise ConfigError(f, f"{key}.continue_routing", expected, Said("none"))
+        return
     if not actions:
         expected = (f"an action: the name of a [[destination_set]] ({known}), "
                     "to_request_uri = true or reject (a status)")  # fmt: skip
@@ -684,10 +702,6 @@ def _check_dialogs(f: str, s: Settings) -> None:
     if d.profiles_cluster and not s.stateplane.peers:
         expected = "false unless [stateplane] peers names the other nodes"
         raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
-    if d.profiles_cluster and any(p.startswith("tcp://") for p in s.stateplane.peers):
-        # the workers find each other's sockets in the run directories
-        expected = "false unless every [stateplane] peers entry is a run directory"
-        raise ConfigError(f, "dialogs.profiles_cluster", expected, True)
     if any(ord(c) < 32 or c == "\x7f" for c in d.cdr_file):
         raise ConfigError(f, "dialogs.cdr_file", "a path without control characters", d.cdr_file)
     _check_cdr(f, s)
@@ -757,12 +771,7 @@ def _check_stateplane(f: str, s: Settings) -> None:
             expected = ("a specific address unless [curve] secret_key_file is set (a wildcard "
                         "bind serves every interface)")
             raise ConfigError(f, "stateplane.bind", expected, sp.bind)
-    tcp_peer = any(p.startswith("tcp://") for p in sp.peers)
-    for key, on in (("pike.cluster", s.pike.cluster),
-                    ("ratelimit", any(rl.shared for rl in s.ratelimit))):  # fmt: skip
-        if on and tcp_peer:  # they find the peers' processes by their run directories
-            expected = "no sharing with [stateplane] peers given as tcp:// (run directories only)"
-            raise ConfigError(f, key, expected, Said("a tcp:// peer"))
+    _check_relay(f, s)
     if sp.persist_dir and not os.path.isabs(sp.persist_dir):
         raise ConfigError(f, "stateplane.persist_dir", "an absolute directory path",
                           sp.persist_dir)  # fmt: skip
@@ -788,6 +797,30 @@ def _check_stateplane(f: str, s: Settings) -> None:
         raise ConfigError(f, "listen", expected, Said("none"))
 
 
+def _check_relay(f: str, s: Settings) -> None:
+    """The cluster meshes and ``ctl --cluster`` across hosts (stateplane/meshcross.py): CURVE
+    only, served on ``bind`` port + 2 and + 3."""
+    sp = s.stateplane
+    tcp_peer = any(p.startswith("tcp://") for p in sp.peers)
+    shared = (("pike.cluster", s.pike.cluster), ("dialogs.profiles_cluster", s.dialogs.profiles_cluster),
+              ("ratelimit", any(rl.shared for rl in s.ratelimit)))  # fmt: skip
+    uses = [(key, 2) for key, on in shared if on and tcp_peer]
+    if sp.cluster_ctl:
+        uses.append(("stateplane.cluster_ctl", 3))
+    for key, offset in uses:
+        if not s.curve.secret_key_file:
+            # a peer on another host is reached only by a key it proves (docs/security.md)
+            expected = "false unless [curve] secret_key_file is set" + (
+                " (shared with a tcp:// peer)" if offset == 2 else "")  # fmt: skip
+            raise ConfigError(f, key, expected, True if key != "ratelimit" else Said("a shared pipe"))
+        if not sp.bind:
+            expected = f"host:port where the peers reach this node (port + {offset} serves {key})"
+            raise ConfigError(f, "stateplane.bind", expected, "")
+        if int(sp.bind.rpartition(":")[2]) + offset > 65535:
+            expected = f"a port of at most {65535 - offset} (port + {offset} serves {key})"
+            raise ConfigError(f, "stateplane.bind", expected, sp.bind)
+
+
 _CIDR_HELP = "an address or CIDR like 10.0.0.0/8 or 2001:db8::/32"
 
 
@@ -802,7 +835,7 @@ def _check_protection(f: str, s: Settings) -> None:
         raise ConfigError(f, "pike.cluster", "false unless [pike] enabled = true", True)
     if s.pike.cluster and not s.stateplane.peers:
         expected = ("false when [stateplane] peers is empty (blocks are shared with the nodes "
-                    "whose run directories it lists; replicate is not needed)")
+                    "it lists; replicate is not needed)")
         raise ConfigError(f, "pike.cluster", expected, True)
     routes = {r.name for r in s.route}
     names: dict[str, int] = {}
@@ -858,6 +891,64 @@ def _check_registrar(f: str, s: Settings) -> None:
         if status not in REGISTRAR_MISS_STATUSES:
             expected = "one of " + ", ".join(map(str, REGISTRAR_MISS_STATUSES))
             raise ConfigError(f, f"registrar.{name}", expected, status)
+
+
+#: a realm is quoted in challenges and is part of cacheDB keys: keep it plain
+REALM_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.\-_@:]{0,127}")
+
+
+def _check_auth(f: str, s: Settings) -> None:
+    """[auth] and [[auth_realm]] (docs/auth.md): files that load, realms that can be quoted."""
+    a = s.auth
+    for i, algorithm in enumerate(a.algorithms):
+        if algorithm not in credfile.HEX_LEN or a.algorithms.index(algorithm) != i:
+            expected = "each of " + ", ".join(credfile.HEX_LEN) + " at most once"
+            raise ConfigError(f, f"auth.algorithms[{i}]", expected, algorithm)
+    _methods(f, "auth", a.methods)
+    names: dict[str, int] = {}
+    for i, r in enumerate(s.auth_realm):
+        key = f"auth_realm[{i}]"
+        if not REALM_RE.fullmatch(r.realm):
+            raise ConfigError(f, f"{key}.realm", "letters, digits and .-_@: (at most 128)", r.realm)
+        if r.realm in names:
+            found = Said(f"{show(r.realm)} again (auth_realm[{names[r.realm]}])")
+            raise ConfigError(f, f"{key}.realm", "a realm of its own", found)
+        names[r.realm] = i
+        for j, domain in enumerate(r.domains):
+            if not DOMAIN_RE.fullmatch(domain):
+                raise ConfigError(f, f"{key}.domains[{j}]", "a host name or an address", domain)
+        if r.credentials_file:
+            if not os.path.isabs(r.credentials_file):
+                raise ConfigError(f, f"{key}.credentials_file", "an absolute file path",
+                                  r.credentials_file)  # fmt: skip
+            try:
+                credfile.load_file(r.credentials_file)
+            except credfile.CredentialsFileError as exc:
+                raise ConfigError(f, f"{key}.credentials_file", "lines of 'username algorithm ha1'",
+                                  Said(str(exc))) from None  # fmt: skip
+        if r.cachedb_url:
+            scheme = r.cachedb_url.partition("://")[0]
+            if "://" not in r.cachedb_url or scheme not in CACHEDB_SCHEMES:
+                raise ConfigError(f, f"{key}.cachedb_url", "a cacheDB URL (docs/cachedb.md)",
+                                  r.cachedb_url)  # fmt: skip
+        if not r.credentials_file and not r.cachedb_url:
+            raise ConfigError(f, f"{key}.credentials_file", "a file (or a cachedb_url)", Said("nothing"))
+    if not a.enabled:
+        return
+    if not s.auth_realm:
+        raise ConfigError(f, "auth_realm", "at least one [[auth_realm]] with [auth] enabled",
+                          Said("nothing"))  # fmt: skip
+    if not a.algorithms:
+        raise ConfigError(f, "auth.algorithms", "at least one algorithm when enabled", [])
+    path = a.nonce_secret_file
+    if not path or not os.path.isabs(path):
+        raise ConfigError(f, "auth.nonce_secret_file", "an absolute file path (required when enabled)",
+                          path)  # fmt: skip
+    try:
+        credfile.load_secret(path)
+    except ValueError as exc:
+        raise ConfigError(f, "auth.nonce_secret_file", "a readable secret of 16 bytes or more",
+                          Said(f"{show(path)}: {exc}")) from None  # fmt: skip
 
 
 def _ip(file: str, key: str, text: str) -> None:

@@ -7,14 +7,18 @@ Every line carries ``proc`` (honcho's process name, e.g. ``worker.2``), ``pid``,
 from __future__ import annotations
 
 import asyncio
+import datetime
 import fcntl
+import json
 import logging
 import os
 import stat
 import sys
-from typing import TextIO
+import time
+from typing import Any, TextIO
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
@@ -74,6 +78,52 @@ def widen_pipe(file: TextIO, size: int = PIPE_BYTES) -> int:
         return 0
 
 
+def stamp_utc(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """``TimeStamper(fmt="iso", utc=True)``'s ``timestamp``, for a third of its cost: the lines
+    of one second share its date and time, formatted once (a worker logs a CDR line per
+    call). tests/conf/test_log_format.py holds the text to structlog's."""
+    event_dict["timestamp"] = iso_utc(time.time_ns())
+    return event_dict
+
+
+def iso_utc(ns: int) -> str:
+    """Epoch nanoseconds as ``datetime.now(UTC).isoformat()`` writes that instant, "Z" for
+    "+00:00": microseconds floored as ``datetime.now`` floors the clock, and left out when 0."""
+    sec, rest = divmod(ns, 1_000_000_000)
+    cached = _SECOND
+    if cached[0] != sec:
+        if not 0 <= sec < _FAST_UNTIL:  # strftime's %Y is four digits from 1000 to 9999 only
+            when = datetime.datetime.fromtimestamp(sec, datetime.UTC)
+            return when.replace(microsecond=rest // 1000).isoformat().replace("+00:00", "Z")
+        cached[0], cached[1] = sec, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    us = rest // 1000
+    return f"{cached[1]}.{us:06d}Z" if us else f"{cached[1]}Z"
+
+
+#: the second ``iso_utc`` formatted last, and its text
+_SECOND: list[Any] = [None, ""]
+#: 10000-01-01T00:00:00Z
+_FAST_UNTIL = 253_402_300_800
+
+
+def _fallback(obj: Any) -> Any:
+    """structlog's JSON fallback: ``__structlog__()`` if the object has it, else its repr."""
+    try:
+        return obj.__structlog__()
+    except AttributeError:
+        return repr(obj)
+
+
+#: ``json.dumps(d, default=...)`` builds a ``JSONEncoder`` per call (~1.5 µs a line); one
+#: built once writes the same text
+_ENCODE = json.JSONEncoder(default=_fallback).encode
+
+
+def dumps(event_dict: EventDict, **_kw: Any) -> str:
+    """The ``JSONRenderer`` serializer: ``json.dumps(event_dict, default=...)``'s text."""
+    return _ENCODE(event_dict)
+
+
 def configure(level: str, proc: str | None, node: str, *, cache: bool = True) -> None:
     """Configure structlog for this process; call once, before the first log line."""
     out = sys.stdout
@@ -82,9 +132,9 @@ def configure(level: str, proc: str | None, node: str, *, cache: bool = True) ->
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            stamp_utc,  # TimeStamper(fmt="iso", utc=True), cheaper
             structlog.processors.dict_tracebacks,
-            structlog.processors.JSONRenderer(),
+            structlog.processors.JSONRenderer(dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),
         logger_factory=lambda *args: LoopFlushedLogger(out),

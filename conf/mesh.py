@@ -20,6 +20,9 @@ Rules:
    wrong with it (``conf/rundir.py`` rule 5): a directory another user could write, or
    created by someone else, would let him join the mesh. A refused one is skipped, its
    members dropped, and logged (``peer_dir_refused``, at most once per 10 s).
+7. Peers given as ``tcp://`` are not run directories and are skipped here: the node's state
+   plane relays the mesh to them (``stateplane/meshrelay.py``) and is itself a member, so
+   every member reaches them through it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ class Mesh:
                  on_join: Callable[[], None] | None = None, max_frame: int = 512,
                  hwm: int = 10_000) -> None:  # fmt: skip
         self.role, self.run_dir, self.ident = role, run_dir, ident
-        self.peer_dirs = tuple(d for d in peer_dirs if os.path.abspath(d) != os.path.abspath(run_dir))
+        self.peer_dirs = tuple(d for d in peer_dirs if not d.startswith("tcp://")  # rule 7
+                               and os.path.abspath(d) != os.path.abspath(run_dir))
         self.endpoint = sockets.endpoint(run_dir, role, ident)
         self.on_frame, self.on_join = on_frame, on_join
         self.dropped = 0
@@ -116,6 +120,13 @@ class Mesh:
         finally:
             self._loop.call_soon(self._reader)
         return True
+
+    def resubscribe(self) -> None:
+        """Make every member we are connected to see our subscription again, so its owner
+        re-announces what a newcomer must know (rule 3): the relay does this when a peer
+        node's relay joins (``stateplane/meshrelay.py``)."""
+        self._sub.setsockopt(zmq.UNSUBSCRIBE, b"")
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
 
     def _drain(self) -> None:
         pub, sub = self._pub, self._sub

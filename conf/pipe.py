@@ -27,16 +27,20 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import zmq
 
 from conf import envelope, refused, sockets
+from conf.bustcp import MAX_WORKERS
 from conf.guard import GUARD
 from conf.refused import RefusalLog
 from conf.settings import Bus
 from conf.workerset import WorkerSet
+
+if TYPE_CHECKING:
+    from conf.bustcp import TcpHop
 
 log = structlog.get_logger()
 
@@ -250,11 +254,14 @@ class WorkerPipes:
     ``down``; ``expire`` closes the pipes of workers whose heartbeats stopped and drains
     backlogs. What a closed pipe still held is counted as ``drop_worker_gone``. A heartbeat
     whose endpoint is not the worker's canonical one in ``run_dir`` (``conf.sockets`` rule
-    2) is ignored and counted as ``drop_bad_endpoint``: we never connect where a frame says.
+    2), or, for one that came over TCP, not one ``tcp.worker_key`` allows (``conf.bustcp``
+    rules 3-4), is ignored and counted as ``drop_bad_endpoint``: we never connect where a
+    frame says. A new worker past ``bustcp.MAX_WORKERS`` is ignored too
+    (``drop_too_many_workers``).
     """
 
     __slots__ = ("_cfg", "_counters", "_ctx", "_header", "_kind", "_on_close", "_refused",
-                 "_run_dir", "pipes", "workers")  # fmt: skip
+                 "_run_dir", "pipes", "remote", "tcp", "workers")  # fmt: skip
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: Bus, run_dir: str, kind: bytes,
                  make_header: MakeHeader, counters: Counter[str],
@@ -264,22 +271,45 @@ class WorkerPipes:
         self._ctx, self._cfg, self._kind, self._header = ctx, cfg, kind, make_header
         self._counters, self._on_close, self._run_dir = counters, on_close, run_dir
         self._refused = RefusalLog("heartbeat_refused")
+        #: the hop to other hosts (``conf.bustcp``), once the owner opened it
+        self.tcp: TcpHop | None = None
+        #: the workers that joined over TCP
+        self.remote: set[str] = set()
 
-    def heartbeat(self, ident: str, endpoint: str, state: str, now: float) -> str | None:
-        """Record a worker's heartbeat; ``"joined"`` or ``"left"`` when the set changed."""
-        if not sockets.canonical(self._run_dir, "worker", ident, endpoint):
+    def heartbeat(self, ident: str, endpoint: str, state: str, now: float,
+                  via_tcp: bool = False) -> str | None:  # fmt: skip
+        """Record a worker's heartbeat (``via_tcp``: it came on the TCP socket); ``"joined"``
+        or ``"left"`` when the set changed."""
+        server_key = None
+        bad = None
+        if via_tcp:
+            server_key = self.tcp.worker_key(ident, endpoint) if self.tcp is not None else None
+            if server_key is None:
+                bad = "endpoint not at its [[peer]] bus_address"
+        elif not sockets.canonical(self._run_dir, "worker", ident, endpoint):
+            bad = "endpoint outside the run directory"
+        if bad is not None:
             self._counters["drop_bad_endpoint"] += 1
-            self._refused.note(now, reason="endpoint outside the run directory",
-                               worker=ident[:80], endpoint=endpoint[:200])  # fmt: skip
+        elif ident not in self.workers and len(self.workers) >= MAX_WORKERS:
+            self._counters["drop_too_many_workers"] += 1
+            bad = f"more than {MAX_WORKERS} workers"
+        if bad is not None:
+            self._refused.note(now, reason=bad, worker=ident[:80], endpoint=endpoint[:200])
             return None
+        if ident in self.workers and via_tcp != (ident in self.remote):
+            return None  # one ident, two ways in: the first holds
         change = self.workers.heartbeat(ident, endpoint, state == "up", now)
         if change == "joined":
-            sock = sockets.connect_push(self._ctx, endpoint, self._cfg.hwm)
+            if server_key is not None and self.tcp is not None:
+                sock = self.tcp.connect_push(endpoint, server_key, self._cfg.hwm)
+                self.remote.add(ident)
+            else:
+                sock = sockets.connect_push(self._ctx, endpoint, self._cfg.hwm)
             self.pipes[ident] = PushPipe(ident, sock, self._kind, self._header,
                                          self._cfg.max_batch, self._cfg.max_pending)  # fmt: skip
             log.info("worker_joined", worker=ident, workers=len(self.workers))
         elif change == "left":
-            self.close(ident)
+            self.close(ident, sockets.LINGER_MS)
             log.info("worker_left", worker=ident, workers=len(self.workers))
         return change
 
@@ -292,13 +322,19 @@ class WorkerPipes:
             if pipe.backlog:
                 pipe.drain()
 
-    def close(self, ident: str) -> None:
-        """Close the pipe to ``ident``; what it still held is lost (and counted)."""
+    def close(self, ident: str, linger_ms: int = 0) -> None:
+        """Close the pipe to ``ident``; what it still held is lost (and counted). A worker
+        that said ``down`` still reads until it is quiet: ``linger_ms`` lets what ZeroMQ
+        queued for it leave (over TCP a send can sit in the queue for a while), after one
+        more try at the backlog."""
+        self.remote.discard(ident)
         pipe = self.pipes.pop(ident, None)
         if pipe is None:
             return
         if self._on_close is not None:
             self._on_close(pipe)
-        lost = pipe.close()
+        if linger_ms:
+            pipe.drain()
+        lost = pipe.close(linger_ms)
         if lost:
             self._counters["drop_worker_gone"] += lost

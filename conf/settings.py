@@ -128,6 +128,20 @@ class Bus:
     reserve_fill: float = field(default=1.25, metadata=_range(1.0, 10.0))
     """ACK, CANCEL, BYE and responses are never shed: they may queue up to this multiple of
     ``max_pending`` before anything drops."""
+    address: str = ""
+    """This host's IP address for the hop between hosts (``docs/architecture.md`` "Stages on
+    several hosts"): an ingress here also listens for workers of other hosts at
+    ``address:ingress_port``, and a worker here listens for ingresses of other hosts on a port
+    the kernel picks. Needs ``[curve] secret_key_file``: the hop is CURVE only. Empty: the
+    processes of this host meet over ipc only (one host)."""
+    ingress_port: int = field(default=0, metadata=_range(0, 65535))
+    """With ``address``: the TCP port of this host's first ingress (honcho's ``ingress.1``;
+    ``ingress.N`` takes ``ingress_port + N - 1``). 0: this host's ingresses serve only
+    workers of this host."""
+    ingresses: list[str] = field(default_factory=list)
+    """The ingresses on other hosts this host's workers serve, each ``tcp://ip:port`` (that
+    host's ``address`` and an ``ingress_port``), at the ``bus_address`` of a ``[[peer]]``
+    whose key must answer there. Needs ``address``. Default: none."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -224,6 +238,39 @@ class DestinationSet:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderMatch:
+    """``[[route.header]]``: a condition on a request header (``docs/routing.md``)."""
+
+    name: str
+    """Header name, any case; a compact form (``f``, ``m`` ...) means its long form. Required."""
+    regex: str = ""
+    """Regular expression some value of the header must match in full (each header line
+    counts as one value); empty: only ``present`` is checked."""
+    present: bool = True
+    """``true``: the header must be there (and match ``regex`` when set); ``false``: no line
+    of it may be there (then ``regex`` must be empty)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HeaderEdit:
+    """``[[route.header_edit]]``: an edit of the forwarded request's headers
+    (``docs/routing.md``). Edits run in the order listed, after every earlier matching rule's."""
+
+    name: str
+    """Header name: a token; not one the proxy owns (Via, Route, Record-Route, Max-Forwards,
+    From, To, Call-ID, CSeq, Contact, Content-Length, Content-Type, Content-Encoding).
+    Required."""
+    action: Literal["set", "append", "remove"]
+    """``set`` removes every line of the header and appends one with ``value``; ``append``
+    adds one at the end of the header section; ``remove`` removes every line. Required."""
+    value: str = ""
+    """Value for ``set`` and ``append`` (not for ``remove``): printable text without
+    control characters, where ``{from_user}``, ``{from_host}``, ``{to_user}``, ``{to_host}``,
+    ``{ruri_user}`` (after rewrites), ``{ruri_host}`` and ``{source_ip}`` stand for the
+    request's; ``{{`` and ``}}`` are literal braces."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Route:
     """``[[route]]``: one routing rule. Rules are tried in order and the first whose every
     condition holds wins; a rule with no condition is a default route. Each rule has one
@@ -270,6 +317,45 @@ class Route:
     """Lifetime of the dialogs of calls this rule routes (see ``[dialogs]
     default_lifetime_s``); 0 uses the default. Only on a stateful rule, with ``[dialogs]
     enabled``."""
+    untrusted: bool | str = False
+    """``true``: the source must match no ``[[trusted]]`` table (OpenSIPS
+    ``!check_source_address``); a tag: no ``[[trusted]]`` table with that tag; ``false``
+    matches every source."""
+    listener: str = ""
+    """The ``[[listen]]`` the request arrived on, as ``address:port`` (``[::1]:5060`` for
+    IPv6); empty matches all."""
+    transport: Literal["", "udp", "tcp"] = ""
+    """Transport the request arrived on; empty matches both."""
+    header: list[HeaderMatch] = field(default_factory=list)
+    """Conditions on headers (``[[route.header]]``), all of which must hold."""
+    strip_user: int = field(default=0, metadata=_range(0, 64))
+    """Action: remove this many leading characters of the Request-URI user (OpenSIPS
+    ``strip``). Rewrites run strip, then ``prefix_user``, then ``user_regex``."""
+    prefix_user: str = ""
+    """Action: put this before the Request-URI user (OpenSIPS ``prefix``): user characters
+    of RFC 3261 §25.1 only."""
+    user_regex: str = ""
+    """Action: regular expression searched in the Request-URI user; the first match is
+    replaced with ``user_replace`` (OpenSIPS ``subst_user``). Needs ``user_replace``."""
+    user_replace: str = ""
+    """Replacement for ``user_regex``: user characters and group references (``\\1``,
+    ``\\g<name>``)."""
+    header_edit: list[HeaderEdit] = field(default_factory=list)
+    """Edits of the forwarded request's headers (``[[route.header_edit]]``)."""
+    continue_routing: bool = False
+    """Apply this rule's rewrites and header edits, then go on with the next rules (later
+    rules see the rewritten Request-URI user). Such a rule has no ``to``,
+    ``to_request_uri`` or ``reject``."""
+    failure_sets: list[str] = field(default_factory=list)
+    """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
+    once the previous one (``to`` first) is used up and its last outcome is in
+    ``failure_codes`` (or a timeout, with ``failure_on_timeout``). Stateful rules only."""
+    failure_codes: list[str] = field(default_factory=lambda: ["408", "5xx"])
+    """Final statuses that send the call on to the next of ``failure_sets``, written like
+    ``failover_codes`` of ``[[destination_set]]``, from 300 to 599."""
+    failure_on_timeout: bool = True
+    """A destination set used up by no answer (Timer B/F) or a transport failure goes on
+    to the next of ``failure_sets`` (OpenSIPS counts that as a local 408)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -440,8 +526,9 @@ class Dialogs:
     """Live dialogs one worker holds at most; past it a new call gets 503 before forwarding."""
     profiles_cluster: bool = False
     """Profile limits count the live dialogs of the ``[stateplane] peers`` nodes too (their
-    workers and ours exchange counts), so a trunk limit holds across an active/active pair.
-    Off, a limit holds for this node (its workers always share counts)."""
+    workers and ours exchange counts; with a ``tcp://`` peer through the state planes' relay,
+    over CURVE), so a trunk limit holds across the cluster. Off, a limit holds for this node
+    (its workers always share counts)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -531,9 +618,10 @@ class Pike:
     forgotten), and a new block lifts the oldest one."""
     cluster: bool = False
     """Also share blocks with the nodes in ``[stateplane] peers``: every ingress subscribes to
-    the ingresses of those nodes (found in their run directories), and applies their blocks
-    as its siblings' (a block learnt is never passed on). Needs ``enabled`` and at least one
-    peer; ``[stateplane] replicate`` is not needed. Set it on every node, each listing the
+    the ingresses of those nodes (found in their run directories; a ``tcp://`` peer's through
+    the state planes' relay, over CURVE), and applies their blocks as its siblings' (a block
+    learnt is never passed on). Needs ``enabled`` and at least one peer; ``[stateplane]
+    replicate`` is not needed. Set it on every node, each listing the
     others: a node learns the blocks of the nodes it lists."""
 
 
@@ -548,11 +636,12 @@ class StatePlane:
     ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory. Needs
     ``[dialogs] enabled``; off, dialogs live only in their worker."""
     peers: list[str] = field(default_factory=list)
-    """The other nodes whose dialogs this node replicates, and with which ``[pike] cluster``
-    and ``shared`` ratelimit pipes share: each a run directory of a node on this host (it
-    subscribes to the ``stateplane-pub.ipc`` and snapshots from the ``stateplane-snap.ipc``
-    in it; absolute, each once, never this node's own) or ``tcp://host:port`` of a node on
-    another host (that node's ``bind``; replication only). Default: none."""
+    """The other nodes whose dialogs this node replicates, and with which ``[pike] cluster``,
+    ``[dialogs] profiles_cluster`` and ``shared`` ratelimit pipes share: each a run directory
+    of a node on this host (it subscribes to the ``stateplane-pub.ipc`` and snapshots from
+    the ``stateplane-snap.ipc`` in it; absolute, each once, never this node's own) or
+    ``tcp://host:port`` of a node on another host (that node's ``bind``; sharing with it
+    needs ``[curve]`` and its ``[[peer]]`` key, ``docs/security.md``). Default: none."""
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""
@@ -562,9 +651,12 @@ class StatePlane:
     bind: str = ""
     """``host:port`` (an IP address, ``[v6]:port`` for IPv6) where the state plane also
     publishes (PUB on the port) and serves snapshots (ROUTER on the next port) over TCP, for
-    peers on other hosts, which name it ``tcp://host:port`` in their ``peers``. Empty: ipc
-    only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and the channel
-    is encrypted; without it, bind a private interface (a wildcard address is refused)."""
+    peers on other hosts, which name it ``tcp://host:port`` in their ``peers``; with ``[pike]
+    cluster``, ``[dialogs] profiles_cluster`` or a ``shared`` pipe and a ``tcp://`` peer it
+    relays them on port + 2, and with ``cluster_ctl`` serves ``ctl --cluster`` on port + 3.
+    Empty: ipc only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and
+    the channel is encrypted; without it, bind a private interface (a wildcard address is
+    refused)."""
     persist_dir: str = ""
     """Directory where the state plane keeps on disk the ``local://`` store's keys (a
     snapshot plus a journal of every write's result, ``docs/cachedb.md`` "Persistence"), and
@@ -573,6 +665,10 @@ class StatePlane:
     disk."""
     snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
     """Journal entries after which a new snapshot is written and the journal started again."""
+    cluster_ctl: bool = False
+    """Answer the read-only views of ``sipline ctl ... --cluster`` (stats, destinations,
+    dialogs, pike, ratelimit) asked by the ``[[peer]]`` nodes, on ``bind`` port + 3 over
+    CURVE (``docs/monitoring.md``). Needs ``bind`` and ``[curve]``."""
     role: Literal["", "primary", "backup"] = ""
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the
@@ -584,8 +680,9 @@ class StatePlane:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Curve:
     """``[curve]``: this node's ZeroMQ CURVE key pair, which authenticates and encrypts the
-    TCP channels between nodes (``docs/security.md``); today the state plane's ``bind`` and
-    its ``tcp://`` peers. ipc channels stay without keys."""
+    TCP channels between nodes (``docs/security.md``): the state plane's ``bind`` and its
+    ``tcp://`` peers, the cluster meshes it relays and ``ctl --cluster``. ipc channels stay
+    without keys."""
 
     secret_key_file: str = ""
     """The secret key file ``sipline keygen`` wrote for this node (``<name>.key_secret``,
@@ -609,6 +706,10 @@ class Peer:
     """Its CURVE public key: 40 Z85 characters (``sipline keygen`` prints it)."""
     public_key_file: str = ""
     """Or its public key file (the ``<name>.key`` that ``sipline keygen`` wrote on it)."""
+    bus_address: str = ""
+    """That host's ``[bus] address``, when its ingresses or workers join ours over TCP: its
+    key is then let in on our bus sockets, and what we connect to at this address must
+    present it. Empty: the peer has no part in the bus."""
 
 
 #: a Retry-After a little random, so that refused clients do not all come back at once
@@ -654,6 +755,72 @@ class RateLimit:
     at least 0.5 (five exchanges)."""
 
 
+#: how long a nonce is good for: OpenSIPS' nonce_expire default; a client refreshing later
+#: is told stale=true and answers the fresh nonce without asking its user
+AUTH_NONCE_LIFETIME_S = 30.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuthRealm:
+    """``[[auth_realm]]``: one realm, the users it knows and where their HA1 values are
+    (``docs/auth.md``). Repeat the table per realm."""
+
+    realm: str
+    """Realm named in challenges and credentials (``example.com``): letters, digits and
+    ``.-_@:``. Required."""
+    domains: list[str] = field(default_factory=list)
+    """Hosts (compared ignoring case) whose requests this realm challenges: the To host of a
+    REGISTER, the From host of other requests. Empty: the realm itself. A request whose host
+    no realm lists is challenged by the first realm."""
+    credentials_file: str = ""
+    """Absolute path of a file of ``username algorithm ha1`` lines (``sipline auth-ha1``
+    prints one), read when workers start. Empty: none."""
+    cachedb_url: str = ""
+    """A cacheDB (``docs/cachedb.md``) holding ``<cachedb_prefix><realm>:<algorithm>:<user>``
+    = HA1 hex, asked when the file has no line for the user. Empty: none."""
+    cachedb_prefix: str = "ha1:"
+    """Prefix of the keys in ``cachedb_url``."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Auth:
+    """``[auth]``: Digest authentication (RFC 3261 §22, RFC 7616): 401 for REGISTER, 407 for
+    initial requests from sources that are not ``[[trusted]]``, in the realms of the
+    ``[[auth_realm]]`` tables (``docs/auth.md``)."""
+
+    enabled: bool = False
+    """Challenge requests as the keys below say. Off by default."""
+    nonce_secret_file: str = ""
+    """Absolute path of a file holding the secret (at least 16 bytes) nonces are signed with.
+    Required when ``enabled``; keep it mode 0600."""
+    nonce_lifetime_s: float = field(default=AUTH_NONCE_LIFETIME_S, metadata=_range(1, 86_400))
+    """A nonce older than this is stale: the client gets a fresh one with ``stale=true``."""
+    algorithms: list[str] = field(default_factory=lambda: ["SHA-256", "MD5"])
+    """Algorithms offered, one challenge header each, most preferred first (RFC 8760):
+    ``SHA-256``, ``MD5``."""
+    register: bool = True
+    """Challenge REGISTER requests with 401 and WWW-Authenticate."""
+    proxy: bool = True
+    """Challenge initial requests (and in-dialog requests that do not follow our Record-Route)
+    from sources no ``[[trusted]]`` table matches with 407 and Proxy-Authenticate; never ACK
+    or CANCEL."""
+    methods: list[str] = field(default_factory=list)
+    """Methods ``proxy`` challenges, upper case; empty: every method but REGISTER, ACK and
+    CANCEL."""
+    check_uri: bool = True
+    """Answer 400 to credentials whose ``uri`` is not the Request-URI (RFC 7616 §3.4.6), so
+    that a Request-URI changed on the way cannot reuse them. Turn off behind a proxy that
+    rewrites the Request-URI before us."""
+    consume_credentials: bool = True
+    """Remove the credentials we checked before forwarding the request (OpenSIPS
+    ``consume_credentials``); credentials for other realms pass."""
+    max_nonces: int = field(default=20_000, metadata=_range(16, 10_000_000))
+    """Nonces whose used nonce-counts one worker remembers. Past it the least recently first
+    used is forgotten, and its clients are told ``stale=true``."""
+    cachedb_cache_s: float = field(default=5.0, metadata=_range(0, 3600))
+    """How long a worker keeps an HA1 (or its absence) read from an ``[[auth_realm]] cachedb_url``."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """The whole file: every section is optional and defaults as documented."""
@@ -683,6 +850,11 @@ class Settings:
     """Sources trusted to name their own next hop. Default: none."""
     prefix_table: list[PrefixTable] = field(default_factory=list)
     """Longest-prefix routing tables that routes send to. Default: none."""
+    auth: Auth = field(default_factory=Auth)
+    """Digest authentication of REGISTER and initial requests."""
+    auth_realm: list[AuthRealm] = field(default_factory=list)
+    """Realms of digest authentication and their credentials; at least one with ``[auth]
+    enabled``. Default: none."""
     registrar: Registrar = field(default_factory=Registrar)
     """The built-in registrar and location service."""
     log: Log = field(default_factory=Log)

@@ -109,7 +109,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _base(sock: zmq.Socket[bytes], hwm: int, max_bytes: int) -> zmq.Socket[bytes]:
+def base(sock: zmq.Socket[bytes], hwm: int, max_bytes: int) -> zmq.Socket[bytes]:
     sock.linger = LINGER_MS
     sock.sndhwm = hwm
     sock.rcvhwm = hwm
@@ -142,13 +142,13 @@ def bind(sock: zmq.Socket[Any], ep: str) -> None:
 
 
 def bind_pull(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Socket[bytes]:
-    sock = _base(ctx.socket(zmq.PULL), hwm, MAX_MSG_BYTES)
+    sock = base(ctx.socket(zmq.PULL), hwm, MAX_MSG_BYTES)
     bind(sock, ep)
     return sock
 
 
 def connect_push(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Socket[bytes]:
-    sock = _base(ctx.socket(zmq.PUSH), hwm, MAX_SEND_ONLY_BYTES)
+    sock = base(ctx.socket(zmq.PUSH), hwm, MAX_SEND_ONLY_BYTES)
     # Messages to a peer that is gone must not queue forever waiting for it to come back.
     sock.setsockopt(zmq.IMMEDIATE, 1)
     sock.connect(ep)

@@ -6,23 +6,30 @@ Rules:
 2. Workers announce themselves with heartbeats on our PULL socket; ``WorkerSet`` decides who is
    alive and who owns a Call-ID.
 3. ZeroMQ's FD is edge-triggered: after it fires, the socket is drained until ``zmq.Again``.
+4. Workers of other hosts (``conf.bustcp``): with ``open_tcp`` the ingress also reads a TCP
+   socket of its own, CURVE-guarded, which takes only ``OUT`` and ``HB``; each worker that
+   joined over it hears our ``HB [ingress_id, endpoint, state]`` at once and every heartbeat
+   (``conf.bustcp`` rule 5), so it knows which ingress its pipe reaches.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import zmq
 
 from conf import envelope, sockets
-from conf.guard import GUARD
+from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, WorkerPipes, drain_pull, hops
 from conf.settings import Bus
 from ingress import shedding
+
+if TYPE_CHECKING:
+    from conf.bustcp import TcpHop
 
 log = structlog.get_logger()
 
@@ -61,6 +68,19 @@ class WorkerBus:
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "ingress_bus",
                                         self._on_readable)
+        #: rule 4: the TCP socket, its reader and where it listens, once ``open_tcp`` ran
+        self._tcp_pull: zmq.Socket[bytes] | None = None
+        self._tcp_reader: Reader | None = None
+        self.tcp_endpoint = ""
+        #: we said "down" (``withdraw``): later heartbeats say it again, never "up"
+        self._state = "up"
+
+    def open_tcp(self, hop: TcpHop, ep: str) -> None:
+        """Rule 4: listen for workers of other hosts at ``ep`` too."""
+        self._peers.tcp = hop
+        self._tcp_pull, self.tcp_endpoint = hop.bind_pull(ep, self._cfg.hwm)
+        self._tcp_reader = GUARD.add_reader(self._loop, self._tcp_pull.FD, "ingress_bus_tcp",
+                                            self._on_tcp_readable)  # fmt: skip
 
     # -- ingress -> worker -------------------------------------------------------------------
 
@@ -116,12 +136,37 @@ class WorkerBus:
             ident, endpoint, state = env.header
             self._peers.heartbeat(ident, endpoint, state, self._loop.time())
 
+    def _on_tcp_readable(self) -> None:
+        assert self._tcp_pull is not None and self._tcp_reader is not None
+        if drain_pull(self._tcp_pull, self._on_tcp_envelope, self._meter.counters):
+            self._loop.call_soon(self._tcp_reader)
+
+    def _on_tcp_envelope(self, env: envelope.Envelope) -> None:
+        if env.kind == envelope.KIND_OUT:
+            self._on_out(env.header[0], env.payloads)
+        elif env.kind == envelope.KIND_HB:
+            ident, endpoint, state = env.header
+            if self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True) == "joined":
+                self._announce([ident], self._state)
+        else:  # rule 4: nothing else crosses hosts
+            self._meter.counters["drop_tcp_kind"] += 1
+
+    def _announce(self, idents: Iterable[str], state: str) -> None:
+        """Tell workers of other hosts who we are (rule 4)."""
+        frames = envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state])
+        for ident in idents:
+            pipe = self._pipes.get(ident)
+            if pipe is not None:
+                pipe.send_now(frames)
+
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ingress_id, metas]
 
     def expire(self) -> None:
         """Drop workers whose heartbeats stopped; call every heartbeat interval."""
         self._peers.expire(self._loop.time())
+        if self._peers.remote:
+            self._announce(self._peers.remote, self._state)
 
     def _forget_dirty(self, pipe: PushPipe) -> None:
         if pipe in self._dirty:
@@ -131,10 +176,16 @@ class WorkerBus:
         """Remove our endpoint's file: workers stop sending to us at their next heartbeat,
         while what they already sent still arrives (the connections outlive the file)."""
         sockets.unlink(self.endpoint)
+        self._state = "down"
+        self._announce(self._peers.remote, "down")
 
     def close(self) -> None:
         self.flush()
+        self._announce(self._peers.remote, "down")
         self._reader.remove()
+        if self._tcp_pull is not None and self._tcp_reader is not None:
+            self._tcp_reader.remove()
+            self._tcp_pull.close(linger=0)
         for ident in list(self._pipes):
             self._peers.close(ident)
         self._pull.close(linger=0)

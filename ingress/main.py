@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 
 import structlog
 import zmq
 
-from conf import process, sockets
+from conf import bustcp, process, sockets
 from conf.settings import Settings
 from ingress.service import Ingress
 
@@ -16,7 +15,7 @@ log = structlog.get_logger()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
-    ident = f"{process.proc_name('ingress')}-{os.getpid()}"
+    ident = bustcp.ident(settings, "ingress")
     sockets.remove_stale(settings.node.run_dir)
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     ingress = Ingress(settings, ident, ctx)

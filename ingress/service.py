@@ -28,6 +28,11 @@ Rules:
    serves its inbound connections until they close or ``[tcp] drain_s`` (at once when no
    worker is left), then withdraws its bus endpoint so workers stop sending to it, and exits
    once their answers stop arriving.
+8. Workers on other hosts (``[bus] address``, ``conf.bustcp``): the ingress listens for them
+   over TCP+CURVE at ``ingress_port + N - 1`` before anything else. They announce themselves
+   every heartbeat once connected and cannot be listed in advance, so a starting ingress with
+   a TCP endpoint waits two heartbeats more (rule 7's bound holds) before it binds its
+   listeners.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ import structlog
 import zmq
 
 from conf import process, sockets
+from conf.bustcp import TcpHop
 from conf.control import ControlServer
 from conf.guard import GUARD
 from conf.loadstats import LoadMeter
@@ -104,10 +110,21 @@ class Ingress:
             "pike": self._ctl_pike,
         })  # fmt: skip
         self._ctx = ctx
+        #: rule 8: the hop to workers on other hosts
+        self.hop: TcpHop | None = None
+        if settings.bus.address:
+            self.hop = TcpHop(ctx, self.loop, settings, self.meter.counters)
         #: the failover pair's shared listeners, held while the node is active (docs/failover.md)
         self.virtual: VirtualListeners | None = None
 
     async def start(self) -> None:
+        ep = self.hop.ingress_endpoint() if self.hop is not None else None
+        if self.hop is not None and ep is not None:
+            try:
+                self.bus.open_tcp(self.hop, ep)
+            except zmq.ZMQError as exc:
+                raise OSError(exc.errno, f"bus endpoint {ep}: {exc.strerror}") from exc
+            log.info("ingress_bus_tcp", endpoint=self.bus.tcp_endpoint)
         await self._await_workers()
         await self._listen([x for x in self.settings.listen if not x.virtual])
         if any(x.virtual for x in self.settings.listen):
@@ -124,10 +141,11 @@ class Ingress:
         loop, hb = self.loop, self.settings.bus.heartbeat_ms / 1000
         start = loop.time()
         missing: set[str] = set()
+        remote_s = 2 * hb if self.bus.tcp_endpoint else 0.0  # rule 8
         while loop.time() - start < READY_BEATS * hb:
             live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
             missing = {i for i in live if i not in self.bus.workers}
-            if not missing:
+            if not missing and loop.time() - start >= remote_s:
                 break
             await asyncio.sleep(hb / 10)  # polling step, bounded by the deadline above
         log.info("ingress_ready", workers=len(self.bus.workers), missing=sorted(missing),
@@ -408,6 +426,8 @@ class Ingress:
         if self.pike_share is not None:
             self.pike_share.close()
         self.bus.close()
+        if self.hop is not None:
+            self.hop.close()
 
 
 def _tcp_limits(settings: Settings) -> Tcp:

@@ -65,6 +65,24 @@ def _keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _auth_ha1(args: argparse.Namespace) -> int:
+    """``sipline auth-ha1 USER REALM``: the credentials file lines of USER (docs/auth.md),
+    one per algorithm, from a password read on stdin (never argv: ps and shell history)."""
+    from conf.credfile import HEX_LEN
+    from workers.auth.digest import ha1
+
+    if any(c.isspace() for c in args.user) or not args.user:
+        print("auth-ha1: a username without whitespace", file=sys.stderr)
+        return 2
+    password = sys.stdin.readline().removesuffix("\n")
+    if not password:
+        print("auth-ha1: no password on stdin", file=sys.stderr)
+        return 2
+    for algorithm in HEX_LEN:
+        print(f"{args.user} {algorithm} {ha1(algorithm, args.user, args.realm, password)}")
+    return 0
+
+
 def _ctl(args: argparse.Namespace) -> int:
     from sipline.ctl import main
 
@@ -110,6 +128,8 @@ def _add_monitoring(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _metrics_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=9101, help="HTTP port of /metrics")
     p.add_argument("--address", default="127.0.0.1", help="address to listen on (loopback)")
+    p.add_argument("--cluster", action="store_true",
+                   help="every node of the cluster, labelled by node (docs/monitoring.md)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -130,6 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("path", help="PATH.key_secret (mode 0600) and PATH.key are written")
     keygen.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     keygen.set_defaults(fn=_keygen)
+    ha1 = sub.add_parser("auth-ha1", help="print credentials file lines, password on stdin")
+    ha1.add_argument("user")
+    ha1.add_argument("realm")
+    ha1.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    ha1.set_defaults(fn=_auth_ha1)
     ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations, dialogs, pike)")
     ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit",
@@ -138,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--list", type=int, default=0, metavar="N",
                      help="dialogs: also list up to N live dialogs per worker, oldest first")
     ctl.add_argument("--timeout", type=float, default=1.0, help="seconds to wait for answers")
+    ctl.add_argument("--cluster", action="store_true",
+                     help="ask every node: this one and each [stateplane] peers entry")
     ctl.set_defaults(fn=_ctl)
     _add_monitoring(sub)
     return p

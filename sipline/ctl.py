@@ -13,6 +13,10 @@
     sipline ctl failback       hand the virtual addresses this node holds as backup, and
                                their calls, back to the peer (docs/failover.md)
 
+    sipline ctl VIEW --cluster the same of every node: this one and each [stateplane] peers
+                               entry (stats, destinations, dialogs, pike, ratelimit; a
+                               tcp:// peer over CURVE, docs/monitoring.md "The whole cluster")
+
 ``stats`` of the state plane carries its replication: dialogs it publishes and, per peer,
 the dialogs it replicates (``--json``; the table shows them as ``replica <peer>`` lines).
 
@@ -30,6 +34,8 @@ from typing import Any
 
 from conf.control import ask
 from conf.load import load_or_report
+from conf.settings import Settings
+from sipline.cluster import ask_cluster
 
 DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
@@ -37,6 +43,8 @@ DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "
 _COUNTS = DIALOG_COLUMNS[1:]
 LIST_COLUMNS = ("call_id", "state", "proc", "source", "destination", "route", "profiles")
 PIKE_COLUMNS = ("src", "proc", "remaining_s", "dropped", "origin")
+#: the read-only views a peer node answers (stateplane/clusterctl.py)
+CLUSTER_VERBS = frozenset({"stats", "destinations", "dialogs", "pike", "ratelimit"})
 RATE_COLUMNS = ("pipe", "proc", "algorithm", "limit_per_s", "allowance", "in_window", "others",
                 "participants", "passed", "dropped")  # fmt: skip
 
@@ -53,6 +61,8 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     listed = getattr(args, "list", 0) if args.what == "dialogs" else 0
+    if getattr(args, "cluster", False):
+        return _cluster(settings, args, listed)
     try:
         replies, silent = ask(settings.node.run_dir, args.what,
                               {"list": listed} if listed else None, timeout_s=args.timeout)
@@ -64,30 +74,68 @@ def main(args: argparse.Namespace) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     replies.sort(key=lambda r: str(r.get("proc")))
-    out: Any = replies
-    if args.what == "destinations":
-        out = destinations(replies)
-    elif args.what == "dialogs":
-        out = dialogs(replies)
-    elif args.what == "pike":
-        out = pike(replies)
-    elif args.what == "ratelimit":
-        out = [{**row, "proc": r["proc"]} for r in replies for row in r.get("ratelimit", ())]
-    elif args.what == "sync":  # only state planes know the verb; the others' refusals go
-        out = [{"proc": r["proc"], "peers": r["sync"]} for r in replies if r.get("ok")]
-    elif args.what == "failback":
-        out = [{"proc": r["proc"], "addresses": r["failback"]} for r in replies if r.get("ok")]
+    out = shape(args.what, replies)
     if args.json:
         print(json.dumps({"node": settings.node.name, args.what: out, "silent": silent}, indent=2))
-    elif args.what == "destinations":
+    else:
+        show(args.what, out, replies, listed)
+    for ident in silent:
+        print(f"{ident}: no answer", file=sys.stderr)
+    return 0
+
+
+def _cluster(settings: Settings, args: argparse.Namespace, listed: int) -> int:
+    """``--cluster``: every node's answer (sipline/cluster.py), one section per node."""
+    if args.what not in CLUSTER_VERBS:
+        print(f"sipline ctl: {args.what} is not asked of the whole cluster "
+              f"(--cluster takes {', '.join(sorted(CLUSTER_VERBS))})", file=sys.stderr)  # fmt: skip
+        return 2
+    answers = ask_cluster(settings, args.what, {"list": listed} if listed else None, args.timeout)
+    doc = []
+    for a in answers:
+        a.replies.sort(key=lambda r: str(r.get("proc")))
+        doc.append({"node": a.node, args.what: shape(args.what, a.replies), "silent": a.silent,
+                    "error": a.error})  # fmt: skip
+    if args.json:
+        print(json.dumps({"node": settings.node.name, "cluster": doc}, indent=2))
+    else:
+        for a, entry in zip(answers, doc):
+            print(f"== node {a.node}" + (f": {a.error}" if a.error else ""))
+            if a.replies:
+                show(args.what, entry[args.what], a.replies, listed)
+            for ident in a.silent:
+                print(f"{a.node} {ident}: no answer", file=sys.stderr)
+    return 0 if any(a.replies for a in answers) else 1
+
+
+def shape(what: str, replies: list[dict[str, Any]]) -> Any:
+    """The document ``what`` shows, from the processes' replies."""
+    if what == "destinations":
+        return destinations(replies)
+    if what == "dialogs":
+        return dialogs(replies)
+    if what == "pike":
+        return pike(replies)
+    if what == "ratelimit":
+        return [{**row, "proc": r["proc"]} for r in replies for row in r.get("ratelimit", ())]
+    if what == "sync":  # only state planes know the verb; the others' refusals go
+        return [{"proc": r["proc"], "peers": r["sync"]} for r in replies if r.get("ok")]
+    if what == "failback":
+        return [{"proc": r["proc"], "addresses": r["failback"]} for r in replies if r.get("ok")]
+    return replies
+
+
+def show(what: str, out: Any, replies: list[dict[str, Any]], listed: int) -> None:
+    """``out`` as the tables of ``what``."""
+    if what == "destinations":
         print(table(out, DEST_COLUMNS))
-    elif args.what == "pike":
+    elif what == "pike":
         print(table(out["blocked"], PIKE_COLUMNS))
         if not out["enabled"]:
             print("pike is not enabled ([pike] enabled = false)")
-    elif args.what == "ratelimit":
+    elif what == "ratelimit":
         print(table(out, RATE_COLUMNS) if out else "no [[ratelimit]] pipes")
-    elif args.what == "dialogs":
+    elif what == "dialogs":
         print(table(out["workers"] + [{"proc": "node", **out["node"]}], DIALOG_COLUMNS))
         for name, size in sorted(out["profiles"].items()):
             print(f"profile {name}: {size}")
@@ -97,10 +145,10 @@ def main(args: argparse.Namespace) -> int:
                 print(f"{row['proc']} counts against limits: {seen}")
         if listed:
             print(table(out["list"], LIST_COLUMNS) if out["list"] else "no live dialogs")
-    elif args.what == "sync":
+    elif what == "sync":
         for row in out:
             print(f"{row['proc']}: resnapshot asked of {', '.join(row['peers']) or 'no peer'}")
-    elif args.what == "failback":
+    elif what == "failback":
         for row in out:
             print(f"{row['proc']}: handed back {', '.join(row['addresses']) or 'nothing'}")
     else:
@@ -110,9 +158,6 @@ def main(args: argparse.Namespace) -> int:
         for r in replies:
             for name, rep in ((r.get("stateplane") or {}).get("replicas") or {}).items():
                 print(f"replica {name}: {rep.get('dialogs', 0)} dialogs, seq {rep.get('seq', 0)}")
-    for ident in silent:
-        print(f"{ident}: no answer", file=sys.stderr)
-    return 0
 
 
 def destinations(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -10,6 +10,9 @@ Rules:
    that does not answer within the scrape's deadline is counted in ``sipline_processes``.
 4. It serves on loopback by default, and is not in the Procfile: honcho stops the whole node
    when one of its processes exits, and an exporter is not worth that.
+5. ``--cluster``: every node of the cluster in one scrape, the ``node`` label the name this
+   node's configuration gives each (``sipline ctl --cluster``, docs/monitoring.md), plus
+   ``sipline_node_reached`` per node.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from conf.control import ask
 from conf.load import load_or_report
+from conf.settings import Settings
 
 Ask = Callable[[str, str], tuple[list[dict[str, Any]], list[str]]]
 LABELS = ("node", "stage", "proc")
@@ -67,6 +71,35 @@ class NodeCollector(Collector):
         up.add_metric([self.node, "yes"], len(replies))
         up.add_metric([self.node, "no"], len(silent))
         yield up
+
+
+class ClusterCollector(Collector):
+    """``--cluster`` (rule 5): one round of ``stats`` asked of every node (sipline/cluster.py),
+    each node's processes labelled with the name our configuration gives that node."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def collect(self) -> Iterator[Metric]:
+        from sipline.cluster import ask_cluster  # zmq CURVE only when asked
+
+        answers = ask_cluster(self.settings, "stats", timeout_s=ASK_TIMEOUT_S)
+        fam = _Families()
+        for a in answers:
+            for r in a.replies:
+                if r.get("ok", True):
+                    fam.add(a.node, r)
+        yield from fam.all()
+        up = GaugeMetricFamily("sipline_processes", "Processes of the node by answer to stats",
+                               labels=["node", "answered"])  # fmt: skip
+        reached = GaugeMetricFamily("sipline_node_reached", "1 when the node answered ctl stats",
+                                    labels=["node"])  # fmt: skip
+        for a in answers:
+            up.add_metric([a.node, "yes"], len(a.replies))
+            up.add_metric([a.node, "no"], len(a.silent))
+            reached.add_metric([a.node], 0.0 if a.error else 1.0)
+        yield up
+        yield reached
 
 
 class _Families:
@@ -147,7 +180,10 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(NodeCollector(settings.node.run_dir, settings.node.name))
+    if getattr(args, "cluster", False):
+        registry.register(ClusterCollector(settings))
+    else:
+        registry.register(NodeCollector(settings.node.run_dir, settings.node.name))
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -21,6 +21,9 @@ Rules:
    (``stateplane/kvdisk.py``), one write per batch before its reply leaves, synced every
    sweep; the store is loaded from it at start, before the socket is bound, so no client
    ever sees it half loaded.
+7. With a ``tcp://`` peer and ``[curve]``, it also relays the cluster meshes to the peers
+   (``stateplane/meshrelay.py``) and, with ``cluster_ctl``, answers their ``ctl --cluster``
+   (``stateplane/clusterctl.py``), both behind the ZAP handler the replication bound.
 """
 
 from __future__ import annotations
@@ -41,8 +44,10 @@ from conf.control import ControlServer
 from conf.guard import GUARD
 from conf.refused import RefusalLog
 from conf.settings import Settings
-from stateplane import kv
+from stateplane import kv, meshcross
+from stateplane.clusterctl import ClusterControl
 from stateplane.kvdisk import MUTATING, KvDisk
+from stateplane.meshrelay import MeshRelay
 from stateplane.replication import Replication
 
 log = structlog.get_logger()
@@ -169,9 +174,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     sp = settings.stateplane
     # replication runs when this node publishes or replicates anyone (docs/stateplane.md)
     repl = Replication(ctx, settings) if sp.replicate or sp.peers else None
+    relay, cluster_ctl = _cluster(ctx, settings, repl)
     control = ControlServer(ctx, settings.node.run_dir, f"stateplane-{os.getpid()}", {
         "stats": lambda _: {"role": "stateplane", "kv": server.stats(),
-                            "stateplane": repl.stats() if repl is not None else None},
+                            "stateplane": repl.stats() if repl is not None else None,
+                            "mesh_relay": relay.stats() if relay is not None else None,
+                            "cluster_ctl": cluster_ctl.stats() if cluster_ctl else None},
         "sync": lambda _: {"sync": repl.resync() if repl is not None else []},
         "failback": lambda _: {"failback": repl.failback() if repl is not None else []},
     })  # fmt: skip
@@ -194,13 +202,35 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             tg.create_task(process.every(settings.log.stats_interval_s, stop, report))
             if repl is not None:
                 tg.create_task(process.every(sp.heartbeat_ms / 1000, stop, repl.heartbeat))
+            if relay is not None:
+                tg.create_task(process.every(settings.bus.heartbeat_ms / 1000, stop, relay.refresh))
     finally:
         control.close()
+        if cluster_ctl is not None:
+            cluster_ctl.close()
+        if relay is not None:
+            relay.close()
         if repl is not None:
             repl.close()
         server.close()
         ctx.destroy(linger=0)
     return 0
+
+
+def _cluster(ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings, repl: Replication | None,
+             ) -> tuple[MeshRelay | None, ClusterControl | None]:  # fmt: skip
+    """The relay of the cluster meshes to tcp:// peers and the cluster control, when
+    configured (conf/load.py made sure of ``bind`` and ``[curve]``; the replication bound
+    the ZAP handler that guards both)."""
+    keys = repl.keys if repl is not None and repl.zap is not None else None
+    if keys is None:
+        return None, None
+    relay = None
+    if meshcross.roles(settings) and meshcross.tcp_peers(settings):
+        relay = MeshRelay(ctx, settings, keys)
+        log.info("mesh_relay_ready", roles=relay.roles, peers=[ln.name for ln in relay.links])
+    cluster_ctl = ClusterControl(ctx, settings, keys) if settings.stateplane.cluster_ctl else None
+    return relay, cluster_ctl
 
 
 def main(conf: str | None = None) -> int:

@@ -59,7 +59,7 @@ PACKAGES: dict[str, Package] = {
         ),
     ),
     "proxy": Package(
-        ("workers/proxy.py",),
+        ("workers/proxy.py", "workers/listeners.py", "workers/refusals.py"),
         (
             "tests/workers/test_proxy.py",
             "tests/workers/test_relay.py",
@@ -107,7 +107,7 @@ EQUIVALENT: dict[str, str] = {
     "workers.proxy.xǁStatelessProxyǁ_forward_response__mutmut_13": "'XXXX' lacks our prefix",
     "workers.proxy.xǁStatelessProxyǁ_forward_response__mutmut_64": "an empty or 'XXXX' tag: "
     "both forged",
-    "workers.proxy.xǁListenersǁuri_is_us__mutmut_12": "transport 'XXXX' defaults like ''",
+    "workers.listeners.xǁListenersǁuri_is_us__mutmut_12": "transport 'XXXX' defaults like ''",
     # every caller passes attempt
     "workers.proxy.xǁStatelessProxyǁ_branch__mutmut_1": "default attempt 1 instead of 0",
     # no route-bound pipe matches a request that takes no route, whichever non-name it has
@@ -118,8 +118,8 @@ EQUIVALENT: dict[str, str] = {
     "workers.proxy.xǁStatelessProxyǁ_check_rate__mutmut_18": "route 'XXXX' when none matches",
     "workers.proxy.xǁStatelessProxyǁplan__mutmut_57": "_check_rate never reads the uri",
     # defaults no caller relies on: every call passes the argument
-    "workers.proxy.xǁListenersǁis_us__mutmut_1": "transport default 'XXudpXX' (not tls)",
-    "workers.proxy.xǁListenersǁis_us__mutmut_2": "transport default 'UDP' (not tls)",
+    "workers.listeners.xǁListenersǁis_us__mutmut_1": "transport default 'XXudpXX' (not tls)",
+    "workers.listeners.xǁListenersǁis_us__mutmut_2": "transport default 'UDP' (not tls)",
     "workers.proxy.xǁStatelessProxyǁ_forward_request__mutmut_1": "known default True",
     "workers.proxy.xǁStatelessProxyǁforward__mutmut_1": "stateless branch hashes attempt 1: "
     "as stable, as distinct",

@@ -20,23 +20,33 @@ Rules:
 6. A ``FWD`` is an IN another worker of the node passed on to us, the owner of its Call-ID
    after dialogs moved; ``HANDED`` says a source sent every dialog it owed us
    (``workers/dialogs/handover.py``). Both come only from the node's run directory, like the rest.
+7. Ingresses on other hosts (``conf.bustcp``): ``open_tcp`` binds a TCP socket of its own
+   (CURVE-guarded, taking only ``IN`` and ``HB``) and connects a pipe to each endpoint of
+   ``[bus] ingresses``, each expecting its host's key. Every heartbeat goes down each of them
+   naming our TCP endpoint. A pipe serves the ingress whose ``HB`` came from that very
+   endpoint (an ingress restarted there replaces the one before); one silent for
+   ``liveness`` heartbeats, or that said ``down``, is forgotten as a vanished file is
+   (rule 2), while its pipe stays to reach whoever listens there next.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 import zmq
 
-from conf import envelope, sockets
-from conf.guard import GUARD
+from conf import bustcp, envelope, sockets
+from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, drain_pull, hops
 from conf.refused import RefusalLog
 from conf.settings import Bus
+
+if TYPE_CHECKING:
+    from conf.bustcp import TcpHop
 
 log = structlog.get_logger()
 
@@ -50,6 +60,17 @@ OnAdopt = Callable[[list[Any]], None]
 
 def _out_header(metas: list[Any]) -> list[Any]:
     return [metas]
+
+
+class _Remote:
+    """An ingress endpoint of ``[bus] ingresses`` (rule 7): its pipe, and who answers there."""
+
+    __slots__ = ("endpoint", "ident", "pipe", "seen")
+
+    def __init__(self, endpoint: str, pipe: PushPipe) -> None:
+        self.endpoint, self.pipe = endpoint, pipe
+        self.ident = ""
+        self.seen = 0.0
 
 
 class IngressBus:
@@ -85,6 +106,23 @@ class IngressBus:
         self._loop = asyncio.get_running_loop()
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
+        #: rule 7: the TCP socket and its reader, our TCP endpoint, the configured ingresses
+        self._tcp_pull: zmq.Socket[bytes] | None = None
+        self._tcp_reader: Reader | None = None
+        self.tcp_endpoint = ""
+        self._remote: dict[str, _Remote] = {}
+
+    def open_tcp(self, hop: TcpHop) -> None:
+        """Rule 7: serve the ingresses of ``[bus] ingresses`` too."""
+        self._tcp_pull, self.tcp_endpoint = hop.bind_pull(bustcp.endpoint(hop.address, "*"),
+                                                          self._cfg.hwm)  # fmt: skip
+        self._tcp_reader = GUARD.add_reader(self._loop, self._tcp_pull.FD, "worker_bus_tcp",
+                                            self._on_tcp_readable)  # fmt: skip
+        for ep in hop.ingresses:
+            sock = hop.connect_push(ep, hop.server_key(ep), self._cfg.hwm)
+            pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
+                            self._cfg.max_pending)  # fmt: skip
+            self._remote[ep] = _Remote(ep, pipe)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
@@ -150,6 +188,62 @@ class IngressBus:
         elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
             self._on_release(env.header)
 
+    def _on_tcp_readable(self) -> None:
+        assert self._tcp_pull is not None and self._tcp_reader is not None
+        try:
+            if drain_pull(self._tcp_pull, self._on_tcp_envelope, self._meter.counters):
+                self._loop.call_soon(self._tcp_reader)
+        finally:
+            self.flush()
+
+    def _on_tcp_envelope(self, env: envelope.Envelope) -> None:
+        if env.kind == envelope.KIND_IN:
+            self._on_envelope(env)
+        elif env.kind == envelope.KIND_HB:
+            self._on_ingress_hb(*env.header)
+        else:  # rule 7: nothing else crosses hosts
+            self._meter.counters["drop_tcp_kind"] += 1
+
+    def _on_ingress_hb(self, ident: str, ep: str, state: str) -> None:
+        """Rule 7: the ingress ``ident`` listens at ``ep``, or has left it."""
+        remote = self._remote.get(ep)
+        if remote is None or not sockets.valid_ident(ident):
+            self._meter.counters["drop_bad_ingress_hb"] += 1
+            self._refused.note(self._loop.time(), reason="ingress endpoint not in [bus] ingresses",
+                               ingress=str(ident)[:80], endpoint=str(ep)[:200])  # fmt: skip
+            return
+        if state != "up":
+            if remote.ident == ident:
+                self._forget_remote(remote)
+            return
+        remote.seen = self._loop.time()
+        if remote.ident == ident:
+            return
+        if remote.ident:
+            self._forget_remote(remote)
+        if ident in self._pipes:  # the same ident on ipc: that way in holds
+            return
+        remote.ident = ident
+        self._pipes[ident] = remote.pipe
+        log.info("ingress_found", ingress=ident, endpoint=ep)
+
+    def _forget_remote(self, remote: _Remote) -> None:
+        if self._pipes.get(remote.ident) is remote.pipe:
+            del self._pipes[remote.ident]
+        log.info("ingress_gone", ingress=remote.ident, endpoint=remote.endpoint)
+        remote.ident = ""
+
+    def _beat_remote(self, state: str) -> None:
+        """Rule 7: our heartbeat down every configured pipe; forget the silent ingresses."""
+        now = self._loop.time()
+        silent_s = self._cfg.heartbeat_ms / 1000 * self._cfg.liveness
+        frames = envelope.pack(envelope.KIND_HB, [self.worker_id, self.tcp_endpoint, state])
+        for remote in self._remote.values():
+            if remote.ident and now - remote.seen > silent_s:
+                self._forget_remote(remote)
+            remote.pipe.drain()
+            remote.pipe.send_now(frames)
+
     def forward(self, worker: str, ep: str, ingress: str, meta: list[Any], raw: bytes) -> bool:
         """Rule 6: one message to the node's worker ``worker`` (at ``ep``, read from the run
         directory) as a ``FWD``; False (counted) when its pipe is full."""
@@ -181,15 +275,20 @@ class IngressBus:
     def heartbeat(self, state: str = "up") -> None:
         """Find ingresses, forget vanished ones, and tell each we are ``state``."""
         found = sockets.live_endpoints(self._run_dir, "ingress")
-        for ident in [i for i in self._pipes if i not in found]:
+        remote = {r.ident for r in self._remote.values()}
+        for ident in [i for i in self._pipes if i not in found and i not in remote]:
             lost = self._pipes.pop(ident).close()
             self._meter.counters["drop_ingress_gone"] += lost
             log.info("ingress_gone", ingress=ident)
         frames = envelope.pack(envelope.KIND_HB, [self.worker_id, self.endpoint, state])
         for ident, ep in found.items():
+            if ident in remote:
+                continue  # an ident a remote ingress took first (rule 7)
             pipe = self._pipes.get(ident) or self._connect(ident, ep)
             pipe.drain()
             pipe.send_now(frames)
+        if self._remote:
+            self._beat_remote(state)
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""
@@ -198,7 +297,14 @@ class IngressBus:
         self.heartbeat("down")
         self._pull.close(linger=0)
         sockets.unlink(self.endpoint)
+        if self._tcp_pull is not None and self._tcp_reader is not None:
+            self._tcp_reader.remove()
+            self._tcp_pull.close(linger=0)
+        remote = {id(r.pipe) for r in self._remote.values()}
         for pipe in self._pipes.values():
-            pipe.close(linger_ms=sockets.LINGER_MS)
+            if id(pipe) not in remote:
+                pipe.close(linger_ms=sockets.LINGER_MS)
+        for r in self._remote.values():
+            r.pipe.close(linger_ms=sockets.LINGER_MS)
         for sock in self._workers.values():
             sock.close(linger=sockets.LINGER_MS)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 import structlog
 import zmq
 
-from conf import nodekey, process, sockets
+from conf import bustcp, nodekey, process, sockets
 from conf.settings import Settings
 from workers.ratelimit.pipes import SHARE_INTERVAL_S
 from workers.service import Worker
@@ -18,7 +17,7 @@ log = structlog.get_logger()
 
 
 async def serve(settings: Settings, stop: asyncio.Event) -> int:
-    ident = f"{process.proc_name('worker')}-{os.getpid()}"
+    ident = bustcp.ident(settings, "worker")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
         worker = Worker(settings, ident, ctx)
@@ -28,6 +27,11 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         return 2
     loop = asyncio.get_running_loop()
     interval = settings.log.stats_interval_s
+    hop = None
+    if settings.bus.address:  # ingresses on other hosts (conf/bustcp.py)
+        hop = bustcp.TcpHop(ctx, loop, settings, worker.meter.counters)
+        worker.bus.open_tcp(hop)
+        log.info("worker_bus_tcp", endpoint=worker.bus.tcp_endpoint, ingresses=list(hop.ingresses))
 
     def report() -> None:
         log.info("load_stats", **worker.stats(interval))
@@ -51,6 +55,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         worker.bus.heartbeat("down")
         await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
         await worker.aclose()
+        if hop is not None:
+            hop.close()
         ctx.destroy(linger=sockets.LINGER_MS)
     return 0
 

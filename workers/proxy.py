@@ -48,9 +48,7 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import ipaddress
 import secrets
 from collections import Counter
 from collections.abc import Container
@@ -71,7 +69,18 @@ from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
 from workers.conntag import ConnTags
+from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
 from workers.ratelimit.pipes import RateLimiter
+from workers.refusals import (
+    Drop,
+    Malformed,
+    NotFound,
+    PreloadedRoute,
+    RateLimited,
+    RelayRefused,
+    Unreachable,
+    rejection,
+)
 from workers.routing.table import Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
@@ -117,63 +126,8 @@ class Plan:
     local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
 
 
-class Drop(Exception):
-    """A message that is neither forwarded nor answered; ``reason`` is the counter name."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class Malformed(Drop):
-    """A message the full parse refused; ``reply`` answers it where an answer is allowed
-    (a request with its transaction headers, never an ACK), sent back where it came from."""
-
-    def __init__(self, error: SipError, reply: Out | None) -> None:
-        super().__init__("malformed")
-        self.error = error
-        self.reply = reply
-
-
-class Listeners:
-    """Our own addresses: to recognise Route, Via and Request-URI entries that name us."""
-
-    def __init__(self, listen: list[Listener]) -> None:
-        self.listen = listen
-        self._addrs = {(lst.address, lst.port) for lst in listen}
-        #: our Via up to the branch value, per listener (``pick`` returns one of ``listen``,
-        #: which these hold alive, so ``id`` names it): a frozen dataclass hashes all its
-        #: fields on every lookup, which cost ~2 % of a worker's time as a cache key
-        self.via_prefixes = {id(lst): _via_prefix(lst.transport, lst) for lst in listen}
-
-    def is_us(self, host: str, port: int | None, transport: str = "udp") -> bool:
-        if not port:  # the transport matters only for the default port
-            port = 5061 if transport.lower() == "tls" else 5060
-        return (host, port) in self._addrs
-
-    def uri_is_us(self, uri: Uri) -> bool:
-        return uri.is_sip and self.is_us(uri.host_plain, uri.port, uri.param("transport") or "")
-
-    def pick(self, transport: str, dst_ip: str) -> Listener | None:
-        """The listener to send from: same transport, same address family."""
-        v6 = ":" in dst_ip
-        for lst in self.listen:
-            if lst.transport == transport and (":" in lst.address) == v6:
-                return lst
-        return None
-
-
 def _hash(text: str, size: int) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=size).hexdigest()
-
-
-def _via_prefix(transport: str, lst: Listener) -> bytes:
-    return f"Via: SIP/2.0/{transport.upper()} {_hostport(lst)};branch=".encode()
-
-
-def _hostport(lst: Listener) -> str:
-    host = f"[{lst.address}]" if ":" in lst.address else lst.address
-    return f"{host}:{lst.port}"
 
 
 class StatelessProxy:
@@ -288,15 +242,15 @@ class StatelessProxy:
             SipError: ``hop`` cannot be reached from here (503), or the request looped (482).
         """
         if not is_ip(hop.host_plain):
-            raise _Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
+            raise Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
         # no transport on the next hop: keep the one the request came on, as Kamailio does
         transport = (hop.param("transport") or inb.transport).lower()
         if transport not in ("udp", "tcp"):
-            raise _Unreachable(f"no {transport} transport")
+            raise Unreachable(f"no {transport} transport")
         dst_ip, dst_port = hop.host_plain, hop.port or 5060
         out_lst = self.listeners.pick(transport, dst_ip)
         if out_lst is None:
-            raise _Unreachable(f"no {transport} listener for {dst_ip}")
+            raise Unreachable(f"no {transport} listener for {dst_ip}")
         routes, uri = plan.routes, plan.uri
         branch = self._branch(req, uri, routes, attempt)  # raises LoopDetected
         edits: list[Edit] = []
@@ -350,7 +304,7 @@ class StatelessProxy:
 
     def _preprocess_routes(self, req: Request) -> tuple[list[NameAddr], bool, Uri, bool]:
         """§16.4: returns (routes left, routes changed, Request-URI, Request-URI changed)."""
-        routes = [_name_addr_b(v) for v in req.header_values("route")]
+        routes = [parse_name_addr(v) for v in req.header_values("route")]
         uri, uri_changed, changed = req.uri, False, False
         if routes and self.listeners.uri_is_us(uri) and uri.user is None:
             # the previous hop was a strict router: the real target is the last Route
@@ -395,13 +349,13 @@ class StatelessProxy:
             if not route.matches(req, inb.src_ip, inb.transport, inb.src_port):
                 continue
             if route.reject:
-                raise _rejection(route.reject, route.reason)(f"route {route.name}")
+                raise rejection(route.reject, route.reason)(f"route {route.name}")
             if not route.to_request_uri:
                 return None, route
             if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
                 return uri, route
-            raise _NotFound(f"route {route.name}: the Request-URI names no address to relay to")
-        raise _NotFound("no route")
+            raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
+        raise NotFound("no route")
 
     def _branch(self, req: Request, uri: Uri, routes: list[NameAddr], attempt: int = 0) -> str:
         top = req.vias[0]
@@ -437,7 +391,7 @@ class StatelessProxy:
         )  # fmt: skip
         rr = [out_lst] if in_lst is out_lst else [out_lst, in_lst]
         return b"".join(
-            f"Record-Route: <sip:{_hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>".encode()
+            f"Record-Route: <sip:{hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>".encode()
             + CRLF
             for x in rr
         )
@@ -496,10 +450,10 @@ class StatelessProxy:
         transport = nxt.transport.lower()
         if transport not in ("udp", "tcp"):
             raise Drop("unsupported_transport")
-        dst_ip = _strip_brackets(nxt.received) if nxt.received else nxt.host_plain
+        dst_ip = strip_brackets(nxt.received) if nxt.received else nxt.host_plain
         if not is_ip(dst_ip):
             raise Drop("via_needs_dns")
-        if not _is_unicast(dst_ip):
+        if not is_unicast(dst_ip):
             raise Drop("via_not_unicast")
         rport = nxt.params.get("rport")
         dst_port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
@@ -547,78 +501,11 @@ class StatelessProxy:
         return splice(resp.raw, [self._pop_via(resp)], resp.body_end)
 
 
-class RateLimited(SipError):
-    """An initial request over a ``[[ratelimit]]`` pipe's rate (rule 9)."""
-
-    status = 503
-    reason = "Service Unavailable"
-
-
-class _NotFound(SipError):
-    status = 404
-    reason = "Not Found"
-
-
-class RelayRefused(SipError):
-    """An in-dialog request that would go where it says, from a source not trusted to say
-    so and not through our Record-Route (rule 10; Kamailio's default answers the same)."""
-
-    status = 404
-    reason = "Not Here"
-
-
-class PreloadedRoute(RelayRefused):
-    """An initial request with a Route that is not ours, from a source not trusted (rule 10)."""
-
-    status = 403
-    reason = "Not Relaying"
-
-
-@functools.lru_cache(maxsize=256)  # one class per (status, reason) of the configured routes
-def _rejection(status: int, reason: str) -> type[SipError]:
-    """The error a ``reject`` route raises: its status and reason, answered statelessly."""
-    return type(f"Rejected{status}", (SipError,), {"status": status, "reason": reason})
-
-
-class _Unreachable(SipError):
-    """The next hop cannot be reached from here: it needs DNS (not resolved yet), or a
-    transport or address family we do not listen on."""
-
-    status = 503
-    reason = "Service Unavailable"
-
-
 def _name_addr(text: str) -> NameAddr:
     return parse_name_addr(text.encode("utf-8", "surrogateescape"))
-
-
-def _name_addr_b(value: bytes) -> NameAddr:
-    return parse_name_addr(value)
 
 
 def _via_text(via: Via, params: dict[str, str | None]) -> bytes:
     host = via.host + (f":{via.port}" if via.port else "")
     p = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
     return f"SIP/2.0/{via.transport} {host}{p}".encode("utf-8", "surrogateescape")
-
-
-def _strip_brackets(host: str) -> str:
-    return host[1:-1] if host.startswith("[") else host
-
-
-@functools.lru_cache(maxsize=4096)
-def _is_unicast(host: str) -> bool:
-    ip = ipaddress.ip_address(host)
-    if isinstance(ip, ipaddress.IPv4Address) and ip == ipaddress.IPv4Address("255.255.255.255"):
-        return False
-    return not (ip.is_multicast or ip.is_unspecified)
-
-
-# Every message asks these of the same few peer addresses; ipaddress costs ~10 µs a parse.
-@functools.lru_cache(maxsize=4096)
-def is_ip(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True

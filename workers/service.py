@@ -32,24 +32,24 @@ from ingress.sip.errors import SipError
 from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
 from workers.bus import IngressBus
-from workers.cachedb import CacheError
-from workers.dialogs.cdr import CdrWriter, cdr_key
+from workers.coreevents import Cdr, Job, Refused, TimerOp
+from workers.dialogs.cdr import CdrWriter
+from workers.dialogs.cdrfile import CdrFile
 from workers.dialogs.deltas import DeltaLink
 from workers.dialogs.handover import Forward, HoldGate, Withheld
 from workers.dialogs.limits import SharedLimits
-from workers.dns import DnsError, Resolver, ResolverConfig
-from workers.proxy import Drop, Inbound, Malformed, Out, StatelessProxy
+from workers.jobs import Jobs
+from workers.proxy import Inbound, Out, StatelessProxy
 from workers.ratelimit.share import RateShare
-from workers.registrar.location import Location
-from workers.registrar.register import Source
-from workers.routing.dispatcher import Dispatcher, HealthChanged, probe_share
+from workers.refusals import Drop, Malformed
+from workers.routing.dispatcher import Dispatcher
+from workers.routing.health import HealthChanged
+from workers.routing.probes import probe_share
 from workers.routing.table import RoutingTable
-from workers.stateful import Cdr, Job, Refused, StatefulProxy, TimerOp
+from workers.stateful import StatefulProxy
 
 #: dialogs one worker lists for ``sipline ctl dialogs --list`` at most (one control reply)
 MAX_LISTED = 10_000
-#: cacheDB jobs (REGISTERs, lookups) one worker runs at once; past it requests get 503
-MAX_JOBS = 4096
 #: drops logged aggregated (module docstring): what a peer sends us that we never asked for
 LOGGED_DROPS = frozenset({"stray_response", "forged_tag"})
 #: a message that needs a dialog we lack re-reads the node's workers at most this often
@@ -81,26 +81,16 @@ class Worker:
         stateful = StatefulProxy(settings, self.proxy, external_timers=settings.dialogs.enabled)
         #: the stateful core when anything needs it; None keeps the stateless fast path
         self.stateful = stateful if stateful.needed else None
-        self.location: Location | None = None
-        if stateful.registrar is not None:
-            hosts = [lst.address for lst in settings.listen]
-            self.location = Location.open(settings.registrar, hosts, settings.node.run_dir,
-                                          slow_ms=settings.registrar.cachedb_slow_ms)  # fmt: skip
-        self._jobs: set[asyncio.Task[None]] = set()
-        self.cdr_writer: CdrWriter | None = None
+        #: its cacheDB and DNS work, as tasks
+        self.jobs = Jobs(settings, stateful, self.loop, self.meter, self._job_done_outs) if (
+            self.stateful is not None) else None  # fmt: skip
+        self.cdrs: CdrFile | None = None
         dlg = settings.dialogs
         if dlg.cdr_file and self.stateful is not None:
             gid = rundir.group_id(dlg.cdr_group or settings.node.run_group)
-            self.cdr_writer = CdrWriter(dlg.cdr_file, fsync_s=dlg.cdr_fsync_ms / 1000, gid=gid,
-                                        clock=self.loop.time)  # fmt: skip
-        self._sync_timer: asyncio.TimerHandle | None = None
-        d = settings.dns
-        self.resolver = Resolver(ResolverConfig(
-            nameservers=tuple(d.nameservers), timeout_s=d.timeout_s,
-            attempt_timeout_s=d.attempt_timeout_s, slow_ms=d.slow_ms, cache_size=d.cache_size,
-            max_ttl_s=d.max_ttl_s, negative_ttl_s=d.negative_ttl_s, naptr=d.naptr,
-            transports=tuple(sorted({lst.transport for lst in settings.listen}, reverse=True)),
-        )) if self.stateful is not None else None  # fmt: skip
+            self.cdrs = CdrFile(CdrWriter(dlg.cdr_file, fsync_s=dlg.cdr_fsync_ms / 1000, gid=gid,
+                                          clock=self.loop.time), self.loop,
+                                dlg.cdr_peer_files)  # fmt: skip
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         if settings.dialogs.enabled:
@@ -191,7 +181,7 @@ class Worker:
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
-            out["jobs"] = len(self._jobs)
+            out["jobs"] = len(self.jobs) if self.jobs is not None else 0
             if self.timers is not None:
                 out["timers"] = {"armed": len(self.timers), **self.timers.counters}
             if self.stateful.dialogs is not None:
@@ -381,21 +371,22 @@ class Worker:
         core, cdrs = self.stateful, False
         while (ev := core.next_event()) is not None:
             if isinstance(ev, Job):
-                self._start_job(ev)
+                assert self.jobs is not None
+                self.jobs.start(ev)
             elif isinstance(ev, TimerOp):
                 self._timer_op(ev)
             elif isinstance(ev, Cdr):
                 log.info("cdr", **ev.fields)
-                if self.cdr_writer is not None:
-                    self.cdr_writer.write(ev.fields)
+                if self.cdrs is not None:
+                    self.cdrs.write(ev.fields)
                 cdrs = True
             elif isinstance(ev, Refused):
                 log.info("call_refused", **ev.fields)
             elif isinstance(ev, HealthChanged) and not ev.remote:
                 log.warning("destination_health", set=ev.set_name, uri=ev.uri, old=ev.old,
                             new=ev.new, cause=ev.cause, fails=ev.fails, status=ev.status)  # fmt: skip
-        if cdrs:  # written before this iteration's "t" deltas leave (workers/dialogs/cdr.py rule 2)
-            self._flush_cdrs()
+        if cdrs and self.cdrs is not None:  # written before this iteration's "t" deltas leave
+            self.cdrs.flush()  # (workers/dialogs/cdr.py rule 2)
         if self.deltas is not None:  # one message per iteration; a loss is repaired
             self.deltas.after_iteration()
         if self.limits is not None:
@@ -413,53 +404,10 @@ class Worker:
         except ValueError:  # a Call-ID past the wire's key limit: no lifetime timer
             self.meter.counters["drop_timer_key"] += 1
 
-    def _flush_cdrs(self) -> None:
-        """Write the queued CDRs now and see that they are fsync'd within the window."""
-        w = self.cdr_writer
-        if w is None:
-            return
-        w.flush()
-        at = w.sync_deadline()
-        if at is not None and self._sync_timer is None:
-            self._sync_timer = self.loop.call_at(at, self._sync_cdrs)
-
-    def _sync_cdrs(self) -> None:
-        self._sync_timer = None
-        if self.cdr_writer is not None:
-            self.cdr_writer.flush()  # what a failed write left queued
-            self.cdr_writer.sync()
-            if self.cdr_writer.sync_deadline() is not None:  # written since: its own window
-                self._flush_cdrs()
-
     def reopen_cdrs(self) -> None:
-        """SIGHUP: the CDR file was rotated; write to whatever its path names from now on."""
-        if self.cdr_writer is not None:
-            self.cdr_writer.reopen()
-            log.info("cdr_file_reopened", path=self.cdr_writer.path)
-
-    def _already_written(self, records: list[Any]) -> list[Any]:
-        """The adopted records whose CDR is not in our CDR file nor a peer's yet: the others
-        ended, their CDR written, before their end reached the state plane (the writer died
-        in between); each is forgotten with a "t" delta, never given a second CDR."""
-        assert self.stateful is not None and self.stateful.dialogs is not None
-        if self.cdr_writer is None or not records:
-            return records
-        own = os.path.normpath(self.cdr_writer.path)
-        others = [p for p in self.settings.dialogs.cdr_peer_files if os.path.normpath(p) != own]
-        written = self.cdr_writer.recent_keys(others)
-        if not written:
-            return records
-        keep, wall = [], time.time()
-        for rec in records:
-            cid, tag = rec[0], rec[1]
-            if isinstance(cid, str) and isinstance(tag, str) and (
-                    cdr_key(cid, tag) in written or cid in written):  # fmt: skip
-                self.stateful.dialogs.forget(cid, tag, "cdr_written", wall)
-                self.meter.counters["adopt_cdr_written"] += 1
-                log.info("dialog_already_ended", call_id=cid, from_tag=tag)
-                continue
-            keep.append(rec)
-        return keep
+        """SIGHUP: the CDR file was rotated (logrotate's postrotate)."""
+        if self.cdrs is not None:
+            self.cdrs.reopen()
 
     def _on_timers(self, fired: list[Fired]) -> None:
         """Lifetimes the timer service fired to us (we own their Call-IDs now)."""
@@ -491,8 +439,9 @@ class Worker:
             meta[env.OUT_CONN] = 0
             return (ingress or side[0], tuple(meta))
 
-        n = core.dialogs.adopt(self._already_written(header[1]), self.loop.time(), time.time(),
-                               place)  # fmt: skip
+        records = header[1] if self.cdrs is None else self.cdrs.already_written(
+            header[1], core.dialogs, self.meter.counters)  # fmt: skip
+        n = core.dialogs.adopt(records, self.loop.time(), time.time(), place)
         if self.limits is not None and not (len(header) > 2 and header[2]):
             # a dead node's counts are ours now, never twice; a live one handing calls back
             # keeps its others, and its next update takes the handed ones off its counts
@@ -512,73 +461,6 @@ class Worker:
         n += core.dialogs.release_keys(header[2], wall, "peer_owns")
         log.info("dialogs_handed_back", addresses=header[1], keys=len(header[2]), dialogs=n)
         self._after_core()
-
-    def _start_job(self, job: Job) -> None:
-        if len(self._jobs) >= MAX_JOBS:
-            self.meter.counters["drop_jobs_full"] += 1
-            self._job_done(job, self._job_failed(job, 503, "Service Unavailable"))
-            return
-        task = self.loop.create_task(self._run_job(job))
-        self._jobs.add(task)
-        task.add_done_callback(self._jobs.discard)
-
-    async def _run_job(self, job: Job) -> None:
-        assert self.stateful is not None
-        # the job is a task of its own: what it logs (cachedb_slow, dns_slow) names its call
-        structlog.contextvars.bind_contextvars(call_id=job.request.call_id)
-        t0 = time.perf_counter()
-        try:
-            self.stateful.wall = time.time()
-            if job.kind == "resolve":
-                outs = await self._resolve(job)
-            elif job.kind == "register":
-                assert self.location is not None
-                src = Source(job.inb.transport, job.inb.src_ip, job.inb.src_port)
-                r = await self.location.register(job.request, src, time.time())
-                if r.bad_record:
-                    log.warning("location_bad_record", call_id=job.request.call_id, error=r.bad_record)
-                outs = self.stateful.registered(job, r.status, r.reason, r.headers, self.loop.time())
-            else:
-                assert job.ctx is not None and job.ctx.aor is not None and self.location
-                found = await self.location.lookup(job.ctx.aor, time.time())
-                miss = (found.miss.status, found.miss.reason) if found.miss else (404, "Not Found")
-                contacts = [(c.uri, c.source) for c in found.contacts]
-                outs = self.stateful.located(job, contacts, miss, self.loop.time())
-        except CacheError as exc:
-            log.warning("location_failed", call_id=job.request.call_id, kind=job.kind,
-                        error=type(exc).__name__, status=exc.status)  # fmt: skip
-            outs = self._job_failed(job, exc.status, "Server Internal Error"
-                                    if exc.status == 500 else "Service Unavailable")  # fmt: skip
-        except Exception:  # a bug costs this request (answered 500), not the worker
-            log.exception("job_failed", call_id=job.request.call_id, kind=job.kind)
-            outs = self._job_failed(job, 500, "Server Internal Error")
-        self.meter.add_busy(time.perf_counter() - t0)
-        self._job_done(job, outs)
-
-    async def _resolve(self, job: Job) -> list[Out]:
-        """RFC 3263 for a target's host name: its addresses, or 478/503 (docs/dns.md)."""
-        assert self.stateful is not None and self.resolver is not None and job.target
-        try:
-            found = await self.resolver.resolve(job.target[0])
-        except DnsError as exc:
-            log.warning("dns_failed", call_id=job.request.call_id, host=job.target[0].host,
-                        reason=exc.reason)  # fmt: skip
-            status = (478, "Unresolvable destination") if exc.reason == "no_address" else (
-                503, "Service Unavailable")  # fmt: skip
-            return self.stateful.resolved(job, [], status, self.loop.time())
-        addresses = [(t.transport, t.ip, t.port) for t in found]
-        return self.stateful.resolved(job, addresses, None, self.loop.time())
-
-    def _job_failed(self, job: Job, status: int, reason: str) -> list[Out]:
-        assert self.stateful is not None
-        if job.kind == "resolve":
-            return self.stateful.resolved(job, [], (status, reason), self.loop.time())
-        if job.kind == "register":
-            return self.stateful.registered(job, status, reason, (), self.loop.time())
-        return self.stateful.located(job, [], (status, reason), self.loop.time())
-
-    def _job_done(self, job: Job, outs: list[Out]) -> None:
-        self._job_done_outs(outs)
 
     def _job_done_outs(self, outs: list[Out]) -> None:
         sent = sum(self.bus.send(*out) for out in outs)
@@ -660,12 +542,10 @@ class Worker:
 
     async def aclose(self) -> None:
         """Let cacheDB jobs in flight finish (bounded by their own timeouts), then close."""
-        if self._jobs:
-            await asyncio.wait(set(self._jobs), timeout=1.0)
-        if self.location is not None:
-            await self.location.close()
-        if self.cdr_writer is not None:
-            self.cdr_writer.close()
+        if self.jobs is not None:
+            await self.jobs.aclose()
+        if self.cdrs is not None:
+            self.cdrs.close()
         self.close()
 
     def close(self) -> None:
@@ -679,6 +559,6 @@ class Worker:
             self.timers.close()
         if self._timer is not None:
             self._timer.cancel()
-        if self._sync_timer is not None:
-            self._sync_timer.cancel()
+        if self.cdrs is not None:
+            self.cdrs.cancel()
         self.bus.close()

@@ -45,24 +45,25 @@ Rules:
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import secrets
-import sys
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from conf.settings import Settings
 from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
-from ingress.sip.message import Request, Response, Uri
+from ingress.sip.message import Request, Response
 from ingress.sip.serialize import build_response
-from workers.proxy import BRANCH_PREFIX, Inbound, Out, Plan, StatelessProxy, is_ip
+from workers.coreevents import Event, Job, collect
+from workers.dialogs.duty import DialogDuty
+from workers.listeners import is_ip
+from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
+from workers.proxy import Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
-from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Destination, DispatchSet, HealthChanged
+from workers.routing.probes import PROBE_BRANCH_PREFIX
+from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,
@@ -82,85 +83,6 @@ from workers.transactions import (
     TransportFailed,
     server_key,
 )
-
-#: what a failed attempt leaves to answer with when no destination is left (rule 2)
-TIMEOUT = (408, "Request Timeout")
-UNAVAILABLE = (503, "Service Unavailable")
-
-
-Target = tuple[Uri, "Uri | None", "Destination | None"]
-#: where a transaction sends: (ingress id, out meta as in conf.envelope)
-Dest = tuple[str, tuple[Any, ...]]
-#: destinations kept for sharing at most (rule 8): a node's trunks and gateways, and the
-#: user agents of the last few seconds
-DESTS_MAX = 4096
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """Work the core needs from the cacheDB (a REGISTER to answer, an AOR to look up); the
-    worker runs it and hands the outcome back (``registered``, ``located``)."""
-
-    kind: str  # "register" or "lookup"
-    txn: ServerTransaction
-    ctx: Proxied | None  # for a lookup
-    request: Request
-    inb: Inbound
-    target: Target | None = None  # for "resolve": the target whose host name to resolve
-
-
-@dataclass(frozen=True, slots=True)
-class TimerOp:
-    """A dialog lifetime to arm (``deadline``) or cancel (None) at the timer service, keyed by
-    the dialog's key (Call-ID NUL From-tag, ``timers/wire.py``)."""
-
-    key: str
-    deadline: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class Cdr:
-    """A finished call's CDR, to write before this iteration's deltas leave (``workers/dialogs/cdr.py``)."""
-
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Refused:
-    """A call a call limit refused, to log once."""
-
-    fields: dict[str, Any]
-
-
-#: what ``StatefulProxy.next_event`` hands the worker, like the transactions' ``next_event``
-Event = Job | TimerOp | Cdr | Refused | HealthChanged
-
-
-@dataclass(slots=True, eq=False)
-class Proxied:
-    """One request proxied statefully: its server transaction and the attempt in progress."""
-
-    #: these three until the final response goes upstream: then nothing reads them, and the
-    #: context lives on as long as its transactions (rule 8)
-    inb: Inbound | None
-    request: Request | None
-    plan: Plan | None
-    server: ServerTransaction | None = None
-    client: ClientTransaction | None = None  # the attempt in progress
-    #: failover targets left, in order: (next hop, Request-URI to set or None, destination of
-    #: a destination set whose health the outcome reports to, or None)
-    targets: list[Target] = field(default_factory=list)
-    dset: DispatchSet | None = None  # the destination set the targets came from
-    current: Destination | None = None  # the destination of the attempt in progress
-    aor: str | None = None  # a request for a user of ours: targets come from a lookup
-    attempt: int = 0
-    cancelled: bool = False
-    done: bool = False  # a final response went upstream
-    #: what to answer when no destination is left: the best final so far, else a local reply
-    best: bytes | None = None
-    best_status: int = 0
-    fallback: tuple[int, str] = TIMEOUT
-    timer_c_at: float | None = None
 
 
 class StatefulProxy:
@@ -196,24 +118,20 @@ class StatefulProxy:
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
         #: rule 10: called with the Call-ID of a message whose dialog is not here
         self.screen: Callable[[str], None] | None = None
-        self._bye_seq = itertools.count()
         #: calls refused by a call limit, for the worker to log (one event each)
         self.refused: list[dict[str, Any]] = []
         #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
         self.health_events: list[Any] = []
-        #: Timer C: (deadline, seq, context); an entry is live while its context is not done
-        #: and still has that deadline (lazy deletion, compacted as the transaction table is)
-        self._timer_c: list[tuple[float, int, Proxied]] = []
-        self._timer_c_live = 0
-        self._seq = itertools.count()
-        #: makes our BYE branches unique across worker restarts
-        self.instance = secrets.token_hex(3)
+        self.timer_c = TimerC()  # rule 6
         self._outs: list[Out] = []
-        self._dests: dict[Dest, Dest] = {}
+        self.dests = Dests()  # rule 8
         self._events: deque[Event] = deque()
         #: counters the worker adds to its load statistics
         self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "timeout": 0,
                                          "table_full": 0, "timer_c": 0}  # fmt: skip
+        #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
+        self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
+                               self.counters) if self.dialogs is not None else None  # fmt: skip
 
     @property
     def needed(self) -> bool:
@@ -232,26 +150,8 @@ class StatefulProxy:
         after each input sees each once, and a CDR before anything it takes after it."""
         ev = self._events
         if not ev:
-            self._collect(ev)
+            collect(ev, self.jobs, self.dialogs, self.refused, self.health_events)
         return ev.popleft() if ev else None
-
-    def _collect(self, ev: deque[Event]) -> None:
-        if self.jobs:
-            ev.extend(self.jobs)
-            self.jobs.clear()
-        d = self.dialogs
-        if d is not None:
-            if d.timer_ops:
-                ev.extend(TimerOp(op[1], op[2] if op[0] == "arm" else None) for op in d.timer_ops)
-                d.timer_ops.clear()
-            if d.cdrs:
-                ev.extend(Cdr(c) for c in d.take_cdrs())
-        if self.refused:
-            ev.extend(Refused(f) for f in self.refused)
-            self.refused.clear()
-        if self.health_events:
-            ev.extend(self.health_events)
-            self.health_events.clear()
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -264,7 +164,7 @@ class StatefulProxy:
         """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``); ``wall``
         is epoch seconds, for CDRs."""
         msg = self.sl.parse(raw, inb)
-        if self.screen is not None and self._dialog_absent(msg):
+        if self.screen is not None and self.duty is not None and self.duty.absent(msg):
             self.screen(msg.call_id)
         self.wall = wall
         outs = self._begin()
@@ -275,20 +175,6 @@ class StatefulProxy:
         self._drain(now)
         return outs
 
-    def _dialog_absent(self, msg: Request | Response) -> bool:
-        """Rule 10: ``msg`` would need a dialog, and none is held here."""
-        if self.dialogs is None:
-            return False
-        if isinstance(msg, Response):
-            if msg.cseq_method != "INVITE":
-                return False
-        elif msg.method == "CANCEL":
-            if self.table.invite_for(msg) is not None:
-                return False
-        elif msg.to.tag is None:
-            return False
-        return self.dialogs.match(msg) is None
-
     def next_deadline(self) -> float | None:
         at = self.table.next_deadline()
         if self.dialogs is not None:
@@ -298,22 +184,19 @@ class StatefulProxy:
         probe = self.dispatcher.next_deadline()
         if probe is not None and (at is None or probe < at):
             at = probe
-        if self._timer_c:
-            c = self._timer_c[0][0]
-            at = c if at is None or c < at else at
+        c = self.timer_c.next_deadline()
+        if c is not None and (at is None or c < at):
+            at = c
         return at
 
     def handle_timer(self, now: float, wall: float = 0.0) -> list[Out]:
         outs = self._begin()
         self.wall = wall
         self.table.handle_timer(now)
-        if self.dialogs is not None:
-            self._expire_dialogs(now)
-        heap = self._timer_c
-        while heap and heap[0][0] <= now:
-            at, _, ctx = heapq.heappop(heap)
-            if ctx.timer_c_at == at:
-                self._timer_c_fired(ctx, now)
+        if self.duty is not None:
+            self.duty.expire(now, self.wall)
+        for ctx in self.timer_c.due(now):
+            self._timer_c_fired(ctx, now)
         self._drain(now)
         return outs
 
@@ -343,7 +226,7 @@ class StatefulProxy:
             ctx = self._admit(req, inb, now)
             if ctx is None:
                 return
-        dest = self._dest(inb.ingress, self.sl.reply_meta(inb, req))
+        dest = self.dests.share(inb.ingress, self.sl.reply_meta(inb, req))
         try:
             txn = table.receive_request(req, reliable=reliable, now=now, dest=dest, context=ctx)
         except TableFull:
@@ -373,7 +256,7 @@ class StatefulProxy:
         if plan.local is not None:
             self._outs.append(self.sl._reply(req, inb, 200, "OK", plan.local))
             return None
-        ctx = Proxied(_held(inb), req, plan)
+        ctx = Proxied(held(inb), req, plan)
         if self.registrar is not None and req.to.tag is None and plan.hop is None:
             ctx.aor = self.registrar.aor_of(plan.uri)
             if ctx.aor is not None:  # always stateful: targets come from a lookup (``located``)
@@ -483,7 +366,7 @@ class StatefulProxy:
             try:
                 client = self.table.send_request(
                     data, branch=branch, method=req.method, reliable=meta[0] != "udp",
-                    now=now, dest=self._dest(ingress, meta), context=ctx,
+                    now=now, dest=self.dests.share(ingress, meta), context=ctx,
                 )  # fmt: skip
             except TableFull:
                 self.counters["table_full"] += 1
@@ -494,92 +377,20 @@ class StatefulProxy:
                 continue
             ctx.client = client
             if req.method == "INVITE":
-                self._arm_timer_c(ctx, now + self.timer_c_s)
-                if self.dialogs is not None and req.to.tag is None:
-                    self._dialog_forwarded(ctx, req, ingress, meta, now)
+                self.timer_c.arm(ctx, now + self.timer_c_s)
+                if self.duty is not None and req.to.tag is None:
+                    self.duty.forwarded(ctx, req, ingress, meta, now, self.wall)
             return
         self._answer_best(ctx, now)
 
-    def _dialog_forwarded(self, ctx: Proxied, req: Request, ingress: str, meta: list[Any],
-                          now: float) -> None:  # fmt: skip
-        assert self.dialogs is not None
-        inb = ctx.inb
-        assert inb is not None
-        caller = (inb.ingress, (inb.transport, inb.src_ip, inb.src_port, inb.conn,
-                                inb.local_ip, inb.local_port))  # fmt: skip
-        plan = ctx.plan
-        route = plan.route.name if plan is not None and plan.route is not None else ""
-        # tuples, not lists: equal destinations are shared between dialogs (memory)
-        self.dialogs.invite_forwarded(req, caller=caller, callee=(ingress, tuple(meta)),
-                                      source_ip=inb.src_ip, source_port=inb.src_port,
-                                      destination=f"{meta[1]}:{meta[2]}", now=now,
-                                      wall=self.wall, route=route)  # fmt: skip
-
     def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
         """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
-        assert self.dialogs is not None
+        assert self.duty is not None
         outs = self._begin()
         self.wall = wall
-        expired = self.dialogs.expire_key(call_id, from_tag, now, wall, self._via_for)
-        if expired is not None:
-            self._send_byes(expired.byes, now)
+        self.duty.expire_key(call_id, from_tag, now, wall)
         self._drain(now)
         return outs
-
-    def _expire_dialogs(self, now: float) -> None:
-        """Dialogs past their lifetime end with a BYE each way, each in a client transaction
-        of its own (its answer stops here)."""
-        assert self.dialogs is not None
-        for expired in self.dialogs.expire(now, self.wall, self._via_for):
-            self._send_byes(expired.byes, now)
-
-    def _send_byes(self, byes: tuple[Any, ...], now: float) -> None:
-        for bye in byes:
-            ingress, meta = bye.dest
-            try:
-                self.table.send_request(bye.data, branch=bye.branch, method="BYE",
-                                        reliable=meta[0] != "udp", now=now,
-                                        dest=self._dest(ingress, meta))  # fmt: skip
-            except (TableFull, ValueError):
-                self.counters["table_full"] += 1
-
-    def _dest(self, ingress: str, meta: list[Any] | tuple[Any, ...]) -> Dest:
-        """``(ingress, meta)`` for a transaction to send through, one object per distinct
-        value (rule 8): the transactions of a trunk's calls share it instead of each holding
-        a tuple, a list and its strings for 32 s (~160 B)."""
-        dest = (ingress, tuple(meta))
-        held = self._dests.get(dest)
-        if held is not None:
-            return held
-        if len(self._dests) >= DESTS_MAX:
-            self._dests.clear()  # start over: what is held stays shared
-        self._dests[dest] = dest
-        return dest
-
-    def _via_for(self, dest: Any) -> tuple[bytes, str]:
-        """Our Via (up to the branch) toward ``dest``, and a fresh branch of ours."""
-        _, meta = dest
-        lst = self.sl.listeners.pick(meta[0], meta[1])
-        host = f"[{meta[4]}]" if ":" in meta[4] else meta[4]
-        if lst is not None:
-            host = f"[{lst.address}]:{lst.port}" if ":" in lst.address else f"{lst.address}:{lst.port}"
-        else:
-            host = f"{host}:{meta[5]}"
-        branch = f"{BRANCH_PREFIX}bye{self.instance}.{next(self._bye_seq):x}"
-        return f"SIP/2.0/{meta[0].upper()} {host}".encode(), branch
-
-    def _arm_timer_c(self, ctx: Proxied, at: float | None) -> None:
-        """(Re)arm or, with None, disarm the context's one long timer (rule 6)."""
-        if (ctx.timer_c_at is None) != (at is None):
-            self._timer_c_live += 1 if at is not None else -1
-        ctx.timer_c_at = at
-        if at is None:
-            return
-        heap = self._timer_c
-        heapq.heappush(heap, (at, next(self._seq), ctx))
-        if len(heap) > 2 * self._timer_c_live + 64:
-            heap[:] = [e for e in heap if e[2].timer_c_at == e[0]]
-            heapq.heapify(heap)
 
     def _timer_c_fired(self, ctx: Proxied, now: float) -> None:
         """Timer C, or the 64*T1 a cancelled branch gets to answer (§9.1: after that "the
@@ -596,7 +407,7 @@ class StatefulProxy:
         else:
             if live:
                 self.table.transport_error(client, now)  # type: ignore[arg-type]
-            self._arm_timer_c(ctx, None)
+            self.timer_c.arm(ctx, None)
 
     def _on_client_response(self, txn: Transaction | Held, resp: Response, now: float) -> None:
         if isinstance(txn, Held):  # a 2xx retransmission while Timer M runs (rule 9)
@@ -665,7 +476,7 @@ class StatefulProxy:
         client = ctx.client
         if client is not None and client.state is not State.TERMINATED:
             self.table.cancel(client, now)  # a SendCancel follows once it may (§9.1)
-            self._arm_timer_c(ctx, now + self.cancel_wait_s)
+            self.timer_c.arm(ctx, now + self.cancel_wait_s)
         else:
             self._local_final(ctx, 487, "Request Terminated", now)
 
@@ -768,18 +579,10 @@ class StatefulProxy:
             ctx.targets.clear()
             client = ctx.client
             pending = client is not None and client.state in (State.CALLING, State.PROCEEDING)
-            self._arm_timer_c(ctx, now + self.cancel_wait_s if pending else None)
+            self.timer_c.arm(ctx, now + self.cancel_wait_s if pending else None)
             if (srv is not None and client is not None and 200 <= status < 300
                     and self.table.hold(srv, client) is not None):  # fmt: skip
                 srv.context = client.context = None  # rule 9: the context goes with them
-
-
-def _held(inb: Inbound) -> Inbound:
-    """``inb`` with its strings interned, for a context that keeps it while its transactions
-    live: each message's come fresh from msgpack (~290 B per call otherwise, rule 8)."""
-    inb.ingress, inb.transport = sys.intern(inb.ingress), sys.intern(inb.transport)
-    inb.src_ip, inb.local_ip = sys.intern(inb.src_ip), sys.intern(inb.local_ip)
-    return inb
 
 
 def _host(ip: str) -> str:

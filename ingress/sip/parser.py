@@ -81,6 +81,27 @@ MAX_HEADER_LINES = 4 * MAX_HEADER_FIELDS
 #: regex match and an object, ~3 µs: without a cap a 64 KB Route list cost a worker 10 ms.
 MAX_LIST_VALUES = 256
 _CRLF = b"\r\n"
+#: what the one-pass scan gives: every header, every Via, the value of each singleton
+_Scanned = tuple[list[Header], list[Via], dict[str, bytes]]
+#: header lines the one-pass scan read before: line -> (name, value, kind, values in a
+#: name-addr list). Most lines of a trunk's messages repeat from call to call (CSeq: 1 INVITE,
+#: Max-Forwards, Contact, Content-Type, Content-Length ...); a hit costs one dict lookup where
+#: reading the line costs a partition, a strip and two lookups. A hit gives what reading the
+#: line gives; what is checked of a value later (a singleton's number, its second copy, the
+#: list cap) is checked per message as before, and a name-addr list is kept only once an
+#: untrusted parse validated it, so a hit needs no check of its values. Via, From, To and
+#: Call-ID carry a branch, a tag or the Call-ID and are not kept: they would churn the memo.
+_LINES: dict[bytes, tuple[str, bytes, str | None, int]] = {}
+_LINES_MAX = 1024
+_LINE_MAX = 256
+_UNKEPT = frozenset({"via", "from", "to", "call-id"})
+#: CSeq values and numbers (Max-Forwards, Content-Length) read before; only values that
+#: passed are kept, so a hit is what reading them again would give. Short values only (a
+#: number may lead with any count of zeros): the memos stay within ~100 KB each.
+_CSEQS: dict[bytes, tuple[int, bytes]] = {}
+_NUMBERS: dict[bytes, int] = {}
+_MEMO_MAX = 1024
+_MEMO_KEY_MAX = 32
 
 
 def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
@@ -99,11 +120,17 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
         SipError: the message is malformed (400), names another SIP version (505), or uses
             an unknown method with a mismatched CSeq (501). See the module rules.
     """
-    start_line, headers, line_end, body_start, bad, is_request = _read_head(data)
+    start_line, lines, line_end, seplen, body_start, bad, is_request = _split_head(data)
+    fields = _scan_fields(lines, line_end, seplen, trusted)
+    if fields is None:  # something to unfold, refuse or report: the two passes below
+        headers, scan_bad = _scan_headers(lines, line_end, seplen)
+        bad = bad or scan_bad
+    else:
+        headers = fields[0]
     try:
         if is_request:
-            return _request(data, start_line, headers, line_end, body_start, bad, trusted)
-        return _response(data, start_line, headers, line_end, body_start, bad, trusted)
+            return _request(data, start_line, headers, line_end, body_start, bad, trusted, fields)
+        return _response(data, start_line, headers, line_end, body_start, bad, trusted, fields)
     except SipError as exc:
         if exc.salvage is None:
             exc.salvage = _salvage(data, headers, is_request, start_line)
@@ -113,6 +140,20 @@ def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
 def _read_head(data: bytes) -> tuple[bytes, list[Header], int, int, str | None, bool]:
     """The header section of a message, read but not validated: (start line, headers, offset
     past the start line, offset of the body, the first problem found, is it a request).
+
+    Raises:
+        BadRequest: no end of header section.
+        TooManyHeaders: over a cap of rule 5.
+    """
+    start_line, lines, line_end, seplen, body_start, bad, is_request = _split_head(data)
+    headers, scan_bad = _scan_headers(lines, line_end, seplen)
+    return start_line, headers, line_end, body_start, bad or scan_bad, is_request
+
+
+def _split_head(data: bytes) -> tuple[bytes, list[bytes], int, int, int, str | None, bool]:
+    """The header section cut into lines: (start line, lines with the start line first,
+    offset past the start line, length of a line break, offset of the body, the first problem
+    the line breaks show, is it a request).
 
     Raises:
         BadRequest: no end of header section.
@@ -150,8 +191,7 @@ def _read_head(data: bytes) -> tuple[bytes, list[Header], int, int, str | None, 
             bad = "bare CR or LF in the header section"
     elif b"\r" in head:
         bad = "mixed line endings"
-    headers, scan_bad = _scan_headers(lines, line_end, seplen)
-    return start_line, headers, line_end, hdr_end + 2 * seplen, bad or scan_bad, is_request
+    return start_line, lines, line_end, seplen, hdr_end + 2 * seplen, bad, is_request
 
 
 def _over_cap(head: bytes, lines: int) -> str:
@@ -190,6 +230,104 @@ def _scan_headers(lines: list[bytes], pos: int, seplen: int) -> tuple[list[Heade
         append((name, value.strip(b" \t"), pos, end))
         pos = end
     return headers, None
+
+
+def _scan_fields(lines: list[bytes], pos: int, seplen: int, trusted: bool) -> _Scanned | None:
+    """``_scan_headers`` and ``_fields`` in one pass, for a message they would both pass.
+
+    The worker's common case: every line "name: value" with a name seen before, every Via and
+    name-addr well formed, each singleton once. Anything else returns None without raising,
+    and the caller runs the two passes, which raise what they raise in the order they raise
+    it (a start line error first, then the line breaks', then the first field's in order):
+    this pass decides nothing that they would not. One loop instead of a loop over the lines
+    and another over their tuples is worth little on its own (within the noise of
+    bench/codec.py); it is what lets a line the memo (``_LINES``) knows cost one lookup, the
+    checks of its kind included (issue #16).
+    """
+    headers: list[Header] = []
+    append = headers.append
+    names = _FIELD_CACHE
+    kinds = _KIND
+    seen: dict[str, bytes] = {}
+    vias: list[Via] = []
+    listed = 0  # values of Contact, Route and Record-Route
+    memo = _LINES
+    try:
+        for line in lines[1:]:
+            end = pos + len(line) + seplen
+            hit = memo.get(line)
+            if hit is not None:  # a line seen before, read and checked alike then
+                name, value, kind, count = hit
+                append((name, value, pos, end))
+                pos = end
+                if kind is _SINGLE:
+                    if name in seen:
+                        return None
+                    seen[name] = value
+                elif kind is not None:  # a name-addr list, validated when it was kept
+                    listed += count
+                    if listed > MAX_LIST_VALUES:
+                        return None
+                continue
+            raw_name, colon, value = line.partition(b":")
+            known = names.get(raw_name)
+            if known is None or not colon:
+                return None
+            name = known
+            value = value.strip(b" \t")
+            append((name, value, pos, end))
+            pos = end
+            kind = kinds.get(name)
+            if kind is None:
+                _remember(line, name, value, None, 0)
+                continue
+            if kind is _SINGLE:
+                _remember(line, name, value, kind, 0)
+                if name in seen:
+                    return None
+                seen[name] = value
+            elif kind is _VIA:
+                if b"," not in value:
+                    vias.append(parse_via(value))
+                    continue
+                values = split_commas(value)
+                if len(vias) + len(values) > MAX_LIST_VALUES:
+                    return None
+                vias.extend([parse_via(v) for v in values])
+            else:
+                values = split_commas(value) if b"," in value else [value]
+                listed += len(values)
+                if listed > MAX_LIST_VALUES:
+                    return None
+                if not trusted:
+                    for v in values:
+                        if v != b"*" or name != "contact":  # Contact: * (§10.2.2)
+                            parse_name_addr(v)
+                    _remember(line, name, value, kind, len(values))
+    except SipError:
+        return None
+    if (
+        not vias
+        or len(vias) > MAX_LIST_VALUES
+        or "from" not in seen
+        or "to" not in seen
+        or "cseq" not in seen
+        or "call-id" not in seen
+        or CALL_ID_RE.fullmatch(seen["call-id"]) is None
+    ):
+        return None
+    return headers, vias, seen
+
+
+def _remember(line: bytes, name: str, value: bytes, kind: str | None, count: int) -> None:
+    """Keep what the one-pass scan read of ``line``, unless the line carries what differs from
+    call to call (``_UNKEPT``) or is long: a line is one memo entry at most ``_LINE_MAX``
+    octets long, so the memo holds ``_LINES_MAX`` of them within a few hundred KB."""
+    if name in _UNKEPT or len(line) > _LINE_MAX:
+        return
+    if len(_LINES) >= _LINES_MAX:
+        _LINES.clear()  # start over: what repeats comes back at once
+    _LINES[line] = (name, value, kind, count)
 
 
 def _scan_headers_slow(
@@ -296,21 +434,41 @@ def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, 
 
 def _number(value: bytes, what: str) -> int:
     """1*DIGIT within 32 bits (§8.1.1.5 for CSeq; the same cap keeps the others sane)."""
+    n = _NUMBERS.get(value)
+    if n is not None:  # Max-Forwards 70, Content-Length 0: a few values are most of them
+        return n
+    n = _read_number(value, what)
+    if len(value) <= _MEMO_KEY_MAX:
+        if len(_NUMBERS) >= _MEMO_MAX:
+            _NUMBERS.clear()
+        _NUMBERS[value] = n
+    return n
+
+
+def _read_number(value: bytes, what: str) -> int:
     if value.isdigit():
         if len(value) <= 10:
             n = int(value)
             if n <= CSEQ_MAX:
                 return n
         elif len(value.lstrip(b"0")) <= 10:
-            return _number(value.lstrip(b"0") or b"0", what)
+            return _read_number(value.lstrip(b"0") or b"0", what)
     raise BadRequest(f"malformed {what}")
 
 
 def _cseq(value: bytes) -> tuple[int, bytes]:
+    known = _CSEQS.get(value)
+    if known is not None:  # "1 INVITE", "2 BYE": a UA's CSeq values repeat from call to call
+        return known
     parts = value.split()
     if len(parts) != 2:
         raise BadRequest("malformed cseq")
-    return _number(parts[0], "cseq"), parts[1]
+    known = _read_number(parts[0], "cseq"), parts[1]
+    if len(value) <= _MEMO_KEY_MAX:
+        if len(_CSEQS) >= _MEMO_MAX:
+            _CSEQS.clear()
+        _CSEQS[value] = known
+    return known
 
 
 def _body_end(data: bytes, cl: bytes | None, body_start: int) -> int:
@@ -339,6 +497,7 @@ def _request(
     body_start: int,
     bad: str | None,
     trusted: bool,
+    fields: _Scanned | None = None,
 ) -> Request:
     parts = start_line.split(b" ")
     if len(parts) != 3:
@@ -360,7 +519,7 @@ def _request(
         raise BadRequest("headers in the Request-URI")
     if bad is not None:
         raise BadRequest(bad)
-    vias, seen = _fields(headers, trusted)
+    vias, seen = _fields(headers, trusted) if fields is None else (fields[1], fields[2])
     cseq, cseq_method_b = _cseq(seen["cseq"])
     if cseq_method_b != method_b:
         if method not in KNOWN_METHODS:
@@ -393,6 +552,7 @@ def _response(
     body_start: int,
     bad: str | None,
     trusted: bool,
+    fields: _Scanned | None = None,
 ) -> Response:
     version, _, rest = start_line.partition(b" ")
     code, _, reason = rest.partition(b" ")
@@ -403,7 +563,7 @@ def _response(
         _version(version)
     if bad is not None:
         raise BadRequest(bad)
-    vias, seen = _fields(headers, trusted)
+    vias, seen = _fields(headers, trusted) if fields is None else (fields[1], fields[2])
     cseq, cseq_method_b = _cseq(seen["cseq"])
     cseq_method = _METHOD_NAMES.get(cseq_method_b)  # a known method is a token already
     if cseq_method is None:

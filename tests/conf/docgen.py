@@ -114,6 +114,20 @@ def sections() -> list[tuple[str, type, str]]:
     return out
 
 
+def nested(cls: type, name: str) -> list[tuple[str, type, str]]:
+    """``(TOML heading, dataclass, key)`` for each table nested in section ``cls``."""
+    out: list[tuple[str, type, str]] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        listed = get_origin(hint) is list
+        sub = get_args(hint)[0] if listed else hint
+        if isinstance(sub, type) and dataclasses.is_dataclass(sub):
+            key = f"{name}.{f.name}"
+            out.append((f"[[{key}]]" if listed else f"[{key}]", sub, key))
+    return out
+
+
 def render() -> str:
     """The generated reference, markers included."""
     docs = docstrings()
@@ -122,7 +136,6 @@ def render() -> str:
         lines.append(f"| [`{heading}`](#{name}) | {_md(docs['Settings'][1][name])} |")
     for heading, cls, name in sections():
         class_doc, field_docs = docs[cls.__name__]
-        hints = typing.get_type_hints(cls)
         # class docstrings open with their heading ("``[tcp]``: limits ..."), said by the title here
         intro = re.sub(r"^`\[\[?\w+\]\]?`: ", "", _md(class_doc))
         lines += [
@@ -133,13 +146,26 @@ def render() -> str:
             intro[:1].upper() + intro[1:],
             "",
         ]
-        lines += ["| Key | Type | Default | Range | Meaning |", "|---|---|---|---|---|"]
-        for f in dataclasses.fields(cls):
-            lines.append(
-                f"| `{f.name}` | {_type(hints[f.name])} | {_default(f)} | {_range(f)} | {_md(field_docs[f.name])} |"
-            )
+        lines += _keys_table(cls, field_docs)
+        # tables nested in this one (``[[route.header]]``): one more table each, with its keys
+        for sub_heading, sub, key in nested(cls, name):
+            sub_doc, sub_fields = docs[sub.__name__]
+            intro = re.sub(r"^`\[\[?[\w.]+\]\]?`: ", "", _md(sub_doc))
+            lines += ["", f'<a id="{key}"></a>', f"### `{sub_heading}`", "",
+                      intro[:1].upper() + intro[1:], ""]  # fmt: skip
+            lines += _keys_table(sub, sub_fields)
     lines += ["", END]
     return "\n".join(lines)
+
+
+def _keys_table(cls: type, field_docs: dict[str, str]) -> list[str]:
+    hints = typing.get_type_hints(cls)
+    lines = ["| Key | Type | Default | Range | Meaning |", "|---|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        lines.append(
+            f"| `{f.name}` | {_type(hints[f.name])} | {_default(f)} | {_range(f)} | {_md(field_docs[f.name])} |"
+        )
+    return lines
 
 
 def splice(doc: str, generated: str) -> str:

@@ -616,7 +616,7 @@ class TestFailoverPair:
         assert error(self.pair(peers=["tcp://x:1"])).key == "stateplane.peers[0]"
         e = error({**self.pair(peers=["tcp://192.0.2.2:7400"]),
                    "dialogs": {"enabled": True, "profiles_cluster": True}})  # fmt: skip
-        assert e.key == "dialogs.profiles_cluster" and "run directory" in e.expected
+        assert e.key == "dialogs.profiles_cluster" and "[curve] secret_key_file" in e.expected
 
     def test_replicate_needs_dialogs(self) -> None:
         e = error({"stateplane": {"replicate": True}})
@@ -768,6 +768,80 @@ class TestClusterSharing:
         s = from_dict({"pike": {"enabled": True, "cluster": True},
                        "stateplane": {"peers": [self.PEER]}})  # fmt: skip
         assert s.pike.cluster and not s.stateplane.replicate
+
+
+class TestSharingAcrossHosts:
+    """Pike blocks, call limits, shared pipes and ``ctl --cluster`` with ``tcp://`` peers: over
+    CURVE only, through the state plane's ``bind`` port + 2 and + 3 (stateplane/meshcross.py)."""
+
+    PEER = "tcp://192.0.2.2:7400"
+
+    @pytest.fixture
+    def keys(self, tmp_path: Path) -> dict[str, Any]:
+        """[curve] and the peer's [[peer]], with real key files."""
+        from conf import curve
+
+        secret, _, _ = curve.keygen(str(tmp_path / "a"))
+        _, public, _ = curve.keygen(str(tmp_path / "b"))
+        return {"curve": {"secret_key_file": str(secret)},
+                "peer": [{"name": "b", "stateplane": self.PEER, "public_key_file": str(public)}]}  # fmt: skip
+
+    def conf(self, feature: str, bind: str = "192.0.2.1:7400", **more: Any) -> dict[str, Any]:
+        """A node sharing ``feature`` with the tcp:// peer."""
+        data: dict[str, Any] = {"stateplane": {"peers": [self.PEER], "bind": bind}, **more}
+        if feature == "pike":
+            data["pike"] = {"enabled": True, "cluster": True}
+        elif feature == "profiles":
+            data["dialogs"] = {"enabled": True, "profiles_cluster": True}
+        elif feature == "ratelimit":
+            data["ratelimit"] = [{"name": "in", "shared": True}]
+        else:
+            data["stateplane"]["cluster_ctl"] = True
+        return data
+
+    @pytest.mark.parametrize(("feature", "key", "found"), [
+        ("pike", "pike.cluster", "True"),
+        ("profiles", "dialogs.profiles_cluster", "True"),
+        ("ratelimit", "ratelimit", "a shared pipe"),
+    ])  # fmt: skip
+    def test_sharing_with_a_tcp_peer_needs_curve(self, feature: str, key: str, found: str) -> None:
+        """Without [curve] a peer on another host would be reached unauthenticated: refused."""
+        e = error(self.conf(feature))
+        assert (e.key, str(e.found)) == (key, found), e
+        assert e.expected == "false unless [curve] secret_key_file is set (shared with a tcp:// peer)"
+
+    def test_cluster_ctl_needs_curve(self) -> None:
+        e = error(self.conf("ctl"))
+        assert (e.key, e.expected) == ("stateplane.cluster_ctl",
+                                       "false unless [curve] secret_key_file is set")  # fmt: skip
+
+    @pytest.mark.parametrize(("feature", "bind", "expected"), [
+        ("pike", "", "host:port where the peers reach this node (port + 2 serves pike.cluster)"),
+        ("ctl", "", "host:port where the peers reach this node (port + 3 serves stateplane.cluster_ctl)"),
+        ("ratelimit", "192.0.2.1:65534", "a port of at most 65533 (port + 2 serves ratelimit)"),
+        ("ctl", "192.0.2.1:65533", "a port of at most 65532 (port + 3 serves stateplane.cluster_ctl)"),
+    ])  # fmt: skip
+    def test_bind_serves_the_relay_and_control(self, keys: dict[str, Any], feature: str,
+                                               bind: str, expected: str) -> None:  # fmt: skip
+        """The peers reach the relay at ``bind`` port + 2 and the control at + 3."""
+        e = error(self.conf(feature, bind, **keys))
+        assert (e.key, e.expected) == ("stateplane.bind", expected), e
+
+    def test_every_tcp_peer_needs_its_key(self, keys: dict[str, Any]) -> None:
+        """A tcp:// peer without a [[peer]] key is refused: its frames could not be verified."""
+        e = error(self.conf("pike", peer=[], curve=keys["curve"]))
+        assert (e.key, e.found) == ("stateplane.peers[0]", self.PEER)
+        assert e.expected == "a [[peer]] with this stateplane and its public key (CURVE is on)"
+
+    def test_everything_shared_over_curve_loads(self, keys: dict[str, Any]) -> None:
+        data = self.conf("ctl", **keys)
+        for feature in ("pike", "profiles", "ratelimit"):
+            for k, v in self.conf(feature).items():
+                if k != "stateplane":
+                    data[k] = v
+        s = from_dict(data)
+        assert (s.pike.cluster, s.dialogs.profiles_cluster, s.ratelimit[0].shared,
+                s.stateplane.cluster_ctl) == (True, True, True, True)  # fmt: skip
 
 
 class TestRelay:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import json
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dialogstate.msgs import iso, iso_datetime
+from workers.dialogs.cdr import _ENCODE
 
 #: 1970 to the last second of year 9999, and a little past both ends
 WALLS = st.floats(min_value=-1e6, max_value=253_402_300_799.999, allow_nan=False)
@@ -33,3 +35,13 @@ class TestIso:
         assert iso(base + 0.999) == "2026-12-07T13:04:59.999Z"
         assert iso(base + 1.001) == "2026-12-07T13:05:00.001Z"
         assert iso(base + 0.5) == "2026-12-07T13:04:59.500Z"
+
+
+CDR_VALUES = st.none() | st.booleans() | st.integers() | st.floats() | st.text()
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.text(), CDR_VALUES | st.lists(CDR_VALUES, max_size=3), max_size=12))
+def test_file_line_as_json_dumps_writes_it(cdr: dict[str, object]) -> None:
+    """The CDR file's encoder, built once, writes ``json.dumps``' compact non-ASCII text."""
+    assert _ENCODE(cdr) == json.dumps(cdr, separators=(",", ":"), ensure_ascii=False)

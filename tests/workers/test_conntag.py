@@ -7,7 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from workers.conntag import MAC_BYTES, ConnTags
-from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, StatelessProxy
+from workers.proxy import BRANCH_PREFIX, CONN_PARAM, StatelessProxy
+from workers.refusals import Drop
 from workers.routing.table import RoutingTable
 
 from .helpers import PORT, US, inbound, one, parsed_req, request, response, settings

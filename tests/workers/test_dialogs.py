@@ -488,7 +488,7 @@ def test_snapshot_restore_round_trip() -> None:
 
 def test_deltas_are_dropped_past_the_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """Deltas nobody takes stop at the bound and are counted, never grow without limit."""
-    monkeypatch.setattr("dialogstate.table.MAX_PENDING_DELTAS", 3)
+    monkeypatch.setattr("dialogstate.store.MAX_PENDING_DELTAS", 3)
     t = table()
     for n in range(3):
         Call(n).confirmed(t)

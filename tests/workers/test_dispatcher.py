@@ -22,22 +22,19 @@ from hypothesis import strategies as st
 from conf.settings import DestinationSet as SetCfg
 from conf.settings import Listener
 from ingress.sip.parser import parse_message
-from workers.routing import dispatcher as dispatcher_module
-from workers.routing.dispatcher import (
-    PROBE_BRANCH_PREFIX,
+from workers.routing import health as health_module
+from workers.routing.dispatcher import Destination, Dispatcher, DispatchSet
+from workers.routing.health import (
     TRANSITIONS,
-    Destination,
-    Dispatcher,
-    DispatchSet,
     Health,
     HealthChanged,
     Input,
     InvalidTransition,
     State,
     Thresholds,
-    probe_share,
     step,
 )
+from workers.routing.probes import PROBE_BRANCH_PREFIX, probe_share
 
 S, I = State, Input
 LISTEN = [Listener(transport="udp", address="127.0.0.1", port=5060),
@@ -257,7 +254,7 @@ class TestHealthTable:
         """A pair the table lacks is a table bug: InvalidTransition, state unchanged."""
         table = dict(TRANSITIONS)
         del table[pair]
-        monkeypatch.setattr(dispatcher_module, "TRANSITIONS", table)
+        monkeypatch.setattr(health_module, "TRANSITIONS", table)
         h = Health()
         h.state = pair[0]
         with pytest.raises(InvalidTransition):

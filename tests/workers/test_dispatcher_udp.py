@@ -17,7 +17,9 @@ from conf.settings import Listener
 from ingress.sip.message import Response
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import build_response
-from workers.routing.dispatcher import PROBE_BRANCH_PREFIX, Dispatcher, HealthChanged, State
+from workers.routing.dispatcher import Dispatcher
+from workers.routing.health import HealthChanged, State
+from workers.routing.probes import PROBE_BRANCH_PREFIX
 
 
 class Peer(asyncio.DatagramProtocol):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from workers.proxy import Malformed
+from workers.refusals import Malformed
 
 from .helpers import inbound, proxy, request, response
 

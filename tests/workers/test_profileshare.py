@@ -73,3 +73,17 @@ def test_remote_is_the_sum_of_each_senders_latest_counts(steps: list[tuple]) -> 
         for key, n in held.items():
             want[key] = want.get(key, 0) + n
     assert s.remote == {k: n for k, n in want.items() if n}
+
+
+def test_senders_are_bounded() -> None:
+    """A peer naming ever new senders fills the table to ``MAX_SENDERS`` and no further; the
+    senders already known keep being updated."""
+    from workers.dialogs.profileshare import MAX_SENDERS
+
+    s = share()
+    for i in range(MAX_SENDERS + 10):
+        s.receive(f"n/w{i}", "n", True, [["trunk", "", 1]], 0.0)
+    assert len(s.senders) == MAX_SENDERS and s.refused == 10
+    assert s.remote == {("trunk", ""): MAX_SENDERS}
+    s.receive("n/w0", "n", True, [["trunk", "", 0]], 0.1)
+    assert s.remote == {("trunk", ""): MAX_SENDERS - 1}

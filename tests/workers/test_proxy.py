@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from conf.settings import DestinationSet, Listener, Proxy, RateLimit, Route, Trusted
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
-from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Drop, Inbound, StatelessProxy
+from workers.proxy import BRANCH_PREFIX, CONN_PARAM, Inbound, StatelessProxy
+from workers.refusals import Drop
 from workers.routing.table import RoutingTable
 
 from .helpers import (

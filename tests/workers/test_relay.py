@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from conf.settings import DestinationSet, Proxy, Route, Trusted
 from ingress.sip.serialize import build_response
-from workers.proxy import Drop, Inbound, Out, StatelessProxy
+from workers.proxy import Inbound, Out, StatelessProxy
+from workers.refusals import Drop
 from workers.routing.table import RoutingTable
 from workers.routing.trusted import MEMO_MAX, TrustedSources
 from workers.stateful import StatefulProxy

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from conf.settings import DestinationSet, Dialogs, Proxy, Route, Transactions
 from ingress.sip.message import Request
 from ingress.sip.serialize import build_response
+from workers.coreevents import Cdr, TimerOp
 from workers.proxy import Out, StatelessProxy
 from workers.routing.table import RoutingTable
-from workers.stateful import Cdr, StatefulProxy, TimerOp
+from workers.stateful import StatefulProxy
 from workers.transactions import Held
 
 from .helpers import inbound, parsed_req, parsed_resp, request, settings

@@ -54,6 +54,10 @@ RECENT_REUSE_S = 5.0
 #: how a line this writer made begins (``make_cdr`` puts the key's two fields first)
 _HEAD, _MID = b'{"call_id":"', b'","from_tag":"'
 
+#: ``json.dumps(cdr, separators=(",", ":"), ensure_ascii=False)`` builds a ``JSONEncoder`` per
+#: call; one built once writes the same text (tests/workers/test_cdr_line.py), ~1.5 µs a CDR
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
 
 def cdr_key(call_id: str, from_tag: str) -> str:
     """A dialog's key as the table spells it (Call-ID NUL From-tag)."""
@@ -85,8 +89,7 @@ class CdrWriter:
             self.counters["dropped"] += 1
             return
         try:
-            line = json.dumps(cdr, separators=(",", ":"), ensure_ascii=False).encode(
-                "utf-8", "surrogateescape")  # fmt: skip
+            line = _ENCODE(cdr).encode("utf-8", "surrogateescape")
         except (TypeError, ValueError, UnicodeEncodeError):
             self.counters["errors"] += 1
             return

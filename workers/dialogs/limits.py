@@ -3,7 +3,8 @@
 Rules:
 1. The workers form a mesh of role ``profiles``: this node's always, and with ``[dialogs]
    profiles_cluster`` those of every ``[stateplane] peers`` node too (their run directories,
-   scanned each heartbeat).
+   scanned each heartbeat; a ``tcp://`` peer's through the state planes' relay,
+   ``stateplane/meshrelay.py``). A sender is known by its node and ident together.
 2. A frame is msgpack ``[sender, node, full, [[profile, value, count], ...]]``: after a loop
    iteration that changed a shared count, the changed keys (``full`` false); every heartbeat
    the whole state in frames of at most ``CHUNK`` entries, the first with ``full`` true.
@@ -74,8 +75,9 @@ class SharedLimits:
         if not ok:
             self.bad_frames += 1
             return
-        if sender != self.ident:
-            self.share.receive(sender, node, full, entries, self.clock())
+        if sender != self.ident or node != self.node:
+            # keyed by node too: a peer node's worker may carry a name one of ours has
+            self.share.receive(f"{node}/{sender}", node, full, entries, self.clock())
 
     def stats(self) -> dict[str, int]:
         return {"members": len(self.mesh.members), "senders": len(self.share.senders),

@@ -18,6 +18,8 @@ Rules:
 4. A sender silent for ``timeout_s`` is forgotten (its counts leave ``remote``): a worker that
    died took its dialogs with it. After a takeover the worker forgets the dead node's senders
    at once (``forget_node``): their dialogs are counted as ours from then on, never twice.
+5. At most ``MAX_SENDERS`` senders are kept (a peer node could name any number of them):
+   past it a new sender's counts are refused (``refused``) until one is forgotten.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from dialogstate.profiles import Profiles
 Key = tuple[str, str]
 #: entries per message (each ~30 bytes packed) so a full state of many values stays small
 CHUNK = 10_000
+#: senders kept at most: every worker of every node of a large cluster, with room (rule 5)
+MAX_SENDERS = 4096
 
 
 @dataclass(slots=True)
@@ -45,6 +49,7 @@ class ProfileShare:
         self.timeout_s = timeout_s
         self.limited = frozenset(n for n, p in profiles.defs.items() if p.limit)
         self.senders: dict[str, _Sender] = {}
+        self.refused = 0
         self.remote: dict[Key, int] = profiles.remote  # rule 3: the dict Profiles.check reads
         profiles.track = self.limited
 
@@ -70,6 +75,9 @@ class ProfileShare:
                 now: float) -> None:  # fmt: skip
         s = self.senders.get(sender)
         if s is None:
+            if len(self.senders) >= MAX_SENDERS:  # rule 5
+                self.refused += 1
+                return
             s = self.senders[sender] = _Sender(node, now)
         s.seen = now
         if full:

@@ -32,7 +32,6 @@ Rules:
 
 from __future__ import annotations
 
-import enum
 import itertools
 import zlib
 from collections.abc import Callable, Collection, Iterable
@@ -45,131 +44,27 @@ from conf.load import parse_status_codes
 from conf.settings import DestinationSet as DestinationSetConfig
 from conf.settings import Listener
 from ingress.sip.grammar import parse_uri
+from workers.routing.health import (
+    USABLE,
+    Health,
+    HealthChanged,
+    Input,
+    State,
+    Thresholds,
+    step,
+)
+from workers.routing.probes import PROBE_BRANCH_PREFIX, ProbeRequest, build_options
 
 #: a stateless proxy must send a call's CANCEL and ACK where its INVITE went (RFC 3261
 #: §16.11); a choice that is not the call's hash (round-robin, or a fallback around a down
 #: destination) is remembered per Call-ID for longer than Timer B/F (32 s)
 STICKY_S = 64.0
 STICKY_MAX = 200_000
-#: every probe's branch starts so (and no proxied request's: those are ``z9hG4bK-sl``)
-PROBE_BRANCH_PREFIX = "z9hG4bK-dp"
-PROBE_MAX_FORWARDS = 70  # RFC 3261 §8.1.1.6
 #: a Retry-After beyond this is not believed: a typo must not take a trunk away for a day
 MAX_HOLD_S = 300.0
 #: tries at a Call-ID this process owns (``owns``); with W workers one in W hits
 OWNED_CALL_ID_TRIES = 256
 SNAPSHOT_VERSION = 1
-
-
-class InvalidTransition(Exception):
-    """A (state, input) pair missing from ``TRANSITIONS``: a bug in the table."""
-
-
-class State(str, enum.Enum):
-    UP = "up"
-    SUSPECT = "suspect"  # failed lately, fewer than probe_threshold times: used, tried last
-    DOWN = "down"  # not used; probed until it answers
-    RECOVERING = "recovering"  # answered, fewer than probe_up_threshold times: not used yet
-    DISABLED = "disabled"  # by the operator: not used, not probed
-
-
-class Input(str, enum.Enum):
-    PROBE_ALIVE = "probe answered"  # a final status in alive_codes
-    PROBE_REFUSED = "probe refused"  # a final status not in alive_codes (503 by default)
-    PROBE_TIMEOUT = "probe timed out"
-    REQUEST_ANSWERED = "request answered"  # the proxy got a response in alive_codes (or 1xx)
-    REQUEST_FAILED = "request failed"  # no response (Timer B/F, transport error), or 503
-    DISABLE = "disable"
-    ENABLE = "enable"
-
-
-class Health:
-    """What is known of one destination (mutable, owned by its ``DispatchSet``)."""
-
-    __slots__ = ("fails", "held_until", "last_probe_at", "last_status", "next_probe_at",
-                 "oks", "pending", "state")  # fmt: skip
-
-    def __init__(self) -> None:
-        self.state = State.UP
-        self.fails = 0  # consecutive failures
-        self.oks = 0  # consecutive successes
-        self.last_probe_at: float | None = None  # when the last probe was answered or expired
-        self.last_status: int | None = None  # of the last probe answer or report; None: none
-        self.next_probe_at = 0.0  # 0: at the first due_probes call
-        self.pending: str | None = None  # branch of the probe in flight
-        self.held_until = 0.0  # 503 with Retry-After: not used before this
-
-
-@dataclass(frozen=True, slots=True)
-class Thresholds:
-    down: int
-    up: int
-
-
-def _failure(h: Health, t: Thresholds) -> bool:
-    h.fails += 1
-    h.oks = 0
-    return h.fails >= t.down
-
-
-def _success(h: Health, t: Thresholds) -> bool:
-    h.oks += 1
-    h.fails = 0
-    return h.oks >= t.up
-
-
-def _reset(h: Health, t: Thresholds) -> bool:
-    h.fails = h.oks = 0
-    return False
-
-
-Effect = Callable[[Health, Thresholds], bool] | None
-S, I = State, Input
-_OK = (I.PROBE_ALIVE, I.REQUEST_ANSWERED)
-_BAD = (I.PROBE_REFUSED, I.PROBE_TIMEOUT, I.REQUEST_FAILED)
-
-
-def _rows(state: State, ok: tuple[Effect, State, State], bad: tuple[Effect, State, State],
-          disable: tuple[Effect, State, State], enable: tuple[Effect, State, State]
-          ) -> dict[tuple[State, Input], tuple[Effect, State, State]]:  # fmt: skip
-    rows = {(state, i): ok for i in _OK} | {(state, i): bad for i in _BAD}
-    return rows | {(state, I.DISABLE): disable, (state, I.ENABLE): enable}
-
-
-# fmt: off
-TRANSITIONS: dict[tuple[State, Input], tuple[Effect, State, State]] = {
-    # a suspect destination needs no proof of recovery: it never left service
-    **_rows(S.UP, (_success, S.UP, S.UP), (_failure, S.SUSPECT, S.DOWN),
-            (_reset, S.DISABLED, S.DISABLED), (None, S.UP, S.UP)),
-    **_rows(S.SUSPECT, (_success, S.UP, S.UP), (_failure, S.SUSPECT, S.DOWN),
-            (_reset, S.DISABLED, S.DISABLED), (None, S.SUSPECT, S.SUSPECT)),
-    **_rows(S.DOWN, (_success, S.RECOVERING, S.UP), (_failure, S.DOWN, S.DOWN),
-            (_reset, S.DISABLED, S.DISABLED), (None, S.DOWN, S.DOWN)),
-    **_rows(S.RECOVERING, (_success, S.RECOVERING, S.UP), (_failure, S.DOWN, S.DOWN),
-            (_reset, S.DISABLED, S.DISABLED), (None, S.RECOVERING, S.RECOVERING)),
-    # the operator's word stands: late probe answers and reports change nothing; enabling
-    # trusts the operator (Kamailio's "set_state a"), and failures take it down again
-    **_rows(S.DISABLED, (None, S.DISABLED, S.DISABLED), (None, S.DISABLED, S.DISABLED),
-            (None, S.DISABLED, S.DISABLED), (_reset, S.UP, S.UP)),
-}
-# fmt: on
-USABLE = frozenset({State.UP, State.SUSPECT})
-
-
-def step(h: Health, inp: Input, t: Thresholds) -> State:
-    """Feed ``inp`` to ``h``; returns the state it was in (``h.state`` is the new one).
-
-    Raises:
-        InvalidTransition: the pair is not in the table (a table bug).
-    """
-    old = h.state
-    try:
-        effect, nxt, at_threshold = TRANSITIONS[(old, inp)]
-    except KeyError:
-        raise InvalidTransition(f"{inp.value} in {old.value}") from None
-    reached = effect(h, t) if effect is not None else False
-    h.state = at_threshold if reached else nxt
-    return old
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,35 +82,6 @@ def destination(uri: str, set_name: str = "", index: int = 0) -> Destination:
     transport = u.param("transport")
     return Destination(uri, u.host_plain, u.port or 5060, transport.lower() if transport else None,
                        set_name, index)  # fmt: skip
-
-
-@dataclass(frozen=True, slots=True)
-class HealthChanged:
-    """A destination changed state; ``cause`` is the input that moved it."""
-
-    set_name: str
-    uri: str
-    old: State
-    new: State
-    cause: Input | None  # None: taken from another process's snapshot
-    fails: int
-    status: int | None  # the status that caused it, when one did
-    remote: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeRequest:
-    """An OPTIONS to send: ``data`` to ``(transport, host, port)`` from ``listener``."""
-
-    branch: str
-    set_name: str
-    uri: str
-    transport: str
-    host: str
-    port: int
-    listener: Listener
-    data: bytes
-    deadline: float  # it times out then (``handle_timer``)
 
 
 class DispatchSet:
@@ -585,44 +451,3 @@ class Dispatcher:
                 if want is None or x.transport == want:
                     return x
         return None
-
-
-def build_options(uri: str, lst: Listener, branch: str, call_id: str, from_uri: str = "",
-                  *, tag: str) -> bytes:  # fmt: skip
-    """An OPTIONS request for ``uri`` sent from ``lst`` (RFC 3261 §11.1, the headers of
-    §8.1.1), with ``rport`` so the answer comes back to the port it left from (RFC 3581)."""
-    host = f"[{lst.address}]" if ":" in lst.address else lst.address
-    target = parse_uri(uri)
-    to = f"sip:{target.host}" + (f":{target.port}" if target.port else "")
-    lines = [
-        f"OPTIONS {uri} SIP/2.0",
-        f"Via: SIP/2.0/{lst.transport.upper()} {host}:{lst.port};branch={branch};rport",
-        f"Max-Forwards: {PROBE_MAX_FORWARDS}",
-        f"From: <{from_uri or f'sip:sipline@{host}'}>;tag={tag}",
-        f"To: <{to}>",
-        f"Call-ID: {call_id}",
-        "CSeq: 1 OPTIONS",
-        "Content-Length: 0",
-    ]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
-
-
-def probe_share(keys: Iterable[tuple[str, str]], workers: Collection[str],
-                me: str) -> set[tuple[str, str]]:  # fmt: skip
-    """The destinations ``me`` probes when ``workers`` share them: each goes to the worker
-    with the highest rendezvous score (as the ingress spreads Call-IDs), so every worker
-    computes the same split and a worker joining or leaving moves only its own share."""
-    mine = set()
-    for key in keys:
-        base = zlib.crc32(f"{key[0]}\n{key[1]}".encode())
-        best = max(workers, key=lambda w: (_fmix32(base ^ zlib.crc32(w.encode())), w))
-        if best == me:
-            mine.add(key)
-    return mine
-
-
-def _fmix32(x: int) -> int:
-    """MurmurHash3's finaliser: crc32 alone is affine in its seed and would split badly."""
-    x = ((x ^ (x >> 16)) * 0x85EBCA6B) & 0xFFFFFFFF
-    x = ((x ^ (x >> 13)) * 0xC2B2AE35) & 0xFFFFFFFF
-    return x ^ (x >> 16)

@@ -2,9 +2,11 @@
 
 Routes are tried in the order the configuration lists them; the first whose every condition
 holds wins (method, Request-URI user and host as full regex matches, source CIDR, a
-``[[trusted]]`` source). A route with no condition is a default route. Its action is a
-destination set, the Request-URI (``to_request_uri``) or a rejection; ``workers/proxy.py``
-carries it out. Destination sets, their algorithms and their health are the dispatcher's
+``[[trusted]]`` source or its absence, the listener and transport it arrived on, headers:
+``workers/routing/rules.py``). A route with no condition is a default route. Its action is a
+destination set (with failure sets to go on to), the Request-URI (``to_request_uri``) or a
+rejection; ``workers/proxy.py`` carries it out. A ``continue_routing`` rule only rewrites the
+Request-URI user and edits headers, and the walk goes on (``decide``). Destination sets, their algorithms and their health are the dispatcher's
 (``workers/routing/dispatcher.py``); ``lookup`` uses ``DispatchSet.pick``.
 """
 
@@ -12,16 +14,19 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 
+from conf.load import parse_status_codes
 from conf.settings import Route as RouteConfig
 from conf.settings import Settings
 from ingress.sip.message import Request
 from workers.routing.dispatcher import STICKY_MAX, STICKY_S, Destination, Dispatcher, destination
 from workers.routing.dispatcher import DispatchSet as DestinationSet
+from workers.routing.rules import HeaderEdit, HeaderTest, UserRewrite
 from workers.routing.trusted import TrustedSources
 
-__all__ = ["STICKY_MAX", "STICKY_S", "Destination", "DestinationSet", "Route", "RoutingTable",
-           "destination"]  # fmt: skip
+__all__ = ["STICKY_MAX", "STICKY_S", "Decision", "Destination", "DestinationSet", "Route",
+           "RoutingTable", "destination"]  # fmt: skip
 
 #: RFC 3261 §21 (and RFC 3262, 3265, 3329, 3891, 4028, 4412, 5079, 6665) phrases of the
 #: statuses a ``reject`` route may answer with, when it names no ``reason`` of its own
@@ -51,8 +56,10 @@ def reason_phrase(status: int) -> str:
 
 
 class Route:
-    __slots__ = ("host", "methods", "name", "reason", "reject", "source", "to",
-                 "to_request_uri", "trust", "trusted", "user")  # fmt: skip
+    __slots__ = ("continues", "edits", "failure_codes", "failure_on_timeout", "failure_sets",
+                 "headers", "host", "listener", "methods", "name", "reason", "reject",
+                 "rewrite", "source", "to", "to_request_uri", "transport", "trust", "trusted",
+                 "untrusted", "user")  # fmt: skip
 
     def __init__(self, cfg: RouteConfig, sets: dict[str, DestinationSet],
                  trust: TrustedSources) -> None:  # fmt: skip
@@ -68,22 +75,80 @@ class Route:
         self.reason = cfg.reason or reason_phrase(cfg.reject)
         #: False, True (any trusted source) or the tag a trusted source must carry
         self.trusted = cfg.trusted
+        #: False, True (no trusted source) or the tag the source must not carry
+        self.untrusted = cfg.untrusted
         self.trust = trust
+        self.listener = _listener(cfg.listener)
+        self.transport = cfg.transport or None
+        self.headers = tuple(HeaderTest(h) for h in cfg.header)
+        has_rewrite = cfg.strip_user or cfg.prefix_user or cfg.user_regex
+        self.rewrite = UserRewrite(cfg) if has_rewrite else None
+        self.edits = tuple(HeaderEdit(e) for e in cfg.header_edit)
+        self.continues = cfg.continue_routing
+        #: failure routing (stateful only): sets tried in turn once ``to`` is used up
+        self.failure_sets = tuple(sets[n] for n in cfg.failure_sets)
+        self.failure_codes = parse_status_codes(cfg.failure_codes)
+        self.failure_on_timeout = cfg.failure_on_timeout
 
     def matches(self, req: Request, src_ip: str, transport: str = "udp", src_port: int = 0,
                 ) -> bool:  # fmt: skip
+        """Whether every condition holds for ``req`` as received (listener conditions need
+        ``holds``, which knows where it arrived)."""
+        return self.holds(req, req.uri.user, src_ip, transport, src_port, "", 0)
+
+    def holds(self, req: Request, user: str | None, src_ip: str, transport: str,
+              src_port: int, local_ip: str, local_port: int) -> bool:  # fmt: skip
+        """Whether every condition holds; ``user`` is the Request-URI user as rewritten so
+        far (``docs/routing.md`` rule 2)."""
         if self.methods and req.method not in self.methods:
             return False
-        if self.user is not None and not self.user.fullmatch(req.uri.user or ""):
+        if self.user is not None and not self.user.fullmatch(user or ""):
             return False
         if self.host is not None and not self.host.fullmatch(req.uri.host_plain):
             return False
         if self.source is not None and ipaddress.ip_address(src_ip) not in self.source:
             return False
-        if self.trusted is False:
-            return True
-        tags = self.trust.tags(src_ip, transport, src_port)
-        return tags is not None and (self.trusted is True or self.trusted in tags)
+        if self.transport is not None and transport != self.transport:
+            return False
+        if self.listener is not None and (local_ip, local_port) != self.listener:
+            return False
+        for h in self.headers:
+            if not h.holds(req):
+                return False
+        if self.trusted is not False:
+            tags = self.trust.tags(src_ip, transport, src_port)
+            if tags is None or not (self.trusted is True or self.trusted in tags):
+                return False
+        if self.untrusted is not False:
+            tags = self.trust.tags(src_ip, transport, src_port)
+            if tags is not None and (self.untrusted is True or self.untrusted in tags):
+                return False
+        return True
+
+    def fails_to_next_set(self, status: int | None) -> bool:
+        """Whether a set used up with the final ``status`` (None: no answer) goes on to the
+        next of ``failure_sets``."""
+        return self.failure_on_timeout if status is None else status in self.failure_codes
+
+
+def _listener(text: str) -> tuple[str, int] | None:
+    """``address:port`` (``[v6]:port``) as (canonical address, port)."""
+    if not text:
+        return None
+    host, _, port = text.rpartition(":")
+    return ipaddress.ip_address(host.strip("[]")).compressed, int(port)
+
+
+@dataclass(slots=True)
+class Decision:
+    """What the rules decided for one request: the rule that ends routing (None: no rule
+    matched, a 404), the Request-URI user as rewritten (``user_changed``) and the header edits
+    of every matching rule, in order."""
+
+    route: Route | None
+    user: str | None
+    user_changed: bool
+    edits: tuple[HeaderEdit, ...]
 
 
 class RoutingTable:
@@ -102,7 +167,23 @@ class RoutingTable:
     def lookup(self, req: Request, src_ip: str) -> tuple[str, Destination] | None:
         """(route name, destination) for ``req``, or None when no route matches or the
         route that matches has no destination set."""
+        r = self.decide(req, src_ip, "udp", 0, "", 0).route
+        return (r.name, r.to.pick(req.call_id)) if r is not None and r.to is not None else None
+
+    def decide(self, req: Request, src_ip: str, transport: str, src_port: int,
+               local_ip: str, local_port: int) -> Decision:  # fmt: skip
+        """Walk the rules in order: the first that matches without ``continue_routing`` ends
+        the walk; those with it apply their rewrites and edits and the walk goes on."""
+        user = req.uri.user if req.uri.is_sip else None
+        changed = False
+        edits: tuple[HeaderEdit, ...] = ()
         for r in self.routes:
-            if r.matches(req, src_ip):
-                return (r.name, r.to.pick(req.call_id)) if r.to is not None else None
-        return None
+            if not r.holds(req, user, src_ip, transport, src_port, local_ip, local_port):
+                continue
+            if r.rewrite is not None and req.uri.is_sip:
+                user, changed = r.rewrite.apply(user or ""), True
+            if r.edits:
+                edits += r.edits
+            if not r.continues:
+                return Decision(r, user, changed, edits)
+        return Decision(None, user, changed, edits)

@@ -1,0 +1,158 @@
+"""Stages on several "hosts" (docs/architecture.md "Stages on several hosts"): each host is a
+run directory of its own and a loopback address of its own (127.0.0.2 the edge, .3 and .4
+worker hosts), with no ipc path between them; the ingress -> worker hop runs over TCP with
+CURVE keys. sipp calls the edge's ingress, whose workers are all on other hosts."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conf import curve
+
+from .node import REPO, VENV_BIN, Proc, UacRun, env_for, free_port, sipp_uac, write_config
+from .test_worker_churn import busy, wait_for
+
+pytestmark = pytest.mark.e2e
+
+Uas = Callable[[str], tuple[int, Proc]]
+
+EDGE, HOST_B, HOST_C = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+
+
+@dataclass
+class Hosts:
+    tmp: Path
+    sip_port: int
+    dest_port: int
+    ingress_port: int
+    keys: dict[str, tuple[Path, Path]]
+
+    def key(self, name: str) -> tuple[Path, Path]:
+        if name not in self.keys:
+            secret, public, _ = curve.keygen(str(self.tmp / name))
+            self.keys[name] = (secret, public)
+        return self.keys[name]
+
+    def conf(self, name: str, address: str, bus: str, peers: dict[str, str],
+             key_as: str = "") -> Path:  # fmt: skip
+        """Host ``name``'s config: the edge's SIP listeners (workers write them into Via and
+        Record-Route), its own run directory, ``[bus]`` and a ``[[peer]]`` per other host
+        ({name: address}); ``key_as`` signs with another name's key (a host that is not who
+        it says)."""
+        secret = self.key(key_as or name)[0]
+        tables = [f'[curve]\nsecret_key_file = "{secret}"\n', f"[bus]\naddress = \"{address}\"\n{bus}\n"]
+        for peer, addr in peers.items():
+            tables.append(f'[[peer]]\nname = "{peer}"\nbus_address = "{addr}"\n'
+                          f'public_key_file = "{self.key(peer)[1]}"\n')  # fmt: skip
+        path = self.tmp / f"{name}.toml"
+        write_config(path, self.tmp / f"run-{name}", self.sip_port, self.dest_port,
+                     extra="\n".join(tables), name=name)  # fmt: skip
+        return path
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, uas: Uas) -> Hosts:
+    dport, _ = uas("u1")
+    return Hosts(tmp_path, free_port(), dport, free_port(), {})
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[[Path, list[str]], Proc]]:
+    """``run(conf, argv)``: honcho (``["start", ...]``) or one sipline process; stopped with
+    SIGTERM at teardown, each process having to exit 0."""
+    procs: list[Proc] = []
+
+    def start(conf: Path, argv: list[str]) -> Proc:
+        if argv[0] == "start":
+            argv = [os.path.join(VENV_BIN, "honcho"), "-f", str(REPO / "Procfile"), *argv]
+        else:
+            argv = [os.path.join(VENV_BIN, "sipline"), *argv]
+        p = Proc.start(argv, env_for(conf), REPO)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in reversed(procs):
+        if p.popen.poll() is None:
+            p.stop(signal.SIGTERM)
+            assert "rc=1" not in p.text() and "SIGKILL" not in p.text(), p.text()[-3000:]
+
+
+def joined(edge: Proc, prefix: str) -> set[str]:
+    """Workers whose ident starts with ``prefix`` that the edge's ingress has in its ring now."""
+    live: set[str] = set()
+    for line in list(edge.lines):
+        for ev, name in (("worker_joined", "joined"), ("worker_left", "left"), ("worker_lost", "lost")):
+            if f'"{ev}"' in line and f'"worker": "{prefix}' in line:
+                ident = line.split('"worker": "', 1)[1].split('"', 1)[0]
+                (live.add if name == "joined" else live.discard)(ident)
+    return live
+
+
+def start_edge(hosts: Hosts, run: Callable[[Path, list[str]], Proc],
+               peers: dict[str, str]) -> Proc:  # fmt: skip
+    conf = hosts.conf("edge", EDGE, f"ingress_port = {hosts.ingress_port}", peers)
+    edge = run(conf, ["start", "ingress"])
+    wait_for(lambda: bool(edge.events("ingress_listening")), "the edge's ingress to listen", 20)
+    return edge
+
+
+def worker_bus(hosts: Hosts) -> str:
+    return f'ingresses = ["tcp://{EDGE}:{hosts.ingress_port}"]'
+
+
+def test_calls_cross_from_the_edge_to_workers_on_other_hosts(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """The edge has no worker of its own: every call goes through host B's two workers over
+    TCP+CURVE, and a worker joining from host C takes its share, then leaves with SIGTERM
+    and loses no call."""
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    b = run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["start", "-c", "worker=2", "worker"])
+    wait_for(lambda: len(joined(edge, "b.worker.")) == 2, "host B's two workers to join", 20)
+    res = sipp_uac(hosts.sip_port, "u1", 200, 100, tmp_path)
+    assert (res.successful, res.failed) == (200, 0), res.output
+    assert all(e.get("ingress", "").startswith("edge.ingress")
+               for e in b.events("ingress_found")), b.text()[-2000:]
+
+    c_conf = hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE})
+    calls = UacRun.start(hosts.sip_port, "u1", 1600, 200, tmp_path)
+    try:
+        c = run(c_conf, ["worker"])
+        wait_for(lambda: len(joined(edge, "c.worker-")) == 1, "host C's worker to join", 20)
+        wait_for(lambda: busy(c), "calls to reach host C's worker")
+        assert c.stop(signal.SIGTERM) == 0, c.text()[-3000:]
+        wait_for(lambda: not joined(edge, "c.worker-"), "host C's worker to leave the ring")
+        res = calls.wait()
+    finally:
+        calls.kill()
+    assert res.successful == 1600 and res.failed == 0, res.output
+    assert edge.events("worker_left"), edge.text()[-2000:]
+    assert not edge.events("worker_lost"), edge.text()[-2000:]
+
+
+def test_a_host_without_a_listed_key_is_refused(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Host C signs with a key the edge does not list (it claims to be host B): the edge's ZAP
+    handler refuses its handshakes, counts and logs them, and never puts its worker in the
+    ring; host B's worker, with the listed key, serves the calls."""
+    edge = start_edge(hosts, run, {"b": HOST_B})
+    rogue = run(hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE}, key_as="rogue"),
+                ["worker"])  # fmt: skip
+    b = run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    wait_for(lambda: len(joined(edge, "b.worker-")) == 1, "host B's worker to join", 20)
+    wait_for(lambda: bool(edge.events("bus_handshake_refused")), "the edge to refuse host C", 20)
+    res = sipp_uac(hosts.sip_port, "u1", 100, 100, tmp_path)
+    assert (res.successful, res.failed) == (100, 0), res.output
+    assert not joined(edge, "c."), edge.text()[-2000:]
+    assert not rogue.events("ingress_found") and b.events("ingress_found")
+    assert busy(b) and not busy(rogue)
+    refused = edge.events("bus_handshake_refused")
+    assert {e["src"] for e in refused} == {HOST_C}, refused  # the rogue's address, no other
