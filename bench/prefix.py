@@ -103,12 +103,14 @@ class DictTable:
 
 def child(path: str, structure: str) -> dict[str, float]:
     from workers.routing import prefix_csv
+    from workers.routing.prefix_route import trim_heap
 
     gc.collect()
     before = rss_mb()
     t0, c0 = time.perf_counter(), time.process_time()
     if structure == "packed":
         table: object = prefix_csv.load_file(path, "bench", GROUPS, 20_000_000)
+        trim_heap()  # as load_tables does in a worker
     else:
         table = DictTable(path)
     load_s, load_cpu_s = time.perf_counter() - t0, time.process_time() - c0

@@ -134,11 +134,7 @@ class PrefixTable:
     @classmethod
     def build(cls, name: str, entries: dict[int, int], rulesets: Sequence[RuleSet]) -> PrefixTable:
         """A table from ``{entry(prefix): index in rulesets}``."""
-        keys = sorted(entries)
-        rules = array("H" if len(rulesets) <= 1 << 16 else "I", map(entries.__getitem__, keys))
-        packed = array("q", keys)
-        del keys
-        return cls(name, packed, _parents(packed), rules, rulesets)
+        return cls(name, *pack_entries(entries, len(rulesets)), rulesets)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -173,6 +169,16 @@ class PrefixTable:
     def nbytes(self) -> int:
         """Bytes held by the packed arrays (the rule sets are extra, and shared)."""
         return sum(a.itemsize * len(a) for a in (self._entries, self._parents, self._rules))
+
+
+def pack_entries(entries: dict[int, int], rulesets: int,
+                 ) -> tuple[array[int], array[int], array[int]]:  # fmt: skip
+    """The sorted entries, their parents and their rule set indexes, as packed arrays."""
+    keys = sorted(entries)
+    rules = array("H" if rulesets <= 1 << 16 else "I", map(entries.__getitem__, keys))
+    packed = array("q", keys)
+    del keys
+    return packed, _parents(packed), rules
 
 
 def entry(prefix: str) -> int:
