@@ -88,6 +88,7 @@ from workers.refusals import (
     Unreachable,
     rejection,
 )
+from workers.routing.prefix_route import PrefixChoice
 from workers.routing.rules import header_edits, with_user
 from workers.routing.table import Decision, Destination, Route, RoutingTable
 
@@ -136,6 +137,8 @@ class Plan:
     strip: Edit | None = None
     #: the routing rules' header edits (docs/routing.md), made once, spliced into each copy
     edits: Sequence[Edit] = ()
+    #: a prefix table's choice: ``target`` first, then its failover list (docs/prefix_tables.md)
+    choice: PrefixChoice | None = None
 
 
 def _hash(text: str, size: int) -> str:
@@ -255,8 +258,28 @@ class StatelessProxy:
             hop, route, uri, uri_changed, edits = self._route(req, uri, uri_changed, inb, changed)
             if hop is None and route is not None and route.to is not None:
                 target = route.to.pick(req.call_id)
+            elif hop is None and route is not None and route.prefix_table:
+                # after the rules' user rewrite: the table sees the number they made
+                choice = self._by_prefix(req, uri, route)
+                return Plan(routes, changed, uri, uri_changed, hop, route, choice.targets[0],
+                            None, strip, edits, choice)  # fmt: skip
             return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip, edits)
         return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip)
+
+    def _by_prefix(self, req: Request, uri: Uri, route: Route) -> PrefixChoice:
+        """The destinations of ``route``'s prefix table for the Request-URI user.
+
+        Raises:
+            SipError: no prefix matches, or none of its groups has a usable destination:
+                the table's ``no_match_status``.
+        """
+        user = uri.user if uri.is_sip else None
+        routing = self.routing
+        choice = routing.prefixes.choose(route.prefix_table, user, req.call_id, routing.sets)
+        if choice is None:
+            status, reason = routing.no_match[route.prefix_table]
+            raise rejection(status, reason)(f"route {route.name}: no prefix of the user")
+        return choice
 
     def forward(self, req: Request, inb: Inbound, plan: Plan, hop: Uri, attempt: int = 0,
                 ) -> tuple[Out, str]:  # fmt: skip

@@ -313,6 +313,14 @@ class StatefulProxy:
         if plan.hop is not None:
             ctx.targets = [(plan.hop, None, None)]
             return ctx
+        if plan.choice is not None:  # a prefix table's groups, in order (docs/prefix_tables.md)
+            ctx.dset = plan.choice.dset
+            fails_over = ctx.dset.fails_over(503) or ctx.dset.fails_over(None)
+            picked = plan.choice.targets if fails_over else plan.choice.targets[:1]
+            ctx.targets = [(parse_uri(d.uri), None, d) for d in picked]
+            if plan.route is not None:  # a failure_route continues after the table's groups
+                ctx.next_sets = plan.route.failure_sets
+            return ctx
         assert plan.route is not None and plan.route.to is not None and plan.target is not None
         dset = ctx.dset = plan.route.to
         ctx.next_sets = plan.route.failure_sets
