@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from typing import Any
 
@@ -73,6 +74,9 @@ log = structlog.get_logger()
 #: heartbeats a starting ingress waits at most for the node's live workers (rule 7): a worker
 #: sees our endpoint at its next heartbeat, so it needs one; the rest is room for a busy loop
 READY_BEATS = 8
+
+#: a server name a worker may ask a TLS connection to be verified against (``_stream``)
+SERVER_NAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})*\.?")
 
 #: how a re-INVITE is resubmitted when new INVITEs are being refused (shedding rule 5)
 REINVITE = b"re-INVITE"
@@ -367,7 +371,7 @@ class Ingress:
                     counters["drop_no_listener"] += 1
                     continue
                 lst.send(data, (dst_ip, dst_port))
-            elif not self.tcp.send(dst_ip, dst_port, conn, data, transport == "tls"):
+            elif not self.tcp.send(dst_ip, dst_port, conn, data, *_stream(transport)):
                 counters["drop_tcp_send"] += 1
                 continue
             sent += 1
@@ -433,6 +437,15 @@ class Ingress:
         self.bus.close()
         if self.hop is not None:
             self.hop.close()
+
+
+def _stream(transport: str) -> tuple[bool, str]:
+    """(TLS, server name) of a worker's meta transport: ``tcp``, ``tls`` or ``tls:<name>``
+    (docs/tls.md); a name that is not a plain host name is ignored (frames may be forged)."""
+    if not transport.startswith("tls"):
+        return False, ""
+    name = transport[4:]
+    return True, name if len(name) <= 253 and SERVER_NAME.fullmatch(name) else ""
 
 
 def _tcp_limits(settings: Settings) -> Tcp:

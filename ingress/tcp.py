@@ -69,7 +69,8 @@ class TcpConnection(asyncio.Protocol):
 
     __slots__ = (
         "closed", "conn_id", "framer", "hub", "last_active", "local", "msg_started", "outbound",
-        "peer", "pending", "pending_bytes", "server", "session", "tls", "transport",
+        "peer", "pending", "pending_bytes", "server", "server_name", "session", "tls",
+        "transport",
     )  # fmt: skip
 
     def __init__(
@@ -82,6 +83,8 @@ class TcpConnection(asyncio.Protocol):
         self.tls = tls
         self.server = server
         self.session: TlsSession | None = None
+        #: the name an outbound TLS server must prove (its address when empty)
+        self.server_name = ""
         self.conn_id = conn_id
         self.outbound = outbound
         #: the listener this connection belongs to (shared tuple; outbound ones count as the
@@ -143,7 +146,7 @@ class TcpConnection(asyncio.Protocol):
         hub = self.hub
         if self.outbound:
             assert hub.tls_client is not None  # _connect opens none without it
-            self.session = TlsSession(hub.tls_client.ctx, False, self.peer[0])
+            self.session = TlsSession(hub.tls_client.ctx, False, self.server_name or self.peer[0])
         else:
             refused = hub.handshakes.refusal(self.peer[0])
             if refused is not None or self.server is None:
@@ -436,23 +439,28 @@ class TcpHub:
             else:
                 self.per_ip.pop(ip, None)
 
-    def send(self, ip: str, port: int, conn_id: int, data: bytes, tls: bool = False) -> bool:
+    def send(self, ip: str, port: int, conn_id: int, data: bytes, tls: bool = False,
+             server_name: str = "") -> bool:  # fmt: skip
         """Send on connection ``conn_id`` if open and leading to ip:port (rule 4) over the
         transport asked for (rule 7), else on any such connection to ip:port, else on a new
-        one. False when it cannot be queued."""
+        one. ``server_name``: a TLS server must prove this name (else its address), and a
+        connection we opened for another name is not used. False when it cannot be queued."""
         conn = self.conns.get(conn_id) if conn_id else None
         if conn is not None and (conn.tls is not tls or not conn.reaches(ip, port)):
             self.mismatched += 1
             conn = None
         if conn is None or conn.closed:
             conn = (self.by_peer_tls if tls else self.by_peer).get((ip, port))
+        if server_name and conn is not None and conn.outbound and conn.server_name != server_name:
+            conn = None
         if conn is None or conn.closed:
-            conn = self._connect(ip, port, tls)
+            conn = self._connect(ip, port, tls, server_name)
             if conn is None:
                 return False
         return conn.write(data)
 
-    def _connect(self, ip: str, port: int, tls: bool = False) -> TcpConnection | None:
+    def _connect(self, ip: str, port: int, tls: bool = False, server_name: str = "",
+                 ) -> TcpConnection | None:  # fmt: skip
         if self._closing:
             return None
         if tls and self.tls_client is None:
@@ -463,6 +471,7 @@ class TcpHub:
             return None
         conn = TcpConnection(self, self._new_id(), outbound=True, local=self.default_local, tls=tls)
         conn.peer = (ip, port)
+        conn.server_name = server_name
         self._book(conn)[conn.peer] = conn
         task = self.loop.create_task(self._open(conn))
         self._connects.add(task)

@@ -28,7 +28,7 @@ def _openssl(*args: str) -> None:
 
 def issue(d: Path, name: str, san: str, pki: Pki | None) -> tuple[str, str]:
     cert, key = d / f"{name}.pem", d / f"{name}.key"
-    signer = ["-CA", pki.ca, "-CAkey", str(d / "ca.key")] if pki else []
+    signer = ["-CA", pki.ca, "-CAkey", str(pki.dir / "ca.key")] if pki else []
     _openssl("req", "-x509", *EC, "-keyout", str(key), "-out", str(cert), "-subj",
              f"/CN={name}", "-addext", f"subjectAltName={san}", *signer)  # fmt: skip
     return str(cert), str(key)

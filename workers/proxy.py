@@ -49,6 +49,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections import Counter
 from collections.abc import Container
@@ -93,6 +94,10 @@ CONN_PARAM = "sl-c"
 UNLIMITED = frozenset({"ACK", "CANCEL", "BYE"})
 #: connection transports: a response goes back on the connection (rule 3, docs/tls.md)
 STREAMS = frozenset({"tcp", "tls"})
+#: on a next hop the stateful proxy resolved from a host name: that name, which a TLS
+#: server's certificate must carry; it goes to the ingress as the meta transport ``tls:<name>``
+SNI_PARAM = "sl-sni"
+SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?")
 #: the Record-Route parameter naming a listener's transport (UDP is the default)
 RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}
 #: every branch we generate starts so; a response whose top Via lacks it is not ours
@@ -280,6 +285,10 @@ class StatelessProxy:
             edits.append((req.line_end, req.line_end, cl))
         data = splice(req.raw, edits, req.body_end)
         meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
+        if transport == "tls":  # the name the server's certificate must carry (docs/tls.md)
+            name = hop.param(SNI_PARAM)
+            if name and SERVER_NAME_RE.fullmatch(name):
+                meta[0] = f"tls:{name.lower()}"
         return (inb.ingress, meta, data), branch
 
     def _check_rate(self, req: Request, inb: Inbound, routes: list[NameAddr], uri: Uri) -> None:

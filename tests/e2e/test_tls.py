@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 
 from conf import tlsfiles
-from tests.tlscerts import Pki, make_pki
+from tests.tlscerts import Pki, issue, make_pki
+from tests.workers.test_dns_resolver import ZoneServer
 
 from .conftest import StartNode
 from .node import Proc, free_port, sipp_uac
 from .test_ctl import ctl
+from .test_dns import nameserver  # noqa: F401 -- a fixture
 from .tlspeer import TlsPhone, TlsUas, headers
 
 pytestmark = pytest.mark.e2e
@@ -161,3 +163,32 @@ def test_client_certificate_required(start_node: StartNode, uas: Uas, pki: Pki) 
             totals = row["rejected"]
     assert totals.get("tls_handshake_timeout") == 3, totals
     assert totals.get("tls_handshake_failed", 0) + totals.get("tls_client_name", 0) == 2, totals
+
+
+@pytest.mark.parametrize("named", ["uas.example.test", "other.example.test"])
+def test_tls_destination_by_host_name(start_node: StartNode, pki: Pki, tmp_path: Path,
+                                      nameserver: Callable[..., tuple[int, ZoneServer]],  # noqa: F811 -- the fixture
+                                      named: str) -> None:  # fmt: skip
+    """sips:uas.example.test:PORT, resolved by the stateful proxy: the TLS server is verified
+    against the host name (its certificate has no IP address), so calls complete when the
+    certificate names uas.example.test and none is delivered when it names another host."""
+    cert, key = issue(tmp_path, named, f"DNS:{named}", pki)
+    uas = TlsUas(tlsfiles.server_context(cert, key)).start()
+    try:
+        ns_port, _ = nameserver({("uas.example.test", "A"): ["127.0.0.1"]})
+        tport = free_port()
+        extra = node_tls(pki, tport) + (f'\n[proxy]\nmode = "stateful"\n'
+                                        f'\n[dns]\nnameservers = ["127.0.0.1:{ns_port}"]\n')  # fmt: skip
+        node = start_node([f"sips:uas.example.test:{uas.port}"], "worker=1", extra)
+        if named == "uas.example.test":
+            res = sipp_uac(node.port, "u1", 10, 10, tmp_path, scenario="uac_rr", timeout_s=60)
+            assert (res.successful, res.failed) == (10, 0), res.output
+            assert sum(m.startswith(b"BYE ") for m in uas.received) == 10
+        else:
+            res = sipp_uac(node.port, "u1", 1, 1, tmp_path, timeout_s=15)
+            assert res.successful == 0
+            assert not [m for m in uas.received if m.startswith(b"INVITE ")]
+            failed = node.proc.wait_events("tcp_connect_failed", 1, timeout_s=10)
+            assert failed[0]["tls"] is True
+    finally:
+        uas.stop()

@@ -265,6 +265,30 @@ class TestOutbound:
 
         aio.run(main, 10.0)
 
+    def test_server_name(self, pki: Pki) -> None:
+        """A send naming a host verifies the server against that name: one its certificate
+        carries (localhost) is used, another fails the connect."""
+
+        async def main() -> None:
+            got: list[bytes] = []
+            server, port = await self.tls_server(pki, got)
+            hub = await Hub(pki, client=TlsClient(client_ctx(pki))).start()
+            try:
+                with capture_logs() as logs:
+                    assert hub.hub.send("127.0.0.1", port, 0, b"OPTIONS sip:x SIP/2.0\r\n\r\n",
+                                        tls=True, server_name="wrong.example.com")  # fmt: skip
+                    await until(lambda: any(e["event"] == "tcp_connect_failed" for e in logs))
+                assert got == []
+                assert hub.hub.send("127.0.0.1", port, 0, b"OPTIONS sip:x SIP/2.0\r\n\r\n",
+                                    tls=True, server_name="localhost")  # fmt: skip
+                await until(lambda: got)
+                assert hub.hub.by_peer_tls[("127.0.0.1", port)].server_name == "localhost"
+            finally:
+                await hub.stop()
+                server.close()
+
+        aio.run(main, 10.0)
+
     def test_no_client_context_no_tls_send(self, pki: Pki) -> None:
         """Without a TLS context (no TLS listener) a TLS send fails at once."""
 
@@ -282,3 +306,16 @@ def test_loopback_sources_usable() -> None:
     """The per-source tests bind 127.0.0.2/3 (all of 127/8 is loopback on Linux)."""
     with socket.socket() as s:
         s.bind(("127.0.0.2", 0))
+
+
+@pytest.mark.parametrize(
+    ("meta", "want"),
+    [("tcp", (False, "")), ("tls", (True, "")), ("tls:carrier.example.com", (True, "carrier.example.com")),
+     ("tls:bad name", (True, "")), ("tls:" + "a" * 300, (True, "")), ("tls:UPPER.example", (True, ""))],
+)  # fmt: skip
+def test_meta_transport(meta: str, want: tuple[bool, str]) -> None:
+    """The ingress reads a worker's meta transport; a name that is not a plain lower-case
+    host name is ignored (the address is verified instead)."""
+    from ingress.service import _stream
+
+    assert _stream(meta) == want

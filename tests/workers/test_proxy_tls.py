@@ -74,3 +74,21 @@ def test_tls_via_default_port_is_5061() -> None:
     _, meta, _ = one(p.handle(response(200, [ours, "SIP/2.0/TLS 10.0.0.1;branch=z9hG4bKq"]),
                               inbound()))  # fmt: skip
     assert meta[:3] == ["tls", "10.0.0.1", 5061]
+
+
+@pytest.mark.parametrize(
+    ("hop", "meta0"),
+    [("sip:192.0.2.7:5061;transport=tls;sl-sni=Carrier.Example.com", "tls:carrier.example.com"),
+     ("sip:192.0.2.7:5061;transport=tls;sl-sni=bad/name", "tls"),
+     ("sip:192.0.2.7:5061;transport=udp;sl-sni=carrier.example.com", "udp")],
+)  # fmt: skip
+def test_resolved_name_goes_to_the_ingress(hop: str, meta0: str) -> None:
+    """A TLS hop the stateful proxy resolved from a name carries it (``sl-sni``): the
+    ingress is asked to verify the server against it; not for other transports."""
+    from ingress.sip.grammar import parse_uri
+
+    p = tls_proxy("sips:192.0.2.7")
+    req = parsed_req(request())
+    plan = p.plan(req, inbound())
+    (_, meta, _), _ = p.forward(req, inbound(), plan, parse_uri(hop))
+    assert meta[0] == meta0
