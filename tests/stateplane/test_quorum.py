@@ -212,8 +212,15 @@ class TestRules:
         assert q.receive("a", 2, ["a"], ["a"], 0.7) == []
         assert set(q.held_by) <= set(ABC)
 
-    @pytest.mark.parametrize("members", [("a", "b"), ("a", "a", "b"), ("b", "c", "d"),
-                                         tuple(f"n{i}" for i in range(MAX_MEMBERS + 1))])
+    @pytest.mark.parametrize(
+        "members",
+        [
+            ("a", "b"),
+            ("a", "a", "b"),
+            ("b", "c", "d"),
+            tuple(f"n{i}" for i in range(MAX_MEMBERS + 1)),
+        ],
+    )
     def test_bad_members(self, members: tuple[str, ...]) -> None:
         with pytest.raises(ValueError):
             Quorum(members, "a", 1, heartbeat_s=HB, now=0.0)
