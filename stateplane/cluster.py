@@ -65,7 +65,7 @@ class ClusterFailover:
     def role(self) -> str:
         return encode_roles({a: st.value for a, st in self.states.items()})
 
-    def view(self, now: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def view(self, now: float) -> tuple[tuple[str, ...], ...]:
         return self.quorum.beat(now)
 
     def state(self, addr: str) -> State:
@@ -75,7 +75,8 @@ class ClusterFailover:
         if not msg.sees:
             self.counters["hugz_without_view"] += 1  # a pair's node, or an old one
             return
-        self._act(self.quorum.receive(msg.node, msg.epoch, msg.sees, msg.holds, now), now)
+        self._act(self.quorum.receive(msg.node, msg.epoch, msg.sees, msg.holds, msg.knows,
+                                       now), now)
 
     def tick(self, now: float) -> None:
         self._act(self.quorum.handle_timer(now), now)
@@ -144,9 +145,9 @@ class ClusterFailover:
     def stats(self) -> dict[str, Any]:
         q = self.quorum
         now = self.adopter.loop.time()
-        sees, holds = q.beat(now)
+        sees, holds, knows = q.beat(now)
         return {"roles": {a: st.value for a, st in self.states.items()}, "sees": sees,
-                "holds": holds, "down": sorted(m for m in q.members if q.is_down(m, now)),
+                "holds": holds, "knows": knows, "down": sorted(m for m in q.members if q.is_down(m, now)),
                 **self.counters, **q.counters}  # fmt: skip
 
     def close(self) -> None:

@@ -1,9 +1,10 @@
 """Failover among N >= 3 nodes: who holds each node's calls and virtual address, sans-IO.
 
 Every node of a cluster of ``members`` (the same ordered list on every node) replicates the
-others and heartbeats to them. Each heartbeat carries, besides the node's epoch, two sets of
-member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals, itself
-included) and ``holds`` (the members whose virtual addresses, and so calls, it holds). A
+others and heartbeats to them. Each heartbeat carries, besides the node's epoch, three sets
+of member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals,
+itself included), ``holds`` (the members whose virtual addresses, and so calls, it holds)
+and ``knows`` (the members it has heard since it started). A
 member's address is *held* by one node: its own node normally, a survivor after it died.
 This module decides, from the heartbeats heard and the clock, which addresses this node
 holds; the adapter (``stateplane/cluster.py``) binds them and adopts the calls.
@@ -23,13 +24,18 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    its calls are lost with its old process, only the replicas have them).
 4. Takeover. The addresses of a dead claim all go, with the dead holder's whole replica, to
    one taker: the first member after the dead holder in the configured order (cyclic) that
-   is not down and is not the dead holder. Its calls are one unit (its replica), so every
+   is not down, is not the dead holder, and has heard it (its heartbeats' ``knows``: a node
+   restarted since the holder died has neither its replica nor its claims). Its calls are one unit (its replica), so every
    address it held goes with them, whoever those addresses belong to. The taker waits
    ``GRACE_HEARTBEATS`` after it first finds the holder down, so a holder cut off in a
    minority has fenced (rule 1, at ``EXPIRY_HEARTBEATS``) before the majority takes over.
 5. Own address. An address nobody claims (no claim, or its holder handed it back) goes to
-   its own member if that member is up; if it is down, to the first member after it that
-   is up (nothing to adopt: nobody held it, or it was handed back).
+   its own member if that member is up. A member that is down and whose address nobody
+   held (it never started) keeps it unserved: as the pair's standby address, a node's
+   address is taken only over that node, so a cluster started one node at a time does not
+   hand the last ones' addresses to the first. A node that let go of an address for lack
+   of quorum takes it again once quorate, if the address's member is down (its calls are
+   still on this node's workers).
 6. Settle. A node takes nothing until it has been quorate for ``SETTLE_HEARTBEATS`` (every
    member it hears has had the time to tell it what it holds).
 7. Failback is asked for (``hand_back``), never automatic (Binary Star's rule against
@@ -67,7 +73,7 @@ class Reason(enum.Enum):
     START = "start"  # rule 5: our own address, unclaimed
     TAKEOVER = "takeover"  # rule 4: the holder is down
     RESTART = "restart"  # rule 4: the holder restarted (another epoch)
-    ORPHAN = "orphan"  # rule 5: a down member's address nobody held
+    REGAINED = "regained"  # rule 5: one we held before we lost quorum
     HANDED_BACK = "handed_back"  # rule 5 after rule 7: the holder gave it back to us
     NO_QUORUM = "no_quorum"  # rule 1: released
     CONFLICT = "conflict"  # rule 8: released
@@ -91,6 +97,7 @@ class Heard:
     epoch: int
     sees: frozenset[str]
     holds: frozenset[str]
+    knows: frozenset[str]
     at: float
 
 
@@ -119,12 +126,12 @@ class Quorum:
     # -- inputs ------------------------------------------------------------------------------
 
     def receive(self, node: str, epoch: int, sees: Iterable[str], holds: Iterable[str],
-                now: float) -> list[Change]:  # fmt: skip
+                knows: Iterable[str], now: float) -> list[Change]:  # fmt: skip
         """A member's heartbeat (the adapter checked it comes from ``node``)."""
         if node == self.me or node not in self._index:
             self.counters["not_member"] += 1
             return []
-        h = Heard(epoch, self._members(sees), self._members(holds), now)
+        h = Heard(epoch, self._members(sees), self._members(holds), self._members(knows), now)
         self.heard[node] = h
         for x in h.holds:
             self.held_by[x] = (node, epoch)
@@ -148,11 +155,12 @@ class Quorum:
                 out.append(Change(False, x, Reason.FAILBACK))
         return out
 
-    def beat(self, now: float) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """(sees, holds) for our heartbeat, in the configured order."""
+    def beat(self, now: float) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(sees, holds, knows) for our heartbeat, in the configured order."""
         alive = self.alive(now)
         return (tuple(m for m in self.members if m in alive),
-                tuple(m for m in self.members if m in self.holds))  # fmt: skip
+                tuple(m for m in self.members if m in self.holds),
+                tuple(m for m in self.members if m in self.heard))  # fmt: skip
 
     # -- the rules ---------------------------------------------------------------------------
 
@@ -183,11 +191,15 @@ class Quorum:
         return frozenset(out)
 
     def _after(self, x: str, down: set[str], skip: str) -> str | None:
-        """The first member after ``x`` (cyclic) that is up and is not ``skip``."""
+        """The first member after ``x`` (cyclic) that is up, is not ``skip``, and has heard
+        ``skip`` (rule 4: only a node that heard the holder has its replica and its claims)."""
         i, n = self._index[x], len(self.members)
         for k in range(1, n + 1):
             m = self.members[(i + k) % n]
-            if m not in down and m != skip:
+            if m in down or m == skip:
+                continue
+            if skip in self.heard if m == self.me else (
+                    m in self.heard and skip in self.heard[m].knows):  # fmt: skip
                 return m
         return None
 
@@ -259,6 +271,6 @@ class Quorum:
             if holder is None or holder == self.me:
                 return Change(True, x, Reason.START)
             return Change(True, x, Reason.HANDED_BACK, holder, whole=False)
-        if self._after(x, down, x) != self.me:
-            return None
-        return Change(True, x, Reason.ORPHAN)
+        if holder == self.me:  # we let it go without quorum: its calls are still ours
+            return Change(True, x, Reason.REGAINED)
+        return None  # rule 5: never held, or handed back to a member now down

@@ -76,15 +76,15 @@ class Publisher:
         self._backlog.extend(out)
         return out
 
-    def hugz(self, role: str = "", view: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> Hugz:
-        """``view``: a cluster member's (sees, holds), ``stateplane/quorum.py``."""
+    def hugz(self, role: str = "", view: tuple[tuple[str, ...], ...] = ()) -> Hugz:
+        """``view``: a cluster member's (sees, holds, knows), ``stateplane/quorum.py``."""
         return Hugz(self.node, self.epoch, self.seq, role, *view)
 
     def next_timer(self) -> float:
         return self._next_hugz
 
     def handle_timer(self, now: float, role: str = "",
-                     view: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> Hugz | None:  # fmt: skip
+                     view: tuple[tuple[str, ...], ...] = ()) -> Hugz | None:  # fmt: skip
         """A heartbeat to publish if one is due (on the schedule, so it never drifts)."""
         if now < self._next_hugz:
             return None

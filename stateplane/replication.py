@@ -404,9 +404,9 @@ class Replication:
                 return peer.replica.table
         return None
 
-    def _view(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    def _view(self) -> tuple[tuple[str, ...], ...]:
         fo = self.failover
-        return fo.view(self.loop.time()) if isinstance(fo, ClusterFailover) else ((), ())
+        return fo.view(self.loop.time()) if isinstance(fo, ClusterFailover) else ()
 
     def _pair_table(self) -> tuple[str, DialogTable] | None:
         r = self.peers[0].replica

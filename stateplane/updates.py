@@ -90,6 +90,7 @@ class Hugz:
     #: it holds; empty in a pair
     sees: tuple[str, ...] = ()
     holds: tuple[str, ...] = ()
+    knows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +138,7 @@ def pack(msg: Message) -> list[bytes]:
     elif isinstance(msg, Hugz):
         body = [msg.node, msg.epoch, msg.seq, msg.role]
         if msg.sees:
-            body += [list(msg.sees), list(msg.holds)]
+            body += [list(msg.sees), list(msg.holds), list(msg.knows)]
     elif isinstance(msg, Icanhaz):
         body = [msg.node, msg.req, msg.epoch, msg.seq]
     elif isinstance(msg, Chunk):
@@ -236,13 +237,13 @@ def _roles_ok(role: Any) -> bool:
 
 
 def _hugz(body: list[Any]) -> Hugz:
-    if len(body) != 6:
+    if len(body) != 7:
         _arity(body, 4, "HUGZ")
     node, epoch, seq, role = body[:4]
     if not _roles_ok(role):
         raise UpdateError(f"role {str(role)[:80]!r}")
-    sees, holds = (_names(body[4], "sees"), _names(body[5], "holds")) if body[4:] else ((), ())
-    return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role, sees, holds)
+    view = tuple(_names(v, what) for v, what in zip(body[4:], ("sees", "holds", "knows")))
+    return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role, *view)
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:

@@ -95,7 +95,7 @@ standby = {str(standby).lower()}
 
     def settled(self) -> bool:
         """Each node holds its own address and not the others'."""
-        return all(role_of(n, VIRTUALS[j]) == ("active" if i == j else "passive")
+        return all((role_of(n, VIRTUALS[j]) == "active") == (i == j)
                    for i, n in enumerate(self.nodes) for j in range(3))  # fmt: skip
 
 

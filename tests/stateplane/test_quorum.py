@@ -1,6 +1,7 @@
 """N-node failover decisions (stateplane/quorum.py): each rule, and a simulated cluster under
 hypothesis (kills, restarts, partitions, failbacks): never two holders of one node's calls,
-and once the network is still, a majority holds every address exactly once."""
+and once the network is still, nothing is held outside a majority group and every member of
+it has its address held exactly once."""
 
 from __future__ import annotations
 
@@ -55,10 +56,10 @@ class Sim:
             self._note(n, q.handle_timer(self.now))
             if not beat:
                 continue
-            sees, holds = q.beat(self.now)
+            sees, holds, knows = q.beat(self.now)
             for m, other in self.nodes.items():
                 if m != n and self.group[m] == self.group[n]:
-                    self._note(m, other.receive(n, q.epoch, sees, holds, self.now))
+                    self._note(m, other.receive(n, q.epoch, sees, holds, knows, self.now))
 
     def run(self, heartbeats: int) -> None:
         for _ in range(2 * heartbeats):
@@ -198,18 +199,18 @@ class TestRules:
         """Rule 8: two claimants, the nearer after the member keeps it."""
         q = Quorum(ABC, "c", 1, heartbeat_s=HB, now=0.0)
         q.holds = {"c", "a"}
-        out = q.receive("b", 1, ["a", "b", "c"], ["b", "a"], 1.0)
+        out = q.receive("b", 1, ["a", "b", "c"], ["b", "a"], ["a", "c"], 1.0)
         assert Change(False, "a", Reason.CONFLICT) in out and q.holds == {"c"}
 
     def test_hostile_names_dropped(self) -> None:
         """Rule 9: strangers in a heartbeat are dropped and counted; a heartbeat from a
         non-member or from ourselves is ignored; the tables stay within the members."""
         q = Quorum(ABC, "a", 1, heartbeat_s=HB, now=0.0)
-        q.receive("b", 1, ["x", "b"] * 1000, [f"z{i}" for i in range(10_000)], 0.5)
+        q.receive("b", 1, ["x", "b"] * 1000, [f"z{i}" for i in range(10_000)], ["y"], 0.5)
         assert q.heard["b"].sees == {"b"} and q.heard["b"].holds == frozenset()
         assert q.counters["too_many_names"] == 2
-        assert q.receive("x", 1, ["x"], ["a"], 0.6) == [] and "x" not in q.heard
-        assert q.receive("a", 2, ["a"], ["a"], 0.7) == []
+        assert q.receive("x", 1, ["x"], ["a"], [], 0.6) == [] and "x" not in q.heard
+        assert q.receive("a", 2, ["a"], ["a"], [], 0.7) == []
         assert set(q.held_by) <= set(ABC)
 
     @pytest.mark.parametrize(
@@ -271,5 +272,38 @@ def test_never_two_holders(n: int, ops: list[tuple[str, object]]) -> None:
     for x in names:
         if major is None:
             assert sim.holders(x) == []
-        else:
+        elif x in major:  # a member of the majority serves its address, or a survivor does
             assert len(sim.holders(x)) == 1 and sim.holders(x)[0] in major, (x, sim.log[-8:])
+        else:  # its holder died unheard by every node up now (all restarted): nobody can
+            assert set(sim.holders(x)) <= major, (x, sim.log[-8:])
+
+
+def test_taker_must_have_heard_the_holder() -> None:
+    """Rule 4: b and c die, c restarts: c never heard b (no replica of it), so a, after b
+    in the order past c, takes b's address and replica (and c's: c's restart lost its
+    calls, rule 3)."""
+    sim = started()
+    sim.kill("b")
+    sim.kill("c")
+    sim.start("c")
+    sim.run(EXPIRY_HEARTBEATS + SETTLE_HEARTBEATS + GRACE_HEARTBEATS + 2)
+    assert sim.holders("b") == ["a"] and sim.holders("c") == ["a"]
+    assert ("a", Change(True, "b", Reason.TAKEOVER, "b", whole=True)) in sim.log
+
+
+def test_hugz_carry_the_view() -> None:
+    """A member's HUGZ round-trips its three name lists; a pair's has none; a list that is
+    not one, too long, or with an overlong name is refused."""
+    from stateplane import updates as up
+
+    h = up.Hugz("a", 1, 2, "", ("a", "b"), ("a",), ("b", "c"))
+    assert up.unpack(up.pack(h)) == h
+    assert up.unpack(up.pack(up.Hugz("a", 1, 2, ""))) == up.Hugz("a", 1, 2, "")
+    for bad in ({"a": 1}, ["a"] * (MAX_MEMBERS + 1), ["x" * 200], [3]):
+        frames = up.pack(h)
+        import msgpack
+
+        body = msgpack.unpackb(frames[1])
+        body[5] = bad
+        with pytest.raises(up.UpdateError):
+            up.unpack([frames[0], msgpack.packb(body)])
