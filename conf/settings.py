@@ -715,12 +715,18 @@ class StatePlane:
     """Answer the read-only views of ``sipline ctl ... --cluster`` (stats, destinations,
     dialogs, pike, ratelimit) asked by the ``[[peer]]`` nodes, on ``bind`` port + 3 over
     CURVE (``docs/monitoring.md``). Needs ``bind`` and ``[curve]``."""
-    role: Literal["", "primary", "backup"] = ""
+    role: Literal["", "primary", "backup", "member"] = ""
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the
     replicated calls when the primary's heartbeats stop for two intervals. Needs
-    ``replicate`` and exactly one entry in ``peers`` (the other node of the pair). Empty: no
-    failover; the node serves on its own."""
+    ``replicate`` and exactly one entry in ``peers`` (the other node of the pair).
+    ``"member"``: one node of a cluster of three or more (``members``), where a majority
+    decides who takes a dead node's calls (``docs/failover.md`` "Three nodes or more").
+    Empty: no failover; the node serves on its own."""
+    members: list[str] = field(default_factory=list)
+    """With ``role = "member"``: every node of the cluster by ``[node] name``, this one
+    included, in the same order on every node (a dead node's calls go to the first live one
+    after it). 3 to 32 names; each other one is a ``[[peer]]`` with ``stateplane`` set."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -752,6 +758,10 @@ class Peer:
     """Its CURVE public key: 40 Z85 characters (``sipline keygen`` prints it)."""
     public_key_file: str = ""
     """Or its public key file (the ``<name>.key`` that ``sipline keygen`` wrote on it)."""
+    virtual: list[str] = field(default_factory=list)
+    """With ``[stateplane] role = "member"``: that node's own virtual addresses, which this
+    node holds only after taking its calls over (each one a ``[[listen]]`` with ``virtual``
+    and ``standby`` here)."""
     bus_address: str = ""
     """That host's ``[bus] address``, when its ingresses or workers join ours over TCP: its
     key is then let in on our bus sockets, and what we connect to at this address must
