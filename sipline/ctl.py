@@ -3,6 +3,12 @@
     sipline ctl stats          per process: busy ratio, counters, transactions, queues (with
                                the oldest queued message's wait; per pipe in --json)
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
+    sipline ctl destinations set SET URI inactive|active
+                               the operator's mark, in every worker, until the next restart
+                               (a reload keeps it: docs/operations.md)
+    sipline ctl reload         re-read the configuration and its tables, check them whole,
+                               then every worker takes them as one new generation; a bad
+                               file changes nothing and the answer says why (exit 1)
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
     sipline ctl dialogs --list N   and the N oldest live dialogs of each worker
     sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped (a
@@ -36,6 +42,7 @@ from conf.control import ask
 from conf.load import load_or_report
 from conf.settings import Settings
 from sipline.cluster import ask_cluster
+from sipline.reload import mark_destination, reload_node
 
 DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
@@ -61,6 +68,9 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return 2
     listed = getattr(args, "list", 0) if args.what == "dialogs" else 0
+    words = getattr(args, "words", None) or []
+    if args.what == "reload" or words:
+        return _change(settings, args, words)
     if getattr(args, "cluster", False):
         return _cluster(settings, args, listed)
     try:
@@ -82,6 +92,26 @@ def main(args: argparse.Namespace) -> int:
     for ident in silent:
         print(f"{ident}: no answer", file=sys.stderr)
     return 0
+
+
+def _change(settings: Settings, args: argparse.Namespace, words: list[str]) -> int:
+    """``reload`` and ``destinations set ...``: verbs that change the node (sipline/reload.py)."""
+    if args.what not in ("reload", "destinations") or (args.what == "reload" and words):
+        print(f"sipline ctl: {args.what} takes no {' '.join(words)!r}", file=sys.stderr)
+        return 2
+    try:
+        if args.what == "reload":
+            rc, lines = reload_node(settings.node.run_dir, args.timeout)
+        else:
+            rc, lines = mark_destination(settings.node.run_dir, words, args.timeout)
+    except PermissionError as exc:
+        print(refused_text(settings.node.run_dir, exc), file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"node": settings.node.name, args.what: lines, "ok": rc == 0}, indent=2))
+    else:
+        print("\n".join(lines), file=sys.stdout if rc == 0 else sys.stderr)
+    return rc
 
 
 def _cluster(settings: Settings, args: argparse.Namespace, listed: int) -> int:
