@@ -36,10 +36,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from typing import Any
 
 from conf.control import ask
-from conf.load import load_or_report
+from conf.load import ConfigError, config_path, from_dict, load, load_or_report
 from conf.settings import Settings
 from sipline.cluster import ask_cluster
 from sipline.reload import mark_destination, reload_node
@@ -64,7 +65,8 @@ def refused_text(run_dir: str, exc: OSError, who: str = "sipline ctl") -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = load_or_report(args.conf)
+    cluster = getattr(args, "cluster", False)
+    settings = load_or_report(args.conf) if cluster else node_settings(args.conf, args.what)
     if settings is None:
         return 2
     listed = getattr(args, "list", 0) if args.what == "dialogs" else 0
@@ -92,6 +94,25 @@ def main(args: argparse.Namespace) -> int:
     for ident in silent:
         print(f"{ident}: no answer", file=sys.stderr)
     return 0
+
+
+def node_settings(cli_path: str | None, what: str) -> Settings | None:
+    """The settings, or when the file is refused only its ``[node]`` table: a node runs on
+    while its file is being edited, and ``reload`` still asks the workers, so each says (and
+    logs) why the file is refused."""
+    path = config_path(cli_path)
+    try:
+        return load(path)
+    except ConfigError:
+        pass
+    try:
+        with open(path, "rb") as f:
+            node = tomllib.load(f).get("node", {})
+        return from_dict({"node": node if isinstance(node, dict) else {}}, path)
+    except (OSError, tomllib.TOMLDecodeError, ConfigError) as exc:
+        lead = "reload refused, nothing changed" if what == "reload" else "configuration error"
+        print(f"{lead}: {exc}", file=sys.stderr)
+        return None
 
 
 def _change(settings: Settings, args: argparse.Namespace, words: list[str]) -> int:
