@@ -118,7 +118,8 @@ def test_sighup_reloads_and_destinations_can_be_marked(start_node: StartNode, ua
                                                        tmp_path: Path) -> None:  # fmt: skip
     """Set "uas" lists a and b (round robin). ``ctl destinations set uas <a> inactive``: 4
     calls all reach b and ``ctl destinations`` shows a disabled; ``active``: a gets calls
-    again. Then the set is edited to list a only and SIGHUP sent to each worker: both log
+    again. Then the set is edited to list a only and SIGHUP sent to each worker (and to the
+    ingress and the timer service, which log it and go on): both workers log
     ``routing_reloaded`` and calls reach a only; a bad file and SIGHUP: both log
     ``reload_refused`` naming the file and key, and calls still reach a."""
     a, _, alog = traced_uas(uas, tmp_path, "a")
@@ -143,9 +144,10 @@ def test_sighup_reloads_and_destinations_can_be_marked(start_node: StartNode, ua
     seen = invites(alog), invites(blog)
     edit(node, f'"sip:127.0.0.1:{a}", "sip:127.0.0.1:{b}"', f'"sip:127.0.0.1:{a}"')
     workers = [node.pid("worker.1"), node.pid("worker.2")]
-    for pid in workers:
+    for pid in [*workers, node.pid("ingress.1"), node.pid("timers.1")]:  # as `kill -HUP` to all
         os.kill(pid, signal.SIGHUP)
     assert len(node.proc.wait_events("routing_reloaded", 2, 20)) == 2
+    assert len(node.proc.wait_events("sighup_ignored", 2, 20)) == 2  # and they live on
     res = sipp_uac(node.port, "u1", 4, 10, tmp_path)
     assert (res.successful, res.failed) == (4, 0), res.output
     assert (invites(alog), invites(blog)) == (seen[0] + 4, seen[1])
