@@ -12,10 +12,16 @@ Rules:
 3. SIGHUP (``reload_now``) prepares and commits at once, as generation current + 1: nothing
    coordinates it with the other workers (docs/operations.md says how far that holds).
 4. Arguments are the client's: each is checked for type and size before use.
+5. Reading runs off the event loop (``offload``: a thread in the worker), so calls go on
+   being routed, by the current routing, while a big prefix table loads; one read at a time
+   (a second prepare or SIGHUP meanwhile is refused). What the read built is taken, and the
+   swap made, back on the loop. ``prepare`` only reads ``current.settings``, which nothing
+   changes, and builds new objects: nothing is shared with the loop until the swap.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -35,15 +41,48 @@ STATES = ("inactive", "active")
 
 log = structlog.get_logger()
 
+#: ``offload(work, then)``: run ``work()`` somewhere, then ``then(its result)`` on the loop;
+#: answers ``then``'s result, or a future of it (rule 5)
+Offload = Callable[[Callable[[], Any], Callable[[Any], dict[str, Any]]],
+                   "dict[str, Any] | asyncio.Future[dict[str, Any]]"]  # fmt: skip
+
+
+def inline(work: Callable[[], Any], then: Callable[[Any], dict[str, Any]]) -> dict[str, Any]:
+    """Rule 5 without a thread (tests, tools): ``work`` runs here and now."""
+    return then(work())
+
+
+def in_thread(loop: asyncio.AbstractEventLoop) -> Offload:
+    """Rule 5 in a worker: ``work`` in the loop's default executor, ``then`` on the loop."""
+
+    def offload(work: Callable[[], Any],
+                then: Callable[[Any], dict[str, Any]]) -> asyncio.Future[dict[str, Any]]:  # fmt: skip
+        out: asyncio.Future[dict[str, Any]] = loop.create_future()
+
+        def done(f: asyncio.Future[Any]) -> None:
+            try:
+                out.set_result(then(f.result()))
+            except Exception as exc:  # noqa: BLE001 - answered as a failed handler (control rule 5)
+                out.set_exception(exc)
+
+        loop.run_in_executor(None, work).add_done_callback(done)
+        return out
+
+    return offload
+
 
 class Reloader:
     """Holds the worker's current ``Routing`` and hands each new one to ``apply``."""
 
     def __init__(self, routing: Routing, stateful: bool,
                  new_dispatcher: Callable[[Settings], Dispatcher],
-                 apply: Callable[[Routing], None], clock: Callable[[], float]) -> None:  # fmt: skip
+                 apply: Callable[[Routing], None], clock: Callable[[], float],
+                 offload: Offload = inline) -> None:  # fmt: skip
         self.current = routing
         self.candidate: Candidate | None = None
+        self._offload = offload
+        #: a read is running (rule 5)
+        self.reading = False
         self._stateful = stateful
         self._new_dispatcher = new_dispatcher
         self._apply = apply
@@ -60,31 +99,47 @@ class Reloader:
     def stats(self) -> dict[str, Any]:
         return self.current.summary()
 
-    def reload_now(self) -> bool:
-        """SIGHUP (rule 3): whether the new routing was taken."""
-        try:
-            routing = self._read()
-        except ReloadRefused:
-            return False
-        self._swap(routing, self.current.generation + 1)
-        return True
+    def reload_now(self) -> None:
+        """SIGHUP (rule 3): read, then swap in what was read if it is good."""
+        if self.reading:
+            log.error("reload_refused", error="a reload is being read already",
+                      generation=self.current.generation)  # fmt: skip
+            return
+        self.reading = True
+        self._offload(self._read, self._hup_read)
 
-    def _read(self) -> Routing:
+    def _hup_read(self, found: Routing | ReloadRefused) -> dict[str, Any]:
+        self.reading = False
+        if isinstance(found, ReloadRefused):
+            return self._refused(str(found))
+        self._swap(found, self.current.generation + 1)
+        return {"reload": "committed", **self.current.summary()}
+
+    def _read(self) -> Routing | ReloadRefused:
+        """Off the loop (rule 5): the new routing, or why not."""
         try:
             return prepare(self.current.settings.source, self.current, self._stateful,
                            self._new_dispatcher)  # fmt: skip
         except ReloadRefused as exc:
-            log.error("reload_refused", error=str(exc), generation=self.current.generation)
-            raise
+            return exc
 
-    def _prepare(self, _: dict[str, Any]) -> dict[str, Any]:
+    def _refused(self, why: str) -> dict[str, Any]:
+        log.error("reload_refused", error=why, generation=self.current.generation)
+        return {"reload": "refused", "error": why, "generation": self.current.generation}
+
+    def _prepare(self, _: dict[str, Any]) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
+        if self.reading:
+            return self._refused("a reload is being read already")
         self.candidate = None  # the old one goes first: never two candidates in memory
-        try:
-            routing = self._read()
-        except ReloadRefused as exc:
-            return {"reload": "refused", "error": str(exc), "generation": self.current.generation}
-        self.candidate = Candidate(routing, self._clock())
-        return {"reload": "prepared", **routing.summary(), "generation": self.current.generation}
+        self.reading = True
+        return self._offload(self._read, self._prepared)
+
+    def _prepared(self, found: Routing | ReloadRefused) -> dict[str, Any]:
+        self.reading = False
+        if isinstance(found, ReloadRefused):
+            return self._refused(str(found))
+        self.candidate = Candidate(found, self._clock())
+        return {"reload": "prepared", **found.summary(), "generation": self.current.generation}
 
     def _commit(self, args: dict[str, Any]) -> dict[str, Any]:
         want, generation = args.get("digest"), args.get("generation")
@@ -94,8 +149,7 @@ class Reloader:
         c, self.candidate = self.candidate, None
         why = "nothing prepared" if c is None else c.committable(want, self._clock())
         if why is not None or c is None:
-            log.error("reload_refused", error=why, generation=self.current.generation)
-            return {"reload": "refused", "error": why, "generation": self.current.generation}
+            return self._refused(str(why))
         self._swap(c.routing, generation)
         return {"reload": "committed", **self.current.summary()}
 

@@ -43,7 +43,7 @@ from workers.jobs import Jobs
 from workers.proxy import Inbound, Out, StatelessProxy
 from workers.ratelimit.share import RateShare
 from workers.refusals import Drop, Malformed
-from workers.reloading import Reloader
+from workers.reloading import Reloader, in_thread
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.health import HealthChanged
 from workers.routing.probes import probe_share
@@ -141,7 +141,8 @@ class Worker:
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
         #: ``ctl reload`` and SIGHUP (workers/reloading.py); ``destination_state`` marks
         self.reloader = Reloader(initial(settings, table), self.stateful is not None,
-                                 self._new_dispatcher, self._use_routing, self.loop.time)  # fmt: skip
+                                 self._new_dispatcher, self._use_routing, self.loop.time,
+                                 in_thread(self.loop))  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
             **self.reloader.handlers(),
             "stats": self._ctl_stats,

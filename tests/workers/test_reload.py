@@ -296,9 +296,31 @@ class TestReloader:
     def test_sighup_reloads_as_the_next_generation_or_not_at_all(self, tmp_path: Path) -> None:
         f, r, applied = self.make(tmp_path, conf_text())
         f.path.write_text(conf_text(to="nosuch"))
-        assert r.reload_now() is False and applied == []
+        with capture_logs() as logs:
+            r.reload_now()
+        assert applied == [] and [e["event"] for e in logs] == ["reload_refused"]
         f.path.write_text(conf_text(to="c"))
-        assert r.reload_now() is True and [a.generation for a in applied] == [1]
+        r.reload_now()
+        assert [a.generation for a in applied] == [1] and not r.reading
+
+    def test_one_read_at_a_time(self, tmp_path: Path) -> None:
+        """While a read runs off the loop, a second prepare or SIGHUP is refused; when it
+        ends, its candidate commits."""
+        f = Files(tmp_path, conf_text())
+        pending: list[Any] = []
+        applied: list[Routing] = []
+        r = Reloader(f.routing, True, new_dispatcher, applied.append, lambda: 5.0,
+                     lambda work, then: pending.append((work, then)) or {"later": True})  # fmt: skip
+        f.path.write_text(conf_text(to="c"))
+        assert r.handlers()["reload_prepare"]({}) == {"later": True}
+        assert "already" in r.handlers()["reload_prepare"]({})["error"]
+        r.reload_now()
+        assert len(pending) == 1 and applied == []
+        work, then = pending.pop()
+        p = then(work())
+        assert p["reload"] == "prepared" and not r.reading
+        assert r.handlers()["reload_commit"]({"digest": p["digest"], "generation": 1})[
+            "reload"] == "committed"  # fmt: skip
 
     def test_destinations_are_marked_and_unmarked(self, tmp_path: Path) -> None:
         _f, r, _ = self.make(tmp_path, conf_text())
