@@ -426,8 +426,8 @@ class Trusted:
 class PrefixTable:
     """``[[prefix_table]]``: a longest-prefix routing table (OpenSIPS drouting, Kamailio LCR):
     number prefixes mapped to destination sets with priorities and weights, loaded from a
-    CSV file by each worker at start (``docs/prefix_tables.md`` has the format). Routes send
-    to it with ``prefix_table``."""
+    CSV file by each worker at start and on reload (``docs/prefix_tables.md`` has the
+    format). Routes send to it with ``prefix_table``."""
 
     name: str
     """Name that routes refer to; unique. Required."""
@@ -830,7 +830,7 @@ class AuthRealm:
     no realm lists is challenged by the first realm."""
     credentials_file: str = ""
     """Absolute path of a file of ``username algorithm ha1`` lines (``sipline auth-ha1``
-    prints one), read when workers start. Empty: none."""
+    prints one), read when workers start and on reload. Empty: none."""
     cachedb_url: str = ""
     """A cacheDB (``docs/cachedb.md``) holding ``<cachedb_prefix><realm>:<algorithm>:<user>``
     = HA1 hex, asked when the file has no line for the user. Empty: none."""
