@@ -122,6 +122,8 @@ class Reloader:
                            self._new_dispatcher)  # fmt: skip
         except ReloadRefused as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - a bug in a check must not leave ``reading`` set
+            return ReloadRefused(f"the new configuration could not be built: {exc!r}")
 
     def _refused(self, why: str) -> dict[str, Any]:
         log.error("reload_refused", error=why, generation=self.current.generation)

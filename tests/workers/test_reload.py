@@ -331,3 +331,16 @@ class TestReloader:
         assert mark({"set": "a", "uri": f"sip:{UAS1}", "state": "active"})["state"] == "up"
         assert "no destination" in mark({"set": "a", "uri": "sip:x", "state": "active"})["error"]
         assert "expected" in mark({"set": "a", "uri": f"sip:{UAS1}", "state": "down"})["error"]
+
+
+def test_an_unexpected_error_while_reading_is_a_refusal(tmp_path: Path) -> None:
+    """A check that raises something unforeseen refuses the reload and frees the reader."""
+    f = Files(tmp_path, conf_text())
+
+    def broken(_: Settings) -> Dispatcher:
+        raise RuntimeError("bug")
+
+    r = Reloader(f.routing, True, broken, lambda _: None, lambda: 5.0)
+    out = r.handlers()["reload_prepare"]({})
+    assert out["reload"] == "refused" and "RuntimeError('bug')" in out["error"]
+    assert not r.reading and r.candidate is None
