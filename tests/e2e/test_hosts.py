@@ -281,3 +281,21 @@ def test_a_stopped_worker_on_another_host_is_shed_for_in_order(
         assert not [g for g in got if options_call.encode() in g]
     finally:
         shutil.rmtree(runs, ignore_errors=True)
+
+
+def test_a_killed_worker_on_another_host_is_dropped_by_its_silence(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Heartbeats across hosts: host C's worker SIGKILLed says nothing, and the edge drops it
+    after ``liveness`` missed heartbeats; host B's worker then serves every call."""
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    c = run(hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    wait_for(lambda: len(joined(edge, "b.")) == 1 and len(joined(edge, "c.")) == 1,
+             "a worker of each host to join", 20)  # fmt: skip
+    c.stop(signal.SIGKILL)
+    wait_for(lambda: not joined(edge, "c."), "the edge to drop host C's silent worker")
+    lost = edge.events("worker_lost")
+    assert [str(e["worker"]).split("-")[0] for e in lost] == ["c.worker"], lost
+    res = sipp_uac(hosts.sip_port, "u1", 100, 100, tmp_path)
+    assert (res.successful, res.failed) == (100, 0), res.output
