@@ -27,6 +27,8 @@ leaves parameter dicts to be built on first use.
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from ingress.sip.errors import (
     BadRequest,
     NotImplemented_,
@@ -45,7 +47,7 @@ from ingress.sip.grammar import (
     parse_via,
 )
 from ingress.sip.headers import _FIELD_CACHE, field_name, split_commas
-from ingress.sip.message import Header, Request, Response, Via
+from ingress.sip.message import Header, Request, Response, Uri, Via
 
 KNOWN_METHODS = frozenset(
     {
@@ -104,9 +106,14 @@ _UNKEPT = frozenset({"via", "from", "to", "call-id"})
 #: passed are kept, so a hit is what reading them again would give. Short values only (a
 #: number may lead with any count of zeros): the memos stay within ~100 KB each.
 _CSEQS: dict[bytes, tuple[int, bytes]] = {}
+#: start lines read before: a request line's (method token, method, Request-URI), a status
+#: line's (code, reason)
+_REQUEST_LINES: dict[bytes, tuple[bytes, str, Uri]] = {}
+_STATUS_LINES: dict[bytes, tuple[int, str]] = {}
 _NUMBERS: dict[bytes, int] = {}
 _MEMO_MAX = 1024
 _MEMO_KEY_MAX = 32
+_T = TypeVar("_T")
 
 
 def parse_message(data: bytes, *, trusted: bool = False) -> Request | Response:
@@ -504,24 +511,11 @@ def _request(
     trusted: bool,
     fields: _Scanned | None = None,
 ) -> Request:
-    parts = start_line.split(b" ")
-    if len(parts) != 3:
-        raise BadRequest("malformed request line")
-    method_b, uri_b, version = parts
-    known = _METHOD_NAMES.get(method_b)
-    if known is not None:
-        method = known
-    elif TOKEN_B_RE.fullmatch(method_b) is not None:
-        method = method_b.decode("ascii")
-    else:
-        raise BadRequest("malformed method")
-    if version != b"SIP/2.0":
-        _version(version)
-    if not uri_b.isascii():
-        raise BadRequest("non-ASCII Request-URI")
-    uri = parse_uri(uri_b.decode("ascii"))
-    if uri.headers is not None:  # §19.1.1 Table 1: headers are not allowed in a Request-URI
-        raise BadRequest("headers in the Request-URI")
+    request_line = _REQUEST_LINES.get(start_line)
+    if request_line is None:
+        request_line = _request_line(start_line)
+        _keep(_REQUEST_LINES, start_line, request_line)
+    method_b, method, uri = request_line
     if bad is not None:
         raise BadRequest(bad)
     vias, seen = _fields(headers, trusted) if fields is None else (fields[1], fields[2])
@@ -549,6 +543,58 @@ def _request(
     )
 
 
+def _request_line(start_line: bytes) -> tuple[bytes, str, Uri]:
+    """Method token, method and Request-URI of a request line (§7.1).
+
+    Raises:
+        SipError: a malformed line, method or URI (400), another version (505).
+    """
+    parts = start_line.split(b" ")
+    if len(parts) != 3:
+        raise BadRequest("malformed request line")
+    method_b, uri_b, version = parts
+    known = _METHOD_NAMES.get(method_b)
+    if known is not None:
+        method = known
+    elif TOKEN_B_RE.fullmatch(method_b) is not None:
+        method = method_b.decode("ascii")
+    else:
+        raise BadRequest("malformed method")
+    if version != b"SIP/2.0":
+        _version(version)
+    if not uri_b.isascii():
+        raise BadRequest("non-ASCII Request-URI")
+    uri = parse_uri(uri_b.decode("ascii"))
+    if uri.headers is not None:  # §19.1.1 Table 1: headers are not allowed in a Request-URI
+        raise BadRequest("headers in the Request-URI")
+    return method_b, method, uri
+
+
+def _status_line(start_line: bytes) -> tuple[int, str]:
+    """Status code and reason phrase of a status line (§7.2).
+
+    Raises:
+        SipError: a malformed line (400), another version (505).
+    """
+    version, _, rest = start_line.partition(b" ")
+    code, _, reason = rest.partition(b" ")
+    # STATUS_CODE_RE without the regex call (bytes.isdigit is ASCII only, as \d in bytes)
+    if len(code) != 3 or not code.isdigit() or not 49 <= code[0] <= 54:  # 1-6
+        raise BadRequest("malformed status line")
+    if version != b"SIP/2.0":
+        _version(version)
+    return int(code), reason.decode("utf-8", "replace")
+
+
+def _keep(memo: dict[bytes, _T], line: bytes, read: _T) -> None:
+    """Remember a start line that passed (rule 6): a trunk's INVITEs share theirs, the ACKs and
+    BYEs of a UAS theirs, and most responses are one of a few status lines."""
+    if len(line) <= _LINE_MAX:
+        if len(memo) >= _MEMO_MAX:
+            memo.clear()
+        memo[line] = read
+
+
 def _response(
     data: bytes,
     start_line: bytes,
@@ -559,13 +605,11 @@ def _response(
     trusted: bool,
     fields: _Scanned | None = None,
 ) -> Response:
-    version, _, rest = start_line.partition(b" ")
-    code, _, reason = rest.partition(b" ")
-    # STATUS_CODE_RE without the regex call (bytes.isdigit is ASCII only, as \d in bytes)
-    if len(code) != 3 or not code.isdigit() or not 49 <= code[0] <= 54:  # 1-6
-        raise BadRequest("malformed status line")
-    if version != b"SIP/2.0":
-        _version(version)
+    status_line = _STATUS_LINES.get(start_line)
+    if status_line is None:
+        status_line = _status_line(start_line)
+        _keep(_STATUS_LINES, start_line, status_line)
+    status, reason = status_line
     if bad is not None:
         raise BadRequest(bad)
     vias, seen = _fields(headers, trusted) if fields is None else (fields[1], fields[2])
@@ -587,8 +631,8 @@ def _response(
         vias,
         parse_name_addr(seen["from"]),
         parse_name_addr(seen["to"]),
-        int(code),
-        reason.decode("utf-8", "replace"),
+        status,
+        reason,
     )
 
 

@@ -2,7 +2,8 @@
 
 ``parse_message`` reads a message's header lines and checks its Vias, name-addr lists and
 singletons in one loop (``_scan_fields``), and keeps what it read of repeating lines, CSeq
-values and numbers (``_LINES``, ``_CSEQS``, ``_NUMBERS``). Each is held here to the plain
+values, numbers and start lines (``_LINES``, ``_CSEQS``, ``_NUMBERS``, ``_REQUEST_LINES``,
+``_STATUS_LINES``). Each is held here to the plain
 path it shortcuts: for the torture corpus, mutated messages and a sipp call's messages,
 the parse gives the same message, or the same error with the same salvage, whether the
 shortcut runs or not and whatever earlier messages left in the memos.
@@ -68,7 +69,8 @@ def outcome(data: bytes, trusted: bool = False) -> tuple[Any, ...]:
 
 
 def clear_memos() -> None:
-    for memo in (parser._LINES, parser._CSEQS, parser._NUMBERS):
+    for memo in (parser._LINES, parser._CSEQS, parser._NUMBERS, parser._REQUEST_LINES,
+                 parser._STATUS_LINES):
         memo.clear()
 
 
@@ -78,7 +80,10 @@ def two_pass(data: bytes, trusted: bool, monkeypatch: pytest.MonkeyPatch) -> tup
         m.setattr(parser, "_scan_fields", lambda *a: None)
         m.setattr(parser, "_NUMBERS", {})
         m.setattr(parser, "_CSEQS", {})
+        m.setattr(parser, "_REQUEST_LINES", {})
+        m.setattr(parser, "_STATUS_LINES", {})
         m.setattr(parser, "_MEMO_KEY_MAX", -1)  # nothing kept
+        m.setattr(parser, "_LINE_MAX", -1)
         return outcome(data, trusted)
 
 
@@ -98,6 +103,7 @@ class TestSameAnswer:
         lines = data[: data.index(b"\r\n\r\n")].split(b"\r\n")
         assert parser._scan_fields(lines, len(lines[0]) + 2, 2, False) is not None
         assert parser._LINES and parser._CSEQS
+        assert parser._REQUEST_LINES if data is INVITE else parser._STATUS_LINES
         assert outcome(data) == outcome(data) == first
 
     def test_corpus(self, corpus: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
