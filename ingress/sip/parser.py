@@ -98,19 +98,19 @@ _Scanned = tuple[list[Header], list[Via], dict[str, bytes]]
 #: list cap) is checked per message as before, and a name-addr list is kept only once an
 #: untrusted parse validated it, so a hit needs no check of its values. Via, From, To and
 #: Call-ID carry a branch, a tag or the Call-ID and are not kept: they would churn the memo.
-_LINES: dict[bytes, tuple[str, bytes, str | None, int]] = {}
+_LINE_CACHE: dict[bytes, tuple[str, bytes, str | None, int]] = {}
 _LINES_MAX = 1024
 _LINE_MAX = 256
 _UNKEPT = frozenset({"via", "from", "to", "call-id"})
 #: CSeq values and numbers (Max-Forwards, Content-Length) read before; only values that
 #: passed are kept, so a hit is what reading them again would give. Short values only (a
 #: number may lead with any count of zeros): the memos stay within ~100 KB each.
-_CSEQS: dict[bytes, tuple[int, bytes]] = {}
+_CSEQ_CACHE: dict[bytes, tuple[int, bytes]] = {}
 #: start lines read before: a request line's (method token, method, Request-URI), a status
 #: line's (code, reason)
-_REQUEST_LINES: dict[bytes, tuple[bytes, str, Uri]] = {}
-_STATUS_LINES: dict[bytes, tuple[int, str]] = {}
-_NUMBERS: dict[bytes, int] = {}
+_REQUEST_LINE_CACHE: dict[bytes, tuple[bytes, str, Uri]] = {}
+_STATUS_LINE_CACHE: dict[bytes, tuple[int, str]] = {}
+_NUMBER_CACHE: dict[bytes, int] = {}
 _MEMO_MAX = 1024
 _MEMO_KEY_MAX = 32
 _T = TypeVar("_T")
@@ -253,7 +253,7 @@ def _scan_fields(lines: list[bytes], pos: int, seplen: int, trusted: bool) -> _S
     it (a start line error first, then the line breaks', then the first field's in order):
     this pass decides nothing that they would not. One loop instead of a loop over the lines
     and another over their tuples is worth little on its own (within the noise of
-    bench/codec.py); it is what lets a line the memo (``_LINES``) knows cost one lookup, the
+    bench/codec.py); it is what lets a line the memo (``_LINE_CACHE``) knows cost one lookup, the
     checks of its kind included (issue #16).
     """
     headers: list[Header] = []
@@ -263,7 +263,7 @@ def _scan_fields(lines: list[bytes], pos: int, seplen: int, trusted: bool) -> _S
     seen: dict[str, bytes] = {}
     vias: list[Via] = []
     listed = 0  # values of Contact, Route and Record-Route
-    memo = _LINES
+    memo = _LINE_CACHE
     try:
         for line in lines[1:]:
             end = pos + len(line) + seplen
@@ -337,9 +337,9 @@ def _remember(line: bytes, name: str, value: bytes, kind: str | None, count: int
     octets long, so the memo holds ``_LINES_MAX`` of them within a few hundred KB."""
     if name in _UNKEPT or len(line) > _LINE_MAX:
         return
-    if len(_LINES) >= _LINES_MAX:
-        _LINES.clear()  # start over: what repeats comes back at once
-    _LINES[line] = (name, value, kind, count)
+    if len(_LINE_CACHE) >= _LINES_MAX:
+        _LINE_CACHE.clear()  # start over: what repeats comes back at once
+    _LINE_CACHE[line] = (name, value, kind, count)
 
 
 def _scan_headers_slow(
@@ -446,14 +446,14 @@ def _fields(headers: list[Header], trusted: bool) -> tuple[list[Via], dict[str, 
 
 def _number(value: bytes, what: str) -> int:
     """1*DIGIT within 32 bits (§8.1.1.5 for CSeq; the same cap keeps the others sane)."""
-    n = _NUMBERS.get(value)
+    n = _NUMBER_CACHE.get(value)
     if n is not None:  # Max-Forwards 70, Content-Length 0: a few values are most of them
         return n
     n = _read_number(value, what)
     if len(value) <= _MEMO_KEY_MAX:
-        if len(_NUMBERS) >= _MEMO_MAX:
-            _NUMBERS.clear()
-        _NUMBERS[value] = n
+        if len(_NUMBER_CACHE) >= _MEMO_MAX:
+            _NUMBER_CACHE.clear()
+        _NUMBER_CACHE[value] = n
     return n
 
 
@@ -469,7 +469,7 @@ def _read_number(value: bytes, what: str) -> int:
 
 
 def _cseq(value: bytes) -> tuple[int, bytes]:
-    known = _CSEQS.get(value)
+    known = _CSEQ_CACHE.get(value)
     if known is not None:  # "1 INVITE", "2 BYE": a UA's CSeq values repeat from call to call
         return known
     parts = value.split()
@@ -477,9 +477,9 @@ def _cseq(value: bytes) -> tuple[int, bytes]:
         raise BadRequest("malformed cseq")
     known = _read_number(parts[0], "cseq"), parts[1]
     if len(value) <= _MEMO_KEY_MAX:
-        if len(_CSEQS) >= _MEMO_MAX:
-            _CSEQS.clear()
-        _CSEQS[value] = known
+        if len(_CSEQ_CACHE) >= _MEMO_MAX:
+            _CSEQ_CACHE.clear()
+        _CSEQ_CACHE[value] = known
     return known
 
 
@@ -511,10 +511,10 @@ def _request(
     trusted: bool,
     fields: _Scanned | None = None,
 ) -> Request:
-    request_line = _REQUEST_LINES.get(start_line)
+    request_line = _REQUEST_LINE_CACHE.get(start_line)
     if request_line is None:
         request_line = _request_line(start_line)
-        _keep(_REQUEST_LINES, start_line, request_line)
+        _keep(_REQUEST_LINE_CACHE, start_line, request_line)
     method_b, method, uri = request_line
     if bad is not None:
         raise BadRequest(bad)
@@ -605,10 +605,10 @@ def _response(
     trusted: bool,
     fields: _Scanned | None = None,
 ) -> Response:
-    status_line = _STATUS_LINES.get(start_line)
+    status_line = _STATUS_LINE_CACHE.get(start_line)
     if status_line is None:
         status_line = _status_line(start_line)
-        _keep(_STATUS_LINES, start_line, status_line)
+        _keep(_STATUS_LINE_CACHE, start_line, status_line)
     status, reason = status_line
     if bad is not None:
         raise BadRequest(bad)
