@@ -13,7 +13,7 @@ Rules:
    counted ``tls_refused_<limit>``). Every handshake, either way, must finish within
    ``handshake_timeout_ms``: the hub's sweep closes the late ones (``tls_handshake_timeout``),
    no per-connection timer.
-2. A connection joins the hub (``ready``) only once its handshake succeeded and, on a listener
+2. A connection joins the hub (``TcpConnection._ready``) only once its handshake succeeded and, on a listener
    with ``client_names``, the client certificate names one of them (``conf/tlsfiles.py`` rule
    4). Any TLS error (a failed handshake, a bad record, a refused name) ends that connection
    only: counted in the ``rejects`` tally (``tls_handshake_failed``, ``tls_error``,
