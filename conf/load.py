@@ -440,7 +440,7 @@ def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
     known = ", ".join(sets) if sets else "none is defined"
     if r.continue_routing:
         if actions:
-            expected = "no to, to_request_uri or reject with continue_routing = true"
+            expected = "no to, to_request_uri, reject or prefix_table with continue_routing = true"
             raise ConfigError(f, f"{key}.{actions[0]}", expected, getattr(r, actions[0]))
         if not (r.strip_user or r.prefix_user or r.user_regex or r.header_edit):
             expected = "a rewrite (strip_user, prefix_user, user_regex) or a header_edit"
@@ -782,9 +782,13 @@ def _check_stateplane(f: str, s: Settings) -> None:
         if not sp.replicate:
             # the pair's nodes swap roles: each must publish what it serves
             raise ConfigError(f, "stateplane.replicate", f'true when role = "{sp.role}"', False)
-        if len(sp.peers) != 1:
+        if sp.role == "member":
+            _check_members(f, s)
+        elif len(sp.peers) != 1:
             expected = f'exactly one entry, the other node of the pair (role = "{sp.role}")'
             raise ConfigError(f, "stateplane.peers", expected, Said(f"{len(sp.peers)} entries"))
+    elif sp.members:
+        raise ConfigError(f, "stateplane.members", 'empty unless role = "member"', sp.members)
     standby: dict[str, bool] = {}
     for i, lst in enumerate(s.listen):
         if lst.standby and not lst.virtual:
@@ -793,11 +797,38 @@ def _check_stateplane(f: str, s: Settings) -> None:
             expected = f"the same standby as the other listeners on {lst.address}"
             raise ConfigError(f, f"listen[{i}].standby", expected, lst.standby)
         if lst.virtual and not sp.role:
-            expected = 'false unless [stateplane] role is "primary" or "backup"'
+            expected = 'false unless [stateplane] role is "primary", "backup" or "member"'
             raise ConfigError(f, f"listen[{i}].virtual", expected, True)
     if sp.role and not any(lst.virtual and not lst.standby for lst in s.listen):
         expected = "a [[listen]] with virtual = true and not standby (this node's own address)"
         raise ConfigError(f, "listen", expected, Said("none"))
+
+
+def _check_members(f: str, s: Settings) -> None:
+    """role = "member" (docs/failover.md "Three nodes or more"): the cluster's names, each
+    other one a [[peer]] with its state plane, and every standby address some member's."""
+    sp, names = s.stateplane, s.stateplane.members
+    if not 3 <= len(names) <= 32 or len(set(names)) != len(names):
+        raise ConfigError(f, "stateplane.members", "3 to 32 distinct node names", names)
+    if s.node.name not in names:
+        raise ConfigError(f, "stateplane.members", f"a list naming this node ({s.node.name})", names)
+    peers = {p.name: p for p in s.peer}
+    for name in names:
+        if name != s.node.name and (name not in peers or not peers[name].stateplane):
+            expected = f"a [[peer]] named {name} with its stateplane entry (a member)"
+            raise ConfigError(f, "peer", expected, Said("none"))
+    if len(sp.peers) != len(names) - 1:
+        expected = f"one entry per other member ({len(names) - 1})"
+        raise ConfigError(f, "stateplane.peers", expected, Said(f"{len(sp.peers)} entries"))
+    owner: dict[str, str] = {}
+    for name in names:
+        for addr in peers[name].virtual if name in peers else []:
+            if owner.setdefault(addr, name) != name:
+                raise ConfigError(f, f"peer.{name}.virtual", "addresses of one member each", addr)
+    for i, lst in enumerate(s.listen):
+        if lst.standby and lst.address not in owner:
+            expected = "an address in some member's [[peer]] virtual list"
+            raise ConfigError(f, f"listen[{i}].address", expected, lst.address)
 
 
 def _check_relay(f: str, s: Settings) -> None:

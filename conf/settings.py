@@ -391,7 +391,7 @@ class Route:
     continue_routing: bool = False
     """Apply this rule's rewrites and header edits, then go on with the next rules (later
     rules see the rewritten Request-URI user). Such a rule has no ``to``,
-    ``to_request_uri`` or ``reject``."""
+    ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
     once the previous one (``to`` first) is used up and its last outcome is in
@@ -715,12 +715,18 @@ class StatePlane:
     """Answer the read-only views of ``sipline ctl ... --cluster`` (stats, destinations,
     dialogs, pike, ratelimit) asked by the ``[[peer]]`` nodes, on ``bind`` port + 3 over
     CURVE (``docs/monitoring.md``). Needs ``bind`` and ``[curve]``."""
-    role: Literal["", "primary", "backup"] = ""
+    role: Literal["", "primary", "backup", "member"] = ""
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the
     replicated calls when the primary's heartbeats stop for two intervals. Needs
-    ``replicate`` and exactly one entry in ``peers`` (the other node of the pair). Empty: no
-    failover; the node serves on its own."""
+    ``replicate`` and exactly one entry in ``peers`` (the other node of the pair).
+    ``"member"``: one node of a cluster of three or more (``members``), where a majority
+    decides who takes a dead node's calls (``docs/failover.md`` "Three nodes or more").
+    Empty: no failover; the node serves on its own."""
+    members: list[str] = field(default_factory=list)
+    """With ``role = "member"``: every node of the cluster by ``[node] name``, this one
+    included, in the same order on every node (a dead node's calls go to the first live one
+    after it). 3 to 32 names; each other one is a ``[[peer]]`` with ``stateplane`` set."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -752,6 +758,10 @@ class Peer:
     """Its CURVE public key: 40 Z85 characters (``sipline keygen`` prints it)."""
     public_key_file: str = ""
     """Or its public key file (the ``<name>.key`` that ``sipline keygen`` wrote on it)."""
+    virtual: list[str] = field(default_factory=list)
+    """With ``[stateplane] role = "member"``: that node's own virtual addresses, which this
+    node holds only after taking its calls over (each one a ``[[listen]]`` with ``virtual``
+    and ``standby`` here)."""
     bus_address: str = ""
     """That host's ``[bus] address``, when its ingresses or workers join ours over TCP: its
     key is then let in on our bus sockets, and what we connect to at this address must
@@ -857,6 +867,10 @@ class Auth:
     """Answer 400 to credentials whose ``uri`` is not the Request-URI (RFC 7616 §3.4.6), so
     that a Request-URI changed on the way cannot reuse them. Turn off behind a proxy that
     rewrites the Request-URI before us."""
+    match_user: bool = True
+    """Answer 403 to credentials whose username is not the user of the To URI of a REGISTER or
+    of the From URI of another request (Kamailio ``auth_check`` flag 1), so that one user
+    cannot register or call as another."""
     consume_credentials: bool = True
     """Remove the credentials we checked before forwarding the request (OpenSIPS
     ``consume_credentials``); credentials for other realms pass."""
