@@ -120,6 +120,21 @@ class TestInbound:
 
         run_hub(pki, body)
 
+    def test_slow_sender_over_tls(self, pki: Pki) -> None:
+        """A message left unfinished over TLS is cut at the message deadline (2 s here), as
+        over TCP: the deadline applies to the decrypted bytes."""
+
+        async def body(hub: Hub) -> None:
+            r, w = await hub.client(client_ctx(pki))
+            t0 = asyncio.get_running_loop().time()  # the message's first byte comes later
+            w.write(request()[:40])
+            await until(lambda: hub.hub.partial)
+            assert await closed_by_peer(r, 8.0)
+            assert asyncio.get_running_loop().time() - t0 >= 2.0
+            assert hub.hub.rejects.totals.get("tcp_message_deadline") == 1 and not hub.messages
+
+        run_hub(pki, body)
+
     def test_client_certificate_required(self, pki: Pki) -> None:
         """verify_client = require: a client without a certificate, or with one the CA did
         not sign, is refused; one with a CA-signed certificate gets through."""
