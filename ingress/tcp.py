@@ -266,19 +266,23 @@ class TcpConnection(asyncio.Protocol):
         # transport; its size is the queue (pause_writing is advisory and not needed here)
         if t is None or t.is_closing() or t.get_write_buffer_size() + len(data) > limit:
             return False
-        self._send(data)
         self.last_active = self.hub.loop.time()
-        return True
+        return self._send(data)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> bool:
         t = self.transport
         assert t is not None
         session = self.session
         if session is None:
             t.write(data)
-            return
-        session.encrypt(data)
+            return True
+        try:
+            session.encrypt(data)
+        except (ssl.SSLError, ValueError) as exc:  # a session in error: this connection ends
+            self.close("tls_error", error=tlsmod.describe(exc))
+            return False
         t.write(session.data_to_send())
+        return True
 
     def reaches(self, ip: str, port: int) -> bool:
         """Whether this connection leads to ip:port (rule 4)."""
