@@ -113,16 +113,18 @@ class TlsSession:
         self.incoming.write(data)
         if not self.done and not self.handshake():
             return b""
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 chunk = self.obj.read(READ_BYTES)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
-                raise TlsClosed from None
-            if not chunk:
-                break
+                chunk = b""
+            if not chunk:  # the peer's close_notify (Python reports it as an empty read)
+                if chunks:  # what came before it is delivered; the TCP close follows
+                    break
+                raise TlsClosed
             chunks.append(chunk)
         return b"".join(chunks)
 
