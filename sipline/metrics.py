@@ -48,7 +48,9 @@ def proc_label(ident: str) -> str:
 
 
 def stage_label(proc: str) -> str:
-    return proc.partition(".")[0]
+    """``worker`` from ``worker.1``, or ``edge.worker.1`` on a host of the TCP hop."""
+    parts = proc.split(".")
+    return next((p for p in parts if p in ("ingress", "worker", "stateplane", "timers")), parts[0])
 
 
 class NodeCollector(Collector):

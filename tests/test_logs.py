@@ -297,3 +297,8 @@ class TestMetrics:
         """The pid is cut off a control ident; a name without one is kept whole."""
         assert metrics.proc_label("worker.1-4242") == "worker.1"
         assert metrics.proc_label("worker") == "worker"
+        # a host on the TCP hop puts its node name first (conf/bustcp.py rule 4)
+        assert metrics.proc_label("edge.ingress.1-4242") == "edge.ingress.1"
+        assert metrics.stage_label("edge.ingress.1") == "ingress"
+        assert metrics.stage_label("worker.2") == "worker"
+        assert top.stage_of("b.worker.1-4242") == "worker" and top.stage_of("b.worker-7") == "worker"
