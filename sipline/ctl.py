@@ -1,7 +1,8 @@
 """``sipline ctl``: what a running node's processes say about themselves (conf/control.py).
 
     sipline ctl stats          per process: busy ratio, counters, transactions, queues (with
-                               the oldest queued message's wait; per pipe in --json)
+                               the oldest queued message's wait; per pipe in --json), and
+                               per worker the routing generation and digest it runs
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
     sipline ctl destinations set SET URI inactive|active
                                the operator's mark, in every worker, until the next restart
@@ -205,7 +206,7 @@ def show(what: str, out: Any, replies: list[dict[str, Any]], listed: int) -> Non
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
                                                        "transactions", "queued_out",
-                                                       "oldest_ms", "drops")))  # fmt: skip
+                                                       "oldest_ms", "drops", "routing")))  # fmt: skip
         for r in replies:
             for name, rep in ((r.get("stateplane") or {}).get("replicas") or {}).items():
                 print(f"replica {name}: {rep.get('dialogs', 0)} dialogs, seq {rep.get('seq', 0)}")
@@ -269,7 +270,14 @@ def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
     return {"proc": r.get("proc"), "busy_1s": r.get("busy_1s"), "msgs_in": c.get("msgs_in", 0),
             "msgs_out": c.get("msgs_out", 0), "transactions": r.get("transactions", ""),
             "queued_out": r.get("queued_out", ""), "oldest_ms": r.get("queued_oldest_ms", ""),
-            "drops": drops}  # fmt: skip
+            "drops": drops, "routing": _generation(r.get("routing"))}  # fmt: skip
+
+
+def _generation(routing: Any) -> str:
+    """A worker's routing generation and digest (docs/operations.md "Reload without restart")."""
+    if not isinstance(routing, dict):
+        return ""
+    return f"gen {routing.get('generation')} {routing.get('digest')}"
 
 
 def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:

@@ -97,6 +97,7 @@ def test_ctl_reload_moves_new_calls_and_keeps_a_held_call(start_node: StartNode,
     finally:
         held.kill()
     assert set(worker_generations(node).values()) == {1}
+    assert ctl(node, "stats").stdout.count("gen 1 ") == 2  # the table's routing column
 
     good = edit(node, 'to = "other"', 'to = "nosuch"')
     done = ctl(node, "reload")
