@@ -19,14 +19,21 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import zlib
 from dataclasses import dataclass
 
 from conf.settings import Settings
+from workers.cachedb import CacheDB, CacheError, open_cachedb
+from workers.routing import prefix_cachedb
 from workers.routing.dispatcher import Destination, DispatchSet
-from workers.routing.prefix_csv import load_file
+from workers.routing.prefix_cachedb import where
+from workers.routing.prefix_csv import PrefixFileError, load_file
 from workers.routing.prefixes import PrefixTable, RuleSet
+
+#: how long a worker asks a cacheDB that does not answer for its tables before it stops
+CACHEDB_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,17 +75,62 @@ class PrefixTables:
         return order_targets(name, ruleset, call_id, sets)
 
 
-def load_tables(settings: Settings) -> PrefixTables:
-    """Every ``[[prefix_table]]`` of ``settings``, read from its file.
+def load_tables(settings: Settings, files_only: bool = False) -> PrefixTables:
+    """Every ``[[prefix_table]]`` of ``settings`` read from its file (cacheDB tables need
+    ``load_all``; ``files_only`` leaves them out instead of refusing them).
 
     Raises:
-        PrefixFileError: a file is unreadable or has a bad line (nothing is returned).
+        PrefixFileError: a file is unreadable or has a bad line, or a table is in the
+            cacheDB (nothing is returned).
     """
     groups = [ds.name for ds in settings.destination_set]
-    tables = PrefixTables({t.name: load_file(t.file, t.name, groups, t.max_prefixes)
-                           for t in settings.prefix_table})  # fmt: skip
+    tables = PrefixTables()
+    for t in settings.prefix_table:
+        if t.cachedb_key and not files_only:
+            raise PrefixFileError(where(t.cachedb_key), 0, "cachedb_key",
+                                  "a table read by the worker at start (load_all)", "none read")  # fmt: skip
+        if t.file:
+            tables.replace(load_file(t.file, t.name, groups, t.max_prefixes))
     if settings.prefix_table:
         trim_heap()
+    return tables
+
+
+async def load_all(settings: Settings, db: CacheDB | None = None,
+                   within_s: float = CACHEDB_WAIT_S) -> PrefixTables:  # fmt: skip
+    """Every ``[[prefix_table]]``, the cacheDB ones through ``db`` (opened on ``[registrar]
+    cachedb_url`` when None). A cacheDB that does not answer is asked again until
+    ``within_s`` (a ``local://`` one lives in the state plane, which may start after us).
+
+    Raises:
+        PrefixFileError: a file or a key space is refused.
+        CacheError: the cacheDB still fails after ``within_s``.
+    """
+    tables = load_tables(settings, files_only=True)
+    keyed = [t for t in settings.prefix_table if t.cachedb_key]
+    if not keyed:
+        return tables
+    own = db is None
+    if db is None:
+        db = open_cachedb(settings.registrar.cachedb_url, run_dir=settings.node.run_dir)
+    groups = [ds.name for ds in settings.destination_set]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    try:
+        for t in keyed:
+            while True:
+                try:
+                    tables.replace(await prefix_cachedb.load(db, t.cachedb_key, t.name, groups,
+                                                             t.max_prefixes))  # fmt: skip
+                    break
+                except CacheError:
+                    if loop.time() > deadline:
+                        raise
+                    await asyncio.sleep(0.2)  # retry step, bounded by the deadline
+    finally:
+        if own:
+            await db.close()
+    trim_heap()
     return tables
 
 
