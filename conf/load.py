@@ -437,7 +437,7 @@ def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
     known = ", ".join(sets) if sets else "none is defined"
     if r.continue_routing:
         if actions:
-            expected = "no to, to_request_uri or reject with continue_routing = true"
+            expected = "no to, to_request_uri, reject or prefix_table with continue_routing = true"
             raise ConfigError(f, f"{key}.{actions[0]}", expected, getattr(r, actions[0]))
         if not (r.strip_user or r.prefix_user or r.user_regex or r.header_edit):
             expected = "a rewrite (strip_user, prefix_user, user_regex) or a header_edit"

@@ -345,7 +345,7 @@ class Route:
     continue_routing: bool = False
     """Apply this rule's rewrites and header edits, then go on with the next rules (later
     rules see the rewritten Request-URI user). Such a rule has no ``to``,
-    ``to_request_uri`` or ``reject``."""
+    ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
     once the previous one (``to`` first) is used up and its last outcome is in
@@ -816,6 +816,10 @@ class Auth:
     """Answer 400 to credentials whose ``uri`` is not the Request-URI (RFC 7616 §3.4.6), so
     that a Request-URI changed on the way cannot reuse them. Turn off behind a proxy that
     rewrites the Request-URI before us."""
+    match_user: bool = True
+    """Answer 403 to credentials whose username is not the user of the To URI of a REGISTER or
+    of the From URI of another request (Kamailio ``auth_check`` flag 1), so that one user
+    cannot register or call as another."""
     consume_credentials: bool = True
     """Remove the credentials we checked before forwarding the request (OpenSIPS
     ``consume_credentials``); credentials for other realms pass."""

@@ -41,7 +41,10 @@ class NodeAnswer:
 def ask_cluster(settings: Settings, cmd: str, args: dict[str, Any] | None = None,
                 timeout_s: float = 1.0) -> list[NodeAnswer]:  # fmt: skip
     """Rules 1-3: this node's answer first, then the peers' in configuration order."""
-    keys = curve.node_keys(settings)
+    try:
+        keys, no_keys = curve.node_keys(settings), "no CURVE key for it ([curve] and its [[peer]] public key)"
+    except curve.CurveKeyError as exc:  # run as a user who may not read the node's key
+        keys, no_keys = None, f"cannot use [curve] secret_key_file: {exc}"
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     pending: dict[zmq.Socket[bytes], NodeAnswer] = {}
     out = [NodeAnswer(settings.node.name)]
@@ -55,7 +58,7 @@ def ask_cluster(settings: Settings, cmd: str, args: dict[str, Any] | None = None
                 continue
             key = None if conf is None else curve.peer_key(conf.public_key, conf.public_key_file)
             if keys is None or key is None:
-                answer.error = "no CURVE key for it ([curve] and its [[peer]] public key)"
+                answer.error = no_keys
                 continue
             s = ctx.socket(zmq.DEALER)
             s.linger = 0

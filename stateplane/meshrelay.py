@@ -22,6 +22,9 @@ Rules:
    owners then re-announce; a local member joining the relay makes it resubscribe to every
    peer's relay, which do the same on their side. A pike block measured anywhere therefore
    reaches a node started late; the other roles send their whole state every heartbeat.
+   Subscriptions from the peers trigger that at most once per ``REJOIN_MIN_S`` per role (the
+   last one is never lost: it is deferred), so a peer subscribing in a loop cannot make the
+   node's processes re-announce in a loop.
 4. Bounded: every socket has an HWM and a ``MAXMSGSIZE`` (a larger frame disconnects its
    sender), reads are drained ``DRAIN_LIMIT`` at a time from the loop, sends never block
    (a frame a slow peer cannot take is dropped and counted; the next full state repairs it).
@@ -54,6 +57,8 @@ HWM = 10_000
 #: a subscription is a byte and a role name, but the CURVE handshake (a few hundred bytes)
 #: is read under the same cap
 MAX_SUBSCRIPTION_BYTES = sockets.MAX_SEND_ONLY_BYTES
+#: a peer's subscriptions make the members re-announce at most this often per role (rule 3)
+REJOIN_MIN_S = 0.5
 #: a refused frame is logged once per this many of its reason
 LOG_EVERY = 1000
 
@@ -92,6 +97,9 @@ class MeshRelay:
         self.pub = pub
         self._pub_reader = GUARD.add_reader(self.loop, pub.FD, "mesh_relay_pub", self._drain_pub)
         self.links: list[_PeerLink] = []
+        #: when each role last asked its members to re-announce, and one pending (rule 3)
+        self._rejoined: dict[str, float] = {}
+        self._rejoin_later: dict[str, asyncio.TimerHandle] = {}
         max_in = max(meshcross.MAX_FRAME[r] for r in self.roles) if self.roles else 0
         for endpoint in meshcross.tcp_peers(settings):
             conf = curve.peer_of(settings, endpoint)
@@ -153,12 +161,27 @@ class MeshRelay:
             if frame[:1] == b"\x01":
                 joined.add(frame[1:].decode("ascii", "replace"))
         for role in joined:
-            mesh = self.meshes.get(role)
-            if mesh is not None:
-                mesh.resubscribe()
-                self.counters["peer_joins"] += 1
+            if role in self.meshes:
+                self._rejoin(role)
         if joined:
             self.loop.call_soon(self._pub_reader)
+
+    def _rejoin(self, role: str) -> None:
+        """Rule 3, at most once per ``REJOIN_MIN_S`` per role: a peer that subscribes over and
+        over gets one re-announcement per interval, not one per subscription."""
+        if role in self._rejoin_later:
+            return
+        wait = self._rejoined.get(role, -REJOIN_MIN_S) + REJOIN_MIN_S - self.loop.time()
+        if wait > 0:
+            self._rejoin_later[role] = self.loop.call_later(wait, self._resubscribe, role)
+        else:
+            self._resubscribe(role)
+
+    def _resubscribe(self, role: str) -> None:
+        self._rejoin_later.pop(role, None)
+        self._rejoined[role] = self.loop.time()
+        self.meshes[role].resubscribe()
+        self.counters["peer_joins"] += 1
 
     # -- peers -> local -------------------------------------------------------------------------
 
@@ -195,11 +218,13 @@ class MeshRelay:
             mesh.refresh()
 
     def stats(self) -> dict[str, Any]:
-        return {"roles": list(self.roles), **self.counters,
+        return {"roles": list(self.roles), **self.counters, "rejoin_pending": len(self._rejoin_later),
                 "peers": {ln.name: {"endpoint": ln.endpoint, "heard": ln.heard} for ln in self.links},
                 "members": {r: sorted(m.members.values()) for r, m in self.meshes.items()}}  # fmt: skip
 
     def close(self) -> None:
+        for handle in self._rejoin_later.values():
+            handle.cancel()
         for link in self.links:
             link.reader.remove()
             link.sock.close(linger=0)

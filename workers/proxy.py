@@ -44,6 +44,12 @@ Rules:
    (``relay_ack``). Every refusal counts ``relay_refused``. An in-dialog request addressed
    to us (sipp's UAC when we do not Record-Route) and an ACK without a Route are routed by
    the table to configured destinations: no relay.
+11. Digest authentication (``docs/auth.md``, ``workers/auth/admit.py``), after the relay check
+   and before the pipes, when ``[auth] enabled``: a request that must authenticate and does
+   not gets 401/407 with the challenges (or 400 for credentials it cannot read), so neither
+   a pipe nor a destination sees it; a verified one leaves without our credentials when
+   ``consume_credentials``. ``plan`` runs once per request, as it spends nonce-counts. The
+   ACK of a challenge carries the challenge's HMAC To-tag and is dropped (``ack_challenge``).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +74,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers.auth.admit import Authenticator
 from workers.conntag import ConnTags
 from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
 from workers.ratelimit.pipes import RateLimiter
@@ -82,7 +89,8 @@ from workers.refusals import (
     rejection,
 )
 from workers.routing.prefix_route import PrefixChoice
-from workers.routing.table import Destination, Route, RoutingTable
+from workers.routing.rules import header_edits, with_user
+from workers.routing.table import Decision, Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -125,6 +133,10 @@ class Plan:
     route: Route | None  # else the routing rule that matched it
     target: Destination | None  # and the destination its set picked
     local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
+    #: removes the credentials we checked (``[auth] consume_credentials``), else None
+    strip: Edit | None = None
+    #: the routing rules' header edits (docs/routing.md), made once, spliced into each copy
+    edits: Sequence[Edit] = ()
     #: a prefix table's choice: ``target`` first, then its failover list (docs/prefix_tables.md)
     choice: PrefixChoice | None = None
 
@@ -149,6 +161,8 @@ class StatelessProxy:
         self.now = 0.0
         self.load = 0.0
         self.trusted = routing.trusted
+        #: digest authentication (rule 11); the worker sets it when ``[auth] enabled``
+        self.auth: Authenticator | None = None
         #: ``relay_refused`` (rule 10); the worker hands in its load counters
         self.counters: Counter[str] = Counter()
         self.tags = ConnTags(key if key is not None else secrets.token_bytes(32))
@@ -177,11 +191,13 @@ class StatelessProxy:
                 reply = (inb.ingress, self.reply_meta(inb, None), data)
             raise Malformed(exc, reply) from exc
 
-    def request_out(self, req: Request, inb: Inbound, known: bool = False) -> Out:
+    def request_out(self, req: Request, inb: Inbound, known: bool = False,
+                    plan: Plan | None = None) -> Out:  # fmt: skip
         """``req`` forwarded statelessly, or the error reply that refuses it; ``known`` as
-        ``plan``."""
+        ``plan``. A ``plan`` already made is used as is (``plan`` spends nonce-counts and
+        rate-limit tokens: it runs once per request)."""
         try:
-            return self._forward_request(req, inb, known)
+            return self._forward_request(req, inb, known, plan)
         except SipError as exc:
             if req.method == "ACK":
                 reason = "relay_ack" if isinstance(exc, RelayRefused) else f"ack_{exc.status}"
@@ -194,8 +210,10 @@ class StatelessProxy:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _forward_request(self, req: Request, inb: Inbound, known: bool = False) -> Out:
-        plan = self.plan(req, inb, known)
+    def _forward_request(self, req: Request, inb: Inbound, known: bool = False,
+                         plan: Plan | None = None) -> Out:  # fmt: skip
+        if plan is None:
+            plan = self.plan(req, inb, known)
         if plan.local is not None:
             return self._reply(req, inb, 200, "OK", plan.local)
         if plan.hop is not None:
@@ -212,6 +230,8 @@ class StatelessProxy:
         """
         if req.uri.scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
+        if req.method == "ACK" and self.auth is not None and self.auth.acks_challenge(req):
+            raise Drop("ack_challenge")  # the ACK of our 401/407 ends here (rule 11)
         routes, changed, uri, uri_changed = self._preprocess_routes(req)
         if req.method == "OPTIONS" and not routes and self._for_us(uri):
             return Plan(routes, changed, uri, uri_changed, None, None, None, (ALLOW,))
@@ -220,6 +240,10 @@ class StatelessProxy:
         self._check_proxy_require(req)
         if routes or req.to.tag is not None:
             self._check_relay(req, inb, routes, changed, uri, known)
+        strip = None
+        if self.auth is not None:
+            trusted = self.trusted.tags(inb.src_ip, inb.transport, inb.src_port) is not None
+            strip = self.auth.admit(req, trusted, changed or known, self.now)
         route: Route | None = None
         target: Destination | None = None
         if self.ratelimit is not None and req.to.tag is None and req.method not in UNLIMITED:
@@ -231,14 +255,16 @@ class StatelessProxy:
                 uri, uri_changed, changed = top, True, True
             hop: Uri | None = top
         else:
-            hop, route = self._route(req, uri, inb, changed)
+            hop, route, uri, uri_changed, edits = self._route(req, uri, uri_changed, inb, changed)
             if hop is None and route is not None and route.to is not None:
                 target = route.to.pick(req.call_id)
             elif hop is None and route is not None and route.prefix_table:
+                # after the rules' user rewrite: the table sees the number they made
                 choice = self._by_prefix(req, uri, route)
                 return Plan(routes, changed, uri, uri_changed, hop, route, choice.targets[0],
-                            None, choice)  # fmt: skip
-        return Plan(routes, changed, uri, uri_changed, hop, route, target, None)
+                            None, strip, edits, choice)  # fmt: skip
+            return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip, edits)
+        return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip)
 
     def _by_prefix(self, req: Request, uri: Uri, route: Route) -> PrefixChoice:
         """The destinations of ``route``'s prefix table for the Request-URI user.
@@ -288,6 +314,10 @@ class StatelessProxy:
             edits.append(received)
         if plan.changed:
             edits.extend(self._route_edits(req, routes))
+        if plan.strip is not None:
+            edits.append(plan.strip)
+        if plan.edits:
+            edits.extend(plan.edits)
         if plan.uri_changed:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
@@ -304,8 +334,8 @@ class StatelessProxy:
         assert self.ratelimit is not None
         route = ""
         if not routes:  # the rule a routed request would take, for pipes bound to a route
-            route = next((r.name for r in self.routing.routes
-                          if r.matches(req, inb.src_ip, inb.transport, inb.src_port)), "")  # fmt: skip
+            r = self._decide(req, inb).route
+            route = r.name if r is not None else ""
         name = self.ratelimit.admit(req.method, inb.src_ip, route, self.now, self.load)
         if name is not None:
             err = RateLimited(f"over the rate of pipe {name}")
@@ -354,11 +384,13 @@ class StatelessProxy:
             self.counters["relay_refused"] += 1
             raise error("the request names its next hop and its source is not trusted")
 
-    def _route(self, req: Request, uri: Uri, inb: Inbound, routed: bool,
-               ) -> tuple[Uri | None, Route | None]:  # fmt: skip
-        """(next hop, route) when the request names its next hop (a remote target, or its
-        Request-URI by a ``to_request_uri`` route), else (None, the matching route).
-        ``routed``: our own Route entry was popped, so the request follows a route set."""
+    def _route(self, req: Request, uri: Uri, uri_changed: bool, inb: Inbound, routed: bool,
+               ) -> tuple[Uri | None, Route | None, Uri, bool, Sequence[Edit]]:  # fmt: skip
+        """(next hop, route, Request-URI, Request-URI changed, header edits). The next hop
+        when the request names it (a remote target, or its Request-URI by a
+        ``to_request_uri`` route), else None and the rule that ends the routing walk, with
+        the rules' rewrites (docs/routing.md). ``routed``: our own Route entry was popped,
+        so the request follows a route set."""
         if (
             (req.method != "ACK" or routed)
             and req.to.tag is not None
@@ -366,18 +398,27 @@ class StatelessProxy:
             and is_ip(uri.host_plain)
             and not self.listeners.uri_is_us(uri)
         ):
-            return uri, None  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
-        for route in self.routing.routes:
-            if not route.matches(req, inb.src_ip, inb.transport, inb.src_port):
-                continue
-            if route.reject:
-                raise rejection(route.reject, route.reason)(f"route {route.name}")
-            if not route.to_request_uri:
-                return None, route
-            if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
-                return uri, route
-            raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
-        raise NotFound("no route")
+            # in-dialog: the Request-URI is the remote target (§12.2.1.1)
+            return uri, None, uri, uri_changed, ()
+        d = self._decide(req, inb)
+        route = d.route
+        if route is None:
+            raise NotFound("no route")
+        if route.reject:
+            raise rejection(route.reject, route.reason)(f"route {route.name}")
+        if d.user_changed and uri.is_sip:
+            uri = parse_uri(with_user(uri.raw, uri.scheme, uri.user, d.user or ""))
+            uri_changed = True
+        edits = header_edits(req, d.edits, d.user, inb.src_ip) if d.edits else ()
+        if not route.to_request_uri:
+            return None, route, uri, uri_changed, edits
+        if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
+            return uri, route, uri, uri_changed, edits
+        raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
+
+    def _decide(self, req: Request, inb: Inbound) -> Decision:
+        return self.routing.decide(req, inb.src_ip, inb.transport, inb.src_port, inb.local_ip,
+                                   inb.local_port)  # fmt: skip
 
     def _branch(self, req: Request, uri: Uri, routes: list[NameAddr], attempt: int = 0) -> str:
         top = req.vias[0]
@@ -506,7 +547,9 @@ class StatelessProxy:
     def _reply(
         self, req: Request, inb: Inbound, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> Out:
-        data = build_response(req, status, reason, extra_headers=extra)
+        # a challenge's To-tag lets its ACK be recognised and absorbed (rule 11)
+        tag = self.auth.reply_tag(req) if self.auth is not None and status in (401, 407) else None
+        data = build_response(req, status, reason, extra_headers=extra, to_tag=tag)
         return (inb.ingress, self.reply_meta(inb, req), data)
 
     def reply_meta(self, inb: Inbound, req: Request | None) -> list[Any]:

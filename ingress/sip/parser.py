@@ -15,9 +15,14 @@ Rules:
    lines, ``MAX_HEADER_FIELDS`` fields, or ``MAX_LIST_VALUES`` values in Via or in the
    name-addr lists, is ``TooManyHeaders`` (400), salvaged from the first lines only.
 
-This is the hot path of the whole proxy (every message is parsed by the ingress and again by a
-worker), so it works with bytes methods (split, partition, find) and one compiled regex per
-element, and leaves parameter dicts to be built on first use.
+6. What was read of a header line, a CSeq value or a number may be remembered (bounded
+   memos, keyed by the exact bytes): a hit gives what reading them again gives, and every
+   check that depends on the message (a second singleton, the list cap) still runs on it.
+
+This is the hot path of the whole proxy (every message a worker takes is parsed here in
+full), so it works with bytes methods (split, partition, find) and one compiled regex per
+element, reads the header lines in one pass when they are plain (``_scan_fields``), and
+leaves parameter dicts to be built on first use.
 """
 
 from __future__ import annotations

@@ -809,6 +809,7 @@ class TestSharingAcrossHosts:
         e = error(self.conf(feature))
         assert (e.key, str(e.found)) == (key, found), e
         assert e.expected == "false unless [curve] secret_key_file is set (shared with a tcp:// peer)"
+        assert str(e).startswith(f"conf/test.toml: {key}: expected false unless [curve]")
 
     def test_cluster_ctl_needs_curve(self) -> None:
         e = error(self.conf("ctl"))

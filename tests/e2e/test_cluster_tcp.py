@@ -135,7 +135,8 @@ def test_trunk_limit_holds_across_three_hosts(start_node: StartNode, uas: Uas,
     extra = TRUNK.replace('cdr_file = "/dev/null"', f'cdr_file = "{tmp_path}/{{node}}.cdr"')
     cluster = Cluster(start_node, tmp_path, dport, extra)
     a, _, c = cluster.nodes
-    held = [UacRun.start(n.port, "u1", 2, 10, tmp_path, timeout_s=60, extra=("-d", "20000"))
+    # held 30 s: the checks below run while they are up, a ctl call taking ~1 s on a busy box
+    held = [UacRun.start(n.port, "u1", 2, 10, tmp_path, timeout_s=90, extra=("-d", "30000"))
             for n in cluster.nodes]  # fmt: skip
     try:
         assert poll(lambda: [counted(n) for n in cluster.nodes] == [6, 6, 6], 15), \
@@ -187,6 +188,7 @@ def test_pike_block_on_one_host_holds_on_the_others(start_node: StartNode, uas: 
             s.close()
     res = sipp_uac(c.port, "u1", 20, 10, tmp_path, timeout_s=30)
     assert (res.successful, res.failed) == (20, 0), res.output
+    assert_metrics_of_every_node(b)
     assert len(a.proc.events("pike_blocked")) == 1
     assert [n.proc.events("pike_blocked") for n in (b, c)] == [[], []]
 
@@ -220,6 +222,27 @@ def test_a_peer_with_a_wrong_key_is_refused(start_node: StartNode, uas: Uas,
     reached = {e["node"]: (bool(e["stats"]), e["error"]) for e in doc["cluster"]}
     assert reached["node-a"] == (True, "") and reached["node-c"] == (True, ""), reached
     assert reached["node-b"] == (False, "no answer within 1 s"), reached
+    table = subprocess.run([f"{VENV_BIN}/sipline", "ctl", "stats", "--cluster"], env=env_for(a.conf),
+                           capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    assert table.returncode == 0, table.stderr
+    sections = [line for line in table.stdout.splitlines() if line.startswith("== node")]
+    assert sections == ["== node node-a", "== node node-b: no answer within 1 s", "== node node-c"]
+
+
+def assert_metrics_of_every_node(node: Node) -> None:
+    """``sipline metrics --cluster``'s collector on ``node``: one scrape labels samples of all
+    three nodes, each of which answered."""
+    from prometheus_client.core import Metric
+
+    from conf.load import load
+    from sipline.metrics import ClusterCollector
+
+    families: dict[str, Metric] = {m.name: m for m in ClusterCollector(load(str(node.conf))).collect()}
+    assert {s.labels["node"] for s in families["sipline_busy_ratio"].samples} == set(NAMES)
+    assert {s.labels["node"]: s.value for s in families["sipline_node_reached"].samples} == \
+        dict.fromkeys(NAMES, 1.0)
+    stages = {(s.labels["node"], s.labels["stage"]) for s in families["sipline_busy_ratio"].samples}
+    assert {(n, "ingress") for n in NAMES} <= stages, stages
 
 
 SHARED = """

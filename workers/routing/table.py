@@ -113,7 +113,7 @@ class Route:
             return False
         if self.transport is not None and transport != self.transport:
             return False
-        if self.listener is not None and (local_ip, local_port) != self.listener:
+        if self.listener is not None and (local_ip, local_port) not in self.listener:
             return False
         for h in self.headers:
             if not h.holds(req):
@@ -134,12 +134,15 @@ class Route:
         return self.failure_on_timeout if status is None else status in self.failure_codes
 
 
-def _listener(text: str) -> tuple[str, int] | None:
-    """``address:port`` (``[v6]:port``) as (canonical address, port)."""
+def _listener(text: str) -> frozenset[tuple[str, int]] | None:
+    """``address:port`` (``[v6]:port``) as the (address, port) pairs the ingress may report
+    for it: the address as ``[[listen]]`` writes it (UDP) and in canonical form (TCP reports
+    what the socket says)."""
     if not text:
         return None
     host, _, port = text.rpartition(":")
-    return ipaddress.ip_address(host.strip("[]")).compressed, int(port)
+    written = host.strip("[]")
+    return frozenset({(written, int(port)), (ipaddress.ip_address(written).compressed, int(port))})
 
 
 @dataclass(slots=True)
