@@ -56,7 +56,7 @@ def test_configured_no_match_status(tmp_path: Path) -> None:
 
 
 def test_bad_file_stops_the_routing_table(tmp_path: Path) -> None:
-    """A worker cannot build its routing table from a bad file (workers/main.py exits 2)."""
+    """A bad file builds no routing table (the worker exits 2: tests/test_cli.py)."""
     with pytest.raises(PrefixFileError) as info:
         prefix_proxy(tmp_path, rows="+44,uk\n+45,nowhere\n")
     assert (info.value.line, info.value.field) == (2, "group")
