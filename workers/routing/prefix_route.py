@@ -9,10 +9,12 @@ Rules:
 2. No match answers the table's ``no_match_status`` (404 unless configured): the proxy
    never guesses a gateway.
 3. The matched prefix's groups are tried in ``RuleSet.order`` (priority, then weight drawn
-   from the Call-ID hash). The first group gives the first destination the way a plain
-   route's set would (``DispatchSet.pick``, sticky per Call-ID for the stateless proxy);
-   the rest of that group, then each later group's usable destinations, follow as
-   failover targets. A destination listed by two groups is tried once.
+   from the Call-ID hash). The first group with a usable destination gives the first
+   destination the way a plain route's set would (``DispatchSet.select``: its algorithm,
+   sticky per Call-ID when it had to avoid a down destination); the rest of that group,
+   then each later group's usable destinations, follow as failover targets. A destination
+   listed by two groups is tried once. With none usable anywhere, the first group's hash
+   decides (``DispatchSet.pick``), as a stateless proxy does for a plain route.
 4. ``PrefixTables`` holds the tables by name and swaps a whole table at once (``replace``):
    a lookup sees the old table or the new one, never a mix.
 """
@@ -146,25 +148,28 @@ def trim_heap() -> None:
 
 def order_targets(name: str, ruleset: RuleSet, call_id: str,
                   sets: dict[str, DispatchSet]) -> PrefixChoice | None:  # fmt: skip
-    """Rule 3: the groups of ``ruleset`` turned into one failover list."""
+    """Rule 3: the groups of ``ruleset`` turned into one failover list. A group with no
+    usable destination is passed over (drouting skips a gateway list that is all down);
+    when none has one, the first group's hash decides, as for a plain route's set."""
     h = zlib.crc32(call_id.encode("latin-1", "replace"))
+    order = ruleset.order(h)
     targets: list[Destination] = []
     seen: set[tuple[str, int, str | None]] = set()
     first_set: DispatchSet | None = None
-    for group in ruleset.order(h):
+    for group in order:
         ds = sets[group]
-        if first_set is None:
-            first = ds.pick(call_id)
-            first_set = ds
-            candidates = [first, *ds.alternatives(first)]
-        else:
-            chosen = ds.select(call_id)
-            candidates = [] if chosen is None else [chosen, *ds.alternatives(chosen)]
-        for d in candidates:
+        chosen = ds.select(call_id)  # sticky per Call-ID where the set's choice was not its hash
+        if chosen is None:
+            continue
+        first_set = first_set or ds
+        for d in (chosen, *ds.alternatives(chosen)):
             where = (d.host, d.port, d.transport)
             if where not in seen:
                 seen.add(where)
                 targets.append(d)
-    if first_set is None or not targets:
-        return None
+    if first_set is None:  # every destination of every group is down
+        if not order:
+            return None
+        first_set = sets[order[0]]
+        targets = [first_set.pick(call_id)]
     return PrefixChoice(name, ruleset, targets, first_set)
