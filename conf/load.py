@@ -426,6 +426,9 @@ def _check_values(s: Settings) -> None:
         raise ConfigError(f, exc.key, exc.expected, Said(exc.found) if said else exc.found) from None
     _check_protection(f, s)
     _check_stateplane(f, s)
+    from conf import tlscheck  # it imports this module's ConfigError
+
+    tlscheck.check(f, s)
 
 
 def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
@@ -779,9 +782,13 @@ def _check_stateplane(f: str, s: Settings) -> None:
         if not sp.replicate:
             # the pair's nodes swap roles: each must publish what it serves
             raise ConfigError(f, "stateplane.replicate", f'true when role = "{sp.role}"', False)
-        if len(sp.peers) != 1:
+        if sp.role == "member":
+            _check_members(f, s)
+        elif len(sp.peers) != 1:
             expected = f'exactly one entry, the other node of the pair (role = "{sp.role}")'
             raise ConfigError(f, "stateplane.peers", expected, Said(f"{len(sp.peers)} entries"))
+    elif sp.members:
+        raise ConfigError(f, "stateplane.members", 'empty unless role = "member"', sp.members)
     standby: dict[str, bool] = {}
     for i, lst in enumerate(s.listen):
         if lst.standby and not lst.virtual:
@@ -790,11 +797,38 @@ def _check_stateplane(f: str, s: Settings) -> None:
             expected = f"the same standby as the other listeners on {lst.address}"
             raise ConfigError(f, f"listen[{i}].standby", expected, lst.standby)
         if lst.virtual and not sp.role:
-            expected = 'false unless [stateplane] role is "primary" or "backup"'
+            expected = 'false unless [stateplane] role is "primary", "backup" or "member"'
             raise ConfigError(f, f"listen[{i}].virtual", expected, True)
     if sp.role and not any(lst.virtual and not lst.standby for lst in s.listen):
         expected = "a [[listen]] with virtual = true and not standby (this node's own address)"
         raise ConfigError(f, "listen", expected, Said("none"))
+
+
+def _check_members(f: str, s: Settings) -> None:
+    """role = "member" (docs/failover.md "Three nodes or more"): the cluster's names, each
+    other one a [[peer]] with its state plane, and every standby address some member's."""
+    sp, names = s.stateplane, s.stateplane.members
+    if not 3 <= len(names) <= 32 or len(set(names)) != len(names):
+        raise ConfigError(f, "stateplane.members", "3 to 32 distinct node names", names)
+    if s.node.name not in names:
+        raise ConfigError(f, "stateplane.members", f"a list naming this node ({s.node.name})", names)
+    peers = {p.name: p for p in s.peer}
+    for name in names:
+        if name != s.node.name and (name not in peers or not peers[name].stateplane):
+            expected = f"a [[peer]] named {name} with its stateplane entry (a member)"
+            raise ConfigError(f, "peer", expected, Said("none"))
+    if len(sp.peers) != len(names) - 1:
+        expected = f"one entry per other member ({len(names) - 1})"
+        raise ConfigError(f, "stateplane.peers", expected, Said(f"{len(sp.peers)} entries"))
+    owner: dict[str, str] = {}
+    for name in names:
+        for addr in peers[name].virtual if name in peers else []:
+            if owner.setdefault(addr, name) != name:
+                raise ConfigError(f, f"peer.{name}.virtual", "addresses of one member each", addr)
+    for i, lst in enumerate(s.listen):
+        if lst.standby and lst.address not in owner:
+            expected = "an address in some member's [[peer]] virtual list"
+            raise ConfigError(f, f"listen[{i}].address", expected, lst.address)
 
 
 def _check_relay(f: str, s: Settings) -> None:
@@ -962,9 +996,9 @@ def _ip(file: str, key: str, text: str) -> None:
 # (RFC 3261 §25.1 SIP-URI without userinfo: host, port, uri-parameters; the scheme is
 # case-insensitive, §19.1.4).
 DESTINATION_RE = re.compile(
-    r"(?i:sip):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'%]+(?:=[^;]*)?)*)"
+    r"(?i:sips?):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'%]+(?:=[^;]*)?)*)"
 )
-_URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp"
+_URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp (or sips:)"
 
 
 def _unique(f: str, table: str, i: int, name: str, seen: dict[str, int]) -> None:
@@ -1009,10 +1043,6 @@ def _host_destination(file: str, key: str, uri: str, host: str, port: str | None
 
 
 def _destination(file: str, key: str, uri: str, s: Settings) -> None:
-    if uri.lower().startswith("sips:"):
-        raise ConfigError(
-            file, key, "a sip: URI (sips: needs TLS, which sipline does not speak)", uri
-        )
     m = DESTINATION_RE.fullmatch(uri)
     if m is None:
         raise ConfigError(file, key, _URI_HELP, uri)
@@ -1028,8 +1058,10 @@ def _destination(file: str, key: str, uri: str, s: Settings) -> None:
         raise ConfigError(file, key, _URI_HELP + " (port from 1 to 65535)", uri)
     param = re.search(r";transport=([^;]*)", m.group(3) or "", re.IGNORECASE)
     transport = param.group(1).lower() if param else None
-    if transport not in (None, "udp", "tcp"):
-        raise ConfigError(file, key, "transport=udp or transport=tcp", uri)
+    if transport not in (None, "udp", "tcp", "tls"):
+        raise ConfigError(file, key, "transport=udp, transport=tcp or transport=tls", uri)
+    if uri[:5].lower() == "sips:":
+        transport = "tls"  # RFC 3261 §26.2.1: whatever the transport parameter says
     if ip is None:
         return  # a host name: its addresses are checked against the listeners when resolved
     # a worker sends from a listener of the same transport and address family

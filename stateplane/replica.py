@@ -76,20 +76,22 @@ class Publisher:
         self._backlog.extend(out)
         return out
 
-    def hugz(self, role: str = "") -> Hugz:
-        return Hugz(self.node, self.epoch, self.seq, role)
+    def hugz(self, role: str = "", view: tuple[tuple[str, ...], ...] = ()) -> Hugz:
+        """``view``: a cluster member's (sees, holds, knows), ``stateplane/quorum.py``."""
+        return Hugz(self.node, self.epoch, self.seq, role, *view)
 
     def next_timer(self) -> float:
         return self._next_hugz
 
-    def handle_timer(self, now: float, role: str = "") -> Hugz | None:
+    def handle_timer(self, now: float, role: str = "",
+                     view: tuple[tuple[str, ...], ...] = ()) -> Hugz | None:  # fmt: skip
         """A heartbeat to publish if one is due (on the schedule, so it never drifts)."""
         if now < self._next_hugz:
             return None
         self._next_hugz += self.heartbeat_s
         if self._next_hugz <= now:  # the loop stalled: skip the missed ones
             self._next_hugz = now + self.heartbeat_s
-        return self.hugz(role)
+        return self.hugz(role, view)
 
     def since(self, epoch: int, seq: int) -> list[Update] | None:
         """The updates after ``seq`` of ``epoch`` if the backlog holds all of them, else None."""

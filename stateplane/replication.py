@@ -72,6 +72,7 @@ from dialogstate.table import DialogTable
 from stateplane import updates as up
 from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
+from stateplane.cluster import ClusterFailover
 from stateplane.failover import Adopter, Failover, opposite
 from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
@@ -183,10 +184,17 @@ class Replication:
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
         self.peers = [self._peer(d) for d in sp.peers]
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
-        self.failover: Failover | None = None
+        self.failover: Failover | ClusterFailover | None = None
         #: our own virtual addresses (not ``standby``): their role decides a restore
         self._own: set[str] = set()
-        if sp.role:
+        if sp.role == "member":  # three nodes or more (stateplane/cluster.py)
+            self._own = {lst.address for lst in settings.listen if lst.virtual and not lst.standby}
+            self.failover = ClusterFailover(ctx, run_dir, sp.members, self._member_addresses(),
+                                            settings.node.name, self.publisher.epoch,
+                                            self.heartbeat_s, self.loop.time(), self._publish_role,
+                                            self._replica_of)  # fmt: skip
+            self.failover.on_role = self._on_role
+        elif sp.role:
             roles = {lst.address: opposite(sp.role) if lst.standby else sp.role
                      for lst in settings.listen if lst.virtual}  # fmt: skip
             self._own = {lst.address for lst in settings.listen if lst.virtual and not lst.standby}
@@ -377,8 +385,28 @@ class Replication:
         """A replica is whole again; after a lost split brain it decides what we let go
         (``failover.py`` rule 3)."""
         fo = self.failover
-        if fo is not None and fo.reconcile and peer is self.peers[0] and peer.replica:
+        if isinstance(fo, Failover) and fo.reconcile and peer is self.peers[0] and peer.replica:
             fo.reconciled(self.mirror.keys(), peer.replica.table, self.loop.time())
+
+    def _member_addresses(self) -> dict[str, list[str]]:
+        """Each member's virtual addresses we listen on: ours, and the standby ones by the
+        ``[[peer]] virtual`` that names them."""
+        listened = {lst.address for lst in self.settings.listen if lst.virtual}
+        out = {self.settings.node.name: sorted(self._own)}
+        for p in self.settings.peer:
+            if p.name in self.settings.stateplane.members:
+                out[p.name] = [a for a in p.virtual if a in listened]
+        return out
+
+    def _replica_of(self, node: str) -> DialogTable | None:
+        for peer in self.peers:
+            if peer.replica is not None and peer.replica.node == node:
+                return peer.replica.table
+        return None
+
+    def _view(self) -> tuple[tuple[str, ...], ...]:
+        fo = self.failover
+        return fo.view(self.loop.time()) if isinstance(fo, ClusterFailover) else ()
 
     def _pair_table(self) -> tuple[str, DialogTable] | None:
         r = self.peers[0].replica
@@ -386,7 +414,7 @@ class Replication:
 
     def _publish_role(self) -> None:
         assert self.failover is not None
-        self._publish(self.publisher.hugz(self.failover.role))
+        self._publish(self.publisher.hugz(self.failover.role, self._view()))
 
     def make_table(self) -> DialogTable:
         return DialogTable(self.settings, emit_deltas=False)
@@ -479,10 +507,11 @@ class Replication:
                 self._start_snapshot()
         self._restore_tick(now)
         peer = self.peers[0] if self.peers else None
-        if (self.failover is not None and self.failover.reconcile_until and peer is not None
+        if (isinstance(self.failover, Failover) and self.failover.reconcile_until and peer is not None
                 and peer.replica is not None and not peer.replica.syncing):  # fmt: skip
             self.failover.recheck(self.mirror.keys(), peer.replica.table, now)
-        hugz = self.publisher.handle_timer(now, self.failover.role if self.failover else "")
+        hugz = self.publisher.handle_timer(now, self.failover.role if self.failover else "",
+                                           self._view())  # fmt: skip
         if hugz is not None:
             self._publish(hugz)
         for peer in self.peers:

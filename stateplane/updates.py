@@ -39,6 +39,7 @@ from typing import Any
 import msgpack
 
 from stateplane.bstar import decode_roles
+from stateplane.quorum import MAX_MEMBERS
 
 VERSION = 1
 #: update kinds; only dialog deltas today (the kv store and the directory may follow)
@@ -53,6 +54,8 @@ MAX_UPDATE_BYTES = 256 << 10
 MAX_ARRAY_LEN = 4096
 #: no message holds a map; a few keys are tolerated, never many
 MAX_MAP_LEN = 64
+#: a node name in a cluster member's heartbeat (``[node] name`` is far shorter in practice)
+MAX_NAME_CHARS = 128
 #: a delta's length per op, including op, call_id and from_tag (``docs/dialogs.md``);
 #: "c" is the op and the 24 fields of ``dialogstate.record.RECORD``
 DELTA_LENGTHS = {"c": 25, "f": 5, "e": 7, "a": 9, "u": 8, "r": 8, "t": 6}
@@ -83,6 +86,11 @@ class Hugz:
     epoch: int
     seq: int
     role: str = ""
+    #: a cluster member's view (``stateplane/quorum.py``): whom it hears, whose addresses
+    #: it holds; empty in a pair
+    sees: tuple[str, ...] = ()
+    holds: tuple[str, ...] = ()
+    knows: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +137,8 @@ def pack(msg: Message) -> list[bytes]:
         body: list[Any] = [msg.node, msg.epoch, msg.seq, msg.kind, msg.payload]
     elif isinstance(msg, Hugz):
         body = [msg.node, msg.epoch, msg.seq, msg.role]
+        if msg.sees:
+            body += [list(msg.sees), list(msg.holds), list(msg.knows)]
     elif isinstance(msg, Icanhaz):
         body = [msg.node, msg.req, msg.epoch, msg.seq]
     elif isinstance(msg, Chunk):
@@ -227,11 +237,23 @@ def _roles_ok(role: Any) -> bool:
 
 
 def _hugz(body: list[Any]) -> Hugz:
-    _arity(body, 4, "HUGZ")
-    node, epoch, seq, role = body
+    if len(body) != 7:
+        _arity(body, 4, "HUGZ")
+    node, epoch, seq, role = body[:4]
     if not _roles_ok(role):
         raise UpdateError(f"role {str(role)[:80]!r}")
-    return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role)
+    view = tuple(_names(v, what) for v, what in zip(body[4:], ("sees", "holds", "knows")))
+    return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role, *view)
+
+
+def _names(value: Any, what: str) -> tuple[str, ...]:
+    """A cluster member's list of node names (``quorum.MAX_MEMBERS`` at most)."""
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise UpdateError(f"{what}: a list of at most {MAX_MEMBERS} names")
+    names = tuple(_str(v, what) for v in value)
+    if any(len(n) > MAX_NAME_CHARS for n in names):
+        raise UpdateError(f"{what}: a name over {MAX_NAME_CHARS} characters")
+    return names
 
 
 def _icanhaz(body: list[Any]) -> Icanhaz:

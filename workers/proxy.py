@@ -12,7 +12,7 @@ Rules:
 3. Responses: the top Via must be ours, else it is stray and dropped (§16.7 step 3 for a
    stateless proxy). It is removed and the response goes where the next Via says: ``received``
    and ``rport`` first (RFC 3581 §4), the sent-by otherwise (§18.2.2). Over TCP, our Via's
-   ``sl-c`` parameter names the connection the request came on, so the response takes it back.
+   ``sl-c`` parameter names the connection the request came on (TCP or TLS), so the response takes it back.
    A response writes that parameter itself: it is authenticated (``workers/conntag.py``), a
    tag that fails is forged and the response dropped (``forged_tag``), and one naming an
    ingress that is not among ``ingresses`` (the live ones) goes out through the ingress it
@@ -55,6 +55,7 @@ Rules:
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections import Counter
 from collections.abc import Container, Sequence
@@ -100,6 +101,14 @@ ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, SUBSCRIBE, 
 CONN_PARAM = "sl-c"
 #: never rate limited: they end or complete calls already admitted (docs/design.md §3 "Protection")
 UNLIMITED = frozenset({"ACK", "CANCEL", "BYE"})
+#: connection transports: a response goes back on the connection (rule 3, docs/tls.md)
+STREAMS = frozenset({"tcp", "tls"})
+#: on a next hop the stateful proxy resolved from a host name: that name, which a TLS
+#: server's certificate must carry; it goes to the ingress as the meta transport ``tls:<name>``
+SNI_PARAM = "sl-sni"
+SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?")
+#: the Record-Route parameter naming a listener's transport (UDP is the default)
+RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}
 #: every branch we generate starts so; a response whose top Via lacks it is not ours
 BRANCH_PREFIX = "z9hG4bK-sl"
 
@@ -291,11 +300,12 @@ class StatelessProxy:
         """
         if not is_ip(hop.host_plain):
             raise Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
-        # no transport on the next hop: keep the one the request came on, as Kamailio does
-        transport = (hop.param("transport") or inb.transport).lower()
-        if transport not in ("udp", "tcp"):
+        # no transport on the next hop: keep the one the request came on, as Kamailio does;
+        # a sips: hop is TLS whatever it says (RFC 3261 §26.2.1)
+        transport = "tls" if hop.scheme == "sips" else (hop.param("transport") or inb.transport).lower()
+        if transport not in STREAMS and transport != "udp":
             raise Unreachable(f"no {transport} transport")
-        dst_ip, dst_port = hop.host_plain, hop.port or 5060
+        dst_ip, dst_port = hop.host_plain, hop.port or (5061 if transport == "tls" else 5060)
         out_lst = self.listeners.pick(transport, dst_ip)
         if out_lst is None:
             raise Unreachable(f"no {transport} listener for {dst_ip}")
@@ -303,7 +313,7 @@ class StatelessProxy:
         branch = self._branch(req, uri, routes, attempt)  # raises LoopDetected
         edits: list[Edit] = []
         via = self.listeners.via_prefixes[id(out_lst)] + branch.encode()
-        if inb.transport == "tcp":
+        if inb.transport in STREAMS:
             via += f";{CONN_PARAM}={self.tags.mint(inb.ingress, inb.conn)}".encode()
         edits.append((req.line_end, req.line_end, via + CRLF))
         if self.cfg.record_route and req.method in DIALOG_CREATING and req.to.tag is None:
@@ -322,11 +332,15 @@ class StatelessProxy:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
             edits.append((start, req.line_end, line))
-        if transport == "tcp" and not req.has_header("content-length"):
+        if transport in STREAMS and not req.has_header("content-length"):
             cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
             edits.append((req.line_end, req.line_end, cl))
         data = splice(req.raw, edits, req.body_end)
         meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
+        if transport == "tls":  # the name the server's certificate must carry (docs/tls.md)
+            name = hop.param(SNI_PARAM)
+            if name and SERVER_NAME_RE.fullmatch(name):
+                meta[0] = f"tls:{name.lower()}"
         return (inb.ingress, meta, data), branch
 
     def _check_rate(self, req: Request, inb: Inbound, routes: list[NameAddr], uri: Uri) -> None:
@@ -454,7 +468,7 @@ class StatelessProxy:
         )  # fmt: skip
         rr = [out_lst] if in_lst is out_lst else [out_lst, in_lst]
         return b"".join(
-            f"Record-Route: <sip:{hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>".encode()
+            f"Record-Route: <sip:{hostport(x)};{RR_TRANSPORT[x.transport]}lr>".encode()
             + CRLF
             for x in rr
         )
@@ -511,7 +525,7 @@ class StatelessProxy:
             raise Drop("response_for_us")
         nxt = rest[0]
         transport = nxt.transport.lower()
-        if transport not in ("udp", "tcp"):
+        if transport not in STREAMS and transport != "udp":
             raise Drop("unsupported_transport")
         dst_ip = strip_brackets(nxt.received) if nxt.received else nxt.host_plain
         if not is_ip(dst_ip):
@@ -519,13 +533,14 @@ class StatelessProxy:
         if not is_unicast(dst_ip):
             raise Drop("via_not_unicast")
         rport = nxt.params.get("rport")
-        dst_port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
+        dst_port = int(rport) if rport and rport.isdigit() else (
+            nxt.port or (5061 if transport == "tls" else 5060))  # fmt: skip
         ingress, conn = inb.ingress, 0
         if CONN_PARAM in ours.params:
             named = self.tags.verify(ours.params[CONN_PARAM] or "")
             if named is None:
                 raise Drop("forged_tag")
-            if transport == "tcp" and (self.ingresses is None or named[0] in self.ingresses):
+            if transport in STREAMS and (self.ingresses is None or named[0] in self.ingresses):
                 ingress, conn = named
         lst = self.listeners.pick(transport, dst_ip)
         if lst is None:

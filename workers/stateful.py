@@ -67,7 +67,7 @@ from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import Inbound, Out, Plan, StatelessProxy
+from workers.proxy import SNI_PARAM, Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
 from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.targets import chain, fails_over, next_set
@@ -608,7 +608,10 @@ class StatefulProxy:
             _, ruri, dest = target
             if failure is not None:
                 ctx.fallback = failure
-            resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"),
+            # a TLS server is verified against the name resolved (docs/tls.md)
+            sni = f";{SNI_PARAM}={target[0].host_plain}"
+            resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"
+                                   f"{sni if transport == 'tls' else ''}"),
                          ruri, dest) for transport, ip, port in addresses]  # fmt: skip
             ctx.targets[:0] = resolved
             self._try_next(ctx, now)

@@ -1,0 +1,309 @@
+"""N-node failover decisions (stateplane/quorum.py): each rule, and a simulated cluster under
+hypothesis (kills, restarts, partitions, failbacks): never two holders of one node's calls,
+and once the network is still, nothing is held outside a majority group and every member of
+it has its address held exactly once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stateplane.quorum import (
+    EXPIRY_HEARTBEATS,
+    GRACE_HEARTBEATS,
+    MAX_MEMBERS,
+    SETTLE_HEARTBEATS,
+    Change,
+    Quorum,
+    Reason,
+)
+
+HB = 1.0
+ABC = ("a", "b", "c")
+
+
+@dataclass
+class Sim:
+    """Nodes in memory; ``groups`` says who hears whom (a partition); time moves in half
+    heartbeats, every live node beats on each whole one and every beat reaches its group."""
+
+    names: tuple[str, ...]
+    now: float = 0.0
+    nodes: dict[str, Quorum] = field(default_factory=dict)
+    epochs: dict[str, int] = field(default_factory=dict)
+    group: dict[str, int] = field(default_factory=dict)
+    log: list[tuple[str, Change]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for n in self.names:
+            self.start(n)
+
+    def start(self, n: str) -> None:
+        self.epochs[n] = self.epochs.get(n, 0) + 1
+        self.nodes[n] = Quorum(self.names, n, self.epochs[n], heartbeat_s=HB, now=self.now)
+        self.group.setdefault(n, 0)
+
+    def kill(self, n: str) -> None:
+        self.nodes.pop(n, None)
+
+    def step(self) -> None:
+        self.now += HB / 2
+        beat = self.now % HB == 0
+        for n, q in list(self.nodes.items()):
+            self._note(n, q.handle_timer(self.now))
+            if not beat:
+                continue
+            sees, holds, knows = q.beat(self.now)
+            for m, other in self.nodes.items():
+                if m != n and self.group[m] == self.group[n]:
+                    self._note(m, other.receive(n, q.epoch, sees, holds, knows, self.now))
+
+    def run(self, heartbeats: int) -> None:
+        for _ in range(2 * heartbeats):
+            self.step()
+
+    def _note(self, n: str, changes: list[Change]) -> None:
+        self.log.extend((n, c) for c in changes)
+
+    def holders(self, x: str) -> list[str]:
+        return [n for n, q in self.nodes.items() if x in q.holds]
+
+    def majority_group(self) -> set[str] | None:
+        maj = len(self.names) // 2 + 1
+        for g in {self.group[n] for n in self.nodes}:
+            members = {n for n in self.nodes if self.group[n] == g}
+            if len(members) >= maj:
+                return members
+        return None
+
+
+def started(names: tuple[str, ...] = ABC) -> Sim:
+    sim = Sim(names)
+    sim.run(EXPIRY_HEARTBEATS + SETTLE_HEARTBEATS + 2)
+    return sim
+
+
+class TestRules:
+    def test_start_each_holds_its_own(self) -> None:
+        """Rule 5: a started cluster has each member holding its own address."""
+        sim = started()
+        assert {n: sorted(q.holds) for n, q in sim.nodes.items()} == {
+            "a": ["a"], "b": ["b"], "c": ["c"]}  # fmt: skip
+        assert all(c.reason is Reason.START for _, c in sim.log)
+
+    def test_alone_holds_nothing(self) -> None:
+        """Rule 1: one node of three, hearing nobody, never serves."""
+        q = Quorum(ABC, "a", 1, heartbeat_s=HB, now=0.0)
+        for t in range(20):
+            assert q.handle_timer(float(t)) == []
+        assert q.holds == set()
+
+    def test_kill_next_takes_over(self) -> None:
+        """Rule 4: a's calls and address go to b (next after a), whole replica, once."""
+        sim = started()
+        sim.kill("a")
+        sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 2)
+        assert sim.holders("a") == ["b"]
+        taken = [(n, c) for n, c in sim.log if c.take and c.member == "a" and c.source]
+        assert taken == [("b", Change(True, "a", Reason.TAKEOVER, "a", whole=True))]
+
+    def test_kill_last_wraps_to_first(self) -> None:
+        """Rule 4: the order is cyclic: c's calls go to a."""
+        sim = started()
+        sim.kill("c")
+        sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 2)
+        assert sim.holders("c") == ["a"]
+
+    def test_holder_of_two_dies_both_go_to_one(self) -> None:
+        """Rule 4: b held a's address and its own; b dies; c takes both with b's replica
+        (a's calls are in it)."""
+        names = ("a", "b", "c", "d", "e")
+        sim = started(names)
+        sim.kill("a")
+        sim.run(6)
+        assert sim.holders("a") == ["b"]
+        sim.kill("b")
+        sim.run(6)
+        assert sim.holders("a") == sim.holders("b") == ["c"]
+        took = {c.member: c.source for n, c in sim.log if n == "c" and c.take and c.source}
+        assert took == {"a": "b", "b": "b"}
+
+    def test_restart_before_expiry_is_a_death(self) -> None:
+        """Rule 3: a back with a new epoch lost its calls: b takes them from its replica."""
+        sim = started()
+        sim.kill("a")
+        sim.start("a")
+        sim.run(EXPIRY_HEARTBEATS + SETTLE_HEARTBEATS + 2)
+        assert sim.holders("a") == ["b"]
+        assert ("b", Change(True, "a", Reason.RESTART, "a", whole=True)) in sim.log
+
+    def test_failback(self) -> None:
+        """Rule 7: a comes back and waits; b hands back; a takes its address and adopts from
+        its replica of b only that address's calls."""
+        sim = started()
+        sim.kill("a")
+        sim.run(5)
+        sim.start("a")
+        sim.run(6)
+        assert sim.holders("a") == ["b"]  # sticky: no automatic failback
+        assert sim.nodes["b"].hand_back(sim.now) == [Change(False, "a", Reason.FAILBACK)]
+        sim.run(2)
+        assert sim.holders("a") == ["a"]
+        assert ("a", Change(True, "a", Reason.HANDED_BACK, "b", whole=False)) in sim.log
+
+    def test_hand_back_keeps_a_down_members_address(self) -> None:
+        """Rule 7: nothing goes back to a member that is down."""
+        sim = started()
+        sim.kill("a")
+        sim.run(5)
+        assert sim.nodes["b"].hand_back(sim.now) == []
+        assert sim.holders("a") == ["b"]
+
+    def test_minority_fences_before_majority_takes(self) -> None:
+        """Rules 1 and 4: a cut off alone releases its address at expiry; b takes it only
+        after, and a never takes anything."""
+        sim = started()
+        sim.group["a"] = 1
+        released = taken = None
+        for _ in range(2 * (EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 3)):
+            sim.step()
+            if released is None and not sim.nodes["a"].holds:
+                released = sim.now
+            if taken is None and "a" in sim.nodes["b"].holds:
+                taken = sim.now
+            assert len(sim.holders("a")) <= 1
+        assert released is not None and taken is not None and released < taken
+        assert not any(n == "a" and c.take for n, c in sim.log[3:])
+
+    def test_heal_gives_nothing_back_by_itself(self) -> None:
+        """After a partition heals, b keeps a's address until handed back (rule 7)."""
+        sim = started()
+        sim.group["a"] = 1
+        sim.run(6)
+        sim.group["a"] = 0
+        sim.run(6)
+        assert sim.holders("a") == ["b"] and sim.holders("b") == ["b"]
+
+    def test_two_of_five_declare_nobody_down(self) -> None:
+        """Rule 2: down needs a majority of the configured nodes."""
+        sim = started(("a", "b", "c", "d", "e"))
+        for n in "cde":
+            sim.kill(n)
+        sim.run(6)
+        assert sim.holders("a") == [] and sim.holders("c") == []
+
+    def test_conflict_nearer_keeps(self) -> None:
+        """Rule 8: two claimants, the nearer after the member keeps it."""
+        q = Quorum(ABC, "c", 1, heartbeat_s=HB, now=0.0)
+        q.holds = {"c", "a"}
+        out = q.receive("b", 1, ["a", "b", "c"], ["b", "a"], ["a", "c"], 1.0)
+        assert Change(False, "a", Reason.CONFLICT) in out and q.holds == {"c"}
+
+    def test_hostile_names_dropped(self) -> None:
+        """Rule 9: strangers in a heartbeat are dropped and counted; a heartbeat from a
+        non-member or from ourselves is ignored; the tables stay within the members."""
+        q = Quorum(ABC, "a", 1, heartbeat_s=HB, now=0.0)
+        q.receive("b", 1, ["x", "b"] * 1000, [f"z{i}" for i in range(10_000)], ["y"], 0.5)
+        assert q.heard["b"].sees == {"b"} and q.heard["b"].holds == frozenset()
+        assert q.counters["too_many_names"] == 2
+        assert q.receive("x", 1, ["x"], ["a"], [], 0.6) == [] and "x" not in q.heard
+        assert q.receive("a", 2, ["a"], ["a"], [], 0.7) == []
+        assert set(q.held_by) <= set(ABC)
+
+    @pytest.mark.parametrize(
+        "members",
+        [
+            ("a", "b"),
+            ("a", "a", "b"),
+            ("b", "c", "d"),
+            tuple(f"n{i}" for i in range(MAX_MEMBERS + 1)),
+        ],
+    )
+    def test_bad_members(self, members: tuple[str, ...]) -> None:
+        with pytest.raises(ValueError):
+            Quorum(members, "a", 1, heartbeat_s=HB, now=0.0)
+
+
+OPS = st.one_of(
+    st.tuples(st.just("run"), st.integers(1, 8)),
+    st.tuples(st.just("kill"), st.integers(0, 4)),
+    st.tuples(st.just("start"), st.integers(0, 4)),
+    st.tuples(st.just("cut"), st.lists(st.integers(0, 2), min_size=5, max_size=5)),
+    st.tuples(st.just("heal"), st.just(0)),
+    st.tuples(st.just("hand_back"), st.integers(0, 4)),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([3, 4, 5]), st.lists(OPS, max_size=25))
+def test_never_two_holders(n: int, ops: list[tuple[str, object]]) -> None:
+    """Whatever dies, restarts, splits or heals: no address has two holders at any step;
+    after a still period every address is held exactly once inside a majority group, and
+    nothing outside it."""
+    names = tuple("abcde"[:n])
+    sim = started(names)
+
+    def check() -> None:
+        for x in names:
+            assert len(sim.holders(x)) <= 1, (x, sim.holders(x), sim.log[-6:])
+
+    for op, arg in ops:
+        if op == "run":
+            for _ in range(2 * int(arg)):  # type: ignore[call-overload]
+                sim.step()
+                check()
+        elif op == "kill":
+            sim.kill(names[int(arg) % n])  # type: ignore[call-overload]
+        elif op == "start" and names[int(arg) % n] not in sim.nodes:  # type: ignore[call-overload]
+            sim.start(names[int(arg) % n])  # type: ignore[call-overload]
+        elif op == "cut":
+            sim.group.update(zip(names, arg))  # type: ignore[call-overload]
+        elif op == "heal":
+            sim.group = dict.fromkeys(names, 0)
+        elif op == "hand_back" and names[int(arg) % n] in sim.nodes:  # type: ignore[call-overload]
+            sim.nodes[names[int(arg) % n]].hand_back(sim.now)  # type: ignore[call-overload]
+        check()
+    sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + SETTLE_HEARTBEATS + 4)
+    check()
+    major = sim.majority_group()
+    for x in names:
+        if major is None:
+            assert sim.holders(x) == []
+        elif x in major:  # a member of the majority serves its address, or a survivor does
+            assert len(sim.holders(x)) == 1 and sim.holders(x)[0] in major, (x, sim.log[-8:])
+        else:  # its holder died unheard by every node up now (all restarted): nobody can
+            assert set(sim.holders(x)) <= major, (x, sim.log[-8:])
+
+
+def test_taker_must_have_heard_the_holder() -> None:
+    """Rule 4: b and c die, c restarts: c never heard b (no replica of it), so a, after b
+    in the order past c, takes b's address and replica (and c's: c's restart lost its
+    calls, rule 3)."""
+    sim = started()
+    sim.kill("b")
+    sim.kill("c")
+    sim.start("c")
+    sim.run(EXPIRY_HEARTBEATS + SETTLE_HEARTBEATS + GRACE_HEARTBEATS + 2)
+    assert sim.holders("b") == ["a"] and sim.holders("c") == ["a"]
+    assert ("a", Change(True, "b", Reason.TAKEOVER, "b", whole=True)) in sim.log
+
+
+def test_hugz_carry_the_view() -> None:
+    """A member's HUGZ round-trips its three name lists; a pair's has none; a list that is
+    not one, too long, or with an overlong name is refused."""
+    from stateplane import updates as up
+
+    h = up.Hugz("a", 1, 2, "", ("a", "b"), ("a",), ("b", "c"))
+    assert up.unpack(up.pack(h)) == h
+    assert up.unpack(up.pack(up.Hugz("a", 1, 2, ""))) == up.Hugz("a", 1, 2, "")
+    for bad in ({"a": 1}, ["a"] * (MAX_MEMBERS + 1), ["x" * 200], [3]):
+        frames = up.pack(h)
+        import msgpack
+
+        body = msgpack.unpackb(frames[1])
+        body[5] = bad
+        with pytest.raises(up.UpdateError):
+            up.unpack([frames[0], msgpack.packb(body)])
