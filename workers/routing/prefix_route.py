@@ -1,11 +1,13 @@
 """A route that sends by prefix table: from a Request-URI user to an ordered destination list.
 
-Sans-IO: the tables are built (``prefix_csv``) and the destination sets owned (the
-dispatcher) elsewhere; this module only orders what they hold.
+``PrefixTables.choose`` and ``order_targets`` are sans-IO: the tables are built
+(``prefix_csv``, ``prefix_cachedb``) and the destination sets owned (the dispatcher)
+elsewhere, and they only order what those hold. ``load_tables``/``load_all`` are what a
+worker runs once at start to read the files and the cacheDB.
 
 Rules:
-1. The key is the Request-URI user (``Request.uri.user``); no user, or one the table
-   refuses (``prefixes.py`` rule 2), is no match.
+1. The key is the user of the Request-URI the routing rules left (their rewrites
+   applied); no user, or one the table refuses (``prefixes.py`` rule 2), is no match.
 2. No match answers the table's ``no_match_status`` (404 unless configured): the proxy
    never guesses a gateway.
 3. The matched prefix's groups are tried in ``RuleSet.order`` (priority, then weight drawn
