@@ -9,9 +9,8 @@ Rules:
    ``+44`` and ``44`` are different prefixes, as in drouting. The longest prefix of the key
    in the table wins; nothing else (priority, weight) is weighed against length.
 2. A key is the Request-URI user (after the routing rules' rewrites): bytes from the
-   network, so one longer than
-   ``MAX_KEY_CHARS`` or with any character but digits (and one leading ``+``) matches
-   nothing, before any work is spent on it. A longer key than ``MAX_PREFIX_CHARS`` only
+   network, so one longer than ``MAX_KEY_CHARS`` or with any character but digits (and one
+   leading ``+``) matches nothing, before any work is spent on it. A longer key than ``MAX_PREFIX_CHARS`` only
    has its first ``MAX_PREFIX_CHARS`` characters looked at: no prefix is longer.
 3. Memory is packed arrays, not Python objects per prefix (docs/prefix_tables.md "Data
    structure, and why" has the measurements that chose this): each prefix is one 64-bit integer, its
