@@ -394,8 +394,9 @@ class Route:
     ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
-    once the previous one (``to`` first) is used up and its last outcome is in
-    ``failure_codes`` (or a timeout, with ``failure_on_timeout``). Stateful rules only."""
+    once the previous one (``to``, or the ``prefix_table`` groups, first) is used up and
+    its last outcome is in ``failure_codes`` (or a timeout, with ``failure_on_timeout``).
+    Stateful rules only."""
     failure_codes: list[str] = field(default_factory=lambda: ["408", "5xx"])
     """Final statuses that send the call on to the next of ``failure_sets``, written like
     ``failover_codes`` of ``[[destination_set]]``, from 300 to 599."""

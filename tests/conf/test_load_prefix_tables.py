@@ -83,3 +83,11 @@ class TestCacheDBTable:
     def test_refused(self, tmp_path: Path, table: dict[str, Any], key: str, expected: str) -> None:
         e = error(conf(tmp_path, table))
         assert e.key == key and expected in e.expected
+
+
+def test_failure_sets_after_a_prefix_table(tmp_path: Path) -> None:
+    """A stateful route to a prefix table may name failure sets; a stateless one may not."""
+    data = conf(tmp_path, route={"failure_sets": ["uas"], "mode": "stateful"})
+    assert from_dict(data).route[0].failure_sets == ["uas"]
+    data = conf(tmp_path, route={"failure_sets": ["uas"]})
+    assert error(data).key == "route[0].mode"

@@ -42,3 +42,24 @@ def test_failover_walks_the_groups_and_reports_to_each(tmp_path: Path) -> None:
     assert link.take_up() == [100, 503]
     changed = [(e.set_name, e.new) for e in link.p.health_events]
     assert ("b", State.DOWN) in changed
+
+
+def test_failure_set_follows_the_prefix_groups(tmp_path: Path) -> None:
+    """Once every group of the prefix failed with a status in the route's failure_codes,
+    the route's failure_sets follow (OpenSIPS failure_route after the drouting list)."""
+    csv = tmp_path / "t.csv"
+    csv.write_text("44,a\n")
+    sets = [DestinationSet(name="a", destinations=[f"sip:{UAS1}"]),
+            DestinationSet(name="backup", destinations=[f"sip:{UAS2}"])]  # fmt: skip
+    route = Route(name="pstn", prefix_table="t", failure_sets=["backup"])
+    s = settings(sets=sets, routes=[route], proxy=Proxy(mode="stateful"))
+    s = replace(s, prefix_table=[PrefixTable(name="t", file=str(csv))])
+    link = Link(StatefulProxy(s, StatelessProxy(s, RoutingTable(s))))
+    link.from_uac(request("INVITE", "sip:4420@127.0.0.1:5999"))
+    first_uas, first = link.down[-1]
+    assert first_uas == UAS1
+    link.from_uas(answer(first, 503, "Service Unavailable"), first_uas)
+    second_uas, second = link.down[-1]
+    assert second_uas == UAS2
+    link.from_uas(answer(second, 200, "OK"), second_uas)
+    assert link.take_up() == [100, 200]
