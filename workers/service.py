@@ -45,6 +45,7 @@ from workers.ratelimit.share import RateShare
 from workers.refusals import Drop, Malformed
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.health import HealthChanged
+from workers.routing.prefix_route import PrefixTables
 from workers.routing.probes import probe_share
 from workers.routing.table import RoutingTable
 from workers.stateful import StatefulProxy
@@ -60,7 +61,10 @@ log = structlog.get_logger()
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any]) -> None:
+    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any],
+                 prefixes: PrefixTables | None = None) -> None:  # fmt: skip
+        """``prefixes``: the prefix tables read at start (``workers/main.py``); None reads
+        the file tables here (tests, benchmarks)."""
         self.settings = settings
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
@@ -73,7 +77,7 @@ class Worker:
         self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
-        self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher),
+        self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher, prefixes),
                                     key=nodekey.load(settings.node.run_dir))  # fmt: skip
         self.proxy.counters = self.meter.counters  # relay_refused (proxy rule 10)
         self.proxy.auth = Authenticator.from_settings(settings, f"{settings.node.name}/{worker_id}",

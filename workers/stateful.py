@@ -510,7 +510,9 @@ class StatefulProxy:
     def _report(self, ctx: Proxied, status: int | None, resp: Response | None, now: float) -> None:
         """Tell the dispatcher how the destination did (its health counts failures)."""
         d = ctx.current
-        if d is None or ctx.dset is None or not ctx.dset.probing:
+        # d's own set: a prefix table's list spans several (docs/prefix_tables.md)
+        ds = self.dispatcher.sets.get(d.set_name) if d is not None else None
+        if d is None or ds is None or ctx.dset is None or not ds.probing:
             return
         retry = None
         if resp is not None and status == 503:
