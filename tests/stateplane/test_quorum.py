@@ -307,3 +307,19 @@ def test_hugz_carry_the_view() -> None:
         body[5] = bad
         with pytest.raises(up.UpdateError):
             up.unpack([frames[0], msgpack.packb(body)])
+
+
+def test_a_paused_node_lets_go_and_does_not_take_back() -> None:
+    """Rule 1: a's process pauses (no input at all) long enough for b to take its address;
+    resumed, a's first input (a stale heartbeat) finds the stall: a releases everything,
+    and after settling finds b holding its address: it keeps off it."""
+    sim = started()
+    a = sim.nodes.pop("a")
+    sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 2)
+    assert sim.holders("a") == ["b"]
+    sim.nodes["a"] = a  # resumed
+    beat = sim.nodes["b"].beat(sim.now - 3 * HB)
+    out = a.receive("b", sim.nodes["b"].epoch, *beat, sim.now)
+    assert out == [Change(False, "a", Reason.NO_QUORUM)] and a.fenced == {"a"}
+    sim.run(SETTLE_HEARTBEATS + 3)
+    assert sim.holders("a") == ["b"] and a.holds == set()
