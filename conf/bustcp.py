@@ -53,6 +53,9 @@ MAX_ENDPOINT_CHARS = 64
 #: idents are at most 64 characters (``conf.sockets.IDENT_RE``) and rule 4 puts the node
 #: name in front of ``worker.99-4194304``: 40 leaves room for it
 MAX_NODE_NAME_CHARS = 40
+#: what an ipc path leaves for the run directory and the node name: sun_path is 107 bytes,
+#: and ``/ingress-ingress.99-4194304.ipc`` takes 31 of them (``conf.load.MAX_RUN_DIR_BYTES``)
+IPC_PATH_BYTES = 107 - 31
 #: workers an ingress keeps in its ring: far more than any deployment, and a bound on what
 #: heartbeats (from a peer's key, or a process of the host) can make it hold
 MAX_WORKERS = 1024
@@ -138,14 +141,23 @@ def check(s: Settings) -> None:
     if own and not s.curve.secret_key_file:
         raise BusConfigError("bus.address", '"" unless [curve] secret_key_file is set (the hop '
                              "between hosts is CURVE only)", bus.address)  # fmt: skip
-    if own and len(s.node.name) > MAX_NODE_NAME_CHARS:
-        raise BusConfigError("node.name", f"at most {MAX_NODE_NAME_CHARS} characters with "
-                             "[bus] address (idents carry it)", s.node.name)  # fmt: skip
+    room = IPC_PATH_BYTES - len(os.fsencode(s.node.run_dir)) - 1
+    if own and len(s.node.name) > min(MAX_NODE_NAME_CHARS, room):
+        raise BusConfigError("node.name", f"at most {min(MAX_NODE_NAME_CHARS, max(room, 0))} "
+                             "characters with [bus] address and this run_dir (idents, and "
+                             "the ipc paths named after them, carry it)", s.node.name)  # fmt: skip
     if bus.ingress_port and not own:
         raise BusConfigError("bus.ingress_port", "0 unless bus.address is set", bus.ingress_port)
     if bus.ingresses and not own:
         raise BusConfigError("bus.ingresses", "[] unless bus.address is set (workers need an "
                              "address to be reached at)", bus.ingresses)  # fmt: skip
+    for i, ds in enumerate(s.destination_set):
+        if own and ds.probe_interval_s > 0:
+            # workers share probes out among the workers of their run directory, but the
+            # answer goes to the owner of its Call-ID among the workers of every host
+            raise BusConfigError(f"destination_set[{i}].probe_interval_s", "0 with [bus] address "
+                                 "(probes are shared out among one host's workers)",
+                                 ds.probe_interval_s)  # fmt: skip
     hosts: dict[str, int] = {}
     for i, peer in enumerate(s.peer):
         if not peer.bus_address:

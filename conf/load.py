@@ -426,6 +426,9 @@ def _check_values(s: Settings) -> None:
         raise ConfigError(f, exc.key, exc.expected, Said(exc.found) if said else exc.found) from None
     _check_protection(f, s)
     _check_stateplane(f, s)
+    from conf import tlscheck  # it imports this module's ConfigError
+
+    tlscheck.check(f, s)
 
 
 def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
@@ -437,7 +440,7 @@ def _check_action(f: str, key: str, r: Route, sets: dict[str, int]) -> None:
     known = ", ".join(sets) if sets else "none is defined"
     if r.continue_routing:
         if actions:
-            expected = "no to, to_request_uri or reject with continue_routing = true"
+            expected = "no to, to_request_uri, reject or prefix_table with continue_routing = true"
             raise ConfigError(f, f"{key}.{actions[0]}", expected, getattr(r, actions[0]))
         if not (r.strip_user or r.prefix_user or r.user_regex or r.header_edit):
             expected = "a rewrite (strip_user, prefix_user, user_regex) or a header_edit"
@@ -993,9 +996,9 @@ def _ip(file: str, key: str, text: str) -> None:
 # (RFC 3261 §25.1 SIP-URI without userinfo: host, port, uri-parameters; the scheme is
 # case-insensitive, §19.1.4).
 DESTINATION_RE = re.compile(
-    r"(?i:sip):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'%]+(?:=[^;]*)?)*)"
+    r"(?i:sips?):(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-.]+)(?::(\d{1,5}))?((?:;[A-Za-z0-9\-_.!~*'%]+(?:=[^;]*)?)*)"
 )
-_URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp"
+_URI_HELP = "a SIP URI like sip:192.0.2.1:5060;transport=tcp (or sips:)"
 
 
 def _unique(f: str, table: str, i: int, name: str, seen: dict[str, int]) -> None:
@@ -1040,10 +1043,6 @@ def _host_destination(file: str, key: str, uri: str, host: str, port: str | None
 
 
 def _destination(file: str, key: str, uri: str, s: Settings) -> None:
-    if uri.lower().startswith("sips:"):
-        raise ConfigError(
-            file, key, "a sip: URI (sips: needs TLS, which sipline does not speak)", uri
-        )
     m = DESTINATION_RE.fullmatch(uri)
     if m is None:
         raise ConfigError(file, key, _URI_HELP, uri)
@@ -1059,8 +1058,10 @@ def _destination(file: str, key: str, uri: str, s: Settings) -> None:
         raise ConfigError(file, key, _URI_HELP + " (port from 1 to 65535)", uri)
     param = re.search(r";transport=([^;]*)", m.group(3) or "", re.IGNORECASE)
     transport = param.group(1).lower() if param else None
-    if transport not in (None, "udp", "tcp"):
-        raise ConfigError(file, key, "transport=udp or transport=tcp", uri)
+    if transport not in (None, "udp", "tcp", "tls"):
+        raise ConfigError(file, key, "transport=udp, transport=tcp or transport=tls", uri)
+    if uri[:5].lower() == "sips:":
+        transport = "tls"  # RFC 3261 §26.2.1: whatever the transport parameter says
     if ip is None:
         return  # a host name: its addresses are checked against the listeners when resolved
     # a worker sends from a listener of the same transport and address family

@@ -218,6 +218,23 @@ class PushPipe:
         return {"queued": self.backlog_msgs, "oldest_ms": round(self.oldest_s(now) * 1000, 1),
                 "sent": self.sent}  # fmt: skip
 
+    def send_first(self, frames: list[bytes]) -> None:
+        """Send a control message ahead of anything added after it: at once, or, when the
+        socket would block (a TCP connection still in its handshake), at the head of what
+        waits, so it still arrives before the batches that follow."""
+        self.flush()
+        if not self.backlog:
+            try:
+                send_frames(self.sock, frames)
+                return
+            except zmq.Again:
+                pass
+        self.backlog.append(frames)
+        self.backlog_at.append(self.loop.time())
+        if not self.waiting:
+            self.waiting = True
+            GUARD.add_reader(self.loop, self.sock.FD, "pipe_backlog", self.drain)
+
     def send_now(self, frames: list[bytes]) -> bool:
         """Send a control message (heartbeat) outside the batch; False if it would block."""
         try:

@@ -17,7 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Transport = Literal["udp", "tcp"]
+Transport = Literal["udp", "tcp", "tls"]
+VerifyClient = Literal["none", "optional", "require"]
 Mode = Literal["stateless", "stateful"]
 
 
@@ -53,7 +54,7 @@ class Listener:
     (transport, address, port) once."""
 
     transport: Transport
-    """``udp`` or ``tcp``. Required."""
+    """``udp``, ``tcp`` or ``tls`` (SIP over TLS over TCP, ``docs/tls.md``). Required."""
     address: str = "127.0.0.1"
     """IPv4 or IPv6 address to bind: a specific address (not a host name, ``0.0.0.0``, ``::``
     or an IPv6 ``%zone``), because it is also what Via and Record-Route say for messages
@@ -70,6 +71,23 @@ class Listener:
     """Active/active (``docs/failover.md``): this virtual address is the peer node's, held by
     this node only after taking the peer's calls over (for it this node has the opposite of
     ``[stateplane] role``). Needs ``virtual``."""
+    cert_file: str = ""
+    """TLS only, required there: PEM file of this listener's certificate (and its chain),
+    presented to TLS clients. Absolute path."""
+    key_file: str = ""
+    """TLS only, required there: PEM file of the private key of ``cert_file``, unencrypted;
+    readable by the node's user only. Absolute path. Never logged."""
+    verify_client: VerifyClient = "none"
+    """TLS only: ``require`` refuses a client without a certificate ``ca_file`` vouches for
+    (trunks: mutual TLS); ``optional`` asks for one and refuses one that does not verify;
+    ``none`` asks for none."""
+    ca_file: str = ""
+    """TLS only: PEM file of the certificate authorities client certificates must chain to.
+    Required with ``verify_client``. Absolute path."""
+    client_names: list[str] = field(default_factory=list)
+    """TLS only, with ``verify_client = "require"``: the client certificate must name one of
+    these (a DNS subjectAltName, else the subject's commonName; ``*.example.com`` matches one
+    label). Empty: any certificate ``ca_file`` vouches for."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -101,6 +119,34 @@ class Tcp:
     to the ingress that replaced it: ``docs/operations.md``). It ends at once when no worker
     is left (the whole node stopping). Keep it below the runner's stop timeout (the systemd
     units give 45 s; honcho stops the whole node, so its 5 s never applies)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tls:
+    """``[tls]``: TLS handshakes and the connections we open (``docs/tls.md``). TLS
+    connections also obey every ``[tcp]`` limit and count toward its connection caps."""
+
+    handshake_timeout_ms: int = field(default=3000, metadata=_range(100, 60_000))
+    """A TLS handshake, either way, must complete within this; else the connection is closed
+    (a slow or silent client holds nothing longer)."""
+    max_handshakes: int = field(default=256, metadata=_range(1, 100_000))
+    """Inbound handshakes one ingress process runs at once; further connections are
+    refused until one ends (a handshake costs CPU the peer need not spend)."""
+    max_handshakes_per_ip: int = field(default=8, metadata=_range(1, 100_000))
+    """Inbound handshakes one source address may have in progress at once in one ingress
+    process."""
+    verify_server: bool = True
+    """Check the certificate of every TLS server we connect to: it must chain to ``ca_file``
+    (or the system's authorities when empty) and name the destination's host (its IP address
+    for an IP destination). Turn off only on a test bench."""
+    ca_file: str = ""
+    """PEM file of the authorities server certificates must chain to; empty: the system's
+    default store. Absolute path."""
+    cert_file: str = ""
+    """PEM file of the certificate we present to TLS servers that ask for one (mutual TLS
+    towards a trunk); empty: none. Absolute path. Needs ``key_file``."""
+    key_file: str = ""
+    """PEM file of the private key of ``cert_file``, unencrypted. Absolute path."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -192,7 +238,7 @@ class DestinationSet:
     """SIP URIs of the next hops, e.g. ``sip:10.0.0.1:5060;transport=tcp``: an IP address
     (IPv6 in brackets) or a host name, an optional port (default 5060; a host name without
     one is looked up by SRV) and parameters. Host names are resolved per RFC 3263 (see
-    ``[dns]``) and need stateful routes. ``transport`` is ``udp`` or ``tcp``; without it a request leaves on the
+    ``[dns]``) and need stateful routes. ``transport`` is ``udp``, ``tcp`` or ``tls`` (a ``sips:`` URI means ``tls``); without it a request leaves on the
     transport it came in on. Some ``[[listen]]`` must match its transport and address family.
     At least one. Required."""
     algorithm: Literal["round_robin", "weighted", "hash_call_id"] = "hash_call_id"
@@ -324,8 +370,8 @@ class Route:
     listener: str = ""
     """The ``[[listen]]`` the request arrived on, as ``address:port`` (``[::1]:5060`` for
     IPv6); empty matches all."""
-    transport: Literal["", "udp", "tcp"] = ""
-    """Transport the request arrived on; empty matches both."""
+    transport: Literal["", "udp", "tcp", "tls"] = ""
+    """Transport the request arrived on; empty matches all."""
     header: list[HeaderMatch] = field(default_factory=list)
     """Conditions on headers (``[[route.header]]``), all of which must hold."""
     strip_user: int = field(default=0, metadata=_range(0, 64))
@@ -345,7 +391,7 @@ class Route:
     continue_routing: bool = False
     """Apply this rule's rewrites and header edits, then go on with the next rules (later
     rules see the rewritten Request-URI user). Such a rule has no ``to``,
-    ``to_request_uri`` or ``reject``."""
+    ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
     once the previous one (``to`` first) is used up and its last outcome is in
@@ -367,8 +413,8 @@ class Trusted:
 
     cidr: str
     """Address or CIDR (``10.0.0.0/8``, ``2001:db8::1``) of the trusted source. Required."""
-    transport: Literal["", "udp", "tcp"] = ""
-    """Transport the source must use; empty matches both."""
+    transport: Literal["", "udp", "tcp", "tls"] = ""
+    """Transport the source must use; empty matches all."""
     port: int = field(default=0, metadata=_range(0, 65535))
     """Source port the source must use; 0 matches every port."""
     tag: str = ""
@@ -821,6 +867,10 @@ class Auth:
     """Answer 400 to credentials whose ``uri`` is not the Request-URI (RFC 7616 §3.4.6), so
     that a Request-URI changed on the way cannot reuse them. Turn off behind a proxy that
     rewrites the Request-URI before us."""
+    match_user: bool = True
+    """Answer 403 to credentials whose username is not the user of the To URI of a REGISTER or
+    of the From URI of another request (Kamailio ``auth_check`` flag 1), so that one user
+    cannot register or call as another."""
     consume_credentials: bool = True
     """Remove the credentials we checked before forwarding the request (OpenSIPS
     ``consume_credentials``); credentials for other realms pass."""
@@ -844,6 +894,8 @@ class Settings:
     """Sockets to listen on; at least one. Default: UDP and TCP on 127.0.0.1:5060."""
     tcp: Tcp = field(default_factory=Tcp)
     """Limits that protect an ingress from TCP peers."""
+    tls: Tls = field(default_factory=Tls)
+    """TLS handshakes, and the certificates of connections we open."""
     bus: Bus = field(default_factory=Bus)
     """The ZeroMQ hop between ingress and worker processes."""
     proxy: Proxy = field(default_factory=Proxy)

@@ -147,7 +147,10 @@ class WorkerBus:
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header
             if self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True) == "joined":
-                self._announce([ident], self._state)
+                # before any IN, even while the CURVE handshake is on (rule 4)
+                frames = envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint,
+                                                          self._state])  # fmt: skip
+                self._pipes[ident].send_first(frames)
         else:  # rule 4: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 

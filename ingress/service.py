@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import re
 import time
 from typing import Any
 
@@ -63,6 +64,7 @@ from ingress.sip.parser import parse_message
 from ingress.sip.scan import scan_message
 from ingress.sip.serialize import build_response
 from ingress.tcp import TcpConnection, TcpHub
+from ingress.tls import TlsClient, TlsServer
 from ingress.udp import UdpListener, open_udp
 from ingress.virtual import VirtualListeners
 
@@ -72,6 +74,9 @@ log = structlog.get_logger()
 #: heartbeats a starting ingress waits at most for the node's live workers (rule 7): a worker
 #: sees our endpoint at its next heartbeat, so it needs one; the rest is room for a busy loop
 READY_BEATS = 8
+
+#: a server name a worker may ask a TLS connection to be verified against (``_stream``)
+SERVER_NAME = re.compile(r"[a-z0-9-]{1,63}(?:\.[a-z0-9-]{1,63})*\.?")
 
 #: how a re-INVITE is resubmitted when new INVITEs are being refused (shedding rule 5)
 REINVITE = b"re-INVITE"
@@ -86,8 +91,10 @@ class Ingress:
         #: refused messages and TCP connections by source (rule 1)
         self.rejects = RejectTally(settings.log.rejected_interval_s, self.loop.time())
         self.udp: dict[tuple[str, int], UdpListener] = {}
+        tls = any(x.transport == "tls" for x in settings.listen)  # docs/tls.md
         self.tcp = TcpHub(_tcp_limits(settings), GUARD.guarded("tcp_message", self._on_tcp_message),
-                          GUARD.guarded("tcp_error", self._on_tcp_error), self.rejects)  # fmt: skip
+                          GUARD.guarded("tcp_error", self._on_tcp_error), self.rejects, settings.tls,
+                          TlsClient.from_settings(settings.tls) if tls else None)  # fmt: skip
         self.bus = WorkerBus(
             ctx, settings.bus, settings.node.run_dir, ingress_id, self._on_out, self.meter
         )
@@ -158,7 +165,8 @@ class Ingress:
                     lst.address, lst.port, self._on_datagram
                 )
             else:
-                await self.tcp.listen(lst.address, lst.port)
+                tls = TlsServer.from_listener(lst) if lst.transport == "tls" else None
+                await self.tcp.listen(lst.address, lst.port, tls)
 
     async def _bind_virtual(self, addr: str) -> None:
         try:
@@ -206,14 +214,15 @@ class Ingress:
                 conn.peer[0], now):  # fmt: skip
             self.meter.add_busy(time.perf_counter() - t0)
             return
-        meta = ["tcp", conn.peer[0], conn.peer[1], conn.conn_id, local[0], local[1], now]
+        meta = ["tls" if conn.tls else "tcp", conn.peer[0], conn.peer[1], conn.conn_id, local[0],
+                local[1], now]  # fmt: skip
         reply = self._accept(data, meta)
         if reply is not None:
             conn.write(reply)
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _on_tcp_error(self, conn: TcpConnection, exc: SipError) -> None:
-        reply = self._reject(exc, conn.peer[0], conn.peer[1], "tcp")
+        reply = self._reject(exc, conn.peer[0], conn.peer[1], "tls" if conn.tls else "tcp")
         if reply is not None:
             conn.write(reply)
 
@@ -362,7 +371,7 @@ class Ingress:
                     counters["drop_no_listener"] += 1
                     continue
                 lst.send(data, (dst_ip, dst_port))
-            elif not self.tcp.send(dst_ip, dst_port, conn, data):
+            elif not self.tcp.send(dst_ip, dst_port, conn, data, *_stream(transport)):
                 counters["drop_tcp_send"] += 1
                 continue
             sent += 1
@@ -428,6 +437,15 @@ class Ingress:
         self.bus.close()
         if self.hop is not None:
             self.hop.close()
+
+
+def _stream(transport: str) -> tuple[bool, str]:
+    """(TLS, server name) of a worker's meta transport: ``tcp``, ``tls`` or ``tls:<name>``
+    (docs/tls.md); a name that is not a plain host name is ignored (frames may be forged)."""
+    if not transport.startswith("tls"):
+        return False, ""
+    name = transport[4:]
+    return True, name if len(name) <= 253 and SERVER_NAME.fullmatch(name) else ""
 
 
 def _tcp_limits(settings: Settings) -> Tcp:

@@ -30,21 +30,28 @@ Rules:
    source per interval; ``tcp_closed`` and ``tcp_refused`` are DEBUG events. What we cause is
    logged once: ``tcp_connect_failed``, ``tcp_connect_refused``, and one ``tcp_shutdown``
    instead of one line per connection.
+7. TLS (``ingress/tls.py``) is this adapter with Python's ``ssl`` as the transport: an inbound
+   TLS connection joins the hub (``ready``) once its handshake is done, an outbound one once
+   connected and verified; TLS and TCP connections are filed apart (``by_peer_tls``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from collections.abc import Callable
 from typing import Any, cast
 
 import structlog
 
+from conf import tlsfiles
 from conf.rejects import RejectTally
-from conf.settings import Tcp
+from conf.settings import Tcp, Tls
+from ingress import tls as tlsmod
 from ingress.sip.errors import SipError
 from ingress.sip.framer import KEEPALIVE, NEED_DATA, StreamFramer
+from ingress.tls import Handshakes, TlsClient, TlsClosed, TlsServer, TlsSession
 
 log = structlog.get_logger()
 
@@ -62,13 +69,22 @@ class TcpConnection(asyncio.Protocol):
 
     __slots__ = (
         "closed", "conn_id", "framer", "hub", "last_active", "local", "msg_started", "outbound",
-        "peer", "pending", "pending_bytes", "transport",
+        "peer", "pending", "pending_bytes", "server", "server_name", "session", "tls",
+        "transport",
     )  # fmt: skip
 
     def __init__(
-        self, hub: TcpHub, conn_id: int, outbound: bool, local: tuple[str, int] = ("", 0)
-    ) -> None:
+        self, hub: TcpHub, conn_id: int, outbound: bool, local: tuple[str, int] = ("", 0),
+        tls: bool = False, server: TlsServer | None = None,
+    ) -> None:  # fmt: skip
         self.hub = hub
+        #: a TLS connection (rule 7): ``session`` is its TLS state once connected; ``server``
+        #: the TLS listener of an inbound one (shared), for the client names it requires
+        self.tls = tls
+        self.server = server
+        self.session: TlsSession | None = None
+        #: the name an outbound TLS server must prove (its address when empty)
+        self.server_name = ""
         self.conn_id = conn_id
         self.outbound = outbound
         #: the listener this connection belongs to (shared tuple; outbound ones count as the
@@ -110,18 +126,86 @@ class TcpConnection(asyncio.Protocol):
                 self.closed = True
                 transport.abort()
                 return
-        self.last_active = hub.loop.time()
-        hub.attach(self)
+        if self.tls:  # rule 7: joins once the handshake is done
+            self._start_tls(transport)
+            return
+        self._ready()
+
+    def _ready(self) -> None:
+        """The connection can carry SIP: join the hub and send what waited for it."""
+        self.last_active = self.hub.loop.time()
+        self.hub.attach(self)
         pending = self.pending
         self.pending = None
         self.pending_bytes = 0
-        if pending:
-            transport.writelines(pending)
+        for data in pending or ():
+            self._send(data)
+
+    def _start_tls(self, transport: asyncio.Transport) -> None:
+        """ingress/tls.py rules 1 and 3: a handshake slot, then the first flight."""
+        hub = self.hub
+        if self.outbound:
+            assert hub.tls_client is not None  # _connect opens none without it
+            self.session = TlsSession(hub.tls_client.ctx, False, self.server_name or self.peer[0])
+        else:
+            refused = hub.handshakes.refusal(self.peer[0])
+            if refused is not None or self.server is None:
+                name, limit = refused or ("max_handshakes", 0)
+                hub._refuse(self.peer[0], name, limit, "tls_refused_")
+                self.closed = True
+                transport.abort()
+                return
+            self.session = TlsSession(self.server.ctx, True)
+        self.msg_started = hub.loop.time()  # the handshake's deadline runs from here
+        hub.handshakes.begin(self)
+        self._tls_step(b"")
+
+    def _tls_step(self, data: bytes) -> bytes:
+        """Feed ``data`` to the TLS session, write what it answers, end the handshake when
+        it completes; the plaintext (b"" when the connection ended)."""
+        session = self.session
+        assert session is not None and self.transport is not None
+        was_done = session.done
+        plain = b""
+        try:
+            if data:
+                plain = session.receive_data(data)
+            else:  # the client's first flight (a server waits for the client's)
+                session.handshake()
+        except TlsClosed:
+            self.close("shutdown")
+            return b""
+        except (ssl.SSLError, ValueError) as exc:  # rule 2: this connection only
+            self._tls_failed(exc, was_done)
+            return b""
+        out = session.data_to_send()
+        if out:
+            self.transport.write(out)
+        if session.done and not was_done:
+            self.hub.handshakes.end(self)
+            server = self.server
+            if server is not None and not tlsfiles.names_allowed(session.peercert,
+                                                                 server.client_names):  # fmt: skip
+                self.close("tls_client_name")
+                return b""
+            self._ready()
+        return plain
+
+    def _tls_failed(self, exc: BaseException, was_done: bool) -> None:
+        if self.outbound and self.pending is not None:
+            self._fail_connect(tlsmod.describe(exc))
+        else:
+            self.close("tls_error" if was_done else "tls_handshake_failed",
+                       error=tlsmod.describe(exc))  # fmt: skip
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
             return
         hub = self.hub
+        if self.session is not None:
+            data = self._tls_step(data)
+            if not data or self.closed:
+                return
         now = hub.loop.time()
         self.last_active = now
         framer = self.framer
@@ -155,6 +239,11 @@ class TcpConnection(asyncio.Protocol):
         hub.partial[self.conn_id] = self
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.session is not None and not self.session.done and not self.closed:
+            if self.outbound:  # the server hung up on our handshake
+                self._fail_connect("closed during the TLS handshake")
+                return
+            self.hub.rejects.add(self.peer[0], "tls_handshake_failed", "closed by the client")
         self.closed = True
         self.hub.detach(self)
 
@@ -177,9 +266,19 @@ class TcpConnection(asyncio.Protocol):
         # transport; its size is the queue (pause_writing is advisory and not needed here)
         if t is None or t.is_closing() or t.get_write_buffer_size() + len(data) > limit:
             return False
-        t.write(data)
+        self._send(data)
         self.last_active = self.hub.loop.time()
         return True
+
+    def _send(self, data: bytes) -> None:
+        t = self.transport
+        assert t is not None
+        session = self.session
+        if session is None:
+            t.write(data)
+            return
+        session.encrypt(data)
+        t.write(session.data_to_send())
 
     def reaches(self, ip: str, port: int) -> bool:
         """Whether this connection leads to ip:port (rule 4)."""
@@ -196,7 +295,8 @@ class TcpConnection(asyncio.Protocol):
             framer = self.framer
             buffered = framer.buffered if framer else 0
             sample = " ".join([reason, *(f"{k}={v}" for k, v in fields.items())])
-            self.hub.rejects.add(self.peer[0], "tcp_" + reason, sample)
+            key = reason if reason.startswith("tls_") else "tcp_" + reason
+            self.hub.rejects.add(self.peer[0], key, sample)
             log.debug("tcp_closed", conn=self.conn_id, peer=f"{self.peer[0]}:{self.peer[1]}",
                       reason=reason, buffered=buffered, **fields)  # fmt: skip
         self.framer = None
@@ -219,7 +319,7 @@ class TcpConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.abort()
         self.hub.detach(self)
-        log.warning("tcp_connect_failed", conn=self.conn_id,
+        log.warning("tcp_connect_failed", conn=self.conn_id, tls=self.tls,
                     peer=f"{self.peer[0]}:{self.peer[1]}", error=error, dropped=dropped)  # fmt: skip
 
 
@@ -227,9 +327,15 @@ class TcpHub:
     """All TCP connections of one ingress process."""
 
     def __init__(
-        self, cfg: Tcp, on_message: OnMessage, on_error: OnError, rejects: RejectTally | None = None
-    ) -> None:
+        self, cfg: Tcp, on_message: OnMessage, on_error: OnError, rejects: RejectTally | None = None,
+        tls_cfg: Tls | None = None, tls_client: TlsClient | None = None,
+    ) -> None:  # fmt: skip
+        """``tls_client``: the context of TLS connections we open; None: no TLS sends."""
         self.cfg = cfg
+        self.tls_cfg = tls_cfg or Tls()
+        self.tls_client = tls_client
+        #: inbound TLS handshakes in progress (ingress/tls.py rule 1)
+        self.handshakes = Handshakes(self.tls_cfg)
         self.default_local: tuple[str, int] = ("", 0)
         self.on_message = on_message
         self.on_error = on_error
@@ -241,6 +347,8 @@ class TcpHub:
         self.conns: dict[int, TcpConnection] = {}
         #: the connection to use for a peer address; may be one still connecting
         self.by_peer: dict[tuple[str, int], TcpConnection] = {}
+        #: the same for TLS connections (rule 7)
+        self.by_peer_tls: dict[tuple[str, int], TcpConnection] = {}
         #: attached inbound connections per source address
         self.per_ip: dict[str, int] = {}
         #: connections holding part of a message (the only ones the deadline applies to)
@@ -251,7 +359,8 @@ class TcpHub:
         self._next_id = 0
         self._servers: dict[tuple[str, int], asyncio.AbstractServer] = {}
         self._closing = False
-        self._sweep_s = max(0.01, min(SWEEP_S, cfg.message_deadline_ms / 4000))
+        self._sweep_s = max(0.01, min(SWEEP_S, cfg.message_deadline_ms / 4000,
+                                      self.tls_cfg.handshake_timeout_ms / 4000))  # fmt: skip
         self._idle_sweep_s = max(self._sweep_s, min(IDLE_SWEEP_S, cfg.idle_timeout_s / 4))
         self._next_idle_sweep = self.loop.time() + self._idle_sweep_s
         self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
@@ -260,9 +369,13 @@ class TcpHub:
         self._next_id += 1
         return self._next_id
 
-    async def listen(self, address: str, port: int) -> tuple[str, int]:
+    def _book(self, conn: TcpConnection) -> dict[tuple[str, int], TcpConnection]:
+        return self.by_peer_tls if conn.tls else self.by_peer
+
+    async def listen(self, address: str, port: int, tls: TlsServer | None = None,
+                     ) -> tuple[str, int]:  # fmt: skip
         """Listen on address:port (SO_REUSEPORT, shared with sibling ingress processes);
-        returns the bound address (useful with port 0)."""
+        returns the bound address (useful with port 0). ``tls``: a TLS listener."""
         sock = socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -272,7 +385,8 @@ class TcpHub:
             name = sock.getsockname()
             bound = (name[0], name[1])
             server = await self.loop.create_server(
-                lambda: TcpConnection(self, self._new_id(), outbound=False, local=bound),
+                lambda: TcpConnection(self, self._new_id(), outbound=False, local=bound,
+                                      tls=tls is not None, server=tls),
                 sock=sock,
                 backlog=1024,
             )
@@ -288,28 +402,32 @@ class TcpHub:
         ip = conn.peer[0]
         if self._closing:
             return False
-        if len(self.conns) + len(self._connects) >= self.cfg.max_connections:
+        busy = len(self.conns) + len(self._connects) + self.handshakes.inbound
+        if busy >= self.cfg.max_connections:
             return self._refuse(ip, "max_connections", self.cfg.max_connections)
         if self.per_ip.get(ip, 0) >= self.cfg.max_connections_per_ip:
             return self._refuse(ip, "max_connections_per_ip", self.cfg.max_connections_per_ip)
         return True
 
-    def _refuse(self, ip: str, reason: str, limit: int) -> bool:
-        self.rejects.add(ip, "tcp_refused_" + reason, f"{reason} {limit}")
+    def _refuse(self, ip: str, reason: str, limit: int, prefix: str = "tcp_refused_") -> bool:
+        self.rejects.add(ip, prefix + reason, f"{reason} {limit}")
         log.debug("tcp_refused", peer=ip, reason=reason, limit=limit)
         return False
 
     def attach(self, conn: TcpConnection) -> None:
         self.conns[conn.conn_id] = conn
-        self.by_peer[conn.peer] = conn
+        self._book(conn)[conn.peer] = conn
         if not conn.outbound:
             self.per_ip[conn.peer[0]] = self.per_ip.get(conn.peer[0], 0) + 1
 
     def detach(self, conn: TcpConnection) -> None:
         """Forget ``conn``; safe to call any number of times, attached or not."""
-        if self.by_peer.get(conn.peer) is conn:
-            del self.by_peer[conn.peer]
+        book = self._book(conn)
+        if book.get(conn.peer) is conn:
+            del book[conn.peer]
         self.partial.pop(conn.conn_id, None)
+        if conn.session is not None:
+            self.handshakes.end(conn)
         if self.conns.get(conn.conn_id) is not conn:
             return  # never attached (refused, connect failed) or already detached
         del self.conns[conn.conn_id]
@@ -321,31 +439,40 @@ class TcpHub:
             else:
                 self.per_ip.pop(ip, None)
 
-    def send(self, ip: str, port: int, conn_id: int, data: bytes) -> bool:
-        """Send on connection ``conn_id`` if open and leading to ip:port (rule 4), else on any
-        connection to ip:port, else on a new one. False when it cannot be queued."""
+    def send(self, ip: str, port: int, conn_id: int, data: bytes, tls: bool = False,
+             server_name: str = "") -> bool:  # fmt: skip
+        """Send on connection ``conn_id`` if open and leading to ip:port (rule 4) over the
+        transport asked for (rule 7), else on any such connection to ip:port, else on a new
+        one. ``server_name``: a TLS server must prove this name (else its address), and a
+        connection we opened for another name is not used. False when it cannot be queued."""
         conn = self.conns.get(conn_id) if conn_id else None
-        if conn is not None and not conn.reaches(ip, port):
+        if conn is not None and (conn.tls is not tls or not conn.reaches(ip, port)):
             self.mismatched += 1
             conn = None
         if conn is None or conn.closed:
-            conn = self.by_peer.get((ip, port))
+            conn = (self.by_peer_tls if tls else self.by_peer).get((ip, port))
+        if server_name and conn is not None and conn.outbound and conn.server_name != server_name:
+            conn = None
         if conn is None or conn.closed:
-            conn = self._connect(ip, port)
+            conn = self._connect(ip, port, tls, server_name)
             if conn is None:
                 return False
         return conn.write(data)
 
-    def _connect(self, ip: str, port: int) -> TcpConnection | None:
+    def _connect(self, ip: str, port: int, tls: bool = False, server_name: str = "",
+                 ) -> TcpConnection | None:  # fmt: skip
         if self._closing:
             return None
+        if tls and self.tls_client is None:
+            return None  # no TLS listener, so no TLS context: the worker picked none either
         if len(self.conns) + len(self._connects) >= self.cfg.max_connections:
             log.warning("tcp_connect_refused", peer=f"{ip}:{port}", reason="max_connections",
                         limit=self.cfg.max_connections)  # fmt: skip
             return None
-        conn = TcpConnection(self, self._new_id(), outbound=True, local=self.default_local)
+        conn = TcpConnection(self, self._new_id(), outbound=True, local=self.default_local, tls=tls)
         conn.peer = (ip, port)
-        self.by_peer[conn.peer] = conn
+        conn.server_name = server_name
+        self._book(conn)[conn.peer] = conn
         task = self.loop.create_task(self._open(conn))
         self._connects.add(task)
         task.add_done_callback(self._connects.discard)
@@ -370,6 +497,11 @@ class TcpHub:
             deadline = self.cfg.message_deadline_ms / 1000
             for conn in [c for c in self.partial.values() if now - c.msg_started > deadline]:
                 conn.close("message_deadline", deadline_ms=self.cfg.message_deadline_ms)
+            for conn in self.handshakes.late(now):  # ingress/tls.py rule 1
+                if conn.outbound:
+                    conn._fail_connect("TLS handshake timeout")
+                else:
+                    conn.close("tls_handshake_timeout", timeout_ms=self.tls_cfg.handshake_timeout_ms)
             if now >= self._next_idle_sweep:
                 self._next_idle_sweep = now + self._idle_sweep_s
                 idle = self.cfg.idle_timeout_s
@@ -386,7 +518,8 @@ class TcpHub:
 
     def stats(self) -> dict[str, Any]:
         return {"tcp_conns": len(self.conns), "tcp_connecting": len(self._connects),
-                "tcp_conn_mismatch": self.mismatched}  # fmt: skip
+                "tcp_conn_mismatch": self.mismatched,
+                "tls_handshaking": len(self.handshakes.running)}  # fmt: skip
 
     def stop_listening(self) -> None:
         """Accept no new connection; open ones keep working (shutdown drains through them)."""
@@ -413,7 +546,8 @@ class TcpHub:
         for task in connects:
             task.cancel()
         # a task cancelled before its first step never runs its except clause
-        for conn in [c for c in self.by_peer.values() if c.pending is not None]:
+        opening = [*self.by_peer.values(), *self.by_peer_tls.values()]
+        for conn in [c for c in opening if c.pending is not None]:
             conn._fail_connect("shutdown")
         conns = list(self.conns.values())
         for conn in conns:

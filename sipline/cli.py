@@ -13,6 +13,14 @@ def _check_config(args: argparse.Namespace) -> int:
     settings = load_or_report(path)
     if settings is None:
         return 2
+    from workers.routing.prefix_csv import PrefixFileError
+    from workers.routing.prefix_route import load_tables
+
+    try:  # the tables' lines are checked where they are built (docs/prefix_tables.md)
+        load_tables(settings)
+    except PrefixFileError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     print(f"{path}: ok ({len(settings.listen)} listeners, {len(settings.route)} routes)")
     return 0
 

@@ -72,6 +72,22 @@ class TestCheckConfigInProcess:
         assert "listen[0].port: expected a number from 1 to 65535, found 70000" in captured.err
         assert captured.out == ""
 
+    def test_bad_prefix_table_line(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """check-config reads the prefix tables and names a bad line: file, line, field."""
+        csv = tmp_path / "carriers.csv"
+        csv.write_text("+44,uas\n+4420,uas,0,0\n")
+        p = tmp_path / "s.toml"
+        p.write_text(
+            '[[destination_set]]\nname = "uas"\ndestinations = ["sip:127.0.0.1:5080"]\n'
+            f'[[prefix_table]]\nname = "carriers"\nfile = "{csv}"\n'
+            '[[route]]\nname = "pstn"\nprefix_table = "carriers"\n'
+        )
+        assert cli.main(["check-config", "--conf", str(p)]) == 2
+        err = capsys.readouterr().err
+        assert f"{csv}:2: weight: expected a weight from 1 to 1000000, found '0'" in err
+        csv.write_text("+44,uas\n")
+        assert cli.main(["check-config", "--conf", str(p)]) == 0
+
     def test_conf_before_subcommand(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     ) -> None:

@@ -22,12 +22,14 @@ class Job:
     """Work the core needs from the cacheDB (a REGISTER to answer, an AOR to look up); the
     worker runs it and hands the outcome back (``registered``, ``located``)."""
 
-    kind: str  # "register" or "lookup"
-    txn: ServerTransaction
+    kind: str  # "register", "lookup", "resolve" or "auth"
+    txn: ServerTransaction | None  # None for "auth" (the request is handled again after it)
     ctx: Proxied | None  # for a lookup
     request: Request
     inb: Inbound
     target: Target | None = None  # for "resolve": the target whose host name to resolve
+    #: for "auth": the (realm, algorithm, username) whose HA1 to read (docs/auth.md)
+    credentials: tuple[str, str, str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

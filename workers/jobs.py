@@ -1,5 +1,6 @@
-"""The stateful core's slow work, run as asyncio tasks beside the message loop: REGISTERs and
-location lookups against the cacheDB, RFC 3263 lookups of a target's host name (docs/dns.md).
+"""The stateful core's slow work, run as asyncio tasks beside the message loop: REGISTERs,
+location lookups and HA1 lookups (docs/auth.md) against the cacheDB, RFC 3263 lookups of a
+target's host name (docs/dns.md).
 
 Each ``Job`` the core queues becomes one task, at most ``MAX_JOBS`` at once (past it the
 request gets 503); its outcome goes back into the core (``registered``, ``located``,
@@ -72,6 +73,8 @@ class Jobs:
             await asyncio.wait(set(self._tasks), timeout=1.0)
         if self.location is not None:
             await self.location.close()
+        if self.core.sl.auth is not None:
+            await self.core.sl.auth.store.aclose()
 
     async def _run(self, job: Job) -> None:
         # the job is a task of its own: what it logs (cachedb_slow, dns_slow) names its call
@@ -81,6 +84,11 @@ class Jobs:
             self.core.wall = time.time()
             if job.kind == "resolve":
                 outs = await self._resolve(job)
+            elif job.kind == "auth":
+                auth = self.core.sl.auth
+                assert auth is not None and job.credentials is not None
+                ha1 = await auth.store.lookup(*job.credentials, self.loop.time())
+                outs = self.core.authenticated(job, ha1, self.loop.time())
             elif job.kind == "register":
                 assert self.location is not None
                 src = Source(job.inb.transport, job.inb.src_ip, job.inb.src_port)
@@ -122,6 +130,8 @@ class Jobs:
     def _failed(self, job: Job, status: int, reason: str) -> list[Out]:
         if job.kind == "resolve":
             return self.core.resolved(job, [], (status, reason), self.loop.time())
+        if job.kind == "auth":
+            return self.core.auth_failed(job, status, reason, self.loop.time())
         if job.kind == "register":
             return self.core.registered(job, status, reason, (), self.loop.time())
         return self.core.located(job, [], (status, reason), self.loop.time())

@@ -11,6 +11,7 @@ import zmq
 from conf import bustcp, nodekey, process, sockets
 from conf.settings import Settings
 from workers.ratelimit.pipes import SHARE_INTERVAL_S
+from workers.routing.prefix_csv import PrefixFileError
 from workers.service import Worker
 
 log = structlog.get_logger()
@@ -23,6 +24,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         worker = Worker(settings, ident, ctx)
     except nodekey.NodeKeyError as exc:
         log.error("node_key_refused", error=str(exc))
+        ctx.destroy(linger=0)
+        return 2
+    except PrefixFileError as exc:  # a bad line: file, line, field, expected (prefix_csv.py)
+        log.error("prefix_table_refused", error=str(exc))
         ctx.destroy(linger=0)
         return 2
     loop = asyncio.get_running_loop()

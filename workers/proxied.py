@@ -49,6 +49,10 @@ class Proxied:
     best: bytes | None = None
     best_status: int = 0
     fallback: tuple[int, str] = TIMEOUT
+    #: the route's failure sets not tried yet, and how the last attempt ended (a final
+    #: status; None: no answer), which decides whether the next one takes the call
+    next_sets: tuple[DispatchSet, ...] = ()
+    outcome: int | None = None
     timer_c_at: float | None = None
 
 

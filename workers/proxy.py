@@ -12,7 +12,7 @@ Rules:
 3. Responses: the top Via must be ours, else it is stray and dropped (§16.7 step 3 for a
    stateless proxy). It is removed and the response goes where the next Via says: ``received``
    and ``rport`` first (RFC 3581 §4), the sent-by otherwise (§18.2.2). Over TCP, our Via's
-   ``sl-c`` parameter names the connection the request came on, so the response takes it back.
+   ``sl-c`` parameter names the connection the request came on (TCP or TLS), so the response takes it back.
    A response writes that parameter itself: it is authenticated (``workers/conntag.py``), a
    tag that fails is forged and the response dropped (``forged_tag``), and one naming an
    ingress that is not among ``ingresses`` (the live ones) goes out through the ingress it
@@ -44,14 +44,21 @@ Rules:
    (``relay_ack``). Every refusal counts ``relay_refused``. An in-dialog request addressed
    to us (sipp's UAC when we do not Record-Route) and an ACK without a Route are routed by
    the table to configured destinations: no relay.
+11. Digest authentication (``docs/auth.md``, ``workers/auth/admit.py``), after the relay check
+   and before the pipes, when ``[auth] enabled``: a request that must authenticate and does
+   not gets 401/407 with the challenges (or 400 for credentials it cannot read), so neither
+   a pipe nor a destination sees it; a verified one leaves without our credentials when
+   ``consume_credentials``. ``plan`` runs once per request, as it spends nonce-counts. The
+   ACK of a challenge carries the challenge's HMAC To-tag and is dropped (``ack_challenge``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections import Counter
-from collections.abc import Container
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +75,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers.auth.admit import Authenticator
 from workers.conntag import ConnTags
 from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
 from workers.ratelimit.pipes import RateLimiter
@@ -81,7 +89,9 @@ from workers.refusals import (
     Unreachable,
     rejection,
 )
-from workers.routing.table import Destination, Route, RoutingTable
+from workers.routing.prefix_route import PrefixChoice
+from workers.routing.rules import header_edits, with_user
+from workers.routing.table import Decision, Destination, Route, RoutingTable
 
 CRLF = b"\r\n"
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -91,6 +101,14 @@ ALLOW = b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, PRACK, SUBSCRIBE, 
 CONN_PARAM = "sl-c"
 #: never rate limited: they end or complete calls already admitted (docs/design.md §3 "Protection")
 UNLIMITED = frozenset({"ACK", "CANCEL", "BYE"})
+#: connection transports: a response goes back on the connection (rule 3, docs/tls.md)
+STREAMS = frozenset({"tcp", "tls"})
+#: on a next hop the stateful proxy resolved from a host name: that name, which a TLS
+#: server's certificate must carry; it goes to the ingress as the meta transport ``tls:<name>``
+SNI_PARAM = "sl-sni"
+SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?")
+#: the Record-Route parameter naming a listener's transport (UDP is the default)
+RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}
 #: every branch we generate starts so; a response whose top Via lacks it is not ours
 BRANCH_PREFIX = "z9hG4bK-sl"
 
@@ -124,6 +142,12 @@ class Plan:
     route: Route | None  # else the routing rule that matched it
     target: Destination | None  # and the destination its set picked
     local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
+    #: removes the credentials we checked (``[auth] consume_credentials``), else None
+    strip: Edit | None = None
+    #: the routing rules' header edits (docs/routing.md), made once, spliced into each copy
+    edits: Sequence[Edit] = ()
+    #: a prefix table's choice: ``target`` first, then its failover list (docs/prefix_tables.md)
+    choice: PrefixChoice | None = None
 
 
 def _hash(text: str, size: int) -> str:
@@ -146,6 +170,8 @@ class StatelessProxy:
         self.now = 0.0
         self.load = 0.0
         self.trusted = routing.trusted
+        #: digest authentication (rule 11); the worker sets it when ``[auth] enabled``
+        self.auth: Authenticator | None = None
         #: ``relay_refused`` (rule 10); the worker hands in its load counters
         self.counters: Counter[str] = Counter()
         self.tags = ConnTags(key if key is not None else secrets.token_bytes(32))
@@ -174,11 +200,13 @@ class StatelessProxy:
                 reply = (inb.ingress, self.reply_meta(inb, None), data)
             raise Malformed(exc, reply) from exc
 
-    def request_out(self, req: Request, inb: Inbound, known: bool = False) -> Out:
+    def request_out(self, req: Request, inb: Inbound, known: bool = False,
+                    plan: Plan | None = None) -> Out:  # fmt: skip
         """``req`` forwarded statelessly, or the error reply that refuses it; ``known`` as
-        ``plan``."""
+        ``plan``. A ``plan`` already made is used as is (``plan`` spends nonce-counts and
+        rate-limit tokens: it runs once per request)."""
         try:
-            return self._forward_request(req, inb, known)
+            return self._forward_request(req, inb, known, plan)
         except SipError as exc:
             if req.method == "ACK":
                 reason = "relay_ack" if isinstance(exc, RelayRefused) else f"ack_{exc.status}"
@@ -191,8 +219,10 @@ class StatelessProxy:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def _forward_request(self, req: Request, inb: Inbound, known: bool = False) -> Out:
-        plan = self.plan(req, inb, known)
+    def _forward_request(self, req: Request, inb: Inbound, known: bool = False,
+                         plan: Plan | None = None) -> Out:  # fmt: skip
+        if plan is None:
+            plan = self.plan(req, inb, known)
         if plan.local is not None:
             return self._reply(req, inb, 200, "OK", plan.local)
         if plan.hop is not None:
@@ -209,6 +239,8 @@ class StatelessProxy:
         """
         if req.uri.scheme not in ROUTABLE_SCHEMES:
             raise UnsupportedUriScheme(f"scheme {req.uri.scheme}")
+        if req.method == "ACK" and self.auth is not None and self.auth.acks_challenge(req):
+            raise Drop("ack_challenge")  # the ACK of our 401/407 ends here (rule 11)
         routes, changed, uri, uri_changed = self._preprocess_routes(req)
         if req.method == "OPTIONS" and not routes and self._for_us(uri):
             return Plan(routes, changed, uri, uri_changed, None, None, None, (ALLOW,))
@@ -217,6 +249,10 @@ class StatelessProxy:
         self._check_proxy_require(req)
         if routes or req.to.tag is not None:
             self._check_relay(req, inb, routes, changed, uri, known)
+        strip = None
+        if self.auth is not None:
+            trusted = self.trusted.tags(inb.src_ip, inb.transport, inb.src_port) is not None
+            strip = self.auth.admit(req, trusted, changed or known, self.now)
         route: Route | None = None
         target: Destination | None = None
         if self.ratelimit is not None and req.to.tag is None and req.method not in UNLIMITED:
@@ -228,10 +264,31 @@ class StatelessProxy:
                 uri, uri_changed, changed = top, True, True
             hop: Uri | None = top
         else:
-            hop, route = self._route(req, uri, inb, changed)
+            hop, route, uri, uri_changed, edits = self._route(req, uri, uri_changed, inb, changed)
             if hop is None and route is not None and route.to is not None:
                 target = route.to.pick(req.call_id)
-        return Plan(routes, changed, uri, uri_changed, hop, route, target, None)
+            elif hop is None and route is not None and route.prefix_table:
+                # after the rules' user rewrite: the table sees the number they made
+                choice = self._by_prefix(req, uri, route)
+                return Plan(routes, changed, uri, uri_changed, hop, route, choice.targets[0],
+                            None, strip, edits, choice)  # fmt: skip
+            return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip, edits)
+        return Plan(routes, changed, uri, uri_changed, hop, route, target, None, strip)
+
+    def _by_prefix(self, req: Request, uri: Uri, route: Route) -> PrefixChoice:
+        """The destinations of ``route``'s prefix table for the Request-URI user.
+
+        Raises:
+            SipError: no prefix matches, or none of its groups has a usable destination:
+                the table's ``no_match_status``.
+        """
+        user = uri.user if uri.is_sip else None
+        routing = self.routing
+        choice = routing.prefixes.choose(route.prefix_table, user, req.call_id, routing.sets)
+        if choice is None:
+            status, reason = routing.no_match[route.prefix_table]
+            raise rejection(status, reason)(f"route {route.name}: no prefix of the user")
+        return choice
 
     def forward(self, req: Request, inb: Inbound, plan: Plan, hop: Uri, attempt: int = 0,
                 ) -> tuple[Out, str]:  # fmt: skip
@@ -243,11 +300,12 @@ class StatelessProxy:
         """
         if not is_ip(hop.host_plain):
             raise Unreachable(f"next hop {hop.host_plain!r} is not an IP address")
-        # no transport on the next hop: keep the one the request came on, as Kamailio does
-        transport = (hop.param("transport") or inb.transport).lower()
-        if transport not in ("udp", "tcp"):
+        # no transport on the next hop: keep the one the request came on, as Kamailio does;
+        # a sips: hop is TLS whatever it says (RFC 3261 §26.2.1)
+        transport = "tls" if hop.scheme == "sips" else (hop.param("transport") or inb.transport).lower()
+        if transport not in STREAMS and transport != "udp":
             raise Unreachable(f"no {transport} transport")
-        dst_ip, dst_port = hop.host_plain, hop.port or 5060
+        dst_ip, dst_port = hop.host_plain, hop.port or (5061 if transport == "tls" else 5060)
         out_lst = self.listeners.pick(transport, dst_ip)
         if out_lst is None:
             raise Unreachable(f"no {transport} listener for {dst_ip}")
@@ -255,7 +313,7 @@ class StatelessProxy:
         branch = self._branch(req, uri, routes, attempt)  # raises LoopDetected
         edits: list[Edit] = []
         via = self.listeners.via_prefixes[id(out_lst)] + branch.encode()
-        if inb.transport == "tcp":
+        if inb.transport in STREAMS:
             via += f";{CONN_PARAM}={self.tags.mint(inb.ingress, inb.conn)}".encode()
         edits.append((req.line_end, req.line_end, via + CRLF))
         if self.cfg.record_route and req.method in DIALOG_CREATING and req.to.tag is None:
@@ -266,15 +324,23 @@ class StatelessProxy:
             edits.append(received)
         if plan.changed:
             edits.extend(self._route_edits(req, routes))
+        if plan.strip is not None:
+            edits.append(plan.strip)
+        if plan.edits:
+            edits.extend(plan.edits)
         if plan.uri_changed:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
             edits.append((start, req.line_end, line))
-        if transport == "tcp" and not req.has_header("content-length"):
+        if transport in STREAMS and not req.has_header("content-length"):
             cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
             edits.append((req.line_end, req.line_end, cl))
         data = splice(req.raw, edits, req.body_end)
         meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
+        if transport == "tls":  # the name the server's certificate must carry (docs/tls.md)
+            name = hop.param(SNI_PARAM)
+            if name and SERVER_NAME_RE.fullmatch(name):
+                meta[0] = f"tls:{name.lower()}"
         return (inb.ingress, meta, data), branch
 
     def _check_rate(self, req: Request, inb: Inbound, routes: list[NameAddr], uri: Uri) -> None:
@@ -282,8 +348,8 @@ class StatelessProxy:
         assert self.ratelimit is not None
         route = ""
         if not routes:  # the rule a routed request would take, for pipes bound to a route
-            route = next((r.name for r in self.routing.routes
-                          if r.matches(req, inb.src_ip, inb.transport, inb.src_port)), "")  # fmt: skip
+            r = self._decide(req, inb).route
+            route = r.name if r is not None else ""
         name = self.ratelimit.admit(req.method, inb.src_ip, route, self.now, self.load)
         if name is not None:
             err = RateLimited(f"over the rate of pipe {name}")
@@ -332,11 +398,13 @@ class StatelessProxy:
             self.counters["relay_refused"] += 1
             raise error("the request names its next hop and its source is not trusted")
 
-    def _route(self, req: Request, uri: Uri, inb: Inbound, routed: bool,
-               ) -> tuple[Uri | None, Route | None]:  # fmt: skip
-        """(next hop, route) when the request names its next hop (a remote target, or its
-        Request-URI by a ``to_request_uri`` route), else (None, the matching route).
-        ``routed``: our own Route entry was popped, so the request follows a route set."""
+    def _route(self, req: Request, uri: Uri, uri_changed: bool, inb: Inbound, routed: bool,
+               ) -> tuple[Uri | None, Route | None, Uri, bool, Sequence[Edit]]:  # fmt: skip
+        """(next hop, route, Request-URI, Request-URI changed, header edits). The next hop
+        when the request names it (a remote target, or its Request-URI by a
+        ``to_request_uri`` route), else None and the rule that ends the routing walk, with
+        the rules' rewrites (docs/routing.md). ``routed``: our own Route entry was popped,
+        so the request follows a route set."""
         if (
             (req.method != "ACK" or routed)
             and req.to.tag is not None
@@ -344,18 +412,27 @@ class StatelessProxy:
             and is_ip(uri.host_plain)
             and not self.listeners.uri_is_us(uri)
         ):
-            return uri, None  # in-dialog: the Request-URI is the remote target (§12.2.1.1)
-        for route in self.routing.routes:
-            if not route.matches(req, inb.src_ip, inb.transport, inb.src_port):
-                continue
-            if route.reject:
-                raise rejection(route.reject, route.reason)(f"route {route.name}")
-            if not route.to_request_uri:
-                return None, route
-            if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
-                return uri, route
-            raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
-        raise NotFound("no route")
+            # in-dialog: the Request-URI is the remote target (§12.2.1.1)
+            return uri, None, uri, uri_changed, ()
+        d = self._decide(req, inb)
+        route = d.route
+        if route is None:
+            raise NotFound("no route")
+        if route.reject:
+            raise rejection(route.reject, route.reason)(f"route {route.name}")
+        if d.user_changed and uri.is_sip:
+            uri = parse_uri(with_user(uri.raw, uri.scheme, uri.user, d.user or ""))
+            uri_changed = True
+        edits = header_edits(req, d.edits, d.user, inb.src_ip) if d.edits else ()
+        if not route.to_request_uri:
+            return None, route, uri, uri_changed, edits
+        if uri.is_sip and is_ip(uri.host_plain) and not self.listeners.uri_is_us(uri):
+            return uri, route, uri, uri_changed, edits
+        raise NotFound(f"route {route.name}: the Request-URI names no address to relay to")
+
+    def _decide(self, req: Request, inb: Inbound) -> Decision:
+        return self.routing.decide(req, inb.src_ip, inb.transport, inb.src_port, inb.local_ip,
+                                   inb.local_port)  # fmt: skip
 
     def _branch(self, req: Request, uri: Uri, routes: list[NameAddr], attempt: int = 0) -> str:
         top = req.vias[0]
@@ -391,7 +468,7 @@ class StatelessProxy:
         )  # fmt: skip
         rr = [out_lst] if in_lst is out_lst else [out_lst, in_lst]
         return b"".join(
-            f"Record-Route: <sip:{hostport(x)};{'transport=tcp;' if x.transport == 'tcp' else ''}lr>".encode()
+            f"Record-Route: <sip:{hostport(x)};{RR_TRANSPORT[x.transport]}lr>".encode()
             + CRLF
             for x in rr
         )
@@ -448,7 +525,7 @@ class StatelessProxy:
             raise Drop("response_for_us")
         nxt = rest[0]
         transport = nxt.transport.lower()
-        if transport not in ("udp", "tcp"):
+        if transport not in STREAMS and transport != "udp":
             raise Drop("unsupported_transport")
         dst_ip = strip_brackets(nxt.received) if nxt.received else nxt.host_plain
         if not is_ip(dst_ip):
@@ -456,13 +533,14 @@ class StatelessProxy:
         if not is_unicast(dst_ip):
             raise Drop("via_not_unicast")
         rport = nxt.params.get("rport")
-        dst_port = int(rport) if rport and rport.isdigit() else (nxt.port or 5060)
+        dst_port = int(rport) if rport and rport.isdigit() else (
+            nxt.port or (5061 if transport == "tls" else 5060))  # fmt: skip
         ingress, conn = inb.ingress, 0
         if CONN_PARAM in ours.params:
             named = self.tags.verify(ours.params[CONN_PARAM] or "")
             if named is None:
                 raise Drop("forged_tag")
-            if transport == "tcp" and (self.ingresses is None or named[0] in self.ingresses):
+            if transport in STREAMS and (self.ingresses is None or named[0] in self.ingresses):
                 ingress, conn = named
         lst = self.listeners.pick(transport, dst_ip)
         if lst is None:
@@ -484,7 +562,9 @@ class StatelessProxy:
     def _reply(
         self, req: Request, inb: Inbound, status: int, reason: str, extra: tuple[bytes, ...] = ()
     ) -> Out:
-        data = build_response(req, status, reason, extra_headers=extra)
+        # a challenge's To-tag lets its ACK be recognised and absorbed (rule 11)
+        tag = self.auth.reply_tag(req) if self.auth is not None and status in (401, 407) else None
+        data = build_response(req, status, reason, extra_headers=extra, to_tag=tag)
         return (inb.ingress, self.reply_meta(inb, req), data)
 
     def reply_meta(self, inb: Inbound, req: Request | None) -> list[Any]:

@@ -61,8 +61,10 @@ class PreloadedRoute(RelayRefused):
 
 
 @functools.lru_cache(maxsize=256)  # one class per (status, reason) of the configured routes
+@functools.cache  # one class per configured (status, reason), not one per request
 def rejection(status: int, reason: str) -> type[SipError]:
-    """The error a ``reject`` route raises: its status and reason, answered statelessly."""
+    """The error a ``reject`` route (or a prefix table without a match) raises: its status
+    and reason, answered statelessly."""
     return type(f"Rejected{status}", (SipError,), {"status": status, "reason": reason})
 
 

@@ -31,6 +31,7 @@ from dialogstate.sources import STATEPLANE, vanished_source
 from ingress.sip.errors import SipError
 from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
+from workers.auth.admit import Authenticator
 from workers.bus import IngressBus
 from workers.coreevents import Cdr, Job, Refused, TimerOp
 from workers.dialogs.cdr import CdrWriter
@@ -75,6 +76,8 @@ class Worker:
         self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher),
                                     key=nodekey.load(settings.node.run_dir))  # fmt: skip
         self.proxy.counters = self.meter.counters  # relay_refused (proxy rule 10)
+        self.proxy.auth = Authenticator.from_settings(settings, f"{settings.node.name}/{worker_id}",
+                                                      self.loop.time())  # fmt: skip
         self._drop_log = Throttle()
         #: dialog lifetimes live in the timer service (timers/) when dialogs are on
         self.timers: TimerClient | None = None
@@ -178,6 +181,8 @@ class Worker:
         out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued,
                                "queued_oldest_ms": oldest_ms(hops), "hops": hops,
                                "rejected": dict(self.rejects.totals)}  # fmt: skip
+        if self.proxy.auth is not None:
+            out["auth"] = self.proxy.auth.stats()
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)
@@ -319,7 +324,7 @@ class Worker:
         counters = self.meter.counters
         send = self.bus.send
         handle: Any = self.proxy.handle
-        if self.proxy.ratelimit is not None:
+        if self.proxy.ratelimit is not None or self.proxy.auth is not None:
             self.proxy.now, self.proxy.load = self.loop.time(), self.meter.busy_1s
         if self.stateful is not None:
             handle = functools.partial(self.stateful.handle, now=self.loop.time(),
@@ -533,6 +538,8 @@ class Worker:
             "hops": self.meter.hop_rates(hops, interval_s),
             "rejected": dict(self.rejects.totals),
         }
+        if self.proxy.auth is not None:
+            out["auth"] = self.proxy.auth.stats()
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
             out["txn"] = dict(self.stateful.counters)

@@ -41,6 +41,12 @@ Rules:
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
    ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
+11. Failure routing (docs/routing.md, ``workers/targets.py``): once the set in use is done
+   with a call (none of it left, or a final its failover does not cover) and the last
+   outcome is one its rule routes on (``failure_codes``; no answer with
+   ``failure_on_timeout``), the rule's next ``failure_sets`` entry takes the call, as rule 2
+   within it; a set with nothing usable is skipped as a 503. A CANCEL or a full table ends
+   the search.
 """
 
 from __future__ import annotations
@@ -56,13 +62,15 @@ from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response
 from ingress.sip.serialize import build_response
+from workers.auth.admit import NeedsHa1
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import Inbound, Out, Plan, StatelessProxy
+from workers.proxy import SNI_PARAM, Inbound, Out, Plan, StatelessProxy
 from workers.registrar.register import Registrar
 from workers.routing.probes import PROBE_BRANCH_PREFIX
+from workers.targets import chain, fails_over, next_set
 from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
@@ -127,7 +135,8 @@ class StatefulProxy:
         self.dests = Dests()  # rule 8
         self._events: deque[Event] = deque()
         #: counters the worker adds to its load statistics
-        self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "timeout": 0,
+        self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "failure_route": 0,
+                                         "timeout": 0,
                                          "table_full": 0, "timer_c": 0}  # fmt: skip
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
@@ -135,11 +144,13 @@ class StatefulProxy:
 
     @property
     def needed(self) -> bool:
-        """Whether the worker needs this core: some route is stateful, the registrar is on, or
-        a destination set is probed (probe answers come back here)."""
+        """Whether the worker needs this core: some route is stateful, the registrar is on, a
+        destination set is probed (probe answers come back here), or credentials are read from
+        a cacheDB (its ``auth`` jobs)."""
         return (self.mode == "stateful" or "stateful" in self._route_mode.values()
                 or self.registrar is not None or self.dialogs is not None
-                or any(ds.probing for ds in self.dispatcher.sets.values()))  # fmt: skip
+                or any(ds.probing for ds in self.dispatcher.sets.values())
+                or (self.sl.auth is not None and self.sl.auth.store.uses_cachedb))  # fmt: skip
 
     # -- events ------------------------------------------------------------------------------
 
@@ -201,6 +212,31 @@ class StatefulProxy:
         return outs
 
     def _on_request(self, req: Request, inb: Inbound, now: float) -> None:
+        try:
+            self._on_request_now(req, inb, now)
+        except NeedsHa1 as exc:  # nothing changed yet: handled again once the HA1 is read
+            self.jobs.append(Job("auth", None, None, req, inb, credentials=exc.key))
+
+    def authenticated(self, job: Job, ha1: str | None, now: float) -> list[Out]:
+        """The HA1 an ``auth`` job read (None: no such user): the request, handled again."""
+        assert self.sl.auth is not None and job.credentials is not None
+        outs = self._begin()
+        self.sl.auth.given = (job.credentials, ha1)
+        try:
+            self._on_request(job.request, job.inb, now)
+        finally:
+            self.sl.auth.given = None
+        self._drain(now)
+        return outs
+
+    def auth_failed(self, job: Job, status: int, reason: str, now: float) -> list[Out]:
+        """The ``auth`` job's cacheDB failed: the request is answered ``status``."""
+        outs = self._begin()
+        self._outs.append(self.sl._reply(job.request, job.inb, status, reason))
+        self._drain(now)
+        return outs
+
+    def _on_request_now(self, req: Request, inb: Inbound, now: float) -> None:
         table, reliable = self.table, inb.transport != "udp"
         method = req.method
         if method == "ACK":
@@ -220,6 +256,13 @@ class StatefulProxy:
         ctx = None
         register = method == "REGISTER" and self.registrar is not None and (
             self.registrar.serves(req.uri))  # fmt: skip
+        if register and self.sl.auth is not None:
+            try:  # the registrar's 401 (docs/auth.md); proxied REGISTERs meet it in plan()
+                self.sl.auth.admit(req, False, False, self.sl.now)
+            except SipError as exc:
+                self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason,
+                                                 exc.extra_headers))  # fmt: skip
+                return
         if self.dialogs is not None and (method == "CANCEL" or register):
             self.dialogs.receive_request(req, now, self.wall)
         if method != "CANCEL" and not register:
@@ -263,22 +306,32 @@ class StatefulProxy:
                 return ctx if self._admitted(req, inb, plan) else None
         mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
         if mode != "stateful":
-            self._outs.append(self.sl.request_out(req, inb, known))
+            self._outs.append(self.sl.request_out(req, inb, known, plan))
             return None
         if not self._admitted(req, inb, plan):
             return None
         if plan.hop is not None:
             ctx.targets = [(plan.hop, None, None)]
             return ctx
+        if plan.choice is not None:  # a prefix table's groups, in order (docs/prefix_tables.md)
+            ctx.dset = plan.choice.dset
+            fails_over = ctx.dset.fails_over(503) or ctx.dset.fails_over(None)
+            picked = plan.choice.targets if fails_over else plan.choice.targets[:1]
+            ctx.targets = [(parse_uri(d.uri), None, d) for d in picked]
+            if plan.route is not None:  # a failure_route continues after the table's groups
+                ctx.next_sets = plan.route.failure_sets
+            return ctx
         assert plan.route is not None and plan.route.to is not None and plan.target is not None
         dset = ctx.dset = plan.route.to
+        ctx.next_sets = plan.route.failure_sets
         first = dset.select(req.call_id) if dset.probing else plan.target
-        if first is None:  # every destination of the set is down
+        if first is None and not ctx.next_sets:  # every destination of the set is down
             self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
             return None
-        chain = [first] + (dset.alternatives(first) if dset.fails_over(503) or
-                           dset.fails_over(None) else [])  # fmt: skip
-        ctx.targets = [(parse_uri(d.uri), None, d) for d in chain]
+        if first is None:  # the failure sets may have one up (``targets.next_set``)
+            ctx.outcome, ctx.fallback = UNAVAILABLE[0], UNAVAILABLE
+        else:
+            ctx.targets = chain(dset, first)
         return ctx
 
     def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
@@ -348,18 +401,32 @@ class StatefulProxy:
         """Forward to the next target left; answer upstream when none is (rule 2)."""
         req, plan, inb = ctx.request, ctx.plan, ctx.inb
         assert req is not None and plan is not None and inb is not None
+        while self._forward_next(ctx, req, plan, inb, now):  # True: this set is used up
+            taken = 0 if ctx.cancelled else next_set(ctx)
+            self.counters["failure_route"] += taken
+            if not taken:
+                break
+        else:
+            return  # an attempt is under way (or a DNS job will go on with it)
+        self._answer_best(ctx, now)
+
+    def _forward_next(self, ctx: Proxied, req: Request, plan: Plan, inb: Inbound,
+                      now: float) -> bool:  # fmt: skip
+        """Forward to the first target left that takes the request (False); True when
+        none is left."""
         while ctx.targets and not ctx.cancelled:
             target = ctx.targets.pop(0)
             hop, ruri, ctx.current = target
             if not is_ip(hop.host_plain) and ctx.server is not None:
                 # RFC 3263: the worker resolves it beside the loop, then ``resolved`` goes on
                 self.jobs.append(Job("resolve", ctx.server, ctx, req, inb, target))
-                return
+                return False
             p = plan if ruri is None else replace(plan, uri=ruri, uri_changed=True)
             try:
                 (ingress, meta, data), branch = self.sl.forward(req, inb, p, hop, ctx.attempt)
             except SipError as exc:
                 ctx.fallback = (exc.status, exc.reason)
+                ctx.outcome = exc.status
                 ctx.attempt += 1
                 continue
             ctx.attempt += 1
@@ -371,6 +438,7 @@ class StatefulProxy:
             except TableFull:
                 self.counters["table_full"] += 1
                 ctx.fallback = UNAVAILABLE
+                ctx.next_sets = ()  # no room for another set's attempt either
                 break
             except ValueError:  # the branch is in use: a request looped through us
                 ctx.fallback = (482, "Loop Detected")
@@ -380,8 +448,8 @@ class StatefulProxy:
                 self.timer_c.arm(ctx, now + self.timer_c_s)
                 if self.duty is not None and req.to.tag is None:
                     self.duty.forwarded(ctx, req, ingress, meta, now, self.wall)
-            return
-        self._answer_best(ctx, now)
+            return False
+        return True
 
     def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
         """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
@@ -428,16 +496,16 @@ class StatefulProxy:
         self._report(ctx, status, resp, now)
         if ctx.best is None or status < ctx.best_status or status >= 600:
             ctx.best, ctx.best_status = self.sl.pop_via(resp), status  # §16.7 step 6, roughly
-        if ctx.targets and not ctx.cancelled and self._fails_over(ctx, status):
+        ctx.outcome = status
+        if ctx.targets and not ctx.cancelled and fails_over(ctx, status):
             self.counters["failover"] += 1
             self._try_next(ctx, now)
             return
+        if ctx.next_sets and not ctx.cancelled:  # this set is done with the call (rule 11)
+            ctx.targets.clear()
+            self._try_next(ctx, now)
+            return
         self._answer_best(ctx, now)
-
-    def _fails_over(self, ctx: Proxied, status: int | None) -> bool:
-        if ctx.dset is not None:
-            return ctx.dset.fails_over(status)
-        return status is None or status == 408 or 500 <= status < 600  # registered contacts
 
     def _report(self, ctx: Proxied, status: int | None, resp: Response | None, now: float) -> None:
         """Tell the dispatcher how the destination did (its health counts failures)."""
@@ -461,7 +529,8 @@ class StatefulProxy:
             self.counters["timeout"] += 1
         self._report(ctx, None, None, now)
         ctx.fallback = TIMEOUT if timed_out else UNAVAILABLE
-        if not self._fails_over(ctx, None):
+        ctx.outcome = None
+        if not fails_over(ctx, None):
             ctx.targets.clear()
         elif ctx.targets and not ctx.cancelled:
             self.counters["failover"] += 1
@@ -495,6 +564,7 @@ class StatefulProxy:
         """The REGISTER of ``job`` is answered: what to send."""
         outs = self._begin()
         data = build_response(job.request, status, reason, extra_headers=headers)
+        assert job.txn is not None  # a "register" job has one
         if job.txn.accepts(status):
             self.table.respond(job.txn, data, status, now)
         self._drain(now)
@@ -536,7 +606,10 @@ class StatefulProxy:
             _, ruri, dest = target
             if failure is not None:
                 ctx.fallback = failure
-            resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"),
+            # a TLS server is verified against the name resolved (docs/tls.md)
+            sni = f";{SNI_PARAM}={target[0].host_plain}"
+            resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"
+                                   f"{sni if transport == 'tls' else ''}"),
                          ruri, dest) for transport, ip, port in addresses]  # fmt: skip
             ctx.targets[:0] = resolved
             self._try_next(ctx, now)

@@ -61,7 +61,7 @@ def build_response(
             if h[0] in ("via", "from", "to", "call-id", "cseq")
         ]
     out = [b"SIP/2.0 %d %s" % (status, reason.encode())]
-    if to_tag is None:
+    if to_tag is None and status > 100:  # a 100 gets no tag: no hash (every INVITE's Trying)
         to_tag = hashlib.blake2b(b"\n".join(lines), digest_size=8).hexdigest()
     for line in lines:
         if status > 100 and to_tag and _is_to_without_tag(line):

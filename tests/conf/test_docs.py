@@ -82,7 +82,7 @@ MESSAGES = [
     ({"tcp": {"max_body_bytes": -1}}, "tcp.max_body_bytes: expected a number from 0 to 16777216, found -1"),
     ({"log": {"level": "INFO"}}, 'log.level: expected one of "debug", "info", "warning", "error", found "INFO"'),
     ({"listen": {"transport": "udp"}}, "listen: expected an array of tables ([[listen]]), found a single table ([listen])"),
-    ({"listen": [{}]}, 'listen[0].transport: expected one of "udp", "tcp" (this key is required), found nothing'),
+    ({"listen": [{}]}, 'listen[0].transport: expected one of "udp", "tcp", "tls" (this key is required), found nothing'),
     ({"route": [{"name": "r"}]}, "route[0].to: expected an action: the name of a [[destination_set]] (none is defined), to_request_uri = true or reject (a status), found nothing"),
     (
         {"destination_set": [{"name": "uas", "destinations": ["sip:127.0.0.1"]}], "route": [{"name": "r", "to": "usa"}]},

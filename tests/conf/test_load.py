@@ -275,7 +275,7 @@ class TestChoices:
         [
             ({"log": {"level": "verbose"}}, "log.level", "verbose"),
             ({"log": {"level": "INFO"}}, "log.level", "INFO"),
-            ({"listen": [{"transport": "tls"}]}, "listen[0].transport", "tls"),
+            ({"listen": [{"transport": "sctp"}]}, "listen[0].transport", "sctp"),
             (
                 {"destination_set": [{**DSET, "algorithm": "random"}]},
                 "destination_set[0].algorithm",
@@ -291,7 +291,7 @@ class TestChoices:
 
     def test_literal_lists_choices(self) -> None:
         """The message lists every allowed value."""
-        assert error({"listen": [{"transport": "sctp"}]}).expected == 'one of "udp", "tcp"'
+        assert error({"listen": [{"transport": "sctp"}]}).expected == 'one of "udp", "tcp", "tls"'
 
 
 class TestListeners:
@@ -360,7 +360,7 @@ class TestListeners:
         """transport has no default: leaving it out names the key and the choices."""
         e = error({"listen": [{"port": 5070}]})
         assert str(e) == (
-            'conf/test.toml: listen[0].transport: expected one of "udp", "tcp" (this key is required), found nothing'
+            'conf/test.toml: listen[0].transport: expected one of "udp", "tcp", "tls" (this key is required), found nothing'
         )
 
 
@@ -517,9 +517,9 @@ class TestDestinations:
             ("sip:[127.0.0.1]", "IPv6 in brackets"),
             ("sip:[::1", "SIP URI"),
             ("sip:user@127.0.0.1", "SIP URI"),
-            ("sip:127.0.0.1;transport=tls", "transport=udp or transport=tcp"),
-            ("sip:127.0.0.1;transport=sctp", "transport=udp or transport=tcp"),
-            ("sips:127.0.0.1", "TLS"),
+            ("sip:127.0.0.1;transport=tls", "there is no tls IPv4 listener"),
+            ("sip:127.0.0.1;transport=sctp", "transport=udp, transport=tcp or transport=tls"),
+            ("sips:127.0.0.1", "there is no tls IPv4 listener"),
             ("tel:+15551234", "SIP URI"),
             ("sip:127.0.0.1 ", "SIP URI"),
         ],

@@ -3,11 +3,13 @@ refused at load naming the file, the key and what was expected."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conf.load import ConfigError, from_dict
+from tests.test_cli import run
 
 SETS = [{"name": "a", "destinations": ["sip:127.0.0.1:5080"]},
         {"name": "b", "destinations": ["sip:127.0.0.1:5081"]}]  # fmt: skip
@@ -68,7 +70,7 @@ STATEFUL = {"proxy": {"mode": "stateful"}}
      "header_edit[0].value", 'nothing with action = "remove"'),
     ({"to": "a", "header_edit": [{"name": "X-A", "action": "drop"}]},
      "header_edit[0].action", 'one of "set", "append", "remove"'),
-    ({"to": "a", "continue_routing": True}, "to", "no to, to_request_uri or reject"),
+    ({"to": "a", "continue_routing": True}, "to", "no to, to_request_uri, reject or prefix_table"),
     ({"continue_routing": True}, "continue_routing", "a rewrite"),
     ({"to": "a", "failure_sets": ["c"]}, "failure_sets[0]", "the name of a [[destination_set]]"),
     ({"to": "a", "failure_sets": ["b"]}, "mode", '"stateful"'),
@@ -111,3 +113,28 @@ def test_the_issue_fragment_loads() -> None:
         ],
     }, "conf/test.toml")  # fmt: skip
     assert [r.name for r in s.route] == ["untrusted", "intl", "pai", "us", "none"]
+
+
+def test_stateless_failure_routing_is_refused_by_the_command(tmp_path: Path) -> None:
+    """`sipline check-config` on failure routing in a stateless node exits 2 and says why."""
+    p = tmp_path / "stateless.toml"
+    p.write_text("""
+[[destination_set]]
+name = "a"
+destinations = ["sip:127.0.0.1:5080"]
+
+[[destination_set]]
+name = "b"
+destinations = ["sip:127.0.0.1:5081"]
+
+[[route]]
+name = "us"
+to = "a"
+failure_sets = ["b"]
+""")
+    r = run(["check-config", "--conf", str(p)])
+    assert r.returncode == 2
+    assert r.stderr.strip() == (
+        f'configuration error: {p}: route[0].mode: expected "stateful" (here or in [proxy]): '
+        "failure routing needs transactions to see the final response (a stateless proxy "
+        'forwards it and forgets), found "stateless"')

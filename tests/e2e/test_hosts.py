@@ -6,7 +6,9 @@ CURVE keys. sipp calls the edge's ingress, whose workers are all on other hosts.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +17,18 @@ import pytest
 
 from conf import curve
 
-from .node import REPO, VENV_BIN, Proc, UacRun, env_for, free_port, sipp_uac, write_config
+from .node import (
+    REPO,
+    VENV_BIN,
+    Proc,
+    UacRun,
+    assert_clean_stop,
+    env_for,
+    free_port,
+    sipp_uac,
+    write_config,
+)
+from .test_dialogs import cdrs, dialogs
 from .test_worker_churn import busy, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -32,6 +45,9 @@ class Hosts:
     dest_port: int
     ingress_port: int
     keys: dict[str, tuple[Path, Path]]
+    #: the hosts' run directories: short, since ipc paths are (pytest's tmp_path under
+    #: xdist leaves no room for the node name that idents on the hop carry)
+    runs: Path
 
     def key(self, name: str) -> tuple[Path, Path]:
         if name not in self.keys:
@@ -40,26 +56,29 @@ class Hosts:
         return self.keys[name]
 
     def conf(self, name: str, address: str, bus: str, peers: dict[str, str],
-             key_as: str = "") -> Path:  # fmt: skip
+             key_as: str = "", extra: str = "") -> Path:  # fmt: skip
         """Host ``name``'s config: the edge's SIP listeners (workers write them into Via and
         Record-Route), its own run directory, ``[bus]`` and a ``[[peer]]`` per other host
         ({name: address}); ``key_as`` signs with another name's key (a host that is not who
         it says)."""
         secret = self.key(key_as or name)[0]
-        tables = [f'[curve]\nsecret_key_file = "{secret}"\n', f"[bus]\naddress = \"{address}\"\n{bus}\n"]
+        tables = [extra, f'[curve]\nsecret_key_file = "{secret}"\n',
+                  f"[bus]\naddress = \"{address}\"\n{bus}\n"]
         for peer, addr in peers.items():
             tables.append(f'[[peer]]\nname = "{peer}"\nbus_address = "{addr}"\n'
                           f'public_key_file = "{self.key(peer)[1]}"\n')  # fmt: skip
         path = self.tmp / f"{name}.toml"
-        write_config(path, self.tmp / f"run-{name}", self.sip_port, self.dest_port,
+        write_config(path, self.runs / name, self.sip_port, self.dest_port,
                      extra="\n".join(tables), name=name)  # fmt: skip
         return path
 
 
 @pytest.fixture
-def hosts(tmp_path: Path, uas: Uas) -> Hosts:
+def hosts(tmp_path: Path, uas: Uas) -> Iterator[Hosts]:
     dport, _ = uas("u1")
-    return Hosts(tmp_path, free_port(), dport, free_port(), {})
+    runs = Path(tempfile.mkdtemp(prefix="slh-"))
+    yield Hosts(tmp_path, free_port(), dport, free_port(), {}, runs)
+    shutil.rmtree(runs, ignore_errors=True)
 
 
 @pytest.fixture
@@ -80,8 +99,17 @@ def run() -> Iterator[Callable[[Path, list[str]], Proc]]:
     yield start
     for p in reversed(procs):
         if p.popen.poll() is None:
-            p.stop(signal.SIGTERM)
-            assert "rc=1" not in p.text() and "SIGKILL" not in p.text(), p.text()[-3000:]
+            stopped(p)
+
+
+def stopped(p: Proc) -> None:
+    """SIGTERM ``p``: honcho's processes must each exit 0 (``assert_clean_stop``), a lone
+    process too."""
+    rc = p.stop(signal.SIGTERM)
+    if "honcho" in str(p.popen.args[0]):  # type: ignore[index]
+        assert_clean_stop(rc, p.text())
+    else:
+        assert rc == 0, p.text()[-3000:]
 
 
 def joined(edge: Proc, prefix: str) -> set[str]:
@@ -118,8 +146,10 @@ def test_calls_cross_from_the_edge_to_workers_on_other_hosts(
     wait_for(lambda: len(joined(edge, "b.worker.")) == 2, "host B's two workers to join", 20)
     res = sipp_uac(hosts.sip_port, "u1", 200, 100, tmp_path)
     assert (res.successful, res.failed) == (200, 0), res.output
-    assert all(e.get("ingress", "").startswith("edge.ingress")
-               for e in b.events("ingress_found")), b.text()[-2000:]
+    found = b.events("ingress_found")  # one per worker, each the edge's ingress at its port
+    assert len(found) == 2 and all(str(e["ingress"]).startswith("edge.ingress.1-") and
+                                   e["endpoint"] == f"tcp://{EDGE}:{hosts.ingress_port}"
+                                   for e in found), found  # fmt: skip
 
     c_conf = hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE})
     calls = UacRun.start(hosts.sip_port, "u1", 1600, 200, tmp_path)
@@ -127,7 +157,7 @@ def test_calls_cross_from_the_edge_to_workers_on_other_hosts(
         c = run(c_conf, ["worker"])
         wait_for(lambda: len(joined(edge, "c.worker-")) == 1, "host C's worker to join", 20)
         wait_for(lambda: busy(c), "calls to reach host C's worker")
-        assert c.stop(signal.SIGTERM) == 0, c.text()[-3000:]
+        stopped(c)
         wait_for(lambda: not joined(edge, "c.worker-"), "host C's worker to leave the ring")
         res = calls.wait()
     finally:
@@ -156,3 +186,29 @@ def test_a_host_without_a_listed_key_is_refused(
     assert busy(b) and not busy(rogue)
     refused = edge.events("bus_handshake_refused")
     assert {e["src"] for e in refused} == {HOST_C}, refused  # the rogue's address, no other
+
+
+def test_dialogs_and_timers_on_two_worker_hosts_write_each_cdr_once(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Stateful with dialogs: hosts B and C each run a worker and a timers process, and write
+    CDRs to a file of their own. Every call's messages reach the one worker that holds its
+    dialog, on whichever host: each call has exactly one CDR, ended by the caller's BYE, and
+    both hosts served calls."""
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    procs = {}
+    for name, addr in (("b", HOST_B), ("c", HOST_C)):
+        extra = dialogs(tmp_path / f"cdr-{name}.jsonl")
+        conf = hosts.conf(name, addr, worker_bus(hosts), {"edge": EDGE}, extra=extra)
+        procs[name] = run(conf, ["start", "worker", "timers"])
+    wait_for(lambda: len(joined(edge, "b.")) == 1 and len(joined(edge, "c.")) == 1,
+             "a worker of each host to join", 20)  # fmt: skip
+    res = sipp_uac(hosts.sip_port, "u1", 300, 100, tmp_path)
+    assert (res.successful, res.failed) == (300, 0), res.output
+    for p in procs.values():
+        stopped(p)  # flushes the CDR writers
+    rows = {name: cdrs(tmp_path / f"cdr-{name}.jsonl") for name in procs}
+    ids = [r["call_id"] for per_host in rows.values() for r in per_host]
+    assert len(ids) == 300 and len(set(ids)) == 300, {n: len(r) for n, r in rows.items()}
+    assert all(rows.values()), {n: len(r) for n, r in rows.items()}  # both hosts held calls
+    assert {r["cause"] for per_host in rows.values() for r in per_host} == {"bye"}

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conf.settings import Auth, AuthRealm
+from conf.settings import Auth, AuthRealm, Settings
 from ingress.sip.errors import SipError
 from ingress.sip.message import Request
 from tests.workers.auth_client import challenge_params, credentials, h
 from tests.workers.helpers import parsed_req, request
 from workers.auth import digest
+from workers.auth.admit import Authenticator, ProxyAuthRequired
 from workers.auth.gate import AuthGate, Challenge, Pending, Refusal, Verified
 
 SECRET = b"s3cret-s3cret-s3cret"
@@ -43,7 +45,10 @@ def lookup(realm: str, algorithm: str, user: str) -> str | None:
 
 def req(method: str = "INVITE", *extra: str, uri: str = "sip:bob@example.com",
         to_tag: str | None = None, call_id: str = "call-1") -> Request:  # fmt: skip
-    return parsed_req(request(method, uri, extra=extra, to_tag=to_tag, call_id=call_id))
+    raw = request(method, uri, extra=extra, to_tag=to_tag, call_id=call_id)
+    if method == "REGISTER":  # alice registers her own address (gate rule 6)
+        raw = raw.replace(b"To: <sip:bob@", b"To: <sip:alice@")
+    return parsed_req(raw)
 
 
 def answer(g: AuthGate, first: Request, *, method: str = "INVITE", password: str = "wonderland",
@@ -235,6 +240,27 @@ class TestVerdicts:
         assert isinstance(g.check(req("INVITE", f"Proxy-Authorization: {good}"), 407, lookup, T0),
                           Verified)  # fmt: skip
 
+    def test_credentials_of_another_user_get_403(self) -> None:
+        """Rule 6: bob's credentials on alice's From (or REGISTER To) are refused before any
+        lookup; match_user off lets them through."""
+        g = gate()
+        ch = g.check(req(), 407, lookup, T0)
+        assert isinstance(ch, Challenge)
+        params = challenge_params(ch.headers[0])
+        bob = credentials(params, user="bob", password="x", method="INVITE", uri="sip:bob@example.com")
+        asked: list[str] = []
+
+        def spy(realm: str, algorithm: str, user: str) -> str | None:
+            asked.append(user)
+            return lookup(realm, algorithm, user)
+
+        out = g.check(req("INVITE", f"Proxy-Authorization: {bob}"), 407, spy, T0)
+        assert isinstance(out, Refusal) and (out.status, out.why) == (403, "user_mismatch")
+        assert asked == []
+        lax = gate(match_user=False)
+        out = lax.check(req("INVITE", f"Proxy-Authorization: {bob}"), 407, spy, T0)
+        assert isinstance(out, Challenge) and out.why == "unknown_user" and asked == ["bob"]
+
     def test_inspect_then_verify_is_check(self) -> None:
         """The two-step form a cacheDB lookup uses gives the same verdict."""
         g = gate()
@@ -276,3 +302,28 @@ def test_any_credentials_bytes_get_a_verdict(data: bytes) -> None:
         return
     out = gate().check(r, 407, lookup, T0)
     assert isinstance(out, Challenge | Refusal)
+
+
+
+def authenticator(tmp_path: Path) -> Authenticator:
+    (tmp_path / "secret").write_bytes(SECRET)
+    (tmp_path / "users").write_text("", encoding="utf-8")
+    realm = AuthRealm(realm=REALM, credentials_file=str(tmp_path / "users"))
+    s = Settings(auth=cfg(nonce_secret_file=str(tmp_path / "secret")), auth_realm=[realm])
+    return Authenticator(s, "sipline/worker.1", T0)
+
+
+def test_ack_of_our_challenge_is_recognised(tmp_path: Path) -> None:
+    """The ACK carries the To-tag of our 407 (same Call-ID, From-tag, CSeq): absorbed;
+    another Call-ID or To-tag is not ours."""
+    a = authenticator(tmp_path)
+    invite = req()
+    with pytest.raises(ProxyAuthRequired) as info:
+        a.admit(invite, trusted=False, follows_route=False, now=T0)
+    assert info.value.extra_headers[0].startswith(b"Proxy-Authenticate: Digest")
+    tag = a.reply_tag(invite)
+    assert a.acks_challenge(req("ACK", to_tag=tag))
+    assert not a.acks_challenge(req("ACK", to_tag=tag, call_id="other"))
+    assert not a.acks_challenge(req("ACK", to_tag="ac" + "0" * 14))
+    assert not a.acks_challenge(req("ACK", to_tag="ac-x"))
+    assert not a.acks_challenge(req("ACK"))

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from workers.routing.prefix_csv import PrefixFileError, load_file, parse
+from workers.routing.prefix_csv import PrefixFileError, _lines, load_file, parse
 from workers.routing.prefix_route import PrefixTables
 from workers.routing.prefixes import MAX_GROUPS_PER_PREFIX, Gateway
 
@@ -121,3 +123,16 @@ class TestRefused:
             tables.replace(load_file(str(path), "t", GROUPS, 10))
         assert tables["t"].lookup("4410").gateways == (Gateway("a"),)  # type: ignore[union-attr]
         assert tables["t"].lookup("4510") is None
+
+
+def test_identical_line_twice_is_refused() -> None:
+    """The same row twice (same group, priority and weight) is refused like any repeated
+    group, however small the interned ids (a regression: an identity test missed it)."""
+    err = refusal("1,a\n1,a\n")
+    assert (err.line, err.field) == (2, "group")
+
+
+@given(st.text(alphabet="12,\r\n\x0ca", max_size=200), st.integers(1, 20))
+def test_lines_by_block_are_splitlines(text: str, block: int) -> None:
+    """Reading a block at a time gives exactly the lines (and line numbers) of splitlines."""
+    assert list(_lines(text, block)) == text.splitlines()

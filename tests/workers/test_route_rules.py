@@ -114,6 +114,16 @@ class TestArrivalConditions:
         assert name(decide(t, request(), local=(US, PORT))) == "v4"
         assert name(decide(t, request(), local=(US, PORT + 1))) is None
 
+    def test_listener_written_long(self) -> None:
+        """An IPv6 listener written long matches both as written (UDP reports the configured
+        address) and canonical (TCP reports the socket's)."""
+        t = table({"name": "v6", "to": "a", "listener": f"[0:0::1]:{PORT}"},
+                  listen=[{"transport": "udp", "address": "0:0::1", "port": PORT},
+                          {"transport": "udp", "address": US, "port": PORT}])  # fmt: skip
+        assert name(decide(t, request(), local=("0:0::1", PORT))) == "v6"
+        assert name(decide(t, request(), local=("::1", PORT))) == "v6"
+        assert name(decide(t, request(), local=("::2", PORT))) is None
+
     @pytest.mark.parametrize(("src", "rule"), [("10.1.1.1", "rest"), ("192.0.2.1", "pbx-only"),
                                                ("203.0.113.9", "deny")])  # fmt: skip
     def test_untrusted(self, src: str, rule: str) -> None:
@@ -274,3 +284,40 @@ class TestDecisions:
         assert not r.fails_to_next_set(486) and not r.fails_to_next_set(404)
         assert s.fails_to_next_set(503) and not s.fails_to_next_set(500)
         assert not s.fails_to_next_set(None)
+
+
+USER_CHARS = "abcXYZ019-_.!~*'()%&=+$,;?/#"
+
+
+@given(user=st.text(st.sampled_from(USER_CHARS), min_size=1, max_size=10),
+       from_user=st.text(st.sampled_from(USER_CHARS), min_size=1, max_size=6),
+       from_host=st.sampled_from(["example.com", "10.1.2.3", "[2001:db8::1]", "h-1.example"]),
+       strip=st.integers(0, 12), regex=st.sampled_from(["", "^(.)", "[0-9]+", "%", "(.*)"]),
+       repl=st.sampled_from(["", r"\1", "+", r"\1\1", "%4"]))  # fmt: skip
+def test_any_request_forwards_valid(user: str, from_user: str, from_host: str, strip: int,
+                                    regex: str, repl: str) -> None:  # fmt: skip
+    """Whatever the users and hosts (user characters, escapes cut or not) and however the
+    rule rewrites, the forwarded request parses, its Request-URI user is what the rewrite
+    says (or unchanged when the result is no URI user), and every field a template names
+    arrives as the request had it."""
+    rule: dict[str, Any] = {"name": "r", "to": "a", "strip_user": strip, "header_edit": [
+        {"name": "X-Fields", "action": "append",
+         "value": "{from_user}|{from_host}|{to_user}|{to_host}|{ruri_user}|{ruri_host}|{source_ip}"}]}  # fmt: skip
+    if regex and ("(" in regex or not repl.startswith("\\")):
+        rule.update(user_regex=regex, user_replace=repl)
+    try:
+        t = table(rule)
+    except ConfigError:
+        return  # a replacement the regex cannot fill (refused at load)
+    raw = request(uri=f"sip:{user}@example.com;user=phone")
+    raw = raw.replace(b"From: <sip:alice@example.com>", f"From: <sip:{from_user}@{from_host}>".encode())
+    req = parsed_req(raw)
+    d = decide(t, req)
+    new = with_user(req.uri.raw, req.uri.scheme, req.uri.user, d.user or "")
+    uri = parse_uri(new)
+    assert (uri.user or "") == (d.user or "")
+    out = splice(req.raw, header_edits(req, d.edits, d.user, "10.0.0.1"), req.body_end)
+    again = parse_message(out)
+    assert isinstance(again, Request)
+    fields = (again.header("x-fields") or b"").decode()
+    assert fields == f"{from_user}|{from_host}|bob|example.com|{d.user}|example.com|10.0.0.1"

@@ -19,6 +19,9 @@ Rules:
    cacheDB: the adapter looks it up in between. ``check`` does both with a synchronous lookup.
 5. The nonce-count is recorded only for credentials that passed every other check, so a
    forged request never spends a legitimate client's nc.
+6. With ``match_user``, the username must be the user part of the To URI of a REGISTER and
+   of the From URI of other requests (Kamailio ``auth_check`` flag 1): else 403, so that
+   alice cannot register bob's address nor call as bob. Checked before the HA1 lookup.
 """
 
 from __future__ import annotations
@@ -66,7 +69,8 @@ class Challenge:
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    """Answer 400: the credentials are malformed (rule 3)."""
+    """Answer 400: the credentials are malformed (rule 3); or 403: they are another user's
+    (rule 6)."""
 
     detail: str
     status: int = 400
@@ -179,7 +183,16 @@ class AuthGate:
             return self._refuse(str(exc))
         if self.cfg.check_uri and creds.params["uri"] != req.uri.raw:
             return self._refuse("uri is not the Request-URI")
-        return Pending(status, realm, algorithm, creds.params["username"], creds, span)
+        username = creds.params["username"]
+        if self.cfg.match_user and username != self._identity(req):
+            self.counters["user_mismatch"] += 1
+            return Refusal("the credentials are not the user's", 403, "Forbidden", "user_mismatch")
+        return Pending(status, realm, algorithm, username, creds, span)
+
+    @staticmethod
+    def _identity(req: Request) -> str | None:
+        """Whose credentials ``req`` must carry (rule 6)."""
+        return (req.to.uri if req.method == "REGISTER" else req.from_.uri).user
 
     def verify(self, req: Request, p: Pending, ha1: str | None, now: float,
                ) -> Challenge | Verified:  # fmt: skip

@@ -30,8 +30,16 @@ MAX_PARAMS = 24
 _TOKEN = re.compile(rb"[A-Za-z0-9\-.!%*_+`'~]+")
 _LWS = b" \t\r\n"
 _HEX = re.compile(r"[0-9a-fA-F]+")
-#: what a quoted-string's content may hold: no CTL but HTAB (§25.1 qdtext, quoted-pair)
-_CTL = frozenset(range(0x20)) - {0x09} | {0x7F}
+#: one dig-resp and what separates it from the next, in one match (a byte loop cost ~30 µs
+#: a header): LWS, token, "=", a quoted-string (qdtext: no CTL but HTAB, no '"' or '\\'; or
+#: a quoted-pair: a backslash and any byte but CR/LF, §25.1) or a token, LWS, then a comma
+#: or the end
+_PARAM = re.compile(
+    rb"[ \t\r\n]*([A-Za-z0-9\-.!%*_+`'~]+)[ \t\r\n]*=[ \t\r\n]*"
+    rb'(?:"((?:[^"\\\x00-\x08\x0a-\x1f\x7f]|\\[^\r\n])*)"|([A-Za-z0-9\-.!%*_+`\'~]+))'
+    rb"[ \t\r\n]*(?:,|\Z)"
+)
+_PAIR = re.compile(rb"\\(.)", re.DOTALL)
 
 #: parameters whose value must be present for qop=auth (RFC 7616 §3.4)
 REQUIRED = ("username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce")
@@ -70,73 +78,32 @@ def parse_credentials(value: bytes) -> Credentials | None:
     if m.group().lower() != b"digest":
         return None
     pos = m.end()
-    if pos < len(text) and text[pos] not in _LWS:
-        raise CredentialsError("no space after the scheme")
+    if pos == len(text) or text[pos] not in _LWS:
+        raise CredentialsError("no parameters after the scheme")
     params: dict[str, str] = {}
-    while True:
-        pos = _skip(text, pos)
-        name, value_, pos = _param(text, pos)
+    n = len(text)
+    while pos < n:
+        p = _PARAM.match(text, pos)
+        if p is None:
+            raise CredentialsError(f"malformed parameter at byte {pos}")
+        name = p.group(1).decode("ascii").lower()
+        raw = p.group(2)
+        if raw is None:
+            raw = p.group(3)
+        elif b"\\" in raw:
+            raw = _PAIR.sub(rb"\1", raw)
         if name in params:
             raise CredentialsError(f"parameter {name} given twice")
         if len(params) >= MAX_PARAMS:
             raise CredentialsError("too many parameters")
-        params[name] = value_
-        pos = _skip(text, pos)
-        if pos == len(text):
-            return Credentials(params)
-        if text[pos] != 0x2C:  # ","
-            raise CredentialsError(f"expected a comma at byte {pos}")
-        pos += 1
-
-
-def _skip(text: bytes, pos: int) -> int:
-    n = len(text)
-    while pos < n and text[pos] in _LWS:
-        pos += 1
-    return pos
-
-
-def _param(text: bytes, pos: int) -> tuple[str, str, int]:
-    m = _TOKEN.match(text, pos)
-    if m is None:
-        raise CredentialsError(f"expected a parameter name at byte {pos}")
-    name = m.group().decode("ascii").lower()
-    pos = _skip(text, m.end())
-    if pos >= len(text) or text[pos] != 0x3D:  # "="
-        raise CredentialsError(f"parameter {name} has no value")
-    pos = _skip(text, pos + 1)
-    if pos < len(text) and text[pos] == 0x22:  # '"'
-        raw, pos = _quoted(text, pos + 1)
-    else:
-        m = _TOKEN.match(text, pos)
-        if m is None:
-            raise CredentialsError(f"parameter {name} has no value")
-        raw, pos = m.group(), m.end()
-    try:
-        return name, raw.decode("utf-8"), pos
-    except UnicodeDecodeError:
-        raise CredentialsError(f"parameter {name} is not UTF-8") from None
-
-
-def _quoted(text: bytes, pos: int) -> tuple[bytes, int]:
-    """The content of a quoted-string whose opening quote is before ``pos``, and the offset
-    past its closing quote."""
-    out = bytearray()
-    n = len(text)
-    while pos < n:
-        c = text[pos]
-        if c == 0x22:
-            return bytes(out), pos + 1
-        if c == 0x5C:  # quoted-pair: any char but CR/LF (§25.1)
-            pos += 1
-            if pos >= n or text[pos] in (0x0A, 0x0D):
-                break
-            c = text[pos]
-        elif c in _CTL:
-            raise CredentialsError("control character in a quoted string")
-        out.append(c)
-        pos += 1
-    raise CredentialsError("unterminated quoted string")
+        try:
+            params[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise CredentialsError(f"parameter {name} is not UTF-8") from None
+        pos = p.end()
+        if pos == n and p.group(0).endswith(b","):
+            raise CredentialsError("a comma with no parameter after it")
+    return Credentials(params)
 
 
 def check_form(creds: Credentials, hex_len: int) -> None:

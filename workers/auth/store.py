@@ -79,6 +79,10 @@ class CredentialStore:
         """The file's answer only (a ``gate.Lookup``), for paths with no cacheDB."""
         return self._files.get(realm, {}).get((username, algorithm))
 
+    @property
+    def uses_cachedb(self) -> bool:
+        return bool(self._dbs)
+
     async def aclose(self) -> None:
         for db in self._dbs.values():
             await db.close()

@@ -72,16 +72,17 @@ class Destination:
     uri: str
     host: str
     port: int
-    transport: str | None  # "udp", "tcp", or None: the transport the request came on
+    transport: str | None  # "udp", "tcp", "tls", or None: the transport the request came on
     set_name: str = ""  # the set it belongs to; reports name it through this
     index: int = 0  # its place in the set
 
 
 def destination(uri: str, set_name: str = "", index: int = 0) -> Destination:
     u = parse_uri(uri)
-    transport = u.param("transport")
-    return Destination(uri, u.host_plain, u.port or 5060, transport.lower() if transport else None,
-                       set_name, index)  # fmt: skip
+    param = u.param("transport")
+    transport = "tls" if u.scheme == "sips" else param.lower() if param else None  # RFC 3261 §26.2.1
+    return Destination(uri, u.host_plain, u.port or (5061 if transport == "tls" else 5060),
+                       transport, set_name, index)  # fmt: skip
 
 
 class DispatchSet:

@@ -16,7 +16,7 @@ Rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 
 from workers.routing.prefixes import (
     _BASE12,
@@ -28,6 +28,7 @@ from workers.routing.prefixes import (
     Gateway,
     PrefixTable,
     RuleSet,
+    pack_entries,
 )
 
 HEADER = ("prefix", "group", "priority", "weight")
@@ -60,12 +61,12 @@ def load_file(path: str, name: str, groups: Collection[str], max_prefixes: int) 
     """
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            data = [fh.read()]  # in a list: parse drops the only reference once decoded
     except OSError as exc:
         raise PrefixFileError(
             path, 0, "file", "a readable file", exc.strerror or str(exc)
         ) from None
-    return parse(data, path, name, groups, max_prefixes)
+    return parse(data.pop(), path, name, groups, max_prefixes)
 
 
 def parse(data: bytes, file: str, name: str, groups: Collection[str],
@@ -82,14 +83,16 @@ def parse(data: bytes, file: str, name: str, groups: Collection[str],
         raise PrefixFileError(
             file, at, "line", "ASCII text", f"byte 0x{data[exc.start]:02x}"
         ) from None
+    del data  # a 1M-prefix file is 24 MB: not held twice while the table is built
     group_ids = {g: i for i, g in enumerate(groups)}
     # each prefix's one row as an interned id (rows repeat: a few hundred distinct ones per
     # million prefixes); a prefix with several rows keeps them in ``multi`` until the end
     row_ids: dict[int, int] = {}
+    rows: list[int] = []  # row_ids inverted
     entries: dict[int, int] = {}
     multi: dict[int, list[tuple[int, int]]] = {}
     match, translate = _LINE_RE.fullmatch, str.translate
-    for lineno, line in enumerate(text.splitlines(), 1):
+    for lineno, line in enumerate(_lines(text), 1):
         m = match(line)
         if m is None:
             if not _skipped(line, lineno):
@@ -105,13 +108,28 @@ def parse(data: bytes, file: str, name: str, groups: Collection[str],
             _explain(file, lineno, line, group_ids)
         row = gid << _GROUP_SHIFT | p << _PRIO_SHIFT | w
         rid = row_ids.setdefault(row, len(row_ids))
+        if rid == len(rows):
+            rows.append(row)
         key = int(translate(prefix, _BASE12).ljust(MAX_PREFIX_CHARS, "0"), 12) << 5 | len(prefix)
-        if entries.setdefault(key, rid) is not rid or key in multi:
-            _add_row(multi, key, entries[key], lineno, row, row_ids, file, prefix)
-        elif len(entries) > max_prefixes:
+        known = len(entries)
+        entries.setdefault(key, rid)
+        if len(entries) == known:  # not new: a second row for the prefix
+            _add_row(multi, key, rows[entries[key]], lineno, row, file, prefix)
+        elif known == max_prefixes:
             expected = f"at most {max_prefixes} prefixes (prefix_table max_prefixes)"
             raise PrefixFileError(file, lineno, "prefix", expected, "one more")
-    return _build(name, entries, row_ids, multi, list(groups))
+    return _build(name, entries, rows, multi, list(groups))
+
+
+def _lines(text: str, block: int = 1 << 16) -> Iterator[str]:
+    """``text.splitlines()`` a block at a time: a list of every line of a 1M-prefix file
+    would add ~70 MB to the peak (``io.StringIO`` would copy the text as UCS-4, 4x)."""
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start + block)
+        end = n if end < 0 else end + 1  # blocks end after a newline: no CRLF is cut
+        yield from text[start:end].splitlines()
+        start = end
 
 
 def _skipped(line: str, lineno: int) -> bool:
@@ -124,12 +142,11 @@ def _skipped(line: str, lineno: int) -> bool:
 
 
 def _add_row(multi: dict[int, list[tuple[int, int]]], key: int, first: int, lineno: int,
-             row: int, row_ids: dict[int, int], file: str, prefix: str) -> None:  # fmt: skip
-    """A second or later row for ``prefix`` (rule 3)."""
+             row: int, file: str, prefix: str) -> None:  # fmt: skip
+    """A second or later row for ``prefix`` (rule 3); ``first`` is its first row."""
     rows = multi.get(key)
     if rows is None:
-        first_row = next(r for r, i in row_ids.items() if i == first)
-        rows = multi[key] = [(0, first_row)]  # its line is unknown: 0 until an error needs it
+        rows = multi[key] = [(0, first)]  # its line is unknown: 0 until an error needs it
     gid = row >> _GROUP_SHIFT
     for line, r in rows:
         if r >> _GROUP_SHIFT == gid:
@@ -142,19 +159,26 @@ def _add_row(multi: dict[int, list[tuple[int, int]]], key: int, first: int, line
     rows.append((lineno, row))
 
 
-def _build(name: str, entries: dict[int, int], row_ids: dict[int, int],
+def _build(name: str, entries: dict[int, int], singles: list[int],
            multi: dict[int, list[tuple[int, int]]], groups: list[str]) -> PrefixTable:  # fmt: skip
-    """Rule sets from the interned rows, then the table (prefixes.py rule 4)."""
-    rulesets = [RuleSet([_gateway(r, groups)]) for r in row_ids]  # id order: dicts keep it
+    """The table (prefixes.py rule 4). Its ``RuleSet`` objects are made last, once the
+    parse's million small objects are freed: made among them, a few thousand long-lived
+    objects kept ~25 MB of the interpreter's arenas from going back to the system."""
+    idents: list[tuple[int, ...]] = [(r,) for r in singles]
     index: dict[tuple[int, ...], int] = {}
     for key, rows in multi.items():
         ident = tuple(sorted(r for _, r in rows))
         i = index.get(ident)
         if i is None:
-            i = index[ident] = len(rulesets)
-            rulesets.append(RuleSet(_gateway(r, groups) for r in ident))
+            i = index[ident] = len(idents)
+            idents.append(ident)
         entries[key] = i
-    return PrefixTable.build(name, entries, rulesets)
+    multi.clear()
+    del index
+    arrays = pack_entries(entries, len(idents))
+    entries.clear()
+    rulesets = [RuleSet(_gateway(r, groups) for r in ident) for ident in idents]
+    return PrefixTable(name, *arrays, rulesets)
 
 
 def _gateway(row: int, groups: list[str]) -> Gateway:

@@ -16,10 +16,10 @@ Rules:
    tables" has the measurements that chose this): each prefix is one 64-bit integer, its
    text in base 12 (``+`` is 1, ``0``-``9`` are 2-11, padding is 0) so that numeric order is
    text order and a padded prefix sorts just before every key it starts; its length rides
-   in the low 5 bits. A lookup is a ``bisect`` (C) for the greatest prefix not above the
-   key; if that is not a prefix of the key, the answer is no longer than what the two
-   share, so the key is cut to that and searched again below: each round is shorter,
-   at most ``MAX_PREFIX_CHARS`` of them, usually one or two.
+   in the low 5 bits. A lookup is one ``bisect`` (C) for the greatest prefix not above the
+   key; if that is not a prefix of the key, the answer is among its own prefixes, walked
+   through ``parents`` (longest first, at most ``MAX_PREFIX_CHARS`` steps): 14 bytes a
+   prefix in all (entry, parent, rule set index).
 4. What a prefix routes to, its ``RuleSet``, is shared: tables of a million prefixes
    usually hold a few hundred distinct gateway lists, so each prefix stores an index.
 5. A table is immutable once built; a reload builds a new one and swaps the reference.
@@ -121,23 +121,20 @@ class RuleSet:
 class PrefixTable:
     """An immutable longest-prefix table (rules 3-5). Build it with ``build``."""
 
-    __slots__ = ("_entries", "_rules", "name", "rulesets")
+    __slots__ = ("_entries", "_parents", "_rules", "name", "rulesets")
 
-    def __init__(self, name: str, entries: array[int], rules: array[int],
+    def __init__(self, name: str, entries: array[int], parents: array[int], rules: array[int],
                  rulesets: Sequence[RuleSet]) -> None:  # fmt: skip
         self.name = name
         self._entries = entries  # sorted, each ``pack(prefix) << 5 | len(prefix)``
+        self._parents = parents  # index of each entry's longest proper prefix, -1 for none
         self._rules = rules  # the index in rulesets of each entry
         self.rulesets = tuple(rulesets)
 
     @classmethod
     def build(cls, name: str, entries: dict[int, int], rulesets: Sequence[RuleSet]) -> PrefixTable:
         """A table from ``{entry(prefix): index in rulesets}``."""
-        keys = sorted(entries)
-        packed = array("q", keys)
-        rules = array("H" if len(rulesets) <= 1 << 16 else "I", map(entries.__getitem__, keys))
-        del keys
-        return cls(name, packed, rules, rulesets)
+        return cls(name, *pack_entries(entries, len(rulesets)), rulesets)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -152,24 +149,18 @@ class PrefixTable:
     def find(self, key: str) -> int:
         """Index of the longest prefix of a valid ``key`` (rule 2), -1 when none."""
         c = pack(key[:MAX_PREFIX_CHARS])
-        entries = self._entries
-        hi = len(entries)
-        while True:
-            # the greatest entry not above the key padded: a prefix of it, or a sibling
-            # whose common start with the key holds the answer (rule 3)
-            i = bisect_right(entries, c << 5 | 31, 0, hi) - 1
-            if i < 0:
-                return -1
+        entries, parents = self._entries, self._parents
+        # the greatest entry not above the key padded: the answer, or a sibling of the key
+        # whose own prefixes hold it (rule 3)
+        i = bisect_right(entries, c << 5 | 31) - 1
+        while i >= 0:
             e = entries[i]
-            length, code = e & 31, e >> 5
-            scale = _SCALE[length]
-            if c // scale == code // scale:
+            scale = _SCALE[e & 31]
+            # a prefix longer than the key has digits where the key has padding: never equal
+            if c // scale == (e >> 5) // scale:
                 return i
-            common = _common(c, code, length)
-            if common == 0:
-                return -1
-            c = c // _SCALE[common] * _SCALE[common]  # the key cut to the common start
-            hi = i  # every entry left to consider sorts before this one
+            i = parents[i]
+        return -1
 
     def prefix(self, i: int) -> str:
         e = self._entries[i]
@@ -177,7 +168,17 @@ class PrefixTable:
 
     def nbytes(self) -> int:
         """Bytes held by the packed arrays (the rule sets are extra, and shared)."""
-        return sum(a.itemsize * len(a) for a in (self._entries, self._rules))
+        return sum(a.itemsize * len(a) for a in (self._entries, self._parents, self._rules))
+
+
+def pack_entries(entries: dict[int, int], rulesets: int,
+                 ) -> tuple[array[int], array[int], array[int]]:  # fmt: skip
+    """The sorted entries, their parents and their rule set indexes, as packed arrays."""
+    keys = sorted(entries)
+    rules = array("H" if rulesets <= 1 << 16 else "I", map(entries.__getitem__, keys))
+    packed = array("q", keys)
+    del keys
+    return packed, _parents(packed), rules
 
 
 def entry(prefix: str) -> int:
@@ -185,17 +186,20 @@ def entry(prefix: str) -> int:
     return pack(prefix) << 5 | len(prefix)
 
 
-def _common(c: int, code: int, length: int) -> int:
-    """How many leading characters two codes share, fewer than ``length`` (binary search:
-    sharing n implies sharing every m < n)."""
-    lo, hi = 0, length - 1
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if c // _SCALE[mid] == code // _SCALE[mid]:
-            lo = mid
-        else:
-            hi = mid - 1
-    return lo
+def _parents(entries: array[int]) -> array[int]:
+    """Each sorted entry's longest proper prefix among the entries (-1: none), in one pass:
+    the stack holds the prefixes of the current entry, longest on top, each as (index, its
+    code cut to its length, the scale that cuts)."""
+    parents = array("i", bytes(4 * len(entries)))
+    stack: list[tuple[int, int, int]] = []
+    for i, e in enumerate(entries):
+        code = e >> 5
+        while stack and code // stack[-1][2] != stack[-1][1]:
+            stack.pop()
+        parents[i] = stack[-1][0] if stack else -1
+        scale = _SCALE[e & 31]
+        stack.append((i, code // scale, scale))
+    return parents
 
 
 def table_from(name: str, rows: Iterable[tuple[str, Gateway]]) -> PrefixTable:

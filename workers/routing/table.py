@@ -22,6 +22,7 @@ from conf.settings import Settings
 from ingress.sip.message import Request
 from workers.routing.dispatcher import STICKY_MAX, STICKY_S, Destination, Dispatcher, destination
 from workers.routing.dispatcher import DispatchSet as DestinationSet
+from workers.routing.prefix_route import load_tables
 from workers.routing.rules import HeaderEdit, HeaderTest, UserRewrite
 from workers.routing.trusted import TrustedSources
 
@@ -57,7 +58,7 @@ def reason_phrase(status: int) -> str:
 
 class Route:
     __slots__ = ("continues", "edits", "failure_codes", "failure_on_timeout", "failure_sets",
-                 "headers", "host", "listener", "methods", "name", "reason", "reject",
+                 "headers", "host", "listener", "methods", "name", "prefix_table", "reason", "reject",
                  "rewrite", "source", "to", "to_request_uri", "transport", "trust", "trusted",
                  "untrusted", "user")  # fmt: skip
 
@@ -71,6 +72,8 @@ class Route:
         #: the destination set; None for a rule that relays (``to_request_uri``) or rejects
         self.to = sets[cfg.to] if cfg.to else None
         self.to_request_uri = cfg.to_request_uri
+        #: the ``[[prefix_table]]`` that picks the destinations instead (docs/prefix_tables.md)
+        self.prefix_table = cfg.prefix_table
         self.reject = cfg.reject
         self.reason = cfg.reason or reason_phrase(cfg.reject)
         #: False, True (any trusted source) or the tag a trusted source must carry
@@ -110,7 +113,7 @@ class Route:
             return False
         if self.transport is not None and transport != self.transport:
             return False
-        if self.listener is not None and (local_ip, local_port) != self.listener:
+        if self.listener is not None and (local_ip, local_port) not in self.listener:
             return False
         for h in self.headers:
             if not h.holds(req):
@@ -131,12 +134,15 @@ class Route:
         return self.failure_on_timeout if status is None else status in self.failure_codes
 
 
-def _listener(text: str) -> tuple[str, int] | None:
-    """``address:port`` (``[v6]:port``) as (canonical address, port)."""
+def _listener(text: str) -> frozenset[tuple[str, int]] | None:
+    """``address:port`` (``[v6]:port``) as the (address, port) pairs the ingress may report
+    for it: the address as ``[[listen]]`` writes it (UDP) and in canonical form (TCP reports
+    what the socket says)."""
     if not text:
         return None
     host, _, port = text.rpartition(":")
-    return ipaddress.ip_address(host.strip("[]")).compressed, int(port)
+    written = host.strip("[]")
+    return frozenset({(written, int(port)), (ipaddress.ip_address(written).compressed, int(port))})
 
 
 @dataclass(slots=True)
@@ -163,6 +169,12 @@ class RoutingTable:
         #: the ``[[trusted]]`` sources (routes match them; the proxy lets them relay)
         self.trusted = TrustedSources(settings.trusted)
         self.routes = [Route(c, self.sets, self.trusted) for c in settings.route]
+        #: longest-prefix tables, read at start (raises PrefixFileError on a bad file)
+        self.prefixes = load_tables(settings)
+        #: (status, reason) a table answers when no prefix matches
+        self.no_match = {t.name: (t.no_match_status, t.no_match_reason
+                                  or reason_phrase(t.no_match_status))
+                         for t in settings.prefix_table}  # fmt: skip
 
     def lookup(self, req: Request, src_ip: str) -> tuple[str, Destination] | None:
         """(route name, destination) for ``req``, or None when no route matches or the

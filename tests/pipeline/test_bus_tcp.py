@@ -1,0 +1,169 @@
+"""Both ends of the ZeroMQ hop on two "hosts" (127.0.0.2, the edge, and 127.0.0.3) over real
+TCP sockets with CURVE, each with a context and run directory of its own (conf/bustcp.py,
+ingress/bus.py rule 4, workers/bus.py rule 7). A client holding a listed key still gets
+only what crosses hosts, and no endpoint it names is connected to."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+from typing import Any
+
+import zmq
+
+from conf import bustcp, curve, envelope
+from conf.load import from_dict
+from conf.loadstats import LoadMeter
+from conf.settings import Settings
+from ingress.bus import WorkerBus
+from ingress.shedding import ADMIT
+from tests.pipeline.helpers import run, until
+from workers.bus import IngressBus
+
+EDGE, WORK = "127.0.0.2", "127.0.0.3"
+IN_META = ["udp", "127.0.0.1", 5070, 0, "127.0.0.1", 5060, 0.0]
+OUT_META = ["udp", "127.0.0.1", 5080, 0, "127.0.0.1", 5060]
+
+
+def free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def two_hosts(tmp: Path) -> tuple[Settings, Settings]:
+    keys = {n: curve.keygen(str(tmp / n)) for n in ("edge", "work")}
+    port = free_port(EDGE)
+    edge = from_dict({"node": {"name": "edge", "run_dir": str(tmp / "run-edge")},
+                      "curve": {"secret_key_file": str(keys["edge"][0])},
+                      "bus": {"address": EDGE, "ingress_port": port},
+                      "peer": [{"name": "work", "bus_address": WORK,
+                                "public_key_file": str(keys["work"][1])}]})  # fmt: skip
+    work = from_dict({"node": {"name": "work", "run_dir": str(tmp / "run-work")},
+                      "curve": {"secret_key_file": str(keys["work"][0])},
+                      "bus": {"address": WORK, "ingresses": [f"tcp://{EDGE}:{port}"]},
+                      "peer": [{"name": "edge", "bus_address": EDGE,
+                                "public_key_file": str(keys["edge"][1])}]})  # fmt: skip
+    for s in (edge, work):
+        Path(s.node.run_dir).mkdir(mode=0o700)
+    return edge, work
+
+
+class Hosts:
+    """An edge ingress bus and a worker bus on another host, recording what each receives."""
+
+    def __init__(self, tmp: Path) -> None:
+        loop = asyncio.get_running_loop()
+        self.edge_s, self.work_s = two_hosts(tmp)
+        self.ctxs: list[zmq.Context[Any]] = [zmq.Context(), zmq.Context()]
+        self.to_worker: list[tuple[str, list[Any], bytes]] = []
+        self.to_ingress: list[tuple[list[Any], bytes]] = []
+        self.edge_meter, self.work_meter = LoadMeter(0), LoadMeter(0)
+        self.edge_hop = bustcp.TcpHop(self.ctxs[0], loop, self.edge_s, self.edge_meter.counters)
+        self.work_hop = bustcp.TcpHop(self.ctxs[1], loop, self.work_s, self.work_meter.counters)
+        self.ingress = WorkerBus(self.ctxs[0], self.edge_s.bus, self.edge_s.node.run_dir,
+                                 "edge.ingress.1-1", self._on_out, self.edge_meter)  # fmt: skip
+        ep = self.edge_hop.ingress_endpoint()
+        assert ep is not None
+        self.ingress.open_tcp(self.edge_hop, ep)
+        self.worker = IngressBus(self.ctxs[1], self.work_s.bus, self.work_s.node.run_dir,
+                                 "work.worker.1-2", self._on_batch, self.work_meter)  # fmt: skip
+        self.worker.open_tcp(self.work_hop)
+
+    def _on_out(self, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        self.to_ingress.extend(zip(metas, payloads))
+
+    def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        self.to_worker.extend((ingress, m, p) for m, p in zip(metas, payloads))
+
+    async def joined(self) -> None:
+        """Heartbeat until each side knows the other (the first beats go before CURVE is up)."""
+        await until(lambda: bool(self.worker.heartbeat()) or (
+            len(self.ingress.workers) == 1 and "edge.ingress.1-1" in self.worker.ingresses),
+            step_s=0.02)  # fmt: skip
+
+    def client(self, to: str, as_host: Settings) -> zmq.Socket[bytes]:
+        """A CURVE PUSH holding ``as_host``'s listed key, to ``to`` (``"edge"`` or ``"work"``)."""
+        keys = curve.node_keys(as_host)
+        assert keys is not None
+        server = curve.node_keys(self.edge_s if to == "edge" else self.work_s)
+        assert server is not None
+        sock: zmq.Socket[bytes] = self.ctxs[0 if as_host is self.edge_s else 1].socket(zmq.PUSH)
+        sock.linger = 0
+        curve.connect_curve(sock, keys, server.public)
+        sock.connect(self.ingress.tcp_endpoint if to == "edge" else self.worker.tcp_endpoint)
+        return sock
+
+    def close(self) -> None:
+        self.worker.close()
+        self.ingress.close()
+        self.edge_hop.close()
+        self.work_hop.close()
+        for c in self.ctxs:
+            c.destroy(linger=0)
+
+
+def test_a_worker_on_another_host_joins_and_messages_cross_both_ways(tmp_path: Path) -> None:
+    """The worker's heartbeat reaches the edge over CURVE, the edge connects back and says
+    who it is; messages go both ways, in order, each side a run directory of its own."""
+
+    async def body() -> None:
+        h = Hosts(tmp_path)
+        try:
+            await h.joined()
+            assert h.ingress.workers.idents == ["work.worker.1-2"]
+            assert h.ingress.workers.endpoint("work.worker.1-2") == h.worker.tcp_endpoint
+            assert h.worker.tcp_endpoint.startswith(f"tcp://{WORK}:")
+            sent = [b"msg-%d" % i for i in range(500)]
+            for raw in sent:
+                assert h.ingress.submit(b"same-call", IN_META, raw) == ADMIT
+            await until(lambda: len(h.to_worker) == len(sent))
+            assert [p for _, _, p in h.to_worker] == sent
+            assert {i for i, _, _ in h.to_worker} == {"edge.ingress.1-1"}
+            for raw in sent:
+                assert h.worker.send("edge.ingress.1-1", OUT_META, raw)
+            h.worker.flush()
+            await until(lambda: len(h.to_ingress) == len(sent))
+            assert [p for _, p in h.to_ingress] == sent
+            assert not any(k.startswith("drop") for k in h.edge_meter.counters), h.edge_meter.counters
+            h.worker.heartbeat("down")  # leaving: the edge takes it out of the ring at once
+            await until(lambda: len(h.ingress.workers) == 0)
+        finally:
+            h.close()
+
+    run(body)
+
+
+def test_a_listed_key_gets_only_what_crosses_hosts(tmp_path: Path) -> None:
+    """Holding a listed key, a client still cannot make the edge connect to an address that
+    is not its host's, claim another host's ident, or send a kind that stays on a host; the
+    worker takes no ingress heartbeat from an endpoint it was not given, and no ADOPT."""
+
+    async def body() -> None:
+        h = Hosts(tmp_path)
+        try:
+            await h.joined()
+            edge = h.client("edge", h.work_s)
+            for header in (["work.worker.9-9", "tcp://127.0.0.9:4000", "up"],  # not a peer
+                           ["edge.worker.9-9", f"tcp://{WORK}:4000", "up"],  # another's name
+                           ["work.worker.9-9", "ipc:///tmp/x/worker-work.worker.9-9.ipc", "up"]):
+                edge.send_multipart(envelope.pack(envelope.KIND_HB, header))
+            edge.send_multipart(envelope.pack(envelope.KIND_IN, ["x", [IN_META]], [b"x"]))
+            c = h.edge_meter.counters
+            await until(lambda: c["drop_bad_endpoint"] == 3 and c["drop_tcp_kind"] == 1)
+            assert h.ingress.workers.idents == ["work.worker.1-2"]  # no one else joined
+
+            work = h.client("work", h.edge_s)
+            work.send_multipart(envelope.pack(envelope.KIND_HB,
+                                              ["edge.ingress.9-9", "tcp://127.0.0.2:1", "up"]))
+            work.send_multipart(envelope.pack(envelope.KIND_ADOPT, ["edge", []]))
+            w = h.work_meter.counters
+            await until(lambda: w["drop_bad_ingress_hb"] == 1 and w["drop_tcp_kind"] == 1)
+            assert list(h.worker.ingresses) == ["edge.ingress.1-1"]
+            edge.close(linger=0)
+            work.close(linger=0)
+        finally:
+            h.close()
+
+    run(body)
