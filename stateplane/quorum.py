@@ -138,6 +138,10 @@ class Quorum:
         if node == self.me or node not in self._index:
             self.counters["not_member"] += 1
             return []
+        known = self.heard.get(node)
+        if known is not None and epoch < known.epoch:  # an older process's, queued: not news
+            self.counters["stale_epoch"] += 1
+            return []
         h = Heard(epoch, self._members(sees), self._members(holds), self._members(knows), now)
         self.heard[node] = h
         for x in h.holds:

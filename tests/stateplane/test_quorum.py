@@ -212,6 +212,8 @@ class TestRules:
         assert q.receive("x", 1, ["x"], ["a"], [], 0.6) == [] and "x" not in q.heard
         assert q.receive("a", 2, ["a"], ["a"], [], 0.7) == []
         assert set(q.held_by) <= set(ABC)
+        assert q.receive("b", 0, ["b"], ["a"], [], 0.8) == [] and q.counters["stale_epoch"] == 1
+        assert q.heard["b"].epoch == 1
 
     @pytest.mark.parametrize(
         "members",
