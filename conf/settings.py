@@ -427,7 +427,8 @@ class Trusted:
 class PrefixTable:
     """``[[prefix_table]]``: a longest-prefix routing table (OpenSIPS drouting, Kamailio LCR):
     number prefixes mapped to destination sets with priorities and weights, loaded by each
-    worker at start from a CSV file or a cacheDB key space (``docs/prefix_tables.md`` has the
+    worker at start (and a file table on reload) from a CSV file or a cacheDB key space
+    (``docs/prefix_tables.md`` has the
     format). Routes send to it with ``prefix_table``."""
 
     name: str
@@ -836,7 +837,7 @@ class AuthRealm:
     no realm lists is challenged by the first realm."""
     credentials_file: str = ""
     """Absolute path of a file of ``username algorithm ha1`` lines (``sipline auth-ha1``
-    prints one), read when workers start. Empty: none."""
+    prints one), read when workers start and on reload. Empty: none."""
     cachedb_url: str = ""
     """A cacheDB (``docs/cachedb.md``) holding ``<cachedb_prefix><realm>:<algorithm>:<user>``
     = HA1 hex, asked when the file has no line for the user. Empty: none."""

@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations, dialogs, pike)")
     ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit",
-                                      "sync", "failback"])  # fmt: skip
+                                      "sync", "failback", "reload"])  # fmt: skip
+    ctl.add_argument("words", nargs="*", metavar="set SET URI inactive|active",
+                     help="destinations: mark one destination in every worker")
     ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
     ctl.add_argument("--list", type=int, default=0, metavar="N",
                      help="dialogs: also list up to N live dialogs per worker, oldest first")

@@ -48,7 +48,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     def report() -> None:
         log.info("load_stats", **worker.stats(interval))
 
-    loop.add_signal_handler(signal.SIGHUP, worker.reopen_cdrs)  # logrotate's postrotate
+    # logrotate's postrotate, and a reload of the routing (workers/reloading.py rule 3)
+    loop.add_signal_handler(signal.SIGHUP, worker.on_sighup)
     log.info("worker_ready", endpoint=worker.bus.endpoint)
     try:
         worker.bus.heartbeat()
