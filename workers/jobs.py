@@ -67,6 +67,27 @@ class Jobs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def drop_binding(self, aor: str, contact: str) -> None:
+        """Remove a binding whose contact stopped answering keep-alives (docs/nat.md)."""
+        if self.location is None or len(self._tasks) >= MAX_JOBS:
+            self.meter.counters["drop_jobs_full"] += 1
+            return
+        task = self.loop.create_task(self._drop(aor, contact))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drop(self, aor: str, contact: str) -> None:
+        assert self.location is not None
+        try:
+            removed = await self.location.remove(aor, contact, time.time())
+        except CacheError as exc:
+            log.warning("nat_drop_failed", aor=aor, contact=contact, error=type(exc).__name__)
+            return
+        except Exception:  # a bug costs this removal, not the worker
+            log.exception("nat_drop_failed", aor=aor, contact=contact)
+            return
+        log.info("nat_contact_dropped", aor=aor, contact=contact, removed=removed)
+
     async def aclose(self) -> None:
         """Let jobs in flight finish (bounded by their own timeouts), then close the store."""
         if self._tasks:

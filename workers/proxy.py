@@ -75,6 +75,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers import nat
 from workers.auth.admit import Authenticator
 from workers.conntag import ConnTags
 from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
@@ -175,6 +176,8 @@ class StatelessProxy:
         #: ``relay_refused`` (rule 10); the worker hands in its load counters
         self.counters: Counter[str] = Counter()
         self.tags = ConnTags(key if key is not None else secrets.token_bytes(32))
+        #: [nat] fix_contact: the tests that mark a sender as behind NAT (workers/nat.py)
+        self.nat_tests = frozenset(settings.nat.detect) if settings.nat.fix_contact else None
         #: the ingresses a response may name (rule 3); the worker sets its live set, None
         #: trusts any ingress an authentic tag names
         self.ingresses: Container[str] | None = None
@@ -332,6 +335,8 @@ class StatelessProxy:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
             edits.append((start, req.line_end, line))
+        if self.nat_tests is not None and req.method != "REGISTER":
+            _add_nat_edit(edits, req, inb, self.nat_tests)
         if transport in STREAMS and not req.has_header("content-length"):
             cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
             edits.append((req.line_end, req.line_end, cl))
@@ -545,7 +550,10 @@ class StatelessProxy:
         lst = self.listeners.pick(transport, dst_ip)
         if lst is None:
             raise Drop("no_listener")
-        data = splice(resp.raw, [self._pop_via(resp)], resp.body_end)
+        edits = [self._pop_via(resp)]
+        if self.nat_tests is not None:
+            _add_nat_edit(edits, resp, inb, self.nat_tests)
+        data = splice(resp.raw, edits, resp.body_end)
         return (ingress, [transport, dst_ip, dst_port, conn, lst.address, lst.port], data)
 
     def _pop_via(self, resp: Response) -> Edit:
@@ -589,3 +597,20 @@ def _via_text(via: Via, params: dict[str, str | None]) -> bytes:
     host = via.host + (f":{via.port}" if via.port else "")
     p = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
     return f"SIP/2.0/{via.transport} {host}{p}".encode("utf-8", "surrogateescape")
+
+
+def _add_nat_edit(edits: list[Edit], msg: Request | Response, inb: Inbound,
+                  tests: frozenset[str]) -> None:  # fmt: skip
+    """fix_nated_contact (workers/nat.py rules 2 and 3), unless a route's edit already
+    touches the Contact line (edits must not overlap)."""
+    if isinstance(msg, Request):
+        if len(msg.vias) != 1:
+            return  # not straight from the UA: its Contact is not where it came from
+    else:
+        tests = tests & nat.RESPONSE_TESTS
+    src = nat.Seen(inb.transport, inb.src_ip, inb.src_port)
+    if not nat.behind_nat(msg, src, tests):
+        return
+    edit = nat.contact_edit(msg, src)
+    if edit is not None and not any(s < edit[1] and edit[0] < e for s, e, _ in edits):
+        edits.append(edit)

@@ -68,6 +68,7 @@ from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
 from workers.proxy import SNI_PARAM, Inbound, Out, Plan, StatelessProxy
+from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
 from workers.registrar.register import Registrar
 from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.targets import chain, fails_over, next_set
@@ -118,6 +119,11 @@ class StatefulProxy:
         hosts = [lst.address for lst in settings.listen]
         #: the registrar when enabled: its REGISTERs and lookups become ``jobs``
         self.registrar = Registrar(reg, hosts) if reg.enabled else None
+        #: keep-alives to registered contacts behind NAT (docs/nat.md)
+        self.natping = NatPinger(settings.nat, settings.listen, instance=self.dispatcher.instance,
+                                 owns=self.dispatcher.owns,
+                                 ) if reg.enabled and settings.nat.ping_interval_s > 0 else None  # fmt: skip
+        self._nat_tests = frozenset(settings.nat.detect)
         self.jobs: list[Job] = []
         #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
         self.dialogs = DialogTable(settings, is_us=stateless.listeners.uri_is_us,
@@ -195,6 +201,9 @@ class StatefulProxy:
         probe = self.dispatcher.next_deadline()
         if probe is not None and (at is None or probe < at):
             at = probe
+        ping = self.natping.next_deadline() if self.natping is not None else None
+        if ping is not None and (at is None or ping < at):
+            at = ping
         c = self.timer_c.next_deadline()
         if c is not None and (at is None or c < at):
             at = c
@@ -352,6 +361,10 @@ class StatefulProxy:
         if self.dialogs is not None:
             self.dialogs.receive_response(resp, now, self.wall)
         branch = resp.vias[0].branch or ""
+        if branch.startswith(NATPING_BRANCH_PREFIX):
+            if self.natping is not None:
+                self.natping.answered(branch, now)
+            return
         if branch.startswith(PROBE_BRANCH_PREFIX):
             if resp.status >= 200:
                 self.health_events.extend(self.dispatcher.probe_answered(branch, resp.status, now))
@@ -567,6 +580,8 @@ class StatefulProxy:
         assert job.txn is not None  # a "register" job has one
         if job.txn.accepts(status):
             self.table.respond(job.txn, data, status, now)
+        if status == 200 and self.natping is not None and job.inb is not None:
+            note_nat(self.natping, self.registrar, job.request, job.inb, self._nat_tests, now)
         self._drain(now)
         return outs
 
@@ -619,7 +634,8 @@ class StatefulProxy:
     def probes(self, now: float) -> list[Out]:
         """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
         self.health_events.extend(self.dispatcher.handle_timer(now))
-        return [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
+        pings: list[Out] = self.natping.due(now) if self.natping is not None else []
+        return pings + [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
                  p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
 
     # -- answers upstream --------------------------------------------------------------------
