@@ -584,9 +584,13 @@ class StatelessProxy:
                 port = top.port or 5060
         return [inb.transport, inb.src_ip, port, inb.conn, inb.local_ip, inb.local_port]
 
-    def pop_via(self, resp: Response) -> bytes:
-        """``resp`` without our Via, as it goes upstream."""
-        return splice(resp.raw, [self._pop_via(resp)], resp.body_end)
+    def pop_via(self, resp: Response, inb: Inbound | None = None) -> bytes:
+        """``resp`` without our Via, as it goes upstream; with ``inb`` (where it came from)
+        its Contact is fixed when ``[nat] fix_contact`` says so."""
+        edits = [self._pop_via(resp)]
+        if inb is not None and self.nat_tests is not None:
+            _add_nat_edit(edits, resp, inb, self.nat_tests)
+        return splice(resp.raw, edits, resp.body_end)
 
 
 def _name_addr(text: str) -> NameAddr:

@@ -124,6 +124,7 @@ class StatefulProxy:
                                  owns=self.dispatcher.owns,
                                  ) if reg.enabled and settings.nat.ping_interval_s > 0 else None  # fmt: skip
         self._nat_tests = frozenset(settings.nat.detect)
+        self._resp_from: tuple[Response, Inbound] | None = None
         self.jobs: list[Job] = []
         #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
         self.dialogs = DialogTable(settings, is_us=stateless.listeners.uri_is_us,
@@ -369,8 +370,14 @@ class StatefulProxy:
             if resp.status >= 200:
                 self.health_events.extend(self.dispatcher.probe_answered(branch, resp.status, now))
             return
+        self._resp_from = (resp, inb)  # for _upstream, as the table hands the response back
         if self.table.receive_response(resp, now) is None:
             self._outs.append(self.sl.response_out(resp, inb))  # rule 3
+
+    def _upstream(self, resp: Response) -> bytes:
+        """``resp`` as it goes upstream: our Via off, its Contact fixed (docs/nat.md)."""
+        held = self._resp_from
+        return self.sl.pop_via(resp, held[1] if held is not None and held[0] is resp else None)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -493,7 +500,7 @@ class StatefulProxy:
     def _on_client_response(self, txn: Transaction | Held, resp: Response, now: float) -> None:
         if isinstance(txn, Held):  # a 2xx retransmission while Timer M runs (rule 9)
             ingress, meta = txn.dest
-            self._outs.append((ingress, meta, self.sl.pop_via(resp)))
+            self._outs.append((ingress, meta, self._upstream(resp)))
             return
         ctx: Proxied | None = txn.context
         status = resp.status
@@ -501,14 +508,14 @@ class StatefulProxy:
             return  # a CANCEL's own answer, or 100 Trying (never forwarded, §16.7 step 3)
         if ctx.client is not txn or ctx.done:
             if 200 <= status < 300:
-                self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
+                self._send_upstream(ctx, self._upstream(resp), status, now)
             return
         if status < 300:
-            self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
+            self._send_upstream(ctx, self._upstream(resp), status, now)
             return
         self._report(ctx, status, resp, now)
         if ctx.best is None or status < ctx.best_status or status >= 600:
-            ctx.best, ctx.best_status = self.sl.pop_via(resp), status  # §16.7 step 6, roughly
+            ctx.best, ctx.best_status = self._upstream(resp), status  # §16.7 step 6, roughly
         ctx.outcome = status
         if ctx.targets and not ctx.cancelled and fails_over(ctx, status):
             self.counters["failover"] += 1

@@ -190,7 +190,9 @@ class NatPinger:
         branch, call_id = self._ids()
         e.pending = branch
         self._by_branch[branch] = k
-        data = build_options(e.contact, lst, branch, call_id, tag=branch[len(NATPING_BRANCH_PREFIX):])
+        data = build_options(
+            e.contact, lst, branch, call_id, tag=branch[len(NATPING_BRANCH_PREFIX) :]
+        )
         return (d.ingress, meta, data)
 
     def _ids(self) -> tuple[str, str]:
