@@ -21,7 +21,7 @@ from conf.settings import Settings
 from workers.cachedb import CacheError
 from workers.coreevents import Job
 from workers.dns import DnsError, Resolver, ResolverConfig
-from workers.proxy import Out
+from workers.proxy import STREAMS, Out
 from workers.registrar.location import Location
 from workers.registrar.register import Source
 from workers.stateful import StatefulProxy
@@ -112,7 +112,9 @@ class Jobs:
                 outs = self.core.authenticated(job, ha1, self.loop.time())
             elif job.kind == "register":
                 assert self.location is not None
-                src = Source(job.inb.transport, job.inb.src_ip, job.inb.src_port)
+                inb = job.inb
+                tag = self.core.sl.tags.mint(inb.ingress, inb.conn) if inb.transport in STREAMS else ""
+                src = Source(inb.transport, inb.src_ip, inb.src_port, tag)
                 r = await self.location.register(job.request, src, time.time())
                 if r.bad_record:
                     log.warning("location_bad_record", call_id=job.request.call_id, error=r.bad_record)

@@ -107,6 +107,9 @@ STREAMS = frozenset({"tcp", "tls"})
 #: on a next hop the stateful proxy resolved from a host name: that name, which a TLS
 #: server's certificate must carry; it goes to the ingress as the meta transport ``tls:<name>``
 SNI_PARAM = "sl-sni"
+#: on a next hop the stateful proxy took from a binding: the tag of the TCP/TLS connection its
+#: REGISTER came on (docs/nat.md); checked as the Via's ``sl-c``
+NAT_CONN_PARAM = "sl-nc"
 SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?")
 #: the Record-Route parameter naming a listener's transport (UDP is the default)
 RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}
@@ -342,11 +345,16 @@ class StatelessProxy:
             edits.append((req.line_end, req.line_end, cl))
         data = splice(req.raw, edits, req.body_end)
         meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
+        ingress = inb.ingress
+        if transport in STREAMS and (tag := hop.param(NAT_CONN_PARAM)):
+            named = self.tags.verify(tag)  # another node's, or forged: any connection will do
+            if named is not None and (self.ingresses is None or named[0] in self.ingresses):
+                ingress, meta[3] = named
         if transport == "tls":  # the name the server's certificate must carry (docs/tls.md)
             name = hop.param(SNI_PARAM)
             if name and SERVER_NAME_RE.fullmatch(name):
                 meta[0] = f"tls:{name.lower()}"
-        return (inb.ingress, meta, data), branch
+        return (ingress, meta, data), branch
 
     def _check_rate(self, req: Request, inb: Inbound, routes: list[NameAddr], uri: Uri) -> None:
         """Rule 9: an initial request over a pipe's rate gets 503 with a jittered Retry-After."""

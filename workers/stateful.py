@@ -67,7 +67,7 @@ from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import SNI_PARAM, Inbound, Out, Plan, StatelessProxy
+from workers.proxy import NAT_CONN_PARAM, SNI_PARAM, Inbound, Out, Plan, StatelessProxy
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
 from workers.registrar.register import Registrar
 from workers.routing.probes import PROBE_BRANCH_PREFIX
@@ -608,7 +608,9 @@ class StatefulProxy:
                 contact = parse_uri(uri)
                 hop = contact
                 if source is not None:  # where the REGISTER came from: through its NAT
-                    hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};transport={source.transport}")
+                    conn = f";{NAT_CONN_PARAM}={source.conn}" if source.conn else ""
+                    hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};"
+                                    f"transport={source.transport}{conn}")  # fmt: skip
                 ctx.targets.append((hop, contact, None))
             self._try_next(ctx, now)
         self._drain(now)

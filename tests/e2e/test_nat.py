@@ -134,7 +134,7 @@ class Phone:
         end = time.monotonic() + timeout_s
         while (data := self.recv(end - time.monotonic())) is not None:
             msg = parse_message(data) if data.strip() else None
-            if isinstance(msg, Request):
+            if isinstance(msg, Request) and msg.method != "ACK":  # our ACK of a non-2xx: skip
                 return msg
         pytest.fail("no request arrived")
 
@@ -266,3 +266,27 @@ def test_crlf_keepalives(start_node: StartNode, sink: tuple[int, socket.socket],
     assert len(got) == 3, got
     gaps = [b - a for a, b in itertools.pairwise(got)]
     assert all(0.5 < g < 2.0 for g in gaps), gaps
+
+
+def test_tcp_contact_reached_on_its_connection(start_node: StartNode,
+                                               sink: tuple[int, socket.socket],
+                                               phones: list[Phone]) -> None:  # fmt: skip
+    """A TCP phone behind NAT is reached on the connection it registered on, whichever of
+    two ingresses the call comes through: 6 callers on UDP (spread by SO_REUSEPORT) each
+    reach it, and no other connection is ever opened to it (it has no listening port)."""
+    dead, _ = sink
+    node = start_node(dead, "ingress=2,worker=2", REGISTRAR)
+    phone = Phone(PHONE_IP, "tcp")
+    phone.sock.settimeout(5.0)
+    phones.append(phone)
+    phone.register(node.port, "user1")
+    for i in range(6):
+        caller = Phone(CALLER_IP)
+        phones.append(caller)
+        caller.request("INVITE", f"sip:user1@{LOCALHOST}:{node.port}", node.port,
+                       contact=f"<sip:c{i}@{CALLER_IP}:{caller.port}>",
+                       via_host=f"{CALLER_IP}:{caller.port}")  # fmt: skip
+        invite = phone.next_request(5.0)
+        assert invite.method == "INVITE" and invite.call_id == f"invite-{CALLER_IP}-{caller.port}"
+        phone.send(node.port, build_response(invite, 486, "Busy Here"))
+        assert caller.final(5.0).status == 486
