@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import replace
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from conf.settings import Nat
 from ingress.sip.grammar import parse_name_addr, parse_uri
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import splice
 from workers import nat
 from workers.nat import MARKER, Seen
+from workers.proxy import BRANCH_PREFIX, StatelessProxy
+from workers.routing.table import RoutingTable
+
+from .helpers import PORT, US, inbound, one, request, response, settings
 
 ALL = ("private_contact", "private_via", "contact_not_source", "via_not_source", "rport")
 DEFAULT = ("private_contact", "private_via", "contact_not_source", "via_not_source")
@@ -155,3 +161,52 @@ def test_fixed_uri_roundtrip(user: str, host: str, port: int | None, params: lis
         assert u.has_param(name)
     # the Contact header written around it parses as one name-addr again
     assert parse_name_addr(f"<{fixed}>".encode()).uri.raw == fixed
+
+
+# -- through the stateless proxy (workers/proxy.py) ------------------------------------------
+
+OUR_VIA = f"SIP/2.0/UDP {US}:{PORT};branch={BRANCH_PREFIX}0123456789abcdef.01234567"
+NATED_SRC = {"src": "203.0.113.5", "port": 40000}
+
+
+def nat_proxy(fix: bool = True) -> StatelessProxy:
+    s = replace(settings(), nat=Nat(fix_contact=fix))
+    return StatelessProxy(s, RoutingTable(s))
+
+
+def contact_out(data: bytes) -> list[bytes]:
+    return parse_message(data).header_values("contact")
+
+
+@pytest.mark.parametrize(
+    ("method", "vias", "fix", "rewritten"),
+    [("INVITE", 1, True, True), ("SUBSCRIBE", 1, True, True), ("INVITE", 2, True, False),
+     ("REGISTER", 1, True, False), ("INVITE", 1, False, False)],
+    ids=["invite", "subscribe", "via-another-proxy", "register", "off"],
+)  # fmt: skip
+def test_proxy_fixes_requests(method: str, vias: int, fix: bool, rewritten: bool) -> None:
+    """A request straight from a UA behind NAT leaves with its Contact at its source; one that
+    came through another proxy, a REGISTER, or with fix_contact off leaves untouched."""
+    via = "SIP/2.0/UDP 192.168.1.7:5060;branch=z9hG4bKabc"
+    if vias == 2:
+        via = "SIP/2.0/UDP 203.0.113.5:40000;branch=z9hG4bKp, " + via
+    raw = request(method, via=via, extra=("Contact: <sip:alice@192.168.1.7:5060>",))
+    _, _, data = one(nat_proxy(fix).handle(raw, inbound(**NATED_SRC)))  # type: ignore[arg-type]
+    want = (b"<sip:alice@203.0.113.5:40000;sl-nat=192.168.1.7:5060>" if rewritten
+            else b"<sip:alice@192.168.1.7:5060>")  # fmt: skip
+    assert contact_out(data) == [want]
+
+
+@pytest.mark.parametrize(
+    ("contact", "rewritten"),
+    [("<sip:bob@10.0.0.5:5060>", True), ("<sip:bob@198.51.100.9:5060>", False)],
+    ids=["private", "public-elsewhere"],
+)  # fmt: skip
+def test_proxy_fixes_responses_by_private_contact(contact: str, rewritten: bool) -> None:
+    """A response's Contact is rewritten only when private: a public one that is not the
+    source may be the far UA behind another proxy."""
+    raw = response(200, [OUR_VIA, "SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKabc"])
+    raw = raw.replace(b"Content-Length", f"Contact: {contact}\r\nContent-Length".encode())
+    _, _, data = one(nat_proxy().handle(raw, inbound(**NATED_SRC)))  # type: ignore[arg-type]
+    want = f"<sip:bob@203.0.113.5:40000;sl-nat={contact[9:-1]}>" if rewritten else contact
+    assert contact_out(data) == [want.encode()]
