@@ -501,6 +501,39 @@ class Registrar:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Nat:
+    """``[nat]``: user agents behind NAT (OpenSIPS/Kamailio nathelper); see ``docs/nat.md``.
+    Requests to a registered contact always go to the address its REGISTER came from; this
+    section adds Contact rewriting and keep-alives."""
+
+    detect: list[str] = field(default_factory=lambda: [
+        "private_contact", "private_via", "contact_not_source", "via_not_source"])
+    """Tests that mark a message as sent from behind NAT (any one passing is enough; Kamailio
+    ``nat_uac_test``): ``private_contact``, ``private_via`` (the address is in 10/8,
+    172.16/12, 192.168/16, 100.64/10 or fc00::/7), ``contact_not_source`` (the Contact host,
+    or for UDP host:port, is not where the message came from), ``via_not_source`` (the same
+    for the top Via), ``rport`` (the top Via asks for rport, RFC 3581)."""
+    fix_contact: bool = False
+    """Rewrite the Contact host:port of requests and responses from a UA behind NAT to the
+    address they came from, marked ``;sl-nat=<the original host:port>`` (fix_nated_contact).
+    REGISTER is never rewritten."""
+    ping_interval_s: float = field(default=0.0, metadata=_range(0, 3600))
+    """Send each registered contact found behind NAT a keep-alive this often, the pings
+    spread over the interval (nathelper ``natping``); 0 sends none. Needs ``[registrar]``."""
+    ping_method: str = "options"
+    """``options`` (an OPTIONS request, whose answer counts) or ``crlf`` (a CRLF CRLF on the
+    registered TCP/TLS connection, RFC 5626 §3.5.1, and a 4-byte CRLF CRLF datagram on UDP)."""
+    ping_max_per_tick: int = field(default=200, metadata=_range(1, 100_000))
+    """Keep-alives one worker sends at most per 0.1 s; the rest wait for the next tick."""
+    max_pinged_contacts: int = field(default=20_000, metadata=_range(1, 1_000_000))
+    """Contacts one worker keeps pinging at most; further NATed registrations are not pinged
+    (counted as ``nat_ping_table_full``)."""
+    ping_drop_after: int = field(default=0, metadata=_range(0, 100))
+    """With ``options``: a binding whose contact leaves this many OPTIONS in a row unanswered
+    (each waits one interval) is removed from the location service; 0 never removes."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Dns:
     """``[dns]``: how workers resolve host names in destinations and Routes (RFC 3263: SRV,
     then A/AAAA), and how long they remember answers (``docs/dns.md``)."""
@@ -926,6 +959,8 @@ class Settings:
     enabled``. Default: none."""
     registrar: Registrar = field(default_factory=Registrar)
     """The built-in registrar and location service."""
+    nat: Nat = field(default_factory=Nat)
+    """User agents behind NAT: Contact rewriting and keep-alives."""
     log: Log = field(default_factory=Log)
     """What every process logs."""
     timers: Timers = field(default_factory=Timers)

@@ -528,7 +528,13 @@ class Worker:
         outs: list[Out] = self.stateful.handle_timer(now, time.time())
         ingress = self.bus.any_ingress()
         if ingress is not None:  # probes leave through any ingress: UDP is not per connection
-            outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
+            # NAT keep-alives name the ingress their contact registered through
+            outs += [(i or ingress, meta, data) for i, meta, data in self.stateful.probes(now)]
+        pinger = self.stateful.natping
+        if pinger is not None and pinger.drops and self.jobs is not None:
+            for aor, contact in pinger.drops:
+                self.jobs.drop_binding(aor, contact)
+            pinger.drops.clear()
         sent = sum(self.bus.send(*out) for out in outs)
         self.meter.counters["msgs_out"] += sent
         self._after_core()  # the CDRs of calls these outputs end go first (workers/dialogs/cdr.py)
