@@ -46,6 +46,7 @@ from workers.refusals import Drop, Malformed
 from workers.reloading import Reloader, in_thread
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.health import HealthChanged
+from workers.routing.prefix_route import PrefixTables
 from workers.routing.probes import probe_share
 from workers.routing.reload import Routing, initial
 from workers.routing.table import RoutingTable
@@ -62,7 +63,10 @@ log = structlog.get_logger()
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any]) -> None:
+    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any],
+                 prefixes: PrefixTables | None = None) -> None:  # fmt: skip
+        """``prefixes``: the prefix tables read at start (``workers/main.py``); None reads
+        the file tables here (tests, benchmarks)."""
         self.settings = settings
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
@@ -75,7 +79,7 @@ class Worker:
         self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
-        table = RoutingTable(settings, self.dispatcher)
+        table = RoutingTable(settings, self.dispatcher, prefixes)
         self.proxy = StatelessProxy(settings, table, key=nodekey.load(settings.node.run_dir))
         self.proxy.counters = self.meter.counters  # relay_refused (proxy rule 10)
         self.proxy.auth = Authenticator.from_settings(settings, f"{settings.node.name}/{worker_id}",
@@ -524,7 +528,13 @@ class Worker:
         outs: list[Out] = self.stateful.handle_timer(now, time.time())
         ingress = self.bus.any_ingress()
         if ingress is not None:  # probes leave through any ingress: UDP is not per connection
-            outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
+            # NAT keep-alives name the ingress their contact registered through
+            outs += [(i or ingress, meta, data) for i, meta, data in self.stateful.probes(now)]
+        pinger = self.stateful.natping
+        if pinger is not None and pinger.drops and self.jobs is not None:
+            for aor, contact in pinger.drops:
+                self.jobs.drop_binding(aor, contact)
+            pinger.drops.clear()
         sent = sum(self.bus.send(*out) for out in outs)
         self.meter.counters["msgs_out"] += sent
         self._after_core()  # the CDRs of calls these outputs end go first (workers/dialogs/cdr.py)
