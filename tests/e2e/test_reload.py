@@ -4,7 +4,7 @@ while a call held across the reload completes on the UAS it started on; a bad fi
 change to a key that needs a restart, is refused whole with a message naming the file and the
 key, and the node keeps routing as before; SIGHUP to each worker does the same; ``sipline ctl
 destinations set ... inactive`` steers calls away from a destination and ``active`` brings
-them back."""
+them back; a changed prefix table CSV is taken, a bad one refused with its line."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import pytest
 
 from .conftest import StartNode
 from .node import VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
+from .test_prefix_routing import prefix_config
 
 pytestmark = pytest.mark.e2e
 
@@ -162,3 +163,30 @@ def test_sighup_reloads_and_destinations_can_be_marked(start_node: StartNode, ua
     assert (res.successful, res.failed) == (2, 0), res.output
     assert invites(alog) == seen[0] + 6
     assert set(worker_generations(node).values()) == {1}
+
+
+def test_ctl_reload_reads_a_changed_prefix_table(start_node: StartNode, uas: Uas,
+                                                 tmp_path: Path) -> None:  # fmt: skip
+    """The prefix CSV alone changes (+4420 moves from group_a to group_b): ``ctl reload``
+    takes it, and the next calls to +4420... reach b; a CSV with a bad line is refused
+    naming the file and the line, and calls still reach b."""
+    a, _, alog = traced_uas(uas, tmp_path, "a")
+    b, _, blog = traced_uas(uas, tmp_path, "b")
+    node = start_node(a, "worker=2", listen_first=prefix_config(
+        tmp_path, a, b, "prefix,group\n+44,group_b\n+4420,group_a\n"))  # fmt: skip
+    csv = tmp_path / "carriers.csv"
+    res = sipp_uac(node.port, "u1", 2, 10, tmp_path, service="+442079460001")
+    assert (res.successful, res.failed) == (2, 0), res.output
+    assert (invites(alog), invites(blog)) == (2, 0)
+    csv.write_text("prefix,group\n+44,group_b\n+4420,group_b\n")
+    done = ctl(node, "reload")
+    assert done.returncode == 0 and done.stdout.count("1 prefix tables") == 2, done.stderr
+    res = sipp_uac(node.port, "u1", 2, 10, tmp_path, service="+442079460001")
+    assert (res.successful, res.failed) == (2, 0), res.output
+    assert (invites(alog), invites(blog)) == (2, 2)
+    csv.write_text("prefix,group\n+44,group_b\n+4420,group_c\n")
+    done = ctl(node, "reload")
+    assert done.returncode == 1 and f"{csv}:3: group" in done.stderr, done.stderr
+    res = sipp_uac(node.port, "u1", 1, 10, tmp_path, service="+442079460001")
+    assert (res.successful, res.failed) == (1, 0), res.output
+    assert (invites(alog), invites(blog)) == (2, 3)
