@@ -112,6 +112,7 @@ class Reloader:
         self.reading = False
         if isinstance(found, ReloadRefused):
             return self._refused(str(found))
+        self.candidate = None  # a ctl reload prepared before this HUP read is older: not taken
         self._swap(found, self.current.generation + 1)
         return {"reload": "committed", **self.current.summary()}
 
