@@ -189,6 +189,10 @@ EQUIVALENT: dict[str, str] = {
     # codec names are case-insensitive, and the grammar admits only ASCII where these decode
     **{f"ingress.sip.grammar.x__parse_via__mutmut_{n}": "decoding ASCII text"
        for n in (22, 25, 33, 35, 36, 37)},
+    # STALE (issue #16, third sitting): the parser's entries below were numbered before
+    # _read_head's body moved to _split_head, the start line checks of _request/_response to
+    # _request_line/_status_line and _number's to _read_number; a new ``./dev mutate sip`` run
+    # must renumber them (the reasons still hold for the moved code)
     **{f"ingress.sip.parser.x__response__mutmut_{n}": "codec name case" for n in (49, 89, 102)},
     # the literal "SIP/2.0" (and a CSeq method of KNOWN_METHODS) only skip a check that
     # accepts them anyway: _version passes SIP/2.0, TOKEN_B_RE and decode give the same name

@@ -2,10 +2,11 @@
 
 ``parse_message`` reads a message's header lines and checks its Vias, name-addr lists and
 singletons in one loop (``_scan_fields``), and keeps what it read of repeating lines, CSeq
-values and numbers (``_LINES``, ``_CSEQS``, ``_NUMBERS``). Each is held here to the plain
-path it shortcuts: for the torture corpus, mutated messages and a sipp call's messages,
-the parse gives the same message, or the same error with the same salvage, whether the
-shortcut runs or not and whatever earlier messages left in the memos.
+values, numbers and start lines (the ``*_CACHE`` memos, which ``tests/conftest.py``'s
+``clear_memos`` empties under ``./dev mutate``). Each is held here to the plain path it
+shortcuts: for the torture corpus, mutated messages and a sipp call's messages, the parse
+gives the same message, or the same error with the same salvage, whether the shortcut runs
+or not and whatever earlier messages left in the memos.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def outcome(data: bytes, trusted: bool = False) -> tuple[Any, ...]:
 
 
 def clear_memos() -> None:
-    for memo in (parser._LINES, parser._CSEQS, parser._NUMBERS):
+    for memo in (parser._LINE_CACHE, parser._CSEQ_CACHE, parser._NUMBER_CACHE, parser._REQUEST_LINE_CACHE,
+                 parser._STATUS_LINE_CACHE):
         memo.clear()
 
 
@@ -76,9 +78,12 @@ def two_pass(data: bytes, trusted: bool, monkeypatch: pytest.MonkeyPatch) -> tup
     """The outcome with neither the one-pass scan nor the memos."""
     with monkeypatch.context() as m:
         m.setattr(parser, "_scan_fields", lambda *a: None)
-        m.setattr(parser, "_NUMBERS", {})
-        m.setattr(parser, "_CSEQS", {})
+        m.setattr(parser, "_NUMBER_CACHE", {})
+        m.setattr(parser, "_CSEQ_CACHE", {})
+        m.setattr(parser, "_REQUEST_LINE_CACHE", {})
+        m.setattr(parser, "_STATUS_LINE_CACHE", {})
         m.setattr(parser, "_MEMO_KEY_MAX", -1)  # nothing kept
+        m.setattr(parser, "_LINE_MAX", -1)
         return outcome(data, trusted)
 
 
@@ -97,7 +102,8 @@ class TestSameAnswer:
         first = outcome(data)
         lines = data[: data.index(b"\r\n\r\n")].split(b"\r\n")
         assert parser._scan_fields(lines, len(lines[0]) + 2, 2, False) is not None
-        assert parser._LINES and parser._CSEQS
+        assert parser._LINE_CACHE and parser._CSEQ_CACHE
+        assert parser._REQUEST_LINE_CACHE if data is INVITE else parser._STATUS_LINE_CACHE
         assert outcome(data) == outcome(data) == first
 
     def test_corpus(self, corpus: list[bytes], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -135,11 +141,11 @@ class TestSameAnswer:
         for i in range(parser._LINES_MAX + 10):
             parse_message(INVITE.replace(b"Subject: Performance Test",
                                          b"Subject: %d" % i).replace(b"CSeq: 1", b"CSeq: %d" % i))  # fmt: skip
-        assert len(parser._LINES) <= parser._LINES_MAX
-        assert len(parser._CSEQS) <= parser._MEMO_MAX
+        assert len(parser._LINE_CACHE) <= parser._LINES_MAX
+        assert len(parser._CSEQ_CACHE) <= parser._MEMO_MAX
         long = b"X" * (parser._LINE_MAX + 1)
         parse_message(INVITE.replace(b"Performance Test", long))
-        assert not any(long in line for line in parser._LINES)
+        assert not any(long in line for line in parser._LINE_CACHE)
         zeros = b"0" * 40 + b"70"
         assert parse_message(INVITE.replace(b"Max-Forwards: 70", b"Max-Forwards: " + zeros))
-        assert zeros not in parser._NUMBERS
+        assert zeros not in parser._NUMBER_CACHE
