@@ -4,8 +4,8 @@ Every node of a cluster of ``members`` (the same ordered list on every node) rep
 others and heartbeats to them. Each heartbeat carries, besides the node's epoch, three sets
 of member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals,
 itself included), ``holds`` (the members whose virtual addresses, and so calls, it holds)
-and ``knows`` (the members it has heard since it started). A
-member's address is *held* by one node: its own node normally, a survivor after it died.
+and ``knows`` (the members it has heard since it started). A member's address is *held* by
+one node: its own node normally, a survivor after it died.
 This module decides, from the heartbeats heard and the clock, which addresses this node
 holds; the adapter (``stateplane/cluster.py``) binds them and adopts the calls.
 
