@@ -70,7 +70,8 @@ class Listener:
     standby: bool = False
     """Active/active (``docs/failover.md``): this virtual address is the peer node's, held by
     this node only after taking the peer's calls over (for it this node has the opposite of
-    ``[stateplane] role``). Needs ``virtual``."""
+    ``[stateplane] role``). With ``role = "member"``: another member's address, named in
+    that member's ``[[peer]] virtual``. Needs ``virtual``."""
     cert_file: str = ""
     """TLS only, required there: PEM file of this listener's certificate (and its chain),
     presented to TLS clients. Absolute path."""

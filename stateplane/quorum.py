@@ -4,8 +4,8 @@ Every node of a cluster of ``members`` (the same ordered list on every node) rep
 others and heartbeats to them. Each heartbeat carries, besides the node's epoch, three sets
 of member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals,
 itself included), ``holds`` (the members whose virtual addresses, and so calls, it holds)
-and ``knows`` (the members it has heard since it started). A
-member's address is *held* by one node: its own node normally, a survivor after it died.
+and ``knows`` (the members it has heard since it started). A member's address is *held* by
+one node: its own node normally, a survivor after it died.
 This module decides, from the heartbeats heard and the clock, which addresses this node
 holds; the adapter (``stateplane/cluster.py``) binds them and adopts the calls.
 
@@ -28,8 +28,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
 4. Takeover. The addresses of a dead claim all go, with the dead holder's whole replica, to
    one taker: the first member after the dead holder in the configured order (cyclic) that
    is not down, is not the dead holder, and has heard it (its heartbeats' ``knows``: a node
-   restarted since the holder died has neither its replica nor its claims). Its calls are one unit (its replica), so every
-   address it held goes with them, whoever those addresses belong to. The taker waits
+   restarted since the holder died has neither its replica nor its claims). Its calls are
+   one unit (its replica), so every address it held goes with them, whoever those
+   addresses belong to. The taker waits
    ``GRACE_HEARTBEATS`` after it first finds the holder down, so a holder cut off in a
    minority has fenced (rule 1, at ``EXPIRY_HEARTBEATS``) before the majority takes over.
 5. Own address. An address nobody claims (no claim, or its holder handed it back) goes to
@@ -49,8 +50,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    one nearer the address's member in the cyclic order keeps it (the member itself is
    nearest); the other releases it at once. Every node computes the same answer.
 9. Hostile input. Only configured members are heard (the adapter checks the ``[[peer]]``
-   name); names in ``sees`` and ``holds`` that are not members are dropped and counted, so
-   every table here has at most ``n`` entries.
+   name); names in ``sees``, ``holds`` and ``knows`` that are not members are dropped and
+   counted, so every table here has at most ``n`` entries; a heartbeat with an older epoch
+   than the one heard (a dead process's, still queued) is ignored.
 
 Every input takes ``now``; ``next_timer()`` says when ``handle_timer(now)`` must run.
 """
