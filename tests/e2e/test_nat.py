@@ -234,6 +234,11 @@ def test_options_keepalives_and_silent_contact_dropped(start_node: StartNode,
                    contact=f"<sip:caller@{CALLER_IP}:{caller.port}>",
                    via_host=f"{CALLER_IP}:{caller.port}")  # fmt: skip
     assert caller.final(5.0).status == 480
+    end = time.monotonic() + 5.0  # the workers' load_stats count it (every 0.5 s)
+    while (totals := nat_totals(node.proc.events("load_stats")))["nat_ping_drops"] < 1:
+        assert time.monotonic() < end, totals
+        time.sleep(0.1)  # polling step, bounded by the deadline
+    assert totals["nat_ping_drops"] == 1 and totals["nat_ping_answers"] >= 3, totals
     caller.request("INVITE", f"sip:user1@{LOCALHOST}:{node.port}", node.port,
                    contact=f"<sip:caller@{CALLER_IP}:{caller.port}>",
                    via_host=f"{CALLER_IP}:{caller.port}")  # fmt: skip
@@ -290,3 +295,16 @@ def test_tcp_contact_reached_on_its_connection(start_node: StartNode,
         assert invite.method == "INVITE" and invite.call_id == f"invite-{CALLER_IP}-{caller.port}"
         phone.send(node.port, build_response(invite, 486, "Busy Here"))
         assert caller.final(5.0).status == 486
+
+
+def nat_totals(events: list[dict[str, object]]) -> dict[str, int]:
+    """The ``nat`` counters of each worker's latest load_stats, summed over the workers."""
+    last: dict[object, dict[str, int]] = {}
+    for e in events:
+        if isinstance(e.get("nat"), dict):
+            last[e.get("proc")] = e["nat"]  # type: ignore[assignment]
+    out: dict[str, int] = {"nat_ping_drops": 0, "nat_ping_answers": 0}
+    for counts in last.values():
+        for k in out:
+            out[k] += int(counts.get(k, 0))
+    return out
