@@ -394,8 +394,9 @@ class Route:
     ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
-    once the previous one (``to`` first) is used up and its last outcome is in
-    ``failure_codes`` (or a timeout, with ``failure_on_timeout``). Stateful rules only."""
+    once the previous one (``to``, or the ``prefix_table`` groups, first) is used up and
+    its last outcome is in ``failure_codes`` (or a timeout, with ``failure_on_timeout``).
+    Stateful rules only."""
     failure_codes: list[str] = field(default_factory=lambda: ["408", "5xx"])
     """Final statuses that send the call on to the next of ``failure_sets``, written like
     ``failover_codes`` of ``[[destination_set]]``, from 300 to 599."""
@@ -425,16 +426,22 @@ class Trusted:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrefixTable:
     """``[[prefix_table]]``: a longest-prefix routing table (OpenSIPS drouting, Kamailio LCR):
-    number prefixes mapped to destination sets with priorities and weights, loaded from a
-    CSV file by each worker at start (``docs/prefix_tables.md`` has the format). Routes send
-    to it with ``prefix_table``."""
+    number prefixes mapped to destination sets with priorities and weights, loaded by each
+    worker at start (and a file table on reload) from a CSV file or a cacheDB key space
+    (``docs/prefix_tables.md`` has the
+    format). Routes send to it with ``prefix_table``."""
 
     name: str
     """Name that routes refer to; unique. Required."""
-    file: str
+    file: str = ""
     """Absolute path of the CSV file, lines ``prefix,group[,priority[,weight]]`` where each
     group is a ``[[destination_set]]``. A bad line stops the worker (and ``sipline
-    check-config``) with the file, line, field and what was expected. Required."""
+    check-config``) with the file, line, field and what was expected. This or
+    ``cachedb_key``."""
+    cachedb_key: str = ""
+    """Key under which ``sipline prefix-push`` stored the table in the cacheDB of
+    ``[registrar] cachedb_url`` (letters, digits, ``.``, ``_``, ``:``, ``-``; at most 200).
+    A worker that cannot read it within 10 s of its start stops. This or ``file``."""
     max_prefixes: int = field(default=2_000_000, metadata=_range(1, 20_000_000))
     """Distinct prefixes the file may hold at most; each costs about 10 bytes in every
     worker (``docs/benchmarks.md``)."""
@@ -863,7 +870,7 @@ class AuthRealm:
     no realm lists is challenged by the first realm."""
     credentials_file: str = ""
     """Absolute path of a file of ``username algorithm ha1`` lines (``sipline auth-ha1``
-    prints one), read when workers start. Empty: none."""
+    prints one), read when workers start and on reload. Empty: none."""
     cachedb_url: str = ""
     """A cacheDB (``docs/cachedb.md``) holding ``<cachedb_prefix><realm>:<algorithm>:<user>``
     = HA1 hex, asked when the file has no line for the user. Empty: none."""

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from conf.settings import Settings
+from conf.settings import Mode, Settings
 from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
@@ -70,6 +70,7 @@ from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
 from workers.proxy import NAT_CONN_PARAM, SNI_PARAM, Inbound, Out, Plan, StatelessProxy
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
 from workers.registrar.register import Registrar
+from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.targets import chain, fails_over, next_set
 from workers.timerc import TimerC
@@ -148,6 +149,12 @@ class StatefulProxy:
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
                                self.counters) if self.dialogs is not None else None  # fmt: skip
+
+    def use_routing(self, dispatcher: Dispatcher, route_modes: dict[str, Mode]) -> None:
+        """A reload swapped the worker's routing (``workers/routing/reload.py``): transactions
+        in progress keep the sets they hold; new ones use these."""
+        self.dispatcher = dispatcher
+        self._route_mode = route_modes
 
     @property
     def needed(self) -> bool:
@@ -530,7 +537,9 @@ class StatefulProxy:
     def _report(self, ctx: Proxied, status: int | None, resp: Response | None, now: float) -> None:
         """Tell the dispatcher how the destination did (its health counts failures)."""
         d = ctx.current
-        if d is None or ctx.dset is None or not ctx.dset.probing:
+        # d's own set: a prefix table's list spans several (docs/prefix_tables.md)
+        ds = self.dispatcher.sets.get(d.set_name) if d is not None else None
+        if d is None or ds is None or ctx.dset is None or not ds.probing:
             return
         retry = None
         if resp is not None and status == 503:
