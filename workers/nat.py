@@ -22,6 +22,7 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -41,11 +42,14 @@ STREAMS = frozenset({"tcp", "tls"})
 PRIVATE_NETS = tuple(ipaddress.ip_network(n) for n in (
     "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7"))  # fmt: skip
 CRLF = b"\r\n"
+#: hosts whose privacy is remembered (``is_private``); bounded, least recently used goes
+PRIVATE_CACHE_SIZE = 4096
 
 
+@functools.lru_cache(maxsize=PRIVATE_CACHE_SIZE)
 def is_private(host: str) -> bool:
     """Whether ``host`` (an address, IPv6 with or without brackets) is a private one; a name
-    or anything else is not."""
+    or anything else is not. Cached: a UA's hosts repeat on every message it sends."""
     h = host[1:-1] if host[:1] == "[" else host
     try:
         ip = ipaddress.ip_address(h)
@@ -65,6 +69,10 @@ class Seen:
 
 def _same_host(host: str, ip: str) -> bool:
     h = host[1:-1] if host[:1] == "[" else host
+    if h == ip:
+        return True
+    if ":" not in h and ":" not in ip:
+        return False  # IPv4 text has one spelling (ipaddress refuses leading zeros), names none
     try:
         return ipaddress.ip_address(h) == ipaddress.ip_address(ip)
     except ValueError:

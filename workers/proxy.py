@@ -110,6 +110,9 @@ SNI_PARAM = "sl-sni"
 #: on a next hop the stateful proxy took from a binding: the tag of the TCP/TLS connection its
 #: REGISTER came on (docs/nat.md); checked as the Via's ``sl-c``
 NAT_CONN_PARAM = "sl-nc"
+#: what a URI parameter value may hold (RFC 3261 §25.1 paramchar, unescaped): a tag that does
+#: not fit is left off the hop, which then reaches the UA by its address only
+PARAMCHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+")
 SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?")
 #: the Record-Route parameter naming a listener's transport (UDP is the default)
 RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}

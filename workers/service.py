@@ -587,6 +587,8 @@ class Worker:
             out["txn"] = dict(self.stateful.counters)
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
+            if self.stateful.natping is not None:  # docs/nat.md
+                out["nat"] = {"pinged": len(self.stateful.natping), **self.stateful.natping.counters}
         return out
 
     async def aclose(self) -> None:

@@ -67,7 +67,15 @@ from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import NAT_CONN_PARAM, SNI_PARAM, Inbound, Out, Plan, StatelessProxy
+from workers.proxy import (
+    NAT_CONN_PARAM,
+    PARAMCHARS_RE,
+    SNI_PARAM,
+    Inbound,
+    Out,
+    Plan,
+    StatelessProxy,
+)
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
 from workers.registrar.register import Registrar
 from workers.routing.dispatcher import Dispatcher
@@ -617,7 +625,8 @@ class StatefulProxy:
                 contact = parse_uri(uri)
                 hop = contact
                 if source is not None:  # where the REGISTER came from: through its NAT
-                    conn = f";{NAT_CONN_PARAM}={source.conn}" if source.conn else ""
+                    tag = source.conn
+                    conn = f";{NAT_CONN_PARAM}={tag}" if tag and PARAMCHARS_RE.fullmatch(tag) else ""
                     hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};"
                                     f"transport={source.transport}{conn}")  # fmt: skip
                 ctx.targets.append((hop, contact, None))

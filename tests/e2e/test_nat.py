@@ -9,8 +9,10 @@ the node's), so "the source" and "the Contact" differ the way NAT makes them dif
 from __future__ import annotations
 
 import itertools
+import queue
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -197,9 +199,42 @@ ping_drop_after = 2
 """
 
 
+class Answering(threading.Thread):
+    """Answers every OPTIONS on ``phone`` with 200 at once, noting when each came; any other
+    request goes to ``requests`` (so the phone answers its keep-alives all the test long)."""
+
+    def __init__(self, phone: Phone, node_port: int) -> None:
+        super().__init__(daemon=True)
+        self.phone, self.node_port = phone, node_port
+        self.options: list[float] = []
+        self.requests: queue.Queue[Request] = queue.Queue()
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            data = self.phone.recv(0.1)
+            msg = parse_message(data) if data else None
+            if isinstance(msg, Request) and msg.method == "OPTIONS":
+                assert msg.uri.raw == "sip:user1@10.0.0.5:5060"
+                self.options.append(time.monotonic())
+                self.phone.sock.sendto(build_response(msg, 200, "OK"), (LOCALHOST, self.node_port))
+            elif isinstance(msg, Request):
+                self.requests.put(msg)
+
+
+@pytest.fixture
+def answering() -> Iterator[list[Answering]]:
+    made: list[Answering] = []
+    yield made
+    for a in made:
+        a.stop.set()
+        a.join(5)
+
+
 def test_options_keepalives_and_silent_contact_dropped(start_node: StartNode,
                                                        sink: tuple[int, socket.socket],
-                                                       phones: list[Phone]) -> None:  # fmt: skip
+                                                       phones: list[Phone],
+                                                       answering: list[Answering]) -> None:  # fmt: skip
     """OPTIONS reach a registered phone behind NAT at its source about once a second; a
     phone that answers them stays reachable, one that never answers is removed after two
     unanswered ones, and a call to it then gets 480."""
@@ -208,22 +243,20 @@ def test_options_keepalives_and_silent_contact_dropped(start_node: StartNode,
     alive, silent, caller = Phone(PHONE_IP), Phone(PHONE_IP), Phone(CALLER_IP)
     phones += [alive, silent, caller]
     alive.register(node.port, "user1")
+    answers = Answering(alive, node.port)
+    answering.append(answers)
+    answers.start()
     silent.register(node.port, "user2")
-    seen: list[float] = []
     silent_options = 0
     end = time.monotonic() + 10.0
-    while time.monotonic() < end and (len(seen) < 4 or not node.proc.events("nat_contact_dropped")):
-        ready = select.select([alive.sock, silent.sock], [], [], 0.2)[0]
-        if alive.sock in ready:
-            req = parse_message(alive.sock.recv(65535))
-            assert isinstance(req, Request) and req.method == "OPTIONS", req.raw
-            assert req.uri.raw == "sip:user1@10.0.0.5:5060"
-            seen.append(time.monotonic())
-            alive.sock.sendto(build_response(req, 200, "OK"), (LOCALHOST, node.port))
-        if silent.sock in ready:
-            req = parse_message(silent.sock.recv(65535))
+    while time.monotonic() < end and (len(answers.options) < 4
+                                      or not node.proc.events("nat_contact_dropped")):  # fmt: skip
+        data = silent.recv(0.2)
+        if data is not None:
+            req = parse_message(data)
             assert isinstance(req, Request) and req.method == "OPTIONS"
             silent_options += 1
+    seen = list(answers.options)
     assert len(seen) >= 4, seen
     gaps = [b - a for a, b in itertools.pairwise(seen)]
     assert all(0.5 < g < 2.0 for g in gaps), gaps  # one a second, from the schedule
@@ -237,9 +270,12 @@ def test_options_keepalives_and_silent_contact_dropped(start_node: StartNode,
     caller.request("INVITE", f"sip:user1@{LOCALHOST}:{node.port}", node.port,
                    contact=f"<sip:caller@{CALLER_IP}:{caller.port}>",
                    via_host=f"{CALLER_IP}:{caller.port}")  # fmt: skip
-    while (req := alive.next_request(5.0)).method == "OPTIONS":
-        pass
-    assert req.method == "INVITE"
+    assert answers.requests.get(timeout=5.0).method == "INVITE"
+    end = time.monotonic() + 5.0  # the workers' load_stats count it (every 0.5 s)
+    while (totals := nat_totals(node.proc.events("load_stats")))["nat_ping_drops"] < 1:
+        assert time.monotonic() < end, totals
+        time.sleep(0.1)  # polling step, bounded by the deadline
+    assert totals["nat_ping_drops"] == 1 and totals["nat_ping_answers"] >= 3, totals
 
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
@@ -290,3 +326,16 @@ def test_tcp_contact_reached_on_its_connection(start_node: StartNode,
         assert invite.method == "INVITE" and invite.call_id == f"invite-{CALLER_IP}-{caller.port}"
         phone.send(node.port, build_response(invite, 486, "Busy Here"))
         assert caller.final(5.0).status == 486
+
+
+def nat_totals(events: list[dict[str, object]]) -> dict[str, int]:
+    """The ``nat`` counters of each worker's latest load_stats, summed over the workers."""
+    last: dict[object, dict[str, int]] = {}
+    for e in events:
+        if isinstance(e.get("nat"), dict):
+            last[e.get("proc")] = e["nat"]  # type: ignore[assignment]
+    out: dict[str, int] = {"nat_ping_drops": 0, "nat_ping_answers": 0}
+    for counts in last.values():
+        for k in out:
+            out[k] += int(counts.get(k, 0))
+    return out

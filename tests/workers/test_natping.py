@@ -105,3 +105,33 @@ def test_forged_answer_ignored() -> None:
     p.answered(NATPING_BRANCH_PREFIX + "nope", 0.0)
     run(p, 25.0)
     assert p.drops == [("sip:a@x", "sip:a@10.0.0.1")]
+
+
+def test_note_nat_from_a_register() -> None:
+    """A REGISTER from behind NAT notes its contacts; one with Path (an edge proxy keeps
+    those alive), one not behind NAT, and an expires=0 removal are not pinged."""
+    from conf.settings import Registrar as RegistrarConfig
+    from workers.proxy import Inbound
+    from workers.registrar.natping import note_nat
+    from workers.registrar.register import Registrar
+
+    registrar = Registrar(RegistrarConfig(enabled=True), ["127.0.0.1"])
+    tests = frozenset(Nat().detect)
+
+    def register(contact: str, extra: str = "", src: str = "127.0.0.9") -> bytes:
+        return (f"REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {src}:40000;branch=z9hG4bK1\r\n"
+                "Max-Forwards: 70\r\nFrom: <sip:bob@127.0.0.1>;tag=1\r\nTo: <sip:bob@127.0.0.1>\r\n"
+                f"Call-ID: r1\r\nCSeq: 1 REGISTER\r\nContact: {contact}\r\n{extra}"
+                "Content-Length: 0\r\n\r\n").encode()  # fmt: skip
+
+    inb = Inbound("ing-1", "udp", "127.0.0.9", 40000, 0, "127.0.0.1", 5060)
+    p = pinger()
+    note_nat(p, registrar, parse_message(register("<sip:bob@10.0.0.5:5060>")), inb, tests, 0.0)  # type: ignore[arg-type]
+    assert len(p) == 1
+    path = "Path: <sip:edge.example;lr>\r\n"
+    note_nat(p, registrar, parse_message(register("<sip:b2@10.0.0.6>", path)), inb, tests, 0.0)  # type: ignore[arg-type]
+    note_nat(p, registrar, parse_message(register("<sip:b3@127.0.0.9:40000>")), inb, tests, 0.0)  # type: ignore[arg-type]
+    assert len(p) == 1
+    removal = register("<sip:bob@10.0.0.5:5060>;expires=0")
+    note_nat(p, registrar, parse_message(removal), inb, tests, 0.0)  # type: ignore[arg-type]
+    assert len(p) == 0

@@ -221,8 +221,8 @@ def note_nat(pinger: NatPinger, registrar: Registrar | None, req: Request, inb: 
     if registrar is None:
         return
     plan = registrar.prepare(req)
-    if not isinstance(plan, Plan) or plan.is_query:
-        return
+    if not isinstance(plan, Plan) or plan.is_query or plan.path:
+        return  # with Path (RFC 3327, 5626) the edge proxy it names keeps its UAs alive
     if plan.star:
         pinger.forget(plan.aor)
         return
