@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conf import curve
+from conf import curve, nodekey
 
 from .node import (
     LOCALHOST,
@@ -299,3 +299,57 @@ def test_a_killed_worker_on_another_host_is_dropped_by_its_silence(
     assert [str(e["worker"]).split("-")[0] for e in lost] == ["c.worker"], lost
     res = sipp_uac(hosts.sip_port, "u1", 100, 100, tmp_path)
     assert (res.successful, res.failed) == (100, 0), res.output
+
+
+def share_node_key(hosts: Hosts, names: tuple[str, ...], shared: bool) -> None:
+    """Give hosts ``names`` the same ``node.key`` in their run directories (as an operator
+    copies it, docs/operations.md), or each a key of its own."""
+    key = os.urandom(nodekey.KEY_BYTES)
+    for name in names:
+        run_dir = hosts.runs / name
+        run_dir.mkdir(mode=0o700)
+        fd = os.open(run_dir / nodekey.KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key if shared else os.urandom(nodekey.KEY_BYTES))
+
+
+def forged(worker: Proc) -> int:
+    """Responses ``worker`` dropped because their ``sl-c`` tag failed its check."""
+    return sum(int(str(e["since_last_log"])) for e in worker.events("responses_dropped")
+               if e.get("reason") == "forged_tag")  # fmt: skip
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_key", "key_per_host"])
+def test_tcp_clients_reach_workers_on_other_hosts_and_get_responses_back(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], uas: Uas, tmp_path: Path,
+    shared: bool,
+) -> None:  # fmt: skip
+    """A TCP caller (one connection for every call) through the edge: workers on hosts B and
+    C sign the ``sl-c`` tag that routes each response back to that connection. The UAS rings
+    for a second, and host C's worker joins and leaves while calls ring, so responses to
+    INVITEs one host forwarded reach the other host's worker. With ``node.key`` copied to
+    both hosts every call completes and no tag is refused; with a key per host the moved
+    responses are dropped as forged (what the shared key is for)."""
+    slow, _ = uas("t1", "uas_slow")
+    hosts.dest_port = slow
+    share_node_key(hosts, ("b", "c"), shared)
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    b = run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    wait_for(lambda: len(joined(edge, "b.")) == 1, "host B's worker to join", 20)
+    calls = UacRun.start(hosts.sip_port, "t1", 150, 30, tmp_path, timeout_s=60)
+    try:
+        c = run(hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+        wait_for(lambda: len(joined(edge, "c.")) == 1, "host C's worker to join", 20)
+        wait_for(lambda: busy(c), "calls to reach host C's worker", 20)
+        if not shared:
+            wait_for(lambda: forged(c) + forged(b) > 0, "a moved response to fail its tag", 20)
+            return
+        # past the UAS's second of ringing: C holds calls of its own, and B's INVITEs moved
+        wait_for(lambda: len(c.events("load_stats")) >= 6, "host C's worker to serve 3 s", 20)
+        stopped(c)
+        wait_for(lambda: not joined(edge, "c."), "host C's worker to leave the ring")
+        res = calls.wait()
+    finally:
+        calls.kill()
+    assert (res.successful, res.failed) == (150, 0), res.output
+    assert forged(b) == 0 and forged(c) == 0, (b.text()[-2000:], c.text()[-2000:])
