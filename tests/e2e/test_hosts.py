@@ -363,7 +363,7 @@ def health(worker: Proc, uri: str) -> list[str]:
 
 
 def test_probes_answered_on_every_host_keep_a_live_destination_up(
-    hosts: Hosts, run: Callable[[Path, list[str]], Proc], responder: int,
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], responder: int,  # noqa: F811 -- the fixture
 ) -> None:  # fmt: skip
     """Probing with workers on two hosts (conf/bustcp.py rule 6): each worker gives its OPTIONS
     Call-IDs it owns in the edge's ring of every host's workers, so each answer comes back
