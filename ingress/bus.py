@@ -134,7 +134,7 @@ class WorkerBus:
         if env.kind == envelope.KIND_OUT:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
-            ident, endpoint, state = env.header
+            ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
             self._peers.heartbeat(ident, endpoint, state, self._loop.time())
 
     def _on_tcp_readable(self) -> None:
@@ -146,7 +146,7 @@ class WorkerBus:
         if env.kind == envelope.KIND_OUT:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
-            ident, endpoint, state = env.header
+            ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
             if self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True) == "joined":
                 # before any IN, even while the CURVE handshake is on (rule 4)
                 self._pipes[ident].send_first(self._hb(self._state))

@@ -148,11 +148,13 @@ def test_a_listed_key_gets_only_what_crosses_hosts(tmp_path: Path) -> None:
             edge = h.client("edge", h.work_s)
             for header in (["work.worker.9-9", "tcp://127.0.0.9:4000", "up"],  # not a peer
                            ["edge.worker.9-9", f"tcp://{WORK}:4000", "up"],  # another's name
-                           ["work.worker.9-9", "ipc:///tmp/x/worker-work.worker.9-9.ipc", "up"]):
+                           ["work.worker.9-9", "ipc:///tmp/x/worker-work.worker.9-9.ipc", "up"],
+                           # an ingress's shape (with a ring): read as a heartbeat all the same
+                           ["work.worker.9-9", "tcp://127.0.0.9:4000", "up", ["work.w-1"]]):
                 edge.send_multipart(envelope.pack(envelope.KIND_HB, header))
             edge.send_multipart(envelope.pack(envelope.KIND_IN, ["x", [IN_META]], [b"x"]))
             c = h.edge_meter.counters
-            await until(lambda: c["drop_bad_endpoint"] == 3 and c["drop_tcp_kind"] == 1)
+            await until(lambda: c["drop_bad_endpoint"] == 4 and c["drop_tcp_kind"] == 1)
             assert h.ingress.workers.idents == ["work.worker.1-2"]  # no one else joined
 
             work = h.client("work", h.edge_s)
