@@ -30,7 +30,9 @@ Rules:
    probes Call-IDs whose answers come back to it (``probe_interval_s``). A worker keeps a
    ring (``ring_idents``) only while that ingress is live; the union over the live
    ingresses is its view (they hear the same heartbeats). Probes are still shared out among
-   the workers of each host: each host keeps the health of every destination itself.
+   the workers of each host: each host keeps the health of every destination itself. A
+   host with ``address`` but no ``ingresses`` (an edge's own workers) hears no ring: probing
+   is refused there at load.
 """
 
 from __future__ import annotations
@@ -159,6 +161,13 @@ def check(s: Settings) -> None:
     if bus.ingresses and not own:
         raise BusConfigError("bus.ingresses", "[] unless bus.address is set (workers need an "
                              "address to be reached at)", bus.ingresses)  # fmt: skip
+    for i, ds in enumerate(s.destination_set):
+        if own and not bus.ingresses and ds.probe_interval_s > 0:
+            # rule 6: only a worker that hears an ingress over TCP knows every host's
+            # workers; one on the edge's host would give probes Call-IDs of its host's ring
+            raise BusConfigError(f"destination_set[{i}].probe_interval_s", "0 with [bus] address "
+                                 "and no [bus] ingresses (workers on an edge host do not hear "
+                                 "the ring of every host's workers)", ds.probe_interval_s)  # fmt: skip
     hosts: dict[str, int] = {}
     for i, peer in enumerate(s.peer):
         if not peer.bus_address:
