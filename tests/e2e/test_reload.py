@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from conf.control import ask
 from tests.cachedb.servers import Server
 
 from .conftest import StartNode
@@ -269,3 +270,46 @@ async def main():
         await db.close()
 asyncio.run(main())
 """
+
+
+def worker_views(node: Node, uri: str) -> dict[str, str]:
+    """Each live worker's own state for destination ``uri`` (not ``ctl``'s merged view)."""
+    replies, _ = ask(str(node.run_dir), "destinations", timeout_s=5.0)
+    return {str(r["proc"]): d["state"] for r in replies for d in r.get("destinations", ())
+            if d["uri"] == uri}  # fmt: skip
+
+
+def test_a_worker_started_after_a_mark_takes_it(start_node: StartNode, uas: Uas,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    """``ctl destinations set uas <a> inactive`` on a one-worker node, then a second worker
+    started by hand: it reads the mark at start (docs/operations.md "Marking destinations"),
+    so both workers show a disabled and 6 calls, spread over both, all reach b. ``active``
+    clears it: a third worker started then has a up."""
+    a, _, alog = traced_uas(uas, tmp_path, "a")
+    b, _, blog = traced_uas(uas, tmp_path, "b")
+    node = start_node([a, b], "worker=1", extra=STATEFUL, set_extra='algorithm = "round_robin"')
+    a_uri = f"sip:127.0.0.1:{a}"
+    done = ctl(node, "destinations", "set", "uas", a_uri, "inactive")
+    assert done.returncode == 0 and done.stdout.count("is disabled") == 1, done.stdout + done.stderr
+    late: list[Proc] = []
+    try:
+        late.append(Proc.start([f"{VENV_BIN}/sipline", "worker"], env_for(node.conf), REPO))
+        assert late[0].wait_events("worker_ready", 1, 30), late[0].text()[-2000:]
+        assert wait_for(lambda: len(worker_views(node, a_uri)) == 2)
+        assert set(worker_views(node, a_uri).values()) == {"disabled"}, worker_views(node, a_uri)
+        assert wait_for(lambda: any(e.get("workers") == 2 for e in node.proc.events("worker_joined"))), \
+            node.proc.text()[-2000:]  # the ingress sends to both
+        res = sipp_uac(node.port, "u1", 6, 10, tmp_path)
+        assert (res.successful, res.failed) == (6, 0), res.output
+        assert (invites(alog), invites(blog)) == (0, 6)
+        assert late[0].events("destination_marks_taken"), late[0].text()[-2000:]
+        done = ctl(node, "destinations", "set", "uas", a_uri, "active")
+        assert done.returncode == 0 and done.stdout.count("is up") == 2, done.stdout + done.stderr
+        late.append(Proc.start([f"{VENV_BIN}/sipline", "worker"], env_for(node.conf), REPO))
+        assert late[1].wait_events("worker_ready", 1, 30), late[1].text()[-2000:]
+        assert wait_for(lambda: len(worker_views(node, a_uri)) == 3)
+        assert set(worker_views(node, a_uri).values()) == {"up"}, worker_views(node, a_uri)
+    finally:
+        for p in late:
+            if p.popen.poll() is None:
+                p.stop(signal.SIGTERM, timeout_s=10)
