@@ -29,7 +29,7 @@ GROUPS = ["a", "b"]
 _n = itertools.count()
 
 
-@pytest.fixture(params=["redis", "memcached"])
+@pytest.fixture(params=["local", "redis", "memcached"])
 def kv(request: pytest.FixtureRequest,
        _shared: dict[str, Server | RedisCluster]) -> Server | RedisCluster:  # fmt: skip
     name: str = request.param

@@ -5,6 +5,7 @@ tmp_path, the client's side (sipline/reload.py) with no worker to ask."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,17 @@ class TestFile:
         (tmp_path / marks.FILE).write_bytes(b"garbage")
         assert marks.update(str(tmp_path), ("a", A1), True)
         assert marks.read(str(tmp_path)) == [("a", A1)]
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run ctl as root")
+    def test_ctl_run_as_root_leaves_files_the_workers_user_can_read(self, tmp_path: Path) -> None:
+        """The run directory belongs to the workers' user (65534 here); ``sudo sipline ctl``
+        writes the marks and the lock as that user's, else the workers could not read them."""
+        run = tmp_path / "run"
+        run.mkdir(mode=0o700)
+        os.chown(run, 65534, 65534)
+        marks.update(str(run), ("a", A1), True)
+        owners = {p.name: (p.stat().st_uid, p.stat().st_gid) for p in run.iterdir()}
+        assert owners == {marks.FILE: (65534, 65534), marks.LOCK: (65534, 65534)}, owners
 
     def test_an_unwritable_run_dir_is_an_error(self, tmp_path: Path) -> None:
         with pytest.raises(marks.MarksError):

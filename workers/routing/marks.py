@@ -89,9 +89,18 @@ def read(run_dir: str) -> list[Mark]:
     return parse(data)
 
 
+def _owned(path: Path, run_dir: str) -> None:
+    """``ctl`` run as root (``sudo sipline ctl ...``) writes files the workers, running as
+    the run directory's owner, must read: give them to that owner."""
+    if os.geteuid() == 0:
+        st = os.stat(run_dir)
+        os.chown(path, st.st_uid, st.st_gid)
+
+
 @contextlib.contextmanager
 def _locked(run_dir: str) -> Iterator[None]:
     fd = os.open(Path(run_dir) / LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    _owned(Path(run_dir) / LOCK, run_dir)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -124,6 +133,7 @@ def update(run_dir: str, mark: Mark, inactive: bool) -> bool:
             tmp = Path(run_dir) / f".{FILE}.{os.getpid()}"
             tmp.write_bytes(dump(marks))
             tmp.chmod(0o600)
+            _owned(tmp, run_dir)
             tmp.replace(Path(run_dir) / FILE)
             return True
     except OSError as exc:
