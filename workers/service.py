@@ -157,6 +157,8 @@ class Worker:
             "dialogs": self._ctl_dialogs,
             "ratelimit": self._ctl_ratelimit,
         })  # fmt: skip
+        # after the bind, before any control message: no mark is missed (reloading.py rule 6)
+        self.reloader.apply_marks()
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
         self.slow_s = settings.log.slow_message_ms / 1000
