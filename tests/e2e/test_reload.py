@@ -76,15 +76,15 @@ def worker_generations(node: Node) -> dict[str, int]:
 
 def test_ctl_reload_moves_new_calls_and_keeps_a_held_call(start_node: StartNode, uas: Uas,
                                                           tmp_path: Path) -> None:  # fmt: skip
-    """A call held 4 s starts on set "uas" (UAS a); the route is edited to set "other" (UAS b)
-    and ``ctl reload`` answers generation 1 from both workers; 3 new calls reach b only, the
-    held call's BYE completes on a. A bad set name and a changed listener port are then
+    """A call held 12 s (a reload on a loaded box took over 4 s) starts on set "uas" (UAS
+    a); the route is edited to set "other" (UAS b) and ``ctl reload`` answers generation 1
+    from both workers; 3 new calls reach b only, the held call's BYE completes on a. A bad set name and a changed listener port are then
     refused naming the file and the key; the next call still reaches b."""
     a, _, alog = traced_uas(uas, tmp_path, "a")
     b, _, blog = traced_uas(uas, tmp_path, "b")
     other = f'\n[[destination_set]]\nname = "other"\ndestinations = ["sip:127.0.0.1:{b}"]\n'
     node = start_node(a, "worker=2", extra=STATEFUL + other)
-    held = UacRun.start(node.port, "u1", 1, 1, tmp_path, timeout_s=60, extra=("-d", "4000"))
+    held = UacRun.start(node.port, "u1", 1, 1, tmp_path, timeout_s=60, extra=("-d", "12000"))
     try:
         assert wait_for(lambda: "\nACK sip:" in (alog.read_text(errors="replace")
                                                  if alog.exists() else "")), "no call on a"
