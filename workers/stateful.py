@@ -59,7 +59,6 @@ from typing import Any
 from conf.settings import Mode, Settings
 from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
-from ingress.sip.grammar import parse_uri
 from ingress.sip.message import Request, Response
 from ingress.sip.serialize import build_response
 from workers.auth.admit import NeedsHa1
@@ -68,19 +67,22 @@ from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
 from workers.proxy import (
-    NAT_CONN_PARAM,
-    PARAMCHARS_RE,
-    SNI_PARAM,
     Inbound,
     Out,
     Plan,
     StatelessProxy,
 )
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
-from workers.registrar.register import Registrar, path_routes
+from workers.registrar.register import Registrar
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
-from workers.targets import chain, fails_over, next_set
+from workers.targets import (
+    contact_targets,
+    fails_over,
+    first_targets,
+    next_set,
+    resolved_targets,
+)
 from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
@@ -151,9 +153,9 @@ class StatefulProxy:
         self.dests = Dests()  # rule 8
         self._events: deque[Event] = deque()
         #: counters the worker adds to its load statistics
-        self.counters: dict[str, int] = {"absorbed": 0, "failover": 0, "failure_route": 0,
-                                         "timeout": 0,
-                                         "table_full": 0, "timer_c": 0}  # fmt: skip
+        self.counters: dict[str, int] = {"absorbed": 0, "bad_path": 0, "failover": 0,
+                                         "failure_route": 0, "timeout": 0, "table_full": 0,
+                                         "timer_c": 0}  # fmt: skip
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
                                self.counters) if self.dialogs is not None else None  # fmt: skip
@@ -209,21 +211,14 @@ class StatefulProxy:
         return outs
 
     def next_deadline(self) -> float | None:
-        at = self.table.next_deadline()
-        if self.dialogs is not None:
-            d = self.dialogs.next_deadline()
-            if d is not None and (at is None or d < at):
-                at = d
-        probe = self.dispatcher.next_deadline()
-        if probe is not None and (at is None or probe < at):
-            at = probe
-        ping = self.natping.next_deadline() if self.natping is not None else None
-        if ping is not None and (at is None or ping < at):
-            at = ping
-        c = self.timer_c.next_deadline()
-        if c is not None and (at is None or c < at):
-            at = c
-        return at
+        """The earliest of the transactions', the dialogs', the probes', the keep-alives' and
+        Timer C's deadlines (once per batch, not per message)."""
+        dialogs, natping = self.dialogs, self.natping
+        due = [self.table.next_deadline(), self.dispatcher.next_deadline(),
+               self.timer_c.next_deadline(),
+               dialogs.next_deadline() if dialogs is not None else None,
+               natping.next_deadline() if natping is not None else None]  # fmt: skip
+        return min((d for d in due if d is not None), default=None)
 
     def handle_timer(self, now: float, wall: float = 0.0) -> list[Out]:
         outs = self._begin()
@@ -335,28 +330,9 @@ class StatefulProxy:
             return None
         if not self._admitted(req, inb, plan):
             return None
-        if plan.hop is not None:
-            ctx.targets = [(plan.hop, None, None, ())]
-            return ctx
-        if plan.choice is not None:  # a prefix table's groups, in order (docs/prefix_tables.md)
-            ctx.dset = plan.choice.dset
-            fails_over = ctx.dset.fails_over(503) or ctx.dset.fails_over(None)
-            picked = plan.choice.targets if fails_over else plan.choice.targets[:1]
-            ctx.targets = [(parse_uri(d.uri), None, d, ()) for d in picked]
-            if plan.route is not None:  # a failure_route continues after the table's groups
-                ctx.next_sets = plan.route.failure_sets
-            return ctx
-        assert plan.route is not None and plan.route.to is not None and plan.target is not None
-        dset = ctx.dset = plan.route.to
-        ctx.next_sets = plan.route.failure_sets
-        first = dset.select(req.call_id) if dset.probing else plan.target
-        if first is None and not ctx.next_sets:  # every destination of the set is down
+        if not first_targets(ctx, plan, req.call_id):  # every destination is down
             self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
             return None
-        if first is None:  # the failure sets may have one up (``targets.next_set``)
-            ctx.outcome, ctx.fallback = UNAVAILABLE[0], UNAVAILABLE
-        else:
-            ctx.targets = chain(dset, first)
         return ctx
 
     def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
@@ -614,12 +590,8 @@ class StatefulProxy:
     def located(self, job: Job, contacts: list[tuple[str, Any, tuple[str, ...]]],
                 miss: tuple[int, str], now: float) -> list[Out]:  # fmt: skip
         """The lookup of ``job`` found ``contacts`` ((contact URI, source, Path) by q,
-        highest first): forward to them in turn, or answer ``miss`` when there are none.
-
-        A contact registered with a Path is reached through it, as Kamailio's ``lookup()``
-        does: the Path URIs become the top Routes, in order, and the request goes to the
-        first of them (loose routing; a host name there is resolved like any next hop)
-        rather than to where the REGISTER came from (docs/registrar.md, "Path")."""
+        highest first): forward to them in turn (``targets.contact_targets``: through a
+        Path, or to where the REGISTER came from), or answer ``miss`` when there are none."""
         outs = self._begin()
         ctx = job.ctx
         assert ctx is not None
@@ -628,22 +600,10 @@ class StatefulProxy:
         elif not contacts:
             self._local_final(ctx, *miss, now)
         else:
-            for uri, source, path in contacts:
-                contact = parse_uri(uri)
-                hop = contact
-                if path:
-                    routes = path_routes(path)
-                    if routes is None:  # a forged or damaged record: skip this contact
-                        self.counters["bad_path"] = self.counters.get("bad_path", 0) + 1
-                        continue
-                    ctx.targets.append((routes[0].uri, contact, None, tuple(routes)))
-                    continue
-                if source is not None:  # where the REGISTER came from: through its NAT
-                    tag = source.conn
-                    conn = f";{NAT_CONN_PARAM}={tag}" if tag and PARAMCHARS_RE.fullmatch(tag) else ""
-                    hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};"
-                                    f"transport={source.transport}{conn}")  # fmt: skip
-                ctx.targets.append((hop, contact, None, ()))
+            targets, bad = contact_targets(contacts)
+            if bad:  # forged or damaged Path records: those contacts are skipped
+                self.counters["bad_path"] += bad
+            ctx.targets.extend(targets)
             if not ctx.targets:
                 ctx.fallback = miss
             self._try_next(ctx, now)
@@ -661,15 +621,9 @@ class StatefulProxy:
         if ctx.cancelled:
             self._local_final(ctx, 487, "Request Terminated", now)
         elif not ctx.done:
-            _, ruri, dest, pre = target
             if failure is not None:
                 ctx.fallback = failure
-            # a TLS server is verified against the name resolved (docs/tls.md)
-            sni = f";{SNI_PARAM}={target[0].host_plain}"
-            resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"
-                                   f"{sni if transport == 'tls' else ''}"),
-                         ruri, dest, pre) for transport, ip, port in addresses]  # fmt: skip
-            ctx.targets[:0] = resolved
+            ctx.targets[:0] = resolved_targets(target, addresses)
             self._try_next(ctx, now)
         self._drain(now)
         return outs
@@ -715,7 +669,3 @@ class StatefulProxy:
             if (srv is not None and client is not None and 200 <= status < 300
                     and self.table.hold(srv, client) is not None):  # fmt: skip
                 srv.context = client.context = None  # rule 9: the context goes with them
-
-
-def _host(ip: str) -> str:
-    return f"[{ip}]" if ":" in ip else ip
