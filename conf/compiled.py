@@ -1,7 +1,7 @@
 """The compiled build of the hot modules (mypyc): what is compiled, where it lives, when it is used.
 
 The modules in ``MODULES`` are compiled by mypyc from the same typed sources the interpreter
-runs; ``./dev`` builds them (``python -m conf.compiled build``) into ``build/mypyc/`` of the
+runs; ``./dev`` builds them (``python -m conf.build_compiled``) into ``build/mypyc/`` of the
 checkout, and :func:`install` (called by ``ingress/__init__.py`` and ``workers/__init__.py``,
 so before any of them is imported) puts a finder in front of ``sys.meta_path`` that loads the
 compiled files instead of the ``.py`` ones. Figures: docs/benchmarks.md, "The compiled build".
@@ -9,7 +9,7 @@ compiled files instead of the ``.py`` ones. Figures: docs/benchmarks.md, "The co
 Rules:
 
 1. The sources are the truth. The build's manifest records the sha256 of every file in
-   ``SOURCES`` (the compiled modules and the uncompiled ones whose types they were compiled
+   ``sources()`` (the compiled modules and the uncompiled ones whose types they were compiled
    against); the compiled modules are loaded only if every one still matches the file on
    disk, the build is for this interpreter and holds exactly ``MODULES``. One edited file
    sends all of them back to the interpreter: compiled modules call each other in C, so a
@@ -44,6 +44,14 @@ MODULES: tuple[str, ...] = (
     "ingress.sip.message",
     "ingress.sip.parser",
     "ingress.sip.serialize",
+    "workers.txn.client",
+    "workers.txn.events",
+    "workers.txn.keys",
+    "workers.txn.machine",
+    "workers.txn.messages",
+    "workers.txn.server",
+    "workers.txn.table",
+    "workers.txn.timers",
 )
 #: interpreted modules whose classes the compiled ones were type-checked against: an edit to
 #: one of them may change what the compiled code assumes, so it makes the build stale too
