@@ -52,10 +52,23 @@ MODULES: tuple[str, ...] = (
     "workers.txn.server",
     "workers.txn.table",
     "workers.txn.timers",
+    "workers.proxy",
 )
 #: interpreted modules whose classes the compiled ones were type-checked against: an edit to
 #: one of them may change what the compiled code assumes, so it makes the build stale too
-DEPENDS: tuple[str, ...] = ("ingress.sip.errors",)
+DEPENDS: tuple[str, ...] = (
+    "ingress.sip.errors",
+    # what workers/proxy.py imports from the project
+    "conf.settings",
+    "workers.auth.admit",
+    "workers.conntag",
+    "workers.listeners",
+    "workers.ratelimit.pipes",
+    "workers.refusals",
+    "workers.routing.prefix_route",
+    "workers.routing.rules",
+    "workers.routing.table",
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD_DIR = ROOT / "build" / "mypyc"
