@@ -56,6 +56,8 @@ MAX_NODE_NAME_CHARS = 40
 #: what an ipc path leaves for the run directory and the node name: sun_path is 107 bytes,
 #: and ``/ingress-ingress.99-4194304.ipc`` takes 31 of them (``conf.load.MAX_RUN_DIR_BYTES``)
 IPC_PATH_BYTES = 107 - 31
+#: the lowest receive HWM on a CURVE server socket that still receives (``bind_pull``)
+MIN_CURVE_RCVHWM = 2
 #: workers an ingress keeps in its ring: far more than any deployment, and a bound on what
 #: heartbeats (from a peer's key, or a process of the host) can make it hold
 MAX_WORKERS = 1024
@@ -264,6 +266,9 @@ class TcpHop:
         the endpoint it got."""
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
         sockets.base(sock, hwm, sockets.MAX_MSG_BYTES)
+        # libzmq 4.3.5, seen: a CURVE server whose ZAP handler admits the client receives
+        # nothing with a receive HWM of 1 (the handshake's own message takes the one slot)
+        sock.rcvhwm = max(hwm, MIN_CURVE_RCVHWM)
         sock.ipv6 = ":" in self.address
         curve.serve_curve(sock, self.keys)
         sock.bind(ep)

@@ -63,6 +63,7 @@ DEPENDS: tuple[str, ...] = (
     "workers.auth.admit",
     "workers.conntag",
     "workers.listeners",
+    "workers.nat",
     "workers.ratelimit.pipes",
     "workers.refusals",
     "workers.routing.prefix_route",

@@ -15,11 +15,14 @@ Rules:
    socket is 0600 (0660 with ``[node] run_group``) in the private run directory
    (``conf.rundir``), so only the node's user (and that group) can open it. There is no other
    credential; every verb, ``failback`` and ``sync`` included, trusts whoever connects.
+5. A handler may answer with a future (``Handler``): the reply is sent when it is done, and
+   other requests are served meanwhile; an exception in it is answered as in rule 2.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +34,9 @@ from conf import sockets
 from conf.guard import GUARD
 from conf.refused import RefusalLog
 
-Handler = Callable[[dict[str, Any]], dict[str, Any]]
+#: a handler answers at once (a dict), or later (a future of it: work done off the loop, as a
+#: reload's reading of big tables, rule 5)
+Handler = Callable[[dict[str, Any]], "dict[str, Any] | asyncio.Future[dict[str, Any]]"]
 #: a request or reply larger than this is refused (msgpack README, "Security")
 MAX_FRAME = 1 << 20
 #: a reply lists at most a bounded number of dialogs or destinations (``ctl dialogs --list``)
@@ -63,13 +68,32 @@ class ControlServer:
             if len(frames) != 3 or len(frames[2]) > MAX_FRAME:
                 continue
             reply = self._answer(frames[2])
-            try:
-                sock.send_multipart([frames[0], b"", msgpack.packb(reply, default=str)],
-                                    zmq.NOBLOCK)  # fmt: skip
-            except zmq.ZMQError:
-                pass  # the client went away
+            if isinstance(reply, asyncio.Future):
+                reply.add_done_callback(functools.partial(self._answer_later, frames[0]))
+            else:
+                self._send(frames[0], reply)
 
-    def _answer(self, data: bytes) -> dict[str, Any]:
+    def _send(self, client: bytes, reply: dict[str, Any]) -> None:
+        if self._sock.closed:
+            return  # a later answer after close(): the client times out, as for a dead process
+        try:
+            self._sock.send_multipart([client, b"", msgpack.packb(reply, default=str)],
+                                      zmq.NOBLOCK)  # fmt: skip
+        except zmq.ZMQError:
+            pass  # the client went away
+
+    def _answer_later(self, client: bytes, fut: asyncio.Future[dict[str, Any]]) -> None:
+        """Rule 5: the reply of a handler that answered with a future."""
+        if fut.cancelled():
+            self._send(client, {"ok": False, "proc": self.ident, "error": "cancelled"})
+        elif (exc := fut.exception()) is not None:
+            FAILED.note(time.monotonic(), error=repr(exc))
+            self._send(client, {"ok": False, "proc": self.ident,
+                                "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+        else:
+            self._send(client, {"ok": True, "proc": self.ident, **fut.result()})
+
+    def _answer(self, data: bytes) -> dict[str, Any] | asyncio.Future[dict[str, Any]]:
         try:
             req = msgpack.unpackb(data, raw=False, strict_map_key=True)  # size checked above
             cmd, args = str(req["cmd"]), dict(req.get("args") or {})
@@ -79,7 +103,8 @@ class ControlServer:
         if handler is None:
             return {"ok": False, "proc": self.ident, "error": f"unknown command {cmd!r}"}
         try:
-            return {"ok": True, "proc": self.ident, **handler(args)}
+            out = handler(args)
+            return out if isinstance(out, asyncio.Future) else {"ok": True, "proc": self.ident, **out}
         except Exception as exc:  # noqa: BLE001 - a handler bug costs one answer (rule 2)
             FAILED.note(time.monotonic(), cmd=cmd, error=repr(exc), exc_info=True)
             return {"ok": False, "proc": self.ident, "error": f"{type(exc).__name__}: {exc}"}

@@ -415,6 +415,7 @@ def _check_values(s: Settings) -> None:
 
     prefix_tables.check(f, s)
     _check_registrar(f, s)
+    _check_nat(f, s)
     _check_auth(f, s)
     _check_dialogs(f, s)
     _check_peers(f, s)
@@ -925,6 +926,27 @@ def _check_registrar(f: str, s: Settings) -> None:
         if status not in REGISTRAR_MISS_STATUSES:
             expected = "one of " + ", ".join(map(str, REGISTRAR_MISS_STATUSES))
             raise ConfigError(f, f"registrar.{name}", expected, status)
+
+
+#: the tests of ``[nat] detect`` (workers/nat.py)
+NAT_TESTS = ("private_contact", "private_via", "contact_not_source", "via_not_source", "rport")
+
+
+def _check_nat(f: str, s: Settings) -> None:
+    n = s.nat
+    for i, name in enumerate(n.detect):
+        if name not in NAT_TESTS:
+            raise ConfigError(f, f"nat.detect[{i}]", "one of " + ", ".join(NAT_TESTS), name)
+    if n.ping_method not in ("options", "crlf"):
+        raise ConfigError(f, "nat.ping_method", "options or crlf", n.ping_method)
+    if n.ping_interval_s > 0 and not s.registrar.enabled:
+        raise ConfigError(f, "nat.ping_interval_s", "0 unless [registrar] enabled = true",
+                          n.ping_interval_s)  # fmt: skip
+    if 0 < n.ping_interval_s < 1:
+        raise ConfigError(f, "nat.ping_interval_s", "0 (off) or at least 1", n.ping_interval_s)
+    if n.ping_drop_after > 0 and n.ping_method != "options":
+        raise ConfigError(f, "nat.ping_drop_after", "0 unless ping_method = \"options\"",
+                          n.ping_drop_after)  # fmt: skip
 
 
 #: a realm is quoted in challenges and is part of cacheDB keys: keep it plain

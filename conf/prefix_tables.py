@@ -8,9 +8,13 @@ statuses, the routes' references. The file's lines are checked where the table i
 from __future__ import annotations
 
 import os
+import re
 
 from conf.load import ConfigError, Said, _unique, show
 from conf.settings import Settings
+
+#: the chunks' keys add ``:VERSION:N`` (at most 26 more) under memcached's 250 bytes
+CACHEDB_KEY_RE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 
 
 def check(f: str, s: Settings) -> None:
@@ -23,9 +27,16 @@ def check(f: str, s: Settings) -> None:
         if not t.name:
             raise ConfigError(f, f"{key}.name", "a non-empty name", t.name)
         _unique(f, "prefix_table", i, t.name, tables)
-        if not os.path.isabs(t.file):
+        if bool(t.file) == bool(t.cachedb_key):
+            expected = "a file or a cachedb_key (one of them)"
+            raise ConfigError(f, f"{key}.file", expected, t.file or Said("nothing"))
+        if t.cachedb_key:
+            if not CACHEDB_KEY_RE.fullmatch(t.cachedb_key):
+                expected = "letters, digits, '.', '_', ':' or '-', 1 to 200 of them"
+                raise ConfigError(f, f"{key}.cachedb_key", expected, t.cachedb_key)
+        elif not os.path.isabs(t.file):
             raise ConfigError(f, f"{key}.file", "an absolute file path", t.file)
-        if not os.access(t.file, os.R_OK) or os.path.isdir(t.file):
+        elif not os.access(t.file, os.R_OK) or os.path.isdir(t.file):
             raise ConfigError(
                 f, f"{key}.file", "a readable CSV file", Said(f"{show(t.file)}: not readable")
             )

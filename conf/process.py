@@ -115,7 +115,14 @@ async def _serve(serve: Serve, settings: Settings) -> int:
     GUARD.install(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    # SIGHUP reloads workers (workers/main.py replaces this); a HUP sent to every process of
+    # the node must not end the others, as its default action would
+    loop.add_signal_handler(signal.SIGHUP, _sighup_ignored)
     return await serve(settings, stop)
+
+
+def _sighup_ignored() -> None:
+    structlog.get_logger().info("sighup_ignored", reason="only workers reload (docs/operations.md)")
 
 
 async def every(period_s: float, stop: asyncio.Event, fn: Callable[[], None]) -> None:

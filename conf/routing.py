@@ -145,9 +145,9 @@ def _check_failure(f: str, key: str, r: Route, s: Settings) -> None:
     _codes(f, f"{key}.failure_codes", r.failure_codes, 300, 599)
     if not r.failure_sets:
         return
-    if not r.to:
-        raise ConfigError(f, f"{key}.failure_sets", "[] unless the rule has a to (a set)",
-                          r.failure_sets)  # fmt: skip
+    if not r.to and not r.prefix_table:
+        expected = "[] unless the rule has a to (a set) or a prefix_table"
+        raise ConfigError(f, f"{key}.failure_sets", expected, r.failure_sets)
     if (r.mode or s.proxy.mode) != "stateful":
         expected = ('"stateful" (here or in [proxy]): failure routing needs transactions to '
                     "see the final response (a stateless proxy forwards it and forgets)")

@@ -70,7 +70,8 @@ class Listener:
     standby: bool = False
     """Active/active (``docs/failover.md``): this virtual address is the peer node's, held by
     this node only after taking the peer's calls over (for it this node has the opposite of
-    ``[stateplane] role``). Needs ``virtual``."""
+    ``[stateplane] role``). With ``role = "member"``: another member's address, named in
+    that member's ``[[peer]] virtual``. Needs ``virtual``."""
     cert_file: str = ""
     """TLS only, required there: PEM file of this listener's certificate (and its chain),
     presented to TLS clients. Absolute path."""
@@ -394,8 +395,9 @@ class Route:
     ``to_request_uri``, ``reject`` or ``prefix_table``."""
     failure_sets: list[str] = field(default_factory=list)
     """Failure routing (OpenSIPS ``failure_route``): destination sets tried in turn, each
-    once the previous one (``to`` first) is used up and its last outcome is in
-    ``failure_codes`` (or a timeout, with ``failure_on_timeout``). Stateful rules only."""
+    once the previous one (``to``, or the ``prefix_table`` groups, first) is used up and
+    its last outcome is in ``failure_codes`` (or a timeout, with ``failure_on_timeout``).
+    Stateful rules only."""
     failure_codes: list[str] = field(default_factory=lambda: ["408", "5xx"])
     """Final statuses that send the call on to the next of ``failure_sets``, written like
     ``failover_codes`` of ``[[destination_set]]``, from 300 to 599."""
@@ -425,16 +427,22 @@ class Trusted:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PrefixTable:
     """``[[prefix_table]]``: a longest-prefix routing table (OpenSIPS drouting, Kamailio LCR):
-    number prefixes mapped to destination sets with priorities and weights, loaded from a
-    CSV file by each worker at start (``docs/prefix_tables.md`` has the format). Routes send
-    to it with ``prefix_table``."""
+    number prefixes mapped to destination sets with priorities and weights, loaded by each
+    worker at start (and a file table on reload) from a CSV file or a cacheDB key space
+    (``docs/prefix_tables.md`` has the
+    format). Routes send to it with ``prefix_table``."""
 
     name: str
     """Name that routes refer to; unique. Required."""
-    file: str
+    file: str = ""
     """Absolute path of the CSV file, lines ``prefix,group[,priority[,weight]]`` where each
     group is a ``[[destination_set]]``. A bad line stops the worker (and ``sipline
-    check-config``) with the file, line, field and what was expected. Required."""
+    check-config``) with the file, line, field and what was expected. This or
+    ``cachedb_key``."""
+    cachedb_key: str = ""
+    """Key under which ``sipline prefix-push`` stored the table in the cacheDB of
+    ``[registrar] cachedb_url`` (letters, digits, ``.``, ``_``, ``:``, ``-``; at most 200).
+    A worker that cannot read it within 10 s of its start stops. This or ``file``."""
     max_prefixes: int = field(default=2_000_000, metadata=_range(1, 20_000_000))
     """Distinct prefixes the file may hold at most; each costs about 10 bytes in every
     worker (``docs/benchmarks.md``)."""
@@ -491,6 +499,39 @@ class Registrar:
     no_binding_status: int = field(default=480, metadata=_range(400, 699))
     """Status for a request to an AOR that has a record but no live binding (they expired or
     were removed less than ``record_linger_s`` ago): 404, 410, 480 or 604."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Nat:
+    """``[nat]``: user agents behind NAT (OpenSIPS/Kamailio nathelper); see ``docs/nat.md``.
+    Requests to a registered contact always go to the address its REGISTER came from; this
+    section adds Contact rewriting and keep-alives."""
+
+    detect: list[str] = field(default_factory=lambda: [
+        "private_contact", "private_via", "contact_not_source", "via_not_source"])
+    """Tests that mark a message as sent from behind NAT (any one passing is enough; Kamailio
+    ``nat_uac_test``): ``private_contact``, ``private_via`` (the address is in 10/8,
+    172.16/12, 192.168/16, 100.64/10 or fc00::/7), ``contact_not_source`` (the Contact host,
+    or for UDP host:port, is not where the message came from), ``via_not_source`` (the same
+    for the top Via), ``rport`` (the top Via asks for rport, RFC 3581)."""
+    fix_contact: bool = False
+    """Rewrite the Contact host:port of requests and responses from a UA behind NAT to the
+    address they came from, marked ``;sl-nat=<the original host:port>`` (fix_nated_contact).
+    REGISTER is never rewritten."""
+    ping_interval_s: float = field(default=0.0, metadata=_range(0, 3600))
+    """Send each registered contact found behind NAT a keep-alive this often, the pings
+    spread over the interval (nathelper ``natping``); 0 sends none. Needs ``[registrar]``."""
+    ping_method: str = "options"
+    """``options`` (an OPTIONS request, whose answer counts) or ``crlf`` (a CRLF CRLF on the
+    registered TCP/TLS connection, RFC 5626 §3.5.1, and a 4-byte CRLF CRLF datagram on UDP)."""
+    ping_max_per_tick: int = field(default=200, metadata=_range(1, 100_000))
+    """Keep-alives one worker sends at most per 0.1 s; the rest wait for the next tick."""
+    max_pinged_contacts: int = field(default=20_000, metadata=_range(1, 1_000_000))
+    """Contacts one worker keeps pinging at most; further NATed registrations are not pinged
+    (counted as ``nat_ping_table_full``)."""
+    ping_drop_after: int = field(default=0, metadata=_range(0, 100))
+    """With ``options``: a binding whose contact leaves this many OPTIONS in a row unanswered
+    (each waits one interval) is removed from the location service; 0 never removes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -830,7 +871,7 @@ class AuthRealm:
     no realm lists is challenged by the first realm."""
     credentials_file: str = ""
     """Absolute path of a file of ``username algorithm ha1`` lines (``sipline auth-ha1``
-    prints one), read when workers start. Empty: none."""
+    prints one), read when workers start and on reload. Empty: none."""
     cachedb_url: str = ""
     """A cacheDB (``docs/cachedb.md``) holding ``<cachedb_prefix><realm>:<algorithm>:<user>``
     = HA1 hex, asked when the file has no line for the user. Empty: none."""
@@ -919,6 +960,8 @@ class Settings:
     enabled``. Default: none."""
     registrar: Registrar = field(default_factory=Registrar)
     """The built-in registrar and location service."""
+    nat: Nat = field(default_factory=Nat)
+    """User agents behind NAT: Contact rewriting and keep-alives."""
     log: Log = field(default_factory=Log)
     """What every process logs."""
     timers: Timers = field(default_factory=Timers)

@@ -31,7 +31,7 @@ Rules:
    logged once: ``tcp_connect_failed``, ``tcp_connect_refused``, and one ``tcp_shutdown``
    instead of one line per connection.
 7. TLS (``ingress/tls.py``) is this adapter with Python's ``ssl`` as the transport: an inbound
-   TLS connection joins the hub (``ready``) once its handshake is done, an outbound one once
+   TLS connection joins the hub (``_ready``) once its handshake is done, an outbound one once
    connected and verified; TLS and TCP connections are filed apart (``by_peer_tls``).
 """
 
@@ -266,19 +266,23 @@ class TcpConnection(asyncio.Protocol):
         # transport; its size is the queue (pause_writing is advisory and not needed here)
         if t is None or t.is_closing() or t.get_write_buffer_size() + len(data) > limit:
             return False
-        self._send(data)
         self.last_active = self.hub.loop.time()
-        return True
+        return self._send(data)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> bool:
         t = self.transport
         assert t is not None
         session = self.session
         if session is None:
             t.write(data)
-            return
-        session.encrypt(data)
+            return True
+        try:
+            session.encrypt(data)
+        except (ssl.SSLError, ValueError) as exc:  # a session in error: this connection ends
+            self.close("tls_error", error=tlsmod.describe(exc))
+            return False
         t.write(session.data_to_send())
+        return True
 
     def reaches(self, ip: str, port: int) -> bool:
         """Whether this connection leads to ip:port (rule 4)."""
@@ -402,7 +406,7 @@ class TcpHub:
         ip = conn.peer[0]
         if self._closing:
             return False
-        busy = len(self.conns) + len(self._connects) + self.handshakes.inbound
+        busy = len(self.conns) + len(self._connects) + len(self.handshakes.running)
         if busy >= self.cfg.max_connections:
             return self._refuse(ip, "max_connections", self.cfg.max_connections)
         if self.per_ip.get(ip, 0) >= self.cfg.max_connections_per_ip:
@@ -465,7 +469,7 @@ class TcpHub:
             return None
         if tls and self.tls_client is None:
             return None  # no TLS listener, so no TLS context: the worker picked none either
-        if len(self.conns) + len(self._connects) >= self.cfg.max_connections:
+        if len(self.conns) + len(self._connects) + len(self.handshakes.running) >= self.cfg.max_connections:
             log.warning("tcp_connect_refused", peer=f"{ip}:{port}", reason="max_connections",
                         limit=self.cfg.max_connections)  # fmt: skip
             return None

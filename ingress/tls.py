@@ -13,7 +13,7 @@ Rules:
    counted ``tls_refused_<limit>``). Every handshake, either way, must finish within
    ``handshake_timeout_ms``: the hub's sweep closes the late ones (``tls_handshake_timeout``),
    no per-connection timer.
-2. A connection joins the hub (``ready``) only once its handshake succeeded and, on a listener
+2. A connection joins the hub (``TcpConnection._ready``) only once its handshake succeeded and, on a listener
    with ``client_names``, the client certificate names one of them (``conf/tlsfiles.py`` rule
    4). Any TLS error (a failed handshake, a bad record, a refused name) ends that connection
    only: counted in the ``rejects`` tally (``tls_handshake_failed``, ``tls_error``,
@@ -113,16 +113,18 @@ class TlsSession:
         self.incoming.write(data)
         if not self.done and not self.handshake():
             return b""
-        chunks = []
+        chunks: list[bytes] = []
         while True:
             try:
                 chunk = self.obj.read(READ_BYTES)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:
-                raise TlsClosed from None
-            if not chunk:
-                break
+                chunk = b""
+            if not chunk:  # the peer's close_notify (Python reports it as an empty read)
+                if chunks:  # what came before it is delivered; the TCP close follows
+                    break
+                raise TlsClosed
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -18,11 +18,46 @@ def _check_config(args: argparse.Namespace) -> int:
     from workers.routing.prefix_route import load_tables
 
     try:  # the tables' lines are checked where they are built (docs/prefix_tables.md)
-        load_tables(settings)
+        load_tables(settings, files_only=True)
     except PrefixFileError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     print(f"{path}: ok ({len(settings.listen)} listeners, {len(settings.route)} routes)")
+    return 0
+
+
+def _prefix_push(args: argparse.Namespace) -> int:
+    """Check a CSV file and store it as the cacheDB table of ``[[prefix_table]] NAME``."""
+    import asyncio
+
+    from workers.cachedb import CacheError, open_cachedb
+    from workers.routing import prefix_cachedb
+    from workers.routing.prefix_csv import PrefixFileError
+
+    settings = load_or_report(config_path(args.conf))
+    if settings is None:
+        return 2
+    table = next((t for t in settings.prefix_table if t.name == args.table), None)
+    if table is None or not table.cachedb_key:
+        print(f"no [[prefix_table]] {args.table!r} with a cachedb_key", file=sys.stderr)
+        return 2
+    groups = [ds.name for ds in settings.destination_set]
+
+    async def push(data: bytes) -> str:
+        db = open_cachedb(settings.registrar.cachedb_url, run_dir=settings.node.run_dir)
+        try:
+            return await prefix_cachedb.push(db, table.cachedb_key, data, groups,
+                                             table.max_prefixes)  # fmt: skip
+        finally:
+            await db.close()
+
+    try:
+        with open(args.file, "rb") as fh:
+            version = asyncio.run(push(fh.read()))
+    except (PrefixFileError, CacheError, OSError) as exc:
+        print(f"prefix-push: {exc}", file=sys.stderr)
+        return 2
+    print(f"{args.table}: version {version} stored under {table.cachedb_key}")
     return 0
 
 
@@ -174,10 +209,18 @@ def build_parser() -> argparse.ArgumentParser:
     ha1.add_argument("realm")
     ha1.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ha1.set_defaults(fn=_auth_ha1)
+    push = sub.add_parser("prefix-push",
+                          help="check a CSV file and store it as a cacheDB prefix table")  # fmt: skip
+    push.add_argument("table", help="name of a [[prefix_table]] with a cachedb_key")
+    push.add_argument("file", help="the CSV file (docs/prefix_tables.md)")
+    push.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    push.set_defaults(fn=_prefix_push)
     ctl = sub.add_parser("ctl", help="ask a running node (stats, destinations, dialogs, pike)")
     ctl.add_argument("--conf", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     ctl.add_argument("what", choices=["stats", "destinations", "dialogs", "pike", "ratelimit",
-                                      "sync", "failback"])  # fmt: skip
+                                      "sync", "failback", "reload"])  # fmt: skip
+    ctl.add_argument("words", nargs="*", metavar="set SET URI inactive|active",
+                     help="destinations: mark one destination in every worker")
     ctl.add_argument("--json", action="store_true", help="JSON output instead of a table")
     ctl.add_argument("--list", type=int, default=0, metavar="N",
                      help="dialogs: also list up to N live dialogs per worker, oldest first")

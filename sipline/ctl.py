@@ -1,8 +1,15 @@
 """``sipline ctl``: what a running node's processes say about themselves (conf/control.py).
 
     sipline ctl stats          per process: busy ratio, counters, transactions, queues (with
-                               the oldest queued message's wait; per pipe in --json)
+                               the oldest queued message's wait; per pipe in --json), and
+                               per worker the routing generation and digest it runs
     sipline ctl destinations   every destination of every set: health as the dispatcher sees it
+    sipline ctl destinations set SET URI inactive|active
+                               the operator's mark, in every worker, until the next restart
+                               (a reload keeps it: docs/operations.md)
+    sipline ctl reload         re-read the configuration and its tables, check them whole,
+                               then every worker takes them as one new generation; a bad
+                               file changes nothing and the answer says why (exit 1)
     sipline ctl dialogs        dialog counts per worker and for the node, and profile sizes
     sipline ctl dialogs --list N   and the N oldest live dialogs of each worker
     sipline ctl ratelimit      every [[ratelimit]] pipe per worker: rate, passed, dropped (a
@@ -30,12 +37,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from typing import Any
 
 from conf.control import ask
-from conf.load import load_or_report
+from conf.load import ConfigError, config_path, from_dict, load, load_or_report
 from conf.settings import Settings
 from sipline.cluster import ask_cluster
+from sipline.reload import mark_destination, reload_node
 
 DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
@@ -57,10 +66,14 @@ def refused_text(run_dir: str, exc: OSError, who: str = "sipline ctl") -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    settings = load_or_report(args.conf)
+    cluster = getattr(args, "cluster", False)
+    settings = load_or_report(args.conf) if cluster else node_settings(args.conf, args.what)
     if settings is None:
         return 2
     listed = getattr(args, "list", 0) if args.what == "dialogs" else 0
+    words = getattr(args, "words", None) or []
+    if args.what == "reload" or words:
+        return _change(settings, args, words)
     if getattr(args, "cluster", False):
         return _cluster(settings, args, listed)
     try:
@@ -82,6 +95,45 @@ def main(args: argparse.Namespace) -> int:
     for ident in silent:
         print(f"{ident}: no answer", file=sys.stderr)
     return 0
+
+
+def node_settings(cli_path: str | None, what: str) -> Settings | None:
+    """The settings, or when the file is refused only its ``[node]`` table: a node runs on
+    while its file is being edited, and ``reload`` still asks the workers, so each says (and
+    logs) why the file is refused."""
+    path = config_path(cli_path)
+    try:
+        return load(path)
+    except ConfigError:
+        pass
+    try:
+        with open(path, "rb") as f:
+            node = tomllib.load(f).get("node", {})
+        return from_dict({"node": node if isinstance(node, dict) else {}}, path)
+    except (OSError, tomllib.TOMLDecodeError, ConfigError) as exc:
+        lead = "reload refused, nothing changed" if what == "reload" else "configuration error"
+        print(f"{lead}: {exc}", file=sys.stderr)
+        return None
+
+
+def _change(settings: Settings, args: argparse.Namespace, words: list[str]) -> int:
+    """``reload`` and ``destinations set ...``: verbs that change the node (sipline/reload.py)."""
+    if args.what not in ("reload", "destinations") or (args.what == "reload" and words):
+        print(f"sipline ctl: {args.what} takes no {' '.join(words)!r}", file=sys.stderr)
+        return 2
+    try:
+        if args.what == "reload":
+            rc, lines = reload_node(settings.node.run_dir, args.timeout)
+        else:
+            rc, lines = mark_destination(settings.node.run_dir, words, args.timeout)
+    except PermissionError as exc:
+        print(refused_text(settings.node.run_dir, exc), file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"node": settings.node.name, args.what: lines, "ok": rc == 0}, indent=2))
+    else:
+        print("\n".join(lines), file=sys.stdout if rc == 0 else sys.stderr)
+    return rc
 
 
 def _cluster(settings: Settings, args: argparse.Namespace, listed: int) -> int:
@@ -154,7 +206,8 @@ def show(what: str, out: Any, replies: list[dict[str, Any]], listed: int) -> Non
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
                                                        "transactions", "queued_out",
-                                                       "oldest_ms", "drops", "compiled")))  # fmt: skip
+                                                       "oldest_ms", "drops", "routing",
+                                                       "compiled")))  # fmt: skip
         for r in replies:
             for name, rep in ((r.get("stateplane") or {}).get("replicas") or {}).items():
                 print(f"replica {name}: {rep.get('dialogs', 0)} dialogs, seq {rep.get('seq', 0)}")
@@ -218,7 +271,15 @@ def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
     return {"proc": r.get("proc"), "busy_1s": r.get("busy_1s"), "msgs_in": c.get("msgs_in", 0),
             "msgs_out": c.get("msgs_out", 0), "transactions": r.get("transactions", ""),
             "queued_out": r.get("queued_out", ""), "oldest_ms": r.get("queued_oldest_ms", ""),
-            "drops": drops, "compiled": r.get("compiled", "")}  # fmt: skip
+            "drops": drops, "routing": _generation(r.get("routing")),
+            "compiled": r.get("compiled", "")}  # fmt: skip
+
+
+def _generation(routing: Any) -> str:
+    """A worker's routing generation and digest (docs/operations.md "Reload without restart")."""
+    if not isinstance(routing, dict):
+        return ""
+    return f"gen {routing.get('generation')} {routing.get('digest')}"
 
 
 def table(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:

@@ -48,7 +48,9 @@ def proc_label(ident: str) -> str:
 
 
 def stage_label(proc: str) -> str:
-    return proc.partition(".")[0]
+    """``worker`` from ``worker.1``, or ``edge.worker.1`` on a host of the TCP hop."""
+    parts = proc.split(".")
+    return next((p for p in parts if p in ("ingress", "worker", "stateplane", "timers")), parts[0])
 
 
 class NodeCollector(Collector):
@@ -126,6 +128,9 @@ class _Families:
         self.outcomes = c("sipline_dialogs_ended", "Dialogs ended, by outcome",
                           labels=[*LABELS, "outcome"])  # fmt: skip
         self.timers = g("sipline_timers_armed", "Long timers a worker has armed", labels=LABELS)
+        self.routing = g("sipline_routing_generation", "Routing generation a worker runs "
+                         "(ctl reload), labelled by the digest of its files",
+                         labels=[*LABELS, "digest"])  # fmt: skip
         hop = [*LABELS, "peer"]
         self.hop_queued = g("sipline_hop_queued_messages",
                             "Messages in the backlog of the pipe to one peer", labels=hop)
@@ -154,6 +159,8 @@ class _Families:
         for k, v in sorted((r.get("txn") or {}).items()):
             if isinstance(v, int | float):
                 self.txn_events.add_metric([*lab, k], float(v))
+        if isinstance(g := r.get("routing"), dict) and isinstance(g.get("generation"), int):
+            self.routing.add_metric([*lab, str(g.get("digest", ""))], float(g["generation"]))
         if isinstance(t := r.get("timers"), dict) and "armed" in t:
             self.timers.add_metric(lab, float(t["armed"]))
         for peer, h in sorted((r.get("hops") or {}).items()):
@@ -171,7 +178,7 @@ class _Families:
 
     def all(self) -> Iterator[Metric]:
         yield from (self.busy, self.messages, self.drops, self.rejected, self.queued, self.txns,
-                    self.txn_events, self.dialogs, self.outcomes, self.timers,
+                    self.txn_events, self.dialogs, self.outcomes, self.timers, self.routing,
                     self.hop_queued, self.hop_oldest, self.hop_sent)  # fmt: skip
 
 

@@ -31,8 +31,11 @@ _CLEAR = "\x1b[H\x1b[2J"
 
 
 def stage_of(proc: str) -> str:
-    """``worker`` from ``worker.1`` or ``worker.1-4242``."""
-    return proc.rpartition("-")[0].partition(".")[0] if "-" in proc else proc.partition(".")[0]
+    """``worker`` from ``worker.1``, ``worker.1-4242`` or, on a host of the TCP hop,
+    ``edge.worker.1-4242`` (``conf.bustcp`` rule 4: the node name comes first)."""
+    head = proc.rpartition("-")[0] if "-" in proc else proc
+    parts = head.split(".")
+    return next((p for p in parts if p in STAGES), parts[0])
 
 
 @dataclass

@@ -17,6 +17,11 @@ Rules:
    address go (the workers keep their dialogs: the limits in ``docs/failover.md``).
 4. Heartbeats reach here only from the ``[[peer]]`` that may send them (``peer.py`` rule 8);
    names not in ``members`` are dropped by the quorum (its rule 9).
+5. After a fence (quorum rule 1: cut off, or paused), an address we let go that another node
+   now holds was taken over with our calls: once quorate again, every heartbeat for
+   ``RECONCILE_WINDOW_S`` the dialogs our workers hold that the holder's replica holds too
+   are let go (``RELEASE`` by key, no CDR), as the pair's split-brain loser does
+   (``failover.py`` rule 3), so each call ends once, on the holder.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import zmq
 
 from dialogstate.table import DialogTable
 from stateplane.bstar import State, encode_roles
-from stateplane.failover import Adopter
+from stateplane.failover import RECONCILE_WINDOW_S, Adopter
 from stateplane.quorum import Change, Quorum, Reason
 from stateplane.updates import Hugz
 
@@ -57,9 +62,12 @@ class ClusterFailover:
         self.counters: Counter[str] = Counter()
         self.adopter = Adopter(ctx, run_dir, self.counters)
         self.on_role: Callable[[str, State, State], None] = lambda addr, before, after: None
-        #: the pair's split-brain reconcile has no part here (``Replication`` reads these)
+        #: the pair's first reconcile has no part here (``Replication`` reads it)
         self.reconcile = False
+        #: rule 5: until when, against whom, and the keys let go so far
         self.reconcile_until = 0.0
+        self.reconcile_with: set[str] = set()
+        self._let_go: set[str] = set()
 
     @property
     def role(self) -> str:
@@ -81,6 +89,38 @@ class ClusterFailover:
     def tick(self, now: float) -> None:
         self._act(self.quorum.handle_timer(now), now)
         self._own_taken(now)
+        self._fenced_taken(now)
+
+    def _fenced_taken(self, now: float) -> None:
+        """Rule 5: the addresses we fenced that another holds now: reconcile with it."""
+        q = self.quorum
+        if q.quorate_since is None:
+            return
+        for x in list(q.fenced):
+            holder = q.held_by.get(x)
+            if x in q.holds or holder is None:
+                q.fenced.discard(x)  # ours again (regained), or nobody took it
+            elif holder[0] != self.node:
+                q.fenced.discard(x)
+                self.reconcile_with.add(holder[0])
+                if not self.reconcile_until:
+                    self._let_go = set()
+                self.reconcile_until = now + RECONCILE_WINDOW_S
+                log.warning("cluster_fenced_taken", member=x, holder=holder[0])
+
+    def recheck(self, owned: list[str], holder: str, theirs: DialogTable, now: float) -> int:
+        """Rule 5: let go of the dialogs ``holder`` holds too; past the window, stop."""
+        if now >= self.reconcile_until:
+            self.reconcile_until, self.reconcile_with, self._let_go = 0.0, set(), set()
+            return 0
+        keys = [k for k in owned if k in theirs and k not in self._let_go]
+        if keys:
+            self.adopter.release(self.node, [], now, keys)
+            self._let_go.update(keys)
+            self.counters["reconciled"] += len(keys)
+            log.warning("split_brain_reconciled", dialogs=len(keys), total=len(self._let_go),
+                        peer=holder)  # fmt: skip
+        return len(keys)
 
     def failback(self, now: float) -> list[str]:
         """``sipline ctl failback``: quorum rule 7; the addresses handed back."""

@@ -4,8 +4,8 @@ Every node of a cluster of ``members`` (the same ordered list on every node) rep
 others and heartbeats to them. Each heartbeat carries, besides the node's epoch, three sets
 of member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals,
 itself included), ``holds`` (the members whose virtual addresses, and so calls, it holds)
-and ``knows`` (the members it has heard since it started). A
-member's address is *held* by one node: its own node normally, a survivor after it died.
+and ``knows`` (the members it has heard since it started). A member's address is *held* by
+one node: its own node normally, a survivor after it died.
 This module decides, from the heartbeats heard and the clock, which addresses this node
 holds; the adapter (``stateplane/cluster.py``) binds them and adopts the calls.
 
@@ -13,7 +13,10 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
 1. Majority. ``maj = n // 2 + 1`` of the ``n`` configured members. A node is *quorate*
    when it hears at least ``maj`` members (itself included). A node that is not quorate
    holds nothing: it releases every address at once (fencing), so a minority partition
-   never serves, never takes over, and lets its own calls go to the majority.
+   never serves, never takes over, and lets its own calls go to the majority. A node whose
+   decisions stalled for ``EXPIRY_HEARTBEATS`` (a paused process: its ingresses fenced on
+   its silence, the others may have found it down) releases everything too, then settles
+   again (rule 6) before it takes anything.
 2. Down by votes. The voters are this node and the members it hears; each votes with its
    view (ours: whom we hear; another's: its last ``sees``). A member is *down* when at
    least ``maj`` voters do not see it. Down needs a majority of the configured nodes, not
@@ -25,8 +28,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
 4. Takeover. The addresses of a dead claim all go, with the dead holder's whole replica, to
    one taker: the first member after the dead holder in the configured order (cyclic) that
    is not down, is not the dead holder, and has heard it (its heartbeats' ``knows``: a node
-   restarted since the holder died has neither its replica nor its claims). Its calls are one unit (its replica), so every
-   address it held goes with them, whoever those addresses belong to. The taker waits
+   restarted since the holder died has neither its replica nor its claims). Its calls are
+   one unit (its replica), so every address it held goes with them, whoever those
+   addresses belong to. The taker waits
    ``GRACE_HEARTBEATS`` after it first finds the holder down, so a holder cut off in a
    minority has fenced (rule 1, at ``EXPIRY_HEARTBEATS``) before the majority takes over.
 5. Own address. An address nobody claims (no claim, or its holder handed it back) goes to
@@ -46,8 +50,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    one nearer the address's member in the cyclic order keeps it (the member itself is
    nearest); the other releases it at once. Every node computes the same answer.
 9. Hostile input. Only configured members are heard (the adapter checks the ``[[peer]]``
-   name); names in ``sees`` and ``holds`` that are not members are dropped and counted, so
-   every table here has at most ``n`` entries.
+   name); names in ``sees``, ``holds`` and ``knows`` that are not members are dropped and
+   counted, so every table here has at most ``n`` entries; a heartbeat with an older epoch
+   than the one heard (a dead process's, still queued) is ignored.
 
 Every input takes ``now``; ``next_timer()`` says when ``handle_timer(now)`` must run.
 """
@@ -122,6 +127,10 @@ class Quorum:
         self.counters: Counter[str] = Counter()
         self._index = {m: i for i, m in enumerate(self.members)}
         self._next = now + heartbeat_s
+        self._last = now
+        #: members whose addresses we let go without quorum (rule 1), for the adapter's
+        #: reconcile once another holds them (``cluster.py`` rule 5)
+        self.fenced: set[str] = set()
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -130,6 +139,10 @@ class Quorum:
         """A member's heartbeat (the adapter checked it comes from ``node``)."""
         if node == self.me or node not in self._index:
             self.counters["not_member"] += 1
+            return []
+        known = self.heard.get(node)
+        if known is not None and epoch < known.epoch:  # an older process's, queued: not news
+            self.counters["stale_epoch"] += 1
             return []
         h = Heard(epoch, self._members(sees), self._members(holds), self._members(knows), now)
         self.heard[node] = h
@@ -207,6 +220,12 @@ class Quorum:
         return (self._index[m] - self._index[x]) % len(self.members)
 
     def _decide(self, now: float) -> list[Change]:
+        stalled = now - self._last >= EXPIRY_HEARTBEATS * self.heartbeat_s
+        self._last = now
+        if stalled:  # rule 1: we may have been found down meanwhile; our ingresses fenced
+            self.quorate_since = None
+            self.counters["stalls"] += 1
+            return self._release_all()
         down = {m for m in self.members if self.is_down(m, now)}
         for m in self.members:
             if m in down:
@@ -236,6 +255,7 @@ class Quorum:
 
     def _release_all(self) -> list[Change]:
         out = [Change(False, x, Reason.NO_QUORUM) for x in self.members if x in self.holds]
+        self.fenced |= self.holds
         self.holds.clear()
         return out
 

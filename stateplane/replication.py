@@ -404,6 +404,14 @@ class Replication:
                 return peer.replica.table
         return None
 
+    def _recheck_members(self, now: float) -> None:
+        """``cluster.py`` rule 5, against each holder whose replica is in sync."""
+        assert isinstance(self.failover, ClusterFailover)
+        for peer in self.peers:
+            r = peer.replica
+            if r is not None and r.node in self.failover.reconcile_with and not r.syncing:
+                self.failover.recheck(self.mirror.keys(), r.node, r.table, now)
+
     def _view(self) -> tuple[tuple[str, ...], ...]:
         fo = self.failover
         return fo.view(self.loop.time()) if isinstance(fo, ClusterFailover) else ()
@@ -507,6 +515,8 @@ class Replication:
                 self._start_snapshot()
         self._restore_tick(now)
         peer = self.peers[0] if self.peers else None
+        if isinstance(self.failover, ClusterFailover) and self.failover.reconcile_until:
+            self._recheck_members(now)
         if (isinstance(self.failover, Failover) and self.failover.reconcile_until and peer is not None
                 and peer.replica is not None and not peer.replica.syncing):  # fmt: skip
             self.failover.recheck(self.mirror.keys(), peer.replica.table, now)

@@ -69,6 +69,15 @@ PACKAGES: dict[str, Package] = {
     ),
     "bstar": Package(("stateplane/bstar.py",), ("tests/stateplane/test_bstar.py",)),
     "schedule": Package(("timers/schedule.py",), ("tests/timers/test_schedule.py",)),
+    "auth": Package(
+        ("workers/auth/header.py", "workers/auth/digest.py", "workers/auth/nonce.py",
+         "workers/auth/gate.py"),
+        (
+            "tests/workers/test_auth_header.py",
+            "tests/workers/test_auth_nonce.py",
+            "tests/workers/test_auth_gate.py",
+        ),
+    ),
 }
 
 #: Mutants that no test can kill because the program behaves the same with them, each with

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -173,3 +174,22 @@ class TestConsoleScript:
 def test_console_script_installed() -> None:
     """`pip install -e .` put a `sipline` script next to the interpreter (what honcho runs)."""
     assert Path(sys.executable).with_name("sipline").exists() or shutil.which("sipline")
+
+
+def test_worker_stops_on_a_bad_prefix_table(tmp_path: Path) -> None:
+    """A worker whose prefix table file has a bad line exits 2 before serving, and its log
+    line names the file, the line and the field."""
+    csv = tmp_path / "carriers.csv"
+    csv.write_text("+44,uas\n+4420,uas,x\n")
+    p = tmp_path / "s.toml"
+    p.write_text(
+        f'[node]\nrun_dir = "{tmp_path / "run"}"\n'
+        '[[destination_set]]\nname = "uas"\ndestinations = ["sip:127.0.0.1:5080"]\n'
+        f'[[prefix_table]]\nname = "carriers"\nfile = "{csv}"\n'
+        '[[route]]\nname = "pstn"\nprefix_table = "carriers"\n'
+    )
+    res = run(["--conf", str(p), "worker"])
+    assert res.returncode == 2, res.stdout + res.stderr
+    refused = [json.loads(line) for line in res.stdout.splitlines()
+               if '"prefix_table_refused"' in line]  # fmt: skip
+    assert refused and f"{csv}:2: priority: expected a priority" in refused[0]["error"]

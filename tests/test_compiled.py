@@ -3,6 +3,7 @@ source is never shadowed by a binary built from the old one."""
 
 from __future__ import annotations
 
+import ast
 import importlib.machinery
 import json
 import os
@@ -165,3 +166,24 @@ def test_check_accepts_only_a_build_of_these_sources(tmp_path: Path) -> None:
     assert compiled.check(build, root).reason.startswith("unreadable manifest")
     (build / compiled.MANIFEST).unlink()
     assert compiled.check(build, root).reason == "not built"
+
+
+def _project_imports(module: str) -> set[str]:
+    tree = ast.parse(compiled.source_path(module).read_text())
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            # `from workers import nat` imports the module workers.nat
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+    return {n for n in names if compiled.source_path(n).is_file()}
+
+
+def test_every_project_module_a_compiled_one_imports_is_hashed() -> None:
+    """An edit to anything the compiled modules were type-checked against makes the build
+    stale: each project module they import is compiled too or listed in DEPENDS."""
+    for module in compiled.MODULES:
+        missing = _project_imports(module) - set(compiled.sources())
+        assert not missing, f"{module} imports {sorted(missing)}: add them to DEPENDS"

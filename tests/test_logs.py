@@ -247,7 +247,7 @@ class TestMetrics:
          "counters": {"msgs_in": 7, "msgs_out": 6, "drop_no_worker": 1}, "queued_out": 3,
          "transactions": 2, "txn": {"timeout": 1},
          "dialogs": {"active": 4, "early": 1, "processed": 9, "expired": 0, "failed": 1,
-                     "profiles": {}}},
+                     "profiles": {}}, "routing": {"generation": 3, "digest": "ab12"}},
         {"ok": True, "proc": "ingress.1-4243", "role": "ingress", "busy_1s": 0.1,
          "counters": {"msgs_in": 8, "msgs_out": 7}, "queued_out": 0,
          "hops": {"worker.1-4242": {"queued": 12, "oldest_ms": 250.0, "sent": 40}},
@@ -279,6 +279,7 @@ class TestMetrics:
         assert got[key("sipline_processes", node="n1", answered="no")] == 1
         assert got[key("sipline_rejected_total", **i, reason="bad_request")] == 5
         assert got[key("sipline_rejected_total", **i, reason="tcp_idle")] == 2
+        assert got[key("sipline_routing_generation", **w, digest="ab12")] == 3
 
     def test_hops(self) -> None:
         """Each pipe an answer lists is a series per peer (no pid): depth, oldest wait in
@@ -297,3 +298,8 @@ class TestMetrics:
         """The pid is cut off a control ident; a name without one is kept whole."""
         assert metrics.proc_label("worker.1-4242") == "worker.1"
         assert metrics.proc_label("worker") == "worker"
+        # a host on the TCP hop puts its node name first (conf/bustcp.py rule 4)
+        assert metrics.proc_label("edge.ingress.1-4242") == "edge.ingress.1"
+        assert metrics.stage_label("edge.ingress.1") == "ingress"
+        assert metrics.stage_label("worker.2") == "worker"
+        assert top.stage_of("b.worker.1-4242") == "worker" and top.stage_of("b.worker-7") == "worker"

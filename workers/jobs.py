@@ -21,7 +21,7 @@ from conf.settings import Settings
 from workers.cachedb import CacheError
 from workers.coreevents import Job
 from workers.dns import DnsError, Resolver, ResolverConfig
-from workers.proxy import Out
+from workers.proxy import STREAMS, Out
 from workers.registrar.location import Location
 from workers.registrar.register import Source
 from workers.stateful import StatefulProxy
@@ -67,6 +67,27 @@ class Jobs:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def drop_binding(self, aor: str, contact: str) -> None:
+        """Remove a binding whose contact stopped answering keep-alives (docs/nat.md)."""
+        if self.location is None or len(self._tasks) >= MAX_JOBS:
+            self.meter.counters["drop_jobs_full"] += 1
+            return
+        task = self.loop.create_task(self._drop(aor, contact))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _drop(self, aor: str, contact: str) -> None:
+        assert self.location is not None
+        try:
+            removed = await self.location.remove(aor, contact, time.time())
+        except CacheError as exc:
+            log.warning("nat_drop_failed", aor=aor, contact=contact, error=type(exc).__name__)
+            return
+        except Exception:  # a bug costs this removal, not the worker
+            log.exception("nat_drop_failed", aor=aor, contact=contact)
+            return
+        log.info("nat_contact_dropped", aor=aor, contact=contact, removed=removed)
+
     async def aclose(self) -> None:
         """Let jobs in flight finish (bounded by their own timeouts), then close the store."""
         if self._tasks:
@@ -91,7 +112,9 @@ class Jobs:
                 outs = self.core.authenticated(job, ha1, self.loop.time())
             elif job.kind == "register":
                 assert self.location is not None
-                src = Source(job.inb.transport, job.inb.src_ip, job.inb.src_port)
+                inb = job.inb
+                tag = self.core.sl.tags.mint(inb.ingress, inb.conn) if inb.transport in STREAMS else ""
+                src = Source(inb.transport, inb.src_ip, inb.src_port, tag)
                 r = await self.location.register(job.request, src, time.time())
                 if r.bad_record:
                     log.warning("location_bad_record", call_id=job.request.call_id, error=r.bad_record)

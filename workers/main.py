@@ -10,8 +10,10 @@ import zmq
 
 from conf import bustcp, nodekey, process, sockets
 from conf.settings import Settings
+from workers.cachedb import CacheError
 from workers.ratelimit.pipes import SHARE_INTERVAL_S
 from workers.routing.prefix_csv import PrefixFileError
+from workers.routing.prefix_route import load_all
 from workers.service import Worker
 
 log = structlog.get_logger()
@@ -21,7 +23,12 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ident = bustcp.ident(settings, "worker")
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     try:
-        worker = Worker(settings, ident, ctx)
+        prefixes = await load_all(settings)  # before any request: a route may need them
+        worker = Worker(settings, ident, ctx, prefixes)
+    except CacheError as exc:  # the cacheDB of a [[prefix_table]] did not answer in 10 s
+        log.error("prefix_table_unavailable", error=str(exc))
+        ctx.destroy(linger=0)
+        return 2
     except nodekey.NodeKeyError as exc:
         log.error("node_key_refused", error=str(exc))
         ctx.destroy(linger=0)
@@ -41,7 +48,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     def report() -> None:
         log.info("load_stats", **worker.stats(interval))
 
-    loop.add_signal_handler(signal.SIGHUP, worker.reopen_cdrs)  # logrotate's postrotate
+    # logrotate's postrotate, and a reload of the routing (workers/reloading.py rule 3)
+    loop.add_signal_handler(signal.SIGHUP, worker.on_sighup)
     log.info("worker_ready", endpoint=worker.bus.endpoint)
     try:
         worker.bus.heartbeat()

@@ -75,6 +75,7 @@ from ingress.sip.headers import split_commas
 from ingress.sip.message import NameAddr, Request, Response, Uri, Via
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import Edit, build_response, splice
+from workers import nat
 from workers.auth.admit import Authenticator
 from workers.conntag import ConnTags
 from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
@@ -106,6 +107,12 @@ STREAMS = frozenset({"tcp", "tls"})
 #: on a next hop the stateful proxy resolved from a host name: that name, which a TLS
 #: server's certificate must carry; it goes to the ingress as the meta transport ``tls:<name>``
 SNI_PARAM = "sl-sni"
+#: on a next hop the stateful proxy took from a binding: the tag of the TCP/TLS connection its
+#: REGISTER came on (docs/nat.md); checked as the Via's ``sl-c``
+NAT_CONN_PARAM = "sl-nc"
+#: what a URI parameter value may hold (RFC 3261 §25.1 paramchar, unescaped): a tag that does
+#: not fit is left off the hop, which then reaches the UA by its address only
+PARAMCHARS_RE = re.compile(r"[A-Za-z0-9\-_.!~*'()\[\]/:&+$]+")
 SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63})*\.?")
 #: the Record-Route parameter naming a listener's transport (UDP is the default)
 RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}
@@ -175,6 +182,8 @@ class StatelessProxy:
         #: ``relay_refused`` (rule 10); the worker hands in its load counters
         self.counters: Counter[str] = Counter()
         self.tags = ConnTags(key if key is not None else secrets.token_bytes(32))
+        #: [nat] fix_contact: the tests that mark a sender as behind NAT (workers/nat.py)
+        self.nat_tests = frozenset(settings.nat.detect) if settings.nat.fix_contact else None
         #: the ingresses a response may name (rule 3); the worker sets its live set, None
         #: trusts any ingress an authentic tag names
         self.ingresses: Container[str] | None = None
@@ -332,16 +341,23 @@ class StatelessProxy:
             start = req.raw.find(req.method.encode())
             line = f"{req.method} {uri.raw} SIP/2.0".encode("utf-8", "surrogateescape") + CRLF
             edits.append((start, req.line_end, line))
+        if self.nat_tests is not None and req.method != "REGISTER":
+            _add_nat_edit(edits, req, inb, self.nat_tests)
         if transport in STREAMS and not req.has_header("content-length"):
             cl = b"Content-Length: %d" % (req.body_end - req.body_start) + CRLF
             edits.append((req.line_end, req.line_end, cl))
         data = splice(req.raw, edits, req.body_end)
         meta = [transport, dst_ip, dst_port, 0, out_lst.address, out_lst.port]
+        ingress = inb.ingress
+        if transport in STREAMS and (tag := hop.param(NAT_CONN_PARAM)):
+            named = self.tags.verify(tag)  # another node's, or forged: any connection will do
+            if named is not None and (self.ingresses is None or named[0] in self.ingresses):
+                ingress, meta[3] = named
         if transport == "tls":  # the name the server's certificate must carry (docs/tls.md)
             name = hop.param(SNI_PARAM)
             if name and SERVER_NAME_RE.fullmatch(name):
                 meta[0] = f"tls:{name.lower()}"
-        return (inb.ingress, meta, data), branch
+        return (ingress, meta, data), branch
 
     def _check_rate(self, req: Request, inb: Inbound, routes: list[NameAddr], uri: Uri) -> None:
         """Rule 9: an initial request over a pipe's rate gets 503 with a jittered Retry-After."""
@@ -545,7 +561,10 @@ class StatelessProxy:
         lst = self.listeners.pick(transport, dst_ip)
         if lst is None:
             raise Drop("no_listener")
-        data = splice(resp.raw, [self._pop_via(resp)], resp.body_end)
+        edits = [self._pop_via(resp)]
+        if self.nat_tests is not None:
+            _add_nat_edit(edits, resp, inb, self.nat_tests)
+        data = splice(resp.raw, edits, resp.body_end)
         return (ingress, [transport, dst_ip, dst_port, conn, lst.address, lst.port], data)
 
     def _pop_via(self, resp: Response) -> Edit:
@@ -576,9 +595,13 @@ class StatelessProxy:
                 port = top.port or 5060
         return [inb.transport, inb.src_ip, port, inb.conn, inb.local_ip, inb.local_port]
 
-    def pop_via(self, resp: Response) -> bytes:
-        """``resp`` without our Via, as it goes upstream."""
-        return splice(resp.raw, [self._pop_via(resp)], resp.body_end)
+    def pop_via(self, resp: Response, inb: Inbound | None = None) -> bytes:
+        """``resp`` without our Via, as it goes upstream; with ``inb`` (where it came from)
+        its Contact is fixed when ``[nat] fix_contact`` says so."""
+        edits = [self._pop_via(resp)]
+        if inb is not None and self.nat_tests is not None:
+            _add_nat_edit(edits, resp, inb, self.nat_tests)
+        return splice(resp.raw, edits, resp.body_end)
 
 
 def _name_addr(text: str) -> NameAddr:
@@ -589,3 +612,20 @@ def _via_text(via: Via, params: dict[str, str | None]) -> bytes:
     host = via.host + (f":{via.port}" if via.port else "")
     p = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
     return f"SIP/2.0/{via.transport} {host}{p}".encode("utf-8", "surrogateescape")
+
+
+def _add_nat_edit(edits: list[Edit], msg: Request | Response, inb: Inbound,
+                  tests: frozenset[str]) -> None:  # fmt: skip
+    """fix_nated_contact (workers/nat.py rules 2 and 3), unless a route's edit already
+    touches the Contact line (edits must not overlap)."""
+    if isinstance(msg, Request):
+        if len(msg.vias) != 1:
+            return  # not straight from the UA: its Contact is not where it came from
+    else:
+        tests = tests & nat.RESPONSE_TESTS
+    src = nat.Seen(inb.transport, inb.src_ip, inb.src_port)
+    if not nat.behind_nat(msg, src, tests):
+        return
+    edit = nat.contact_edit(msg, src)
+    if edit is not None and not any(s < edit[1] and edit[0] < e for s, e, _ in edits):
+        edits.append(edit)

@@ -43,9 +43,12 @@ from workers.jobs import Jobs
 from workers.proxy import Inbound, Out, StatelessProxy
 from workers.ratelimit.share import RateShare
 from workers.refusals import Drop, Malformed
+from workers.reloading import Reloader, in_thread
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.health import HealthChanged
+from workers.routing.prefix_route import PrefixTables
 from workers.routing.probes import probe_share
+from workers.routing.reload import Routing, initial
 from workers.routing.table import RoutingTable
 from workers.stateful import StatefulProxy
 
@@ -60,7 +63,10 @@ log = structlog.get_logger()
 
 
 class Worker:
-    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any]) -> None:
+    def __init__(self, settings: Settings, worker_id: str, ctx: zmq.Context[Any],
+                 prefixes: PrefixTables | None = None) -> None:  # fmt: skip
+        """``prefixes``: the prefix tables read at start (``workers/main.py``); None reads
+        the file tables here (tests, benchmarks)."""
         self.settings = settings
         self.worker_id = worker_id
         self.loop = asyncio.get_running_loop()
@@ -73,8 +79,8 @@ class Worker:
         self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
-        self.proxy = StatelessProxy(settings, RoutingTable(settings, self.dispatcher),
-                                    key=nodekey.load(settings.node.run_dir))  # fmt: skip
+        table = RoutingTable(settings, self.dispatcher, prefixes)
+        self.proxy = StatelessProxy(settings, table, key=nodekey.load(settings.node.run_dir))
         self.proxy.counters = self.meter.counters  # relay_refused (proxy rule 10)
         self.proxy.auth = Authenticator.from_settings(settings, f"{settings.node.name}/{worker_id}",
                                                       self.loop.time())  # fmt: skip
@@ -137,7 +143,12 @@ class Worker:
                               on_adopt=self._on_adopt, on_release=self._on_release,
                               on_forward=self._on_forward, on_handed=self._on_handed)  # fmt: skip
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
+        #: ``ctl reload`` and SIGHUP (workers/reloading.py); ``destination_state`` marks
+        self.reloader = Reloader(initial(settings, table), self.stateful is not None,
+                                 self._new_dispatcher, self._use_routing, self.loop.time,
+                                 in_thread(self.loop))  # fmt: skip
         self.control = ControlServer(ctx, settings.node.run_dir, worker_id, {
+            **self.reloader.handlers(),
             "stats": self._ctl_stats,
             "destinations": lambda _: {"destinations": self.dispatcher.status(self.loop.time())},
             "dialogs": self._ctl_dialogs,
@@ -180,7 +191,8 @@ class Worker:
         hops = self.hops()
         out: dict[str, Any] = {**self.meter.control("worker"), "queued_out": self.bus.queued,
                                "queued_oldest_ms": oldest_ms(hops), "hops": hops,
-                               "rejected": dict(self.rejects.totals)}  # fmt: skip
+                               "rejected": dict(self.rejects.totals),
+                               "routing": self.reloader.stats()}  # fmt: skip
         if self.proxy.auth is not None:
             out["auth"] = self.proxy.auth.stats()
         if self.stateful is not None:
@@ -414,6 +426,30 @@ class Worker:
         if self.cdrs is not None:
             self.cdrs.reopen()
 
+    def on_sighup(self) -> None:
+        """SIGHUP: reopen the CDR file, then re-read the configuration (workers/reloading.py
+        rule 3)."""
+        self.reopen_cdrs()
+        self.reloader.reload_now()
+
+    def _new_dispatcher(self, settings: Settings) -> Dispatcher:
+        return Dispatcher(settings.destination_set, settings.listen,
+                          instance=self.dispatcher.instance, owns=self._owns)  # fmt: skip
+
+    def _use_routing(self, routing: Routing) -> None:
+        """The swap (workers/routing/reload.py rule 2): every reference to the routing
+        objects, between two messages."""
+        table = routing.table
+        self.dispatcher = table.dispatcher
+        self.proxy.routing, self.proxy.trusted = table, table.trusted
+        if self.proxy.auth is not None:
+            self.proxy.auth.store.replace_files(routing.credentials)
+        if self.stateful is not None:
+            self.stateful.use_routing(table.dispatcher, routing.route_modes)
+            self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), self.peers.idents,
+                                               self.worker_id))  # fmt: skip
+            self._arm_timer()
+
     def _on_timers(self, fired: list[Fired]) -> None:
         """Lifetimes the timer service fired to us (we own their Call-IDs now)."""
         assert self.stateful is not None
@@ -492,7 +528,13 @@ class Worker:
         outs: list[Out] = self.stateful.handle_timer(now, time.time())
         ingress = self.bus.any_ingress()
         if ingress is not None:  # probes leave through any ingress: UDP is not per connection
-            outs += [(ingress, meta, data) for _, meta, data in self.stateful.probes(now)]
+            # NAT keep-alives name the ingress their contact registered through
+            outs += [(i or ingress, meta, data) for i, meta, data in self.stateful.probes(now)]
+        pinger = self.stateful.natping
+        if pinger is not None and pinger.drops and self.jobs is not None:
+            for aor, contact in pinger.drops:
+                self.jobs.drop_binding(aor, contact)
+            pinger.drops.clear()
         sent = sum(self.bus.send(*out) for out in outs)
         self.meter.counters["msgs_out"] += sent
         self._after_core()  # the CDRs of calls these outputs end go first (workers/dialogs/cdr.py)
@@ -545,6 +587,8 @@ class Worker:
             out["txn"] = dict(self.stateful.counters)
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
+            if self.stateful.natping is not None:  # docs/nat.md
+                out["nat"] = {"pinged": len(self.stateful.natping), **self.stateful.natping.counters}
         return out
 
     async def aclose(self) -> None:

@@ -56,7 +56,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from conf.settings import Settings
+from conf.settings import Mode, Settings
 from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
 from ingress.sip.grammar import parse_uri
@@ -67,8 +67,18 @@ from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
 from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import SNI_PARAM, Inbound, Out, Plan, StatelessProxy
+from workers.proxy import (
+    NAT_CONN_PARAM,
+    PARAMCHARS_RE,
+    SNI_PARAM,
+    Inbound,
+    Out,
+    Plan,
+    StatelessProxy,
+)
+from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
 from workers.registrar.register import Registrar
+from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.targets import chain, fails_over, next_set
 from workers.timerc import TimerC
@@ -118,6 +128,12 @@ class StatefulProxy:
         hosts = [lst.address for lst in settings.listen]
         #: the registrar when enabled: its REGISTERs and lookups become ``jobs``
         self.registrar = Registrar(reg, hosts) if reg.enabled else None
+        #: keep-alives to registered contacts behind NAT (docs/nat.md)
+        self.natping = NatPinger(settings.nat, settings.listen, instance=self.dispatcher.instance,
+                                 owns=self.dispatcher.owns,
+                                 ) if reg.enabled and settings.nat.ping_interval_s > 0 else None  # fmt: skip
+        self._nat_tests = frozenset(settings.nat.detect)
+        self._resp_from: tuple[Response, Inbound] | None = None
         self.jobs: list[Job] = []
         #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
         self.dialogs = DialogTable(settings, is_us=stateless.listeners.uri_is_us,
@@ -141,6 +157,12 @@ class StatefulProxy:
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
                                self.counters) if self.dialogs is not None else None  # fmt: skip
+
+    def use_routing(self, dispatcher: Dispatcher, route_modes: dict[str, Mode]) -> None:
+        """A reload swapped the worker's routing (``workers/routing/reload.py``): transactions
+        in progress keep the sets they hold; new ones use these."""
+        self.dispatcher = dispatcher
+        self._route_mode = route_modes
 
     @property
     def needed(self) -> bool:
@@ -195,6 +217,9 @@ class StatefulProxy:
         probe = self.dispatcher.next_deadline()
         if probe is not None and (at is None or probe < at):
             at = probe
+        ping = self.natping.next_deadline() if self.natping is not None else None
+        if ping is not None and (at is None or ping < at):
+            at = ping
         c = self.timer_c.next_deadline()
         if c is not None and (at is None or c < at):
             at = c
@@ -352,12 +377,22 @@ class StatefulProxy:
         if self.dialogs is not None:
             self.dialogs.receive_response(resp, now, self.wall)
         branch = resp.vias[0].branch or ""
+        if branch.startswith(NATPING_BRANCH_PREFIX):
+            if self.natping is not None:
+                self.natping.answered(branch, now)
+            return
         if branch.startswith(PROBE_BRANCH_PREFIX):
             if resp.status >= 200:
                 self.health_events.extend(self.dispatcher.probe_answered(branch, resp.status, now))
             return
+        self._resp_from = (resp, inb)  # for _upstream, as the table hands the response back
         if self.table.receive_response(resp, now) is None:
             self._outs.append(self.sl.response_out(resp, inb))  # rule 3
+
+    def _upstream(self, resp: Response) -> bytes:
+        """``resp`` as it goes upstream: our Via off, its Contact fixed (docs/nat.md)."""
+        held = self._resp_from
+        return self.sl.pop_via(resp, held[1] if held is not None and held[0] is resp else None)
 
     # -- events ------------------------------------------------------------------------------
 
@@ -482,7 +517,7 @@ class StatefulProxy:
     def _on_client_response(self, txn: Transaction | Held, resp: Response, now: float) -> None:
         if isinstance(txn, Held):  # a 2xx retransmission while Timer M runs (rule 9)
             ingress, meta = txn.dest
-            self._outs.append((ingress, meta, self.sl.pop_via(resp)))
+            self._outs.append((ingress, meta, self._upstream(resp)))
             return
         ctx: Proxied | None = txn.context
         status = resp.status
@@ -490,14 +525,14 @@ class StatefulProxy:
             return  # a CANCEL's own answer, or 100 Trying (never forwarded, §16.7 step 3)
         if ctx.client is not txn or ctx.done:
             if 200 <= status < 300:
-                self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
+                self._send_upstream(ctx, self._upstream(resp), status, now)
             return
         if status < 300:
-            self._send_upstream(ctx, self.sl.pop_via(resp), status, now)
+            self._send_upstream(ctx, self._upstream(resp), status, now)
             return
         self._report(ctx, status, resp, now)
         if ctx.best is None or status < ctx.best_status or status >= 600:
-            ctx.best, ctx.best_status = self.sl.pop_via(resp), status  # §16.7 step 6, roughly
+            ctx.best, ctx.best_status = self._upstream(resp), status  # §16.7 step 6, roughly
         ctx.outcome = status
         if ctx.targets and not ctx.cancelled and fails_over(ctx, status):
             self.counters["failover"] += 1
@@ -512,7 +547,9 @@ class StatefulProxy:
     def _report(self, ctx: Proxied, status: int | None, resp: Response | None, now: float) -> None:
         """Tell the dispatcher how the destination did (its health counts failures)."""
         d = ctx.current
-        if d is None or ctx.dset is None or not ctx.dset.probing:
+        # d's own set: a prefix table's list spans several (docs/prefix_tables.md)
+        ds = self.dispatcher.sets.get(d.set_name) if d is not None else None
+        if d is None or ds is None or ctx.dset is None or not ds.probing:
             return
         retry = None
         if resp is not None and status == 503:
@@ -569,6 +606,8 @@ class StatefulProxy:
         assert job.txn is not None  # a "register" job has one
         if job.txn.accepts(status):
             self.table.respond(job.txn, data, status, now)
+        if status == 200 and self.natping is not None and job.inb is not None:
+            note_nat(self.natping, self.registrar, job.request, job.inb, self._nat_tests, now)
         self._drain(now)
         return outs
 
@@ -588,7 +627,10 @@ class StatefulProxy:
                 contact = parse_uri(uri)
                 hop = contact
                 if source is not None:  # where the REGISTER came from: through its NAT
-                    hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};transport={source.transport}")
+                    tag = source.conn
+                    conn = f";{NAT_CONN_PARAM}={tag}" if tag and PARAMCHARS_RE.fullmatch(tag) else ""
+                    hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};"
+                                    f"transport={source.transport}{conn}")  # fmt: skip
                 ctx.targets.append((hop, contact, None))
             self._try_next(ctx, now)
         self._drain(now)
@@ -621,7 +663,8 @@ class StatefulProxy:
     def probes(self, now: float) -> list[Out]:
         """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
         self.health_events.extend(self.dispatcher.handle_timer(now))
-        return [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
+        pings: list[Out] = self.natping.due(now) if self.natping is not None else []
+        return pings + [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
                  p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
 
     # -- answers upstream --------------------------------------------------------------------

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
+import socket
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
+from conf.load import from_dict
+from conf.settings import Settings
+from sipline import cli
 from tests.cachedb.conftest import make
 from tests.cachedb.helpers import run
 from tests.cachedb.servers import RedisCluster, Server
-from workers.cachedb import CacheDB, open_cachedb
+from workers.cachedb import CacheDB, CacheError, open_cachedb
 from workers.routing import prefix_cachedb
 from workers.routing.prefix_csv import PrefixFileError
+from workers.routing.prefix_route import load_all
 from workers.routing.prefixes import Gateway
 
 GROUPS = ["a", "b"]
@@ -104,3 +111,63 @@ def test_missing_or_forged_key_space_is_refused(kv: Server) -> None:
             await prefix_cachedb.fetch(db, key)
 
     with_db(kv, body)
+
+
+def settings_for(server: Server | RedisCluster | None, key: str, tmp_path: Path) -> Settings:
+    csv = tmp_path / "local.csv"
+    csv.write_text("33,b\n")
+    return from_dict({
+        "node": {"run_dir": str(tmp_path / "run")},
+        "registrar": {"cachedb_url": server.url if server else "local://"},
+        "destination_set": [{"name": "a", "destinations": ["sip:127.0.0.1:5080"]},
+                            {"name": "b", "destinations": ["sip:127.0.0.1:5081"]}],
+        "prefix_table": [{"name": "remote", "cachedb_key": key},
+                         {"name": "local", "file": str(csv)}],
+        "route": [{"name": "r", "prefix_table": "remote"}],
+    })  # fmt: skip
+
+
+def test_worker_start_reads_file_and_cachedb_tables(kv: Server, tmp_path: Path) -> None:
+    """``load_all`` (what a worker does at start) builds both kinds of table; ``sipline
+    prefix-push`` is what stores the cacheDB one, and refuses a bad file."""
+
+    async def body(db: CacheDB, key: str) -> None:
+        s = settings_for(kv, key, tmp_path)
+        conf = tmp_path / "s.toml"
+        conf.write_text(f'[node]\nrun_dir = "{tmp_path / "run"}"\n[registrar]\n'
+                        f'cachedb_url = "{kv.url}"\n'
+                        '[[destination_set]]\nname = "a"\ndestinations = ["sip:127.0.0.1:5080"]\n'
+                        f'[[prefix_table]]\nname = "remote"\ncachedb_key = "{key}"\n')  # fmt: skip
+        bad, good = tmp_path / "bad.csv", tmp_path / "good.csv"
+        bad.write_text("44,a\n45,zz\n")
+        good.write_text("44,a\n")
+        loop = asyncio.get_running_loop()
+        rc = await loop.run_in_executor(None, cli.main, ["--conf", str(conf), "prefix-push", "remote", str(bad)])
+        assert rc == 2 and await db.get(f"{key}:current") is None
+        rc = await loop.run_in_executor(None, cli.main, ["--conf", str(conf), "prefix-push", "remote", str(good)])
+        assert rc == 0
+        tables = await load_all(s, db)
+        assert tables["remote"].lookup("4471") is not None
+        assert tables["local"].lookup("3312") is not None
+
+    with_db(kv, body)
+
+
+def test_cachedb_down_at_start_stops_after_the_wait(tmp_path: Path) -> None:
+    """A cacheDB that never answers: ``load_all`` gives up with CacheError after its wait."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+
+    async def main() -> None:
+        s = settings_for(None, "k", tmp_path)
+        db = open_cachedb(url, timeout_s=0.2)
+        try:
+            t0 = asyncio.get_running_loop().time()
+            with pytest.raises(CacheError):
+                await load_all(s, db, within_s=0.5)
+            assert asyncio.get_running_loop().time() - t0 >= 0.5
+        finally:
+            await db.close()
+
+    run(main)

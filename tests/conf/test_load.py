@@ -623,6 +623,59 @@ class TestFailoverPair:
         assert e.key == "stateplane.replicate" and "[dialogs] enabled" in e.expected
 
 
+class TestClusterMembers:
+    """role = "member": the cluster's names, peers and whose standby address is whose."""
+
+    DLG: ClassVar[dict[str, Any]] = {"dialogs": {"enabled": True}, "proxy": {"mode": "stateful"}}
+    LISTEN: ClassVar[list[dict[str, Any]]] = [
+        {"transport": "udp", "address": "127.0.0.20", "virtual": True},
+        {"transport": "udp", "address": "127.0.0.21", "virtual": True, "standby": True},
+        {"transport": "udp", "address": "127.0.0.1", "port": 5070}]  # fmt: skip
+
+    def cluster(self, peer: list[dict[str, Any]] | None = None, **sp: Any) -> dict[str, Any]:
+        base = {"replicate": True, "role": "member", "members": ["sipline", "b", "c"],
+                "peers": ["/tmp/sipline-b", "/tmp/sipline-c"]}  # fmt: skip
+        peers = [{"name": "b", "stateplane": "/tmp/sipline-b", "virtual": ["127.0.0.21"]},
+                 {"name": "c", "stateplane": "/tmp/sipline-c"}]  # fmt: skip
+        return {**self.DLG, "listen": self.LISTEN, "stateplane": {**base, **sp},
+                "peer": peers if peer is None else peer}  # fmt: skip
+
+    def test_a_valid_member(self) -> None:
+        s = from_dict(self.cluster())
+        assert s.stateplane.members == ["sipline", "b", "c"] and s.peer[0].virtual
+
+    @pytest.mark.parametrize(
+        ("change", "key", "expected"),
+        [
+            ({"members": ["sipline", "b"]}, "stateplane.members", "3 to 32 distinct"),
+            ({"members": ["sipline", "b", "b"]}, "stateplane.members", "3 to 32 distinct"),
+            ({"members": ["a", "b", "c"]}, "stateplane.members", "naming this node"),
+            ({"members": ["sipline", "b", "d"]}, "peer", "named d"),
+            ({"peers": ["/tmp/sipline-b", "/tmp/sipline-c", "/tmp/sipline-d"]}, "stateplane.peers",
+             "one entry per other member"),
+            ({"replicate": False}, "stateplane.replicate", 'true when role = "member"'),
+        ],
+    )
+    def test_refused(self, change: dict[str, Any], key: str, expected: str) -> None:
+        e = error(self.cluster(**change))
+        assert e.key == key and expected in e.expected, e
+
+    def test_standby_needs_an_owner(self) -> None:
+        """A standby listener no member's ``virtual`` names would never be bound."""
+        peers = [{"name": "b", "stateplane": "/tmp/sipline-b"},
+                 {"name": "c", "stateplane": "/tmp/sipline-c"}]  # fmt: skip
+        e = error(self.cluster(peers))
+        assert e.key == "listen[1].address" and "virtual list" in e.expected
+        both = [{**peers[0], "virtual": ["127.0.0.21"]}, {**peers[1], "virtual": ["127.0.0.21"]}]
+        assert error(self.cluster(both)).key == "peer.c.virtual"
+
+    def test_members_need_the_role(self) -> None:
+        e = error({**self.cluster(), "listen": self.LISTEN[2:],
+                   "stateplane": {"replicate": True, "members": ["a"],
+                                  "peers": ["/tmp/sipline-b", "/tmp/sipline-c"]}})  # fmt: skip
+        assert e.key == "stateplane.members"
+
+
 class TestFiles:
     def test_syntax_error_has_line(self, tmp_path: Path) -> None:
         """A TOML syntax error is key '(syntax)' with the line and column."""

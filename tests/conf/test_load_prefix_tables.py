@@ -64,3 +64,30 @@ class TestPrefixTable:
         data = conf(tmp_path)
         data["prefix_table"].append(dict(data["prefix_table"][0]))
         assert error(data).key == "prefix_table[1].name"
+
+
+class TestCacheDBTable:
+    def test_cachedb_key_instead_of_a_file(self, tmp_path: Path) -> None:
+        """A table may name a cacheDB key instead of a file."""
+        s = from_dict(conf(tmp_path, {"file": "", "cachedb_key": "sipline:prefixes:carriers"}))
+        assert s.prefix_table[0].cachedb_key == "sipline:prefixes:carriers"
+
+    @pytest.mark.parametrize(
+        ("table", "key", "expected"),
+        [({"cachedb_key": "k"}, "prefix_table[0].file", "one of them"),
+         ({"file": ""}, "prefix_table[0].file", "a file or a cachedb_key"),
+         ({"file": "", "cachedb_key": "a b"}, "prefix_table[0].cachedb_key", "letters, digits"),
+         ({"file": "", "cachedb_key": "k" * 201}, "prefix_table[0].cachedb_key", "1 to 200")],
+        ids=["both", "neither", "space", "long"],
+    )  # fmt: skip
+    def test_refused(self, tmp_path: Path, table: dict[str, Any], key: str, expected: str) -> None:
+        e = error(conf(tmp_path, table))
+        assert e.key == key and expected in e.expected
+
+
+def test_failure_sets_after_a_prefix_table(tmp_path: Path) -> None:
+    """A stateful route to a prefix table may name failure sets; a stateless one may not."""
+    data = conf(tmp_path, route={"failure_sets": ["uas"], "mode": "stateful"})
+    assert from_dict(data).route[0].failure_sets == ["uas"]
+    data = conf(tmp_path, route={"failure_sets": ["uas"]})
+    assert error(data).key == "route[0].mode"

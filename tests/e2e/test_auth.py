@@ -99,10 +99,12 @@ def challenges(reply: bytes, name: bytes = b"www-authenticate") -> list[dict[str
             if line.lower().startswith(name + b":")]  # fmt: skip
 
 
-def test_register_is_challenged_then_accepted(start_node: StartNode, tmp_path: Path) -> None:
-    """sipp REGISTERs, gets 401, answers with -au/-ap and gets 200."""
+@pytest.mark.parametrize("transport", ["u1", "t1"])
+def test_register_is_challenged_then_accepted(start_node: StartNode, tmp_path: Path,
+                                              transport: str) -> None:  # fmt: skip
+    """sipp REGISTERs, gets 401, answers with -au/-ap and gets 200, over UDP and TCP."""
     node = start_node(9, "worker=2", auth_conf(tmp_path, extra=REGISTRAR))
-    res = sipp_uac(node.port, "u1", 3, 3, tmp_path, scenario="register_auth",
+    res = sipp_uac(node.port, transport, 3, 3, tmp_path, scenario="register_auth",
                    extra=("-au", USER, "-ap", PASSWORD))  # fmt: skip
     assert (res.successful, res.failed) == (3, 0), res.output
 

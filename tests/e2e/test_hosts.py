@@ -8,7 +8,9 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import pytest
 from conf import curve
 
 from .node import (
+    LOCALHOST,
     REPO,
     VENV_BIN,
     Proc,
@@ -29,6 +32,7 @@ from .node import (
     write_config,
 )
 from .test_dialogs import cdrs, dialogs
+from .test_shedding import replies, request
 from .test_worker_churn import busy, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -36,6 +40,11 @@ pytestmark = pytest.mark.e2e
 Uas = Callable[[str], tuple[int, Proc]]
 
 EDGE, HOST_B, HOST_C = "127.0.0.2", "127.0.0.3", "127.0.0.4"
+#: test_shedding's small queue (its [bus] keys, here under the edge's [bus] table)
+SHED_BUS = "hwm = 1\nmax_pending = 50\nliveness = 40\n"
+#: at most this many thousand INFOs to fill what TCP on loopback buffers (a few MB at both
+#: ends) and the edge's queue
+FLOOD_CHUNKS = 60
 
 
 @dataclass
@@ -123,9 +132,19 @@ def joined(edge: Proc, prefix: str) -> set[str]:
     return live
 
 
+@pytest.fixture
+def sink() -> Iterator[socket.socket]:
+    """The destination (test_shedding's): takes what is forwarded, never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)  # the whole flood, later
+        s.bind((LOCALHOST, free_port()))
+        s.settimeout(0.2)
+        yield s
+
+
 def start_edge(hosts: Hosts, run: Callable[[Path, list[str]], Proc],
-               peers: dict[str, str]) -> Proc:  # fmt: skip
-    conf = hosts.conf("edge", EDGE, f"ingress_port = {hosts.ingress_port}", peers)
+               peers: dict[str, str], extra: str = "") -> Proc:  # fmt: skip
+    conf = hosts.conf("edge", EDGE, f"ingress_port = {hosts.ingress_port}\n{extra}", peers)
     edge = run(conf, ["start", "ingress"])
     wait_for(lambda: bool(edge.events("ingress_listening")), "the edge's ingress to listen", 20)
     return edge
@@ -212,3 +231,71 @@ def test_dialogs_and_timers_on_two_worker_hosts_write_each_cdr_once(
     assert len(ids) == 300 and len(set(ids)) == 300, {n: len(r) for n, r in rows.items()}
     assert all(rows.values()), {n: len(r) for n, r in rows.items()}  # both hosts held calls
     assert {r["cause"] for per_host in rows.values() for r in per_host} == {"bye"}
+
+
+def test_a_stopped_worker_on_another_host_is_shed_for_in_order(
+    run: Callable[[Path, list[str]], Proc], sink: socket.socket, tmp_path: Path,
+) -> None:  # fmt: skip
+    """Overload across hosts sheds as on one host: behind host B's stopped worker (SIGSTOP)
+    the edge's queue for it fills over TCP, an OPTIONS gets nothing, a new INVITE 503, and
+    the BYE is kept and forwarded once the worker runs again."""
+    runs = Path(tempfile.mkdtemp(prefix="slh-"))
+    try:
+        hosts = Hosts(tmp_path, free_port(), sink.getsockname()[1], free_port(), {}, runs)
+        edge = start_edge(hosts, run, {"b": HOST_B}, extra=SHED_BUS)
+        b = run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+        wait_for(lambda: len(joined(edge, "b.")) == 1, "host B's worker to join", 20)
+        port = hosts.sip_port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
+            ua.bind((LOCALHOST, 0))
+            ua.settimeout(0.2)
+            me = ua.getsockname()[1]
+            os.kill(b.popen.pid, signal.SIGSTOP)
+            try:
+                # fill the kernel's TCP buffers both ends, ZeroMQ's and the edge's own queue,
+                # until the edge says its queue for B is past the INVITE mark (0.75 x 50)
+                seen = len(edge.events("load_stats"))
+                for _ in range(FLOOD_CHUNKS):
+                    for _ in range(1000):
+                        ua.sendto(request("INFO", me, port, to_tag="t")[0], (LOCALHOST, port))
+                    if any(int(str(e.get("queued", 0))) >= 40
+                           for e in edge.events("load_stats")[seen:]):  # fmt: skip
+                        break
+                    time.sleep(0.05)  # the edge's loop reads and queues what came
+                else:
+                    raise AssertionError("the edge's queue for host B never filled")
+                options, options_call = request("OPTIONS", me, port)
+                invite, invite_call = request("INVITE", me, port)
+                bye, bye_call = request("BYE", me, port, to_tag="t")
+                for data in (options, invite, bye):
+                    ua.sendto(data, (LOCALHOST, port))
+                got = replies(ua, lambda g: invite_call.encode() in g)
+            finally:
+                os.kill(b.popen.pid, signal.SIGCONT)
+            forwarded = replies(sink, lambda f: bye_call.encode() in f and f.startswith(b"BYE "), 20)
+            got += replies(ua, None)
+        answered = [g for g in got if invite_call.encode() in g]
+        assert answered and answered[0].startswith(b"SIP/2.0 503"), got[:3]
+        assert forwarded and forwarded[-1].startswith(b"BYE "), forwarded[-3:]
+        assert not any(invite_call.encode() in f or options_call.encode() in f for f in forwarded)
+        assert not [g for g in got if options_call.encode() in g]
+    finally:
+        shutil.rmtree(runs, ignore_errors=True)
+
+
+def test_a_killed_worker_on_another_host_is_dropped_by_its_silence(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """Heartbeats across hosts: host C's worker SIGKILLed says nothing, and the edge drops it
+    after ``liveness`` missed heartbeats; host B's worker then serves every call."""
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    c = run(hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    wait_for(lambda: len(joined(edge, "b.")) == 1 and len(joined(edge, "c.")) == 1,
+             "a worker of each host to join", 20)  # fmt: skip
+    c.stop(signal.SIGKILL)
+    wait_for(lambda: not joined(edge, "c."), "the edge to drop host C's silent worker")
+    lost = edge.events("worker_lost")
+    assert [str(e["worker"]).split("-")[0] for e in lost] == ["c.worker"], lost
+    res = sipp_uac(hosts.sip_port, "u1", 100, 100, tmp_path)
+    assert (res.successful, res.failed) == (100, 0), res.output

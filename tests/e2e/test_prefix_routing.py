@@ -4,13 +4,16 @@ prefix, a number without one gets 404, and the stateful proxy fails over to the 
 from __future__ import annotations
 
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from tests.cachedb.servers import Server
+
 from .conftest import StartNode
-from .node import Proc, read_stat, sipp_uac
+from .node import REPO, Proc, env_for, read_stat, sipp_uac
 
 pytestmark = pytest.mark.e2e
 
@@ -109,3 +112,36 @@ def test_stateful_failover_to_the_next_priority(start_node: StartNode, uas: Uas,
     assert (res.successful, res.failed) == (3, 0), res.output
     assert uas_done(pb, sb) == (3, 0)
     assert uas_done(pa, sa)[0] == 3  # the busy UAS saw (and refused) every call first
+
+
+def test_table_pushed_to_redis_routes_calls(start_node: StartNode, uas: Uas,
+                                            tmp_path: Path) -> None:  # fmt: skip
+    """A table in a real redis (``cachedb_key``), stored with ``sipline prefix-push`` before
+    the node starts: the workers read it at start and calls reach the group of their
+    number's longest prefix."""
+    server = Server("redis")
+    server.start()
+    try:
+        a, pa, sa = uas_counting(uas, 2, tmp_path, "a")
+        b, pb, sb = uas_counting(uas, 2, tmp_path, "b")
+        csv = tmp_path / "carriers.csv"
+        conf = prefix_config(tmp_path, a, b, ROWS).replace(
+            f'file = "{csv}"', 'cachedb_key = "e2e:carriers"'
+        ) + f'\n[registrar]\ncachedb_url = "{server.url}"\n'
+        assert "cachedb_key" in conf and "file =" not in conf  # the table is redis's alone
+        conf_file = tmp_path / "push.toml"
+        conf_file.write_text(f'[node]\nrun_dir = "{tmp_path / "push-run"}"\n' + conf
+                             + '[[route]]\nname = "default"\nto = "group_a"\n')  # fmt: skip
+        push = subprocess.run(
+            [sys.executable, "-m", "sipline", "prefix-push", "carriers", str(csv)],
+            env=env_for(conf_file), cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert push.returncode == 0, push.stdout + push.stderr
+        node = start_node(a, "worker=2", listen_first=conf)
+        for service in ("+442079460001", "+441314960002"):
+            res = sipp_uac(node.port, "u1", 2, 10, tmp_path, service=service)
+            assert (res.successful, res.failed) == (2, 0), res.output
+        assert uas_done(pa, sa) == (2, 0)
+        assert uas_done(pb, sb) == (2, 0)
+    finally:
+        server.cleanup()

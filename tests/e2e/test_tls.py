@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,7 @@ from .conftest import StartNode
 from .node import Proc, free_port, sipp_uac
 from .test_ctl import ctl
 from .test_dns import nameserver  # noqa: F401 -- a fixture
-from .tlspeer import TlsPhone, TlsUas, headers
+from .tlspeer import TlsPhone, TlsUas, headers, response
 
 pytestmark = pytest.mark.e2e
 
@@ -70,7 +71,7 @@ def test_tls_phone_options_register_invite(start_node: StartNode, uas: Uas, pki:
     try:
         phone.request("OPTIONS", f"sip:127.0.0.1:{tport}", max_forwards=0)
         assert phone.final().startswith(b"SIP/2.0 200 ")
-        phone.request("REGISTER", "sip:example.com", to_tag="",
+        phone.request("REGISTER", "sip:example.com", to="sip:alice@example.com",
                       extra="Expires: 60\r\n")  # fmt: skip
         reg = phone.final()
         assert reg.startswith(b"SIP/2.0 200 "), reg
@@ -192,3 +193,45 @@ def test_tls_destination_by_host_name(start_node: StartNode, pki: Pki, tmp_path:
             assert failed[0]["tls"] is True
     finally:
         uas.stop()
+
+
+def test_call_to_a_phone_registered_over_tls(start_node: StartNode, uas: Uas, pki: Pki,
+                                             tmp_path: Path) -> None:  # fmt: skip
+    """A phone registers over TLS; calls to its AOR from sipp over UDP reach it on the
+    connection it registered on (the registrar keeps the source), and the ACK and BYE follow
+    the route set to it over the same connection."""
+    dport, _ = uas("u1")
+    tport = free_port()
+    node = start_node([f"sip:127.0.0.1:{dport};transport=udp"], "worker=2",
+                      node_tls(pki, tport) + "\n[registrar]\nenabled = true\nnear_cache_ttl_s = 0\n")  # fmt: skip
+    phone = TlsPhone(tport, phone_ctx(pki), timeout_s=30)
+    got: list[bytes] = []
+    try:
+        # the AOR sipp calls: alice at the node's UDP address
+        phone.request("REGISTER", "sip:127.0.0.1", to=f"sip:alice@127.0.0.1:{node.port}",
+                      extra="Expires: 60\r\n")  # fmt: skip
+        assert phone.final().startswith(b"SIP/2.0 200 ")
+        contact = f"Contact: <sip:alice@127.0.0.1:{phone.lport};transport=tls>"
+
+        def answer() -> None:
+            try:
+                while True:
+                    msg = phone.read()
+                    got.append(msg)
+                    if msg.startswith(b"INVITE "):
+                        phone.sock.sendall(response(msg, "200 OK", "ph1", contact))
+                    elif msg.startswith(b"BYE "):
+                        phone.sock.sendall(response(msg, "200 OK", "ph1"))
+            except (OSError, ConnectionError):
+                pass
+
+        threading.Thread(target=answer, daemon=True).start()
+        res = sipp_uac(node.port, "u1", 5, 5, tmp_path, scenario="uac_rr", service="alice",
+                       timeout_s=60)  # fmt: skip
+        assert (res.successful, res.failed) == (5, 0), res.output
+    finally:
+        phone.close()
+    methods = [m.split(b" ", 1)[0] for m in got]
+    assert methods.count(b"INVITE") == 5 and methods.count(b"BYE") == 5, methods
+    assert all(headers(m, "Via")[0].startswith(f"SIP/2.0/TLS 127.0.0.1:{tport};".encode())
+               for m in got)  # fmt: skip

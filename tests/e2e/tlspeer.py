@@ -66,9 +66,9 @@ class TlsPhone:
         self.buf = bytearray()
 
     def request(self, method: str, uri: str, call_id: str = "", cseq: int = 1, to_tag: str = "",
-                extra: str = "", max_forwards: int = 70) -> str:  # fmt: skip
+                extra: str = "", max_forwards: int = 70, to: str = "") -> str:  # fmt: skip
         call_id = call_id or uuid.uuid4().hex
-        to = f"<{uri}>" + (f";tag={to_tag}" if to_tag else "")
+        to = f"<{to or uri}>" + (f";tag={to_tag}" if to_tag else "")
         text = (
             f"{method} {uri} SIP/2.0\r\n"
             f"Via: SIP/2.0/TLS {LOCALHOST}:{self.lport};branch=z9hG4bK{uuid.uuid4().hex};rport\r\n"

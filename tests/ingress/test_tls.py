@@ -5,6 +5,7 @@ with server verification, and TLS kept apart from TCP."""
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import ssl
 from pathlib import Path
@@ -119,6 +120,21 @@ class TestInbound:
 
         run_hub(pki, body)
 
+    def test_slow_sender_over_tls(self, pki: Pki) -> None:
+        """A message left unfinished over TLS is cut at the message deadline (2 s here), as
+        over TCP: the deadline applies to the decrypted bytes."""
+
+        async def body(hub: Hub) -> None:
+            r, w = await hub.client(client_ctx(pki))
+            t0 = asyncio.get_running_loop().time()  # the message's first byte comes later
+            w.write(request()[:40])
+            await until(lambda: hub.hub.partial)
+            assert await closed_by_peer(r, 8.0)
+            assert asyncio.get_running_loop().time() - t0 >= 2.0
+            assert hub.hub.rejects.totals.get("tcp_message_deadline") == 1 and not hub.messages
+
+        run_hub(pki, body)
+
     def test_client_certificate_required(self, pki: Pki) -> None:
         """verify_client = require: a client without a certificate, or with one the CA did
         not sign, is refused; one with a CA-signed certificate gets through."""
@@ -197,6 +213,46 @@ class TestInbound:
             await until(lambda: len(hub.messages) == 2)
 
         run_hub(pki, body, tls=Tls(max_handshakes_per_ip=2, handshake_timeout_ms=5000))
+
+
+    def test_handshakes_in_total_bounded(self, pki: Pki) -> None:
+        """Past max_handshakes, a connection from any source is refused at once."""
+
+        async def body(hub: Hub) -> None:
+            held = [await hub.raw(src) for src in ("127.0.0.2", "127.0.0.3")]
+            await until(lambda: hub.hub.stats()["tls_handshaking"] == 2)
+            r, _ = await hub.raw("127.0.0.4")
+            assert await closed_by_peer(r, 1.0)
+            assert hub.hub.rejects.totals.get("tls_refused_max_handshakes") == 1
+            assert len(held) == 2
+
+        run_hub(pki, body, tls=Tls(max_handshakes=2, max_handshakes_per_ip=2,
+                                   handshake_timeout_ms=5000))  # fmt: skip
+
+    def test_bad_record_after_the_handshake_ends_that_connection(self, pki: Pki) -> None:
+        """Bytes that are not a TLS record, written under an established session, end that
+        connection (tls_error); the hub and another connection carry on."""
+
+        def handshake_then_garbage(port: int) -> bytes:
+            raw = socket.create_connection(("127.0.0.1", port), timeout=3)
+            tls = client_ctx(pki).wrap_socket(raw, server_hostname="127.0.0.1")
+            with socket.socket(fileno=os.dup(tls.fileno())) as under:
+                under.sendall(b"\x17\x03\x03\x00\x10" + b"not a real record")
+            try:
+                return tls.recv(100)
+            except (ssl.SSLError, OSError):
+                return b""
+            finally:
+                tls.close()
+
+        async def body(hub: Hub) -> None:
+            _, w = await hub.client(client_ctx(pki))
+            assert await asyncio.to_thread(handshake_then_garbage, hub.port) == b""
+            assert hub.hub.rejects.totals.get("tls_error") == 1
+            w.write(request())
+            await until(lambda: hub.messages)
+
+        run_hub(pki, body)
 
 
 class TestOutbound:

@@ -37,7 +37,8 @@ def two_hosts(tmp: Path) -> tuple[Settings, Settings]:
     port = free_port(EDGE)
     edge = from_dict({"node": {"name": "edge", "run_dir": str(tmp / "run-edge")},
                       "curve": {"secret_key_file": str(keys["edge"][0])},
-                      "bus": {"address": EDGE, "ingress_port": port},
+                      # hwm 1, as test_shedding's: a CURVE server must still receive
+                      "bus": {"address": EDGE, "ingress_port": port, "hwm": 1},
                       "peer": [{"name": "work", "bus_address": WORK,
                                 "public_key_file": str(keys["work"][1])}]})  # fmt: skip
     work = from_dict({"node": {"name": "work", "run_dir": str(tmp / "run-work")},

@@ -51,3 +51,32 @@ def test_answers_unknown_commands_and_handler_errors(ctx: zmq.Context[Any],
 def test_ask_with_nobody_there(tmp_path: Path) -> None:
     """No control socket in the run dir: no replies, nobody silent, at once."""
     assert ask(str(tmp_path), "stats", timeout_s=0.2) == ([], [])
+
+
+def test_a_handler_may_answer_later(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """Rule 5: a handler that answers with a future is answered when it is done, and other
+    requests are served meanwhile; a future that fails is answered ``ok: false``."""
+
+    async def body() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        loop = asyncio.get_running_loop()
+        gate: asyncio.Future[dict[str, Any]] = loop.create_future()
+        failing: asyncio.Future[dict[str, Any]] = loop.create_future()
+        failing.set_exception(RuntimeError("read failed"))
+        srv = ControlServer(ctx, str(tmp_path), f"worker.1-{os.getpid()}",
+                            {"slow": lambda _: gate, "fast": lambda _: {"n": 1},
+                             "bad": lambda _: failing})  # fmt: skip
+        try:
+            slow = loop.run_in_executor(None, lambda: ask(str(tmp_path), "slow", None, 5.0))
+            fast, _ = await loop.run_in_executor(None, lambda: ask(str(tmp_path), "fast", None, 2.0))
+            assert not slow.done()
+            gate.set_result({"done": True})
+            late, _ = await slow
+            bad, _ = await loop.run_in_executor(None, lambda: ask(str(tmp_path), "bad", None, 2.0))
+            return fast, late, bad
+        finally:
+            srv.close()
+
+    fast, late, bad = run(body)
+    assert fast[0]["n"] == 1 and late[0] == {"ok": True, "proc": f"worker.1-{os.getpid()}",
+                                             "done": True}  # fmt: skip
+    assert bad[0]["ok"] is False and "read failed" in bad[0]["error"]

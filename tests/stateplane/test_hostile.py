@@ -406,3 +406,70 @@ def _sub(ctx: zmq.Context[Sock], ep: str, keys: curve.KeyPair | None, server: by
         curve.connect_curve(s, keys, server)
     s.connect(ep)
     return s
+
+
+def test_a_cluster_member_hears_members_only_and_takes_its_address() -> None:
+    """role = "member" with real sockets: HUGZ claiming a node other than the ``[[peer]]``
+    are dropped (``wrong_node``), a view list that is not one or is too long is a malformed
+    message, strangers' names inside a member's lists are dropped (``not_member``); node-b and
+    node-c heard, node-a settles and takes its own address only (``failover`` roles), and
+    puts its view in its own HUGZ."""
+    from stateplane.quorum import MAX_MEMBERS, SETTLE_HEARTBEATS
+
+    async def run() -> None:
+        run_dir, dirs = short_dir(), [short_dir(), short_dir()]
+        data = config(run_dir, peers=dirs, role="member", heartbeat_ms=50,
+                      members=["node-a", "node-b", "node-c"])  # fmt: skip
+        data["listen"] = [
+            {"transport": "udp", "address": "127.0.0.20", "virtual": True},
+            {"transport": "udp", "address": "127.0.0.21", "virtual": True, "standby": True},
+            {"transport": "udp", "address": "127.0.0.1", "port": 5070}]  # fmt: skip
+        data["peer"] = [{"name": "node-b", "stateplane": dirs[0], "virtual": ["127.0.0.21"]},
+                        {"name": "node-c", "stateplane": dirs[1]}]  # fmt: skip
+        async with replication(data) as (ctx, repl):
+            pubs = []
+            for d in dirs:
+                pub = ctx.socket(zmq.PUB)
+                pub.bind(f"ipc://{d}/{env.STATEPLANE_PUB}")
+                pubs.append(pub)
+            sub = ctx.socket(zmq.SUB)
+            sub.subscribe(b"")
+            sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
+            b, c = repl.peers
+            view = (("node-a", "node-b", "node-c"), (), ("node-a",))
+            forged = [up.Hugz("node-x", 9, 0, "", *view), up.Hugz("node-c", 9, 0, "", *view)]
+            await until(lambda: _send_all(pubs[0], forged) and b.counters["wrong_node"] >= 2)
+            bad = up.pack(up.Hugz("node-b", 9, 0, "", *view))
+            body = msgpack.unpackb(bad[1])
+            for wrong in ({"a": 1}, ["node-a"] * (MAX_MEMBERS + 1)):
+                body[5] = wrong
+                pubs[0].send_multipart([bad[0], msgpack.packb(body)])
+            await until(lambda: b.counters["bad_message"] >= 2)
+            fo = repl.failover
+            assert fo is not None and fo.state("127.0.0.20").value == "primary"
+            strangers = (("node-a", "node-b", "node-c", "node-x"), ("node-y",), ("node-a",))
+
+            def beat() -> bool:
+                _send_all(pubs[0], [up.Hugz("node-b", 9, 0, "", *strangers)])
+                _send_all(pubs[1], [up.Hugz("node-c", 9, 0, "", *view)])
+                return fo.state("127.0.0.20").value == "active"
+
+            await until(beat, 5 + SETTLE_HEARTBEATS * 0.05)
+            assert fo.state("127.0.0.21").value == "backup"  # node-b's: never taken
+            stats = fo.stats()
+            assert stats["holds"] == ("node-a",) and stats["not_member"] >= 2, stats
+            assert c.counters["wrong_node"] == 0
+
+            def ours() -> bool:
+                try:
+                    msg = up.unpack(sub.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    return False
+                return isinstance(msg, up.Hugz) and msg.holds == ("node-a",)
+
+            await until(lambda: beat() and ours())
+            assert "127.0.0.20=active" in fo.role
+            for s in (*pubs, sub):
+                s.close(linger=0)
+
+    asyncio.run(run())

@@ -212,6 +212,8 @@ class TestRules:
         assert q.receive("x", 1, ["x"], ["a"], [], 0.6) == [] and "x" not in q.heard
         assert q.receive("a", 2, ["a"], ["a"], [], 0.7) == []
         assert set(q.held_by) <= set(ABC)
+        assert q.receive("b", 0, ["b"], ["a"], [], 0.8) == [] and q.counters["stale_epoch"] == 1
+        assert q.heard["b"].epoch == 1
 
     @pytest.mark.parametrize(
         "members",
@@ -307,3 +309,19 @@ def test_hugz_carry_the_view() -> None:
         body[5] = bad
         with pytest.raises(up.UpdateError):
             up.unpack([frames[0], msgpack.packb(body)])
+
+
+def test_a_paused_node_lets_go_and_does_not_take_back() -> None:
+    """Rule 1: a's process pauses (no input at all) long enough for b to take its address;
+    resumed, a's first input (a stale heartbeat) finds the stall: a releases everything,
+    and after settling finds b holding its address: it keeps off it."""
+    sim = started()
+    a = sim.nodes.pop("a")
+    sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 2)
+    assert sim.holders("a") == ["b"]
+    sim.nodes["a"] = a  # resumed
+    beat = sim.nodes["b"].beat(sim.now - 3 * HB)
+    out = a.receive("b", sim.nodes["b"].epoch, *beat, sim.now)
+    assert out == [Change(False, "a", Reason.NO_QUORUM)] and a.fenced == {"a"}
+    sim.run(SETTLE_HEARTBEATS + 3)
+    assert sim.holders("a") == ["b"] and a.holds == set()

@@ -327,3 +327,79 @@ def test_ack_of_our_challenge_is_recognised(tmp_path: Path) -> None:
     assert not a.acks_challenge(req("ACK", to_tag="ac" + "0" * 14))
     assert not a.acks_challenge(req("ACK", to_tag="ac-x"))
     assert not a.acks_challenge(req("ACK"))
+
+
+class TestMoreVerdicts:
+    def test_qop_auth_int_gets_a_challenge(self) -> None:
+        """qop=auth-int is not offered: a fresh challenge, counted as ``qop``."""
+        g = gate()
+        second, _ = answer(g, req())
+        raw = second.raw.replace(b"qop=auth,", b"qop=auth-int,")
+        out = g.check(parsed_req(raw), 407, lookup, T0)
+        assert isinstance(out, Challenge) and out.why == "qop"
+
+    def test_nc_is_hexadecimal(self) -> None:
+        """nc 0000000a is ten: it passes, then 00000010 (sixteen); a replay of ten fails; 0x50
+        moves the window so that 0x12 (62 below, inside it) still passes once."""
+        g = gate()
+        first = req()
+        ch = g.check(first, 407, lookup, T0)
+        assert isinstance(ch, Challenge)
+        params = challenge_params(ch.headers[0])
+        for nc, ok in ((10, True), (16, True), (10, False), (0x50, True), (0x12, True)):
+            value = credentials(params, user="alice", password="wonderland", method="INVITE",
+                                uri="sip:bob@example.com", nc=nc)  # fmt: skip
+            out = g.check(req("INVITE", f"Proxy-Authorization: {value}"), 407, lookup, T0)
+            assert isinstance(out, Verified) is ok, (nc, out)
+
+    def test_foreign_nonce_is_stale(self) -> None:
+        g = gate()
+        second, _ = answer(g, req(), call_id="elsewhere")
+        out = g.check(second, 407, lookup, T0)
+        assert isinstance(out, Challenge) and out.why == "foreign_nonce"
+        assert challenge_params(out.headers[0])["stale"] == "true"
+
+    def test_register_realm_and_identity_come_from_to(self) -> None:
+        """REGISTER: the To URI names the realm and whose credentials count (third-party
+        registration: bob's phone registering alice needs alice's credentials)."""
+        g = gate()
+        raw = request("REGISTER", "sip:example.com", call_id="reg-1")
+        raw = raw.replace(b"From: <sip:alice@example.com>", b"From: <sip:bob@other.org>")
+        raw = raw.replace(b"To: <sip:bob@example.com>", b"To: <sip:alice@example.com>")
+        first = parsed_req(raw)
+        assert g.realm_for(first).realm == REALM
+        ch = g.check(first, 401, lookup, T0)
+        assert isinstance(ch, Challenge)
+        value = credentials(challenge_params(ch.headers[0]), user="alice", password="wonderland",
+                            method="REGISTER", uri="sip:example.com")  # fmt: skip
+        ok = g.check(parsed_req(raw.replace(b"Content-Length", f"Authorization: {value}\r\nContent-Length".encode())),
+                     401, lookup, T0)  # fmt: skip
+        assert isinstance(ok, Verified)
+        swapped = raw.replace(b"To: <sip:alice@example.com>", b"To: <sip:carol@example.com>")
+        out = g.check(parsed_req(swapped.replace(b"Content-Length", f"Authorization: {value}\r\nContent-Length".encode())),
+                      401, lookup, T0)  # fmt: skip
+        assert isinstance(out, Refusal) and (out.status, out.reason) == (403, "Forbidden")
+
+    def test_counters_count_each_verdict(self) -> None:
+        """What ``sipline ctl stats`` shows: one count per verdict."""
+        g = gate()
+        g.check(req(), 407, lookup, T0)
+        second, _ = answer(g, req())
+        g.check(second, 407, lookup, T0)
+        g.check(second, 407, lookup, T0)
+        g.check(req("INVITE", "Proxy-Authorization: Digest ,"), 407, lookup, T0)
+        g.check(req("INVITE", "Proxy-Authorization: Digest ;"), 407, lookup, T0)
+        bob = second.raw.replace(b'username="alice"', b'username="bob"')
+        g.check(parsed_req(bob), 407, lookup, T0)
+        g.check(parsed_req(bob), 407, lookup, T0)
+        assert g.counters == {"no_credentials": 2, "verified": 1, "replayed": 1, "malformed": 2,
+                              "user_mismatch": 2}  # fmt: skip
+
+    def test_each_nonce_has_its_own_counts(self) -> None:
+        """Two calls, two nonces: nc 1 passes once with each."""
+        g = gate()
+        a, _ = answer(g, req(call_id="call-a"), call_id="call-a")
+        b, _ = answer(g, req(call_id="call-b"), call_id="call-b")
+        assert isinstance(g.check(a, 407, lookup, T0), Verified)
+        assert isinstance(g.check(b, 407, lookup, T0), Verified)
+        assert len(g.counts) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,3 +129,49 @@ def test_no_nonce_nc_pair_is_ever_accepted_twice(uses: list[tuple[int, int]], si
             assert (nonce, nc) not in accepted
             accepted.add((nonce, nc))
         assert len(c) <= size
+
+
+def test_secret_of_16_bytes_is_the_least() -> None:
+    NonceMint(b"x" * 16, "w", 30)
+    with pytest.raises(ValueError):
+        NonceMint(b"x" * 15, "w", 30)
+
+
+def test_foreign_nonce_has_no_time() -> None:
+    """Not ours: (FOREIGN, 0) whatever it decodes to."""
+    m = mint()
+    assert m.check("A" * 43, "r", "c", T0) == (NonceState.FOREIGN, 0)
+    assert m.check("!" * 10, "r", "c", T0) == (NonceState.FOREIGN, 0)
+    assert m.check(m.issue("r", "c", T0) + "AAAA", "r", "c", T0) == (NonceState.FOREIGN, 0)
+    assert m.check("A", "r", "c", T0) == (NonceState.FOREIGN, 0)  # not base64 at all
+    assert m.check("A" * 65, "r", "c", T0) == (NonceState.FOREIGN, 0)  # too long to be ours
+
+
+def test_future_slack_is_inclusive() -> None:
+    """Issued up to FUTURE_SLACK_MS ahead (another process's clock) is still valid."""
+    from workers.auth.nonce import FUTURE_SLACK_MS
+
+    m = mint()
+    n = m.issue("r", "c", T0 + FUTURE_SLACK_MS / 1000)
+    assert m.check(n, "r", "c", T0)[0] is NonceState.VALID
+    late = m.issue("r", "c", T0 + FUTURE_SLACK_MS / 1000 + 0.002)
+    assert m.check(late, "r", "c", T0)[0] is NonceState.STALE
+
+
+def test_counts_boundaries() -> None:
+    """nc 0 never passes, nc 0xffffffff does; a nonce issued at the floor is refused; the
+    top nc is marked used when the window moves."""
+    c = NonceCounts(16, T0)
+    floor = int(T0 * 1000)
+    assert not c.use("at-floor", floor, 1)
+    assert not c.use("zero", floor + 1, 0)
+    assert c.use("max", floor + 1, 0xFFFFFFFF)
+    assert not c.use("max", floor + 1, 0xFFFFFFFF)
+    assert c.use("n", floor + 1, 1)
+    assert c.use("n", floor + 1, 3)
+    assert not c.use("n", floor + 1, 3)  # the new top is marked
+    assert not c.use("n", floor + 1, 1)  # the old top moved down the window
+    assert c.use("n", floor + 1, 2)
+    assert c.use("n", floor + 1, 3 + WINDOW - 1)
+    assert not c.use("n", floor + 1, 3)  # 3 is now at the window's far edge, still marked
+    assert not c.use("n", floor + 1, 3 + WINDOW - 1)

@@ -8,6 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from conf.settings import Auth, AuthRealm, Proxy, RateLimit, Registrar, Route, Trusted
 from tests.cachedb.helpers import run
@@ -16,7 +19,7 @@ from tests.workers.auth_client import challenge_params, credentials, h
 from workers.auth.admit import Authenticator
 from workers.cachedb import open_cachedb
 from workers.proxy import Inbound, Out, StatelessProxy
-from workers.refusals import Drop
+from workers.refusals import Drop, Malformed
 from workers.routing.table import RoutingTable
 from workers.stateful import StatefulProxy
 
@@ -220,3 +223,32 @@ def test_ha1_from_a_cachedb_through_an_auth_job(tmp_path: Path) -> None:
         assert c.sf.jobs == []
     finally:
         server.cleanup()
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(value=st.binary(max_size=300), name=st.sampled_from(["Proxy-Authorization", "Authorization"]),
+       method=st.sampled_from(["INVITE", "REGISTER", "BYE", "ACK", "OPTIONS"]))  # fmt: skip
+def test_hostile_credentials_never_raise(tmp_path_factory: pytest.TempPathFactory, value: bytes,
+                                         name: str, method: str) -> None:  # fmt: skip
+    """Any bytes as credentials through the stateful core: an answer, a forward or a drop,
+    never another exception (400 for what is unreadable)."""
+    c = _hostile_core(tmp_path_factory)
+    clean = value.replace(b"\r", b" ").replace(b"\n", b" ")
+    raw = request(method, f"sip:{US}:{PORT}" if method == "REGISTER" else "sip:bob@example.com",
+                  via=f"SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bK{clean.hex()[:16]}h")  # fmt: skip
+    raw = raw.replace(b"Content-Length", name.encode() + b": Digest " + clean + b"\r\nContent-Length")
+    try:
+        outs = c.send(raw)
+    except Malformed:
+        return  # the parser refused the message as a whole: not the auth's to answer
+    for a in answers(outs):
+        assert parsed_resp(a).status in (400, 401, 403, 404, 407, 408, 480, 500, 503)
+
+
+_CORES: dict[str, Core] = {}
+
+
+def _hostile_core(factory: pytest.TempPathFactory) -> Core:
+    if "c" not in _CORES:
+        _CORES["c"] = Core(factory.mktemp("hostile"), "stateful")
+    return _CORES["c"]

@@ -40,7 +40,8 @@ def test_longest_prefix_group_gets_the_request(tmp_path: Path, user: str, dest: 
     assert data.startswith(f"INVITE sip:{user}@h SIP/2.0".encode())
 
 
-@pytest.mark.parametrize("user", ["+33140000000", "alice", "4420", "+44" + "1" * 40])
+@pytest.mark.parametrize("user", ["+33140000000", "alice", "4420", "+44" + "1" * 40,
+                                  "%2B442079460000", "+4420;npdi"])
 def test_no_prefix_gets_404(tmp_path: Path, user: str) -> None:
     """No prefix of the user (or a user that is no number) is answered 404, not forwarded."""
     _, meta, data = one(prefix_proxy(tmp_path).handle(request(uri=f"sip:{user}@h"), inbound()))
@@ -56,7 +57,7 @@ def test_configured_no_match_status(tmp_path: Path) -> None:
 
 
 def test_bad_file_stops_the_routing_table(tmp_path: Path) -> None:
-    """A worker cannot build its routing table from a bad file (workers/main.py exits 2)."""
+    """A bad file builds no routing table (the worker exits 2: tests/test_cli.py)."""
     with pytest.raises(PrefixFileError) as info:
         prefix_proxy(tmp_path, rows="+44,uk\n+45,nowhere\n")
     assert (info.value.line, info.value.field) == (2, "group")

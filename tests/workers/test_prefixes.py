@@ -183,3 +183,15 @@ class TestTargets:
         for i in range(20):
             first = [tables.choose("t", "44", f"call-{i}", sets).targets[0] for _ in range(3)]  # type: ignore[union-attr]
             assert first[0] == first[1] == first[2]
+
+    def test_group_all_down_is_passed_over(self) -> None:
+        """A first group whose every destination is disabled gives way to the next one; with
+        none usable at all, the first group's hash still names a destination."""
+        t = table_from("t", [("44", Gateway("c", 0)), ("44", Gateway("b", 1))])
+        tables = PrefixTables({"t": t})
+        choice = tables.choose("t", "44", "call-1", self.sets("sip:10.0.2.1"))
+        assert choice is not None and choice.dset.name == "b"
+        assert choice.targets[0].host in ("10.0.1.1", "10.0.0.2")
+        only_c = PrefixTables({"t": table_from("t", [("44", Gateway("c"))])})
+        choice = only_c.choose("t", "44", "call-1", self.sets("sip:10.0.2.1"))
+        assert choice is not None and [d.host for d in choice.targets] == ["10.0.2.1"]

@@ -460,7 +460,8 @@ bindings_st = st.builds(
     q=st.none() | st.integers(0, 1000).map(lambda n: n / 1000),
     call_id=texts,
     cseq=st.integers(0, 2**32 - 1),
-    source=st.builds(Source, st.sampled_from(["udp", "tcp"]), texts, st.integers(0, 65535)),
+    source=st.builds(Source, st.sampled_from(["udp", "tcp"]), texts, st.integers(0, 65535),
+                     st.just("") | texts),
     path=st.lists(texts, max_size=3).map(tuple),
     registered_at=st.floats(0, 2e9, allow_nan=False),
 )
@@ -485,7 +486,7 @@ scalars = (st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.flo
 shapes = st.recursive(scalars, lambda kids: st.lists(kids, max_size=11)
                       | st.dictionaries(texts, kids, max_size=3), max_leaves=30)  # fmt: skip
 # rows of the right length with wrong items reach the per-field checks
-rows = st.lists(st.lists(scalars | st.lists(scalars, max_size=2), min_size=10, max_size=10),
+rows = st.lists(st.lists(scalars | st.lists(scalars, max_size=2), min_size=10, max_size=11),
                 max_size=3)  # fmt: skip
 
 
@@ -501,9 +502,14 @@ def test_decode_wrong_shapes(obj: object) -> None:
     (msgpack.packb({"v": 1}), "not a location record"),
     (msgpack.packb([1, [["sip:a@b", 1.0, 2000, "c", 1, "udp", "1.2.3.4", 5060, [], 0.0]]]),
      "binding 0"),
+    (msgpack.packb([1, [["sip:a@b", 1.0, 1000, "c", 1, "tcp", "1.2.3.4", 5060, [], 0.0, 7]]]),
+     "binding 0"),
+    (msgpack.packb([1, [["sip:a@b", 1.0, 1000, "c", 1, "tcp", "1.2.3.4", 5060, [], 0.0,
+                         "x" * 129]]]), "binding 0"),
     (b"\xc1", "not msgpack"),
     (b"", "not msgpack"),
-], ids=["version", "map", "bad-q", "reserved-byte", "empty"])  # fmt: skip
+], ids=["version", "map", "bad-q", "conn-not-text", "conn-too-long", "reserved-byte",
+        "empty"])  # fmt: skip
 def test_decode_reports(data: bytes, error: str) -> None:
     """The reason names what was wrong."""
     d = reg.decode(data)
@@ -558,3 +564,11 @@ def test_any_sequence_keeps_the_invariants(steps: list[Step]) -> None:
             assert sorted(contacts_of(out)) == sorted(reg.contact_line(b, now) for b in live)
             if kind == "star":
                 assert stored == () and contacts_of(out) == []
+
+
+def test_record_without_conn_tag_still_reads() -> None:
+    """A record written before connection tags (10-item bindings) decodes, with no tag."""
+    row = ["sip:a@b", 1.0, 1000, "c", 1, "tcp", "1.2.3.4", 5060, [], 0.0]
+    (b,) = reg.decode(msgpack.packb([1, [row]])).bindings
+    assert b.source == Source("tcp", "1.2.3.4", 5060) and b.source.conn == ""
+    assert msgpack.unpackb(reg.encode([b]))[1][0] == row  # and is written back the same

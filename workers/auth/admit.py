@@ -3,7 +3,7 @@
 Rules:
 1. ``admit`` is called by ``StatelessProxy.plan`` (both modes go through it) after the
    §16.3 checks and the relay check, and before the rate-limit pipes: a request that does not
-   authenticate is answered 401/407/400 statelessly like any refusal, and never counts
+   authenticate is answered 401/407 (400, 403) statelessly like any refusal, and never counts
    against a pipe nor reaches a destination.
 2. A verified request returns the edit that removes its credentials line when
    ``consume_credentials`` is set (else None): credentials for other realms pass untouched.

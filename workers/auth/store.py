@@ -45,6 +45,11 @@ class CredentialStore:
         self._cache_s = cache_s
         self._cache: dict[Key, tuple[float, str | None]] = {}
 
+    def replace_files(self, files: dict[str, Table]) -> None:
+        """The credentials files as a reload read them again (``workers/routing/reload.py``);
+        realms are not added nor removed by a reload."""
+        self._files = {realm: files.get(realm, {}) for realm in self._files}
+
     def known(
         self, realm: str, algorithm: str, username: str, now: float
     ) -> tuple[bool, str | None]:

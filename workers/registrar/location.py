@@ -171,6 +171,24 @@ class Location:
         miss = None if contacts else self._misses[True]
         return Lookup(contacts, True, miss, decoded.error)
 
+    async def remove(self, aor: str, contact: str, now: float) -> bool:
+        """Remove the binding of ``contact`` from ``aor`` (a contact that stopped answering
+        keep-alives, docs/nat.md); False when there was none. Holds the AOR lock (rule 3).
+
+        Raises:
+            CacheError: the store failed.
+        """
+        key = reg.record_key(aor)
+        gone = reg.contact_key_text(contact)
+        async with self._locked(key):
+            decoded = await self._read(self.db, key)
+            kept = tuple(b for b in decoded.bindings
+                         if reg.contact_key_text(b.contact) != gone and b.expires_at > now)  # fmt: skip
+            if len(kept) == len([b for b in decoded.bindings if b.expires_at > now]):
+                return False
+            await self._write(key, kept, now)
+        return True
+
     async def bindings(self, aor: str) -> tuple[Binding, ...]:
         """The stored bindings of ``aor``, expired ones included (for ``sipline ctl``)."""
         return (await self._read(self.db, reg.record_key(aor))).bindings

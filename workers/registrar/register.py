@@ -53,6 +53,8 @@ MAX_CONTACT_BYTES = 1024
 MAX_PATH_BYTES = 2048
 #: Call-IDs are compared, never shown: longer ones are kept as a hash
 MAX_CALL_ID_CHARS = 128
+#: a connection tag (workers/conntag.py: ingress id, connection number, 20 hex digits)
+MAX_CONN_TAG_CHARS = 128
 #: RFC 3261 §10.2.1.1: a larger expiry is taken as 2**32-1
 MAX_DELTA_SECONDS = 2**32 - 1
 #: how a contact without q ranks against those with one
@@ -75,6 +77,9 @@ class Source:
     transport: str
     ip: str
     port: int
+    #: for TCP/TLS, the ``sl-c`` tag (workers/conntag.py) of the connection it came on: a
+    #: UA behind NAT is reachable only on it, and it lives in one ingress (docs/nat.md)
+    conn: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,10 +433,11 @@ def _path(req: Request) -> tuple[str, ...]:
 def encode(bindings: Iterable[Binding]) -> bytes:
     """``[RECORD_VERSION, [binding, ...]]`` in msgpack; each binding a 10-item array
     (contact, expires_at, q in thousandths or -1, call_id, cseq, transport, ip, port, path,
-    registered_at)."""
+    registered_at), and an 11th, the connection tag, when it came over TCP/TLS."""
     rows = [
         [b.contact, b.expires_at, -1 if b.q is None else round(b.q * 1000), b.call_id, b.cseq,
-         b.source.transport, b.source.ip, b.source.port, list(b.path), b.registered_at]
+         b.source.transport, b.source.ip, b.source.port, list(b.path), b.registered_at,
+         *((b.source.conn,) if b.source.conn else ())]
         for b in bindings
     ]  # fmt: skip
     packed: bytes = msgpack.packb([RECORD_VERSION, rows], use_bin_type=True)
@@ -462,9 +468,10 @@ def decode(data: bytes) -> Decoded:
 
 
 def _binding(row: object) -> Binding | None:
-    if not isinstance(row, list) or len(row) != 10:
+    if not isinstance(row, list) or len(row) not in (10, 11):
         return None
-    contact, expires_at, q, call_id, cseq, transport, ip, port, path, registered_at = row
+    contact, expires_at, q, call_id, cseq, transport, ip, port, path, registered_at = row[:10]
+    conn = row[10] if len(row) == 11 else ""
     ok = (
         _is_text(contact, MAX_CONTACT_BYTES) and _is_number(expires_at)
         and type(q) is int and -1 <= q <= 1000
@@ -474,11 +481,12 @@ def _binding(row: object) -> Binding | None:
         and type(port) is int and 0 <= port <= 65535
         and isinstance(path, list) and all(_is_text(p, MAX_PATH_BYTES) for p in path)
         and _is_number(registered_at)
+        and (conn == "" or _is_text(conn, MAX_CONN_TAG_CHARS))
     )  # fmt: skip
     if not ok:
         return None
     return Binding(contact, float(expires_at), None if q < 0 else q / 1000, call_id, cseq,
-                   Source(transport, ip, port), tuple(path), float(registered_at))  # fmt: skip
+                   Source(transport, ip, port, conn), tuple(path), float(registered_at))  # fmt: skip
 
 
 def _is_text(v: object, cap: int) -> bool:

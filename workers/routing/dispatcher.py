@@ -176,6 +176,15 @@ class DispatchSet:
     def is_alive_status(self, status: int) -> bool:
         return status in self._alive
 
+    def inherit(self, prev: DispatchSet) -> None:
+        """Take the state of ``prev``, the set of this name before a reload
+        (``workers/routing/reload.py`` rule 4): the health of each URI both list, and when
+        the table is unchanged the turn and the sticky choices too."""
+        health = {d.uri: h for d, h in zip(prev.destinations, prev.health)}
+        self.health = [health.get(d.uri, h) for d, h in zip(self.destinations, self.health)]
+        if prev.cfg == self.cfg:
+            self._rr, self._sticky, self._remembers = prev._rr, prev._sticky, prev._remembers
+
     def _next_turn(self) -> Destination | None:
         for _ in range(len(self.destinations)):
             d = self.destinations[next(self._rr)]
@@ -231,7 +240,9 @@ class Dispatcher:
         """What came of a request sent to ``d``: its final status (or a provisional one, which
         proves it alive), or None for no response (Timer B/F, transport error). A 503 with
         Retry-After also holds ``d`` out of selection that long (at most ``MAX_HOLD_S``)."""
-        ds = self.sets[d.set_name]
+        ds = self.sets.get(d.set_name)
+        if ds is None or d.index >= len(ds.destinations) or ds.destinations[d.index] != d:
+            return []  # a set changed by a reload since the request left (reload.py rule 3)
         h = ds.health[d.index]
         if status == 503 and retry_after_s:
             h.held_until = max(h.held_until, now + min(retry_after_s, MAX_HOLD_S))
@@ -252,6 +263,25 @@ class Dispatcher:
         """The operator puts a disabled destination back (it is up at once)."""
         ds, d = self._find(set_name, uri)
         return self._feed(ds, d, Input.ENABLE, None)
+
+    def inherit(self, old: Dispatcher) -> None:
+        """Take over from ``old``, this worker's dispatcher before a reload: each set's state
+        (``DispatchSet.inherit``), the probes in flight to destinations still listed, the
+        probe sequence (branches stay unique) and the probing share."""
+        for name, ds in self.sets.items():
+            if name in old.sets:
+                ds.inherit(old.sets[name])
+        for branch, (ods, od, deadline) in old._pending.items():
+            nds = self.sets.get(ods.name)
+            d = next((x for x in nds.destinations if x.uri == od.uri), None) if nds else None
+            if nds is not None and d is not None and nds.probing:
+                self._pending[branch] = (nds, d, deadline)
+            else:
+                ods.health[od.index].pending = None
+        self._seq = old._seq
+        keys = set(self.probe_keys())
+        self._probed = keys & old._probed | (keys - set(old.probe_keys()))
+        self._dirty = True
 
     # -- probing -----------------------------------------------------------------------------
 

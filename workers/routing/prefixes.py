@@ -8,12 +8,12 @@ Rules:
 1. A prefix is ``+?[0-9]+`` of at most ``MAX_PREFIX_CHARS`` characters, compared as text:
    ``+44`` and ``44`` are different prefixes, as in drouting. The longest prefix of the key
    in the table wins; nothing else (priority, weight) is weighed against length.
-2. A key is the Request-URI user as it came from the network. One longer than
-   ``MAX_KEY_CHARS`` or with any character but digits (and one leading ``+``) matches
-   nothing, before any work is spent on it. A longer key than ``MAX_PREFIX_CHARS`` only
+2. A key is the Request-URI user (after the routing rules' rewrites): bytes from the
+   network, so one longer than ``MAX_KEY_CHARS`` or with any character but digits (and one
+   leading ``+``) matches nothing, before any work is spent on it. A longer key than ``MAX_PREFIX_CHARS`` only
    has its first ``MAX_PREFIX_CHARS`` characters looked at: no prefix is longer.
-3. Memory is packed arrays, not Python objects per prefix (docs/routing.md "Prefix
-   tables" has the measurements that chose this): each prefix is one 64-bit integer, its
+3. Memory is packed arrays, not Python objects per prefix (docs/prefix_tables.md "Data
+   structure, and why" has the measurements that chose this): each prefix is one 64-bit integer, its
    text in base 12 (``+`` is 1, ``0``-``9`` are 2-11, padding is 0) so that numeric order is
    text order and a padded prefix sorts just before every key it starts; its length rides
    in the low 5 bits. A lookup is one ``bisect`` (C) for the greatest prefix not above the

@@ -22,7 +22,7 @@ from conf.settings import Settings
 from ingress.sip.message import Request
 from workers.routing.dispatcher import STICKY_MAX, STICKY_S, Destination, Dispatcher, destination
 from workers.routing.dispatcher import DispatchSet as DestinationSet
-from workers.routing.prefix_route import load_tables
+from workers.routing.prefix_route import PrefixTables, load_tables
 from workers.routing.rules import HeaderEdit, HeaderTest, UserRewrite
 from workers.routing.trusted import TrustedSources
 
@@ -161,7 +161,8 @@ class RoutingTable:
     """Routes over destination sets; pass the worker's ``Dispatcher`` so that picks skip
     destinations it knows are down (without one, every destination counts as up)."""
 
-    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None) -> None:
+    def __init__(self, settings: Settings, dispatcher: Dispatcher | None = None,
+                 prefixes: PrefixTables | None = None) -> None:  # fmt: skip
         if dispatcher is None:
             dispatcher = Dispatcher(settings.destination_set, settings.listen)
         self.dispatcher = dispatcher
@@ -170,7 +171,7 @@ class RoutingTable:
         self.trusted = TrustedSources(settings.trusted)
         self.routes = [Route(c, self.sets, self.trusted) for c in settings.route]
         #: longest-prefix tables, read at start (raises PrefixFileError on a bad file)
-        self.prefixes = load_tables(settings)
+        self.prefixes = prefixes if prefixes is not None else load_tables(settings)
         #: (status, reason) a table answers when no prefix matches
         self.no_match = {t.name: (t.no_match_status, t.no_match_reason
                                   or reason_phrase(t.no_match_status))
