@@ -187,3 +187,15 @@ def test_every_project_module_a_compiled_one_imports_is_hashed() -> None:
     for module in compiled.MODULES:
         missing = _project_imports(module) - set(compiled.sources())
         assert not missing, f"{module} imports {sorted(missing)}: add them to DEPENDS"
+
+
+def test_a_missing_compiler_is_named_with_its_debian_package(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without a C compiler on PATH the build says so and names the package ./dev installs."""
+    from conf import build_compiled
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no cc, no gcc
+    assert (build_compiled.missing_toolchain() or "").startswith("no C compiler")
+    assert build_compiled.debian_packages() == ["gcc"]
+    assert build_compiled.main(["--needs"]) == 0
