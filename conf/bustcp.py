@@ -25,6 +25,14 @@ Rules:
    endpoint, state]``, at once and every heartbeat; a worker takes it only from an endpoint of
    its ``[bus] ingresses`` (``workers/bus.py``) and forgets an ingress it has not heard from
    for ``liveness`` heartbeats.
+6. That heartbeat names the ingress's ring (the idents of its live workers, every host's):
+   a worker owns a Call-ID among them, as the ingress decides, so it gives its OPTIONS
+   probes Call-IDs whose answers come back to it (``probe_interval_s``). A worker keeps a
+   ring (``ring_idents``) only while that ingress is live; the union over the live
+   ingresses is its view (they hear the same heartbeats). Probes are still shared out among
+   the workers of each host: each host keeps the health of every destination itself. A
+   host with ``address`` but no ``ingresses`` (an edge's own workers) hears no ring: probing
+   is refused there at load.
 """
 
 from __future__ import annotations
@@ -154,12 +162,12 @@ def check(s: Settings) -> None:
         raise BusConfigError("bus.ingresses", "[] unless bus.address is set (workers need an "
                              "address to be reached at)", bus.ingresses)  # fmt: skip
     for i, ds in enumerate(s.destination_set):
-        if own and ds.probe_interval_s > 0:
-            # workers share probes out among the workers of their run directory, but the
-            # answer goes to the owner of its Call-ID among the workers of every host
+        if own and not bus.ingresses and ds.probe_interval_s > 0:
+            # rule 6: only a worker that hears an ingress over TCP knows every host's
+            # workers; one on the edge's host would give probes Call-IDs of its host's ring
             raise BusConfigError(f"destination_set[{i}].probe_interval_s", "0 with [bus] address "
-                                 "(probes are shared out among one host's workers)",
-                                 ds.probe_interval_s)  # fmt: skip
+                                 "and no [bus] ingresses (workers on an edge host do not hear "
+                                 "the ring of every host's workers)", ds.probe_interval_s)  # fmt: skip
     hosts: dict[str, int] = {}
     for i, peer in enumerate(s.peer):
         if not peer.bus_address:
@@ -192,6 +200,18 @@ def check(s: Settings) -> None:
         if parsed in seen:
             raise BusConfigError(key, "each ingress once", f"{ep} again (bus.ingresses[{seen[parsed]}])")
         seen[parsed] = i
+
+
+def ring_idents(ring: object) -> frozenset[str] | None:
+    """Rule 6: the idents of an ingress's ring, or None for one that is not a list of at
+    most ``MAX_WORKERS`` valid idents. Every ident is kept, of hosts we know or not: the ring
+    only tells who the ingress sends a Call-ID to (its own decision, which a ring we trimmed
+    would contradict), and opens no pipe and moves no dialog."""
+    if not isinstance(ring, list) or len(ring) > MAX_WORKERS:
+        return None
+    if not all(sockets.valid_ident(i) for i in ring):
+        return None
+    return frozenset(ring)
 
 
 # -- the hop --------------------------------------------------------------------------------------

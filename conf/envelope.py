@@ -12,7 +12,8 @@ Kinds:
             connection to dst, or a new one"; local_* names the listener to send from
     ``HB``  worker -> ingress heartbeat. header ``[worker_id, endpoint, state]``; state
             ``"up"`` or ``"down"`` (a worker leaving says so instead of going silent); workers
-            send the same to every timers process
+            send the same to every timers process. An ingress's ``HB`` to a worker of another
+            host adds a fourth element, the idents of its ring (``conf/bustcp.py`` rule 6)
     ``TOPS`` worker -> timers: timer operations (docs/timers.md). header
             ``[worker_id, epoch, end_sync, [arm, ...], [cancel, ...]]``, arm
             ``[key, deadline, kind, payload, gen]``, cancel ``[key, gen]``; no SIP frames
@@ -70,6 +71,8 @@ STATEPLANE_DELTAS = "stateplane-deltas.ipc"
 STATEPLANE_PUB = "stateplane-pub.ipc"
 STATEPLANE_SNAP = "stateplane-snap.ipc"
 
+#: worker idents an ingress's ``HB`` names at most (``conf.bustcp.MAX_WORKERS``)
+MAX_RING = 1024
 #: headers are small; a bigger one is garbage or an attack
 MAX_HEADER_BYTES = 1 << 20
 
@@ -121,12 +124,18 @@ def unpack(frames: list[bytes]) -> Envelope:
     return Envelope(kind, header, payloads)
 
 
+def _is_ring(x: Any) -> bool:
+    """An ingress's ring in its ``HB`` over TCP: at most ``MAX_RING`` worker idents."""
+    return isinstance(x, list) and len(x) <= MAX_RING and all(isinstance(i, str) for i in x)
+
+
 def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> None:
     if kind == KIND_HB:
         ok = (
             isinstance(header, list)
-            and len(header) == 3
-            and all(isinstance(x, str) for x in header)
+            and len(header) in (3, 4)
+            and all(isinstance(x, str) for x in header[:3])
+            and (len(header) == 3 or _is_ring(header[3]))
         )
     elif kind == KIND_HANDED:
         ok = (isinstance(header, list) and len(header) == 2

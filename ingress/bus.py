@@ -8,8 +8,9 @@ Rules:
 3. ZeroMQ's FD is edge-triggered: after it fires, the socket is drained until ``zmq.Again``.
 4. Workers of other hosts (``conf.bustcp``): with ``open_tcp`` the ingress also reads a TCP
    socket of its own, CURVE-guarded, which takes only ``OUT`` and ``HB``; each worker that
-   joined over it hears our ``HB [ingress_id, endpoint, state]`` at once and every heartbeat
-   (``conf.bustcp`` rule 5), so it knows which ingress its pipe reaches.
+   joined over it hears our ``HB [ingress_id, endpoint, state, ring]`` at once and every
+   heartbeat (``conf.bustcp`` rules 5-6), so it knows which ingress its pipe reaches and who
+   owns a Call-ID.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ class WorkerBus:
         if env.kind == envelope.KIND_OUT:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
-            ident, endpoint, state = env.header
+            ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
             self._peers.heartbeat(ident, endpoint, state, self._loop.time())
 
     def _on_tcp_readable(self) -> None:
@@ -145,22 +146,27 @@ class WorkerBus:
         if env.kind == envelope.KIND_OUT:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
-            ident, endpoint, state = env.header
+            ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
             if self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True) == "joined":
                 # before any IN, even while the CURVE handshake is on (rule 4)
-                frames = envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint,
-                                                          self._state])  # fmt: skip
-                self._pipes[ident].send_first(frames)
+                self._pipes[ident].send_first(self._hb(self._state))
         else:  # rule 4: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
     def _announce(self, idents: Iterable[str], state: str) -> None:
         """Tell workers of other hosts who we are (rule 4)."""
-        frames = envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state])
+        frames = self._hb(state)
         for ident in idents:
             pipe = self._pipes.get(ident)
             if pipe is not None:
                 pipe.send_now(frames)
+
+    def _hb(self, state: str) -> list[bytes]:
+        """Our heartbeat to a worker of another host, with the idents of our ring: that is
+        how its host knows who owns a Call-ID among the workers of every host
+        (``conf/bustcp.py`` rule 6)."""
+        ring = self._peers.workers.idents[: envelope.MAX_RING]
+        return envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state, ring])
 
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ingress_id, metas]

@@ -10,9 +10,11 @@ these verbs: the other processes' "unknown command" replies are left out.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from conf.control import ask
+from workers.routing import marks
 
 #: a worker reading a big prefix table takes seconds (docs/prefix_tables.md): prepare may take
 #: this long at least, whatever ``--timeout`` says
@@ -64,12 +66,24 @@ def mark_destination(run_dir: str, words: list[str], timeout_s: float) -> tuple[
     if len(words) != 4 or words[0] != "set" or words[3] not in ("inactive", "active"):
         return 2, ["usage: sipline ctl destinations set SET URI inactive|active"]
     _, name, uri, state = words
+    # kept first, then asked: a worker not yet listed reads it at start (marks.py rule 1)
+    inactive, kept = state == "inactive", ""
+    try:
+        changed = marks.update(run_dir, (name, uri), inactive)
+    except marks.MarksError as exc:
+        changed, kept = False, f"not kept for workers started later: {exc}"
     replies, silent = ask(run_dir, "destination_state", {"set": name, "uri": uri, "state": state},
                           timeout_s)  # fmt: skip
     rows = sorted((r for r in replies if r.get("ok")), key=lambda r: str(r["proc"]))
+    if changed and inactive and not any("state" in r for r in rows):
+        # no worker has it (a typo, or the node is down): keep no mark of it; an ``active``
+        # always stays removed, so a mark of a destination a reload removed can be cleared
+        with contextlib.suppress(marks.MarksError):
+            marks.update(run_dir, (name, uri), False)
     lines = [f"{r['proc']}: {r['set']} {r['uri']} is {r['state']}" if "state" in r
              else f"{r['proc']}: {r.get('error')}" for r in rows]  # fmt: skip
     lines += [f"{ident}: no answer" for ident in silent if _is_worker(ident)]
-    ok = rows and all("state" in r for r in rows) and not any(
+    lines += [kept] if kept else []
+    ok = rows and all("state" in r for r in rows) and not kept and not any(
         _is_worker(s) for s in silent)  # fmt: skip
     return (0 if ok else 1), lines

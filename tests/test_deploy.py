@@ -13,6 +13,7 @@ import pytest
 
 from conf.process import SHUTDOWN_S
 from conf.settings import Tcp
+from sipline.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
 UNITS = REPO / "deploy" / "systemd"
@@ -86,6 +87,26 @@ class TestUnits:
         # one run directory for every process of the node, outliving any one unit
         assert svc["RuntimeDirectory"] == ["sipline"] and svc["RuntimeDirectoryPreserve"] == ["yes"]
         assert "XDG_RUNTIME_DIR=/run/sipline" in svc["Environment"]
+
+    def test_reloading_the_target_runs_one_coordinated_ctl_reload(self) -> None:
+        """``systemctl reload sipline.target`` reaches the stateplane unit alone, whose
+        ExecReload is ``sipline ctl reload`` (a command the CLI takes), not a HUP; no other
+        unit reloads, so a target reload runs the node's reload exactly once."""
+        reloads = {}
+        for name in UNIT_OF.values():
+            unit = parse_unit((UNITS / name).read_text())
+            if "ExecReload" in unit["Service"]:
+                reloads[name] = (unit["Service"]["ExecReload"], unit["Unit"].get("ReloadPropagatedFrom"))
+        assert list(reloads) == ["sipline-stateplane.service"], reloads
+        ((exec_reload,), propagated) = reloads["sipline-stateplane.service"]
+        assert propagated == ["sipline.target"]
+        argv = shlex.split(exec_reload)
+        assert argv[0] == "/opt/sipline/bin/sipline" and argv[1:] == ["ctl", "reload"], argv
+        assert "kill" not in exec_reload and "HUP" not in exec_reload
+        (start,) = parse_unit((UNITS / "sipline-stateplane.service").read_text())["Service"]["ExecStart"]
+        assert shlex.split(start)[0] == argv[0]  # the same installed sipline
+        args = build_parser().parse_args(argv[1:])
+        assert (args.command, args.what) == ("ctl", "reload"), args
 
     def test_the_parser_refuses_what_is_not_a_unit(self) -> None:
         """The parser is strict enough to catch a broken file."""

@@ -124,7 +124,7 @@ class TimerService:
         if env.kind == envelope.KIND_TOPS:
             self._apply_ops(env.header)
         elif env.kind == envelope.KIND_HB:
-            self._on_heartbeat(*env.header)
+            self._on_heartbeat(*env.header[:3])  # a 4th (a ring) is an ingress's
 
     def _apply_ops(self, header: list[Any]) -> None:
         worker, epoch, end_sync, arms, cancels = header

@@ -26,7 +26,8 @@ Rules:
    naming our TCP endpoint. A pipe serves the ingress whose ``HB`` came from that very
    endpoint (an ingress restarted there replaces the one before); one silent for
    ``liveness`` heartbeats, or that said ``down``, is forgotten as a vanished file is
-   (rule 2), while its pipe stays to reach whoever listens there next.
+   (rule 2), while its pipe stays to reach whoever listens there next. Its ``HB`` names its
+   ring (``conf.bustcp`` rule 6): ``ring`` is the union over the live ones.
 """
 
 from __future__ import annotations
@@ -65,12 +66,13 @@ def _out_header(metas: list[Any]) -> list[Any]:
 class _Remote:
     """An ingress endpoint of ``[bus] ingresses`` (rule 7): its pipe, and who answers there."""
 
-    __slots__ = ("endpoint", "ident", "pipe", "seen")
+    __slots__ = ("endpoint", "ident", "pipe", "ring", "seen")
 
     def __init__(self, endpoint: str, pipe: PushPipe) -> None:
         self.endpoint, self.pipe = endpoint, pipe
         self.ident = ""
         self.seen = 0.0
+        self.ring: frozenset[str] = frozenset()  # conf.bustcp rule 6
 
 
 class IngressBus:
@@ -200,7 +202,9 @@ class IngressBus:
         if env.kind == envelope.KIND_IN:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
-            self._on_ingress_hb(*env.header)
+            self._on_ingress_hb(*env.header[:3])
+            if len(env.header) == 4:
+                self._on_ingress_ring(env.header[0], env.header[1], env.header[3])
         else:  # rule 7: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
@@ -227,7 +231,25 @@ class IngressBus:
         self._pipes[ident] = remote.pipe
         log.info("ingress_found", ingress=ident, endpoint=ep)
 
+    def _on_ingress_ring(self, ident: str, ep: str, ring: list[Any]) -> None:
+        """``conf.bustcp`` rule 6: the ring of the live ingress ``ident`` at ``ep``."""
+        remote = self._remote.get(ep)
+        if remote is None or remote.ident != ident:
+            return  # refused or gone (_on_ingress_hb counted it)
+        idents = bustcp.ring_idents(ring)
+        if idents is None:
+            self._meter.counters["drop_bad_ring"] += 1
+            return
+        remote.ring = idents
+
+    def ring(self) -> frozenset[str] | None:
+        """The workers of every host as the live ingresses of other hosts see them (the union
+        of their rings, ``conf.bustcp`` rule 6), or None without one (a one-host node)."""
+        rings = [r.ring for r in self._remote.values() if r.ident]
+        return frozenset().union(*rings) if rings else None
+
     def _forget_remote(self, remote: _Remote) -> None:
+        remote.ring = frozenset()
         if self._pipes.get(remote.ident) is remote.pipe:
             del self._pipes[remote.ident]
         log.info("ingress_gone", ingress=remote.ident, endpoint=remote.endpoint)

@@ -123,7 +123,7 @@ class Jobs:
                 assert job.ctx is not None and job.ctx.aor is not None and self.location
                 found = await self.location.lookup(job.ctx.aor, time.time())
                 miss = (found.miss.status, found.miss.reason) if found.miss else (404, "Not Found")
-                contacts = [(c.uri, c.source) for c in found.contacts]
+                contacts = [(c.uri, c.source, c.path) for c in found.contacts]
                 outs = self.core.located(job, contacts, miss, self.loop.time())
         except CacheError as exc:
             log.warning("location_failed", call_id=job.request.call_id, kind=job.kind,

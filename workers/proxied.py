@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.sip.message import Request, Uri
+from ingress.sip.message import NameAddr, Request, Uri
 from workers.proxy import Inbound, Plan
 from workers.routing.dispatcher import Destination, DispatchSet
 from workers.transactions import ClientTransaction, ServerTransaction
@@ -17,7 +17,9 @@ from workers.transactions import ClientTransaction, ServerTransaction
 TIMEOUT = (408, "Request Timeout")
 UNAVAILABLE = (503, "Service Unavailable")
 
-Target = tuple[Uri, "Uri | None", "Destination | None"]
+#: (next hop, Request-URI to set or None, destination of a destination set or None, Route
+#: entries to put on top: a registered contact's Path, RFC 3327 §5.3)
+Target = tuple[Uri, "Uri | None", "Destination | None", tuple[NameAddr, ...]]
 #: where a transaction sends: (ingress id, out meta as in conf.envelope)
 Dest = tuple[str, tuple[Any, ...]]
 #: destinations kept for sharing at most (rule 8): a node's trunks and gateways, and the
@@ -36,8 +38,8 @@ class Proxied:
     plan: Plan | None
     server: ServerTransaction | None = None
     client: ClientTransaction | None = None  # the attempt in progress
-    #: failover targets left, in order: (next hop, Request-URI to set or None, destination of
-    #: a destination set whose health the outcome reports to, or None)
+    #: failover targets left, in order (``Target``: next hop, Request-URI to set or None,
+    #: destination of a set whose health the outcome reports to or None, Routes to add)
     targets: list[Target] = field(default_factory=list)
     dset: DispatchSet | None = None  # the destination set the targets came from
     current: Destination | None = None  # the destination of the attempt in progress

@@ -17,6 +17,10 @@ Rules:
    (a second prepare or SIGHUP meanwhile is refused). What the read built is taken, and the
    swap made, back on the loop. ``prepare`` only reads ``current.settings``, which nothing
    changes, and builds new objects: nothing is shared with the loop until the swap.
+6. The operator's marks outlive a worker (``workers/routing/marks.py``): ``sipline ctl``
+   writes them to the run directory before it asks the workers; a worker takes the file's
+   marks at start (``apply_marks``, right after its control socket is bound) and at each
+   swap, so a worker started after a mark, or a destination a reload brought back, has it.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import structlog
 
 from conf.control import Handler
 from conf.settings import Settings
+from workers.routing import marks
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.reload import Candidate, ReloadRefused, Routing, commit, prepare
 from workers.routing.table import RoutingTable
@@ -160,9 +165,30 @@ class Reloader:
         dropped, self.candidate = self.candidate is not None, None
         return {"reload": "aborted", "dropped": dropped, "generation": self.current.generation}
 
+    def apply_marks(self) -> int:
+        """Rule 6: mark inactive every destination the run directory's marks file lists
+        that the current routing has; returns how many were marked by this call."""
+        d = self.current.table.dispatcher
+        try:
+            found = marks.read(self.current.settings.node.run_dir)
+        except marks.MarksError as exc:
+            log.error("destination_marks_unreadable", error=str(exc))
+            return 0
+        done = 0
+        for name, uri in found:
+            try:
+                done += bool(d.disable(name, uri))
+            except KeyError:
+                continue  # not in this routing (rule 2 of workers/routing/marks.py)
+        if done:
+            log.warning("destination_marks_taken", marked=done, listed=len(found),
+                        generation=self.current.generation)  # fmt: skip
+        return done
+
     def _swap(self, routing: Routing, generation: int) -> None:
         old = self.current
         self.current = commit(routing, old, generation)
+        self.apply_marks()
         self._apply(self.current)
         log.info("routing_reloaded", previous=old.generation, **self.current.summary())
 

@@ -76,6 +76,9 @@ class Worker:
         #: the node's workers as this one sees them in the run directory: probe answers come
         #: back to the owner of their Call-ID, so probes use Call-IDs this worker owns
         self.peers = WorkerSet.fixed({})
+        #: with workers on several hosts, the ingresses' ring (conf/bustcp.py rule 6): the
+        #: owner of a probe's Call-ID among every host's workers; None on one host
+        self.ring: WorkerSet | None = None
         self.dispatcher = Dispatcher(settings.destination_set, settings.listen,
                                      instance=f"{os.getpid()}-{secrets.token_hex(3)}",
                                      owns=self._owns)  # fmt: skip
@@ -154,6 +157,8 @@ class Worker:
             "dialogs": self._ctl_dialogs,
             "ratelimit": self._ctl_ratelimit,
         })  # fmt: skip
+        # after the bind, before any control message: no mark is missed (reloading.py rule 6)
+        self.reloader.apply_marks()
         #: worst time a message waited between its arrival at an ingress and its handling here
         self.max_delay_s = 0.0
         self.slow_s = settings.log.slow_message_ms / 1000
@@ -163,6 +168,11 @@ class Worker:
 
     def heartbeat(self) -> None:
         self.bus.heartbeat()
+        ring = self.bus.ring()
+        if ring is None:
+            self.ring = None
+        elif self.ring is None or set(self.ring.idents) != ring:
+            self.ring = WorkerSet.fixed(dict.fromkeys(ring, ""))
         if self.rejects.due(self.loop.time()):
             log_rejects(self.rejects, self.loop.time())
         if self.rate_share is not None:
@@ -231,7 +241,7 @@ class Worker:
         return out
 
     def _owns(self, call_id: str) -> bool:
-        owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))
+        owner = (self.ring or self.peers).owner(call_id.encode("utf-8", "surrogateescape"))
         return owner is None or owner == self.worker_id
 
     def refresh_peers(self) -> None:

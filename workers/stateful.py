@@ -77,7 +77,7 @@ from workers.proxy import (
     StatelessProxy,
 )
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
-from workers.registrar.register import Registrar
+from workers.registrar.register import Registrar, path_routes
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
 from workers.targets import chain, fails_over, next_set
@@ -336,13 +336,13 @@ class StatefulProxy:
         if not self._admitted(req, inb, plan):
             return None
         if plan.hop is not None:
-            ctx.targets = [(plan.hop, None, None)]
+            ctx.targets = [(plan.hop, None, None, ())]
             return ctx
         if plan.choice is not None:  # a prefix table's groups, in order (docs/prefix_tables.md)
             ctx.dset = plan.choice.dset
             fails_over = ctx.dset.fails_over(503) or ctx.dset.fails_over(None)
             picked = plan.choice.targets if fails_over else plan.choice.targets[:1]
-            ctx.targets = [(parse_uri(d.uri), None, d) for d in picked]
+            ctx.targets = [(parse_uri(d.uri), None, d, ()) for d in picked]
             if plan.route is not None:  # a failure_route continues after the table's groups
                 ctx.next_sets = plan.route.failure_sets
             return ctx
@@ -453,12 +453,14 @@ class StatefulProxy:
         none is left."""
         while ctx.targets and not ctx.cancelled:
             target = ctx.targets.pop(0)
-            hop, ruri, ctx.current = target
+            hop, ruri, ctx.current, pre = target
             if not is_ip(hop.host_plain) and ctx.server is not None:
                 # RFC 3263: the worker resolves it beside the loop, then ``resolved`` goes on
                 self.jobs.append(Job("resolve", ctx.server, ctx, req, inb, target))
                 return False
             p = plan if ruri is None else replace(plan, uri=ruri, uri_changed=True)
+            if pre:  # a contact's Path: loose routing through its edge proxy (RFC 3327 §5.3)
+                p = replace(p, routes=[*pre, *p.routes], changed=True)
             try:
                 (ingress, meta, data), branch = self.sl.forward(req, inb, p, hop, ctx.attempt)
             except SipError as exc:
@@ -611,10 +613,15 @@ class StatefulProxy:
         self._drain(now)
         return outs
 
-    def located(self, job: Job, contacts: list[tuple[str, Any]], miss: tuple[int, str],
-                now: float) -> list[Out]:  # fmt: skip
-        """The lookup of ``job`` found ``contacts`` ((contact URI, source) by q, highest
-        first): forward to them in turn, or answer ``miss`` when there are none."""
+    def located(self, job: Job, contacts: list[tuple[str, Any, tuple[str, ...]]],
+                miss: tuple[int, str], now: float) -> list[Out]:  # fmt: skip
+        """The lookup of ``job`` found ``contacts`` ((contact URI, source, Path) by q,
+        highest first): forward to them in turn, or answer ``miss`` when there are none.
+
+        A contact registered with a Path is reached through it, as Kamailio's ``lookup()``
+        does: the Path URIs become the top Routes, in order, and the request goes to the
+        first of them (loose routing; a host name there is resolved like any next hop)
+        rather than to where the REGISTER came from (docs/registrar.md, "Path")."""
         outs = self._begin()
         ctx = job.ctx
         assert ctx is not None
@@ -623,15 +630,24 @@ class StatefulProxy:
         elif not contacts:
             self._local_final(ctx, *miss, now)
         else:
-            for uri, source in contacts:
+            for uri, source, path in contacts:
                 contact = parse_uri(uri)
                 hop = contact
+                if path:
+                    routes = path_routes(path)
+                    if routes is None:  # a forged or damaged record: skip this contact
+                        self.counters["bad_path"] = self.counters.get("bad_path", 0) + 1
+                        continue
+                    ctx.targets.append((routes[0].uri, contact, None, tuple(routes)))
+                    continue
                 if source is not None:  # where the REGISTER came from: through its NAT
                     tag = source.conn
                     conn = f";{NAT_CONN_PARAM}={tag}" if tag and PARAMCHARS_RE.fullmatch(tag) else ""
                     hop = parse_uri(f"sip:{_host(source.ip)}:{source.port};"
                                     f"transport={source.transport}{conn}")  # fmt: skip
-                ctx.targets.append((hop, contact, None))
+                ctx.targets.append((hop, contact, None, ()))
+            if not ctx.targets:
+                ctx.fallback = miss
             self._try_next(ctx, now)
         self._drain(now)
         return outs
@@ -647,14 +663,14 @@ class StatefulProxy:
         if ctx.cancelled:
             self._local_final(ctx, 487, "Request Terminated", now)
         elif not ctx.done:
-            _, ruri, dest = target
+            _, ruri, dest, pre = target
             if failure is not None:
                 ctx.fallback = failure
             # a TLS server is verified against the name resolved (docs/tls.md)
             sni = f";{SNI_PARAM}={target[0].host_plain}"
             resolved = [(parse_uri(f"sip:{_host(ip)}:{port};transport={transport}"
                                    f"{sni if transport == 'tls' else ''}"),
-                         ruri, dest) for transport, ip, port in addresses]  # fmt: skip
+                         ruri, dest, pre) for transport, ip, port in addresses]  # fmt: skip
             ctx.targets[:0] = resolved
             self._try_next(ctx, now)
         self._drain(now)

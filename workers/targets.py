@@ -13,7 +13,7 @@ from workers.routing.dispatcher import Destination, DispatchSet
 def chain(dset: DispatchSet, first: Destination) -> list[Target]:
     """``first`` and, when the set fails over, the rest of it in failover order (rule 2)."""
     rest = dset.alternatives(first) if dset.fails_over(503) or dset.fails_over(None) else []
-    return [(parse_uri(d.uri), None, d) for d in [first, *rest]]
+    return [(parse_uri(d.uri), None, d, ()) for d in [first, *rest]]
 
 
 def fails_over(ctx: Proxied, status: int | None) -> bool:

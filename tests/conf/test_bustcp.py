@@ -58,6 +58,9 @@ def test_a_worker_host_and_an_edge_load(keys: dict[str, Path]) -> None:
     assert edge.bus.ingress_port == 7600 and edge.peer[0].bus_address == "127.0.0.3"
     plain = from_dict({})
     assert plain.bus.address == "" and plain.bus.ingresses == []
+    probing = from_dict({**worker_host(keys), "destination_set": [
+        {"name": "uas", "destinations": ["sip:127.0.0.1:5090"], "probe_interval_s": 5}]})
+    assert probing.destination_set[0].probe_interval_s == 5  # it hears the edge's ring
 
 
 BAD = [
@@ -91,9 +94,10 @@ BAD = [
      "at most 40 characters", "n" * 41),
     ({"node": {"name": "n" * 20, "run_dir": "/" + "r" * 60}}, "node.name",
      "at most 14 characters with [bus] address and this run_dir", "n" * 20),
-    ({"destination_set": [{"name": "uas", "destinations": ["sip:127.0.0.1:5090"],
+    ({"bus": {"address": "127.0.0.3", "ingresses": []},
+      "destination_set": [{"name": "uas", "destinations": ["sip:127.0.0.1:5090"],
                            "probe_interval_s": 5}]},
-     "destination_set[0].probe_interval_s", "0 with [bus] address", "5"),
+     "destination_set[0].probe_interval_s", "0 with [bus] address and no [bus] ingresses", "5"),
 ]  # fmt: skip
 
 
@@ -101,7 +105,7 @@ BAD = [
                          ids=["name", "wildcard", "wildcard-v6", "no-scheme", "host-name", "port",
                               "not-a-peer", "twice", "no-address", "port-no-address",
                               "own-address", "keyless-peer", "host-twice", "peer-wildcard",
-                              "long-node-name", "long-ipc-path", "probing"])  # fmt: skip
+                              "long-node-name", "long-ipc-path", "edge-probing"])  # fmt: skip
 def test_a_bad_value_is_refused_naming_file_key_and_expectation(
     change: dict[str, Any], key: str, expected: str, found: object, keys: dict[str, Path],
 ) -> None:  # fmt: skip

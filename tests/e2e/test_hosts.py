@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conf import curve
+from conf import curve, nodekey
 
 from .node import (
     LOCALHOST,
@@ -31,6 +31,7 @@ from .node import (
     sipp_uac,
     write_config,
 )
+from .test_ctl import PROBING, responder  # noqa: F401 (a fixture)
 from .test_dialogs import cdrs, dialogs
 from .test_shedding import replies, request
 from .test_worker_churn import busy, wait_for
@@ -65,7 +66,8 @@ class Hosts:
         return self.keys[name]
 
     def conf(self, name: str, address: str, bus: str, peers: dict[str, str],
-             key_as: str = "", extra: str = "") -> Path:  # fmt: skip
+             key_as: str = "", extra: str = "", set_extra: str = "",
+             dests: list[int | str] | None = None) -> Path:  # fmt: skip
         """Host ``name``'s config: the edge's SIP listeners (workers write them into Via and
         Record-Route), its own run directory, ``[bus]`` and a ``[[peer]]`` per other host
         ({name: address}); ``key_as`` signs with another name's key (a host that is not who
@@ -77,8 +79,8 @@ class Hosts:
             tables.append(f'[[peer]]\nname = "{peer}"\nbus_address = "{addr}"\n'
                           f'public_key_file = "{self.key(peer)[1]}"\n')  # fmt: skip
         path = self.tmp / f"{name}.toml"
-        write_config(path, self.runs / name, self.sip_port, self.dest_port,
-                     extra="\n".join(tables), name=name)  # fmt: skip
+        write_config(path, self.runs / name, self.sip_port, dests or self.dest_port,
+                     extra="\n".join(tables), name=name, set_extra=set_extra)  # fmt: skip
         return path
 
 
@@ -299,3 +301,93 @@ def test_a_killed_worker_on_another_host_is_dropped_by_its_silence(
     assert [str(e["worker"]).split("-")[0] for e in lost] == ["c.worker"], lost
     res = sipp_uac(hosts.sip_port, "u1", 100, 100, tmp_path)
     assert (res.successful, res.failed) == (100, 0), res.output
+
+
+def share_node_key(hosts: Hosts, names: tuple[str, ...], shared: bool) -> None:
+    """Give hosts ``names`` the same ``node.key`` in their run directories (as an operator
+    copies it, docs/operations.md), or each a key of its own."""
+    key = os.urandom(nodekey.KEY_BYTES)
+    for name in names:
+        run_dir = hosts.runs / name
+        run_dir.mkdir(mode=0o700)
+        fd = os.open(run_dir / nodekey.KEY_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(key if shared else os.urandom(nodekey.KEY_BYTES))
+
+
+def forged(worker: Proc) -> int:
+    """Responses ``worker`` dropped because their ``sl-c`` tag failed its check."""
+    return sum(int(str(e["since_last_log"])) for e in worker.events("responses_dropped")
+               if e.get("reason") == "forged_tag")  # fmt: skip
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared_key", "key_per_host"])
+def test_tcp_clients_reach_workers_on_other_hosts_and_get_responses_back(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], uas: Uas, tmp_path: Path,
+    shared: bool,
+) -> None:  # fmt: skip
+    """A TCP caller (one connection for every call) through the edge: workers on hosts B and
+    C sign the ``sl-c`` tag that routes each response back to that connection. The UAS rings
+    for a second, and host C's worker joins and leaves while calls ring, so responses to
+    INVITEs one host forwarded reach the other host's worker. With ``node.key`` copied to
+    both hosts every call completes and no tag is refused; with a key per host the moved
+    responses are dropped as forged (what the shared key is for)."""
+    slow, _ = uas("t1", "uas_slow")
+    hosts.dest_port = slow
+    share_node_key(hosts, ("b", "c"), shared)
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    b = run(hosts.conf("b", HOST_B, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+    wait_for(lambda: len(joined(edge, "b.")) == 1, "host B's worker to join", 20)
+    calls = UacRun.start(hosts.sip_port, "t1", 150, 30, tmp_path, timeout_s=60)
+    try:
+        c = run(hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE}), ["worker"])
+        wait_for(lambda: len(joined(edge, "c.")) == 1, "host C's worker to join", 20)
+        wait_for(lambda: busy(c), "calls to reach host C's worker", 20)
+        if not shared:
+            wait_for(lambda: forged(c) + forged(b) > 0, "a moved response to fail its tag", 20)
+            return
+        # past the UAS's second of ringing: C holds calls of its own, and B's INVITEs moved
+        wait_for(lambda: len(c.events("load_stats")) >= 6, "host C's worker to serve 3 s", 20)
+        stopped(c)
+        wait_for(lambda: not joined(edge, "c."), "host C's worker to leave the ring")
+        res = calls.wait()
+    finally:
+        calls.kill()
+    assert (res.successful, res.failed) == (150, 0), res.output
+    assert forged(b) == 0 and forged(c) == 0, (b.text()[-2000:], c.text()[-2000:])
+
+
+def health(worker: Proc, uri: str) -> list[str]:
+    """The states ``worker`` moved destination ``uri`` to, in order."""
+    return [str(e["new"]) for e in worker.events("destination_health") if e["uri"] == uri]
+
+
+def test_probes_answered_on_every_host_keep_a_live_destination_up(
+    hosts: Hosts, run: Callable[[Path, list[str]], Proc], responder: int,  # noqa: F811 -- the fixture
+) -> None:  # fmt: skip
+    """Probing with workers on two hosts (conf/bustcp.py rule 6): each worker gives its OPTIONS
+    Call-IDs it owns in the edge's ring of every host's workers, so each answer comes back
+    through the edge to the worker that sent the probe. A destination that answers stays up
+    on both hosts for many probe rounds; one that never answers goes down on both."""
+    dead = free_port()  # nothing listens there
+    live_uri, dead_uri = f"sip:127.0.0.1:{responder}", f"sip:127.0.0.1:{dead}"
+    probing = "probe_interval_s = 0.3\nprobe_timeout_s = 0.3"
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    procs = {}
+    for name, addr, n in (("b", HOST_B, 2), ("c", HOST_C, 1)):
+        conf = hosts.conf(name, addr, worker_bus(hosts), {"edge": EDGE}, extra=PROBING,
+                          set_extra=probing, dests=[responder, dead])  # fmt: skip
+        procs[name] = run(conf, ["start", "-c", f"worker={n}", "worker"])
+    wait_for(lambda: len(joined(edge, "b.")) == 2 and len(joined(edge, "c.")) == 1,
+             "every worker to join", 20)  # fmt: skip
+    for p in procs.values():
+        wait_for(lambda p=p: health(p, dead_uri)[-1:] == ["down"],  # type: ignore[misc]
+                 "the dead destination to go down on each host", 20)  # fmt: skip
+    # many probe rounds more (0.3 s each) with all three workers in the edge's ring
+    seen = {n: len(p.events("load_stats")) for n, p in procs.items()}
+    for n, p in procs.items():
+        wait_for(lambda n=n, p=p: len(p.events("load_stats")) >= seen[n] + 12,  # type: ignore[misc]
+                 "host to run 3 s more", 20)  # fmt: skip
+    for n, p in procs.items():
+        assert "down" not in health(p, live_uri), (n, health(p, live_uri))
+    assert len(joined(edge, "")) == 3

@@ -18,8 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from conf.control import ask
+from tests.cachedb.servers import Server
+
 from .conftest import StartNode
-from .node import VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
+from .node import REPO, VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
 from .test_prefix_routing import prefix_config
 
 pytestmark = pytest.mark.e2e
@@ -73,15 +76,15 @@ def worker_generations(node: Node) -> dict[str, int]:
 
 def test_ctl_reload_moves_new_calls_and_keeps_a_held_call(start_node: StartNode, uas: Uas,
                                                           tmp_path: Path) -> None:  # fmt: skip
-    """A call held 4 s starts on set "uas" (UAS a); the route is edited to set "other" (UAS b)
-    and ``ctl reload`` answers generation 1 from both workers; 3 new calls reach b only, the
-    held call's BYE completes on a. A bad set name and a changed listener port are then
+    """A call held 12 s (a reload on a loaded box took over 4 s) starts on set "uas" (UAS
+    a); the route is edited to set "other" (UAS b) and ``ctl reload`` answers generation 1
+    from both workers; 3 new calls reach b only, the held call's BYE completes on a. A bad set name and a changed listener port are then
     refused naming the file and the key; the next call still reaches b."""
     a, _, alog = traced_uas(uas, tmp_path, "a")
     b, _, blog = traced_uas(uas, tmp_path, "b")
     other = f'\n[[destination_set]]\nname = "other"\ndestinations = ["sip:127.0.0.1:{b}"]\n'
     node = start_node(a, "worker=2", extra=STATEFUL + other)
-    held = UacRun.start(node.port, "u1", 1, 1, tmp_path, timeout_s=60, extra=("-d", "4000"))
+    held = UacRun.start(node.port, "u1", 1, 1, tmp_path, timeout_s=60, extra=("-d", "12000"))
     try:
         assert wait_for(lambda: "\nACK sip:" in (alog.read_text(errors="replace")
                                                  if alog.exists() else "")), "no call on a"
@@ -190,3 +193,123 @@ def test_ctl_reload_reads_a_changed_prefix_table(start_node: StartNode, uas: Uas
     res = sipp_uac(node.port, "u1", 1, 10, tmp_path, service="+442079460001")
     assert (res.successful, res.failed) == (1, 0), res.output
     assert (invites(alog), invites(blog)) == (2, 3)
+
+
+def push_table(node: Node, name: str, rows: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    csv = tmp_path / f"push-{time.monotonic_ns()}.csv"
+    csv.write_text(rows)
+    return subprocess.run([f"{VENV_BIN}/sipline", "prefix-push", name, str(csv)], check=False,
+                          env=env_for(node.conf), capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_ctl_reload_takes_a_table_pushed_to_redis(start_node: StartNode, uas: Uas,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """A table kept in a real redis (``cachedb_key``): ``sipline prefix-push`` of a table
+    that moves +4420 to group_b, then ``ctl reload``: both workers take it (generation 1) and
+    the next calls to +4420... reach b. A chunk damaged in redis then refuses the reload on
+    every worker naming ``cachedb:KEY``, and calls still reach b."""
+    server = Server("redis")
+    server.start()
+    try:
+        a, _, alog = traced_uas(uas, tmp_path, "a")
+        b, _, blog = traced_uas(uas, tmp_path, "b")
+        conf = prefix_config(tmp_path, a, b, "").replace(
+            f'file = "{tmp_path / "carriers.csv"}"', 'cachedb_key = "e2e:reload"'
+        ) + f'\n[registrar]\ncachedb_url = "{server.url}"\n'  # fmt: skip
+        assert "cachedb_key" in conf
+        # the node's file is written by start_node; push through a file of the same keys first
+        first = tmp_path / "first.toml"
+        first.write_text(f'[node]\nrun_dir = "{tmp_path / "push-run"}"\n' + conf
+                         + '[[route]]\nname = "default"\nto = "group_a"\n')  # fmt: skip
+        csv = tmp_path / "v1.csv"
+        csv.write_text("prefix,group\n+44,group_b\n+4420,group_a\n")
+        pushed = subprocess.run([f"{VENV_BIN}/sipline", "prefix-push", "carriers", str(csv)],
+                                env=env_for(first), capture_output=True, text=True, timeout=60,
+                                check=False)  # fmt: skip
+        assert pushed.returncode == 0, pushed.stderr
+        node = start_node(a, "worker=2", listen_first=conf)
+        res = sipp_uac(node.port, "u1", 2, 10, tmp_path, service="+442079460001")
+        assert (res.successful, res.failed) == (2, 0), res.output
+        assert (invites(alog), invites(blog)) == (2, 0)
+        pushed = push_table(node, "carriers", "prefix,group\n+44,group_b\n+4420,group_b\n", tmp_path)
+        assert pushed.returncode == 0, pushed.stderr
+        # pushed, not yet reloaded: the workers still route by the table they read
+        res = sipp_uac(node.port, "u1", 1, 10, tmp_path, service="+442079460001")
+        assert (res.successful, res.failed) == (1, 0), res.output
+        assert (invites(alog), invites(blog)) == (3, 0)
+        done = ctl(node, "reload")
+        assert done.returncode == 0 and done.stdout.count("1 prefix tables") == 2, done.stdout + done.stderr
+        assert set(worker_generations(node).values()) == {1}
+        res = sipp_uac(node.port, "u1", 2, 10, tmp_path, service="+442079460001")
+        assert (res.successful, res.failed) == (2, 0), res.output
+        assert (invites(alog), invites(blog)) == (3, 2)
+        damage = subprocess.run(
+            [VENV_BIN + "/python", "-c", DAMAGE, server.url, "e2e:reload"],
+            cwd=REPO, capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert damage.returncode == 0, damage.stderr
+        done = ctl(node, "reload")
+        assert done.returncode == 1 and "cachedb:e2e:reload" in done.stderr, done.stdout + done.stderr
+        assert set(worker_generations(node).values()) == {1}
+        res = sipp_uac(node.port, "u1", 1, 10, tmp_path, service="+442079460001")
+        assert (res.successful, res.failed) == (1, 0), res.output
+        assert (invites(alog), invites(blog)) == (3, 3)
+    finally:
+        server.cleanup()
+
+
+#: overwrite chunk 0 of the current version with other bytes (the digest no longer matches)
+DAMAGE = """
+import asyncio, sys
+from workers.cachedb import open_cachedb
+async def main():
+    db = open_cachedb(sys.argv[1], timeout_s=2.0)
+    try:
+        cur = await db.get(sys.argv[2] + ":current")
+        await db.set(sys.argv[2] + ":" + cur.split()[0].decode() + ":0", b"prefix,group\\n+44,group_a\\n")
+    finally:
+        await db.close()
+asyncio.run(main())
+"""
+
+
+def worker_views(node: Node, uri: str) -> dict[str, str]:
+    """Each live worker's own state for destination ``uri`` (not ``ctl``'s merged view)."""
+    replies, _ = ask(str(node.run_dir), "destinations", timeout_s=5.0)
+    return {str(r["proc"]): d["state"] for r in replies for d in r.get("destinations", ())
+            if d["uri"] == uri}  # fmt: skip
+
+
+def test_a_worker_started_after_a_mark_takes_it(start_node: StartNode, uas: Uas,
+                                                tmp_path: Path) -> None:  # fmt: skip
+    """``ctl destinations set uas <a> inactive`` on a one-worker node, then a second worker
+    started by hand: it reads the mark at start (docs/operations.md "Marking destinations"),
+    so both workers show a disabled and 6 calls, spread over both, all reach b. ``active``
+    clears it: a third worker started then has a up."""
+    a, _, alog = traced_uas(uas, tmp_path, "a")
+    b, _, blog = traced_uas(uas, tmp_path, "b")
+    node = start_node([a, b], "worker=1", extra=STATEFUL, set_extra='algorithm = "round_robin"')
+    a_uri = f"sip:127.0.0.1:{a}"
+    done = ctl(node, "destinations", "set", "uas", a_uri, "inactive")
+    assert done.returncode == 0 and done.stdout.count("is disabled") == 1, done.stdout + done.stderr
+    late: list[Proc] = []
+    try:
+        late.append(Proc.start([f"{VENV_BIN}/sipline", "worker"], env_for(node.conf), REPO))
+        assert late[0].wait_events("worker_ready", 1, 30), late[0].text()[-2000:]
+        assert wait_for(lambda: len(worker_views(node, a_uri)) == 2)
+        assert set(worker_views(node, a_uri).values()) == {"disabled"}, worker_views(node, a_uri)
+        assert wait_for(lambda: any(e.get("workers") == 2 for e in node.proc.events("worker_joined"))), \
+            node.proc.text()[-2000:]  # the ingress sends to both
+        res = sipp_uac(node.port, "u1", 6, 10, tmp_path)
+        assert (res.successful, res.failed) == (6, 0), res.output
+        assert (invites(alog), invites(blog)) == (0, 6)
+        assert late[0].events("destination_marks_taken"), late[0].text()[-2000:]
+        done = ctl(node, "destinations", "set", "uas", a_uri, "active")
+        assert done.returncode == 0 and done.stdout.count("is up") == 2, done.stdout + done.stderr
+        late.append(Proc.start([f"{VENV_BIN}/sipline", "worker"], env_for(node.conf), REPO))
+        assert late[1].wait_events("worker_ready", 1, 30), late[1].text()[-2000:]
+        assert wait_for(lambda: len(worker_views(node, a_uri)) == 3)
+        assert set(worker_views(node, a_uri).values()) == {"up"}, worker_views(node, a_uri)
+    finally:
+        for p in late:
+            if p.popen.poll() is None:
+                p.stop(signal.SIGTERM, timeout_s=10)

@@ -148,11 +148,13 @@ def test_a_listed_key_gets_only_what_crosses_hosts(tmp_path: Path) -> None:
             edge = h.client("edge", h.work_s)
             for header in (["work.worker.9-9", "tcp://127.0.0.9:4000", "up"],  # not a peer
                            ["edge.worker.9-9", f"tcp://{WORK}:4000", "up"],  # another's name
-                           ["work.worker.9-9", "ipc:///tmp/x/worker-work.worker.9-9.ipc", "up"]):
+                           ["work.worker.9-9", "ipc:///tmp/x/worker-work.worker.9-9.ipc", "up"],
+                           # an ingress's shape (with a ring): read as a heartbeat all the same
+                           ["work.worker.9-9", "tcp://127.0.0.9:4000", "up", ["work.w-1"]]):
                 edge.send_multipart(envelope.pack(envelope.KIND_HB, header))
             edge.send_multipart(envelope.pack(envelope.KIND_IN, ["x", [IN_META]], [b"x"]))
             c = h.edge_meter.counters
-            await until(lambda: c["drop_bad_endpoint"] == 3 and c["drop_tcp_kind"] == 1)
+            await until(lambda: c["drop_bad_endpoint"] == 4 and c["drop_tcp_kind"] == 1)
             assert h.ingress.workers.idents == ["work.worker.1-2"]  # no one else joined
 
             work = h.client("work", h.edge_s)
@@ -164,6 +166,39 @@ def test_a_listed_key_gets_only_what_crosses_hosts(tmp_path: Path) -> None:
             assert list(h.worker.ingresses) == ["edge.ingress.1-1"]
             edge.close(linger=0)
             work.close(linger=0)
+        finally:
+            h.close()
+
+    run(body)
+
+
+def test_the_worker_knows_the_edges_ring_and_refuses_a_malformed_one(tmp_path: Path) -> None:
+    """The edge's heartbeat names its ring (conf/bustcp.py rule 6): the worker's view is that
+    ring while the edge is live; a ring that is not a list of valid idents (or too long, which
+    the envelope check refuses first) is counted and changes nothing, and a ring from an ingress the worker does not hear at that endpoint is
+    ignored."""
+
+    async def body() -> None:
+        h = Hosts(tmp_path)
+        try:
+            assert h.worker.ring() is None  # no ingress of another host yet
+            await h.joined()
+            await until(lambda: bool(h.worker.heartbeat()) or h.worker.ring() is not None,
+                        step_s=0.02)  # fmt: skip
+            assert h.worker.ring() == {"work.worker.1-2"}
+            ep = h.edge_hop.ingress_endpoint()
+            edge = h.client("work", h.edge_s)
+            for ring in (["../../etc/x"], ["w"] * (bustcp.MAX_WORKERS + 1)):
+                edge.send_multipart(envelope.pack(envelope.KIND_HB,
+                                                  ["edge.ingress.1-1", ep, "up", ring]))  # fmt: skip
+            # the worker hears ingress.1 at that endpoint, not ingress.7: a ring it ignores
+            edge.send_multipart(envelope.pack(envelope.KIND_HB,
+                                              ["edge.ingress.7-7", "tcp://127.0.0.2:1", "up", ["x"]]))  # fmt: skip
+            w = h.work_meter.counters
+            await until(lambda: w["drop_bad_ring"] == 1 and w["drop_bad_envelope"] == 1
+                        and w["drop_bad_ingress_hb"] == 1)  # fmt: skip
+            assert h.worker.ring() == {"work.worker.1-2"}
+            edge.close(linger=0)
         finally:
             h.close()
 

@@ -335,12 +335,49 @@ def test_200_has_date_and_every_binding() -> None:
 def test_source_path_and_call_id_are_stored() -> None:
     """A binding keeps where the REGISTER came from, its Path (echoed in the 200, RFC 3327
     §5.3), Call-ID and CSeq."""
-    out = run(extra=("Path: <sip:edge1.example.com;lr>, <sip:edge2.example.com;lr>",), cseq=7)
+    out = run(extra=("Path: <sip:edge1.example.com;lr>, <sip:edge2.example.com;lr>",
+                     "Supported: timer, path"), cseq=7)  # fmt: skip
     assert out.store is not None
     (b,) = out.store
     assert (b.source, b.call_id, b.cseq) == (SRC, "reg-1@10.0.0.1", 7)
     assert b.path == ("<sip:edge1.example.com;lr>", "<sip:edge2.example.com;lr>")
     assert header(out, b"Path") == b"<sip:edge1.example.com;lr>, <sip:edge2.example.com;lr>"
+
+
+def test_path_without_supported_is_stored_not_echoed() -> None:
+    """RFC 3327 §5.3: without ``Supported: path`` the 200 carries no Path; the binding is
+    registered through it all the same (docs/registrar.md)."""
+    out = run(extra=("Path: <sip:edge1.example.com;lr>", "Supported: timer"))
+    assert out.reply.status == 200 and header(out, b"Path") is None
+    assert out.store is not None and out.store[0].path == ("<sip:edge1.example.com;lr>",)
+
+
+def test_path_keeps_the_uri_only() -> None:
+    """A Path entry is stored as ``<uri>``: its display name and header params are dropped,
+    so nothing but the URI reaches the Route of a later request."""
+    out = run(extra=('Path: "edge" <sip:10.0.0.9:5080;lr;transport=tcp>;foo=bar',))
+    assert out.store is not None and out.store[0].path == ("<sip:10.0.0.9:5080;lr;transport=tcp>",)
+    routes = reg.path_routes(out.store[0].path)
+    assert routes is not None and [r.uri.host for r in routes] == ["10.0.0.9"]
+
+
+@pytest.mark.parametrize("path", [
+    "<tel:+15551234>",  # not SIP
+    "<sip:edge.example.com;lr?Subject=x>",  # a headers part would ride into the Route
+    ", ".join(f"<sip:e{i}.example.com;lr>" for i in range(reg.MAX_PATH_URIS + 1)),
+    "<sip:" + "e" * reg.MAX_PATH_BYTES + ".example.com>",
+])  # fmt: skip
+def test_hostile_path_is_refused(path: str) -> None:
+    """A Path that is not a few plain SIP URIs is a 400, and nothing is stored."""
+    out = run(extra=(f"Path: {path}",))
+    assert out.reply.status == 400 and out.store is None
+
+
+def test_path_routes_of_a_forged_record() -> None:
+    """A stored Path that does not parse as SIP URIs gives None (the contact is skipped)."""
+    assert reg.path_routes(["<tel:+1555>"]) is None
+    assert reg.path_routes(["<sip:a.example.com;lr"]) is None
+    assert reg.path_routes([]) == []
 
 
 def test_long_call_id_is_stored_hashed() -> None:
@@ -462,7 +499,7 @@ bindings_st = st.builds(
     cseq=st.integers(0, 2**32 - 1),
     source=st.builds(Source, st.sampled_from(["udp", "tcp"]), texts, st.integers(0, 65535),
                      st.just("") | texts),
-    path=st.lists(texts, max_size=3).map(tuple),
+    path=st.lists(texts, max_size=reg.MAX_PATH_URIS).map(tuple),
     registered_at=st.floats(0, 2e9, allow_nan=False),
 )
 

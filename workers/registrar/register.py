@@ -51,6 +51,8 @@ MAX_KEY_BYTES = 200
 MAX_CONTACT_BYTES = 1024
 #: the Path values of one REGISTER, joined (RFC 3327): a few proxies' URIs
 MAX_PATH_BYTES = 2048
+#: Path URIs one binding keeps: each becomes a Route header of every request to it
+MAX_PATH_URIS = 8
 #: Call-IDs are compared, never shown: longer ones are kept as a hash
 MAX_CALL_ID_CHARS = 128
 #: a connection tag (workers/conntag.py: ingress id, connection number, 20 hex digits)
@@ -66,6 +68,9 @@ SUPPORTED = frozenset({"path"})
 QVALUE_RE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 # delta-seconds = 1*DIGIT   (§25.1)
 DELTA_RE = re.compile(r"[0-9]+")
+# what a Path URI must not hold: controls, spaces, angle brackets or commas would change the
+# header it is written into (the grammar allows none of them unescaped in a SIP URI)
+_UNSAFE_RE = re.compile(r"[\x00-\x20\x7f<>,\"]")
 # what a cacheDB key may hold as is (printable ASCII but space; interface.py rule 1)
 _SAFE_KEY_RE = re.compile(r"[\x21-\x7e]+")
 
@@ -131,6 +136,8 @@ class Plan:
     call_id: str
     cseq: int
     path: tuple[str, ...]
+    #: the REGISTER said ``Supported: path``: its 200 echoes the Path (RFC 3327 §5.3)
+    echo_path: bool = False
 
     @property
     def is_query(self) -> bool:
@@ -215,19 +222,20 @@ class Registrar:
         header = req.header("expires")
         call_id = compact_call_id(req.call_id)
         path = _path(req)
+        echo = bool(path) and any(t.strip().lower() == b"path" for t in req.header_values("supported"))
         if b"*" in values:  # §10.3 step 6
             if len(values) != 1:
                 raise BadRequest("Contact: * with other contacts")
             if header is None or _delta(header) != 0:
                 raise BadRequest("Contact: * without Expires: 0")
-            return Plan(aor, True, (), call_id, req.cseq, path)
+            return Plan(aor, True, (), call_id, req.cseq, path, echo)
         default = self.cfg.default_expires_s if header is None else self._expiry(header)
         wanted: dict[str, Requested] = {}
         for value in values:
             r = self._requested(value, default)
             wanted.pop(r.key, None)  # the same contact twice: the last one counts
             wanted[r.key] = r
-        return Plan(aor, False, tuple(wanted.values()), call_id, req.cseq, path)
+        return Plan(aor, False, tuple(wanted.values()), call_id, req.cseq, path, echo)
 
     def _requested(self, value: bytes, default: int) -> Requested:
         na = parse_name_addr(value)  # the worker's trusted parse skipped Contact values
@@ -292,7 +300,9 @@ class Registrar:
         """200 listing every current binding with its remaining expiry (§10.3 step 8)."""
         lines = [contact_line(b, now) for b in bindings]
         lines.append(b"Date: " + email.utils.formatdate(now, usegmt=True).encode())
-        if plan.path:  # RFC 3327 §5.3: the 200 copies the Path of the request
+        # RFC 3327 §5.3: the 200 copies the Path when the UA said it supports it; one that
+        # did not is still registered through it (docs/registrar.md, "Path")
+        if plan.echo_path:
             lines.append(b"Path: " + ", ".join(plan.path).encode("utf-8", "surrogateescape"))
         return Reply(200, "OK", tuple(lines))
 
@@ -415,16 +425,34 @@ def _q(na: NameAddr) -> float | None:
 
 
 def _path(req: Request) -> tuple[str, ...]:
+    """The Path URIs of a REGISTER, checked: each becomes a Route of the requests to its
+    contacts, so only a SIP URI with no headers part, within the count and size caps, is
+    kept, and each as ``<uri>`` (its own text, never the header's) so nothing else rides."""
     values = req.header_values("path")
+    if len(values) > MAX_PATH_URIS:
+        raise BadRequest(f"Path with over {MAX_PATH_URIS} URIs")
     total = 0
     out: list[str] = []
     for v in values:
-        parse_name_addr(v)  # raises BadRequest: a Path is a list of name-addrs (RFC 3327 §4)
-        total += len(v) + 2
-        out.append(v.decode("utf-8", "surrogateescape"))
+        uri = parse_name_addr(v).uri  # raises BadRequest: Path is name-addrs (RFC 3327 §4)
+        text = uri.raw
+        if not uri.is_sip or uri.headers is not None or _UNSAFE_RE.search(text):
+            raise BadRequest("Path URI is not a plain SIP URI")
+        total += len(text) + 4
+        out.append(f"<{text}>")
     if total > MAX_PATH_BYTES:
         raise BadRequest(f"Path over {MAX_PATH_BYTES} bytes")
     return tuple(out)
+
+
+def path_routes(path: Sequence[str]) -> list[NameAddr] | None:
+    """A stored Path as the Route entries of a request to its contact (RFC 3327 §5.3,
+    in order); None when one no longer parses as a SIP URI (a forged record)."""
+    try:
+        routes = [parse_name_addr(p.encode("utf-8", "surrogateescape")) for p in path]
+    except BadRequest:
+        return None
+    return routes if all(r.uri.is_sip and r.uri.headers is None for r in routes) else None
 
 
 # -- the stored record ---------------------------------------------------------------------
@@ -479,7 +507,8 @@ def _binding(row: object) -> Binding | None:
         and type(cseq) is int and 0 <= cseq < 2**32
         and _is_text(transport, 8) and _is_text(ip, 64)
         and type(port) is int and 0 <= port <= 65535
-        and isinstance(path, list) and all(_is_text(p, MAX_PATH_BYTES) for p in path)
+        and isinstance(path, list) and len(path) <= MAX_PATH_URIS
+        and all(_is_text(p, MAX_PATH_BYTES) for p in path)
         and _is_number(registered_at)
         and (conn == "" or _is_text(conn, MAX_CONN_TAG_CHARS))
     )  # fmt: skip

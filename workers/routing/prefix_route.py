@@ -3,7 +3,8 @@
 ``PrefixTables.choose`` and ``order_targets`` are sans-IO: the tables are built
 (``prefix_csv``, ``prefix_cachedb``) and the destination sets owned (the dispatcher)
 elsewhere, and they only order what those hold. ``load_tables``/``load_all`` are what a
-worker runs once at start to read the files and the cacheDB.
+worker runs once at start to read the files and the cacheDB; ``read_all`` is what a reload
+runs, off the event loop.
 
 Rules:
 1. The key is the user of the Request-URI the routing rules left (their rewrites
@@ -24,7 +25,9 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ctypes
+import hashlib
 import zlib
 from dataclasses import dataclass
 
@@ -33,7 +36,7 @@ from workers.cachedb import CacheDB, CacheError, open_cachedb
 from workers.routing import prefix_cachedb
 from workers.routing.dispatcher import Destination, DispatchSet
 from workers.routing.prefix_cachedb import where
-from workers.routing.prefix_csv import PrefixFileError, load_file
+from workers.routing.prefix_csv import PrefixFileError, load_file, parse
 from workers.routing.prefixes import PrefixTable, RuleSet
 
 #: how long a worker asks a cacheDB that does not answer for its tables before it stops
@@ -101,10 +104,12 @@ def load_tables(settings: Settings, files_only: bool = False) -> PrefixTables:
 
 
 async def load_all(settings: Settings, db: CacheDB | None = None,
-                   within_s: float = CACHEDB_WAIT_S) -> PrefixTables:  # fmt: skip
+                   within_s: float = CACHEDB_WAIT_S,
+                   seen: dict[str, str] | None = None) -> PrefixTables:  # fmt: skip
     """Every ``[[prefix_table]]``, the cacheDB ones through ``db`` (opened on ``[registrar]
     cachedb_url`` when None). A cacheDB that does not answer is asked again until
     ``within_s`` (a ``local://`` one lives in the state plane, which may start after us).
+    ``seen`` gets each cacheDB key's SHA-256 of the text read (a reload's digest).
 
     Raises:
         PrefixFileError: a file or a key space is refused.
@@ -124,18 +129,46 @@ async def load_all(settings: Settings, db: CacheDB | None = None,
         for t in keyed:
             while True:
                 try:
-                    tables.replace(await prefix_cachedb.load(db, t.cachedb_key, t.name, groups,
-                                                             t.max_prefixes))  # fmt: skip
+                    data = await prefix_cachedb.fetch(db, t.cachedb_key)
                     break
                 except CacheError:
                     if loop.time() > deadline:
                         raise
                     await asyncio.sleep(0.2)  # retry step, bounded by the deadline
+            if seen is not None:
+                seen[t.cachedb_key] = hashlib.sha256(data).hexdigest()
+            tables.replace(parse(data, where(t.cachedb_key), t.name, groups, t.max_prefixes))
+            del data
     finally:
         if own:
             await db.close()
     trim_heap()
     return tables
+
+
+def read_all(settings: Settings, within_s: float, seen: dict[str, str]) -> PrefixTables:
+    """``load_all`` for a reload, from a thread that is not the event loop's (rule 5 of
+    workers/reloading.py): its own loop and cacheDB connection, in one more thread so that a
+    caller that runs a loop (a test's ``inline`` offload) is not in the way. The whole read,
+    retries included, ends within ``within_s`` (plus a connection's close).
+
+    Raises:
+        PrefixFileError: a file or a key space is refused (chunks that do not verify
+            name ``cachedb:KEY``).
+        CacheError: the cacheDB did not answer within ``within_s``.
+    """
+    if not any(t.cachedb_key for t in settings.prefix_table):
+        return load_tables(settings)
+
+    async def bounded() -> PrefixTables:
+        try:
+            return await asyncio.wait_for(load_all(settings, None, within_s, seen), within_s)
+        except TimeoutError:
+            keys = ", ".join(t.cachedb_key for t in settings.prefix_table if t.cachedb_key)
+            raise CacheError(f"the cacheDB did not give {keys} within {within_s:.0f} s") from None
+
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="prefix-read") as pool:
+        return pool.submit(asyncio.run, bounded()).result()
 
 
 def trim_heap() -> None:

@@ -7,8 +7,8 @@ no logging; ``workers/service.py`` calls it from its control channel and its SIG
 Rules:
 1. Validate first, swap second. ``prepare`` reads the file through ``conf.load`` (every check
    of a start), refuses a change to any key outside ``RELOADABLE`` (``ConfigError`` naming the
-   key: it needs a restart), then builds the whole new ``RoutingTable`` (prefix CSVs) and the
-   credentials tables. Any error raises ``ReloadRefused`` with the operator's message (file,
+   key: it needs a restart), then builds the whole new ``RoutingTable`` (prefix CSVs, and
+   the cacheDB tables read again within ``CACHEDB_RELOAD_S``) and the credentials tables. Any error raises ``ReloadRefused`` with the operator's message (file,
    key or line, expected, found) and nothing is swapped: the worker keeps what it runs.
 2. A ``Routing`` is immutable once built, and the worker holds one reference to it, swapped
    between two messages (the control channel and SIGHUP run on the worker's event loop,
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +41,10 @@ from typing import Any
 from conf.credfile import CredentialsFileError, Table, load_file
 from conf.load import ConfigError, load
 from conf.settings import Mode, Settings
+from workers.cachedb import CacheError
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.prefix_csv import PrefixFileError
+from workers.routing.prefix_route import read_all
 from workers.routing.table import RoutingTable
 
 #: the top-level keys a reload may change (docs/operations.md lists them); any other change
@@ -51,6 +53,9 @@ RELOADABLE = frozenset({"route", "destination_set", "trusted", "prefix_table"})
 #: a prepared candidate older than this is not committed: the client that asked went away,
 #: and the files may have changed since (a 1M-prefix table loads in a few seconds)
 PREPARED_TTL_S = 60.0
+#: how long a reload waits for the cacheDB of a ``[[prefix_table]] cachedb_key`` (retries
+#: included) before it is refused; under ``PREPARE_TIMEOUT_S`` of sipline/reload.py
+CACHEDB_RELOAD_S = 5.0
 
 
 class ReloadRefused(Exception):
@@ -78,9 +83,10 @@ class Routing:
                 "prefix_tables": len(s.prefix_table)}  # fmt: skip
 
 
-def digest(settings: Settings) -> str:
-    """A short hash of the configuration file and every table file it names: two workers
-    that read the same bytes agree on it (rule 5)."""
+def digest(settings: Settings, cached: Mapping[str, str] | None = None) -> str:
+    """A short hash of the configuration file, every table file it names and the SHA-256 of
+    each cacheDB table read (``cached``, by key): two workers that read the same bytes agree
+    on it (rule 5); a push between two workers' reads makes them disagree."""
     h = hashlib.blake2b(digest_size=8)
     paths = [settings.source, *(t.file for t in settings.prefix_table),
              *(r.credentials_file for r in settings.auth_realm if r.credentials_file)]
@@ -90,6 +96,8 @@ def digest(settings: Settings) -> str:
             h.update(Path(p).read_bytes())
         except OSError:
             h.update(b"\0unreadable")  # the file named by a default config, or gone since
+    for key, sha in sorted((cached or {}).items()):
+        h.update(f"cachedb:{key}\0{sha}".encode("utf-8", "surrogateescape"))
     return h.hexdigest()
 
 
@@ -183,11 +191,16 @@ def prepare(path: str, current: Routing, stateful: bool,
         check_restart_keys(current.settings, new, stateful)
         credentials = {r.realm: load_file(r.credentials_file)
                        for r in new.auth_realm if r.credentials_file}  # fmt: skip
+        cached: dict[str, str] = {}
+        prefixes = read_all(new, CACHEDB_RELOAD_S, cached)
         dispatcher = new_dispatcher(new)
-        table = RoutingTable(new, dispatcher)
+        table = RoutingTable(new, dispatcher, prefixes)
     except (ConfigError, PrefixFileError, CredentialsFileError) as exc:
         raise ReloadRefused(str(exc)) from exc
-    return Routing(current.generation, digest(new), new, table, credentials, route_modes(new))
+    except CacheError as exc:
+        raise ReloadRefused(f"prefix table cacheDB: {exc}") from exc
+    return Routing(current.generation, digest(new, cached), new, table, credentials,
+                   route_modes(new))  # fmt: skip
 
 
 @dataclass(slots=True)
