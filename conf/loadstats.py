@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter, deque
 from typing import Any
 
+from conf import compiled
 from conf.guard import GUARD
 
 
@@ -41,7 +42,8 @@ class LoadMeter:
     def control(self, role: str) -> dict[str, Any]:
         """The common part of a process's ``stats`` answer on its control socket."""
         return {"role": role, "counters": dict(self.counters), "busy_1s": round(self.busy_1s, 3),
-                "errors": GUARD.totals()}  # fmt: skip
+                "errors": GUARD.totals(),
+                "compiled": compiled.active()}  # which build of the codec runs: conf/compiled.py
 
     def tick(self, now: float) -> None:
         """Close the current sample; call about once a second."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from conf.load import config_path, load_or_report
 
@@ -167,8 +168,26 @@ def _metrics_arguments(p: argparse.ArgumentParser) -> None:
                    help="every node of the cluster, labelled by node (docs/monitoring.md)")
 
 
+class _Version(argparse.Action):
+    """``--version``: the release and which build of the hot modules runs (conf/compiled.py)."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print the version and whether the compiled build is loaded")
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        from importlib.metadata import version
+
+        from conf import compiled
+
+        print(f"sipline {version('sipline')} ({compiled.describe()})")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sipline", description=__doc__)
+    p.add_argument("--version", action=_Version)
     p.add_argument("--conf", help="configuration file (default $SIPLINE_CONF or conf/sipline.toml)")
     sub = p.add_subparsers(dest="command", required=True)
     for name, fn, text in (

@@ -206,7 +206,8 @@ def show(what: str, out: Any, replies: list[dict[str, Any]], listed: int) -> Non
     else:
         print(table([_stats_row(r) for r in replies], ("proc", "busy_1s", "msgs_in", "msgs_out",
                                                        "transactions", "queued_out",
-                                                       "oldest_ms", "drops", "routing")))  # fmt: skip
+                                                       "oldest_ms", "drops", "routing",
+                                                       "compiled")))  # fmt: skip
         for r in replies:
             for name, rep in ((r.get("stateplane") or {}).get("replicas") or {}).items():
                 print(f"replica {name}: {rep.get('dialogs', 0)} dialogs, seq {rep.get('seq', 0)}")
@@ -270,7 +271,8 @@ def _stats_row(r: dict[str, Any]) -> dict[str, Any]:
     return {"proc": r.get("proc"), "busy_1s": r.get("busy_1s"), "msgs_in": c.get("msgs_in", 0),
             "msgs_out": c.get("msgs_out", 0), "transactions": r.get("transactions", ""),
             "queued_out": r.get("queued_out", ""), "oldest_ms": r.get("queued_oldest_ms", ""),
-            "drops": drops, "routing": _generation(r.get("routing"))}  # fmt: skip
+            "drops": drops, "routing": _generation(r.get("routing")),
+            "compiled": r.get("compiled", "")}  # fmt: skip
 
 
 def _generation(routing: Any) -> str:

@@ -381,6 +381,8 @@ class StatefulProxy:
                 outs.append((ingress, meta, ev.data))
             elif isinstance(ev, ResponseReceived):
                 self._on_client_response(txn, ev.response, now)
+            elif isinstance(txn, Held):
+                continue  # a Held only passes a 2xx up (workers/txn/table.py rule 7)
             elif isinstance(ev, RequestReceived):
                 self._on_server_request(txn, ev.request, now)
             elif isinstance(ev, CancelReceived):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from conf import compiled
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import build_response
@@ -83,6 +84,16 @@ def test_ctl_destinations_shows_probed_health(start_node: StartNode, responder: 
     stats = ctl(node.conf, "stats")
     procs = {str(r["proc"]) for r in stats["stats"]}  # type: ignore[union-attr]
     assert sum(p.startswith("worker") for p in procs) == 2
+
+
+def test_stats_say_which_build_each_process_runs(start_node: StartNode) -> None:
+    """Each ingress and worker answers ``ctl stats`` with ``compiled``: true exactly when this
+    checkout's compiled build is up to date and SIPLINE_PURE is not set (conf/compiled.py)."""
+    node = start_node(free_port(), "worker=1")
+    expected = compiled.check().usable and not compiled.pure_forced()
+    rows = ctl(node.conf, "stats")["stats"]
+    got = {str(r["proc"]).split(".")[0]: r.get("compiled") for r in rows}  # type: ignore[union-attr]
+    assert got["ingress"] is expected and got["worker"] is expected, got
 
 
 def test_slow_messages_are_logged_with_call_id(start_node: StartNode, tmp_path: Path) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from ingress.sip.errors import SipError
 from ingress.sip.message import Response
 from workers.txn.events import ResponseReceived, SendCancel
@@ -31,6 +33,7 @@ S, I = State, Input
 _CANCEL_NONE, _CANCEL_PENDING, _CANCEL_SENT = 0, 1, 2
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ClientTransaction(Transaction):
     """Base of both client machines: the request, the response inputs, the key."""
 
@@ -101,6 +104,7 @@ class ClientTransaction(Transaction):
         self._emit(ResponseReceived(response))
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InviteClientTransaction(ClientTransaction):
     kind = "INVITE client transaction"
     is_invite = True
@@ -187,6 +191,7 @@ InviteClientTransaction.TRANSITIONS = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NonInviteClientTransaction(ClientTransaction):
     kind = "non-INVITE client transaction"
     __slots__ = ()

@@ -28,6 +28,8 @@ import enum
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+from mypy_extensions import mypyc_attr
+
 from workers.txn.events import (
     Event,
     InvalidTransition,
@@ -87,6 +89,10 @@ Table = dict[tuple[State, Input], tuple[Effect | None, State]]
 _MAX_FIRES_PER_CALL = 4  # two timers, each at most once, plus margin; a guard, never reached
 
 
+# compiled by mypyc (conf/compiled.py), a class is closed to interpreted subclasses unless it
+# says so here (and so must each of its bases): tests/workers/test_transactions_fsm.py
+# subclasses the four machines to trace the inputs they process
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Transaction:
     """What the four machines share. Subclasses set ``TRANSITIONS`` and ``kind``."""
 

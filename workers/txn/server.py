@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mypy_extensions import mypyc_attr
+
 from ingress.sip.message import Request
 from ingress.sip.serialize import build_response
 from workers.txn.events import CancelReceived, RequestReceived
@@ -38,6 +40,7 @@ def response_input(status: int) -> Input:
     return I.SEND_1XX if status < 200 else I.SEND_2XX if status < 300 else I.SEND_FINAL
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class ServerTransaction(Transaction):
     """Base of both server machines."""
 
@@ -117,6 +120,7 @@ class ServerTransaction(Transaction):
         self._send(data, False)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class InviteServerTransaction(ServerTransaction):
     kind = "INVITE server transaction"
     is_invite = True
@@ -186,6 +190,7 @@ InviteServerTransaction.TRANSITIONS = {
 }
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class NonInviteServerTransaction(ServerTransaction):
     kind = "non-INVITE server transaction"
     __slots__ = ()

@@ -112,7 +112,7 @@ class TransactionTable:
         self._held: deque[Held] = deque()  # oldest first: every hold lasts 64*T1 (rule 7)
         self._heap: list[tuple[float, int, dict[Any, Any], Any]] = []
         self._seq = itertools.count()
-        self._events: deque[tuple[Transaction, Event]] = deque()
+        self._events: deque[tuple[Transaction | Held, Event]] = deque()
         #: requests refused with TableFull since start
         self.refused = 0
 
@@ -159,7 +159,7 @@ class TransactionTable:
         txn = self._clients.get(key) if key is not None else None
         if isinstance(txn, Held):
             if 200 <= response.status < 300:  # RFC 6026 §7.2: up, for the TU to forward
-                self._events.append((txn, ResponseReceived(response)))  # type: ignore[arg-type]
+                self._events.append((txn, ResponseReceived(response)))
         elif txn is not None:
             self._run(txn, txn.receive_response, response, now)
         return txn
@@ -257,7 +257,7 @@ class TransactionTable:
     def transport_error(self, txn: Transaction, now: float) -> None:
         self._run(txn, txn.transport_error, now)
 
-    def next_event(self) -> tuple[Transaction, Event] | None:
+    def next_event(self) -> tuple[Transaction | Held, Event] | None:
         """The oldest ``(transaction, event)`` not yet taken, or None."""
         return self._events.popleft() if self._events else None
 
