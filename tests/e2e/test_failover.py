@@ -183,8 +183,10 @@ def test_failback_in_an_active_backup_pair(start_node: StartNode, uas: Uas,
     then all go through A: 20 CDRs on A, none on B."""
     dport, _ = uas("u1")
     a, b, vport = start_pair(start_node, tmp_path, dport)
-    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
-                       extra=("-d", "14000"))  # fmt: skip
+    # held 30 s: the kill, the takeover and A's restart and sync must all come before the
+    # calls end (14 s was too short once with four tests sharing two cores)
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=90, host=VIRTUAL,
+                       extra=("-d", "30000"))  # fmt: skip
     again = None
     try:
         assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
@@ -192,7 +194,7 @@ def test_failback_in_an_active_backup_pair(start_node: StartNode, uas: Uas,
         take_over(a, b, CALLS)
         again = Node.start(a.conf, a.run_dir, a.port, "worker=2")
         assert poll(lambda: role_of(again, VIRTUAL) == "passive" and (stateplane(again)[
-            "replicas"].get("node-b", {}).get("dialogs") == CALLS), 10)  # fmt: skip
+            "replicas"].get("node-b", {}).get("dialogs") == CALLS), 20)  # fmt: skip
         assert ctl(b.conf, "failback")["failback"][0]["addresses"] == [VIRTUAL]  # type: ignore[index]
         (back,) = again.proc.wait_events("failover_takeover", 1, timeout_s=5)
         assert back["dialogs"] == CALLS and back["address"] == VIRTUAL, back
