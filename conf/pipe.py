@@ -178,6 +178,11 @@ class PushPipe:
         self.metas = []
         self.payloads = []
         self.sent += n
+        self._send_or_queue(frames, n)
+
+    def _send_or_queue(self, frames: list[bytes], msgs: int) -> None:
+        """Send ``frames`` at once when nothing waits; else, or when the socket would block,
+        queue them behind what waits (``msgs`` messages in them) until it takes them."""
         if not self.backlog:
             try:
                 send_frames(self.sock, frames)
@@ -186,7 +191,7 @@ class PushPipe:
                 pass
         self.backlog.append(frames)
         self.backlog_at.append(self.loop.time())
-        self.backlog_msgs += n
+        self.backlog_msgs += msgs
         if not self.waiting:
             self.waiting = True
             GUARD.add_reader(self.loop, self.sock.FD, "pipe_backlog", self.drain)
@@ -223,17 +228,7 @@ class PushPipe:
         socket would block (a TCP connection still in its handshake), at the head of what
         waits, so it still arrives before the batches that follow."""
         self.flush()
-        if not self.backlog:
-            try:
-                send_frames(self.sock, frames)
-                return
-            except zmq.Again:
-                pass
-        self.backlog.append(frames)
-        self.backlog_at.append(self.loop.time())
-        if not self.waiting:
-            self.waiting = True
-            GUARD.add_reader(self.loop, self.sock.FD, "pipe_backlog", self.drain)
+        self._send_or_queue(frames, 0)
 
     def send_now(self, frames: list[bytes]) -> bool:
         """Send a control message (heartbeat) outside the batch; False if it would block."""
