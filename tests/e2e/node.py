@@ -80,6 +80,26 @@ def free_port() -> int:
     raise RuntimeError("no free port")
 
 
+
+def free_run(host: str, count: int = 4) -> int:
+    """A TCP port P on ``host`` with P .. P + count - 1 free (a state plane binds P and the
+    ports after it: PUB, snapshot, relay, control)."""
+    for _ in range(100):
+        port = free_port()
+        socks = []
+        try:
+            for p in range(port, port + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind((host, p))
+            return port
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {count} free ports on {host}")
+
 def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int | str], *,
                  extra: str = "", set_extra: str = "", log_extra: str = "",
                  name: str = "e2e", listen_first: str = "") -> None:  # fmt: skip

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import StartNode
-from .node import Node, Proc, UacRun
-from .test_cluster_tcp import HOSTS, NAMES, free_run
+from .node import Node, Proc, UacRun, free_run
+from .test_cluster_tcp import HOSTS, NAMES
 from .test_ctl import ctl
 from .test_dialogs import cdrs, dialogs
 from .test_hostile_stateplane import keygen

@@ -25,7 +25,7 @@ import pytest
 from workers.ratelimit.pipes import SHARE_INTERVAL_S
 
 from .conftest import StartNode
-from .node import VENV_BIN, Node, Proc, UacRun, env_for, free_port, sipp_uac
+from .node import VENV_BIN, Node, Proc, UacRun, env_for, free_run, sipp_uac
 from .test_dialogs import dialogs
 from .test_hostile_stateplane import keygen
 from .test_pike import FLOODER, PIKE, answered, assert_all_dropped, ctl_pike, flood
@@ -38,25 +38,6 @@ NAMES = ("node-a", "node-b", "node-c")
 HOSTS = ("127.0.0.11", "127.0.0.12", "127.0.0.13")
 #: a second flooding source, for the block that must not cross
 OTHER_FLOODER = "127.0.0.4"
-
-
-def free_run(host: str, count: int = 4) -> int:
-    """A TCP port P on ``host`` with P .. P + count - 1 free (PUB, snapshot, relay, control)."""
-    for _ in range(100):
-        port = free_port()
-        socks = []
-        try:
-            for p in range(port, port + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} free ports on {host}")
 
 
 class Cluster:

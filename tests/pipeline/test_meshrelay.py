@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -19,31 +18,11 @@ from conf import curve
 from conf.mesh import Mesh
 from conf.settings import Dialogs, Node, Peer, Pike, Settings, StatePlane
 from stateplane.meshrelay import MeshRelay
+from tests.e2e.node import free_run
 from tests.pipeline.helpers import run, until
 
 PID = os.getpid()
 HOST = "127.0.0.1"
-
-
-def free_run(count: int = 4) -> int:
-    """A port P on 127.0.0.1 with P .. P + count - 1 free."""
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
-        socks = []
-        try:
-            for p in range(port, port + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((HOST, p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free ports")
 
 
 def pack(msg: Any) -> bytes:
@@ -54,7 +33,7 @@ def test_relay_to_a_peer_host(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     run_dir = tmp_path / "a"
     run_dir.mkdir(mode=0o700)
     a_keys, b_keys, stranger = (curve.KeyPair(*zmq.curve_keypair()) for _ in range(3))
-    port_a, port_b = free_run(), free_run()
+    port_a, port_b = free_run(HOST), free_run(HOST)
     peer = f"tcp://{HOST}:{port_b}"
     settings = Settings(node=Node(name="node-a", run_dir=str(run_dir)),
                         pike=Pike(enabled=True, cluster=True),
