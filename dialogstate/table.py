@@ -221,8 +221,6 @@ class DialogTable(DialogStore):
         if method == "CANCEL":
             if side == CALLER and req.cseq == dlg.invite_cseq:
                 self._step(dlg, I.CANCEL, now, wall, req, side)
-        elif req.to.tag is None:
-            pass
         elif method == "BYE":
             self._step(dlg, I.BYE, now, wall, req, side, by=side)
         elif method in ("INVITE", "UPDATE") and session_expires(req):
