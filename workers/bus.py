@@ -117,6 +117,8 @@ class IngressBus:
         self._on_forward = on_forward
         self._on_handed = on_handed
         self._on_host = on_host
+        #: called when a live ingress's ring changed (dialogs move at once, rule 8)
+        self.on_ring: Callable[[], None] | None = None
         self._hop: TcpHop | None = None
         self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
@@ -298,9 +300,11 @@ class IngressBus:
         if idents is None:
             self._meter.counters["drop_bad_ring"] += 1
             return
-        remote.ring = idents
-        if eps or remote.eps:
-            remote.eps = {i: e for i, e in zip(ring, eps) if e}
+        new_eps = {i: e for i, e in zip(ring, eps) if e}
+        changed = idents != remote.ring or new_eps != remote.eps
+        remote.ring, remote.eps = idents, new_eps
+        if changed and self.on_ring is not None:
+            self.on_ring()
 
     def ring(self) -> frozenset[str] | None:
         """The workers of every host as the live ingresses of other hosts see them (the union
