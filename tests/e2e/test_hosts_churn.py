@@ -19,7 +19,16 @@ import pytest
 from .node import REPO, VENV_BIN, Proc, UacRun, env_for, free_port
 from .test_ctl import ctl
 from .test_dialogs import cdrs, dialogs
-from .test_hosts import EDGE, HOST_B, HOST_C, Hosts, joined, run, start_edge, worker_bus  # noqa: F401
+from .test_hosts import (
+    EDGE,
+    HOST_B,
+    HOST_C,
+    Hosts,
+    joined,
+    run,  # noqa: F401 (a fixture)
+    start_edge,
+    worker_bus,
+)
 from .test_worker_churn import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -64,8 +73,8 @@ def handed_all(worker: Proc) -> bool:
 
 
 def test_dialogs_follow_their_call_id_across_hosts(
-    ringing_hosts: Hosts, run: Callable[[Path, list[str]], Proc], hand: Callable[[Path], Proc],
-    tmp_path: Path,
+    ringing_hosts: Hosts, run: Callable[[Path, list[str]], Proc],  # noqa: F811 (the fixture)
+    hand: Callable[[Path], Proc], tmp_path: Path,
 ) -> None:  # fmt: skip
     """40 calls through the edge to B's and C's workers, ringing 5 s and held 12 s. With some
     ringing and some answered, a worker joins on C, one of B's is stopped (SIGTERM) and one
@@ -77,10 +86,14 @@ def test_dialogs_follow_their_call_id_across_hosts(
     confs, nodes = {}, {}
     profile = '[[dialog_profile]]\nname = "trunk"\nlimit = 1000\n'
     for name, addr, other, other_addr in (("b", HOST_B, "c", HOST_C), ("c", HOST_C, "b", HOST_B)):
-        extra = dialogs(tmp_path / f"cdr-{name}.jsonl", profile) + "\n[stateplane]\nreplicate = true\n"
+        extra = (
+            dialogs(tmp_path / f"cdr-{name}.jsonl", profile) + "\n[stateplane]\nreplicate = true\n"
+        )
         confs[name] = hosts.conf(name, addr, worker_bus(hosts), {"edge": EDGE, other: other_addr},
                                  extra=extra)  # fmt: skip
-        nodes[name] = run(confs[name], ["start", "-c", "worker=1", "worker", "timers", "stateplane"])
+        nodes[name] = run(
+            confs[name], ["start", "-c", "worker=1", "worker", "timers", "stateplane"]
+        )
     term, kill = hand(confs["b"]), hand(confs["c"])
     wait_for(lambda: len(joined(edge, "b.")) == 2 and len(joined(edge, "c.")) == 2,
              "two workers of each host to join", DEADLINE_S)  # fmt: skip
@@ -94,8 +107,12 @@ def test_dialogs_follow_their_call_id_across_hosts(
     calls = UacRun.start(hosts.sip_port, "u1", CALLS, 10, tmp_path, timeout_s=120,
                          extra=("-d", "12000"))  # fmt: skip
     try:
-        wait_for(lambda: (lambda t: t[0] == CALLS and 0 < t[1] < CALLS)(totals()),
-                 "calls both answered and ringing", DEADLINE_S)  # fmt: skip
+
+        def ringing_and_answered() -> bool:
+            active, early = totals()
+            return active == CALLS and 0 < early < CALLS
+
+        wait_for(ringing_and_answered, "calls both answered and ringing", DEADLINE_S)
         joiner = hand(confs["c"])
         wait_for(lambda: handed_all(joiner), "the joiner on C to be handed its dialogs", DEADLINE_S)
         term_id, kill_id = f"b.worker-{term.popen.pid}", f"c.worker-{kill.popen.pid}"
@@ -115,14 +132,13 @@ def test_dialogs_follow_their_call_id_across_hosts(
              for n in nodes}  # fmt: skip
     assert all(int(e["dialogs"]) > 0 for es in moved.values() for e in es), moved
     wait_for(lambda: totals()[0] == 0, "no dialog left on either host", DEADLINE_S)
-    for n in confs:
-        assert host_dialogs(confs[n])["profiles"] in ({}, {"trunk": 0}), host_dialogs(confs[n])
-    refused = [e for n in nodes for e in nodes[n].events("host_handover_refused")]
-    refused += [e for p in (joiner,) for e in p.events("host_handover_refused")]
+    for conf in confs.values():
+        assert host_dialogs(conf)["profiles"] in ({}, {"trunk": 0}), host_dialogs(conf)
+    refused = [e for p in (*nodes.values(), joiner) for e in p.events("host_handover_refused")]
     assert not refused, refused
     joiner.stop(signal.SIGTERM, timeout_s=10)
-    for n in nodes:
-        nodes[n].stop(signal.SIGTERM)  # flushes the CDR writers
+    for node in nodes.values():
+        node.stop(signal.SIGTERM)  # flushes the CDR writers
     rows = cdrs(tmp_path / "cdr-b.jsonl") + cdrs(tmp_path / "cdr-c.jsonl")
     ids = [r["call_id"] for r in rows]
     assert len(ids) == CALLS and len(set(ids)) == CALLS, sorted(map(str, ids))
