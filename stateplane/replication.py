@@ -57,6 +57,11 @@ Rules:
    ``stateplane@<node>``; one of ours gone has its dialogs handed to their owners on any
    host, then ``HANDED`` for it to every host's workers. Workers of other hosts that leave
    are their own host's business: we hold none of their dialogs and say nothing for them.
+12. A vanished worker's dialogs leave the mirror only for calls whose CDR is not in this
+   host's ``[dialogs] cdr_file`` yet: a worker killed between its CDR's ``write(2)`` and its
+   ``t`` reaching us left the call ended in the file but live here, and a worker of another
+   host cannot read our file (``docs/dialogs.md`` "Exactly once"). Those are ended here
+   (``t``, cause ``cdr_written``), never handed on.
 """
 
 from __future__ import annotations
@@ -76,6 +81,7 @@ import zmq
 from conf import curve, refused, sockets
 from conf import envelope as env
 from conf.bustcp import TcpHop
+from conf.cdrkeys import READ_BACK_BYTES, cdr_key, read_keys
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from dialogstate.hosts import HostView, host_source, pairs_ring
@@ -401,11 +407,39 @@ class Replication:
                 rec = self.mirror.record(key, now, wall)
                 if rec is not None:
                     mine.append(rec)
+        mine = self._not_written(ident, mine, now, wall)
         n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True, workers=live,
                                          source=vanished_source(ident))  # fmt: skip
         self.adopter.handed(vanished_source(ident), live, now)
         self.counters["worker_dialogs_moved"] += len(mine) - lost
         log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
+
+    def _not_written(self, ident: str, records: list[list[Any]], now: float,
+                     wall: float) -> list[list[Any]]:  # fmt: skip
+        """Rule 12: ``records`` less those whose CDR our host's file holds, which end here."""
+        path = self.settings.dialogs.cdr_file
+        written = read_keys(path, READ_BACK_BYTES) if path and records else set()
+        if not written:
+            return records
+        keep, ended = [], []
+        for rec in records:
+            cid, tag = rec[0], rec[1]
+            if isinstance(cid, str) and isinstance(tag, str) and (
+                    cdr_key(cid, tag) in written or cid in written):  # fmt: skip
+                ended.append(["t", cid, tag, "cdr_written", "proxy", wall])
+            else:
+                keep.append(rec)
+        if ended:
+            for delta in ended:
+                self.mirror.apply(delta, now, wall)
+            updates = self.publisher.publish(ended)
+            for upd in updates:
+                self._publish(upd)
+            if self.persist is not None:
+                self.persist.append(updates)
+            self.counters["adopt_cdr_written"] += len(ended)
+            log.info("dialogs_already_ended", worker=ident, dialogs=len(ended))
+        return keep
 
     def peer_synced(self, peer: Peer) -> None:
         """A replica is whole again; after a lost split brain it decides what we let go
