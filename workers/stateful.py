@@ -72,17 +72,11 @@ from workers.proxy import (
     Plan,
     StatelessProxy,
 )
-from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
+from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger
 from workers.registrar.register import Registrar
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
-from workers.targets import (
-    contact_targets,
-    fails_over,
-    first_targets,
-    next_set,
-    resolved_targets,
-)
+from workers.targets import fails_over, first_targets, next_set
 from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
@@ -134,7 +128,7 @@ class StatefulProxy:
         self.natping = NatPinger(settings.nat, settings.listen, instance=self.dispatcher.instance,
                                  owns=self.dispatcher.owns,
                                  ) if reg.enabled and settings.nat.ping_interval_s > 0 else None  # fmt: skip
-        self._nat_tests = frozenset(settings.nat.detect)
+        self.nat_tests = frozenset(settings.nat.detect)
         self._resp_from: tuple[Response, Inbound] | None = None
         self.jobs: list[Job] = []
         #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
@@ -190,8 +184,9 @@ class StatefulProxy:
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _begin(self) -> list[Out]:
-        """A fresh list for what this input sends (every entry point starts with one)."""
+    def begin(self) -> list[Out]:
+        """A fresh list for what this input sends: every input (``handle``, ``handle_timer``,
+        a job's answer: ``workers/jobanswers.py``) starts with one and ends with ``drain``."""
         self._outs = []
         return self._outs
 
@@ -202,12 +197,12 @@ class StatefulProxy:
         if self.screen is not None and self.duty is not None and self.duty.absent(msg):
             self.screen(msg.call_id)
         self.wall = wall
-        outs = self._begin()
+        outs = self.begin()
         if isinstance(msg, Response):
             self._on_response(msg, inb, now)
         else:
-            self._on_request(msg, inb, now)
-        self._drain(now)
+            self.receive_request(msg, inb, now)
+        self.drain(now)
         return outs
 
     def next_deadline(self) -> float | None:
@@ -221,40 +216,30 @@ class StatefulProxy:
         return min((d for d in due if d is not None), default=None)
 
     def handle_timer(self, now: float, wall: float = 0.0) -> list[Out]:
-        outs = self._begin()
+        outs = self.begin()
         self.wall = wall
         self.table.handle_timer(now)
         if self.duty is not None:
             self.duty.expire(now, self.wall)
         for ctx in self.timer_c.due(now):
             self._timer_c_fired(ctx, now)
-        self._drain(now)
+        self.drain(now)
         return outs
 
-    def _on_request(self, req: Request, inb: Inbound, now: float) -> None:
+    def probes(self, now: float) -> list[Out]:
+        """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
+        self.health_events.extend(self.dispatcher.handle_timer(now))
+        pings: list[Out] = self.natping.due(now) if self.natping is not None else []
+        return pings + [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
+                 p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
+
+    def receive_request(self, req: Request, inb: Inbound, now: float) -> None:
+        """A request, new or handed back by its ``auth`` job: one whose HA1 must first be read
+        from a cacheDB becomes that job (``workers/jobanswers.py`` ``authenticated``)."""
         try:
             self._on_request_now(req, inb, now)
         except NeedsHa1 as exc:  # nothing changed yet: handled again once the HA1 is read
             self.jobs.append(Job("auth", None, None, req, inb, credentials=exc.key))
-
-    def authenticated(self, job: Job, ha1: str | None, now: float) -> list[Out]:
-        """The HA1 an ``auth`` job read (None: no such user): the request, handled again."""
-        assert self.sl.auth is not None and job.credentials is not None
-        outs = self._begin()
-        self.sl.auth.given = (job.credentials, ha1)
-        try:
-            self._on_request(job.request, job.inb, now)
-        finally:
-            self.sl.auth.given = None
-        self._drain(now)
-        return outs
-
-    def auth_failed(self, job: Job, status: int, reason: str, now: float) -> list[Out]:
-        """The ``auth`` job's cacheDB failed: the request is answered ``status``."""
-        outs = self._begin()
-        self._outs.append(self.sl._reply(job.request, job.inb, status, reason))
-        self._drain(now)
-        return outs
 
     def _on_request_now(self, req: Request, inb: Inbound, now: float) -> None:
         table, reliable = self.table, inb.transport != "udp"
@@ -372,7 +357,8 @@ class StatefulProxy:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _drain(self, now: float) -> None:
+    def drain(self, now: float) -> None:
+        """Carry out what the transaction table's events ask, into the list ``begin`` made."""
         table, outs = self.table, self._outs
         while (item := table.next_event()) is not None:
             txn, ev = item
@@ -408,9 +394,9 @@ class StatefulProxy:
             assert isinstance(txn, ServerTransaction) and ctx.inb is not None
             self.jobs.append(Job("lookup", txn, ctx, req, ctx.inb))
             return
-        self._try_next(ctx, now)
+        self.try_next(ctx, now)
 
-    def _try_next(self, ctx: Proxied, now: float) -> None:
+    def try_next(self, ctx: Proxied, now: float) -> None:
         """Forward to the next target left; answer upstream when none is (rule 2)."""
         req, plan, inb = ctx.request, ctx.plan, ctx.inb
         assert req is not None and plan is not None and inb is not None
@@ -469,10 +455,10 @@ class StatefulProxy:
     def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
         """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
         assert self.duty is not None
-        outs = self._begin()
+        outs = self.begin()
         self.wall = wall
         self.duty.expire_key(call_id, from_tag, now, wall)
-        self._drain(now)
+        self.drain(now)
         return outs
 
     def _timer_c_fired(self, ctx: Proxied, now: float) -> None:
@@ -486,7 +472,7 @@ class StatefulProxy:
             if live:
                 self.table.cancel(client, now)  # type: ignore[arg-type]
             status = (487, "Request Terminated") if ctx.cancelled else TIMEOUT
-            self._local_final(ctx, *status, now)
+            self.local_final(ctx, *status, now)
         else:
             if live:
                 self.table.transport_error(client, now)  # type: ignore[arg-type]
@@ -514,11 +500,11 @@ class StatefulProxy:
         ctx.outcome = status
         if ctx.targets and not ctx.cancelled and fails_over(ctx, status):
             self.counters["failover"] += 1
-            self._try_next(ctx, now)
+            self.try_next(ctx, now)
             return
         if ctx.next_sets and not ctx.cancelled:  # this set is done with the call (rule 11)
             ctx.targets.clear()
-            self._try_next(ctx, now)
+            self.try_next(ctx, now)
             return
         self._answer_best(ctx, now)
 
@@ -551,7 +537,7 @@ class StatefulProxy:
             ctx.targets.clear()
         elif ctx.targets and not ctx.cancelled:
             self.counters["failover"] += 1
-        self._try_next(ctx, now)
+        self.try_next(ctx, now)
 
     def _on_cancelled(self, txn: Transaction, now: float) -> None:
         ctx: Proxied | None = txn.context
@@ -564,7 +550,7 @@ class StatefulProxy:
             self.table.cancel(client, now)  # a SendCancel follows once it may (§9.1)
             self.timer_c.arm(ctx, now + self.cancel_wait_s)
         else:
-            self._local_final(ctx, 487, "Request Terminated", now)
+            self.local_final(ctx, 487, "Request Terminated", now)
 
     def _send_cancel(self, txn: Transaction, data: bytes, now: float) -> None:
         assert isinstance(txn, ClientTransaction)
@@ -574,78 +560,16 @@ class StatefulProxy:
         except (TableFull, ValueError):
             self.counters["table_full"] += 1  # Timer C or B ends the branch anyway
 
-    # -- cacheDB jobs and probes --------------------------------------------------------------
-
-    def registered(self, job: Job, status: int, reason: str, headers: tuple[bytes, ...],
-                   now: float) -> list[Out]:  # fmt: skip
-        """The REGISTER of ``job`` is answered: what to send."""
-        outs = self._begin()
-        data = build_response(job.request, status, reason, extra_headers=headers)
-        assert job.txn is not None  # a "register" job has one
-        if job.txn.accepts(status):
-            self.table.respond(job.txn, data, status, now)
-        if status == 200 and self.natping is not None and job.inb is not None:
-            note_nat(self.natping, self.registrar, job.request, job.inb, self._nat_tests, now)
-        self._drain(now)
-        return outs
-
-    def located(self, job: Job, contacts: list[tuple[str, Any, tuple[str, ...]]],
-                miss: tuple[int, str], now: float) -> list[Out]:  # fmt: skip
-        """The lookup of ``job`` found ``contacts`` ((contact URI, source, Path) by q,
-        highest first): forward to them in turn (``targets.contact_targets``: through a
-        Path, or to where the REGISTER came from), or answer ``miss`` when there are none."""
-        outs = self._begin()
-        ctx = job.ctx
-        assert ctx is not None
-        if ctx.cancelled:
-            self._local_final(ctx, 487, "Request Terminated", now)
-        elif not contacts:
-            self._local_final(ctx, *miss, now)
-        else:
-            targets, bad = contact_targets(contacts)
-            if bad:  # forged or damaged Path records: those contacts are skipped
-                self.counters["bad_path"] += bad
-            ctx.targets.extend(targets)
-            if not ctx.targets:
-                ctx.fallback = miss
-            self._try_next(ctx, now)
-        self._drain(now)
-        return outs
-
-    def resolved(self, job: Job, addresses: list[tuple[str, str, int]],
-                 failure: tuple[int, str] | None, now: float) -> list[Out]:  # fmt: skip
-        """The host of ``job.target`` resolved to ``addresses`` ((transport, ip, port), best
-        first; RFC 3263 order), tried before the targets left; or it failed with ``failure``
-        (478 or 503), and the next target is tried."""
-        outs = self._begin()
-        ctx, target = job.ctx, job.target
-        assert ctx is not None and target is not None
-        if ctx.cancelled:
-            self._local_final(ctx, 487, "Request Terminated", now)
-        elif not ctx.done:
-            if failure is not None:
-                ctx.fallback = failure
-            ctx.targets[:0] = resolved_targets(target, addresses)
-            self._try_next(ctx, now)
-        self._drain(now)
-        return outs
-
-    def probes(self, now: float) -> list[Out]:
-        """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
-        self.health_events.extend(self.dispatcher.handle_timer(now))
-        pings: list[Out] = self.natping.due(now) if self.natping is not None else []
-        return pings + [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
-                 p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
-
     # -- answers upstream --------------------------------------------------------------------
 
     def _answer_best(self, ctx: Proxied, now: float) -> None:
         if ctx.best is not None:
             self._send_upstream(ctx, ctx.best, ctx.best_status, now)
         else:
-            self._local_final(ctx, *ctx.fallback, now)
+            self.local_final(ctx, *ctx.fallback, now)
 
-    def _local_final(self, ctx: Proxied, status: int, reason: str, now: float) -> None:
+    def local_final(self, ctx: Proxied, status: int, reason: str, now: float) -> None:
+        """Answer ``ctx``'s request upstream with a final of our own."""
         if ctx.request is not None:
             data = build_response(ctx.request, status, reason)
             self._send_upstream(ctx, data, status, now, local=True)
