@@ -11,7 +11,8 @@ Rules:
    OPTIONS for the proxy itself are answered statelessly, as their answer is the same for
    every retransmission. The dialog table sees an in-dialog request only once it is not
    refused, so a refused BYE ends no call; one without a Route that matches a dialog we hold
-   is ``known`` to the relay rule (asked before the table sees it).
+   is ``known`` to the relay rule (asked before the table sees it). What becomes of each new
+   request is ``workers/admission.py``'s decision.
 2. Each attempt to forward a request is a client transaction with its own branch. A final
    response that the destination set's failover covers (408, 5xx by default), a timeout
    (Timer B/F) or a transport failure moves on to the next destination of the set (serial
@@ -61,22 +62,18 @@ from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
 from ingress.sip.message import Request, Response
 from ingress.sip.serialize import build_response
+from workers.admission import Admission
 from workers.auth.admit import NeedsHa1
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
-from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import (
-    Inbound,
-    Out,
-    Plan,
-    StatelessProxy,
-)
+from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied
+from workers.proxy import Inbound, Out, Plan, StatelessProxy
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger
 from workers.registrar.register import Registrar
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
-from workers.targets import fails_over, first_targets, next_set
+from workers.targets import fails_over, next_set
 from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
@@ -115,10 +112,8 @@ class StatefulProxy:
         self.table = table or TransactionTable(timers, max_transactions=t.max_transactions,
                                                send_trying=t.send_trying)  # fmt: skip
         self.sl = stateless
-        self.mode = settings.proxy.mode
         self.timer_c_s = t.timer_c_s
         self.cancel_wait_s = 64 * timers.t1
-        self._route_mode = {r.name: r.mode or settings.proxy.mode for r in settings.route}
         self.dispatcher = stateless.routing.dispatcher
         reg = settings.registrar
         hosts = [lst.address for lst in settings.listen]
@@ -138,8 +133,6 @@ class StatefulProxy:
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
         #: rule 10: called with the Call-ID of a message whose dialog is not here
         self.screen: Callable[[str], None] | None = None
-        #: calls refused by a call limit, for the worker to log (one event each)
-        self.refused: list[dict[str, Any]] = []
         #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
         self.health_events: list[Any] = []
         self.timer_c = TimerC()  # rule 6
@@ -150,6 +143,9 @@ class StatefulProxy:
         self.counters: dict[str, int] = {"absorbed": 0, "bad_path": 0, "failover": 0,
                                          "failure_route": 0, "timeout": 0, "table_full": 0,
                                          "timer_c": 0}  # fmt: skip
+        #: rule 1: what becomes of a new request
+        self.admission = Admission(settings, stateless, self.registrar, self.dialogs,
+                                   self.counters)  # fmt: skip
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
                                self.counters) if self.dialogs is not None else None  # fmt: skip
@@ -158,15 +154,14 @@ class StatefulProxy:
         """A reload swapped the worker's routing (``workers/routing/reload.py``): transactions
         in progress keep the sets they hold; new ones use these."""
         self.dispatcher = dispatcher
-        self._route_mode = route_modes
+        self.admission.route_mode = route_modes
 
     @property
     def needed(self) -> bool:
         """Whether the worker needs this core: some route is stateful, the registrar is on, a
         destination set is probed (probe answers come back here), or credentials are read from
         a cacheDB (its ``auth`` jobs)."""
-        return (self.mode == "stateful" or "stateful" in self._route_mode.values()
-                or self.registrar is not None or self.dialogs is not None
+        return (self.admission.any_stateful or self.registrar is not None or self.dialogs is not None
                 or any(ds.probing for ds in self.dispatcher.sets.values())
                 or (self.sl.auth is not None and self.sl.auth.store.uses_cachedb))  # fmt: skip
 
@@ -179,7 +174,7 @@ class StatefulProxy:
         after each input sees each once, and a CDR before anything it takes after it."""
         ev = self._events
         if not ev:
-            collect(ev, self.jobs, self.dialogs, self.refused, self.health_events)
+            collect(ev, self.jobs, self.dialogs, self.admission.refused, self.health_events)
         return ev.popleft() if ev else None
 
     # -- inputs ------------------------------------------------------------------------------
@@ -271,7 +266,7 @@ class StatefulProxy:
         if self.dialogs is not None and (method == "CANCEL" or register):
             self.dialogs.receive_request(req, now, self.wall)
         if method != "CANCEL" and not register:
-            ctx = self._admit(req, inb, now)
+            ctx = self.admission.admit(req, inb, now, self.wall, self._outs)
             if ctx is None:
                 return
         dest = self.dests.share(inb.ingress, self.sl.reply_meta(inb, req))
@@ -285,54 +280,6 @@ class StatefulProxy:
             ctx.server = txn
         if register and isinstance(txn, ServerTransaction):
             self.jobs.append(Job("register", txn, None, req, inb))
-
-    def _admit(self, req: Request, inb: Inbound, now: float) -> Proxied | None:
-        """The context for a new request of a stateful route, or None when it was answered
-        or forwarded statelessly here (rule 1). The dialog table sees an in-dialog request
-        once it is not refused: a BYE refused (a relay, 483 ...) leaves its call as it was."""
-        dialogs = self.dialogs
-        # asked before the table sees the request, as a BYE ends its dialog there
-        known = dialogs is not None and req.to.tag is not None and (
-            not req.has_header("route")) and dialogs.knows(req)  # fmt: skip
-        try:
-            plan = self.sl.plan(req, inb, known)
-        except SipError as exc:
-            self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason, exc.extra_headers))
-            return None
-        if dialogs is not None:
-            dialogs.receive_request(req, now, self.wall)
-        if plan.local is not None:
-            self._outs.append(self.sl._reply(req, inb, 200, "OK", plan.local))
-            return None
-        ctx = Proxied(held(inb), req, plan)
-        if self.registrar is not None and req.to.tag is None and plan.hop is None:
-            ctx.aor = self.registrar.aor_of(plan.uri)
-            if ctx.aor is not None:  # always stateful: targets come from a lookup (``located``)
-                return ctx if self._admitted(req, inb, plan) else None
-        mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
-        if mode != "stateful":
-            self._outs.append(self.sl.request_out(req, inb, known, plan))
-            return None
-        if not self._admitted(req, inb, plan):
-            return None
-        if not first_targets(ctx, plan, req.call_id):  # every destination is down
-            self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
-            return None
-        return ctx
-
-    def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
-        """Call limits (dialog profiles): False when the call was refused here."""
-        if self.dialogs is None:
-            return True
-        route = plan.route.name if plan.route else ""
-        refusal = self.dialogs.admit(req, source_ip=inb.src_ip, route=route)
-        if refusal is None:
-            return True
-        self.counters["over_limit"] = self.counters.get("over_limit", 0) + 1
-        self.refused.append({"call_id": req.call_id, "status": refusal[0], "reason": refusal[1],
-                             "src": f"{inb.src_ip}:{inb.src_port}", "route": route})  # fmt: skip
-        self._outs.append(self.sl._reply(req, inb, *refusal))
-        return False
 
     def _on_response(self, resp: Response, inb: Inbound, now: float) -> None:
         if self.dialogs is not None:
