@@ -15,7 +15,7 @@ import zmq
 from structlog.testing import capture_logs
 
 from conf import discovery, envelope
-from conf.load import ConfigError, from_dict
+from conf.load import from_dict
 from conf.settings import Settings
 from stateplane import updates as up
 from stateplane.ingresses import IngressFinder
