@@ -56,7 +56,7 @@ class IngressFinder:
         for ep, reason in verdict.refused:
             self.counters["announced_ingress_refused"] += 1
             self._refused.note(now, peer=peer, endpoint=ep, reason=reason)
-        if verdict.accepted is not None and verdict.accepted != self.heard.get(peer):
+        if verdict.accepted is not None and verdict.accepted != self.heard.get(peer, []):
             self.heard[peer] = verdict.accepted
             log.info("ingresses_learnt", peer=peer, endpoints=verdict.accepted)
 
