@@ -30,18 +30,18 @@ Run = Callable[[Path, list[str]], Proc]
 ROGUE = "127.0.0.5"
 
 
-def conf(hosts: Hosts, name: str, address: str, bus: str, peers: dict[str, tuple[str, str]],
+def conf(h: Hosts, name: str, address: str, bus: str, peers: dict[str, tuple[str, str]],
          stateplane: str) -> Path:  # fmt: skip
     """Host ``name``'s config, as ``Hosts.conf`` writes it, with a ``[stateplane]`` table and
     each peer ({name: (bus address, its state plane or "")})."""
-    tables = [f'[curve]\nsecret_key_file = "{hosts.key(name)[0]}"\n',
+    tables = [f'[curve]\nsecret_key_file = "{h.key(name)[0]}"\n',
               f'[bus]\naddress = "{address}"\n{bus}\n', f"[stateplane]\n{stateplane}\n"]  # fmt: skip
     for peer, (addr, sp) in peers.items():
         tables.append(f'[[peer]]\nname = "{peer}"\nbus_address = "{addr}"\n'
-                      f'public_key_file = "{hosts.key(peer)[1]}"\n'
+                      f'public_key_file = "{h.key(peer)[1]}"\n'
                       + (f'stateplane = "{sp}"\n' if sp else ""))  # fmt: skip
-    path = hosts.tmp / f"{name}.toml"
-    write_config(path, hosts.runs / name, hosts.sip_port, hosts.dest_port,
+    path = h.tmp / f"{name}.toml"
+    write_config(path, h.runs / name, h.sip_port, h.dest_port,
                  extra="\n".join(tables), name=name)  # fmt: skip
     return path
 
