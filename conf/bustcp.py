@@ -161,13 +161,23 @@ def check(s: Settings) -> None:
     if bus.ingresses and not own:
         raise BusConfigError("bus.ingresses", "[] unless bus.address is set (workers need an "
                              "address to be reached at)", bus.ingresses)  # fmt: skip
+    if bus.discover and not own:
+        raise BusConfigError("bus.discover", "false unless bus.address is set (workers need an "
+                             "address to be reached at)", True)  # fmt: skip
+    if bus.discover and not bus.ingresses and not any(
+            p.bus_address and p.stateplane.startswith("tcp://") for p in s.peer):  # fmt: skip
+        # conf.discovery rule 2: only such a peer's announcements are heard
+        raise BusConfigError("bus.discover", "false unless a [[peer]] has both bus_address and "
+                             "a tcp:// stateplane (whose state plane announces its ingresses)",
+                             True)  # fmt: skip
     for i, ds in enumerate(s.destination_set):
-        if own and not bus.ingresses and ds.probe_interval_s > 0:
+        if own and not bus.ingresses and not bus.discover and ds.probe_interval_s > 0:
             # rule 6: only a worker that hears an ingress over TCP knows every host's
             # workers; one on the edge's host would give probes Call-IDs of its host's ring
             raise BusConfigError(f"destination_set[{i}].probe_interval_s", "0 with [bus] address "
-                                 "and no [bus] ingresses (workers on an edge host do not hear "
-                                 "the ring of every host's workers)", ds.probe_interval_s)  # fmt: skip
+                                 "and no [bus] ingresses or discover (workers on an edge host "
+                                 "do not hear the ring of every host's workers)",
+                                 ds.probe_interval_s)  # fmt: skip
     hosts: dict[str, int] = {}
     for i, peer in enumerate(s.peer):
         if not peer.bus_address:
@@ -273,6 +283,10 @@ class TcpHop:
         parsed = parse_endpoint(ep)
         assert parsed is not None  # checked at load
         return self.hosts[parsed[0]].key
+
+    def key_of(self, name: str) -> bytes | None:
+        """The key of the peer host named ``name`` (``conf.discovery`` rule 7), or None."""
+        return next((h.key for h in self.hosts.values() if h.name == name), None)
 
     def ingress_endpoint(self) -> str | None:
         """Where this ingress listens (rule 3), or None when ``ingress_port`` is 0."""

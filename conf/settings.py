@@ -189,6 +189,13 @@ class Bus:
     """The ingresses on other hosts this host's workers serve, each ``tcp://ip:port`` (that
     host's ``address`` and an ``ingress_port``), at the ``bus_address`` of a ``[[peer]]``
     whose key must answer there. Needs ``address``. Default: none."""
+    discover: bool = False
+    """Learn the ingresses this host's workers serve from the state plane instead
+    (``docs/architecture.md`` "Finding the edge through the state plane"): each ``[[peer]]``
+    with a ``bus_address`` and a ``tcp://`` ``stateplane`` announces its live ingresses, and
+    only endpoints at that peer's own ``bus_address`` are taken (at most 64 per peer).
+    Needs ``address``, such a peer, and this host's state plane running. Ignored when
+    ``ingresses`` is set: the list given takes precedence."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

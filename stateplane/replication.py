@@ -47,6 +47,11 @@ Rules:
    stopping: it removes its socket file first) has, once its process is gone (so the mirror
    holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
    every live worker is told ``HANDED`` for it (``workers/dialogs/handover.py`` rule 1).
+11. Ingresses found through the state plane (``conf/discovery.py``): an edge publishes its
+   live ingresses' TCP endpoints (``INGRESSES``) every heartbeat; a worker host with
+   ``[bus] discover`` takes them only from a configured peer that proved its key, checks
+   each, and hands what it accepted to its workers every heartbeat
+   (``stateplane/ingresses.py``).
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
 from stateplane.cluster import ClusterFailover
 from stateplane.failover import Adopter, Failover, opposite
+from stateplane.ingresses import IngressFinder
 from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
@@ -182,6 +188,8 @@ class Replication:
         self._started_wall = time.time()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
+        #: rule 11: the ingresses we announce and those we learn
+        self.finder = IngressFinder(ctx, settings, self._publish, self.counters)
         self.peers = [self._peer(d) for d in sp.peers]
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
         self.failover: Failover | ClusterFailover | None = None
@@ -494,7 +502,7 @@ class Replication:
         log.info("mirror_resynced", worker=worker, dialogs=len(seen), removed=len(gone))
         return gone
 
-    def _publish(self, msg: up.Update | up.Hugz) -> None:
+    def _publish(self, msg: up.Update | up.Hugz | up.Ingresses) -> None:
         try:
             self.pub.send_multipart(up.pack(msg), zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; kept for safety: a subscriber sees the gap
@@ -506,6 +514,7 @@ class Replication:
         if self.failover is not None:
             self.failover.tick(now)
         self._track_workers(now)
+        self.finder.tick(self._workers)
         if self.persist is not None:
             self.persist.sync()
             # not while restored dialogs wait for a decision or the workers: a snapshot of
@@ -637,7 +646,7 @@ class Replication:
                 "replicas": {(peer.replica.node if peer.replica else peer.run_dir): peer.stats()
                              for peer in self.peers},
                 "failover": self.failover.stats() if self.failover else None,
-                **self.counters}  # fmt: skip
+                "ingresses": self.finder.stats(), **self.counters}  # fmt: skip
 
     def close(self) -> None:
         if self.failover is not None:
@@ -650,6 +659,7 @@ class Replication:
             r.close()
         for peer in self.peers:
             peer.close()
+        self.finder.close()
         self.pub.close(linger=0)
         if self.zap is not None:
             self.zap.close()

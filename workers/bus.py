@@ -28,6 +28,10 @@ Rules:
    ``liveness`` heartbeats, or that said ``down``, is forgotten as a vanished file is
    (rule 2), while its pipe stays to reach whoever listens there next. Its ``HB`` names its
    ring (``conf.bustcp`` rule 6): ``ring`` is the union over the live ones.
+8. With ``[bus] discover`` (``conf/discovery.py``) the configured endpoints are instead those
+   the node's state plane names in ``INGRESSES`` envelopes, each checked again here (rule 7
+   there) and connected with the key of the peer that announced it; one no longer named
+   loses its pipe. Such an envelope changes nothing on a worker that does not discover.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import zmq
 
-from conf import bustcp, envelope, sockets
+from conf import bustcp, discovery, envelope, sockets
 from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, drain_pull, hops
@@ -113,18 +117,53 @@ class IngressBus:
         self._tcp_reader: Reader | None = None
         self.tcp_endpoint = ""
         self._remote: dict[str, _Remote] = {}
+        #: rule 8: the hop, and the peers' bus addresses by name, once ``open_tcp`` ran with
+        #: ``discover``
+        self._hop: TcpHop | None = None
+        self._addresses: dict[str, str] = {}
+        self._refused_found = RefusalLog("discovered_ingress_refused")
 
-    def open_tcp(self, hop: TcpHop) -> None:
-        """Rule 7: serve the ingresses of ``[bus] ingresses`` too."""
+    def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
+        """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
+        peers' bus addresses by name), those the state plane names instead (rule 8)."""
         self._tcp_pull, self.tcp_endpoint = hop.bind_pull(bustcp.endpoint(hop.address, "*"),
                                                           self._cfg.hwm)  # fmt: skip
         self._tcp_reader = GUARD.add_reader(self._loop, self._tcp_pull.FD, "worker_bus_tcp",
                                             self._on_tcp_readable)  # fmt: skip
         for ep in hop.ingresses:
-            sock = hop.connect_push(ep, hop.server_key(ep), self._cfg.hwm)
-            pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
-                            self._cfg.max_pending)  # fmt: skip
-            self._remote[ep] = _Remote(ep, pipe)
+            self._add_remote(hop, ep, hop.server_key(ep))
+        if addresses is not None:
+            self._hop, self._addresses = hop, addresses
+
+    def _add_remote(self, hop: TcpHop, ep: str, key: bytes) -> None:
+        sock = hop.connect_push(ep, key, self._cfg.hwm)
+        pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
+                        self._cfg.max_pending)  # fmt: skip
+        self._remote[ep] = _Remote(ep, pipe)
+
+    def _on_discovered(self, header: Any) -> None:
+        """Rule 8: the ingresses the node's state plane learnt, all of them."""
+        hop = self._hop
+        if hop is None:
+            self._meter.counters["drop_ingresses_unasked"] += 1
+            return
+        taken, refused = discovery.entries(header, self._addresses)
+        for ep, reason in refused:
+            self._meter.counters["drop_bad_discovered"] += 1
+            self._refused_found.note(self._loop.time(), endpoint=ep, reason=reason)
+        if taken is None:
+            return
+        for ep, peer in taken.items():
+            key = hop.key_of(peer)
+            if ep not in self._remote and key is not None:
+                self._add_remote(hop, ep, key)
+                log.info("ingress_discovered", endpoint=ep, peer=peer)
+        for ep in [e for e in self._remote if e not in taken]:
+            remote = self._remote.pop(ep)
+            if remote.ident:
+                self._forget_remote(remote)
+            self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
+            log.info("ingress_undiscovered", endpoint=ep)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
@@ -189,6 +228,8 @@ class IngressBus:
             self._on_adopt(env.header)
         elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
             self._on_release(env.header)
+        elif env.kind == envelope.KIND_INGRESSES:
+            self._on_discovered(env.header)
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
