@@ -12,7 +12,8 @@ Rules:
    ``[[peer]]`` tables that have a ``bus_address``; every socket we connect expects, as the
    server's key, the key configured for the address it connects to.
 3. Endpoints come from configuration. A worker host names the ingresses it serves in
-   ``[bus] ingresses``, each at a peer's ``bus_address``; ``ingress.N`` listens at
+   ``[bus] ingresses``, each at a peer's ``bus_address`` (or, with ``[bus] discover``, learns
+   them from that peer's state plane, held to the same address: ``conf/discovery.py``); ``ingress.N`` listens at
    ``address:ingress_port + N - 1``. A worker listens on a port the kernel picks and names it
    in its heartbeats; an ingress connects there only when the address is a peer's
    ``bus_address``, with that peer's key as the server key (``worker_key``). What a frame
