@@ -127,6 +127,12 @@ def ingress_index(proc: str) -> int:
     return int(tail) if tail.isdigit() and tail != "0" else 1
 
 
+def ingress_port(first: int, proc: str) -> int:
+    """Rule 3: the TCP port of honcho's ``proc`` (``ingress.N``) when ``ingress.1`` takes
+    ``first``; past 65535 for a high N, which ``conf.discovery`` does not announce."""
+    return first + ingress_index(proc) - 1
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
@@ -293,8 +299,7 @@ class TcpHop:
         """Where this ingress listens (rule 3), or None when ``ingress_port`` is 0."""
         if not self.ingress_port:
             return None
-        port = self.ingress_port + ingress_index(proc_name("ingress")) - 1
-        return endpoint(self.address, port)
+        return endpoint(self.address, ingress_port(self.ingress_port, proc_name("ingress")))
 
     def bind_pull(self, ep: str, hwm: int) -> tuple[zmq.Socket[bytes], str]:
         """A CURVE-server PULL bound at ``ep`` (port ``*``: the kernel picks); returns it and
