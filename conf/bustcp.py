@@ -12,7 +12,8 @@ Rules:
    ``[[peer]]`` tables that have a ``bus_address``; every socket we connect expects, as the
    server's key, the key configured for the address it connects to.
 3. Endpoints come from configuration. A worker host names the ingresses it serves in
-   ``[bus] ingresses``, each at a peer's ``bus_address``; ``ingress.N`` listens at
+   ``[bus] ingresses``, each at a peer's ``bus_address`` (or, with ``[bus] discover``, learns
+   them from that peer's state plane, held to the same address: ``conf/discovery.py``); ``ingress.N`` listens at
    ``address:ingress_port + N - 1``. A worker listens on a port the kernel picks and names it
    in its heartbeats; an ingress connects there only when the address is a peer's
    ``bus_address``, with that peer's key as the server key (``worker_key``). What a frame
@@ -124,6 +125,12 @@ def ingress_index(proc: str) -> int:
     """N of honcho's ``ingress.N`` (1 for an ingress started by hand)."""
     tail = proc.rpartition(".")[2]
     return int(tail) if tail.isdigit() and tail != "0" else 1
+
+
+def ingress_port(first: int, proc: str) -> int:
+    """Rule 3: the TCP port of honcho's ``proc`` (``ingress.N``) when ``ingress.1`` takes
+    ``first``; past 65535 for a high N, which ``conf.discovery`` does not announce."""
+    return first + ingress_index(proc) - 1
 
 
 # -- configuration ------------------------------------------------------------------------------
@@ -292,8 +299,7 @@ class TcpHop:
         """Where this ingress listens (rule 3), or None when ``ingress_port`` is 0."""
         if not self.ingress_port:
             return None
-        port = self.ingress_port + ingress_index(proc_name("ingress")) - 1
-        return endpoint(self.address, port)
+        return endpoint(self.address, ingress_port(self.ingress_port, proc_name("ingress")))
 
     def bind_pull(self, ep: str, hwm: int) -> tuple[zmq.Socket[bytes], str]:
         """A CURVE-server PULL bound at ``ep`` (port ``*``: the kernel picks); returns it and

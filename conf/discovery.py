@@ -71,7 +71,7 @@ def ingress_endpoint(settings: Settings, ident: str) -> str | None:
     proc = ident[len(prefix) :].rpartition("-")[0]
     if proc != "ingress" and not proc.startswith("ingress."):
         return None
-    port = settings.bus.ingress_port + bustcp.ingress_index(proc) - 1
+    port = bustcp.ingress_port(settings.bus.ingress_port, proc)
     if not 1 <= port <= 65535:
         return None
     return bustcp.endpoint(str(ipaddress.ip_address(settings.bus.address)), port)

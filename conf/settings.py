@@ -754,6 +754,8 @@ class StatePlane:
     peers on other hosts, which name it ``tcp://host:port`` in their ``peers``; with ``[pike]
     cluster``, ``[dialogs] profiles_cluster`` or a ``shared`` pipe and a ``tcp://`` peer it
     relays them on port + 2, and with ``cluster_ctl`` serves ``ctl --cluster`` on port + 3.
+    With ``[bus] ingress_port`` it also announces this host's ingresses there to worker hosts
+    with ``[bus] discover``.
     Empty: ipc only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and
     the channel is encrypted; without it, bind a private interface (a wildcard address is
     refused)."""

@@ -1,6 +1,7 @@
 """``sipline stateplane``: the node's stateplane process: it serves the embedded key-value
 store that ``local://`` cacheDB clients on this node share, and, with ``[stateplane]
-replicate`` or ``peers``, dialog replication (``stateplane/replication.py``); it answers
+replicate`` or ``peers``, dialog replication (``stateplane/replication.py``), which also
+announces an edge's ingresses and learns a worker host's (``conf/discovery.py``); it answers
 ``sipline ctl stats``, ``sync`` and ``failback`` on its control socket.
 
 Rules:

@@ -135,6 +135,8 @@ def test_worker_host_learns_the_edge_through_its_state_plane(
     assert refused[0]["reason"] in ("not at the announcer's bus_address 127.0.0.5",
                                     "more than 64"), refused  # fmt: skip
     assert not learnt(b, "rogue"), learnt(b, "rogue")
+    wrong = b.events("replica_wrong_node")  # the rogue speaking in the edge's name
+    assert wrong and wrong[0]["expected"] == "rogue" and wrong[0]["claimed"] == "edge", wrong
     assert learnt(b, "edge")[-1] == [f"tcp://{EDGE}:{port}"]
     found: Any = {e.get("endpoint") for e in b.events("ingress_discovered")}
     assert found == {f"tcp://{EDGE}:{port}", f"tcp://{EDGE}:{port + 1}"}, found
