@@ -34,8 +34,12 @@ _READERS: dict[int, threading.Thread] = {}
 
 
 def _spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    # errors="replace": a child may print bytes that are not UTF-8 (Kamailio at debug=3 prints
+    # TLS records); a decoding error would end the thread reading its pipe, and the child
+    # would then block once the pipe is full
     popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+                             errors="replace", start_new_session=True,
+                             **kwargs)  # type: ignore[call-overload]  # fmt: skip
     _CHILDREN.append(popen)
     return popen
 
