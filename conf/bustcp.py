@@ -6,7 +6,9 @@ Rules:
    meet over ipc:// in its run directory; a host without ``address`` is a one-host node, as
    before. The TCP endpoints are sockets of their own, never the ipc ones, and they take only
    what the hop carries between hosts: a worker's ``IN`` and ``HB``, an ingress's ``OUT`` and
-   ``HB`` (``ADOPT``, ``RELEASE``, ``TIMER``, ``FWD`` and ``HANDED`` stay on the host).
+   ``HB``, and between worker hosts the dialogs that move (``ADOPT``, ``HANDED``, ``FWD`` to
+   a worker's TCP socket, each checked against the host its key authenticated:
+   ``dialogstate/hosts.py``). ``RELEASE`` and ``TIMER`` stay on the host.
 2. CURVE only: ``address`` needs ``[curve] secret_key_file``. Every TCP socket we bind is a
    CURVE server behind a ZAP allow-list (``conf.curve`` rule 3) of the keys of the
    ``[[peer]]`` tables that have a ``bus_address``; every socket we connect expects, as the
@@ -250,7 +252,9 @@ class TcpHop:
                  "keys", "zap")  # fmt: skip
 
     def __init__(self, ctx: zmq.Context[Any], loop: Any, settings: Settings,
-                 counters: Counter[str]) -> None:  # fmt: skip
+                 counters: Counter[str], serve: bool = True) -> None:  # fmt: skip
+        """``serve``: this process binds CURVE servers (the ZAP handler runs); a state plane
+        only connects to other hosts' workers and has a handler of its own, or none."""
         keys = curve.node_keys(settings)
         assert keys is not None  # rule 2, checked at load
         self.keys = keys
@@ -267,7 +271,7 @@ class TcpHop:
         self._refused = RefusalLog("bus_handshake_refused")
         allowed = {h.key: h.name for h in self.hosts.values()}
         # before any CURVE bind: without a handler libzmq admits every key (conf.curve rule 3)
-        self.zap = curve.ZapHandler(ctx, loop, allowed, self._verdict)
+        self.zap = curve.ZapHandler(ctx, loop, allowed, self._verdict) if serve else None
 
     def _verdict(self, ok: bool, address: str) -> None:
         if not ok:
@@ -304,6 +308,7 @@ class TcpHop:
     def bind_pull(self, ep: str, hwm: int) -> tuple[zmq.Socket[bytes], str]:
         """A CURVE-server PULL bound at ``ep`` (port ``*``: the kernel picks); returns it and
         the endpoint it got."""
+        assert self.zap is not None  # a CURVE server needs the allow-list (conf.curve rule 3)
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
         sockets.base(sock, hwm, sockets.MAX_MSG_BYTES)
         # libzmq 4.3.5, seen: a CURVE server whose ZAP handler admits the client receives
@@ -330,5 +335,6 @@ class TcpHop:
         return sock
 
     def close(self) -> None:
-        self.zap.close()
+        if self.zap is not None:
+            self.zap.close()
 

@@ -1,4 +1,4 @@
-"""A worker that learns its ingresses from its state plane (workers/bus.py rule 8,
+"""A worker that learns its ingresses from its state plane (workers/bus.py rule 9,
 conf/discovery.py rule 7), against a real edge ingress bus over TCP with CURVE: it connects
 only to entries that pass the checks again, with the key of the peer named, and lets go of
 one no longer named. The INGRESSES envelopes come from a PUSH standing in for the node's
