@@ -29,9 +29,10 @@ Rules:
    (rule 2), while its pipe stays to reach whoever listens there next. Its ``HB`` names its
    ring (``conf.bustcp`` rule 6): ``ring`` is the union over the live ones.
 8. With ``[bus] discover`` (``conf/discovery.py``) the configured endpoints are instead those
-   the node's state plane names in ``INGRESSES`` envelopes, each checked again here (rule 7
-   there) and connected with the key of the peer that announced it; one no longer named
-   loses its pipe. Such an envelope changes nothing on a worker that does not discover.
+   the node's state plane names in ``INGRESSES`` envelopes, per peer, each checked again
+   here (rule 7 there) and connected with the key of the peer that announced it; one no
+   longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
+   its pipes. Such an envelope changes nothing on a worker that does not discover.
 """
 
 from __future__ import annotations
@@ -121,6 +122,8 @@ class IngressBus:
         #: ``discover``
         self._hop: TcpHop | None = None
         self._addresses: dict[str, str] = {}
+        #: the peer that announced each learnt endpoint
+        self._found_by: dict[str, str] = {}
         self._refused_found = RefusalLog("discovered_ingress_refused")
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
@@ -151,19 +154,20 @@ class IngressBus:
         for ep, reason in refused:
             self._meter.counters["drop_bad_discovered"] += 1
             self._refused_found.note(self._loop.time(), endpoint=ep, reason=reason)
-        if taken is None:
-            return
-        for ep, peer in taken.items():
+        for peer, eps in (taken or {}).items():
             key = hop.key_of(peer)
-            if ep not in self._remote and key is not None:
-                self._add_remote(hop, ep, key)
-                log.info("ingress_discovered", endpoint=ep, peer=peer)
-        for ep in [e for e in self._remote if e not in taken]:
-            remote = self._remote.pop(ep)
-            if remote.ident:
-                self._forget_remote(remote)
-            self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
-            log.info("ingress_undiscovered", endpoint=ep)
+            for ep in eps:
+                if ep not in self._remote and key is not None:
+                    self._add_remote(hop, ep, key)
+                    self._found_by[ep] = peer
+                    log.info("ingress_discovered", endpoint=ep, peer=peer)
+            for ep in [e for e, p in self._found_by.items() if p == peer and e not in eps]:
+                del self._found_by[ep]
+                remote = self._remote.pop(ep)
+                if remote.ident:
+                    self._forget_remote(remote)
+                self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
+                log.info("ingress_undiscovered", endpoint=ep, peer=peer)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
