@@ -5,6 +5,7 @@ bus_address, only from a configured peer that proved its key, never more than th
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -213,3 +214,31 @@ class TestStatePlane:
         many = [f"tcp://127.0.0.2:{n}" for n in range(1, 100)]
         f.receive("edge", True, up.Ingresses("edge", many), 3.0)
         assert f.heard == {"edge": ["tcp://127.0.0.2:7601"]}
+
+    def test_the_workers_get_every_peer_heard_and_only_those(self, finder: Any,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+        """Each tick hands the live workers one envelope: empty before any peer is heard
+        (a restarted state plane takes no pipe away), then the peer's accepted list."""
+        f, _ = finder
+        ep = f"ipc://{tmp_path}/worker-w.ipc"
+        pull = f.ctx.socket(zmq.PULL)
+        pull.linger = 0
+        pull.bind(ep)
+
+        def handed(expected: list[Any]) -> bool:
+            """Tick until the worker reads ``expected`` (the first sends may go before the
+            connect, and envelopes of earlier ticks may still be on their way)."""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                f.tick({"w.worker.1-1": ep})
+                while pull.poll(50):
+                    if envelope.unpack(pull.recv_multipart()).header == expected:
+                        return True
+            return False
+
+        try:
+            assert handed([])
+            f.receive("edge", True, up.Ingresses("edge", ["tcp://127.0.0.2:7600"]), 0.0)
+            assert handed([["edge", ["tcp://127.0.0.2:7600"]]])
+        finally:
+            pull.close(linger=0)
