@@ -145,7 +145,7 @@ class IngressBus:
         self._remote[ep] = _Remote(ep, pipe)
 
     def _on_discovered(self, header: Any) -> None:
-        """Rule 8: the ingresses the node's state plane learnt, all of them."""
+        """Rule 8: the ingresses the node's state plane learnt, per peer it heard."""
         hop = self._hop
         if hop is None:
             self._meter.counters["drop_ingresses_unasked"] += 1
@@ -162,12 +162,16 @@ class IngressBus:
                     self._found_by[ep] = peer
                     log.info("ingress_discovered", endpoint=ep, peer=peer)
             for ep in [e for e, p in self._found_by.items() if p == peer and e not in eps]:
-                del self._found_by[ep]
-                remote = self._remote.pop(ep)
-                if remote.ident:
-                    self._forget_remote(remote)
-                self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
-                log.info("ingress_undiscovered", endpoint=ep, peer=peer)
+                self._drop_found(ep)
+
+    def _drop_found(self, ep: str) -> None:
+        """Rule 8: a learnt endpoint its peer no longer announces loses its pipe."""
+        peer = self._found_by.pop(ep)
+        remote = self._remote.pop(ep)
+        if remote.ident:
+            self._forget_remote(remote)
+        self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
+        log.info("ingress_undiscovered", endpoint=ep, peer=peer)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
