@@ -166,6 +166,12 @@ class Bus:
     """Messages an ingress holds for one worker whose pipe is full; past it it sheds."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
+    first_worker_wait_s: float = field(default=10.0, metadata=_range(0.0, 300.0))
+    """A starting ingress binds its SIP listeners only once a worker has joined it, waiting
+    this long at most (then it listens anyway, and answers new INVITEs 503 until one joins):
+    at a node's start its workers come up after it, and a call it took alone would be refused.
+    It stops waiting as soon as one joins. 0: bind at once (an ingress started before any
+    worker, e.g. on an edge host whose workers are started later by hand)."""
     shed_start_fill: float = field(default=0.5, metadata=_range(0.0, 1.0))
     """Overload: once an ingress holds this share of ``max_pending`` for one worker, it drops
     OPTIONS, REGISTER, SUBSCRIBE, PUBLISH and MESSAGE for that worker (counted)."""

@@ -271,11 +271,15 @@ class Node:
     killed: bool = False
 
     @classmethod
-    def start(cls, conf: Path, run_dir: Path, port: int, scale: str = "worker=2") -> Node:
+    def start(cls, conf: Path, run_dir: Path, port: int, scale: str = "worker=2",
+              wait: bool = True) -> Node:  # fmt: skip
+        """The node once ready (``wait_ready``); ``wait=False``: at once, just spawned."""
         argv = [os.path.join(VENV_BIN, "honcho"), "-f", str(REPO / "Procfile"), "start",
                 "-c", scale]  # fmt: skip
         proc = Proc.start(argv, env_for(conf), REPO)
         node = cls(port, conf, run_dir, proc)
+        if not wait:
+            return node
         try:
             node.wait_ready(_count(scale, "ingress"), _count(scale, "worker"))
         except BaseException:

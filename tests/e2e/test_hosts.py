@@ -146,7 +146,10 @@ def sink() -> Iterator[socket.socket]:
 
 def start_edge(hosts: Hosts, run: Callable[[Path, list[str]], Proc],
                peers: dict[str, str], extra: str = "") -> Proc:  # fmt: skip
-    conf = hosts.conf("edge", EDGE, f"ingress_port = {hosts.ingress_port}\n{extra}", peers)
+    # listening before any worker (first_worker_wait_s = 0): the tests start the workers of
+    # the other hosts once the edge listens
+    conf = hosts.conf("edge", EDGE, f"ingress_port = {hosts.ingress_port}\n"
+                      f"first_worker_wait_s = 0\n{extra}", peers)  # fmt: skip
     edge = run(conf, ["start", "ingress"])
     wait_for(lambda: bool(edge.events("ingress_listening")), "the edge's ingress to listen", 20)
     return edge
