@@ -26,10 +26,12 @@ Rules:
    own heartbeats say whether an ingress answers, ``workers/bus.py`` rule 7).
 6. ``[bus] ingresses`` takes precedence: with it set, workers serve exactly the ingresses it
    lists and nothing is learnt.
-7. The state plane hands the union of what it accepted to each worker of its host in an
-   ``INGRESSES`` envelope every heartbeat, ``[[peer name, endpoint], ...]``; the worker
-   checks every entry again by rules 3 and 4 (a frame from another process may be forged)
-   before it connects, with the key of the peer named.
+7. The state plane hands what it accepted to each worker of its host in an ``INGRESSES``
+   envelope every heartbeat, ``[[peer name, [endpoint, ...]], ...]``, one entry per peer
+   heard since it started. A peer the envelope does not name keeps what the worker had for
+   it: a state plane just restarted, which has not heard every peer yet, takes no pipe
+   away. The worker checks every entry again by rules 3 and 4 (a frame from another
+   process may be forged) before it connects, with the key of the peer named.
 """
 
 from __future__ import annotations
@@ -126,25 +128,30 @@ def accept(peer: str, endpoints: list[Any], addresses: Mapping[str, str]) -> Ver
     return Verdict(accepted, refused)
 
 
-def entries(header: Any, addresses: Mapping[str, str]) -> tuple[dict[str, str] | None,
+def entries(header: Any, addresses: Mapping[str, str]) -> tuple[dict[str, list[str]] | None,
                                                                  list[tuple[str, str]]]:
-    """Rule 7, on a worker: ``({endpoint: peer name}, refused)`` of an ``INGRESSES``
-    envelope's header, each entry checked by rule 3; None instead of the dict when the
-    whole is refused (rule 4: over ``MAX_DISCOVERED``), which changes nothing."""
+    """Rule 7, on a worker: ``({peer name: endpoints}, refused)`` of an ``INGRESSES``
+    envelope's header, each peer's list checked as an announcement (``accept``); a peer
+    whose list is refused whole is left out (what the worker had for it stands). None
+    instead of the dict when the whole is refused (rule 4: over ``MAX_DISCOVERED``
+    endpoints), which changes nothing."""
     if not isinstance(header, list):
         return None, [("header", "not a list")]
-    if len(header) > MAX_DISCOVERED:
-        return None, [(f"{len(header)} entries", f"more than {MAX_DISCOVERED}")]
-    taken: dict[str, str] = {}
+    total = sum(len(e[1]) for e in header if isinstance(e, list) and len(e) == 2
+                and isinstance(e[1], list))  # fmt: skip
+    if total > MAX_DISCOVERED:
+        return None, [(f"{total} endpoints", f"more than {MAX_DISCOVERED}")]
+    taken: dict[str, list[str]] = {}
     refused: list[tuple[str, str]] = []
+    seen: set[str] = set()
     for entry in header:
-        if not (isinstance(entry, list) and len(entry) == 2 and sockets.valid_ident(entry[0])):
-            refused.append((str(entry)[:80], "not [peer name, endpoint]"))
+        if not (isinstance(entry, list) and len(entry) == 2 and sockets.valid_ident(entry[0])
+                and isinstance(entry[1], list) and entry[0] not in seen):  # fmt: skip
+            refused.append((str(entry)[:80], "not [peer name, [endpoint, ...]], each peer once"))
             continue
-        peer, ep = entry
-        reason = refusal(peer, ep, addresses)
-        if reason is not None:
-            refused.append((str(ep)[:80], reason))
-        else:
-            taken.setdefault(ep, peer)
+        seen.add(entry[0])
+        verdict = accept(entry[0], entry[1], addresses)
+        refused += verdict.refused
+        if verdict.accepted is not None:
+            taken[entry[0]] = verdict.accepted
     return taken, refused

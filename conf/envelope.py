@@ -68,7 +68,7 @@ KIND_HANDED = b"\x01HANDED"
 #: an IN passed on by a worker to the Call-ID's owner (workers/dialogs/handover.py)
 KIND_FWD = b"\x01FWD"
 #: the ingresses of other hosts the state plane learnt, for its workers (conf/discovery.py
-#: rule 7): [[peer name, endpoint], ...], no payload
+#: rule 7): [[peer name, [endpoint, ...]], ...], no payload
 KIND_INGRESSES = b"\x01INGR"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
                    KIND_RELEASE, KIND_HANDED, KIND_FWD, KIND_INGRESSES})  # fmt: skip
@@ -147,7 +147,8 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
         )
     elif kind == KIND_INGRESSES:
         ok = (isinstance(header, list) and len(header) <= MAX_RING and n == 0
-              and all(isinstance(e, list) and len(e) == 2 and all(isinstance(x, str) for x in e)
+              and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                      and isinstance(e[1], list) and all(isinstance(x, str) for x in e[1])
                       for e in header))  # fmt: skip
     elif kind == KIND_HANDED:
         ok = (isinstance(header, list) and len(header) == 2

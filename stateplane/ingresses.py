@@ -74,8 +74,15 @@ class IngressFinder:
             self._hand_to(workers)
 
     def _hand_to(self, workers: dict[str, str]) -> None:
-        entries = [[peer, ep] for peer, eps in sorted(self.heard.items()) for ep in eps]
-        frames = env.pack(env.KIND_INGRESSES, entries[: discovery.MAX_DISCOVERED])
+        entries: list[list[Any]] = []
+        total = 0
+        for peer, eps in sorted(self.heard.items()):
+            total += len(eps)
+            if total > discovery.MAX_DISCOVERED:  # rule 4: the workers would refuse it all
+                self.counters["ingresses_over_bound"] += 1
+                break
+            entries.append([peer, eps])
+        frames = env.pack(env.KIND_INGRESSES, entries)
         live = set(workers.values())
         for ep in [e for e in self._pushes if e not in live]:
             self._pushes.pop(ep).close(linger=0)

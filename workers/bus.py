@@ -35,9 +35,10 @@ Rules:
    key authenticated (the ZAP handler's User-Id), which the worker checks them against;
    ``forward`` reaches a worker of another host over TCP with that host's key.
 9. With ``[bus] discover`` (``conf/discovery.py``) the configured endpoints are instead those
-   the node's state plane names in ``INGRESSES`` envelopes, each checked again here (rule 7
-   there) and connected with the key of the peer that announced it; one no longer named
-   loses its pipe. Such an envelope changes nothing on a worker that does not discover.
+   the node's state plane names in ``INGRESSES`` envelopes, per peer, each checked again
+   here (rule 7 there) and connected with the key of the peer that announced it; one no
+   longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
+   its pipes. Such an envelope changes nothing on a worker that does not discover.
 """
 
 from __future__ import annotations
@@ -138,6 +139,8 @@ class IngressBus:
         #: ran with ``discover``
         self._discover = False
         self._addresses: dict[str, str] = {}
+        #: the peer that announced each learnt endpoint
+        self._found_by: dict[str, str] = {}
         self._refused_found = RefusalLog("discovered_ingress_refused")
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
@@ -160,7 +163,7 @@ class IngressBus:
         self._remote[ep] = _Remote(ep, pipe)
 
     def _on_discovered(self, header: Any) -> None:
-        """Rule 9: the ingresses the node's state plane learnt, all of them."""
+        """Rule 9: the ingresses the node's state plane learnt, per peer it heard."""
         hop = self._hop
         if hop is None or not self._discover:
             self._meter.counters["drop_ingresses_unasked"] += 1
@@ -169,19 +172,24 @@ class IngressBus:
         for ep, reason in refused:
             self._meter.counters["drop_bad_discovered"] += 1
             self._refused_found.note(self._loop.time(), endpoint=ep, reason=reason)
-        if taken is None:
-            return
-        for ep, peer in taken.items():
+        for peer, eps in (taken or {}).items():
             key = hop.key_of(peer)
-            if ep not in self._remote and key is not None:
-                self._add_remote(hop, ep, key)
-                log.info("ingress_discovered", endpoint=ep, peer=peer)
-        for ep in [e for e in self._remote if e not in taken]:
-            remote = self._remote.pop(ep)
-            if remote.ident:
-                self._forget_remote(remote)
-            self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
-            log.info("ingress_undiscovered", endpoint=ep)
+            for ep in eps:
+                if ep not in self._remote and key is not None:
+                    self._add_remote(hop, ep, key)
+                    self._found_by[ep] = peer
+                    log.info("ingress_discovered", endpoint=ep, peer=peer)
+            for ep in [e for e, p in self._found_by.items() if p == peer and e not in eps]:
+                self._drop_found(ep)
+
+    def _drop_found(self, ep: str) -> None:
+        """Rule 9: a learnt endpoint its peer no longer announces loses its pipe."""
+        peer = self._found_by.pop(ep)
+        remote = self._remote.pop(ep)
+        if remote.ident:
+            self._forget_remote(remote)
+        self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
+        log.info("ingress_undiscovered", endpoint=ep, peer=peer)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or

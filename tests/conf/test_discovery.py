@@ -5,6 +5,7 @@ bus_address, only from a configured peer that proved its key, never more than th
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -135,25 +136,30 @@ class TestAccept:
 class TestWorkerCheck:
     def test_a_worker_checks_every_entry_again(self) -> None:
         """What the node's state plane hands over is checked as the announcement was: an
-        entry naming one peer with another's address, or a malformed one, is refused."""
-        header: list[Any] = [["edge", "tcp://127.0.0.2:7600"], ["edge", "tcp://127.0.0.5:7600"],
-                             ["edge2", "tcp://127.0.0.5:7600"], ["../x", "tcp://127.0.0.2:1"],
-                             ["edge"], "tcp://127.0.0.2:7600"]  # fmt: skip
+        endpoint of one peer at another's address, or a malformed entry, is refused; a
+        peer's list over the bound is left out (its pipes stand)."""
+        over = [f"tcp://127.0.0.5:{n}" for n in range(1, discovery.MAX_ANNOUNCED + 2)]
+        header: list[Any] = [["edge", ["tcp://127.0.0.2:7600", "tcp://127.0.0.5:7600"]],
+                             ["edge2", over], ["../x", ["tcp://127.0.0.2:1"]],
+                             ["edge", ["tcp://127.0.0.2:7601"]], ["edge"],
+                             "tcp://127.0.0.2:7600"]  # fmt: skip
         taken, refused = discovery.entries(header, ADDRESSES)
-        assert taken == {"tcp://127.0.0.2:7600": "edge", "tcp://127.0.0.5:7600": "edge2"}
-        assert [r[1] for r in refused] == ["not at the announcer's bus_address 127.0.0.2"] + [
-            "not [peer name, endpoint]"] * 3
+        assert taken == {"edge": ["tcp://127.0.0.2:7600"]}
+        assert [r[1] for r in refused] == [
+            "not at the announcer's bus_address 127.0.0.2", "more than 64",
+            *["not [peer name, [endpoint, ...]], each peer once"] * 4]
 
-    def test_too_many_entries_change_nothing(self) -> None:
-        header = [["edge", f"tcp://127.0.0.2:{n}"] for n in range(1, discovery.MAX_DISCOVERED + 2)]
+    def test_too_many_endpoints_change_nothing(self) -> None:
+        header = [[f"e{n}", [f"tcp://127.0.0.2:{p}" for p in range(1, 61)]] for n in range(5)]
         assert discovery.entries(header, ADDRESSES)[0] is None
         assert discovery.entries({"edge": 1}, ADDRESSES)[0] is None
+        assert discovery.entries([["edge", []]], ADDRESSES)[0] == {"edge": []}
 
-    def test_the_envelope_carries_only_pairs_of_strings(self) -> None:
-        good = envelope.pack(envelope.KIND_INGRESSES, [["edge", "tcp://127.0.0.2:7600"]])
-        assert envelope.unpack(good).header == [["edge", "tcp://127.0.0.2:7600"]]
-        for bad in ([["edge", 1]], [["edge"]], ["edge"], {"edge": "x"},
-                    [["e", "x"]] * (envelope.MAX_RING + 1)):  # fmt: skip
+    def test_the_envelope_carries_only_peers_and_lists_of_strings(self) -> None:
+        good = envelope.pack(envelope.KIND_INGRESSES, [["edge", ["tcp://127.0.0.2:7600"]]])
+        assert envelope.unpack(good).header == [["edge", ["tcp://127.0.0.2:7600"]]]
+        for bad in ([["edge", "tcp://127.0.0.2:7600"]], [["edge", [1]]], [["edge"]], ["edge"],
+                    {"edge": []}, [["e", []]] * (envelope.MAX_RING + 1)):  # fmt: skip
             with pytest.raises(envelope.EnvelopeError):
                 envelope.unpack(envelope.pack(envelope.KIND_INGRESSES, bad))
 
@@ -208,3 +214,31 @@ class TestStatePlane:
         many = [f"tcp://127.0.0.2:{n}" for n in range(1, 100)]
         f.receive("edge", True, up.Ingresses("edge", many), 3.0)
         assert f.heard == {"edge": ["tcp://127.0.0.2:7601"]}
+
+    def test_the_workers_get_every_peer_heard_and_only_those(self, finder: Any,
+                                                            tmp_path: Path) -> None:  # fmt: skip
+        """Each tick hands the live workers one envelope: empty before any peer is heard
+        (a restarted state plane takes no pipe away), then the peer's accepted list."""
+        f, _ = finder
+        ep = f"ipc://{tmp_path}/worker-w.ipc"
+        pull = f.ctx.socket(zmq.PULL)
+        pull.linger = 0
+        pull.bind(ep)
+
+        def handed(expected: list[Any]) -> bool:
+            """Tick until the worker reads ``expected`` (the first sends may go before the
+            connect, and envelopes of earlier ticks may still be on their way)."""
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                f.tick({"w.worker.1-1": ep})
+                while pull.poll(50):
+                    if envelope.unpack(pull.recv_multipart()).header == expected:
+                        return True
+            return False
+
+        try:
+            assert handed([])
+            f.receive("edge", True, up.Ingresses("edge", ["tcp://127.0.0.2:7600"]), 0.0)
+            assert handed([["edge", ["tcp://127.0.0.2:7600"]]])
+        finally:
+            pull.close(linger=0)

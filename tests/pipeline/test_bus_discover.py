@@ -69,13 +69,13 @@ def test_a_worker_connects_only_to_entries_that_pass_and_follows_changes(tmp_pat
         worker.open_tcp(work_hop, discovery.peer_addresses(work_s))
         plane = sockets.connect_push(ctxs[1], worker.endpoint, 10)
 
-        def tell(entries: list[list[str]]) -> None:
+        def tell(entries: list[list[Any]]) -> None:
             plane.send_multipart(envelope.pack(envelope.KIND_INGRESSES, entries))
 
         try:
             with capture_logs() as logs:
-                tell([["edge", "tcp://127.0.0.5:7600"], ["edge", "tcp://127.0.0.9:7600"],
-                      ["other", ep], ["edge", ep]])  # fmt: skip
+                tell([["edge", ["tcp://127.0.0.5:7600", "tcp://127.0.0.9:7600", ep]],
+                      ["other", [ep]]])  # fmt: skip
                 await until(lambda: bool(worker.heartbeat()) or (
                     "edge.ingress.1-1" in worker.ingresses and len(ingress.workers) == 1),
                     step_s=0.02)  # fmt: skip
@@ -84,13 +84,16 @@ def test_a_worker_connects_only_to_entries_that_pass_and_follows_changes(tmp_pat
             assert refused[0]["endpoint"] == "tcp://127.0.0.5:7600", refused  # then 10 s quiet
             assert [e["endpoint"] for e in logs if e["event"] == "ingress_discovered"] == [ep]
 
-            too_many = [["edge", f"tcp://{EDGE}:{n}"] for n in range(1, discovery.MAX_DISCOVERED + 2)]
-            tell(too_many)
-            tell([["edge", ep]])  # a mark: the envelope before it was read
-            await until(lambda: work_meter.counters["drop_bad_discovered"] == 4)
+            # the edge's list over the bound is refused whole, and a state plane that has not
+            # heard the edge yet does not name it: either way its pipe stands
+            many = [f"tcp://{EDGE}:{n}" for n in range(1, discovery.MAX_ANNOUNCED + 2)]
+            tell([["edge", many], ["other", []]])
+            tell([["other", []]])
+            tell([["other", ["tcp://127.0.0.9:1"]]])  # read after the two before it
+            await until(lambda: work_meter.counters["drop_bad_discovered"] == 5)
             assert "edge.ingress.1-1" in worker.ingresses
 
-            tell([])  # the edge no longer announces it: the pipe goes
+            tell([["edge", []]])  # the edge no longer announces it: the pipe goes
             await until(lambda: "edge.ingress.1-1" not in worker.ingresses)
             worker.heartbeat()
             assert worker.ring() is None
