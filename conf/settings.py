@@ -164,6 +164,14 @@ class Bus:
     """Messages packed into one ZeroMQ send at most."""
     max_pending: int = field(default=4096, metadata=_range(1, 1_000_000))
     """Messages an ingress holds for one worker whose pipe is full; past it it sheds."""
+    flush_ms: int = field(default=1, metadata=_range(0, 50))
+    """An ingress's batch to a worker, and a worker's answers to an ingress, leave this long
+    after the batch's first message (at once when ``max_batch`` is full); 0: at the end of
+    the event-loop iteration that gathered them. Each send wakes the receiving process's
+    ZeroMQ and event-loop threads, ~50-75 µs of CPU on each side of the hop whatever the
+    batch holds (docs/benchmarks.md "The hop's flush delay"), so at moderate rates waiting a
+    millisecond turns many one-message sends into a few larger ones. It adds at most this
+    (the event loop's timers have 1 ms steps) to each crossing, two per proxied message."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
     first_worker_wait_s: float = field(default=10.0, metadata=_range(0.0, 300.0))

@@ -8,7 +8,10 @@ Rules:
    that disappeared closes its pipe. On shutdown it says ``down`` so ingresses stop sending
    at once. Timers processes hear of the worker from its ``TimerClient``, on the socket
    that carries its arms (timers/client.py rule 6), not from the bus.
-3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
+3. Output for one ingress leaves in one batch per ``[bus] flush_ms`` after its first
+   message (``conf.pipe``; at once when ``max_batch`` fills it): each send costs the ingress
+   a wake-up of its ZeroMQ and loop threads whatever the batch holds (docs/benchmarks.md
+   "The hop's flush delay"). With 0, one batch per drained input batch.
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
    Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
@@ -128,6 +131,9 @@ class IngressBus:
         self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
+        #: rule 3: the scheduled flush, and how long a batch waits for company
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_s = cfg.flush_ms / 1000
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
         #: rule 7: the TCP socket and its reader, our TCP endpoint, the configured ingresses
@@ -216,8 +222,16 @@ class IngressBus:
         return next(iter(self._pipes), None)
 
     def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         for pipe in self._pipes.values():
             pipe.flush()
+
+    def _flush_soon(self) -> None:
+        """Rule 3: send what the pipes hold ``[bus] flush_ms`` from now, unless already due."""
+        if self._flush_handle is None and any(p.metas for p in self._pipes.values()):
+            self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
 
     @property
     def queued(self) -> int:
@@ -233,7 +247,7 @@ class IngressBus:
             if drain_pull(self._pull, self._on_envelope, self._meter.counters):
                 self._loop.call_soon(self._reader)  # let timers run before the rest
         finally:
-            self.flush()
+            self._flush_soon()
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_FWD:
@@ -263,7 +277,7 @@ class IngressBus:
             if self._drain_tcp(self._tcp_pull):
                 self._loop.call_soon(self._tcp_reader)
         finally:
-            self.flush()
+            self._flush_soon()
 
     def _drain_tcp(self, sock: zmq.Socket[bytes]) -> bool:
         """``drain_pull`` that also reads who sent what a worker host sends (rule 8): the
