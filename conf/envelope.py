@@ -67,8 +67,11 @@ KIND_RELEASE = b"\x01RELEASE"
 KIND_HANDED = b"\x01HANDED"
 #: an IN passed on by a worker to the Call-ID's owner (workers/dialogs/handover.py)
 KIND_FWD = b"\x01FWD"
+#: the ingresses of other hosts the state plane learnt, for its workers (conf/discovery.py
+#: rule 7): [[peer name, [endpoint, ...]], ...], no payload
+KIND_INGRESSES = b"\x01INGR"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
-                   KIND_RELEASE, KIND_HANDED, KIND_FWD})  # fmt: skip
+                   KIND_RELEASE, KIND_HANDED, KIND_FWD, KIND_INGRESSES})  # fmt: skip
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -142,6 +145,11 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
             and (len(header) == 3 or _is_ring(header[3]))
             and (len(header) < 5 or (_is_ring(header[4]) and len(header[4]) == len(header[3])))
         )
+    elif kind == KIND_INGRESSES:
+        ok = (isinstance(header, list) and len(header) <= MAX_RING and n == 0
+              and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                      and isinstance(e[1], list) and all(isinstance(x, str) for x in e[1])
+                      for e in header))  # fmt: skip
     elif kind == KIND_HANDED:
         ok = (isinstance(header, list) and len(header) == 2
               and all(isinstance(x, str) for x in header) and n == 0)

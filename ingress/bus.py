@@ -13,6 +13,9 @@ Rules:
    owns a Call-ID and where each worker of another host listens (dialogs moving between hosts
    go there, ``dialogstate/hosts.py``). When the ring changes every such worker hears it at
    once, not at the next heartbeat: its dialogs move as soon as the calls do.
+5. A batch leaves ``[bus] flush_ms`` after its first message was queued (or when
+   ``max_batch`` fills it): each send costs the worker a wake-up of its ZeroMQ and loop
+   threads, whatever the batch holds (docs/benchmarks.md "The hop's flush delay").
 """
 
 from __future__ import annotations
@@ -68,6 +71,8 @@ class WorkerBus:
         self._pipes = self._peers.pipes
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.Handle | None = None
+        #: rule 5: a batch waits this long for company (uvloop: 0 runs it this iteration)
+        self._flush_s = cfg.flush_ms / 1000
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "ingress_bus",
                                         self._on_readable)
@@ -106,12 +111,14 @@ class WorkerBus:
         if not pipe.metas:
             self._dirty.append(pipe)
             if self._flush_handle is None:
-                self._flush_handle = self._loop.call_soon(self.flush)
+                self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
         return shedding.ADMIT if pipe.add(meta, raw, limit) else FULL
 
     def flush(self) -> None:
-        """Send every batch gathered in this loop iteration."""
-        self._flush_handle = None
+        """Send every batch gathered since the first of them (``[bus] flush_ms``, rule 5)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         dirty, self._dirty = self._dirty, []
         for pipe in dirty:
             pipe.flush()

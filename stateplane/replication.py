@@ -62,6 +62,11 @@ Rules:
    ``t`` reaching us left the call ended in the file but live here, and a worker of another
    host cannot read our file (``docs/dialogs.md`` "Exactly once"). Those are ended here
    (``t``, cause ``cdr_written``), never handed on.
+13. Ingresses found through the state plane (``conf/discovery.py``): an edge publishes its
+   live ingresses' TCP endpoints (``INGRESSES``) every heartbeat; a worker host with
+   ``[bus] discover`` takes them only from a configured peer that proved its key, checks
+   each, and hands what it accepted to its workers every heartbeat
+   (``stateplane/ingresses.py``).
 """
 
 from __future__ import annotations
@@ -92,6 +97,7 @@ from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
 from stateplane.cluster import ClusterFailover
 from stateplane.failover import Adopter, Failover, opposite
+from stateplane.ingresses import IngressFinder
 from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
@@ -200,6 +206,8 @@ class Replication:
         self._started_wall = time.time()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
+        #: rule 13: the ingresses we announce and those we learn
+        self.finder = IngressFinder(ctx, settings, self._publish, self.counters)
         self.peers = [self._peer(d) for d in sp.peers]
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
         self.failover: Failover | ClusterFailover | None = None
@@ -586,7 +594,7 @@ class Replication:
         log.info("mirror_resynced", worker=worker, dialogs=len(seen), removed=len(gone))
         return gone
 
-    def _publish(self, msg: up.Update | up.Hugz) -> None:
+    def _publish(self, msg: up.Update | up.Hugz | up.Ingresses) -> None:
         try:
             self.pub.send_multipart(up.pack(msg), zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; kept for safety: a subscriber sees the gap
@@ -598,6 +606,7 @@ class Replication:
         if self.failover is not None:
             self.failover.tick(now)
         self._track_workers(now)
+        self.finder.tick(self._workers)
         if self.persist is not None:
             self.persist.sync()
             # not while restored dialogs wait for a decision or the workers: a snapshot of
@@ -729,6 +738,7 @@ class Replication:
                 "replicas": {(peer.replica.node if peer.replica else peer.run_dir): peer.stats()
                              for peer in self.peers},
                 "failover": self.failover.stats() if self.failover else None,
+                "ingresses": self.finder.stats(),
                 "hosts": None if self.hosts is None else sorted(self.hosts.hosts()),
                 **self.counters}  # fmt: skip
 
@@ -743,6 +753,7 @@ class Replication:
             r.close()
         for peer in self.peers:
             peer.close()
+        self.finder.close()
         self.pub.close(linger=0)
         if self.zap is not None:
             self.zap.close()

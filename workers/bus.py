@@ -8,7 +8,10 @@ Rules:
    that disappeared closes its pipe. On shutdown it says ``down`` so ingresses stop sending
    at once. Timers processes hear of the worker from its ``TimerClient``, on the socket
    that carries its arms (timers/client.py rule 6), not from the bus.
-3. Output for one ingress leaves in one batch per drained input batch (``conf.pipe``).
+3. Output for one ingress leaves in one batch per ``[bus] flush_ms`` after its first
+   message (``conf.pipe``; at once when ``max_batch`` fills it): each send costs the ingress
+   a wake-up of its ZeroMQ and loop threads whatever the batch holds (docs/benchmarks.md
+   "The hop's flush delay"). With 0, one batch per drained input batch.
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
    Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
@@ -34,6 +37,11 @@ Rules:
    ``ADOPT``, ``HANDED`` and ``FWD`` go to ``on_host`` with the node name the sender's CURVE
    key authenticated (the ZAP handler's User-Id), which the worker checks them against;
    ``forward`` reaches a worker of another host over TCP with that host's key.
+9. With ``[bus] discover`` (``conf/discovery.py``) the configured endpoints are instead those
+   the node's state plane names in ``INGRESSES`` envelopes, per peer, each checked again
+   here (rule 7 there) and connected with the key of the peer that announced it; one no
+   longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
+   its pipes. Such an envelope changes nothing on a worker that does not discover.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import zmq
 
-from conf import bustcp, envelope, refused, sockets
+from conf import bustcp, discovery, envelope, refused, sockets
 from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
 from conf.pipe import DRAIN_LIMIT, PushPipe, drain_pull, hops
@@ -123,6 +131,9 @@ class IngressBus:
         self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
+        #: rule 3: the scheduled flush, and how long a batch waits for company
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._flush_s = cfg.flush_ms / 1000
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
         #: rule 7: the TCP socket and its reader, our TCP endpoint, the configured ingresses
@@ -130,19 +141,61 @@ class IngressBus:
         self._tcp_reader: Reader | None = None
         self.tcp_endpoint = ""
         self._remote: dict[str, _Remote] = {}
+        #: rule 9: whether we discover, and the peers' bus addresses by name, once ``open_tcp``
+        #: ran with ``discover``
+        self._discover = False
+        self._addresses: dict[str, str] = {}
+        #: the peer that announced each learnt endpoint
+        self._found_by: dict[str, str] = {}
+        self._refused_found = RefusalLog("discovered_ingress_refused")
 
-    def open_tcp(self, hop: TcpHop) -> None:
-        """Rule 7: serve the ingresses of ``[bus] ingresses`` too."""
+    def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
+        """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
+        peers' bus addresses by name), those the state plane names instead (rule 9)."""
         self._tcp_pull, self.tcp_endpoint = hop.bind_pull(bustcp.endpoint(hop.address, "*"),
                                                           self._cfg.hwm)  # fmt: skip
         self._tcp_reader = GUARD.add_reader(self._loop, self._tcp_pull.FD, "worker_bus_tcp",
                                             self._on_tcp_readable)  # fmt: skip
         self._hop = hop
         for ep in hop.ingresses:
-            sock = hop.connect_push(ep, hop.server_key(ep), self._cfg.hwm)
-            pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
-                            self._cfg.max_pending)  # fmt: skip
-            self._remote[ep] = _Remote(ep, pipe)
+            self._add_remote(hop, ep, hop.server_key(ep))
+        if addresses is not None:
+            self._discover, self._addresses = True, addresses
+
+    def _add_remote(self, hop: TcpHop, ep: str, key: bytes) -> None:
+        sock = hop.connect_push(ep, key, self._cfg.hwm)
+        pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
+                        self._cfg.max_pending)  # fmt: skip
+        self._remote[ep] = _Remote(ep, pipe)
+
+    def _on_discovered(self, header: Any) -> None:
+        """Rule 9: the ingresses the node's state plane learnt, per peer it heard."""
+        hop = self._hop
+        if hop is None or not self._discover:
+            self._meter.counters["drop_ingresses_unasked"] += 1
+            return
+        taken, refused = discovery.entries(header, self._addresses)
+        for ep, reason in refused:
+            self._meter.counters["drop_bad_discovered"] += 1
+            self._refused_found.note(self._loop.time(), endpoint=ep, reason=reason)
+        for peer, eps in (taken or {}).items():
+            key = hop.key_of(peer)
+            for ep in eps:
+                if ep not in self._remote and key is not None:
+                    self._add_remote(hop, ep, key)
+                    self._found_by[ep] = peer
+                    log.info("ingress_discovered", endpoint=ep, peer=peer)
+            for ep in [e for e, p in self._found_by.items() if p == peer and e not in eps]:
+                self._drop_found(ep)
+
+    def _drop_found(self, ep: str) -> None:
+        """Rule 9: a learnt endpoint its peer no longer announces loses its pipe."""
+        peer = self._found_by.pop(ep)
+        remote = self._remote.pop(ep)
+        if remote.ident:
+            self._forget_remote(remote)
+        self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
+        log.info("ingress_undiscovered", endpoint=ep, peer=peer)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
@@ -169,8 +222,16 @@ class IngressBus:
         return next(iter(self._pipes), None)
 
     def flush(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         for pipe in self._pipes.values():
             pipe.flush()
+
+    def _flush_soon(self) -> None:
+        """Rule 3: send what the pipes hold ``[bus] flush_ms`` from now, unless already due."""
+        if self._flush_handle is None and any(p.metas for p in self._pipes.values()):
+            self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
 
     @property
     def queued(self) -> int:
@@ -186,7 +247,7 @@ class IngressBus:
             if drain_pull(self._pull, self._on_envelope, self._meter.counters):
                 self._loop.call_soon(self._reader)  # let timers run before the rest
         finally:
-            self.flush()
+            self._flush_soon()
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_FWD:
@@ -207,6 +268,8 @@ class IngressBus:
             self._on_adopt(env.header)
         elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
             self._on_release(env.header)
+        elif env.kind == envelope.KIND_INGRESSES:
+            self._on_discovered(env.header)
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -214,7 +277,7 @@ class IngressBus:
             if self._drain_tcp(self._tcp_pull):
                 self._loop.call_soon(self._tcp_reader)
         finally:
-            self.flush()
+            self._flush_soon()
 
     def _drain_tcp(self, sock: zmq.Socket[bytes]) -> bool:
         """``drain_pull`` that also reads who sent what a worker host sends (rule 8): the
