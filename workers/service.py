@@ -295,13 +295,17 @@ class Worker:
         hv = self.hostview
         assert hv is not None and self.deltas is not None
         hv.set_local(found)
-        if self.bus.ring() is not None:
-            hv.set_ring(self.bus.ring_endpoints(), now)
-            if not self._ring_heard:
-                self._ring_heard = True
-                for source in hv.first_ring():
-                    self.gate.expect(source, now)
-                self.gate.handed(RING_SOURCE, now)
+        if self.bus.ring() is None:
+            # no ring heard yet (or none live): tell the state plane nothing, since an empty
+            # list would take every other host's workers out of its view and send the
+            # dialogs it hands meanwhile to ours alone
+            return hv.view()
+        hv.set_ring(self.bus.ring_endpoints(), now)
+        if not self._ring_heard:
+            self._ring_heard = True
+            for source in hv.first_ring():
+                self.gate.expect(source, now)
+            self.gate.handed(RING_SOURCE, now)
         remote = hv.remote()
         if remote != self._ring_told:
             self._ring_told = remote
