@@ -91,3 +91,37 @@ def test_a_new_state_plane_gets_the_whole_table(ctx: zmq.Context[Any], tmp_path:
 
     run(body)
 
+
+def test_the_other_hosts_workers_go_before_the_markers_and_open_a_resync(
+    ctx: zmq.Context[Any], tmp_path: Path
+) -> None:
+    """Rule 6: the ring the worker sees goes before the ``y`` marker that follows from it, and
+    a resync (a state plane restarted alone knows no other host) starts with the last one."""
+
+    async def body() -> None:
+        ep = f"ipc://{tmp_path}/stateplane-deltas.ipc"
+        plane = bind_state_plane(ctx, ep)
+        push = sockets.connect_push(ctx, ep, Bus().hwm)
+        pipe = PushPipe("stateplane", push, env.KIND_DELTAS,
+                        lambda batches: ["b.worker-1", [d for b in batches for d in b]], 1,
+                        Bus().max_pending)  # fmt: skip
+        table = dialog_table()
+        table.emit_deltas = True
+        link = DeltaLink(pipe, table, "b.worker-1", Counter())
+        ring = [["c.worker-2", "tcp://127.0.0.4:5002"]]
+        link.ring(ring)
+        link.yielded("c.worker-2")
+        link.owed = True
+        got: list[list[Any]] = []
+
+        def resynced() -> bool:
+            link.heartbeat()  # the resync starts once the pipe has drained (rule 2)
+            return received(plane, got)
+
+        await until(resynced)
+        assert got[:2] == [["ring", "b.worker-1", ring], ["y", "b.worker-1", "c.worker-2"]], got
+        assert [d[0] for d in got[2:]] == ["ring", "s+", "s-"], got
+        plane.close()
+        push.close(linger=0)
+
+    run(body)
