@@ -44,6 +44,10 @@ MODULES: tuple[str, ...] = (
     "ingress.sip.message",
     "ingress.sip.parser",
     "ingress.sip.serialize",
+    # the ingress's own path: every datagram is scanned (and TCP framed) before a worker sees it
+    "ingress.sip.scan",
+    "ingress.sip.framer",
+    "ingress.udp",
     "workers.txn.client",
     "workers.txn.events",
     "workers.txn.keys",

@@ -164,6 +164,14 @@ class Bus:
     """Messages packed into one ZeroMQ send at most."""
     max_pending: int = field(default=4096, metadata=_range(1, 1_000_000))
     """Messages an ingress holds for one worker whose pipe is full; past it it sheds."""
+    flush_ms: int = field(default=1, metadata=_range(0, 50))
+    """An ingress's batch to a worker, and a worker's answers to an ingress, leave this long
+    after the batch's first message (at once when ``max_batch`` is full); 0: at the end of
+    the event-loop iteration that gathered them. Each send wakes the receiving process's
+    ZeroMQ and event-loop threads, ~50-75 µs of CPU on each side of the hop whatever the
+    batch holds (docs/benchmarks.md "The hop's flush delay"), so at moderate rates waiting a
+    millisecond turns many one-message sends into a few larger ones. It adds at most this
+    (the event loop's timers have 1 ms steps) to each crossing, two per proxied message."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
     first_worker_wait_s: float = field(default=10.0, metadata=_range(0.0, 300.0))
@@ -195,6 +203,13 @@ class Bus:
     """The ingresses on other hosts this host's workers serve, each ``tcp://ip:port`` (that
     host's ``address`` and an ``ingress_port``), at the ``bus_address`` of a ``[[peer]]``
     whose key must answer there. Needs ``address``. Default: none."""
+    discover: bool = False
+    """Learn the ingresses this host's workers serve from the state plane instead
+    (``docs/architecture.md`` "Finding the edge through the state plane"): each ``[[peer]]``
+    with a ``bus_address`` and a ``tcp://`` ``stateplane`` announces its live ingresses, and
+    only endpoints at that peer's own ``bus_address`` are taken (at most 64 per peer).
+    Needs ``address``, such a peer, and this host's state plane running. Ignored when
+    ``ingresses`` is set: the list given takes precedence."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -747,6 +762,8 @@ class StatePlane:
     peers on other hosts, which name it ``tcp://host:port`` in their ``peers``; with ``[pike]
     cluster``, ``[dialogs] profiles_cluster`` or a ``shared`` pipe and a ``tcp://`` peer it
     relays them on port + 2, and with ``cluster_ctl`` serves ``ctl --cluster`` on port + 3.
+    With ``[bus] ingress_port`` it also announces this host's ingresses there to worker hosts
+    with ``[bus] discover``.
     Empty: ipc only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and
     the channel is encrypted; without it, bind a private interface (a wildcard address is
     refused)."""

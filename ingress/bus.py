@@ -8,9 +8,14 @@ Rules:
 3. ZeroMQ's FD is edge-triggered: after it fires, the socket is drained until ``zmq.Again``.
 4. Workers of other hosts (``conf.bustcp``): with ``open_tcp`` the ingress also reads a TCP
    socket of its own, CURVE-guarded, which takes only ``OUT`` and ``HB``; each worker that
-   joined over it hears our ``HB [ingress_id, endpoint, state, ring]`` at once and every
-   heartbeat (``conf.bustcp`` rules 5-6), so it knows which ingress its pipe reaches and who
-   owns a Call-ID.
+   joined over it hears our ``HB [ingress_id, endpoint, state, ring, endpoints]`` at once and
+   every heartbeat (``conf.bustcp`` rules 5-6), so it knows which ingress its pipe reaches, who
+   owns a Call-ID and where each worker of another host listens (dialogs moving between hosts
+   go there, ``dialogstate/hosts.py``). When the ring changes every such worker hears it at
+   once, not at the next heartbeat: its dialogs move as soon as the calls do.
+5. A batch leaves ``[bus] flush_ms`` after its first message was queued (or when
+   ``max_batch`` fills it): each send costs the worker a wake-up of its ZeroMQ and loop
+   threads, whatever the batch holds (docs/benchmarks.md "The hop's flush delay").
 """
 
 from __future__ import annotations
@@ -66,6 +71,8 @@ class WorkerBus:
         self._pipes = self._peers.pipes
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.Handle | None = None
+        #: rule 5: a batch waits this long for company (uvloop: 0 runs it this iteration)
+        self._flush_s = cfg.flush_ms / 1000
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "ingress_bus",
                                         self._on_readable)
@@ -104,12 +111,14 @@ class WorkerBus:
         if not pipe.metas:
             self._dirty.append(pipe)
             if self._flush_handle is None:
-                self._flush_handle = self._loop.call_soon(self.flush)
+                self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
         return shedding.ADMIT if pipe.add(meta, raw, limit) else FULL
 
     def flush(self) -> None:
-        """Send every batch gathered in this loop iteration."""
-        self._flush_handle = None
+        """Send every batch gathered since the first of them (``[bus] flush_ms``, rule 5)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
         dirty, self._dirty = self._dirty, []
         for pipe in dirty:
             pipe.flush()
@@ -135,7 +144,8 @@ class WorkerBus:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
-            self._peers.heartbeat(ident, endpoint, state, self._loop.time())
+            if self._peers.heartbeat(ident, endpoint, state, self._loop.time()) is not None:
+                self._ring_changed()
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -147,9 +157,12 @@ class WorkerBus:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
-            if self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True) == "joined":
+            change = self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True)
+            if change == "joined":
                 # before any IN, even while the CURVE handshake is on (rule 4)
                 self._pipes[ident].send_first(self._hb(self._state))
+            if change is not None:
+                self._ring_changed()
         else:  # rule 4: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
@@ -161,19 +174,26 @@ class WorkerBus:
             if pipe is not None:
                 pipe.send_now(frames)
 
+    def _ring_changed(self) -> None:
+        """Rule 4: the workers of other hosts hear a new ring at once."""
+        if self._peers.remote:
+            self._announce(self._peers.remote, self._state)
+
     def _hb(self, state: str) -> list[bytes]:
-        """Our heartbeat to a worker of another host, with the idents of our ring: that is
-        how its host knows who owns a Call-ID among the workers of every host
-        (``conf/bustcp.py`` rule 6)."""
-        ring = self._peers.workers.idents[: envelope.MAX_RING]
-        return envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state, ring])
+        """Our heartbeat to a worker of another host, with the idents of our ring and their
+        TCP endpoints: that is how its host knows who owns a Call-ID among the workers of
+        every host (``conf/bustcp.py`` rule 6) and where each listens."""
+        peers = self._peers
+        ring = peers.workers.idents[: envelope.MAX_RING]
+        eps = [peers.workers.endpoint(i) if i in peers.remote else "" for i in ring]
+        return envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state, ring, eps])
 
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ingress_id, metas]
 
     def expire(self) -> None:
         """Drop workers whose heartbeats stopped; call every heartbeat interval."""
-        self._peers.expire(self._loop.time())
+        self._peers.expire(self._loop.time())  # a worker lost is heard at the heartbeat below
         if self._peers.remote:
             self._announce(self._peers.remote, self._state)
 

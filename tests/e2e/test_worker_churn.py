@@ -47,7 +47,9 @@ def hand_worker() -> Iterator[Callable[[Node], Proc]]:
         procs.append(p)
         wait_for(lambda: bool(p.events("worker_ready")), "the hand-started worker to start", 30)
         ident = f"worker-{p.popen.pid}"
-        wait_for(lambda: any(e.get("worker") == ident for e in node.proc.events("worker_joined")),
+        # the timers log worker_joined too, and may see the worker before the ingress does
+        wait_for(lambda: any(e.get("worker") == ident and str(e.get("proc", "")).startswith("ingress")
+                             for e in node.proc.events("worker_joined")),
                  "the ingress to see the new worker", 30)  # fmt: skip
         return p
 

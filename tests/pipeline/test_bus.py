@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,86 @@ def test_udp_for_a_departed_ingress_leaves_through_a_live_one(ctx: zmq.Context[A
         assert hop.to_ingress[0][1] == b"rerouted"
         counters = hop.worker._meter.counters
         assert (counters["udp_rerouted"], counters["drop_unknown_ingress"]) == (1, 1)
+        hop.close()
+
+    run(body)
+
+
+class Echo(Hop):
+    """A hop whose worker answers each message at once, as ``Worker._on_batch`` does, with
+    no flush of its own: the bus sends the answers (``[bus] flush_ms``)."""
+
+    def __init__(self, ctx: zmq.Context[Any], run_dir: Path, cfg: Bus) -> None:
+        super().__init__(ctx, run_dir, cfg)
+        self.in_batches: list[int] = []
+        self.out_batches: list[int] = []
+
+    def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        super()._on_batch(ingress, metas, payloads)
+        self.in_batches.append(len(payloads))
+        for p in payloads:
+            self.worker.send(ingress, OUT_META, p)
+
+    def _on_out(self, metas: list[list[Any]], payloads: list[bytes]) -> None:
+        super()._on_out(metas, payloads)
+        self.out_batches.append(len(payloads))
+
+
+def test_messages_of_a_flush_interval_leave_in_one_batch(ctx: zmq.Context[Any],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """With ``flush_ms``, what the ingress takes in several loop iterations leaves as one
+    batch, once the delay is over: never before it; the worker's answers come back without a
+    flush of its own."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        hop = Echo(ctx, tmp_path, Bus(flush_ms=50))
+        await hop.joined()
+        t0 = loop.time()
+        for i in range(3):
+            assert hop.ingress.submit(b"call", IN_META, b"m%d" % i) == ADMIT
+            await asyncio.sleep(0)  # another loop iteration: without the delay, a batch each
+        pipe = hop.ingress._pipes["worker.1-2"]
+        if loop.time() - t0 < 0.045:  # a box that stalled 45 ms may rightly have sent
+            assert pipe.sent == 0 and len(pipe.metas) == 3
+        await until(lambda: len(hop.to_ingress) == 3)
+        assert loop.time() - t0 >= 0.049  # the delay, never less (timers never fire early)
+        assert [p for _, p in hop.to_ingress] == [b"m0", b"m1", b"m2"]
+        if loop.time() - t0 < 0.045 + 0.05:  # both legs on time: one batch each way
+            assert hop.in_batches == [3] and hop.out_batches == [3]
+        hop.close()
+
+    run(body)
+
+
+def test_a_full_batch_leaves_at_once(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """``max_batch`` messages leave when the last of them is queued, whatever ``flush_ms``."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path, Bus(flush_ms=50, max_batch=4))
+        await hop.joined()
+        for i in range(4):
+            assert hop.ingress.submit(b"call", IN_META, b"m%d" % i) == ADMIT
+        assert hop.ingress._pipes["worker.1-2"].sent == 4  # before any loop iteration
+        await until(lambda: len(hop.to_worker) == 4)
+        hop.close()
+
+    run(body)
+
+
+def test_without_a_flush_delay_each_iteration_sends(ctx: zmq.Context[Any],
+                                                    tmp_path: Path) -> None:  # fmt: skip
+    """``flush_ms = 0``: a batch leaves at the end of the loop iteration that gathered it."""
+
+    async def body() -> None:
+        hop = Echo(ctx, tmp_path, Bus(flush_ms=0))
+        await hop.joined()
+        pipe = hop.ingress._pipes["worker.1-2"]
+        assert hop.ingress.submit(b"call", IN_META, b"m0") == ADMIT
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        assert pipe.sent == 1 and not pipe.metas
+        await until(lambda: len(hop.to_ingress) == 1)
         hop.close()
 
     run(body)
