@@ -6,13 +6,16 @@ Rules:
    meet over ipc:// in its run directory; a host without ``address`` is a one-host node, as
    before. The TCP endpoints are sockets of their own, never the ipc ones, and they take only
    what the hop carries between hosts: a worker's ``IN`` and ``HB``, an ingress's ``OUT`` and
-   ``HB`` (``ADOPT``, ``RELEASE``, ``TIMER``, ``FWD`` and ``HANDED`` stay on the host).
+   ``HB``, and between worker hosts the dialogs that move (``ADOPT``, ``HANDED``, ``FWD`` to
+   a worker's TCP socket, each checked against the host its key authenticated:
+   ``dialogstate/hosts.py``). ``RELEASE`` and ``TIMER`` stay on the host.
 2. CURVE only: ``address`` needs ``[curve] secret_key_file``. Every TCP socket we bind is a
    CURVE server behind a ZAP allow-list (``conf.curve`` rule 3) of the keys of the
    ``[[peer]]`` tables that have a ``bus_address``; every socket we connect expects, as the
    server's key, the key configured for the address it connects to.
 3. Endpoints come from configuration. A worker host names the ingresses it serves in
-   ``[bus] ingresses``, each at a peer's ``bus_address``; ``ingress.N`` listens at
+   ``[bus] ingresses``, each at a peer's ``bus_address`` (or, with ``[bus] discover``, learns
+   them from that peer's state plane, held to the same address: ``conf/discovery.py``); ``ingress.N`` listens at
    ``address:ingress_port + N - 1``. A worker listens on a port the kernel picks and names it
    in its heartbeats; an ingress connects there only when the address is a peer's
    ``bus_address``, with that peer's key as the server key (``worker_key``). What a frame
@@ -126,6 +129,12 @@ def ingress_index(proc: str) -> int:
     return int(tail) if tail.isdigit() and tail != "0" else 1
 
 
+def ingress_port(first: int, proc: str) -> int:
+    """Rule 3: the TCP port of honcho's ``proc`` (``ingress.N``) when ``ingress.1`` takes
+    ``first``; past 65535 for a high N, which ``conf.discovery`` does not announce."""
+    return first + ingress_index(proc) - 1
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 
@@ -161,13 +170,23 @@ def check(s: Settings) -> None:
     if bus.ingresses and not own:
         raise BusConfigError("bus.ingresses", "[] unless bus.address is set (workers need an "
                              "address to be reached at)", bus.ingresses)  # fmt: skip
+    if bus.discover and not own:
+        raise BusConfigError("bus.discover", "false unless bus.address is set (workers need an "
+                             "address to be reached at)", True)  # fmt: skip
+    if bus.discover and not bus.ingresses and not any(
+            p.bus_address and p.stateplane.startswith("tcp://") for p in s.peer):  # fmt: skip
+        # conf.discovery rule 2: only such a peer's announcements are heard
+        raise BusConfigError("bus.discover", "false unless a [[peer]] has both bus_address and "
+                             "a tcp:// stateplane (whose state plane announces its ingresses)",
+                             True)  # fmt: skip
     for i, ds in enumerate(s.destination_set):
-        if own and not bus.ingresses and ds.probe_interval_s > 0:
+        if own and not bus.ingresses and not bus.discover and ds.probe_interval_s > 0:
             # rule 6: only a worker that hears an ingress over TCP knows every host's
             # workers; one on the edge's host would give probes Call-IDs of its host's ring
             raise BusConfigError(f"destination_set[{i}].probe_interval_s", "0 with [bus] address "
-                                 "and no [bus] ingresses (workers on an edge host do not hear "
-                                 "the ring of every host's workers)", ds.probe_interval_s)  # fmt: skip
+                                 "and no [bus] ingresses or discover (workers on an edge host "
+                                 "do not hear the ring of every host's workers)",
+                                 ds.probe_interval_s)  # fmt: skip
     hosts: dict[str, int] = {}
     for i, peer in enumerate(s.peer):
         if not peer.bus_address:
@@ -233,7 +252,9 @@ class TcpHop:
                  "keys", "zap")  # fmt: skip
 
     def __init__(self, ctx: zmq.Context[Any], loop: Any, settings: Settings,
-                 counters: Counter[str]) -> None:  # fmt: skip
+                 counters: Counter[str], serve: bool = True) -> None:  # fmt: skip
+        """``serve``: this process binds CURVE servers (the ZAP handler runs); a state plane
+        only connects to other hosts' workers and has a handler of its own, or none."""
         keys = curve.node_keys(settings)
         assert keys is not None  # rule 2, checked at load
         self.keys = keys
@@ -250,7 +271,7 @@ class TcpHop:
         self._refused = RefusalLog("bus_handshake_refused")
         allowed = {h.key: h.name for h in self.hosts.values()}
         # before any CURVE bind: without a handler libzmq admits every key (conf.curve rule 3)
-        self.zap = curve.ZapHandler(ctx, loop, allowed, self._verdict)
+        self.zap = curve.ZapHandler(ctx, loop, allowed, self._verdict) if serve else None
 
     def _verdict(self, ok: bool, address: str) -> None:
         if not ok:
@@ -274,16 +295,20 @@ class TcpHop:
         assert parsed is not None  # checked at load
         return self.hosts[parsed[0]].key
 
+    def key_of(self, name: str) -> bytes | None:
+        """The key of the peer host named ``name`` (``conf.discovery`` rule 7), or None."""
+        return next((h.key for h in self.hosts.values() if h.name == name), None)
+
     def ingress_endpoint(self) -> str | None:
         """Where this ingress listens (rule 3), or None when ``ingress_port`` is 0."""
         if not self.ingress_port:
             return None
-        port = self.ingress_port + ingress_index(proc_name("ingress")) - 1
-        return endpoint(self.address, port)
+        return endpoint(self.address, ingress_port(self.ingress_port, proc_name("ingress")))
 
     def bind_pull(self, ep: str, hwm: int) -> tuple[zmq.Socket[bytes], str]:
         """A CURVE-server PULL bound at ``ep`` (port ``*``: the kernel picks); returns it and
         the endpoint it got."""
+        assert self.zap is not None  # a CURVE server needs the allow-list (conf.curve rule 3)
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.PULL)
         sockets.base(sock, hwm, sockets.MAX_MSG_BYTES)
         # libzmq 4.3.5, seen: a CURVE server whose ZAP handler admits the client receives
@@ -310,5 +335,6 @@ class TcpHop:
         return sock
 
     def close(self) -> None:
-        self.zap.close()
+        if self.zap is not None:
+            self.zap.close()
 

@@ -13,7 +13,8 @@ Kinds:
     ``HB``  worker -> ingress heartbeat. header ``[worker_id, endpoint, state]``; state
             ``"up"`` or ``"down"`` (a worker leaving says so instead of going silent); workers
             send the same to every timers process. An ingress's ``HB`` to a worker of another
-            host adds a fourth element, the idents of its ring (``conf/bustcp.py`` rule 6)
+            host adds a fourth element, the idents of its ring (``conf/bustcp.py`` rule 6),
+            and a fifth, the TCP endpoint of each (``""`` for a worker of its own host)
     ``TOPS`` worker -> timers: timer operations (docs/timers.md). header
             ``[worker_id, epoch, end_sync, [arm, ...], [cancel, ...]]``, arm
             ``[key, deadline, kind, payload, gen]``, cancel ``[key, gen]``; no SIP frames
@@ -23,6 +24,9 @@ Kinds:
     ``DLT`` worker -> stateplane: dialog deltas (docs/dialogs.md "Replication"). header
             ``[worker_id, [delta, ...]]``, oldest first; one empty frame per batch the pipe
             merged (so its backlog counts batches), nothing else
+    ``ADOPT`` stateplane -> worker: dialogs to take. header ``[node, [record, ...],
+            handed_back, source]``; ``source`` (optional on ipc) names who hands them, as the
+            ``HANDED`` that follows does (``dialogstate/hosts.py`` rule 2)
     ``HANDED`` stateplane or worker -> worker: every dialog ``source`` owed the receiver has
             been sent before this (ADOPT on the same pipe). header ``[source, worker_id]``
             (``workers/dialogs/handover.py``); no SIP frames
@@ -63,8 +67,11 @@ KIND_RELEASE = b"\x01RELEASE"
 KIND_HANDED = b"\x01HANDED"
 #: an IN passed on by a worker to the Call-ID's owner (workers/dialogs/handover.py)
 KIND_FWD = b"\x01FWD"
+#: the ingresses of other hosts the state plane learnt, for its workers (conf/discovery.py
+#: rule 7): [[peer name, [endpoint, ...]], ...], no payload
+KIND_INGRESSES = b"\x01INGR"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
-                   KIND_RELEASE, KIND_HANDED, KIND_FWD})  # fmt: skip
+                   KIND_RELEASE, KIND_HANDED, KIND_FWD, KIND_INGRESSES})  # fmt: skip
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -133,10 +140,16 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
     if kind == KIND_HB:
         ok = (
             isinstance(header, list)
-            and len(header) in (3, 4)
+            and len(header) in (3, 4, 5)
             and all(isinstance(x, str) for x in header[:3])
             and (len(header) == 3 or _is_ring(header[3]))
+            and (len(header) < 5 or (_is_ring(header[4]) and len(header[4]) == len(header[3])))
         )
+    elif kind == KIND_INGRESSES:
+        ok = (isinstance(header, list) and len(header) <= MAX_RING and n == 0
+              and all(isinstance(e, list) and len(e) == 2 and isinstance(e[0], str)
+                      and isinstance(e[1], list) and all(isinstance(x, str) for x in e[1])
+                      for e in header))  # fmt: skip
     elif kind == KIND_HANDED:
         ok = (isinstance(header, list) and len(header) == 2
               and all(isinstance(x, str) for x in header) and n == 0)
@@ -155,7 +168,8 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
         ok = (
             isinstance(header, list)
             and (len(header) == 2
-                 or (kind == KIND_ADOPT and len(header) == 3 and isinstance(header[2], bool)))
+                 or (kind == KIND_ADOPT and len(header) in (3, 4) and isinstance(header[2], bool)
+                     and (len(header) == 3 or isinstance(header[3], str))))
             and isinstance(header[0], str)
             and isinstance(header[1], list)
             and all(isinstance(d, list) for d in header[1])

@@ -174,6 +174,12 @@ class Bus:
     (the event loop's timers have 1 ms steps) to each crossing, two per proxied message."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
+    first_worker_wait_s: float = field(default=10.0, metadata=_range(0.0, 300.0))
+    """A starting ingress binds its SIP listeners only once a worker has joined it, waiting
+    this long at most (then it listens anyway, and answers new INVITEs 503 until one joins):
+    at a node's start its workers come up after it, and a call it took alone would be refused.
+    It stops waiting as soon as one joins. 0: bind at once (an ingress started before any
+    worker, e.g. on an edge host whose workers are started later by hand)."""
     shed_start_fill: float = field(default=0.5, metadata=_range(0.0, 1.0))
     """Overload: once an ingress holds this share of ``max_pending`` for one worker, it drops
     OPTIONS, REGISTER, SUBSCRIBE, PUBLISH and MESSAGE for that worker (counted)."""
@@ -197,6 +203,13 @@ class Bus:
     """The ingresses on other hosts this host's workers serve, each ``tcp://ip:port`` (that
     host's ``address`` and an ``ingress_port``), at the ``bus_address`` of a ``[[peer]]``
     whose key must answer there. Needs ``address``. Default: none."""
+    discover: bool = False
+    """Learn the ingresses this host's workers serve from the state plane instead
+    (``docs/architecture.md`` "Finding the edge through the state plane"): each ``[[peer]]``
+    with a ``bus_address`` and a ``tcp://`` ``stateplane`` announces its live ingresses, and
+    only endpoints at that peer's own ``bus_address`` are taken (at most 64 per peer).
+    Needs ``address``, such a peer, and this host's state plane running. Ignored when
+    ``ingresses`` is set: the list given takes precedence."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -749,6 +762,8 @@ class StatePlane:
     peers on other hosts, which name it ``tcp://host:port`` in their ``peers``; with ``[pike]
     cluster``, ``[dialogs] profiles_cluster`` or a ``shared`` pipe and a ``tcp://`` peer it
     relays them on port + 2, and with ``cluster_ctl`` serves ``ctl --cluster`` on port + 3.
+    With ``[bus] ingress_port`` it also announces this host's ingresses there to worker hosts
+    with ``[bus] discover``.
     Empty: ipc only. With ``[curve] secret_key_file`` only the ``[[peer]]`` keys get in and
     the channel is encrypted; without it, bind a private interface (a wildcard address is
     refused)."""

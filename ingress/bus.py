@@ -8,9 +8,11 @@ Rules:
 3. ZeroMQ's FD is edge-triggered: after it fires, the socket is drained until ``zmq.Again``.
 4. Workers of other hosts (``conf.bustcp``): with ``open_tcp`` the ingress also reads a TCP
    socket of its own, CURVE-guarded, which takes only ``OUT`` and ``HB``; each worker that
-   joined over it hears our ``HB [ingress_id, endpoint, state, ring]`` at once and every
-   heartbeat (``conf.bustcp`` rules 5-6), so it knows which ingress its pipe reaches and who
-   owns a Call-ID.
+   joined over it hears our ``HB [ingress_id, endpoint, state, ring, endpoints]`` at once and
+   every heartbeat (``conf.bustcp`` rules 5-6), so it knows which ingress its pipe reaches, who
+   owns a Call-ID and where each worker of another host listens (dialogs moving between hosts
+   go there, ``dialogstate/hosts.py``). When the ring changes every such worker hears it at
+   once, not at the next heartbeat: its dialogs move as soon as the calls do.
 5. A batch leaves ``[bus] flush_ms`` after its first message was queued (or when
    ``max_batch`` fills it): each send costs the worker a wake-up of its ZeroMQ and loop
    threads, whatever the batch holds (docs/benchmarks.md "The hop's flush delay").
@@ -142,7 +144,8 @@ class WorkerBus:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
-            self._peers.heartbeat(ident, endpoint, state, self._loop.time())
+            if self._peers.heartbeat(ident, endpoint, state, self._loop.time()) is not None:
+                self._ring_changed()
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -154,9 +157,12 @@ class WorkerBus:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
-            if self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True) == "joined":
+            change = self._peers.heartbeat(ident, endpoint, state, self._loop.time(), via_tcp=True)
+            if change == "joined":
                 # before any IN, even while the CURVE handshake is on (rule 4)
                 self._pipes[ident].send_first(self._hb(self._state))
+            if change is not None:
+                self._ring_changed()
         else:  # rule 4: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
@@ -168,19 +174,26 @@ class WorkerBus:
             if pipe is not None:
                 pipe.send_now(frames)
 
+    def _ring_changed(self) -> None:
+        """Rule 4: the workers of other hosts hear a new ring at once."""
+        if self._peers.remote:
+            self._announce(self._peers.remote, self._state)
+
     def _hb(self, state: str) -> list[bytes]:
-        """Our heartbeat to a worker of another host, with the idents of our ring: that is
-        how its host knows who owns a Call-ID among the workers of every host
-        (``conf/bustcp.py`` rule 6)."""
-        ring = self._peers.workers.idents[: envelope.MAX_RING]
-        return envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state, ring])
+        """Our heartbeat to a worker of another host, with the idents of our ring and their
+        TCP endpoints: that is how its host knows who owns a Call-ID among the workers of
+        every host (``conf/bustcp.py`` rule 6) and where each listens."""
+        peers = self._peers
+        ring = peers.workers.idents[: envelope.MAX_RING]
+        eps = [peers.workers.endpoint(i) if i in peers.remote else "" for i in ring]
+        return envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state, ring, eps])
 
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ingress_id, metas]
 
     def expire(self) -> None:
         """Drop workers whose heartbeats stopped; call every heartbeat interval."""
-        self._peers.expire(self._loop.time())
+        self._peers.expire(self._loop.time())  # a worker lost is heard at the heartbeat below
         if self._peers.remote:
             self._announce(self._peers.remote, self._state)
 

@@ -21,7 +21,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     ingress = Ingress(settings, ident, ctx)
     try:
         try:
-            await ingress.start()
+            await ingress.start(stop)
         except OSError as exc:
             log.error("listen_failed", error=str(exc))
             return 1

@@ -23,7 +23,9 @@ Rules:
 7. Replaceable under load (docs/operations.md): a starting ingress binds its listeners only
    once every live worker of the node has announced itself to it (at most ``READY_BEATS``
    heartbeats), so the kernel never hands it a message it would have to refuse or send to
-   another owner. A stopping one takes its UDP sockets out of the kernel's choice first
+   another owner. At a node's start no worker is live yet (they start beside the ingress and
+   take longer): it then waits for the first one to announce itself, at most ``[bus]
+   first_worker_wait_s``, so a call sent once it listens is not refused 503 for want of one. A stopping one takes its UDP sockets out of the kernel's choice first
    (``UdpListener.detach``), hands on what they had queued, closes its TCP listeners and
    serves its inbound connections until they close or ``[tcp] drain_s`` (at once when no
    worker is left), then withdraws its bus endpoint so workers stop sending to it, and exits
@@ -124,7 +126,8 @@ class Ingress:
         #: the failover pair's shared listeners, held while the node is active (docs/failover.md)
         self.virtual: VirtualListeners | None = None
 
-    async def start(self) -> None:
+    async def start(self, stop: asyncio.Event | None = None) -> None:
+        """Open the bus, wait for the workers (rule 7; ``stop`` ends the wait), then listen."""
         ep = self.hop.ingress_endpoint() if self.hop is not None else None
         if self.hop is not None and ep is not None:
             try:
@@ -132,7 +135,9 @@ class Ingress:
             except zmq.ZMQError as exc:
                 raise OSError(exc.errno, f"bus endpoint {ep}: {exc.strerror}") from exc
             log.info("ingress_bus_tcp", endpoint=self.bus.tcp_endpoint)
-        await self._await_workers()
+        await self._await_workers(stop or asyncio.Event())
+        if stop is not None and stop.is_set():
+            return  # stopped before it listened: nothing to bind, the drain finds nothing
         await self._listen([x for x in self.settings.listen if not x.virtual])
         if any(x.virtual for x in self.settings.listen):
             self.virtual = VirtualListeners(
@@ -142,19 +147,25 @@ class Ingress:
                  listen=[f"{x.transport}:{x.address}:{x.port}{' (virtual)' if x.virtual else ''}"
                          for x in self.settings.listen])  # fmt: skip
 
-    async def _await_workers(self) -> None:
+    async def _await_workers(self, stop: asyncio.Event) -> None:
         """Rule 7: wait until every worker whose endpoint is live in the run directory has
-        announced itself, at most ``READY_BEATS`` heartbeats."""
+        announced itself, at most ``READY_BEATS`` heartbeats; while none has, until the first
+        one does, at most ``[bus] first_worker_wait_s`` (or ``stop`` is set)."""
         loop, hb = self.loop, self.settings.bus.heartbeat_ms / 1000
         start = loop.time()
         missing: set[str] = set()
         remote_s = 2 * hb if self.bus.tcp_endpoint else 0.0  # rule 8
-        while loop.time() - start < READY_BEATS * hb:
+        first_s = self.settings.bus.first_worker_wait_s
+        while not stop.is_set():
+            waited = loop.time() - start
             live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
             missing = {i for i in live if i not in self.bus.workers}
-            if not missing and loop.time() - start >= remote_s:
+            one = bool(self.bus.workers) or first_s == 0
+            if not missing and one and waited >= remote_s:
                 break
-            await asyncio.sleep(hb / 10)  # polling step, bounded by the deadline above
+            if waited >= (READY_BEATS * hb if one else max(READY_BEATS * hb, first_s)):
+                break
+            await asyncio.sleep(hb / 10)  # polling step, bounded by the deadlines above
         log.info("ingress_ready", workers=len(self.bus.workers), missing=sorted(missing),
                  waited_ms=round((loop.time() - start) * 1000))  # fmt: skip
 

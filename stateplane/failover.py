@@ -274,17 +274,25 @@ class Adopter:
         self.loop = asyncio.get_running_loop()
         self._pushes: dict[str, zmq.Socket[bytes]] = {}
         self._queue: deque[tuple[str, list[bytes], int, float]] = deque()
+        #: a CURVE pipe to a worker of another host at a tcp:// endpoint, or None when
+        #: ``[[peer]]`` allows none there (``dialogstate/hosts.py``); unset on one host
+        self.connect_tcp: Callable[[str], zmq.Socket[bytes] | None] | None = None
 
     def hand_over(self, node: str, records: list[list[Any]], now: float,
-                  handed_back: bool = False) -> tuple[int, int]:  # fmt: skip
+                  handed_back: bool = False, workers: dict[str, str] | None = None,
+                  source: str = "") -> tuple[int, int]:  # fmt: skip
         """Queue ``records`` (from ``node``; ``handed_back``: by a live node, rule 7) for their
-        owners; (workers, records without one)."""
-        workers = sockets.live_endpoints(self.run_dir, "worker")
+        owners among ``workers`` (this host's live ones by default; every host's, tcp://
+        endpoints for the others', when dialogs move between hosts, whose ``ADOPT`` names
+        ``source``); (workers, records without one)."""
+        if workers is None:
+            workers = sockets.live_endpoints(self.run_dir, "worker")
         groups = by_owner(records, workers)
         for ident, recs in groups.items():
             for i in range(0, len(recs), ADOPT_CHUNK):
                 chunk = recs[i : i + ADOPT_CHUNK]
-                frames = env.pack(env.KIND_ADOPT, [node, chunk, handed_back])
+                header = [node, chunk, handed_back, source] if source else [node, chunk, handed_back]
+                frames = env.pack(env.KIND_ADOPT, header)
                 self._queue.append((workers[ident], frames, len(chunk), now + ADOPT_RETRY_S))
         lost = len(records) - sum(len(r) for r in groups.values())
         self.counters["adopt_sent"] += len(records) - lost
@@ -323,6 +331,13 @@ class Adopter:
         while self._queue:
             ep, frames, count, give_up = self._queue[0]
             sock = self._pushes.get(ep)
+            if sock is None and ep.startswith("tcp://"):
+                sock = self.connect_tcp(ep) if self.connect_tcp is not None else None
+                if sock is None:  # no [[peer]] lets us reach it: lost as to a full pipe
+                    self._lost(ep, frames, count)
+                    self._queue.popleft()
+                    continue
+                self._pushes[ep] = sock
             if sock is None:
                 sock = self._pushes[ep] = self.ctx.socket(zmq.PUSH)
                 sock.linger = sockets.LINGER_MS
@@ -335,15 +350,18 @@ class Adopter:
                 if now < give_up:
                     self.loop.call_later(0.01, self._send_queue)
                     return
-                if frames[0] == env.KIND_RELEASE:  # that worker keeps calls the peer adopts
-                    self.counters["release_lost"] += 1
-                    log.error("failover_release_lost", worker=ep)
-                elif frames[0] == env.KIND_HANDED:  # that worker waits to its own deadline
-                    self.counters["handed_lost"] += 1
-                else:
-                    self.counters["adopt_lost"] += count
-                    log.error("failover_adopt_lost", worker=ep, dialogs=count)
+                self._lost(ep, frames, count)
             self._queue.popleft()
+
+    def _lost(self, ep: str, frames: list[bytes], count: int) -> None:
+        if frames[0] == env.KIND_RELEASE:  # that worker keeps calls the peer adopts
+            self.counters["release_lost"] += 1
+            log.error("failover_release_lost", worker=ep)
+        elif frames[0] == env.KIND_HANDED:  # that worker waits to its own deadline
+            self.counters["handed_lost"] += 1
+        else:
+            self.counters["adopt_lost"] += count
+            log.error("failover_adopt_lost", worker=ep, dialogs=count)
 
     def close(self) -> None:
         for sock in self._pushes.values():

@@ -1,6 +1,7 @@
 """``sipline stateplane``: the node's stateplane process: it serves the embedded key-value
 store that ``local://`` cacheDB clients on this node share, and, with ``[stateplane]
-replicate`` or ``peers``, dialog replication (``stateplane/replication.py``); it answers
+replicate`` or ``peers``, dialog replication (``stateplane/replication.py``), which also
+announces an edge's ingresses and learns a worker host's (``conf/discovery.py``); it answers
 ``sipline ctl stats``, ``sync`` and ``failback`` on its control socket.
 
 Rules:
@@ -39,7 +40,7 @@ from dataclasses import asdict
 import structlog
 import zmq
 
-from conf import process, sockets
+from conf import discovery, process, sockets
 from conf.control import ControlServer
 from conf.guard import GUARD
 from conf.refused import RefusalLog
@@ -173,7 +174,9 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     log.info("stateplane_ready", kv_endpoint=server.endpoint, **asdict(server.store.limits))
     sp = settings.stateplane
     # replication runs when this node publishes or replicates anyone (docs/stateplane.md)
-    repl = Replication(ctx, settings) if sp.replicate or sp.peers else None
+    # and when it announces this host's ingresses to the worker hosts (conf/discovery.py)
+    repl = (Replication(ctx, settings) if sp.replicate or sp.peers or discovery.announces(settings)
+            else None)  # fmt: skip
     relay, cluster_ctl = _cluster(ctx, settings, repl)
     control = ControlServer(ctx, settings.node.run_dir, f"stateplane-{os.getpid()}", {
         "stats": lambda _: {"role": "stateplane", "kv": server.stats(),

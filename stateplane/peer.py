@@ -119,9 +119,13 @@ class Peer:
         dealer.linger, dealer.sndhwm, dealer.rcvhwm = 0, 16, SNAP_HWM
         dealer.setsockopt(zmq.MAXMSGSIZE, up.MAX_FRAME_BYTES)
         keys = owner.keys
+        #: a configured peer that must prove its key: what it announces may be used
+        #: (``conf/discovery.py`` rule 2)
+        self.authenticated = False
         if keys is not None and server_key is not None and pub_ep.startswith("tcp://"):
             for sock in (sub, dealer):
                 curve.connect_curve(sock, keys, server_key)
+            self.authenticated = node is not None
         self.sub, self.dealer = sub, dealer
         #: connected to the peer's sockets: at once for tcp://, for a run directory once it
         #: exists and passes conf.rundir.peer_problem (rule 9)
@@ -179,6 +183,10 @@ class Peer:
 
     def _on_pub(self, frames: list[bytes]) -> None:
         msg = self._decode(frames)
+        if isinstance(msg, up.Ingresses):  # conf/discovery.py rule 2
+            if self._from_peer(msg.node):
+                self.owner.finder.receive(self.node, self.authenticated, msg, self.owner.loop.time())
+            return
         if not isinstance(msg, (up.Update, up.Hugz)) or not self._from_peer(msg.node):
             return
         now, wall = self.owner.loop.time(), time.time()

@@ -47,6 +47,26 @@ Rules:
    stopping: it removes its socket file first) has, once its process is gone (so the mirror
    holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
    every live worker is told ``HANDED`` for it (``workers/dialogs/handover.py`` rule 1).
+11. On a host of several (``[bus] address`` and ``ingresses``: ``dialogstate/hosts.py``) the
+   workers of rule 10 are every host's: ours from the run directory, the others' as our
+   workers last told us they see them in the edge's ring (a ``ring`` delta, each entry
+   checked against ``[[peer]]`` as the ingress checks a heartbeat, ``TcpHop.worker_key``).
+   Owners are decided over that view; what goes to a worker of another host goes over TCP
+   with CURVE, expecting that host's key. A worker of another host that joins is handed the
+   mirror's dialogs it owns once our workers let go of them, then ``HANDED`` as
+   ``stateplane@<node>``; one of ours gone has its dialogs handed to their owners on any
+   host, then ``HANDED`` for it to every host's workers. Workers of other hosts that leave
+   are their own host's business: we hold none of their dialogs and say nothing for them.
+12. A vanished worker's dialogs leave the mirror only for calls whose CDR is not in this
+   host's ``[dialogs] cdr_file`` yet: a worker killed between its CDR's ``write(2)`` and its
+   ``t`` reaching us left the call ended in the file but live here, and a worker of another
+   host cannot read our file (``docs/dialogs.md`` "Exactly once"). Those are ended here
+   (``t``, cause ``cdr_written``), never handed on.
+13. Ingresses found through the state plane (``conf/discovery.py``): an edge publishes its
+   live ingresses' TCP endpoints (``INGRESSES``) every heartbeat; a worker host with
+   ``[bus] discover`` takes them only from a configured peer that proved its key, checks
+   each, and hands what it accepted to its workers every heartbeat
+   (``stateplane/ingresses.py``).
 """
 
 from __future__ import annotations
@@ -65,8 +85,11 @@ import zmq
 
 from conf import curve, refused, sockets
 from conf import envelope as env
+from conf.bustcp import TcpHop
+from conf.cdrkeys import READ_BACK_BYTES, cdr_key, read_keys
 from conf.settings import Settings
 from conf.workerset import WorkerSet
+from dialogstate.hosts import HostView, host_source, pairs_ring
 from dialogstate.sources import STATEPLANE, vanished_source
 from dialogstate.table import DialogTable
 from stateplane import updates as up
@@ -74,6 +97,7 @@ from stateplane.asks import AskGate, idle, stalled
 from stateplane.bstar import State
 from stateplane.cluster import ClusterFailover
 from stateplane.failover import Adopter, Failover, opposite
+from stateplane.ingresses import IngressFinder
 from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
 from stateplane.replica import Publisher, next_epoch
@@ -182,6 +206,8 @@ class Replication:
         self._started_wall = time.time()
         self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False)]  # fmt: skip
+        #: rule 13: the ingresses we announce and those we learn
+        self.finder = IngressFinder(ctx, settings, self._publish, self.counters)
         self.peers = [self._peer(d) for d in sp.peers]
         #: Binary Star with the pair's other node ([stateplane] role; docs/failover.md)
         self.failover: Failover | ClusterFailover | None = None
@@ -207,6 +233,14 @@ class Replication:
             self.failover.on_role = self._on_role
         self.adopter = self.failover.adopter if self.failover else Adopter(
             ctx, run_dir, self.counters)  # fmt: skip
+        #: rule 11: every host's workers, and the CURVE pipes to the other hosts' ones
+        self.hosts: HostView | None = None
+        self.hop: TcpHop | None = None
+        self._hosts_seen: dict[str, str] = {}
+        if settings.bus.address and settings.bus.ingresses and self.keys is not None:
+            self.hosts = HostView(settings.node.name)
+            self.hop = TcpHop(ctx, self.loop, settings, self.counters, serve=False)
+            self.adopter.connect_tcp = self._connect_tcp
         if self.restoring is not None and self.failover is None:
             self._restore_decided(True)
 
@@ -304,11 +338,12 @@ class Replication:
     def _track_workers(self, now: float) -> None:
         """Rule 10."""
         live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
-        new = {i: ep for i, ep in live.items() if i not in self._workers}
+        view = self._workers_view(live)
+        new = {i: ep for i, ep in view.items() if i not in self._hosts_seen}
         for ident in self._workers:
             if ident not in live:
                 self._leaving.setdefault(ident, now)
-        self._workers = live
+        self._workers, self._hosts_seen = live, view
         if len(live) > self._most_workers:
             self._most_workers = len(live)
             if self.persist is not None:
@@ -319,13 +354,13 @@ class Replication:
             self._joining[ident] = now + JOIN_WAIT_S
         for ident, until in list(self._joining.items()):
             others = set(live) - {ident}
-            if ident in live and not others <= self._yields.get(ident, set()) and now < until:
+            if ident in view and not others <= self._yields.get(ident, set()) and now < until:
                 continue  # a worker still holds dialogs it takes: their last state is to come
             del self._joining[ident]
             self._yields.pop(ident, None)
             own = self._own_new.pop(ident, set())
-            if ident in live:
-                self._hand_joiner(ident, live, now, own)
+            if ident in view:
+                self._hand_joiner(ident, view, now, own)
         for ident in [j for j in self._yields if j not in self._joining]:
             del self._yields[ident]  # a marker after its hand-over: nothing waits for it
         for ident in [j for j in self._own_new if j not in self._joining]:
@@ -335,8 +370,8 @@ class Replication:
             if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
                 continue  # still finishing what it holds: its last deltas are to come
             del self._leaving[ident]
-            self._adopt_vanished(ident, live, now)
-        self.adopter.forget(set(live.values()))
+            self._adopt_vanished(ident, view, now)
+        self.adopter.forget(set(view.values()))
 
     def _note_yield(self, worker: str, delta: Any) -> None:
         if not (isinstance(delta, list) and len(delta) == 3 and isinstance(delta[2], str)
@@ -360,11 +395,15 @@ class Replication:
                 rec = self.mirror.record(key, now, wall)
                 if rec is not None:
                     mine.append(rec)
+        # rule 11: a worker of another host hears who hands it over by our node's name
+        local = self.hosts is None or self.hosts.is_local(ident)
+        source = STATEPLANE if local else host_source(self.settings.node.name)
         if mine:
-            _, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True)
+            _, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True,
+                                             workers=live, source=source)  # fmt: skip
             self.counters["worker_dialogs_moved"] += len(mine) - lost
             log.info("worker_dialogs_moved", to=ident, dialogs=len(mine), lost=lost)
-        self.adopter.handed(STATEPLANE, {ident: live[ident]}, now)
+        self.adopter.handed(source, {ident: live[ident]}, now)
 
     def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
         """Rule 10: the mirror's dialogs ``ident`` owned go to their owners now."""
@@ -376,10 +415,39 @@ class Replication:
                 rec = self.mirror.record(key, now, wall)
                 if rec is not None:
                     mine.append(rec)
-        n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True)
+        mine = self._not_written(ident, mine, now, wall)
+        n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True, workers=live,
+                                         source=vanished_source(ident))  # fmt: skip
         self.adopter.handed(vanished_source(ident), live, now)
         self.counters["worker_dialogs_moved"] += len(mine) - lost
         log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
+
+    def _not_written(self, ident: str, records: list[list[Any]], now: float,
+                     wall: float) -> list[list[Any]]:  # fmt: skip
+        """Rule 12: ``records`` less those whose CDR our host's file holds, which end here."""
+        path = self.settings.dialogs.cdr_file
+        written = read_keys(path, READ_BACK_BYTES) if path and records else set()
+        if not written:
+            return records
+        keep, ended = [], []
+        for rec in records:
+            cid, tag = rec[0], rec[1]
+            if isinstance(cid, str) and isinstance(tag, str) and (
+                    cdr_key(cid, tag) in written or cid in written):  # fmt: skip
+                ended.append(["t", cid, tag, "cdr_written", "proxy", wall])
+            else:
+                keep.append(rec)
+        if ended:
+            for delta in ended:
+                self.mirror.apply(delta, now, wall)
+            updates = self.publisher.publish(ended)
+            for upd in updates:
+                self._publish(upd)
+            if self.persist is not None:
+                self.persist.append(updates)
+            self.counters["adopt_cdr_written"] += len(ended)
+            log.info("dialogs_already_ended", worker=ident, dialogs=len(ended))
+        return keep
 
     def peer_synced(self, peer: Peer) -> None:
         """A replica is whole again; after a lost split brain it decides what we let go
@@ -453,6 +521,9 @@ class Replication:
             if op == "y":  # a worker let go of what a joiner takes (workers/dialogs/deltas.py rule 4)
                 self._note_yield(worker, delta)
                 continue
+            if op == "ring":  # the other hosts' workers, as this worker sees them (rule 11)
+                self._on_ring(worker, delta)
+                continue
             if op == "s-":
                 if sweep is not None:
                     good += self._end_sweep(worker, sweep, wall)
@@ -478,10 +549,39 @@ class Replication:
             self.persist.append(updates)
         self.counters["deltas"] += len(good)
 
+    def _on_ring(self, worker: str, delta: list[Any]) -> None:
+        """Rule 11: the view's other hosts, entries ``[[peer]]`` does not allow dropped."""
+        ring = pairs_ring(delta[2]) if len(delta) == 3 and delta[1] == worker else None
+        if ring is None or self.hosts is None or self.hop is None:
+            self.counters["bad_delta"] += 1
+            return
+        hop = self.hop
+        allowed = {i: ep for i, ep in ring.items() if hop.worker_key(i, ep) is not None}
+        self.counters["ring_refused"] += len(ring) - len(allowed)
+        self.hosts.set_ring(allowed, self.loop.time())
+
+    def _connect_tcp(self, ep: str) -> zmq.Socket[bytes] | None:
+        """Rule 11: a CURVE pipe to the worker of another host at ``ep``, or None when the
+        view has no worker there that ``[[peer]]`` lets us reach."""
+        if self.hop is None or self.hosts is None:
+            return None
+        for ident, at in self.hosts.view().items():
+            key = self.hop.worker_key(ident, ep) if at == ep else None
+            if key is not None:
+                return self.hop.connect_push(ep, key, 1_000)
+        return None
+
+    def _workers_view(self, live: dict[str, str]) -> dict[str, str]:
+        """Rule 11: every host's workers, or this host's (``live``) on a host alone."""
+        if self.hosts is None:
+            return live
+        self.hosts.set_local(live)
+        return self.hosts.view()
+
     def _end_sweep(self, worker: str, seen: set[str], wall: float) -> list[list[Any]]:
         """The dialogs we hold for ``worker`` that its resync did not name ended unseen:
         remove them, and tell the peers ("t", cause ``lost``)."""
-        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        live = self._workers_view(sockets.live_endpoints(self.settings.node.run_dir, "worker"))
         ring = WorkerSet.fixed({**live, worker: live.get(worker, "")})
         now, gone, keys = self.loop.time(), [], self.mirror.keys()
         for key in keys:
@@ -494,7 +594,7 @@ class Replication:
         log.info("mirror_resynced", worker=worker, dialogs=len(seen), removed=len(gone))
         return gone
 
-    def _publish(self, msg: up.Update | up.Hugz) -> None:
+    def _publish(self, msg: up.Update | up.Hugz | up.Ingresses) -> None:
         try:
             self.pub.send_multipart(up.pack(msg), zmq.NOBLOCK)
         except zmq.Again:  # PUB never blocks; kept for safety: a subscriber sees the gap
@@ -506,6 +606,7 @@ class Replication:
         if self.failover is not None:
             self.failover.tick(now)
         self._track_workers(now)
+        self.finder.tick(self._workers)
         if self.persist is not None:
             self.persist.sync()
             # not while restored dialogs wait for a decision or the workers: a snapshot of
@@ -637,6 +738,8 @@ class Replication:
                 "replicas": {(peer.replica.node if peer.replica else peer.run_dir): peer.stats()
                              for peer in self.peers},
                 "failover": self.failover.stats() if self.failover else None,
+                "ingresses": self.finder.stats(),
+                "hosts": None if self.hosts is None else sorted(self.hosts.hosts()),
                 **self.counters}  # fmt: skip
 
     def close(self) -> None:
@@ -650,9 +753,12 @@ class Replication:
             r.close()
         for peer in self.peers:
             peer.close()
+        self.finder.close()
         self.pub.close(linger=0)
         if self.zap is not None:
             self.zap.close()
+        if self.hop is not None:
+            self.hop.close()
         for ep in self.endpoints:
             sockets.unlink(ep)
 

@@ -28,6 +28,9 @@ Rules:
    ``MAX_UPDATE_BYTES`` (a chunk: ``MAX_FRAME_BYTES``), with every container, string and
    binary bounded (msgpack README, "Security"), so a frame costs at most a bounded multiple
    of its size; chunks decode to tuples, whose empty ones are shared. Nothing is unpickled.
+6. ``Ingresses(node, endpoints)``: the TCP endpoints of ``node``'s live ingresses, every
+   heartbeat of an edge (``conf/discovery.py``); what each may be is checked by whoever uses
+   it, the codec only reads a list of strings.
 """
 
 from __future__ import annotations
@@ -124,10 +127,19 @@ class Kthxbai:
     count: int
 
 
-Message = Update | Hugz | Icanhaz | Chunk | Kthxbai
+@dataclass(frozen=True, slots=True)
+class Ingresses:
+    """``node``'s live ingresses, each ``tcp://ip:port`` (rule 6)."""
+
+    node: str
+    endpoints: list[str]
+
+
+Message = Update | Hugz | Icanhaz | Chunk | Kthxbai | Ingresses
 
 _KIND_OF: dict[type[Any], bytes] = {
     Update: b"UPD", Hugz: b"HUGZ", Icanhaz: b"ICANHAZ", Chunk: b"KVSYNC", Kthxbai: b"KTHXBAI",
+    Ingresses: b"INGRESSES",
 }  # fmt: skip
 
 
@@ -143,6 +155,8 @@ def pack(msg: Message) -> list[bytes]:
         body = [msg.node, msg.req, msg.epoch, msg.seq]
     elif isinstance(msg, Chunk):
         body = [msg.node, msg.req, msg.records]
+    elif isinstance(msg, Ingresses):
+        body = [msg.node, msg.endpoints]
     else:
         body = [msg.node, msg.req, msg.epoch, msg.seq, msg.full, msg.count]
     return [_KIND_OF[type(msg)], msgpack.packb([VERSION, *body], use_bin_type=True)]
@@ -280,5 +294,13 @@ def _kthxbai(body: list[Any]) -> Kthxbai:
                    full, _int(count, "count"))  # fmt: skip
 
 
+def _ingresses(body: list[Any]) -> Ingresses:
+    _arity(body, 2, "INGRESSES")
+    node, endpoints = body
+    if not isinstance(endpoints, list) or not all(isinstance(e, str) for e in endpoints):
+        raise UpdateError("endpoints is not an array of strings")
+    return Ingresses(_str(node, "node"), endpoints)
+
+
 _DECODERS: dict[bytes, Callable[[list[Any]], Message]] = {b"UPD": _update, b"HUGZ": _hugz, b"ICANHAZ": _icanhaz, b"KVSYNC": _chunk,
-             b"KTHXBAI": _kthxbai}  # fmt: skip
+             b"KTHXBAI": _kthxbai, b"INGRESSES": _ingresses}  # fmt: skip

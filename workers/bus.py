@@ -30,22 +30,34 @@ Rules:
    endpoint (an ingress restarted there replaces the one before); one silent for
    ``liveness`` heartbeats, or that said ``down``, is forgotten as a vanished file is
    (rule 2), while its pipe stays to reach whoever listens there next. Its ``HB`` names its
-   ring (``conf.bustcp`` rule 6): ``ring`` is the union over the live ones.
+   ring (``conf.bustcp`` rule 6): ``ring`` is the union over the live ones, and
+   ``ring_endpoints`` where each of those on another host listens, as far as ``[[peer]]``
+   allows connecting there (``TcpHop.worker_key``).
+8. Worker hosts hand each other dialogs on that TCP socket (``dialogstate/hosts.py``):
+   ``ADOPT``, ``HANDED`` and ``FWD`` go to ``on_host`` with the node name the sender's CURVE
+   key authenticated (the ZAP handler's User-Id), which the worker checks them against;
+   ``forward`` reaches a worker of another host over TCP with that host's key.
+9. With ``[bus] discover`` (``conf/discovery.py``) the configured endpoints are instead those
+   the node's state plane names in ``INGRESSES`` envelopes, per peer, each checked again
+   here (rule 7 there) and connected with the key of the peer that announced it; one no
+   longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
+   its pipes. Such an envelope changes nothing on a worker that does not discover.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING, Any
 
 import structlog
 import zmq
 
-from conf import bustcp, envelope, sockets
+from conf import bustcp, discovery, envelope, refused, sockets
 from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, drain_pull, hops
+from conf.pipe import DRAIN_LIMIT, PushPipe, drain_pull, hops
 from conf.refused import RefusalLog
 from conf.settings import Bus
 
@@ -59,6 +71,10 @@ OnBatch = Callable[[str, list[list[Any]], list[bytes]], None]
 OnTimer = Callable[[list[Any], list[bytes]], None]
 #: an ADOPT envelope's header: [node the dialogs come from, records] (after a failover)
 OnAdopt = Callable[[list[Any]], None]
+#: rule 8: the sender's node name (User-Id) and what it sent
+OnHost = Callable[[str, envelope.Envelope], None]
+#: kinds a worker host may send us on the TCP socket (rule 8)
+HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND_FWD})
 
 
 
@@ -69,13 +85,14 @@ def _out_header(metas: list[Any]) -> list[Any]:
 class _Remote:
     """An ingress endpoint of ``[bus] ingresses`` (rule 7): its pipe, and who answers there."""
 
-    __slots__ = ("endpoint", "ident", "pipe", "ring", "seen")
+    __slots__ = ("endpoint", "eps", "ident", "pipe", "ring", "seen")
 
     def __init__(self, endpoint: str, pipe: PushPipe) -> None:
         self.endpoint, self.pipe = endpoint, pipe
         self.ident = ""
         self.seen = 0.0
         self.ring: frozenset[str] = frozenset()  # conf.bustcp rule 6
+        self.eps: dict[str, str] = {}  # where each of the ring's workers listens (rule 7)
 
 
 class IngressBus:
@@ -92,6 +109,7 @@ class IngressBus:
         on_release: OnAdopt | None = None,
         on_forward: OnBatch | None = None,
         on_handed: OnAdopt | None = None,
+        on_host: OnHost | None = None,
     ) -> None:
         self.worker_id = worker_id
         self.endpoint = sockets.endpoint(run_dir, "worker", worker_id)
@@ -106,6 +124,10 @@ class IngressBus:
         self._on_release = on_release
         self._on_forward = on_forward
         self._on_handed = on_handed
+        self._on_host = on_host
+        #: called when a live ingress's ring changed (dialogs move at once, rule 8)
+        self.on_ring: Callable[[], None] | None = None
+        self._hop: TcpHop | None = None
         self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
         self._loop = asyncio.get_running_loop()
@@ -119,18 +141,61 @@ class IngressBus:
         self._tcp_reader: Reader | None = None
         self.tcp_endpoint = ""
         self._remote: dict[str, _Remote] = {}
+        #: rule 9: whether we discover, and the peers' bus addresses by name, once ``open_tcp``
+        #: ran with ``discover``
+        self._discover = False
+        self._addresses: dict[str, str] = {}
+        #: the peer that announced each learnt endpoint
+        self._found_by: dict[str, str] = {}
+        self._refused_found = RefusalLog("discovered_ingress_refused")
 
-    def open_tcp(self, hop: TcpHop) -> None:
-        """Rule 7: serve the ingresses of ``[bus] ingresses`` too."""
+    def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
+        """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
+        peers' bus addresses by name), those the state plane names instead (rule 9)."""
         self._tcp_pull, self.tcp_endpoint = hop.bind_pull(bustcp.endpoint(hop.address, "*"),
                                                           self._cfg.hwm)  # fmt: skip
         self._tcp_reader = GUARD.add_reader(self._loop, self._tcp_pull.FD, "worker_bus_tcp",
                                             self._on_tcp_readable)  # fmt: skip
+        self._hop = hop
         for ep in hop.ingresses:
-            sock = hop.connect_push(ep, hop.server_key(ep), self._cfg.hwm)
-            pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
-                            self._cfg.max_pending)  # fmt: skip
-            self._remote[ep] = _Remote(ep, pipe)
+            self._add_remote(hop, ep, hop.server_key(ep))
+        if addresses is not None:
+            self._discover, self._addresses = True, addresses
+
+    def _add_remote(self, hop: TcpHop, ep: str, key: bytes) -> None:
+        sock = hop.connect_push(ep, key, self._cfg.hwm)
+        pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
+                        self._cfg.max_pending)  # fmt: skip
+        self._remote[ep] = _Remote(ep, pipe)
+
+    def _on_discovered(self, header: Any) -> None:
+        """Rule 9: the ingresses the node's state plane learnt, per peer it heard."""
+        hop = self._hop
+        if hop is None or not self._discover:
+            self._meter.counters["drop_ingresses_unasked"] += 1
+            return
+        taken, refused = discovery.entries(header, self._addresses)
+        for ep, reason in refused:
+            self._meter.counters["drop_bad_discovered"] += 1
+            self._refused_found.note(self._loop.time(), endpoint=ep, reason=reason)
+        for peer, eps in (taken or {}).items():
+            key = hop.key_of(peer)
+            for ep in eps:
+                if ep not in self._remote and key is not None:
+                    self._add_remote(hop, ep, key)
+                    self._found_by[ep] = peer
+                    log.info("ingress_discovered", endpoint=ep, peer=peer)
+            for ep in [e for e, p in self._found_by.items() if p == peer and e not in eps]:
+                self._drop_found(ep)
+
+    def _drop_found(self, ep: str) -> None:
+        """Rule 9: a learnt endpoint its peer no longer announces loses its pipe."""
+        peer = self._found_by.pop(ep)
+        remote = self._remote.pop(ep)
+        if remote.ident:
+            self._forget_remote(remote)
+        self._meter.counters["drop_ingress_gone"] += remote.pipe.close()
+        log.info("ingress_undiscovered", endpoint=ep, peer=peer)
 
     def send(self, ingress: str, meta: list[Any], data: bytes) -> bool:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
@@ -203,22 +268,65 @@ class IngressBus:
             self._on_adopt(env.header)
         elif env.kind == envelope.KIND_RELEASE and self._on_release is not None:
             self._on_release(env.header)
+        elif env.kind == envelope.KIND_INGRESSES:
+            self._on_discovered(env.header)
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
         try:
-            if drain_pull(self._tcp_pull, self._on_tcp_envelope, self._meter.counters):
+            if self._drain_tcp(self._tcp_pull):
                 self._loop.call_soon(self._tcp_reader)
         finally:
             self._flush_soon()
+
+    def _drain_tcp(self, sock: zmq.Socket[bytes]) -> bool:
+        """``drain_pull`` that also reads who sent what a worker host sends (rule 8): the
+        first frame is received as a ``zmq.Frame``, whose User-Id the ZAP handler set."""
+        counters = self._meter.counters
+        for _ in range(DRAIN_LIMIT):
+            if sock.closed:
+                return False
+            try:
+                first = sock.recv(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            frames = [first.bytes]
+            while sock.rcvmore:
+                frames.append(sock.recv(zmq.NOBLOCK))
+            try:
+                env = envelope.unpack(frames)
+            except envelope.EnvelopeError as exc:
+                counters["drop_bad_envelope"] += 1
+                refused.ENVELOPES.note(time.monotonic(), reason=str(exc)[:200])
+                continue
+            if env.kind in HOST_KINDS:
+                try:
+                    user = str(first.get("User-Id") or "")
+                except zmq.ZMQError:  # no ZAP handler judged it: not a peer of ours
+                    user = ""
+                self._on_host_envelope(user, env)
+            else:
+                self._on_tcp_envelope(env)
+        return True
+
+    def _on_host_envelope(self, user: str, env: envelope.Envelope) -> None:
+        """Rule 8."""
+        if not user or self._on_host is None:
+            self._meter.counters["drop_host_unknown"] += 1
+            return
+        if env.kind == envelope.KIND_FWD and not sockets.valid_ident(env.header[0]):
+            self._meter.counters["drop_bad_ident"] += 1
+            return
+        self._on_host(user, env)
 
     def _on_tcp_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_IN:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
             self._on_ingress_hb(*env.header[:3])
-            if len(env.header) == 4:
-                self._on_ingress_ring(env.header[0], env.header[1], env.header[3])
+            if len(env.header) >= 4:
+                eps = env.header[4] if len(env.header) == 5 else []
+                self._on_ingress_ring(env.header[0], env.header[1], env.header[3], eps)
         else:  # rule 7: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
@@ -245,8 +353,9 @@ class IngressBus:
         self._pipes[ident] = remote.pipe
         log.info("ingress_found", ingress=ident, endpoint=ep)
 
-    def _on_ingress_ring(self, ident: str, ep: str, ring: list[Any]) -> None:
-        """``conf.bustcp`` rule 6: the ring of the live ingress ``ident`` at ``ep``."""
+    def _on_ingress_ring(self, ident: str, ep: str, ring: list[Any], eps: list[Any]) -> None:
+        """``conf.bustcp`` rule 6: the ring of the live ingress ``ident`` at ``ep``, and
+        where each of its workers listens (rule 7)."""
         remote = self._remote.get(ep)
         if remote is None or remote.ident != ident:
             return  # refused or gone (_on_ingress_hb counted it)
@@ -254,7 +363,11 @@ class IngressBus:
         if idents is None:
             self._meter.counters["drop_bad_ring"] += 1
             return
-        remote.ring = idents
+        new_eps = {i: e for i, e in zip(ring, eps) if e}
+        changed = idents != remote.ring or new_eps != remote.eps
+        remote.ring, remote.eps = idents, new_eps
+        if changed and self.on_ring is not None:
+            self.on_ring()
 
     def ring(self) -> frozenset[str] | None:
         """The workers of every host as the live ingresses of other hosts see them (the union
@@ -262,8 +375,20 @@ class IngressBus:
         rings = [r.ring for r in self._remote.values() if r.ident]
         return frozenset().union(*rings) if rings else None
 
+    def ring_endpoints(self) -> dict[str, str]:
+        """Rule 7: ``{ident: tcp endpoint}`` of the live ingresses' rings' workers on other
+        hosts that ``[[peer]]`` lets us reach there (``TcpHop.worker_key``)."""
+        hop, out = self._hop, dict[str, str]()
+        if hop is None:
+            return {}
+        for r in self._remote.values():
+            if r.ident:
+                out.update((i, e) for i, e in r.eps.items() if hop.worker_key(i, e) is not None)
+        return out
+
     def _forget_remote(self, remote: _Remote) -> None:
         remote.ring = frozenset()
+        remote.eps = {}
         if self._pipes.get(remote.ident) is remote.pipe:
             del self._pipes[remote.ident]
         log.info("ingress_gone", ingress=remote.ident, endpoint=remote.endpoint)
@@ -284,7 +409,13 @@ class IngressBus:
         """Rule 6: one message to the node's worker ``worker`` (at ``ep``, read from the run
         directory) as a ``FWD``; False (counted) when its pipe is full."""
         sock = self._workers.get(worker)
-        if sock is None:
+        if sock is None and ep.startswith("tcp://"):  # a worker of another host (rule 8)
+            key = self._hop.worker_key(worker, ep) if self._hop is not None else None
+            if key is None or self._hop is None:
+                self._meter.counters["drop_forward_gone"] += 1
+                return False
+            sock = self._workers[worker] = self._hop.connect_push(ep, key, self._cfg.hwm)
+        elif sock is None:
             sock = self._workers[worker] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
         try:
             sock.send_multipart(envelope.pack(envelope.KIND_FWD, [ingress, [meta]], [raw]),
@@ -293,6 +424,17 @@ class IngressBus:
             self._meter.counters["drop_forward_full"] += 1
             return False
         self._meter.counters["forwarded"] += 1
+        return True
+
+    def send_host(self, worker: str, ep: str, frames: list[bytes]) -> bool:
+        """Rule 8: one control message to ``worker`` (its pipe as ``forward`` opens it)."""
+        sock = self._workers.get(worker)
+        if sock is None:
+            return False
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
         return True
 
     def forget_worker(self, worker: str) -> None:

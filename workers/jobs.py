@@ -3,9 +3,9 @@ location lookups and HA1 lookups (docs/auth.md) against the cacheDB, RFC 3263 lo
 target's host name (docs/dns.md).
 
 Each ``Job`` the core queues becomes one task, at most ``MAX_JOBS`` at once (past it the
-request gets 503); its outcome goes back into the core (``registered``, ``located``,
-``resolved``) and what that yields is handed to ``done``. No exception ends the worker: a
-cacheDB error answers 500/503, a bug answers 500.
+request gets 503); its outcome goes back into the core (``workers/jobanswers.py``:
+``registered``, ``located``, ``resolved``, ``authenticated``) and what that yields is handed
+to ``done``. No exception ends the worker: a cacheDB error answers 500/503, a bug answers 500.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import structlog
 
 from conf.loadstats import LoadMeter
 from conf.settings import Settings
+from workers import jobanswers as answers
 from workers.cachedb import CacheError
 from workers.coreevents import Job
 from workers.dns import DnsError, Resolver, ResolverConfig
@@ -109,7 +110,7 @@ class Jobs:
                 auth = self.core.sl.auth
                 assert auth is not None and job.credentials is not None
                 ha1 = await auth.store.lookup(*job.credentials, self.loop.time())
-                outs = self.core.authenticated(job, ha1, self.loop.time())
+                outs = answers.authenticated(self.core, job, ha1, self.loop.time())
             elif job.kind == "register":
                 assert self.location is not None
                 inb = job.inb
@@ -118,13 +119,14 @@ class Jobs:
                 r = await self.location.register(job.request, src, time.time())
                 if r.bad_record:
                     log.warning("location_bad_record", call_id=job.request.call_id, error=r.bad_record)
-                outs = self.core.registered(job, r.status, r.reason, r.headers, self.loop.time())
+                outs = answers.registered(self.core, job, r.status, r.reason, r.headers,
+                                          self.loop.time())  # fmt: skip
             else:
                 assert job.ctx is not None and job.ctx.aor is not None and self.location
                 found = await self.location.lookup(job.ctx.aor, time.time())
                 miss = (found.miss.status, found.miss.reason) if found.miss else (404, "Not Found")
                 contacts = [(c.uri, c.source, c.path) for c in found.contacts]
-                outs = self.core.located(job, contacts, miss, self.loop.time())
+                outs = answers.located(self.core, job, contacts, miss, self.loop.time())
         except CacheError as exc:
             log.warning("location_failed", call_id=job.request.call_id, kind=job.kind,
                         error=type(exc).__name__, status=exc.status)  # fmt: skip
@@ -146,15 +148,15 @@ class Jobs:
                         reason=exc.reason)  # fmt: skip
             status = (478, "Unresolvable destination") if exc.reason == "no_address" else (
                 503, "Service Unavailable")  # fmt: skip
-            return self.core.resolved(job, [], status, self.loop.time())
+            return answers.resolved(self.core, job, [], status, self.loop.time())
         addresses = [(t.transport, t.ip, t.port) for t in found]
-        return self.core.resolved(job, addresses, None, self.loop.time())
+        return answers.resolved(self.core, job, addresses, None, self.loop.time())
 
     def _failed(self, job: Job, status: int, reason: str) -> list[Out]:
         if job.kind == "resolve":
-            return self.core.resolved(job, [], (status, reason), self.loop.time())
+            return answers.resolved(self.core, job, [], (status, reason), self.loop.time())
         if job.kind == "auth":
-            return self.core.auth_failed(job, status, reason, self.loop.time())
+            return answers.auth_failed(self.core, job, status, reason, self.loop.time())
         if job.kind == "register":
-            return self.core.registered(job, status, reason, (), self.loop.time())
-        return self.core.located(job, [], (status, reason), self.loop.time())
+            return answers.registered(self.core, job, status, reason, (), self.loop.time())
+        return answers.located(self.core, job, [], (status, reason), self.loop.time())

@@ -8,7 +8,7 @@ import signal
 import structlog
 import zmq
 
-from conf import bustcp, nodekey, process, sockets
+from conf import bustcp, discovery, nodekey, process, sockets
 from conf.settings import Settings
 from workers.cachedb import CacheError
 from workers.ratelimit.pipes import SHARE_INTERVAL_S
@@ -42,8 +42,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     hop = None
     if settings.bus.address:  # ingresses on other hosts (conf/bustcp.py)
         hop = bustcp.TcpHop(ctx, loop, settings, worker.meter.counters)
-        worker.bus.open_tcp(hop)
-        log.info("worker_bus_tcp", endpoint=worker.bus.tcp_endpoint, ingresses=list(hop.ingresses))
+        learns = discovery.learns(settings)  # else [bus] ingresses, which take precedence
+        worker.bus.open_tcp(hop, discovery.peer_addresses(settings) if learns else None)
+        log.info("worker_bus_tcp", endpoint=worker.bus.tcp_endpoint, ingresses=list(hop.ingresses),
+                 discover=learns)  # fmt: skip
 
     def report() -> None:
         log.info("load_stats", **worker.stats(interval))

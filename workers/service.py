@@ -27,6 +27,7 @@ from conf.pipe import PushPipe, oldest_ms
 from conf.rejects import RejectTally, log_rejects
 from conf.settings import Settings
 from conf.workerset import WorkerSet
+from dialogstate.hosts import RING_SOURCE, HostView, ring_pairs
 from dialogstate.sources import STATEPLANE, vanished_source
 from ingress.sip.errors import SipError
 from ingress.sip.scan import scan_message
@@ -136,15 +137,27 @@ class Worker:
         self._forwarded = self._unheld = False
         #: a state plane has told us HANDED (before that, a resync of ours says "fresh")
         self._plane_heard = False
+        #: with workers on several hosts whose dialogs move (dialogstate/hosts.py): every
+        #: host's workers, ours from the run directory and the others' from the edge's ring
+        self.hostview: HostView | None = None
+        #: the first ring was heard (what a joiner expects from each host follows from it)
+        self._ring_heard = False
+        self._ring_told: dict[str, str] | None = None
         if self.stateful is not None and self.stateful.dialogs is not None:
             self.stateful.screen = self._screen
             if self.deltas is not None:  # restored or adopted dialogs come from the state plane
                 self.gate.expect(STATEPLANE, self.loop.time())
                 self.deltas.fresh = lambda: not self._plane_heard
+                if settings.bus.address and settings.bus.ingresses:
+                    self.hostview = HostView(settings.node.name, worker_id)
+                    self.gate.expect(RING_SOURCE, self.loop.time())
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
                               on_adopt=self._on_adopt, on_release=self._on_release,
-                              on_forward=self._on_forward, on_handed=self._on_handed)  # fmt: skip
+                              on_forward=self._on_forward, on_handed=self._on_handed,
+                              on_host=self._on_host)  # fmt: skip
+        if self.hostview is not None:
+            self.bus.on_ring = self.refresh_peers  # a ring changed moves dialogs at once
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
         #: ``ctl reload`` and SIGHUP (workers/reloading.py); ``destination_state`` marks
         self.reloader = Reloader(initial(settings, table), self.stateful is not None,
@@ -214,6 +227,9 @@ class Worker:
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
                 out["handover"] = self.gate.stats()
+                if self.hostview is not None:
+                    out["handover"]["hosts"] = {"workers": len(self.hostview.view()),
+                                                **self.hostview.counters}  # fmt: skip
             if self.limits is not None:
                 out["limits"] = self.limits.stats()
         return out
@@ -252,20 +268,42 @@ class Worker:
         self._peers_read_at = now
         found = sockets.live_endpoints(self.settings.node.run_dir, "worker")
         found.setdefault(self.worker_id, "")
-        if set(found) == set(self.peers.idents):
+        view = found if self.hostview is None else self._host_view(found, now)
+        if set(view) == set(self.peers.idents):
             return
         known = set(self.peers.idents)
         moving = self.deltas is not None and self.stateful is not None and (
             self.stateful.dialogs is not None)  # fmt: skip
-        for ident in known - set(found) - {self.worker_id}:
+        for ident in known - set(view) - {self.worker_id}:
             if moving:
                 self.gate.expect(vanished_source(ident), now)
             self.bus.forget_worker(ident)
-        self.peers = WorkerSet.fixed(found)
-        joined = set(found) - known - {self.worker_id}
+        self.peers = WorkerSet.fixed(view)
+        joined = set(view) - known - {self.worker_id}
         if moving and joined:
             self._let_joiners_take(joined)
+        # probes are shared out among this host's workers (conf/bustcp.py rule 6)
         self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
+
+    def _host_view(self, found: dict[str, str], now: float) -> dict[str, str]:
+        """Every host's workers (dialogstate/hosts.py rule 1); on the first ring heard, the
+        hosts whose state planes owe us the dialogs we take (rule 2); our state plane hears
+        the other hosts' workers before any ``y`` marker that follows from them."""
+        hv = self.hostview
+        assert hv is not None and self.deltas is not None
+        hv.set_local(found)
+        if self.bus.ring() is not None:
+            hv.set_ring(self.bus.ring_endpoints(), now)
+            if not self._ring_heard:
+                self._ring_heard = True
+                for source in hv.first_ring():
+                    self.gate.expect(source, now)
+                self.gate.handed(RING_SOURCE, now)
+        remote = hv.remote()
+        if remote != self._ring_told:
+            self._ring_told = remote
+            self.deltas.ring(ring_pairs(remote))
+        return hv.view()
 
     def _let_joiners_take(self, joined: set[str]) -> None:
         """Workers joined: the dialogs whose Call-IDs they own now leave us silently (the
@@ -313,6 +351,41 @@ class Worker:
             self._on_batch(ingress, metas, payloads)
         finally:
             self._forwarded = False
+
+    def _on_host(self, peer: str, e: env.Envelope) -> None:
+        """What a worker host sent on our TCP socket (workers/bus.py rule 8), from ``peer``
+        as its CURVE key says: checked by dialogstate/hosts.py rule 3 before anything moves."""
+        hv, counters, now = self.hostview, self.meter.counters, self.loop.time()
+        if hv is None:
+            counters["drop_host_unknown"] += 1
+            return
+        if e.kind == env.KIND_HANDED:
+            if e.header[1] != self.worker_id or not hv.check_handed(peer, e.header[0], now):
+                counters["drop_host_handed"] += 1
+                self._host_refused(peer, "handed", e.header[0])
+                return
+            self.refresh_peers()  # a vanished worker's mark (rule 4) changes the view
+            self._on_handed(e.header)
+        elif e.kind == env.KIND_ADOPT:
+            records = hv.check_adopt(peer, e.header, now)
+            if len(records) < len(e.header[1]):
+                counters["drop_host_records"] += len(e.header[1]) - len(records)
+                self._host_refused(peer, "adopt", e.header[3] if len(e.header) > 3 else None)
+            self.refresh_peers()
+            if records:
+                self._on_adopt([peer, records, True])
+        elif e.header[0] not in self.bus.ingresses:  # a FWD names an ingress we serve
+            counters["drop_host_forward"] += 1
+            self._host_refused(peer, "forward", e.header[0])
+        else:
+            self._on_forward(e.header[0], e.header[1], e.payloads)
+
+    def _host_refused(self, peer: str, what: str, source: object) -> None:
+        since = self._drop_log.hit("host_" + what)
+        if since is not None:
+            log.warning("host_handover_refused", peer=peer, kind=what, source=str(source)[:120],
+                        since_last_log=since + 1, counts=dict(self.hostview.counters)
+                        if self.hostview is not None else {})  # fmt: skip
 
     def _on_handed(self, header: list[Any]) -> None:
         """A source sent every dialog it owed us (workers/dialogs/handover.py rule 1)."""

@@ -11,7 +11,8 @@ Rules:
    OPTIONS for the proxy itself are answered statelessly, as their answer is the same for
    every retransmission. The dialog table sees an in-dialog request only once it is not
    refused, so a refused BYE ends no call; one without a Route that matches a dialog we hold
-   is ``known`` to the relay rule (asked before the table sees it).
+   is ``known`` to the relay rule (asked before the table sees it). What becomes of each new
+   request is ``workers/admission.py``'s decision.
 2. Each attempt to forward a request is a client transaction with its own branch. A final
    response that the destination set's failover covers (408, 5xx by default), a timeout
    (Timer B/F) or a transport failure moves on to the next destination of the set (serial
@@ -61,28 +62,18 @@ from dialogstate.table import DialogTable
 from ingress.sip.errors import SipError
 from ingress.sip.message import Request, Response
 from ingress.sip.serialize import build_response
+from workers.admission import Admission
 from workers.auth.admit import NeedsHa1
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
-from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied, held
-from workers.proxy import (
-    Inbound,
-    Out,
-    Plan,
-    StatelessProxy,
-)
-from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger, note_nat
+from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied
+from workers.proxy import Inbound, Out, Plan, StatelessProxy
+from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger
 from workers.registrar.register import Registrar
 from workers.routing.dispatcher import Dispatcher
 from workers.routing.probes import PROBE_BRANCH_PREFIX
-from workers.targets import (
-    contact_targets,
-    fails_over,
-    first_targets,
-    next_set,
-    resolved_targets,
-)
+from workers.targets import fails_over, next_set
 from workers.timerc import TimerC
 from workers.transactions import (
     CancelReceived,
@@ -121,10 +112,8 @@ class StatefulProxy:
         self.table = table or TransactionTable(timers, max_transactions=t.max_transactions,
                                                send_trying=t.send_trying)  # fmt: skip
         self.sl = stateless
-        self.mode = settings.proxy.mode
         self.timer_c_s = t.timer_c_s
         self.cancel_wait_s = 64 * timers.t1
-        self._route_mode = {r.name: r.mode or settings.proxy.mode for r in settings.route}
         self.dispatcher = stateless.routing.dispatcher
         reg = settings.registrar
         hosts = [lst.address for lst in settings.listen]
@@ -134,7 +123,7 @@ class StatefulProxy:
         self.natping = NatPinger(settings.nat, settings.listen, instance=self.dispatcher.instance,
                                  owns=self.dispatcher.owns,
                                  ) if reg.enabled and settings.nat.ping_interval_s > 0 else None  # fmt: skip
-        self._nat_tests = frozenset(settings.nat.detect)
+        self.nat_tests = frozenset(settings.nat.detect)
         self._resp_from: tuple[Response, Inbound] | None = None
         self.jobs: list[Job] = []
         #: dialog tracking (RFC 3261 §12): CDRs, profiles and limits, lifetimes
@@ -144,8 +133,6 @@ class StatefulProxy:
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
         #: rule 10: called with the Call-ID of a message whose dialog is not here
         self.screen: Callable[[str], None] | None = None
-        #: calls refused by a call limit, for the worker to log (one event each)
-        self.refused: list[dict[str, Any]] = []
         #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
         self.health_events: list[Any] = []
         self.timer_c = TimerC()  # rule 6
@@ -156,6 +143,9 @@ class StatefulProxy:
         self.counters: dict[str, int] = {"absorbed": 0, "bad_path": 0, "failover": 0,
                                          "failure_route": 0, "timeout": 0, "table_full": 0,
                                          "timer_c": 0}  # fmt: skip
+        #: rule 1: what becomes of a new request
+        self.admission = Admission(settings, stateless, self.registrar, self.dialogs,
+                                   self.counters)  # fmt: skip
         #: the dialog work beside the transactions (rule 10, lifetimes and their BYEs)
         self.duty = DialogDuty(self.dialogs, self.table, self.dests, stateless.listeners,
                                self.counters) if self.dialogs is not None else None  # fmt: skip
@@ -164,15 +154,14 @@ class StatefulProxy:
         """A reload swapped the worker's routing (``workers/routing/reload.py``): transactions
         in progress keep the sets they hold; new ones use these."""
         self.dispatcher = dispatcher
-        self._route_mode = route_modes
+        self.admission.route_mode = route_modes
 
     @property
     def needed(self) -> bool:
         """Whether the worker needs this core: some route is stateful, the registrar is on, a
         destination set is probed (probe answers come back here), or credentials are read from
         a cacheDB (its ``auth`` jobs)."""
-        return (self.mode == "stateful" or "stateful" in self._route_mode.values()
-                or self.registrar is not None or self.dialogs is not None
+        return (self.admission.any_stateful or self.registrar is not None or self.dialogs is not None
                 or any(ds.probing for ds in self.dispatcher.sets.values())
                 or (self.sl.auth is not None and self.sl.auth.store.uses_cachedb))  # fmt: skip
 
@@ -185,13 +174,14 @@ class StatefulProxy:
         after each input sees each once, and a CDR before anything it takes after it."""
         ev = self._events
         if not ev:
-            collect(ev, self.jobs, self.dialogs, self.refused, self.health_events)
+            collect(ev, self.jobs, self.dialogs, self.admission.refused, self.health_events)
         return ev.popleft() if ev else None
 
     # -- inputs ------------------------------------------------------------------------------
 
-    def _begin(self) -> list[Out]:
-        """A fresh list for what this input sends (every entry point starts with one)."""
+    def begin(self) -> list[Out]:
+        """A fresh list for what this input sends: every input (``handle``, ``handle_timer``,
+        a job's answer: ``workers/jobanswers.py``) starts with one and ends with ``drain``."""
         self._outs = []
         return self._outs
 
@@ -202,12 +192,12 @@ class StatefulProxy:
         if self.screen is not None and self.duty is not None and self.duty.absent(msg):
             self.screen(msg.call_id)
         self.wall = wall
-        outs = self._begin()
+        outs = self.begin()
         if isinstance(msg, Response):
             self._on_response(msg, inb, now)
         else:
-            self._on_request(msg, inb, now)
-        self._drain(now)
+            self.receive_request(msg, inb, now)
+        self.drain(now)
         return outs
 
     def next_deadline(self) -> float | None:
@@ -221,40 +211,30 @@ class StatefulProxy:
         return min((d for d in due if d is not None), default=None)
 
     def handle_timer(self, now: float, wall: float = 0.0) -> list[Out]:
-        outs = self._begin()
+        outs = self.begin()
         self.wall = wall
         self.table.handle_timer(now)
         if self.duty is not None:
             self.duty.expire(now, self.wall)
         for ctx in self.timer_c.due(now):
             self._timer_c_fired(ctx, now)
-        self._drain(now)
+        self.drain(now)
         return outs
 
-    def _on_request(self, req: Request, inb: Inbound, now: float) -> None:
+    def probes(self, now: float) -> list[Out]:
+        """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
+        self.health_events.extend(self.dispatcher.handle_timer(now))
+        pings: list[Out] = self.natping.due(now) if self.natping is not None else []
+        return pings + [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
+                 p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
+
+    def receive_request(self, req: Request, inb: Inbound, now: float) -> None:
+        """A request, new or handed back by its ``auth`` job: one whose HA1 must first be read
+        from a cacheDB becomes that job (``workers/jobanswers.py`` ``authenticated``)."""
         try:
             self._on_request_now(req, inb, now)
         except NeedsHa1 as exc:  # nothing changed yet: handled again once the HA1 is read
             self.jobs.append(Job("auth", None, None, req, inb, credentials=exc.key))
-
-    def authenticated(self, job: Job, ha1: str | None, now: float) -> list[Out]:
-        """The HA1 an ``auth`` job read (None: no such user): the request, handled again."""
-        assert self.sl.auth is not None and job.credentials is not None
-        outs = self._begin()
-        self.sl.auth.given = (job.credentials, ha1)
-        try:
-            self._on_request(job.request, job.inb, now)
-        finally:
-            self.sl.auth.given = None
-        self._drain(now)
-        return outs
-
-    def auth_failed(self, job: Job, status: int, reason: str, now: float) -> list[Out]:
-        """The ``auth`` job's cacheDB failed: the request is answered ``status``."""
-        outs = self._begin()
-        self._outs.append(self.sl._reply(job.request, job.inb, status, reason))
-        self._drain(now)
-        return outs
 
     def _on_request_now(self, req: Request, inb: Inbound, now: float) -> None:
         table, reliable = self.table, inb.transport != "udp"
@@ -286,7 +266,7 @@ class StatefulProxy:
         if self.dialogs is not None and (method == "CANCEL" or register):
             self.dialogs.receive_request(req, now, self.wall)
         if method != "CANCEL" and not register:
-            ctx = self._admit(req, inb, now)
+            ctx = self.admission.admit(req, inb, now, self.wall, self._outs)
             if ctx is None:
                 return
         dest = self.dests.share(inb.ingress, self.sl.reply_meta(inb, req))
@@ -300,54 +280,6 @@ class StatefulProxy:
             ctx.server = txn
         if register and isinstance(txn, ServerTransaction):
             self.jobs.append(Job("register", txn, None, req, inb))
-
-    def _admit(self, req: Request, inb: Inbound, now: float) -> Proxied | None:
-        """The context for a new request of a stateful route, or None when it was answered
-        or forwarded statelessly here (rule 1). The dialog table sees an in-dialog request
-        once it is not refused: a BYE refused (a relay, 483 ...) leaves its call as it was."""
-        dialogs = self.dialogs
-        # asked before the table sees the request, as a BYE ends its dialog there
-        known = dialogs is not None and req.to.tag is not None and (
-            not req.has_header("route")) and dialogs.knows(req)  # fmt: skip
-        try:
-            plan = self.sl.plan(req, inb, known)
-        except SipError as exc:
-            self._outs.append(self.sl._reply(req, inb, exc.status, exc.reason, exc.extra_headers))
-            return None
-        if dialogs is not None:
-            dialogs.receive_request(req, now, self.wall)
-        if plan.local is not None:
-            self._outs.append(self.sl._reply(req, inb, 200, "OK", plan.local))
-            return None
-        ctx = Proxied(held(inb), req, plan)
-        if self.registrar is not None and req.to.tag is None and plan.hop is None:
-            ctx.aor = self.registrar.aor_of(plan.uri)
-            if ctx.aor is not None:  # always stateful: targets come from a lookup (``located``)
-                return ctx if self._admitted(req, inb, plan) else None
-        mode = self._route_mode.get(plan.route.name, self.mode) if plan.route else self.mode
-        if mode != "stateful":
-            self._outs.append(self.sl.request_out(req, inb, known, plan))
-            return None
-        if not self._admitted(req, inb, plan):
-            return None
-        if not first_targets(ctx, plan, req.call_id):  # every destination is down
-            self._outs.append(self.sl._reply(req, inb, *UNAVAILABLE))
-            return None
-        return ctx
-
-    def _admitted(self, req: Request, inb: Inbound, plan: Plan) -> bool:
-        """Call limits (dialog profiles): False when the call was refused here."""
-        if self.dialogs is None:
-            return True
-        route = plan.route.name if plan.route else ""
-        refusal = self.dialogs.admit(req, source_ip=inb.src_ip, route=route)
-        if refusal is None:
-            return True
-        self.counters["over_limit"] = self.counters.get("over_limit", 0) + 1
-        self.refused.append({"call_id": req.call_id, "status": refusal[0], "reason": refusal[1],
-                             "src": f"{inb.src_ip}:{inb.src_port}", "route": route})  # fmt: skip
-        self._outs.append(self.sl._reply(req, inb, *refusal))
-        return False
 
     def _on_response(self, resp: Response, inb: Inbound, now: float) -> None:
         if self.dialogs is not None:
@@ -372,7 +304,8 @@ class StatefulProxy:
 
     # -- events ------------------------------------------------------------------------------
 
-    def _drain(self, now: float) -> None:
+    def drain(self, now: float) -> None:
+        """Carry out what the transaction table's events ask, into the list ``begin`` made."""
         table, outs = self.table, self._outs
         while (item := table.next_event()) is not None:
             txn, ev = item
@@ -408,9 +341,9 @@ class StatefulProxy:
             assert isinstance(txn, ServerTransaction) and ctx.inb is not None
             self.jobs.append(Job("lookup", txn, ctx, req, ctx.inb))
             return
-        self._try_next(ctx, now)
+        self.try_next(ctx, now)
 
-    def _try_next(self, ctx: Proxied, now: float) -> None:
+    def try_next(self, ctx: Proxied, now: float) -> None:
         """Forward to the next target left; answer upstream when none is (rule 2)."""
         req, plan, inb = ctx.request, ctx.plan, ctx.inb
         assert req is not None and plan is not None and inb is not None
@@ -469,10 +402,10 @@ class StatefulProxy:
     def dialog_expired(self, call_id: str, from_tag: str, now: float, wall: float) -> list[Out]:
         """The timer service fired a dialog's lifetime: its BYEs, if it is still due."""
         assert self.duty is not None
-        outs = self._begin()
+        outs = self.begin()
         self.wall = wall
         self.duty.expire_key(call_id, from_tag, now, wall)
-        self._drain(now)
+        self.drain(now)
         return outs
 
     def _timer_c_fired(self, ctx: Proxied, now: float) -> None:
@@ -486,7 +419,7 @@ class StatefulProxy:
             if live:
                 self.table.cancel(client, now)  # type: ignore[arg-type]
             status = (487, "Request Terminated") if ctx.cancelled else TIMEOUT
-            self._local_final(ctx, *status, now)
+            self.local_final(ctx, *status, now)
         else:
             if live:
                 self.table.transport_error(client, now)  # type: ignore[arg-type]
@@ -514,11 +447,11 @@ class StatefulProxy:
         ctx.outcome = status
         if ctx.targets and not ctx.cancelled and fails_over(ctx, status):
             self.counters["failover"] += 1
-            self._try_next(ctx, now)
+            self.try_next(ctx, now)
             return
         if ctx.next_sets and not ctx.cancelled:  # this set is done with the call (rule 11)
             ctx.targets.clear()
-            self._try_next(ctx, now)
+            self.try_next(ctx, now)
             return
         self._answer_best(ctx, now)
 
@@ -551,7 +484,7 @@ class StatefulProxy:
             ctx.targets.clear()
         elif ctx.targets and not ctx.cancelled:
             self.counters["failover"] += 1
-        self._try_next(ctx, now)
+        self.try_next(ctx, now)
 
     def _on_cancelled(self, txn: Transaction, now: float) -> None:
         ctx: Proxied | None = txn.context
@@ -564,7 +497,7 @@ class StatefulProxy:
             self.table.cancel(client, now)  # a SendCancel follows once it may (§9.1)
             self.timer_c.arm(ctx, now + self.cancel_wait_s)
         else:
-            self._local_final(ctx, 487, "Request Terminated", now)
+            self.local_final(ctx, 487, "Request Terminated", now)
 
     def _send_cancel(self, txn: Transaction, data: bytes, now: float) -> None:
         assert isinstance(txn, ClientTransaction)
@@ -574,78 +507,16 @@ class StatefulProxy:
         except (TableFull, ValueError):
             self.counters["table_full"] += 1  # Timer C or B ends the branch anyway
 
-    # -- cacheDB jobs and probes --------------------------------------------------------------
-
-    def registered(self, job: Job, status: int, reason: str, headers: tuple[bytes, ...],
-                   now: float) -> list[Out]:  # fmt: skip
-        """The REGISTER of ``job`` is answered: what to send."""
-        outs = self._begin()
-        data = build_response(job.request, status, reason, extra_headers=headers)
-        assert job.txn is not None  # a "register" job has one
-        if job.txn.accepts(status):
-            self.table.respond(job.txn, data, status, now)
-        if status == 200 and self.natping is not None and job.inb is not None:
-            note_nat(self.natping, self.registrar, job.request, job.inb, self._nat_tests, now)
-        self._drain(now)
-        return outs
-
-    def located(self, job: Job, contacts: list[tuple[str, Any, tuple[str, ...]]],
-                miss: tuple[int, str], now: float) -> list[Out]:  # fmt: skip
-        """The lookup of ``job`` found ``contacts`` ((contact URI, source, Path) by q,
-        highest first): forward to them in turn (``targets.contact_targets``: through a
-        Path, or to where the REGISTER came from), or answer ``miss`` when there are none."""
-        outs = self._begin()
-        ctx = job.ctx
-        assert ctx is not None
-        if ctx.cancelled:
-            self._local_final(ctx, 487, "Request Terminated", now)
-        elif not contacts:
-            self._local_final(ctx, *miss, now)
-        else:
-            targets, bad = contact_targets(contacts)
-            if bad:  # forged or damaged Path records: those contacts are skipped
-                self.counters["bad_path"] += bad
-            ctx.targets.extend(targets)
-            if not ctx.targets:
-                ctx.fallback = miss
-            self._try_next(ctx, now)
-        self._drain(now)
-        return outs
-
-    def resolved(self, job: Job, addresses: list[tuple[str, str, int]],
-                 failure: tuple[int, str] | None, now: float) -> list[Out]:  # fmt: skip
-        """The host of ``job.target`` resolved to ``addresses`` ((transport, ip, port), best
-        first; RFC 3263 order), tried before the targets left; or it failed with ``failure``
-        (478 or 503), and the next target is tried."""
-        outs = self._begin()
-        ctx, target = job.ctx, job.target
-        assert ctx is not None and target is not None
-        if ctx.cancelled:
-            self._local_final(ctx, 487, "Request Terminated", now)
-        elif not ctx.done:
-            if failure is not None:
-                ctx.fallback = failure
-            ctx.targets[:0] = resolved_targets(target, addresses)
-            self._try_next(ctx, now)
-        self._drain(now)
-        return outs
-
-    def probes(self, now: float) -> list[Out]:
-        """OPTIONS probes due now, as outs for ``ingress`` (the worker fills the ingress)."""
-        self.health_events.extend(self.dispatcher.handle_timer(now))
-        pings: list[Out] = self.natping.due(now) if self.natping is not None else []
-        return pings + [("", [p.transport, p.host, p.port, 0, p.listener.address, p.listener.port],
-                 p.data) for p in self.dispatcher.due_probes(now)]  # fmt: skip
-
     # -- answers upstream --------------------------------------------------------------------
 
     def _answer_best(self, ctx: Proxied, now: float) -> None:
         if ctx.best is not None:
             self._send_upstream(ctx, ctx.best, ctx.best_status, now)
         else:
-            self._local_final(ctx, *ctx.fallback, now)
+            self.local_final(ctx, *ctx.fallback, now)
 
-    def _local_final(self, ctx: Proxied, status: int, reason: str, now: float) -> None:
+    def local_final(self, ctx: Proxied, status: int, reason: str, now: float) -> None:
+        """Answer ``ctx``'s request upstream with a final of our own."""
         if ctx.request is not None:
             data = build_response(ctx.request, status, reason)
             self._send_upstream(ctx, data, status, now, local=True)

@@ -36,19 +36,20 @@ def _reap() -> Iterator[None]:
 @pytest.fixture
 def start_node(tmp_path: Path) -> Iterator[StartNode]:
     """``start_node(dest_port, scale="worker=2", name="e2e")`` starts a node on a free port
-    (run directory ``run<i>`` under tmp_path, i counting from 0); at teardown
+    (run directory ``run<i>`` under tmp_path, i counting from 0) and waits until it is ready
+    (``Node.wait_ready``; ``wait=False``: returns once spawned); at teardown
     it is stopped with SIGTERM and every process must exit 0 within 5 s (unless killed)."""
     nodes: list[Node] = []
 
     def start(dest_port: int | list[int | str], scale: str = "worker=2", extra: str = "",
               set_extra: str = "", log_extra: str = "", name: str = "e2e",
-              listen_first: str = "") -> Node:  # fmt: skip
+              listen_first: str = "", wait: bool = True) -> Node:  # fmt: skip
         port = free_port()
         run_dir = tmp_path / f"run{len(nodes)}"
         conf = tmp_path / f"sipline{len(nodes)}.toml"
         write_config(conf, run_dir, port, dest_port, extra=extra, set_extra=set_extra,
                      log_extra=log_extra, name=name, listen_first=listen_first)  # fmt: skip
-        node = Node.start(conf, run_dir, port, scale)
+        node = Node.start(conf, run_dir, port, scale, wait)
         nodes.append(node)
         return node
 

@@ -34,8 +34,12 @@ _READERS: dict[int, threading.Thread] = {}
 
 
 def _spawn(argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    # errors="replace": a child may print bytes that are not UTF-8 (Kamailio at debug=3 prints
+    # TLS records); a decoding error would end the thread reading its pipe, and the child
+    # would then block once the pipe is full
     popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+                             errors="replace", start_new_session=True,
+                             **kwargs)  # type: ignore[call-overload]  # fmt: skip
     _CHILDREN.append(popen)
     return popen
 
@@ -271,11 +275,15 @@ class Node:
     killed: bool = False
 
     @classmethod
-    def start(cls, conf: Path, run_dir: Path, port: int, scale: str = "worker=2") -> Node:
+    def start(cls, conf: Path, run_dir: Path, port: int, scale: str = "worker=2",
+              wait: bool = True) -> Node:  # fmt: skip
+        """The node once ready (``wait_ready``); ``wait=False``: at once, just spawned."""
         argv = [os.path.join(VENV_BIN, "honcho"), "-f", str(REPO / "Procfile"), "start",
                 "-c", scale]  # fmt: skip
         proc = Proc.start(argv, env_for(conf), REPO)
         node = cls(port, conf, run_dir, proc)
+        if not wait:
+            return node
         try:
             node.wait_ready(_count(scale, "ingress"), _count(scale, "worker"))
         except BaseException:
@@ -294,7 +302,11 @@ class Node:
                 seen: dict[str, int] = {}
                 for e in self.proc.events("worker_joined"):
                     proc = str(e["proc"])
-                    seen[proc] = max(seen.get(proc, 0), int(str(e["workers"])))
+                    # the timers log worker_joined too (conf/pipe.py), and may see every
+                    # worker before an ingress does: a call sent then lands on the workers
+                    # the ingress knows, and a worker joining afterwards takes its BYE
+                    if proc.startswith("ingress"):
+                        seen[proc] = max(seen.get(proc, 0), int(str(e["workers"])))
                 if sum(1 for n in seen.values() if n >= workers) >= ingresses:
                     return
             time.sleep(0.05)  # polling step, bounded by the deadline

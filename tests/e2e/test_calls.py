@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,6 +31,27 @@ def test_tcp_calls_complete(start_node: StartNode, uas: Uas, tmp_path: Path) -> 
     node = start_node(dport, "worker=2")
     res = sipp_uac(node.port, "t1", 2000, 200, tmp_path)
     assert (res.successful, res.failed) == (2000, 0), res.output
+
+
+def test_a_call_sent_as_soon_as_the_ingress_listens_completes(
+    start_node: StartNode, uas: Uas, tmp_path: Path
+) -> None:
+    """A node just started, and a call sent the moment its ingress says it listens: the
+    ingress bound its port only once a worker had joined it (ingress/service.py rule 7), so
+    the INVITE is served, not refused 503 for want of a worker (the workers come up after
+    the ingress: its ``ingress_ready`` said workers 0 before)."""
+    dport, _ = uas("u1")
+    node = start_node(dport, "worker=2", wait=False)
+    end = time.monotonic() + 30
+    while not node.proc.events("ingress_listening"):
+        assert time.monotonic() < end and node.proc.popen.poll() is None, node.proc.text()[-3000:]
+        time.sleep(0.01)  # polling step, bounded by the deadline
+    res = sipp_uac(node.port, "u1", 1, 1, tmp_path)
+    assert (res.successful, res.failed) == (1, 0), res.output
+    (ready,) = node.proc.events("ingress_ready")
+    assert int(str(ready["workers"])) >= 1, ready
+    assert not node.proc.events("no_worker_available")
+    node.wait_ready(1, 2)  # as every other test starts from, before the fixture stops it
 
 
 def test_scaled_stages(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:

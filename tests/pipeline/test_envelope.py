@@ -30,6 +30,10 @@ class TestRoundTrip:
 
     def test_heartbeat(self) -> None:
         """A heartbeat carries worker id, endpoint and state."""
+        ring = ["i", "tcp://127.0.0.2:7600", "up", ["b.w-1", "a.w-2"], ["tcp://127.0.0.3:9", ""]]
+        assert envelope.unpack(envelope.pack(envelope.KIND_HB, ring)).header == ring
+        adopt = ["b", [["call", "tag"]], True, "stateplane@b"]
+        assert envelope.unpack(envelope.pack(envelope.KIND_ADOPT, adopt)).header == adopt
         env = envelope.unpack(envelope.pack(envelope.KIND_HB, ["w-1", "ipc:///x", "up"]))
         assert env.header == ["w-1", "ipc:///x", "up"]
 
@@ -64,6 +68,9 @@ class TestRefusal:
             [envelope.KIND_HB, msgpack.packb(["w", "e"])],
             [envelope.KIND_HB, msgpack.packb({1: 2})],  # int map key refused
             [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], "yes"])],  # handed_back is a bool
+            [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], True, 1])],  # source is a str
+            [envelope.KIND_HB, msgpack.packb(["i", "e", "up", ["w-1"], []])],  # an endpoint each
+            [envelope.KIND_HB, msgpack.packb(["i", "e", "up", ["w-1"], [1]])],  # a str each
             [envelope.KIND_RELEASE, msgpack.packb(["node-a", [1], []])],  # an address is a str
             [envelope.KIND_RELEASE, msgpack.packb(["node-a", ["127.0.0.11"], []]), b"x"],
             [envelope.KIND_IN, b"\x00" * (envelope.MAX_HEADER_BYTES + 1)],
@@ -71,7 +78,8 @@ class TestRefusal:
         ids=[
             "empty", "one-frame", "future-version", "unknown-kind", "bad-msgpack",
             "meta-without-payload", "short-meta", "map-header", "short-heartbeat", "int-key",
-            "adopt-flag-not-bool", "release-not-str", "release-with-payload", "huge-header",
+            "adopt-flag-not-bool", "adopt-source-not-str", "ring-endpoints-short",
+            "ring-endpoint-not-str", "release-not-str", "release-with-payload", "huge-header",
         ],
     )  # fmt: skip
     def test_bad_envelopes(self, frames: list[bytes]) -> None:

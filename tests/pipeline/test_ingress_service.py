@@ -13,9 +13,11 @@ import zmq
 from structlog.testing import capture_logs
 
 from conf.load import from_dict
+from conf.loadstats import LoadMeter
 from ingress.service import Ingress
 from ingress.sip.parser import MAX_HEADER_FIELDS
 from tests.pipeline.helpers import run, until
+from workers.bus import IngressBus
 
 INVITE = (
     b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\n"
@@ -73,7 +75,8 @@ def settings(tmp_path: Path) -> Any:
         {
             "node": {"run_dir": str(tmp_path)},
             "listen": [{"transport": "udp", "address": "127.0.0.1", "port": port}],
-            "bus": {"retry_after_s": 7},
+            # these tests are about an ingress with no worker: it listens at once
+            "bus": {"retry_after_s": 7, "first_worker_wait_s": 0},
         }
     )
 
@@ -190,3 +193,89 @@ def test_malformed_ack_is_never_answered(ctx: zmq.Context[Any], settings: Any) -
         assert reply is not None and b"Call-ID: marker@" in reply  # the ACK got nothing
 
     _with_ingress(ctx, settings, test)
+
+
+def _waiting(settings: Any, first_s: float) -> Any:
+    """``settings`` whose ingress waits ``first_s`` for a first worker (heartbeats of 50 ms)."""
+    return replace(settings, bus=replace(settings.bus, heartbeat_ms=50, first_worker_wait_s=first_s))
+
+
+def test_a_starting_ingress_listens_once_the_first_worker_joins(
+    ctx: zmq.Context[Any], settings: Any, tmp_path: Path
+) -> None:
+    """At a node's start no worker is live yet: the ingress binds nothing while none has
+    joined (well within its 4 s bound), and binds its listeners once one has, so its first
+    INVITE reaches that worker instead of a 503 (service.py rule 7)."""
+    settings = _waiting(settings, 4.0)
+
+    async def body() -> None:
+        ing = Ingress(settings, "ingress.t-1", ctx)
+        worker: IngressBus | None = None
+        with capture_logs() as logs:
+            started = asyncio.create_task(ing.start())
+            try:
+                await asyncio.sleep(0.5)  # the test's claim: still not listening after 0.5 s
+                assert not started.done() and not ing.udp
+                got: list[bytes] = []
+                worker = IngressBus(ctx, settings.bus, str(tmp_path), "worker.1-2",
+                                    lambda _i, _m, p: got.extend(p), LoadMeter(0))  # fmt: skip
+                await until(lambda: bool(worker.heartbeat()) or started.done(), 0.05)
+                await started
+                assert ing.udp and ing.bus.workers
+                client = Client()
+                client.sock.sendto(client.request(), ("127.0.0.1", settings.listen[0].port))
+                await until(lambda: bool(got))
+                client.sock.close()
+            finally:
+                started.cancel()
+                if worker is not None:
+                    worker.close()
+                await ing.close()
+        (ready,) = [e for e in logs if e["event"] == "ingress_ready"]
+        assert ready["workers"] == 1 and ready["waited_ms"] >= 500, ready
+        assert ing.meter.counters["rejected_503"] == 0
+
+    run(body)
+
+
+def test_a_starting_ingress_without_workers_listens_at_its_bound(
+    ctx: zmq.Context[Any], settings: Any
+) -> None:
+    """No worker ever comes: the ingress still binds its listeners after ``[bus]
+    first_worker_wait_s`` (1 s here) and answers a new INVITE 503."""
+    settings = _waiting(settings, 1.0)
+
+    async def body() -> None:
+        ing = Ingress(settings, "ingress.t-1", ctx)
+        with capture_logs() as logs:
+            try:
+                await ing.start()
+                client = Client()
+                client.sock.sendto(client.request(), ("127.0.0.1", settings.listen[0].port))
+                reply = await client.recv()
+                client.sock.close()
+            finally:
+                await ing.close()
+        assert reply is not None and reply.startswith(b"SIP/2.0 503 "), reply
+        (ready,) = [e for e in logs if e["event"] == "ingress_ready"]
+        assert ready["workers"] == 0 and ready["waited_ms"] >= 1000, ready
+
+    run(body)
+
+
+def test_a_stop_ends_the_wait_for_a_first_worker(ctx: zmq.Context[Any], settings: Any) -> None:
+    """SIGTERM while a starting ingress waits for its first worker (30 s bound): ``start``
+    returns at once (the test's 5 s bound) with nothing bound."""
+    settings = _waiting(settings, 30.0)
+
+    async def body() -> None:
+        ing = Ingress(settings, "ingress.t-1", ctx)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.1, stop.set)
+        try:
+            await ing.start(stop)
+            assert not ing.udp
+        finally:
+            await ing.close()
+
+    run(body)

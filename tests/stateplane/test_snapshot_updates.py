@@ -13,6 +13,7 @@ from stateplane.updates import (
     Chunk,
     Hugz,
     Icanhaz,
+    Ingresses,
     Kthxbai,
     Update,
     UpdateError,
@@ -75,6 +76,7 @@ MESSAGES = [
     Update("n", 1, 1, "dialog", ["t", "cid", "ft", "bye", "caller", 1.5]),
     Hugz("n", 3, 7, "127.0.0.10=active,[::1]=passive"), Icanhaz("n", 1, 0, 0),
     Chunk("n", 2, [["cid", "ft", *range(22)]]), Kthxbai("n", 2, 1, 9, True, 1),
+    Ingresses("n", ["tcp://127.0.0.2:7600", "tcp://[::1]:7601"]),
 ]  # fmt: skip
 
 
@@ -93,6 +95,9 @@ BAD = [
     [b"HUGZ", msgpack.packb([1, "", 1, 1, ""])], [b"HUGZ", msgpack.packb([1, "n", 1, 1, "boss"])],
     [b"KVSYNC", msgpack.packb([1, "n", 1, [["short"]]])],
     [b"KTHXBAI", msgpack.packb([1, "n", 1, 1, 1, 1, 0])],
+    [b"INGRESSES", msgpack.packb([1, "n", ["tcp://127.0.0.2:1", 7]])],
+    [b"INGRESSES", msgpack.packb([1, "n", "tcp://127.0.0.2:1"])],
+    [b"INGRESSES", msgpack.packb([1, "", []])], [b"INGRESSES", msgpack.packb([1, "n"])],
 ]  # fmt: skip
 
 
@@ -102,7 +107,8 @@ def test_garbage_is_refused(frames: list[bytes]) -> None:
         unpack(frames)
 
 
-@given(st.sampled_from([b"UPD", b"HUGZ", b"ICANHAZ", b"KVSYNC", b"KTHXBAI", b"x"]), st.binary())
+@given(st.sampled_from([b"UPD", b"HUGZ", b"ICANHAZ", b"KVSYNC", b"KTHXBAI", b"INGRESSES", b"x"]),
+       st.binary())  # fmt: skip
 def test_anything_parses_or_raises_update_error(kind: bytes, data: bytes) -> None:
     try:
         unpack([kind, data])

@@ -18,6 +18,7 @@ from tests.cachedb.servers import Server
 from tests.workers.auth_client import challenge_params, credentials, h
 from workers.auth.admit import Authenticator
 from workers.cachedb import open_cachedb
+from workers.jobanswers import authenticated
 from workers.proxy import Inbound, Out, StatelessProxy
 from workers.refusals import Drop, Malformed
 from workers.routing.table import RoutingTable
@@ -216,7 +217,7 @@ def test_ha1_from_a_cachedb_through_an_auth_job(tmp_path: Path) -> None:
 
         run(lookup)
         assert found == [h("MD5", f"alice:{REALM}:pw")]
-        assert len(forwarded(c.sf.authenticated(job, found[0], NOW))) == 1
+        assert len(forwarded(authenticated(c.sf, job, found[0], NOW))) == 1
         nc2 = request("INVITE", via="SIP/2.0/UDP 10.0.0.1:5070;branch=z9hG4bKj3", cseq=3,
                       extra=(auth_line(ch, nc=2),))  # fmt: skip
         assert len(forwarded(c.send(nc2))) == 1  # the answer is near-cached: no second job

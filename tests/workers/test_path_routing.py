@@ -1,5 +1,5 @@
 """Requests to a contact registered through an edge proxy (RFC 3327 Path): the stateful core
-routes them loosely through the Path (workers/stateful.py ``located``), as Kamailio's
+routes them loosely through the Path (workers/jobanswers.py ``located``), as Kamailio's
 ``lookup()`` does. The core in memory, its lookup job answered by hand; the location store
 and the wire are in tests/workers/test_location.py and tests/e2e/test_path.py."""
 
@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from conf.settings import Registrar
 from ingress.sip.serialize import build_response
+from workers.jobanswers import located, resolved
 from workers.proxy import Out, StatelessProxy
 from workers.registrar.register import Source
 from workers.routing.table import RoutingTable
@@ -33,7 +34,7 @@ def call(path: tuple[str, ...], contacts: int = 1) -> tuple[StatefulProxy, list[
     (job,) = [j for j in p.jobs if j.kind == "lookup"]
     p.jobs.clear()
     found = [(CONTACT.replace("bob@", f"bob{i}@"), SOURCE, path) for i in range(contacts)]
-    return p, p.located(job, found, (480, "Temporarily Unavailable"), 0.0)
+    return p, located(p, job, found, (480, "Temporarily Unavailable"), 0.0)
 
 
 def downstream(outs: list[Out]) -> list[tuple[str, int, bytes]]:
@@ -87,7 +88,7 @@ def test_path_host_name_goes_to_the_resolver() -> None:
     assert downstream(outs) == []
     (job,) = [j for j in p.jobs if j.kind == "resolve"]
     assert job.target is not None and job.target[0].host == "edge.example.net"
-    outs = p.resolved(job, [("udp", "127.0.0.63", 5093)], None, 0.1)
+    outs = resolved(p, job, [("udp", "127.0.0.63", 5093)], None, 0.1)
     ((ip, port, data),) = downstream(outs)
     assert (ip, port) == ("127.0.0.63", 5093)
     assert parsed_req(data).header_values("route") == [b"<sip:edge.example.net;lr>"]

@@ -36,6 +36,13 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
+# the lines' keys are read by the state plane too (conf/cdrkeys.py: what every process agrees on)
+from conf.cdrkeys import cdr_key
+from conf.cdrkeys import keys_in as _keys
+from conf.cdrkeys import tail_lines as _tail_fd
+
+__all__ = ["CdrWriter", "cdr_key"]
+
 #: lines held at most while the file fails (rule 4)
 DEFAULT_MAX_LINES = 10_000
 #: how long a written line may wait for its fsync (rule 3): a host crash loses at most this
@@ -51,17 +58,9 @@ RECENT_BYTES = 4 << 20
 #: envelopes within this time; a reading is extended by what was appended since)
 RECENT_REUSE_S = 5.0
 
-#: how a line this writer made begins (``make_cdr`` puts the key's two fields first)
-_HEAD, _MID = b'{"call_id":"', b'","from_tag":"'
-
 #: ``json.dumps(cdr, separators=(",", ":"), ensure_ascii=False)`` builds a ``JSONEncoder`` per
 #: call; one built once writes the same text (tests/workers/test_cdr_line.py), ~1.5 µs a CDR
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
-def cdr_key(call_id: str, from_tag: str) -> str:
-    """A dialog's key as the table spells it (Call-ID NUL From-tag)."""
-    return call_id + "\0" + from_tag
 
 
 class CdrWriter:
@@ -254,44 +253,6 @@ class CdrWriter:
 
 def _ident(st: os.stat_result) -> tuple[int, int]:
     return (st.st_dev, st.st_ino)
-
-
-def _tail_fd(fd: int, max_bytes: int, start: int) -> tuple[int, bytes]:
-    """(offset read to, the whole lines from the later of ``start`` and the last
-    ``max_bytes``); an offset below ``start`` says the file is shorter than that now."""
-    size = os.fstat(fd).st_size
-    if size < start:
-        return size, b""
-    first = max(start, size - max_bytes)
-    data = os.pread(fd, size - first, first)
-    if first > start:  # we began inside a line: drop its end
-        cut = data.find(b"\n") + 1
-        first, data = first + cut, data[cut:] if cut else b""
-    end = data.rfind(b"\n") + 1  # a line still being written is read next time
-    return first + end, data[:end]
-
-
-def _keys(data: bytes) -> set[str]:
-    """Rule 8: the keys of the lines in ``data``. A line this writer made starts with its
-    Call-ID and From-tag, cut out with ``find`` (a JSON string holds no bare quote); one with
-    a backslash in them, or written another way, is decoded whole."""
-    keys: set[str] = set()
-    for line in data.split(b"\n"):
-        if line.startswith(_HEAD):
-            mid = line.find(_MID, len(_HEAD))
-            end = line.find(b'"', mid + len(_MID)) if mid > 0 else -1
-            if end > 0 and b"\\" not in line[:end]:
-                keys.add(cdr_key(line[len(_HEAD) : mid].decode("utf-8", "surrogateescape"),
-                                 line[mid + len(_MID) : end].decode("utf-8", "surrogateescape")))
-                continue
-        try:
-            cdr = json.loads(line.decode("utf-8", "surrogateescape"))
-        except ValueError:
-            continue
-        if isinstance(cdr, dict) and isinstance(cdr.get("call_id"), str):
-            tag = cdr.get("from_tag")
-            keys.add(cdr_key(cdr["call_id"], tag) if isinstance(tag, str) else cdr["call_id"])
-    return keys
 
 
 def _split_lines(data: bytes) -> list[bytes]:

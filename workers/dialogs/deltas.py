@@ -23,6 +23,10 @@ Rules:
 5. A worker that let go of the dialogs a joining worker takes says so with
    ``["y", worker, joiner]`` after its live deltas, so the state plane hands the joiner
    those dialogs from its mirror only once it holds their last state (``workers/dialogs/handover.py``).
+6. On a host of several (``dialogstate/hosts.py``) the worker tells the state plane the other
+   hosts' workers it sees, ``["ring", worker, [[ident, endpoint], ...]]``, whenever that
+   changes, before the ``y`` markers that follow from it; a send the pipe refuses is tried
+   again at each heartbeat, and a resync starts with the last one.
 """
 
 from __future__ import annotations
@@ -54,6 +58,9 @@ class DeltaLink:
         self._resync: Iterator[list[list[Any]]] | None = None
         #: whether no state plane has handed this worker anything yet (rule 2's ``fresh``)
         self.fresh: Callable[[], bool] = lambda: False
+        #: rule 6: the last ring told, and whether the pipe refused it
+        self._ring: list[list[str]] | None = None
+        self._ring_owed = False
 
     def after_iteration(self) -> None:
         """Rule 1."""
@@ -73,8 +80,20 @@ class DeltaLink:
             return
         self.pipe.flush()
 
+    def ring(self, pairs: list[list[str]]) -> None:
+        """Rule 6."""
+        self._ring = pairs
+        self.after_iteration()  # what changed before is older than the ring
+        self._ring_owed = not self.pipe.add([["ring", self.worker_id, pairs]], b"")
+        if self._ring_owed:
+            self.counters["drop_deltas"] += 1
+            return
+        self.pipe.flush()
+
     def heartbeat(self) -> None:
         """Rule 2: start a resync when one is owed and the pipe has room again."""
+        if self._ring_owed and self._ring is not None:
+            self.ring(self._ring)
         if self._state_plane_restarted():
             self.owed = True
             self.counters["stateplane_restarts_seen"] += 1
@@ -96,6 +115,8 @@ class DeltaLink:
         return seen is not None and seen != self._file
 
     def _batches(self) -> Iterator[list[list[Any]]]:
+        if self._ring is not None:  # rule 6: a restarted state plane knows no other host
+            yield [["ring", self.worker_id, self._ring]]
         yield [["s+", self.worker_id, "fresh" if self.fresh() else ""]]
         keys = self.table.keys()
         for start in range(0, len(keys), RESYNC_CHUNK):
