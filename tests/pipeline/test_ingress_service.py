@@ -17,6 +17,7 @@ from conf.loadstats import LoadMeter
 from ingress.main import serve
 from ingress.service import Ingress
 from ingress.sip.parser import MAX_HEADER_FIELDS
+from tests.e2e.node import free_port
 from tests.pipeline.helpers import run, until
 from workers.bus import IngressBus
 
@@ -33,9 +34,7 @@ INVITE = (
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()  # from below the ephemeral range (tests/e2e/node.py)
 
 
 class Client:
