@@ -150,6 +150,30 @@ def test_worker_never_connects_to_an_unannounced_ingress(ctx: zmq.Context[Any],
     run(body)
 
 
+def test_output_before_the_first_heartbeat_finds_the_ingress(ctx: zmq.Context[Any],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """A worker just started has output (an answer to a FWD another worker passed it, which
+    saw its socket file) before its first heartbeat: it looks for ingresses then and there,
+    and the answer reaches the ingress instead of being dropped as for an unknown one."""
+
+    async def body() -> None:
+        received: list[tuple[list[Any], bytes]] = []
+        ingress = WorkerBus(ctx, Bus(), str(tmp_path), "ingress.1-1",
+                            lambda m, p: received.extend(zip(m, p)), LoadMeter(0))  # fmt: skip
+        meter = LoadMeter(0)
+        worker = IngressBus(ctx, Bus(), str(tmp_path), "worker.1-2", lambda *a: None, meter)
+        try:
+            assert worker.send("ingress.1-1", OUT_META, b"answer")
+            worker.flush()
+            await until(lambda: len(received) == 1)
+            assert received[0][1] == b"answer" and meter.counters["drop_unknown_ingress"] == 0
+        finally:
+            worker.close()
+            ingress.close()
+
+    run(body)
+
+
 def test_udp_for_a_departed_ingress_leaves_through_a_live_one(ctx: zmq.Context[Any],
                                                                tmp_path: Path) -> None:  # fmt: skip
     """UDP output addressed to an ingress that left (replaced) goes out through a live one,
