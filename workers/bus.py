@@ -426,17 +426,6 @@ class IngressBus:
         self._meter.counters["forwarded"] += 1
         return True
 
-    def send_host(self, worker: str, ep: str, frames: list[bytes]) -> bool:
-        """Rule 8: one control message to ``worker`` (its pipe as ``forward`` opens it)."""
-        sock = self._workers.get(worker)
-        if sock is None:
-            return False
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
-
     def forget_worker(self, worker: str) -> None:
         sock = self._workers.pop(worker, None)
         if sock is not None:

@@ -370,7 +370,11 @@ class Node:
                 seen: dict[str, int] = {}
                 for e in self.proc.events("worker_joined"):
                     proc = str(e["proc"])
-                    seen[proc] = max(seen.get(proc, 0), int(str(e["workers"])))
+                    # the timers log worker_joined too (conf/pipe.py), and may see every
+                    # worker before an ingress does: a call sent then lands on the workers
+                    # the ingress knows, and a worker joining afterwards takes its BYE
+                    if proc.startswith("ingress"):
+                        seen[proc] = max(seen.get(proc, 0), int(str(e["workers"])))
                 if sum(1 for n in seen.values() if n >= workers) >= ingresses:
                     return
             time.sleep(0.05)  # polling step, bounded by the deadline

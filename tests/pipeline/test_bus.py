@@ -250,3 +250,27 @@ def test_without_a_flush_delay_each_iteration_sends(ctx: zmq.Context[Any],
         hop.close()
 
     run(body)
+
+
+def test_a_pipe_closed_before_its_flush_is_due_is_not_flushed(ctx: zmq.Context[Any],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """A pipe that filled ``max_batch`` and took more within one flush interval is listed
+    twice for the flush; once its worker is gone, the due flush touches it no more (no send
+    on a closed socket), and what it held is counted lost."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: errors.append(context))
+        hop = Hop(ctx, tmp_path, Bus(flush_ms=20, max_batch=2))
+        await hop.joined()
+        for i in range(3):  # two leave at once, the third waits for the flush
+            assert hop.ingress.submit(b"call", IN_META, b"m%d" % i) == ADMIT
+        hop.ingress._peers.close("worker.1-2")
+        t0 = loop.time()
+        await until(lambda: loop.time() - t0 > 0.1)  # past the flush that was due
+        assert errors == []
+        assert hop.ingress._meter.counters["drop_worker_gone"] == 1
+        hop.close()
+
+    run(body)
