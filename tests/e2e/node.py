@@ -1,7 +1,8 @@
 """Run a real sipline node (honcho on the Procfile) and sipp against it, for end-to-end tests.
 
 Rules:
-1. Every port is picked free at run time on 127.0.0.1 (UDP and TCP alike); never 5060/5080.
+1. Every port is picked free at run time on 127.0.0.1 (UDP and TCP alike), from below the
+   kernel's ephemeral range, a share per pytest-xdist worker; never 5060/5080.
 2. Nothing waits on a fixed sleep: readiness is an OPTIONS answered, exit is a process reaped,
    both polled to a deadline.
 3. Every child is bounded in time and killed (by its own pid/process group) if it overstays.
