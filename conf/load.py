@@ -762,6 +762,7 @@ def _check_stateplane(f: str, s: Settings) -> None:
     """[stateplane] and the virtual listeners of a failover pair (docs/failover.md)."""
     sp = s.stateplane
     if sp.replicate and not s.dialogs.enabled:
+        # kept from before the mirror followed [dialogs] enabled alone (docs/stateplane.md)
         raise ConfigError(f, "stateplane.replicate", "false unless [dialogs] enabled = true",
                           True)  # fmt: skip
     if sp.bind:
@@ -780,9 +781,10 @@ def _check_stateplane(f: str, s: Settings) -> None:
         raise ConfigError(f, "stateplane.persist_dir", "an absolute directory path",
                           sp.persist_dir)  # fmt: skip
     if sp.role:
-        if not sp.replicate:
-            # the pair's nodes swap roles: each must publish what it serves
-            raise ConfigError(f, "stateplane.replicate", f'true when role = "{sp.role}"', False)
+        if not s.dialogs.enabled:
+            # the pair's nodes swap roles: each must publish the dialogs it serves
+            raise ConfigError(f, "dialogs.enabled", f'true when [stateplane] role = "{sp.role}"',
+                              False)  # fmt: skip
         if sp.role == "member":
             _check_members(f, s)
         elif len(sp.peers) != 1:
@@ -870,7 +872,7 @@ def _check_protection(f: str, s: Settings) -> None:
         raise ConfigError(f, "pike.cluster", "false unless [pike] enabled = true", True)
     if s.pike.cluster and not s.stateplane.peers:
         expected = ("false when [stateplane] peers is empty (blocks are shared with the nodes "
-                    "it lists; replicate is not needed)")
+                    "it lists; [dialogs] is not needed)")
         raise ConfigError(f, "pike.cluster", expected, True)
     routes = {r.name for r in s.route}
     names: dict[str, int] = {}

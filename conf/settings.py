@@ -728,21 +728,27 @@ class Pike:
     """Also share blocks with the nodes in ``[stateplane] peers``: every ingress subscribes to
     the ingresses of those nodes (found in their run directories; a ``tcp://`` peer's through
     the state planes' relay, over CURVE), and applies their blocks as its siblings' (a block
-    learnt is never passed on). Needs ``enabled`` and at least one peer; ``[stateplane]
-    replicate`` is not needed. Set it on every node, each listing the
+    learnt is never passed on). Needs ``enabled`` and at least one peer; ``[dialogs]`` is
+    not needed. Set it on every node, each listing the
     others: a node learns the blocks of the nodes it lists."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatePlane:
-    """``[stateplane]``: dialog replication between nodes (``docs/stateplane.md``): the
-    workers hand every dialog change to the node's state plane, which publishes it to the
-    state planes of the other nodes and keeps a replica of theirs."""
+    """``[stateplane]``: dialog replication between nodes (``docs/stateplane.md``). With
+    ``[dialogs] enabled`` the workers hand every dialog change to the node's state plane,
+    whose mirror moves dialogs between workers when the worker set changes
+    (``docs/dialogs.md`` "Dialogs follow their Call-ID") and which publishes them to the
+    state planes of the nodes that list this one in their ``peers``; it keeps a replica of
+    the nodes this one lists."""
 
     replicate: bool = False
-    """Hand every dialog delta of the workers to the state plane and publish it on
-    ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory. Needs
-    ``[dialogs] enabled``; off, dialogs live only in their worker."""
+    """No longer needed: with ``[dialogs] enabled`` the workers always hand their dialog
+    deltas to the state plane, which mirrors them and publishes them on
+    ``stateplane-pub.ipc`` (snapshots on ``stateplane-snap.ipc``) in the run directory, and
+    on ``bind`` if set; without a mirror a change of the worker set would lose CDRs, so there
+    is no opt-out and ``false`` changes nothing. Kept so older files load: ``true`` still
+    needs ``[dialogs] enabled``."""
     peers: list[str] = field(default_factory=list)
     """The other nodes whose dialogs this node replicates, and with which ``[pike] cluster``,
     ``[dialogs] profiles_cluster`` and ``shared`` ratelimit pipes share: each a run directory
@@ -770,7 +776,7 @@ class StatePlane:
     persist_dir: str = ""
     """Directory where the state plane keeps on disk the ``local://`` store's keys (a
     snapshot plus a journal of every write's result, ``docs/cachedb.md`` "Persistence"), and
-    with ``replicate`` the node's dialogs (``docs/stateplane.md`` "Persistence"), so a state
+    with ``[dialogs] enabled`` the node's dialogs (``docs/stateplane.md`` "Persistence"), so a state
     plane or a node restarted comes back with its registrations and calls. Empty: nothing on
     disk."""
     snapshot_every: int = field(default=100_000, metadata=_range(100, 100_000_000))
@@ -783,7 +789,7 @@ class StatePlane:
     """This node's place in an active/backup pair (Binary Star, ``docs/failover.md``): the
     primary is active when both start, the backup takes over the virtual listeners and the
     replicated calls when the primary's heartbeats stop for two intervals. Needs
-    ``replicate`` and exactly one entry in ``peers`` (the other node of the pair).
+    ``[dialogs] enabled`` and exactly one entry in ``peers`` (the other node of the pair).
     ``"member"``: one node of a cluster of three or more (``members``), where a majority
     decides who takes a dead node's calls (``docs/failover.md`` "Three nodes or more").
     Empty: no failover; the node serves on its own."""

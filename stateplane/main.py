@@ -1,6 +1,7 @@
 """``sipline stateplane``: the node's stateplane process: it serves the embedded key-value
-store that ``local://`` cacheDB clients on this node share, and, with ``[stateplane]
-replicate`` or ``peers``, dialog replication (``stateplane/replication.py``), which also
+store that ``local://`` cacheDB clients on this node share, and, with ``[dialogs] enabled``
+or ``[stateplane] peers``, the mirror of the workers' dialogs and dialog replication
+(``stateplane/replication.py``), which also
 announces an edge's ingresses and learns a worker host's (``conf/discovery.py``); it answers
 ``sipline ctl stats``, ``sync`` and ``failback`` on its control socket.
 
@@ -173,10 +174,7 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
     server = KvServer(ctx, kv.endpoint(settings.node.run_dir), store, disk)
     log.info("stateplane_ready", kv_endpoint=server.endpoint, **asdict(server.store.limits))
     sp = settings.stateplane
-    # replication runs when this node publishes or replicates anyone (docs/stateplane.md)
-    # and when it announces this host's ingresses to the worker hosts (conf/discovery.py)
-    repl = (Replication(ctx, settings) if sp.replicate or sp.peers or discovery.announces(settings)
-            else None)  # fmt: skip
+    repl = Replication(ctx, settings) if runs_replication(settings) else None
     relay, cluster_ctl = _cluster(ctx, settings, repl)
     control = ControlServer(ctx, settings.node.run_dir, f"stateplane-{os.getpid()}", {
         "stats": lambda _: {"role": "stateplane", "kv": server.stats(),
@@ -218,6 +216,16 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         server.close()
         ctx.destroy(linger=0)
     return 0
+
+
+def runs_replication(settings: Settings) -> bool:
+    """Whether the state plane runs ``Replication``: when this node mirrors its workers'
+    dialogs (``[dialogs] enabled``: the hand-over between workers needs the mirror whether or
+    not another node reads it, docs/dialogs.md "Dialogs follow their Call-ID"), when it
+    replicates anyone (``peers``, docs/stateplane.md) and when it announces this host's
+    ingresses to the worker hosts (conf/discovery.py)."""
+    return settings.dialogs.enabled or bool(settings.stateplane.peers) or discovery.announces(
+        settings)
 
 
 def _cluster(ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings, repl: Replication | None,

@@ -110,10 +110,11 @@ class Worker:
         self._timer_at = 0.0
         if settings.dialogs.enabled:
             self.timers = TimerClient(ctx, settings, worker_id, self._on_timers)
-        #: every dialog delta goes to the node's state plane ([stateplane] replicate), one
-        #: batch per loop iteration; None when nothing replicates
+        #: every dialog delta goes to the node's state plane, one batch per loop iteration,
+        #: whenever dialogs are on: its mirror is where dialogs moving between workers come
+        #: from (docs/dialogs.md "Dialogs follow their Call-ID"); None without dialogs
         self.deltas: DeltaLink | None = None
-        if settings.stateplane.replicate and stateful.dialogs is not None:
+        if stateful.dialogs is not None:
             stateful.dialogs.emit_deltas = True
             ep = f"ipc://{settings.node.run_dir}/{env.STATEPLANE_DELTAS}"
             pipe = PushPipe("stateplane", sockets.connect_push(ctx, ep, settings.bus.hwm),

@@ -13,6 +13,7 @@ from conf import load as loader
 from conf.load import ConfigError, config_path, from_dict, load
 from conf.rundir import default_run_dir
 from conf.settings import Bus, Listener, Log, Node, Proxy, Settings, Tcp
+from stateplane.main import runs_replication
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -589,7 +590,6 @@ class TestFailoverPair:
     @pytest.mark.parametrize(
         ("change", "key", "expected"),
         [
-            ({"replicate": False}, "stateplane.replicate", 'true when role = "primary"'),
             ({"peers": []}, "stateplane.peers", "exactly one entry"),
             ({"peers": ["/a", "/b"]}, "stateplane.peers", "exactly one entry"),
             ({"peers": ["relative"]}, "stateplane.peers[0]", "absolute directory path"),
@@ -622,6 +622,31 @@ class TestFailoverPair:
         e = error({"stateplane": {"replicate": True}})
         assert e.key == "stateplane.replicate" and "[dialogs] enabled" in e.expected
 
+    def test_a_role_needs_dialogs(self) -> None:
+        """A pair serves each other's calls: without dialogs there is nothing to take over."""
+        e = error({**self.pair(replicate=False), "dialogs": {"enabled": False}})
+        assert (e.key, e.expected) == ("dialogs.enabled", 'true when [stateplane] role = "primary"')
+        assert from_dict(self.pair(replicate=False)).stateplane.role == "primary"
+
+
+class TestDialogMirror:
+    """The state plane mirrors the workers' dialogs whenever ``[dialogs] enabled``, whatever
+    ``[stateplane] replicate`` says (docs/dialogs.md "Dialogs follow their Call-ID")."""
+
+    DLG: ClassVar[dict[str, Any]] = {"dialogs": {"enabled": True}, "proxy": {"mode": "stateful"}}
+
+    @pytest.mark.parametrize("stateplane", [None, {}, {"replicate": False}, {"replicate": True}],
+                             ids=["no_section", "empty_section", "older_false", "older_true"])
+    def test_dialogs_alone_run_the_mirror(self, stateplane: dict[str, Any] | None) -> None:
+        """A node with dialogs and no [stateplane] section, or an older file's ``replicate``
+        either way, loads and runs the state plane's replication (mirror and hand-over)."""
+        data = {**self.DLG} if stateplane is None else {**self.DLG, "stateplane": stateplane}
+        assert runs_replication(from_dict(data))
+
+    def test_nothing_to_mirror_without_dialogs(self) -> None:
+        assert not runs_replication(from_dict({}))
+        assert not runs_replication(from_dict({"proxy": {"mode": "stateful"}}))
+
 
 class TestClusterMembers:
     """role = "member": the cluster's names, peers and whose standby address is whose."""
@@ -653,7 +678,6 @@ class TestClusterMembers:
             ({"members": ["sipline", "b", "d"]}, "peer", "named d"),
             ({"peers": ["/tmp/sipline-b", "/tmp/sipline-c", "/tmp/sipline-d"]}, "stateplane.peers",
              "one entry per other member"),
-            ({"replicate": False}, "stateplane.replicate", 'true when role = "member"'),
         ],
     )
     def test_refused(self, change: dict[str, Any], key: str, expected: str) -> None:
@@ -812,12 +836,12 @@ class TestClusterSharing:
         assert "bytes" in e.expected
 
     def test_pike_cluster_needs_pike_and_peers(self) -> None:
-        """``[pike] cluster`` says what it needs: pike on, and peers (replicate is not)."""
+        """``[pike] cluster`` says what it needs: pike on, and peers ([dialogs] is not)."""
         e = error({"pike": {"cluster": True}, "stateplane": {"peers": [self.PEER]}})
         assert (e.key, e.expected) == ("pike.cluster", "false unless [pike] enabled = true")
         e = error({"pike": {"enabled": True, "cluster": True}})
         assert e.key == "pike.cluster" and "[stateplane] peers is empty" in e.expected
-        assert "replicate is not needed" in str(e)
+        assert "[dialogs] is not needed" in str(e)
         s = from_dict({"pike": {"enabled": True, "cluster": True},
                        "stateplane": {"peers": [self.PEER]}})  # fmt: skip
         assert s.pike.cluster and not s.stateplane.replicate

@@ -297,8 +297,9 @@ def test_a_worker_started_after_a_mark_takes_it(start_node: StartNode, uas: Uas,
         assert late[0].wait_events("worker_ready", 1, 30), late[0].text()[-2000:]
         assert wait_for(lambda: len(worker_views(node, a_uri)) == 2)
         assert set(worker_views(node, a_uri).values()) == {"disabled"}, worker_views(node, a_uri)
-        assert wait_for(lambda: any(e.get("workers") == 2 for e in node.proc.events("worker_joined"))), \
-            node.proc.text()[-2000:]  # the ingress sends to both
+        assert wait_for(lambda: any(e.get("workers") == 2 and str(e["proc"]).startswith("ingress")
+                                    for e in node.proc.events("worker_joined"))), \
+            node.proc.text()[-2000:]  # the ingress sends to both (the timers log it too)
         res = sipp_uac(node.port, "u1", 6, 10, tmp_path)
         assert (res.successful, res.failed) == (6, 0), res.output
         assert (invites(alog), invites(blog)) == (0, 6)

@@ -47,7 +47,9 @@ def hand_worker() -> Iterator[Callable[[Node], Proc]]:
         procs.append(p)
         wait_for(lambda: bool(p.events("worker_ready")), "the hand-started worker to start", 30)
         ident = f"worker-{p.popen.pid}"
-        wait_for(lambda: any(e.get("worker") == ident for e in node.proc.events("worker_joined")),
+        # the timers log worker_joined too, and may see the worker before the ingress does
+        wait_for(lambda: any(e.get("worker") == ident and str(e.get("proc", "")).startswith("ingress")
+                             for e in node.proc.events("worker_joined")),
                  "the ingress to see the new worker", 30)  # fmt: skip
         return p
 
@@ -199,4 +201,53 @@ def test_a_killed_workers_byes_wait_for_its_dialogs(
     rows = cdrs(cdr_file)
     ids = [r["call_id"] for r in rows]
     assert len(ids) == calls and len(set(ids)) == calls, sorted(ids)
+    assert {r["cause"] for r in rows} == {"bye"}, rows
+
+
+MIRROR_CALLS = 30
+
+
+def worker_active(node: Node, ident: str) -> int:
+    rows = node_dialogs(node)["workers"]
+    return sum(int(r["active"]) for r in rows if r["proc"] == ident)
+
+
+def test_dialogs_alone_move_with_no_stateplane_section(
+    start_node: StartNode, uas: Uas, hand_worker: Callable[[Node], Proc], tmp_path: Path,
+) -> None:  # fmt: skip
+    """``[dialogs] enabled`` with a CDR file and no ``[stateplane]`` section at all (so no
+    ``replicate``), two honcho workers, 30 answered calls held 30 s. A third worker started by
+    hand joins and is handed the dialogs whose Call-IDs it takes; then it is SIGKILLed and
+    its dialogs go to the two others. Every call completes, the CDR file holds each Call-ID
+    exactly once (cause bye), the profile is back to 0 (docs/dialogs.md "Dialogs follow their
+    Call-ID": the mirror runs whenever dialogs do). On the code before this, the joiner's
+    and the killed worker's calls had no CDR and the profile stayed above 0."""
+    dport, _ = uas("u1")
+    cdr_file = tmp_path / "cdr.jsonl"
+    node = start_node(dport, "worker=2",
+                      dialogs(cdr_file, '[[dialog_profile]]\nname = "trunk"\nlimit = 1000\n'))
+    assert "[stateplane]" not in node.conf.read_text()
+    run = UacRun.start(node.port, "u1", MIRROR_CALLS, 10, tmp_path, timeout_s=120,
+                       extra=("-d", "30000"))  # fmt: skip
+    try:
+        wait_for(lambda: node_dialogs(node)["node"]["active"] == MIRROR_CALLS, "the calls up", 40)
+        joiner = hand_worker(node)
+        ident = f"worker-{joiner.popen.pid}"
+        wait_for(lambda: any(e.get("to") == ident for e in node.proc.events("worker_dialogs_moved")),
+                 "the joiner to be handed its dialogs", 30)  # fmt: skip
+        wait_for(lambda: worker_active(node, ident) > 0, "the joiner to hold dialogs", 20)
+        joiner.stop(signal.SIGKILL)
+        wait_for(lambda: any(e.get("worker") == ident
+                             for e in node.proc.events("worker_dialogs_moved")),
+                 "the killed worker's dialogs to move", 30)  # fmt: skip
+        res = run.wait()
+    finally:
+        run.kill()
+    assert (res.successful, res.failed) == (MIRROR_CALLS, 0), res.output
+    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 20)
+    assert node_dialogs(node)["profiles"] in ({}, {"trunk": 0}), node_dialogs(node)
+    node.stop()  # flushes the CDR writers
+    rows = cdrs(cdr_file)
+    ids = [r["call_id"] for r in rows]
+    assert len(ids) == MIRROR_CALLS and len(set(ids)) == MIRROR_CALLS, sorted(ids)
     assert {r["cause"] for r in rows} == {"bye"}, rows
