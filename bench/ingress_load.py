@@ -7,7 +7,8 @@ Method
     sipp -sn uac --> 127.0.0.1:PORT (sipline, 1 worker) --> 127.0.0.1:UAS_PORT sipp -sn uas
 
 A node is started with honcho (``SIPLINE_CONF``: UDP only, on free ports, one route to the
-UAS, ``[proxy] mode`` as asked). A fresh UAS and then the UAC run ``--calls`` calls at
+UAS, ``[proxy] mode`` as asked, ``--dialogs``: ``[dialogs]`` with a CDR file, so the workers
+hand their dialog deltas to the state plane's mirror). A fresh UAS and then the UAC run ``--calls`` calls at
 ``--rate`` calls/s, no hold time. While the UAC runs, every process of the node's tree is
 sampled from ``/proc/PID/stat`` (utime + stime); each process's CPU over the UAC's run is
 divided by the calls the UAC completed: **CPU µs per call per process**. CPU time, not wall
@@ -24,6 +25,7 @@ Everything started is stopped at the end, also on errors and Ctrl-C.
 
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3 --flush-ms 0
+    python3 bench/ingress_load.py --mode stateful --dialogs --rate 200 --calls 3000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --py-spy /path/py-spy --py-spy-out /tmp/ing.txt
 """
 
@@ -88,6 +90,9 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
     if args.flush_ms is not None:
         with conf.open("a") as f:
             f.write(f"\n[bus]\nflush_ms = {args.flush_ms}\n")
+    if args.dialogs:  # the state plane's mirror runs with them (docs/dialogs.md)
+        with conf.open("a") as f:
+            f.write(f'\n[dialogs]\nenabled = true\ncdr_file = "{tmp}/cdr-{n}.jsonl"\n')
     log = tmp / f"node-{n}.log"
     node = start_node(group, conf, 1, log)
     spy = None
@@ -163,6 +168,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=15000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--flush-ms", type=int, default=None, help="[bus] flush_ms (default: its default)")
+    ap.add_argument("--dialogs", action="store_true",
+                    help="[dialogs] enabled with a CDR file (needs --mode stateful)")
     ap.add_argument("--py-spy", default="", help="path of py-spy: record the ingress")
     ap.add_argument("--py-spy-out", default="/tmp/ingress-pyspy.txt")
     ap.add_argument("--py-spy-proc", default="ingress", help="the process to record")
@@ -182,7 +189,7 @@ def main() -> int:
                            for k, v in r.items()), flush=True)  # fmt: skip
     finally:
         group.stop_all()
-    for key in ("ingress", "worker"):
+    for key in ("ingress", "worker", "stateplane", "timers"):
         vals = sorted(r.get(key, 0.0) for r in rows)
         print(f"{key}: median {vals[len(vals) // 2]:.1f} us CPU per call "
               f"({', '.join(f'{v:.1f}' for v in vals)})")
