@@ -25,6 +25,7 @@ Everything started is stopped at the end, also on errors and Ctrl-C.
 
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3 --flush-ms 0
+    python3 bench/ingress_load.py --mode stateful --dialogs --rate 600 --calls 6000
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 200 --calls 3000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --py-spy /path/py-spy --py-spy-out /tmp/ing.txt
 """
@@ -87,12 +88,11 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
     run_dir = f"/tmp/slload-{os.getpid()}-{n}"
     node_config(conf, name=f"load-{n}", run_dir=run_dir, port=port, mode=args.mode,
                 uas_port=uas_port, stats_interval_s=5.0)
-    if args.flush_ms is not None:
-        with conf.open("a") as f:
+    with conf.open("a") as f:
+        if args.flush_ms is not None:
             f.write(f"\n[bus]\nflush_ms = {args.flush_ms}\n")
-    if args.dialogs:  # the state plane's mirror runs with them (docs/dialogs.md)
-        with conf.open("a") as f:
-            f.write(f'\n[dialogs]\nenabled = true\ncdr_file = "{tmp}/cdr-{n}.jsonl"\n')
+        if args.dialogs:  # the issue's stateful case: dialogs and a CDR file
+            f.write(f'\n[dialogs]\nenabled = true\ncdr_file = "{tmp / f"cdr-{n}.jsonl"}"\n')
     log = tmp / f"node-{n}.log"
     node = start_node(group, conf, 1, log)
     spy = None
@@ -167,9 +167,8 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=1500)
     ap.add_argument("--calls", type=int, default=15000)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--dialogs", action="store_true", help="[dialogs] with a CDR file (use --mode stateful)")
     ap.add_argument("--flush-ms", type=int, default=None, help="[bus] flush_ms (default: its default)")
-    ap.add_argument("--dialogs", action="store_true",
-                    help="[dialogs] enabled with a CDR file (needs --mode stateful)")
     ap.add_argument("--py-spy", default="", help="path of py-spy: record the ingress")
     ap.add_argument("--py-spy-out", default="/tmp/ingress-pyspy.txt")
     ap.add_argument("--py-spy-proc", default="ingress", help="the process to record")

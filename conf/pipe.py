@@ -2,7 +2,9 @@
 
 Rules:
 1. Messages added during one loop iteration leave in one multipart send (a batch): measured,
-   that halves the cost per message. The owner calls ``flush`` once per iteration.
+   that halves the cost per message. The owner calls ``flush`` once per iteration, or, for
+   the hop between ingress and worker, ``[bus] flush_ms`` after the batch's first message
+   (``ingress/bus.py`` rule 5, ``workers/bus.py`` rule 3).
 2. A send that raises ``zmq.Again`` keeps its batch, in order, in a backlog of at most
    ``max_backlog`` messages, drained when the socket signals POLLOUT. ``add`` refuses (returns
    False) while the backlog is full: the caller sheds, nothing grows without bound.

@@ -40,6 +40,20 @@ def proc_name(role: str) -> str:
     return os.environ.get("HONCHO_PROCESS_NAME") or role
 
 
+#: a SIGTERM or SIGINT that came during start-up, before the loop's handlers (``hold_early_signals``)
+_EARLY: list[int] = []
+
+
+def hold_early_signals() -> None:
+    """Called first by a process: until its loop serves, a SIGTERM or SIGINT is kept and
+    stops it as soon as it does, and a SIGHUP is ignored. Their default actions would end a
+    process in the middle of its start (imports and config take a good fraction of a second),
+    and ``systemctl reload`` sends SIGHUP to every process of the node."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, _frame: _EARLY.append(signum))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+
 def run(role: str, serve: Serve, conf: str | None = None) -> int:
     path = config_path(conf)
     settings = load_or_report(path, f"sipline {role}: ")
@@ -118,6 +132,8 @@ async def _serve(serve: Serve, settings: Settings) -> int:
     # SIGHUP reloads workers (workers/main.py replaces this); a HUP sent to every process of
     # the node must not end the others, as its default action would
     loop.add_signal_handler(signal.SIGHUP, _sighup_ignored)
+    if _EARLY:  # stopped while starting: serve sets up and stops at once
+        stop.set()
     return await serve(settings, stop)
 
 

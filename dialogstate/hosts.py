@@ -31,7 +31,6 @@ Rules:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
 from typing import Any
 
 from conf.workerset import WorkerSet
@@ -213,8 +212,3 @@ def pairs_ring(pairs: object, limit: int = MAX_WORKERS) -> dict[str, str] | None
             return None
         out[p[0]] = p[1]
     return out
-
-
-def owned_by(records: Iterable[list[Any]], ring: WorkerSet, ident: str) -> list[list[Any]]:
-    """The records whose Call-ID ``ring`` gives to ``ident``."""
-    return [r for r in records if ring.owner(_cid(r[0])) == ident]

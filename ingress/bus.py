@@ -198,8 +198,10 @@ class WorkerBus:
             self._announce(self._peers.remote, self._state)
 
     def _forget_dirty(self, pipe: PushPipe) -> None:
+        # every entry: a pipe that filled ``max_batch`` and took more within one flush
+        # interval is listed again, and a closed pipe must not be flushed when it is due
         if pipe in self._dirty:
-            self._dirty.remove(pipe)
+            self._dirty = [p for p in self._dirty if p is not pipe]
 
     def withdraw(self) -> None:
         """Remove our endpoint's file: workers stop sending to us at their next heartbeat,

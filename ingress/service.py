@@ -171,13 +171,19 @@ class Ingress:
 
     async def _listen(self, listeners: list[Listener]) -> None:
         for lst in listeners:
-            if lst.transport == "udp":
-                self.udp[(lst.address, lst.port)] = await open_udp(
-                    lst.address, lst.port, self._on_datagram
-                )
-            else:
-                tls = TlsServer.from_listener(lst) if lst.transport == "tls" else None
-                await self.tcp.listen(lst.address, lst.port, tls)
+            try:
+                if lst.transport == "udp":
+                    self.udp[(lst.address, lst.port)] = await open_udp(
+                        lst.address, lst.port, self._on_datagram
+                    )
+                else:
+                    tls = TlsServer.from_listener(lst) if lst.transport == "tls" else None
+                    await self.tcp.listen(lst.address, lst.port, tls)
+            except OSError as exc:
+                # the socket's own error does not say which listener (several share a port,
+                # the listen_failed log line must name it), as the bus endpoint's above
+                where = f"{lst.transport} {lst.address}:{lst.port}"
+                raise OSError(exc.errno, f"listen {where}: {exc.strerror or exc}") from exc
 
     async def _bind_virtual(self, addr: str) -> None:
         try:

@@ -62,24 +62,36 @@ def _prefix_push(args: argparse.Namespace) -> int:
 
 
 def _ingress(args: argparse.Namespace) -> int:
+    from conf.process import hold_early_signals
+
+    hold_early_signals()
     from ingress.main import main
 
     return main(args.conf)
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from conf.process import hold_early_signals
+
+    hold_early_signals()
     from workers.main import main
 
     return main(args.conf)
 
 
 def _stateplane(args: argparse.Namespace) -> int:
+    from conf.process import hold_early_signals
+
+    hold_early_signals()
     from stateplane.main import main
 
     return main(args.conf)
 
 
 def _timers(args: argparse.Namespace) -> int:
+    from conf.process import hold_early_signals
+
+    hold_early_signals()
     from timers.main import main
 
     return main(args.conf)

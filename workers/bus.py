@@ -17,7 +17,9 @@ Rules:
    Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
    pipe (one that left: replaced, docs/operations.md) leaves through another live ingress,
    since every ingress binds the same listeners (``udp_rerouted``); other output for it is
-   dropped and counted (``drop_unknown_ingress``).
+   dropped and counted (``drop_unknown_ingress``). Output before our first heartbeat runs
+   rule 2 at once: a worker just started can be handed a ``FWD`` (rule 6) before it, since
+   the other workers see its socket file from its bind on, and its answer would be dropped.
 5. An IN envelope whose ingress ident could name a file elsewhere (``conf.sockets.valid_ident``)
    is refused and counted as ``drop_bad_ident``.
 6. A ``FWD`` is an IN another worker of the node passed on to us, the owner of its Call-ID
@@ -119,6 +121,8 @@ class IngressBus:
         self._on_batch = on_batch
         self._meter = meter
         self._pipes: dict[str, PushPipe] = {}
+        #: rule 2 has run (rule 4: output before it runs it first)
+        self._beaten = False
         self._on_timer = on_timer
         self._on_adopt = on_adopt
         self._on_release = on_release
@@ -201,6 +205,9 @@ class IngressBus:
         """Queue one message for ``ingress``; False (counted) when it is unknown (rule 4) or
         its pipe is full."""
         pipe = self._pipes.get(ingress)
+        if pipe is None and not self._beaten:  # rule 4: just started
+            self.heartbeat()
+            pipe = self._pipes.get(ingress)
         if pipe is None and meta[0] == "udp" and self._pipes:  # rule 4
             pipe = next(iter(self._pipes.values()))
             self._meter.counters["udp_rerouted"] += 1
@@ -426,17 +433,6 @@ class IngressBus:
         self._meter.counters["forwarded"] += 1
         return True
 
-    def send_host(self, worker: str, ep: str, frames: list[bytes]) -> bool:
-        """Rule 8: one control message to ``worker`` (its pipe as ``forward`` opens it)."""
-        sock = self._workers.get(worker)
-        if sock is None:
-            return False
-        try:
-            sock.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        return True
-
     def forget_worker(self, worker: str) -> None:
         sock = self._workers.pop(worker, None)
         if sock is not None:
@@ -452,6 +448,7 @@ class IngressBus:
 
     def heartbeat(self, state: str = "up") -> None:
         """Find ingresses, forget vanished ones, and tell each we are ``state``."""
+        self._beaten = True
         found = sockets.live_endpoints(self._run_dir, "ingress")
         remote = {r.ident for r in self._remote.values()}
         for ident in [i for i in self._pipes if i not in found and i not in remote]:

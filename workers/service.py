@@ -77,6 +77,8 @@ class Worker:
         #: the node's workers as this one sees them in the run directory: probe answers come
         #: back to the owner of their Call-ID, so probes use Call-IDs this worker owns
         self.peers = WorkerSet.fixed({})
+        #: this host's workers among them: probes are shared out among these (bustcp rule 6)
+        self._host_workers: list[str] = []
         #: with workers on several hosts, the ingresses' ring (conf/bustcp.py rule 6): the
         #: owner of a probe's Call-ID among every host's workers; None on one host
         self.ring: WorkerSet | None = None
@@ -284,6 +286,7 @@ class Worker:
         if moving and joined:
             self._let_joiners_take(joined)
         # probes are shared out among this host's workers (conf/bustcp.py rule 6)
+        self._host_workers = sorted(found)
         self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
 
     def _host_view(self, found: dict[str, str], now: float) -> dict[str, str]:
@@ -293,13 +296,17 @@ class Worker:
         hv = self.hostview
         assert hv is not None and self.deltas is not None
         hv.set_local(found)
-        if self.bus.ring() is not None:
-            hv.set_ring(self.bus.ring_endpoints(), now)
-            if not self._ring_heard:
-                self._ring_heard = True
-                for source in hv.first_ring():
-                    self.gate.expect(source, now)
-                self.gate.handed(RING_SOURCE, now)
+        if self.bus.ring() is None:
+            # no ring heard yet (or none live): tell the state plane nothing, since an empty
+            # list would take every other host's workers out of its view and send the
+            # dialogs it hands meanwhile to ours alone
+            return hv.view()
+        hv.set_ring(self.bus.ring_endpoints(), now)
+        if not self._ring_heard:
+            self._ring_heard = True
+            for source in hv.first_ring():
+                self.gate.expect(source, now)
+            self.gate.handed(RING_SOURCE, now)
         remote = hv.remote()
         if remote != self._ring_told:
             self._ring_told = remote
@@ -530,7 +537,7 @@ class Worker:
             self.proxy.auth.store.replace_files(routing.credentials)
         if self.stateful is not None:
             self.stateful.use_routing(table.dispatcher, routing.route_modes)
-            self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), self.peers.idents,
+            self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), self._host_workers,
                                                self.worker_id))  # fmt: skip
             self._arm_timer()
 

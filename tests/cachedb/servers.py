@@ -20,14 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.node import free_port as e2e_free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 START_S = 10.0
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    # from below the ephemeral range, as the e2e nodes' (tests/e2e/node.py)
+    return e2e_free_port()
 
 
 def need(binary: str, package: str) -> str:

@@ -66,8 +66,8 @@ def start_node(tmp_path: Path) -> Iterator[StartNode]:
 
 @pytest.fixture
 def uas(tmp_path: Path) -> Iterator[Callable[..., tuple[int, Proc]]]:
-    """``uas("u1"|"t1", scenario="uas")`` starts a sipp UAS (built-in, or one of
-    tests/e2e/scenarios/) on a free port; killed at teardown."""
+    """``uas("u1"|"t1", scenario="uas")`` starts a sipp UAS running one of
+    tests/e2e/scenarios/ (``uas.xml`` unless told) on a free port; killed at teardown."""
     procs: list[Proc] = []
 
     def start(transport: str, scenario: str = "uas", extra: tuple[str, ...] = (),

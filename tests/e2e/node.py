@@ -1,7 +1,8 @@
 """Run a real sipline node (honcho on the Procfile) and sipp against it, for end-to-end tests.
 
 Rules:
-1. Every port is picked free at run time on 127.0.0.1 (UDP and TCP alike); never 5060/5080.
+1. Every port is picked free at run time on 127.0.0.1 (UDP and TCP alike), from below the
+   kernel's ephemeral range, a share per pytest-xdist worker; never 5060/5080.
 2. Nothing waits on a fixed sleep: readiness is an OPTIONS answered, exit is a process reaped,
    both polled to a deadline.
 3. Every child is bounded in time and killed (by its own pid/process group) if it overstays.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -67,42 +69,108 @@ def reap_all() -> list[str]:
 LOCALHOST = "127.0.0.1"
 
 
-def free_port() -> int:
-    """A port free for both UDP and TCP on 127.0.0.1 (a race remains, as with any port 0)."""
+#: where test ports come from: below the kernel's ephemeral range (the first port it may give
+#: an outgoing connection or a bind to port 0), so nothing on the box takes one of ours between
+#: the check here and the child's bind, as a port picked by binding port 0 could be taken
+#: ("listen_failed ... Address already in use" under CI load)
+POOL_FIRST, POOL_END = 20000, 32000
+#: sipp's own ports, and the ports sipline's examples use
+NEVER = frozenset({5060, 5062, 5063, 5080, 5082})
+
+
+def _ephemeral_first() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
+def _slice() -> range | None:
+    """This pytest-xdist worker's share of the pool (``gwN`` of ``PYTEST_XDIST_WORKER_COUNT``:
+    parallel workers never hand out the same port), the whole pool outside xdist; None when
+    the ephemeral range leaves too little below it (then the kernel picks, as before)."""
+    end = min(POOL_END, _ephemeral_first())
+    if end - POOL_FIRST < 1000:
+        return None
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    size = (end - POOL_FIRST) // max(count, 1)
+    first = POOL_FIRST + (index % max(count, 1)) * size
+    return range(first, first + size)
+
+
+class _Ports:
+    """Hands out runs of ports from this process's slice in turn, from a random start (runs
+    on a shared box spread out), so a port handed out and not yet bound by its child is not
+    handed out again until the slice wraps."""
+
+    def __init__(self) -> None:
+        self.slice = _slice()
+        self.next = 0 if self.slice is None else random.randrange(len(self.slice))
+
+    def take(self, host: str, count: int) -> int:
+        """P with P .. P + count - 1 bindable on ``host`` for UDP and TCP."""
+        if self.slice is None:
+            return _kernel_run(host, count)
+        for _ in range(len(self.slice)):
+            if self.next + count > len(self.slice):
+                self.next = 0
+            port = self.slice[self.next]
+            self.next += count
+            run = range(port, port + count)
+            if NEVER.isdisjoint(run) and all(_bindable(host, p) for p in run):
+                return port
+        raise RuntimeError(f"no {count} free ports on {host} in {self.slice}")
+
+
+def _bindable(host: str, port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                return False
+    return True
+
+
+def _kernel_run(host: str, count: int) -> int:
+    """The fallback: a port the kernel picks (from its ephemeral range), and the ones after it."""
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind((LOCALHOST, 0))
+            u.bind((host, 0))
             port = int(u.getsockname()[1])
-            if port in (5060, 5062, 5063, 5080, 5082):
-                continue
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind((LOCALHOST, port))
-                except OSError:
-                    continue
+        run = range(port, port + count)
+        if NEVER.isdisjoint(run) and all(_bindable(host, p) for p in run):
             return port
-    raise RuntimeError("no free port")
+    raise RuntimeError(f"no {count} free ports on {host}")
 
+
+_PORTS: list[_Ports] = []  # made at the first call: xdist sets its variables before tests run
+
+
+def _ports() -> _Ports:
+    if not _PORTS:
+        _PORTS.append(_Ports())
+    return _PORTS[0]
+
+
+def free_port() -> int:
+    """A port free for both UDP and TCP on 127.0.0.1, outside the ephemeral range (a race
+    remains with another run on the same box, as with any port picked before its bind)."""
+    return _ports().take(LOCALHOST, 1)
 
 
 def free_run(host: str, count: int = 4) -> int:
-    """A TCP port P on ``host`` with P .. P + count - 1 free (a state plane binds P and the
-    ports after it: PUB, snapshot, relay, control)."""
-    for _ in range(100):
-        port = free_port()
-        socks = []
-        try:
-            for p in range(port, port + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((host, p))
-            return port
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {count} free ports on {host}")
+    """A port P on ``host`` with P .. P + count - 1 free for UDP and TCP (a state plane binds
+    P and the ports after it: PUB, snapshot, relay, control)."""
+    return _ports().take(host, count)
+
+
+def free_media_port() -> int:
+    """sipp's ``-mp`` port: sipp binds it and the port 2 above (audio and video RTP)."""
+    return _ports().take(LOCALHOST, 3)
+
 
 def write_config(path: Path, run_dir: Path, port: int, dest_port: int | list[int | str], *,
                  extra: str = "", set_extra: str = "", log_extra: str = "",
@@ -385,15 +453,24 @@ class SippResult:
 SCENARIOS = REPO / "tests" / "e2e" / "scenarios"
 
 
+#: sipp's own scenarios by the name a test gives them: its built-in uas is kept only to show
+#: what tests/e2e/scenarios/uas.xml (the e2e "uas") fixes
+BUILTIN = {"uac": "uac", "builtin_uas": "uas"}
+
+
 def _scenario(name: str) -> list[str]:
-    """sipp's built-in ``uac``/``uas``, or one of tests/e2e/scenarios/NAME.xml."""
-    return ["-sn", name] if name in ("uac", "uas") else ["-sf", str(SCENARIOS / f"{name}.xml")]
+    """sipp's built-in ``uac`` (or ``builtin_uas``), or tests/e2e/scenarios/NAME.xml: "uas"
+    is scenarios/uas.xml, the built-in's messages plus an answer to an INVITE copied after
+    its 200, which the built-in takes for an unexpected message (see that file)."""
+    if name in BUILTIN:
+        return ["-sn", BUILTIN[name]]
+    return ["-sf", str(SCENARIOS / f"{name}.xml")]
 
 
 def sipp_uas(port: int, transport: str, workdir: Path, scenario: str = "uas",
              extra: tuple[str, ...] = ()) -> Proc:  # fmt: skip
     argv = ["sipp", *_scenario(scenario), "-i", LOCALHOST, "-p", str(port), "-t", transport,
-            "-mp", str(free_port()), "-nostdin", "-buff_size", "4194304", *extra]  # fmt: skip
+            "-mp", str(free_media_port()), "-nostdin", "-buff_size", "4194304", *extra]  # fmt: skip
     return Proc.start(argv, dict(os.environ), workdir)
 
 
@@ -425,7 +502,7 @@ class UacRun:
         argv = [
             "sipp", *_scenario(scenario), f"{host}:{target_port}", "-i", LOCALHOST,
             *(["-s", service] if service else []),
-            "-p", str(local_port or free_port()), "-mp", str(free_port()), "-t", transport,
+            "-p", str(local_port or free_port()), "-mp", str(free_media_port()), "-t", transport,
             "-m", str(calls), "-r", str(rate), "-buff_size", "4194304", "-nostdin",
             "-trace_stat", "-fd", "1", "-stf", str(stf),
             "-timeout", f"{int(timeout_s)}s", "-timeout_error", *extra,

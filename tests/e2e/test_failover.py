@@ -411,8 +411,9 @@ def start_active_active(start_node: StartNode, tmp_path: Path, dport: int,
     b = start_node(dport, "worker=2", pair_config("primary", run_a, tmp_path / "b.cdr", trunk),
                    name="node-b", listen_first=virtual_listen(vport, VIRTUAL_B)
                    + virtual_listen(vport, VIRTUAL, standby=True))  # fmt: skip
+    # each poll asks both state planes through ctl, a second or more on a loaded box
     assert poll(lambda: role_of(a, VIRTUAL) == role_of(b, VIRTUAL_B) == "active"
-                and role_of(a, VIRTUAL_B) == role_of(b, VIRTUAL) == "passive", 5)  # fmt: skip
+                and role_of(a, VIRTUAL_B) == role_of(b, VIRTUAL) == "passive", 20)  # fmt: skip
     return a, b, vport
 
 
@@ -427,7 +428,7 @@ def calls_on_both(a: Node, b: Node, vport: int, tmp_path: Path,
         assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
                     and replica_of_a(a).get("dialogs") is None
                     and stateplane(a)["replicas"].get("node-b", {}).get("dialogs") == half,
-                    10)  # fmt: skip
+                    20)  # fmt: skip
     except BaseException:
         for run in runs:
             run.kill()
@@ -444,12 +445,16 @@ def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, u
     dport, _ = uas("u1")
     a, b, vport = start_active_active(start_node, tmp_path, dport, limit=25)
     vb, half = VIRTUAL_B, CALLS // 2
-    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=9000)
+    # the calls must outlive the wait for them all, the takeover and the poll after it, each
+    # seconds of ctl calls on a loaded box: 9 s calls could end before the poll saw 20
+    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=30000)
     try:
         b.kill()
-        (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=5)
+        # deadlines for events, generous: two ctl calls a poll, seconds each on a loaded box
+        (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=15)
         assert ev["dialogs"] == half, ev
-        assert poll(lambda: role_of(a, vb) == "active" and live_dialogs(a) == CALLS, 5)
+        assert poll(lambda: role_of(a, vb) == "active" and live_dialogs(a) == CALLS, 20), (
+            role_of(a, vb), live_dialogs(a))  # fmt: skip
         more = sipp_uac(vport, "u1", 5, 20, tmp_path, host=VIRTUAL, extra=("-d", "500"))
         assert (more.successful, more.failed) == (5, 0), more.output  # 20 + 5 <= 25
         res_a, res_b = on_a.wait(), on_b.wait()

@@ -15,8 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import zmq
 
-from .node import REPO, VENV_BIN, Proc, UacRun, env_for, free_port
+from conf import curve
+from conf import envelope as env
+from dialogstate.hosts import host_source
+from dialogstate.sources import vanished_source
+
+from ..pipeline.test_envelope import IN_META
+from .node import REPO, VENV_BIN, Proc, UacRun, env_for, free_port, sipp_uac
 from .test_ctl import ctl
 from .test_dialogs import cdrs, dialogs
 from .test_hosts import (
@@ -34,6 +41,9 @@ from .test_worker_churn import wait_for
 pytestmark = pytest.mark.e2e
 
 CALLS = 40
+#: calls start at 4/s and ring 5 s: some ring while others are up from 5 s to 15 s in, a
+#: window no slow poll of ``ctl`` misses; each is held 20 s once up, past the churn
+RATE = 4
 #: a loaded 2-core box runs three nodes' processes and sipp: every wait is for an event
 DEADLINE_S = 30.0
 
@@ -76,7 +86,7 @@ def test_dialogs_follow_their_call_id_across_hosts(
     ringing_hosts: Hosts, run: Callable[[Path, list[str]], Proc],  # noqa: F811 (the fixture)
     hand: Callable[[Path], Proc], tmp_path: Path,
 ) -> None:  # fmt: skip
-    """40 calls through the edge to B's and C's workers, ringing 5 s and held 12 s. With some
+    """40 calls through the edge to B's and C's workers, ringing 5 s and held 20 s. With some
     ringing and some answered, a worker joins on C, one of B's is stopped (SIGTERM) and one
     of C's killed (SIGKILL), each step once the one before has settled: every call completes,
     B's and C's CDR files hold each Call-ID exactly once between them (cause bye, answered),
@@ -104,13 +114,13 @@ def test_dialogs_follow_their_call_id_across_hosts(
         rows = [host_dialogs(confs[n])["node"] for n in confs]
         return sum(int(r["active"]) for r in rows), sum(int(r["early"]) for r in rows)
 
-    calls = UacRun.start(hosts.sip_port, "u1", CALLS, 10, tmp_path, timeout_s=120,
-                         extra=("-d", "12000"))  # fmt: skip
+    calls = UacRun.start(hosts.sip_port, "u1", CALLS, RATE, tmp_path, timeout_s=120,
+                         extra=("-d", "20000"))  # fmt: skip
     try:
 
         def ringing_and_answered() -> bool:
             active, early = totals()
-            return active == CALLS and 0 < early < CALLS
+            return 0 < early < active
 
         wait_for(ringing_and_answered, "calls both answered and ringing", DEADLINE_S)
         joiner = hand(confs["c"])
@@ -131,6 +141,13 @@ def test_dialogs_follow_their_call_id_across_hosts(
     moved = {n: [e for e in nodes[n].events("worker_dialogs_moved") if e.get("worker")]
              for n in nodes}  # fmt: skip
     assert all(int(e["dialogs"]) > 0 for es in moved.values() for e in es), moved
+    # a joiner's hand-over goes to the joiner only: no state plane took a worker that was
+    # there all along for a newcomer (a view that lost the other hosts' workers did)
+    joiner_id = f"c.worker-{joiner.popen.pid}"
+    to = {
+        str(e["to"]) for p in nodes.values() for e in p.events("worker_dialogs_moved") if "to" in e
+    }
+    assert to <= {joiner_id}, to
     wait_for(lambda: totals()[0] == 0, "no dialog left on either host", DEADLINE_S)
     for conf in confs.values():
         assert host_dialogs(conf)["profiles"] in ({}, {"trunk": 0}), host_dialogs(conf)
@@ -143,3 +160,61 @@ def test_dialogs_follow_their_call_id_across_hosts(
     ids = [r["call_id"] for r in rows]
     assert len(ids) == CALLS and len(set(ids)) == CALLS, sorted(map(str, ids))
     assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
+
+
+def test_a_peer_host_moves_no_dialog_it_may_not(
+    ringing_hosts: Hosts, run: Callable[[Path, list[str]], Proc],  # noqa: F811 (the fixture)
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Holding host B's listed key, a client connects to host C's worker and sends what a
+    state plane would: an ADOPT naming another node, one naming C's own state plane, one for
+    a worker that is not B's, one whose Call-ID C's worker owns but that no worker of B ever
+    owned, a HANDED for C's state plane and another host's worker, a FWD naming an ingress C
+    does not serve. Each is refused and counted, no dialog appears on C, and the calls that
+    follow are served as before."""
+    hosts = ringing_hosts
+    edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    extra = dialogs(tmp_path / "cdr-c.jsonl") + "\n[stateplane]\nreplicate = true\n"
+    conf = hosts.conf("c", HOST_C, worker_bus(hosts), {"edge": EDGE, "b": HOST_B}, extra=extra)
+    c = run(conf, ["start", "worker", "timers", "stateplane"])
+    wait_for(lambda: len(joined(edge, "c.")) == 1, "host C's worker to join", DEADLINE_S)
+    (bus,) = c.wait_events("worker_bus_tcp", 1, DEADLINE_S)
+    (worker,) = joined(edge, "c.")
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+    try:
+        sock = ctx.socket(zmq.PUSH)
+        sock.linger = 0
+        curve.connect_curve(sock, curve.load_secret(str(hosts.key("b")[0])),
+                            curve.load_public(str(hosts.key("c")[1])))  # fmt: skip
+        sock.connect(f"tcp://{HOST_B}:0;" + str(bus["endpoint"]).removeprefix("tcp://"))
+        record = ["forged-call@x", "ftag"]  # the rest does not matter: refused before use
+        frames = [
+            env.pack(env.KIND_ADOPT, ["edge", [record], True, host_source("edge")]),
+            env.pack(env.KIND_ADOPT, ["b", [record], True, host_source("c")]),
+            env.pack(env.KIND_ADOPT, ["b", [record], True, vanished_source("c.worker-1")]),
+            env.pack(env.KIND_ADOPT, ["b", [record], True, host_source("b")]),
+            env.pack(env.KIND_HANDED, [host_source("c"), worker]),
+            env.pack(env.KIND_HANDED, [vanished_source("edge.worker-1"), worker]),
+            env.pack(env.KIND_FWD, ["edge.ingress.9-9", [IN_META]], [b"BYE sip:x SIP/2.0\r\n\r\n"]),
+        ]
+        for f in frames:
+            sock.send_multipart(f)
+
+        def counters() -> dict[str, Any]:
+            (row,) = [r for r in ctl(conf, "stats")["stats"]  # type: ignore[attr-defined]
+                      if r["role"] == "worker"]  # fmt: skip
+            return row["counters"]  # type: ignore[no-any-return]
+
+        def refused_all() -> bool:
+            n = counters()
+            return (n.get("drop_host_records"), n.get("drop_host_handed"),
+                    n.get("drop_host_forward")) == (4, 2, 1)  # fmt: skip
+
+        wait_for(refused_all, "C's worker to refuse every forged hand-over", DEADLINE_S)
+        sock.close(linger=0)
+    finally:
+        ctx.destroy(linger=0)
+    assert c.events("host_handover_refused"), c.text()[-3000:]
+    assert host_dialogs(conf)["node"]["active"] == 0
+    res = sipp_uac(hosts.sip_port, "u1", 5, 5, tmp_path)
+    assert (res.successful, res.failed) == (5, 0), res.output

@@ -41,15 +41,17 @@ heartbeat_ms = 100
 
 
 def stateplane(node: Node) -> dict[str, Any]:
-    """The ``stateplane`` part of the node's ``sipline ctl stats --json``."""
-    for reply in ctl(node.conf, "stats")["stats"]:  # type: ignore[attr-defined]
+    """The ``stateplane`` part of the node's ``sipline ctl stats --json`` (each process given
+    5 s to answer: a loaded box's state plane can miss ctl's default 1 s)."""
+    for reply in ctl(node.conf, "stats", "--timeout", "5")["stats"]:  # type: ignore[attr-defined]
         if reply.get("role") == "stateplane":
             return reply["stateplane"]  # type: ignore[no-any-return]
     raise AssertionError("no state plane answered")
 
 
 def live_dialogs(node: Node) -> int:
-    return int(ctl(node.conf, "dialogs")["dialogs"]["node"]["active"])  # type: ignore[index]
+    """The node's dialogs, every worker given 5 s to answer (a silent one would count 0)."""
+    return int(ctl(node.conf, "dialogs", "--timeout", "5")["dialogs"]["node"]["active"])  # type: ignore[index]
 
 
 def replicated(node: Node, peer: str) -> int:

@@ -150,6 +150,30 @@ def test_worker_never_connects_to_an_unannounced_ingress(ctx: zmq.Context[Any],
     run(body)
 
 
+def test_output_before_the_first_heartbeat_finds_the_ingress(ctx: zmq.Context[Any],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """A worker just started has output (an answer to a FWD another worker passed it, which
+    saw its socket file) before its first heartbeat: it looks for ingresses then and there,
+    and the answer reaches the ingress instead of being dropped as for an unknown one."""
+
+    async def body() -> None:
+        received: list[tuple[list[Any], bytes]] = []
+        ingress = WorkerBus(ctx, Bus(), str(tmp_path), "ingress.1-1",
+                            lambda m, p: received.extend(zip(m, p)), LoadMeter(0))  # fmt: skip
+        meter = LoadMeter(0)
+        worker = IngressBus(ctx, Bus(), str(tmp_path), "worker.1-2", lambda *a: None, meter)
+        try:
+            assert worker.send("ingress.1-1", OUT_META, b"answer")
+            worker.flush()
+            await until(lambda: len(received) == 1)
+            assert received[0][1] == b"answer" and meter.counters["drop_unknown_ingress"] == 0
+        finally:
+            worker.close()
+            ingress.close()
+
+    run(body)
+
+
 def test_udp_for_a_departed_ingress_leaves_through_a_live_one(ctx: zmq.Context[Any],
                                                                tmp_path: Path) -> None:  # fmt: skip
     """UDP output addressed to an ingress that left (replaced) goes out through a live one,
@@ -247,6 +271,30 @@ def test_without_a_flush_delay_each_iteration_sends(ctx: zmq.Context[Any],
         await asyncio.sleep(0)
         assert pipe.sent == 1 and not pipe.metas
         await until(lambda: len(hop.to_ingress) == 1)
+        hop.close()
+
+    run(body)
+
+
+def test_a_pipe_closed_before_its_flush_is_due_is_not_flushed(ctx: zmq.Context[Any],
+                                                              tmp_path: Path) -> None:  # fmt: skip
+    """A pipe that filled ``max_batch`` and took more within one flush interval is listed
+    twice for the flush; once its worker is gone, the due flush touches it no more (no send
+    on a closed socket), and what it held is counted lost."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        errors: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _, context: errors.append(context))
+        hop = Hop(ctx, tmp_path, Bus(flush_ms=20, max_batch=2))
+        await hop.joined()
+        for i in range(3):  # two leave at once, the third waits for the flush
+            assert hop.ingress.submit(b"call", IN_META, b"m%d" % i) == ADMIT
+        hop.ingress._peers.close("worker.1-2")
+        t0 = loop.time()
+        await until(lambda: loop.time() - t0 > 0.1)  # past the flush that was due
+        assert errors == []
+        assert hop.ingress._meter.counters["drop_worker_gone"] == 1
         hop.close()
 
     run(body)

@@ -6,7 +6,6 @@ only what crosses hosts, and no endpoint it names is connected to."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from conf.loadstats import LoadMeter
 from conf.settings import Settings
 from ingress.bus import WorkerBus
 from ingress.shedding import ADMIT
+from tests.e2e.node import free_run
 from tests.pipeline.helpers import run, until
 from workers.bus import IngressBus
 
@@ -27,9 +27,7 @@ OUT_META = ["udp", "127.0.0.1", 5080, 0, "127.0.0.1", 5060]
 
 
 def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return free_run(host, 1)  # from below the ephemeral range (tests/e2e/node.py)
 
 
 def two_hosts(tmp: Path) -> tuple[Settings, Settings]:

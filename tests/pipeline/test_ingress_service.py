@@ -14,8 +14,10 @@ from structlog.testing import capture_logs
 
 from conf.load import from_dict
 from conf.loadstats import LoadMeter
+from ingress.main import serve
 from ingress.service import Ingress
 from ingress.sip.parser import MAX_HEADER_FIELDS
+from tests.e2e.node import free_port
 from tests.pipeline.helpers import run, until
 from workers.bus import IngressBus
 
@@ -32,9 +34,7 @@ INVITE = (
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_port()  # from below the ephemeral range (tests/e2e/node.py)
 
 
 class Client:
@@ -279,3 +279,27 @@ def test_a_stop_ends_the_wait_for_a_first_worker(ctx: zmq.Context[Any], settings
             await ing.close()
 
     run(body)
+
+
+def test_a_taken_port_is_logged_with_the_listener_that_could_not_bind(settings: Any) -> None:
+    """Another process holds the node's TCP port (bound without SO_REUSEPORT): the ingress
+    exits 1 and its ``listen_failed`` line names the transport, address and port, so a
+    clash in a log names the port that clashed."""
+    port = settings.listen[0].port
+    tcp = replace(settings.listen[0], transport="tcp")
+    settings = replace(settings, listen=[settings.listen[0], tcp])
+    holder = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    holder.bind(("127.0.0.1", port))
+    holder.listen()
+
+    async def body() -> None:
+        with capture_logs() as logs:
+            assert await serve(settings, asyncio.Event()) == 1
+        (failed,) = [e for e in logs if e["event"] == "listen_failed"]
+        assert f"listen tcp 127.0.0.1:{port}: " in failed["error"], failed
+        assert "[Errno 98]" in failed["error"], failed  # EADDRINUSE, as the kernel said
+
+    try:
+        run(body)
+    finally:
+        holder.close()

@@ -5,7 +5,6 @@ name check, and CURVE on the TCP channel, with a real ``Replication`` and real s
 from __future__ import annotations
 
 import asyncio
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -25,6 +24,7 @@ from stateplane.asks import AskGate
 from stateplane.peer import Reader
 from stateplane.replication import Replication
 
+from ..e2e.node import free_run
 from ..workers.dialog_helpers import Call, table
 
 Sock = zmq.Socket[bytes]
@@ -123,19 +123,9 @@ async def _reader_survives() -> None:
 
 
 def free_port_pair() -> int:
-    """A port P with P and P+1 free on 127.0.0.1 (the state plane binds both)."""
-    for _ in range(100):
-        with socket.socket() as s1:
-            s1.bind(("127.0.0.1", 0))
-            port = int(s1.getsockname()[1])
-            with socket.socket() as s2:
-                try:
-                    s2.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-            if port < 65534:
-                return port
-    raise RuntimeError("no free port pair")
+    """A port P with P and P+1 free on 127.0.0.1 (the state plane binds both), from below the
+    ephemeral range (tests/e2e/node.py)."""
+    return free_run("127.0.0.1", 2)
 
 
 def short_dir() -> str:
