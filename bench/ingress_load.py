@@ -7,7 +7,8 @@ Method
     sipp -sn uac --> 127.0.0.1:PORT (sipline, 1 worker) --> 127.0.0.1:UAS_PORT sipp -sn uas
 
 A node is started with honcho (``SIPLINE_CONF``: UDP only, on free ports, one route to the
-UAS, ``[proxy] mode`` as asked). A fresh UAS and then the UAC run ``--calls`` calls at
+UAS, ``[proxy] mode`` as asked, ``--dialogs``: ``[dialogs]`` with a CDR file, so the workers
+hand their dialog deltas to the state plane's mirror). A fresh UAS and then the UAC run ``--calls`` calls at
 ``--rate`` calls/s, no hold time. While the UAC runs, every process of the node's tree is
 sampled from ``/proc/PID/stat`` (utime + stime); each process's CPU over the UAC's run is
 divided by the calls the UAC completed: **CPU µs per call per process**. CPU time, not wall
@@ -25,6 +26,7 @@ Everything started is stopped at the end, also on errors and Ctrl-C.
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3 --flush-ms 0
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 600 --calls 6000
+    python3 bench/ingress_load.py --mode stateful --dialogs --rate 200 --calls 3000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --py-spy /path/py-spy --py-spy-out /tmp/ing.txt
 """
 
@@ -186,7 +188,7 @@ def main() -> int:
                            for k, v in r.items()), flush=True)  # fmt: skip
     finally:
         group.stop_all()
-    for key in ("ingress", "worker"):
+    for key in ("ingress", "worker", "stateplane", "timers"):
         vals = sorted(r.get(key, 0.0) for r in rows)
         print(f"{key}: median {vals[len(vals) // 2]:.1f} us CPU per call "
               f"({', '.join(f'{v:.1f}' for v in vals)})")

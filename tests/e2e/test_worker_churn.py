@@ -216,7 +216,7 @@ def test_dialogs_alone_move_with_no_stateplane_section(
     start_node: StartNode, uas: Uas, hand_worker: Callable[[Node], Proc], tmp_path: Path,
 ) -> None:  # fmt: skip
     """``[dialogs] enabled`` with a CDR file and no ``[stateplane]`` section at all (so no
-    ``replicate``), two honcho workers, 30 answered calls held 30 s. A third worker started by
+    ``replicate``), two honcho workers, 30 answered calls held 40 s. A third worker started by
     hand joins and is handed the dialogs whose Call-IDs it takes; then it is SIGKILLed and
     its dialogs go to the two others. Every call completes, the CDR file holds each Call-ID
     exactly once (cause bye), the profile is back to 0 (docs/dialogs.md "Dialogs follow their
@@ -227,8 +227,10 @@ def test_dialogs_alone_move_with_no_stateplane_section(
     node = start_node(dport, "worker=2",
                       dialogs(cdr_file, '[[dialog_profile]]\nname = "trunk"\nlimit = 1000\n'))
     assert "[stateplane]" not in node.conf.read_text()
-    run = UacRun.start(node.port, "u1", MIRROR_CALLS, 10, tmp_path, timeout_s=120,
-                       extra=("-d", "30000"))  # fmt: skip
+    # held 40 s: the joiner starts after the calls are up, and on a loaded 2-core box a
+    # worker's start alone has taken 10 s; the test polls, so a quick box waits the hold only
+    run = UacRun.start(node.port, "u1", MIRROR_CALLS, 10, tmp_path, timeout_s=150,
+                       extra=("-d", "40000"))  # fmt: skip
     try:
         wait_for(lambda: node_dialogs(node)["node"]["active"] == MIRROR_CALLS, "the calls up", 40)
         joiner = hand_worker(node)
