@@ -23,6 +23,7 @@ from .node import (
     assert_clean_stop,
     env_for,
     free_port,
+    free_run,
     sipp_uac,
 )
 from .test_ctl import ctl
@@ -70,7 +71,8 @@ def start_pair(start_node: StartNode, tmp_path: Path, dport: int, extra: str = "
     peer_b: Path | str = run_b
     bind_a = bind_b = ""
     if peers == "tcp":
-        bind_a, bind_b = f"127.0.0.1:{free_port()}", f"127.0.0.2:{free_port()}"
+        # a state plane binds its PUB there and its snapshot ROUTER one above: both from the pool
+        bind_a, bind_b = f"127.0.0.1:{free_run('127.0.0.1', 2)}", f"127.0.0.2:{free_run('127.0.0.2', 2)}"
         peer_a, peer_b = f"tcp://{bind_a}", f"tcp://{bind_b}"
     a = start_node(dport, scale, pair_config("primary", peer_b, tmp_path / "a.cdr", extra,
                                              bind_a),

@@ -20,7 +20,7 @@ from conf import envelope as env
 from stateplane import updates as up
 
 from .conftest import StartNode
-from .node import VENV_BIN, Proc, UacRun, free_port, sipp_uac
+from .node import LOCALHOST, VENV_BIN, Proc, UacRun, free_port, free_run, sipp_uac
 from .test_ctl import ctl
 from .test_failover import VIRTUAL, pair_config, replica_of_a, role_of, virtual_listen
 from .test_replication import poll, stateplane
@@ -40,16 +40,10 @@ def keygen(path: Path) -> None:
 
 
 def free_pair() -> int:
-    """A port P on 127.0.0.1 with P + 1 free too (PUB and snapshot ROUTER)."""
-    for _ in range(100):
-        port = free_port()
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair")
+    """A port P on 127.0.0.1 with P + 1 taken from the pool too (a state plane's ``bind`` is
+    its PUB, P + 1 its snapshot ROUTER): the pool hands ports in order, so checking that P + 1
+    is free now would not stop the next ``free_pair`` from handing it out again."""
+    return free_run(LOCALHOST, 2)
 
 
 def curve_config(me: str, peer: str, peer_endpoint: str, keys: Path) -> str:
