@@ -1,7 +1,7 @@
 """The keys of the CDRs a CDR file holds, read back from its end (``docs/dialogs.md``
 "Exactly once: where it comes from"). Shared by the worker's writer (``workers/dialogs/cdr.py``
 rule 8) and the state plane, which checks a dead worker's file before its dialogs leave the
-host (``stateplane/replication.py`` rule 12): a CDR on one host's disk is invisible to another.
+host (``stateplane/handover.py`` rule 3): a CDR on one host's disk is invisible to another.
 """
 
 from __future__ import annotations

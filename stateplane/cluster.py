@@ -130,7 +130,7 @@ class ClusterFailover:
 
     def _own_taken(self, now: float) -> None:
         """Our own address held by another (we restarted): passive, for the restore's sake
-        (``Replication._on_role``: our dialogs on disk are older than theirs)."""
+        (``Handover.on_role``: our dialogs on disk are older than theirs)."""
         holder = self.quorum.held_by.get(self.node)
         if holder is None or holder[0] == self.node or self.node in self.quorum.holds:
             return

@@ -27,8 +27,6 @@ from conf.pipe import PushPipe, oldest_ms
 from conf.rejects import RejectTally, log_rejects
 from conf.settings import Settings
 from conf.workerset import WorkerSet
-from dialogstate.hosts import RING_SOURCE, HostView, ring_pairs
-from dialogstate.sources import STATEPLANE, vanished_source
 from ingress.sip.errors import SipError
 from ingress.sip.scan import scan_message
 from timers.client import Fired, TimerClient
@@ -38,8 +36,9 @@ from workers.coreevents import Cdr, Job, Refused, TimerOp
 from workers.dialogs.cdr import CdrWriter
 from workers.dialogs.cdrfile import CdrFile
 from workers.dialogs.deltas import DeltaLink
-from workers.dialogs.handover import Forward, HoldGate, Withheld
+from workers.dialogs.handover import Forward, Withheld
 from workers.dialogs.limits import SharedLimits
+from workers.dialogs.owners import Owners
 from workers.jobs import Jobs
 from workers.proxy import Inbound, Out, StatelessProxy
 from workers.ratelimit.share import RateShare
@@ -57,8 +56,6 @@ from workers.stateful import StatefulProxy
 MAX_LISTED = 10_000
 #: drops logged aggregated (module docstring): what a peer sends us that we never asked for
 LOGGED_DROPS = frozenset({"stray_response", "forged_tag"})
-#: a message that needs a dialog we lack re-reads the node's workers at most this often
-PEERS_RECHECK_S = 0.02
 
 log = structlog.get_logger()
 
@@ -74,11 +71,6 @@ class Worker:
         self.meter = LoadMeter(self.loop.time())
         #: messages the full parse refused, by source: logged as ``rejected`` lines per interval
         self.rejects = RejectTally(settings.log.rejected_interval_s, self.loop.time())
-        #: the node's workers as this one sees them in the run directory: probe answers come
-        #: back to the owner of their Call-ID, so probes use Call-IDs this worker owns
-        self.peers = WorkerSet.fixed({})
-        #: this host's workers among them: probes are shared out among these (bustcp rule 6)
-        self._host_workers: list[str] = []
         #: with workers on several hosts, the ingresses' ring (conf/bustcp.py rule 6): the
         #: owner of a probe's Call-ID among every host's workers; None on one host
         self.ring: WorkerSet | None = None
@@ -133,34 +125,21 @@ class Worker:
         rl = self.proxy.ratelimit
         if rl is not None and rl.shared:
             self.rate_share = RateShare(ctx, settings, worker_id, rl, self.loop.time)
-        #: dialogs moving between workers (workers/dialogs/handover.py): what we wait for and hold
-        self.gate = HoldGate()
-        self._peers_read_at = -1.0
-        #: the message in hand came forwarded (never again) / is served as it is (no holding)
-        self._forwarded = self._unheld = False
-        #: a state plane has told us HANDED (before that, a resync of ours says "fresh")
-        self._plane_heard = False
-        #: with workers on several hosts whose dialogs move (dialogstate/hosts.py): every
-        #: host's workers, ours from the run directory and the others' from the edge's ring
-        self.hostview: HostView | None = None
-        #: the first ring was heard (what a joiner expects from each host follows from it)
-        self._ring_heard = False
-        self._ring_told: dict[str, str] | None = None
-        if self.stateful is not None and self.stateful.dialogs is not None:
-            self.stateful.screen = self._screen
-            if self.deltas is not None:  # restored or adopted dialogs come from the state plane
-                self.gate.expect(STATEPLANE, self.loop.time())
-                self.deltas.fresh = lambda: not self._plane_heard
-                if settings.bus.address and settings.bus.ingresses:
-                    self.hostview = HostView(settings.node.name, worker_id)
-                    self.gate.expect(RING_SOURCE, self.loop.time())
+        #: the node's workers as this one sees them, and the dialogs that move between them
+        #: (workers/dialogs/owners.py); probe answers come back to the owner of their
+        #: Call-ID, so probes use Call-IDs this worker owns
+        self.owners = Owners(settings, worker_id, self.loop, self.meter.counters, self.stateful,
+                             self.deltas, self._on_batch, self._after_core, self._share_probes,
+                             self.cdrs, self.limits)  # fmt: skip
+        own = self.owners
         self.bus = IngressBus(ctx, settings.bus, settings.node.run_dir, worker_id, self._on_batch,
                               self.meter, on_timer=self.timers.receive if self.timers is not None else None,
-                              on_adopt=self._on_adopt, on_release=self._on_release,
-                              on_forward=self._on_forward, on_handed=self._on_handed,
-                              on_host=self._on_host)  # fmt: skip
-        if self.hostview is not None:
-            self.bus.on_ring = self.refresh_peers  # a ring changed moves dialogs at once
+                              on_adopt=own.on_adopt, on_release=own.on_release,
+                              on_forward=own.on_forward, on_handed=own.on_handed,
+                              on_host=own.on_host)  # fmt: skip
+        own.bus = self.bus
+        if own.hostview is not None:
+            self.bus.on_ring = own.refresh_peers  # a ring changed moves dialogs at once
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
         #: ``ctl reload`` and SIGHUP (workers/reloading.py); ``destination_state`` marks
         self.reloader = Reloader(initial(settings, table), self.stateful is not None,
@@ -179,7 +158,7 @@ class Worker:
         self.max_delay_s = 0.0
         self.slow_s = settings.log.slow_message_ms / 1000
         if self.stateful is not None:
-            self.loop.call_soon(self.refresh_peers)
+            self.loop.call_soon(own.refresh_peers)
             self.loop.call_soon(self._after_core)  # arm the first probe timer
 
     def heartbeat(self) -> None:
@@ -194,12 +173,8 @@ class Worker:
         if self.rate_share is not None:
             self.rate_share.refresh()
         if self.stateful is not None:
-            self.refresh_peers()
             self._arm_timer()  # a timer callback that raised (conf/guard.py) left none armed
-            expired = self.gate.expire(self.loop.time())
-            if expired:
-                log.warning("handover_wait_expired", sources=expired, held=len(self.gate))
-            self._release_held()
+            self.owners.heartbeat()
         if self.limits is not None:
             self.limits.heartbeat(self.loop.time())
         if self.deltas is not None:
@@ -229,10 +204,7 @@ class Worker:
                 out["timers"] = {"armed": len(self.timers), **self.timers.counters}
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()
-                out["handover"] = self.gate.stats()
-                if self.hostview is not None:
-                    out["handover"]["hosts"] = {"workers": len(self.hostview.view()),
-                                                **self.hostview.counters}  # fmt: skip
+                out["handover"] = self.owners.stats()
             if self.limits is not None:
                 out["limits"] = self.limits.stats()
         return out
@@ -260,165 +232,8 @@ class Worker:
         return out
 
     def _owns(self, call_id: str) -> bool:
-        owner = (self.ring or self.peers).owner(call_id.encode("utf-8", "surrogateescape"))
+        owner = (self.ring or self.owners.peers).owner(call_id.encode("utf-8", "surrogateescape"))
         return owner is None or owner == self.worker_id
-
-    def refresh_peers(self) -> None:
-        """Re-read the node's workers (every heartbeat) and share probing out among them; a
-        worker gone (killed, or stopping: it removed its socket file first) means its dialogs
-        come to their new owners from the state plane (workers/dialogs/handover.py rule 1)."""
-        now = self.loop.time()
-        self._peers_read_at = now
-        found = sockets.live_endpoints(self.settings.node.run_dir, "worker")
-        found.setdefault(self.worker_id, "")
-        view = found if self.hostview is None else self._host_view(found, now)
-        if set(view) == set(self.peers.idents):
-            return
-        known = set(self.peers.idents)
-        moving = self.deltas is not None and self.stateful is not None and (
-            self.stateful.dialogs is not None)  # fmt: skip
-        for ident in known - set(view) - {self.worker_id}:
-            if moving:
-                self.gate.expect(vanished_source(ident), now)
-            self.bus.forget_worker(ident)
-        self.peers = WorkerSet.fixed(view)
-        joined = set(view) - known - {self.worker_id}
-        if moving and joined:
-            self._let_joiners_take(joined)
-        # probes are shared out among this host's workers (conf/bustcp.py rule 6)
-        self._host_workers = sorted(found)
-        self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), found, self.worker_id))
-
-    def _host_view(self, found: dict[str, str], now: float) -> dict[str, str]:
-        """Every host's workers (dialogstate/hosts.py rule 1); on the first ring heard, the
-        hosts whose state planes owe us the dialogs we take (rule 2); our state plane hears
-        the other hosts' workers before any ``y`` marker that follows from them."""
-        hv = self.hostview
-        assert hv is not None and self.deltas is not None
-        hv.set_local(found)
-        if self.bus.ring() is None:
-            # no ring heard yet (or none live): tell the state plane nothing, since an empty
-            # list would take every other host's workers out of its view and send the
-            # dialogs it hands meanwhile to ours alone
-            return hv.view()
-        hv.set_ring(self.bus.ring_endpoints(), now)
-        if not self._ring_heard:
-            self._ring_heard = True
-            for source in hv.first_ring():
-                self.gate.expect(source, now)
-            self.gate.handed(RING_SOURCE, now)
-        remote = hv.remote()
-        if remote != self._ring_told:
-            self._ring_told = remote
-            self.deltas.ring(ring_pairs(remote))
-        return hv.view()
-
-    def _let_joiners_take(self, joined: set[str]) -> None:
-        """Workers joined: the dialogs whose Call-IDs they own now leave us silently (the
-        state plane's mirror holds them), and a ``y`` marker each tells the state plane it
-        may hand them over (workers/dialogs/deltas.py rule 4); what still reaches us for them is
-        passed on (``_screen``)."""
-        assert self.stateful is not None and self.stateful.dialogs is not None
-        assert self.deltas is not None
-        table, owner = self.stateful.dialogs, self.peers.owner
-        keys = [k for k in table.keys()  # noqa: SIM118 (a DialogTable is not iterable)
-                if owner(k.partition("\0")[0].encode("utf-8", "surrogateescape")) in joined]  # fmt: skip
-        n = table.let_go(keys)
-        for ident in sorted(joined):
-            self.deltas.yielded(ident)
-        if n:
-            log.info("dialogs_let_go", joined=sorted(joined), dialogs=n)
-
-    def _screen(self, call_id: str) -> None:
-        """``StatefulProxy`` rule 10: a message needing a dialog we do not hold goes to the
-        Call-ID's owner if that is another worker now, and waits here while a hand-over is
-        expected (workers/dialogs/handover.py rule 2)."""
-        if self._unheld:
-            return
-        if self.loop.time() - self._peers_read_at > PEERS_RECHECK_S:
-            self.refresh_peers()  # an ingress may know of a change before our heartbeat
-        if not self._forwarded:
-            owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))
-            if owner is not None and owner != self.worker_id:
-                raise Forward(owner)
-        if self.gate.pending():
-            raise Withheld
-
-    def _forward(self, owner: str, ingress: str, meta: list[Any], raw: bytes) -> None:
-        """Pass one message on to the worker that owns its Call-ID (``FWD``, never again)."""
-        try:
-            ep = self.peers.endpoint(owner)
-        except KeyError:
-            self.meter.counters["drop_forward_gone"] += 1
-            return
-        self.bus.forward(owner, ep, ingress, meta, raw)
-
-    def _on_forward(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
-        self._forwarded = True
-        try:
-            self._on_batch(ingress, metas, payloads)
-        finally:
-            self._forwarded = False
-
-    def _on_host(self, peer: str, e: env.Envelope) -> None:
-        """What a worker host sent on our TCP socket (workers/bus.py rule 8), from ``peer``
-        as its CURVE key says: checked by dialogstate/hosts.py rule 3 before anything moves."""
-        hv, counters, now = self.hostview, self.meter.counters, self.loop.time()
-        if hv is None:
-            counters["drop_host_unknown"] += 1
-            return
-        if e.kind == env.KIND_HANDED:
-            if e.header[1] != self.worker_id or not hv.check_handed(peer, e.header[0], now):
-                counters["drop_host_handed"] += 1
-                self._host_refused(peer, "handed", e.header[0])
-                return
-            self.refresh_peers()  # a vanished worker's mark (rule 4) changes the view
-            self._on_handed(e.header)
-        elif e.kind == env.KIND_ADOPT:
-            records = hv.check_adopt(peer, e.header, now)
-            if len(records) < len(e.header[1]):
-                counters["drop_host_records"] += len(e.header[1]) - len(records)
-                self._host_refused(peer, "adopt", e.header[3] if len(e.header) > 3 else None)
-            self.refresh_peers()
-            if records:
-                self._on_adopt([peer, records, True])
-        elif e.header[0] not in self.bus.ingresses:  # a FWD names an ingress we serve
-            counters["drop_host_forward"] += 1
-            self._host_refused(peer, "forward", e.header[0])
-        else:
-            self._on_forward(e.header[0], e.header[1], e.payloads)
-
-    def _host_refused(self, peer: str, what: str, source: object) -> None:
-        since = self._drop_log.hit("host_" + what)
-        if since is not None:
-            log.warning("host_handover_refused", peer=peer, kind=what, source=str(source)[:120],
-                        since_last_log=since + 1, counts=dict(self.hostview.counters)
-                        if self.hostview is not None else {})  # fmt: skip
-
-    def _on_handed(self, header: list[Any]) -> None:
-        """A source sent every dialog it owed us (workers/dialogs/handover.py rule 1)."""
-        source, to = header
-        if to != self.worker_id:
-            self.meter.counters["drop_handed_not_ours"] += 1
-            return
-        self.gate.handed(source, self.loop.time())
-        self._plane_heard = self._plane_heard or source == STATEPLANE
-        log.info("handover_received", source=source, waiting=self.gate.expected,
-                 held=len(self.gate))  # fmt: skip
-        self._release_held()
-
-    def _release_held(self) -> None:
-        """Rule 4: once nothing is expected, serve what was held, by the Call-ID's owner now."""
-        for item in self.gate.take_released():
-            self._serve_held(item)
-
-    def _serve_held(self, item: tuple[str, list[Any], bytes, bool], unheld: bool = False) -> None:
-        ingress, meta, raw, forwarded = item
-        self._forwarded, self._unheld = forwarded, unheld
-        try:
-            self._on_batch(ingress, [meta], [raw])
-        finally:
-            self._forwarded = self._unheld = False
 
     def _on_batch(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
         t0 = time.perf_counter()
@@ -454,12 +269,10 @@ class Worker:
                     self._dropped(d.reason, inb)
                 continue
             except Withheld:  # its dialog is on its way here (workers/dialogs/handover.py)
-                oldest = self.gate.hold((ingress, meta, raw, self._forwarded))
-                if oldest is not None:
-                    self._serve_held(oldest, unheld=True)
+                self.owners.hold(ingress, meta, raw)
                 continue
             except Forward as f:
-                self._forward(f.owner, ingress, meta, raw)
+                self.owners.forward(f.owner, ingress, meta, raw)
                 continue
             except Exception:  # a bug must cost one message, not the process
                 counters["drop_bug"] += 1
@@ -537,9 +350,13 @@ class Worker:
             self.proxy.auth.store.replace_files(routing.credentials)
         if self.stateful is not None:
             self.stateful.use_routing(table.dispatcher, routing.route_modes)
-            self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), self._host_workers,
-                                               self.worker_id))  # fmt: skip
+            self._share_probes()
             self._arm_timer()
+
+    def _share_probes(self) -> None:
+        """Probes are shared out among this host's workers (conf/bustcp.py rule 6)."""
+        self.dispatcher.assign(probe_share(self.dispatcher.probe_keys(), self.owners.host_workers,
+                                           self.worker_id))  # fmt: skip
 
     def _on_timers(self, fired: list[Fired]) -> None:
         """Lifetimes the timer service fired to us (we own their Call-IDs now)."""
@@ -555,44 +372,6 @@ class Worker:
                 outs += self.stateful.dialog_expired(call_id, tag, now, wall)
         self._job_done_outs(outs)
         self.meter.add_busy(time.perf_counter() - t0)
-
-    def _on_adopt(self, header: list[Any]) -> None:
-        """Dialogs our state plane took over from a failed peer (docs/failover.md), or restored
-        from disk after a restart: they become ours; their BYEs leave through one of our
-        ingresses, TCP on a new connection (the old connection ids mean nothing now)."""
-        core = self.stateful
-        if core is None or core.dialogs is None:
-            self.meter.counters["drop_adopt"] += len(header[1])
-            return
-        ingress = self.bus.any_ingress()
-
-        def place(side: Any) -> Any:
-            meta = list(side[1])
-            meta[env.OUT_CONN] = 0
-            return (ingress or side[0], tuple(meta))
-
-        records = header[1] if self.cdrs is None else self.cdrs.already_written(
-            header[1], core.dialogs, self.meter.counters)  # fmt: skip
-        n = core.dialogs.adopt(records, self.loop.time(), time.time(), place)
-        if self.limits is not None and not (len(header) > 2 and header[2]):
-            # a dead node's counts are ours now, never twice; a live one handing calls back
-            # keeps its others, and its next update takes the handed ones off its counts
-            self.limits.forget_node(header[0])
-        log.info("dialogs_adopted", peer=header[0], dialogs=n)
-        self._after_core()
-
-    def _on_release(self, header: list[Any]) -> None:
-        """Dialogs to let go (docs/failover.md): a failback's, reached on these addresses (the
-        peer adopts them from its replica of us), and after a lost split brain the keys the
-        peer owns too (so their lifetimes and CDRs happen once, there)."""
-        core = self.stateful
-        if core is None or core.dialogs is None:
-            return
-        wall = time.time()
-        n = sum(core.dialogs.release(addr, wall) for addr in header[1])
-        n += core.dialogs.release_keys(header[2], wall, "peer_owns")
-        log.info("dialogs_handed_back", addresses=header[1], keys=len(header[2]), dialogs=n)
-        self._after_core()
 
     def _job_done_outs(self, outs: list[Out]) -> None:
         sent = sum(self.bus.send(*out) for out in outs)

@@ -210,7 +210,7 @@ def test_an_asker_that_never_reads_holds_up_no_one_and_is_dropped(monkeypatch: A
             assert (done.full, done.count) == (False, 5000)
             # The reader's answer leaves the table one loop turn after its last message, which
             # may be the same turn the hostile one stalls in: wait for both.
-            await until(lambda: repl.counters["asker_stalled"] == 1 and not repl._answers)
+            await until(lambda: repl.counters["asker_stalled"] == 1 and not repl.answers)
             for s in (hostile, good):
                 s.close(linger=0)
 
@@ -230,13 +230,13 @@ def test_one_answer_per_asker_and_a_cap_on_asks(monkeypatch: Any) -> None:
             ask(same, repl, 1)
             ask(same, repl, 2)
             await until(lambda: repl.counters["snapshots"] == 2)
-            assert repl.counters["ask_replaced"] == 1 and len(repl._answers) == 1
+            assert repl.counters["ask_replaced"] == 1 and len(repl.answers) == 1
             flood = [dealer(ctx, ep, rcvhwm=1) for _ in range(30)]
             for i, s in enumerate(flood):
                 ask(s, repl, 10 + i)
             await until(lambda: repl.counters["snapshots"] + repl.counters["ask_refused_busy"]
                         + repl.counters["ask_refused_rate"] == 32)  # fmt: skip
-            assert len(repl._answers) <= asks.MAX_ANSWERS
+            assert len(repl.answers) <= asks.MAX_ANSWERS
             assert repl.counters["snapshots"] <= asks.ASK_BURST
             for s in (same, *flood):
                 s.close(linger=0)

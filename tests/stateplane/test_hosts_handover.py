@@ -1,4 +1,4 @@
-"""The state plane of a host of several (stateplane/replication.py rules 11-12), with a real
+"""The state plane of a host of several (stateplane/handover.py rules 2-3), with a real
 ``Replication``: which workers of other hosts it takes from its workers' ``ring`` deltas, a
 vanished worker's dialogs going to their owner on another host over TCP with CURVE, and
 those whose CDR this host's file already holds ended here, never handed on."""
@@ -55,8 +55,8 @@ def test_ring_entries_are_checked_against_the_peers() -> None:
                 env.pack(env.KIND_DELTAS, ["b.worker-1", [["ring", "b.worker-1", ring]]])
             )
             repl._on_deltas(env.pack(env.KIND_DELTAS, ["b.worker-1", [["ring", "b.worker-9", []]]]))
-            assert repl.hosts is not None
-            assert repl.hosts.remote() == {"c.worker-1": f"tcp://{HOST_C}:5001"}
+            assert repl.handover.hosts is not None
+            assert repl.handover.hosts.remote() == {"c.worker-1": f"tcp://{HOST_C}:5001"}
             assert repl.counters["ring_refused"] == 2 and repl.counters["bad_delta"] == 1
 
     tmp = Path(short_dir())
@@ -100,8 +100,8 @@ def test_a_vanished_workers_dialogs_go_to_their_owner_on_another_host() -> None:
                 ended = calls[0]
                 cdr_file.write_text(json.dumps({"call_id": ended.call_id, "from_tag": ended.ftag,
                                                 "cause": "bye"}) + "\n")  # fmt: skip
-                repl._adopt_vanished(
-                    GONE, repl._workers_view({}), asyncio.get_running_loop().time()
+                repl.handover._adopt_vanished(
+                    GONE, repl.handover.workers_view({}), asyncio.get_running_loop().time()
                 )
                 got: list[env.Envelope] = []
 

@@ -24,7 +24,7 @@ from collections import Counter, deque
 from typing import Any
 
 #: how long a worker waits for a source's HANDED (a restore waits up to 10 s for the
-#: workers of the last run, stateplane/replication.py, plus its own settling)
+#: workers of the last run, stateplane/handover.py, plus its own settling)
 WAIT_S = 15.0
 #: messages held at most (~1 KB each); the oldest is served as it is past it
 MAX_HELD = 10_000

@@ -1,0 +1,383 @@
+"""The dialogs the state plane's mirror hands to the node's workers (docs/stateplane.md
+"Workers joining and leaving"): to a worker that joins, a vanished worker's dialogs to their
+new owners, and the dialogs restored from disk at start. The sockets are the ``Adopter``'s
+(``failover.py``); the mirror and its deltas are ``replication.py``'s.
+
+Rules:
+1. Dialogs follow their Call-ID (docs/stateplane.md): every heartbeat the node's workers are
+   read from the run directory. A new one is told ``HANDED`` (nothing more is owed it by the
+   state plane; after a restore, once its restored dialogs went out; otherwise once every
+   other worker said, by a ``y`` marker after its deltas, that it let go of the dialogs the
+   newcomer takes, and those went to it from the mirror). One gone (killed, or
+   stopping: it removes its socket file first) has, once its process is gone (so the mirror
+   holds its last deltas), the mirror's dialogs it owned handed to their new owners, then
+   every live worker is told ``HANDED`` for it (``workers/dialogs/handover.py`` rule 1).
+2. On a host of several (``[bus] address`` and ``ingresses``: ``dialogstate/hosts.py``) the
+   workers of rule 1 are every host's: ours from the run directory, the others' as our
+   workers last told us they see them in the edge's ring (a ``ring`` delta, each entry
+   checked against ``[[peer]]`` as the ingress checks a heartbeat, ``TcpHop.worker_key``).
+   Owners are decided over that view; what goes to a worker of another host goes over TCP
+   with CURVE, expecting that host's key. A worker of another host that joins is handed the
+   mirror's dialogs it owns once our workers let go of them, then ``HANDED`` as
+   ``stateplane@<node>``; one of ours gone has its dialogs handed to their owners on any
+   host, then ``HANDED`` for it to every host's workers. Workers of other hosts that leave
+   are their own host's business: we hold none of their dialogs and say nothing for them.
+3. A vanished worker's dialogs leave the mirror only for calls whose CDR is not in this
+   host's ``[dialogs] cdr_file`` yet: a worker killed between its CDR's ``write(2)`` and its
+   ``t`` reaching us left the call ended in the file but live here, and a worker of another
+   host cannot read our file (``docs/dialogs.md`` "Exactly once"). Those are ended here
+   (``t``, cause ``cdr_written``), never handed on.
+4. Dialogs restored from disk (``persist.py``) go to the workers once the decision to restore
+   them is made (at once without a failover pair; with one, by our role: ``on_role``) and the
+   workers' set has settled (``RESTORE_SETTLE_S``; up to ``RESTORE_WAIT_S`` for as many
+   workers as the last run had, up to ``RESYNC_WAIT_S`` for the resyncs of workers that ran
+   before us), then every live worker is told ``HANDED``. Records whose owner resynced with
+   us stay with it: it ran through our restart and holds its own dialogs, newer than our disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+import zmq
+
+from conf import sockets
+from conf.bustcp import TcpHop
+from conf.cdrkeys import READ_BACK_BYTES, cdr_key, read_keys
+from conf.settings import Settings
+from conf.workerset import WorkerSet
+from dialogstate.hosts import HostView, host_source, pairs_ring
+from dialogstate.sources import STATEPLANE, vanished_source
+from dialogstate.table import DialogTable
+from stateplane.bstar import State
+from stateplane.failover import Adopter
+
+log = structlog.get_logger()
+
+#: the node's workers must be the same set this long before restored dialogs go to them
+RESTORE_SETTLE_S = 1.0
+#: a restore waits this long at most for as many workers as the last run had
+RESTORE_WAIT_S = 10.0
+#: the most workers the node had, kept in the persistence directory for the next start
+WORKERS_FILE = "workers"
+#: a worker that removed its socket file has this long to exit before its dialogs move anyway
+LEAVE_WAIT_S = 10.0
+#: a joined worker's dialogs move at most this long after it appeared, let go or not
+JOIN_WAIT_S = 5.0
+#: joiners whose ``y`` markers are kept at once (a worker's markers name live workers)
+MAX_JOINERS = 1024
+#: a worker whose endpoint is this much older than the state plane ran before it started
+SURVIVOR_AGE_S = 1.0
+#: how long restored dialogs wait for such workers' resyncs before going to the workers
+RESYNC_WAIT_S = 5.0
+
+#: applies, numbers, publishes and journals deltas the state plane itself makes (rule 3)
+Announce = Callable[[list[list[Any]]], None]
+
+
+@dataclass(slots=True)
+class Restore:
+    """Dialogs loaded from disk at start, waiting for the decision to restore them and for
+    the workers to take them."""
+
+    records: list[list[Any]]
+    decided: bool = False
+    workers: frozenset[str] = frozenset()
+    since: float = 0.0
+    #: loop time of the load, and how many workers the last run had (``RESTORE_WAIT_S``)
+    started: float = 0.0
+    expect_workers: int = 0
+
+
+class Handover:
+    """Rules 1-4 for one state plane: the workers it sees, and what its mirror owes them."""
+
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], settings: Settings,
+                 loop: asyncio.AbstractEventLoop, mirror: DialogTable, adopter: Adopter,
+                 counters: Counter[str], announce: Announce, *, own: set[str],
+                 restoring: Restore | None = None, persist_dir: Path | None = None,
+                 curve: bool = False) -> None:  # fmt: skip
+        """``own``: our own virtual addresses, whose role decides a restore; ``curve``: this
+        node has CURVE keys (rule 2 needs them)."""
+        self.settings, self.loop, self.mirror, self.adopter = settings, loop, mirror, adopter
+        self.counters, self._announce, self._own = counters, announce, own
+        self.restoring, self._persist_dir = restoring, persist_dir
+        #: the node's workers as last read (rule 1), those gone since when, and the most seen
+        self.workers: dict[str, str] = {}
+        self._leaving: dict[str, float] = {}
+        self._most_workers = 0
+        #: workers joined, until when their hand-over waits; who let go of what they take
+        self._joining: dict[str, float] = {}
+        self._yields: dict[str, set[str]] = {}
+        #: dialogs a joiner created itself before its hand-over (the mirror's copy may lag)
+        self._own_new: dict[str, set[str]] = {}
+        #: workers that resynced since we started: they hold their own dialogs (a restart
+        #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
+        self.resynced: set[str] = set()
+        self._started_wall = time.time()
+        #: rule 2: every host's workers, and the CURVE pipes to the other hosts' ones
+        self.hosts: HostView | None = None
+        self.hop: TcpHop | None = None
+        self._hosts_seen: dict[str, str] = {}
+        if settings.bus.address and settings.bus.ingresses and curve:
+            self.hosts = HostView(settings.node.name)
+            self.hop = TcpHop(ctx, loop, settings, counters, serve=False)
+            adopter.connect_tcp = self._connect_tcp
+
+    # -- restored dialogs (rule 4) -----------------------------------------------------------
+
+    def on_role(self, addr: str, before: State, after: State) -> None:
+        """Persistence vs the peer: our dialogs on disk are the newest copy only when we
+        activate without taking over (the peer holds nothing newer of ours: it is dead or new);
+        going passive means the peer is active and holds our calls, newer than our disk."""
+        if self.restoring is None or self.restoring.decided or addr not in self._own:
+            return
+        if after is State.ACTIVE and before in (State.PRIMARY, State.BACKUP):
+            self.restore_decided(True)
+        elif after is State.PASSIVE:
+            self.restore_decided(False)
+
+    def restore_decided(self, restore: bool) -> None:
+        assert self.restoring is not None
+        r = self.restoring
+        r.decided = True
+        if not restore:
+            log.info("persistence_discarded", dialogs=len(r.records), reason="peer_active")
+            self.restoring = None
+            # nothing restored is owed to the workers seen meanwhile (rule 1)
+            self.adopter.handed(STATEPLANE, self.workers, self.loop.time())
+            return
+        now, wall = self.loop.time(), time.time()
+        self.mirror.restore(r.records, now, wall)  # what peers snapshot from now
+
+    def restore_tick(self, now: float) -> None:
+        """Hand the restored dialogs to the workers once their set has settled."""
+        r = self.restoring
+        if r is None or not r.decided:
+            return
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        workers = frozenset(live)
+        if workers != r.workers:
+            r.workers, r.since = workers, now
+            return
+        if not workers or now - r.since < RESTORE_SETTLE_S:
+            return
+        if len(workers) < r.expect_workers and now - r.started < RESTORE_WAIT_S:
+            return  # the last run's workers are still starting: their Call-IDs would move
+        waiting = self._survivors(live) - self.resynced
+        if waiting and now - r.since < RESYNC_WAIT_S:
+            return  # they hold their own dialogs: their resync says which, and is on its way
+        records = self._not_resynced(r.records, workers)
+        n, lost = self.adopter.hand_over(self.settings.node.name, records, now)
+        # after the ADOPTs on each pipe: the workers serve what they held for these calls
+        self.adopter.handed(STATEPLANE, live, now)
+        log.info("dialogs_restored", dialogs=len(records), workers=n, lost=lost,
+                 kept_by_workers=len(r.records) - len(records),
+                 waited_s=round(now - r.started, 2))  # fmt: skip
+        self.restoring = None
+
+    def _survivors(self, live: dict[str, str]) -> set[str]:
+        """Workers whose endpoint is older than us by ``SURVIVOR_AGE_S``: they ran before we
+        started (the state plane restarted alone) and will resync (``workers/dialogs/deltas.py``
+        rule 4). A worker of a node started together with us is younger; one misjudged
+        only delays the restore to ``RESYNC_WAIT_S``."""
+        out = set()
+        for ident, ep in live.items():
+            try:
+                born = os.stat(sockets.endpoint_path(ep)).st_mtime
+            except OSError:
+                continue
+            if born < self._started_wall - SURVIVOR_AGE_S:
+                out.add(ident)
+        return out
+
+    def _not_resynced(self, records: list[list[Any]], workers: frozenset[str]) -> list[list[Any]]:
+        """The restored records whose owner did not resync with us: a worker that did ran
+        through our restart (the state plane restarted alone, docs/operations.md) and holds
+        its dialogs itself, newer than our disk (``workers/dialogs/deltas.py`` rule 4); handing them
+        to it again would count them twice. A fresh worker holds none and takes them."""
+        if not self.resynced:
+            return records
+        ring = WorkerSet.fixed(dict.fromkeys(workers, ""))
+        return [rec for rec in records
+                if ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
+                not in self.resynced]  # fmt: skip
+
+    # -- workers joining and leaving (rules 1-3) ---------------------------------------------
+
+    def track(self, now: float) -> None:
+        """Rule 1."""
+        live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+        view = self.workers_view(live)
+        new = {i: ep for i, ep in view.items() if i not in self._hosts_seen}
+        for ident in self.workers:
+            if ident not in live:
+                self._leaving.setdefault(ident, now)
+        self.workers, self._hosts_seen = live, view
+        if len(live) > self._most_workers:
+            self._most_workers = len(live)
+            if self._persist_dir is not None:
+                _write_count(self._persist_dir, len(live))
+        if self.restoring is not None:
+            return  # the restore tells them (``restore_tick``) and covers the gone ones
+        for ident in new:
+            self._joining[ident] = now + JOIN_WAIT_S
+        for ident, until in list(self._joining.items()):
+            others = set(live) - {ident}
+            if ident in view and not others <= self._yields.get(ident, set()) and now < until:
+                continue  # a worker still holds dialogs it takes: their last state is to come
+            del self._joining[ident]
+            self._yields.pop(ident, None)
+            own = self._own_new.pop(ident, set())
+            if ident in view:
+                self._hand_joiner(ident, view, now, own)
+        for ident in [j for j in self._yields if j not in self._joining]:
+            del self._yields[ident]  # a marker after its hand-over: nothing waits for it
+        for ident in [j for j in self._own_new if j not in self._joining]:
+            del self._own_new[ident]
+        for ident, since in list(self._leaving.items()):
+            pid = sockets.ident_pid(ident)
+            if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
+                continue  # still finishing what it holds: its last deltas are to come
+            del self._leaving[ident]
+            self._adopt_vanished(ident, view, now)
+        self.adopter.forget(set(view.values()))
+
+    def created(self, worker: str, key: str) -> None:
+        """A ``c`` delta of ``worker``: a joiner's own (and one we have not read joining yet)
+        is never handed back to it."""
+        if worker in self._joining or worker not in self.workers:
+            self._own_new.setdefault(worker, set()).add(key)
+
+    def note_yield(self, worker: str, delta: Any) -> None:
+        """A ``y`` marker: ``worker`` let go of what a joiner takes (rule 1)."""
+        if not (isinstance(delta, list) and len(delta) == 3 and isinstance(delta[2], str)
+                and delta[1] == worker):  # fmt: skip
+            self.counters["bad_delta"] += 1
+            return
+        if delta[2] not in self._yields and len(self._yields) >= MAX_JOINERS:
+            self.counters["yields_dropped"] += 1  # its hand-over waits to its deadline
+            return
+        self._yields.setdefault(delta[2], set()).add(worker)
+
+    def _hand_joiner(self, ident: str, live: dict[str, str], now: float, own: set[str]) -> None:
+        """Rule 1: the mirror's dialogs a joined worker owns go to it, then HANDED; not
+        those it created itself meanwhile (``own``: it holds them, newer than our copy)."""
+        ring = WorkerSet.fixed(live)
+        wall, mine, keys = time.time(), [], self.mirror.keys()
+        for key in keys:
+            if key in own:
+                continue
+            if ring.owner(key.partition("\0")[0].encode("utf-8", "surrogateescape")) == ident:
+                rec = self.mirror.record(key, now, wall)
+                if rec is not None:
+                    mine.append(rec)
+        # rule 2: a worker of another host hears who hands it over by our node's name
+        local = self.hosts is None or self.hosts.is_local(ident)
+        source = STATEPLANE if local else host_source(self.settings.node.name)
+        if mine:
+            _, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True,
+                                             workers=live, source=source)  # fmt: skip
+            self.counters["worker_dialogs_moved"] += len(mine) - lost
+            log.info("worker_dialogs_moved", to=ident, dialogs=len(mine), lost=lost)
+        self.adopter.handed(source, {ident: live[ident]}, now)
+
+    def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
+        """Rule 1: the mirror's dialogs ``ident`` owned go to their owners now."""
+        ring = WorkerSet.fixed({**live, ident: ""})
+        wall, mine, keys = time.time(), [], self.mirror.keys()
+        for key in keys:
+            cid = key.partition("\0")[0]
+            if ring.owner(cid.encode("utf-8", "surrogateescape")) == ident:
+                rec = self.mirror.record(key, now, wall)
+                if rec is not None:
+                    mine.append(rec)
+        mine = self._not_written(ident, mine, now, wall)
+        n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True, workers=live,
+                                         source=vanished_source(ident))  # fmt: skip
+        self.adopter.handed(vanished_source(ident), live, now)
+        self.counters["worker_dialogs_moved"] += len(mine) - lost
+        log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
+
+    def _not_written(self, ident: str, records: list[list[Any]], now: float,
+                     wall: float) -> list[list[Any]]:  # fmt: skip
+        """Rule 3: ``records`` less those whose CDR our host's file holds, which end here."""
+        path = self.settings.dialogs.cdr_file
+        written = read_keys(path, READ_BACK_BYTES) if path and records else set()
+        if not written:
+            return records
+        keep, ended = [], []
+        for rec in records:
+            cid, tag = rec[0], rec[1]
+            if isinstance(cid, str) and isinstance(tag, str) and (
+                    cdr_key(cid, tag) in written or cid in written):  # fmt: skip
+                ended.append(["t", cid, tag, "cdr_written", "proxy", wall])
+            else:
+                keep.append(rec)
+        if ended:
+            for delta in ended:
+                self.mirror.apply(delta, now, wall)
+            self._announce(ended)
+            self.counters["adopt_cdr_written"] += len(ended)
+            log.info("dialogs_already_ended", worker=ident, dialogs=len(ended))
+        return keep
+
+    # -- every host's workers (rule 2) -------------------------------------------------------
+
+    def on_ring(self, worker: str, delta: list[Any]) -> None:
+        """Rule 2: the view's other hosts, entries ``[[peer]]`` does not allow dropped."""
+        ring = pairs_ring(delta[2]) if len(delta) == 3 and delta[1] == worker else None
+        if ring is None or self.hosts is None or self.hop is None:
+            self.counters["bad_delta"] += 1
+            return
+        hop = self.hop
+        allowed = {i: ep for i, ep in ring.items() if hop.worker_key(i, ep) is not None}
+        self.counters["ring_refused"] += len(ring) - len(allowed)
+        self.hosts.set_ring(allowed, self.loop.time())
+
+    def _connect_tcp(self, ep: str) -> zmq.Socket[bytes] | None:
+        """Rule 2: a CURVE pipe to the worker of another host at ``ep``, or None when the
+        view has no worker there that ``[[peer]]`` lets us reach."""
+        if self.hop is None or self.hosts is None:
+            return None
+        for ident, at in self.hosts.view().items():
+            key = self.hop.worker_key(ident, ep) if at == ep else None
+            if key is not None:
+                return self.hop.connect_push(ep, key, 1_000)
+        return None
+
+    def workers_view(self, live: dict[str, str]) -> dict[str, str]:
+        """Rule 2: every host's workers, or this host's (``live``) on a host alone."""
+        if self.hosts is None:
+            return live
+        self.hosts.set_local(live)
+        return self.hosts.view()
+
+    def close(self) -> None:
+        if self.hop is not None:
+            self.hop.close()
+
+
+def read_count(directory: Path) -> int:
+    """How many workers the last run had at most (``RESTORE_WAIT_S``)."""
+    try:
+        return max(0, min(1024, int((directory / WORKERS_FILE).read_text().strip())))
+    except (OSError, ValueError):
+        return 0
+
+
+def _write_count(directory: Path, count: int) -> None:
+    tmp = directory / (WORKERS_FILE + ".tmp")
+    try:
+        tmp.write_text(f"{count}\n")
+        os.replace(tmp, directory / WORKERS_FILE)
+    except OSError as exc:
+        log.warning("workers_count_not_written", error=str(exc))
