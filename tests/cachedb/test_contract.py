@@ -7,15 +7,17 @@ import asyncio
 import itertools
 import os
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from tests.cachedb.helpers import eventually, run
-from tests.cachedb.servers import Server
+from tests.cachedb.servers import RedisCluster, Server
 from workers.cachedb import (
     MAX_VALUE_BYTES,
     CacheDB,
     CacheKeyError,
+    CacheUnavailable,
     CacheValueError,
     open_cachedb,
 )
@@ -269,3 +271,43 @@ def test_many_in_flight(server: Server) -> None:
         assert got == [b"%d" % i for i in range(300)]
 
     with_db(server, body, timeout_s=3.0)
+
+
+def _connections_to(server: Server | RedisCluster) -> int:
+    """This process's established TCP connections to the server's ports (from /proc)."""
+    ports = {n.port for n in server.nodes} if isinstance(server, RedisCluster) else {server.port}
+    ours = set()
+    for fd in os.listdir("/proc/self/fd"):
+        target = os.readlink(f"/proc/self/fd/{fd}") if os.path.exists(f"/proc/self/fd/{fd}") else ""
+        if target.startswith("socket:["):
+            ours.add(target[8:-1])
+    found = 0
+    for table in ("/proc/self/net/tcp", "/proc/self/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            remote_port = int(cols[2].rsplit(":", 1)[1], 16)
+            if cols[3] == "01" and remote_port in ports and cols[9] in ours:
+                found += 1
+    return found
+
+
+@pytest.mark.parametrize("server", ["redis", "redis-cluster", "memcached"], indirect=True)
+def test_close_ends_calls_in_flight_and_refuses_later_ones(server: Server) -> None:
+    """close() returns once the calls in flight have ended, a later call is CacheUnavailable
+    without I/O, and no connection is left open (guard.py rule 5: redis-py reconnected a closed
+    client, the leaked connection then hung uvloop's close under pytest)."""
+
+    async def body(db: CacheDB, p: str) -> None:
+        await db.set(p + "k", b"v")  # connected (a cluster client's start is done)
+        calls = [asyncio.ensure_future(db.get(p + "k")) for _ in range(30)]
+        calls += [asyncio.ensure_future(db.delete(f"{p}x{i}")) for i in range(30)]
+        await asyncio.sleep(0)  # every call has started: in flight across the close
+        await db.close()
+        assert all(c.done() for c in calls)
+        with pytest.raises(CacheUnavailable):
+            await db.get(p + "k")
+        with pytest.raises(CacheUnavailable):
+            await db.add(p + "late", b"x")
+        assert _connections_to(server) == 0
+
+    with_db(server, body, timeout_s=5.0)

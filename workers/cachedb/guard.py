@@ -13,6 +13,12 @@ Rules:
    are not logged here: the caller answers 500/503 and logs its one event.
 4. ``_translate(exc)`` maps the backend's own exceptions; anything it returns None for becomes
    a plain ``CacheError``, so nothing foreign escapes.
+5. ``close()`` is final: a call made after it raises ``CacheUnavailable`` with no I/O, and it
+   lets the calls in flight end (each within its own deadline, so the wait is bounded by the
+   latest of them) before the backend's ``_close``. redis-py reconnects a closed client on
+   demand: without this, a call racing a close (a REGISTER in flight at worker shutdown)
+   opened a connection nobody closed, and uvloop's ``close()`` waits forever on an open handle
+   when its "unclosed resource" warning is raised as an error (pytest ``filterwarnings``).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, TypeVar
 
 import structlog
 
-from workers.cachedb.errors import CacheError, CacheTimeout
+from workers.cachedb.errors import CacheError, CacheTimeout, CacheUnavailable
 from workers.cachedb.interface import check_by, check_key, check_ttl, check_value
 
 log = structlog.get_logger()
@@ -47,6 +53,11 @@ class Guarded:
             raise ValueError(f"timeout_s must be positive, found {timeout_s}")
         self.timeout_s = timeout_s
         self.slow_ms = slow_ms
+        self._closed = False
+        self._inflight = 0
+        self._drained = asyncio.Event()  # set while no call is in flight (rule 5)
+        self._drained.set()
+        self._drain_by = 0.0  # loop time by which every call in flight has met its deadline
 
     async def get(self, key: str) -> bytes | None:
         check_key(key)
@@ -80,6 +91,17 @@ class Guarded:
         return await self._run("delete", self._delete, key)
 
     async def close(self) -> None:
+        """Refuse new calls, let those in flight end, then release the backend (rule 5)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._inflight:
+            left_s = self._drain_by - asyncio.get_running_loop().time()
+            # each call ends by its own deadline: the margin covers a loaded loop's lag
+            try:
+                await asyncio.wait_for(self._drained.wait(), max(left_s, 0.0) + self.timeout_s)
+            except TimeoutError:
+                log.warning("cachedb_close_busy", backend=self.backend, calls=self._inflight)
         await self._close()
 
     async def _run(
@@ -87,6 +109,11 @@ class Guarded:
     ) -> T:
         """``fn(*args)`` guarded, within ``timeout_s`` (the client's own by default)."""
         timeout_s = timeout_s or self.timeout_s
+        if self._closed:
+            raise CacheUnavailable(f"{self.backend} {op}: client closed")
+        self._drain_by = max(self._drain_by, asyncio.get_running_loop().time() + timeout_s)
+        self._inflight += 1
+        self._drained.clear()
         start = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
@@ -99,6 +126,9 @@ class Guarded:
             mapped = self._translate(exc) or CacheError(f"{self.backend} {op}: {exc!r}")
             raise mapped from exc
         finally:
+            self._inflight -= 1
+            if not self._inflight:
+                self._drained.set()
             ms = (time.perf_counter() - start) * 1000
             if ms > self.slow_ms:
                 log.warning("cachedb_slow", backend=self.backend, op=op, ms=round(ms, 1))
