@@ -13,7 +13,8 @@ from redis.cluster import key_slot
 
 from tests.cachedb.helpers import run
 from tests.cachedb.servers import RedisCluster, Server
-from workers.cachedb import CacheTimeout, CacheUnavailable, open_cachedb
+from workers.cachedb import CacheDB, CacheTimeout, CacheUnavailable, open_cachedb
+from workers.cachedb.backend_redis_cluster import RedisClusterCacheDB
 
 
 def client(port: int) -> redis.Redis:
@@ -73,7 +74,10 @@ def test_first_calls_share_one_start(own_server: Callable[[str], Server]) -> Non
     before = commands()
 
     async def main() -> None:
-        db = open_cachedb(cluster.url, timeout_s=0.25)
+        # the 50 calls queue on the client's connection gate after the start, inside their own
+        # deadlines: 0.25 s is too little for the last of them on a loaded box, and the deadline
+        # is not what this half tests (the start shared once is)
+        db = open_cachedb(cluster.url, timeout_s=5.0)
         try:
             got = await asyncio.gather(*(db.incr(f"first-{i % 5}") for i in range(50)))
             assert sorted(got) == sorted(n for _ in range(5) for n in range(1, 11))
@@ -87,7 +91,13 @@ def test_first_calls_share_one_start(own_server: Callable[[str], Server]) -> Non
         # the start (0.13 s idle here) is longer than this deadline: it has its own
         db = open_cachedb(cluster.url, timeout_s=0.05)
         try:
-            assert await db.get("first-0") == b"10"
+            try:
+                assert await db.get("first-0") == b"10"
+            except CacheTimeout:
+                # a loaded box may take over 0.05 s for the get itself: what is tested is that
+                # the start finished past that deadline; the get is then asked again
+                assert isinstance(db, RedisClusterCacheDB) and db._ready, "start cut by the deadline"
+                assert await eventually_get(db, "first-0") == b"10"
         finally:
             await db.close()
 
@@ -154,3 +164,14 @@ def test_start_against_a_down_cluster_is_tried_again(own_server: Callable[[str],
             await db.close()
 
     run(main)
+
+
+async def eventually_get(db: CacheDB, key: str, within_s: float = 10.0) -> bytes | None:
+    """``db.get(key)`` asked again past each short deadline's timeout, within ``within_s``."""
+    end = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            return await db.get(key)
+        except CacheTimeout:
+            if asyncio.get_running_loop().time() >= end:
+                raise

@@ -27,6 +27,10 @@ pytestmark = pytest.mark.e2e
 BUS = "\n[bus]\nhwm = 1\nmax_pending = 50\nliveness = 40\n"
 #: tests/e2e/node.py's ``[log] stats_interval_s``: rates are per second over it
 STATS_INTERVAL_S = 0.5
+#: the stalled-pipe test's flood bound; its worker stays in the ring 25 s (liveness x 250 ms)
+#: so a flood slowed by load never outlives it
+FILL_S = 18.0
+STALL_BUS = BUS.replace("liveness = 40", "liveness = 100")
 
 
 def request(method: str, port: int, proxy: int, *, to_tag: str = "") -> tuple[bytes, str]:
@@ -123,7 +127,7 @@ def test_stalled_pipe_reports_depth_and_oldest_age(start_node: StartNode,
     """With the worker stopped, the ingress's pipe to it reports a backlog and an oldest
     message that ages with the stop, in load_stats and ctl stats; after SIGCONT both fall
     back to 0."""
-    node = start_node(sink.getsockname()[1], "worker=1", BUS)
+    node = start_node(sink.getsockname()[1], "worker=1", STALL_BUS)
     worker = node.pid("worker.1")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as ua:
         ua.bind((LOCALHOST, 0))
@@ -172,16 +176,26 @@ def logged_sent(stats: list[dict[str, Any]], peer: str) -> float:
 
 
 def fill(ua: socket.socket, me: int, node: Node) -> None:
-    """Send bursts until the pipe to the stopped worker holds a backlog that stays: the socket
-    buffers beneath it are full (how much a burst gets into them first depends on how the
-    ingress's loop interleaves reading and flushing, so one burst is not always enough)."""
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        for _ in range(250):
+    """Flood until the pipe to the stopped worker holds a backlog that stays: a ``load_stats``
+    interval in which INFOs came in and the pipe, holding some, took none (the socket buffers
+    beneath it are full). How much a burst gets into those buffers first depends on how the
+    ingress's loop interleaves reading and flushing ([bus] flush_ms batches several messages a
+    frame), and on a loaded box the kernel drops much of a burst before the ingress reads it,
+    so no count of bursts is enough: the flood watches the ingress's own figures."""
+    seen = len(node.proc.events("load_stats"))
+    end = time.monotonic() + FILL_S
+    while not any(stuck(e) for e in stalled_stats(node, seen)):
+        assert time.monotonic() < end, f"no backlog formed: {stalled_stats(node, seen)[-3:]}"
+        for _ in range(1000):
             ua.sendto(request("INFO", me, node.port, to_tag="t")[0], (LOCALHOST, node.port))
-        if ingress_stats(node)["queued_out"] > 0 and ingress_stats(node)["queued_out"] > 0:
-            return  # still there a ctl round trip later: nothing below takes it
-    raise AssertionError("no backlog formed towards the stopped worker")
+        time.sleep(0.05)  # the ingress's loop reads and queues what came
+
+
+def stuck(stats: dict[str, Any]) -> bool:
+    """An interval in which messages came in and a pipe holding some took none."""
+    return float(stats.get("msgs_in_per_s", 0)) > 0 and any(
+        int(h.get("queued", 0)) > 0 and float(h.get("sent_per_s", 1)) == 0
+        for h in stats["hops"].values())  # fmt: skip
 
 
 def stalled_stats(node: Node, seen: int) -> list[dict[str, Any]]:

@@ -22,8 +22,11 @@ pytestmark = pytest.mark.e2e
 Uas = Callable[..., tuple[int, Proc]]
 
 CALLS = 90
-RATE = 30
-LIFETIME_S = 3
+#: calls start over 6 s and expire 8 s later, from 8 s to 14 s: a hand-started timers process
+#: that joins by then (a few seconds on a loaded box) fires some of the keys it takes over
+#: while others are still armed there, the state its SIGKILL must find
+RATE = 15
+LIFETIME_S = 8
 
 
 def _timers_stats(node: Node) -> dict[str, dict[str, object]]:
@@ -37,7 +40,7 @@ def _fired(row: dict[str, object] | None) -> int:
 
 def test_a_timers_process_joins_then_dies_under_calls(start_node: StartNode, uas: Uas,
                                                       tmp_path: Path) -> None:  # fmt: skip
-    """90 calls that never hang up (3 s lifetimes, started over 3 s) on two workers and one
+    """90 calls that never hang up (8 s lifetimes, started over 6 s) on two workers and one
     timers process. While they are up a second timers process is started by hand: half the
     keys move to it, as it comes up and while the workers announce themselves to it. Once it
     has fired some it gets SIGKILL with lifetimes still armed there: they move back. Every
@@ -54,9 +57,14 @@ def test_a_timers_process_joins_then_dies_under_calls(start_node: StartNode, uas
                  "lifetimes armed at timers.1", 20)  # fmt: skip
         hand = _hand_timers(node)
         ident = f"timers-{hand.popen.pid}"
-        wait_for(lambda: _fired(_timers_stats(node).get(ident)) > 0,
-                 "the hand-started timers process to fire", 20)  # fmt: skip
-        left = int(str(_timers_stats(node)[ident]["armed"]))
+        row: dict[str, object] = {}
+
+        def fired_some_holds_more() -> bool:
+            row.update(_timers_stats(node).get(ident) or {})
+            return _fired(row or None) > 0 and int(str(row.get("armed", 0))) > 0
+
+        wait_for(fired_some_holds_more, "the hand-started timers process to fire some and hold more",
+                 20)  # fmt: skip
         hand.popen.send_signal(signal.SIGKILL)
         hand.popen.wait(5)
         res = uac.wait()
@@ -71,7 +79,6 @@ def test_a_timers_process_joins_then_dies_under_calls(start_node: StartNode, uas
     assert {r["cause"] for r in rows} == {"expired"} and {r["ended_by"] for r in rows} == {"proxy"}
     lo, hi = LIFETIME_S * 1000 - 100, LIFETIME_S * 1000 + 8000
     assert all(lo <= int(str(r["talk_ms"])) <= hi for r in rows), rows
-    assert left > 0, "killed with nothing armed there: the death moved nothing"
 
 
 def _hand_timers(node: Node, starved: bool = False) -> Proc:

@@ -87,8 +87,10 @@ class Location:
         *,
         near_cache_ttl_s: float = 0.0,
         near_cache_max_aors: int = 10_000,
+        lock_wait_s: float = LOCK_WAIT_S,
     ) -> None:
         self.db = db
+        self.lock_wait_s = lock_wait_s
         self.registrar = registrar
         cfg = registrar.cfg
         self._near: NearCache | None = None
@@ -213,11 +215,11 @@ class Location:
 
     @asynccontextmanager
     async def _locked(self, key: str) -> AsyncIterator[None]:
-        """Hold ``lk:<key>`` (rule 3). Raises ``CacheTimeout`` (503) past ``LOCK_WAIT_S``."""
+        """Hold ``lk:<key>`` (rule 3). Raises ``CacheTimeout`` (503) past ``lock_wait_s``."""
         lock = LOCK_PREFIX + key
         token = next(self._tokens)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + LOCK_WAIT_S
+        deadline = loop.time() + self.lock_wait_s
         while not await self.db.add(lock, token, ttl_s=LOCK_TTL_S):
             if loop.time() >= deadline:
                 raise CacheTimeout(f"registration of {key} is locked by another process")
