@@ -123,8 +123,10 @@ def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_p
     profile = ('[[dialog_profile]]\nname = "trunk"\nlimit = 20\nover_limit_status = 486\n'
                'with_value = true\nvalue_from = "ruri_user"\n')  # fmt: skip
     a, b, vport = start_pair(start_node, tmp_path, dport, files + profile, peers=peers)
-    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=60, host=VIRTUAL,
-                       extra=("-d", "9000", "-cid_str", "held-%u-%p@%s"))  # fmt: skip
+    # held past every poll before the 21st call (10 + 10 + 5 + 5 + 5 s): 9 s were not enough
+    # on a loaded box, the holds ended and the trunk had room for the 21st (200, not 486)
+    run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=90, host=VIRTUAL,
+                       extra=("-d", "40000", "-cid_str", "held-%u-%p@%s"))  # fmt: skip
     short = None
     try:
         assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
@@ -488,7 +490,7 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
         b.kill()
         (ev,) = a.proc.wait_events("failover_takeover", 1, timeout_s=5)
         assert ev["dialogs"] == half and ev["address"] is None, ev  # the peer died: all
-        assert poll(lambda: role_of(a, vb) == "active" and live_dialogs(a) == CALLS, 5)
+        assert poll(lambda: role_of(a, vb) == "active" and live_dialogs(a) == CALLS, 20)
         again = Node.start(b.conf, b.run_dir, b.port, "worker=2")
         assert poll(lambda: role_of(again, vb) == role_of(again, VIRTUAL) == "passive"
                     and (stateplane(again)["replicas"].get("node-a", {}).get("dialogs")
