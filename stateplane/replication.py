@@ -323,6 +323,8 @@ class Replication:
         if self._update_topics:
             for upd in updates:
                 self._publish(upd)
+        else:
+            self.counters["updates_unsent"] += len(updates)
         if self.persist is not None:
             self.persist.append(updates)
 
