@@ -82,10 +82,15 @@ class Reader:
     def drain(self) -> None:
         if self.sock.closed:
             return
+        sock = self.sock
         for _ in range(DRAIN_LIMIT):
+            # EVENTS both ends the drain without the cost of a zmq.Again raised and caught
+            # (a quarter of the mirror's reader, measured) and re-arms the edge-triggered FD
+            if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                return
             try:
-                frames = self.sock.recv_multipart(zmq.NOBLOCK, copy=self.copy)
-            except zmq.Again:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=self.copy)
+            except zmq.Again:  # kept for safety: EVENTS said there was one
                 return
             try:
                 self.on_frames(frames)

@@ -5,6 +5,15 @@ Rules:
    batch is applied to the owner's mirror ``DialogTable`` (the snapshot source), numbered by
    the ``Publisher`` and sent on the PUB (``stateplane-pub.ipc``). ``HUGZ`` go out on the
    publisher's schedule whether or not anything changed.
+1a. The PUB is an XPUB: it tells us each topic that gains its first subscriber or loses its
+   last, so we know whether anyone takes updates (a topic that is a prefix of ``UPD``). While
+   no one does, updates are numbered, kept in the backlog and journaled but not packed nor
+   sent (with no peer, most of the mirror's cost). A subscriber cannot miss one it needs:
+   libzmq puts its subscription in the XPUB's filter before any message reaches it, and a
+   replica asks its first snapshot only after hearing us (rule 3), so the subscription
+   notices are read before any ``ICANHAZ`` is answered: the answer covers up to the
+   publisher's ``seq``, every later update is sent. One joiner we have not noticed yet and
+   that did not ask sees at worst a gap at the next heartbeat, and asks (the replica's rules).
 2. Snapshots: a ROUTER (``stateplane-snap.ipc``, mandatory-routing) answers ``ICANHAZ`` with
    ``snapshot.serve``, one message per answer per loop turn, so heartbeats and deltas keep
    flowing during a big sync (``stateplane/answers.py``). Who may ask, how often, and when
@@ -122,7 +131,9 @@ class Replication:
         self.endpoints = [f"ipc://{run_dir}/{name}" for name in
                           (env.STATEPLANE_DELTAS, env.STATEPLANE_PUB, env.STATEPLANE_SNAP)]  # fmt: skip
         pull = _bind(ctx, zmq.PULL, self.endpoints[0], settings.bus.hwm, sockets.MAX_MSG_BYTES)
-        self.pub = _bind(ctx, zmq.PUB, self.endpoints[1], PUB_HWM, sockets.MAX_SEND_ONLY_BYTES)
+        self.pub = _bind(ctx, zmq.XPUB, self.endpoints[1], PUB_HWM, sockets.MAX_SEND_ONLY_BYTES)
+        #: rule 1a: the subscribed topics that take updates (at most the 4 prefixes of UPD)
+        self._update_topics: set[bytes] = set()
         self.snap = _bind(ctx, zmq.ROUTER, self.endpoints[2], SNAP_HWM, MAX_ASK_BYTES)
         self.snap.setsockopt(zmq.ROUTER_MANDATORY, 1)  # rule 2
         self.answers = Answers(self.loop, self.snap, self.publisher, self.mirror, self.counters)
@@ -141,7 +152,8 @@ class Replication:
         #: keys heard from each worker in a resync in progress (workers/dialogs/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
         self.readers = [Reader(self.loop, pull, self._on_deltas),
-                        Reader(self.loop, self.snap, self.answers.on_ask, copy=False)]  # fmt: skip
+                        Reader(self.loop, self.snap, self._on_ask, copy=False),
+                        Reader(self.loop, self.pub, self._on_subscription)]  # fmt: skip
         #: rule 11: the ingresses we announce and those we learn
         self.finder = IngressFinder(ctx, settings, self._publish, self.counters)
         self.peers = [self._peer(d) for d in sp.peers]
@@ -286,11 +298,33 @@ class Replication:
         self._announce(good)
         self.counters["deltas"] += len(good)
 
+    def _on_subscription(self, frames: list[bytes]) -> None:
+        """Rule 1a: an XPUB notice, ``\x01topic`` (first subscriber) or ``\x00topic`` (last
+        one gone); anything else a forged subscriber sent is ignored."""
+        if len(frames) != 1 or not frames[0]:
+            return
+        notice, topic = frames[0][0], frames[0][1:]
+        if not up.KIND_UPDATE.startswith(topic):
+            return
+        if notice == 1:
+            self._update_topics.add(topic)
+        elif notice == 0:
+            self._update_topics.discard(topic)
+
+    def _on_ask(self, frames: list[zmq.Frame]) -> None:
+        """Rule 1a: the subscription notices first, so the answer's updates are all sent."""
+        self.readers[2].drain()
+        self.answers.on_ask(frames)
+
     def _announce(self, deltas: list[list[Any]]) -> None:
-        """Deltas the mirror took: numbered, published, and journaled (rule 1)."""
+        """Deltas the mirror took: numbered, published (to subscribers, rule 1a), and
+        journaled (rule 1)."""
         updates = self.publisher.publish(deltas)
-        for upd in updates:
-            self._publish(upd)
+        if self._update_topics:
+            for upd in updates:
+                self._publish(upd)
+        else:
+            self.counters["updates_unsent"] += len(updates)
         if self.persist is not None:
             self.persist.append(updates)
 

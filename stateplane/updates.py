@@ -141,6 +141,8 @@ _KIND_OF: dict[type[Any], bytes] = {
     Update: b"UPD", Hugz: b"HUGZ", Icanhaz: b"ICANHAZ", Chunk: b"KVSYNC", Kthxbai: b"KTHXBAI",
     Ingresses: b"INGRESSES",
 }  # fmt: skip
+#: the first frame of an ``Update``: a subscription to a prefix of it takes updates
+KIND_UPDATE = _KIND_OF[Update]
 
 
 def pack(msg: Message) -> list[bytes]:
