@@ -182,6 +182,26 @@ def last_stats_row(stf: Path) -> dict[str, str]:
     return rows[-1]
 
 
+def stop_uas_drained(group: Group, uas: subprocess.Popen[Any], stf: Path, deadline_s: float,
+                     step_s: float) -> None:  # fmt: skip
+    """Wait (bounded) until the sipp UAS's stat file shows no open call (its built-in scenario
+    ends each call with a pause), then stop it: sipp writes its final stat row on SIGTERM."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        time.sleep(step_s)  # polling step, bounded by the deadline
+        try:
+            if int(last_stats_row(stf)["CurrentCall"]) == 0:
+                break
+        except (RuntimeError, OSError, KeyError, ValueError):
+            pass  # no row yet, or a row being written: read again next step
+    try:
+        os.killpg(uas.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        pass  # it ended by itself
+    uas.wait(timeout=15)
+    group.procs.remove(uas)
+
+
 def stat_rows(stf: Path) -> list[dict[str, str]]:
     with stf.open(newline="") as f:
         return list(csv.DictReader(f, delimiter=";"))

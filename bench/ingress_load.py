@@ -52,6 +52,7 @@ from _node import (
     last_stats_row,
     node_config,
     start_node,
+    stop_uas_drained,
     udp_port_bound,
     wait_ready,
 )
@@ -133,20 +134,7 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
             os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
             spy.wait(timeout=30)
             group.procs.remove(spy)
-        end = time.monotonic() + 30
-        while time.monotonic() < end:
-            time.sleep(0.5)  # polling step, bounded by the deadline
-            try:
-                if int(last_stats_row(uas_stf)["CurrentCall"]) == 0:
-                    break
-            except (RuntimeError, OSError, KeyError, ValueError):
-                pass
-        try:
-            os.killpg(uas.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        uas.wait(timeout=15)
-        group.procs.remove(uas)
+        stop_uas_drained(group, uas, uas_stf, 30, 0.5)
     finally:
         group.stop(node)
         group.procs.remove(node)

@@ -35,7 +35,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -50,6 +49,7 @@ from _node import (
     last_stats_row,
     node_config,
     start_node,
+    stop_uas_drained,
     udp_port_bound,
     wait_ready,
     worker_load_stats,
@@ -116,20 +116,7 @@ def run_mode(group: Group, mode: str, args: argparse.Namespace, tmp: Path) -> di
                           stderr=subprocess.STDOUT)
         uac.wait()
         group.procs.remove(uac)
-        end = time.monotonic() + 40
-        while time.monotonic() < end:
-            time.sleep(1)
-            try:
-                if int(last_stats_row(uas_stf)["CurrentCall"]) == 0:
-                    break
-            except (RuntimeError, OSError, KeyError, ValueError):
-                pass
-        try:
-            os.killpg(uas.pid, signal.SIGTERM)  # sipp writes its final stat row on TERM
-        except ProcessLookupError:
-            pass
-        uas.wait(timeout=15)
-        group.procs.remove(uas)
+        stop_uas_drained(group, uas, uas_stf, 40, 1)
         time.sleep(args.stats_wait)  # one more load_stats line after the last message
     finally:
         group.stop(node)
