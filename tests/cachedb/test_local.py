@@ -160,8 +160,8 @@ from workers.cachedb import open_cachedb
 
 async def main():
     db = open_cachedb("local://", run_dir=sys.argv[1], timeout_s=2.0)
+    await db.incr("shared", 5)  # before the write the parent waits for: it reads the sum then
     await db.set("from-child", b"hello parent")
-    await db.incr("shared", 5)
     async with asyncio.timeout(8):
         while await db.get("from-parent") != b"hello child":
             await asyncio.sleep(0.01)

@@ -30,6 +30,7 @@ def test_output_that_is_not_utf8_is_read_on(tmp_path: Path) -> None:
     script = "import sys; sys.stdout.buffer.write(b'tls \\xa7\\xff\\n'); print('after')"
     p = Proc.start([sys.executable, "-c", script], dict(os.environ), tmp_path)
     assert p.wait_lines(2) == ["tls \ufffd\ufffd", "after"]
+    assert p.popen.wait(10) == 0  # it exits by itself: stop() could SIGTERM it first
     assert p.stop() == 0
 
 
