@@ -613,9 +613,16 @@ class Dialogs:
     end) with cause ``expired``. More than ``[transactions] timer_c_s``."""
     cdr_file: str = ""
     """File CDRs are appended to, one JSON object per line; empty writes them to the log only
-    (every CDR is logged as a ``cdr`` event either way). Each worker writes the CDRs of a loop
+    (``cdr`` events; ``cdr_log`` says which go to the log as well). Each worker writes the CDRs of a loop
     iteration at its end, reopens the file when it is renamed or deleted (logrotate) or on
     SIGHUP, and creates it ``0640`` (``cdr_group``), ``0600`` without a group."""
+    cdr_log: Literal["unwritten", "all"] = "unwritten"
+    """Which CDRs are logged as ``cdr`` events on stdout too: ``unwritten``, those not in the
+    CDR file (every one without ``cdr_file``; with one, a CDR its buffer refused or could not
+    encode, and the CDRs of a loop iteration whose write failed, which wait in memory only);
+    ``all``, every one (the behaviour before this key: one more JSON line per call through
+    the log relay, ~80-100 µs of CPU per call, ``docs/benchmarks.md``). To follow calls,
+    ``tail -F`` the CDR file: the same JSON objects, one per line."""
     cdr_fsync_ms: int = field(default=DEFAULT_CDR_FSYNC_MS, metadata=_range(0, 10_000))
     """A CDR line is durable (fsync'd) at most this long after it was written; 0: each
     batch is fsync'd as it is written. A host crash loses at most this window of CDRs; a
