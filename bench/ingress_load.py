@@ -28,6 +28,7 @@ Everything started is stopped at the end, also on errors and Ctrl-C.
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3 --flush-ms 0
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 600 --calls 6000
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 200 --calls 3000 --repeats 3
+    python3 bench/ingress_load.py --mode stateful --dialogs --dialogs-key 'cdr_log = "all"' --threads
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --py-spy /path/py-spy --py-spy-out /tmp/ing.txt
 """
 
@@ -108,6 +109,10 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
             f.write(f"\n[bus]\nflush_ms = {args.flush_ms}\n")
         if args.dialogs:  # the issue's stateful case: dialogs and a CDR file
             f.write(f'\n[dialogs]\nenabled = true\ncdr_file = "{tmp / f"cdr-{n}.jsonl"}"\n')
+            for line in args.dialogs_key:
+                f.write(line + "\n")
+        if args.toml:
+            f.write("\n" + args.toml.replace("\\n", "\n") + "\n")
     log = tmp / f"node-{n}.log"
     node = start_node(group, conf, 1, log)
     spy = None
@@ -178,6 +183,10 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=15000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--dialogs", action="store_true", help="[dialogs] with a CDR file (use --mode stateful)")
+    ap.add_argument("--dialogs-key", action="append", default=[],
+                    help='a line for [dialogs], e.g. \'cdr_log = "all"\' (repeatable)')
+    ap.add_argument("--toml", default="",
+                    help="TOML appended to the node's config (other sections; \\n for newlines)")
     ap.add_argument("--flush-ms", type=int, default=None, help="[bus] flush_ms (default: its default)")
     ap.add_argument("--threads", action="store_true",
                     help="also split each process's CPU: main thread, other threads")
