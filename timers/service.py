@@ -122,6 +122,7 @@ class TimerService:
 
     def _on_envelope(self, env: envelope.Envelope) -> None:
         if env.kind == envelope.KIND_TOPS:
+            self.meter.counters["op_msgs"] += 1  # messages, against arms + cancels: the batching
             self._apply_ops(env.header)
         elif env.kind == envelope.KIND_HB:
             self._on_heartbeat(*env.header[:3])  # a 4th (a ring) is an ingress's
