@@ -4,8 +4,9 @@ Every node of a cluster of ``members`` (the same ordered list on every node) rep
 others and heartbeats to them. Each heartbeat carries, besides the node's epoch, three sets
 of member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals,
 itself included), ``holds`` (the members whose virtual addresses, and so calls, it holds)
-and ``knows`` (the members it has heard since it started). A member's address is *held* by
-one node: its own node normally, a survivor after it died.
+and ``knows`` (the members it has heard since it started); and ``claims``, its record of
+who last took each address (rule 3). A member's address is *held* by one node: its own node
+normally, a survivor after it died.
 This module decides, from the heartbeats heard and the clock, which addresses this node
 holds; the adapter (``stateplane/cluster.py``) binds them and adopts the calls.
 
@@ -22,9 +23,20 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    least ``maj`` voters do not see it. Down needs a majority of the configured nodes, not
    of the live ones: two survivors of five can never declare anyone down.
    A node that finds itself down (the others do not hear it) fences as in rule 1.
-3. Holder of record. ``held_by[x]`` is the last node heard claiming ``x`` (and its epoch).
-   A claim is *dead* when its holder is down, or came back with another epoch (restarted:
-   its calls are lost with its old process, only the replicas have them).
+3. Holder of record. ``held_by[x]`` is the last claim on ``x``: its holder, the holder's
+   epoch and a generation, one more than the claim it replaced. Every heartbeat carries the
+   sender's whole record and every node keeps, per address, the claim with the highest
+   generation (a tie: the holder nearer ``x`` in the cyclic order, as in rule 8), so the
+   nodes that hear one another agree on it within a heartbeat, even about a claim made
+   while they were cut off by a holder that died before they heard it again (a node that
+   learned holders only from their own heartbeats could miss the last claim and wait for
+   a taker that, missing it too, never took). A node that still holds ``x`` when it learns
+   another's newer claim on it (a race; rule 8 decides between live claimants) claims it
+   again above that generation. A claim is *dead* when its holder is down, or came back
+   with a later epoch (restarted: its calls are lost with its old process, only the
+   replicas have them); a restarted node learns its old process's claims from the others'
+   records while it settles (rule 6), so it waits for their taker instead of starting its
+   own address beside it.
 4. Takeover. The addresses of a dead claim all go, with the dead holder's whole replica, to
    one taker: the first member after the dead holder in the configured order (cyclic) that
    is not down, is not the dead holder, and has heard it (its heartbeats' ``knows``: a node
@@ -51,8 +63,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    nearest); the other releases it at once. Every node computes the same answer.
 9. Hostile input. Only configured members are heard (the adapter checks the ``[[peer]]``
    name); names in ``sees``, ``holds`` and ``knows`` that are not members are dropped and
-   counted, so every table here has at most ``n`` entries; a heartbeat with an older epoch
-   than the one heard (a dead process's, still queued) is ignored.
+   counted, and so is a claim naming a stranger or with a generation over ``MAX_GEN``, so
+   every table here has at most ``n`` entries; a heartbeat with an older epoch than the
+   one heard (a dead process's, still queued) is ignored.
 
 Every input takes ``now``; ``next_timer()`` says when ``handle_timer(now)`` must run.
 """
@@ -63,6 +76,7 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 #: missed heartbeat intervals after which a member is no longer seen (Binary Star's choice)
 EXPIRY_HEARTBEATS = 2
@@ -72,6 +86,9 @@ GRACE_HEARTBEATS = 1
 SETTLE_HEARTBEATS = 2
 #: the most members a cluster may have (bounds every table and every heartbeat's sets)
 MAX_MEMBERS = 32
+#: rule 9: the highest claim generation heard (one take per heartbeat would need 10^17
+#: years to reach it; a higher one is a forgery, and would not fit msgpack's 64 bits)
+MAX_GEN = 2**62
 
 
 class Reason(enum.Enum):
@@ -95,6 +112,19 @@ class Change:
     reason: Reason
     source: str | None = None
     whole: bool = False
+
+
+class Claim(NamedTuple):
+    """Rule 3: ``holder`` (in ``epoch``) took the address, the ``gen``-th take of it."""
+
+    holder: str
+    epoch: int
+    gen: int
+
+
+#: a heartbeat's view: (sees, holds, knows, claims as (member, holder, epoch, gen))
+View = tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...],
+             tuple[tuple[str, str, int, int], ...]]  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -121,7 +151,7 @@ class Quorum:
         self.maj = len(members) // 2 + 1
         self.heard: dict[str, Heard] = {}
         self.holds: set[str] = set()
-        self.held_by: dict[str, tuple[str, int]] = {}
+        self.held_by: dict[str, Claim] = {}
         self.quorate_since: float | None = None
         self.down_since: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
@@ -135,8 +165,10 @@ class Quorum:
     # -- inputs ------------------------------------------------------------------------------
 
     def receive(self, node: str, epoch: int, sees: Iterable[str], holds: Iterable[str],
-                knows: Iterable[str], now: float) -> list[Change]:  # fmt: skip
-        """A member's heartbeat (the adapter checked it comes from ``node``)."""
+                knows: Iterable[str], now: float,
+                claims: Iterable[Sequence[Any]] = ()) -> list[Change]:  # fmt: skip
+        """A member's heartbeat (the adapter checked it comes from ``node``); ``claims``: its
+        record of rule 3, (member, holder, epoch, gen) each."""
         if node == self.me or node not in self._index:
             self.counters["not_member"] += 1
             return []
@@ -146,8 +178,11 @@ class Quorum:
             return []
         h = Heard(epoch, self._members(sees), self._members(holds), self._members(knows), now)
         self.heard[node] = h
-        for x in h.holds:
-            self.held_by[x] = (node, epoch)
+        for i, entry in enumerate(claims):
+            if i >= MAX_MEMBERS:
+                self.counters["too_many_names"] += 1
+                break
+            self._learn(entry)
         return self._decide(now)
 
     def handle_timer(self, now: float) -> list[Change]:
@@ -168,12 +203,23 @@ class Quorum:
                 out.append(Change(False, x, Reason.FAILBACK))
         return out
 
-    def beat(self, now: float) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-        """(sees, holds, knows) for our heartbeat, in the configured order."""
+    def beat(self, now: float) -> View:
+        """(sees, holds, knows, claims) for our heartbeat, in the configured order."""
         alive = self.alive(now)
         return (tuple(m for m in self.members if m in alive),
                 tuple(m for m in self.members if m in self.holds),
-                tuple(m for m in self.members if m in self.heard))  # fmt: skip
+                tuple(m for m in self.members if m in self.heard),
+                tuple((m, *self.held_by[m]) for m in self.members if m in self.held_by))  # fmt: skip
+
+    def holder(self, x: str, now: float) -> str | None:
+        """The node we hear claim ``x`` now (ourselves included), if any."""
+        if x in self.holds:
+            return self.me
+        down = {m for m in self.heard if self.is_down(m, now)}
+        for m, h in self.heard.items():
+            if x in h.holds and m not in down:
+                return m
+        return None
 
     # -- the rules ---------------------------------------------------------------------------
 
@@ -190,6 +236,30 @@ class Quorum:
         votes = sum(1 for v in alive
                     if x not in (alive if v == self.me else self.heard[v].sees))  # fmt: skip
         return votes >= self.maj
+
+    def _learn(self, entry: Sequence[Any]) -> None:
+        """Rule 3: keep a relayed claim if it is newer than ours."""
+        try:
+            x, holder, epoch, gen = entry
+        except (TypeError, ValueError):
+            self.counters["bad_claims"] += 1
+            return
+        if (x not in self._index or holder not in self._index or type(epoch) is not int
+                or type(gen) is not int or not 0 <= gen <= MAX_GEN or epoch < 0):  # fmt: skip
+            self.counters["bad_claims"] += 1
+            return
+        claim = Claim(holder, epoch, gen)
+        known = self.held_by.get(x)
+        if known is None or self._rank(x, claim) > self._rank(x, known):
+            self.held_by[x] = claim
+
+    def _rank(self, x: str, c: Claim) -> tuple[int, int, int]:
+        """Rule 3's order: the later take, then the holder nearer ``x`` (rule 8)."""
+        return c.gen, -self._dist(x, c.holder), c.epoch
+
+    def _claim(self, x: str) -> None:
+        known = self.held_by.get(x)
+        self.held_by[x] = Claim(self.me, self.epoch, min(MAX_GEN, (known.gen + 1) if known else 1))
 
     def _members(self, names: Iterable[str]) -> frozenset[str]:
         out = set()
@@ -238,6 +308,9 @@ class Quorum:
         if self.quorate_since is None:
             self.quorate_since = now
         out = self._conflicts(down)
+        for x in self.holds:  # rule 3: still ours, whatever newer claim we heard
+            if self.held_by.get(x, Claim("", 0, 0))[:2] != (self.me, self.epoch):
+                self._claim(x)
         if now < self.quorate_since + SETTLE_HEARTBEATS * self.heartbeat_s:
             return out
         claimed = set(self.holds)
@@ -249,7 +322,7 @@ class Quorum:
                 change = self._orphan(x, down, now)
                 if change is not None:
                     self.holds.add(x)
-                    self.held_by[x] = (self.me, self.epoch)
+                    self._claim(x)
                     out.append(change)
         return out
 
@@ -273,10 +346,15 @@ class Quorum:
 
     def _orphan(self, x: str, down: set[str], now: float) -> Change | None:
         """Rules 3-5 for an address nobody up claims: ours to take, or not."""
-        holder, epoch = self.held_by.get(x, (None, 0))
-        if holder is not None and holder != self.me:
-            h = self.heard.get(holder)
-            restarted = h is not None and h.epoch != epoch
+        claim = self.held_by.get(x)
+        holder = None if claim is None else claim.holder
+        mine = claim is not None and claim[:2] == (self.me, self.epoch)
+        if claim is not None and holder is not None and not mine:
+            if holder == self.me:  # our previous process's: its calls died with it
+                restarted = True
+            else:  # a later epoch heard; an earlier one is a heartbeat still on its way
+                h = self.heard.get(holder)
+                restarted = h is not None and h.epoch > claim.epoch
             if holder in down or restarted:  # rule 4: a dead claim
                 if holder in down and now < self.down_since[holder] + (
                         GRACE_HEARTBEATS * self.heartbeat_s):  # fmt: skip
@@ -288,9 +366,9 @@ class Quorum:
         if x not in down:  # rule 5
             if x != self.me:
                 return None
-            if holder is None or holder == self.me:
+            if holder is None or mine:
                 return Change(True, x, Reason.START)
             return Change(True, x, Reason.HANDED_BACK, holder, whole=False)
-        if holder == self.me:  # we let it go without quorum: its calls are still ours
+        if mine:  # we let it go without quorum: its calls are still ours
             return Change(True, x, Reason.REGAINED)
         return None  # rule 5: never held, or handed back to a member now down
