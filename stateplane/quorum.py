@@ -40,7 +40,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
 4. Takeover. The addresses of a dead claim all go, with the dead holder's whole replica, to
    one taker: the first member after the dead holder in the configured order (cyclic) that
    is not down, is not the dead holder, and has heard it (its heartbeats' ``knows``: a node
-   restarted since the holder died has neither its replica nor its claims). Its calls are
+   restarted since the holder died has not its replica). A dead claim that no node up has
+   heard the holder of (a record relayed by nodes that heard it, all gone since) is void:
+   its calls are in no replica, and its address is unclaimed (rule 5). Its calls are
    one unit (its replica), so every address it held goes with them, whoever those
    addresses belong to. The taker waits
    ``GRACE_HEARTBEATS`` after it first finds the holder down, so a holder cut off in a
@@ -347,26 +349,29 @@ class Quorum:
     def _orphan(self, x: str, down: set[str], now: float) -> Change | None:
         """Rules 3-5 for an address nobody up claims: ours to take, or not."""
         claim = self.held_by.get(x)
-        holder = None if claim is None else claim.holder
         mine = claim is not None and claim[:2] == (self.me, self.epoch)
-        if claim is not None and holder is not None and not mine:
-            if holder == self.me:  # our previous process's: its calls died with it
-                restarted = True
-            else:  # a later epoch heard; an earlier one is a heartbeat still on its way
-                h = self.heard.get(holder)
+        holder = None if claim is None or mine else claim.holder
+        if claim is not None and not mine:
+            dead, restarted = claim.holder, True  # ours: our previous process's, died with it
+            if dead != self.me:  # a later epoch heard; an earlier one is a beat on its way
+                h = self.heard.get(dead)
                 restarted = h is not None and h.epoch > claim.epoch
-            if holder in down or restarted:  # rule 4: a dead claim
-                if holder in down and now < self.down_since[holder] + (
+            if dead in down or restarted:  # rule 4: a dead claim
+                if dead in down and now < self.down_since[dead] + (
                         GRACE_HEARTBEATS * self.heartbeat_s):  # fmt: skip
                     return None
-                if self._after(holder, down, holder) != self.me:
+                taker = self._after(dead, down, dead)
+                if taker is None:  # nobody up heard the holder: no replica, a void claim
+                    holder = None
+                elif taker != self.me:
                     return None
-                reason = Reason.RESTART if restarted and holder not in down else Reason.TAKEOVER
-                return Change(True, x, reason, holder, whole=True)
+                else:
+                    reason = Reason.RESTART if restarted and dead not in down else Reason.TAKEOVER
+                    return Change(True, x, reason, dead, whole=True)
         if x not in down:  # rule 5
             if x != self.me:
                 return None
-            if holder is None or mine:
+            if holder is None:
                 return Change(True, x, Reason.START)
             return Change(True, x, Reason.HANDED_BACK, holder, whole=False)
         if mine:  # we let it go without quorum: its calls are still ours

@@ -254,6 +254,10 @@ OPS = st.one_of(
 # a restarts, b takes a's address, b dies: only a knew b's claim, the taker (d) did not
 @example(4, [("kill", 0), ("start", 0), ("run", 2), ("kill", 1), ("kill", 2), ("kill", 3),
              ("start", 3), ("run", 1), ("start", 1)])  # fmt: skip
+# a restarts, b takes a's address, b dies, c restarts and learns b's claim from a, a
+# restarts again: nobody up heard b, so the claim is void and a takes its own address
+@example(3, [("kill", 0), ("run", 5), ("start", 0), ("run", 5), ("kill", 1), ("kill", 2),
+             ("start", 2), ("run", 1), ("kill", 0), ("start", 0)])  # fmt: skip
 def test_never_two_holders(n: int, ops: list[tuple[str, object]]) -> None:
     """Whatever dies, restarts, splits or heals: no address has two holders at any step;
     after a still period every address is held exactly once inside a majority group, and
