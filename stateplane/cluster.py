@@ -189,6 +189,7 @@ class ClusterFailover:
         sees, holds, knows, _ = q.beat(now)
         return {"roles": {a: st.value for a, st in self.states.items()}, "sees": sees,
                 "holds": holds, "knows": knows, "down": sorted(m for m in q.members if q.is_down(m, now)),
+                "claims": {x: list(c) for x, c in q.held_by.items()},
                 **self.counters, **q.counters}  # fmt: skip
 
     def close(self) -> None:
