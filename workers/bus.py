@@ -86,8 +86,8 @@ OnHost = Callable[[str, envelope.Envelope], None]
 #: kinds a worker host may send us on the TCP socket (rule 8)
 HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND_FWD})
 #: rule 10: how long a leaving worker waits at most for its ingresses to let go of it; with
-#: the quiet wait after it, well inside the 5 s a supervisor gives before SIGKILL
-LEAVE_S = 2.5
+#: the quiet wait after it (1 s at most), within ``conf.process.SHUTDOWN_S``
+LEAVE_S = 2.0
 
 
 
