@@ -44,6 +44,14 @@ Rules:
    here (rule 7 there) and connected with the key of the peer that announced it; one no
    longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
    its pipes. Such an envelope changes nothing on a worker that does not discover.
+10. Leaving (``leave``): we say ``down``, and every ingress we knew still sends us what it
+   queued before it read that, then ``LEFT`` (``ingress/bus.py`` rule 6). We stop reading
+   only once each has said ``LEFT`` or is gone (its file vanished, or it fell silent or
+   said ``down`` itself; silence alone does not count now), at most ``LEAVE_S``, saying
+   ``down`` again every heartbeat to cover one that was lost: a fixed quiet interval was not
+   enough, since an ingress busy or
+   descheduled for longer than it kept handing us calls after we had closed, and a TCP
+   caller has no retransmission to recover such a message.
 """
 
 from __future__ import annotations
@@ -77,6 +85,9 @@ OnAdopt = Callable[[list[Any]], None]
 OnHost = Callable[[str, envelope.Envelope], None]
 #: kinds a worker host may send us on the TCP socket (rule 8)
 HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND_FWD})
+#: rule 10: how long a leaving worker waits at most for its ingresses to let go of it; with
+#: the quiet wait after it (1 s at most), within ``conf.process.SHUTDOWN_S``
+LEAVE_S = 2.0
 
 
 
@@ -152,6 +163,8 @@ class IngressBus:
         #: the peer that announced each learnt endpoint
         self._found_by: dict[str, str] = {}
         self._refused_found = RefusalLog("discovered_ingress_refused")
+        #: rule 10: the ingresses that have not let go of us since we said ``down``
+        self._holding: set[str] = set()
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
         """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
@@ -277,6 +290,8 @@ class IngressBus:
             self._on_release(env.header)
         elif env.kind == envelope.KIND_INGRESSES:
             self._on_discovered(env.header)
+        elif env.kind == envelope.KIND_LEFT:
+            self._holding.discard(env.header[0])
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -327,7 +342,7 @@ class IngressBus:
         self._on_host(user, env)
 
     def _on_tcp_envelope(self, env: envelope.Envelope) -> None:
-        if env.kind == envelope.KIND_IN:
+        if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_LEFT:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
             self._on_ingress_hb(*env.header[:3])
@@ -407,7 +422,9 @@ class IngressBus:
         silent_s = self._cfg.heartbeat_ms / 1000 * self._cfg.liveness
         frames = envelope.pack(envelope.KIND_HB, [self.worker_id, self.tcp_endpoint, state])
         for remote in self._remote.values():
-            if remote.ident and now - remote.seen > silent_s:
+            # one we wait for as we leave stays until its LEFT, or LEAVE_S: an ingress busy
+            # for a second may still hand us what it queued before it read our "down"
+            if remote.ident and now - remote.seen > silent_s and remote.ident not in self._holding:
                 self._forget_remote(remote)
             remote.pipe.drain()
             remote.pipe.send_now(frames)
@@ -464,6 +481,27 @@ class IngressBus:
             pipe.send_now(frames)
         if self._remote:
             self._beat_remote(state)
+
+    async def leave(self) -> None:
+        """Rule 10: say ``down`` and wait, at most ``LEAVE_S``, until every ingress we knew
+        has let go of us; we still read and answer meanwhile."""
+        loop = self._loop
+        self._holding = set(self._pipes)
+        log.info("worker_leaving", ingresses=sorted(self._holding)[:20])
+        beat_s = self._cfg.heartbeat_ms / 1000
+        t0 = loop.time()
+        next_beat = t0
+        while True:
+            now = loop.time()
+            if now >= next_beat:
+                self.heartbeat("down")  # forgets the ingresses that vanished, too
+                next_beat = now + beat_s
+            self._holding &= self._pipes.keys()
+            if not self._holding or now - t0 >= LEAVE_S:
+                break
+            await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by LEAVE_S
+        log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000),
+                 holding=sorted(self._holding)[:20])  # fmt: skip
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""

@@ -298,3 +298,30 @@ def test_a_pipe_closed_before_its_flush_is_due_is_not_flushed(ctx: zmq.Context[A
         hop.close()
 
     run(body)
+
+
+def test_a_leaving_worker_waits_for_the_ingress_to_let_go(ctx: zmq.Context[Any],
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """A leaving worker reads on until the ingress says ``LEFT`` (workers/bus.py rule 10),
+    which comes at once once it read the ``down``; an ingress that is gone (its file
+    vanished) lets go of it too, without a word."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        t0 = loop.time()
+        await hop.worker.leave()
+        assert loop.time() - t0 < 1.0  # the ingress's LEFT, long before LEAVE_S
+        assert len(hop.ingress.workers) == 0
+        hop.close()
+
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        hop.ingress.close()  # gone before it could say LEFT
+        t0 = loop.time()
+        await hop.worker.leave()
+        assert loop.time() - t0 < 1.0
+        hop.worker.close()
+
+    run(body)
