@@ -11,7 +11,8 @@ UAS, ``[proxy] mode`` as asked, ``--dialogs``: ``[dialogs]`` with a CDR file, so
 hand their dialog deltas to the state plane's mirror). A fresh UAS and then the UAC run ``--calls`` calls at
 ``--rate`` calls/s, no hold time. While the UAC runs, every process of the node's tree is
 sampled from ``/proc/PID/stat`` (utime + stime); each process's CPU over the UAC's run is
-divided by the calls the UAC completed: **CPU µs per call per process**. CPU time, not wall
+divided by the calls the UAC completed: **CPU µs per call per process** (``honcho``: honcho's
+manager and its helper processes, one per child, which relay every process's log lines). CPU time, not wall
 time: on a shared box other processes' bursts move wall time far more than the CPU a process
 spends on its own messages (they do change batch sizes, so repeat and take medians).
 
@@ -27,6 +28,7 @@ Everything started is stopped at the end, also on errors and Ctrl-C.
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3 --flush-ms 0
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 600 --calls 6000
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 200 --calls 3000 --repeats 3
+    python3 bench/ingress_load.py --mode stateful --dialogs --dialogs-key 'cdr_log = "all"' --threads
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --py-spy /path/py-spy --py-spy-out /tmp/ing.txt
 """
 
@@ -79,8 +81,21 @@ def _ticks(pid: int) -> int:
     return int(f[11]) + int(f[12])
 
 
-def _procs(root: int) -> dict[int, str]:
-    return {pid: name for pid in Group.tree_pids(root) if (name := _name(pid)) is not None}
+def _thread_ticks(pid: int) -> dict[str, int]:
+    """CPU ticks of ``pid``'s threads: its main (Python) thread, and the rest (ZeroMQ's I/O
+    thread, honcho's readers) summed as ``other``."""
+    out = {"main": 0, "other": 0}
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            f = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out["main" if int(tid) == pid else "other"] += int(f[11]) + int(f[12])
+    return out
 
 
 def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[str, float]:
@@ -94,13 +109,19 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
             f.write(f"\n[bus]\nflush_ms = {args.flush_ms}\n")
         if args.dialogs:  # the issue's stateful case: dialogs and a CDR file
             f.write(f'\n[dialogs]\nenabled = true\ncdr_file = "{tmp / f"cdr-{n}.jsonl"}"\n')
+            for line in args.dialogs_key:
+                f.write(line + "\n")
+        if args.toml:
+            f.write("\n" + args.toml.replace("\\n", "\n") + "\n")
     log = tmp / f"node-{n}.log"
     node = start_node(group, conf, 1, log)
     spy = None
     try:
         if not wait_ready(port):
             raise RuntimeError(f"node not ready, see {log}")
-        procs = _procs(node.pid)
+        # honcho relays every process's log lines (a CDR line per call): its manager and the
+        # one helper process per child that reads the child's stdout (multiprocessing) count
+        procs = {pid: _name(pid) or "honcho" for pid in Group.tree_pids(node.pid)}
         common = ["-i", HOST, "-bind_local", "-buff_size", "4194304", "-nostdin",
                   "-trace_stat", "-fd", "1", "-recv_timeout", "10000"]
         uas_stf, uac_stf = tmp / f"uas-{n}.csv", tmp / f"uac-{n}.csv"
@@ -114,6 +135,7 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
         while not udp_port_bound(uas_port) and time.monotonic() < end:
             time.sleep(0.1)  # polling step, bounded by the deadline
         before = {pid: _ticks(pid) for pid in procs}
+        threads_before = {pid: _thread_ticks(pid) for pid in procs} if args.threads else {}
         if args.py_spy:
             target = next(pid for pid, name in procs.items() if name == args.py_spy_proc)
             spy = group.start([args.py_spy, "record", "-p", str(target), "-r", "250", "--nonblocking", "-f", "raw",
@@ -130,6 +152,7 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
         wall = time.monotonic() - t0
         group.procs.remove(uac)
         after = {pid: _ticks(pid) for pid in procs}
+        threads_after = {pid: _thread_ticks(pid) for pid in procs} if args.threads else {}
         if spy is not None:
             os.kill(spy.pid, signal.SIGINT)  # py-spy writes its output on SIGINT
             spy.wait(timeout=30)
@@ -146,6 +169,10 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
     for pid, name in procs.items():
         us = (after[pid] - before[pid]) / CLK_TCK * 1e6 / max(ok, 1)
         out[name] = out.get(name, 0.0) + us
+        for part in threads_after.get(pid, {}):
+            t = threads_after[pid][part] - threads_before[pid].get(part, 0)
+            key = f"{name}.{part}"
+            out[key] = out.get(key, 0.0) + t / CLK_TCK * 1e6 / max(ok, 1)
     return out
 
 
@@ -156,7 +183,13 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=15000)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--dialogs", action="store_true", help="[dialogs] with a CDR file (use --mode stateful)")
+    ap.add_argument("--dialogs-key", action="append", default=[],
+                    help='a line for [dialogs], e.g. \'cdr_log = "all"\' (repeatable)')
+    ap.add_argument("--toml", default="",
+                    help="TOML appended to the node's config (other sections; \\n for newlines)")
     ap.add_argument("--flush-ms", type=int, default=None, help="[bus] flush_ms (default: its default)")
+    ap.add_argument("--threads", action="store_true",
+                    help="also split each process's CPU: main thread, other threads")
     ap.add_argument("--py-spy", default="", help="path of py-spy: record the ingress")
     ap.add_argument("--py-spy-out", default="/tmp/ingress-pyspy.txt")
     ap.add_argument("--py-spy-proc", default="ingress", help="the process to record")
@@ -176,7 +209,7 @@ def main() -> int:
                            for k, v in r.items()), flush=True)  # fmt: skip
     finally:
         group.stop_all()
-    for key in ("ingress", "worker", "stateplane", "timers"):
+    for key in ("ingress", "worker", "stateplane", "timers", "honcho"):
         vals = sorted(r.get(key, 0.0) for r in rows)
         print(f"{key}: median {vals[len(vals) // 2]:.1f} us CPU per call "
               f"({', '.join(f'{v:.1f}' for v in vals)})")

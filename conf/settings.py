@@ -587,6 +587,13 @@ DEFAULT_DIALOG_LIFETIME_S = 43_200.0
 #: longer than Timer C (180 s) plus a cancelled branch's 64*T1, so the proxy's own 408 or 487
 #: always ends an unanswered call first and this is only a safety net
 DEFAULT_EARLY_LIFETIME_S = 300.0
+#: a worker's timer ops wait this long to leave together (``Timers.ops_flush_ms``): the
+#: timers it arms are dialog lifetimes (at least a second), so 10 ms costs their deadlines
+#: nothing while a busy worker sends a message per 10 ms instead of one per loop iteration
+DEFAULT_TIMER_OPS_FLUSH_MS = 10
+#: the state plane reads the workers' deltas this long after they start coming
+#: (``StatePlane.deltas_wait_ms``): one wake-up of its loop per 5 ms, not one per delta message
+DEFAULT_DELTAS_WAIT_MS = 5
 #: a written CDR waits this long for its fsync at most (workers/dialogs/cdr.py): one fsync per 20 ms
 #: whatever the call rate, and a host crash loses at most 20 ms of CDRs
 DEFAULT_CDR_FSYNC_MS = 20
@@ -613,9 +620,16 @@ class Dialogs:
     end) with cause ``expired``. More than ``[transactions] timer_c_s``."""
     cdr_file: str = ""
     """File CDRs are appended to, one JSON object per line; empty writes them to the log only
-    (every CDR is logged as a ``cdr`` event either way). Each worker writes the CDRs of a loop
+    (``cdr`` events; ``cdr_log`` says which go to the log as well). Each worker writes the CDRs of a loop
     iteration at its end, reopens the file when it is renamed or deleted (logrotate) or on
     SIGHUP, and creates it ``0640`` (``cdr_group``), ``0600`` without a group."""
+    cdr_log: Literal["unwritten", "all"] = "unwritten"
+    """Which CDRs are logged as ``cdr`` events on stdout too: ``unwritten``, those not in the
+    CDR file (every one without ``cdr_file``; with one, a CDR its buffer refused or could not
+    encode, and the CDRs of a loop iteration whose write failed, which wait in memory only);
+    ``all``, every one (the behaviour before this key: one more JSON line per call through
+    the log relay, ~80-100 µs of CPU per call, ``docs/benchmarks.md``). To follow calls,
+    ``tail -F`` the CDR file: the same JSON objects, one per line."""
     cdr_fsync_ms: int = field(default=DEFAULT_CDR_FSYNC_MS, metadata=_range(0, 10_000))
     """A CDR line is durable (fsync'd) at most this long after it was written; 0: each
     batch is fsync'd as it is written. A host crash loses at most this window of CDRs; a
@@ -699,6 +713,14 @@ class Timers:
     max_coalesce_ms: float = field(default=10.0, metadata=_range(0, 10_000))
     """Longest the service delays a wake-up so that near deadlines fire together, when
     adapting; 0 never coalesces. Timers never fire early."""
+    ops_flush_ms: int = field(default=DEFAULT_TIMER_OPS_FLUSH_MS, metadata=_range(0, 100))
+    """A worker's arms and cancels leave for the timer service this long after the first of
+    them (one message per timers process, an arm and a cancel of one key in it folded into
+    the last); 0: at the end of the event-loop iteration that made them. Each message wakes
+    the worker's ZeroMQ thread and the service's, whatever it holds (``docs/benchmarks.md``
+    "State plane, timers and log volume per call"). A timer fires at its deadline however
+    late its arm left; a worker that dies meanwhile loses nothing the state plane's mirror
+    does not re-arm (``docs/timers.md``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -759,6 +781,14 @@ class StatePlane:
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""
+    deltas_wait_ms: int = field(default=DEFAULT_DELTAS_WAIT_MS, metadata=_range(0, 100))
+    """When the workers' dialog deltas start coming, the state plane reads them this long
+    after, together with those that came meanwhile, in one turn of its loop; 0: as each
+    message comes. Each turn is a wake-up of its event loop (most of the mirror's CPU per
+    call at moderate rates, ``docs/benchmarks.md`` "State plane, timers and log volume per
+    call"); the wait adds at most this to the replication lag to ``peers`` and to the
+    mirror, and the state plane reads what waits before each heartbeat's decisions (hand
+    over, failover) and before answering a snapshot."""
     backlog: int = field(default=16_384, metadata=_range(16, 10_000_000))
     """Updates kept for replay: a replica that missed fewer than this gets them again instead
     of a whole snapshot."""

@@ -71,13 +71,42 @@ def peer_endpoints(peer: str) -> tuple[str, str]:
 class Reader:
     """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5); nothing
     ``on_frames`` raises leaves the reader (counted in ``errors``). ``copy=False`` hands
-    ``zmq.Frame``s, whose ``get("User-Id")`` names a CURVE peer."""
+    ``zmq.Frame``s, whose ``get("User-Id")`` names a CURVE peer.
+
+    ``wait_s`` > 0 (the workers' deltas, ``[stateplane] deltas_wait_ms``): when the FD fires,
+    the reader stops watching it and drains ``wait_s`` later, taking in one turn what came
+    meanwhile; a wake-up of the loop costs more than the messages it reads at moderate rates.
+    ``catch_up`` drains at once what waits (before a decision that reads the mirror)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
-                 on_frames: Callable[[list[Any]], None], copy: bool = True) -> None:  # fmt: skip
+                 on_frames: Callable[[list[Any]], None], copy: bool = True,
+                 wait_s: float = 0.0) -> None:  # fmt: skip
         self.loop, self.sock, self.on_frames, self.copy = loop, sock, on_frames, copy
         self.errors = 0
-        self._reader = GUARD.add_reader(loop, sock.FD, "stateplane_reader", self.drain)
+        self.wait_s = wait_s
+        self._later: asyncio.TimerHandle | None = None
+        on_fd = self._on_fd if wait_s > 0 else self.drain
+        self._reader = GUARD.add_reader(loop, sock.FD, "stateplane_reader", on_fd)
+
+    def _on_fd(self) -> None:
+        """The FD fired (or a drain stopped at its limit): drain in ``wait_s``. The FD stays
+        readable until the drain reads EVENTS, so it is unwatched meanwhile."""
+        if self._later is None and not self.sock.closed:
+            self.loop.remove_reader(self.sock.FD)
+            self._later = self.loop.call_later(self.wait_s, self._wake)
+
+    def _wake(self) -> None:
+        self._later = None
+        if self.sock.closed:
+            return
+        self.loop.add_reader(self.sock.FD, self._reader)
+        self.drain()
+
+    def catch_up(self) -> None:
+        """Drain now what a wait holds back."""
+        if self._later is not None:
+            self._later.cancel()
+            self._wake()
 
     def drain(self) -> None:
         if self.sock.closed:
@@ -101,6 +130,9 @@ class Reader:
         self.loop.call_soon(self._reader)
 
     def close(self) -> None:
+        if self._later is not None:
+            self._later.cancel()
+            self._later = None
         if not self.sock.closed:
             self._reader.remove()
             self.sock.close(linger=0)

@@ -97,7 +97,7 @@ class Worker:
             gid = rundir.group_id(dlg.cdr_group or settings.node.run_group)
             self.cdrs = CdrFile(CdrWriter(dlg.cdr_file, fsync_s=dlg.cdr_fsync_ms / 1000, gid=gid,
                                           clock=self.loop.time), self.loop,
-                                dlg.cdr_peer_files)  # fmt: skip
+                                dlg.cdr_peer_files, log_all=dlg.cdr_log == "all")  # fmt: skip
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
         if settings.dialogs.enabled:
@@ -297,8 +297,9 @@ class Worker:
             elif isinstance(ev, TimerOp):
                 self._timer_op(ev)
             elif isinstance(ev, Cdr):
-                log.info("cdr", **ev.fields)
-                if self.cdrs is not None:
+                if self.cdrs is None:  # no CDR file: the log is where CDRs go
+                    log.info("cdr", **ev.fields)
+                else:  # the file, and the log as [dialogs] cdr_log says
                     self.cdrs.write(ev.fields)
                 cdrs = True
             elif isinstance(ev, Refused):

@@ -35,12 +35,15 @@ def cdrs(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def test_each_finished_call_writes_one_cdr(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:
+@pytest.mark.parametrize("cdr_log", ["unwritten", "all"])
+def test_each_finished_call_writes_one_cdr(start_node: StartNode, uas: Uas, tmp_path: Path,
+                                           cdr_log: str) -> None:  # fmt: skip
     """200 calls that end with the caller's BYE: exactly one CDR each, cause bye, ended by
-    the caller, with answer before end and the durations filled."""
+    the caller, with answer before end and the durations filled; logged as well with
+    ``cdr_log = "all"``, not at all by default (the file took every one)."""
     dport, _ = uas("u1")
     cdr_file = tmp_path / "cdr.jsonl"
-    node = start_node(dport, "worker=2", dialogs(cdr_file))
+    node = start_node(dport, "worker=2", dialogs(cdr_file, f'cdr_log = "{cdr_log}"'))
     res = sipp_uac(node.port, "u1", 200, 100, tmp_path)
     assert (res.successful, res.failed) == (200, 0), res.output
     node.stop()  # flushes the CDR writers
@@ -49,7 +52,7 @@ def test_each_finished_call_writes_one_cdr(start_node: StartNode, uas: Uas, tmp_
     assert {r["cause"] for r in rows} == {"bye"} and {r["ended_by"] for r in rows} == {"caller"}
     assert all(isinstance(r["talk_ms"], int) and r["start"] <= r["answer"] <= r["end"]
                for r in rows)  # fmt: skip
-    assert len(node.proc.events("cdr")) == 200
+    assert len(node.proc.events("cdr")) == (200 if cdr_log == "all" else 0)
 
 
 @pytest.mark.parametrize("scale", ["worker=2", "worker=2,timers=2"])

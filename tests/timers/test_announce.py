@@ -4,6 +4,8 @@ sockets, and the order of what a client sends a timers process it finds."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import zmq
 
 from conf import envelope, sockets
+from conf.settings import Timers
 from conf.workerset import WorkerSet
 from tests.timers.helpers import TestWorker, fast_settings, run, until
 from timers import wire
@@ -89,6 +92,50 @@ def test_heartbeat_leads_the_ops_and_down_ends_them(ctx: zmq.Context[Any], tmp_p
         assert ops == ["early", "late"]
         assert [e.header[2] for e in got if e.kind == envelope.KIND_HB][-1] == "down"
         assert got[-1].kind == envelope.KIND_HB and kinds.count(envelope.KIND_TOPS) == 2
+        pull.close(linger=0)
+
+    run(body)
+
+
+def test_ops_of_several_loop_turns_leave_together(ctx: zmq.Context[Any], tmp_path: Path) -> None:
+    """``[timers] ops_flush_ms`` (rule 5): the ops made over several loop turns within it
+    leave in one message, an arm then a cancel of one key as the cancel; nothing leaves
+    before the wait is over; ``close`` sends what still waits, before ``down``."""
+
+    async def body() -> None:
+        settings = dataclasses.replace(fast_settings(str(tmp_path)),
+                                       timers=Timers(ops_flush_ms=100))  # fmt: skip
+        client = TimerClient(ctx, settings, f"worker.1-{os.getpid()}", [].extend)
+        pull = sockets.bind_pull(ctx, sockets.endpoint(str(tmp_path), "timers",
+                                                       f"timers.1-{os.getpid()}"), 100)  # fmt: skip
+        got: list[envelope.Envelope] = []
+
+        def read() -> bool:
+            while True:
+                try:
+                    got.append(envelope.unpack(pull.recv_multipart(zmq.NOBLOCK)))
+                except zmq.Again:
+                    return False
+
+        def tops() -> list[envelope.Envelope]:
+            return [e for e in got if e.kind == envelope.KIND_TOPS]
+
+        await until(lambda: read() or client.shards != [])
+        far = time.monotonic() + 60
+        t0 = time.monotonic()
+        client.arm("a", far, "dialog")
+        for _ in range(3):
+            await asyncio.sleep(0)  # other loop turns
+        client.arm("b", far, "dialog")
+        client.cancel("a")
+        await until(lambda: read() or len(tops()) == 1)
+        assert time.monotonic() - t0 >= 0.1
+        header = tops()[0].header
+        assert [a[0] for a in header[3]] == ["b"] and [c[0] for c in header[4]] == ["a"]
+        client.arm("c", far, "dialog")
+        client.close()  # before its wait is over
+        await until(lambda: read() or got[-1].header[-1] == "down")
+        assert [a[0] for a in tops()[1].header[3]] == ["c"] and len(tops()) == 2
         pull.close(linger=0)
 
     run(body)

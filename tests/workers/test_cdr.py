@@ -1,6 +1,7 @@
 """The CDR file writer (workers/dialogs/cdr.py): batches, the fsync window on an injected clock,
 rotation by rename, by delete and by SIGHUP, the mode and group of a created file, reading
-back the keys already written, and the [dialogs] CDR keys' configuration checks."""
+back the keys already written, which CDRs the worker logs too ([dialogs] cdr_log,
+workers/dialogs/cdrfile.py), and the [dialogs] CDR keys' configuration checks."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from conf.load import ConfigError, from_dict
 from workers.dialogs.cdr import CdrWriter, cdr_key
+from workers.dialogs.cdrfile import CdrFile
 
 from .dialog_helpers import T0, W0, Call, table
 from .test_dialogs import req
@@ -78,6 +81,78 @@ class TestBatches:
         assert w.flush() == 3
         w.close()
         assert len(ids(tmp_path / "ok")) == 3
+
+
+def logged_cdrs(logs: list[dict[str, Any]]) -> list[str]:
+    return [e["call_id"] for e in logs if e["event"] == "cdr"]
+
+
+class TestCdrLog:
+    """``[dialogs] cdr_log``: which CDRs the worker logs as ``cdr`` events besides the file.
+    The loop is only held for the fsync timer."""
+
+    @pytest.fixture
+    def loop(self) -> Any:
+        import asyncio
+
+        loop = asyncio.new_event_loop()
+        yield loop
+        loop.close()
+
+    def test_unwritten_logs_none_the_file_takes(self, tmp_path: Path, loop: Any) -> None:
+        """The default: CDRs the file takes are not logged; each is in the file once."""
+        f = CdrFile(CdrWriter(str(tmp_path / "cdr")), loop)
+        with capture_logs() as logs:
+            for n in range(3):
+                f.write(cdr(n))
+            f.flush()
+            f.write(cdr(3))
+            f.flush()
+        f.cancel()
+        f.close()
+        assert logged_cdrs(logs) == []
+        assert ids(tmp_path / "cdr") == [f"c{n}@example.com" for n in range(4)]
+
+    def test_all_logs_every_cdr_once(self, tmp_path: Path, loop: Any) -> None:
+        """``all``: every CDR is logged, and written to the file as well."""
+        f = CdrFile(CdrWriter(str(tmp_path / "cdr")), loop, log_all=True)
+        with capture_logs() as logs:
+            for n in range(3):
+                f.write(cdr(n))
+            f.flush()
+        f.cancel()
+        f.close()
+        assert logged_cdrs(logs) == [f"c{n}@example.com" for n in range(3)]
+        assert len(ids(tmp_path / "cdr")) == 3
+
+    def test_a_failed_write_logs_that_iterations_cdrs_once(self, tmp_path: Path,
+                                                            loop: Any) -> None:  # fmt: skip
+        """A file that cannot be written: the CDRs of each failed iteration are logged at its
+        end, once (a later failed flush does not log the waiting ones again); those the full
+        buffer refused are logged as they come; the file gets the waiting ones once it works."""
+        w = CdrWriter(str(tmp_path), max_lines=3)  # a directory: open fails
+        f = CdrFile(w, loop)
+        with capture_logs() as logs:
+            f.write(cdr(0))
+            f.write(cdr(1))
+            assert logged_cdrs(logs) == []  # not before the iteration's write fails
+            f.flush()
+            assert logged_cdrs(logs) == ["c0@example.com", "c1@example.com"]
+            f.write(cdr(2))
+            f.write(cdr(3))  # the buffer holds 3: refused, logged at once
+            assert logged_cdrs(logs)[2:] == ["c3@example.com"]
+            f.flush()
+            assert logged_cdrs(logs)[2:] == ["c3@example.com", "c2@example.com"]
+            w.path = str(tmp_path / "ok")
+            f.write(cdr(4))
+            assert w.pending == 3  # c4 refused as well, and logged
+            f.flush()
+            f.write(cdr(5))
+            f.flush()
+        f.cancel()
+        f.close()
+        assert logged_cdrs(logs) == [f"c{n}@example.com" for n in (0, 1, 3, 2, 4)]
+        assert ids(tmp_path / "ok") == [f"c{n}@example.com" for n in (0, 1, 2, 5)]
 
 
 class TestFsyncWindow:
@@ -287,8 +362,9 @@ BASE: dict[str, Any] = {
      "an absolute path"),
     ({"cdr_file": "/tmp/a.cdr", "cdr_peer_files": ["/tmp/b.cdr", "/tmp/./b.cdr"]},
      "dialogs.cdr_peer_files[1]", "each file once"),
+    ({"cdr_log": "some"}, "dialogs.cdr_log", 'one of "unwritten", "all"'),
 ], ids=["fsync-negative", "fsync-large", "group-needs-file", "group-unknown", "peers-need-file",
-        "peer-relative", "peer-twice"])  # fmt: skip
+        "peer-relative", "peer-twice", "log-unknown"])  # fmt: skip
 def test_config_errors(dialogs: dict[str, Any], key: str, expected: str) -> None:
     """A bad CDR key stops start-up naming the key and what it wants."""
     with pytest.raises(ConfigError) as err:
@@ -300,6 +376,7 @@ def test_config_defaults_and_a_shared_peer_list() -> None:
     """Defaults; both nodes of a pair may list both files (our own is read anyway)."""
     s = from_dict({**BASE, "dialogs": {"enabled": True, "cdr_file": "/tmp/a.cdr"}}, "x.toml")
     assert s.dialogs.cdr_fsync_ms == 20 and not s.dialogs.cdr_group
+    assert s.dialogs.cdr_log == "unwritten"
     assert s.dialogs.cdr_peer_files == []
     both = ["/tmp/a.cdr", "/tmp/b.cdr"]
     s = from_dict({**BASE, "dialogs": {"enabled": True, "cdr_file": "/tmp/a.cdr",

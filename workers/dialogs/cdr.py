@@ -13,7 +13,8 @@ Rules:
    (``sync_deadline``; the worker arms one loop timer for it), at once with ``fsync_s = 0``.
    The clock is injected (monotonic seconds), so tests measure the window without sleeping.
 4. Buffering is bounded: at most ``max_lines`` lines wait. Past it (the file has been failing)
-   new CDRs are dropped and counted (``dropped``): the log carries every CDR as well.
+   new CDRs are dropped and counted (``dropped``), and ``write`` says so: the worker logs
+   them instead (``workers/dialogs/cdrfile.py``).
 5. One ``os.write`` per flush on an ``O_APPEND`` descriptor, so concurrent writers (several
    workers on one file) interleave whole lines, never parts of one.
 6. Rotation: every flush compares the path's inode with the one held; a renamed or deleted
@@ -82,17 +83,19 @@ class CdrWriter:
         #: path -> (ident, offset read to, keys, taken at): rule 8's reading, reused
         self._recent: dict[str, tuple[tuple[int, int], int, set[str], float]] = {}
 
-    def write(self, cdr: dict[str, Any]) -> None:
-        """Queue one CDR for the next ``flush``. Never raises."""
+    def write(self, cdr: dict[str, Any]) -> bool:
+        """Queue one CDR for the next ``flush``; False when it was not queued (dropped or not
+        encodable). Never raises."""
         if len(self._lines) >= self.max_lines:
             self.counters["dropped"] += 1
-            return
+            return False
         try:
             line = _ENCODE(cdr).encode("utf-8", "surrogateescape")
         except (TypeError, ValueError, UnicodeEncodeError):
             self.counters["errors"] += 1
-            return
+            return False
         self._lines.append(line + b"\n")
+        return True
 
     def flush(self) -> int:
         """Write what is queued (rule 2), fsync it if ``fsync_s`` is 0; returns how many lines
