@@ -16,9 +16,11 @@ Rules (docs/timers.md):
    forgotten; a fire re-sent after a restart or a move finds nothing and is dropped. A fire of
    a timer armed by another worker (the owner changed) is delivered once per (armer, gen),
    remembered in a bounded recent set.
-5. Ops made in one loop iteration leave in one message per shard; a shard whose socket will
-   not take them queues at most ``MAX_OUTBOX`` messages, past which the client drops the queue
-   and re-syncs that shard in full (a new epoch; the service drops what was not re-sent).
+5. Ops made in one loop iteration leave in one message per shard (with ``defer``, the
+   worker's: at its next bus flush, with its other sends, ``workers/bus.py`` rule 3); a shard
+   whose socket will not take them queues at most ``MAX_OUTBOX`` messages, past which the
+   client drops the queue and re-syncs that shard in full (a new epoch; the service drops
+   what was not re-sent).
 6. The client announces its worker to each timers process itself, on the socket that carries
    its ops: a heartbeat is the first message on a new shard's socket (and again after a
    re-sync drops the queue), one follows every heartbeat interval, and ``down`` is the last.
@@ -127,6 +129,8 @@ class TimerClient:
         self._dirty: set[str] = set()
         self._loop = asyncio.get_running_loop()
         self._flush_handle: asyncio.Handle | None = None
+        #: rule 5: asks the owner for a ``flush`` soon; None flushes at the end of the iteration
+        self.defer: Callable[[], None] | None = None
         self._moving: Iterator[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
@@ -244,12 +248,16 @@ class TimerClient:
 
     def _mark(self, shard: _Shard) -> None:
         self._dirty.add(shard.ident)
-        if self._flush_handle is None:
+        if self.defer is not None:
+            self.defer()
+        elif self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self.flush)
 
     def flush(self) -> None:
         """Send the ops of this loop iteration, one message per shard (per MAX_OPS_PER_MSG)."""
         self._flush_handle = None
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, set()
         for ident in dirty:
             shard = self._shards.get(ident)
