@@ -11,7 +11,11 @@ Rules:
 3. Output for one ingress leaves in one batch per ``[bus] flush_ms`` after its first
    message (``conf.pipe``; at once when ``max_batch`` fills it): each send costs the ingress
    a wake-up of its ZeroMQ and loop threads whatever the batch holds (docs/benchmarks.md
-   "The hop's flush delay"). With 0, one batch per drained input batch.
+   "The hop's flush delay"). With 0, one batch per drained input batch. The worker's other
+   pipes (its dialog deltas, its timer ops) ride the same flush: ``flush_soon`` asks for one
+   whatever the ingress pipes hold, and ``before_flush`` sends theirs first, so a message's
+   deltas never leave after the message, and the worker's ZeroMQ I/O thread wakes once per
+   flush, not once per pipe and loop iteration.
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
    Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
@@ -149,6 +153,8 @@ class IngressBus:
         #: rule 3: the scheduled flush, and how long a batch waits for company
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_s = cfg.flush_ms / 1000
+        #: rule 3: what else leaves at each flush, before the ingress pipes' batches
+        self.before_flush: Callable[[], None] | None = None
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
         #: rule 7: the TCP socket and its reader, our TCP endpoint, the configured ingresses
@@ -245,12 +251,20 @@ class IngressBus:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self.before_flush is not None:
+            self.before_flush()
         for pipe in self._pipes.values():
             pipe.flush()
 
     def _flush_soon(self) -> None:
         """Rule 3: send what the pipes hold ``[bus] flush_ms`` from now, unless already due."""
         if self._flush_handle is None and any(p.metas for p in self._pipes.values()):
+            self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
+
+    def flush_soon(self) -> None:
+        """Rule 3: a flush ``[bus] flush_ms`` from now (unless one is due) for what
+        ``before_flush`` sends, whatever the ingress pipes hold."""
+        if self._flush_handle is None:
             self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
 
     @property
