@@ -138,7 +138,8 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
         threads_before = {pid: _thread_ticks(pid) for pid in procs} if args.threads else {}
         if args.py_spy:
             target = next(pid for pid, name in procs.items() if name == args.py_spy_proc)
-            spy = group.start([args.py_spy, "record", "-p", str(target), "-r", "250", "--nonblocking", "-f", "raw",
+            mode = "--native" if args.py_spy_native else "--nonblocking"  # native stops the target
+            spy = group.start([args.py_spy, "record", "-p", str(target), "-r", "250", mode, "-f", "raw",
                                "-o", args.py_spy_out, "-d", str(secs)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
             time.sleep(1)  # py-spy attaches before the load starts
@@ -192,6 +193,8 @@ def main() -> int:
                     help="also split each process's CPU: main thread, other threads")
     ap.add_argument("--py-spy", default="", help="path of py-spy: record the ingress")
     ap.add_argument("--py-spy-out", default="/tmp/ingress-pyspy.txt")
+    ap.add_argument("--py-spy-native", action="store_true",
+                    help="C frames too (py-spy --native; it pauses the process per sample)")
     ap.add_argument("--py-spy-proc", default="ingress", help="the process to record")
     args = ap.parse_args()
     if shutil.which("sipp") is None:

@@ -591,9 +591,6 @@ DEFAULT_EARLY_LIFETIME_S = 300.0
 #: timers it arms are dialog lifetimes (at least a second), so 10 ms costs their deadlines
 #: nothing while a busy worker sends a message per 10 ms instead of one per loop iteration
 DEFAULT_TIMER_OPS_FLUSH_MS = 10
-#: the state plane reads the workers' deltas this long after they start coming
-#: (``StatePlane.deltas_wait_ms``): one wake-up of its loop per 5 ms, not one per delta message
-DEFAULT_DELTAS_WAIT_MS = 5
 #: a written CDR waits this long for its fsync at most (workers/dialogs/cdr.py): one fsync per 20 ms
 #: whatever the call rate, and a host crash loses at most 20 ms of CDRs
 DEFAULT_CDR_FSYNC_MS = 20
@@ -781,14 +778,6 @@ class StatePlane:
     heartbeat_ms: int = field(default=250, metadata=_range(10, 10_000))
     """Interval of the heartbeats (``HUGZ``) the state plane publishes, updates or not; a
     replica reports its peer silent after two of them without a word."""
-    deltas_wait_ms: int = field(default=DEFAULT_DELTAS_WAIT_MS, metadata=_range(0, 100))
-    """When the workers' dialog deltas start coming, the state plane reads them this long
-    after, together with those that came meanwhile, in one turn of its loop; 0: as each
-    message comes. Each turn is a wake-up of its event loop (most of the mirror's CPU per
-    call at moderate rates, ``docs/benchmarks.md`` "State plane, timers and log volume per
-    call"); the wait adds at most this to the replication lag to ``peers`` and to the
-    mirror, and the state plane reads what waits before each heartbeat's decisions (hand
-    over, failover) and before answering a snapshot."""
     backlog: int = field(default=16_384, metadata=_range(16, 10_000_000))
     """Updates kept for replay: a replica that missed fewer than this gets them again instead
     of a whole snapshot."""

@@ -18,6 +18,7 @@ import zmq
 from conf import curve, rundir
 from conf import envelope as env
 from conf.guard import GUARD
+from conf.pipe import recv_frames
 from conf.refused import RefusalLog
 from dialogstate.record import RECORD
 from stateplane import updates as up
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+_get = zmq.backend.Socket.get
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 #: messages handled per reader callback before the loop gets its turn back
 DRAIN_LIMIT = 256
 #: updates a slow subscriber may have queued before ZeroMQ drops them (it then sees a gap)
@@ -71,54 +74,26 @@ def peer_endpoints(peer: str) -> tuple[str, str]:
 class Reader:
     """Drain ``sock`` into ``on_frames`` from the loop (edge-triggered FD, rule 5); nothing
     ``on_frames`` raises leaves the reader (counted in ``errors``). ``copy=False`` hands
-    ``zmq.Frame``s, whose ``get("User-Id")`` names a CURVE peer.
-
-    ``wait_s`` > 0 (the workers' deltas, ``[stateplane] deltas_wait_ms``): when the FD fires,
-    the reader stops watching it and drains ``wait_s`` later, taking in one turn what came
-    meanwhile; a wake-up of the loop costs more than the messages it reads at moderate rates.
-    ``catch_up`` drains at once what waits (before a decision that reads the mirror)."""
+    ``zmq.Frame``s, whose ``get("User-Id")`` names a CURVE peer."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, sock: zmq.Socket[bytes],
-                 on_frames: Callable[[list[Any]], None], copy: bool = True,
-                 wait_s: float = 0.0) -> None:  # fmt: skip
+                 on_frames: Callable[[list[Any]], None], copy: bool = True) -> None:  # fmt: skip
         self.loop, self.sock, self.on_frames, self.copy = loop, sock, on_frames, copy
         self.errors = 0
-        self.wait_s = wait_s
-        self._later: asyncio.TimerHandle | None = None
-        on_fd = self._on_fd if wait_s > 0 else self.drain
-        self._reader = GUARD.add_reader(loop, sock.FD, "stateplane_reader", on_fd)
-
-    def _on_fd(self) -> None:
-        """The FD fired (or a drain stopped at its limit): drain in ``wait_s``. The FD stays
-        readable until the drain reads EVENTS, so it is unwatched meanwhile."""
-        if self._later is None and not self.sock.closed:
-            self.loop.remove_reader(self.sock.FD)
-            self._later = self.loop.call_later(self.wait_s, self._wake)
-
-    def _wake(self) -> None:
-        self._later = None
-        if self.sock.closed:
-            return
-        self.loop.add_reader(self.sock.FD, self._reader)
-        self.drain()
-
-    def catch_up(self) -> None:
-        """Drain now what a wait holds back."""
-        if self._later is not None:
-            self._later.cancel()
-            self._wake()
+        self._reader = GUARD.add_reader(loop, sock.FD, "stateplane_reader", self.drain)
 
     def drain(self) -> None:
         if self.sock.closed:
             return
-        sock = self.sock
+        sock, copy = self.sock, self.copy
         for _ in range(DRAIN_LIMIT):
             # EVENTS both ends the drain without the cost of a zmq.Again raised and caught
-            # (a quarter of the mirror's reader, measured) and re-arms the edge-triggered FD
-            if not int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            # (a quarter of the mirror's reader, measured) and re-arms the edge-triggered FD;
+            # read, like the frames, through the Cython methods (conf/pipe.py rule 4)
+            if not int(_get(sock, _EVENTS)) & _POLLIN:
                 return
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=self.copy)
+                frames = recv_frames(sock) if copy else sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:  # kept for safety: EVENTS said there was one
                 return
             try:
@@ -130,9 +105,6 @@ class Reader:
         self.loop.call_soon(self._reader)
 
     def close(self) -> None:
-        if self._later is not None:
-            self._later.cancel()
-            self._later = None
         if not self.sock.closed:
             self._reader.remove()
             self.sock.close(linger=0)

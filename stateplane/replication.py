@@ -14,11 +14,6 @@ Rules:
    notices are read before any ``ICANHAZ`` is answered: the answer covers up to the
    publisher's ``seq``, every later update is sent. One joiner we have not noticed yet and
    that did not ask sees at worst a gap at the next heartbeat, and asks (the replica's rules).
-1b. The deltas are read ``[stateplane] deltas_wait_ms`` after they start coming, those that
-   came meanwhile in the same turn (``peer.Reader``'s ``wait_s``): one wake-up of the loop
-   per wait, not one per worker message. What waits is read first whenever the mirror
-   decides something (each heartbeat: hand-over, failover; a snapshot answer), so no
-   decision sees a mirror older than what the workers had sent before it.
 2. Snapshots: a ROUTER (``stateplane-snap.ipc``, mandatory-routing) answers ``ICANHAZ`` with
    ``snapshot.serve``, one message per answer per loop turn, so heartbeats and deltas keep
    flowing during a big sync (``stateplane/answers.py``). Who may ask, how often, and when
@@ -157,7 +152,7 @@ class Replication:
                 sock.bind(f"tcp://{host}:{p}")
         #: keys heard from each worker in a resync in progress (workers/dialogs/deltas.py)
         self._sweeps: dict[str, set[str]] = {}
-        self.readers = [Reader(self.loop, pull, self._on_deltas, wait_s=sp.deltas_wait_ms / 1000),
+        self.readers = [Reader(self.loop, pull, self._on_deltas),
                         Reader(self.loop, self.snap, self._on_ask, copy=False),
                         Reader(self.loop, self.pub, self._on_subscription)]  # fmt: skip
         #: rule 11: the ingresses we announce and those we learn
@@ -318,10 +313,8 @@ class Replication:
             self._update_topics.discard(topic)
 
     def _on_ask(self, frames: list[zmq.Frame]) -> None:
-        """Rule 1a: the subscription notices first, so the answer's updates are all sent;
-        rule 1b: the deltas that wait first, so the answer holds them."""
+        """Rule 1a: the subscription notices first, so the answer's updates are all sent."""
         self.readers[2].drain()
-        self.readers[0].catch_up()
         self.answers.on_ask(frames)
 
     def _announce(self, deltas: list[list[Any]]) -> None:
@@ -361,7 +354,6 @@ class Replication:
 
     def heartbeat(self) -> None:
         """Publish a ``HUGZ`` if due, and let every replica check its peer (rules 1, 3)."""
-        self.readers[0].catch_up()  # rule 1b: hand-over and failover decide on the mirror
         now = self.loop.time()
         if self.failover is not None:
             self.failover.tick(now)
@@ -434,7 +426,6 @@ class Replication:
                 **self.counters}  # fmt: skip
 
     def close(self) -> None:
-        self.readers[0].catch_up()  # rule 1b: what the workers sent is mirrored and journaled
         if self.failover is not None:
             self.failover.close()
         else:

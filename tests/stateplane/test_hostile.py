@@ -119,47 +119,6 @@ async def _reader_survives() -> None:
     ctx.term()
 
 
-def test_a_waiting_reader_takes_what_came_meanwhile_in_one_drain() -> None:
-    """``Reader(wait_s=...)`` (replication.py rule 1b): messages that come within the wait
-    after the first are handled in one drain, never before the wait is over; ``catch_up``
-    drains at once what waits."""
-    asyncio.run(_waiting_reader())
-
-
-async def _waiting_reader() -> None:
-    ctx: zmq.Context[Sock] = zmq.Context()
-    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
-    port = pull.bind_to_random_port("tcp://127.0.0.1")
-    push.connect(f"tcp://127.0.0.1:{port}")
-    loop = asyncio.get_running_loop()
-    seen: list[tuple[bytes, int]] = []
-    drains = [0]
-    reader = Reader(loop, pull, lambda frames: seen.append((frames[0], drains[0])), wait_s=1.0)
-    plain_drain = reader.drain
-
-    def counted() -> None:
-        drains[0] += 1
-        plain_drain()
-
-    reader.drain = counted  # type: ignore[method-assign]
-    async with asyncio.timeout(10):
-        t0 = loop.time()
-        for f in (b"a", b"b", b"c"):
-            push.send(f)
-        while len(seen) < 3:
-            await asyncio.sleep(0.01)  # polling step
-        assert loop.time() - t0 >= 1.0
-        assert [f for f, _ in seen] == [b"a", b"b", b"c"] and len({d for _, d in seen}) == 1
-        push.send(b"d")
-        while reader._later is None:  # the FD fired: the reader waits
-            await asyncio.sleep(0.01)  # polling step
-        reader.catch_up()
-        assert seen[-1][0] == b"d" and reader._later is None
-    reader.close()
-    push.close(linger=0)
-    ctx.term()
-
-
 # -- a real Replication -----------------------------------------------------------------------
 
 
