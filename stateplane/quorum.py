@@ -55,9 +55,10 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
 5. Own address. An address nobody claims (no claim, a void one, or its holder handed it
    back) goes to its own member if that member is up. A holder that is up and does not
    claim the address handed it back (rule 7) or let it go in a cut (rule 1); the member
-   takes it only once that holder has been up for ``EXPIRY_HEARTBEATS``, so a node just
-   back from a cut, still down to the others whose votes lag, is not handed back from
-   while its taker takes over from it. A member that is down and whose address nobody
+   takes it only once it has heard that holder, and found it up, for
+   ``EXPIRY_HEARTBEATS`` without a break: a holder it does not hear yet (a restarted
+   member connecting to the others one by one) may well still hold it, and one just back
+   from a cut, still down for the others whose votes lag, may be being taken over. A member that is down and whose address nobody
    held (it never started) keeps it unserved: as the pair's standby address, a node's
    address is taken only over that node, so a cluster started one node at a time does not
    hand the last ones' addresses to the first. A node that let go of an address for lack
@@ -170,7 +171,7 @@ class Quorum:
         self.learned_at: dict[str, float] = {}
         self.quorate_since: float | None = None
         self.down_since: dict[str, float] = {}
-        #: rule 5: since when each member has been up (not down) without a break
+        #: rule 5: since when we have heard each member, and found it up, without a break
         self.up_since: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
         self._index = {m: i for i, m in enumerate(self.members)}
@@ -337,12 +338,15 @@ class Quorum:
             self.counters["stalls"] += 1
             return self._release_all()
         down = {m for m in self.members if self.is_down(m, now)}
+        alive = self.alive(now)
         for m in self.members:
             if m in down:
                 self.down_since.setdefault(m, now)
-                self.up_since.pop(m, None)
             else:
                 self.down_since.pop(m, None)
+            if m in down or m not in alive:
+                self.up_since.pop(m, None)
+            else:
                 self.up_since.setdefault(m, now)
         if not self._quorate(now) or self.me in down:
             self.quorate_since = None
@@ -414,8 +418,8 @@ class Quorum:
                 return None
             if holder is None:
                 return Change(True, x, Reason.START)
-            if now < self.up_since[holder] + EXPIRY_HEARTBEATS * self.heartbeat_s:
-                return None  # back from a cut: the others may still find it down, and take
+            if now < self.up_since.get(holder, now) + EXPIRY_HEARTBEATS * self.heartbeat_s:
+                return None  # not heard (yet), or back from a cut and still down for some
             return Change(True, x, Reason.HANDED_BACK, holder, whole=False)
         if mine:  # we let it go without quorum: its calls are still ours
             return Change(True, x, Reason.REGAINED)

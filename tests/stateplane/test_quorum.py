@@ -396,3 +396,36 @@ def test_a_healed_majority_serves_every_member_address_after_a_kill() -> None:
         "a": ["d"], "b": ["d"], "c": ["d"], "d": ["e"], "e": ["e"]}  # fmt: skip
     took = {c.member: c.source for n, c in sim.log[-6:] if n == "d" and c.take}
     assert took == {"a": "c", "b": "c", "c": "c"}
+
+
+def test_a_restarted_member_waits_for_the_holder_it_does_not_hear_yet() -> None:
+    """Rule 5, seen in tests/e2e/test_cluster_failover.py on a loaded box: a restarts while
+    b holds its address, and hears c for a while before b (its state plane connects to the
+    peers one by one). c's record says b holds a's address; a, not hearing b, takes nothing
+    (without the record it started its own address, and b gave it up to rule 8). Once b is
+    heard, holding it, a stays off it."""
+    sim = started()
+    sim.kill("a")
+    sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 2)
+    assert sim.holders("a") == ["b"]
+    a = Quorum(ABC, "a", 2, heartbeat_s=HB, now=sim.now)
+
+    def hear(n: str) -> list[Change]:
+        sees, holds, knows, claims = sim.nodes[n].beat(sim.now)
+        return a.receive(n, sim.nodes[n].epoch, sees, holds, knows, sim.now, claims)
+
+    for peers in ("c", "bc"):  # b and c hear a all along
+        for _ in range(2 * (SETTLE_HEARTBEATS + EXPIRY_HEARTBEATS + 2)):
+            sim.step()
+            out = a.handle_timer(sim.now)
+            if sim.now % HB == 0:
+                out += [ch for n in peers for ch in hear(n)]
+                sees, holds, knows, claims = a.beat(sim.now)
+                for q in sim.nodes.values():
+                    sim.log += [(q.me, ch) for ch in q.receive("a", 2, sees, holds, knows, sim.now,
+                                                                claims)]  # fmt: skip
+            assert not any(ch.take for ch in out), out
+        qs = a.quorate_since  # settled long enough to take, had it found anything to take
+        assert qs is not None and qs + (SETTLE_HEARTBEATS + EXPIRY_HEARTBEATS) * HB < sim.now
+    assert a.holds == set() and sim.holders("a") == ["b"]
+    assert not any(ch.reason is Reason.CONFLICT for _, ch in sim.log)
