@@ -49,13 +49,12 @@ Rules:
    longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
    its pipes. Such an envelope changes nothing on a worker that does not discover.
 10. Leaving (``leave``): we say ``down``, and every ingress we knew still sends us what it
-   queued before it read that, then ``LEFT`` (``ingress/bus.py`` rule 6). We stop reading
-   only once each has said ``LEFT`` or is gone (its file vanished, or it fell silent or
-   said ``down`` itself; silence alone does not count now), at most ``LEAVE_S``, saying
-   ``down`` again every heartbeat to cover one that was lost: a fixed quiet interval was not
-   enough, since an ingress busy or
-   descheduled for longer than it kept handing us calls after we had closed, and a TCP
-   caller has no retransmission to recover such a message.
+   queued before it read that, then ``LEFT`` (``ingress/bus.py`` rule 6). We read on until
+   each has said ``LEFT`` or is gone (its file vanished, or it said ``down`` itself; an
+   ingress of another host silent for ``liveness`` heartbeats is not forgotten meanwhile),
+   at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost. Reading
+   only until a quiet spell (0.1 s) was not enough: an ingress busy or descheduled for longer
+   kept handing us calls after we had closed, and a TCP caller does not send those again.
 """
 
 from __future__ import annotations
