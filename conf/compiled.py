@@ -57,6 +57,12 @@ MODULES: tuple[str, ...] = (
     "workers.txn.table",
     "workers.txn.timers",
     "workers.proxy",
+    # the stateful core's own code (not its dialog table): what every stateful message runs
+    "workers.stateful",
+    "workers.admission",
+    "workers.proxied",
+    "workers.targets",
+    "workers.timerc",
 )
 #: interpreted modules whose classes the compiled ones were type-checked against: an edit to
 #: one of them may change what the compiled code assumes, so it makes the build stale too
@@ -73,6 +79,15 @@ DEPENDS: tuple[str, ...] = (
     "workers.routing.prefix_route",
     "workers.routing.rules",
     "workers.routing.table",
+    # what the stateful core imports from the project
+    "dialogstate.table",
+    "workers.coreevents",
+    "workers.dialogs.duty",
+    "workers.registrar.natping",
+    "workers.registrar.register",
+    "workers.routing.dispatcher",
+    "workers.routing.probes",
+    "workers.transactions",
 )
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,6 +32,9 @@ Kinds:
             (``workers/dialogs/handover.py``); no SIP frames
     ``FWD`` worker -> worker: an ``IN`` (same header) a worker passes to the owner of its
             Call-ID after the dialogs moved; the receiver never forwards it again
+    ``LEFT`` ingress -> worker: the worker said ``down`` and is out of our ring; nothing
+            of ours follows this on the pipe, so the worker need not wait for us any longer
+            (``workers/bus.py`` rule 10). header ``[ingress_id]``; no SIP frames
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
 unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops. The metas of
@@ -70,8 +73,10 @@ KIND_FWD = b"\x01FWD"
 #: the ingresses of other hosts the state plane learnt, for its workers (conf/discovery.py
 #: rule 7): [[peer name, [endpoint, ...]], ...], no payload
 KIND_INGRESSES = b"\x01INGR"
+#: an ingress let go of a worker that said down: [ingress_id], after the last IN it sent it
+KIND_LEFT = b"\x01LEFT"
 KINDS = frozenset({KIND_IN, KIND_OUT, KIND_HB, KIND_TOPS, KIND_TIMER, KIND_DELTAS, KIND_ADOPT,
-                   KIND_RELEASE, KIND_HANDED, KIND_FWD, KIND_INGRESSES})  # fmt: skip
+                   KIND_RELEASE, KIND_HANDED, KIND_FWD, KIND_INGRESSES, KIND_LEFT})  # fmt: skip
 #: the state plane's sockets in a run directory: PULL for the workers' deltas, PUB of updates
 #: and heartbeats, ROUTER of snapshots (docs/stateplane.md)
 STATEPLANE_DELTAS = "stateplane-deltas.ipc"
@@ -153,6 +158,8 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
     elif kind == KIND_HANDED:
         ok = (isinstance(header, list) and len(header) == 2
               and all(isinstance(x, str) for x in header) and n == 0)
+    elif kind == KIND_LEFT:
+        ok = isinstance(header, list) and len(header) == 1 and isinstance(header[0], str) and n == 0
     elif kind == KIND_IN or kind == KIND_FWD:
         ok = (
             isinstance(header, list)

@@ -266,7 +266,11 @@ class WorkerPipes:
 
     ``heartbeat`` connects a pipe when a worker joins and closes it when the worker says
     ``down``; ``expire`` closes the pipes of workers whose heartbeats stopped and drains
-    backlogs. What a closed pipe still held is counted as ``drop_worker_gone``. A heartbeat
+    backlogs. What a closed pipe still held is counted as ``drop_worker_gone``. A worker that
+    said ``down`` still reads until we let go of it: its pipe first sends the batch not yet
+    flushed, then ``farewell()`` (the ingress's ``LEFT``, ``workers/bus.py`` rule 10), so the
+    worker knows nothing more of ours follows; a backlog ZeroMQ has not taken yet keeps the
+    pipe open (``closing``) until it drained or ``liveness`` heartbeats passed. A heartbeat
     whose endpoint is not the worker's canonical one in ``run_dir`` (``conf.sockets`` rule
     2), or, for one that came over TCP, not one ``tcp.worker_key`` allows (``conf.bustcp``
     rules 3-4), is ignored and counted as ``drop_bad_endpoint``: we never connect where a
@@ -274,17 +278,21 @@ class WorkerPipes:
     (``drop_too_many_workers``).
     """
 
-    __slots__ = ("_cfg", "_counters", "_ctx", "_header", "_kind", "_on_close", "_refused",
-                 "_run_dir", "pipes", "remote", "tcp", "workers")  # fmt: skip
+    __slots__ = ("_cfg", "_counters", "_ctx", "_farewell", "_header", "_kind", "_on_close",
+                 "_refused", "_run_dir", "closing", "pipes", "remote", "tcp", "workers")  # fmt: skip
 
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], cfg: Bus, run_dir: str, kind: bytes,
                  make_header: MakeHeader, counters: Counter[str],
-                 on_close: Callable[[PushPipe], None] | None = None) -> None:  # fmt: skip
+                 on_close: Callable[[PushPipe], None] | None = None,
+                 farewell: Callable[[], list[bytes]] | None = None) -> None:  # fmt: skip
         self.workers = WorkerSet(cfg.heartbeat_ms / 1000, cfg.liveness)
         self.pipes: dict[str, PushPipe] = {}
         self._ctx, self._cfg, self._kind, self._header = ctx, cfg, kind, make_header
         self._counters, self._on_close, self._run_dir = counters, on_close, run_dir
         self._refused = RefusalLog("heartbeat_refused")
+        self._farewell = farewell
+        #: pipes of workers that said ``down``, still sending their backlog: by when to close
+        self.closing: dict[PushPipe, float] = {}
         #: the hop to other hosts (``conf.bustcp``), once the owner opened it
         self.tcp: TcpHop | None = None
         #: the workers that joined over TCP
@@ -323,7 +331,7 @@ class WorkerPipes:
                                          self._cfg.max_batch, self._cfg.max_pending)  # fmt: skip
             log.info("worker_joined", worker=ident, workers=len(self.workers))
         elif change == "left":
-            self.close(ident, sockets.LINGER_MS)
+            self.close(ident, sockets.LINGER_MS, farewell=True)
             log.info("worker_left", worker=ident, workers=len(self.workers))
         return change
 
@@ -335,18 +343,42 @@ class WorkerPipes:
         for pipe in self.pipes.values():
             if pipe.backlog:
                 pipe.drain()
+        self.settle(now)
 
-    def close(self, ident: str, linger_ms: int = 0) -> None:
+    def settle(self, now: float | None = None) -> None:
+        """Close the ``closing`` pipes whose backlog drained or whose time is up (all of them
+        without ``now``: we stop); what one still held is counted lost."""
+        for pipe, deadline in list(self.closing.items()):
+            pipe.drain()
+            if now is None or not pipe.backlog or now >= deadline:
+                del self.closing[pipe]
+                lost = pipe.close(sockets.LINGER_MS if now is not None else 0)
+                if lost:
+                    self._counters["drop_worker_gone"] += lost
+
+    def close(self, ident: str, linger_ms: int = 0, farewell: bool = False) -> None:
         """Close the pipe to ``ident``; what it still held is lost (and counted). A worker
-        that said ``down`` still reads until it is quiet: ``linger_ms`` lets what ZeroMQ
-        queued for it leave (over TCP a send can sit in the queue for a while), after one
-        more try at the backlog."""
+        that said ``down`` still reads until we let go of it (``farewell``): the batch not
+        yet flushed goes, then ``LEFT`` behind it. ``linger_ms`` lets what ZeroMQ queued for
+        it leave (over TCP a send can sit in the queue for a while), after one more try at
+        the backlog."""
         self.remote.discard(ident)
         pipe = self.pipes.pop(ident, None)
         if pipe is None:
             return
         if self._on_close is not None:
             self._on_close(pipe)
+        if farewell:
+            # the batch was handed to this worker while it was in the ring: dropping it lost
+            # calls' messages (a TCP caller has no retransmission to make up for one)
+            pipe.flush()
+            if self._farewell is not None:
+                pipe.send_first(self._farewell())
+            pipe.drain()
+            if pipe.backlog:  # it drains as the socket takes it; ``settle`` closes it
+                timeout_s = self._cfg.heartbeat_ms / 1000 * self._cfg.liveness
+                self.closing[pipe] = pipe.loop.time() + timeout_s
+                return
         if linger_ms:
             pipe.drain()
         lost = pipe.close(linger_ms)

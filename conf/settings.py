@@ -171,7 +171,9 @@ class Bus:
     ZeroMQ and event-loop threads, ~50-75 µs of CPU on each side of the hop whatever the
     batch holds (docs/benchmarks.md "The hop's flush delay"), so at moderate rates waiting a
     millisecond turns many one-message sends into a few larger ones. It adds at most this
-    (the event loop's timers have 1 ms steps) to each crossing, two per proxied message."""
+    (the event loop's timers have 1 ms steps) to each crossing, two per proxied message. A
+    worker's dialog deltas (to the state plane) and timer ops (to the timers process) leave
+    with the same flush, just before its answers; with 0, at the end of each iteration."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
     first_worker_wait_s: float = field(default=10.0, metadata=_range(0.0, 300.0))

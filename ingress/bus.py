@@ -16,6 +16,9 @@ Rules:
 5. A batch leaves ``[bus] flush_ms`` after its first message was queued (or when
    ``max_batch`` fills it): each send costs the worker a wake-up of its ZeroMQ and loop
    threads, whatever the batch holds (docs/benchmarks.md "The hop's flush delay").
+6. A worker that says ``down`` leaves the ring at once; what was already queued for it
+   still goes to it, then ``LEFT``: nothing of ours follows, and the worker, which waits
+   for that from every ingress (``workers/bus.py`` rule 10), may close.
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ class WorkerBus:
         self._meter = meter
         self._dirty: list[PushPipe] = []
         self._peers = WorkerPipes(ctx, cfg, run_dir, envelope.KIND_IN, self._header, meter.counters,
-                                  self._forget_dirty)  # fmt: skip
+                                  self._forget_dirty, self._left)  # fmt: skip
         self.workers = self._peers.workers
         self._pipes = self._peers.pipes
         self._loop = asyncio.get_running_loop()
@@ -188,6 +191,10 @@ class WorkerBus:
         eps = [peers.workers.endpoint(i) if i in peers.remote else "" for i in ring]
         return envelope.pack(envelope.KIND_HB, [self.ingress_id, self.tcp_endpoint, state, ring, eps])
 
+    def _left(self) -> list[bytes]:
+        """Rule 6: what a worker that said ``down`` gets last from us."""
+        return envelope.pack(envelope.KIND_LEFT, [self.ingress_id])
+
     def _header(self, metas: list[Any]) -> list[Any]:
         return [self.ingress_id, metas]
 
@@ -219,5 +226,6 @@ class WorkerBus:
             self._tcp_pull.close(linger=0)
         for ident in list(self._pipes):
             self._peers.close(ident)
+        self._peers.settle()
         self._pull.close(linger=0)
         sockets.unlink(self.endpoint)

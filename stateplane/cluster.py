@@ -37,7 +37,7 @@ import zmq
 from dialogstate.table import DialogTable
 from stateplane.bstar import State, encode_roles
 from stateplane.failover import RECONCILE_WINDOW_S, Adopter
-from stateplane.quorum import Change, Quorum, Reason
+from stateplane.quorum import Change, Quorum, Reason, View
 from stateplane.updates import Hugz
 
 log = structlog.get_logger()
@@ -73,7 +73,7 @@ class ClusterFailover:
     def role(self) -> str:
         return encode_roles({a: st.value for a, st in self.states.items()})
 
-    def view(self, now: float) -> tuple[tuple[str, ...], ...]:
+    def view(self, now: float) -> View:
         return self.quorum.beat(now)
 
     def state(self, addr: str) -> State:
@@ -84,7 +84,7 @@ class ClusterFailover:
             self.counters["hugz_without_view"] += 1  # a pair's node, or an old one
             return
         self._act(self.quorum.receive(msg.node, msg.epoch, msg.sees, msg.holds, msg.knows,
-                                       now), now)
+                                       now, msg.claims), now)
 
     def tick(self, now: float) -> None:
         self._act(self.quorum.handle_timer(now), now)
@@ -97,16 +97,17 @@ class ClusterFailover:
         if q.quorate_since is None:
             return
         for x in list(q.fenced):
-            holder = q.held_by.get(x)
-            if x in q.holds or holder is None:
+            claim = q.held_by.get(x)
+            holder = q.holder(x, now)  # a live holder: a dead one's replica goes to its taker
+            if x in q.holds or claim is None:
                 q.fenced.discard(x)  # ours again (regained), or nobody took it
-            elif holder[0] != self.node:
+            elif holder is not None and holder != self.node:
                 q.fenced.discard(x)
-                self.reconcile_with.add(holder[0])
+                self.reconcile_with.add(holder)
                 if not self.reconcile_until:
                     self._let_go = set()
                 self.reconcile_until = now + RECONCILE_WINDOW_S
-                log.warning("cluster_fenced_taken", member=x, holder=holder[0])
+                log.warning("cluster_fenced_taken", member=x, holder=holder)
 
     def recheck(self, owned: list[str], holder: str, theirs: DialogTable, now: float) -> int:
         """Rule 5: let go of the dialogs ``holder`` holds too; past the window, stop."""
@@ -131,8 +132,8 @@ class ClusterFailover:
     def _own_taken(self, now: float) -> None:
         """Our own address held by another (we restarted): passive, for the restore's sake
         (``Handover.on_role``: our dialogs on disk are older than theirs)."""
-        holder = self.quorum.held_by.get(self.node)
-        if holder is None or holder[0] == self.node or self.node in self.quorum.holds:
+        claim = self.quorum.held_by.get(self.node)
+        if claim is None or claim.holder == self.node or self.node in self.quorum.holds:
             return
         for addr in self.addresses.get(self.node, []):
             if self.states[addr] is State.PRIMARY:
@@ -185,9 +186,10 @@ class ClusterFailover:
     def stats(self) -> dict[str, Any]:
         q = self.quorum
         now = self.adopter.loop.time()
-        sees, holds, knows = q.beat(now)
+        sees, holds, knows, _ = q.beat(now)
         return {"roles": {a: st.value for a, st in self.states.items()}, "sees": sees,
                 "holds": holds, "knows": knows, "down": sorted(m for m in q.members if q.is_down(m, now)),
+                "claims": {x: list(c) for x, c in q.held_by.items()},
                 **self.counters, **q.counters}  # fmt: skip
 
     def close(self) -> None:

@@ -1,11 +1,12 @@
 """Failover among N >= 3 nodes: who holds each node's calls and virtual address, sans-IO.
 
 Every node of a cluster of ``members`` (the same ordered list on every node) replicates the
-others and heartbeats to them. Each heartbeat carries, besides the node's epoch, three sets
-of member names: ``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals,
-itself included), ``holds`` (the members whose virtual addresses, and so calls, it holds)
-and ``knows`` (the members it has heard since it started). A member's address is *held* by
-one node: its own node normally, a survivor after it died.
+others and heartbeats to them. Each heartbeat carries, besides the node's epoch, its view:
+``sees`` (the members it heard within ``EXPIRY_HEARTBEATS`` intervals, itself included),
+``holds`` (the members whose virtual addresses, and so calls, it holds), ``knows`` (the
+members it has heard since it started, each with the first epoch it heard of it) and
+``claims`` (its record of who last took each address, rule 3). A member's address is
+*held* by one node: its own node normally, a survivor after it died.
 This module decides, from the heartbeats heard and the clock, which addresses this node
 holds; the adapter (``stateplane/cluster.py``) binds them and adopts the calls.
 
@@ -22,19 +23,42 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    least ``maj`` voters do not see it. Down needs a majority of the configured nodes, not
    of the live ones: two survivors of five can never declare anyone down.
    A node that finds itself down (the others do not hear it) fences as in rule 1.
-3. Holder of record. ``held_by[x]`` is the last node heard claiming ``x`` (and its epoch).
-   A claim is *dead* when its holder is down, or came back with another epoch (restarted:
-   its calls are lost with its old process, only the replicas have them).
+3. Holder of record. ``held_by[x]`` is the last claim on ``x``: its holder, the holder's
+   epoch and a generation, one more than the claim it replaced. Every heartbeat carries the
+   sender's whole record and every node keeps, per address, the claim with the highest
+   generation (a tie: the holder nearer ``x`` in the cyclic order, as in rule 8), so the
+   nodes that hear one another share one record within a heartbeat, even about a claim
+   made while some were cut off by a holder that died before they heard it again (nodes
+   that learned holders only from their own heartbeats could disagree for ever: each
+   waited for a taker that did not know the claim). A node acts on an address whose holder
+   of record another's record just changed only ``EXPIRY_HEARTBEATS`` later: meanwhile its
+   own heartbeats pass the news on, and if a cut came with it, it has fenced (rule 1)
+   before it could take beside a node on the other side that never heard it. A node that
+   still holds ``x`` when it learns another's newer claim on it (a race; rule 8 decides
+   between live claimants) claims it again above that generation. A claim is *dead* when
+   its holder is down, or came back with a later epoch (restarted: its calls are lost with
+   its old process, only the replicas have them); a restarted node learns its old
+   process's claims from the others' records while it settles (rule 6), so it waits for
+   their taker instead of starting its own address beside it.
 4. Takeover. The addresses of a dead claim all go, with the dead holder's whole replica, to
    one taker: the first member after the dead holder in the configured order (cyclic) that
-   is not down, is not the dead holder, and has heard it (its heartbeats' ``knows``: a node
-   restarted since the holder died has neither its replica nor its claims). Its calls are
-   one unit (its replica), so every address it held goes with them, whoever those
-   addresses belong to. The taker waits
-   ``GRACE_HEARTBEATS`` after it first finds the holder down, so a holder cut off in a
-   minority has fenced (rule 1, at ``EXPIRY_HEARTBEATS``) before the majority takes over.
-5. Own address. An address nobody claims (no claim, or its holder handed it back) goes to
-   its own member if that member is up. A member that is down and whose address nobody
+   is not down, is not the dead holder, and heard the holder's process that claimed (per
+   its heartbeats' ``knows``, the first epoch it heard of the holder is not after the
+   claim's: a node restarted since that process died, or that heard only a later one, has
+   not its replica; and a node's own later hearing cannot make it a taker the others did
+   not pick). Its calls are one unit (its replica), so every address it held goes with
+   them, whoever those addresses belong to. The taker waits ``GRACE_HEARTBEATS`` after it
+   first finds the holder down, so a holder cut off in a minority has fenced (rule 1, at
+   ``EXPIRY_HEARTBEATS``) before the majority takes over. A dead claim whose holder no node
+   up heard (a record passed on by nodes gone since) is void: its calls are in no replica,
+   and its address is unclaimed (rule 5).
+5. Own address. An address nobody claims (no claim, a void one, or its holder handed it
+   back) goes to its own member if that member is up. A holder that is up and does not
+   claim the address handed it back (rule 7) or let it go in a cut (rule 1); the member
+   takes it only once it has heard that holder, and found it up, for
+   ``EXPIRY_HEARTBEATS`` without a break: a holder it does not hear yet (a restarted
+   member connecting to the others one by one) may well still hold it, and one just back
+   from a cut, still down for the others whose votes lag, may be being taken over. A member that is down and whose address nobody
    held (it never started) keeps it unserved: as the pair's standby address, a node's
    address is taken only over that node, so a cluster started one node at a time does not
    hand the last ones' addresses to the first. A node that let go of an address for lack
@@ -51,8 +75,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    nearest); the other releases it at once. Every node computes the same answer.
 9. Hostile input. Only configured members are heard (the adapter checks the ``[[peer]]``
    name); names in ``sees``, ``holds`` and ``knows`` that are not members are dropped and
-   counted, so every table here has at most ``n`` entries; a heartbeat with an older epoch
-   than the one heard (a dead process's, still queued) is ignored.
+   counted, and so is a claim naming a stranger or with a generation over ``MAX_GEN``, so
+   every table here has at most ``n`` entries; a heartbeat with an older epoch than the
+   one heard (a dead process's, still queued) is ignored.
 
 Every input takes ``now``; ``next_timer()`` says when ``handle_timer(now)`` must run.
 """
@@ -63,6 +88,7 @@ import enum
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 #: missed heartbeat intervals after which a member is no longer seen (Binary Star's choice)
 EXPIRY_HEARTBEATS = 2
@@ -72,6 +98,9 @@ GRACE_HEARTBEATS = 1
 SETTLE_HEARTBEATS = 2
 #: the most members a cluster may have (bounds every table and every heartbeat's sets)
 MAX_MEMBERS = 32
+#: rule 9: the highest claim generation heard (one take per heartbeat would need 10^17
+#: years to reach it; a higher one is a forgery, and would not fit msgpack's 64 bits)
+MAX_GEN = 2**62
 
 
 class Reason(enum.Enum):
@@ -97,12 +126,26 @@ class Change:
     whole: bool = False
 
 
+class Claim(NamedTuple):
+    """Rule 3: ``holder`` (in ``epoch``) took the address, the ``gen``-th take of it."""
+
+    holder: str
+    epoch: int
+    gen: int
+
+
+#: a heartbeat's view: (sees, holds, knows as (member, first epoch heard), claims as
+#: (member, holder, epoch, gen))
+View = tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...],
+             tuple[tuple[str, str, int, int], ...]]  # fmt: skip
+
+
 @dataclass(slots=True)
 class Heard:
     epoch: int
     sees: frozenset[str]
     holds: frozenset[str]
-    knows: frozenset[str]
+    knows: dict[str, int]
     at: float
 
 
@@ -121,9 +164,15 @@ class Quorum:
         self.maj = len(members) // 2 + 1
         self.heard: dict[str, Heard] = {}
         self.holds: set[str] = set()
-        self.held_by: dict[str, tuple[str, int]] = {}
+        self.held_by: dict[str, Claim] = {}
+        #: rule 4: the first epoch we heard of each member (whose replica we can have)
+        self.first_heard: dict[str, int] = {}
+        #: rule 3: when another's record last changed the holder of an address for us
+        self.learned_at: dict[str, float] = {}
         self.quorate_since: float | None = None
         self.down_since: dict[str, float] = {}
+        #: rule 5: since when we have heard each member, and found it up, without a break
+        self.up_since: dict[str, float] = {}
         self.counters: Counter[str] = Counter()
         self._index = {m: i for i, m in enumerate(self.members)}
         self._next = now + heartbeat_s
@@ -135,8 +184,11 @@ class Quorum:
     # -- inputs ------------------------------------------------------------------------------
 
     def receive(self, node: str, epoch: int, sees: Iterable[str], holds: Iterable[str],
-                knows: Iterable[str], now: float) -> list[Change]:  # fmt: skip
-        """A member's heartbeat (the adapter checked it comes from ``node``)."""
+                knows: Iterable[Sequence[Any]], now: float,
+                claims: Iterable[Sequence[Any]] = ()) -> list[Change]:  # fmt: skip
+        """A member's heartbeat (the adapter checked it comes from ``node``); ``knows``:
+        (member, first epoch heard) each; ``claims``: its record of rule 3, (member, holder,
+        epoch, gen) each."""
         if node == self.me or node not in self._index:
             self.counters["not_member"] += 1
             return []
@@ -144,10 +196,14 @@ class Quorum:
         if known is not None and epoch < known.epoch:  # an older process's, queued: not news
             self.counters["stale_epoch"] += 1
             return []
-        h = Heard(epoch, self._members(sees), self._members(holds), self._members(knows), now)
+        h = Heard(epoch, self._members(sees), self._members(holds), self._known(knows), now)
         self.heard[node] = h
-        for x in h.holds:
-            self.held_by[x] = (node, epoch)
+        self.first_heard.setdefault(node, epoch)
+        for i, entry in enumerate(claims):
+            if i >= MAX_MEMBERS:
+                self.counters["too_many_names"] += 1
+                break
+            self._learn(entry, now)
         return self._decide(now)
 
     def handle_timer(self, now: float) -> list[Change]:
@@ -168,12 +224,23 @@ class Quorum:
                 out.append(Change(False, x, Reason.FAILBACK))
         return out
 
-    def beat(self, now: float) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
-        """(sees, holds, knows) for our heartbeat, in the configured order."""
+    def beat(self, now: float) -> View:
+        """(sees, holds, knows, claims) for our heartbeat, in the configured order."""
         alive = self.alive(now)
         return (tuple(m for m in self.members if m in alive),
                 tuple(m for m in self.members if m in self.holds),
-                tuple(m for m in self.members if m in self.heard))  # fmt: skip
+                tuple((m, self.first_heard[m]) for m in self.members if m in self.first_heard),
+                tuple((m, *self.held_by[m]) for m in self.members if m in self.held_by))  # fmt: skip
+
+    def holder(self, x: str, now: float) -> str | None:
+        """The node we hear claim ``x`` now (ourselves included), if any."""
+        if x in self.holds:
+            return self.me
+        down = {m for m in self.heard if self.is_down(m, now)}
+        for m, h in self.heard.items():
+            if x in h.holds and m not in down:
+                return m
+        return None
 
     # -- the rules ---------------------------------------------------------------------------
 
@@ -191,6 +258,49 @@ class Quorum:
                     if x not in (alive if v == self.me else self.heard[v].sees))  # fmt: skip
         return votes >= self.maj
 
+    def _known(self, entries: Iterable[Sequence[Any]]) -> dict[str, int]:
+        """A heartbeat's ``knows``: members and the first epoch heard of each (rule 9)."""
+        out: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            if i >= MAX_MEMBERS:
+                self.counters["too_many_names"] += 1
+                break
+            try:
+                name, epoch = entry
+            except (TypeError, ValueError):
+                name, epoch = None, None
+            if name in self._index and type(epoch) is int:
+                out[name] = epoch
+            else:
+                self.counters["not_member"] += 1
+        return out
+
+    def _learn(self, entry: Sequence[Any], now: float) -> None:
+        """Rule 3: keep a relayed claim if it is newer than ours."""
+        try:
+            x, holder, epoch, gen = entry
+        except (TypeError, ValueError):
+            self.counters["bad_claims"] += 1
+            return
+        if (x not in self._index or holder not in self._index or type(epoch) is not int
+                or type(gen) is not int or not 0 <= gen <= MAX_GEN or epoch < 0):  # fmt: skip
+            self.counters["bad_claims"] += 1
+            return
+        claim = Claim(holder, epoch, gen)
+        known = self.held_by.get(x)
+        if known is None or self._rank(x, claim) > self._rank(x, known):
+            if known is None or known[:2] != claim[:2]:
+                self.learned_at[x] = now
+            self.held_by[x] = claim
+
+    def _rank(self, x: str, c: Claim) -> tuple[int, int, int]:
+        """Rule 3's order: the later take, then the holder nearer ``x`` (rule 8)."""
+        return c.gen, -self._dist(x, c.holder), c.epoch
+
+    def _claim(self, x: str) -> None:
+        known = self.held_by.get(x)
+        self.held_by[x] = Claim(self.me, self.epoch, min(MAX_GEN, (known.gen + 1) if known else 1))
+
     def _members(self, names: Iterable[str]) -> frozenset[str]:
         out = set()
         for i, name in enumerate(names):
@@ -203,16 +313,17 @@ class Quorum:
                 self.counters["not_member"] += 1
         return frozenset(out)
 
-    def _after(self, x: str, down: set[str], skip: str) -> str | None:
-        """The first member after ``x`` (cyclic) that is up, is not ``skip``, and has heard
-        ``skip`` (rule 4: only a node that heard the holder has its replica and its claims)."""
-        i, n = self._index[x], len(self.members)
+    def _taker(self, dead: Claim, down: set[str]) -> str | None:
+        """Rule 4: the first member after the dead claim's holder (cyclic) that is up, is not
+        it, and heard its process that claimed (only such a node has that one's replica)."""
+        i, n = self._index[dead.holder], len(self.members)
         for k in range(1, n + 1):
             m = self.members[(i + k) % n]
-            if m in down or m == skip:
+            if m in down or m == dead.holder:
                 continue
-            if skip in self.heard if m == self.me else (
-                    m in self.heard and skip in self.heard[m].knows):  # fmt: skip
+            knows = self.first_heard if m == self.me else (
+                self.heard[m].knows if m in self.heard else {})  # fmt: skip
+            if knows.get(dead.holder, dead.epoch + 1) <= dead.epoch:
                 return m
         return None
 
@@ -227,29 +338,38 @@ class Quorum:
             self.counters["stalls"] += 1
             return self._release_all()
         down = {m for m in self.members if self.is_down(m, now)}
+        alive = self.alive(now)
         for m in self.members:
             if m in down:
                 self.down_since.setdefault(m, now)
             else:
                 self.down_since.pop(m, None)
+            if m in down or m not in alive:
+                self.up_since.pop(m, None)
+            else:
+                self.up_since.setdefault(m, now)
         if not self._quorate(now) or self.me in down:
             self.quorate_since = None
             return self._release_all()
         if self.quorate_since is None:
             self.quorate_since = now
         out = self._conflicts(down)
+        for x in self.holds:  # rule 3: still ours, whatever newer claim we heard
+            if self.held_by.get(x, Claim("", 0, 0))[:2] != (self.me, self.epoch):
+                self._claim(x)
         if now < self.quorate_since + SETTLE_HEARTBEATS * self.heartbeat_s:
             return out
         claimed = set(self.holds)
         for m, h in self.heard.items():
             if m not in down:
                 claimed |= h.holds
+        recent = now - EXPIRY_HEARTBEATS * self.heartbeat_s
         for x in self.members:
-            if x not in claimed:
+            if x not in claimed and self.learned_at.get(x, recent) <= recent:
                 change = self._orphan(x, down, now)
                 if change is not None:
                     self.holds.add(x)
-                    self.held_by[x] = (self.me, self.epoch)
+                    self._claim(x)
                     out.append(change)
         return out
 
@@ -273,24 +393,34 @@ class Quorum:
 
     def _orphan(self, x: str, down: set[str], now: float) -> Change | None:
         """Rules 3-5 for an address nobody up claims: ours to take, or not."""
-        holder, epoch = self.held_by.get(x, (None, 0))
-        if holder is not None and holder != self.me:
-            h = self.heard.get(holder)
-            restarted = h is not None and h.epoch != epoch
-            if holder in down or restarted:  # rule 4: a dead claim
-                if holder in down and now < self.down_since[holder] + (
+        claim = self.held_by.get(x)
+        mine = claim is not None and claim[:2] == (self.me, self.epoch)
+        holder = None if claim is None or mine else claim.holder
+        if claim is not None and not mine:
+            dead, restarted = claim.holder, True  # ours: our previous process's, died with it
+            if dead != self.me:  # a later epoch heard; an earlier one is a beat on its way
+                h = self.heard.get(dead)
+                restarted = h is not None and h.epoch > claim.epoch
+            if dead in down or restarted:  # rule 4: a dead claim
+                if dead in down and now < self.down_since[dead] + (
                         GRACE_HEARTBEATS * self.heartbeat_s):  # fmt: skip
                     return None
-                if self._after(holder, down, holder) != self.me:
+                taker = self._taker(claim, down)
+                if taker is None:  # nobody up heard the holder: no replica, a void claim
+                    holder = None
+                elif taker != self.me:
                     return None
-                reason = Reason.RESTART if restarted and holder not in down else Reason.TAKEOVER
-                return Change(True, x, reason, holder, whole=True)
+                else:
+                    reason = Reason.RESTART if restarted and dead not in down else Reason.TAKEOVER
+                    return Change(True, x, reason, dead, whole=True)
         if x not in down:  # rule 5
             if x != self.me:
                 return None
-            if holder is None or holder == self.me:
+            if holder is None:
                 return Change(True, x, Reason.START)
+            if now < self.up_since.get(holder, now) + EXPIRY_HEARTBEATS * self.heartbeat_s:
+                return None  # not heard (yet), or back from a cut and still down for some
             return Change(True, x, Reason.HANDED_BACK, holder, whole=False)
-        if holder == self.me:  # we let it go without quorum: its calls are still ours
+        if mine:  # we let it go without quorum: its calls are still ours
             return Change(True, x, Reason.REGAINED)
         return None  # rule 5: never held, or handed back to a member now down

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dialogstate.table import DialogTable
+from stateplane.quorum import View
 from stateplane.snapshot import SnapshotClient, Synced
 from stateplane.updates import KIND_DIALOG, Chunk, Hugz, Kthxbai, Update
 
@@ -76,15 +77,15 @@ class Publisher:
         self._backlog.extend(out)
         return out
 
-    def hugz(self, role: str = "", view: tuple[tuple[str, ...], ...] = ()) -> Hugz:
-        """``view``: a cluster member's (sees, holds, knows), ``stateplane/quorum.py``."""
+    def hugz(self, role: str = "", view: View | tuple[()] = ()) -> Hugz:
+        """``view``: a cluster member's (sees, holds, knows, claims), ``stateplane/quorum.py``."""
         return Hugz(self.node, self.epoch, self.seq, role, *view)
 
     def next_timer(self) -> float:
         return self._next_hugz
 
     def handle_timer(self, now: float, role: str = "",
-                     view: tuple[tuple[str, ...], ...] = ()) -> Hugz | None:  # fmt: skip
+                     view: View | tuple[()] = ()) -> Hugz | None:  # fmt: skip
         """A heartbeat to publish if one is due (on the schedule, so it never drifts)."""
         if now < self._next_hugz:
             return None

@@ -81,6 +81,7 @@ from stateplane.handover import Handover, Restore, read_count
 from stateplane.ingresses import IngressFinder
 from stateplane.peer import ERROR_LOG_EVERY, PUB_HWM, SNAP_HWM, Peer, Reader, split_bind
 from stateplane.persist import Persistence
+from stateplane.quorum import View
 from stateplane.replica import Publisher, next_epoch
 from stateplane.snapshot import collector_paused
 
@@ -234,7 +235,7 @@ class Replication:
             if r is not None and r.node in self.failover.reconcile_with and not r.syncing:
                 self.failover.recheck(self.mirror.keys(), r.node, r.table, now)
 
-    def _view(self) -> tuple[tuple[str, ...], ...]:
+    def _view(self) -> View | tuple[()]:
         fo = self.failover
         return fo.view(self.loop.time()) if isinstance(fo, ClusterFailover) else ()
 

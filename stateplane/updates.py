@@ -13,7 +13,10 @@ Rules:
    emits it (``[op, call_id, from_tag, ...]``, ``docs/dialogs.md`` "Replication").
 3. ``Hugz(node, epoch, seq, role)``: the publisher is alive and its last update is ``seq``
    (so a replica that missed the tail of a burst sees the gap without another update);
-   ``role`` is its Binary Star state (``stateplane/bstar.py``), "" when it has none.
+   ``role`` is its Binary Star state (``stateplane/bstar.py``), "" when it has none. A
+   cluster member's adds its view (``stateplane/quorum.py``): ``sees`` and ``holds`` (lists
+   of names), ``knows`` (a list of ``[member, epoch]``) and ``claims`` (a list of
+   ``[member, holder, epoch, gen]``), each at most ``MAX_MEMBERS`` long.
 4. Snapshot exchange (``stateplane/snapshot.py``): ``Icanhaz(node, req, epoch, seq)`` asks
    ``node``'s state plane for its state, saying what the asker already holds (epoch, seq;
    0, 0 for nothing); ``Chunk(node, req, records)`` carries up to a bounded number of
@@ -93,7 +96,10 @@ class Hugz:
     #: it holds; empty in a pair
     sees: tuple[str, ...] = ()
     holds: tuple[str, ...] = ()
-    knows: tuple[str, ...] = ()
+    #: whom it has heard since it started, with the first epoch heard of each
+    knows: tuple[tuple[str, int], ...] = ()
+    #: who last took each member's address (quorum rule 3): (member, holder, epoch, gen)
+    claims: tuple[tuple[str, str, int, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +158,8 @@ def pack(msg: Message) -> list[bytes]:
     elif isinstance(msg, Hugz):
         body = [msg.node, msg.epoch, msg.seq, msg.role]
         if msg.sees:
-            body += [list(msg.sees), list(msg.holds), list(msg.knows)]
+            body += [list(msg.sees), list(msg.holds), [list(k) for k in msg.knows],
+                     [list(c) for c in msg.claims]]  # fmt: skip
     elif isinstance(msg, Icanhaz):
         body = [msg.node, msg.req, msg.epoch, msg.seq]
     elif isinstance(msg, Chunk):
@@ -253,13 +260,17 @@ def _roles_ok(role: Any) -> bool:
 
 
 def _hugz(body: list[Any]) -> Hugz:
-    if len(body) != 7:
+    if len(body) != 8:
         _arity(body, 4, "HUGZ")
     node, epoch, seq, role = body[:4]
     if not _roles_ok(role):
         raise UpdateError(f"role {str(role)[:80]!r}")
-    view = tuple(_names(v, what) for v, what in zip(body[4:], ("sees", "holds", "knows")))
-    return Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role, *view)
+    hugz = Hugz(_str(node, "node"), _int(epoch, "epoch"), _int(seq, "seq"), role)
+    if len(body) == 4:
+        return hugz
+    sees, holds = _names(body[4], "sees"), _names(body[5], "holds")
+    return Hugz(hugz.node, hugz.epoch, hugz.seq, role, sees, holds, _knows(body[6]),
+                _claims(body[7]))  # fmt: skip
 
 
 def _names(value: Any, what: str) -> tuple[str, ...]:
@@ -270,6 +281,31 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
     if any(len(n) > MAX_NAME_CHARS for n in names):
         raise UpdateError(f"{what}: a name over {MAX_NAME_CHARS} characters")
     return names
+
+
+def _knows(value: Any) -> tuple[tuple[str, int], ...]:
+    """A cluster member's ``knows``: ``[member, first epoch heard]`` each."""
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise UpdateError(f"knows: a list of at most {MAX_MEMBERS} entries")
+    out = []
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) != 2:
+            raise UpdateError("knows entry is not [member, epoch]")
+        out.append((_names(entry[:1], "knows")[0], _int(entry[1], "knows epoch")))
+    return tuple(out)
+
+
+def _claims(value: Any) -> tuple[tuple[str, str, int, int], ...]:
+    """A cluster member's record of claims: ``[member, holder, epoch, gen]`` each."""
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise UpdateError(f"claims: a list of at most {MAX_MEMBERS} entries")
+    out = []
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) != 4:
+            raise UpdateError("claim is not [member, holder, epoch, gen]")
+        member, holder = _names(entry[:2], "claim")
+        out.append((member, holder, _int(entry[2], "claim epoch"), _int(entry[3], "claim gen")))
+    return tuple(out)
 
 
 def _icanhaz(body: list[Any]) -> Icanhaz:

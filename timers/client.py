@@ -17,14 +17,16 @@ Rules (docs/timers.md):
    a timer armed by another worker (the owner changed) is delivered once per (armer, gen),
    remembered in a bounded recent set.
 5. Ops leave ``[timers] ops_flush_ms`` after the first of them (0: at the end of the loop
-   iteration that made them), in one message per shard; the later op of a key replaces an
-   earlier one still waiting. Each message costs a wake-up of the worker's ZeroMQ thread and
-   of the service (~50 µs of CPU each, docs/benchmarks.md), and the timers armed here are
-   dialog lifetimes of a second or more, so the wait costs their deadlines nothing; a worker
-   that dies before its ops leave lost nothing the state plane's mirror does not re-arm.
-   ``close`` sends what waits. A shard whose socket will not take its messages queues at
-   most ``MAX_OUTBOX``, past which the client drops the queue and re-syncs that shard in
-   full (a new epoch; the service drops what was not re-sent).
+   iteration that made them), in one message per shard; with ``defer`` (the worker's, when
+   ``[bus] flush_ms`` batches its hop and ``ops_flush_ms`` is 0) they leave at its next bus flush instead, with its other
+   sends (``workers/bus.py`` rule 3). The later op of a key replaces an earlier one still
+   waiting. Each message costs a wake-up of the worker's ZeroMQ thread and of the service
+   (~50 µs of CPU each, docs/benchmarks.md), and the timers armed here are dialog lifetimes
+   of a second or more, so the wait costs their deadlines nothing; a worker that dies before
+   its ops leave lost nothing the state plane's mirror does not re-arm. ``close`` sends what
+   waits. A shard whose socket will not take its messages queues at most ``MAX_OUTBOX``, past
+   which the client drops the queue and re-syncs that shard in full (a new epoch; the service
+   drops what was not re-sent).
 6. The client announces its worker to each timers process itself, on the socket that carries
    its ops: a heartbeat is the first message on a new shard's socket (and again after a
    re-sync drops the queue), one follows every heartbeat interval, and ``down`` is the last.
@@ -135,6 +137,8 @@ class TimerClient:
         #: rule 5: how long ops wait to leave together
         self._flush_s = settings.timers.ops_flush_ms / 1000
         self._flush_handle: asyncio.Handle | None = None
+        #: rule 5: asks the owner for a ``flush`` soon; None flushes at the end of the iteration
+        self.defer: Callable[[], None] | None = None
         self._moving: Iterator[None] | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
         self._tick()
@@ -252,15 +256,19 @@ class TimerClient:
 
     def _mark(self, shard: _Shard) -> None:
         self._dirty.add(shard.ident)
-        if self._flush_handle is None:
+        if self.defer is not None:
+            self.defer()
+        elif self._flush_handle is None:
             self._flush_handle = (self._loop.call_later(self._flush_s, self.flush)
                                   if self._flush_s > 0 else self._loop.call_soon(self.flush))  # fmt: skip
 
     def flush(self) -> None:
         """Send the ops that wait, one message per shard (per MAX_OPS_PER_MSG): rule 5."""
         if self._flush_handle is not None:
-            self._flush_handle.cancel()  # called early (close): not again when it was due
+            self._flush_handle.cancel()  # called early (close, a bus flush): not again when due
             self._flush_handle = None
+        if not self._dirty:
+            return
         dirty, self._dirty = self._dirty, set()
         for ident in dirty:
             shard = self._shards.get(ident)

@@ -325,3 +325,4 @@ class TimerService:
         sockets.unlink(self.endpoint)
         for ident in list(self._pipes):
             self._pipes.pop(ident).close(linger_ms=sockets.LINGER_MS)
+        self._peers.settle()  # pipes of workers that left, still draining

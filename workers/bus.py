@@ -11,7 +11,11 @@ Rules:
 3. Output for one ingress leaves in one batch per ``[bus] flush_ms`` after its first
    message (``conf.pipe``; at once when ``max_batch`` fills it): each send costs the ingress
    a wake-up of its ZeroMQ and loop threads whatever the batch holds (docs/benchmarks.md
-   "The hop's flush delay"). With 0, one batch per drained input batch.
+   "The hop's flush delay"). With 0, one batch per drained input batch. The worker's other
+   pipes (its dialog deltas, its timer ops) ride the same flush: ``flush_soon`` asks for one
+   whatever the ingress pipes hold, and ``before_flush`` sends theirs first, so a message's
+   deltas never leave after the message, and the worker's ZeroMQ I/O thread wakes once per
+   flush, not once per pipe and loop iteration.
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
    Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
@@ -44,6 +48,13 @@ Rules:
    here (rule 7 there) and connected with the key of the peer that announced it; one no
    longer in its peer's list loses its pipe, and a peer the envelope does not name keeps
    its pipes. Such an envelope changes nothing on a worker that does not discover.
+10. Leaving (``leave``): we say ``down``, and every ingress we knew still sends us what it
+   queued before it read that, then ``LEFT`` (``ingress/bus.py`` rule 6). We read on until
+   each has said ``LEFT`` or is gone (its file vanished, or it said ``down`` itself; an
+   ingress of another host silent for ``liveness`` heartbeats is not forgotten meanwhile),
+   at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost. Reading
+   only until a quiet spell (0.1 s) was not enough: an ingress busy or descheduled for longer
+   kept handing us calls after we had closed, and a TCP caller does not send those again.
 """
 
 from __future__ import annotations
@@ -77,6 +88,9 @@ OnAdopt = Callable[[list[Any]], None]
 OnHost = Callable[[str, envelope.Envelope], None]
 #: kinds a worker host may send us on the TCP socket (rule 8)
 HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND_FWD})
+#: rule 10: how long a leaving worker waits at most for its ingresses to let go of it; with
+#: the quiet wait after it (1 s at most), within ``conf.process.SHUTDOWN_S``
+LEAVE_S = 2.0
 
 
 
@@ -138,6 +152,8 @@ class IngressBus:
         #: rule 3: the scheduled flush, and how long a batch waits for company
         self._flush_handle: asyncio.TimerHandle | None = None
         self._flush_s = cfg.flush_ms / 1000
+        #: rule 3: what else leaves at each flush, before the ingress pipes' batches
+        self.before_flush: Callable[[], None] | None = None
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
         #: rule 7: the TCP socket and its reader, our TCP endpoint, the configured ingresses
@@ -152,6 +168,8 @@ class IngressBus:
         #: the peer that announced each learnt endpoint
         self._found_by: dict[str, str] = {}
         self._refused_found = RefusalLog("discovered_ingress_refused")
+        #: rule 10: the ingresses that have not let go of us since we said ``down``
+        self._holding: set[str] = set()
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
         """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
@@ -232,12 +250,20 @@ class IngressBus:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        if self.before_flush is not None:
+            self.before_flush()
         for pipe in self._pipes.values():
             pipe.flush()
 
     def _flush_soon(self) -> None:
         """Rule 3: send what the pipes hold ``[bus] flush_ms`` from now, unless already due."""
         if self._flush_handle is None and any(p.metas for p in self._pipes.values()):
+            self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
+
+    def flush_soon(self) -> None:
+        """Rule 3: a flush ``[bus] flush_ms`` from now (unless one is due) for what
+        ``before_flush`` sends, whatever the ingress pipes hold."""
+        if self._flush_handle is None:
             self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
 
     @property
@@ -277,6 +303,8 @@ class IngressBus:
             self._on_release(env.header)
         elif env.kind == envelope.KIND_INGRESSES:
             self._on_discovered(env.header)
+        elif env.kind == envelope.KIND_LEFT:
+            self._holding.discard(env.header[0])
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -327,7 +355,7 @@ class IngressBus:
         self._on_host(user, env)
 
     def _on_tcp_envelope(self, env: envelope.Envelope) -> None:
-        if env.kind == envelope.KIND_IN:
+        if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_LEFT:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
             self._on_ingress_hb(*env.header[:3])
@@ -407,7 +435,9 @@ class IngressBus:
         silent_s = self._cfg.heartbeat_ms / 1000 * self._cfg.liveness
         frames = envelope.pack(envelope.KIND_HB, [self.worker_id, self.tcp_endpoint, state])
         for remote in self._remote.values():
-            if remote.ident and now - remote.seen > silent_s:
+            # one we wait for as we leave stays until its LEFT, or LEAVE_S: an ingress busy
+            # for a second may still hand us what it queued before it read our "down"
+            if remote.ident and now - remote.seen > silent_s and remote.ident not in self._holding:
                 self._forget_remote(remote)
             remote.pipe.drain()
             remote.pipe.send_now(frames)
@@ -464,6 +494,27 @@ class IngressBus:
             pipe.send_now(frames)
         if self._remote:
             self._beat_remote(state)
+
+    async def leave(self) -> None:
+        """Rule 10: say ``down`` and wait, at most ``LEAVE_S``, until every ingress we knew
+        has let go of us; we still read and answer meanwhile."""
+        loop = self._loop
+        self._holding = set(self._pipes)
+        log.info("worker_leaving", ingresses=sorted(self._holding)[:20])
+        beat_s = self._cfg.heartbeat_ms / 1000
+        t0 = loop.time()
+        next_beat = t0
+        while True:
+            now = loop.time()
+            if now >= next_beat:
+                self.heartbeat("down")  # forgets the ingresses that vanished, too
+                next_beat = now + beat_s
+            self._holding &= self._pipes.keys()
+            if not self._holding or now - t0 >= LEAVE_S:
+                break
+            await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by LEAVE_S
+        log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000),
+                 holding=sorted(self._holding)[:20])  # fmt: skip
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""

@@ -65,9 +65,10 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         # our socket file goes first: the other workers and the state plane read that we
         # leave (our dialogs then move to their new owners from the state plane's mirror once
         # we are gone, workers/dialogs/handover.py); then "down" so ingresses route new calls
-        # elsewhere, then we finish what we hold
+        # elsewhere, and we read on until each has sent us the last of what it had queued
+        # for us (workers/bus.py rule 10); then we finish what we hold
         sockets.unlink(worker.bus.endpoint)
-        worker.bus.heartbeat("down")
+        await worker.bus.leave()
         await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
         await worker.aclose()
         if hop is not None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import os
 import secrets
 import time
@@ -56,6 +57,12 @@ from workers.stateful import StatefulProxy
 MAX_LISTED = 10_000
 #: drops logged aggregated (module docstring): what a peer sends us that we never asked for
 LOGGED_DROPS = frozenset({"stray_response", "forged_tag"})
+#: the core's loop timer is rounded up to a multiple of T1 / TIMER_GRAIN (10 ms with the
+#: default T1 of 500 ms; at most 2 % of the shortest retransmission interval late): at a
+#: thousand calls a second each call's Timer K (and, after 32 s, J, L, M) would otherwise
+#: wake the loop on its own, and one wake-up with its sends costs more than the timers it
+#: fires (docs/benchmarks.md "Stateful worker path")
+TIMER_GRAIN = 50
 
 log = structlog.get_logger()
 
@@ -100,9 +107,10 @@ class Worker:
                                 dlg.cdr_peer_files, log_all=dlg.cdr_log == "all")  # fmt: skip
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._timer_grain_s = settings.transactions.t1_ms / 1000 / TIMER_GRAIN
         if settings.dialogs.enabled:
             self.timers = TimerClient(ctx, settings, worker_id, self._on_timers)
-        #: every dialog delta goes to the node's state plane, one batch per loop iteration,
+        #: every dialog delta goes to the node's state plane, one batch per bus flush,
         #: whenever dialogs are on: its mirror is where dialogs moving between workers come
         #: from (docs/dialogs.md "Dialogs follow their Call-ID"); None without dialogs
         self.deltas: DeltaLink | None = None
@@ -112,7 +120,8 @@ class Worker:
             pipe = PushPipe("stateplane", sockets.connect_push(ctx, ep, settings.bus.hwm),
                             env.KIND_DELTAS, lambda batches: [worker_id, [
                                 d for batch in batches for d in batch]],
-                            1, settings.bus.max_pending)  # fmt: skip
+                            settings.bus.max_batch if settings.bus.flush_ms else 1,
+                            settings.bus.max_pending)  # fmt: skip
             self.deltas = DeltaLink(pipe, stateful.dialogs, worker_id, self.meter.counters,
                                     sockets.endpoint_path(ep))  # fmt: skip
         #: call limits counted across the node's workers (and peer nodes'), when any is set
@@ -138,6 +147,12 @@ class Worker:
                               on_forward=own.on_forward, on_handed=own.on_handed,
                               on_host=own.on_host)  # fmt: skip
         own.bus = self.bus
+        if settings.bus.flush_ms:  # deltas and timer ops ride the bus's flush (bus.py rule 3)
+            self.bus.before_flush = self._flush_side
+            if self.deltas is not None:
+                self.deltas.defer = self.bus.flush_soon
+            if self.timers is not None and not settings.timers.ops_flush_ms:
+                self.timers.defer = self.bus.flush_soon  # else they wait longer (client rule 5)
         if own.hostview is not None:
             self.bus.on_ring = own.refresh_peers  # a ring changed moves dialogs at once
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
@@ -179,6 +194,13 @@ class Worker:
             self.limits.heartbeat(self.loop.time())
         if self.deltas is not None:
             self.deltas.heartbeat()
+
+    def _flush_side(self) -> None:
+        """What leaves with each bus flush before the ingresses' batches (bus.py rule 3)."""
+        if self.deltas is not None:
+            self.deltas.pipe.flush()
+        if self.timers is not None and self.timers.defer is not None:
+            self.timers.flush()
 
     def hops(self) -> dict[str, dict[str, float]]:
         """Every pipe this worker pushes into: one per ingress, and the state plane's."""
@@ -384,7 +406,11 @@ class Worker:
         """One loop timer for the earliest transaction timer (aioquic's single ``call_at``)."""
         assert self.stateful is not None
         at = self.stateful.next_deadline()
-        if at is None or (self._timer is not None and self._timer_at <= at):
+        if at is None:
+            return
+        grain = self._timer_grain_s  # TIMER_GRAIN: deadlines close together share a wake-up
+        at = max(at, math.ceil(at / grain) * grain)  # never before the deadline (float error)
+        if self._timer is not None and self._timer_at <= at:
             return
         if self._timer is not None:
             self._timer.cancel()
@@ -409,7 +435,7 @@ class Worker:
         sent = sum(self.bus.send(*out) for out in outs)
         self.meter.counters["msgs_out"] += sent
         self._after_core()  # the CDRs of calls these outputs end go first (workers/dialogs/cdr.py)
-        self.bus.flush()
+        self.bus.flush_soon()  # with the deltas and the messages of this flush (bus.py rule 3)
         self.meter.add_busy(time.perf_counter() - t0)
 
     def _slow(self, raw: bytes, meta: list[Any], took_s: float) -> None:

@@ -527,8 +527,11 @@ class UacRun:
 
 def read_stat(stf: Path) -> tuple[int, int]:
     """(SuccessfulCall(C), FailedCall(C)) from the last line of a sipp -trace_stat file."""
-    lines = [ln for ln in stf.read_text().splitlines() if ln.strip()]
-    head = lines[0].split(";")
-    last = lines[-1].split(";")
-    row = dict(zip(head, last))
+    row = stat_row(stf)
     return int(row["SuccessfulCall(C)"]), int(row["FailedCall(C)"])
+
+
+def stat_row(stf: Path) -> dict[str, str]:
+    """The last line of a sipp -trace_stat file, by column (``TotalCallCreated``, ...)."""
+    lines = [ln for ln in stf.read_text().splitlines() if ln.strip()]
+    return dict(zip(lines[0].split(";"), lines[-1].split(";")))

@@ -101,20 +101,25 @@ standby = {str(standby).lower()}
                    for i, n in enumerate(self.nodes) for j in range(3))  # fmt: skip
 
 
-#: test_three_nodes_one_killed's held calls: past the polls that come before the kill (15 s +
-#: 4 s) and before the failback's takeover (15 s), so the calls are all up when they are
-#: counted on a loaded box (9 s were not: the takeover found only the 10 ringing calls)
-HOLD_MS = 30_000
+#: test_three_nodes_one_killed's held calls: past every deadline before the kill's takeover
+#: (15 s + 15 s + 10 s) and before the failback's (15 s + 10 s + 10 s), so the calls are all
+#: up when they are counted on a loaded box, where each ctl poll takes seconds (9 s were not
+#: enough: the takeover found only the 10 ringing calls; a CI run's polls took 20 s and more)
+HOLD_MS = 45_000
+#: test_a_paused_node_lets_go_of_what_b_took's held calls (see there)
+PAUSED_HOLD_MS = 70_000
 
 
 def test_three_nodes_one_killed(start_node: StartNode, uas: Uas, tmp_path: Path) -> None:
-    """10 answered calls held on A and 10 still ringing (the callee answers 5 s after its
-    180) when A is SIGKILLed: B (next after A) binds A's address and adopts its 20 calls, C
+    """10 answered calls held on A and 10 still ringing (the callee answers them 30 s after
+    its 180) when A is SIGKILLed: B (next after A) binds A's address and adopts its 20 calls, C
     takes none; every call completes through B (sipp: all successful), and across the three
     CDR files each Call-ID appears once, the 20 on B. A restarted waits passive; ``ctl
     failback`` on B hands A's address and its calls (10 new held ones) back: A binds it,
     their BYEs go through A, their CDRs are on A."""
-    dport, _ = uas("u1", "uas_ring_long")
+    # the ring- calls ring 30 s, the others are answered at once: a ring of 5 s for every call
+    # left "10 ringing" a window of 4 s, which two ctl polls overran on a loaded box (CI)
+    dport, _ = uas("u1", "uas_ring_marked")
     c3 = Three(start_node, tmp_path, dport)
     a, b, c = c3.nodes
     assert poll(c3.settled, 20), [stateplane(n)["failover"] for n in c3.nodes]
@@ -129,12 +134,13 @@ def test_three_nodes_one_killed(start_node: StartNode, uas: Uas, tmp_path: Path)
                                host=VIRTUALS[0], service="ringing",
                                extra=("-d", "1000", "-cid_str", "ring-%u-%p@%s"))  # fmt: skip
         assert poll(lambda: all(replicated(n, "node-a").get("early") == CALLS
-                                for n in (b, c)), 4), replicated(b, "node-a")  # fmt: skip
+                                and replicated(n, "node-a").get("dialogs") == 2 * CALLS
+                                for n in (b, c)), 15), replicated(b, "node-a")  # fmt: skip
         a.kill()
         (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=10)
         assert ev["dialogs"] == 2 * CALLS and ev["source"] == "node-a", ev
         assert poll(lambda: role_of(b, VIRTUALS[0]) == "active"
-                    and role_of(c, VIRTUALS[0]) != "active", 5)  # fmt: skip
+                    and role_of(c, VIRTUALS[0]) != "active", 20)  # fmt: skip
         res, res_ringing = up.wait(), ringing.wait()
     finally:
         up.kill()
@@ -143,7 +149,7 @@ def test_three_nodes_one_killed(start_node: StartNode, uas: Uas, tmp_path: Path)
     assert (res.successful, res.failed) == (CALLS, 0), res.output
     assert (res_ringing.successful, res_ringing.failed) == (CALLS, 0), res_ringing.output
     assert not c.proc.events("failover_takeover")
-    assert poll(lambda: live_dialogs(b) == 0, 10)
+    assert poll(lambda: live_dialogs(b) == 0, 20)
     rows = [r for f in c3.cdr for r in cdrs_of(f)]
     per_call = Counter(str(r["call_id"]) for r in rows)
     assert len(per_call) == 2 * CALLS and max(per_call.values()) == 1, per_call
@@ -195,8 +201,10 @@ def test_a_paused_node_lets_go_of_what_b_took(start_node: StartNode, uas: Uas,
     a, b, c = c3.nodes
     assert poll(c3.settled, 20), [stateplane(n)["failover"] for n in c3.nodes]
     plane = a.pid("stateplane.1")
-    run = UacRun.start(c3.vport, "u1", CALLS, 20, tmp_path, timeout_s=90, host=VIRTUALS[0],
-                       extra=("-d", "12000"))  # fmt: skip
+    # held past every deadline below (15 + 10 + 10 + 15 + 20 s): the last poll counts the
+    # calls still up on B, and 12 s holds had ended before it on a loaded box (CI)
+    run = UacRun.start(c3.vport, "u1", CALLS, 20, tmp_path, timeout_s=120, host=VIRTUALS[0],
+                       extra=("-d", str(PAUSED_HOLD_MS)))  # fmt: skip
     try:
         assert poll(lambda: replicated(b, "node-a").get("dialogs") == CALLS
                     and replicated(b, "node-a").get("early") == 0, 15), replicated(b, "node-a")
@@ -204,7 +212,7 @@ def test_a_paused_node_lets_go_of_what_b_took(start_node: StartNode, uas: Uas,
         try:
             (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=10)
             assert ev["dialogs"] == CALLS and ev["source"] == "node-a", ev
-            assert a.proc.wait_events("virtual_released", 1, timeout_s=5)  # fenced
+            assert a.proc.wait_events("virtual_released", 1, timeout_s=10)  # fenced
         finally:
             os.kill(plane, signal.SIGCONT)
 
@@ -215,7 +223,9 @@ def test_a_paused_node_lets_go_of_what_b_took(start_node: StartNode, uas: Uas,
         assert poll(lambda: let_go() == CALLS, 15), a.proc.events("split_brain_reconciled")
         assert poll(lambda: live_dialogs(a) == 0 and live_dialogs(b) == CALLS
                     and role_of(a, VIRTUALS[0]) == "passive"
-                    and role_of(b, VIRTUALS[0]) == "active", 10)  # fmt: skip
+                    and role_of(b, VIRTUALS[0]) == "active", 20), (
+            live_dialogs(a), live_dialogs(b), role_of(a, VIRTUALS[0]), role_of(b, VIRTUALS[0]),
+            run.popen.poll())  # fmt: skip
         res = run.wait()
     finally:
         run.kill()

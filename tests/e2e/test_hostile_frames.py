@@ -121,6 +121,7 @@ def _right_shapes(odd: Any) -> Iterator[list[bytes]]:
     yield [k.KIND_ADOPT, packb(["node-x", [[odd] * 24], True])]
     yield [k.KIND_RELEASE, packb(["node-x", [str(odd)[:40]], [str(odd)[:40]]])]
     yield [k.KIND_INGRESSES, packb([["edge", [str(odd)[:80]]], [str(odd)[:40], ["tcp://127.0.0.2:1"]]])]
+    yield [k.KIND_LEFT, packb([str(odd)[:80]])]  # a forged one only ends a leaver's wait
 
 
 def junk() -> list[list[bytes]]:

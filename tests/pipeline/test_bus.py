@@ -298,3 +298,61 @@ def test_a_pipe_closed_before_its_flush_is_due_is_not_flushed(ctx: zmq.Context[A
         hop.close()
 
     run(body)
+
+
+def test_a_leaving_worker_waits_for_the_ingress_to_let_go(ctx: zmq.Context[Any],
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """A leaving worker reads on until the ingress says ``LEFT`` (workers/bus.py rule 10),
+    which comes at once once it read the ``down``; an ingress that is gone (its file
+    vanished) lets go of it too, without a word."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        t0 = loop.time()
+        await hop.worker.leave()
+        assert loop.time() - t0 < 1.0  # the ingress's LEFT, long before LEAVE_S
+        assert len(hop.ingress.workers) == 0
+        hop.close()
+
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        hop.ingress.close()  # gone before it could say LEFT
+        t0 = loop.time()
+        await hop.worker.leave()
+        assert loop.time() - t0 < 1.0
+        hop.worker.close()
+
+    run(body)
+
+
+def test_a_worker_leaving_gets_the_backlog_its_pipe_held(ctx: zmq.Context[Any],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """A worker that says ``down`` while the ingress holds a backlog for it (it was not
+    reading, its socket full) gets that backlog, then ``LEFT``: the ingress keeps the pipe
+    open until the backlog drained (conf/pipe.py ``closing``) instead of dropping it."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        hop = Hop(ctx, tmp_path, Bus(hwm=1, max_batch=1))
+        await hop.joined()
+        reader = hop.worker._reader
+        reader.remove()  # the worker reads nothing for a while: its socket fills
+        sent = [b"%04d" % i + b"x" * 2000 for i in range(600)]
+        for raw in sent:
+            assert hop.ingress.submit(b"call", IN_META, raw) == ADMIT
+        hop.ingress.flush()
+        assert hop.ingress.queued > 0  # what ZeroMQ did not take waits in the backlog
+        leaving = asyncio.create_task(hop.worker.leave())
+        await until(lambda: len(hop.ingress.workers) == 0)  # "left": the pipe is closing
+        loop.add_reader(hop.worker._pull.FD, reader)
+        reader()
+        await leaving
+        assert [p for _, _, p in hop.to_worker] == sent
+        hop.ingress.expire()  # the drained pipe is closed now
+        assert not hop.ingress._peers.closing
+        assert not hop.ingress._meter.counters["drop_worker_gone"]
+        hop.close()
+
+    run(body)

@@ -30,13 +30,13 @@ def free_port(host: str) -> int:
     return free_run(host, 1)  # from below the ephemeral range (tests/e2e/node.py)
 
 
-def two_hosts(tmp: Path) -> tuple[Settings, Settings]:
+def two_hosts(tmp: Path, edge_hwm: int = 1) -> tuple[Settings, Settings]:
     keys = {n: curve.keygen(str(tmp / n)) for n in ("edge", "work")}
     port = free_port(EDGE)
     edge = from_dict({"node": {"name": "edge", "run_dir": str(tmp / "run-edge")},
                       "curve": {"secret_key_file": str(keys["edge"][0])},
                       # hwm 1, as test_shedding's: a CURVE server must still receive
-                      "bus": {"address": EDGE, "ingress_port": port, "hwm": 1},
+                      "bus": {"address": EDGE, "ingress_port": port, "hwm": edge_hwm},
                       "peer": [{"name": "work", "bus_address": WORK,
                                 "public_key_file": str(keys["work"][1])}]})  # fmt: skip
     work = from_dict({"node": {"name": "work", "run_dir": str(tmp / "run-work")},
@@ -52,9 +52,9 @@ def two_hosts(tmp: Path) -> tuple[Settings, Settings]:
 class Hosts:
     """An edge ingress bus and a worker bus on another host, recording what each receives."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, edge_hwm: int = 1) -> None:
         loop = asyncio.get_running_loop()
-        self.edge_s, self.work_s = two_hosts(tmp)
+        self.edge_s, self.work_s = two_hosts(tmp, edge_hwm)
         self.ctxs: list[zmq.Context[Any]] = [zmq.Context(), zmq.Context()]
         self.to_worker: list[tuple[str, list[Any], bytes]] = []
         self.to_ingress: list[tuple[list[Any], bytes]] = []
@@ -206,6 +206,49 @@ def test_the_worker_knows_the_edges_ring_and_refuses_a_malformed_one(tmp_path: P
                         and w["drop_bad_ingress_hb"] == 1)  # fmt: skip
             assert h.worker.ring() == {"work.worker.1-2"}
             edge.close(linger=0)
+        finally:
+            h.close()
+
+    run(body)
+
+
+def test_a_leaving_worker_gets_what_the_edge_handed_it_before_letting_go(tmp_path: Path) -> None:
+    """The edge reads the worker's ``down`` 0.3 s late (its loop busy elsewhere) and hands it
+    calls meanwhile, the last batch not yet flushed when it does read it: the worker reads on
+    until the edge's ``LEFT``, which comes behind that batch, so it gets every message, in
+    order, and the edge counts none lost (workers/bus.py rule 10, ingress/bus.py rule 6).
+    Before, the worker stopped reading after 0.1 s of quiet and the edge dropped the batch:
+    messages a TCP caller never sends again."""
+
+    async def body() -> None:
+        loop = asyncio.get_running_loop()
+        # the edge's socket holds every heartbeat the worker sent while it did not read, so
+        # one read takes the "down" too (at hwm 1 part of them waits in TCP's buffers)
+        h = Hosts(tmp_path, edge_hwm=1000)
+        try:
+            await h.joined()
+            h.ingress.expire()  # a heartbeat to the worker just before the edge goes quiet
+            reader = h.ingress._tcp_reader
+            assert reader is not None and h.ingress._tcp_pull is not None
+            reader.remove()  # the edge reads nothing from the worker for a while
+            leaving = asyncio.create_task(h.worker.leave())
+            t0 = loop.time()
+            await until(lambda: loop.time() - t0 > 0.3)
+            assert not leaving.done()  # waiting for the edge, not for a quiet spell
+            first = [b"before-%d" % i for i in range(50)]
+            for raw in first:
+                assert h.ingress.submit(b"call-%d" % len(raw), IN_META, raw) == ADMIT
+            await until(lambda: len(h.to_worker) == len(first))
+            last = [b"unflushed-%d" % i for i in range(20)]
+            for raw in last:  # no await from here to the read: the batch is not flushed
+                assert h.ingress.submit(b"call-%d" % len(raw), IN_META, raw) == ADMIT
+            assert h.ingress._tcp_pull.poll(1000) == zmq.POLLIN  # the worker's "down" waits
+            loop.add_reader(h.ingress._tcp_pull.FD, reader)
+            reader()
+            assert len(h.ingress.workers) == 0
+            await leaving
+            assert [p for _, _, p in h.to_worker] == first + last
+            assert not h.edge_meter.counters["drop_worker_gone"]
         finally:
             h.close()
 

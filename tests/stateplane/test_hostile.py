@@ -402,7 +402,8 @@ def _sub(ctx: zmq.Context[Sock], ep: str, keys: curve.KeyPair | None, server: by
 def test_a_cluster_member_hears_members_only_and_takes_its_address() -> None:
     """role = "member" with real sockets: HUGZ claiming a node other than the ``[[peer]]``
     are dropped (``wrong_node``), a view list that is not one or is too long is a malformed
-    message, strangers' names inside a member's lists are dropped (``not_member``); node-b and
+    message, strangers' names inside a member's lists are dropped (``not_member``, a claim:
+    ``bad_claims``); node-b and
     node-c heard, node-a settles and takes its own address only (``failover`` roles), and
     puts its view in its own HUGZ."""
     from stateplane.quorum import MAX_MEMBERS, SETTLE_HEARTBEATS
@@ -427,7 +428,7 @@ def test_a_cluster_member_hears_members_only_and_takes_its_address() -> None:
             sub.subscribe(b"")
             sub.connect(f"ipc://{run_dir}/{env.STATEPLANE_PUB}")
             b, c = repl.peers
-            view = (("node-a", "node-b", "node-c"), (), ("node-a",))
+            view = (("node-a", "node-b", "node-c"), (), (("node-a", 1),))
             forged = [up.Hugz("node-x", 9, 0, "", *view), up.Hugz("node-c", 9, 0, "", *view)]
             await until(lambda: _send_all(pubs[0], forged) and b.counters["wrong_node"] >= 2)
             bad = up.pack(up.Hugz("node-b", 9, 0, "", *view))
@@ -438,7 +439,8 @@ def test_a_cluster_member_hears_members_only_and_takes_its_address() -> None:
             await until(lambda: b.counters["bad_message"] >= 2)
             fo = repl.failover
             assert fo is not None and fo.state("127.0.0.20").value == "primary"
-            strangers = (("node-a", "node-b", "node-c", "node-x"), ("node-y",), ("node-a",))
+            strangers = (("node-a", "node-b", "node-c", "node-x"), ("node-y",), (("node-a", 1),),
+                         (("node-x", "node-b", 9, 1),))  # fmt: skip
 
             def beat() -> bool:
                 _send_all(pubs[0], [up.Hugz("node-b", 9, 0, "", *strangers)])
@@ -449,6 +451,7 @@ def test_a_cluster_member_hears_members_only_and_takes_its_address() -> None:
             assert fo.state("127.0.0.21").value == "backup"  # node-b's: never taken
             stats = fo.stats()
             assert stats["holds"] == ("node-a",) and stats["not_member"] >= 2, stats
+            assert stats["bad_claims"] >= 1, stats
             assert c.counters["wrong_node"] == 0
 
             def ours() -> bool:

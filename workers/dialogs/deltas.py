@@ -1,10 +1,13 @@
 """A worker's dialog deltas to the node's state plane, and their repair after a loss.
 
 Rules:
-1. After every loop iteration the deltas it produced leave in one message over a bounded
-   ``PushPipe`` (``stateplane-deltas.ipc``). A send the pipe cannot take (the state plane is
-   stopped or far behind) loses that batch: counted ``drop_deltas``, and the worker now owes
-   the state plane a **resync**; so does a batch the table itself dropped (``deltas_dropped``).
+1. After every loop iteration the deltas it produced join the pipe's batch
+   (``stateplane-deltas.ipc``, a bounded ``PushPipe``), which leaves at once or, with
+   ``defer`` (the worker's ``[bus] flush_ms``), at the worker's next bus flush, just before
+   the output of the messages that made them (``workers/bus.py`` rule 3): one send per flush
+   instead of one per loop iteration. A batch the pipe cannot take (the state plane is
+   stopped or far behind) is lost: counted ``drop_deltas``, and the worker now owes the
+   state plane a **resync**; so does a batch the table itself dropped (``deltas_dropped``).
 2. A resync starts at a heartbeat once the pipe has drained: ``["s+", worker, ""]`` (or
    ``"fresh"`` when no state plane has handed this worker its dialogs yet: it holds none from
    before, so a restore still owes it those it owns), then
@@ -61,6 +64,8 @@ class DeltaLink:
         #: rule 6: the last ring told, and whether the pipe refused it
         self._ring: list[list[str]] | None = None
         self._ring_owed = False
+        #: rule 1: asks for a flush of the pipe soon; None sends each iteration's batch at once
+        self.defer: Callable[[], None] | None = None
 
     def after_iteration(self) -> None:
         """Rule 1."""
@@ -68,9 +73,15 @@ class DeltaLink:
         if t.counters["deltas_dropped"] != self._dropped_seen:
             self._dropped_seen = t.counters["deltas_dropped"]
             self.owed = True
-        if t.deltas and not self.pipe.add(t.take_deltas(), b""):
+        if not t.deltas:
+            return
+        if not self.pipe.add(t.take_deltas(), b""):
             self.counters["drop_deltas"] += 1
             self.owed = True
+        elif self.defer is None:
+            self.pipe.flush()
+        else:
+            self.defer()
 
     def yielded(self, joiner: str) -> None:
         """Rule 5."""
