@@ -97,6 +97,13 @@ def replica_of_a(b: Node) -> dict[str, object]:
     return stateplane(b)["replicas"].get("node-a", {})  # type: ignore[no-any-return]
 
 
+def a_held_on(b: Node, dialogs: int, early: int) -> bool:
+    """Whether B's replica of A holds ``dialogs`` dialogs, ``early`` of them unanswered: one
+    ctl call (each takes seconds on a loaded box)."""
+    r = replica_of_a(b)
+    return r.get("dialogs") == dialogs and r.get("early") == early
+
+
 def take_over(a: Node, b: Node, calls: int) -> None:
     """SIGKILL A; B takes over within its heartbeats and adopts ``calls`` dialogs."""
     a.kill()
@@ -129,8 +136,7 @@ def test_backup_takes_over_answered_calls(start_node: StartNode, uas: Uas, tmp_p
                        extra=("-d", "40000", "-cid_str", "held-%u-%p@%s"))  # fmt: skip
     short = None
     try:
-        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
-                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
+        assert poll(lambda: a_held_on(b, CALLS, 0), 10), replica_of_a(b)
         short = UacRun.start(vport, "u1", 200, 40, tmp_path, timeout_s=60, host=VIRTUAL,
                              service="short", extra=("-d", "100", "-cid_str", "short-%u-%p@%s"))
         assert poll(lambda: len(cdrs_of(tmp_path / "a.cdr")) >= 10, 10)  # calls end on A
@@ -193,8 +199,7 @@ def test_failback_in_an_active_backup_pair(start_node: StartNode, uas: Uas,
                        extra=("-d", "30000"))  # fmt: skip
     again = None
     try:
-        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
-                    and replica_of_a(b).get("early") == 0, 10), replica_of_a(b)  # fmt: skip
+        assert poll(lambda: a_held_on(b, CALLS, 0), 10), replica_of_a(b)
         take_over(a, b, CALLS)
         again = Node.start(a.conf, a.run_dir, a.port, "worker=2")
         assert poll(lambda: role_of(again, VIRTUAL) == "passive" and (stateplane(again)[
@@ -232,8 +237,7 @@ def test_split_brain_loser_lets_go_of_the_calls_the_winner_took(start_node: Star
     run = UacRun.start(vport, "u1", CALLS, 20, tmp_path, timeout_s=120, host=VIRTUAL,
                        extra=("-d", "75000"))  # fmt: skip
     try:
-        assert poll(lambda: replica_of_a(b).get("dialogs") == CALLS
-                    and replica_of_a(b).get("early") == 0, 15), replica_of_a(b)  # fmt: skip
+        assert poll(lambda: a_held_on(b, CALLS, 0), 15), replica_of_a(b)
         os.kill(plane, signal.SIGSTOP)
         try:
             (ev,) = b.proc.wait_events("failover_takeover", 1, timeout_s=10)
