@@ -172,8 +172,9 @@ class Bus:
     batch holds (docs/benchmarks.md "The hop's flush delay"), so at moderate rates waiting a
     millisecond turns many one-message sends into a few larger ones. It adds at most this
     (the event loop's timers have 1 ms steps) to each crossing, two per proxied message. A
-    worker's dialog deltas (to the state plane) and timer ops (to the timers process) leave
-    with the same flush, just before its answers; with 0, at the end of each iteration."""
+    worker's dialog deltas (to the state plane) leave with the same flush, just before its
+    answers, and so do its timer ops (to the timers process) when ``[timers] ops_flush_ms``
+    is 0; with 0, at the end of each iteration."""
     retry_after_s: int = field(default=5, metadata=_range(1, 3600))
     """Retry-After of the 503 an ingress sends when no worker can take a new INVITE."""
     first_worker_wait_s: float = field(default=10.0, metadata=_range(0.0, 300.0))
@@ -715,7 +716,8 @@ class Timers:
     ops_flush_ms: int = field(default=DEFAULT_TIMER_OPS_FLUSH_MS, metadata=_range(0, 100))
     """A worker's arms and cancels leave for the timer service this long after the first of
     them (one message per timers process, an arm and a cancel of one key in it folded into
-    the last); 0: at the end of the event-loop iteration that made them. Each message wakes
+    the last); 0: with the worker's ``[bus] flush_ms`` flush (at the end of the event-loop
+    iteration that made them when that is 0 too). Each message wakes
     the worker's ZeroMQ thread and the service's, whatever it holds (``docs/benchmarks.md``
     "State plane, timers and log volume per call"). A timer fires at its deadline however
     late its arm left; a worker that dies meanwhile loses nothing the state plane's mirror
