@@ -72,7 +72,9 @@ Rules (``docs/failover.md`` "Three nodes or more" states them for operators):
    its replica of us only that address's dialogs.
 8. Conflict. Two up nodes claiming one address (a race, or a partition that heals): the
    one nearer the address's member in the cyclic order keeps it (the member itself is
-   nearest); the other releases it at once. Every node computes the same answer.
+   nearest); the other releases it at once. Every node computes the same answer. Only
+   claims heard within expiry count: a dead process's last heartbeat, kept while its
+   restart is seen by others before us, claims nothing.
 9. Hostile input. Only configured members are heard (the adapter checks the ``[[peer]]``
    name); names in ``sees``, ``holds`` and ``knows`` that are not members are dropped and
    counted, and so is a claim naming a stranger or with a generation over ``MAX_GEN``, so
@@ -353,7 +355,7 @@ class Quorum:
             return self._release_all()
         if self.quorate_since is None:
             self.quorate_since = now
-        out = self._conflicts(down)
+        out = self._conflicts(alive - down)
         for x in self.holds:  # rule 3: still ours, whatever newer claim we heard
             if self.held_by.get(x, Claim("", 0, 0))[:2] != (self.me, self.epoch):
                 self._claim(x)
@@ -379,13 +381,14 @@ class Quorum:
         self.holds.clear()
         return out
 
-    def _conflicts(self, down: set[str]) -> list[Change]:
-        """Rule 8."""
+    def _conflicts(self, up: set[str]) -> list[Change]:
+        """Rule 8, against claims heard within expiry: a dead process's last heartbeat, kept
+        while the others' votes on its successor lag, claims nothing any more."""
         out = []
         for x in [m for m in self.members if m in self.holds]:
             mine = self._dist(x, self.me)
             if any(x in h.holds and self._dist(x, m) < mine
-                   for m, h in self.heard.items() if m not in down):  # fmt: skip
+                   for m, h in self.heard.items() if m in up):  # fmt: skip
                 self.holds.discard(x)
                 self.counters["conflicts"] += 1
                 out.append(Change(False, x, Reason.CONFLICT))

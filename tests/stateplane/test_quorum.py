@@ -429,3 +429,23 @@ def test_a_restarted_member_waits_for_the_holder_it_does_not_hear_yet() -> None:
         assert qs is not None and qs + (SETTLE_HEARTBEATS + EXPIRY_HEARTBEATS) * HB < sim.now
     assert a.holds == set() and sim.holders("a") == ["b"]
     assert not any(ch.reason is Reason.CONFLICT for _, ch in sim.log)
+
+
+def test_a_dead_process_s_last_claim_does_not_take_an_address_from_its_taker() -> None:
+    """Rule 8 against claims heard within expiry, seen in tests/e2e/test_cluster_failover.py
+    on a loaded box: b took a's address; a restarts and c hears it first, so for b a is no
+    longer down (c's vote), and b's last heartbeat from a is the dead process's, claiming
+    its own address. b keeps the address: that claim is not a conflict."""
+    sim = started()
+    sim.kill("a")
+    sim.run(EXPIRY_HEARTBEATS + GRACE_HEARTBEATS + 2)
+    assert sim.holders("a") == ["b"]
+    a = Quorum(ABC, "a", 2, heartbeat_s=HB, now=sim.now)
+    b, c = sim.nodes["b"], sim.nodes["c"]
+    sees, holds, knows, claims = a.beat(sim.now)
+    assert c.receive("a", 2, sees, holds, knows, sim.now, claims) == []
+    sees, holds, knows, claims = c.beat(sim.now)
+    assert "a" in sees
+    out = b.receive("c", c.epoch, sees, holds, knows, sim.now, claims)
+    assert not any(ch.reason is Reason.CONFLICT for ch in out), out
+    assert "a" in b.holds and not b.is_down("a", sim.now)
