@@ -2,9 +2,9 @@
 
 The modules in ``MODULES`` are compiled by mypyc from the same typed sources the interpreter
 runs; ``./dev`` builds them (``python -m conf.build_compiled``) into ``build/mypyc/`` of the
-checkout, and :func:`install` (called by ``ingress/__init__.py`` and ``workers/__init__.py``,
-so before any of them is imported) puts a finder in front of ``sys.meta_path`` that loads the
-compiled files instead of the ``.py`` ones. Figures: docs/benchmarks.md, "The compiled build".
+checkout, and :func:`install` (called by ``ingress/__init__.py``, ``workers/__init__.py`` and
+``dialogstate/__init__.py``, so before any of them is imported) puts a finder in front of
+``sys.meta_path`` that loads the compiled files instead of the ``.py`` ones. Figures: docs/benchmarks.md, "The compiled build".
 
 Rules:
 
@@ -63,6 +63,14 @@ MODULES: tuple[str, ...] = (
     "workers.proxied",
     "workers.targets",
     "workers.timerc",
+    # the dialog table every stateful message with dialogs runs through (and the state
+    # plane's mirror): its State is read back as a plain int compiled, so it is compared
+    # with == (dialogstate/record.py)
+    "dialogstate.profiles",
+    "dialogstate.record",
+    "dialogstate.msgs",
+    "dialogstate.store",
+    "dialogstate.table",
 )
 #: interpreted modules whose classes the compiled ones were type-checked against: an edit to
 #: one of them may change what the compiled code assumes, so it makes the build stale too
@@ -79,8 +87,9 @@ DEPENDS: tuple[str, ...] = (
     "workers.routing.prefix_route",
     "workers.routing.rules",
     "workers.routing.table",
+    # what the dialog table imports from the project
+    "conf.envelope",
     # what the stateful core imports from the project
-    "dialogstate.table",
     "workers.coreevents",
     "workers.dialogs.duty",
     "workers.registrar.natping",

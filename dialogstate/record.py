@@ -22,6 +22,10 @@ from ingress.sip.grammar import parse_name_addr
 
 
 class State(enum.IntEnum):
+    """A dialog's state. Compare with ``==``/``<``, never ``is``: compiled (mypyc), a
+    ``Dialog.state`` read gives the plain ``int`` equal to the member, not the member, and
+    ``State(n).name`` names either."""
+
     UNCONFIRMED = 0  # the INVITE went out; nothing with a To-tag came back
     EARLY = 1  # a 1xx with a To-tag came back
     CONFIRMED = 2  # a 2xx came back
@@ -169,7 +173,7 @@ class Dialog:
         return to_tag_of(self.to_hdr)
 
     def __repr__(self) -> str:
-        return f"Dialog({self.key!r}, {self.state.name}, to_tag={self.to_tag!r})"
+        return f"Dialog({self.key!r}, {State(self.state).name}, to_tag={self.to_tag!r})"
 
 
 def join_parties(from_hdr: bytes, to_hdr: bytes) -> bytes:

@@ -10,7 +10,7 @@ here reads SIP.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from dialogstate.profiles import Profiles
@@ -99,7 +99,9 @@ class DialogStore:
         dlg = self._table.get(key)
         return None if dlg is None else encode(dlg, now, wall)
 
-    def restore(self, records: Iterable[list[Any]], now: float, wall: float) -> None:
+    # records and deltas come from other processes: typed ``Any`` where a junk one must reach
+    # the checks below (compiled, a ``list[Any]`` parameter refuses a tuple or a str itself)
+    def restore(self, records: Iterable[Any], now: float, wall: float) -> None:
         """Replace the whole table with ``records`` (from ``snapshot`` or "c" deltas)."""
         self._table.clear()
         self._heap.clear()
@@ -108,7 +110,7 @@ class DialogStore:
         for rec in records:
             self._load(rec, now, wall)
 
-    def adopt(self, records: Iterable[list[Any]], now: float, wall: float,
+    def adopt(self, records: Iterable[Any], now: float, wall: float,
               place: Callable[[Any], Any] | None = None) -> int:
         """Take over dialogs another node owned (a replica's records, after a failover): they
         become ours, with their deadlines (re-armed: one past is due at once), profile
@@ -249,7 +251,7 @@ class DialogStore:
             return
         self.deltas.append(delta)
 
-    def _load(self, rec: list[Any], now: float, wall: float) -> None:
+    def _load(self, rec: Sequence[Any], now: float, wall: float) -> None:
         dlg = Dialog()
         (cid, ftag, _, state, dlg.flags, from_hdr, to_hdr,
          caller_target, callee_target, caller_route, callee_route,

@@ -336,7 +336,7 @@ class DialogTable(DialogStore):
         rows = []
         for d in sorted(self._table.values(), key=lambda d: d.start)[:max(0, limit)]:
             rows.append({"call_id": d.call_id, "from_tag": d.from_tag, "to_tag": d.to_tag,
-                         "state": d.state.name.lower(), "start": d.start, "answer": d.answer,
+                         "state": State(d.state).name.lower(), "start": d.start, "answer": d.answer,
                          "source": d.source, "destination": d.destination, "route": d.route,
                          "profiles": ["/".join(m) if m[1] else m[0] for m in d.members]})  # fmt: skip
         return rows

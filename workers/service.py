@@ -9,7 +9,6 @@ must not turn into a flood of log lines.
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import os
 import secrets
@@ -263,20 +262,21 @@ class Worker:
             self.max_delay_s = max(self.max_delay_s, time.monotonic() - metas[0][env.IN_RECEIVED_AT])
         counters = self.meter.counters
         send = self.bus.send
-        handle: Any = self.proxy.handle
+        handle = self.proxy.handle
         if self.proxy.ratelimit is not None or self.proxy.auth is not None:
             self.proxy.now, self.proxy.load = self.loop.time(), self.meter.busy_1s
-        if self.stateful is not None:
-            handle = functools.partial(self.stateful.handle, now=self.loop.time(),
-                                       wall=time.time())  # fmt: skip
+        # the core's handle called with positional arguments: a functools.partial with
+        # keywords built a dict per message (#16)
+        core = self.stateful
+        now, wall = (self.loop.time(), time.time()) if core is not None else (0.0, 0.0)
         counters["msgs_in"] += len(metas)
         sent = 0
         slow_s, clock = self.slow_s, time.perf_counter
         for meta, raw in zip(metas, payloads):
             inb = Inbound(ingress, meta[0], meta[1], meta[2], meta[3], meta[4], meta[5])
             try:
-                t1 = clock()
-                outs = handle(raw, inb)
+                t1 = clock() if slow_s else 0.0
+                outs = handle(raw, inb) if core is None else core.handle(raw, inb, now, wall)
                 if slow_s and clock() - t1 > slow_s:
                     self._slow(raw, meta, clock() - t1)
             except Malformed as m:

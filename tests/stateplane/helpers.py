@@ -9,7 +9,7 @@ and applied to the replica's own table.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 from dialogstate.table import DialogTable
 from stateplane.replica import Event, Publisher, Replica, Resnapshot
@@ -53,6 +53,34 @@ def byes(t: DialogTable) -> dict[str, Any]:
     return {k: t.build_byes(d, via_for) for k, d in t._table.items()}
 
 
+class CountingTable:
+    """A dialog table whose ``apply`` counts into ``pair.applied`` by the replica's (epoch,
+    seq); everything else is the table's. A wrapper, not a subclass or a patched method:
+    compiled (conf/compiled.py), ``DialogTable`` takes neither."""
+
+    def __init__(self, pair: Pair, t: DialogTable) -> None:
+        object.__setattr__(self, "_pair", pair)
+        object.__setattr__(self, "_t", t)
+
+    def apply(self, delta: list[Any], now: float, wall: float) -> None:
+        rep = getattr(self._pair, "replica", None)
+        if rep is not None and rep.table is self:
+            self._pair.applied[(rep.epoch, rep.seq + 1)] += 1
+        self._t.apply(delta, now, wall)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._t, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._t, name, value)
+
+    def __len__(self) -> int:
+        return len(self._t)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._t
+
+
 class Pair:
     """Owner table + publisher on one side, a replica on the other."""
 
@@ -67,17 +95,7 @@ class Pair:
     def _table(self) -> DialogTable:
         """A replica table that counts every update applied to it, by (epoch, seq): the
         replica applies update seq + 1 of its epoch, never anything else."""
-        t = table(**self._table_kw)
-        plain = t.apply
-
-        def apply(delta: list[Any], now: float, wall: float) -> None:
-            rep = getattr(self, "replica", None)
-            if rep is not None and rep.table is t:
-                self.applied[(rep.epoch, rep.seq + 1)] += 1
-            plain(delta, now, wall)
-
-        t.apply = apply  # type: ignore[method-assign]
-        return t
+        return cast(DialogTable, CountingTable(self, table(**self._table_kw)))
 
     def step(self, n: int, op: str, now: float) -> list[list[bytes]]:
         """Drive call ``n`` on the owner; the frames its deltas became."""

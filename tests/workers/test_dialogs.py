@@ -148,7 +148,7 @@ def test_forks_collapse_to_the_answer() -> None:
     resp(180, fork=1)(t, c)
     resp(183, fork=2)(t, c)
     dlg = t.get(c.call_id, c.ftag)
-    assert dlg is not None and dlg.state is State.EARLY and dlg.to_tag == c.ttag(2)
+    assert dlg is not None and dlg.state == State.EARLY and dlg.to_tag == c.ttag(2)
     resp(200, fork=1)(t, c)
     assert (dlg.state, dlg.to_tag) == (State.CONFIRMED, c.ttag(1))
     resp(200, 1.2, fork=2)(t, c)  # the other fork answers too: not ours
@@ -308,11 +308,11 @@ def test_requests_that_are_not_ours() -> None:
 
 def _reach(t: DialogTable, c: Call, state: State) -> None:
     c.start(t)
-    if state is not State.UNCONFIRMED:
+    if state != State.UNCONFIRMED:
         resp(180)(t, c)
     if state in (State.CONFIRMED, State.TERMINATED):
         resp(200, 1.5)(t, c)
-    if state is State.TERMINATED:
+    if state == State.TERMINATED:
         req("BYE", 2, t=3)(t, c)
     t.take_cdrs()
 
@@ -346,10 +346,10 @@ def test_every_state_input_pair(pair: tuple[State, Input]) -> None:
     _, nxt = TRANSITIONS[pair]
     dlg = t.get(c.call_id, c.ftag)
     cdrs = t.take_cdrs()
-    if nxt is State.TERMINATED:
-        assert dlg is None and len(cdrs) == (0 if state is State.TERMINATED else 1)
+    if nxt == State.TERMINATED:
+        assert dlg is None and len(cdrs) == (0 if state == State.TERMINATED else 1)
     else:
-        assert dlg is not None and dlg.state is nxt and cdrs == []
+        assert dlg is not None and dlg.state == nxt and cdrs == []
 
 
 def test_table_is_total() -> None:
