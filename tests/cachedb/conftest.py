@@ -30,8 +30,15 @@ def server(
     """The session's running server of each backend (tests use keys of their own)."""
     name: str = request.param
     if name not in _shared:
-        _shared[name] = make(name)
-        _shared[name].start()
+        # shared only once ready: a start that failed (CI: "local not ready in 10.0 s") was
+        # kept, and the worker's next tests got a stateplane still importing ("no stateplane")
+        started = make(name)
+        try:
+            started.start()
+        except BaseException:  # pytest.fail is a BaseException
+            started.cleanup()
+            raise
+        _shared[name] = started
     return _shared[name]
 
 
