@@ -65,17 +65,25 @@ class Publisher:
         self.epoch = epoch
         self.seq = 0
         self.heartbeat_s = heartbeat_s
-        self._backlog: deque[Update] = deque(maxlen=backlog)
+        #: the payloads of the last updates, the newest numbered ``seq``; an ``Update`` is
+        #: built only for one that is replayed (``since``), not for each one numbered
+        self._backlog: deque[list[Any]] = deque(maxlen=backlog)
         self._next_hugz = now
 
-    def publish(self, payloads: Iterable[list[Any]], kind: str = KIND_DIALOG) -> list[Update]:
+    def number(self, payloads: list[list[Any]]) -> int:
+        """Number ``payloads`` (dialog deltas, the only kind) in order and keep them for
+        replay; returns the first one's ``seq``. Builds no ``Update``: the caller makes the
+        frames only if someone will read them (``stateplane/replication.py`` rule 1a)."""
+        first = self.seq + 1
+        self.seq += len(payloads)
+        self._backlog.extend(payloads)
+        return first
+
+    def publish(self, payloads: Iterable[list[Any]]) -> list[Update]:
         """One update per payload (e.g. ``DialogTable.take_deltas()``), numbered in order."""
-        out = []
-        for payload in payloads:
-            self.seq += 1
-            out.append(Update(self.node, self.epoch, self.seq, kind, payload))
-        self._backlog.extend(out)
-        return out
+        payloads = list(payloads)
+        first, node, epoch = self.number(payloads), self.node, self.epoch
+        return [Update(node, epoch, first + i, KIND_DIALOG, p) for i, p in enumerate(payloads)]
 
     def hugz(self, role: str = "", view: View | tuple[()] = ()) -> Hugz:
         """``view``: a cluster member's (sees, holds, knows, claims), ``stateplane/quorum.py``."""
@@ -101,10 +109,12 @@ class Publisher:
         if seq == self.seq:
             return []
         backlog = self._backlog
-        if not backlog or backlog[0].seq > seq + 1:
+        oldest = self.seq - len(backlog) + 1  # the seq of backlog[0]
+        if not backlog or oldest > seq + 1:
             return None
-        first = seq + 1 - backlog[0].seq
-        return [backlog[i] for i in range(first, len(backlog))]
+        node, epoch = self.node, self.epoch
+        return [Update(node, epoch, s, KIND_DIALOG, backlog[s - oldest])
+                for s in range(seq + 1, self.seq + 1)]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

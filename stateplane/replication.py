@@ -266,8 +266,24 @@ class Replication:
         worker = e.header[0]
         good = []
         sweep = self._sweeps.get(worker)
-        for delta in e.header[1]:
-            op = delta[0] if isinstance(delta, list) and delta else None
+        apply, lengths = self.mirror.apply, up.DELTA_LENGTHS
+        for delta in e.header[1]:  # each a list (the envelope's check)
+            op = delta[0] if delta else None
+            # up.check_delta's checks, inline (one call fewer per delta): op, length, key types
+            if (type(op) is str and lengths.get(op) == len(delta) and type(delta[1]) is str
+                    and delta[1] and type(delta[2]) is str):  # fmt: skip
+                try:
+                    apply(delta, now, wall)
+                except (ValueError, TypeError, KeyError, IndexError):
+                    self.counters["bad_delta"] += 1
+                    continue
+                if op == "c":
+                    key = delta[1] + "\0" + delta[2]
+                    if sweep is not None:
+                        sweep.add(key)
+                    self.handover.created(worker, key)
+                good.append(delta)
+                continue
             if op == "s+":  # a worker's resync begins (workers/dialogs/deltas.py rule 2)
                 sweep = self._sweeps[worker] = set()
                 if delta[2:] != ["fresh"]:  # a fresh worker holds none of the restored ones
@@ -285,17 +301,7 @@ class Replication:
                     del self._sweeps[worker]
                     sweep = None
                 continue
-            try:
-                up.check_delta(delta)
-                self.mirror.apply(delta, now, wall)
-            except (ValueError, TypeError, KeyError, IndexError):
-                self.counters["bad_delta"] += 1
-                continue
-            if op == "c":
-                if sweep is not None:
-                    sweep.add(delta[1] + "\0" + delta[2])
-                self.handover.created(worker, delta[1] + "\0" + delta[2])
-            good.append(delta)
+            self.counters["bad_delta"] += 1  # not a delta the mirror knows (up.check_delta)
         self._announce(good)
         self.counters["deltas"] += len(good)
 
@@ -320,14 +326,21 @@ class Replication:
     def _announce(self, deltas: list[list[Any]]) -> None:
         """Deltas the mirror took: numbered, published (to subscribers, rule 1a), and
         journaled (rule 1)."""
-        updates = self.publisher.publish(deltas)
+        if not deltas:
+            return
+        pub = self.publisher
+        first = pub.number(deltas)  # no Update objects: only the frames, and only if read
         if self._update_topics:
-            for upd in updates:
-                self._publish(upd)
+            send = self.pub.send_multipart
+            for frames in up.pack_updates(pub.node, pub.epoch, first, deltas):
+                try:
+                    send(frames, zmq.NOBLOCK)
+                except zmq.Again:  # as in _publish
+                    self.counters["pub_dropped"] += 1
         else:
-            self.counters["updates_unsent"] += len(updates)
+            self.counters["updates_unsent"] += len(deltas)
         if self.persist is not None:
-            self.persist.append(updates)
+            self.persist.append_numbered(pub.epoch, first, deltas)
 
     def _end_sweep(self, worker: str, seen: set[str], wall: float) -> list[list[Any]]:
         """The dialogs we hold for ``worker`` that its resync did not name ended unseen:

@@ -171,6 +171,14 @@ def pack(msg: Message) -> list[bytes]:
     return [_KIND_OF[type(msg)], msgpack.packb([VERSION, *body], use_bin_type=True)]
 
 
+def pack_updates(node: str, epoch: int, first: int, payloads: list[list[Any]]) -> list[list[bytes]]:
+    """The frames of ``Update(node, epoch, first + i, KIND_DIALOG, payloads[i])`` each,
+    exactly as ``pack`` makes them, without building the updates (``Publisher.number``)."""
+    packb = msgpack.Packer(use_bin_type=True).pack
+    return [[KIND_UPDATE, packb([VERSION, node, epoch, first + i, KIND_DIALOG, p])]
+            for i, p in enumerate(payloads)]  # fmt: skip
+
+
 def unpack(frames: list[bytes]) -> Message:
     """The message in ``frames``.
 
