@@ -59,6 +59,16 @@ def test_arms_of_a_worker_not_yet_heard_fire_to_it(ctx: zmq.Context[Any], tmp_pa
     run(body)
 
 
+def drain(pull: zmq.Socket[Any], got: list[envelope.Envelope]) -> bool:
+    """Append what ``pull`` holds to ``got``; False, so ``until(lambda: drain(...) or ...)``
+    reads before each check."""
+    while True:
+        try:
+            got.append(envelope.unpack(pull.recv_multipart(zmq.NOBLOCK)))
+        except zmq.Again:
+            return False
+
+
 def test_heartbeat_leads_the_ops_and_down_ends_them(ctx: zmq.Context[Any], tmp_path: Path) -> None:
     """What a timers process reads from a client, in order: a heartbeat before the first op
     (even ops armed before the process was found), the ops, and ``down`` after the last."""
@@ -74,11 +84,7 @@ def test_heartbeat_leads_the_ops_and_down_ends_them(ctx: zmq.Context[Any], tmp_p
         got: list[envelope.Envelope] = []
 
         def read() -> bool:
-            while True:
-                try:
-                    got.append(envelope.unpack(pull.recv_multipart(zmq.NOBLOCK)))
-                except zmq.Again:
-                    return False
+            return drain(pull, got)
 
         await until(lambda: read() or any(e.kind == envelope.KIND_TOPS for e in got))
         client.arm("late", time.monotonic() + 60, "ttl")
@@ -111,11 +117,7 @@ def test_ops_of_several_loop_turns_leave_together(ctx: zmq.Context[Any], tmp_pat
         got: list[envelope.Envelope] = []
 
         def read() -> bool:
-            while True:
-                try:
-                    got.append(envelope.unpack(pull.recv_multipart(zmq.NOBLOCK)))
-                except zmq.Again:
-                    return False
+            return drain(pull, got)
 
         def tops() -> list[envelope.Envelope]:
             return [e for e in got if e.kind == envelope.KIND_TOPS]
