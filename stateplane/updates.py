@@ -293,27 +293,27 @@ def _names(value: Any, what: str) -> tuple[str, ...]:
 
 def _knows(value: Any) -> tuple[tuple[str, int], ...]:
     """A cluster member's ``knows``: ``[member, first epoch heard]`` each."""
-    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
-        raise UpdateError(f"knows: a list of at most {MAX_MEMBERS} entries")
-    out = []
-    for entry in value:
-        if not isinstance(entry, list) or len(entry) != 2:
-            raise UpdateError("knows entry is not [member, epoch]")
-        out.append((_names(entry[:1], "knows")[0], _int(entry[1], "knows epoch")))
-    return tuple(out)
+    return tuple((_names(e[:1], "knows")[0], _int(e[1], "knows epoch"))
+                 for e in _entries(value, "knows", 2, "knows entry is not [member, epoch]"))  # fmt: skip
 
 
 def _claims(value: Any) -> tuple[tuple[str, str, int, int], ...]:
     """A cluster member's record of claims: ``[member, holder, epoch, gen]`` each."""
-    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
-        raise UpdateError(f"claims: a list of at most {MAX_MEMBERS} entries")
     out = []
-    for entry in value:
-        if not isinstance(entry, list) or len(entry) != 4:
-            raise UpdateError("claim is not [member, holder, epoch, gen]")
+    for entry in _entries(value, "claims", 4, "claim is not [member, holder, epoch, gen]"):
         member, holder = _names(entry[:2], "claim")
         out.append((member, holder, _int(entry[2], "claim epoch"), _int(entry[3], "claim gen")))
     return tuple(out)
+
+
+def _entries(value: Any, what: str, width: int, bad_entry: str) -> list[list[Any]]:
+    """A list of at most ``MAX_MEMBERS`` entries, each a list of ``width`` fields."""
+    if not isinstance(value, list) or len(value) > MAX_MEMBERS:
+        raise UpdateError(f"{what}: a list of at most {MAX_MEMBERS} entries")
+    for entry in value:
+        if not isinstance(entry, list) or len(entry) != width:
+            raise UpdateError(bad_entry)
+    return value
 
 
 def _icanhaz(body: list[Any]) -> Icanhaz:
