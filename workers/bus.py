@@ -258,7 +258,7 @@ class IngressBus:
     def _flush_soon(self) -> None:
         """Rule 3: send what the pipes hold ``[bus] flush_ms`` from now, unless already due."""
         if self._flush_handle is None and any(p.metas for p in self._pipes.values()):
-            self._flush_handle = self._loop.call_later(self._flush_s, self.flush)
+            self.flush_soon()
 
     def flush_soon(self) -> None:
         """Rule 3: a flush ``[bus] flush_ms`` from now (unless one is due) for what
