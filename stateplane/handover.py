@@ -33,6 +33,12 @@ Rules:
    workers as the last run had, up to ``RESYNC_WAIT_S`` for the resyncs of workers that ran
    before us), then every live worker is told ``HANDED``. Records whose owner resynced with
    us stay with it: it ran through our restart and holds its own dialogs, newer than our disk.
+5. What goes to a worker of another host leaves our mirror once handed (``t``, cause
+   ``moved``): that worker's deltas go to its own host's state plane, which owns the dialog
+   from then on. Kept here, the copy would never end (its ``t`` goes there too) and would
+   be handed again, as a live call, by the next change of our view that gives its Call-ID
+   to a joiner, or to a worker of ours that then vanishes: a call that never ends, or ends
+   with a second CDR.
 """
 
 from __future__ import annotations
@@ -288,6 +294,7 @@ class Handover:
                                              workers=live, source=source)  # fmt: skip
             self.counters["worker_dialogs_moved"] += len(mine) - lost
             log.info("worker_dialogs_moved", to=ident, dialogs=len(mine), lost=lost)
+            self._moved_away(mine, live, now, wall)
         self.adopter.handed(source, {ident: live[ident]}, now)
 
     def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
@@ -306,6 +313,27 @@ class Handover:
         self.adopter.handed(vanished_source(ident), live, now)
         self.counters["worker_dialogs_moved"] += len(mine) - lost
         log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
+        self._moved_away(mine, live, now, wall)
+
+    def _moved_away(self, records: list[list[Any]], live: dict[str, str], now: float,
+                    wall: float) -> None:  # fmt: skip
+        """Rule 5: the records just handed to a worker of another host leave our mirror
+        (``t``, cause ``moved``): their deltas go to that host's state plane from now on, so
+        ours would be a copy that never ends, handed again as a live call (a second CDR)
+        whenever our view next gives its Call-ID to a worker of ours."""
+        if self.hosts is None:
+            return
+        ring, hosts = WorkerSet.fixed(live), self.hosts
+        gone = []
+        for rec in records:
+            owner = ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
+            if owner is not None and not hosts.is_local(owner):
+                gone.append(["t", rec[0], rec[1], "moved", "proxy", wall])
+        if gone:
+            for delta in gone:
+                self.mirror.apply(delta, now, wall)
+            self._announce(gone)
+            self.counters["moved_to_hosts"] += len(gone)
 
     def _not_written(self, ident: str, records: list[list[Any]], now: float,
                      wall: float) -> list[list[Any]]:  # fmt: skip

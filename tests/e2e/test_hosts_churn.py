@@ -10,6 +10,7 @@ import os
 import shutil
 import signal
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -80,6 +81,20 @@ def host_dialogs(conf: Path) -> dict[str, Any]:
 def handed_all(worker: Proc) -> bool:
     """The worker heard HANDED from every source it waited for (its hand-over is done)."""
     return any(e.get("waiting") == [] for e in worker.events("handover_received"))
+
+
+def cdr_gaps(ids: list[object], procs: dict[str, Proc], keep: Path) -> str:
+    """What a failed count needs to be traced: the Call-IDs missing or doubled (sipp numbers
+    its calls 1..CALLS before ``-PID@address``), where each process's log is kept, and the
+    log lines naming a missing Call-ID."""
+    seen = Counter(str(i) for i in ids)
+    suffix = {i.partition("-")[2] for i in seen}
+    missing = [f"{n}-{s}" for s in suffix for n in range(1, CALLS + 1) if f"{n}-{s}" not in seen]
+    doubled = sorted(i for i, n in seen.items() if n > 1)
+    lines = [f"{name}: {line}" for name, p in procs.items() for line in p.lines
+             if any(m in line for m in missing)]  # fmt: skip
+    return (f"missing {missing} doubled {doubled} suffixes {sorted(suffix)}; logs in {keep}\n"
+            + "\n".join(lines[:200]))
 
 
 def test_dialogs_follow_their_call_id_across_hosts(
@@ -158,7 +173,10 @@ def test_dialogs_follow_their_call_id_across_hosts(
         node.stop(signal.SIGTERM)  # flushes the CDR writers
     rows = cdrs(tmp_path / "cdr-b.jsonl") + cdrs(tmp_path / "cdr-c.jsonl")
     ids = [r["call_id"] for r in rows]
-    assert len(ids) == CALLS and len(set(ids)) == CALLS, sorted(map(str, ids))
+    procs = {**nodes, "edge": edge, "term": term, "kill": kill, "joiner": joiner}
+    for name, p in procs.items():  # kept for tracing a call through its moves
+        (tmp_path / f"log-{name}.txt").write_text(p.text())
+    assert len(ids) == CALLS and len(set(ids)) == CALLS, cdr_gaps(ids, procs, tmp_path)
     assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
 
 

@@ -69,7 +69,9 @@ def test_ring_entries_are_checked_against_the_peers() -> None:
 def test_a_vanished_workers_dialogs_go_to_their_owner_on_another_host() -> None:
     """Rules 11-12: worker GONE of host b vanished; the mirror's dialogs it owned go as ADOPT
     to C's worker (the only other worker) over CURVE, naming their source, then HANDED
-    for it; the one whose CDR b's file already holds ends here (``cdr_written``)."""
+    for it; the one whose CDR b's file already holds ends here (``cdr_written``). Those
+    handed leave b's mirror (handover.py rule 5): a worker of C that joins later is handed
+    none of them again."""
 
     async def run(tmp: Path) -> None:
         run_dir, cdr_file = short_dir(), tmp / "cdr.jsonl"
@@ -122,6 +124,15 @@ def test_a_vanished_workers_dialogs_go_to_their_owner_on_another_host() -> None:
                 assert ended.call_id not in {k.partition("\0")[0] for k in repl.mirror.keys()}  # noqa: SIM118 (not iterable)
                 assert repl.counters["adopt_cdr_written"] == 1
                 await until(lambda: repl.counters["adopt_sent"] == 5)
+                # rule 5: what went to C left the mirror; a worker that joins later and owns
+                # those Call-IDs is handed nothing (a copy kept here would come back to life)
+                mirrored = {k.partition("\0")[0] for k in repl.mirror.keys()}  # noqa: SIM118
+                assert not mirrored & {c.call_id for c in calls}, mirrored
+                assert repl.counters["moved_to_hosts"] == 5
+                joiner = "c.worker-8"
+                repl.handover._hand_joiner(joiner, {joiner: bustcp.endpoint(HOST_C, port[1] + 1)},
+                                           asyncio.get_running_loop().time(), set())  # fmt: skip
+                assert repl.counters["adopt_sent"] == 5 and repl.counters["worker_dialogs_moved"] == 5
                 pull.close(linger=0)
                 zap.close()
             finally:
