@@ -50,6 +50,7 @@ MODULES: tuple[str, ...] = (
     "ingress.udp",
     "workers.txn.client",
     "workers.txn.events",
+    "workers.txn.held",
     "workers.txn.keys",
     "workers.txn.machine",
     "workers.txn.messages",

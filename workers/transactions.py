@@ -9,6 +9,7 @@ The public face of ``workers/txn/``; import from here. Read docs/transactions.md
     server.py    INVITE and non-INVITE server transactions (tables + effects)
     messages.py  the ACK for a non-2xx final and the CANCEL, built from the request sent
     keys.py      §17.1.3 / §17.2.3 matching keys, with the RFC 2543 fallback
+    held.py      finished transactions reduced to what absorbing needs, FIFO lanes, own bound
     table.py     TransactionTable: matching, admission (503 when full), one heap, one queue
 
 Rules:
@@ -40,6 +41,16 @@ from workers.txn.events import (
     Transmit,
     TransportFailed,
 )
+from workers.txn.held import (
+    Finished,
+    FinishedInviteClient,
+    FinishedInviteServer,
+    FinishedNonInviteClient,
+    FinishedNonInviteServer,
+    Held,
+    HeldPair,
+    HeldStore,
+)
 from workers.txn.keys import response_key, server_key
 from workers.txn.machine import Input, State, Transaction
 from workers.txn.messages import build_ack, build_cancel
@@ -49,7 +60,7 @@ from workers.txn.server import (
     ServerTransaction,
     new_server,
 )
-from workers.txn.table import Held, TransactionTable
+from workers.txn.table import TransactionTable
 from workers.txn.timers import DEFAULT_TIMERS, TimerConfig
 
 __all__ = [
@@ -57,7 +68,14 @@ __all__ = [
     "CancelReceived",
     "ClientTransaction",
     "Event",
+    "Finished",
+    "FinishedInviteClient",
+    "FinishedInviteServer",
+    "FinishedNonInviteClient",
+    "FinishedNonInviteServer",
     "Held",
+    "HeldPair",
+    "HeldStore",
     "Input",
     "InvalidTransition",
     "InviteClientTransaction",

@@ -14,7 +14,10 @@ from tests.workers.test_transactions_msgs import request, request_bytes, respons
 from workers.transactions import (
     CancelReceived,
     ClientTransaction,
+    Finished,
+    FinishedInviteClient,
     Held,
+    HeldPair,
     InvalidTransition,
     RequestReceived,
     ResponseReceived,
@@ -80,18 +83,27 @@ class TestProxyFlow:
         assert kinds(drain(t)) == ["up 180", "tx 180"]
         assert t.receive_response(response(downstream(), 486), 2) is ct
         evs = drain(t)
-        assert kinds(evs) == ["up 486", "tx ACK"]
+        # Completed: only the ACK is left to re-send, so the machine is held (table rule 8)
+        assert kinds(evs) == ["up 486", "tx ACK", "Terminated"]
         ack = parse_message(evs[1][1].data)
         assert isinstance(ack, Request) and ack.vias[0].branch == "z9hG4bK-dn1"
         t.respond(st_, b"SIP/2.0 486 Busy\r\n\r\n", 486, 2)
         assert kinds(drain(t)) == ["tx 486"]
         assert t.receive_request(upstream("ACK", to_tag="x"), reliable=False, now=2.1) is st_
-        assert drain(t) == [] and st_.state is State.CONFIRMED
-        assert len(t) == 2
-        while (d := t.next_deadline()) is not None:
-            t.handle_timer(d)
-        assert kinds(drain(t)) == ["Terminated", "Terminated"]  # I at 7.1, D at 34
-        assert len(t) == 0
+        assert kinds(drain(t)) == ["Terminated"]  # Confirmed: held too
+        assert len(t) == 0 and len(t.held) == 2
+        held = t.server(st_.key)
+        assert isinstance(held, Finished) and held.state is State.CONFIRMED
+        # held, they still absorb: the ACK again, and the 486 again gets the ACK again
+        assert t.receive_request(upstream("ACK", to_tag="x"), reliable=False, now=3) is held
+        assert t.receive_response(response(downstream(), 486), 3) is t.client("z9hG4bK-dn1",
+                                                                              "INVITE")  # fmt: skip
+        assert [e.data for _, e in drain(t)] == [evs[1][1].data]
+        assert t.next_deadline() == pytest.approx(7.1)  # Timer I
+        t.handle_timer(7.1)
+        assert t.next_deadline() == pytest.approx(34.0)  # Timer D
+        t.handle_timer(34.0)
+        assert drain(t) == [] and len(t.held) == 0 and t.next_deadline() is None
 
     def test_cancel(self) -> None:
         """A CANCEL gets its own transaction, then reaches the INVITE it cancels (§9.2, §16.10)."""
@@ -158,7 +170,10 @@ class TestProxyFlow:
         assert (
             t.receive_request(upstream("ACK", branch="", to_tag="t"), reliable=False, now=2) is inv
         )
-        assert inv.state is State.CONFIRMED
+        held = t.server(inv.key)
+        assert isinstance(held, Finished) and held.state is State.CONFIRMED
+        assert t.receive_request(upstream("ACK", branch="", to_tag="t"), reliable=False,
+                                 now=3) is held  # fmt: skip
 
     def test_timeout_event(self) -> None:
         """Timer B surfaces as TimedOut("B") on the client transaction: the proxy answers 408."""
@@ -174,11 +189,11 @@ class TestProxyFlow:
     def test_invalid_transition_cleans_up(self) -> None:
         """A TU bug raises, and the table still drops the transaction and queues Terminated."""
         t = TransactionTable()
-        s = t.receive_request(upstream("OPTIONS"), reliable=False, now=0)
-        assert s is not None
-        t.respond(s, b"SIP/2.0 200 OK\r\n\r\n", 200, 1)
+        s = t.receive_request(upstream(), reliable=False, now=0)
+        assert isinstance(s, ServerTransaction)
+        t.respond(s, b"SIP/2.0 486 Busy\r\n\r\n", 486, 1)
         with pytest.raises(InvalidTransition):
-            t.respond(s, b"SIP/2.0 200 OK\r\n\r\n", 200, 2)
+            t.respond(s, b"SIP/2.0 486 Busy\r\n\r\n", 486, 2)
         assert kinds(drain(t))[-1] == "Terminated" and len(t) == 0 and t.next_deadline() is None
 
     def test_duplicate_branch_refused(self) -> None:
@@ -292,12 +307,12 @@ class TestHeap:
     def test_refiled_entry_fires_once(self) -> None:
         """An entry surfacing early is re-filed, not fired; the real deadline fires once."""
         t = TransactionTable()
-        ct = t.send_request(downstream(), branch="b", method="OPTIONS", reliable=False, now=0)
-        t.receive_response(response(downstream("OPTIONS", "b"), 200), 0.1)  # E/F -> K at 5.1
+        ct = t.send_request(downstream(), branch="b", method="INVITE", reliable=False, now=0)
+        t.receive_response(response(downstream("INVITE", "b"), 200), 0.1)  # A/B -> M at 32.1
         drain(t)
-        assert t.handle_timer(0.5) == 0  # the old Timer E entry surfaces: re-filed
-        assert t.next_deadline() == pytest.approx(5.1)
-        assert t.handle_timer(5.1) == 1 and ct.state is State.TERMINATED
+        assert t.handle_timer(0.5) == 0  # the old Timer A entry surfaces: re-filed
+        assert t.next_deadline() == pytest.approx(32.1)
+        assert t.handle_timer(32.1) == 1 and ct.state is State.TERMINATED
         assert kinds(drain(t)) == ["Terminated"]
 
     def test_stale_entries_bounded(self) -> None:
@@ -312,17 +327,17 @@ class TestHeap:
             if i % 2:
                 t.receive_response(response(down, 486), 0.2 + i / 1e4)
             assert len(t._heap) <= 2 * len(t) + 65
-            assert ct.state in (State.PROCEEDING, State.COMPLETED)
-        drain(t)
-        # compaction kept every live entry: each 486 transaction still reaches its Timer D;
-        # the 180-only half stays Proceeding (no timer there: the TU's Timer C decides)
+            assert ct.state is (State.TERMINATED if i % 2 else State.PROCEEDING)  # 486: held
+        assert sum(isinstance(e, Terminated) for _, e in drain(t)) == 1000
+        # compaction kept every live entry; each 486 transaction's held entry reaches its
+        # Timer D; the 180-only half stays Proceeding (no timer there: Timer C decides)
         now, fired = 1.0, 0
         while (at := t.next_deadline()) is not None and now < 100:
             now = max(now, at)
             fired += t.handle_timer(now)
-        assert fired == 1000 and len(t) == 1000
+        assert fired == 1000 and len(t) == 1000 and len(t.held) == 0
         assert all(c.state is State.PROCEEDING for c in t._clients.values())  # type: ignore[union-attr]
-        assert sum(isinstance(e, Terminated) for _, e in drain(t)) == 1000
+        assert drain(t) == []
 
 
 # -- table-level property: random traffic, increasing time ----------------------------------
@@ -362,14 +377,14 @@ def test_table_random_traffic(ops: list[tuple[float, str, int, int, bool]]) -> N
             if op in ("inv", "opt", "retx"):
                 method = "OPTIONS" if op == "opt" else "INVITE"
                 s = t.receive_request(upstream(method, branch=branch), reliable=reliable, now=now)
-                if s is not None and s not in servers:
+                if isinstance(s, ServerTransaction) and s not in servers:
                     servers.append(s)
             elif op == "ack":
                 t.receive_request(upstream("ACK", branch=branch, to_tag="x"), reliable=reliable,
                                   now=now)  # fmt: skip
             elif op == "cancel":
                 s = t.receive_request(upstream("CANCEL", branch=branch), reliable=reliable, now=now)
-                if s is not None and s not in servers:
+                if isinstance(s, ServerTransaction) and s not in servers:
                     servers.append(s)
             elif op == "resp" and servers:
                 s = servers[n % len(servers)]
@@ -398,9 +413,13 @@ def test_table_random_traffic(ops: list[tuple[float, str, int, int, bool]]) -> N
             t.receive_response(response(downstream(c.method, c.branch), 500), now)
     events.extend(drain(t))
     run_timers(now + 1e6)
-    assert len(t) == 0 and t.next_deadline() is None
+    assert len(t) == 0 and len(t.held) == 0 and t.next_deadline() is None
+    assert not t._servers and not t._clients
     seen: dict[int, list[Any]] = {}
     for txn, e in events:
+        if isinstance(txn, Held):  # a held entry only re-sends (table rule 8)
+            assert isinstance(e, Transmit) and e.retransmission
+            continue
         seen.setdefault(id(txn), []).append(e)
     for evs in seen.values():
         assert isinstance(evs[-1], Terminated)
@@ -430,9 +449,9 @@ class TestHeld:
         t = TransactionTable()
         st_, ct = answered(t)
         held = t.hold(st_, ct)
-        assert isinstance(held, Held) and held.dest is st_.dest
+        assert isinstance(held, HeldPair) and held.dest is st_.dest
         assert t.server(st_.key) is held and t.client("z9hG4bK-dn1", "INVITE") is held
-        assert len(t) == 2
+        assert len(t) == 0 and len(t.held) == 1 and t.held.keys == 2  # not live any more
         # a retransmitted INVITE is absorbed: nothing sent, nothing passed up
         assert t.receive_request(upstream(branch="z9hG4bK-up1"), reliable=False, now=1) is held
         assert drain(t) == []
@@ -459,9 +478,10 @@ class TestHeld:
         st_, ct = answered(t, now=1.0)
         t.hold(st_, ct)
         assert t.next_deadline() == pytest.approx(33.0)  # 1 + 64*T1
-        assert t.handle_timer(32.9) == 0 and len(t) == 2
+        assert t.handle_timer(32.9) == 0 and len(t.held) == 1
         assert t.handle_timer(33.0) == 1
-        assert len(t) == 0 and t.next_deadline() is None and drain(t) == []
+        assert len(t.held) == 0 and t.next_deadline() is None and drain(t) == []
+        assert not t._servers and not t._clients
         assert t.receive_response(response(downstream(), 200), 34) is None  # a stray now
 
     def test_fifo_respects_the_batch_and_the_heap(self) -> None:
@@ -473,9 +493,9 @@ class TestHeld:
                                method="OPTIONS", reliable=False, now=31.0)  # fmt: skip
         assert t.next_deadline() == pytest.approx(31.5)  # Timer E before the first hold
         assert t.handle_timer(40.0) == 2  # Timer E and the first hold
-        assert len(t) == 5
+        assert len(t.held) == 2 and len(t) == 1
         assert t.next_deadline() < 40.0  # cut short: the rest is due
-        assert t.handle_timer(40.0) == 2 and len(t) == 1 and other.state is State.TRYING
+        assert t.handle_timer(40.0) == 2 and len(t.held) == 0 and other.state is State.TRYING
 
     def test_refused_unless_both_accepted_and_filed(self) -> None:
         t = TransactionTable()
@@ -545,8 +565,9 @@ class TestFromMutants:
                             now=0)  # fmt: skip
         drain(t)
         t.receive_response(response(downstream(), 300), 1)
-        assert kinds(drain(t)) == ["up 300", "tx ACK"]
-        assert ct.state is State.COMPLETED
+        assert kinds(drain(t)) == ["up 300", "tx ACK", "Terminated"]
+        assert ct.state is State.TERMINATED  # held: the ACK is all it may send again
+        assert isinstance(t.client("z9hG4bK-dn1", "INVITE"), FinishedInviteClient)
         st_ = t.receive_request(upstream(), reliable=False, now=0)
         assert isinstance(st_, ServerTransaction)
         drain(t)

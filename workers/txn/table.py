@@ -46,11 +46,12 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import deque
-from typing import Any, ClassVar
+from typing import Any
 
 from ingress.sip.message import Request, Response
 from workers.txn.client import ClientTransaction, new_client
-from workers.txn.events import Event, ResponseReceived, TableFull
+from workers.txn.events import Event, ResponseReceived, TableFull, Transmit
+from workers.txn.held import Finished, Held, HeldPair, HeldStore, finished
 from workers.txn.keys import ClientKey, ServerKey, response_key, server_key
 from workers.txn.machine import State, Transaction
 from workers.txn.server import ServerTransaction, new_server
@@ -60,28 +61,19 @@ from workers.txn.timers import DEFAULT_TIMERS, TimerConfig
 #: (server + client) for up to 64*T1 = 32 s after its final response, plus 2 for the BYE;
 #: 65536 covers ~500 calls/s per worker at that hold time (docs/transactions.md has the memory).
 DEFAULT_MAX_TRANSACTIONS = 65536
+#: Held (finished) transactions per worker: a call through a stateful proxy leaves an answered
+#: INVITE pair (64*T1 = 32 s) and a BYE server (Timer J, 32 s) and client (Timer K, T4 = 5 s),
+#: ~69 entries per call/s; 262144 covers ~3 800 calls/s per worker for the whole hold
+#: (docs/transactions.md "Memory" has the bytes per entry this costs).
+DEFAULT_MAX_HELD = 262144
+#: Bytes of responses and ACKs held to re-send: a BYE's 200 or an ACK is ~300-450 bytes, so
+#: 64 MiB covers the held entries above at ~250 bytes each on average, and caps what large
+#: responses (a hostile peer's) can make them cost.
+DEFAULT_MAX_HELD_BYTES = 64 * 2**20
 #: Timers fired per ``handle_timer`` call: ~1-2 ms of work on the 2-core box.
 DEFAULT_TIMER_BATCH = 256
 #: Methods that may use the reserve (rule 4).
 RESERVED_METHODS = frozenset({"CANCEL", "BYE"})
-
-
-class Held:
-    """What is left of a proxied INVITE answered 2xx while Timers L and M run (rule 7): its
-    server key, client key, where the server side sends, and when both end. It reads as an
-    Accepted INVITE transaction to the TU (``state``, ``is_invite``, ``dest``, no context)."""
-
-    __slots__ = ("ckey", "dest", "skey", "until")
-    state: ClassVar[State] = State.ACCEPTED
-    is_invite: ClassVar[bool] = True
-    context: ClassVar[None] = None
-    _heap_at: ClassVar[None] = None  # never in the heap: a stale entry for its key is skipped
-
-    def __init__(self, skey: ServerKey, ckey: ClientKey, dest: Any, until: float) -> None:
-        self.skey, self.ckey, self.dest, self.until = skey, ckey, dest, until
-
-    def __repr__(self) -> str:
-        return f"<held INVITE {self.skey!r} {self.ckey!r}>"
 
 
 class TransactionTable:
@@ -93,10 +85,15 @@ class TransactionTable:
         reserve: int | None = None,
         timer_batch: int = DEFAULT_TIMER_BATCH,
         send_trying: bool = True,
+        max_held: int = DEFAULT_MAX_HELD,
+        max_held_bytes: int = DEFAULT_MAX_HELD_BYTES,
     ) -> None:
         """Args:
+        max_transactions: live transactions at most (rule 4); held ones are not counted.
         reserve: room kept for CANCEL/BYE and client transactions (rule 4); default 1/8.
         send_trying: INVITE server transactions answer 100 Trying at once.
+        max_held, max_held_bytes: held entries, and the bytes they keep to re-send, at most
+            (rule 8: past either the entry nearest its end is evicted).
         """
         if max_transactions < 1 or timer_batch < 1:
             raise ValueError("max_transactions and timer_batch must be >= 1")
@@ -109,7 +106,9 @@ class TransactionTable:
         self.send_trying = send_trying
         self._clients: dict[ClientKey, ClientTransaction | Held] = {}
         self._servers: dict[ServerKey, ServerTransaction | Held] = {}
-        self._held: deque[Held] = deque()  # oldest first: every hold lasts 64*T1 (rule 7)
+        #: the held entries filed in the two dicts above (rules 7-8)
+        self.held = HeldStore(self._servers, self._clients, max_entries=max_held,
+                              max_bytes=max_held_bytes)  # fmt: skip
         self._heap: list[tuple[float, int, dict[Any, Any], Any]] = []
         self._seq = itertools.count()
         self._events: deque[tuple[Transaction | Held, Event]] = deque()
@@ -117,7 +116,8 @@ class TransactionTable:
         self.refused = 0
 
     def __len__(self) -> int:
-        return len(self._clients) + len(self._servers)
+        """Live transactions (what ``max_transactions`` bounds): held entries are not counted."""
+        return len(self._clients) + len(self._servers) - self.held.keys
 
     # -- client side -------------------------------------------------------------------------
 
@@ -157,11 +157,20 @@ class TransactionTable:
         """Feed a response to its client transaction; None when none matches (rule 2)."""
         key = response_key(response)
         txn = self._clients.get(key) if key is not None else None
-        if isinstance(txn, Held):
-            if 200 <= response.status < 300:  # RFC 6026 §7.2: up, for the TU to forward
-                self._events.append((txn, ResponseReceived(response)))
-        elif txn is not None:
+        if txn is None:
+            return None
+        if isinstance(txn, ClientTransaction):
             self._run(txn, txn.receive_response, response, now)
+            return txn
+        status = response.status
+        if isinstance(txn, HeldPair):
+            if 200 <= status < 300:  # RFC 6026 §7.2: up, for the TU to forward
+                self._events.append((txn, ResponseReceived(response)))
+        elif isinstance(txn, Finished):
+            if status >= 300 and txn.resend is not None:  # the ACK again (§17.1.1.2)
+                self._events.append((txn, Transmit(txn.resend, True)))
+            elif 200 <= status < 300 and txn.is_invite:
+                return None  # a late fork's 2xx: forwarded statelessly (§16.7 step 5)
         return txn
 
     def cancel(self, txn: ClientTransaction, now: float) -> None:
@@ -192,8 +201,12 @@ class TransactionTable:
         """
         key = server_key(request)
         txn = self._servers.get(key)
-        if isinstance(txn, Held):
-            return txn  # a retransmitted INVITE absorbed, an ACK for the TU to let through
+        if txn is not None and isinstance(txn, Held):
+            # absorbed: re-sent the final a Completed non-INVITE sent; for an INVITE pair the
+            # ACK returns as an Accepted INVITE's, for the TU to let through (rule 8)
+            if isinstance(txn, Finished) and txn.resend is not None and request.method != "ACK":
+                self._events.append((txn, Transmit(txn.resend, True)))
+            return txn
         if request.method == "ACK":
             if txn is not None and txn.is_invite:
                 self._run(txn, txn.receive_ack, request, now)
@@ -214,7 +227,7 @@ class TransactionTable:
         self._run(txn, txn.start, now)
         if request.method == "CANCEL":
             invite = self.invite_for(request)
-            if invite is not None and not isinstance(invite, Held):  # too late for a held one
+            if isinstance(invite, ServerTransaction):  # too late for a held one
                 self._run(invite, invite.receive_cancel, request, now)
         return txn
 
@@ -246,10 +259,9 @@ class TransactionTable:
                 and self._clients.get(client.key) is client):  # fmt: skip
             return None
         until = max(server._wait_at, client._wait_at)
-        held = Held(server.key, client.key, server.dest, until)
-        self._servers[held.skey] = self._clients[held.ckey] = held
+        held = HeldPair(server.key, client.key, server.dest, until)
         server._heap_at = client._heap_at = None  # their heap entries are stale now
-        self._held.append(held)
+        self.held.file(held)
         return held
 
     # -- both --------------------------------------------------------------------------------
@@ -263,7 +275,7 @@ class TransactionTable:
 
     def next_deadline(self) -> float | None:
         """The earliest timer of any transaction, or None (exact: stale tops are settled)."""
-        held = self._held[0].until if self._held else None
+        held = self.held.next_deadline()
         heap = self._heap
         while heap:
             at, _, book, key = heap[0]
@@ -300,14 +312,8 @@ class TransactionTable:
                 continue
             fired += 1
             self._run(txn, txn.handle_timer, now)
-        held, servers, clients = self._held, self._servers, self._clients
-        while held and fired < budget and held[0].until <= now:
-            h = held.popleft()  # Timers L and M (rule 7)
-            if servers.get(h.skey) is h:
-                del servers[h.skey]
-            if clients.get(h.ckey) is h:
-                del clients[h.ckey]
-            fired += 1
+        if fired < budget:
+            fired += self.held.expire(now, budget - fired)  # Timers D, I, J, K, L, M (rule 8)
         return fired
 
     # -- bookkeeping -------------------------------------------------------------------------
@@ -320,17 +326,27 @@ class TransactionTable:
             self._after(txn)
 
     def _after(self, txn: Transaction) -> None:
+        book: dict[Any, Any] = (
+            self._clients if isinstance(txn, ClientTransaction) else self._servers
+        )
+        filed = book.get(txn.key) is txn  # False: detached by ``hold`` or a fold, or dropped
+        entry = None
+        if filed:
+            state = txn.state
+            if (state is State.COMPLETED or state is State.CONFIRMED) and txn._retx is None:
+                entry = finished(txn)  # rule 8
+                if entry is not None:
+                    txn._heap_at = None  # its heap entry, if any, is stale now
+                    txn._terminate()  # the machine is done: its Terminated goes to the TU
+                    self.held.file(entry)
         ev = txn._events
         if ev is not None:
             push = self._events.append
             for e in ev:
                 push((txn, e))
             txn._events = None  # an idle transaction holds no list (~90 bytes each)
-        book: dict[Any, Any] = (
-            self._clients if isinstance(txn, ClientTransaction) else self._servers
-        )
-        if book.get(txn.key) is not txn:
-            return  # detached by ``hold`` (rule 7), or already dropped
+        if not filed or entry is not None:
+            return
         if txn.state is State.TERMINATED:
             txn._heap_at = None
             del book[txn.key]
@@ -348,7 +364,7 @@ class TransactionTable:
             return
         txn._heap_at = at
         heapq.heappush(self._heap, (at, next(self._seq), book, txn.key))
-        if len(self._heap) > 2 * (len(self._clients) + len(self._servers)) + 64:
+        if len(self._heap) > 2 * len(self) + 64:  # live only: held entries have none
             self._compact()
 
     def _resettle(self, txn: Transaction, book: dict[Any, Any]) -> None:
