@@ -27,6 +27,8 @@ Everything started is stopped at the end, also on errors and Ctrl-C.
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --repeats 3 --flush-ms 0
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 600 --calls 6000
+    python3 bench/ingress_load.py --mode stateful --dialogs --workers 2 --rate 1000 --calls 20000 \
+        --toml '[transactions]\nmax_transactions = 262144' --repeats 3
     python3 bench/ingress_load.py --mode stateful --dialogs --rate 200 --calls 3000 --repeats 3
     python3 bench/ingress_load.py --mode stateful --dialogs --dialogs-key 'cdr_log = "all"' --threads
     python3 bench/ingress_load.py --rate 1500 --calls 15000 --py-spy /path/py-spy --py-spy-out /tmp/ing.txt
@@ -114,7 +116,7 @@ def run_once(group: Group, args: argparse.Namespace, tmp: Path, n: int) -> dict[
         if args.toml:
             f.write("\n" + args.toml.replace("\\n", "\n") + "\n")
     log = tmp / f"node-{n}.log"
-    node = start_node(group, conf, 1, log)
+    node = start_node(group, conf, args.workers, log)
     spy = None
     try:
         if not wait_ready(port):
@@ -183,6 +185,7 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=1500)
     ap.add_argument("--calls", type=int, default=15000)
     ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=1, help="worker processes (the issue's stateful case: 2)")
     ap.add_argument("--dialogs", action="store_true", help="[dialogs] with a CDR file (use --mode stateful)")
     ap.add_argument("--dialogs-key", action="append", default=[],
                     help='a line for [dialogs], e.g. \'cdr_log = "all"\' (repeatable)')
@@ -216,6 +219,9 @@ def main() -> int:
         vals = sorted(r.get(key, 0.0) for r in rows)
         print(f"{key}: median {vals[len(vals) // 2]:.1f} us CPU per call "
               f"({', '.join(f'{v:.1f}' for v in vals)})")
+    nodes = sorted(sum(r.get(k, 0.0) for k in ("ingress", "worker", "stateplane", "timers", "honcho"))
+                   for r in rows)
+    print(f"node: median {nodes[len(nodes) // 2]:.1f} us CPU per call ({', '.join(f'{v:.1f}' for v in nodes)})")
     print(f"(files in {tmp})")
     return 0
 
