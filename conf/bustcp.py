@@ -48,7 +48,6 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import structlog
 import zmq
 
 from conf import curve, sockets
@@ -57,7 +56,6 @@ from conf.refused import RefusalLog
 if TYPE_CHECKING:
     from conf.settings import Settings
 
-log = structlog.get_logger()
 
 #: ``tcp://`` + a bracketed IPv6 address (45) + ``:65535``: longer is not an endpoint of ours
 MAX_ENDPOINT_CHARS = 64

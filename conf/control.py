@@ -21,18 +21,19 @@ Rules:
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
 
 from conf import sockets
-from conf.guard import GUARD
 from conf.refused import RefusalLog
+
+if TYPE_CHECKING:
+    import asyncio
 
 #: a handler answers at once (a dict), or later (a future of it: work done off the loop, as a
 #: reload's reading of big tables, rule 5)
@@ -51,6 +52,12 @@ class ControlServer:
         self.ident = ident
         self.endpoint = sockets.endpoint(run_dir, "ctl", ident)
         self.handlers = handlers
+        # the processes' side only: the client (``ask``, every ``sipline`` command) runs no
+        # loop, and asyncio is a third of a command's start-up it would not use
+        import asyncio
+
+        from conf.guard import GUARD
+
         self._sock = ctx.socket(zmq.ROUTER)
         self._sock.linger = 0
         self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME)
@@ -68,10 +75,10 @@ class ControlServer:
             if len(frames) != 3 or len(frames[2]) > MAX_FRAME:
                 continue
             reply = self._answer(frames[2])
-            if isinstance(reply, asyncio.Future):
-                reply.add_done_callback(functools.partial(self._answer_later, frames[0]))
-            else:
+            if isinstance(reply, dict):
                 self._send(frames[0], reply)
+            else:
+                reply.add_done_callback(functools.partial(self._answer_later, frames[0]))
 
     def _send(self, client: bytes, reply: dict[str, Any]) -> None:
         if self._sock.closed:
@@ -104,7 +111,7 @@ class ControlServer:
             return {"ok": False, "proc": self.ident, "error": f"unknown command {cmd!r}"}
         try:
             out = handler(args)
-            return out if isinstance(out, asyncio.Future) else {"ok": True, "proc": self.ident, **out}
+            return {"ok": True, "proc": self.ident, **out} if isinstance(out, dict) else out
         except Exception as exc:  # noqa: BLE001 - a handler bug costs one answer (rule 2)
             FAILED.note(time.monotonic(), cmd=cmd, error=repr(exc), exc_info=True)
             return {"ok": False, "proc": self.ident, "error": f"{type(exc).__name__}: {exc}"}

@@ -27,9 +27,10 @@ from collections import Counter
 from collections.abc import Callable, Hashable
 from typing import Any, ParamSpec
 
-import structlog
+from conf.logging import LazyLogger
 
-log = structlog.get_logger()
+#: structlog is loaded at the first line: the commands import this module (conf/logging.py)
+log = LazyLogger()
 
 P = ParamSpec("P")
 

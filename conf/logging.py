@@ -2,11 +2,16 @@
 
 Every line carries ``proc`` (honcho's process name, e.g. ``worker.2``), ``pid``, ``node``,
 ``level``, ``timestamp`` and an ``event`` name; fields are facts, not prose.
+
+structlog itself is imported by ``configure`` and by a ``LazyLogger``'s first line, not by
+importing this module: with rich installed (the dev lock has it, through mutmut) structlog
+imports it, ~0.1 s of CPU, and the operator's commands (``sipline ctl``, polled by the e2e
+tests and by scripts) import the modules that log (``conf.guard``, ``conf.refused``) only
+for their constants and clients, never to log.
 """
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import fcntl
 import json
@@ -15,13 +20,34 @@ import os
 import stat
 import sys
 import time
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-from structlog.typing import EventDict, WrappedLogger
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Callable
+
+    from structlog.typing import EventDict, WrappedLogger
 
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR}  # fmt: skip
+
+
+class LazyLogger:
+    """``structlog.get_logger()``, got at the first line logged: what a module the commands
+    import binds at module scope (see the module docstring). Every attribute is the proxy's,
+    so ``structlog.testing.capture_logs`` sees these lines as any other."""
+
+    __slots__ = ("_log",)
+
+    def __init__(self) -> None:
+        self._log: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._log is None:
+            import structlog
+
+            self._log = structlog.get_logger()
+        return getattr(self._log, name)
 
 
 class LoopFlushedLogger:
@@ -30,17 +56,20 @@ class LoopFlushedLogger:
     gets to it, at once where no loop runs (start-up, the CLI), and by Python at exit; a
     SIGKILL loses at most that iteration's lines."""
 
-    __slots__ = ("_file", "_pending")
+    __slots__ = ("_file", "_pending", "_running_loop")
 
     def __init__(self, file: TextIO) -> None:
+        import asyncio  # a process's, not the commands' (module docstring)
+
         self._file = file
+        self._running_loop: Callable[[], asyncio.AbstractEventLoop] = asyncio.get_running_loop
         #: the loop a flush is scheduled on: one that closed before running it is not waited for
         self._pending: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: str) -> None:
         self._file.write(message + "\n")
         try:
-            loop = asyncio.get_running_loop()
+            loop = self._running_loop()
         except RuntimeError:
             self._file.flush()
             return
@@ -126,6 +155,8 @@ def dumps(event_dict: EventDict, **_kw: Any) -> str:
 
 def configure(level: str, proc: str | None, node: str, *, cache: bool = True) -> None:
     """Configure structlog for this process; call once, before the first log line."""
+    import structlog
+
     out = sys.stdout
     widen_pipe(out)
     structlog.configure(

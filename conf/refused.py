@@ -11,9 +11,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import structlog
+from conf.logging import LazyLogger
 
-log = structlog.get_logger()
+#: structlog is loaded at the first line: the commands import this module (conf/logging.py)
+log = LazyLogger()
 
 #: at most one line per event this often, whatever the rate of forged frames
 INTERVAL_S = 10.0

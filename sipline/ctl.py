@@ -43,8 +43,6 @@ from typing import Any
 from conf.control import ask
 from conf.load import ConfigError, config_path, from_dict, load, load_or_report
 from conf.settings import Settings
-from sipline.cluster import ask_cluster
-from sipline.reload import mark_destination, reload_node
 
 DEST_COLUMNS = ("set", "uri", "state", "fails", "last_status", "last_probe_age_s", "prober")
 DIALOG_COLUMNS = ("proc", "active", "early", "processed", "expired", "failed", "cancelled",
@@ -121,6 +119,8 @@ def _change(settings: Settings, args: argparse.Namespace, words: list[str]) -> i
     if args.what not in ("reload", "destinations") or (args.what == "reload" and words):
         print(f"sipline ctl: {args.what} takes no {' '.join(words)!r}", file=sys.stderr)
         return 2
+    from sipline.reload import mark_destination, reload_node
+
     try:
         if args.what == "reload":
             rc, lines = reload_node(settings.node.run_dir, args.timeout)
@@ -142,6 +142,8 @@ def _cluster(settings: Settings, args: argparse.Namespace, listed: int) -> int:
         print(f"sipline ctl: {args.what} is not asked of the whole cluster "
               f"(--cluster takes {', '.join(sorted(CLUSTER_VERBS))})", file=sys.stderr)  # fmt: skip
         return 2
+    from sipline.cluster import ask_cluster  # the state plane's cross-node codec
+
     answers = ask_cluster(settings, args.what, {"list": listed} if listed else None, args.timeout)
     doc = []
     for a in answers:

@@ -14,7 +14,6 @@ import contextlib
 from typing import Any
 
 from conf.control import ask
-from workers.routing import marks
 
 #: a worker reading a big prefix table takes seconds (docs/prefix_tables.md): prepare may take
 #: this long at least, whatever ``--timeout`` says
@@ -65,6 +64,10 @@ def mark_destination(run_dir: str, words: list[str], timeout_s: float) -> tuple[
     """``destinations set SET URI inactive|active``: (exit status, lines to print)."""
     if len(words) != 4 or words[0] != "set" or words[3] not in ("inactive", "active"):
         return 2, ["usage: sipline ctl destinations set SET URI inactive|active"]
+    # workers.routing.marks: importing ``workers`` loads the compiled build (conf/compiled.py),
+    # which every other ``sipline ctl`` verb would pay for at start-up
+    from workers.routing import marks
+
     _, name, uri, state = words
     # kept first, then asked: a worker not yet listed reads it at start (marks.py rule 1)
     inactive, kept = state == "inactive", ""

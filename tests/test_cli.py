@@ -193,3 +193,26 @@ def test_worker_stops_on_a_bad_prefix_table(tmp_path: Path) -> None:
     refused = [json.loads(line) for line in res.stdout.splitlines()
                if '"prefix_table_refused"' in line]  # fmt: skip
     assert refused and f"{csv}:2: priority: expected a priority" in refused[0]["error"]
+
+
+#: what ``sipline ctl`` must not import: structlog (and rich, which structlog imports when it
+#: is installed, as in the dev lock), asyncio, the process packages and the compiled build;
+#: ~0.1 s of CPU at each call, on a path the e2e tests and operators' scripts poll
+CTL_NEVER_IMPORTS = ("structlog", "rich", "asyncio", "workers", "ingress", "stateplane",
+                     "dialogstate", "conf.compiled")  # fmt: skip
+
+
+@pytest.mark.parametrize("verb", ["stats", "reload", "dialogs"])
+def test_ctl_start_up_imports_no_logging_or_process_code(verb: str, tmp_path: Path) -> None:
+    """``sipline ctl`` against a stopped node answers (exit 1, nothing answered) having
+    imported none of ``CTL_NEVER_IMPORTS`` (conf/logging.py says why)."""
+    conf = tmp_path / "n.toml"
+    conf.write_text(f"[node]\nrun_dir = '{tmp_path / 'run'}'\n[[listen]]\ntransport = 'udp'\n"
+                    "port = 5999\n", encoding="utf-8")  # fmt: skip
+    probe = ("import sys\nfrom sipline.cli import main\n"
+             f"rc = main(['ctl', {verb!r}, '--conf', {str(conf)!r}, '--timeout', '0.2'])\n"
+             f"print(rc, sorted(m for m in {CTL_NEVER_IMPORTS!r} if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "1 []\n", done.stdout

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cachedb.helpers import eventually, run
+from tests.cachedb.helpers import CALL_S, eventually, run
 from tests.cachedb.servers import RedisCluster, Server
 from workers.cachedb import (
     MAX_VALUE_BYTES,
@@ -25,11 +25,6 @@ from workers.cachedb import (
 _n = itertools.count()
 Body = Callable[[CacheDB, str], Awaitable[None]]
 
-#: each call's deadline. No test here is about the client's timeout (test_recovery.py and
-#: test_redis_cluster.py are), so a deadline for answers that come, not a measure: 1-3 s
-#: was overstepped on the 2-core CI box at load 15-20 (a redis-cluster client's one-time
-#: start, bounded at 2 s, took longer; 200 concurrent incrs took over 2 s)
-CALL_S = 30.0
 #: the bound of a whole test body (a hang fails here, not at pytest-timeout's 600 s)
 BODY_S = 120.0
 

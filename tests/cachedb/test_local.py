@@ -16,7 +16,7 @@ import zmq
 
 from stateplane import kv
 from stateplane.main import KvServer
-from tests.cachedb.helpers import eventually, run
+from tests.cachedb.helpers import CALL_S, TIMEOUT_S, eventually, run
 from tests.cachedb.servers import ROOT, Server
 from workers.cachedb import CacheError, CacheFull, open_cachedb
 from workers.cachedb.backend_local import LocalCacheDB
@@ -131,21 +131,31 @@ def test_timed_out_replies_are_dropped(run_dir: str, ctx: zmq.Context[Any]) -> N
         router = ctx.socket(zmq.ROUTER)  # a server that answers only when the test says so
         router.linger = 0
         router.bind(ep)
-        db = LocalCacheDB(ep, ctx=ctx, timeout_s=0.3)
+        # only the "slow" call's deadline is short: the others' are deadlines, not measures
+        db = LocalCacheDB(ep, ctx=ctx, timeout_s=CALL_S)
+
+        async def asked() -> bool:
+            return bool(router.poll(0))
+
+        async def answered(key: str, value: bytes) -> bytes | None:
+            call = asyncio.ensure_future(db.get(key))
+            await eventually(asked, within_s=CALL_S)
+            ident, rid, _, _ = router.recv_multipart()
+            router.send_multipart([ident, *kv.pack_reply(rid, "ok", None, value)])
+            return await call
+
         try:
+            # connected first: a call made before the pipe is up fails as "no stateplane"
+            # once its share of the deadline passes (backend_local.py rule 4), never sent
+            assert await answered("warm", b"w") == b"w"
+            db.timeout_s = 0.3
             with pytest.raises(CacheError):
                 await db.get("slow")
-            ident, rid, _, _ = router.recv_multipart(zmq.NOBLOCK)
-            router.send_multipart([ident, *kv.pack_reply(rid, "ok", None, b"stale")])
-            call = asyncio.ensure_future(db.get("k"))
-
-            async def asked() -> bool:
-                return bool(router.poll(0))
-
-            await eventually(asked, within_s=0.2)
+            db.timeout_s = CALL_S
+            await eventually(asked, within_s=CALL_S)
             ident, rid, _, _ = router.recv_multipart()
-            router.send_multipart([ident, *kv.pack_reply(rid, "ok", None, b"fresh")])
-            assert await call == b"fresh"
+            router.send_multipart([ident, *kv.pack_reply(rid, "ok", None, b"stale")])
+            assert await answered("k", b"fresh") == b"fresh"
             assert db.late_replies == 1
         finally:
             router.close(linger=0)
@@ -159,10 +169,10 @@ import asyncio, sys
 from workers.cachedb import open_cachedb
 
 async def main():
-    db = open_cachedb("local://", run_dir=sys.argv[1], timeout_s=2.0)
+    db = open_cachedb("local://", run_dir=sys.argv[1], timeout_s=float(sys.argv[2]))
     await db.incr("shared", 5)  # before the write the parent waits for: it reads the sum then
     await db.set("from-child", b"hello parent")
-    async with asyncio.timeout(8):
+    async with asyncio.timeout(float(sys.argv[3])):
         while await db.get("from-parent") != b"hello child":
             await asyncio.sleep(0.01)
     await db.close()
@@ -176,18 +186,21 @@ def test_two_processes_share_the_store(own_server: Any) -> None:
     stateplane.main`` (a separate process itself)."""
     server: Server = own_server("local")
     assert server.run_dir is not None
-    child = subprocess.Popen([sys.executable, "-c", CHILD, server.run_dir], cwd=ROOT,
+    # deadlines, not measures: the child's start-up alone (imports, the compiled build) took
+    # seconds on a loaded 2-core box
+    child = subprocess.Popen([sys.executable, "-c", CHILD, server.run_dir, str(CALL_S),
+                              str(TIMEOUT_S)], cwd=ROOT,
                              env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
 
     async def main() -> None:
-        db = open_cachedb(server.url, timeout_s=2.0)
+        db = open_cachedb(server.url, timeout_s=CALL_S)
         try:
             await db.incr("shared", 1)
 
             async def child_wrote() -> bool:
                 return await db.get("from-child") == b"hello parent"
 
-            await eventually(child_wrote, within_s=8.0)
+            await eventually(child_wrote, within_s=TIMEOUT_S / 2)
             await db.set("from-parent", b"hello child")
             assert await db.incr("shared", 0) == 6
         finally:
@@ -195,7 +208,7 @@ def test_two_processes_share_the_store(own_server: Any) -> None:
 
     try:
         run(main)
-        assert child.wait(10) == 0
+        assert child.wait(TIMEOUT_S) == 0
     finally:
         if child.poll() is None:
             child.kill()

@@ -18,6 +18,7 @@ import pytest
 from conf.load import load
 from conf.settings import Settings
 from tests.cachedb.conftest import make
+from tests.cachedb.helpers import CALL_S
 from tests.cachedb.servers import RedisCluster, Server
 from workers.routing import prefix_cachedb
 from workers.routing.dispatcher import Dispatcher
@@ -66,7 +67,7 @@ def push(url: str, key: str, data: bytes) -> None:
     from workers.cachedb import open_cachedb
 
     async def main() -> None:
-        db = open_cachedb(url, timeout_s=2.0)
+        db = open_cachedb(url, timeout_s=CALL_S)
         try:
             await prefix_cachedb.push(db, key, data, GROUPS, 1000)
         finally:
@@ -80,7 +81,7 @@ def poke(url: str, key: str, suffix: str, value: bytes) -> None:
     from workers.cachedb import open_cachedb
 
     async def main() -> None:
-        db = open_cachedb(url, timeout_s=2.0)
+        db = open_cachedb(url, timeout_s=CALL_S)
         try:
             current = await db.get(f"{key}:current")
             assert current is not None
@@ -149,7 +150,7 @@ def test_a_bad_line_pushed_behind_the_checks_is_refused(kv: Server, tmp_path: Pa
     from workers.cachedb import open_cachedb
 
     async def forge() -> None:
-        db = open_cachedb(kv.url, timeout_s=2.0)
+        db = open_cachedb(kv.url, timeout_s=CALL_S)
         try:
             data = b"+44,zz\n"
             await db.set(f"{key}:7:0", data)

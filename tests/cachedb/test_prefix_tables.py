@@ -15,7 +15,7 @@ from conf.load import from_dict
 from conf.settings import Settings
 from sipline import cli
 from tests.cachedb.conftest import make
-from tests.cachedb.helpers import run
+from tests.cachedb.helpers import CALL_S, run
 from tests.cachedb.servers import RedisCluster, Server
 from workers.cachedb import CacheDB, CacheError, open_cachedb
 from workers.routing import prefix_cachedb
@@ -41,7 +41,7 @@ def with_db(server: Server | RedisCluster, body: Callable[[CacheDB, str], Awaita
     key = f"prefixes-{os.getpid()}-{next(_n)}"
 
     async def main() -> None:
-        db = open_cachedb(server.url, timeout_s=2.0, run_dir=getattr(server, "run_dir", None))
+        db = open_cachedb(server.url, timeout_s=CALL_S, run_dir=getattr(server, "run_dir", None))
         try:
             await body(db, key)
         finally:

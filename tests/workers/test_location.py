@@ -15,7 +15,7 @@ import pytest
 from conf.settings import Registrar as RegistrarConfig
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
-from tests.cachedb.helpers import eventually, run
+from tests.cachedb.helpers import CALL_S, eventually, run
 from tests.cachedb.servers import Server
 from workers.cachedb import CacheDB, CacheError, CacheTimeout, open_cachedb
 from workers.registrar import register as reg
@@ -52,7 +52,7 @@ def req(user: str, *contacts: str, **kw: object) -> Request:
 
 
 def with_location(server: Server, body: Body, cfg: RegistrarConfig = CFG,
-                  near_ttl_s: float = 0.0, timeout_s: float = 1.0,
+                  near_ttl_s: float = 0.0, timeout_s: float = CALL_S,
                   lock_wait_s: float = LOCK_WAIT_S) -> None:  # fmt: skip
     """Run ``body(location, raw db, user)`` with a fresh client and a user no other test uses."""
     user = f"u{os.getpid()}-{next(_n)}"
@@ -140,7 +140,7 @@ def test_concurrent_uas_on_two_clients_lose_nothing(server: Server) -> None:
     survives (the per-AOR lock, location.py rule 3)."""
 
     async def body(loc: Location, db: CacheDB, user: str) -> None:
-        other = Location(open_cachedb(server.url, timeout_s=1.0, run_dir=server.run_dir),
+        other = Location(open_cachedb(server.url, timeout_s=CALL_S, run_dir=server.run_dir),
                          Registrar(CFG), lock_wait_s=BURST_LOCK_WAIT_S)  # fmt: skip
         try:
             now = time.time()
@@ -162,7 +162,7 @@ def test_concurrent_uas_on_two_clients_lose_nothing(server: Server) -> None:
         finally:
             await other.close()
 
-    with_location(server, body, timeout_s=2.0, lock_wait_s=BURST_LOCK_WAIT_S)
+    with_location(server, body, lock_wait_s=BURST_LOCK_WAIT_S)
 
 
 def test_out_of_order_and_query(server: Server) -> None:
@@ -205,7 +205,7 @@ def test_near_cache_may_be_stale_but_never_hides_a_new_aor(server: Server) -> No
     but a miss is not cached, and this process's own REGISTER is seen at once."""
 
     async def body(loc: Location, db: CacheDB, user: str) -> None:
-        other = Location(open_cachedb(server.url, timeout_s=1.0, run_dir=server.run_dir),
+        other = Location(open_cachedb(server.url, timeout_s=CALL_S, run_dir=server.run_dir),
                          Registrar(CFG), lock_wait_s=BURST_LOCK_WAIT_S)  # fmt: skip
         try:
             now = time.time()
@@ -257,6 +257,7 @@ def test_server_down_raises_cache_errors(own_server: Callable[[str], Server],
                     await call
                 assert info.value.status == 503
             srv.start()
+            db.timeout_s = CALL_S  # the server is back: a deadline now, not a measure
             ok = await loc.register(req("down", "<sip:a@10.0.0.2>", cseq=3), SRC, now)
             assert ok.status == 200
         finally:
@@ -270,7 +271,7 @@ def test_open_from_settings(server: Server) -> None:
     cfg = RegistrarConfig(cachedb_url=server.url, near_cache_ttl_s=5.0)
 
     async def main() -> None:
-        loc = Location.open(cfg, ["127.0.0.1"], run_dir=server.run_dir or "", timeout_s=1.0)
+        loc = Location.open(cfg, ["127.0.0.1"], run_dir=server.run_dir or "", timeout_s=CALL_S)
         try:
             user = f"open{os.getpid()}-{next(_n)}"
             lines = register_bytes(user, ("<sip:a@10.0.0.1>",)).replace(
