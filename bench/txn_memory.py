@@ -181,7 +181,9 @@ def main() -> None:
             print(
                 "\nin flight: INVITE not answered yet (server Proceeding holds the parsed request)"
             )
-            print(f"  bytes per call         {held / args.calls:.0f} ({in_flight_txn:.0f} per live txn)")
+            print(
+                f"  bytes per call         {held / args.calls:.0f} ({in_flight_txn:.0f} per live txn)"
+            )
             continue
         if not n:
             print(f"\nmix: INVITE answered {status}: every transaction ended at once (reliable)")
@@ -197,20 +199,27 @@ def main() -> None:
             f"  held entries           {n} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
         )
         print(f"  bytes held             {held} ({resend} of them to re-send)")
-        print(f"  bytes per held entry   {held / n:.0f} ({(held - resend) / n:.0f} without the bytes to re-send)")
+        print(
+            f"  bytes per held entry   {held / n:.0f} ({(held - resend) / n:.0f} without the bytes to re-send)"
+        )
         print(f"  bytes per call         {per_call:.0f}")
         print(
             f"  mean hold (RFC timers) {hold:.1f} s -> {entries_per_cps:.0f} entries, "
             f"{per_call * hold / 1024:.1f} KB per call/s"
         )
-        print(f"  default max_held ({DEFAULT_MAX_HELD}) sustains {rates[-1]:.0f} calls/s for the whole hold")
+        print(
+            f"  default max_held ({DEFAULT_MAX_HELD}) sustains {rates[-1]:.0f} calls/s for the whole hold"
+        )
     live_mb = in_flight_txn * DEFAULT_MAX_TRANSACTIONS / 2**20
     held_mb = (per_entry * DEFAULT_MAX_HELD + DEFAULT_MAX_HELD_BYTES) / 2**20
     print("\nworst case per worker (defaults)")
-    print(f"  live: max_transactions {DEFAULT_MAX_TRANSACTIONS} x {in_flight_txn:.0f} B in flight = {live_mb:.0f} MB")
+    print(
+        f"  live: max_transactions {DEFAULT_MAX_TRANSACTIONS} x {in_flight_txn:.0f} B in flight = {live_mb:.0f} MB"
+    )
     print(f"  held: max_held {DEFAULT_MAX_HELD} x {per_entry:.0f} B + max_held_bytes "
           f"{DEFAULT_MAX_HELD_BYTES // 2**20} MB = {held_mb:.0f} MB")  # fmt: skip
     print(f"  total {live_mb + held_mb:.0f} MB")
+
 
 table_reliable = False
 

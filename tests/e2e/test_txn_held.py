@@ -52,8 +52,8 @@ def test_a_retransmitted_bye_gets_the_same_200_and_is_not_forwarded(
     assert byes == calls, f"{byes} BYEs reached the UAS for {calls} calls"
     per_call: dict[str, list[str]] = {}
     for msg in received_responses(trace):
-        if re.search(r"^CSeq:\s*2 BYE", msg, re.M | re.I):
-            call_id = re.search(r"^Call-ID:\s*(\S+)", msg, re.M | re.I)
+        if re.search(r"^CSeq:\s*2 BYE", msg, re.MULTILINE | re.IGNORECASE):
+            call_id = re.search(r"^Call-ID:\s*(\S+)", msg, re.MULTILINE | re.IGNORECASE)
             assert call_id is not None
             per_call.setdefault(call_id[1], []).append(msg)
     assert len(per_call) == calls
