@@ -1,4 +1,4 @@
-"""Bytes the transaction layer holds per finished transaction (tracemalloc), sipp-like calls.
+"""Bytes the transaction layer holds per held (finished) and per live transaction (tracemalloc).
 
 Usage (repo root):  .venv/bin/python bench/txn_memory.py [--calls 20000] [--tcp]
 
@@ -9,10 +9,14 @@ the server transaction; then ACK for the 2xx (its own branch: not a transaction)
 through a non-INVITE server + client pair. A second mix answers 486 instead: hop-by-hop ACK
 downstream, ACK absorbed upstream. Events are drained and dropped as the TU would once acted on.
 
-After the last call every transaction is "finished" (final response sent/received) and waits in
-Accepted (Timer L/M, 64*T1 = 32 s), Completed (G/H, J = 32 s, D = 32 s, K = T4 = 5 s) or Confirmed
-(I = T4). tracemalloc's current size is compared with a baseline taken before the run; the
-codec's parse caches (bounded, not the transaction layer's) are cleared before both readings.
+After the last call every transaction is "finished" (final response sent/received): the
+answered INVITE's pair is folded by ``hold`` as the stateful proxy does, and the table has
+swapped every other one for a held entry (workers/txn/held.py): Completed (J = 32 s, D = 32 s,
+K = T4 = 5 s) or Confirmed (I = T4). tracemalloc's current size is compared with a baseline
+taken before the run; the codec's parse caches (bounded, not the transaction layer's) are
+cleared before both readings. The last lines give the calls/s per worker the default
+``max_held`` sustains for the whole hold, and the worst case per worker: every live
+transaction in flight plus a full held store.
 
 Kamailio's tm figure to compare with: ~16-20 KB per finished transaction held ~5 s
 (``wt_timer``), ~200 KB per call/s. The last lines convert ours into bytes per call/s, both at
@@ -34,8 +38,8 @@ from ingress.sip import grammar
 from ingress.sip.message import Request
 from ingress.sip.parser import parse_message
 from ingress.sip.serialize import build_response
-from workers.transactions import TransactionTable
-from workers.txn.table import DEFAULT_MAX_TRANSACTIONS
+from workers.transactions import HeldPair, ServerTransaction, TransactionTable
+from workers.txn.table import DEFAULT_MAX_HELD, DEFAULT_MAX_HELD_BYTES, DEFAULT_MAX_TRANSACTIONS
 
 SDP = (
     b"v=0\r\no=user1 53655765 2353687637 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\n"
@@ -79,7 +83,7 @@ def one_call(table: TransactionTable, i: int, now: float, status: int) -> None:
     assert st is not None
     branch = f"z9hG4bK-fw{i}"
     fwd = invite(i, via="x", branch=branch)
-    table.send_request(fwd, branch=branch, method="INVITE", reliable=table_reliable,
+    ct = table.send_request(fwd, branch=branch, method="INVITE", reliable=table_reliable,
                             now=now, context=st)  # fmt: skip
     fwd_req = parse_req(fwd)
     for code in (180, status):
@@ -88,6 +92,8 @@ def one_call(table: TransactionTable, i: int, now: float, status: int) -> None:
         relayed = build_response(up, code, "X", to_tag=f"2{i}") + (SDP if code == 200 else b"")
         table.respond(st, relayed, code, now)
     if status == 200:
+        assert isinstance(st, ServerTransaction)
+        assert table.hold(st, ct) is not None  # as the stateful proxy does (its rule 9)
         bye_up = parse_req(invite(i, "BYE", 2))
         sb = table.receive_request(bye_up, reliable=table_reliable, now=now)
         assert sb is not None
@@ -121,12 +127,14 @@ def clear_codec_caches() -> None:
             obj.clear()
 
 
-def measure(calls: int, status: int) -> tuple[int, int, Counter[str], float]:
-    """Returns (bytes held, transactions held, states, mean remaining hold time in s).
+def measure(calls: int, status: int) -> tuple[int, int, Counter[str], float, int]:
+    """Returns (bytes held, transactions or entries held, kinds, mean remaining hold time in s,
+    bytes the held entries keep to re-send).
 
     ``status`` 0 leaves every call in flight (no answer yet) instead.
     """
-    table = TransactionTable(max_transactions=8 * calls)
+    table = TransactionTable(max_transactions=8 * calls, max_held=8 * calls,
+                             max_held_bytes=2**40)  # fmt: skip
     one_call(table, -1, 0.0, 200)  # warm lazily built objects outside the measurement
     while table.next_deadline() is not None:
         table.handle_timer(1e9)
@@ -143,10 +151,15 @@ def measure(calls: int, status: int) -> tuple[int, int, Counter[str], float]:
     gc.collect()
     held = tracemalloc.get_traced_memory()[0] - base
     tracemalloc.stop()
-    txns = list(table._clients.values()) + list(table._servers.values())
-    states = Counter(f"{t.kind.split(' transaction')[0]}:{t.state.value}" for t in txns)
-    holds = [(t.next_deadline() or 1.0) - 1.0 for t in txns]
-    return held, len(txns), states, (sum(holds) / len(holds) if holds else 0.0)
+    assert table.held.evicted == 0
+    seen = {id(t): t for t in (*table._clients.values(), *table._servers.values())}
+    txns = list(seen.values())
+    states = Counter(("INVITE pair:Accepted" if isinstance(t, HeldPair)
+                      else f"{t.kind.split(' transaction')[0]}:{t.state.value}")
+                     for t in txns)  # fmt: skip
+    holds = [(t.until if hasattr(t, "until") else t.next_deadline() or 1.0) - 1.0 for t in txns]
+    return (held, len(txns), states, (sum(holds) / len(holds) if holds else 0.0),
+            table.held.bytes)  # fmt: skip
 
 
 def main() -> None:
@@ -158,35 +171,54 @@ def main() -> None:
     table_reliable = args.tcp
     print(f"transport {'TCP' if args.tcp else 'UDP'}, {args.calls} calls per mix, Python "
           f"{sys.version.split()[0]}")  # fmt: skip
+    per_entry = 0.0  # bytes per held entry beyond what it re-sends, the largest mix's
+    in_flight_txn = 0.0
+    rates = []
     for status in (200, 486, 0):
-        held, n, states, hold = measure(args.calls, status)
+        held, n, states, hold, resend = measure(args.calls, status)
         if not status:
+            in_flight_txn = held / max(n, 1)
             print(
                 "\nin flight: INVITE not answered yet (server Proceeding holds the parsed request)"
             )
             print(
-                f"  bytes per call         {held / args.calls:.0f} ({held / max(n, 1):.0f} per txn)"
+                f"  bytes per call         {held / args.calls:.0f} ({in_flight_txn:.0f} per live txn)"
             )
-            print(f"  worst case per worker  {held / max(n, 1) * DEFAULT_MAX_TRANSACTIONS / 2**20:.0f}"
-                  " MB at the default max_transactions, all in flight")  # fmt: skip
             continue
         if not n:
             print(f"\nmix: INVITE answered {status}: every transaction ended at once (reliable)")
             print(f"  bytes held             {held} (table structures only)")
             continue
-        per_txn = held / n
         per_call = held / args.calls
+        per_entry = max(per_entry, (held - resend) / n)
+        # entries per call/s: each held for its own time, so the store's count is n/calls * hold
+        entries_per_cps = n / args.calls * hold
+        rates.append(DEFAULT_MAX_HELD / entries_per_cps)
         print(f"\nmix: INVITE answered {status}" + (" + BYE" if status == 200 else ""))
         print(
-            f"  transactions held      {n} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
+            f"  held entries           {n} ({', '.join(f'{k} {v}' for k, v in sorted(states.items()))})"
         )
-        print(f"  bytes held             {held}")
-        print(f"  bytes per finished txn {per_txn:.0f}")
+        print(f"  bytes held             {held} ({resend} of them to re-send)")
+        print(
+            f"  bytes per held entry   {held / n:.0f} ({(held - resend) / n:.0f} without the bytes to re-send)"
+        )
         print(f"  bytes per call         {per_call:.0f}")
         print(
-            f"  mean hold (RFC timers) {hold:.1f} s -> {per_call * hold / 1024:.1f} KB per call/s"
+            f"  mean hold (RFC timers) {hold:.1f} s -> {entries_per_cps:.0f} entries, "
+            f"{per_call * hold / 1024:.1f} KB per call/s"
         )
-        print(f"  held 5 s (Kamailio eq) {per_call * 5 / 1024:.1f} KB per call/s")
+        print(
+            f"  default max_held ({DEFAULT_MAX_HELD}) sustains {rates[-1]:.0f} calls/s for the whole hold"
+        )
+    live_mb = in_flight_txn * DEFAULT_MAX_TRANSACTIONS / 2**20
+    held_mb = (per_entry * DEFAULT_MAX_HELD + DEFAULT_MAX_HELD_BYTES) / 2**20
+    print("\nworst case per worker (defaults)")
+    print(
+        f"  live: max_transactions {DEFAULT_MAX_TRANSACTIONS} x {in_flight_txn:.0f} B in flight = {live_mb:.0f} MB"
+    )
+    print(f"  held: max_held {DEFAULT_MAX_HELD} x {per_entry:.0f} B + max_held_bytes "
+          f"{DEFAULT_MAX_HELD_BYTES // 2**20} MB = {held_mb:.0f} MB")  # fmt: skip
+    print(f"  total {live_mb + held_mb:.0f} MB")
 
 
 table_reliable = False

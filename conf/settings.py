@@ -247,7 +247,15 @@ class Transactions:
     answered 408 (the RFC asks for more than 3 minutes)."""
     max_transactions: int = field(default=65536, metadata=_range(16, 10_000_000))
     """Live transactions (client + server) a worker holds at most; past 7/8 of it new requests
-    other than CANCEL and BYE get 503 (docs/transactions.md has the memory per transaction)."""
+    other than CANCEL and BYE get 503 (docs/transactions.md has the memory per transaction).
+    Finished transactions waiting out their timers are held apart (``max_held``)."""
+    max_held: int = field(default=262144, metadata=_range(16, 100_000_000))
+    """Finished transactions a worker keeps to absorb retransmissions (Timers D, I, J, K, L, M;
+    ~69 per call/s with the defaults). Past it the one nearest its end is dropped, never a
+    new call refused (docs/transactions.md, "Held")."""
+    max_held_bytes: int = field(default=64 * 2**20, metadata=_range(0, 2**40))
+    """Bytes of final responses and ACKs the held transactions keep to send again; past it
+    the held transaction nearest its end is dropped."""
     send_trying: bool = True
     """Answer 100 Trying to an INVITE at once (§16.2: the proxy's own, not forwarded); with
     ``false`` the caller retransmits until a provisional response comes from downstream."""

@@ -219,6 +219,7 @@ class Worker:
             out["auth"] = self.proxy.auth.stats()
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
+            out["txn_held"] = self.stateful.table.held.stats()  # docs/transactions.md "Held"
             out["txn"] = dict(self.stateful.counters)
             out["jobs"] = len(self.jobs) if self.jobs is not None else 0
             if self.timers is not None:
@@ -481,6 +482,7 @@ class Worker:
             out["auth"] = self.proxy.auth.stats()
         if self.stateful is not None:
             out["transactions"] = len(self.stateful.table)
+            out["txn_held"] = self.stateful.table.held.stats()  # docs/transactions.md "Held"
             out["txn"] = dict(self.stateful.counters)
             if self.stateful.dialogs is not None:
                 out["dialogs"] = self.stateful.dialogs.stats()

@@ -110,7 +110,8 @@ class StatefulProxy:
         t = settings.transactions
         timers = TimerConfig(t1=t.t1_ms / 1000, t2=t.t2_ms / 1000, t4=t.t4_ms / 1000)
         self.table = table or TransactionTable(timers, max_transactions=t.max_transactions,
-                                               send_trying=t.send_trying)  # fmt: skip
+                                               send_trying=t.send_trying, max_held=t.max_held,
+                                               max_held_bytes=t.max_held_bytes)  # fmt: skip
         self.sl = stateless
         self.timer_c_s = t.timer_c_s
         self.cancel_wait_s = 64 * timers.t1

@@ -36,11 +36,11 @@ from workers.transactions import (
 UPSTREAM_VIA = "SIP/2.0/UDP 192.0.2.50:5060"
 
 
-def drain(table: TransactionTable) -> list[tuple[Transaction, Any]]:
+def drain(table: TransactionTable) -> list[tuple[Transaction | Held, Any]]:
     return list(iter(table.next_event, None))
 
 
-def kinds(events: list[tuple[Transaction, Any]]) -> list[str]:
+def kinds(events: list[tuple[Transaction | Held, Any]]) -> list[str]:
     out = []
     for _, e in events:
         name = type(e).__name__

@@ -207,6 +207,10 @@ class HeldStore:
     def __len__(self) -> int:
         return self.entries
 
+    def stats(self) -> dict[str, int]:
+        """For the worker's ``load_stats`` and ``ctl stats``."""
+        return {"entries": self.entries, "bytes": self.bytes, "evicted": self.evicted}
+
     def file(self, entry: Held) -> None:
         """File ``entry`` under its key(s) (replacing the transaction there) and in its lane,
         evicting the entries nearest their deadlines while a bound is passed."""
