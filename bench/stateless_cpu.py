@@ -29,12 +29,14 @@ the forwarded messages; everything started is stopped at the end.
     .venv/bin/python bench/stateless_cpu.py --rate 3000 --seconds 5 --repeats 3
     .venv/bin/python bench/stateless_cpu.py --tree /tmp/old --rate 3000 --seconds 5
     .venv/bin/python bench/stateless_cpu.py --pure      # SIPLINE_PURE=1: no compiled modules
+    .venv/bin/python bench/stateless_cpu.py --py-spy /path/py-spy --py-spy-proc ingress
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -107,6 +109,13 @@ def run_once(args: argparse.Namespace, tmp: Path, n: int) -> dict[str, float]:
         msgs = [m for i in range(calls) for m in call_messages(i, uac_port, port, uas_port)]
         dest = (HOST, port)
         got = 0
+        spy = None
+        if args.py_spy:  # sampled over the sending (py-spy writes its file on SIGINT)
+            spy = group.start([args.py_spy, "record", "-p", str(pids[args.py_spy_proc]), "-r",
+                               "250", "--nonblocking", "-f", "raw", "-o", args.py_spy_out,
+                               "-d", str(int(args.seconds) + 5)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
+            time.sleep(1)  # py-spy attaches before the load starts
         before = {r: cpu_ns(p) for r, p in pids.items()}
         t0 = time.monotonic()
         per_s = 6 * args.rate
@@ -124,6 +133,10 @@ def run_once(args: argparse.Namespace, tmp: Path, n: int) -> dict[str, float]:
             time.sleep(0.005)  # polling step, bounded by the deadline
             got += drain(uac) + drain(uas)
         after = {r: cpu_ns(p) for r, p in pids.items()}
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+            group.procs.remove(spy)
     finally:
         group.stop_all()
         uac.close()
@@ -142,6 +155,9 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--pure", action="store_true", help="SIPLINE_PURE=1 (no compiled modules)")
     ap.add_argument("--toml", default="", help="TOML appended to the node's config (\\n: newline)")
+    ap.add_argument("--py-spy", default="", help="path of py-spy: record --py-spy-proc meanwhile")
+    ap.add_argument("--py-spy-proc", default="worker", choices=("worker", "ingress"))
+    ap.add_argument("--py-spy-out", default="/tmp/stateless-pyspy.txt", help="raw folded stacks")
     args = ap.parse_args()
     if not 0 < args.seconds <= 60 or not 0 < args.rate <= 20_000:
         raise SystemExit("--seconds in (0, 60], --rate in (0, 20 000]: keep the load bounded")

@@ -122,7 +122,11 @@ BRANCH_PREFIX = "z9hG4bK-sl"
 
 @dataclass(slots=True)
 class Inbound:
-    """Where a message came from, as the ingress saw it."""
+    """Where a message came from, as the ingress saw it.
+
+    The ``__init__`` is written out (the dataclass keeps it, and its eq and repr): compiled,
+    it is native code, where the one ``dataclasses`` generates is interpreted, ~0.25 µs per
+    message (#16)."""
 
     ingress: str
     transport: str
@@ -131,6 +135,11 @@ class Inbound:
     conn: int
     local_ip: str
     local_port: int
+
+    def __init__(self, ingress: str, transport: str, src_ip: str, src_port: int, conn: int,
+                 local_ip: str, local_port: int) -> None:  # fmt: skip
+        self.ingress, self.transport, self.src_ip, self.src_port = ingress, transport, src_ip, src_port
+        self.conn, self.local_ip, self.local_port = conn, local_ip, local_port
 
 
 #: (ingress id, out meta as in conf.envelope, bytes)
@@ -155,6 +164,16 @@ class Plan:
     edits: Sequence[Edit] = ()
     #: a prefix table's choice: ``target`` first, then its failover list (docs/prefix_tables.md)
     choice: PrefixChoice | None = None
+
+    # written out for the reason Inbound's is (``dataclasses.replace`` still works: the
+    # parameters are the fields)
+    def __init__(self, routes: list[NameAddr], changed: bool, uri: Uri, uri_changed: bool,
+                 hop: Uri | None, route: Route | None, target: Destination | None,
+                 local: tuple[bytes, ...] | None, strip: Edit | None = None,
+                 edits: Sequence[Edit] = (), choice: PrefixChoice | None = None) -> None:  # fmt: skip
+        self.routes, self.changed, self.uri, self.uri_changed = routes, changed, uri, uri_changed
+        self.hop, self.route, self.target, self.local = hop, route, target, local
+        self.strip, self.edits, self.choice = strip, edits, choice
 
 
 def _hash(text: str, size: int) -> str:
