@@ -72,6 +72,9 @@ MODULES: tuple[str, ...] = (
     "dialogstate.msgs",
     "dialogstate.store",
     "dialogstate.table",
+    # the stateful core's dialog work: ``absent`` runs for every message of a stateful call,
+    # ``forwarded`` for every INVITE; interpreted, each was a call out of compiled code
+    "workers.dialogs.duty",
 )
 #: interpreted modules whose classes the compiled ones were type-checked against: an edit to
 #: one of them may change what the compiled code assumes, so it makes the build stale too
@@ -92,7 +95,6 @@ DEPENDS: tuple[str, ...] = (
     "conf.envelope",
     # what the stateful core imports from the project
     "workers.coreevents",
-    "workers.dialogs.duty",
     "workers.registrar.natping",
     "workers.registrar.register",
     "workers.routing.dispatcher",
