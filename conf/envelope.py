@@ -26,7 +26,9 @@ Kinds:
             merged (so its backlog counts batches), nothing else
     ``ADOPT`` stateplane -> worker: dialogs to take. header ``[node, [record, ...],
             handed_back, source]``; ``source`` (optional on ipc) names who hands them, as the
-            ``HANDED`` that follows does (``dialogstate/hosts.py`` rule 2)
+            ``HANDED`` that follows does (``dialogstate/hosts.py`` rule 2). A fifth element,
+            a worker of the receiver's host, asks it to keep the records for that worker on
+            its state plane instead (``stateplane/handover.py`` rule 6)
     ``HANDED`` stateplane or worker -> worker: every dialog ``source`` owed the receiver has
             been sent before this (ADOPT on the same pipe). header ``[source, worker_id]``
             (``workers/dialogs/handover.py``); no SIP frames
@@ -175,8 +177,9 @@ def _check_shape(kind: bytes, header: Any, n: int, payloads: list[bytes]) -> Non
         ok = (
             isinstance(header, list)
             and (len(header) == 2
-                 or (kind == KIND_ADOPT and len(header) in (3, 4) and isinstance(header[2], bool)
-                     and (len(header) == 3 or isinstance(header[3], str))))
+                 or (kind == KIND_ADOPT and len(header) in (3, 4, 5)
+                     and isinstance(header[2], bool)
+                     and all(isinstance(x, str) for x in header[3:])))
             and isinstance(header[0], str)
             and isinstance(header[1], list)
             and all(isinstance(d, list) for d in header[1])

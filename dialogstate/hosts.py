@@ -26,6 +26,9 @@ Rules:
    while the edge drops it only after missed heartbeats, and the records that host hands are
    ours in the view without ``V``. Marks are bounded (``MAX_GONE``) and forgotten once ``V``
    has left the ring, or after ``GONE_S``.
+5. A peer that hands records to a worker ``W`` of ours also sends them to another worker
+   of ours to keep (``stateplane/handover.py`` rule 6): the same checks as rule 3 with
+   ``W`` in place of the receiver, ``W`` being a worker of this host.
 """
 
 from __future__ import annotations
@@ -166,11 +169,17 @@ class HostView:
 
     def check_adopt(self, peer: str, header: list[Any], now: float) -> list[list[Any]]:
         """The records of ``ADOPT`` ``header`` (``[node, records, handed_back, source]``)
-        from host ``peer`` that rule 3 lets this worker take; the rest are counted."""
+        from host ``peer`` that rule 3 lets this worker take; the rest are counted. With a
+        fifth element, a worker of ours, the records are to be kept for it (rule 5): they
+        must be that worker's in the view, as they would have to be ours."""
         records = header[1]
         source = header[3] if len(header) > 3 else None
+        target = header[4] if len(header) > 4 else self.me
         if not (peer and header[0] == peer and isinstance(source, str)):
             self.counters["adopt_refused_source"] += len(records)
+            return []
+        if target != self.me and (target not in self._local or not self.me):
+            self.counters["adopt_refused_owner"] += len(records)
             return []
         vanished = None
         if source != host_source(peer) or peer == self.node:
@@ -181,10 +190,10 @@ class HostView:
             self.mark_gone(vanished, now)
         now_ring = self.ring()
         before = WorkerSet.fixed({**self.view(), vanished: ""} if vanished else
-                                 {i: ep for i, ep in self.view().items() if i != self.me})  # fmt: skip
+                                 {i: ep for i, ep in self.view().items() if i != target})  # fmt: skip
         out = []
         for rec in records:
-            if not rec or now_ring.owner(_cid(rec[0])) != self.me:
+            if not rec or now_ring.owner(_cid(rec[0])) != target:
                 self.counters["adopt_refused_owner"] += 1
                 continue
             was = before.owner(_cid(rec[0]))

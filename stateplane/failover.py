@@ -300,6 +300,17 @@ class Adopter:
         self._send_queue()
         return len(groups), lost
 
+    def keep(self, node: str, records: list[list[Any]], now: float, source: str, owner: str,
+             keeper_ep: str) -> None:  # fmt: skip
+        """Send ``records`` handed to ``owner`` (a worker of another host) to the worker at
+        ``keeper_ep``, another of that host, for its state plane to keep until ``owner``'s own deltas
+        reach it (``stateplane/handover.py`` rule 6)."""
+        for i in range(0, len(records), ADOPT_CHUNK):
+            chunk = records[i : i + ADOPT_CHUNK]
+            frames = env.pack(env.KIND_ADOPT, [node, chunk, True, source, owner])
+            self._queue.append((keeper_ep, frames, 0, now + ADOPT_RETRY_S))
+        self._send_queue()
+
     def handed(self, source: str, workers: dict[str, str], now: float) -> None:
         """Tell each of ``workers`` that ``source`` sent every dialog it owed it: queued after
         the ADOPTs on the same pipe, so a worker hears it once it holds them
@@ -359,6 +370,8 @@ class Adopter:
             log.error("failover_release_lost", worker=ep)
         elif frames[0] == env.KIND_HANDED:  # that worker waits to its own deadline
             self.counters["handed_lost"] += 1
+        elif count == 0:  # a copy to keep (handover.py rule 6): the ADOPT itself may arrive
+            self.counters["keep_lost"] += 1
         else:
             self.counters["adopt_lost"] += count
             log.error("failover_adopt_lost", worker=ep, dialogs=count)

@@ -39,6 +39,17 @@ Rules:
    be handed again, as a live call, by the next change of our view that gives its Call-ID
    to a joiner, or to a worker of ours that then vanishes: a call that never ends, or ends
    with a second CDR.
+6. Until the receiving worker's own ``c`` deltas reach its host's state plane, a dialog
+   handed across hosts exists in that worker alone: killed before (the ``ADOPT`` unread,
+   or its deltas not yet sent) it took the call's dialog with it, and the call ended
+   without a CDR. So the records also go to another worker of that host (an ``ADOPT``
+   naming the owner as its fifth element, ``dialogstate/hosts.py`` rule 5), which passes
+   them to its state plane (``["k", worker, owner, records]``). That state plane keeps
+   each until the owner's own ``c`` for it arrives (``KEEP_S`` at most) and, if the owner
+   vanishes first, hands the kept ones with the owner's dialogs from the mirror (at once if
+   they arrive after). A copy of a call that ended meanwhile is ended by rule 3 (the
+   owner wrote its CDR in this host's file). A host with one worker has no keeper
+   (``keep_none``).
 """
 
 from __future__ import annotations
@@ -60,9 +71,10 @@ from conf.bustcp import TcpHop
 from conf.cdrkeys import READ_BACK_BYTES, cdr_key, read_keys
 from conf.settings import Settings
 from conf.workerset import WorkerSet
-from dialogstate.hosts import HostView, host_source, pairs_ring
+from dialogstate.hosts import HostView, host_of, host_source, pairs_ring
 from dialogstate.sources import STATEPLANE, vanished_source
 from dialogstate.table import DialogTable
+from stateplane import updates as up
 from stateplane.bstar import State
 from stateplane.failover import Adopter
 
@@ -84,6 +96,12 @@ MAX_JOINERS = 1024
 SURVIVOR_AGE_S = 1.0
 #: how long restored dialogs wait for such workers' resyncs before going to the workers
 RESYNC_WAIT_S = 5.0
+
+#: how long a copy kept for a worker of ours waits for that worker's own "c" (rule 6):
+#: milliseconds normally, so only a worker that stalls this long and then dies loses it
+KEEP_S = 30.0
+#: records kept for our workers at most (rule 6); past it the newest are not kept
+MAX_KEPT = 65_536
 
 #: applies, numbers, publishes and journals deltas the state plane itself makes (rule 3)
 Announce = Callable[[list[list[Any]]], None]
@@ -125,6 +143,11 @@ class Handover:
         self._yields: dict[str, set[str]] = {}
         #: dialogs a joiner created itself before its hand-over (the mirror's copy may lag)
         self._own_new: dict[str, set[str]] = {}
+        #: rule 6: copies of what other hosts handed our workers, by worker, by key, until
+        #: that worker's own "c" for the key reaches us; workers whose dialogs went, and when
+        self._kept: dict[str, dict[str, tuple[list[Any], float]]] = {}
+        self._n_kept = 0
+        self._vanished: dict[str, float] = {}
         #: workers that resynced since we started: they hold their own dialogs (a restart
         #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
         self.resynced: set[str] = set()
@@ -249,6 +272,7 @@ class Handover:
             del self._yields[ident]  # a marker after its hand-over: nothing waits for it
         for ident in [j for j in self._own_new if j not in self._joining]:
             del self._own_new[ident]
+        self._expire_kept(now)
         for ident, since in list(self._leaving.items()):
             pid = sockets.ident_pid(ident)
             if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
@@ -259,9 +283,54 @@ class Handover:
 
     def created(self, worker: str, key: str) -> None:
         """A ``c`` delta of ``worker``: a joiner's own (and one we have not read joining yet)
-        is never handed back to it."""
+        is never handed back to it; a copy kept for it (rule 6) is not needed any more."""
         if worker in self._joining or worker not in self.workers:
             self._own_new.setdefault(worker, set()).add(key)
+        kept = self._kept.get(worker)
+        if kept is not None and kept.pop(key, None) is not None:
+            self._n_kept -= 1
+
+    def note_keep(self, worker: str, delta: Any, now: float) -> None:
+        """Rule 6: ``["k", worker, owner, [record, ...]]``, what another host handed our
+        worker ``owner``, which ``worker`` was sent to keep; handed on at once if ``owner``
+        is gone already (its dialogs went without these)."""
+        if not (isinstance(delta, list) and len(delta) == 4 and delta[1] == worker
+                and isinstance(delta[2], str) and isinstance(delta[3], list)):  # fmt: skip
+            self.counters["bad_delta"] += 1
+            return
+        owner, records = delta[2], []
+        for rec in delta[3]:
+            try:
+                records.append(up.check_record(rec))
+            except up.UpdateError:
+                self.counters["bad_delta"] += 1
+        if owner in self._vanished:
+            self._hand_vanished(owner, [r for r in records if r[0] + "\0" + r[1] not in self.mirror],
+                                self.workers_view(self.workers), now, time.time())  # fmt: skip
+            return
+        kept = self._kept.setdefault(owner, {})
+        for rec in records:
+            key = rec[0] + "\0" + rec[1]
+            if key in self.mirror or key in kept:
+                continue  # the owner's own "c" came first: its deltas are ours already
+            if self._n_kept >= MAX_KEPT:
+                self.counters["keep_dropped"] += 1
+                continue
+            kept[key] = (rec, now)
+            self._n_kept += 1
+        self.counters["kept"] += len(records)
+
+    def _expire_kept(self, now: float) -> None:
+        """Rule 6: copies older than ``KEEP_S`` go, and vanished workers are forgotten then."""
+        for owner in list(self._kept):
+            kept = self._kept[owner]
+            for key in [k for k, (_, at) in kept.items() if now - at > KEEP_S]:
+                del kept[key]
+                self._n_kept -= 1
+            if not kept:
+                del self._kept[owner]
+        for ident in [i for i, at in self._vanished.items() if now - at > KEEP_S]:
+            del self._vanished[ident]
 
     def note_yield(self, worker: str, delta: Any) -> None:
         """A ``y`` marker: ``worker`` let go of what a joiner takes (rule 1)."""
@@ -294,7 +363,7 @@ class Handover:
                                              workers=live, source=source)  # fmt: skip
             self.counters["worker_dialogs_moved"] += len(mine) - lost
             log.info("worker_dialogs_moved", to=ident, dialogs=len(mine), lost=lost)
-            self._moved_away(mine, live, now, wall)
+            self._moved_away(mine, live, now, wall, source)
         self.adopter.handed(source, {ident: live[ident]}, now)
 
     def _adopt_vanished(self, ident: str, live: dict[str, str], now: float) -> None:
@@ -307,28 +376,49 @@ class Handover:
                 rec = self.mirror.record(key, now, wall)
                 if rec is not None:
                     mine.append(rec)
+        # rule 6: what another host handed it whose "c" never reached us
+        held = set(keys)
+        kept = self._kept.pop(ident, {})
+        self._n_kept -= len(kept)
+        mine += [rec for key, (rec, _) in kept.items() if key not in held]
+        self._vanished[ident] = now
+        self._hand_vanished(ident, mine, live, now, wall)
+
+    def _hand_vanished(self, ident: str, mine: list[list[Any]], live: dict[str, str],
+                       now: float, wall: float) -> None:  # fmt: skip
         mine = self._not_written(ident, mine, now, wall)
         n, lost = self.adopter.hand_over(self.settings.node.name, mine, now, True, workers=live,
                                          source=vanished_source(ident))  # fmt: skip
+        self._moved_away(mine, live, now, wall, vanished_source(ident))
         self.adopter.handed(vanished_source(ident), live, now)
         self.counters["worker_dialogs_moved"] += len(mine) - lost
         log.info("worker_dialogs_moved", worker=ident, dialogs=len(mine), workers=n, lost=lost)
-        self._moved_away(mine, live, now, wall)
 
     def _moved_away(self, records: list[list[Any]], live: dict[str, str], now: float,
-                    wall: float) -> None:  # fmt: skip
-        """Rule 5: the records just handed to a worker of another host leave our mirror
-        (``t``, cause ``moved``): their deltas go to that host's state plane from now on, so
-        ours would be a copy that never ends, handed again as a live call (a second CDR)
-        whenever our view next gives its Call-ID to a worker of ours."""
+                    wall: float, source: str) -> None:  # fmt: skip
+        """Rules 5-6: the records just handed to a worker of another host go to another
+        worker of that host too, to keep, and leave our mirror (``t``, cause ``moved``):
+        their deltas go to that host's state plane from now on, so ours would be a copy that
+        never ends, handed again as a live call (a second CDR) whenever our view next gives
+        its Call-ID to a worker of ours."""
         if self.hosts is None:
             return
         ring, hosts = WorkerSet.fixed(live), self.hosts
-        gone = []
+        gone: list[list[Any]] = []
+        by_owner: dict[str, list[list[Any]]] = {}
         for rec in records:
             owner = ring.owner(str(rec[0]).encode("utf-8", "surrogateescape"))
             if owner is not None and not hosts.is_local(owner):
                 gone.append(["t", rec[0], rec[1], "moved", "proxy", wall])
+                by_owner.setdefault(owner, []).append(rec)
+        for owner, recs in by_owner.items():
+            host = host_of(owner)
+            keepers = sorted(i for i in live if i != owner and host_of(i) == host)
+            if keepers:
+                self.adopter.keep(self.settings.node.name, recs, now, source, owner,
+                                  live[keepers[0]])  # fmt: skip
+            else:  # that host has no other worker: nothing keeps them while they travel
+                self.counters["keep_none"] += len(recs)
         if gone:
             for delta in gone:
                 self.mirror.apply(delta, now, wall)

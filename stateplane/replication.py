@@ -295,6 +295,9 @@ class Replication:
             if op == "ring":  # the other hosts' workers, as this worker sees them (rule 10)
                 self.handover.on_ring(worker, delta)
                 continue
+            if op == "k":  # another host's hand-over to a worker of ours, to keep (rule 10)
+                self.handover.note_keep(worker, delta, now)
+                continue
             if op == "s-":
                 if sweep is not None:
                     good += self._end_sweep(worker, sweep, wall)

@@ -131,6 +131,24 @@ class TestAdopt:
         assert got == moved and B1 not in v.view()
         assert v.counters["adopt_refused_owner"] == 1
 
+    def test_a_copy_to_keep_is_checked_as_if_the_owner_took_it(self) -> None:
+        """Rule 5: C2 keeps for C1 what a vanished B1 handed C1 (C1's in the view without
+        B1), nothing C2 or another host's worker owns, and only for a worker of its host."""
+        v = view_on_c()
+        with_b1 = v.ring()
+        without = WorkerSet.fixed({i: "" for i in (B2, C1, C2)})
+        moved = [rec(c) for c in (f"v{i}" for i in range(3000))
+                 if with_b1.owner(c.encode()) == B1 and without.owner(c.encode()) == C1]  # fmt: skip
+        to_me = [rec(c) for c in (f"v{i}" for i in range(3000))
+                 if with_b1.owner(c.encode()) == B1 and without.owner(c.encode()) == C2][:1]  # fmt: skip
+        assert moved and to_me
+        header = ["b", [*moved, *to_me], True, vanished_source(B1), C1]
+        assert v.check_adopt("b", header, 0.0) == moved
+        assert v.counters["adopt_refused_owner"] == 1
+        for other in (B2, "c.worker-9", ""):  # not a worker of this host
+            got = v.check_adopt("b", ["b", moved, True, vanished_source(B1), other], 0.0)
+            assert got == [], other
+
     def test_a_host_cannot_hand_over_what_is_not_its_own(self) -> None:
         """Another host's node name, another host's worker, our own name: all refused."""
         v = view_on_c()

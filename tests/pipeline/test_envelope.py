@@ -38,7 +38,10 @@ class TestRoundTrip:
         assert env.header == ["w-1", "ipc:///x", "up"]
 
     def test_adopt_handed_back(self) -> None:
-        for header in (["node-a", [["c1"]]], ["node-a", [["c1"]], True]):
+        """An ADOPT without a source, with one, and with a worker to keep the records for
+        (stateplane/handover.py rule 6)."""
+        for header in (["node-a", [["c1"]]], ["node-a", [["c1"]], True],
+                       ["node-a", [["c1"]], True, "stateplane@node-a", "c.worker-1"]):  # fmt: skip
             assert envelope.unpack(envelope.pack(envelope.KIND_ADOPT, header)).header == header
 
     def test_release(self) -> None:
@@ -69,6 +72,8 @@ class TestRefusal:
             [envelope.KIND_HB, msgpack.packb({1: 2})],  # int map key refused
             [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], "yes"])],  # handed_back is a bool
             [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], True, 1])],  # source is a str
+            [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], True, "s", 1])],  # owner a str
+            [envelope.KIND_ADOPT, msgpack.packb(["node-a", [], True, "s", "o", "x"])],  # 6
             [envelope.KIND_HB, msgpack.packb(["i", "e", "up", ["w-1"], []])],  # an endpoint each
             [envelope.KIND_HB, msgpack.packb(["i", "e", "up", ["w-1"], [1]])],  # a str each
             [envelope.KIND_RELEASE, msgpack.packb(["node-a", [1], []])],  # an address is a str
@@ -78,7 +83,8 @@ class TestRefusal:
         ids=[
             "empty", "one-frame", "future-version", "unknown-kind", "bad-msgpack",
             "meta-without-payload", "short-meta", "map-header", "short-heartbeat", "int-key",
-            "adopt-flag-not-bool", "adopt-source-not-str", "ring-endpoints-short",
+            "adopt-flag-not-bool", "adopt-source-not-str", "adopt-owner-not-str",
+            "adopt-six-fields", "ring-endpoints-short",
             "ring-endpoint-not-str", "release-not-str", "release-with-payload", "huge-header",
         ],
     )  # fmt: skip

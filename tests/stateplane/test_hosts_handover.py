@@ -143,3 +143,134 @@ def test_a_vanished_workers_dialogs_go_to_their_owner_on_another_host() -> None:
         asyncio.run(run(tmp))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+class CWorkers:
+    """Workers of host C for b's state plane to reach: CURVE PULLs with C's key admitting
+    b's, each at its own port (one ZAP handler on a context of their own)."""
+
+    def __init__(self, data: dict[str, Any], c_keys: curve.KeyPair, names: list[str]) -> None:
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        b_public = curve.load_secret(data["curve"]["secret_key_file"]).public
+        self.zap = curve.ZapHandler(self.ctx, asyncio.get_running_loop(), {b_public: "b"})
+        self.pulls: dict[str, zmq.Socket[bytes]] = {}
+        self.endpoints: dict[str, str] = {}
+        for name in names:
+            pull = self.ctx.socket(zmq.PULL)
+            pull.linger = 0
+            curve.serve_curve(pull, c_keys)
+            pull.bind(f"tcp://{HOST_C}:0")
+            port = bustcp.parse_endpoint(pull.getsockopt_string(zmq.LAST_ENDPOINT))
+            assert port is not None
+            self.pulls[name], self.endpoints[name] = pull, bustcp.endpoint(HOST_C, port[1])
+
+    async def read(self, name: str, count: int) -> list[env.Envelope]:
+        got: list[env.Envelope] = []
+        async with asyncio.timeout(10):
+            while len(got) < count:
+                try:
+                    got.append(env.unpack(self.pulls[name].recv_multipart(zmq.NOBLOCK)))
+                except zmq.Again:
+                    await asyncio.sleep(0.01)  # polling step, bounded by the timeout
+        return got
+
+    def close(self) -> None:
+        self.zap.close()
+        self.ctx.destroy(linger=0)
+
+
+def test_a_dialog_handed_to_another_host_is_also_sent_to_a_keeper_there() -> None:
+    """Rule 6, the sender's side: GONE's dialogs owned now by C's worker OWNER go to it, and
+    the same records to another of C's workers, KEEPER, in an ADOPT that names OWNER fifth
+    (that host's state plane keeps them until OWNER's own deltas arrive); none stays in
+    b's mirror (rule 5)."""
+
+    async def run(tmp: Path) -> None:
+        data, c_keys = host_b(tmp, short_dir(), tmp / "cdr.jsonl")
+        async with replication(data) as (_, repl):
+            owner, keeper = "c.worker-7", "c.worker-8"
+            c = CWorkers(data, c_keys, [owner, keeper])
+            try:
+                t = table(max_dialogs=100)
+                ring = WorkerSet.fixed({GONE: "", owner: "", keeper: ""})
+                after = WorkerSet.fixed({owner: "", keeper: ""})
+                calls = [x for x in (Call(i) for i in range(60))
+                         if ring.owner(x.call_id.encode()) == GONE
+                         and after.owner(x.call_id.encode()) == owner][:4]  # fmt: skip
+                for x in calls:
+                    x.confirmed(t)
+                repl._on_deltas(env.pack(env.KIND_DELTAS, [GONE, t.take_deltas()]))
+                repl._on_deltas(env.pack(env.KIND_DELTAS, [GONE, [
+                    ["ring", GONE, [[n, ep] for n, ep in c.endpoints.items()]]]]))  # fmt: skip
+                loop = asyncio.get_running_loop()
+                repl.handover._adopt_vanished(GONE, repl.handover.workers_view({}), loop.time())
+                adopt, _ = await c.read(owner, 2)
+                (kept, handed) = await c.read(keeper, 2)
+                ids = sorted(x.call_id for x in calls)
+                assert adopt.kind == env.KIND_ADOPT and len(adopt.header) == 4
+                assert sorted(r[0] for r in adopt.header[1]) == ids
+                assert kept.kind == env.KIND_ADOPT and kept.header[3:] == [
+                    vanished_source(GONE), owner]  # fmt: skip
+                assert kept.header[1] == adopt.header[1]
+                assert handed.kind == env.KIND_HANDED
+                assert not {k.partition("\0")[0] for k in repl.mirror.keys()} & set(ids)  # noqa: SIM118
+            finally:
+                c.close()
+
+    tmp = Path(short_dir())
+    try:
+        asyncio.run(run(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_a_kept_copy_goes_on_when_its_owner_dies_before_its_deltas_arrive() -> None:
+    """Rule 6, the keeping host's side (b here): C handed four dialogs to b's worker OWNER
+    and their copies to b's KEEPER, which passed them on (``k``). OWNER's own ``c`` came
+    for one, then OWNER died: the mirror's one and the three copies only kept go to their
+    owner now (C's worker), each once; a copy arriving after OWNER's dialogs went goes on at
+    once; one whose CDR b's file holds ends here."""
+
+    async def run(tmp: Path) -> None:
+        cdr_file = tmp / "cdr.jsonl"
+        data, c_keys = host_b(tmp, short_dir(), cdr_file)
+        async with replication(data) as (_, repl):
+            dest = "c.worker-7"
+            c = CWorkers(data, c_keys, [dest])
+            try:
+                t = table(max_dialogs=100)
+                ring = WorkerSet.fixed({GONE: "", dest: ""})
+                calls = [x for x in (Call(i) for i in range(60))
+                         if ring.owner(x.call_id.encode()) == GONE][:6]  # fmt: skip
+                for x in calls:
+                    x.confirmed(t)
+                records = [d[1:] for d in t.take_deltas() if d[0] == "c"]
+                assert len(records) == 6
+                repl._on_deltas(env.pack(env.KIND_DELTAS, ["b.worker-1", [
+                    ["ring", "b.worker-1", [[dest, c.endpoints[dest]]]],
+                    ["k", "b.worker-1", GONE, records[:4]]]]))  # fmt: skip
+                # the owner's own "c" of the first: that copy is not needed any more
+                repl._on_deltas(env.pack(env.KIND_DELTAS, [GONE, [["c", *records[0]]]]))
+                ended = calls[3]
+                cdr_file.write_text(json.dumps({"call_id": ended.call_id, "from_tag": ended.ftag,
+                                                "cause": "bye"}) + "\n")  # fmt: skip
+                loop = asyncio.get_running_loop()
+                repl.handover._adopt_vanished(GONE, repl.handover.workers_view({}), loop.time())
+                adopt, handed = await c.read(dest, 2)
+                assert adopt.kind == env.KIND_ADOPT and handed.kind == env.KIND_HANDED
+                assert sorted(r[0] for r in adopt.header[1]) == sorted(
+                    x.call_id for x in calls[:3])  # fmt: skip
+                assert repl.counters["adopt_cdr_written"] == 1
+                # a copy that comes after its owner's dialogs went: handed on at once
+                repl._on_deltas(env.pack(env.KIND_DELTAS, ["b.worker-1", [
+                    ["k", "b.worker-1", GONE, records[4:]]]]))  # fmt: skip
+                late, _ = await c.read(dest, 2)
+                assert sorted(r[0] for r in late.header[1]) == sorted(x.call_id for x in calls[4:])
+            finally:
+                c.close()
+
+    tmp = Path(short_dir())
+    try:
+        asyncio.run(run(tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -30,6 +30,9 @@ Rules:
    hosts' workers it sees, ``["ring", worker, [[ident, endpoint], ...]]``, whenever that
    changes, before the ``y`` markers that follow from it; a send the pipe refuses is tried
    again at each heartbeat, and a resync starts with the last one.
+7. Records another host handed to a worker of ours, sent to this one to keep
+   (``workers/dialogs/owners.py`` rule 6), go to the state plane as
+   ``["k", worker, owner, [record, ...]]`` (``stateplane/handover.py`` rule 6).
 """
 
 from __future__ import annotations
@@ -88,6 +91,13 @@ class DeltaLink:
         self.after_iteration()  # what changed before is older than the marker
         if not self.pipe.add([["y", self.worker_id, joiner]], b""):
             self.counters["drop_deltas"] += 1  # the joiner's hand-over waits to its deadline
+            return
+        self.pipe.flush()
+
+    def keep(self, owner: str, records: list[list[Any]]) -> None:
+        """Rule 7."""
+        if not self.pipe.add([["k", self.worker_id, owner, records]], b""):
+            self.counters["drop_deltas"] += 1  # what it carried depends on the owner alone
             return
         self.pipe.flush()
 

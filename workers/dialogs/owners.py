@@ -27,6 +27,9 @@ Rules:
    (``cdrfile.py``); their BYEs leave through one of our ingresses, TCP on a new connection.
    ``RELEASE``: a failback's dialogs, and after a lost split brain the keys the peer owns
    too, are let go so their lifetimes and CDRs happen once, there.
+6. An ``ADOPT`` from another host that names a fifth element, a worker of ours, is a copy of
+   what that host handed that worker: checked as if it were ours to take (rule 4), it goes
+   to our state plane to keep (``workers/dialogs/deltas.py`` rule 7), never into our table.
 """
 
 from __future__ import annotations
@@ -236,6 +239,10 @@ class Owners:
             if len(records) < len(e.header[1]):
                 counters["drop_host_records"] += len(e.header[1]) - len(records)
                 self._host_refused(peer, "adopt", e.header[3] if len(e.header) > 3 else None)
+            if len(e.header) > 4:  # rule 6: to keep for another worker of ours
+                if records and self.deltas is not None:
+                    self.deltas.keep(e.header[4], records)
+                return
             self.refresh_peers()
             if records:
                 self.on_adopt([peer, records, True])
@@ -284,7 +291,7 @@ class Owners:
         leave through one of our ingresses, TCP on a new connection (the old connection ids
         mean nothing now)."""
         core = self.core
-        if core is None or core.dialogs is None:
+        if core is None or core.dialogs is None or len(header) > 4:  # a copy to keep: TCP only
             self.counters["drop_adopt"] += len(header[1])
             return
         ingress = self.bus.any_ingress()
