@@ -34,9 +34,11 @@ Kinds:
             (``workers/dialogs/handover.py``); no SIP frames
     ``FWD`` worker -> worker: an ``IN`` (same header) a worker passes to the owner of its
             Call-ID after the dialogs moved; the receiver never forwards it again
-    ``LEFT`` ingress -> worker: the worker said ``down`` and is out of our ring; nothing
-            of ours follows this on the pipe, so the worker need not wait for us any longer
-            (``workers/bus.py`` rule 10). header ``[ingress_id]``; no SIP frames
+    ``LEFT`` ingress -> worker: the worker said ``down`` and is out of our ring, or we are
+            leaving; nothing of ours follows this on the pipe, so the worker need not wait
+            for us any longer (``workers/bus.py`` rules 10-11). worker -> ingress: the
+            answer to an ingress leaving, the same promise (``ingress/bus.py`` rule 7).
+            header ``[ingress_id]`` or ``[worker_id]``; no SIP frames
 
 Unpacking is strict (msgpack README, "Security"): string keys only, bounded lengths; anything
 unexpected raises ``EnvelopeError``, which the receiver counts, logs and drops. The metas of

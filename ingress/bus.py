@@ -19,6 +19,14 @@ Rules:
 6. A worker that says ``down`` leaves the ring at once; what was already queued for it
    still goes to it, then ``LEFT``: nothing of ours follows, and the worker, which waits
    for that from every ingress (``workers/bus.py`` rule 10), may close.
+7. Leaving (``leave``, rule 6 the other way round): once we take no more input we remove
+   our endpoint's file, say ``LEFT`` down every worker pipe, and read on until each worker
+   has answered ``LEFT`` (what it had for us is in: ``workers/bus.py`` rule 11) or is gone
+   (said ``down``, or its process ended), at most ``LEAVE_S``. A worker silent for
+   ``liveness`` heartbeats meanwhile is waited for still: one descheduled that long sends
+   nothing, heartbeats included, until it runs again. Waiting a fixed two heartbeats and then
+   a quiet spell was not enough: a worker busy or descheduled for longer still sent us
+   answers after we had closed, and they were lost.
 """
 
 from __future__ import annotations
@@ -42,6 +50,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger()
 
+#: rule 7: how long a leaving ingress waits at most for its workers' ``LEFT``; with the quiet
+#: wait after it (1 s at most), within ``conf.process.SHUTDOWN_S``
+LEAVE_S = 2.0
+
 OnOut = Callable[[list[list[Any]], list[bytes]], None]
 
 
@@ -62,6 +74,7 @@ class WorkerBus:
     ) -> None:
         self.ingress_id = ingress_id
         self.endpoint = sockets.endpoint(run_dir, "ingress", ingress_id)
+        self._run_dir = run_dir
         self._ctx = ctx
         self._cfg = cfg
         self.shedder = shedding.Shedder(cfg)
@@ -83,8 +96,10 @@ class WorkerBus:
         self._tcp_pull: zmq.Socket[bytes] | None = None
         self._tcp_reader: Reader | None = None
         self.tcp_endpoint = ""
-        #: we said "down" (``withdraw``): later heartbeats say it again, never "up"
+        #: we said "down" (``withdraw``, ``leave``): later heartbeats say it again, never "up"
         self._state = "up"
+        #: rule 7: the workers that have not answered our ``LEFT`` since we began to leave
+        self._holding: set[str] = set()
 
     def open_tcp(self, hop: TcpHop, ep: str) -> None:
         """Rule 4: listen for workers of other hosts at ``ep`` too."""
@@ -149,6 +164,8 @@ class WorkerBus:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
             if self._peers.heartbeat(ident, endpoint, state, self._loop.time()) is not None:
                 self._ring_changed()
+        elif env.kind == envelope.KIND_LEFT:
+            self._holding.discard(env.header[0])
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -166,6 +183,8 @@ class WorkerBus:
                 self._pipes[ident].send_first(self._hb(self._state))
             if change is not None:
                 self._ring_changed()
+        elif env.kind == envelope.KIND_LEFT:
+            self._holding.discard(env.header[0])
         else:  # rule 4: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
@@ -216,6 +235,33 @@ class WorkerBus:
         sockets.unlink(self.endpoint)
         self._state = "down"
         self._announce(self._peers.remote, "down")
+
+    async def leave(self, within_s: float = LEAVE_S) -> None:
+        """Rule 7: withdraw and say ``LEFT`` to every worker, then read on until each has
+        answered it or is gone, at most ``within_s``. Call once we take no more input."""
+        loop = self._loop
+        sockets.unlink(self.endpoint)  # first: a worker that read our LEFT must not find us again
+        self.flush()
+        self._holding = set(self._pipes)
+        log.info("ingress_leaving_workers", workers=sorted(self._holding)[:20])
+        for pipe in self._pipes.values():
+            pipe.send_first(self._left())
+        self._state = "down"
+        self._announce(self._peers.remote, "down")
+        beat_s = self._cfg.heartbeat_ms / 1000
+        t0 = next_beat = loop.time()
+        while True:
+            now = loop.time()
+            if now >= next_beat:  # a local worker whose process ended is gone
+                live = sockets.live_endpoints(self._run_dir, "worker")
+                self._holding = {w for w in self._holding if w in live or w in self._peers.remote}
+                next_beat = now + beat_s
+            self._holding &= self._pipes.keys()  # said "down"
+            if not self._holding or now - t0 >= within_s:
+                break
+            await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by within_s
+        log.info("ingress_released", waited_ms=round((loop.time() - t0) * 1000),
+                 holding=sorted(self._holding)[:20])  # fmt: skip
 
     def close(self) -> None:
         self.flush()

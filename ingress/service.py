@@ -28,8 +28,8 @@ Rules:
    first_worker_wait_s``, so a call sent once it listens is not refused 503 for want of one. A stopping one takes its UDP sockets out of the kernel's choice first
    (``UdpListener.detach``), hands on what they had queued, closes its TCP listeners and
    serves its inbound connections until they close or ``[tcp] drain_s`` (at once when no
-   worker is left), then withdraws its bus endpoint so workers stop sending to it, and exits
-   once their answers stop arriving.
+   worker is left), then withdraws its bus endpoint and tells the workers so, and exits once
+   each has answered that nothing more of theirs follows (``ingress/bus.py`` rule 7).
 8. Workers on other hosts (``[bus] address``, ``conf.bustcp``): the ingress listens for them
    over TCP+CURVE at ``ingress_port + N - 1`` before anything else. They announce themselves
    every heartbeat once connected and cannot be listed in advance, so a starting ingress with
@@ -428,10 +428,9 @@ class Ingress:
         log.info("ingress_drained", tcp_left=self.tcp.inbound,
                  waited_ms=round((self.loop.time() - t0) * 1000))  # fmt: skip
         if self.bus.workers:
-            # workers look for ingress endpoints every heartbeat: two of them and none sends
-            # to us any more; until then what they send is still ours to deliver
-            self.bus.withdraw()
-            await asyncio.sleep(2 * self.settings.bus.heartbeat_ms / 1000)
+            # what the workers send until they answer our LEFT is still ours to deliver
+            # (ingress/bus.py rule 7)
+            await self.bus.leave()
         await process.until_quiet(lambda: self.meter.counters["msgs_out"])
 
     async def _serve_connections(self) -> None:

@@ -55,6 +55,11 @@ Rules:
    at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost. Reading
    only until a quiet spell (0.1 s) was not enough: an ingress busy or descheduled for longer
    kept handing us calls after we had closed, and a TCP caller does not send those again.
+11. An ingress leaving says ``LEFT`` first (``ingress/bus.py`` rule 7): we send what we hold
+   for it, then ``LEFT`` ourselves (nothing of ours follows), and forget it, so our later
+   output for it takes another live ingress as rule 4 says; it reads until every worker's
+   ``LEFT``. One that vanished without a word (rule 2) still gets the batch we hold for it,
+   and ZeroMQ's queue ``LINGER_MS`` more: it may be reading still.
 """
 
 from __future__ import annotations
@@ -170,6 +175,7 @@ class IngressBus:
         self._refused_found = RefusalLog("discovered_ingress_refused")
         #: rule 10: the ingresses that have not let go of us since we said ``down``
         self._holding: set[str] = set()
+        self._leaving = False
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
         """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
@@ -304,7 +310,24 @@ class IngressBus:
         elif env.kind == envelope.KIND_INGRESSES:
             self._on_discovered(env.header)
         elif env.kind == envelope.KIND_LEFT:
-            self._holding.discard(env.header[0])
+            if self._leaving:
+                self._holding.discard(env.header[0])  # rule 10: it let go of us
+            else:
+                self._let_go(env.header[0])
+
+    def _let_go(self, ingress: str) -> None:
+        """Rule 11: ``ingress`` is leaving and says so."""
+        pipe = self._pipes.pop(ingress, None)
+        if pipe is None:
+            return
+        pipe.send_first(envelope.pack(envelope.KIND_LEFT, [self.worker_id]))  # the batch first
+        remote = next((r for r in self._remote.values() if r.pipe is pipe), None)
+        if remote is not None:
+            self._forget_remote(remote)  # its pipe stays, for whoever listens there next
+            return
+        log.info("ingress_gone", ingress=ingress, reason="left")
+        pipe.drain()
+        self._meter.counters["drop_ingress_gone"] += pipe.close(sockets.LINGER_MS)
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -482,8 +505,9 @@ class IngressBus:
         found = sockets.live_endpoints(self._run_dir, "ingress")
         remote = {r.ident for r in self._remote.values()}
         for ident in [i for i in self._pipes if i not in found and i not in remote]:
-            lost = self._pipes.pop(ident).close()
-            self._meter.counters["drop_ingress_gone"] += lost
+            pipe = self._pipes.pop(ident)
+            pipe.flush()  # rule 11: it may be reading still
+            self._meter.counters["drop_ingress_gone"] += pipe.close(sockets.LINGER_MS)
             log.info("ingress_gone", ingress=ident)
         frames = envelope.pack(envelope.KIND_HB, [self.worker_id, self.endpoint, state])
         for ident, ep in found.items():
@@ -499,6 +523,7 @@ class IngressBus:
         """Rule 10: say ``down`` and wait, at most ``LEAVE_S``, until every ingress we knew
         has let go of us; we still read and answer meanwhile."""
         loop = self._loop
+        self._leaving = True
         self._holding = set(self._pipes)
         log.info("worker_leaving", ingresses=sorted(self._holding)[:20])
         beat_s = self._cfg.heartbeat_ms / 1000

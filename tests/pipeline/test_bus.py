@@ -356,3 +356,59 @@ def test_a_worker_leaving_gets_the_backlog_its_pipe_held(ctx: zmq.Context[Any],
         hop.close()
 
     run(body)
+
+
+def test_a_leaving_ingress_reads_until_each_worker_answered(ctx: zmq.Context[Any],
+                                                            tmp_path: Path) -> None:  # fmt: skip
+    """An ingress leaving says ``LEFT`` and reads on until the worker answers ``LEFT``
+    (ingress/bus.py rule 7, workers/bus.py rule 11): answers of a worker that was busy for
+    longer than the old wait (two heartbeats, then at most 1 s of quiet) all arrive; the
+    worker then sends UDP for that ingress through another live one (rule 4)."""
+
+    async def body() -> None:
+        cfg = Bus()
+        hop = Echo(ctx, tmp_path, cfg)
+        other = WorkerBus(ctx, cfg, str(tmp_path), "ingress.2-3", lambda m, p: None, LoadMeter(0))
+        await until(lambda: bool(hop.worker.heartbeat()) or len(other.workers) == 1)
+        await hop.joined()
+        reader = hop.worker._reader
+        reader.remove()  # the worker reads nothing for a while: busy, or descheduled
+        sent = [b"call-%d" % i for i in range(50)]
+        for raw in sent:
+            assert hop.ingress.submit(raw, IN_META, raw) == ADMIT
+        leaving = asyncio.create_task(hop.ingress.leave(within_s=60.0))
+        await asyncio.sleep(2 * cfg.heartbeat_ms / 1000 + 1.0)  # the busy spell, not a sync
+        assert not leaving.done()
+        hop.worker._loop.add_reader(hop.worker._pull.FD, reader)
+        reader()
+        await leaving  # the worker's LEFT, long before within_s (run's bound)
+        assert sorted(p for _, p in hop.to_ingress) == sorted(sent)
+        assert "ingress.1-1" not in hop.worker.ingresses
+        counters = hop.worker._meter.counters
+        assert counters["drop_ingress_gone"] == 0
+        assert hop.worker.send("ingress.1-1", OUT_META, b"late")
+        assert counters["udp_rerouted"] == 1
+        other.close()
+        hop.close()
+
+    run(body, 60)
+
+
+def test_an_ingress_gone_without_a_word_still_gets_the_batch_held_for_it(
+        ctx: zmq.Context[Any], tmp_path: Path) -> None:  # fmt: skip
+    """An ingress whose file vanished (one that does not say ``LEFT``, workers/bus.py rule
+    11) may be reading still: the worker's heartbeat sends the batch it held for it before
+    closing the pipe, instead of dropping it."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        await hop.joined()
+        assert hop.worker.send("ingress.1-1", OUT_META, b"held")  # in the batch, not flushed
+        hop.ingress.withdraw()
+        hop.worker.heartbeat()
+        assert "ingress.1-1" not in hop.worker.ingresses
+        await until(lambda: len(hop.to_ingress) == 1)
+        assert hop.worker._meter.counters["drop_ingress_gone"] == 0
+        hop.close()
+
+    run(body)
