@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import time
 
 import zmq
 
@@ -41,12 +40,9 @@ def test_a_gone_workers_last_deltas_are_read_before_its_dialogs_move() -> None:
                 call.confirmed(t)
                 repl.handover.workers = {live: "", GONE: ""}  # both, as last read
                 push.send_multipart(env.pack(env.KIND_DELTAS, [GONE, t.take_deltas()]))
-                deltas = repl.readers[0].sock
-                end = time.monotonic() + 10
-                # the pipe has it, and the loop has not run its reader (no await since)
-                while not deltas.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                    assert time.monotonic() < end
-                    time.sleep(0.005)  # polling step, bounded; the loop must not run
+                # the pipe has it, and the loop has not run its reader (no await since): a
+                # blocking poll, bounded, so that the loop cannot run meanwhile
+                assert repl.readers[0].sock.poll(10_000, zmq.POLLIN)
                 loop = asyncio.get_running_loop()
                 repl.handover.track(loop.time())  # GONE's process is gone: seen
                 assert repl.counters["worker_dialogs_moved"] == 0
