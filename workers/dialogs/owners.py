@@ -235,6 +235,8 @@ class Owners:
             self.refresh_peers()  # a vanished worker's mark (hosts.py rule 4) changes the view
             self.on_handed(e.header)
         elif e.kind == env.KIND_ADOPT:
+            if len(e.header) > 4:
+                self.refresh_peers()  # rule 6: the owner may have joined since our heartbeat
             records = hv.check_adopt(peer, e.header, now)
             if len(records) < len(e.header[1]):
                 counters["drop_host_records"] += len(e.header[1]) - len(records)
