@@ -318,8 +318,9 @@ class Handover:
             except up.UpdateError:
                 self.counters["bad_delta"] += 1
         if owner in self._vanished:
-            self._hand_vanished(owner, [r for r in records if r[0] + "\0" + r[1] not in self.mirror],
-                                self.workers_view(self.workers), now, time.time())  # fmt: skip
+            late = [r for r in records if r[0] + "\0" + r[1] not in self.mirror]
+            if late:
+                self._hand_vanished(owner, late, self.workers_view(self.workers), now, time.time())
             return
         kept = self._kept.setdefault(owner, {})
         for rec in records:
