@@ -50,6 +50,12 @@ Rules:
    they arrive after). A copy of a call that ended meanwhile is ended by rule 3 (the
    owner wrote its CDR in this host's file). A host with one worker has no keeper
    (``keep_none``).
+7. A gone worker's dialogs move at the heartbeat after the one that first saw its process
+   gone, once the deltas pipe has been read to its end: the process wrote its last deltas
+   before it ended, but our reader may not have had them yet when its end was seen, and a
+   ``c`` read after the hand-over would stay in the mirror with nobody holding its call (an
+   ``a`` would move an answered call as ringing). A worker that ended has nothing more to
+   send; a heartbeat (0.25 s) is the time our pipe's I/O thread has to take in what it sent.
 """
 
 from __future__ import annotations
@@ -137,6 +143,10 @@ class Handover:
         #: the node's workers as last read (rule 1), those gone since when, and the most seen
         self.workers: dict[str, str] = {}
         self._leaving: dict[str, float] = {}
+        #: rule 7: leaving workers whose process was first seen gone, when; and what reads
+        #: the workers' deltas pipe to its end (set by the replication adapter)
+        self._ended: dict[str, float] = {}
+        self.drain: Callable[[], None] = lambda: None
         self._most_workers = 0
         #: workers joined, until when their hand-over waits; who let go of what they take
         self._joining: dict[str, float] = {}
@@ -277,7 +287,10 @@ class Handover:
             pid = sockets.ident_pid(ident)
             if pid is not None and sockets.pid_alive(pid) and now - since < LEAVE_WAIT_S:
                 continue  # still finishing what it holds: its last deltas are to come
-            del self._leaving[ident]
+            if self._ended.setdefault(ident, now) == now:
+                continue  # rule 7: what it sent last may not have been read yet
+            del self._leaving[ident], self._ended[ident]
+            self.drain()
             self._adopt_vanished(ident, view, now)
         self.adopter.forget(set(view.values()))
 
@@ -305,8 +318,9 @@ class Handover:
             except up.UpdateError:
                 self.counters["bad_delta"] += 1
         if owner in self._vanished:
-            self._hand_vanished(owner, [r for r in records if r[0] + "\0" + r[1] not in self.mirror],
-                                self.workers_view(self.workers), now, time.time())  # fmt: skip
+            late = [r for r in records if r[0] + "\0" + r[1] not in self.mirror]
+            if late:
+                self._hand_vanished(owner, late, self.workers_view(self.workers), now, time.time())
             return
         kept = self._kept.setdefault(owner, {})
         for rec in records:

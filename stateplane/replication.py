@@ -185,6 +185,7 @@ class Replication:
                                  self.counters, self._announce, own=self._own,
                                  restoring=restoring, curve=self.keys is not None,
                                  persist_dir=self.persist.dir if self.persist else None)  # fmt: skip
+        self.handover.drain = self.readers[0].drain  # handover.py rule 7
         if self.failover is not None:
             self.failover.on_role = self.handover.on_role
         elif restoring is not None:

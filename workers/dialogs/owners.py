@@ -235,6 +235,8 @@ class Owners:
             self.refresh_peers()  # a vanished worker's mark (hosts.py rule 4) changes the view
             self.on_handed(e.header)
         elif e.kind == env.KIND_ADOPT:
+            if len(e.header) > 4:
+                self.refresh_peers()  # rule 6: the owner may have joined since our heartbeat
             records = hv.check_adopt(peer, e.header, now)
             if len(records) < len(e.header[1]):
                 counters["drop_host_records"] += len(e.header[1]) - len(records)
@@ -301,8 +303,17 @@ class Owners:
             meta[env.OUT_CONN] = 0
             return (ingress or side[0], tuple(meta))
 
-        records = header[1] if self.cdrs is None else self.cdrs.already_written(
-            header[1], core.dialogs, self.counters)  # fmt: skip
+        records = header[1]
+        if len(header) > 2 and header[2]:
+            # a hand-over between live workers: a dialog held here already is the newer
+            # copy (a kept copy handed on late, stateplane/handover.py rule 6), never replaced
+            dialogs = core.dialogs
+            records = [r for r in records if not (
+                isinstance(r, list) and len(r) > 1 and isinstance(r[0], str)
+                and isinstance(r[1], str) and r[0] + "\0" + r[1] in dialogs)]  # fmt: skip
+            self.counters["adopt_held"] += len(header[1]) - len(records)
+        if self.cdrs is not None:
+            records = self.cdrs.already_written(records, core.dialogs, self.counters)
         n = core.dialogs.adopt(records, self.loop.time(), time.time(), place)
         if self.limits is not None and not (len(header) > 2 and header[2]):
             # a dead node's counts are ours now, never twice; a live one handing calls back
