@@ -599,9 +599,11 @@ DEFAULT_DIALOG_LIFETIME_S = 43_200.0
 #: always ends an unanswered call first and this is only a safety net
 DEFAULT_EARLY_LIFETIME_S = 300.0
 #: a worker's timer ops wait this long to leave together (``Timers.ops_flush_ms``): the
-#: timers it arms are dialog lifetimes (at least a second), so 10 ms costs their deadlines
-#: nothing while a busy worker sends a message per 10 ms instead of one per loop iteration
-DEFAULT_TIMER_OPS_FLUSH_MS = 10
+#: timers it arms are dialog lifetimes (at least a second), so 50 ms costs their deadlines
+#: nothing while a busy worker sends a message per 50 ms instead of one per loop iteration
+#: (10 ms before: the timers process took 36 µs of CPU per call at 500 calls/s, 22 with 50,
+#: docs/benchmarks.md "Sixth sitting")
+DEFAULT_TIMER_OPS_FLUSH_MS = 50
 #: a written CDR waits this long for its fsync at most (workers/dialogs/cdr.py): one fsync per 20 ms
 #: whatever the call rate, and a host crash loses at most 20 ms of CDRs
 DEFAULT_CDR_FSYNC_MS = 20

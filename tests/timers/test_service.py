@@ -176,7 +176,9 @@ def test_timers_wait_for_a_worker(ctx: zmq.Context[Any], tmp_path: Path) -> None
         svc = _service(ctx, tmp_path)
         w = TestWorker(ctx, settings, "worker.1")
         await _ready([w], [svc])
-        w.timers.arm("late", time.monotonic() + 0.05, "ttl")
+        # due once the worker is gone: its op sent now, not [timers] ops_flush_ms later
+        w.timers.arm("late", time.monotonic() + 0.5, "ttl")
+        w.timers.flush()
         await until(lambda: "late" in svc.schedule)
         w.close()  # says "down": nobody to fire to
         await until(lambda: len(svc.workers) == 0)
