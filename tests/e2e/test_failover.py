@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -442,7 +443,8 @@ def calls_on_both(a: Node, b: Node, vport: int, tmp_path: Path,
     """Half the calls to each node's own address, held ``hold_ms``; returns once each node
     holds its half and A replicates B's (and not its own)."""
     half = CALLS // 2
-    runs = [UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=60, host=host,
+    # sipp's -timeout ends the run, held calls and all: the hold plus a deadline for the rest
+    runs = [UacRun.start(vport, "u1", half, 20, tmp_path, timeout_s=hold_ms / 1000 + 60, host=host,
                          extra=("-d", str(hold_ms))) for host in (VIRTUAL, VIRTUAL_B)]  # fmt: skip
     try:
         assert poll(lambda: live_dialogs(a) == live_dialogs(b) == half
@@ -488,6 +490,10 @@ def test_active_active_each_node_takes_the_others_calls(start_node: StartNode, u
     assert len(rows) == CALLS + 5 and {r["cause"] for r in rows} == {"bye"}, rows
 
 
+#: how long the failback test's calls last (ms): longer than its steps take on a loaded box
+HOLD_FAILBACK_MS = 90_000
+
+
 def test_failback_hands_the_restarted_nodes_address_and_calls_back(
         start_node: StartNode, uas: Uas, tmp_path: Path) -> None:  # fmt: skip
     """Active/active: B dies and A takes B's address (127.0.0.11) and calls; B is started
@@ -498,9 +504,12 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
     dport, _ = uas("u1")
     a, b, vport = start_active_active(start_node, tmp_path, dport, limit=20)
     vb, half = VIRTUAL_B, CALLS // 2
-    # the calls must outlive a takeover, a restart, a resync and the failback: 16 s was not
-    # enough with four tests sharing two cores (the failback found both nodes with 0 calls)
-    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=30000)
+    # the calls must outlive a takeover, a restart, a resync, the failback and the limit's
+    # checks after it: 16 s, then 30 s were not enough with four tests sharing two cores (the
+    # failback found both nodes with 0 calls, flakehunt run at load 15); the test waits for
+    # their end, so this is its length too
+    on_a, on_b = calls_on_both(a, b, vport, tmp_path, hold_ms=HOLD_FAILBACK_MS)
+    placed = time.monotonic()
     again = None
     try:
         b.kill()
@@ -522,7 +531,7 @@ def test_failback_hands_the_restarted_nodes_address_and_calls_back(
                     and role_of(a, VIRTUAL) == "active"
                     and live_dialogs(a) == live_dialogs(again) == half, 15), (
             role_of(a, vb), role_of(again, vb), role_of(a, VIRTUAL), live_dialogs(a),
-            live_dialogs(again))  # fmt: skip
+            live_dialogs(again), f"{time.monotonic() - placed:.0f} s after the calls")  # fmt: skip
         handed = a.proc.events("dialogs_handed_back")
         assert sum(int(str(e["dialogs"])) for e in handed) == half, handed
         assert again.proc.events("virtual_bound")
