@@ -58,6 +58,10 @@ MODULES: tuple[str, ...] = (
     "workers.txn.table",
     "workers.txn.timers",
     "workers.proxy",
+    # what the stateless proxy asks of every message: whether an address is ours, where a
+    # request is routed (#16, sixth sitting)
+    "workers.listeners",
+    "workers.routing.table",
     # the stateful core's own code (not its dialog table): what every stateful message runs
     "workers.stateful",
     "workers.admission",
@@ -84,13 +88,14 @@ DEPENDS: tuple[str, ...] = (
     "conf.settings",
     "workers.auth.admit",
     "workers.conntag",
-    "workers.listeners",
     "workers.nat",
     "workers.ratelimit.pipes",
     "workers.refusals",
     "workers.routing.prefix_route",
     "workers.routing.rules",
-    "workers.routing.table",
+    # what the routing table imports from the project
+    "conf.load",
+    "workers.routing.trusted",
     # what the dialog table imports from the project
     "conf.envelope",
     # what the stateful core imports from the project
