@@ -5,13 +5,9 @@ workers/dialogs/cdrfile.py), and the [dialogs] CDR keys' configuration checks.""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import stat
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conf.load import ConfigError, from_dict
-from workers.dialogs.cdr import CdrWriter, cdr_key, fsync_dup
+from workers.dialogs.cdr import CdrWriter, cdr_key
 from workers.dialogs.cdrfile import CdrFile
 
 from .dialog_helpers import T0, W0, Call, table
@@ -191,130 +187,6 @@ class TestFsyncWindow:
             assert len(fsyncs) == n + 1 and w.sync_deadline() is None
         w.close()
         assert len(fsyncs) == 3
-
-
-class Gate:
-    """An ``os.fsync`` whose first call waits until ``release`` (the disk busy); every call is
-    recorded and then really syncs."""
-
-    def __init__(self) -> None:
-        self.fds: list[int] = []
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.fail_first = False
-        self._real = os.fsync
-
-    def __call__(self, fd: int) -> None:
-        first = not self.fds
-        self.fds.append(fd)
-        if first:
-            self.entered.set()
-            assert self.release.wait(10), "the test never released the fsync"
-            if self.fail_first:
-                raise OSError(5, "Input/output error")
-        self._real(fd)
-
-
-async def until(cond: Callable[[], bool], what: str) -> None:
-    """Wait for ``cond`` with a deadline, the loop running meanwhile."""
-    end = time.monotonic() + 10
-    while not cond():
-        assert time.monotonic() < end, f"not within 10 s: {what}"
-        await asyncio.sleep(0.002)  # polling step, bounded by the deadline
-
-
-class TestFsyncBesideTheLoop:
-    """cdr.py rule 3: past its window a CDR's fsync runs in the writer's thread."""
-
-    def test_the_loop_goes_on_while_the_disk_is_slow(self, tmp_path: Path,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-        """While the fsync waits on the disk the loop writes more lines; those get a sync
-        of their own once the first returns, and nothing is left waiting."""
-        gate = Gate()
-        monkeypatch.setattr(os, "fsync", gate)
-
-        async def body() -> CdrWriter:
-            loop = asyncio.get_running_loop()
-            w = CdrWriter(str(tmp_path / "cdr"), fsync_s=0.001, clock=loop.time)
-            f = CdrFile(w, loop)
-            f.write(cdr(1))
-            f.flush()
-            await until(gate.entered.is_set, "the first fsync started")
-            assert w.syncing and w.sync_deadline() is None  # its lines are the sync's
-            f.write(cdr(2))  # the loop is not blocked by the fsync
-            f.flush()
-            assert w.sync_deadline() is not None
-            gate.release.set()
-            await until(lambda: w.counters["synced"] == 2 and not w.syncing, "both synced")
-            assert w.sync_deadline() is None and w._fd not in gate.fds  # duplicates only
-            f.cancel()
-            f.close()
-            return w
-
-        w = asyncio.run(body())
-        assert ids(tmp_path / "cdr") == ["c1@example.com", "c2@example.com"]
-        assert len(gate.fds) == 2 and w.counters["errors"] == 0
-
-    def test_a_failed_fsync_closes_the_file_and_the_next_flush_opens_it(
-            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-        """As ``sync``: the failure is counted, the descriptor synced again and closed; the
-        lines are in the file and the next one goes to the path opened anew."""
-        gate = Gate()
-        gate.fail_first = True
-        gate.release.set()
-        monkeypatch.setattr(os, "fsync", gate)
-
-        async def body() -> CdrWriter:
-            loop = asyncio.get_running_loop()
-            w = CdrWriter(str(tmp_path / "cdr"), fsync_s=0.001, clock=loop.time)
-            f = CdrFile(w, loop)
-            f.write(cdr(1))
-            f.flush()
-            await until(lambda: w.counters["errors"] == 1 and not w.syncing, "the failure")
-            assert w._fd is None and w.sync_deadline() is None
-            f.write(cdr(2))
-            f.flush()
-            assert w._fd is not None
-            f.cancel()
-            f.close()
-            return w
-
-        w = asyncio.run(body())
-        assert ids(tmp_path / "cdr") == ["c1@example.com", "c2@example.com"]
-        assert w.counters["synced"] == 2  # the failed one again on closing, and at shutdown
-
-    def test_a_sync_that_returns_after_a_rotation_leaves_the_new_file_waiting(
-            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-        """A rename while the fsync runs: the old file is synced on leaving it, and the sync
-        that returns later changes nothing for the new file's lines, still in their window."""
-        gate = Gate()
-        monkeypatch.setattr(os, "fsync", gate)
-        path = tmp_path / "cdr"
-
-        async def body() -> CdrWriter:
-            loop = asyncio.get_running_loop()
-            w = CdrWriter(str(path), fsync_s=5, clock=loop.time)
-            f = CdrFile(w, loop)
-            f.write(cdr(1))
-            f.flush()
-            job = w.begin_sync()  # the window's end, by hand (5 s away)
-            assert job is not None
-            fut = loop.run_in_executor(None, fsync_dup, job.fd)
-            await until(gate.entered.is_set, "the first fsync started")
-            path.rename(tmp_path / "cdr.1")
-            f.write(cdr(2))
-            f.flush()  # leaves the renamed file (synced again, at once) for a new one
-            assert w.counters["reopened"] == 1 and w.sync_deadline() is not None
-            gate.release.set()
-            w.end_sync(job, await fut)
-            assert w.sync_deadline() is not None and w._fd is not None
-            f.cancel()
-            f.close()
-            return w
-
-        w = asyncio.run(body())
-        assert ids(tmp_path / "cdr.1") == ["c1@example.com"] and ids(path) == ["c2@example.com"]
-        assert w.counters["errors"] == 0
 
 
 class TestRotation:

@@ -12,10 +12,6 @@ Rules:
 3. Durable = ``fsync(2)`` returned after the line's ``write(2)``: at most ``fsync_s`` after it
    (``sync_deadline``; the worker arms one loop timer for it), at once with ``fsync_s = 0``.
    The clock is injected (monotonic seconds), so tests measure the window without sleeping.
-   Within the window the fsync may run beside the event loop (``begin_sync`` / ``end_sync``:
-   another thread syncs a duplicate of the descriptor, one sync at a time), so a slow disk
-   does not stop the worker's messages; lines written meanwhile wait for a sync of their own.
-   With ``fsync_s = 0`` ``flush`` syncs before it returns, as before anything else leaves.
 4. Buffering is bounded: at most ``max_lines`` lines wait. Past it (the file has been failing)
    new CDRs are dropped and counted (``dropped``), and ``write`` says so: the worker logs
    them instead (``workers/dialogs/cdrfile.py``).
@@ -39,7 +35,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 # the lines' keys are read by the state plane too (conf/cdrkeys.py: what every process agrees on)
 from conf.cdrkeys import cdr_key
@@ -83,10 +79,6 @@ class CdrWriter:
         self._fd: int | None = None
         self._ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the file held
         self._unsynced_since: float | None = None  # when the oldest unsynced line was written
-        #: rule 3: a sync under way beside the loop, and which descriptor it is of (``_gen``
-        #: counts the descriptors opened: a sync of one closed since changes nothing now)
-        self.syncing = False
-        self._gen = 0
         self._reopen = False
         #: path -> (ident, offset read to, keys, taken at): rule 8's reading, reused
         self._recent: dict[str, tuple[tuple[int, int], int, set[str], float]] = {}
@@ -152,34 +144,6 @@ class CdrWriter:
         self._unsynced_since = None
         self.counters["synced"] += 1
         return True
-
-    def begin_sync(self) -> SyncJob | None:
-        """Rule 3 beside the loop: a duplicate of the descriptor for ``fsync_dup`` to sync in
-        another thread, and what ``end_sync`` needs; None when nothing waits, no file is open
-        or a sync is under way already (its ``end_sync`` says whether another is due)."""
-        if self._unsynced_since is None or self._fd is None or self.syncing:
-            return None
-        try:
-            fd = os.dup(self._fd)
-        except OSError:
-            self.counters["errors"] += 1
-            return None
-        job = SyncJob(fd, self._gen, self._unsynced_since)
-        self.syncing, self._unsynced_since = True, None  # what is written now waits for the next
-        return job
-
-    def end_sync(self, job: SyncJob, ok: bool) -> bool:
-        """``job``'s fsync returned (``ok``) or failed. A failure is handled as ``sync``'s:
-        counted, and the descriptor synced again and closed (the next flush opens the path).
-        Returns ``ok``."""
-        self.syncing = False
-        self.counters["synced" if ok else "errors"] += 1
-        if ok or job.gen != self._gen:  # or the file was closed since, and synced on closing
-            return ok
-        if self._unsynced_since is None or job.since < self._unsynced_since:
-            self._unsynced_since = job.since
-        self._close_fd()
-        return False
 
     def reopen(self) -> None:
         """SIGHUP (rule 6): sync and close the file now; the next flush opens the path again."""
@@ -270,7 +234,6 @@ class CdrWriter:
                 os.close(fd)
                 raise
         self._fd, self._ident = fd, _ident(os.fstat(fd))
-        self._gen += 1
         return fd
 
     def _close_fd(self) -> None:
@@ -279,8 +242,8 @@ class CdrWriter:
             return
         fd, self._fd = self._fd, None
         try:
-            if self._unsynced_since is not None or self.syncing:  # a sync beside the loop
-                os.fsync(fd)  # may not have returned yet: closing must not wait on it
+            if self._unsynced_since is not None:
+                os.fsync(fd)
                 self.counters["synced"] += 1
         except OSError:
             self.counters["errors"] += 1
@@ -289,30 +252,6 @@ class CdrWriter:
         except OSError:
             self.counters["errors"] += 1
         self._unsynced_since = None
-
-
-class SyncJob(NamedTuple):
-    """One fsync beside the loop (rule 3): the duplicate descriptor, which descriptor of the
-    writer's it duplicates, and when the oldest line it makes durable was written."""
-
-    fd: int
-    gen: int
-    since: float
-
-
-def fsync_dup(fd: int) -> bool:
-    """fsync and close a ``begin_sync`` descriptor (in another thread: both release the GIL);
-    True when the fsync returned. Never raises."""
-    try:
-        os.fsync(fd)
-        return True
-    except OSError:
-        return False
-    finally:
-        try:
-            os.close(fd)
-        except OSError:
-            pass  # a duplicate: the writer's own descriptor is unaffected
 
 
 def _ident(st: os.stat_result) -> tuple[int, int]:

@@ -14,18 +14,16 @@ read and a write: more CPU per call than the file (docs/benchmarks.md).
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
 from dialogstate.table import DialogTable
-from workers.dialogs.cdr import CdrWriter, SyncJob, cdr_key, fsync_dup
+from workers.dialogs.cdr import CdrWriter, cdr_key
 
 log = structlog.get_logger()
 
@@ -42,8 +40,6 @@ class CdrFile:
         #: this iteration's CDRs queued and not logged: logged if its ``flush`` fails
         self._unlogged: list[dict[str, Any]] = []
         self._sync_timer: asyncio.TimerHandle | None = None
-        #: the thread that fsyncs beside the loop (cdr.py rule 3), started at the first sync
-        self._thread: ThreadPoolExecutor | None = None
 
     def write(self, fields: dict[str, Any]) -> None:
         """Queue one CDR for this iteration's ``flush``; log it as well where the module's
@@ -70,28 +66,10 @@ class CdrFile:
             self._sync_timer = self.loop.call_at(at, self._sync)
 
     def _sync(self) -> None:
-        """The window's end: the fsync runs in the writer's thread, the loop goes on (cdr.py
-        rule 3); once it returns, ``_synced`` arms the next window if lines wait."""
         self._sync_timer = None
-        w = self.writer
-        w.flush()  # what a failed write left queued
-        if w.syncing:
-            return  # the sync under way re-arms when it ends
-        job = w.begin_sync()
-        if job is None:  # no file open (a failed write closed it): as before, at once
-            w.sync()
-            if w.sync_deadline() is not None:  # written since: its own window
-                self.flush()
-            return
-        if self._thread is None:
-            self._thread = ThreadPoolExecutor(1, thread_name_prefix="cdr-fsync")
-        fut = self.loop.run_in_executor(self._thread, fsync_dup, job.fd)
-        fut.add_done_callback(functools.partial(self._synced, job))
-
-    def _synced(self, job: SyncJob, fut: asyncio.Future[bool]) -> None:
-        ok = not fut.cancelled() and fut.exception() is None and fut.result()
-        self.writer.end_sync(job, ok)
-        if self.writer.sync_deadline() is not None:  # written meanwhile: its own window
+        self.writer.flush()  # what a failed write left queued
+        self.writer.sync()
+        if self.writer.sync_deadline() is not None:  # written since: its own window
             self.flush()
 
     def reopen(self) -> None:
@@ -129,8 +107,4 @@ class CdrFile:
             self._sync_timer.cancel()
 
     def close(self) -> None:
-        """Write and fsync what waits, here and now (cdr.py ``close``), then let the fsync
-        thread end once the sync it may be running returns."""
         self.writer.close()
-        if self._thread is not None:
-            self._thread.shutdown(wait=False)
