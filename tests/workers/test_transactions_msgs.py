@@ -5,6 +5,8 @@ Also the message builders the other transaction tests import.
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 import pytest
@@ -92,6 +94,25 @@ class TestAck:
         raw = ROUTED.replace(b"Max-Forwards: 69\r\n", b"")
         ack = parse_message(build_ack(raw, response(raw, 500)))
         assert isinstance(ack, Request) and ack.max_forwards == 70
+
+
+def test_building_ack_and_cancel_leaves_nothing_behind() -> None:
+    """Built 2 000 times, ACK and CANCEL keep no memory: compiled by mypyc 1.20 a bytes +
+    bytes leaked its left operand (mypyc/mypyc#1192), ~720 bytes per ACK here."""
+    resp = response(ROUTED, 486, to_tag="busy")
+    for _ in range(50):  # warm whatever is built once
+        build_ack(ROUTED, resp), build_cancel(ROUTED)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        for _ in range(2000):
+            build_ack(ROUTED, resp), build_cancel(ROUTED)
+        gc.collect()
+        grown = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert grown < 100_000, f"{grown / 2000:.0f} bytes per ACK + CANCEL kept"
 
 
 class TestCancel:

@@ -58,7 +58,8 @@ def _line(raw: bytes, headers: list[tuple[str, bytes, int, int]], name: str) -> 
 
 def _build(req: Request, method: str, to_line: bytes) -> bytes:
     uri = req.uri.raw.encode("utf-8", "surrogateescape")
-    out = [method.encode() + b" " + uri + b" SIP/2.0", b"Via: " + req.vias[0].raw]
+    # no bytes + bytes here: compiled by mypyc 1.20 it leaks its left operand (mypyc#1192)
+    out = [b"%s %s SIP/2.0" % (method.encode(), uri), b"Via: %s" % req.vias[0].raw]
     routes: list[bytes] = []
     from_ = call_id = b""
     max_fwd = b"Max-Forwards: 70"
@@ -77,5 +78,5 @@ def _build(req: Request, method: str, to_line: bytes) -> bytes:
             max_fwd = line
     out.extend(routes)
     out.extend((max_fwd, from_, to_line, call_id, b"CSeq: %d %s" % (req.cseq, method.encode())))
-    out.append(b"Content-Length: 0")
-    return CRLF.join(out) + CRLF + CRLF
+    out.extend((b"Content-Length: 0", b"", b""))  # the blank line ends the headers
+    return CRLF.join(out)

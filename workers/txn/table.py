@@ -13,8 +13,8 @@ Rules:
    transaction it cancels, if any: ``RequestReceived(cancel)`` then ``CancelReceived`` come
    out in that order. ``invite_for(cancel)`` tells the TU whether to answer 200 or forward the
    CANCEL statelessly (§16.10).
-4. Bounded: at most ``max_transactions`` live transactions (client + server). A new server
-   transaction is refused with ``TableFull`` (the caller answers 503 statelessly) once the
+4. Bounded: at most ``max_transactions`` live transactions (client + server; held entries,
+   rule 8, are bounded apart and never refuse anything). A new server transaction is refused with ``TableFull`` (the caller answers 503 statelessly) once the
    table holds ``max_transactions - reserve``; the ``reserve`` is kept for CANCEL and BYE
    (never shed, docs/design.md §3 "Protection") and for the client transactions that forward
    requests already admitted. A client transaction is refused only at ``max_transactions``;
@@ -34,11 +34,19 @@ Rules:
 7. ``hold(server, client)``: once a proxied INVITE's server and client transactions are both
    in Accepted (RFC 6026), all either can still do for Timers L and M (64*T1) is absorb a
    retransmitted INVITE, let an ACK through, pass a retransmitted 2xx up and end. The pair
-   is then one ``Held`` under both keys: with the keys ~470 B per call instead of ~1.27 KB
-   with the two transactions, their heap entries and the TU's context (a stateful proxy
-   holds one per call set up in the last 32 s). Every hold lasts the same
-   64*T1, so they expire from a FIFO, not the heap. The TU's objects for the pair are
-   detached: inputs through them still run, but the table no longer files them.
+   is then one ``HeldPair`` under both keys (rule 8's store): ~440-510 B per call with the
+   keys instead of ~1.27 KB with the two transactions, their heap entries and the TU's
+   context. The TU's objects for the pair are detached: inputs through them still run, but
+   the table no longer files them.
+8. A transaction whose only work left is absorbing retransmissions until its wait timer
+   (Completed with J, D or K; Confirmed with I) is swapped, in the call that got it there,
+   for a ``workers.txn.held`` entry under the same key: its ``Terminated`` is queued then
+   (the TU drops its context), and the entry re-sends the final response (J) or the ACK (D)
+   when the request or the final comes again, absorbs the rest, and lets a late 2xx to an
+   INVITE through unmatched (§16.7 step 5). Entries expire from FIFO lanes within the same
+   ``timer_batch`` as the heap, and are bounded by ``max_held`` and ``max_held_bytes``: past
+   either the entry nearest its end is evicted. A retransmission after that matches nothing,
+   as RFC 3261 has it for an unknown transaction (docs/transactions.md, "Held").
 """
 
 from __future__ import annotations
@@ -57,9 +65,8 @@ from workers.txn.machine import State, Transaction
 from workers.txn.server import ServerTransaction, new_server
 from workers.txn.timers import DEFAULT_TIMERS, TimerConfig
 
-#: Live transactions per worker. A call through a stateful proxy holds 2 INVITE transactions
-#: (server + client) for up to 64*T1 = 32 s after its final response, plus 2 for the BYE;
-#: 65536 covers ~500 calls/s per worker at that hold time (docs/transactions.md has the memory).
+#: Live transactions per worker: only calls in progress (a finished transaction is held apart,
+#: rule 8); ~2.3 KB each in flight, so ~150 MB if all were (docs/transactions.md "Memory").
 DEFAULT_MAX_TRANSACTIONS = 65536
 #: Held (finished) transactions per worker: a call through a stateful proxy leaves an answered
 #: INVITE pair (64*T1 = 32 s) and a BYE server (Timer J, 32 s) and client (Timer K, T4 = 5 s),
@@ -151,9 +158,7 @@ class TransactionTable:
         self._run(txn, txn.start, now)
         return txn
 
-    def receive_response(
-        self, response: Response, now: float
-    ) -> ClientTransaction | Held | None:
+    def receive_response(self, response: Response, now: float) -> ClientTransaction | Held | None:
         """Feed a response to its client transaction; None when none matches (rule 2)."""
         key = response_key(response)
         txn = self._clients.get(key) if key is not None else None
