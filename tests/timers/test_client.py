@@ -4,6 +4,7 @@ process: the client only needs a loop and a context)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import pytest
 import zmq
 
 from tests.timers.helpers import fast_settings, run
-from timers.client import GEN, RECENT_MAX, Fired, TimerClient
+from timers.client import DUE_BUCKET_S, DUE_HORIZON_S, GEN, RECENT_MAX, Fired, TimerClient
 
 ME = f"worker.1-{os.getpid()}"
 
@@ -146,5 +147,39 @@ def test_limits(ctx: zmq.Context[Any], tmp_path: Path) -> None:
             with pytest.raises(ValueError):
                 h.client.arm(args[0], 1.0, args[1], args[2])
         h.client.close()
+
+    run(body)
+
+
+def _filed(client: TimerClient) -> list[str]:
+    return [k for keys in client._due.values() for k in keys]
+
+
+def test_an_ended_calls_key_leaves_the_overdue_check_within_the_horizon(
+        ctx: zmq.Context[Any], tmp_path: Path) -> None:  # fmt: skip
+    """Rule 7: a call armed for its early lifetime, re-armed for 12 h at its answer and
+    cancelled at its BYE holds one slot, let go of once the horizon's bucket comes up; a key
+    still armed 12 h ahead is filed again at each horizon until its deadline, where it is
+    found overdue."""
+
+    async def body() -> None:
+        h = Harness(ctx, tmp_path)
+        c = h.client
+        now = time.monotonic()
+        c.arm("ended", now + 300, "dialog")
+        c.arm("ended", now + 43_200, "dialog")  # later: keeps its slot
+        c.cancel("ended")
+        c.arm("long", now + 43_200, "dialog")
+        assert sorted(_filed(c)) == ["ended", "long"]
+        t = now + DUE_HORIZON_S + c.overdue_s + 2 * DUE_BUCKET_S
+        c._check_overdue(t)
+        assert _filed(c) == ["long"]  # the ended call's key is gone, 12 h before its deadline
+        while t < now + 43_200 - DUE_HORIZON_S:  # a heartbeat at most a horizon apart
+            t += DUE_HORIZON_S
+            c._check_overdue(t)
+            assert _filed(c) == ["long"] and "long" in c
+        c._check_overdue(now + 43_200 + c.overdue_s + 2 * DUE_BUCKET_S)
+        assert _filed(c) == ["long"]  # overdue: re-sent (no shard here) and filed again
+        c.close()
 
     run(body)
