@@ -4,7 +4,8 @@ Rules:
 1. Messages added during one loop iteration leave in one multipart send (a batch): measured,
    that halves the cost per message. The owner calls ``flush`` once per iteration, or, for
    the hop between ingress and worker, ``[bus] flush_ms`` after the batch's first message
-   (``ingress/bus.py`` rule 5, ``workers/bus.py`` rule 3).
+   (``ingress/bus.py`` rule 5, ``workers/bus.py`` rule 3). A batch that reaches
+   ``max_batch`` leaves at once, through the owner's ``on_full`` when it set one.
 2. A send that raises ``zmq.Again`` keeps its batch, in order, in a backlog of at most
    ``max_backlog`` messages, drained when the socket signals POLLOUT. ``add`` refuses (returns
    False) while the backlog is full: the caller sheds, nothing grows without bound.
@@ -136,6 +137,7 @@ class PushPipe:
         "max_backlog",
         "max_batch",
         "metas",
+        "on_full",
         "payloads",
         "peer",
         "sent",
@@ -160,6 +162,9 @@ class PushPipe:
         self.max_backlog = max_backlog
         self.metas: list[Any] = []
         self.payloads: list[bytes] = []
+        #: rule 1: what sends a full batch (the owner's flush, so what must leave before the
+        #: batch does); None: the pipe sends it alone
+        self.on_full: Callable[[PushPipe], None] | None = None
         self.backlog: deque[list[bytes]] = deque()
         #: loop time each backlog batch joined it, in the same order (rule 5)
         self.backlog_at: deque[float] = deque()
@@ -176,7 +181,10 @@ class PushPipe:
         self.metas.append(meta)
         self.payloads.append(payload)
         if len(self.metas) >= self.max_batch:
-            self.flush()
+            if self.on_full is None:
+                self.flush()
+            else:
+                self.on_full(self)
         return True
 
     def flush(self) -> None:

@@ -15,7 +15,9 @@ Rules:
    pipes (its dialog deltas, its timer ops) ride the same flush: ``flush_soon`` asks for one
    whatever the ingress pipes hold, and ``before_flush`` sends theirs first, so a message's
    deltas never leave after the message, and the worker's ZeroMQ I/O thread wakes once per
-   flush, not once per pipe and loop iteration.
+   flush, not once per pipe and loop iteration. A batch that fills mid-iteration does not
+   leave alone: with ``on_full`` set (the stateful worker: what its core queued so far, CDRs
+   and deltas, goes first), it calls ``on_full`` and then flushes every pipe as above.
 4. Pipes are opened only by rule 2, for ingresses that announced themselves in the node's
    run directory, never for an ingress id ``send`` is given: ids come out of packets (our
    Via's ``sl-c``, dialogs adopted from a peer node). UDP output for an ingress without a
@@ -159,6 +161,8 @@ class IngressBus:
         self._flush_s = cfg.flush_ms / 1000
         #: rule 3: what else leaves at each flush, before the ingress pipes' batches
         self.before_flush: Callable[[], None] | None = None
+        #: rule 3: what must leave before a batch that filled mid-iteration
+        self.on_full: Callable[[], None] | None = None
         self._pull = sockets.bind_pull(ctx, self.endpoint, cfg.hwm)
         self._reader = GUARD.add_reader(self._loop, self._pull.FD, "worker_bus", self._on_readable)
         #: rule 7: the TCP socket and its reader, our TCP endpoint, the configured ingresses
@@ -194,6 +198,7 @@ class IngressBus:
         sock = hop.connect_push(ep, key, self._cfg.hwm)
         pipe = PushPipe(ep, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
                         self._cfg.max_pending)  # fmt: skip
+        pipe.on_full = self._full
         self._remote[ep] = _Remote(ep, pipe)
 
     def _on_discovered(self, header: Any) -> None:
@@ -260,6 +265,14 @@ class IngressBus:
             self.before_flush()
         for pipe in self._pipes.values():
             pipe.flush()
+
+    def _full(self, pipe: PushPipe) -> None:
+        """Rule 3: a batch reached ``max_batch`` mid-iteration."""
+        if self.on_full is None:
+            pipe.flush()
+            return
+        self.on_full()
+        self.flush()
 
     def _flush_soon(self) -> None:
         """Rule 3: send what the pipes hold ``[bus] flush_ms`` from now, unless already due."""
@@ -495,6 +508,7 @@ class IngressBus:
         sock = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
         pipe = PushPipe(ingress, sock, envelope.KIND_OUT, _out_header, self._cfg.max_batch,
                         self._cfg.max_pending)  # fmt: skip
+        pipe.on_full = self._full
         self._pipes[ingress] = pipe
         log.info("ingress_found", ingress=ingress)
         return pipe

@@ -146,6 +146,8 @@ class Worker:
                               on_forward=own.on_forward, on_handed=own.on_handed,
                               on_host=own.on_host)  # fmt: skip
         own.bus = self.bus
+        if self.stateful is not None:  # CDRs and deltas before a batch that fills (bus.py rule 3)
+            self.bus.on_full = self._after_core
         if settings.bus.flush_ms:  # deltas and timer ops ride the bus's flush (bus.py rule 3)
             self.bus.before_flush = self._flush_side
             if self.deltas is not None:

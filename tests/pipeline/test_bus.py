@@ -258,6 +258,33 @@ def test_a_full_batch_leaves_at_once(ctx: zmq.Context[Any], tmp_path: Path) -> N
     run(body)
 
 
+def test_a_batch_that_fills_lets_what_goes_first_leave_first(ctx: zmq.Context[Any],
+                                                             tmp_path: Path) -> None:  # fmt: skip
+    """A worker's output batch that reaches ``max_batch`` mid-iteration runs ``on_full`` (the
+    stateful worker writes its CDRs and queues its deltas there) and ``before_flush`` (the
+    deltas leave) before the batch is sent; without ``on_full`` the batch leaves alone."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path, Bus(flush_ms=50, max_batch=2))
+        await hop.joined()
+        hop.worker.send("ingress.1-1", OUT_META, b"a0")  # the worker's pipe opens with it
+        pipe = hop.worker._pipes["ingress.1-1"]
+        order: list[tuple[str, int]] = []
+        hop.worker.before_flush = lambda: order.append(("before_flush", pipe.sent))
+        hop.worker.send("ingress.1-1", OUT_META, b"a1")
+        assert pipe.sent == 2 and order == []  # no on_full: the full batch left alone
+        hop.worker.on_full = lambda: order.append(("on_full", pipe.sent))
+        hop.worker.send("ingress.1-1", OUT_META, b"b0")
+        assert order == []
+        hop.worker.send("ingress.1-1", OUT_META, b"b1")
+        assert order == [("on_full", 2), ("before_flush", 2)] and pipe.sent == 4
+        await until(lambda: len(hop.to_ingress) == 4)
+        assert [p for _, p in hop.to_ingress] == [b"a0", b"a1", b"b0", b"b1"]
+        hop.close()
+
+    run(body)
+
+
 def test_without_a_flush_delay_each_iteration_sends(ctx: zmq.Context[Any],
                                                     tmp_path: Path) -> None:  # fmt: skip
     """``flush_ms = 0``: a batch leaves at the end of the loop iteration that gathered it."""
