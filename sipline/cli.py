@@ -8,6 +8,9 @@ from typing import Any
 
 from conf.load import config_path, load_or_report
 
+#: ``prefix-push``'s deadline for each cacheDB call (seconds)
+PUSH_CALL_S = 10.0
+
 
 def _check_config(args: argparse.Namespace) -> int:
     path = config_path(args.conf)
@@ -44,7 +47,10 @@ def _prefix_push(args: argparse.Namespace) -> int:
     groups = [ds.name for ds in settings.destination_set]
 
     async def push(data: bytes) -> str:
-        db = open_cachedb(settings.registrar.cachedb_url, run_dir=settings.node.run_dir)
+        # an operator's one-off command, not a call's lookup: the cacheDB client's 0.25 s per
+        # call (a worker's) failed it on a loaded box ("redis get: no answer in 0.25 s")
+        db = open_cachedb(settings.registrar.cachedb_url, run_dir=settings.node.run_dir,
+                          timeout_s=PUSH_CALL_S)
         try:
             return await prefix_cachedb.push(db, table.cachedb_key, data, groups,
                                              table.max_prefixes)  # fmt: skip

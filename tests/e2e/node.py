@@ -213,19 +213,6 @@ stats_interval_s = 0.5
     )
 
 
-#: how long a test's ``sipline ctl`` gives each process to answer (``--timeout``): ctl's own
-#: 1 s is an operator's default, and a worker of a loaded box missed it, so a listing had
-#: one worker's dialogs only (test_cdr_file: 12 of 20). ctl returns once every process
-#: answered, so this costs time only when one does not (stopped, or stopping)
-CTL_ANSWER_S = 20.0
-
-
-def ctl_argv(*words: str) -> list[str]:
-    """``sipline ctl WORDS`` with ``--timeout CTL_ANSWER_S`` unless the words set one."""
-    timeout = [] if "--timeout" in words else ["--timeout", str(CTL_ANSWER_S)]
-    return [f"{VENV_BIN}/sipline", "ctl", *words, *timeout]
-
-
 def env_for(conf: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["SIPLINE_CONF"] = str(conf)

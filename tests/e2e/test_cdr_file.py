@@ -98,11 +98,13 @@ replicate = true
 persist_dir = "{tmp_path / "state"}"
 """
     a = start_node(dport, "worker=2", extra, name="node-a")
-    run = UacRun.start(a.port, "u1", 20, 20, tmp_path, timeout_s=60, extra=("-d", "12000"))
+    # held 40 s: up past the poll's deadline and the listing (12 s calls had begun to end)
+    run = UacRun.start(a.port, "u1", 20, 20, tmp_path, timeout_s=100, extra=("-d", "40000"))
     again = None
     try:
-        assert poll(lambda: stateplane(a)["owned"] == 20 and live_dialogs(a) == 20, 10)
-        listed = ctl(a.conf, "dialogs", "--list", "100")["dialogs"]["list"]  # type: ignore[index]
+        assert poll(lambda: stateplane(a)["owned"] == 20 and live_dialogs(a) == 20, 30)
+        # every worker given 5 s: one silent within ctl's 1 s listed 12 of 20 (load ~18)
+        listed = ctl(a.conf, "dialogs", "--list", "100", "--timeout", "5")["dialogs"]["list"]  # type: ignore[index]
         assert len(listed) == 20, listed
         a.kill()
         ended = listed[:8]

@@ -22,7 +22,7 @@ from conf.control import ask
 from tests.cachedb.servers import Server
 
 from .conftest import StartNode
-from .node import CTL_ANSWER_S, REPO, VENV_BIN, Node, Proc, UacRun, ctl_argv, env_for, sipp_uac
+from .node import REPO, VENV_BIN, Node, Proc, UacRun, env_for, sipp_uac
 from .test_prefix_routing import prefix_config
 
 pytestmark = pytest.mark.e2e
@@ -32,8 +32,9 @@ STATEFUL = '\n[proxy]\nmode = "stateful"\n'
 
 
 def ctl(node: Node, *words: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(ctl_argv(*words), check=False, env=env_for(node.conf),
-                          capture_output=True, text=True, timeout=60 + CTL_ANSWER_S)  # fmt: skip
+    return subprocess.run([f"{VENV_BIN}/sipline", "ctl", *words], check=False,
+                          env=env_for(node.conf),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
 
 
 def traced_uas(uas: Uas, tmp_path: Path, name: str) -> tuple[int, Proc, Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import timeit
 
 import pytest
@@ -192,5 +193,8 @@ def test_hot_path_cost() -> None:
     p = Pike(density=10**9)
     p.check(SRC, 0.0)
     n = 100_000
-    per_call = min(timeit.repeat(lambda: p.check(SRC, 1.0), number=n, repeat=3)) / n
+    # CPU time, not the wall clock: on a loaded box (CI beside other runs) the process is
+    # descheduled within a repeat, and the wall clock then read 3.1 us a call at load 15
+    per_call = min(timeit.repeat(lambda: p.check(SRC, 1.0), timer=time.process_time, number=n,
+                                 repeat=5)) / n  # fmt: skip
     assert per_call < 2e-6
