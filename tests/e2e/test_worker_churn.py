@@ -152,7 +152,8 @@ def test_dialogs_follow_their_call_id_through_join_sigterm_and_sigkill(
     finally:
         run.kill()
     assert (res.successful, res.failed) == (CHURN_CALLS, 0), res.output
-    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 10)
+    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 30,
+             lambda: str(node_dialogs(node)))  # fmt: skip
     assert node_dialogs(node)["profiles"] in ({}, {"trunk": 0}), node_dialogs(node)
     moved = node.proc.events("worker_dialogs_moved")
     assert moved, "the state plane moved no dialog"
@@ -194,7 +195,8 @@ def test_a_killed_workers_byes_wait_for_its_dialogs(
     finally:
         run.kill()
     assert (res.successful, res.failed) == (calls, 0), res.output
-    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 10)
+    wait_for(lambda: node_dialogs(node)["node"]["active"] == 0, "no dialog left", 30,
+             lambda: str(node_dialogs(node)))  # fmt: skip
     (moved,) = node.proc.events("worker_dialogs_moved")
     assert moved["dialogs"] == theirs, moved
     node.stop()  # flushes the CDR writers
