@@ -12,12 +12,16 @@ Rules: the new build is made in a temporary directory beside ``build/mypyc`` and
 whole, under a lock, so a process starting meanwhile sees the old build or the new one, never
 half of one; the sources are hashed before mypyc reads them and again after, and a file
 edited during the build fails it (its hash would name sources the binary was not built from).
+The manifest also names the mypy (mypyc) version that made the build, and a build made by
+another one than the installed is stale here (mypyc 1.20.2's builds leaked memory:
+docs/benchmarks.md, "The compiled build").
 """
 
 from __future__ import annotations
 
 import argparse
 import fcntl
+import importlib.metadata
 import json
 import os
 import shutil
@@ -32,6 +36,7 @@ from conf.compiled import (
     MANIFEST,
     MODULES,
     ROOT,
+    BuildState,
     check,
     digest,
     source_path,
@@ -59,6 +64,31 @@ def debian_packages() -> list[str]:
 
 def _hashes() -> dict[str, str]:
     return {m: digest(source_path(m)) for m in sources()}
+
+
+def _mypyc_version() -> str:
+    return importlib.metadata.version("mypy")
+
+
+def _with_mypyc(state: BuildState, build_dir: Path = BUILD_DIR) -> BuildState:
+    """``state``, stale if the build was made by another mypyc than the installed one.
+
+    The generated C is mypyc's as much as ours: mypyc 1.20.2 leaked the left operand of every
+    ``bytes + bytes`` (mypyc/mypyc#1192), and a build it made stayed "up to date" after the
+    lock moved to a mypy with the fix, until a source changed. Only the build checks this;
+    a running node loads whatever build matches its sources (conf/compiled.py rule 1), and
+    ``./dev`` runs this before it starts one."""
+    if not state.usable:
+        return state
+    try:
+        built_by = json.loads((build_dir / MANIFEST).read_text()).get("mypy")
+        installed = _mypyc_version()
+    except (OSError, ValueError, AttributeError, importlib.metadata.PackageNotFoundError):
+        return state  # the loader's own check already read it; nothing to rebuild with
+    if built_by != installed:
+        return BuildState(False, f"built by mypyc {built_by or '(unrecorded)'}, not {installed}",
+                          {})  # fmt: skip
+    return state
 
 
 def build(out: Path, opt_level: str = "3") -> dict[str, str]:
@@ -98,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         print(" ".join(debian_packages()))
         return 0
     os.chdir(ROOT)  # mypyc reads pyproject.toml's [tool.mypy] from the working directory
-    state = check()
+    state = _with_mypyc(check())
     if args.check or (state.usable and not args.force):
         print(f"compiled build: {state.reason}")
         return 0 if state.usable else 1
@@ -109,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     BUILD_DIR.parent.mkdir(parents=True, exist_ok=True)
     with open(BUILD_DIR.parent / ".mypyc.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another ./dev in this checkout builds the same
-        if check().usable and not args.force:
+        if _with_mypyc(check()).usable and not args.force:
             print("compiled build: up to date (built meanwhile)")
             return 0
         print(f"compiled build: {state.reason}: compiling {len(MODULES)} modules with mypyc")
@@ -122,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("compiled build: a source changed during the build; not used")
                 return 4
             manifest = {"format": FORMAT, "ext_suffix": sysconfig.get_config_var("EXT_SUFFIX"),
-                        "modules": list(MODULES), "sha256": before, "files": files}
+                        "modules": list(MODULES), "sha256": before, "files": files,
+                        "mypy": _mypyc_version()}  # fmt: skip
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
             old = BUILD_DIR.with_name("mypyc.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -168,6 +168,26 @@ def test_check_accepts_only_a_build_of_these_sources(tmp_path: Path) -> None:
     assert compiled.check(build, root).reason == "not built"
 
 
+def test_a_build_by_another_mypyc_is_rebuilt(tmp_path: Path) -> None:
+    """The manifest names the mypyc that made the build; ./dev rebuilds when the lock's
+    differs (mypyc 1.20.2's builds leaked, tests/test_compiled_leak.py), and a manifest from
+    before it was recorded counts as another mypyc."""
+    from importlib.metadata import version
+
+    from conf import build_compiled
+
+    root, build = _fake_build(tmp_path)
+    state = compiled.check(build, root)
+    assert state.usable
+    manifest = json.loads((build / compiled.MANIFEST).read_text())
+    for recorded in (version("mypy"), "1.20.2", None):
+        (build / compiled.MANIFEST).write_text(json.dumps({**manifest, "mypy": recorded}))
+        after = build_compiled._with_mypyc(state, build)
+        assert after.usable == (recorded == version("mypy")), after.reason
+        if not after.usable:
+            assert after.reason.startswith("built by mypyc") and after.files == {}
+
+
 def _project_imports(module: str) -> set[str]:
     tree = ast.parse(compiled.source_path(module).read_text())
     names: set[str] = set()
