@@ -103,7 +103,7 @@ def _hand_timers(node: Node, starved: bool = False) -> Proc:
 
 def test_lifetimes_overdue_at_a_restart_fire_to_their_calls(start_node: StartNode, uas: Uas,
                                                             tmp_path: Path) -> None:  # fmt: skip
-    """Two workers, a timers process started by hand (honcho runs none), 40 calls with 3 s
+    """Two workers, a timers process started by hand (honcho runs none), 40 calls with 30 s
     lifetimes. The timers process is killed (-9) before any lifetime is due, and a new one
     starts only once all are overdue, starved of CPU at first: both workers re-send every
     lifetime to it at once, along with their announcements to it, and it fires each as soon
@@ -112,13 +112,14 @@ def test_lifetimes_overdue_at_a_restart_fire_to_their_calls(start_node: StartNod
     worker's announcement and fire to the other worker: calls left without BYE.)"""
     dport, _ = uas("u1", "uas_rr")
     cdr_file = tmp_path / "cdr.jsonl"
-    # lifetimes long enough that none falls due while a loaded box arms all 40 (3 s failed so)
-    calls, lifetime_s = 40, 10
+    # lifetimes long enough that none falls due while a loaded box arms all 40 and answers
+    # the ctl polls before the kill (3 s failed so, and 10 s at load 8 under -n 4)
+    calls, lifetime_s = 40, 30
     node = start_node(dport, "worker=2,timers=0",
                       dialogs(cdr_file, f"default_lifetime_s = {lifetime_s}"))  # fmt: skip
     procs = [_hand_timers(node)]
     ident = f"timers-{procs[0].popen.pid}"
-    uac = UacRun.start(node.port, "u1", calls, 100, tmp_path, timeout_s=60,
+    uac = UacRun.start(node.port, "u1", calls, 100, tmp_path, timeout_s=90,
                        scenario="uac_wait_bye")  # fmt: skip
     try:
         wait_for(lambda: int(str(_timers_stats(node)[ident]["armed"])) == calls,
