@@ -491,23 +491,52 @@ class UacRun:
     popen: subprocess.Popen[str]
     stf: Path
     timeout_s: float
+    #: with ``trace``: sipp's log of unexpected messages (-trace_err) and of every message
+    #: sent and received (-trace_msg), so a failed call can be shown, not guessed at
+    errors: Path | None = None
+    messages: Path | None = None
 
     @classmethod
     def start(
         cls, target_port: int, transport: str, calls: int, rate: int, workdir: Path,
         timeout_s: float = 120.0, scenario: str = "uac", local_port: int | None = None,
         service: str | None = None, extra: tuple[str, ...] = (), host: str = LOCALHOST,
+        trace: bool = False,
     ) -> UacRun:  # fmt: skip
-        stf = workdir / f"uac-{uuid.uuid4().hex[:8]}.csv"
+        tag = uuid.uuid4().hex[:8]
+        stf = workdir / f"uac-{tag}.csv"
+        errors, messages = workdir / f"uac-{tag}-errors.log", workdir / f"uac-{tag}-messages.log"
+        traced = ["-trace_err", "-error_file", str(errors),
+                  "-trace_msg", "-message_file", str(messages)] if trace else []  # fmt: skip
         argv = [
             "sipp", *_scenario(scenario), f"{host}:{target_port}", "-i", LOCALHOST,
             *(["-s", service] if service else []),
             "-p", str(local_port or free_port()), "-mp", str(free_media_port()), "-t", transport,
             "-m", str(calls), "-r", str(rate), "-buff_size", "4194304", "-nostdin",
             "-trace_stat", "-fd", "1", "-stf", str(stf),
-            "-timeout", f"{int(timeout_s)}s", "-timeout_error", *extra,
+            "-timeout", f"{int(timeout_s)}s", "-timeout_error", *traced, *extra,
         ]  # fmt: skip
-        return cls(_spawn(argv, cwd=workdir), stf, timeout_s)
+        if not trace:
+            errors = messages = None
+        return cls(_spawn(argv, cwd=workdir), stf, timeout_s, errors, messages)
+
+    def unexpected(self, limit: int = 20000) -> str:
+        """With ``trace``: sipp's error log, then every message sent or received on each call
+        that log names (the unexpected message in its place in its call), at most ``limit``
+        characters; "" without ``trace``."""
+        if self.errors is None or self.messages is None:
+            return ""
+        errs = self.errors.read_text(errors="replace") if self.errors.exists() else ""
+        ids = set(re.findall(r"Call-I[dD] '([^']+)'", errs))
+        msgs = self.messages.read_text(errors="replace") if self.messages.exists() else ""
+        blocks = re.split(r"\n(?=-{20,})", msgs)
+        # sipp logs a sent message with its Call-ID header and a received one likewise
+        calls = [b for b in blocks
+                 if any(re.search(rf"(?im)^(call-id|i)\s*:\s*{re.escape(i)}\s*$", b)
+                        for i in ids)]  # fmt: skip
+        out = (f"sipp errors ({self.errors}):\n{errs[-limit // 2:]}\n"
+               f"messages of {sorted(ids)} ({self.messages}):\n" + "\n".join(calls))
+        return out[:limit]
 
     def wait(self) -> SippResult:
         try:

@@ -97,6 +97,12 @@ def cdr_gaps(ids: list[object], procs: dict[str, Proc], keep: Path) -> str:
             + "\n".join(lines[:200]))
 
 
+def keep_logs(procs: dict[str, Proc], keep: Path) -> None:
+    """Each process's output as ``keep``/log-NAME.txt, to trace a call through its moves."""
+    for name, p in procs.items():
+        (keep / f"log-{name}.txt").write_text(p.text())
+
+
 def test_dialogs_follow_their_call_id_across_hosts(
     ringing_hosts: Hosts, run: Callable[[Path, list[str]], Proc],  # noqa: F811 (the fixture)
     hand: Callable[[Path], Proc], tmp_path: Path,
@@ -130,7 +136,7 @@ def test_dialogs_follow_their_call_id_across_hosts(
         return sum(int(r["active"]) for r in rows), sum(int(r["early"]) for r in rows)
 
     calls = UacRun.start(hosts.sip_port, "u1", CALLS, RATE, tmp_path, timeout_s=120,
-                         extra=("-d", "20000"))  # fmt: skip
+                         extra=("-d", "20000"), trace=True)  # fmt: skip
     try:
 
         def ringing_and_answered() -> bool:
@@ -152,7 +158,13 @@ def test_dialogs_follow_their_call_id_across_hosts(
         res = calls.wait()
     finally:
         calls.kill()
-    assert (res.successful, res.failed) == (CALLS, 0), res.output
+    procs = {**nodes, "edge": edge, "term": term, "kill": kill, "joiner": joiner}
+    if (res.successful, res.failed) != (CALLS, 0):
+        # a failed call is traced from what sipp got back to the process that sent it
+        keep_logs(procs, tmp_path)
+    assert (res.successful, res.failed) == (CALLS, 0), (
+        f"{res.output}\nlogs in {tmp_path}\n{calls.unexpected()}"
+    )
     moved = {n: [e for e in nodes[n].events("worker_dialogs_moved") if e.get("worker")]
              for n in nodes}  # fmt: skip
     assert all(int(e["dialogs"]) > 0 for es in moved.values() for e in es), moved
@@ -173,9 +185,7 @@ def test_dialogs_follow_their_call_id_across_hosts(
         node.stop(signal.SIGTERM)  # flushes the CDR writers
     rows = cdrs(tmp_path / "cdr-b.jsonl") + cdrs(tmp_path / "cdr-c.jsonl")
     ids = [r["call_id"] for r in rows]
-    procs = {**nodes, "edge": edge, "term": term, "kill": kill, "joiner": joiner}
-    for name, p in procs.items():  # kept for tracing a call through its moves
-        (tmp_path / f"log-{name}.txt").write_text(p.text())
+    keep_logs(procs, tmp_path)
     assert len(ids) == CALLS and len(set(ids)) == CALLS, cdr_gaps(ids, procs, tmp_path)
     assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
 
