@@ -101,8 +101,20 @@ def one_call(t: TransactionTable, m: dict[str, Any], now: float, status: int) ->
         t.respond(sb, m["bye_relay"], 200, now)
     else:
         t.receive_request(m["ack"], reliable=False, now=now)
+    drain(t)
+
+
+def drain(t: TransactionTable) -> None:
+    """Take and drop the table's events, as a worker would act on them."""
     while t.next_event() is not None:
         pass
+
+
+def fire_due(t: TransactionTable, until: float | None) -> None:
+    """Fire every timer due by ``until`` (every timer left, with None), earliest first."""
+    while (d := t.next_deadline()) is not None and (until is None or d <= until):
+        t.handle_timer(d)
+        drain(t)
 
 
 def run(calls: int, rate: float, status: int) -> float:
@@ -117,15 +129,9 @@ def run(calls: int, rate: float, status: int) -> float:
     start = time.process_time()
     for i, m in enumerate(msgs):
         now = i / rate
-        while (d := t.next_deadline()) is not None and d <= now:
-            t.handle_timer(d)
-            while t.next_event() is not None:
-                pass
+        fire_due(t, now)
         one_call(t, m, now, status)
-    while (d := t.next_deadline()) is not None:
-        t.handle_timer(d)
-        while t.next_event() is not None:
-            pass
+    fire_due(t, None)
     spent = time.process_time() - start
     assert len(t) == 0
     return spent / calls * 1e6
