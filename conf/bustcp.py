@@ -320,11 +320,14 @@ class TcpHop:
         assert parsed is not None
         return sock, endpoint(self.address, parsed[1])
 
-    def connect_push(self, ep: str, server_key: bytes, hwm: int) -> zmq.Socket[bytes]:
-        """A CURVE-client PUSH to ``ep``, whose server must present ``server_key``."""
+    def connect_push(self, ep: str, server_key: bytes, hwm: int,
+                     immediate: bool = True) -> zmq.Socket[bytes]:  # fmt: skip
+        """A CURVE-client PUSH to ``ep``, whose server must present ``server_key``
+        (``immediate`` as ``conf.sockets.connect_push``)."""
         sock: zmq.Socket[bytes] = self._ctx.socket(zmq.PUSH)
         sockets.base(sock, hwm, sockets.MAX_SEND_ONLY_BYTES)
-        sock.setsockopt(zmq.IMMEDIATE, 1)  # as conf.sockets.connect_push: no queue for the absent
+        # as conf.sockets.connect_push: no queue for the absent
+        sock.setsockopt(zmq.IMMEDIATE, int(immediate))
         sock.ipv6 = ":" in ep
         curve.connect_curve(sock, self.keys, server_key)
         # from our own address: a multi-homed host reaches its peers from the address they

@@ -147,10 +147,13 @@ def bind_pull(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Soc
     return sock
 
 
-def connect_push(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int) -> zmq.Socket[bytes]:
+def connect_push(ctx: zmq.Context[zmq.Socket[bytes]], ep: str, hwm: int,
+                 immediate: bool = True) -> zmq.Socket[bytes]:  # fmt: skip
+    """``immediate=False`` queues (up to ``hwm``) while the connection is made: only for a
+    peer whose socket file was just seen and whose socket is closed when it goes."""
     sock = base(ctx.socket(zmq.PUSH), hwm, MAX_SEND_ONLY_BYTES)
     # Messages to a peer that is gone must not queue forever waiting for it to come back.
-    sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.setsockopt(zmq.IMMEDIATE, int(immediate))
     sock.connect(ep)
     return sock
 

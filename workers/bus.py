@@ -31,6 +31,9 @@ Rules:
 6. A ``FWD`` is an IN another worker of the node passed on to us, the owner of its Call-ID
    after dialogs moved; ``HANDED`` says a source sent every dialog it owed us
    (``workers/dialogs/handover.py``). Both come only from the node's run directory, like the rest.
+   A pipe we forward on queues (up to ``hwm``) while it connects: without, the first message
+   to a worker just seen was refused and lost (a TCP caller does not send it again); it is
+   closed when that worker leaves our view (``forget_worker``), queue and all.
 7. Ingresses on other hosts (``conf.bustcp``): ``open_tcp`` binds a TCP socket of its own
    (CURVE-guarded, taking only ``IN`` and ``HB``) and connects a pipe to each endpoint of
    ``[bus] ingresses``, each expecting its host's key. Every heartbeat goes down each of them
@@ -487,9 +490,10 @@ class IngressBus:
             if key is None or self._hop is None:
                 self._meter.counters["drop_forward_gone"] += 1
                 return False
-            sock = self._workers[worker] = self._hop.connect_push(ep, key, self._cfg.hwm)
+            sock = self._workers[worker] = self._hop.connect_push(ep, key, self._cfg.hwm, False)
         elif sock is None:
-            sock = self._workers[worker] = sockets.connect_push(self._ctx, ep, self._cfg.hwm)
+            sock = self._workers[worker] = sockets.connect_push(self._ctx, ep, self._cfg.hwm,
+                                                                False)  # fmt: skip
         try:
             sock.send_multipart(envelope.pack(envelope.KIND_FWD, [ingress, [meta]], [raw]),
                                 zmq.NOBLOCK)  # fmt: skip

@@ -42,6 +42,9 @@ Rules:
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
    ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
+   A request that would start a dialog (an INVITE outside one) is shown to ``claim``, which
+   raises ``Forward`` when another worker owns its Call-ID: the dialog starts where its
+   in-dialog requests will go.
 11. Failure routing (docs/routing.md, ``workers/targets.py``): once the set in use is done
    with a call (none of it left, or a final its failover does not cover) and the last
    outcome is one its rule routes on (``failure_codes``; no answer with
@@ -134,6 +137,8 @@ class StatefulProxy:
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
         #: rule 10: called with the Call-ID of a message whose dialog is not here
         self.screen: Callable[[str], None] | None = None
+        #: rule 10: called with the Call-ID of a request that would start a dialog here
+        self.claim: Callable[[str], None] | None = None
         #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
         self.health_events: list[Any] = []
         self.timer_c = TimerC()  # rule 6
@@ -190,8 +195,12 @@ class StatefulProxy:
         """Process one message (``Drop``/``Malformed`` as ``StatelessProxy.handle``); ``wall``
         is epoch seconds, for CDRs."""
         msg = self.sl.parse(raw, inb)
-        if self.screen is not None and self.duty is not None and self.duty.absent(msg):
-            self.screen(msg.call_id)
+        duty = self.duty
+        if self.screen is not None and duty is not None:
+            if duty.absent(msg):
+                self.screen(msg.call_id)
+            elif self.claim is not None and duty.starts(msg):
+                self.claim(msg.call_id)
         self.wall = wall
         outs = self.begin()
         if isinstance(msg, Response):

@@ -1,6 +1,6 @@
 """The stateful core's dialog work (RFC 3261 §12; the table itself is
 ``dialogstate/table.py``): which messages need a dialog held here (``workers/stateful.py``
-rule 10), what the table learns of a forwarded INVITE, and the BYEs of dialogs past their
+rule 10) or would start one, what the table learns of a forwarded INVITE, and the BYEs of dialogs past their
 lifetime, each sent in a client transaction of its own (its answer stops here).
 """
 
@@ -41,6 +41,11 @@ class DialogDuty:
         elif msg.to.tag is None:
             return False
         return self.dialogs.match(msg) is None
+
+    @staticmethod
+    def starts(msg: Request | Response) -> bool:
+        """``msg`` would start a dialog here: an INVITE outside one (rule 10's claim)."""
+        return isinstance(msg, Request) and msg.method == "INVITE" and msg.to.tag is None
 
     def forwarded(self, ctx: Proxied, req: Request, ingress: str, meta: list[Any],
                   now: float, wall: float) -> None:  # fmt: skip

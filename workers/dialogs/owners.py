@@ -14,7 +14,12 @@ Rules:
    passed on (rule 3).
 3. A message needing a dialog we do not hold (``StatefulProxy`` rule 10) goes to the
    Call-ID's owner if that is another worker now (``FWD``, never passed on again), and waits
-   here while a hand-over is expected (``handover.py`` rules 2-4).
+   here while a hand-over is expected (``handover.py`` rules 2-4). A request that would start
+   a dialog (an INVITE outside one) goes to the owner too, and is never held: an ingress
+   routes by its own ring, which hears of a joined worker up to a heartbeat after we read it
+   in the run directory, and a dialog started here after our ``y`` marker for a Call-ID the
+   joiner owns was in neither the hand-over nor the joiner: its BYE reached the joiner and
+   went on statelessly, and the call ended with no CDR.
 4. With workers on several hosts (``dialogstate/hosts.py``) owners are decided over every
    host's workers: ours from the run directory, the others' from the edge's ring. Our state
    plane hears the other hosts' workers (a ``ring`` delta) before any ``y`` marker that
@@ -101,7 +106,7 @@ class Owners:
         self._ring_told: dict[str, str] | None = None
         self._drop_log = Throttle()
         if core is not None and core.dialogs is not None:
-            core.screen = self.screen
+            core.screen, core.claim = self.screen, self.claim
             if deltas is not None:  # restored or adopted dialogs come from the state plane
                 self.gate.expect(STATEPLANE, loop.time())
                 deltas.fresh = lambda: not self._plane_heard
@@ -197,6 +202,23 @@ class Owners:
                 raise Forward(owner)
         if self.gate.pending():
             raise Withheld
+
+    def claim(self, call_id: str) -> None:
+        """``StatefulProxy`` rule 10, our rule 3: raises ``Forward`` when a request that would
+        start a dialog here belongs to another worker. A joiner is in our view from before its
+        hand-over (our ``y`` marker followed from it); the view is re-read only before passing
+        a request on (one that stopped may have left it), not for every new call."""
+        if self._forwarded or self._unheld:
+            return
+        key = call_id.encode("utf-8", "surrogateescape")
+        owner = self.peers.owner(key)
+        if owner is None or owner == self.worker_id:
+            return
+        if self.loop.time() - self._peers_read_at > PEERS_RECHECK_S:
+            self.refresh_peers()
+            owner = self.peers.owner(key)
+        if owner is not None and owner != self.worker_id:
+            raise Forward(owner)
 
     def hold(self, ingress: str, meta: list[Any], raw: bytes) -> None:
         """A message ``screen`` withheld: its dialog is on its way here."""
