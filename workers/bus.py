@@ -111,7 +111,7 @@ def _out_header(metas: list[Any]) -> list[Any]:
 class _Remote:
     """An ingress endpoint of ``[bus] ingresses`` (rule 7): its pipe, and who answers there."""
 
-    __slots__ = ("endpoint", "eps", "ident", "pipe", "ring", "seen")
+    __slots__ = ("endpoint", "eps", "ident", "pipe", "ring", "says_left", "seen")
 
     def __init__(self, endpoint: str, pipe: PushPipe) -> None:
         self.endpoint, self.pipe = endpoint, pipe
@@ -119,6 +119,8 @@ class _Remote:
         self.seen = 0.0
         self.ring: frozenset[str] = frozenset()  # conf.bustcp rule 6
         self.eps: dict[str, str] = {}  # where each of the ring's workers listens (rule 7)
+        #: its last heartbeat named a ring: this release or later, which says ``LEFT`` (rule 10)
+        self.says_left = True
 
 
 class IngressBus:
@@ -183,8 +185,12 @@ class IngressBus:
         #: rule 10: the ingresses that have not let go of us since we said ``down``
         self._holding: set[str] = set()
         self._leaving = False
-        #: rule 10: when each ingress's LEFT came (loop time), for ``worker_released``
+        #: rule 10: when each ingress's LEFT came (loop time), once we began to leave
         self._left_at: dict[str, float] = {}
+        #: rule 10: the ingresses ``leave`` waits for
+        self._expected: frozenset[str] = frozenset()
+        #: rule 10: set when one ``leave`` waits for let go of us
+        self._released = asyncio.Event()
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
         """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
@@ -328,10 +334,11 @@ class IngressBus:
         elif env.kind == envelope.KIND_INGRESSES:
             self._on_discovered(env.header)
         elif env.kind == envelope.KIND_LEFT:
-            if self._leaving:
-                if env.header[0] in self._holding:  # rule 10: it let go of us
-                    self._holding.discard(env.header[0])
-                    self._left_at[env.header[0]] = self._loop.time()
+            if self._leaving:  # rule 10: it let go of us
+                if env.header[0] in self._expected:  # only those: a forged one costs nothing
+                    self._left_at.setdefault(env.header[0], self._loop.time())
+                self._holding.discard(env.header[0])
+                self._let_go_check()
             else:
                 self._let_go(env.header[0])
 
@@ -402,6 +409,9 @@ class IngressBus:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
             self._on_ingress_hb(*env.header[:3])
+            remote = self._remote.get(env.header[1])
+            if remote is not None and remote.ident == env.header[0]:
+                remote.says_left = len(env.header) >= 4  # rule 10: a ring, this release
             if len(env.header) >= 4:
                 eps = env.header[4] if len(env.header) == 5 else []
                 self._on_ingress_ring(env.header[0], env.header[1], env.header[3], eps)
@@ -467,10 +477,12 @@ class IngressBus:
     def _forget_remote(self, remote: _Remote) -> None:
         remote.ring = frozenset()
         remote.eps = {}
+        remote.says_left = True
         if self._pipes.get(remote.ident) is remote.pipe:
             del self._pipes[remote.ident]
         log.info("ingress_gone", ingress=remote.ident, endpoint=remote.endpoint)
         remote.ident = ""
+        self._let_go_check()
 
     def _beat_remote(self, state: str) -> None:
         """Rule 7: our heartbeat down every configured pipe; forget the silent ingresses."""
@@ -541,28 +553,52 @@ class IngressBus:
         if self._remote:
             self._beat_remote(state)
 
-    async def leave(self) -> None:
+    async def leave(self) -> bool:
         """Rule 10: say ``down`` and wait, at most ``LEAVE_S``, until every ingress we knew
-        has let go of us; we still read and answer meanwhile."""
+        has let go of us; we still read and answer meanwhile. True when each one said
+        ``LEFT``, so nothing of theirs follows; False when one did not (gone, or ``LEAVE_S``
+        passed) or cannot (``_mute``)."""
         loop = self._loop
         self._leaving = True
-        self._holding = set(self._pipes)
-        log.info("worker_leaving", ingresses=sorted(self._holding)[:20])
+        mute = self._mute()
+        self._holding = {i for i in self._pipes if i not in mute}
+        expected = self._expected = frozenset(self._holding)
+        log.info("worker_leaving", ingresses=sorted(self._pipes)[:20], mute=sorted(mute)[:20])
         beat_s = self._cfg.heartbeat_ms / 1000
-        t0 = loop.time()
-        next_beat = t0
+        t0 = next_beat = loop.time()
         while True:
             now = loop.time()
-            if now >= next_beat:
+            if now >= next_beat:  # "down" again each beat, in case one was lost
                 self.heartbeat("down")  # forgets the ingresses that vanished, too
                 next_beat = now + beat_s
             self._holding &= self._pipes.keys()
-            if not self._holding or now - t0 >= LEAVE_S:
+            left_s = t0 + LEAVE_S - now
+            if not self._holding or left_s <= 0:
                 break
-            await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by LEAVE_S
-        left_ms = {i: round((t - t0) * 1000, 1) for i, t in list(self._left_at.items())[:20]}
+            self._released.clear()
+            try:  # woken by a LEFT or an ingress forgotten (``_let_go_check``), or the beat
+                async with asyncio.timeout(min(next_beat - now, left_s)):
+                    await self._released.wait()
+            except TimeoutError:
+                pass
+        left_ms = {i: round((self._left_at[i] - t0) * 1000, 1)
+                   for i in sorted(expected & self._left_at.keys())[:20]}
         log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000), left_ms=left_ms,
                  holding=sorted(self._holding)[:20])  # fmt: skip
+        # one that vanished before its LEFT came may have sent more: not a promise
+        return not mute and expected <= self._left_at.keys()
+
+    def _mute(self) -> set[str]:
+        """Rule 10: the live ingresses of the previous release, which never say ``LEFT``:
+        those of another host whose heartbeat has no ring (three items, docs/operations.md
+        "Rolling upgrade"). An ingress of this host says nothing to us but ``IN``s and
+        ``LEFT``, so no release of one can be told from another: each is waited for."""
+        return {r.ident for r in self._remote.values() if r.ident and not r.says_left}
+
+    def _let_go_check(self) -> None:
+        """Rule 10: wake ``leave`` when one it waits for let go of us."""
+        if self._leaving:
+            self._released.set()
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""

@@ -64,18 +64,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             if worker.rate_share is not None:
                 tg.create_task(process.every(SHARE_INTERVAL_S, stop, worker.share_tick))
     finally:
-        # our socket file goes first: the other workers and the state plane read that we
-        # leave (our dialogs then move to their new owners from the state plane's mirror once
-        # we are gone, workers/dialogs/handover.py); then "down" so ingresses route new calls
-        # elsewhere, and we read on until each has sent us the last of what it had queued
-        # for us (workers/bus.py rule 10); then we finish what we hold
         phases = StopPhases(time.perf_counter)  # uvloop's loop.time() counts whole ms
-        sockets.unlink(worker.bus.endpoint)
-        await worker.bus.leave()
-        phases.mark("leave")
-        await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
-        phases.mark("quiet")
-        await worker.aclose(phases.mark)
+        await worker.stop(phases.mark)
         if hop is not None:
             hop.close()
         ctx.destroy(linger=sockets.LINGER_MS)

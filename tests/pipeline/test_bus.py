@@ -338,7 +338,7 @@ def test_a_leaving_worker_waits_for_the_ingress_to_let_go(ctx: zmq.Context[Any],
         hop = Hop(ctx, tmp_path)
         await hop.joined()
         t0 = loop.time()
-        await hop.worker.leave()
+        assert await hop.worker.leave()  # it said LEFT: nothing of its follows
         assert loop.time() - t0 < 1.0  # the ingress's LEFT, long before LEAVE_S
         assert len(hop.ingress.workers) == 0
         hop.close()
@@ -347,9 +347,28 @@ def test_a_leaving_worker_waits_for_the_ingress_to_let_go(ctx: zmq.Context[Any],
         await hop.joined()
         hop.ingress.close()  # gone before it could say LEFT
         t0 = loop.time()
-        await hop.worker.leave()
+        assert not await hop.worker.leave()  # what it sent last is no promise
         assert loop.time() - t0 < 1.0
         hop.worker.close()
+
+    run(body)
+
+
+def test_a_leaving_worker_is_released_by_the_left_itself(ctx: zmq.Context[Any],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """The ingress's ``LEFT`` wakes the leaving worker at once: ``leave`` is done within a
+    few loop iterations of reading it, not at a later polling step or heartbeat (a 10 ms
+    poll before; heartbeats 10 s apart here)."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path, Bus(heartbeat_ms=10_000))
+        await hop.joined()
+        leaving = asyncio.create_task(hop.worker.leave())
+        await until(lambda: "ingress.1-1" in hop.worker._left_at, step_s=0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert leaving.done() and leaving.result()
+        hop.close()
 
     run(body)
 
