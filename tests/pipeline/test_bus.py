@@ -373,6 +373,26 @@ def test_a_leaving_worker_is_released_by_the_left_itself(ctx: zmq.Context[Any],
     run(body)
 
 
+def test_a_leaving_ingress_is_released_by_the_left_itself(ctx: zmq.Context[Any],
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """The worker's answering ``LEFT`` wakes the leaving ingress at once (ingress/bus.py rule
+    7): ``leave`` is done within a few loop iterations of reading it, not at a later polling
+    step or heartbeat (a 10 ms poll before; heartbeats 10 s apart here)."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path, Bus(heartbeat_ms=10_000))
+        await hop.joined()
+        leaving = asyncio.create_task(hop.ingress.leave(within_s=60.0))
+        await until(lambda: not hop.ingress._holding, step_s=0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert leaving.done()
+        assert "ingress.1-1" not in hop.worker.ingresses  # it had answered, and forgot us
+        hop.close()
+
+    run(body)
+
+
 def test_a_worker_leaving_gets_the_backlog_its_pipe_held(ctx: zmq.Context[Any],
                                                          tmp_path: Path) -> None:  # fmt: skip
     """A worker that says ``down`` while the ingress holds a backlog for it (it was not
