@@ -22,7 +22,9 @@ Rules:
 7. Leaving (``leave``, rule 6 the other way round): once we take no more input we remove
    our endpoint's file, say ``LEFT`` down every worker pipe, and read on until each worker
    has answered ``LEFT`` (what it had for us is in: ``workers/bus.py`` rule 11) or is gone
-   (said ``down``, or its process ended), at most ``LEAVE_S``. A worker silent for
+   (said ``down``, or its process ended), at most ``LEAVE_S``; each ``LEFT`` or ``down``
+   wakes the wait (no polling step). A worker of the previous release never answers (its
+   heartbeat looks like ours): it costs ``LEAVE_S``. A worker silent for
    ``liveness`` heartbeats meanwhile is waited for still: one descheduled that long sends
    nothing, heartbeats included, until it runs again. Waiting a fixed two heartbeats and then
    a quiet spell was not enough: a worker busy or descheduled for longer still sent us

@@ -57,9 +57,16 @@ Rules:
    queued before it read that, then ``LEFT`` (``ingress/bus.py`` rule 6). We read on until
    each has said ``LEFT`` or is gone (its file vanished, or it said ``down`` itself; an
    ingress of another host silent for ``liveness`` heartbeats is not forgotten meanwhile),
-   at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost. Reading
-   only until a quiet spell (0.1 s) was not enough: an ingress busy or descheduled for longer
-   kept handing us calls after we had closed, and a TCP caller does not send those again.
+   at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost; each
+   ``LEFT`` wakes the wait (no polling step). Reading only until a quiet spell (0.1 s) was
+   not enough: an ingress busy or descheduled for longer kept handing us calls after we had
+   closed, and a TCP caller does not send those again. An edge of the previous release,
+   whose heartbeat carries no ring (three items), never says ``LEFT``: it is not waited for
+   (``_mute``), and ``leave`` says no promise covers it, as it does for an ingress that
+   vanished before its ``LEFT`` came: the worker then reads until a quiet spell, that
+   release's own rule (``workers/service.py`` ``stop``). An ingress of this host says nothing
+   but ``IN`` and ``LEFT``, so its release cannot be told: one of the previous release costs
+   ``LEAVE_S``.
 11. An ingress leaving says ``LEFT`` first (``ingress/bus.py`` rule 7): we send what we hold
    for it, then ``LEFT`` ourselves (nothing of ours follows), and forget it, so our later
    output for it takes another live ingress as rule 4 says; it reads until every worker's
@@ -99,7 +106,7 @@ OnHost = Callable[[str, envelope.Envelope], None]
 #: kinds a worker host may send us on the TCP socket (rule 8)
 HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND_FWD})
 #: rule 10: how long a leaving worker waits at most for its ingresses to let go of it; with
-#: the quiet wait after it (1 s at most), within ``conf.process.SHUTDOWN_S``
+#: the quiet wait that may follow (1 s at most), within ``conf.process.SHUTDOWN_S``
 LEAVE_S = 2.0
 
 
