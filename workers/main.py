@@ -105,7 +105,7 @@ def main(conf: str | None = None) -> int:
     code = process.run("worker", serve, conf)
     if code == 0:  # stopped: every answer, delta and CDR it held is out (Worker.stop)
         # what the interpreter's teardown would still do is free every object one by one:
-        # ~30 ms of a worker's stop on a loaded 2-core box (docs/benchmarks.md "Worker
+        # 10-30 ms of a worker's stop on a loaded 2-core box (docs/benchmarks.md "Worker
         # stop"). The CDR file is written with write(2) and closed, the sockets lingered in
         # ctx.destroy, the loop's executor joined by asyncio.Runner; the log is stdout
         sys.stdout.flush()
