@@ -564,12 +564,15 @@ class IngressBus:
         """Rule 10: say ``down`` and wait, at most ``LEAVE_S``, until every ingress we knew
         has let go of us; we still read and answer meanwhile. True when each one said
         ``LEFT``, so nothing of theirs follows; False when one did not (gone, or ``LEAVE_S``
-        passed) or cannot (``_mute``)."""
+        passed) or cannot (``_mute``), or an ingress of another host may be sending unheard."""
         loop = self._loop
         self._leaving = True
         mute = self._mute()
         self._holding = {i for i in self._pipes if i not in mute}
         expected = self._expected = frozenset(self._holding)
+        # an endpoint of [bus] ingresses we have heard no ingress at yet: one there may have
+        # heard our "up" and be sending already, unknown to us
+        unheard = [r.endpoint for r in self._remote.values() if not r.ident]
         log.info("worker_leaving", ingresses=sorted(self._pipes)[:20], mute=sorted(mute)[:20])
         beat_s = self._cfg.heartbeat_ms / 1000
         t0 = next_beat = loop.time()
@@ -593,7 +596,7 @@ class IngressBus:
         log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000), left_ms=left_ms,
                  holding=sorted(self._holding)[:20])  # fmt: skip
         # one that vanished before its LEFT came may have sent more: not a promise
-        return not mute and expected <= self._left_at.keys()
+        return not mute and not unheard and expected <= self._left_at.keys()
 
     def _mute(self) -> set[str]:
         """Rule 10: the live ingresses of the previous release, which never say ``LEFT``:

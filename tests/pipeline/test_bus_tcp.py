@@ -284,3 +284,19 @@ def test_a_leaving_worker_does_not_wait_for_an_edge_that_cannot_say_left(
             h.close()
 
     run(body)
+
+
+def test_a_worker_leaving_before_it_heard_an_edge_makes_no_promise(tmp_path: Path) -> None:
+    """The worker has sent its heartbeat to a configured edge endpoint but heard no ingress
+    there yet: one may have joined it and be sending already, so ``leave`` does not say that
+    nothing more can come (the worker then reads until a quiet spell)."""
+
+    async def body() -> None:
+        h = Hosts(tmp_path)
+        try:
+            h.worker.heartbeat()  # "up" to the edge's endpoint, nothing heard back yet
+            assert not await h.worker.leave()
+        finally:
+            h.close()
+
+    run(body)
