@@ -29,6 +29,9 @@ Rules:
    nothing, heartbeats included, until it runs again. Waiting a fixed two heartbeats and then
    a quiet spell was not enough: a worker busy or descheduled for longer still sent us
    answers after we had closed, and they were lost.
+8. A worker of this host that joins hears our hello first, a heartbeat ``[ingress_id,
+   endpoint, "up"]`` down its new pipe, before any ``IN``: it says we are of a release that
+   says ``LEFT`` (``workers/bus.py`` rule 10). A worker of an earlier release ignores it.
 """
 
 from __future__ import annotations
@@ -104,6 +107,8 @@ class WorkerBus:
         self._holding: set[str] = set()
         #: rule 7: set when one of them let go of us
         self._released = asyncio.Event()
+        #: rule 8: what a worker of this host hears from us first
+        self._hello = envelope.pack(envelope.KIND_HB, [ingress_id, self.endpoint, "up"])
 
     def open_tcp(self, hop: TcpHop, ep: str) -> None:
         """Rule 4: listen for workers of other hosts at ``ep`` too."""
@@ -166,7 +171,10 @@ class WorkerBus:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
-            if self._peers.heartbeat(ident, endpoint, state, self._loop.time()) is not None:
+            change = self._peers.heartbeat(ident, endpoint, state, self._loop.time())
+            if change == "joined":  # rule 8: before any IN
+                self._pipes[ident].send_first(self._hello)
+            if change is not None:
                 self._ring_changed()
                 self._let_go(ident)
         elif env.kind == envelope.KIND_LEFT:

@@ -64,9 +64,11 @@ Rules:
    whose heartbeat carries no ring (three items), never says ``LEFT``: it is not waited for
    (``_mute``), and ``leave`` says no promise covers it, as it does for an ingress that
    vanished before its ``LEFT`` came: the worker then reads until a quiet spell, that
-   release's own rule (``workers/service.py`` ``stop``). An ingress of this host says nothing
-   but ``IN`` and ``LEFT``, so its release cannot be told: one of the previous release costs
-   ``LEAVE_S``.
+   release's own rule (``workers/service.py`` ``stop``). An ingress of this host of this
+   release says hello when it joins us, before any ``IN`` (``ingress/bus.py`` rule 8); one
+   that sent us calls without it, or has not said it ``HELLO_S`` after we found it, is of
+   the previous release and not waited for either. A hello that comes while we leave puts
+   its ingress back among those we wait for.
 11. An ingress leaving says ``LEFT`` first (``ingress/bus.py`` rule 7): we send what we hold
    for it, then ``LEFT`` ourselves (nothing of ours follows), and forget it, so our later
    output for it takes another live ingress as rule 4 says; it reads until every worker's
@@ -108,11 +110,27 @@ HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND
 #: rule 10: how long a leaving worker waits at most for its ingresses to let go of it; with
 #: the quiet wait that may follow (1 s at most), within ``conf.process.SHUTDOWN_S``
 LEAVE_S = 2.0
+#: rule 10: an ingress of this host that has not said hello this long after we found it is
+#: of the previous release: one of this release says it as soon as it reads our first
+#: heartbeat, and one stalled longer than the leave wait was not covered by it either
+HELLO_S = LEAVE_S
 
 
 
 def _out_header(metas: list[Any]) -> list[Any]:
     return [metas]
+
+
+class _Local:
+    """An ingress of this host (rule 2): when we found it, and whether it said hello (this
+    release: it will say ``LEFT``) or sent calls without (the previous release, rule 10)."""
+
+    __slots__ = ("found_at", "hello", "spoke")
+
+    def __init__(self, found_at: float) -> None:
+        self.found_at = found_at
+        self.hello = False
+        self.spoke = False
 
 
 class _Remote:
@@ -182,6 +200,8 @@ class IngressBus:
         self._tcp_reader: Reader | None = None
         self.tcp_endpoint = ""
         self._remote: dict[str, _Remote] = {}
+        #: rule 10: the ingresses of this host, by ident (those of ``_pipes`` not remote)
+        self._local: dict[str, _Local] = {}
         #: rule 9: whether we discover, and the peers' bus addresses by name, once ``open_tcp``
         #: ran with ``discover``
         self._discover = False
@@ -327,6 +347,9 @@ class IngressBus:
                                    ingress=env.header[0][:80])  # fmt: skip
                 return
             if env.kind == envelope.KIND_IN:
+                local = self._local.get(env.header[0])
+                if local is not None and not local.hello:  # rule 10: the previous release
+                    local.spoke = True
                 self._on_batch(env.header[0], env.header[1], env.payloads)
             elif self._on_forward is not None:
                 self._on_forward(env.header[0], env.header[1], env.payloads)
@@ -340,6 +363,8 @@ class IngressBus:
             self._on_release(env.header)
         elif env.kind == envelope.KIND_INGRESSES:
             self._on_discovered(env.header)
+        elif env.kind == envelope.KIND_HB:
+            self._on_hello(env.header[0])
         elif env.kind == envelope.KIND_LEFT:
             if self._leaving:  # rule 10: it let go of us
                 if env.header[0] in self._expected:  # only those: a forged one costs nothing
@@ -348,6 +373,18 @@ class IngressBus:
                 self._let_go_check()
             else:
                 self._let_go(env.header[0])
+
+    def _on_hello(self, ingress: str) -> None:
+        """Rule 10: an ingress of this host says it is of this release (``ingress/bus.py``
+        rule 8): it will say ``LEFT``, so a leave under way waits for it after all."""
+        local = self._local.get(ingress)
+        if local is None:  # not one we found: nothing to note
+            return
+        local.hello = True
+        if self._leaving and ingress not in self._expected:
+            self._expected |= {ingress}
+            self._holding.add(ingress)
+            self._released.set()
 
     def _let_go(self, ingress: str) -> None:
         """Rule 11: ``ingress`` is leaving and says so."""
@@ -537,6 +574,7 @@ class IngressBus:
                         self._cfg.max_pending)  # fmt: skip
         pipe.on_full = self._full
         self._pipes[ingress] = pipe
+        self._local[ingress] = _Local(self._loop.time())
         log.info("ingress_found", ingress=ingress)
         return pipe
 
@@ -557,6 +595,8 @@ class IngressBus:
             pipe = self._pipes.get(ident) or self._connect(ident, ep)
             pipe.drain()
             pipe.send_now(frames)
+        for ident in [i for i in self._local if i not in self._pipes]:
+            del self._local[ident]
         if self._remote:
             self._beat_remote(state)
 
@@ -569,7 +609,7 @@ class IngressBus:
         self._leaving = True
         mute = self._mute()
         self._holding = {i for i in self._pipes if i not in mute}
-        expected = self._expected = frozenset(self._holding)
+        self._expected = frozenset(self._holding)
         # an endpoint of [bus] ingresses we have heard no ingress at yet: one there may have
         # heard our "up" and be sending already, unknown to us
         unheard = [r.endpoint for r in self._remote.values() if not r.ident]
@@ -581,6 +621,9 @@ class IngressBus:
             if now >= next_beat:  # "down" again each beat, in case one was lost
                 self.heartbeat("down")  # forgets the ingresses that vanished, too
                 next_beat = now + beat_s
+                late = self._holding & self._mute()  # HELLO_S passed without a hello
+                mute |= late
+                self._holding -= late
             self._holding &= self._pipes.keys()
             left_s = t0 + LEAVE_S - now
             if not self._holding or left_s <= 0:
@@ -592,18 +635,21 @@ class IngressBus:
             except TimeoutError:
                 pass
         left_ms = {i: round((self._left_at[i] - t0) * 1000, 1)
-                   for i in sorted(expected & self._left_at.keys())[:20]}
+                   for i in sorted(self._expected & self._left_at.keys())[:20]}
         log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000), left_ms=left_ms,
                  holding=sorted(self._holding)[:20])  # fmt: skip
         # one that vanished before its LEFT came may have sent more: not a promise
-        return not mute and not unheard and expected <= self._left_at.keys()
+        return not mute and not unheard and self._expected <= self._left_at.keys()
 
     def _mute(self) -> set[str]:
         """Rule 10: the live ingresses of the previous release, which never say ``LEFT``:
         those of another host whose heartbeat has no ring (three items, docs/operations.md
-        "Rolling upgrade"). An ingress of this host says nothing to us but ``IN``s and
-        ``LEFT``, so no release of one can be told from another: each is waited for."""
-        return {r.ident for r in self._remote.values() if r.ident and not r.says_left}
+        "Rolling upgrade"), and those of this host that sent us calls without saying hello
+        first or have not said it ``HELLO_S`` after we found them."""
+        now = self._loop.time()
+        mute = {r.ident for r in self._remote.values() if r.ident and not r.says_left}
+        return mute | {i for i, x in self._local.items() if i in self._pipes and not x.hello
+                       and (x.spoke or now - x.found_at >= HELLO_S)}  # fmt: skip
 
     def _let_go_check(self) -> None:
         """Rule 10: wake ``leave`` when one it waits for let go of us."""
