@@ -77,15 +77,14 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
 
 
 class StopPhases:
-    """Where a stopping worker's time went, phase by phase (docs/operations.md "Rolling
-    restart"): wall and CPU milliseconds, logged once as ``worker_stopped``."""
+    """Where a stopping worker's time went, phase by phase (docs/operations.md "A worker,
+    restarted"): wall and CPU milliseconds, logged once as ``worker_stopped``."""
 
-    __slots__ = ("_clock", "_cpu", "_last", "marks")
+    __slots__ = ("_clock", "_last", "marks")
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._last = (clock(), time.process_time())
-        self._cpu = self._last
         self.marks: dict[str, tuple[float, float]] = {}
 
     def mark(self, phase: str) -> None:
