@@ -107,9 +107,13 @@ DEPENDS: tuple[str, ...] = (
     "workers.ratelimit.pipes",
     "workers.refusals",
     "workers.routing.prefix_route",
+    # where prefix_route's PrefixChoice is defined (a field of workers.proxy's Plan)
+    "workers.routing.prefixes",
     "workers.routing.rules",
-    # what the routing table imports from the project
+    # what the routing table imports from the project (conf.load re-exports
+    # parse_status_codes from conf.checks.common)
     "conf.load",
+    "conf.checks.common",
     "workers.routing.trusted",
     # what the dialog table imports from the project
     "conf.envelope",
