@@ -483,6 +483,8 @@ class StatefulProxy:
             held = self._resp_from
             if held is not None and held[0] is resp:
                 self._outs.append(self.sl.response_out(resp, held[1]))
+            if txn.state is State.PROCEEDING and isinstance(txn, ClientTransaction):
+                self.table.abandon(txn, now)  # the callee has it now: an INVITE ends here
             return
         if ctx.client is not txn or ctx.done:
             if 200 <= status < 300:
