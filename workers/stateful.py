@@ -477,15 +477,15 @@ class StatefulProxy:
             return
         ctx: Proxied | None = txn.context
         status = resp.status
-        if ctx is None or status == 100:
-            return  # a CANCEL's own answer, or 100 Trying (never forwarded, §16.7 step 3)
         if ctx is MOVED:  # rule 12: as the worker that owns the call now would (rule 3)
             held = self._resp_from
-            if held is not None and held[0] is resp:
+            if status != 100 and held is not None and held[0] is resp:
                 self._outs.append(self.sl.response_out(resp, held[1]))
             if txn.state is State.PROCEEDING and isinstance(txn, ClientTransaction):
                 self.table.abandon(txn, now)  # the callee has it now: an INVITE ends here
             return
+        if ctx is None or status == 100:
+            return  # a CANCEL's own answer, or 100 Trying (never forwarded, §16.7 step 3)
         if ctx.client is not txn or ctx.done:
             if 200 <= status < 300:
                 self._send_upstream(ctx, self._upstream(resp), status, now)

@@ -140,8 +140,9 @@ def test_without_dialogs_the_call_moves_all_the_same() -> None:
 
 def test_an_invite_not_yet_answered_at_all_is_still_retransmitted_until_timer_b() -> None:
     """Moved before any response (the INVITE may have been lost on UDP): W's client
-    transaction keeps re-sending it until Timer B, what it still gets goes upstream
-    statelessly, and Timer B ends it without a 408 (nor a try at another destination)."""
+    transaction keeps re-sending it until the callee's first response, which ends it (a
+    1xx other than 100 goes upstream statelessly, as J would send it), and nothing ever
+    sends a 408 or tries another destination."""
     w, j = Link(make()), Link(make())
     w.now = j.now = T0
     w.from_uac(INVITE)
@@ -149,6 +150,8 @@ def test_an_invite_not_yet_answered_at_all_is_still_retransmitted_until_timer_b(
     w.p.let_calls_go(lambda call_id: True, w.now)
     w.advance(T0 + 2)
     assert [m for _, m in w.take_down()] == ["INVITE"] * 3  # 0, 0.5, 1.5 s
+    w.from_uas(answer(last_down(w), 100))
+    assert w.take_up() == [] and len(w.p.table) == 0  # the callee has it: nothing left
     w.from_uas(answer(last_down(w), 180))
     assert w.take_up() == [180]
     w.advance(T0 + TIMER_C_S + 40)
@@ -171,3 +174,16 @@ def test_a_cancel_at_the_new_owner_still_reaches_the_branch_in_progress() -> Non
     assert j.take_up() == [487]
     w.advance(T0 + TIMER_C_S + 40)
     assert w.take_up() == [] and len(w.p.table) == 0
+
+
+def test_an_invite_moved_before_any_answer_ends_at_timer_b_without_a_408() -> None:
+    """Moved before any response and never answered at all: W re-sends the INVITE until
+    Timer B (7 sends in 32 s on UDP) and then ends it with nothing upstream."""
+    w, j = Link(make()), Link(make())
+    w.now = j.now = T0
+    w.from_uac(INVITE)
+    assert w.take_up() == [100]
+    w.p.let_calls_go(lambda call_id: True, w.now)
+    w.advance(T0 + TIMER_C_S + 40)
+    assert w.take_up() == [] and [m for _, m in w.take_down()] == ["INVITE"] * 7
+    assert w.p.counters["timeout"] == 0 and len(w.p.table) == 0 and w.p.next_deadline() is None
