@@ -57,8 +57,9 @@ Rules:
    would send a CANCEL and a 408 for a call answered meanwhile (§16.8). So an INVITE or
    other request with an attempt in progress is given up quietly: no final upstream, Timer C
    stopped, its server transaction ended, its client transaction ended when Proceeding (the
-   callee has the request) or left to retransmit until Timer B/F otherwise (``MOVED``: what it
-   still gets goes on statelessly, as the new owner forwards the rest, rule 3).
+   callee has the request) or left to retransmit otherwise (``MOVED``: what it still gets
+   goes on statelessly, as the new owner forwards the rest, rule 3; an INVITE's first
+   response or Timer B, a non-INVITE's Timer F, ends it).
 """
 
 from __future__ import annotations
