@@ -62,10 +62,12 @@ def ringing(w: Link, j: Link) -> bytes:
 
 def test_answer_at_the_new_owner_leaves_no_cancel_and_no_408_at_timer_c() -> None:
     """The callee's 200 reaches J: it goes upstream once, and W's transactions for the call,
-    which will never see it, send nothing at Timer C (no CANCEL downstream, no 408
-    upstream) and are gone by then."""
+    which will never see it, are gone at the hand-over and nothing is sent at Timer C (no
+    CANCEL downstream, no 408 upstream). Before: both held for Timer C's 200 s, then 2
+    CANCELs down and 11 408s up (re-sent to Timer H, the caller's ACK going to J)."""
     w, j = pair()
     fwd = ringing(w, j)
+    assert len(w.p.table) == 0 and w.p.counters["calls_moved"] == 1
     j.from_uas(answer(fwd, 200))
     assert j.take_up() == [200]
     w.advance(T0 + TIMER_C_S + 1)
