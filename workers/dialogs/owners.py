@@ -11,7 +11,9 @@ Rules:
 2. Workers joined take the dialogs whose Call-IDs they own: those leave us silently (the
    state plane's mirror holds them), and a ``y`` marker each tells the state plane it may
    hand them over (``workers/dialogs/deltas.py`` rule 4); what still reaches us for them is
-   passed on (rule 3).
+   passed on (rule 3). The requests we forwarded for those Call-IDs and that are still
+   waiting for a final are given up quietly, dialogs or not (``StatefulProxy`` rule 12):
+   their answers go to the joiner, and our Timer C would CANCEL a call answered meanwhile.
 3. A message needing a dialog we do not hold (``StatefulProxy`` rule 10) goes to the
    Call-ID's owner if that is another worker now (``FWD``, never passed on again), and waits
    here while a hand-over is expected (``handover.py`` rules 2-4). A request that would start
@@ -147,6 +149,8 @@ class Owners:
             self.bus.forget_worker(ident)
         self.peers = WorkerSet.fixed(view)
         joined = set(view) - known - {self.worker_id}
+        if joined and self.core is not None:
+            self._let_calls_go(joined, now)
         if moving and joined:
             self._let_joiners_take(joined)
         # probes are shared out among this host's workers (conf/bustcp.py rule 6)
@@ -176,6 +180,19 @@ class Owners:
             self._ring_told = remote
             self.deltas.ring(ring_pairs(remote))
         return hv.view()
+
+    def _let_calls_go(self, joined: set[str], now: float) -> None:
+        """Rule 2: the requests in progress whose Call-IDs the joined workers own are given up
+        quietly (``StatefulProxy`` rule 12): their answers, CANCEL and ACK go there now."""
+        assert self.core is not None
+        owner = self.peers.owner
+
+        def moved(call_id: str) -> bool:
+            return owner(call_id.encode("utf-8", "surrogateescape")) in joined
+
+        n = self.core.let_calls_go(moved, now)
+        if n:
+            log.info("calls_let_go", joined=sorted(joined), calls=n)
 
     def _let_joiners_take(self, joined: set[str]) -> None:
         """Rule 2: the dialogs whose Call-IDs the joined workers own leave us silently."""
