@@ -58,6 +58,8 @@ MODULES: tuple[str, ...] = (
     "workers.txn.table",
     "workers.txn.timers",
     "workers.proxy",
+    # the proxy's Inbound, Out and Plan (re-exported by workers.proxy)
+    "workers.proxytypes",
     # what the stateless proxy asks of every message: whether an address is ours, where a
     # request is routed (#16, sixth sitting)
     "workers.listeners",

@@ -30,17 +30,19 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from conf import prefix_tables, rundir, tlscheck
+from conf import rundir
 from conf.checks import (
     auth,
     bus,
     dialogs,
     listen,
     node,
+    prefix_tables,
     protection,
     registrar,
     routing,
     stateplane,
+    tls,
 )
 from conf.checks.common import MAX_RUN_DIR_BYTES, NODE_NAME_RE, TOKEN_RE, parse_status_codes
 from conf.checks.errors import ConfigError, Said, show
@@ -156,4 +158,4 @@ def _check_values(s: Settings) -> None:
     bus.check_hosts(f, s)
     protection.check_protection(f, s)
     stateplane.check_stateplane(f, s)
-    tlscheck.check(f, s)
+    tls.check(f, s)

@@ -5,11 +5,12 @@ the ``conf/sections/`` module of the sections it checks:
 - ``schema``: TOML tables into the dataclasses: unknown keys, types, ranges, required keys
 - ``common``: what several sections share: tokens, names, addresses, status code lists
 - ``node``: ``[node]``, ``[curve]``, ``[[peer]]``
-- ``listen``: ``[[listen]]``, ``[tcp]`` (TLS: ``conf/tlscheck.py``)
+- ``listen``: ``[[listen]]``, ``[tcp]``; ``tls``: their TLS keys and ``[tls]``
 - ``bus``: ``[bus]`` (the hop between hosts: ``conf/bustcp.py``)
 - ``routing``: ``[proxy]`` option tags, ``[[destination_set]]``, ``[[route]]``, ``[[trusted]]``
-  (a route's conditions, rewrites and edits: ``conf/routing.py``; ``[[prefix_table]]``:
-  ``conf/prefix_tables.py``)
+- ``route_rules``: what a ``[[route]]`` may say beyond where it sends (conditions on headers,
+  rewrites, header edits, failure sets); also used by ``workers/routing/rules.py``
+- ``prefix_tables``: ``[[prefix_table]]`` and the routes that name one
 - ``registrar``: ``[registrar]``, ``[nat]``
 - ``auth``: ``[auth]``, ``[[auth_realm]]``
 - ``dialogs``: ``[dialogs]``, ``[[dialog_profile]]``

@@ -1,5 +1,5 @@
 """Load-time checks of ``[[listen]]`` and ``[tcp]`` (``conf/sections/listen.py``); the TLS keys
-and ``[tls]`` are checked in ``conf/tlscheck.py``."""
+and ``[tls]`` are checked in ``tls.py``."""
 
 from __future__ import annotations
 

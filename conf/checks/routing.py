@@ -1,8 +1,8 @@
 """Load-time checks of ``[proxy]`` option tags, ``[[destination_set]]``, ``[[route]]`` and
 ``[[trusted]]`` (``conf/sections/routing.py``, ``conf/sections/proxy.py``): destinations that
 parse and that some listener can send to, one action per route, names that resolve. What a
-route may say beyond where it sends is checked in ``conf/routing.py``; prefix tables in
-``conf/prefix_tables.py``."""
+route may say beyond where it sends is checked in ``route_rules.py``; prefix tables in
+``prefix_tables.py``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import re
 
 from conf.checks.common import _CIDR_HELP, NODE_NAME_RE, TOKEN_RE, _codes, _methods, _unique
 from conf.checks.errors import ConfigError, Said, _num, show
-from conf.routing import check_route
+from conf.checks.route_rules import check_route
 from conf.settings import DestinationSet, Route, Settings
 
 
@@ -54,7 +54,7 @@ def check_destination_sets(f: str, s: Settings) -> dict[str, int]:
 
 
 def check_routes(f: str, s: Settings, sets: dict[str, int]) -> None:
-    """[[route]]: names, one action, regexes that compile, and what ``conf/routing.py`` checks."""
+    """[[route]]: names, one action, regexes that compile, and what ``route_rules.py`` checks."""
     named_sets = {ds.name for ds in s.destination_set
                   if any(_is_host_name(u) for u in ds.destinations)}  # fmt: skip
     names: dict[str, int] = {}

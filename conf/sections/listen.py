@@ -1,6 +1,6 @@
 """``[[listen]]``, ``[tcp]`` and ``[tls]``: the sockets every ingress binds and the limits that
 protect it from TCP and TLS peers. Checked beyond their types in ``conf/checks/listen.py`` (TLS
-files: ``conf/tlscheck.py``)."""
+files: ``conf/checks/tls.py``)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """``[[destination_set]]``, ``[[route]]`` (with ``[[route.header]]`` and
 ``[[route.header_edit]]``), ``[[trusted]]`` and ``[[prefix_table]]``: where requests go.
-Checked beyond their types in ``conf/checks/routing.py``, ``conf/routing.py`` (what a route
-may say beyond where it sends) and ``conf/prefix_tables.py``."""
+Checked beyond their types in ``conf/checks/routing.py``, ``conf/checks/route_rules.py`` (what
+a route may say beyond where it sends) and ``conf/checks/prefix_tables.py``."""
 
 from __future__ import annotations
 
