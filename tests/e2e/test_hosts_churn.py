@@ -103,9 +103,28 @@ def keep_logs(procs: dict[str, Proc], keep: Path) -> None:
         (keep / f"log-{name}.txt").write_text(p.text())
 
 
+@pytest.fixture
+def kept(tmp_path: Path) -> Iterator[dict[str, Proc]]:
+    """``{name: process}`` whose output is kept as tmp_path/log-NAME.txt at the end, passed or
+    failed: a wait that timed out before any call is traced from them too."""
+    procs: dict[str, Proc] = {}
+    yield procs
+    keep_logs(procs, tmp_path)
+
+
+def handover_state(procs: dict[str, Proc]) -> str:
+    """What each worker last said of its hand-over (the sources it still waits for)."""
+    out = []
+    for name, p in procs.items():
+        es = p.events("handover_received") + p.events("handover_wait_expired")
+        es.sort(key=lambda e: str(e.get("timestamp")))
+        out.append(f"{name}: {es[-3:]}")
+    return "; ".join(out)
+
+
 def test_dialogs_follow_their_call_id_across_hosts(
     ringing_hosts: Hosts, run: Callable[[Path, list[str]], Proc],  # noqa: F811 (the fixture)
-    hand: Callable[[Path], Proc], tmp_path: Path,
+    hand: Callable[[Path], Proc], tmp_path: Path, kept: dict[str, Proc],
 ) -> None:  # fmt: skip
     """40 calls through the edge to B's and C's workers, ringing 5 s and held 20 s. With some
     ringing and some answered, a worker joins on C, one of B's is stopped (SIGTERM) and one
@@ -114,6 +133,7 @@ def test_dialogs_follow_their_call_id_across_hosts(
     the trunk profile is back to 0 and no dialog is left on either host."""
     hosts = ringing_hosts
     edge = start_edge(hosts, run, {"b": HOST_B, "c": HOST_C})
+    kept["edge"] = edge
     confs, nodes = {}, {}
     profile = '[[dialog_profile]]\nname = "trunk"\nlimit = 1000\n'
     for name, addr, other, other_addr in (("b", HOST_B, "c", HOST_C), ("c", HOST_C, "b", HOST_B)):
@@ -122,14 +142,14 @@ def test_dialogs_follow_their_call_id_across_hosts(
         )
         confs[name] = hosts.conf(name, addr, worker_bus(hosts), {"edge": EDGE, other: other_addr},
                                  extra=extra)  # fmt: skip
-        nodes[name] = run(
+        nodes[name] = kept[name] = run(
             confs[name], ["start", "-c", "worker=1", "worker", "timers", "stateplane"]
         )
-    term, kill = hand(confs["b"]), hand(confs["c"])
+    term, kill = kept["term"], kept["kill"] = hand(confs["b"]), hand(confs["c"])
     wait_for(lambda: len(joined(edge, "b.")) == 2 and len(joined(edge, "c.")) == 2,
              "two workers of each host to join", DEADLINE_S)  # fmt: skip
     wait_for(lambda: handed_all(term) and handed_all(kill), "the hand-started workers' hand-over",
-             DEADLINE_S)  # fmt: skip
+             DEADLINE_S, lambda: handover_state({"term": term, "kill": kill}))  # fmt: skip
 
     def totals() -> tuple[int, int]:
         rows = [host_dialogs(confs[n])["node"] for n in confs]
@@ -144,8 +164,9 @@ def test_dialogs_follow_their_call_id_across_hosts(
             return 0 < early < active
 
         wait_for(ringing_and_answered, "calls both answered and ringing", DEADLINE_S)
-        joiner = hand(confs["c"])
-        wait_for(lambda: handed_all(joiner), "the joiner on C to be handed its dialogs", DEADLINE_S)
+        joiner = kept["joiner"] = hand(confs["c"])
+        wait_for(lambda: handed_all(joiner), "the joiner on C to be handed its dialogs", DEADLINE_S,
+                 lambda: handover_state({"joiner": joiner}))  # fmt: skip
         term_id, kill_id = f"b.worker-{term.popen.pid}", f"c.worker-{kill.popen.pid}"
         assert term.stop(signal.SIGTERM, timeout_s=10) == 0, term.text()[-3000:]
         wait_for(lambda: any(e.get("worker") == term_id
@@ -158,10 +179,7 @@ def test_dialogs_follow_their_call_id_across_hosts(
         res = calls.wait()
     finally:
         calls.kill()
-    procs = {**nodes, "edge": edge, "term": term, "kill": kill, "joiner": joiner}
-    if (res.successful, res.failed) != (CALLS, 0):
-        # a failed call is traced from what sipp got back to the process that sent it
-        keep_logs(procs, tmp_path)
+    # a failed call is traced from what sipp got back to the process that sent it (``kept``)
     assert (res.successful, res.failed) == (CALLS, 0), (
         f"{res.output}\nlogs in {tmp_path}\n{calls.unexpected()}"
     )
@@ -185,8 +203,7 @@ def test_dialogs_follow_their_call_id_across_hosts(
         node.stop(signal.SIGTERM)  # flushes the CDR writers
     rows = cdrs(tmp_path / "cdr-b.jsonl") + cdrs(tmp_path / "cdr-c.jsonl")
     ids = [r["call_id"] for r in rows]
-    keep_logs(procs, tmp_path)
-    assert len(ids) == CALLS and len(set(ids)) == CALLS, cdr_gaps(ids, procs, tmp_path)
+    assert len(ids) == CALLS and len(set(ids)) == CALLS, cdr_gaps(ids, kept, tmp_path)
     assert {r["cause"] for r in rows} == {"bye"} and all(r["answer"] for r in rows), rows
 
 
