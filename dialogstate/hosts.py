@@ -168,19 +168,22 @@ class HostView:
         self.mark_gone(vanished, now)
         return True
 
-    def check_adopt(self, peer: str, header: list[Any], now: float) -> list[list[Any]]:
+    def check_adopt(self, peer: str, header: list[Any], now: float,
+                    gone: str = "") -> list[list[Any]]:  # fmt: skip
         """The records of ``ADOPT`` ``header`` (``[node, records, handed_back, source]``)
         from host ``peer`` that rule 3 lets this worker take; the rest are counted. With a
         fifth element, a worker of ours, the records are to be kept for it (rule 5): they
         must be that worker's in the view, as they would have to be ours (a state plane's
-        view takes nothing else)."""
+        view takes nothing else). ``gone``: a worker of ours that the caller itself saw
+        vanish (a state plane), judged as if it were still in the view."""
         records = header[1]
         source = header[3] if len(header) > 3 else None
         target = header[4] if len(header) > 4 else self.me
         if not (peer and header[0] == peer and isinstance(source, str)):
             self.counters["adopt_refused_source"] += len(records)
             return []
-        if not target or (target != self.me and target not in self._local):
+        was_ours = bool(gone) and target == gone and host_of(gone) == self.node
+        if not target or (target != self.me and target not in self._local and not was_ours):
             self.counters["adopt_refused_owner"] += len(records)
             return []
         vanished = None
@@ -190,9 +193,12 @@ class HostView:
                 self.counters["adopt_refused_source"] += len(records)
                 return []
             self.mark_gone(vanished, now)
-        now_ring = self.ring()
-        before = WorkerSet.fixed({**self.view(), vanished: ""} if vanished else
-                                 {i: ep for i, ep in self.view().items() if i != target})  # fmt: skip
+        view = self.view()
+        if was_ours and target not in view:
+            view[target] = ""
+        now_ring = WorkerSet.fixed(view) if was_ours else self.ring()
+        before = WorkerSet.fixed({**view, vanished: ""} if vanished else
+                                 {i: ep for i, ep in view.items() if i != target})  # fmt: skip
         out = []
         for rec in records:
             if not rec or now_ring.owner(_cid(rec[0])) != target:

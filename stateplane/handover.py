@@ -60,7 +60,10 @@ Rules:
    (a host allowed to hand our workers dialogs), and only the records
    ``dialogstate/hosts.py`` rule 5 lets its owner, a worker of ours, take from that peer;
    the rest is counted (``keep_refused``) and logged (``host_keep_refused``). A copy for a
-   worker of another host is not ours to judge (``keep_not_ours``).
+   worker of another host is not ours to judge (``keep_not_ours``). An owner that vanished
+   already (the peer's view still had it when it handed it those dialogs) is judged as the
+   view was with it, and what passes goes on at once to its dialogs' new owners, as its
+   other dialogs went: without this, what the peer sent a worker already dead was lost.
 7. A gone worker's dialogs move at the heartbeat after the one that first saw its process
    gone, once the deltas pipe has been read to its end: the process wrote its last deltas
    before it ended, but our reader may not have had them yet when its end was seen, and a
@@ -347,7 +350,9 @@ class Handover:
         if allowed and hosts is not None and peer is not None:
             self.workers_view(self.workers)  # our own workers as last read (rule 1)
             header = [msg.node, msg.records, True, msg.source, msg.owner]
-            records = hosts.check_adopt(peer, header, now)
+            # an owner of ours that vanished since is judged as it was: what it took goes on
+            gone = msg.owner if msg.owner in self._vanished else ""
+            records = hosts.check_adopt(peer, header, now, gone)
         if len(records) < n:
             self.counters["keep_refused"] += n - len(records)
             self._keep_refused.note(now, peer=peer, owner=msg.owner[:120],

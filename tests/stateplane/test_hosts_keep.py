@@ -149,7 +149,9 @@ class Pair:
         self.j_ipc.close(linger=0)
         sockets.unlink(sockets.endpoint(self.run_c, "worker", J))
         h = self.c.handover
-        h._adopt_vanished(J, h.workers_view({}), asyncio.get_running_loop().time())
+        h.workers = sockets.live_endpoints(self.run_c, "worker")  # as track() reads them
+        assert J not in h.workers
+        h._adopt_vanished(J, h.workers_view(h.workers), asyncio.get_running_loop().time())
 
     def close(self) -> None:
         self.j_tcp.close()
@@ -219,6 +221,31 @@ def test_a_single_workers_host_keeps_what_it_was_handed_in_its_state_plane() -> 
             p.b._publish_keep(J, vanished_source(GONE), adopt.header[1])
             await until(lambda: p.c.counters["kept_from_hosts"] == 8)
             assert p.c.counters["adopt_sent"] == 4
+
+    run(body)
+
+
+def test_what_is_handed_to_a_worker_already_dead_goes_on_from_its_hosts_state_plane() -> None:
+    """Changes that overlap: J dies and c's state plane hands its dialogs (none), while b's
+    view still has J and b hands GONE's dialogs to it. The copy b publishes reaches c after
+    J vanished there: judged as c's view was with J, it goes on at once to WB, their owner
+    without J, as J's. Without that (J no worker of c any more) it is refused and the
+    calls are lost with the ADOPT to a dead worker."""
+
+    async def body(tmp: Path) -> None:
+        async with pair(tmp) as p:
+            await p.subscribed()
+            records = p.b_holds(p.gone_calls(3))
+            p.j_dies()
+            (handed,) = await p.wb_tcp.read(1)
+            assert handed.kind == env.KIND_HANDED and not p.c.counters["adopt_sent"]
+            p.gone_vanishes()  # b does not know yet: its ring still has J
+            await p.j_tcp.read(2)
+            got = await p.wb_tcp.read(2)
+            assert [e.kind for e in got] == [env.KIND_ADOPT, env.KIND_HANDED]
+            assert got[0].header[3] == vanished_source(J)
+            assert ids(got[0].header[1]) == ids(records)
+            assert p.c.counters["kept_from_hosts"] == 3 and not p.c.counters["keep_refused"]
 
     run(body)
 
