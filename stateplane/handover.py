@@ -53,8 +53,15 @@ Rules:
    (``updates.Keep``): a host that replicates us (its ``[stateplane] peers`` names our
    ``bind``, so its state plane holds a SUB that talks only to our key) keeps it itself,
    with no worker in the way, so a host with one worker is covered, and so is an owner
-   that dies together with its keeper. Without that channel a host with one worker has no
-   keeper (``keep_none``).
+   that dies together with its keeper (rule 8). A copy that comes both ways, or again, is
+   handed on once. Without that channel a host with one worker has no keeper
+   (``keep_none``).
+7. A gone worker's dialogs move at the heartbeat after the one that first saw its process
+   gone, once the deltas pipe has been read to its end: the process wrote its last deltas
+   before it ended, but our reader may not have had them yet when its end was seen, and a
+   ``c`` read after the hand-over would stay in the mirror with nobody holding its call (an
+   ``a`` would move an answered call as ringing). A worker that ended has nothing more to
+   send; a heartbeat (0.25 s) is the time our pipe's I/O thread has to take in what it sent.
 8. What another host's state plane publishes for us to keep (``note_host_keep``) is taken
    only from a peer whose key the SUB proved and whose ``[[peer]]`` has a ``bus_address``
    (a host allowed to hand our workers dialogs), and only the records
@@ -64,12 +71,6 @@ Rules:
    already (the peer's view still had it when it handed it those dialogs) is judged as the
    view was with it, and what passes goes on at once to its dialogs' new owners, as its
    other dialogs went: without this, what the peer sent a worker already dead was lost.
-7. A gone worker's dialogs move at the heartbeat after the one that first saw its process
-   gone, once the deltas pipe has been read to its end: the process wrote its last deltas
-   before it ended, but our reader may not have had them yet when its end was seen, and a
-   ``c`` read after the hand-over would stay in the mirror with nobody holding its call (an
-   ``a`` would move an answered call as ringing). A worker that ended has nothing more to
-   send; a heartbeat (0.25 s) is the time our pipe's I/O thread has to take in what it sent.
 """
 
 from __future__ import annotations
