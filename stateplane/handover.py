@@ -349,7 +349,10 @@ class Handover:
         allowed = peer is not None and self.hop is not None and self.hop.key_of(peer) is not None
         records: list[list[Any]] = []
         if allowed and hosts is not None and peer is not None:
-            self.workers_view(self.workers)  # our own workers as last read (rule 1)
+            # our workers now (one may have started since our heartbeat) and as last read
+            # (one that died since is not handed yet: what it keeps goes with its dialogs)
+            live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+            self.workers_view({**live, **self.workers})
             header = [msg.node, msg.records, True, msg.source, msg.owner]
             # an owner of ours that vanished since is judged as it was: what it took goes on
             gone = msg.owner if msg.owner in self._vanished else ""

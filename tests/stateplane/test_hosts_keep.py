@@ -250,6 +250,32 @@ def test_what_is_handed_to_a_worker_already_dead_goes_on_from_its_hosts_state_pl
     run(body)
 
 
+def test_a_copy_for_a_worker_started_since_the_last_heartbeat_is_kept() -> None:
+    """A worker of c whose socket file appeared after c's state plane last read its workers
+    (b's view may have it first: the edge's ring is heard at once) is one of c's: its copy is
+    kept. Read only at the heartbeat, it was refused (no worker of c)."""
+
+    async def body(tmp: Path) -> None:
+        async with pair(tmp) as p:
+            await p.subscribed()
+            j2 = f"c.worker.2-{PID}"
+            sock = sockets.bind_pull(p.ipc_ctx, sockets.endpoint(p.run_c, "worker", j2), 100)
+            try:
+                before = WorkerSet.fixed({GONE: "", WB: "", J: "", j2: ""})
+                after = WorkerSet.fixed({WB: "", J: "", j2: ""})
+                calls = [x for x in (Call(i) for i in range(400))
+                         if before.owner(x.call_id.encode()) == GONE
+                         and after.owner(x.call_id.encode()) == j2][:2]  # fmt: skip
+                records = p.b_holds(calls)
+                p.b.pub.send_multipart(up.pack(up.Keep("b", j2, vanished_source(GONE), records)))
+                await until(lambda: p.c.counters["kept_from_hosts"] == 2)
+                assert not p.c.counters["keep_refused"] and j2 not in p.c.handover.workers
+            finally:
+                sock.close(linger=0)
+
+    run(body)
+
+
 def test_without_replication_a_single_workers_host_has_no_keeper() -> None:
     """The limit that stays: c does not replicate b, so no SUB of c hears b's PUB and
     b's hand-over to J has no keeper on c (b still counts what it published)."""
