@@ -65,7 +65,8 @@ Rules:
 8. What another host's state plane publishes for us to keep (``note_host_keep``) is taken
    only from a peer whose key the SUB proved and whose ``[[peer]]`` has a ``bus_address``
    (a host allowed to hand our workers dialogs), and only the records
-   ``dialogstate/hosts.py`` rule 5 lets its owner, a worker of ours, take from that peer;
+   ``dialogstate/hosts.py`` rule 5 lets its owner, a worker of ours (in the run directory
+   now, or at our last heartbeat: one dead since is not handed yet), take from that peer;
    the rest is counted (``keep_refused``) and logged (``host_keep_refused``). A copy for a
    worker of another host is not ours to judge (``keep_not_ours``). An owner that vanished
    already (the peer's view still had it when it handed it those dialogs) is judged as the
