@@ -84,17 +84,36 @@ MODULES: tuple[str, ...] = (
 #: one of them may change what the compiled code assumes, so it makes the build stale too
 DEPENDS: tuple[str, ...] = (
     "ingress.sip.errors",
-    # what workers/proxy.py imports from the project
+    # what workers/proxy.py imports from the project: Settings, and the section classes its
+    # fields are typed with (conf/sections/, re-exported by conf.settings)
     "conf.settings",
+    "conf.sections.auth",
+    "conf.sections.bus",
+    "conf.sections.dialogs",
+    "conf.sections.dns",
+    "conf.sections.fields",
+    "conf.sections.listen",
+    "conf.sections.log",
+    "conf.sections.node",
+    "conf.sections.protection",
+    "conf.sections.proxy",
+    "conf.sections.registrar",
+    "conf.sections.routing",
+    "conf.sections.stateplane",
+    "conf.sections.timers",
     "workers.auth.admit",
     "workers.conntag",
     "workers.nat",
     "workers.ratelimit.pipes",
     "workers.refusals",
     "workers.routing.prefix_route",
+    # where prefix_route's PrefixChoice is defined (a field of workers.proxy's Plan)
+    "workers.routing.prefixes",
     "workers.routing.rules",
-    # what the routing table imports from the project
+    # what the routing table imports from the project (conf.load re-exports
+    # parse_status_codes from conf.checks.common)
     "conf.load",
+    "conf.checks.common",
     "workers.routing.trusted",
     # what the dialog table imports from the project
     "conf.envelope",

@@ -183,6 +183,8 @@ class IngressBus:
         #: rule 10: the ingresses that have not let go of us since we said ``down``
         self._holding: set[str] = set()
         self._leaving = False
+        #: rule 10: when each ingress's LEFT came (loop time), for ``worker_released``
+        self._left_at: dict[str, float] = {}
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
         """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
@@ -327,7 +329,9 @@ class IngressBus:
             self._on_discovered(env.header)
         elif env.kind == envelope.KIND_LEFT:
             if self._leaving:
-                self._holding.discard(env.header[0])  # rule 10: it let go of us
+                if env.header[0] in self._holding:  # rule 10: it let go of us
+                    self._holding.discard(env.header[0])
+                    self._left_at[env.header[0]] = self._loop.time()
             else:
                 self._let_go(env.header[0])
 
@@ -556,7 +560,8 @@ class IngressBus:
             if not self._holding or now - t0 >= LEAVE_S:
                 break
             await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by LEAVE_S
-        log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000),
+        left_ms = {i: round((t - t0) * 1000, 1) for i, t in list(self._left_at.items())[:20]}
+        log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000), left_ms=left_ms,
                  holding=sorted(self._holding)[:20])  # fmt: skip
 
     def close(self) -> None:

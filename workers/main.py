@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+from collections.abc import Callable
 
 import structlog
 import zmq
@@ -67,14 +69,44 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
         # we are gone, workers/dialogs/handover.py); then "down" so ingresses route new calls
         # elsewhere, and we read on until each has sent us the last of what it had queued
         # for us (workers/bus.py rule 10); then we finish what we hold
+        phases = StopPhases(time.perf_counter)  # uvloop's loop.time() counts whole ms
         sockets.unlink(worker.bus.endpoint)
         await worker.bus.leave()
+        phases.mark("leave")
         await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
-        await worker.aclose()
+        phases.mark("quiet")
+        await worker.aclose(phases.mark)
         if hop is not None:
             hop.close()
         ctx.destroy(linger=sockets.LINGER_MS)
+        phases.mark("sockets")
+        log.info("worker_stopped", **phases.fields())
     return 0
+
+
+class StopPhases:
+    """Where a stopping worker's time went, phase by phase (docs/operations.md "Rolling
+    restart"): wall and CPU milliseconds, logged once as ``worker_stopped``."""
+
+    __slots__ = ("_clock", "_cpu", "_last", "marks")
+
+    def __init__(self, clock: Callable[[], float]) -> None:
+        self._clock = clock
+        self._last = (clock(), time.process_time())
+        self._cpu = self._last
+        self.marks: dict[str, tuple[float, float]] = {}
+
+    def mark(self, phase: str) -> None:
+        """``phase`` ended now."""
+        now = (self._clock(), time.process_time())
+        self.marks[phase] = (now[0] - self._last[0], now[1] - self._last[1])
+        self._last = now
+
+    def fields(self) -> dict[str, float]:
+        out = {f"{p}_ms": round(w * 1000, 1) for p, (w, _) in self.marks.items()}
+        out["total_ms"] = round(sum(w for w, _ in self.marks.values()) * 1000, 1)
+        out["cpu_ms"] = round(sum(c for _, c in self.marks.values()) * 1000, 1)
+        return out
 
 
 def main(conf: str | None = None) -> int:

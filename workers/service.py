@@ -13,6 +13,7 @@ import math
 import os
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -492,13 +493,17 @@ class Worker:
                 out["nat"] = {"pinged": len(self.stateful.natping), **self.stateful.natping.counters}
         return out
 
-    async def aclose(self) -> None:
-        """Let cacheDB jobs in flight finish (bounded by their own timeouts), then close."""
+    async def aclose(self, mark: Callable[[str], None] = lambda _: None) -> None:
+        """Let cacheDB jobs in flight finish (bounded by their own timeouts), then close;
+        ``mark(phase)`` as each phase ends (``workers.main.StopPhases``)."""
         if self.jobs is not None:
             await self.jobs.aclose()
+        mark("jobs")
         if self.cdrs is not None:
             self.cdrs.close()
+        mark("cdrs")
         self.close()
+        mark("close")
 
     def close(self) -> None:
         log_rejects(self.rejects, self.loop.time())  # what the last interval counted
