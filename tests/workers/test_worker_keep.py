@@ -195,3 +195,37 @@ def test_a_copy_for_no_worker_of_ours_or_from_a_peer_not_allowed_is_refused(
             c.close()
 
     run(body, 20.0)
+
+
+def test_a_copy_for_a_worker_of_ours_that_left_since_still_goes_to_the_state_plane(
+        ctx: zmq.Context[Any], tmp_path: Path) -> None:  # fmt: skip
+    """c.worker.2 leaves (its socket file goes) before b, whose view still has it, sends
+    its copy: judged as the view was with it, the copy still reaches c's state plane, which
+    hands it with c.worker.2's dialogs (or at once if they went). Before, it was refused as
+    a worker not of this host, and what b handed the dead worker was lost. A worker that
+    never was ours is still refused."""
+
+    async def body() -> None:
+        c = HostC(ctx, tmp_path)
+        try:
+            records = _records(c.me, c.owner, 2)
+            c.worker.owners.refresh_peers()
+            assert c.owner in c.worker.owners.peers.idents
+            c.other.close(linger=0)
+            sockets.unlink(sockets.endpoint(str(c.run_dir), "worker", c.owner))
+            c.worker.owners.refresh_peers()
+            assert c.owner not in c.worker.owners.peers.idents
+            b = c.client("b")
+            gone = vanished_source(GONE)
+            b.send_multipart(env.pack(env.KIND_ADOPT, ["b", records, True, gone,
+                                                       f"c.worker.9-{os.getpid()}"]))  # fmt: skip
+            await until(lambda: c.counters["drop_host_records"] == 2)
+            b.send_multipart(env.pack(env.KIND_ADOPT, ["b", records, True, gone, c.owner]))
+            await until(lambda: c.read() and bool(c.ks))
+            assert [k[:3] for k in c.ks] == [["k", c.me, c.owner]] and c.ks[0][3] == records
+            assert c.table_keys() == [] and c.counters["drop_host_records"] == 2
+            b.close(linger=0)
+        finally:
+            c.close()
+
+    run(body, 20.0)

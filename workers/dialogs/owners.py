@@ -37,6 +37,9 @@ Rules:
 6. An ``ADOPT`` from another host that names a fifth element, a worker of ours, is a copy of
    what that host handed that worker: checked as if it were ours to take (rule 4), it goes
    to our state plane to keep (``workers/dialogs/deltas.py`` rule 7), never into our table.
+   A worker of ours that left our view since (``LEFT_KEEP_S`` at most: the sender's view
+   may still have it) is judged as the view was with it: our state plane hands what it
+   keeps for it with its dialogs, or at once if those went already.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ if TYPE_CHECKING:
 
 #: a message that needs a dialog we lack re-reads the node's workers at most this often
 PEERS_RECHECK_S = 0.02
+#: rule 6: a worker of ours that left is remembered this long (as long as our state plane
+#: keeps copies for one, ``stateplane/handover.py`` KEEP_S), at most ``MAX_LEFT`` of them
+LEFT_KEEP_S = 30.0
+MAX_LEFT = 1024
 
 log = structlog.get_logger()
 
@@ -106,6 +113,8 @@ class Owners:
         #: the first ring was heard (what a joiner expects from each host follows from it)
         self._ring_heard = False
         self._ring_told: dict[str, str] | None = None
+        #: rule 6: workers of this host that left our view, and when
+        self._left: dict[str, float] = {}
         self._drop_log = Throttle()
         if core is not None and core.dialogs is not None:
             core.screen, core.claim = self.screen, self.claim
@@ -147,6 +156,8 @@ class Owners:
             if moving:
                 self.gate.expect(vanished_source(ident), now)
             self.bus.forget_worker(ident)
+            if self.hostview is not None and ident in self.host_workers:
+                self._note_left(ident, now)
         self.peers = WorkerSet.fixed(view)
         joined = set(view) - known - {self.worker_id}
         if joined and self.core is not None:
@@ -156,6 +167,14 @@ class Owners:
         # probes are shared out among this host's workers (conf/bustcp.py rule 6)
         self.host_workers = sorted(found)
         self._share_probes()
+
+    def _note_left(self, ident: str, now: float) -> None:
+        """Rule 6: ``ident``, a worker of this host, left our view at ``now``."""
+        for old in [i for i, at in self._left.items() if now - at > LEFT_KEEP_S]:
+            del self._left[old]
+        if len(self._left) >= MAX_LEFT:
+            del self._left[min(self._left, key=self._left.__getitem__)]
+        self._left[ident] = now
 
     def _host_view(self, found: dict[str, str], now: float) -> dict[str, str]:
         """Every host's workers (dialogstate/hosts.py rule 1); on the first ring heard, the
@@ -276,7 +295,9 @@ class Owners:
         elif e.kind == env.KIND_ADOPT:
             if len(e.header) > 4:
                 self.refresh_peers()  # rule 6: the owner may have joined since our heartbeat
-            records = hv.check_adopt(peer, e.header, now)
+            left = e.header[4] if len(e.header) > 4 else ""
+            gone = left if now - self._left.get(left, -LEFT_KEEP_S - 1) <= LEFT_KEEP_S else ""
+            records = hv.check_adopt(peer, e.header, now, gone)
             if len(records) < len(e.header[1]):
                 counters["drop_host_records"] += len(e.header[1]) - len(records)
                 self._host_refused(peer, "adopt", e.header[3] if len(e.header) > 3 else None)
