@@ -18,9 +18,13 @@ Each stop reads the worker's log:
     jobs, cdrs, close, sockets   ``Worker.aclose`` and the context (``worker_stopped``)
     exit        ``worker_stopped`` -> the process reaped (interpreter and loop teardown)
 
-and the process's CPU from its rusage at exit less ``/proc/<pid>/stat`` just before the
-signal. The machine's 1-minute load average is printed with each figure: on a shared box
-the wall times are only as good as that.
+and the CPU of the phases up to ``sockets`` (``cpu_ms``, the worker's own process time), and
+of the whole stop, exit included, from its rusage at exit less ``/proc/<pid>/stat`` just
+before the signal (``cpu_rusage_ms``, to a clock tick: 10 ms). The machine's 1-minute load
+average is printed with each figure: on a shared box the wall times are only as good as that.
+
+With ``--silent-ingress`` the node also holds an ingress of an older release, one that never
+says ``LEFT`` (a bare PULL socket in the run directory).
 
 Bounds: sipp stops after ``--calls`` calls or ``calls/rate + 60`` s; each stop waits 15 s at
 most; everything started is stopped at the end.
@@ -46,6 +50,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _node import CLK_TCK, HOST, REPO, Group, free_port, route_to, wait_ready
 
 VENV_BIN = REPO / ".venv" / "bin"
+#: ``--silent-ingress``: an ingress of an older release, which reads what workers send and
+#: never says ``LEFT`` (a PULL socket bound where an ingress's is, in the run directory)
+SILENT_INGRESS = """
+import os, sys, zmq
+ctx = zmq.Context()
+pull = ctx.socket(zmq.PULL)
+pull.bind(f"ipc://{sys.argv[1]}/ingress-ingress.9-{os.getpid()}.ipc")
+while True:
+    pull.recv_multipart()
+"""
 
 
 def config(path: Path, *, run_dir: str, port: int, uas_port: int, cdr: Path,
@@ -123,15 +137,21 @@ def stop_one(group: Group, proc: subprocess.Popen[Any], log: Path) -> dict[str, 
     load = float(Path("/proc/loadavg").read_text().split()[0])
     t0 = time.time()
     proc.send_signal(signal.SIGTERM)
-    _, status, usage = os.wait4(proc.pid, 0)
+    end = time.monotonic() + 15
+    while not (reaped := os.wait4(proc.pid, os.WNOHANG))[0]:
+        if time.monotonic() > end:
+            proc.kill()
+        time.sleep(0.001)  # polling step, bounded by the deadline (then SIGKILL)
     t_exit = time.time()
+    _, status, usage = reaped
     proc.returncode = os.waitstatus_to_exitcode(status)
     group.procs.remove(proc)
     leaving, released = events(log, "worker_leaving"), events(log, "worker_released")
     stopped = events(log, "worker_stopped")
     row: dict[str, Any] = {"rc": proc.returncode, "load1": load,
                            "wall_ms": round((t_exit - t0) * 1000, 1),
-                           "cpu_ms": round((usage.ru_utime + usage.ru_stime - cpu0) * 1000, 1)}
+                           # the exit included; /proc counts in clock ticks (10 ms)
+                           "cpu_rusage_ms": round((usage.ru_utime + usage.ru_stime - cpu0) * 1000)}
     if leaving:
         row["signal_ms"] = round((ts(leaving[-1]) - t0) * 1000, 1)
     if released:
@@ -163,6 +183,8 @@ def run(args: argparse.Namespace, dialogs: bool, loaded: bool, tmp: Path) -> lis
                     stdout=log.open("w"), stderr=subprocess.STDOUT)  # fmt: skip
         if not wait_ready(port):
             raise RuntimeError(f"node not ready, see {log}")
+        if args.silent_ingress:
+            group.start([str(VENV_BIN / "python"), "-c", SILENT_INGRESS, run_dir])
         if loaded:
             group.start(["timeout", "-k", "5", str(secs + 15), "sipp", "-sn", "uac",
                          f"{HOST}:{port}", "-r", str(args.rate), "-m", str(args.calls),
@@ -198,6 +220,8 @@ def main() -> int:
     ap.add_argument("--calls", type=int, default=3000)
     ap.add_argument("--hold-ms", type=int, default=2000)
     ap.add_argument("--settle-s", type=float, default=1.0, help="wait before each stop")
+    ap.add_argument("--silent-ingress", action="store_true",
+                    help="add an ingress that never says LEFT (an older release)")
     ap.add_argument("--mode", choices=("stateless", "dialogs", "both"), default="both")
     ap.add_argument("--load", choices=("idle", "load", "both"), default="both")
     args = ap.parse_args()

@@ -14,7 +14,9 @@ Kinds:
             ``"up"`` or ``"down"`` (a worker leaving says so instead of going silent); workers
             send the same to every timers process. An ingress's ``HB`` to a worker of another
             host adds a fourth element, the idents of its ring (``conf/bustcp.py`` rule 6),
-            and a fifth, the TCP endpoint of each (``""`` for a worker of its own host)
+            and a fifth, the TCP endpoint of each (``""`` for a worker of its own host); one
+            to a worker of its own host, first on the pipe it opens, is its hello
+            (``ingress/bus.py`` rule 8)
     ``TOPS`` worker -> timers: timer operations (docs/timers.md). header
             ``[worker_id, epoch, end_sync, [arm, ...], [cancel, ...]]``, arm
             ``[key, deadline, kind, payload, gen]``, cancel ``[key, gen]``; no SIP frames

@@ -22,11 +22,16 @@ Rules:
 7. Leaving (``leave``, rule 6 the other way round): once we take no more input we remove
    our endpoint's file, say ``LEFT`` down every worker pipe, and read on until each worker
    has answered ``LEFT`` (what it had for us is in: ``workers/bus.py`` rule 11) or is gone
-   (said ``down``, or its process ended), at most ``LEAVE_S``. A worker silent for
+   (said ``down``, or its process ended), at most ``LEAVE_S``; each ``LEFT`` or ``down``
+   wakes the wait (no polling step). A worker of the previous release never answers (its
+   heartbeat looks like ours): it costs ``LEAVE_S``. A worker silent for
    ``liveness`` heartbeats meanwhile is waited for still: one descheduled that long sends
    nothing, heartbeats included, until it runs again. Waiting a fixed two heartbeats and then
    a quiet spell was not enough: a worker busy or descheduled for longer still sent us
    answers after we had closed, and they were lost.
+8. A worker of this host that joins hears our hello first, a heartbeat ``[ingress_id,
+   endpoint, "up"]`` down its new pipe, before any ``IN``: it says we are of a release that
+   says ``LEFT`` (``workers/bus.py`` rule 10). A worker of an earlier release ignores it.
 """
 
 from __future__ import annotations
@@ -100,6 +105,10 @@ class WorkerBus:
         self._state = "up"
         #: rule 7: the workers that have not answered our ``LEFT`` since we began to leave
         self._holding: set[str] = set()
+        #: rule 7: set when one of them let go of us
+        self._released = asyncio.Event()
+        #: rule 8: what a worker of this host hears from us first
+        self._hello = envelope.pack(envelope.KIND_HB, [ingress_id, self.endpoint, "up"])
 
     def open_tcp(self, hop: TcpHop, ep: str) -> None:
         """Rule 4: listen for workers of other hosts at ``ep`` too."""
@@ -162,10 +171,14 @@ class WorkerBus:
             self._on_out(env.header[0], env.payloads)
         elif env.kind == envelope.KIND_HB:
             ident, endpoint, state = env.header[:3]  # a 4th (a ring) is an ingress's
-            if self._peers.heartbeat(ident, endpoint, state, self._loop.time()) is not None:
+            change = self._peers.heartbeat(ident, endpoint, state, self._loop.time())
+            if change == "joined":  # rule 8: before any IN
+                self._pipes[ident].send_first(self._hello)
+            if change is not None:
                 self._ring_changed()
+                self._let_go(ident)
         elif env.kind == envelope.KIND_LEFT:
-            self._holding.discard(env.header[0])
+            self._let_go(env.header[0], answered=True)
 
     def _on_tcp_readable(self) -> None:
         assert self._tcp_pull is not None and self._tcp_reader is not None
@@ -183,10 +196,19 @@ class WorkerBus:
                 self._pipes[ident].send_first(self._hb(self._state))
             if change is not None:
                 self._ring_changed()
+                self._let_go(ident)
         elif env.kind == envelope.KIND_LEFT:
-            self._holding.discard(env.header[0])
+            self._let_go(env.header[0], answered=True)
         else:  # rule 4: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
+
+    def _let_go(self, worker: str, answered: bool = False) -> None:
+        """Rule 7: ``worker`` answered our ``LEFT`` or its pipe may have closed (its
+        heartbeat changed the ring): wake ``leave`` if it waits for that worker."""
+        if worker in self._holding:
+            if answered:
+                self._holding.discard(worker)
+            self._released.set()
 
     def _announce(self, idents: Iterable[str], state: str) -> None:
         """Tell workers of other hosts who we are (rule 4)."""
@@ -257,9 +279,15 @@ class WorkerBus:
                 self._holding = {w for w in self._holding if w in live or w in self._peers.remote}
                 next_beat = now + beat_s
             self._holding &= self._pipes.keys()  # said "down"
-            if not self._holding or now - t0 >= within_s:
+            left_s = t0 + within_s - now
+            if not self._holding or left_s <= 0:
                 break
-            await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by within_s
+            self._released.clear()
+            try:  # woken by a LEFT or a worker's "down" (``_let_go``), or the beat
+                async with asyncio.timeout(min(next_beat - now, left_s)):
+                    await self._released.wait()
+            except TimeoutError:
+                pass
         log.info("ingress_released", waited_ms=round((loop.time() - t0) * 1000),
                  holding=sorted(self._holding)[:20])  # fmt: skip
 

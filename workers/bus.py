@@ -57,9 +57,18 @@ Rules:
    queued before it read that, then ``LEFT`` (``ingress/bus.py`` rule 6). We read on until
    each has said ``LEFT`` or is gone (its file vanished, or it said ``down`` itself; an
    ingress of another host silent for ``liveness`` heartbeats is not forgotten meanwhile),
-   at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost. Reading
-   only until a quiet spell (0.1 s) was not enough: an ingress busy or descheduled for longer
-   kept handing us calls after we had closed, and a TCP caller does not send those again.
+   at most ``LEAVE_S``, saying ``down`` again every heartbeat in case one was lost; each
+   ``LEFT`` wakes the wait (no polling step). Reading only until a quiet spell (0.1 s) was
+   not enough: an ingress busy or descheduled for longer kept handing us calls after we had
+   closed, and a TCP caller does not send those again. An edge of the previous release,
+   whose heartbeat carries no ring (three items), never says ``LEFT``: it is not waited for
+   (``_mute``), and ``leave`` says no promise covers it, as it does for an ingress that
+   vanished before its ``LEFT`` came: the worker then reads until a quiet spell, that
+   release's own rule (``workers/service.py`` ``stop``). An ingress of this host of this
+   release says hello when it joins us, before any ``IN`` (``ingress/bus.py`` rule 8); one
+   that sent us calls without it, or has not said it ``HELLO_S`` after we found it, is of
+   the previous release and not waited for either. A hello that comes while we leave puts
+   its ingress back among those we wait for.
 11. An ingress leaving says ``LEFT`` first (``ingress/bus.py`` rule 7): we send what we hold
    for it, then ``LEFT`` ourselves (nothing of ours follows), and forget it, so our later
    output for it takes another live ingress as rule 4 says; it reads until every worker's
@@ -99,8 +108,12 @@ OnHost = Callable[[str, envelope.Envelope], None]
 #: kinds a worker host may send us on the TCP socket (rule 8)
 HOST_KINDS = frozenset({envelope.KIND_ADOPT, envelope.KIND_HANDED, envelope.KIND_FWD})
 #: rule 10: how long a leaving worker waits at most for its ingresses to let go of it; with
-#: the quiet wait after it (1 s at most), within ``conf.process.SHUTDOWN_S``
+#: the quiet wait that may follow (1 s at most), within ``conf.process.SHUTDOWN_S``
 LEAVE_S = 2.0
+#: rule 10: an ingress of this host that has not said hello this long after we found it is
+#: of the previous release: one of this release says it as soon as it reads our first
+#: heartbeat, and one stalled longer than the leave wait was not covered by it either
+HELLO_S = LEAVE_S
 
 
 
@@ -108,10 +121,22 @@ def _out_header(metas: list[Any]) -> list[Any]:
     return [metas]
 
 
+class _Local:
+    """An ingress of this host (rule 2): when we found it, and whether it said hello (this
+    release: it will say ``LEFT``) or sent calls without (the previous release, rule 10)."""
+
+    __slots__ = ("found_at", "hello", "spoke")
+
+    def __init__(self, found_at: float) -> None:
+        self.found_at = found_at
+        self.hello = False
+        self.spoke = False
+
+
 class _Remote:
     """An ingress endpoint of ``[bus] ingresses`` (rule 7): its pipe, and who answers there."""
 
-    __slots__ = ("endpoint", "eps", "ident", "pipe", "ring", "seen")
+    __slots__ = ("endpoint", "eps", "ident", "pipe", "ring", "says_left", "seen")
 
     def __init__(self, endpoint: str, pipe: PushPipe) -> None:
         self.endpoint, self.pipe = endpoint, pipe
@@ -119,6 +144,8 @@ class _Remote:
         self.seen = 0.0
         self.ring: frozenset[str] = frozenset()  # conf.bustcp rule 6
         self.eps: dict[str, str] = {}  # where each of the ring's workers listens (rule 7)
+        #: its last heartbeat named a ring: this release or later, which says ``LEFT`` (rule 10)
+        self.says_left = True
 
 
 class IngressBus:
@@ -173,6 +200,8 @@ class IngressBus:
         self._tcp_reader: Reader | None = None
         self.tcp_endpoint = ""
         self._remote: dict[str, _Remote] = {}
+        #: rule 10: the ingresses of this host, by ident (those of ``_pipes`` not remote)
+        self._local: dict[str, _Local] = {}
         #: rule 9: whether we discover, and the peers' bus addresses by name, once ``open_tcp``
         #: ran with ``discover``
         self._discover = False
@@ -183,8 +212,12 @@ class IngressBus:
         #: rule 10: the ingresses that have not let go of us since we said ``down``
         self._holding: set[str] = set()
         self._leaving = False
-        #: rule 10: when each ingress's LEFT came (loop time), for ``worker_released``
+        #: rule 10: when each ingress's LEFT came (loop time), once we began to leave
         self._left_at: dict[str, float] = {}
+        #: rule 10: the ingresses ``leave`` waits for
+        self._expected: frozenset[str] = frozenset()
+        #: rule 10: set when one ``leave`` waits for let go of us
+        self._released = asyncio.Event()
 
     def open_tcp(self, hop: TcpHop, addresses: dict[str, str] | None = None) -> None:
         """Rule 7: serve the ingresses of ``[bus] ingresses`` too; with ``addresses`` (the
@@ -314,6 +347,9 @@ class IngressBus:
                                    ingress=env.header[0][:80])  # fmt: skip
                 return
             if env.kind == envelope.KIND_IN:
+                local = self._local.get(env.header[0])
+                if local is not None and not local.hello:  # rule 10: the previous release
+                    local.spoke = True
                 self._on_batch(env.header[0], env.header[1], env.payloads)
             elif self._on_forward is not None:
                 self._on_forward(env.header[0], env.header[1], env.payloads)
@@ -327,13 +363,28 @@ class IngressBus:
             self._on_release(env.header)
         elif env.kind == envelope.KIND_INGRESSES:
             self._on_discovered(env.header)
+        elif env.kind == envelope.KIND_HB:
+            self._on_hello(env.header[0])
         elif env.kind == envelope.KIND_LEFT:
-            if self._leaving:
-                if env.header[0] in self._holding:  # rule 10: it let go of us
-                    self._holding.discard(env.header[0])
-                    self._left_at[env.header[0]] = self._loop.time()
+            if self._leaving:  # rule 10: it let go of us
+                if env.header[0] in self._expected:  # only those: a forged one costs nothing
+                    self._left_at.setdefault(env.header[0], self._loop.time())
+                self._holding.discard(env.header[0])
+                self._let_go_check()
             else:
                 self._let_go(env.header[0])
+
+    def _on_hello(self, ingress: str) -> None:
+        """Rule 10: an ingress of this host says it is of this release (``ingress/bus.py``
+        rule 8): it will say ``LEFT``, so a leave under way waits for it after all."""
+        local = self._local.get(ingress)
+        if local is None:  # not one we found: nothing to note
+            return
+        local.hello = True
+        if self._leaving and ingress not in self._expected:
+            self._expected |= {ingress}
+            self._holding.add(ingress)
+            self._released.set()
 
     def _let_go(self, ingress: str) -> None:
         """Rule 11: ``ingress`` is leaving and says so."""
@@ -402,6 +453,9 @@ class IngressBus:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
             self._on_ingress_hb(*env.header[:3])
+            remote = self._remote.get(env.header[1])
+            if remote is not None and remote.ident == env.header[0]:
+                remote.says_left = len(env.header) >= 4  # rule 10: a ring, this release
             if len(env.header) >= 4:
                 eps = env.header[4] if len(env.header) == 5 else []
                 self._on_ingress_ring(env.header[0], env.header[1], env.header[3], eps)
@@ -467,10 +521,12 @@ class IngressBus:
     def _forget_remote(self, remote: _Remote) -> None:
         remote.ring = frozenset()
         remote.eps = {}
+        remote.says_left = True
         if self._pipes.get(remote.ident) is remote.pipe:
             del self._pipes[remote.ident]
         log.info("ingress_gone", ingress=remote.ident, endpoint=remote.endpoint)
         remote.ident = ""
+        self._let_go_check()
 
     def _beat_remote(self, state: str) -> None:
         """Rule 7: our heartbeat down every configured pipe; forget the silent ingresses."""
@@ -518,6 +574,7 @@ class IngressBus:
                         self._cfg.max_pending)  # fmt: skip
         pipe.on_full = self._full
         self._pipes[ingress] = pipe
+        self._local[ingress] = _Local(self._loop.time())
         log.info("ingress_found", ingress=ingress)
         return pipe
 
@@ -538,31 +595,66 @@ class IngressBus:
             pipe = self._pipes.get(ident) or self._connect(ident, ep)
             pipe.drain()
             pipe.send_now(frames)
+        for ident in [i for i in self._local if i not in self._pipes]:
+            del self._local[ident]
         if self._remote:
             self._beat_remote(state)
 
-    async def leave(self) -> None:
+    async def leave(self) -> bool:
         """Rule 10: say ``down`` and wait, at most ``LEAVE_S``, until every ingress we knew
-        has let go of us; we still read and answer meanwhile."""
+        has let go of us; we still read and answer meanwhile. True when each one said
+        ``LEFT``, so nothing of theirs follows; False when one did not (gone, or ``LEAVE_S``
+        passed) or cannot (``_mute``), or an ingress of another host may be sending unheard."""
         loop = self._loop
         self._leaving = True
-        self._holding = set(self._pipes)
-        log.info("worker_leaving", ingresses=sorted(self._holding)[:20])
+        mute = self._mute()
+        self._holding = {i for i in self._pipes if i not in mute}
+        self._expected = frozenset(self._holding)
+        # an endpoint of [bus] ingresses we have heard no ingress at yet: one there may have
+        # heard our "up" and be sending already, unknown to us
+        unheard = [r.endpoint for r in self._remote.values() if not r.ident]
+        log.info("worker_leaving", ingresses=sorted(self._pipes)[:20], mute=sorted(mute)[:20])
         beat_s = self._cfg.heartbeat_ms / 1000
-        t0 = loop.time()
-        next_beat = t0
+        t0 = next_beat = loop.time()
         while True:
             now = loop.time()
-            if now >= next_beat:
+            if now >= next_beat:  # "down" again each beat, in case one was lost
                 self.heartbeat("down")  # forgets the ingresses that vanished, too
                 next_beat = now + beat_s
+                late = self._holding & self._mute()  # HELLO_S passed without a hello
+                mute |= late
+                self._holding -= late
             self._holding &= self._pipes.keys()
-            if not self._holding or now - t0 >= LEAVE_S:
+            left_s = t0 + LEAVE_S - now
+            if not self._holding or left_s <= 0:
                 break
-            await asyncio.sleep(min(0.01, beat_s))  # polling step, bounded by LEAVE_S
-        left_ms = {i: round((t - t0) * 1000, 1) for i, t in list(self._left_at.items())[:20]}
+            self._released.clear()
+            try:  # woken by a LEFT or an ingress forgotten (``_let_go_check``), or the beat
+                async with asyncio.timeout(min(next_beat - now, left_s)):
+                    await self._released.wait()
+            except TimeoutError:
+                pass
+        left_ms = {i: round((self._left_at[i] - t0) * 1000, 1)
+                   for i in sorted(self._expected & self._left_at.keys())[:20]}
         log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000), left_ms=left_ms,
                  holding=sorted(self._holding)[:20])  # fmt: skip
+        # one that vanished before its LEFT came may have sent more: not a promise
+        return not mute and not unheard and self._expected <= self._left_at.keys()
+
+    def _mute(self) -> set[str]:
+        """Rule 10: the live ingresses of the previous release, which never say ``LEFT``:
+        those of another host whose heartbeat has no ring (three items, docs/operations.md
+        "Rolling upgrade"), and those of this host that sent us calls without saying hello
+        first or have not said it ``HELLO_S`` after we found them."""
+        now = self._loop.time()
+        mute = {r.ident for r in self._remote.values() if r.ident and not r.says_left}
+        return mute | {i for i, x in self._local.items() if i in self._pipes and not x.hello
+                       and (x.spoke or now - x.found_at >= HELLO_S)}  # fmt: skip
+
+    def _let_go_check(self) -> None:
+        """Rule 10: wake ``leave`` when one it waits for let go of us."""
+        if self._leaving:
+            self._released.set()
 
     def close(self) -> None:
         """Say goodbye, stop reading, and send what is left."""

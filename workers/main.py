@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 
@@ -64,18 +66,8 @@ async def serve(settings: Settings, stop: asyncio.Event) -> int:
             if worker.rate_share is not None:
                 tg.create_task(process.every(SHARE_INTERVAL_S, stop, worker.share_tick))
     finally:
-        # our socket file goes first: the other workers and the state plane read that we
-        # leave (our dialogs then move to their new owners from the state plane's mirror once
-        # we are gone, workers/dialogs/handover.py); then "down" so ingresses route new calls
-        # elsewhere, and we read on until each has sent us the last of what it had queued
-        # for us (workers/bus.py rule 10); then we finish what we hold
         phases = StopPhases(time.perf_counter)  # uvloop's loop.time() counts whole ms
-        sockets.unlink(worker.bus.endpoint)
-        await worker.bus.leave()
-        phases.mark("leave")
-        await process.until_quiet(lambda: worker.meter.counters["msgs_in"])
-        phases.mark("quiet")
-        await worker.aclose(phases.mark)
+        await worker.stop(phases.mark)
         if hop is not None:
             hop.close()
         ctx.destroy(linger=sockets.LINGER_MS)
@@ -110,4 +102,13 @@ class StopPhases:
 
 
 def main(conf: str | None = None) -> int:
-    return process.run("worker", serve, conf)
+    code = process.run("worker", serve, conf)
+    if code == 0:  # stopped: every answer, delta and CDR it held is out (Worker.stop)
+        # what the interpreter's teardown would still do is free every object one by one:
+        # 10-30 ms of a worker's stop on a loaded 2-core box (docs/benchmarks.md "Worker
+        # stop"). The CDR file is written with write(2) and closed, the sockets lingered in
+        # ctx.destroy, the loop's executor joined by asyncio.Runner; the log is stdout
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return code

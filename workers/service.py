@@ -25,6 +25,7 @@ from conf.control import ControlServer
 from conf.guard import Throttle
 from conf.loadstats import LoadMeter
 from conf.pipe import PushPipe, oldest_ms
+from conf.process import until_quiet
 from conf.rejects import RejectTally, log_rejects
 from conf.settings import Settings
 from conf.workerset import WorkerSet
@@ -492,6 +493,28 @@ class Worker:
             if self.stateful.natping is not None:  # docs/nat.md
                 out["nat"] = {"pinged": len(self.stateful.natping), **self.stateful.natping.counters}
         return out
+
+    async def stop(self, mark: Callable[[str], None] = lambda _: None) -> None:
+        """Leave the node, finish what we hold, and close (docs/operations.md "Rolling
+        restart"); ``mark(phase)`` as each phase ends (``workers.main.StopPhases``).
+
+        Our socket file goes first: the other workers and the state plane read that we
+        leave (our dialogs then move to their new owners from the state plane's mirror once
+        we are gone, workers/dialogs/handover.py); then "down" so ingresses route new calls
+        elsewhere, and we read on until each has sent us the last of what it had queued for
+        us (workers/bus.py rule 10). Without dialogs nothing but an ingress sends us work,
+        so once every ingress said ``LEFT`` nothing more can come; with them, a worker that
+        has not re-read the run directory yet may still pass us a call (``FWD``,
+        workers/dialogs/owners.py rule 3) and the state plane or the timers send theirs, none
+        of which says when it is done: we read on until 0.1 s passed without a message, as
+        we do when an ingress did not answer. Then we finish what we hold."""
+        sockets.unlink(self.bus.endpoint)
+        answered = await self.bus.leave()
+        mark("leave")
+        if not answered or self.deltas is not None:
+            await until_quiet(lambda: self.meter.counters["msgs_in"])
+            mark("quiet")
+        await self.aclose(mark)
 
     async def aclose(self, mark: Callable[[str], None] = lambda _: None) -> None:
         """Let cacheDB jobs in flight finish (bounded by their own timeouts), then close;

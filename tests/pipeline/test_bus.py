@@ -7,8 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
+import workers.bus
+from conf import envelope, sockets
 from conf.loadstats import LoadMeter
 from conf.settings import Bus
 from ingress.bus import FULL, WorkerBus
@@ -338,7 +341,7 @@ def test_a_leaving_worker_waits_for_the_ingress_to_let_go(ctx: zmq.Context[Any],
         hop = Hop(ctx, tmp_path)
         await hop.joined()
         t0 = loop.time()
-        await hop.worker.leave()
+        assert await hop.worker.leave()  # it said LEFT: nothing of its follows
         assert loop.time() - t0 < 1.0  # the ingress's LEFT, long before LEAVE_S
         assert len(hop.ingress.workers) == 0
         hop.close()
@@ -347,9 +350,141 @@ def test_a_leaving_worker_waits_for_the_ingress_to_let_go(ctx: zmq.Context[Any],
         await hop.joined()
         hop.ingress.close()  # gone before it could say LEFT
         t0 = loop.time()
-        await hop.worker.leave()
+        assert not await hop.worker.leave()  # what it sent last is no promise
         assert loop.time() - t0 < 1.0
         hop.worker.close()
+
+    run(body)
+
+
+def test_a_leaving_worker_is_released_by_the_left_itself(ctx: zmq.Context[Any],
+                                                         tmp_path: Path) -> None:  # fmt: skip
+    """The ingress's ``LEFT`` wakes the leaving worker at once: ``leave`` is done within a
+    few loop iterations of reading it, not at a later polling step or heartbeat (a 10 ms
+    poll before; heartbeats 10 s apart here)."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path, Bus(heartbeat_ms=10_000))
+        await hop.joined()
+        leaving = asyncio.create_task(hop.worker.leave())
+        await until(lambda: "ingress.1-1" in hop.worker._left_at, step_s=0)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert leaving.done() and leaving.result()
+        hop.close()
+
+    run(body)
+
+
+OLD = f"ingress.9-{os.getpid()}"
+
+
+class OldIngress:
+    """An ingress of the previous release: its socket file, and calls sent to the worker
+    with no hello first; it never says ``LEFT``."""
+
+    def __init__(self, ctx: zmq.Context[Any], run_dir: Path) -> None:
+        self.ident = OLD  # a live pid: the worker skips the files of dead ones
+        self.pull = sockets.bind_pull(ctx, sockets.endpoint(str(run_dir), "ingress", OLD), 1000)
+        self.push = sockets.connect_push(ctx, sockets.endpoint(str(run_dir), "worker", "worker.1-2"),
+                                         1000)  # fmt: skip
+
+    def send_call(self) -> None:
+        self.push.send_multipart(envelope.pack(envelope.KIND_IN, [self.ident, [IN_META]], [b"c"]))
+
+    def close(self) -> None:
+        self.pull.close(linger=0)
+        self.push.close(linger=0)
+
+
+def test_a_leaving_worker_waits_for_an_ingress_that_said_hello_and_sent_calls(
+        ctx: zmq.Context[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An ingress of this release says hello as it joins (ingress/bus.py rule 8), before its
+    calls: the leaving worker waits for its ``LEFT`` (``leave`` is True), where an ingress
+    that sent calls without a hello (the previous release) is not waited for, whatever
+    ``LEAVE_S`` (an hour here): ``leave`` is False and returns at once."""
+    monkeypatch.setattr(workers.bus, "LEAVE_S", 3600.0)
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        old = OldIngress(ctx, tmp_path)
+        await hop.joined()
+        assert hop.ingress.submit(b"call-1", IN_META, b"new") == ADMIT
+        hop.ingress.flush()
+        await until(lambda: bool(hop.worker.heartbeat()) or OLD in hop.worker.ingresses)
+        old.send_call()
+        await until(lambda: len(hop.to_worker) == 2)
+        assert not await hop.worker.leave()  # the old one: no promise, read a quiet spell
+        assert hop.worker._left_at.keys() == {"ingress.1-1"}  # the new one's LEFT came
+        assert len(hop.ingress.workers) == 0
+        old.close()
+        hop.close()
+
+    run(body)
+
+
+def test_an_idle_ingress_that_never_said_hello_is_not_waited_for(
+        ctx: zmq.Context[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An ingress found ``HELLO_S`` ago (0 here) that never said hello nor sent a call is of
+    the previous release: not waited for (``LEAVE_S`` an hour); one that said hello is."""
+    monkeypatch.setattr(workers.bus, "LEAVE_S", 3600.0)
+    monkeypatch.setattr(workers.bus, "HELLO_S", 0.0)
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        old = OldIngress(ctx, tmp_path)
+        await hop.joined()
+        await until(lambda: bool(hop.worker.heartbeat()) or (
+            OLD in hop.worker.ingresses and hop.worker._local["ingress.1-1"].hello))
+        assert hop.worker._mute() == {OLD}
+        assert not await hop.worker.leave()
+        assert hop.worker._left_at.keys() == {"ingress.1-1"}
+        old.close()
+        hop.close()
+
+    run(body)
+
+
+def test_an_ingress_found_just_before_the_leave_is_waited_for_until_hello_s(
+        ctx: zmq.Context[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An ingress found just now that has said no hello yet is waited for, but only until
+    ``HELLO_S`` after it was found (0.5 s here; ``LEAVE_S`` an hour): one of this release
+    would have said it by then."""
+    monkeypatch.setattr(workers.bus, "LEAVE_S", 3600.0)
+    monkeypatch.setattr(workers.bus, "HELLO_S", 0.5)
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path)
+        old = OldIngress(ctx, tmp_path)
+        await hop.joined()
+        await until(lambda: bool(hop.worker.heartbeat()) or OLD in hop.worker.ingresses)
+        hop.worker._local[OLD].found_at = asyncio.get_running_loop().time()  # found now
+        assert OLD not in hop.worker._mute()
+        assert not await hop.worker.leave()
+        assert hop.worker._left_at.keys() == {"ingress.1-1"}
+        old.close()
+        hop.close()
+
+    run(body)
+
+
+def test_a_leaving_ingress_is_released_by_the_left_itself(ctx: zmq.Context[Any],
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    """The worker's answering ``LEFT`` wakes the leaving ingress at once (ingress/bus.py rule
+    7): ``leave`` is done within a few loop iterations of reading it, not at a later polling
+    step or heartbeat (a 10 ms poll before; heartbeats 10 s apart here)."""
+
+    async def body() -> None:
+        hop = Hop(ctx, tmp_path, Bus(heartbeat_ms=10_000))
+        await hop.joined()
+        leaving = asyncio.create_task(hop.ingress.leave(within_s=60.0))
+        # the worker answered and forgot us, and we read its answer
+        await until(lambda: "ingress.1-1" not in hop.worker.ingresses and not hop.ingress._holding,
+                    step_s=0)  # fmt: skip
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert leaving.done()
+        hop.close()
 
     run(body)
 

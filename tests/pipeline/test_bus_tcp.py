@@ -9,8 +9,10 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 import zmq
 
+import workers.bus
 from conf import bustcp, curve, envelope
 from conf.load import from_dict
 from conf.loadstats import LoadMeter
@@ -249,6 +251,51 @@ def test_a_leaving_worker_gets_what_the_edge_handed_it_before_letting_go(tmp_pat
             await leaving
             assert [p for _, _, p in h.to_worker] == first + last
             assert not h.edge_meter.counters["drop_worker_gone"]
+        finally:
+            h.close()
+
+    run(body)
+
+
+def test_a_leaving_worker_does_not_wait_for_an_edge_that_cannot_say_left(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """An edge of the previous release heartbeats without a ring (three items) and never says
+    ``LEFT``: the leaving worker does not wait ``LEAVE_S`` for it (an hour here), and says
+    that no promise covers what that edge sent last (``leave`` is False: the worker reads on
+    until a quiet spell, workers/service.py ``stop``). An edge whose heartbeat has its ring
+    is waited for (test above)."""
+    monkeypatch.setattr(workers.bus, "LEAVE_S", 3600.0)
+
+    async def body() -> None:
+        h = Hosts(tmp_path)
+        try:
+            await h.joined()
+            reader = h.ingress._tcp_reader
+            assert reader is not None
+            reader.remove()  # the edge answers nothing, as the previous release
+            ep = h.edge_hop.ingress_endpoint()
+            old = h.client("work", h.edge_s)
+            old.send_multipart(envelope.pack(envelope.KIND_HB, ["edge.ingress.1-1", ep, "up"]))
+            await until(lambda: bool(h.worker._mute()))
+            assert not await h.worker.leave()
+            assert "edge.ingress.1-1" in h.worker.ingresses  # still read, not waited for
+            old.close(linger=0)
+        finally:
+            h.close()
+
+    run(body)
+
+
+def test_a_worker_leaving_before_it_heard_an_edge_makes_no_promise(tmp_path: Path) -> None:
+    """The worker has sent its heartbeat to a configured edge endpoint but heard no ingress
+    there yet: one may have joined it and be sending already, so ``leave`` does not say that
+    nothing more can come (the worker then reads until a quiet spell)."""
+
+    async def body() -> None:
+        h = Hosts(tmp_path)
+        try:
+            h.worker.heartbeat()  # "up" to the edge's endpoint, nothing heard back yet
+            assert not await h.worker.leave()
         finally:
             h.close()
 
