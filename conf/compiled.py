@@ -2,8 +2,8 @@
 
 The modules in ``MODULES`` are compiled by mypyc from the same typed sources the interpreter
 runs; ``./dev`` builds them (``python -m conf.build_compiled``) into ``build/mypyc/`` of the
-checkout, and :func:`install` (called by ``ingress/__init__.py``, ``workers/__init__.py`` and
-``dialogstate/__init__.py``, so before any of them is imported) puts a finder in front of
+checkout, and :func:`install` (called by ``conf/__init__.py``: every process imports ``conf``
+before any module of the build) puts a finder in front of
 ``sys.meta_path`` that loads the compiled files instead of the ``.py`` ones. Figures: docs/benchmarks.md, "The compiled build".
 
 Rules:
@@ -48,6 +48,13 @@ MODULES: tuple[str, ...] = (
     "ingress.sip.scan",
     "ingress.sip.framer",
     "ingress.udp",
+    # every message of the hop between ingress and worker, both ways (seventh sitting): the
+    # batch's pack and send, the receive, unpack and the metas' checks; and the ingress's
+    # own per-datagram path around them
+    "conf.envelope",
+    "conf.pipe",
+    "ingress.bus",
+    "ingress.service",
     "workers.txn.client",
     "workers.txn.events",
     "workers.txn.held",
@@ -96,8 +103,22 @@ DEPENDS: tuple[str, ...] = (
     # what the routing table imports from the project
     "conf.load",
     "workers.routing.trusted",
-    # what the dialog table imports from the project
-    "conf.envelope",
+    # what the hop and the ingress's service import from the project
+    "conf.bustcp",
+    "conf.control",
+    "conf.guard",
+    "conf.loadstats",
+    "conf.process",
+    "conf.refused",
+    "conf.rejects",
+    "conf.sockets",
+    "conf.workerset",
+    "ingress.pike",
+    "ingress.pikeshare",
+    "ingress.shedding",
+    "ingress.tcp",
+    "ingress.tls",
+    "ingress.virtual",
     # what the stateful core imports from the project
     "workers.coreevents",
     "workers.registrar.natping",
