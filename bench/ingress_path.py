@@ -100,14 +100,14 @@ async def bench(args: argparse.Namespace, run_dir: str) -> dict[str, list[float]
         out_frames = [envelope.pack(envelope.KIND_OUT, [[out_meta] * len(msgs[i:i + b])],
                                     msgs[i:i + b]) for i in range(0, len(msgs), b)]  # fmt: skip
         poller = zmq.Poller()
-        poller.register(ing.bus._pull, zmq.POLLIN)  # noqa: SLF001 - the bench reads it as the loop would
+        poller.register(ing.bus._pull, zmq.POLLIN)  # the bench waits for it as the loop would
         res: dict[str, list[float]] = {"in": [], "out": []}
         for _ in range(args.repeats):
             spent = 0.0
             for i in range(0, len(msgs), b):
                 t0 = time.thread_time()
-                for m in msgs[i:i + b]:
-                    ing._on_datagram(lst, m, src)  # noqa: SLF001
+                for m in msgs[i : i + b]:
+                    ing._on_datagram(lst, m, src)
                 ing.bus.flush()
                 spent += time.thread_time() - t0
                 got = 0
@@ -119,7 +119,7 @@ async def bench(args: argparse.Namespace, run_dir: str) -> dict[str, list[float]
                 send_frames(push, frames)
                 poller.poll(1000)
                 t0 = time.thread_time()
-                ing.bus._on_readable()  # noqa: SLF001
+                ing.bus._on_readable()
                 spent += time.thread_time() - t0
                 while True:
                     try:
