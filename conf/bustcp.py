@@ -63,7 +63,7 @@ MAX_ENDPOINT_CHARS = 64
 #: name in front of ``worker.99-4194304``: 40 leaves room for it
 MAX_NODE_NAME_CHARS = 40
 #: what an ipc path leaves for the run directory and the node name: sun_path is 107 bytes,
-#: and ``/ingress-ingress.99-4194304.ipc`` takes 31 of them (``conf.load.MAX_RUN_DIR_BYTES``)
+#: and ``/ingress-ingress.99-4194304.ipc`` takes 31 of them (``conf.checks.common.MAX_RUN_DIR_BYTES``)
 IPC_PATH_BYTES = 107 - 31
 #: the lowest receive HWM on a CURVE server socket that still receives (``bind_pull``)
 MIN_CURVE_RCVHWM = 2

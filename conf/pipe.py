@@ -32,7 +32,7 @@ import asyncio
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 import zmq
@@ -60,8 +60,11 @@ DRAIN_LIMIT = 512
 # Python): see rule 4.
 _send = zmq.backend.Socket.send
 _recv = zmq.backend.Socket.recv
+_get = zmq.backend.Socket.get
 _NOBLOCK = int(zmq.NOBLOCK)
 _MORE_NOBLOCK = int(zmq.SNDMORE | zmq.NOBLOCK)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 def send_frames(sock: zmq.Socket[bytes], frames: list[bytes]) -> None:
@@ -100,7 +103,8 @@ def drain_pull(
 ) -> bool:
     """Receive and hand on envelopes until the socket is empty or the budget is spent.
 
-    ZeroMQ's FD is edge-triggered, so a reader must drain to ``zmq.Again``; returns True when
+    ZeroMQ's FD is edge-triggered, so a reader must drain until ``zmq.Again`` or until
+    ``EVENTS`` says nothing more is readable; returns True when
     it stopped on the budget instead and must be called again soon. A malformed envelope is
     counted (``drop_bad_envelope``), logged and dropped.
     """
@@ -121,6 +125,11 @@ def drain_pull(
             refused.ENVELOPES.note(time.monotonic(), reason=str(exc)[:200])
             continue
         on_envelope(env)
+        # ZeroMQ's own readiness (``EVENTS``, the check its docs give for the FD's edge):
+        # 1.4 µs, where the receive that finds nothing raises ``zmq.Again`` for 3.8 (pyzmq
+        # builds the exception in Python); a drain holds one or two batches at these rates
+        if sock.closed or not cast(int, _get(sock, _EVENTS)) & _POLLIN:
+            return False
     return True
 
 

@@ -26,9 +26,10 @@ Rules:
    while the edge drops it only after missed heartbeats, and the records that host hands are
    ours in the view without ``V``. Marks are bounded (``MAX_GONE``) and forgotten once ``V``
    has left the ring, or after ``GONE_S``.
-5. A peer that hands records to a worker ``W`` of ours also sends them to another worker
-   of ours to keep (``stateplane/handover.py`` rule 6): the same checks as rule 3 with
-   ``W`` in place of the receiver, ``W`` being a worker of this host.
+5. A peer that hands records to a worker ``W`` of ours also sends them to keep
+   (``stateplane/handover.py`` rule 6), to another worker of ours or to our state plane
+   itself: the same checks as rule 3 with ``W`` in place of the receiver, ``W`` being a
+   worker of this host. A state plane's view (no ``me``) takes only such copies.
 """
 
 from __future__ import annotations
@@ -167,18 +168,22 @@ class HostView:
         self.mark_gone(vanished, now)
         return True
 
-    def check_adopt(self, peer: str, header: list[Any], now: float) -> list[list[Any]]:
+    def check_adopt(self, peer: str, header: list[Any], now: float,
+                    gone: str = "") -> list[list[Any]]:  # fmt: skip
         """The records of ``ADOPT`` ``header`` (``[node, records, handed_back, source]``)
         from host ``peer`` that rule 3 lets this worker take; the rest are counted. With a
         fifth element, a worker of ours, the records are to be kept for it (rule 5): they
-        must be that worker's in the view, as they would have to be ours."""
+        must be that worker's in the view, as they would have to be ours (a state plane's
+        view takes nothing else). ``gone``: a worker of ours that the caller itself saw
+        vanish (a state plane), judged as if it were still in the view."""
         records = header[1]
         source = header[3] if len(header) > 3 else None
         target = header[4] if len(header) > 4 else self.me
         if not (peer and header[0] == peer and isinstance(source, str)):
             self.counters["adopt_refused_source"] += len(records)
             return []
-        if target != self.me and (target not in self._local or not self.me):
+        was_ours = bool(gone) and target == gone and host_of(gone) == self.node
+        if not target or (target != self.me and target not in self._local and not was_ours):
             self.counters["adopt_refused_owner"] += len(records)
             return []
         vanished = None
@@ -188,9 +193,12 @@ class HostView:
                 self.counters["adopt_refused_source"] += len(records)
                 return []
             self.mark_gone(vanished, now)
-        now_ring = self.ring()
-        before = WorkerSet.fixed({**self.view(), vanished: ""} if vanished else
-                                 {i: ep for i, ep in self.view().items() if i != target})  # fmt: skip
+        view = self.view()
+        if was_ours and target not in view:
+            view[target] = ""
+        now_ring = WorkerSet.fixed(view) if was_ours else self.ring()
+        before = WorkerSet.fixed({**view, vanished: ""} if vanished else
+                                 {i: ep for i, ep in view.items() if i != target})  # fmt: skip
         out = []
         for rec in records:
             if not rec or now_ring.owner(_cid(rec[0])) != target:

@@ -206,21 +206,22 @@ class Ingress:
     # -- inbound -----------------------------------------------------------------------------
 
     def _on_datagram(self, lst: UdpListener, data: bytes, addr: Any) -> None:
-        t0 = time.perf_counter()
+        # one clock for the message's arrival and the busy time it starts (perf_counter is
+        # the same CLOCK_MONOTONIC on Linux; a read less per datagram)
+        now = time.monotonic()
         self.meter.counters["msgs_in"] += 1
         if len(data) < 4 or data.isspace():
             return  # CRLF keep-alives (RFC 5626 §4.4.1 uses STUN; some UAs send CRLF over UDP)
-        now = time.monotonic()
         # requests only (a response starts "SIP/"): rule 4, before any parsing
         if self.pike is not None and not data.startswith(b"SIP/") and not self._pike_ok(
                 addr[0], now):  # fmt: skip
-            self.meter.add_busy(time.perf_counter() - t0)
+            self.meter.add_busy(time.monotonic() - now)
             return
         meta = ["udp", addr[0], addr[1], 0, lst.address, lst.port, now]
         reply = self._accept(data, meta)
         if reply is not None:  # sent back where the request came from (symmetric, as rport)
             lst.send(reply, (addr[0], addr[1]))
-        self.meter.add_busy(time.perf_counter() - t0)
+        self.meter.add_busy(time.monotonic() - now)
 
     def _on_tcp_message(self, conn: TcpConnection, data: bytes) -> None:
         t0 = time.perf_counter()

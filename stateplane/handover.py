@@ -48,7 +48,13 @@ Rules:
    each until the owner's own ``c`` for it arrives (``KEEP_S`` at most) and, if the owner
    vanishes first, hands the kept ones with the owner's dialogs from the mirror (at once if
    they arrive after). A copy of a call that ended meanwhile is ended by rule 3 (the
-   owner wrote its CDR in this host's file). A host with one worker has no keeper
+   owner wrote its CDR in this host's file). When our PUB is a CURVE server
+   (``[stateplane] bind`` with ``[curve]``), every such hand-over is also published on it
+   (``updates.Keep``): a host that replicates us (its ``[stateplane] peers`` names our
+   ``bind``, so its state plane holds a SUB that talks only to our key) keeps it itself,
+   with no worker in the way, so a host with one worker is covered, and so is an owner
+   that dies together with its keeper (rule 8). A copy that comes both ways, or again, is
+   handed on once. Without that channel a host with one worker has no keeper
    (``keep_none``).
 7. A gone worker's dialogs move at the heartbeat after the one that first saw its process
    gone, once the deltas pipe has been read to its end: the process wrote its last deltas
@@ -56,6 +62,16 @@ Rules:
    ``c`` read after the hand-over would stay in the mirror with nobody holding its call (an
    ``a`` would move an answered call as ringing). A worker that ended has nothing more to
    send; a heartbeat (0.25 s) is the time our pipe's I/O thread has to take in what it sent.
+8. What another host's state plane publishes for us to keep (``note_host_keep``) is taken
+   only from a peer whose key the SUB proved and whose ``[[peer]]`` has a ``bus_address``
+   (a host allowed to hand our workers dialogs), and only the records
+   ``dialogstate/hosts.py`` rule 5 lets its owner, a worker of ours (in the run directory
+   now, or at our last heartbeat: one dead since is not handed yet), take from that peer;
+   the rest is counted (``keep_refused``) and logged (``host_keep_refused``). A copy for a
+   worker of another host is not ours to judge (``keep_not_ours``). An owner that vanished
+   already (the peer's view still had it when it handed it those dialogs) is judged as the
+   view was with it, and what passes goes on at once to its dialogs' new owners, as its
+   other dialogs went: without this, what the peer sent a worker already dead was lost.
 """
 
 from __future__ import annotations
@@ -75,6 +91,7 @@ import zmq
 from conf import sockets
 from conf.bustcp import TcpHop
 from conf.cdrkeys import READ_BACK_BYTES, cdr_key, read_keys
+from conf.refused import RefusalLog
 from conf.settings import Settings
 from conf.workerset import WorkerSet
 from dialogstate.hosts import HostView, host_of, host_source, pairs_ring
@@ -157,7 +174,11 @@ class Handover:
         #: that worker's own "c" for the key reaches us; workers whose dialogs went, and when
         self._kept: dict[str, dict[str, tuple[list[Any], float]]] = {}
         self._n_kept = 0
-        self._vanished: dict[str, float] = {}
+        self._vanished: dict[str, tuple[float, set[str]]] = {}
+        #: rule 6: publishes a copy on our PUB for the host that replicates us (set by the
+        #: replication adapter when the PUB is a CURVE server); rule 8's refusals
+        self.publish_keep: Callable[[str, str, list[list[Any]]], None] | None = None
+        self._keep_refused = RefusalLog("host_keep_refused")
         #: workers that resynced since we started: they hold their own dialogs (a restart
         #: of ours alone), so nothing restored from disk goes to them (``_not_resynced``)
         self.resynced: set[str] = set()
@@ -317,9 +338,42 @@ class Handover:
                 records.append(up.check_record(rec))
             except up.UpdateError:
                 self.counters["bad_delta"] += 1
+        self._keep(owner, records, now)
+
+    def note_host_keep(self, peer: str | None, msg: up.Keep, now: float) -> None:
+        """Rule 8: ``msg`` from the state plane of host ``peer`` (the name its key proved;
+        None: no key proved it)."""
+        hosts, n = self.hosts, len(msg.records)
+        if host_of(msg.owner) != self.settings.node.name:
+            self.counters["keep_not_ours"] += n  # the host that owner is on keeps it
+            return
+        allowed = peer is not None and self.hop is not None and self.hop.key_of(peer) is not None
+        records: list[list[Any]] = []
+        if allowed and hosts is not None and peer is not None:
+            # our workers now (one may have started since our heartbeat) and as last read
+            # (one that died since is not handed yet: what it keeps goes with its dialogs)
+            live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
+            self.workers_view({**live, **self.workers})
+            header = [msg.node, msg.records, True, msg.source, msg.owner]
+            # an owner of ours that vanished since is judged as it was: what it took goes on
+            gone = msg.owner if msg.owner in self._vanished else ""
+            records = hosts.check_adopt(peer, header, now, gone)
+        if len(records) < n:
+            self.counters["keep_refused"] += n - len(records)
+            self._keep_refused.note(now, peer=peer, owner=msg.owner[:120],
+                                    source=msg.source[:120], records=n - len(records))  # fmt: skip
+        if records:
+            self.counters["kept_from_hosts"] += len(records)
+            self._keep(msg.owner, records, now)
+
+    def _keep(self, owner: str, records: list[list[Any]], now: float) -> None:
+        """Rule 6: ``records`` checked, kept for ``owner`` until its own "c" for each."""
         if owner in self._vanished:
-            late = [r for r in records if r[0] + "\0" + r[1] not in self.mirror]
-            if late:
+            handed = self._vanished[owner][1]
+            late = [r for r in records if r[0] + "\0" + r[1] not in self.mirror
+                    and r[0] + "\0" + r[1] not in handed]  # fmt: skip
+            if late:  # each once: a copy may come by a worker and by our peer's PUB
+                handed.update(r[0] + "\0" + r[1] for r in late)
                 self._hand_vanished(owner, late, self.workers_view(self.workers), now, time.time())
             return
         kept = self._kept.setdefault(owner, {})
@@ -343,7 +397,7 @@ class Handover:
                 self._n_kept -= 1
             if not kept:
                 del self._kept[owner]
-        for ident in [i for i, at in self._vanished.items() if now - at > KEEP_S]:
+        for ident in [i for i, (at, _) in self._vanished.items() if now - at > KEEP_S]:
             del self._vanished[ident]
 
     def note_yield(self, worker: str, delta: Any) -> None:
@@ -395,7 +449,7 @@ class Handover:
         kept = self._kept.pop(ident, {})
         self._n_kept -= len(kept)
         mine += [rec for key, (rec, _) in kept.items() if key not in held]
-        self._vanished[ident] = now
+        self._vanished[ident] = (now, {str(r[0]) + "\0" + str(r[1]) for r in mine})
         self._hand_vanished(ident, mine, live, now, wall)
 
     def _hand_vanished(self, ident: str, mine: list[list[Any]], live: dict[str, str],
@@ -431,7 +485,10 @@ class Handover:
             if keepers:
                 self.adopter.keep(self.settings.node.name, recs, now, source, owner,
                                   live[keepers[0]])  # fmt: skip
-            else:  # that host has no other worker: nothing keeps them while they travel
+            if self.publish_keep is not None:  # that host's state plane, if it replicates us
+                self.publish_keep(owner, source, recs)
+                self.counters["keep_published"] += len(recs)
+            elif not keepers:  # nothing keeps them while they travel
                 self.counters["keep_none"] += len(recs)
         if gone:
             for delta in gone:

@@ -35,7 +35,7 @@ MAX_FRAME = {"pike": 512, "profiles": 1 << 20, "ratelimit": 64 << 10}
 #: ports above ``[stateplane] bind`` (rule 2)
 RELAY_OFFSET = 2
 CONTROL_OFFSET = 3
-#: a node name is at most this long (conf/load.py NODE_NAME_RE keeps it short anyway)
+#: a node name is at most this long (conf/checks/common.py NODE_NAME_RE keeps it short anyway)
 MAX_NODE_NAME = 255
 
 

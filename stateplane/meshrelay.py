@@ -105,7 +105,7 @@ class MeshRelay:
             conf = curve.peer_of(settings, endpoint)
             key = None if conf is None else curve.peer_key(conf.public_key, conf.public_key_file)
             if conf is None or key is None:
-                continue  # conf/load.py refuses this; never talk to a peer we cannot verify
+                continue  # conf/checks/node.py refuses this; never talk to a peer we cannot verify
             self.links.append(self._link(ctx, conf.name, endpoint, keys, key, max_in))
 
     def _link(self, ctx: zmq.Context[zmq.Socket[bytes]], name: str, peer: str,

@@ -196,6 +196,11 @@ class Peer:
             if self._from_peer(msg.node):
                 self.owner.finder.receive(self.node, self.authenticated, msg, self.owner.loop.time())
             return
+        if isinstance(msg, up.Keep):  # handover.py rule 8: the name its key proved, or None
+            if self._from_peer(msg.node):
+                self.owner.handover.note_host_keep(self.node if self.authenticated else None,
+                                                   msg, self.owner.loop.time())  # fmt: skip
+            return
         if not isinstance(msg, (up.Update, up.Hugz)) or not self._from_peer(msg.node):
             return
         now, wall = self.owner.loop.time(), time.time()

@@ -48,8 +48,11 @@ Rules:
    (``peer_dir_refused`` in the peer's stats) and logged at most once per 10 s.
 10. Dialogs follow their Call-ID: the mirror's dialogs go to the workers that own them when
    the node's workers change, across hosts on a host of several, and those restored from
-   disk once the workers settle (``stateplane/handover.py``); ``y`` markers, ``ring`` deltas
-   and resync starts arrive with the deltas (rule 1) and are passed to it.
+   disk once the workers settle (``stateplane/handover.py``); ``y`` markers, ``ring`` deltas,
+   ``k`` copies and resync starts arrive with the deltas (rule 1) and are passed to it. On a
+   host of several with a CURVE ``bind``, what it hands another host's worker is published
+   for that host's state plane to keep (``KEEP``, ``handover.py`` rules 6 and 8), and a
+   ``KEEP`` a tcp:// peer publishes is passed to it with the name that peer's key proved.
 11. Ingresses found through the state plane (``conf/discovery.py``): an edge publishes its
    live ingresses' TCP endpoints (``INGRESSES``) every heartbeat; a worker host with
    ``[bus] discover`` takes them only from a configured peer that proved its key, checks
@@ -186,6 +189,8 @@ class Replication:
                                  restoring=restoring, curve=self.keys is not None,
                                  persist_dir=self.persist.dir if self.persist else None)  # fmt: skip
         self.handover.drain = self.readers[0].drain  # handover.py rule 7
+        if sp.bind and self.keys is not None and self.handover.hosts is not None:
+            self.handover.publish_keep = self._publish_keep  # handover.py rule 6
         if self.failover is not None:
             self.failover.on_role = self.handover.on_role
         elif restoring is not None:
@@ -362,6 +367,15 @@ class Replication:
         self.counters["resyncs"] += 1
         log.info("mirror_resynced", worker=worker, dialogs=len(seen), removed=len(gone))
         return gone
+
+    def _publish_keep(self, owner: str, source: str, records: list[list[Any]]) -> None:
+        """``handover.py`` rule 6: what we handed ``owner`` of another host, for its host's
+        state plane to keep (``updates.py`` rule 7)."""
+        for frames in up.pack_keeps(self.publisher.node, owner, source, records):
+            try:
+                self.pub.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again:  # as in _publish: that host's worker keeper may still have it
+                self.counters["pub_dropped"] += 1
 
     def _publish(self, msg: up.Update | up.Hugz | up.Ingresses) -> None:
         try:

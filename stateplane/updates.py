@@ -34,6 +34,11 @@ Rules:
 6. ``Ingresses(node, endpoints)``: the TCP endpoints of ``node``'s live ingresses, every
    heartbeat of an edge (``conf/discovery.py``); what each may be is checked by whoever uses
    it, the codec only reads a list of strings.
+7. ``Keep(node, owner, source, records)``: snapshot records that ``node``'s state plane handed
+   ``owner``, a worker of another host, as ``source`` (``stateplane/handover.py`` rule 6),
+   for that host's state plane to keep until ``owner``'s own deltas reach it. Not numbered:
+   a copy, never a change of ``node``'s state. ``pack_keeps`` splits records so that each
+   message fits ``MAX_UPDATE_BYTES``, which every subscriber reads at most.
 """
 
 from __future__ import annotations
@@ -141,12 +146,25 @@ class Ingresses:
     endpoints: list[str]
 
 
-Message = Update | Hugz | Icanhaz | Chunk | Kthxbai | Ingresses
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Records ``node`` handed ``owner`` (a worker of another host) as ``source``, for that
+    host's state plane to keep (rule 7)."""
+
+    node: str
+    owner: str
+    source: str
+    records: list[list[Any]]
+
+
+Message = Update | Hugz | Icanhaz | Chunk | Kthxbai | Ingresses | Keep
 
 _KIND_OF: dict[type[Any], bytes] = {
     Update: b"UPD", Hugz: b"HUGZ", Icanhaz: b"ICANHAZ", Chunk: b"KVSYNC", Kthxbai: b"KTHXBAI",
-    Ingresses: b"INGRESSES",
+    Ingresses: b"INGRESSES", Keep: b"KEEP",
 }  # fmt: skip
+#: what a ``Keep``'s frame holds besides its records (names are short; rule 7)
+_KEEP_ROOM = 4096
 #: the first frame of an ``Update``: a subscription to a prefix of it takes updates
 KIND_UPDATE = _KIND_OF[Update]
 
@@ -166,6 +184,8 @@ def pack(msg: Message) -> list[bytes]:
         body = [msg.node, msg.req, msg.records]
     elif isinstance(msg, Ingresses):
         body = [msg.node, msg.endpoints]
+    elif isinstance(msg, Keep):
+        body = [msg.node, msg.owner, msg.source, msg.records]
     else:
         body = [msg.node, msg.req, msg.epoch, msg.seq, msg.full, msg.count]
     return [_KIND_OF[type(msg)], msgpack.packb([VERSION, *body], use_bin_type=True)]
@@ -177,6 +197,28 @@ def pack_updates(node: str, epoch: int, first: int, payloads: list[list[Any]]) -
     packb = msgpack.Packer(use_bin_type=True).pack
     return [[KIND_UPDATE, packb([VERSION, node, epoch, first + i, KIND_DIALOG, p])]
             for i, p in enumerate(payloads)]  # fmt: skip
+
+
+def pack_keeps(node: str, owner: str, source: str, records: list[list[Any]]) -> list[list[bytes]]:
+    """The frames of as few ``Keep`` messages as carry ``records``, each within
+    ``MAX_UPDATE_BYTES`` and ``MAX_ARRAY_LEN`` records (rule 7). A record too big for one
+    message on its own (a "c" update carries the same fields, so none is) is left out."""
+    packb = msgpack.Packer(use_bin_type=True).pack
+    out: list[list[bytes]] = []
+    chunk: list[list[Any]] = []
+    size = 0
+    for rec in records:
+        n = len(packb(rec))
+        if n + _KEEP_ROOM > MAX_UPDATE_BYTES:
+            continue
+        if chunk and (size + n + _KEEP_ROOM > MAX_UPDATE_BYTES or len(chunk) >= MAX_ARRAY_LEN):
+            out.append(pack(Keep(node, owner, source, chunk)))
+            chunk, size = [], 0
+        chunk.append(rec)
+        size += n
+    if chunk:
+        out.append(pack(Keep(node, owner, source, chunk)))
+    return out
 
 
 def unpack(frames: list[bytes]) -> Message:
@@ -348,5 +390,16 @@ def _ingresses(body: list[Any]) -> Ingresses:
     return Ingresses(_str(node, "node"), endpoints)
 
 
+def _keep(body: list[Any]) -> Keep:
+    _arity(body, 4, "KEEP")
+    node, owner, source, records = body
+    if not isinstance(records, list):
+        raise UpdateError("records is not an array")
+    for what, name in (("owner", owner), ("source", source)):
+        if len(_str(name, what)) > MAX_NAME_CHARS * 2:
+            raise UpdateError(f"{what}: over {MAX_NAME_CHARS * 2} characters")
+    return Keep(_str(node, "node"), owner, source, [check_record(r) for r in records])
+
+
 _DECODERS: dict[bytes, Callable[[list[Any]], Message]] = {b"UPD": _update, b"HUGZ": _hugz, b"ICANHAZ": _icanhaz, b"KVSYNC": _chunk,
-             b"KTHXBAI": _kthxbai, b"INGRESSES": _ingresses}  # fmt: skip
+             b"KTHXBAI": _kthxbai, b"INGRESSES": _ingresses, b"KEEP": _keep}  # fmt: skip

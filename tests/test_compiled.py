@@ -4,6 +4,8 @@ source is never shadowed by a binary built from the old one."""
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import importlib.machinery
 import json
 import os
@@ -11,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import typing
 from pathlib import Path
 
 import pytest
@@ -207,6 +210,42 @@ def test_every_project_module_a_compiled_one_imports_is_hashed() -> None:
     for module in compiled.MODULES:
         missing = _project_imports(module) - set(compiled.sources())
         assert not missing, f"{module} imports {sorted(missing)}: add them to DEPENDS"
+
+
+def _defining_modules(obj: object, seen: set[type]) -> set[str]:
+    """The modules ``obj`` is defined in: a class or function's own, and for a dataclass also
+    those of the classes its fields are typed with (``Settings.dialogs: Dialogs``)."""
+    out = {getattr(obj, "__module__", None) or ""}
+    if isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj not in seen:
+        seen.add(obj)
+        try:
+            hints = typing.get_type_hints(obj)
+        except NameError:
+            hints = {}  # typed with names imported only for the type checker: not followed
+        for hint in hints.values():
+            for arg in (hint, *typing.get_args(hint)):
+                if isinstance(arg, type):
+                    out |= _defining_modules(arg, seen)
+    return {m for m in out if m and compiled.source_path(m).is_file()}
+
+
+def test_what_a_compiled_module_imports_is_hashed_where_it_is_defined() -> None:
+    """A name a compiled module imports from a module that re-exports it (conf.settings
+    gathers conf/sections/, conf.load re-exports conf/checks/) is hashed in the module that
+    defines it, with the classes a dataclass's fields are typed with: an edit there makes the
+    build stale too."""
+    for module in compiled.MODULES:
+        tree = ast.parse(compiled.source_path(module).read_text())
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+                    and compiled.source_path(node.module).is_file()):
+                continue
+            imported = importlib.import_module(node.module)
+            for alias in node.names:
+                obj = getattr(imported, alias.name)
+                missing = _defining_modules(obj, set()) - set(compiled.sources())
+                assert not missing, (f"{module} imports {alias.name} from {node.module}, "
+                                     f"defined in {sorted(missing)}: add them to DEPENDS")
 
 
 def test_a_missing_compiler_is_named_with_its_debian_package(

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
+import zmq
 
+from conf import envelope
+from conf.pipe import PushPipe, drain_pull
 from dialogstate.msgs import build_bye
 from dialogstate.record import encode, join_parties
 from ingress.sip.message import Request
@@ -24,6 +28,7 @@ from ingress.sip.parser import parse_message, salvage
 from ingress.sip.scan import scan_message
 from ingress.sip.serialize import build_response
 
+from .aio import run as run_async
 from .workers.dialog_helpers import Call, table, via_for
 from .workers.helpers import inbound, proxy, request
 
@@ -88,6 +93,16 @@ def _dialog() -> Callable[[], object]:
     return run
 
 
+#: what the ingress sends a worker for each message, and what a worker sends back
+IN_META = ["udp", "127.0.0.1", 5070, 0, "127.0.0.1", 5060, 1.5]
+OUT_META = ["udp", "127.0.0.1", 5070, 0, "127.0.0.1", 5060]
+
+
+def _envelope(kind: bytes, header: list[object]) -> Callable[[], object]:
+    """A batch of four messages packed and unpacked, the metas checked value by value."""
+    return lambda: envelope.unpack(envelope.pack(kind, header, [RAW] * 4))
+
+
 PATHS: dict[str, Callable[[], Callable[[], object]]] = {
     "parse": lambda: lambda: parse_message(RAW),
     "scan": lambda: lambda: scan_message(RAW),
@@ -99,6 +114,8 @@ PATHS: dict[str, Callable[[], Callable[[], object]]] = {
     "proxy_forward": _proxy_path,
     "proxy_reply": _proxy_reply,
     "dialog": _dialog,
+    "envelope_in": lambda: _envelope(envelope.KIND_IN, ["ingress.1-1", [IN_META] * 4]),
+    "envelope_out": lambda: _envelope(envelope.KIND_OUT, [[OUT_META] * 4]),
 }
 
 
@@ -107,3 +124,37 @@ def test_no_memory_kept_per_call(path: str) -> None:
     """Each hot path, called ROUNDS times on the same input, keeps (nearly) nothing."""
     per_call = kept(PATHS[path]())
     assert per_call < PER_CALL, f"{path}: {per_call:.0f} bytes kept per call"
+
+
+def test_no_memory_kept_per_batch_of_the_hop() -> None:
+    """A batch through ``PushPipe``, ZeroMQ and ``drain_pull`` (both ends of every hop
+    between ingress and worker) keeps (nearly) nothing."""
+
+    async def body() -> float:
+        ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        pull = ctx.socket(zmq.PULL)
+        pull.bind("inproc://leak")
+        push = ctx.socket(zmq.PUSH)
+        push.connect("inproc://leak")
+        pipe = PushPipe("w", push, envelope.KIND_IN, lambda metas: ["ingress.1-1", metas],
+                        256, 1000)  # fmt: skip
+        got: list[envelope.Envelope] = []
+        counters: Counter[str] = Counter()
+
+        def batch() -> object:
+            pipe.add(list(IN_META), RAW)
+            pipe.add(list(IN_META), RAW)
+            pipe.flush()
+            drain_pull(pull, got.append, counters)
+            assert len(got) == 1 and not counters
+            return got.pop()
+
+        try:
+            return kept(batch)
+        finally:
+            pipe.close()
+            pull.close(linger=0)
+            ctx.term()
+
+    per_call = run_async(body)
+    assert per_call < PER_CALL, f"hop: {per_call:.0f} bytes kept per batch"

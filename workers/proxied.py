@@ -58,6 +58,11 @@ class Proxied:
     timer_c_at: float | None = None
 
 
+#: the context of the transactions of a call another worker owns now (``workers/stateful.py``
+#: rule 12): never changed; what they still pass up goes on statelessly
+MOVED = Proxied(None, None, None, done=True)
+
+
 class Dests:
     """``(ingress, meta)`` for a transaction to send through, one object per distinct value
     (rule 8): the transactions of a trunk's calls share it instead of each holding a tuple,

@@ -59,7 +59,6 @@ import re
 import secrets
 from collections import Counter
 from collections.abc import Container, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from conf.settings import Listener, Settings
@@ -79,6 +78,7 @@ from workers import nat
 from workers.auth.admit import Authenticator
 from workers.conntag import ConnTags
 from workers.listeners import Listeners, hostport, is_ip, is_unicast, strip_brackets
+from workers.proxytypes import Inbound, Out, Plan
 from workers.ratelimit.pipes import RateLimiter
 from workers.refusals import (
     Drop,
@@ -93,6 +93,9 @@ from workers.refusals import (
 from workers.routing.prefix_route import PrefixChoice
 from workers.routing.rules import header_edits, with_user
 from workers.routing.table import Decision, Destination, Route, RoutingTable
+
+__all__ = ["BRANCH_PREFIX", "CONN_PARAM", "NAT_CONN_PARAM", "PARAMCHARS_RE", "SNI_PARAM",
+           "STREAMS", "Inbound", "Out", "Plan", "StatelessProxy"]  # fmt: skip
 
 CRLF = b"\r\n"
 DIALOG_CREATING = frozenset({"INVITE", "SUBSCRIBE", "REFER", "NOTIFY"})
@@ -118,62 +121,6 @@ SERVER_NAME_RE = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?:\.(?!-)[A-Za-z0-9-]{1,63
 RR_TRANSPORT = {"udp": "", "tcp": "transport=tcp;", "tls": "transport=tls;"}
 #: every branch we generate starts so; a response whose top Via lacks it is not ours
 BRANCH_PREFIX = "z9hG4bK-sl"
-
-
-@dataclass(slots=True)
-class Inbound:
-    """Where a message came from, as the ingress saw it.
-
-    The ``__init__`` is written out (the dataclass keeps it, and its eq and repr): compiled,
-    it is native code, where the one ``dataclasses`` generates is interpreted, ~0.25 µs per
-    message (#16)."""
-
-    ingress: str
-    transport: str
-    src_ip: str
-    src_port: int
-    conn: int
-    local_ip: str
-    local_port: int
-
-    def __init__(self, ingress: str, transport: str, src_ip: str, src_port: int, conn: int,
-                 local_ip: str, local_port: int) -> None:  # fmt: skip
-        self.ingress, self.transport, self.src_ip, self.src_port = ingress, transport, src_ip, src_port
-        self.conn, self.local_ip, self.local_port = conn, local_ip, local_port
-
-
-#: (ingress id, out meta as in conf.envelope, bytes)
-Out = tuple[str, list[Any], bytes]
-
-
-@dataclass(slots=True)
-class Plan:
-    """Where a request goes next, as §16.4-16.5 decided (``StatelessProxy.plan``)."""
-
-    routes: list[NameAddr]  # the Route set left once our own entries are popped
-    changed: bool  # the Route set differs from the received one
-    uri: Uri  # the Request-URI to send
-    uri_changed: bool
-    hop: Uri | None  # the next hop the request names (top Route, remote target), if any
-    route: Route | None  # else the routing rule that matched it
-    target: Destination | None  # and the destination its set picked
-    local: tuple[bytes, ...] | None  # an OPTIONS for us: answer 200 with these headers
-    #: removes the credentials we checked (``[auth] consume_credentials``), else None
-    strip: Edit | None = None
-    #: the routing rules' header edits (docs/routing.md), made once, spliced into each copy
-    edits: Sequence[Edit] = ()
-    #: a prefix table's choice: ``target`` first, then its failover list (docs/prefix_tables.md)
-    choice: PrefixChoice | None = None
-
-    # written out for the reason Inbound's is (``dataclasses.replace`` still works: the
-    # parameters are the fields)
-    def __init__(self, routes: list[NameAddr], changed: bool, uri: Uri, uri_changed: bool,
-                 hop: Uri | None, route: Route | None, target: Destination | None,
-                 local: tuple[bytes, ...] | None, strip: Edit | None = None,
-                 edits: Sequence[Edit] = (), choice: PrefixChoice | None = None) -> None:  # fmt: skip
-        self.routes, self.changed, self.uri, self.uri_changed = routes, changed, uri, uri_changed
-        self.hop, self.route, self.target, self.local = hop, route, target, local
-        self.strip, self.edits, self.choice = strip, edits, choice
 
 
 def _hash(text: str, size: int) -> str:

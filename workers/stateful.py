@@ -51,6 +51,15 @@ Rules:
    ``failure_on_timeout``), the rule's next ``failure_sets`` entry takes the call, as rule 2
    within it; a set with nothing usable is skipped as a 503. A CANCEL or a full table ends
    the search.
+12. A call whose Call-ID another worker now owns (a worker joined: ``let_calls_go``, from
+   ``workers/dialogs/owners.py`` rule 2) has its responses, CANCEL and ACK routed there by
+   the edge: this worker can no longer be its response context (§16.7), and its Timer C
+   would send a CANCEL and a 408 for a call answered meanwhile (§16.8). So an INVITE or
+   other request with an attempt in progress is given up quietly: no final upstream, Timer C
+   stopped, its server transaction ended, its client transaction ended when Proceeding (the
+   callee has the request) or left to retransmit otherwise (``MOVED``: what it still gets
+   goes on statelessly, as the new owner forwards the rest, rule 3; an INVITE's first
+   response or Timer B, a non-INVITE's Timer F, ends it).
 """
 
 from __future__ import annotations
@@ -70,7 +79,7 @@ from workers.auth.admit import NeedsHa1
 from workers.coreevents import Event, Job, collect
 from workers.dialogs.duty import DialogDuty
 from workers.listeners import is_ip
-from workers.proxied import TIMEOUT, UNAVAILABLE, Dests, Proxied
+from workers.proxied import MOVED, TIMEOUT, UNAVAILABLE, Dests, Proxied
 from workers.proxy import Inbound, Out, Plan, StatelessProxy
 from workers.registrar.natping import NATPING_BRANCH_PREFIX, NatPinger
 from workers.registrar.register import Registrar
@@ -97,6 +106,9 @@ from workers.transactions import (
     TransportFailed,
     server_key,
 )
+
+#: an attempt a call moving away leaves in progress (rule 12)
+_ATTEMPTING = frozenset({State.CALLING, State.TRYING, State.PROCEEDING})
 
 
 class StatefulProxy:
@@ -148,7 +160,7 @@ class StatefulProxy:
         #: counters the worker adds to its load statistics
         self.counters: dict[str, int] = {"absorbed": 0, "bad_path": 0, "failover": 0,
                                          "failure_route": 0, "timeout": 0, "table_full": 0,
-                                         "timer_c": 0}  # fmt: skip
+                                         "timer_c": 0, "calls_moved": 0}  # fmt: skip
         #: rule 1: what becomes of a new request
         self.admission = Admission(settings, stateless, self.registrar, self.dialogs,
                                    self.counters)  # fmt: skip
@@ -418,6 +430,30 @@ class StatefulProxy:
         self.drain(now)
         return outs
 
+    def let_calls_go(self, moved: Callable[[str], bool], now: float) -> int:
+        """Rule 12: give up quietly the requests in progress whose Call-ID ``moved`` says
+        another worker owns now. Called between inputs or from ``screen`` (before the input's
+        own work): the Terminated events wait for the next ``drain``. Returns the count."""
+        table, n = self.table, 0
+        for srv in table.live_servers():
+            ctx = srv.context
+            if not isinstance(ctx, Proxied) or ctx.done or ctx.request is None:
+                continue
+            client = ctx.client
+            if client is None or client.state not in _ATTEMPTING or not moved(ctx.request.call_id):
+                continue  # no attempt under way (a job's answer will start one here)
+            ctx.done = True
+            ctx.inb = ctx.request = ctx.plan = ctx.best = None
+            ctx.targets.clear()
+            ctx.next_sets = ()
+            self.timer_c.arm(ctx, None)
+            srv.context = client.context = MOVED
+            table.abandon(srv, now)
+            table.abandon(client, now)
+            n += 1
+        self.counters["calls_moved"] += n
+        return n
+
     def _timer_c_fired(self, ctx: Proxied, now: float) -> None:
         """Timer C, or the 64*T1 a cancelled branch gets to answer (§9.1: after that "the
         client SHOULD consider the transaction cancelled" and destroy it)."""
@@ -442,6 +478,13 @@ class StatefulProxy:
             return
         ctx: Proxied | None = txn.context
         status = resp.status
+        if ctx is MOVED:  # rule 12: as the worker that owns the call now would (rule 3)
+            held = self._resp_from
+            if status != 100 and held is not None and held[0] is resp:
+                self._outs.append(self.sl.response_out(resp, held[1]))
+            if txn.state is State.PROCEEDING and isinstance(txn, ClientTransaction):
+                self.table.abandon(txn, now)  # the callee has it now: an INVITE ends here
+            return
         if ctx is None or status == 100:
             return  # a CANCEL's own answer, or 100 Trying (never forwarded, §16.7 step 3)
         if ctx.client is not txn or ctx.done:

@@ -1,10 +1,11 @@
-"""Generate the key reference of ``docs/configuration.md`` from ``conf/settings.py``.
+"""Generate the key reference of ``docs/configuration.md`` from ``conf/settings.py`` and the
+section modules it gathers (``conf/sections/``).
 
 Field docstrings are not kept at run time, so they are read from the source with ``ast``;
 types, defaults and ranges come from the dataclasses themselves. The generated text sits
 between two marker comments in the doc; ``test_docs.py`` fails when it is stale.
 
-Regenerate after changing settings.py::
+Regenerate after changing a section (or settings.py)::
 
     .venv/bin/python -m tests.conf.docgen
 """
@@ -25,16 +26,25 @@ from conf.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_PY = ROOT / "conf" / "settings.py"
+SECTIONS_DIR = ROOT / "conf" / "sections"
 DOC = ROOT / "docs" / "configuration.md"
 BEGIN = "<!-- BEGIN GENERATED: python -m tests.conf.docgen -->"
 END = "<!-- END GENERATED -->"
 NOT_KEYS = {("Settings", "source")}
 
 
-def docstrings(path: Path = SETTINGS_PY) -> dict[str, tuple[str, dict[str, str]]]:
-    """``{class: (class docstring, {field: field docstring})}`` for every class in ``path``."""
+def sources() -> list[Path]:
+    """The files the settings classes are written in: settings.py and every section module."""
+    return [SETTINGS_PY, *sorted(SECTIONS_DIR.glob("*.py"))]
+
+
+def docstrings(paths: list[Path] | None = None) -> dict[str, tuple[str, dict[str, str]]]:
+    """``{class: (class docstring, {field: field docstring})}`` for every class in ``paths``
+    (default: ``sources()``); class names are unique across them."""
     out: dict[str, tuple[str, dict[str, str]]] = {}
-    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+    nodes = [node for path in (paths or sources())
+             for node in ast.parse(path.read_text(encoding="utf-8")).body]  # fmt: skip
+    for node in nodes:
         if not isinstance(node, ast.ClassDef):
             continue
         fields: dict[str, str] = {}
@@ -49,6 +59,7 @@ def docstrings(path: Path = SETTINGS_PY) -> dict[str, tuple[str, dict[str, str]]
                 ):
                     doc = nxt.value.value
                 fields[stmt.target.id] = doc
+        assert node.name not in out, f"two settings classes named {node.name}"
         out[node.name] = (ast.get_docstring(node) or "", fields)
     return out
 

@@ -154,7 +154,7 @@ async def _zap_sockets(tmp_path: Path) -> None:
         ctx.term()
 
 
-# -- the config (conf/load.py _check_curve) ------------------------------------------------------
+# -- the config (conf/checks/node.py check_curve) -------------------------------------------------
 
 
 @pytest.fixture

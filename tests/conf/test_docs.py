@@ -1,8 +1,10 @@
-"""docs/configuration.md cannot drift from conf/settings.py: every key is documented as the code says."""
+"""docs/configuration.md cannot drift from conf/settings.py and conf/sections/: every key is
+documented as the code says."""
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import re
 import tomllib
 
@@ -16,17 +18,28 @@ DOC_TEXT = docgen.DOC.read_text(encoding="utf-8")
 
 
 def settings_classes() -> list[type]:
+    """Every dataclass settings.py defines or gathers from a section module."""
     return [
         obj
         for obj in vars(settings_module).values()
         if isinstance(obj, type)
         and dataclasses.is_dataclass(obj)
-        and obj.__module__ == settings_module.__name__
+        and obj.__module__.split(".")[:2] in (["conf", "settings"], ["conf", "sections"])
     ]
 
 
+def test_every_section_class_is_gathered() -> None:
+    """Each dataclass of a section module is re-exported by settings.py (and so documented)."""
+    gathered = set(settings_classes())
+    for path in docgen.SECTIONS_DIR.glob("*.py"):
+        module = importlib.import_module(f"conf.sections.{path.stem}")
+        for obj in vars(module).values():
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+                assert obj in gathered, f"{obj.__name__} of {path.name} not in conf/settings.py"
+
+
 def test_every_field_has_a_docstring() -> None:
-    """Each settings class and each of its fields carries a docstring in settings.py."""
+    """Each settings class and each of its fields carries a docstring in its module."""
     docs = docgen.docstrings()
     for cls in settings_classes():
         class_doc, field_docs = docs[cls.__name__]

@@ -1,4 +1,4 @@
-"""Validation of the [[route]] conditions and actions of conf/routing.py: every mistake is
+"""Validation of the [[route]] conditions and actions of conf/checks/route_rules.py: every mistake is
 refused at load naming the file, the key and what was expected."""
 
 from __future__ import annotations

@@ -10,14 +10,17 @@ from hypothesis import strategies as st
 from stateplane.replica import Resynced
 from stateplane.snapshot import TableSource, serve
 from stateplane.updates import (
+    MAX_UPDATE_BYTES,
     Chunk,
     Hugz,
     Icanhaz,
     Ingresses,
+    Keep,
     Kthxbai,
     Update,
     UpdateError,
     pack,
+    pack_keeps,
     unpack,
 )  # fmt: skip
 
@@ -77,6 +80,7 @@ MESSAGES = [
     Hugz("n", 3, 7, "127.0.0.10=active,[::1]=passive"), Icanhaz("n", 1, 0, 0),
     Chunk("n", 2, [["cid", "ft", *range(22)]]), Kthxbai("n", 2, 1, 9, True, 1),
     Ingresses("n", ["tcp://127.0.0.2:7600", "tcp://[::1]:7601"]),
+    Keep("n", "c.worker-1", "stateplane:n.worker-2", [["cid", "ft", *range(22)]]),
 ]  # fmt: skip
 
 
@@ -98,6 +102,10 @@ BAD = [
     [b"INGRESSES", msgpack.packb([1, "n", ["tcp://127.0.0.2:1", 7]])],
     [b"INGRESSES", msgpack.packb([1, "n", "tcp://127.0.0.2:1"])],
     [b"INGRESSES", msgpack.packb([1, "", []])], [b"INGRESSES", msgpack.packb([1, "n"])],
+    [b"KEEP", msgpack.packb([1, "n", "c.worker-1", "s", [["short"]]])],
+    [b"KEEP", msgpack.packb([1, "n", "", "s", []])], [b"KEEP", msgpack.packb([1, "n", "o", 7, []])],
+    [b"KEEP", msgpack.packb([1, "n", "o" * 300, "s", []])],
+    [b"KEEP", msgpack.packb([1, "n", "o", "s", "records"])],
 ]  # fmt: skip
 
 
@@ -107,8 +115,8 @@ def test_garbage_is_refused(frames: list[bytes]) -> None:
         unpack(frames)
 
 
-@given(st.sampled_from([b"UPD", b"HUGZ", b"ICANHAZ", b"KVSYNC", b"KTHXBAI", b"INGRESSES", b"x"]),
-       st.binary())  # fmt: skip
+@given(st.sampled_from([b"UPD", b"HUGZ", b"ICANHAZ", b"KVSYNC", b"KTHXBAI", b"INGRESSES", b"KEEP",
+                        b"x"]), st.binary())  # fmt: skip
 def test_anything_parses_or_raises_update_error(kind: bytes, data: bytes) -> None:
     try:
         unpack([kind, data])
@@ -125,3 +133,16 @@ def test_mutated_messages_parse_or_raise_update_error(msg: object, data: st.Data
         unpack([kind, body[:i] + bytes([b]) + body[i + 1 :]])
     except UpdateError:
         pass
+
+
+def test_copies_to_keep_are_split_to_what_a_subscriber_reads() -> None:
+    """``updates.py`` rule 7: records of 100 KB each go one or two to a message, each message
+    within ``MAX_UPDATE_BYTES`` (a subscriber's cap: a larger one would cut its connection),
+    every record once and in order; one that no message could carry is left out."""
+    recs = [[f"cid-{i}", "ft", "x" * 100_000, *range(21)] for i in range(5)]
+    huge = ["huge", "ft", "x" * MAX_UPDATE_BYTES, *range(21)]
+    frames = pack_keeps("n", "c.worker-1", "stateplane@n", [*recs[:2], huge, *recs[2:]])
+    assert len(frames) == 3 and all(len(f[1]) <= MAX_UPDATE_BYTES for f in frames)
+    got = [unpack(f) for f in frames]
+    assert all(isinstance(m, Keep) and m.owner == "c.worker-1" for m in got)
+    assert [r[0] for m in got for r in m.records] == [r[0] for r in recs]  # type: ignore[union-attr]

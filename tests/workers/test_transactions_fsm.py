@@ -215,6 +215,26 @@ def test_every_pair_exhaustive(name: str) -> None:
     assert covered >= len(STATES[name]) * len(Input)
 
 
+@pytest.mark.parametrize("name", list(MACHINES))
+def test_abandon_is_quiet_and_bounded(name: str) -> None:
+    """Machine rule 7: giving a live transaction up sends and passes up nothing; it is
+    Terminated at once, or keeps a timer that will end it (never waits forever)."""
+    tried = 0
+    for state in STATES[name]:
+        for reliable in (False, True):
+            txn = reach(name, state, reliable)
+            if txn is None or state in (State.IDLE, State.TERMINATED):
+                continue
+            txn.abandon(2.0)
+            events = list(iter(txn.next_event, None))
+            if txn.state is State.TERMINATED:
+                assert [type(e) for e in events] == [Terminated], (state, events)
+            else:
+                assert events == [] and txn.next_deadline() is not None, state
+            tried += 1
+    assert tried >= 4
+
+
 def test_tables_only_use_known_states() -> None:
     """Every state a table names can be reached by the paths above (no dead rows)."""
     for name, cls in MACHINES.items():

@@ -11,7 +11,9 @@ Rules:
 2. Workers joined take the dialogs whose Call-IDs they own: those leave us silently (the
    state plane's mirror holds them), and a ``y`` marker each tells the state plane it may
    hand them over (``workers/dialogs/deltas.py`` rule 4); what still reaches us for them is
-   passed on (rule 3).
+   passed on (rule 3). The requests we forwarded for those Call-IDs and that are still
+   waiting for a final are given up quietly, dialogs or not (``StatefulProxy`` rule 12):
+   their answers go to the joiner, and our Timer C would CANCEL a call answered meanwhile.
 3. A message needing a dialog we do not hold (``StatefulProxy`` rule 10) goes to the
    Call-ID's owner if that is another worker now (``FWD``, never passed on again), and waits
    here while a hand-over is expected (``handover.py`` rules 2-4). A request that would start
@@ -35,6 +37,9 @@ Rules:
 6. An ``ADOPT`` from another host that names a fifth element, a worker of ours, is a copy of
    what that host handed that worker: checked as if it were ours to take (rule 4), it goes
    to our state plane to keep (``workers/dialogs/deltas.py`` rule 7), never into our table.
+   A worker of ours that left our view since (``LEFT_KEEP_S`` at most: the sender's view
+   may still have it) is judged as the view was with it: our state plane hands what it
+   keeps for it with its dialogs, or at once if those went already.
 """
 
 from __future__ import annotations
@@ -65,6 +70,10 @@ if TYPE_CHECKING:
 
 #: a message that needs a dialog we lack re-reads the node's workers at most this often
 PEERS_RECHECK_S = 0.02
+#: rule 6: a worker of ours that left is remembered this long (as long as our state plane
+#: keeps copies for one, ``stateplane/handover.py`` KEEP_S), at most ``MAX_LEFT`` of them
+LEFT_KEEP_S = 30.0
+MAX_LEFT = 1024
 
 log = structlog.get_logger()
 
@@ -104,6 +113,8 @@ class Owners:
         #: the first ring was heard (what a joiner expects from each host follows from it)
         self._ring_heard = False
         self._ring_told: dict[str, str] | None = None
+        #: rule 6: workers of this host that left our view, and when
+        self._left: dict[str, float] = {}
         self._drop_log = Throttle()
         if core is not None and core.dialogs is not None:
             core.screen, core.claim = self.screen, self.claim
@@ -145,13 +156,25 @@ class Owners:
             if moving:
                 self.gate.expect(vanished_source(ident), now)
             self.bus.forget_worker(ident)
+            if self.hostview is not None and ident in self.host_workers:
+                self._note_left(ident, now)
         self.peers = WorkerSet.fixed(view)
         joined = set(view) - known - {self.worker_id}
+        if joined and self.core is not None:
+            self._let_calls_go(joined, now)
         if moving and joined:
             self._let_joiners_take(joined)
         # probes are shared out among this host's workers (conf/bustcp.py rule 6)
         self.host_workers = sorted(found)
         self._share_probes()
+
+    def _note_left(self, ident: str, now: float) -> None:
+        """Rule 6: ``ident``, a worker of this host, left our view at ``now``."""
+        for old in [i for i, at in self._left.items() if now - at > LEFT_KEEP_S]:
+            del self._left[old]
+        if len(self._left) >= MAX_LEFT:
+            del self._left[min(self._left, key=self._left.__getitem__)]
+        self._left[ident] = now
 
     def _host_view(self, found: dict[str, str], now: float) -> dict[str, str]:
         """Every host's workers (dialogstate/hosts.py rule 1); on the first ring heard, the
@@ -176,6 +199,19 @@ class Owners:
             self._ring_told = remote
             self.deltas.ring(ring_pairs(remote))
         return hv.view()
+
+    def _let_calls_go(self, joined: set[str], now: float) -> None:
+        """Rule 2: the requests in progress whose Call-IDs the joined workers own are given up
+        quietly (``StatefulProxy`` rule 12): their answers, CANCEL and ACK go there now."""
+        assert self.core is not None
+        owner = self.peers.owner
+
+        def moved(call_id: str) -> bool:
+            return owner(call_id.encode("utf-8", "surrogateescape")) in joined
+
+        n = self.core.let_calls_go(moved, now)
+        if n:
+            log.info("calls_let_go", joined=sorted(joined), calls=n)
 
     def _let_joiners_take(self, joined: set[str]) -> None:
         """Rule 2: the dialogs whose Call-IDs the joined workers own leave us silently."""
@@ -259,7 +295,9 @@ class Owners:
         elif e.kind == env.KIND_ADOPT:
             if len(e.header) > 4:
                 self.refresh_peers()  # rule 6: the owner may have joined since our heartbeat
-            records = hv.check_adopt(peer, e.header, now)
+            left = e.header[4] if len(e.header) > 4 else ""
+            gone = left if now - self._left.get(left, -LEFT_KEEP_S - 1) <= LEFT_KEEP_S else ""
+            records = hv.check_adopt(peer, e.header, now, gone)
             if len(records) < len(e.header[1]):
                 counters["drop_host_records"] += len(e.header[1]) - len(records)
                 self._host_refused(peer, "adopt", e.header[3] if len(e.header) > 3 else None)

@@ -62,7 +62,7 @@ SLIDING_BUCKETS = 10
 FEEDBACK_KNEE = 0.7
 #: share of the limit a feedback pipe keeps at 100 % busy
 FEEDBACK_FLOOR = 0.1
-#: how often shared pipes publish their counts (rule 5; conf/settings.py says why 0.1 s)
+#: how often shared pipes publish their counts (rule 5; conf/sections/protection.py says why 0.1 s)
 SHARE_INTERVAL_S = RATELIMIT_SHARE_INTERVAL_S
 #: the window of a fixed pipe that has counted nothing yet
 NO_WINDOW = -2

@@ -9,10 +9,10 @@ Rules:
    as earlier ``continue_routing`` rules rewrote it (OpenSIPS ``$rU`` after ``strip``).
 3. Header edits of every rule that matched are folded in order into one set of edits of the
    received bytes: lines of a removed (or set) header are cut out, new lines go at the end of
-   the header section. The body and the headers the proxy owns (``conf.routing.OWNED``) are
+   the header section. The body and the headers the proxy owns (``conf.checks.route_rules.OWNED``) are
    never touched, so Content-Length stays true.
 4. Nothing from the message reaches a header line unchecked: templates were checked at load
-   (``conf/routing.py``) and a field taken from the request is dropped from the line if it
+   (``conf/checks/route_rules.py``) and a field taken from the request is dropped from the line if it
    holds CR, LF or NUL (the grammar should have refused it already; a second fence is cheap).
 """
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 
-from conf.routing import USER_RE, parse_template
+from conf.checks.route_rules import USER_RE, parse_template
 from conf.settings import HeaderEdit as HeaderEditConfig
 from conf.settings import HeaderMatch as HeaderMatchConfig
 from conf.settings import Route as RouteConfig

@@ -13,6 +13,9 @@ Rules:
    response it is too late and the request is ignored. Non-INVITE requests are never cancelled.
 4. Timer B/F report ``TimedOut``: the proxy, not the transaction, decides to answer 408.
 5. Proceeding of an INVITE has no timer here: the proxy's Timer C (§16.6 step 11) bounds it.
+6. Abandoned (machine rule 7): an INVITE Proceeding ends at once (the callee has the request
+   and nothing is left to retransmit); Calling and a non-INVITE before its final keep
+   retransmitting until Timer B or F, as the next hop may not have the request yet.
 """
 
 from __future__ import annotations
@@ -171,23 +174,27 @@ InviteClientTransaction.TRANSITIONS = {
     (S.CALLING, I.RECV_FINAL): (_IC._complete, S.COMPLETED),
     (S.CALLING, I.CANCEL): (_IC._cancel_asked, S.CALLING),
     (S.CALLING, I.TRANSPORT_ERROR): (_IC._transport_failed, S.TERMINATED),
+    (S.CALLING, I.ABANDON): (None, S.CALLING),  # rule 6: retransmitted until Timer B
     (S.PROCEEDING, I.RECV_1XX): (_IC._pass_up, S.PROCEEDING),
     (S.PROCEEDING, I.RECV_2XX): (_IC._accept, S.ACCEPTED),
     (S.PROCEEDING, I.RECV_FINAL): (_IC._complete, S.COMPLETED),
     (S.PROCEEDING, I.CANCEL): (_IC._send_cancel, S.PROCEEDING),
     (S.PROCEEDING, I.TRANSPORT_ERROR): (_IC._transport_failed, S.TERMINATED),
+    (S.PROCEEDING, I.ABANDON): (None, S.TERMINATED),  # rule 6: no timer would end it
     (S.COMPLETED, I.RECV_1XX): (None, S.COMPLETED),  # late provisional: absorbed
     (S.COMPLETED, I.RECV_2XX): (_IC._pass_up, S.COMPLETED),  # rule 2: another fork answered
     (S.COMPLETED, I.RECV_FINAL): (_IC._resend_ack, S.COMPLETED),
     (S.COMPLETED, I.CANCEL): (None, S.COMPLETED),  # too late
     (S.COMPLETED, I.TIMER_D): (None, S.TERMINATED),
     (S.COMPLETED, I.TRANSPORT_ERROR): (None, S.TERMINATED),  # the final is already up
+    (S.COMPLETED, I.ABANDON): (None, S.COMPLETED),  # Timer D ends it
     (S.ACCEPTED, I.RECV_1XX): (None, S.ACCEPTED),
     (S.ACCEPTED, I.RECV_2XX): (_IC._pass_up, S.ACCEPTED),  # RFC 6026 §7.2
     (S.ACCEPTED, I.RECV_FINAL): (None, S.ACCEPTED),
     (S.ACCEPTED, I.CANCEL): (None, S.ACCEPTED),
     (S.ACCEPTED, I.TIMER_M): (None, S.TERMINATED),
     (S.ACCEPTED, I.TRANSPORT_ERROR): (None, S.TERMINATED),
+    (S.ACCEPTED, I.ABANDON): (None, S.ACCEPTED),  # Timer M ends it
 }
 
 
@@ -226,17 +233,20 @@ NonInviteClientTransaction.TRANSITIONS = {
     (S.TRYING, I.RECV_2XX): (_NC._complete, S.COMPLETED),
     (S.TRYING, I.RECV_FINAL): (_NC._complete, S.COMPLETED),
     (S.TRYING, I.TRANSPORT_ERROR): (_NC._transport_failed, S.TERMINATED),
+    (S.TRYING, I.ABANDON): (None, S.TRYING),  # rule 6: retransmitted until Timer F
     (S.PROCEEDING, I.TIMER_E): (_NC._timer_e_proceeding, S.PROCEEDING),
     (S.PROCEEDING, I.TIMER_F): (timed_out("F"), S.TERMINATED),
     (S.PROCEEDING, I.RECV_1XX): (_NC._pass_up, S.PROCEEDING),
     (S.PROCEEDING, I.RECV_2XX): (_NC._complete, S.COMPLETED),
     (S.PROCEEDING, I.RECV_FINAL): (_NC._complete, S.COMPLETED),
     (S.PROCEEDING, I.TRANSPORT_ERROR): (_NC._transport_failed, S.TERMINATED),
+    (S.PROCEEDING, I.ABANDON): (None, S.PROCEEDING),  # rule 6: retransmitted until Timer F
     (S.COMPLETED, I.RECV_1XX): (None, S.COMPLETED),  # retransmissions absorbed (§17.1.2.2)
     (S.COMPLETED, I.RECV_2XX): (None, S.COMPLETED),
     (S.COMPLETED, I.RECV_FINAL): (None, S.COMPLETED),
     (S.COMPLETED, I.TIMER_K): (None, S.TERMINATED),
     (S.COMPLETED, I.TRANSPORT_ERROR): (None, S.TERMINATED),
+    (S.COMPLETED, I.ABANDON): (None, S.COMPLETED),  # Timer K ends it
 }
 
 

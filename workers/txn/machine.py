@@ -20,6 +20,11 @@ Rules:
    the same call, so the transaction is Terminated when the call returns.
 6. Terminated is final: timers are disarmed, buffers dropped, and a ``Terminated`` event is the
    last event queued. The transaction keeps no reference to its table.
+7. ``abandon(now)``: the TU gives the transaction up because its messages go to another worker
+   now (``workers/stateful.py`` rule 12). It sends nothing. A state with a timer to end it
+   runs on to that timer (a request still retransmitted: the peer may not have it yet); a
+   state that waits for the TU alone (an INVITE client or server Proceeding, a non-INVITE
+   server before its final) would wait forever, so it ends at once.
 """
 
 from __future__ import annotations
@@ -67,6 +72,7 @@ class Input(str, enum.Enum):
     SEND_2XX = "send 2xx"
     SEND_FINAL = "send 300-699"
     TRANSPORT_ERROR = "transport error"
+    ABANDON = "abandon"  # the TU: the call's messages go to another worker now (rule 7)
     TIMER_A = "Timer A"
     TIMER_B = "Timer B"
     TIMER_D = "Timer D"
@@ -252,6 +258,14 @@ class Transaction:
     def transport_error(self, now: float) -> None:
         """The transport could not deliver what this transaction sent (§17.1.4, §17.2.4)."""
         self._process(Input.TRANSPORT_ERROR, now, None)
+
+    def abandon(self, now: float) -> None:
+        """Rule 7: give the transaction up quietly (the call moved to another worker).
+
+        Raises:
+            InvalidTransition: Idle or Terminated (a TU bug).
+        """
+        self._process(Input.ABANDON, now, None)
 
     def __repr__(self) -> str:
         return f"<{self.kind} {self.state.value} {self.key!r}>"

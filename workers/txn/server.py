@@ -19,6 +19,9 @@ Rules:
 6. A response the state cannot take (a second final, a 1xx after a final) is a TU bug and an
    ``InvalidTransition``; ``accepts(status)`` lets the TU ask first. A proxy forwards a late 2xx
    for an INVITE whose transaction already sent a non-2xx statelessly (§16.7 step 5).
+7. Abandoned (machine rule 7): a transaction whose final the TU has not sent ends at once,
+   sending nothing (the request's retransmissions reach the worker that owns the call now);
+   one with its final sent runs on to its own timer.
 """
 
 from __future__ import annotations
@@ -170,23 +173,27 @@ InviteServerTransaction.TRANSITIONS = {
     (S.PROCEEDING, I.SEND_2XX): (_IS._accept, S.ACCEPTED),
     (S.PROCEEDING, I.SEND_FINAL): (_IS._complete, S.COMPLETED),
     (S.PROCEEDING, I.TRANSPORT_ERROR): (_IS._transport_failed, S.TERMINATED),
+    (S.PROCEEDING, I.ABANDON): (None, S.TERMINATED),  # rule 7
     (S.COMPLETED, I.RECV_REQUEST): (_IS._resend_last, S.COMPLETED),
     (S.COMPLETED, I.RECV_ACK): (_IS._confirm, S.CONFIRMED),
     (S.COMPLETED, I.RECV_CANCEL): (None, S.COMPLETED),
     (S.COMPLETED, I.TIMER_G): (_IS._timer_g, S.COMPLETED),
     (S.COMPLETED, I.TIMER_H): (timed_out("H"), S.TERMINATED),
     (S.COMPLETED, I.TRANSPORT_ERROR): (_IS._transport_failed, S.TERMINATED),
+    (S.COMPLETED, I.ABANDON): (None, S.COMPLETED),  # Timer H (or the ACK) ends it
     (S.CONFIRMED, I.RECV_REQUEST): (None, S.CONFIRMED),
     (S.CONFIRMED, I.RECV_ACK): (None, S.CONFIRMED),
     (S.CONFIRMED, I.RECV_CANCEL): (None, S.CONFIRMED),
     (S.CONFIRMED, I.TIMER_I): (None, S.TERMINATED),
     (S.CONFIRMED, I.TRANSPORT_ERROR): (None, S.TERMINATED),
+    (S.CONFIRMED, I.ABANDON): (None, S.CONFIRMED),  # Timer I ends it
     (S.ACCEPTED, I.RECV_REQUEST): (None, S.ACCEPTED),  # RFC 6026 §7.1: absorbed
     (S.ACCEPTED, I.RECV_ACK): (_IS._pass_up, S.ACCEPTED),  # RFC 6026 §8.7: to the TU
     (S.ACCEPTED, I.RECV_CANCEL): (None, S.ACCEPTED),
     (S.ACCEPTED, I.SEND_2XX): (_IS._send_2xx, S.ACCEPTED),
     (S.ACCEPTED, I.TIMER_L): (None, S.TERMINATED),
     (S.ACCEPTED, I.TRANSPORT_ERROR): (_IS._transport_failed, S.ACCEPTED),  # RFC 6026 §8.8
+    (S.ACCEPTED, I.ABANDON): (None, S.ACCEPTED),  # Timer L ends it
 }
 
 
@@ -209,14 +216,17 @@ NonInviteServerTransaction.TRANSITIONS = {
     (S.TRYING, I.SEND_2XX): (_NS._complete, S.COMPLETED),
     (S.TRYING, I.SEND_FINAL): (_NS._complete, S.COMPLETED),
     (S.TRYING, I.TRANSPORT_ERROR): (_NS._transport_failed, S.TERMINATED),
+    (S.TRYING, I.ABANDON): (None, S.TERMINATED),  # rule 7
     (S.PROCEEDING, I.RECV_REQUEST): (_NS._resend_last, S.PROCEEDING),
     (S.PROCEEDING, I.SEND_1XX): (_NS._send_provisional, S.PROCEEDING),
     (S.PROCEEDING, I.SEND_2XX): (_NS._complete, S.COMPLETED),
     (S.PROCEEDING, I.SEND_FINAL): (_NS._complete, S.COMPLETED),
     (S.PROCEEDING, I.TRANSPORT_ERROR): (_NS._transport_failed, S.TERMINATED),
+    (S.PROCEEDING, I.ABANDON): (None, S.TERMINATED),  # rule 7
     (S.COMPLETED, I.RECV_REQUEST): (_NS._resend_last, S.COMPLETED),
     (S.COMPLETED, I.TIMER_J): (None, S.TERMINATED),
     (S.COMPLETED, I.TRANSPORT_ERROR): (_NS._transport_failed, S.TERMINATED),
+    (S.COMPLETED, I.ABANDON): (None, S.COMPLETED),  # Timer J ends it
 }
 
 

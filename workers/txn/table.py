@@ -47,6 +47,9 @@ Rules:
    ``timer_batch`` as the heap, and are bounded by ``max_held`` and ``max_held_bytes``: past
    either the entry nearest its end is evicted. A retransmission after that matches nothing,
    as RFC 3261 has it for an unknown transaction (docs/transactions.md, "Held").
+9. ``abandon(txn, now)`` gives a transaction up quietly (machine rule 7: its call moved to
+   another worker); ``live_servers()`` lists the live server transactions, for the TU to
+   find the calls that moved (once per worker joining, never per message).
 """
 
 from __future__ import annotations
@@ -251,6 +254,16 @@ class TransactionTable:
 
     def server(self, key: ServerKey) -> ServerTransaction | Held | None:
         return self._servers.get(key)
+
+    def live_servers(self) -> list[ServerTransaction]:
+        """Every live (not held) server transaction, as a list the caller may change the table
+        under (rule 9)."""
+        return [t for t in self._servers.values() if isinstance(t, ServerTransaction)]
+
+    def abandon(self, txn: Transaction, now: float) -> None:
+        """Give ``txn`` up quietly (rule 9, ``Transaction.abandon``): nothing is sent; it ends
+        now or at its own timer."""
+        self._run(txn, txn.abandon, now)
 
     def hold(self, server: ServerTransaction, client: ClientTransaction) -> Held | None:
         """Fold an answered INVITE's two Accepted transactions into one ``Held`` (rule 7).

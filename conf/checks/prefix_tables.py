@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import re
 
-from conf.load import ConfigError, Said, _unique, show
+from conf.checks.common import _unique
+from conf.checks.errors import ConfigError, Said, show
 from conf.settings import Settings
 
 #: the chunks' keys add ``:VERSION:N`` (at most 26 more) under memcached's 250 bytes

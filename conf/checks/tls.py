@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 
 from conf import tlsfiles
-from conf.load import ConfigError, Said, show
+from conf.checks.errors import ConfigError, Said, show
 from conf.settings import Listener, Settings
 
 #: the keys of a listener that only a TLS listener may set

@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 import string
 
-from conf.load import TOKEN_RE, ConfigError, Said, _codes, show
+from conf.checks.common import TOKEN_RE, _codes
+from conf.checks.errors import ConfigError, Said, show
 from conf.settings import Route, Settings
 
 #: headers the proxy reads or writes itself (transactions, dialogs, routing, framing): an
