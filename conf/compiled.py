@@ -2,8 +2,9 @@
 
 The modules in ``MODULES`` are compiled by mypyc from the same typed sources the interpreter
 runs; ``./dev`` builds them (``python -m conf.build_compiled``) into ``build/mypyc/`` of the
-checkout, and :func:`install` (called by ``conf/__init__.py``: every process imports ``conf``
-before any module of the build) puts a finder in front of
+checkout, and :func:`install` (called by ``ingress/__init__.py``, ``workers/__init__.py`` and
+``dialogstate/__init__.py``, so before any of their modules is imported, and by
+``conf/__init__.py``'s hook on the first import of one of this package's) puts a finder in front of
 ``sys.meta_path`` that loads the compiled files instead of the ``.py`` ones. Figures: docs/benchmarks.md, "The compiled build".
 
 Rules:

@@ -204,6 +204,28 @@ def _project_imports(module: str) -> set[str]:
     return {n for n in names if compiled.source_path(n).is_file()}
 
 
+def test_conf_installs_the_build_for_each_of_its_compiled_modules() -> None:
+    """``conf/__init__.py`` installs the finder on the first import of each module of the
+    package in the build, and of no other (``sipline ctl`` must not pay for the hash)."""
+    import conf
+
+    assert conf.COMPILED_HERE == {m for m in compiled.MODULES if m.startswith("conf.")}
+
+
+def test_a_process_importing_the_hop_first_runs_it_compiled() -> None:
+    """A process that imports ``conf.pipe`` before any package that installs the finder (the
+    timers, the state plane) runs the same build as the rest: never half of it."""
+    probe = ("from conf.pipe import PushPipe\nimport ingress.bus\nfrom conf import compiled\n"
+             "print(PushPipe is ingress.bus.PushPipe, sorted(compiled.loaded().items()))\n")
+    out = _run([sys.executable, "-P", "-c", probe], ROOT).stdout
+    same, flags = out.split(" ", 1)
+    # one class: the bus's compiled code and the process's own PushPipe are the same
+    assert same == "True", out
+    loaded = dict(ast.literal_eval(flags))
+    assert set(loaded) >= {"conf.pipe", "conf.envelope", "conf.workerset", "ingress.bus"}
+    assert set(loaded.values()) == {compiled.check().usable}, out
+
+
 def test_every_project_module_a_compiled_one_imports_is_hashed() -> None:
     """An edit to anything the compiled modules were type-checked against makes the build
     stale: each project module they import is compiled too or listed in DEPENDS."""
