@@ -1,8 +1,9 @@
-"""A stateful worker with dialogs starts a call's dialog only when it owns the Call-ID in its
-own view (``workers/dialogs/owners.py`` rule 3): an ingress whose ring does not have a worker
-that has just joined the run directory yet sends that worker's new calls elsewhere, and
-they are passed on to it (``FWD``) instead of starting dialogs its in-dialog requests would
-never find."""
+"""A stateful worker starts a call only when it owns the Call-ID in its own view
+(``workers/dialogs/owners.py`` rule 3): an ingress whose ring does not have a worker that has
+just joined the run directory yet sends that worker's new calls elsewhere, and they are
+passed on to it (``FWD``) instead of starting dialogs its in-dialog requests would never
+find or, dialogs off, transactions whose answers go to the joiner; a request a job held is
+passed on the same way (``StatefulProxy`` rule 13)."""
 
 from __future__ import annotations
 
