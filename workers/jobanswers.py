@@ -14,6 +14,12 @@ Rules:
    503), a lookup its miss (no contact: 404 unless the store says otherwise; a failed store:
    500 or 503), and a failed resolution (478 or 503) becomes the fallback while the next
    target is tried (``workers/stateful.py`` rule 2).
+4. A lookup or a resolution that answers after the request's Call-ID moved to another worker
+   (a worker joined meanwhile: docs/dialogs.md "Dialogs follow their Call-ID") sends nothing
+   from here: the request goes to that worker and its server transaction here ends quietly
+   (``workers/stateful.py`` rule 13), unless the caller cancelled it (rule 2: its 487 was
+   sent here). An INVITE outside a dialog handed back by its HA1 read goes there too, as the
+   claim would have sent it had it just arrived.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 from ingress.sip.serialize import build_response
 from workers.coreevents import Job
+from workers.dialogs.duty import DialogDuty
 from workers.proxy import Out
 from workers.registrar.natping import note_nat
 from workers.stateful import StatefulProxy
@@ -53,6 +60,8 @@ def located(core: StatefulProxy, job: Job, contacts: list[tuple[str, Any, tuple[
     assert ctx is not None
     if ctx.cancelled:
         core.local_final(ctx, 487, "Request Terminated", now)
+    elif core.passed_on(ctx, now):
+        pass  # rule 4: the owner of its Call-ID looks it up again
     elif not contacts:
         core.local_final(ctx, *miss, now)
     else:
@@ -77,7 +86,7 @@ def resolved(core: StatefulProxy, job: Job, addresses: list[tuple[str, str, int]
     assert ctx is not None and target is not None
     if ctx.cancelled:
         core.local_final(ctx, 487, "Request Terminated", now)
-    elif not ctx.done:
+    elif not ctx.done and not core.passed_on(ctx, now):  # rule 4
         if failure is not None:
             ctx.fallback = failure
         ctx.targets[:0] = resolved_targets(target, addresses)
@@ -91,6 +100,9 @@ def authenticated(core: StatefulProxy, job: Job, ha1: str | None, now: float) ->
     auth = core.sl.auth
     assert auth is not None and job.credentials is not None
     outs = core.begin()
+    if DialogDuty.starts(job.request) and core.passes_on(job.request, job.inb):
+        core.drain(now)  # rule 4: nothing was started for it here
+        return outs
     auth.given = (job.credentials, ha1)
     try:
         core.receive_request(job.request, job.inb, now)

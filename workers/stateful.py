@@ -42,9 +42,11 @@ Rules:
    without its INVITE here, a response to an INVITE) is shown to ``screen`` first, when the
    worker sets one: while dialogs move between workers it raises ``Withheld`` or
    ``Forward`` (``workers/dialogs/handover.py``) instead of letting the message go on statelessly.
-   A request that would start a dialog (an INVITE outside one) is shown to ``claim``, which
-   raises ``Forward`` when another worker owns its Call-ID: the dialog starts where its
-   in-dialog requests will go.
+   A request that would start a call (an INVITE outside a dialog) is shown to ``claim``,
+   dialogs or not, which raises ``Forward`` when another worker owns its Call-ID: the call
+   starts where its responses, CANCEL, ACK and in-dialog requests will go (with dialogs, its
+   dialog and CDR; without, a transaction here would meet the edge's routing by Call-ID as
+   rule 12 says). A caller's INVITE retransmission after rule 12 gave the call up is one.
 11. Failure routing (docs/routing.md, ``workers/targets.py``): once the set in use is done
    with a call (none of it left, or a final its failover does not cover) and the last
    outcome is one its rule routes on (``failure_codes``; no answer with
@@ -60,6 +62,17 @@ Rules:
    callee has the request) or left to retransmit otherwise (``MOVED``: what it still gets
    goes on statelessly, as the new owner forwards the rest, rule 3; an INVITE's first
    response or Timer B, a non-INVITE's Timer F, ends it).
+13. A request waiting on a job when its Call-ID moved (a location lookup, an RFC 3263
+   resolution: no attempt in progress for rule 12 to give up) is handed to ``pass_on`` when
+   the job answers, before anything is sent for it: when another worker owns the Call-ID
+   now, the request as it came goes there (a ``FWD``; that worker serves it as a new
+   request, with its own 100 Trying and lookup) and is given up here quietly as in rule 12,
+   its server transaction ended with no final (it sent only 100 Trying). Forwarding it from
+   here would start its dialog after this worker's ``y`` marker (a call with no CDR) and
+   leave a transaction whose answers go elsewhere (Timer C's CANCEL and 408). A request one
+   failover attempt already tried is tried from the start there. An INVITE handed back by
+   its HA1 read is shown to ``pass_on`` as ``claim`` would see it. A ``FWD`` that could not
+   leave keeps the request here, as before.
 """
 
 from __future__ import annotations
@@ -149,8 +162,11 @@ class StatefulProxy:
         self.wall = 0.0  # wall-clock time of the current input, for CDRs (set by ``handle``)
         #: rule 10: called with the Call-ID of a message whose dialog is not here
         self.screen: Callable[[str], None] | None = None
-        #: rule 10: called with the Call-ID of a request that would start a dialog here
+        #: rule 10: called with the Call-ID of a request that would start a call here
         self.claim: Callable[[str], None] | None = None
+        #: rule 13: passes a request a job held on to its Call-ID's owner if that is another
+        #: worker now (True), as a ``FWD``
+        self.pass_on: Callable[[Request, Inbound], bool] | None = None
         #: destination health changes for the worker to log (dispatcher ``HealthChanged``)
         self.health_events: list[Any] = []
         self.timer_c = TimerC()  # rule 6
@@ -160,7 +176,8 @@ class StatefulProxy:
         #: counters the worker adds to its load statistics
         self.counters: dict[str, int] = {"absorbed": 0, "bad_path": 0, "failover": 0,
                                          "failure_route": 0, "timeout": 0, "table_full": 0,
-                                         "timer_c": 0, "calls_moved": 0}  # fmt: skip
+                                         "timer_c": 0, "calls_moved": 0,
+                                         "calls_passed": 0}  # fmt: skip
         #: rule 1: what becomes of a new request
         self.admission = Admission(settings, stateless, self.registrar, self.dialogs,
                                    self.counters)  # fmt: skip
@@ -208,11 +225,10 @@ class StatefulProxy:
         is epoch seconds, for CDRs."""
         msg = self.sl.parse(raw, inb)
         duty = self.duty
-        if self.screen is not None and duty is not None:
-            if duty.absent(msg):
-                self.screen(msg.call_id)
-            elif self.claim is not None and duty.starts(msg):
-                self.claim(msg.call_id)
+        if self.screen is not None and duty is not None and duty.absent(msg):
+            self.screen(msg.call_id)
+        elif self.claim is not None and DialogDuty.starts(msg):
+            self.claim(msg.call_id)  # dialogs or not (rule 10)
         self.wall = wall
         outs = self.begin()
         if isinstance(msg, Response):
@@ -441,7 +457,7 @@ class StatefulProxy:
                 continue
             client = ctx.client
             if client is None or client.state not in _ATTEMPTING or not moved(ctx.request.call_id):
-                continue  # no attempt under way (a job's answer will start one here)
+                continue  # no attempt under way: a job's answer passes it on (rule 13)
             ctx.done = True
             ctx.inb = ctx.request = ctx.plan = ctx.best = None
             ctx.targets.clear()
@@ -453,6 +469,34 @@ class StatefulProxy:
             n += 1
         self.counters["calls_moved"] += n
         return n
+
+    def passed_on(self, ctx: Proxied, now: float) -> bool:
+        """Rule 13: a job answered for ``ctx``'s request, and its Call-ID's owner is another
+        worker now: the request went there (``pass_on``) and is given up here quietly, its
+        server transaction ended with no final. False: it stays here (no other owner, or
+        the ``FWD`` could not leave)."""
+        req, inb, srv = ctx.request, ctx.inb, ctx.server
+        if srv is None or req is None or inb is None or not self.passes_on(req, inb):
+            return False
+        ctx.done = True
+        ctx.inb = ctx.request = ctx.plan = ctx.best = None
+        ctx.targets.clear()
+        ctx.next_sets = ()
+        self.timer_c.arm(ctx, None)
+        srv.context = MOVED
+        if ctx.client is not None:  # an attempt before it ended (a failover's resolution)
+            ctx.client.context = MOVED
+        if srv.state in (State.TRYING, State.PROCEEDING):
+            self.table.abandon(srv, now)
+        return True
+
+    def passes_on(self, req: Request, inb: Inbound) -> bool:
+        """Rule 13: ``req`` went to its Call-ID's owner, another worker now (counted)."""
+        pass_on = self.pass_on
+        if pass_on is None or not pass_on(req, inb):
+            return False
+        self.counters["calls_passed"] += 1
+        return True
 
     def _timer_c_fired(self, ctx: Proxied, now: float) -> None:
         """Timer C, or the 64*T1 a cancelled branch gets to answer (§9.1: after that "the

@@ -14,14 +14,22 @@ Rules:
    passed on (rule 3). The requests we forwarded for those Call-IDs and that are still
    waiting for a final are given up quietly, dialogs or not (``StatefulProxy`` rule 12):
    their answers go to the joiner, and our Timer C would CANCEL a call answered meanwhile.
+   Those still waiting on a job (a lookup, a resolution) go to the joiner when it answers
+   (``pass_on``, rule 3).
 3. A message needing a dialog we do not hold (``StatefulProxy`` rule 10) goes to the
    Call-ID's owner if that is another worker now (``FWD``, never passed on again), and waits
    here while a hand-over is expected (``handover.py`` rules 2-4). A request that would start
-   a dialog (an INVITE outside one) goes to the owner too, and is never held: an ingress
-   routes by its own ring, which hears of a joined worker up to a heartbeat after we read it
-   in the run directory, and a dialog started here after our ``y`` marker for a Call-ID the
-   joiner owns was in neither the hand-over nor the joiner: its BYE reached the joiner and
-   went on statelessly, and the call ended with no CDR.
+   a call (an INVITE outside a dialog) goes to the owner too, dialogs or not (``claim``), and
+   is never held: an ingress routes by its own ring, which hears of a joined worker up to a
+   heartbeat after we read it in the run directory, and a dialog started here after our ``y``
+   marker for a Call-ID the joiner owns was in neither the hand-over nor the joiner: its BYE
+   reached the joiner and went on statelessly, and the call ended with no CDR. Without
+   dialogs the call's answers reached the joiner, and our Timer C sent a CANCEL and a 408
+   (or a caller's retransmission met our given-up attempt's branch: a 482). A request a job
+   held that answers after the Call-ID moved goes the same way (``pass_on``,
+   ``StatefulProxy`` rule 13), even one that came forwarded: every hop goes to a worker
+   that ranks higher for the Call-ID, so none comes back. The claim costs one rendezvous
+   hash per initial INVITE (docs/dialogs.md).
 4. With workers on several hosts (``dialogstate/hosts.py``) owners are decided over every
    host's workers: ours from the run directory, the others' from the edge's ring. Our state
    plane hears the other hosts' workers (a ``ring`` delta) before any ``y`` marker that
@@ -62,10 +70,12 @@ from dialogstate.sources import STATEPLANE, vanished_source
 from workers.dialogs.handover import Forward, HoldGate, Withheld
 
 if TYPE_CHECKING:
+    from ingress.sip.message import Request
     from workers.bus import IngressBus, OnBatch
     from workers.dialogs.cdrfile import CdrFile
     from workers.dialogs.deltas import DeltaLink
     from workers.dialogs.limits import SharedLimits
+    from workers.proxy import Inbound
     from workers.stateful import StatefulProxy
 
 #: a message that needs a dialog we lack re-reads the node's workers at most this often
@@ -116,8 +126,10 @@ class Owners:
         #: rule 6: workers of this host that left our view, and when
         self._left: dict[str, float] = {}
         self._drop_log = Throttle()
+        if core is not None:  # rule 3: new calls go to their owner, dialogs or not
+            core.claim, core.pass_on = self.claim, self.pass_on
         if core is not None and core.dialogs is not None:
-            core.screen, core.claim = self.screen, self.claim
+            core.screen = self.screen
             if deltas is not None:  # restored or adopted dialogs come from the state plane
                 self.gate.expect(STATEPLANE, loop.time())
                 deltas.fresh = lambda: not self._plane_heard
@@ -241,20 +253,39 @@ class Owners:
 
     def claim(self, call_id: str) -> None:
         """``StatefulProxy`` rule 10, our rule 3: raises ``Forward`` when a request that would
-        start a dialog here belongs to another worker. A joiner is in our view from before its
-        hand-over (our ``y`` marker followed from it); the view is re-read only before passing
-        a request on (one that stopped may have left it), not for every new call."""
+        start a call here belongs to another worker."""
         if self._forwarded or self._unheld:
             return
+        owner = self._owner_elsewhere(call_id)
+        if owner is not None:
+            raise Forward(owner)
+
+    def pass_on(self, req: Request, inb: Inbound) -> bool:
+        """``StatefulProxy`` rule 13, our rule 3: a request a job held (a lookup, a resolution,
+        an HA1 read) goes to its Call-ID's owner as a ``FWD`` if that is another worker now;
+        False when it is ours or the ``FWD`` could not leave. A request that came forwarded
+        may go on again: each hop is to a worker that ranks higher for the Call-ID (rendezvous
+        hashing orders the workers per key, ``conf/workerset.py``), so it never comes back."""
+        owner = self._owner_elsewhere(req.call_id)
+        if owner is None:
+            return False
+        meta = [inb.transport, inb.src_ip, inb.src_port, inb.conn, inb.local_ip, inb.local_port,
+                time.monotonic()]  # fmt: skip
+        return self.forward(owner, inb.ingress, meta, req.raw)
+
+    def _owner_elsewhere(self, call_id: str) -> str | None:
+        """The worker other than us that owns ``call_id`` in our view, or None. A joiner is in
+        our view from before its hand-over (our ``y`` marker followed from it); the view is
+        re-read only before passing a request on (one that stopped may have left it), not
+        for every new call."""
         key = call_id.encode("utf-8", "surrogateescape")
         owner = self.peers.owner(key)
         if owner is None or owner == self.worker_id:
-            return
+            return None
         if self.loop.time() - self._peers_read_at > PEERS_RECHECK_S:
             self.refresh_peers()
             owner = self.peers.owner(key)
-        if owner is not None and owner != self.worker_id:
-            raise Forward(owner)
+        return owner if owner is not None and owner != self.worker_id else None
 
     def hold(self, ingress: str, meta: list[Any], raw: bytes) -> None:
         """A message ``screen`` withheld: its dialog is on its way here."""
@@ -262,14 +293,15 @@ class Owners:
         if oldest is not None:
             self._serve_held(oldest, unheld=True)
 
-    def forward(self, owner: str, ingress: str, meta: list[Any], raw: bytes) -> None:
-        """Pass one message on to the worker that owns its Call-ID (``FWD``, never again)."""
+    def forward(self, owner: str, ingress: str, meta: list[Any], raw: bytes) -> bool:
+        """Pass one message on to the worker that owns its Call-ID (``FWD``, never again);
+        False (counted) when it could not leave."""
         try:
             ep = self.peers.endpoint(owner)
         except KeyError:
             self.counters["drop_forward_gone"] += 1
-            return
-        self.bus.forward(owner, ep, ingress, meta, raw)
+            return False
+        return self.bus.forward(owner, ep, ingress, meta, raw)
 
     def on_forward(self, ingress: str, metas: list[list[Any]], payloads: list[bytes]) -> None:
         self._forwarded = True
