@@ -26,6 +26,7 @@ from workers.routing.table import RoutingTable
 from workers.stateful import StatefulProxy
 
 from .helpers import inbound, parsed_req, parsed_resp, request, settings
+from .test_auth_proxy import Core
 from .test_stateful import INVITE, Link, answer, last_down, make
 
 MISS = (480, "Temporarily Unavailable")
@@ -159,8 +160,6 @@ def test_a_resolution_after_the_callers_cancel_still_answers_487_at_w() -> None:
 def test_an_ha1_read_answered_after_the_join_passes_the_invite_on(tmp_path: Path) -> None:
     """An INVITE whose credentials wait on an HA1 read from a cacheDB when J joins is handed
     back after the join: it goes to J (which reads the HA1 again) and starts nothing here."""
-    from .test_auth_proxy import Core
-
     c = Core(tmp_path, "stateful")
     assert c.sf is not None
     req = parsed_req(TO_BOB)
