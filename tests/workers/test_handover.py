@@ -35,6 +35,19 @@ class TestHoldGate:
         gate.expect("x", handover.REMEMBER_S + 1)
         assert gate.pending()
 
+    def test_a_source_whose_worker_came_back_is_not_waited_for(self) -> None:
+        """Rule 1: ``cancel`` ends a wait at once; a source not expected is not remembered
+        as heard (a later real vanishing of that worker waits for its HANDED)."""
+        gate = HoldGate()
+        gate.expect(vanished_source("w2"), 0.0)
+        gate.hold("bye")
+        assert gate.cancel(vanished_source("w2")) and not gate.pending()
+        assert gate.take_released() == ["bye"]
+        assert not gate.cancel(vanished_source("w3"))
+        gate.expect(vanished_source("w3"), 1.0)
+        assert gate.expected == [vanished_source("w3")]
+        assert gate.counters["waits_cancelled"] == 1
+
     def test_a_silent_source_costs_a_delay_not_a_message(self) -> None:
         """Rule 3: past its wait a source is given up and what was held comes out."""
         gate = HoldGate()

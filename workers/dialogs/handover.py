@@ -7,6 +7,10 @@ Rules:
    and when another worker vanishes (its dialogs, from the state plane's mirror), and from
    every worker already there when it joins (the dialogs whose Call-IDs it takes). A
    ``HANDED`` heard before it was expected counts: sources race the worker's own view.
+   A worker that comes back into the view before its ``HANDED`` was never gone (the edge
+   dropped it for late heartbeats, a stall of a second on a loaded box, and took it back):
+   it kept its dialogs, its host's state plane says nothing for a live worker, and the wait
+   for it ends then (``cancel``), not 15 s later.
 2. While any hand-over is expected, a message that needs a dialog this worker does not hold
    (an in-dialog request, a CANCEL without its INVITE here, a response to an INVITE) is
    held, not served: served without its dialog it would be forwarded statelessly and the
@@ -66,6 +70,14 @@ class HoldGate:
             if len(self._handed) > 1024:  # bounded: the oldest are stale
                 for s in sorted(self._handed, key=self._handed.__getitem__)[:512]:
                     del self._handed[s]
+
+    def cancel(self, source: str) -> bool:
+        """Rule 1: ``source`` will send nothing (its worker is back): no longer expected,
+        and not remembered as heard either. True when it was expected."""
+        if self._expected.pop(source, None) is None:
+            return False
+        self.counters["waits_cancelled"] += 1
+        return True
 
     def pending(self) -> bool:
         return bool(self._expected)

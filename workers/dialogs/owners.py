@@ -8,6 +8,10 @@ Rules:
    dialog we lack (an ingress may know of a change before our heartbeat). A worker gone
    (killed, or stopping: it removed its socket file first) means its dialogs come to their
    new owners from the state plane: a hand-over is expected from it (``handover.py`` rule 1).
+   One back in the view before that hand-over was not gone (another host's worker whose
+   heartbeats reached the edge late: it left the edge's ring for a second and came back
+   with its dialogs): the wait for it ends at once. Before, every message needing a dialog
+   we lack was held 15 s, as its host's state plane never says ``HANDED`` for a live worker.
 2. Workers joined take the dialogs whose Call-IDs they own: those leave us silently (the
    state plane's mirror holds them), and a ``y`` marker each tells the state plane it may
    hand them over (``workers/dialogs/deltas.py`` rule 4); what still reaches us for them is
@@ -172,6 +176,9 @@ class Owners:
                 self._note_left(ident, now)
         self.peers = WorkerSet.fixed(view)
         joined = set(view) - known - {self.worker_id}
+        for ident in joined:
+            if self.gate.cancel(vanished_source(ident)):
+                log.info("handover_wait_cancelled", worker=ident, waiting=self.gate.expected)
         if joined and self.core is not None:
             self._let_calls_go(joined, now)
         if moving and joined:
