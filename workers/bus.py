@@ -74,6 +74,18 @@ Rules:
    output for it takes another live ingress as rule 4 says; it reads until every worker's
    ``LEFT``. One that vanished without a word (rule 2) still gets the batch we hold for it,
    and ZeroMQ's queue ``LINGER_MS`` more: it may be reading still.
+12. An ingress of another host that drops us from its ring (our heartbeats reached it
+   ``liveness`` beats late: a stall of a second on a loaded box) closes its pipe to us and
+   tells the ring's other workers, not us; its next ``HB`` to us, once our next heartbeat
+   took us back, already names us. So we never hear a ring without us: what we hear is its
+   silence, its heartbeats stopping from the drop until it took us back. One read after a
+   silence longer than ``liveness - 1`` heartbeats (the edge's own wait, less the beat its
+   last one may have come late by) calls ``on_back`` after its ring is taken in: the
+   workers of other hosts may have started calls of our Call-IDs meanwhile, and their
+   state planes hand those to us as to a joiner (``workers/dialogs/owners.py`` rule 7). A
+   stall of ours long enough shows the same way (what it sent meanwhile is read at once,
+   after the gap). A silence that short of the edge's own wait is a false alarm: it costs
+   a bounded wait, never a message.
 """
 
 from __future__ import annotations
@@ -147,6 +159,14 @@ class _Remote:
         #: its last heartbeat named a ring: this release or later, which says ``LEFT`` (rule 10)
         self.says_left = True
 
+    def heard(self, now: float, silent_s: float) -> bool:
+        """A heartbeat of this endpoint's ingress read at ``now``; True when it ends a silence
+        longer than ``silent_s`` since one was last read here (rule 12: we may have been out
+        of its ring)."""
+        quiet = self.seen > 0.0 and now - self.seen > silent_s
+        self.seen = now
+        return quiet
+
 
 class IngressBus:
     def __init__(
@@ -182,6 +202,9 @@ class IngressBus:
         self._on_host = on_host
         #: called when a live ingress's ring changed (dialogs move at once, rule 8)
         self.on_ring: Callable[[], None] | None = None
+        #: called when an ingress of another host is heard after a silence in which it may
+        #: have dropped us from its ring (rule 12)
+        self.on_back: Callable[[], None] | None = None
         self._hop: TcpHop | None = None
         self._workers: dict[str, zmq.Socket[bytes]] = {}  # rule 6: FWD to the node's workers
         self._refused = RefusalLog("envelope_refused")
@@ -452,38 +475,45 @@ class IngressBus:
         if env.kind == envelope.KIND_IN or env.kind == envelope.KIND_LEFT:
             self._on_envelope(env)
         elif env.kind == envelope.KIND_HB:
-            self._on_ingress_hb(*env.header[:3])
+            back = self._on_ingress_hb(*env.header[:3])
             remote = self._remote.get(env.header[1])
             if remote is not None and remote.ident == env.header[0]:
                 remote.says_left = len(env.header) >= 4  # rule 10: a ring, this release
             if len(env.header) >= 4:
                 eps = env.header[4] if len(env.header) == 5 else []
                 self._on_ingress_ring(env.header[0], env.header[1], env.header[3], eps)
+            if back and self.on_back is not None:  # rule 12, with the ring it names now
+                self.on_back()
         else:  # rule 7: nothing else crosses hosts
             self._meter.counters["drop_tcp_kind"] += 1
 
-    def _on_ingress_hb(self, ident: str, ep: str, state: str) -> None:
-        """Rule 7: the ingress ``ident`` listens at ``ep``, or has left it."""
+    def _on_ingress_hb(self, ident: str, ep: str, state: str) -> bool:
+        """Rule 7: the ingress ``ident`` listens at ``ep``, or has left it. True when it
+        was silent long enough to have dropped us from its ring meanwhile (rule 12)."""
         remote = self._remote.get(ep)
         if remote is None or not sockets.valid_ident(ident):
             self._meter.counters["drop_bad_ingress_hb"] += 1
             self._refused.note(self._loop.time(), reason="ingress endpoint not in [bus] ingresses",
                                ingress=str(ident)[:80], endpoint=str(ep)[:200])  # fmt: skip
-            return
+            return False
         if state != "up":
             if remote.ident == ident:
                 self._forget_remote(remote)
-            return
-        remote.seen = self._loop.time()
+            return False
+        # rule 12: a silence longer than the edge waits before it drops a worker, less one
+        # heartbeat (ours are the same [bus] figures): it may have dropped us and taken us back
+        cfg = self._cfg
+        back = remote.heard(self._loop.time(), cfg.heartbeat_ms / 1000 * (cfg.liveness - 1))
         if remote.ident == ident:
-            return
+            return back
         if remote.ident:
             self._forget_remote(remote)
         if ident in self._pipes:  # the same ident on ipc: that way in holds
-            return
+            return False
         remote.ident = ident
         self._pipes[ident] = remote.pipe
         log.info("ingress_found", ingress=ident, endpoint=ep)
+        return back
 
     def _on_ingress_ring(self, ident: str, ep: str, ring: list[Any], eps: list[Any]) -> None:
         """``conf.bustcp`` rule 6: the ring of the live ingress ``ident`` at ``ep``, and

@@ -158,6 +158,7 @@ class Worker:
                 self.timers.defer = self.bus.flush_soon  # else they wait longer (client rule 5)
         if own.hostview is not None:
             self.bus.on_ring = own.refresh_peers  # a ring changed moves dialogs at once
+            self.bus.on_back = own.back  # out of the edge's ring and back (owners.py rule 7)
         self.proxy.ingresses = self.bus.ingresses  # tags name live ingresses only
         #: ``ctl reload`` and SIGHUP (workers/reloading.py); ``destination_state`` marks
         self.reloader = Reloader(initial(settings, table), self.stateful is not None,

@@ -11,6 +11,10 @@ Rules:
    dropped it for late heartbeats, a stall of a second on a loaded box, and took it back):
    it kept its dialogs, its host's state plane says nothing for a live worker, and the wait
    for it ends then (``cancel``), not 15 s later.
+   The worker that was out expects, from when it learns it may have been (``owners.py``
+   rule 7) and for ``BACK_WAIT_S`` at most, ``stateplane@h`` from every other host ``h``:
+   their workers started the calls of its Call-IDs meanwhile, and their state planes hand
+   those to it as to a joiner, ``HANDED`` included when there were none.
 2. While any hand-over is expected, a message that needs a dialog this worker does not hold
    (an in-dialog request, a CANCEL without its INVITE here, a response to an INVITE) is
    held, not served: served without its dialog it would be forwarded statelessly and the
@@ -30,6 +34,11 @@ from typing import Any
 #: how long a worker waits for a source's HANDED (a restore waits up to 10 s for the
 #: workers of the last run, stateplane/handover.py, plus its own settling)
 WAIT_S = 15.0
+#: how long a worker back in the edge's ring waits for each other host's HANDED (rule 1):
+#: a state plane hands a joiner of another host its dialogs once that host's workers let go
+#: of them, 5 s at most after it heard of it (``stateplane/handover.py`` JOIN_WAIT_S), a
+#: heartbeat or two after the edge took the worker back; a false alarm costs this, not 15 s
+BACK_WAIT_S = 8.0
 #: messages held at most (~1 KB each); the oldest is served as it is past it
 MAX_HELD = 10_000
 #: a HANDED heard before it was expected is remembered this long

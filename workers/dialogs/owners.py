@@ -52,6 +52,16 @@ Rules:
    A worker of ours that left our view since (``LEFT_KEEP_S`` at most: the sender's view
    may still have it) is judged as the view was with it: our state plane hands what it
    keeps for it with its dialogs, or at once if those went already.
+7. Out of the edge's ring and back (``back``, ``workers/bus.py`` rule 12): while the edge
+   had dropped us the other hosts' workers, who see us only through its ring (rule 4),
+   started the calls of our Call-IDs themselves; at our return they let go of them and
+   their state planes hand them to us as to a joiner (``stateplane/handover.py`` rule 2),
+   then say ``HANDED`` as ``stateplane@<host>``, dialogs or none. So from then we expect
+   that from each other host in our view (``BACK_WAIT_S`` at most) and hold what needs a
+   dialog we lack, as a joiner does: a BYE that reached us before its dialog went on
+   statelessly, and that call's CDR came at its lifetime's end (cause ``expired``). Our
+   own host's workers never saw us go: they read us in the run directory, where we stayed
+   (rule 1), and ignore the ring's entries for our host.
 """
 
 from __future__ import annotations
@@ -71,7 +81,7 @@ from conf.settings import Settings
 from conf.workerset import WorkerSet
 from dialogstate.hosts import RING_SOURCE, HostView, ring_pairs
 from dialogstate.sources import STATEPLANE, vanished_source
-from workers.dialogs.handover import Forward, HoldGate, Withheld
+from workers.dialogs.handover import BACK_WAIT_S, Forward, HoldGate, Withheld
 
 if TYPE_CHECKING:
     from ingress.sip.message import Request
@@ -147,6 +157,18 @@ class Owners:
         if expired:
             log.warning("handover_wait_expired", sources=expired, held=len(self.gate))
         self._release_held()
+
+    def back(self) -> None:
+        """Rule 7: an edge ingress may have dropped us from its ring and taken us back."""
+        hv = self.hostview
+        if hv is None or not self._ring_heard:
+            return  # one host, or the first ring's own expectations cover it
+        now = self.loop.time()
+        sources = hv.first_ring()
+        for source in sources:
+            self.gate.expect(source, now, BACK_WAIT_S)
+        self.counters["ring_back"] += 1
+        log.warning("ring_back", waiting=self.gate.expected, held=len(self.gate))
 
     def stats(self) -> dict[str, Any]:
         out = self.gate.stats()
