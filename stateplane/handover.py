@@ -22,6 +22,12 @@ Rules:
    ``stateplane@<node>``; one of ours gone has its dialogs handed to their owners on any
    host, then ``HANDED`` for it to every host's workers. Workers of other hosts that leave
    are their own host's business: we hold none of their dialogs and say nothing for them.
+   One the edge dropped and took back (it missed the edge's heartbeat deadline) is a
+   joiner again (``workers/dialogs/owners.py`` rule 7), even when it left and came back
+   between two of our heartbeats: our workers saw both at once (a ring change reaches them
+   at once) and let go of the calls of its Call-IDs they started meanwhile. Before, such a
+   worker was never new to us: those dialogs stayed in our mirror with nobody holding them,
+   and the worker, which waits for our ``HANDED``, waited for nothing.
 3. A vanished worker's dialogs leave the mirror only for calls whose CDR is not in this
    host's ``[dialogs] cdr_file`` yet: a worker killed between its CDR's ``write(2)`` and its
    ``t`` reaching us left the call ended in the file but live here, and a worker of another
@@ -187,6 +193,9 @@ class Handover:
         self.hosts: HostView | None = None
         self.hop: TcpHop | None = None
         self._hosts_seen: dict[str, str] = {}
+        #: rule 2: workers of other hosts a ring delta took out of the view since our last
+        #: heartbeat (one back by the next is a joiner all the same)
+        self._ring_left: set[str] = set()
         if settings.bus.address and settings.bus.ingresses and curve:
             self.hosts = HostView(settings.node.name)
             self.hop = TcpHop(ctx, loop, settings, counters, serve=False)
@@ -277,7 +286,9 @@ class Handover:
         """Rule 1."""
         live = sockets.live_endpoints(self.settings.node.run_dir, "worker")
         view = self.workers_view(live)
-        new = {i: ep for i, ep in view.items() if i not in self._hosts_seen}
+        new = {i: ep for i, ep in view.items()
+               if i not in self._hosts_seen or i in self._ring_left}  # fmt: skip
+        self._ring_left.clear()
         for ident in self.workers:
             if ident not in live:
                 self._leaving.setdefault(ident, now)
@@ -530,7 +541,11 @@ class Handover:
         hop = self.hop
         allowed = {i: ep for i, ep in ring.items() if hop.worker_key(i, ep) is not None}
         self.counters["ring_refused"] += len(ring) - len(allowed)
+        before = self.hosts.remote()
         self.hosts.set_ring(allowed, self.loop.time())
+        # out and back between two of our heartbeats: our workers let go of what it takes
+        # (their "y" markers follow), so it is handed that, and HANDED, as any joiner
+        self._ring_left.update(i for i in before if i not in self.hosts.remote())
 
     def _connect_tcp(self, ep: str) -> zmq.Socket[bytes] | None:
         """Rule 2: a CURVE pipe to the worker of another host at ``ep``, or None when the
