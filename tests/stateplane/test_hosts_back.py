@@ -13,7 +13,7 @@ from pathlib import Path
 from conf import envelope as env
 from dialogstate.hosts import host_source
 
-from .test_hosts_keep import J, WB, pair, run
+from .test_hosts_keep import WB, J, pair, run
 
 
 def test_a_worker_out_and_back_between_two_heartbeats_is_handed_to_again() -> None:
