@@ -458,11 +458,7 @@ class StatefulProxy:
             client = ctx.client
             if client is None or client.state not in _ATTEMPTING or not moved(ctx.request.call_id):
                 continue  # no attempt under way: a job's answer passes it on (rule 13)
-            ctx.done = True
-            ctx.inb = ctx.request = ctx.plan = ctx.best = None
-            ctx.targets.clear()
-            ctx.next_sets = ()
-            self.timer_c.arm(ctx, None)
+            self._give_up(ctx)
             srv.context = client.context = MOVED
             table.abandon(srv, now)
             table.abandon(client, now)
@@ -478,17 +474,22 @@ class StatefulProxy:
         req, inb, srv = ctx.request, ctx.inb, ctx.server
         if srv is None or req is None or inb is None or not self.passes_on(req, inb):
             return False
-        ctx.done = True
-        ctx.inb = ctx.request = ctx.plan = ctx.best = None
-        ctx.targets.clear()
-        ctx.next_sets = ()
-        self.timer_c.arm(ctx, None)
+        self._give_up(ctx)
         srv.context = MOVED
         if ctx.client is not None:  # an attempt before it ended (a failover's resolution)
             ctx.client.context = MOVED
         if srv.state in (State.TRYING, State.PROCEEDING):
             self.table.abandon(srv, now)
         return True
+
+    def _give_up(self, ctx: Proxied) -> None:
+        """Rules 12-13: ``ctx``'s call is another worker's now; nothing more is done for it
+        here (no target, no failover, no Timer C)."""
+        ctx.done = True
+        ctx.inb = ctx.request = ctx.plan = ctx.best = None
+        ctx.targets.clear()
+        ctx.next_sets = ()
+        self.timer_c.arm(ctx, None)
 
     def passes_on(self, req: Request, inb: Inbound) -> bool:
         """Rule 13: ``req`` went to its Call-ID's owner, another worker now (counted)."""

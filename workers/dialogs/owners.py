@@ -274,8 +274,8 @@ class Owners:
         if self.loop.time() - self._peers_read_at > PEERS_RECHECK_S:
             self.refresh_peers()  # an ingress may know of a change before our heartbeat
         if not self._forwarded:
-            owner = self.peers.owner(call_id.encode("utf-8", "surrogateescape"))
-            if owner is not None and owner != self.worker_id:
+            owner = self._owner_elsewhere(call_id)  # the view is fresh: no second re-read
+            if owner is not None:
                 raise Forward(owner)
         if self.gate.pending():
             raise Withheld
