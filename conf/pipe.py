@@ -98,6 +98,18 @@ def recv_frames(sock: zmq.Socket[bytes]) -> list[bytes]:
     return frames
 
 
+async def woken(event: asyncio.Event, within_s: float) -> None:
+    """Until ``event`` is set (it is cleared first) or ``within_s`` passed: a leaving bus's
+    wait for the next ``LEFT`` or its next heartbeat (``ingress/bus.py`` rule 7,
+    ``workers/bus.py`` rule 10)."""
+    event.clear()
+    try:
+        async with asyncio.timeout(within_s):
+            await event.wait()
+    except TimeoutError:
+        pass
+
+
 def drain_pull(
     sock: zmq.Socket[bytes], on_envelope: OnEnvelope, counters: Counter[str]
 ) -> bool:

@@ -46,7 +46,7 @@ import zmq
 from conf import envelope, sockets
 from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
-from conf.pipe import PushPipe, WorkerPipes, drain_pull, hops
+from conf.pipe import PushPipe, WorkerPipes, drain_pull, hops, woken
 from conf.settings import Bus
 from ingress import shedding
 
@@ -282,12 +282,8 @@ class WorkerBus:
             left_s = t0 + within_s - now
             if not self._holding or left_s <= 0:
                 break
-            self._released.clear()
-            try:  # woken by a LEFT or a worker's "down" (``_let_go``), or the beat
-                async with asyncio.timeout(min(next_beat - now, left_s)):
-                    await self._released.wait()
-            except TimeoutError:
-                pass
+            # woken by a LEFT or a worker's "down" (``_let_go``), or the beat
+            await woken(self._released, min(next_beat - now, left_s))
         log.info("ingress_released", waited_ms=round((loop.time() - t0) * 1000),
                  holding=sorted(self._holding)[:20])  # fmt: skip
 

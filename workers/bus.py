@@ -101,7 +101,7 @@ import zmq
 from conf import bustcp, discovery, envelope, refused, sockets
 from conf.guard import GUARD, Reader
 from conf.loadstats import LoadMeter
-from conf.pipe import DRAIN_LIMIT, PushPipe, drain_pull, hops
+from conf.pipe import DRAIN_LIMIT, PushPipe, drain_pull, hops, woken
 from conf.refused import RefusalLog
 from conf.settings import Bus
 
@@ -658,12 +658,8 @@ class IngressBus:
             left_s = t0 + LEAVE_S - now
             if not self._holding or left_s <= 0:
                 break
-            self._released.clear()
-            try:  # woken by a LEFT or an ingress forgotten (``_let_go_check``), or the beat
-                async with asyncio.timeout(min(next_beat - now, left_s)):
-                    await self._released.wait()
-            except TimeoutError:
-                pass
+            # woken by a LEFT or an ingress forgotten (``_let_go_check``), or the beat
+            await woken(self._released, min(next_beat - now, left_s))
         left_ms = {i: round((self._left_at[i] - t0) * 1000, 1)
                    for i in sorted(self._expected & self._left_at.keys())[:20]}
         log.info("worker_released", waited_ms=round((loop.time() - t0) * 1000), left_ms=left_ms,
