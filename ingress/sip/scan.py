@@ -66,11 +66,15 @@ def _scan(data: bytes) -> Summary:
     while data.startswith(b"\r\n", start):  # §7.5: ignore CRLFs before the start line
         start += 2
     end = data.find(b"\r\n\r\n", start)
-    if end < 0:
+    if end >= 0:
+        # lines end where the parse ends them: a bare LF inside a CRLF message's start line
+        # leaves the line malformed (400) there, whatever version it names
+        nl = data.find(b"\r\n", start) + 1
+    else:
         end = data.find(b"\n\n", start)
         if end < 0:
             raise BadRequest("no end of header section")
-    nl = data.find(b"\n", start)
+        nl = data.find(b"\n", start)
     # one count is enough for a normal message; the exact one only when it could be over
     lines = data.count(b"\n", nl, end)
     if lines > MAX_HEADER_FIELDS and (over := _over_cap(data[nl:end], lines)):

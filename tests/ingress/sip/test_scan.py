@@ -77,6 +77,16 @@ def test_any_bytes(data: bytes) -> None:
         pass
 
 
+def test_a_bare_lf_in_a_crlf_start_line() -> None:
+    """A CRLF message whose start line ends in a bare LF (a flip hypothesis found: "SIP/2.00"
+    then LF) is one malformed line to both, 400, not another version's 505."""
+    data = (b"OPTIONS sip:user@example.com SIP/2.00\nTo: sip:user@example.com\r\n"
+            b"From: sip:caller@example.net;tag=1\r\nCall-ID: a@b\r\nCSeq: 1 OPTIONS\r\n"
+            b"Via: SIP/2.0/UDP host1.example.com;branch=z9hG4bK1\r\nMax-Forwards: 70\r\n\r\n")
+    assert _outcome(scan_message, data) == ("error", (400, True))
+    _agree(data)
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     st.integers(0, 10_000),
